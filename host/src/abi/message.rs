@@ -1,0 +1,98 @@
+//! The `message` namespace: send and receive.
+
+use super::memory::{check_writable, read_bytes, write_bytes};
+use super::{arg_i32, arg_i64, errno, Registrar};
+use crate::pid::Pid;
+use crate::runtime::mailbox::{Head, PushError};
+use std::time::{Duration, Instant};
+use wasmtime::Val;
+
+/// Size of the `recv` info struct: u64 sender, u32 length, u32 reserved.
+pub const RECV_INFO_BYTES: i32 = 16;
+
+fn info_bytes(sender: Pid, len: usize) -> [u8; 16] {
+    let mut info = [0u8; 16];
+    info[..8].copy_from_slice(&sender.0.to_le_bytes());
+    info[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+    info
+}
+
+/// Register the namespace's imports.
+pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
+    r.define("send", |mut caller, params| {
+        let to = Pid(arg_i64(params, 0) as u64);
+        let (ptr, len) = (arg_i32(params, 1), arg_i32(params, 2));
+        Box::new(async move {
+            let node = caller.data().node.clone();
+            let code = if len >= 0 && len as usize > node.message_bytes_max() {
+                errno::TOO_LARGE
+            } else {
+                match read_bytes(&mut caller, ptr, len) {
+                    Err(e) => e,
+                    Ok(data) => match node.send(caller.data().pid, to, data) {
+                        Ok(()) => errno::OK,
+                        Err(PushError::Full) => errno::MAILBOX_FULL,
+                        Err(PushError::Closed) => errno::NO_PROCESS,
+                    },
+                }
+            };
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+
+    r.define("recv", |mut caller, params| {
+        let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
+        let timeout_ms = arg_i64(params, 2);
+        let info_ptr = arg_i32(params, 3);
+        Box::new(async move {
+            // Check every pointer before waiting, so a bad call fails at once.
+            if let Err(e) = check_writable(&mut caller, ptr, len) {
+                return Ok(Some(Val::I32(e)));
+            }
+            if info_ptr != 0 {
+                if let Err(e) = check_writable(&mut caller, info_ptr, RECV_INFO_BYTES) {
+                    return Ok(Some(Val::I32(e)));
+                }
+            }
+            let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+            let mailbox = caller.data().mailbox.clone();
+            let code = loop {
+                match mailbox.take_if_fits(len as usize) {
+                    Head::Taken(m) => {
+                        // Both ranges were checked above and memory never shrinks.
+                        let r = write_bytes(&mut caller, ptr, &m.data)
+                            .and_then(|_| {
+                                if info_ptr != 0 {
+                                    write_bytes(&mut caller, info_ptr, &info_bytes(m.sender, m.data.len()))
+                                } else {
+                                    Ok(())
+                                }
+                            });
+                        break match r {
+                            Ok(()) => m.data.len() as i32,
+                            Err(e) => e,
+                        };
+                    }
+                    Head::TooBig { sender, len: needed } => {
+                        if info_ptr != 0 {
+                            if let Err(e) = write_bytes(&mut caller, info_ptr, &info_bytes(sender, needed)) {
+                                break e;
+                            }
+                        }
+                        break errno::BUFFER_TOO_SMALL;
+                    }
+                    Head::Empty => {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            break errno::TIMEOUT;
+                        }
+                        if !mailbox.wait_nonempty(deadline).await {
+                            break errno::TIMEOUT;
+                        }
+                    }
+                }
+            };
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The `process` namespace: own pid, spawn, sleep, yield, exit, log.
+
+use super::memory::{read_bytes, write_bytes};
+use super::{arg_i32, arg_i64, errno, Registrar};
+use crate::runtime::log::Stream;
+use wasi_common::I32Exit;
+use wasmtime::Val;
+
+/// Most arguments a guest may pass to `spawn`, and most bytes of them.
+pub const SPAWN_ARGS_MAX: usize = 1024;
+/// Most bytes of `spawn` arguments (and of a module reference).
+pub const SPAWN_ARG_BYTES_MAX: i32 = 64 << 10;
+/// Most bytes of one `log` call.
+pub const LOG_BYTES_MAX: i32 = 64 << 10;
+
+/// Split NUL-terminated strings; `None` if the encoding is wrong.
+pub fn parse_args(bytes: &[u8]) -> Option<Vec<String>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    if *bytes.last()? != 0 {
+        return None;
+    }
+    let parts: Vec<&[u8]> = bytes[..bytes.len() - 1].split(|b| *b == 0).collect();
+    if parts.len() > SPAWN_ARGS_MAX {
+        return None;
+    }
+    parts.into_iter().map(|p| String::from_utf8(p.to_vec()).ok()).collect()
+}
+
+/// Register the namespace's imports.
+pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
+    r.define("self_pid", |caller, _params| {
+        let pid = caller.data().pid;
+        Box::new(async move { Ok(Some(Val::I64(pid.0 as i64))) })
+    })?;
+
+    r.define("spawn", |mut caller, params| {
+        let (mptr, mlen) = (arg_i32(params, 0), arg_i32(params, 1));
+        let (aptr, alen) = (arg_i32(params, 2), arg_i32(params, 3));
+        let out_ptr = arg_i32(params, 4);
+        Box::new(async move {
+            let code = async {
+                if mlen > SPAWN_ARG_BYTES_MAX || alen > SPAWN_ARG_BYTES_MAX {
+                    return errno::INVALID;
+                }
+                let module_ref = match read_bytes(&mut caller, mptr, mlen) {
+                    Ok(b) => b,
+                    Err(e) => return e,
+                };
+                let args = match read_bytes(&mut caller, aptr, alen) {
+                    Ok(b) => b,
+                    Err(e) => return e,
+                };
+                if let Err(e) = super::memory::check_writable(&mut caller, out_ptr, 8) {
+                    return e;
+                }
+                let Ok(module_ref) = String::from_utf8(module_ref) else { return errno::INVALID };
+                let Some(args) = parse_args(&args) else { return errno::INVALID };
+                let node = caller.data().node.clone();
+                let forward = caller.data().log.forwards();
+                match node.spawn_by_reference(&module_ref, args, forward).await {
+                    Ok(pid) => match write_bytes(&mut caller, out_ptr, &pid.0.to_le_bytes()) {
+                        Ok(()) => errno::OK,
+                        Err(e) => e,
+                    },
+                    Err(code) => code,
+                }
+            }
+            .await;
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+
+    r.define("sleep_ms", |_caller, params| {
+        let ms = arg_i64(params, 0);
+        Box::new(async move {
+            if ms < 0 {
+                return Ok(Some(Val::I32(errno::INVALID)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(ms as u64)).await;
+            Ok(Some(Val::I32(errno::OK)))
+        })
+    })?;
+
+    r.define("yield_now", |_caller, _params| {
+        Box::new(async move {
+            tokio::task::yield_now().await;
+            Ok(Some(Val::I32(errno::OK)))
+        })
+    })?;
+
+    r.define("exit", |_caller, params| {
+        let code = arg_i32(params, 0);
+        Box::new(async move { Err(wasmtime::Error::new(I32Exit(code))) })
+    })?;
+
+    r.define("log", |mut caller, params| {
+        let (level, ptr, len) = (arg_i32(params, 0), arg_i32(params, 1), arg_i32(params, 2));
+        Box::new(async move {
+            if !(0..=4).contains(&level) || len > LOG_BYTES_MAX {
+                return Ok(Some(Val::I32(errno::INVALID)));
+            }
+            let code = match read_bytes(&mut caller, ptr, len) {
+                Ok(mut text) => {
+                    if std::str::from_utf8(&text).is_err() {
+                        errno::INVALID
+                    } else {
+                        text.push(b'\n');
+                        caller.data().log.append(Stream::Log(level as u8), &text);
+                        errno::OK
+                    }
+                }
+                Err(e) => e,
+            };
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_encoding() {
+        assert_eq!(parse_args(b""), Some(vec![]));
+        assert_eq!(parse_args(b"a\0bc\0"), Some(vec!["a".to_string(), "bc".to_string()]));
+        assert_eq!(parse_args(b"\0"), Some(vec![String::new()]));
+        assert_eq!(parse_args(b"a"), None);
+        assert_eq!(parse_args(b"\xff\0"), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! The `shoal` command line: argument parsing and one file per verb.
+//!
+//! Errors from user mistakes are printed as `error: …` with the cause chain
+//! and exit code 1 (2 for usage errors, from clap); never a panic or a
+//! backtrace.
+
+mod inspect;
+mod registry;
+mod run;
+mod units;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Shoal runs WebAssembly processes that can be snapshotted and moved.
+///
+/// Start with `shoal run app.wasm`. Modules are WASI (wasm32-wasip1)
+/// programs in any language; those built against the Shoal SDK can also
+/// spawn processes and exchange messages.
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Where the node keeps its registry (modules, compiled code, snapshots).
+    #[arg(long, global = true, env = "SHOAL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a WebAssembly module as a Shoal process on an embedded node.
+    ///
+    /// Behaves like `wasmtime run`: stdout and stderr are streamed, the
+    /// exit code is the guest's, and nothing on the host is reachable unless
+    /// granted with --dir or --env.
+    ///
+    /// Examples:
+    ///   shoal run hello.wasm
+    ///   shoal run --env GREETING=hi --dir ./data::/data app.wasm -- --verbose
+    ///   shoal run my-app            (a name pushed with `shoal push --name`)
+    Run(run::RunArgs),
+    /// Show a module's hash, imports, exports, Shoal ABI version and cache state.
+    ///
+    /// Example:
+    ///   shoal inspect app.wasm --json
+    Inspect(inspect::InspectArgs),
+    /// Store a module in the local registry (optionally under a name).
+    ///
+    /// Example:
+    ///   shoal push app.wasm --name app:v1
+    Push(registry::PushArgs),
+    /// List what the local registry holds: names and blobs.
+    ///
+    /// Example:
+    ///   shoal ls --json
+    Ls(registry::LsArgs),
+}
+
+/// Where the data directory is when not given: $XDG_DATA_HOME/shoal, else
+/// ~/.local/share/shoal, else ./.shoal.
+fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("shoal");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".local/share/shoal");
+    }
+    PathBuf::from(".shoal")
+}
+
+/// Parse arguments, run the verb, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args, &data_dir),
+        Command::Inspect(args) => inspect::inspect(args, &data_dir),
+        Command::Push(args) => registry::push(args, &data_dir),
+        Command::Ls(args) => registry::ls(args, &data_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Read a module given as a file path, or (if no such file) look it up in
+/// the registry by name or hash. Returns the bytes' hash.
+fn module_from_arg(
+    node_registry: &shoal_registry::Registry,
+    arg: &str,
+) -> anyhow::Result<shoal_registry::Sha256> {
+    use anyhow::Context;
+    let path = std::path::Path::new(arg);
+    if path.exists() {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read module file {}", path.display()))?;
+        return node_registry.put(&bytes).with_context(|| format!("cannot store {} in the registry", path.display()));
+    }
+    node_registry.resolve(arg).with_context(|| {
+        format!("`{arg}` is neither a file nor a module in the registry (see `shoal ls`)")
+    })
+}

@@ -1,0 +1,20 @@
+//! The Shoal node: runs sandboxed WebAssembly processes.
+//!
+//! A newcomer's map of this crate:
+//! - [`abi`] — the host ABI: the one import table and one file per namespace.
+//! - [`prepare`] — module preparation (validate, Asyncify, export globals).
+//! - [`runtime`] — the wasmtime engine, limits, mailboxes, process logs and the
+//!   process task itself.
+//! - [`node`] — one node: its process table, module cache and registry.
+//! - [`pid`] — process identifiers.
+//! - `cli` (binary only) — the `shoal` command line.
+
+pub mod abi;
+pub mod node;
+pub mod pid;
+pub mod prepare;
+pub mod runtime;
+
+pub use node::{HostMailbox, Node, NodeConfig, NodeError, SpawnSpec};
+pub use pid::Pid;
+pub use runtime::process::{ExitReason, ExitStatus};

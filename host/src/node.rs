@@ -1,0 +1,546 @@
+//! One Shoal node: its engine, module cache, registry and process table.
+//!
+//! [`Node`] is the embedding API: `shoal run` builds a node with no peers,
+//! pushes a module into its registry and spawns it; tests and benchmarks do
+//! the same. Processes reach their node through [`Shared`] to spawn and send.
+
+use crate::abi;
+use crate::pid::{Pid, PidAllocator};
+use crate::runtime::engine::{self, EngineSettings, EpochTicker};
+use crate::runtime::limits::ProcessLimiter;
+use crate::runtime::log::{ProcessLog, Stream};
+use crate::runtime::mailbox::{Mailbox, MailboxLimits, Message, PushError};
+use crate::runtime::modules::{LoadedModule, ModuleCache, ModuleError};
+use crate::runtime::process::{self, ExitReason, ExitStatus, ProcessCtx};
+use shoal_registry::{Registry, RegistryError, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{oneshot, watch};
+use wasi_common::pipe::{ReadPipe, WritePipe};
+use wasmtime::{Linker, Store};
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where the node keeps its registry and state.
+    pub data_dir: PathBuf,
+    /// Engine and instance-pool settings.
+    pub engine: EngineSettings,
+    /// Default memory cap of a process, in bytes (at most `engine.memory_bytes_max`).
+    pub process_memory_bytes_max: u64,
+    /// Fuel given to each process, if fuel metering is on (`engine.fuel`).
+    pub process_fuel: Option<u64>,
+    /// Bounds of each mailbox.
+    pub mailbox: MailboxLimits,
+    /// Largest message a process may send, in bytes.
+    pub message_bytes_max: usize,
+    /// Output bytes kept per process.
+    pub log_bytes_max: usize,
+    /// How often running guests are interrupted to let others run.
+    pub epoch_tick: Duration,
+    /// Insert Asyncify's runtime asserts (tests).
+    pub asyncify_asserts: bool,
+    /// Prepare modules for capture (Asyncify). Off only to measure what
+    /// preparation costs: processes of an uninstrumented module cannot be
+    /// snapshotted.
+    pub instrument: bool,
+    /// How many exited processes' statuses and logs are remembered.
+    pub exited_history_max: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for a node keeping its data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let engine = EngineSettings::default();
+        NodeConfig {
+            data_dir: data_dir.into(),
+            process_memory_bytes_max: engine.memory_bytes_max,
+            engine,
+            process_fuel: None,
+            mailbox: MailboxLimits::default(),
+            message_bytes_max: 1 << 20,
+            log_bytes_max: 1 << 20,
+            epoch_tick: Duration::from_millis(10),
+            asyncify_asserts: false,
+            instrument: true,
+            exited_history_max: 4096,
+        }
+    }
+}
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A module could not be loaded.
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    /// wasmtime could not be set up.
+    #[error("runtime setup failed: {0}")]
+    Runtime(String),
+    /// A spawn argument is not acceptable.
+    #[error("invalid spawn request: {0}")]
+    InvalidSpawn(String),
+    /// A granted directory could not be opened.
+    #[error("cannot grant directory {path}: {source}")]
+    Dir {
+        /// The host path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Too many processes.
+    #[error("process limit reached ({0} processes)")]
+    ProcessLimit(u32),
+    /// No such process.
+    #[error("no process with pid {0}")]
+    NoProcess(Pid),
+}
+
+/// A host directory granted to a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Path on the host.
+    pub host: PathBuf,
+    /// Path the guest sees.
+    pub guest: String,
+}
+
+impl DirGrant {
+    /// Parse the wasmtime CLI spelling `HOST[::GUEST]`.
+    pub fn parse(spec: &str) -> DirGrant {
+        match spec.split_once("::") {
+            Some((host, guest)) => DirGrant { host: host.into(), guest: guest.to_string() },
+            None => DirGrant { host: spec.into(), guest: spec.to_string() },
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// The module, by hash (it must be in the node's registry).
+    pub module: Sha256,
+    /// Full argv, including argv[0].
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Directories granted.
+    pub dirs: Vec<DirGrant>,
+    /// Give the process the host's stdin (only `shoal run` does).
+    pub inherit_stdin: bool,
+    /// Echo stdout/stderr to the host's as well as capturing them.
+    pub forward_output: bool,
+    /// Memory cap, bytes (None = node default).
+    pub memory_bytes_max: Option<u64>,
+}
+
+impl SpawnSpec {
+    /// A spawn of `module` with argv `args` and nothing granted.
+    pub fn new(module: Sha256, args: Vec<String>) -> Self {
+        SpawnSpec {
+            module,
+            args,
+            env: Vec::new(),
+            dirs: Vec::new(),
+            inherit_stdin: false,
+            forward_output: false,
+            memory_bytes_max: None,
+        }
+    }
+}
+
+/// What the node knows about a live process.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProcessInfo {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its module.
+    pub module: Sha256,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// Messages waiting in its mailbox.
+    pub mailbox_len: usize,
+}
+
+struct ProcessEntry {
+    module: Sha256,
+    mailbox: Arc<Mailbox>,
+    log: Arc<ProcessLog>,
+    started_at: SystemTime,
+    status: watch::Receiver<Option<ExitStatus>>,
+    kill: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+struct Exited {
+    status: ExitStatus,
+    log: Arc<ProcessLog>,
+}
+
+/// The node state processes share.
+pub struct Shared {
+    config: NodeConfig,
+    engine: wasmtime::Engine,
+    linker: Linker<ProcessCtx>,
+    registry: Registry,
+    modules: ModuleCache,
+    processes: RwLock<HashMap<Pid, Arc<ProcessEntry>>>,
+    host_mailboxes: RwLock<HashMap<Pid, Arc<Mailbox>>>,
+    exited: Mutex<VecDeque<(Pid, Exited)>>,
+    pids: PidAllocator,
+    _ticker: EpochTicker,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Start a node: open its registry, build its engine, start preemption.
+    pub fn new(config: NodeConfig) -> Result<Node, NodeError> {
+        let mut config = config;
+        if config.process_fuel.is_some() {
+            config.engine.fuel = true;
+        }
+        config.process_memory_bytes_max = config.process_memory_bytes_max.min(config.engine.memory_bytes_max);
+        let registry = Registry::open(config.data_dir.join("registry"))?;
+        let engine = engine::build_engine(&config.engine).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        abi::register_all(&mut linker).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+        let prepare_tag =
+            format!("prepare-v1 asserts={} instrument={}", config.asyncify_asserts, config.instrument);
+        let fingerprint = engine::fingerprint(&engine, &config.engine, &prepare_tag);
+        let modules = ModuleCache::new(
+            engine.clone(),
+            registry.clone(),
+            fingerprint,
+            config.asyncify_asserts,
+            config.instrument,
+        );
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)
+            .map_err(|e| NodeError::Runtime(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Node {
+            shared: Arc::new(Shared {
+                config,
+                engine,
+                linker,
+                registry,
+                modules,
+                processes: RwLock::new(HashMap::new()),
+                host_mailboxes: RwLock::new(HashMap::new()),
+                exited: Mutex::new(VecDeque::new()),
+                pids: PidAllocator::starting_at(1),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The node's registry.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// Store a module in the registry and return its hash (does not compile).
+    pub fn add_module(&self, wasm: &[u8]) -> Result<Sha256, NodeError> {
+        Ok(self.shared.registry.put(wasm)?)
+    }
+
+    /// Prepare and compile a module now (blocking), returning it.
+    pub fn load_module(&self, hash: &Sha256) -> Result<Arc<LoadedModule>, NodeError> {
+        Ok(self.shared.modules.load(hash, &self.shared.linker)?)
+    }
+
+    /// True when a compiled artifact of `hash` is cached on disk.
+    pub fn is_compiled(&self, hash: &Sha256) -> bool {
+        self.shared.modules.is_compiled(hash)
+    }
+
+    /// Start a process. The module is loaded first (on a blocking thread if
+    /// it has to be prepared). Must be called inside a tokio runtime.
+    pub async fn spawn(&self, spec: SpawnSpec) -> Result<Pid, NodeError> {
+        Shared::spawn(&self.shared, spec).await
+    }
+
+    /// Wait for a process to end. Returns `None` if the pid was never seen
+    /// (or has been forgotten).
+    pub async fn wait(&self, pid: Pid) -> Option<ExitStatus> {
+        self.shared.wait(pid).await
+    }
+
+    /// Send a message from the host (sender pid 0 is never a process).
+    pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+        self.shared.send(from, to, data)
+    }
+
+    /// Kill a process. It ends with [`ExitReason::Killed`].
+    pub fn kill(&self, pid: Pid) -> Result<(), NodeError> {
+        let entry = self.shared.entry(pid).ok_or(NodeError::NoProcess(pid))?;
+        let sender = entry.kill.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = sender {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+
+    /// Live processes.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let procs = self.shared.processes.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<ProcessInfo> = procs
+            .iter()
+            .map(|(pid, e)| ProcessInfo {
+                pid: *pid,
+                module: e.module,
+                started_at: e.started_at,
+                mailbox_len: e.mailbox.len(),
+            })
+            .collect();
+        list.sort_by_key(|p| p.pid);
+        list
+    }
+
+    /// The captured output of a live or recently exited process.
+    pub fn log(&self, pid: Pid) -> Option<Arc<ProcessLog>> {
+        if let Some(e) = self.shared.entry(pid) {
+            return Some(e.log.clone());
+        }
+        let exited = self.shared.exited.lock().unwrap_or_else(|p| p.into_inner());
+        exited.iter().find(|(p, _)| *p == pid).map(|(_, e)| e.log.clone())
+    }
+
+    /// The captured stdout of a process, as text (lossy UTF-8).
+    pub fn stdout_text(&self, pid: Pid) -> String {
+        self.log(pid).map(|l| String::from_utf8_lossy(&l.stream_bytes(Stream::Stdout)).into_owned()).unwrap_or_default()
+    }
+
+    /// Open a mailbox for host code (tests, tools): it gets its own pid, so
+    /// processes can reply to it; it closes when dropped.
+    pub fn open_mailbox(&self) -> HostMailbox {
+        let pid = self.shared.pids.allocate();
+        let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
+        self.shared.host_mailboxes.write().unwrap_or_else(|p| p.into_inner()).insert(pid, mailbox.clone());
+        HostMailbox { pid, mailbox, shared: self.shared.clone() }
+    }
+
+    /// Resolve a module reference (`sha256:…`, bare hex, or a name).
+    pub fn resolve(&self, reference: &str) -> Result<Sha256, NodeError> {
+        Ok(self.shared.registry.resolve(reference)?)
+    }
+}
+
+/// A mailbox owned by host code rather than a process.
+pub struct HostMailbox {
+    pid: Pid,
+    mailbox: Arc<Mailbox>,
+    shared: Arc<Shared>,
+}
+
+impl HostMailbox {
+    /// The pid processes send to.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Send from this mailbox's pid.
+    pub fn send(&self, to: Pid, data: impl Into<Vec<u8>>) -> Result<(), PushError> {
+        self.shared.send(self.pid, to, data.into())
+    }
+
+    /// Wait up to `timeout` for the next message.
+    pub async fn recv(&self, timeout: Duration) -> Option<Message> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let crate::runtime::mailbox::Head::Taken(m) = self.mailbox.take_if_fits(usize::MAX) {
+                return Some(m);
+            }
+            if !self.mailbox.wait_nonempty(Some(deadline)).await {
+                return None;
+            }
+        }
+    }
+}
+
+impl Drop for HostMailbox {
+    fn drop(&mut self) {
+        self.mailbox.close();
+        self.shared.host_mailboxes.write().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+    }
+}
+
+impl Shared {
+    fn entry(&self, pid: Pid) -> Option<Arc<ProcessEntry>> {
+        self.processes.read().unwrap_or_else(|p| p.into_inner()).get(&pid).cloned()
+    }
+
+    /// The node's per-message size limit.
+    pub fn message_bytes_max(&self) -> usize {
+        self.config.message_bytes_max
+    }
+
+    /// Deliver a message to a local process.
+    pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+        let mailbox = match self.entry(to) {
+            Some(e) => e.mailbox.clone(),
+            None => match self.host_mailboxes.read().unwrap_or_else(|p| p.into_inner()).get(&to) {
+                Some(m) => m.clone(),
+                None => return Err(PushError::Closed),
+            },
+        };
+        mailbox.push(Message { sender: from, data })
+    }
+
+    /// Resolve a module reference and start it (the ABI's `spawn`).
+    pub async fn spawn_by_reference(
+        self: &Arc<Self>,
+        reference: &str,
+        args: Vec<String>,
+        forward_output: bool,
+    ) -> Result<Pid, i32> {
+        let hash = match self.registry.resolve(reference) {
+            Ok(h) => h,
+            Err(RegistryError::Io { .. }) => return Err(abi::errno::SPAWN_FAILED),
+            Err(_) => return Err(abi::errno::NO_MODULE),
+        };
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(reference.to_string());
+        argv.extend(args);
+        let mut spec = SpawnSpec::new(hash, argv);
+        spec.forward_output = forward_output;
+        match Shared::spawn(self, spec).await {
+            Ok(pid) => Ok(pid),
+            Err(NodeError::ProcessLimit(_)) => Err(abi::errno::LIMIT),
+            Err(NodeError::Registry(RegistryError::NotFound(_))) => Err(abi::errno::NO_MODULE),
+            Err(_) => Err(abi::errno::SPAWN_FAILED),
+        }
+    }
+
+    async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
+        let module = if self.modules.is_loaded(&spec.module) {
+            self.modules.load(&spec.module, &self.linker)?
+        } else {
+            let shared = self.clone();
+            let hash = spec.module;
+            tokio::task::spawn_blocking(move || shared.modules.load(&hash, &shared.linker))
+                .await
+                .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))??
+        };
+        self.start(spec, module)
+    }
+
+    fn build_wasi(&self, spec: &SpawnSpec, log: &Arc<ProcessLog>) -> Result<wasi_common::WasiCtx, NodeError> {
+        let mut b = wasi_common::tokio::WasiCtxBuilder::new();
+        b.args(&spec.args).map_err(|e| NodeError::InvalidSpawn(format!("bad argument: {e}")))?;
+        b.envs(&spec.env).map_err(|e| NodeError::InvalidSpawn(format!("bad environment variable: {e}")))?;
+        if spec.inherit_stdin {
+            b.inherit_stdin();
+        } else {
+            b.stdin(Box::new(ReadPipe::from(Vec::<u8>::new())));
+        }
+        b.stdout(Box::new(WritePipe::new(log.writer(Stream::Stdout))));
+        b.stderr(Box::new(WritePipe::new(log.writer(Stream::Stderr))));
+        for grant in &spec.dirs {
+            let dir = cap_std::fs::Dir::open_ambient_dir(&grant.host, cap_std::ambient_authority())
+                .map_err(|source| NodeError::Dir { path: grant.host.clone(), source })?;
+            b.preopened_dir(dir, &grant.guest).map_err(|e| NodeError::Dir {
+                path: grant.host.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+        Ok(b.build())
+    }
+
+    fn start(self: &Arc<Self>, spec: SpawnSpec, module: Arc<LoadedModule>) -> Result<Pid, NodeError> {
+        let pid = self.pids.allocate();
+        let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
+        let wasi = self.build_wasi(&spec, &log)?;
+        let mailbox = Arc::new(Mailbox::new(self.config.mailbox));
+        let memory_max = spec.memory_bytes_max.unwrap_or(self.config.process_memory_bytes_max);
+        let memory_max = memory_max.min(self.config.engine.memory_bytes_max) as usize;
+        let ctx = ProcessCtx {
+            pid,
+            wasi,
+            limiter: ProcessLimiter::new(memory_max),
+            mailbox: mailbox.clone(),
+            log: log.clone(),
+            node: self.clone(),
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|c| &mut c.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let fuel = self.config.process_fuel;
+        if let Some(f) = fuel {
+            store.set_fuel(f).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+        }
+        let (status_tx, status_rx) = watch::channel(None);
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        {
+            let mut procs = self.processes.write().unwrap_or_else(|p| p.into_inner());
+            if procs.len() >= self.config.engine.processes_max as usize {
+                return Err(NodeError::ProcessLimit(self.config.engine.processes_max));
+            }
+            procs.insert(
+                pid,
+                Arc::new(ProcessEntry {
+                    module: module.hash,
+                    mailbox,
+                    log,
+                    started_at: SystemTime::now(),
+                    status: status_rx,
+                    kill: Mutex::new(Some(kill_tx)),
+                }),
+            );
+        }
+        let shared = self.clone();
+        let pre = module.pre.clone();
+        tokio::spawn(async move {
+            let reason = tokio::select! {
+                reason = process::run(store, pre, fuel) => reason,
+                Ok(()) = kill_rx => ExitReason::Killed,
+            };
+            shared.finish(ExitStatus { pid, reason }, status_tx);
+        });
+        Ok(pid)
+    }
+
+    fn finish(&self, status: ExitStatus, status_tx: watch::Sender<Option<ExitStatus>>) {
+        let pid = status.pid;
+        let entry = self.processes.write().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+        if let Some(entry) = entry {
+            entry.mailbox.close();
+            let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
+            if exited.len() >= self.config.exited_history_max {
+                exited.pop_front();
+            }
+            exited.push_back((pid, Exited { status: status.clone(), log: entry.log.clone() }));
+        }
+        let _ = status_tx.send(Some(status));
+    }
+
+    async fn wait(&self, pid: Pid) -> Option<ExitStatus> {
+        if let Some(entry) = self.entry(pid) {
+            let mut rx = entry.status.clone();
+            drop(entry);
+            loop {
+                if let Some(s) = rx.borrow().clone() {
+                    return Some(s);
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        let exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
+        exited.iter().find(|(p, _)| *p == pid).map(|(_, e)| e.status.clone())
+    }
+}

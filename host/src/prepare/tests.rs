@@ -1,0 +1,663 @@
+//! Tests of module preparation. Modules are written in WAT (dev-dependency `wat`).
+
+use super::*;
+use std::collections::{BTreeSet, HashMap};
+use wasm_encoder::{NameMap, NameSection};
+use wasmparser::{KnownCustom, Name, Operator, Parser, Payload};
+
+fn wasm(src: &str) -> Vec<u8> {
+    wat::parse_str(src).expect("test WAT parses")
+}
+
+fn recv_opts() -> PrepareOptions {
+    PrepareOptions::new(vec![("shoal_v1".to_string(), "recv".to_string())])
+}
+
+/// Function names from a module's name section, by index.
+fn function_names(bytes: &[u8]) -> HashMap<u32, String> {
+    let mut out = HashMap::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        if let Ok(Payload::CustomSection(c)) = payload {
+            if let KnownCustom::Name(reader) = c.as_known() {
+                for sub in reader.into_iter().flatten() {
+                    if let Name::Function(map) = sub {
+                        for n in map.into_iter().flatten() {
+                            out.insert(n.index, n.name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Names of the functions that Asyncify instrumented in `bytes`: those that read or write the
+/// global `asyncify_get_state` returns (without asserts, nothing else touches it).
+fn instrumented_in_output(bytes: &[u8]) -> BTreeSet<String> {
+    let mut imported = 0u32;
+    let mut get_state = None;
+    let mut bodies = Vec::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.expect("output parses") {
+            Payload::ImportSection(r) => {
+                for i in r.into_imports() {
+                    if matches!(i.expect("import").ty, wasmparser::TypeRef::Func(_)) {
+                        imported += 1;
+                    }
+                }
+            }
+            Payload::ExportSection(r) => {
+                for e in r {
+                    let e = e.expect("export");
+                    if e.name == "asyncify_get_state" {
+                        get_state = Some(e.index);
+                    }
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                let mut globals = BTreeSet::new();
+                let mut ops = body.get_operators_reader().expect("ops");
+                while !ops.eof() {
+                    match ops.read().expect("op") {
+                        Operator::GlobalGet { global_index }
+                        | Operator::GlobalSet { global_index } => {
+                            globals.insert(global_index);
+                        }
+                        _ => {}
+                    }
+                }
+                bodies.push(globals);
+            }
+            _ => {}
+        }
+    }
+    let get_state = get_state.expect("asyncify_get_state exported");
+    let state_global = *bodies[(get_state - imported) as usize]
+        .iter()
+        .next()
+        .expect("asyncify_get_state reads a global");
+    let names = function_names(bytes);
+    bodies
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.contains(&state_global))
+        .map(|(k, _)| names[&(imported + k as u32)].clone())
+        .filter(|n| !n.starts_with("asyncify_"))
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Replaces the name section of `bytes` with the given function names.
+fn with_function_names(bytes: &[u8], names: &[(u32, &str)]) -> Vec<u8> {
+    let mut map = NameMap::new();
+    for (i, n) in names {
+        map.append(*i, n);
+    }
+    let mut section = NameSection::new();
+    section.functions(&map);
+    sections::assemble(bytes, None, Some(&section), &|_| false).expect("assemble")
+}
+
+const CALL_GRAPH_WAT: &str = r#"
+(module
+  (type $blk (func (result i32)))
+  (type $other (func (param i64) (result i64)))
+  (import "shoal_v1" "recv" (func $recv (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (table 2 funcref)
+  (elem (i32.const 0) $via_table $other_sig)
+  (global $sp (mut i32) (i32.const 1024))
+  (global $counter (mut i64) (i64.const 0))
+  (global $k i32 (i32.const 5))
+  (global $already (export "already") (mut i32) (i32.const 7))
+  (func $leaf (result i32) call $recv)
+  (func $middle (result i32) call $leaf i32.const 1 i32.add)
+  (func $hot (param $n i32) (result i32) (local $acc i32)
+    (loop $l
+      local.get $acc local.get $n i32.add local.set $acc
+      local.get $n i32.const 1 i32.sub local.tee $n
+      br_if $l)
+    local.get $acc)
+  (func $via_table (type $blk) call $recv)
+  (func $indirect_blocking (result i32) i32.const 0 call_indirect (type $blk))
+  (func $other_sig (type $other) local.get 0 i64.const 1 i64.add)
+  (func $indirect_other (result i64) i64.const 5 i32.const 1 call_indirect (type $other))
+  (func $hidden_blocker (type $blk) call $recv)
+  (func $main (export "_start")
+    call $middle drop
+    i32.const 100 call $hot drop
+    call $indirect_blocking drop
+    call $indirect_other drop
+    global.get $counter i64.const 1 i64.add global.set $counter)
+)
+"#;
+
+#[test]
+fn malformed_bytes_are_invalid_with_offset() {
+    let err = validate(b"\0asm\x01\0\0\0\x01\x05\x01\x60\x00").unwrap_err();
+    match &err {
+        PrepareError::Invalid { offset, message } => {
+            assert!(*offset >= 8, "offset {offset} points into the type section");
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(err.to_string().starts_with("invalid module at byte offset 0x"), "{err}");
+    assert!(matches!(
+        prepare(b"not wasm", &recv_opts()),
+        Err(PrepareError::Invalid { offset: 0, .. })
+    ));
+}
+
+#[test]
+fn component_is_unsupported() {
+    let err = validate(&wasm("(component)")).unwrap_err();
+    assert!(
+        matches!(&err, PrepareError::Unsupported { what } if what.contains("component")),
+        "{err}"
+    );
+}
+
+#[test]
+fn memory_shapes_are_unsupported() {
+    for (src, word) in [
+        ("(module (memory 1) (memory 1))", "more than one memory"),
+        ("(module (import \"e\" \"m\" (memory 1)) (memory 1))", "more than one memory"),
+        ("(module (memory i64 1))", "memory64"),
+        ("(module (memory 1 1 shared))", "shared memory"),
+    ] {
+        let err = prepare(&wasm(src), &recv_opts()).unwrap_err();
+        assert!(
+            matches!(&err, PrepareError::Unsupported { what } if what.contains(word)),
+            "{src}: {err}"
+        );
+    }
+}
+
+#[test]
+fn summary_describes_the_module() {
+    let s = validate(&wasm(CALL_GRAPH_WAT)).unwrap();
+    assert_eq!(s.abi_version, Some(1));
+    assert_eq!(s.memory_count, 1);
+    assert_eq!(s.defined_function_count, 9);
+    assert!(s.has_name_section);
+    assert_eq!(s.imports[0].ty, "func () -> i32");
+    assert_eq!(s.imports[1].ty, "func (i32)");
+    assert!(s.exports.iter().any(|e| e.name == "_start" && e.kind == ExternKind::Func));
+    let wasi = validate(&wasm(
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32))))"#,
+    ))
+    .unwrap();
+    assert_eq!(wasi.abi_version, None);
+}
+
+#[test]
+fn call_graph_selects_only_functions_that_can_block() {
+    let prepared = prepare(&wasm(CALL_GRAPH_WAT), &recv_opts()).unwrap();
+    let expected = set(&[
+        "leaf",
+        "middle",
+        "via_table",
+        "indirect_blocking",
+        "hidden_blocker",
+        "main",
+    ]);
+    let reported: BTreeSet<String> =
+        prepared.report.instrumented_functions.iter().cloned().collect();
+    assert_eq!(reported, expected);
+    assert_eq!(prepared.report.functions_instrumented, 6);
+    assert_eq!(prepared.report.functions_total, 9);
+    // And Binaryen instrumented exactly those (the only-list was matched).
+    assert_eq!(instrumented_in_output(&prepared.bytes), expected);
+    assert!(prepared.report.asyncified);
+    assert_eq!(prepared.report.open_world, None);
+    assert_eq!(
+        prepared.report.blocking_imports_used,
+        vec![("shoal_v1".to_string(), "recv".to_string())]
+    );
+}
+
+#[test]
+fn indirect_call_to_a_blocking_function_that_is_not_address_taken_is_not_instrumented() {
+    let src = r#"
+    (module
+      (type $blk (func (result i32)))
+      (import "shoal_v1" "recv" (func $recv (result i32)))
+      (memory 1)
+      (table 1 funcref)
+      (elem (i32.const 0) $pure)
+      (func $pure (type $blk) i32.const 1)
+      (func $blocks (type $blk) call $recv)
+      (func $caller (result i32) i32.const 0 call_indirect (type $blk))
+      (func (export "run") (result i32) call $caller call $blocks i32.add))
+    "#;
+    let prepared = prepare(&wasm(src), &recv_opts()).unwrap();
+    assert_eq!(
+        instrumented_in_output(&prepared.bytes),
+        set(&["blocks", "shoal$f4"])
+    );
+}
+
+#[test]
+fn open_world_tables_make_imports_indirect_targets() {
+    // The host may put its own `recv` into an imported table.
+    let src = |ty: &str| {
+        format!(
+            r#"(module
+              (import "shoal_v1" "recv" (func $recv (result i32)))
+              (import "env" "table" (table 1 funcref))
+              (memory 1)
+              (func $caller (export "caller") {ty} i32.const 0 call_indirect {ty}))"#
+        )
+    };
+    let open = prepare(&wasm(&src("(result i32)")), &recv_opts()).unwrap();
+    assert!(open.report.open_world.as_deref().unwrap().contains("imported table"));
+    assert_eq!(open.report.instrumented_functions, vec!["caller".to_string()]);
+    // A call type no blocking import has: still not instrumented.
+    let other = prepare(&wasm(&src("(result i64)")), &recv_opts()).unwrap();
+    assert_eq!(other.report.functions_instrumented, 0);
+    assert!(!other.report.asyncified);
+}
+
+#[test]
+fn prepared_module_validates_and_exports_every_mutable_global() {
+    let prepared = prepare(&wasm(CALL_GRAPH_WAT), &recv_opts()).unwrap();
+    let summary = validate(&prepared.bytes).unwrap();
+    for name in ASYNCIFY_EXPORTS {
+        assert!(summary.exports.iter().any(|e| e.name == name), "missing {name}");
+    }
+    let g = &prepared.report.global_exports;
+    // $sp (0), $counter (1), $already (3, existing export), then Asyncify's two globals.
+    let by_index: HashMap<u32, &GlobalExport> = g.iter().map(|g| (g.global_index, g)).collect();
+    assert_eq!(by_index[&0].export_name, "shoal$global$0");
+    assert_eq!(by_index[&0].debug_name.as_deref(), Some("sp"));
+    assert_eq!(by_index[&1].ty, "i64");
+    assert_eq!(by_index[&3].export_name, "already");
+    assert!(!by_index[&3].added);
+    assert!(!by_index.contains_key(&2), "immutable global not exported");
+    assert_eq!(g.len(), 5, "{g:?}");
+    for ge in g {
+        assert!(summary
+            .exports
+            .iter()
+            .any(|e| e.name == ge.export_name && e.kind == ExternKind::Global
+                && e.index == ge.global_index));
+    }
+    assert_eq!(
+        prepared.report.exported_globals,
+        g.iter().map(|g| g.export_name.clone()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn without_blocking_imports_only_globals_are_exported() {
+    let src = r#"(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+      (memory 1)
+      (global (mut i32) (i32.const 0))
+      (func (export "_start") nop))"#;
+    let input = wasm(src);
+    let prepared = prepare(&input, &recv_opts()).unwrap();
+    assert!(!prepared.report.asyncified);
+    assert_eq!(prepared.report.functions_instrumented, 0);
+    assert_eq!(prepared.report.exported_globals, vec!["shoal$global$0".to_string()]);
+    let summary = validate(&prepared.bytes).unwrap();
+    assert!(!summary.exports.iter().any(|e| e.name.starts_with("asyncify_")));
+    // Everything but the export section is byte-identical.
+    let code = |b: &[u8]| {
+        sections::sections(b)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.id != sections::EXPORT_SECTION_ID)
+            .map(|s| (s.id, s.data.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(code(&input), code(&prepared.bytes));
+    // An empty blocking list means the same.
+    let none = prepare(&input, &PrepareOptions::new(vec![])).unwrap();
+    assert_eq!(none.bytes, prepared.bytes);
+}
+
+#[test]
+fn sections_round_trip_byte_for_byte() {
+    let input = wasm(CALL_GRAPH_WAT);
+    assert_eq!(sections::assemble(&input, None, None, &|_| false).unwrap(), input);
+}
+
+/// Names as Rust emits them (demangled) and worse: commas, spaces, brackets, `*`, `->`, UTF-8,
+/// duplicates, unnamed.
+const WEIRD_NAMES: [(u32, &str); 8] = [
+    (1, "<alloc::boxed::Box<F,A> as core::ops::function::FnOnce<Args>>::call_once"),
+    (2, "core::ptr::drop_in_place<*const [u8]>"),
+    (3, "fn() -> i32 {{closure}}"),
+    (4, "with space, and comma"),
+    (5, "π::λ"),
+    (6, "dup"),
+    (7, "dup"),
+    (8, "a*b"),
+];
+
+const WEIRD_WAT: &str = r#"
+(module
+  (import "shoal_v1" "recv" (func (result i32)))
+  (memory 1)
+  (func (result i32) call 0)
+  (func (result i32) call 1)
+  (func (result i32) call 0)
+  (func (result i32) i32.const 1)
+  (func (result i32) call 3)
+  (func (result i32) call 0)
+  (func (result i32) i32.const 2)
+  (func (result i32) call 2)
+  (func (result i32) call 0)
+  (func (export "run") (result i32) call 7 call 8 i32.add call 5 i32.add call 9 i32.add))
+"#;
+
+#[test]
+fn weird_names_survive_and_are_matched() {
+    let input = with_function_names(&wasm(WEIRD_WAT), &WEIRD_NAMES);
+    let prepared = prepare(&input, &recv_opts()).unwrap();
+    let names = function_names(&prepared.bytes);
+    assert_eq!(names[&0], "shoal$f0", "unnamed import");
+    for (i, n) in &WEIRD_NAMES[..5] {
+        assert_eq!(&names[i], n);
+    }
+    assert_eq!(names[&6], "dup$6");
+    assert_eq!(names[&7], "dup$7");
+    assert_eq!(names[&8], "a*b");
+    assert_eq!(names[&10], "shoal$f10");
+    let expected = set(&[
+        WEIRD_NAMES[0].1,
+        WEIRD_NAMES[1].1,
+        WEIRD_NAMES[2].1,
+        WEIRD_NAMES[4].1,
+        "dup$6",
+        "a*b",
+        "shoal$f9",
+        "shoal$f10",
+    ]);
+    assert_eq!(instrumented_in_output(&prepared.bytes), expected);
+    let reported: BTreeSet<String> =
+        prepared.report.instrumented_functions.iter().cloned().collect();
+    assert_eq!(reported, expected);
+}
+
+/// Runs Binaryen's Asyncify directly with an only-list response file of the given contents.
+fn binaryen_with_only_list(input: &[u8], list: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out, only) = (
+        dir.path().join("in.wasm"),
+        dir.path().join("out.wasm"),
+        dir.path().join("only.txt"),
+    );
+    std::fs::write(&inp, input).unwrap();
+    std::fs::write(&only, list).unwrap();
+    let mut o = wasm_opt::OptimizationOptions::new_opt_level_0();
+    o.add_default_passes(false)
+        .optimize_level(wasm_opt::OptimizeLevel::Level1)
+        .debug_info(true)
+        .add_pass(wasm_opt::Pass::Asyncify)
+        .set_pass_arg("asyncify-imports", "shoal_v1.recv")
+        .set_pass_arg("asyncify-onlylist", &format!("@{}", only.display()));
+    o.run(&inp, &out).unwrap();
+    std::fs::read(&out).unwrap()
+}
+
+const ABC_WAT: &str = r#"
+(module
+  (import "shoal_v1" "recv" (func (result i32)))
+  (memory 1)
+  (func (result i32) call 0)
+  (func (result i32) call 0)
+  (func (result i32) call 0))
+"#;
+
+/// Documents Binaryen 116's list syntax (why preparation never hands it guest names).
+#[test]
+fn binaryen_116_only_list_syntax() {
+    let abc = with_function_names(&wasm(ABC_WAT), &[(1, "a"), (2, "b"), (3, "fn() -> i32")]);
+    // Comma separated: matched.
+    assert_eq!(instrumented_in_output(&binaryen_with_only_list(&abc, "a,b")), set(&["a", "b"]));
+    // Generic arguments with commas inside balanced <> survive.
+    let boxed = with_function_names(&wasm(ABC_WAT), &[(1, "Box<F,A>"), (2, "b")]);
+    assert_eq!(
+        instrumented_in_output(&binaryen_with_only_list(&boxed, "Box<F,A>")),
+        set(&["Box<F,A>"])
+    );
+    // One name per line is ONE entry "a\nb": nothing is instrumented.
+    assert_eq!(instrumented_in_output(&binaryen_with_only_list(&abc, "a\nb\n")), set(&[]));
+    // An unbalanced '>' (from "->") swallows the rest of the list: nothing is instrumented.
+    assert_eq!(
+        instrumented_in_output(&binaryen_with_only_list(&abc, "fn() -> i32,a")),
+        set(&[])
+    );
+}
+
+#[test]
+fn asyncify_guards_refuse_what_binaryen_would_abort_on() {
+    let cases = [
+        (
+            r#"(module (import "shoal_v1" "recv" (func (result i32))) (memory 1)
+                (func (result i32) return_call 0))"#,
+            "tail calls",
+        ),
+        (
+            r#"(module (import "shoal_v1" "recv" (func (result i32)))
+                (func (export "f") (result i32) call 0))"#,
+            "no linear memory",
+        ),
+        (
+            r#"(module (import "shoal_v1" "recv" (func (result i32)))
+                (import "asyncify" "start_unwind" (func (param i32))) (memory 1)
+                (func (export "f") (result i32) call 0))"#,
+            "asyncify",
+        ),
+        (
+            r#"(module (import "shoal_v1" "recv" (func (result i32))) (memory 1)
+                (func (export "asyncify_get_state") (result i32) call 0))"#,
+            "already Asyncify",
+        ),
+        (
+            r#"(module (import "shoal_v1" "recv" (func (result i32))) (memory 1)
+                (func (export "f") (result i32) (local funcref) call 0))"#,
+            "reference-typed local",
+        ),
+    ];
+    for (src, word) in cases {
+        let err = prepare(&wasm(src), &recv_opts()).unwrap_err();
+        assert!(
+            matches!(&err, PrepareError::Unsupported { what } if what.contains(word)),
+            "{word}: {err}"
+        );
+    }
+    // A reference-typed local in a function that never blocks is fine.
+    let ok = r#"(module (import "shoal_v1" "recv" (func (result i32))) (memory 1)
+        (func (export "f") (result i32) call 0)
+        (func (export "g") (local funcref) nop))"#;
+    assert!(prepare(&wasm(ok), &recv_opts()).is_ok());
+    let bad_level = PrepareOptions {
+        optimize_level: 7,
+        ..recv_opts()
+    };
+    assert!(matches!(
+        prepare(&wasm(ok), &bad_level),
+        Err(PrepareError::InvalidOptions(_))
+    ));
+}
+
+#[test]
+fn dwarf_sections_are_dropped_when_instrumenting() {
+    let mut module = wasm_encoder::Module::new();
+    let input = wasm(CALL_GRAPH_WAT);
+    for s in sections::sections(&input).unwrap() {
+        module.section(&wasm_encoder::RawSection { id: s.id, data: s.data });
+    }
+    module.section(&wasm_encoder::CustomSection {
+        name: ".debug_info".into(),
+        data: b"stale".as_slice().into(),
+    });
+    module.section(&wasm_encoder::CustomSection {
+        name: "keep_me".into(),
+        data: b"x".as_slice().into(),
+    });
+    let prepared = prepare(&module.finish(), &recv_opts()).unwrap();
+    assert_eq!(prepared.report.dropped_custom_sections, vec![".debug_info".to_string()]);
+    let customs: Vec<String> = sections::sections(&prepared.bytes)
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.custom_name().map(str::to_string))
+        .collect();
+    assert!(customs.contains(&"keep_me".to_string()), "{customs:?}");
+    assert!(!customs.iter().any(|c| c.starts_with(".debug")));
+}
+
+mod end_to_end {
+    //! Unwind inside the blocking import, copy memory and globals into a fresh instance in a
+    //! fresh store, rewind there, and check the guest finishes as if the call had returned.
+    use super::*;
+    use wasmtime::{Caller, Engine, Instance, Linker, Module, Store, Val};
+
+    const GUEST: &str = r#"
+    (module
+      (type $blk (func (param i32) (result i32)))
+      (import "shoal_v1" "recv" (func $recv (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (table 1 funcref)
+      (elem (i32.const 0) $through_table)
+      (global $sp (mut i32) (i32.const 512))
+      (func $through_table (type $blk) local.get 0 call $recv)
+      (func $hot (param $n i32) (result i32) (local $acc i32)
+        (loop $l
+          local.get $acc local.get $n i32.add local.set $acc
+          local.get $n i32.const 1 i32.sub local.tee $n
+          br_if $l)
+        local.get $acc)
+      (func (export "_start") (local $x i32) (local $y i32)
+        i32.const 10 call $hot local.set $x           ;; 55, live across the blocking call
+        global.get $sp i32.const 16 i32.sub global.set $sp
+        i32.const 7 i32.const 0 call_indirect (type $blk) local.set $y
+        i32.const 0
+        local.get $x local.get $y i32.add
+        i32.const 8 call $recv i32.add
+        i32.store
+        global.get $sp i32.const 16 i32.add global.set $sp))
+    "#;
+
+    const BUF: i32 = 1024;
+
+    #[derive(Default)]
+    struct Host {
+        calls: Vec<i32>,
+        unwind_next: bool,
+    }
+
+    fn instance(engine: &Engine, module: &Module, store: &mut Store<Host>) -> Instance {
+        let mut linker = Linker::<Host>::new(engine);
+        linker
+            .func_wrap(
+                "shoal_v1",
+                "recv",
+                |mut caller: Caller<'_, Host>, arg: i32| -> wasmtime::Result<i32> {
+                    let f = |c: &mut Caller<'_, Host>, n: &str| {
+                        c.get_export(n).and_then(|e| e.into_func()).expect(n)
+                    };
+                    let state = f(&mut caller, "asyncify_get_state")
+                        .typed::<(), i32>(&caller)?
+                        .call(&mut caller, ())?;
+                    if state == 2 {
+                        f(&mut caller, "asyncify_stop_rewind")
+                            .typed::<(), ()>(&caller)?
+                            .call(&mut caller, ())?;
+                        return Ok(1000);
+                    }
+                    caller.data_mut().calls.push(arg);
+                    if std::mem::take(&mut caller.data_mut().unwind_next) {
+                        f(&mut caller, "asyncify_start_unwind")
+                            .typed::<i32, ()>(&caller)?
+                            .call(&mut caller, BUF)?;
+                        return Ok(0);
+                    }
+                    Ok(arg * 100)
+                },
+            )
+            .unwrap();
+        linker.instantiate(&mut *store, module).unwrap()
+    }
+
+    fn state(store: &mut Store<Host>, inst: &Instance) -> i32 {
+        inst.get_typed_func::<(), i32>(&mut *store, "asyncify_get_state")
+            .unwrap()
+            .call(&mut *store, ())
+            .unwrap()
+    }
+
+    #[test]
+    fn capture_and_resume_in_a_fresh_store() {
+        for asserts in [false, true] {
+            let opts = PrepareOptions {
+                asyncify_asserts: asserts,
+                ..PrepareOptions::new(vec![("shoal_v1".into(), "recv".into())])
+            };
+            let prepared = prepare(&wasm(GUEST), &opts).unwrap();
+            let engine = Engine::default();
+            let module = Module::new(&engine, &prepared.bytes).unwrap();
+
+            // Run until the first recv, and unwind there.
+            let mut store = Store::new(&engine, Host { unwind_next: true, ..Host::default() });
+            let inst = instance(&engine, &module, &mut store);
+            let memory = inst.get_memory(&mut store, "memory").unwrap();
+            memory.write(&mut store, BUF as usize, &(BUF + 8).to_le_bytes()).unwrap();
+            memory.write(&mut store, BUF as usize + 4, &(BUF + 1024).to_le_bytes()).unwrap();
+            let start = inst.get_typed_func::<(), ()>(&mut store, "_start").unwrap();
+            start.call(&mut store, ()).unwrap();
+            assert_eq!(store.data().calls, vec![7]);
+            assert_eq!(state(&mut store, &inst), 1, "unwinding");
+            inst.get_typed_func::<(), ()>(&mut store, "asyncify_stop_unwind")
+                .unwrap()
+                .call(&mut store, ())
+                .unwrap();
+
+            // Capture memory and every mutable global.
+            let bytes = memory.data(&store).to_vec();
+            let globals: Vec<(String, Val)> = prepared
+                .report
+                .global_exports
+                .iter()
+                .map(|g| {
+                    let gl = inst.get_global(&mut store, &g.export_name).unwrap();
+                    (g.export_name.clone(), gl.get(&mut store))
+                })
+                .collect();
+            assert!(globals.len() >= 3, "sp + asyncify state/data: {globals:?}");
+            drop(store);
+
+            // Restore into a brand-new store and rewind.
+            let mut store = Store::new(&engine, Host::default());
+            let inst = instance(&engine, &module, &mut store);
+            let memory = inst.get_memory(&mut store, "memory").unwrap();
+            memory.write(&mut store, 0, &bytes).unwrap();
+            for (name, v) in globals {
+                inst.get_global(&mut store, &name).unwrap().set(&mut store, v).unwrap();
+            }
+            inst.get_typed_func::<i32, ()>(&mut store, "asyncify_start_rewind")
+                .unwrap()
+                .call(&mut store, BUF)
+                .unwrap();
+            let start = inst.get_typed_func::<(), ()>(&mut store, "_start").unwrap();
+            start.call(&mut store, ()).unwrap();
+            assert_eq!(state(&mut store, &inst), 0);
+            // x = 55 survived; y = 1000 (the resumed recv); second recv(8) = 800.
+            let mut out = [0u8; 4];
+            memory.read(&store, 0, &mut out).unwrap();
+            assert_eq!(i32::from_le_bytes(out), 55 + 1000 + 800, "asserts={asserts}");
+            assert_eq!(store.data().calls, vec![8]);
+            let sp = inst.get_global(&mut store, "shoal$global$0").unwrap();
+            assert_eq!(sp.get(&mut store).i32(), Some(512));
+        }
+    }
+}

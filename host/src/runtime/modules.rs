@@ -1,0 +1,188 @@
+//! Prepared, compiled modules, loaded once per module hash.
+//!
+//! Loading a module: look in memory; else look for a compiled artifact in
+//! the registry under (module hash, engine fingerprint) and deserialize it;
+//! else fetch the module's bytes, prepare them (validate, Asyncify the
+//! blocking imports, export mutable globals), compile, and store the
+//! artifact so the next run — even in another `shoal` process — skips all of
+//! that.
+
+use crate::abi::table::blocking_imports;
+use crate::prepare::{self, PrepareError, PrepareOptions, PrepareReport};
+use crate::runtime::process::ProcessCtx;
+use shoal_registry::{ArtifactKey, Registry, RegistryError, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, InstancePre, Linker, Module};
+
+/// A module ready to instantiate.
+pub struct LoadedModule {
+    /// sha256 of the module as the user gave it.
+    pub hash: Sha256,
+    /// The compiled, prepared module.
+    pub module: Module,
+    /// Pre-linked against the node's imports: instantiation is just allocation.
+    pub pre: InstancePre<ProcessCtx>,
+    /// Where it came from and how long that took.
+    pub origin: LoadOrigin,
+}
+
+/// How a module was obtained.
+#[derive(Debug, Clone)]
+pub enum LoadOrigin {
+    /// Deserialized from the compiled-artifact cache.
+    ArtifactCache {
+        /// Time to read and deserialize.
+        elapsed: Duration,
+    },
+    /// Prepared and compiled now.
+    Compiled {
+        /// What preparation did.
+        report: PrepareReport,
+        /// Time spent preparing (Asyncify etc.).
+        prepare_elapsed: Duration,
+        /// Time spent compiling.
+        compile_elapsed: Duration,
+    },
+}
+
+/// Why a module could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The registry could not provide it.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// It is malformed or uses something Shoal does not support.
+    #[error("module {hash} cannot be prepared: {source}")]
+    Prepare {
+        /// The module.
+        hash: Sha256,
+        /// What is wrong.
+        source: PrepareError,
+    },
+    /// wasmtime refused to compile it.
+    #[error("module {hash} failed to compile: {message}")]
+    Compile {
+        /// The module.
+        hash: Sha256,
+        /// wasmtime's explanation.
+        message: String,
+    },
+    /// Its imports do not match what the node provides.
+    #[error("module {hash} cannot be linked: {message}")]
+    Link {
+        /// The module.
+        hash: Sha256,
+        /// Which import and why.
+        message: String,
+    },
+}
+
+type Slot = Arc<Mutex<Option<Arc<LoadedModule>>>>;
+
+/// Loads and caches modules for one engine.
+pub struct ModuleCache {
+    engine: Engine,
+    registry: Registry,
+    fingerprint: String,
+    options: PrepareOptions,
+    instrument: bool,
+    slots: Mutex<HashMap<Sha256, Slot>>,
+}
+
+impl ModuleCache {
+    /// A cache for `engine`, storing artifacts in `registry` under
+    /// `fingerprint` (see [`super::engine::fingerprint`]).
+    pub fn new(
+        engine: Engine,
+        registry: Registry,
+        fingerprint: String,
+        asyncify_asserts: bool,
+        instrument: bool,
+    ) -> Self {
+        let options = PrepareOptions {
+            blocking_imports: blocking_imports(),
+            asyncify_asserts,
+            optimize_level: 1,
+        };
+        ModuleCache { engine, registry, fingerprint, options, instrument, slots: Mutex::new(HashMap::new()) }
+    }
+
+    /// The artifact-cache key of a module on this engine.
+    pub fn artifact_key(&self, hash: &Sha256) -> ArtifactKey {
+        ArtifactKey { module: *hash, engine_fingerprint: self.fingerprint.clone() }
+    }
+
+    /// True when a compiled artifact for `hash` is already on disk.
+    pub fn is_compiled(&self, hash: &Sha256) -> bool {
+        self.registry.artifact_contains(&self.artifact_key(hash))
+    }
+
+    /// True when the module is loaded in memory.
+    pub fn is_loaded(&self, hash: &Sha256) -> bool {
+        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get(hash).cloned();
+        slot.is_some_and(|s| s.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+    }
+
+    /// Load `hash`, preparing and compiling it if needed. Blocking: call from
+    /// a blocking context (`spawn_blocking`) when in async code.
+    pub fn load(&self, hash: &Sha256, linker: &Linker<ProcessCtx>) -> Result<Arc<LoadedModule>, ModuleError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(*hash).or_default().clone()
+        };
+        // One loader per module: concurrent spawns of a new module wait here
+        // instead of preparing it twice.
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(loaded) = guard.as_ref() {
+            return Ok(loaded.clone());
+        }
+        let (module, origin) = self.compile_or_fetch(hash)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| ModuleError::Link { hash: *hash, message: format!("{e:#}") })?;
+        let loaded = Arc::new(LoadedModule { hash: *hash, module, pre, origin });
+        *guard = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    fn compile_or_fetch(&self, hash: &Sha256) -> Result<(Module, LoadOrigin), ModuleError> {
+        let key = self.artifact_key(hash);
+        let started = Instant::now();
+        if let Some(bytes) = self.registry.artifact_get(&key)? {
+            // SAFETY: `Module::deserialize` trusts its input to be code that
+            // wasmtime produced. These bytes were written by `Module::serialize`
+            // on an engine with this exact fingerprint (wasmtime version,
+            // compatibility hash and settings are all in the key), and the
+            // registry verified their sha256 on read, so they are what we wrote.
+            // wasmtime additionally checks its own header and version.
+            match unsafe { Module::deserialize(&self.engine, &bytes) } {
+                Ok(module) => {
+                    return Ok((module, LoadOrigin::ArtifactCache { elapsed: started.elapsed() }));
+                }
+                Err(_) => {
+                    // Incompatible or damaged: fall through and recompile.
+                }
+            }
+        }
+        let wasm = self.registry.get(hash)?;
+        let t0 = Instant::now();
+        let prepared = if self.instrument {
+            prepare::prepare(&wasm, &self.options)
+        } else {
+            prepare::prepare_uninstrumented(&wasm)
+        }
+        .map_err(|source| ModuleError::Prepare { hash: *hash, source })?;
+        let prepare_elapsed = t0.elapsed();
+        let t1 = Instant::now();
+        let module = Module::new(&self.engine, &prepared.bytes)
+            .map_err(|e| ModuleError::Compile { hash: *hash, message: format!("{e:#}") })?;
+        let compile_elapsed = t1.elapsed();
+        if let Ok(bytes) = module.serialize() {
+            // A failed cache write only costs a recompile next time.
+            let _ = self.registry.artifact_put(&key, &bytes);
+        }
+        Ok((module, LoadOrigin::Compiled { report: prepared.report, prepare_elapsed, compile_elapsed }))
+    }
+}

@@ -1,0 +1,225 @@
+//! Blob storage: put/get/remove/list of content-addressed bytes.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, Quarantined, ReadOutcome};
+use crate::{Registry, RegistryError, Sha256};
+
+/// Largest blob (and compiled artifact) the registry accepts: 4 GiB, the
+/// maximum size of a 32-bit Wasm memory. Bounds memory use on reads and
+/// protects against hostile peers.
+pub const MAX_BLOB_BYTES: u64 = 4 << 30;
+
+/// How many times [`Registry::get`] re-reads a blob that a concurrent
+/// writer healed while we were quarantining it.
+const GET_ATTEMPTS: usize = 3;
+
+/// One stored blob, as listed by [`Registry::list_blobs`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    /// The blob's content hash.
+    pub hash: Sha256,
+    /// Its size on disk in bytes.
+    pub size_bytes: u64,
+}
+
+/// Reject data over [`MAX_BLOB_BYTES`].
+pub(crate) fn check_size(len: usize) -> Result<(), RegistryError> {
+    let size = len as u64;
+    if size > MAX_BLOB_BYTES {
+        return Err(RegistryError::TooLarge {
+            size,
+            max: MAX_BLOB_BYTES,
+        });
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Where the blob `hash` lives: `<root>/blobs/sha256/<2 hex>/<64 hex>`
+    /// (the fan-out keeps directories small).
+    fn blob_path(&self, hash: &Sha256) -> PathBuf {
+        let hex = hash.to_hex();
+        self.inner.blobs.join(&hex[..2]).join(hex)
+    }
+
+    /// Store `bytes` and return their hash. Idempotent: storing the same
+    /// bytes again (from any thread or process) keeps a single copy.
+    pub fn put(&self, bytes: &[u8]) -> Result<Sha256, RegistryError> {
+        check_size(bytes.len())?;
+        let hash = Sha256::of(bytes);
+        self.store(&hash, bytes)?;
+        Ok(hash)
+    }
+
+    /// Store `bytes` only if they hash to `expected` (for blobs fetched
+    /// from peers, which are untrusted). On mismatch nothing is stored and
+    /// [`RegistryError::Corrupt`] is returned.
+    pub fn put_expecting(&self, expected: &Sha256, bytes: &[u8]) -> Result<(), RegistryError> {
+        check_size(bytes.len())?;
+        let actual = Sha256::of(bytes);
+        if actual != *expected {
+            return Err(RegistryError::Corrupt {
+                hash: *expected,
+                actual,
+                path: self.blob_path(expected),
+            });
+        }
+        self.store(expected, bytes)
+    }
+
+    /// Write verified `bytes` under `hash` unless an entry of the same size
+    /// is already there (dedup). An existing entry of the wrong size is
+    /// corrupt and gets atomically replaced; a same-size corrupt entry is
+    /// caught and quarantined by the next [`Registry::get`].
+    fn store(&self, hash: &Sha256, bytes: &[u8]) -> Result<(), RegistryError> {
+        let path = self.blob_path(hash);
+        if let Ok(meta) = fs::metadata(&path) {
+            if meta.is_file() && meta.len() == bytes.len() as u64 {
+                return Ok(());
+            }
+        }
+        if let Some(dir) = path.parent() {
+            atomic::ensure_dir(dir)?;
+        }
+        atomic::write_atomic(&self.inner.tmp, &path, &[bytes])
+    }
+
+    /// Read the blob `hash`, verifying its sha256. A mismatch yields
+    /// [`RegistryError::Corrupt`] and moves the file to
+    /// `<root>/quarantine/`, so later reads report
+    /// [`RegistryError::NotFound`] and the blob can be fetched again.
+    pub fn get(&self, hash: &Sha256) -> Result<Vec<u8>, RegistryError> {
+        let path = self.blob_path(hash);
+        let mut last = RegistryError::NotFound(*hash);
+        for _ in 0..GET_ATTEMPTS {
+            let bytes = match atomic::read_file(&path, MAX_BLOB_BYTES)? {
+                ReadOutcome::Missing => return Err(RegistryError::NotFound(*hash)),
+                ReadOutcome::TooLarge(size) => {
+                    return Err(RegistryError::TooLarge {
+                        size,
+                        max: MAX_BLOB_BYTES,
+                    })
+                }
+                ReadOutcome::Bytes(bytes) => bytes,
+            };
+            let actual = Sha256::of(&bytes);
+            if actual == *hash {
+                return Ok(bytes);
+            }
+            let outcome = atomic::quarantine(
+                &self.inner.quarantine,
+                &path,
+                &hash.to_hex(),
+                MAX_BLOB_BYTES,
+                |b| Sha256::of(b) == *hash,
+            );
+            let path = match outcome {
+                Quarantined::Restored => {
+                    last = RegistryError::Corrupt {
+                        hash: *hash,
+                        actual,
+                        path: path.clone(),
+                    };
+                    continue;
+                }
+                Quarantined::Moved(to) => to,
+                Quarantined::Vanished | Quarantined::Stuck => path,
+            };
+            return Err(RegistryError::Corrupt {
+                hash: *hash,
+                actual,
+                path,
+            });
+        }
+        Err(last)
+    }
+
+    /// Whether a blob file for `hash` exists. Cheap (no read, no
+    /// verification): use [`Registry::get`] to actually trust the content.
+    pub fn contains(&self, hash: &Sha256) -> bool {
+        self.blob_path(hash).is_file()
+    }
+
+    /// Size in bytes of the stored blob `hash` (from metadata, not
+    /// verified); [`RegistryError::NotFound`] if absent.
+    pub fn size_of(&self, hash: &Sha256) -> Result<u64, RegistryError> {
+        let path = self.blob_path(hash);
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(meta.len()),
+            Ok(_) => Err(RegistryError::NotFound(*hash)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::NotFound(*hash)),
+            Err(e) => Err(RegistryError::io(path, e)),
+        }
+    }
+
+    /// Delete the blob `hash`; `Ok(false)` if it was not stored. Names and
+    /// artifacts referring to it are left alone (a later `get` through
+    /// them reports `NotFound`). Readers that already opened it finish
+    /// their read.
+    pub fn remove(&self, hash: &Sha256) -> Result<bool, RegistryError> {
+        atomic::remove_file(&self.blob_path(hash))
+    }
+
+    /// Every stored blob with its size, sorted by hash. Files that are not
+    /// well-formed blob names (e.g. strays) are ignored; content is not
+    /// verified here.
+    pub fn list_blobs(&self) -> Result<Vec<BlobInfo>, RegistryError> {
+        let top = &self.inner.blobs;
+        let mut out = Vec::new();
+        for fanout in read_dir(top)? {
+            let Some(prefix) = fanout.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let dir = fanout.path();
+            if prefix.len() != 2 || !dir.is_dir() {
+                continue;
+            }
+            for entry in read_dir(&dir)? {
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let Some(hash) = Sha256::from_bare_hex(&name) else {
+                    continue;
+                };
+                if hash.to_hex() != name || !name.starts_with(&prefix) {
+                    continue;
+                }
+                match entry.metadata() {
+                    Ok(meta) if meta.is_file() => out.push(BlobInfo {
+                        hash,
+                        size_bytes: meta.len(),
+                    }),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {} // removed meanwhile
+                    Err(e) => return Err(RegistryError::io(entry.path(), e)),
+                }
+            }
+        }
+        out.sort_by_key(|b| b.hash);
+        Ok(out)
+    }
+}
+
+/// List a directory's entries, treating a missing directory as empty and
+/// skipping entries that vanish while we iterate.
+pub(crate) fn read_dir(dir: &std::path::Path) -> Result<Vec<fs::DirEntry>, RegistryError> {
+    let iter = match fs::read_dir(dir) {
+        Ok(it) => it,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(RegistryError::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in iter {
+        match entry {
+            Ok(entry) => out.push(entry),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RegistryError::io(dir, e)),
+        }
+    }
+    Ok(out)
+}

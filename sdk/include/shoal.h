@@ -1,0 +1,206 @@
+/*
+ * shoal.h - Shoal guest ABI v1 for C, C++ and anything that links through clang.
+ *
+ * Every function here is a WebAssembly import from the module "shoal_v1".
+ * The full contract (argument checks, blocking/capture points, limits) is in
+ * sdk/ABI.md; the host's source of truth is host/src/abi/table.rs and
+ * host/src/abi/errno.rs.
+ *
+ * Build a guest with:
+ *     clang --target=wasm32-wasi -O2 -I<repo>/sdk/include -o guest.wasm guest.c
+ *
+ * Conventions:
+ *   - Pointers are 32-bit offsets into linear memory (wasm32), lengths are
+ *     int32_t; a negative length is SHOAL_EINVALID, a range outside memory is
+ *     SHOAL_EFAULT, and both are checked before the call does anything else.
+ *   - Pids are opaque, non-zero, cluster-unique 64-bit values (shoal_pid_t);
+ *     print them with PRIu64.
+ *   - Fallible calls return SHOAL_OK (0) or a non-negative length on success,
+ *     and one of the negative SHOAL_E* codes on failure.
+ *   - Blocking calls (capture points: the process can be snapshotted while
+ *     inside them): shoal_sleep_ms, shoal_yield_now, shoal_recv, and the WASI
+ *     calls poll_oneoff, fd_read and sched_yield.
+ */
+#ifndef SHOAL_H
+#define SHOAL_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version ----------------------------------------------------------- */
+
+/** ABI version implemented by this header; also in the import module name. */
+#define SHOAL_ABI_VERSION 1
+/** Import module every function below lives in. */
+#define SHOAL_ABI_MODULE "shoal_v1"
+
+/* ---- Error codes (stable; see the table in sdk/ABI.md) ------------------ */
+
+/** Success. */
+#define SHOAL_OK 0
+/** A pointer/length range is not inside the guest's linear memory. */
+#define SHOAL_EFAULT -1
+/** A malformed argument: negative length, bad UTF-8, out-of-range value. */
+#define SHOAL_EINVALID -2
+/** No live process has that pid. */
+#define SHOAL_ENO_PROCESS -3
+/** The wait ended because its timeout elapsed. */
+#define SHOAL_ETIMEOUT -4
+/** The receive buffer is smaller than the next message (which stays queued). */
+#define SHOAL_EBUFFER_TOO_SMALL -5
+/** The message is larger than the per-message limit (SHOAL_MAX_MESSAGE_SIZE). */
+#define SHOAL_ETOO_LARGE -6
+/** The receiver's mailbox is full; nothing was queued, retry later. */
+#define SHOAL_EMAILBOX_FULL -7
+/** No module with that hash or name is known. */
+#define SHOAL_ENO_MODULE -8
+/** The module exists but could not be prepared or instantiated. */
+#define SHOAL_ESPAWN_FAILED -9
+/** A node limit (process count) was reached. */
+#define SHOAL_ELIMIT -10
+
+/* ---- Limits and constants ----------------------------------------------- */
+
+/** Largest message shoal_send accepts, in bytes (1 MiB). */
+#define SHOAL_MAX_MESSAGE_SIZE 1048576
+
+/** shoal_log levels. */
+#define SHOAL_LOG_ERROR 0
+#define SHOAL_LOG_WARN 1
+#define SHOAL_LOG_INFO 2
+#define SHOAL_LOG_DEBUG 3
+#define SHOAL_LOG_TRACE 4
+
+/** shoal_recv timeout that waits forever (any negative value does). */
+#define SHOAL_WAIT_FOREVER ((int64_t)-1)
+/** shoal_recv timeout that only polls. */
+#define SHOAL_NO_WAIT ((int64_t)0)
+
+/* ---- Types -------------------------------------------------------------- */
+
+/** A process id: opaque, non-zero, unique in the cluster. */
+typedef uint64_t shoal_pid_t;
+
+/**
+ * What shoal_recv writes at info_ptr (16 bytes, little-endian):
+ * the sender's pid, the message length, and a reserved word (always 0).
+ * On SHOAL_EBUFFER_TOO_SMALL only `length` is meaningful: the size needed.
+ */
+typedef struct shoal_recv_info {
+    uint64_t sender_pid; /**< pid of the process that sent the message */
+    uint32_t length;     /**< message length in bytes */
+    uint32_t reserved;   /**< always 0 */
+} shoal_recv_info_t;
+
+#ifdef __cplusplus
+static_assert(sizeof(shoal_recv_info_t) == 16, "shoal_recv_info_t must be 16 bytes");
+#else
+_Static_assert(sizeof(shoal_recv_info_t) == 16, "shoal_recv_info_t must be 16 bytes");
+#endif
+
+/* ---- Imports ------------------------------------------------------------ */
+
+#if defined(__wasm__)
+#define SHOAL_IMPORT(name) __attribute__((import_module("shoal_v1"), import_name(name)))
+#else
+/* Not WebAssembly: the declarations still parse (for tooling), but there is
+ * nothing to link against. */
+#define SHOAL_IMPORT(name)
+#endif
+
+/**
+ * Returns the pid of the calling process (non-zero, stable for its life).
+ * Never fails. Import: shoal_v1.self_pid () -> i64.
+ */
+SHOAL_IMPORT("self_pid")
+shoal_pid_t shoal_self_pid(void);
+
+/**
+ * Starts a new process and writes its pid to *pid_out (8 bytes, only on
+ * success). Does not block.
+ *
+ * module/module_len: UTF-8 module reference, "sha256:<64 lowercase hex>" or a
+ *   registered name (no NUL terminator needed).
+ * args/args_len: zero or more NUL-terminated UTF-8 strings back to back, which
+ *   become argv[1..] (argv[0] is the module reference). args_len 0 = none.
+ *   Example: "pong\0" "7\0" with args_len 7.
+ * The child gets no environment variables and no preopened directories.
+ *
+ * Returns SHOAL_OK, or SHOAL_EFAULT, SHOAL_EINVALID, SHOAL_ENO_MODULE,
+ * SHOAL_ESPAWN_FAILED, SHOAL_ELIMIT.
+ * Import: shoal_v1.spawn (i32, i32, i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("spawn")
+int32_t shoal_spawn(const void *module, int32_t module_len,
+                    const void *args, int32_t args_len,
+                    shoal_pid_t *pid_out);
+
+/**
+ * Blocks for at least `ms` milliseconds. Capture point.
+ * Returns SHOAL_OK, or SHOAL_EINVALID if ms < 0.
+ * Import: shoal_v1.sleep_ms (i64) -> i32.
+ */
+SHOAL_IMPORT("sleep_ms")
+int32_t shoal_sleep_ms(int64_t ms);
+
+/**
+ * Lets other processes run, then returns SHOAL_OK. Capture point.
+ * Import: shoal_v1.yield_now () -> i32.
+ */
+SHOAL_IMPORT("yield_now")
+int32_t shoal_yield_now(void);
+
+/**
+ * Ends the calling process with exit code `code`; never returns. Queued
+ * messages are dropped. Flush stdio first (fflush(NULL)): the host does not
+ * see libc's buffers.
+ * Import: shoal_v1.exit (i32) -> ().
+ */
+SHOAL_IMPORT("exit")
+__attribute__((noreturn))
+void shoal_exit(int32_t code);
+
+/**
+ * Appends UTF-8 text (ptr/len, no NUL needed) to the process log at `level`
+ * (SHOAL_LOG_ERROR .. SHOAL_LOG_TRACE). Not stdout. Does not block.
+ * Returns SHOAL_OK, or SHOAL_EFAULT, SHOAL_EINVALID (negative len, bad level,
+ * not UTF-8).
+ * Import: shoal_v1.log (i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("log")
+int32_t shoal_log(int32_t level, const void *ptr, int32_t len);
+
+/**
+ * Queues a copy of data/data_len (0 .. SHOAL_MAX_MESSAGE_SIZE bytes) in the
+ * mailbox of `pid`; never blocks. Messages from one sender to one receiver
+ * arrive in order.
+ * Returns SHOAL_OK, or SHOAL_EFAULT, SHOAL_EINVALID, SHOAL_ENO_PROCESS,
+ * SHOAL_ETOO_LARGE, SHOAL_EMAILBOX_FULL (nothing queued: yield/sleep and retry).
+ * Import: shoal_v1.send (i64, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("send")
+int32_t shoal_send(shoal_pid_t pid, const void *data, int32_t data_len);
+
+/**
+ * Waits for the oldest message in the caller's mailbox (timeout_ms < 0:
+ * forever, 0: poll) and copies it into buf/buf_len. Capture point.
+ *
+ * Returns the message length (>= 0) and removes the message; if info is not
+ * NULL, fills *info (sender pid, length). Returns SHOAL_EBUFFER_TOO_SMALL if
+ * the message is longer than buf_len: the message stays queued and
+ * info->length (if info is not NULL) holds the size needed. Other errors:
+ * SHOAL_EFAULT, SHOAL_EINVALID, SHOAL_ETIMEOUT.
+ * Import: shoal_v1.recv (i32, i32, i64, i32) -> i32.
+ */
+SHOAL_IMPORT("recv")
+int32_t shoal_recv(void *buf, int32_t buf_len, int64_t timeout_ms,
+                   shoal_recv_info_t *info);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* SHOAL_H */

@@ -1,0 +1,182 @@
+//! [`Error`]: every ABI error code, plus the SDK's own failures.
+
+use core::fmt;
+
+use crate::sys;
+
+/// A `Result` whose error is [`Error`].
+///
+/// ```
+/// fn first_byte(msg: &shoal::Message) -> shoal::Result<u8> {
+///     msg.data.first().copied().ok_or(shoal::Error::Invalid)
+/// }
+/// # let _ = first_byte;
+/// ```
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Why a Shoal call failed.
+///
+/// The first variants map one-to-one to the ABI's error codes (see `sdk/ABI.md`
+/// and [`Error::code`]); the last ones come from the SDK itself.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// match shoal::recv(Some(Duration::from_millis(100))) {
+///     Ok(msg) => println!("{} bytes from {}", msg.data.len(), msg.sender),
+///     Err(shoal::Error::Timeout) => println!("nothing yet"),
+///     Err(e) => eprintln!("recv failed: {e}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// `FAULT` (-1): a pointer/length range was outside linear memory.
+    Fault,
+    /// `INVALID` (-2): a malformed argument (negative length, bad UTF-8, an
+    /// argument containing NUL, an out-of-range value).
+    Invalid,
+    /// `NO_PROCESS` (-3): no live process has that pid.
+    NoProcess,
+    /// `TIMEOUT` (-4): the wait ended because its timeout elapsed.
+    Timeout,
+    /// `BUFFER_TOO_SMALL` (-5): the next message needs `needed` bytes; it is
+    /// still queued. `needed` is 0 when the size is not known.
+    BufferTooSmall {
+        /// Size of the buffer the message needs, in bytes.
+        needed: usize,
+    },
+    /// `TOO_LARGE` (-6): the message is over the per-message limit
+    /// ([`MAX_MESSAGE_SIZE`](crate::MAX_MESSAGE_SIZE)).
+    TooLarge,
+    /// `MAILBOX_FULL` (-7): the receiver's mailbox is full; retry later (or use
+    /// [`send_blocking`](crate::send_blocking)).
+    MailboxFull,
+    /// `NO_MODULE` (-8): no module with that hash or name is known.
+    NoModule,
+    /// `SPAWN_FAILED` (-9): the module exists but could not be started.
+    SpawnFailed,
+    /// `LIMIT` (-10): a node limit (process count) was reached.
+    Limit,
+    /// A negative code this SDK does not know (from a newer host).
+    Unknown(i32),
+    /// Not running inside a Shoal host (the crate was built for a non-wasm32
+    /// target, where every call is a stub).
+    Unsupported,
+    /// A typed message could not be encoded (see [`send_msg`](crate::send_msg)).
+    Encode(String),
+    /// A message could not be decoded as the requested type (see
+    /// [`recv_msg`](crate::recv_msg)).
+    Decode(String),
+}
+
+impl Error {
+    /// The error for a raw negative ABI code.
+    ///
+    /// [`Error::BufferTooSmall`] gets `needed: 0`; [`sys::UNSUPPORTED`] maps to
+    /// [`Error::Unsupported`] and unlisted codes to [`Error::Unknown`].
+    ///
+    /// ```
+    /// assert_eq!(shoal::Error::from_code(-3), shoal::Error::NoProcess);
+    /// assert_eq!(shoal::Error::from_code(-99), shoal::Error::Unknown(-99));
+    /// ```
+    pub fn from_code(code: i32) -> Self {
+        match code {
+            sys::FAULT => Error::Fault,
+            sys::INVALID => Error::Invalid,
+            sys::NO_PROCESS => Error::NoProcess,
+            sys::TIMEOUT => Error::Timeout,
+            sys::BUFFER_TOO_SMALL => Error::BufferTooSmall { needed: 0 },
+            sys::TOO_LARGE => Error::TooLarge,
+            sys::MAILBOX_FULL => Error::MailboxFull,
+            sys::NO_MODULE => Error::NoModule,
+            sys::SPAWN_FAILED => Error::SpawnFailed,
+            sys::LIMIT => Error::Limit,
+            sys::UNSUPPORTED => Error::Unsupported,
+            other => Error::Unknown(other),
+        }
+    }
+
+    /// The ABI code of this error, or `None` for the SDK's own errors
+    /// ([`Unsupported`](Error::Unsupported), [`Encode`](Error::Encode),
+    /// [`Decode`](Error::Decode)).
+    ///
+    /// ```
+    /// assert_eq!(shoal::Error::MailboxFull.code(), Some(-7));
+    /// assert_eq!(shoal::Error::Decode("eof".into()).code(), None);
+    /// ```
+    pub fn code(&self) -> Option<i32> {
+        Some(match self {
+            Error::Fault => sys::FAULT,
+            Error::Invalid => sys::INVALID,
+            Error::NoProcess => sys::NO_PROCESS,
+            Error::Timeout => sys::TIMEOUT,
+            Error::BufferTooSmall { .. } => sys::BUFFER_TOO_SMALL,
+            Error::TooLarge => sys::TOO_LARGE,
+            Error::MailboxFull => sys::MAILBOX_FULL,
+            Error::NoModule => sys::NO_MODULE,
+            Error::SpawnFailed => sys::SPAWN_FAILED,
+            Error::Limit => sys::LIMIT,
+            Error::Unknown(code) => *code,
+            Error::Unsupported | Error::Encode(_) | Error::Decode(_) => return None,
+        })
+    }
+
+    /// The ABI's symbolic name for this error (`"NO_PROCESS"`, ...), as in
+    /// `sdk/ABI.md`; SDK-only errors get their own upper-case names.
+    ///
+    /// ```
+    /// assert_eq!(shoal::Error::Timeout.name(), "TIMEOUT");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Fault => "FAULT",
+            Error::Invalid => "INVALID",
+            Error::NoProcess => "NO_PROCESS",
+            Error::Timeout => "TIMEOUT",
+            Error::BufferTooSmall { .. } => "BUFFER_TOO_SMALL",
+            Error::TooLarge => "TOO_LARGE",
+            Error::MailboxFull => "MAILBOX_FULL",
+            Error::NoModule => "NO_MODULE",
+            Error::SpawnFailed => "SPAWN_FAILED",
+            Error::Limit => "LIMIT",
+            Error::Unknown(_) => "UNKNOWN",
+            Error::Unsupported => "UNSUPPORTED",
+            Error::Encode(_) => "ENCODE",
+            Error::Decode(_) => "DECODE",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Fault => f.write_str("pointer or length outside guest memory (FAULT)"),
+            Error::Invalid => f.write_str("invalid argument (INVALID)"),
+            Error::NoProcess => f.write_str("no such process (NO_PROCESS)"),
+            Error::Timeout => f.write_str("timed out (TIMEOUT)"),
+            Error::BufferTooSmall { needed } => {
+                write!(
+                    f,
+                    "receive buffer too small, message needs {needed} bytes (BUFFER_TOO_SMALL)"
+                )
+            }
+            Error::TooLarge => f.write_str("message larger than the per-message limit (TOO_LARGE)"),
+            Error::MailboxFull => f.write_str("receiver's mailbox is full (MAILBOX_FULL)"),
+            Error::NoModule => f.write_str("no such module (NO_MODULE)"),
+            Error::SpawnFailed => f.write_str("module could not be started (SPAWN_FAILED)"),
+            Error::Limit => f.write_str("node limit reached (LIMIT)"),
+            Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
+            Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
+            Error::Encode(why) => write!(f, "cannot encode message: {why}"),
+            Error::Decode(why) => write!(f, "cannot decode message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Turns a raw result (`>= 0` success, negative error) into a `Result`.
+pub(crate) fn check(code: i32) -> Result<u32> {
+    u32::try_from(code).map_err(|_| Error::from_code(code))
+}

@@ -1,0 +1,200 @@
+//! Raw Shoal ABI v1 imports, exactly as the host provides them.
+//!
+//! These are the functions of the import module `shoal_v1` (see `sdk/ABI.md`),
+//! with pointers as Rust raw pointers (32-bit on wasm32) and results as raw
+//! `i32` codes ([`OK`], a length, or one of the negative error constants below).
+//! Prefer the safe wrappers at the crate root; this module is for code that
+//! needs exact control, such as tests of the host's argument checks.
+//!
+//! # Targets
+//!
+//! On `wasm32` the functions are real imports. On every other target they are
+//! stubs so that `cargo check`, `cargo doc` and doctests work on a development
+//! machine: each fallible stub returns [`UNSUPPORTED`] (which the safe API turns
+//! into [`Error::Unsupported`](crate::Error::Unsupported)), [`self_pid`] returns
+//! `0` (never a valid pid) and [`exit`] panics.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use shoal::sys;
+//!
+//! let text = "hello";
+//! // SAFETY: the pointer and length describe a live string.
+//! let rc = unsafe { sys::log(2, text.as_ptr(), text.len() as i32) };
+//! assert_eq!(rc, sys::OK);
+//! ```
+
+/// The import module every function of this ABI lives in.
+pub const ABI_MODULE: &str = "shoal_v1";
+
+/// The ABI version this crate implements (also carried by [`ABI_MODULE`]).
+pub const ABI_VERSION: u32 = 1;
+
+/// Success.
+pub const OK: i32 = 0;
+/// A pointer/length range is not inside the guest's linear memory.
+pub const FAULT: i32 = -1;
+/// A malformed argument: negative length, bad UTF-8, out-of-range value.
+pub const INVALID: i32 = -2;
+/// No live process has that pid.
+pub const NO_PROCESS: i32 = -3;
+/// The wait ended because its timeout elapsed.
+pub const TIMEOUT: i32 = -4;
+/// The receive buffer is smaller than the next message (which stays queued).
+pub const BUFFER_TOO_SMALL: i32 = -5;
+/// The message is larger than the per-message limit.
+pub const TOO_LARGE: i32 = -6;
+/// The receiver's mailbox is full; nothing was queued, retry later.
+pub const MAILBOX_FULL: i32 = -7;
+/// No module with that hash or name is known.
+pub const NO_MODULE: i32 = -8;
+/// The module exists but could not be prepared or instantiated.
+pub const SPAWN_FAILED: i32 = -9;
+/// A node limit (process count) was reached.
+pub const LIMIT: i32 = -10;
+
+/// Returned by the non-wasm32 stubs only; never by a Shoal host.
+pub const UNSUPPORTED: i32 = i32::MIN;
+
+/// What [`recv`] writes at its `info` pointer: 16 bytes, little-endian.
+///
+/// On [`BUFFER_TOO_SMALL`] only [`length`](RecvInfo::length) is meaningful:
+/// the buffer size the message needs.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<shoal::sys::RecvInfo>(), 16);
+/// ```
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvInfo {
+    /// Pid of the sender (a `u64`; the ABI passes pids as `i64`).
+    pub sender_pid: u64,
+    /// Length of the message in bytes.
+    pub length: u32,
+    /// Always 0.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RecvInfo>() == 16);
+
+/// Declares every import once: as a real `shoal_v1` import on wasm32, and as
+/// a documented stub (returning `$stub`) everywhere else.
+macro_rules! imports {
+    ($(
+        $(#[$meta:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty => $stub:expr;
+    )*) => {
+        #[cfg(target_arch = "wasm32")]
+        #[link(wasm_import_module = "shoal_v1")]
+        extern "C" {
+            $(
+                $(#[$meta])*
+                pub fn $name($($arg: $ty),*) -> $ret;
+            )*
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        mod stubs {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[allow(unused_variables)]
+                pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                    $stub
+                }
+            )*
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        pub use stubs::*;
+    };
+}
+
+imports! {
+    /// `shoal_v1.self_pid() -> i64`: the caller's pid (non-zero, opaque).
+    ///
+    /// # Safety
+    ///
+    /// Always safe to call; it is `unsafe` only because it is an import.
+    fn self_pid() -> i64 => 0;
+
+    /// `shoal_v1.spawn(module_ptr, module_len, args_ptr, args_len, pid_out_ptr) -> i32`.
+    ///
+    /// Starts the module named by the UTF-8 text at `module_ptr` with the
+    /// arguments at `args_ptr` (NUL-terminated strings back to back) and writes
+    /// the child's pid at `pid_out` on success. Returns [`OK`] or
+    /// [`FAULT`], [`INVALID`], [`NO_MODULE`], [`SPAWN_FAILED`], [`LIMIT`].
+    ///
+    /// # Safety
+    ///
+    /// Every pointer must be valid for its length (`pid_out` for 8 bytes of
+    /// writes), or the call must be meant to test the host's checks; the host
+    /// never touches memory outside the ranges.
+    fn spawn(
+        module_ptr: *const u8,
+        module_len: i32,
+        args_ptr: *const u8,
+        args_len: i32,
+        pid_out: *mut u64,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.sleep_ms(ms: i64) -> i32`: blocks at least `ms` milliseconds.
+    /// Capture point. [`INVALID`] if `ms < 0`.
+    ///
+    /// # Safety
+    ///
+    /// Always safe to call; it is `unsafe` only because it is an import.
+    fn sleep_ms(ms: i64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.yield_now() -> i32`: lets other processes run. Capture point.
+    ///
+    /// # Safety
+    ///
+    /// Always safe to call; it is `unsafe` only because it is an import.
+    fn yield_now() -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.exit(code: i32)`: ends the process; never returns.
+    ///
+    /// # Safety
+    ///
+    /// No destructors run and Rust's stdout buffer is not flushed; the safe
+    /// [`crate::exit`] flushes first.
+    fn exit(code: i32) -> ! => panic!("shoal::sys::exit({code}) called outside a Shoal host");
+
+    /// `shoal_v1.log(level, ptr, len) -> i32`: appends UTF-8 text to the
+    /// process log at `level` (0 error .. 4 trace). Returns [`OK`] or
+    /// [`FAULT`], [`INVALID`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for `len` bytes of reads (or the call must be meant
+    /// to test the host's checks).
+    fn log(level: i32, ptr: *const u8, len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.send(pid, data_ptr, data_len) -> i32`: queues a copy of the
+    /// bytes in `pid`'s mailbox without blocking. Returns [`OK`] or [`FAULT`],
+    /// [`INVALID`], [`NO_PROCESS`], [`TOO_LARGE`], [`MAILBOX_FULL`].
+    ///
+    /// # Safety
+    ///
+    /// `data_ptr` must be valid for `data_len` bytes of reads (or the call must
+    /// be meant to test the host's checks).
+    fn send(pid: i64, data_ptr: *const u8, data_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.recv(buf_ptr, buf_len, timeout_ms, info_ptr) -> i32`: waits up
+    /// to `timeout_ms` (negative: forever, 0: poll) for the oldest message and
+    /// copies it into the buffer. Capture point.
+    ///
+    /// Returns the message length (≥ 0), or [`FAULT`], [`INVALID`],
+    /// [`TIMEOUT`], [`BUFFER_TOO_SMALL`] (the message stays queued and
+    /// `info.length` holds the size needed). `info` may be null.
+    ///
+    /// # Safety
+    ///
+    /// `buf_ptr` must be valid for `buf_len` bytes of writes and `info`, if not
+    /// null, for a [`RecvInfo`] (or the call must be meant to test the host's
+    /// checks).
+    fn recv(buf_ptr: *mut u8, buf_len: i32, timeout_ms: i64, info: *mut RecvInfo) -> i32 => UNSUPPORTED;
+}
