@@ -114,8 +114,14 @@ impl DirGrant {
     /// Parse the wasmtime CLI spelling `HOST[::GUEST]`.
     pub fn parse(spec: &str) -> DirGrant {
         match spec.split_once("::") {
-            Some((host, guest)) => DirGrant { host: host.into(), guest: guest.to_string() },
-            None => DirGrant { host: spec.into(), guest: spec.to_string() },
+            Some((host, guest)) => DirGrant {
+                host: host.into(),
+                guest: guest.to_string(),
+            },
+            None => DirGrant {
+                host: spec.into(),
+                guest: spec.to_string(),
+            },
         }
     }
 }
@@ -208,13 +214,18 @@ impl Node {
         if config.process_fuel.is_some() {
             config.engine.fuel = true;
         }
-        config.process_memory_bytes_max = config.process_memory_bytes_max.min(config.engine.memory_bytes_max);
+        config.process_memory_bytes_max = config
+            .process_memory_bytes_max
+            .min(config.engine.memory_bytes_max);
         let registry = Registry::open(config.data_dir.join("registry"))?;
-        let engine = engine::build_engine(&config.engine).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+        let engine = engine::build_engine(&config.engine)
+            .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         abi::register_all(&mut linker).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
-        let prepare_tag =
-            format!("prepare-v1 asserts={} instrument={}", config.asyncify_asserts, config.instrument);
+        let prepare_tag = format!(
+            "prepare-v1 asserts={} instrument={}",
+            config.asyncify_asserts, config.instrument
+        );
         let fingerprint = engine::fingerprint(&engine, &config.engine, &prepare_tag);
         let modules = ModuleCache::new(
             engine.clone(),
@@ -295,7 +306,11 @@ impl Node {
 
     /// Live processes.
     pub fn processes(&self) -> Vec<ProcessInfo> {
-        let procs = self.shared.processes.read().unwrap_or_else(|p| p.into_inner());
+        let procs = self
+            .shared
+            .processes
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<ProcessInfo> = procs
             .iter()
             .map(|(pid, e)| ProcessInfo {
@@ -315,12 +330,17 @@ impl Node {
             return Some(e.log.clone());
         }
         let exited = self.shared.exited.lock().unwrap_or_else(|p| p.into_inner());
-        exited.iter().find(|(p, _)| *p == pid).map(|(_, e)| e.log.clone())
+        exited
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, e)| e.log.clone())
     }
 
     /// The captured stdout of a process, as text (lossy UTF-8).
     pub fn stdout_text(&self, pid: Pid) -> String {
-        self.log(pid).map(|l| String::from_utf8_lossy(&l.stream_bytes(Stream::Stdout)).into_owned()).unwrap_or_default()
+        self.log(pid)
+            .map(|l| String::from_utf8_lossy(&l.stream_bytes(Stream::Stdout)).into_owned())
+            .unwrap_or_default()
     }
 
     /// Open a mailbox for host code (tests, tools): it gets its own pid, so
@@ -328,8 +348,16 @@ impl Node {
     pub fn open_mailbox(&self) -> HostMailbox {
         let pid = self.shared.pids.allocate();
         let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
-        self.shared.host_mailboxes.write().unwrap_or_else(|p| p.into_inner()).insert(pid, mailbox.clone());
-        HostMailbox { pid, mailbox, shared: self.shared.clone() }
+        self.shared
+            .host_mailboxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, mailbox.clone());
+        HostMailbox {
+            pid,
+            mailbox,
+            shared: self.shared.clone(),
+        }
     }
 
     /// Resolve a module reference (`sha256:…`, bare hex, or a name).
@@ -373,13 +401,21 @@ impl HostMailbox {
 impl Drop for HostMailbox {
     fn drop(&mut self) {
         self.mailbox.close();
-        self.shared.host_mailboxes.write().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+        self.shared
+            .host_mailboxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
     }
 }
 
 impl Shared {
     fn entry(&self, pid: Pid) -> Option<Arc<ProcessEntry>> {
-        self.processes.read().unwrap_or_else(|p| p.into_inner()).get(&pid).cloned()
+        self.processes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .cloned()
     }
 
     /// The node's per-message size limit.
@@ -391,7 +427,12 @@ impl Shared {
     pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
         let mailbox = match self.entry(to) {
             Some(e) => e.mailbox.clone(),
-            None => match self.host_mailboxes.read().unwrap_or_else(|p| p.into_inner()).get(&to) {
+            None => match self
+                .host_mailboxes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&to)
+            {
                 Some(m) => m.clone(),
                 None => return Err(PushError::Closed),
             },
@@ -437,10 +478,16 @@ impl Shared {
         self.start(spec, module)
     }
 
-    fn build_wasi(&self, spec: &SpawnSpec, log: &Arc<ProcessLog>) -> Result<wasi_common::WasiCtx, NodeError> {
+    fn build_wasi(
+        &self,
+        spec: &SpawnSpec,
+        log: &Arc<ProcessLog>,
+    ) -> Result<wasi_common::WasiCtx, NodeError> {
         let mut b = wasi_common::tokio::WasiCtxBuilder::new();
-        b.args(&spec.args).map_err(|e| NodeError::InvalidSpawn(format!("bad argument: {e}")))?;
-        b.envs(&spec.env).map_err(|e| NodeError::InvalidSpawn(format!("bad environment variable: {e}")))?;
+        b.args(&spec.args)
+            .map_err(|e| NodeError::InvalidSpawn(format!("bad argument: {e}")))?;
+        b.envs(&spec.env)
+            .map_err(|e| NodeError::InvalidSpawn(format!("bad environment variable: {e}")))?;
         if spec.inherit_stdin {
             b.inherit_stdin();
         } else {
@@ -450,21 +497,31 @@ impl Shared {
         b.stderr(Box::new(WritePipe::new(log.writer(Stream::Stderr))));
         for grant in &spec.dirs {
             let dir = cap_std::fs::Dir::open_ambient_dir(&grant.host, cap_std::ambient_authority())
-                .map_err(|source| NodeError::Dir { path: grant.host.clone(), source })?;
-            b.preopened_dir(dir, &grant.guest).map_err(|e| NodeError::Dir {
-                path: grant.host.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+                .map_err(|source| NodeError::Dir {
+                    path: grant.host.clone(),
+                    source,
+                })?;
+            b.preopened_dir(dir, &grant.guest)
+                .map_err(|e| NodeError::Dir {
+                    path: grant.host.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
         }
         Ok(b.build())
     }
 
-    fn start(self: &Arc<Self>, spec: SpawnSpec, module: Arc<LoadedModule>) -> Result<Pid, NodeError> {
+    fn start(
+        self: &Arc<Self>,
+        spec: SpawnSpec,
+        module: Arc<LoadedModule>,
+    ) -> Result<Pid, NodeError> {
         let pid = self.pids.allocate();
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
         let wasi = self.build_wasi(&spec, &log)?;
         let mailbox = Arc::new(Mailbox::new(self.config.mailbox));
-        let memory_max = spec.memory_bytes_max.unwrap_or(self.config.process_memory_bytes_max);
+        let memory_max = spec
+            .memory_bytes_max
+            .unwrap_or(self.config.process_memory_bytes_max);
         let memory_max = memory_max.min(self.config.engine.memory_bytes_max) as usize;
         let ctx = ProcessCtx {
             pid,
@@ -480,7 +537,9 @@ impl Shared {
         store.epoch_deadline_async_yield_and_update(1);
         let fuel = self.config.process_fuel;
         if let Some(f) = fuel {
-            store.set_fuel(f).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+            store
+                .set_fuel(f)
+                .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
         }
         let (status_tx, status_rx) = watch::channel(None);
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
@@ -515,14 +574,24 @@ impl Shared {
 
     fn finish(&self, status: ExitStatus, status_tx: watch::Sender<Option<ExitStatus>>) {
         let pid = status.pid;
-        let entry = self.processes.write().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+        let entry = self
+            .processes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
         if let Some(entry) = entry {
             entry.mailbox.close();
             let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
             if exited.len() >= self.config.exited_history_max {
                 exited.pop_front();
             }
-            exited.push_back((pid, Exited { status: status.clone(), log: entry.log.clone() }));
+            exited.push_back((
+                pid,
+                Exited {
+                    status: status.clone(),
+                    log: entry.log.clone(),
+                },
+            ));
         }
         let _ = status_tx.send(Some(status));
     }
@@ -541,6 +610,9 @@ impl Shared {
             }
         }
         let exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
-        exited.iter().find(|(p, _)| *p == pid).map(|(_, e)| e.status.clone())
+        exited
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, e)| e.status.clone())
     }
 }

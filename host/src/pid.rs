@@ -53,7 +53,9 @@ impl PidAllocator {
     /// An allocator whose first pid is `first` (must be non-zero).
     pub fn starting_at(first: u64) -> Self {
         assert!(first != 0, "pid 0 is reserved");
-        PidAllocator { next: std::sync::atomic::AtomicU64::new(first) }
+        PidAllocator {
+            next: std::sync::atomic::AtomicU64::new(first),
+        }
     }
 
     /// The next unused pid.

@@ -21,7 +21,9 @@ fn node(dir: &std::path::Path, tweak: impl FnOnce(&mut NodeConfig)) -> Node {
 }
 
 fn add(node: &Node, path: &str, name: &str) -> Sha256 {
-    let hash = node.add_module(&std::fs::read(path).expect("guest built")).unwrap();
+    let hash = node
+        .add_module(&std::fs::read(path).expect("guest built"))
+        .unwrap();
     node.registry().set_name(name, &hash).unwrap();
     node.load_module(&hash).unwrap();
     hash
@@ -38,7 +40,10 @@ async fn bench_spawn(node: &Node) {
     let mut lat = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
-        let pid = node.spawn(SpawnSpec::new(hash, vec!["tiny".into()])).await.unwrap();
+        let pid = node
+            .spawn(SpawnSpec::new(hash, vec!["tiny".into()]))
+            .await
+            .unwrap();
         node.wait(pid).await.unwrap();
         lat.push(t.elapsed());
     }
@@ -57,7 +62,11 @@ async fn bench_spawn(node: &Node) {
             let pid: Pid = in_flight.pop_front().unwrap();
             node.wait(pid).await.unwrap();
         }
-        in_flight.push_back(node.spawn(SpawnSpec::new(hash, vec!["tiny".into()])).await.unwrap());
+        in_flight.push_back(
+            node.spawn(SpawnSpec::new(hash, vec!["tiny".into()]))
+                .await
+                .unwrap(),
+        );
     }
     for pid in in_flight {
         node.wait(pid).await.unwrap();
@@ -68,7 +77,13 @@ async fn bench_spawn(node: &Node) {
 
 async fn run_to_end(node: &Node, hash: Sha256, argv: &[&str]) -> (Pid, Duration) {
     let t = Instant::now();
-    let pid = node.spawn(SpawnSpec::new(hash, argv.iter().map(|s| s.to_string()).collect())).await.unwrap();
+    let pid = node
+        .spawn(SpawnSpec::new(
+            hash,
+            argv.iter().map(|s| s.to_string()).collect(),
+        ))
+        .await
+        .unwrap();
     let status = node.wait(pid).await.unwrap();
     assert!(status.success(), "{status}: {}", node.stdout_text(pid));
     (pid, t.elapsed())
@@ -77,10 +92,23 @@ async fn run_to_end(node: &Node, hash: Sha256, argv: &[&str]) -> (Pid, Duration)
 async fn bench_messages(node: &Node) {
     let pp = add(node, guests::PING_PONG, "ping_pong");
     let n = 50_000;
-    let (_, elapsed) = run_to_end(node, pp, &["ping_pong", "ping", "ping_pong", &n.to_string()]).await;
-    println!("local round trip (guest<->guest): {:.2} us avg over {n}", elapsed.as_secs_f64() * 1e6 / n as f64);
+    let (_, elapsed) = run_to_end(
+        node,
+        pp,
+        &["ping_pong", "ping", "ping_pong", &n.to_string()],
+    )
+    .await;
+    println!(
+        "local round trip (guest<->guest): {:.2} us avg over {n}",
+        elapsed.as_secs_f64() * 1e6 / n as f64
+    );
     let n = 500_000;
-    let (_, elapsed) = run_to_end(node, pp, &["ping_pong", "blast", "ping_pong", &n.to_string(), "16"]).await;
+    let (_, elapsed) = run_to_end(
+        node,
+        pp,
+        &["ping_pong", "blast", "ping_pong", &n.to_string(), "16"],
+    )
+    .await;
     // wait for the sink too: it ends after receiving everything
     let deadline = Instant::now() + Duration::from_secs(120);
     while !node.processes().is_empty() && Instant::now() < deadline {
@@ -99,11 +127,18 @@ async fn bench_asyncify() {
         let dir = tempfile::tempdir().unwrap();
         let node = node(dir.path(), |c| c.instrument = instrumented);
         let hash = add(&node, guests::CPU_BOUND, "cpu_bound");
-        if let LoadOrigin::Compiled { report, .. } = &node.load_module(&hash).unwrap().origin {
+        if let LoadOrigin::Compiled {
+            report: Some(report),
+            ..
+        } = &node.load_module(&hash).unwrap().origin
+        {
             if instrumented {
                 println!(
                     "asyncify: {} of {} functions instrumented, {} -> {} bytes",
-                    report.functions_instrumented, report.functions_total, report.input_bytes, report.output_bytes
+                    report.functions_instrumented,
+                    report.functions_total,
+                    report.input_bytes,
+                    report.output_bytes
                 );
             }
         }
@@ -122,11 +157,19 @@ async fn bench_asyncify() {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let node = node(dir.path(), |_| {});
-        println!("== shoal foundation benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        println!(
+            "== shoal foundation benchmarks ({} cores)",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        );
         bench_spawn(&node).await;
         bench_messages(&node).await;
         bench_asyncify().await;

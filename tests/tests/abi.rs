@@ -29,11 +29,17 @@ fn parse_types(cell: &str) -> Vec<String> {
 
 /// The rows of the table whose header's first cell is `first_header`.
 fn spec_table(first_header: &str) -> Vec<SpecRow> {
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/ABI.md")).expect("read ABI.md");
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/ABI.md"))
+        .expect("read ABI.md");
     let mut rows = Vec::new();
     let mut in_table = false;
     for line in spec.lines() {
-        let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(|c| c.trim()).collect();
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim())
+            .collect();
         if !line.trim_start().starts_with('|') {
             in_table = false;
             continue;
@@ -92,12 +98,25 @@ fn spec_and_host_table_agree() {
         .collect();
     assert_eq!(wasi_spec, wasi_host, "blocking WASI imports disagree");
 
-    let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/include/shoal.h")).unwrap();
+    let header = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sdk/include/shoal.h"
+    ))
+    .unwrap();
     for row in &spec {
-        assert!(header.contains(&format!("import_name(\"{}\")", row.name)), "shoal.h lacks {}", row.name);
+        assert!(
+            header.contains(&format!("SHOAL_IMPORT(\"{}\")", row.name)),
+            "shoal.h lacks {}",
+            row.name
+        );
     }
     for (code, name) in shoal_host::abi::errno::ALL {
-        assert!(header.contains(&format!("{code}")), "shoal.h lacks error code {name} = {code}");
+        let define = if *code == 0 {
+            "#define SHOAL_OK 0".to_string()
+        } else {
+            format!("#define SHOAL_E{name} {code}")
+        };
+        assert!(header.contains(&define), "shoal.h lacks `{define}`");
     }
 }
 
@@ -137,7 +156,10 @@ async fn a_module_importing_every_abi_function_links() {
     let wasm = all_imports_module(|row| (row.name.clone(), wat_sig(&row.params, &row.results)));
     let hash = t.node.add_module(&wasm).unwrap();
     let pid = t.spawn(hash, &["all_imports"]).await;
-    assert_eq!(t.wait(pid, LONG).await.reason, ExitReason::Exited { code: 0 });
+    assert_eq!(
+        t.wait(pid, LONG).await.reason,
+        ExitReason::Exited { code: 0 }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,20 +173,31 @@ async fn a_wrong_signature_is_a_clear_link_error() {
         }
     });
     let hash = t.node.add_module(&wasm).unwrap();
-    let err = t.node.spawn(shoal_host::SpawnSpec::new(hash, vec!["x".into()])).await.unwrap_err();
+    let err = t
+        .node
+        .spawn(shoal_host::SpawnSpec::new(hash, vec!["x".into()]))
+        .await
+        .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("send"), "names the import: {text}");
     assert!(text.contains("cannot be linked"), "{text}");
 
     let wasm = all_imports_module(|row| {
         if row.name == "send" {
-            ("no_such_call".to_string(), wat_sig(&row.params, &row.results))
+            (
+                "no_such_call".to_string(),
+                wat_sig(&row.params, &row.results),
+            )
         } else {
             (row.name.clone(), wat_sig(&row.params, &row.results))
         }
     });
     let hash = t.node.add_module(&wasm).unwrap();
-    let err = t.node.spawn(shoal_host::SpawnSpec::new(hash, vec!["x".into()])).await.unwrap_err();
+    let err = t
+        .node
+        .spawn(shoal_host::SpawnSpec::new(hash, vec!["x".into()]))
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("no_such_call"), "{err:#}");
 }
 
@@ -181,15 +214,26 @@ const RECV_TIMEOUT_WAT: &str = r#"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recv_times_out() {
     let t = TestNode::new();
-    let hash = t.node.add_module(&wat::parse_str(RECV_TIMEOUT_WAT).unwrap()).unwrap();
+    let hash = t
+        .node
+        .add_module(&wat::parse_str(RECV_TIMEOUT_WAT).unwrap())
+        .unwrap();
     t.node.load_module(&hash).unwrap();
     let started = Instant::now();
     let pid = t.spawn(hash, &["recv_timeout"]).await;
     let status = t.wait(pid, LONG).await;
     let elapsed = started.elapsed();
     // -TIMEOUT = 4
-    assert_eq!(status.reason, ExitReason::Exited { code: -shoal_host::abi::errno::TIMEOUT });
-    assert!(elapsed >= Duration::from_millis(200), "returned after {elapsed:?}");
+    assert_eq!(
+        status.reason,
+        ExitReason::Exited {
+            code: -shoal_host::abi::errno::TIMEOUT
+        }
+    );
+    assert!(
+        elapsed >= Duration::from_millis(200),
+        "returned after {elapsed:?}"
+    );
 }
 
 const RECV_SMALL_BUFFER_WAT: &str = r#"
@@ -218,12 +262,19 @@ const RECV_SMALL_BUFFER_WAT: &str = r#"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recv_keeps_a_message_that_does_not_fit() {
     let t = TestNode::new();
-    let hash = t.node.add_module(&wat::parse_str(RECV_SMALL_BUFFER_WAT).unwrap()).unwrap();
+    let hash = t
+        .node
+        .add_module(&wat::parse_str(RECV_SMALL_BUFFER_WAT).unwrap())
+        .unwrap();
     let me = t.node.open_mailbox();
     let pid = t.spawn(hash, &["recv_small"]).await;
     me.send(pid, vec![7u8; 100]).unwrap();
     let status = t.wait(pid, LONG).await;
-    assert_eq!(status.reason, ExitReason::Exited { code: 0 }, "exit code names the failed step");
+    assert_eq!(
+        status.reason,
+        ExitReason::Exited { code: 0 },
+        "exit code names the failed step"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,5 +297,8 @@ async fn send_to_a_dead_pid_and_oversized_messages_fail_cleanly() {
     "#;
     let hash = t.node.add_module(&wat::parse_str(wat).unwrap()).unwrap();
     let pid = t.spawn(hash, &["send_errors"]).await;
-    assert_eq!(t.wait(pid, LONG).await.reason, ExitReason::Exited { code: 0 });
+    assert_eq!(
+        t.wait(pid, LONG).await.reason,
+        ExitReason::Exited { code: 0 }
+    );
 }

@@ -34,7 +34,10 @@ impl TestNode {
     pub fn add_guest(&self, path: &str, name: &str) -> Sha256 {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
         let hash = self.node.add_module(&bytes).expect("put module");
-        self.node.registry().set_name(name, &hash).expect("name module");
+        self.node
+            .registry()
+            .set_name(name, &hash)
+            .expect("name module");
         hash
     }
 
@@ -50,7 +53,10 @@ impl TestNode {
         match tokio::time::timeout(timeout, self.node.wait(pid)).await {
             Ok(Some(s)) => s,
             Ok(None) => panic!("process {pid} unknown"),
-            Err(_) => panic!("process {pid} did not finish within {timeout:?}; stdout so far:\n{}", self.node.stdout_text(pid)),
+            Err(_) => panic!(
+                "process {pid} did not finish within {timeout:?}; stdout so far:\n{}",
+                self.node.stdout_text(pid)
+            ),
         }
     }
 
@@ -63,7 +69,10 @@ impl TestNode {
     pub fn stderr(&self, pid: Pid) -> String {
         self.node
             .log(pid)
-            .map(|l| String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr)).into_owned())
+            .map(|l| {
+                String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr))
+                    .into_owned()
+            })
             .unwrap_or_default()
     }
 }

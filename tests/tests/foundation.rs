@@ -19,7 +19,10 @@ async fn hello_prints_args_env_and_pid() {
     let status = t.wait(pid, LONG).await;
     assert_success(&t, &status);
     let out = t.stdout(pid);
-    assert!(out.contains(&format!("hello from shoal pid={pid}")), "{out}");
+    assert!(
+        out.contains(&format!("hello from shoal pid={pid}")),
+        "{out}"
+    );
     assert!(out.contains("args=a b c"), "{out}");
     assert!(out.contains("GREETING=hi there"), "{out}");
 }
@@ -41,8 +44,12 @@ async fn granted_directory_is_visible_and_nothing_else() {
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("b.txt"), "bee").unwrap();
     std::fs::write(data.path().join("a.txt"), "ay").unwrap();
-    let mut spec = shoal_host::SpawnSpec::new(hash, vec!["hello".into(), "ls".into(), "/data".into()]);
-    spec.dirs = vec![shoal_host::node::DirGrant::parse(&format!("{}::/data", data.path().display()))];
+    let mut spec =
+        shoal_host::SpawnSpec::new(hash, vec!["hello".into(), "ls".into(), "/data".into()]);
+    spec.dirs = vec![shoal_host::node::DirGrant::parse(&format!(
+        "{}::/data",
+        data.path().display()
+    ))];
     let pid = t.node.spawn(spec).await.unwrap();
     let status = t.wait(pid, LONG).await;
     assert_success(&t, &status);
@@ -54,17 +61,27 @@ async fn granted_directory_is_visible_and_nothing_else() {
     // Without the grant the same path is not reachable.
     let pid = t.spawn(hash, &["hello", "cat", "/data/a.txt"]).await;
     let status = t.wait(pid, LONG).await;
-    assert!(!status.success(), "reading an ungranted path must fail: {}", t.stdout(pid));
+    assert!(
+        !status.success(),
+        "reading an ungranted path must fail: {}",
+        t.stdout(pid)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_pong_spawns_and_exchanges_messages() {
     let t = TestNode::new();
     let hash = t.add_guest(guests::PING_PONG, "ping_pong");
-    let pid = t.spawn(hash, &["ping_pong", "ping", "ping_pong", "500"]).await;
+    let pid = t
+        .spawn(hash, &["ping_pong", "ping", "ping_pong", "500"])
+        .await;
     let status = t.wait(pid, LONG).await;
     assert_success(&t, &status);
-    assert!(t.stdout(pid).contains("ping-pong done 500 round trips"), "{}", t.stdout(pid));
+    assert!(
+        t.stdout(pid).contains("ping-pong done 500 round trips"),
+        "{}",
+        t.stdout(pid)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,8 +89,12 @@ async fn per_pair_order_is_kept_under_load() {
     let t = TestNode::new();
     let hash = t.add_guest(guests::PING_PONG, "ping_pong");
     // Two blasters feed their own sinks concurrently; each sink checks order.
-    let a = t.spawn(hash, &["ping_pong", "blast", "ping_pong", "20000", "16"]).await;
-    let b = t.spawn(hash, &["ping_pong", "blast", "ping_pong", "20000", "64"]).await;
+    let a = t
+        .spawn(hash, &["ping_pong", "blast", "ping_pong", "20000", "16"])
+        .await;
+    let b = t
+        .spawn(hash, &["ping_pong", "blast", "ping_pong", "20000", "64"])
+        .await;
     for pid in [a, b] {
         let status = t.wait(pid, LONG).await;
         assert_success(&t, &status);
@@ -81,15 +102,26 @@ async fn per_pair_order_is_kept_under_load() {
     // The sinks are the blasters' children; wait for every process to end.
     let deadline = Instant::now() + LONG;
     while !t.node.processes().is_empty() {
-        assert!(Instant::now() < deadline, "sinks did not finish: {:?}", t.node.processes());
+        assert!(
+            Instant::now() < deadline,
+            "sinks did not finish: {:?}",
+            t.node.processes()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sinks: Vec<_> = (1..=8).map(shoal_host::Pid).filter(|p| t.stdout(*p).contains("sink got")).collect();
+    let sinks: Vec<_> = (1..=8)
+        .map(shoal_host::Pid)
+        .filter(|p| t.stdout(*p).contains("sink got"))
+        .collect();
     assert_eq!(sinks.len(), 2, "two sinks report");
     for s in sinks {
         let status = t.node.wait(s).await.unwrap();
         assert_success(&t, &status);
-        assert!(t.stdout(s).contains("sink got 20000 in order"), "{}", t.stdout(s));
+        assert!(
+            t.stdout(s).contains("sink got 20000 in order"),
+            "{}",
+            t.stdout(s)
+        );
     }
 }
 
@@ -109,7 +141,11 @@ async fn counter_keeps_state_between_messages() {
     me.send(pid, "stop").unwrap();
     let status = t.wait(pid, LONG).await;
     assert_success(&t, &status);
-    assert!(t.stdout(pid).contains("counter total=42 adds=3"), "{}", t.stdout(pid));
+    assert!(
+        t.stdout(pid).contains("counter total=42 adds=3"),
+        "{}",
+        t.stdout(pid)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,11 +177,16 @@ async fn spinning_guests_do_not_starve_a_ping_pong_pair() {
         spinners.push(t.spawn(spin, &["cpu_bound", "spin"]).await);
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let pid = t.spawn(pp, &["ping_pong", "ping", "ping_pong", "200"]).await;
+    let pid = t
+        .spawn(pp, &["ping_pong", "ping", "ping_pong", "200"])
+        .await;
     let status = t.wait(pid, LONG).await;
     assert_success(&t, &status);
     for s in &spinners {
-        assert!(t.node.processes().iter().any(|p| p.pid == *s), "spinner {s} still running");
+        assert!(
+            t.node.processes().iter().any(|p| p.pid == *s),
+            "spinner {s} still running"
+        );
         t.node.kill(*s).unwrap();
     }
     for s in spinners {
@@ -162,13 +203,19 @@ async fn memory_cap_kills_the_greedy_guest_only() {
     let h = t.spawn(hello, &["hello"]).await;
     let status = t.wait(g, LONG).await;
     match &status.reason {
-        ExitReason::MemoryLimit { limit_bytes, requested_bytes } => {
+        ExitReason::MemoryLimit {
+            limit_bytes,
+            requested_bytes,
+        } => {
             assert_eq!(*limit_bytes, 64 << 20);
             assert!(*requested_bytes > 64 << 20);
         }
         other => panic!("expected a memory-limit kill, got {other}"),
     }
-    assert!(status.to_string().contains("memory limit exceeded"), "{status}");
+    assert!(
+        status.to_string().contains("memory limit exceeded"),
+        "{status}"
+    );
     assert!(t.stdout(g).contains("allocated 48 MiB"), "{}", t.stdout(g));
     assert_success(&t, &t.wait(h, LONG).await);
     // The node still runs new processes.
@@ -188,14 +235,25 @@ async fn fuel_limit_stops_a_spinner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_module_is_rejected_with_a_clear_error() {
     let t = TestNode::new();
-    let hash = t.node.add_module(b"\0asm\x01\0\0\0\x01\x05garbage").unwrap();
-    let err = t.node.spawn(shoal_host::SpawnSpec::new(hash, vec!["bad".into()])).await.unwrap_err();
+    let hash = t
+        .node
+        .add_module(b"\0asm\x01\0\0\0\x01\x05garbage")
+        .unwrap();
+    let err = t
+        .node
+        .spawn(shoal_host::SpawnSpec::new(hash, vec!["bad".into()]))
+        .await
+        .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains(&hash.to_string()), "names the module: {text}");
     assert!(text.contains("offset"), "says where: {text}");
     // Not a wasm module at all.
     let hash = t.node.add_module(b"#!/bin/sh\necho hi\n").unwrap();
-    let err = t.node.spawn(shoal_host::SpawnSpec::new(hash, vec!["bad".into()])).await.unwrap_err();
+    let err = t
+        .node
+        .spawn(shoal_host::SpawnSpec::new(hash, vec!["bad".into()]))
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("invalid module"), "{err:#}");
 }
 
@@ -210,7 +268,11 @@ async fn hostile_pointers_get_error_codes_and_harm_nothing() {
     let pid = t.spawn(bad, &["bad_pointer"]).await;
     let status = t.wait(pid, LONG).await;
     assert_success(&t, &status);
-    assert!(t.stdout(pid).contains("bad_pointer all checks passed"), "{}", t.stdout(pid));
+    assert!(
+        t.stdout(pid).contains("bad_pointer all checks passed"),
+        "{}",
+        t.stdout(pid)
+    );
     // A bystander is unaffected.
     me.send(c, "get").unwrap();
     let reply = me.recv(LONG).await.expect("counter still answers");
@@ -228,14 +290,20 @@ async fn second_load_uses_the_compiled_artifact_cache() {
         let hash = node.add_module(&bytes).unwrap();
         assert!(!node.is_compiled(&hash));
         let m = node.load_module(&hash).unwrap();
-        assert!(matches!(m.origin, shoal_host::runtime::modules::LoadOrigin::Compiled { .. }));
+        assert!(matches!(
+            m.origin,
+            shoal_host::runtime::modules::LoadOrigin::Compiled { .. }
+        ));
         hash
     };
     let node = shoal_host::Node::new(shoal_host::NodeConfig::new(dir.path())).unwrap();
     assert!(node.is_compiled(&hash));
     let m = node.load_module(&hash).unwrap();
     assert!(
-        matches!(m.origin, shoal_host::runtime::modules::LoadOrigin::ArtifactCache { .. }),
+        matches!(
+            m.origin,
+            shoal_host::runtime::modules::LoadOrigin::ArtifactCache { .. }
+        ),
         "{:?}",
         m.origin
     );

@@ -45,5 +45,8 @@ pub const ALL: &[(i32, &str)] = &[
 
 /// The symbolic name of a code, for messages.
 pub fn name(code: i32) -> &'static str {
-    ALL.iter().find(|(c, _)| *c == code).map(|(_, n)| *n).unwrap_or("UNKNOWN")
+    ALL.iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, n)| *n)
+        .unwrap_or("UNKNOWN")
 }

@@ -71,6 +71,9 @@ mod tests {
         assert_eq!(checked_range(0, -1, 10), Err(errno::INVALID));
         // 0xFFFF_FFF0 as an i32 is negative; it must be read as unsigned.
         assert_eq!(checked_range(-16, 64, 65536), Err(errno::FAULT));
-        assert_eq!(checked_range(i32::MAX, i32::MAX, usize::MAX), Ok((i32::MAX as usize)..(2 * i32::MAX as usize)));
+        assert_eq!(
+            checked_range(i32::MAX, i32::MAX, usize::MAX),
+            Ok((i32::MAX as usize)..(2 * i32::MAX as usize))
+        );
     }
 }

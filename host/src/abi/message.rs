@@ -54,28 +54,37 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     return Ok(Some(Val::I32(e)));
                 }
             }
-            let deadline = (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+            let deadline = (timeout_ms >= 0)
+                .then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
             let mailbox = caller.data().mailbox.clone();
             let code = loop {
                 match mailbox.take_if_fits(len as usize) {
                     Head::Taken(m) => {
                         // Both ranges were checked above and memory never shrinks.
-                        let r = write_bytes(&mut caller, ptr, &m.data)
-                            .and_then(|_| {
-                                if info_ptr != 0 {
-                                    write_bytes(&mut caller, info_ptr, &info_bytes(m.sender, m.data.len()))
-                                } else {
-                                    Ok(())
-                                }
-                            });
+                        let r = write_bytes(&mut caller, ptr, &m.data).and_then(|_| {
+                            if info_ptr != 0 {
+                                write_bytes(
+                                    &mut caller,
+                                    info_ptr,
+                                    &info_bytes(m.sender, m.data.len()),
+                                )
+                            } else {
+                                Ok(())
+                            }
+                        });
                         break match r {
                             Ok(()) => m.data.len() as i32,
                             Err(e) => e,
                         };
                     }
-                    Head::TooBig { sender, len: needed } => {
+                    Head::TooBig {
+                        sender,
+                        len: needed,
+                    } => {
                         if info_ptr != 0 {
-                            if let Err(e) = write_bytes(&mut caller, info_ptr, &info_bytes(sender, needed)) {
+                            if let Err(e) =
+                                write_bytes(&mut caller, info_ptr, &info_bytes(sender, needed))
+                            {
                                 break e;
                             }
                         }

@@ -57,18 +57,23 @@ impl Registrar<'_> {
             .unwrap_or_else(|| panic!("host function `{name}` is not in abi::table::IMPORTS"));
         let ty = func_type(self.linker.engine(), spec);
         let has_result = !spec.results.is_empty();
-        self.linker.func_new_async(SHOAL_ABI_MODULE, name, ty, move |caller, params, results| {
-            let fut = handler(caller, params);
-            Box::new(async move {
-                let value = Box::into_pin(fut).await?;
-                match (value, has_result) {
-                    (Some(v), true) => results[0] = v,
-                    (None, false) => {}
-                    _ => unreachable!("host function returned the wrong number of results"),
-                }
-                Ok(())
-            })
-        })?;
+        self.linker.func_new_async(
+            SHOAL_ABI_MODULE,
+            name,
+            ty,
+            move |caller, params, results| {
+                let fut = handler(caller, params);
+                Box::new(async move {
+                    let value = Box::into_pin(fut).await?;
+                    match (value, has_result) {
+                        (Some(v), true) => results[0] = v,
+                        (None, false) => {}
+                        _ => unreachable!("host function returned the wrong number of results"),
+                    }
+                    Ok(())
+                })
+            },
+        )?;
         self.defined.push(spec.name);
         Ok(())
     }
@@ -78,12 +83,23 @@ impl Registrar<'_> {
 /// that every Shoal import of the table got exactly one implementation.
 pub fn register_all(linker: &mut Linker<ProcessCtx>) -> wasmtime::Result<()> {
     wasi_common::tokio::add_to_linker(linker, |ctx: &mut ProcessCtx| &mut ctx.wasi)?;
-    let mut registrar = Registrar { linker, defined: Vec::new() };
+    let mut registrar = Registrar {
+        linker,
+        defined: Vec::new(),
+    };
     process::register(&mut registrar)?;
     message::register(&mut registrar)?;
     for spec in IMPORTS.iter().filter(|s| s.provider == Provider::Shoal) {
-        let count = registrar.defined.iter().filter(|n| **n == spec.name).count();
-        assert_eq!(count, 1, "import `{}` must be registered exactly once", spec.name);
+        let count = registrar
+            .defined
+            .iter()
+            .filter(|n| **n == spec.name)
+            .count();
+        assert_eq!(
+            count, 1,
+            "import `{}` must be registered exactly once",
+            spec.name
+        );
     }
     Ok(())
 }

@@ -25,7 +25,10 @@ pub fn parse_args(bytes: &[u8]) -> Option<Vec<String>> {
     if parts.len() > SPAWN_ARGS_MAX {
         return None;
     }
-    parts.into_iter().map(|p| String::from_utf8(p.to_vec()).ok()).collect()
+    parts
+        .into_iter()
+        .map(|p| String::from_utf8(p.to_vec()).ok())
+        .collect()
 }
 
 /// Register the namespace's imports.
@@ -55,8 +58,12 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 if let Err(e) = super::memory::check_writable(&mut caller, out_ptr, 8) {
                     return e;
                 }
-                let Ok(module_ref) = String::from_utf8(module_ref) else { return errno::INVALID };
-                let Some(args) = parse_args(&args) else { return errno::INVALID };
+                let Ok(module_ref) = String::from_utf8(module_ref) else {
+                    return errno::INVALID;
+                };
+                let Some(args) = parse_args(&args) else {
+                    return errno::INVALID;
+                };
                 let node = caller.data().node.clone();
                 let forward = caller.data().log.forwards();
                 match node.spawn_by_reference(&module_ref, args, forward).await {
@@ -126,7 +133,10 @@ mod tests {
     #[test]
     fn args_encoding() {
         assert_eq!(parse_args(b""), Some(vec![]));
-        assert_eq!(parse_args(b"a\0bc\0"), Some(vec!["a".to_string(), "bc".to_string()]));
+        assert_eq!(
+            parse_args(b"a\0bc\0"),
+            Some(vec!["a".to_string(), "bc".to_string()])
+        );
         assert_eq!(parse_args(b"\0"), Some(vec![String::new()]));
         assert_eq!(parse_args(b"a"), None);
         assert_eq!(parse_args(b"\xff\0"), None);

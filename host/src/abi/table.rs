@@ -60,15 +60,25 @@ const fn shoal(
     results: &'static [Ty],
     blocking: bool,
 ) -> ImportSpec {
-    ImportSpec { module: SHOAL_ABI_MODULE, name, params, results, blocking, provider: Provider::Shoal }
+    ImportSpec {
+        module: SHOAL_ABI_MODULE,
+        name,
+        params,
+        results,
+        blocking,
+        provider: Provider::Shoal,
+    }
 }
 
-const fn wasi(
-    name: &'static str,
-    params: &'static [Ty],
-    results: &'static [Ty],
-) -> ImportSpec {
-    ImportSpec { module: WASI_MODULE, name, params, results, blocking: true, provider: Provider::Wasi }
+const fn wasi(name: &'static str, params: &'static [Ty], results: &'static [Ty]) -> ImportSpec {
+    ImportSpec {
+        module: WASI_MODULE,
+        name,
+        params,
+        results,
+        blocking: true,
+        provider: Provider::Wasi,
+    }
 }
 
 /// Every import of Shoal ABI v1, plus the WASI imports that can block.
@@ -101,10 +111,16 @@ pub const IMPORTS: &[ImportSpec] = &[
 
 /// Look up a Shoal ABI import by field name.
 pub fn shoal_import(name: &str) -> Option<&'static ImportSpec> {
-    IMPORTS.iter().find(|i| i.provider == Provider::Shoal && i.name == name)
+    IMPORTS
+        .iter()
+        .find(|i| i.provider == Provider::Shoal && i.name == name)
 }
 
 /// The blocking imports as (module, name) pairs, for module preparation.
 pub fn blocking_imports() -> Vec<(String, String)> {
-    IMPORTS.iter().filter(|i| i.blocking).map(|i| (i.module.to_string(), i.name.to_string())).collect()
+    IMPORTS
+        .iter()
+        .filter(|i| i.blocking)
+        .map(|i| (i.module.to_string(), i.name.to_string()))
+        .collect()
 }

@@ -24,7 +24,8 @@ pub fn inspect(args: InspectArgs, data_dir: &Path) -> anyhow::Result<i32> {
     let node = Node::new(config).context("cannot open the node's registry")?;
     let hash = super::module_from_arg(node.registry(), &args.module)?;
     let bytes = node.registry().get(&hash)?;
-    let summary = shoal_host::prepare::validate(&bytes).with_context(|| format!("{} is not a usable module", args.module))?;
+    let summary = shoal_host::prepare::validate(&bytes)
+        .with_context(|| format!("{} is not a usable module", args.module))?;
     let compiled = node.is_compiled(&hash);
     let names: Vec<String> = node
         .registry()
@@ -40,7 +41,7 @@ pub fn inspect(args: InspectArgs, data_dir: &Path) -> anyhow::Result<i32> {
             "names": names,
             "abi_version": summary.abi_version,
             "imports": summary.imports.iter().map(|i| serde_json::json!({"module": i.module, "name": i.name, "type": i.ty})).collect::<Vec<_>>(),
-            "exports": summary.exports.iter().map(|e| serde_json::json!({"name": e.name, "kind": e.kind})).collect::<Vec<_>>(),
+            "exports": summary.exports.iter().map(|e| serde_json::json!({"name": e.name, "kind": format!("{:?}", e.kind).to_lowercase()})).collect::<Vec<_>>(),
             "compiled_cached": compiled,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -58,7 +59,11 @@ pub fn inspect(args: InspectArgs, data_dir: &Path) -> anyhow::Result<i32> {
     }
     println!(
         "prepared  {}",
-        if compiled { "yes (compiled artifact cached)" } else { "no (prepared and compiled on first run)" }
+        if compiled {
+            "yes (compiled artifact cached)"
+        } else {
+            "no (prepared and compiled on first run)"
+        }
     );
     println!("imports   {}", summary.imports.len());
     for i in &summary.imports {
@@ -66,7 +71,7 @@ pub fn inspect(args: InspectArgs, data_dir: &Path) -> anyhow::Result<i32> {
     }
     println!("exports   {}", summary.exports.len());
     for e in &summary.exports {
-        println!("  {}  {}", e.name, e.kind);
+        println!("  {}  {}", e.name, format!("{:?}", e.kind).to_lowercase());
     }
     Ok(0)
 }

@@ -18,7 +18,12 @@ use std::path::PathBuf;
 /// programs in any language; those built against the Shoal SDK can also
 /// spawn processes and exchange messages.
 #[derive(Parser, Debug)]
-#[command(name = "shoal", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "shoal",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Where the node keeps its registry (modules, compiled code, snapshots).
     #[arg(long, global = true, env = "SHOAL_DATA_DIR", value_name = "DIR")]
@@ -98,8 +103,11 @@ fn module_from_arg(
     use anyhow::Context;
     let path = std::path::Path::new(arg);
     if path.exists() {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read module file {}", path.display()))?;
-        return node_registry.put(&bytes).with_context(|| format!("cannot store {} in the registry", path.display()));
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read module file {}", path.display()))?;
+        return node_registry
+            .put(&bytes)
+            .with_context(|| format!("cannot store {} in the registry", path.display()));
     }
     node_registry.resolve(arg).with_context(|| {
         format!("`{arg}` is neither a file nor a module in the registry (see `shoal ls`)")

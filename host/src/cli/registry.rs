@@ -37,7 +37,8 @@ fn open(data_dir: &Path) -> anyhow::Result<Registry> {
 
 /// Store a module; validates it first so the registry only holds modules.
 pub fn push(args: PushArgs, data_dir: &Path) -> anyhow::Result<i32> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     shoal_host::prepare::validate(&bytes)
         .with_context(|| format!("{} is not a usable module", args.file.display()))?;
     let registry = open(data_dir)?;
@@ -46,7 +47,10 @@ pub fn push(args: PushArgs, data_dir: &Path) -> anyhow::Result<i32> {
         registry.set_name(name, &hash)?;
     }
     if args.json {
-        println!("{}", serde_json::json!({"hash": hash.to_string(), "name": args.name, "size_bytes": bytes.len()}));
+        println!(
+            "{}",
+            serde_json::json!({"hash": hash.to_string(), "name": args.name, "size_bytes": bytes.len()})
+        );
     } else {
         match &args.name {
             Some(n) => println!("{hash} {n}"),

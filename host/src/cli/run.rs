@@ -44,8 +44,9 @@ fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         Some(_) => anyhow::bail!("--env `{spec}`: the variable name is empty"),
         None => {
-            let v = std::env::var(spec)
-                .with_context(|| format!("--env {spec}: no such variable in the host environment"))?;
+            let v = std::env::var(spec).with_context(|| {
+                format!("--env {spec}: no such variable in the host environment")
+            })?;
             Ok((spec.to_string(), v))
         }
     }
@@ -53,7 +54,11 @@ fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
 
 /// Run the module and return its exit code.
 pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<i32> {
-    let env = args.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<Vec<_>>>()?;
+    let env = args
+        .env
+        .iter()
+        .map(|e| parse_env(e))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let dirs: Vec<DirGrant> = args.dir.iter().map(|d| DirGrant::parse(d)).collect();
     for d in &dirs {
         if !d.host.is_dir() {
@@ -81,7 +86,10 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<i32> {
         spec.dirs = dirs;
         spec.inherit_stdin = true;
         spec.forward_output = true;
-        let pid = node.spawn(spec).await.with_context(|| format!("cannot run {}", args.module))?;
+        let pid = node
+            .spawn(spec)
+            .await
+            .with_context(|| format!("cannot run {}", args.module))?;
         let status = node
             .wait(pid)
             .await

@@ -44,7 +44,10 @@ pub(crate) fn check_supported(
         return Err(PrepareError::unsupported(format!(
             "tail calls (in function `{}` at byte offset {offset:#x}): Binaryen's Asyncify \
              cannot instrument a module that contains return_call instructions",
-            display_names.get(func as usize).map(String::as_str).unwrap_or("?")
+            display_names
+                .get(func as usize)
+                .map(String::as_str)
+                .unwrap_or("?")
         )));
     }
     if summary.memory_count == 0 {
@@ -146,7 +149,10 @@ pub(crate) fn run(
     let only_path = dir.path().join("onlylist.txt");
 
     let imports: Vec<String> = blocking.iter().map(|(m, n)| format!("{m}.{n}")).collect();
-    let only: Vec<String> = instrument.iter().map(|&f| internal_function_name(f)).collect();
+    let only: Vec<String> = instrument
+        .iter()
+        .map(|&f| internal_function_name(f))
+        .collect();
     std::fs::write(&in_path, input).map_err(|e| io("writing the input module", e))?;
     std::fs::write(&imports_path, imports.join(",")).map_err(|e| io("writing imports", e))?;
     std::fs::write(&only_path, only.join(",")).map_err(|e| io("writing the only-list", e))?;
@@ -176,7 +182,9 @@ pub(crate) fn run(
         o.set_pass_arg("asyncify-asserts", "");
     }
     {
-        let _guard = BINARYEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = BINARYEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         o.run(&in_path, &out_path).map_err(|e| {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);

@@ -51,8 +51,6 @@ pub(crate) struct CallGraph {
     pub instrument: Vec<bool>,
     /// Why host funcrefs may reach indirect calls, if they may.
     pub open_world: Option<String>,
-    /// The module declares subtyping, so indirect calls ignore types.
-    pub type_agnostic: bool,
     /// First tail call found: (function index, byte offset). Binaryen 116's Asyncify aborts
     /// the whole process on any tail call, so preparation must refuse such modules.
     pub tail_call: Option<(u32, usize)>,
@@ -61,13 +59,6 @@ pub(crate) struct CallGraph {
     pub asyncify_blocker: Vec<Option<String>>,
     /// The start function, if any.
     pub start: Option<u32>,
-}
-
-impl CallGraph {
-    /// Number of functions the analysis selected for instrumentation.
-    pub fn instrumented_count(&self) -> usize {
-        self.instrument.iter().filter(|b| **b).count()
-    }
 }
 
 /// What one function body does that matters here.
@@ -167,7 +158,9 @@ pub(crate) fn analyse(
             }
         }
     }
-    let instrument = (0..n).map(|f| f >= imported_funcs as usize && reaches[f]).collect();
+    let instrument = (0..n)
+        .map(|f| f >= imported_funcs as usize && reaches[f])
+        .collect();
 
     Ok(CallGraph {
         imported_funcs,
@@ -176,7 +169,6 @@ pub(crate) fn analyse(
         blocking: blocking_idx,
         instrument,
         open_world: scan.open_world,
-        type_agnostic: scan.type_agnostic,
         tail_call: scan.tail_call,
         asyncify_blocker: scan.blocker,
         start: scan.start,
@@ -299,7 +291,8 @@ fn scan(wasm: &[u8], types: &Types) -> Result<Scan, PrepareError> {
             Payload::GlobalSection(reader) => {
                 for global in reader {
                     let global = global.map_err(err)?;
-                    s.global_is_ref.push(global.ty.content_type.is_reference_type());
+                    s.global_is_ref
+                        .push(global.ty.content_type.is_reference_type());
                     mark_ref_funcs(&global.init_expr, &mut s.address_taken)?;
                 }
             }
@@ -341,10 +334,7 @@ fn scan(wasm: &[u8], types: &Types) -> Result<Scan, PrepareError> {
                                 let g = tref.global_at(export.index);
                                 if g.mutable && val_may_hold_funcref(&g.content_type) {
                                     set_open(&mut s, || {
-                                        format!(
-                                            "exported mutable funcref global {}",
-                                            export.name
-                                        )
+                                        format!("exported mutable funcref global {}", export.name)
                                     });
                                 }
                             }
@@ -428,8 +418,7 @@ fn scan_body(
         match op {
             Operator::Call { function_index } => {
                 facts.direct.push(function_index);
-                if s
-                    .func_type_idx
+                if s.func_type_idx
                     .get(function_index as usize)
                     .is_some_and(|t| type_has_ref(*t))
                 {
@@ -474,7 +463,10 @@ fn scan_body(
                 block("a reference-typed value (select)")
             }
             Operator::GlobalGet { global_index } | Operator::GlobalSet { global_index }
-                if s.global_is_ref.get(global_index as usize).copied().unwrap_or(true) =>
+                if s.global_is_ref
+                    .get(global_index as usize)
+                    .copied()
+                    .unwrap_or(true) =>
             {
                 block("a reference-typed global")
             }

@@ -57,7 +57,10 @@ fn encode_kind(kind: ExternalKind) -> Result<ExportKind, PrepareError> {
 
 /// Plans the exports of `wasm` so that every mutable global is exported.
 /// `global_names` gives the debug name of each global index, if known.
-pub(crate) fn plan(wasm: &[u8], global_names: &[Option<String>]) -> Result<ExportPlan, PrepareError> {
+pub(crate) fn plan(
+    wasm: &[u8],
+    global_names: &[Option<String>],
+) -> Result<ExportPlan, PrepareError> {
     // (index, type text, imported) of every mutable global.
     let mut mutable: Vec<(u32, String, bool)> = Vec::new();
     let mut global_count = 0u32;

@@ -40,8 +40,6 @@ pub use validate::{
     SHOAL_ABI_V1_MODULE,
 };
 
-use wasmparser::Validator;
-
 /// How to prepare a module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrepareOptions {
@@ -168,19 +166,15 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
         None
     };
     let plan = globals::plan(base, &names.globals)?;
-    let bytes = sections::assemble(
-        base,
-        plan.section.as_ref(),
-        name_section.as_ref(),
-        &|_| false,
-    )?;
+    let bytes = sections::assemble(base, plan.section.as_ref(), name_section.as_ref(), &|_| {
+        false
+    })?;
 
     // The result must be a module wasmtime accepts, and carry the Asyncify API if instrumented.
-    Validator::new_with_features(wasm_features())
-        .validate_all(&bytes)
+    let out = validate::check(&bytes)
         .map_err(|e| PrepareError::Encode(format!("prepared module does not validate: {e}")))?;
     if asyncified {
-        let summary = validate::validate(&bytes)?;
+        let summary = out.summary;
         for name in ASYNCIFY_EXPORTS {
             if !summary
                 .exports

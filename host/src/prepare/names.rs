@@ -28,7 +28,7 @@
 use super::sections::{assemble, sections};
 use super::PrepareError;
 use std::collections::{HashMap, HashSet};
-use wasm_encoder::{NameMap, NameSection};
+use wasm_encoder::{NameMap, NameSection, Section};
 use wasmparser::{KnownCustom, Name};
 
 /// Prefix of the function names Binaryen sees.
@@ -65,7 +65,11 @@ fn parse_internal(name: &str, prefix: &str) -> Option<u32> {
 
 /// Reads the function and global names of `wasm` and makes the function names unique.
 /// A malformed name section is ignored (names are debug information only).
-pub(crate) fn read(wasm: &[u8], total_funcs: u32, total_globals: u32) -> Result<Names, PrepareError> {
+pub(crate) fn read(
+    wasm: &[u8],
+    total_funcs: u32,
+    total_globals: u32,
+) -> Result<Names, PrepareError> {
     let mut module = None;
     let mut raw_funcs: HashMap<u32, String> = HashMap::new();
     let mut globals: Vec<Option<String>> = vec![None; total_globals as usize];
@@ -159,8 +163,11 @@ pub(crate) fn binaryen_input(
     let mut section = NameSection::new();
     section.functions(&funcs);
     section.globals(&globals);
-    // `assemble` replaces an existing name section in place or appends this one.
-    assemble(wasm, None, Some(&section), &dropped_before_binaryen)
+    // The guest's name section is dropped wherever it was and the internal one appended last,
+    // after the code it names (where Binaryen's reader expects it).
+    let mut bytes = assemble(wasm, None, None, &dropped_before_binaryen)?;
+    section.append_to(&mut bytes);
+    Ok(bytes)
 }
 
 /// The name section for Binaryen's `output`: internal names mapped back to display names,
@@ -174,7 +181,8 @@ pub(crate) fn restored_section(output: &[u8], names: &Names) -> Result<NameSecti
             continue;
         };
         for sub in reader {
-            let sub = sub.map_err(|e| PrepareError::Encode(format!("Binaryen name section: {e}")))?;
+            let sub =
+                sub.map_err(|e| PrepareError::Encode(format!("Binaryen name section: {e}")))?;
             match sub {
                 Name::Function(map) => {
                     for naming in map.into_iter().flatten() {

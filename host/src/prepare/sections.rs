@@ -34,10 +34,12 @@ pub(crate) fn sections(wasm: &[u8]) -> Result<Vec<Section<'_>>, PrepareError> {
         let Some((id, range)) = payload.as_section() else {
             continue;
         };
-        let data = wasm.get(range.clone()).ok_or_else(|| PrepareError::Invalid {
-            offset: range.start,
-            message: "section extends past the end of the module".to_string(),
-        })?;
+        let data = wasm
+            .get(range.clone())
+            .ok_or_else(|| PrepareError::Invalid {
+                offset: range.start,
+                message: "section extends past the end of the module".to_string(),
+            })?;
         let custom = match payload {
             wasmparser::Payload::CustomSection(c) => Some(c),
             _ => None,

@@ -147,7 +147,11 @@ fn malformed_bytes_are_invalid_with_offset() {
         }
         other => panic!("expected Invalid, got {other:?}"),
     }
-    assert!(err.to_string().starts_with("invalid module at byte offset 0x"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid module at byte offset 0x"),
+        "{err}"
+    );
     assert!(matches!(
         prepare(b"not wasm", &recv_opts()),
         Err(PrepareError::Invalid { offset: 0, .. })
@@ -167,7 +171,10 @@ fn component_is_unsupported() {
 fn memory_shapes_are_unsupported() {
     for (src, word) in [
         ("(module (memory 1) (memory 1))", "more than one memory"),
-        ("(module (import \"e\" \"m\" (memory 1)) (memory 1))", "more than one memory"),
+        (
+            "(module (import \"e\" \"m\" (memory 1)) (memory 1))",
+            "more than one memory",
+        ),
         ("(module (memory i64 1))", "memory64"),
         ("(module (memory 1 1 shared))", "shared memory"),
     ] {
@@ -188,7 +195,10 @@ fn summary_describes_the_module() {
     assert!(s.has_name_section);
     assert_eq!(s.imports[0].ty, "func () -> i32");
     assert_eq!(s.imports[1].ty, "func (i32)");
-    assert!(s.exports.iter().any(|e| e.name == "_start" && e.kind == ExternKind::Func));
+    assert!(s
+        .exports
+        .iter()
+        .any(|e| e.name == "_start" && e.kind == ExternKind::Func));
     let wasi = validate(&wasm(
         r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32))))"#,
     ))
@@ -207,8 +217,12 @@ fn call_graph_selects_only_functions_that_can_block() {
         "hidden_blocker",
         "main",
     ]);
-    let reported: BTreeSet<String> =
-        prepared.report.instrumented_functions.iter().cloned().collect();
+    let reported: BTreeSet<String> = prepared
+        .report
+        .instrumented_functions
+        .iter()
+        .cloned()
+        .collect();
     assert_eq!(reported, expected);
     assert_eq!(prepared.report.functions_instrumented, 6);
     assert_eq!(prepared.report.functions_total, 9);
@@ -256,8 +270,16 @@ fn open_world_tables_make_imports_indirect_targets() {
         )
     };
     let open = prepare(&wasm(&src("(result i32)")), &recv_opts()).unwrap();
-    assert!(open.report.open_world.as_deref().unwrap().contains("imported table"));
-    assert_eq!(open.report.instrumented_functions, vec!["caller".to_string()]);
+    assert!(open
+        .report
+        .open_world
+        .as_deref()
+        .unwrap()
+        .contains("imported table"));
+    assert_eq!(
+        open.report.instrumented_functions,
+        vec!["caller".to_string()]
+    );
     // A call type no blocking import has: still not instrumented.
     let other = prepare(&wasm(&src("(result i64)")), &recv_opts()).unwrap();
     assert_eq!(other.report.functions_instrumented, 0);
@@ -269,7 +291,10 @@ fn prepared_module_validates_and_exports_every_mutable_global() {
     let prepared = prepare(&wasm(CALL_GRAPH_WAT), &recv_opts()).unwrap();
     let summary = validate(&prepared.bytes).unwrap();
     for name in ASYNCIFY_EXPORTS {
-        assert!(summary.exports.iter().any(|e| e.name == name), "missing {name}");
+        assert!(
+            summary.exports.iter().any(|e| e.name == name),
+            "missing {name}"
+        );
     }
     let g = &prepared.report.global_exports;
     // $sp (0), $counter (1), $already (3, existing export), then Asyncify's two globals.
@@ -282,11 +307,9 @@ fn prepared_module_validates_and_exports_every_mutable_global() {
     assert!(!by_index.contains_key(&2), "immutable global not exported");
     assert_eq!(g.len(), 5, "{g:?}");
     for ge in g {
-        assert!(summary
-            .exports
-            .iter()
-            .any(|e| e.name == ge.export_name && e.kind == ExternKind::Global
-                && e.index == ge.global_index));
+        assert!(summary.exports.iter().any(|e| e.name == ge.export_name
+            && e.kind == ExternKind::Global
+            && e.index == ge.global_index));
     }
     assert_eq!(
         prepared.report.exported_globals,
@@ -305,9 +328,15 @@ fn without_blocking_imports_only_globals_are_exported() {
     let prepared = prepare(&input, &recv_opts()).unwrap();
     assert!(!prepared.report.asyncified);
     assert_eq!(prepared.report.functions_instrumented, 0);
-    assert_eq!(prepared.report.exported_globals, vec!["shoal$global$0".to_string()]);
+    assert_eq!(
+        prepared.report.exported_globals,
+        vec!["shoal$global$0".to_string()]
+    );
     let summary = validate(&prepared.bytes).unwrap();
-    assert!(!summary.exports.iter().any(|e| e.name.starts_with("asyncify_")));
+    assert!(!summary
+        .exports
+        .iter()
+        .any(|e| e.name.starts_with("asyncify_")));
     // Everything but the export section is byte-identical.
     let code = |b: &[u8]| {
         sections::sections(b)
@@ -326,13 +355,19 @@ fn without_blocking_imports_only_globals_are_exported() {
 #[test]
 fn sections_round_trip_byte_for_byte() {
     let input = wasm(CALL_GRAPH_WAT);
-    assert_eq!(sections::assemble(&input, None, None, &|_| false).unwrap(), input);
+    assert_eq!(
+        sections::assemble(&input, None, None, &|_| false).unwrap(),
+        input
+    );
 }
 
 /// Names as Rust emits them (demangled) and worse: commas, spaces, brackets, `*`, `->`, UTF-8,
 /// duplicates, unnamed.
 const WEIRD_NAMES: [(u32, &str); 8] = [
-    (1, "<alloc::boxed::Box<F,A> as core::ops::function::FnOnce<Args>>::call_once"),
+    (
+        1,
+        "<alloc::boxed::Box<F,A> as core::ops::function::FnOnce<Args>>::call_once",
+    ),
     (2, "core::ptr::drop_in_place<*const [u8]>"),
     (3, "fn() -> i32 {{closure}}"),
     (4, "with space, and comma"),
@@ -382,8 +417,12 @@ fn weird_names_survive_and_are_matched() {
         "shoal$f10",
     ]);
     assert_eq!(instrumented_in_output(&prepared.bytes), expected);
-    let reported: BTreeSet<String> =
-        prepared.report.instrumented_functions.iter().cloned().collect();
+    let reported: BTreeSet<String> = prepared
+        .report
+        .instrumented_functions
+        .iter()
+        .cloned()
+        .collect();
     assert_eq!(reported, expected);
 }
 
@@ -422,7 +461,10 @@ const ABC_WAT: &str = r#"
 fn binaryen_116_only_list_syntax() {
     let abc = with_function_names(&wasm(ABC_WAT), &[(1, "a"), (2, "b"), (3, "fn() -> i32")]);
     // Comma separated: matched.
-    assert_eq!(instrumented_in_output(&binaryen_with_only_list(&abc, "a,b")), set(&["a", "b"]));
+    assert_eq!(
+        instrumented_in_output(&binaryen_with_only_list(&abc, "a,b")),
+        set(&["a", "b"])
+    );
     // Generic arguments with commas inside balanced <> survive.
     let boxed = with_function_names(&wasm(ABC_WAT), &[(1, "Box<F,A>"), (2, "b")]);
     assert_eq!(
@@ -430,7 +472,10 @@ fn binaryen_116_only_list_syntax() {
         set(&["Box<F,A>"])
     );
     // One name per line is ONE entry "a\nb": nothing is instrumented.
-    assert_eq!(instrumented_in_output(&binaryen_with_only_list(&abc, "a\nb\n")), set(&[]));
+    assert_eq!(
+        instrumented_in_output(&binaryen_with_only_list(&abc, "a\nb\n")),
+        set(&[])
+    );
     // An unbalanced '>' (from "->") swallows the rest of the list: nothing is instrumented.
     assert_eq!(
         instrumented_in_output(&binaryen_with_only_list(&abc, "fn() -> i32,a")),
@@ -495,7 +540,10 @@ fn dwarf_sections_are_dropped_when_instrumenting() {
     let mut module = wasm_encoder::Module::new();
     let input = wasm(CALL_GRAPH_WAT);
     for s in sections::sections(&input).unwrap() {
-        module.section(&wasm_encoder::RawSection { id: s.id, data: s.data });
+        module.section(&wasm_encoder::RawSection {
+            id: s.id,
+            data: s.data,
+        });
     }
     module.section(&wasm_encoder::CustomSection {
         name: ".debug_info".into(),
@@ -506,7 +554,10 @@ fn dwarf_sections_are_dropped_when_instrumenting() {
         data: b"x".as_slice().into(),
     });
     let prepared = prepare(&module.finish(), &recv_opts()).unwrap();
-    assert_eq!(prepared.report.dropped_custom_sections, vec![".debug_info".to_string()]);
+    assert_eq!(
+        prepared.report.dropped_custom_sections,
+        vec![".debug_info".to_string()]
+    );
     let customs: Vec<String> = sections::sections(&prepared.bytes)
         .unwrap()
         .iter()
@@ -608,11 +659,21 @@ mod end_to_end {
             let module = Module::new(&engine, &prepared.bytes).unwrap();
 
             // Run until the first recv, and unwind there.
-            let mut store = Store::new(&engine, Host { unwind_next: true, ..Host::default() });
+            let mut store = Store::new(
+                &engine,
+                Host {
+                    unwind_next: true,
+                    ..Host::default()
+                },
+            );
             let inst = instance(&engine, &module, &mut store);
             let memory = inst.get_memory(&mut store, "memory").unwrap();
-            memory.write(&mut store, BUF as usize, &(BUF + 8).to_le_bytes()).unwrap();
-            memory.write(&mut store, BUF as usize + 4, &(BUF + 1024).to_le_bytes()).unwrap();
+            memory
+                .write(&mut store, BUF as usize, &(BUF + 8).to_le_bytes())
+                .unwrap();
+            memory
+                .write(&mut store, BUF as usize + 4, &(BUF + 1024).to_le_bytes())
+                .unwrap();
             let start = inst.get_typed_func::<(), ()>(&mut store, "_start").unwrap();
             start.call(&mut store, ()).unwrap();
             assert_eq!(store.data().calls, vec![7]);
@@ -642,7 +703,10 @@ mod end_to_end {
             let memory = inst.get_memory(&mut store, "memory").unwrap();
             memory.write(&mut store, 0, &bytes).unwrap();
             for (name, v) in globals {
-                inst.get_global(&mut store, &name).unwrap().set(&mut store, v).unwrap();
+                inst.get_global(&mut store, &name)
+                    .unwrap()
+                    .set(&mut store, v)
+                    .unwrap();
             }
             inst.get_typed_func::<i32, ()>(&mut store, "asyncify_start_rewind")
                 .unwrap()
@@ -654,7 +718,11 @@ mod end_to_end {
             // x = 55 survived; y = 1000 (the resumed recv); second recv(8) = 800.
             let mut out = [0u8; 4];
             memory.read(&store, 0, &mut out).unwrap();
-            assert_eq!(i32::from_le_bytes(out), 55 + 1000 + 800, "asserts={asserts}");
+            assert_eq!(
+                i32::from_le_bytes(out),
+                55 + 1000 + 800,
+                "asserts={asserts}"
+            );
             assert_eq!(store.data().calls, vec![8]);
             let sp = inst.get_global(&mut store, "shoal$global$0").unwrap();
             assert_eq!(sp.get(&mut store).i32(), Some(512));

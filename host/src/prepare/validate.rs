@@ -218,11 +218,11 @@ pub(crate) fn kind_of_external(kind: ExternalKind) -> ExternKind {
 
 /// The function type at module type index `idx`, if it is one.
 pub(crate) fn func_type_at(types: &Types, idx: u32) -> Option<&FuncType> {
-    let types = types.as_ref();
-    if idx >= types.core_type_count_in_module() {
+    let tref = types.as_ref();
+    if idx >= tref.core_type_count_in_module() {
         return None;
     }
-    let id = types.core_type_at_in_module(idx);
+    let id = tref.core_type_at_in_module(idx);
     match &types[id].composite_type.inner {
         CompositeInnerType::Func(f) => Some(f),
         _ => None,
@@ -232,7 +232,10 @@ pub(crate) fn func_type_at(types: &Types, idx: u32) -> Option<&FuncType> {
 /// `func (i32, i64) -> f32` style text for a function type.
 pub(crate) fn func_type_text(f: &FuncType) -> String {
     let list = |tys: &[wasmparser::ValType]| {
-        tys.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+        tys.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     match f.results() {
         [] => format!("func ({})", list(f.params())),

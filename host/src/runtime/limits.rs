@@ -15,7 +15,11 @@ pub struct ProcessLimiter {
 impl ProcessLimiter {
     /// A limiter with the given memory cap.
     pub fn new(memory_bytes_max: usize) -> Self {
-        ProcessLimiter { memory_bytes_max, table_elements_max: 1 << 20, memory_refused_bytes: None }
+        ProcessLimiter {
+            memory_bytes_max,
+            table_elements_max: 1 << 20,
+            memory_refused_bytes: None,
+        }
     }
 }
 
@@ -30,7 +34,10 @@ impl wasmtime::ResourceLimiter for ProcessLimiter {
             // Refuse like a real allocator would (memory.grow returns -1), so a
             // guest that copes with allocation failure can; one that aborts is
             // reported as killed by the memory cap.
-            self.memory_refused_bytes = Some(self.memory_refused_bytes.map_or(desired, |d| d.max(desired)));
+            self.memory_refused_bytes = Some(
+                self.memory_refused_bytes
+                    .map_or(desired, |d| d.max(desired)),
+            );
             return Ok(false);
         }
         Ok(true)

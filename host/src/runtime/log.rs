@@ -49,7 +49,11 @@ impl ProcessLog {
     /// A log keeping at most `bytes_max` bytes; with `forward`, stdout and
     /// stderr are also written to the host's stdout and stderr as they come.
     pub fn new(bytes_max: usize, forward: bool) -> Arc<Self> {
-        Arc::new(ProcessLog { buffer: Mutex::new(Buffer::default()), bytes_max, forward })
+        Arc::new(ProcessLog {
+            buffer: Mutex::new(Buffer::default()),
+            bytes_max,
+            forward,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
@@ -64,7 +68,10 @@ impl ProcessLog {
         if self.forward {
             // Forwarding failures (a closed terminal) must not kill the guest.
             let _ = match stream {
-                Stream::Stdout => std::io::stdout().lock().write_all(data).and_then(|_| std::io::stdout().flush()),
+                Stream::Stdout => std::io::stdout()
+                    .lock()
+                    .write_all(data)
+                    .and_then(|_| std::io::stdout().flush()),
                 Stream::Stderr => std::io::stderr().lock().write_all(data),
                 Stream::Log(_) => Ok(()),
             };
@@ -86,7 +93,10 @@ impl ProcessLog {
             }
         }
         b.bytes += data.len();
-        b.chunks.push_back(Chunk { stream, data: data.to_vec() });
+        b.chunks.push_back(Chunk {
+            stream,
+            data: data.to_vec(),
+        });
     }
 
     /// True when this log echoes to the host's stdout/stderr.
@@ -102,7 +112,11 @@ impl ProcessLog {
     /// The concatenated bytes of one stream still held.
     pub fn stream_bytes(&self, stream: Stream) -> Vec<u8> {
         let b = self.lock();
-        b.chunks.iter().filter(|c| c.stream == stream).flat_map(|c| c.data.iter().copied()).collect()
+        b.chunks
+            .iter()
+            .filter(|c| c.stream == stream)
+            .flat_map(|c| c.data.iter().copied())
+            .collect()
     }
 
     /// Bytes dropped because the log was full.
@@ -112,7 +126,10 @@ impl ProcessLog {
 
     /// A `std::io::Write` that appends to `stream` of this log (for WASI).
     pub fn writer(self: &Arc<Self>, stream: Stream) -> LogWriter {
-        LogWriter { log: self.clone(), stream }
+        LogWriter {
+            log: self.clone(),
+            stream,
+        }
     }
 }
 

@@ -33,7 +33,10 @@ pub struct MailboxLimits {
 
 impl Default for MailboxLimits {
     fn default() -> Self {
-        MailboxLimits { messages_max: 65_536, bytes_max: 64 << 20 }
+        MailboxLimits {
+            messages_max: 65_536,
+            bytes_max: 64 << 20,
+        }
     }
 }
 
@@ -77,7 +80,11 @@ pub struct Mailbox {
 impl Mailbox {
     /// An empty mailbox with the given bounds.
     pub fn new(limits: MailboxLimits) -> Self {
-        Mailbox { queue: Mutex::new(Queue::default()), arrived: Notify::new(), limits }
+        Mailbox {
+            queue: Mutex::new(Queue::default()),
+            arrived: Notify::new(),
+            limits,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -110,7 +117,10 @@ impl Mailbox {
         let mut q = self.lock();
         match q.messages.front() {
             None => Head::Empty,
-            Some(m) if m.data.len() > buffer_len => Head::TooBig { sender: m.sender, len: m.data.len() },
+            Some(m) if m.data.len() > buffer_len => Head::TooBig {
+                sender: m.sender,
+                len: m.data.len(),
+            },
             Some(_) => {
                 let m = q.messages.pop_front().expect("front exists");
                 q.bytes -= m.data.len();
@@ -169,17 +179,29 @@ mod tests {
     use super::*;
 
     fn msg(n: u8) -> Message {
-        Message { sender: Pid(1), data: vec![n; n as usize] }
+        Message {
+            sender: Pid(1),
+            data: vec![n; n as usize],
+        }
     }
 
     #[test]
     fn fifo_and_bounds() {
-        let mb = Mailbox::new(MailboxLimits { messages_max: 2, bytes_max: 100 });
+        let mb = Mailbox::new(MailboxLimits {
+            messages_max: 2,
+            bytes_max: 100,
+        });
         mb.push(msg(1)).unwrap();
         mb.push(msg(2)).unwrap();
         assert_eq!(mb.push(msg(3)), Err(PushError::Full));
         assert_eq!(mb.take_if_fits(1), Head::Taken(msg(1)));
-        assert_eq!(mb.take_if_fits(1), Head::TooBig { sender: Pid(1), len: 2 });
+        assert_eq!(
+            mb.take_if_fits(1),
+            Head::TooBig {
+                sender: Pid(1),
+                len: 2
+            }
+        );
         assert_eq!(mb.take_if_fits(2), Head::Taken(msg(2)));
         assert_eq!(mb.take_if_fits(2), Head::Empty);
         mb.close();
@@ -188,7 +210,10 @@ mod tests {
 
     #[test]
     fn byte_bound() {
-        let mb = Mailbox::new(MailboxLimits { messages_max: 10, bytes_max: 3 });
+        let mb = Mailbox::new(MailboxLimits {
+            messages_max: 10,
+            bytes_max: 3,
+        });
         mb.push(msg(3)).unwrap();
         assert_eq!(mb.push(msg(1)), Err(PushError::Full));
     }
@@ -197,7 +222,10 @@ mod tests {
     async fn wait_times_out_then_wakes() {
         let mb = std::sync::Arc::new(Mailbox::new(MailboxLimits::default()));
         let start = Instant::now();
-        assert!(!mb.wait_nonempty(Some(start + std::time::Duration::from_millis(20))).await);
+        assert!(
+            !mb.wait_nonempty(Some(start + std::time::Duration::from_millis(20)))
+                .await
+        );
         let mb2 = mb.clone();
         let h = tokio::spawn(async move { mb2.wait_nonempty(None).await });
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

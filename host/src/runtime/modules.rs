@@ -38,8 +38,8 @@ pub enum LoadOrigin {
     },
     /// Prepared and compiled now.
     Compiled {
-        /// What preparation did.
-        report: PrepareReport,
+        /// What preparation did (`None` when the node does not instrument).
+        report: Option<PrepareReport>,
         /// Time spent preparing (Asyncify etc.).
         prepare_elapsed: Duration,
         /// Time spent compiling.
@@ -106,12 +106,22 @@ impl ModuleCache {
             asyncify_asserts,
             optimize_level: 1,
         };
-        ModuleCache { engine, registry, fingerprint, options, instrument, slots: Mutex::new(HashMap::new()) }
+        ModuleCache {
+            engine,
+            registry,
+            fingerprint,
+            options,
+            instrument,
+            slots: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The artifact-cache key of a module on this engine.
     pub fn artifact_key(&self, hash: &Sha256) -> ArtifactKey {
-        ArtifactKey { module: *hash, engine_fingerprint: self.fingerprint.clone() }
+        ArtifactKey {
+            module: *hash,
+            engine_fingerprint: self.fingerprint.clone(),
+        }
     }
 
     /// True when a compiled artifact for `hash` is already on disk.
@@ -121,13 +131,22 @@ impl ModuleCache {
 
     /// True when the module is loaded in memory.
     pub fn is_loaded(&self, hash: &Sha256) -> bool {
-        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get(hash).cloned();
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .cloned();
         slot.is_some_and(|s| s.lock().unwrap_or_else(|p| p.into_inner()).is_some())
     }
 
     /// Load `hash`, preparing and compiling it if needed. Blocking: call from
     /// a blocking context (`spawn_blocking`) when in async code.
-    pub fn load(&self, hash: &Sha256, linker: &Linker<ProcessCtx>) -> Result<Arc<LoadedModule>, ModuleError> {
+    pub fn load(
+        &self,
+        hash: &Sha256,
+        linker: &Linker<ProcessCtx>,
+    ) -> Result<Arc<LoadedModule>, ModuleError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(*hash).or_default().clone()
@@ -141,8 +160,16 @@ impl ModuleCache {
         let (module, origin) = self.compile_or_fetch(hash)?;
         let pre = linker
             .instantiate_pre(&module)
-            .map_err(|e| ModuleError::Link { hash: *hash, message: format!("{e:#}") })?;
-        let loaded = Arc::new(LoadedModule { hash: *hash, module, pre, origin });
+            .map_err(|e| ModuleError::Link {
+                hash: *hash,
+                message: format!("{e:#}"),
+            })?;
+        let loaded = Arc::new(LoadedModule {
+            hash: *hash,
+            module,
+            pre,
+            origin,
+        });
         *guard = Some(loaded.clone());
         Ok(loaded)
     }
@@ -159,7 +186,12 @@ impl ModuleCache {
             // wasmtime additionally checks its own header and version.
             match unsafe { Module::deserialize(&self.engine, &bytes) } {
                 Ok(module) => {
-                    return Ok((module, LoadOrigin::ArtifactCache { elapsed: started.elapsed() }));
+                    return Ok((
+                        module,
+                        LoadOrigin::ArtifactCache {
+                            elapsed: started.elapsed(),
+                        },
+                    ));
                 }
                 Err(_) => {
                     // Incompatible or damaged: fall through and recompile.
@@ -168,21 +200,35 @@ impl ModuleCache {
         }
         let wasm = self.registry.get(hash)?;
         let t0 = Instant::now();
-        let prepared = if self.instrument {
-            prepare::prepare(&wasm, &self.options)
+        let prepare_error = |source| ModuleError::Prepare {
+            hash: *hash,
+            source,
+        };
+        let (bytes, report) = if self.instrument {
+            let prepared = prepare::prepare(&wasm, &self.options).map_err(prepare_error)?;
+            (prepared.bytes, Some(prepared.report))
         } else {
-            prepare::prepare_uninstrumented(&wasm)
-        }
-        .map_err(|source| ModuleError::Prepare { hash: *hash, source })?;
+            prepare::validate(&wasm).map_err(prepare_error)?;
+            (wasm, None)
+        };
         let prepare_elapsed = t0.elapsed();
         let t1 = Instant::now();
-        let module = Module::new(&self.engine, &prepared.bytes)
-            .map_err(|e| ModuleError::Compile { hash: *hash, message: format!("{e:#}") })?;
+        let module = Module::new(&self.engine, &bytes).map_err(|e| ModuleError::Compile {
+            hash: *hash,
+            message: format!("{e:#}"),
+        })?;
         let compile_elapsed = t1.elapsed();
         if let Ok(bytes) = module.serialize() {
             // A failed cache write only costs a recompile next time.
             let _ = self.registry.artifact_put(&key, &bytes);
         }
-        Ok((module, LoadOrigin::Compiled { report: prepared.report, prepare_elapsed, compile_elapsed }))
+        Ok((
+            module,
+            LoadOrigin::Compiled {
+                report,
+                prepare_elapsed,
+                compile_elapsed,
+            },
+        ))
     }
 }

@@ -102,13 +102,18 @@ impl fmt::Display for ExitReason {
         match self {
             ExitReason::Exited { code } => write!(f, "exited with code {code}"),
             ExitReason::Trapped { message } => write!(f, "trapped: {message}"),
-            ExitReason::MemoryLimit { limit_bytes, requested_bytes } => write!(
+            ExitReason::MemoryLimit {
+                limit_bytes,
+                requested_bytes,
+            } => write!(
                 f,
                 "killed: memory limit exceeded (limit {}, asked for {})",
                 mib(*limit_bytes),
                 mib(*requested_bytes)
             ),
-            ExitReason::FuelExhausted { fuel } => write!(f, "killed: fuel exhausted after {fuel} units"),
+            ExitReason::FuelExhausted { fuel } => {
+                write!(f, "killed: fuel exhausted after {fuel} units")
+            }
             ExitReason::Killed => write!(f, "killed"),
             ExitReason::StartFailed { message } => write!(f, "failed to start: {message}"),
         }
@@ -127,7 +132,9 @@ pub fn classify(error: &wasmtime::Error, ctx: &ProcessCtx, fuel: Option<u64>) ->
         return ExitReason::Exited { code: exit.0 };
     }
     if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
-        return ExitReason::FuelExhausted { fuel: fuel.unwrap_or(0) };
+        return ExitReason::FuelExhausted {
+            fuel: fuel.unwrap_or(0),
+        };
     }
     if let Some(requested) = ctx.limiter.memory_refused_bytes {
         return ExitReason::MemoryLimit {
@@ -135,23 +142,34 @@ pub fn classify(error: &wasmtime::Error, ctx: &ProcessCtx, fuel: Option<u64>) ->
             requested_bytes: requested as u64,
         };
     }
-    ExitReason::Trapped { message: format!("{error:?}") }
+    ExitReason::Trapped {
+        message: format!("{error:?}"),
+    }
 }
 
 /// Instantiate and run a process to its end.
-pub async fn run(mut store: Store<ProcessCtx>, pre: InstancePre<ProcessCtx>, fuel: Option<u64>) -> ExitReason {
+pub async fn run(
+    mut store: Store<ProcessCtx>,
+    pre: InstancePre<ProcessCtx>,
+    fuel: Option<u64>,
+) -> ExitReason {
     let instance = match pre.instantiate_async(&mut store).await {
         Ok(i) => i,
-        Err(e) => return ExitReason::StartFailed { message: format!("{e:#}") },
-    };
-    let start = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-        Ok(f) => f,
-        Err(_) => {
+        Err(e) => {
             return ExitReason::StartFailed {
-                message: "the module exports no `_start() -> ()` function, so it is not a WASI command".into(),
+                message: format!("{e:#}"),
             }
         }
     };
+    let start =
+        match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+            Ok(f) => f,
+            Err(_) => return ExitReason::StartFailed {
+                message:
+                    "the module exports no `_start() -> ()` function, so it is not a WASI command"
+                        .into(),
+            },
+        };
     match start.call_async(&mut store, ()).await {
         Ok(()) => ExitReason::Exited { code: 0 },
         Err(e) => classify(&e, store.data(), fuel),
