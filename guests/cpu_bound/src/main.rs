@@ -2,7 +2,13 @@
 //! preemption and benchmark tests. Pure WASI.
 //!
 //! - `sieve <N>`: counts the primes below `N` with a sieve of Eratosthenes in
-//!   a heap vector and prints `primes below <N>: <count>`.
+//!   a heap vector and prints `primes below <N>: <count>`. It calls
+//!   `shoal::yield_now` (a capture point) before and after, like a real
+//!   process that does work between blocking calls: `main` is then
+//!   instrumented by Asyncify, the sieve itself is not.
+//! - `sieve-yield <N>`: the same, but the sieve's outer loop yields every
+//!   4096 candidates, so the hot function itself can be captured and is
+//!   instrumented (the worst case for Asyncify overhead).
 //! - `spin`: prints `cpu_bound spinning` and then loops forever doing
 //!   arithmetic, with no host calls at all in the loop.
 //! - `work <iterations>`: a deterministic xorshift + FNV-1a loop over a 4 KiB
@@ -15,7 +21,14 @@ use std::hint::black_box;
 use std::io::Write;
 use std::process::exit;
 
-const USAGE: &str = "usage: cpu_bound sieve <N> | spin | work <iterations>";
+const USAGE: &str = "usage: cpu_bound sieve <N> | sieve-yield <N> | spin | work <iterations>";
+
+fn yield_now() {
+    if let Err(e) = shoal::yield_now() {
+        eprintln!("cpu_bound: yield failed: {e}");
+        exit(1)
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,7 +36,14 @@ fn main() {
     match args.as_slice() {
         ["sieve", n] => {
             let n = parse(n);
-            println!("primes below {n}: {}", count_primes_below(n));
+            yield_now();
+            let count = count_primes_below(n, false);
+            yield_now();
+            println!("primes below {n}: {count}");
+        }
+        ["sieve-yield", n] => {
+            let n = parse(n);
+            println!("primes below {n}: {}", count_primes_below(n, true));
         }
         ["spin"] => {
             println!("cpu_bound spinning");
@@ -45,14 +65,18 @@ fn parse<T: std::str::FromStr>(text: &str) -> T {
     })
 }
 
-/// Number of primes `p < n`.
-fn count_primes_below(n: usize) -> usize {
+/// Number of primes `p < n`; with `yielding`, yields every 4096 candidates.
+#[inline(never)]
+fn count_primes_below(n: usize, yielding: bool) -> usize {
     if n < 3 {
         return 0;
     }
     let mut composite = vec![false; n];
     let mut count = 0;
     for i in 2..n {
+        if yielding && i % 4096 == 0 {
+            yield_now();
+        }
         if composite[i] {
             continue;
         }
