@@ -6,12 +6,15 @@
 
 use crate::abi;
 use crate::pid::{Pid, PidAllocator};
+use crate::runtime::capture::CaptureSignal;
 use crate::runtime::engine::{self, EngineSettings, EpochTicker};
 use crate::runtime::limits::ProcessLimiter;
 use crate::runtime::log::{ProcessLog, Stream};
 use crate::runtime::mailbox::{Mailbox, MailboxLimits, Message, PushError};
 use crate::runtime::modules::{LoadedModule, ModuleCache, ModuleError};
-use crate::runtime::process::{self, ExitReason, ExitStatus, ProcessCtx};
+use crate::runtime::process::{
+    self, CapturedProcess, ExitReason, ExitStatus, ProcessCtx, RestoreImage,
+};
 use shoal_registry::{Registry, RegistryError, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -99,6 +102,25 @@ pub enum NodeError {
     /// No such process.
     #[error("no process with pid {0}")]
     NoProcess(Pid),
+    /// The process's module has no capture points (no blocking imports).
+    #[error(
+        "process {0} cannot be captured: its module never blocks, so it has no capture points"
+    )]
+    NotCapturable(Pid),
+    /// Another capture of the process is in progress.
+    #[error("a capture of process {0} is already in progress")]
+    CaptureBusy(Pid),
+    /// The process ended before reaching a capture point.
+    #[error("process {0} exited before reaching a capture point")]
+    ExitedBeforeCapture(Pid),
+    /// The process stayed in guest code for too long.
+    #[error("process {pid} did not reach a blocking call within {waited:?}")]
+    CaptureTimeout {
+        /// The process.
+        pid: Pid,
+        /// How long we waited.
+        waited: Duration,
+    },
 }
 
 /// A host directory granted to a process.
@@ -180,6 +202,8 @@ struct ProcessEntry {
     started_at: SystemTime,
     status: watch::Receiver<Option<ExitStatus>>,
     kill: Mutex<Option<oneshot::Sender<()>>>,
+    capture: Arc<CaptureSignal>,
+    capturable: bool,
 }
 
 struct Exited {
@@ -302,6 +326,49 @@ impl Node {
             let _ = tx.send(());
         }
         Ok(())
+    }
+
+    /// Capture a live process at its next blocking call. With `stop` it
+    /// then ends ([`ExitReason::Snapshotted`]); otherwise it goes on.
+    /// `wait_max` bounds how long to wait for a process busy in guest code.
+    pub async fn capture(
+        &self,
+        pid: Pid,
+        stop: bool,
+        wait_max: Duration,
+    ) -> Result<CapturedProcess, NodeError> {
+        let entry = self.shared.entry(pid).ok_or(NodeError::NoProcess(pid))?;
+        if !entry.capturable {
+            return Err(NodeError::NotCapturable(pid));
+        }
+        let (tx, rx) = oneshot::channel();
+        entry
+            .capture
+            .request_capture(stop, tx)
+            .map_err(|_| NodeError::CaptureBusy(pid))?;
+        let mut status = entry.status.clone();
+        drop(entry);
+        tokio::select! {
+            // The image is sent before the process ends: check it first.
+            biased;
+            image = rx => image.map_err(|_| NodeError::ExitedBeforeCapture(pid)),
+            _ = status.wait_for(|s| s.is_some()) => Err(NodeError::ExitedBeforeCapture(pid)),
+            _ = tokio::time::sleep(wait_max) => Err(NodeError::CaptureTimeout { pid, waited: wait_max }),
+        }
+    }
+
+    /// Start a process from a captured image (in this node's engine, which
+    /// may be a fresh one). It gets a new pid and continues inside the call
+    /// it was captured in.
+    pub async fn restore(&self, module: Sha256, image: RestoreImage) -> Result<Pid, NodeError> {
+        let loaded = self.shared.load(module).await?;
+        if loaded.module.get_export("asyncify_start_rewind").is_none() {
+            return Err(NodeError::InvalidSpawn(format!(
+                "module {module} was not prepared for capture"
+            )));
+        }
+        let spec = image.spec.clone();
+        self.shared.start(spec, loaded, Some(image))
     }
 
     /// Live processes.
@@ -466,16 +533,19 @@ impl Shared {
     }
 
     async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
-        let module = if self.modules.is_loaded(&spec.module) {
-            self.modules.load(&spec.module, &self.linker)?
-        } else {
-            let shared = self.clone();
-            let hash = spec.module;
-            tokio::task::spawn_blocking(move || shared.modules.load(&hash, &shared.linker))
-                .await
-                .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))??
-        };
-        self.start(spec, module)
+        let module = self.load(spec.module).await?;
+        self.start(spec, module, None)
+    }
+
+    async fn load(self: &Arc<Self>, hash: Sha256) -> Result<Arc<LoadedModule>, NodeError> {
+        if self.modules.is_loaded(&hash) {
+            return Ok(self.modules.load(&hash, &self.linker)?);
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.modules.load(&hash, &shared.linker))
+            .await
+            .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))?
+            .map_err(NodeError::from)
     }
 
     fn build_wasi(
@@ -514,11 +584,22 @@ impl Shared {
         self: &Arc<Self>,
         spec: SpawnSpec,
         module: Arc<LoadedModule>,
+        restore: Option<RestoreImage>,
     ) -> Result<Pid, NodeError> {
         let pid = self.pids.allocate();
+        let capture = Arc::new(CaptureSignal::default());
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
         let wasi = self.build_wasi(&spec, &log)?;
         let mailbox = Arc::new(Mailbox::new(self.config.mailbox));
+        if let Some(image) = &restore {
+            for m in &image.mailbox {
+                mailbox.push(m.clone()).map_err(|e| {
+                    NodeError::InvalidSpawn(format!(
+                        "snapshot mailbox does not fit this node's bounds: {e}"
+                    ))
+                })?;
+            }
+        }
         let memory_max = spec
             .memory_bytes_max
             .unwrap_or(self.config.process_memory_bytes_max);
@@ -530,12 +611,21 @@ impl Shared {
             mailbox: mailbox.clone(),
             log: log.clone(),
             node: self.clone(),
+            capture: capture.clone(),
+            capturable: module.module.get_export("asyncify_start_unwind").is_some(),
+            resume: None,
+            pending: None,
+            asyncify_buffer: None,
+            spec: spec.clone(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        let fuel = self.config.process_fuel;
+        let fuel = restore
+            .as_ref()
+            .and_then(|r| r.fuel_remaining)
+            .or(self.config.process_fuel);
         if let Some(f) = fuel {
             store
                 .set_fuel(f)
@@ -557,6 +647,8 @@ impl Shared {
                     started_at: SystemTime::now(),
                     status: status_rx,
                     kill: Mutex::new(Some(kill_tx)),
+                    capture,
+                    capturable: module.module.get_export("asyncify_start_unwind").is_some(),
                 }),
             );
         }
@@ -564,7 +656,7 @@ impl Shared {
         let pre = module.pre.clone();
         tokio::spawn(async move {
             let reason = tokio::select! {
-                reason = process::run(store, pre, fuel) => reason,
+                reason = process::run(store, pre, fuel, restore) => reason,
                 Ok(()) = kill_rx => ExitReason::Killed,
             };
             shared.finish(ExitStatus { pid, reason }, status_tx);

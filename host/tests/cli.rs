@@ -36,7 +36,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
@@ -69,7 +71,10 @@ fn p(path: &Path) -> &str {
 
 fn assert_no_panic(out: &Output) {
     let err = text(&out.stderr);
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "a panic reached the user: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "a panic reached the user: {err}"
+    );
 }
 
 #[test]
@@ -102,24 +107,39 @@ fn user_mistakes_get_clear_errors() {
     let env = Env::new();
     let out = env.shoal(&["run", "/no/such/file.wasm"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("neither a file nor a module"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("neither a file nor a module"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_no_panic(&out);
 
     let bad = env.file("bad.wasm", b"\0asm\x01\0\0\0\x01\x05junk!");
     let out = env.shoal(&["run", p(&bad)]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("invalid module") && err.contains("offset"), "{err}");
+    assert!(
+        err.contains("invalid module") && err.contains("offset"),
+        "{err}"
+    );
     assert_no_panic(&out);
 
     let m = env.wat("echo.wasm", ECHO_WAT);
     let out = env.shoal(&["run", "--dir", "/no/such/dir", p(&m)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not a directory"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = env.shoal(&["run", "--memory-max", "lots", p(&m)]);
     assert_eq!(out.status.code(), Some(2), "usage error");
-    assert!(text(&out.stderr).contains("not a size"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a size"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = env.shoal(&["push", p(&bad)]);
     assert_eq!(out.status.code(), Some(1));
@@ -146,13 +166,20 @@ fn push_ls_inspect_and_run_by_name() {
     assert_eq!(info["hash"], hash.as_str());
     assert_eq!(info["abi_version"], serde_json::Value::Null);
     assert_eq!(info["compiled_cached"], false);
-    assert!(info["imports"].as_array().unwrap().iter().any(|i| i["name"] == "fd_write"));
+    assert!(info["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["name"] == "fd_write"));
 
     let out = env.shoal(&["run", "echo:v1"]);
     assert_eq!(text(&out.stdout), "hi\n");
     let out = env.shoal(&["inspect", &hash, "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(info["compiled_cached"], true, "the run cached the compiled artifact");
+    assert_eq!(
+        info["compiled_cached"], true,
+        "the run cached the compiled artifact"
+    );
 }
 
 #[test]
@@ -160,6 +187,9 @@ fn help_teaches() {
     let env = Env::new();
     let out = env.shoal(&["run", "--help"]);
     let help = text(&out.stdout);
-    assert!(help.contains("--dir") && help.contains("HOST_DIR[::GUEST_DIR]"), "{help}");
+    assert!(
+        help.contains("--dir") && help.contains("HOST_DIR[::GUEST_DIR]"),
+        "{help}"
+    );
     assert!(help.contains("Examples"), "{help}");
 }

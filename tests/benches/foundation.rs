@@ -128,11 +128,18 @@ async fn bench_asyncify() {
             let dir = tempfile::tempdir().unwrap();
             let node = node(dir.path(), |c| c.instrument = instrumented);
             let hash = add(&node, guests::CPU_BOUND, "cpu_bound");
-            if let LoadOrigin::Compiled { report: Some(report), .. } = &node.load_module(&hash).unwrap().origin {
+            if let LoadOrigin::Compiled {
+                report: Some(report),
+                ..
+            } = &node.load_module(&hash).unwrap().origin
+            {
                 if mode == "sieve" {
                     println!(
                         "asyncify (cpu_bound): {} of {} functions instrumented, {} -> {} bytes",
-                        report.functions_instrumented, report.functions_total, report.input_bytes, report.output_bytes
+                        report.functions_instrumented,
+                        report.functions_total,
+                        report.input_bytes,
+                        report.output_bytes
                     );
                 }
             }

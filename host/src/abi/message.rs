@@ -3,7 +3,11 @@
 use super::memory::{check_writable, read_bytes, write_bytes};
 use super::{arg_i32, arg_i64, errno, Registrar};
 use crate::pid::Pid;
+use crate::runtime::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
 use crate::runtime::mailbox::{Head, PushError};
+
+/// Import name of `recv`, as recorded in a pending call.
+const RECV: &str = "shoal_v1.recv";
 use std::time::{Duration, Instant};
 use wasmtime::Val;
 
@@ -45,6 +49,11 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         let timeout_ms = arg_i64(params, 2);
         let info_ptr = arg_i32(params, 3);
         Box::new(async move {
+            // Resumed from a snapshot: the wait goes on for what was left.
+            let timeout_ms = match capture::enter(&mut caller, RECV).await? {
+                Entry::Fresh => timeout_ms,
+                Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
+            };
             // Check every pointer before waiting, so a bad call fails at once.
             if let Err(e) = check_writable(&mut caller, ptr, len) {
                 return Ok(Some(Val::I32(e)));
@@ -57,6 +66,11 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             let deadline = (timeout_ms >= 0)
                 .then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
             let mailbox = caller.data().mailbox.clone();
+            let signal = caller.data().capture.clone();
+            let capturable = caller.data().capturable;
+            let remaining = |deadline: Option<Instant>| {
+                deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64)
+            };
             let code = loop {
                 match mailbox.take_if_fits(len as usize) {
                     Head::Taken(m) => {
@@ -94,8 +108,21 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                         if deadline.is_some_and(|d| Instant::now() >= d) {
                             break errno::TIMEOUT;
                         }
-                        if !mailbox.wait_nonempty(deadline).await {
-                            break errno::TIMEOUT;
+                        let waited =
+                            wait_or_capture(&signal, capturable, mailbox.wait_nonempty(deadline))
+                                .await;
+                        match waited {
+                            Waited::Done(true) => {}
+                            Waited::Done(false) => break errno::TIMEOUT,
+                            Waited::Capture => {
+                                let pending = PendingCall {
+                                    import: RECV.to_string(),
+                                    remaining_ms: remaining(deadline),
+                                };
+                                capture::unwind(&mut caller, pending).await?;
+                                // Ignored: the guest is unwinding.
+                                return Ok(Some(Val::I32(0)));
+                            }
                         }
                     }
                 }

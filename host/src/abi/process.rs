@@ -2,7 +2,13 @@
 
 use super::memory::{read_bytes, write_bytes};
 use super::{arg_i32, arg_i64, errno, Registrar};
+use crate::runtime::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
 use crate::runtime::log::Stream;
+use std::time::{Duration, Instant};
+
+/// Import names as recorded in a pending call.
+const SLEEP: &str = "shoal_v1.sleep_ms";
+const YIELD: &str = "shoal_v1.yield_now";
 use wasi_common::I32Exit;
 use wasmtime::Val;
 
@@ -79,19 +85,47 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         })
     })?;
 
-    r.define("sleep_ms", |_caller, params| {
+    r.define("sleep_ms", |mut caller, params| {
         let ms = arg_i64(params, 0);
         Box::new(async move {
+            let ms = match capture::enter(&mut caller, SLEEP).await? {
+                Entry::Fresh => ms,
+                Entry::Resumed(p) => p.remaining_ms.unwrap_or(0) as i64,
+            };
             if ms < 0 {
                 return Ok(Some(Val::I32(errno::INVALID)));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(ms as u64)).await;
+            let deadline = Instant::now() + Duration::from_millis(ms as u64);
+            let signal = caller.data().capture.clone();
+            let capturable = caller.data().capturable;
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            if let Waited::Capture = wait_or_capture(&signal, capturable, sleep).await {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64;
+                let pending = PendingCall {
+                    import: SLEEP.to_string(),
+                    remaining_ms: Some(left),
+                };
+                capture::unwind(&mut caller, pending).await?;
+            }
             Ok(Some(Val::I32(errno::OK)))
         })
     })?;
 
-    r.define("yield_now", |_caller, _params| {
+    r.define("yield_now", |mut caller, _params| {
         Box::new(async move {
+            if let Entry::Resumed(_) = capture::enter(&mut caller, YIELD).await? {
+                return Ok(Some(Val::I32(errno::OK)));
+            }
+            if caller.data().capturable && caller.data().capture.is_requested() {
+                let pending = PendingCall {
+                    import: YIELD.to_string(),
+                    remaining_ms: None,
+                };
+                capture::unwind(&mut caller, pending).await?;
+                return Ok(Some(Val::I32(errno::OK)));
+            }
             tokio::task::yield_now().await;
             Ok(Some(Val::I32(errno::OK)))
         })

@@ -105,6 +105,7 @@ fn module_from_arg(
     if path.exists() {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read module file {}", path.display()))?;
+        let bytes = wasm_or_wat(path, bytes)?;
         return node_registry
             .put(&bytes)
             .with_context(|| format!("cannot store {} in the registry", path.display()));
@@ -112,4 +113,20 @@ fn module_from_arg(
     node_registry.resolve(arg).with_context(|| {
         format!("`{arg}` is neither a file nor a module in the registry (see `shoal ls`)")
     })
+}
+
+/// Accept WebAssembly text as `wasmtime run` does: a file that is not a
+/// binary module but is UTF-8 text is parsed as WAT.
+fn wasm_or_wat(path: &std::path::Path, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    if bytes.starts_with(b"\0asm") || std::str::from_utf8(&bytes).is_err() {
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(|b| b.into_owned())
+        .map_err(|e| {
+            anyhow::anyhow!(
+        "{} is not a WebAssembly module (no \\0asm header), nor valid WebAssembly text: {e}",
+        path.display()
+    )
+        })
 }

@@ -39,6 +39,7 @@ fn open(data_dir: &Path) -> anyhow::Result<Registry> {
 pub fn push(args: PushArgs, data_dir: &Path) -> anyhow::Result<i32> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = super::wasm_or_wat(&args.file, bytes)?;
     shoal_host::prepare::validate(&bytes)
         .with_context(|| format!("{} is not a usable module", args.file.display()))?;
     let registry = open(data_dir)?;

@@ -59,13 +59,18 @@ pub(crate) struct CallGraph {
     pub asyncify_blocker: Vec<Option<String>>,
     /// The start function, if any.
     pub start: Option<u32>,
+    /// For each type index used by an indirect call: whether such a call can reach a blocking
+    /// import. Calls of a type mapped to `false` need no instrumentation (see
+    /// [`super::trampolines`]).
+    pub indirect_may_block: HashMap<u32, bool>,
 }
 
 /// What one function body does that matters here.
 #[derive(Default)]
 struct BodyFacts {
     direct: Vec<u32>,
-    indirect: Vec<CoreTypeId>,
+    /// (module type index, canonical id) of each indirect call.
+    indirect: Vec<(u32, CoreTypeId)>,
 }
 
 /// Everything read from the module before the graph is built.
@@ -107,7 +112,7 @@ pub(crate) fn analyse(
     let n = total_funcs as usize;
     let key = |t: CoreTypeId| if scan.type_agnostic { None } else { Some(t) };
     for body in &scan.bodies {
-        for t in &body.indirect {
+        for (_, t) in &body.indirect {
             let next = n + type_nodes.len();
             type_nodes.entry(key(*t)).or_insert(next);
         }
@@ -121,7 +126,7 @@ pub(crate) fn analyse(
                 list.push(f);
             }
         }
-        for t in &body.indirect {
+        for (_, t) in &body.indirect {
             if let Some(&node) = type_nodes.get(&key(*t)) {
                 callers[node].push(f);
             }
@@ -161,6 +166,13 @@ pub(crate) fn analyse(
     let instrument = (0..n)
         .map(|f| f >= imported_funcs as usize && reaches[f])
         .collect();
+    let mut indirect_may_block = HashMap::new();
+    for body in &scan.bodies {
+        for (index, t) in &body.indirect {
+            let may = type_nodes.get(&key(*t)).is_none_or(|&node| reaches[node]);
+            indirect_may_block.insert(*index, may);
+        }
+    }
 
     Ok(CallGraph {
         imported_funcs,
@@ -172,6 +184,7 @@ pub(crate) fn analyse(
         tail_call: scan.tail_call,
         asyncify_blocker: scan.blocker,
         start: scan.start,
+        indirect_may_block,
     })
 }
 
@@ -322,22 +335,22 @@ fn scan(wasm: &[u8], types: &Types) -> Result<Scan, PrepareError> {
                                 });
                             }
                         }
-                        ExternalKind::Table => {
+                        ExternalKind::Table
                             if export.index < tref.table_count()
-                                && may_hold_funcref(&tref.table_at(export.index).element_type)
-                            {
-                                set_open(&mut s, || format!("exported table {}", export.name));
-                            }
+                                && may_hold_funcref(&tref.table_at(export.index).element_type) =>
+                        {
+                            set_open(&mut s, || format!("exported table {}", export.name));
                         }
-                        ExternalKind::Global => {
-                            if export.index < tref.global_count() {
-                                let g = tref.global_at(export.index);
-                                if g.mutable && val_may_hold_funcref(&g.content_type) {
-                                    set_open(&mut s, || {
-                                        format!("exported mutable funcref global {}", export.name)
-                                    });
-                                }
-                            }
+                        ExternalKind::Global
+                            if export.index < tref.global_count()
+                                && tref.global_at(export.index).mutable
+                                && val_may_hold_funcref(
+                                    &tref.global_at(export.index).content_type,
+                                ) =>
+                        {
+                            set_open(&mut s, || {
+                                format!("exported mutable funcref global {}", export.name)
+                            });
                         }
                         _ => {}
                     }
@@ -431,7 +444,7 @@ fn scan_body(
             }
             Operator::CallIndirect { type_index, .. } | Operator::CallRef { type_index } => {
                 if let Some(t) = func_type_id(type_index) {
-                    facts.indirect.push(t);
+                    facts.indirect.push((type_index, t));
                 }
                 if type_has_ref(type_index) {
                     block("an indirect call passing or returning references");
@@ -440,7 +453,7 @@ fn scan_body(
             Operator::ReturnCallIndirect { type_index, .. }
             | Operator::ReturnCallRef { type_index } => {
                 if let Some(t) = func_type_id(type_index) {
-                    facts.indirect.push(t);
+                    facts.indirect.push((type_index, t));
                 }
                 tail = true;
             }

@@ -1,25 +1,49 @@
 //! Module preparation: turn an uploaded Wasm module into one whose blocked processes can be
 //! captured and resumed elsewhere.
 //!
-//! `prepare` = [`validate`] → call-graph analysis ([`callgraph`]) → Binaryen Asyncify on exactly
-//! the functions that can be on the stack during a blocking import ([`asyncify`]) → export every
-//! mutable global ([`globals`]). It is deterministic for given bytes and options, so the host
-//! caches its output by the input's sha256.
+//! `prepare` = [`validate`] → call-graph analysis (`callgraph`) → Binaryen Asyncify on exactly
+//! the functions that can be on the stack during a blocking import (`asyncify`, `names`,
+//! `trampolines`) → export every mutable global (`globals`). It is deterministic for given bytes
+//! and options, so the host caches its output by the input's sha256.
 //!
-//! # Why an only-list computed here, rather than Binaryen's own choice
+//! # Why this Asyncify configuration (chosen by measurement)
 //!
-//! Measured on a Rust `wasm32-wasip1` guest (figures below and in
-//! `shared/notes/snapshot-technique.md`): Binaryen's default analysis treats *every* indirect
-//! call as able to unwind, and Rust/C code reaches `main`, formatting and panics through indirect
-//! calls, so nearly every function is instrumented (+70% code, +40–50% CPU).
-//! `asyncify-ignore-indirect` is fast but unsound: an indirect call on the stack at capture time
-//! (a trait object, a closure, an async executor) is silently not saved, and the rewind fails
-//! later. Instead the host computes, over the original module, a *sound* call graph in which an
-//! indirect call of type `T` can only reach address-taken functions of type `T` — the runtime
-//! signature check of `call_indirect` guarantees nothing else can be called — and instruments a
-//! function iff it can reach a blocking import. That set goes to Binaryen as
-//! `asyncify-onlylist`; indirect calls *inside* instrumented functions stay instrumented.
-//! Hot loops that never block (the ones that dominate CPU time) are left untouched.
+//! Binaryen's default analysis treats *every* indirect call as able to unwind; Rust and C reach
+//! `main`, formatting and panics through indirect calls, so nearly every function gets
+//! instrumented. `asyncify-ignore-indirect` is fast but unsound: an indirect call on the stack at
+//! capture time (trait object, closure, async executor) is silently not saved and the rewind
+//! fails later. What is implemented instead:
+//!
+//! 1. A *sound* call graph of the original module (`callgraph`): an indirect call of type `T`
+//!    can only reach address-taken functions of type `T` (the runtime signature check of
+//!    `call_indirect` guarantees it); a function is instrumented iff it can reach a blocking
+//!    import. The set goes to Binaryen as `asyncify-onlylist`, with `asyncify-imports` listing
+//!    only the blocking imports present.
+//! 2. With an only-list Binaryen still instruments *every* indirect call inside a listed function.
+//!    Rust's `main` is listed (it is reached through `lang_start`'s `dyn Fn`), and with `work`
+//!    inlined into it that cost +14–21% CPU on the benchmark below. Indirect calls whose type
+//!    cannot block are therefore routed through uninstrumented trampolines while Binaryen runs and
+//!    put back as plain `call_indirect`s afterwards (`trampolines`).
+//! 3. Binaryen never sees guest names (its list syntax cannot carry them; `names`).
+//!
+//! Measured with wasmtime 46 (Cranelift) on a Rust 1.95 `wasm32-wasip1` guest (trait-object
+//! loop, sieve, sort, `HashMap`, `format!`, a blocking `shoal_v1.recv` per round, ~100 KB),
+//! best of 9 runs of `_start` (~21 ms), interleaved, on the shared 2-core machine:
+//!
+//! | variant                                  | code size | CPU     | safe |
+//! |------------------------------------------|-----------|---------|------|
+//! | original                                 | 101,478 B | —       |      |
+//! | Binaryen default (indirect instrumented) | +41.6%    | +37–45% | yes  |
+//! | `asyncify-ignore-indirect`               | −4.7%     | −3…+2%  | no   |
+//! | only-list, indirect calls instrumented   | −3.2%     | +14–21% | yes  |
+//! | **this module** (only-list + trampolines)| −3.6%     | −2…0%   | yes  |
+//!
+//! (7 of 251 functions instrumented: `_start`, `__main_void`, `lang_start_internal`, the
+//! `lang_start` closure and its vtable shim, `__rust_begin_short_backtrace`, `main`. Sizes shrink
+//! because Binaryen's writer drops the padded LEBs that wasm-ld leaves.) The same guest was
+//! unwound inside `recv`, its memory and exported globals copied into a fresh `Store`, rewound,
+//! and printed the same result as an uninterrupted run, with and without `asyncify-asserts`.
+//! Preparation takes ~0.25 s for a 100 KB guest (debug build of the host).
 
 mod asyncify;
 mod callgraph;
@@ -27,6 +51,7 @@ mod error;
 mod globals;
 mod names;
 mod sections;
+mod trampolines;
 mod validate;
 
 #[cfg(test)]
@@ -114,6 +139,9 @@ pub struct PrepareReport {
     /// start function runs (it is not re-enterable through an export), so the host must not
     /// unwind during instantiation.
     pub start_can_block: bool,
+    /// Indirect calls inside instrumented functions that were kept free of instrumentation
+    /// because their type cannot reach a blocking import (see the `trampolines` module).
+    pub indirect_calls_uninstrumented: usize,
     /// Custom sections removed (DWARF `.debug_*`, stale after instrumentation).
     pub dropped_custom_sections: Vec<String>,
 }
@@ -128,12 +156,15 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
     let checked = validate::check(wasm)?;
     let graph = callgraph::analyse(wasm, &checked.types, &opts.blocking_imports)?;
     let total_globals = checked.types.as_ref().global_count();
-    let names = names::read(wasm, graph.total_funcs, total_globals)?;
+    let mut names = names::read(wasm, graph.total_funcs, total_globals)?;
 
     let instrument: Vec<u32> = (0..graph.total_funcs)
         .filter(|&f| graph.instrument.get(f as usize).copied().unwrap_or(false))
         .collect();
-    let display = |f: u32| names.functions.get(f as usize).cloned().unwrap_or_default();
+    let instrumented_functions: Vec<String> = instrument
+        .iter()
+        .map(|&f| names.functions.get(f as usize).cloned().unwrap_or_default())
+        .collect();
     let blocking_used: Vec<(String, String)> = graph
         .blocking
         .iter()
@@ -143,6 +174,7 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
     // Asyncify only when some function can actually be on the stack during a blocking call.
     let asyncified = !instrument.is_empty();
     let mut dropped = Vec::new();
+    let mut indirect_bypassed = 0;
     let instrumented_bytes;
     let base: &[u8] = if asyncified {
         asyncify::check_supported(&checked.summary, &graph, &names.functions)?;
@@ -153,8 +185,20 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
                 }
             }
         }
-        let input = names::binaryen_input(wasm, graph.total_funcs, total_globals)?;
-        instrumented_bytes = asyncify::run(&input, &blocking_used, &instrument, opts)?;
+        let (with_tramps, added) = trampolines::insert(wasm, &graph, &checked.types)?;
+        names
+            .functions
+            .extend((0..added.count).map(|k| format!("shoal$trampoline${k}")));
+        let input =
+            names::binaryen_input(&with_tramps, graph.total_funcs + added.count, total_globals)?;
+        let mut out = asyncify::run(&input, &blocking_used, &instrument, opts)?;
+        if added.count > 0 && !opts.asyncify_asserts {
+            let tramps =
+                names::output_function_indices(&out, added.first..added.first + added.count)?;
+            out = trampolines::inline_back(&out, &tramps)?;
+            indirect_bypassed = added.call_sites;
+        }
+        instrumented_bytes = out;
         &instrumented_bytes
     } else {
         wasm
@@ -203,11 +247,12 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
         output_bytes: bytes.len(),
         global_exports: plan.globals,
         asyncified,
-        instrumented_functions: instrument.iter().map(|&f| display(f)).collect(),
+        instrumented_functions,
         open_world: graph.open_world.clone(),
         start_can_block: graph
             .start
             .is_some_and(|s| graph.instrument.get(s as usize).copied().unwrap_or(false)),
+        indirect_calls_uninstrumented: indirect_bypassed,
         dropped_custom_sections: dropped,
     };
     Ok(PreparedWasm { bytes, report })

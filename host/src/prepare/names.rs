@@ -5,9 +5,10 @@
 //!
 //! * a list (inline or `@file`) is `String::trim`med (trailing whitespace only) and split on
 //!   `,` — **not** on newlines: a one-name-per-line file is read as a single name;
-//! * pieces are re-joined while `(`, `<`, `[`, `{` are unbalanced, so `Box<F,A>` survives but a
-//!   name with an unbalanced bracket such as `fn() -> T` swallows the rest of the list (or, if it
-//!   is last, is silently dropped, leaving an only-list that matches nothing);
+//! * pieces are re-joined while `(`, `<`, `[`, `{` are unbalanced, so `Box<F,A>` survives, but
+//!   a name with an unbalanced bracket, such as the demangled `fn() -> T`, ends in
+//!   `Fatal: Asyncify: failed to parse lists`, which aborts the host process (a C++ exception
+//!   the `wasm-opt` crate does not catch in its pass runner);
 //! * an entry containing `*` is a wildcard pattern, and Binaryen's matcher can throw
 //!   `std::out_of_range` on some pattern/name pairs, which aborts the host process;
 //! * names are compared after Binaryen's `\xx` escaping of non-identifier bytes, which mangles
@@ -168,6 +169,33 @@ pub(crate) fn binaryen_input(
     let mut bytes = assemble(wasm, None, None, &dropped_before_binaryen)?;
     section.append_to(&mut bytes);
     Ok(bytes)
+}
+
+/// Output function index of each internal function index in `wanted`, read from the name
+/// section of Binaryen's `output` (Binaryen keeps function order, but this does not rely on it).
+pub(crate) fn output_function_indices(
+    output: &[u8],
+    wanted: std::ops::Range<u32>,
+) -> Result<Vec<u32>, PrepareError> {
+    let mut found = Vec::new();
+    for s in sections(output)? {
+        let Some(custom) = &s.custom else { continue };
+        let KnownCustom::Name(reader) = custom.as_known() else {
+            continue;
+        };
+        for sub in reader.into_iter().flatten() {
+            if let Name::Function(map) = sub {
+                for naming in map.into_iter().flatten() {
+                    if parse_internal(naming.name, INTERNAL_FUNC)
+                        .is_some_and(|i| wanted.contains(&i))
+                    {
+                        found.push(naming.index);
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The name section for Binaryen's `output`: internal names mapped back to display names,

@@ -6,8 +6,10 @@
 //! - [`limits`] — per-process memory cap.
 //! - [`mailbox`] — bounded per-process message queues.
 //! - [`log`] — bounded per-process stdout/stderr/log capture.
+//! - [`capture`] — suspending a process inside a blocking call.
 //! - [`process`] — the store data of a process and the task that runs it.
 
+pub mod capture;
 pub mod engine;
 pub mod limits;
 pub mod log;

@@ -39,7 +39,7 @@ pub enum LoadOrigin {
     /// Prepared and compiled now.
     Compiled {
         /// What preparation did (`None` when the node does not instrument).
-        report: Option<PrepareReport>,
+        report: Option<Box<PrepareReport>>,
         /// Time spent preparing (Asyncify etc.).
         prepare_elapsed: Duration,
         /// Time spent compiling.
@@ -54,12 +54,13 @@ pub enum ModuleError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     /// It is malformed or uses something Shoal does not support.
-    #[error("module {hash} cannot be prepared: {source}")]
+    #[error("module {hash} cannot be prepared: {error}")]
     Prepare {
         /// The module.
         hash: Sha256,
-        /// What is wrong.
-        source: PrepareError,
+        /// What is wrong (part of the message, not a separate cause, so a
+        /// cause chain does not print it twice).
+        error: PrepareError,
     },
     /// wasmtime refused to compile it.
     #[error("module {hash} failed to compile: {message}")]
@@ -200,13 +201,10 @@ impl ModuleCache {
         }
         let wasm = self.registry.get(hash)?;
         let t0 = Instant::now();
-        let prepare_error = |source| ModuleError::Prepare {
-            hash: *hash,
-            source,
-        };
+        let prepare_error = |error| ModuleError::Prepare { hash: *hash, error };
         let (bytes, report) = if self.instrument {
             let prepared = prepare::prepare(&wasm, &self.options).map_err(prepare_error)?;
-            (prepared.bytes, Some(prepared.report))
+            (prepared.bytes, Some(Box::new(prepared.report)))
         } else {
             prepare::validate(&wasm).map_err(prepare_error)?;
             (wasm, None)

@@ -4,6 +4,7 @@
 //! its WASI context, limits, mailbox and log — so a snapshot can find it all
 //! in one place.
 
+use super::capture::{CaptureSignal, PendingCall};
 use super::limits::ProcessLimiter;
 use super::log::ProcessLog;
 use super::mailbox::Mailbox;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 use wasi_common::{I32Exit, WasiCtx};
-use wasmtime::{InstancePre, Store, Trap};
+use wasmtime::{Global, Instance, InstancePre, Memory, Mutability, Store, Trap, Val};
 
 /// The data of a process's wasmtime store.
 pub struct ProcessCtx {
@@ -29,6 +30,19 @@ pub struct ProcessCtx {
     pub log: Arc<ProcessLog>,
     /// The node it runs on (to spawn and to send).
     pub node: Arc<Shared>,
+    /// Capture requests for this process.
+    pub capture: Arc<CaptureSignal>,
+    /// True when the module was prepared for capture (has Asyncify exports).
+    pub capturable: bool,
+    /// Set by the runner before a rewind: the call the process resumes in.
+    pub resume: Option<PendingCall>,
+    /// Set by a blocking call that started an unwind.
+    pub pending: Option<PendingCall>,
+    /// Address of the host-owned Asyncify buffer, once reserved.
+    pub asyncify_buffer: Option<u32>,
+    /// What this process was started with (args, env, grants), so a
+    /// snapshot can rebuild the same WASI context.
+    pub spec: crate::node::SpawnSpec,
 }
 
 /// Why a process ended.
@@ -59,6 +73,8 @@ pub enum ExitReason {
     },
     /// It was killed by a user or by its node.
     Killed,
+    /// It was captured by a snapshot and stopped (`shoal snapshot --stop`).
+    Snapshotted,
     /// It never started (instantiation failed, no `_start`).
     StartFailed {
         /// What went wrong.
@@ -115,6 +131,7 @@ impl fmt::Display for ExitReason {
                 write!(f, "killed: fuel exhausted after {fuel} units")
             }
             ExitReason::Killed => write!(f, "killed"),
+            ExitReason::Snapshotted => write!(f, "stopped after a snapshot"),
             ExitReason::StartFailed { message } => write!(f, "failed to start: {message}"),
         }
     }
@@ -147,11 +164,177 @@ pub fn classify(error: &wasmtime::Error, ctx: &ProcessCtx, fuel: Option<u64>) ->
     }
 }
 
-/// Instantiate and run a process to its end.
+/// A mutable global's value, by export name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GlobalBits {
+    /// An `i32`.
+    I32(i32),
+    /// An `i64`.
+    I64(i64),
+    /// An `f32`, as bits.
+    F32(u32),
+    /// An `f64`, as bits.
+    F64(u64),
+}
+
+/// A process captured at a blocking call: everything needed to resume it.
+#[derive(Debug, Clone)]
+pub struct CapturedProcess {
+    /// Linear memory at capture.
+    pub memory: Vec<u8>,
+    /// Every exported mutable global (preparation exports them all).
+    pub globals: Vec<(String, GlobalBits)>,
+    /// The call it was blocked in.
+    pub pending: PendingCall,
+    /// Where the Asyncify buffer lives in memory.
+    pub asyncify_buffer: u32,
+    /// Messages waiting in its mailbox, oldest first.
+    pub mailbox: Vec<super::mailbox::Message>,
+    /// What it was started with.
+    pub spec: crate::node::SpawnSpec,
+    /// Fuel left, when fuel is metered.
+    pub fuel_remaining: Option<u64>,
+}
+
+/// What a restored process starts from.
+pub type RestoreImage = CapturedProcess;
+
+async fn call_export(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    name: &str,
+) -> wasmtime::Result<()> {
+    let f = instance.get_typed_func::<(), ()>(&mut *store, name)?;
+    f.call_async(&mut *store, ()).await
+}
+
+fn memory_of(store: &mut Store<ProcessCtx>, instance: &Instance) -> wasmtime::Result<Memory> {
+    instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::Error::msg("the module exports no memory named `memory`"))
+}
+
+fn read_globals(store: &mut Store<ProcessCtx>, instance: &Instance) -> Vec<(String, GlobalBits)> {
+    let exports: Vec<(String, Global)> = instance
+        .exports(&mut *store)
+        .filter_map(|e| {
+            let name = e.name().to_string();
+            e.into_global().map(|g| (name, g))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (name, g) in exports {
+        if g.ty(&*store).mutability() != Mutability::Var {
+            continue;
+        }
+        let bits = match g.get(&mut *store) {
+            Val::I32(v) => GlobalBits::I32(v),
+            Val::I64(v) => GlobalBits::I64(v),
+            Val::F32(v) => GlobalBits::F32(v),
+            Val::F64(v) => GlobalBits::F64(v),
+            _ => continue,
+        };
+        out.push((name, bits));
+    }
+    out
+}
+
+fn write_globals(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    globals: &[(String, GlobalBits)],
+) -> wasmtime::Result<()> {
+    for (name, bits) in globals {
+        let g = instance.get_global(&mut *store, name).ok_or_else(|| {
+            wasmtime::Error::msg(format!(
+                "snapshot global `{name}` is not exported by the module"
+            ))
+        })?;
+        let v = match *bits {
+            GlobalBits::I32(v) => Val::I32(v),
+            GlobalBits::I64(v) => Val::I64(v),
+            GlobalBits::F32(v) => Val::F32(v),
+            GlobalBits::F64(v) => Val::F64(v),
+        };
+        g.set(&mut *store, v)?;
+    }
+    Ok(())
+}
+
+/// Stop the unwind, copy the process out, hand it to the requester.
+/// Returns true when the process should stop rather than resume.
+async fn finish_capture(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    pending: PendingCall,
+) -> wasmtime::Result<bool> {
+    call_export(store, instance, "asyncify_stop_unwind").await?;
+    let memory = memory_of(store, instance)?;
+    let globals = read_globals(store, instance);
+    let data = memory.data(&*store).to_vec();
+    let ctx = store.data();
+    let reply = ctx.capture.take_reply();
+    let Some((stop, reply)) = reply else {
+        return Ok(false);
+    };
+    let image = CapturedProcess {
+        memory: data,
+        globals,
+        pending,
+        asyncify_buffer: ctx.asyncify_buffer.unwrap_or(0),
+        mailbox: ctx.mailbox.queued(),
+        spec: ctx.spec.clone(),
+        fuel_remaining: store.get_fuel().ok(),
+    };
+    // The requester may have given up; then the process simply resumes.
+    Ok(reply.send(image).is_ok() && stop)
+}
+
+/// Write a captured image into a fresh instance and start the rewind.
+async fn apply_image(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    image: RestoreImage,
+) -> wasmtime::Result<()> {
+    let memory = memory_of(store, instance)?;
+    let have = memory.data_size(&*store);
+    let want = image.memory.len();
+    if want < have {
+        return Err(wasmtime::Error::msg(format!(
+            "snapshot memory ({want} bytes) is smaller than the module's initial memory ({have} bytes)"
+        )));
+    }
+    let extra_pages = ((want - have) / 65536) as u64;
+    if extra_pages > 0 {
+        memory.grow(&mut *store, extra_pages)?;
+    }
+    memory.data_mut(&mut *store).copy_from_slice(&image.memory);
+    write_globals(store, instance, &image.globals)?;
+    store.data_mut().asyncify_buffer = Some(image.asyncify_buffer);
+    rewind(store, instance, image.pending).await
+}
+
+async fn rewind(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    pending: PendingCall,
+) -> wasmtime::Result<()> {
+    let base = store
+        .data()
+        .asyncify_buffer
+        .ok_or_else(|| wasmtime::Error::msg("no capture buffer to rewind from"))?;
+    store.data_mut().resume = Some(pending);
+    let f = instance.get_typed_func::<i32, ()>(&mut *store, "asyncify_start_rewind")?;
+    f.call_async(&mut *store, base as i32).await
+}
+
+/// Instantiate and run a process to its end, optionally starting from a
+/// captured image; captures requested meanwhile are served on the way.
 pub async fn run(
     mut store: Store<ProcessCtx>,
     pre: InstancePre<ProcessCtx>,
     fuel: Option<u64>,
+    restore: Option<RestoreImage>,
 ) -> ExitReason {
     let instance = match pre.instantiate_async(&mut store).await {
         Ok(i) => i,
@@ -170,8 +353,38 @@ pub async fn run(
                         .into(),
             },
         };
-    match start.call_async(&mut store, ()).await {
-        Ok(()) => ExitReason::Exited { code: 0 },
-        Err(e) => classify(&e, store.data(), fuel),
+    if let Some(image) = restore {
+        if let Err(e) = apply_image(&mut store, &instance, image).await {
+            return ExitReason::StartFailed {
+                message: format!("cannot restore the snapshot: {e:#}"),
+            };
+        }
+    }
+    loop {
+        match start.call_async(&mut store, ()).await {
+            Ok(()) => {
+                let Some(pending) = store.data_mut().pending.take() else {
+                    return ExitReason::Exited { code: 0 };
+                };
+                let resumed = async {
+                    if finish_capture(&mut store, &instance, pending.clone()).await? {
+                        return Ok(false);
+                    }
+                    rewind(&mut store, &instance, pending).await?;
+                    Ok::<bool, wasmtime::Error>(true)
+                }
+                .await;
+                match resumed {
+                    Ok(true) => continue,
+                    Ok(false) => return ExitReason::Snapshotted,
+                    Err(e) => {
+                        return ExitReason::Trapped {
+                            message: format!("capture failed: {e:#}"),
+                        }
+                    }
+                }
+            }
+            Err(e) => return classify(&e, store.data(), fuel),
+        }
     }
 }

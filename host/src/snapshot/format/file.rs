@@ -1,0 +1,308 @@
+//! The self-contained file form of a snapshot (`shoal snapshot -o FILE`).
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "SHOALSNP"
+//!      8     4  format version (u32) = FORMAT_VERSION
+//!     12     4  flags (u32), none defined: must be 0
+//!     16     8  total file length in bytes, trailer included (u64)
+//!     24     8  bitwise NOT of the total length (u64)
+//!     32     4  header length H (u32, ≤ 16 MiB)
+//!     36     H  header: the canonical JSON manifest (Manifest::encode)
+//!      …        page records, one per distinct page hash, in manifest
+//!               order of first use: index (u32), length (u32), bytes
+//!  len-32   32  sha256 of every byte before it
+//! ```
+//!
+//! The first 32 bytes and the trailer are the *envelope*, kept by every
+//! future version, so that any file can be checked before its version is
+//! interpreted. The total length tells a truncated file (most common:
+//! interrupted copy) from a corrupt one; it is stored twice (plain and
+//! inverted) so that damage to the length itself is reported as corruption,
+//! not truncation. Pages sharing a hash are stored once: later uses of that
+//! hash have no record.
+//!
+//! Decoding checks, in order: magic, envelope length, truncation, checksum,
+//! version, flags, header bounds and validity, module, then each page's
+//! length and sha256 — each with its own [`SnapshotFormatError`] variant.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use shoal_registry::Sha256;
+
+use super::error::SnapshotFormatError;
+use super::manifest::{Manifest, PageRef};
+use super::pages::{memory_len, page_range_usize, verify_page};
+use super::{FILE_MAGIC, FORMAT_VERSION, MAX_HEADER_BYTES};
+
+/// Length of the envelope prefix: magic, version, flags, length, !length.
+const ENVELOPE_PREFIX: usize = 32;
+/// Offset of the header length field (first field of the v1 body).
+const HEADER_LEN_AT: usize = ENVELOPE_PREFIX;
+/// Offset of the header.
+const HEADER_AT: usize = HEADER_LEN_AT + 4;
+/// Length of the trailing checksum.
+const CHECKSUM_LEN: usize = 32;
+/// Size of a page record before its bytes: index and length.
+const RECORD_PREFIX: usize = 8;
+
+/// Encode a snapshot as a self-contained file, fetching each distinct page
+/// with `fetch(hash)` (e.g. [`fetch_from_registry`](super::fetch_from_registry)
+/// or a map from [`decode_file`]). Every page is checked (length, sha256)
+/// before it is written, so a corrupt store never yields a file.
+pub fn encode_file<B: AsRef<[u8]>>(
+    manifest: &Manifest,
+    mut fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
+) -> Result<Vec<u8>, SnapshotFormatError> {
+    encode_with(manifest, |page, _| fetch(&page.hash))
+}
+
+/// Encode a snapshot as a file taking page bytes straight from the memory
+/// they were split from (`memory.len()` must equal `memory_bytes`): the
+/// direct path from a capture to a file, without the registry.
+pub fn encode_file_from_memory(
+    manifest: &Manifest,
+    memory: &[u8],
+) -> Result<Vec<u8>, SnapshotFormatError> {
+    if memory.len() as u64 != manifest.memory_bytes {
+        return Err(SnapshotFormatError::MemorySizeMismatch {
+            expected: manifest.memory_bytes,
+            got: memory.len() as u64,
+        });
+    }
+    encode_with(manifest, |_, range| Ok(&memory[range]))
+}
+
+/// The encoder behind both public forms; `page` gives the bytes of a page
+/// (its ref and its range in memory).
+fn encode_with<B: AsRef<[u8]>>(
+    manifest: &Manifest,
+    mut page: impl FnMut(&PageRef, Range<usize>) -> Result<B, SnapshotFormatError>,
+) -> Result<Vec<u8>, SnapshotFormatError> {
+    manifest.validate()?;
+    memory_len(manifest)?;
+    let header = manifest.encode();
+    if header.len() as u64 > MAX_HEADER_BYTES {
+        return Err(SnapshotFormatError::TooLarge {
+            what: "header",
+            bytes: header.len() as u64,
+            max: MAX_HEADER_BYTES,
+        });
+    }
+    let mut seen = HashSet::with_capacity(manifest.pages.len());
+    let unique: Vec<&PageRef> = manifest
+        .pages
+        .iter()
+        .filter(|p| seen.insert(p.hash))
+        .collect();
+    let page_bytes: usize = unique
+        .iter()
+        .map(|p| RECORD_PREFIX + page_range_usize(manifest, p.index).len())
+        .sum();
+    let mut out = Vec::with_capacity(HEADER_AT + header.len() + page_bytes + CHECKSUM_LEN);
+    out.extend_from_slice(FILE_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&[0u8; 16]); // total length, filled in below
+    // Fits: checked against MAX_HEADER_BYTES (16 MiB) above.
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    for p in unique {
+        let range = page_range_usize(manifest, p.index);
+        let fetched = page(p, range.clone())?;
+        let bytes = fetched.as_ref();
+        verify_page(p, &range, bytes)?;
+        out.extend_from_slice(&p.index.to_le_bytes());
+        // A page is at most 64 KiB (validated page size).
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let total = (out.len() + CHECKSUM_LEN) as u64;
+    out[16..24].copy_from_slice(&total.to_le_bytes());
+    out[24..32].copy_from_slice(&(!total).to_le_bytes());
+    let checksum = Sha256::of(&out);
+    out.extend_from_slice(&checksum.0);
+    Ok(out)
+}
+
+/// Decode and fully verify a snapshot file: returns the manifest and the
+/// bytes of every page it lists, by hash (each checked). With
+/// `expected_module`, a snapshot of another module is refused
+/// ([`SnapshotFormatError::WrongModule`]) before any page is read.
+///
+/// Nothing is trusted before the checksum is verified, every length is
+/// bounded, and any defect is an error naming it (see the module docs):
+/// the result is complete and correct or there is no result.
+pub fn decode_file(
+    bytes: &[u8],
+    expected_module: Option<&Sha256>,
+) -> Result<(Manifest, HashMap<Sha256, Vec<u8>>), SnapshotFormatError> {
+    let body = check_envelope(bytes)?;
+    let mut r = Reader { bytes: body, pos: 0 };
+    r.take(FILE_MAGIC.len(), "magic")?;
+    let version = r.u32("format version")?;
+    if version != FORMAT_VERSION {
+        return Err(SnapshotFormatError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let flags = r.u32("flags")?;
+    if flags != 0 {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "unknown flags {flags:#x}"
+        )));
+    }
+    r.take(16, "file length")?;
+    let header_len = r.u32("header length")?;
+    if u64::from(header_len) > MAX_HEADER_BYTES {
+        return Err(SnapshotFormatError::TooLarge {
+            what: "header",
+            bytes: u64::from(header_len),
+            max: MAX_HEADER_BYTES,
+        });
+    }
+    let header = r.take(header_len as usize, "header")?;
+    let manifest = Manifest::decode(header)?;
+    if let Some(expected) = expected_module {
+        manifest.check_module(expected)?;
+    }
+    memory_len(&manifest)?;
+
+    let mut pages: HashMap<Sha256, Vec<u8>> = HashMap::with_capacity(manifest.pages.len());
+    for p in &manifest.pages {
+        if pages.contains_key(&p.hash) {
+            continue;
+        }
+        let index = r.u32("page record")?;
+        if index != p.index {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "page record for index {index} where index {} was expected",
+                p.index
+            )));
+        }
+        let len = r.u32("page record")? as usize;
+        let range = page_range_usize(&manifest, p.index);
+        if len != range.len() {
+            return Err(SnapshotFormatError::PageWrongLength {
+                index: p.index,
+                expected: range.len() as u64,
+                got: len as u64,
+            });
+        }
+        let data = r.take(len, "page data")?;
+        verify_page(p, &range, data)?;
+        pages.insert(p.hash, data.to_vec());
+    }
+    if r.pos != body.len() {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "{} unexpected bytes after the last page",
+            body.len() - r.pos
+        )));
+    }
+    Ok((manifest, pages))
+}
+
+/// Check the envelope (magic, length, checksum) and return the checksummed
+/// part, i.e. everything before the trailer.
+fn check_envelope(bytes: &[u8]) -> Result<&[u8], SnapshotFormatError> {
+    let got = bytes.len();
+    let magic_len = got.min(FILE_MAGIC.len());
+    if bytes[..magic_len] != FILE_MAGIC[..magic_len] {
+        return Err(SnapshotFormatError::NotASnapshot);
+    }
+    if got < FILE_MAGIC.len() {
+        return Err(SnapshotFormatError::Truncated {
+            needed: FILE_MAGIC.len(),
+            got,
+            what: "magic",
+        });
+    }
+    let prefix = bytes
+        .get(..ENVELOPE_PREFIX)
+        .ok_or(SnapshotFormatError::Truncated {
+            needed: ENVELOPE_PREFIX,
+            got,
+            what: "file prefix",
+        })?;
+    let total = u64::from_le_bytes(le8(&prefix[16..24]));
+    let inverted = u64::from_le_bytes(le8(&prefix[24..32]));
+    // A length that disagrees with its inverse is damaged: leave the
+    // verdict to the checksum below rather than report a truncation.
+    if total == !inverted && total > got as u64 {
+        return Err(SnapshotFormatError::Truncated {
+            needed: usize::try_from(total).unwrap_or(usize::MAX),
+            got,
+            what: "snapshot file",
+        });
+    }
+    let min = ENVELOPE_PREFIX + CHECKSUM_LEN;
+    if got < min {
+        return Err(SnapshotFormatError::Truncated {
+            needed: min,
+            got,
+            what: "checksum",
+        });
+    }
+    let (body, trailer) = bytes.split_at(got - CHECKSUM_LEN);
+    let expected = Sha256(le32(trailer));
+    let actual = Sha256::of(body);
+    if expected != actual {
+        return Err(SnapshotFormatError::ChecksumMismatch { expected, actual });
+    }
+    if total != !inverted || total != got as u64 {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "length field says {total} bytes, the file has {got}"
+        )));
+    }
+    Ok(body)
+}
+
+/// Copy an 8-byte slice into an array (callers pass exactly 8 bytes).
+fn le8(bytes: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(bytes);
+    out
+}
+
+/// Copy a 32-byte slice into an array (callers pass exactly 32 bytes).
+fn le32(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(bytes);
+    out
+}
+
+/// A bounds-checked forward reader over the checksummed body.
+struct Reader<'a> {
+    /// The body being read.
+    bytes: &'a [u8],
+    /// Offset of the next unread byte.
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// The next `n` bytes, or [`SnapshotFormatError::Truncated`] naming
+    /// `what` if the body ends first.
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], SnapshotFormatError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(SnapshotFormatError::Truncated {
+                needed: self.pos.saturating_add(n),
+                got: self.bytes.len(),
+                what,
+            });
+        };
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    /// The next little-endian `u32`.
+    fn u32(&mut self, what: &'static str) -> Result<u32, SnapshotFormatError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}

@@ -1,0 +1,244 @@
+//! Splitting linear memory into hashed pages, and putting it back together.
+//!
+//! Capture side ([`split_pages`]): zero pages are skipped (a fresh Wasm
+//! memory is mostly zeros), every other page is named by its sha256, and
+//! when the previous snapshot's memory is at hand a page equal to it (one
+//! `memcmp`) keeps the previous hash without being hashed again — the hash
+//! is by far the most expensive step.
+//!
+//! Restore side ([`assemble_into`], [`assemble_memory`]): every page is
+//! fetched once per distinct hash, checked (sha256 and length) and copied
+//! into place; unlisted pages are made zero.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use shoal_registry::Sha256;
+
+use super::error::SnapshotFormatError;
+use super::manifest::{Manifest, PageRef};
+use super::PAGE_BYTES;
+
+/// What [`split_pages`] returns: the page list for [`Manifest::pages`], and
+/// the pages that must be stored (hash and byte range in `memory`), each
+/// distinct hash once.
+pub type SplitPages = (Vec<PageRef>, Vec<(Sha256, Range<usize>)>);
+
+/// Split `memory` into [`PAGE_BYTES`] pages for a [`Manifest`]: zero pages
+/// are omitted, every other page is listed with its sha256.
+///
+/// `parent` is the previous snapshot of the same process, with the memory
+/// bytes it was taken from (same page size; otherwise it is ignored). A page
+/// byte-identical to the parent's page at the same index reuses the parent's
+/// hash without being hashed, and is not returned for storing (the parent
+/// stored it). The second list holds only pages whose hash is new: not in
+/// the parent and not already earlier in this memory.
+///
+/// `memory` may be the live linear memory of the paused process: nothing is
+/// copied here, the caller copies (or stores) only the returned ranges. If
+/// the parent's bytes do not match its manifest, the wrong hashes are caught
+/// when the snapshot is restored ([`SnapshotFormatError::PageCorrupt`]),
+/// never silently used. A parent page that is zero in its manifest is never
+/// trusted: such pages are zero-checked as usual.
+///
+/// Time: one read of `memory` for the zero check (or two, of `memory` and
+/// the parent, for the memcmp) plus sha256 of every changed non-zero page;
+/// see the module documentation of [`super`] for measured figures.
+pub fn split_pages(memory: &[u8], parent: Option<(&Manifest, &[u8])>) -> SplitPages {
+    split_pages_sized(memory, parent, PAGE_BYTES)
+}
+
+/// [`split_pages`] with an explicit page size (benchmarks compare sizes).
+pub(super) fn split_pages_sized(
+    memory: &[u8],
+    parent: Option<(&Manifest, &[u8])>,
+    page_bytes: usize,
+) -> SplitPages {
+    let parent = parent.filter(|(m, _)| m.page_bytes as usize == page_bytes);
+    let parent_pages: &[PageRef] = parent.map_or(&[], |(m, _)| &m.pages);
+    let parent_memory: &[u8] = parent.map_or(&[], |(_, mem)| mem);
+    // Built on first use: only needed when some page actually changed.
+    let mut parent_hashes: Option<HashSet<Sha256>> = None;
+    let mut new_hashes: HashSet<Sha256> = HashSet::new();
+    let mut cursor = 0usize;
+    let mut refs = Vec::new();
+    let mut new_pages = Vec::new();
+
+    for (i, page) in memory.chunks(page_bytes).enumerate() {
+        // A 32-bit memory has at most 2^20 pages of 4 KiB: unreachable.
+        let Ok(index) = u32::try_from(i) else { break };
+        let start = i * page_bytes;
+        let range = start..start + page.len();
+
+        while parent_pages.get(cursor).is_some_and(|p| p.index < index) {
+            cursor += 1;
+        }
+        let parent_hash = parent_pages
+            .get(cursor)
+            .filter(|p| p.index == index)
+            .map(|p| p.hash);
+        if let Some(hash) = parent_hash {
+            if parent_memory.get(range.clone()) == Some(page) {
+                refs.push(PageRef { index, hash });
+                continue;
+            }
+        }
+        if is_zero(page) {
+            continue;
+        }
+        let hash = Sha256::of(page);
+        refs.push(PageRef { index, hash });
+        if !parent_pages.is_empty() {
+            let known = parent_hashes
+                .get_or_insert_with(|| parent_pages.iter().map(|p| p.hash).collect());
+            if known.contains(&hash) {
+                continue;
+            }
+        }
+        if new_hashes.insert(hash) {
+            new_pages.push((hash, range));
+        }
+    }
+    (refs, new_pages)
+}
+
+/// Whether every byte is zero. Branch-free OR over 256-byte blocks (which
+/// the compiler vectorizes) with an early exit between blocks, so a non-zero
+/// page usually costs one block and a zero page runs at memory bandwidth.
+pub(super) fn is_zero(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(256);
+    for block in &mut blocks {
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|&b| b == 0)
+}
+
+/// Rebuild the memory a manifest describes: `memory_bytes` bytes, listed
+/// pages fetched with `fetch(hash)` and checked, all others zero.
+///
+/// `fetch` is called once per distinct hash (a repeated page is copied from
+/// its first occurrence); it may return owned or borrowed bytes, and should
+/// report a page it cannot find as [`SnapshotFormatError::PageMissing`] (see
+/// [`fetch_from_registry`](super::fetch_from_registry)). Allocates
+/// `memory_bytes` (at most 4 GiB, zeroed lazily by the OS): check it against
+/// the process's memory limit first. Prefer [`assemble_into`] to write
+/// straight into a restored instance's memory.
+pub fn assemble_memory<B: AsRef<[u8]>>(
+    manifest: &Manifest,
+    fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
+) -> Result<Vec<u8>, SnapshotFormatError> {
+    manifest.validate()?;
+    let len = memory_len(manifest)?;
+    let mut memory = vec![0u8; len];
+    assemble_validated(manifest, &mut memory, fetch, true)?;
+    Ok(memory)
+}
+
+/// Like [`assemble_memory`] but writes into `dest`, which must be exactly
+/// `memory_bytes` long (e.g. the linear memory of a fresh instance, grown to
+/// the captured size). Pages the manifest does not list are zeroed, since a
+/// fresh instance holds its data segments there; a page that is already
+/// zero is only read, not written, so untouched memory stays unbacked.
+///
+/// On error `dest` is partly written and must be discarded (the restore is
+/// aborted): the process is never resumed from it.
+pub fn assemble_into<B: AsRef<[u8]>>(
+    manifest: &Manifest,
+    dest: &mut [u8],
+    fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
+) -> Result<(), SnapshotFormatError> {
+    manifest.validate()?;
+    if dest.len() as u64 != manifest.memory_bytes {
+        return Err(SnapshotFormatError::MemorySizeMismatch {
+            expected: manifest.memory_bytes,
+            got: dest.len() as u64,
+        });
+    }
+    assemble_validated(manifest, dest, fetch, false)
+}
+
+/// `memory_bytes` as a `usize` (only fails on hosts narrower than 64 bits).
+pub(super) fn memory_len(manifest: &Manifest) -> Result<usize, SnapshotFormatError> {
+    usize::try_from(manifest.memory_bytes).map_err(|_| SnapshotFormatError::TooLarge {
+        what: "memory",
+        bytes: manifest.memory_bytes,
+        max: usize::MAX as u64,
+    })
+}
+
+/// Byte range of page `index` as `usize` (valid once `memory_len` succeeded).
+pub(super) fn page_range_usize(manifest: &Manifest, index: u32) -> Range<usize> {
+    let r = manifest.page_range(index);
+    // Both ends are ≤ memory_bytes, which fits in usize (see memory_len).
+    r.start as usize..r.end as usize
+}
+
+/// Check that `bytes` are the page `page` at `range`: its length, then its
+/// sha256.
+pub(super) fn verify_page(
+    page: &PageRef,
+    range: &Range<usize>,
+    bytes: &[u8],
+) -> Result<(), SnapshotFormatError> {
+    let actual = Sha256::of(bytes);
+    if actual != page.hash {
+        return Err(SnapshotFormatError::PageCorrupt {
+            index: page.index,
+            expected: page.hash,
+            actual,
+        });
+    }
+    if bytes.len() != range.len() {
+        return Err(SnapshotFormatError::PageWrongLength {
+            index: page.index,
+            expected: range.len() as u64,
+            got: bytes.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The body of [`assemble_into`] for a validated manifest and a `dest` of
+/// the right size; `dest_is_zero` skips the zeroing of unlisted pages.
+fn assemble_validated<B: AsRef<[u8]>>(
+    manifest: &Manifest,
+    dest: &mut [u8],
+    mut fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
+    dest_is_zero: bool,
+) -> Result<(), SnapshotFormatError> {
+    let page_bytes = manifest.page_bytes as usize;
+    let mut first_at: HashMap<Sha256, Range<usize>> = HashMap::with_capacity(manifest.pages.len());
+    let mut zero_from = 0usize;
+    for page in &manifest.pages {
+        let range = page_range_usize(manifest, page.index);
+        if !dest_is_zero {
+            zero_pages(&mut dest[zero_from..range.start], page_bytes);
+        }
+        zero_from = range.end;
+        match first_at.get(&page.hash) {
+            Some(src) if src.len() == range.len() => dest.copy_within(src.clone(), range.start),
+            _ => {
+                let fetched = fetch(&page.hash)?;
+                let bytes = fetched.as_ref();
+                verify_page(page, &range, bytes)?;
+                dest[range.clone()].copy_from_slice(bytes);
+                first_at.entry(page.hash).or_insert(range);
+            }
+        }
+    }
+    if !dest_is_zero {
+        zero_pages(&mut dest[zero_from..], page_bytes);
+    }
+    Ok(())
+}
+
+/// Zero `bytes` page by page, writing only pages that are not zero already.
+fn zero_pages(bytes: &mut [u8], page_bytes: usize) {
+    for page in bytes.chunks_mut(page_bytes) {
+        if !is_zero(page) {
+            page.fill(0);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Snapshots in the registry: pages and manifests are plain blobs.
+//!
+//! A page blob is the raw bytes of one page, named by its sha256, so a page
+//! shared by several snapshots (of one process over time, or of processes
+//! running the same module) is stored once. A manifest blob is the
+//! canonical JSON of the [`Manifest`]; its blob name is the snapshot id.
+//! A manifest is only stored once every page it lists is in the registry,
+//! so a stored snapshot id is always restorable (until pages are deleted).
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use shoal_registry::{Registry, RegistryError, Sha256};
+
+use super::error::SnapshotFormatError;
+use super::file::{decode_file, encode_file};
+use super::manifest::Manifest;
+use super::MAX_HEADER_BYTES;
+
+/// Store a snapshot: the `new_pages` (from [`split_pages`](super::split_pages),
+/// byte ranges of `memory`) that the registry does not hold yet, then the
+/// manifest. Returns the snapshot id ([`Manifest::id`]).
+///
+/// Each page written is checked against its hash; before the manifest is
+/// written every page it lists must be present (pages reused from a parent
+/// snapshot must still be stored), else [`SnapshotFormatError::PageMissing`].
+/// `memory.len()` must equal `memory_bytes`.
+pub fn store_snapshot(
+    registry: &Registry,
+    manifest: &Manifest,
+    memory: &[u8],
+    new_pages: &[(Sha256, Range<usize>)],
+) -> Result<Sha256, SnapshotFormatError> {
+    manifest.validate()?;
+    if memory.len() as u64 != manifest.memory_bytes {
+        return Err(SnapshotFormatError::MemorySizeMismatch {
+            expected: manifest.memory_bytes,
+            got: memory.len() as u64,
+        });
+    }
+    let encoded = manifest.encode();
+    if encoded.len() as u64 > MAX_HEADER_BYTES {
+        return Err(SnapshotFormatError::TooLarge {
+            what: "manifest",
+            bytes: encoded.len() as u64,
+            max: MAX_HEADER_BYTES,
+        });
+    }
+    // Refuse before writing anything, so a refused snapshot leaves no
+    // orphan pages behind.
+    let new_hashes: HashSet<&Sha256> = new_pages.iter().map(|(h, _)| h).collect();
+    for page in &manifest.pages {
+        if !new_hashes.contains(&page.hash) && !registry.contains(&page.hash) {
+            return Err(SnapshotFormatError::PageMissing { hash: page.hash });
+        }
+    }
+    let page_bytes = manifest.page_bytes as usize;
+    for (hash, range) in new_pages {
+        if registry.contains(hash) {
+            continue;
+        }
+        let index = u32::try_from(range.start / page_bytes).unwrap_or(u32::MAX);
+        let bytes = memory.get(range.clone()).ok_or_else(|| {
+            SnapshotFormatError::BadHeader(format!(
+                "page range {range:?} lies outside the {}-byte memory",
+                memory.len()
+            ))
+        })?;
+        store_page(registry, index, hash, bytes)?;
+    }
+    Ok(registry.put(&encoded)?)
+}
+
+/// Load and validate the manifest of snapshot `id`. Refuses blobs that are
+/// not manifests ([`SnapshotFormatError::NotASnapshot`] or `BadHeader`),
+/// larger than [`MAX_HEADER_BYTES`] (checked before reading), of another
+/// format version, or not in canonical form (so `id` always equals
+/// [`Manifest::id`] of the result).
+pub fn load_manifest(registry: &Registry, id: &Sha256) -> Result<Manifest, SnapshotFormatError> {
+    let size = registry.size_of(id)?;
+    if size > MAX_HEADER_BYTES {
+        return Err(SnapshotFormatError::TooLarge {
+            what: "manifest",
+            bytes: size,
+            max: MAX_HEADER_BYTES,
+        });
+    }
+    let bytes = registry.get(id)?;
+    let manifest = Manifest::decode(&bytes)?;
+    if manifest.encode() != bytes {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "manifest {id} is not in canonical form"
+        )));
+    }
+    Ok(manifest)
+}
+
+/// A page fetcher for [`assemble_into`](super::assemble_into) /
+/// [`encode_file`] reading from the registry; an absent page is reported as
+/// [`SnapshotFormatError::PageMissing`]. (The registry checks the hash on
+/// read; the caller checks it again, which costs one sha256 per page.)
+pub fn fetch_from_registry(
+    registry: &Registry,
+) -> impl FnMut(&Sha256) -> Result<Vec<u8>, SnapshotFormatError> + '_ {
+    move |hash| match registry.get(hash) {
+        Ok(bytes) => Ok(bytes),
+        Err(RegistryError::NotFound(_)) => Err(SnapshotFormatError::PageMissing { hash: *hash }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Import a snapshot file ([`decode_file`], fully verified) into the
+/// registry: its pages the registry lacks, then its manifest. Returns the
+/// snapshot id. Check the module with [`load_manifest`] and
+/// [`Manifest::check_module`] before restoring, or call [`decode_file`]
+/// with the expected module first.
+pub fn import_file(registry: &Registry, bytes: &[u8]) -> Result<Sha256, SnapshotFormatError> {
+    let (manifest, pages) = decode_file(bytes, None)?;
+    for page in &manifest.pages {
+        if registry.contains(&page.hash) {
+            continue;
+        }
+        if let Some(data) = pages.get(&page.hash) {
+            store_page(registry, page.index, &page.hash, data)?;
+        }
+    }
+    // Every page the manifest lists was in the (fully verified) file.
+    Ok(registry.put(&manifest.encode())?)
+}
+
+/// Export snapshot `id` from the registry as a self-contained file
+/// ([`encode_file`]); a page no longer stored is
+/// [`SnapshotFormatError::PageMissing`].
+pub fn export_file(registry: &Registry, id: &Sha256) -> Result<Vec<u8>, SnapshotFormatError> {
+    let manifest = load_manifest(registry, id)?;
+    encode_file(&manifest, fetch_from_registry(registry))
+}
+
+/// Write one page blob, reporting a hash mismatch as a corrupt page.
+fn store_page(
+    registry: &Registry,
+    index: u32,
+    hash: &Sha256,
+    bytes: &[u8],
+) -> Result<(), SnapshotFormatError> {
+    match registry.put_expecting(hash, bytes) {
+        Ok(()) => Ok(()),
+        Err(RegistryError::Corrupt { actual, .. }) => Err(SnapshotFormatError::PageCorrupt {
+            index,
+            expected: *hash,
+            actual,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
