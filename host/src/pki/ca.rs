@@ -276,17 +276,24 @@ impl ClusterCa {
         Self::from_parts(der, cert_pem, key)
     }
 
-    fn from_parts(cert_der: CertificateDer<'static>, cert_pem: String, key: KeyPair) -> Result<Self> {
+    fn from_parts(
+        cert_der: CertificateDer<'static>,
+        cert_pem: String,
+        key: KeyPair,
+    ) -> Result<Self> {
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
         if !parsed.is_ca() {
-            return Err(PkiError::BadCertificate("ca.crt is not a CA certificate".into()));
+            return Err(PkiError::BadCertificate(
+                "ca.crt is not a CA certificate".into(),
+            ));
         }
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(PkiError::BadKey("ca.key does not match ca.crt".into()));
         }
-        let not_after_unix_ms =
-            u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0).saturating_mul(1000);
+        let not_after_unix_ms = u64::try_from(parsed.validity().not_after.timestamp())
+            .unwrap_or(0)
+            .saturating_mul(1000);
         let pin = CaPin::of_spki_der(parsed.public_key().raw);
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)?;
         Ok(ClusterCa {
@@ -323,7 +330,13 @@ impl ClusterCa {
     /// Only the CSR's public key is used, and only after its signature
     /// verifies; its subject and any SANs it requests are ignored — the CA
     /// decides role and names.
-    pub fn sign_csr(&self, csr_pem: &str, role: Role, id: &str, ttl: Duration) -> Result<IssuedCert> {
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        role: Role,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<IssuedCert> {
         let now = super::now_unix_ms();
         self.sign_csr_with_validity(csr_pem, role, id, Validity::for_ttl(now, ttl))
     }
@@ -342,7 +355,12 @@ impl ClusterCa {
 
     /// Generate a key pair here and issue a certificate for it
     /// (`shoal cert create --client` / `--admin`), valid for `ttl` from now.
-    pub fn issue_with_new_key(&self, role: Role, id: &str, ttl: Duration) -> Result<IssuedCredentials> {
+    pub fn issue_with_new_key(
+        &self,
+        role: Role,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<IssuedCredentials> {
         let now = super::now_unix_ms();
         self.issue_with_new_key_validity(role, id, Validity::for_ttl(now, ttl))
     }
@@ -393,14 +411,19 @@ impl ClusterCa {
             if let Ok(ip) = IpAddr::from_str(id) {
                 params.subject_alt_names.push(SanType::IpAddress(ip));
             } else if is_dns_name(id) {
-                params.subject_alt_names.push(SanType::DnsName(Ia5String::try_from(id)?));
+                params
+                    .subject_alt_names
+                    .push(SanType::DnsName(Ia5String::try_from(id)?));
             }
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match role {
             // Nodes both accept and make connections.
-            Role::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            Role::Node => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             // CLI credentials can never serve: no serverAuth.
             Role::Client | Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
@@ -489,7 +512,9 @@ fn is_dns_name(s: &str) -> bool {
             !label.is_empty()
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 

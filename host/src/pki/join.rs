@@ -123,7 +123,10 @@ pub fn check_ca_pin(ca_pem: &str, pin: &CaPin) -> Result<CertificateDer<'static>
     let der = first_cert_der(ca_pem)?;
     let got = CaPin::of_cert_der(&der)?;
     if got != *pin {
-        return Err(JoinError::WrongCaPin { expected: *pin, got });
+        return Err(JoinError::WrongCaPin {
+            expected: *pin,
+            got,
+        });
     }
     Ok(der)
 }
@@ -184,7 +187,13 @@ pub fn finish_join(
     let ca_der = check_ca_pin(&response.ca_pem, pin)?;
     let trust = ClusterTrust::from_der(ca_der, SharedRevocations::default())?;
     let cert_der = response.cert.cert_der()?;
-    let info = trust.verify(&cert_der, &[], unix_time(now_unix_ms), Usage::Client, &Role::ALL)?;
+    let info = trust.verify(
+        &cert_der,
+        &[],
+        unix_time(now_unix_ms),
+        Usage::Client,
+        &Role::ALL,
+    )?;
     if info.id != node_name {
         return Err(JoinError::Mismatch(format!(
             "certificate is for {:?}, we asked for {node_name:?}",
@@ -201,7 +210,10 @@ pub fn finish_join(
 /// lifetime, Unix ms.
 pub fn renewal_due_unix_ms(cert_der: &[u8], num: u32, den: u32) -> Result<u64, PkiError> {
     let info = inspect(cert_der)?;
-    let life = u128::from(info.not_after_unix_ms.saturating_sub(info.not_before_unix_ms));
+    let life = u128::from(
+        info.not_after_unix_ms
+            .saturating_sub(info.not_before_unix_ms),
+    );
     let den = den.max(1);
     let num = num.min(den);
     let into = life * u128::from(num) / u128::from(den);
@@ -228,8 +240,19 @@ pub fn renew(
     now_unix_ms: u64,
     ttl: Duration,
 ) -> Result<IssuedCert, JoinError> {
-    let info = trust.verify(presented, &[], unix_time(now_unix_ms), Usage::Client, &Role::ALL)?;
-    Ok(ca.sign_csr_with_validity(csr_pem, info.role, &info.id, Validity::for_ttl(now_unix_ms, ttl))?)
+    let info = trust.verify(
+        presented,
+        &[],
+        unix_time(now_unix_ms),
+        Usage::Client,
+        &Role::ALL,
+    )?;
+    Ok(ca.sign_csr_with_validity(
+        csr_pem,
+        info.role,
+        &info.id,
+        Validity::for_ttl(now_unix_ms, ttl),
+    )?)
 }
 
 fn unix_time(unix_ms: u64) -> UnixTime {
@@ -264,11 +287,13 @@ pub fn pinned_client_config(pin: CaPin) -> Result<(Arc<ClientConfig>, PinnedCa),
         slot: slot.clone(),
         algs: super::provider().signature_verification_algorithms,
     });
-    let config = ClientConfig::builder_with_provider(super::provider())
+    let mut config = ClientConfig::builder_with_provider(super::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    // Every bootstrap connection must show the pinned CA again.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok((Arc::new(config), slot))
 }
 

@@ -90,7 +90,9 @@ pub enum PkiError {
     #[error("bad private key: {0}")]
     BadKey(String),
     /// A node/client id is not acceptable in a certificate.
-    #[error("invalid id {0:?}: use 1-63 characters [A-Za-z0-9._-], starting with a letter or digit")]
+    #[error(
+        "invalid id {0:?}: use 1-63 characters [A-Za-z0-9._-], starting with a letter or digit"
+    )]
     InvalidId(String),
     /// A CA pin string is not `sha256:<64 hex digits>`.
     #[error("invalid CA pin {0:?}: expected sha256:<64 hex digits>")]

@@ -52,10 +52,9 @@ fn cluster() -> Cluster {
 /// A node identity made the real way: local key, CSR, signed by the CA.
 fn node_identity(c: &Cluster, id: &str, validity: Validity) -> Identity {
     let (key_pem, csr_pem) = generate_key_and_csr(id).expect("csr");
-    let cert = c
-        .ca
-        .sign_csr_with_validity(&csr_pem, Role::Node, id, validity)
-        .expect("sign");
+    let cert =
+        c.ca.sign_csr_with_validity(&csr_pem, Role::Node, id, validity)
+            .expect("sign");
     Identity::from_pem(&cert.cert_pem, &key_pem, c.ca.ca_cert_pem()).expect("identity")
 }
 
@@ -136,8 +135,14 @@ async fn node_to_node_mtls_succeeds() {
     .await;
     let seen_by_server = out.server.expect("server side").expect("client cert");
     let seen_by_client = out.client.expect("client side").expect("server cert");
-    assert_eq!((seen_by_server.role, seen_by_server.id.as_str()), (Role::Node, "n2"));
-    assert_eq!((seen_by_client.role, seen_by_client.id.as_str()), (Role::Node, "n1"));
+    assert_eq!(
+        (seen_by_server.role, seen_by_server.id.as_str()),
+        (Role::Node, "n2")
+    );
+    assert_eq!(
+        (seen_by_client.role, seen_by_client.id.as_str()),
+        (Role::Node, "n1")
+    );
 }
 
 #[tokio::test]
@@ -171,7 +176,11 @@ async fn peer_from_another_ca_is_refused() {
         client_config(&intruder, &ours.trust).unwrap(),
     )
     .await;
-    assert!(matches!(rejection(&out.server), Rejection::OtherCa(_)), "{:?}", out.server.err());
+    assert!(
+        matches!(rejection(&out.server), Rejection::OtherCa(_)),
+        "{:?}",
+        out.server.err()
+    );
     assert!(out.client.is_err());
 
     // Our client refuses a server of another cluster.
@@ -183,7 +192,10 @@ async fn peer_from_another_ca_is_refused() {
     .await;
     let r = rejection(&out.client);
     assert!(matches!(r, Rejection::OtherCa(_)), "{r:?}");
-    assert!(r.to_string().contains("not issued by this cluster's CA"), "{r}");
+    assert!(
+        r.to_string().contains("not issued by this cluster's CA"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -191,7 +203,11 @@ async fn expired_certificate_is_refused() {
     let c = cluster();
     let n1 = fresh("n1", &c);
     let now = now_unix_ms();
-    let old = node_identity(&c, "n2", Validity::between(now - 3 * HOUR_MS, now - HOUR_MS));
+    let old = node_identity(
+        &c,
+        "n2",
+        Validity::between(now - 3 * HOUR_MS, now - HOUR_MS),
+    );
     let out = handshake(
         server_config(&n1, &c.trust, NODE_ONLY).unwrap(),
         client_config(&old, &c.trust).unwrap(),
@@ -215,13 +231,20 @@ async fn not_yet_valid_certificate_is_refused() {
     let c = cluster();
     let n1 = fresh("n1", &c);
     let now = now_unix_ms();
-    let future = node_identity(&c, "n2", Validity::between(now + HOUR_MS, now + 3 * HOUR_MS));
+    let future = node_identity(
+        &c,
+        "n2",
+        Validity::between(now + HOUR_MS, now + 3 * HOUR_MS),
+    );
     let out = handshake(
         server_config(&n1, &c.trust, NODE_ONLY).unwrap(),
         client_config(&future, &c.trust).unwrap(),
     )
     .await;
-    assert!(matches!(rejection(&out.server), Rejection::NotYetValid { .. }));
+    assert!(matches!(
+        rejection(&out.server),
+        Rejection::NotYetValid { .. }
+    ));
 }
 
 #[tokio::test]
@@ -235,15 +258,24 @@ async fn revoked_serial_is_refused_on_the_next_handshake() {
     let out = handshake(server.clone(), client.clone()).await;
     out.server.expect("accepted before revocation");
 
-    // The replicated list changes; the configs are not rebuilt.
+    // The replicated list changes; the configs are not rebuilt (and the
+    // same client config is reused: no session resumption may skip the check).
     let info = n2.info().clone();
     let mut list = c.revocations.snapshot();
-    assert!(list.revoke_serial(info.serial.clone(), now_unix_ms(), "node removed", Some(info.not_after_unix_ms)));
+    assert!(list.revoke_serial(
+        info.serial.clone(),
+        now_unix_ms(),
+        "node removed",
+        Some(info.not_after_unix_ms)
+    ));
     c.revocations.replace(list);
 
     let out = handshake(server.clone(), client.clone()).await;
     let r = rejection(&out.server);
-    assert!(matches!(&r, Rejection::Revoked { serial, .. } if *serial == info.serial), "{r:?}");
+    assert!(
+        matches!(&r, Rejection::Revoked { serial, .. } if *serial == info.serial),
+        "{r:?}"
+    );
     assert!(r.to_string().contains("revoked"), "{r}");
 
     // A revoked *server* is refused by clients too.
@@ -287,7 +319,16 @@ async fn client_certificate_on_node_endpoint_is_refused() {
     )
     .await;
     let r = rejection(&out.server);
-    assert!(matches!(&r, Rejection::WrongRole { role: Role::Client, .. }), "{r:?}");
+    assert!(
+        matches!(
+            &r,
+            Rejection::WrongRole {
+                role: Role::Client,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     assert!(r.to_string().contains("accepts only node"), "{r}");
 
     // An admin certificate is no node either.
@@ -297,7 +338,13 @@ async fn client_certificate_on_node_endpoint_is_refused() {
         client_config(&admin, &c.trust).unwrap(),
     )
     .await;
-    assert!(matches!(rejection(&out.server), Rejection::WrongRole { role: Role::Admin, .. }));
+    assert!(matches!(
+        rejection(&out.server),
+        Rejection::WrongRole {
+            role: Role::Admin,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -311,48 +358,94 @@ async fn client_certificate_posing_as_a_server_is_refused() {
     )
     .await;
     let r = rejection(&out.client);
-    assert!(matches!(&r, Rejection::WrongRole { role: Role::Client, .. }), "{r:?}");
+    assert!(
+        matches!(
+            &r,
+            Rejection::WrongRole {
+                role: Role::Client,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn tokens_give_distinct_errors() {
     let mut book = TokenBook::new();
     let now = 1_000_000;
-    let (token, record) = book.create(Duration::from_secs(60), Role::Node, now).unwrap();
+    let (token, record) = book
+        .create(Duration::from_secs(60), Role::Node, now)
+        .unwrap();
     let text = token.to_string();
 
     // Form: [a-z0-9]{6}.[a-z0-9]{16}
     let (id, secret) = text.split_once('.').unwrap();
     assert_eq!((id.len(), secret.len()), (6, 16));
-    assert!(text.bytes().all(|b| b == b'.' || b.is_ascii_lowercase() || b.is_ascii_digit()));
+    assert!(text
+        .bytes()
+        .all(|b| b == b'.' || b.is_ascii_lowercase() || b.is_ascii_digit()));
     // The book keeps only the hash of the secret.
     assert_eq!(record.id, id);
     let json = serde_json::to_string(&book).unwrap();
-    assert!(!json.contains(secret), "secret leaked into the replicated state: {json}");
+    assert!(
+        !json.contains(secret),
+        "secret leaked into the replicated state: {json}"
+    );
     assert!(!format!("{token:?}").contains(secret));
 
-    for bad in ["", "abcdef", "abcdef.0123456789abcde", "ABCDEF.0123456789abcdef", "abc-ef.0123456789abcdef", "abcdef.0123456789abcdef0"] {
+    for bad in [
+        "",
+        "abcdef",
+        "abcdef.0123456789abcde",
+        "ABCDEF.0123456789abcdef",
+        "abc-ef.0123456789abcdef",
+        "abcdef.0123456789abcdef0",
+    ] {
         assert_eq!(book.redeem(bad, now), Err(TokenError::Malformed), "{bad:?}");
     }
     // Wrong secret, and an id that does not exist: both Unknown.
-    let wrong_secret = format!("{id}.{}", if secret == "aaaaaaaaaaaaaaaa" { "bbbbbbbbbbbbbbbb" } else { "aaaaaaaaaaaaaaaa" });
+    let wrong_secret = format!(
+        "{id}.{}",
+        if secret == "aaaaaaaaaaaaaaaa" {
+            "bbbbbbbbbbbbbbbb"
+        } else {
+            "aaaaaaaaaaaaaaaa"
+        }
+    );
     assert_eq!(book.redeem(&wrong_secret, now), Err(TokenError::Unknown));
     let other_id = if id == "zzzzzz" { "yyyyyy" } else { "zzzzzz" };
-    assert_eq!(book.redeem(&format!("{other_id}.{secret}"), now), Err(TokenError::Unknown));
+    assert_eq!(
+        book.redeem(&format!("{other_id}.{secret}"), now),
+        Err(TokenError::Unknown)
+    );
 
     // Expired (a copy of the book, so the original token stays fresh).
     let mut later = book.clone();
-    assert!(matches!(later.redeem(&text, now + 60_000), Err(TokenError::Expired { .. })));
+    assert!(matches!(
+        later.redeem(&text, now + 60_000),
+        Err(TokenError::Expired { .. })
+    ));
 
     // First use succeeds, second is a replay.
     assert_eq!(book.redeem(&text, now + 1), Ok(Role::Node));
-    assert!(matches!(book.redeem(&text, now + 2), Err(TokenError::AlreadyUsed { .. })));
+    assert!(matches!(
+        book.redeem(&text, now + 2),
+        Err(TokenError::AlreadyUsed { .. })
+    ));
 
     // Replicated state round-trips and prunes.
     let back: TokenBook = serde_json::from_str(&serde_json::to_string(&book).unwrap()).unwrap();
     assert_eq!(back, book);
     assert_eq!(book.prune_expired(now + 60_000), 1);
-    assert_eq!(JoinToken::generate().unwrap().to_string().parse::<JoinToken>().map(|t| t.id().len()), Ok(6));
+    assert_eq!(
+        JoinToken::generate()
+            .unwrap()
+            .to_string()
+            .parse::<JoinToken>()
+            .map(|t| t.id().len()),
+        Ok(6)
+    );
 }
 
 #[tokio::test]
@@ -361,13 +454,17 @@ async fn join_over_pinned_tls_then_mtls_with_the_new_certificate() {
     let seed = fresh("n1", &c);
     let mut book = TokenBook::new();
     let now = now_unix_ms();
-    let (token, _) = book.create(Duration::from_secs(600), Role::Node, now).unwrap();
+    let (token, _) = book
+        .create(Duration::from_secs(600), Role::Node, now)
+        .unwrap();
     let cmd = JoinCommand {
         addr: "127.0.0.1:7400".into(),
         token: token.clone(),
         ca_pin: c.ca.ca_pin(),
     };
-    assert!(cmd.to_string().contains(&format!("--ca-pin {}", c.ca.ca_pin())));
+    assert!(cmd
+        .to_string()
+        .contains(&format!("--ca-pin {}", c.ca.ca_pin())));
 
     // Join endpoint: server reads one JSON line request, answers one line.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -391,7 +488,10 @@ async fn join_over_pinned_tls_then_mtls_with_the_new_certificate() {
         tls.write_all(&line).await.unwrap();
         tls.shutdown().await.unwrap();
         // The token is spent.
-        assert!(matches!(book.check(&req.token, now_unix_ms()), Err(TokenError::AlreadyUsed { .. })));
+        assert!(matches!(
+            book.check(&req.token, now_unix_ms()),
+            Err(TokenError::AlreadyUsed { .. })
+        ));
         ca_pem
     });
 
@@ -412,12 +512,18 @@ async fn join_over_pinned_tls_then_mtls_with_the_new_certificate() {
     assert_eq!(server.await.unwrap(), c.ca.ca_cert_pem());
 
     let joined = finish_join(&resp, &key_pem, &cmd.ca_pin, "n7", now_unix_ms()).unwrap();
-    assert_eq!((joined.info().role, joined.info().id.as_str()), (Role::Node, "n7"));
+    assert_eq!(
+        (joined.info().role, joined.info().id.as_str()),
+        (Role::Node, "n7")
+    );
 
     // Saved with the right modes and usable for mTLS with the seed node.
     let data = tempfile::tempdir().unwrap();
     Identity::save_pem(data.path(), &resp.cert.cert_pem, &key_pem, &resp.ca_pem).unwrap();
-    assert_eq!(files::file_mode(&PkiPaths::new(data.path()).node_key()).unwrap(), 0o600);
+    assert_eq!(
+        files::file_mode(&PkiPaths::new(data.path()).node_key()).unwrap(),
+        0o600
+    );
     let loaded = Identity::load(data.path()).unwrap();
     let out = handshake(
         server_config(&seed, &c.trust, NODE_ONLY).unwrap(),
@@ -452,10 +558,12 @@ async fn wrong_ca_pin_is_refused() {
     let err = TlsConnector::from(config)
         .connect(placeholder_server_name(), tcp)
         .await
-        .err()
-        .expect("handshake must fail");
+        .expect_err("handshake must fail");
     let r = rejection_of(&err).cloned().expect("a Rejection");
-    assert!(matches!(&r, Rejection::WrongCaPin { expected, .. } if *expected == pin), "{r:?}");
+    assert!(
+        matches!(&r, Rejection::WrongCaPin { expected, .. } if *expected == pin),
+        "{r:?}"
+    );
     assert!(r.to_string().contains("CA pin mismatch"), "{r}");
     assert!(pinned.ca_cert_der().is_none());
     assert!(server.await.unwrap().is_err());
@@ -474,25 +582,42 @@ fn handle_join_refuses_bad_tokens_without_issuing() {
     let c = cluster();
     let mut book = TokenBook::new();
     let now = now_unix_ms();
-    let (token, _) = book.create(Duration::from_secs(60), Role::Node, now).unwrap();
+    let (token, _) = book
+        .create(Duration::from_secs(60), Role::Node, now)
+        .unwrap();
     let (mut req, _) = prepare_join(&token.to_string(), "n2").unwrap();
 
     // A broken CSR does not spend the token.
     let good_csr = std::mem::replace(&mut req.csr_pem, "garbage".into());
-    assert!(matches!(handle_join(&mut book, &c.ca, &req, now, TTL), Err(JoinError::Pki(PkiError::BadCsr(_)))));
+    assert!(matches!(
+        handle_join(&mut book, &c.ca, &req, now, TTL),
+        Err(JoinError::Pki(PkiError::BadCsr(_)))
+    ));
     req.csr_pem = good_csr;
     // A bad node name neither.
     let name = std::mem::replace(&mut req.node_name, "../etc".into());
-    assert!(matches!(handle_join(&mut book, &c.ca, &req, now, TTL), Err(JoinError::Pki(PkiError::InvalidId(_)))));
+    assert!(matches!(
+        handle_join(&mut book, &c.ca, &req, now, TTL),
+        Err(JoinError::Pki(PkiError::InvalidId(_)))
+    ));
     req.node_name = name;
 
     let expired = handle_join(&mut book.clone(), &c.ca, &req, now + 61_000, TTL);
-    assert!(matches!(expired, Err(JoinError::Token(TokenError::Expired { .. }))));
+    assert!(matches!(
+        expired,
+        Err(JoinError::Token(TokenError::Expired { .. }))
+    ));
     handle_join(&mut book, &c.ca, &req, now, TTL).unwrap();
     let reused = handle_join(&mut book, &c.ca, &req, now, TTL);
-    assert!(matches!(reused, Err(JoinError::Token(TokenError::AlreadyUsed { .. }))));
+    assert!(matches!(
+        reused,
+        Err(JoinError::Token(TokenError::AlreadyUsed { .. }))
+    ));
     req.token = "nope".into();
-    assert!(matches!(handle_join(&mut book, &c.ca, &req, now, TTL), Err(JoinError::Token(TokenError::Malformed))));
+    assert!(matches!(
+        handle_join(&mut book, &c.ca, &req, now, TTL),
+        Err(JoinError::Token(TokenError::Malformed))
+    ));
 }
 
 #[test]
@@ -504,10 +629,16 @@ fn ca_key_is_0600_and_init_never_overwrites() {
     assert_eq!(files::file_mode(paths.dir()).unwrap() & 0o077, 0);
     let key_before = std::fs::read(paths.ca_key()).unwrap();
 
-    assert!(matches!(ClusterCa::init(c.dir.path()), Err(PkiError::CaExists(_))));
+    assert!(matches!(
+        ClusterCa::init(c.dir.path()),
+        Err(PkiError::CaExists(_))
+    ));
     assert_eq!(std::fs::read(paths.ca_key()).unwrap(), key_before);
     // No temp files left behind.
-    let names: Vec<_> = std::fs::read_dir(paths.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(paths.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 
     let loaded = ClusterCa::load(c.dir.path()).unwrap();
@@ -516,10 +647,16 @@ fn ca_key_is_0600_and_init_never_overwrites() {
     // A key file others can read is refused.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(paths.ca_key(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(matches!(ClusterCa::load(c.dir.path()), Err(PkiError::InsecureKeyFile { .. })));
+    assert!(matches!(
+        ClusterCa::load(c.dir.path()),
+        Err(PkiError::InsecureKeyFile { .. })
+    ));
 
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(ClusterCa::load(empty.path()), Err(PkiError::CaMissing(_))));
+    assert!(matches!(
+        ClusterCa::load(empty.path()),
+        Err(PkiError::CaMissing(_))
+    ));
 }
 
 #[test]
@@ -541,20 +678,36 @@ fn sign_csr_ignores_names_asked_for_in_the_csr() {
     assert_eq!(role_of(&der).unwrap(), (Role::Node, "n5".to_string()));
     assert_eq!((issued.role, issued.id.as_str()), (Role::Node, "n5"));
     let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
-    let sans = format!("{:?}", parsed.subject_alternative_name().unwrap().unwrap().value);
+    let sans = format!(
+        "{:?}",
+        parsed.subject_alternative_name().unwrap().unwrap().value
+    );
     assert!(!sans.contains("admin") && !sans.contains("evil"), "{sans}");
     assert!(!format!("{}", parsed.subject()).contains("admin"));
     // The certificate does carry the CSR's key.
-    assert_eq!(parsed.public_key().raw, key.subject_public_key_info().as_slice());
+    assert_eq!(
+        parsed.public_key().raw,
+        key.subject_public_key_info().as_slice()
+    );
 
     // A CSR whose signature does not verify is refused.
     let mut tampered = csr_pem.clone();
     let pos = tampered.len() / 2;
-    let ch = if &tampered[pos..pos + 1] == "A" { "B" } else { "A" };
+    let ch = if &tampered[pos..pos + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     tampered.replace_range(pos..pos + 1, ch);
-    assert!(matches!(c.ca.sign_csr(&tampered, Role::Node, "n5", TTL), Err(PkiError::BadCsr(_))));
+    assert!(matches!(
+        c.ca.sign_csr(&tampered, Role::Node, "n5", TTL),
+        Err(PkiError::BadCsr(_))
+    ));
     // Ids are validated.
-    assert!(matches!(c.ca.sign_csr(&csr_pem, Role::Node, "a/b", TTL), Err(PkiError::InvalidId(_))));
+    assert!(matches!(
+        c.ca.sign_csr(&csr_pem, Role::Node, "a/b", TTL),
+        Err(PkiError::InvalidId(_))
+    ));
 }
 
 #[test]
@@ -564,7 +717,10 @@ fn serials_are_random_128_bit_and_recorded() {
     let b = c.ca.issue_with_new_key(Role::Client, "a", TTL).unwrap();
     assert_ne!(a.cert.serial, b.cert.serial);
     assert_eq!(a.cert.serial.to_bytes().len(), 16);
-    assert_eq!(inspect(&a.cert.cert_der().unwrap()).unwrap().serial, a.cert.serial);
+    assert_eq!(
+        inspect(&a.cert.cert_der().unwrap()).unwrap().serial,
+        a.cert.serial
+    );
     assert!(!format!("{a:?}").contains("PRIVATE KEY"));
 }
 
@@ -587,14 +743,29 @@ fn renewal_at_two_thirds_keeps_role_and_id() {
     assert_eq!(r.role, Role::Client);
 
     // A revoked certificate cannot renew itself.
-    c.revocations.update(|l| l.revoke_serial(id.info().serial.clone(), now_unix_ms(), "removed", None));
+    c.revocations
+        .update(|l| l.revoke_serial(id.info().serial.clone(), now_unix_ms(), "removed", None));
     let err = renew(&c.ca, &c.trust, der, &csr, now_unix_ms(), TTL).unwrap_err();
-    assert!(matches!(err, JoinError::Rejected(Rejection::Revoked { .. })), "{err}");
+    assert!(
+        matches!(err, JoinError::Rejected(Rejection::Revoked { .. })),
+        "{err}"
+    );
     // Nor one from another CA.
     let other = cluster();
     let foreign = fresh("n9", &other);
-    let err = renew(&c.ca, &c.trust, foreign.cert_der(), &csr, now_unix_ms(), TTL).unwrap_err();
-    assert!(matches!(err, JoinError::Rejected(Rejection::OtherCa(_))), "{err}");
+    let err = renew(
+        &c.ca,
+        &c.trust,
+        foreign.cert_der(),
+        &csr,
+        now_unix_ms(),
+        TTL,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, JoinError::Rejected(Rejection::OtherCa(_))),
+        "{err}"
+    );
 }
 
 #[test]
@@ -602,12 +773,30 @@ fn ca_pin_format_round_trips() {
     let c = cluster();
     let pin = c.ca.ca_pin();
     let text = pin.to_string();
-    assert!(text.starts_with("sha256:") && text.len() == 7 + 64, "{text}");
+    assert!(
+        text.starts_with("sha256:") && text.len() == 7 + 64,
+        "{text}"
+    );
     assert_eq!(text.parse::<CaPin>().unwrap(), pin);
-    assert_eq!(text.to_uppercase().replace("SHA256:", "sha256:").parse::<CaPin>().unwrap(), pin);
+    assert_eq!(
+        text.to_uppercase()
+            .replace("SHA256:", "sha256:")
+            .parse::<CaPin>()
+            .unwrap(),
+        pin
+    );
     assert_eq!(CaPin::of_cert_pem(c.ca.ca_cert_pem()).unwrap(), pin);
-    for bad in ["", "sha256:", "sha1:00", &text[..text.len() - 1], &text.replace("sha256:", "")] {
-        assert!(matches!(bad.parse::<CaPin>(), Err(PkiError::BadPin(_))), "{bad:?}");
+    for bad in [
+        "",
+        "sha256:",
+        "sha1:00",
+        &text[..text.len() - 1],
+        &text.replace("sha256:", ""),
+    ] {
+        assert!(
+            matches!(bad.parse::<CaPin>(), Err(PkiError::BadPin(_))),
+            "{bad:?}"
+        );
     }
     let json = serde_json::to_string(&pin).unwrap();
     assert_eq!(json, format!("\"{text}\""));
@@ -625,7 +814,10 @@ fn revocation_list_is_plain_replicated_data() {
     let json = serde_json::to_string(&list).unwrap();
     let back: RevocationList = serde_json::from_str(&json).unwrap();
     assert_eq!(back, list);
-    assert_eq!(list.get_serial(&s).map(|r| r.reason.as_str()), Some("compromised"));
+    assert_eq!(
+        list.get_serial(&s).map(|r| r.reason.as_str()),
+        Some("compromised")
+    );
     assert_eq!(list.prune_expired(100), 1);
     assert_eq!(list.len(), 1);
     assert!(list.restore_identity(Role::Node, "n3"));
@@ -635,7 +827,10 @@ fn revocation_list_is_plain_replicated_data() {
 #[test]
 fn role_uri_and_ids() {
     assert_eq!(Role::Node.uri("n1"), "shoal://node/n1");
-    assert_eq!(Role::parse_uri("shoal://admin/root"), Some((Role::Admin, "root".into())));
+    assert_eq!(
+        Role::parse_uri("shoal://admin/root"),
+        Some((Role::Admin, "root".into()))
+    );
     assert_eq!(Role::parse_uri("shoal://root/x"), None);
     assert_eq!(Role::parse_uri("shoal://node/a/b"), None);
     assert_eq!(Role::parse_uri("https://node/x"), None);

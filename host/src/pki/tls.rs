@@ -13,7 +13,9 @@
 //! side's handshake error can be turned back into the `Rejection` with
 //! [`rejection_of`], for the caller to log or return.
 //!
-//! Only TLS 1.3 is offered: both ends are always Shoal.
+//! Only TLS 1.3 is offered: both ends are always Shoal. Session resumption
+//! is off on both ends: a resumed session skips certificate verification,
+//! which would let a revoked or expired certificate keep connecting.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,7 +25,10 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSuppo
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError, ServerConfig, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    ServerConfig, SignatureScheme,
+};
 use webpki::{EndEntityCert, KeyUsage};
 
 use super::ca::{first_cert_der, key_spki_der, CaPin};
@@ -62,7 +67,9 @@ pub enum Rejection {
         now_unix_ms: u64,
     },
     /// Before its `not_before`.
-    #[error("certificate not yet valid (not before unix ms {not_before_unix_ms}, now {now_unix_ms})")]
+    #[error(
+        "certificate not yet valid (not before unix ms {not_before_unix_ms}, now {now_unix_ms})"
+    )]
     NotYetValid {
         /// Start of validity.
         not_before_unix_ms: u64,
@@ -83,7 +90,9 @@ pub enum Rejection {
     },
     /// Valid, but its role is not accepted here (e.g. a client certificate
     /// on the node-to-node endpoint, or presented by a "server").
-    #[error("certificate of {role}/{id} has role {role}, but this endpoint accepts only {expected}")]
+    #[error(
+        "certificate of {role}/{id} has role {role}, but this endpoint accepts only {expected}"
+    )]
     WrongRole {
         /// The role in the certificate.
         role: Role,
@@ -174,7 +183,10 @@ impl ClusterTrust {
     }
 
     /// Like [`new`](Self::new) from a DER certificate.
-    pub fn from_der(ca_der: CertificateDer<'static>, revocations: SharedRevocations) -> Result<Self> {
+    pub fn from_der(
+        ca_der: CertificateDer<'static>,
+        revocations: SharedRevocations,
+    ) -> Result<Self> {
         let anchor = webpki::anchor_from_trusted_cert(&ca_der)
             .map_err(|e| PkiError::BadCertificate(format!("CA certificate: {e}")))?
             .to_owned();
@@ -209,7 +221,14 @@ impl ClusterTrust {
         usage: Usage,
         accept: &[Role],
     ) -> std::result::Result<CertInfo, Rejection> {
-        verify_chain(&self.anchors, self.algs, end_entity, intermediates, now, usage)?;
+        verify_chain(
+            &self.anchors,
+            self.algs,
+            end_entity,
+            intermediates,
+            now,
+            usage,
+        )?;
         let info = inspect(end_entity.as_ref()).map_err(|e| Rejection::NoRole(e.to_string()))?;
         if let Some(r) = self.revocations.check(&info) {
             return Err(Rejection::Revoked {
@@ -239,7 +258,11 @@ fn wrong_role(info: &CertInfo, accept: &[Role]) -> Rejection {
     Rejection::WrongRole {
         role: info.role,
         id: info.id.clone(),
-        expected: accept.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+        expected: accept
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -252,7 +275,8 @@ pub(crate) fn verify_chain(
     now: UnixTime,
     usage: Usage,
 ) -> std::result::Result<(), Rejection> {
-    let cert = EndEntityCert::try_from(end_entity).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let cert =
+        EndEntityCert::try_from(end_entity).map_err(|e| Rejection::Malformed(e.to_string()))?;
     let key_usage = match usage {
         Usage::Server => KeyUsage::server_auth(),
         Usage::Client => KeyUsage::client_auth(),
@@ -264,7 +288,12 @@ pub(crate) fn verify_chain(
     }
 }
 
-fn map_webpki_error(e: webpki::Error, end_entity: &CertificateDer<'_>, now_ms: u64, usage: Usage) -> Rejection {
+fn map_webpki_error(
+    e: webpki::Error,
+    end_entity: &CertificateDer<'_>,
+    now_ms: u64,
+    usage: Usage,
+) -> Rejection {
     use webpki::Error as W;
     let info = inspect(end_entity.as_ref()).ok();
     match e {
@@ -282,7 +311,14 @@ fn map_webpki_error(e: webpki::Error, end_entity: &CertificateDer<'_>, now_ms: u
         // A certificate without the needed key usage, e.g. a client/admin
         // certificate presented by a server: report it by role when we can.
         W::RequiredEkuNotFoundContext(_) => match info {
-            Some(i) => wrong_role(&i, if usage == Usage::Server { NODE_ONLY } else { CONTROL_API }),
+            Some(i) => wrong_role(
+                &i,
+                if usage == Usage::Server {
+                    NODE_ONLY
+                } else {
+                    CONTROL_API
+                },
+            ),
             None => Rejection::Invalid(format!("{e:?}")),
         },
         W::BadDer | W::BadDerTime => Rejection::Malformed(format!("{e:?}")),
@@ -433,7 +469,9 @@ impl Identity {
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
             .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
         if parsed.public_key().raw != key_spki_der(key_pem)?.as_slice() {
-            return Err(PkiError::BadKey("private key does not match the certificate".into()));
+            return Err(PkiError::BadKey(
+                "private key does not match the certificate".into(),
+            ));
         }
         let info = inspect(&cert)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
@@ -458,7 +496,12 @@ impl Identity {
     /// Save a node's credentials to `<data_dir>/pki/` (key 0600, certs
     /// 0644, each replaced atomically). Writes the key first so a crash
     /// never leaves a certificate without its key.
-    pub fn save_pem(data_dir: &std::path::Path, cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<()> {
+    pub fn save_pem(
+        data_dir: &std::path::Path,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<()> {
         let paths = PkiPaths::new(data_dir);
         paths.ensure_dir()?;
         files::write_private_key(&paths.node_key(), key_pem, Overwrite::Replace)?;
@@ -485,15 +528,20 @@ impl Identity {
 /// A server config for an mTLS endpoint: presents `identity`, requires a
 /// client certificate from this cluster with a role in `accept` (e.g.
 /// [`NODE_ONLY`] for node-to-node, [`CONTROL_API`] for the control API).
-pub fn server_config(identity: &Identity, trust: &ClusterTrust, accept: &[Role]) -> Result<Arc<ServerConfig>> {
+pub fn server_config(
+    identity: &Identity,
+    trust: &ClusterTrust,
+    accept: &[Role],
+) -> Result<Arc<ServerConfig>> {
     let verifier = Arc::new(PeerVerifier {
         trust: trust.clone(),
         accept: accept.to_vec(),
     });
-    let config = ServerConfig::builder_with_provider(super::provider())
+    let mut config = ServerConfig::builder_with_provider(super::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    no_server_resumption(&mut config);
     Ok(Arc::new(config))
 }
 
@@ -504,11 +552,12 @@ pub fn client_config(identity: &Identity, trust: &ClusterTrust) -> Result<Arc<Cl
         trust: trust.clone(),
         accept: NODE_ONLY.to_vec(),
     });
-    let config = ClientConfig::builder_with_provider(super::provider())
+    let mut config = ClientConfig::builder_with_provider(super::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
@@ -516,11 +565,21 @@ pub fn client_config(identity: &Identity, trust: &ClusterTrust) -> Result<Arc<Cl
 /// in its chain, for pinning) and asks for no client certificate, since a
 /// joiner has none yet; the join token authenticates it instead.
 pub fn join_server_config(identity: &Identity) -> Result<Arc<ServerConfig>> {
-    let config = ServerConfig::builder_with_provider(super::provider())
+    let mut config = ServerConfig::builder_with_provider(super::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    no_server_resumption(&mut config);
     Ok(Arc::new(config))
+}
+
+/// Turn off TLS session resumption on a server config. A resumed session
+/// skips certificate verification, so a certificate revoked (or expired)
+/// after the first handshake would keep working; full handshakes are cheap
+/// next to that, and cluster connections are long-lived anyway.
+pub fn no_server_resumption(config: &mut ServerConfig) {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
 }
 
 /// The role and id of the peer of an established connection, read from its

@@ -13,22 +13,23 @@ use wasmparser::{
 pub const SHOAL_ABI_V1_MODULE: &str = "shoal_v1";
 
 /// The WebAssembly features wasmtime 46 enables by default, built the way Shoal builds it
-/// (Cargo features `gc` and `threads` on, `component-model` off).
+/// (workspace `Cargo.toml`: no `gc`, `threads` or `component-model` Cargo features).
 ///
 /// This mirrors `wasmtime::Config::features()` in wasmtime 46.0.3: the WebAssembly 2.0 set plus
-/// multi-memory, relaxed SIMD, tail calls, extended const, memory64, GC *types* (needed by
-/// reference types) and threads. Notably NOT on by default: the GC proposal itself, typed
-/// function references, exceptions and stack switching — modules using those are reported as
-/// [`PrepareError::Invalid`], exactly as wasmtime would refuse them.
+/// multi-memory, relaxed SIMD, tail calls, extended const and memory64. `GC_TYPES` (externref)
+/// and `THREADS` are on in wasmtime only with its `gc` / `threads` Cargo features, which Shoal
+/// does not enable; the GC proposal, typed function references, exceptions and stack switching
+/// are off by default anyway. Modules using any of those are [`PrepareError::Invalid`] here,
+/// exactly as wasmtime would refuse them (a test checks the two agree). If the workspace's
+/// wasmtime features change, change this set too.
 pub fn wasm_features() -> WasmFeatures {
-    WasmFeatures::WASM2
+    (WasmFeatures::WASM2
         | WasmFeatures::MULTI_MEMORY
         | WasmFeatures::RELAXED_SIMD
         | WasmFeatures::TAIL_CALL
         | WasmFeatures::EXTENDED_CONST
-        | WasmFeatures::MEMORY64
-        | WasmFeatures::GC_TYPES
-        | WasmFeatures::THREADS
+        | WasmFeatures::MEMORY64)
+        .difference(WasmFeatures::GC_TYPES)
 }
 
 /// The kind of an imported or exported item.

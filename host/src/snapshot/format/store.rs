@@ -21,10 +21,13 @@ use super::MAX_HEADER_BYTES;
 /// byte ranges of `memory`) that the registry does not hold yet, then the
 /// manifest. Returns the snapshot id ([`Manifest::id`]).
 ///
-/// Each page written is checked against its hash; before the manifest is
-/// written every page it lists must be present (pages reused from a parent
-/// snapshot must still be stored), else [`SnapshotFormatError::PageMissing`].
-/// `memory.len()` must equal `memory_bytes`.
+/// Nothing is written unless every page the manifest lists is either in
+/// `new_pages` or already stored (pages reused from a parent snapshot must
+/// still be there), else [`SnapshotFormatError::PageMissing`]; so a stored
+/// id is always restorable. Each page written is checked against its hash
+/// ([`SnapshotFormatError::PageCorrupt`]). `memory.len()` must equal
+/// `memory_bytes`; the pages are written before the manifest, so a crash
+/// in between leaves only unreferenced pages.
 pub fn store_snapshot(
     registry: &Registry,
     manifest: &Manifest,
@@ -54,19 +57,19 @@ pub fn store_snapshot(
             return Err(SnapshotFormatError::PageMissing { hash: page.hash });
         }
     }
+    if let Some((_, range)) = new_pages.iter().find(|(_, r)| memory.get(r.clone()).is_none()) {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "page range {range:?} lies outside the {}-byte memory",
+            memory.len()
+        )));
+    }
     let page_bytes = manifest.page_bytes as usize;
     for (hash, range) in new_pages {
         if registry.contains(hash) {
             continue;
         }
         let index = u32::try_from(range.start / page_bytes).unwrap_or(u32::MAX);
-        let bytes = memory.get(range.clone()).ok_or_else(|| {
-            SnapshotFormatError::BadHeader(format!(
-                "page range {range:?} lies outside the {}-byte memory",
-                memory.len()
-            ))
-        })?;
-        store_page(registry, index, hash, bytes)?;
+        store_page(registry, index, hash, &memory[range.clone()])?;
     }
     Ok(registry.put(&encoded)?)
 }

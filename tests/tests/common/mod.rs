@@ -13,6 +13,7 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
 }
 
+#[allow(clippy::new_without_default)]
 impl TestNode {
     /// A node with test-friendly defaults (Asyncify asserts on).
     pub fn new() -> TestNode {
