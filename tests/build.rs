@@ -30,6 +30,7 @@ const RUST_GUESTS: &[&str] = &[
     "cpu_bound",
     "greedy",
     "bad_pointer",
+    "heapfold",
 ];
 
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.

@@ -124,7 +124,7 @@ pub enum NodeError {
 }
 
 /// A host directory granted to a process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirGrant {
     /// Path on the host.
     pub host: PathBuf,
@@ -149,7 +149,7 @@ impl DirGrant {
 }
 
 /// What to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SpawnSpec {
     /// The module, by hash (it must be in the node's registry).
     pub module: Sha256,
@@ -666,12 +666,10 @@ impl Shared {
 
     fn finish(&self, status: ExitStatus, status_tx: watch::Sender<Option<ExitStatus>>) {
         let pid = status.pid;
-        let entry = self
-            .processes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
-        if let Some(entry) = entry {
+        // Record the exit before removing the live entry, so a concurrent
+        // `wait` or `log` always finds the process in one of the two.
+        let entry = self.entry(pid);
+        if let Some(entry) = &entry {
             entry.mailbox.close();
             let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
             if exited.len() >= self.config.exited_history_max {
@@ -685,6 +683,10 @@ impl Shared {
                 },
             ));
         }
+        self.processes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
         let _ = status_tx.send(Some(status));
     }
 

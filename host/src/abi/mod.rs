@@ -11,6 +11,7 @@ pub mod memory;
 pub mod message;
 pub mod process;
 pub mod table;
+pub mod wasi;
 
 use crate::runtime::process::ProcessCtx;
 use std::future::Future;
@@ -55,6 +56,30 @@ impl Registrar<'_> {
     {
         let spec = table::shoal_import(name)
             .unwrap_or_else(|| panic!("host function `{name}` is not in abi::table::IMPORTS"));
+        self.define_spec(spec, handler)
+    }
+
+    /// Replace wasi-common's implementation of the WASI import `name` (it
+    /// must be a WASI entry of the table) with a capturable one.
+    pub fn define_wasi<F>(&mut self, name: &str, handler: F) -> wasmtime::Result<()>
+    where
+        F: for<'a> Fn(Caller<'a, ProcessCtx>, &'a [Val]) -> HostFuture<'a> + Send + Sync + 'static,
+    {
+        let spec = IMPORTS
+            .iter()
+            .find(|i| i.provider == Provider::Wasi && i.name == name)
+            .unwrap_or_else(|| panic!("WASI function `{name}` is not in abi::table::IMPORTS"));
+        self.linker.allow_shadowing(true);
+        let r = self.define_spec(spec, handler);
+        self.linker.allow_shadowing(false);
+        r
+    }
+
+    fn define_spec<F>(&mut self, spec: &'static ImportSpec, handler: F) -> wasmtime::Result<()>
+    where
+        F: for<'a> Fn(Caller<'a, ProcessCtx>, &'a [Val]) -> HostFuture<'a> + Send + Sync + 'static,
+    {
+        let name = spec.name;
         let ty = func_type(self.linker.engine(), spec);
         let has_result = !spec.results.is_empty();
         self.linker.func_new_async(
@@ -89,7 +114,8 @@ pub fn register_all(linker: &mut Linker<ProcessCtx>) -> wasmtime::Result<()> {
     };
     process::register(&mut registrar)?;
     message::register(&mut registrar)?;
-    for spec in IMPORTS.iter().filter(|s| s.provider == Provider::Shoal) {
+    wasi::register(&mut registrar)?;
+    for spec in IMPORTS.iter() {
         let count = registrar
             .defined
             .iter()

@@ -102,10 +102,10 @@ pub const IMPORTS: &[ImportSpec] = &[
     shoal("send", &[I64, I32, I32], &[I32], false),
     // recv(buf_ptr, buf_len, timeout_ms, info_ptr) -> length or errno
     shoal("recv", &[I32, I32, I64, I32], &[I32], true),
-    // WASI calls that wait: a guest sleeping through std::thread::sleep or
-    // poll_oneoff, or reading stdin, can be captured there too.
+    // WASI calls that wait, replaced by capturable versions in abi/wasi.rs:
+    // a guest sleeping through std::thread::sleep (poll_oneoff on one
+    // relative clock) or yielding can be captured there too.
     wasi("poll_oneoff", &[I32, I32, I32, I32], &[I32]),
-    wasi("fd_read", &[I32, I32, I32, I32], &[I32]),
     wasi("sched_yield", &[], &[I32]),
 ];
 

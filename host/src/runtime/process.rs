@@ -178,7 +178,7 @@ pub enum GlobalBits {
 }
 
 /// A process captured at a blocking call: everything needed to resume it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapturedProcess {
     /// Linear memory at capture.
     pub memory: Vec<u8>,

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use shoal_registry::Sha256;
 
 use super::error::SnapshotFormatError;
-use super::{FORMAT_VERSION, MAX_HEADER_BYTES, MAX_MEMORY_BYTES, MAX_PAGE_BYTES, MIN_PAGE_BYTES};
+use super::{
+    FORMAT_VERSION, MAX_HEADER_BYTES, MAX_MEMORY_BYTES, MAX_PAGES, MAX_PAGE_BYTES, MIN_PAGE_BYTES,
+};
 
 /// Everything a snapshot holds except the bytes of its memory pages.
 ///
@@ -42,10 +44,14 @@ pub struct Manifest {
     pub created_unix_ms: u64,
     /// Size of the linear memory at capture, in bytes (at most 4 GiB).
     pub memory_bytes: u64,
-    /// Granularity of `pages`, in bytes: [`PAGE_BYTES`](super::PAGE_BYTES)
-    /// when written by this build. Recorded so the format describes itself
-    /// and the page size can change without breaking old snapshots; any
-    /// power of two from 4 KiB to 64 KiB is read.
+    /// Granularity of `pages`, in bytes: [`page_bytes_for`] `memory_bytes`
+    /// when written by this build (set it from [`SplitPages::page_bytes`]).
+    /// Recorded so the format describes itself and the choice can change
+    /// without breaking old snapshots; any power of two from 4 KiB to
+    /// 64 KiB is read, provided the memory has at most [`MAX_PAGES`] pages.
+    ///
+    /// [`page_bytes_for`]: super::page_bytes_for
+    /// [`SplitPages::page_bytes`]: super::SplitPages::page_bytes
     pub page_bytes: u32,
     /// The non-zero pages, sorted by index, no index twice. Pages not listed
     /// are all zeros. The last page may be shorter than `page_bytes` when
@@ -142,7 +148,7 @@ impl Manifest {
     }
 
     /// Check every bound a hostile writer controls: the version, the page
-    /// size, `memory_bytes` ≤ 4 GiB, pages sorted with no index twice and
+    /// size, `memory_bytes` ≤ 4 GiB, at most [`MAX_PAGES`] pages, pages sorted with no index twice and
     /// every index inside the memory (so the page count is at most
     /// `memory_bytes / page_bytes` rounded up), and no global named twice.
     pub fn validate(&self) -> Result<(), SnapshotFormatError> {
@@ -167,6 +173,11 @@ impl Manifest {
             });
         }
         let page_count = self.page_count();
+        if page_count > MAX_PAGES {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "{page_count} pages of {page} bytes exceed the limit of {MAX_PAGES} pages"
+            )));
+        }
         if self.pages.len() as u64 > page_count {
             return Err(SnapshotFormatError::BadHeader(format!(
                 "{} pages listed, a memory of {} bytes has only {page_count}",

@@ -44,7 +44,7 @@ mod store;
 pub use error::SnapshotFormatError;
 pub use file::{decode_file, encode_file, encode_file_from_memory};
 pub use manifest::{GlobalVal, GlobalValue, Manifest, PageRef};
-pub use pages::{assemble_into, assemble_memory, split_pages, SplitPages};
+pub use pages::{assemble_into, assemble_memory, page_bytes_for, split_pages, SplitPages};
 pub use store::{export_file, fetch_from_registry, import_file, load_manifest, store_snapshot};
 
 /// The snapshot format version this build writes and the only one it reads.
@@ -52,8 +52,14 @@ pub use store::{export_file, fetch_from_registry, import_file, load_manifest, st
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Granularity at which memory is split, hashed, deduplicated and stored:
-/// 64 KiB, the Wasm page (see the module docs for why).
-pub const PAGE_BYTES: usize = 64 * 1024;
+/// 4 KiB, for every memory up to 256 MiB (see the module docs for why).
+/// Larger memories use larger pages, see [`page_bytes_for`].
+pub const PAGE_BYTES: usize = 4 * 1024;
+
+/// Most pages a memory is divided into (zero or not): 65,536, so a
+/// manifest lists at most that many pages (about 6.5 MB of JSON) and stays
+/// under [`MAX_HEADER_BYTES`] for any memory up to 4 GiB.
+pub const MAX_PAGES: u64 = 65_536;
 
 /// Smallest page size a manifest may declare (the usual OS page).
 pub const MIN_PAGE_BYTES: usize = 4 * 1024;

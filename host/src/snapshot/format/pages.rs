@@ -17,15 +17,37 @@ use shoal_registry::Sha256;
 
 use super::error::SnapshotFormatError;
 use super::manifest::{Manifest, PageRef};
-use super::PAGE_BYTES;
+use super::{MAX_PAGES, MAX_PAGE_BYTES, PAGE_BYTES};
 
-/// What [`split_pages`] returns: the page list for [`Manifest::pages`], and
-/// the pages that must be stored (hash and byte range in `memory`), each
-/// distinct hash once.
-pub type SplitPages = (Vec<PageRef>, Vec<(Sha256, Range<usize>)>);
+/// What [`split_pages`] returns: the fields [`Manifest::page_bytes`] and
+/// [`Manifest::pages`] must be set to, and the pages to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitPages {
+    /// The page size used ([`page_bytes_for`] the memory size).
+    pub page_bytes: u32,
+    /// The non-zero pages, sorted by index, with their hashes.
+    pub pages: Vec<PageRef>,
+    /// The pages that must be stored (for
+    /// [`store_snapshot`](super::store_snapshot)): hash and byte range in
+    /// `memory`, each distinct hash once, none already in the parent.
+    pub new_pages: Vec<(Sha256, Range<usize>)>,
+}
 
-/// Split `memory` into [`PAGE_BYTES`] pages for a [`Manifest`]: zero pages
-/// are omitted, every other page is listed with its sha256.
+/// The page size for a memory of `memory_bytes`: [`PAGE_BYTES`] (4 KiB),
+/// or for memories over 256 MiB the smallest power of two up to 64 KiB that
+/// keeps the page count at most [`MAX_PAGES`] (so a manifest stays under
+/// about 7 MB however large the memory).
+pub fn page_bytes_for(memory_bytes: u64) -> u32 {
+    let mut page = PAGE_BYTES as u64;
+    while page < MAX_PAGE_BYTES as u64 && memory_bytes.div_ceil(page) > MAX_PAGES {
+        page *= 2;
+    }
+    page as u32
+}
+
+/// Split `memory` into pages of [`page_bytes_for`] its size for a
+/// [`Manifest`]: zero pages are omitted, every other page is listed with its
+/// sha256. Copy all three fields of the result into the manifest.
 ///
 /// `parent` is the previous snapshot of the same process, with the memory
 /// bytes it was taken from (same page size; otherwise it is ignored). A page
@@ -45,7 +67,7 @@ pub type SplitPages = (Vec<PageRef>, Vec<(Sha256, Range<usize>)>);
 /// the parent, for the memcmp) plus sha256 of every changed non-zero page;
 /// see the module documentation of [`super`] for measured figures.
 pub fn split_pages(memory: &[u8], parent: Option<(&Manifest, &[u8])>) -> SplitPages {
-    split_pages_sized(memory, parent, PAGE_BYTES)
+    split_pages_sized(memory, parent, page_bytes_for(memory.len() as u64) as usize)
 }
 
 /// [`split_pages`] with an explicit page size (benchmarks compare sizes).
@@ -99,7 +121,12 @@ pub(super) fn split_pages_sized(
             new_pages.push((hash, range));
         }
     }
-    (refs, new_pages)
+    SplitPages {
+        // At most MAX_PAGE_BYTES (callers pass page_bytes_for or a test size).
+        page_bytes: page_bytes as u32,
+        pages: refs,
+        new_pages,
+    }
 }
 
 /// Whether every byte is zero. Branch-free OR over 256-byte blocks (which

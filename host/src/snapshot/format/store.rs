@@ -15,6 +15,7 @@ use shoal_registry::{Registry, RegistryError, Sha256};
 use super::error::SnapshotFormatError;
 use super::file::{decode_file, encode_file};
 use super::manifest::Manifest;
+use super::pages::page_range_usize;
 use super::MAX_HEADER_BYTES;
 
 /// Store a snapshot: the `new_pages` (from [`split_pages`](super::split_pages),
@@ -26,8 +27,9 @@ use super::MAX_HEADER_BYTES;
 /// still be there), else [`SnapshotFormatError::PageMissing`]; so a stored
 /// id is always restorable. Each page written is checked against its hash
 /// ([`SnapshotFormatError::PageCorrupt`]). `memory.len()` must equal
-/// `memory_bytes`; the pages are written before the manifest, so a crash
-/// in between leaves only unreferenced pages.
+/// `memory_bytes`, and each range must be one whole page of the manifest's
+/// page size (else `BadHeader`). Pages are written before the manifest, so
+/// a crash in between leaves only unreferenced pages.
 pub fn store_snapshot(
     registry: &Registry,
     manifest: &Manifest,
@@ -49,6 +51,7 @@ pub fn store_snapshot(
             max: MAX_HEADER_BYTES,
         });
     }
+    let page_bytes = manifest.page_bytes as usize;
     // Refuse before writing anything, so a refused snapshot leaves no
     // orphan pages behind.
     let new_hashes: HashSet<&Sha256> = new_pages.iter().map(|(h, _)| h).collect();
@@ -57,17 +60,26 @@ pub fn store_snapshot(
             return Err(SnapshotFormatError::PageMissing { hash: page.hash });
         }
     }
-    if let Some((_, range)) = new_pages.iter().find(|(_, r)| memory.get(r.clone()).is_none()) {
-        return Err(SnapshotFormatError::BadHeader(format!(
-            "page range {range:?} lies outside the {}-byte memory",
-            memory.len()
-        )));
+    // Every range must be a whole page of this manifest's page size (catches
+    // a manifest whose `page_bytes` is not the one the memory was split at).
+    for (_, range) in new_pages {
+        let index = range.start / page_bytes;
+        let fits = range.start % page_bytes == 0
+            && u32::try_from(index).is_ok_and(|i| {
+                u64::from(i) < manifest.page_count() && page_range_usize(manifest, i) == *range
+            });
+        if !fits {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "page range {range:?} is not a page of {page_bytes} bytes of the {}-byte memory",
+                memory.len()
+            )));
+        }
     }
-    let page_bytes = manifest.page_bytes as usize;
     for (hash, range) in new_pages {
         if registry.contains(hash) {
             continue;
         }
+        // Checked above: a valid page index.
         let index = u32::try_from(range.start / page_bytes).unwrap_or(u32::MAX);
         store_page(registry, index, hash, &memory[range.clone()])?;
     }
