@@ -5,15 +5,18 @@
 //! - [`prepare`] — module preparation (validate, Asyncify, export globals).
 //! - [`runtime`] — the wasmtime engine, limits, mailboxes, process logs and the
 //!   process task itself.
+//! - [`snapshot`] — snapshots: format, storage, export/import, restore.
 //! - [`node`] — one node: its process table, module cache and registry.
 //! - [`pid`] — process identifiers.
 //! - `cli` (binary only) — the `shoal` command line.
 
 pub mod abi;
+pub mod api;
 pub mod node;
 pub mod pid;
 pub mod prepare;
 pub mod runtime;
+pub mod snapshot;
 
 pub use node::{HostMailbox, Node, NodeConfig, NodeError, SpawnSpec};
 pub use pid::Pid;

@@ -107,6 +107,9 @@ pub enum NodeError {
         "process {0} cannot be captured: its module never blocks, so it has no capture points"
     )]
     NotCapturable(Pid),
+    /// A snapshot is malformed, corrupt, or does not fit.
+    #[error("snapshot refused: {0}")]
+    Snapshot(#[from] crate::snapshot::format::SnapshotFormatError),
     /// Another capture of the process is in progress.
     #[error("a capture of process {0} is already in progress")]
     CaptureBusy(Pid),
@@ -220,6 +223,7 @@ pub struct Shared {
     modules: ModuleCache,
     processes: RwLock<HashMap<Pid, Arc<ProcessEntry>>>,
     host_mailboxes: RwLock<HashMap<Pid, Arc<Mailbox>>>,
+    last_snapshots: Mutex<HashMap<Pid, Sha256>>,
     exited: Mutex<VecDeque<(Pid, Exited)>>,
     pids: PidAllocator,
     _ticker: EpochTicker,
@@ -269,6 +273,7 @@ impl Node {
                 modules,
                 processes: RwLock::new(HashMap::new()),
                 host_mailboxes: RwLock::new(HashMap::new()),
+                last_snapshots: Mutex::new(HashMap::new()),
                 exited: Mutex::new(VecDeque::new()),
                 pids: PidAllocator::starting_at(1),
                 _ticker: ticker,
@@ -361,6 +366,16 @@ impl Node {
     /// may be a fresh one). It gets a new pid and continues inside the call
     /// it was captured in.
     pub async fn restore(&self, module: Sha256, image: RestoreImage) -> Result<Pid, NodeError> {
+        self.restore_as(module, image, None).await
+    }
+
+    /// [`Node::restore`], optionally under a given pid (which must not be live).
+    pub async fn restore_as(
+        &self,
+        module: Sha256,
+        image: RestoreImage,
+        pid: Option<Pid>,
+    ) -> Result<Pid, NodeError> {
         let loaded = self.shared.load(module).await?;
         if loaded.module.get_export("asyncify_start_rewind").is_none() {
             return Err(NodeError::InvalidSpawn(format!(
@@ -368,7 +383,37 @@ impl Node {
             )));
         }
         let spec = image.spec.clone();
-        self.shared.start(spec, loaded, Some(image))
+        self.shared.start_as(spec, loaded, Some(image), pid)
+    }
+
+    /// The module a live process runs.
+    pub fn module_of(&self, pid: Pid) -> Option<Sha256> {
+        self.shared.entry(pid).map(|e| e.module)
+    }
+
+    /// The id of the last snapshot taken of `pid` on this node.
+    pub fn last_snapshot(&self, pid: Pid) -> Option<Sha256> {
+        self.shared
+            .last_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .copied()
+    }
+
+    /// Remember `id` as the latest snapshot of `pid` (bounded map).
+    pub fn set_last_snapshot(&self, pid: Pid, id: Sha256) {
+        let mut map = self
+            .shared
+            .last_snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= 4096 && !map.contains_key(&pid) {
+            if let Some(k) = map.keys().next().copied() {
+                map.remove(&k);
+            }
+        }
+        map.insert(pid, id);
     }
 
     /// Live processes.
@@ -586,7 +631,22 @@ impl Shared {
         module: Arc<LoadedModule>,
         restore: Option<RestoreImage>,
     ) -> Result<Pid, NodeError> {
-        let pid = self.pids.allocate();
+        self.start_as(spec, module, restore, None)
+    }
+
+    fn start_as(
+        self: &Arc<Self>,
+        spec: SpawnSpec,
+        module: Arc<LoadedModule>,
+        restore: Option<RestoreImage>,
+        pid: Option<Pid>,
+    ) -> Result<Pid, NodeError> {
+        if let Some(p) = pid {
+            if self.entry(p).is_some() {
+                return Err(NodeError::InvalidSpawn(format!("pid {p} is still live")));
+            }
+        }
+        let pid = pid.unwrap_or_else(|| self.pids.allocate());
         let capture = Arc::new(CaptureSignal::default());
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
         let wasi = self.build_wasi(&spec, &log)?;

@@ -194,3 +194,108 @@ async fn heapfold_is_exact_across_random_captures_in_fresh_engines() {
         eprintln!("seed {seed}: {hops} hops, output identical");
     }
 }
+
+/// A counter with some state, snapshotted to a file.
+async fn counter_snapshot_file() -> (TestNode, Vec<u8>, shoal_registry::Sha256) {
+    let a = TestNode::new();
+    let hash = a.add_guest(guests::COUNTER, "counter");
+    let me = a.node.open_mailbox();
+    let pid = a.spawn(hash, &["counter"]).await;
+    me.send(pid, "add 40").unwrap();
+    me.send(pid, "get").unwrap();
+    assert_eq!(me.recv(LONG).await.unwrap().data, b"40");
+    let info = a.node.snapshot(pid, true, LONG).await.unwrap();
+    let file = a.node.export_snapshot(&info.id).unwrap();
+    (a, file, hash)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_restores_on_another_node() {
+    let (_a, file, _) = counter_snapshot_file().await;
+    let b = TestNode::new();
+    b.add_guest(guests::COUNTER, "counter");
+    let id = b.node.import_snapshot(&file).unwrap();
+    let pid = b.node.restore_snapshot(&id, false).await.unwrap();
+    let me = b.node.open_mailbox();
+    me.send(pid, "add 2").unwrap();
+    me.send(pid, "get").unwrap();
+    assert_eq!(me.recv(LONG).await.unwrap().data, b"42");
+    me.send(pid, "stop").unwrap();
+    assert_success(&b, &b.wait(pid, LONG).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_snapshots_are_refused_and_nothing_starts() {
+    let (_a, file, _) = counter_snapshot_file().await;
+    let b = TestNode::new();
+    b.add_guest(guests::COUNTER, "counter");
+    // Truncated at several points.
+    for cut in [0, 7, 12, 40, file.len() / 2, file.len() - 1] {
+        let err = b
+            .node
+            .import_snapshot(&file[..cut])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("truncated")
+                || err.contains("not a Shoal snapshot")
+                || err.contains("checksum"),
+            "cut at {cut}: {err}"
+        );
+    }
+    // One flipped byte anywhere.
+    for at in [10, file.len() / 3, file.len() - 5] {
+        let mut bad = file.clone();
+        bad[at] ^= 0x40;
+        let err = b.node.import_snapshot(&bad).unwrap_err().to_string();
+        assert!(!err.is_empty(), "flip at {at}");
+    }
+    // Wrong version.
+    let mut bad = file.clone();
+    bad[8] = 99;
+    let err = b.node.import_snapshot(&bad).unwrap_err().to_string();
+    assert!(err.contains("version") || err.contains("checksum"), "{err}");
+    assert!(b.node.processes().is_empty(), "nothing was started");
+
+    // A snapshot whose module this node lacks.
+    let c = TestNode::new();
+    let id = c.node.import_snapshot(&file).unwrap();
+    let err = c
+        .node
+        .restore_snapshot(&id, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not in this node's registry"), "{err}");
+    assert!(c.node.processes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_snapshot_stores_only_changed_pages() {
+    let t = TestNode::new();
+    let hash = t.add_guest(guests::COUNTER, "counter");
+    let me = t.node.open_mailbox();
+    let pid = t.spawn(hash, &["counter"]).await;
+    let first = t.node.snapshot(pid, false, LONG).await.unwrap();
+    assert!(first.pages_new > 0);
+    me.send(pid, "add 1").unwrap();
+    me.send(pid, "get").unwrap();
+    assert_eq!(me.recv(LONG).await.unwrap().data, b"1");
+    let second = t.node.snapshot(pid, false, LONG).await.unwrap();
+    assert_eq!(second.parent, Some(first.id));
+    assert!(
+        // Handling one message touches the stack, the Asyncify buffer, the
+        // allocator's and the counter's heap, and the receive buffer.
+        second.pages_new <= 6 && second.pages_new < second.pages_total,
+        "one message changes a few pages, got {} new of {} ({} bytes)",
+        second.pages_new,
+        second.pages_total,
+        second.bytes_new
+    );
+    eprintln!(
+        "first: {} pages, {} new; second: {} pages, {} new ({} bytes)",
+        first.pages_total, first.pages_new, second.pages_total, second.pages_new, second.bytes_new
+    );
+    me.send(pid, "stop").unwrap();
+    assert_success(&t, &t.wait(pid, LONG).await);
+}
