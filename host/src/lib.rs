@@ -11,7 +11,6 @@
 //! - `cli` (binary only) — the `shoal` command line.
 
 pub mod abi;
-pub mod api;
 pub mod node;
 pub mod pid;
 pub mod prepare;
