@@ -31,6 +31,7 @@ const RUST_GUESTS: &[&str] = &[
     "greedy",
     "bad_pointer",
     "heapfold",
+    "toucher",
 ];
 
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.
