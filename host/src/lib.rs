@@ -8,11 +8,15 @@
 //! - [`snapshot`] — snapshots: format, storage, export/import, restore.
 //! - [`node`] — one node: its process table, module cache and registry.
 //! - [`pid`] — process identifiers.
+//! - [`pki`] — cluster identity: CA, certificates with roles, join tokens,
+//!   revocation, mTLS configs (not yet wired to a transport).
 //! - `cli` (binary only) — the `shoal` command line.
 
 pub mod abi;
+pub mod api;
 pub mod node;
 pub mod pid;
+pub mod pki;
 pub mod prepare;
 pub mod runtime;
 pub mod snapshot;

@@ -29,7 +29,13 @@ async fn one_size(mib: usize) {
     a.load_module(&hash).unwrap();
     b.load_module(&hash).unwrap();
     let me = a.open_mailbox();
-    let pid = a.spawn(SpawnSpec::new(hash, vec!["toucher".into(), mib.to_string()])).await.unwrap();
+    let pid = a
+        .spawn(SpawnSpec::new(
+            hash,
+            vec!["toucher".into(), mib.to_string()],
+        ))
+        .await
+        .unwrap();
     // Wait until it is filled and blocked in recv.
     me.send(pid, "sum").unwrap();
     me.recv(LONG).await.expect("toucher answers");
@@ -75,7 +81,10 @@ async fn one_size(mib: usize) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         println!("== shoal snapshot benchmarks (aims: 1 MiB capture+restore <= 500 us each, 16 MiB <= 5 ms, incremental <= 2 pages)");
         let sizes: Vec<usize> = std::env::var("SHOAL_BENCH_MIB")

@@ -4,9 +4,16 @@
 //! and exit code 1 (2 for usage errors, from clap); never a panic or a
 //! backtrace.
 
+mod daemon;
+mod deploy;
 mod inspect;
+mod kill;
+mod logs;
+mod ps;
 mod registry;
+mod remote;
 mod run;
+mod snapshot;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +35,10 @@ pub struct Cli {
     /// Where the node keeps its registry (modules, compiled code, snapshots).
     #[arg(long, global = true, env = "SHOAL_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// The running node's control socket (default: <DATA_DIR>/node.sock).
+    #[arg(long, global = true, env = "SHOAL_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -61,6 +72,31 @@ enum Command {
     /// Example:
     ///   shoal ls --json
     Ls(registry::LsArgs),
+    /// Run a long-lived node (`shoal node start`) that the verbs below talk
+    /// to, or check on it (`shoal node status`).
+    Node(daemon::NodeArgs),
+    /// Send a module to the running node and start processes of it.
+    ///
+    /// Prints the new pids, one per line. The module is validated and
+    /// stored in the node's registry; with --count N, N identical processes
+    /// start (all or none).
+    Deploy(deploy::DeployArgs),
+    /// List the running node's live processes.
+    Ps(ps::PsArgs),
+    /// Print a process's output (stdout, stderr and log lines) from the
+    /// running node; with -f, keep following it until the process exits.
+    Logs(logs::LogsArgs),
+    /// Kill processes on the running node and print how each ended.
+    Kill(kill::KillArgs),
+    /// Capture a process on the running node at its next blocking call.
+    ///
+    /// Prints how long the node waited for the process to block, how long
+    /// the capture took, and how many pages and bytes were new.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Start a process on the running node from a snapshot file or id.
+    ///
+    /// Prints the new pid.
+    Restore(snapshot::RestoreArgs),
 }
 
 /// Where the data directory is when not given: $XDG_DATA_HOME/shoal, else
@@ -79,11 +115,25 @@ fn default_data_dir() -> PathBuf {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let target = remote::Target {
+        socket: cli
+            .socket
+            .clone()
+            .unwrap_or_else(|| shoal_host::api::socket_path(&data_dir)),
+        data_dir: data_dir.clone(),
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(args, &data_dir),
         Command::Inspect(args) => inspect::inspect(args, &data_dir),
         Command::Push(args) => registry::push(args, &data_dir),
         Command::Ls(args) => registry::ls(args, &data_dir),
+        Command::Node(args) => daemon::node(args, &target),
+        Command::Deploy(args) => deploy::deploy(args, &target),
+        Command::Ps(args) => ps::ps(args, &target),
+        Command::Logs(args) => logs::logs(args, &target),
+        Command::Kill(args) => kill::kill(args, &target),
+        Command::Snapshot(args) => snapshot::snapshot(args, &target),
+        Command::Restore(args) => snapshot::restore(args, &target),
     };
     match result {
         Ok(code) => code,

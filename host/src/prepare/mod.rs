@@ -65,6 +65,11 @@ pub use validate::{
     SHOAL_ABI_V1_MODULE,
 };
 
+/// Version of [`prepare`]'s output: changes whenever the same input and options would give
+/// different bytes. Put it in the key of anything cached from prepared modules (compiled
+/// artifacts), so a new host never loads code prepared by an older one.
+pub const PREPARE_VERSION: &str = "prepare-2";
+
 /// How to prepare a module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrepareOptions {

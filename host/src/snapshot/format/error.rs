@@ -29,7 +29,9 @@ pub enum SnapshotFormatError {
     },
 
     /// Written by a Shoal whose snapshot format this build does not read.
-    #[error("snapshot format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "snapshot format version {found} is not supported (this build reads version {supported})"
+    )]
     UnsupportedVersion {
         /// The version found in the snapshot.
         found: u32,

@@ -106,7 +106,8 @@ fn encode_with<B: AsRef<[u8]>>(
     out.extend_from_slice(FILE_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&[0u8; 16]); // total length, filled in below
+    // The total length and its inverse, filled in below.
+    out.extend_from_slice(&[0u8; 16]);
     // Fits: checked against MAX_HEADER_BYTES (16 MiB) above.
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
@@ -141,7 +142,10 @@ pub fn decode_file(
     expected_module: Option<&Sha256>,
 ) -> Result<(Manifest, HashMap<Sha256, Vec<u8>>), SnapshotFormatError> {
     let body = check_envelope(bytes)?;
-    let mut r = Reader { bytes: body, pos: 0 };
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
     r.take(FILE_MAGIC.len(), "magic")?;
     let version = r.u32("format version")?;
     if version != FORMAT_VERSION {

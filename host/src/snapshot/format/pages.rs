@@ -111,8 +111,8 @@ pub(super) fn split_pages_sized(
         let hash = Sha256::of(page);
         refs.push(PageRef { index, hash });
         if !parent_pages.is_empty() {
-            let known = parent_hashes
-                .get_or_insert_with(|| parent_pages.iter().map(|p| p.hash).collect());
+            let known =
+                parent_hashes.get_or_insert_with(|| parent_pages.iter().map(|p| p.hash).collect());
             if known.contains(&hash) {
                 continue;
             }

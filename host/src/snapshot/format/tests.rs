@@ -145,7 +145,7 @@ fn shapes(page: usize) -> Vec<(usize, Vec<usize>)> {
 #[test]
 fn registry_and_file_round_trips() {
     let (_dir, reg) = registry();
-    for page in [PAGE_BYTES, 4096] {
+    for page in [PAGE_BYTES, 65536] {
         for (len, nonzero) in shapes(page) {
             let memory = memory_with(len, page, &nonzero);
             let (m, new_pages) = manifest_for(&memory, page, None);
@@ -239,8 +239,14 @@ fn incremental_split_stores_only_changed_pages() {
     store_snapshot(&reg, &parent, &parent_mem, &parent_new).unwrap();
     let before = reg.list_blobs().unwrap().len();
     let id = store_snapshot(&reg, &m, &grown, &new_pages).unwrap();
-    assert_eq!(reg.list_blobs().unwrap().len(), before + new_pages.len() + 1);
-    let restored = assemble_memory(&load_manifest(&reg, &id).unwrap(), fetch_from_registry(&reg));
+    assert_eq!(
+        reg.list_blobs().unwrap().len(),
+        before + new_pages.len() + 1
+    );
+    let restored = assemble_memory(
+        &load_manifest(&reg, &id).unwrap(),
+        fetch_from_registry(&reg),
+    );
     assert!(restored.unwrap() == grown);
 }
 
@@ -285,23 +291,42 @@ fn repeated_pages_are_stored_once() {
 #[test]
 fn page_size_grows_with_memory_to_bound_the_page_count() {
     const MIB: u64 = 1 << 20;
-    assert_eq!(PAGE_BYTES, 4096);
-    assert_eq!(page_bytes_for(0), 4096);
-    assert_eq!(page_bytes_for(256 * MIB), 4096);
-    assert_eq!(page_bytes_for(256 * MIB + 1), 8192);
-    assert_eq!(page_bytes_for(512 * MIB), 8192);
-    assert_eq!(page_bytes_for(1024 * MIB), 16384);
-    assert_eq!(page_bytes_for(2048 * MIB + 65536), 65536);
-    assert_eq!(page_bytes_for(MAX_MEMORY_BYTES), 65536);
-    for mem in [0, 1, 300 * MIB, 3 * 1024 * MIB + 7, MAX_MEMORY_BYTES] {
-        assert!(mem.div_ceil(u64::from(page_bytes_for(mem))) <= MAX_PAGES);
+    assert_eq!(page_bytes_for(0) as usize, PAGE_BYTES);
+    assert_eq!(page_bytes_for(256 * MIB) as usize, PAGE_BYTES.max(4096));
+    let mut previous = 0;
+    for mem in [
+        0,
+        1,
+        256 * MIB,
+        256 * MIB + 1,
+        300 * MIB,
+        1 << 30,
+        3 << 30,
+        MAX_MEMORY_BYTES,
+    ] {
+        let page = page_bytes_for(mem);
+        assert!(page.is_power_of_two() && page >= previous, "{mem}");
+        assert!(
+            (PAGE_BYTES..=MAX_PAGE_BYTES).contains(&(page as usize)),
+            "{mem}"
+        );
+        assert!(mem.div_ceil(u64::from(page)) <= MAX_PAGES, "{mem}");
+        previous = page;
+    }
+    if PAGE_BYTES == 4096 {
+        assert_eq!(page_bytes_for(256 * MIB + 1), 8192);
+        assert_eq!(page_bytes_for(1 << 30), 16384);
+        assert_eq!(page_bytes_for(MAX_MEMORY_BYTES), 65536);
     }
     // A manifest may not use pages so small that there are too many.
     let mem = memory_with(4096, 4096, &[0]);
     let (mut m, _) = manifest_for(&mem, 4096, None);
     m.memory_bytes = 4 << 30;
     let err = m.validate().unwrap_err();
-    assert!(err.to_string().contains("exceed the limit of 65536 pages"), "{err}");
+    assert!(
+        err.to_string().contains("exceed the limit of 65536 pages"),
+        "{err}"
+    );
     m.page_bytes = 65536;
     m.validate().unwrap();
 }
@@ -404,7 +429,13 @@ fn wrong_magic_version_module_and_flags_are_named() {
     fix_checksum(&mut v2);
     let err = decode_file(&v2, None).unwrap_err();
     assert!(
-        matches!(err, SnapshotFormatError::UnsupportedVersion { found: 2, supported: 1 }),
+        matches!(
+            err,
+            SnapshotFormatError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("version 2"));
@@ -465,13 +496,20 @@ fn page_not_matching_its_hash_is_refused_despite_a_valid_checksum() {
     fix_checksum(&mut bad);
     assert!(matches!(
         decode_file(&bad, None),
-        Err(SnapshotFormatError::PageWrongLength { index: 0, expected: 4096, got: 4000 })
+        Err(SnapshotFormatError::PageWrongLength {
+            index: 0,
+            expected: 4096,
+            got: 4000
+        })
     ));
     // A record for the wrong index.
     let mut bad = file.clone();
     bad[36 + header_len] = 1;
     fix_checksum(&mut bad);
-    assert!(matches!(decode_file(&bad, None), Err(SnapshotFormatError::BadHeader(_))));
+    assert!(matches!(
+        decode_file(&bad, None),
+        Err(SnapshotFormatError::BadHeader(_))
+    ));
     // Extra bytes between the last page and the checksum.
     let mut bad = file[..file.len() - 32].to_vec();
     bad.extend_from_slice(&[0; 5 + 32]);
@@ -486,7 +524,10 @@ fn page_not_matching_its_hash_is_refused_despite_a_valid_checksum() {
     fix_length_and_checksum(&mut bad);
     assert!(matches!(
         decode_file(&bad, None),
-        Err(SnapshotFormatError::Truncated { what: "page data", .. })
+        Err(SnapshotFormatError::Truncated {
+            what: "page data",
+            ..
+        })
     ));
     // The last page record missing entirely.
     let mut bad = file[..file.len() - 32 - 308].to_vec();
@@ -494,7 +535,10 @@ fn page_not_matching_its_hash_is_refused_despite_a_valid_checksum() {
     fix_length_and_checksum(&mut bad);
     assert!(matches!(
         decode_file(&bad, None),
-        Err(SnapshotFormatError::Truncated { what: "page record", .. })
+        Err(SnapshotFormatError::Truncated {
+            what: "page record",
+            ..
+        })
     ));
 }
 
@@ -525,7 +569,10 @@ fn hostile_headers_are_bounded() {
         },
         "has only 1",
     );
-    check(&|m| m.globals[1].export = m.globals[0].export.clone(), "twice");
+    check(
+        &|m| m.globals[1].export = m.globals[0].export.clone(),
+        "twice",
+    );
 
     // Not JSON, unknown fields, absurd header length.
     let err = decode_file(&with_header(&file, b"{\"nope\":1}"), None).unwrap_err();
@@ -556,7 +603,13 @@ fn assemble_refuses_bad_pages() {
     let good: HashMap<Sha256, Vec<u8>> = m
         .pages
         .iter()
-        .map(|p| (p.hash, mem[p.index as usize * page..][..page.min(mem.len() - p.index as usize * page)].to_vec()))
+        .map(|p| {
+            (
+                p.hash,
+                mem[p.index as usize * page..][..page.min(mem.len() - p.index as usize * page)]
+                    .to_vec(),
+            )
+        })
         .collect();
 
     let mut missing = good.clone();
@@ -578,7 +631,11 @@ fn assemble_refuses_bad_pages() {
     lying.pages[1].hash = lying.pages[0].hash;
     assert!(matches!(
         assemble_memory(&lying, map_fetch(&good)),
-        Err(SnapshotFormatError::PageWrongLength { index: 3, expected: 10, got: 4096 })
+        Err(SnapshotFormatError::PageWrongLength {
+            index: 3,
+            expected: 10,
+            got: 4096
+        })
     ));
 
     let mut small = vec![0u8; 5];
@@ -638,11 +695,17 @@ fn registry_dedup_and_refusals() {
         assemble_memory(&load_manifest(&reg, &id).unwrap(), fetch_from_registry(&reg)),
         Err(SnapshotFormatError::PageMissing { hash }) if hash == ma.pages[2].hash
     ));
-    assert!(matches!(export_file(&reg, &id), Err(SnapshotFormatError::PageMissing { .. })));
+    assert!(matches!(
+        export_file(&reg, &id),
+        Err(SnapshotFormatError::PageMissing { .. })
+    ));
 
     // load_manifest: not a manifest, not canonical, unknown id.
     let module_blob = reg.put(b"\0asm\x01\0\0\0").unwrap();
-    assert!(matches!(load_manifest(&reg, &module_blob), Err(SnapshotFormatError::NotASnapshot)));
+    assert!(matches!(
+        load_manifest(&reg, &module_blob),
+        Err(SnapshotFormatError::NotASnapshot)
+    ));
     let pretty = reg.put(&serde_json::to_vec_pretty(&ma).unwrap()).unwrap();
     assert!(matches!(
         load_manifest(&reg, &pretty),
@@ -650,7 +713,9 @@ fn registry_dedup_and_refusals() {
     ));
     assert!(matches!(
         load_manifest(&reg, &Sha256::of(b"nothing")),
-        Err(SnapshotFormatError::Registry(shoal_registry::RegistryError::NotFound(_)))
+        Err(SnapshotFormatError::Registry(
+            shoal_registry::RegistryError::NotFound(_)
+        ))
     ));
 }
 
@@ -684,14 +749,20 @@ fn bench_split_pages() {
     let d = best(10, || {
         std::hint::black_box(Sha256::of(&big));
     });
-    println!("sha256 one shot 16 MiB: {d:?} = {:.2} GB/s", gbps(big.len(), d));
+    println!(
+        "sha256 one shot 16 MiB: {d:?} = {:.2} GB/s",
+        gbps(big.len(), d)
+    );
     for page in [4096, 16384, 65536] {
         let d = best(10, || {
             for c in big.chunks(page) {
                 std::hint::black_box(Sha256::of(c));
             }
         });
-        println!("sha256 per {page}-byte page: {:.2} GB/s", gbps(big.len(), d));
+        println!(
+            "sha256 per {page}-byte page: {:.2} GB/s",
+            gbps(big.len(), d)
+        );
     }
     let hot = noise(2, 65536);
     let d = best(10, || {
@@ -699,7 +770,10 @@ fn bench_split_pages() {
             std::hint::black_box(Sha256::of(std::hint::black_box(&hot)));
         }
     });
-    println!("sha256 64 KiB in cache: {:.2} GB/s", gbps(64 * hot.len(), d));
+    println!(
+        "sha256 64 KiB in cache: {:.2} GB/s",
+        gbps(64 * hot.len(), d)
+    );
     let d = best(10, || {
         std::hint::black_box(std::hint::black_box(&zeros).chunks(4096).all(is_zero));
     });

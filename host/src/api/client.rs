@@ -1,0 +1,385 @@
+//! The client side of the control API, used by the `shoal` CLI.
+//!
+//! One HTTP/1.1 connection per call, over the node's Unix socket. Every
+//! call is bounded in time (see each method) except following a log. Error
+//! answers come back as [`ClientError::Api`] carrying the node's message,
+//! which the CLI prints as `error: <message>`.
+
+use super::types::{
+    ErrorBody, ExitReport, LogFrame, LogFrameDecoder, LogFrameError, ModuleAdded, NameRequest,
+    NodeStatus, ProcessSummary, RestoreRequest, Restored, SnapshotImported, SnapshotReport,
+    SnapshotRequest, SpawnRequest, Spawned,
+};
+use super::{percent_encode, JSON_RESPONSE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
+use crate::pid::Pid;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::{header, Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use shoal_registry::Sha256;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long connecting to the node may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an ordinary call (request sent, answer read) may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a call to the node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("no Shoal node is running at {} (start one with `shoal node start`)", .0.display())]
+    NotRunning(PathBuf),
+    /// The socket exists but this user may not use it.
+    #[error(
+        "permission denied on {}: only the user who started the node may control it",
+        .0.display()
+    )]
+    PermissionDenied(PathBuf),
+    /// The node answered with an error.
+    #[error("{message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The node's message.
+        message: String,
+    },
+    /// The call took longer than its bound.
+    #[error("the node did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or the answer was not understood.
+    #[error("talking to the node at {}: {message}", .socket.display())]
+    Protocol {
+        /// The socket.
+        socket: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A log stream could not be decoded.
+    #[error(transparent)]
+    LogStream(#[from] LogFrameError),
+    /// Writing received output failed (e.g. a closed pipe).
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+}
+
+impl ClientError {
+    /// The HTTP status of an error answer from the node, if this is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one node's control API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client of the node listening at `socket` (nothing is connected
+    /// until the first call).
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn protocol(&self, message: impl std::fmt::Display) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Connect, send one request, return the response head (body unread).
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::UnixStream::connect(&self.socket),
+        )
+        .await
+        {
+            Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT)),
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(match e.kind() {
+                    ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                        ClientError::NotRunning(self.socket.clone())
+                    }
+                    ErrorKind::PermissionDenied => {
+                        ClientError::PermissionDenied(self.socket.clone())
+                    }
+                    _ => self.protocol(format!("cannot connect: {e}")),
+                })
+            }
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(format!("handshake failed: {e}")))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(header::HOST, "shoal-node");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| self.protocol(format!("cannot build the request: {e}")))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.protocol(format!("the request failed: {e}")))
+    }
+
+    /// Read a whole body of at most `max` bytes.
+    async fn body(&self, resp: Response<Incoming>, max: u64) -> Result<Bytes, ClientError> {
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        match Limited::new(resp.into_body(), limit).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => {
+                Err(self.protocol(format!("the answer is over {max} bytes")))
+            }
+            Err(e) => Err(self.protocol(format!("reading the answer failed: {e}"))),
+        }
+    }
+
+    /// Turn a non-success response into [`ClientError::Api`].
+    async fn check(&self, resp: Response<Incoming>) -> Result<Response<Incoming>, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = self.body(resp, JSON_RESPONSE_BYTES_MAX).await?;
+        let message = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => e.error,
+            Err(_) => format!(
+                "the node answered {status} ({})",
+                String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+            ),
+        };
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    /// One bounded call with a JSON answer.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let work = async {
+            let resp = self
+                .send(method, path_and_query, content_type, body)
+                .await?;
+            let resp = self.check(resp).await?;
+            let bytes = self.body(resp, JSON_RESPONSE_BYTES_MAX).await?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| self.protocol(format!("cannot understand the answer: {e}")))
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn call_json<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| self.protocol(format!("cannot encode the request: {e}")))?;
+        self.call(
+            method,
+            path,
+            Some("application/json"),
+            Bytes::from(body),
+            timeout,
+        )
+        .await
+    }
+
+    /// `GET /v1/node`: is a node there, and what is it.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.call(Method::GET, "/v1/node", None, Bytes::new(), CALL_TIMEOUT)
+            .await
+    }
+
+    /// `POST /v1/modules`: store a module (validated by the node),
+    /// optionally under `name`.
+    pub async fn add_module(
+        &self,
+        wasm: Vec<u8>,
+        name: Option<&str>,
+    ) -> Result<ModuleAdded, ClientError> {
+        let path = match name {
+            Some(n) => format!("/v1/modules?name={}", percent_encode(n)),
+            None => "/v1/modules".to_string(),
+        };
+        self.call(
+            Method::POST,
+            &path,
+            Some("application/wasm"),
+            Bytes::from(wasm),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `PUT /v1/names/{name}`: name a module the node already has.
+    pub async fn set_name(&self, name: &str, module: &str) -> Result<ModuleAdded, ClientError> {
+        let path = format!("/v1/names/{}", percent_encode(name));
+        let body = NameRequest {
+            module: module.to_string(),
+        };
+        self.call_json(Method::PUT, &path, &body, CALL_TIMEOUT)
+            .await
+    }
+
+    /// `POST /v1/processes`: start processes.
+    pub async fn spawn(&self, req: &SpawnRequest) -> Result<Vec<Spawned>, ClientError> {
+        self.call_json(Method::POST, "/v1/processes", req, CALL_TIMEOUT)
+            .await
+    }
+
+    /// `GET /v1/processes`: the live processes.
+    pub async fn processes(&self) -> Result<Vec<ProcessSummary>, ClientError> {
+        self.call(
+            Method::GET,
+            "/v1/processes",
+            None,
+            Bytes::new(),
+            CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/processes/{pid}`: kill a process; how it ended.
+    pub async fn kill(&self, pid: Pid) -> Result<ExitReport, ClientError> {
+        let path = format!("/v1/processes/{pid}");
+        self.call(Method::DELETE, &path, None, Bytes::new(), CALL_TIMEOUT)
+            .await
+    }
+
+    /// `GET /v1/processes/{pid}/logs`: hand each frame to `on_frame` as it
+    /// arrives, and return the exit report carried by the final frame (if
+    /// the process has ended). Without `follow` this returns once the
+    /// output held so far is sent (bounded by [`CALL_TIMEOUT`]); with it,
+    /// when the process ends. An error from `on_frame` stops the stream.
+    pub async fn logs(
+        &self,
+        pid: Pid,
+        follow: bool,
+        mut on_frame: impl FnMut(&LogFrame) -> std::io::Result<()>,
+    ) -> Result<Option<ExitReport>, ClientError> {
+        let work = async {
+            let path = format!("/v1/processes/{pid}/logs?follow={follow}");
+            let resp = self.send(Method::GET, &path, None, Bytes::new()).await?;
+            let mut body = self.check(resp).await?.into_body();
+            let mut decoder = LogFrameDecoder::new();
+            loop {
+                let Some(frame) = body.frame().await else {
+                    return Err(self.protocol("the log stream ended early (was the node stopped?)"));
+                };
+                let frame =
+                    frame.map_err(|e| self.protocol(format!("the log stream broke: {e}")))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                decoder.push(&data);
+                while let Some(f) = decoder.next_frame()? {
+                    if let LogFrame::End(report) = f {
+                        return Ok(report);
+                    }
+                    on_frame(&f).map_err(ClientError::Output)?;
+                }
+            }
+        };
+        if follow {
+            work.await
+        } else {
+            tokio::time::timeout(CALL_TIMEOUT, work)
+                .await
+                .map_err(|_| ClientError::Timeout(CALL_TIMEOUT))?
+        }
+    }
+
+    /// `POST /v1/processes/{pid}/snapshot`: capture a process (bounded by
+    /// the request's wait plus [`CALL_TIMEOUT`]).
+    pub async fn snapshot(
+        &self,
+        pid: Pid,
+        req: &SnapshotRequest,
+    ) -> Result<SnapshotReport, ClientError> {
+        let path = format!("/v1/processes/{pid}/snapshot");
+        let timeout = super::handlers::snapshot_wait(req.wait_max_ms) + CALL_TIMEOUT;
+        self.call_json(Method::POST, &path, req, timeout).await
+    }
+
+    /// `GET /v1/snapshots/{id}`: a stored snapshot as file bytes.
+    pub async fn export_snapshot(&self, id: &Sha256) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/snapshots/{}", percent_encode(&id.to_string()));
+        let work = async {
+            let resp = self.send(Method::GET, &path, None, Bytes::new()).await?;
+            let resp = self.check(resp).await?;
+            Ok(self.body(resp, SNAPSHOT_FILE_BYTES_MAX).await?.to_vec())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, work)
+            .await
+            .map_err(|_| ClientError::Timeout(CALL_TIMEOUT))?
+    }
+
+    /// `POST /v1/snapshots`: send a snapshot file; the node verifies and
+    /// stores it and answers its id.
+    pub async fn import_snapshot(&self, file: Vec<u8>) -> Result<Sha256, ClientError> {
+        let r: SnapshotImported = self
+            .call(
+                Method::POST,
+                "/v1/snapshots",
+                Some(super::routes::SNAPSHOT_CONTENT_TYPE),
+                Bytes::from(file),
+                CALL_TIMEOUT,
+            )
+            .await?;
+        Ok(r.id)
+    }
+
+    /// `POST /v1/snapshots/{id}/restore`: start a process from a snapshot.
+    pub async fn restore(
+        &self,
+        id: &Sha256,
+        req: &RestoreRequest,
+    ) -> Result<Restored, ClientError> {
+        let path = format!("/v1/snapshots/{}/restore", percent_encode(&id.to_string()));
+        self.call_json(Method::POST, &path, req, CALL_TIMEOUT).await
+    }
+}

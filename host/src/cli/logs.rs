@@ -1,0 +1,86 @@
+//! `shoal logs`: a process's captured output, optionally followed.
+
+use super::remote::{block_on, Target};
+use clap::Args;
+use shoal_host::api::types::LogFrame;
+use shoal_host::api::ClientError;
+use shoal_host::runtime::log::Stream;
+use shoal_host::Pid;
+use std::io::Write;
+
+/// Arguments of `shoal logs`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  shoal logs 4                 what process 4 wrote so far (stdout and stderr)
+  shoal logs -f 4              ...and keep printing until it exits
+  shoal logs 4 2>/dev/null     its stdout only
+
+The node keeps the newest output of each process (1 MiB by default), also
+for a while after the process exits; a note on stderr says when older output
+was dropped.")]
+pub struct LogsArgs {
+    /// Keep printing new output until the process exits (Ctrl-C to stop
+    /// watching; the process goes on).
+    #[arg(short, long)]
+    follow: bool,
+
+    /// The process (see `shoal ps`).
+    #[arg(value_name = "PID")]
+    pid: Pid,
+}
+
+fn write_frame(frame: &LogFrame) -> std::io::Result<()> {
+    match frame {
+        LogFrame::Output {
+            stream: Stream::Stdout,
+            data,
+        } => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(data)?;
+            out.flush()
+        }
+        LogFrame::Output {
+            stream: Stream::Stderr,
+            data,
+        } => std::io::stderr().lock().write_all(data),
+        LogFrame::Output {
+            stream: Stream::Log(level),
+            data,
+        } => {
+            let name = match level {
+                0 => "error",
+                1 => "warn",
+                2 => "info",
+                3 => "debug",
+                _ => "trace",
+            };
+            let text = String::from_utf8_lossy(data);
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "[{name}] {}", text.trim_end_matches('\n'))
+        }
+        LogFrame::Dropped(n) => {
+            writeln!(
+                std::io::stderr().lock(),
+                "[shoal: {n} bytes of older output were dropped]"
+            )
+        }
+        LogFrame::End(_) => Ok(()),
+    }
+}
+
+/// Print the output; with --follow, until the process ends.
+pub fn logs(args: LogsArgs, target: &Target) -> anyhow::Result<i32> {
+    let client = target.client();
+    let result = block_on(client.logs(args.pid, args.follow, write_frame))?;
+    match result {
+        Ok(end) => {
+            if let (true, Some(report)) = (args.follow, end) {
+                eprintln!("shoal: {}", report.message);
+            }
+            Ok(0)
+        }
+        // `shoal logs 4 | head`: the reader left; that is not an error.
+        Err(ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
