@@ -299,3 +299,28 @@ async fn a_later_snapshot_stores_only_changed_pages() {
     me.send(pid, "stop").unwrap();
     assert_success(&t, &t.wait(pid, LONG).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_guest_is_captured_in_recv_and_resumes() {
+    let a = TestNode::new();
+    let hash = a.add_guest(guests::C_PONG, "c_pong");
+    let me = a.node.open_mailbox();
+    let pid = a.spawn(hash, &["c_pong"]).await;
+    me.send(pid, "one").unwrap();
+    assert_eq!(me.recv(LONG).await.unwrap().data, b"c:one");
+    let info = a.node.snapshot(pid, true, LONG).await.expect("C guest is capturable");
+    assert_eq!(info.pending_call, "shoal_v1.recv");
+    let file = a.node.export_snapshot(&info.id).unwrap();
+
+    let b = TestNode::new();
+    b.add_guest(guests::C_PONG, "c_pong");
+    let id = b.node.import_snapshot(&file).unwrap();
+    let restored = b.node.restore_snapshot(&id, false).await.unwrap();
+    let me_b = b.node.open_mailbox();
+    me_b.send(restored, "two").unwrap();
+    assert_eq!(me_b.recv(LONG).await.unwrap().data, b"c:two");
+    me_b.send(restored, "stop").unwrap();
+    assert_success(&b, &b.wait(restored, LONG).await);
+    // The message count lives in the C guest's memory: it survived the move.
+    assert!(b.stdout(restored).contains("c_pong done 2 messages"), "{}", b.stdout(restored));
+}
