@@ -308,7 +308,11 @@ async fn the_c_guest_is_captured_in_recv_and_resumes() {
     let pid = a.spawn(hash, &["c_pong"]).await;
     me.send(pid, "one").unwrap();
     assert_eq!(me.recv(LONG).await.unwrap().data, b"c:one");
-    let info = a.node.snapshot(pid, true, LONG).await.expect("C guest is capturable");
+    let info = a
+        .node
+        .snapshot(pid, true, LONG)
+        .await
+        .expect("C guest is capturable");
     assert_eq!(info.pending_call, "shoal_v1.recv");
     let file = a.node.export_snapshot(&info.id).unwrap();
 
@@ -322,5 +326,9 @@ async fn the_c_guest_is_captured_in_recv_and_resumes() {
     me_b.send(restored, "stop").unwrap();
     assert_success(&b, &b.wait(restored, LONG).await);
     // The message count lives in the C guest's memory: it survived the move.
-    assert!(b.stdout(restored).contains("c_pong done 2 messages"), "{}", b.stdout(restored));
+    assert!(
+        b.stdout(restored).contains("c_pong done 2 messages"),
+        "{}",
+        b.stdout(restored)
+    );
 }

@@ -39,25 +39,12 @@ pub struct RunArgs {
     args: Vec<String>,
 }
 
-fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
-    match spec.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        Some(_) => anyhow::bail!("--env `{spec}`: the variable name is empty"),
-        None => {
-            let v = std::env::var(spec).with_context(|| {
-                format!("--env {spec}: no such variable in the host environment")
-            })?;
-            Ok((spec.to_string(), v))
-        }
-    }
-}
-
 /// Run the module and return its exit code.
 pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<i32> {
     let env = args
         .env
         .iter()
-        .map(|e| parse_env(e))
+        .map(|e| super::remote::parse_env(e))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let dirs: Vec<DirGrant> = args.dir.iter().map(|d| DirGrant::parse(d)).collect();
     for d in &dirs {
