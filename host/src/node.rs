@@ -250,9 +250,12 @@ impl Node {
             .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         abi::register_all(&mut linker).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+        // A change to preparation (PREPARE_VERSION) must miss the artifact cache.
         let prepare_tag = format!(
-            "prepare-v1 asserts={} instrument={}",
-            config.asyncify_asserts, config.instrument
+            "{} asserts={} instrument={}",
+            crate::prepare::PREPARE_VERSION,
+            config.asyncify_asserts,
+            config.instrument
         );
         let fingerprint = engine::fingerprint(&engine, &config.engine, &prepare_tag);
         let modules = ModuleCache::new(
