@@ -680,6 +680,7 @@ impl Shared {
             pending: None,
             asyncify_buffer: None,
             spec: spec.clone(),
+            open_files: Default::default(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limiter);

@@ -91,14 +91,6 @@ async fn queued_messages_arrive_after_restore_in_order() {
     assert!(b.wait(restored, LONG).await.success());
 }
 
-/// Serialize an image and read it back, as a snapshot file would travel.
-fn through_bytes(
-    image: shoal_host::runtime::process::CapturedProcess,
-) -> shoal_host::runtime::process::CapturedProcess {
-    let bytes = serde_json::to_vec(&image).expect("encode");
-    serde_json::from_slice(&bytes).expect("decode")
-}
-
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -122,7 +114,11 @@ async fn heapfold_uninterrupted(seed: u64, steps: u64) -> String {
 
 /// Run heapfold, capturing and restoring it on a fresh node at random
 /// moments; returns the concatenated stdout of every hop and the hop count.
-async fn heapfold_hopping(seed: u64, steps: u64) -> (String, usize) {
+async fn heapfold_hopping(
+    seed: u64,
+    steps: u64,
+    calls: &mut std::collections::BTreeSet<String>,
+) -> (String, usize) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut node = TestNode::new();
     let hash = node.add_guest(guests::HEAPFOLD, "heapfold");
@@ -133,20 +129,30 @@ async fn heapfold_hopping(seed: u64, steps: u64) -> (String, usize) {
     let mut hops = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(rng.next() % 40)).await;
-        match node.node.capture(pid, true, LONG).await {
-            Ok(image) => {
+        match node.node.snapshot(pid, true, LONG).await {
+            Ok(info) => {
+                calls.insert(info.pending_call.clone());
                 assert_eq!(
                     node.wait(pid, LONG).await.reason,
                     ExitReason::Snapshotted,
                     "seed {seed}"
                 );
                 out += &node.stdout(pid);
-                let image = through_bytes(image);
+                // Only the snapshot file's bytes travel to a fresh node (fresh engine).
+                let file = node.node.export_snapshot(&info.id).expect("export");
                 let next = TestNode::new();
                 next.add_guest(guests::HEAPFOLD, "heapfold");
+                let id = next
+                    .node
+                    .import_snapshot(&file)
+                    .unwrap_or_else(|e| panic!("seed {seed}: import: {e}"));
+                assert_eq!(
+                    id, info.id,
+                    "a snapshot's id is its manifest's hash wherever it is stored"
+                );
                 pid = next
                     .node
-                    .restore(hash, image)
+                    .restore_snapshot(&id, false)
                     .await
                     .unwrap_or_else(|e| panic!("seed {seed}: restore: {e}"));
                 node = next;
@@ -179,13 +185,14 @@ async fn heapfold_is_exact_across_random_captures_in_fresh_engines() {
         Err(_) => (1..=6).collect(),
     };
     let steps = 150;
+    let mut calls = std::collections::BTreeSet::new();
     for seed in seeds {
         let expected = heapfold_uninterrupted(seed, steps).await;
         assert!(
             expected.contains(&format!("heapfold seed={seed} steps={steps}")),
             "{expected}"
         );
-        let (got, hops) = heapfold_hopping(seed, steps).await;
+        let (got, hops) = heapfold_hopping(seed, steps, &mut calls).await;
         assert!(
             hops >= 1,
             "seed {seed}: the run ended before any capture; lengthen it"
@@ -193,6 +200,12 @@ async fn heapfold_is_exact_across_random_captures_in_fresh_engines() {
         assert_eq!(got, expected, "seed {seed} ({hops} hops): output differs from the uninterrupted run (rerun with SHOAL_SNAPSHOT_SEEDS={seed})");
         eprintln!("seed {seed}: {hops} hops, output identical");
     }
+    eprintln!("captured in: {calls:?}");
+    // std::thread::sleep waits longest, so captures land there most often.
+    assert!(
+        calls.contains("wasi_snapshot_preview1.poll_oneoff"),
+        "no capture in a WASI sleep: {calls:?}"
+    );
 }
 
 /// A counter with some state, snapshotted to a file.
@@ -330,5 +343,46 @@ async fn the_c_guest_is_captured_in_recv_and_resumes() {
         b.stdout(restored).contains("c_pong done 2 messages"),
         "{}",
         b.stdout(restored)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_files_keep_their_positions_across_a_restore() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "HELLOworld").unwrap();
+    let grant = format!("{}::/data", data.path().display());
+    let a = TestNode::new();
+    let hash = a.add_guest(guests::HELLO, "hello");
+    let mut spec =
+        shoal_host::SpawnSpec::new(hash, vec!["hello".into(), "files".into(), "/data".into()]);
+    spec.dirs = vec![shoal_host::node::DirGrant::parse(&grant)];
+    let pid = a.node.spawn(spec).await.unwrap();
+    // Wait until it holds both files open and blocks in recv.
+    let deadline = std::time::Instant::now() + LONG;
+    while !a.stdout(pid).contains("files waiting") {
+        assert!(std::time::Instant::now() < deadline, "{}", a.stdout(pid));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(a.stdout(pid).contains("head=HELLO"));
+    let info = a.node.snapshot(pid, true, LONG).await.unwrap();
+    let file = a.node.export_snapshot(&info.id).unwrap();
+
+    let b = TestNode::new();
+    b.add_guest(guests::HELLO, "hello");
+    let id = b.node.import_snapshot(&file).unwrap();
+    let restored = b.node.restore_snapshot(&id, false).await.unwrap();
+    let me = b.node.open_mailbox();
+    me.send(restored, "go").unwrap();
+    let status = b.wait(restored, LONG).await;
+    assert_success(&b, &status);
+    assert!(
+        b.stdout(restored).contains("rest=world"),
+        "read on from the same offset: {}",
+        b.stdout(restored)
+    );
+    let out = std::fs::read_to_string(data.path().join("out.txt")).unwrap();
+    assert_eq!(
+        out, "first;second;",
+        "written on from the same offset, not truncated again"
     );
 }

@@ -1,4 +1,5 @@
-//! `hello`: the smallest guest. Pure WASI except for `shoal::self_pid`.
+//! `hello`: the smallest guest. Pure WASI except for `shoal::self_pid` (and
+//! `shoal::recv` in `files`).
 //!
 //! Always prints, in this order:
 //!
@@ -16,6 +17,8 @@
 //! - `cat <path>`: copies the file `<path>` to stdout as is.
 //! - `write <path> <text...>`: writes the remaining arguments joined by ' ' to
 //!   the file `<path>` (created or truncated), no trailing newline added.
+//! - `files <dir>`: holds `<dir>/in.txt` and `<dir>/out.txt` open across a
+//!   blocking `recv` (see `files` below), for snapshot tests.
 //!
 //! Exits 0 otherwise. A failed `ls`/`cat`/`write` prints
 //! `hello: <command> <path>: <error>` to stderr and exits 1; a bad `exit`
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         },
         ["ls", path, ..] => ls(path).map_err(|e| ("ls", *path, e)),
         ["cat", path, ..] => cat(path).map_err(|e| ("cat", *path, e)),
+        ["files", dir, ..] => files(dir).map_err(|e| ("files", *dir, e)),
         ["write", path, text @ ..] => {
             std::fs::write(path, text.join(" ")).map_err(|e| ("write", *path, e))
         }
@@ -85,4 +89,25 @@ fn cat(path: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
     out.flush()
+}
+
+/// Holds files open across a blocking call (for snapshot tests): reads the
+/// first 5 bytes of `<dir>/in.txt` and prints them, creates `<dir>/out.txt`
+/// and writes `first;`, waits for any message, then prints the rest of
+/// `in.txt` and appends `second;` through the same descriptors.
+fn files(dir: &str) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut input = std::fs::File::open(format!("{dir}/in.txt"))?;
+    let mut output = std::fs::File::create(format!("{dir}/out.txt"))?;
+    let mut head = [0u8; 5];
+    input.read_exact(&mut head)?;
+    println!("head={}", String::from_utf8_lossy(&head));
+    output.write_all(b"first;")?;
+    println!("files waiting");
+    let _ = shoal::recv(None);
+    let mut rest = String::new();
+    input.read_to_string(&mut rest)?;
+    println!("rest={rest}");
+    output.write_all(b"second;")?;
+    Ok(())
 }

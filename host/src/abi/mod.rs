@@ -15,7 +15,7 @@ pub mod wasi;
 
 use crate::runtime::process::ProcessCtx;
 use std::future::Future;
-use table::{ImportSpec, Provider, Ty, IMPORTS, SHOAL_ABI_MODULE};
+use table::{ImportSpec, Provider, Ty, IMPORTS};
 use wasmtime::{Caller, FuncType, Linker, Val, ValType};
 
 /// The boxed future a host function returns.
@@ -82,11 +82,8 @@ impl Registrar<'_> {
         let name = spec.name;
         let ty = func_type(self.linker.engine(), spec);
         let has_result = !spec.results.is_empty();
-        self.linker.func_new_async(
-            SHOAL_ABI_MODULE,
-            name,
-            ty,
-            move |caller, params, results| {
+        self.linker
+            .func_new_async(spec.module, name, ty, move |caller, params, results| {
                 let fut = handler(caller, params);
                 Box::new(async move {
                     let value = Box::into_pin(fut).await?;
@@ -97,8 +94,7 @@ impl Registrar<'_> {
                     }
                     Ok(())
                 })
-            },
-        )?;
+            })?;
         self.defined.push(spec.name);
         Ok(())
     }

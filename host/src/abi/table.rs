@@ -81,6 +81,17 @@ const fn wasi(name: &'static str, params: &'static [Ty], results: &'static [Ty])
     }
 }
 
+const fn wasi_tracked(
+    name: &'static str,
+    params: &'static [Ty],
+    results: &'static [Ty],
+) -> ImportSpec {
+    ImportSpec {
+        blocking: false,
+        ..wasi(name, params, results)
+    }
+}
+
 /// Every import of Shoal ABI v1, plus the WASI imports that can block.
 ///
 /// Signatures are the contract of `sdk/ABI.md` and `sdk/include/shoal.h`.
@@ -107,6 +118,15 @@ pub const IMPORTS: &[ImportSpec] = &[
     // relative clock) or yielding can be captured there too.
     wasi("poll_oneoff", &[I32, I32, I32, I32], &[I32]),
     wasi("sched_yield", &[], &[I32]),
+    // WASI calls that do not wait but that Shoal wraps to remember which
+    // files a process has open (and where), so a snapshot can reopen them.
+    wasi_tracked(
+        "path_open",
+        &[I32, I32, I32, I32, I32, I64, I64, I32, I32],
+        &[I32],
+    ),
+    wasi_tracked("fd_close", &[I32], &[I32]),
+    wasi_tracked("fd_renumber", &[I32, I32], &[I32]),
 ];
 
 /// Look up a Shoal ABI import by field name.

@@ -43,6 +43,32 @@ pub struct ProcessCtx {
     /// What this process was started with (args, env, grants), so a
     /// snapshot can rebuild the same WASI context.
     pub spec: crate::node::SpawnSpec,
+    /// Files the guest opened with `path_open`, by fd.
+    pub open_files: std::collections::BTreeMap<u32, OpenFile>,
+}
+
+/// A file the guest opened: how to reopen it, and (in a snapshot) where it
+/// was positioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    /// The fd the guest holds.
+    pub fd: u32,
+    /// The directory fd it was opened relative to (a preopen or another dir).
+    pub dir_fd: u32,
+    /// WASI lookup flags.
+    pub dirflags: i32,
+    /// The path relative to `dir_fd`.
+    pub path: String,
+    /// WASI open flags as given.
+    pub oflags: i32,
+    /// Rights asked for.
+    pub rights_base: i64,
+    /// Inheriting rights asked for.
+    pub rights_inheriting: i64,
+    /// fd flags (append, nonblock, ...).
+    pub fdflags: i32,
+    /// Position at capture (`None` for directories or unseekable files).
+    pub offset: Option<u64>,
 }
 
 /// Why a process ended.
@@ -194,6 +220,9 @@ pub struct CapturedProcess {
     pub spec: crate::node::SpawnSpec,
     /// Fuel left, when fuel is metered.
     pub fuel_remaining: Option<u64>,
+    /// Files it had open, with their positions.
+    #[serde(default)]
+    pub open_files: Vec<OpenFile>,
 }
 
 /// What a restored process starts from.
@@ -272,11 +301,11 @@ async fn finish_capture(
     let memory = memory_of(store, instance)?;
     let globals = read_globals(store, instance);
     let data = memory.data(&*store).to_vec();
-    let ctx = store.data();
-    let reply = ctx.capture.take_reply();
-    let Some((stop, reply)) = reply else {
+    let Some((stop, reply)) = store.data().capture.take_reply() else {
         return Ok(false);
     };
+    let open_files = crate::abi::wasi::positions(store.data_mut()).await;
+    let ctx = store.data();
     let image = CapturedProcess {
         memory: data,
         globals,
@@ -285,6 +314,7 @@ async fn finish_capture(
         mailbox: ctx.mailbox.queued(),
         spec: ctx.spec.clone(),
         fuel_remaining: store.get_fuel().ok(),
+        open_files,
     };
     // The requester may have given up; then the process simply resumes.
     Ok(reply.send(image).is_ok() && stop)
@@ -310,6 +340,7 @@ async fn apply_image(
     }
     memory.data_mut(&mut *store).copy_from_slice(&image.memory);
     write_globals(store, instance, &image.globals)?;
+    crate::abi::wasi::reopen(store.data_mut(), &image.open_files).await?;
     store.data_mut().asyncify_buffer = Some(image.asyncify_buffer);
     rewind(store, instance, image.pending).await
 }

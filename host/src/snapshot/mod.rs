@@ -32,6 +32,9 @@ pub struct HostState {
     pub spec: crate::node::SpawnSpec,
     /// Fuel left, if metered.
     pub fuel_remaining: Option<u64>,
+    /// Files the process had open, with their positions.
+    #[serde(default)]
+    pub open_files: Vec<crate::runtime::process::OpenFile>,
 }
 
 /// What `snapshot` did, for the CLI and benchmarks.
@@ -95,6 +98,7 @@ pub fn store(
         mailbox: image.mailbox.clone(),
         spec: image.spec.clone(),
         fuel_remaining: image.fuel_remaining,
+        open_files: image.open_files.clone(),
     };
     let manifest = Manifest {
         format_version: format::FORMAT_VERSION,
@@ -160,6 +164,7 @@ pub fn load(
         mailbox: state.mailbox,
         spec: state.spec,
         fuel_remaining: state.fuel_remaining,
+        open_files: state.open_files,
     };
     Ok((manifest, image))
 }
