@@ -60,7 +60,7 @@ async fn capture_without_stop_lets_the_process_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_messages_arrive_after_restore_in_order() {
+async fn a_restored_mailbox_is_delivered_in_order() {
     let a = TestNode::new();
     let hash = a.add_guest(guests::COUNTER, "counter");
     let me = a.node.open_mailbox();
@@ -384,5 +384,50 @@ async fn open_files_keep_their_positions_across_a_restore() {
     assert_eq!(
         out, "first;second;",
         "written on from the same offset, not truncated again"
+    );
+}
+
+/// Sleeps 300 ms in `sleep_ms`, then receives three messages and exits with
+/// 0 if their first bytes are '1', '2', '3' in that order (else 10 + index).
+const SLEEP_THEN_RECV_WAT: &str = r#"
+(module
+  (import "shoal_v1" "sleep_ms" (func $sleep (param i64) (result i32)))
+  (import "shoal_v1" "recv" (func $recv (param i32 i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func $expect (param $i i32)
+    (if (i32.lt_s (call $recv (i32.const 0) (i32.const 64) (i64.const 5000) (i32.const 0)) (i32.const 1))
+      (then (call $exit (i32.add (i32.const 20) (local.get $i)))))
+    (if (i32.ne (i32.load8_u (i32.const 0)) (i32.add (i32.const 49) (local.get $i)))
+      (then (call $exit (i32.add (i32.const 10) (local.get $i))))))
+  (func (export "_start")
+    (drop (call $sleep (i64.const 300)))
+    (call $expect (i32.const 0))
+    (call $expect (i32.const 1))
+    (call $expect (i32.const 2))
+    (call $exit (i32.const 0))))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_at_capture_arrive_after_restore_in_order() {
+    let wasm = wat::parse_str(SLEEP_THEN_RECV_WAT).unwrap();
+    let a = TestNode::new();
+    let hash = a.node.add_module(&wasm).unwrap();
+    let me = a.node.open_mailbox();
+    let pid = a.spawn(hash, &["sleeper"]).await;
+    for m in ["1", "2", "3"] {
+        me.send(pid, m).unwrap();
+    }
+    let info = a.node.snapshot(pid, true, LONG).await.unwrap();
+    assert_eq!(info.pending_call, "shoal_v1.sleep_ms");
+    let file = a.node.export_snapshot(&info.id).unwrap();
+    let b = TestNode::new();
+    b.node.add_module(&wasm).unwrap();
+    let id = b.node.import_snapshot(&file).unwrap();
+    let restored = b.node.restore_snapshot(&id, false).await.unwrap();
+    assert_eq!(
+        b.wait(restored, LONG).await.reason,
+        ExitReason::Exited { code: 0 },
+        "exit code names the failed step"
     );
 }
