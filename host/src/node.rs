@@ -651,6 +651,7 @@ impl Shared {
         }
         let pid = pid.unwrap_or_else(|| self.pids.allocate());
         let capture = Arc::new(CaptureSignal::default());
+        let capturable = module.module.get_export("asyncify_start_unwind").is_some();
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
         let wasi = self.build_wasi(&spec, &log)?;
         let mailbox = Arc::new(Mailbox::new(self.config.mailbox));
@@ -675,7 +676,7 @@ impl Shared {
             log: log.clone(),
             node: self.clone(),
             capture: capture.clone(),
-            capturable: module.module.get_export("asyncify_start_unwind").is_some(),
+            capturable,
             resume: None,
             pending: None,
             asyncify_buffer: None,
@@ -712,7 +713,7 @@ impl Shared {
                     status: status_rx,
                     kill: Mutex::new(Some(kill_tx)),
                     capture,
-                    capturable: module.module.get_export("asyncify_start_unwind").is_some(),
+                    capturable,
                 }),
             );
         }

@@ -169,7 +169,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             )
             .await?;
             if errno == ERRNO_SUCCESS {
-                let fd = checked_range(fd_out, 4, data_len(&memory, &caller))
+                let fd = checked_range(fd_out, 4, memory.data_size(&caller))
                     .ok()
                     .map(|r| {
                         u32::from_le_bytes(memory.data(&caller)[r].try_into().unwrap_or([0; 4]))
@@ -248,10 +248,6 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         })
     })?;
     Ok(())
-}
-
-fn data_len(memory: &wasmtime::Memory, caller: &wasmtime::Caller<'_, ProcessCtx>) -> usize {
-    memory.data_size(caller)
 }
 
 /// WASI `whence` values and `oflags` bits used when reopening.

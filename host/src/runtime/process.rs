@@ -190,18 +190,9 @@ pub fn classify(error: &wasmtime::Error, ctx: &ProcessCtx, fuel: Option<u64>) ->
     }
 }
 
-/// A mutable global's value, by export name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GlobalBits {
-    /// An `i32`.
-    I32(i32),
-    /// An `i64`.
-    I64(i64),
-    /// An `f32`, as bits.
-    F32(u32),
-    /// An `f64`, as bits.
-    F64(u64),
-}
+/// A mutable global's value: the snapshot format's own type, so a capture
+/// needs no conversion to be stored.
+pub use crate::snapshot::format::GlobalVal as GlobalBits;
 
 /// A process captured at a blocking call: everything needed to resume it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

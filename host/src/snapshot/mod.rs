@@ -12,8 +12,8 @@ use crate::node::{Node, NodeError};
 use crate::pid::Pid;
 use crate::runtime::capture::PendingCall;
 use crate::runtime::mailbox::Message;
-use crate::runtime::process::{CapturedProcess, GlobalBits};
-use format::{GlobalVal, GlobalValue, Manifest, SnapshotFormatError};
+use crate::runtime::process::CapturedProcess;
+use format::{GlobalValue, Manifest, SnapshotFormatError};
 use serde::{Deserialize, Serialize};
 use shoal_registry::Sha256;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,24 +65,6 @@ pub struct SnapshotInfo {
     pub pending_call: String,
 }
 
-fn to_format(bits: GlobalBits) -> GlobalVal {
-    match bits {
-        GlobalBits::I32(v) => GlobalVal::I32(v),
-        GlobalBits::I64(v) => GlobalVal::I64(v),
-        GlobalBits::F32(v) => GlobalVal::F32(v),
-        GlobalBits::F64(v) => GlobalVal::F64(v),
-    }
-}
-
-fn from_format(v: GlobalVal) -> GlobalBits {
-    match v {
-        GlobalVal::I32(v) => GlobalBits::I32(v),
-        GlobalVal::I64(v) => GlobalBits::I64(v),
-        GlobalVal::F32(v) => GlobalBits::F32(v),
-        GlobalVal::F64(v) => GlobalBits::F64(v),
-    }
-}
-
 /// Store a captured process in the registry, incremental over `parent`.
 pub fn store(
     registry: &shoal_registry::Registry,
@@ -117,7 +99,7 @@ pub fn store(
             .iter()
             .map(|(export, bits)| GlobalValue {
                 export: export.clone(),
-                value: to_format(*bits),
+                value: *bits,
             })
             .collect(),
         state: serde_json::to_value(&state)
@@ -157,7 +139,7 @@ pub fn load(
         globals: manifest
             .globals
             .iter()
-            .map(|g| (g.export.clone(), from_format(g.value)))
+            .map(|g| (g.export.clone(), g.value))
             .collect(),
         pending: state.pending,
         asyncify_buffer: state.asyncify_buffer,
