@@ -19,6 +19,7 @@ pub mod pid;
 pub mod pki;
 pub mod prepare;
 pub mod runtime;
+pub mod sched;
 pub mod snapshot;
 
 pub use node::{HostMailbox, Node, NodeConfig, NodeError, SpawnSpec};

@@ -24,6 +24,42 @@ use tokio::sync::{oneshot, watch};
 use wasi_common::pipe::{ReadPipe, WritePipe};
 use wasmtime::{Linker, Store};
 
+/// Longest a spawn waits for the cluster to grant a pid block.
+const PID_BLOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// How a node reaches the rest of its cluster.
+///
+/// A node on its own (`shoal run`, tests) has none. The cluster layer
+/// (`crate::cluster`) attaches one with [`Node::attach_cluster`]; from then
+/// on a send to a pid that is not on this node, a spawn with a placement
+/// target, and a module reference this node cannot resolve go through it,
+/// and the node reports its processes' starts and exits so the replicated
+/// process directory stays current.
+#[async_trait::async_trait]
+pub trait ClusterLink: Send + Sync + 'static {
+    /// Send to a pid that is not on this node. `Closed` means no such
+    /// process anywhere (the ABI's `NO_PROCESS`); `Full` means the way
+    /// there is at its bound (the ABI's `MAILBOX_FULL`: retry).
+    fn send_remote(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError>;
+    /// Start a process somewhere in the cluster. `target` is `""` (let the
+    /// scheduler choose), a node name, or label constraints `k=v[,k=v]`.
+    /// Errors are ABI codes.
+    async fn spawn_placed(
+        &self,
+        target: &str,
+        module_ref: &str,
+        args: Vec<String>,
+    ) -> Result<Pid, i32>;
+    /// Find a module this node's registry does not resolve: a name from the
+    /// replicated name registry, its blob fetched from a node that holds it
+    /// (and checked against its sha256). Errors are ABI codes.
+    async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32>;
+    /// A process started on this node.
+    fn process_started(&self, pid: Pid);
+    /// A process on this node ended.
+    fn process_exited(&self, pid: Pid);
+}
+
 /// How a node is set up.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -226,6 +262,7 @@ pub struct Shared {
     last_snapshots: Mutex<HashMap<Pid, Sha256>>,
     exited: Mutex<VecDeque<(Pid, Exited)>>,
     pids: PidAllocator,
+    cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
     _ticker: EpochTicker,
 }
 
@@ -279,6 +316,7 @@ impl Node {
                 last_snapshots: Mutex::new(HashMap::new()),
                 exited: Mutex::new(VecDeque::new()),
                 pids: PidAllocator::starting_at(1),
+                cluster: std::sync::OnceLock::new(),
                 _ticker: ticker,
             }),
         })
@@ -458,10 +496,73 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Make this node part of a cluster: from now on pids come from blocks
+    /// the cluster grants ([`Node::pids`]), and sends, spawns and module
+    /// lookups this node cannot serve alone go through `link`. Once only.
+    pub fn attach_cluster(&self, link: Arc<dyn ClusterLink>) -> Result<(), NodeError> {
+        self.shared
+            .cluster
+            .set(link)
+            .map_err(|_| NodeError::Runtime("the node is already part of a cluster".into()))
+    }
+
+    /// The node's pid allocator (the cluster layer grants it blocks).
+    pub fn pids(&self) -> &PidAllocator {
+        &self.shared.pids
+    }
+
+    /// Is `pid` a live process (or host mailbox) on this node?
+    pub fn is_local(&self, pid: Pid) -> bool {
+        self.shared.entry(pid).is_some()
+            || self
+                .shared
+                .host_mailboxes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&pid)
+    }
+
+    /// Deliver a message that arrived from another node to a process here,
+    /// waiting up to `wait` for space if its mailbox is full (which
+    /// back-pressures the lane it came on). `Closed`: no such process here.
+    pub async fn deliver_remote(
+        &self,
+        from: Pid,
+        to: Pid,
+        data: Vec<u8>,
+        wait: Duration,
+    ) -> Result<(), PushError> {
+        let mailbox = self.shared.local_mailbox(to).ok_or(PushError::Closed)?;
+        let message = Message { sender: from, data };
+        match mailbox.push(message.clone()) {
+            Err(PushError::Full) => {
+                mailbox
+                    .push_wait(message, std::time::Instant::now() + wait)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Start a process somewhere in the cluster (`target` as in
+    /// [`ClusterLink::spawn_placed`]); on a node without a cluster, only
+    /// `""` or this node are possible and it starts here.
+    pub async fn spawn_by_reference(&self, reference: &str, args: Vec<String>) -> Result<Pid, i32> {
+        self.shared.spawn_by_reference(reference, args, false).await
+    }
+
     /// Open a mailbox for host code (tests, tools): it gets its own pid, so
     /// processes can reply to it; it closes when dropped.
+    ///
+    /// # Panics
+    /// On a cluster node whose pid blocks are used up and not yet refilled
+    /// (65,536 pids per block, refilled ahead of need).
     pub fn open_mailbox(&self) -> HostMailbox {
-        let pid = self.shared.pids.allocate();
+        let pid = self
+            .shared
+            .pids
+            .try_allocate()
+            .expect("no pid block granted to this node yet");
         let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
         self.shared
             .host_mailboxes
@@ -538,21 +639,48 @@ impl Shared {
         self.config.message_bytes_max
     }
 
-    /// Deliver a message to a local process.
-    pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
-        let mailbox = match self.entry(to) {
-            Some(e) => e.mailbox.clone(),
-            None => match self
+    /// The mailbox of a live process or host mailbox on this node.
+    fn local_mailbox(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        match self.entry(pid) {
+            Some(e) => Some(e.mailbox.clone()),
+            None => self
                 .host_mailboxes
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&to)
-            {
-                Some(m) => m.clone(),
-                None => return Err(PushError::Closed),
+                .get(&pid)
+                .cloned(),
+        }
+    }
+
+    /// Deliver a message: to a local process's mailbox, or through the
+    /// cluster to wherever the pid lives.
+    pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+        match self.local_mailbox(to) {
+            Some(mailbox) => mailbox.push(Message { sender: from, data }),
+            None => match self.cluster.get() {
+                Some(link) => link.send_remote(from, to, data),
+                None => Err(PushError::Closed),
             },
-        };
-        mailbox.push(Message { sender: from, data })
+        }
+    }
+
+    /// Spawn with a placement target (the ABI's `spawn_on`): `""` lets the
+    /// cluster's scheduler choose; a node name or `k=v` labels constrain it.
+    pub async fn spawn_placed(
+        self: &Arc<Self>,
+        target: &str,
+        reference: &str,
+        args: Vec<String>,
+        forward_output: bool,
+    ) -> Result<Pid, i32> {
+        match self.cluster.get() {
+            Some(link) => link.spawn_placed(target, reference, args).await,
+            None if target.is_empty() => {
+                self.spawn_by_reference(reference, args, forward_output)
+                    .await
+            }
+            None => Err(abi::errno::NO_NODE),
+        }
     }
 
     /// Resolve a module reference and start it (the ABI's `spawn`).
@@ -565,7 +693,10 @@ impl Shared {
         let hash = match self.registry.resolve(reference) {
             Ok(h) => h,
             Err(RegistryError::Io { .. }) => return Err(abi::errno::SPAWN_FAILED),
-            Err(_) => return Err(abi::errno::NO_MODULE),
+            Err(_) => match self.cluster.get() {
+                Some(link) => link.fetch_module(reference).await?,
+                None => return Err(abi::errno::NO_MODULE),
+            },
         };
         let mut argv = Vec::with_capacity(args.len() + 1);
         argv.push(reference.to_string());
@@ -582,7 +713,21 @@ impl Shared {
 
     async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
         let module = self.load(spec.module).await?;
-        self.start(spec, module, None)
+        // A cluster node may briefly wait for a pid block (granted ahead of
+        // need, so this is rare).
+        let pid =
+            match self.cluster.get() {
+                Some(_) => Some(self.pids.allocate_wait(PID_BLOCK_WAIT).await.ok_or_else(
+                    || {
+                        NodeError::Runtime(
+                    "no pids left and the cluster granted no new block (is there a quorum?)"
+                        .into(),
+                )
+                    },
+                )?),
+                None => None,
+            };
+        self.start_as(spec, module, None, pid)
     }
 
     async fn load(self: &Arc<Self>, hash: Sha256) -> Result<Arc<LoadedModule>, NodeError> {
@@ -628,15 +773,6 @@ impl Shared {
         Ok(b.build())
     }
 
-    fn start(
-        self: &Arc<Self>,
-        spec: SpawnSpec,
-        module: Arc<LoadedModule>,
-        restore: Option<RestoreImage>,
-    ) -> Result<Pid, NodeError> {
-        self.start_as(spec, module, restore, None)
-    }
-
     fn start_as(
         self: &Arc<Self>,
         spec: SpawnSpec,
@@ -649,7 +785,12 @@ impl Shared {
                 return Err(NodeError::InvalidSpawn(format!("pid {p} is still live")));
             }
         }
-        let pid = pid.unwrap_or_else(|| self.pids.allocate());
+        let pid = match pid {
+            Some(p) => p,
+            None => self.pids.try_allocate().ok_or_else(|| {
+                NodeError::Runtime("no pids left: waiting for the cluster to grant a block".into())
+            })?,
+        };
         let capture = Arc::new(CaptureSignal::default());
         let capturable = module.module.get_export("asyncify_start_unwind").is_some();
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
@@ -717,6 +858,9 @@ impl Shared {
                 }),
             );
         }
+        if let Some(link) = self.cluster.get() {
+            link.process_started(pid);
+        }
         let shared = self.clone();
         let pre = module.pre.clone();
         tokio::spawn(async move {
@@ -752,6 +896,9 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&pid);
+        if let Some(link) = self.cluster.get() {
+            link.process_exited(pid);
+        }
         let _ = status_tx.send(Some(status));
     }
 

@@ -61,6 +61,8 @@ extern "C" {
 #define SHOAL_ESPAWN_FAILED -9
 /** A node limit (process count) was reached. */
 #define SHOAL_ELIMIT -10
+/* No node fits a spawn's placement target. */
+#define SHOAL_ENO_NODE -11
 
 /* ---- Limits and constants ----------------------------------------------- */
 
@@ -137,6 +139,20 @@ SHOAL_IMPORT("spawn")
 int32_t shoal_spawn(const void *module, int32_t module_len,
                     const void *args, int32_t args_len,
                     shoal_pid_t *pid_out);
+
+/**
+ * shoal_spawn with a placement target (UTF-8, no NUL needed): "" lets the
+ * cluster's scheduler choose, a node name picks that node, "k=v[,k=v]" picks
+ * among nodes with those labels. Waits for the chosen node to start the
+ * process; not a capture point.
+ * Returns as shoal_spawn, plus SHOAL_ENO_NODE.
+ * Import: shoal_v1.spawn_on (i32, i32, i32, i32, i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("spawn_on")
+int32_t shoal_spawn_on(const void *target, int32_t target_len,
+                       const void *module, int32_t module_len,
+                       const void *args, int32_t args_len,
+                       shoal_pid_t *pid_out);
 
 /**
  * Blocks for at least `ms` milliseconds. Capture point.

@@ -58,6 +58,8 @@ pub enum Error {
     SpawnFailed,
     /// `LIMIT` (-10): a node limit (process count) was reached.
     Limit,
+    /// `NO_NODE` (-11): no node fits a spawn's placement target.
+    NoNode,
     /// A negative code this SDK does not know (from a newer host).
     Unknown(i32),
     /// Not running inside a Shoal host (the crate was built for a non-wasm32
@@ -92,6 +94,7 @@ impl Error {
             sys::NO_MODULE => Error::NoModule,
             sys::SPAWN_FAILED => Error::SpawnFailed,
             sys::LIMIT => Error::Limit,
+            sys::NO_NODE => Error::NoNode,
             sys::UNSUPPORTED => Error::Unsupported,
             other => Error::Unknown(other),
         }
@@ -117,6 +120,7 @@ impl Error {
             Error::NoModule => sys::NO_MODULE,
             Error::SpawnFailed => sys::SPAWN_FAILED,
             Error::Limit => sys::LIMIT,
+            Error::NoNode => sys::NO_NODE,
             Error::Unknown(code) => *code,
             Error::Unsupported | Error::Encode(_) | Error::Decode(_) => return None,
         })
@@ -140,6 +144,7 @@ impl Error {
             Error::NoModule => "NO_MODULE",
             Error::SpawnFailed => "SPAWN_FAILED",
             Error::Limit => "LIMIT",
+            Error::NoNode => "NO_NODE",
             Error::Unknown(_) => "UNKNOWN",
             Error::Unsupported => "UNSUPPORTED",
             Error::Encode(_) => "ENCODE",
@@ -166,6 +171,7 @@ impl fmt::Display for Error {
             Error::NoModule => f.write_str("no such module (NO_MODULE)"),
             Error::SpawnFailed => f.write_str("module could not be started (SPAWN_FAILED)"),
             Error::Limit => f.write_str("node limit reached (LIMIT)"),
+            Error::NoNode => f.write_str("no node fits the placement target (NO_NODE)"),
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

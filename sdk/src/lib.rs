@@ -88,4 +88,4 @@ pub use message::{
     RECV_BUFFER_SIZE, SEND_BLOCKING_MAX_BACKOFF, SEND_BLOCKING_MAX_RETRIES, SEND_BLOCKING_YIELDS,
 };
 pub use pid::Pid;
-pub use process::{exit, log, self_pid, sleep, spawn, yield_now, Level};
+pub use process::{exit, log, self_pid, sleep, spawn, spawn_on, yield_now, Level};

@@ -42,14 +42,7 @@ pub fn self_pid() -> Pid {
 /// # Ok::<(), shoal::Error>(())
 /// ```
 pub fn spawn(module: &str, args: &[&str]) -> Result<Pid> {
-    let mut packed = Vec::with_capacity(args.iter().map(|a| a.len() + 1).sum());
-    for arg in args {
-        if arg.as_bytes().contains(&0) {
-            return Err(Error::Invalid);
-        }
-        packed.extend_from_slice(arg.as_bytes());
-        packed.push(0);
-    }
+    let packed = pack_args(args)?;
     let module_len = i32::try_from(module.len()).map_err(|_| Error::Invalid)?;
     let args_len = i32::try_from(packed.len()).map_err(|_| Error::Invalid)?;
     let mut pid: u64 = 0;
@@ -66,6 +59,64 @@ pub fn spawn(module: &str, args: &[&str]) -> Result<Pid> {
     };
     check(rc)?;
     Ok(Pid::from_raw(pid))
+}
+
+/// Starts a process somewhere in the cluster, like [`spawn`] but with a
+/// placement `target`:
+///
+/// - `""`: the cluster's scheduler picks a node (free memory, CPU load,
+///   process count; cordoned and down nodes are skipped);
+/// - a node name, e.g. `"node-b"`: exactly that node;
+/// - label constraints `"k=v[,k=v]"`, e.g. `"zone=eu,disk=ssd"`: the
+///   scheduler picks among nodes carrying all of them.
+///
+/// The call waits for the chosen node to start the process (a network round
+/// trip when it is another node); it is not a capture point. The pid works
+/// the same wherever the process runs.
+///
+/// # Errors
+///
+/// As [`spawn`], plus [`Error::NoNode`] when no node fits the target.
+///
+/// ```no_run
+/// let worker = shoal::spawn_on("node-b", "ping_pong", &["pong"])?;
+/// shoal::send(worker, b"hi")?;
+/// # Ok::<(), shoal::Error>(())
+/// ```
+pub fn spawn_on(target: &str, module: &str, args: &[&str]) -> Result<Pid> {
+    let packed = pack_args(args)?;
+    let target_len = i32::try_from(target.len()).map_err(|_| Error::Invalid)?;
+    let module_len = i32::try_from(module.len()).map_err(|_| Error::Invalid)?;
+    let args_len = i32::try_from(packed.len()).map_err(|_| Error::Invalid)?;
+    let mut pid: u64 = 0;
+    // SAFETY: every pointer is valid for its length and `pid` is 8 writable
+    // bytes that outlive the call.
+    let rc = unsafe {
+        sys::spawn_on(
+            target.as_ptr(),
+            target_len,
+            module.as_ptr(),
+            module_len,
+            packed.as_ptr(),
+            args_len,
+            &mut pid,
+        )
+    };
+    check(rc)?;
+    Ok(Pid::from_raw(pid))
+}
+
+/// Arguments as NUL-terminated strings back to back.
+fn pack_args(args: &[&str]) -> Result<Vec<u8>> {
+    let mut packed = Vec::with_capacity(args.iter().map(|a| a.len() + 1).sum());
+    for arg in args {
+        if arg.as_bytes().contains(&0) {
+            return Err(Error::Invalid);
+        }
+        packed.extend_from_slice(arg.as_bytes());
+        packed.push(0);
+    }
+    Ok(packed)
 }
 
 /// Converts a duration to whole milliseconds for the ABI, rounding up (so a

@@ -53,6 +53,8 @@ pub const NO_MODULE: i32 = -8;
 pub const SPAWN_FAILED: i32 = -9;
 /// A node limit (process count) was reached.
 pub const LIMIT: i32 = -10;
+/// No node fits a spawn's placement target, or the cluster could not place it.
+pub const NO_NODE: i32 = -11;
 
 /// Returned by the non-wasm32 stubs only; never by a Shoal host.
 pub const UNSUPPORTED: i32 = i32::MIN;
@@ -133,6 +135,26 @@ imports! {
     /// writes), or the call must be meant to test the host's checks; the host
     /// never touches memory outside the ranges.
     fn spawn(
+        module_ptr: *const u8,
+        module_len: i32,
+        args_ptr: *const u8,
+        args_len: i32,
+        pid_out: *mut u64,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.spawn_on(target_ptr, target_len, module_ptr, module_len,
+    /// args_ptr, args_len, pid_out_ptr) -> i32`.
+    ///
+    /// [`spawn`] with a placement target (UTF-8 at `target_ptr`): empty
+    /// (the cluster's scheduler chooses), a node name, or label constraints
+    /// `k=v[,k=v]`. Additionally returns [`NO_NODE`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`spawn`].
+    fn spawn_on(
+        target_ptr: *const u8,
+        target_len: i32,
         module_ptr: *const u8,
         module_len: i32,
         args_ptr: *const u8,

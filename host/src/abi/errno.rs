@@ -27,6 +27,9 @@ pub const NO_MODULE: i32 = -8;
 pub const SPAWN_FAILED: i32 = -9;
 /// A node limit (process count) was reached.
 pub const LIMIT: i32 = -10;
+/// No node fits a spawn's placement target (unknown or down node, no node
+/// with those labels), or the cluster could not be reached to place it.
+pub const NO_NODE: i32 = -11;
 
 /// Every code with its symbolic name, for docs, the C header test and logs.
 pub const ALL: &[(i32, &str)] = &[
@@ -41,6 +44,7 @@ pub const ALL: &[(i32, &str)] = &[
     (NO_MODULE, "NO_MODULE"),
     (SPAWN_FAILED, "SPAWN_FAILED"),
     (LIMIT, "LIMIT"),
+    (NO_NODE, "NO_NODE"),
 ];
 
 /// The symbolic name of a code, for messages.

@@ -37,6 +37,67 @@ pub fn parse_args(bytes: &[u8]) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Most bytes of a `spawn_on` placement target.
+pub const SPAWN_TARGET_BYTES_MAX: i32 = 4 << 10;
+
+/// `spawn` (here, `target` None) and `spawn_on` (`target` a guest string):
+/// read and check the guest's arguments, start the process, write its pid.
+async fn spawn_call(
+    caller: &mut wasmtime::Caller<'_, crate::runtime::process::ProcessCtx>,
+    target: Option<(i32, i32)>,
+    (mptr, mlen): (i32, i32),
+    (aptr, alen): (i32, i32),
+    out_ptr: i32,
+) -> i32 {
+    if mlen > SPAWN_ARG_BYTES_MAX || alen > SPAWN_ARG_BYTES_MAX {
+        return errno::INVALID;
+    }
+    let target = match target {
+        None => None,
+        Some((_, tlen)) if tlen > SPAWN_TARGET_BYTES_MAX => return errno::INVALID,
+        Some((tptr, tlen)) => match read_bytes(caller, tptr, tlen) {
+            Ok(b) => match String::from_utf8(b) {
+                Ok(t) => Some(t),
+                Err(_) => return errno::INVALID,
+            },
+            Err(e) => return e,
+        },
+    };
+    let module_ref = match read_bytes(caller, mptr, mlen) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let args = match read_bytes(caller, aptr, alen) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    if let Err(e) = super::memory::check_writable(caller, out_ptr, 8) {
+        return e;
+    }
+    let Ok(module_ref) = String::from_utf8(module_ref) else {
+        return errno::INVALID;
+    };
+    let Some(args) = parse_args(&args) else {
+        return errno::INVALID;
+    };
+    let node = caller.data().node.clone();
+    let forward = caller.data().log.forwards();
+    let spawned = match target {
+        None => node.spawn_by_reference(&module_ref, args, forward).await,
+        Some(t) => {
+            node.spawn_placed(t.trim(), &module_ref, args, forward)
+                .await
+        }
+    };
+    match spawned {
+        Ok(pid) => match write_bytes(caller, out_ptr, &pid.0.to_le_bytes()) {
+            Ok(()) => errno::OK,
+            Err(e) => e,
+        },
+        Err(code) => code,
+    }
+}
+
 /// Register the namespace's imports.
 pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
     r.define("self_pid", |caller, _params| {
@@ -49,38 +110,19 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         let (aptr, alen) = (arg_i32(params, 2), arg_i32(params, 3));
         let out_ptr = arg_i32(params, 4);
         Box::new(async move {
-            let code = async {
-                if mlen > SPAWN_ARG_BYTES_MAX || alen > SPAWN_ARG_BYTES_MAX {
-                    return errno::INVALID;
-                }
-                let module_ref = match read_bytes(&mut caller, mptr, mlen) {
-                    Ok(b) => b,
-                    Err(e) => return e,
-                };
-                let args = match read_bytes(&mut caller, aptr, alen) {
-                    Ok(b) => b,
-                    Err(e) => return e,
-                };
-                if let Err(e) = super::memory::check_writable(&mut caller, out_ptr, 8) {
-                    return e;
-                }
-                let Ok(module_ref) = String::from_utf8(module_ref) else {
-                    return errno::INVALID;
-                };
-                let Some(args) = parse_args(&args) else {
-                    return errno::INVALID;
-                };
-                let node = caller.data().node.clone();
-                let forward = caller.data().log.forwards();
-                match node.spawn_by_reference(&module_ref, args, forward).await {
-                    Ok(pid) => match write_bytes(&mut caller, out_ptr, &pid.0.to_le_bytes()) {
-                        Ok(()) => errno::OK,
-                        Err(e) => e,
-                    },
-                    Err(code) => code,
-                }
-            }
-            .await;
+            let code = spawn_call(&mut caller, None, (mptr, mlen), (aptr, alen), out_ptr).await;
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+
+    r.define("spawn_on", |mut caller, params| {
+        let (tptr, tlen) = (arg_i32(params, 0), arg_i32(params, 1));
+        let (mptr, mlen) = (arg_i32(params, 2), arg_i32(params, 3));
+        let (aptr, alen) = (arg_i32(params, 4), arg_i32(params, 5));
+        let out_ptr = arg_i32(params, 6);
+        Box::new(async move {
+            let target = Some((tptr, tlen));
+            let code = spawn_call(&mut caller, target, (mptr, mlen), (aptr, alen), out_ptr).await;
             Ok(Some(Val::I32(code)))
         })
     })?;

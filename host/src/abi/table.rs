@@ -100,6 +100,14 @@ pub const IMPORTS: &[ImportSpec] = &[
     shoal("self_pid", &[], &[I64], false),
     // spawn(module_ptr, module_len, args_ptr, args_len, pid_out_ptr) -> errno
     shoal("spawn", &[I32, I32, I32, I32, I32], &[I32], false),
+    // spawn_on(target_ptr, target_len, module_ptr, module_len, args_ptr,
+    //          args_len, pid_out_ptr) -> errno
+    shoal(
+        "spawn_on",
+        &[I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+        false,
+    ),
     // sleep_ms(duration_ms) -> errno
     shoal("sleep_ms", &[I64], &[I32], true),
     // yield_now() -> errno

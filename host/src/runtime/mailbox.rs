@@ -74,6 +74,9 @@ struct Queue {
 pub struct Mailbox {
     queue: Mutex<Queue>,
     arrived: Notify,
+    /// Woken when a message is taken, for senders waiting for space
+    /// ([`Mailbox::push_wait`]: messages arriving from other nodes).
+    space: Notify,
     limits: MailboxLimits,
 }
 
@@ -83,6 +86,7 @@ impl Mailbox {
         Mailbox {
             queue: Mutex::new(Queue::default()),
             arrived: Notify::new(),
+            space: Notify::new(),
             limits,
         }
     }
@@ -95,21 +99,50 @@ impl Mailbox {
 
     /// Queue a message, or say why not.
     pub fn push(&self, message: Message) -> Result<(), PushError> {
+        self.try_push(message).map_err(|(e, _)| e)
+    }
+
+    /// [`Mailbox::push`], handing the message back when it is refused.
+    fn try_push(&self, message: Message) -> Result<(), (PushError, Message)> {
         {
             let mut q = self.lock();
             if q.closed {
-                return Err(PushError::Closed);
+                return Err((PushError::Closed, message));
             }
             if q.messages.len() >= self.limits.messages_max
                 || q.bytes + message.data.len() > self.limits.bytes_max
             {
-                return Err(PushError::Full);
+                return Err((PushError::Full, message));
             }
             q.bytes += message.data.len();
             q.messages.push_back(message);
         }
         self.arrived.notify_one();
         Ok(())
+    }
+
+    /// Queue a message, waiting for space until `deadline` when the mailbox
+    /// is full. For messages that arrived from another node: the sender was
+    /// already told "sent", so a full mailbox back-pressures the lane it came
+    /// on instead of refusing. Returns `Full` if the deadline passes.
+    pub async fn push_wait(&self, message: Message, deadline: Instant) -> Result<(), PushError> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let mut message = message;
+        loop {
+            // Register interest before trying, so a take between the failed
+            // push and the wait is not missed.
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.try_push(message) {
+                Ok(()) => return Ok(()),
+                Err((PushError::Full, m)) => message = m,
+                Err((e, _)) => return Err(e),
+            }
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                return Err(PushError::Full);
+            }
+        }
     }
 
     /// Take the oldest message if it fits in `buffer_len` bytes.
@@ -124,6 +157,8 @@ impl Mailbox {
             Some(_) => {
                 let m = q.messages.pop_front().expect("front exists");
                 q.bytes -= m.data.len();
+                drop(q);
+                self.space.notify_waiters();
                 Head::Taken(m)
             }
         }
@@ -155,6 +190,8 @@ impl Mailbox {
         q.closed = true;
         q.messages.clear();
         q.bytes = 0;
+        drop(q);
+        self.space.notify_waiters();
     }
 
     /// Number of queued messages.
@@ -177,12 +214,53 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn msg(n: u8) -> Message {
         Message {
             sender: Pid(1),
             data: vec![n; n as usize],
         }
+    }
+
+    #[tokio::test]
+    async fn push_wait_waits_for_space_then_times_out() {
+        let mb = Arc::new(Mailbox::new(MailboxLimits {
+            messages_max: 1,
+            bytes_max: 1 << 20,
+        }));
+        mb.push(msg(1)).unwrap();
+        // Full: a waiting push completes once the receiver takes one.
+        let waiter = {
+            let mb = mb.clone();
+            tokio::spawn(async move {
+                mb.push_wait(msg(2), Instant::now() + std::time::Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(mb.take_if_fits(100), Head::Taken(msg(1)));
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(mb.len(), 1);
+        // Still full and nobody takes: the deadline ends the wait.
+        let r = mb
+            .push_wait(
+                msg(3),
+                Instant::now() + std::time::Duration::from_millis(30),
+            )
+            .await;
+        assert_eq!(r, Err(PushError::Full));
+        // Closing wakes a waiter with Closed.
+        let waiter = {
+            let mb = mb.clone();
+            tokio::spawn(async move {
+                mb.push_wait(msg(4), Instant::now() + std::time::Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        mb.close();
+        assert_eq!(waiter.await.unwrap(), Err(PushError::Closed));
     }
 
     #[test]
