@@ -322,6 +322,12 @@ impl Node {
         })
     }
 
+    /// A handle that does not keep the node alive (for the cluster layer,
+    /// which the node itself holds: a strong handle would be a cycle).
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.shared))
+    }
+
     /// The node's registry.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
@@ -544,6 +550,15 @@ impl Node {
         }
     }
 
+    /// Find a module this node's registry lacks through the cluster (see
+    /// [`ClusterLink::fetch_module`]); `NO_MODULE` on a node without one.
+    pub async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
+        match self.shared.cluster.get() {
+            Some(link) => link.fetch_module(reference).await,
+            None => Err(abi::errno::NO_MODULE),
+        }
+    }
+
     /// Start a process somewhere in the cluster (`target` as in
     /// [`ClusterLink::spawn_placed`]); on a node without a cluster, only
     /// `""` or this node are possible and it starts here.
@@ -579,6 +594,17 @@ impl Node {
     /// Resolve a module reference (`sha256:…`, bare hex, or a name).
     pub fn resolve(&self, reference: &str) -> Result<Sha256, NodeError> {
         Ok(self.shared.registry.resolve(reference)?)
+    }
+}
+
+/// A [`Node`] handle that does not keep it alive.
+#[derive(Clone)]
+pub struct WeakNode(std::sync::Weak<Shared>);
+
+impl WeakNode {
+    /// The node, if it still exists.
+    pub fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|shared| Node { shared })
     }
 }
 

@@ -136,7 +136,11 @@ pub async fn spawn(node: &Node, req: SpawnRequest) -> Result<Vec<Spawned>, ApiEr
         spec.env = req.env.clone();
         spec.memory_bytes_max = req.memory_bytes_max;
         match node.spawn(spec).await {
-            Ok(pid) => started.push(Spawned { pid, module: hash }),
+            Ok(pid) => started.push(Spawned {
+                pid,
+                module: hash,
+                node: None,
+            }),
             Err(e) => {
                 for s in &started {
                     let _ = node.kill(s.pid);
@@ -195,6 +199,7 @@ pub async fn processes(node: &Node) -> Result<Vec<ProcessSummary>, ApiError> {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             mailbox_len: p.mailbox_len,
+            node: None,
         })
         .collect())
 }

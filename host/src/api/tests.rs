@@ -163,6 +163,8 @@ async fn routes_refuse_clearly() {
             env: vec![],
             count: 5,
             memory_bytes_max: None,
+            node: None,
+            labels: Default::default(),
         })
         .await
         .unwrap_err();

@@ -82,6 +82,13 @@ pub struct SpawnRequest {
     /// Memory cap of each process, in bytes (default: the node's).
     #[serde(default)]
     pub memory_bytes_max: Option<u64>,
+    /// In a cluster: run on this node (by name). Default: the scheduler
+    /// chooses (a node without a cluster runs everything itself).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// In a cluster: run only on nodes carrying all these labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -95,6 +102,9 @@ pub struct Spawned {
     pub pid: Pid,
     /// Its module.
     pub module: Sha256,
+    /// The node it runs on (in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One live process, in the answer to `GET /v1/processes`.
@@ -112,6 +122,9 @@ pub struct ProcessSummary {
     pub age_ms: u64,
     /// Messages waiting in its mailbox.
     pub mailbox_len: usize,
+    /// The node it runs on (in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// How a process ended: the answer to `DELETE /v1/processes/{pid}`, and the

@@ -13,7 +13,10 @@ use std::path::Path;
   shoal deploy app.wasm                        one process; prints its pid
   shoal deploy app.wasm --name app:v1 --count 3
   shoal deploy app:v1 --env MODE=fast --env HOME -- --port 8080
-  shoal deploy app.wasm --json                 [{\"pid\": 4, \"module\": \"sha256:...\"}]")]
+  shoal deploy app.wasm --json                 [{\"pid\": 4, \"module\": \"sha256:...\"}]
+  shoal deploy app.wasm --count 6              spread over the cluster's nodes
+  shoal deploy app.wasm --node node-b          on node-b
+  shoal deploy app.wasm --label zone=eu        on a node labelled zone=eu")]
 pub struct DeployArgs {
     /// The module: a .wasm (or .wat) file, sent to the node; or, if no such
     /// file exists, a name or sha256 already in the node's registry.
@@ -39,6 +42,17 @@ pub struct DeployArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     memory_max: Option<u64>,
 
+    /// In a cluster: run on this node (by name, see `shoal nodes`).
+    /// Default: the scheduler picks the node with the most free memory,
+    /// least CPU load and fewest processes.
+    #[arg(long = "node", value_name = "NAME", conflicts_with = "labels")]
+    node: Option<String>,
+
+    /// In a cluster: run only on nodes with this label (K=V, as given to
+    /// `shoal node start --label`). Repeatable; all must match.
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -46,6 +60,14 @@ pub struct DeployArgs {
     /// Arguments passed to the program, after `--`.
     #[arg(value_name = "ARGS", last = true)]
     args: Vec<String>,
+}
+
+/// Parse `K=V`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("`{text}` is not K=V")),
+    }
 }
 
 /// Deploy and print the new pids.
@@ -87,6 +109,8 @@ pub fn deploy(args: DeployArgs, target: &Target) -> anyhow::Result<i32> {
             env,
             count: args.count,
             memory_bytes_max: args.memory_max,
+            node: args.node.clone(),
+            labels: args.labels.iter().cloned().collect(),
         };
         let spawned = client
             .spawn(&req)

@@ -331,6 +331,10 @@ fn map_webpki_error(
 struct PeerVerifier {
     trust: ClusterTrust,
     accept: Vec<Role>,
+    /// Server side only: may a client connect without a certificate? (A
+    /// joining node has none yet; the server then allows only the join
+    /// route.) A certificate that *is* presented is always fully checked.
+    client_auth_optional: bool,
 }
 
 impl PeerVerifier {
@@ -394,6 +398,10 @@ impl ServerCertVerifier for PeerVerifier {
 impl ClientCertVerifier for PeerVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &self.trust.hints
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        !self.client_auth_optional
     }
 
     fn verify_client_cert(
@@ -533,9 +541,33 @@ pub fn server_config(
     trust: &ClusterTrust,
     accept: &[Role],
 ) -> Result<Arc<ServerConfig>> {
+    server_config_with(identity, trust, accept, false)
+}
+
+/// The config of a node's one port: like [`server_config`], but a client
+/// may also connect *without* a certificate. Such a connection carries no
+/// identity ([`peer_info`] is `None`), and the node serves it only the join
+/// route, where the join token authenticates. A presented certificate is
+/// checked exactly as in [`server_config`] and refused at the handshake if
+/// it is from another CA, expired, revoked or of a role not in `accept`.
+pub fn node_server_config(
+    identity: &Identity,
+    trust: &ClusterTrust,
+    accept: &[Role],
+) -> Result<Arc<ServerConfig>> {
+    server_config_with(identity, trust, accept, true)
+}
+
+fn server_config_with(
+    identity: &Identity,
+    trust: &ClusterTrust,
+    accept: &[Role],
+    client_auth_optional: bool,
+) -> Result<Arc<ServerConfig>> {
     let verifier = Arc::new(PeerVerifier {
         trust: trust.clone(),
         accept: accept.to_vec(),
+        client_auth_optional,
     });
     let mut config = ServerConfig::builder_with_provider(super::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -551,6 +583,7 @@ pub fn client_config(identity: &Identity, trust: &ClusterTrust) -> Result<Arc<Cl
     let verifier = Arc::new(PeerVerifier {
         trust: trust.clone(),
         accept: NODE_ONLY.to_vec(),
+        client_auth_optional: false,
     });
     let mut config = ClientConfig::builder_with_provider(super::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?

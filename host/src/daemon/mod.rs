@@ -1,0 +1,415 @@
+//! The node daemon: one node of a cluster, on one port.
+//!
+//! [`Daemon::start`] wires the pieces together:
+//!
+//! - **identity** ([`crate::pki`]): a fresh data dir with no `--join` becomes
+//!   a new single-node cluster (its CA, its node certificate, an admin
+//!   credential in `<data>/pki/admin/`); with `--join` the node joins through
+//!   [`join`]; a data dir that already has a certificate restarts as it was.
+//! - **Raft** ([`crate::cluster`]): membership, directory, names, modules,
+//!   tokens and revocations, stored under `<data>/cluster/raft`.
+//! - **transport** ([`crate::net`]): HTTP/2 over mutual TLS; peers, CLIs and
+//!   joiners all use the node's one address. [`dispatch`] authorizes each
+//!   request by the caller's certificate role and routes it.
+//! - **the node** ([`crate::node`]) with a [`link::Link`] attached, so
+//!   processes reach pids, nodes and modules across the cluster.
+//! - **background tasks** ([`tasks`]): heartbeats with load figures, pid
+//!   blocks, directory batching, revocation sync, certificate renewal.
+
+pub mod cluster_api;
+pub mod dispatch;
+pub mod join;
+pub mod link;
+pub mod peer_api;
+pub mod proxy;
+pub mod tasks;
+pub mod transport;
+
+use crate::cluster::{MemberInfo, NodeId, Raft, RaftConfig};
+use crate::net::{NetConfig, Peers};
+use crate::node::{Node, NodeConfig};
+use crate::pki::{self, ClusterCa, ClusterTrust, Identity, PkiPaths, Role, SharedRevocations};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Where a node joins.
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    /// A member's address.
+    pub addr: String,
+    /// The one-time token from `shoal token create`.
+    pub token: String,
+    /// The CA pin, `sha256:<hex>`.
+    pub ca_pin: String,
+}
+
+/// How to run a node daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The data directory (registry, PKI, Raft store).
+    pub data_dir: PathBuf,
+    /// The node's name (its certificate id). Kept across restarts.
+    pub name: String,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The address others use to reach this node (default: `listen`).
+    pub advertise: Option<String>,
+    /// Labels for placement constraints.
+    pub labels: BTreeMap<String, String>,
+    /// Join an existing cluster instead of starting one.
+    pub join: Option<JoinSpec>,
+    /// The node's runtime settings.
+    pub node: NodeConfig,
+    /// Raft timing.
+    pub raft: RaftConfig,
+    /// Transport limits.
+    pub net: NetConfig,
+    /// How often the node reports its load.
+    pub heartbeat_interval: Duration,
+}
+
+impl DaemonConfig {
+    /// Defaults for a node called `name` listening on `listen`.
+    pub fn new(data_dir: impl Into<PathBuf>, name: &str, listen: SocketAddr) -> Self {
+        let data_dir = data_dir.into();
+        DaemonConfig {
+            node: NodeConfig::new(&data_dir),
+            data_dir,
+            name: name.to_string(),
+            listen,
+            advertise: None,
+            labels: BTreeMap::new(),
+            join: None,
+            raft: RaftConfig::default(),
+            net: NetConfig::default(),
+            heartbeat_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// What the daemon's parts share.
+pub struct Inner {
+    /// This node's id.
+    pub me: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The address peers use.
+    pub addr: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The process host.
+    pub node: Node,
+    /// Raft.
+    pub raft: Raft,
+    /// Connections to peers.
+    pub peers: Peers,
+    /// The cluster link attached to the node.
+    pub link: Arc<link::Link>,
+    /// The CA, if this node holds it.
+    pub ca: Option<ClusterCa>,
+    /// The CA and the revocation list every handshake checks.
+    pub trust: ClusterTrust,
+    /// Transport limits.
+    pub net: NetConfig,
+    /// Our client TLS config (for connections outside [`Peers`]).
+    pub client_tls: Arc<rustls::ClientConfig>,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+}
+
+/// A running node daemon.
+pub struct Daemon {
+    inner: Arc<Inner>,
+    local_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The file holding this node's id (so a restart keeps it).
+fn node_id_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("node-id")
+}
+
+fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<NodeId>> {
+    let path = node_id_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().parse().with_context(|| {
+            format!("{} does not hold a node id", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_node_id(data_dir: &Path, id: NodeId) -> anyhow::Result<()> {
+    let path = node_id_path(data_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    pki::files::write_atomic(
+        &path,
+        format!("{id}\n").as_bytes(),
+        0o644,
+        pki::files::Overwrite::Replace,
+    )?;
+    Ok(())
+}
+
+/// Lifetime of the admin credential written by a new cluster.
+pub const ADMIN_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What a new cluster's first node writes.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// The CA pin joiners check (`sha256:…`).
+    pub ca_pin: String,
+    /// Where the admin credential is.
+    pub admin_dir: PathBuf,
+}
+
+/// Create a cluster's PKI in `data_dir`: the CA (key 0600, never
+/// overwritten), this node's certificate, and an admin credential in
+/// `<data_dir>/pki/admin/` (`ca.crt`, `client.crt`, `client.key`).
+pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> anyhow::Result<InitReport> {
+    pki::role::validate_id(node_name)?;
+    let ca = ClusterCa::init(data_dir)?;
+    let node = ca.issue_with_new_key(Role::Node, node_name, join::NODE_CERT_TTL)?;
+    Identity::save_pem(data_dir, &node.cert.cert_pem, &node.key_pem, ca.ca_cert_pem())?;
+    let admin_dir = PkiPaths::new(data_dir).dir().join("admin");
+    write_credentials(&ca, Role::Admin, "admin", ADMIN_CERT_TTL, &admin_dir, false)?;
+    Ok(InitReport {
+        ca_pin: ca.ca_pin().to_string(),
+        admin_dir,
+    })
+}
+
+/// Issue a client/admin credential into `dir` (`ca.crt`, `client.crt`,
+/// `client.key` with mode 0600; `dir` created 0700).
+pub fn write_credentials(
+    ca: &ClusterCa,
+    role: Role,
+    name: &str,
+    ttl: Duration,
+    dir: &Path,
+    overwrite: bool,
+) -> anyhow::Result<pki::IssuedCert> {
+    use pki::files::{write_atomic, write_private_key, Overwrite};
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let ow = if overwrite {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    };
+    let creds = ca.issue_with_new_key(role, name, ttl)?;
+    write_private_key(&dir.join("client.key"), &creds.key_pem, ow)?;
+    write_atomic(&dir.join("client.crt"), creds.cert.cert_pem.as_bytes(), 0o644, ow)?;
+    write_atomic(&dir.join("ca.crt"), ca.ca_cert_pem().as_bytes(), 0o644, ow)?;
+    Ok(creds.cert)
+}
+
+impl Daemon {
+    /// Start the node: identity, Raft, listener, link, tasks. Returns once
+    /// the node serves and is a member of its cluster.
+    pub async fn start(config: DaemonConfig) -> anyhow::Result<Daemon> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let paths = PkiPaths::new(&data_dir);
+        enum Start {
+            Fresh,
+            Joined,
+            Restart,
+        }
+        let (start, me) = if paths.node_cert().exists() {
+            let id = read_node_id(&data_dir)?.with_context(|| {
+                format!(
+                    "{} has a certificate but no node id ({}); the data dir is damaged",
+                    data_dir.display(),
+                    node_id_path(&data_dir).display()
+                )
+            })?;
+            (Start::Restart, id)
+        } else if let Some(j) = &config.join {
+            let (_identity, id) = join::join(
+                &data_dir,
+                &j.addr,
+                &j.token,
+                &j.ca_pin,
+                &config.name,
+                &addr,
+                &config.labels,
+            )
+            .await?;
+            write_node_id(&data_dir, id)?;
+            (Start::Joined, id)
+        } else {
+            let report = init_cluster_pki(&data_dir, &config.name)?;
+            eprintln!(
+                "shoal node: created cluster CA (pin {}), admin credential in {}",
+                report.ca_pin,
+                report.admin_dir.display()
+            );
+            write_node_id(&data_dir, 1)?;
+            (Start::Fresh, 1)
+        };
+        let identity = Identity::load(&data_dir)?;
+        let name = identity.info().id.clone();
+        let ca_pem = pki::files::read_certificate(&paths.ca_cert())?;
+        let revocations = SharedRevocations::default();
+        let trust = ClusterTrust::new(&ca_pem, revocations.clone())?;
+        let client_tls = pki::tls::client_config(&identity, &trust)?;
+        let peers = Peers::new(client_tls.clone(), config.net.clone());
+        let transport = Arc::new(transport::PeersTransport::new(peers.clone()));
+        let raft = Raft::open(
+            me,
+            MemberInfo {
+                name: name.clone(),
+                addr: addr.clone(),
+            },
+            &data_dir.join("cluster").join("raft"),
+            transport,
+            config.raft.clone(),
+        )
+        .await
+        .context("cannot start Raft")?;
+        let node = Node::new(config.node.clone()).context("cannot start the node")?;
+        let link = link::Link::new(
+            me,
+            raft.clone(),
+            peers.clone(),
+            node.downgrade(),
+            config.node.engine.processes_max,
+        );
+        {
+            let link = link.clone();
+            peers.set_dead_letter_hook(Arc::new(move |pid| link.mark_dead(pid)));
+        }
+        node.attach_cluster(link.clone())?;
+        let inner = Arc::new(Inner {
+            me,
+            name: name.clone(),
+            addr: addr.clone(),
+            data_dir: data_dir.clone(),
+            node,
+            raft: raft.clone(),
+            peers: peers.clone(),
+            link,
+            ca: join::local_ca(&data_dir),
+            trust: trust.clone(),
+            net: config.net.clone(),
+            client_tls,
+            heartbeat_interval: config.heartbeat_interval,
+        });
+        let server_tls = pki::tls::node_server_config(&identity, &trust, pki::tls::CONTROL_API)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let handler = Arc::new(dispatch::Dispatch::new(inner.clone()));
+        let net_config = config.net.clone();
+        let server = tokio::spawn(async move {
+            crate::net::serve(listener, server_tls, handler, net_config, async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+        });
+        match start {
+            Start::Fresh => raft
+                .bootstrap(config.labels.clone(), pki::now_unix_ms())
+                .await
+                .context("cannot bootstrap the cluster")?,
+            Start::Joined => {
+                let j = config.join.as_ref().expect("joined with a join spec");
+                cluster_api::ask_membership(&peers, &j.addr, me, &name, &addr)
+                    .await
+                    .context("joined, but could not become a member")?;
+            }
+            Start::Restart => {}
+        }
+        // From here on pids come from cluster blocks: take the first one now,
+        // before anything can spawn.
+        tasks::grant_pid_block(&inner)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot get a pid block: {e}"))?;
+        let tasks = tasks::start(inner.clone(), revocations);
+        Ok(Daemon {
+            inner,
+            local_addr,
+            stop: Some(stop_tx),
+            server: Some(server),
+            tasks,
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The process host.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Raft.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The shared parts (for tests and tools).
+    pub fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Stop: kill local processes, stop serving, stop Raft.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        crate::api::handlers::kill_all(&self.inner.node).await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Node-to-node requests (callers must hold a `node` certificate): remote
+//! spawn, blob fetch, and the per-node halves of cluster-wide `ps` and
+//! `kill`.
+//!
+//! | path | body | answer |
+//! | --- | --- | --- |
+//! | `POST /v1/peer/spawn` | [`PeerSpawnRequest`] | [`PeerSpawned`] |
+//! | `POST /v1/peer/blob` | sha256 hex | the blob's bytes |
+//! | `POST /v1/peer/processes` | — | this node's `ProcessSummary` list |
+//! | `POST /v1/peer/kill` | pid (decimal) | `ExitReport` |
+//! | `POST /v1/peer/join` | a forwarded join (see [`super::join`]) | `JoinAnswer` |
+
+use crate::api::{handlers, ApiError};
+use crate::net::RemoteError;
+use crate::node::{Node, NodeError, SpawnSpec};
+use crate::pid::Pid;
+use serde::{Deserialize, Serialize};
+use shoal_registry::Sha256;
+
+/// Remote spawn.
+pub const PATH_PEER_SPAWN: &str = "/v1/peer/spawn";
+/// Fetch a module blob by hash.
+pub const PATH_PEER_BLOB: &str = "/v1/peer/blob";
+/// This node's processes.
+pub const PATH_PEER_PROCESSES: &str = "/v1/peer/processes";
+/// Kill a process on this node.
+pub const PATH_PEER_KILL: &str = "/v1/peer/kill";
+/// A join forwarded to the node holding the CA.
+pub const PATH_PEER_JOIN: &str = "/v1/peer/join";
+
+/// Most processes one remote spawn may start.
+pub const PEER_SPAWN_COUNT_MAX: u32 = 10_000;
+
+/// Start processes on the receiving node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerSpawnRequest {
+    /// Module reference: `sha256:…` or a cluster-wide name.
+    pub module: String,
+    /// Full argv (argv[0] included).
+    pub args: Vec<String>,
+    /// Environment.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Memory cap per process, bytes.
+    #[serde(default)]
+    pub memory_bytes_max: Option<u64>,
+}
+
+/// A started process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerSpawned {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its module.
+    pub module: Sha256,
+}
+
+/// Resolve the module (fetching it from a peer if needed) and start one
+/// process here. Errors are text naming the ABI code where there is one.
+pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawned, String> {
+    let hash = match node.resolve(&req.module) {
+        Ok(h) => h,
+        Err(_) => node
+            .fetch_module(&req.module)
+            .await
+            .map_err(|code| format!("{} ({})", req.module, crate::abi::errno::name(code)))?,
+    };
+    let mut spec = SpawnSpec::new(hash, req.args.clone());
+    spec.env = req.env.clone();
+    spec.memory_bytes_max = req.memory_bytes_max;
+    match node.spawn(spec).await {
+        Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
+        Err(NodeError::ProcessLimit(n)) => Err(format!("LIMIT: this node runs at most {n} processes")),
+        Err(e) => Err(format!("SPAWN_FAILED: {e}")),
+    }
+}
+
+fn api_error(e: ApiError) -> RemoteError {
+    RemoteError::new(e.status(), e.to_string())
+}
+
+fn json<T: Serialize>(v: &T) -> Result<bytes::Bytes, RemoteError> {
+    serde_json::to_vec(v)
+        .map(bytes::Bytes::from)
+        .map_err(|e| RemoteError::new(500, format!("cannot encode the answer: {e}")))
+}
+
+/// Answer a `/v1/peer/*` request (not join, which [`super::join`] serves).
+pub async fn handle(node: &Node, path: &str, body: bytes::Bytes) -> Result<bytes::Bytes, RemoteError> {
+    match path {
+        PATH_PEER_SPAWN => {
+            let req: PeerSpawnRequest = serde_json::from_slice(&body)
+                .map_err(|e| RemoteError::new(400, format!("bad spawn request: {e}")))?;
+            match spawn_here(node, &req).await {
+                Ok(s) => json(&s),
+                Err(e) => Err(RemoteError::new(409, e)),
+            }
+        }
+        PATH_PEER_BLOB => {
+            let text = std::str::from_utf8(&body).unwrap_or("");
+            let hash: Sha256 = text
+                .trim()
+                .parse()
+                .map_err(|_| RemoteError::new(400, format!("bad blob hash {text:?}")))?;
+            let registry = node.registry().clone();
+            let bytes = tokio::task::spawn_blocking(move || registry.get(&hash))
+                .await
+                .map_err(|e| RemoteError::new(500, format!("blob reader failed: {e}")))?
+                .map_err(|e| RemoteError::new(404, format!("{e}")))?;
+            Ok(bytes::Bytes::from(bytes))
+        }
+        PATH_PEER_PROCESSES => json(&handlers::processes(node).await.map_err(api_error)?),
+        PATH_PEER_KILL => {
+            let text = std::str::from_utf8(&body).unwrap_or("");
+            let pid: Pid = text
+                .trim()
+                .parse()
+                .map_err(|_| RemoteError::new(400, format!("bad pid {text:?}")))?;
+            json(&handlers::kill(node, pid).await.map_err(api_error)?)
+        }
+        other => Err(RemoteError::new(404, format!("no peer route {other}"))),
+    }
+}
