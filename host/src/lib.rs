@@ -14,6 +14,7 @@
 
 pub mod abi;
 pub mod api;
+pub mod cluster;
 pub mod net;
 pub mod node;
 pub mod pid;

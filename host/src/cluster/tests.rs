@@ -1,0 +1,506 @@
+//! Multi-node tests of the Raft layer over an in-memory transport with
+//! partitions, each node with its own redb store in a temp dir.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tempfile::TempDir;
+
+use super::*;
+
+/// Generous bound for anything that should happen "soon" on a loaded
+/// 2-core machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// The shared in-memory network: running nodes by id, and isolated nodes.
+#[derive(Default)]
+struct MemNet {
+    nodes: Mutex<BTreeMap<NodeId, Raft>>,
+    isolated: Mutex<BTreeSet<NodeId>>,
+}
+
+impl MemNet {
+    fn is_isolated(&self, id: NodeId) -> bool {
+        self.isolated.lock().expect("lock").contains(&id)
+    }
+}
+
+/// One node's view of the network.
+struct MemTransport {
+    from: NodeId,
+    net: Arc<MemNet>,
+}
+
+#[async_trait]
+impl RaftTransport for MemTransport {
+    async fn rpc(
+        &self,
+        target: NodeId,
+        _addr: &str,
+        kind: RpcKind,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, TransportError> {
+        let unreachable = |reason: &str| TransportError::Unreachable {
+            target,
+            reason: reason.to_string(),
+        };
+        if self.net.is_isolated(self.from) || self.net.is_isolated(target) {
+            return Err(unreachable("partitioned"));
+        }
+        let raft = self.net.nodes.lock().expect("lock").get(&target).cloned();
+        let raft = raft.ok_or_else(|| unreachable("not running"))?;
+        let answer = raft
+            .handle_rpc(kind, &body)
+            .await
+            .map_err(|e| TransportError::Failed {
+                target,
+                reason: e.to_string(),
+            })?;
+        // A partition that starts mid-call also loses the answer.
+        if self.net.is_isolated(self.from) || self.net.is_isolated(target) {
+            return Err(unreachable("partitioned"));
+        }
+        Ok(answer)
+    }
+}
+
+fn info(id: NodeId) -> MemberInfo {
+    MemberInfo {
+        name: format!("n{id}"),
+        addr: format!("mem:{id}"),
+    }
+}
+
+fn test_config() -> RaftConfig {
+    RaftConfig {
+        write_timeout_ms: 5000,
+        ..RaftConfig::default()
+    }
+}
+
+struct TestCluster {
+    net: Arc<MemNet>,
+    dirs: BTreeMap<NodeId, TempDir>,
+    config: RaftConfig,
+}
+
+impl TestCluster {
+    fn new(config: RaftConfig) -> Self {
+        TestCluster {
+            net: Arc::new(MemNet::default()),
+            dirs: BTreeMap::new(),
+            config,
+        }
+    }
+
+    /// Open node `id` (reusing its directory if it ran before) and put it on
+    /// the network.
+    async fn start(&mut self, id: NodeId) -> Raft {
+        self.dirs
+            .entry(id)
+            .or_insert_with(|| tempfile::tempdir().expect("temp dir"));
+        let dir = self.dirs[&id].path().to_path_buf();
+        let transport = Arc::new(MemTransport {
+            from: id,
+            net: self.net.clone(),
+        });
+        let raft = Raft::open(id, info(id), &dir, transport, self.config.clone())
+            .await
+            .expect("open raft");
+        self.net
+            .nodes
+            .lock()
+            .expect("lock")
+            .insert(id, raft.clone());
+        raft
+    }
+
+    /// Take node `id` off the network and shut it down.
+    async fn stop(&self, id: NodeId) {
+        let raft = self.net.nodes.lock().expect("lock").remove(&id);
+        if let Some(raft) = raft {
+            raft.shutdown().await.expect("shutdown");
+        }
+    }
+
+    fn node(&self, id: NodeId) -> Raft {
+        self.net.nodes.lock().expect("lock")[&id].clone()
+    }
+
+    fn isolate(&self, id: NodeId) {
+        self.net.isolated.lock().expect("lock").insert(id);
+    }
+
+    fn heal(&self) {
+        self.net.isolated.lock().expect("lock").clear();
+    }
+
+    /// Bootstrap node 1, add nodes 2 and 3 (as state records and as voters).
+    async fn three_nodes(&mut self) -> [Raft; 3] {
+        let n1 = self.start(1).await;
+        n1.bootstrap(BTreeMap::new(), 1000)
+            .await
+            .expect("bootstrap");
+        for id in [2, 3] {
+            let r = n1
+                .write(Command::AddNode {
+                    name: format!("n{id}"),
+                    addr: format!("mem:{id}"),
+                    labels: BTreeMap::new(),
+                    now_ms: 1000 + id,
+                })
+                .await
+                .expect("add node record");
+            assert_eq!(r, CommandResult::NodeId(id));
+        }
+        let n2 = self.start(2).await;
+        let n3 = self.start(3).await;
+        n1.add_member(2, info(2)).await.expect("add member 2");
+        // Node 2 is a voter now: adding 3 through it is forwarded to the leader.
+        n2.add_member(3, info(3)).await.expect("add member 3");
+        for n in [&n1, &n2, &n3] {
+            wait_until("all see three voters", || {
+                n.status().voters == vec![1, 2, 3]
+            })
+            .await;
+        }
+        [n1, n2, n3]
+    }
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < SETTLE, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until every node's applied state equals the first one's, and all
+/// have applied at least `min_blocks` pid blocks.
+async fn wait_converged(nodes: &[&Raft], min_blocks: usize) {
+    wait_until("states converge", || {
+        let first = nodes[0].state();
+        first.pid_blocks.len() >= min_blocks && nodes.iter().all(|n| *n.state() == *first)
+    })
+    .await;
+}
+
+async fn alloc(raft: &Raft, node: NodeId) -> u64 {
+    match raft.write(Command::AllocPidBlock { node }).await {
+        Ok(CommandResult::PidBlock(first)) => first,
+        other => panic!("AllocPidBlock via node {}: {other:?}", raft.id()),
+    }
+}
+
+fn current_leader(nodes: &[&Raft]) -> Option<NodeId> {
+    nodes.iter().find(|n| n.status().is_leader).map(|n| n.id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_apply_writes_from_any_node() {
+    let mut c = TestCluster::new(test_config());
+    let [n1, n2, n3] = c.three_nodes().await;
+    let st = n1.state();
+    assert_eq!(st.ca_node, Some(1));
+    assert_eq!(st.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    // Each node writes; followers' writes are forwarded to the leader.
+    let mut firsts = BTreeSet::new();
+    for n in [&n1, &n2, &n3] {
+        firsts.insert(alloc(n, n.id()).await);
+    }
+    assert_eq!(firsts.len(), 3, "three distinct blocks: {firsts:?}");
+    wait_converged(&[&n1, &n2, &n3], 3).await;
+    for n in [&n1, &n2, &n3] {
+        let st = n.state();
+        for first in &firsts {
+            assert!(st.pid_blocks.contains_key(first));
+        }
+        assert!(n.is_initialized());
+        assert!(n.leader().is_some());
+    }
+    // A refused command travels back as a value, not an error.
+    let r = n3
+        .write(Command::SetCordon {
+            id: 99,
+            cordoned: true,
+        })
+        .await
+        .expect("write");
+    assert!(matches!(r, CommandResult::Refused(ref why) if why.contains("no node with id 99")));
+
+    // Subscribers see the applied index move.
+    let mut rx = n2.subscribe();
+    let before = *rx.borrow_and_update();
+    alloc(&n1, 1).await;
+    tokio::time::timeout(SETTLE, rx.changed())
+        .await
+        .expect("subscriber woken")
+        .expect("sender alive");
+    assert!(*rx.borrow() > before);
+
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_elects_a_new_leader_and_writes_continue() {
+    let mut c = TestCluster::new(test_config());
+    let nodes = c.three_nodes().await;
+    let all: Vec<&Raft> = nodes.iter().collect();
+    wait_until("a leader", || current_leader(&all).is_some()).await;
+    let old = current_leader(&all).expect("leader");
+    alloc(&nodes[0], 1).await;
+
+    let survivors: Vec<&Raft> = nodes.iter().filter(|n| n.id() != old).collect();
+    let killed_at = Instant::now();
+    c.stop(old).await;
+    wait_until("a new leader among the survivors", || {
+        survivors.iter().any(|n| n.status().is_leader)
+            && survivors
+                .iter()
+                .all(|n| n.leader().is_some_and(|l| l != old))
+    })
+    .await;
+    let elected_ms = killed_at.elapsed().as_millis();
+    let new = current_leader(&survivors).expect("new leader");
+    println!("leader {old} killed; node {new} elected after {elected_ms} ms (election timeout 400-800 ms)");
+    assert_ne!(new, old);
+
+    for n in &survivors {
+        alloc(n, n.id()).await;
+    }
+    wait_converged(&survivors, 3).await;
+    for n in &survivors {
+        c.stop(n.id()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_partition_refuses_writes_then_catches_up() {
+    let mut c = TestCluster::new(test_config());
+    let nodes = c.three_nodes().await;
+    let all: Vec<&Raft> = nodes.iter().collect();
+    wait_until("a leader", || current_leader(&all).is_some()).await;
+    // Cut off the leader itself: the hardest case (it still believes it leads).
+    let cut = current_leader(&all).expect("leader");
+    let minority = c.node(cut);
+    let majority: Vec<&Raft> = nodes.iter().filter(|n| n.id() != cut).collect();
+    c.isolate(cut);
+
+    let started = Instant::now();
+    let err = minority
+        .write(Command::AllocPidBlock { node: cut })
+        .await
+        .expect_err("a write in the minority must fail");
+    let waited = started.elapsed();
+    let text = err.to_string();
+    println!(
+        "minority write refused after {} ms: {text}",
+        waited.as_millis()
+    );
+    assert!(
+        matches!(
+            err,
+            ClusterError::NoQuorum {
+                reachable: 1,
+                voters: 3
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("no quorum (this node sees 1 of 3 voters)"),
+        "{text}"
+    );
+    // Bounded by write_timeout (plus scheduling slack).
+    assert!(waited < Duration::from_millis(5000 + 10_000), "{waited:?}");
+
+    // The majority elects a leader among itself and keeps writing.
+    for n in &majority {
+        for _ in 0..5 {
+            alloc(n, n.id()).await;
+        }
+    }
+    wait_converged(&majority, 10).await;
+    assert!(minority.state().pid_blocks.len() < 10);
+
+    c.heal();
+    let everyone: Vec<&Raft> = nodes.iter().collect();
+    wait_converged(&everyone, 10).await;
+    // And the old leader takes writes again (as a follower, forwarding).
+    alloc(&minority, cut).await;
+    wait_converged(&everyone, 11).await;
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_keeps_its_state_and_rejoins() {
+    let mut c = TestCluster::new(test_config());
+    let [n1, n2, n3] = c.three_nodes().await;
+    for _ in 0..3 {
+        alloc(&n1, 1).await;
+    }
+    wait_converged(&[&n1, &n2, &n3], 3).await;
+    let before = n3.state();
+    let term_before = n3.status().term;
+    c.stop(3).await;
+    drop(n3);
+
+    // The cluster moves on while node 3 is down.
+    for _ in 0..2 {
+        alloc(&n2, 2).await;
+    }
+
+    let n3 = c.start(3).await;
+    // Straight from its own disk, before talking to anyone:
+    assert!(n3.is_initialized());
+    let reopened = n3.state();
+    assert_eq!(reopened.pid_blocks.len(), before.pid_blocks.len().max(3));
+    assert!(before
+        .pid_blocks
+        .keys()
+        .all(|k| reopened.pid_blocks.contains_key(k)));
+    assert!(n3.status().term >= term_before);
+    assert_eq!(n3.status().voters, vec![1, 2, 3]);
+
+    wait_converged(&[&n1, &n2, &n3], 5).await;
+    alloc(&n3, 3).await;
+    wait_converged(&[&n1, &n2, &n3], 6).await;
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_node_catches_up_by_snapshot() {
+    let config = RaftConfig {
+        snapshot_after_entries: 20,
+        entries_kept_after_snapshot: 0,
+        ..test_config()
+    };
+    let mut c = TestCluster::new(config);
+    let [n1, n2, n3] = c.three_nodes().await;
+    wait_converged(&[&n1, &n2, &n3], 0).await;
+    c.isolate(3);
+    let lag_at = n3.status().last_log_index.unwrap_or(0);
+
+    // Far more than snapshot_after_entries entries while node 3 is away.
+    for _ in 0..60 {
+        alloc(&n1, 1).await;
+    }
+    wait_until("the majority purged its log past node 3", || {
+        [&n1, &n2].iter().all(|n| {
+            let s = n.status();
+            s.snapshot_index.is_some() && s.purged_index.is_some_and(|p| p > lag_at)
+        })
+    })
+    .await;
+
+    c.heal();
+    wait_converged(&[&n1, &n2, &n3], 60).await;
+    let s3 = n3.status();
+    assert!(
+        s3.snapshot_index.is_some_and(|i| i > lag_at),
+        "node 3 should hold a snapshot past its lag point: {s3:?}"
+    );
+    // The log stays bounded on every node.
+    for n in [&n1, &n2, &n3] {
+        let s = n.status();
+        let kept = s.last_log_index.unwrap_or(0) - s.purged_index.unwrap_or(0);
+        assert!(
+            kept <= 2 * 20 + 5,
+            "node {} keeps {kept} entries: {s:?}",
+            n.id()
+        );
+    }
+
+    // The installed snapshot survives a restart of node 3.
+    c.stop(3).await;
+    drop(n3);
+    let n3 = c.start(3).await;
+    assert!(n3.state().pid_blocks.len() >= 60);
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_member_writes_are_refused() {
+    let mut c = TestCluster::new(test_config());
+    let [n1, n2, n3] = c.three_nodes().await;
+    n1.remove_member(3).await.expect("remove member 3");
+    for n in [&n1, &n2] {
+        wait_until("voters are 1 and 2", || n.status().voters == vec![1, 2]).await;
+        assert!(!n.members().contains_key(&3));
+    }
+    // Removing again is a no-op.
+    n2.remove_member(3).await.expect("idempotent removal");
+
+    let err = n3
+        .write(Command::AllocPidBlock { node: 3 })
+        .await
+        .expect_err("a removed member cannot write");
+    println!("removed node's write refused: {err}");
+    assert!(
+        matches!(
+            err,
+            ClusterError::NotMember { id: 3 }
+                | ClusterError::NoQuorum { .. }
+                | ClusterError::NoLeader { .. }
+        ),
+        "{err:?}"
+    );
+
+    // The remaining two still form a quorum.
+    alloc(&n2, 2).await;
+    wait_converged(&[&n1, &n2], 1).await;
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninitialized_and_double_bootstrap_are_refused() {
+    let mut c = TestCluster::new(test_config());
+    let fresh = c.start(7).await;
+    assert!(!fresh.is_initialized());
+    let err = fresh
+        .write(Command::AllocPidBlock { node: 7 })
+        .await
+        .expect_err("no cluster yet");
+    assert!(matches!(err, ClusterError::NotInitialized), "{err:?}");
+
+    fresh
+        .bootstrap(BTreeMap::new(), 5)
+        .await
+        .expect("bootstrap");
+    assert_eq!(fresh.state().ca_node, Some(7));
+    let err = fresh
+        .bootstrap(BTreeMap::new(), 6)
+        .await
+        .expect_err("second bootstrap");
+    assert!(matches!(err, ClusterError::AlreadyInitialized), "{err:?}");
+    c.stop(7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_rpc_rejects_garbage() {
+    let mut c = TestCluster::new(test_config());
+    let n = c.start(1).await;
+    for kind in RpcKind::ALL {
+        let err = n
+            .handle_rpc(kind, b"{not json")
+            .await
+            .expect_err("garbage body");
+        assert!(matches!(err, ClusterError::BadRpc { .. }), "{err:?}");
+        assert_eq!(RpcKind::from_path(kind.as_path()), Some(kind));
+    }
+    c.stop(1).await;
+}
