@@ -1,9 +1,17 @@
 //! The client side of the control API, used by the `shoal` CLI.
 //!
-//! One HTTP/1.1 connection per call, over the node's Unix socket. Every
-//! call is bounded in time (see each method) except following a log. Error
-//! answers come back as [`ClientError::Api`] carrying the node's message,
-//! which the CLI prints as `error: <message>`.
+//! One connection per call to one node, over either kind of [`Endpoint`]:
+//! the node's local Unix socket (HTTP/1.1; the socket's file permissions
+//! are the authentication), or a node's TCP port with mutual TLS and HTTP/2
+//! (a client certificate issued by the cluster CA is the authentication;
+//! see [`crate::pki::tls`]). Every call is bounded in time (see each
+//! method) except following a log. Error answers come back as
+//! [`ClientError::Api`] carrying the node's message, which the CLI prints
+//! as `error: <message>`; transport failures name what went wrong (who
+//! refused whose certificate, nothing listening, ...).
+
+#[path = "tls_client.rs"]
+mod tls_client;
 
 use super::types::{
     ErrorBody, ExitReport, LogFrame, LogFrameDecoder, LogFrameError, ModuleAdded, NameRequest,
@@ -12,6 +20,7 @@ use super::types::{
 };
 use super::{percent_encode, JSON_RESPONSE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
 use crate::pid::Pid;
+use crate::pki::Rejection;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -20,13 +29,19 @@ use hyper_util::rt::TokioIo;
 use shoal_registry::Sha256;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How long connecting to the node may take.
+/// How long connecting to the node may take (for TLS: TCP connect and TLS
+/// handshake together).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an ordinary call (request sent, answer read) may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The authority sent in HTTP/2 requests (HTTP/2 needs one; the node does
+/// not look at it, it goes by our certificate).
+const TLS_AUTHORITY: &str = "shoal-node";
 
 /// Why a call to the node failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +55,42 @@ pub enum ClientError {
         .0.display()
     )]
     PermissionDenied(PathBuf),
+    /// No TCP connection could be made to the node's address.
+    #[error("cannot reach node {addr}: {reason}")]
+    Unreachable {
+        /// The address, `host:port`.
+        addr: String,
+        /// Why, e.g. `connection refused`.
+        reason: String,
+    },
+    /// We refused the certificate the node presented (another cluster's
+    /// CA, expired, revoked, not a node certificate, ...).
+    #[error("TLS handshake with {addr} failed: {}", tls_client::describe_rejection(.rejection))]
+    NodeCertificateRefused {
+        /// The node's address.
+        addr: String,
+        /// Why our verifier refused it.
+        rejection: Rejection,
+    },
+    /// The node refused the certificate we presented.
+    #[error("the node refused our certificate: {reason} (node {addr}, TLS alert {alert})")]
+    CertificateRefusedByNode {
+        /// The node's address.
+        addr: String,
+        /// The TLS alert the node sent, e.g. `CertificateUnknown`.
+        alert: String,
+        /// What the node's TLS alert says, in words.
+        reason: String,
+    },
+    /// The TLS handshake failed for another reason (the port does not
+    /// speak TLS, protocol mismatch, ...).
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The node's address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The node answered with an error.
     #[error("{message}")]
     Api {
@@ -52,10 +103,10 @@ pub enum ClientError {
     #[error("the node did not answer within {0:?}")]
     Timeout(Duration),
     /// The connection failed or the answer was not understood.
-    #[error("talking to the node at {}: {message}", .socket.display())]
+    #[error("talking to {node}: {message}")]
     Protocol {
-        /// The socket.
-        socket: PathBuf,
+        /// Which node ([`Client::describe`]).
+        node: String,
         /// What went wrong.
         message: String,
     },
@@ -77,10 +128,25 @@ impl ClientError {
     }
 }
 
+/// Where a node's control API is reached.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// The node's local Unix socket (HTTP/1.1).
+    Unix(PathBuf),
+    /// A node's TCP address with mutual TLS (HTTP/2).
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// Our certificate and the cluster trust (see
+        /// [`crate::pki::tls::client_config`]).
+        config: Arc<rustls::ClientConfig>,
+    },
+}
+
 /// A client of one node's control API.
 #[derive(Debug, Clone)]
 pub struct Client {
-    socket: PathBuf,
+    endpoint: Endpoint,
 }
 
 impl Client {
@@ -88,18 +154,53 @@ impl Client {
     /// until the first call).
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
-            socket: socket.into(),
+            endpoint: Endpoint::Unix(socket.into()),
         }
     }
 
-    /// The socket this client talks to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// A client of the node at `addr` (`host:port`) over mutual TLS with
+    /// `config` (nothing is connected until the first call). HTTP/2 is
+    /// offered by ALPN if `config` offers no protocol of its own.
+    pub fn tls(addr: impl Into<String>, config: Arc<rustls::ClientConfig>) -> Client {
+        let config = if config.alpn_protocols.is_empty() {
+            let mut c = (*config).clone();
+            c.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(c)
+        } else {
+            config
+        };
+        Client {
+            endpoint: Endpoint::Tls {
+                addr: addr.into(),
+                config,
+            },
+        }
+    }
+
+    /// Where this client connects.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The socket this client talks to, if it uses a Unix socket.
+    pub fn socket(&self) -> Option<&Path> {
+        match &self.endpoint {
+            Endpoint::Unix(p) => Some(p),
+            Endpoint::Tls { .. } => None,
+        }
+    }
+
+    /// The node, for messages: `the node at <socket>` or `node <addr>`.
+    pub fn describe(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(p) => format!("the node at {}", p.display()),
+            Endpoint::Tls { addr, .. } => format!("node {addr}"),
+        }
     }
 
     fn protocol(&self, message: impl std::fmt::Display) -> ClientError {
         ClientError::Protocol {
-            socket: self.socket.clone(),
+            node: self.describe(),
             message: message.to_string(),
         }
     }
@@ -112,42 +213,69 @@ impl Client {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Response<Incoming>, ClientError> {
-        let stream = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::UnixStream::connect(&self.socket),
-        )
-        .await
-        {
-            Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT)),
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(match e.kind() {
-                    ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-                        ClientError::NotRunning(self.socket.clone())
-                    }
-                    ErrorKind::PermissionDenied => {
-                        ClientError::PermissionDenied(self.socket.clone())
-                    }
-                    _ => self.protocol(format!("cannot connect: {e}")),
+        match &self.endpoint {
+            Endpoint::Unix(socket) => {
+                let req = self.request(method, path_and_query, content_type, body)?;
+                self.send_unix(socket, req).await
+            }
+            Endpoint::Tls { addr, config } => {
+                let uri = format!("https://{TLS_AUTHORITY}{path_and_query}");
+                let req = self.request(method, &uri, content_type, body)?;
+                let mut conn = tls_client::connect(addr, config).await?;
+                conn.sender.send_request(req).await.map_err(|e| {
+                    tls_client::request_failed(addr, &conn.tls_errors, "the request", &e)
                 })
             }
-        };
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let mut req = Request::builder().method(method).uri(uri);
+        if matches!(self.endpoint, Endpoint::Unix(_)) {
+            req = req.header(header::HOST, "shoal-node");
+        }
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        req.body(Full::new(body))
+            .map_err(|e| self.protocol(format!("cannot build the request: {e}")))
+    }
+
+    async fn send_unix(
+        &self,
+        socket: &Path,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(socket))
+                .await
+            {
+                Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT)),
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(match e.kind() {
+                        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                            ClientError::NotRunning(socket.to_path_buf())
+                        }
+                        ErrorKind::PermissionDenied => {
+                            ClientError::PermissionDenied(socket.to_path_buf())
+                        }
+                        _ => self.protocol(format!("cannot connect: {e}")),
+                    })
+                }
+            };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.protocol(format!("handshake failed: {e}")))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(header::HOST, "shoal-node");
-        if let Some(ct) = content_type {
-            req = req.header(header::CONTENT_TYPE, ct);
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| self.protocol(format!("cannot build the request: {e}")))?;
         sender
             .send_request(req)
             .await

@@ -4,6 +4,8 @@
 //! and exit code 1 (2 for usage errors, from clap); never a panic or a
 //! backtrace.
 
+mod cert;
+mod cluster;
 mod daemon;
 mod deploy;
 mod inspect;
@@ -16,7 +18,7 @@ mod run;
 mod snapshot;
 mod units;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Shoal runs WebAssembly processes that can be snapshotted and moved.
@@ -39,6 +41,30 @@ pub struct Cli {
     /// The running node's control socket (default: <DATA_DIR>/node.sock).
     #[arg(long, global = true, env = "SHOAL_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
+
+    /// Talk to the cluster node at this address over mutual TLS instead of
+    /// the local socket (deploy, ps, logs, kill, snapshot, restore, node
+    /// status).
+    #[arg(long, global = true, env = "SHOAL_NODE", value_name = "HOST:PORT")]
+    node: Option<String>,
+
+    /// Credentials for --node: a directory holding ca.crt, client.crt and
+    /// client.key, as written by `shoal cert create` (default: this data
+    /// directory's own node certificate in <DATA_DIR>/pki/, if any).
+    #[arg(long, global = true, env = "SHOAL_CREDS", value_name = "DIR")]
+    creds: Option<PathBuf>,
+
+    /// Our certificate for --node (overrides the one in --creds).
+    #[arg(long, global = true, env = "SHOAL_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+
+    /// Our private key for --node, mode 0600 (overrides the one in --creds).
+    #[arg(long, global = true, env = "SHOAL_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// The cluster CA certificate for --node (overrides the one in --creds).
+    #[arg(long, global = true, env = "SHOAL_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -97,6 +123,11 @@ enum Command {
     ///
     /// Prints the new pid.
     Restore(snapshot::RestoreArgs),
+    /// Create a cluster (`shoal cluster init`): its CA, this node's
+    /// certificate and admin credentials.
+    Cluster(cluster::ClusterArgs),
+    /// Issue CLI credentials from the cluster CA (`shoal cert create`).
+    Cert(cert::CertArgs),
 }
 
 /// Where the data directory is when not given: $XDG_DATA_HOME/shoal, else
@@ -111,16 +142,63 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(".shoal")
 }
 
+/// Whether the parsed command talks to a node (and so needs `--node`'s
+/// TLS endpoint when one is given).
+fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
+    match command {
+        Command::Deploy(_)
+        | Command::Ps(_)
+        | Command::Logs(_)
+        | Command::Kill(_)
+        | Command::Snapshot(_)
+        | Command::Restore(_) => true,
+        // `node status` asks a node; `node start` runs one.
+        Command::Node(_) => matches
+            .subcommand_matches("node")
+            .and_then(|m| m.subcommand_name())
+            .is_some_and(|name| name == "status"),
+        Command::Run(_)
+        | Command::Inspect(_)
+        | Command::Push(_)
+        | Command::Ls(_)
+        | Command::Cluster(_)
+        | Command::Cert(_) => false,
+    }
+}
+
 /// Parse arguments, run the verb, and return the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let tls = match (&cli.node, talks_to_node(&cli.command, &matches)) {
+        (Some(addr), true) => {
+            let flags = remote::CredentialFlags {
+                creds: cli.creds.clone(),
+                cert: cli.cert.clone(),
+                key: cli.key.clone(),
+                ca: cli.ca.clone(),
+            };
+            match remote::tls_target(addr, &flags, &data_dir) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return 1;
+                }
+            }
+        }
+        _ => None,
+    };
     let target = remote::Target {
         socket: cli
             .socket
             .clone()
             .unwrap_or_else(|| shoal_host::api::socket_path(&data_dir)),
         data_dir: data_dir.clone(),
+        tls,
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args, &data_dir),
@@ -134,6 +212,8 @@ pub fn main() -> i32 {
         Command::Kill(args) => kill::kill(args, &target),
         Command::Snapshot(args) => snapshot::snapshot(args, &target),
         Command::Restore(args) => snapshot::restore(args, &target),
+        Command::Cluster(args) => cluster::cluster(args, &data_dir),
+        Command::Cert(args) => cert::cert(args, &data_dir, cli.node.as_deref()),
     };
     match result {
         Ok(code) => code,
