@@ -584,6 +584,9 @@ impl Node {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid, mailbox.clone());
+        if let Some(link) = self.shared.cluster.get() {
+            link.process_started(pid);
+        }
         HostMailbox {
             pid,
             mailbox,
@@ -648,6 +651,9 @@ impl Drop for HostMailbox {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.pid);
+        if let Some(link) = self.shared.cluster.get() {
+            link.process_exited(self.pid);
+        }
     }
 }
 
@@ -709,6 +715,13 @@ impl Shared {
         }
     }
 
+    async fn fetch_through_cluster(&self, reference: &str) -> Result<Sha256, i32> {
+        match self.cluster.get() {
+            Some(link) => link.fetch_module(reference).await,
+            None => Err(abi::errno::NO_MODULE),
+        }
+    }
+
     /// Resolve a module reference and start it (the ABI's `spawn`).
     pub async fn spawn_by_reference(
         self: &Arc<Self>,
@@ -717,12 +730,14 @@ impl Shared {
         forward_output: bool,
     ) -> Result<Pid, i32> {
         let hash = match self.registry.resolve(reference) {
+            // A hash reference resolves without the blob being here: in a
+            // cluster, fetch it from a node that has it.
+            Ok(h) if !self.registry.contains(&h) && self.cluster.get().is_some() => {
+                self.fetch_through_cluster(reference).await?
+            }
             Ok(h) => h,
             Err(RegistryError::Io { .. }) => return Err(abi::errno::SPAWN_FAILED),
-            Err(_) => match self.cluster.get() {
-                Some(link) => link.fetch_module(reference).await?,
-                None => return Err(abi::errno::NO_MODULE),
-            },
+            Err(_) => self.fetch_through_cluster(reference).await?,
         };
         let mut argv = Vec::with_capacity(args.len() + 1);
         argv.push(reference.to_string());

@@ -20,6 +20,10 @@
 //!   8 bytes are the sequence number as `u64` LE) with `send_blocking`, prints
 //!   `blast sent <N>` and exits 0 without waiting for the sink.
 //!
+//! - `ping <module-ref> <N> <target>` and `blast <module-ref> <N> <size>
+//!   <target>`: the same, but the child is started with `spawn_on(<target>,
+//!   ...)`: a node name, `k=v` labels, or `""` for the cluster's scheduler.
+//!
 //! Bad arguments print a usage line to stderr and exit 2; an SDK error prints
 //! `ping_pong: <what>: <error>` to stderr and exits 1.
 
@@ -28,16 +32,18 @@ use std::process::exit;
 use shoal::{Message, Pid};
 
 const USAGE: &str =
-    "usage: ping_pong pong | ping <module-ref> <N> | sink <N> | blast <module-ref> <N> <size>";
+    "usage: ping_pong pong | ping <module-ref> <N> [<target>] | sink <N> | blast <module-ref> <N> <size> [<target>]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["pong"] => pong(),
-        ["ping", module, n] => ping(module, parse(n)),
+        ["ping", module, n] => ping(module, parse(n), None),
+        ["ping", module, n, target] => ping(module, parse(n), Some(target)),
         ["sink", n] => sink(parse(n)),
-        ["blast", module, n, size] => blast(module, parse(n), parse(size)),
+        ["blast", module, n, size] => blast(module, parse(n), parse(size), None),
+        ["blast", module, n, size, target] => blast(module, parse(n), parse(size), Some(target)),
         _ => usage(),
     }
 }
@@ -76,8 +82,16 @@ fn pong() -> ! {
     }
 }
 
-fn ping(module: &str, n: u64) {
-    let pong = or_die(shoal::spawn(module, &["pong"]), "spawn");
+/// Start `module` with `args`, here or at `target`.
+fn start(module: &str, args: &[&str], target: Option<&str>) -> Pid {
+    match target {
+        None => or_die(shoal::spawn(module, args), "spawn"),
+        Some(t) => or_die(shoal::spawn_on(t, module, args), "spawn_on"),
+    }
+}
+
+fn ping(module: &str, n: u64, target: Option<&str>) {
+    let pong = start(module, &["pong"], target);
     for i in 0..n {
         let payload = i.to_string();
         or_die(shoal::send_blocking(pong, payload.as_bytes()), "send");
@@ -107,13 +121,13 @@ fn sink(n: u64) {
     println!("sink got {n} in order");
 }
 
-fn blast(module: &str, n: u64, size: usize) {
+fn blast(module: &str, n: u64, size: usize, target: Option<&str>) {
     if size < 8 {
         eprintln!("ping_pong: blast: size must be at least 8");
         usage();
     }
     let count = n.to_string();
-    let sink: Pid = or_die(shoal::spawn(module, &["sink", &count]), "spawn");
+    let sink: Pid = start(module, &["sink", &count], target);
     let mut payload = vec![0xA5u8; size];
     for seq in 0..n {
         payload[..8].copy_from_slice(&seq.to_le_bytes());

@@ -511,3 +511,5 @@ impl Client {
         self.call_json(Method::POST, &path, req, CALL_TIMEOUT).await
     }
 }
+
+mod cluster;

@@ -5,8 +5,7 @@ use super::remote::{human_bytes, Target};
 use super::units::parse_bytes;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use shoal_host::api::{handlers, UnixServer};
-use shoal_host::{Node, NodeConfig};
+use shoal_host::api::UnixServer;
 use std::io::Write;
 use std::time::Duration;
 
@@ -25,24 +24,62 @@ pub struct NodeArgs {
 enum NodeCommand {
     /// Run a node in the foreground until Ctrl-C or SIGTERM.
     ///
-    /// The node listens on a Unix socket, `<data-dir>/node.sock` unless
-    /// --socket says otherwise, created with mode 0600: only the user who
-    /// started the node (and root) can control it. Other verbs (deploy, ps,
-    /// logs, kill, snapshot, restore) talk to it there. When it is ready it
-    /// prints `shoal node listening on <socket>`. On Ctrl-C or SIGTERM it
-    /// kills its processes, removes the socket and exits. Only one node can
-    /// run per socket: a second one refuses to start.
+    /// With no --join, a data dir without a cluster becomes a new
+    /// single-node cluster at once: the node creates the cluster CA (its key
+    /// stays in <data-dir>/pki, mode 0600), its own certificate, and an admin
+    /// credential in <data-dir>/pki/admin/. With --join ADDR --token T
+    /// --ca-hash sha256:H (the line `shoal token create` prints) it joins an
+    /// existing cluster: its key is generated here, the CA signs a
+    /// short-lived certificate for it, and it becomes a Raft voter. Started
+    /// again on the same data dir, a node comes back as the same member.
+    ///
+    /// Everything (peers, CLIs, joiners) uses the one --listen address,
+    /// over mutual TLS. The node also serves its local Unix socket
+    /// (<data-dir>/node.sock, mode 0600). When ready it prints
+    /// `shoal node listening on <socket>` and `shoal node <name> (id N)
+    /// serving on <addr>`. On Ctrl-C or SIGTERM it kills its processes and
+    /// exits.
     #[command(after_help = "Examples:
-  shoal node start
-  shoal node start --memory-max 64MiB --processes-max 100
-  SHOAL_DATA_DIR=/srv/shoal shoal node start &
-  shoal --socket /run/user/1000/shoal.sock node start")]
+  A 3-node cluster on one machine:
+    shoal --data-dir /tmp/a node start --name a --listen 127.0.0.1:7701 &
+    shoal --data-dir /tmp/a token create --ttl 1h     # prints the join line
+    shoal --data-dir /tmp/b node start --name b --listen 127.0.0.1:7702 \\
+          --join 127.0.0.1:7701 --token <T> --ca-hash sha256:<H> &
+    (again for c, with a new token)
+    shoal --data-dir /tmp/a nodes
+  Limits and labels:
+    shoal node start --memory-max 64MiB --processes-max 100 --label zone=eu")]
     Start(StartArgs),
     /// Check that a node is running and show what it can take.
     #[command(after_help = "Examples:
   shoal node status
   shoal node status --json")]
     Status(StatusArgs),
+    /// Remove a node from the cluster for good: it stops being a Raft
+    /// member, its processes leave the directory, and its certificates are
+    /// revoked (every node refuses its next handshake). Admin only.
+    #[command(after_help = "Example:
+  shoal node remove node-c")]
+    Remove(NodeNameArgs),
+    /// Stop placing new processes on a node (its processes keep running).
+    #[command(after_help = "Example:
+  shoal node cordon node-b")]
+    Cordon(NodeNameArgs),
+    /// Let the scheduler place processes on a cordoned node again.
+    #[command(after_help = "Example:
+  shoal node uncordon node-b")]
+    Uncordon(NodeNameArgs),
+}
+
+/// A node name argument.
+#[derive(Args, Debug)]
+struct NodeNameArgs {
+    /// The node's name (see `shoal nodes`).
+    #[arg(value_name = "NODE")]
+    name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `shoal node start`.
@@ -55,6 +92,41 @@ struct StartArgs {
     /// Most processes alive at once (default 1000).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     processes_max: Option<u32>,
+
+    /// This node's name in the cluster (its certificate id): letters,
+    /// digits, `.`, `_`, `-`. Default: the host name. Kept across restarts.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Address for peers, CLIs and joiners (mutual TLS).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+
+    /// The address other nodes should use, if not --listen (e.g. behind NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+
+    /// A label for placement (`shoal deploy --label K=V`). Repeatable.
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+
+    /// Join the cluster of the node at this address (see `shoal token create`).
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["token", "ca_hash"])]
+    join: Option<String>,
+
+    /// The one-time join token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SHOAL_JOIN_TOKEN",
+        requires = "join"
+    )]
+    token: Option<String>,
+
+    /// The cluster CA's public-key pin, sha256:<hex>; the joiner refuses a
+    /// cluster whose CA does not match it.
+    #[arg(long, value_name = "sha256:HEX", requires = "join")]
+    ca_hash: Option<String>,
 }
 
 /// Arguments of `shoal node status`.
@@ -70,17 +142,53 @@ pub fn node(args: NodeArgs, target: &Target) -> anyhow::Result<i32> {
     match args.command {
         NodeCommand::Start(a) => start(a, target),
         NodeCommand::Status(a) => status(a, target),
+        NodeCommand::Remove(a) => super::nodes::remove(&a.name, a.json, target),
+        NodeCommand::Cordon(a) => super::nodes::cordon(&a.name, true, a.json, target),
+        NodeCommand::Uncordon(a) => super::nodes::cordon(&a.name, false, a.json, target),
     }
 }
 
+/// The file where a running node records its address, so CLI verbs on the
+/// same data dir find it (and talk mTLS with the admin credential).
+pub fn addr_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("node.addr")
+}
+
+fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| shoal_host::pki::role::validate_id(s).is_ok())
+        .unwrap_or_else(|| "node".to_string())
+}
+
 fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
-    let mut config = NodeConfig::new(&target.data_dir);
+    use shoal_host::daemon::{Daemon, DaemonConfig, JoinSpec};
+    let name = args.name.clone().unwrap_or_else(default_name);
+    let mut config = DaemonConfig::new(&target.data_dir, &name, args.listen);
     if let Some(m) = args.memory_max {
-        config.engine.memory_bytes_max = config.engine.memory_bytes_max.max(m);
-        config.process_memory_bytes_max = m;
+        config.node.engine.memory_bytes_max = config.node.engine.memory_bytes_max.max(m);
+        config.node.process_memory_bytes_max = m;
     }
     if let Some(n) = args.processes_max {
-        config.engine.processes_max = n;
+        config.node.engine.processes_max = n;
+    }
+    config.advertise = args.advertise.clone();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .with_context(|| format!("--label `{l}`: expected K=V"))?;
+        config
+            .labels
+            .insert(k.trim().to_string(), v.trim().to_string());
+    }
+    if let Some(addr) = &args.join {
+        config.join = Some(JoinSpec {
+            addr: addr.clone(),
+            token: args.token.clone().unwrap_or_default(),
+            ca_pin: args.ca_hash.clone().unwrap_or_default(),
+        });
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,13 +196,25 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        // Take the socket first: a second node refuses before building an
-        // engine.
+        // Take the socket first: a second node on this data dir refuses
+        // before building anything.
         let server = UnixServer::bind(&target.socket)?;
-        let node = Node::new(config).context("cannot start the node")?;
+        let daemon = Daemon::start(config)
+            .await
+            .context("cannot start the node")?;
+        let node = daemon.node().clone();
+        let addr = daemon.local_addr();
+        let addr_path = addr_file(&target.data_dir);
+        std::fs::write(&addr_path, format!("{addr}\n"))
+            .with_context(|| format!("cannot write {}", addr_path.display()))?;
         let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         println!("shoal node listening on {}", server.path().display());
+        println!(
+            "shoal node {} (id {}) serving on {addr}",
+            daemon.name(),
+            daemon.id()
+        );
         let _ = std::io::stdout().flush();
         let shutdown = async move {
             tokio::select! {
@@ -105,7 +225,8 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
         let connections = server.serve(node.clone(), shutdown).await;
         let live = node.processes().len();
         eprintln!("shoal node: stopping, killing {live} process(es)");
-        handlers::kill_all(&node).await;
+        let _ = std::fs::remove_file(&addr_path);
+        daemon.shutdown().await;
         connections.drain(DRAIN_GRACE).await;
         eprintln!("shoal node: stopped");
         Ok(0)

@@ -11,6 +11,7 @@ mod deploy;
 mod inspect;
 mod kill;
 mod logs;
+mod nodes;
 mod ps;
 mod registry;
 mod remote;
@@ -128,6 +129,10 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Issue CLI credentials from the cluster CA (`shoal cert create`).
     Cert(cert::CertArgs),
+    /// List the cluster's nodes: status, health, load, labels, leader.
+    Nodes(nodes::NodesArgs),
+    /// Create join tokens (`shoal token create --ttl 1h`).
+    Token(nodes::TokenArgs),
 }
 
 /// Where the data directory is when not given: $XDG_DATA_HOME/shoal, else
@@ -151,12 +156,14 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         | Command::Logs(_)
         | Command::Kill(_)
         | Command::Snapshot(_)
-        | Command::Restore(_) => true,
-        // `node status` asks a node; `node start` runs one.
+        | Command::Restore(_)
+        | Command::Nodes(_)
+        | Command::Token(_) => true,
+        // `node status|remove|cordon|uncordon` ask a node; `node start` runs one.
         Command::Node(_) => matches
             .subcommand_matches("node")
             .and_then(|m| m.subcommand_name())
-            .is_some_and(|name| name == "status"),
+            .is_some_and(|name| name != "start"),
         Command::Run(_)
         | Command::Inspect(_)
         | Command::Push(_)
@@ -214,6 +221,8 @@ pub fn main() -> i32 {
         Command::Restore(args) => snapshot::restore(args, &target),
         Command::Cluster(args) => cluster::cluster(args, &data_dir),
         Command::Cert(args) => cert::cert(args, &data_dir, cli.node.as_deref()),
+        Command::Nodes(args) => nodes::nodes(args, &target),
+        Command::Token(args) => nodes::token(args, &target),
     };
     match result {
         Ok(code) => code,

@@ -127,6 +127,12 @@ pub struct ClusterState {
     pub revocations: RevocationList,
     /// Join tokens (hashes only).
     pub tokens: TokenBook,
+    /// The highest pid each node has registered. A node issues and
+    /// registers its pids in increasing order, so a pid from one of its
+    /// blocks at or below this mark that is not in `directory` has exited:
+    /// a send to it fails at once instead of travelling to learn that.
+    #[serde(default)]
+    pub registered_max: BTreeMap<NodeId, u64>,
 }
 
 impl Default for ClusterState {
@@ -143,6 +149,7 @@ impl Default for ClusterState {
             process_names: BTreeMap::new(),
             revocations: RevocationList::new(),
             tokens: TokenBook::new(),
+            registered_max: BTreeMap::new(),
         }
     }
 }
@@ -455,6 +462,19 @@ impl ClusterState {
             .find(|n| n.name == name && n.status != NodeStatus::Removed)
     }
 
+    /// True when `pid` certainly does not exist any more (or never did):
+    /// it is not in the directory, and the node that issued it has already
+    /// registered it or a later pid (see [`ClusterState::registered_max`]).
+    pub fn is_gone(&self, pid: u64) -> bool {
+        if self.directory.contains_key(&pid) {
+            return false;
+        }
+        match self.block_owner(pid) {
+            None => true,
+            Some(owner) => self.registered_max.get(&owner).is_some_and(|m| pid <= *m),
+        }
+    }
+
     /// The node owning the pid block that contains `pid`, if allocated.
     pub fn block_owner(&self, pid: u64) -> Option<NodeId> {
         let (first, owner) = self.pid_blocks.range(..=pid).next_back()?;
@@ -626,6 +646,10 @@ impl ClusterState {
             self.directory
                 .entry(pid)
                 .or_insert(DirEntry { node, epoch: 0 });
+            if self.block_owner(pid) == Some(node) {
+                let max = self.registered_max.entry(node).or_insert(0);
+                *max = (*max).max(pid);
+            }
         }
         Ok(CommandResult::Ok)
     }
@@ -1041,6 +1065,19 @@ mod tests {
         full.next_pid_block = u64::MAX - 5;
         let why = refused(full.apply(&Command::AllocPidBlock { node: 1 }));
         assert!(why.contains("exhausted"), "{why}");
+    }
+
+    #[test]
+    fn a_pid_below_its_issuers_mark_and_not_in_the_directory_is_gone() {
+        let mut s = two_nodes();
+        let b1 = block(s.apply(&Command::AllocPidBlock { node: 1 }));
+        assert!(!s.is_gone(b1), "issued but not registered yet: maybe starting");
+        assert_eq!(s.apply(&Command::Register { node: 1, pids: vec![b1, b1 + 1] }), CommandResult::Ok);
+        assert!(!s.is_gone(b1) && !s.is_gone(b1 + 1));
+        assert!(!s.is_gone(b1 + 2), "above the mark: not known yet");
+        assert_eq!(s.apply(&Command::Unregister { node: 1, pids: vec![b1] }), CommandResult::Ok);
+        assert!(s.is_gone(b1));
+        assert!(s.is_gone(3), "never issued");
     }
 
     #[test]

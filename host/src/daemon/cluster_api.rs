@@ -21,7 +21,9 @@ use super::link::Link;
 use super::peer_api::{PeerSpawnRequest, PATH_PEER_KILL, PATH_PEER_PROCESSES};
 use super::Inner;
 use crate::api::routes::{self, ApiBody};
-use crate::api::types::{ExitReport, ModuleAdded, NameRequest, ProcessSummary, SpawnRequest, Spawned};
+use crate::api::types::{
+    ExitReport, ModuleAdded, NameRequest, ProcessSummary, SpawnRequest, Spawned,
+};
 use crate::api::{handlers, ApiError, JSON_BYTES_MAX, MODULE_BYTES_MAX};
 use crate::cluster::{Command, CommandResult, MemberInfo, NodeId, NodeLoad, NodeStatus};
 use crate::net::{self, Caller, NetError, Peers, RemoteError};
@@ -117,9 +119,15 @@ fn json_reply<T: Serialize>(v: &T) -> Result<Response<ApiBody>, RemoteError> {
     Ok(r)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, RemoteError> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, RemoteError> {
     let body = net::read_body(req, JSON_BYTES_MAX as usize).await?;
-    let body = if body.is_empty() { Bytes::from_static(b"{}") } else { body };
+    let body = if body.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
     serde_json::from_slice(&body).map_err(|e| RemoteError::new(400, format!("bad JSON body: {e}")))
 }
 
@@ -200,29 +208,47 @@ pub async fn ask_membership(
     .unwrap_or_default();
     // Adding a member waits for it to catch up: allow time.
     peers
-        .call_with_timeout(addr, PATH_MEMBERS, Bytes::from(body), Duration::from_secs(60))
+        .call_with_timeout(
+            addr,
+            PATH_MEMBERS,
+            Bytes::from(body),
+            Duration::from_secs(60),
+        )
         .await
         .map(|_| ())
 }
 
-async fn create_token(inner: &Inner, req: TokenRequest) -> Result<TokenCreated, RemoteError> {
+/// Create a join token (replicated; only its hash is stored).
+pub async fn create_token(inner: &Inner, req: TokenRequest) -> Result<TokenCreated, RemoteError> {
     let role = match req.role.as_deref().unwrap_or("node") {
         "node" => Role::Node,
         "client" => Role::Client,
         "admin" => Role::Admin,
-        other => return Err(RemoteError::new(400, format!("unknown role `{other}` (node, client, admin)"))),
+        other => {
+            return Err(RemoteError::new(
+                400,
+                format!("unknown role `{other}` (node, client, admin)"),
+            ))
+        }
     };
     if req.ttl_ms == 0 || req.ttl_ms > TOKEN_TTL_MAX.as_millis() as u64 {
         return Err(RemoteError::new(
             400,
-            format!("token lifetime must be between 1 ms and {} days", TOKEN_TTL_MAX.as_secs() / 86_400),
+            format!(
+                "token lifetime must be between 1 ms and {} days",
+                TOKEN_TTL_MAX.as_secs() / 86_400
+            ),
         ));
     }
     let token = JoinToken::generate().map_err(|e| RemoteError::new(500, e.to_string()))?;
     let now = crate::pki::now_unix_ms();
     let record = TokenRecord::new(&token, role, now, Duration::from_millis(req.ttl_ms));
     let expires = record.expires_unix_ms;
-    let r = inner.raft.write(Command::CreateToken { record }).await.map_err(write_err)?;
+    let r = inner
+        .raft
+        .write(Command::CreateToken { record })
+        .await
+        .map_err(write_err)?;
     refused(r)?;
     let ca_hash = crate::pki::CaPin::of_cert_der(inner.trust.ca_cert_der())
         .map_err(|e| RemoteError::new(500, e.to_string()))?
@@ -242,8 +268,20 @@ async fn create_token(inner: &Inner, req: TokenRequest) -> Result<TokenCreated, 
 
 async fn remove_node(inner: &Inner, name: &str) -> Result<Response<ApiBody>, RemoteError> {
     let id = node_named(inner, name)?;
-    if id == inner.me && inner.raft.state().nodes.values().filter(|n| n.status != NodeStatus::Removed).count() == 1 {
-        return Err(RemoteError::new(409, "cannot remove the last node of the cluster"));
+    if id == inner.me
+        && inner
+            .raft
+            .state()
+            .nodes
+            .values()
+            .filter(|n| n.status != NodeStatus::Removed)
+            .count()
+            == 1
+    {
+        return Err(RemoteError::new(
+            409,
+            "cannot remove the last node of the cluster",
+        ));
     }
     inner.raft.remove_member(id).await.map_err(write_err)?;
     let r = inner
@@ -262,9 +300,17 @@ async fn remove_node(inner: &Inner, name: &str) -> Result<Response<ApiBody>, Rem
     summary_of(inner, id)
 }
 
-async fn cordon(inner: &Inner, name: &str, cordoned: bool) -> Result<Response<ApiBody>, RemoteError> {
+async fn cordon(
+    inner: &Inner,
+    name: &str,
+    cordoned: bool,
+) -> Result<Response<ApiBody>, RemoteError> {
     let id = node_named(inner, name)?;
-    let r = inner.raft.write(Command::SetCordon { id, cordoned }).await.map_err(write_err)?;
+    let r = inner
+        .raft
+        .write(Command::SetCordon { id, cordoned })
+        .await
+        .map_err(write_err)?;
     refused(r)?;
     summary_of(inner, id)
 }
@@ -275,7 +321,11 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
     let state = inner.raft.state();
     let mut out = Vec::new();
     let mut asks = Vec::new();
-    for n in state.nodes.values().filter(|n| n.status != NodeStatus::Removed) {
+    for n in state
+        .nodes
+        .values()
+        .filter(|n| n.status != NodeStatus::Removed)
+    {
         if n.id == inner.me {
             let mut mine = handlers::processes(&inner.node).await.map_err(api_err)?;
             for p in &mut mine {
@@ -287,7 +337,12 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
             let (addr, name) = (n.addr.clone(), n.name.clone());
             asks.push(tokio::spawn(async move {
                 let r = peers
-                    .call_with_timeout(&addr, PATH_PEER_PROCESSES, Bytes::new(), Duration::from_secs(5))
+                    .call_with_timeout(
+                        &addr,
+                        PATH_PEER_PROCESSES,
+                        Bytes::new(),
+                        Duration::from_secs(5),
+                    )
                     .await;
                 (name, r)
             }));
@@ -336,6 +391,19 @@ async fn record_module(inner: &Inner, added: &ModuleAdded) -> Result<(), RemoteE
         refused(r)?;
     }
     Ok(())
+}
+
+/// Store a module here and record it (and its name) cluster-wide.
+pub async fn add_module(
+    inner: &Inner,
+    wasm: Bytes,
+    name: Option<String>,
+) -> Result<shoal_registry::Sha256, RemoteError> {
+    let added = handlers::add_module(&inner.node, wasm, name)
+        .await
+        .map_err(api_err)?;
+    record_module(inner, &added).await?;
+    Ok(added.hash)
 }
 
 /// Placed spawn: choose nodes, start the processes there; all or none.
@@ -434,7 +502,11 @@ fn pid_in_path(path: &str) -> Option<Pid> {
 }
 
 /// Answer one control-API request.
-pub async fn route(inner: &Arc<Inner>, caller: &Caller, req: Request<Incoming>) -> Result<Response<ApiBody>, RemoteError> {
+pub async fn route(
+    inner: &Arc<Inner>,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, RemoteError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let is_admin = caller.cert.as_ref().map(|c| c.role) == Some(Role::Admin);
@@ -442,7 +514,10 @@ pub async fn route(inner: &Arc<Inner>, caller: &Caller, req: Request<Incoming>) 
         if is_admin {
             Ok(())
         } else {
-            Err(RemoteError::new(403, format!("{what} needs an admin certificate")))
+            Err(RemoteError::new(
+                403,
+                format!("{what} needs an admin certificate"),
+            ))
         }
     };
     match (&method, path.as_str()) {
@@ -454,17 +529,29 @@ pub async fn route(inner: &Arc<Inner>, caller: &Caller, req: Request<Incoming>) 
         }
         (&Method::POST, PATH_MEMBERS) => {
             let r: MemberRequest = read_json(req).await?;
-            let cert = caller.cert.as_ref().ok_or_else(|| RemoteError::new(401, "no certificate"))?;
+            let cert = caller
+                .cert
+                .as_ref()
+                .ok_or_else(|| RemoteError::new(401, "no certificate"))?;
             if cert.role != Role::Node || cert.id != r.name {
                 return Err(RemoteError::new(403, "a node may only add itself"));
             }
             let known = inner.raft.state().member(r.id).map(|n| n.name.clone());
             if known.as_deref() != Some(r.name.as_str()) {
-                return Err(RemoteError::new(403, format!("node id {} is not {:?} in the cluster", r.id, r.name)));
+                return Err(RemoteError::new(
+                    403,
+                    format!("node id {} is not {:?} in the cluster", r.id, r.name),
+                ));
             }
             inner
                 .raft
-                .add_member(r.id, MemberInfo { name: r.name, addr: r.addr })
+                .add_member(
+                    r.id,
+                    MemberInfo {
+                        name: r.name,
+                        addr: r.addr,
+                    },
+                )
                 .await
                 .map_err(write_err)?;
             return json_reply(&serde_json::json!({}));
@@ -481,7 +568,9 @@ pub async fn route(inner: &Arc<Inner>, caller: &Caller, req: Request<Incoming>) 
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")))
                 .and_then(crate::api::percent_decode);
             let body = net::read_body(req, MODULE_BYTES_MAX as usize).await?;
-            let added = handlers::add_module(&inner.node, body, name).await.map_err(api_err)?;
+            let added = handlers::add_module(&inner.node, body, name)
+                .await
+                .map_err(api_err)?;
             record_module(inner, &added).await?;
             return json_reply(&added);
         }
@@ -511,7 +600,9 @@ pub async fn route(inner: &Arc<Inner>, caller: &Caller, req: Request<Incoming>) 
             let name = crate::api::percent_decode(name)
                 .ok_or_else(|| RemoteError::new(400, "bad name encoding"))?;
             let r: NameRequest = read_json(req).await?;
-            let added = handlers::set_name(&inner.node, name, r).await.map_err(api_err)?;
+            let added = handlers::set_name(&inner.node, name, r)
+                .await
+                .map_err(api_err)?;
             record_module(inner, &added).await?;
             return json_reply(&added);
         }

@@ -152,7 +152,11 @@ impl Dispatch {
             .map_err(|e| RemoteError::new(500, e.to_string()))
     }
 
-    async fn route(&self, caller: &Caller, req: Request<Incoming>) -> Result<Response<BoxBody>, RemoteError> {
+    async fn route(
+        &self,
+        caller: &Caller,
+        req: Request<Incoming>,
+    ) -> Result<Response<BoxBody>, RemoteError> {
         let path = req.uri().path().to_string();
         if path == PATH_JOIN && req.method() == Method::POST {
             return self.join(req).await.map(|b| net::reply(200, b));
@@ -169,7 +173,10 @@ impl Dispatch {
             need(caller, &[Role::Node], "a node-to-node request")?;
             if path == PATH_PEER_JOIN {
                 let body = net::read_body(req, JOIN_BYTES_MAX).await?;
-                return self.admit_or_forward(body).await.map(|b| net::reply(200, b));
+                return self
+                    .admit_or_forward(body)
+                    .await
+                    .map(|b| net::reply(200, b));
             }
             if path == PATH_PEER_RENEW {
                 return self.renew(caller, req).await.map(|b| net::reply(200, b));

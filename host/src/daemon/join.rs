@@ -89,7 +89,12 @@ pub async fn join(
         labels: labels.clone(),
     };
     let answer = peers
-        .call_with_timeout(addr, PATH_JOIN, Bytes::from(serde_json::to_vec(&body)?), JOIN_TIMEOUT)
+        .call_with_timeout(
+            addr,
+            PATH_JOIN,
+            Bytes::from(serde_json::to_vec(&body)?),
+            JOIN_TIMEOUT,
+        )
         .await
         .map_err(|e| match e {
             NetError::Remote { status, message } => {

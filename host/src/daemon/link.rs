@@ -81,7 +81,13 @@ pub struct Link {
 
 impl Link {
     /// The link of node `me`.
-    pub fn new(me: NodeId, raft: Raft, peers: Peers, node: WeakNode, processes_max: u32) -> Arc<Link> {
+    pub fn new(
+        me: NodeId,
+        raft: Raft,
+        peers: Peers,
+        node: WeakNode,
+        processes_max: u32,
+    ) -> Arc<Link> {
         Arc::new(Link {
             me,
             raft,
@@ -96,7 +102,10 @@ impl Link {
 
     /// Remember that `pid` does not exist (a peer said so on a lane).
     pub fn mark_dead(&self, pid: u64) {
-        self.dead.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
+        self.dead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid);
     }
 
     fn is_known_dead(&self, pid: u64) -> bool {
@@ -139,7 +148,11 @@ impl Link {
     }
 
     /// Choose nodes for `count` processes.
-    pub fn place(&self, target: &Target, count: usize) -> Result<Vec<NodeId>, sched::PlacementError> {
+    pub fn place(
+        &self,
+        target: &Target,
+        count: usize,
+    ) -> Result<Vec<NodeId>, sched::PlacementError> {
         let state = self.raft.state();
         let candidates = Self::candidates(&state, crate::pki::now_unix_ms(), self.processes_max);
         sched::place_many(&candidates, target, count)
@@ -166,7 +179,12 @@ impl Link {
         let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
         let answer = self
             .peers
-            .call_with_timeout(&addr, PATH_PEER_SPAWN, Bytes::from(body), REMOTE_SPAWN_TIMEOUT)
+            .call_with_timeout(
+                &addr,
+                PATH_PEER_SPAWN,
+                Bytes::from(body),
+                REMOTE_SPAWN_TIMEOUT,
+            )
             .await
             .map_err(|e| format!("node {target} ({addr}): {e}"))?;
         serde_json::from_slice(&answer).map_err(|e| format!("node {target} answered badly: {e}"))
@@ -177,20 +195,32 @@ impl Link {
     pub async fn flush_directory(&self) {
         let (started, exited) = {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            (std::mem::take(&mut p.started), std::mem::take(&mut p.exited))
+            (
+                std::mem::take(&mut p.started),
+                std::mem::take(&mut p.exited),
+            )
         };
-        // A process that started and exited in the same batch needs no entry.
-        let exited_set: HashSet<u64> = exited.iter().copied().collect();
-        let started: Vec<u64> = started.into_iter().filter(|p| !exited_set.contains(p)).collect();
+        // A process that started and exited in the same batch is still
+        // registered (then unregistered): that moves its node's registered
+        // mark past it, which is how senders learn it is gone.
         for chunk in started.chunks(crate::cluster::PIDS_PER_COMMAND_MAX) {
-            let cmd = Command::Register { node: self.me, pids: chunk.to_vec() };
+            let cmd = Command::Register {
+                node: self.me,
+                pids: chunk.to_vec(),
+            };
             if let Err(e) = self.raft.write(cmd).await {
-                eprintln!("shoal node: cannot register {} pid(s) in the directory: {e}", chunk.len());
+                eprintln!(
+                    "shoal node: cannot register {} pid(s) in the directory: {e}",
+                    chunk.len()
+                );
                 self.requeue(chunk, true);
             }
         }
         for chunk in exited.chunks(crate::cluster::PIDS_PER_COMMAND_MAX) {
-            let cmd = Command::Unregister { node: self.me, pids: chunk.to_vec() };
+            let cmd = Command::Unregister {
+                node: self.me,
+                pids: chunk.to_vec(),
+            };
             if let Err(e) = self.raft.write(cmd).await {
                 eprintln!("shoal node: cannot unregister {} pid(s): {e}", chunk.len());
                 self.requeue(chunk, false);
@@ -200,7 +230,11 @@ impl Link {
 
     fn requeue(&self, pids: &[u64], started: bool) {
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let list = if started { &mut p.started } else { &mut p.exited };
+        let list = if started {
+            &mut p.started
+        } else {
+            &mut p.exited
+        };
         if list.len() + pids.len() <= DIRECTORY_PENDING_MAX {
             list.extend_from_slice(pids);
         }
@@ -234,9 +268,10 @@ impl ClusterLink for Link {
         let target = match in_directory {
             Some(n) => n,
             None => {
-                if self.is_known_dead(to.0) {
+                if state.is_gone(to.0) || self.is_known_dead(to.0) {
                     return Err(PushError::Closed);
                 }
+                // Issued but not registered yet: try where it was issued.
                 state.block_owner(to.0).ok_or(PushError::Closed)?
             }
         };
@@ -315,7 +350,13 @@ impl ClusterLink for Link {
         let holders: Vec<NodeId> = state
             .modules
             .get(&hex)
-            .map(|m| m.holders.iter().copied().filter(|h| *h != self.me).collect())
+            .map(|m| {
+                m.holders
+                    .iter()
+                    .copied()
+                    .filter(|h| *h != self.me)
+                    .collect()
+            })
             .unwrap_or_default();
         if holders.is_empty() {
             return Err(Self::fetch_error(reference, "no node holds it"));

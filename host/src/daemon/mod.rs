@@ -180,7 +180,12 @@ pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> anyhow::Result<Init
     pki::role::validate_id(node_name)?;
     let ca = ClusterCa::init(data_dir)?;
     let node = ca.issue_with_new_key(Role::Node, node_name, join::NODE_CERT_TTL)?;
-    Identity::save_pem(data_dir, &node.cert.cert_pem, &node.key_pem, ca.ca_cert_pem())?;
+    Identity::save_pem(
+        data_dir,
+        &node.cert.cert_pem,
+        &node.key_pem,
+        ca.ca_cert_pem(),
+    )?;
     let admin_dir = PkiPaths::new(data_dir).dir().join("admin");
     write_credentials(&ca, Role::Admin, "admin", ADMIN_CERT_TTL, &admin_dir, false)?;
     Ok(InitReport {
@@ -213,7 +218,12 @@ pub fn write_credentials(
     };
     let creds = ca.issue_with_new_key(role, name, ttl)?;
     write_private_key(&dir.join("client.key"), &creds.key_pem, ow)?;
-    write_atomic(&dir.join("client.crt"), creds.cert.cert_pem.as_bytes(), 0o644, ow)?;
+    write_atomic(
+        &dir.join("client.crt"),
+        creds.cert.cert_pem.as_bytes(),
+        0o644,
+        ow,
+    )?;
     write_atomic(&dir.join("ca.crt"), ca.ca_cert_pem().as_bytes(), 0o644, ow)?;
     Ok(creds.cert)
 }
@@ -329,6 +339,12 @@ impl Daemon {
             })
             .await;
         });
+        let step = |what: &str| {
+            if std::env::var_os("SHOAL_DEBUG").is_some() {
+                eprintln!("shoal node {name}: {what}");
+            }
+        };
+        step("raft open, serving");
         match start {
             Start::Fresh => raft
                 .bootstrap(config.labels.clone(), pki::now_unix_ms())
@@ -342,11 +358,27 @@ impl Daemon {
             }
             Start::Restart => {}
         }
+        // A new member learns the membership from the leader's first
+        // append; until then it cannot forward writes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !raft.is_initialized() {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("this node was added to the cluster but never heard from its leader");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        step("member");
         // From here on pids come from cluster blocks: take the first one now,
-        // before anything can spawn.
-        tasks::grant_pid_block(&inner)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot get a pid block: {e}"))?;
+        // before anything can spawn (retrying while a fresh member settles).
+        let mut attempt = 0;
+        while let Err(e) = tasks::grant_pid_block(&inner).await {
+            attempt += 1;
+            if attempt >= 20 {
+                anyhow::bail!("cannot get a pid block: {e}");
+            }
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        step("pid block granted");
         let tasks = tasks::start(inner.clone(), revocations);
         Ok(Daemon {
             inner,
@@ -382,6 +414,35 @@ impl Daemon {
         &self.inner.name
     }
 
+    /// Create a one-time join token for `role` (`"node"`, `"client"`,
+    /// `"admin"`) valid for `ttl`, as `shoal token create` does.
+    pub async fn create_join_token(
+        &self,
+        role: &str,
+        ttl: Duration,
+    ) -> Result<cluster_api::TokenCreated, crate::net::RemoteError> {
+        let req = cluster_api::TokenRequest {
+            ttl_ms: ttl.as_millis().min(u128::from(u64::MAX)) as u64,
+            role: Some(role.to_string()),
+        };
+        cluster_api::create_token(&self.inner, req).await
+    }
+
+    /// Store a module on this node and record it (and `name`) cluster-wide,
+    /// as `shoal deploy --name` does.
+    pub async fn add_module(
+        &self,
+        wasm: &[u8],
+        name: Option<&str>,
+    ) -> Result<shoal_registry::Sha256, crate::net::RemoteError> {
+        cluster_api::add_module(
+            &self.inner,
+            bytes::Bytes::copy_from_slice(wasm),
+            name.map(str::to_string),
+        )
+        .await
+    }
+
     /// The shared parts (for tests and tools).
     pub fn inner(&self) -> &Arc<Inner> {
         &self.inner
@@ -410,6 +471,16 @@ impl Drop for Daemon {
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+            // Dropped without `shutdown`: stop Raft too, so a dropped node
+            // does not linger as a member that still votes.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let raft = self.inner.raft.clone();
+                let node = self.inner.node.clone();
+                rt.spawn(async move {
+                    crate::api::handlers::kill_all(&node).await;
+                    let _ = raft.shutdown().await;
+                });
+            }
         }
     }
 }

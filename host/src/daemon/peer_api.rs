@@ -70,7 +70,9 @@ pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawn
     spec.memory_bytes_max = req.memory_bytes_max;
     match node.spawn(spec).await {
         Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
-        Err(NodeError::ProcessLimit(n)) => Err(format!("LIMIT: this node runs at most {n} processes")),
+        Err(NodeError::ProcessLimit(n)) => {
+            Err(format!("LIMIT: this node runs at most {n} processes"))
+        }
         Err(e) => Err(format!("SPAWN_FAILED: {e}")),
     }
 }
@@ -86,7 +88,11 @@ fn json<T: Serialize>(v: &T) -> Result<bytes::Bytes, RemoteError> {
 }
 
 /// Answer a `/v1/peer/*` request (not join, which [`super::join`] serves).
-pub async fn handle(node: &Node, path: &str, body: bytes::Bytes) -> Result<bytes::Bytes, RemoteError> {
+pub async fn handle(
+    node: &Node,
+    path: &str,
+    body: bytes::Bytes,
+) -> Result<bytes::Bytes, RemoteError> {
     match path {
         PATH_PEER_SPAWN => {
             let req: PeerSpawnRequest = serde_json::from_slice(&body)

@@ -60,9 +60,8 @@ pub async fn get_stream(
         .await
         .map_err(|e| unreachable(addr, e))?;
     let (parts, mut body) = resp.into_parts();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(
-        PROXY_FRAMES_QUEUED_MAX,
-    );
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(PROXY_FRAMES_QUEUED_MAX);
     tokio::spawn(async move {
         // Keep the connection's sender alive while streaming.
         let _sender = sender;
@@ -76,7 +75,10 @@ pub async fn get_stream(
         }
     });
     let stream = tokio_stream_from(rx);
-    Ok(Response::from_parts(parts, BodyExt::boxed(StreamBody::new(stream))))
+    Ok(Response::from_parts(
+        parts,
+        BodyExt::boxed(StreamBody::new(stream)),
+    ))
 }
 
 /// A `Stream` over an mpsc receiver.

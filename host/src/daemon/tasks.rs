@@ -80,7 +80,11 @@ async fn heartbeat(inner: Arc<Inner>) {
 
 /// Ask the cluster for one pid block and grant it to the node.
 pub async fn grant_pid_block(inner: &Inner) -> Result<(), String> {
-    match inner.raft.write(Command::AllocPidBlock { node: inner.me }).await {
+    match inner
+        .raft
+        .write(Command::AllocPidBlock { node: inner.me })
+        .await
+    {
         Ok(CommandResult::PidBlock(first)) => {
             inner.node.pids().add_block(first, PID_BLOCK_SIZE);
             Ok(())

@@ -26,7 +26,11 @@ impl RaftTransport for PeersTransport {
         kind: RpcKind,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, TransportError> {
-        match self.peers.call(addr, kind.as_path(), Bytes::from(body)).await {
+        match self
+            .peers
+            .call(addr, kind.as_path(), Bytes::from(body))
+            .await
+        {
             Ok(b) => Ok(b.to_vec()),
             Err(e @ NetError::Remote { .. }) => Err(TransportError::Failed {
                 target,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use shoal_host::{Node, NodeConfig, Pid, SpawnSpec};
 use shoal_registry::Sha256;
 use std::time::Duration;

@@ -1,0 +1,439 @@
+//! Clusters of real nodes on loopback: membership by Raft, mTLS between
+//! nodes, remote spawn, location-transparent messaging, failures.
+
+mod common;
+
+use common::cluster::{wait_until, TestCluster};
+use shoal_host::cluster::{Command, CommandResult, NodeStatus};
+use shoal_host::net::{NetConfig, NetError, Peers};
+use shoal_host::pki::{self, ClusterCa, ClusterTrust, Identity, Role, SharedRevocations, Validity};
+use shoal_host::{Pid, SpawnSpec};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A client of `addr` presenting `identity`, trusting `ca_dir`'s CA.
+fn peers_with(identity: &Identity, ca_pem: &str) -> Peers {
+    let trust = ClusterTrust::new(ca_pem, SharedRevocations::default()).unwrap();
+    let tls = pki::tls::client_config(identity, &trust).unwrap();
+    let mut net = NetConfig::default();
+    net.connect_timeout_ms = 2_000;
+    Peers::new(tls, net)
+}
+
+fn ca_pem_of(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(pki::PkiPaths::new(dir).ca_cert()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_agree_on_membership_and_each_has_a_pid_block() {
+    let c = TestCluster::start(3).await;
+    let leader = c.leader().expect("a leader");
+    for d in c.running() {
+        let s = d.raft().state();
+        let names: Vec<_> = s.nodes.values().map(|n| n.name.clone()).collect();
+        assert_eq!(names, ["n1", "n2", "n3"], "as seen by {}", d.name());
+        assert_eq!(s.ca_node, Some(1));
+        let raft = d.raft().clone();
+        wait_until("3 voters everywhere", WAIT, || raft.status().voters.len() == 3).await;
+        // Every node was granted its own pid blocks (a block has one owner).
+        wait_until("every node to own a pid block", WAIT, || {
+            let owners: std::collections::BTreeSet<_> =
+                raft.state().pid_blocks.values().copied().collect();
+            owners.len() == 3
+        })
+        .await;
+    }
+    println!("leader is n{}", leader + 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guest_on_node_a_spawns_on_node_b_and_they_talk() {
+    let c = TestCluster::start(3).await;
+    let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    let n2 = c.node(1);
+    assert!(
+        !n2.node().registry().contains(&hash),
+        "n2 has not seen it yet"
+    );
+    let a = c.node(0).node();
+    let spec = SpawnSpec::new(
+        hash,
+        ["ping_pong", "ping", "ping_pong", "300", "n2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let pid = a.spawn(spec).await.unwrap();
+    let status = tokio::time::timeout(WAIT, a.wait(pid))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = a.stdout_text(pid);
+    assert_eq!(
+        status.code(),
+        0,
+        "stdout: {out} stderr: {}",
+        stderr_of(a, pid)
+    );
+    assert!(out.contains("ping-pong done 300 round trips"), "{out}");
+    // n2 fetched the module from n1 and checked its hash before running it.
+    assert!(n2.node().registry().contains(&hash));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduler_and_labels_place_remote_spawns() {
+    let c = TestCluster::start(3).await;
+    let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    let a = c.node(0).node();
+    // Leave placement to the scheduler: the child lands somewhere and talks.
+    let spec = SpawnSpec::new(
+        hash,
+        ["ping_pong", "ping", "ping_pong", "50", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let pid = a.spawn(spec).await.unwrap();
+    let status = tokio::time::timeout(WAIT, a.wait(pid))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), 0, "{}", a.stdout_text(pid));
+    // A target no node fits fails with NO_NODE, named in the guest's error.
+    let spec = SpawnSpec::new(
+        hash,
+        ["ping_pong", "ping", "ping_pong", "1", "zone=mars"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let pid = a.spawn(spec).await.unwrap();
+    let status = tokio::time::timeout(WAIT, a.wait(pid))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), 1);
+    let text = stderr_of(a, pid);
+    assert!(text.contains("NO_NODE"), "{text}");
+    c.shutdown().await;
+}
+
+fn err_text<T>(r: anyhow::Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("expected a refusal, but it worked"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn stderr_of(node: &shoal_host::Node, pid: Pid) -> String {
+    node.log(pid)
+        .map(|l| {
+            String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr))
+                .into_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// Send `n` numbered messages from a host mailbox on node `from` to a
+/// `sink` guest on node `to`, retrying while the way is full.
+async fn send_numbered(c: &TestCluster, from: usize, sink: Pid, n: u64) {
+    let mb = c.node(from).node().open_mailbox();
+    for seq in 0..n {
+        let mut payload = seq.to_le_bytes().to_vec();
+        payload.extend_from_slice(&[7u8; 24]);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match mb.send(sink, payload.clone()) {
+                Ok(()) => break,
+                Err(shoal_host::runtime::mailbox::PushError::Full) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_micros(200)).await
+                }
+                Err(e) => panic!("send {seq}: {e}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cross_node_messages_arrive_once_in_order_while_a_bystander_restarts() {
+    let mut c = TestCluster::start(3).await;
+    let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    let n: u64 = 30_000;
+    let b = c.node(1).node().clone();
+    let sink = b
+        .spawn_by_reference(&hash.to_string(), vec!["sink".into(), n.to_string()])
+        .await
+        .unwrap();
+    // The bystander n3 goes down and comes back while messages flow.
+    let sender = {
+        let c = &c;
+        async move { send_numbered(c, 0, sink, n).await }
+    };
+    let started = Instant::now();
+    sender.await;
+    c.stop(2).await;
+    c.restart(2).await;
+    let status = tokio::time::timeout(WAIT, b.wait(sink))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = b.stdout_text(sink);
+    assert_eq!(status.code(), 0, "{out}");
+    assert!(out.contains(&format!("sink got {n} in order")), "{out}");
+    println!("{n} cross-node messages in {:?}", started.elapsed());
+    c.wait_healthy(3).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_pid_on_another_node_gives_no_process() {
+    let c = TestCluster::start(2).await;
+    let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    let b = c.node(1).node().clone();
+    let pong = b
+        .spawn_by_reference(&hash.to_string(), vec!["pong".into()])
+        .await
+        .unwrap();
+    let mb = c.node(0).node().open_mailbox();
+    mb.send(pong, b"hello".to_vec()).unwrap();
+    let reply = mb.recv(WAIT).await.expect("reply across nodes");
+    assert_eq!(reply.sender, pong);
+    assert_eq!(reply.data, b"hello");
+    let raft = c.node(0).raft().clone();
+    wait_until("the directory to list the pid", WAIT, || {
+        raft.state().directory.contains_key(&pong.0)
+    })
+    .await;
+    b.kill(pong).unwrap();
+    wait_until("the directory to drop the pid", WAIT, || {
+        !raft.state().directory.contains_key(&pong.0)
+    })
+    .await;
+    assert_eq!(
+        mb.send(pong, b"anyone?".to_vec()),
+        Err(shoal_host::runtime::mailbox::PushError::Closed)
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_elects_a_new_one_and_writes_continue() {
+    let mut c = TestCluster::start(3).await;
+    let old = c.leader().expect("leader");
+    let started = Instant::now();
+    c.stop(old).await;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let mut new = None;
+    while new.is_none() {
+        assert!(started.elapsed() < WAIT, "no new leader");
+        if let Some(l) = c.leader() {
+            if l != old && c.nodes[l].is_some() {
+                new = Some(l);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "new leader n{} after {:?}",
+        new.unwrap() + 1,
+        started.elapsed()
+    );
+    // Writes through any survivor work (forwarded to the new leader).
+    for i in &survivors {
+        let r = c.node(*i).raft().write(Command::SetModuleName {
+            name: format!("after-failover-{i}"),
+            hash: "a".repeat(64),
+        });
+        let r = tokio::time::timeout(WAIT, r).await.unwrap();
+        assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
+    }
+    // The old leader comes back as a follower and catches up.
+    c.restart(old).await;
+    let raft = c.node(old).raft().clone();
+    wait_until("the old leader to catch up", WAIT, || {
+        raft.state()
+            .module_names
+            .contains_key(&format!("after-failover-{}", survivors[0]))
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_keeps_serving_with_one_node_down() {
+    let mut c = TestCluster::start(3).await;
+    let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    // Take down a node that is not node 1 (which we use below).
+    c.stop(2).await;
+    let a = c.node(0).node();
+    let spec = SpawnSpec::new(
+        hash,
+        ["ping_pong", "ping", "ping_pong", "100", "n2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let pid = a.spawn(spec).await.unwrap();
+    let status = tokio::time::timeout(WAIT, a.wait(pid))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), 0, "{}", a.stdout_text(pid));
+    // The down node is reported down after its heartbeats stop.
+    let raft = c.node(0).raft().clone();
+    wait_until("n3 to be reported down", WAIT, || {
+        let s = raft.state();
+        let n3 = s.nodes.values().find(|n| n.name == "n3").unwrap();
+        pki::now_unix_ms().saturating_sub(n3.last_heartbeat_ms)
+            > shoal_host::daemon::link::HEARTBEAT_STALE_MS
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_refusals_bad_reused_expired_tokens_and_wrong_pin() {
+    let c = TestCluster::start(1).await;
+    let n1 = c.node(0);
+    let good = n1
+        .create_join_token("node", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let try_join = |name: &str, token: String, pin: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = common::cluster::config(dir.path(), name, "127.0.0.1:0".parse().unwrap());
+        cfg.join = Some(shoal_host::daemon::JoinSpec {
+            addr: good.addr.clone(),
+            token,
+            ca_pin: pin,
+        });
+        async move {
+            let r = shoal_host::daemon::Daemon::start(cfg).await;
+            (r, dir)
+        }
+    };
+    // A made-up token.
+    let (r, _d) = try_join("x1", "abcdef.0123456789abcdef".into(), good.ca_hash.clone()).await;
+    let e = err_text(r);
+    assert!(e.contains("refused") && e.contains("token"), "{e}");
+    // A wrong CA pin: the joiner refuses the cluster.
+    let wrong_pin = format!("sha256:{}", "0".repeat(64));
+    let (r, _d) = try_join("x2", good.token.clone(), wrong_pin).await;
+    let e = err_text(r);
+    assert!(e.to_lowercase().contains("pin"), "{e}");
+    // The good token works once...
+    let (r, _keep) = try_join("x3", good.token.clone(), good.ca_hash.clone()).await;
+    let x3 = r.expect("first use joins");
+    assert_eq!(x3.name(), "x3");
+    // ...and never again.
+    let (r, _d) = try_join("x4", good.token.clone(), good.ca_hash.clone()).await;
+    let e = err_text(r);
+    assert!(e.contains("refused"), "{e}");
+    // An expired token.
+    let short = n1
+        .create_join_token("node", Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (r, _d) = try_join("x5", short.token.clone(), short.ca_hash.clone()).await;
+    let e = err_text(r);
+    assert!(e.contains("expired"), "{e}");
+    x3.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_refused() {
+    let c = TestCluster::start(3).await;
+    let addr = c.addrs[0].to_string();
+    let dir1 = c.dirs[0].path();
+    let ca_pem = ca_pem_of(dir1);
+    // Baseline: the admin credential works.
+    let admin_dir = pki::PkiPaths::new(dir1).dir().join("admin");
+    let admin = Identity::from_pem(
+        &std::fs::read_to_string(admin_dir.join("client.crt")).unwrap(),
+        &std::fs::read_to_string(admin_dir.join("client.key")).unwrap(),
+        &ca_pem,
+    )
+    .unwrap();
+    let ok = peers_with(&admin, &ca_pem)
+        .call(&addr, "/v1/peer/processes", Default::default())
+        .await;
+    // An admin is not a node: peer routes are refused by role.
+    match ok {
+        Err(NetError::Remote {
+            status: 403,
+            message,
+        }) => assert!(message.contains("node"), "{message}"),
+        other => panic!("admin on a peer route: {other:?}"),
+    }
+    // A client certificate posing as a node on a Raft route: refused.
+    let ca = ClusterCa::load(dir1).unwrap();
+    let client = ca
+        .issue_with_new_key(Role::Client, "mallory", Duration::from_secs(600))
+        .unwrap();
+    let client_id = Identity::from_pem(&client.cert.cert_pem, &client.key_pem, &ca_pem).unwrap();
+    match peers_with(&client_id, &ca_pem)
+        .call(&addr, "/v1/raft/vote", Default::default())
+        .await
+    {
+        Err(NetError::Remote { status: 403, .. }) => {}
+        other => panic!("client on a Raft route: {other:?}"),
+    }
+    // Another cluster's certificates: refused at the handshake.
+    let other = TestCluster::start(1).await;
+    let other_dir = other.dirs[0].path();
+    let foreign = Identity::load(other_dir).unwrap();
+    let r = peers_with(&foreign, &ca_pem_of(other_dir))
+        .call(&addr, "/v1/peer/processes", Default::default())
+        .await;
+    assert!(
+        matches!(r, Err(NetError::Tls { .. }) | Err(NetError::Http { .. })),
+        "foreign certificate: {r:?}"
+    );
+    // An expired node certificate: refused at the handshake.
+    let now = pki::now_unix_ms();
+    let expired = ca
+        .issue_with_new_key_validity(
+            Role::Node,
+            "ghost",
+            Validity::between(now - 7_200_000, now - 3_600_000),
+        )
+        .unwrap();
+    let expired_id = Identity::from_pem(&expired.cert.cert_pem, &expired.key_pem, &ca_pem).unwrap();
+    let r = peers_with(&expired_id, &ca_pem)
+        .call(&addr, "/v1/peer/processes", Default::default())
+        .await;
+    assert!(r.is_err(), "expired certificate accepted: {r:?}");
+    // A removed node: its certificate is revoked cluster-wide.
+    let n3_identity = Identity::load(c.dirs[2].path()).unwrap();
+    let before = peers_with(&n3_identity, &ca_pem)
+        .call(&addr, "/v1/peer/processes", Default::default())
+        .await;
+    assert!(before.is_ok(), "n3 works before removal: {before:?}");
+    let id3 = c.node(2).id();
+    let r = c
+        .node(0)
+        .raft()
+        .write(Command::RemoveNode {
+            id: id3,
+            now_ms: pki::now_unix_ms(),
+        })
+        .await;
+    assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
+    let raft = c.node(0).raft().clone();
+    wait_until("n3 removed", WAIT, || {
+        raft.state().nodes[&id3].status == NodeStatus::Removed
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = peers_with(&n3_identity, &ca_pem)
+        .call(&addr, "/v1/peer/processes", Default::default())
+        .await;
+    assert!(after.is_err(), "revoked certificate accepted: {after:?}");
+    other.shutdown().await;
+    c.shutdown().await;
+}

@@ -1,0 +1,167 @@
+//! Real multi-node clusters for tests: every node is a full
+//! [`Daemon`] (Raft, mTLS HTTP/2 transport, process host) listening on its
+//! own loopback port, all in this test process.
+
+use shoal_host::daemon::{Daemon, DaemonConfig, JoinSpec};
+use shoal_registry::Sha256;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A cluster of `n` nodes named `n1`, `n2`, ...
+pub struct TestCluster {
+    /// The running daemons (`None` while stopped).
+    pub nodes: Vec<Option<Daemon>>,
+    /// Each node's data dir (kept across restarts).
+    pub dirs: Vec<tempfile::TempDir>,
+    /// Each node's listen address (kept across restarts).
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Test-friendly settings: fast Raft and heartbeats, small limits.
+pub fn config(dir: &std::path::Path, name: &str, listen: SocketAddr) -> DaemonConfig {
+    let mut c = DaemonConfig::new(dir, name, listen);
+    c.node.engine.processes_max = 128;
+    c.node.asyncify_asserts = true;
+    c.heartbeat_interval = Duration::from_millis(200);
+    c.raft.heartbeat_interval_ms = 50;
+    c.raft.election_timeout_min_ms = 300;
+    c.raft.election_timeout_max_ms = 600;
+    c.raft.write_timeout_ms = 2_000;
+    c
+}
+
+/// Poll `cond` until true or `timeout`; panics with `what`.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestCluster {
+    /// Start node 1 as a new cluster, then join the others one by one.
+    pub async fn start(n: usize) -> TestCluster {
+        let mut c = TestCluster {
+            nodes: Vec::new(),
+            dirs: Vec::new(),
+            addrs: Vec::new(),
+        };
+        for _ in 0..n {
+            c.add_node().await;
+        }
+        c.wait_healthy(n).await;
+        c
+    }
+
+    /// Join one more node (through node 1, or the first running node).
+    pub async fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let name = format!("n{}", i + 1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path(), &name, "127.0.0.1:0".parse().unwrap());
+        if i > 0 {
+            let via = self.running().next().expect("a running node");
+            let token = via
+                .create_join_token("node", Duration::from_secs(600))
+                .await
+                .expect("token");
+            cfg.join = Some(JoinSpec {
+                addr: token.addr.clone(),
+                token: token.token.clone(),
+                ca_pin: token.ca_hash.clone(),
+            });
+        }
+        let d = Daemon::start(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("node {name} does not start: {e:#}"));
+        self.addrs.push(d.local_addr());
+        self.nodes.push(Some(d));
+        self.dirs.push(dir);
+        i
+    }
+
+    /// The running daemons.
+    pub fn running(&self) -> impl Iterator<Item = &Daemon> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Daemon `i` (panics if stopped).
+    pub fn node(&self, i: usize) -> &Daemon {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Index of the current Raft leader among running nodes.
+    pub fn leader(&self) -> Option<usize> {
+        let id = self.running().find_map(|d| d.raft().leader())?;
+        self.nodes
+            .iter()
+            .position(|d| d.as_ref().map(|d| d.id()) == Some(id))
+    }
+
+    /// Wait until every running node sees `n` members with fresh heartbeats.
+    pub async fn wait_healthy(&self, n: usize) {
+        for d in self.running() {
+            let raft = d.raft().clone();
+            wait_until(
+                &format!("{} to see {n} healthy nodes", d.name()),
+                Duration::from_secs(30),
+                || {
+                    let s = raft.state();
+                    let now = shoal_host::pki::now_unix_ms();
+                    s.nodes
+                        .values()
+                        .filter(|r| now.saturating_sub(r.last_heartbeat_ms) < 2_000)
+                        .count()
+                        >= n
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Stop node `i` (its data dir stays).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(d) = self.nodes[i].take() {
+            d.shutdown().await;
+        }
+    }
+
+    /// Start node `i` again on the same data dir and address.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is running");
+        let name = format!("n{}", i + 1);
+        let cfg = config(self.dirs[i].path(), &name, self.addrs[i]);
+        let start = Instant::now();
+        // The port may take a moment to be free again.
+        let d = loop {
+            match Daemon::start(cfg.clone()).await {
+                Ok(d) => break d,
+                Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                    eprintln!("restart {name}: {e:#}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("node {name} does not restart: {e:#}"),
+            }
+        };
+        self.nodes[i] = Some(d);
+    }
+
+    /// Deploy a guest file on node `i` under `name` (cluster-wide name).
+    pub async fn add_guest(&self, i: usize, path: &str, name: &str) -> Sha256 {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        self.node(i)
+            .add_module(&bytes, Some(name))
+            .await
+            .unwrap_or_else(|e| panic!("add {name}: {}", e.message))
+    }
+
+    /// Stop every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
