@@ -437,3 +437,62 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
     other.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_partition_refuses_writes_and_says_so_then_heals() {
+    let c = TestCluster::start(3).await;
+    let addr: Vec<String> = c.addrs.iter().map(|a| a.to_string()).collect();
+    // Cut n3 off from n1 and n2, both ways.
+    for a in &addr[..2] {
+        c.node(2).inner().peers.cut_off(a);
+    }
+    c.node(0).inner().peers.cut_off(&addr[2]);
+    c.node(1).inner().peers.cut_off(&addr[2]);
+    // The minority side refuses writes, saying why, within a bounded time.
+    let t = Instant::now();
+    let r = c
+        .node(2)
+        .raft()
+        .write(Command::SetModuleName {
+            name: "minority".into(),
+            hash: "b".repeat(64),
+        })
+        .await;
+    let e = r.expect_err("a minority must not write").to_string();
+    assert!(e.contains("quorum") || e.contains("leader") || e.contains("timed out"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    println!("minority write refused after {:?}: {e}", t.elapsed());
+    // The majority keeps writing (after electing a leader if n3 led).
+    let r = tokio::time::timeout(WAIT, async {
+        loop {
+            let r = c
+                .node(0)
+                .raft()
+                .write(Command::SetModuleName {
+                    name: "majority".into(),
+                    hash: "c".repeat(64),
+                })
+                .await;
+            if r.is_ok() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
+    // Heal: n3 catches up, and never applied the refused write.
+    for a in &addr[..2] {
+        c.node(2).inner().peers.reconnect(a);
+    }
+    c.node(0).inner().peers.reconnect(&addr[2]);
+    c.node(1).inner().peers.reconnect(&addr[2]);
+    let raft = c.node(2).raft().clone();
+    wait_until("n3 to catch up", WAIT, || {
+        raft.state().module_names.contains_key("majority")
+    })
+    .await;
+    assert!(!raft.state().module_names.contains_key("minority"));
+    c.shutdown().await;
+}

@@ -103,9 +103,17 @@ impl PeerCounters {
 pub(crate) struct Shared {
     pub(crate) counters: PeerCounters,
     hook: RwLock<Option<DeadLetterHook>>,
+    /// Peers this pool is cut off from (fault injection, see
+    /// [`Peers::cut_off`]).
+    cut: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Shared {
+    /// Is this pool cut off from `addr`?
+    pub(crate) fn is_cut(&self, addr: &str) -> bool {
+        self.cut.read().map(|c| c.contains(addr)).unwrap_or(false)
+    }
+
     /// Hand a missing pid to the hook, if one is set.
     pub(crate) fn dead_letter(&self, pid: u64) {
         let hook = self.hook.read().ok().and_then(|h| h.clone());
@@ -171,6 +179,13 @@ impl Inner {
     pub(crate) async fn sender(&self, addr: &str) -> Result<SendRequest<BoxBody>, NetError> {
         let slot = self.slot(addr);
         let mut s = slot.lock().await;
+        if self.shared.is_cut(addr) {
+            s.sender = None;
+            return Err(NetError::Connect {
+                addr: addr.to_string(),
+                source: std::io::Error::other("cut off from this peer (fault injection)"),
+            });
+        }
         if let Some(tx) = &s.sender {
             if !tx.is_closed() {
                 return Ok(tx.clone());
@@ -293,6 +308,25 @@ impl Peers {
                 lanes: Mutex::new(HashMap::new()),
                 shared: Arc::new(Shared::default()),
             }),
+        }
+    }
+
+    /// Fault injection (tests, drills): stop talking to `addr` as if the
+    /// network between us were cut. Calls fail at once with a `Connect`
+    /// error, the lane to it stops within a few tens of milliseconds and
+    /// keeps its unacked messages for when the cut heals. Cutting both
+    /// ends' pools from each other is a partition (every exchange is
+    /// started by a client pool).
+    pub fn cut_off(&self, addr: &str) {
+        if let Ok(mut c) = self.inner.shared.cut.write() {
+            c.insert(addr.to_string());
+        }
+    }
+
+    /// Undo [`Peers::cut_off`].
+    pub fn reconnect(&self, addr: &str) {
+        if let Ok(mut c) = self.inner.shared.cut.write() {
+            c.remove(addr);
         }
     }
 
