@@ -1,5 +1,5 @@
 //! The `shoal` CLI against a cluster node over TCP + mutual TLS + HTTP/2:
-//! `shoal cluster init`, `shoal cert create`, the verbs with `--node` and
+//! `shoal cluster init`, `shoal cert create`, the verbs with `--addr` and
 //! credentials, and the refusals a user meets, with the messages they get.
 //!
 //! The node side is a small server in the test: a real [`Node`] whose
@@ -79,7 +79,7 @@ impl Env {
         c.args(args)
             .env("SHOAL_DATA_DIR", self.data_dir())
             .env_remove("SHOAL_SOCKET")
-            .env_remove("SHOAL_NODE")
+            .env_remove("SHOAL_ADDR")
             .env_remove("SHOAL_CREDS")
             .env_remove("SHOAL_CERT")
             .env_remove("SHOAL_KEY")
@@ -400,7 +400,7 @@ fn client_credentials_drive_the_verbs_over_tls() {
     let node = TlsNode::start(&env.data_dir());
     let via = |args: &[&str]| -> Vec<String> {
         let mut v = vec![
-            "--node".to_string(),
+            "--addr".to_string(),
             node.addr.clone(),
             "--creds".to_string(),
             p(&alice).to_string(),
@@ -447,7 +447,7 @@ fn client_credentials_drive_the_verbs_over_tls() {
     // The same through the environment variables.
     let out = env
         .command(&["ps", "--json"])
-        .env("SHOAL_NODE", &node.addr)
+        .env("SHOAL_ADDR", &node.addr)
         .env("SHOAL_CREDS", &alice)
         .output()
         .unwrap();
@@ -457,10 +457,10 @@ fn client_credentials_drive_the_verbs_over_tls() {
 
     // Without --creds, this data directory's own node identity is used; the
     // admin credentials from `cluster init` work too.
-    let out = env.ok(&["--node", &node.addr, "ps", "--json"]);
+    let out = env.ok(&["--addr", &node.addr, "ps", "--json"]);
     assert_eq!(pids(&out), vec![pid_n]);
     let admin = env.pki("admin");
-    let out = env.ok(&["--node", &node.addr, "--creds", p(&admin), "ps", "--json"]);
+    let out = env.ok(&["--addr", &node.addr, "--creds", p(&admin), "ps", "--json"]);
     assert_eq!(pids(&out), vec![pid_n]);
 
     let out = run(&["kill", &pid]);
@@ -481,7 +481,7 @@ fn refusals_name_the_problem() {
 
     // Credentials of another cluster (certificate and CA): the node's
     // certificate is not from the CA we trust, so we refuse it.
-    let err = b.fails(&["--node", &node_a.addr, "--creds", p(&bob), "ps"]);
+    let err = b.fails(&["--addr", &node_a.addr, "--creds", p(&bob), "ps"]);
     assert!(
         err.contains(&format!("TLS handshake with {} failed", node_a.addr))
             && err.contains("not from this cluster's CA"),
@@ -490,7 +490,7 @@ fn refusals_name_the_problem() {
 
     // Same from the other side: a node of another cluster.
     let node_b = TlsNode::start(&b.data_dir());
-    let err = a.fails(&["--node", &node_b.addr, "--creds", p(&alice), "ps"]);
+    let err = a.fails(&["--addr", &node_b.addr, "--creds", p(&alice), "ps"]);
     assert!(
         err.contains(&format!("TLS handshake with {} failed", node_b.addr))
             && err.contains("not from this cluster's CA"),
@@ -514,7 +514,7 @@ fn refusals_name_the_problem() {
     node_a
         .revocations
         .update(|list| list.revoke_serial(serial, now_ms(), "lost laptop", None));
-    let err = a.fails(&["--node", &node_a.addr, "--creds", p(&carol), "ps"]);
+    let err = a.fails(&["--addr", &node_a.addr, "--creds", p(&carol), "ps"]);
     assert!(
         err.contains("the node refused our certificate") && err.contains(&node_a.addr),
         "{err}"
@@ -529,7 +529,7 @@ fn refusals_name_the_problem() {
 
     // Our certificate with another cluster's CA file: named before connecting.
     let err = a.fails(&[
-        "--node",
+        "--addr",
         &node_a.addr,
         "--creds",
         p(&alice),
@@ -541,7 +541,7 @@ fn refusals_name_the_problem() {
 
     // No credentials at all: say how to get them.
     let c = Env::new();
-    let err = c.fails(&["--node", &node_a.addr, "ps"]);
+    let err = c.fails(&["--addr", &node_a.addr, "ps"]);
     assert!(
         err.contains("no credentials")
             && err.contains("shoal cert create")
@@ -549,7 +549,7 @@ fn refusals_name_the_problem() {
         "{err}"
     );
     let err = c.fails(&[
-        "--node",
+        "--addr",
         &node_a.addr,
         "--creds",
         p(&c.path("nowhere")),
@@ -568,7 +568,7 @@ fn refusals_name_the_problem() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let err = a.fails(&["--node", &node_a.addr, "--creds", p(&loose), "ps"]);
+    let err = a.fails(&["--addr", &node_a.addr, "--creds", p(&loose), "ps"]);
     assert!(
         err.contains("client.key") && err.contains("0600") && err.contains("chmod 600"),
         "{err}"
@@ -578,7 +578,7 @@ fn refusals_name_the_problem() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_addr = closed.local_addr().unwrap().to_string();
     drop(closed);
-    let err = a.fails(&["--node", &closed_addr, "--creds", p(&alice), "ps"]);
+    let err = a.fails(&["--addr", &closed_addr, "--creds", p(&alice), "ps"]);
     assert!(
         err.contains(&format!(
             "cannot reach node {closed_addr}: connection refused"
@@ -604,7 +604,7 @@ fn refusals_name_the_problem() {
     assert!(!c.path("x").exists(), "nothing written");
 
     // The good credentials still work against node A after all that.
-    let out = a.ok(&["--node", &node_a.addr, "--creds", p(&alice), "ps", "--json"]);
+    let out = a.ok(&["--addr", &node_a.addr, "--creds", p(&alice), "ps", "--json"]);
     assert_eq!(out.trim(), "[]");
 }
 
@@ -688,7 +688,7 @@ fn help_teaches() {
     );
     let help = env.ok(&["ps", "--help"]);
     assert!(
-        help.contains("--node") && help.contains("--creds"),
+        help.contains("--addr") && help.contains("--creds"),
         "{help}"
     );
 }

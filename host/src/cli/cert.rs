@@ -53,7 +53,7 @@ enum CertCommand {
   shoal cert create --client --name alice -o ./alice-creds
   shoal cert create --admin --name ops --ttl 12h -o /tmp/ops --json
   # then, on the user's machine:
-  export SHOAL_CREDS=./alice-creds SHOAL_NODE=10.0.0.5:7700
+  export SHOAL_CREDS=./alice-creds SHOAL_ADDR=10.0.0.5:7700
   shoal ps
 
 --ttl takes a number and a unit: 90s, 15m, 12h, 30d (default 30d).")]
@@ -213,7 +213,7 @@ pub fn load_ca(data_dir: &Path) -> anyhow::Result<ClusterCa> {
     }
 }
 
-/// Run `shoal cert ...`. `node` is the global `--node`, used only to print
+/// Run `shoal cert ...`. `node` is the global `--addr`, used only to print
 /// a complete `export` line.
 pub fn cert(args: CertArgs, data_dir: &Path, node: Option<&str>) -> anyhow::Result<i32> {
     match args.command {
@@ -264,7 +264,7 @@ fn create(args: CreateArgs, data_dir: &Path, node: Option<&str>) -> anyhow::Resu
     println!();
     println!("Hand this directory over by a channel you trust. To use it:");
     println!(
-        "  export SHOAL_CREDS={} SHOAL_NODE={}",
+        "  export SHOAL_CREDS={} SHOAL_ADDR={}",
         dir.display(),
         node.unwrap_or("HOST:PORT")
     );

@@ -44,7 +44,7 @@ enum ClusterCommand {
 
 Then:
   shoal node start --listen 0.0.0.0:7700
-  export SHOAL_CREDS=<data-dir>/pki/admin SHOAL_NODE=<this host>:7700
+  export SHOAL_CREDS=<data-dir>/pki/admin SHOAL_ADDR=<this host>:7700
   shoal ps")]
     Init(InitArgs),
 }
@@ -201,7 +201,7 @@ fn init(args: InitArgs, data_dir: &Path) -> anyhow::Result<i32> {
     println!("Next steps:");
     println!("  shoal node start --listen 0.0.0.0:7700");
     println!(
-        "  export SHOAL_CREDS={} SHOAL_NODE=<this host>:7700",
+        "  export SHOAL_CREDS={} SHOAL_ADDR=<this host>:7700",
         admin.display()
     );
     println!("  shoal ps");

@@ -46,24 +46,24 @@ pub struct Cli {
     /// Talk to the cluster node at this address over mutual TLS instead of
     /// the local socket (deploy, ps, logs, kill, snapshot, restore, node
     /// status).
-    #[arg(long, global = true, env = "SHOAL_NODE", value_name = "HOST:PORT")]
-    node: Option<String>,
+    #[arg(long, global = true, env = "SHOAL_ADDR", value_name = "HOST:PORT")]
+    addr: Option<String>,
 
-    /// Credentials for --node: a directory holding ca.crt, client.crt and
+    /// Credentials for --addr: a directory holding ca.crt, client.crt and
     /// client.key, as written by `shoal cert create` (default: this data
     /// directory's own node certificate in <DATA_DIR>/pki/, if any).
     #[arg(long, global = true, env = "SHOAL_CREDS", value_name = "DIR")]
     creds: Option<PathBuf>,
 
-    /// Our certificate for --node (overrides the one in --creds).
+    /// Our certificate for --addr (overrides the one in --creds).
     #[arg(long, global = true, env = "SHOAL_CERT", value_name = "FILE")]
     cert: Option<PathBuf>,
 
-    /// Our private key for --node, mode 0600 (overrides the one in --creds).
+    /// Our private key for --addr, mode 0600 (overrides the one in --creds).
     #[arg(long, global = true, env = "SHOAL_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
 
-    /// The cluster CA certificate for --node (overrides the one in --creds).
+    /// The cluster CA certificate for --addr (overrides the one in --creds).
     #[arg(long, global = true, env = "SHOAL_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
 
@@ -147,7 +147,7 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(".shoal")
 }
 
-/// Whether the parsed command talks to a node (and so needs `--node`'s
+/// Whether the parsed command talks to a node (and so needs `--addr`'s
 /// TLS endpoint when one is given).
 fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
     match command {
@@ -181,7 +181,20 @@ pub fn main() -> i32 {
         Err(e) => e.exit(),
     };
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
-    let tls = match (&cli.node, talks_to_node(&cli.command, &matches)) {
+    // Without --addr, a node running on this data dir is reached at the
+    // address it recorded, over mTLS, so every verb sees the whole cluster.
+    let recorded_addr = || {
+        std::fs::read_to_string(daemon::addr_file(&data_dir))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let addr = cli.addr.clone().or_else(|| {
+        (cli.socket.is_none() && talks_to_node(&cli.command, &matches))
+            .then(recorded_addr)
+            .flatten()
+    });
+    let tls = match (&addr, talks_to_node(&cli.command, &matches)) {
         (Some(addr), true) => {
             let flags = remote::CredentialFlags {
                 creds: cli.creds.clone(),
@@ -220,7 +233,7 @@ pub fn main() -> i32 {
         Command::Snapshot(args) => snapshot::snapshot(args, &target),
         Command::Restore(args) => snapshot::restore(args, &target),
         Command::Cluster(args) => cluster::cluster(args, &data_dir),
-        Command::Cert(args) => cert::cert(args, &data_dir, cli.node.as_deref()),
+        Command::Cert(args) => cert::cert(args, &data_dir, cli.addr.as_deref()),
         Command::Nodes(args) => nodes::nodes(args, &target),
         Command::Token(args) => nodes::token(args, &target),
     };

@@ -25,7 +25,7 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
-    let rows: Vec<[String; 4]> = list
+    let rows: Vec<[String; 5]> = list
         .iter()
         .map(|p| {
             let mut module = p.module.short();
@@ -35,13 +35,14 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
             }
             [
                 p.pid.to_string(),
+                p.node.clone().unwrap_or_else(|| "-".into()),
                 module,
                 human_age(p.age_ms),
                 p.mailbox_len.to_string(),
             ]
         })
         .collect();
-    let header = ["PID", "MODULE", "AGE", "MAILBOX"].map(String::from);
+    let header = ["PID", "NODE", "MODULE", "AGE", "MAILBOX"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -50,14 +51,16 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
     }
     for r in std::iter::once(&header).chain(&rows) {
         println!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
             r[0],
             r[1],
             r[2],
             r[3],
+            r[4],
             w0 = widths[0],
             w1 = widths[1],
-            w2 = widths[2]
+            w2 = widths[2],
+            w3 = widths[3]
         );
     }
     Ok(0)

@@ -106,6 +106,21 @@ pub fn credential_files(
         }
         None => {
             let p = PkiPaths::new(data_dir);
+            // The admin credential a new cluster writes comes first: it can
+            // do everything (tokens, node removal); then the node's own.
+            let admin = p.dir().join("admin");
+            let admin = CredentialFiles {
+                cert: admin.join("client.crt"),
+                key: admin.join("client.key"),
+                ca: admin.join("ca.crt"),
+            };
+            if admin.cert.is_file() && admin.key.is_file() && admin.ca.is_file() {
+                return Ok(CredentialFiles {
+                    cert: flags.cert.clone().unwrap_or(admin.cert),
+                    key: flags.key.clone().unwrap_or(admin.key),
+                    ca: flags.ca.clone().unwrap_or(admin.ca),
+                });
+            }
             let own = CredentialFiles {
                 cert: p.node_cert(),
                 key: p.node_key(),

@@ -59,8 +59,9 @@ pub struct PeerSpawned {
 /// process here. Errors are text naming the ABI code where there is one.
 pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawned, String> {
     let hash = match node.resolve(&req.module) {
-        Ok(h) => h,
-        Err(_) => node
+        // A hash resolves even when the blob is elsewhere: fetch it then.
+        Ok(h) if node.registry().contains(&h) => h,
+        _ => node
             .fetch_module(&req.module)
             .await
             .map_err(|code| format!("{} ({})", req.module, crate::abi::errno::name(code)))?,
