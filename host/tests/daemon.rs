@@ -389,7 +389,7 @@ fn user_mistakes_get_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("is not a module in the node's registry"),
+        err.contains("is not a module of this cluster"),
         "{err}"
     );
 
