@@ -388,10 +388,7 @@ fn user_mistakes_get_clear_errors() {
     let out = env.shoal(&["deploy", "no-such-module:v9"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("is not a module of this cluster"),
-        "{err}"
-    );
+    assert!(err.contains("is not a module of this cluster"), "{err}");
 
     let bad = env.dir.path().join("bad.wasm");
     std::fs::write(&bad, b"\0asm\x01\0\0\0\x01\x05junk!").unwrap();

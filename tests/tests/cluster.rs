@@ -16,8 +16,10 @@ const WAIT: Duration = Duration::from_secs(60);
 fn peers_with(identity: &Identity, ca_pem: &str) -> Peers {
     let trust = ClusterTrust::new(ca_pem, SharedRevocations::default()).unwrap();
     let tls = pki::tls::client_config(identity, &trust).unwrap();
-    let mut net = NetConfig::default();
-    net.connect_timeout_ms = 2_000;
+    let net = NetConfig {
+        connect_timeout_ms: 2_000,
+        ..NetConfig::default()
+    };
     Peers::new(tls, net)
 }
 
@@ -35,7 +37,10 @@ async fn three_nodes_agree_on_membership_and_each_has_a_pid_block() {
         assert_eq!(names, ["n1", "n2", "n3"], "as seen by {}", d.name());
         assert_eq!(s.ca_node, Some(1));
         let raft = d.raft().clone();
-        wait_until("3 voters everywhere", WAIT, || raft.status().voters.len() == 3).await;
+        wait_until("3 voters everywhere", WAIT, || {
+            raft.status().voters.len() == 3
+        })
+        .await;
         // Every node was granted its own pid blocks (a block has one owner).
         wait_until("every node to own a pid block", WAIT, || {
             let owners: std::collections::BTreeSet<_> =
@@ -459,7 +464,10 @@ async fn a_minority_partition_refuses_writes_and_says_so_then_heals() {
         })
         .await;
     let e = r.expect_err("a minority must not write").to_string();
-    assert!(e.contains("quorum") || e.contains("leader") || e.contains("timed out"), "{e}");
+    assert!(
+        e.contains("quorum") || e.contains("leader") || e.contains("timed out"),
+        "{e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(30));
     println!("minority write refused after {:?}: {e}", t.elapsed());
     // The majority keeps writing (after electing a leader if n3 led).

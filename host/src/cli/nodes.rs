@@ -112,7 +112,10 @@ pub fn token(args: TokenArgs, target: &Target) -> anyhow::Result<i32> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
-                println!("Join token created (works once, for {}).", human_age(a.ttl.as_millis() as u64));
+                println!(
+                    "Join token created (works once, for {}).",
+                    human_age(a.ttl.as_millis() as u64)
+                );
                 println!("On the new node, run:\n");
                 println!("  {}\n", t.command);
                 println!("(choose its NAME and the HOST:PORT it listens on; the token is shown only now)");

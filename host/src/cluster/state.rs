@@ -1071,11 +1071,26 @@ mod tests {
     fn a_pid_below_its_issuers_mark_and_not_in_the_directory_is_gone() {
         let mut s = two_nodes();
         let b1 = block(s.apply(&Command::AllocPidBlock { node: 1 }));
-        assert!(!s.is_gone(b1), "issued but not registered yet: maybe starting");
-        assert_eq!(s.apply(&Command::Register { node: 1, pids: vec![b1, b1 + 1] }), CommandResult::Ok);
+        assert!(
+            !s.is_gone(b1),
+            "issued but not registered yet: maybe starting"
+        );
+        assert_eq!(
+            s.apply(&Command::Register {
+                node: 1,
+                pids: vec![b1, b1 + 1]
+            }),
+            CommandResult::Ok
+        );
         assert!(!s.is_gone(b1) && !s.is_gone(b1 + 1));
         assert!(!s.is_gone(b1 + 2), "above the mark: not known yet");
-        assert_eq!(s.apply(&Command::Unregister { node: 1, pids: vec![b1] }), CommandResult::Ok);
+        assert_eq!(
+            s.apply(&Command::Unregister {
+                node: 1,
+                pids: vec![b1]
+            }),
+            CommandResult::Ok
+        );
         assert!(s.is_gone(b1));
         assert!(s.is_gone(3), "never issued");
     }

@@ -23,8 +23,14 @@ fn encode_name(name: &str) -> String {
 impl Client {
     /// `GET /v1/nodes`: every node of the cluster, with health and load.
     pub async fn nodes(&self) -> Result<Vec<NodeSummary>, ClientError> {
-        self.call(Method::GET, "/v1/nodes", None, Bytes::new(), CLUSTER_CALL_TIMEOUT)
-            .await
+        self.call(
+            Method::GET,
+            "/v1/nodes",
+            None,
+            Bytes::new(),
+            CLUSTER_CALL_TIMEOUT,
+        )
+        .await
     }
 
     /// `POST /v1/tokens`: a one-time join token (admin only).
@@ -36,15 +42,31 @@ impl Client {
     /// `DELETE /v1/nodes/{name}`: remove a node for good (admin only).
     pub async fn remove_node(&self, name: &str) -> Result<Option<NodeSummary>, ClientError> {
         let path = format!("/v1/nodes/{}", encode_name(name));
-        self.call(Method::DELETE, &path, None, Bytes::new(), CLUSTER_CALL_TIMEOUT)
-            .await
+        self.call(
+            Method::DELETE,
+            &path,
+            None,
+            Bytes::new(),
+            CLUSTER_CALL_TIMEOUT,
+        )
+        .await
     }
 
     /// `POST /v1/nodes/{name}/cordon|uncordon` (admin only).
-    pub async fn cordon(&self, name: &str, cordoned: bool) -> Result<Option<NodeSummary>, ClientError> {
+    pub async fn cordon(
+        &self,
+        name: &str,
+        cordoned: bool,
+    ) -> Result<Option<NodeSummary>, ClientError> {
         let verb = if cordoned { "cordon" } else { "uncordon" };
         let path = format!("/v1/nodes/{}/{verb}", encode_name(name));
-        self.call(Method::POST, &path, None, Bytes::new(), CLUSTER_CALL_TIMEOUT)
-            .await
+        self.call(
+            Method::POST,
+            &path,
+            None,
+            Bytes::new(),
+            CLUSTER_CALL_TIMEOUT,
+        )
+        .await
     }
 }
