@@ -9,7 +9,13 @@
 //! - [`node`] — one node: its process table, module cache and registry.
 //! - [`pid`] — process identifiers.
 //! - [`pki`] — cluster identity: CA, certificates with roles, join tokens,
-//!   revocation, mTLS configs (not yet wired to a transport).
+//!   revocation, mTLS configs.
+//! - [`net`] — node-to-node transport: HTTP/2 over mutual TLS, message lanes.
+//! - [`cluster`] — Raft-replicated cluster metadata (membership, directory,
+//!   names, modules, tokens, revocations).
+//! - [`sched`] — placement of new processes.
+//! - [`daemon`] — one node of a cluster: join, request dispatch, the
+//!   cluster-wide control API, background tasks.
 //! - `cli` (binary only) — the `shoal` command line.
 
 pub mod abi;
