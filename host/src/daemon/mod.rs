@@ -250,14 +250,20 @@ impl Daemon {
             Restart,
         }
         let (start, me) = if paths.node_cert().exists() {
-            let id = read_node_id(&data_dir)?.with_context(|| {
-                format!(
+            match read_node_id(&data_dir)? {
+                Some(id) => (Start::Restart, id),
+                // `shoal cluster init` made the CA and this node's
+                // certificate; the node now starts the cluster as node 1.
+                None if paths.ca_key().exists() && config.join.is_none() => {
+                    write_node_id(&data_dir, 1)?;
+                    (Start::Fresh, 1)
+                }
+                None => anyhow::bail!(
                     "{} has a certificate but no node id ({}); the data dir is damaged",
                     data_dir.display(),
                     node_id_path(&data_dir).display()
-                )
-            })?;
-            (Start::Restart, id)
+                ),
+            }
         } else if let Some(j) = &config.join {
             let (_identity, id) = join::join(
                 &data_dir,
