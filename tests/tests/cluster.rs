@@ -504,3 +504,48 @@ async fn a_minority_partition_refuses_writes_and_says_so_then_heals() {
     assert!(!raft.state().module_names.contains_key("minority"));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_certificates_are_renewed_before_they_expire() {
+    // The CA signs 6-second certificates; nodes check every 200 ms.
+    let c = TestCluster::start_with(2, |cfg| {
+        cfg.cert_ttl = Duration::from_secs(6);
+        cfg.renew_check_interval = Duration::from_millis(200);
+    })
+    .await;
+    let n2 = c.node(1);
+    let first = n2.inner().identity.info();
+    // (back-dated by the 60 s clock-skew allowance)
+    assert!(first.not_after_unix_ms - first.not_before_unix_ms <= 66_000);
+    // Past the first certificate's expiry...
+    let wait_ms = first.not_after_unix_ms.saturating_sub(pki::now_unix_ms()) + 1_000;
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    let now_info = n2.inner().identity.info();
+    assert_ne!(now_info.serial, first.serial, "renewed");
+    assert!(now_info.not_after_unix_ms > pki::now_unix_ms());
+    // ...a brand-new connection from n2 (its client certificate) to n1,
+    // and from n1 to n2 (n2's server certificate), still works.
+    let net = NetConfig::default();
+    let from_n2 = Peers::new(n2.inner().client_tls.clone(), net.clone());
+    from_n2
+        .call(
+            &c.addrs[0].to_string(),
+            "/v1/peer/processes",
+            Default::default(),
+        )
+        .await
+        .expect("n2 -> n1 with the renewed certificate");
+    let from_n1 = Peers::new(c.node(0).inner().client_tls.clone(), net);
+    from_n1
+        .call(
+            &c.addrs[1].to_string(),
+            "/v1/peer/processes",
+            Default::default(),
+        )
+        .await
+        .expect("n1 -> n2, n2 presenting the renewed certificate");
+    // The renewed certificate is on disk for a restart.
+    let on_disk = Identity::load(c.dirs[1].path()).unwrap();
+    assert_eq!(on_disk.info().serial, now_info.serial);
+    c.shutdown().await;
+}

@@ -103,7 +103,7 @@ impl Dispatch {
             })?;
             let parsed: JoinBody = serde_json::from_slice(&body)
                 .map_err(|e| RemoteError::new(400, format!("bad join request: {e}")))?;
-            let answer = join::admit(&self.inner.raft, ca, parsed).await?;
+            let answer = join::admit(&self.inner.raft, ca, parsed, self.inner.cert_ttl).await?;
             return serde_json::to_vec(&answer)
                 .map(Bytes::from)
                 .map_err(|e| RemoteError::new(500, e.to_string()));
@@ -144,7 +144,7 @@ impl Dispatch {
                 &renew.csr_pem,
                 cert.role,
                 &cert.id,
-                crate::pki::Validity::for_ttl(now, join::NODE_CERT_TTL),
+                crate::pki::Validity::for_ttl(now, self.inner.cert_ttl),
             )
             .map_err(|e| RemoteError::new(400, e.to_string()))?;
         serde_json::to_vec(&issued)

@@ -120,7 +120,12 @@ fn refused(status: u16, why: impl std::fmt::Display) -> RemoteError {
 }
 
 /// CA side: spend the token, admit the node, sign its CSR.
-pub async fn admit(raft: &Raft, ca: &ClusterCa, body: JoinBody) -> Result<JoinAnswer, RemoteError> {
+pub async fn admit(
+    raft: &Raft,
+    ca: &ClusterCa,
+    body: JoinBody,
+    ttl: Duration,
+) -> Result<JoinAnswer, RemoteError> {
     pki::role::validate_id(&body.request.node_name).map_err(|e| refused(400, e))?;
     let now = pki::now_unix_ms();
     let role = match raft
@@ -169,7 +174,7 @@ pub async fn admit(raft: &Raft, ca: &ClusterCa, body: JoinBody) -> Result<JoinAn
             &body.request.csr_pem,
             role,
             &body.request.node_name,
-            Validity::for_ttl(now, NODE_CERT_TTL),
+            Validity::for_ttl(now, ttl),
         )
         .map_err(|e| refused(400, e))?;
     eprintln!(

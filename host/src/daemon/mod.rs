@@ -71,6 +71,11 @@ pub struct DaemonConfig {
     pub net: NetConfig,
     /// How often the node reports its load.
     pub heartbeat_interval: Duration,
+    /// Lifetime of the certificates this node signs if it holds the CA
+    /// (joins and renewals); a node renews its own from 2/3 of it on.
+    pub cert_ttl: Duration,
+    /// How often the node checks whether its certificate is due for renewal.
+    pub renew_check_interval: Duration,
 }
 
 impl DaemonConfig {
@@ -88,6 +93,8 @@ impl DaemonConfig {
             raft: RaftConfig::default(),
             net: NetConfig::default(),
             heartbeat_interval: Duration::from_millis(1000),
+            cert_ttl: join::NODE_CERT_TTL,
+            renew_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -118,6 +125,12 @@ pub struct Inner {
     pub net: NetConfig,
     /// Our client TLS config (for connections outside [`Peers`]).
     pub client_tls: Arc<rustls::ClientConfig>,
+    /// Our certificate, replaced in place when renewed.
+    pub identity: Arc<pki::tls::LiveIdentity>,
+    /// Lifetime of certificates this node signs (if it holds the CA).
+    pub cert_ttl: Duration,
+    /// How often to check for renewal.
+    pub renew_check_interval: Duration,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
 }
@@ -292,7 +305,8 @@ impl Daemon {
         let ca_pem = pki::files::read_certificate(&paths.ca_cert())?;
         let revocations = SharedRevocations::default();
         let trust = ClusterTrust::new(&ca_pem, revocations.clone())?;
-        let client_tls = pki::tls::client_config(&identity, &trust)?;
+        let live = pki::tls::LiveIdentity::new(&identity)?;
+        let client_tls = pki::tls::client_config_live(&live, &trust)?;
         let peers = Peers::new(client_tls.clone(), config.net.clone());
         let transport = Arc::new(transport::PeersTransport::new(peers.clone()));
         let raft = Raft::open(
@@ -333,9 +347,12 @@ impl Daemon {
             trust: trust.clone(),
             net: config.net.clone(),
             client_tls,
+            identity: live.clone(),
+            cert_ttl: config.cert_ttl,
+            renew_check_interval: config.renew_check_interval,
             heartbeat_interval: config.heartbeat_interval,
         });
-        let server_tls = pki::tls::node_server_config(&identity, &trust, pki::tls::CONTROL_API)?;
+        let server_tls = pki::tls::server_config_live(&live, &trust, pki::tls::CONTROL_API, true)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let handler = Arc::new(dispatch::Dispatch::new(inner.clone()));
         let net_config = config.net.clone();

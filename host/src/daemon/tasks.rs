@@ -10,6 +10,9 @@
 //! - **revocations**: every applied change to the replicated revocation list
 //!   is copied into the list the TLS verifiers read, so a removed node's or
 //!   revoked client's next handshake fails.
+//! - **renewal**: from 2/3 of its lifetime on, the node sends a CSR for its
+//!   key to the CA node and presents the new certificate from the next
+//!   handshake on (saved to disk too, so a restart keeps it).
 
 use super::Inner;
 use crate::cluster::{Command, CommandResult, NodeLoad, PID_BLOCK_SIZE};
@@ -30,7 +33,8 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(heartbeat(inner.clone())),
         tokio::spawn(pid_blocks(inner.clone())),
         tokio::spawn(directory(inner.clone())),
-        tokio::spawn(sync_revocations(inner, revocations)),
+        tokio::spawn(sync_revocations(inner.clone(), revocations)),
+        tokio::spawn(renew_certificate(inner)),
     ]
 }
 
@@ -125,4 +129,76 @@ async fn sync_revocations(inner: Arc<Inner>, revocations: SharedRevocations) {
             return;
         }
     }
+}
+
+async fn renew_certificate(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(inner.renew_check_interval).await;
+        let info = inner.identity.info();
+        // Certificates are back-dated by the clock-skew allowance; count
+        // the lifetime from when it was issued.
+        let skew_ms = crate::pki::ca::CLOCK_SKEW_ALLOWANCE.as_millis() as u64;
+        let issued = info.not_before_unix_ms.saturating_add(skew_ms);
+        let life = info.not_after_unix_ms.saturating_sub(issued);
+        let due = issued.saturating_add(life / 3 * 2);
+        if crate::pki::now_unix_ms() < due {
+            continue;
+        }
+        match renew_once(&inner).await {
+            Ok(new) => eprintln!(
+                "shoal node: renewed this node's certificate (serial {}, valid until {} ms)",
+                new.serial.as_hex(),
+                new.not_after_unix_ms
+            ),
+            Err(e) => eprintln!("shoal node: certificate renewal failed (will retry): {e}"),
+        }
+    }
+}
+
+/// Get a fresh certificate for this node's key from the CA node.
+pub async fn renew_once(inner: &Inner) -> Result<crate::pki::CertInfo, String> {
+    use crate::pki::{files, Identity, IssuedCert, PkiPaths, Role, Validity};
+    let paths = PkiPaths::new(&inner.data_dir);
+    let key_pem = files::read_private_key(&paths.node_key()).map_err(|e| e.to_string())?;
+    let ca_pem = files::read_certificate(&paths.ca_cert()).map_err(|e| e.to_string())?;
+    let csr = crate::pki::ca::csr_for_key_pem(&key_pem, &inner.name).map_err(|e| e.to_string())?;
+    let state = inner.raft.state();
+    let issued: IssuedCert = match (&inner.ca, state.ca_node) {
+        (Some(ca), Some(id)) if id == inner.me => ca
+            .sign_csr_with_validity(
+                &csr,
+                Role::Node,
+                &inner.name,
+                Validity::for_ttl(crate::pki::now_unix_ms(), inner.cert_ttl),
+            )
+            .map_err(|e| e.to_string())?,
+        (_, Some(id)) => {
+            let addr = state
+                .member(id)
+                .map(|n| n.addr.clone())
+                .ok_or("the CA node is not a member")?;
+            let body = serde_json::to_vec(&super::join::RenewBody { csr_pem: csr })
+                .map_err(|e| e.to_string())?;
+            let answer = inner
+                .peers
+                .call(
+                    &addr,
+                    super::join::PATH_PEER_RENEW,
+                    bytes::Bytes::from(body),
+                )
+                .await
+                .map_err(|e| format!("the CA node ({addr}): {e}"))?;
+            serde_json::from_slice(&answer).map_err(|e| e.to_string())?
+        }
+        (_, None) => return Err("the cluster has no CA node".into()),
+    };
+    let identity =
+        Identity::from_pem(&issued.cert_pem, &key_pem, &ca_pem).map_err(|e| e.to_string())?;
+    Identity::save_pem(&inner.data_dir, &issued.cert_pem, &key_pem, &ca_pem)
+        .map_err(|e| e.to_string())?;
+    inner
+        .identity
+        .replace(&identity)
+        .map_err(|e| e.to_string())?;
+    Ok(identity.info().clone())
 }

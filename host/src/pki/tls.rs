@@ -564,6 +564,97 @@ fn server_config_with(
     accept: &[Role],
     client_auth_optional: bool,
 ) -> Result<Arc<ServerConfig>> {
+    server_config_live(
+        &LiveIdentity::new(identity)?,
+        trust,
+        accept,
+        client_auth_optional,
+    )
+}
+
+/// A certificate and key that can be replaced while connections use them:
+/// a renewed certificate takes effect at the next handshake, on both the
+/// server and the client configs built from it ([`server_config_live`],
+/// [`client_config_live`]), without restarting anything.
+#[derive(Debug)]
+pub struct LiveIdentity {
+    current: std::sync::RwLock<(Arc<rustls::sign::CertifiedKey>, CertInfo)>,
+}
+
+fn certified_key(identity: &Identity) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    let key = super::provider()
+        .key_provider
+        .load_private_key(identity.key.clone_key())?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        identity.chain.clone(),
+        key,
+    )))
+}
+
+impl LiveIdentity {
+    /// Start with `identity`.
+    pub fn new(identity: &Identity) -> Result<Arc<LiveIdentity>> {
+        Ok(Arc::new(LiveIdentity {
+            current: std::sync::RwLock::new((certified_key(identity)?, identity.info.clone())),
+        }))
+    }
+
+    /// Present `identity` from the next handshake on.
+    pub fn replace(&self, identity: &Identity) -> Result<()> {
+        let key = certified_key(identity)?;
+        let mut c = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *c = (key, identity.info.clone());
+        Ok(())
+    }
+
+    /// What the current certificate says.
+    pub fn info(&self) -> CertInfo {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    fn key(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveIdentity {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.key())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for LiveIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// [`server_config`] / [`node_server_config`] presenting a [`LiveIdentity`].
+pub fn server_config_live(
+    identity: &Arc<LiveIdentity>,
+    trust: &ClusterTrust,
+    accept: &[Role],
+    client_auth_optional: bool,
+) -> Result<Arc<ServerConfig>> {
     let verifier = Arc::new(PeerVerifier {
         trust: trust.clone(),
         accept: accept.to_vec(),
@@ -572,8 +663,27 @@ fn server_config_with(
     let mut config = ServerConfig::builder_with_provider(super::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+        .with_cert_resolver(identity.clone());
     no_server_resumption(&mut config);
+    Ok(Arc::new(config))
+}
+
+/// [`client_config`] presenting a [`LiveIdentity`].
+pub fn client_config_live(
+    identity: &Arc<LiveIdentity>,
+    trust: &ClusterTrust,
+) -> Result<Arc<ClientConfig>> {
+    let verifier = Arc::new(PeerVerifier {
+        trust: trust.clone(),
+        accept: NODE_ONLY.to_vec(),
+        client_auth_optional: false,
+    });
+    let mut config = ClientConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(identity.clone());
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

@@ -15,6 +15,8 @@ pub struct TestCluster {
     pub dirs: Vec<tempfile::TempDir>,
     /// Each node's listen address (kept across restarts).
     pub addrs: Vec<SocketAddr>,
+    /// Applied to every node's config.
+    pub tweak: fn(&mut DaemonConfig),
 }
 
 /// Test-friendly settings: fast Raft and heartbeats, small limits.
@@ -44,10 +46,16 @@ pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() ->
 impl TestCluster {
     /// Start node 1 as a new cluster, then join the others one by one.
     pub async fn start(n: usize) -> TestCluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// [`TestCluster::start`] with `tweak` applied to every node's config.
+    pub async fn start_with(n: usize, tweak: fn(&mut DaemonConfig)) -> TestCluster {
         let mut c = TestCluster {
             nodes: Vec::new(),
             dirs: Vec::new(),
             addrs: Vec::new(),
+            tweak,
         };
         for _ in 0..n {
             c.add_node().await;
@@ -62,6 +70,7 @@ impl TestCluster {
         let name = format!("n{}", i + 1);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(dir.path(), &name, "127.0.0.1:0".parse().unwrap());
+        (self.tweak)(&mut cfg);
         if i > 0 {
             let via = self.running().next().expect("a running node");
             let token = via
@@ -133,7 +142,8 @@ impl TestCluster {
     pub async fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {i} is running");
         let name = format!("n{}", i + 1);
-        let cfg = config(self.dirs[i].path(), &name, self.addrs[i]);
+        let mut cfg = config(self.dirs[i].path(), &name, self.addrs[i]);
+        (self.tweak)(&mut cfg);
         let start = Instant::now();
         // The port may take a moment to be free again.
         let d = loop {
