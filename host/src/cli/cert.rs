@@ -9,24 +9,12 @@
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand};
-use shoal_host::pki::files::{self, Overwrite};
-use shoal_host::pki::{ClusterCa, IssuedCredentials, PkiError, PkiPaths, Role};
-use std::os::unix::fs::DirBuilderExt;
+use shoal_host::pki::{ClusterCa, PkiError, PkiPaths, Role};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// File name of the CA certificate in a credentials directory.
-pub const CA_FILE: &str = "ca.crt";
-/// File name of the certificate in a credentials directory.
-pub const CERT_FILE: &str = "client.crt";
-/// File name of the private key in a credentials directory.
-pub const KEY_FILE: &str = "client.key";
+use shoal_host::daemon::credentials::{write_credentials, CA_FILE, CERT_FILE, KEY_FILE};
 
-/// Mode of a new credentials directory: owner only.
-const CREDS_DIR_MODE: u32 = 0o700;
-
-/// The longest `--ttl` accepted (the CA itself is valid for ten years, and
-/// no certificate outlives it).
 pub const TTL_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Arguments of `shoal cert`.
@@ -126,77 +114,6 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs(secs))
-}
-
-/// Where [`write_credentials`] put the files.
-#[derive(Debug, Clone)]
-pub struct CredentialPaths {
-    /// The directory.
-    pub dir: PathBuf,
-    /// `ca.crt`.
-    pub ca: PathBuf,
-    /// `client.crt`.
-    pub cert: PathBuf,
-    /// `client.key`.
-    pub key: PathBuf,
-}
-
-/// Write `creds` and the CA certificate into `dir` as `client.key` (0600,
-/// written first, so a certificate never exists without its key),
-/// `ca.crt` and `client.crt` (0644). A missing `dir` is created with mode
-/// 0700. Unless `force`, refuses (before writing anything) if any of the
-/// three files exists.
-pub fn write_credentials(
-    dir: &Path,
-    creds: &IssuedCredentials,
-    ca_pem: &str,
-    force: bool,
-) -> anyhow::Result<CredentialPaths> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(CREDS_DIR_MODE)
-        .create(dir)
-        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
-    let paths = CredentialPaths {
-        dir: dir.to_path_buf(),
-        ca: dir.join(CA_FILE),
-        cert: dir.join(CERT_FILE),
-        key: dir.join(KEY_FILE),
-    };
-    let overwrite = if force {
-        Overwrite::Replace
-    } else {
-        let existing: Vec<String> = [&paths.key, &paths.ca, &paths.cert]
-            .into_iter()
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .collect();
-        if !existing.is_empty() {
-            anyhow::bail!(
-                "refusing to overwrite existing credentials: {} (use --force to replace them, \
-                 or choose another directory)",
-                existing.join(", ")
-            );
-        }
-        Overwrite::Refuse
-    };
-    let refused = |e: PkiError, path: &Path| -> anyhow::Error {
-        match e {
-            PkiError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                anyhow::anyhow!(
-                    "refusing to overwrite {} (created meanwhile; use --force to replace it)",
-                    path.display()
-                )
-            }
-            other => anyhow::Error::new(other),
-        }
-    };
-    files::write_private_key(&paths.key, &creds.key_pem, overwrite)
-        .map_err(|e| refused(e, &paths.key))?;
-    files::write_certificate(&paths.ca, ca_pem, overwrite).map_err(|e| refused(e, &paths.ca))?;
-    files::write_certificate(&paths.cert, &creds.cert.cert_pem, overwrite)
-        .map_err(|e| refused(e, &paths.cert))?;
-    Ok(paths)
 }
 
 /// Load the CA of this data directory, explaining plainly when this node

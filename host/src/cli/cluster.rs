@@ -6,15 +6,9 @@
 //! `client.crt`, `client.key`). `shoal node start` calls the same
 //! [`init_cluster_pki`] when the data directory has no PKI yet.
 
-use super::cert::{write_credentials, CA_FILE, CERT_FILE, KEY_FILE};
-use anyhow::Context;
 use clap::{Args, Subcommand};
-use shoal_host::pki::ca::{DEFAULT_CLIENT_CERT_TTL, DEFAULT_NODE_CERT_TTL};
-use shoal_host::pki::{CaPin, ClusterCa, Identity, PkiError, PkiPaths, Role, Serial};
-use std::path::{Path, PathBuf};
-
-/// The id of the admin credentials `cluster init` writes.
-pub const ADMIN_ID: &str = "admin";
+use shoal_host::daemon::credentials::init_cluster_pki;
+use std::path::Path;
 
 /// Node name used when neither `--name` nor a usable host name is there.
 const FALLBACK_NODE_NAME: &str = "node-1";
@@ -62,95 +56,6 @@ struct InitArgs {
     /// node_cert_expires_unix_ms, admin_dir} instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// What [`init_cluster_pki`] created.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InitReport {
-    /// `<data-dir>/pki`.
-    pub pki_dir: PathBuf,
-    /// The new CA's pin, `sha256:<hex>`.
-    pub ca_pin: CaPin,
-    /// This node's id in its certificate.
-    pub node_name: String,
-    /// Serial of this node's certificate.
-    pub node_cert_serial: Serial,
-    /// When this node's certificate expires, Unix ms.
-    pub node_cert_expires_unix_ms: u64,
-    /// The admin credentials directory (`ca.crt`, `client.crt`,
-    /// `client.key`).
-    pub admin_dir: PathBuf,
-}
-
-/// Create the cluster PKI in `data_dir`: the CA, this node's certificate
-/// (id `node_name`, role node) and admin CLI credentials in
-/// `<data-dir>/pki/admin/`.
-///
-/// Refuses, before creating anything, if a CA, a node identity or admin
-/// credentials already exist there (a data directory belongs to at most
-/// one cluster; its trust root is never replaced). The CA is created with
-/// no-overwrite semantics, so of two racing inits only one proceeds.
-pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> anyhow::Result<InitReport> {
-    shoal_host::pki::role::validate_id(node_name).context("the node name")?;
-    let paths = PkiPaths::new(data_dir);
-    let admin_dir = paths.dir().join("admin");
-    if paths.ca_key().exists() || paths.ca_cert().exists() {
-        anyhow::bail!(
-            "a cluster already exists in {}: this data directory already has a CA \
-             (refusing to overwrite it)",
-            paths.dir().display()
-        );
-    }
-    let taken: Vec<String> = [
-        paths.node_key(),
-        paths.node_cert(),
-        admin_dir.join(CA_FILE),
-        admin_dir.join(CERT_FILE),
-        admin_dir.join(KEY_FILE),
-    ]
-    .into_iter()
-    .filter(|p| p.exists())
-    .map(|p| p.display().to_string())
-    .collect();
-    if !taken.is_empty() {
-        anyhow::bail!(
-            "this data directory already holds cluster credentials ({}); refusing to \
-             overwrite them (did this node join another cluster?)",
-            taken.join(", ")
-        );
-    }
-
-    let ca = match ClusterCa::init(data_dir) {
-        Ok(ca) => ca,
-        Err(PkiError::CaExists(p)) => anyhow::bail!(
-            "a cluster CA already exists at {} (refusing to overwrite it)",
-            p.display()
-        ),
-        Err(e) => return Err(anyhow::Error::new(e).context("cannot create the cluster CA")),
-    };
-    let node = ca
-        .issue_with_new_key(Role::Node, node_name, DEFAULT_NODE_CERT_TTL)
-        .context("cannot issue this node's certificate")?;
-    Identity::save_pem(
-        data_dir,
-        &node.cert.cert_pem,
-        &node.key_pem,
-        ca.ca_cert_pem(),
-    )
-    .context("cannot save this node's certificate")?;
-    let admin = ca
-        .issue_with_new_key(Role::Admin, ADMIN_ID, DEFAULT_CLIENT_CERT_TTL)
-        .context("cannot issue the admin credentials")?;
-    write_credentials(&admin_dir, &admin, ca.ca_cert_pem(), false)
-        .context("cannot save the admin credentials")?;
-    Ok(InitReport {
-        pki_dir: paths.dir().to_path_buf(),
-        ca_pin: ca.ca_pin(),
-        node_name: node.cert.id,
-        node_cert_serial: node.cert.serial,
-        node_cert_expires_unix_ms: node.cert.not_after_unix_ms,
-        admin_dir,
-    })
 }
 
 /// This machine's host name if it is usable as a node id, else

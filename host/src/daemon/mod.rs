@@ -17,6 +17,7 @@
 //!   blocks, directory batching, revocation sync, certificate renewal.
 
 pub mod cluster_api;
+pub mod credentials;
 pub mod dispatch;
 pub mod join;
 pub mod link;
@@ -28,7 +29,7 @@ pub mod transport;
 use crate::cluster::{MemberInfo, NodeId, Raft, RaftConfig};
 use crate::net::{NetConfig, Peers};
 use crate::node::{Node, NodeConfig};
-use crate::pki::{self, ClusterCa, ClusterTrust, Identity, PkiPaths, Role, SharedRevocations};
+use crate::pki::{self, ClusterCa, ClusterTrust, Identity, PkiPaths, SharedRevocations};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -174,72 +175,7 @@ fn write_node_id(data_dir: &Path, id: NodeId) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lifetime of the admin credential written by a new cluster.
-pub const ADMIN_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// What a new cluster's first node writes.
-#[derive(Debug, Clone)]
-pub struct InitReport {
-    /// The CA pin joiners check (`sha256:…`).
-    pub ca_pin: String,
-    /// Where the admin credential is.
-    pub admin_dir: PathBuf,
-}
-
-/// Create a cluster's PKI in `data_dir`: the CA (key 0600, never
-/// overwritten), this node's certificate, and an admin credential in
-/// `<data_dir>/pki/admin/` (`ca.crt`, `client.crt`, `client.key`).
-pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> anyhow::Result<InitReport> {
-    pki::role::validate_id(node_name)?;
-    let ca = ClusterCa::init(data_dir)?;
-    let node = ca.issue_with_new_key(Role::Node, node_name, join::NODE_CERT_TTL)?;
-    Identity::save_pem(
-        data_dir,
-        &node.cert.cert_pem,
-        &node.key_pem,
-        ca.ca_cert_pem(),
-    )?;
-    let admin_dir = PkiPaths::new(data_dir).dir().join("admin");
-    write_credentials(&ca, Role::Admin, "admin", ADMIN_CERT_TTL, &admin_dir, false)?;
-    Ok(InitReport {
-        ca_pin: ca.ca_pin().to_string(),
-        admin_dir,
-    })
-}
-
-/// Issue a client/admin credential into `dir` (`ca.crt`, `client.crt`,
-/// `client.key` with mode 0600; `dir` created 0700).
-pub fn write_credentials(
-    ca: &ClusterCa,
-    role: Role,
-    name: &str,
-    ttl: Duration,
-    dir: &Path,
-    overwrite: bool,
-) -> anyhow::Result<pki::IssuedCert> {
-    use pki::files::{write_atomic, write_private_key, Overwrite};
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let ow = if overwrite {
-        Overwrite::Replace
-    } else {
-        Overwrite::Refuse
-    };
-    let creds = ca.issue_with_new_key(role, name, ttl)?;
-    write_private_key(&dir.join("client.key"), &creds.key_pem, ow)?;
-    write_atomic(
-        &dir.join("client.crt"),
-        creds.cert.cert_pem.as_bytes(),
-        0o644,
-        ow,
-    )?;
-    write_atomic(&dir.join("ca.crt"), ca.ca_cert_pem().as_bytes(), 0o644, ow)?;
-    Ok(creds.cert)
-}
+pub use credentials::{init_cluster_pki, InitReport};
 
 impl Daemon {
     /// Start the node: identity, Raft, listener, link, tasks. Returns once
