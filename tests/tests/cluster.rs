@@ -549,3 +549,62 @@ async fn node_certificates_are_renewed_before_they_expire() {
     assert_eq!(on_disk.info().serial, now_info.serial);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
+    use shoal_host::api::types::{SnapshotRequest, SpawnRequest};
+    let c = TestCluster::start(3).await;
+    c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    // A CLI client of n1 with the admin credential, over mTLS.
+    let dir1 = c.dirs[0].path();
+    let admin = pki::PkiPaths::new(dir1).dir().join("admin");
+    let ca_pem = ca_pem_of(dir1);
+    let id = Identity::from_pem(
+        &std::fs::read_to_string(admin.join("client.crt")).unwrap(),
+        &std::fs::read_to_string(admin.join("client.key")).unwrap(),
+        &ca_pem,
+    )
+    .unwrap();
+    let trust = ClusterTrust::new(&ca_pem, SharedRevocations::default()).unwrap();
+    let client = shoal_host::api::Client::tls(
+        c.addrs[0].to_string(),
+        pki::tls::client_config(&id, &trust).unwrap(),
+    );
+    // Deploy on n3 through n1.
+    let spawned = client
+        .spawn(&SpawnRequest {
+            module: "ping_pong".into(),
+            argv0: None,
+            args: vec!["pong".into()],
+            env: vec![],
+            count: 1,
+            memory_bytes_max: None,
+            node: Some("n3".into()),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    let pid = spawned[0].pid;
+    assert_eq!(spawned[0].node.as_deref(), Some("n3"));
+    // ps through n1 lists it on n3.
+    let list = client.processes().await.unwrap();
+    let p = list.iter().find(|p| p.pid == pid).expect("listed");
+    assert_eq!(p.node.as_deref(), Some("n3"));
+    // A snapshot of it, asked of n1, is taken on n3.
+    let report = client
+        .snapshot(
+            pid,
+            &SnapshotRequest {
+                stop: false,
+                wait_max_ms: Some(10_000),
+            },
+        )
+        .await
+        .expect("snapshot forwarded to n3");
+    assert!(c.node(2).node().registry().contains(&report.id));
+    // And killing it through n1 ends it on n3.
+    let exit = client.kill(pid).await.unwrap();
+    assert_eq!(exit.pid, pid);
+    assert!(!c.node(2).node().is_local(pid));
+    c.shutdown().await;
+}

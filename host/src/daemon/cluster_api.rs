@@ -612,7 +612,9 @@ pub async fn route(
         if method == Method::DELETE && !path.trim_end_matches('/').ends_with("/logs") {
             return json_reply(&kill(inner, pid).await?);
         }
-        if !here && path.ends_with("/logs") && method == Method::GET {
+        if !here {
+            // Logs, snapshots, anything else about a process on another
+            // node: ask that node, and stream its answer back.
             let id = node_of(inner, pid).unwrap_or(inner.me);
             let addr = inner
                 .link
@@ -623,7 +625,8 @@ pub async fn route(
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or(path.clone());
-            return super::proxy::get_stream(inner, &addr, &pq).await;
+            let body = net::read_body(req, JSON_BYTES_MAX as usize).await?;
+            return super::proxy::forward(inner, &addr, method, &pq, body).await;
         }
     }
     let resp = routes::route(&inner.node, req).await;

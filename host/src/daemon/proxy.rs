@@ -32,6 +32,25 @@ pub async fn get_stream(
     addr: &str,
     path_and_query: &str,
 ) -> Result<Response<BoxBody>, RemoteError> {
+    forward(
+        inner,
+        addr,
+        hyper::Method::GET,
+        path_and_query,
+        Bytes::new(),
+    )
+    .await
+}
+
+/// `method path_and_query` with `body` on the node at `addr` (as this
+/// node, over mTLS), its answer streamed back.
+pub async fn forward(
+    inner: &Inner,
+    addr: &str,
+    method: hyper::Method,
+    path_and_query: &str,
+    body: Bytes,
+) -> Result<Response<BoxBody>, RemoteError> {
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
@@ -51,9 +70,12 @@ pub async fn get_stream(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::get(path_and_query)
+    let req = Request::builder()
+        .method(method)
+        .uri(path_and_query)
         .header(hyper::header::HOST, "shoal-node")
-        .body(http_body_util::Empty::<Bytes>::new())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(body))
         .map_err(|e| RemoteError::new(500, e.to_string()))?;
     let resp = sender
         .send_request(req)
