@@ -606,5 +606,28 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
     let exit = client.kill(pid).await.unwrap();
     assert_eq!(exit.pid, pid);
     assert!(!c.node(2).node().is_local(pid));
+    // Removing n3 through the API: joint consensus takes it out of the
+    // voters, and its certificate stops working.
+    client.remove_node("n3").await.expect("admin removes n3");
+    let raft = c.node(0).raft().clone();
+    wait_until("n3 out of the voters", WAIT, || {
+        raft.status().voters.len() == 2
+    })
+    .await;
+    let s = raft.state();
+    let n3 = s.nodes.values().find(|n| n.name == "n3").unwrap();
+    assert_eq!(n3.status, NodeStatus::Removed);
+    // A client certificate cannot remove nodes.
+    let ca = ClusterCa::load(dir1).unwrap();
+    let bob = ca
+        .issue_with_new_key(Role::Client, "bob", Duration::from_secs(600))
+        .unwrap();
+    let bob_id = Identity::from_pem(&bob.cert.cert_pem, &bob.key_pem, &ca_pem).unwrap();
+    let bob_client = shoal_host::api::Client::tls(
+        c.addrs[0].to_string(),
+        pki::tls::client_config(&bob_id, &trust).unwrap(),
+    );
+    let e = bob_client.remove_node("n2").await.unwrap_err().to_string();
+    assert!(e.contains("admin"), "{e}");
     c.shutdown().await;
 }
