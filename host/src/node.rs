@@ -553,10 +553,7 @@ impl Node {
     /// Find a module this node's registry lacks through the cluster (see
     /// [`ClusterLink::fetch_module`]); `NO_MODULE` on a node without one.
     pub async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
-        match self.shared.cluster.get() {
-            Some(link) => link.fetch_module(reference).await,
-            None => Err(abi::errno::NO_MODULE),
-        }
+        self.shared.fetch_through_cluster(reference).await
     }
 
     /// Start a process somewhere in the cluster (`target` as in

@@ -63,18 +63,8 @@ async fn a_guest_on_node_a_spawns_on_node_b_and_they_talk() {
         "n2 has not seen it yet"
     );
     let a = c.node(0).node();
-    let spec = SpawnSpec::new(
-        hash,
-        ["ping_pong", "ping", "ping_pong", "300", "n2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    );
-    let pid = a.spawn(spec).await.unwrap();
-    let status = tokio::time::timeout(WAIT, a.wait(pid))
-        .await
-        .unwrap()
-        .unwrap();
+    let (pid, status) =
+        run_to_exit(a, hash, &["ping_pong", "ping", "ping_pong", "300", "n2"]).await;
     let out = a.stdout_text(pid);
     assert_eq!(
         status.code(),
@@ -94,36 +84,34 @@ async fn scheduler_and_labels_place_remote_spawns() {
     let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
     let a = c.node(0).node();
     // Leave placement to the scheduler: the child lands somewhere and talks.
-    let spec = SpawnSpec::new(
-        hash,
-        ["ping_pong", "ping", "ping_pong", "50", ""]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    );
-    let pid = a.spawn(spec).await.unwrap();
-    let status = tokio::time::timeout(WAIT, a.wait(pid))
-        .await
-        .unwrap()
-        .unwrap();
+    let (pid, status) = run_to_exit(a, hash, &["ping_pong", "ping", "ping_pong", "50", ""]).await;
     assert_eq!(status.code(), 0, "{}", a.stdout_text(pid));
     // A target no node fits fails with NO_NODE, named in the guest's error.
-    let spec = SpawnSpec::new(
+    let (pid, status) = run_to_exit(
+        a,
         hash,
-        ["ping_pong", "ping", "ping_pong", "1", "zone=mars"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    );
-    let pid = a.spawn(spec).await.unwrap();
-    let status = tokio::time::timeout(WAIT, a.wait(pid))
-        .await
-        .unwrap()
-        .unwrap();
+        &["ping_pong", "ping", "ping_pong", "1", "zone=mars"],
+    )
+    .await;
     assert_eq!(status.code(), 1);
     let text = stderr_of(a, pid);
     assert!(text.contains("NO_NODE"), "{text}");
     c.shutdown().await;
+}
+
+/// Start `argv` of module `hash` on `node` and wait (bounded) for its end.
+async fn run_to_exit(
+    node: &shoal_host::Node,
+    hash: shoal_registry::Sha256,
+    argv: &[&str],
+) -> (Pid, shoal_host::ExitStatus) {
+    let spec = SpawnSpec::new(hash, argv.iter().map(|s| s.to_string()).collect());
+    let pid = node.spawn(spec).await.unwrap();
+    let status = tokio::time::timeout(WAIT, node.wait(pid))
+        .await
+        .unwrap()
+        .unwrap();
+    (pid, status)
 }
 
 fn err_text<T>(r: anyhow::Result<T>) -> String {
@@ -274,18 +262,8 @@ async fn a_cluster_keeps_serving_with_one_node_down() {
     // Take down a node that is not node 1 (which we use below).
     c.stop(2).await;
     let a = c.node(0).node();
-    let spec = SpawnSpec::new(
-        hash,
-        ["ping_pong", "ping", "ping_pong", "100", "n2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    );
-    let pid = a.spawn(spec).await.unwrap();
-    let status = tokio::time::timeout(WAIT, a.wait(pid))
-        .await
-        .unwrap()
-        .unwrap();
+    let (pid, status) =
+        run_to_exit(a, hash, &["ping_pong", "ping", "ping_pong", "100", "n2"]).await;
     assert_eq!(status.code(), 0, "{}", a.stdout_text(pid));
     // The down node is reported down after its heartbeats stop.
     let raft = c.node(0).raft().clone();

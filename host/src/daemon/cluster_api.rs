@@ -19,12 +19,12 @@
 
 use super::link::Link;
 use super::peer_api::{PeerSpawnRequest, PATH_PEER_KILL, PATH_PEER_PROCESSES};
-use super::Inner;
+use super::{encode_json, from_net, Inner};
 use crate::api::routes::{self, ApiBody};
 use crate::api::types::{
     ExitReport, ModuleAdded, NameRequest, ProcessSummary, SpawnRequest, Spawned,
 };
-use crate::api::{handlers, ApiError, JSON_BYTES_MAX, MODULE_BYTES_MAX};
+use crate::api::{handlers, JSON_BYTES_MAX, MODULE_BYTES_MAX};
 use crate::cluster::{Command, CommandResult, MemberInfo, NodeId, NodeLoad, NodeStatus};
 use crate::net::{self, Caller, NetError, Peers, RemoteError};
 use crate::pid::Pid;
@@ -105,13 +105,8 @@ pub struct MemberRequest {
     pub addr: String,
 }
 
-fn api_err(e: ApiError) -> RemoteError {
-    RemoteError::new(e.status(), e.to_string())
-}
-
 fn json_reply<T: Serialize>(v: &T) -> Result<Response<ApiBody>, RemoteError> {
-    let body = serde_json::to_vec(v).map_err(|e| RemoteError::new(500, e.to_string()))?;
-    let mut r = net::reply(200, Bytes::from(body));
+    let mut r = net::reply(200, encode_json(v)?);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
@@ -129,13 +124,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         body
     };
     serde_json::from_slice(&body).map_err(|e| RemoteError::new(400, format!("bad JSON body: {e}")))
-}
-
-fn from_net(e: NetError, what: &str) -> RemoteError {
-    match e {
-        NetError::Remote { status, message } => RemoteError::new(status, message),
-        other => RemoteError::new(503, format!("{what}: {other}")),
-    }
 }
 
 fn write_err(e: impl std::fmt::Display) -> RemoteError {
@@ -167,8 +155,7 @@ pub fn nodes(inner: &Inner) -> Vec<NodeSummary> {
                 NodeStatus::Removed => "removed",
             }
             .into(),
-            healthy: n.status != NodeStatus::Removed
-                && now.saturating_sub(n.last_heartbeat_ms) <= super::link::HEARTBEAT_STALE_MS,
+            healthy: super::link::is_healthy(n, now),
             heartbeat_age_ms: now.saturating_sub(n.last_heartbeat_ms),
             leader: leader == Some(n.id),
             ca: state.ca_node == Some(n.id),
@@ -327,7 +314,7 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
         .filter(|n| n.status != NodeStatus::Removed)
     {
         if n.id == inner.me {
-            let mut mine = handlers::processes(&inner.node).await.map_err(api_err)?;
+            let mut mine = handlers::processes(&inner.node).await?;
             for p in &mut mine {
                 p.node = Some(n.name.clone());
             }
@@ -399,9 +386,7 @@ pub async fn add_module(
     wasm: Bytes,
     name: Option<String>,
 ) -> Result<shoal_registry::Sha256, RemoteError> {
-    let added = handlers::add_module(&inner.node, wasm, name)
-        .await
-        .map_err(api_err)?;
+    let added = handlers::add_module(&inner.node, wasm, name).await?;
     record_module(inner, &added).await?;
     Ok(added.hash)
 }
@@ -488,7 +473,7 @@ async fn kill(inner: &Inner, pid: Pid) -> Result<ExitReport, RemoteError> {
                 .map_err(|e| from_net(e, &format!("node {id}")))?;
             serde_json::from_slice(&b).map_err(|e| RemoteError::new(502, e.to_string()))
         }
-        _ => handlers::kill(&inner.node, pid).await.map_err(api_err),
+        _ => Ok(handlers::kill(&inner.node, pid).await?),
     }
 }
 
@@ -568,9 +553,7 @@ pub async fn route(
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")))
                 .and_then(crate::api::percent_decode);
             let body = net::read_body(req, MODULE_BYTES_MAX as usize).await?;
-            let added = handlers::add_module(&inner.node, body, name)
-                .await
-                .map_err(api_err)?;
+            let added = handlers::add_module(&inner.node, body, name).await?;
             record_module(inner, &added).await?;
             return json_reply(&added);
         }
@@ -600,9 +583,7 @@ pub async fn route(
             let name = crate::api::percent_decode(name)
                 .ok_or_else(|| RemoteError::new(400, "bad name encoding"))?;
             let r: NameRequest = read_json(req).await?;
-            let added = handlers::set_name(&inner.node, name, r)
-                .await
-                .map_err(api_err)?;
+            let added = handlers::set_name(&inner.node, name, r).await?;
             record_module(inner, &added).await?;
             return json_reply(&added);
         }

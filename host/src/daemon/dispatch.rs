@@ -18,7 +18,7 @@
 use super::cluster_api;
 use super::join::{self, JoinBody, PATH_JOIN, PATH_PEER_RENEW};
 use super::peer_api::PATH_PEER_JOIN;
-use super::Inner;
+use super::{encode_json, from_net, Inner};
 use crate::cluster::RpcKind;
 use crate::net::{self, BoxBody, Caller, Delivery, Handler, LaneMessage, RemoteError};
 use crate::pid::Pid;
@@ -104,9 +104,7 @@ impl Dispatch {
             let parsed: JoinBody = serde_json::from_slice(&body)
                 .map_err(|e| RemoteError::new(400, format!("bad join request: {e}")))?;
             let answer = join::admit(&self.inner.raft, ca, parsed, self.inner.cert_ttl).await?;
-            return serde_json::to_vec(&answer)
-                .map(Bytes::from)
-                .map_err(|e| RemoteError::new(500, e.to_string()));
+            return encode_json(&answer);
         }
         let addr = state
             .member(ca_node)
@@ -116,12 +114,11 @@ impl Dispatch {
             .peers
             .call(&addr, PATH_PEER_JOIN, body)
             .await
-            .map_err(|e| match e {
-                net::NetError::Remote { status, message } => RemoteError::new(status, message),
-                other => RemoteError::new(
-                    503,
-                    format!("the CA node ({addr}) cannot be reached to sign the join: {other}"),
-                ),
+            .map_err(|e| {
+                from_net(
+                    e,
+                    &format!("the CA node ({addr}) cannot be reached to sign the join"),
+                )
             })
     }
 
@@ -129,27 +126,15 @@ impl Dispatch {
         let body = net::read_body(req, JOIN_BYTES_MAX).await?;
         let renew: join::RenewBody = serde_json::from_slice(&body)
             .map_err(|e| RemoteError::new(400, format!("bad renewal request: {e}")))?;
-        let ca = self
-            .inner
-            .ca
-            .as_ref()
-            .ok_or_else(|| RemoteError::new(409, "this node does not hold the CA"))?;
         let cert = caller
             .cert
             .as_ref()
             .ok_or_else(|| RemoteError::new(401, "renewal needs a certificate"))?;
-        let now = crate::pki::now_unix_ms();
-        let issued = ca
-            .sign_csr_with_validity(
-                &renew.csr_pem,
-                cert.role,
-                &cert.id,
-                crate::pki::Validity::for_ttl(now, self.inner.cert_ttl),
-            )
-            .map_err(|e| RemoteError::new(400, e.to_string()))?;
-        serde_json::to_vec(&issued)
-            .map(Bytes::from)
-            .map_err(|e| RemoteError::new(500, e.to_string()))
+        // The renewed certificate has the role and id the caller proved.
+        let issued = self
+            .inner
+            .sign_renewal(&renew.csr_pem, cert.role, &cert.id)?;
+        encode_json(&issued)
     }
 
     async fn route(

@@ -38,6 +38,14 @@ pub const DEAD_PIDS_MAX: usize = 16_384;
 pub const DIRECTORY_PENDING_MAX: usize = 1 << 20;
 /// How long a node is trusted after its last heartbeat.
 pub const HEARTBEAT_STALE_MS: u64 = 5_000;
+/// Is `node` up: not removed, and heard from within
+/// [`HEARTBEAT_STALE_MS`] of `now_ms`? (What placement and `shoal nodes`
+/// both go by.)
+pub fn is_healthy(node: &crate::cluster::NodeRecord, now_ms: u64) -> bool {
+    node.status != NodeStatus::Removed
+        && now_ms.saturating_sub(node.last_heartbeat_ms) <= HEARTBEAT_STALE_MS
+}
+
 /// Longest a remote spawn may take.
 pub const REMOTE_SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -137,7 +145,7 @@ impl Link {
                 name: n.name.clone(),
                 labels: n.labels.clone(),
                 schedulable: n.status == NodeStatus::Active,
-                healthy: now_ms.saturating_sub(n.last_heartbeat_ms) <= HEARTBEAT_STALE_MS,
+                healthy: is_healthy(n, now_ms),
                 memory_bytes_free: n.load.memory_bytes_free,
                 memory_bytes_total: n.load.memory_bytes_total,
                 cpu_load_milli: n.load.cpu_load_milli,

@@ -38,6 +38,34 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+impl From<crate::api::ApiError> for crate::net::RemoteError {
+    /// A control-API error as an answer to a peer or a remote CLI: same
+    /// status, same text.
+    fn from(e: crate::api::ApiError) -> Self {
+        crate::net::RemoteError::new(e.status(), e.to_string())
+    }
+}
+
+/// Encode an answer body as JSON (failing to is this node's fault: 500).
+pub(crate) fn encode_json<T: serde::Serialize>(
+    value: &T,
+) -> Result<bytes::Bytes, crate::net::RemoteError> {
+    serde_json::to_vec(value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| crate::net::RemoteError::new(500, format!("cannot encode the answer: {e}")))
+}
+
+/// A failed call to a peer, as our own answer: the peer's refusal passes
+/// through with its status; not reaching it is a 503 saying `what` failed.
+pub(crate) fn from_net(e: crate::net::NetError, what: &str) -> crate::net::RemoteError {
+    match e {
+        crate::net::NetError::Remote { status, message } => {
+            crate::net::RemoteError::new(status, message)
+        }
+        other => crate::net::RemoteError::new(503, format!("{what}: {other}")),
+    }
+}
+
 /// Where a node joins.
 #[derive(Debug, Clone)]
 pub struct JoinSpec {
@@ -176,6 +204,26 @@ fn write_node_id(data_dir: &Path, id: NodeId) -> anyhow::Result<()> {
 }
 
 pub use credentials::{init_cluster_pki, InitReport};
+
+impl Inner {
+    /// Sign `csr_pem` for `role`/`id` with this node's CA, valid for the
+    /// configured certificate lifetime: how renewals are issued, whether
+    /// the CA node renews its own certificate or a peer's.
+    pub fn sign_renewal(
+        &self,
+        csr_pem: &str,
+        role: pki::Role,
+        id: &str,
+    ) -> Result<pki::IssuedCert, crate::net::RemoteError> {
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or_else(|| crate::net::RemoteError::new(409, "this node does not hold the CA"))?;
+        let validity = pki::Validity::for_ttl(pki::now_unix_ms(), self.cert_ttl);
+        ca.sign_csr_with_validity(csr_pem, role, id, validity)
+            .map_err(|e| crate::net::RemoteError::new(400, e.to_string()))
+    }
+}
 
 impl Daemon {
     /// Start the node: identity, Raft, listener, link, tasks. Returns once

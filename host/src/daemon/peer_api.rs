@@ -10,7 +10,8 @@
 //! | `POST /v1/peer/kill` | pid (decimal) | `ExitReport` |
 //! | `POST /v1/peer/join` | a forwarded join (see [`super::join`]) | `JoinAnswer` |
 
-use crate::api::{handlers, ApiError};
+use super::encode_json;
+use crate::api::handlers;
 use crate::net::RemoteError;
 use crate::node::{Node, NodeError, SpawnSpec};
 use crate::pid::Pid;
@@ -78,16 +79,6 @@ pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawn
     }
 }
 
-fn api_error(e: ApiError) -> RemoteError {
-    RemoteError::new(e.status(), e.to_string())
-}
-
-fn json<T: Serialize>(v: &T) -> Result<bytes::Bytes, RemoteError> {
-    serde_json::to_vec(v)
-        .map(bytes::Bytes::from)
-        .map_err(|e| RemoteError::new(500, format!("cannot encode the answer: {e}")))
-}
-
 /// Answer a `/v1/peer/*` request (not join, which [`super::join`] serves).
 pub async fn handle(
     node: &Node,
@@ -99,7 +90,7 @@ pub async fn handle(
             let req: PeerSpawnRequest = serde_json::from_slice(&body)
                 .map_err(|e| RemoteError::new(400, format!("bad spawn request: {e}")))?;
             match spawn_here(node, &req).await {
-                Ok(s) => json(&s),
+                Ok(s) => encode_json(&s),
                 Err(e) => Err(RemoteError::new(409, e)),
             }
         }
@@ -116,14 +107,14 @@ pub async fn handle(
                 .map_err(|e| RemoteError::new(404, format!("{e}")))?;
             Ok(bytes::Bytes::from(bytes))
         }
-        PATH_PEER_PROCESSES => json(&handlers::processes(node).await.map_err(api_error)?),
+        PATH_PEER_PROCESSES => encode_json(&handlers::processes(node).await?),
         PATH_PEER_KILL => {
             let text = std::str::from_utf8(&body).unwrap_or("");
             let pid: Pid = text
                 .trim()
                 .parse()
                 .map_err(|_| RemoteError::new(400, format!("bad pid {text:?}")))?;
-            json(&handlers::kill(node, pid).await.map_err(api_error)?)
+            encode_json(&handlers::kill(node, pid).await?)
         }
         other => Err(RemoteError::new(404, format!("no peer route {other}"))),
     }

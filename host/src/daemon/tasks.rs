@@ -157,21 +157,16 @@ async fn renew_certificate(inner: Arc<Inner>) {
 
 /// Get a fresh certificate for this node's key from the CA node.
 pub async fn renew_once(inner: &Inner) -> Result<crate::pki::CertInfo, String> {
-    use crate::pki::{files, Identity, IssuedCert, PkiPaths, Role, Validity};
+    use crate::pki::{files, Identity, IssuedCert, PkiPaths, Role};
     let paths = PkiPaths::new(&inner.data_dir);
     let key_pem = files::read_private_key(&paths.node_key()).map_err(|e| e.to_string())?;
     let ca_pem = files::read_certificate(&paths.ca_cert()).map_err(|e| e.to_string())?;
     let csr = crate::pki::ca::csr_for_key_pem(&key_pem, &inner.name).map_err(|e| e.to_string())?;
     let state = inner.raft.state();
     let issued: IssuedCert = match (&inner.ca, state.ca_node) {
-        (Some(ca), Some(id)) if id == inner.me => ca
-            .sign_csr_with_validity(
-                &csr,
-                Role::Node,
-                &inner.name,
-                Validity::for_ttl(crate::pki::now_unix_ms(), inner.cert_ttl),
-            )
-            .map_err(|e| e.to_string())?,
+        (Some(_), Some(id)) if id == inner.me => inner
+            .sign_renewal(&csr, Role::Node, &inner.name)
+            .map_err(|e| e.message)?,
         (_, Some(id)) => {
             let addr = state
                 .member(id)
