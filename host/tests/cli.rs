@@ -1,10 +1,12 @@
 //! The `shoal` binary as a user meets it: exit codes, streamed output,
 //! grants, and clear errors (never a panic) for mistakes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+mod common;
+
+use common::{assert_no_panic, p, text, SHOAL};
 
 /// Writes "hi\n" to stdout, "oops\n" to stderr, then exits with the code in
 /// the environment variable count (number of env vars, so `--env` is seen).
@@ -59,22 +61,6 @@ impl Env {
             .output()
             .expect("run shoal")
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn assert_no_panic(out: &Output) {
-    let err = text(&out.stderr);
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "a panic reached the user: {err}"
-    );
 }
 
 #[test]

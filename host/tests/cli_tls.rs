@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,9 @@ use shoal_host::{Node, NodeConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+mod common;
+
+use common::{assert_no_panic, ok_stdout, p, parse_json, run_shoal, shoal_command, text};
 
 /// How long anything in these tests may take before it is a failure.
 const LONG: Duration = Duration::from_secs(60);
@@ -75,42 +77,20 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(SHOAL);
-        c.args(args)
-            .env("SHOAL_DATA_DIR", self.data_dir())
-            .env_remove("SHOAL_SOCKET")
-            .env_remove("SHOAL_ADDR")
-            .env_remove("SHOAL_CREDS")
-            .env_remove("SHOAL_CERT")
-            .env_remove("SHOAL_KEY")
-            .env_remove("SHOAL_CA")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null());
-        c
+        shoal_command(&self.data_dir(), args)
     }
 
     fn shoal(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run shoal");
-        assert_no_panic(&out);
-        out
+        run_shoal(&self.data_dir(), args)
     }
 
     /// Run a verb that must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(
-            out.status.success(),
-            "shoal {args:?} failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        ok_stdout(&self.shoal(args), args)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
-        let stdout = self.ok(args);
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("shoal {args:?} printed no JSON ({e}): {stdout}"))
+        parse_json(&self.ok(args), args)
     }
 
     /// Run a verb that must fail with exit code 1; its stderr.
@@ -143,22 +123,6 @@ impl Env {
         std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
         path
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn assert_no_panic(out: &Output) {
-    let err = text(&out.stderr);
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "a panic reached the user: {err}"
-    );
 }
 
 fn mode(path: &Path) -> u32 {

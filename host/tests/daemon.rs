@@ -4,11 +4,13 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+mod common;
+
+use common::{assert_no_panic, ok_stdout, p, parse_json, run_shoal, shoal_command, text};
 
 /// How long anything in these tests may take before it is a failure.
 const LONG: Duration = Duration::from_secs(60);
@@ -95,37 +97,20 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(SHOAL);
-        c.args(args)
-            .env("SHOAL_DATA_DIR", self.data_dir())
-            .env_remove("SHOAL_SOCKET")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null());
-        c
+        shoal_command(&self.data_dir(), args)
     }
 
     fn shoal(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run shoal");
-        assert_no_panic(&out);
-        out
+        run_shoal(&self.data_dir(), args)
     }
 
     /// Run a verb that must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(
-            out.status.success(),
-            "shoal {args:?} failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        ok_stdout(&self.shoal(args), args)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
-        let stdout = self.ok(args);
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("shoal {args:?} printed no JSON ({e}): {stdout}"))
+        parse_json(&self.ok(args), args)
     }
 
     /// Start `shoal node start` and wait until its socket accepts.
@@ -224,22 +209,6 @@ fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
         assert!(Instant::now() < deadline, "a child process did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn assert_no_panic(out: &Output) {
-    let err = text(&out.stderr);
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "a panic reached the user: {err}"
-    );
 }
 
 /// Poll `f` every 50 ms until it returns `Some`, for at most [`LONG`].
