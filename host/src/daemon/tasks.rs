@@ -123,8 +123,15 @@ async fn directory(inner: Arc<Inner>) {
 
 async fn sync_revocations(inner: Arc<Inner>, revocations: SharedRevocations) {
     let mut applied = inner.raft.subscribe();
+    // Most applied entries are heartbeats: copy the list into the one the
+    // handshakes read (a write lock) only when it changed.
+    let mut copied: Option<crate::pki::RevocationList> = None;
     loop {
-        revocations.replace(inner.raft.state().revocations.clone());
+        let state = inner.raft.state();
+        if copied.as_ref() != Some(&state.revocations) {
+            revocations.replace(state.revocations.clone());
+            copied = Some(state.revocations.clone());
+        }
         if applied.changed().await.is_err() {
             return;
         }
