@@ -143,6 +143,16 @@ async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("before: {before}\nafter:  {line}");
+    for d in c.running() {
+        let err = d.node().log(tally).map(|l| {
+            String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr))
+                .into_owned()
+        });
+        if let Some(e) = err.filter(|e| !e.is_empty()) {
+            println!("stderr of the tally on {}: {e}", d.name());
+        }
+    }
+    println!("senders: {s2} on n2, {s3} on n3");
     assert_eq!(field(&line, "received"), 2 * N, "{line}");
     assert_eq!(field(&line, "dups"), 0, "{line}");
     assert_eq!(field(&line, "gaps"), 0, "{line}");

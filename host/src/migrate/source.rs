@@ -24,7 +24,8 @@ use super::MigrateReport;
 use crate::cluster::{Command, NodeId, NodeStatus};
 use crate::daemon::Inner;
 use crate::net::LaneMessage;
-use crate::node::{NodeError, CONTROL_SENDER};
+use crate::node::{ClusterLink, NodeError, CONTROL_SENDER};
+use crate::runtime::mailbox::PushError;
 use crate::pid::Pid;
 use crate::runtime::mailbox::Head;
 use crate::runtime::process::CapturedProcess;
@@ -167,6 +168,9 @@ pub async fn migrate(
     // The directory entry is what the switch compares; a fresh process may
     // not be registered yet (registration is batched).
     let epoch = wait_registered(inner, pid).await?;
+    // One move at a time per node and pid: if the process just arrived here,
+    // its hold waits for the other nodes' fences first.
+    settle(inner, pid).await;
     let mut phases = Phases {
         list: Vec::new(),
         at: Instant::now(),
@@ -332,6 +336,21 @@ fn keep_pages(
             eprintln!("shoal node: cannot keep the pages of a departed process: {e}");
         }
     }))
+}
+
+/// How long a new move waits for the previous one of the same process to
+/// settle on this node (its hold to end, its forwarding to finish).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(12);
+
+/// Wait (bounded) until no earlier move of `pid` is still holding or
+/// forwarding its messages on this node.
+pub async fn settle(inner: &Inner, pid: Pid) {
+    let deadline = Instant::now() + SETTLE_WAIT;
+    while (inner.node.handoff(pid).is_some() || inner.node.held_mailbox(pid).is_some())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The pid's directory epoch once it is registered here.
@@ -566,7 +585,6 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
         .map(|n| n.id)
         .collect();
     let deadline = Instant::now() + super::target::FENCE_WAIT;
-    let mut released = false;
     loop {
         match mailbox.take_if_fits(usize::MAX) {
             Head::Taken(m) => {
@@ -577,12 +595,32 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
                         data = Bytes::from(Control::Fenced { origin, epoch }.encode());
                     }
                 }
-                let msg = LaneMessage {
-                    from: m.sender.0,
-                    to: pid.0,
-                    data,
+                let sent = if m.sender == CONTROL_SENDER {
+                    let msg = LaneMessage {
+                        from: m.sender.0,
+                        to: pid.0,
+                        data,
+                    };
+                    inner.peers.send(&addr, msg).is_ok()
+                } else {
+                    // Through the directory, like any send: if the process
+                    // has moved on again, this goes to where it is now, and
+                    // this node's fence for that move stays behind it.
+                    match inner.link.send_remote(m.sender, pid, m.data.clone()) {
+                        Ok(()) => true,
+                        Err(PushError::Full) => false,
+                        // This node has not applied its own switch yet.
+                        Err(PushError::Closed) => {
+                            let msg = LaneMessage {
+                                from: m.sender.0,
+                                to: pid.0,
+                                data,
+                            };
+                            inner.peers.send(&addr, msg).is_ok()
+                        }
+                    }
                 };
-                if inner.peers.send(&addr, msg).is_err() {
+                if !sent {
                     // The lane is full: put it back, wait for acks.
                     let _ = mailbox.unshift(m);
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -594,14 +632,12 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
                 // mailbox: keep it open until that hold is gone.
                 let done = (waiting.is_empty() || Instant::now() >= deadline)
                     && inner.node.handoff(pid).is_none();
-                if done && !released {
-                    // New lookups miss the held mailbox from here on...
+                // Close only when empty (atomically), then forget it: a
+                // sender that reaches it after the close is told `Closed`
+                // and routes through the directory, behind everything
+                // forwarded here.
+                if done && mailbox.close_if_empty() {
                     inner.node.release_held(pid);
-                    released = true;
-                    continue;
-                }
-                if released && mailbox.close_if_empty() {
-                    // ...and nothing slipped in before the close.
                     return;
                 }
                 let wait_until = std::cmp::min(deadline, Instant::now() + Duration::from_millis(50));

@@ -215,6 +215,9 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
     if node.is_local(pid) {
         return Err(err(409, format!("process {pid} already runs here")));
     }
+    // It may be coming back while this node still forwards what it held
+    // from its last stay: let that finish first.
+    super::source::settle(inner, pid).await;
     let module: Sha256 = offer
         .module
         .parse()
