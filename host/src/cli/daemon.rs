@@ -69,6 +69,17 @@ enum NodeCommand {
     #[command(after_help = "Example:
   shoal node uncordon node-b")]
     Uncordon(NodeNameArgs),
+    /// Move every process off a node by live migration: cordon it, then
+    /// migrate its processes (4 at a time, the scheduler choosing each
+    /// target), printing progress until done. Ctrl-C cancels (processes
+    /// already moved stay moved). Exit 0 only if every process moved.
+    /// Admin only.
+    #[command(after_help = "Examples:
+  shoal node drain node-b
+  shoal node drain node-b --deadline 10m --json
+  shoal node drain node-b --cancel
+  shoal node uncordon node-b          (take processes again afterwards)")]
+    Drain(super::drain::DrainArgs),
 }
 
 /// A node name argument.
@@ -127,6 +138,20 @@ struct StartArgs {
     /// cluster whose CA does not match it.
     #[arg(long, value_name = "sha256:HEX", requires = "join")]
     ca_hash: Option<String>,
+
+    /// Rebalancing: when this node leads the cluster, move processes from
+    /// the busiest node to the least busy one (on|off, default on).
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    rebalance: Option<String>,
+
+    /// Largest difference in process count between two nodes that
+    /// rebalancing leaves alone (default 2).
+    #[arg(long, value_name = "N")]
+    rebalance_skew: Option<u32>,
+
+    /// How often rebalancing looks: 500ms, 5s, 1m (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    rebalance_interval: Option<Duration>,
 }
 
 /// Arguments of `shoal node status`.
@@ -145,6 +170,7 @@ pub fn node(args: NodeArgs, target: &Target) -> anyhow::Result<i32> {
         NodeCommand::Remove(a) => super::nodes::remove(&a.name, a.json, target),
         NodeCommand::Cordon(a) => super::nodes::cordon(&a.name, true, a.json, target),
         NodeCommand::Uncordon(a) => super::nodes::cordon(&a.name, false, a.json, target),
+        NodeCommand::Drain(a) => super::drain::drain(a, target),
     }
 }
 
@@ -174,6 +200,15 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
         config.node.engine.processes_max = n;
     }
     config.advertise = args.advertise.clone();
+    if let Some(on) = &args.rebalance {
+        config.rebalance.enabled = on == "on";
+    }
+    if let Some(n) = args.rebalance_skew {
+        config.rebalance.skew_max = n;
+    }
+    if let Some(d) = args.rebalance_interval {
+        config.rebalance.interval = d;
+    }
     for l in &args.labels {
         let (k, v) = l
             .split_once('=')

@@ -8,6 +8,7 @@ mod cert;
 mod cluster;
 mod daemon;
 mod deploy;
+mod drain;
 mod inspect;
 mod kill;
 mod logs;

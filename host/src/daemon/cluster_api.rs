@@ -7,6 +7,7 @@
 //! | GET | `/v1/nodes` | any | list of [`NodeSummary`] |
 //! | DELETE | `/v1/nodes/{name}` | admin | the removed [`NodeSummary`] (its certificates are revoked) |
 //! | POST | `/v1/nodes/{name}/cordon`, `/uncordon` | admin | [`NodeSummary`] |
+//! | POST, GET, DELETE | `/v1/nodes/{name}/drain` | admin | start, read, cancel a drain: [`crate::migrate::drain::DrainStatus`] |
 //! | POST | `/v1/tokens` | admin | [`TokenCreated`] |
 //! | POST | `/v1/cluster/members` | node (itself) | `{}`: made a voter by joint consensus |
 //! | GET | `/v1/processes` | any | every node's processes, each with its node |
@@ -293,13 +294,57 @@ async fn cordon(
     cordoned: bool,
 ) -> Result<Response<ApiBody>, RemoteError> {
     let id = node_named(inner, name)?;
+    set_cordon(inner, id, cordoned).await?;
+    summary_of(inner, id)
+}
+
+/// Cordon (or uncordon) node `id` through Raft.
+pub(crate) async fn set_cordon(
+    inner: &Inner,
+    id: NodeId,
+    cordoned: bool,
+) -> Result<(), RemoteError> {
     let r = inner
         .raft
         .write(Command::SetCordon { id, cordoned })
         .await
         .map_err(write_err)?;
     refused(r)?;
-    summary_of(inner, id)
+    Ok(())
+}
+
+/// `/v1/nodes/{name}/drain` (see [`crate::migrate::drain`]): served by the
+/// drained node itself; asked of another node, forwarded to it.
+async fn drain(
+    inner: &Arc<Inner>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, RemoteError> {
+    use crate::migrate::drain::{self, DrainRequest};
+    let id = node_named(inner, name)?;
+    let method = req.method().clone();
+    if id != inner.me {
+        let addr = inner.link.addr_of(id).ok_or_else(|| {
+            RemoteError::new(404, format!("no node named `{name}` in the cluster"))
+        })?;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| req.uri().path().to_string());
+        let body = net::read_body(req, JSON_BYTES_MAX as usize).await?;
+        return super::proxy::forward(inner, &addr, method, &pq, body).await;
+    }
+    let status = match method {
+        Method::POST => {
+            let r: DrainRequest = read_json(req).await?;
+            drain::start(inner, r.deadline_ms.map(Duration::from_millis)).await
+        }
+        Method::DELETE => drain::cancel(inner).await,
+        _ => drain::status(inner),
+    }
+    .map_err(|e| RemoteError::new(e.status(), e.to_string()))?;
+    json_reply(&status)
 }
 
 /// Every live node's processes (a node that does not answer is reported
@@ -582,6 +627,13 @@ pub async fn route(
             (&Method::POST, "uncordon") => {
                 admin("uncordoning a node")?;
                 cordon(inner, &name, false).await
+            }
+            (&Method::POST | &Method::GET | &Method::DELETE, "drain") => {
+                // A node forwards a drain request to the drained node.
+                if caller.cert.as_ref().map(|c| c.role) != Some(Role::Node) {
+                    admin("draining a node")?;
+                }
+                drain(inner, &name, req).await
             }
             _ => Err(RemoteError::new(404, format!("no route {method} {path}"))),
         };

@@ -107,6 +107,8 @@ pub struct DaemonConfig {
     pub renew_check_interval: Duration,
     /// Faults to inject into migrations (tests only; none by default).
     pub faults: crate::migrate::MigrationFaults,
+    /// Moving processes from busy nodes to idle ones (on by default).
+    pub rebalance: crate::migrate::rebalance::RebalanceConfig,
 }
 
 impl DaemonConfig {
@@ -127,6 +129,7 @@ impl DaemonConfig {
             cert_ttl: join::NODE_CERT_TTL,
             renew_check_interval: Duration::from_secs(60),
             faults: Default::default(),
+            rebalance: Default::default(),
         }
     }
 }
@@ -169,6 +172,10 @@ pub struct Inner {
     pub faults: crate::migrate::MigrationFaults,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// This node's drain job (see [`crate::migrate::drain`]).
+    pub drains: crate::migrate::drain::Drains,
+    /// Rebalancing settings (see [`crate::migrate::rebalance`]).
+    pub rebalance: crate::migrate::rebalance::RebalanceConfig,
 }
 
 /// A running node daemon.
@@ -344,6 +351,8 @@ impl Daemon {
             heartbeat_interval: config.heartbeat_interval,
             arrivals: Default::default(),
             faults: config.faults.clone(),
+            drains: Default::default(),
+            rebalance: config.rebalance.clone(),
         });
         let server_tls = pki::tls::server_config_live(&live, &trust, pki::tls::CONTROL_API, true)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -35,6 +35,7 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(directory(inner.clone())),
         tokio::spawn(sync_revocations(inner.clone(), revocations)),
         tokio::spawn(crate::migrate::fence::run(inner.clone())),
+        tokio::spawn(crate::migrate::rebalance::run(inner.clone())),
         tokio::spawn(renew_certificate(inner)),
     ]
 }

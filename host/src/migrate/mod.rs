@@ -22,7 +22,9 @@
 //! before the switch, the source resumes it; if the source dies after the
 //! switch, the target starts it on seeing the directory.
 
+pub mod drain;
 pub mod fence;
+pub mod rebalance;
 pub mod source;
 pub mod target;
 pub mod wire;

@@ -29,6 +29,7 @@ pub fn config(dir: &std::path::Path, name: &str, listen: SocketAddr) -> DaemonCo
     c.raft.election_timeout_min_ms = 300;
     c.raft.election_timeout_max_ms = 600;
     c.raft.write_timeout_ms = 2_000;
+    c.rebalance.enabled = false;
     c
 }
 

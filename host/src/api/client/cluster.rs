@@ -95,3 +95,44 @@ impl Client {
 /// A migration copies the whole memory before the freeze: allow for large
 /// processes on slow links.
 const MIGRATE_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Client {
+    /// `POST /v1/nodes/{name}/drain`: cordon node `name` and start moving
+    /// its processes away (admin only); answers the drain's first status.
+    pub async fn drain_start(
+        &self,
+        name: &str,
+        deadline: Option<Duration>,
+    ) -> Result<crate::migrate::drain::DrainStatus, ClientError> {
+        let req = crate::migrate::drain::DrainRequest {
+            deadline_ms: deadline.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+        };
+        let path = format!("/v1/nodes/{}/drain", encode_name(name));
+        self.call_json(Method::POST, &path, &req, CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `GET /v1/nodes/{name}/drain`: the progress of node `name`'s latest
+    /// drain (admin only).
+    pub async fn drain_status(
+        &self,
+        name: &str,
+    ) -> Result<crate::migrate::drain::DrainStatus, ClientError> {
+        let path = format!("/v1/nodes/{}/drain", encode_name(name));
+        self.call(Method::GET, &path, None, Bytes::new(), CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `DELETE /v1/nodes/{name}/drain`: cancel node `name`'s running drain
+    /// (admin only); answers once the moves in flight finished.
+    pub async fn drain_cancel(
+        &self,
+        name: &str,
+    ) -> Result<crate::migrate::drain::DrainStatus, ClientError> {
+        let path = format!("/v1/nodes/{}/drain", encode_name(name));
+        // The node waits up to `CANCEL_WAIT` for the moves in flight.
+        let timeout = CLUSTER_CALL_TIMEOUT + crate::migrate::drain::CANCEL_WAIT;
+        self.call(Method::DELETE, &path, None, Bytes::new(), timeout)
+            .await
+    }
+}
