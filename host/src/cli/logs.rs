@@ -71,16 +71,53 @@ fn write_frame(frame: &LogFrame) -> std::io::Result<()> {
 /// Print the output; with --follow, until the process ends.
 pub fn logs(args: LogsArgs, target: &Target) -> anyhow::Result<i32> {
     let client = target.client();
-    let result = block_on(client.logs(args.pid, args.follow, write_frame))?;
-    match result {
-        Ok(end) => {
-            if let (true, Some(report)) = (args.follow, end) {
-                eprintln!("shoal: {}", report.message);
+    // Output bytes already printed: when the process moves to another node
+    // its log goes with it, so the follow goes on there, skipping these.
+    let mut printed: u64 = 0;
+    let mut moves = 0;
+    loop {
+        let mut skip = printed;
+        let result = block_on(client.logs(args.pid, args.follow, |frame| {
+            if let LogFrame::Output { stream, data } = frame {
+                let len = data.len() as u64;
+                if skip >= len {
+                    skip -= len;
+                    return Ok(());
+                }
+                let rest = data[skip as usize..].to_vec();
+                skip = 0;
+                printed += rest.len() as u64;
+                return write_frame(&LogFrame::Output {
+                    stream: *stream,
+                    data: rest,
+                });
             }
-            Ok(0)
+            write_frame(frame)
+        }))?;
+        match result {
+            Ok(Some(report))
+                if args.follow
+                    && report.reason == shoal_host::runtime::process::ExitReason::Moved
+                    && moves < FOLLOW_MOVES_MAX =>
+            {
+                // Ask again: the cluster sends the request to its new node
+                // (give the directory a moment to show it there).
+                moves += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Ok(end) => {
+                if let (true, Some(report)) = (args.follow, end) {
+                    eprintln!("shoal: {}", report.message);
+                }
+                return Ok(0);
+            }
+            Err(ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(0)
+            }
+            Err(e) => return Err(e.into()),
         }
-        // `shoal logs 4 | head`: the reader left; that is not an error.
-        Err(ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(e.into()),
     }
 }
+
+/// Most moves `logs -f` follows a process across.
+const FOLLOW_MOVES_MAX: u32 = 10_000;
