@@ -204,6 +204,11 @@ pub struct SpawnSpec {
     pub forward_output: bool,
     /// Memory cap, bytes (None = node default).
     pub memory_bytes_max: Option<u64>,
+    /// Run the preemptible variant of the module: every loop is a capture
+    /// point, so the process can be captured even while it computes (costs
+    /// CPU in loops; see `crate::prepare::PrepareOptions::preempt`).
+    #[serde(default)]
+    pub preemptible: bool,
 }
 
 impl SpawnSpec {
@@ -217,6 +222,7 @@ impl SpawnSpec {
             inherit_stdin: false,
             forward_output: false,
             memory_bytes_max: None,
+            preemptible: false,
         }
     }
 }
@@ -345,7 +351,19 @@ impl Node {
 
     /// Prepare and compile a module now (blocking), returning it.
     pub fn load_module(&self, hash: &Sha256) -> Result<Arc<LoadedModule>, NodeError> {
-        Ok(self.shared.modules.load(hash, &self.shared.linker)?)
+        self.load_module_variant(hash, false)
+    }
+
+    /// [`Node::load_module`] for a variant: `preemptible` as in [`SpawnSpec`].
+    pub fn load_module_variant(
+        &self,
+        hash: &Sha256,
+        preemptible: bool,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
+        Ok(self
+            .shared
+            .modules
+            .load(hash, preemptible, &self.shared.linker)?)
     }
 
     /// True when a compiled artifact of `hash` is cached on disk.
@@ -423,7 +441,7 @@ impl Node {
         image: RestoreImage,
         pid: Option<Pid>,
     ) -> Result<Pid, NodeError> {
-        let loaded = self.shared.load(module).await?;
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
         if loaded.module.get_export("asyncify_start_rewind").is_none() {
             return Err(NodeError::InvalidSpawn(format!(
                 "module {module} was not prepared for capture"
@@ -750,7 +768,7 @@ impl Shared {
     }
 
     async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
-        let module = self.load(spec.module).await?;
+        let module = self.load(spec.module, spec.preemptible).await?;
         // A cluster node may briefly wait for a pid block (granted ahead of
         // need, so this is rare).
         let pid =
@@ -768,12 +786,16 @@ impl Shared {
         self.start_as(spec, module, None, pid)
     }
 
-    async fn load(self: &Arc<Self>, hash: Sha256) -> Result<Arc<LoadedModule>, NodeError> {
-        if self.modules.is_loaded(&hash) {
-            return Ok(self.modules.load(&hash, &self.linker)?);
+    async fn load(
+        self: &Arc<Self>,
+        hash: Sha256,
+        preempt: bool,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
+        if self.modules.is_loaded(&hash, preempt) {
+            return Ok(self.modules.load(&hash, preempt, &self.linker)?);
         }
         let shared = self.clone();
-        tokio::task::spawn_blocking(move || shared.modules.load(&hash, &shared.linker))
+        tokio::task::spawn_blocking(move || shared.modules.load(&hash, preempt, &shared.linker))
             .await
             .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))?
             .map_err(NodeError::from)
