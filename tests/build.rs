@@ -32,6 +32,7 @@ const RUST_GUESTS: &[&str] = &[
     "bad_pointer",
     "heapfold",
     "toucher",
+    "migrant",
 ];
 
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.

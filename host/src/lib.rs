@@ -22,6 +22,7 @@ pub mod abi;
 pub mod api;
 pub mod cluster;
 pub mod daemon;
+pub mod migrate;
 pub mod net;
 pub mod node;
 pub mod pid;

@@ -6,7 +6,8 @@
 
 use crate::abi;
 use crate::pid::{Pid, PidAllocator};
-use crate::runtime::capture::CaptureSignal;
+use crate::runtime::capture::{CaptureMode, CaptureSignal};
+use crate::runtime::handoff::{Handoff, Origin, Routed};
 use crate::runtime::engine::{self, EngineSettings, EpochTicker};
 use crate::runtime::limits::ProcessLimiter;
 use crate::runtime::log::{ProcessLog, Stream};
@@ -23,6 +24,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
 use wasi_common::pipe::{ReadPipe, WritePipe};
 use wasmtime::{Linker, Store};
+
+/// The sender of a node-to-node control message kept in a held mailbox
+/// (a migration fence, see [`crate::runtime::handoff`]); no process ever has
+/// this pid.
+pub const CONTROL_SENDER: Pid = Pid(u64::MAX);
 
 /// Longest a spawn waits for the cluster to grant a pid block.
 const PID_BLOCK_WAIT: Duration = Duration::from_secs(10);
@@ -58,6 +64,8 @@ pub trait ClusterLink: Send + Sync + 'static {
     fn process_started(&self, pid: Pid);
     /// A process on this node ended.
     fn process_exited(&self, pid: Pid);
+    /// This node's id in the cluster (the origin of messages it sends).
+    fn node_id(&self) -> u64;
 }
 
 /// How a node is set up.
@@ -267,6 +275,14 @@ pub struct Shared {
     host_mailboxes: RwLock<HashMap<Pid, Arc<Mailbox>>>,
     last_snapshots: Mutex<HashMap<Pid, Sha256>>,
     exited: Mutex<VecDeque<(Pid, Exited)>>,
+    /// Mailboxes of processes frozen to move away: messages keep arriving
+    /// here until the move is decided (then they are forwarded, or the
+    /// process resumes here with them).
+    held: RwLock<HashMap<Pid, Arc<Mailbox>>>,
+    /// Ordering holds of processes arriving from another node.
+    handoffs: RwLock<HashMap<Pid, Arc<Handoff>>>,
+    /// `handoffs.len()`, read without the lock on every send.
+    handoff_count: std::sync::atomic::AtomicUsize,
     pids: PidAllocator,
     cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
     _ticker: EpochTicker,
@@ -321,6 +337,9 @@ impl Node {
                 host_mailboxes: RwLock::new(HashMap::new()),
                 last_snapshots: Mutex::new(HashMap::new()),
                 exited: Mutex::new(VecDeque::new()),
+                held: RwLock::new(HashMap::new()),
+                handoffs: RwLock::new(HashMap::new()),
+                handoff_count: std::sync::atomic::AtomicUsize::new(0),
                 pids: PidAllocator::starting_at(1),
                 cluster: std::sync::OnceLock::new(),
                 _ticker: ticker,
@@ -407,6 +426,21 @@ impl Node {
         stop: bool,
         wait_max: Duration,
     ) -> Result<CapturedProcess, NodeError> {
+        let mode = if stop {
+            CaptureMode::Stop
+        } else {
+            CaptureMode::Resume
+        };
+        self.capture_with(pid, mode, wait_max).await
+    }
+
+    /// [`Node::capture`] with any [`CaptureMode`].
+    pub async fn capture_with(
+        &self,
+        pid: Pid,
+        mode: CaptureMode,
+        wait_max: Duration,
+    ) -> Result<CapturedProcess, NodeError> {
         let entry = self.shared.entry(pid).ok_or(NodeError::NoProcess(pid))?;
         if !entry.capturable {
             return Err(NodeError::NotCapturable(pid));
@@ -414,7 +448,7 @@ impl Node {
         let (tx, rx) = oneshot::channel();
         entry
             .capture
-            .request_capture(stop, tx)
+            .request_capture(mode, tx)
             .map_err(|_| NodeError::CaptureBusy(pid))?;
         let mut status = entry.status.clone();
         drop(entry);
@@ -448,7 +482,160 @@ impl Node {
             )));
         }
         let spec = image.spec.clone();
-        self.shared.start_as(spec, loaded, Some(image), pid)
+        self.shared.start_as(spec, loaded, Some(image), pid, None)
+    }
+
+    /// Freeze a process to move it: capture it at its next blocking call
+    /// and end it ([`ExitReason::Moved`]), taking its queued messages into
+    /// the image. Its mailbox stays open, held for the move
+    /// ([`Node::held_mailbox`]): what arrives meanwhile is kept, to be
+    /// forwarded once the move is decided or handed back by
+    /// [`Node::unfreeze`]. Returns once the process has stopped.
+    pub async fn freeze(&self, pid: Pid, wait_max: Duration) -> Result<CapturedProcess, NodeError> {
+        let status = self
+            .shared
+            .entry(pid)
+            .ok_or(NodeError::NoProcess(pid))?
+            .status
+            .clone();
+        let image = self.capture_with(pid, CaptureMode::Move, wait_max).await?;
+        let mut status = status;
+        let _ = status.wait_for(|s| s.is_some()).await;
+        Ok(image)
+    }
+
+    /// The held mailbox of a frozen process (see [`Node::freeze`]).
+    pub fn held_mailbox(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        self.shared
+            .held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .cloned()
+    }
+
+    /// Call a move off: start the frozen process again here, under its pid,
+    /// with the messages taken at the freeze first and those held since
+    /// after them, in the same mailbox (so none is lost in the switch).
+    pub async fn unfreeze(
+        &self,
+        pid: Pid,
+        module: Sha256,
+        image: RestoreImage,
+    ) -> Result<Pid, NodeError> {
+        let mut image = image;
+        let loaded = self.shared.load(module).await?;
+        let held = self.held_mailbox(pid);
+        if let Some(mb) = &held {
+            mb.retain(|m| m.sender != CONTROL_SENDER);
+            let _ = mb.push_front_all(std::mem::take(&mut image.mailbox));
+        }
+        let spec = image.spec.clone();
+        let started = self
+            .shared
+            .start_as(spec, loaded, Some(image), Some(pid), held)?;
+        self.shared
+            .held
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        Ok(started)
+    }
+
+    /// The move happened: new lookups of `pid` here stop finding the held
+    /// mailbox (they go through the cluster). The forwarder keeps the
+    /// returned mailbox until it is empty and closes it
+    /// ([`Mailbox::close_if_empty`]); a sender that still reaches it then
+    /// is told `Closed` and looks the pid up again.
+    pub fn release_held(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        self.shared
+            .held
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid)
+    }
+    /// Prepare for a process arriving from another node: from now on
+    /// messages for `pid` here go through `handoff` (see
+    /// [`crate::runtime::handoff`]) until it finishes.
+    pub fn install_handoff(&self, pid: Pid, handoff: Arc<Handoff>) {
+        let mut map = self
+            .shared
+            .handoffs
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        map.insert(pid, handoff);
+        self.shared
+            .handoff_count
+            .store(map.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stop routing `pid` through its handoff (it finished, or the move was
+    /// called off).
+    pub fn remove_handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
+        let mut map = self
+            .shared
+            .handoffs
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let h = map.remove(&pid);
+        self.shared
+            .handoff_count
+            .store(map.len(), std::sync::atomic::Ordering::SeqCst);
+        h
+    }
+
+    /// True while some process is arriving here (see [`Node::install_handoff`]).
+    pub fn has_handoffs(&self) -> bool {
+        self.shared
+            .handoff_count
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
+    /// [`Node::remove_handoff`], only if `pid`'s handoff is still `handoff`
+    /// (a later arrival of the same pid may have its own by now).
+    pub fn remove_handoff_if(&self, pid: Pid, handoff: &Arc<Handoff>) {
+        let mut map = self
+            .shared
+            .handoffs
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.get(&pid).is_some_and(|h| Arc::ptr_eq(h, handoff)) {
+            map.remove(&pid);
+        }
+        self.shared
+            .handoff_count
+            .store(map.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The handoff of an arriving `pid`, if any.
+    pub fn handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
+        self.shared.handoff(pid)
+    }
+
+    /// Start a process that arrived from another node, under its pid, its
+    /// messages routed through its handoff (installed before).
+    pub async fn start_arrived(
+        &self,
+        pid: Pid,
+        module: Sha256,
+        image: RestoreImage,
+    ) -> Result<Pid, NodeError> {
+        let loaded = self.shared.load(module).await?;
+        if loaded.module.get_export("asyncify_start_rewind").is_none() {
+            return Err(NodeError::InvalidSpawn(format!(
+                "module {module} was not prepared for capture"
+            )));
+        }
+        let spec = image.spec.clone();
+        let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
+        let started =
+            self.shared
+                .start_as(spec, loaded, Some(image), Some(pid), Some(mailbox.clone()))?;
+        if let Some(h) = self.shared.handoff(pid) {
+            h.start(mailbox);
+        }
+        Ok(started)
     }
 
     /// The module a live process runs.
@@ -551,23 +738,65 @@ impl Node {
     /// back-pressures the lane it came on). `Closed`: no such process here.
     pub async fn deliver_remote(
         &self,
+        origin: Origin,
         from: Pid,
         to: Pid,
         data: Vec<u8>,
         wait: Duration,
     ) -> Result<(), PushError> {
-        let mailbox = self.shared.local_mailbox(to).ok_or(PushError::Closed)?;
-        let message = Message { sender: from, data };
-        match mailbox.push(message.clone()) {
-            Err(PushError::Full) => {
-                mailbox
-                    .push_wait(message, std::time::Instant::now() + wait)
-                    .await
+        let deadline = std::time::Instant::now() + wait;
+        let mut message = Message { sender: from, data };
+        loop {
+            match self.shared.route(Some(origin), to, message) {
+                Ok(()) => return Ok(()),
+                Err((PushError::Closed, m)) => {
+                    // Not here (any more): pass it on to wherever the
+                    // directory says the pid lives now, waiting while the
+                    // way there is full.
+                    let Some(link) = self.shared.cluster.get() else {
+                        return Err(PushError::Closed);
+                    };
+                    loop {
+                        match link.send_remote(from, to, m.data.clone()) {
+                            Err(PushError::Full) if std::time::Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(1)).await
+                            }
+                            other => return other,
+                        }
+                    }
+                }
+                Err((PushError::Full, m)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(PushError::Full);
+                    }
+                    message = m;
+                    if let Some(h) = self.shared.handoff(to) {
+                        // The hold or the arrived process's mailbox is full:
+                        // wait for a release or a take (briefly: one may have
+                        // happened since the refusal).
+                        let mailbox = self.shared.entry(to).map(|e| e.mailbox.clone());
+                        let taken = async {
+                            match mailbox {
+                                Some(mb) => mb.wait_space().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = h.released() => {}
+                            _ = taken => {}
+                            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        }
+                    } else if let Some(mailbox) = self.shared.local_mailbox(to) {
+                        match mailbox.push_wait(message.clone(), deadline).await {
+                            // Closed meanwhile (moved away): route again.
+                            Err(PushError::Closed) => {}
+                            other => return other,
+                        }
+                    }
+                }
             }
-            other => other,
         }
     }
-
     /// Find a module this node's registry lacks through the cluster (see
     /// [`ClusterLink::fetch_module`]); `NO_MODULE` on a node without one.
     pub async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
@@ -688,27 +917,80 @@ impl Shared {
 
     /// The mailbox of a live process or host mailbox on this node.
     fn local_mailbox(&self, pid: Pid) -> Option<Arc<Mailbox>> {
-        match self.entry(pid) {
-            Some(e) => Some(e.mailbox.clone()),
-            None => self
-                .host_mailboxes
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&pid)
-                .cloned(),
+        if let Some(e) = self.entry(pid) {
+            return Some(e.mailbox.clone());
         }
+        if let Some(mb) = self
+            .host_mailboxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+        {
+            return Some(mb.clone());
+        }
+        self.held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .cloned()
     }
 
     /// Deliver a message: to a local process's mailbox, or through the
     /// cluster to wherever the pid lives.
     pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
-        match self.local_mailbox(to) {
-            Some(mailbox) => mailbox.push(Message { sender: from, data }),
-            None => match self.cluster.get() {
-                Some(link) => link.send_remote(from, to, data),
+        match self.route(None, to, Message { sender: from, data }) {
+            Ok(()) => Ok(()),
+            Err((PushError::Closed, m)) => match self.cluster.get() {
+                Some(link) => link.send_remote(from, to, m.data),
                 None => Err(PushError::Closed),
             },
+            Err((e, _)) => Err(e),
         }
+    }
+
+    /// Queue a message for a pid on this node: through its handoff if it is
+    /// arriving, else into its (live or held) mailbox. `origin` is the node
+    /// it came from (`None`: this one). `Closed` (with the message handed
+    /// back) when the pid is not here.
+    fn route(
+        &self,
+        origin: Option<Origin>,
+        to: Pid,
+        message: Message,
+    ) -> Result<(), (PushError, Message)> {
+        let mut message = message;
+        if self.handoff_count.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if let Some(h) = self.handoff(to) {
+                let origin = origin
+                    .or_else(|| self.cluster.get().map(|l| l.node_id()))
+                    .unwrap_or(0);
+                match h.push(origin, message) {
+                    Ok(Routed::Accepted) => return Ok(()),
+                    Ok(Routed::Finished(m)) => message = m,
+                    Err(refused) => return Err(refused),
+                }
+            }
+        }
+        // A mailbox can close between the lookup and the push (its process
+        // ended, or moved away): look again once.
+        for _ in 0..2 {
+            let Some(mailbox) = self.local_mailbox(to) else {
+                return Err((PushError::Closed, message));
+            };
+            match mailbox.try_push(message) {
+                Err((PushError::Closed, m)) => message = m,
+                other => return other,
+            }
+        }
+        Err((PushError::Closed, message))
+    }
+
+    fn handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
+        self.handoffs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .cloned()
     }
 
     /// Spawn with a placement target (the ABI's `spawn_on`): `""` lets the
@@ -783,7 +1065,7 @@ impl Shared {
                 )?),
                 None => None,
             };
-        self.start_as(spec, module, None, pid)
+        self.start_as(spec, module, None, pid, None)
     }
 
     async fn load(
@@ -839,7 +1121,11 @@ impl Shared {
         module: Arc<LoadedModule>,
         restore: Option<RestoreImage>,
         pid: Option<Pid>,
+        mailbox: Option<Arc<Mailbox>>,
     ) -> Result<Pid, NodeError> {
+        // A process given its mailbox is one that moved (arrived here, or
+        // stayed after a called-off move): the directory already has it.
+        let announce = mailbox.is_none();
         if let Some(p) = pid {
             if self.entry(p).is_some() {
                 return Err(NodeError::InvalidSpawn(format!("pid {p} is still live")));
@@ -854,8 +1140,13 @@ impl Shared {
         let capture = Arc::new(CaptureSignal::default());
         let capturable = module.module.get_export("asyncify_start_unwind").is_some();
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
+        if let Some(image) = &restore {
+            for chunk in &image.log {
+                log.append(chunk.stream, &chunk.data);
+            }
+        }
         let wasi = self.build_wasi(&spec, &log)?;
-        let mailbox = Arc::new(Mailbox::new(self.config.mailbox));
+        let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
         if let Some(image) = &restore {
             for m in &image.mailbox {
                 mailbox.push(m.clone()).map_err(|e| {
@@ -918,7 +1209,7 @@ impl Shared {
                 }),
             );
         }
-        if let Some(link) = self.cluster.get() {
+        if let Some(link) = self.cluster.get().filter(|_| announce) {
             link.process_started(pid);
         }
         let shared = self.clone();
@@ -935,11 +1226,21 @@ impl Shared {
 
     fn finish(&self, status: ExitStatus, status_tx: watch::Sender<Option<ExitStatus>>) {
         let pid = status.pid;
+        let moved = status.reason == ExitReason::Moved;
         // Record the exit before removing the live entry, so a concurrent
         // `wait` or `log` always finds the process in one of the two.
         let entry = self.entry(pid);
         if let Some(entry) = &entry {
-            entry.mailbox.close();
+            if moved {
+                // Keep its mailbox open and reachable: what arrives now is
+                // held for the move (`Node::freeze`).
+                self.held
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(pid, entry.mailbox.clone());
+            } else {
+                entry.mailbox.close();
+            }
             let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
             if exited.len() >= self.config.exited_history_max {
                 exited.pop_front();
@@ -956,8 +1257,12 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&pid);
-        if let Some(link) = self.cluster.get() {
-            link.process_exited(pid);
+        // A moved process is not gone: its directory entry is switched by
+        // the move, not removed.
+        if !moved {
+            if let Some(link) = self.cluster.get() {
+                link.process_exited(pid);
+            }
         }
         let _ = status_tx.send(Some(status));
     }

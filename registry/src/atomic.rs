@@ -69,11 +69,38 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RegistryError> {
 
 /// Write the concatenation of `parts` to a new temp file and fsync it.
 fn write_temp(tmp: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    write_temp_with(tmp, parts, true)
+}
+
+fn write_temp_with(tmp: &Path, parts: &[&[u8]], sync: bool) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
     for part in parts {
         file.write_all(part)?;
     }
-    file.sync_all()
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// [`write_atomic`] without any fsync: readers still see old or new
+/// content in full (rename), but after a crash the file may be missing or
+/// hold garbage. Only for blobs whose every read is verified against their
+/// hash, so garbage is caught and the blob treated as missing.
+pub(crate) fn write_atomic_unsynced(
+    tmp_dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+) -> Result<(), RegistryError> {
+    let tmp = temp_path(tmp_dir);
+    if let Err(e) = write_temp_with(&tmp, &[bytes], false) {
+        let _ = fs::remove_file(&tmp);
+        return Err(RegistryError::io(&tmp, e));
+    }
+    fs::rename(&tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        RegistryError::io(dest, e)
+    })
 }
 
 /// Atomically create or replace `dest` with the concatenation of `parts`

@@ -72,6 +72,39 @@ impl Registry {
         self.store(expected, bytes)
     }
 
+    /// Store many small blobs whose hashes the caller vouches for (each is
+    /// checked anyway), without an fsync per blob: for snapshot pages a
+    /// migration target keeps so a later migration need not send them
+    /// again. Every read verifies a blob's hash ([`Registry::get`]), so a
+    /// page torn by a crash is caught and treated as missing. Returns how
+    /// many were new.
+    pub fn put_many_unsynced(&self, blobs: &[(Sha256, &[u8])]) -> Result<usize, RegistryError> {
+        let mut added = 0;
+        for (hash, bytes) in blobs {
+            check_size(bytes.len())?;
+            let path = self.blob_path(hash);
+            if path.is_file() {
+                continue;
+            }
+            let actual = Sha256::of(bytes);
+            if actual != *hash {
+                return Err(RegistryError::Corrupt {
+                    hash: *hash,
+                    actual,
+                    path,
+                });
+            }
+            if let Some(dir) = path.parent() {
+                if !dir.is_dir() {
+                    atomic::ensure_dir(dir)?;
+                }
+            }
+            atomic::write_atomic_unsynced(&self.inner.tmp, &path, bytes)?;
+            added += 1;
+        }
+        Ok(added)
+    }
+
     /// Write verified `bytes` under `hash` unless an entry of the same size
     /// is already there (dedup). An existing entry of the wrong size is
     /// corrupt and gets atomically replaced; a same-size corrupt entry is

@@ -71,6 +71,16 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             let remaining = |deadline: Option<Instant>| {
                 deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64)
             };
+            // A capture asked for while messages keep arriving would never
+            // see this call wait: serve it on entry.
+            if capturable && signal.is_requested() {
+                let pending = PendingCall {
+                    import: RECV.to_string(),
+                    remaining_ms: remaining(deadline),
+                };
+                capture::unwind(&mut caller, pending).await?;
+                return Ok(Some(Val::I32(0)));
+            }
             let code = loop {
                 match mailbox.take_if_fits(len as usize) {
                     Head::Taken(m) => {

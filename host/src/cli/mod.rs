@@ -11,6 +11,7 @@ mod deploy;
 mod inspect;
 mod kill;
 mod logs;
+mod migrate;
 mod nodes;
 mod ps;
 mod registry;
@@ -115,6 +116,10 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Kill processes on the running node and print how each ended.
     Kill(kill::KillArgs),
+    /// Move running processes to another node of the cluster (live).
+    ///
+    /// Prints the phases, the bytes sent and how long the process was frozen.
+    Migrate(migrate::MigrateArgs),
     /// Capture a process on the running node at its next blocking call.
     ///
     /// Prints how long the node waited for the process to block, how long
@@ -155,6 +160,7 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         | Command::Ps(_)
         | Command::Logs(_)
         | Command::Kill(_)
+        | Command::Migrate(_)
         | Command::Snapshot(_)
         | Command::Restore(_)
         | Command::Nodes(_)
@@ -230,6 +236,7 @@ pub fn main() -> i32 {
         Command::Ps(args) => ps::ps(args, &target),
         Command::Logs(args) => logs::logs(args, &target),
         Command::Kill(args) => kill::kill(args, &target),
+        Command::Migrate(args) => migrate::migrate(args, &target),
         Command::Snapshot(args) => snapshot::snapshot(args, &target),
         Command::Restore(args) => snapshot::restore(args, &target),
         Command::Cluster(args) => cluster::cluster(args, &data_dir),

@@ -109,7 +109,7 @@ pub mod state;
 mod tests;
 
 pub use raft::{
-    ClusterError, Raft, RaftConfig, RaftStatus, RaftTransport, RpcKind, StoreError, TransportError,
+    ClusterError, MoveApplied, Raft, RaftConfig, RaftStatus, RaftTransport, RpcKind, StoreError, TransportError,
 };
 pub use state::{
     ClusterState, Command, CommandResult, DirEntry, MemberInfo, ModuleRecord, NodeId, NodeLoad,

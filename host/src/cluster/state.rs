@@ -688,7 +688,9 @@ impl ClusterState {
             ));
         }
         let target = self.live_member(to)?;
-        if target.status != NodeStatus::Active {
+        // A move to the same node only bumps the epoch (a called-off
+        // migration fencing its stale attempt); a cordon does not forbid it.
+        if to != from && target.status != NodeStatus::Active {
             return Err(format!("node {to} is cordoned and takes no processes"));
         }
         let next = epoch

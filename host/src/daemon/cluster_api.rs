@@ -478,6 +478,14 @@ async fn kill(inner: &Inner, pid: Pid) -> Result<ExitReport, RemoteError> {
     }
 }
 
+/// `POST /v1/processes/{pid}/migrate`: move a process to another node.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct MigrateRequest {
+    /// The node to move to, by name (default: the scheduler chooses).
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
 /// `/v1/processes/{pid}...` → the pid.
 fn pid_in_path(path: &str) -> Option<Pid> {
     path.strip_prefix("/v1/processes/")?
@@ -609,6 +617,13 @@ pub async fn route(
                 .unwrap_or(path.clone());
             let body = net::read_body(req, JSON_BYTES_MAX as usize).await?;
             return super::proxy::forward(inner, &addr, method, &pq, body).await;
+        }
+        if method == Method::POST && path.trim_end_matches('/').ends_with("/migrate") {
+            let r: MigrateRequest = read_json(req).await?;
+            return match crate::migrate::source::migrate(inner, pid, r.to.as_deref()).await {
+                Ok(report) => json_reply(&report),
+                Err(e) => Err(RemoteError::new(e.status(), e.to_string())),
+            };
         }
     }
     let resp = routes::route(&inner.node, req).await;

@@ -122,6 +122,16 @@ impl Dispatch {
             })
     }
 
+    /// The cluster id of the node behind a lane (0 if unknown).
+    fn origin_of(&self, caller: &Caller) -> u64 {
+        let Some(cert) = &caller.cert else { return 0 };
+        self.inner
+            .raft
+            .state()
+            .member_by_name(&cert.id)
+            .map_or(0, |n| n.id)
+    }
+
     async fn renew(&self, caller: &Caller, req: Request<Incoming>) -> Result<Bytes, RemoteError> {
         let body = net::read_body(req, JOIN_BYTES_MAX).await?;
         let renew: join::RenewBody = serde_json::from_slice(&body)
@@ -166,6 +176,12 @@ impl Dispatch {
             if path == PATH_PEER_RENEW {
                 return self.renew(caller, req).await.map(|b| net::reply(200, b));
             }
+            if path.starts_with("/v1/peer/migrate/") {
+                let body = net::read_body(req, crate::migrate::wire::MIGRATE_BYTES_MAX).await?;
+                return crate::migrate::target::handle(&self.inner, &path, body)
+                    .await
+                    .map(|b| net::reply(200, b));
+            }
             let body = net::read_body(req, PEER_BYTES_MAX).await?;
             return super::peer_api::handle(&self.inner.node, &path, body)
                 .await
@@ -190,11 +206,27 @@ impl Handler for Dispatch {
         }
     }
 
-    async fn deliver(&self, _caller: &Caller, msg: LaneMessage) -> Delivery {
+    async fn deliver(&self, caller: &Caller, msg: LaneMessage) -> Delivery {
+        if msg.from == crate::node::CONTROL_SENDER.0 {
+            crate::migrate::on_control(&self.inner, Pid(msg.to), &msg.data).await;
+            return Delivery::Delivered;
+        }
+        // Which node sent it matters only while a process is arriving here.
+        let origin = if self.inner.node.has_handoffs() {
+            self.origin_of(caller)
+        } else {
+            0
+        };
         match self
             .inner
             .node
-            .deliver_remote(Pid(msg.from), Pid(msg.to), msg.data.to_vec(), DELIVER_WAIT)
+            .deliver_remote(
+                origin,
+                Pid(msg.from),
+                Pid(msg.to),
+                msg.data.to_vec(),
+                DELIVER_WAIT,
+            )
             .await
         {
             Ok(()) => Delivery::Delivered,

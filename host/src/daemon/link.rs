@@ -85,6 +85,10 @@ pub struct Link {
     dead: Mutex<DeadPids>,
     pending: Mutex<PendingDirectory>,
     pending_changed: tokio::sync::Notify,
+    /// Held shared from a send's directory lookup to its lane push, and
+    /// exclusively while a migration fence is pushed (see
+    /// [`crate::migrate::fence`]).
+    routes: std::sync::RwLock<()>,
 }
 
 impl Link {
@@ -105,6 +109,7 @@ impl Link {
             dead: Mutex::new(DeadPids::default()),
             pending: Mutex::new(PendingDirectory::default()),
             pending_changed: tokio::sync::Notify::new(),
+            routes: std::sync::RwLock::new(()),
         })
     }
 
@@ -153,6 +158,30 @@ impl Link {
                 processes_max,
             })
             .collect()
+    }
+
+    /// Run `f` while no send is between its directory lookup and its lane
+    /// push: every send that saw the old directory is on its lane before
+    /// whatever `f` pushes.
+    pub fn with_routes_fenced<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _exclusive = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    /// Choose a node for a process leaving node `away_from` (never that
+    /// node itself).
+    pub fn place_away(
+        &self,
+        target: &Target,
+        away_from: NodeId,
+    ) -> Result<NodeId, sched::PlacementError> {
+        let state = self.raft.state();
+        let candidates: Vec<Candidate> =
+            Self::candidates(&state, crate::pki::now_unix_ms(), self.processes_max)
+                .into_iter()
+                .filter(|c| c.id != away_from)
+                .collect();
+        sched::place(&candidates, target)
     }
 
     /// Choose nodes for `count` processes.
@@ -271,6 +300,7 @@ impl Link {
 #[async_trait::async_trait]
 impl ClusterLink for Link {
     fn send_remote(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+        let _shared = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let state = self.raft.state();
         let in_directory = state.directory.get(&to.0).map(|e| e.node);
         let target = match in_directory {
@@ -408,6 +438,10 @@ impl ClusterLink for Link {
         }
         drop(p);
         self.pending_changed.notify_one();
+    }
+
+    fn node_id(&self) -> u64 {
+        self.me
     }
 
     fn process_exited(&self, pid: Pid) {

@@ -105,6 +105,8 @@ pub struct DaemonConfig {
     pub cert_ttl: Duration,
     /// How often the node checks whether its certificate is due for renewal.
     pub renew_check_interval: Duration,
+    /// Faults to inject into migrations (tests only; none by default).
+    pub faults: crate::migrate::MigrationFaults,
 }
 
 impl DaemonConfig {
@@ -124,6 +126,7 @@ impl DaemonConfig {
             heartbeat_interval: Duration::from_millis(1000),
             cert_ttl: join::NODE_CERT_TTL,
             renew_check_interval: Duration::from_secs(60),
+            faults: Default::default(),
         }
     }
 }
@@ -160,6 +163,10 @@ pub struct Inner {
     pub cert_ttl: Duration,
     /// How often to check for renewal.
     pub renew_check_interval: Duration,
+    /// Processes migrating to this node.
+    pub arrivals: crate::migrate::target::Arrivals,
+    /// Faults injected into migrations (tests).
+    pub faults: crate::migrate::MigrationFaults,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
 }
@@ -335,6 +342,8 @@ impl Daemon {
             cert_ttl: config.cert_ttl,
             renew_check_interval: config.renew_check_interval,
             heartbeat_interval: config.heartbeat_interval,
+            arrivals: Default::default(),
+            faults: config.faults.clone(),
         });
         let server_tls = pki::tls::server_config_live(&live, &trust, pki::tls::CONTROL_API, true)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -34,6 +34,7 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(pid_blocks(inner.clone())),
         tokio::spawn(directory(inner.clone())),
         tokio::spawn(sync_revocations(inner.clone(), revocations)),
+        tokio::spawn(crate::migrate::fence::run(inner.clone())),
         tokio::spawn(renew_certificate(inner)),
     ]
 }

@@ -31,29 +31,42 @@ pub const ASYNCIFY_BUFFER_BYTES: u32 = 64 * 1024;
 pub struct CaptureSignal {
     requested: AtomicBool,
     notify: Notify,
-    reply: std::sync::Mutex<Option<(bool, ReplyTo)>>,
+    reply: std::sync::Mutex<Option<(CaptureMode, ReplyTo)>>,
+}
+
+/// What happens to a process once it has been captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// It goes on (a live snapshot). Its mailbox is copied into the image.
+    Resume,
+    /// It ends ([`super::process::ExitReason::Snapshotted`]).
+    Stop,
+    /// It ends to move to another node ([`super::process::ExitReason::Moved`]):
+    /// its queued messages are *taken* into the image, and its mailbox stays
+    /// open so that later messages are kept for forwarding.
+    Move,
 }
 
 /// Where a captured image goes.
 pub type ReplyTo = tokio::sync::oneshot::Sender<super::process::CapturedProcess>;
 
 impl CaptureSignal {
-    /// Ask for a capture delivered to `reply`; with `stop` the process ends
-    /// after it instead of resuming. Fails if a capture is already pending.
-    pub fn request_capture(&self, stop: bool, reply: ReplyTo) -> Result<(), ReplyTo> {
+    /// Ask for a capture delivered to `reply`; `mode` says what the process
+    /// does after it. Fails if a capture is already pending.
+    pub fn request_capture(&self, mode: CaptureMode, reply: ReplyTo) -> Result<(), ReplyTo> {
         {
             let mut slot = self.reply.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|(_, r)| !r.is_closed()) {
                 return Err(reply);
             }
-            *slot = Some((stop, reply));
+            *slot = Some((mode, reply));
         }
         self.request();
         Ok(())
     }
 
     /// Take the pending reply (the runner does, after unwinding).
-    pub fn take_reply(&self) -> Option<(bool, ReplyTo)> {
+    pub fn take_reply(&self) -> Option<(CaptureMode, ReplyTo)> {
         self.reply.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 

@@ -103,7 +103,7 @@ impl Mailbox {
     }
 
     /// [`Mailbox::push`], handing the message back when it is refused.
-    fn try_push(&self, message: Message) -> Result<(), (PushError, Message)> {
+    pub fn try_push(&self, message: Message) -> Result<(), (PushError, Message)> {
         {
             let mut q = self.lock();
             if q.closed {
@@ -143,6 +143,21 @@ impl Mailbox {
                 return Err(PushError::Full);
             }
         }
+    }
+
+    /// Wait until a message is taken (or the mailbox closes), if it is full
+    /// now; return at once if there is room.
+    pub async fn wait_space(&self) {
+        let space = self.space.notified();
+        tokio::pin!(space);
+        space.as_mut().enable();
+        {
+            let q = self.lock();
+            if q.closed || q.messages.len() < self.limits.messages_max {
+                return;
+            }
+        }
+        space.await
     }
 
     /// Take the oldest message if it fits in `buffer_len` bytes.
@@ -208,6 +223,84 @@ impl Mailbox {
     /// inspection).
     pub fn queued(&self) -> Vec<Message> {
         self.lock().messages.iter().cloned().collect()
+    }
+
+    /// Take every queued message, oldest first, leaving the mailbox empty
+    /// and open (a migrating process's capture: what is taken travels in
+    /// the image, what arrives later is forwarded).
+    pub fn drain(&self) -> Vec<Message> {
+        let mut q = self.lock();
+        q.bytes = 0;
+        let taken: Vec<Message> = q.messages.drain(..).collect();
+        drop(q);
+        self.space.notify_waiters();
+        taken
+    }
+
+    /// Put `messages` back in front of the queue, in their order, ignoring
+    /// the bounds (they were queued here before: a migration that is called
+    /// off hands its captured messages back). Refused if the mailbox closed.
+    pub fn push_front_all(&self, messages: Vec<Message>) -> Result<(), PushError> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(PushError::Closed);
+        }
+        for m in messages.into_iter().rev() {
+            q.bytes += m.data.len();
+            q.messages.push_front(m);
+        }
+        drop(q);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Append `messages` in order, ignoring the bounds (they were counted
+    /// against another bound already: see [`super::handoff`]). Refused if
+    /// the mailbox closed.
+    pub fn append_all(&self, messages: Vec<Message>) -> Result<(), PushError> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(PushError::Closed);
+        }
+        for m in messages {
+            q.bytes += m.data.len();
+            q.messages.push_back(m);
+        }
+        drop(q);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Put one message back at the head (a forwarder that took it and could
+    /// not pass it on yet).
+    pub fn unshift(&self, message: Message) -> Result<(), PushError> {
+        self.push_front_all(vec![message])
+    }
+
+    /// Drop queued messages for which `keep` is false.
+    pub fn retain(&self, keep: impl Fn(&Message) -> bool) {
+        let mut q = self.lock();
+        q.messages.retain(|m| keep(m));
+        q.bytes = q.messages.iter().map(|m| m.data.len()).sum();
+    }
+
+    /// Close the mailbox only if nothing is queued; true if it closed.
+    /// (A forwarder's last step: nothing can slip in between the check
+    /// and the close.)
+    pub fn close_if_empty(&self) -> bool {
+        let mut q = self.lock();
+        if !q.messages.is_empty() {
+            return false;
+        }
+        q.closed = true;
+        drop(q);
+        self.space.notify_waiters();
+        true
+    }
+
+    /// True once [`Mailbox::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 }
 

@@ -4,7 +4,7 @@
 //! its WASI context, limits, mailbox and log — so a snapshot can find it all
 //! in one place.
 
-use super::capture::{CaptureSignal, PendingCall};
+use super::capture::{CaptureMode, CaptureSignal, PendingCall};
 use super::limits::ProcessLimiter;
 use super::log::ProcessLog;
 use super::mailbox::Mailbox;
@@ -101,6 +101,9 @@ pub enum ExitReason {
     Killed,
     /// It was captured by a snapshot and stopped (`shoal snapshot --stop`).
     Snapshotted,
+    /// It was captured to move to another node (`shoal migrate`); it goes
+    /// on there under the same pid.
+    Moved,
     /// It never started (instantiation failed, no `_start`).
     StartFailed {
         /// What went wrong.
@@ -158,6 +161,7 @@ impl fmt::Display for ExitReason {
             }
             ExitReason::Killed => write!(f, "killed"),
             ExitReason::Snapshotted => write!(f, "stopped after a snapshot"),
+            ExitReason::Moved => write!(f, "moved to another node"),
             ExitReason::StartFailed { message } => write!(f, "failed to start: {message}"),
         }
     }
@@ -214,6 +218,10 @@ pub struct CapturedProcess {
     /// Files it had open, with their positions.
     #[serde(default)]
     pub open_files: Vec<OpenFile>,
+    /// Output it had written, carried when it moves to another node so its
+    /// log there is whole (snapshots leave it empty).
+    #[serde(default)]
+    pub log: Vec<super::log::Chunk>,
 }
 
 /// What a restored process starts from.
@@ -282,18 +290,18 @@ fn write_globals(
 }
 
 /// Stop the unwind, copy the process out, hand it to the requester.
-/// Returns true when the process should stop rather than resume.
+/// Returns why the process ends, or `None` when it should resume.
 async fn finish_capture(
     store: &mut Store<ProcessCtx>,
     instance: &Instance,
     pending: PendingCall,
-) -> wasmtime::Result<bool> {
+) -> wasmtime::Result<Option<ExitReason>> {
     call_export(store, instance, "asyncify_stop_unwind").await?;
     let memory = memory_of(store, instance)?;
     let globals = read_globals(store, instance);
     let data = memory.data(&*store).to_vec();
-    let Some((stop, reply)) = store.data().capture.take_reply() else {
-        return Ok(false);
+    let Some((mode, reply)) = store.data().capture.take_reply() else {
+        return Ok(None);
     };
     let open_files = crate::abi::wasi::positions(store.data_mut()).await;
     let ctx = store.data();
@@ -302,13 +310,28 @@ async fn finish_capture(
         globals,
         pending,
         asyncify_buffer: ctx.asyncify_buffer.unwrap_or(0),
-        mailbox: ctx.mailbox.queued(),
+        mailbox: match mode {
+            CaptureMode::Move => ctx.mailbox.drain(),
+            CaptureMode::Resume | CaptureMode::Stop => ctx.mailbox.queued(),
+        },
         spec: ctx.spec.clone(),
         fuel_remaining: store.get_fuel().ok(),
         open_files,
+        log: Vec::new(),
     };
-    // The requester may have given up; then the process simply resumes.
-    Ok(reply.send(image).is_ok() && stop)
+    // The requester may have given up; then the process simply resumes
+    // (a move hands the taken messages back first).
+    if let Err(image) = reply.send(image) {
+        if mode == CaptureMode::Move {
+            let _ = store.data().mailbox.push_front_all(image.mailbox);
+        }
+        return Ok(None);
+    }
+    Ok(match mode {
+        CaptureMode::Resume => None,
+        CaptureMode::Stop => Some(ExitReason::Snapshotted),
+        CaptureMode::Move => Some(ExitReason::Moved),
+    })
 }
 
 /// Write a captured image into a fresh instance and start the rewind.
@@ -389,16 +412,18 @@ pub async fn run(
                     return ExitReason::Exited { code: 0 };
                 };
                 let resumed = async {
-                    if finish_capture(&mut store, &instance, pending.clone()).await? {
-                        return Ok(false);
+                    if let Some(reason) =
+                        finish_capture(&mut store, &instance, pending.clone()).await?
+                    {
+                        return Ok(Some(reason));
                     }
                     rewind(&mut store, &instance, pending).await?;
-                    Ok::<bool, wasmtime::Error>(true)
+                    Ok::<Option<ExitReason>, wasmtime::Error>(None)
                 }
                 .await;
                 match resumed {
-                    Ok(true) => continue,
-                    Ok(false) => return ExitReason::Snapshotted,
+                    Ok(None) => continue,
+                    Ok(Some(reason)) => return reason,
                     Err(e) => {
                         return ExitReason::Trapped {
                             message: format!("capture failed: {e:#}"),

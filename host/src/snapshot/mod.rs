@@ -147,6 +147,7 @@ pub fn load(
         spec: state.spec,
         fuel_remaining: state.fuel_remaining,
         open_files: state.open_files,
+        log: Vec::new(),
     };
     Ok((manifest, image))
 }

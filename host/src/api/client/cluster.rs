@@ -70,3 +70,28 @@ impl Client {
         .await
     }
 }
+
+impl Client {
+    /// `POST /v1/processes/{pid}/migrate`: move a process to node `to` (by
+    /// name) or to the scheduler's choice; answered once it runs there.
+    pub async fn migrate(
+        &self,
+        pid: crate::pid::Pid,
+        to: Option<&str>,
+    ) -> Result<crate::migrate::MigrateReport, ClientError> {
+        let req = crate::daemon::cluster_api::MigrateRequest {
+            to: to.map(str::to_string),
+        };
+        self.call_json(
+            Method::POST,
+            &format!("/v1/processes/{pid}/migrate"),
+            &req,
+            MIGRATE_CALL_TIMEOUT,
+        )
+        .await
+    }
+}
+
+/// A migration copies the whole memory before the freeze: allow for large
+/// processes on slow links.
+const MIGRATE_CALL_TIMEOUT: Duration = Duration::from_secs(300);

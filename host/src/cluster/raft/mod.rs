@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use network::{RaftTransport, RpcKind, TransportError};
+pub use state_machine::MoveApplied;
 pub use store::StoreError;
 
 use self::log_store::LogStore;
@@ -484,6 +485,12 @@ impl Raft {
     /// Wakes with the applied log index whenever the local state changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.published.subscribe()
+    }
+
+    /// Every directory move (`MovePid`) applied here from now on, sent
+    /// after [`Raft::state`] shows it (migration fences use it).
+    pub fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
+        self.inner.published.subscribe_moves()
     }
 
     /// The revocation list as applied here, as the handle TLS verifiers

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::store::{Store, StoreError, KEY_SNAPSHOT, KEY_STATE_MACHINE};
 use super::TypeConfig;
-use crate::cluster::state::{ClusterState, CommandResult, MemberInfo, NodeId};
+use crate::cluster::state::{ClusterState, Command, CommandResult, MemberInfo, NodeId};
 use crate::pki::SharedRevocations;
 
 /// What readers of the local state see; updated after every applied batch
@@ -24,15 +24,18 @@ use crate::pki::SharedRevocations;
 pub(crate) struct Published {
     state: RwLock<Arc<ClusterState>>,
     applied_tx: watch::Sender<u64>,
+    moves_tx: tokio::sync::broadcast::Sender<MoveApplied>,
     revocations: SharedRevocations,
 }
 
 impl Published {
     pub(crate) fn new() -> Self {
         let (applied_tx, _) = watch::channel(0);
+        let (moves_tx, _) = tokio::sync::broadcast::channel(MOVES_BUFFERED_MAX);
         Published {
             state: RwLock::new(Arc::new(ClusterState::default())),
             applied_tx,
+            moves_tx,
             revocations: SharedRevocations::default(),
         }
     }
@@ -46,6 +49,12 @@ impl Published {
     /// A receiver woken with the applied index on every change.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
+    }
+
+    /// A receiver of every directory move applied from now on, each sent
+    /// after the state that contains it is published.
+    pub(crate) fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
+        self.moves_tx.subscribe()
     }
 
     /// The revocation handle TLS verifiers read.
@@ -64,6 +73,23 @@ impl Published {
         self.applied_tx
             .send_replace(applied.map(|l| l.index).unwrap_or(0));
     }
+}
+
+/// Most applied moves buffered for a slow subscriber (beyond, it misses the
+/// oldest and is told how many it lagged).
+pub const MOVES_BUFFERED_MAX: usize = 4096;
+
+/// A `MovePid` command that was applied: `pid` now runs on `to` at `epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoveApplied {
+    /// The process.
+    pub pid: u64,
+    /// The node it left.
+    pub from: NodeId,
+    /// The node it runs on now.
+    pub to: NodeId,
+    /// Its new directory epoch.
+    pub epoch: u64,
 }
 
 /// The state machine as saved on disk (and held in memory).
@@ -176,11 +202,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
+        let mut moves = Vec::new();
         for entry in entries {
             self.data.last_applied = Some(entry.log_id);
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Ok,
-                EntryPayload::Normal(cmd) => self.data.state.apply(&cmd),
+                EntryPayload::Normal(cmd) => {
+                    let result = self.data.state.apply(&cmd);
+                    if let (Command::MovePid { pid, from, to, .. }, CommandResult::Ok) =
+                        (&cmd, &result)
+                    {
+                        let epoch = self.data.state.directory.get(pid).map_or(0, |e| e.epoch);
+                        moves.push(MoveApplied {
+                            pid: *pid,
+                            from: *from,
+                            to: *to,
+                            epoch,
+                        });
+                    }
+                    result
+                }
                 EntryPayload::Membership(m) => {
                     self.data.membership = StoredMembership::new(Some(entry.log_id), m);
                     CommandResult::Ok
@@ -189,6 +230,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(result);
         }
         self.save_and_publish().map_err(write_sm)?;
+        for m in moves {
+            // No subscriber is fine: nobody needs to fence.
+            let _ = self.published.moves_tx.send(m);
+        }
         Ok(results)
     }
 

@@ -1,0 +1,251 @@
+//! `migrant`: processes to move between nodes while they work, for the
+//! migration tests, benchmarks and `shoal demo`.
+//!
+//! Modes (first argument):
+//!
+//! - `tally`: a counter that checks what it is sent. Prints `tally ready
+//!   pid=<pid>`, then loops on `recv` with a 5 ms timeout; every timeout adds
+//!   one to `ticks` (so it counts while idle, in its own heap state). Messages:
+//!   - `seq <n>`: number `n` of its sender's stream. Each sender's numbers
+//!     must arrive as 0, 1, 2, ...: a number below the next expected one is
+//!     counted as a duplicate, one above it as a gap (a lost or reordered
+//!     message), and the stream goes on from `n + 1`.
+//!   - `get`: replies to the sender with one line:
+//!     `ticks=<t> received=<r> senders=<s> dups=<d> gaps=<g>` where
+//!     `received` counts `seq` messages.
+//!   - `stop`: prints the same line and exits 0.
+//! - `send <pid> <count> [<pause_ms>]`: sends `seq 0` .. `seq <count-1>` to
+//!   `<pid>` (retrying while its mailbox is full), sleeping `<pause_ms>`
+//!   between messages if given (else at full speed), then prints
+//!   `sent <count>` and exits 0.
+//! - `sleep <ms>`: prints `sleeping <ms>`, sleeps, prints `woke`, then waits
+//!   in `recv` for `stop` and exits 0.
+//! - `server <delay_ms>`: answers `ask` with `answer` after sleeping
+//!   `<delay_ms>`; `stop` ends it.
+//! - `call <pid>`: sends `ask` to `<pid>`, prints `asked`, waits in `recv`
+//!   for the answer, prints `reply <text>` and exits 0.
+//! - `hold <MiB>`: fills a heap buffer of that size with non-zero bytes,
+//!   prints `holding <MiB> MiB`, then serves `touch <pages>` (changes one
+//!   byte in each of that many pages, replies `ok`), `sum` (replies the
+//!   wrapping byte sum) and `stop`.
+//!
+//! Bad arguments print a usage line to stderr and exit 2; an SDK error prints
+//! `migrant: <what>: <error>` and exits 1.
+
+use shoal::Pid;
+use std::collections::HashMap;
+use std::process::exit;
+use std::time::Duration;
+
+const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms> | call <pid> | hold <MiB>";
+
+fn fail(what: &str, e: shoal::Error) -> ! {
+    eprintln!("migrant: {what}: {e}");
+    exit(1)
+}
+
+fn usage() -> ! {
+    eprintln!("{USAGE}");
+    exit(2)
+}
+
+fn num<T: std::str::FromStr>(s: &str) -> T {
+    s.parse().unwrap_or_else(|_| usage())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["tally"] => tally(),
+        ["send", pid, count] => send(num(pid), num(count), None),
+        ["send", pid, count, pause] => send(num(pid), num(count), Some(num(pause))),
+        ["sleep", ms] => sleep(num(ms)),
+        ["server", delay] => server(num(delay)),
+        ["call", pid] => call(num(pid)),
+        ["hold", mib] => hold(num(mib)),
+        _ => usage(),
+    }
+}
+
+/// The tally's state, on the heap.
+#[derive(Default)]
+struct Tally {
+    ticks: u64,
+    received: u64,
+    dups: u64,
+    gaps: u64,
+    next: HashMap<u64, u64>,
+}
+
+impl Tally {
+    fn line(&self) -> String {
+        format!(
+            "ticks={} received={} senders={} dups={} gaps={}",
+            self.ticks,
+            self.received,
+            self.next.len(),
+            self.dups,
+            self.gaps
+        )
+    }
+}
+
+fn tally() {
+    let mut t = Box::new(Tally::default());
+    println!("tally ready pid={}", shoal::self_pid());
+    loop {
+        let msg = match shoal::recv(Some(Duration::from_millis(5))) {
+            Ok(m) => m,
+            Err(shoal::Error::Timeout) => {
+                t.ticks += 1;
+                continue;
+            }
+            Err(e) => fail("recv", e),
+        };
+        let text = String::from_utf8_lossy(&msg.data);
+        let mut words = text.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("seq"), Some(n)) => {
+                let Ok(n) = n.parse::<u64>() else {
+                    eprintln!("migrant: bad message {text:?}");
+                    continue;
+                };
+                t.received += 1;
+                let next = t.next.entry(msg.sender.as_u64()).or_insert(0);
+                if n < *next {
+                    if t.dups == 0 {
+                        eprintln!("migrant: first duplicate from {}: got {n}, expected {}", msg.sender, *next);
+                    }
+                    t.dups += 1;
+                } else {
+                    if n > *next {
+                        eprintln!("migrant: gap from {}: got {n}, expected {}", msg.sender, *next);
+                        t.gaps += 1;
+                    }
+                    *next = n + 1;
+                }
+            }
+            (Some("get"), None) => {
+                if let Err(e) = shoal::send_blocking(msg.sender, t.line().as_bytes()) {
+                    eprintln!("migrant: reply to {}: {e}", msg.sender);
+                }
+            }
+            (Some("stop"), None) => {
+                println!("{}", t.line());
+                shoal::exit(0);
+            }
+            _ => eprintln!("migrant: bad message {text:?}"),
+        }
+    }
+}
+
+fn send(to: u64, count: u64, pause_ms: Option<u64>) {
+    let to = Pid::from_raw(to);
+    for n in 0..count {
+        let text = format!("seq {n}");
+        if let Err(e) = shoal::send_blocking(to, text.as_bytes()) {
+            fail("send", e);
+        }
+        if let Some(ms) = pause_ms {
+            if let Err(e) = shoal::sleep(Duration::from_millis(ms)) {
+                fail("sleep", e);
+            }
+        }
+    }
+    println!("sent {count}");
+}
+
+fn wait_for_stop() {
+    loop {
+        match shoal::recv(None) {
+            Ok(m) if m.data == b"stop" => shoal::exit(0),
+            Ok(_) => {}
+            Err(e) => fail("recv", e),
+        }
+    }
+}
+
+fn sleep(ms: u64) {
+    println!("sleeping {ms}");
+    if let Err(e) = shoal::sleep(Duration::from_millis(ms)) {
+        fail("sleep", e);
+    }
+    println!("woke");
+    wait_for_stop();
+}
+
+fn server(delay_ms: u64) {
+    println!("server ready pid={}", shoal::self_pid());
+    loop {
+        let msg = match shoal::recv(None) {
+            Ok(m) => m,
+            Err(e) => fail("recv", e),
+        };
+        match msg.data.as_slice() {
+            b"ask" => {
+                if let Err(e) = shoal::sleep(Duration::from_millis(delay_ms)) {
+                    fail("sleep", e);
+                }
+                if let Err(e) = shoal::send_blocking(msg.sender, b"answer") {
+                    eprintln!("migrant: answer {}: {e}", msg.sender);
+                }
+            }
+            b"stop" => shoal::exit(0),
+            _ => {}
+        }
+    }
+}
+
+fn call(server: u64) {
+    if let Err(e) = shoal::send_blocking(Pid::from_raw(server), b"ask") {
+        fail("ask", e);
+    }
+    println!("asked");
+    match shoal::recv(None) {
+        Ok(m) => println!("reply {}", String::from_utf8_lossy(&m.data)),
+        Err(e) => fail("recv", e),
+    }
+}
+
+fn hold(mib: usize) {
+    let mut buffer = vec![0u8; mib << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in buffer.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for (b, v) in chunk.iter_mut().zip(x.to_le_bytes()) {
+            *b = v | 1;
+        }
+    }
+    println!("holding {mib} MiB");
+    let mut next_page = 0usize;
+    loop {
+        let msg = match shoal::recv(None) {
+            Ok(m) => m,
+            Err(e) => fail("recv", e),
+        };
+        let text = String::from_utf8_lossy(&msg.data).into_owned();
+        let mut words = text.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("touch"), Some(n)) => {
+                let pages: usize = n.parse().unwrap_or(1);
+                for _ in 0..pages {
+                    let at = (next_page * 4096) % buffer.len().max(1);
+                    if let Some(b) = buffer.get_mut(at) {
+                        *b = b.wrapping_add(2) | 1;
+                    }
+                    next_page += 1;
+                }
+                let _ = shoal::send_blocking(msg.sender, b"ok");
+            }
+            (Some("sum"), None) => {
+                let sum = buffer.iter().fold(0u64, |a, b| a.wrapping_add(*b as u64));
+                let _ = shoal::send_blocking(msg.sender, sum.to_string().as_bytes());
+            }
+            (Some("stop"), None) => shoal::exit(0),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Live migration on real loopback clusters: processes keep their pid, their
+//! state and their messages while they move between nodes.
+
+mod common;
+
+use common::cluster::{wait_until, TestCluster};
+use shoal_host::migrate::source::{migrate, MigrateError};
+use shoal_host::migrate::MigrateReport;
+use shoal_host::Pid;
+use shoal_registry::Sha256;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Start `argv` on node `i`; the module (argv[0], a cluster-wide name) is
+/// fetched there if needed.
+async fn spawn(c: &TestCluster, i: usize, _hash: Sha256, argv: &[&str]) -> Pid {
+    let args = argv[1..].iter().map(|s| s.to_string()).collect();
+    c.node(i)
+        .node()
+        .spawn_by_reference(argv[0], args)
+        .await
+        .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
+}
+
+/// Store a guest under a cluster-wide name and wait until every node can
+/// resolve it.
+async fn add_guest(c: &TestCluster, path: &str, name: &str) -> Sha256 {
+    let hash = c.add_guest(0, path, name).await;
+    for d in c.running() {
+        let raft = d.raft().clone();
+        let hex = hash.to_hex();
+        wait_until("the module to be known everywhere", WAIT, || {
+            let s = raft.state();
+            s.module_names.get(name) == Some(&hex)
+                && s.modules.get(&hex).is_some_and(|m| !m.holders.is_empty())
+        })
+        .await;
+    }
+    hash
+}
+
+/// Index of the node the directory (as node 0 sees it) places `pid` on.
+fn home_of(c: &TestCluster, pid: Pid) -> Option<usize> {
+    let state = c.running().next()?.raft().state();
+    let id = state.directory.get(&pid.0)?.node;
+    c.nodes
+        .iter()
+        .position(|d| d.as_ref().map(|d| d.id()) == Some(id))
+}
+
+/// Move `pid` from node `from` to node `to` (indices).
+async fn move_to(
+    c: &TestCluster,
+    from: usize,
+    pid: Pid,
+    to: usize,
+) -> Result<MigrateReport, MigrateError> {
+    let name = c.node(to).name().to_string();
+    migrate(c.node(from).inner(), pid, Some(&name)).await
+}
+
+/// Ask a `migrant tally` for its line, from a host mailbox on node `via`.
+async fn ask(c: &TestCluster, via: usize, pid: Pid, what: &str) -> String {
+    let mb = c.node(via).node().open_mailbox();
+    for _ in 0..100 {
+        if mb.send(pid, what.as_bytes().to_vec()).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = mb
+        .recv(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {what:?} from {pid}"));
+    String::from_utf8_lossy(&m.data).into_owned()
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {
+    c.node(i).node().stdout_text(pid)
+}
+
+async fn wait_stdout(c: &TestCluster, i: usize, pid: Pid, text: &str) {
+    let node = c.node(i).node().clone();
+    wait_until(&format!("{pid} on node {i} to print {text:?}"), WAIT, || {
+        node.stdout_text(pid).contains(text)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
+    let c = TestCluster::start(3).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let tally = spawn(&c, 0, m, &["migrant", "tally"]).await;
+    wait_stdout(&c, 0, tally, "tally ready").await;
+    const N: u64 = 1_500_000;
+    let n = N.to_string();
+    let t = tally.0.to_string();
+    // Senders on the two other nodes, sending as fast as they can.
+    let s2 = spawn(&c, 1, m, &["migrant", "send", &t, &n]).await;
+    let s3 = spawn(&c, 2, m, &["migrant", "send", &t, &n]).await;
+    let before = ask(&c, 1, tally, "get").await;
+    let mut reports = Vec::new();
+    // A → B → C → A, while the messages flow.
+    let mut senders_were_running = 0;
+    for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+        let running = c.node(1).node().is_local(s2) && c.node(2).node().is_local(s3);
+        let r = move_to(&c, from, tally, to).await.expect("migrate");
+        if running && c.node(1).node().is_local(s2) && c.node(2).node().is_local(s3) {
+            senders_were_running += 1;
+        }
+        println!("{r}\n  {:?}", r.phases_us);
+        assert_eq!(r.pid, tally);
+        assert_eq!(home_of(&c, tally), Some(to));
+        assert!(c.node(to).node().is_local(tally));
+        assert!(!c.node(from).node().is_local(tally));
+        reports.push(r);
+    }
+    for (i, s) in [(1, s2), (2, s3)] {
+        let st = tokio::time::timeout(WAIT, c.node(i).node().wait(s))
+            .await
+            .expect("sender finishes")
+            .expect("sender known");
+        assert!(st.success(), "sender {s}: {st}");
+    }
+    // Every message arrived once and in order, per sender.
+    let node0 = c.node(0).node().clone();
+    let mut line = String::new();
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        line = ask(&c, 0, tally, "get").await;
+        if field(&line, "received") >= 2 * N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("before: {before}\nafter:  {line}");
+    for d in c.running() {
+        let err = d.node().log(tally).map(|l| {
+            String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr))
+                .into_owned()
+        });
+        if let Some(e) = err.filter(|e| !e.is_empty()) {
+            println!("stderr of the tally on {}: {e}", d.name());
+        }
+    }
+    println!("senders: {s2} on n2, {s3} on n3");
+    assert_eq!(field(&line, "received"), 2 * N, "{line}");
+    assert_eq!(field(&line, "dups"), 0, "{line}");
+    assert_eq!(field(&line, "gaps"), 0, "{line}");
+    assert_eq!(field(&line, "senders"), 2, "{line}");
+    // Its counter went on, it never restarted.
+    assert!(field(&line, "ticks") >= field(&before, "ticks"), "{before} / {line}");
+    // Its log came along: the line it printed on node 0 at the start.
+    assert!(node0.stdout_text(tally).contains("tally ready"));
+    // The moves happened while both senders were sending.
+    assert!(senders_were_running >= 2, "only {senders_were_running} moves overlapped the senders");
+    assert_eq!(reports.len(), 3);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeat_migration_sends_only_the_pages_that_changed() {
+    let c = TestCluster::start(2).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let pid = spawn(&c, 0, m, &["migrant", "hold", "16"]).await;
+    wait_stdout(&c, 0, pid, "holding 16 MiB").await;
+    let sum = ask(&c, 0, pid, "sum").await;
+    let first = move_to(&c, 0, pid, 1).await.expect("migrate");
+    println!("{first}");
+    assert!(first.pages_total >= 4096, "{first}");
+    assert!(first.pages_sent + first.pages_known == first.pages_total);
+    assert_eq!(ask(&c, 0, pid, "touch 8").await, "ok");
+    // Back to the node it came from: that node kept its pages.
+    let back = move_to(&c, 1, pid, 0).await.expect("migrate back");
+    println!("{back}");
+    assert!(
+        back.pages_sent * 10 <= back.pages_total,
+        "repeat migration sent {} of {} pages",
+        back.pages_sent,
+        back.pages_total
+    );
+    // And forth again: the target kept what it was sent the first time.
+    assert_eq!(ask(&c, 1, pid, "touch 8").await, "ok");
+    let again = move_to(&c, 0, pid, 1).await.expect("migrate again");
+    println!("{again}");
+    assert!(again.pages_sent * 10 <= again.pages_total, "{again}");
+    assert_ne!(ask(&c, 1, pid, "sum").await, sum, "the touches are kept");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sleeping_process_wakes_on_time_after_moving() {
+    let c = TestCluster::start(2).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let started = Instant::now();
+    let pid = spawn(&c, 0, m, &["migrant", "sleep", "1500"]).await;
+    wait_stdout(&c, 0, pid, "sleeping 1500").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = move_to(&c, 0, pid, 1).await.expect("migrate");
+    let names: Vec<&str> = r.phases_us.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        &names[..7],
+        ["precopy_capture", "offer", "precopy_pages", "freeze_capture", "final", "switch", "resume"]
+    );
+    wait_stdout(&c, 1, pid, "woke").await;
+    let slept = started.elapsed();
+    // It slept what was left, not the whole time again.
+    assert!(slept >= Duration::from_millis(1400), "woke after {slept:?}");
+    assert!(slept < Duration::from_millis(1500 + 10_000), "woke after {slept:?}");
+    assert_eq!(stdout(&c, 1, pid), "sleeping 1500\nwoke\n");
+    c.node(1)
+        .node()
+        .send(Pid(0), pid, b"stop".to_vec())
+        .expect("stop");
+    let st = tokio::time::timeout(WAIT, c.node(1).node().wait(pid))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "{st}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_cross_node_call_completes_after_the_caller_moves() {
+    let c = TestCluster::start(3).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let server = spawn(&c, 2, m, &["migrant", "server", "1000"]).await;
+    wait_stdout(&c, 2, server, "server ready").await;
+    let caller = spawn(&c, 0, m, &["migrant", "call", &server.0.to_string()]).await;
+    wait_stdout(&c, 0, caller, "asked").await;
+    // The caller is blocked in recv, waiting for the server's answer.
+    move_to(&c, 0, caller, 1).await.expect("migrate");
+    let st = tokio::time::timeout(WAIT, c.node(1).node().wait(caller))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "{st}");
+    assert_eq!(stdout(&c, 1, caller), "asked\nreply answer\n");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_c_guest_moves_mid_conversation() {
+    let c = TestCluster::start(3).await;
+    let h = add_guest(&c, shoal_tests::C_PONG, "c_pong").await;
+    let pong = spawn(&c, 0, h, &["c_pong"]).await;
+    wait_stdout(&c, 0, pong, "c_pong ready").await;
+    let mb = c.node(1).node().open_mailbox();
+    let round = |i: u32| {
+        let payload = format!("m{i}");
+        mb.send(pong, payload.clone().into_bytes()).expect("send");
+        payload
+    };
+    for i in 0..50 {
+        let p = round(i);
+        let reply = mb.recv(WAIT).await.expect("reply");
+        assert_eq!(reply.data, format!("c:{p}").into_bytes());
+    }
+    // Queue some, then move it with them in its mailbox.
+    for i in 50..60 {
+        round(i);
+    }
+    move_to(&c, 0, pong, 2).await.expect("migrate");
+    for i in 60..100 {
+        round(i);
+    }
+    for i in 50..100 {
+        let reply = mb.recv(WAIT).await.expect("reply");
+        assert_eq!(reply.data, format!("c:m{i}").into_bytes(), "reply {i}");
+        assert_eq!(reply.sender, pong);
+    }
+    mb.send(pong, b"stop".to_vec()).unwrap();
+    let st = tokio::time::timeout(WAIT, c.node(2).node().wait(pong))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "{st}");
+    assert!(
+        stdout(&c, 2, pong).contains("c_pong done 100 messages"),
+        "{}",
+        stdout(&c, 2, pong)
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_target_dies_mid_transfer_the_process_resumes_on_the_source() {
+    let mut c = TestCluster::start(3).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let pid = spawn(&c, 0, m, &["migrant", "hold", "96"]).await;
+    wait_stdout(&c, 0, pid, "holding 96 MiB").await;
+    let sum_before = ask(&c, 0, pid, "sum").await;
+    let inner = c.node(0).inner().clone();
+    let target_name = c.node(2).name().to_string();
+    let moving = tokio::spawn(async move { migrate(&inner, pid, Some(&target_name)).await });
+    // Stop the target once the transfer has begun.
+    let n3 = c.node(2).inner().clone();
+    wait_until("the transfer to begin", WAIT, || !n3.arrivals.is_empty()).await;
+    c.stop(2).await;
+    let result = moving.await.unwrap();
+    let err = result.expect_err("the move cannot succeed");
+    println!("{err}");
+    assert!(
+        matches!(err, MigrateError::Resumed { .. }),
+        "expected a resume on the source, got {err}"
+    );
+    // One live copy, on the source, with its memory whole.
+    assert!(c.node(0).node().is_local(pid));
+    assert_eq!(home_of(&c, pid), Some(0));
+    assert_eq!(ask(&c, 0, pid, "sum").await, sum_before);
+    assert_eq!(ask(&c, 1, pid, "touch 3").await, "ok");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_source_dies_after_the_switch_the_target_owns_the_process() {
+    let mut c = TestCluster::start_with(3, |cfg| {
+        // Only n1 halts (the others are sources nowhere here).
+        if cfg.name == "n1" {
+            cfg.faults.halt_after_switch = true;
+        }
+    })
+    .await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let tally = spawn(&c, 0, m, &["migrant", "tally"]).await;
+    wait_stdout(&c, 0, tally, "tally ready").await;
+    let mb = c.node(0).node().open_mailbox();
+    for n in 0..100 {
+        mb.send(tally, format!("seq {n}").into_bytes()).unwrap();
+    }
+    let before = ask(&c, 1, tally, "get").await;
+    let err = move_to(&c, 0, tally, 1).await.expect_err("halted");
+    assert!(format!("{err}").contains("fault injected"), "{err}");
+    // The source is gone right after the switch.
+    c.stop(0).await;
+    // The target takes the process from the directory and runs it.
+    let n2 = c.node(1).node().clone();
+    wait_until("the target to start the process", WAIT, || {
+        n2.is_local(tally)
+    })
+    .await;
+    let after = ask(&c, 2, tally, "get").await;
+    println!("before: {before}\nafter: {after}");
+    assert_eq!(field(&after, "received"), 100, "{after}");
+    assert_eq!(field(&after, "gaps"), 0, "{after}");
+    assert!(field(&after, "ticks") >= field(&before, "ticks"));
+    assert_eq!(home_of(&c, tally), Some(1));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_name_the_problem() {
+    let c = TestCluster::start(2).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let pid = spawn(&c, 0, m, &["migrant", "tally"]).await;
+    wait_stdout(&c, 0, pid, "tally ready").await;
+    let e = migrate(c.node(0).inner(), pid, Some("nope")).await.unwrap_err();
+    assert!(format!("{e}").contains("nope"), "{e}");
+    let e = migrate(c.node(0).inner(), pid, Some("n1")).await.unwrap_err();
+    assert!(format!("{e}").contains("already runs on node n1"), "{e}");
+    let e = migrate(c.node(1).inner(), pid, None).await.unwrap_err();
+    assert!(format!("{e}").contains("does not run on this node"), "{e}");
+    // Nothing moved.
+    assert!(c.node(0).node().is_local(pid));
+    assert_eq!(field(&ask(&c, 1, pid, "get").await, "received"), 0);
+    c.shutdown().await;
+}
