@@ -7,8 +7,8 @@
 use crate::abi;
 use crate::pid::{Pid, PidAllocator};
 use crate::runtime::capture::{CaptureMode, CaptureSignal};
-use crate::runtime::handoff::{Handoff, Origin, Routed};
 use crate::runtime::engine::{self, EngineSettings, EpochTicker};
+use crate::runtime::handoff::{Handoff, Origin, Routed};
 use crate::runtime::limits::ProcessLimiter;
 use crate::runtime::log::{ProcessLog, Stream};
 use crate::runtime::mailbox::{Mailbox, MailboxLimits, Message, PushError};
@@ -524,7 +524,7 @@ impl Node {
         image: RestoreImage,
     ) -> Result<Pid, NodeError> {
         let mut image = image;
-        let loaded = self.shared.load(module).await?;
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
         let held = self.held_mailbox(pid);
         if let Some(mb) = &held {
             mb.retain(|m| m.sender != CONTROL_SENDER);
@@ -621,7 +621,7 @@ impl Node {
         module: Sha256,
         image: RestoreImage,
     ) -> Result<Pid, NodeError> {
-        let loaded = self.shared.load(module).await?;
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
         if loaded.module.get_export("asyncify_start_rewind").is_none() {
             return Err(NodeError::InvalidSpawn(format!(
                 "module {module} was not prepared for capture"

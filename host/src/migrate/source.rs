@@ -25,9 +25,9 @@ use crate::cluster::{Command, NodeId, NodeStatus};
 use crate::daemon::Inner;
 use crate::net::LaneMessage;
 use crate::node::{ClusterLink, NodeError, CONTROL_SENDER};
-use crate::runtime::mailbox::PushError;
 use crate::pid::Pid;
 use crate::runtime::mailbox::Head;
+use crate::runtime::mailbox::PushError;
 use crate::runtime::process::CapturedProcess;
 use crate::sched::Target;
 use crate::snapshot::format;
@@ -201,6 +201,7 @@ pub async fn migrate(
             .iter()
             .map(|p| (p.index, p.hash.to_hex()))
             .collect(),
+        preemptible: first.spec.preemptible,
     };
     let pages_total = offer.pages.len();
     let fail = |why: String| MigrateError::Resumed {
@@ -219,9 +220,17 @@ pub async fn migrate(
             return Err(fail(format!("target asked for page {idx}, beyond memory")));
         }
     }
-    bytes_sent += send_pages(inner, &addr, wire::PATH_PAGES, &id, &answer.need, &memory0, pb)
-        .await
-        .map_err(|e| fail(format!("page transfer failed: {e}")))?;
+    bytes_sent += send_pages(
+        inner,
+        &addr,
+        wire::PATH_PAGES,
+        &id,
+        &answer.need,
+        &memory0,
+        pb,
+    )
+    .await
+    .map_err(|e| fail(format!("page transfer failed: {e}")))?;
     phases.mark("precopy_pages");
 
     // 2. Freeze.
@@ -288,7 +297,9 @@ pub async fn migrate(
         Err(_) => (0, false),
     };
     if let Err(e) = &resumed {
-        eprintln!("shoal node: process {pid} moved to {target_name} but did not report its start: {e}");
+        eprintln!(
+            "shoal node: process {pid} moved to {target_name} but did not report its start: {e}"
+        );
     }
     Ok(MigrateReport {
         pid,
@@ -370,8 +381,9 @@ async fn wait_registered(inner: &Inner, pid: Pid) -> Result<u64, MigrateError> {
                             "this node's directory still places it on node {} (is there a quorum?)",
                             e.node
                         ),
-                        None => "it is not in the cluster's directory yet (is there a quorum?)"
-                            .into(),
+                        None => {
+                            "it is not in the cluster's directory yet (is there a quorum?)".into()
+                        }
                     },
                 })
             }
@@ -465,11 +477,7 @@ async fn send_rest(
         fuel_remaining: image.fuel_remaining,
         open_files: image.open_files.clone(),
     };
-    let log = inner
-        .node
-        .log(pid)
-        .map(|l| l.chunks())
-        .unwrap_or_default();
+    let log = inner.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
     let fin = Final {
         id: id.to_string(),
         memory_bytes: now.len() as u64,
@@ -544,13 +552,8 @@ async fn decide(inner: &Inner, pid: Pid, target: NodeId, epoch: u64) -> Decision
 /// Tell the target to forget the arrival (best effort: it also drops it
 /// when the directory shows the fence, or after its TTL).
 async fn call_off(inner: &Inner, addr: &str, id: &str) {
-    let _: Result<serde_json::Value, String> = call_json(
-        inner,
-        addr,
-        wire::PATH_ABORT,
-        &Abort { id: id.to_string() },
-    )
-    .await;
+    let _: Result<serde_json::Value, String> =
+        call_json(inner, addr, wire::PATH_ABORT, &Abort { id: id.to_string() }).await;
 }
 
 /// Put a control message on the lane to `addr`, retrying while it is full.
@@ -640,7 +643,8 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
                     inner.node.release_held(pid);
                     return;
                 }
-                let wait_until = std::cmp::min(deadline, Instant::now() + Duration::from_millis(50));
+                let wait_until =
+                    std::cmp::min(deadline, Instant::now() + Duration::from_millis(50));
                 mailbox.wait_nonempty(Some(wait_until)).await;
             }
         }

@@ -153,16 +153,16 @@ pub async fn handle(
             ok()
         }
         wire::PATH_ABORT => {
-            let a: Abort = serde_json::from_slice(&body)
-                .map_err(|e| err(400, format!("bad abort: {e}")))?;
+            let a: Abort =
+                serde_json::from_slice(&body).map_err(|e| err(400, format!("bad abort: {e}")))?;
             if let Ok(arrival) = inner.arrivals.get(&a.id) {
                 discard(inner, &arrival, "the source called the move off");
             }
             ok()
         }
         wire::PATH_STARTED => {
-            let a: Abort = serde_json::from_slice(&body)
-                .map_err(|e| err(400, format!("bad request: {e}")))?;
+            let a: Abort =
+                serde_json::from_slice(&body).map_err(|e| err(400, format!("bad request: {e}")))?;
             let arrival = inner.arrivals.get(&a.id);
             let mut rx = match arrival {
                 Ok(a) => a.phase.subscribe(),
@@ -240,7 +240,10 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
         }
         let held: u64 = map.values().map(|a| a.memory_len()).sum();
         if held + offer.memory_bytes > ARRIVAL_BYTES_MAX {
-            return Err(err(503, "too much memory arriving here at once; retry later"));
+            return Err(err(
+                503,
+                "too much memory arriving here at once; retry later",
+            ));
         }
     }
     // The module: fetched if missing, and compiled now, so the start after
@@ -250,7 +253,8 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
     }
     {
         let node = node.clone();
-        tokio::task::spawn_blocking(move || node.load_module(&module))
+        let preemptible = offer.preemptible;
+        tokio::task::spawn_blocking(move || node.load_module_variant(&module, preemptible))
             .await
             .map_err(|e| err(500, format!("module loader failed: {e}")))?
             .map_err(|e| err(409, format!("cannot load module {module}: {e}")))?;
@@ -300,7 +304,11 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
         .unwrap_or_else(|p| p.into_inner())
         .insert(pid, arrival);
     if let Some(old) = old {
-        discard(inner, &old, "a newer migration of the same process replaced it");
+        discard(
+            inner,
+            &old,
+            "a newer migration of the same process replaced it",
+        );
     }
     Ok(OfferAnswer { need })
 }
@@ -326,7 +334,12 @@ async fn fetch_from_source(
             bytes::Bytes::from(module.to_hex().into_bytes()),
         )
         .await
-        .map_err(|e| err(409, format!("cannot get module {module} from its source: {e}")))?;
+        .map_err(|e| {
+            err(
+                409,
+                format!("cannot get module {module} from its source: {e}"),
+            )
+        })?;
     // Checked against its hash before anything runs it.
     inner
         .node
@@ -370,7 +383,8 @@ async fn pages_here(inner: &Arc<Inner>, body: &[u8], verify: bool) -> Result<(),
     };
     let arrival = inner.arrivals.get(&peek.id)?;
     let pb = arrival.page_bytes as usize;
-    let (header, payload) = wire::decode_pages(body, arrival.page_bytes).map_err(|e| err(400, e))?;
+    let (header, payload) =
+        wire::decode_pages(body, arrival.page_bytes).map_err(|e| err(400, e))?;
     let mut fresh: Vec<(Sha256, Vec<u8>)> = Vec::new();
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
@@ -602,8 +616,7 @@ fn discard(inner: &Arc<Inner>, arrival: &Arc<Arrival>, why: &str) {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         let phase = arrival.phase.borrow().clone();
         // Started, or starting (the image was taken): it is this node's now.
-        if matches!(phase, Phase::Started(_)) || (phase == Phase::Ready && data.image.is_none())
-        {
+        if matches!(phase, Phase::Started(_)) || (phase == Phase::Ready && data.image.is_none()) {
             return;
         }
         data.image = None;
