@@ -7,8 +7,8 @@
 use crate::abi;
 use crate::pid::{Pid, PidAllocator};
 use crate::runtime::capture::{CaptureMode, CaptureSignal};
-use crate::runtime::handoff::{Handoff, Origin, Routed};
 use crate::runtime::engine::{self, EngineSettings, EpochTicker};
+use crate::runtime::handoff::{Handoff, Origin, Routed};
 use crate::runtime::limits::ProcessLimiter;
 use crate::runtime::log::{ProcessLog, Stream};
 use crate::runtime::mailbox::{Mailbox, MailboxLimits, Message, PushError};
@@ -212,6 +212,11 @@ pub struct SpawnSpec {
     pub forward_output: bool,
     /// Memory cap, bytes (None = node default).
     pub memory_bytes_max: Option<u64>,
+    /// Run the preemptible variant of the module: every loop is a capture
+    /// point, so the process can be captured even while it computes (costs
+    /// CPU in loops; see `crate::prepare::PrepareOptions::preempt`).
+    #[serde(default)]
+    pub preemptible: bool,
 }
 
 impl SpawnSpec {
@@ -225,6 +230,7 @@ impl SpawnSpec {
             inherit_stdin: false,
             forward_output: false,
             memory_bytes_max: None,
+            preemptible: false,
         }
     }
 }
@@ -364,7 +370,19 @@ impl Node {
 
     /// Prepare and compile a module now (blocking), returning it.
     pub fn load_module(&self, hash: &Sha256) -> Result<Arc<LoadedModule>, NodeError> {
-        Ok(self.shared.modules.load(hash, &self.shared.linker)?)
+        self.load_module_variant(hash, false)
+    }
+
+    /// [`Node::load_module`] for a variant: `preemptible` as in [`SpawnSpec`].
+    pub fn load_module_variant(
+        &self,
+        hash: &Sha256,
+        preemptible: bool,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
+        Ok(self
+            .shared
+            .modules
+            .load(hash, preemptible, &self.shared.linker)?)
     }
 
     /// True when a compiled artifact of `hash` is cached on disk.
@@ -457,7 +475,7 @@ impl Node {
         image: RestoreImage,
         pid: Option<Pid>,
     ) -> Result<Pid, NodeError> {
-        let loaded = self.shared.load(module).await?;
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
         if loaded.module.get_export("asyncify_start_rewind").is_none() {
             return Err(NodeError::InvalidSpawn(format!(
                 "module {module} was not prepared for capture"
@@ -506,7 +524,7 @@ impl Node {
         image: RestoreImage,
     ) -> Result<Pid, NodeError> {
         let mut image = image;
-        let loaded = self.shared.load(module).await?;
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
         let held = self.held_mailbox(pid);
         if let Some(mb) = &held {
             mb.retain(|m| m.sender != CONTROL_SENDER);
@@ -603,7 +621,7 @@ impl Node {
         module: Sha256,
         image: RestoreImage,
     ) -> Result<Pid, NodeError> {
-        let loaded = self.shared.load(module).await?;
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
         if loaded.module.get_export("asyncify_start_rewind").is_none() {
             return Err(NodeError::InvalidSpawn(format!(
                 "module {module} was not prepared for capture"
@@ -1032,7 +1050,7 @@ impl Shared {
     }
 
     async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
-        let module = self.load(spec.module).await?;
+        let module = self.load(spec.module, spec.preemptible).await?;
         // A cluster node may briefly wait for a pid block (granted ahead of
         // need, so this is rare).
         let pid =
@@ -1050,12 +1068,16 @@ impl Shared {
         self.start_as(spec, module, None, pid, None)
     }
 
-    async fn load(self: &Arc<Self>, hash: Sha256) -> Result<Arc<LoadedModule>, NodeError> {
-        if self.modules.is_loaded(&hash) {
-            return Ok(self.modules.load(&hash, &self.linker)?);
+    async fn load(
+        self: &Arc<Self>,
+        hash: Sha256,
+        preempt: bool,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
+        if self.modules.is_loaded(&hash, preempt) {
+            return Ok(self.modules.load(&hash, preempt, &self.linker)?);
         }
         let shared = self.clone();
-        tokio::task::spawn_blocking(move || shared.modules.load(&hash, &shared.linker))
+        tokio::task::spawn_blocking(move || shared.modules.load(&hash, preempt, &shared.linker))
             .await
             .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))?
             .map_err(NodeError::from)

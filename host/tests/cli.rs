@@ -152,6 +152,7 @@ fn push_ls_inspect_and_run_by_name() {
     assert_eq!(info["hash"], hash.as_str());
     assert_eq!(info["abi_version"], serde_json::Value::Null);
     assert_eq!(info["compiled_cached"], false);
+    assert_eq!(info["loops"], 0);
     assert!(info["imports"]
         .as_array()
         .unwrap()
@@ -160,6 +161,9 @@ fn push_ls_inspect_and_run_by_name() {
 
     let out = env.shoal(&["run", "echo:v1"]);
     assert_eq!(text(&out.stdout), "hi\n");
+    // The preemptible variant of a module without loops only gains the import.
+    let out = env.shoal(&["run", "--preemptible", "echo:v1"]);
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
     let out = env.shoal(&["inspect", &hash, "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -170,6 +170,17 @@ SHOAL_IMPORT("yield_now")
 int32_t shoal_yield_now(void);
 
 /**
+ * Reserved for the host: it inserts calls to this import into every loop of
+ * a module spawned as preemptible (a capture point every few thousand loop
+ * iterations). Guests have no reason to call it; doing so is harmless (it
+ * returns at once unless a capture is requested, and is then a capture
+ * point). Declared only so the header lists the whole ABI.
+ * Import: shoal_v1.preempt () -> ().
+ */
+SHOAL_IMPORT("preempt")
+void shoal_preempt(void);
+
+/**
  * Ends the calling process with exit code `code`; never returns. Queued
  * messages are dropped. Flush stdio first (fflush(NULL)): the host does not
  * see libc's buffers.

@@ -115,6 +115,7 @@ async fn main() {
         args: vec!["ping_pong".into(), "sink".into(), "0".into()],
         env: vec![],
         memory_bytes_max: None,
+        preemptible: false,
     };
     let id2 = c.node(1).id();
     let mut lat = Vec::new();

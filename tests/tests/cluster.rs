@@ -559,6 +559,7 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
             memory_bytes_max: None,
             node: Some("n3".into()),
             labels: Default::default(),
+            preemptible: false,
         })
         .await
         .unwrap();

@@ -89,9 +89,11 @@ fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {
 
 async fn wait_stdout(c: &TestCluster, i: usize, pid: Pid, text: &str) {
     let node = c.node(i).node().clone();
-    wait_until(&format!("{pid} on node {i} to print {text:?}"), WAIT, || {
-        node.stdout_text(pid).contains(text)
-    })
+    wait_until(
+        &format!("{pid} on node {i} to print {text:?}"),
+        WAIT,
+        || node.stdout_text(pid).contains(text),
+    )
     .await;
 }
 
@@ -158,11 +160,17 @@ async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
     assert_eq!(field(&line, "gaps"), 0, "{line}");
     assert_eq!(field(&line, "senders"), 2, "{line}");
     // Its counter went on, it never restarted.
-    assert!(field(&line, "ticks") >= field(&before, "ticks"), "{before} / {line}");
+    assert!(
+        field(&line, "ticks") >= field(&before, "ticks"),
+        "{before} / {line}"
+    );
     // Its log came along: the line it printed on node 0 at the start.
     assert!(node0.stdout_text(tally).contains("tally ready"));
     // The moves happened while both senders were sending.
-    assert!(senders_were_running >= 2, "only {senders_were_running} moves overlapped the senders");
+    assert!(
+        senders_were_running >= 2,
+        "only {senders_were_running} moves overlapped the senders"
+    );
     assert_eq!(reports.len(), 3);
     c.shutdown().await;
 }
@@ -209,13 +217,24 @@ async fn a_sleeping_process_wakes_on_time_after_moving() {
     let names: Vec<&str> = r.phases_us.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         &names[..7],
-        ["precopy_capture", "offer", "precopy_pages", "freeze_capture", "final", "switch", "resume"]
+        [
+            "precopy_capture",
+            "offer",
+            "precopy_pages",
+            "freeze_capture",
+            "final",
+            "switch",
+            "resume"
+        ]
     );
     wait_stdout(&c, 1, pid, "woke").await;
     let slept = started.elapsed();
     // It slept what was left, not the whole time again.
     assert!(slept >= Duration::from_millis(1400), "woke after {slept:?}");
-    assert!(slept < Duration::from_millis(1500 + 10_000), "woke after {slept:?}");
+    assert!(
+        slept < Duration::from_millis(1500 + 10_000),
+        "woke after {slept:?}"
+    );
     assert_eq!(stdout(&c, 1, pid), "sleeping 1500\nwoke\n");
     c.node(1)
         .node()
@@ -363,14 +382,43 @@ async fn refusals_name_the_problem() {
     let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
     let pid = spawn(&c, 0, m, &["migrant", "tally"]).await;
     wait_stdout(&c, 0, pid, "tally ready").await;
-    let e = migrate(c.node(0).inner(), pid, Some("nope")).await.unwrap_err();
+    let e = migrate(c.node(0).inner(), pid, Some("nope"))
+        .await
+        .unwrap_err();
     assert!(format!("{e}").contains("nope"), "{e}");
-    let e = migrate(c.node(0).inner(), pid, Some("n1")).await.unwrap_err();
+    let e = migrate(c.node(0).inner(), pid, Some("n1"))
+        .await
+        .unwrap_err();
     assert!(format!("{e}").contains("already runs on node n1"), "{e}");
     let e = migrate(c.node(1).inner(), pid, None).await.unwrap_err();
     assert!(format!("{e}").contains("does not run on this node"), "{e}");
     // Nothing moved.
     assert!(c.node(0).node().is_local(pid));
     assert_eq!(field(&ask(&c, 1, pid, "get").await, "received"), 0);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preemptible_process_spinning_in_guest_code_moves_too() {
+    let c = TestCluster::start(2).await;
+    let h = add_guest(&c, shoal_tests::CPU_BOUND, "cpu_bound").await;
+    // `spin` never calls the host: only the preemption points the
+    // preparation put in its loops make it capturable.
+    let mut spec = shoal_host::SpawnSpec::new(h, vec!["cpu_bound".into(), "spin".into()]);
+    spec.preemptible = true;
+    let pid = c.node(0).node().spawn(spec).await.expect("spawn");
+    wait_stdout(&c, 0, pid, "cpu_bound spinning").await;
+    let r = move_to(&c, 0, pid, 1)
+        .await
+        .expect("migrate a spinning process");
+    println!("{r}");
+    assert!(c.node(1).node().is_local(pid));
+    // It spins on there, and can move again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(c.node(1).node().is_local(pid));
+    let back = move_to(&c, 1, pid, 0).await.expect("migrate back");
+    println!("{back}");
+    assert!(c.node(0).node().is_local(pid));
+    c.node(0).node().kill(pid).unwrap();
     c.shutdown().await;
 }

@@ -1,4 +1,4 @@
-//! The `process` namespace: own pid, spawn, sleep, yield, exit, log.
+//! The `process` namespace: own pid, spawn, sleep, yield, preempt, exit, log.
 
 use super::memory::{read_bytes, write_bytes};
 use super::{arg_i32, arg_i64, errno, Registrar};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 /// Import names as recorded in a pending call.
 const SLEEP: &str = "shoal_v1.sleep_ms";
 const YIELD: &str = "shoal_v1.yield_now";
+const PREEMPT: &str = "shoal_v1.preempt";
 use wasi_common::I32Exit;
 use wasmtime::Val;
 
@@ -170,6 +171,26 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             }
             tokio::task::yield_now().await;
             Ok(Some(Val::I32(errno::OK)))
+        })
+    })?;
+
+    // Host-inserted into every loop of a preemptible module, every
+    // `PREEMPT_INTERVAL` iterations: a capture point that costs nothing
+    // unless a capture is requested. No yield here: epoch interruption
+    // already gives other processes their turn.
+    r.define("preempt", |mut caller, _params| {
+        Box::new(async move {
+            if let Entry::Resumed(_) = capture::enter(&mut caller, PREEMPT).await? {
+                return Ok(None);
+            }
+            if caller.data().capturable && caller.data().capture.is_requested() {
+                let pending = PendingCall {
+                    import: PREEMPT.to_string(),
+                    remaining_ms: None,
+                };
+                capture::unwind(&mut caller, pending).await?;
+            }
+            Ok(None)
         })
     })?;
 

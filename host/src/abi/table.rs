@@ -112,6 +112,10 @@ pub const IMPORTS: &[ImportSpec] = &[
     shoal("sleep_ms", &[I64], &[I32], true),
     // yield_now() -> errno
     shoal("yield_now", &[], &[I32], true),
+    // preempt() -> nothing. Inserted by the host into every loop of a
+    // preemptible module (prepare/preempt.rs), never called by guest code:
+    // returns at once unless a capture is requested, then unwinds there.
+    shoal("preempt", &[], &[], true),
     // exit(code) -> never returns
     shoal("exit", &[I32], &[], false),
     // log(level, ptr, len) -> errno

@@ -135,6 +135,7 @@ pub async fn spawn(node: &Node, req: SpawnRequest) -> Result<Vec<Spawned>, ApiEr
         let mut spec = SpawnSpec::new(hash, argv.clone());
         spec.env = req.env.clone();
         spec.memory_bytes_max = req.memory_bytes_max;
+        spec.preemptible = req.preemptible;
         match node.spawn(spec).await {
             Ok(pid) => started.push(Spawned {
                 pid,

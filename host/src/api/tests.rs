@@ -165,6 +165,7 @@ async fn routes_refuse_clearly() {
             memory_bytes_max: None,
             node: None,
             labels: Default::default(),
+            preemptible: false,
         })
         .await
         .unwrap_err();

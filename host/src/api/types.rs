@@ -89,6 +89,11 @@ pub struct SpawnRequest {
     /// In a cluster: run only on nodes carrying all these labels.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Run the preemptible variant: every loop is a capture point, so the
+    /// processes can be snapshotted even while they compute (costs CPU in
+    /// loops; see `SpawnSpec::preemptible`).
+    #[serde(default)]
+    pub preemptible: bool,
 }
 
 fn one() -> u32 {

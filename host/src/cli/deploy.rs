@@ -53,6 +53,14 @@ pub struct DeployArgs {
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     labels: Vec<(String, String)>,
 
+    /// Make every loop a capture point, so the process can be snapshotted
+    /// while it computes, not only in a blocking call. Costs CPU in loops
+    /// (measured +1% to +16% on loop-bound benchmarks, most in the tightest
+    /// loops) and code size (prepared module about 1.8x larger); the module
+    /// is prepared and compiled a second time for it.
+    #[arg(long)]
+    preemptible: bool,
+
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -111,6 +119,7 @@ pub fn deploy(args: DeployArgs, target: &Target) -> anyhow::Result<i32> {
             memory_bytes_max: args.memory_max,
             node: args.node.clone(),
             labels: args.labels.iter().cloned().collect(),
+            preemptible: args.preemptible,
         };
         let spawned = client
             .spawn(&req)

@@ -27,6 +27,9 @@ pub fn inspect(args: InspectArgs, data_dir: &Path) -> anyhow::Result<i32> {
     let summary = shoal_host::prepare::validate(&bytes)
         .with_context(|| format!("{} is not a usable module", args.module))?;
     let compiled = node.is_compiled(&hash);
+    // Loops are where `--preemptible` adds capture points (and costs).
+    let loops = shoal_host::prepare::loop_count(&bytes)
+        .with_context(|| format!("{} is not a usable module", args.module))?;
     let names: Vec<String> = node
         .registry()
         .names()?
@@ -43,6 +46,7 @@ pub fn inspect(args: InspectArgs, data_dir: &Path) -> anyhow::Result<i32> {
             "imports": summary.imports.iter().map(|i| serde_json::json!({"module": i.module, "name": i.name, "type": i.ty})).collect::<Vec<_>>(),
             "exports": summary.exports.iter().map(|e| serde_json::json!({"name": e.name, "kind": format!("{:?}", e.kind).to_lowercase()})).collect::<Vec<_>>(),
             "compiled_cached": compiled,
+            "loops": loops,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(0);
@@ -63,6 +67,14 @@ pub fn inspect(args: InspectArgs, data_dir: &Path) -> anyhow::Result<i32> {
             "yes (compiled artifact cached)"
         } else {
             "no (prepared and compiled on first run)"
+        }
+    );
+    println!(
+        "loops     {loops}{}",
+        if loops > 0 {
+            " (capture points when run with --preemptible)"
+        } else {
+            ""
         }
     );
     println!("imports   {}", summary.imports.len());

@@ -472,6 +472,7 @@ async fn spawn(inner: &Inner, req: SpawnRequest) -> Result<Vec<Spawned>, RemoteE
         args: argv,
         env: req.env.clone(),
         memory_bytes_max: req.memory_bytes_max,
+        preemptible: req.preemptible,
     };
     let state = inner.raft.state();
     let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());

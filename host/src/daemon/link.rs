@@ -351,6 +351,7 @@ impl ClusterLink for Link {
             args: argv,
             env: Vec::new(),
             memory_bytes_max: None,
+            preemptible: false,
         };
         match self.spawn_at(chosen, &request).await {
             Ok(s) => Ok(s.pid),

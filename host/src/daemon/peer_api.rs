@@ -45,6 +45,9 @@ pub struct PeerSpawnRequest {
     /// Memory cap per process, bytes.
     #[serde(default)]
     pub memory_bytes_max: Option<u64>,
+    /// Run the preemptible variant of the module (see `SpawnSpec::preemptible`).
+    #[serde(default)]
+    pub preemptible: bool,
 }
 
 /// A started process.
@@ -70,6 +73,7 @@ pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawn
     let mut spec = SpawnSpec::new(hash, req.args.clone());
     spec.env = req.env.clone();
     spec.memory_bytes_max = req.memory_bytes_max;
+    spec.preemptible = req.preemptible;
     match node.spawn(spec).await {
         Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
         Err(NodeError::ProcessLimit(n)) => {

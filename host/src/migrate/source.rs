@@ -201,6 +201,7 @@ pub async fn migrate(
             .iter()
             .map(|p| (p.index, p.hash.to_hex()))
             .collect(),
+        preemptible: first.spec.preemptible,
     };
     let pages_total = offer.pages.len();
     let fail = |why: String| MigrateError::Resumed {

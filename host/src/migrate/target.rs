@@ -253,7 +253,8 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
     }
     {
         let node = node.clone();
-        tokio::task::spawn_blocking(move || node.load_module(&module))
+        let preemptible = offer.preemptible;
+        tokio::task::spawn_blocking(move || node.load_module_variant(&module, preemptible))
             .await
             .map_err(|e| err(500, format!("module loader failed: {e}")))?
             .map_err(|e| err(409, format!("cannot load module {module}: {e}")))?;

@@ -58,6 +58,10 @@ pub struct Offer {
     pub page_bytes: u32,
     /// Every non-zero page: (index, sha256 hex). Missing indices are zero.
     pub pages: Vec<(u32, String)>,
+    /// The module was prepared with preemption points (the target compiles
+    /// the same variant ahead of the freeze).
+    #[serde(default)]
+    pub preemptible: bool,
 }
 
 /// The pages a target lacks.
@@ -205,7 +209,9 @@ mod tests {
         let (back, payload) = decode_pages(&body, 8).unwrap();
         assert_eq!(back.indices, vec![3, 7]);
         assert_eq!(&payload[8..], &b);
-        assert!(decode_pages(&body, 4).unwrap_err().contains("16 bytes for 2 pages"));
+        assert!(decode_pages(&body, 4)
+            .unwrap_err()
+            .contains("16 bytes for 2 pages"));
         assert!(decode_pages(&body[..3], 8).is_err());
         assert!(decode_pages(&[0, 0, 1, 0], 8).is_err());
     }

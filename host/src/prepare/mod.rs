@@ -1,7 +1,8 @@
 //! Module preparation: turn an uploaded Wasm module into one whose blocked processes can be
 //! captured and resumed elsewhere.
 //!
-//! `prepare` = [`validate`] → call-graph analysis (`callgraph`) → Binaryen Asyncify on exactly
+//! `prepare` = [`validate`] → (optionally, [`PrepareOptions::preempt`]: preemption points in every
+//! loop, `preempt`) → call-graph analysis (`callgraph`) → Binaryen Asyncify on exactly
 //! the functions that can be on the stack during a blocking import (`asyncify`, `names`,
 //! `trampolines`) → export every mutable global (`globals`). It is deterministic for given bytes
 //! and options, so the host caches its output by the input's sha256.
@@ -50,6 +51,7 @@ mod callgraph;
 mod error;
 mod globals;
 mod names;
+mod preempt;
 mod sections;
 mod trampolines;
 mod validate;
@@ -60,6 +62,9 @@ mod tests;
 pub use asyncify::ASYNCIFY_EXPORTS;
 pub use error::PrepareError;
 pub use globals::{GlobalExport, GLOBAL_EXPORT_PREFIX};
+pub use preempt::{
+    loop_count, COUNTDOWN_GLOBAL_NAME, PREEMPT_FUNCTION_NAME, PREEMPT_IMPORT, PREEMPT_INTERVAL,
+};
 pub use validate::{
     validate, wasm_features, ExportSummary, ExternKind, ImportSummary, ModuleSummary,
     SHOAL_ABI_V1_MODULE,
@@ -68,7 +73,7 @@ pub use validate::{
 /// Version of [`prepare`]'s output: changes whenever the same input and options would give
 /// different bytes. Put it in the key of anything cached from prepared modules (compiled
 /// artifacts), so a new host never loads code prepared by an older one.
-pub const PREPARE_VERSION: &str = "prepare-2";
+pub const PREPARE_VERSION: &str = "prepare-3";
 
 /// How to prepare a module.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +97,11 @@ pub struct PrepareOptions {
     /// Binaryen runs only at levels above 0. Without it each instrumented function saves every
     /// flattened temporary local, which is larger and slower.
     pub optimize_level: u32,
+    /// Make every loop a capture point (the `preempt` module): import `shoal_v1.preempt` and
+    /// call it every [`PREEMPT_INTERVAL`] loop iterations, so a process that never blocks can
+    /// still be captured. Costs CPU in loops and code size (see the `preempt` module docs);
+    /// `shoal_v1.preempt` must then be one of [`PrepareOptions::blocking_imports`].
+    pub preempt: bool,
 }
 
 impl PrepareOptions {
@@ -101,6 +111,7 @@ impl PrepareOptions {
             blocking_imports,
             asyncify_asserts: false,
             optimize_level: 1,
+            preempt: false,
         }
     }
 }
@@ -149,6 +160,8 @@ pub struct PrepareReport {
     pub indirect_calls_uninstrumented: usize,
     /// Custom sections removed (DWARF `.debug_*`, stale after instrumentation).
     pub dropped_custom_sections: Vec<String>,
+    /// `loop` instructions given a preemption check (0 unless [`PrepareOptions::preempt`]).
+    pub preempt_loops: usize,
 }
 
 /// Prepares `wasm` for capture and resume. See the module documentation for the steps.
@@ -156,9 +169,32 @@ pub struct PrepareReport {
 /// Errors: [`PrepareError::Invalid`] / [`PrepareError::Unsupported`] from validation and from the
 /// Asyncify guards, [`PrepareError::InvalidOptions`], [`PrepareError::Asyncify`] if Binaryen
 /// fails, [`PrepareError::Encode`] if the result cannot be re-encoded or does not validate.
-pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, PrepareError> {
+pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, PrepareError> {
     asyncify::check_options(opts)?;
-    let checked = validate::check(wasm)?;
+    let checked = validate::check(input)?;
+    let mut dropped = Vec::new();
+    let mut preempt_loops = 0;
+    let preempted;
+    let (wasm, checked): (&[u8], _) = if opts.preempt {
+        let import = (SHOAL_ABI_V1_MODULE.to_string(), PREEMPT_IMPORT.to_string());
+        if !opts.blocking_imports.contains(&import) {
+            return Err(PrepareError::InvalidOptions(format!(
+                "preempt needs `{SHOAL_ABI_V1_MODULE}.{PREEMPT_IMPORT}` among the blocking imports"
+            )));
+        }
+        let rewritten = preempt::insert(input, &checked.types)?;
+        preempt_loops = rewritten.loops;
+        dropped.extend(rewritten.dropped_custom_sections);
+        preempted = rewritten.bytes;
+        let checked = validate::check(&preempted).map_err(|e| {
+            PrepareError::Encode(format!(
+                "the module with preemption points does not validate: {e}"
+            ))
+        })?;
+        (&preempted, checked)
+    } else {
+        (input, checked)
+    };
     let graph = callgraph::analyse(wasm, &checked.types, &opts.blocking_imports)?;
     let total_globals = checked.types.as_ref().global_count();
     let mut names = names::read(wasm, graph.total_funcs, total_globals)?;
@@ -178,7 +214,6 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
 
     // Asyncify only when some function can actually be on the stack during a blocking call.
     let asyncified = !instrument.is_empty();
-    let mut dropped = Vec::new();
     let mut indirect_bypassed = 0;
     let instrumented_bytes;
     let base: &[u8] = if asyncified {
@@ -248,7 +283,7 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
             .map(|i| (i.module.clone(), i.name.clone()))
             .collect(),
         blocking_imports_used: blocking_used,
-        input_bytes: wasm.len(),
+        input_bytes: input.len(),
         output_bytes: bytes.len(),
         global_exports: plan.globals,
         asyncified,
@@ -259,6 +294,7 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prepa
             .is_some_and(|s| graph.instrument.get(s as usize).copied().unwrap_or(false)),
         indirect_calls_uninstrumented: indirect_bypassed,
         dropped_custom_sections: dropped,
+        preempt_loops,
     };
     Ok(PreparedWasm { bytes, report })
 }

@@ -50,7 +50,7 @@ pub(crate) fn sections(wasm: &[u8]) -> Result<Vec<Section<'_>>, PrepareError> {
 }
 
 /// Position of a known non-custom section in the order the binary format requires.
-fn rank(id: u8) -> Option<u8> {
+pub(crate) fn rank(id: u8) -> Option<u8> {
     // type, import, function, table, memory, tag, global, export, start, element,
     // data count, code, data.
     const ORDER: [u8; 13] = [1, 2, 3, 4, 5, 13, 6, 7, 8, 9, 12, 10, 11];

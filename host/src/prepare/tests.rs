@@ -915,3 +915,470 @@ fn non_blocking_indirect_calls_in_instrumented_functions_stay_uninstrumented() {
         "{direct:?}"
     );
 }
+
+mod preempt_points {
+    //! The preemption pass (`preempt`): index remapping, names, behaviour, and a capture inside
+    //! a loop that no blocking import is ever called from.
+    use super::*;
+    use wasmtime::{Caller, Engine, Instance, Linker, Module, Store, Val};
+
+    /// Loops, direct and indirect calls, `ref.func` in code and in a global initialiser, an
+    /// active and a declarative element segment, exports, a start function and names.
+    const LOOPY: &str = r#"
+    (module $loopy
+      (type $ii (func (param i32) (result i32)))
+      (import "env" "note" (func $note (param i32)))
+      (memory (export "memory") 1)
+      (table 2 funcref)
+      (global $started (mut i32) (i32.const 0))
+      (global $fref funcref (ref.func $double))
+      (global $sp (mut i32) (i32.const 512))
+      (elem (i32.const 0) $double $sum_to)
+      (elem declare func $start)
+      (func $double (type $ii) local.get 0 i32.const 2 i32.mul)
+      (func $sum_to (type $ii) (local $acc i32)
+        (block $done
+          (loop $l
+            local.get 0 i32.eqz br_if $done
+            local.get $acc local.get 0 i32.add local.set $acc
+            local.get 0 i32.const 1 i32.sub local.set 0
+            br $l))
+        local.get $acc)
+      (func $start
+        ref.func $start drop
+        (table.set (i32.const 1) (global.get $fref))
+        i32.const 7 global.set $started)
+      (func $run (export "run") (param $n i32) (result i32)
+        local.get $n call $sum_to
+        local.get $n i32.const 1 call_indirect (type $ii)
+        i32.add
+        local.get $n i32.const 0 call_indirect (type $ii)
+        i32.add
+        global.get $started i32.add
+        (call $note (i32.const 1)))
+      (export "double" (func $double))
+      (export "start_fn" (func $start))
+      (start $start))
+    "#;
+
+    /// A module that calls and exports but never loops.
+    const NO_LOOPS: &str = r#"
+    (module
+      (type $v (func))
+      (import "env" "note" (func $note (param i32)))
+      (memory (export "memory") 1)
+      (global $g (mut i32) (i32.const 1))
+      (table 1 funcref)
+      (elem (i32.const 0) $f)
+      (func $f (param i32) (result i32) local.get 0 call $g2)
+      (func $g2 (param i32) (result i32) local.get 0 i32.const 1 i32.add)
+      (func (export "main") (param i32) (result i32)
+        local.get 0 call $f (call $note (i32.const 3))))
+    "#;
+
+    fn imports(bytes: &[u8]) -> Vec<(String, String)> {
+        validate(bytes)
+            .unwrap()
+            .imports
+            .into_iter()
+            .map(|i| (i.module, i.name))
+            .collect()
+    }
+
+    fn global_names(bytes: &[u8]) -> HashMap<u32, String> {
+        let mut out = HashMap::new();
+        for payload in Parser::new(0).parse_all(bytes) {
+            if let Ok(Payload::CustomSection(c)) = payload {
+                if let KnownCustom::Name(reader) = c.as_known() {
+                    for sub in reader.into_iter().flatten() {
+                        if let Name::Global(map) = sub {
+                            for n in map.into_iter().flatten() {
+                                out.insert(n.index, n.name.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Operators of every defined function body, as text.
+    fn bodies(bytes: &[u8]) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for payload in Parser::new(0).parse_all(bytes) {
+            if let Payload::CodeSectionEntry(body) = payload.unwrap() {
+                let mut ops = body.get_operators_reader().unwrap();
+                let mut v = Vec::new();
+                while !ops.eof() {
+                    v.push(format!("{:?}", ops.read().unwrap()));
+                }
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    fn rewrite(src: &str) -> (Vec<u8>, preempt::Rewritten) {
+        let input = wasm(src);
+        let checked = validate::check(&input).unwrap();
+        let out = preempt::insert(&input, &checked.types).unwrap();
+        (input, out)
+    }
+
+    /// Runs `run(n)` with `env.note` and a counting `shoal_v1.preempt`; returns (result, notes,
+    /// preempt calls).
+    fn run_plain(bytes: &[u8], n: i32) -> (i32, Vec<i32>, u32) {
+        #[derive(Default)]
+        struct H {
+            notes: Vec<i32>,
+            preempts: u32,
+        }
+        let engine = Engine::default();
+        let module = Module::new(&engine, bytes).unwrap();
+        let mut linker = Linker::<H>::new(&engine);
+        linker
+            .func_wrap("env", "note", |mut c: Caller<'_, H>, v: i32| {
+                c.data_mut().notes.push(v)
+            })
+            .unwrap();
+        linker
+            .func_wrap("shoal_v1", "preempt", |mut c: Caller<'_, H>| {
+                c.data_mut().preempts += 1
+            })
+            .unwrap();
+        let mut store = Store::new(&engine, H::default());
+        let inst = linker.instantiate(&mut store, &module).unwrap();
+        let run = inst
+            .get_typed_func::<i32, i32>(&mut store, "run")
+            .or_else(|_| inst.get_typed_func::<i32, i32>(&mut store, "main"))
+            .unwrap();
+        let r = run.call(&mut store, n).unwrap();
+        let double = inst.get_typed_func::<i32, i32>(&mut store, "double");
+        if let Ok(d) = double {
+            assert_eq!(
+                d.call(&mut store, 21).unwrap(),
+                42,
+                "export still reaches $double"
+            );
+        }
+        let h = store.into_data();
+        (r, h.notes, h.preempts)
+    }
+
+    #[test]
+    fn rewrite_remaps_every_function_index_and_behaves_the_same() {
+        let (input, out) = rewrite(LOOPY);
+        assert_eq!(out.loops, 1);
+        validate(&out.bytes).expect("the rewritten module validates");
+        let mut want = imports(&input);
+        want.push((SHOAL_ABI_V1_MODULE.into(), PREEMPT_IMPORT.into()));
+        assert_eq!(imports(&out.bytes), want);
+
+        // Names moved with their functions; the import and the countdown are named.
+        let before = function_names(&input);
+        let after = function_names(&out.bytes);
+        assert_eq!(after[&0], "note");
+        assert_eq!(after[&1], PREEMPT_FUNCTION_NAME);
+        for (i, name) in &before {
+            let j = if *i >= 1 { i + 1 } else { *i };
+            assert_eq!(&after[&j], name, "function {i} -> {j}");
+        }
+        let globals = global_names(&out.bytes);
+        assert_eq!(globals[&3], COUNTDOWN_GLOBAL_NAME);
+        assert_eq!(globals[&0], "started");
+
+        // Same results; 10,000 iterations of the one loop call preempt twice (every 4096).
+        for n in [0, 5, 10_000] {
+            let (r0, notes0, p0) = run_plain(&input, n);
+            let (r1, notes1, p1) = run_plain(&out.bytes, n);
+            assert_eq!(r0, r1, "n={n}");
+            assert_eq!(notes0, notes1);
+            assert_eq!(p0, 0);
+            assert_eq!(p1, (n / PREEMPT_INTERVAL) as u32, "n={n}");
+        }
+        // Hand-checked: sum 1..=10000 + 2*10000 (twice, table slot 1 was re-pointed to $double
+        // through the global's ref.func; slot 0 is $double too) + 7 from the start function.
+        assert_eq!(run_plain(&out.bytes, 10_000).0, 50_005_000 + 40_000 + 7);
+    }
+
+    /// Nested loops left by branches that cross both (`br_if`, `br_table`), a loop with a
+    /// result and a loop with a parameter (not wrapped: its check stays inline).
+    const BRANCHY: &str = r#"
+    (module
+      (type $p (func (param i32) (result i32)))
+      (memory 1)
+      (func (export "run") (param $n i32) (result i32) (local $i i32) (local $j i32) (local $acc i32)
+        (block $out
+          (loop $rows
+            (local.set $j (i32.const 0))
+            (loop $cols
+              (local.set $acc (i32.add (local.get $acc) (i32.mul (local.get $i) (local.get $j))))
+              (br_if $out (i32.gt_u (local.get $acc) (i32.const 50000000)))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (block $next
+                (br_table $cols $next $cols (i32.rem_u (local.get $j) (i32.const 3))))
+              (br_if $cols (i32.lt_u (local.get $j) (local.get $n))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $rows (i32.lt_u (local.get $i) (local.get $n)))))
+        (local.get $acc)
+        (loop $down (result i32)
+          (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+          (br_if $down (i32.gt_s (local.get $i) (i32.const 0)))
+          (local.get $i))
+        i32.add
+        (i32.const 0)
+        (loop $up (type $p)
+          (local.set $j (i32.add (i32.const 1)))
+          (br_if $up (local.get $j) (i32.lt_u (local.get $j) (i32.const 100))))
+        i32.add))
+    "#;
+
+    #[test]
+    fn wrapped_loops_keep_every_branch_target() {
+        let (input, out) = rewrite(BRANCHY);
+        assert_eq!(out.loops, 4);
+        validate(&out.bytes).expect("the rewritten module validates");
+        for n in [0, 1, 2, 7, 300, 3000] {
+            let (r0, _, _) = run_plain(&input, n);
+            let (r1, _, calls) = run_plain(&out.bytes, n);
+            assert_eq!(r0, r1, "n={n}");
+            if n == 3000 {
+                assert!(calls >= 2, "{calls} preempt calls");
+            }
+        }
+    }
+
+    #[test]
+    fn a_module_without_loops_only_gains_the_import() {
+        let (input, out) = rewrite(NO_LOOPS);
+        assert_eq!(out.loops, 0);
+        validate(&out.bytes).unwrap();
+        let mut want = imports(&input);
+        want.push((SHOAL_ABI_V1_MODULE.into(), PREEMPT_IMPORT.into()));
+        assert_eq!(imports(&out.bytes), want);
+        let (a, b) = (validate(&input).unwrap(), validate(&out.bytes).unwrap());
+        assert_eq!(a.defined_function_count, b.defined_function_count);
+        // No global was added (only the original one is exported, under its own index) and
+        // the bodies are the same up to the shifted callee indices.
+        let count_globals = |bytes: &[u8]| {
+            let checked = validate::check(bytes).unwrap();
+            checked.types.as_ref().global_count()
+        };
+        assert_eq!(count_globals(&input), count_globals(&out.bytes));
+        let shifted: Vec<Vec<String>> = bodies(&input)
+            .into_iter()
+            .map(|ops| {
+                ops.into_iter()
+                    .map(|op| match op.strip_prefix("Call { function_index: ") {
+                        Some(rest) => {
+                            let i: u32 = rest.trim_end_matches(" }").parse().unwrap();
+                            let i = if i >= 1 { i + 1 } else { i };
+                            format!("Call {{ function_index: {i} }}")
+                        }
+                        None => op,
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(bodies(&out.bytes), shifted);
+        assert_eq!(run_plain(&input, 4).0, run_plain(&out.bytes, 4).0);
+    }
+
+    #[test]
+    fn an_existing_preempt_import_is_reused() {
+        let src = r#"(module
+          (import "shoal_v1" "preempt" (func $p))
+          (memory 1)
+          (func (export "run") (param i32) (result i32)
+            (loop $l local.get 0 i32.const 1 i32.sub local.tee 0 br_if $l)
+            call $p
+            local.get 0))"#;
+        let (input, out) = rewrite(src);
+        assert_eq!(imports(&out.bytes), imports(&input));
+        assert_eq!(out.loops, 1);
+        assert_eq!(run_plain(&out.bytes, 9000), (0, vec![], 2 + 1));
+
+        let wrong = r#"(module (import "shoal_v1" "preempt" (func (param i32))))"#;
+        let checked = validate::check(&wasm(wrong)).unwrap();
+        assert!(matches!(
+            preempt::insert(&wasm(wrong), &checked.types),
+            Err(PrepareError::Unsupported { .. })
+        ));
+    }
+
+    fn preempt_opts() -> PrepareOptions {
+        PrepareOptions {
+            preempt: true,
+            ..PrepareOptions::new(vec![
+                ("shoal_v1".into(), "recv".into()),
+                (SHOAL_ABI_V1_MODULE.into(), PREEMPT_IMPORT.into()),
+            ])
+        }
+    }
+
+    #[test]
+    fn prepare_instruments_loops_only_when_asked() {
+        let plain = prepare(&wasm(LOOPY), &preempt_opts_off()).unwrap();
+        assert!(
+            !plain.report.asyncified,
+            "nothing blocks without preemption points"
+        );
+        assert_eq!(plain.report.preempt_loops, 0);
+
+        let p = prepare(&wasm(LOOPY), &preempt_opts()).unwrap();
+        assert!(p.report.asyncified);
+        assert_eq!(p.report.preempt_loops, 1);
+        assert_eq!(
+            p.report.blocking_imports_used,
+            vec![(SHOAL_ABI_V1_MODULE.to_string(), PREEMPT_IMPORT.to_string())]
+        );
+        // The loop function and everything that can call it (directly, or through the
+        // table: `run` calls indirectly with $sum_to's type).
+        assert_eq!(
+            p.report
+                .instrumented_functions
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
+            set(&["sum_to", "run"])
+        );
+        // The countdown is a mutable global like any other: exported, so snapshots carry it.
+        assert!(p
+            .report
+            .global_exports
+            .iter()
+            .any(|g| g.debug_name.as_deref() == Some(COUNTDOWN_GLOBAL_NAME) && g.added));
+
+        let missing = PrepareOptions {
+            preempt: true,
+            ..recv_opts()
+        };
+        assert!(matches!(
+            prepare(&wasm(LOOPY), &missing),
+            Err(PrepareError::InvalidOptions(_))
+        ));
+    }
+
+    fn preempt_opts_off() -> PrepareOptions {
+        PrepareOptions {
+            preempt: false,
+            ..preempt_opts()
+        }
+    }
+
+    const BUF: i32 = 2048;
+
+    #[derive(Default)]
+    struct Host {
+        preempts: u32,
+        unwind_at: Option<u32>,
+    }
+
+    fn instance(engine: &Engine, module: &Module, store: &mut Store<Host>) -> Instance {
+        let mut linker = Linker::<Host>::new(engine);
+        linker
+            .func_wrap("env", "note", |_: Caller<'_, Host>, _: i32| {})
+            .unwrap();
+        linker
+            .func_wrap(
+                "shoal_v1",
+                "preempt",
+                |mut caller: Caller<'_, Host>| -> wasmtime::Result<()> {
+                    let f = |c: &mut Caller<'_, Host>, n: &str| {
+                        c.get_export(n).and_then(|e| e.into_func()).expect(n)
+                    };
+                    let state = f(&mut caller, "asyncify_get_state")
+                        .typed::<(), i32>(&caller)?
+                        .call(&mut caller, ())?;
+                    if state == 2 {
+                        return f(&mut caller, "asyncify_stop_rewind")
+                            .typed::<(), ()>(&caller)?
+                            .call(&mut caller, ());
+                    }
+                    caller.data_mut().preempts += 1;
+                    if caller.data().unwind_at == Some(caller.data().preempts) {
+                        f(&mut caller, "asyncify_start_unwind")
+                            .typed::<i32, ()>(&caller)?
+                            .call(&mut caller, BUF)?;
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        linker.instantiate(&mut *store, module).unwrap()
+    }
+
+    /// A loop that never calls a blocking import is captured at its third preemption point,
+    /// moved into a fresh store, and finishes with the uninterrupted result.
+    #[test]
+    fn a_loop_is_captured_and_resumed_in_a_fresh_store() {
+        for asserts in [false, true] {
+            let opts = PrepareOptions {
+                asyncify_asserts: asserts,
+                ..preempt_opts()
+            };
+            let prepared = prepare(&wasm(LOOPY), &opts).unwrap();
+            let engine = Engine::default();
+            let module = Module::new(&engine, &prepared.bytes).unwrap();
+            let n = 20_000;
+            let want = (1..=n).sum::<i32>() + 4 * n + 7;
+
+            let mut store = Store::new(
+                &engine,
+                Host {
+                    unwind_at: Some(3),
+                    ..Host::default()
+                },
+            );
+            let inst = instance(&engine, &module, &mut store);
+            let memory = inst.get_memory(&mut store, "memory").unwrap();
+            memory
+                .write(&mut store, BUF as usize, &(BUF + 8).to_le_bytes())
+                .unwrap();
+            memory
+                .write(&mut store, BUF as usize + 4, &(BUF + 1024).to_le_bytes())
+                .unwrap();
+            let run = inst.get_typed_func::<i32, i32>(&mut store, "run").unwrap();
+            run.call(&mut store, n).unwrap(); // returns a dummy while unwinding
+            let get_state = inst
+                .get_typed_func::<(), i32>(&mut store, "asyncify_get_state")
+                .unwrap();
+            assert_eq!(get_state.call(&mut store, ()).unwrap(), 1, "unwinding");
+            inst.get_typed_func::<(), ()>(&mut store, "asyncify_stop_unwind")
+                .unwrap()
+                .call(&mut store, ())
+                .unwrap();
+            let bytes = memory.data(&store).to_vec();
+            let globals: Vec<(String, Val)> = prepared
+                .report
+                .global_exports
+                .iter()
+                .map(|g| {
+                    let gl = inst.get_global(&mut store, &g.export_name).unwrap();
+                    (g.export_name.clone(), gl.get(&mut store))
+                })
+                .collect();
+            drop(store);
+
+            let mut store = Store::new(&engine, Host::default());
+            let inst = instance(&engine, &module, &mut store);
+            let memory = inst.get_memory(&mut store, "memory").unwrap();
+            memory.write(&mut store, 0, &bytes).unwrap();
+            for (name, v) in globals {
+                inst.get_global(&mut store, &name)
+                    .unwrap()
+                    .set(&mut store, v)
+                    .unwrap();
+            }
+            inst.get_typed_func::<i32, ()>(&mut store, "asyncify_start_rewind")
+                .unwrap()
+                .call(&mut store, BUF)
+                .unwrap();
+            let run = inst.get_typed_func::<i32, i32>(&mut store, "run").unwrap();
+            assert_eq!(run.call(&mut store, n).unwrap(), want, "asserts={asserts}");
+            // 20,000 iterations: preempt at 4096·k; 3 before the capture, 1 after it.
+            assert_eq!(store.data().preempts, 1, "asserts={asserts}");
+        }
+    }
+}

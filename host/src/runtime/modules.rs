@@ -6,6 +6,12 @@
 //! blocking imports, export mutable globals), compile, and store the
 //! artifact so the next run — even in another `shoal` process — skips all of
 //! that.
+//!
+//! A module exists in two variants, both keyed by its hash: the normal one
+//! and the *preemptible* one (every loop a capture point, see
+//! `crate::prepare::PrepareOptions::preempt`), asked for with
+//! `SpawnSpec::preemptible`. They are loaded, compiled and cached
+//! independently ([`ModuleKey`]) and may coexist.
 
 use crate::abi::table::blocking_imports;
 use crate::prepare::{self, PrepareError, PrepareOptions, PrepareReport};
@@ -16,10 +22,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
+/// Which prepared variant of which module: the key of loaded modules and
+/// compiled artifacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModuleKey {
+    /// sha256 of the module as the user gave it.
+    pub hash: Sha256,
+    /// Prepared with preemption points in every loop.
+    pub preemptible: bool,
+}
+
 /// A module ready to instantiate.
 pub struct LoadedModule {
     /// sha256 of the module as the user gave it.
     pub hash: Sha256,
+    /// True for the preemptible variant (preemption points in every loop).
+    pub preemptible: bool,
     /// The compiled, prepared module.
     pub module: Module,
     /// Pre-linked against the node's imports: instantiation is just allocation.
@@ -89,7 +107,7 @@ pub struct ModuleCache {
     fingerprint: String,
     options: PrepareOptions,
     instrument: bool,
-    slots: Mutex<HashMap<Sha256, Slot>>,
+    slots: Mutex<HashMap<ModuleKey, Slot>>,
 }
 
 impl ModuleCache {
@@ -106,6 +124,7 @@ impl ModuleCache {
             blocking_imports: blocking_imports(),
             asyncify_asserts,
             optimize_level: 1,
+            preempt: false,
         };
         ModuleCache {
             engine,
@@ -117,40 +136,70 @@ impl ModuleCache {
         }
     }
 
-    /// The artifact-cache key of a module on this engine.
+    /// The artifact-cache key of the normal variant of a module on this
+    /// engine.
     pub fn artifact_key(&self, hash: &Sha256) -> ArtifactKey {
+        self.variant_artifact_key(ModuleKey {
+            hash: *hash,
+            preemptible: false,
+        })
+    }
+
+    /// The artifact-cache key of a module variant on this engine: the
+    /// preemptible variant is a different compiled module, so its engine
+    /// fingerprint carries a `preempt` suffix.
+    pub fn variant_artifact_key(&self, key: ModuleKey) -> ArtifactKey {
+        let engine_fingerprint = if key.preemptible && self.instrument {
+            format!("{} preempt", self.fingerprint)
+        } else {
+            self.fingerprint.clone()
+        };
         ArtifactKey {
-            module: *hash,
-            engine_fingerprint: self.fingerprint.clone(),
+            module: key.hash,
+            engine_fingerprint,
         }
     }
 
-    /// True when a compiled artifact for `hash` is already on disk.
+    /// True when a compiled artifact for the normal variant of `hash` is
+    /// already on disk.
     pub fn is_compiled(&self, hash: &Sha256) -> bool {
         self.registry.artifact_contains(&self.artifact_key(hash))
     }
 
-    /// True when the module is loaded in memory.
-    pub fn is_loaded(&self, hash: &Sha256) -> bool {
+    /// True when the module variant is loaded in memory.
+    pub fn is_loaded(&self, hash: &Sha256, preemptible: bool) -> bool {
+        let key = ModuleKey {
+            hash: *hash,
+            preemptible,
+        };
         let slot = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
+            .get(&key)
             .cloned();
         slot.is_some_and(|s| s.lock().unwrap_or_else(|p| p.into_inner()).is_some())
     }
 
-    /// Load `hash`, preparing and compiling it if needed. Blocking: call from
+    /// Load a variant of `hash` (`preemptible`: with preemption points in
+    /// every loop), preparing and compiling it if needed. Blocking: call from
     /// a blocking context (`spawn_blocking`) when in async code.
+    ///
+    /// A node that does not instrument (`instrument` false) has one variant
+    /// only: `preemptible` is then ignored (nothing could be captured anyway).
     pub fn load(
         &self,
         hash: &Sha256,
+        preemptible: bool,
         linker: &Linker<ProcessCtx>,
     ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let key = ModuleKey {
+            hash: *hash,
+            preemptible: preemptible && self.instrument,
+        };
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(*hash).or_default().clone()
+            slots.entry(key).or_default().clone()
         };
         // One loader per module: concurrent spawns of a new module wait here
         // instead of preparing it twice.
@@ -158,7 +207,7 @@ impl ModuleCache {
         if let Some(loaded) = guard.as_ref() {
             return Ok(loaded.clone());
         }
-        let (module, origin) = self.compile_or_fetch(hash)?;
+        let (module, origin) = self.compile_or_fetch(key)?;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| ModuleError::Link {
@@ -167,6 +216,7 @@ impl ModuleCache {
             })?;
         let loaded = Arc::new(LoadedModule {
             hash: *hash,
+            preemptible: key.preemptible,
             module,
             pre,
             origin,
@@ -175,8 +225,9 @@ impl ModuleCache {
         Ok(loaded)
     }
 
-    fn compile_or_fetch(&self, hash: &Sha256) -> Result<(Module, LoadOrigin), ModuleError> {
-        let key = self.artifact_key(hash);
+    fn compile_or_fetch(&self, variant: ModuleKey) -> Result<(Module, LoadOrigin), ModuleError> {
+        let hash = &variant.hash;
+        let key = self.variant_artifact_key(variant);
         let started = Instant::now();
         if let Some(bytes) = self.registry.artifact_get(&key)? {
             // SAFETY: `Module::deserialize` trusts its input to be code that
@@ -203,7 +254,11 @@ impl ModuleCache {
         let t0 = Instant::now();
         let prepare_error = |error| ModuleError::Prepare { hash: *hash, error };
         let (bytes, report) = if self.instrument {
-            let prepared = prepare::prepare(&wasm, &self.options).map_err(prepare_error)?;
+            let options = PrepareOptions {
+                preempt: variant.preemptible,
+                ..self.options.clone()
+            };
+            let prepared = prepare::prepare(&wasm, &options).map_err(prepare_error)?;
             (prepared.bytes, Some(Box::new(prepared.report)))
         } else {
             prepare::validate(&wasm).map_err(prepare_error)?;
