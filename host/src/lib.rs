@@ -16,12 +16,14 @@
 //! - [`sched`] — placement of new processes.
 //! - [`daemon`] — one node of a cluster: join, request dispatch, the
 //!   cluster-wide control API, background tasks.
+//! - [`demo`] — `shoal demo`: live migration on a local 3-node cluster.
 //! - `cli` (binary only) — the `shoal` command line.
 
 pub mod abi;
 pub mod api;
 pub mod cluster;
 pub mod daemon;
+pub mod demo;
 pub mod migrate;
 pub mod net;
 pub mod node;

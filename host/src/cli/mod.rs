@@ -7,6 +7,7 @@
 mod cert;
 mod cluster;
 mod daemon;
+mod demo;
 mod deploy;
 mod drain;
 mod inspect;
@@ -139,6 +140,12 @@ enum Command {
     Nodes(nodes::NodesArgs),
     /// Create join tokens (`shoal token create --ttl 1h`).
     Token(nodes::TokenArgs),
+    /// Start a local 3-node cluster and watch a process move between its
+    /// nodes without losing its state or a message.
+    ///
+    /// Example:
+    ///   shoal demo
+    Demo(demo::DemoArgs),
 }
 
 /// Where the data directory is when not given: $XDG_DATA_HOME/shoal, else
@@ -176,7 +183,8 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         | Command::Push(_)
         | Command::Ls(_)
         | Command::Cluster(_)
-        | Command::Cert(_) => false,
+        | Command::Cert(_)
+        | Command::Demo(_) => false,
     }
 }
 
@@ -244,6 +252,7 @@ pub fn main() -> i32 {
         Command::Cert(args) => cert::cert(args, &data_dir, cli.addr.as_deref()),
         Command::Nodes(args) => nodes::nodes(args, &target),
         Command::Token(args) => nodes::token(args, &target),
+        Command::Demo(args) => demo::demo(args),
     };
     match result {
         Ok(code) => code,
