@@ -6,7 +6,8 @@ use shoal_host::Pid;
 
 /// Arguments of `shoal migrate`.
 #[derive(Args, Debug)]
-#[command(after_help = "The process keeps its pid, its memory, the call it is blocked in, its
+#[command(
+    after_help = "The process keeps its pid, its memory, the call it is blocked in, its
 queued messages and its open files; messages sent to it while it moves are
 delivered there, none lost, duplicated or reordered. It is copied while it
 runs, then frozen for the last changes only: the report says how long.
@@ -15,7 +16,8 @@ Examples:
   shoal migrate 4                  the scheduler picks the node
   shoal migrate 4 --to node-b
   shoal migrate 4 5 6 --to node-c
-  shoal migrate 4 --json           {\"pid\": 4, \"from\": \"a\", \"to\": \"b\", \"freeze_us\": 2100, ...}")]
+  shoal migrate 4 --json           {\"pid\": 4, \"from\": \"a\", \"to\": \"b\", \"freeze_us\": 2100, ...}"
+)]
 pub struct MigrateArgs {
     /// The processes to move (see `shoal ps`).
     #[arg(value_name = "PID", required = true)]

@@ -109,7 +109,8 @@ pub mod state;
 mod tests;
 
 pub use raft::{
-    ClusterError, MoveApplied, Raft, RaftConfig, RaftStatus, RaftTransport, RpcKind, StoreError, TransportError,
+    ClusterError, MoveApplied, Raft, RaftConfig, RaftStatus, RaftTransport, RpcKind, StoreError,
+    TransportError,
 };
 pub use state::{
     ClusterState, Command, CommandResult, DirEntry, MemberInfo, ModuleRecord, NodeId, NodeLoad,
