@@ -633,8 +633,17 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
             Head::Empty => {
                 // An earlier arrival's hold may still release into this
                 // mailbox: keep it open until that hold is gone.
+                // And only once this node's own state shows the switch:
+                // after the close, senders here route by it.
+                let switched = inner
+                    .raft
+                    .state()
+                    .directory
+                    .get(&pid.0)
+                    .is_none_or(|e| e.node != inner.me);
                 let done = (waiting.is_empty() || Instant::now() >= deadline)
-                    && inner.node.handoff(pid).is_none();
+                    && inner.node.handoff(pid).is_none()
+                    && switched;
                 // Close only when empty (atomically), then forget it: a
                 // sender that reaches it after the close is told `Closed`
                 // and routes through the directory, behind everything
