@@ -475,14 +475,25 @@ impl Node {
         image: RestoreImage,
         pid: Option<Pid>,
     ) -> Result<Pid, NodeError> {
+        let loaded = self.load_capturable(module, &image).await?;
+        let spec = image.spec.clone();
+        self.shared.start_as(spec, loaded, Some(image), pid, None)
+    }
+
+    /// Load the module variant `image` runs, refusing one that was not
+    /// prepared for capture (it cannot be rewound).
+    async fn load_capturable(
+        &self,
+        module: Sha256,
+        image: &RestoreImage,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
         let loaded = self.shared.load(module, image.spec.preemptible).await?;
         if loaded.module.get_export("asyncify_start_rewind").is_none() {
             return Err(NodeError::InvalidSpawn(format!(
                 "module {module} was not prepared for capture"
             )));
         }
-        let spec = image.spec.clone();
-        self.shared.start_as(spec, loaded, Some(image), pid, None)
+        Ok(loaded)
     }
 
     /// Freeze a process to move it: capture it at its next blocking call
@@ -621,12 +632,7 @@ impl Node {
         module: Sha256,
         image: RestoreImage,
     ) -> Result<Pid, NodeError> {
-        let loaded = self.shared.load(module, image.spec.preemptible).await?;
-        if loaded.module.get_export("asyncify_start_rewind").is_none() {
-            return Err(NodeError::InvalidSpawn(format!(
-                "module {module} was not prepared for capture"
-            )));
-        }
+        let loaded = self.load_capturable(module, &image).await?;
         let spec = image.spec.clone();
         let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
         let started =

@@ -469,14 +469,7 @@ async fn send_rest(
     // Memory can only grow; the target resizes to the final size, so send
     // the pages against a buffer of that size.
     let mut sent = send_pages(inner, addr, wire::PATH_DELTA, id, &changed, now, pb).await?;
-    let state = crate::snapshot::HostState {
-        pending: image.pending.clone(),
-        asyncify_buffer: image.asyncify_buffer,
-        mailbox: image.mailbox.clone(),
-        spec: image.spec.clone(),
-        fuel_remaining: image.fuel_remaining,
-        open_files: image.open_files.clone(),
-    };
+    let state = crate::snapshot::HostState::of(image);
     let log = inner.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
     let fin = Final {
         id: id.to_string(),

@@ -457,18 +457,8 @@ fn final_here(inner: &Arc<Inner>, fin: Final) -> Result<(), RemoteError> {
             }
             data.memory[at..at + pb].fill(0);
         }
-        let s = fin.state;
-        data.image = Some(CapturedProcess {
-            memory: std::mem::take(&mut data.memory),
-            globals: fin.globals,
-            pending: s.pending,
-            asyncify_buffer: s.asyncify_buffer,
-            mailbox: s.mailbox,
-            spec: s.spec,
-            fuel_remaining: s.fuel_remaining,
-            open_files: s.open_files,
-            log: fin.log,
-        });
+        let memory = std::mem::take(&mut data.memory);
+        data.image = Some(fin.state.into_image(memory, fin.globals, fin.log));
     }
     // From now on messages for the pid here are held in order until the
     // process starts and each node's fence comes through the source.

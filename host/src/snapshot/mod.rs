@@ -37,6 +37,40 @@ pub struct HostState {
     pub open_files: Vec<crate::runtime::process::OpenFile>,
 }
 
+impl HostState {
+    /// The host-side state of a captured process.
+    pub fn of(image: &CapturedProcess) -> HostState {
+        HostState {
+            pending: image.pending.clone(),
+            asyncify_buffer: image.asyncify_buffer,
+            mailbox: image.mailbox.clone(),
+            spec: image.spec.clone(),
+            fuel_remaining: image.fuel_remaining,
+            open_files: image.open_files.clone(),
+        }
+    }
+
+    /// A captured process from this state and its memory, globals and log.
+    pub fn into_image(
+        self,
+        memory: Vec<u8>,
+        globals: Vec<(String, crate::runtime::process::GlobalBits)>,
+        log: Vec<crate::runtime::log::Chunk>,
+    ) -> CapturedProcess {
+        CapturedProcess {
+            memory,
+            globals,
+            pending: self.pending,
+            asyncify_buffer: self.asyncify_buffer,
+            mailbox: self.mailbox,
+            spec: self.spec,
+            fuel_remaining: self.fuel_remaining,
+            open_files: self.open_files,
+            log,
+        }
+    }
+}
+
 /// What `snapshot` did, for the CLI and benchmarks.
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotInfo {
@@ -74,14 +108,7 @@ pub fn store(
     parent: Option<Sha256>,
 ) -> Result<(Manifest, Sha256, usize, u64), SnapshotFormatError> {
     let split = format::split_pages(&image.memory, None);
-    let state = HostState {
-        pending: image.pending.clone(),
-        asyncify_buffer: image.asyncify_buffer,
-        mailbox: image.mailbox.clone(),
-        spec: image.spec.clone(),
-        fuel_remaining: image.fuel_remaining,
-        open_files: image.open_files.clone(),
-    };
+    let state = HostState::of(image);
     let manifest = Manifest {
         format_version: format::FORMAT_VERSION,
         module,
@@ -134,21 +161,12 @@ pub fn load(
         &mut memory,
         format::fetch_from_registry(registry),
     )?;
-    let image = CapturedProcess {
-        memory,
-        globals: manifest
-            .globals
-            .iter()
-            .map(|g| (g.export.clone(), g.value))
-            .collect(),
-        pending: state.pending,
-        asyncify_buffer: state.asyncify_buffer,
-        mailbox: state.mailbox,
-        spec: state.spec,
-        fuel_remaining: state.fuel_remaining,
-        open_files: state.open_files,
-        log: Vec::new(),
-    };
+    let globals = manifest
+        .globals
+        .iter()
+        .map(|g| (g.export.clone(), g.value))
+        .collect();
+    let image = state.into_image(memory, globals, Vec::new());
     Ok((manifest, image))
 }
 
