@@ -4,6 +4,7 @@
 mod common;
 
 use common::cluster::{wait_until, TestCluster};
+use common::tally::{add_guest_everywhere as add_guest, ask, field};
 use shoal_host::cluster::{Command, NodeStatus};
 use shoal_host::daemon::DaemonConfig;
 use shoal_host::migrate::drain::{self, DrainState, DrainStatus};
@@ -24,22 +25,6 @@ async fn spawn(c: &TestCluster, i: usize, argv: &[&str]) -> Pid {
         .spawn_by_reference(argv[0], args)
         .await
         .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
-}
-
-/// Store a guest under a cluster-wide name and wait until every node can
-/// resolve it.
-async fn add_guest(c: &TestCluster, path: &str, name: &str) {
-    let hash = c.add_guest(0, path, name).await;
-    for d in c.running() {
-        let raft = d.raft().clone();
-        let hex = hash.to_hex();
-        wait_until("the module to be known everywhere", WAIT, || {
-            let s = raft.state();
-            s.module_names.get(name) == Some(&hex)
-                && s.modules.get(&hex).is_some_and(|m| !m.holders.is_empty())
-        })
-        .await;
-    }
 }
 
 /// `n` tallies on node `i`, each ready.
@@ -74,29 +59,6 @@ fn send_numbered(c: &TestCluster, via: usize, pids: &[Pid]) -> Vec<u64> {
             count
         })
         .collect()
-}
-
-/// Ask a `migrant tally` for its line, from a host mailbox on node `via`.
-async fn ask(c: &TestCluster, via: usize, pid: Pid, what: &str) -> String {
-    let mb = c.node(via).node().open_mailbox();
-    for _ in 0..100 {
-        if mb.send(pid, what.as_bytes().to_vec()).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let m = mb
-        .recv(WAIT)
-        .await
-        .unwrap_or_else(|| panic!("no answer to {what:?} from {pid}"));
-    String::from_utf8_lossy(&m.data).into_owned()
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
 /// Every tally answers from node `via` with exactly its messages, in order.

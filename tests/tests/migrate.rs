@@ -4,6 +4,7 @@
 mod common;
 
 use common::cluster::{wait_until, TestCluster};
+use common::tally::{add_guest_everywhere as add_guest, ask, field};
 use shoal_host::migrate::source::{migrate, MigrateError};
 use shoal_host::migrate::MigrateReport;
 use shoal_host::Pid;
@@ -21,23 +22,6 @@ async fn spawn(c: &TestCluster, i: usize, _hash: Sha256, argv: &[&str]) -> Pid {
         .spawn_by_reference(argv[0], args)
         .await
         .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
-}
-
-/// Store a guest under a cluster-wide name and wait until every node can
-/// resolve it.
-async fn add_guest(c: &TestCluster, path: &str, name: &str) -> Sha256 {
-    let hash = c.add_guest(0, path, name).await;
-    for d in c.running() {
-        let raft = d.raft().clone();
-        let hex = hash.to_hex();
-        wait_until("the module to be known everywhere", WAIT, || {
-            let s = raft.state();
-            s.module_names.get(name) == Some(&hex)
-                && s.modules.get(&hex).is_some_and(|m| !m.holders.is_empty())
-        })
-        .await;
-    }
-    hash
 }
 
 /// Index of the node the directory (as node 0 sees it) places `pid` on.
@@ -58,29 +42,6 @@ async fn move_to(
 ) -> Result<MigrateReport, MigrateError> {
     let name = c.node(to).name().to_string();
     migrate(c.node(from).inner(), pid, Some(&name)).await
-}
-
-/// Ask a `migrant tally` for its line, from a host mailbox on node `via`.
-async fn ask(c: &TestCluster, via: usize, pid: Pid, what: &str) -> String {
-    let mb = c.node(via).node().open_mailbox();
-    for _ in 0..100 {
-        if mb.send(pid, what.as_bytes().to_vec()).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let m = mb
-        .recv(WAIT)
-        .await
-        .unwrap_or_else(|| panic!("no answer to {what:?} from {pid}"));
-    String::from_utf8_lossy(&m.data).into_owned()
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
 fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod tally;
 
 use shoal_host::{Node, NodeConfig, Pid, SpawnSpec};
 use shoal_registry::Sha256;
