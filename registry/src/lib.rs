@@ -23,7 +23,7 @@
 //! tmp/                        in-flight writes (orphans cleaned by open)
 //! quarantine/                 files that failed verification
 //! ```
-
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 mod artifacts;

@@ -26,35 +26,16 @@
 //! ```
 
 /// The import module every function of this ABI lives in.
-pub const ABI_MODULE: &str = "shoal_v1";
+pub use shoal_abi::table::SHOAL_ABI_MODULE as ABI_MODULE;
 
 /// The ABI version this crate implements (also carried by [`ABI_MODULE`]).
-pub const ABI_VERSION: u32 = 1;
+pub use shoal_abi::table::SHOAL_ABI_VERSION as ABI_VERSION;
 
-/// Success.
-pub const OK: i32 = 0;
-/// A pointer/length range is not inside the guest's linear memory.
-pub const FAULT: i32 = -1;
-/// A malformed argument: negative length, bad UTF-8, out-of-range value.
-pub const INVALID: i32 = -2;
-/// No live process has that pid.
-pub const NO_PROCESS: i32 = -3;
-/// The wait ended because its timeout elapsed.
-pub const TIMEOUT: i32 = -4;
-/// The receive buffer is smaller than the next message (which stays queued).
-pub const BUFFER_TOO_SMALL: i32 = -5;
-/// The message is larger than the per-message limit.
-pub const TOO_LARGE: i32 = -6;
-/// The receiver's mailbox is full; nothing was queued, retry later.
-pub const MAILBOX_FULL: i32 = -7;
-/// No module with that hash or name is known.
-pub const NO_MODULE: i32 = -8;
-/// The module exists but could not be prepared or instantiated.
-pub const SPAWN_FAILED: i32 = -9;
-/// A node limit (process count) was reached.
-pub const LIMIT: i32 = -10;
-/// No node fits a spawn's placement target, or the cluster could not place it.
-pub const NO_NODE: i32 = -11;
+// The error codes: one table, in `shoal-abi`, shared with the host.
+pub use shoal_abi::errno::{
+    BUFFER_TOO_SMALL, FAULT, INVALID, LIMIT, MAILBOX_FULL, NO_MODULE, NO_NODE, NO_PROCESS, OK,
+    SPAWN_FAILED, TIMEOUT, TOO_LARGE,
+};
 
 /// Returned by the non-wasm32 stubs only; never by a Shoal host.
 pub const UNSUPPORTED: i32 = i32::MIN;

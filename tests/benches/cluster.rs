@@ -8,9 +8,9 @@
 mod cluster;
 
 use cluster::TestCluster;
-use shoal_host::daemon::peer_api::PeerSpawnRequest;
-use shoal_host::runtime::mailbox::PushError;
-use shoal_host::Pid;
+use shoal_daemon::peer_api::PeerSpawnRequest;
+use shoal_runtime::mailbox::PushError;
+use shoal_runtime::Pid;
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -54,7 +54,7 @@ async fn main() {
     // Guest to guest: ping on n1, pong spawned on n2 with spawn_on.
     let a = c.node(0).node().clone();
     let rounds = 5_000;
-    let spec = shoal_host::SpawnSpec::new(
+    let spec = shoal_runtime::SpawnSpec::new(
         hash,
         vec![
             "ping_pong".into(),

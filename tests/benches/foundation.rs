@@ -3,9 +3,9 @@
 //! Run with `cargo bench -p shoal-tests --bench foundation`. Prints figures
 //! (and the aims beside them); it never fails on a slow machine.
 
-use shoal_host::runtime::modules::LoadOrigin;
-use shoal_host::{Node, NodeConfig, Pid, SpawnSpec};
 use shoal_registry::Sha256;
+use shoal_runtime::modules::LoadOrigin;
+use shoal_runtime::{Node, NodeConfig, Pid, SpawnSpec};
 use shoal_tests as guests;
 use std::time::{Duration, Instant};
 

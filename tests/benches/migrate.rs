@@ -15,10 +15,10 @@
 mod cluster;
 
 use cluster::{wait_until, TestCluster};
-use shoal_host::daemon::DaemonConfig;
-use shoal_host::migrate::source::migrate;
-use shoal_host::migrate::MigrateReport;
-use shoal_host::Pid;
+use shoal_daemon::migrate::source::migrate;
+use shoal_daemon::migrate::MigrateReport;
+use shoal_daemon::DaemonConfig;
+use shoal_runtime::Pid;
 use std::time::Duration;
 
 /// Sizes measured, MiB.

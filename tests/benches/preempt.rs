@@ -11,10 +11,10 @@
 //!
 //! It never fails on a slow machine; the figures go into `host/src/prepare/preempt.rs`.
 
-use shoal_host::abi::table::blocking_imports;
-use shoal_host::prepare::{prepare, PrepareOptions, PREEMPT_INTERVAL};
-use shoal_host::{Node, NodeConfig, Pid, SpawnSpec};
+use shoal_abi::table::blocking_imports;
+use shoal_prepare::{prepare, PrepareOptions, PREEMPT_INTERVAL};
 use shoal_registry::Sha256;
+use shoal_runtime::{Node, NodeConfig, Pid, SpawnSpec};
 use shoal_tests as guests;
 use std::time::{Duration, Instant};
 

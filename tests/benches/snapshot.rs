@@ -4,7 +4,7 @@
 //! Run with `cargo bench -p shoal-tests --bench snapshot`. Prints figures
 //! with the aims beside them; never fails on a slow machine.
 
-use shoal_host::{Node, NodeConfig, SpawnSpec};
+use shoal_runtime::{Node, NodeConfig, SpawnSpec};
 use shoal_tests as guests;
 use std::time::{Duration, Instant};
 

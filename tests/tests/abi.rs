@@ -4,8 +4,8 @@
 mod common;
 
 use common::TestNode;
-use shoal_host::abi::table::{Provider, Ty, IMPORTS, SHOAL_ABI_MODULE};
-use shoal_host::ExitReason;
+use shoal_abi::table::{Provider, Ty, IMPORTS, SHOAL_ABI_MODULE};
+use shoal_runtime::ExitReason;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -110,7 +110,7 @@ fn spec_and_host_table_agree() {
             row.name
         );
     }
-    for (code, name) in shoal_host::abi::errno::ALL {
+    for (code, name) in shoal_abi::errno::ALL {
         let define = if *code == 0 {
             "#define SHOAL_OK 0".to_string()
         } else {
@@ -175,7 +175,7 @@ async fn a_wrong_signature_is_a_clear_link_error() {
     let hash = t.node.add_module(&wasm).unwrap();
     let err = t
         .node
-        .spawn(shoal_host::SpawnSpec::new(hash, vec!["x".into()]))
+        .spawn(shoal_runtime::SpawnSpec::new(hash, vec!["x".into()]))
         .await
         .unwrap_err();
     let text = format!("{err:#}");
@@ -195,7 +195,7 @@ async fn a_wrong_signature_is_a_clear_link_error() {
     let hash = t.node.add_module(&wasm).unwrap();
     let err = t
         .node
-        .spawn(shoal_host::SpawnSpec::new(hash, vec!["x".into()]))
+        .spawn(shoal_runtime::SpawnSpec::new(hash, vec!["x".into()]))
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("no_such_call"), "{err:#}");
@@ -227,7 +227,7 @@ async fn recv_times_out() {
     assert_eq!(
         status.reason,
         ExitReason::Exited {
-            code: -shoal_host::abi::errno::TIMEOUT
+            code: -shoal_abi::errno::TIMEOUT
         }
     );
     assert!(
@@ -281,7 +281,7 @@ async fn recv_keeps_a_message_that_does_not_fit() {
 async fn send_to_a_dead_pid_and_oversized_messages_fail_cleanly() {
     let t = TestNode::new();
     let me = t.node.open_mailbox();
-    assert!(me.send(shoal_host::Pid(999_999), "x").is_err());
+    assert!(me.send(shoal_runtime::Pid(999_999), "x").is_err());
     let wat = r#"
     (module
       (import "shoal_v1" "send" (func $send (param i64 i32 i32) (result i32)))

@@ -4,10 +4,10 @@
 mod common;
 
 use common::cluster::{wait_until, TestCluster};
-use shoal_host::cluster::{Command, CommandResult, NodeStatus};
-use shoal_host::net::{NetConfig, NetError, Peers};
-use shoal_host::pki::{self, ClusterCa, ClusterTrust, Identity, Role, SharedRevocations, Validity};
-use shoal_host::{Pid, SpawnSpec};
+use shoal_cluster::{Command, CommandResult, NodeStatus};
+use shoal_net::{NetConfig, NetError, Peers};
+use shoal_pki::{self, ClusterCa, ClusterTrust, Identity, Role, SharedRevocations, Validity};
+use shoal_runtime::{Pid, SpawnSpec};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A client of `addr` presenting `identity`, trusting `ca_dir`'s CA.
 fn peers_with(identity: &Identity, ca_pem: &str) -> Peers {
     let trust = ClusterTrust::new(ca_pem, SharedRevocations::default()).unwrap();
-    let tls = pki::tls::client_config(identity, &trust).unwrap();
+    let tls = shoal_pki::tls::client_config(identity, &trust).unwrap();
     let net = NetConfig {
         connect_timeout_ms: 2_000,
         ..NetConfig::default()
@@ -24,7 +24,7 @@ fn peers_with(identity: &Identity, ca_pem: &str) -> Peers {
 }
 
 fn ca_pem_of(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(pki::PkiPaths::new(dir).ca_cert()).unwrap()
+    std::fs::read_to_string(shoal_pki::PkiPaths::new(dir).ca_cert()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,10 +101,10 @@ async fn scheduler_and_labels_place_remote_spawns() {
 
 /// Start `argv` of module `hash` on `node` and wait (bounded) for its end.
 async fn run_to_exit(
-    node: &shoal_host::Node,
+    node: &shoal_runtime::Node,
     hash: shoal_registry::Sha256,
     argv: &[&str],
-) -> (Pid, shoal_host::ExitStatus) {
+) -> (Pid, shoal_runtime::ExitStatus) {
     let spec = SpawnSpec::new(hash, argv.iter().map(|s| s.to_string()).collect());
     let pid = node.spawn(spec).await.unwrap();
     let status = tokio::time::timeout(WAIT, node.wait(pid))
@@ -121,10 +121,10 @@ fn err_text<T>(r: anyhow::Result<T>) -> String {
     }
 }
 
-fn stderr_of(node: &shoal_host::Node, pid: Pid) -> String {
+fn stderr_of(node: &shoal_runtime::Node, pid: Pid) -> String {
     node.log(pid)
         .map(|l| {
-            String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr))
+            String::from_utf8_lossy(&l.stream_bytes(shoal_runtime::log::Stream::Stderr))
                 .into_owned()
         })
         .unwrap_or_default()
@@ -141,7 +141,7 @@ async fn send_numbered(c: &TestCluster, from: usize, sink: Pid, n: u64) {
         loop {
             match mb.send(sink, payload.clone()) {
                 Ok(()) => break,
-                Err(shoal_host::runtime::mailbox::PushError::Full) if Instant::now() < deadline => {
+                Err(shoal_runtime::mailbox::PushError::Full) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_micros(200)).await
                 }
                 Err(e) => panic!("send {seq}: {e}"),
@@ -207,7 +207,7 @@ async fn a_dead_pid_on_another_node_gives_no_process() {
     .await;
     assert_eq!(
         mb.send(pong, b"anyone?".to_vec()),
-        Err(shoal_host::runtime::mailbox::PushError::Closed)
+        Err(shoal_runtime::mailbox::PushError::Closed)
     );
     c.shutdown().await;
 }
@@ -270,8 +270,8 @@ async fn a_cluster_keeps_serving_with_one_node_down() {
     wait_until("n3 to be reported down", WAIT, || {
         let s = raft.state();
         let n3 = s.nodes.values().find(|n| n.name == "n3").unwrap();
-        pki::now_unix_ms().saturating_sub(n3.last_heartbeat_ms)
-            > shoal_host::daemon::link::HEARTBEAT_STALE_MS
+        shoal_pki::now_unix_ms().saturating_sub(n3.last_heartbeat_ms)
+            > shoal_daemon::link::HEARTBEAT_STALE_MS
     })
     .await;
     c.shutdown().await;
@@ -288,13 +288,13 @@ async fn join_refusals_bad_reused_expired_tokens_and_wrong_pin() {
     let try_join = |name: &str, token: String, pin: String| {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = common::cluster::config(dir.path(), name, "127.0.0.1:0".parse().unwrap());
-        cfg.join = Some(shoal_host::daemon::JoinSpec {
+        cfg.join = Some(shoal_daemon::JoinSpec {
             addr: good.addr.clone(),
             token,
             ca_pin: pin,
         });
         async move {
-            let r = shoal_host::daemon::Daemon::start(cfg).await;
+            let r = shoal_daemon::Daemon::start(cfg).await;
             (r, dir)
         }
     };
@@ -335,7 +335,7 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
     let dir1 = c.dirs[0].path();
     let ca_pem = ca_pem_of(dir1);
     // Baseline: the admin credential works.
-    let admin_dir = pki::PkiPaths::new(dir1).dir().join("admin");
+    let admin_dir = shoal_pki::PkiPaths::new(dir1).dir().join("admin");
     let admin = Identity::from_pem(
         &std::fs::read_to_string(admin_dir.join("client.crt")).unwrap(),
         &std::fs::read_to_string(admin_dir.join("client.key")).unwrap(),
@@ -378,7 +378,7 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
         "foreign certificate: {r:?}"
     );
     // An expired node certificate: refused at the handshake.
-    let now = pki::now_unix_ms();
+    let now = shoal_pki::now_unix_ms();
     let expired = ca
         .issue_with_new_key_validity(
             Role::Node,
@@ -403,7 +403,7 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
         .raft()
         .write(Command::RemoveNode {
             id: id3,
-            now_ms: pki::now_unix_ms(),
+            now_ms: shoal_pki::now_unix_ms(),
         })
         .await;
     assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
@@ -496,11 +496,14 @@ async fn node_certificates_are_renewed_before_they_expire() {
     // (back-dated by the 60 s clock-skew allowance)
     assert!(first.not_after_unix_ms - first.not_before_unix_ms <= 66_000);
     // Past the first certificate's expiry...
-    let wait_ms = first.not_after_unix_ms.saturating_sub(pki::now_unix_ms()) + 1_000;
+    let wait_ms = first
+        .not_after_unix_ms
+        .saturating_sub(shoal_pki::now_unix_ms())
+        + 1_000;
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     let now_info = n2.inner().identity.info();
     assert_ne!(now_info.serial, first.serial, "renewed");
-    assert!(now_info.not_after_unix_ms > pki::now_unix_ms());
+    assert!(now_info.not_after_unix_ms > shoal_pki::now_unix_ms());
     // ...a brand-new connection from n2 (its client certificate) to n1,
     // and from n1 to n2 (n2's server certificate), still works.
     let net = NetConfig::default();
@@ -530,12 +533,12 @@ async fn node_certificates_are_renewed_before_they_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
-    use shoal_host::api::types::{SnapshotRequest, SpawnRequest};
+    use shoal_api::types::{SnapshotRequest, SpawnRequest};
     let c = TestCluster::start(3).await;
     c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
     // A CLI client of n1 with the admin credential, over mTLS.
     let dir1 = c.dirs[0].path();
-    let admin = pki::PkiPaths::new(dir1).dir().join("admin");
+    let admin = shoal_pki::PkiPaths::new(dir1).dir().join("admin");
     let ca_pem = ca_pem_of(dir1);
     let id = Identity::from_pem(
         &std::fs::read_to_string(admin.join("client.crt")).unwrap(),
@@ -544,9 +547,9 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
     )
     .unwrap();
     let trust = ClusterTrust::new(&ca_pem, SharedRevocations::default()).unwrap();
-    let client = shoal_host::api::Client::tls(
+    let client = shoal_api::Client::tls(
         c.addrs[0].to_string(),
-        pki::tls::client_config(&id, &trust).unwrap(),
+        shoal_pki::tls::client_config(&id, &trust).unwrap(),
     );
     // Deploy on n3 through n1.
     let spawned = client
@@ -602,9 +605,9 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
         .issue_with_new_key(Role::Client, "bob", Duration::from_secs(600))
         .unwrap();
     let bob_id = Identity::from_pem(&bob.cert.cert_pem, &bob.key_pem, &ca_pem).unwrap();
-    let bob_client = shoal_host::api::Client::tls(
+    let bob_client = shoal_api::Client::tls(
         c.addrs[0].to_string(),
-        pki::tls::client_config(&bob_id, &trust).unwrap(),
+        shoal_pki::tls::client_config(&bob_id, &trust).unwrap(),
     );
     let e = bob_client.remove_node("n2").await.unwrap_err().to_string();
     assert!(e.contains("admin"), "{e}");

@@ -1,8 +1,8 @@
-//! `shoal demo`'s logic ([`shoal_host::demo::run`]) on a real local
+//! `shoal demo`'s logic ([`shoal_demo::run`]) on a real local
 //! cluster with the real `migrant` guest: the counter moves three times and
 //! node 2 is drained while numbered messages flow.
 
-use shoal_host::demo::{run, DemoOptions};
+use shoal_demo::{run, DemoOptions};
 use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,11 +5,11 @@ mod common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
-use shoal_host::cluster::{Command, NodeStatus};
-use shoal_host::daemon::DaemonConfig;
-use shoal_host::migrate::drain::{self, DrainState, DrainStatus};
-use shoal_host::pki::{self, ClusterTrust, Identity, SharedRevocations};
-use shoal_host::Pid;
+use shoal_cluster::{Command, NodeStatus};
+use shoal_daemon::migrate::drain::{self, DrainState, DrainStatus};
+use shoal_daemon::DaemonConfig;
+use shoal_pki::{self, ClusterTrust, Identity, SharedRevocations};
+use shoal_runtime::Pid;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -115,9 +115,9 @@ fn assert_accounted(s: &DrainStatus) {
 }
 
 /// An admin client of the cluster, talking to node `via` over mTLS.
-fn admin_client(c: &TestCluster, via: usize) -> shoal_host::api::Client {
+fn admin_client(c: &TestCluster, via: usize) -> shoal_api::Client {
     let dir1 = c.dirs[0].path();
-    let paths = pki::PkiPaths::new(dir1);
+    let paths = shoal_pki::PkiPaths::new(dir1);
     let admin = paths.dir().join("admin");
     let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("CA certificate");
     let id = Identity::from_pem(
@@ -127,9 +127,9 @@ fn admin_client(c: &TestCluster, via: usize) -> shoal_host::api::Client {
     )
     .expect("admin identity");
     let trust = ClusterTrust::new(&ca_pem, SharedRevocations::default()).expect("trust");
-    shoal_host::api::Client::tls(
+    shoal_api::Client::tls(
         c.addrs[via].to_string(),
-        pki::tls::client_config(&id, &trust).expect("TLS config"),
+        shoal_pki::tls::client_config(&id, &trust).expect("TLS config"),
     )
 }
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_success, TestNode};
-use shoal_host::ExitReason;
+use shoal_runtime::ExitReason;
 use shoal_tests as guests;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ const LONG: Duration = Duration::from_secs(60);
 async fn hello_prints_args_env_and_pid() {
     let t = TestNode::new();
     let hash = t.add_guest(guests::HELLO, "hello");
-    let mut spec = shoal_host::SpawnSpec::new(hash, vec!["hello".into(), "a".into(), "b c".into()]);
+    let mut spec =
+        shoal_runtime::SpawnSpec::new(hash, vec!["hello".into(), "a".into(), "b c".into()]);
     spec.env = vec![("GREETING".into(), "hi there".into())];
     let pid = t.node.spawn(spec).await.unwrap();
     let status = t.wait(pid, LONG).await;
@@ -45,8 +46,8 @@ async fn granted_directory_is_visible_and_nothing_else() {
     std::fs::write(data.path().join("b.txt"), "bee").unwrap();
     std::fs::write(data.path().join("a.txt"), "ay").unwrap();
     let mut spec =
-        shoal_host::SpawnSpec::new(hash, vec!["hello".into(), "ls".into(), "/data".into()]);
-    spec.dirs = vec![shoal_host::node::DirGrant::parse(&format!(
+        shoal_runtime::SpawnSpec::new(hash, vec!["hello".into(), "ls".into(), "/data".into()]);
+    spec.dirs = vec![shoal_runtime::node::DirGrant::parse(&format!(
         "{}::/data",
         data.path().display()
     ))];
@@ -110,7 +111,7 @@ async fn per_pair_order_is_kept_under_load() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sinks: Vec<_> = (1..=8)
-        .map(shoal_host::Pid)
+        .map(shoal_runtime::Pid)
         .filter(|p| t.stdout(*p).contains("sink got"))
         .collect();
     assert_eq!(sinks.len(), 2, "two sinks report");
@@ -241,7 +242,7 @@ async fn malformed_module_is_rejected_with_a_clear_error() {
         .unwrap();
     let err = t
         .node
-        .spawn(shoal_host::SpawnSpec::new(hash, vec!["bad".into()]))
+        .spawn(shoal_runtime::SpawnSpec::new(hash, vec!["bad".into()]))
         .await
         .unwrap_err();
     let text = format!("{err:#}");
@@ -251,7 +252,7 @@ async fn malformed_module_is_rejected_with_a_clear_error() {
     let hash = t.node.add_module(b"#!/bin/sh\necho hi\n").unwrap();
     let err = t
         .node
-        .spawn(shoal_host::SpawnSpec::new(hash, vec!["bad".into()]))
+        .spawn(shoal_runtime::SpawnSpec::new(hash, vec!["bad".into()]))
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("invalid module"), "{err:#}");
@@ -286,23 +287,23 @@ async fn second_load_uses_the_compiled_artifact_cache() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(guests::HELLO).unwrap();
     let hash = {
-        let node = shoal_host::Node::new(shoal_host::NodeConfig::new(dir.path())).unwrap();
+        let node = shoal_runtime::Node::new(shoal_runtime::NodeConfig::new(dir.path())).unwrap();
         let hash = node.add_module(&bytes).unwrap();
         assert!(!node.is_compiled(&hash));
         let m = node.load_module(&hash).unwrap();
         assert!(matches!(
             m.origin,
-            shoal_host::runtime::modules::LoadOrigin::Compiled { .. }
+            shoal_runtime::modules::LoadOrigin::Compiled { .. }
         ));
         hash
     };
-    let node = shoal_host::Node::new(shoal_host::NodeConfig::new(dir.path())).unwrap();
+    let node = shoal_runtime::Node::new(shoal_runtime::NodeConfig::new(dir.path())).unwrap();
     assert!(node.is_compiled(&hash));
     let m = node.load_module(&hash).unwrap();
     assert!(
         matches!(
             m.origin,
-            shoal_host::runtime::modules::LoadOrigin::ArtifactCache { .. }
+            shoal_runtime::modules::LoadOrigin::ArtifactCache { .. }
         ),
         "{:?}",
         m.origin

@@ -5,10 +5,10 @@ mod common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
-use shoal_host::migrate::source::{migrate, MigrateError};
-use shoal_host::migrate::MigrateReport;
-use shoal_host::Pid;
+use shoal_daemon::migrate::source::{migrate, MigrateError};
+use shoal_daemon::migrate::MigrateReport;
 use shoal_registry::Sha256;
+use shoal_runtime::Pid;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
     println!("before: {before}\nafter:  {line}");
     for d in c.running() {
         let err = d.node().log(tally).map(|l| {
-            String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr))
+            String::from_utf8_lossy(&l.stream_bytes(shoal_runtime::log::Stream::Stderr))
                 .into_owned()
         });
         if let Some(e) = err.filter(|e| !e.is_empty()) {
@@ -365,7 +365,7 @@ async fn a_preemptible_process_spinning_in_guest_code_moves_too() {
     let h = add_guest(&c, shoal_tests::CPU_BOUND, "cpu_bound").await;
     // `spin` never calls the host: only the preemption points the
     // preparation put in its loops make it capturable.
-    let mut spec = shoal_host::SpawnSpec::new(h, vec!["cpu_bound".into(), "spin".into()]);
+    let mut spec = shoal_runtime::SpawnSpec::new(h, vec!["cpu_bound".into(), "spin".into()]);
     spec.preemptible = true;
     let pid = c.node(0).node().spawn(spec).await.expect("spawn");
     wait_stdout(&c, 0, pid, "cpu_bound spinning").await;

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{assert_success, TestNode};
-use shoal_host::{ExitReason, NodeError, Pid, SpawnSpec};
 use shoal_registry::Sha256;
+use shoal_runtime::{ExitReason, NodeError, Pid, SpawnSpec};
 use shoal_tests as guests;
 use std::time::{Duration, Instant};
 

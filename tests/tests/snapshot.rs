@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_success, TestNode};
-use shoal_host::ExitReason;
+use shoal_runtime::ExitReason;
 use shoal_tests as guests;
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ async fn a_restored_mailbox_is_delivered_in_order() {
     let mut image = image;
     // Messages that were waiting at capture: inject as the mailbox would hold them.
     for n in 1..=3u64 {
-        image.mailbox.push(shoal_host::runtime::mailbox::Message {
+        image.mailbox.push(shoal_runtime::mailbox::Message {
             sender: me.pid(),
             data: format!("add {n}").into_bytes(),
         });
@@ -158,8 +158,8 @@ async fn heapfold_hopping(
                 node = next;
                 hops += 1;
             }
-            Err(shoal_host::NodeError::ExitedBeforeCapture(_))
-            | Err(shoal_host::NodeError::NoProcess(_)) => {
+            Err(shoal_runtime::NodeError::ExitedBeforeCapture(_))
+            | Err(shoal_runtime::NodeError::NoProcess(_)) => {
                 let status = node.wait(pid, LONG).await;
                 assert!(
                     status.success(),
@@ -354,8 +354,8 @@ async fn open_files_keep_their_positions_across_a_restore() {
     let a = TestNode::new();
     let hash = a.add_guest(guests::HELLO, "hello");
     let mut spec =
-        shoal_host::SpawnSpec::new(hash, vec!["hello".into(), "files".into(), "/data".into()]);
-    spec.dirs = vec![shoal_host::node::DirGrant::parse(&grant)];
+        shoal_runtime::SpawnSpec::new(hash, vec!["hello".into(), "files".into(), "/data".into()]);
+    spec.dirs = vec![shoal_runtime::node::DirGrant::parse(&grant)];
     let pid = a.node.spawn(spec).await.unwrap();
     // Wait until it holds both files open and blocks in recv.
     let deadline = std::time::Instant::now() + LONG;

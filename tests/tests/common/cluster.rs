@@ -2,7 +2,7 @@
 //! [`Daemon`] (Raft, mTLS HTTP/2 transport, process host) listening on its
 //! own loopback port, all in this test process.
 
-use shoal_host::daemon::{Daemon, DaemonConfig, JoinSpec};
+use shoal_daemon::{Daemon, DaemonConfig, JoinSpec};
 use shoal_registry::Sha256;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -120,7 +120,7 @@ impl TestCluster {
                 Duration::from_secs(30),
                 || {
                     let s = raft.state();
-                    let now = shoal_host::pki::now_unix_ms();
+                    let now = shoal_pki::now_unix_ms();
                     s.nodes
                         .values()
                         .filter(|r| now.saturating_sub(r.last_heartbeat_ms) < 2_000)

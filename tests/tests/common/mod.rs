@@ -6,8 +6,8 @@
 pub mod cluster;
 pub mod tally;
 
-use shoal_host::{Node, NodeConfig, Pid, SpawnSpec};
 use shoal_registry::Sha256;
+use shoal_runtime::{Node, NodeConfig, Pid, SpawnSpec};
 use std::time::Duration;
 
 /// A node with its own temporary data directory (removed on drop).
@@ -53,7 +53,7 @@ impl TestNode {
 
     /// Wait for a process with a generous bound; panics with its output if it
     /// does not end in time.
-    pub async fn wait(&self, pid: Pid, timeout: Duration) -> shoal_host::ExitStatus {
+    pub async fn wait(&self, pid: Pid, timeout: Duration) -> shoal_runtime::ExitStatus {
         match tokio::time::timeout(timeout, self.node.wait(pid)).await {
             Ok(Some(s)) => s,
             Ok(None) => panic!("process {pid} unknown"),
@@ -74,7 +74,7 @@ impl TestNode {
         self.node
             .log(pid)
             .map(|l| {
-                String::from_utf8_lossy(&l.stream_bytes(shoal_host::runtime::log::Stream::Stderr))
+                String::from_utf8_lossy(&l.stream_bytes(shoal_runtime::log::Stream::Stderr))
                     .into_owned()
             })
             .unwrap_or_default()
@@ -82,7 +82,7 @@ impl TestNode {
 }
 
 /// Assert a process exited with code 0, showing its output if not.
-pub fn assert_success(t: &TestNode, status: &shoal_host::ExitStatus) {
+pub fn assert_success(t: &TestNode, status: &shoal_runtime::ExitStatus) {
     assert!(
         status.success(),
         "{status}\nstdout:\n{}\nstderr:\n{}",

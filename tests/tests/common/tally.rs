@@ -2,8 +2,8 @@
 //! guest known on every node, and questions to a `migrant tally`.
 
 use super::cluster::{wait_until, TestCluster};
-use shoal_host::Pid;
 use shoal_registry::Sha256;
+use shoal_runtime::Pid;
 use std::time::Duration;
 
 /// Store a guest under a cluster-wide name and wait until every node can

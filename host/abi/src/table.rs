@@ -1,0 +1,159 @@
+//! The one table of every import a guest may use.
+//!
+//! Both the linker (`abi::register_all`) and the Asyncify import list used by
+//! module preparation (`runtime::prepare`) are built from [`IMPORTS`], so the set
+//! of calls a process can be captured in can never drift from the set of calls
+//! that can block. `sdk/ABI.md` documents the same table for guest authors, and
+//! a test checks the two agree.
+
+/// The import module every Shoal ABI v1 function lives in.
+pub const SHOAL_ABI_MODULE: &str = "shoal_v1";
+
+/// The ABI version a module targets, named by its import module.
+pub const SHOAL_ABI_VERSION: u32 = 1;
+
+/// The WASI import module (preview 1) whose functions wasi-common provides.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// A core Wasm value type, as used in import signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    /// 32-bit integer (also every guest pointer and length).
+    I32,
+    /// 64-bit integer (pids, durations in milliseconds).
+    I64,
+}
+
+/// Who provides the host side of an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Shoal's own ABI, registered by one of the `abi::*` namespace files.
+    Shoal,
+    /// WASI preview 1, registered by wasi-common.
+    Wasi,
+}
+
+/// One importable function: where it lives, its signature, and whether a
+/// guest can be suspended (and later captured) inside it.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportSpec {
+    /// Import module name.
+    pub module: &'static str,
+    /// Import field name.
+    pub name: &'static str,
+    /// Parameter types, in order.
+    pub params: &'static [Ty],
+    /// Result types, in order.
+    pub results: &'static [Ty],
+    /// True when the call may wait (for a message, a timer, the scheduler).
+    /// Exactly these imports are listed to Asyncify as unwind points.
+    pub blocking: bool,
+    /// Which host component implements it.
+    pub provider: Provider,
+}
+
+use Ty::{I32, I64};
+
+const fn shoal(
+    name: &'static str,
+    params: &'static [Ty],
+    results: &'static [Ty],
+    blocking: bool,
+) -> ImportSpec {
+    ImportSpec {
+        module: SHOAL_ABI_MODULE,
+        name,
+        params,
+        results,
+        blocking,
+        provider: Provider::Shoal,
+    }
+}
+
+const fn wasi(name: &'static str, params: &'static [Ty], results: &'static [Ty]) -> ImportSpec {
+    ImportSpec {
+        module: WASI_MODULE,
+        name,
+        params,
+        results,
+        blocking: true,
+        provider: Provider::Wasi,
+    }
+}
+
+const fn wasi_tracked(
+    name: &'static str,
+    params: &'static [Ty],
+    results: &'static [Ty],
+) -> ImportSpec {
+    ImportSpec {
+        blocking: false,
+        ..wasi(name, params, results)
+    }
+}
+
+/// Every import of Shoal ABI v1, plus the WASI imports that can block.
+///
+/// Signatures are the contract of `sdk/ABI.md` and `sdk/include/shoal.h`.
+pub const IMPORTS: &[ImportSpec] = &[
+    // process namespace (abi/process.rs)
+    shoal("self_pid", &[], &[I64], false),
+    // spawn(module_ptr, module_len, args_ptr, args_len, pid_out_ptr) -> errno
+    shoal("spawn", &[I32, I32, I32, I32, I32], &[I32], false),
+    // spawn_on(target_ptr, target_len, module_ptr, module_len, args_ptr,
+    //          args_len, pid_out_ptr) -> errno
+    shoal(
+        "spawn_on",
+        &[I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+        false,
+    ),
+    // sleep_ms(duration_ms) -> errno
+    shoal("sleep_ms", &[I64], &[I32], true),
+    // yield_now() -> errno
+    shoal("yield_now", &[], &[I32], true),
+    // preempt() -> nothing. Inserted by the host into every loop of a
+    // preemptible module (prepare/preempt.rs), never called by guest code:
+    // returns at once unless a capture is requested, then unwinds there.
+    shoal("preempt", &[], &[], true),
+    // exit(code) -> never returns
+    shoal("exit", &[I32], &[], false),
+    // log(level, ptr, len) -> errno
+    shoal("log", &[I32, I32, I32], &[I32], false),
+    // message namespace (abi/message.rs)
+    // send(pid, data_ptr, data_len) -> errno
+    shoal("send", &[I64, I32, I32], &[I32], false),
+    // recv(buf_ptr, buf_len, timeout_ms, info_ptr) -> length or errno
+    shoal("recv", &[I32, I32, I64, I32], &[I32], true),
+    // WASI calls that wait, replaced by capturable versions in abi/wasi.rs:
+    // a guest sleeping through std::thread::sleep (poll_oneoff on one
+    // relative clock) or yielding can be captured there too.
+    wasi("poll_oneoff", &[I32, I32, I32, I32], &[I32]),
+    wasi("sched_yield", &[], &[I32]),
+    // WASI calls that do not wait but that Shoal wraps to remember which
+    // files a process has open (and where), so a snapshot can reopen them.
+    wasi_tracked(
+        "path_open",
+        &[I32, I32, I32, I32, I32, I64, I64, I32, I32],
+        &[I32],
+    ),
+    wasi_tracked("fd_close", &[I32], &[I32]),
+    wasi_tracked("fd_renumber", &[I32, I32], &[I32]),
+];
+
+/// Look up a Shoal ABI import by field name.
+pub fn shoal_import(name: &str) -> Option<&'static ImportSpec> {
+    IMPORTS
+        .iter()
+        .find(|i| i.provider == Provider::Shoal && i.name == name)
+}
+
+/// The blocking imports as (module, name) pairs, for module preparation.
+#[cfg(feature = "host")]
+pub fn blocking_imports() -> Vec<(String, String)> {
+    IMPORTS
+        .iter()
+        .filter(|i| i.blocking)
+        .map(|i| (i.module.to_string(), i.name.to_string()))
+        .collect()
+}

@@ -1,0 +1,138 @@
+//! The cluster verbs of [`Client`]: nodes, join tokens, node removal and
+//! cordons (`shoal-daemon`'s `cluster_api` serves the routes).
+
+use super::{Client, ClientError};
+use crate::cluster::{NodeSummary, TokenCreated, TokenRequest};
+use bytes::Bytes;
+use hyper::Method;
+use std::time::Duration;
+
+/// Cluster calls are answered after a Raft write at most; allow for an
+/// election on the way.
+const CLUSTER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn encode_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Client {
+    /// `GET /v1/nodes`: every node of the cluster, with health and load.
+    pub async fn nodes(&self) -> Result<Vec<NodeSummary>, ClientError> {
+        self.call(
+            Method::GET,
+            "/v1/nodes",
+            None,
+            Bytes::new(),
+            CLUSTER_CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /v1/tokens`: a one-time join token (admin only).
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
+        self.call_json(Method::POST, "/v1/tokens", req, CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `DELETE /v1/nodes/{name}`: remove a node for good (admin only).
+    pub async fn remove_node(&self, name: &str) -> Result<Option<NodeSummary>, ClientError> {
+        let path = format!("/v1/nodes/{}", encode_name(name));
+        self.call(
+            Method::DELETE,
+            &path,
+            None,
+            Bytes::new(),
+            CLUSTER_CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /v1/nodes/{name}/cordon|uncordon` (admin only).
+    pub async fn cordon(
+        &self,
+        name: &str,
+        cordoned: bool,
+    ) -> Result<Option<NodeSummary>, ClientError> {
+        let verb = if cordoned { "cordon" } else { "uncordon" };
+        let path = format!("/v1/nodes/{}/{verb}", encode_name(name));
+        self.call(
+            Method::POST,
+            &path,
+            None,
+            Bytes::new(),
+            CLUSTER_CALL_TIMEOUT,
+        )
+        .await
+    }
+}
+
+impl Client {
+    /// `POST /v1/processes/{pid}/migrate`: move a process to node `to` (by
+    /// name) or to the scheduler's choice; answered once it runs there.
+    pub async fn migrate(
+        &self,
+        pid: shoal_abi::pid::Pid,
+        to: Option<&str>,
+    ) -> Result<crate::cluster::MigrateReport, ClientError> {
+        let req = crate::cluster::MigrateRequest {
+            to: to.map(str::to_string),
+        };
+        self.call_json(
+            Method::POST,
+            &format!("/v1/processes/{pid}/migrate"),
+            &req,
+            MIGRATE_CALL_TIMEOUT,
+        )
+        .await
+    }
+}
+
+/// A migration copies the whole memory before the freeze: allow for large
+/// processes on slow links.
+const MIGRATE_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Client {
+    /// `POST /v1/nodes/{name}/drain`: cordon node `name` and start moving
+    /// its processes away (admin only); answers the drain's first status.
+    pub async fn drain_start(
+        &self,
+        name: &str,
+        deadline: Option<Duration>,
+    ) -> Result<crate::cluster::DrainStatus, ClientError> {
+        let req = crate::cluster::DrainRequest {
+            deadline_ms: deadline.map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+        };
+        let path = format!("/v1/nodes/{}/drain", encode_name(name));
+        self.call_json(Method::POST, &path, &req, CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `GET /v1/nodes/{name}/drain`: the progress of node `name`'s latest
+    /// drain (admin only).
+    pub async fn drain_status(
+        &self,
+        name: &str,
+    ) -> Result<crate::cluster::DrainStatus, ClientError> {
+        let path = format!("/v1/nodes/{}/drain", encode_name(name));
+        self.call(Method::GET, &path, None, Bytes::new(), CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `DELETE /v1/nodes/{name}/drain`: cancel node `name`'s running drain
+    /// (admin only); answers once the moves in flight finished.
+    pub async fn drain_cancel(
+        &self,
+        name: &str,
+    ) -> Result<crate::cluster::DrainStatus, ClientError> {
+        let path = format!("/v1/nodes/{}/drain", encode_name(name));
+        // The node waits up to `CANCEL_WAIT` for the moves in flight.
+        let timeout = CLUSTER_CALL_TIMEOUT + crate::cluster::CANCEL_WAIT;
+        self.call(Method::DELETE, &path, None, Bytes::new(), timeout)
+            .await
+    }
+}

@@ -1,0 +1,216 @@
+//! Wire types of the cluster-wide control API: nodes, tokens, membership,
+//! migration and drains. The daemon serves them, the CLI reads them.
+
+use serde::{Deserialize, Serialize};
+use shoal_abi::pid::Pid;
+use shoal_cluster::NodeLoad;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use shoal_cluster::NodeId;
+
+/// How long a drain cancel waits for moves in flight to finish before it
+/// answers (still `running` then).
+pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// One node, as `shoal nodes` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// Cluster id.
+    pub id: NodeId,
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub addr: String,
+    /// `active`, `cordoned` or `removed`.
+    pub status: String,
+    /// Heartbeat seen within the last few seconds.
+    pub healthy: bool,
+    /// Milliseconds since its last heartbeat.
+    pub heartbeat_age_ms: u64,
+    /// Current Raft leader?
+    pub leader: bool,
+    /// Holds the cluster CA?
+    pub ca: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Last reported load.
+    pub load: NodeLoad,
+}
+
+/// `POST /v1/tokens` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// Lifetime, ms.
+    pub ttl_ms: u64,
+    /// Role granted: `node` (default), `client`, `admin`.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// `POST /v1/tokens` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The token (`id.secret`); shown once, only its hash is stored.
+    pub token: String,
+    /// The CA pin to check the cluster with.
+    pub ca_hash: String,
+    /// A member address to join through.
+    pub addr: String,
+    /// When the token stops working, Unix ms.
+    pub expires_unix_ms: u64,
+    /// The command a new node runs.
+    pub command: String,
+}
+
+/// `POST /v1/cluster/members` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberRequest {
+    /// The node's id (from its join).
+    pub id: NodeId,
+    /// Its name (must match its certificate).
+    pub name: String,
+    /// Its address.
+    pub addr: String,
+}
+
+/// `POST /v1/processes/{pid}/migrate`: move a process to another node.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct MigrateRequest {
+    /// The node to move to, by name (default: the scheduler chooses).
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// What a migration did, for `shoal migrate` and benchmarks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrateReport {
+    /// The process (same pid on the target).
+    pub pid: Pid,
+    /// The node it left.
+    pub from: String,
+    /// The node it runs on now.
+    pub to: String,
+    /// Its new directory epoch.
+    pub epoch: u64,
+    /// Its linear memory at the freeze.
+    pub memory_bytes: u64,
+    /// Non-zero pages at the pre-copy.
+    pub pages_total: usize,
+    /// Pages the target lacked and was sent in the pre-copy.
+    pub pages_sent: usize,
+    /// Pages the target already held (not sent).
+    pub pages_known: usize,
+    /// Pages that changed between the pre-copy and the freeze (sent then).
+    pub delta_pages: usize,
+    /// Bytes sent in migration requests (pages, headers, state).
+    pub bytes_sent: u64,
+    /// From the freeze request on the source to the first instruction on
+    /// the target, µs (the two nodes' clocks; exact on one machine).
+    pub freeze_us: u64,
+    /// False if the target did not confirm the start in time (the move
+    /// still happened: the directory names the target).
+    pub resumed: bool,
+    /// The whole migration, µs.
+    pub total_us: u64,
+    /// Time per phase, µs, in order.
+    pub phases_us: Vec<(String, u64)>,
+}
+
+/// Where a drain job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainState {
+    /// Moving processes.
+    Running,
+    /// Every process was tried (see `failed` for those that did not move).
+    Done,
+    /// Cancelled; processes not yet started stay here.
+    Cancelled,
+    /// The deadline passed before every process was tried.
+    DeadlinePassed,
+}
+
+/// A process the drain could not move, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainFailure {
+    /// The process (still on the drained node).
+    pub pid: Pid,
+    /// Why it did not move.
+    pub why: String,
+}
+
+/// A drain's progress, as `GET /v1/nodes/{name}/drain` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStatus {
+    /// The drained node.
+    pub node: String,
+    /// Processes found on the node (grows if more start while it runs).
+    pub total: usize,
+    /// Processes moved to other nodes.
+    pub moved: usize,
+    /// Processes that exited (or left by other means) before their turn.
+    pub gone: usize,
+    /// Processes that could not be moved.
+    pub failed: Vec<DrainFailure>,
+    /// Processes not moved yet: waiting or in flight (after the job ended,
+    /// those it never started).
+    pub remaining: Vec<Pid>,
+    /// Where the job is.
+    pub state: DrainState,
+    /// When it started, Unix ms.
+    pub started_unix_ms: u64,
+    /// When it ended, Unix ms (`None` while running).
+    pub ended_unix_ms: Option<u64>,
+    /// Its deadline, ms after the start.
+    pub deadline_ms: u64,
+}
+
+/// `POST /v1/nodes/{name}/drain` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DrainRequest {
+    /// Stop starting migrations this long after the start (default
+    /// [`DEADLINE_DEFAULT`]).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// Text for people: `moved pid 42 a → b in 12.3 ms (frozen 2.1 ms), ...`.
+impl std::fmt::Display for MigrateReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |us: u64| us as f64 / 1000.0;
+        write!(
+            f,
+            "moved process {} from {} to {} in {:.1} ms, frozen {:.2} ms; memory {:.1} MiB, {} of {} pages sent ({} already there, {} changed during the copy), {:.1} KiB on the wire",
+            self.pid,
+            self.from,
+            self.to,
+            ms(self.total_us),
+            ms(self.freeze_us),
+            self.memory_bytes as f64 / (1 << 20) as f64,
+            self.pages_sent,
+            self.pages_total,
+            self.pages_known,
+            self.delta_pages,
+            self.bytes_sent as f64 / 1024.0,
+        )
+    }
+}
+
+impl std::fmt::Display for DrainState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DrainState::Running => "running",
+            DrainState::Done => "done",
+            DrainState::Cancelled => "cancelled",
+            DrainState::DeadlinePassed => "deadline_passed",
+        })
+    }
+}
+
+impl DrainStatus {
+    /// Did every process leave the node?
+    pub fn is_complete(&self) -> bool {
+        self.state == DrainState::Done && self.failed.is_empty() && self.remaining.is_empty()
+    }
+}

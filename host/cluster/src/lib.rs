@@ -1,0 +1,120 @@
+//! Cluster metadata, replicated with Raft.
+//!
+//! Every node of a Shoal cluster holds the same [`ClusterState`]: which
+//! nodes exist, where each live process runs, who owns which pid block,
+//! module and process names, join tokens and revocations. It changes only by
+//! [`Command`]s committed to the Raft log and applied, in log order, by the
+//! pure function [`ClusterState::apply`]. [`Raft`] is the node's Raft member
+//! (openraft inside; no other part of Shoal names an openraft type) with a
+//! durable redb store; [`RaftTransport`] is how members reach each other.
+//!
+//! # The Raft state machine
+//!
+//! `apply` is deterministic: it reads no clock (times arrive in commands as
+//! `now_ms`, Unix milliseconds chosen by the proposer) and no randomness,
+//! iterates only ordered maps, and never panics. A command that would break
+//! an invariant changes nothing and returns
+//! [`CommandResult::Refused`]`("why")`; otherwise it returns `Ok`, or the
+//! value listed below.
+//!
+//! ## Invariants
+//!
+//! 1. Node ids start at the bootstrap node's id (1 by convention), grow by
+//!    one per new node (`next_node_id`), and are never reused. At most one
+//!    non-removed node carries a given name.
+//! 2. A `Removed` node stays in `nodes` forever (its id stays taken); it has
+//!    no directory entries, holds no modules, and its identity
+//!    `node/<name>` is in `revocations`.
+//! 3. Pid blocks are `[first, first + PID_BLOCK_SIZE)`, with `first` a
+//!    multiple of [`PID_BLOCK_SIZE`] starting at `PID_BLOCK_SIZE` (pids
+//!    below are never issued); `next_pid_block` only grows; blocks are never
+//!    freed or reassigned, so a pid is never issued twice.
+//! 4. Every directory entry points at a non-removed node. A pid enters the
+//!    directory only through `Register` by the owner of its block; after
+//!    that it moves only by `MovePid`, which bumps its epoch.
+//! 5. Every process name points at a pid in the directory (names of a pid
+//!    are dropped when its entry is).
+//! 6. Module hashes are 64 lowercase hex digits; a module's size never
+//!    changes; holders are non-removed nodes.
+//! 7. Token records hold only the hash of the secret; a token is redeemed
+//!    at most once.
+//!
+//! ## Commands
+//!
+//! - `Bootstrap { ca_node, name, addr, labels, now_ms }` → `NodeId(ca_node)`:
+//!   creates the first node (id `ca_node`, `Active`), marks it as the CA
+//!   holder, sets `next_node_id = ca_node + 1`. Refused if any node exists,
+//!   if `ca_node` is 0, or if the name is empty / over 255 bytes.
+//! - `AddNode { name, addr, labels, now_ms }` → `NodeId(id)`: a new `Active`
+//!   node with the next id. Idempotent by name: if a non-removed node has
+//!   that name, returns its id and updates its `addr` (labels unchanged). A
+//!   removed node's name may join again, under a new id. Refused before
+//!   bootstrap or for a bad name.
+//! - `RemoveNode { id, now_ms }`: status `Removed`; revokes identity
+//!   `node/<name>` as of `now_ms`; drops its directory entries (and the
+//!   process names pointing at them) and its module holdings; clears
+//!   `ca_node` if it was the CA holder. Its pid blocks stay allocated. Refused
+//!   for unknown or already removed ids.
+//! - `SetCordon { id, cordoned }`: `Cordoned` / `Active`. Refused for unknown
+//!   or removed nodes.
+//! - `Heartbeat { id, load, now_ms }`: stores `load`;
+//!   `last_heartbeat_ms = max(last, now_ms)`. Refused for unknown or removed
+//!   nodes.
+//! - `AllocPidBlock { node }` → `PidBlock(first)`: the block at
+//!   `next_pid_block`, owned by `node`. Refused for unknown or removed nodes
+//!   or when the pid space is exhausted.
+//! - `Register { node, pids }`: `directory[pid] = { node, epoch 0 }` for each
+//!   pid. All or nothing: refused if `node` is unknown/removed, if a new pid
+//!   is not in a block owned by `node`, if a pid is already registered on
+//!   another node, or if there are more than [`PIDS_PER_COMMAND_MAX`] pids.
+//!   Pids already registered on `node` are left as they are.
+//! - `Unregister { node, pids }`: removes the entries that still point at
+//!   `node` (a process that moved away meanwhile keeps its entry), and the
+//!   process names of removed pids. Never refused except for too many pids.
+//! - `MovePid { pid, from, to, epoch }`: compare-and-set. Only if the entry
+//!   is exactly `{ from, epoch }` and `to` is an `Active` node does it become
+//!   `{ to, epoch + 1 }`; otherwise refused with the current entry.
+//! - `SetModuleName { name, hash }`: `module_names[name] = hash` (overwrites).
+//!   Refused for a bad name or hash.
+//! - `RemoveModuleName { name }`: refused if there is no such name.
+//! - `ModuleHeld { hash, node, size_bytes }`: adds `node` to the module's
+//!   holders (creating the record). Refused for a bad hash, an unknown or
+//!   removed node, or a size differing from the recorded one.
+//! - `SetProcessName { name, pid }`: refused if the pid is not in the
+//!   directory or the name already names another pid; re-setting the same
+//!   pair is `Ok`.
+//! - `RemoveProcessName { name }`: refused if there is no such name.
+//! - `CreateToken { record }`: adds the token record; refused on a duplicate
+//!   token id.
+//! - `RedeemToken { token, now_ms }` → `Role(role)`: marks the token used.
+//!   Refused (with the [`TokenError`](shoal_pki::TokenError) text) when it is
+//!   malformed, unknown, has the wrong secret, is expired or already used.
+//! - `Revoke { target, reason, now_ms }`: revokes a serial or an identity
+//!   (role + id) in `revocations`. Repeats are `Ok` and keep the first entry.
+//!
+//! # The Raft layer
+//!
+//! [`Raft::write`] proposes a command (forwarding it to the leader when
+//! needed, retrying across leader changes) and returns its result within
+//! `write_timeout_ms`, or an error naming the problem, such as "write
+//! refused: no quorum (this node sees 1 of 3 voters)". Members are added by
+//! joint consensus ([`Raft::add_member`]: learner, catch up, voter). The log
+//! is snapshotted every `snapshot_after_entries` entries and purged behind
+//! the snapshot; lagging or new members catch up by snapshot install.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod raft;
+pub mod sched;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use raft::{
+    ClusterError, MoveApplied, Raft, RaftConfig, RaftStatus, RaftTransport, RpcKind, StoreError,
+    TransportError,
+};
+pub use state::{
+    ClusterState, Command, CommandResult, DirEntry, MemberInfo, ModuleRecord, NodeId, NodeLoad,
+    NodeRecord, NodeStatus, RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
+};

@@ -1,0 +1,969 @@
+//! The Raft node: openraft behind Shoal's own API. Nothing outside
+//! `cluster::raft` names an openraft type.
+//!
+//! - [`store`]: the redb file (log, vote, state machine, snapshot).
+//! - [`log_store`] / [`state_machine`]: openraft's storage traits over it.
+//! - [`network`]: openraft's network traits over a [`RaftTransport`].
+//!
+//! Writes go through [`Raft::write`], which forwards to the leader when this
+//! node is not it and always answers within `write_timeout_ms` with either
+//! the command's result or an error that names the problem (no quorum, no
+//! leader, timeout, not a member).
+
+mod log_store;
+mod network;
+mod state_machine;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use network::{RaftTransport, RpcKind, TransportError};
+pub use state_machine::MoveApplied;
+pub use store::StoreError;
+
+use self::log_store::LogStore;
+use self::network::{NetworkFactory, Reachability};
+use self::state_machine::{Published, StateMachine};
+use self::store::Store;
+use super::state::{ClusterState, Command, CommandResult, MemberInfo, NodeId};
+use shoal_pki::SharedRevocations;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for Shoal's cluster metadata.
+    pub(crate) TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = MemberInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        Responder = openraft::impls::OneshotResponder<TypeConfig>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+type OpenRaft = openraft::Raft<TypeConfig>;
+
+/// Safety bound on retry rounds of one write / membership change (each
+/// round also waits, and the whole call is bounded by its timeout).
+const ROUNDS_MAX: u32 = 10_000;
+
+/// How long [`Raft::shutdown`] waits for openraft's tasks to release the
+/// store file (so the same directory can be reopened at once).
+const SHUTDOWN_RELEASE_MS: u64 = 10_000;
+
+/// Raft timing and size knobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftConfig {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Shortest election timeout (must exceed the heartbeat interval).
+    pub election_timeout_min_ms: u64,
+    /// Longest election timeout (must exceed the minimum).
+    pub election_timeout_max_ms: u64,
+    /// Bound on one [`Raft::write`] (and on each step of a membership change).
+    pub write_timeout_ms: u64,
+    /// Bound on a new member catching up in [`Raft::add_member`].
+    pub catch_up_timeout_ms: u64,
+    /// Build a snapshot (and purge the log) after this many entries.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept after a snapshot (so slightly lagging followers
+    /// still catch up from the log rather than by snapshot).
+    pub entries_kept_after_snapshot: u64,
+    /// Most entries in one AppendEntries RPC.
+    pub max_payload_entries: u64,
+    /// Snapshot chunk size for InstallSnapshot RPCs.
+    pub snapshot_chunk_bytes: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            write_timeout_ms: 3000,
+            catch_up_timeout_ms: 30_000,
+            snapshot_after_entries: 5000,
+            entries_kept_after_snapshot: 1000,
+            max_payload_entries: 64,
+            snapshot_chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+impl RaftConfig {
+    fn to_openraft(&self) -> Result<openraft::Config, ClusterError> {
+        if self.heartbeat_interval_ms == 0
+            || self.heartbeat_interval_ms >= self.election_timeout_min_ms
+        {
+            return Err(ClusterError::Config(format!(
+                "heartbeat_interval_ms ({}) must be > 0 and below election_timeout_min_ms ({})",
+                self.heartbeat_interval_ms, self.election_timeout_min_ms
+            )));
+        }
+        if self.write_timeout_ms == 0
+            || self.snapshot_after_entries == 0
+            || self.max_payload_entries == 0
+            || self.snapshot_chunk_bytes == 0
+        {
+            return Err(ClusterError::Config(
+                "write_timeout_ms, snapshot_after_entries, max_payload_entries and snapshot_chunk_bytes must be > 0"
+                    .to_string(),
+            ));
+        }
+        let config = openraft::Config {
+            cluster_name: "shoal".to_string(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: self.write_timeout_ms,
+            max_payload_entries: self.max_payload_entries,
+            replication_lag_threshold: self.snapshot_after_entries,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
+            max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| ClusterError::Config(e.to_string()))
+    }
+
+    /// How recently a voter must have talked to us to count as reachable.
+    fn reach_window(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms.saturating_mul(3).max(1000))
+    }
+}
+
+/// Everything that can go wrong in the cluster layer, each naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Too few voters are reachable from this node to commit anything.
+    #[error("write refused: no quorum (this node sees {reachable} of {voters} voters); the cluster is partitioned or nodes are down")]
+    NoQuorum {
+        /// Voters this node heard from recently, itself included.
+        reachable: usize,
+        /// Voters in the membership.
+        voters: usize,
+    },
+    /// No leader was known for the whole wait.
+    #[error("write refused: no leader elected within {waited_ms} ms (an election is in progress)")]
+    NoLeader {
+        /// How long this call waited.
+        waited_ms: u64,
+    },
+    /// A leader was known but did not confirm in time.
+    #[error("{what} timed out after {waited_ms} ms (leader: {leader:?})")]
+    Timeout {
+        /// What timed out.
+        what: &'static str,
+        /// How long this call waited.
+        waited_ms: u64,
+        /// The leader this node knew of at the end.
+        leader: Option<NodeId>,
+    },
+    /// The node is not (or no longer) in the Raft membership.
+    #[error("refused: node {id} is not a member of the cluster (removed, or not added yet)")]
+    NotMember {
+        /// The node.
+        id: NodeId,
+    },
+    /// `bootstrap` on a node that already has a cluster.
+    #[error("this node already belongs to an initialized cluster")]
+    AlreadyInitialized,
+    /// A write on a node that has no cluster yet.
+    #[error("this node is not part of a cluster yet (bootstrap it, or add it from a member)")]
+    NotInitialized,
+    /// The state machine refused the bootstrap command.
+    #[error("refused by the cluster state: {0}")]
+    Refused(String),
+    /// A forwarded request could not be delivered.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// An incoming or returned RPC body did not decode.
+    #[error("malformed {kind:?} RPC body: {reason}")]
+    BadRpc {
+        /// The RPC kind.
+        kind: RpcKind,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The durable store failed.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// The Raft configuration is invalid.
+    #[error("bad raft configuration: {0}")]
+    Config(String),
+    /// The Raft node stopped (shut down or fatal storage error).
+    #[error("raft node {id} is not running: {reason}")]
+    Stopped {
+        /// This node.
+        id: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// Another Raft-level failure (membership change refused, ...).
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A snapshot of this node's Raft view, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+    /// Voter ids (both halves during a joint config).
+    pub voters: Vec<NodeId>,
+    /// Learner ids.
+    pub learners: Vec<NodeId>,
+    /// Index of the last applied entry.
+    pub last_applied: Option<u64>,
+    /// Index of the last entry in the local log.
+    pub last_log_index: Option<u64>,
+    /// Index covered by the current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Index up to which the log was purged.
+    pub purged_index: Option<u64>,
+}
+
+/// Why a forwarded request was not done (wire format between members).
+#[derive(Debug, Serialize, Deserialize)]
+enum ForwardError {
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    NotMember {
+        id: NodeId,
+    },
+    /// The leader could not confirm in time; the outcome is unknown.
+    NoQuorum {
+        reachable: usize,
+        voters: usize,
+    },
+    Unconfirmed {
+        waited_ms: u64,
+    },
+    Failed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ForwardWrite {
+    from: NodeId,
+    cmd: Command,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ForwardAdd {
+    from: NodeId,
+    id: NodeId,
+    info: MemberInfo,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ForwardRemove {
+    from: NodeId,
+    id: NodeId,
+}
+
+/// What one attempt of a leader-only operation led to.
+enum Step<T> {
+    Done(T),
+    /// Not (or no longer) the leader; try again after a short wait.
+    Retry,
+}
+
+/// One Raft member: replicated cluster metadata with a durable store.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Raft {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    me: MemberInfo,
+    raft: OpenRaft,
+    transport: Arc<dyn RaftTransport>,
+    config: RaftConfig,
+    published: Arc<Published>,
+    reach: Arc<Reachability>,
+    /// Completes when openraft's tasks dropped the store (file closed).
+    store_closed: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl std::fmt::Debug for Raft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.inner.id)
+            .field("me", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn decode<T: DeserializeOwned>(kind: RpcKind, body: &[u8]) -> Result<T, ClusterError> {
+    serde_json::from_slice(body).map_err(|e| ClusterError::BadRpc {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(kind: RpcKind, value: &T) -> Result<Vec<u8>, ClusterError> {
+    serde_json::to_vec(value).map_err(|e| ClusterError::BadRpc {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+impl Raft {
+    /// Open (or reopen after a crash/restart) the node's durable store in
+    /// `dir` and start Raft. A reopened node resumes with its log, vote and
+    /// state; a new one waits to be bootstrapped or added.
+    pub async fn open(
+        id: NodeId,
+        me: MemberInfo,
+        dir: &Path,
+        transport: Arc<dyn RaftTransport>,
+        config: RaftConfig,
+    ) -> Result<Raft, ClusterError> {
+        let openraft_config = Arc::new(config.to_openraft()?);
+        let (store, store_closed) = Store::open(dir)?;
+        let store = Arc::new(store);
+        let published = Arc::new(Published::new());
+        let state_machine = StateMachine::open(store.clone(), published.clone())?;
+        let log = LogStore::new(store.clone());
+        let has_history = log.has_history()?;
+        let reach = Arc::new(Reachability::default());
+        let network = NetworkFactory {
+            transport: transport.clone(),
+            reach: reach.clone(),
+        };
+        let raft = OpenRaft::new(id, openraft_config, network, log, state_machine)
+            .await
+            .map_err(|e| ClusterError::Stopped {
+                id,
+                reason: e.to_string(),
+            })?;
+        if has_history {
+            // Let openraft load the log before anyone asks is_initialized()
+            // or writes (its metrics start empty). Bounded: a failure shows
+            // up on the first write instead.
+            let mut metrics = raft.metrics();
+            let _loaded = tokio::time::timeout(
+                Duration::from_millis(config.write_timeout_ms),
+                metrics.wait_for(|m| m.last_log_index.is_some()),
+            )
+            .await
+            .map(|r| r.map(|_| ()));
+        }
+        Ok(Raft {
+            inner: Arc::new(Inner {
+                id,
+                me,
+                raft,
+                transport,
+                config,
+                published,
+                reach,
+                store_closed: Mutex::new(Some(store_closed)),
+            }),
+        })
+    }
+
+    /// First node of a new cluster: initialize membership {this node} and
+    /// apply [`Command::Bootstrap`] with this node as the first node and CA
+    /// holder.
+    pub async fn bootstrap(
+        &self,
+        labels: BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Result<(), ClusterError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.inner.id, self.inner.me.clone());
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                return Err(ClusterError::AlreadyInitialized)
+            }
+            Err(e) => return Err(ClusterError::Raft(e.to_string())),
+        }
+        // The membership shows in metrics a moment after `initialize`.
+        let wait = Duration::from_millis(self.inner.config.write_timeout_ms);
+        let mut metrics = self.inner.raft.metrics();
+        let seen = tokio::time::timeout(
+            wait,
+            metrics.wait_for(|m| m.membership_config.membership().nodes().next().is_some()),
+        )
+        .await
+        // Release the watch read guard at once: holding it would block
+        // openraft's metrics updates (and so the whole Raft core).
+        .map(|r| r.map(|_| ()));
+        match seen {
+            Err(_) => {
+                return Err(ClusterError::Raft(
+                    "initialized membership did not appear".to_string(),
+                ))
+            }
+            Ok(Err(e)) => return Err(self.stopped(e)),
+            Ok(Ok(())) => {}
+        }
+        let cmd = Command::Bootstrap {
+            ca_node: self.inner.id,
+            name: self.inner.me.name.clone(),
+            addr: self.inner.me.addr.clone(),
+            labels,
+            now_ms,
+        };
+        match self.write(cmd).await? {
+            CommandResult::Refused(why) => Err(ClusterError::Refused(why)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this node has a membership (bootstrapped, added, or restored).
+    pub fn is_initialized(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.last_log_index.is_some() || m.membership_config.membership().nodes().next().is_some()
+    }
+
+    /// Replicated write; forwards to the leader ([`RpcKind::ClientWrite`])
+    /// when this node is not it. Bounded by `write_timeout_ms`. The result
+    /// is the command's [`CommandResult`] (which may be a `Refused`).
+    ///
+    /// Retried only while the command surely reached no leader (no leader
+    /// known, peer unreachable, "not the leader"), so it is applied at most
+    /// once per call. After a `Timeout`, `NoQuorum` or `Transport` error
+    /// the outcome is unknown: the command may still commit later.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
+        self.check_member()?;
+        let body = encode(
+            RpcKind::ClientWrite,
+            &ForwardWrite {
+                from: self.inner.id,
+                cmd: cmd.clone(),
+            },
+        )?;
+        self.leader_op(
+            "write",
+            self.inner.config.write_timeout_ms,
+            RpcKind::ClientWrite,
+            &body,
+            |remaining| {
+                let cmd = cmd.clone();
+                async move { self.local_write(cmd, remaining).await }
+            },
+        )
+        .await
+    }
+
+    /// The locally applied state (may lag the leader by a heartbeat). Cheap:
+    /// a shared pointer to an immutable value.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.inner.published.state()
+    }
+
+    /// Wakes with the applied log index whenever the local state changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.published.subscribe()
+    }
+
+    /// Every directory move (`MovePid`) applied here from now on, sent
+    /// after [`Raft::state`] shows it (migration fences use it).
+    pub fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
+        self.inner.published.subscribe_moves()
+    }
+
+    /// The revocation list as applied here, as the handle TLS verifiers
+    /// read; replaced whenever a Raft entry or snapshot changes it.
+    pub fn revocations(&self) -> SharedRevocations {
+        self.inner.published.revocations()
+    }
+
+    /// Membership by joint consensus: add `id` as a learner, wait (bounded
+    /// by `catch_up_timeout_ms`) until it caught up, then promote it to
+    /// voter. Forwards to the leader when needed. Adding a current voter
+    /// succeeds without change.
+    pub async fn add_member(&self, id: NodeId, info: MemberInfo) -> Result<(), ClusterError> {
+        self.check_member()?;
+        let body = encode(
+            RpcKind::AddMember,
+            &ForwardAdd {
+                from: self.inner.id,
+                id,
+                info: info.clone(),
+            },
+        )?;
+        let budget_ms = self
+            .inner
+            .config
+            .catch_up_timeout_ms
+            .saturating_add(self.inner.config.write_timeout_ms);
+        self.leader_op(
+            "add_member",
+            budget_ms,
+            RpcKind::AddMember,
+            &body,
+            |remaining| {
+                let info = info.clone();
+                async move { self.local_add(id, info, remaining).await }
+            },
+        )
+        .await
+    }
+
+    /// Remove `id` from the Raft membership (voter or learner) by joint
+    /// consensus. Idempotent. Forwards to the leader when needed. (The
+    /// node's record, certificates and processes are handled separately by
+    /// [`Command::RemoveNode`].)
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.check_member()?;
+        let body = encode(
+            RpcKind::RemoveMember,
+            &ForwardRemove {
+                from: self.inner.id,
+                id,
+            },
+        )?;
+        self.leader_op(
+            "remove_member",
+            self.inner.config.write_timeout_ms.saturating_mul(2),
+            RpcKind::RemoveMember,
+            &body,
+            |remaining| async move { self.local_remove(id, remaining).await },
+        )
+        .await
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Raft members (voters and learners) and how to reach them.
+    pub fn members(&self) -> BTreeMap<NodeId, MemberInfo> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, info)| (*id, info.clone()))
+            .collect()
+    }
+
+    /// Term, leader, voters, learners and log positions as seen here.
+    pub fn status(&self) -> RaftStatus {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        RaftStatus {
+            id: self.inner.id,
+            term: m.current_term,
+            leader: m.current_leader,
+            is_leader: m.state == ServerState::Leader,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            last_applied: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+        }
+    }
+
+    /// Server side: the transport calls this for an incoming RPC (after
+    /// checking the peer is a cluster node) and sends back the returned body.
+    pub async fn handle_rpc(&self, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, ClusterError> {
+        let raft = &self.inner.raft;
+        match kind {
+            RpcKind::AppendEntries => {
+                let req: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(kind, body)?;
+                if let Some(from) = req.vote.leader_id().voted_for() {
+                    self.inner.reach.mark(from);
+                }
+                encode(kind, &raft.append_entries(req).await)
+            }
+            RpcKind::Vote => {
+                let req: openraft::raft::VoteRequest<NodeId> = decode(kind, body)?;
+                if let Some(from) = req.vote.leader_id().voted_for() {
+                    self.inner.reach.mark(from);
+                }
+                encode(kind, &raft.vote(req).await)
+            }
+            RpcKind::InstallSnapshot => {
+                let req: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(kind, body)?;
+                if let Some(from) = req.vote.leader_id().voted_for() {
+                    self.inner.reach.mark(from);
+                }
+                encode(kind, &raft.install_snapshot(req).await)
+            }
+            RpcKind::ClientWrite => {
+                let req: ForwardWrite = decode(kind, body)?;
+                self.inner.reach.mark(req.from);
+                let res = self
+                    .serve(req.from, self.inner.config.write_timeout_ms, |remaining| {
+                        self.local_write(req.cmd, remaining)
+                    })
+                    .await;
+                encode(kind, &res)
+            }
+            RpcKind::AddMember => {
+                let req: ForwardAdd = decode(kind, body)?;
+                self.inner.reach.mark(req.from);
+                let res = self
+                    .serve(
+                        req.from,
+                        self.inner.config.catch_up_timeout_ms,
+                        |remaining| self.local_add(req.id, req.info, remaining),
+                    )
+                    .await;
+                encode(kind, &res)
+            }
+            RpcKind::RemoveMember => {
+                let req: ForwardRemove = decode(kind, body)?;
+                self.inner.reach.mark(req.from);
+                let res = self
+                    .serve(req.from, self.inner.config.write_timeout_ms, |remaining| {
+                        self.local_remove(req.id, remaining)
+                    })
+                    .await;
+                encode(kind, &res)
+            }
+        }
+    }
+
+    /// Stop Raft and release the store (the directory can then be reopened).
+    pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        let id = self.inner.id;
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| ClusterError::Stopped {
+                id,
+                reason: format!("shutdown failed: {e}"),
+            })?;
+        let closed = self
+            .inner
+            .store_closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(closed) = closed else {
+            return Ok(()); // an earlier shutdown already waited
+        };
+        // Sender dropped (never sent) is the signal; either result means closed.
+        let released =
+            tokio::time::timeout(Duration::from_millis(SHUTDOWN_RELEASE_MS), closed).await;
+        if released.is_err() {
+            return Err(ClusterError::Stopped {
+                id,
+                reason: "raft tasks did not release the store after shutdown".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    // ---- internals ----
+
+    fn stopped(&self, reason: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Stopped {
+            id: self.inner.id,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Refuse early on a node that has no membership or is not in it.
+    fn check_member(&self) -> Result<(), ClusterError> {
+        let members = self.members();
+        if members.is_empty() {
+            return Err(ClusterError::NotInitialized);
+        }
+        if !members.contains_key(&self.inner.id) {
+            return Err(ClusterError::NotMember { id: self.inner.id });
+        }
+        Ok(())
+    }
+
+    /// The error for a leader-only operation that ran out of time.
+    fn stall_error(&self, what: &'static str, started: Instant) -> ClusterError {
+        let waited_ms = ms(started.elapsed());
+        let voters: BTreeSet<NodeId> = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().voter_ids().collect()
+        };
+        let window = self.inner.config.reach_window();
+        let reachable = voters
+            .iter()
+            .filter(|v| **v == self.inner.id || self.inner.reach.recent(**v, window))
+            .count();
+        if !voters.is_empty() && reachable < voters.len() / 2 + 1 {
+            return ClusterError::NoQuorum {
+                reachable,
+                voters: voters.len(),
+            };
+        }
+        match self.leader() {
+            None => ClusterError::NoLeader { waited_ms },
+            leader => ClusterError::Timeout {
+                what,
+                waited_ms,
+                leader,
+            },
+        }
+    }
+
+    /// Run a leader-only operation: locally when this node leads, else
+    /// forwarded to the leader as `kind` with `body`; retried across leader
+    /// changes; bounded by `budget_ms`.
+    async fn leader_op<T, F, Fut>(
+        &self,
+        what: &'static str,
+        budget_ms: u64,
+        kind: RpcKind,
+        body: &[u8],
+        local: F,
+    ) -> Result<T, ClusterError>
+    where
+        T: DeserializeOwned,
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Step<T>, ClusterError>>,
+    {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(budget_ms);
+        let pause = Duration::from_millis(self.inner.config.heartbeat_interval_ms);
+        for _ in 0..ROUNDS_MAX {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            match self.leader() {
+                Some(leader) if leader == self.inner.id => match local(remaining).await? {
+                    Step::Done(v) => return Ok(v),
+                    Step::Retry => {}
+                },
+                Some(leader) => {
+                    let addr = self
+                        .members()
+                        .get(&leader)
+                        .map(|m| m.addr.clone())
+                        .unwrap_or_default();
+                    let sent = tokio::time::timeout(
+                        remaining,
+                        self.inner.transport.rpc(leader, &addr, kind, body.to_vec()),
+                    )
+                    .await;
+                    match sent {
+                        Err(_) => break,
+                        // Never delivered: safe to try again.
+                        Ok(Err(TransportError::Unreachable { .. })) => {}
+                        // Maybe delivered: retrying could apply it twice.
+                        Ok(Err(e @ TransportError::Failed { .. })) => return Err(e.into()),
+                        Ok(Ok(answer)) => {
+                            self.inner.reach.mark(leader);
+                            match decode::<Result<T, ForwardError>>(kind, &answer)? {
+                                Ok(v) => return Ok(v),
+                                Err(ForwardError::NotMember { id }) => {
+                                    return Err(ClusterError::NotMember { id })
+                                }
+                                Err(ForwardError::Failed(why)) => {
+                                    return Err(ClusterError::Raft(format!(
+                                        "leader {leader}: {why}"
+                                    )))
+                                }
+                                Err(ForwardError::NoQuorum { reachable, voters }) => {
+                                    return Err(ClusterError::NoQuorum { reachable, voters })
+                                }
+                                Err(ForwardError::Unconfirmed { waited_ms }) => {
+                                    return Err(ClusterError::Timeout {
+                                        what,
+                                        waited_ms,
+                                        leader: Some(leader),
+                                    })
+                                }
+                                Err(ForwardError::NotLeader { .. }) => {}
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(pause.min(remaining)).await;
+        }
+        Err(self.stall_error(what, started))
+    }
+
+    /// Leader side of a forwarded request: check the sender is a member,
+    /// run `local` if this node leads.
+    async fn serve<T, F, Fut>(
+        &self,
+        from: NodeId,
+        budget_ms: u64,
+        local: F,
+    ) -> Result<T, ForwardError>
+    where
+        F: FnOnce(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Step<T>, ClusterError>>,
+    {
+        if !self.members().contains_key(&from) {
+            return Err(ForwardError::NotMember { id: from });
+        }
+        if self.leader() != Some(self.inner.id) {
+            return Err(ForwardError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        match local(Duration::from_millis(budget_ms)).await {
+            Ok(Step::Done(v)) => Ok(v),
+            Ok(Step::Retry) => Err(ForwardError::NotLeader {
+                leader: self.leader(),
+            }),
+            Err(ClusterError::NoQuorum { reachable, voters }) => {
+                Err(ForwardError::NoQuorum { reachable, voters })
+            }
+            Err(ClusterError::Timeout { waited_ms, .. } | ClusterError::NoLeader { waited_ms }) => {
+                Err(ForwardError::Unconfirmed { waited_ms })
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    /// Propose `cmd` on this node (must be the leader), waiting at most
+    /// `remaining`.
+    async fn local_write(
+        &self,
+        cmd: Command,
+        remaining: Duration,
+    ) -> Result<Step<CommandResult>, ClusterError> {
+        let started = Instant::now();
+        match tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await {
+            Err(_) => Err(self.stall_error("write", started)),
+            Ok(Ok(resp)) => Ok(Step::Done(resp.data)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(Step::Retry),
+            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Raft(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(self.stopped(e)),
+        }
+    }
+
+    /// Apply a membership change on this node (must be the leader).
+    async fn change(
+        &self,
+        changes: ChangeMembers<NodeId, MemberInfo>,
+        remaining: Duration,
+    ) -> Result<Step<()>, ClusterError> {
+        let started = Instant::now();
+        let call = self.inner.raft.change_membership(changes, false);
+        match tokio::time::timeout(remaining, call).await {
+            Err(_) => Err(self.stall_error("membership change", started)),
+            Ok(Ok(_)) => Ok(Step::Done(())),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(Step::Retry),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(_),
+            )))) => Ok(Step::Retry),
+            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Raft(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(self.stopped(e)),
+        }
+    }
+
+    async fn local_add(
+        &self,
+        id: NodeId,
+        info: MemberInfo,
+        remaining: Duration,
+    ) -> Result<Step<()>, ClusterError> {
+        let started = Instant::now();
+        let is_voter = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id)
+        };
+        if is_voter {
+            return Ok(Step::Done(()));
+        }
+        let add = self.inner.raft.add_learner(id, info, true);
+        match tokio::time::timeout(remaining, add).await {
+            Err(_) => {
+                return Err(ClusterError::Timeout {
+                    what: "adding a member (waiting for it to catch up)",
+                    waited_ms: ms(started.elapsed()),
+                    leader: self.leader(),
+                })
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                return Ok(Step::Retry)
+            }
+            Ok(Err(RaftError::APIError(e))) => return Err(ClusterError::Raft(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => return Err(self.stopped(e)),
+        }
+        let left = remaining.saturating_sub(started.elapsed());
+        let mut ids = BTreeSet::new();
+        ids.insert(id);
+        self.change(ChangeMembers::AddVoterIds(ids), left).await
+    }
+
+    async fn local_remove(
+        &self,
+        id: NodeId,
+        remaining: Duration,
+    ) -> Result<Step<()>, ClusterError> {
+        let started = Instant::now();
+        let (is_voter, is_node) = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            (
+                membership.voter_ids().any(|v| v == id),
+                membership.get_node(&id).is_some(),
+            )
+        };
+        let mut ids = BTreeSet::new();
+        ids.insert(id);
+        if is_voter {
+            if let Step::Retry = self
+                .change(ChangeMembers::RemoveVoters(ids.clone()), remaining)
+                .await?
+            {
+                return Ok(Step::Retry);
+            }
+        }
+        let still_node = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().get_node(&id).is_some()
+        };
+        if is_node && still_node {
+            let left = remaining.saturating_sub(started.elapsed());
+            return self.change(ChangeMembers::RemoveNodes(ids), left).await;
+        }
+        Ok(Step::Done(()))
+    }
+}

@@ -1,0 +1,294 @@
+//! openraft's state machine: applies committed [`Command`]s to the
+//! [`ClusterState`], saves it in the redb [`Store`], builds and installs
+//! snapshots (the state as JSON), and publishes every change to readers.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::store::{Store, StoreError, KEY_SNAPSHOT, KEY_STATE_MACHINE};
+use super::TypeConfig;
+use crate::state::{ClusterState, Command, CommandResult, MemberInfo, NodeId};
+use shoal_pki::SharedRevocations;
+
+/// What readers of the local state see; updated after every applied batch
+/// and every installed snapshot.
+#[derive(Debug)]
+pub(crate) struct Published {
+    state: RwLock<Arc<ClusterState>>,
+    applied_tx: watch::Sender<u64>,
+    moves_tx: tokio::sync::broadcast::Sender<MoveApplied>,
+    revocations: SharedRevocations,
+}
+
+impl Published {
+    pub(crate) fn new() -> Self {
+        let (applied_tx, _) = watch::channel(0);
+        let (moves_tx, _) = tokio::sync::broadcast::channel(MOVES_BUFFERED_MAX);
+        Published {
+            state: RwLock::new(Arc::new(ClusterState::default())),
+            applied_tx,
+            moves_tx,
+            revocations: SharedRevocations::default(),
+        }
+    }
+
+    /// The latest applied state.
+    pub(crate) fn state(&self) -> Arc<ClusterState> {
+        // Writers only swap an Arc, so a poisoned lock still holds a whole value.
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A receiver woken with the applied index on every change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    /// A receiver of every directory move applied from now on, each sent
+    /// after the state that contains it is published.
+    pub(crate) fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
+        self.moves_tx.subscribe()
+    }
+
+    /// The revocation handle TLS verifiers read.
+    pub(crate) fn revocations(&self) -> SharedRevocations {
+        self.revocations.clone()
+    }
+
+    fn publish(&self, state: &Arc<ClusterState>, applied: Option<LogId<NodeId>>) {
+        let old = std::mem::replace(
+            &mut *self.state.write().unwrap_or_else(|e| e.into_inner()),
+            state.clone(),
+        );
+        if old.revocations != state.revocations {
+            self.revocations.replace(state.revocations.clone());
+        }
+        self.applied_tx
+            .send_replace(applied.map(|l| l.index).unwrap_or(0));
+    }
+}
+
+/// Most applied moves buffered for a slow subscriber (beyond, it misses the
+/// oldest and is told how many it lagged).
+pub const MOVES_BUFFERED_MAX: usize = 4096;
+
+/// A `MovePid` command that was applied: `pid` now runs on `to` at `epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoveApplied {
+    /// The process.
+    pub pid: u64,
+    /// The node it left.
+    pub from: NodeId,
+    /// The node it runs on now.
+    pub to: NodeId,
+    /// Its new directory epoch.
+    pub epoch: u64,
+}
+
+/// The state machine as saved on disk (and held in memory).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SmData {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, MemberInfo>,
+    state: ClusterState,
+}
+
+/// A snapshot as saved on disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, MemberInfo>,
+    data: Vec<u8>,
+}
+
+/// The node's state machine.
+#[derive(Debug)]
+pub(crate) struct StateMachine {
+    store: Arc<Store>,
+    data: SmData,
+    /// The state as last published (shared with readers; cloned on write).
+    current: Arc<ClusterState>,
+    published: Arc<Published>,
+    snapshots_built: u64,
+}
+
+fn read_sm(e: StoreError) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+fn write_sm(e: StoreError) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+impl StateMachine {
+    /// Load the saved state machine (or start empty) and publish it.
+    pub(crate) fn open(store: Arc<Store>, published: Arc<Published>) -> Result<Self, StoreError> {
+        let data: SmData = store.get(KEY_STATE_MACHINE)?.unwrap_or_default();
+        let current = Arc::new(data.state.clone());
+        published.publish(&current, data.last_applied);
+        Ok(StateMachine {
+            store,
+            data,
+            current,
+            published,
+            snapshots_built: 0,
+        })
+    }
+
+    fn save_and_publish(&mut self) -> Result<(), StoreError> {
+        self.store.put(KEY_STATE_MACHINE, &self.data, false)?;
+        self.current = Arc::new(self.data.state.clone());
+        self.published
+            .publish(&self.current, self.data.last_applied);
+        Ok(())
+    }
+}
+
+/// Builds a snapshot of the state machine as it was when the builder was
+/// made.
+#[derive(Debug)]
+pub(crate) struct SnapshotBuilder {
+    store: Arc<Store>,
+    data: SmData,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let bytes = serde_json::to_vec(&self.data.state)
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let snapshot_id = match self.data.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
+            None => format!("empty-{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.data.last_applied,
+            last_membership: self.data.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        };
+        self.store
+            .put(KEY_SNAPSHOT, &stored, true)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, MemberInfo>), StorageError<NodeId>>
+    {
+        Ok((self.data.last_applied, self.data.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        let mut moves = Vec::new();
+        for entry in entries {
+            self.data.last_applied = Some(entry.log_id);
+            let result = match entry.payload {
+                EntryPayload::Blank => CommandResult::Ok,
+                EntryPayload::Normal(cmd) => {
+                    let result = self.data.state.apply(&cmd);
+                    if let (Command::MovePid { pid, from, to, .. }, CommandResult::Ok) =
+                        (&cmd, &result)
+                    {
+                        let epoch = self.data.state.directory.get(pid).map_or(0, |e| e.epoch);
+                        moves.push(MoveApplied {
+                            pid: *pid,
+                            from: *from,
+                            to: *to,
+                            epoch,
+                        });
+                    }
+                    result
+                }
+                EntryPayload::Membership(m) => {
+                    self.data.membership = StoredMembership::new(Some(entry.log_id), m);
+                    CommandResult::Ok
+                }
+            };
+            results.push(result);
+        }
+        self.save_and_publish().map_err(write_sm)?;
+        for m in moves {
+            // No subscriber is fine: nobody needs to fence.
+            let _ = self.published.moves_tx.send(m);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshots_built = self.snapshots_built.wrapping_add(1);
+        SnapshotBuilder {
+            store: self.store.clone(),
+            data: self.data.clone(),
+            seq: self.snapshots_built,
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, MemberInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = snapshot.into_inner();
+        let state: ClusterState = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.data = SmData {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            state,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        let sm = serde_json::to_vec(&self.data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let snap = serde_json::to_vec(&stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.store
+            .put_many(&[(KEY_STATE_MACHINE, sm), (KEY_SNAPSHOT, snap)])
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.current = Arc::new(self.data.state.clone());
+        self.published
+            .publish(&self.current, self.data.last_applied);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let stored: Option<StoredSnapshot> = self.store.get(KEY_SNAPSHOT).map_err(read_sm)?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

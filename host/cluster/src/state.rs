@@ -1,0 +1,1472 @@
+//! The replicated cluster state and the one deterministic function that
+//! changes it: [`ClusterState::apply`].
+//!
+//! Every node applies the same [`Command`]s in the same order and so holds
+//! the same [`ClusterState`]. `apply` therefore reads no clock and no
+//! randomness (times travel inside commands) and never panics: a command
+//! that would break an invariant leaves the state untouched and returns
+//! [`CommandResult::Refused`] with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
+
+/// A node's cluster-wide id. Also its Raft id. Ids start at 1 and are never
+/// reused, even after the node is removed.
+pub type NodeId = u64;
+
+/// The first pid of the first block: pids below it are never issued.
+pub const PID_BLOCK_SIZE: u64 = 1 << 16;
+
+/// Most pids one `Register`/`Unregister` command may carry (bounds the size
+/// of a single log entry).
+pub const PIDS_PER_COMMAND_MAX: usize = 4096;
+
+/// Longest name (node, module or process name) the state accepts.
+pub const NAME_BYTES_MAX: usize = 255;
+
+/// How to reach a Raft member: what the membership config stores per node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The node's name (also the id in its certificate, `shoal://node/<name>`).
+    pub name: String,
+    /// Where its node-to-node endpoint listens (`host:port`).
+    pub addr: String,
+}
+
+/// Resource figures a node reports with each heartbeat, for placement.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Memory still available for processes, bytes.
+    pub memory_bytes_free: u64,
+    /// Memory the node may give processes in total, bytes.
+    pub memory_bytes_total: u64,
+    /// CPU load in thousandths of one core (1500 = one and a half cores busy).
+    pub cpu_load_milli: u32,
+    /// Number of processes running on the node.
+    pub process_count: u32,
+}
+
+/// Where a node stands in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    /// Member that takes new processes.
+    Active,
+    /// Member that keeps its processes but takes no new ones (and no
+    /// migrations in).
+    Cordoned,
+    /// Removed for good: its certificates are revoked; its id is never reused.
+    Removed,
+}
+
+/// Everything the cluster knows about one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node id (key of [`ClusterState::nodes`]).
+    pub id: NodeId,
+    /// The node's name, unique among non-removed nodes.
+    pub name: String,
+    /// Its node-to-node address.
+    pub addr: String,
+    /// Operator labels for placement (`zone=a`, ...).
+    pub labels: BTreeMap<String, String>,
+    /// Active, cordoned or removed.
+    pub status: NodeStatus,
+    /// When it was added, Unix ms (from the command).
+    pub joined_at_ms: u64,
+    /// Its latest heartbeat, Unix ms (from the command).
+    pub last_heartbeat_ms: u64,
+    /// Load reported with the latest heartbeat.
+    pub load: NodeLoad,
+}
+
+/// Where one live process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The node running it.
+    pub node: NodeId,
+    /// Bumped on every move, so a stale mover's compare-and-set fails.
+    pub epoch: u64,
+}
+
+/// A content-addressed module and the nodes that hold its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// Size of the module, bytes.
+    pub size_bytes: u64,
+    /// Nodes with the module in their cache.
+    pub holders: BTreeSet<NodeId>,
+}
+
+/// The whole replicated cluster metadata. See the `cluster` module docs for
+/// the invariants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Every node ever added, removed ones included.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// The id the next `AddNode` hands out.
+    pub next_node_id: NodeId,
+    /// The node holding the CA key (signs joins); `None` before bootstrap or
+    /// after that node was removed.
+    pub ca_node: Option<NodeId>,
+    /// Live processes: pid → where it runs.
+    pub directory: BTreeMap<u64, DirEntry>,
+    /// Allocated pid blocks: first pid → owning node. Never freed.
+    pub pid_blocks: BTreeMap<u64, NodeId>,
+    /// First pid of the next block to allocate.
+    pub next_pid_block: u64,
+    /// Module names → sha256 hex of the module.
+    pub module_names: BTreeMap<String, String>,
+    /// Known modules by sha256 hex.
+    pub modules: BTreeMap<String, ModuleRecord>,
+    /// Registered process names → pid (always a pid in `directory`).
+    pub process_names: BTreeMap<String, u64>,
+    /// Revoked certificates and removed identities.
+    pub revocations: RevocationList,
+    /// Join tokens (hashes only).
+    pub tokens: TokenBook,
+    /// The highest pid each node has registered. A node issues and
+    /// registers its pids in increasing order, so a pid from one of its
+    /// blocks at or below this mark that is not in `directory` has exited:
+    /// a send to it fails at once instead of travelling to learn that.
+    #[serde(default)]
+    pub registered_max: BTreeMap<NodeId, u64>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            nodes: BTreeMap::new(),
+            next_node_id: 1,
+            ca_node: None,
+            directory: BTreeMap::new(),
+            pid_blocks: BTreeMap::new(),
+            next_pid_block: PID_BLOCK_SIZE,
+            module_names: BTreeMap::new(),
+            modules: BTreeMap::new(),
+            process_names: BTreeMap::new(),
+            revocations: RevocationList::new(),
+            tokens: TokenBook::new(),
+            registered_max: BTreeMap::new(),
+        }
+    }
+}
+
+/// What to revoke with [`Command::Revoke`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevokeTarget {
+    /// One certificate.
+    Serial {
+        /// Its serial.
+        serial: Serial,
+        /// Its expiry if known, so the entry can be pruned after it.
+        cert_not_after_ms: Option<u64>,
+    },
+    /// Every certificate of a holder issued up to now.
+    Identity {
+        /// The holder's role.
+        role: Role,
+        /// The holder's id (node or client name).
+        id: String,
+    },
+}
+
+/// A change to the cluster state: the payload of every Raft log entry.
+/// Each variant's effect and refusals are listed in the `cluster` module docs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create the cluster: the first node, which holds the CA key, gets id
+    /// `ca_node` (1 by convention: the bootstrapping Raft node's id).
+    Bootstrap {
+        /// Id of the first node, which holds the CA key.
+        ca_node: NodeId,
+        /// Its name.
+        name: String,
+        /// Its address.
+        addr: String,
+        /// Its labels.
+        labels: BTreeMap<String, String>,
+        /// Unix ms.
+        now_ms: u64,
+    },
+    /// Admit a node (→ `NodeId`); idempotent by name for non-removed nodes.
+    AddNode {
+        /// Node name (certificate id).
+        name: String,
+        /// Its address.
+        addr: String,
+        /// Its labels.
+        labels: BTreeMap<String, String>,
+        /// Unix ms.
+        now_ms: u64,
+    },
+    /// Remove a node for good.
+    RemoveNode {
+        /// The node.
+        id: NodeId,
+        /// Unix ms (revocation time).
+        now_ms: u64,
+    },
+    /// Cordon or uncordon a node.
+    SetCordon {
+        /// The node.
+        id: NodeId,
+        /// Cordoned or not.
+        cordoned: bool,
+    },
+    /// A node reports it is alive, with its load.
+    Heartbeat {
+        /// The node.
+        id: NodeId,
+        /// Its load.
+        load: NodeLoad,
+        /// Unix ms.
+        now_ms: u64,
+    },
+    /// Give `node` a fresh block of `PID_BLOCK_SIZE` pids (→ `PidBlock`).
+    AllocPidBlock {
+        /// The owner.
+        node: NodeId,
+    },
+    /// Record processes now running on `node`.
+    Register {
+        /// Where they run.
+        node: NodeId,
+        /// Their pids.
+        pids: Vec<u64>,
+    },
+    /// Forget processes that ended on `node`.
+    Unregister {
+        /// Where they ran.
+        node: NodeId,
+        /// Their pids.
+        pids: Vec<u64>,
+    },
+    /// Compare-and-set move of one process (migration).
+    MovePid {
+        /// The process.
+        pid: u64,
+        /// Where the caller believes it runs.
+        from: NodeId,
+        /// Where it runs after the move.
+        to: NodeId,
+        /// The epoch the caller saw.
+        epoch: u64,
+    },
+    /// Point a module name at a module hash.
+    SetModuleName {
+        /// The name.
+        name: String,
+        /// sha256 hex.
+        hash: String,
+    },
+    /// Delete a module name.
+    RemoveModuleName {
+        /// The name.
+        name: String,
+    },
+    /// `node` holds the module `hash` of `size_bytes` bytes.
+    ModuleHeld {
+        /// sha256 hex.
+        hash: String,
+        /// The holder.
+        node: NodeId,
+        /// Module size.
+        size_bytes: u64,
+    },
+    /// Register a process name.
+    SetProcessName {
+        /// The name.
+        name: String,
+        /// The process.
+        pid: u64,
+    },
+    /// Delete a process name.
+    RemoveProcessName {
+        /// The name.
+        name: String,
+    },
+    /// Add a join token record (made on the node that ran `token create`).
+    CreateToken {
+        /// The record (hash of the secret only).
+        record: TokenRecord,
+    },
+    /// Redeem a join token (→ `Role`).
+    RedeemToken {
+        /// The presented token, `id.secret`.
+        token: String,
+        /// Unix ms.
+        now_ms: u64,
+    },
+    /// Revoke a certificate or an identity.
+    Revoke {
+        /// What.
+        target: RevokeTarget,
+        /// Why (shown in refusals).
+        reason: String,
+        /// Unix ms.
+        now_ms: u64,
+    },
+}
+
+/// What applying a [`Command`] returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Done.
+    Ok,
+    /// `AddNode` / `Bootstrap`: the node's id.
+    NodeId(NodeId),
+    /// `AllocPidBlock`: the first pid of the new block.
+    PidBlock(u64),
+    /// `RedeemToken`: the role the token grants.
+    Role(Role),
+    /// The command was refused and changed nothing; the text says why.
+    Refused(String),
+}
+
+type Outcome = Result<CommandResult, String>;
+
+fn valid_name(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{kind} name is empty"));
+    }
+    if name.len() > NAME_BYTES_MAX {
+        return Err(format!(
+            "{kind} name is {} bytes long (at most {NAME_BYTES_MAX})",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+fn valid_hash(hash: &str) -> Result<(), String> {
+    let ok = hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "module hash {hash:?} is not 64 lowercase hex digits (sha256)"
+        ))
+    }
+}
+
+fn valid_pids(pids: &[u64]) -> Result<(), String> {
+    if pids.len() > PIDS_PER_COMMAND_MAX {
+        return Err(format!(
+            "{} pids in one command (at most {PIDS_PER_COMMAND_MAX})",
+            pids.len()
+        ));
+    }
+    Ok(())
+}
+
+impl ClusterState {
+    /// Apply one command. Deterministic; never panics; a refusal changes
+    /// nothing.
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        let outcome = match cmd {
+            Command::Bootstrap {
+                ca_node,
+                name,
+                addr,
+                labels,
+                now_ms,
+            } => self.bootstrap(*ca_node, name, addr, labels, *now_ms),
+            Command::AddNode {
+                name,
+                addr,
+                labels,
+                now_ms,
+            } => self.add_node(name, addr, labels, *now_ms),
+            Command::RemoveNode { id, now_ms } => self.remove_node(*id, *now_ms),
+            Command::SetCordon { id, cordoned } => self.set_cordon(*id, *cordoned),
+            Command::Heartbeat { id, load, now_ms } => self.heartbeat(*id, load, *now_ms),
+            Command::AllocPidBlock { node } => self.alloc_pid_block(*node),
+            Command::Register { node, pids } => self.register(*node, pids),
+            Command::Unregister { node, pids } => self.unregister(*node, pids),
+            Command::MovePid {
+                pid,
+                from,
+                to,
+                epoch,
+            } => self.move_pid(*pid, *from, *to, *epoch),
+            Command::SetModuleName { name, hash } => self.set_module_name(name, hash),
+            Command::RemoveModuleName { name } => match self.module_names.remove(name) {
+                Some(_) => Ok(CommandResult::Ok),
+                None => Err(format!("no module named {name:?}")),
+            },
+            Command::ModuleHeld {
+                hash,
+                node,
+                size_bytes,
+            } => self.module_held(hash, *node, *size_bytes),
+            Command::SetProcessName { name, pid } => self.set_process_name(name, *pid),
+            Command::RemoveProcessName { name } => match self.process_names.remove(name) {
+                Some(_) => Ok(CommandResult::Ok),
+                None => Err(format!("no process named {name:?}")),
+            },
+            Command::CreateToken { record } => self
+                .tokens
+                .insert(record.clone())
+                .map(|()| CommandResult::Ok)
+                .map_err(|e| e.to_string()),
+            Command::RedeemToken { token, now_ms } => self
+                .tokens
+                .redeem(token, *now_ms)
+                .map(CommandResult::Role)
+                .map_err(|e| e.to_string()),
+            Command::Revoke {
+                target,
+                reason,
+                now_ms,
+            } => {
+                match target {
+                    RevokeTarget::Serial {
+                        serial,
+                        cert_not_after_ms,
+                    } => {
+                        self.revocations.revoke_serial(
+                            serial.clone(),
+                            *now_ms,
+                            reason.clone(),
+                            *cert_not_after_ms,
+                        );
+                    }
+                    RevokeTarget::Identity { role, id } => {
+                        self.revocations
+                            .remove_identity(*role, id, *now_ms, reason.clone());
+                    }
+                }
+                Ok(CommandResult::Ok)
+            }
+        };
+        outcome.unwrap_or_else(CommandResult::Refused)
+    }
+
+    /// The node record if `id` names a node that is not removed.
+    pub fn member(&self, id: NodeId) -> Option<&NodeRecord> {
+        self.nodes
+            .get(&id)
+            .filter(|n| n.status != NodeStatus::Removed)
+    }
+
+    /// The non-removed node called `name`, if any.
+    pub fn member_by_name(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes
+            .values()
+            .find(|n| n.name == name && n.status != NodeStatus::Removed)
+    }
+
+    /// True when `pid` certainly does not exist any more (or never did):
+    /// it is not in the directory, and the node that issued it has already
+    /// registered it or a later pid (see [`ClusterState::registered_max`]).
+    pub fn is_gone(&self, pid: u64) -> bool {
+        if self.directory.contains_key(&pid) {
+            return false;
+        }
+        match self.block_owner(pid) {
+            None => true,
+            Some(owner) => self.registered_max.get(&owner).is_some_and(|m| pid <= *m),
+        }
+    }
+
+    /// The node owning the pid block that contains `pid`, if allocated.
+    pub fn block_owner(&self, pid: u64) -> Option<NodeId> {
+        let (first, owner) = self.pid_blocks.range(..=pid).next_back()?;
+        (pid - first < PID_BLOCK_SIZE).then_some(*owner)
+    }
+
+    fn live_member(&self, id: NodeId) -> Result<&NodeRecord, String> {
+        match self.nodes.get(&id) {
+            None => Err(format!("no node with id {id}")),
+            Some(n) if n.status == NodeStatus::Removed => {
+                Err(format!("node {id} ({}) was removed", n.name))
+            }
+            Some(n) => Ok(n),
+        }
+    }
+
+    fn bootstrap(
+        &mut self,
+        ca_node: NodeId,
+        name: &str,
+        addr: &str,
+        labels: &BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Outcome {
+        if !self.nodes.is_empty() {
+            return Err("the cluster is already bootstrapped".to_string());
+        }
+        if ca_node == 0 {
+            return Err("node id 0 is not a valid node id".to_string());
+        }
+        valid_name("node", name)?;
+        let next = ca_node
+            .checked_add(1)
+            .ok_or_else(|| format!("node id {ca_node} leaves no room for more nodes"))?;
+        self.nodes.insert(
+            ca_node,
+            NodeRecord {
+                id: ca_node,
+                name: name.to_string(),
+                addr: addr.to_string(),
+                labels: labels.clone(),
+                status: NodeStatus::Active,
+                joined_at_ms: now_ms,
+                last_heartbeat_ms: now_ms,
+                load: NodeLoad::default(),
+            },
+        );
+        self.next_node_id = next;
+        self.ca_node = Some(ca_node);
+        Ok(CommandResult::NodeId(ca_node))
+    }
+
+    fn add_node(
+        &mut self,
+        name: &str,
+        addr: &str,
+        labels: &BTreeMap<String, String>,
+        now_ms: u64,
+    ) -> Outcome {
+        if self.nodes.is_empty() {
+            return Err("the cluster is not bootstrapped yet".to_string());
+        }
+        valid_name("node", name)?;
+        let existing = self.member_by_name(name).map(|n| n.id);
+        if let Some(id) = existing {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.addr = addr.to_string();
+            }
+            return Ok(CommandResult::NodeId(id));
+        }
+        let id = self.next_node_id;
+        let next = id
+            .checked_add(1)
+            .ok_or_else(|| "node ids exhausted".to_string())?;
+        self.nodes.insert(
+            id,
+            NodeRecord {
+                id,
+                name: name.to_string(),
+                addr: addr.to_string(),
+                labels: labels.clone(),
+                status: NodeStatus::Active,
+                joined_at_ms: now_ms,
+                last_heartbeat_ms: now_ms,
+                load: NodeLoad::default(),
+            },
+        );
+        self.next_node_id = next;
+        Ok(CommandResult::NodeId(id))
+    }
+
+    fn remove_node(&mut self, id: NodeId, now_ms: u64) -> Outcome {
+        let name = self.live_member(id)?.name.clone();
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.status = NodeStatus::Removed;
+        }
+        self.revocations
+            .remove_identity(Role::Node, &name, now_ms, format!("node {id} removed"));
+        let gone: BTreeSet<u64> = self
+            .directory
+            .iter()
+            .filter(|(_, e)| e.node == id)
+            .map(|(pid, _)| *pid)
+            .collect();
+        self.forget_pids(&gone);
+        for module in self.modules.values_mut() {
+            module.holders.remove(&id);
+        }
+        if self.ca_node == Some(id) {
+            self.ca_node = None;
+        }
+        Ok(CommandResult::Ok)
+    }
+
+    fn set_cordon(&mut self, id: NodeId, cordoned: bool) -> Outcome {
+        self.live_member(id)?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.status = if cordoned {
+                NodeStatus::Cordoned
+            } else {
+                NodeStatus::Active
+            };
+        }
+        Ok(CommandResult::Ok)
+    }
+
+    fn heartbeat(&mut self, id: NodeId, load: &NodeLoad, now_ms: u64) -> Outcome {
+        self.live_member(id)?;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.last_heartbeat_ms = node.last_heartbeat_ms.max(now_ms);
+            node.load = load.clone();
+        }
+        Ok(CommandResult::Ok)
+    }
+
+    fn alloc_pid_block(&mut self, node: NodeId) -> Outcome {
+        self.live_member(node)?;
+        let first = self.next_pid_block;
+        let next = first
+            .checked_add(PID_BLOCK_SIZE)
+            .ok_or_else(|| "pid space exhausted".to_string())?;
+        self.pid_blocks.insert(first, node);
+        self.next_pid_block = next;
+        Ok(CommandResult::PidBlock(first))
+    }
+
+    fn register(&mut self, node: NodeId, pids: &[u64]) -> Outcome {
+        valid_pids(pids)?;
+        self.live_member(node)?;
+        for &pid in pids {
+            match self.directory.get(&pid) {
+                Some(e) if e.node != node => {
+                    return Err(format!(
+                        "pid {pid} is already registered on node {}",
+                        e.node
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    if self.block_owner(pid) != Some(node) {
+                        return Err(format!(
+                            "pid {pid} is not in a pid block owned by node {node}"
+                        ));
+                    }
+                }
+            }
+        }
+        for &pid in pids {
+            self.directory
+                .entry(pid)
+                .or_insert(DirEntry { node, epoch: 0 });
+            if self.block_owner(pid) == Some(node) {
+                let max = self.registered_max.entry(node).or_insert(0);
+                *max = (*max).max(pid);
+            }
+        }
+        Ok(CommandResult::Ok)
+    }
+
+    fn unregister(&mut self, node: NodeId, pids: &[u64]) -> Outcome {
+        valid_pids(pids)?;
+        let gone: BTreeSet<u64> = pids
+            .iter()
+            .copied()
+            .filter(|pid| self.directory.get(pid).is_some_and(|e| e.node == node))
+            .collect();
+        self.forget_pids(&gone);
+        Ok(CommandResult::Ok)
+    }
+
+    /// Drop directory entries and the process names pointing at them.
+    fn forget_pids(&mut self, gone: &BTreeSet<u64>) {
+        if gone.is_empty() {
+            return;
+        }
+        for pid in gone {
+            self.directory.remove(pid);
+        }
+        self.process_names.retain(|_, pid| !gone.contains(pid));
+    }
+
+    fn move_pid(&mut self, pid: u64, from: NodeId, to: NodeId, epoch: u64) -> Outcome {
+        let current = *self
+            .directory
+            .get(&pid)
+            .ok_or_else(|| format!("pid {pid} is not registered"))?;
+        if current.node != from || current.epoch != epoch {
+            return Err(format!(
+                "pid {pid} moved meanwhile: it is on node {} at epoch {}, not node {from} at epoch {epoch}",
+                current.node, current.epoch
+            ));
+        }
+        let target = self.live_member(to)?;
+        // A move to the same node only bumps the epoch (a called-off
+        // migration fencing its stale attempt); a cordon does not forbid it.
+        if to != from && target.status != NodeStatus::Active {
+            return Err(format!("node {to} is cordoned and takes no processes"));
+        }
+        let next = epoch
+            .checked_add(1)
+            .ok_or_else(|| format!("pid {pid} epoch overflow"))?;
+        self.directory.insert(
+            pid,
+            DirEntry {
+                node: to,
+                epoch: next,
+            },
+        );
+        Ok(CommandResult::Ok)
+    }
+
+    fn set_module_name(&mut self, name: &str, hash: &str) -> Outcome {
+        valid_name("module", name)?;
+        valid_hash(hash)?;
+        self.module_names.insert(name.to_string(), hash.to_string());
+        Ok(CommandResult::Ok)
+    }
+
+    fn module_held(&mut self, hash: &str, node: NodeId, size_bytes: u64) -> Outcome {
+        valid_hash(hash)?;
+        self.live_member(node)?;
+        if let Some(m) = self.modules.get(hash) {
+            if m.size_bytes != size_bytes {
+                return Err(format!(
+                    "module {hash} is {} bytes, not {size_bytes}",
+                    m.size_bytes
+                ));
+            }
+        }
+        let m = self
+            .modules
+            .entry(hash.to_string())
+            .or_insert_with(|| ModuleRecord {
+                size_bytes,
+                holders: BTreeSet::new(),
+            });
+        m.holders.insert(node);
+        Ok(CommandResult::Ok)
+    }
+
+    fn set_process_name(&mut self, name: &str, pid: u64) -> Outcome {
+        valid_name("process", name)?;
+        if !self.directory.contains_key(&pid) {
+            return Err(format!("pid {pid} is not a live process"));
+        }
+        if let Some(&other) = self.process_names.get(name) {
+            if other != pid {
+                return Err(format!("name {name:?} already names pid {other}"));
+            }
+        }
+        self.process_names.insert(name.to_string(), pid);
+        Ok(CommandResult::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_pki::{CertInfo, JoinToken};
+    use std::time::Duration;
+
+    const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const HASH_B: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn refused(r: CommandResult) -> String {
+        match r {
+            CommandResult::Refused(why) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn node_id(r: CommandResult) -> NodeId {
+        match r {
+            CommandResult::NodeId(id) => id,
+            other => panic!("expected a node id, got {other:?}"),
+        }
+    }
+
+    fn block(r: CommandResult) -> u64 {
+        match r {
+            CommandResult::PidBlock(first) => first,
+            other => panic!("expected a pid block, got {other:?}"),
+        }
+    }
+
+    fn add(s: &mut ClusterState, name: &str) -> NodeId {
+        node_id(s.apply(&Command::AddNode {
+            name: name.to_string(),
+            addr: format!("{name}:7000"),
+            labels: BTreeMap::new(),
+            now_ms: 2000,
+        }))
+    }
+
+    /// A bootstrapped cluster with node 1 ("n1") and node 2 ("n2").
+    fn two_nodes() -> ClusterState {
+        let mut s = ClusterState::default();
+        let id = node_id(s.apply(&Command::Bootstrap {
+            ca_node: 1,
+            name: "n1".to_string(),
+            addr: "n1:7000".to_string(),
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            now_ms: 1000,
+        }));
+        assert_eq!(id, 1);
+        assert_eq!(add(&mut s, "n2"), 2);
+        s
+    }
+
+    /// Bootstrapped, with a block for node 1 and pids registered there.
+    fn with_pids(pids: &[u64]) -> (ClusterState, u64) {
+        let mut s = two_nodes();
+        let first = block(s.apply(&Command::AllocPidBlock { node: 1 }));
+        let pids: Vec<u64> = pids.iter().map(|p| first + p).collect();
+        assert_eq!(
+            s.apply(&Command::Register { node: 1, pids }),
+            CommandResult::Ok
+        );
+        (s, first)
+    }
+
+    #[test]
+    fn bootstrap_creates_first_node_once() {
+        let s = two_nodes();
+        let n1 = &s.nodes[&1];
+        assert_eq!(n1.name, "n1");
+        assert_eq!(n1.status, NodeStatus::Active);
+        assert_eq!(n1.joined_at_ms, 1000);
+        assert_eq!(n1.labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(s.ca_node, Some(1));
+        assert_eq!(s.next_node_id, 3);
+        let mut again = s.clone();
+        let why = refused(again.apply(&Command::Bootstrap {
+            ca_node: 1,
+            name: "x".to_string(),
+            addr: String::new(),
+            labels: BTreeMap::new(),
+            now_ms: 0,
+        }));
+        assert!(why.contains("already bootstrapped"), "{why}");
+        assert_eq!(again, s, "a refusal changes nothing");
+    }
+
+    #[test]
+    fn bootstrap_refuses_id_zero_and_empty_name() {
+        let mut s = ClusterState::default();
+        let bad = |ca_node, name: &str| Command::Bootstrap {
+            ca_node,
+            name: name.to_string(),
+            addr: String::new(),
+            labels: BTreeMap::new(),
+            now_ms: 0,
+        };
+        refused(s.apply(&bad(0, "n")));
+        refused(s.apply(&bad(1, "")));
+        refused(s.apply(&bad(1, &"x".repeat(NAME_BYTES_MAX + 1))));
+        assert_eq!(s, ClusterState::default());
+    }
+
+    #[test]
+    fn add_node_before_bootstrap_is_refused() {
+        let mut s = ClusterState::default();
+        let why = refused(s.apply(&Command::AddNode {
+            name: "n2".to_string(),
+            addr: String::new(),
+            labels: BTreeMap::new(),
+            now_ms: 0,
+        }));
+        assert!(why.contains("not bootstrapped"), "{why}");
+    }
+
+    #[test]
+    fn add_node_is_idempotent_by_name_and_updates_addr() {
+        let mut s = two_nodes();
+        let again = node_id(s.apply(&Command::AddNode {
+            name: "n2".to_string(),
+            addr: "elsewhere:7001".to_string(),
+            labels: BTreeMap::new(),
+            now_ms: 9999,
+        }));
+        assert_eq!(again, 2);
+        assert_eq!(s.nodes[&2].addr, "elsewhere:7001");
+        assert_eq!(s.nodes[&2].joined_at_ms, 2000, "join time kept");
+        assert_eq!(s.next_node_id, 3, "no id consumed");
+        assert_eq!(s.nodes.len(), 2);
+    }
+
+    #[test]
+    fn removed_name_rejoins_under_a_new_id() {
+        let mut s = two_nodes();
+        assert_eq!(
+            s.apply(&Command::RemoveNode {
+                id: 2,
+                now_ms: 5000
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(add(&mut s, "n2"), 3);
+        assert_eq!(s.nodes[&2].status, NodeStatus::Removed);
+        assert_eq!(s.nodes[&3].status, NodeStatus::Active);
+        assert_eq!(s.member_by_name("n2").map(|n| n.id), Some(3));
+    }
+
+    #[test]
+    fn remove_node_revokes_and_drops_its_entries() {
+        let mut s = two_nodes();
+        let b1 = block(s.apply(&Command::AllocPidBlock { node: 1 }));
+        let b2 = block(s.apply(&Command::AllocPidBlock { node: 2 }));
+        assert_eq!(
+            s.apply(&Command::Register {
+                node: 1,
+                pids: vec![b1, b1 + 1]
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::Register {
+                node: 2,
+                pids: vec![b2, b2 + 1]
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::SetProcessName {
+                name: "on2".to_string(),
+                pid: b2
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::SetProcessName {
+                name: "on1".to_string(),
+                pid: b1
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::ModuleHeld {
+                hash: HASH_A.to_string(),
+                node: 2,
+                size_bytes: 10
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::RemoveNode {
+                id: 2,
+                now_ms: 5000
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.nodes[&2].status, NodeStatus::Removed);
+        // Its processes and their names are gone; node 1's stay.
+        assert!(!s.directory.contains_key(&b2));
+        assert!(!s.directory.contains_key(&(b2 + 1)));
+        assert!(s.directory.contains_key(&b1));
+        assert!(!s.process_names.contains_key("on2"));
+        assert_eq!(s.process_names.get("on1"), Some(&b1));
+        assert!(s.modules[HASH_A].holders.is_empty());
+        // Its pid block stays allocated: those pids are never issued again.
+        assert_eq!(s.pid_blocks.get(&b2), Some(&2));
+        assert!(s.next_pid_block > b2);
+        // Its certificates (issued up to removal) are revoked.
+        let cert = |not_before_unix_ms| CertInfo {
+            role: Role::Node,
+            id: "n2".to_string(),
+            serial: Serial::from_bytes(&[1]),
+            not_before_unix_ms,
+            not_after_unix_ms: u64::MAX,
+        };
+        assert!(s.revocations.check(&cert(4000)).is_some());
+        assert!(s.revocations.check(&cert(6000)).is_none());
+        // It can no longer act.
+        refused(s.apply(&Command::Heartbeat {
+            id: 2,
+            load: NodeLoad::default(),
+            now_ms: 6000,
+        }));
+        refused(s.apply(&Command::AllocPidBlock { node: 2 }));
+        refused(s.apply(&Command::RemoveNode {
+            id: 2,
+            now_ms: 6000,
+        }));
+        refused(s.apply(&Command::RemoveNode {
+            id: 77,
+            now_ms: 6000,
+        }));
+    }
+
+    #[test]
+    fn removing_the_ca_node_clears_ca_node() {
+        let mut s = two_nodes();
+        assert_eq!(
+            s.apply(&Command::RemoveNode { id: 1, now_ms: 1 }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.ca_node, None);
+    }
+
+    #[test]
+    fn cordon_and_heartbeat() {
+        let mut s = two_nodes();
+        assert_eq!(
+            s.apply(&Command::SetCordon {
+                id: 2,
+                cordoned: true
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.nodes[&2].status, NodeStatus::Cordoned);
+        assert_eq!(
+            s.apply(&Command::SetCordon {
+                id: 2,
+                cordoned: false
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.nodes[&2].status, NodeStatus::Active);
+        refused(s.apply(&Command::SetCordon {
+            id: 9,
+            cordoned: true,
+        }));
+
+        let load = NodeLoad {
+            memory_bytes_free: 1,
+            memory_bytes_total: 2,
+            cpu_load_milli: 3,
+            process_count: 4,
+        };
+        assert_eq!(
+            s.apply(&Command::Heartbeat {
+                id: 2,
+                load: load.clone(),
+                now_ms: 7000
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.nodes[&2].load, load);
+        assert_eq!(s.nodes[&2].last_heartbeat_ms, 7000);
+        // A late (reordered) heartbeat never moves the time backwards.
+        s.apply(&Command::Heartbeat {
+            id: 2,
+            load: NodeLoad::default(),
+            now_ms: 6000,
+        });
+        assert_eq!(s.nodes[&2].last_heartbeat_ms, 7000);
+        refused(s.apply(&Command::Heartbeat {
+            id: 9,
+            load: NodeLoad::default(),
+            now_ms: 1,
+        }));
+    }
+
+    #[test]
+    fn pid_blocks_are_disjoint_and_never_below_the_first_block() {
+        let mut s = two_nodes();
+        let a = block(s.apply(&Command::AllocPidBlock { node: 1 }));
+        let b = block(s.apply(&Command::AllocPidBlock { node: 2 }));
+        let c = block(s.apply(&Command::AllocPidBlock { node: 1 }));
+        assert_eq!(a, PID_BLOCK_SIZE);
+        assert_eq!(b, 2 * PID_BLOCK_SIZE);
+        assert_eq!(c, 3 * PID_BLOCK_SIZE);
+        assert_eq!(s.block_owner(a), Some(1));
+        assert_eq!(s.block_owner(a + PID_BLOCK_SIZE - 1), Some(1));
+        assert_eq!(s.block_owner(b), Some(2));
+        assert_eq!(s.block_owner(5), None);
+        assert_eq!(s.block_owner(4 * PID_BLOCK_SIZE), None);
+        refused(s.apply(&Command::AllocPidBlock { node: 42 }));
+        let mut full = s.clone();
+        full.next_pid_block = u64::MAX - 5;
+        let why = refused(full.apply(&Command::AllocPidBlock { node: 1 }));
+        assert!(why.contains("exhausted"), "{why}");
+    }
+
+    #[test]
+    fn a_pid_below_its_issuers_mark_and_not_in_the_directory_is_gone() {
+        let mut s = two_nodes();
+        let b1 = block(s.apply(&Command::AllocPidBlock { node: 1 }));
+        assert!(
+            !s.is_gone(b1),
+            "issued but not registered yet: maybe starting"
+        );
+        assert_eq!(
+            s.apply(&Command::Register {
+                node: 1,
+                pids: vec![b1, b1 + 1]
+            }),
+            CommandResult::Ok
+        );
+        assert!(!s.is_gone(b1) && !s.is_gone(b1 + 1));
+        assert!(!s.is_gone(b1 + 2), "above the mark: not known yet");
+        assert_eq!(
+            s.apply(&Command::Unregister {
+                node: 1,
+                pids: vec![b1]
+            }),
+            CommandResult::Ok
+        );
+        assert!(s.is_gone(b1));
+        assert!(s.is_gone(3), "never issued");
+    }
+
+    #[test]
+    fn register_requires_owned_block_and_is_all_or_nothing() {
+        let mut s = two_nodes();
+        let b1 = block(s.apply(&Command::AllocPidBlock { node: 1 }));
+        let b2 = block(s.apply(&Command::AllocPidBlock { node: 2 }));
+        let before = s.clone();
+        // b2 belongs to node 2: the whole command is refused.
+        let why = refused(s.apply(&Command::Register {
+            node: 1,
+            pids: vec![b1, b2],
+        }));
+        assert!(why.contains("not in a pid block owned by node 1"), "{why}");
+        assert_eq!(s, before);
+        refused(s.apply(&Command::Register {
+            node: 1,
+            pids: vec![3],
+        }));
+        refused(s.apply(&Command::Register {
+            node: 9,
+            pids: vec![b1],
+        }));
+        let too_many: Vec<u64> = (0..=PIDS_PER_COMMAND_MAX as u64).map(|i| b1 + i).collect();
+        refused(s.apply(&Command::Register {
+            node: 1,
+            pids: too_many,
+        }));
+        assert_eq!(
+            s.apply(&Command::Register {
+                node: 1,
+                pids: vec![b1, b1 + 1]
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.directory[&b1], DirEntry { node: 1, epoch: 0 });
+        // Registering again on the same node is a no-op (keeps epochs).
+        assert_eq!(
+            s.apply(&Command::Register {
+                node: 1,
+                pids: vec![b1]
+            }),
+            CommandResult::Ok
+        );
+    }
+
+    #[test]
+    fn unregister_only_removes_entries_still_owned_by_that_node() {
+        let (mut s, first) = with_pids(&[0, 1, 2]);
+        // pid first+1 migrates to node 2.
+        assert_eq!(
+            s.apply(&Command::MovePid {
+                pid: first + 1,
+                from: 1,
+                to: 2,
+                epoch: 0
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::SetProcessName {
+                name: "moved".to_string(),
+                pid: first + 1
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::SetProcessName {
+                name: "stays".to_string(),
+                pid: first
+            }),
+            CommandResult::Ok
+        );
+        // Node 1 (late) unregisters all three: the moved one survives.
+        assert_eq!(
+            s.apply(&Command::Unregister {
+                node: 1,
+                pids: vec![first, first + 1, first + 2, 12345]
+            }),
+            CommandResult::Ok
+        );
+        assert!(!s.directory.contains_key(&first));
+        assert!(!s.directory.contains_key(&(first + 2)));
+        assert_eq!(s.directory[&(first + 1)], DirEntry { node: 2, epoch: 1 });
+        assert_eq!(s.process_names.get("moved"), Some(&(first + 1)));
+        assert!(!s.process_names.contains_key("stays"));
+        // A migrated pid cannot be re-registered by its block owner.
+        let why = refused(s.apply(&Command::Register {
+            node: 1,
+            pids: vec![first + 1],
+        }));
+        assert!(why.contains("already registered on node 2"), "{why}");
+    }
+
+    #[test]
+    fn move_pid_is_compare_and_set() {
+        let (mut s, first) = with_pids(&[0]);
+        let pid = first;
+        // Wrong epoch, wrong source, unknown pid: refused, nothing changes.
+        let why = refused(s.apply(&Command::MovePid {
+            pid,
+            from: 1,
+            to: 2,
+            epoch: 7,
+        }));
+        assert!(why.contains("node 1 at epoch 0"), "{why}");
+        refused(s.apply(&Command::MovePid {
+            pid,
+            from: 2,
+            to: 1,
+            epoch: 0,
+        }));
+        refused(s.apply(&Command::MovePid {
+            pid: 999,
+            from: 1,
+            to: 2,
+            epoch: 0,
+        }));
+        assert_eq!(s.directory[&pid], DirEntry { node: 1, epoch: 0 });
+        // The right expectation wins once; a second mover with the same view loses.
+        assert_eq!(
+            s.apply(&Command::MovePid {
+                pid,
+                from: 1,
+                to: 2,
+                epoch: 0
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.directory[&pid], DirEntry { node: 2, epoch: 1 });
+        refused(s.apply(&Command::MovePid {
+            pid,
+            from: 1,
+            to: 2,
+            epoch: 0,
+        }));
+        // Back again with the new epoch.
+        assert_eq!(
+            s.apply(&Command::MovePid {
+                pid,
+                from: 2,
+                to: 1,
+                epoch: 1
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.directory[&pid], DirEntry { node: 1, epoch: 2 });
+        // Not onto a cordoned or unknown node.
+        s.apply(&Command::SetCordon {
+            id: 2,
+            cordoned: true,
+        });
+        let why = refused(s.apply(&Command::MovePid {
+            pid,
+            from: 1,
+            to: 2,
+            epoch: 2,
+        }));
+        assert!(why.contains("cordoned"), "{why}");
+        refused(s.apply(&Command::MovePid {
+            pid,
+            from: 1,
+            to: 50,
+            epoch: 2,
+        }));
+        assert_eq!(s.directory[&pid], DirEntry { node: 1, epoch: 2 });
+    }
+
+    #[test]
+    fn module_names_and_holders() {
+        let mut s = two_nodes();
+        assert_eq!(
+            s.apply(&Command::SetModuleName {
+                name: "web".to_string(),
+                hash: HASH_A.to_string()
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::SetModuleName {
+                name: "web".to_string(),
+                hash: HASH_B.to_string()
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.module_names["web"], HASH_B);
+        refused(s.apply(&Command::SetModuleName {
+            name: "x".to_string(),
+            hash: "abc".to_string(),
+        }));
+        refused(s.apply(&Command::SetModuleName {
+            name: "x".to_string(),
+            hash: HASH_A.to_uppercase(),
+        }));
+        refused(s.apply(&Command::SetModuleName {
+            name: String::new(),
+            hash: HASH_A.to_string(),
+        }));
+        assert_eq!(
+            s.apply(&Command::RemoveModuleName {
+                name: "web".to_string()
+            }),
+            CommandResult::Ok
+        );
+        refused(s.apply(&Command::RemoveModuleName {
+            name: "web".to_string(),
+        }));
+
+        assert_eq!(
+            s.apply(&Command::ModuleHeld {
+                hash: HASH_A.to_string(),
+                node: 1,
+                size_bytes: 100
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::ModuleHeld {
+                hash: HASH_A.to_string(),
+                node: 2,
+                size_bytes: 100
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.modules[HASH_A].holders, BTreeSet::from([1, 2]));
+        let why = refused(s.apply(&Command::ModuleHeld {
+            hash: HASH_A.to_string(),
+            node: 1,
+            size_bytes: 101,
+        }));
+        assert!(why.contains("100 bytes"), "{why}");
+        refused(s.apply(&Command::ModuleHeld {
+            hash: HASH_B.to_string(),
+            node: 9,
+            size_bytes: 1,
+        }));
+        assert!(!s.modules.contains_key(HASH_B));
+    }
+
+    #[test]
+    fn process_names_point_at_live_pids() {
+        let (mut s, first) = with_pids(&[0, 1]);
+        refused(s.apply(&Command::SetProcessName {
+            name: "a".to_string(),
+            pid: 5,
+        }));
+        assert_eq!(
+            s.apply(&Command::SetProcessName {
+                name: "a".to_string(),
+                pid: first
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            s.apply(&Command::SetProcessName {
+                name: "a".to_string(),
+                pid: first
+            }),
+            CommandResult::Ok
+        );
+        let why = refused(s.apply(&Command::SetProcessName {
+            name: "a".to_string(),
+            pid: first + 1,
+        }));
+        assert!(why.contains("already names pid"), "{why}");
+        assert_eq!(
+            s.apply(&Command::RemoveProcessName {
+                name: "a".to_string()
+            }),
+            CommandResult::Ok
+        );
+        refused(s.apply(&Command::RemoveProcessName {
+            name: "a".to_string(),
+        }));
+    }
+
+    #[test]
+    fn tokens_redeem_once() {
+        let mut s = two_nodes();
+        let token = JoinToken::generate().expect("os rng");
+        let record = TokenRecord::new(&token, Role::Node, 1000, Duration::from_secs(60));
+        assert_eq!(
+            s.apply(&Command::CreateToken {
+                record: record.clone()
+            }),
+            CommandResult::Ok
+        );
+        let why = refused(s.apply(&Command::CreateToken { record }));
+        assert!(why.contains("already exists"), "{why}");
+        let redeem = |now_ms| Command::RedeemToken {
+            token: token.to_string(),
+            now_ms,
+        };
+        assert_eq!(s.apply(&redeem(2000)), CommandResult::Role(Role::Node));
+        let why = refused(s.apply(&redeem(3000)));
+        assert!(why.contains("already used"), "{why}");
+        let why = refused(s.apply(&Command::RedeemToken {
+            token: "nope".to_string(),
+            now_ms: 1,
+        }));
+        assert!(why.contains("malformed"), "{why}");
+
+        let late = JoinToken::generate().expect("os rng");
+        let record = TokenRecord::new(&late, Role::Admin, 1000, Duration::from_secs(1));
+        s.apply(&Command::CreateToken { record });
+        let why = refused(s.apply(&Command::RedeemToken {
+            token: late.to_string(),
+            now_ms: 5000,
+        }));
+        assert!(why.contains("expired"), "{why}");
+    }
+
+    #[test]
+    fn revoke_serial_and_identity() {
+        let mut s = two_nodes();
+        let serial = Serial::from_bytes(&[0xab, 0xcd]);
+        let cmd = Command::Revoke {
+            target: RevokeTarget::Serial {
+                serial: serial.clone(),
+                cert_not_after_ms: Some(9000),
+            },
+            reason: "leaked".to_string(),
+            now_ms: 100,
+        };
+        assert_eq!(s.apply(&cmd), CommandResult::Ok);
+        assert_eq!(s.apply(&cmd), CommandResult::Ok, "repeat is fine");
+        assert_eq!(
+            s.revocations.get_serial(&serial).map(|r| r.reason.as_str()),
+            Some("leaked")
+        );
+        assert_eq!(
+            s.apply(&Command::Revoke {
+                target: RevokeTarget::Identity {
+                    role: Role::Client,
+                    id: "alice".to_string()
+                },
+                reason: "left".to_string(),
+                now_ms: 200,
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(s.revocations.len(), 2);
+    }
+
+    #[test]
+    fn apply_is_deterministic_and_state_round_trips_through_json() {
+        let (mut a, first) = with_pids(&[0, 1, 2]);
+        let mut b = a.clone();
+        let cmds = [
+            Command::MovePid {
+                pid: first,
+                from: 1,
+                to: 2,
+                epoch: 0,
+            },
+            Command::SetProcessName {
+                name: "p".to_string(),
+                pid: first + 2,
+            },
+            Command::Heartbeat {
+                id: 1,
+                load: NodeLoad::default(),
+                now_ms: 4,
+            },
+            Command::RemoveNode { id: 2, now_ms: 50 },
+        ];
+        let ra: Vec<_> = cmds.iter().map(|c| a.apply(c)).collect();
+        let rb: Vec<_> = cmds.iter().map(|c| b.apply(c)).collect();
+        assert_eq!(ra, rb);
+        assert_eq!(a, b);
+        let json = serde_json::to_vec(&a).expect("serialize");
+        let back: ClusterState = serde_json::from_slice(&json).expect("deserialize");
+        assert_eq!(back, a);
+    }
+}

@@ -1,0 +1,616 @@
+//! The control API of a cluster node: the single-node routes of
+//! [`crate::api`], made cluster-wide where that is what a user means, plus
+//! the cluster's own verbs.
+//!
+//! | method | path | role | answer |
+//! | --- | --- | --- | --- |
+//! | GET | `/v1/nodes` | any | list of [`NodeSummary`] |
+//! | DELETE | `/v1/nodes/{name}` | admin | the removed [`NodeSummary`] (its certificates are revoked) |
+//! | POST | `/v1/nodes/{name}/cordon`, `/uncordon` | admin | [`NodeSummary`] |
+//! | POST, GET, DELETE | `/v1/nodes/{name}/drain` | admin | start, read, cancel a drain: [`crate::migrate::drain::DrainStatus`] |
+//! | POST | `/v1/tokens` | admin | [`TokenCreated`] |
+//! | POST | `/v1/cluster/members` | node (itself) | `{}`: made a voter by joint consensus |
+//! | GET | `/v1/processes` | any | every node's processes, each with its node |
+//! | POST | `/v1/processes` | any | placed by the scheduler (`node`, `labels`) |
+//! | DELETE | `/v1/processes/{pid}` | any | forwarded to the pid's node |
+//! | GET | `/v1/processes/{pid}/logs` | any | streamed from the pid's node |
+//! | POST | `/v1/modules`, PUT `/v1/names/{n}` | any | stored here, recorded in the module index and name registry |
+//!
+//! Everything else is [`crate::api::routes`] on this node.
+
+use super::link::Link;
+use super::peer_api::{PeerSpawnRequest, PATH_PEER_KILL, PATH_PEER_PROCESSES};
+use super::{encode_json, from_net, Inner};
+use crate::api::routes::{self, ApiBody};
+use crate::api::types::{
+    ExitReport, ModuleAdded, NameRequest, ProcessSummary, SpawnRequest, Spawned,
+};
+use crate::api::{handlers, JSON_BYTES_MAX, MODULE_BYTES_MAX};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde::Serialize;
+pub use shoal_api::cluster::{
+    MemberRequest, MigrateRequest, NodeSummary, TokenCreated, TokenRequest,
+};
+use shoal_cluster::sched::Target;
+use shoal_cluster::{Command, CommandResult, MemberInfo, NodeId, NodeStatus};
+use shoal_net::{self, Caller, NetError, Peers, RemoteError};
+use shoal_pki::{JoinToken, Role, TokenRecord};
+use shoal_runtime::pid::Pid;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A joined node asks to become a voter.
+pub const PATH_MEMBERS: &str = "/v1/cluster/members";
+/// Longest a token may live.
+pub const TOKEN_TTL_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn json_reply<T: Serialize>(v: &T) -> Result<Response<ApiBody>, RemoteError> {
+    let mut r = shoal_net::reply(200, encode_json(v)?);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, RemoteError> {
+    let body = shoal_net::read_body(req, JSON_BYTES_MAX as usize).await?;
+    let body = if body.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
+    serde_json::from_slice(&body).map_err(|e| RemoteError::new(400, format!("bad JSON body: {e}")))
+}
+
+fn write_err(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(503, e.to_string())
+}
+
+fn refused(r: CommandResult) -> Result<CommandResult, RemoteError> {
+    match r {
+        CommandResult::Refused(why) => Err(RemoteError::new(409, why)),
+        other => Ok(other),
+    }
+}
+
+/// The node list.
+pub fn nodes(inner: &Inner) -> Vec<NodeSummary> {
+    let state = inner.raft.state();
+    let now = shoal_pki::now_unix_ms();
+    let leader = inner.raft.leader();
+    state
+        .nodes
+        .values()
+        .map(|n| NodeSummary {
+            id: n.id,
+            name: n.name.clone(),
+            addr: n.addr.clone(),
+            status: match n.status {
+                NodeStatus::Active => "active",
+                NodeStatus::Cordoned => "cordoned",
+                NodeStatus::Removed => "removed",
+            }
+            .into(),
+            healthy: super::link::is_healthy(n, now),
+            heartbeat_age_ms: now.saturating_sub(n.last_heartbeat_ms),
+            leader: leader == Some(n.id),
+            ca: state.ca_node == Some(n.id),
+            labels: n.labels.clone(),
+            load: n.load.clone(),
+        })
+        .collect()
+}
+
+fn node_named(inner: &Inner, name: &str) -> Result<NodeId, RemoteError> {
+    inner
+        .raft
+        .state()
+        .member_by_name(name)
+        .map(|n| n.id)
+        .ok_or_else(|| RemoteError::new(404, format!("no node named `{name}` in the cluster")))
+}
+
+fn summary_of(inner: &Inner, id: NodeId) -> Result<Response<ApiBody>, RemoteError> {
+    let s = nodes(inner).into_iter().find(|n| n.id == id);
+    json_reply(&s)
+}
+
+/// Ask the cluster (through `addr`) to make node `id` a voter.
+pub async fn ask_membership(
+    peers: &Peers,
+    addr: &str,
+    id: NodeId,
+    name: &str,
+    my_addr: &str,
+) -> Result<(), NetError> {
+    let body = serde_json::to_vec(&MemberRequest {
+        id,
+        name: name.to_string(),
+        addr: my_addr.to_string(),
+    })
+    .unwrap_or_default();
+    // Adding a member waits for it to catch up: allow time.
+    peers
+        .call_with_timeout(
+            addr,
+            PATH_MEMBERS,
+            Bytes::from(body),
+            Duration::from_secs(60),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Create a join token (replicated; only its hash is stored).
+pub async fn create_token(inner: &Inner, req: TokenRequest) -> Result<TokenCreated, RemoteError> {
+    let role = match req.role.as_deref().unwrap_or("node") {
+        "node" => Role::Node,
+        "client" => Role::Client,
+        "admin" => Role::Admin,
+        other => {
+            return Err(RemoteError::new(
+                400,
+                format!("unknown role `{other}` (node, client, admin)"),
+            ))
+        }
+    };
+    if req.ttl_ms == 0 || req.ttl_ms > TOKEN_TTL_MAX.as_millis() as u64 {
+        return Err(RemoteError::new(
+            400,
+            format!(
+                "token lifetime must be between 1 ms and {} days",
+                TOKEN_TTL_MAX.as_secs() / 86_400
+            ),
+        ));
+    }
+    let token = JoinToken::generate().map_err(|e| RemoteError::new(500, e.to_string()))?;
+    let now = shoal_pki::now_unix_ms();
+    let record = TokenRecord::new(&token, role, now, Duration::from_millis(req.ttl_ms));
+    let expires = record.expires_unix_ms;
+    let r = inner
+        .raft
+        .write(Command::CreateToken { record })
+        .await
+        .map_err(write_err)?;
+    refused(r)?;
+    let ca_hash = shoal_pki::CaPin::of_cert_der(inner.trust.ca_cert_der())
+        .map_err(|e| RemoteError::new(500, e.to_string()))?
+        .to_string();
+    let command = format!(
+        "shoal node start --name NAME --listen HOST:PORT --join {} --token {} --ca-hash {}",
+        inner.addr, token, ca_hash
+    );
+    Ok(TokenCreated {
+        token: token.to_string(),
+        ca_hash,
+        addr: inner.addr.clone(),
+        expires_unix_ms: expires,
+        command,
+    })
+}
+
+async fn remove_node(inner: &Inner, name: &str) -> Result<Response<ApiBody>, RemoteError> {
+    let id = node_named(inner, name)?;
+    if id == inner.me
+        && inner
+            .raft
+            .state()
+            .nodes
+            .values()
+            .filter(|n| n.status != NodeStatus::Removed)
+            .count()
+            == 1
+    {
+        return Err(RemoteError::new(
+            409,
+            "cannot remove the last node of the cluster",
+        ));
+    }
+    inner.raft.remove_member(id).await.map_err(write_err)?;
+    let r = inner
+        .raft
+        .write(Command::RemoveNode {
+            id,
+            now_ms: shoal_pki::now_unix_ms(),
+        })
+        .await
+        .map_err(write_err)?;
+    refused(r)?;
+    if let Some(addr) = inner.raft.state().nodes.get(&id).map(|n| n.addr.clone()) {
+        inner.peers.forget(&addr);
+    }
+    eprintln!("shoal node: removed node {name:?} (id {id}); its certificates are revoked");
+    summary_of(inner, id)
+}
+
+async fn cordon(
+    inner: &Inner,
+    name: &str,
+    cordoned: bool,
+) -> Result<Response<ApiBody>, RemoteError> {
+    let id = node_named(inner, name)?;
+    set_cordon(inner, id, cordoned).await?;
+    summary_of(inner, id)
+}
+
+/// Cordon (or uncordon) node `id` through Raft.
+pub(crate) async fn set_cordon(
+    inner: &Inner,
+    id: NodeId,
+    cordoned: bool,
+) -> Result<(), RemoteError> {
+    let r = inner
+        .raft
+        .write(Command::SetCordon { id, cordoned })
+        .await
+        .map_err(write_err)?;
+    refused(r)?;
+    Ok(())
+}
+
+/// `/v1/nodes/{name}/drain` (see [`crate::migrate::drain`]): served by the
+/// drained node itself; asked of another node, forwarded to it.
+async fn drain(
+    inner: &Arc<Inner>,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, RemoteError> {
+    use crate::migrate::drain::{self, DrainRequest};
+    let id = node_named(inner, name)?;
+    let method = req.method().clone();
+    if id != inner.me {
+        let addr = inner.link.addr_of(id).ok_or_else(|| {
+            RemoteError::new(404, format!("no node named `{name}` in the cluster"))
+        })?;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| req.uri().path().to_string());
+        let body = shoal_net::read_body(req, JSON_BYTES_MAX as usize).await?;
+        return super::proxy::forward(inner, &addr, method, &pq, body).await;
+    }
+    let status = match method {
+        Method::POST => {
+            let r: DrainRequest = read_json(req).await?;
+            drain::start(inner, r.deadline_ms.map(Duration::from_millis)).await
+        }
+        Method::DELETE => drain::cancel(inner).await,
+        _ => drain::status(inner),
+    }
+    .map_err(|e| RemoteError::new(e.status(), e.to_string()))?;
+    json_reply(&status)
+}
+
+/// Every live node's processes (a node that does not answer is reported
+/// in the log and skipped).
+async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError> {
+    let state = inner.raft.state();
+    let mut out = Vec::new();
+    let mut asks = Vec::new();
+    for n in state
+        .nodes
+        .values()
+        .filter(|n| n.status != NodeStatus::Removed)
+    {
+        if n.id == inner.me {
+            let mut mine = handlers::processes(&inner.node).await?;
+            for p in &mut mine {
+                p.node = Some(n.name.clone());
+            }
+            out.extend(mine);
+        } else {
+            let peers = inner.peers.clone();
+            let (addr, name) = (n.addr.clone(), n.name.clone());
+            asks.push(tokio::spawn(async move {
+                let r = peers
+                    .call_with_timeout(
+                        &addr,
+                        PATH_PEER_PROCESSES,
+                        Bytes::new(),
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                (name, r)
+            }));
+        }
+    }
+    for ask in asks {
+        let Ok((name, r)) = ask.await else { continue };
+        match r.map_err(|e| e.to_string()).and_then(|b| {
+            serde_json::from_slice::<Vec<ProcessSummary>>(&b).map_err(|e| e.to_string())
+        }) {
+            Ok(mut list) => {
+                for p in &mut list {
+                    p.node = Some(name.clone());
+                }
+                out.extend(list);
+            }
+            Err(e) => eprintln!("shoal node: node {name} did not list its processes: {e}"),
+        }
+    }
+    out.sort_by_key(|p| p.pid);
+    Ok(out)
+}
+
+/// Store a module here and record it cluster-wide.
+async fn record_module(inner: &Inner, added: &ModuleAdded) -> Result<(), RemoteError> {
+    let hash = added.hash.to_hex();
+    let r = inner
+        .raft
+        .write(Command::ModuleHeld {
+            hash: hash.clone(),
+            node: inner.me,
+            size_bytes: added.size_bytes,
+        })
+        .await
+        .map_err(write_err)?;
+    refused(r)?;
+    if let Some(name) = &added.name {
+        let r = inner
+            .raft
+            .write(Command::SetModuleName {
+                name: name.clone(),
+                hash,
+            })
+            .await
+            .map_err(write_err)?;
+        refused(r)?;
+    }
+    Ok(())
+}
+
+/// Store a module here and record it (and its name) cluster-wide.
+pub async fn add_module(
+    inner: &Inner,
+    wasm: Bytes,
+    name: Option<String>,
+) -> Result<shoal_registry::Sha256, RemoteError> {
+    let added = handlers::add_module(&inner.node, wasm, name).await?;
+    record_module(inner, &added).await?;
+    Ok(added.hash)
+}
+
+/// Placed spawn: choose nodes, start the processes there; all or none.
+async fn spawn(inner: &Inner, req: SpawnRequest) -> Result<Vec<Spawned>, RemoteError> {
+    if req.count == 0 {
+        return Err(RemoteError::new(400, "count must be at least 1"));
+    }
+    let target = match (&req.node, req.labels.is_empty()) {
+        (Some(n), _) => Target::Node(n.clone()),
+        (None, false) => Target::Labels(req.labels.clone()),
+        (None, true) => Target::Any,
+    };
+    // Resolve the module here first, so a typo fails before any placement.
+    let module = match inner.node.resolve(&req.module) {
+        Ok(h) => h.to_string(),
+        Err(_) => inner
+            .node
+            .fetch_module(&req.module)
+            .await
+            .map_err(|_| {
+                RemoteError::new(
+                    404,
+                    format!("`{}` is not a module of this cluster; deploy a .wasm file, or see `shoal ls`", req.module),
+                )
+            })?
+            .to_string(),
+    };
+    let chosen = inner
+        .link
+        .place(&target, req.count as usize)
+        .map_err(|e| RemoteError::new(409, e.to_string()))?;
+    let mut argv = vec![req.argv0.clone().unwrap_or_else(|| req.module.clone())];
+    argv.extend(req.args.iter().cloned());
+    let peer_req = PeerSpawnRequest {
+        module,
+        args: argv,
+        env: req.env.clone(),
+        memory_bytes_max: req.memory_bytes_max,
+        preemptible: req.preemptible,
+    };
+    let state = inner.raft.state();
+    let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());
+    for id in chosen {
+        match inner.link.spawn_at(id, &peer_req).await {
+            Ok(s) => started.push(Spawned {
+                pid: s.pid,
+                module: s.module,
+                node: state.nodes.get(&id).map(|n| n.name.clone()),
+            }),
+            Err(e) => {
+                for s in &started {
+                    let _ = kill(inner, s.pid).await;
+                }
+                return Err(RemoteError::new(
+                    409,
+                    format!("cannot start {} on node {id}: {e} (after starting {} of {}: those were killed)", req.module, started.len(), req.count),
+                ));
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// The node a live pid is on, if known.
+fn node_of(inner: &Inner, pid: Pid) -> Option<NodeId> {
+    if inner.node.is_local(pid) {
+        return Some(inner.me);
+    }
+    Link::locate(&inner.raft.state(), pid.0)
+}
+
+async fn kill(inner: &Inner, pid: Pid) -> Result<ExitReport, RemoteError> {
+    match node_of(inner, pid) {
+        Some(id) if id != inner.me => {
+            let addr = inner
+                .link
+                .addr_of(id)
+                .ok_or_else(|| RemoteError::new(404, format!("no process with pid {pid}")))?;
+            let b = inner
+                .peers
+                .call(&addr, PATH_PEER_KILL, Bytes::from(pid.to_string()))
+                .await
+                .map_err(|e| from_net(e, &format!("node {id}")))?;
+            serde_json::from_slice(&b).map_err(|e| RemoteError::new(502, e.to_string()))
+        }
+        _ => Ok(handlers::kill(&inner.node, pid).await?),
+    }
+}
+
+/// `/v1/processes/{pid}...` → the pid.
+fn pid_in_path(path: &str) -> Option<Pid> {
+    path.strip_prefix("/v1/processes/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Answer one control-API request.
+pub async fn route(
+    inner: &Arc<Inner>,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, RemoteError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let is_admin = caller.cert.as_ref().map(|c| c.role) == Some(Role::Admin);
+    let admin = |what: &str| -> Result<(), RemoteError> {
+        if is_admin {
+            Ok(())
+        } else {
+            Err(RemoteError::new(
+                403,
+                format!("{what} needs an admin certificate"),
+            ))
+        }
+    };
+    match (&method, path.as_str()) {
+        (&Method::GET, "/v1/nodes") => return json_reply(&nodes(inner)),
+        (&Method::POST, "/v1/tokens") => {
+            admin("creating a join token")?;
+            let r: TokenRequest = read_json(req).await?;
+            return json_reply(&create_token(inner, r).await?);
+        }
+        (&Method::POST, PATH_MEMBERS) => {
+            let r: MemberRequest = read_json(req).await?;
+            let cert = caller
+                .cert
+                .as_ref()
+                .ok_or_else(|| RemoteError::new(401, "no certificate"))?;
+            if cert.role != Role::Node || cert.id != r.name {
+                return Err(RemoteError::new(403, "a node may only add itself"));
+            }
+            let known = inner.raft.state().member(r.id).map(|n| n.name.clone());
+            if known.as_deref() != Some(r.name.as_str()) {
+                return Err(RemoteError::new(
+                    403,
+                    format!("node id {} is not {:?} in the cluster", r.id, r.name),
+                ));
+            }
+            inner
+                .raft
+                .add_member(
+                    r.id,
+                    MemberInfo {
+                        name: r.name,
+                        addr: r.addr,
+                    },
+                )
+                .await
+                .map_err(write_err)?;
+            return json_reply(&serde_json::json!({}));
+        }
+        (&Method::GET, "/v1/processes") => return json_reply(&all_processes(inner).await?),
+        (&Method::POST, "/v1/processes") => {
+            let r: SpawnRequest = read_json(req).await?;
+            return json_reply(&spawn(inner, r).await?);
+        }
+        (&Method::POST, "/v1/modules") => {
+            let name = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")))
+                .and_then(crate::api::percent_decode);
+            let body = shoal_net::read_body(req, MODULE_BYTES_MAX as usize).await?;
+            let added = handlers::add_module(&inner.node, body, name).await?;
+            record_module(inner, &added).await?;
+            return json_reply(&added);
+        }
+        _ => {}
+    }
+    if let Some(name) = path.strip_prefix("/v1/nodes/") {
+        let (name, action) = name.split_once('/').unwrap_or((name, ""));
+        let name = name.to_string();
+        return match (&method, action) {
+            (&Method::DELETE, "") => {
+                admin("removing a node")?;
+                remove_node(inner, &name).await
+            }
+            (&Method::POST, "cordon") => {
+                admin("cordoning a node")?;
+                cordon(inner, &name, true).await
+            }
+            (&Method::POST, "uncordon") => {
+                admin("uncordoning a node")?;
+                cordon(inner, &name, false).await
+            }
+            (&Method::POST | &Method::GET | &Method::DELETE, "drain") => {
+                // A node forwards a drain request to the drained node.
+                if caller.cert.as_ref().map(|c| c.role) != Some(Role::Node) {
+                    admin("draining a node")?;
+                }
+                drain(inner, &name, req).await
+            }
+            _ => Err(RemoteError::new(404, format!("no route {method} {path}"))),
+        };
+    }
+    if let Some(name) = path.strip_prefix("/v1/names/") {
+        if method == Method::PUT {
+            let name = crate::api::percent_decode(name)
+                .ok_or_else(|| RemoteError::new(400, "bad name encoding"))?;
+            let r: NameRequest = read_json(req).await?;
+            let added = handlers::set_name(&inner.node, name, r).await?;
+            record_module(inner, &added).await?;
+            return json_reply(&added);
+        }
+    }
+    if let Some(pid) = pid_in_path(&path) {
+        let here = inner.node.is_local(pid) || node_of(inner, pid).is_none_or(|n| n == inner.me);
+        if method == Method::DELETE && !path.trim_end_matches('/').ends_with("/logs") {
+            return json_reply(&kill(inner, pid).await?);
+        }
+        if !here {
+            // Logs, snapshots, anything else about a process on another
+            // node: ask that node, and stream its answer back.
+            let id = node_of(inner, pid).unwrap_or(inner.me);
+            let addr = inner
+                .link
+                .addr_of(id)
+                .ok_or_else(|| RemoteError::new(404, format!("no process with pid {pid}")))?;
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or(path.clone());
+            let body = shoal_net::read_body(req, JSON_BYTES_MAX as usize).await?;
+            return super::proxy::forward(inner, &addr, method, &pq, body).await;
+        }
+        if method == Method::POST && path.trim_end_matches('/').ends_with("/migrate") {
+            let r: MigrateRequest = read_json(req).await?;
+            return match crate::migrate::source::migrate(inner, pid, r.to.as_deref()).await {
+                Ok(report) => json_reply(&report),
+                Err(e) => Err(RemoteError::new(e.status(), e.to_string())),
+            };
+        }
+    }
+    let resp = routes::route(&inner.node, req).await;
+    Ok(resp.map(|b| b.boxed()))
+}

@@ -1,0 +1,185 @@
+//! Credentials on disk: the files a CLI or a new cluster's admin uses, and
+//! the creation of a new cluster's PKI (`shoal cluster init`, and
+//! `shoal node start` on an empty data dir).
+
+use anyhow::Context;
+use shoal_pki::ca::{DEFAULT_CLIENT_CERT_TTL, DEFAULT_NODE_CERT_TTL};
+use shoal_pki::files::{self, Overwrite};
+use shoal_pki::{CaPin, ClusterCa, Identity, IssuedCredentials, PkiError, PkiPaths, Role, Serial};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+/// Id of the admin credential a new cluster creates.
+pub const ADMIN_ID: &str = "admin";
+
+/// File name of the CA certificate in a credentials directory.
+pub const CA_FILE: &str = "ca.crt";
+/// File name of the certificate in a credentials directory.
+pub const CERT_FILE: &str = "client.crt";
+/// File name of the private key in a credentials directory.
+pub const KEY_FILE: &str = "client.key";
+
+/// Mode of a new credentials directory: owner only.
+const CREDS_DIR_MODE: u32 = 0o700;
+
+/// The longest `--ttl` accepted (the CA itself is valid for ten years, and
+/// no certificate outlives it).
+/// Where [`write_credentials`] put the files.
+#[derive(Debug, Clone)]
+pub struct CredentialPaths {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `ca.crt`.
+    pub ca: PathBuf,
+    /// `client.crt`.
+    pub cert: PathBuf,
+    /// `client.key`.
+    pub key: PathBuf,
+}
+
+/// Write `creds` and the CA certificate into `dir` as `client.key` (0600,
+/// written first, so a certificate never exists without its key),
+/// `ca.crt` and `client.crt` (0644). A missing `dir` is created with mode
+/// 0700. Unless `force`, refuses (before writing anything) if any of the
+/// three files exists.
+pub fn write_credentials(
+    dir: &Path,
+    creds: &IssuedCredentials,
+    ca_pem: &str,
+    force: bool,
+) -> anyhow::Result<CredentialPaths> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(CREDS_DIR_MODE)
+        .create(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let paths = CredentialPaths {
+        dir: dir.to_path_buf(),
+        ca: dir.join(CA_FILE),
+        cert: dir.join(CERT_FILE),
+        key: dir.join(KEY_FILE),
+    };
+    let overwrite = if force {
+        Overwrite::Replace
+    } else {
+        let existing: Vec<String> = [&paths.key, &paths.ca, &paths.cert]
+            .into_iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            anyhow::bail!(
+                "refusing to overwrite existing credentials: {} (use --force to replace them, \
+                 or choose another directory)",
+                existing.join(", ")
+            );
+        }
+        Overwrite::Refuse
+    };
+    let refused = |e: PkiError, path: &Path| -> anyhow::Error {
+        match e {
+            PkiError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                anyhow::anyhow!(
+                    "refusing to overwrite {} (created meanwhile; use --force to replace it)",
+                    path.display()
+                )
+            }
+            other => anyhow::Error::new(other),
+        }
+    };
+    files::write_private_key(&paths.key, &creds.key_pem, overwrite)
+        .map_err(|e| refused(e, &paths.key))?;
+    files::write_certificate(&paths.ca, ca_pem, overwrite).map_err(|e| refused(e, &paths.ca))?;
+    files::write_certificate(&paths.cert, &creds.cert.cert_pem, overwrite)
+        .map_err(|e| refused(e, &paths.cert))?;
+    Ok(paths)
+}
+
+/// What [`init_cluster_pki`] created.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InitReport {
+    /// `<data-dir>/pki`.
+    pub pki_dir: PathBuf,
+    /// The new CA's pin, `sha256:<hex>`.
+    pub ca_pin: CaPin,
+    /// This node's id in its certificate.
+    pub node_name: String,
+    /// Serial of this node's certificate.
+    pub node_cert_serial: Serial,
+    /// When this node's certificate expires, Unix ms.
+    pub node_cert_expires_unix_ms: u64,
+    /// The admin credentials directory (`ca.crt`, `client.crt`,
+    /// `client.key`).
+    pub admin_dir: PathBuf,
+}
+
+/// Create the cluster PKI in `data_dir`: the CA, this node's certificate
+/// (id `node_name`, role node) and admin CLI credentials in
+/// `<data-dir>/pki/admin/`.
+///
+/// Refuses, before creating anything, if a CA, a node identity or admin
+/// credentials already exist there (a data directory belongs to at most
+/// one cluster; its trust root is never replaced). The CA is created with
+/// no-overwrite semantics, so of two racing inits only one proceeds.
+pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> anyhow::Result<InitReport> {
+    shoal_pki::role::validate_id(node_name).context("the node name")?;
+    let paths = PkiPaths::new(data_dir);
+    let admin_dir = paths.dir().join("admin");
+    if paths.ca_key().exists() || paths.ca_cert().exists() {
+        anyhow::bail!(
+            "a cluster already exists in {}: this data directory already has a CA \
+             (refusing to overwrite it)",
+            paths.dir().display()
+        );
+    }
+    let taken: Vec<String> = [
+        paths.node_key(),
+        paths.node_cert(),
+        admin_dir.join(CA_FILE),
+        admin_dir.join(CERT_FILE),
+        admin_dir.join(KEY_FILE),
+    ]
+    .into_iter()
+    .filter(|p| p.exists())
+    .map(|p| p.display().to_string())
+    .collect();
+    if !taken.is_empty() {
+        anyhow::bail!(
+            "this data directory already holds cluster credentials ({}); refusing to \
+             overwrite them (did this node join another cluster?)",
+            taken.join(", ")
+        );
+    }
+
+    let ca = match ClusterCa::init(data_dir) {
+        Ok(ca) => ca,
+        Err(PkiError::CaExists(p)) => anyhow::bail!(
+            "a cluster CA already exists at {} (refusing to overwrite it)",
+            p.display()
+        ),
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot create the cluster CA")),
+    };
+    let node = ca
+        .issue_with_new_key(Role::Node, node_name, DEFAULT_NODE_CERT_TTL)
+        .context("cannot issue this node's certificate")?;
+    Identity::save_pem(
+        data_dir,
+        &node.cert.cert_pem,
+        &node.key_pem,
+        ca.ca_cert_pem(),
+    )
+    .context("cannot save this node's certificate")?;
+    let admin = ca
+        .issue_with_new_key(Role::Admin, ADMIN_ID, DEFAULT_CLIENT_CERT_TTL)
+        .context("cannot issue the admin credentials")?;
+    write_credentials(&admin_dir, &admin, ca.ca_cert_pem(), false)
+        .context("cannot save the admin credentials")?;
+    Ok(InitReport {
+        pki_dir: paths.dir().to_path_buf(),
+        ca_pin: ca.ca_pin(),
+        node_name: node.cert.id,
+        node_cert_serial: node.cert.serial,
+        node_cert_expires_unix_ms: node.cert.not_after_unix_ms,
+        admin_dir,
+    })
+}

@@ -1,0 +1,204 @@
+//! Joining a cluster, both ends.
+//!
+//! 1. The joiner generates its key locally and sends `POST /v1/join` to any
+//!    node with a [`JoinBody`]: the one-time token, a CSR, its name, address
+//!    and labels. It has no certificate yet, so this is the one route a
+//!    connection without a client certificate may use; the joiner checks the
+//!    server against the CA pin from the join command (`--ca-hash`).
+//! 2. A node that does not hold the CA key forwards the body to the one
+//!    that does (`POST /v1/peer/join`, node-to-node mTLS).
+//! 3. The CA node spends the token through Raft (`RedeemToken`: atomic, so a
+//!    token works once cluster-wide even if two joins race), admits the node
+//!    (`AddNode`, which assigns its id) and signs the CSR for the token's
+//!    role and the requested name, short-lived ([`NODE_CERT_TTL`]).
+//! 4. The joiner checks the answer (pin, its key, its name), saves key and
+//!    certificate (key mode 0600), starts its Raft and listener, and asks to
+//!    be made a voter (`POST /v1/cluster/members`, now with its certificate).
+//!
+//! Renewal: a node renews its certificate from 2/3 of its lifetime on by
+//! sending a CSR to the CA node (`POST /v1/peer/renew`, authenticated by its
+//! current certificate); see [`super::tasks`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shoal_cluster::{Command, CommandResult, NodeId, Raft};
+use shoal_net::{NetConfig, NetError, Peers, RemoteError};
+use shoal_pki::{self, CaPin, ClusterCa, Identity, JoinRequest, JoinResponse, Role, Validity};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The join route (no client certificate needed).
+pub const PATH_JOIN: &str = "/v1/join";
+/// Certificate renewal on the CA node.
+pub const PATH_PEER_RENEW: &str = "/v1/peer/renew";
+/// Lifetime of node certificates: short, renewed from 2/3 of it on.
+pub const NODE_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest a join may take end to end.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Joiner → any node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinBody {
+    /// Token, CSR and name.
+    pub request: JoinRequest,
+    /// Where the joiner listens (`host:port`).
+    pub addr: String,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// CA node → joiner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinAnswer {
+    /// The certificate and the CA certificate.
+    pub response: JoinResponse,
+    /// The joiner's node id (for a node token; 0 for a client token).
+    pub node_id: NodeId,
+}
+
+/// Renewal request: a CSR for the caller's current identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewBody {
+    /// PKCS#10 CSR, PEM.
+    pub csr_pem: String,
+}
+
+/// Joiner side: run the join against `addr`, save the identity into
+/// `data_dir`, return it with the assigned node id.
+pub async fn join(
+    data_dir: &Path,
+    addr: &str,
+    token: &str,
+    ca_pin: &str,
+    name: &str,
+    my_addr: &str,
+    labels: &BTreeMap<String, String>,
+) -> anyhow::Result<(Identity, NodeId)> {
+    use anyhow::Context;
+    let pin: CaPin = ca_pin
+        .parse()
+        .with_context(|| format!("--ca-hash {ca_pin:?}"))?;
+    let (request, key_pem) = shoal_pki::join::prepare_join(token, name)?;
+    let (tls, _pinned) = shoal_pki::join::pinned_client_config(pin)?;
+    let peers = Peers::new(tls, NetConfig::default());
+    let body = JoinBody {
+        request,
+        addr: my_addr.to_string(),
+        labels: labels.clone(),
+    };
+    let answer = peers
+        .call_with_timeout(
+            addr,
+            PATH_JOIN,
+            Bytes::from(serde_json::to_vec(&body)?),
+            JOIN_TIMEOUT,
+        )
+        .await
+        .map_err(|e| match e {
+            NetError::Remote { status, message } => {
+                anyhow::anyhow!("the cluster refused the join ({status}): {message}")
+            }
+            other => anyhow::anyhow!("cannot join through {addr}: {other}"),
+        })?;
+    let answer: JoinAnswer =
+        serde_json::from_slice(&answer).context("the node's join answer is malformed")?;
+    let identity = shoal_pki::join::finish_join(
+        &answer.response,
+        &key_pem,
+        &pin,
+        name,
+        shoal_pki::now_unix_ms(),
+    )?;
+    Identity::save_pem(
+        data_dir,
+        &answer.response.cert.cert_pem,
+        &key_pem,
+        &answer.response.ca_pem,
+    )?;
+    Ok((identity, answer.node_id))
+}
+
+fn refused(status: u16, why: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(status, why.to_string())
+}
+
+/// CA side: spend the token, admit the node, sign its CSR.
+pub async fn admit(
+    raft: &Raft,
+    ca: &ClusterCa,
+    body: JoinBody,
+    ttl: Duration,
+) -> Result<JoinAnswer, RemoteError> {
+    shoal_pki::role::validate_id(&body.request.node_name).map_err(|e| refused(400, e))?;
+    let now = shoal_pki::now_unix_ms();
+    let role = match raft
+        .write(Command::RedeemToken {
+            token: body.request.token.clone(),
+            now_ms: now,
+        })
+        .await
+    {
+        Ok(CommandResult::Role(r)) => r,
+        Ok(CommandResult::Refused(why)) => {
+            eprintln!(
+                "shoal node: join of {:?} refused: {why}",
+                body.request.node_name
+            );
+            return Err(refused(403, format!("join token refused: {why}")));
+        }
+        Ok(other) => return Err(refused(500, format!("unexpected answer {other:?}"))),
+        Err(e) => return Err(refused(503, e)),
+    };
+    let mut node_id = 0;
+    if role == Role::Node {
+        if let Some(existing) = raft.state().member_by_name(&body.request.node_name) {
+            eprintln!(
+                "shoal node: node {:?} (id {}) joins again",
+                existing.name, existing.id
+            );
+        }
+        node_id = match raft
+            .write(Command::AddNode {
+                name: body.request.node_name.clone(),
+                addr: body.addr.clone(),
+                labels: body.labels.clone(),
+                now_ms: now,
+            })
+            .await
+        {
+            Ok(CommandResult::NodeId(id)) => id,
+            Ok(CommandResult::Refused(why)) => return Err(refused(403, why)),
+            Ok(other) => return Err(refused(500, format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(refused(503, e)),
+        };
+    }
+    let cert = ca
+        .sign_csr_with_validity(
+            &body.request.csr_pem,
+            role,
+            &body.request.node_name,
+            Validity::for_ttl(now, ttl),
+        )
+        .map_err(|e| refused(400, e))?;
+    eprintln!(
+        "shoal node: admitted {} {:?} (id {node_id}, certificate serial {})",
+        role.as_str(),
+        body.request.node_name,
+        cert.serial.as_hex()
+    );
+    Ok(JoinAnswer {
+        response: JoinResponse {
+            expires_unix_ms: cert.not_after_unix_ms,
+            cert,
+            ca_pem: ca.ca_cert_pem().to_string(),
+        },
+        node_id,
+    })
+}
+
+/// Load the CA if this node's data dir holds it.
+pub fn local_ca(data_dir: &Path) -> Option<ClusterCa> {
+    ClusterCa::load(data_dir).ok()
+}

@@ -1,0 +1,515 @@
+//! The node daemon: one node of a cluster, on one port.
+//!
+//! [`Daemon::start`] wires the pieces together:
+//!
+//! - **identity** ([`shoal_pki`]): a fresh data dir with no `--join` becomes
+//!   a new single-node cluster (its CA, its node certificate, an admin
+//!   credential in `<data>/pki/admin/`); with `--join` the node joins through
+//!   [`join`]; a data dir that already has a certificate restarts as it was.
+//! - **Raft** ([`shoal_cluster`]): membership, directory, names, modules,
+//!   tokens and revocations, stored under `<data>/cluster/raft`.
+//! - **transport** ([`shoal_net`]): HTTP/2 over mutual TLS; peers, CLIs and
+//!   joiners all use the node's one address. [`dispatch`] authorizes each
+//!   request by the caller's certificate role and routes it.
+//! - **the node** ([`shoal_runtime::node`]) with a [`link::Link`] attached, so
+//!   processes reach pids, nodes and modules across the cluster.
+//! - **background tasks** ([`tasks`]): heartbeats with load figures, pid
+//!   blocks, directory batching, revocation sync, certificate renewal.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod api;
+pub mod cluster_api;
+pub mod credentials;
+pub mod dispatch;
+pub mod join;
+pub mod link;
+pub mod migrate;
+pub mod peer_api;
+pub mod proxy;
+pub mod tasks;
+pub mod transport;
+
+use anyhow::Context;
+use shoal_cluster::{MemberInfo, NodeId, Raft, RaftConfig};
+use shoal_net::{NetConfig, Peers};
+use shoal_pki::{self, ClusterCa, ClusterTrust, Identity, PkiPaths, SharedRevocations};
+use shoal_runtime::node::{Node, NodeConfig};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+impl From<crate::api::ApiError> for shoal_net::RemoteError {
+    /// A control-API error as an answer to a peer or a remote CLI: same
+    /// status, same text.
+    fn from(e: crate::api::ApiError) -> Self {
+        shoal_net::RemoteError::new(e.status(), e.to_string())
+    }
+}
+
+/// Encode an answer body as JSON (failing to is this node's fault: 500).
+pub(crate) fn encode_json<T: serde::Serialize>(
+    value: &T,
+) -> Result<bytes::Bytes, shoal_net::RemoteError> {
+    serde_json::to_vec(value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| shoal_net::RemoteError::new(500, format!("cannot encode the answer: {e}")))
+}
+
+/// A failed call to a peer, as our own answer: the peer's refusal passes
+/// through with its status; not reaching it is a 503 saying `what` failed.
+pub(crate) fn from_net(e: shoal_net::NetError, what: &str) -> shoal_net::RemoteError {
+    match e {
+        shoal_net::NetError::Remote { status, message } => {
+            shoal_net::RemoteError::new(status, message)
+        }
+        other => shoal_net::RemoteError::new(503, format!("{what}: {other}")),
+    }
+}
+
+/// Where a node joins.
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    /// A member's address.
+    pub addr: String,
+    /// The one-time token from `shoal token create`.
+    pub token: String,
+    /// The CA pin, `sha256:<hex>`.
+    pub ca_pin: String,
+}
+
+/// How to run a node daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The data directory (registry, PKI, Raft store).
+    pub data_dir: PathBuf,
+    /// The node's name (its certificate id). Kept across restarts.
+    pub name: String,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The address others use to reach this node (default: `listen`).
+    pub advertise: Option<String>,
+    /// Labels for placement constraints.
+    pub labels: BTreeMap<String, String>,
+    /// Join an existing cluster instead of starting one.
+    pub join: Option<JoinSpec>,
+    /// The node's runtime settings.
+    pub node: NodeConfig,
+    /// Raft timing.
+    pub raft: RaftConfig,
+    /// Transport limits.
+    pub net: NetConfig,
+    /// How often the node reports its load.
+    pub heartbeat_interval: Duration,
+    /// Lifetime of the certificates this node signs if it holds the CA
+    /// (joins and renewals); a node renews its own from 2/3 of it on.
+    pub cert_ttl: Duration,
+    /// How often the node checks whether its certificate is due for renewal.
+    pub renew_check_interval: Duration,
+    /// Faults to inject into migrations (tests only; none by default).
+    pub faults: crate::migrate::MigrationFaults,
+    /// Moving processes from busy nodes to idle ones (on by default).
+    pub rebalance: crate::migrate::rebalance::RebalanceConfig,
+}
+
+impl DaemonConfig {
+    /// Defaults for a node called `name` listening on `listen`.
+    pub fn new(data_dir: impl Into<PathBuf>, name: &str, listen: SocketAddr) -> Self {
+        let data_dir = data_dir.into();
+        DaemonConfig {
+            node: NodeConfig::new(&data_dir),
+            data_dir,
+            name: name.to_string(),
+            listen,
+            advertise: None,
+            labels: BTreeMap::new(),
+            join: None,
+            raft: RaftConfig::default(),
+            net: NetConfig::default(),
+            heartbeat_interval: Duration::from_millis(1000),
+            cert_ttl: join::NODE_CERT_TTL,
+            renew_check_interval: Duration::from_secs(60),
+            faults: Default::default(),
+            rebalance: Default::default(),
+        }
+    }
+}
+
+/// What the daemon's parts share.
+pub struct Inner {
+    /// This node's id.
+    pub me: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The address peers use.
+    pub addr: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The process host.
+    pub node: Node,
+    /// Raft.
+    pub raft: Raft,
+    /// Connections to peers.
+    pub peers: Peers,
+    /// The cluster link attached to the node.
+    pub link: Arc<link::Link>,
+    /// The CA, if this node holds it.
+    pub ca: Option<ClusterCa>,
+    /// The CA and the revocation list every handshake checks.
+    pub trust: ClusterTrust,
+    /// Transport limits.
+    pub net: NetConfig,
+    /// Our client TLS config (for connections outside [`Peers`]).
+    pub client_tls: Arc<rustls::ClientConfig>,
+    /// Our certificate, replaced in place when renewed.
+    pub identity: Arc<shoal_pki::tls::LiveIdentity>,
+    /// Lifetime of certificates this node signs (if it holds the CA).
+    pub cert_ttl: Duration,
+    /// How often to check for renewal.
+    pub renew_check_interval: Duration,
+    /// Processes migrating to this node.
+    pub arrivals: crate::migrate::target::Arrivals,
+    /// Faults injected into migrations (tests).
+    pub faults: crate::migrate::MigrationFaults,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// This node's drain job (see [`crate::migrate::drain`]).
+    pub drains: crate::migrate::drain::Drains,
+    /// Rebalancing settings (see [`crate::migrate::rebalance`]).
+    pub rebalance: crate::migrate::rebalance::RebalanceConfig,
+}
+
+/// A running node daemon.
+pub struct Daemon {
+    inner: Arc<Inner>,
+    local_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The file holding this node's id (so a restart keeps it).
+fn node_id_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("node-id")
+}
+
+fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<NodeId>> {
+    let path = node_id_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().parse().with_context(|| {
+            format!("{} does not hold a node id", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_node_id(data_dir: &Path, id: NodeId) -> anyhow::Result<()> {
+    let path = node_id_path(data_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    shoal_pki::files::write_atomic(
+        &path,
+        format!("{id}\n").as_bytes(),
+        0o644,
+        shoal_pki::files::Overwrite::Replace,
+    )?;
+    Ok(())
+}
+
+pub use credentials::{init_cluster_pki, InitReport};
+
+impl Inner {
+    /// Sign `csr_pem` for `role`/`id` with this node's CA, valid for the
+    /// configured certificate lifetime: how renewals are issued, whether
+    /// the CA node renews its own certificate or a peer's.
+    pub fn sign_renewal(
+        &self,
+        csr_pem: &str,
+        role: shoal_pki::Role,
+        id: &str,
+    ) -> Result<shoal_pki::IssuedCert, shoal_net::RemoteError> {
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or_else(|| shoal_net::RemoteError::new(409, "this node does not hold the CA"))?;
+        let validity = shoal_pki::Validity::for_ttl(shoal_pki::now_unix_ms(), self.cert_ttl);
+        ca.sign_csr_with_validity(csr_pem, role, id, validity)
+            .map_err(|e| shoal_net::RemoteError::new(400, e.to_string()))
+    }
+}
+
+impl Daemon {
+    /// Start the node: identity, Raft, listener, link, tasks. Returns once
+    /// the node serves and is a member of its cluster.
+    pub async fn start(config: DaemonConfig) -> anyhow::Result<Daemon> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let paths = PkiPaths::new(&data_dir);
+        enum Start {
+            Fresh,
+            Joined,
+            Restart,
+        }
+        let (start, me) = if paths.node_cert().exists() {
+            match read_node_id(&data_dir)? {
+                Some(id) => (Start::Restart, id),
+                // `shoal cluster init` made the CA and this node's
+                // certificate; the node now starts the cluster as node 1.
+                None if paths.ca_key().exists() && config.join.is_none() => {
+                    write_node_id(&data_dir, 1)?;
+                    (Start::Fresh, 1)
+                }
+                None => anyhow::bail!(
+                    "{} has a certificate but no node id ({}); the data dir is damaged",
+                    data_dir.display(),
+                    node_id_path(&data_dir).display()
+                ),
+            }
+        } else if let Some(j) = &config.join {
+            let (_identity, id) = join::join(
+                &data_dir,
+                &j.addr,
+                &j.token,
+                &j.ca_pin,
+                &config.name,
+                &addr,
+                &config.labels,
+            )
+            .await?;
+            write_node_id(&data_dir, id)?;
+            (Start::Joined, id)
+        } else {
+            let report = init_cluster_pki(&data_dir, &config.name)?;
+            eprintln!(
+                "shoal node: created cluster CA (pin {}), admin credential in {}",
+                report.ca_pin,
+                report.admin_dir.display()
+            );
+            write_node_id(&data_dir, 1)?;
+            (Start::Fresh, 1)
+        };
+        let identity = Identity::load(&data_dir)?;
+        let name = identity.info().id.clone();
+        let ca_pem = shoal_pki::files::read_certificate(&paths.ca_cert())?;
+        let revocations = SharedRevocations::default();
+        let trust = ClusterTrust::new(&ca_pem, revocations.clone())?;
+        let live = shoal_pki::tls::LiveIdentity::new(&identity)?;
+        let client_tls = shoal_pki::tls::client_config_live(&live, &trust)?;
+        let peers = Peers::new(client_tls.clone(), config.net.clone());
+        let transport = Arc::new(transport::PeersTransport::new(peers.clone()));
+        let raft = Raft::open(
+            me,
+            MemberInfo {
+                name: name.clone(),
+                addr: addr.clone(),
+            },
+            &data_dir.join("cluster").join("raft"),
+            transport,
+            config.raft.clone(),
+        )
+        .await
+        .context("cannot start Raft")?;
+        let node = Node::new(config.node.clone()).context("cannot start the node")?;
+        let link = link::Link::new(
+            me,
+            raft.clone(),
+            peers.clone(),
+            node.downgrade(),
+            config.node.engine.processes_max,
+        );
+        {
+            let link = link.clone();
+            peers.set_dead_letter_hook(Arc::new(move |pid| link.mark_dead(pid)));
+        }
+        node.attach_cluster(link.clone())?;
+        let inner = Arc::new(Inner {
+            me,
+            name: name.clone(),
+            addr: addr.clone(),
+            data_dir: data_dir.clone(),
+            node,
+            raft: raft.clone(),
+            peers: peers.clone(),
+            link,
+            ca: join::local_ca(&data_dir),
+            trust: trust.clone(),
+            net: config.net.clone(),
+            client_tls,
+            identity: live.clone(),
+            cert_ttl: config.cert_ttl,
+            renew_check_interval: config.renew_check_interval,
+            heartbeat_interval: config.heartbeat_interval,
+            arrivals: Default::default(),
+            faults: config.faults.clone(),
+            drains: Default::default(),
+            rebalance: config.rebalance.clone(),
+        });
+        let server_tls =
+            shoal_pki::tls::server_config_live(&live, &trust, shoal_pki::tls::CONTROL_API, true)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let handler = Arc::new(dispatch::Dispatch::new(inner.clone()));
+        let net_config = config.net.clone();
+        let server = tokio::spawn(async move {
+            shoal_net::serve(listener, server_tls, handler, net_config, async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+        });
+        let step = |what: &str| {
+            if std::env::var_os("SHOAL_DEBUG").is_some() {
+                eprintln!("shoal node {name}: {what}");
+            }
+        };
+        step("raft open, serving");
+        match start {
+            Start::Fresh => raft
+                .bootstrap(config.labels.clone(), shoal_pki::now_unix_ms())
+                .await
+                .context("cannot bootstrap the cluster")?,
+            Start::Joined => {
+                let j = config.join.as_ref().expect("joined with a join spec");
+                cluster_api::ask_membership(&peers, &j.addr, me, &name, &addr)
+                    .await
+                    .context("joined, but could not become a member")?;
+            }
+            Start::Restart => {}
+        }
+        // A new member learns the membership from the leader's first
+        // append; until then it cannot forward writes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !raft.is_initialized() {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("this node was added to the cluster but never heard from its leader");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        step("member");
+        // From here on pids come from cluster blocks: take the first one now,
+        // before anything can spawn (retrying while a fresh member settles).
+        let mut attempt = 0;
+        while let Err(e) = tasks::grant_pid_block(&inner).await {
+            attempt += 1;
+            if attempt >= 20 {
+                anyhow::bail!("cannot get a pid block: {e}");
+            }
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        step("pid block granted");
+        let tasks = tasks::start(inner.clone(), revocations);
+        Ok(Daemon {
+            inner,
+            local_addr,
+            stop: Some(stop_tx),
+            server: Some(server),
+            tasks,
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The process host.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Raft.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Create a one-time join token for `role` (`"node"`, `"client"`,
+    /// `"admin"`) valid for `ttl`, as `shoal token create` does.
+    pub async fn create_join_token(
+        &self,
+        role: &str,
+        ttl: Duration,
+    ) -> Result<cluster_api::TokenCreated, shoal_net::RemoteError> {
+        let req = cluster_api::TokenRequest {
+            ttl_ms: ttl.as_millis().min(u128::from(u64::MAX)) as u64,
+            role: Some(role.to_string()),
+        };
+        cluster_api::create_token(&self.inner, req).await
+    }
+
+    /// Store a module on this node and record it (and `name`) cluster-wide,
+    /// as `shoal deploy --name` does.
+    pub async fn add_module(
+        &self,
+        wasm: &[u8],
+        name: Option<&str>,
+    ) -> Result<shoal_registry::Sha256, shoal_net::RemoteError> {
+        cluster_api::add_module(
+            &self.inner,
+            bytes::Bytes::copy_from_slice(wasm),
+            name.map(str::to_string),
+        )
+        .await
+    }
+
+    /// The shared parts (for tests and tools).
+    pub fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Stop: kill local processes, stop serving, stop Raft.
+    pub async fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        crate::api::handlers::kill_all(&self.inner.node).await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            // Dropped without `shutdown`: stop Raft too, so a dropped node
+            // does not linger as a member that still votes.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let raft = self.inner.raft.clone();
+                let node = self.inner.node.clone();
+                rt.spawn(async move {
+                    crate::api::handlers::kill_all(&node).await;
+                    let _ = raft.shutdown().await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The node's [`ClusterLink`]: how a process reaches pids, nodes and modules
+//! beyond its own node.
+//!
+//! - **send**: the replicated process directory says where a pid runs; a pid
+//!   not (yet) in it is looked for at the node whose pid block issued it
+//!   (registration is batched, so a fresh pid can be ahead of its entry).
+//!   The message goes on that node's lane ([`shoal_net`]), which keeps
+//!   per-(sender node → receiver node) order and so per-pair order.
+//! - **dead pids**: a node that finds no such process answers on the lane;
+//!   the pid goes into a bounded cache here so the next send fails at once
+//!   with `NO_PROCESS`.
+//! - **directory upkeep**: starts and exits are batched into `Register` /
+//!   `Unregister` commands by [`Link::flush_directory`].
+//! - **spawn_on** and **module fetch**: [`shoal_cluster::sched::placement`] picks the
+//!   node; a remote spawn is one `POST /v1/peer/spawn`; a missing module blob
+//!   is fetched from a node the module index says holds it and checked
+//!   against its sha256 before use.
+
+use super::peer_api::{PeerSpawnRequest, PeerSpawned, PATH_PEER_BLOB, PATH_PEER_SPAWN};
+use bytes::Bytes;
+use shoal_cluster::sched::{self, Candidate, Target};
+use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Raft};
+use shoal_net::{LaneMessage, Peers};
+use shoal_registry::Sha256;
+use shoal_runtime::abi::errno;
+use shoal_runtime::mailbox::PushError;
+use shoal_runtime::node::{ClusterLink, WeakNode};
+use shoal_runtime::pid::Pid;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most pids remembered as dead (oldest forgotten first).
+pub const DEAD_PIDS_MAX: usize = 16_384;
+/// Most starts/exits waiting to be written to the directory; beyond it the
+/// oldest are dropped from the batch (the directory then lags until the
+/// next heartbeat's reconciliation) rather than growing memory.
+pub const DIRECTORY_PENDING_MAX: usize = 1 << 20;
+/// How long a node is trusted after its last heartbeat.
+pub const HEARTBEAT_STALE_MS: u64 = 5_000;
+/// Is `node` up: not removed, and heard from within
+/// [`HEARTBEAT_STALE_MS`] of `now_ms`? (What placement and `shoal nodes`
+/// both go by.)
+pub fn is_healthy(node: &shoal_cluster::NodeRecord, now_ms: u64) -> bool {
+    node.status != NodeStatus::Removed
+        && now_ms.saturating_sub(node.last_heartbeat_ms) <= HEARTBEAT_STALE_MS
+}
+
+/// Longest a remote spawn may take.
+pub const REMOTE_SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bounded set of pids known dead, forgetting the oldest.
+#[derive(Default)]
+struct DeadPids {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl DeadPids {
+    fn insert(&mut self, pid: u64) {
+        if self.set.insert(pid) {
+            self.order.push_back(pid);
+            while self.order.len() > DEAD_PIDS_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct PendingDirectory {
+    started: Vec<u64>,
+    exited: Vec<u64>,
+}
+
+/// The cluster side of one node.
+pub struct Link {
+    me: NodeId,
+    raft: Raft,
+    peers: Peers,
+    node: WeakNode,
+    processes_max: u32,
+    dead: Mutex<DeadPids>,
+    pending: Mutex<PendingDirectory>,
+    pending_changed: tokio::sync::Notify,
+    /// Held shared from a send's directory lookup to its lane push, and
+    /// exclusively while a migration fence is pushed (see
+    /// [`crate::migrate::fence`]).
+    routes: std::sync::RwLock<()>,
+}
+
+impl Link {
+    /// The link of node `me`.
+    pub fn new(
+        me: NodeId,
+        raft: Raft,
+        peers: Peers,
+        node: WeakNode,
+        processes_max: u32,
+    ) -> Arc<Link> {
+        Arc::new(Link {
+            me,
+            raft,
+            peers,
+            node,
+            processes_max,
+            dead: Mutex::new(DeadPids::default()),
+            pending: Mutex::new(PendingDirectory::default()),
+            pending_changed: tokio::sync::Notify::new(),
+            routes: std::sync::RwLock::new(()),
+        })
+    }
+
+    /// Remember that `pid` does not exist (a peer said so on a lane).
+    pub fn mark_dead(&self, pid: u64) {
+        self.dead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid);
+    }
+
+    fn is_known_dead(&self, pid: u64) -> bool {
+        self.dead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set
+            .contains(&pid)
+    }
+
+    /// Where `pid` lives according to the replicated state: its directory
+    /// entry, else the node whose block issued it.
+    pub fn locate(state: &ClusterState, pid: u64) -> Option<NodeId> {
+        state
+            .directory
+            .get(&pid)
+            .map(|e| e.node)
+            .or_else(|| state.block_owner(pid))
+    }
+
+    /// The scheduler's view of the cluster's nodes.
+    pub fn candidates(state: &ClusterState, now_ms: u64, processes_max: u32) -> Vec<Candidate> {
+        state
+            .nodes
+            .values()
+            .filter(|n| n.status != NodeStatus::Removed)
+            .map(|n| Candidate {
+                id: n.id,
+                name: n.name.clone(),
+                labels: n.labels.clone(),
+                schedulable: n.status == NodeStatus::Active,
+                healthy: is_healthy(n, now_ms),
+                memory_bytes_free: n.load.memory_bytes_free,
+                memory_bytes_total: n.load.memory_bytes_total,
+                cpu_load_milli: n.load.cpu_load_milli,
+                process_count: n.load.process_count,
+                processes_max,
+            })
+            .collect()
+    }
+
+    /// Run `f` while no send is between its directory lookup and its lane
+    /// push: every send that saw the old directory is on its lane before
+    /// whatever `f` pushes.
+    pub fn with_routes_fenced<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _exclusive = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    /// Choose a node for a process leaving node `away_from` (never that
+    /// node itself).
+    pub fn place_away(
+        &self,
+        target: &Target,
+        away_from: NodeId,
+    ) -> Result<NodeId, sched::PlacementError> {
+        let state = self.raft.state();
+        let candidates: Vec<Candidate> =
+            Self::candidates(&state, shoal_pki::now_unix_ms(), self.processes_max)
+                .into_iter()
+                .filter(|c| c.id != away_from)
+                .collect();
+        sched::place(&candidates, target)
+    }
+
+    /// Choose nodes for `count` processes.
+    pub fn place(
+        &self,
+        target: &Target,
+        count: usize,
+    ) -> Result<Vec<NodeId>, sched::PlacementError> {
+        let state = self.raft.state();
+        let candidates = Self::candidates(&state, shoal_pki::now_unix_ms(), self.processes_max);
+        sched::place_many(&candidates, target, count)
+    }
+
+    /// The address of a live member.
+    pub fn addr_of(&self, id: NodeId) -> Option<String> {
+        self.raft.state().member(id).map(|n| n.addr.clone())
+    }
+
+    /// Ask node `target` to start a process (this node included).
+    pub async fn spawn_at(
+        &self,
+        target: NodeId,
+        request: &PeerSpawnRequest,
+    ) -> Result<PeerSpawned, String> {
+        if target == self.me {
+            let node = self.node.upgrade().ok_or("the node is shutting down")?;
+            return super::peer_api::spawn_here(&node, request).await;
+        }
+        let addr = self
+            .addr_of(target)
+            .ok_or_else(|| format!("node {target} is not a member"))?;
+        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let answer = self
+            .peers
+            .call_with_timeout(
+                &addr,
+                PATH_PEER_SPAWN,
+                Bytes::from(body),
+                REMOTE_SPAWN_TIMEOUT,
+            )
+            .await
+            .map_err(|e| format!("node {target} ({addr}): {e}"))?;
+        serde_json::from_slice(&answer).map_err(|e| format!("node {target} answered badly: {e}"))
+    }
+
+    /// Write the batched starts and exits to the directory. Called in a
+    /// loop by the daemon; returns after one flush (or when idle).
+    pub async fn flush_directory(&self) {
+        let (started, exited) = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                std::mem::take(&mut p.started),
+                std::mem::take(&mut p.exited),
+            )
+        };
+        // A process that started and exited in the same batch is still
+        // registered (then unregistered): that moves its node's registered
+        // mark past it, which is how senders learn it is gone.
+        for chunk in started.chunks(shoal_cluster::PIDS_PER_COMMAND_MAX) {
+            let cmd = Command::Register {
+                node: self.me,
+                pids: chunk.to_vec(),
+            };
+            if let Err(e) = self.raft.write(cmd).await {
+                eprintln!(
+                    "shoal node: cannot register {} pid(s) in the directory: {e}",
+                    chunk.len()
+                );
+                self.requeue(chunk, true);
+            }
+        }
+        for chunk in exited.chunks(shoal_cluster::PIDS_PER_COMMAND_MAX) {
+            let cmd = Command::Unregister {
+                node: self.me,
+                pids: chunk.to_vec(),
+            };
+            if let Err(e) = self.raft.write(cmd).await {
+                eprintln!("shoal node: cannot unregister {} pid(s): {e}", chunk.len());
+                self.requeue(chunk, false);
+            }
+        }
+    }
+
+    fn requeue(&self, pids: &[u64], started: bool) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let list = if started {
+            &mut p.started
+        } else {
+            &mut p.exited
+        };
+        if list.len() + pids.len() <= DIRECTORY_PENDING_MAX {
+            list.extend_from_slice(pids);
+        }
+    }
+
+    /// Wait until there is something to flush.
+    pub async fn directory_changed(&self) {
+        loop {
+            let n = self.pending_changed.notified();
+            {
+                let p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if !p.started.is_empty() || !p.exited.is_empty() {
+                    return;
+                }
+            }
+            n.await;
+        }
+    }
+
+    fn fetch_error(reference: &str, why: impl std::fmt::Display) -> i32 {
+        eprintln!("shoal node: cannot get module {reference}: {why}");
+        errno::NO_MODULE
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterLink for Link {
+    fn send_remote(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+        let _shared = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let state = self.raft.state();
+        let in_directory = state.directory.get(&to.0).map(|e| e.node);
+        let target = match in_directory {
+            Some(n) => n,
+            None => {
+                if state.is_gone(to.0) || self.is_known_dead(to.0) {
+                    return Err(PushError::Closed);
+                }
+                // Issued but not registered yet: try where it was issued.
+                state.block_owner(to.0).ok_or(PushError::Closed)?
+            }
+        };
+        if target == self.me {
+            // Issued or registered here but not live here: it has exited.
+            return Err(PushError::Closed);
+        }
+        let addr = match state.member(target) {
+            Some(n) => n.addr.clone(),
+            None => return Err(PushError::Closed),
+        };
+        let msg = LaneMessage {
+            from: from.0,
+            to: to.0,
+            data: Bytes::from(data),
+        };
+        self.peers.send(&addr, msg).map_err(|_| PushError::Full)
+    }
+
+    async fn spawn_placed(
+        &self,
+        target: &str,
+        module_ref: &str,
+        args: Vec<String>,
+    ) -> Result<Pid, i32> {
+        let target = Target::parse(target).map_err(|_| errno::INVALID)?;
+        let chosen = match self.place(&target, 1) {
+            Ok(ids) => ids[0],
+            Err(e) => {
+                eprintln!("shoal node: spawn_on {module_ref}: {e}");
+                return Err(errno::NO_NODE);
+            }
+        };
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(module_ref.to_string());
+        argv.extend(args);
+        let request = PeerSpawnRequest {
+            module: module_ref.to_string(),
+            args: argv,
+            env: Vec::new(),
+            memory_bytes_max: None,
+            preemptible: false,
+        };
+        match self.spawn_at(chosen, &request).await {
+            Ok(s) => Ok(s.pid),
+            Err(e) => {
+                eprintln!("shoal node: spawn_on {module_ref} at node {chosen}: {e}");
+                Err(if e.contains("NO_MODULE") {
+                    errno::NO_MODULE
+                } else if e.contains("LIMIT") {
+                    errno::LIMIT
+                } else if chosen == self.me {
+                    errno::SPAWN_FAILED
+                } else {
+                    errno::NO_NODE
+                })
+            }
+        }
+    }
+
+    async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
+        let node = self.node.upgrade().ok_or(errno::SPAWN_FAILED)?;
+        let state = self.raft.state();
+        let hex = match reference.strip_prefix("sha256:") {
+            Some(h) => h.to_string(),
+            None if reference.len() == 64 => reference.to_string(),
+            None => state
+                .module_names
+                .get(reference)
+                .cloned()
+                .ok_or(errno::NO_MODULE)?,
+        };
+        let hash: Sha256 = hex.parse().map_err(|_| errno::NO_MODULE)?;
+        if node.registry().contains(&hash) {
+            return Ok(hash);
+        }
+        let holders: Vec<NodeId> = state
+            .modules
+            .get(&hex)
+            .map(|m| {
+                m.holders
+                    .iter()
+                    .copied()
+                    .filter(|h| *h != self.me)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if holders.is_empty() {
+            return Err(Self::fetch_error(reference, "no node holds it"));
+        }
+        let mut last = String::new();
+        for holder in holders {
+            let Some(addr) = state.member(holder).map(|n| n.addr.clone()) else {
+                continue;
+            };
+            let body = Bytes::from(hex.clone().into_bytes());
+            match self.peers.call(&addr, PATH_PEER_BLOB, body).await {
+                Ok(bytes) => {
+                    // The registry hashes what it stores: a peer that sent
+                    // other bytes is caught here, before anything runs.
+                    if let Err(e) = node.registry().put_expecting(&hash, &bytes) {
+                        last = format!("node {holder} ({addr}) sent a bad blob: {e}");
+                        continue;
+                    }
+                    let held = Command::ModuleHeld {
+                        hash: hex.clone(),
+                        node: self.me,
+                        size_bytes: bytes.len() as u64,
+                    };
+                    let raft = self.raft.clone();
+                    tokio::spawn(async move {
+                        let _ = raft.write(held).await;
+                    });
+                    return Ok(hash);
+                }
+                Err(e) => last = format!("node {holder} ({addr}): {e}"),
+            }
+        }
+        Err(Self::fetch_error(reference, last))
+    }
+
+    fn process_started(&self, pid: Pid) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if p.started.len() < DIRECTORY_PENDING_MAX {
+            p.started.push(pid.0);
+        }
+        drop(p);
+        self.pending_changed.notify_one();
+    }
+
+    fn node_id(&self) -> u64 {
+        self.me
+    }
+
+    fn process_exited(&self, pid: Pid) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if p.exited.len() < DIRECTORY_PENDING_MAX {
+            p.exited.push(pid.0);
+        }
+        drop(p);
+        self.pending_changed.notify_one();
+    }
+}

@@ -1,0 +1,82 @@
+//! Fences: when a node applies a directory switch of pid P from node S, it
+//! sends S a [`Control::Fence`] on the same lane its earlier messages for P
+//! took. S forwards it to P's new node after them, and the new node then
+//! delivers this node's direct messages (see [`shoal_runtime::handoff`]).
+//!
+//! A send that read the old directory must be on the lane before the fence:
+//! [`crate::link::Link`] holds its routing lock (shared) from the
+//! directory lookup to the lane push, and the fence is pushed under the
+//! same lock held exclusively, after the new state is published.
+
+use super::wire::Control;
+use crate::Inner;
+use bytes::Bytes;
+use shoal_net::LaneMessage;
+use shoal_runtime::node::CONTROL_SENDER;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Most tries to put one fence on a full lane, 2 ms apart (30 s).
+pub const FENCE_PUSH_ATTEMPTS_MAX: u32 = 15_000;
+
+/// Send fences for every switch this node applies, until the node stops.
+pub async fn run(inner: Arc<Inner>) {
+    let mut moves = inner.raft.subscribe_moves();
+    loop {
+        let m = match moves.recv().await {
+            Ok(m) => m,
+            Err(RecvError::Lagged(n)) => {
+                eprintln!(
+                    "shoal node: missed {n} directory moves; their targets will wait out their fence timeout"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        // A same-node move is a fence of a called-off attempt; the source
+        // itself needs no fence (its own sends go through it).
+        if m.from == m.to || m.from == inner.me {
+            continue;
+        }
+        if std::env::var_os("SHOAL_DEBUG_MIGRATE").is_some() {
+            eprintln!("[{}] applied move {m:?}; fencing at {}", inner.name, m.from);
+        }
+        let Some(addr) = inner.raft.state().member(m.from).map(|n| n.addr.clone()) else {
+            continue;
+        };
+        let data = Bytes::from(
+            Control::Fence {
+                origin: inner.me,
+                epoch: m.epoch,
+            }
+            .encode(),
+        );
+        // The lane to the source may be full of this node's earlier
+        // messages (that is what the fence is behind): keep trying, boundedly.
+        let mut pushed_ok = false;
+        for _ in 0..FENCE_PUSH_ATTEMPTS_MAX {
+            let pushed = inner.link.with_routes_fenced(|| {
+                inner.peers.send(
+                    &addr,
+                    LaneMessage {
+                        from: CONTROL_SENDER.0,
+                        to: m.pid,
+                        data: data.clone(),
+                    },
+                )
+            });
+            if pushed.is_ok() {
+                pushed_ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if !pushed_ok {
+            eprintln!(
+                "shoal node: could not fence pid {} at node {} (its lane stayed full); its new node waits out its fence timeout",
+                m.pid, m.from
+            );
+        }
+    }
+}

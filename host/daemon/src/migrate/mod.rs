@@ -1,0 +1,71 @@
+//! Live migration: moving a running process to another node, keeping its
+//! pid, its memory, its blocked call, its mailbox and its files, losing,
+//! duplicating and reordering no message.
+//!
+//! - [`source`]: [`source::migrate`], the protocol run by the node the
+//!   process leaves (pre-copy, freeze, delta, switch through Raft, go).
+//! - [`target`]: arrivals on the node it moves to (pages by hash, the
+//!   decision, the start).
+//! - [`wire`]: the requests and lane control messages between the two.
+//! - [`fence`]: what every node does when it applies a switch, so that the
+//!   target can keep each sender's messages in order
+//!   ([`shoal_runtime::handoff`]).
+//!
+//! # Safety: never two live copies, never none
+//!
+//! The process stops on the source before the target has a complete image,
+//! and the target starts it only once the directory entry (a
+//! compare-and-set on the pid's epoch, through Raft) names the target. If
+//! the switch cannot be written the source fences the attempt with a
+//! same-node move at the same epoch — after that the stale switch can
+//! never commit — and resumes the process itself. If the target dies
+//! before the switch, the source resumes it; if the source dies after the
+//! switch, the target starts it on seeing the directory.
+
+pub mod drain;
+pub mod fence;
+pub mod rebalance;
+pub mod source;
+pub mod target;
+pub mod wire;
+
+pub use shoal_api::cluster::MigrateReport;
+use shoal_runtime::pid::Pid;
+
+/// Faults a test can inject into migrations (all off by default).
+#[derive(Debug, Clone, Default)]
+pub struct MigrationFaults {
+    /// The source stops right after the switch is committed: it sends no
+    /// `Go` and forwards nothing, as if it died at that instant (the target
+    /// must take the process from the directory).
+    pub halt_after_switch: bool,
+}
+
+/// A control message arrived on a lane for `pid` (see [`wire::Control`]).
+pub async fn on_control(inner: &std::sync::Arc<crate::Inner>, pid: Pid, data: &[u8]) {
+    match wire::Control::decode(data) {
+        Some(wire::Control::Go { .. }) => target::start(inner, pid).await,
+        Some(wire::Control::Fence { origin, .. }) => {
+            // At the source: queue it behind what the origin sent before,
+            // to be passed on in order. (Nowhere to go once the source has
+            // finished forwarding: then the target no longer waits for it.)
+            if let Some(held) = inner.node.held_mailbox(pid) {
+                let mut fence = shoal_runtime::mailbox::Message {
+                    sender: shoal_runtime::node::CONTROL_SENDER,
+                    data: data.to_vec(),
+                };
+                // If the process arrived here recently and its hold still
+                // keeps messages from `origin`, the fence goes behind them.
+                if let Some(h) = inner.node.handoff(pid) {
+                    match h.push_marker(origin, fence) {
+                        shoal_runtime::handoff::Routed::Accepted => return,
+                        shoal_runtime::handoff::Routed::Finished(m) => fence = m,
+                    }
+                }
+                let _ = held.append_all(vec![fence]);
+            }
+        }
+        Some(wire::Control::Fenced { origin, epoch }) => target::fence(inner, pid, origin, epoch),
+        None => eprintln!("shoal node: ignored a malformed control message for pid {pid}"),
+    }
+}

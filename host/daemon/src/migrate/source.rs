@@ -1,0 +1,654 @@
+//! The source's half of a migration: [`migrate`].
+//!
+//! 1. **Pre-copy** (the process keeps running): capture it at a blocking
+//!    call and let it go on, hash its non-zero pages, offer them to the
+//!    target, send only the pages the target lacks.
+//! 2. **Freeze**: capture it again and stop it ([`Node::freeze`]); its
+//!    queued messages travel in the image, later ones are held here.
+//! 3. **Delta + final**: send the pages that changed since the pre-copy
+//!    (found by `memcmp`), then globals and host state. The target now
+//!    holds a complete image and a handoff for the pid.
+//! 4. **Switch**: `MovePid{pid, from: here, to, epoch}` through Raft, a
+//!    compare-and-set on the directory epoch. If it fails, the source fences
+//!    the attempt with a same-node move (bumping the epoch, so the stale
+//!    switch can never commit later), tells the target to forget it, and
+//!    resumes the process here with every message it held.
+//! 5. **Go**: on the lane to the target, then everything held here is
+//!    forwarded after it, in order, followed by the other nodes' fences as
+//!    they arrive (see [`shoal_runtime::handoff`]). Once every member has
+//!    fenced (or [`super::target::FENCE_WAIT`] passed) the held mailbox is
+//!    closed; late senders find the pid through the directory.
+
+use super::wire::{self, Abort, Control, Final, Offer, OfferAnswer, Started};
+use super::MigrateReport;
+use crate::Inner;
+use bytes::Bytes;
+use shoal_cluster::sched::Target;
+use shoal_cluster::{Command, NodeId, NodeStatus};
+use shoal_net::LaneMessage;
+use shoal_runtime::mailbox::Head;
+use shoal_runtime::mailbox::PushError;
+use shoal_runtime::node::{ClusterLink, NodeError, CONTROL_SENDER};
+use shoal_runtime::pid::Pid;
+use shoal_runtime::process::CapturedProcess;
+use shoal_runtime::snapshot::format;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest the source waits for a process to reach a blocking call.
+pub const CAPTURE_WAIT: Duration = Duration::from_secs(10);
+/// Longest one migration request to the target may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the source keeps trying to decide a move through Raft (switch
+/// or fence) before it leaves the process frozen and reports it.
+pub const DECIDE_WAIT: Duration = Duration::from_secs(60);
+
+/// Why a migration did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The process does not run on this node.
+    #[error("process {0} does not run on this node")]
+    NotHere(Pid),
+    /// No node can take it.
+    #[error("no node can take process {pid}: {why}")]
+    NoTarget {
+        /// The process.
+        pid: Pid,
+        /// Why not.
+        why: String,
+    },
+    /// Capturing it failed; it runs on, here.
+    #[error("{0}")]
+    Capture(#[from] NodeError),
+    /// The move failed and the process resumed here.
+    #[error("moving process {pid} to node {target} failed ({why}); it goes on running here")]
+    Resumed {
+        /// The process.
+        pid: Pid,
+        /// The target's name.
+        target: String,
+        /// What failed.
+        why: String,
+    },
+    /// The move could not be decided (no quorum); the process is held
+    /// frozen here until it can be.
+    #[error("process {pid} is frozen: {why}")]
+    Undecided {
+        /// The process.
+        pid: Pid,
+        /// What failed.
+        why: String,
+    },
+}
+
+impl MigrateError {
+    /// The HTTP status the control API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            MigrateError::NotHere(_) => 404,
+            MigrateError::NoTarget { .. } => 409,
+            MigrateError::Capture(NodeError::NotCapturable(_)) => 409,
+            MigrateError::Capture(NodeError::CaptureTimeout { .. }) => 504,
+            MigrateError::Capture(_) => 409,
+            MigrateError::Resumed { .. } => 502,
+            MigrateError::Undecided { .. } => 503,
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn new_id(pid: Pid) -> String {
+    format!("{pid}-{:016x}", rand::random::<u64>())
+}
+
+struct Phases {
+    list: Vec<(String, u64)>,
+    at: Instant,
+}
+
+impl Phases {
+    fn mark(&mut self, name: &str) {
+        let now = Instant::now();
+        self.list
+            .push((name.to_string(), (now - self.at).as_micros() as u64));
+        self.at = now;
+    }
+}
+
+/// Choose the node to move `pid` to: `to` by name, else the scheduler's
+/// choice among the other healthy, active nodes.
+fn choose_target(inner: &Inner, pid: Pid, to: Option<&str>) -> Result<NodeId, MigrateError> {
+    let target = match to {
+        Some(name) if name == inner.name => {
+            return Err(MigrateError::NoTarget {
+                pid,
+                why: format!("it already runs on node {name}"),
+            })
+        }
+        Some(name) => Target::Node(name.to_string()),
+        None => Target::Any,
+    };
+    inner
+        .link
+        .place_away(&target, inner.me)
+        .map_err(|e| MigrateError::NoTarget {
+            pid,
+            why: e.to_string(),
+        })
+}
+
+/// Move process `pid` (running here) to node `to` (by name) or to the
+/// scheduler's choice. Returns once it runs there.
+pub async fn migrate(
+    inner: &Arc<Inner>,
+    pid: Pid,
+    to: Option<&str>,
+) -> Result<MigrateReport, MigrateError> {
+    let node = &inner.node;
+    let started = Instant::now();
+    let module = node.module_of(pid).ok_or(MigrateError::NotHere(pid))?;
+    let target = choose_target(inner, pid, to)?;
+    let state = inner.raft.state();
+    let target_rec = state
+        .member(target)
+        .cloned()
+        .ok_or_else(|| MigrateError::NoTarget {
+            pid,
+            why: format!("node {target} is not a member"),
+        })?;
+    let addr = target_rec.addr.clone();
+    let target_name = target_rec.name.clone();
+    // The directory entry is what the switch compares; a fresh process may
+    // not be registered yet (registration is batched).
+    let epoch = wait_registered(inner, pid).await?;
+    // One move at a time per node and pid: if the process just arrived here,
+    // its hold waits for the other nodes' fences first.
+    settle(inner, pid).await;
+    let mut phases = Phases {
+        list: Vec::new(),
+        at: Instant::now(),
+    };
+    let id = new_id(pid);
+
+    // 1. Pre-copy.
+    let first = node.capture(pid, false, CAPTURE_WAIT).await?;
+    phases.mark("precopy_capture");
+    let memory0 = first.memory;
+    let split = {
+        let m = memory0.clone();
+        tokio::task::spawn_blocking(move || format::split_pages(&m, None))
+            .await
+            .map_err(|e| NodeError::Runtime(format!("page hasher failed: {e}")))?
+    };
+    let page_bytes = split.page_bytes;
+    let offer = Offer {
+        id: id.clone(),
+        pid: pid.0,
+        module: module.to_hex(),
+        source: inner.me,
+        epoch,
+        memory_bytes: memory0.len() as u64,
+        page_bytes,
+        pages: split
+            .pages
+            .iter()
+            .map(|p| (p.index, p.hash.to_hex()))
+            .collect(),
+        preemptible: first.spec.preemptible,
+    };
+    let pages_total = offer.pages.len();
+    let fail = |why: String| MigrateError::Resumed {
+        pid,
+        target: target_name.clone(),
+        why,
+    };
+    let answer: OfferAnswer = call_json(inner, &addr, wire::PATH_OFFER, &offer)
+        .await
+        .map_err(|e| fail(format!("offer refused: {e}")))?;
+    phases.mark("offer");
+    let mut bytes_sent: u64 = 0;
+    let pb = page_bytes as usize;
+    for idx in &answer.need {
+        if *idx as usize * pb + pb > memory0.len() {
+            return Err(fail(format!("target asked for page {idx}, beyond memory")));
+        }
+    }
+    bytes_sent += send_pages(
+        inner,
+        &addr,
+        wire::PATH_PAGES,
+        &id,
+        &answer.need,
+        &memory0,
+        pb,
+    )
+    .await
+    .map_err(|e| fail(format!("page transfer failed: {e}")))?;
+    phases.mark("precopy_pages");
+
+    // 2. Freeze.
+    let freeze_started_us = now_us();
+    let mut image = node.freeze(pid, CAPTURE_WAIT).await?;
+    phases.mark("freeze_capture");
+    // Its queued messages go back in front of the held mailbox: they travel
+    // on the lane after `Go`, in order, not inside the final state.
+    if let Some(held) = node.held_mailbox(pid) {
+        let _ = held.push_front_all(std::mem::take(&mut image.mailbox));
+    }
+
+    // 3. Delta + final. From here on a failure resumes the process here.
+    let outcome = send_rest(inner, &addr, pid, &id, &memory0, &image, pb).await;
+    let ((delta_pages, memory_bytes), delta_bytes) = match outcome {
+        Ok(x) => x,
+        Err(why) => {
+            call_off(inner, &addr, &id).await;
+            node.unfreeze(pid, module, image).await?;
+            return Err(fail(why));
+        }
+    };
+    bytes_sent += delta_bytes;
+    phases.mark("final");
+
+    // 4. Switch.
+    match decide(inner, pid, target, epoch).await {
+        Decision::Moved => {}
+        Decision::Stays(why) => {
+            call_off(inner, &addr, &id).await;
+            node.unfreeze(pid, module, image).await?;
+            return Err(fail(why));
+        }
+        Decision::Undecided(why) => {
+            // Keep it frozen (its messages held); a later call may decide.
+            return Err(MigrateError::Undecided { pid, why });
+        }
+    }
+    phases.mark("switch");
+    drop(image);
+    if inner.faults.halt_after_switch {
+        return Err(MigrateError::Undecided {
+            pid,
+            why: "fault injected: the source halted right after the switch".into(),
+        });
+    }
+
+    // Keep this image's pages here too, so a move back is cheap.
+    let keeping = keep_pages(inner, &memory0, &split);
+
+    // 5. Go, then forward everything held, in order.
+    let go = Control::Go { epoch: epoch + 1 };
+    push_control(inner, &addr, pid, go).await;
+    tokio::spawn(forward_held(inner.clone(), pid, addr.clone()));
+    let resumed: Result<Started, String> =
+        call_json(inner, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
+    phases.mark("resume");
+    if let Some(k) = keeping {
+        let _ = k.await;
+        phases.mark("keep_pages");
+    }
+    let (freeze_us, resumed_ok) = match &resumed {
+        Ok(s) => (s.resumed_unix_us.saturating_sub(freeze_started_us), true),
+        Err(_) => (0, false),
+    };
+    if let Err(e) = &resumed {
+        eprintln!(
+            "shoal node: process {pid} moved to {target_name} but did not report its start: {e}"
+        );
+    }
+    Ok(MigrateReport {
+        pid,
+        from: inner.name.clone(),
+        to: target_name,
+        epoch: epoch + 1,
+        memory_bytes: memory_bytes as u64,
+        pages_total,
+        pages_sent: answer.need.len(),
+        pages_known: pages_total.saturating_sub(answer.need.len()),
+        delta_pages,
+        bytes_sent,
+        freeze_us,
+        resumed: resumed_ok,
+        total_us: started.elapsed().as_micros() as u64,
+        phases_us: phases.list,
+    })
+}
+
+/// Store the pre-copy's pages in this node's registry, in the background
+/// (a process that comes back finds them here).
+fn keep_pages(
+    inner: &Inner,
+    memory: &[u8],
+    split: &format::SplitPages,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let registry = inner.node.registry().clone();
+    let pb = split.page_bytes as usize;
+    let pages: Vec<(shoal_registry::Sha256, Vec<u8>)> = split
+        .pages
+        .iter()
+        .filter(|p| !registry.contains(&p.hash))
+        .map(|p| {
+            let at = p.index as usize * pb;
+            (p.hash, memory[at..at + pb].to_vec())
+        })
+        .collect();
+    if pages.is_empty() {
+        return None;
+    }
+    Some(tokio::task::spawn_blocking(move || {
+        let refs: Vec<(shoal_registry::Sha256, &[u8])> =
+            pages.iter().map(|(h, b)| (*h, &b[..])).collect();
+        if let Err(e) = registry.put_many_unsynced(&refs) {
+            eprintln!("shoal node: cannot keep the pages of a departed process: {e}");
+        }
+    }))
+}
+
+/// How long a new move waits for the previous one of the same process to
+/// settle on this node (its hold to end, its forwarding to finish).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(12);
+
+/// Wait (bounded) until no earlier move of `pid` is still holding or
+/// forwarding its messages on this node.
+pub async fn settle(inner: &Inner, pid: Pid) {
+    let deadline = Instant::now() + SETTLE_WAIT;
+    while (inner.node.handoff(pid).is_some() || inner.node.held_mailbox(pid).is_some())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The pid's directory epoch once it is registered here.
+async fn wait_registered(inner: &Inner, pid: Pid) -> Result<u64, MigrateError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = inner.raft.state();
+        match state.directory.get(&pid.0) {
+            Some(e) if e.node == inner.me => return Ok(e.epoch),
+            // It runs here, so the entry is on its way (it just arrived, or
+            // its registration is batched): this node's state lags.
+            other if Instant::now() > deadline => {
+                return Err(MigrateError::NoTarget {
+                    pid,
+                    why: match other {
+                        Some(e) => format!(
+                            "this node's directory still places it on node {} (is there a quorum?)",
+                            e.node
+                        ),
+                        None => {
+                            "it is not in the cluster's directory yet (is there a quorum?)".into()
+                        }
+                    },
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+    inner: &Inner,
+    addr: &str,
+    path: &str,
+    body: &T,
+) -> Result<R, String> {
+    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let answer = inner
+        .peers
+        .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&answer).map_err(|e| format!("bad answer: {e}"))
+}
+
+/// Send pages `indices` of `memory` in batches; returns bytes sent.
+async fn send_pages(
+    inner: &Inner,
+    addr: &str,
+    path: &str,
+    id: &str,
+    indices: &[u32],
+    memory: &[u8],
+    pb: usize,
+) -> Result<u64, String> {
+    let per_batch = (wire::PAGES_CHUNK_BYTES / pb).max(1);
+    let mut sent = 0u64;
+    for chunk in indices.chunks(per_batch) {
+        let header = wire::PagesHeader {
+            id: id.to_string(),
+            indices: chunk.to_vec(),
+        };
+        let pages: Vec<&[u8]> = chunk
+            .iter()
+            .map(|i| &memory[*i as usize * pb..(*i as usize + 1) * pb])
+            .collect();
+        let body = wire::encode_pages(&header, &pages);
+        sent += body.len() as u64;
+        inner
+            .peers
+            .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(sent)
+}
+
+/// Send the pages that changed since the pre-copy and the final state.
+/// Returns ((changed page count, final memory size), bytes sent).
+async fn send_rest(
+    inner: &Inner,
+    addr: &str,
+    pid: Pid,
+    id: &str,
+    before: &[u8],
+    image: &CapturedProcess,
+    pb: usize,
+) -> Result<((usize, usize), u64), String> {
+    let now = &image.memory;
+    let zero = vec![0u8; pb];
+    let mut changed = Vec::new();
+    let mut zeroed = Vec::new();
+    for (i, page) in now.chunks(pb).enumerate() {
+        let old = before.get(i * pb..(i + 1) * pb);
+        match old {
+            Some(old) if old == page => {}
+            Some(_) if page == &zero[..page.len()] => zeroed.push(i as u32),
+            None if page == &zero[..page.len()] => {}
+            _ => changed.push(i as u32),
+        }
+    }
+    if !now.len().is_multiple_of(pb) {
+        return Err(format!("memory of {} bytes is not whole pages", now.len()));
+    }
+    // Memory can only grow; the target resizes to the final size, so send
+    // the pages against a buffer of that size.
+    let mut sent = send_pages(inner, addr, wire::PATH_DELTA, id, &changed, now, pb).await?;
+    let state = shoal_runtime::snapshot::HostState::of(image);
+    let log = inner.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
+    let fin = Final {
+        id: id.to_string(),
+        memory_bytes: now.len() as u64,
+        zeroed,
+        globals: image.globals.clone(),
+        state,
+        log,
+    };
+    let body = serde_json::to_vec(&fin).map_err(|e| e.to_string())?;
+    sent += body.len() as u64;
+    inner
+        .peers
+        .call_with_timeout(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(((changed.len(), now.len()), sent))
+}
+
+enum Decision {
+    /// The directory now places the pid on the target.
+    Moved,
+    /// The attempt is fenced; the pid stays here.
+    Stays(String),
+    /// Neither could be written.
+    Undecided(String),
+}
+
+/// Switch the directory entry, or fence the attempt.
+async fn decide(inner: &Inner, pid: Pid, target: NodeId, epoch: u64) -> Decision {
+    let switch = Command::MovePid {
+        pid: pid.0,
+        from: inner.me,
+        to: target,
+        epoch,
+    };
+    let first = inner.raft.write(switch).await;
+    let why = match first {
+        Ok(shoal_cluster::CommandResult::Ok) => return Decision::Moved,
+        Ok(other) => format!("the switch was refused: {other:?}"),
+        Err(e) => format!("the switch could not be written: {e}"),
+    };
+    // Unknown or refused: fence with a same-node move, unless the switch
+    // did land after all.
+    let deadline = Instant::now() + DECIDE_WAIT;
+    loop {
+        let state = inner.raft.state();
+        if let Some(e) = state.directory.get(&pid.0) {
+            if e.node == target && e.epoch == epoch + 1 {
+                return Decision::Moved;
+            }
+            if e.node == inner.me && e.epoch > epoch {
+                return Decision::Stays(why);
+            }
+        }
+        let fence = Command::MovePid {
+            pid: pid.0,
+            from: inner.me,
+            to: inner.me,
+            epoch,
+        };
+        match inner.raft.write(fence).await {
+            Ok(shoal_cluster::CommandResult::Ok) => return Decision::Stays(why),
+            Ok(_) => {} // Refused: the state changed; look again.
+            Err(e) if Instant::now() > deadline => {
+                return Decision::Undecided(format!("{why}; and the attempt cannot be fenced: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Tell the target to forget the arrival (best effort: it also drops it
+/// when the directory shows the fence, or after its TTL).
+async fn call_off(inner: &Inner, addr: &str, id: &str) {
+    let _: Result<serde_json::Value, String> =
+        call_json(inner, addr, wire::PATH_ABORT, &Abort { id: id.to_string() }).await;
+}
+
+/// Put a control message on the lane to `addr`, retrying while it is full.
+async fn push_control(inner: &Inner, addr: &str, pid: Pid, control: Control) {
+    let data = Bytes::from(control.encode());
+    for _ in 0..10_000 {
+        let msg = LaneMessage {
+            from: CONTROL_SENDER.0,
+            to: pid.0,
+            data: data.clone(),
+        };
+        if inner.peers.send(addr, msg).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!("shoal node: could not send {control:?} for process {pid} to {addr}");
+}
+
+/// Forward what the frozen process's held mailbox receives to the target,
+/// in order, until every member has fenced (or the fence wait passed).
+async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
+    let Some(mailbox) = inner.node.held_mailbox(pid) else {
+        return;
+    };
+    let mut waiting: BTreeSet<NodeId> = inner
+        .raft
+        .state()
+        .nodes
+        .values()
+        .filter(|n| n.status != NodeStatus::Removed && n.id != inner.me)
+        .map(|n| n.id)
+        .collect();
+    let deadline = Instant::now() + super::target::FENCE_WAIT;
+    loop {
+        match mailbox.take_if_fits(usize::MAX) {
+            Head::Taken(m) => {
+                let mut data = Bytes::copy_from_slice(&m.data);
+                if m.sender == CONTROL_SENDER {
+                    if let Some(Control::Fence { origin, epoch }) = Control::decode(&m.data) {
+                        waiting.remove(&origin);
+                        data = Bytes::from(Control::Fenced { origin, epoch }.encode());
+                    }
+                }
+                let sent = if m.sender == CONTROL_SENDER {
+                    let msg = LaneMessage {
+                        from: m.sender.0,
+                        to: pid.0,
+                        data,
+                    };
+                    inner.peers.send(&addr, msg).is_ok()
+                } else {
+                    // Through the directory, like any send: if the process
+                    // has moved on again, this goes to where it is now, and
+                    // this node's fence for that move stays behind it.
+                    match inner.link.send_remote(m.sender, pid, m.data.clone()) {
+                        Ok(()) => true,
+                        Err(PushError::Full) => false,
+                        // This node has not applied its own switch yet.
+                        Err(PushError::Closed) => {
+                            let msg = LaneMessage {
+                                from: m.sender.0,
+                                to: pid.0,
+                                data,
+                            };
+                            inner.peers.send(&addr, msg).is_ok()
+                        }
+                    }
+                };
+                if !sent {
+                    // The lane is full: put it back, wait for acks.
+                    let _ = mailbox.unshift(m);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Head::TooBig { .. } => unreachable!("no size limit when forwarding"),
+            Head::Empty => {
+                // An earlier arrival's hold may still release into this
+                // mailbox: keep it open until that hold is gone.
+                // And only once this node's own state shows the switch:
+                // after the close, senders here route by it.
+                let switched = inner
+                    .raft
+                    .state()
+                    .directory
+                    .get(&pid.0)
+                    .is_none_or(|e| e.node != inner.me);
+                let done = (waiting.is_empty() || Instant::now() >= deadline)
+                    && inner.node.handoff(pid).is_none()
+                    && switched;
+                // Close only when empty (atomically), then forget it: a
+                // sender that reaches it after the close is told `Closed`
+                // and routes through the directory, behind everything
+                // forwarded here.
+                if done && mailbox.close_if_empty() {
+                    inner.node.release_held(pid);
+                    return;
+                }
+                let wait_until =
+                    std::cmp::min(deadline, Instant::now() + Duration::from_millis(50));
+                mailbox.wait_nonempty(Some(wait_until)).await;
+            }
+        }
+    }
+}

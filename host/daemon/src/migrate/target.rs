@@ -1,0 +1,622 @@
+//! The target's half of a migration: arrivals.
+//!
+//! An [`Arrival`] is a process on its way here. It is built up by the
+//! source's requests ([`super::wire`]): the offer (which pages are already
+//! in this node's registry), page batches, the delta of the frozen process
+//! and its final state. Then it waits, holding a complete image, until the
+//! move is decided:
+//!
+//! - **started** when the source's `Go` arrives on the lane, or when this
+//!   node's replicated directory shows the pid here at the new epoch (the
+//!   source may have died right after the switch: the target owns it);
+//! - **discarded** when the source calls it off ([`super::wire::PATH_ABORT`]),
+//!   when the directory shows the pid fenced at a later epoch elsewhere, or
+//!   after [`ARRIVAL_TTL`] without a decision while the source stays silent.
+//!
+//! A started process's messages go through its [`Handoff`] until every
+//! node's fence has come through the source, or [`FENCE_WAIT`] passed.
+
+use super::wire::{self, Abort, Final, Offer, OfferAnswer, Started};
+use crate::Inner;
+use shoal_cluster::NodeId;
+use shoal_net::RemoteError;
+use shoal_registry::Sha256;
+use shoal_runtime::handoff::{Handoff, HandoffLimits};
+use shoal_runtime::pid::Pid;
+use shoal_runtime::process::CapturedProcess;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Most arrivals in progress at once on one node.
+pub const ARRIVALS_MAX: usize = 256;
+/// Most bytes of memory images held by arrivals at once.
+pub const ARRIVAL_BYTES_MAX: u64 = 8 << 30;
+/// How long a prepared arrival waits for a decision before it is dropped.
+pub const ARRIVAL_TTL: Duration = Duration::from_secs(120);
+/// How long a started process waits for the other nodes' fences before
+/// releasing what it holds.
+pub const FENCE_WAIT: Duration = Duration::from_secs(8);
+
+/// Where an arrival is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Receiving pages.
+    Transfer,
+    /// Complete; waiting for the decision.
+    Ready,
+    /// Started here (Unix µs of its first instruction).
+    Started(u64),
+    /// Dropped or failed to start (why).
+    Gone(String),
+}
+
+struct Data {
+    memory: Vec<u8>,
+    /// Hash of every page offered (index → hash).
+    offered: HashMap<u32, Sha256>,
+    /// The complete image, from the final request until the start.
+    image: Option<CapturedProcess>,
+}
+
+/// One process on its way here.
+pub struct Arrival {
+    id: String,
+    pid: Pid,
+    source: NodeId,
+    /// The directory epoch it arrives at.
+    epoch_next: u64,
+    module: Sha256,
+    page_bytes: u32,
+    created: Instant,
+    data: Mutex<Data>,
+    phase: watch::Sender<Phase>,
+}
+
+/// Arrivals on this node, by pid.
+#[derive(Default)]
+pub struct Arrivals {
+    map: Mutex<HashMap<Pid, Arc<Arrival>>>,
+}
+
+fn err(status: u16, msg: impl Into<String>) -> RemoteError {
+    RemoteError::new(status, msg.into())
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Arrivals {
+    fn get(&self, id: &str) -> Result<Arc<Arrival>, RemoteError> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|a| a.id == id)
+            .cloned()
+            .ok_or_else(|| err(404, format!("no migration {id} in progress here")))
+    }
+
+    fn by_pid(&self, pid: Pid) -> Option<Arc<Arrival>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pid)
+            .cloned()
+    }
+
+    fn remove(&self, arrival: &Arrival) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&arrival.pid).is_some_and(|a| a.id == arrival.id) {
+            map.remove(&arrival.pid);
+        }
+    }
+
+    /// Arrivals in progress.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True when none is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Answer a `/v1/peer/migrate/*` request.
+pub async fn handle(
+    inner: &Arc<Inner>,
+    path: &str,
+    body: bytes::Bytes,
+) -> Result<bytes::Bytes, RemoteError> {
+    let ok = || Ok(bytes::Bytes::from_static(b"{}"));
+    match path {
+        wire::PATH_OFFER => {
+            let offer: Offer = serde_json::from_slice(&body)
+                .map_err(|e| err(400, format!("bad migration offer: {e}")))?;
+            let answer = offer_here(inner, offer).await?;
+            crate::encode_json(&answer)
+        }
+        wire::PATH_PAGES | wire::PATH_DELTA => {
+            pages_here(inner, &body, path == wire::PATH_PAGES).await?;
+            ok()
+        }
+        wire::PATH_FINAL => {
+            let fin: Final = serde_json::from_slice(&body)
+                .map_err(|e| err(400, format!("bad final migration state: {e}")))?;
+            final_here(inner, fin)?;
+            ok()
+        }
+        wire::PATH_ABORT => {
+            let a: Abort =
+                serde_json::from_slice(&body).map_err(|e| err(400, format!("bad abort: {e}")))?;
+            if let Ok(arrival) = inner.arrivals.get(&a.id) {
+                discard(inner, &arrival, "the source called the move off");
+            }
+            ok()
+        }
+        wire::PATH_STARTED => {
+            let a: Abort =
+                serde_json::from_slice(&body).map_err(|e| err(400, format!("bad request: {e}")))?;
+            let arrival = inner.arrivals.get(&a.id);
+            let mut rx = match arrival {
+                Ok(a) => a.phase.subscribe(),
+                Err(e) => return Err(e),
+            };
+            let waited = tokio::time::timeout(
+                Duration::from_secs(30),
+                rx.wait_for(|p| matches!(p, Phase::Started(_) | Phase::Gone(_))),
+            )
+            .await;
+            let phase = match waited {
+                Ok(Ok(p)) => p.clone(),
+                _ => return Err(err(504, "the process has not started here (yet)")),
+            };
+            match phase {
+                Phase::Started(us) => crate::encode_json(&Started {
+                    resumed_unix_us: us,
+                }),
+                Phase::Gone(why) => Err(err(409, why)),
+                _ => Err(err(500, "unreachable migration phase")),
+            }
+        }
+        other => Err(err(404, format!("no migration route {other}"))),
+    }
+}
+
+async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, RemoteError> {
+    let node = &inner.node;
+    let pid = Pid(offer.pid);
+    let memory_max = node.config().engine.memory_bytes_max;
+    if offer.memory_bytes > memory_max {
+        return Err(err(
+            413,
+            format!(
+                "process {pid} has {} bytes of memory; this node allows at most {memory_max}",
+                offer.memory_bytes
+            ),
+        ));
+    }
+    let pb = offer.page_bytes as u64;
+    if !(shoal_runtime::snapshot::format::MIN_PAGE_BYTES as u64..=65536).contains(&pb)
+        || !pb.is_power_of_two()
+        || !offer.memory_bytes.is_multiple_of(pb)
+    {
+        return Err(err(
+            400,
+            format!("bad page size {pb} for {} bytes", offer.memory_bytes),
+        ));
+    }
+    if node.is_local(pid) {
+        return Err(err(409, format!("process {pid} already runs here")));
+    }
+    // It may be coming back while this node still forwards what it held
+    // from its last stay: let that finish first.
+    super::source::settle(inner, pid).await;
+    let module: Sha256 = offer
+        .module
+        .parse()
+        .map_err(|_| err(400, format!("bad module hash {:?}", offer.module)))?;
+    let page_count = offer.memory_bytes / pb;
+    let mut offered = HashMap::with_capacity(offer.pages.len());
+    for (index, hex) in &offer.pages {
+        if *index as u64 >= page_count {
+            return Err(err(400, format!("page {index} is beyond memory")));
+        }
+        let h: Sha256 = hex
+            .parse()
+            .map_err(|_| err(400, format!("bad page hash {hex:?}")))?;
+        offered.insert(*index, h);
+    }
+    {
+        let map = inner.arrivals.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= ARRIVALS_MAX && !map.contains_key(&pid) {
+            return Err(err(503, "too many migrations arriving here; retry later"));
+        }
+        let held: u64 = map.values().map(|a| a.memory_len()).sum();
+        if held + offer.memory_bytes > ARRIVAL_BYTES_MAX {
+            return Err(err(
+                503,
+                "too much memory arriving here at once; retry later",
+            ));
+        }
+    }
+    // The module: fetched if missing, and compiled now, so the start after
+    // the freeze does not wait for it.
+    if !node.registry().contains(&module) {
+        fetch_from_source(inner, offer.source, &module).await?;
+    }
+    {
+        let node = node.clone();
+        let preemptible = offer.preemptible;
+        tokio::task::spawn_blocking(move || node.load_module_variant(&module, preemptible))
+            .await
+            .map_err(|e| err(500, format!("module loader failed: {e}")))?
+            .map_err(|e| err(409, format!("cannot load module {module}: {e}")))?;
+    }
+    // Pages this node's registry already holds (from earlier migrations or
+    // snapshots) are read here; the rest are asked for.
+    let registry = node.registry().clone();
+    let size = offer.memory_bytes as usize;
+    let pages: Vec<(u32, Sha256)> = offered.iter().map(|(i, h)| (*i, *h)).collect();
+    let (memory, mut need) = tokio::task::spawn_blocking(move || {
+        let mut memory = vec![0u8; size];
+        let mut need = Vec::new();
+        for (index, hash) in pages {
+            let at = index as usize * pb as usize;
+            match registry.get(&hash) {
+                Ok(bytes) if bytes.len() == pb as usize => {
+                    memory[at..at + pb as usize].copy_from_slice(&bytes);
+                }
+                _ => need.push(index),
+            }
+        }
+        (memory, need)
+    })
+    .await
+    .map_err(|e| err(500, format!("page reader failed: {e}")))?;
+    need.sort_unstable();
+    let (phase, _) = watch::channel(Phase::Transfer);
+    let arrival = Arc::new(Arrival {
+        id: offer.id.clone(),
+        pid,
+        source: offer.source,
+        epoch_next: offer.epoch + 1,
+        module,
+        page_bytes: offer.page_bytes,
+        created: Instant::now(),
+        data: Mutex::new(Data {
+            memory,
+            offered,
+            image: None,
+        }),
+        phase,
+    });
+    let old = inner
+        .arrivals
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(pid, arrival);
+    if let Some(old) = old {
+        discard(
+            inner,
+            &old,
+            "a newer migration of the same process replaced it",
+        );
+    }
+    Ok(OfferAnswer { need })
+}
+
+/// Get the module blob from the source, which runs it (the cluster's
+/// module index may not show this node the source as a holder yet).
+async fn fetch_from_source(
+    inner: &Arc<Inner>,
+    source: NodeId,
+    module: &Sha256,
+) -> Result<(), RemoteError> {
+    let addr = inner
+        .raft
+        .state()
+        .member(source)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| err(409, format!("the source node {source} is not a member")))?;
+    let bytes = inner
+        .peers
+        .call(
+            &addr,
+            crate::peer_api::PATH_PEER_BLOB,
+            bytes::Bytes::from(module.to_hex().into_bytes()),
+        )
+        .await
+        .map_err(|e| {
+            err(
+                409,
+                format!("cannot get module {module} from its source: {e}"),
+            )
+        })?;
+    // Checked against its hash before anything runs it.
+    inner
+        .node
+        .registry()
+        .put_expecting(module, &bytes)
+        .map_err(|e| err(409, format!("the source sent a bad module {module}: {e}")))?;
+    let held = shoal_cluster::Command::ModuleHeld {
+        hash: module.to_hex(),
+        node: inner.me,
+        size_bytes: bytes.len() as u64,
+    };
+    let raft = inner.raft.clone();
+    tokio::spawn(async move {
+        let _ = raft.write(held).await;
+    });
+    Ok(())
+}
+
+impl Arrival {
+    fn memory_len(&self) -> u64 {
+        self.data
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .memory
+            .len() as u64
+    }
+}
+
+async fn pages_here(inner: &Arc<Inner>, body: &[u8], verify: bool) -> Result<(), RemoteError> {
+    // The id is in the header; the page size comes from the arrival.
+    let peek: wire::PagesHeader = {
+        let len = body
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| err(400, "page batch without a header"))? as usize;
+        let json = body
+            .get(4..4 + len)
+            .ok_or_else(|| err(400, "page batch header runs past the body"))?;
+        serde_json::from_slice(json).map_err(|e| err(400, format!("bad page batch: {e}")))?
+    };
+    let arrival = inner.arrivals.get(&peek.id)?;
+    let pb = arrival.page_bytes as usize;
+    let (header, payload) =
+        wire::decode_pages(body, arrival.page_bytes).map_err(|e| err(400, e))?;
+    let mut fresh: Vec<(Sha256, Vec<u8>)> = Vec::new();
+    {
+        let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
+        if data.image.is_some() {
+            return Err(err(409, "pages after the final state"));
+        }
+        for (k, index) in header.indices.iter().enumerate() {
+            let page = &payload[k * pb..(k + 1) * pb];
+            let at = *index as usize * pb;
+            if at + pb > data.memory.len() {
+                return Err(err(400, format!("page {index} is beyond memory")));
+            }
+            if verify {
+                let want = *data
+                    .offered
+                    .get(index)
+                    .ok_or_else(|| err(400, format!("page {index} was not offered")))?;
+                if Sha256::of(page) != want {
+                    return Err(err(
+                        400,
+                        format!("page {index} does not match its offered hash"),
+                    ));
+                }
+                fresh.push((want, page.to_vec()));
+            }
+            data.memory[at..at + pb].copy_from_slice(page);
+        }
+    }
+    // Keep verified pages, so the next migration here need not send them.
+    if !fresh.is_empty() {
+        let registry = inner.node.registry().clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(Sha256, &[u8])> = fresh.iter().map(|(h, b)| (*h, &b[..])).collect();
+            registry.put_many_unsynced(&refs)
+        })
+        .await;
+        match kept {
+            Ok(Ok(_)) => {}
+            // Only a later migration pays: it sends these pages again.
+            Ok(Err(e)) => eprintln!("shoal node: cannot keep migrated pages: {e}"),
+            Err(e) => eprintln!("shoal node: page writer failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn final_here(inner: &Arc<Inner>, fin: Final) -> Result<(), RemoteError> {
+    let arrival = inner.arrivals.get(&fin.id)?;
+    {
+        let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
+        if data.image.is_some() {
+            return Err(err(409, "final state already received"));
+        }
+        let pb = arrival.page_bytes as usize;
+        let size = fin.memory_bytes as usize;
+        if size < data.memory.len()
+            || !size.is_multiple_of(pb)
+            || fin.memory_bytes > inner.node.config().engine.memory_bytes_max
+        {
+            return Err(err(
+                400,
+                format!("bad final memory size {}", fin.memory_bytes),
+            ));
+        }
+        data.memory.resize(size, 0);
+        for index in &fin.zeroed {
+            let at = *index as usize * pb;
+            if at + pb > data.memory.len() {
+                return Err(err(400, format!("page {index} is beyond memory")));
+            }
+            data.memory[at..at + pb].fill(0);
+        }
+        let memory = std::mem::take(&mut data.memory);
+        data.image = Some(fin.state.into_image(memory, fin.globals, fin.log));
+    }
+    // From now on messages for the pid here are held in order until the
+    // process starts and each node's fence comes through the source.
+    let state = inner.raft.state();
+    let awaiting: Vec<NodeId> = state
+        .nodes
+        .values()
+        .filter(|n| n.status != shoal_cluster::NodeStatus::Removed)
+        .map(|n| n.id)
+        .collect();
+    let limits = inner.node.config().mailbox;
+    let handoff = Handoff::new(
+        arrival.source,
+        arrival.epoch_next,
+        awaiting,
+        HandoffLimits {
+            messages_max: limits.messages_max,
+            bytes_max: limits.bytes_max,
+        },
+    );
+    inner.node.install_handoff(arrival.pid, handoff);
+    arrival.phase.send_replace(Phase::Ready);
+    tokio::spawn(watch_decision(inner.clone(), arrival));
+    Ok(())
+}
+
+/// Start or drop a ready arrival from what the directory shows, for when
+/// the source's `Go` or abort never comes.
+async fn watch_decision(inner: Arc<Inner>, arrival: Arc<Arrival>) {
+    let mut applied = inner.raft.subscribe();
+    let mut phase = arrival.phase.subscribe();
+    loop {
+        if !matches!(*phase.borrow(), Phase::Ready) {
+            return;
+        }
+        let state = inner.raft.state();
+        match state.directory.get(&arrival.pid.0) {
+            Some(e) if e.node == inner.me && e.epoch >= arrival.epoch_next => {
+                start(&inner, arrival.pid).await;
+                return;
+            }
+            Some(e) if e.epoch >= arrival.epoch_next => {
+                discard(&inner, &arrival, "the directory fenced this move");
+                return;
+            }
+            None if state.is_gone(arrival.pid.0) => {
+                discard(&inner, &arrival, "the process is gone from the directory");
+                return;
+            }
+            _ => {}
+        }
+        if arrival.created.elapsed() > ARRIVAL_TTL {
+            discard(&inner, &arrival, "no decision from the source in time");
+            return;
+        }
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = phase.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Start the arrived process `pid` (the move is decided). Idempotent.
+pub async fn start(inner: &Arc<Inner>, pid: Pid) {
+    let Some(arrival) = inner.arrivals.by_pid(pid) else {
+        return;
+    };
+    let image = {
+        let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
+        data.image.take()
+    };
+    let Some(image) = image else {
+        return; // Already started, or not complete.
+    };
+    match inner
+        .node
+        .start_arrived(arrival.pid, arrival.module, image)
+        .await
+    {
+        Ok(_) => {
+            arrival.phase.send_replace(Phase::Started(now_us()));
+            tokio::spawn(finish_handoff(inner.clone(), arrival.pid));
+        }
+        Err(e) => {
+            let why = format!("process {pid} could not start here: {e}");
+            eprintln!("shoal node: {why}");
+            arrival.phase.send_replace(Phase::Gone(why));
+            if let Some(h) = inner.node.remove_handoff(pid) {
+                h.expire();
+            }
+        }
+    }
+    // Keep the arrival a little, for the source's `started` question.
+    let arrivals = inner.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        arrivals.arrivals.remove(&arrival);
+    });
+}
+
+/// Wait for every fence (or [`FENCE_WAIT`]), then stop routing through the
+/// handoff.
+async fn finish_handoff(inner: Arc<Inner>, pid: Pid) {
+    let deadline = Instant::now() + FENCE_WAIT;
+    loop {
+        let Some(h) = inner.node.handoff(pid) else {
+            return;
+        };
+        if h.is_finished() {
+            inner.node.remove_handoff_if(pid, &h);
+            return;
+        }
+        if Instant::now() >= deadline {
+            let missing = h.expire();
+            inner.node.remove_handoff_if(pid, &h);
+            eprintln!(
+                "shoal node: process {pid} arrived; no fence from node(s) {missing:?} within {} s, released what they sent",
+                FENCE_WAIT.as_secs()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A fence from `origin` came through the source for arriving `pid`, for
+/// its move to `epoch`.
+pub fn fence(inner: &Arc<Inner>, pid: Pid, origin: NodeId, epoch: u64) {
+    if let Some(h) = inner.node.handoff(pid) {
+        if h.epoch() != epoch {
+            return;
+        }
+        h.fence(origin);
+        if h.is_finished() {
+            inner.node.remove_handoff_if(pid, &h);
+        }
+    }
+}
+
+/// Drop an arrival that will not start here; what its handoff held is sent
+/// on to wherever the pid lives.
+fn discard(inner: &Arc<Inner>, arrival: &Arc<Arrival>, why: &str) {
+    {
+        let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
+        let phase = arrival.phase.borrow().clone();
+        // Started, or starting (the image was taken): it is this node's now.
+        if matches!(phase, Phase::Started(_)) || (phase == Phase::Ready && data.image.is_none()) {
+            return;
+        }
+        data.image = None;
+        data.memory = Vec::new();
+    }
+    arrival.phase.send_replace(Phase::Gone(why.to_string()));
+    inner.arrivals.remove(arrival);
+    if let Some(h) = inner.node.remove_handoff(arrival.pid) {
+        for m in h.abandon() {
+            let _ = inner.node.send(m.sender, arrival.pid, m.data);
+        }
+    }
+}

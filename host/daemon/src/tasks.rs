@@ -1,0 +1,208 @@
+//! The daemon's background work: each task is a bounded loop that ends
+//! with the daemon.
+//!
+//! - **heartbeat**: every interval, this node's load (free memory, CPU load,
+//!   process count) goes into the replicated node table; the scheduler reads
+//!   it, and a node whose heartbeats stop counts as down after
+//!   [`super::link::HEARTBEAT_STALE_MS`].
+//! - **pid blocks**: keep one spare block of pids granted ahead of need.
+//! - **directory**: write batched process starts/exits.
+//! - **revocations**: every applied change to the replicated revocation list
+//!   is copied into the list the TLS verifiers read, so a removed node's or
+//!   revoked client's next handshake fails.
+//! - **renewal**: from 2/3 of its lifetime on, the node sends a CSR for its
+//!   key to the CA node and presents the new certificate from the next
+//!   handshake on (saved to disk too, so a restart keeps it).
+
+use super::Inner;
+use shoal_cluster::{Command, CommandResult, NodeLoad, PID_BLOCK_SIZE};
+use shoal_pki::SharedRevocations;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Pause after a failed Raft write before trying again (doubling to the max).
+const RETRY_INITIAL: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long starts/exits gather before one directory write.
+const DIRECTORY_BATCH: Duration = Duration::from_millis(5);
+
+/// Start every task.
+pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(heartbeat(inner.clone())),
+        tokio::spawn(pid_blocks(inner.clone())),
+        tokio::spawn(directory(inner.clone())),
+        tokio::spawn(sync_revocations(inner.clone(), revocations)),
+        tokio::spawn(crate::migrate::fence::run(inner.clone())),
+        tokio::spawn(crate::migrate::rebalance::run(inner.clone())),
+        tokio::spawn(renew_certificate(inner)),
+    ]
+}
+
+/// This machine's load as the scheduler wants it.
+pub fn local_load(inner: &Inner) -> NodeLoad {
+    let (total, available) = meminfo().unwrap_or((0, 0));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as f64)
+        .unwrap_or(1.0);
+    let load1 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    NodeLoad {
+        memory_bytes_free: available,
+        memory_bytes_total: total,
+        cpu_load_milli: ((load1 / cores) * 1000.0).clamp(0.0, u32::MAX as f64) as u32,
+        process_count: inner.node.processes().len() as u32,
+    }
+}
+
+/// (MemTotal, MemAvailable) in bytes.
+fn meminfo() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+async fn heartbeat(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let cmd = Command::Heartbeat {
+            id: inner.me,
+            load: local_load(&inner),
+            now_ms: shoal_pki::now_unix_ms(),
+        };
+        // A failed heartbeat (no quorum) is simply retried next tick.
+        let _ = inner.raft.write(cmd).await;
+    }
+}
+
+/// Ask the cluster for one pid block and grant it to the node.
+pub async fn grant_pid_block(inner: &Inner) -> Result<(), String> {
+    match inner
+        .raft
+        .write(Command::AllocPidBlock { node: inner.me })
+        .await
+    {
+        Ok(CommandResult::PidBlock(first)) => {
+            inner.node.pids().add_block(first, PID_BLOCK_SIZE);
+            Ok(())
+        }
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn pid_blocks(inner: Arc<Inner>) {
+    let mut wait = RETRY_INITIAL;
+    loop {
+        inner.node.pids().block_wanted().await;
+        match grant_pid_block(&inner).await {
+            Ok(()) => wait = RETRY_INITIAL,
+            Err(e) => {
+                eprintln!("shoal node: cannot get a pid block: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn directory(inner: Arc<Inner>) {
+    loop {
+        inner.link.directory_changed().await;
+        tokio::time::sleep(DIRECTORY_BATCH).await;
+        inner.link.flush_directory().await;
+    }
+}
+
+async fn sync_revocations(inner: Arc<Inner>, revocations: SharedRevocations) {
+    let mut applied = inner.raft.subscribe();
+    // Most applied entries are heartbeats: copy the list into the one the
+    // handshakes read (a write lock) only when it changed.
+    let mut copied: Option<shoal_pki::RevocationList> = None;
+    loop {
+        let state = inner.raft.state();
+        if copied.as_ref() != Some(&state.revocations) {
+            revocations.replace(state.revocations.clone());
+            copied = Some(state.revocations.clone());
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn renew_certificate(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(inner.renew_check_interval).await;
+        let info = inner.identity.info();
+        // Certificates are back-dated by the clock-skew allowance; count
+        // the lifetime from when it was issued.
+        let skew_ms = shoal_pki::ca::CLOCK_SKEW_ALLOWANCE.as_millis() as u64;
+        let issued = info.not_before_unix_ms.saturating_add(skew_ms);
+        let life = info.not_after_unix_ms.saturating_sub(issued);
+        let due = issued.saturating_add(life / 3 * 2);
+        if shoal_pki::now_unix_ms() < due {
+            continue;
+        }
+        match renew_once(&inner).await {
+            Ok(new) => eprintln!(
+                "shoal node: renewed this node's certificate (serial {}, valid until {} ms)",
+                new.serial.as_hex(),
+                new.not_after_unix_ms
+            ),
+            Err(e) => eprintln!("shoal node: certificate renewal failed (will retry): {e}"),
+        }
+    }
+}
+
+/// Get a fresh certificate for this node's key from the CA node.
+pub async fn renew_once(inner: &Inner) -> Result<shoal_pki::CertInfo, String> {
+    use shoal_pki::{files, Identity, IssuedCert, PkiPaths, Role};
+    let paths = PkiPaths::new(&inner.data_dir);
+    let key_pem = files::read_private_key(&paths.node_key()).map_err(|e| e.to_string())?;
+    let ca_pem = files::read_certificate(&paths.ca_cert()).map_err(|e| e.to_string())?;
+    let csr = shoal_pki::ca::csr_for_key_pem(&key_pem, &inner.name).map_err(|e| e.to_string())?;
+    let state = inner.raft.state();
+    let issued: IssuedCert = match (&inner.ca, state.ca_node) {
+        (Some(_), Some(id)) if id == inner.me => inner
+            .sign_renewal(&csr, Role::Node, &inner.name)
+            .map_err(|e| e.message)?,
+        (_, Some(id)) => {
+            let addr = state
+                .member(id)
+                .map(|n| n.addr.clone())
+                .ok_or("the CA node is not a member")?;
+            let body = serde_json::to_vec(&super::join::RenewBody { csr_pem: csr })
+                .map_err(|e| e.to_string())?;
+            let answer = inner
+                .peers
+                .call(
+                    &addr,
+                    super::join::PATH_PEER_RENEW,
+                    bytes::Bytes::from(body),
+                )
+                .await
+                .map_err(|e| format!("the CA node ({addr}): {e}"))?;
+            serde_json::from_slice(&answer).map_err(|e| e.to_string())?
+        }
+        (_, None) => return Err("the cluster has no CA node".into()),
+    };
+    let identity =
+        Identity::from_pem(&issued.cert_pem, &key_pem, &ca_pem).map_err(|e| e.to_string())?;
+    Identity::save_pem(&inner.data_dir, &issued.cert_pem, &key_pem, &ca_pem)
+        .map_err(|e| e.to_string())?;
+    inner
+        .identity
+        .replace(&identity)
+        .map_err(|e| e.to_string())?;
+    Ok(identity.info().clone())
+}

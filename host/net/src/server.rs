@@ -1,0 +1,294 @@
+//! The listening side: accept TCP, TLS handshake, HTTP/2 server per
+//! connection; `POST /v1/lane` goes to the lane receiver, every other
+//! request to the node's [`Handler`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::receiver::{open_lane, LaneContext, LaneTable};
+use super::{Caller, Handler, NetConfig, LANE_PATH};
+
+/// Live counters of a server, shared with whoever wants to watch them.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    /// TCP connections accepted and handed to TLS.
+    pub connections_accepted: AtomicU64,
+    /// TCP connections closed at once because `connections_max` were open.
+    pub connections_refused: AtomicU64,
+    /// TLS handshakes that failed (refused certificate, timeout, garbage).
+    pub handshakes_failed: AtomicU64,
+    /// Requests handed to the handler.
+    pub requests: AtomicU64,
+    /// Lane streams accepted.
+    pub lanes_opened: AtomicU64,
+    /// Lane streams refused (caller not a node).
+    pub lanes_refused: AtomicU64,
+    /// Lane streams ended by an error (malformed frame, gap, broken stream).
+    pub lane_errors: AtomicU64,
+    /// Lane messages delivered.
+    pub lane_frames_delivered: AtomicU64,
+    /// Lane messages skipped as already handled (resent after a reconnect).
+    pub lane_frames_duplicate: AtomicU64,
+    /// Lane messages for a missing pid.
+    pub lane_frames_dead: AtomicU64,
+    /// Lane messages the handler dropped.
+    pub lane_frames_dropped: AtomicU64,
+}
+
+/// A snapshot of [`ServerCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// See [`ServerCounters::connections_accepted`].
+    pub connections_accepted: u64,
+    /// See [`ServerCounters::connections_refused`].
+    pub connections_refused: u64,
+    /// See [`ServerCounters::handshakes_failed`].
+    pub handshakes_failed: u64,
+    /// See [`ServerCounters::requests`].
+    pub requests: u64,
+    /// See [`ServerCounters::lanes_opened`].
+    pub lanes_opened: u64,
+    /// See [`ServerCounters::lanes_refused`].
+    pub lanes_refused: u64,
+    /// See [`ServerCounters::lane_errors`].
+    pub lane_errors: u64,
+    /// See [`ServerCounters::lane_frames_delivered`].
+    pub lane_frames_delivered: u64,
+    /// See [`ServerCounters::lane_frames_duplicate`].
+    pub lane_frames_duplicate: u64,
+    /// See [`ServerCounters::lane_frames_dead`].
+    pub lane_frames_dead: u64,
+    /// See [`ServerCounters::lane_frames_dropped`].
+    pub lane_frames_dropped: u64,
+}
+
+impl ServerCounters {
+    /// The current values.
+    pub fn snapshot(&self) -> ServerStats {
+        ServerStats {
+            connections_accepted: self.connections_accepted.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            handshakes_failed: self.handshakes_failed.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            lanes_opened: self.lanes_opened.load(Relaxed),
+            lanes_refused: self.lanes_refused.load(Relaxed),
+            lane_errors: self.lane_errors.load(Relaxed),
+            lane_frames_delivered: self.lane_frames_delivered.load(Relaxed),
+            lane_frames_duplicate: self.lane_frames_duplicate.load(Relaxed),
+            lane_frames_dead: self.lane_frames_dead.load(Relaxed),
+            lane_frames_dropped: self.lane_frames_dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Serve node↔node traffic on `listener` until `shutdown` completes, then
+/// close open connections (gracefully, then forcibly after
+/// `shutdown_grace_ms`). Returns the final counters.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn Handler>,
+    config: NetConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> ServerStats {
+    let counters = Arc::new(ServerCounters::default());
+    serve_with_stats(listener, tls, handler, config, counters, shutdown).await
+}
+
+/// [`serve`] updating `counters` that the caller can watch while it runs.
+pub async fn serve_with_stats(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn Handler>,
+    config: NetConfig,
+    counters: Arc<ServerCounters>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> ServerStats {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(config.connections_max.max(1)));
+    let table = Arc::new(LaneTable::new(config.lane_ids_max));
+    let (down_tx, down_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        // Reap finished connection tasks so the set stays small.
+        while connections.try_join_next().is_some() {}
+        let (tcp, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // E.g. out of file descriptors: wait a little, keep serving.
+                eprintln!("net: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            counters.connections_refused.fetch_add(1, Relaxed);
+            eprintln!(
+                "net: refusing connection from {addr}: {} connections open",
+                config.connections_max
+            );
+            continue;
+        };
+        counters.connections_accepted.fetch_add(1, Relaxed);
+        let conn = Connection {
+            acceptor: acceptor.clone(),
+            handler: handler.clone(),
+            table: table.clone(),
+            config: config.clone(),
+            counters: counters.clone(),
+            shutdown: down_rx.clone(),
+            _permit: permit,
+        };
+        connections.spawn(conn.run(tcp, addr));
+    }
+    let _ = down_tx.send(true);
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    if tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        connections.shutdown().await;
+    }
+    counters.snapshot()
+}
+
+/// One accepted connection and what it needs.
+struct Connection {
+    acceptor: TlsAcceptor,
+    handler: Arc<dyn Handler>,
+    table: Arc<LaneTable>,
+    config: NetConfig,
+    counters: Arc<ServerCounters>,
+    shutdown: watch::Receiver<bool>,
+    /// Holds one of `connections_max` slots until the connection ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn run(mut self, tcp: TcpStream, addr: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let handshake = Duration::from_millis(self.config.handshake_timeout_ms);
+        let tls = match tokio::time::timeout(handshake, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.counters.handshakes_failed.fetch_add(1, Relaxed);
+                match shoal_pki::tls::rejection_of(&e) {
+                    Some(r) => eprintln!("net: TLS handshake from {addr} refused: {r}"),
+                    None => eprintln!("net: TLS handshake from {addr} failed: {e}"),
+                }
+                return;
+            }
+            Err(_) => {
+                self.counters.handshakes_failed.fetch_add(1, Relaxed);
+                eprintln!(
+                    "net: TLS handshake from {addr} timed out after {} ms",
+                    self.config.handshake_timeout_ms
+                );
+                return;
+            }
+        };
+        let caller = Arc::new(Caller {
+            addr,
+            cert: shoal_pki::tls::peer_info(tls.get_ref().1.peer_certificates()),
+        });
+        let service = {
+            let handler = self.handler.clone();
+            let table = self.table.clone();
+            let config = self.config.clone();
+            let counters = self.counters.clone();
+            let shutdown = self.shutdown.clone();
+            service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let caller = caller.clone();
+                let handler = handler.clone();
+                let lane = (req.method() == hyper::Method::POST && req.uri().path() == LANE_PATH)
+                    .then(|| LaneContext {
+                        handler: handler.clone(),
+                        table: table.clone(),
+                        config: config.clone(),
+                        counters: counters.clone(),
+                        shutdown: shutdown.clone(),
+                    });
+                let counters = counters.clone();
+                async move {
+                    let resp = match lane {
+                        Some(ctx) => open_lane(caller, req, ctx),
+                        None => {
+                            counters.requests.fetch_add(1, Relaxed);
+                            handler.request(&caller, req).await
+                        }
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let cfg = &self.config;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(cfg.streams_per_connection_max)
+            .max_header_list_size(cfg.header_bytes_max)
+            .initial_stream_window_size(cfg.stream_window_bytes)
+            .initial_connection_window_size(cfg.connection_window_bytes)
+            .max_frame_size(cfg.http2_frame_bytes_max)
+            .keep_alive_interval(Duration::from_millis(cfg.keepalive_interval_ms))
+            .keep_alive_timeout(Duration::from_millis(cfg.keepalive_timeout_ms));
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    if !is_routine_close(&e) {
+                        eprintln!("net: connection from {addr}: {e}");
+                    }
+                }
+            }
+            _ = super::until_true(&mut self.shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+                let _ = tokio::time::timeout(grace, conn).await;
+            }
+        }
+    }
+}
+
+/// A connection that ended because the peer went away is not worth a log
+/// line.
+fn is_routine_close(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    for _ in 0..16 {
+        let Some(err) = cur else { break };
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        cur = err.source();
+    }
+    false
+}

@@ -1,0 +1,301 @@
+//! Module preparation: turn an uploaded Wasm module into one whose blocked processes can be
+//! captured and resumed elsewhere.
+//!
+//! `prepare` = [`validate`] → (optionally, [`PrepareOptions::preempt`]: preemption points in every
+//! loop, `preempt`) → call-graph analysis (`callgraph`) → Binaryen Asyncify on exactly
+//! the functions that can be on the stack during a blocking import (`asyncify`, `names`,
+//! `trampolines`) → export every mutable global (`globals`). It is deterministic for given bytes
+//! and options, so the host caches its output by the input's sha256.
+//!
+//! # Why this Asyncify configuration (chosen by measurement)
+//!
+//! Binaryen's default analysis treats *every* indirect call as able to unwind; Rust and C reach
+//! `main`, formatting and panics through indirect calls, so nearly every function gets
+//! instrumented. `asyncify-ignore-indirect` is fast but unsound: an indirect call on the stack at
+//! capture time (trait object, closure, async executor) is silently not saved and the rewind
+//! fails later. What is implemented instead:
+//!
+//! 1. A *sound* call graph of the original module (`callgraph`): an indirect call of type `T`
+//!    can only reach address-taken functions of type `T` (the runtime signature check of
+//!    `call_indirect` guarantees it); a function is instrumented iff it can reach a blocking
+//!    import. The set goes to Binaryen as `asyncify-onlylist`, with `asyncify-imports` listing
+//!    only the blocking imports present.
+//! 2. With an only-list Binaryen still instruments *every* indirect call inside a listed function.
+//!    Rust's `main` is listed (it is reached through `lang_start`'s `dyn Fn`), and with `work`
+//!    inlined into it that cost +14–21% CPU on the benchmark below. Indirect calls whose type
+//!    cannot block are therefore routed through uninstrumented trampolines while Binaryen runs and
+//!    put back as plain `call_indirect`s afterwards (`trampolines`).
+//! 3. Binaryen never sees guest names (its list syntax cannot carry them; `names`).
+//!
+//! Measured with wasmtime 46 (Cranelift) on a Rust 1.95 `wasm32-wasip1` guest (trait-object
+//! loop, sieve, sort, `HashMap`, `format!`, a blocking `shoal_v1.recv` per round, ~100 KB),
+//! best of 9 runs of `_start` (~21 ms), interleaved, on the shared 2-core machine:
+//!
+//! | variant                                  | code size | CPU     | safe |
+//! |------------------------------------------|-----------|---------|------|
+//! | original                                 | 101,478 B | —       |      |
+//! | Binaryen default (indirect instrumented) | +41.6%    | +37–45% | yes  |
+//! | `asyncify-ignore-indirect`               | −4.7%     | −3…+2%  | no   |
+//! | only-list, indirect calls instrumented   | −3.2%     | +14–21% | yes  |
+//! | **this module** (only-list + trampolines)| −3.6%     | −2…0%   | yes  |
+//!
+//! (7 of 251 functions instrumented: `_start`, `__main_void`, `lang_start_internal`, the
+//! `lang_start` closure and its vtable shim, `__rust_begin_short_backtrace`, `main`. Sizes shrink
+//! because Binaryen's writer drops the padded LEBs that wasm-ld leaves.) The same guest was
+//! unwound inside `recv`, its memory and exported globals copied into a fresh `Store`, rewound,
+//! and printed the same result as an uninterrupted run, with and without `asyncify-asserts`.
+//! Preparation takes ~0.25 s for a 100 KB guest (debug build of the host).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod asyncify;
+mod callgraph;
+mod error;
+mod globals;
+mod names;
+mod preempt;
+mod sections;
+mod trampolines;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use asyncify::ASYNCIFY_EXPORTS;
+pub use error::PrepareError;
+pub use globals::{GlobalExport, GLOBAL_EXPORT_PREFIX};
+pub use preempt::{
+    loop_count, COUNTDOWN_GLOBAL_NAME, PREEMPT_FUNCTION_NAME, PREEMPT_IMPORT, PREEMPT_INTERVAL,
+};
+pub use validate::{
+    validate, wasm_features, ExportSummary, ExternKind, ImportSummary, ModuleSummary,
+    SHOAL_ABI_V1_MODULE,
+};
+
+/// Version of [`prepare`]'s output: changes whenever the same input and options would give
+/// different bytes. Put it in the key of anything cached from prepared modules (compiled
+/// artifacts), so a new host never loads code prepared by an older one.
+pub const PREPARE_VERSION: &str = "prepare-3";
+
+/// How to prepare a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepareOptions {
+    /// `(module, name)` of every import that can block; ONLY these may unwind.
+    ///
+    /// The host ABI table provides this list and it should never be empty. If none of these is
+    /// imported by a module (e.g. a pure WASI program), nothing can ever unwind: Asyncify is
+    /// skipped entirely (no instrumentation, no `asyncify_*` exports) and only the mutable
+    /// globals are exported. An empty list is therefore safe: it means "nothing blocks".
+    pub blocking_imports: Vec<(String, String)>,
+    /// Insert Asyncify runtime asserts: an unwind through an uninstrumented frame then traps at
+    /// unwind time instead of corrupting the later rewind. Costs CPU in every function; tests
+    /// use it.
+    pub asyncify_asserts: bool,
+    /// Binaryen optimisation level (0–4) passed to the Asyncify pass, default 1.
+    ///
+    /// No general optimisation pass is run at any level (the output stays comparable to the
+    /// input); the level only drives Asyncify's own clean-up — local coalescing before
+    /// instrumentation and function-level optimisation of the instrumented functions — which
+    /// Binaryen runs only at levels above 0. Without it each instrumented function saves every
+    /// flattened temporary local, which is larger and slower.
+    pub optimize_level: u32,
+    /// Make every loop a capture point (the `preempt` module): import `shoal_v1.preempt` and
+    /// call it every [`PREEMPT_INTERVAL`] loop iterations, so a process that never blocks can
+    /// still be captured. Costs CPU in loops and code size (see the `preempt` module docs);
+    /// `shoal_v1.preempt` must then be one of [`PrepareOptions::blocking_imports`].
+    pub preempt: bool,
+}
+
+impl PrepareOptions {
+    /// Options for the given blocking imports, without asserts, at optimisation level 1.
+    pub fn new(blocking_imports: Vec<(String, String)>) -> Self {
+        PrepareOptions {
+            blocking_imports,
+            asyncify_asserts: false,
+            optimize_level: 1,
+            preempt: false,
+        }
+    }
+}
+
+/// A prepared module and what preparation did to it.
+#[derive(Debug, Clone)]
+pub struct PreparedWasm {
+    /// The prepared module, ready for `wasmtime::Module::new`.
+    pub bytes: Vec<u8>,
+    /// What was found and changed.
+    pub report: PrepareReport,
+}
+
+/// What preparation found and changed; for logs, the CLI and the snapshot code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepareReport {
+    /// Functions defined by the module (imports excluded).
+    pub functions_total: usize,
+    /// Functions given Asyncify instrumentation (0: Asyncify did not run at all).
+    pub functions_instrumented: usize,
+    /// Export names of all mutable globals, in global-index order (see `global_exports`).
+    pub exported_globals: Vec<String>,
+    /// Every import (of any kind), `(module, name)`, in import order.
+    pub imports: Vec<(String, String)>,
+    /// The blocking imports this module actually imports (the ones that may unwind).
+    pub blocking_imports_used: Vec<(String, String)>,
+    /// Size of the input module in bytes.
+    pub input_bytes: usize,
+    /// Size of the prepared module in bytes.
+    pub output_bytes: usize,
+    /// Which export reaches which mutable global (existing exports are reused).
+    pub global_exports: Vec<GlobalExport>,
+    /// Whether Asyncify ran: the `asyncify_*` exports ([`ASYNCIFY_EXPORTS`]) exist iff true.
+    pub asyncified: bool,
+    /// Display names of the instrumented functions (unique; see the `names` module docs).
+    pub instrumented_functions: Vec<String>,
+    /// If set, host-provided funcrefs can reach the module's indirect calls (reason given), so
+    /// every import was treated as a possible indirect-call target.
+    pub open_world: Option<String>,
+    /// The start function can reach a blocking import. A capture is impossible while the
+    /// start function runs (it is not re-enterable through an export), so the host must not
+    /// unwind during instantiation.
+    pub start_can_block: bool,
+    /// Indirect calls inside instrumented functions that were kept free of instrumentation
+    /// because their type cannot reach a blocking import (see the `trampolines` module).
+    pub indirect_calls_uninstrumented: usize,
+    /// Custom sections removed (DWARF `.debug_*`, stale after instrumentation).
+    pub dropped_custom_sections: Vec<String>,
+    /// `loop` instructions given a preemption check (0 unless [`PrepareOptions::preempt`]).
+    pub preempt_loops: usize,
+}
+
+/// Prepares `wasm` for capture and resume. See the module documentation for the steps.
+///
+/// Errors: [`PrepareError::Invalid`] / [`PrepareError::Unsupported`] from validation and from the
+/// Asyncify guards, [`PrepareError::InvalidOptions`], [`PrepareError::Asyncify`] if Binaryen
+/// fails, [`PrepareError::Encode`] if the result cannot be re-encoded or does not validate.
+pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, PrepareError> {
+    asyncify::check_options(opts)?;
+    let checked = validate::check(input)?;
+    let mut dropped = Vec::new();
+    let mut preempt_loops = 0;
+    let preempted;
+    let (wasm, checked): (&[u8], _) = if opts.preempt {
+        let import = (SHOAL_ABI_V1_MODULE.to_string(), PREEMPT_IMPORT.to_string());
+        if !opts.blocking_imports.contains(&import) {
+            return Err(PrepareError::InvalidOptions(format!(
+                "preempt needs `{SHOAL_ABI_V1_MODULE}.{PREEMPT_IMPORT}` among the blocking imports"
+            )));
+        }
+        let rewritten = preempt::insert(input, &checked.types)?;
+        preempt_loops = rewritten.loops;
+        dropped.extend(rewritten.dropped_custom_sections);
+        preempted = rewritten.bytes;
+        let checked = validate::check(&preempted).map_err(|e| {
+            PrepareError::Encode(format!(
+                "the module with preemption points does not validate: {e}"
+            ))
+        })?;
+        (&preempted, checked)
+    } else {
+        (input, checked)
+    };
+    let graph = callgraph::analyse(wasm, &checked.types, &opts.blocking_imports)?;
+    let total_globals = checked.types.as_ref().global_count();
+    let mut names = names::read(wasm, graph.total_funcs, total_globals)?;
+
+    let instrument: Vec<u32> = (0..graph.total_funcs)
+        .filter(|&f| graph.instrument.get(f as usize).copied().unwrap_or(false))
+        .collect();
+    let instrumented_functions: Vec<String> = instrument
+        .iter()
+        .map(|&f| names.functions.get(f as usize).cloned().unwrap_or_default())
+        .collect();
+    let blocking_used: Vec<(String, String)> = graph
+        .blocking
+        .iter()
+        .filter_map(|&b| graph.func_imports.get(b as usize).cloned())
+        .collect();
+
+    // Asyncify only when some function can actually be on the stack during a blocking call.
+    let asyncified = !instrument.is_empty();
+    let mut indirect_bypassed = 0;
+    let instrumented_bytes;
+    let base: &[u8] = if asyncified {
+        asyncify::check_supported(&checked.summary, &graph, &names.functions)?;
+        for s in sections::sections(wasm)? {
+            if let Some(n) = s.custom_name() {
+                if n != "name" && names::dropped_before_binaryen(n) {
+                    dropped.push(n.to_string());
+                }
+            }
+        }
+        let (with_tramps, added) = trampolines::insert(wasm, &graph, &checked.types)?;
+        names
+            .functions
+            .extend((0..added.count).map(|k| format!("shoal$trampoline${k}")));
+        let input =
+            names::binaryen_input(&with_tramps, graph.total_funcs + added.count, total_globals)?;
+        let mut out = asyncify::run(&input, &blocking_used, &instrument, opts)?;
+        if added.count > 0 && !opts.asyncify_asserts {
+            let tramps =
+                names::output_function_indices(&out, added.first..added.first + added.count)?;
+            out = trampolines::inline_back(&out, &tramps)?;
+            indirect_bypassed = added.call_sites;
+        }
+        instrumented_bytes = out;
+        &instrumented_bytes
+    } else {
+        wasm
+    };
+
+    let name_section = if asyncified {
+        Some(names::restored_section(base, &names)?)
+    } else {
+        None
+    };
+    let plan = globals::plan(base, &names.globals)?;
+    let bytes = sections::assemble(base, plan.section.as_ref(), name_section.as_ref(), &|_| {
+        false
+    })?;
+
+    // The result must be a module wasmtime accepts, and carry the Asyncify API if instrumented.
+    let out = validate::check(&bytes)
+        .map_err(|e| PrepareError::Encode(format!("prepared module does not validate: {e}")))?;
+    if asyncified {
+        let summary = out.summary;
+        for name in ASYNCIFY_EXPORTS {
+            if !summary
+                .exports
+                .iter()
+                .any(|e| e.name == name && e.kind == ExternKind::Func)
+            {
+                return Err(PrepareError::Asyncify(format!(
+                    "the instrumented module lacks the `{name}` export"
+                )));
+            }
+        }
+    }
+
+    let report = PrepareReport {
+        functions_total: (graph.total_funcs - graph.imported_funcs) as usize,
+        functions_instrumented: instrument.len(),
+        exported_globals: plan.globals.iter().map(|g| g.export_name.clone()).collect(),
+        imports: checked
+            .summary
+            .imports
+            .iter()
+            .map(|i| (i.module.clone(), i.name.clone()))
+            .collect(),
+        blocking_imports_used: blocking_used,
+        input_bytes: input.len(),
+        output_bytes: bytes.len(),
+        global_exports: plan.globals,
+        asyncified,
+        instrumented_functions,
+        open_world: graph.open_world.clone(),
+        start_can_block: graph
+            .start
+            .is_some_and(|s| graph.instrument.get(s as usize).copied().unwrap_or(false)),
+        indirect_calls_uninstrumented: indirect_bypassed,
+        dropped_custom_sections: dropped,
+        preempt_loops,
+    };
+    Ok(PreparedWasm { bytes, report })
+}

@@ -1,0 +1,39 @@
+//! [`ProcessHost`]: everything a host function may ask of the system outside
+//! its own process.
+//!
+//! Host functions (`abi/*`) see their process's own state through
+//! [`ProcessCtx`](crate::process::ProcessCtx) and reach beyond it only through
+//! this trait: they never hold the node, so a host function cannot touch the
+//! process table, the module cache or the cluster link except through the
+//! calls listed here. The node implements it ([`crate::node`]); each new
+//! namespace (calls, names, key-value, locks, files) adds its methods here,
+//! where a review sees the whole surface at once.
+
+use crate::mailbox::PushError;
+use crate::pid::Pid;
+use async_trait::async_trait;
+
+/// The services a running process may use, whichever node runs it.
+#[async_trait]
+pub trait ProcessHost: Send + Sync + 'static {
+    /// The largest message this node accepts, in bytes (`send` refuses
+    /// larger ones with `TOO_LARGE` before reading them from the guest).
+    fn message_bytes_max(&self) -> usize;
+
+    /// Queue `data` from `from` for `to`, wherever `to` runs: its local
+    /// mailbox, or the lane to the node that runs it.
+    fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError>;
+
+    /// Start a process of module `reference` (a name or `sha256:` hash) with
+    /// `args`. `target` is `None` for "on this node", else a placement
+    /// target (a node name, `key=value` labels, or empty for the
+    /// scheduler's choice). `forward_output` copies the child's output to
+    /// the host's stdio like the parent's. Errors are ABI error codes.
+    async fn spawn(
+        &self,
+        target: Option<&str>,
+        reference: &str,
+        args: Vec<String>,
+        forward_output: bool,
+    ) -> Result<Pid, i32>;
+}

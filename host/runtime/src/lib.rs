@@ -1,0 +1,35 @@
+//! Executing processes on one node: the engine, limits, mailboxes, logs, the
+//! process task, the host functions, snapshots and the local process table.
+//!
+//! This crate knows nothing of the network, the cluster or the daemon: a
+//! node reaches the rest of the cluster only through the [`node::ClusterLink`]
+//! trait that the daemon implements.
+//!
+//! - [`engine`] — wasmtime configuration (pooling allocator, epochs, fuel).
+//! - [`modules`] — prepared and compiled modules, cached by hash.
+//! - [`limits`] — per-process memory cap.
+//! - [`mailbox`] — bounded per-process message queues.
+//! - [`log`] — bounded per-process stdout/stderr/log capture.
+//! - [`capture`] — suspending a process inside a blocking call.
+//! - [`handoff`] — per-sender order for a process arriving from another node.
+//! - [`process`] — the store data of a process and the task that runs it.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod abi;
+pub mod capture;
+pub mod engine;
+pub mod handoff;
+pub mod host;
+pub mod limits;
+pub mod log;
+pub mod mailbox;
+pub mod modules;
+pub mod node;
+pub mod pid;
+pub mod process;
+pub mod snapshot;
+
+pub use host::ProcessHost;
+pub use node::{HostMailbox, Node, NodeConfig, NodeError, SpawnSpec};
+pub use pid::Pid;
+pub use process::{ExitReason, ExitStatus};

@@ -1,0 +1,289 @@
+//! Prepared, compiled modules, loaded once per module hash.
+//!
+//! Loading a module: look in memory; else look for a compiled artifact in
+//! the registry under (module hash, engine fingerprint) and deserialize it;
+//! else fetch the module's bytes, prepare them (validate, Asyncify the
+//! blocking imports, export mutable globals), compile, and store the
+//! artifact so the next run — even in another `shoal` process — skips all of
+//! that.
+//!
+//! A module exists in two variants, both keyed by its hash: the normal one
+//! and the *preemptible* one (every loop a capture point, see
+//! `shoal_prepare::PrepareOptions::preempt`), asked for with
+//! `SpawnSpec::preemptible`. They are loaded, compiled and cached
+//! independently ([`ModuleKey`]) and may coexist.
+
+use crate::abi::table::blocking_imports;
+use crate::process::ProcessCtx;
+use shoal_prepare::{self, PrepareError, PrepareOptions, PrepareReport};
+use shoal_registry::{ArtifactKey, Registry, RegistryError, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, InstancePre, Linker, Module};
+
+/// Which prepared variant of which module: the key of loaded modules and
+/// compiled artifacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModuleKey {
+    /// sha256 of the module as the user gave it.
+    pub hash: Sha256,
+    /// Prepared with preemption points in every loop.
+    pub preemptible: bool,
+}
+
+/// A module ready to instantiate.
+pub struct LoadedModule {
+    /// sha256 of the module as the user gave it.
+    pub hash: Sha256,
+    /// True for the preemptible variant (preemption points in every loop).
+    pub preemptible: bool,
+    /// The compiled, prepared module.
+    pub module: Module,
+    /// Pre-linked against the node's imports: instantiation is just allocation.
+    pub pre: InstancePre<ProcessCtx>,
+    /// Where it came from and how long that took.
+    pub origin: LoadOrigin,
+}
+
+/// How a module was obtained.
+#[derive(Debug, Clone)]
+pub enum LoadOrigin {
+    /// Deserialized from the compiled-artifact cache.
+    ArtifactCache {
+        /// Time to read and deserialize.
+        elapsed: Duration,
+    },
+    /// Prepared and compiled now.
+    Compiled {
+        /// What preparation did (`None` when the node does not instrument).
+        report: Option<Box<PrepareReport>>,
+        /// Time spent preparing (Asyncify etc.).
+        prepare_elapsed: Duration,
+        /// Time spent compiling.
+        compile_elapsed: Duration,
+    },
+}
+
+/// Why a module could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The registry could not provide it.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// It is malformed or uses something Shoal does not support.
+    #[error("module {hash} cannot be prepared: {error}")]
+    Prepare {
+        /// The module.
+        hash: Sha256,
+        /// What is wrong (part of the message, not a separate cause, so a
+        /// cause chain does not print it twice).
+        error: PrepareError,
+    },
+    /// wasmtime refused to compile it.
+    #[error("module {hash} failed to compile: {message}")]
+    Compile {
+        /// The module.
+        hash: Sha256,
+        /// wasmtime's explanation.
+        message: String,
+    },
+    /// Its imports do not match what the node provides.
+    #[error("module {hash} cannot be linked: {message}")]
+    Link {
+        /// The module.
+        hash: Sha256,
+        /// Which import and why.
+        message: String,
+    },
+}
+
+type Slot = Arc<Mutex<Option<Arc<LoadedModule>>>>;
+
+/// Loads and caches modules for one engine.
+pub struct ModuleCache {
+    engine: Engine,
+    registry: Registry,
+    fingerprint: String,
+    options: PrepareOptions,
+    instrument: bool,
+    slots: Mutex<HashMap<ModuleKey, Slot>>,
+}
+
+impl ModuleCache {
+    /// A cache for `engine`, storing artifacts in `registry` under
+    /// `fingerprint` (see [`super::engine::fingerprint`]).
+    pub fn new(
+        engine: Engine,
+        registry: Registry,
+        fingerprint: String,
+        asyncify_asserts: bool,
+        instrument: bool,
+    ) -> Self {
+        let options = PrepareOptions {
+            blocking_imports: blocking_imports(),
+            asyncify_asserts,
+            optimize_level: 1,
+            preempt: false,
+        };
+        ModuleCache {
+            engine,
+            registry,
+            fingerprint,
+            options,
+            instrument,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The artifact-cache key of the normal variant of a module on this
+    /// engine.
+    pub fn artifact_key(&self, hash: &Sha256) -> ArtifactKey {
+        self.variant_artifact_key(ModuleKey {
+            hash: *hash,
+            preemptible: false,
+        })
+    }
+
+    /// The artifact-cache key of a module variant on this engine: the
+    /// preemptible variant is a different compiled module, so its engine
+    /// fingerprint carries a `preempt` suffix.
+    pub fn variant_artifact_key(&self, key: ModuleKey) -> ArtifactKey {
+        let engine_fingerprint = if key.preemptible && self.instrument {
+            format!("{} preempt", self.fingerprint)
+        } else {
+            self.fingerprint.clone()
+        };
+        ArtifactKey {
+            module: key.hash,
+            engine_fingerprint,
+        }
+    }
+
+    /// True when a compiled artifact for the normal variant of `hash` is
+    /// already on disk.
+    pub fn is_compiled(&self, hash: &Sha256) -> bool {
+        self.registry.artifact_contains(&self.artifact_key(hash))
+    }
+
+    /// True when the module variant is loaded in memory.
+    pub fn is_loaded(&self, hash: &Sha256, preemptible: bool) -> bool {
+        let key = ModuleKey {
+            hash: *hash,
+            preemptible,
+        };
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        slot.is_some_and(|s| s.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+    }
+
+    /// Load a variant of `hash` (`preemptible`: with preemption points in
+    /// every loop), preparing and compiling it if needed. Blocking: call from
+    /// a blocking context (`spawn_blocking`) when in async code.
+    ///
+    /// A node that does not instrument (`instrument` false) has one variant
+    /// only: `preemptible` is then ignored (nothing could be captured anyway).
+    pub fn load(
+        &self,
+        hash: &Sha256,
+        preemptible: bool,
+        linker: &Linker<ProcessCtx>,
+    ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let key = ModuleKey {
+            hash: *hash,
+            preemptible: preemptible && self.instrument,
+        };
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(key).or_default().clone()
+        };
+        // One loader per module: concurrent spawns of a new module wait here
+        // instead of preparing it twice.
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(loaded) = guard.as_ref() {
+            return Ok(loaded.clone());
+        }
+        let (module, origin) = self.compile_or_fetch(key)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| ModuleError::Link {
+                hash: *hash,
+                message: format!("{e:#}"),
+            })?;
+        let loaded = Arc::new(LoadedModule {
+            hash: *hash,
+            preemptible: key.preemptible,
+            module,
+            pre,
+            origin,
+        });
+        *guard = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    // The one `unsafe` of the host: see the SAFETY note inside.
+    #[allow(unsafe_code)]
+    fn compile_or_fetch(&self, variant: ModuleKey) -> Result<(Module, LoadOrigin), ModuleError> {
+        let hash = &variant.hash;
+        let key = self.variant_artifact_key(variant);
+        let started = Instant::now();
+        if let Some(bytes) = self.registry.artifact_get(&key)? {
+            // SAFETY: `Module::deserialize` trusts its input to be code that
+            // wasmtime produced. These bytes were written by `Module::serialize`
+            // on an engine with this exact fingerprint (wasmtime version,
+            // compatibility hash and settings are all in the key), and the
+            // registry verified their sha256 on read, so they are what we wrote.
+            // wasmtime additionally checks its own header and version.
+            match unsafe { Module::deserialize(&self.engine, &bytes) } {
+                Ok(module) => {
+                    return Ok((
+                        module,
+                        LoadOrigin::ArtifactCache {
+                            elapsed: started.elapsed(),
+                        },
+                    ));
+                }
+                Err(_) => {
+                    // Incompatible or damaged: fall through and recompile.
+                }
+            }
+        }
+        let wasm = self.registry.get(hash)?;
+        let t0 = Instant::now();
+        let prepare_error = |error| ModuleError::Prepare { hash: *hash, error };
+        let (bytes, report) = if self.instrument {
+            let options = PrepareOptions {
+                preempt: variant.preemptible,
+                ..self.options.clone()
+            };
+            let prepared = shoal_prepare::prepare(&wasm, &options).map_err(prepare_error)?;
+            (prepared.bytes, Some(Box::new(prepared.report)))
+        } else {
+            shoal_prepare::validate(&wasm).map_err(prepare_error)?;
+            (wasm, None)
+        };
+        let prepare_elapsed = t0.elapsed();
+        let t1 = Instant::now();
+        let module = Module::new(&self.engine, &bytes).map_err(|e| ModuleError::Compile {
+            hash: *hash,
+            message: format!("{e:#}"),
+        })?;
+        let compile_elapsed = t1.elapsed();
+        if let Ok(bytes) = module.serialize() {
+            // A failed cache write only costs a recompile next time.
+            let _ = self.registry.artifact_put(&key, &bytes);
+        }
+        Ok((
+            module,
+            LoadOrigin::Compiled {
+                report,
+                prepare_elapsed,
+                compile_elapsed,
+            },
+        ))
+    }
+}

@@ -1,0 +1,337 @@
+//! A process: the data its store carries and the task that runs it.
+//!
+//! Everything host-side a process owns is reachable from [`ProcessCtx`] —
+//! its WASI context, limits, mailbox and log — so a snapshot can find it all
+//! in one place.
+
+use super::capture::{CaptureMode, CaptureSignal, PendingCall};
+use super::limits::ProcessLimiter;
+use super::log::ProcessLog;
+use super::mailbox::Mailbox;
+use crate::host::ProcessHost;
+use crate::pid::Pid;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use wasi_common::{I32Exit, WasiCtx};
+use wasmtime::{Global, Instance, InstancePre, Memory, Mutability, Store, Trap, Val};
+
+/// The data of a process's wasmtime store.
+pub struct ProcessCtx {
+    /// This process's pid.
+    pub pid: Pid,
+    /// Its WASI context (args, env, preopened dirs, stdio).
+    pub wasi: WasiCtx,
+    /// Its memory cap.
+    pub limiter: ProcessLimiter,
+    /// Its mailbox.
+    pub mailbox: Arc<Mailbox>,
+    /// Its captured output.
+    pub log: Arc<ProcessLog>,
+    /// What it may ask of the rest of the system (send, spawn): never the
+    /// node itself.
+    pub host: Arc<dyn ProcessHost>,
+    /// Capture requests for this process.
+    pub capture: Arc<CaptureSignal>,
+    /// True when the module was prepared for capture (has Asyncify exports).
+    pub capturable: bool,
+    /// Set by the runner before a rewind: the call the process resumes in.
+    pub resume: Option<PendingCall>,
+    /// Set by a blocking call that started an unwind.
+    pub pending: Option<PendingCall>,
+    /// Address of the host-owned Asyncify buffer, once reserved.
+    pub asyncify_buffer: Option<u32>,
+    /// What this process was started with (args, env, grants), so a
+    /// snapshot can rebuild the same WASI context.
+    pub spec: crate::node::SpawnSpec,
+    /// Files the guest opened with `path_open`, by fd.
+    pub open_files: std::collections::BTreeMap<u32, OpenFile>,
+}
+
+/// A file the guest opened: how to reopen it, and (in a snapshot) where it
+/// was positioned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    /// The fd the guest holds.
+    pub fd: u32,
+    /// The directory fd it was opened relative to (a preopen or another dir).
+    pub dir_fd: u32,
+    /// WASI lookup flags.
+    pub dirflags: i32,
+    /// The path relative to `dir_fd`.
+    pub path: String,
+    /// WASI open flags as given.
+    pub oflags: i32,
+    /// Rights asked for.
+    pub rights_base: i64,
+    /// Inheriting rights asked for.
+    pub rights_inheriting: i64,
+    /// fd flags (append, nonblock, ...).
+    pub fdflags: i32,
+    /// Position at capture (`None` for directories or unseekable files).
+    pub offset: Option<u64>,
+}
+
+pub use shoal_abi::process::{ExitReason, ExitStatus};
+
+/// Turn the error a guest call ended with into an exit reason.
+pub fn classify(error: &wasmtime::Error, ctx: &ProcessCtx, fuel: Option<u64>) -> ExitReason {
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return ExitReason::Exited { code: exit.0 };
+    }
+    if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
+        return ExitReason::FuelExhausted {
+            fuel: fuel.unwrap_or(0),
+        };
+    }
+    if let Some(requested) = ctx.limiter.memory_refused_bytes {
+        return ExitReason::MemoryLimit {
+            limit_bytes: ctx.limiter.memory_bytes_max as u64,
+            requested_bytes: requested as u64,
+        };
+    }
+    ExitReason::Trapped {
+        message: format!("{error:?}"),
+    }
+}
+
+/// A mutable global's value: the snapshot format's own type, so a capture
+/// needs no conversion to be stored.
+pub use crate::snapshot::format::GlobalVal as GlobalBits;
+
+/// A process captured at a blocking call: everything needed to resume it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapturedProcess {
+    /// Linear memory at capture.
+    pub memory: Vec<u8>,
+    /// Every exported mutable global (preparation exports them all).
+    pub globals: Vec<(String, GlobalBits)>,
+    /// The call it was blocked in.
+    pub pending: PendingCall,
+    /// Where the Asyncify buffer lives in memory.
+    pub asyncify_buffer: u32,
+    /// Messages waiting in its mailbox, oldest first.
+    pub mailbox: Vec<super::mailbox::Message>,
+    /// What it was started with.
+    pub spec: crate::node::SpawnSpec,
+    /// Fuel left, when fuel is metered.
+    pub fuel_remaining: Option<u64>,
+    /// Files it had open, with their positions.
+    #[serde(default)]
+    pub open_files: Vec<OpenFile>,
+    /// Output it had written, carried when it moves to another node so its
+    /// log there is whole (snapshots leave it empty).
+    #[serde(default)]
+    pub log: Vec<super::log::Chunk>,
+}
+
+/// What a restored process starts from.
+pub type RestoreImage = CapturedProcess;
+
+async fn call_export(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    name: &str,
+) -> wasmtime::Result<()> {
+    let f = instance.get_typed_func::<(), ()>(&mut *store, name)?;
+    f.call_async(&mut *store, ()).await
+}
+
+fn memory_of(store: &mut Store<ProcessCtx>, instance: &Instance) -> wasmtime::Result<Memory> {
+    instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::Error::msg("the module exports no memory named `memory`"))
+}
+
+fn read_globals(store: &mut Store<ProcessCtx>, instance: &Instance) -> Vec<(String, GlobalBits)> {
+    let exports: Vec<(String, Global)> = instance
+        .exports(&mut *store)
+        .filter_map(|e| {
+            let name = e.name().to_string();
+            e.into_global().map(|g| (name, g))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (name, g) in exports {
+        if g.ty(&*store).mutability() != Mutability::Var {
+            continue;
+        }
+        let bits = match g.get(&mut *store) {
+            Val::I32(v) => GlobalBits::I32(v),
+            Val::I64(v) => GlobalBits::I64(v),
+            Val::F32(v) => GlobalBits::F32(v),
+            Val::F64(v) => GlobalBits::F64(v),
+            _ => continue,
+        };
+        out.push((name, bits));
+    }
+    out
+}
+
+fn write_globals(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    globals: &[(String, GlobalBits)],
+) -> wasmtime::Result<()> {
+    for (name, bits) in globals {
+        let g = instance.get_global(&mut *store, name).ok_or_else(|| {
+            wasmtime::Error::msg(format!(
+                "snapshot global `{name}` is not exported by the module"
+            ))
+        })?;
+        let v = match *bits {
+            GlobalBits::I32(v) => Val::I32(v),
+            GlobalBits::I64(v) => Val::I64(v),
+            GlobalBits::F32(v) => Val::F32(v),
+            GlobalBits::F64(v) => Val::F64(v),
+        };
+        g.set(&mut *store, v)?;
+    }
+    Ok(())
+}
+
+/// Stop the unwind, copy the process out, hand it to the requester.
+/// Returns why the process ends, or `None` when it should resume.
+async fn finish_capture(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    pending: PendingCall,
+) -> wasmtime::Result<Option<ExitReason>> {
+    call_export(store, instance, "asyncify_stop_unwind").await?;
+    let memory = memory_of(store, instance)?;
+    let globals = read_globals(store, instance);
+    let data = memory.data(&*store).to_vec();
+    let Some((mode, reply)) = store.data().capture.take_reply() else {
+        return Ok(None);
+    };
+    let open_files = crate::abi::wasi::positions(store.data_mut()).await;
+    let ctx = store.data();
+    let image = CapturedProcess {
+        memory: data,
+        globals,
+        pending,
+        asyncify_buffer: ctx.asyncify_buffer.unwrap_or(0),
+        mailbox: match mode {
+            CaptureMode::Move => ctx.mailbox.drain(),
+            CaptureMode::Resume | CaptureMode::Stop => ctx.mailbox.queued(),
+        },
+        spec: ctx.spec.clone(),
+        fuel_remaining: store.get_fuel().ok(),
+        open_files,
+        log: Vec::new(),
+    };
+    // The requester may have given up; then the process simply resumes
+    // (a move hands the taken messages back first).
+    if let Err(image) = reply.send(image) {
+        if mode == CaptureMode::Move {
+            let _ = store.data().mailbox.push_front_all(image.mailbox);
+        }
+        return Ok(None);
+    }
+    Ok(match mode {
+        CaptureMode::Resume => None,
+        CaptureMode::Stop => Some(ExitReason::Snapshotted),
+        CaptureMode::Move => Some(ExitReason::Moved),
+    })
+}
+
+/// Write a captured image into a fresh instance and start the rewind.
+async fn apply_image(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    image: RestoreImage,
+) -> wasmtime::Result<()> {
+    let memory = memory_of(store, instance)?;
+    let have = memory.data_size(&*store);
+    let want = image.memory.len();
+    if want < have {
+        return Err(wasmtime::Error::msg(format!(
+            "snapshot memory ({want} bytes) is smaller than the module's initial memory ({have} bytes)"
+        )));
+    }
+    let extra_pages = ((want - have) / 65536) as u64;
+    if extra_pages > 0 {
+        memory.grow(&mut *store, extra_pages)?;
+    }
+    memory.data_mut(&mut *store).copy_from_slice(&image.memory);
+    write_globals(store, instance, &image.globals)?;
+    crate::abi::wasi::reopen(store.data_mut(), &image.open_files).await?;
+    store.data_mut().asyncify_buffer = Some(image.asyncify_buffer);
+    rewind(store, instance, image.pending).await
+}
+
+async fn rewind(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+    pending: PendingCall,
+) -> wasmtime::Result<()> {
+    let base = store
+        .data()
+        .asyncify_buffer
+        .ok_or_else(|| wasmtime::Error::msg("no capture buffer to rewind from"))?;
+    store.data_mut().resume = Some(pending);
+    let f = instance.get_typed_func::<i32, ()>(&mut *store, "asyncify_start_rewind")?;
+    f.call_async(&mut *store, base as i32).await
+}
+
+/// Instantiate and run a process to its end, optionally starting from a
+/// captured image; captures requested meanwhile are served on the way.
+pub async fn run(
+    mut store: Store<ProcessCtx>,
+    pre: InstancePre<ProcessCtx>,
+    fuel: Option<u64>,
+    restore: Option<RestoreImage>,
+) -> ExitReason {
+    let instance = match pre.instantiate_async(&mut store).await {
+        Ok(i) => i,
+        Err(e) => {
+            return ExitReason::StartFailed {
+                message: format!("{e:#}"),
+            }
+        }
+    };
+    let start =
+        match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+            Ok(f) => f,
+            Err(_) => return ExitReason::StartFailed {
+                message:
+                    "the module exports no `_start() -> ()` function, so it is not a WASI command"
+                        .into(),
+            },
+        };
+    if let Some(image) = restore {
+        if let Err(e) = apply_image(&mut store, &instance, image).await {
+            return ExitReason::StartFailed {
+                message: format!("cannot restore the snapshot: {e:#}"),
+            };
+        }
+    }
+    loop {
+        match start.call_async(&mut store, ()).await {
+            Ok(()) => {
+                let Some(pending) = store.data_mut().pending.take() else {
+                    return ExitReason::Exited { code: 0 };
+                };
+                let resumed = async {
+                    if let Some(reason) =
+                        finish_capture(&mut store, &instance, pending.clone()).await?
+                    {
+                        return Ok(Some(reason));
+                    }
+                    rewind(&mut store, &instance, pending).await?;
+                    Ok::<Option<ExitReason>, wasmtime::Error>(None)
+                }
+                .await;
+                match resumed {
+                    Ok(None) => continue,
+                    Ok(Some(reason)) => return reason,
+                    Err(e) => {
+                        return ExitReason::Trapped {
+                            message: format!("capture failed: {e:#}"),
+                        }
+                    }
+                }
+            }
+            Err(e) => return classify(&e, store.data(), fuel),
+        }
+    }
+}

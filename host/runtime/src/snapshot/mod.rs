@@ -1,0 +1,255 @@
+//! Snapshots: a captured process as stored, exported and restored data.
+//!
+//! [`crate::capture`] suspends a process inside a blocking call and
+//! the runner copies it out ([`CapturedProcess`]). This module turns that
+//! into a snapshot — a [`format::Manifest`] plus memory pages stored in the
+//! registry by sha256, incremental over the process's previous snapshot —
+//! and back, and moves snapshots in and out as self-contained files.
+
+pub mod format;
+
+use crate::capture::PendingCall;
+use crate::mailbox::Message;
+use crate::node::{Node, NodeError};
+use crate::pid::Pid;
+use crate::process::CapturedProcess;
+use format::{GlobalValue, Manifest, SnapshotFormatError};
+use serde::{Deserialize, Serialize};
+use shoal_registry::Sha256;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Host-side process state carried in a manifest's `state` field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostState {
+    /// The blocking call the process is suspended in.
+    pub pending: PendingCall,
+    /// Address of the Asyncify buffer in linear memory.
+    pub asyncify_buffer: u32,
+    /// Queued messages, oldest first.
+    pub mailbox: Vec<Message>,
+    /// Args, env, granted dirs and limits it was started with.
+    pub spec: crate::node::SpawnSpec,
+    /// Fuel left, if metered.
+    pub fuel_remaining: Option<u64>,
+    /// Files the process had open, with their positions.
+    #[serde(default)]
+    pub open_files: Vec<crate::process::OpenFile>,
+}
+
+impl HostState {
+    /// The host-side state of a captured process.
+    pub fn of(image: &CapturedProcess) -> HostState {
+        HostState {
+            pending: image.pending.clone(),
+            asyncify_buffer: image.asyncify_buffer,
+            mailbox: image.mailbox.clone(),
+            spec: image.spec.clone(),
+            fuel_remaining: image.fuel_remaining,
+            open_files: image.open_files.clone(),
+        }
+    }
+
+    /// A captured process from this state and its memory, globals and log.
+    pub fn into_image(
+        self,
+        memory: Vec<u8>,
+        globals: Vec<(String, crate::process::GlobalBits)>,
+        log: Vec<crate::log::Chunk>,
+    ) -> CapturedProcess {
+        CapturedProcess {
+            memory,
+            globals,
+            pending: self.pending,
+            asyncify_buffer: self.asyncify_buffer,
+            mailbox: self.mailbox,
+            spec: self.spec,
+            fuel_remaining: self.fuel_remaining,
+            open_files: self.open_files,
+            log,
+        }
+    }
+}
+
+/// What `snapshot` did, for the CLI and benchmarks.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    /// The snapshot's id (sha256 of its manifest).
+    pub id: Sha256,
+    /// The process.
+    pub pid: Pid,
+    /// Its module.
+    pub module: Sha256,
+    /// The earlier snapshot of the same process this one is incremental over.
+    pub parent: Option<Sha256>,
+    /// Linear memory size.
+    pub memory_bytes: u64,
+    /// Non-zero pages in the snapshot.
+    pub pages_total: usize,
+    /// Pages that were not already in the registry.
+    pub pages_new: usize,
+    /// Bytes of those new pages.
+    pub bytes_new: u64,
+    /// How long the request waited for the process to reach a blocking call
+    /// (plus the unwind and copy-out).
+    pub waited: Duration,
+    /// Time to hash and store pages and manifest after the copy-out.
+    pub store_time: Duration,
+    /// The call it was captured in, e.g. `shoal_v1.recv`.
+    pub pending_call: String,
+}
+
+/// Store a captured process in the registry, incremental over `parent`.
+pub fn store(
+    registry: &shoal_registry::Registry,
+    module: Sha256,
+    pid: Pid,
+    image: &CapturedProcess,
+    parent: Option<Sha256>,
+) -> Result<(Manifest, Sha256, usize, u64), SnapshotFormatError> {
+    let split = format::split_pages(&image.memory, None);
+    let state = HostState::of(image);
+    let manifest = Manifest {
+        format_version: format::FORMAT_VERSION,
+        module,
+        pid: pid.0,
+        parent,
+        created_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        memory_bytes: image.memory.len() as u64,
+        page_bytes: split.page_bytes,
+        pages: split.pages,
+        globals: image
+            .globals
+            .iter()
+            .map(|(export, bits)| GlobalValue {
+                export: export.clone(),
+                value: *bits,
+            })
+            .collect(),
+        state: serde_json::to_value(&state)
+            .map_err(|e| SnapshotFormatError::BadHeader(e.to_string()))?,
+    };
+    // Only pages the registry lacks are new: everything else is shared with
+    // earlier snapshots (of this process or any other).
+    let new: Vec<(Sha256, std::ops::Range<usize>)> = split
+        .new_pages
+        .into_iter()
+        .filter(|(h, _)| !registry.contains(h))
+        .collect();
+    let bytes_new = new.iter().map(|(_, r)| r.len() as u64).sum();
+    let pages_new = new.len();
+    let id = format::store_snapshot(registry, &manifest, &image.memory, &new)?;
+    Ok((manifest, id, pages_new, bytes_new))
+}
+
+/// Rebuild a captured process from a stored snapshot, verifying every page.
+pub fn load(
+    registry: &shoal_registry::Registry,
+    id: &Sha256,
+) -> Result<(Manifest, CapturedProcess), SnapshotFormatError> {
+    let manifest = format::load_manifest(registry, id)?;
+    let state: HostState = serde_json::from_value(manifest.state.clone())
+        .map_err(|e| SnapshotFormatError::BadHeader(format!("host state: {e}")))?;
+    let len = usize::try_from(manifest.memory_bytes)
+        .map_err(|_| SnapshotFormatError::BadHeader("memory too large for this host".into()))?;
+    let mut memory = vec![0u8; len];
+    format::assemble_into(
+        &manifest,
+        &mut memory,
+        format::fetch_from_registry(registry),
+    )?;
+    let globals = manifest
+        .globals
+        .iter()
+        .map(|g| (g.export.clone(), g.value))
+        .collect();
+    let image = state.into_image(memory, globals, Vec::new());
+    Ok((manifest, image))
+}
+
+impl Node {
+    /// Capture process `pid` at its next blocking call and store it as a
+    /// snapshot (incremental over its previous one). With `stop` the process
+    /// then ends; otherwise it goes on.
+    pub async fn snapshot(
+        &self,
+        pid: Pid,
+        stop: bool,
+        wait_max: Duration,
+    ) -> Result<SnapshotInfo, NodeError> {
+        let module = self.module_of(pid).ok_or(NodeError::NoProcess(pid))?;
+        let started = Instant::now();
+        let mut image = self.capture(pid, stop, wait_max).await?;
+        let waited = started.elapsed();
+        // Record the effective memory cap, so a node with another default
+        // restores the same limit.
+        if image.spec.memory_bytes_max.is_none() {
+            image.spec.memory_bytes_max = Some(self.config().process_memory_bytes_max);
+        }
+        let parent = self.last_snapshot(pid);
+        let registry = self.registry().clone();
+        let t = Instant::now();
+        let pending_call = image.pending.import.clone();
+        let (manifest, id, pages_new, bytes_new) =
+            tokio::task::spawn_blocking(move || store(&registry, module, pid, &image, parent))
+                .await
+                .map_err(|e| NodeError::Runtime(format!("snapshot writer panicked: {e}")))??;
+        self.set_last_snapshot(pid, id);
+        Ok(SnapshotInfo {
+            id,
+            pid,
+            module,
+            parent,
+            memory_bytes: manifest.memory_bytes,
+            pages_total: manifest.pages.len(),
+            pages_new,
+            bytes_new,
+            waited,
+            store_time: t.elapsed(),
+            pending_call,
+        })
+    }
+
+    /// The self-contained file form of a stored snapshot.
+    pub fn export_snapshot(&self, id: &Sha256) -> Result<Vec<u8>, NodeError> {
+        Ok(format::export_file(self.registry(), id)?)
+    }
+
+    /// Verify a snapshot file completely and store it; returns its id. A
+    /// truncated, corrupt or wrong-version file is refused, naming why.
+    pub fn import_snapshot(&self, bytes: &[u8]) -> Result<Sha256, NodeError> {
+        Ok(format::import_file(self.registry(), bytes)?)
+    }
+
+    /// Restore a stored snapshot. The process continues inside the call it
+    /// was captured in. With `replace`, a live process with the snapshot's
+    /// pid on this node is killed and the restored process takes its pid;
+    /// otherwise the restored process gets a new pid.
+    pub async fn restore_snapshot(&self, id: &Sha256, replace: bool) -> Result<Pid, NodeError> {
+        let registry = self.registry().clone();
+        let id = *id;
+        let (manifest, image) = tokio::task::spawn_blocking(move || load(&registry, &id))
+            .await
+            .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
+        if !self.registry().contains(&manifest.module) {
+            return Err(NodeError::Snapshot(SnapshotFormatError::BadHeader(
+                format!(
+                    "the snapshot's module {} is not in this node's registry (push it first)",
+                    manifest.module
+                ),
+            )));
+        }
+        let original = Pid(manifest.pid);
+        let reuse = if replace && self.module_of(original).is_some() {
+            let _ = self.kill(original);
+            self.wait(original).await;
+            Some(original)
+        } else {
+            None
+        };
+        self.restore_as(manifest.module, image, reuse).await
+    }
+}

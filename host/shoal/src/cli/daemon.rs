@@ -1,0 +1,292 @@
+//! `shoal node start` and `shoal node status`: the long-running node and
+//! a check on it.
+
+use super::remote::{human_bytes, Target};
+use super::units::parse_bytes;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use shoal_daemon::api::UnixServer;
+use std::io::Write;
+use std::time::Duration;
+
+/// How long open API connections (e.g. followed logs) get to finish when
+/// the node stops.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Arguments of `shoal node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    command: NodeCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Run a node in the foreground until Ctrl-C or SIGTERM.
+    ///
+    /// With no --join, a data dir without a cluster becomes a new
+    /// single-node cluster at once: the node creates the cluster CA (its key
+    /// stays in <data-dir>/pki, mode 0600), its own certificate, and an admin
+    /// credential in <data-dir>/pki/admin/. With --join ADDR --token T
+    /// --ca-hash sha256:H (the line `shoal token create` prints) it joins an
+    /// existing cluster: its key is generated here, the CA signs a
+    /// short-lived certificate for it, and it becomes a Raft voter. Started
+    /// again on the same data dir, a node comes back as the same member.
+    ///
+    /// Everything (peers, CLIs, joiners) uses the one --listen address,
+    /// over mutual TLS. The node also serves its local Unix socket
+    /// (<data-dir>/node.sock, mode 0600). When ready it prints
+    /// `shoal node listening on <socket>` and `shoal node <name> (id N)
+    /// serving on <addr>`. On Ctrl-C or SIGTERM it kills its processes and
+    /// exits.
+    #[command(after_help = "Examples:
+  A 3-node cluster on one machine:
+    shoal --data-dir /tmp/a node start --name a --listen 127.0.0.1:7701 &
+    shoal --data-dir /tmp/a token create --ttl 1h     # prints the join line
+    shoal --data-dir /tmp/b node start --name b --listen 127.0.0.1:7702 \\
+          --join 127.0.0.1:7701 --token <T> --ca-hash sha256:<H> &
+    (again for c, with a new token)
+    shoal --data-dir /tmp/a nodes
+  Limits and labels:
+    shoal node start --memory-max 64MiB --processes-max 100 --label zone=eu")]
+    Start(StartArgs),
+    /// Check that a node is running and show what it can take.
+    #[command(after_help = "Examples:
+  shoal node status
+  shoal node status --json")]
+    Status(StatusArgs),
+    /// Remove a node from the cluster for good: it stops being a Raft
+    /// member, its processes leave the directory, and its certificates are
+    /// revoked (every node refuses its next handshake). Admin only.
+    #[command(after_help = "Example:
+  shoal node remove node-c")]
+    Remove(NodeNameArgs),
+    /// Stop placing new processes on a node (its processes keep running).
+    #[command(after_help = "Example:
+  shoal node cordon node-b")]
+    Cordon(NodeNameArgs),
+    /// Let the scheduler place processes on a cordoned node again.
+    #[command(after_help = "Example:
+  shoal node uncordon node-b")]
+    Uncordon(NodeNameArgs),
+    /// Move every process off a node by live migration: cordon it, then
+    /// migrate its processes (4 at a time, the scheduler choosing each
+    /// target), printing progress until done. Ctrl-C cancels (processes
+    /// already moved stay moved). Exit 0 only if every process moved.
+    /// Admin only.
+    #[command(after_help = "Examples:
+  shoal node drain node-b
+  shoal node drain node-b --deadline 10m --json
+  shoal node drain node-b --cancel
+  shoal node uncordon node-b          (take processes again afterwards)")]
+    Drain(super::drain::DrainArgs),
+}
+
+/// A node name argument.
+#[derive(Args, Debug)]
+struct NodeNameArgs {
+    /// The node's name (see `shoal nodes`).
+    #[arg(value_name = "NODE")]
+    name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `shoal node start`.
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// Default memory cap of each process, e.g. 64MiB (default 512MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    memory_max: Option<u64>,
+
+    /// Most processes alive at once (default 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    processes_max: Option<u32>,
+
+    /// This node's name in the cluster (its certificate id): letters,
+    /// digits, `.`, `_`, `-`. Default: the host name. Kept across restarts.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Address for peers, CLIs and joiners (mutual TLS).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+
+    /// The address other nodes should use, if not --listen (e.g. behind NAT).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+
+    /// A label for placement (`shoal deploy --label K=V`). Repeatable.
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+
+    /// Join the cluster of the node at this address (see `shoal token create`).
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["token", "ca_hash"])]
+    join: Option<String>,
+
+    /// The one-time join token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SHOAL_JOIN_TOKEN",
+        requires = "join"
+    )]
+    token: Option<String>,
+
+    /// The cluster CA's public-key pin, sha256:<hex>; the joiner refuses a
+    /// cluster whose CA does not match it.
+    #[arg(long, value_name = "sha256:HEX", requires = "join")]
+    ca_hash: Option<String>,
+
+    /// Rebalancing: when this node leads the cluster, move processes from
+    /// the busiest node to the least busy one (on|off, default on).
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    rebalance: Option<String>,
+
+    /// Largest difference in process count between two nodes that
+    /// rebalancing leaves alone (default 2).
+    #[arg(long, value_name = "N")]
+    rebalance_skew: Option<u32>,
+
+    /// How often rebalancing looks: 500ms, 5s, 1m (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    rebalance_interval: Option<Duration>,
+}
+
+/// Arguments of `shoal node status`.
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `shoal node ...`.
+pub fn node(args: NodeArgs, target: &Target) -> anyhow::Result<i32> {
+    match args.command {
+        NodeCommand::Start(a) => start(a, target),
+        NodeCommand::Status(a) => status(a, target),
+        NodeCommand::Remove(a) => super::nodes::remove(&a.name, a.json, target),
+        NodeCommand::Cordon(a) => super::nodes::cordon(&a.name, true, a.json, target),
+        NodeCommand::Uncordon(a) => super::nodes::cordon(&a.name, false, a.json, target),
+        NodeCommand::Drain(a) => super::drain::drain(a, target),
+    }
+}
+
+/// The file where a running node records its address, so CLI verbs on the
+/// same data dir find it (and talk mTLS with the admin credential).
+pub fn addr_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("node.addr")
+}
+
+fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| shoal_pki::role::validate_id(s).is_ok())
+        .unwrap_or_else(|| "node".to_string())
+}
+
+fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
+    use shoal_daemon::{Daemon, DaemonConfig, JoinSpec};
+    let name = args.name.clone().unwrap_or_else(default_name);
+    let mut config = DaemonConfig::new(&target.data_dir, &name, args.listen);
+    if let Some(m) = args.memory_max {
+        config.node.engine.memory_bytes_max = config.node.engine.memory_bytes_max.max(m);
+        config.node.process_memory_bytes_max = m;
+    }
+    if let Some(n) = args.processes_max {
+        config.node.engine.processes_max = n;
+    }
+    config.advertise = args.advertise.clone();
+    if let Some(on) = &args.rebalance {
+        config.rebalance.enabled = on == "on";
+    }
+    if let Some(n) = args.rebalance_skew {
+        config.rebalance.skew_max = n;
+    }
+    if let Some(d) = args.rebalance_interval {
+        config.rebalance.interval = d;
+    }
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .with_context(|| format!("--label `{l}`: expected K=V"))?;
+        config
+            .labels
+            .insert(k.trim().to_string(), v.trim().to_string());
+    }
+    if let Some(addr) = &args.join {
+        config.join = Some(JoinSpec {
+            addr: addr.clone(),
+            token: args.token.clone().unwrap_or_default(),
+            ca_pin: args.ca_hash.clone().unwrap_or_default(),
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Take the socket first: a second node on this data dir refuses
+        // before building anything.
+        let server = UnixServer::bind(&target.socket)?;
+        let daemon = Daemon::start(config)
+            .await
+            .context("cannot start the node")?;
+        let node = daemon.node().clone();
+        let addr = daemon.local_addr();
+        let addr_path = addr_file(&target.data_dir);
+        std::fs::write(&addr_path, format!("{addr}\n"))
+            .with_context(|| format!("cannot write {}", addr_path.display()))?;
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        println!("shoal node listening on {}", server.path().display());
+        println!(
+            "shoal node {} (id {}) serving on {addr}",
+            daemon.name(),
+            daemon.id()
+        );
+        let _ = std::io::stdout().flush();
+        let shutdown = async move {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = sigint.recv() => {}
+            }
+        };
+        let connections = server.serve(node.clone(), shutdown).await;
+        let live = node.processes().len();
+        eprintln!("shoal node: stopping, killing {live} process(es)");
+        let _ = std::fs::remove_file(&addr_path);
+        daemon.shutdown().await;
+        connections.drain(DRAIN_GRACE).await;
+        eprintln!("shoal node: stopped");
+        Ok(0)
+    })
+}
+
+fn status(args: StatusArgs, target: &Target) -> anyhow::Result<i32> {
+    let client = target.client();
+    let s = super::remote::block_on(client.status())??;
+    if args.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["socket"] = serde_json::Value::from(target.socket.display().to_string());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("node       running (shoal {})", s.version);
+    println!("socket     {}", target.socket.display());
+    println!("data dir   {}", s.data_dir);
+    println!(
+        "processes  {} of at most {}",
+        s.processes_live, s.processes_max
+    );
+    println!(
+        "memory     {} per process by default",
+        human_bytes(s.process_memory_bytes_max)
+    );
+    Ok(0)
+}
