@@ -126,7 +126,7 @@ async fn measure(mib: u64) -> Row {
             assert_eq!(ask(&c, at, pid, "touch 8").await, "ok");
         }
         let name = c.node(to).name().to_string();
-        let r = migrate(c.node(at).inner(), pid, Some(&name))
+        let r = migrate(c.node(at).migration(), pid, Some(&name))
             .await
             .unwrap_or_else(|e| panic!("migrate {mib} MiB, move {i}: {e}"));
         reports.push(r);

@@ -350,6 +350,7 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
         Err(NetError::Remote {
             status: 403,
             message,
+            ..
         }) => assert!(message.contains("node"), "{message}"),
         other => panic!("admin on a peer route: {other:?}"),
     }
@@ -587,7 +588,7 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
     // And killing it through n1 ends it on n3.
     let exit = client.kill(pid).await.unwrap();
     assert_eq!(exit.pid, pid);
-    assert!(!c.node(2).node().is_local(pid));
+    assert!(!c.node(2).node().router().is_local(pid));
     // Removing n3 through the API: joint consensus takes it out of the
     // voters, and its certificate stops working.
     client.remove_node("n3").await.expect("admin removes n3");

@@ -97,7 +97,7 @@ fn is_cordoned(c: &TestCluster, i: usize) -> bool {
 
 /// Wait for node `i`'s drain to end.
 async fn wait_drain(c: &TestCluster, i: usize) -> DrainStatus {
-    let inner = c.node(i).inner().clone();
+    let inner = c.node(i).migration().clone();
     wait_until("the drain to end", DRAIN_WAIT, || {
         drain::status(&inner).is_ok_and(|s| s.state != DrainState::Running)
     })
@@ -140,14 +140,14 @@ async fn draining_a_node_moves_its_fifty_tallies_with_their_counts() {
     let pids = tallies(&c, 0, 50).await;
     let counts = send_numbered(&c, 0, &pids);
     let started = Instant::now();
-    let first = drain::start(c.node(0).inner(), Some(DRAIN_WAIT))
+    let first = drain::start(c.node(0).migration(), Some(DRAIN_WAIT))
         .await
         .expect("the drain starts");
     assert_eq!(first.state, DrainState::Running);
     assert_eq!(first.total, 50, "{first:?}");
     assert!(is_cordoned(&c, 0), "cordoned first");
     // A second drain while one runs is refused.
-    let e = drain::start(c.node(0).inner(), None)
+    let e = drain::start(c.node(0).migration(), None)
         .await
         .expect_err("one drain at a time");
     assert_eq!(e.status(), 409, "{e}");
@@ -160,12 +160,15 @@ async fn draining_a_node_moves_its_fifty_tallies_with_their_counts() {
     assert!(end.is_complete());
     assert_accounted(&end);
     for pid in &pids {
-        assert!(!c.node(0).node().is_local(*pid), "{pid} still on n1");
+        assert!(
+            !c.node(0).node().router().is_local(*pid),
+            "{pid} still on n1"
+        );
         let home = home_of(&c, 0, *pid);
         assert!(matches!(home, Some(1 | 2)), "{pid} is on {home:?}");
         let i = home.unwrap_or(0);
         assert!(
-            c.node(i).node().is_local(*pid),
+            c.node(i).node().router().is_local(*pid),
             "{pid} not running on node {i}"
         );
     }
@@ -208,7 +211,7 @@ async fn a_drain_asked_of_another_node_is_forwarded_and_can_be_cancelled() {
     assert_eq!(e.status(), Some(409), "{e}");
     // What was left stays on n1; what moved stays moved; n1 stays cordoned.
     for pid in &cancelled.remaining {
-        assert!(c.node(0).node().is_local(*pid), "{pid} left on n1");
+        assert!(c.node(0).node().router().is_local(*pid), "{pid} left on n1");
     }
     let s = spread(&c, &pids);
     assert_eq!(s[&0], cancelled.remaining.len(), "{s:?}");
@@ -222,7 +225,7 @@ async fn a_drain_past_its_deadline_reports_what_is_left() {
     let c = TestCluster::start(2).await;
     add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
     let pids = tallies(&c, 0, 10).await;
-    let first = drain::start(c.node(0).inner(), Some(Duration::from_millis(1)))
+    let first = drain::start(c.node(0).migration(), Some(Duration::from_millis(1)))
         .await
         .expect("the drain starts");
     assert_eq!(first.deadline_ms, 1);
@@ -233,13 +236,13 @@ async fn a_drain_past_its_deadline_reports_what_is_left() {
     assert!(!end.is_complete());
     assert_accounted(&end);
     for pid in &end.remaining {
-        assert!(c.node(0).node().is_local(*pid), "{pid} left on n1");
+        assert!(c.node(0).node().router().is_local(*pid), "{pid} left on n1");
     }
     for pid in &pids {
         assert_eq!(field(&ask(&c, 1, *pid, "get").await, "received"), 0);
     }
     // A bad deadline is refused.
-    let e = drain::start(c.node(0).inner(), Some(Duration::ZERO))
+    let e = drain::start(c.node(0).migration(), Some(Duration::ZERO))
         .await
         .expect_err("zero deadline");
     assert_eq!(e.status(), 400, "{e}");
@@ -261,7 +264,7 @@ async fn a_process_with_nowhere_to_go_is_reported_as_failed() {
         })
         .await
         .expect("cordon n2");
-    drain::start(c.node(0).inner(), None)
+    drain::start(c.node(0).migration(), None)
         .await
         .expect("the drain starts");
     let end = wait_drain(&c, 0).await;
@@ -273,7 +276,7 @@ async fn a_process_with_nowhere_to_go_is_reported_as_failed() {
     }
     assert!(!end.is_complete());
     for pid in &pids {
-        assert!(c.node(0).node().is_local(*pid));
+        assert!(c.node(0).node().router().is_local(*pid));
     }
     c.shutdown().await;
 }
@@ -332,7 +335,7 @@ async fn with_rebalancing_off_nothing_moves() {
     let s = spread(&c, &pids);
     assert_eq!(s[&0], 8, "{s:?}");
     for pid in &pids {
-        assert!(c.node(0).node().is_local(*pid));
+        assert!(c.node(0).node().router().is_local(*pid));
     }
     c.shutdown().await;
 }

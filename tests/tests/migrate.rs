@@ -41,7 +41,7 @@ async fn move_to(
     to: usize,
 ) -> Result<MigrateReport, MigrateError> {
     let name = c.node(to).name().to_string();
-    migrate(c.node(from).inner(), pid, Some(&name)).await
+    migrate(c.node(from).migration(), pid, Some(&name)).await
 }
 
 fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {
@@ -75,16 +75,20 @@ async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
     // A → B → C → A, while the messages flow.
     let mut senders_were_running = 0;
     for (from, to) in [(0, 1), (1, 2), (2, 0)] {
-        let running = c.node(1).node().is_local(s2) && c.node(2).node().is_local(s3);
+        let running =
+            c.node(1).node().router().is_local(s2) && c.node(2).node().router().is_local(s3);
         let r = move_to(&c, from, tally, to).await.expect("migrate");
-        if running && c.node(1).node().is_local(s2) && c.node(2).node().is_local(s3) {
+        if running
+            && c.node(1).node().router().is_local(s2)
+            && c.node(2).node().router().is_local(s3)
+        {
             senders_were_running += 1;
         }
         println!("{r}\n  {:?}", r.phases_us);
         assert_eq!(r.pid, tally);
         assert_eq!(home_of(&c, tally), Some(to));
-        assert!(c.node(to).node().is_local(tally));
-        assert!(!c.node(from).node().is_local(tally));
+        assert!(c.node(to).node().router().is_local(tally));
+        assert!(!c.node(from).node().router().is_local(tally));
         reports.push(r);
     }
     for (i, s) in [(1, s2), (2, s3)] {
@@ -213,12 +217,18 @@ async fn a_sleeping_process_wakes_on_time_after_moving() {
 async fn a_pending_cross_node_call_completes_after_the_caller_moves() {
     let c = TestCluster::start(3).await;
     let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
-    let server = spawn(&c, 2, m, &["migrant", "server", "1000"]).await;
+    // The server answers only when told to: the caller is surely blocked
+    // in its call while it moves, however slow the machine.
+    let server = spawn(&c, 2, m, &["migrant", "server", "gated"]).await;
     wait_stdout(&c, 2, server, "server ready").await;
     let caller = spawn(&c, 0, m, &["migrant", "call", &server.0.to_string()]).await;
     wait_stdout(&c, 0, caller, "asked").await;
     // The caller is blocked in recv, waiting for the server's answer.
     move_to(&c, 0, caller, 1).await.expect("migrate");
+    c.node(2)
+        .node()
+        .send(Pid(0), server, b"release".to_vec())
+        .expect("release the answer");
     let st = tokio::time::timeout(WAIT, c.node(1).node().wait(caller))
         .await
         .unwrap()
@@ -279,11 +289,11 @@ async fn when_the_target_dies_mid_transfer_the_process_resumes_on_the_source() {
     let pid = spawn(&c, 0, m, &["migrant", "hold", "96"]).await;
     wait_stdout(&c, 0, pid, "holding 96 MiB").await;
     let sum_before = ask(&c, 0, pid, "sum").await;
-    let inner = c.node(0).inner().clone();
+    let inner = c.node(0).migration().clone();
     let target_name = c.node(2).name().to_string();
     let moving = tokio::spawn(async move { migrate(&inner, pid, Some(&target_name)).await });
     // Stop the target once the transfer has begun.
-    let n3 = c.node(2).inner().clone();
+    let n3 = c.node(2).migration().clone();
     wait_until("the transfer to begin", WAIT, || !n3.arrivals.is_empty()).await;
     c.stop(2).await;
     let result = moving.await.unwrap();
@@ -294,7 +304,7 @@ async fn when_the_target_dies_mid_transfer_the_process_resumes_on_the_source() {
         "expected a resume on the source, got {err}"
     );
     // One live copy, on the source, with its memory whole.
-    assert!(c.node(0).node().is_local(pid));
+    assert!(c.node(0).node().router().is_local(pid));
     assert_eq!(home_of(&c, pid), Some(0));
     assert_eq!(ask(&c, 0, pid, "sum").await, sum_before);
     assert_eq!(ask(&c, 1, pid, "touch 3").await, "ok");
@@ -325,7 +335,15 @@ async fn when_the_source_dies_after_the_switch_the_target_owns_the_process() {
     // The target takes the process from the directory and runs it.
     let n2 = c.node(1).node().clone();
     wait_until("the target to start the process", WAIT, || {
-        n2.is_local(tally)
+        n2.router().is_local(tally)
+    })
+    .await;
+    // Ask from n3 only once n3 itself routes by the switch: a message it
+    // sent while it still named n1 would wait on its lane to the dead n1
+    // (re-routing in-flight messages of a dead node is failover's work).
+    let (n3, n2_id) = (c.node(2).raft().clone(), c.node(1).id());
+    wait_until("n3 to apply the switch", WAIT, || {
+        n3.state().directory.get(&tally.0).map(|e| e.node) == Some(n2_id)
     })
     .await;
     let after = ask(&c, 2, tally, "get").await;
@@ -343,18 +361,18 @@ async fn refusals_name_the_problem() {
     let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
     let pid = spawn(&c, 0, m, &["migrant", "tally"]).await;
     wait_stdout(&c, 0, pid, "tally ready").await;
-    let e = migrate(c.node(0).inner(), pid, Some("nope"))
+    let e = migrate(c.node(0).migration(), pid, Some("nope"))
         .await
         .unwrap_err();
     assert!(format!("{e}").contains("nope"), "{e}");
-    let e = migrate(c.node(0).inner(), pid, Some("n1"))
+    let e = migrate(c.node(0).migration(), pid, Some("n1"))
         .await
         .unwrap_err();
     assert!(format!("{e}").contains("already runs on node n1"), "{e}");
-    let e = migrate(c.node(1).inner(), pid, None).await.unwrap_err();
+    let e = migrate(c.node(1).migration(), pid, None).await.unwrap_err();
     assert!(format!("{e}").contains("does not run on this node"), "{e}");
     // Nothing moved.
-    assert!(c.node(0).node().is_local(pid));
+    assert!(c.node(0).node().router().is_local(pid));
     assert_eq!(field(&ask(&c, 1, pid, "get").await, "received"), 0);
     c.shutdown().await;
 }
@@ -373,13 +391,13 @@ async fn a_preemptible_process_spinning_in_guest_code_moves_too() {
         .await
         .expect("migrate a spinning process");
     println!("{r}");
-    assert!(c.node(1).node().is_local(pid));
+    assert!(c.node(1).node().router().is_local(pid));
     // It spins on there, and can move again.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(c.node(1).node().is_local(pid));
+    assert!(c.node(1).node().router().is_local(pid));
     let back = move_to(&c, 1, pid, 0).await.expect("migrate back");
     println!("{back}");
-    assert!(c.node(0).node().is_local(pid));
+    assert!(c.node(0).node().router().is_local(pid));
     c.node(0).node().kill(pid).unwrap();
     c.shutdown().await;
 }

@@ -22,6 +22,7 @@
 //!   in `recv` for `stop` and exits 0.
 //! - `server <delay_ms>`: answers `ask` with `answer` after sleeping
 //!   `<delay_ms>`; `stop` ends it.
+//! - `server gated`: answers the `ask`s only once a `release` has arrived.
 //! - `call <pid>`: sends `ask` to `<pid>`, prints `asked`, waits in `recv`
 //!   for the answer, prints `reply <text>` and exits 0.
 //! - `hold <MiB>`: fills a heap buffer of that size with non-zero bytes,
@@ -37,7 +38,7 @@ use std::collections::HashMap;
 use std::process::exit;
 use std::time::Duration;
 
-const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms> | call <pid> | hold <MiB>";
+const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms>|gated | call <pid> | hold <MiB>";
 
 fn fail(what: &str, e: shoal::Error) -> ! {
     eprintln!("migrant: {what}: {e}");
@@ -61,6 +62,7 @@ fn main() {
         ["send", pid, count] => send(num(pid), num(count), None),
         ["send", pid, count, pause] => send(num(pid), num(count), Some(num(pause))),
         ["sleep", ms] => sleep(num(ms)),
+        ["server", "gated"] => gated_server(),
         ["server", delay] => server(num(delay)),
         ["call", pid] => call(num(pid)),
         ["hold", mib] => hold(num(mib)),
@@ -193,6 +195,33 @@ fn server(delay_ms: u64) {
             }
             b"stop" => shoal::exit(0),
             _ => {}
+        }
+    }
+}
+
+/// Like [`server`], but `ask`s are answered only once a `release` has
+/// arrived (so a test decides when the answer comes, not a clock).
+fn gated_server() {
+    println!("server ready pid={}", shoal::self_pid());
+    let mut pending = Vec::new();
+    let mut released = false;
+    loop {
+        let msg = match shoal::recv(None) {
+            Ok(m) => m,
+            Err(e) => fail("recv", e),
+        };
+        match msg.data.as_slice() {
+            b"ask" => pending.push(msg.sender),
+            b"release" => released = true,
+            b"stop" => shoal::exit(0),
+            _ => {}
+        }
+        if released {
+            for asker in pending.drain(..) {
+                if let Err(e) = shoal::send_blocking(asker, b"answer") {
+                    eprintln!("migrant: answer {asker}: {e}");
+                }
+            }
         }
     }
 }

@@ -225,7 +225,7 @@ async fn remove_node(inner: &Inner, name: &str) -> Result<Response<ApiBody>, Rem
     if let Some(addr) = inner.raft.state().nodes.get(&id).map(|n| n.addr.clone()) {
         inner.peers.forget(&addr);
     }
-    eprintln!("shoal node: removed node {name:?} (id {id}); its certificates are revoked");
+    tracing::info!("removed node {name:?} (id {id}); its certificates are revoked");
     summary_of(inner, id)
 }
 
@@ -235,18 +235,17 @@ async fn cordon(
     cordoned: bool,
 ) -> Result<Response<ApiBody>, RemoteError> {
     let id = node_named(inner, name)?;
-    set_cordon(inner, id, cordoned).await?;
+    set_cordon(&inner.raft, id, cordoned).await?;
     summary_of(inner, id)
 }
 
 /// Cordon (or uncordon) node `id` through Raft.
 pub(crate) async fn set_cordon(
-    inner: &Inner,
+    raft: &shoal_cluster::Raft,
     id: NodeId,
     cordoned: bool,
 ) -> Result<(), RemoteError> {
-    let r = inner
-        .raft
+    let r = raft
         .write(Command::SetCordon { id, cordoned })
         .await
         .map_err(write_err)?;
@@ -279,10 +278,10 @@ async fn drain(
     let status = match method {
         Method::POST => {
             let r: DrainRequest = read_json(req).await?;
-            drain::start(inner, r.deadline_ms.map(Duration::from_millis)).await
+            drain::start(&inner.migration, r.deadline_ms.map(Duration::from_millis)).await
         }
-        Method::DELETE => drain::cancel(inner).await,
-        _ => drain::status(inner),
+        Method::DELETE => drain::cancel(&inner.migration).await,
+        _ => drain::status(&inner.migration),
     }
     .map_err(|e| RemoteError::new(e.status(), e.to_string()))?;
     json_reply(&status)
@@ -332,7 +331,7 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
                 }
                 out.extend(list);
             }
-            Err(e) => eprintln!("shoal node: node {name} did not list its processes: {e}"),
+            Err(e) => tracing::warn!("node {name} did not list its processes: {e}"),
         }
     }
     out.sort_by_key(|p| p.pid);
@@ -440,7 +439,7 @@ async fn spawn(inner: &Inner, req: SpawnRequest) -> Result<Vec<Spawned>, RemoteE
 
 /// The node a live pid is on, if known.
 fn node_of(inner: &Inner, pid: Pid) -> Option<NodeId> {
-    if inner.node.is_local(pid) {
+    if inner.node.router().is_local(pid) {
         return Some(inner.me);
     }
     Link::locate(&inner.raft.state(), pid.0)
@@ -583,7 +582,8 @@ pub async fn route(
         }
     }
     if let Some(pid) = pid_in_path(&path) {
-        let here = inner.node.is_local(pid) || node_of(inner, pid).is_none_or(|n| n == inner.me);
+        let here =
+            inner.node.router().is_local(pid) || node_of(inner, pid).is_none_or(|n| n == inner.me);
         if method == Method::DELETE && !path.trim_end_matches('/').ends_with("/logs") {
             return json_reply(&kill(inner, pid).await?);
         }
@@ -605,7 +605,9 @@ pub async fn route(
         }
         if method == Method::POST && path.trim_end_matches('/').ends_with("/migrate") {
             let r: MigrateRequest = read_json(req).await?;
-            return match crate::migrate::source::migrate(inner, pid, r.to.as_deref()).await {
+            return match crate::migrate::source::migrate(&inner.migration, pid, r.to.as_deref())
+                .await
+            {
                 Ok(report) => json_reply(&report),
                 Err(e) => Err(RemoteError::new(e.status(), e.to_string())),
             };

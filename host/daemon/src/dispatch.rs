@@ -65,8 +65,8 @@ fn need(caller: &Caller, allowed: &[Role], what: &str) -> Result<(), RemoteError
         Some(r) if allowed.contains(&r) => Ok(()),
         Some(r) => {
             let id = caller.cert.as_ref().map(|c| c.id.as_str()).unwrap_or("");
-            eprintln!(
-                "shoal node: refused {what} to {} {id:?} from {}",
+            tracing::warn!(
+                "refused {what} to {} {id:?} from {}",
                 r.as_str(),
                 caller.addr
             );
@@ -182,7 +182,7 @@ impl Dispatch {
             if path.starts_with("/v1/peer/migrate/") {
                 let body =
                     shoal_net::read_body(req, crate::migrate::wire::MIGRATE_BYTES_MAX).await?;
-                return crate::migrate::target::handle(&self.inner, &path, body)
+                return crate::migrate::target::handle(&self.inner.migration, &path, body)
                     .await
                     .map(|b| shoal_net::reply(200, b));
             }
@@ -215,11 +215,11 @@ impl Handler for Dispatch {
 
     async fn deliver(&self, caller: &Caller, msg: LaneMessage) -> Delivery {
         if msg.from == shoal_runtime::node::CONTROL_SENDER.0 {
-            crate::migrate::on_control(&self.inner, Pid(msg.to), &msg.data).await;
+            crate::migrate::on_control(&self.inner.migration, Pid(msg.to), &msg.data).await;
             return Delivery::Delivered;
         }
         // Which node sent it matters only while a process is arriving here.
-        let origin = if self.inner.node.has_handoffs() {
+        let origin = if self.inner.node.router().has_handoffs() {
             self.origin_of(caller)
         } else {
             0
@@ -227,6 +227,7 @@ impl Handler for Dispatch {
         match self
             .inner
             .node
+            .router()
             .deliver_remote(
                 origin,
                 Pid(msg.from),
@@ -239,8 +240,8 @@ impl Handler for Dispatch {
             Ok(()) => Delivery::Delivered,
             Err(PushError::Closed) => Delivery::NoSuchProcess,
             Err(PushError::Full) => {
-                eprintln!(
-                    "shoal node: dropped a message from pid {} to pid {}: its mailbox stayed full for {} s",
+                tracing::warn!(
+                    "dropped a message from pid {} to pid {}: its mailbox stayed full for {} s",
                     msg.from,
                     msg.to,
                     DELIVER_WAIT.as_secs()

@@ -97,7 +97,9 @@ pub async fn join(
         )
         .await
         .map_err(|e| match e {
-            NetError::Remote { status, message } => {
+            NetError::Remote {
+                status, message, ..
+            } => {
                 anyhow::anyhow!("the cluster refused the join ({status}): {message}")
             }
             other => anyhow::anyhow!("cannot join through {addr}: {other}"),
@@ -142,10 +144,7 @@ pub async fn admit(
     {
         Ok(CommandResult::Role(r)) => r,
         Ok(CommandResult::Refused(why)) => {
-            eprintln!(
-                "shoal node: join of {:?} refused: {why}",
-                body.request.node_name
-            );
+            tracing::warn!("join of {:?} refused: {why}", body.request.node_name);
             return Err(refused(403, format!("join token refused: {why}")));
         }
         Ok(other) => return Err(refused(500, format!("unexpected answer {other:?}"))),
@@ -154,10 +153,7 @@ pub async fn admit(
     let mut node_id = 0;
     if role == Role::Node {
         if let Some(existing) = raft.state().member_by_name(&body.request.node_name) {
-            eprintln!(
-                "shoal node: node {:?} (id {}) joins again",
-                existing.name, existing.id
-            );
+            tracing::info!("node {:?} (id {}) joins again", existing.name, existing.id);
         }
         node_id = match raft
             .write(Command::AddNode {
@@ -182,8 +178,8 @@ pub async fn admit(
             Validity::for_ttl(now, ttl),
         )
         .map_err(|e| refused(400, e))?;
-    eprintln!(
-        "shoal node: admitted {} {:?} (id {node_id}, certificate serial {})",
+    tracing::info!(
+        "admitted {} {:?} (id {node_id}, certificate serial {})",
         role.as_str(),
         body.request.node_name,
         cert.serial.as_hex()

@@ -62,9 +62,15 @@ pub(crate) fn encode_json<T: serde::Serialize>(
 /// through with its status; not reaching it is a 503 saying `what` failed.
 pub(crate) fn from_net(e: shoal_net::NetError, what: &str) -> shoal_net::RemoteError {
     match e {
-        shoal_net::NetError::Remote { status, message } => {
-            shoal_net::RemoteError::new(status, message)
-        }
+        shoal_net::NetError::Remote {
+            status,
+            message,
+            detail,
+        } => shoal_net::RemoteError {
+            status,
+            message,
+            detail,
+        },
         other => shoal_net::RemoteError::new(503, format!("{what}: {other}")),
     }
 }
@@ -169,16 +175,10 @@ pub struct Inner {
     pub cert_ttl: Duration,
     /// How often to check for renewal.
     pub renew_check_interval: Duration,
-    /// Processes migrating to this node.
-    pub arrivals: crate::migrate::target::Arrivals,
-    /// Faults injected into migrations (tests).
-    pub faults: crate::migrate::MigrationFaults,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
-    /// This node's drain job (see [`crate::migrate::drain`]).
-    pub drains: crate::migrate::drain::Drains,
-    /// Rebalancing settings (see [`crate::migrate::rebalance`]).
-    pub rebalance: crate::migrate::rebalance::RebalanceConfig,
+    /// What migrations, drains and rebalancing run on.
+    pub migration: Arc<crate::migrate::Ctx>,
 }
 
 /// A running node daemon.
@@ -293,8 +293,8 @@ impl Daemon {
             (Start::Joined, id)
         } else {
             let report = init_cluster_pki(&data_dir, &config.name)?;
-            eprintln!(
-                "shoal node: created cluster CA (pin {}), admin credential in {}",
+            tracing::info!(
+                "created cluster CA (pin {}), admin credential in {}",
                 report.ca_pin,
                 report.admin_dir.display()
             );
@@ -335,6 +335,18 @@ impl Daemon {
             peers.set_dead_letter_hook(Arc::new(move |pid| link.mark_dead(pid)));
         }
         node.attach_cluster(link.clone())?;
+        let migration = Arc::new(crate::migrate::Ctx {
+            me,
+            name: name.clone(),
+            node: node.clone(),
+            raft: raft.clone(),
+            peers: peers.clone(),
+            link: link.clone(),
+            arrivals: Default::default(),
+            faults: config.faults.clone(),
+            drains: Default::default(),
+            rebalance: config.rebalance.clone(),
+        });
         let inner = Arc::new(Inner {
             me,
             name: name.clone(),
@@ -352,10 +364,7 @@ impl Daemon {
             cert_ttl: config.cert_ttl,
             renew_check_interval: config.renew_check_interval,
             heartbeat_interval: config.heartbeat_interval,
-            arrivals: Default::default(),
-            faults: config.faults.clone(),
-            drains: Default::default(),
-            rebalance: config.rebalance.clone(),
+            migration,
         });
         let server_tls =
             shoal_pki::tls::server_config_live(&live, &trust, shoal_pki::tls::CONTROL_API, true)?;
@@ -368,11 +377,7 @@ impl Daemon {
             })
             .await;
         });
-        let step = |what: &str| {
-            if std::env::var_os("SHOAL_DEBUG").is_some() {
-                eprintln!("shoal node {name}: {what}");
-            }
-        };
+        let step = |what: &str| tracing::debug!(node = %name, "start-up: {what}");
         step("raft open, serving");
         match start {
             Start::Fresh => raft
@@ -475,6 +480,12 @@ impl Daemon {
     /// The shared parts (for tests and tools).
     pub fn inner(&self) -> &Arc<Inner> {
         &self.inner
+    }
+
+    /// What migrations run on: pass it to [`migrate::source::migrate`] and
+    /// [`migrate::drain`].
+    pub fn migration(&self) -> &Arc<migrate::Ctx> {
+        &self.inner.migration
     }
 
     /// Stop: kill local processes, stop serving, stop Raft.

@@ -16,11 +16,13 @@
 //!   is fetched from a node the module index says holds it and checked
 //!   against its sha256 before use.
 
-use super::peer_api::{PeerSpawnRequest, PeerSpawned, PATH_PEER_BLOB, PATH_PEER_SPAWN};
+use super::peer_api::{
+    PeerSpawnRequest, PeerSpawned, SpawnRefusal, PATH_PEER_BLOB, PATH_PEER_SPAWN,
+};
 use bytes::Bytes;
 use shoal_cluster::sched::{self, Candidate, Target};
 use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Raft};
-use shoal_net::{LaneMessage, Peers};
+use shoal_net::{LaneMessage, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
 use shoal_runtime::mailbox::PushError;
@@ -205,15 +207,20 @@ impl Link {
         &self,
         target: NodeId,
         request: &PeerSpawnRequest,
-    ) -> Result<PeerSpawned, String> {
+    ) -> Result<PeerSpawned, SpawnAtError> {
         if target == self.me {
-            let node = self.node.upgrade().ok_or("the node is shutting down")?;
-            return super::peer_api::spawn_here(&node, request).await;
+            let node = self.node.upgrade().ok_or(SpawnAtError::ShuttingDown)?;
+            return super::peer_api::spawn_here(&node, request)
+                .await
+                .map_err(|refusal| SpawnAtError::Refused {
+                    node: target,
+                    refusal,
+                });
         }
         let addr = self
             .addr_of(target)
-            .ok_or_else(|| format!("node {target} is not a member"))?;
-        let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+            .ok_or(SpawnAtError::NotMember(target))?;
+        let body = serde_json::to_vec(request).map_err(|e| SpawnAtError::Encode(e.to_string()))?;
         let answer = self
             .peers
             .call_with_timeout(
@@ -223,8 +230,31 @@ impl Link {
                 REMOTE_SPAWN_TIMEOUT,
             )
             .await
-            .map_err(|e| format!("node {target} ({addr}): {e}"))?;
-        serde_json::from_slice(&answer).map_err(|e| format!("node {target} answered badly: {e}"))
+            .map_err(|e| match e {
+                NetError::Remote {
+                    status: 409,
+                    detail: Some(detail),
+                    ..
+                } => match serde_json::from_value::<SpawnRefusal>(detail) {
+                    Ok(refusal) => SpawnAtError::Refused {
+                        node: target,
+                        refusal,
+                    },
+                    Err(bad) => SpawnAtError::BadAnswer {
+                        node: target,
+                        why: format!("an unknown refusal: {bad}"),
+                    },
+                },
+                other => SpawnAtError::Unreachable {
+                    node: target,
+                    addr: addr.clone(),
+                    source: other,
+                },
+            })?;
+        serde_json::from_slice(&answer).map_err(|e| SpawnAtError::BadAnswer {
+            node: target,
+            why: e.to_string(),
+        })
     }
 
     /// Write the batched starts and exits to the directory. Called in a
@@ -246,8 +276,8 @@ impl Link {
                 pids: chunk.to_vec(),
             };
             if let Err(e) = self.raft.write(cmd).await {
-                eprintln!(
-                    "shoal node: cannot register {} pid(s) in the directory: {e}",
+                tracing::warn!(
+                    "cannot register {} pid(s) in the directory: {e}",
                     chunk.len()
                 );
                 self.requeue(chunk, true);
@@ -259,7 +289,7 @@ impl Link {
                 pids: chunk.to_vec(),
             };
             if let Err(e) = self.raft.write(cmd).await {
-                eprintln!("shoal node: cannot unregister {} pid(s): {e}", chunk.len());
+                tracing::warn!("cannot unregister {} pid(s): {e}", chunk.len());
                 self.requeue(chunk, false);
             }
         }
@@ -292,8 +322,63 @@ impl Link {
     }
 
     fn fetch_error(reference: &str, why: impl std::fmt::Display) -> i32 {
-        eprintln!("shoal node: cannot get module {reference}: {why}");
+        tracing::warn!("cannot get module {reference}: {why}");
         errno::NO_MODULE
+    }
+}
+
+/// Why [`Link::spawn_at`] started nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnAtError {
+    /// This node is stopping.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The chosen node is not (or no longer) a member.
+    #[error("node {0} is not a member")]
+    NotMember(NodeId),
+    /// The request could not be encoded.
+    #[error("cannot encode the spawn request: {0}")]
+    Encode(String),
+    /// The node could not be reached or did not answer in time.
+    #[error("node {node} ({addr}): {source}")]
+    Unreachable {
+        /// The node asked.
+        node: NodeId,
+        /// Its address.
+        addr: String,
+        /// What failed.
+        source: NetError,
+    },
+    /// The node refused, saying why.
+    #[error("node {node} refused: {refusal}")]
+    Refused {
+        /// The node asked.
+        node: NodeId,
+        /// Its typed refusal.
+        refusal: SpawnRefusal,
+    },
+    /// The node's answer did not decode.
+    #[error("node {node} answered badly: {why}")]
+    BadAnswer {
+        /// The node asked.
+        node: NodeId,
+        /// What was wrong with it.
+        why: String,
+    },
+}
+
+impl SpawnAtError {
+    /// The ABI error code a guest's `spawn_on` returns: the refusal's own
+    /// code, `NO_NODE` when the node could not be asked, `SPAWN_FAILED`
+    /// otherwise.
+    pub fn errno(&self) -> i32 {
+        match self {
+            SpawnAtError::Refused { refusal, .. } => refusal.errno(),
+            SpawnAtError::NotMember(_) | SpawnAtError::Unreachable { .. } => errno::NO_NODE,
+            SpawnAtError::ShuttingDown
+            | SpawnAtError::Encode(_)
+            | SpawnAtError::BadAnswer { .. } => errno::SPAWN_FAILED,
+        }
     }
 }
 
@@ -339,7 +424,7 @@ impl ClusterLink for Link {
         let chosen = match self.place(&target, 1) {
             Ok(ids) => ids[0],
             Err(e) => {
-                eprintln!("shoal node: spawn_on {module_ref}: {e}");
+                tracing::warn!("spawn_on {module_ref}: {e}");
                 return Err(errno::NO_NODE);
             }
         };
@@ -356,16 +441,8 @@ impl ClusterLink for Link {
         match self.spawn_at(chosen, &request).await {
             Ok(s) => Ok(s.pid),
             Err(e) => {
-                eprintln!("shoal node: spawn_on {module_ref} at node {chosen}: {e}");
-                Err(if e.contains("NO_MODULE") {
-                    errno::NO_MODULE
-                } else if e.contains("LIMIT") {
-                    errno::LIMIT
-                } else if chosen == self.me {
-                    errno::SPAWN_FAILED
-                } else {
-                    errno::NO_NODE
-                })
+                tracing::warn!("spawn_on {module_ref} at node {chosen}: {e}");
+                Err(e.errno())
             }
         }
     }

@@ -59,15 +59,61 @@ pub struct PeerSpawned {
     pub module: Sha256,
 }
 
+/// Why a node refused a spawn: sent typed on the wire (the `detail` of the
+/// 409 answer) so the asking node maps it to the guest's errno without
+/// reading any text (a module's name could otherwise change the errno).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum SpawnRefusal {
+    /// The module could not be had: `errno` is the ABI code the fetch
+    /// failed with (`NO_MODULE`, `NO_NODE`, …).
+    #[error("module {module}: {}", shoal_runtime::abi::errno::name(*errno))]
+    Module {
+        /// The reference asked for.
+        module: String,
+        /// The ABI error code of the fetch.
+        errno: i32,
+    },
+    /// The node runs as many processes as it may.
+    #[error("this node runs at most {processes_max} processes")]
+    Limit {
+        /// Its process limit.
+        processes_max: u32,
+    },
+    /// The process could not be started (the module does not instantiate,
+    /// a spec was refused, …).
+    #[error("the process could not start: {why}")]
+    Failed {
+        /// What the node said.
+        why: String,
+    },
+}
+
+impl SpawnRefusal {
+    /// The ABI error code a guest's `spawn_on` returns for this refusal.
+    pub fn errno(&self) -> i32 {
+        use shoal_runtime::abi::errno;
+        match self {
+            SpawnRefusal::Module { errno, .. } => *errno,
+            SpawnRefusal::Limit { .. } => errno::LIMIT,
+            SpawnRefusal::Failed { .. } => errno::SPAWN_FAILED,
+        }
+    }
+}
+
 /// Resolve the module (fetching it from a peer if needed) and start one
-/// process here. Errors are text naming the ABI code where there is one.
-pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawned, String> {
+/// process here.
+pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawned, SpawnRefusal> {
     let hash = match node.resolve(&req.module) {
         // A hash resolves even when the blob is elsewhere: fetch it then.
         Ok(h) if node.registry().contains(&h) => h,
-        _ => node.fetch_module(&req.module).await.map_err(|code| {
-            format!("{} ({})", req.module, shoal_runtime::abi::errno::name(code))
-        })?,
+        _ => node
+            .fetch_module(&req.module)
+            .await
+            .map_err(|errno| SpawnRefusal::Module {
+                module: req.module.clone(),
+                errno,
+            })?,
     };
     let mut spec = SpawnSpec::new(hash, req.args.clone());
     spec.env = req.env.clone();
@@ -75,10 +121,8 @@ pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawn
     spec.preemptible = req.preemptible;
     match node.spawn(spec).await {
         Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
-        Err(NodeError::ProcessLimit(n)) => {
-            Err(format!("LIMIT: this node runs at most {n} processes"))
-        }
-        Err(e) => Err(format!("SPAWN_FAILED: {e}")),
+        Err(NodeError::ProcessLimit(n)) => Err(SpawnRefusal::Limit { processes_max: n }),
+        Err(e) => Err(SpawnRefusal::Failed { why: e.to_string() }),
     }
 }
 
@@ -94,7 +138,7 @@ pub async fn handle(
                 .map_err(|e| RemoteError::new(400, format!("bad spawn request: {e}")))?;
             match spawn_here(node, &req).await {
                 Ok(s) => encode_json(&s),
-                Err(e) => Err(RemoteError::new(409, e)),
+                Err(refusal) => Err(RemoteError::typed(409, &refusal)),
             }
         }
         PATH_PEER_BLOB => {
@@ -120,5 +164,46 @@ pub async fn handle(
             encode_json(&handlers::kill(node, pid).await?)
         }
         other => Err(RemoteError::new(404, format!("no peer route {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SpawnRefusal;
+    use http_body_util::BodyExt;
+    use shoal_runtime::abi::errno;
+
+    /// A refusal crosses the wire typed: the errno the asking node derives
+    /// comes from its kind, whatever text (a module's name, a node's
+    /// message) it carries. Decoding the text instead made a module named
+    /// `LIMIT` or `NO_MODULE` change the errno a guest saw.
+    #[tokio::test]
+    async fn a_refusal_keeps_its_errno_whatever_its_text_says() {
+        let cases = [
+            (
+                SpawnRefusal::Failed {
+                    why: "module NO_MODULE-LIMIT traps at start".into(),
+                },
+                errno::SPAWN_FAILED,
+            ),
+            (
+                SpawnRefusal::Module {
+                    module: "LIMIT".into(),
+                    errno: errno::NO_MODULE,
+                },
+                errno::NO_MODULE,
+            ),
+            (SpawnRefusal::Limit { processes_max: 3 }, errno::LIMIT),
+        ];
+        for (refusal, want) in cases {
+            let answer = shoal_net::error_reply(&shoal_net::RemoteError::typed(409, &refusal));
+            assert_eq!(answer.status(), 409);
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            let detail = shoal_net::error_detail(&body).expect("a typed detail");
+            let back: SpawnRefusal = serde_json::from_value(detail).unwrap();
+            assert_eq!(back, refusal);
+            assert_eq!(back.errno(), want, "{refusal}");
+            assert_eq!(shoal_net::error_message(&body), refusal.to_string());
+        }
     }
 }

@@ -34,8 +34,8 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(pid_blocks(inner.clone())),
         tokio::spawn(directory(inner.clone())),
         tokio::spawn(sync_revocations(inner.clone(), revocations)),
-        tokio::spawn(crate::migrate::fence::run(inner.clone())),
-        tokio::spawn(crate::migrate::rebalance::run(inner.clone())),
+        tokio::spawn(crate::migrate::fence::run(inner.migration.clone())),
+        tokio::spawn(crate::migrate::rebalance::run(inner.migration.clone())),
         tokio::spawn(renew_certificate(inner)),
     ]
 }
@@ -107,7 +107,7 @@ async fn pid_blocks(inner: Arc<Inner>) {
         match grant_pid_block(&inner).await {
             Ok(()) => wait = RETRY_INITIAL,
             Err(e) => {
-                eprintln!("shoal node: cannot get a pid block: {e}");
+                tracing::warn!("cannot get a pid block: {e}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_MAX);
             }
@@ -154,12 +154,12 @@ async fn renew_certificate(inner: Arc<Inner>) {
             continue;
         }
         match renew_once(&inner).await {
-            Ok(new) => eprintln!(
-                "shoal node: renewed this node's certificate (serial {}, valid until {} ms)",
+            Ok(new) => tracing::info!(
+                "renewed this node's certificate (serial {}, valid until {} ms)",
                 new.serial.as_hex(),
                 new.not_after_unix_ms
             ),
-            Err(e) => eprintln!("shoal node: certificate renewal failed (will retry): {e}"),
+            Err(e) => tracing::warn!("certificate renewal failed (will retry): {e}"),
         }
     }
 }

@@ -14,15 +14,20 @@ use tokio::sync::mpsc;
 /// same as `shoal_daemon::api::routes::ApiBody`.
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-/// An error to answer a request with: HTTP status and message. Sent as JSON
-/// `{"error": message}`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// An error to answer a request with: HTTP status, message for people and,
+/// where the caller must act on the kind of failure, a typed `detail` (a
+/// serialized error enum of the route's own). Sent as JSON
+/// `{"error": message, "detail": …}`; callers decode `detail`, never the
+/// message text.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct RemoteError {
     /// HTTP status code.
     pub status: u16,
     /// What went wrong, for the caller.
     pub message: String,
+    /// The typed error, for programs (absent where the status says all).
+    pub detail: Option<serde_json::Value>,
 }
 
 impl RemoteError {
@@ -31,6 +36,17 @@ impl RemoteError {
         RemoteError {
             status,
             message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// An error carrying `detail` (a typed error) beside its message, which
+    /// is `detail`'s `Display`.
+    pub fn typed<E: serde::Serialize + std::fmt::Display>(status: u16, detail: &E) -> Self {
+        RemoteError {
+            status,
+            message: detail.to_string(),
+            detail: serde_json::to_value(detail).ok(),
         }
     }
 }
@@ -105,7 +121,11 @@ pub fn reply(status: u16, body: Bytes) -> hyper::Response<BoxBody> {
 /// The JSON error response `{"error": message}` for `err`, like the
 /// control API's.
 pub fn error_reply(err: &RemoteError) -> hyper::Response<BoxBody> {
-    let body = serde_json::json!({ "error": err.message }).to_string();
+    let body = match &err.detail {
+        Some(detail) => serde_json::json!({ "error": err.message, "detail": detail }),
+        None => serde_json::json!({ "error": err.message }),
+    }
+    .to_string();
     let mut resp = reply(err.status, Bytes::from(body));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -122,6 +142,14 @@ pub fn error_message(body: &[u8]) -> String {
         }
     }
     String::from_utf8_lossy(body).into_owned()
+}
+
+/// The typed `detail` of a JSON error body, if it has one.
+pub fn error_detail(body: &[u8]) -> Option<serde_json::Value> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut map)) => map.remove("detail"),
+        _ => None,
+    }
 }
 
 /// A streaming body fed by a bounded channel of chunks; ends when every

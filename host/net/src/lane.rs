@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::body::{error_message, read_limited, ChannelBody};
+use super::body::{error_detail, error_message, read_limited, ChannelBody};
 use super::frame::{self, Decoder, Frame, DATA_OVERHEAD_BYTES, DATA_WIRE_OVERHEAD_BYTES};
 use super::peers::{backoff_ms, Inner, Shared};
 use super::{classify_hyper_error, LaneMessage, NetConfig, NetError, LANE_PATH};
@@ -302,8 +302,8 @@ pub(crate) async fn drive(lane: Arc<Lane>, pool: Weak<Inner>, shared: Arc<Shared
                 failures = failures.saturating_add(1);
                 // Log the first failure of a streak, then sparsely.
                 if failures.is_power_of_two() {
-                    eprintln!(
-                        "net: lane to {} failed ({failures} in a row): {reason}",
+                    tracing::warn!(
+                        "lane to {} failed ({failures} in a row): {reason}",
                         lane.addr
                     );
                 }
@@ -344,11 +344,7 @@ async fn run_stream(
     let mut progressed = false;
     let reader = read_acks(lane, response, shared, &mut progressed);
     let writer = write_frames(lane, tx, shared);
-    let cut = async {
-        while !shared.is_cut(&lane.addr) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let cut = shared.until_cut(&lane.addr);
     let reason = tokio::select! {
         r = reader => r,
         r = writer => r,
@@ -404,6 +400,7 @@ async fn read_acks(
         return Err(NetError::Remote {
             status: status.as_u16(),
             message: error_message(&text),
+            detail: error_detail(&text),
         });
     }
     let mut decoder = Decoder::new(lane.config.frame_bytes_max);

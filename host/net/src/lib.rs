@@ -154,7 +154,7 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 
-pub use body::{error_reply, read_body, reply, BoxBody, RemoteError};
+pub use body::{error_detail, error_message, error_reply, read_body, reply, BoxBody, RemoteError};
 pub use lane::LaneError;
 pub use peers::{PeerStats, Peers};
 pub use server::{serve, serve_with_stats, ServerCounters, ServerStats};
@@ -362,6 +362,9 @@ pub enum NetError {
         status: u16,
         /// The `error` of a JSON error body, else the body as text.
         message: String,
+        /// The typed `detail` of a JSON error body (see
+        /// [`RemoteError::typed`]), if any.
+        detail: Option<serde_json::Value>,
     },
     /// Our request body is over [`NetConfig::request_bytes_max`].
     #[error("request body of {bytes} bytes exceeds the limit of {bytes_max} bytes")]

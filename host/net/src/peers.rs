@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use super::body::{error_message, read_limited, ReadError};
+use super::body::{error_detail, error_message, read_limited, ReadError};
 use super::lane::{self, Lane, LaneBacklog, LaneError};
 use super::replay::Replay;
 use super::{classify_hyper_error, tls_reason, BoxBody, LaneMessage, NetConfig, NetError};
@@ -105,13 +105,38 @@ pub(crate) struct Shared {
     hook: RwLock<Option<DeadLetterHook>>,
     /// Peers this pool is cut off from (fault injection, see
     /// [`Peers::cut_off`]).
+    #[cfg(feature = "fault-injection")]
     cut: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Shared {
-    /// Is this pool cut off from `addr`?
+    /// Is this pool cut off from `addr`? (Never, without the
+    /// `fault-injection` feature.)
     pub(crate) fn is_cut(&self, addr: &str) -> bool {
-        self.cut.read().map(|c| c.contains(addr)).unwrap_or(false)
+        #[cfg(feature = "fault-injection")]
+        {
+            self.cut.read().map(|c| c.contains(addr)).unwrap_or(false)
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = addr;
+            false
+        }
+    }
+
+    /// Resolves once this pool is cut off from `addr` (fault injection);
+    /// never, without the `fault-injection` feature, so production lanes do
+    /// not poll for it.
+    pub(crate) async fn until_cut(&self, addr: &str) {
+        #[cfg(feature = "fault-injection")]
+        while !self.is_cut(addr) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = addr;
+            std::future::pending::<()>().await
+        }
     }
 
     /// Hand a missing pid to the hook, if one is set.
@@ -275,7 +300,7 @@ impl Inner {
         let peer = addr.to_string();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                eprintln!("net: connection to {peer} ended: {e}");
+                tracing::debug!("connection to {peer} ended: {e}");
             }
         });
         Ok(tx)
@@ -311,12 +336,14 @@ impl Peers {
         }
     }
 
-    /// Fault injection (tests, drills): stop talking to `addr` as if the
+    /// Fault injection (tests, drills; only with the `fault-injection`
+    /// feature): stop talking to `addr` as if the
     /// network between us were cut. Calls fail at once with a `Connect`
     /// error, the lane to it stops within a few tens of milliseconds and
     /// keeps its unacked messages for when the cut heals. Cutting both
     /// ends' pools from each other is a partition (every exchange is
     /// started by a client pool).
+    #[cfg(feature = "fault-injection")]
     pub fn cut_off(&self, addr: &str) {
         if let Ok(mut c) = self.inner.shared.cut.write() {
             c.insert(addr.to_string());
@@ -324,6 +351,7 @@ impl Peers {
     }
 
     /// Undo [`Peers::cut_off`].
+    #[cfg(feature = "fault-injection")]
     pub fn reconnect(&self, addr: &str) {
         if let Ok(mut c) = self.inner.shared.cut.write() {
             c.remove(addr);
@@ -409,6 +437,7 @@ impl Peers {
             Err(NetError::Remote {
                 status: status.as_u16(),
                 message: error_message(&bytes),
+                detail: error_detail(&bytes),
             })
         }
     }

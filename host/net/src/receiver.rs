@@ -148,10 +148,7 @@ pub(crate) fn open_lane(
             Some(c) => format!("{}/{}", c.role, c.id),
             None => "a caller without a certificate".to_string(),
         };
-        eprintln!(
-            "net: lane from {} refused: {who} is not a node",
-            caller.addr
-        );
+        tracing::warn!("lane from {} refused: {who} is not a node", caller.addr);
         return error_reply(&RemoteError::new(
             403,
             format!("only nodes may open a lane, not {who}"),
@@ -164,7 +161,7 @@ pub(crate) fn open_lane(
         if let Err(e) = run_lane(&caller, req.into_body(), tx, ctx).await {
             counters.lane_errors.fetch_add(1, Relaxed);
             let id = caller.cert.as_ref().map(|c| c.id.as_str()).unwrap_or("?");
-            eprintln!("net: lane from node {id} at {}: {e}", caller.addr);
+            tracing::debug!("lane from node {id} at {}: {e}", caller.addr);
         }
     });
     hyper::Response::new(http_body_util::BodyExt::boxed(body))

@@ -133,15 +133,15 @@ pub async fn serve_with_stats(
             Ok(a) => a,
             Err(e) => {
                 // E.g. out of file descriptors: wait a little, keep serving.
-                eprintln!("net: accept failed: {e}");
+                tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             counters.connections_refused.fetch_add(1, Relaxed);
-            eprintln!(
-                "net: refusing connection from {addr}: {} connections open",
+            tracing::warn!(
+                "refusing connection from {addr}: {} connections open",
                 config.connections_max
             );
             continue;
@@ -192,15 +192,15 @@ impl Connection {
             Ok(Err(e)) => {
                 self.counters.handshakes_failed.fetch_add(1, Relaxed);
                 match shoal_pki::tls::rejection_of(&e) {
-                    Some(r) => eprintln!("net: TLS handshake from {addr} refused: {r}"),
-                    None => eprintln!("net: TLS handshake from {addr} failed: {e}"),
+                    Some(r) => tracing::info!("TLS handshake from {addr} refused: {r}"),
+                    None => tracing::info!("TLS handshake from {addr} failed: {e}"),
                 }
                 return;
             }
             Err(_) => {
                 self.counters.handshakes_failed.fetch_add(1, Relaxed);
-                eprintln!(
-                    "net: TLS handshake from {addr} timed out after {} ms",
+                tracing::info!(
+                    "TLS handshake from {addr} timed out after {} ms",
                     self.config.handshake_timeout_ms
                 );
                 return;
@@ -257,7 +257,7 @@ impl Connection {
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     if !is_routine_close(&e) {
-                        eprintln!("net: connection from {addr}: {e}");
+                        tracing::debug!("connection from {addr}: {e}");
                     }
                 }
             }

@@ -360,7 +360,9 @@ async fn unary_calls_round_trip_and_report_errors() {
     assert_eq!(&got[..], b"hello");
 
     match peers.call(&addr, "/fail", Bytes::new()).await {
-        Err(NetError::Remote { status, message }) => {
+        Err(NetError::Remote {
+            status, message, ..
+        }) => {
             assert_eq!(status, 409);
             assert_eq!(message, "conflict: the thing exists");
         }
@@ -370,7 +372,9 @@ async fn unary_calls_round_trip_and_report_errors() {
     // Over the handler's 1 MiB limit: refused by the server with 413.
     let big = Bytes::from(vec![7u8; 2 * 1024 * 1024]);
     match peers.call(&addr, "/echo", big.clone()).await {
-        Err(NetError::Remote { status, message }) => {
+        Err(NetError::Remote {
+            status, message, ..
+        }) => {
             assert_eq!(status, 413);
             assert!(message.contains("exceeds the limit"), "{message}");
         }
@@ -394,7 +398,9 @@ async fn unary_calls_round_trip_and_report_errors() {
     );
 
     match peers.call(&addr, "/nowhere", Bytes::new()).await {
-        Err(NetError::Remote { status, message }) => {
+        Err(NetError::Remote {
+            status, message, ..
+        }) => {
             assert_eq!(status, 404);
             assert!(message.contains("/nowhere"), "{message}");
         }

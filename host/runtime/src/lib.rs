@@ -27,6 +27,7 @@ pub mod modules;
 pub mod node;
 pub mod pid;
 pub mod process;
+pub mod router;
 pub mod snapshot;
 
 pub use host::ProcessHost;

@@ -7,7 +7,6 @@
 use crate::abi;
 use crate::capture::{CaptureMode, CaptureSignal};
 use crate::engine::{self, EngineSettings, EpochTicker};
-use crate::handoff::{Handoff, Origin, Routed};
 use crate::host::ProcessHost;
 use crate::limits::ProcessLimiter;
 use crate::log::{ProcessLog, Stream};
@@ -15,6 +14,7 @@ use crate::mailbox::{Mailbox, MailboxLimits, Message, PushError};
 use crate::modules::{LoadedModule, ModuleCache, ModuleError};
 use crate::pid::{Pid, PidAllocator};
 use crate::process::{self, CapturedProcess, ExitReason, ExitStatus, ProcessCtx, RestoreImage};
+use crate::router::Router;
 use shoal_registry::{Registry, RegistryError, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -271,19 +271,11 @@ pub struct Shared {
     registry: Registry,
     modules: ModuleCache,
     processes: RwLock<HashMap<Pid, Arc<ProcessEntry>>>,
-    host_mailboxes: RwLock<HashMap<Pid, Arc<Mailbox>>>,
     last_snapshots: Mutex<HashMap<Pid, Sha256>>,
     exited: Mutex<VecDeque<(Pid, Exited)>>,
-    /// Mailboxes of processes frozen to move away: messages keep arriving
-    /// here until the move is decided (then they are forwarded, or the
-    /// process resumes here with them).
-    held: RwLock<HashMap<Pid, Arc<Mailbox>>>,
-    /// Ordering holds of processes arriving from another node.
-    handoffs: RwLock<HashMap<Pid, Arc<Handoff>>>,
-    /// `handoffs.len()`, read without the lock on every send.
-    handoff_count: std::sync::atomic::AtomicUsize,
+    /// Where messages go (local, held, arriving, remote).
+    router: Router,
     pids: PidAllocator,
-    cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
     _ticker: EpochTicker,
 }
 
@@ -333,14 +325,10 @@ impl Node {
                 registry,
                 modules,
                 processes: RwLock::new(HashMap::new()),
-                host_mailboxes: RwLock::new(HashMap::new()),
                 last_snapshots: Mutex::new(HashMap::new()),
                 exited: Mutex::new(VecDeque::new()),
-                held: RwLock::new(HashMap::new()),
-                handoffs: RwLock::new(HashMap::new()),
-                handoff_count: std::sync::atomic::AtomicUsize::new(0),
+                router: Router::default(),
                 pids: PidAllocator::starting_at(1),
-                cluster: std::sync::OnceLock::new(),
                 _ticker: ticker,
             }),
         })
@@ -403,7 +391,7 @@ impl Node {
 
     /// Send a message from the host (sender pid 0 is never a process).
     pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
-        self.shared.send(from, to, data)
+        self.shared.router.send(from, to, data)
     }
 
     /// Kill a process. It ends with [`ExitReason::Killed`].
@@ -514,16 +502,6 @@ impl Node {
         Ok(image)
     }
 
-    /// The held mailbox of a frozen process (see [`Node::freeze`]).
-    pub fn held_mailbox(&self, pid: Pid) -> Option<Arc<Mailbox>> {
-        self.shared
-            .held
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-            .cloned()
-    }
-
     /// Call a move off: start the frozen process again here, under its pid,
     /// with the messages taken at the freeze first and those held since
     /// after them, in the same mailbox (so none is lost in the switch).
@@ -535,7 +513,7 @@ impl Node {
     ) -> Result<Pid, NodeError> {
         let mut image = image;
         let loaded = self.shared.load(module, image.spec.preemptible).await?;
-        let held = self.held_mailbox(pid);
+        let held = self.shared.router.held(pid);
         if let Some(mb) = &held {
             mb.retain(|m| m.sender != CONTROL_SENDER);
             let _ = mb.push_front_all(std::mem::take(&mut image.mailbox));
@@ -544,83 +522,15 @@ impl Node {
         let started = self
             .shared
             .start_as(spec, loaded, Some(image), Some(pid), held)?;
-        self.shared
-            .held
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
+        self.shared.router.release_held(pid);
         Ok(started)
     }
 
-    /// The move happened: new lookups of `pid` here stop finding the held
-    /// mailbox (they go through the cluster). The forwarder keeps the
-    /// returned mailbox until it is empty and closes it
-    /// ([`Mailbox::close_if_empty`]); a sender that still reaches it then
-    /// is told `Closed` and looks the pid up again.
-    pub fn release_held(&self, pid: Pid) -> Option<Arc<Mailbox>> {
-        self.shared
-            .held
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid)
-    }
-    /// Prepare for a process arriving from another node: from now on
-    /// messages for `pid` here go through `handoff` (see
-    /// [`crate::handoff`]) until it finishes.
-    pub fn install_handoff(&self, pid: Pid, handoff: Arc<Handoff>) {
-        let mut map = self
-            .shared
-            .handoffs
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        map.insert(pid, handoff);
-        self.shared
-            .handoff_count
-            .store(map.len(), std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Stop routing `pid` through its handoff (it finished, or the move was
-    /// called off).
-    pub fn remove_handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
-        let mut map = self
-            .shared
-            .handoffs
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let h = map.remove(&pid);
-        self.shared
-            .handoff_count
-            .store(map.len(), std::sync::atomic::Ordering::SeqCst);
-        h
-    }
-
-    /// True while some process is arriving here (see [`Node::install_handoff`]).
-    pub fn has_handoffs(&self) -> bool {
-        self.shared
-            .handoff_count
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-    }
-
-    /// [`Node::remove_handoff`], only if `pid`'s handoff is still `handoff`
-    /// (a later arrival of the same pid may have its own by now).
-    pub fn remove_handoff_if(&self, pid: Pid, handoff: &Arc<Handoff>) {
-        let mut map = self
-            .shared
-            .handoffs
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        if map.get(&pid).is_some_and(|h| Arc::ptr_eq(h, handoff)) {
-            map.remove(&pid);
-        }
-        self.shared
-            .handoff_count
-            .store(map.len(), std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// The handoff of an arriving `pid`, if any.
-    pub fn handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
-        self.shared.handoff(pid)
+    /// Where this node's messages go: its routing tables (held mailboxes,
+    /// arrival handoffs) and its way to the cluster (see
+    /// [`crate::router`]).
+    pub fn router(&self) -> &Router {
+        &self.shared.router
     }
 
     /// Start a process that arrived from another node, under its pid, its
@@ -637,7 +547,7 @@ impl Node {
         let started =
             self.shared
                 .start_as(spec, loaded, Some(image), Some(pid), Some(mailbox.clone()))?;
-        if let Some(h) = self.shared.handoff(pid) {
+        if let Some(h) = self.shared.router.handoff(pid) {
             h.start(mailbox);
         }
         Ok(started)
@@ -716,10 +626,13 @@ impl Node {
     /// the cluster grants ([`Node::pids`]), and sends, spawns and module
     /// lookups this node cannot serve alone go through `link`. Once only.
     pub fn attach_cluster(&self, link: Arc<dyn ClusterLink>) -> Result<(), NodeError> {
-        self.shared
-            .cluster
-            .set(link)
-            .map_err(|_| NodeError::Runtime("the node is already part of a cluster".into()))
+        if self.shared.router.attach_cluster(link) {
+            Ok(())
+        } else {
+            Err(NodeError::Runtime(
+                "the node is already part of a cluster".into(),
+            ))
+        }
     }
 
     /// The node's pid allocator (the cluster layer grants it blocks).
@@ -727,81 +640,6 @@ impl Node {
         &self.shared.pids
     }
 
-    /// Is `pid` a live process (or host mailbox) on this node?
-    pub fn is_local(&self, pid: Pid) -> bool {
-        self.shared.entry(pid).is_some()
-            || self
-                .shared
-                .host_mailboxes
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&pid)
-    }
-
-    /// Deliver a message that arrived from another node to a process here,
-    /// waiting up to `wait` for space if its mailbox is full (which
-    /// back-pressures the lane it came on). `Closed`: no such process here.
-    pub async fn deliver_remote(
-        &self,
-        origin: Origin,
-        from: Pid,
-        to: Pid,
-        data: Vec<u8>,
-        wait: Duration,
-    ) -> Result<(), PushError> {
-        let deadline = std::time::Instant::now() + wait;
-        let mut message = Message { sender: from, data };
-        loop {
-            match self.shared.route(Some(origin), to, message) {
-                Ok(()) => return Ok(()),
-                Err((PushError::Closed, m)) => {
-                    // Not here (any more): pass it on to wherever the
-                    // directory says the pid lives now, waiting while the
-                    // way there is full.
-                    let Some(link) = self.shared.cluster.get() else {
-                        return Err(PushError::Closed);
-                    };
-                    loop {
-                        match link.send_remote(from, to, m.data.clone()) {
-                            Err(PushError::Full) if std::time::Instant::now() < deadline => {
-                                tokio::time::sleep(Duration::from_millis(1)).await
-                            }
-                            other => return other,
-                        }
-                    }
-                }
-                Err((PushError::Full, m)) => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(PushError::Full);
-                    }
-                    message = m;
-                    if let Some(h) = self.shared.handoff(to) {
-                        // The hold or the arrived process's mailbox is full:
-                        // wait for a release or a take (briefly: one may have
-                        // happened since the refusal).
-                        let mailbox = self.shared.entry(to).map(|e| e.mailbox.clone());
-                        let taken = async {
-                            match mailbox {
-                                Some(mb) => mb.wait_space().await,
-                                None => std::future::pending().await,
-                            }
-                        };
-                        tokio::select! {
-                            _ = h.released() => {}
-                            _ = taken => {}
-                            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-                        }
-                    } else if let Some(mailbox) = self.shared.local_mailbox(to) {
-                        match mailbox.push_wait(message.clone(), deadline).await {
-                            // Closed meanwhile (moved away): route again.
-                            Err(PushError::Closed) => {}
-                            other => return other,
-                        }
-                    }
-                }
-            }
-        }
-    }
     /// Find a module this node's registry lacks through the cluster (see
     /// [`ClusterLink::fetch_module`]); `NO_MODULE` on a node without one.
     pub async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
@@ -828,12 +666,8 @@ impl Node {
             .try_allocate()
             .expect("no pid block granted to this node yet");
         let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
-        self.shared
-            .host_mailboxes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pid, mailbox.clone());
-        if let Some(link) = self.shared.cluster.get() {
+        self.shared.router.attach(pid, mailbox.clone());
+        if let Some(link) = self.shared.router.cluster() {
             link.process_started(pid);
         }
         HostMailbox {
@@ -875,7 +709,7 @@ impl HostMailbox {
 
     /// Send from this mailbox's pid.
     pub fn send(&self, to: Pid, data: impl Into<Vec<u8>>) -> Result<(), PushError> {
-        self.shared.send(self.pid, to, data.into())
+        self.shared.router.send(self.pid, to, data.into())
     }
 
     /// Wait up to `timeout` for the next message.
@@ -895,12 +729,8 @@ impl HostMailbox {
 impl Drop for HostMailbox {
     fn drop(&mut self) {
         self.mailbox.close();
-        self.shared
-            .host_mailboxes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.pid);
-        if let Some(link) = self.shared.cluster.get() {
+        self.shared.router.detach(self.pid);
+        if let Some(link) = self.shared.router.cluster() {
             link.process_exited(self.pid);
         }
     }
@@ -920,84 +750,6 @@ impl Shared {
         self.config.message_bytes_max
     }
 
-    /// The mailbox of a live process or host mailbox on this node.
-    fn local_mailbox(&self, pid: Pid) -> Option<Arc<Mailbox>> {
-        if let Some(e) = self.entry(pid) {
-            return Some(e.mailbox.clone());
-        }
-        if let Some(mb) = self
-            .host_mailboxes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-        {
-            return Some(mb.clone());
-        }
-        self.held
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-            .cloned()
-    }
-
-    /// Deliver a message: to a local process's mailbox, or through the
-    /// cluster to wherever the pid lives.
-    pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
-        match self.route(None, to, Message { sender: from, data }) {
-            Ok(()) => Ok(()),
-            Err((PushError::Closed, m)) => match self.cluster.get() {
-                Some(link) => link.send_remote(from, to, m.data),
-                None => Err(PushError::Closed),
-            },
-            Err((e, _)) => Err(e),
-        }
-    }
-
-    /// Queue a message for a pid on this node: through its handoff if it is
-    /// arriving, else into its (live or held) mailbox. `origin` is the node
-    /// it came from (`None`: this one). `Closed` (with the message handed
-    /// back) when the pid is not here.
-    fn route(
-        &self,
-        origin: Option<Origin>,
-        to: Pid,
-        message: Message,
-    ) -> Result<(), (PushError, Message)> {
-        let mut message = message;
-        if self.handoff_count.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            if let Some(h) = self.handoff(to) {
-                let origin = origin
-                    .or_else(|| self.cluster.get().map(|l| l.node_id()))
-                    .unwrap_or(0);
-                match h.push(origin, message) {
-                    Ok(Routed::Accepted) => return Ok(()),
-                    Ok(Routed::Finished(m)) => message = m,
-                    Err(refused) => return Err(refused),
-                }
-            }
-        }
-        // A mailbox can close between the lookup and the push (its process
-        // ended, or moved away): look again once.
-        for _ in 0..2 {
-            let Some(mailbox) = self.local_mailbox(to) else {
-                return Err((PushError::Closed, message));
-            };
-            match mailbox.try_push(message) {
-                Err((PushError::Closed, m)) => message = m,
-                other => return other,
-            }
-        }
-        Err((PushError::Closed, message))
-    }
-
-    fn handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
-        self.handoffs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-            .cloned()
-    }
-
     /// Spawn with a placement target (the ABI's `spawn_on`): `""` lets the
     /// cluster's scheduler choose; a node name or `k=v` labels constrain it.
     pub async fn spawn_placed(
@@ -1007,7 +759,7 @@ impl Shared {
         args: Vec<String>,
         forward_output: bool,
     ) -> Result<Pid, i32> {
-        match self.cluster.get() {
+        match self.router.cluster() {
             Some(link) => link.spawn_placed(target, reference, args).await,
             None if target.is_empty() => {
                 self.spawn_by_reference(reference, args, forward_output)
@@ -1018,7 +770,7 @@ impl Shared {
     }
 
     async fn fetch_through_cluster(&self, reference: &str) -> Result<Sha256, i32> {
-        match self.cluster.get() {
+        match self.router.cluster() {
             Some(link) => link.fetch_module(reference).await,
             None => Err(abi::errno::NO_MODULE),
         }
@@ -1034,7 +786,7 @@ impl Shared {
         let hash = match self.registry.resolve(reference) {
             // A hash reference resolves without the blob being here: in a
             // cluster, fetch it from a node that has it.
-            Ok(h) if !self.registry.contains(&h) && self.cluster.get().is_some() => {
+            Ok(h) if !self.registry.contains(&h) && self.router.cluster().is_some() => {
                 self.fetch_through_cluster(reference).await?
             }
             Ok(h) => h,
@@ -1059,7 +811,7 @@ impl Shared {
         // A cluster node may briefly wait for a pid block (granted ahead of
         // need, so this is rare).
         let pid =
-            match self.cluster.get() {
+            match self.router.cluster() {
                 Some(_) => Some(self.pids.allocate_wait(PID_BLOCK_WAIT).await.ok_or_else(
                     || {
                         NodeError::Runtime(
@@ -1200,6 +952,7 @@ impl Shared {
             if procs.len() >= self.config.engine.processes_max as usize {
                 return Err(NodeError::ProcessLimit(self.config.engine.processes_max));
             }
+            self.router.attach(pid, mailbox.clone());
             procs.insert(
                 pid,
                 Arc::new(ProcessEntry {
@@ -1214,7 +967,7 @@ impl Shared {
                 }),
             );
         }
-        if let Some(link) = self.cluster.get().filter(|_| announce) {
+        if let Some(link) = self.router.cluster().filter(|_| announce) {
             link.process_started(pid);
         }
         let shared = self.clone();
@@ -1239,10 +992,7 @@ impl Shared {
             if moved {
                 // Keep its mailbox open and reachable: what arrives now is
                 // held for the move (`Node::freeze`).
-                self.held
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(pid, entry.mailbox.clone());
+                self.router.hold(pid, entry.mailbox.clone());
             } else {
                 entry.mailbox.close();
             }
@@ -1258,6 +1008,7 @@ impl Shared {
                 },
             ));
         }
+        self.router.detach(pid);
         self.processes
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -1265,7 +1016,7 @@ impl Shared {
         // A moved process is not gone: its directory entry is switched by
         // the move, not removed.
         if !moved {
-            if let Some(link) = self.cluster.get() {
+            if let Some(link) = self.router.cluster() {
                 link.process_exited(pid);
             }
         }
@@ -1304,7 +1055,7 @@ impl ProcessHost for NodeHost {
     }
 
     fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
-        self.0.send(from, to, data)
+        self.0.router.send(from, to, data)
     }
 
     async fn spawn(

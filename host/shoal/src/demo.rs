@@ -547,14 +547,14 @@ async fn run_on(
     for (from, to) in [(0usize, 1usize), (1, 2), (2, 0)] {
         tokio::time::sleep(BETWEEN_MOVES).await;
         let before = ask(&mb, tally).await?;
-        let report: MigrateReport = migrate(nodes[from].inner(), tally, Some(&names[to]))
+        let report: MigrateReport = migrate(nodes[from].migration(), tally, Some(&names[to]))
             .await
             .map_err(|source| DemoError::Migrate {
                 from: names[from].clone(),
                 to: names[to].clone(),
                 source: Box::new(source),
             })?;
-        let sender_running = nodes[2].node().is_local(sender);
+        let sender_running = nodes[2].node().router().is_local(sender);
         let after = ask(&mb, tally).await?;
         say(
             out,
@@ -632,7 +632,7 @@ async fn run_on(
         .filter(|n| {
             nodes
                 .iter()
-                .any(|d| d.name() == n && d.node().is_local(tally))
+                .any(|d| d.name() == n && d.node().router().is_local(tally))
         })
         .unwrap_or_else(|| "?".to_string());
     let summary = DemoSummary {
@@ -691,7 +691,7 @@ async fn drain(node: &Daemon, out: &mut (dyn Write + Send)) -> Result<(String, u
         what: format!("draining {name}"),
         why,
     };
-    let first = drain::start(node.inner(), Some(DRAIN_DEADLINE))
+    let first = drain::start(node.migration(), Some(DRAIN_DEADLINE))
         .await
         .map_err(|e| failed(e.to_string()))?;
     say(
@@ -704,7 +704,7 @@ async fn drain(node: &Daemon, out: &mut (dyn Write + Send)) -> Result<(String, u
     let start = Instant::now();
     let mut shown = 0;
     let status = loop {
-        let s = drain::status(node.inner()).map_err(|e| failed(e.to_string()))?;
+        let s = drain::status(node.migration()).map_err(|e| failed(e.to_string()))?;
         if s.moved != shown && s.state == DrainState::Running {
             shown = s.moved;
             say(out, format_args!("    {} of {} moved", s.moved, s.total))?;

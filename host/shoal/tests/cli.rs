@@ -1,5 +1,7 @@
 //! The `shoal` binary as a user meets it: exit codes, streamed output,
 //! grants, and clear errors (never a panic) for mistakes.
+// A test that cannot set up its fixture should stop right there.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

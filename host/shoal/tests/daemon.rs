@@ -1,6 +1,8 @@
 //! `shoal node start` and the verbs that talk to it, as a user meets them:
 //! a real daemon process on a Unix socket in a temporary data directory,
 //! driven by the real `shoal` binary.
+// A test that cannot set up its fixture should stop right there.
+#![allow(clippy::unwrap_used)]
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -122,10 +124,22 @@ impl Env {
     }
 
     fn try_start_daemon(&self) -> Result<Daemon, (String, String, String)> {
+        self.try_start_daemon_with(&[], &[])
+    }
+
+    /// Start the daemon with extra arguments and environment variables.
+    fn try_start_daemon_with(
+        &self,
+        extra_args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Result<Daemon, (String, String, String)> {
         let out_path = self.dir.path().join(format!("daemon-{}.out", now_ns()));
         let err_path = out_path.with_extension("err");
+        let mut args = vec!["node", "start", "--processes-max", "16"];
+        args.extend_from_slice(extra_args);
         let child = self
-            .command(&["node", "start", "--processes-max", "16"])
+            .command(&args)
+            .envs(vars.iter().copied())
             .stdout(File::create(&out_path).unwrap())
             .stderr(File::create(&err_path).unwrap())
             .spawn()
@@ -238,6 +252,48 @@ fn ticks(stdout: &str) -> Vec<u64> {
         .lines()
         .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
         .collect()
+}
+
+/// The node's log lines go through `tracing`: `info` by default, `RUST_LOG`
+/// chooses when set, `--log-level` wins over both, and a bad filter is a
+/// clear usage error.
+#[test]
+fn log_level_and_rust_log_choose_what_the_node_logs() {
+    let env = Env::new();
+    let run = |args: &[&str], vars: &[(&str, &str)]| {
+        let mut d = env
+            .try_start_daemon_with(args, vars)
+            .unwrap_or_else(|e| panic!("the daemon did not start: {e:?}"));
+        assert!(d.terminate().success());
+        d.stderr()
+    };
+    let stopped = |err: &str| {
+        err.lines()
+            .any(|l| l.contains("INFO") && l.ends_with("stopped"))
+    };
+    let start_up = |err: &str| err.contains("start-up: raft open");
+
+    let default = run(&[], &[("RUST_LOG", "")]);
+    assert!(stopped(&default) && !start_up(&default), "{default}");
+    let quiet = run(&[], &[("RUST_LOG", "warn")]);
+    assert!(!stopped(&quiet) && !start_up(&quiet), "{quiet}");
+    let chatty = run(&[], &[("RUST_LOG", "debug")]);
+    assert!(stopped(&chatty) && start_up(&chatty), "{chatty}");
+    let flag = run(
+        &["--log-level", "shoal_daemon=debug,info"],
+        &[("RUST_LOG", "warn")],
+    );
+    assert!(stopped(&flag) && start_up(&flag), "{flag}");
+
+    let out = env.shoal(&["--log-level", "shoal_daemon=loud", "ps"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .starts_with("error: --log-level \"shoal_daemon=loud\" is not a log filter"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_no_panic(&out);
 }
 
 #[test]

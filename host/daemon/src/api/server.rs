@@ -176,7 +176,7 @@ impl UnixServer {
                     Err(e) => {
                         // Out of file descriptors and the like: back off
                         // rather than spin; the listener itself stays fine.
-                        eprintln!("shoal node: accept failed: {e}");
+                        tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },

@@ -18,7 +18,7 @@
 //!   that failed and left the process running here is tried again once.
 
 use super::source::{migrate, MigrateError};
-use crate::Inner;
+use super::Ctx;
 pub use shoal_api::cluster::{DrainFailure, DrainRequest, DrainState, DrainStatus};
 use shoal_runtime::node::NodeError;
 use shoal_runtime::pid::Pid;
@@ -113,7 +113,7 @@ impl Job {
 }
 
 /// The node's drain job (the latest one, running or ended). One per node;
-/// kept in [`Inner`].
+/// kept in [`Ctx`].
 #[derive(Default)]
 pub struct Drains {
     current: Mutex<Option<Arc<Job>>>,
@@ -132,26 +132,23 @@ impl Drains {
 /// this node) and the directory entries naming this node that are still
 /// local processes (host mailboxes, which are in the directory too, are
 /// not processes and stay).
-fn local_pids(inner: &Inner) -> BTreeSet<Pid> {
-    let mut pids: BTreeSet<Pid> = inner.node.processes().iter().map(|p| p.pid).collect();
-    let state = inner.raft.state();
+fn local_pids(ctx: &Ctx) -> BTreeSet<Pid> {
+    let mut pids: BTreeSet<Pid> = ctx.node.processes().iter().map(|p| p.pid).collect();
+    let state = ctx.raft.state();
     pids.extend(
         state
             .directory
             .iter()
-            .filter(|(_, e)| e.node == inner.me)
+            .filter(|(_, e)| e.node == ctx.me)
             .map(|(pid, _)| Pid(*pid))
-            .filter(|pid| inner.node.module_of(*pid).is_some()),
+            .filter(|pid| ctx.node.module_of(*pid).is_some()),
     );
     pids
 }
 
 /// Start draining this node: cordon it, then move its processes in the
 /// background. Returns the initial status.
-pub async fn start(
-    inner: &Arc<Inner>,
-    deadline: Option<Duration>,
-) -> Result<DrainStatus, DrainError> {
+pub async fn start(ctx: &Arc<Ctx>, deadline: Option<Duration>) -> Result<DrainStatus, DrainError> {
     let deadline = deadline.unwrap_or(DEADLINE_DEFAULT);
     let deadline_ms = deadline.as_millis().min(u128::from(u64::MAX)) as u64;
     if deadline_ms == 0 || deadline > DEADLINE_MAX {
@@ -159,11 +156,7 @@ pub async fn start(
     }
     let started = Instant::now();
     let job = {
-        let mut current = inner
-            .drains
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut current = ctx.drains.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(j) = current.as_ref() {
             let s = j.snapshot();
             if s.state == DrainState::Running {
@@ -176,7 +169,7 @@ pub async fn start(
         }
         let job = Arc::new(Job {
             status: Mutex::new(DrainStatus {
-                node: inner.name.clone(),
+                node: ctx.name.clone(),
                 total: 0,
                 moved: 0,
                 gone: 0,
@@ -193,48 +186,47 @@ pub async fn start(
         *current = Some(job.clone());
         job
     };
-    if let Err(e) = crate::cluster_api::set_cordon(inner, inner.me, true).await {
+    if let Err(e) = crate::cluster_api::set_cordon(&ctx.raft, ctx.me, true).await {
         job.update(|s| {
             s.state = DrainState::Cancelled;
             s.ended_unix_ms = Some(shoal_pki::now_unix_ms());
         });
         return Err(DrainError::Cordon {
-            node: inner.name.clone(),
+            node: ctx.name.clone(),
             why: e.message,
         });
     }
-    let pids = local_pids(inner);
+    let pids = local_pids(ctx);
     job.update(|s| {
         s.total = pids.len();
         s.remaining = pids.iter().copied().collect();
     });
-    eprintln!(
-        "shoal node: draining node {}: cordoned, moving {} process(es), deadline {} ms",
-        inner.name,
+    tracing::info!(
+        "draining node {}: cordoned, moving {} process(es), deadline {} ms",
+        ctx.name,
         pids.len(),
         deadline_ms
     );
     let status = job.snapshot();
-    tokio::spawn(run(inner.clone(), job, pids, started + deadline));
+    tokio::spawn(run(ctx.clone(), job, pids, started + deadline));
     Ok(status)
 }
 
 /// The status of this node's latest drain.
-pub fn status(inner: &Inner) -> Result<DrainStatus, DrainError> {
-    inner
-        .drains
+pub fn status(ctx: &Ctx) -> Result<DrainStatus, DrainError> {
+    ctx.drains
         .get()
         .map(|j| j.snapshot())
-        .ok_or_else(|| DrainError::NeverStarted(inner.name.clone()))
+        .ok_or_else(|| DrainError::NeverStarted(ctx.name.clone()))
 }
 
 /// Cancel this node's running drain; answers once the migrations in flight
 /// finished (or after [`CANCEL_WAIT`], still `running` then).
-pub async fn cancel(inner: &Inner) -> Result<DrainStatus, DrainError> {
-    let job = inner
+pub async fn cancel(ctx: &Ctx) -> Result<DrainStatus, DrainError> {
+    let job = ctx
         .drains
         .get()
-        .ok_or_else(|| DrainError::NeverStarted(inner.name.clone()))?;
+        .ok_or_else(|| DrainError::NeverStarted(ctx.name.clone()))?;
     let s = job.snapshot();
     if s.state != DrainState::Running {
         return Err(DrainError::NotRunning {
@@ -279,7 +271,7 @@ fn outcome(r: &Result<super::MigrateReport, MigrateError>, attempt: u32) -> Outc
 
 /// The job: keep up to [`DRAIN_CONCURRENCY`] migrations in flight until
 /// every process was tried, the job is cancelled, or the deadline passes.
-async fn run(inner: Arc<Inner>, job: Arc<Job>, pids: BTreeSet<Pid>, deadline: Instant) {
+async fn run(ctx: Arc<Ctx>, job: Arc<Job>, pids: BTreeSet<Pid>, deadline: Instant) {
     let mut queue: VecDeque<Pid> = pids.iter().copied().collect();
     let mut seen: HashSet<Pid> = pids.into_iter().collect();
     let mut attempts: HashMap<Pid, u32> = HashMap::new();
@@ -292,10 +284,10 @@ async fn run(inner: Arc<Inner>, job: Arc<Job>, pids: BTreeSet<Pid>, deadline: In
             let Some(pid) = queue.pop_front() else { break };
             *attempts.entry(pid).or_insert(0) += 1;
             in_flight.insert(pid);
-            let inner = inner.clone();
+            let ctx = ctx.clone();
             // A spawned task: a migration runs to its end even if this
             // job stops waiting for it.
-            flight.spawn(async move { (pid, migrate(&inner, pid, None).await) });
+            flight.spawn(async move { (pid, migrate(&ctx, pid, None).await) });
         }
         job.update(|s| {
             s.remaining = queue.iter().chain(in_flight.iter()).copied().collect();
@@ -308,7 +300,7 @@ async fn run(inner: Arc<Inner>, job: Arc<Job>, pids: BTreeSet<Pid>, deadline: In
             // Everything was tried: anything new here?
             if sweeps < SWEEPS_MAX {
                 sweeps += 1;
-                let new: Vec<Pid> = local_pids(&inner)
+                let new: Vec<Pid> = local_pids(&ctx)
                     .into_iter()
                     .filter(|p| seen.insert(*p))
                     .collect();
@@ -328,7 +320,7 @@ async fn run(inner: Arc<Inner>, job: Arc<Job>, pids: BTreeSet<Pid>, deadline: In
                     Err(e) => {
                         // The migration task panicked; the pid is unknown
                         // here, so it stays in `remaining` if unlisted.
-                        eprintln!("shoal node: a drain migration failed: {e}");
+                        tracing::warn!("a drain migration failed: {e}");
                         continue;
                     }
                 };
@@ -338,11 +330,11 @@ async fn run(inner: Arc<Inner>, job: Arc<Job>, pids: BTreeSet<Pid>, deadline: In
                     Outcome::Moved => job.update(|s| s.moved += 1),
                     Outcome::Gone => job.update(|s| s.gone += 1),
                     Outcome::Retry(why) => {
-                        eprintln!("shoal node: drain: process {pid} did not move ({why}); trying again");
+                        tracing::info!("drain: process {pid} did not move ({why}); trying again");
                         queue.push_back(pid);
                     }
                     Outcome::Failed(why) => {
-                        eprintln!("shoal node: drain: process {pid} cannot be moved: {why}");
+                        tracing::warn!("drain: process {pid} cannot be moved: {why}");
                         job.update(|s| s.failed.push(DrainFailure { pid, why }));
                     }
                 }
@@ -365,8 +357,8 @@ async fn run(inner: Arc<Inner>, job: Arc<Job>, pids: BTreeSet<Pid>, deadline: In
         s.ended_unix_ms = Some(shoal_pki::now_unix_ms());
     });
     let s = job.snapshot();
-    eprintln!(
-        "shoal node: drain of node {} {}: moved {} of {}, {} failed, {} left, {} exited",
+    tracing::info!(
+        "drain of node {} {}: moved {} of {}, {} failed, {} left, {} exited",
         s.node,
         s.state,
         s.moved,

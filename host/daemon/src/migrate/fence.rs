@@ -9,7 +9,7 @@
 //! same lock held exclusively, after the new state is published.
 
 use super::wire::Control;
-use crate::Inner;
+use super::Ctx;
 use bytes::Bytes;
 use shoal_net::LaneMessage;
 use shoal_runtime::node::CONTROL_SENDER;
@@ -21,14 +21,14 @@ use tokio::sync::broadcast::error::RecvError;
 pub const FENCE_PUSH_ATTEMPTS_MAX: u32 = 15_000;
 
 /// Send fences for every switch this node applies, until the node stops.
-pub async fn run(inner: Arc<Inner>) {
-    let mut moves = inner.raft.subscribe_moves();
+pub async fn run(ctx: Arc<Ctx>) {
+    let mut moves = ctx.raft.subscribe_moves();
     loop {
         let m = match moves.recv().await {
             Ok(m) => m,
             Err(RecvError::Lagged(n)) => {
-                eprintln!(
-                    "shoal node: missed {n} directory moves; their targets will wait out their fence timeout"
+                tracing::warn!(
+                    "missed {n} directory moves; their targets will wait out their fence timeout"
                 );
                 continue;
             }
@@ -36,18 +36,16 @@ pub async fn run(inner: Arc<Inner>) {
         };
         // A same-node move is a fence of a called-off attempt; the source
         // itself needs no fence (its own sends go through it).
-        if m.from == m.to || m.from == inner.me {
+        if m.from == m.to || m.from == ctx.me {
             continue;
         }
-        if std::env::var_os("SHOAL_DEBUG_MIGRATE").is_some() {
-            eprintln!("[{}] applied move {m:?}; fencing at {}", inner.name, m.from);
-        }
-        let Some(addr) = inner.raft.state().member(m.from).map(|n| n.addr.clone()) else {
+        tracing::debug!(node = %ctx.name, "applied move {m:?}; fencing at {}", m.from);
+        let Some(addr) = ctx.raft.state().member(m.from).map(|n| n.addr.clone()) else {
             continue;
         };
         let data = Bytes::from(
             Control::Fence {
-                origin: inner.me,
+                origin: ctx.me,
                 epoch: m.epoch,
             }
             .encode(),
@@ -56,8 +54,8 @@ pub async fn run(inner: Arc<Inner>) {
         // messages (that is what the fence is behind): keep trying, boundedly.
         let mut pushed_ok = false;
         for _ in 0..FENCE_PUSH_ATTEMPTS_MAX {
-            let pushed = inner.link.with_routes_fenced(|| {
-                inner.peers.send(
+            let pushed = ctx.link.with_routes_fenced(|| {
+                ctx.peers.send(
                     &addr,
                     LaneMessage {
                         from: CONTROL_SENDER.0,
@@ -73,8 +71,8 @@ pub async fn run(inner: Arc<Inner>) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         if !pushed_ok {
-            eprintln!(
-                "shoal node: could not fence pid {} at node {} (its lane stayed full); its new node waits out its fence timeout",
+            tracing::warn!(
+                "could not fence pid {} at node {} (its lane stayed full); its new node waits out its fence timeout",
                 m.pid, m.from
             );
         }

@@ -30,33 +30,78 @@ pub mod target;
 pub mod wire;
 
 pub use shoal_api::cluster::MigrateReport;
+
+/// What migration needs from the node daemon, and nothing else: built once
+/// by the daemon at start (see `Daemon::migration`). Migrations, drains,
+/// rebalancing and fences run on it; none of them can reach the daemon's
+/// credentials, its CA or its control API.
+pub struct Ctx {
+    /// This node's id.
+    pub me: shoal_cluster::NodeId,
+    /// Its name (in logs and reports).
+    pub name: String,
+    /// The process host.
+    pub node: shoal_runtime::Node,
+    /// Raft: the directory's switch and the cluster's members.
+    pub raft: shoal_cluster::Raft,
+    /// Connections to peers (requests and lanes).
+    pub peers: shoal_net::Peers,
+    /// Message routing to other nodes (fences, forwarding).
+    pub link: std::sync::Arc<crate::link::Link>,
+    /// Processes migrating to this node.
+    pub arrivals: target::Arrivals,
+    /// Faults injected into migrations (tests).
+    pub faults: MigrationFaults,
+    /// This node's drain job.
+    pub drains: drain::Drains,
+    /// Rebalancing settings.
+    pub rebalance: rebalance::RebalanceConfig,
+}
+
 use shoal_runtime::pid::Pid;
 
-/// Faults a test can inject into migrations (all off by default).
+/// Faults a test can inject into migrations (all off by default; settable
+/// only with the `fault-injection` feature, so production builds cannot
+/// turn them on).
 #[derive(Debug, Clone, Default)]
 pub struct MigrationFaults {
     /// The source stops right after the switch is committed: it sends no
     /// `Go` and forwards nothing, as if it died at that instant (the target
     /// must take the process from the directory).
+    #[cfg(feature = "fault-injection")]
     pub halt_after_switch: bool,
 }
 
+impl MigrationFaults {
+    /// Should the source halt right after the switch?
+    pub(crate) fn halts_after_switch(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.halt_after_switch
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
+}
+
 /// A control message arrived on a lane for `pid` (see [`wire::Control`]).
-pub async fn on_control(inner: &std::sync::Arc<crate::Inner>, pid: Pid, data: &[u8]) {
+pub async fn on_control(ctx: &std::sync::Arc<Ctx>, pid: Pid, data: &[u8]) {
     match wire::Control::decode(data) {
-        Some(wire::Control::Go { .. }) => target::start(inner, pid).await,
+        Some(wire::Control::Go { .. }) => target::start(ctx, pid).await,
         Some(wire::Control::Fence { origin, .. }) => {
             // At the source: queue it behind what the origin sent before,
             // to be passed on in order. (Nowhere to go once the source has
             // finished forwarding: then the target no longer waits for it.)
-            if let Some(held) = inner.node.held_mailbox(pid) {
+            if let Some(held) = ctx.node.router().held(pid) {
                 let mut fence = shoal_runtime::mailbox::Message {
                     sender: shoal_runtime::node::CONTROL_SENDER,
                     data: data.to_vec(),
                 };
                 // If the process arrived here recently and its hold still
                 // keeps messages from `origin`, the fence goes behind them.
-                if let Some(h) = inner.node.handoff(pid) {
+                if let Some(h) = ctx.node.router().handoff(pid) {
                     match h.push_marker(origin, fence) {
                         shoal_runtime::handoff::Routed::Accepted => return,
                         shoal_runtime::handoff::Routed::Finished(m) => fence = m,
@@ -65,7 +110,7 @@ pub async fn on_control(inner: &std::sync::Arc<crate::Inner>, pid: Pid, data: &[
                 let _ = held.append_all(vec![fence]);
             }
         }
-        Some(wire::Control::Fenced { origin, epoch }) => target::fence(inner, pid, origin, epoch),
-        None => eprintln!("shoal node: ignored a malformed control message for pid {pid}"),
+        Some(wire::Control::Fenced { origin, epoch }) => target::fence(ctx, pid, origin, epoch),
+        None => tracing::warn!("ignored a malformed control message for pid {pid}"),
     }
 }

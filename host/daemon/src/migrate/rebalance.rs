@@ -14,9 +14,8 @@
 //! move (e.g. it never blocks) is skipped for [`FAILED_SKIP`], remembered
 //! in a bounded set. Each move is logged in one line.
 
-use crate::Inner;
+use super::Ctx;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use shoal_cluster::{ClusterState, NodeId, NodeStatus};
 use shoal_runtime::pid::Pid;
 use std::collections::{BTreeMap, HashMap};
@@ -162,8 +161,8 @@ impl RecentFailures {
 
 /// The background task (see the module docs); returns at once when
 /// rebalancing is off.
-pub async fn run(inner: Arc<Inner>) {
-    let config = inner.rebalance.clone();
+pub async fn run(ctx: Arc<Ctx>) {
+    let config = ctx.rebalance.clone();
     if !config.enabled {
         return;
     }
@@ -172,10 +171,10 @@ pub async fn run(inner: Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if inner.raft.leader() != Some(inner.me) {
+        if ctx.raft.leader() != Some(ctx.me) {
             continue;
         }
-        let state = inner.raft.state();
+        let state = ctx.raft.state();
         let Some(plan) = plan(&state, shoal_pki::now_unix_ms(), &config, |pid| {
             failures.contains(pid)
         }) else {
@@ -194,23 +193,22 @@ pub async fn run(inner: Arc<Inner>) {
         };
         let mut moves = tokio::task::JoinSet::new();
         for pid in plan.pids.iter().copied() {
-            let inner = inner.clone();
+            let ctx = ctx.clone();
             let (from, to_name, from_addr) = (plan.from, to_name.clone(), from_addr.clone());
-            moves.spawn(
-                async move { (pid, move_one(&inner, from, &from_addr, pid, &to_name).await) },
-            );
+            moves
+                .spawn(async move { (pid, move_one(&ctx, from, &from_addr, pid, &to_name).await) });
         }
         while let Some(joined) = moves.join_next().await {
             let Ok((pid, result)) = joined else { continue };
             match result {
-                Ok(()) => eprintln!(
-                    "shoal node: rebalance: moved process {pid} from {from_name} ({} processes) to {to_name} ({})",
+                Ok(()) => tracing::info!(
+                    "rebalance: moved process {pid} from {from_name} ({} processes) to {to_name} ({})",
                     plan.from_count, plan.to_count
                 ),
                 Err(why) => {
                     failures.insert(pid.0);
-                    eprintln!(
-                        "shoal node: rebalance: process {pid} did not move from {from_name} to {to_name} (skipped for {} s): {why}",
+                    tracing::warn!(
+                        "rebalance: process {pid} did not move from {from_name} to {to_name} (skipped for {} s): {why}",
                         FAILED_SKIP.as_secs()
                     );
                 }
@@ -219,56 +217,56 @@ pub async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// Ask node `from` (at `addr`) to move `pid` to node `to`.
+/// Why a rebalancing move did not happen.
+#[derive(Debug, thiserror::Error)]
+enum MoveError {
+    /// The move from this node failed.
+    #[error(transparent)]
+    Here(#[from] super::source::MigrateError),
+    /// The request could not be encoded.
+    #[error("cannot encode the request: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The node running the process refused, failed or did not answer
+    /// within [`MOVE_TIMEOUT`].
+    #[error("node at {addr}: {source}")]
+    There {
+        /// Its address.
+        addr: String,
+        /// What it said, or why it could not be asked.
+        source: shoal_net::NetError,
+    },
+}
+
+/// Ask node `from` (at `addr`) to move `pid` to node `to`: directly when
+/// that is this node, else through its control API (as this node, over the
+/// peer connection).
 async fn move_one(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
     from: NodeId,
     addr: &str,
     pid: Pid,
     to: &str,
-) -> Result<(), String> {
-    if from == inner.me {
-        return super::source::migrate(inner, pid, Some(to))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+) -> Result<(), MoveError> {
+    if from == ctx.me {
+        super::source::migrate(ctx, pid, Some(to)).await?;
+        return Ok(());
     }
     let body = serde_json::to_vec(&crate::cluster_api::MigrateRequest {
         to: Some(to.to_string()),
-    })
-    .map_err(|e| e.to_string())?;
-    let ask = async {
-        let resp = crate::proxy::forward(
-            inner,
+    })?;
+    ctx.peers
+        .call_with_timeout(
             addr,
-            hyper::Method::POST,
             &format!("/v1/processes/{pid}/migrate"),
             Bytes::from(body),
+            MOVE_TIMEOUT,
         )
         .await
-        .map_err(|e| e.message)?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{status}: {}",
-                shoal_net::body::error_message(&bytes)
-            ))
-        }
-    };
-    tokio::time::timeout(MOVE_TIMEOUT, ask).await.map_err(|_| {
-        format!(
-            "no answer from the node within {} s",
-            MOVE_TIMEOUT.as_secs()
-        )
-    })?
+        .map_err(|source| MoveError::There {
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

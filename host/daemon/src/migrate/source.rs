@@ -20,8 +20,8 @@
 //!    closed; late senders find the pid through the directory.
 
 use super::wire::{self, Abort, Control, Final, Offer, OfferAnswer, Started};
+use super::Ctx;
 use super::MigrateReport;
-use crate::Inner;
 use bytes::Bytes;
 use shoal_cluster::sched::Target;
 use shoal_cluster::{Command, NodeId, NodeStatus};
@@ -124,9 +124,9 @@ impl Phases {
 
 /// Choose the node to move `pid` to: `to` by name, else the scheduler's
 /// choice among the other healthy, active nodes.
-fn choose_target(inner: &Inner, pid: Pid, to: Option<&str>) -> Result<NodeId, MigrateError> {
+fn choose_target(ctx: &Ctx, pid: Pid, to: Option<&str>) -> Result<NodeId, MigrateError> {
     let target = match to {
-        Some(name) if name == inner.name => {
+        Some(name) if name == ctx.name => {
             return Err(MigrateError::NoTarget {
                 pid,
                 why: format!("it already runs on node {name}"),
@@ -135,9 +135,8 @@ fn choose_target(inner: &Inner, pid: Pid, to: Option<&str>) -> Result<NodeId, Mi
         Some(name) => Target::Node(name.to_string()),
         None => Target::Any,
     };
-    inner
-        .link
-        .place_away(&target, inner.me)
+    ctx.link
+        .place_away(&target, ctx.me)
         .map_err(|e| MigrateError::NoTarget {
             pid,
             why: e.to_string(),
@@ -147,15 +146,15 @@ fn choose_target(inner: &Inner, pid: Pid, to: Option<&str>) -> Result<NodeId, Mi
 /// Move process `pid` (running here) to node `to` (by name) or to the
 /// scheduler's choice. Returns once it runs there.
 pub async fn migrate(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
     pid: Pid,
     to: Option<&str>,
 ) -> Result<MigrateReport, MigrateError> {
-    let node = &inner.node;
+    let node = &ctx.node;
     let started = Instant::now();
     let module = node.module_of(pid).ok_or(MigrateError::NotHere(pid))?;
-    let target = choose_target(inner, pid, to)?;
-    let state = inner.raft.state();
+    let target = choose_target(ctx, pid, to)?;
+    let state = ctx.raft.state();
     let target_rec = state
         .member(target)
         .cloned()
@@ -167,10 +166,10 @@ pub async fn migrate(
     let target_name = target_rec.name.clone();
     // The directory entry is what the switch compares; a fresh process may
     // not be registered yet (registration is batched).
-    let epoch = wait_registered(inner, pid).await?;
+    let epoch = wait_registered(ctx, pid).await?;
     // One move at a time per node and pid: if the process just arrived here,
     // its hold waits for the other nodes' fences first.
-    settle(inner, pid).await;
+    settle(ctx, pid).await;
     let mut phases = Phases {
         list: Vec::new(),
         at: Instant::now(),
@@ -192,7 +191,7 @@ pub async fn migrate(
         id: id.clone(),
         pid: pid.0,
         module: module.to_hex(),
-        source: inner.me,
+        source: ctx.me,
         epoch,
         memory_bytes: memory0.len() as u64,
         page_bytes,
@@ -209,7 +208,7 @@ pub async fn migrate(
         target: target_name.clone(),
         why,
     };
-    let answer: OfferAnswer = call_json(inner, &addr, wire::PATH_OFFER, &offer)
+    let answer: OfferAnswer = call_json(ctx, &addr, wire::PATH_OFFER, &offer)
         .await
         .map_err(|e| fail(format!("offer refused: {e}")))?;
     phases.mark("offer");
@@ -221,7 +220,7 @@ pub async fn migrate(
         }
     }
     bytes_sent += send_pages(
-        inner,
+        ctx,
         &addr,
         wire::PATH_PAGES,
         &id,
@@ -239,16 +238,16 @@ pub async fn migrate(
     phases.mark("freeze_capture");
     // Its queued messages go back in front of the held mailbox: they travel
     // on the lane after `Go`, in order, not inside the final state.
-    if let Some(held) = node.held_mailbox(pid) {
+    if let Some(held) = node.router().held(pid) {
         let _ = held.push_front_all(std::mem::take(&mut image.mailbox));
     }
 
     // 3. Delta + final. From here on a failure resumes the process here.
-    let outcome = send_rest(inner, &addr, pid, &id, &memory0, &image, pb).await;
+    let outcome = send_rest(ctx, &addr, pid, &id, &memory0, &image, pb).await;
     let ((delta_pages, memory_bytes), delta_bytes) = match outcome {
         Ok(x) => x,
         Err(why) => {
-            call_off(inner, &addr, &id).await;
+            call_off(ctx, &addr, &id).await;
             node.unfreeze(pid, module, image).await?;
             return Err(fail(why));
         }
@@ -257,10 +256,10 @@ pub async fn migrate(
     phases.mark("final");
 
     // 4. Switch.
-    match decide(inner, pid, target, epoch).await {
+    match decide(ctx, pid, target, epoch).await {
         Decision::Moved => {}
         Decision::Stays(why) => {
-            call_off(inner, &addr, &id).await;
+            call_off(ctx, &addr, &id).await;
             node.unfreeze(pid, module, image).await?;
             return Err(fail(why));
         }
@@ -271,7 +270,7 @@ pub async fn migrate(
     }
     phases.mark("switch");
     drop(image);
-    if inner.faults.halt_after_switch {
+    if ctx.faults.halts_after_switch() {
         return Err(MigrateError::Undecided {
             pid,
             why: "fault injected: the source halted right after the switch".into(),
@@ -279,14 +278,14 @@ pub async fn migrate(
     }
 
     // Keep this image's pages here too, so a move back is cheap.
-    let keeping = keep_pages(inner, &memory0, &split);
+    let keeping = keep_pages(ctx, &memory0, &split);
 
     // 5. Go, then forward everything held, in order.
     let go = Control::Go { epoch: epoch + 1 };
-    push_control(inner, &addr, pid, go).await;
-    tokio::spawn(forward_held(inner.clone(), pid, addr.clone()));
+    push_control(ctx, &addr, pid, go).await;
+    tokio::spawn(forward_held(ctx.clone(), pid, addr.clone()));
     let resumed: Result<Started, String> =
-        call_json(inner, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
+        call_json(ctx, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
     phases.mark("resume");
     if let Some(k) = keeping {
         let _ = k.await;
@@ -297,13 +296,11 @@ pub async fn migrate(
         Err(_) => (0, false),
     };
     if let Err(e) = &resumed {
-        eprintln!(
-            "shoal node: process {pid} moved to {target_name} but did not report its start: {e}"
-        );
+        tracing::warn!("process {pid} moved to {target_name} but did not report its start: {e}");
     }
     Ok(MigrateReport {
         pid,
-        from: inner.name.clone(),
+        from: ctx.name.clone(),
         to: target_name,
         epoch: epoch + 1,
         memory_bytes: memory_bytes as u64,
@@ -322,11 +319,11 @@ pub async fn migrate(
 /// Store the pre-copy's pages in this node's registry, in the background
 /// (a process that comes back finds them here).
 fn keep_pages(
-    inner: &Inner,
+    ctx: &Ctx,
     memory: &[u8],
     split: &format::SplitPages,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let registry = inner.node.registry().clone();
+    let registry = ctx.node.registry().clone();
     let pb = split.page_bytes as usize;
     let pages: Vec<(shoal_registry::Sha256, Vec<u8>)> = split
         .pages
@@ -344,7 +341,7 @@ fn keep_pages(
         let refs: Vec<(shoal_registry::Sha256, &[u8])> =
             pages.iter().map(|(h, b)| (*h, &b[..])).collect();
         if let Err(e) = registry.put_many_unsynced(&refs) {
-            eprintln!("shoal node: cannot keep the pages of a departed process: {e}");
+            tracing::warn!("cannot keep the pages of a departed process: {e}");
         }
     }))
 }
@@ -355,9 +352,9 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(12);
 
 /// Wait (bounded) until no earlier move of `pid` is still holding or
 /// forwarding its messages on this node.
-pub async fn settle(inner: &Inner, pid: Pid) {
+pub async fn settle(ctx: &Ctx, pid: Pid) {
     let deadline = Instant::now() + SETTLE_WAIT;
-    while (inner.node.handoff(pid).is_some() || inner.node.held_mailbox(pid).is_some())
+    while (ctx.node.router().handoff(pid).is_some() || ctx.node.router().held(pid).is_some())
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -365,12 +362,12 @@ pub async fn settle(inner: &Inner, pid: Pid) {
 }
 
 /// The pid's directory epoch once it is registered here.
-async fn wait_registered(inner: &Inner, pid: Pid) -> Result<u64, MigrateError> {
+async fn wait_registered(ctx: &Ctx, pid: Pid) -> Result<u64, MigrateError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let state = inner.raft.state();
+        let state = ctx.raft.state();
         match state.directory.get(&pid.0) {
-            Some(e) if e.node == inner.me => return Ok(e.epoch),
+            Some(e) if e.node == ctx.me => return Ok(e.epoch),
             // It runs here, so the entry is on its way (it just arrived, or
             // its registration is batched): this node's state lags.
             other if Instant::now() > deadline => {
@@ -393,13 +390,13 @@ async fn wait_registered(inner: &Inner, pid: Pid) -> Result<u64, MigrateError> {
 }
 
 async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
-    inner: &Inner,
+    ctx: &Ctx,
     addr: &str,
     path: &str,
     body: &T,
 ) -> Result<R, String> {
     let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let answer = inner
+    let answer = ctx
         .peers
         .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
         .await
@@ -409,7 +406,7 @@ async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
 
 /// Send pages `indices` of `memory` in batches; returns bytes sent.
 async fn send_pages(
-    inner: &Inner,
+    ctx: &Ctx,
     addr: &str,
     path: &str,
     id: &str,
@@ -430,8 +427,7 @@ async fn send_pages(
             .collect();
         let body = wire::encode_pages(&header, &pages);
         sent += body.len() as u64;
-        inner
-            .peers
+        ctx.peers
             .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
@@ -442,7 +438,7 @@ async fn send_pages(
 /// Send the pages that changed since the pre-copy and the final state.
 /// Returns ((changed page count, final memory size), bytes sent).
 async fn send_rest(
-    inner: &Inner,
+    ctx: &Ctx,
     addr: &str,
     pid: Pid,
     id: &str,
@@ -468,9 +464,9 @@ async fn send_rest(
     }
     // Memory can only grow; the target resizes to the final size, so send
     // the pages against a buffer of that size.
-    let mut sent = send_pages(inner, addr, wire::PATH_DELTA, id, &changed, now, pb).await?;
+    let mut sent = send_pages(ctx, addr, wire::PATH_DELTA, id, &changed, now, pb).await?;
     let state = shoal_runtime::snapshot::HostState::of(image);
-    let log = inner.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
+    let log = ctx.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
     let fin = Final {
         id: id.to_string(),
         memory_bytes: now.len() as u64,
@@ -481,8 +477,7 @@ async fn send_rest(
     };
     let body = serde_json::to_vec(&fin).map_err(|e| e.to_string())?;
     sent += body.len() as u64;
-    inner
-        .peers
+    ctx.peers
         .call_with_timeout(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
@@ -499,14 +494,14 @@ enum Decision {
 }
 
 /// Switch the directory entry, or fence the attempt.
-async fn decide(inner: &Inner, pid: Pid, target: NodeId, epoch: u64) -> Decision {
+async fn decide(ctx: &Ctx, pid: Pid, target: NodeId, epoch: u64) -> Decision {
     let switch = Command::MovePid {
         pid: pid.0,
-        from: inner.me,
+        from: ctx.me,
         to: target,
         epoch,
     };
-    let first = inner.raft.write(switch).await;
+    let first = ctx.raft.write(switch).await;
     let why = match first {
         Ok(shoal_cluster::CommandResult::Ok) => return Decision::Moved,
         Ok(other) => format!("the switch was refused: {other:?}"),
@@ -516,22 +511,22 @@ async fn decide(inner: &Inner, pid: Pid, target: NodeId, epoch: u64) -> Decision
     // did land after all.
     let deadline = Instant::now() + DECIDE_WAIT;
     loop {
-        let state = inner.raft.state();
+        let state = ctx.raft.state();
         if let Some(e) = state.directory.get(&pid.0) {
             if e.node == target && e.epoch == epoch + 1 {
                 return Decision::Moved;
             }
-            if e.node == inner.me && e.epoch > epoch {
+            if e.node == ctx.me && e.epoch > epoch {
                 return Decision::Stays(why);
             }
         }
         let fence = Command::MovePid {
             pid: pid.0,
-            from: inner.me,
-            to: inner.me,
+            from: ctx.me,
+            to: ctx.me,
             epoch,
         };
-        match inner.raft.write(fence).await {
+        match ctx.raft.write(fence).await {
             Ok(shoal_cluster::CommandResult::Ok) => return Decision::Stays(why),
             Ok(_) => {} // Refused: the state changed; look again.
             Err(e) if Instant::now() > deadline => {
@@ -544,13 +539,13 @@ async fn decide(inner: &Inner, pid: Pid, target: NodeId, epoch: u64) -> Decision
 
 /// Tell the target to forget the arrival (best effort: it also drops it
 /// when the directory shows the fence, or after its TTL).
-async fn call_off(inner: &Inner, addr: &str, id: &str) {
+async fn call_off(ctx: &Ctx, addr: &str, id: &str) {
     let _: Result<serde_json::Value, String> =
-        call_json(inner, addr, wire::PATH_ABORT, &Abort { id: id.to_string() }).await;
+        call_json(ctx, addr, wire::PATH_ABORT, &Abort { id: id.to_string() }).await;
 }
 
 /// Put a control message on the lane to `addr`, retrying while it is full.
-async fn push_control(inner: &Inner, addr: &str, pid: Pid, control: Control) {
+async fn push_control(ctx: &Ctx, addr: &str, pid: Pid, control: Control) {
     let data = Bytes::from(control.encode());
     for _ in 0..10_000 {
         let msg = LaneMessage {
@@ -558,26 +553,26 @@ async fn push_control(inner: &Inner, addr: &str, pid: Pid, control: Control) {
             to: pid.0,
             data: data.clone(),
         };
-        if inner.peers.send(addr, msg).is_ok() {
+        if ctx.peers.send(addr, msg).is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    eprintln!("shoal node: could not send {control:?} for process {pid} to {addr}");
+    tracing::warn!("could not send {control:?} for process {pid} to {addr}");
 }
 
 /// Forward what the frozen process's held mailbox receives to the target,
 /// in order, until every member has fenced (or the fence wait passed).
-async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
-    let Some(mailbox) = inner.node.held_mailbox(pid) else {
+async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
+    let Some(mailbox) = ctx.node.router().held(pid) else {
         return;
     };
-    let mut waiting: BTreeSet<NodeId> = inner
+    let mut waiting: BTreeSet<NodeId> = ctx
         .raft
         .state()
         .nodes
         .values()
-        .filter(|n| n.status != NodeStatus::Removed && n.id != inner.me)
+        .filter(|n| n.status != NodeStatus::Removed && n.id != ctx.me)
         .map(|n| n.id)
         .collect();
     let deadline = Instant::now() + super::target::FENCE_WAIT;
@@ -597,12 +592,12 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
                         to: pid.0,
                         data,
                     };
-                    inner.peers.send(&addr, msg).is_ok()
+                    ctx.peers.send(&addr, msg).is_ok()
                 } else {
                     // Through the directory, like any send: if the process
                     // has moved on again, this goes to where it is now, and
                     // this node's fence for that move stays behind it.
-                    match inner.link.send_remote(m.sender, pid, m.data.clone()) {
+                    match ctx.link.send_remote(m.sender, pid, m.data.clone()) {
                         Ok(()) => true,
                         Err(PushError::Full) => false,
                         // This node has not applied its own switch yet.
@@ -612,7 +607,7 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
                                 to: pid.0,
                                 data,
                             };
-                            inner.peers.send(&addr, msg).is_ok()
+                            ctx.peers.send(&addr, msg).is_ok()
                         }
                     }
                 };
@@ -628,21 +623,21 @@ async fn forward_held(inner: Arc<Inner>, pid: Pid, addr: String) {
                 // mailbox: keep it open until that hold is gone.
                 // And only once this node's own state shows the switch:
                 // after the close, senders here route by it.
-                let switched = inner
+                let switched = ctx
                     .raft
                     .state()
                     .directory
                     .get(&pid.0)
-                    .is_none_or(|e| e.node != inner.me);
+                    .is_none_or(|e| e.node != ctx.me);
                 let done = (waiting.is_empty() || Instant::now() >= deadline)
-                    && inner.node.handoff(pid).is_none()
+                    && ctx.node.router().handoff(pid).is_none()
                     && switched;
                 // Close only when empty (atomically), then forget it: a
                 // sender that reaches it after the close is told `Closed`
                 // and routes through the directory, behind everything
                 // forwarded here.
                 if done && mailbox.close_if_empty() {
-                    inner.node.release_held(pid);
+                    ctx.node.router().release_held(pid);
                     return;
                 }
                 let wait_until =

@@ -17,7 +17,7 @@
 //! node's fence has come through the source, or [`FENCE_WAIT`] passed.
 
 use super::wire::{self, Abort, Final, Offer, OfferAnswer, Started};
-use crate::Inner;
+use super::Ctx;
 use shoal_cluster::NodeId;
 use shoal_net::RemoteError;
 use shoal_registry::Sha256;
@@ -130,7 +130,7 @@ impl Arrivals {
 
 /// Answer a `/v1/peer/migrate/*` request.
 pub async fn handle(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
     path: &str,
     body: bytes::Bytes,
 ) -> Result<bytes::Bytes, RemoteError> {
@@ -139,31 +139,31 @@ pub async fn handle(
         wire::PATH_OFFER => {
             let offer: Offer = serde_json::from_slice(&body)
                 .map_err(|e| err(400, format!("bad migration offer: {e}")))?;
-            let answer = offer_here(inner, offer).await?;
+            let answer = offer_here(ctx, offer).await?;
             crate::encode_json(&answer)
         }
         wire::PATH_PAGES | wire::PATH_DELTA => {
-            pages_here(inner, &body, path == wire::PATH_PAGES).await?;
+            pages_here(ctx, &body, path == wire::PATH_PAGES).await?;
             ok()
         }
         wire::PATH_FINAL => {
             let fin: Final = serde_json::from_slice(&body)
                 .map_err(|e| err(400, format!("bad final migration state: {e}")))?;
-            final_here(inner, fin)?;
+            final_here(ctx, fin)?;
             ok()
         }
         wire::PATH_ABORT => {
             let a: Abort =
                 serde_json::from_slice(&body).map_err(|e| err(400, format!("bad abort: {e}")))?;
-            if let Ok(arrival) = inner.arrivals.get(&a.id) {
-                discard(inner, &arrival, "the source called the move off");
+            if let Ok(arrival) = ctx.arrivals.get(&a.id) {
+                discard(ctx, &arrival, "the source called the move off");
             }
             ok()
         }
         wire::PATH_STARTED => {
             let a: Abort =
                 serde_json::from_slice(&body).map_err(|e| err(400, format!("bad request: {e}")))?;
-            let arrival = inner.arrivals.get(&a.id);
+            let arrival = ctx.arrivals.get(&a.id);
             let mut rx = match arrival {
                 Ok(a) => a.phase.subscribe(),
                 Err(e) => return Err(e),
@@ -189,8 +189,8 @@ pub async fn handle(
     }
 }
 
-async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, RemoteError> {
-    let node = &inner.node;
+async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteError> {
+    let node = &ctx.node;
     let pid = Pid(offer.pid);
     let memory_max = node.config().engine.memory_bytes_max;
     if offer.memory_bytes > memory_max {
@@ -212,12 +212,12 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
             format!("bad page size {pb} for {} bytes", offer.memory_bytes),
         ));
     }
-    if node.is_local(pid) {
+    if node.router().is_local(pid) {
         return Err(err(409, format!("process {pid} already runs here")));
     }
     // It may be coming back while this node still forwards what it held
     // from its last stay: let that finish first.
-    super::source::settle(inner, pid).await;
+    super::source::settle(ctx, pid).await;
     let module: Sha256 = offer
         .module
         .parse()
@@ -234,7 +234,7 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
         offered.insert(*index, h);
     }
     {
-        let map = inner.arrivals.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = ctx.arrivals.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= ARRIVALS_MAX && !map.contains_key(&pid) {
             return Err(err(503, "too many migrations arriving here; retry later"));
         }
@@ -249,7 +249,7 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
     // The module: fetched if missing, and compiled now, so the start after
     // the freeze does not wait for it.
     if !node.registry().contains(&module) {
-        fetch_from_source(inner, offer.source, &module).await?;
+        fetch_from_source(ctx, offer.source, &module).await?;
     }
     {
         let node = node.clone();
@@ -297,7 +297,7 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
         }),
         phase,
     });
-    let old = inner
+    let old = ctx
         .arrivals
         .map
         .lock()
@@ -305,7 +305,7 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
         .insert(pid, arrival);
     if let Some(old) = old {
         discard(
-            inner,
+            ctx,
             &old,
             "a newer migration of the same process replaced it",
         );
@@ -316,17 +316,17 @@ async fn offer_here(inner: &Arc<Inner>, offer: Offer) -> Result<OfferAnswer, Rem
 /// Get the module blob from the source, which runs it (the cluster's
 /// module index may not show this node the source as a holder yet).
 async fn fetch_from_source(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
     source: NodeId,
     module: &Sha256,
 ) -> Result<(), RemoteError> {
-    let addr = inner
+    let addr = ctx
         .raft
         .state()
         .member(source)
         .map(|n| n.addr.clone())
         .ok_or_else(|| err(409, format!("the source node {source} is not a member")))?;
-    let bytes = inner
+    let bytes = ctx
         .peers
         .call(
             &addr,
@@ -341,17 +341,16 @@ async fn fetch_from_source(
             )
         })?;
     // Checked against its hash before anything runs it.
-    inner
-        .node
+    ctx.node
         .registry()
         .put_expecting(module, &bytes)
         .map_err(|e| err(409, format!("the source sent a bad module {module}: {e}")))?;
     let held = shoal_cluster::Command::ModuleHeld {
         hash: module.to_hex(),
-        node: inner.me,
+        node: ctx.me,
         size_bytes: bytes.len() as u64,
     };
-    let raft = inner.raft.clone();
+    let raft = ctx.raft.clone();
     tokio::spawn(async move {
         let _ = raft.write(held).await;
     });
@@ -368,7 +367,7 @@ impl Arrival {
     }
 }
 
-async fn pages_here(inner: &Arc<Inner>, body: &[u8], verify: bool) -> Result<(), RemoteError> {
+async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), RemoteError> {
     // The id is in the header; the page size comes from the arrival.
     let peek: wire::PagesHeader = {
         let len = body
@@ -381,7 +380,7 @@ async fn pages_here(inner: &Arc<Inner>, body: &[u8], verify: bool) -> Result<(),
             .ok_or_else(|| err(400, "page batch header runs past the body"))?;
         serde_json::from_slice(json).map_err(|e| err(400, format!("bad page batch: {e}")))?
     };
-    let arrival = inner.arrivals.get(&peek.id)?;
+    let arrival = ctx.arrivals.get(&peek.id)?;
     let pb = arrival.page_bytes as usize;
     let (header, payload) =
         wire::decode_pages(body, arrival.page_bytes).map_err(|e| err(400, e))?;
@@ -415,7 +414,7 @@ async fn pages_here(inner: &Arc<Inner>, body: &[u8], verify: bool) -> Result<(),
     }
     // Keep verified pages, so the next migration here need not send them.
     if !fresh.is_empty() {
-        let registry = inner.node.registry().clone();
+        let registry = ctx.node.registry().clone();
         let kept = tokio::task::spawn_blocking(move || {
             let refs: Vec<(Sha256, &[u8])> = fresh.iter().map(|(h, b)| (*h, &b[..])).collect();
             registry.put_many_unsynced(&refs)
@@ -424,15 +423,15 @@ async fn pages_here(inner: &Arc<Inner>, body: &[u8], verify: bool) -> Result<(),
         match kept {
             Ok(Ok(_)) => {}
             // Only a later migration pays: it sends these pages again.
-            Ok(Err(e)) => eprintln!("shoal node: cannot keep migrated pages: {e}"),
-            Err(e) => eprintln!("shoal node: page writer failed: {e}"),
+            Ok(Err(e)) => tracing::error!("cannot keep migrated pages: {e}"),
+            Err(e) => tracing::error!("page writer failed: {e}"),
         }
     }
     Ok(())
 }
 
-fn final_here(inner: &Arc<Inner>, fin: Final) -> Result<(), RemoteError> {
-    let arrival = inner.arrivals.get(&fin.id)?;
+fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
+    let arrival = ctx.arrivals.get(&fin.id)?;
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         if data.image.is_some() {
@@ -442,7 +441,7 @@ fn final_here(inner: &Arc<Inner>, fin: Final) -> Result<(), RemoteError> {
         let size = fin.memory_bytes as usize;
         if size < data.memory.len()
             || !size.is_multiple_of(pb)
-            || fin.memory_bytes > inner.node.config().engine.memory_bytes_max
+            || fin.memory_bytes > ctx.node.config().engine.memory_bytes_max
         {
             return Err(err(
                 400,
@@ -462,14 +461,14 @@ fn final_here(inner: &Arc<Inner>, fin: Final) -> Result<(), RemoteError> {
     }
     // From now on messages for the pid here are held in order until the
     // process starts and each node's fence comes through the source.
-    let state = inner.raft.state();
+    let state = ctx.raft.state();
     let awaiting: Vec<NodeId> = state
         .nodes
         .values()
         .filter(|n| n.status != shoal_cluster::NodeStatus::Removed)
         .map(|n| n.id)
         .collect();
-    let limits = inner.node.config().mailbox;
+    let limits = ctx.node.config().mailbox;
     let handoff = Handoff::new(
         arrival.source,
         arrival.epoch_next,
@@ -479,39 +478,39 @@ fn final_here(inner: &Arc<Inner>, fin: Final) -> Result<(), RemoteError> {
             bytes_max: limits.bytes_max,
         },
     );
-    inner.node.install_handoff(arrival.pid, handoff);
+    ctx.node.router().install_handoff(arrival.pid, handoff);
     arrival.phase.send_replace(Phase::Ready);
-    tokio::spawn(watch_decision(inner.clone(), arrival));
+    tokio::spawn(watch_decision(ctx.clone(), arrival));
     Ok(())
 }
 
 /// Start or drop a ready arrival from what the directory shows, for when
 /// the source's `Go` or abort never comes.
-async fn watch_decision(inner: Arc<Inner>, arrival: Arc<Arrival>) {
-    let mut applied = inner.raft.subscribe();
+async fn watch_decision(ctx: Arc<Ctx>, arrival: Arc<Arrival>) {
+    let mut applied = ctx.raft.subscribe();
     let mut phase = arrival.phase.subscribe();
     loop {
         if !matches!(*phase.borrow(), Phase::Ready) {
             return;
         }
-        let state = inner.raft.state();
+        let state = ctx.raft.state();
         match state.directory.get(&arrival.pid.0) {
-            Some(e) if e.node == inner.me && e.epoch >= arrival.epoch_next => {
-                start(&inner, arrival.pid).await;
+            Some(e) if e.node == ctx.me && e.epoch >= arrival.epoch_next => {
+                start(&ctx, arrival.pid).await;
                 return;
             }
             Some(e) if e.epoch >= arrival.epoch_next => {
-                discard(&inner, &arrival, "the directory fenced this move");
+                discard(&ctx, &arrival, "the directory fenced this move");
                 return;
             }
             None if state.is_gone(arrival.pid.0) => {
-                discard(&inner, &arrival, "the process is gone from the directory");
+                discard(&ctx, &arrival, "the process is gone from the directory");
                 return;
             }
             _ => {}
         }
         if arrival.created.elapsed() > ARRIVAL_TTL {
-            discard(&inner, &arrival, "no decision from the source in time");
+            discard(&ctx, &arrival, "no decision from the source in time");
             return;
         }
         tokio::select! {
@@ -523,8 +522,8 @@ async fn watch_decision(inner: Arc<Inner>, arrival: Arc<Arrival>) {
 }
 
 /// Start the arrived process `pid` (the move is decided). Idempotent.
-pub async fn start(inner: &Arc<Inner>, pid: Pid) {
-    let Some(arrival) = inner.arrivals.by_pid(pid) else {
+pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
+    let Some(arrival) = ctx.arrivals.by_pid(pid) else {
         return;
     };
     let image = {
@@ -534,26 +533,26 @@ pub async fn start(inner: &Arc<Inner>, pid: Pid) {
     let Some(image) = image else {
         return; // Already started, or not complete.
     };
-    match inner
+    match ctx
         .node
         .start_arrived(arrival.pid, arrival.module, image)
         .await
     {
         Ok(_) => {
             arrival.phase.send_replace(Phase::Started(now_us()));
-            tokio::spawn(finish_handoff(inner.clone(), arrival.pid));
+            tokio::spawn(finish_handoff(ctx.clone(), arrival.pid));
         }
         Err(e) => {
             let why = format!("process {pid} could not start here: {e}");
-            eprintln!("shoal node: {why}");
+            tracing::warn!("{why}");
             arrival.phase.send_replace(Phase::Gone(why));
-            if let Some(h) = inner.node.remove_handoff(pid) {
+            if let Some(h) = ctx.node.router().remove_handoff(pid) {
                 h.expire();
             }
         }
     }
     // Keep the arrival a little, for the source's `started` question.
-    let arrivals = inner.clone();
+    let arrivals = ctx.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         arrivals.arrivals.remove(&arrival);
@@ -562,21 +561,21 @@ pub async fn start(inner: &Arc<Inner>, pid: Pid) {
 
 /// Wait for every fence (or [`FENCE_WAIT`]), then stop routing through the
 /// handoff.
-async fn finish_handoff(inner: Arc<Inner>, pid: Pid) {
+async fn finish_handoff(ctx: Arc<Ctx>, pid: Pid) {
     let deadline = Instant::now() + FENCE_WAIT;
     loop {
-        let Some(h) = inner.node.handoff(pid) else {
+        let Some(h) = ctx.node.router().handoff(pid) else {
             return;
         };
         if h.is_finished() {
-            inner.node.remove_handoff_if(pid, &h);
+            ctx.node.router().remove_handoff_if(pid, &h);
             return;
         }
         if Instant::now() >= deadline {
             let missing = h.expire();
-            inner.node.remove_handoff_if(pid, &h);
-            eprintln!(
-                "shoal node: process {pid} arrived; no fence from node(s) {missing:?} within {} s, released what they sent",
+            ctx.node.router().remove_handoff_if(pid, &h);
+            tracing::warn!(
+                "process {pid} arrived; no fence from node(s) {missing:?} within {} s, released what they sent",
                 FENCE_WAIT.as_secs()
             );
             return;
@@ -587,21 +586,21 @@ async fn finish_handoff(inner: Arc<Inner>, pid: Pid) {
 
 /// A fence from `origin` came through the source for arriving `pid`, for
 /// its move to `epoch`.
-pub fn fence(inner: &Arc<Inner>, pid: Pid, origin: NodeId, epoch: u64) {
-    if let Some(h) = inner.node.handoff(pid) {
+pub fn fence(ctx: &Arc<Ctx>, pid: Pid, origin: NodeId, epoch: u64) {
+    if let Some(h) = ctx.node.router().handoff(pid) {
         if h.epoch() != epoch {
             return;
         }
         h.fence(origin);
         if h.is_finished() {
-            inner.node.remove_handoff_if(pid, &h);
+            ctx.node.router().remove_handoff_if(pid, &h);
         }
     }
 }
 
 /// Drop an arrival that will not start here; what its handoff held is sent
 /// on to wherever the pid lives.
-fn discard(inner: &Arc<Inner>, arrival: &Arc<Arrival>, why: &str) {
+fn discard(ctx: &Arc<Ctx>, arrival: &Arc<Arrival>, why: &str) {
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         let phase = arrival.phase.borrow().clone();
@@ -613,10 +612,10 @@ fn discard(inner: &Arc<Inner>, arrival: &Arc<Arrival>, why: &str) {
         data.memory = Vec::new();
     }
     arrival.phase.send_replace(Phase::Gone(why.to_string()));
-    inner.arrivals.remove(arrival);
-    if let Some(h) = inner.node.remove_handoff(arrival.pid) {
+    ctx.arrivals.remove(arrival);
+    if let Some(h) = ctx.node.router().remove_handoff(arrival.pid) {
         for m in h.abandon() {
-            let _ = inner.node.send(m.sender, arrival.pid, m.data);
+            let _ = ctx.node.send(m.sender, arrival.pid, m.data);
         }
     }
 }

@@ -259,11 +259,11 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
         };
         let connections = server.serve(node.clone(), shutdown).await;
         let live = node.processes().len();
-        eprintln!("shoal node: stopping, killing {live} process(es)");
+        tracing::info!("stopping, killing {live} process(es)");
         let _ = std::fs::remove_file(&addr_path);
         daemon.shutdown().await;
         connections.drain(DRAIN_GRACE).await;
-        eprintln!("shoal node: stopped");
+        tracing::info!("stopped");
         Ok(0)
     })
 }

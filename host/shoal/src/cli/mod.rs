@@ -12,6 +12,7 @@ mod deploy;
 mod drain;
 mod inspect;
 mod kill;
+mod logging;
 mod logs;
 mod migrate;
 mod nodes;
@@ -69,6 +70,12 @@ pub struct Cli {
     /// The cluster CA certificate for --addr (overrides the one in --creds).
     #[arg(long, global = true, env = "SHOAL_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
+
+    /// Which log lines to print on stderr: `error`, `warn`, `info`,
+    /// `debug`, `trace`, or a filter such as `shoal_daemon=debug,warn`
+    /// [default: the RUST_LOG environment variable, else `info`].
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -195,6 +202,10 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Err(e) = logging::init(cli.log_level.as_deref()) {
+        eprintln!("error: {e}");
+        return 2;
+    }
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     // Without --addr, a node running on this data dir is reached at the
     // address it recorded, over mTLS, so every verb sees the whole cluster.

@@ -1,0 +1,294 @@
+//! Message routing on one node: where a message for a pid goes.
+//!
+//! Every message a process, a host mailbox or a peer hands to this node
+//! passes through [`Router`]. It owns the node's routing tables — the
+//! mailboxes of live processes and host mailboxes (*local*), the mailboxes
+//! of processes frozen to move away (*held*), the ordering holds of
+//! processes arriving from another node (*handoffs*) — and the way out to
+//! the rest of the cluster (*remote*, the attached [`ClusterLink`]).
+//!
+//! # Where a message goes
+//!
+//! 1. If `to` is arriving here (a handoff is installed), the handoff takes
+//!    it: it keeps each origin node's messages behind that node's fence
+//!    until the fence arrives, then passes them on in order
+//!    ([`crate::handoff`]). Once the handoff has finished, 2 applies.
+//! 2. Else if `to` has a local mailbox (a live process or host mailbox),
+//!    the message is queued there; then, if it is frozen to move away, in
+//!    its held mailbox (what arrives during a move is kept, and forwarded
+//!    once the move is decided).
+//! 3. Else it is not here: [`Router::send`] hands it to the cluster link,
+//!    which looks `to` up in the replicated directory and queues it on the
+//!    lane to that node (`Closed` if no node has it).
+//!
+//! A mailbox can close between the lookup and the push (its process ended
+//! or moved): the lookup is repeated once, so a message never lands in a
+//! mailbox that nobody will read.
+//!
+//! # Ordering rules
+//!
+//! - **Per sender, per destination, in order, once.** Messages from one
+//!   sender to one pid arrive in the order they were sent, each once, while
+//!   neither moves, and across any number of moves of the receiver:
+//! - A lane between two nodes is ordered and acknowledged (`shoal_net`).
+//! - When a process moves from A to B, every node that applies the
+//!   directory switch sends a *fence* to A behind what it sent before;
+//!   A appends the fence to the held mailbox; the migration's forwarder
+//!   (`shoal_daemon::migrate::source`) passes the held messages and the
+//!   fences on to B in order; B's handoff releases a node's direct messages
+//!   only after that node's fence came through A. So nothing sent before
+//!   the switch is overtaken by something sent after it.
+//! - A held mailbox closes only when it is empty and the node's own state
+//!   shows the switch; a sender that meets the closed mailbox routes
+//!   through the directory, behind everything forwarded.
+//! - Back-pressure, never loss: a full mailbox or lane answers `Full`; a
+//!   local sender retries (the ABI's `MAILBOX_FULL`), a message from a peer
+//!   waits ([`Router::deliver_remote`]) and so slows its lane.
+
+use crate::handoff::{Handoff, Origin, Routed};
+use crate::mailbox::{Mailbox, Message, PushError};
+use crate::node::ClusterLink;
+use crate::pid::Pid;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// A node's routing tables and its way to the cluster (see the module
+/// docs for the rules).
+#[derive(Default)]
+pub struct Router {
+    /// Mailboxes of live processes and host mailboxes on this node.
+    local: RwLock<HashMap<Pid, Arc<Mailbox>>>,
+    /// Mailboxes of processes frozen to move away: messages keep arriving
+    /// here until the move is decided (then they are forwarded, or the
+    /// process resumes here with them).
+    held: RwLock<HashMap<Pid, Arc<Mailbox>>>,
+    /// Ordering holds of processes arriving from another node.
+    handoffs: RwLock<HashMap<Pid, Arc<Handoff>>>,
+    /// `handoffs.len()`, read without the lock on every send.
+    handoff_count: AtomicUsize,
+    /// The way to the rest of the cluster, once attached.
+    cluster: OnceLock<Arc<dyn ClusterLink>>,
+}
+
+/// Read a lock, ignoring poisoning (the maps stay consistent: every update
+/// is one insert or remove).
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write a lock, ignoring poisoning (see [`read`]).
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Router {
+    /// Attach the cluster link (once). `false` if one was attached before.
+    pub(crate) fn attach_cluster(&self, link: Arc<dyn ClusterLink>) -> bool {
+        self.cluster.set(link).is_ok()
+    }
+
+    /// The cluster link, if this node is part of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.get()
+    }
+
+    /// Make `mailbox` the local mailbox of `pid` (a process starting, a
+    /// host mailbox opening).
+    pub(crate) fn attach(&self, pid: Pid, mailbox: Arc<Mailbox>) {
+        write(&self.local).insert(pid, mailbox);
+    }
+
+    /// Forget `pid`'s local mailbox (its process ended or moved, its host
+    /// mailbox closed).
+    pub(crate) fn detach(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        write(&self.local).remove(&pid)
+    }
+
+    /// Is `pid` a live process or host mailbox here?
+    pub fn is_local(&self, pid: Pid) -> bool {
+        read(&self.local).contains_key(&pid)
+    }
+
+    /// Keep `pid`'s mailbox reachable while it is frozen to move away.
+    pub(crate) fn hold(&self, pid: Pid, mailbox: Arc<Mailbox>) {
+        write(&self.held).insert(pid, mailbox);
+    }
+
+    /// The held mailbox of a frozen process (see `Node::freeze`).
+    pub fn held(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        read(&self.held).get(&pid).cloned()
+    }
+
+    /// Stop finding `pid`'s held mailbox: the move happened (lookups go
+    /// through the cluster) or was called off (the process has its mailbox
+    /// back). The caller keeps the returned mailbox.
+    pub fn release_held(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        write(&self.held).remove(&pid)
+    }
+
+    /// Prepare for a process arriving from another node: from now on
+    /// messages for `pid` here go through `handoff` (see
+    /// [`crate::handoff`]) until it is removed.
+    pub fn install_handoff(&self, pid: Pid, handoff: Arc<Handoff>) {
+        let mut map = write(&self.handoffs);
+        map.insert(pid, handoff);
+        self.handoff_count.store(map.len(), Ordering::SeqCst);
+    }
+
+    /// Stop routing `pid` through its handoff (it finished, or the move was
+    /// called off).
+    pub fn remove_handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
+        let mut map = write(&self.handoffs);
+        let h = map.remove(&pid);
+        self.handoff_count.store(map.len(), Ordering::SeqCst);
+        h
+    }
+
+    /// [`Router::remove_handoff`], only if `pid`'s handoff is still
+    /// `handoff` (a later arrival of the same pid may have its own by now).
+    pub fn remove_handoff_if(&self, pid: Pid, handoff: &Arc<Handoff>) {
+        let mut map = write(&self.handoffs);
+        if map.get(&pid).is_some_and(|h| Arc::ptr_eq(h, handoff)) {
+            map.remove(&pid);
+        }
+        self.handoff_count.store(map.len(), Ordering::SeqCst);
+    }
+
+    /// True while some process is arriving here.
+    pub fn has_handoffs(&self) -> bool {
+        self.handoff_count.load(Ordering::SeqCst) > 0
+    }
+
+    /// The handoff of an arriving `pid`, if any.
+    pub fn handoff(&self, pid: Pid) -> Option<Arc<Handoff>> {
+        if !self.has_handoffs() {
+            return None;
+        }
+        read(&self.handoffs).get(&pid).cloned()
+    }
+
+    /// The local mailbox of `pid`, else its held one.
+    fn mailbox(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        if let Some(mb) = read(&self.local).get(&pid) {
+            return Some(mb.clone());
+        }
+        self.held(pid)
+    }
+
+    /// The live mailbox of `pid` (not a held one).
+    fn live_mailbox(&self, pid: Pid) -> Option<Arc<Mailbox>> {
+        read(&self.local).get(&pid).cloned()
+    }
+
+    /// Send from `from` (a process or host mailbox here) to `to`, wherever
+    /// it is. `Closed`: no such process; `Full`: retry later.
+    pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+        match self.route(None, to, Message { sender: from, data }) {
+            Ok(()) => Ok(()),
+            Err((PushError::Closed, m)) => match self.cluster.get() {
+                Some(link) => link.send_remote(from, to, m.data),
+                None => Err(PushError::Closed),
+            },
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// Queue a message for a pid on this node (rules 1 and 2). `origin` is
+    /// the node it came from (`None`: this one). `Closed`, with the message
+    /// handed back, when the pid is not here.
+    fn route(
+        &self,
+        origin: Option<Origin>,
+        to: Pid,
+        message: Message,
+    ) -> Result<(), (PushError, Message)> {
+        let mut message = message;
+        if let Some(h) = self.handoff(to) {
+            let origin = origin
+                .or_else(|| self.cluster.get().map(|l| l.node_id()))
+                .unwrap_or(0);
+            match h.push(origin, message) {
+                Ok(Routed::Accepted) => return Ok(()),
+                Ok(Routed::Finished(m)) => message = m,
+                Err(refused) => return Err(refused),
+            }
+        }
+        // A mailbox can close between the lookup and the push (its process
+        // ended, or moved away): look again once.
+        for _ in 0..2 {
+            let Some(mailbox) = self.mailbox(to) else {
+                return Err((PushError::Closed, message));
+            };
+            match mailbox.try_push(message) {
+                Err((PushError::Closed, m)) => message = m,
+                other => return other,
+            }
+        }
+        Err((PushError::Closed, message))
+    }
+
+    /// Deliver a message that arrived from node `origin` to a process here,
+    /// waiting up to `wait` for space if its mailbox is full (which
+    /// back-pressures the lane it came on). If the pid is not here (any
+    /// more), pass it on to wherever the directory says it lives now.
+    pub async fn deliver_remote(
+        &self,
+        origin: Origin,
+        from: Pid,
+        to: Pid,
+        data: Vec<u8>,
+        wait: Duration,
+    ) -> Result<(), PushError> {
+        let deadline = Instant::now() + wait;
+        let mut message = Message { sender: from, data };
+        loop {
+            match self.route(Some(origin), to, message) {
+                Ok(()) => return Ok(()),
+                Err((PushError::Closed, m)) => {
+                    let Some(link) = self.cluster.get() else {
+                        return Err(PushError::Closed);
+                    };
+                    loop {
+                        match link.send_remote(from, to, m.data.clone()) {
+                            Err(PushError::Full) if Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(1)).await
+                            }
+                            other => return other,
+                        }
+                    }
+                }
+                Err((PushError::Full, m)) => {
+                    if Instant::now() >= deadline {
+                        return Err(PushError::Full);
+                    }
+                    message = m;
+                    if let Some(h) = self.handoff(to) {
+                        // The hold or the arrived process's mailbox is full:
+                        // wait for a release or a take (briefly: one may have
+                        // happened since the refusal).
+                        let mailbox = self.live_mailbox(to);
+                        let taken = async {
+                            match mailbox {
+                                Some(mb) => mb.wait_space().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = h.released() => {}
+                            _ = taken => {}
+                            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        }
+                    } else if let Some(mailbox) = self.mailbox(to) {
+                        match mailbox.push_wait(message.clone(), deadline).await {
+                            // Closed meanwhile (moved away): route again.
+                            Err(PushError::Closed) => {}
+                            other => return other,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
