@@ -1,5 +1,7 @@
 //! The `shoal` binary as a user meets it: exit codes, streamed output,
 //! grants, and clear errors (never a panic) for mistakes.
+// Tests: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

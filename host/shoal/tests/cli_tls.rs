@@ -6,6 +6,8 @@
 //! control API ([`routes::route`]) is served over `tokio_rustls` and
 //! hyper's HTTP/2 server with the cluster's mTLS server configuration, as a
 //! node's TLS port does. The client side is the real `shoal` binary.
+// Tests: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,8 @@
 //! `shoal node start` and the verbs that talk to it, as a user meets them:
 //! a real daemon process on a Unix socket in a temporary data directory,
 //! driven by the real `shoal` binary.
+// Tests: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

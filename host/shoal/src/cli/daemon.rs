@@ -20,6 +20,8 @@ pub struct NodeArgs {
     command: NodeCommand,
 }
 
+// Parsed once per run: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum NodeCommand {
     /// Run a node in the foreground until Ctrl-C or SIGTERM.
