@@ -13,6 +13,14 @@
 //! Artifacts are kept apart from blobs so they never show up as modules
 //! and can be dropped wholesale; the header lets every read verify the
 //! payload and that the entry really belongs to the requested key.
+//!
+//! A compiled artifact is native code the node will run, so a hash the
+//! file declares about itself proves nothing: anyone who can write the file
+//! can write a matching hash. Each header therefore carries `mac`, an
+//! HMAC-SHA256 over the key and the payload under a random key that this
+//! registry created and keeps in `<root>/artifact.key` (mode 0600) and
+//! that never leaves the node; an entry without the right MAC is a miss
+//! (recompiled from the module). Artifacts never travel between nodes.
 
 use std::io;
 use std::path::PathBuf;
@@ -69,22 +77,122 @@ impl ArtifactKey {
 
 /// The JSON header line of an artifact file.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Header {
     key: ArtifactKey,
     payload: Sha256,
     size: u64,
+    /// HMAC-SHA256 (hex) of the key id and the payload under the
+    /// registry's own [`MacKey`].
+    mac: String,
+}
+
+/// The node-local secret that authenticates artifacts.
+pub(crate) struct MacKey([u8; 32]);
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey(..)")
+    }
+}
+
+/// Name of the key file under the registry root.
+const MAC_KEY_FILE: &str = "artifact.key";
+
+impl MacKey {
+    /// Read `<root>/artifact.key`, or create it (32 random bytes, mode
+    /// 0600, atomically: written aside, then linked into place, so two
+    /// registries opening at once agree on one key).
+    pub(crate) fn load_or_create(
+        root: &std::path::Path,
+        tmp: &std::path::Path,
+    ) -> Result<MacKey, RegistryError> {
+        let path = root.join(MAC_KEY_FILE);
+        for _ in 0..2 {
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                        RegistryError::io(
+                            &path,
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "the artifact key is not 32 bytes (delete it and the artifacts)",
+                            ),
+                        )
+                    })?;
+                    return Ok(MacKey(key));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RegistryError::io(&path, e)),
+            }
+            let mut key = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| io::Read::read_exact(&mut f, &mut key))
+                .map_err(|e| RegistryError::io(std::path::Path::new("/dev/urandom"), e))?;
+            let staged = atomic::temp_path(tmp);
+            atomic::write_new_private(&staged, &key).map_err(|e| RegistryError::io(&staged, e))?;
+            let linked = std::fs::hard_link(&staged, &path);
+            let _ = std::fs::remove_file(&staged);
+            match linked {
+                Ok(()) => return Ok(MacKey(key)),
+                // Another opener won: read theirs.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(RegistryError::io(&path, e)),
+            }
+        }
+        Err(RegistryError::io(
+            &path,
+            io::Error::other("cannot create or read the artifact key"),
+        ))
+    }
+
+    /// HMAC-SHA256 (RFC 2104) of `key`'s id and `payload`.
+    fn mac(&self, key: &ArtifactKey, payload: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.0);
+        let pad = |byte: u8| block.map(|b| b ^ byte);
+        let inner = sha2::Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(b"shoal-artifact-mac-v1\0")
+            .chain_update(key.id().0)
+            .chain_update((payload.len() as u64).to_le_bytes())
+            .chain_update(payload)
+            .finalize();
+        sha2::Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize()
+            .into()
+    }
+
+    /// True when `mac_hex` is this key's MAC of `key` and `payload`
+    /// (compared in constant time).
+    fn check(&self, key: &ArtifactKey, payload: &[u8], mac_hex: &str) -> bool {
+        let Ok(given) = hex::decode(mac_hex) else {
+            return false;
+        };
+        let want = self.mac(key, payload);
+        given.len() == want.len()
+            && given
+                .iter()
+                .zip(want)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }
 
 /// Check a whole artifact file against `key`; on success return the
 /// payload's offset in `file`.
-fn verify(file: &[u8], key: &ArtifactKey) -> Option<usize> {
+fn verify(file: &[u8], key: &ArtifactKey, mac_key: &MacKey) -> Option<usize> {
     let rest = file.strip_prefix(MAGIC)?;
     let nl = rest.iter().position(|&b| b == b'\n')?;
     let header: Header = serde_json::from_slice(&rest[..nl]).ok()?;
     let payload = &rest[nl + 1..];
     let ok = header.key == *key
         && header.size == payload.len() as u64
-        && Sha256::of(payload) == header.payload;
+        && Sha256::of(payload) == header.payload
+        && mac_key.check(key, payload, &header.mac);
     ok.then_some(MAGIC.len() + nl + 1)
 }
 
@@ -111,14 +219,14 @@ impl Registry {
                 ReadOutcome::Bytes(bytes) => Some(bytes),
             };
             if let Some(mut bytes) = file {
-                if let Some(offset) = verify(&bytes, key) {
+                if let Some(offset) = verify(&bytes, key, &self.inner.mac_key) {
                     bytes.drain(..offset);
                     return Ok(Some(bytes));
                 }
             }
             let stem = format!("artifact-{}", key.id().to_hex());
             let outcome = atomic::quarantine(&self.inner.quarantine, &path, &stem, max, |b| {
-                verify(b, key).is_some()
+                verify(b, key, &self.inner.mac_key).is_some()
             });
             if !matches!(outcome, Quarantined::Restored) {
                 return Ok(None);
@@ -137,6 +245,7 @@ impl Registry {
             key: key.clone(),
             payload: Sha256::of(bytes),
             size: bytes.len() as u64,
+            mac: hex::encode(self.inner.mac_key.mac(key, bytes)),
         };
         let json = serde_json::to_vec(&header)
             .map_err(|e| RegistryError::io(&path, io::Error::new(io::ErrorKind::InvalidData, e)))?;

@@ -37,7 +37,7 @@ fn unique_suffix() -> String {
 }
 
 /// A fresh temp path `<tmp_dir>/<pid>-<counter>-<nanos>.tmp`.
-fn temp_path(tmp_dir: &Path) -> PathBuf {
+pub(crate) fn temp_path(tmp_dir: &Path) -> PathBuf {
     tmp_dir.join(format!("{}.tmp", unique_suffix()))
 }
 
@@ -55,16 +55,46 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// Create `dir` (and parents) if missing, making the new entry durable.
+/// Mode of every file the registry writes: guest memory pages, modules,
+/// compiled code and names are the node's alone.
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// Mode of every directory the registry creates.
+pub(crate) const DIR_MODE: u32 = 0o700;
+
+/// Restrict an existing directory to [`DIR_MODE`] (one a registry from
+/// before this rule created world-readable).
+pub(crate) fn restrict_dir(dir: &Path) -> Result<(), RegistryError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+            .map_err(|e| RegistryError::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Create `dir` (and parents) if missing, mode [`DIR_MODE`], making the new
+/// entry durable.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RegistryError> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(dir).map_err(|e| RegistryError::io(dir, e))?;
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, DIR_MODE);
+    builder.create(dir).map_err(|e| RegistryError::io(dir, e))?;
     match dir.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => fsync_dir(parent),
         _ => Ok(()),
     }
+}
+
+/// Write `bytes` to a new file at `path`, mode [`FILE_MODE`], synced.
+pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_temp_with(path, &[bytes], true)
 }
 
 /// Write the concatenation of `parts` to a new temp file and fsync it.
@@ -73,7 +103,11 @@ fn write_temp(tmp: &Path, parts: &[&[u8]]) -> io::Result<()> {
 }
 
 fn write_temp_with(tmp: &Path, parts: &[&[u8]], sync: bool) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    let mut file = options.open(tmp)?;
     for part in parts {
         file.write_all(part)?;
     }

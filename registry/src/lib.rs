@@ -59,6 +59,8 @@ struct Paths {
     artifacts: PathBuf,
     tmp: PathBuf,
     quarantine: PathBuf,
+    /// Authenticates compiled artifacts (see [`artifacts`]).
+    mac_key: artifacts::MacKey,
 }
 
 impl Registry {
@@ -66,15 +68,23 @@ impl Registry {
     /// temp files abandoned by crashed writers.
     pub fn open(root: impl AsRef<Path>) -> Result<Registry, RegistryError> {
         let root = root.as_ref().to_path_buf();
+        let tmp = root.join("tmp");
+        atomic::ensure_dir(&root)?;
+        atomic::ensure_dir(&tmp)?;
+        let mac_key = artifacts::MacKey::load_or_create(&root, &tmp)?;
         let paths = Paths {
             blobs: root.join("blobs").join("sha256"),
             names: root.join("names"),
             artifacts: root.join("artifacts"),
-            tmp: root.join("tmp"),
+            tmp,
             quarantine: root.join("quarantine"),
+            mac_key,
             root,
         };
         atomic::ensure_dir(&paths.root)?;
+        // The registry holds guest memory (snapshot pages) and compiled
+        // code: only the node's user may read or change it.
+        atomic::restrict_dir(&paths.root)?;
         for dir in [
             &paths.blobs,
             &paths.names,

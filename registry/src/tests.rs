@@ -476,3 +476,65 @@ fn serde_shapes() {
     let back: BlobInfo = serde_json::from_str(&serde_json::to_string(&info).unwrap()).unwrap();
     assert_eq!(back, info);
 }
+
+#[test]
+fn a_forged_artifact_with_a_matching_hash_is_a_miss() {
+    let (_d, reg) = open();
+    let module = reg.put(b"\0asm").unwrap();
+    let key = ArtifactKey::new(module, "engine");
+    reg.artifact_put(&key, b"honest code").unwrap();
+    let path = reg.root().join("artifacts").join(key.id().to_hex());
+    // Someone who can write the data dir (but not read the node's key)
+    // writes native code with a header whose hash matches it.
+    let file = fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&file).into_owned();
+    let header_line = text.lines().nth(1).unwrap().to_string();
+    let mut header: serde_json::Value = serde_json::from_str(&header_line).unwrap();
+    let evil = b"evil native code";
+    header["payload"] = serde_json::Value::from(Sha256::of(evil).to_string());
+    header["size"] = serde_json::Value::from(evil.len());
+    let mut forged = b"shoal-artifact-v1\n".to_vec();
+    forged.extend_from_slice(serde_json::to_string(&header).unwrap().as_bytes());
+    forged.push(b'\n');
+    forged.extend_from_slice(evil);
+    fs::write(&path, &forged).unwrap();
+    assert_eq!(
+        reg.artifact_get(&key).unwrap(),
+        None,
+        "forged code is never loaded"
+    );
+    // A file from another node (another key) is a miss too.
+    let (_d2, other) = open();
+    other.put(b"\0asm").unwrap();
+    other.artifact_put(&key, b"their code").unwrap();
+    fs::copy(
+        other.root().join("artifacts").join(key.id().to_hex()),
+        &path,
+    )
+    .unwrap();
+    assert_eq!(reg.artifact_get(&key).unwrap(), None);
+}
+
+#[test]
+fn registry_files_and_dirs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_d, reg) = open();
+    let h = reg.put(b"guest memory page").unwrap();
+    reg.put_many_unsynced(&[(Sha256::of(b"page two"), &b"page two"[..])])
+        .unwrap();
+    let key = ArtifactKey::new(h, "engine");
+    reg.artifact_put(&key, b"code").unwrap();
+    let mut stack = vec![reg.root().to_path_buf()];
+    let mut files = 0;
+    while let Some(p) = stack.pop() {
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        if p.is_dir() {
+            assert_eq!(mode, 0o700, "{}", p.display());
+            stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", p.display());
+            files += 1;
+        }
+    }
+    assert!(files >= 4, "{files} files checked");
+}

@@ -57,7 +57,10 @@ async fn one_size(mib: usize) {
     let file = a.export_snapshot(&info.id).unwrap();
     let id = b.import_snapshot(&file).unwrap();
     let t = Instant::now();
-    let restored = b.restore_snapshot(&id, false).await.unwrap();
+    let restored = b
+        .restore_snapshot(&id, false, &Default::default())
+        .await
+        .unwrap();
     let restore_time = t.elapsed();
     let me_b = b.open_mailbox();
     me_b.send(restored, "sum").unwrap();

@@ -152,7 +152,7 @@ async fn heapfold_hopping(
                 );
                 pid = next
                     .node
-                    .restore_snapshot(&id, false)
+                    .restore_snapshot(&id, false, &Default::default())
                     .await
                     .unwrap_or_else(|e| panic!("seed {seed}: restore: {e}"));
                 node = next;
@@ -228,7 +228,11 @@ async fn a_snapshot_file_restores_on_another_node() {
     let b = TestNode::new();
     b.add_guest(guests::COUNTER, "counter");
     let id = b.node.import_snapshot(&file).unwrap();
-    let pid = b.node.restore_snapshot(&id, false).await.unwrap();
+    let pid = b
+        .node
+        .restore_snapshot(&id, false, &Default::default())
+        .await
+        .unwrap();
     let me = b.node.open_mailbox();
     me.send(pid, "add 2").unwrap();
     me.send(pid, "get").unwrap();
@@ -275,7 +279,7 @@ async fn tampered_snapshots_are_refused_and_nothing_starts() {
     let id = c.node.import_snapshot(&file).unwrap();
     let err = c
         .node
-        .restore_snapshot(&id, false)
+        .restore_snapshot(&id, false, &Default::default())
         .await
         .unwrap_err()
         .to_string();
@@ -332,7 +336,11 @@ async fn the_c_guest_is_captured_in_recv_and_resumes() {
     let b = TestNode::new();
     b.add_guest(guests::C_PONG, "c_pong");
     let id = b.node.import_snapshot(&file).unwrap();
-    let restored = b.node.restore_snapshot(&id, false).await.unwrap();
+    let restored = b
+        .node
+        .restore_snapshot(&id, false, &Default::default())
+        .await
+        .unwrap();
     let me_b = b.node.open_mailbox();
     me_b.send(restored, "two").unwrap();
     assert_eq!(me_b.recv(LONG).await.unwrap().data, b"c:two");
@@ -370,7 +378,12 @@ async fn open_files_keep_their_positions_across_a_restore() {
     let b = TestNode::new();
     b.add_guest(guests::HELLO, "hello");
     let id = b.node.import_snapshot(&file).unwrap();
-    let restored = b.node.restore_snapshot(&id, false).await.unwrap();
+    // The restorer grants the directory again: a snapshot grants nothing.
+    let grants = shoal_runtime::grants::Grants {
+        dirs: vec![shoal_runtime::node::DirGrant::parse(&grant)],
+        ..Default::default()
+    };
+    let restored = b.node.restore_snapshot(&id, false, &grants).await.unwrap();
     let me = b.node.open_mailbox();
     me.send(restored, "go").unwrap();
     let status = b.wait(restored, LONG).await;
@@ -424,7 +437,11 @@ async fn messages_queued_at_capture_arrive_after_restore_in_order() {
     let b = TestNode::new();
     b.node.add_module(&wasm).unwrap();
     let id = b.node.import_snapshot(&file).unwrap();
-    let restored = b.node.restore_snapshot(&id, false).await.unwrap();
+    let restored = b
+        .node
+        .restore_snapshot(&id, false, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(
         b.wait(restored, LONG).await.reason,
         ExitReason::Exited { code: 0 },

@@ -46,10 +46,18 @@
 //! `Content-Length` before reading and enforced while reading; every wait is
 //! bounded ([`KILL_WAIT_MAX`], [`SNAPSHOT_WAIT_MAX`], request header reads),
 //! except following a log, which lasts until the process ends or the client
-//! hangs up. Snapshot files are read into memory whole (the node verifies a
-//! file completely before storing any of it), so importing one costs its
-//! size in memory: at most [`SNAPSHOT_FILE_BYTES_MAX`], which fits the
-//! largest snapshot a 32-bit memory can produce.
+//! hangs up. Snapshot uploads are never held whole: the node decodes them
+//! as they arrive, holding at most the header and one page, stores each
+//! verified page, and the snapshot exists only once the whole file's
+//! checksum is right. An upload is refused as soon as its envelope
+//! announces more than the node takes (enough for the largest memory a
+//! process may have there, at most [`SNAPSHOT_FILE_BYTES_MAX`]), or as soon
+//! as more bytes arrive than that.
+//!
+//! A restore grants the process only what the request grants
+//! ([`types::RestoreRequest`]: directories, environment, memory cap), never
+//! what the snapshot says; the local socket's owner is the node's operator
+//! and may grant any directory but the data dir.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod client;

@@ -218,6 +218,21 @@ pub struct RestoreRequest {
     /// `Node::restore_snapshot(.., replace)`).
     #[serde(default)]
     pub replace: bool,
+    /// Host directories to preopen for the restored process. A snapshot
+    /// grants nothing by itself: every guest directory the process had
+    /// must be granted again, or the restore is refused naming it. A
+    /// client may grant only directories the node lists as grantable
+    /// (`shoal node start --grantable-dir`); nobody may grant the node's
+    /// data dir.
+    #[serde(default)]
+    pub dirs: Vec<shoal_cluster::GrantedDir>,
+    /// Environment variables of the restored process (none from the
+    /// snapshot).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Memory cap of the restored process, in bytes (default: the node's).
+    #[serde(default)]
+    pub memory_bytes_max: Option<u64>,
 }
 
 /// The answer to `POST /v1/snapshots/{id}/restore`.

@@ -89,6 +89,11 @@
 //! - `RedeemToken { token, now_ms }` → `Role(role)`: marks the token used.
 //!   Refused (with the [`TokenError`](shoal_pki::TokenError) text) when it is
 //!   malformed, unknown, has the wrong secret, is expired or already used.
+//! - `SetGrants { node, pid, grants }`: records what a process started on
+//!   `node` was granted (directories, env, memory cap) and by whom; a
+//!   migration target applies this record. Refused unless `pid` is live on
+//!   `node` (or a fresh pid of its block) and the record is within bounds.
+//!   Dropped when the pid leaves the directory.
 //! - `Revoke { target, reason, now_ms }`: revokes a serial or an identity
 //!   (role + id) in `revocations`. Repeats are `Ok` and keep the first entry.
 //!
@@ -115,6 +120,7 @@ pub use raft::{
     TransportError,
 };
 pub use state::{
-    ClusterState, Command, CommandResult, DirEntry, MemberInfo, ModuleRecord, NodeId, NodeLoad,
-    NodeRecord, NodeStatus, RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
+    ClusterState, Command, CommandResult, DirEntry, GrantedDir, Granter, MemberInfo, ModuleRecord,
+    NodeId, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, RevokeTarget, NAME_BYTES_MAX,
+    PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
 };

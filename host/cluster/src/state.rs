@@ -100,6 +100,67 @@ pub struct ModuleRecord {
     pub holders: BTreeSet<NodeId>,
 }
 
+/// A host directory granted to a process: host path on the node that
+/// runs it, and the path the guest sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedDir {
+    /// Path on the host.
+    pub host: String,
+    /// Path the guest sees.
+    pub guest: String,
+}
+
+/// Who made a grant: the role and id of the certificate that asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granter {
+    /// Its role.
+    pub role: Role,
+    /// Its id (client, admin or node name).
+    pub id: String,
+}
+
+/// The capabilities a process was granted when it was deployed or
+/// restored, and by whom. A node a process migrates to applies these, never
+/// what the source sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessGrants {
+    /// Preopened host directories, in preopen order.
+    pub dirs: Vec<GrantedDir>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Memory cap in bytes (`None`: the running node's default).
+    pub memory_bytes_max: Option<u64>,
+    /// Who granted them.
+    pub granted_by: Granter,
+}
+
+/// Most directories one grant record may hold.
+pub const GRANT_DIRS_MAX: usize = 64;
+/// Most environment variables one grant record may hold.
+pub const GRANT_ENV_MAX: usize = 1024;
+/// Longest path or variable in a grant record, in bytes.
+pub const GRANT_TEXT_BYTES_MAX: usize = 4096;
+
+impl ProcessGrants {
+    fn validate(&self) -> Result<(), String> {
+        if self.dirs.len() > GRANT_DIRS_MAX || self.env.len() > GRANT_ENV_MAX {
+            return Err(format!(
+                "a grant holds at most {GRANT_DIRS_MAX} directories and {GRANT_ENV_MAX} variables"
+            ));
+        }
+        let long = |t: &str| t.len() > GRANT_TEXT_BYTES_MAX;
+        if self.dirs.iter().any(|d| long(&d.host) || long(&d.guest))
+            || self.env.iter().any(|(k, v)| long(k) || long(v))
+            || self.granted_by.id.len() > NAME_BYTES_MAX
+        {
+            return Err(format!(
+                "a granted path or variable is over {GRANT_TEXT_BYTES_MAX} bytes"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The whole replicated cluster metadata. See the `cluster` module docs for
 /// the invariants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +194,10 @@ pub struct ClusterState {
     /// a send to it fails at once instead of travelling to learn that.
     #[serde(default)]
     pub registered_max: BTreeMap<NodeId, u64>,
+    /// What each live process was granted, and by whom (only processes
+    /// granted something are listed). Dropped with the directory entry.
+    #[serde(default)]
+    pub grants: BTreeMap<u64, ProcessGrants>,
 }
 
 impl Default for ClusterState {
@@ -150,6 +215,7 @@ impl Default for ClusterState {
             revocations: RevocationList::new(),
             tokens: TokenBook::new(),
             registered_max: BTreeMap::new(),
+            grants: BTreeMap::new(),
         }
     }
 }
@@ -300,6 +366,15 @@ pub enum Command {
         /// Unix ms.
         now_ms: u64,
     },
+    /// Record what process `pid`, started on `node`, was granted.
+    SetGrants {
+        /// The node that started it.
+        node: NodeId,
+        /// The process.
+        pid: u64,
+        /// Its grants and who made them.
+        grants: ProcessGrants,
+    },
     /// Revoke a certificate or an identity.
     Revoke {
         /// What.
@@ -420,6 +495,7 @@ impl ClusterState {
                 .redeem(token, *now_ms)
                 .map(CommandResult::Role)
                 .map_err(|e| e.to_string()),
+            Command::SetGrants { node, pid, grants } => self.set_grants(*node, *pid, grants),
             Command::Revoke {
                 target,
                 reason,
@@ -672,6 +748,7 @@ impl ClusterState {
         }
         for pid in gone {
             self.directory.remove(pid);
+            self.grants.remove(pid);
         }
         self.process_names.retain(|_, pid| !gone.contains(pid));
     }
@@ -732,6 +809,28 @@ impl ClusterState {
                 holders: BTreeSet::new(),
             });
         m.holders.insert(node);
+        Ok(CommandResult::Ok)
+    }
+
+    fn set_grants(&mut self, node: NodeId, pid: u64, grants: &ProcessGrants) -> Outcome {
+        self.live_member(node)?;
+        grants.validate()?;
+        match self.directory.get(&pid) {
+            Some(e) if e.node != node => {
+                return Err(format!("pid {pid} runs on node {}, not {node}", e.node))
+            }
+            Some(_) => {}
+            // Registration is batched: a fresh pid of the node's own block
+            // may not be in the directory yet. One that already ended has
+            // nothing left to grant: nothing is recorded.
+            None if self.block_owner(pid) == Some(node) => {
+                if self.is_gone(pid) {
+                    return Ok(CommandResult::Ok);
+                }
+            }
+            None => return Err(format!("pid {pid} is not a live process of node {node}")),
+        }
+        self.grants.insert(pid, grants.clone());
         Ok(CommandResult::Ok)
     }
 
@@ -814,6 +913,56 @@ mod tests {
             CommandResult::Ok
         );
         (s, first)
+    }
+
+    fn grants_by(id: &str) -> ProcessGrants {
+        ProcessGrants {
+            dirs: vec![GrantedDir {
+                host: "/srv/data".into(),
+                guest: "/data".into(),
+            }],
+            env: vec![("K".into(), "V".into())],
+            memory_bytes_max: Some(1 << 20),
+            granted_by: Granter {
+                role: Role::Client,
+                id: id.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn grants_are_recorded_for_live_pids_of_the_writer_and_go_with_them() {
+        let (mut s, first) = with_pids(&[0, 1]);
+        let set = |node, pid| Command::SetGrants {
+            node,
+            pid,
+            grants: grants_by("carol"),
+        };
+        assert_eq!(s.apply(&set(1, first)), CommandResult::Ok);
+        assert_eq!(s.grants[&first].granted_by.id, "carol");
+        // Not node 2's process.
+        let before = s.clone();
+        refused(s.apply(&set(2, first + 1)));
+        assert_eq!(s, before);
+        // Too big a record.
+        let mut huge = grants_by("carol");
+        huge.env = vec![("K".into(), "V".into()); GRANT_ENV_MAX + 1];
+        refused(s.apply(&Command::SetGrants {
+            node: 1,
+            pid: first + 1,
+            grants: huge,
+        }));
+        // Gone with its directory entry; not recorded again once gone.
+        assert_eq!(
+            s.apply(&Command::Unregister {
+                node: 1,
+                pids: vec![first]
+            }),
+            CommandResult::Ok
+        );
+        assert!(!s.grants.contains_key(&first));
+        assert_eq!(s.apply(&set(1, first)), CommandResult::Ok);
+        assert!(!s.grants.contains_key(&first));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! | DELETE | `/v1/processes/{pid}` | any | forwarded to the pid's node |
 //! | GET | `/v1/processes/{pid}/logs` | any | streamed from the pid's node |
 //! | POST | `/v1/modules`, PUT `/v1/names/{n}` | any | stored here, recorded in the module index and name registry |
+//! | POST | `/v1/snapshots/{id}/restore` | any | restored here with what the caller grants (admin: any directory but the data dir; client and node: the `--grantable-dir` ones), recorded in Raft with the caller's identity ([`crate::grants`]) |
+//! | POST | `/v1/processes` (again) | any | the env and memory cap it grants are recorded in Raft with the caller's identity |
 //!
 //! Everything else is [`crate::api::routes`] on this node.
 
@@ -23,7 +25,7 @@ use super::peer_api::{PeerSpawnRequest, PATH_PEER_KILL, PATH_PEER_PROCESSES};
 use super::{encode_json, from_net, Inner};
 use crate::api::routes::{self, ApiBody};
 use crate::api::types::{
-    ExitReport, ModuleAdded, NameRequest, ProcessSummary, SpawnRequest, Spawned,
+    ExitReport, ModuleAdded, NameRequest, ProcessSummary, RestoreRequest, SpawnRequest, Spawned,
 };
 use crate::api::{handlers, JSON_BYTES_MAX, MODULE_BYTES_MAX};
 use bytes::Bytes;
@@ -377,10 +379,20 @@ pub async fn add_module(
 }
 
 /// Placed spawn: choose nodes, start the processes there; all or none.
-async fn spawn(inner: &Inner, req: SpawnRequest) -> Result<Vec<Spawned>, RemoteError> {
+async fn spawn(
+    inner: &Inner,
+    req: SpawnRequest,
+    granted_by: shoal_cluster::Granter,
+) -> Result<Vec<Spawned>, RemoteError> {
     if req.count == 0 {
         return Err(RemoteError::new(400, "count must be at least 1"));
     }
+    handlers::check_env(&req.env)?;
+    let grants = shoal_runtime::grants::Grants {
+        dirs: Vec::new(),
+        env: req.env.clone(),
+        memory_bytes_max: req.memory_bytes_max,
+    };
     let target = match (&req.node, req.labels.is_empty()) {
         (Some(n), _) => Target::Node(n.clone()),
         (None, false) => Target::Labels(req.labels.clone()),
@@ -404,7 +416,12 @@ async fn spawn(inner: &Inner, req: SpawnRequest) -> Result<Vec<Spawned>, RemoteE
     let chosen = inner
         .link
         .place(&target, req.count as usize)
-        .map_err(|e| RemoteError::new(409, e.to_string()))?;
+        .map_err(|e| match e {
+            shoal_cluster::sched::PlacementError::TooMany { .. } => {
+                RemoteError::new(400, e.to_string())
+            }
+            _ => RemoteError::new(409, e.to_string()),
+        })?;
     let mut argv = vec![req.argv0.clone().unwrap_or_else(|| req.module.clone())];
     argv.extend(req.args.iter().cloned());
     let peer_req = PeerSpawnRequest {
@@ -417,7 +434,23 @@ async fn spawn(inner: &Inner, req: SpawnRequest) -> Result<Vec<Spawned>, RemoteE
     let state = inner.raft.state();
     let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());
     for id in chosen {
-        match inner.link.spawn_at(id, &peer_req).await {
+        // Started, then its grants on record (so a move keeps them); a
+        // process whose grants cannot be recorded does not run.
+        let outcome = match inner.link.spawn_at(id, &peer_req).await {
+            Ok(s) => {
+                match crate::grants::record(&inner.raft, id, s.pid, &grants, granted_by.clone())
+                    .await
+                {
+                    Ok(()) => Ok(s),
+                    Err(e) => {
+                        let _ = kill(inner, s.pid).await;
+                        Err(e.to_string())
+                    }
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
             Ok(s) => started.push(Spawned {
                 pid: s.pid,
                 module: s.module,
@@ -530,7 +563,7 @@ pub async fn route(
         (&Method::GET, "/v1/processes") => return json_reply(&all_processes(inner).await?),
         (&Method::POST, "/v1/processes") => {
             let r: SpawnRequest = read_json(req).await?;
-            return json_reply(&spawn(inner, r).await?);
+            return json_reply(&spawn(inner, r, crate::grants::granter_of(caller)).await?);
         }
         (&Method::POST, "/v1/modules") => {
             let name = req
@@ -613,6 +646,40 @@ pub async fn route(
             };
         }
     }
-    let resp = routes::route(&inner.node, req).await;
+    let role = caller.cert.as_ref().map_or(Role::Client, |c| c.role);
+    if method == Method::POST {
+        if let Some(id) = path
+            .strip_prefix("/v1/snapshots/")
+            .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/restore"))
+        {
+            let id = crate::api::percent_decode(id)
+                .and_then(|t| t.parse::<shoal_registry::Sha256>().ok())
+                .ok_or_else(|| {
+                    RemoteError::new(
+                        400,
+                        format!("`{id}` is not a snapshot id (expected sha256:<64 hex>)"),
+                    )
+                })?;
+            let r: RestoreRequest = read_json(req).await?;
+            let (restored, grants) =
+                handlers::restore(&inner.node, id, r, crate::grants::authority_of(role)).await?;
+            if let Err(e) = crate::grants::record(
+                &inner.raft,
+                inner.me,
+                restored.pid,
+                &grants,
+                crate::grants::granter_of(caller),
+            )
+            .await
+            {
+                // A process whose grants are not on record would lose them
+                // if it moved: it does not run.
+                let _ = handlers::kill(&inner.node, restored.pid).await;
+                return Err(e);
+            }
+            return json_reply(&restored);
+        }
+    }
+    let resp = routes::route(&inner.node, req, crate::grants::authority_of(role)).await;
     Ok(resp.map(|b| b.boxed()))
 }

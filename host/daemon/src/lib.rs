@@ -21,6 +21,7 @@ pub mod api;
 pub mod cluster_api;
 pub mod credentials;
 pub mod dispatch;
+pub mod grants;
 pub mod join;
 pub mod link;
 pub mod migrate;
@@ -206,15 +207,28 @@ fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<NodeId>> {
     }
 }
 
+/// Create `dir` if missing and make it the node's alone (0700): the data
+/// dir holds the CA key, the Raft store, guest memory and compiled code.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", dir.display()))
+}
+
 fn write_node_id(data_dir: &Path, id: NodeId) -> anyhow::Result<()> {
     let path = node_id_path(data_dir);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        private_dir(dir)?;
     }
     shoal_pki::files::write_atomic(
         &path,
         format!("{id}\n").as_bytes(),
-        0o644,
+        0o600,
         shoal_pki::files::Overwrite::Replace,
     )?;
     Ok(())
@@ -247,8 +261,8 @@ impl Daemon {
     /// the node serves and is a member of its cluster.
     pub async fn start(config: DaemonConfig) -> anyhow::Result<Daemon> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        private_dir(&data_dir)?;
+        private_dir(&data_dir.join("cluster"))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -13,11 +13,14 @@
 //! - [`capture`] — suspending a process inside a blocking call.
 //! - [`handoff`] — per-sender order for a process arriving from another node.
 //! - [`process`] — the store data of a process and the task that runs it.
+//! - [`grants`] — what a restored or arriving process may touch, and the
+//!   checks every captured image passes.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod abi;
 pub mod capture;
 pub mod engine;
+pub mod grants;
 pub mod handoff;
 pub mod host;
 pub mod limits;

@@ -21,9 +21,18 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
+/// What one held chunk costs beyond its bytes (its slot in the queue, its
+/// vector header and the allocator's rounding), counted against the cap so
+/// that a million empty writes cost what they weigh.
+pub const CHUNK_OVERHEAD_BYTES: usize = 64;
+/// Consecutive stdout or stderr writes are merged into one chunk up to
+/// this size (log lines stay one chunk each).
+pub const CHUNK_MERGE_BYTES: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Buffer {
     chunks: VecDeque<Chunk>,
+    /// Memory held, counted as data plus [`CHUNK_OVERHEAD_BYTES`] per chunk.
     bytes: usize,
     dropped_bytes: u64,
 }
@@ -69,25 +78,65 @@ impl ProcessLog {
         }
         let mut b = self.lock();
         let mut data = data;
-        if data.len() > self.bytes_max {
-            let cut = data.len() - self.bytes_max;
+        let room = self.bytes_max.saturating_sub(CHUNK_OVERHEAD_BYTES);
+        if data.len() > room {
+            let cut = data.len() - room;
             b.dropped_bytes += cut as u64;
             data = &data[cut..];
         }
-        while b.bytes + data.len() > self.bytes_max {
+        // A small write to the stream the last chunk holds joins it.
+        let merge = !matches!(stream, Stream::Log(_))
+            && b.chunks.back().is_some_and(|last| {
+                last.stream == stream && last.data.len() + data.len() <= CHUNK_MERGE_BYTES
+            });
+        let cost = data.len() + if merge { 0 } else { CHUNK_OVERHEAD_BYTES };
+        if merge && b.bytes + cost > self.bytes_max {
+            // No room without dropping: start a chunk of its own (the
+            // oldest go first, possibly the one it would have joined).
+            return self.push_new(&mut b, stream, data);
+        }
+        if merge {
+            b.bytes += cost;
+            if let Some(last) = b.chunks.back_mut() {
+                last.data.extend_from_slice(data);
+            }
+            return;
+        }
+        self.push_new(&mut b, stream, data);
+    }
+
+    fn push_new(&self, b: &mut Buffer, stream: Stream, data: &[u8]) {
+        let cost = data.len() + CHUNK_OVERHEAD_BYTES;
+        while b.bytes + cost > self.bytes_max {
             match b.chunks.pop_front() {
                 Some(old) => {
-                    b.bytes -= old.data.len();
+                    b.bytes -= old.data.len() + CHUNK_OVERHEAD_BYTES;
                     b.dropped_bytes += old.data.len() as u64;
                 }
                 None => break,
             }
         }
-        b.bytes += data.len();
+        b.bytes += cost;
         b.chunks.push_back(Chunk {
             stream,
             data: data.to_vec(),
         });
+    }
+
+    /// Memory this log holds, bytes: data plus a per-chunk overhead; never
+    /// more than its cap.
+    pub fn held_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Give back spare capacity (the process ended: nothing more is
+    /// written, only read).
+    pub fn shrink(&self) {
+        let mut b = self.lock();
+        b.chunks.shrink_to_fit();
+        for c in b.chunks.iter_mut() {
+            c.data.shrink_to_fit();
+        }
     }
 
     /// True when this log echoes to the host's stdout/stderr.
@@ -147,12 +196,46 @@ mod tests {
 
     #[test]
     fn bounded_keeps_newest() {
-        let log = ProcessLog::new(10, false);
+        let log = ProcessLog::new(CHUNK_OVERHEAD_BYTES + 10, false);
         log.append(Stream::Stdout, b"hello ");
-        log.append(Stream::Stdout, b"world");
-        assert_eq!(log.stream_bytes(Stream::Stdout), b"world");
+        log.append(Stream::Stderr, b"world");
+        assert_eq!(log.stream_bytes(Stream::Stderr), b"world");
         assert_eq!(log.dropped_bytes(), 6);
         log.append(Stream::Stderr, b"0123456789abc");
         assert_eq!(log.stream_bytes(Stream::Stderr), b"3456789abc");
+        assert!(log.held_bytes() <= CHUNK_OVERHEAD_BYTES + 10);
+    }
+
+    #[test]
+    fn small_writes_to_one_stream_merge() {
+        let log = ProcessLog::new(1 << 20, false);
+        for _ in 0..1000 {
+            log.append(Stream::Stdout, b"x");
+        }
+        assert_eq!(log.stream_bytes(Stream::Stdout).len(), 1000);
+        assert_eq!(log.chunks().len(), 1);
+        assert_eq!(log.held_bytes(), 1000 + CHUNK_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn a_million_empty_log_lines_cost_what_they_weigh() {
+        let cap = 1 << 20;
+        let log = ProcessLog::new(cap, false);
+        for _ in 0..1_000_000 {
+            log.append(Stream::Log(2), b"\n");
+        }
+        // Each held line costs its byte plus the overhead of a chunk: the
+        // cap bounds the real memory, not just the bytes written.
+        assert!(log.held_bytes() <= cap);
+        assert!(
+            log.chunks().len() <= cap / CHUNK_OVERHEAD_BYTES,
+            "{} chunks held",
+            log.chunks().len()
+        );
+        assert_eq!(
+            log.dropped_bytes() + log.chunks().len() as u64,
+            1_000_000,
+            "every line is either held or counted as dropped"
+        );
     }
 }

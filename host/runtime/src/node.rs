@@ -94,6 +94,9 @@ pub struct NodeConfig {
     pub instrument: bool,
     /// How many exited processes' statuses and logs are remembered.
     pub exited_history_max: usize,
+    /// Host directories a client may grant a process (the operator's
+    /// `--grantable-dir`); none may hold the data dir.
+    pub grantable_dirs: Vec<PathBuf>,
 }
 
 impl NodeConfig {
@@ -112,6 +115,7 @@ impl NodeConfig {
             asyncify_asserts: false,
             instrument: true,
             exited_history_max: 4096,
+            grantable_dirs: Vec::new(),
         }
     }
 }
@@ -131,6 +135,10 @@ pub enum NodeError {
     /// A spawn argument is not acceptable.
     #[error("invalid spawn request: {0}")]
     InvalidSpawn(String),
+    /// A directory may not be granted (the data dir, or not grantable by
+    /// whoever asked).
+    #[error(transparent)]
+    Grant(#[from] crate::grants::GrantError),
     /// A granted directory could not be opened.
     #[error("cannot grant directory {path}: {source}")]
     Dir {
@@ -153,6 +161,10 @@ pub enum NodeError {
     /// A snapshot is malformed, corrupt, or does not fit.
     #[error("snapshot refused: {0}")]
     Snapshot(#[from] crate::snapshot::format::SnapshotFormatError),
+    /// A captured image (a snapshot, an arrival) does not fit this node,
+    /// or asks for capabilities that were not granted.
+    #[error("cannot start the captured process: {0}")]
+    Image(#[from] crate::grants::ImageError),
     /// Another capture of the process is in progress.
     #[error("a capture of process {0} is already in progress")]
     CaptureBusy(Pid),
@@ -276,6 +288,10 @@ pub struct Shared {
     /// Where messages go (local, held, arriving, remote).
     router: Router,
     pids: PidAllocator,
+    /// The data dir, canonical: never granted to a process.
+    data_dir_canonical: PathBuf,
+    /// `config.grantable_dirs`, canonical.
+    grantable_canonical: Vec<PathBuf>,
     _ticker: EpochTicker,
 }
 
@@ -296,6 +312,11 @@ impl Node {
             .process_memory_bytes_max
             .min(config.engine.memory_bytes_max);
         let registry = Registry::open(config.data_dir.join("registry"))?;
+        let data_dir_canonical = crate::grants::canonical(&config.data_dir)?;
+        let mut grantable_canonical = Vec::with_capacity(config.grantable_dirs.len());
+        for dir in &config.grantable_dirs {
+            grantable_canonical.push(crate::grants::refuse_data_dir(dir, &data_dir_canonical)?);
+        }
         let engine = engine::build_engine(&config.engine)
             .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -329,6 +350,8 @@ impl Node {
                 exited: Mutex::new(VecDeque::new()),
                 router: Router::default(),
                 pids: PidAllocator::starting_at(1),
+                data_dir_canonical,
+                grantable_canonical,
                 _ticker: ticker,
             }),
         })
@@ -348,6 +371,21 @@ impl Node {
     /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.shared.config
+    }
+
+    /// Check what someone with `authority` asks to grant a process here
+    /// (see [`crate::grants::admit`]): host paths come back canonical.
+    pub fn admit_grants(
+        &self,
+        grants: &crate::grants::Grants,
+        authority: crate::grants::DirAuthority,
+    ) -> Result<crate::grants::Grants, NodeError> {
+        Ok(crate::grants::admit(
+            grants,
+            authority,
+            &self.shared.grantable_canonical,
+            &self.shared.data_dir_canonical,
+        )?)
     }
 
     /// Store a module in the registry and return its hash (does not compile).
@@ -451,6 +489,11 @@ impl Node {
     /// Start a process from a captured image (in this node's engine, which
     /// may be a fresh one). It gets a new pid and continues inside the call
     /// it was captured in.
+    ///
+    /// The image's spec (directories, environment, limits) is used as it
+    /// is: only for an image this program captured itself. A snapshot file
+    /// or a peer's image goes through [`Node::restore_snapshot`] or
+    /// [`Node::start_arrived`], which take the capabilities from grants.
     pub async fn restore(&self, module: Sha256, image: RestoreImage) -> Result<Pid, NodeError> {
         self.restore_as(module, image, None).await
     }
@@ -464,6 +507,19 @@ impl Node {
     ) -> Result<Pid, NodeError> {
         let loaded = self.load_capturable(module, &image).await?;
         let spec = image.spec.clone();
+        self.shared.start_as(spec, loaded, Some(image), pid, None)
+    }
+
+    /// Start `image` as `spec` (already checked against the grants),
+    /// optionally under a given pid.
+    pub(crate) async fn restore_with_spec(
+        &self,
+        module: Sha256,
+        image: RestoreImage,
+        spec: SpawnSpec,
+        pid: Option<Pid>,
+    ) -> Result<Pid, NodeError> {
+        let loaded = self.load_capturable(module, &image).await?;
         self.shared.start_as(spec, loaded, Some(image), pid, None)
     }
 
@@ -534,15 +590,18 @@ impl Node {
     }
 
     /// Start a process that arrived from another node, under its pid, its
-    /// messages routed through its handoff (installed before).
+    /// messages routed through its handoff (installed before). Its
+    /// capabilities are `grants` (what the cluster recorded for it), never
+    /// what the image carries (see [`crate::grants`]).
     pub async fn start_arrived(
         &self,
         pid: Pid,
         module: Sha256,
         image: RestoreImage,
+        grants: &crate::grants::Grants,
     ) -> Result<Pid, NodeError> {
+        let spec = crate::grants::spec_for(module, &image, grants)?;
         let loaded = self.load_capturable(module, &image).await?;
-        let spec = image.spec.clone();
         let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
         let started =
             self.shared
@@ -858,7 +917,10 @@ impl Shared {
         b.stdout(Box::new(WritePipe::new(log.writer(Stream::Stdout))));
         b.stderr(Box::new(WritePipe::new(log.writer(Stream::Stderr))));
         for grant in &spec.dirs {
-            let dir = cap_std::fs::Dir::open_ambient_dir(&grant.host, cap_std::ambient_authority())
+            // Nobody, whatever the path to this point, is given the data
+            // dir (it holds the CA key and the compiled-code cache).
+            let host = crate::grants::refuse_data_dir(&grant.host, &self.data_dir_canonical)?;
+            let dir = cap_std::fs::Dir::open_ambient_dir(&host, cap_std::ambient_authority())
                 .map_err(|source| NodeError::Dir {
                     path: grant.host.clone(),
                     source,
@@ -894,6 +956,15 @@ impl Shared {
                 NodeError::Runtime("no pids left: waiting for the cluster to grant a block".into())
             })?,
         };
+        let memory_max = spec
+            .memory_bytes_max
+            .unwrap_or(self.config.process_memory_bytes_max)
+            .min(self.config.engine.memory_bytes_max);
+        if let Some(image) = &restore {
+            // Every field a snapshot writer or a peer controls is bounded
+            // before anything uses it.
+            crate::grants::check_image(image, memory_max, spec.dirs.len())?;
+        }
         let capture = Arc::new(CaptureSignal::default());
         let capturable = module.module.get_export("asyncify_start_unwind").is_some();
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
@@ -913,10 +984,7 @@ impl Shared {
                 })?;
             }
         }
-        let memory_max = spec
-            .memory_bytes_max
-            .unwrap_or(self.config.process_memory_bytes_max);
-        let memory_max = memory_max.min(self.config.engine.memory_bytes_max) as usize;
+        let memory_max = usize::try_from(memory_max).unwrap_or(usize::MAX);
         let ctx = ProcessCtx {
             pid,
             wasi,
@@ -973,11 +1041,18 @@ impl Shared {
         let shared = self.clone();
         let pre = module.pre.clone();
         tokio::spawn(async move {
+            // Whatever happens to this task — even a panic in a host
+            // function — the process leaves the table.
+            let mut guard = FinishGuard {
+                shared,
+                pid,
+                status_tx: Some(status_tx),
+            };
             let reason = tokio::select! {
                 reason = process::run(store, pre, fuel, restore) => reason,
                 Ok(()) = kill_rx => ExitReason::Killed,
             };
-            shared.finish(ExitStatus { pid, reason }, status_tx);
+            guard.finish(reason);
         });
         Ok(pid)
     }
@@ -996,6 +1071,8 @@ impl Shared {
             } else {
                 entry.mailbox.close();
             }
+            // Nothing more is written: give back what the log does not hold.
+            entry.log.shrink();
             let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
             if exited.len() >= self.config.exited_history_max {
                 exited.pop_front();
@@ -1041,6 +1118,39 @@ impl Shared {
             .iter()
             .find(|(p, _)| *p == pid)
             .map(|(_, e)| e.status.clone())
+    }
+}
+
+/// Ends a process's table entry exactly once: with the reason its task
+/// returned, or, if the task unwinds (a panic), as trapped.
+struct FinishGuard {
+    shared: Arc<Shared>,
+    pid: Pid,
+    status_tx: Option<watch::Sender<Option<ExitStatus>>>,
+}
+
+impl FinishGuard {
+    fn finish(&mut self, reason: ExitReason) {
+        if let Some(tx) = self.status_tx.take() {
+            self.shared.finish(
+                ExitStatus {
+                    pid: self.pid,
+                    reason,
+                },
+                tx,
+            );
+        }
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if self.status_tx.is_some() {
+            tracing::error!(pid = %self.pid, "a process task failed; the process is removed");
+            self.finish(ExitReason::Trapped {
+                message: "the process's host task failed".into(),
+            });
+        }
     }
 }
 

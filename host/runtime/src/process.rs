@@ -252,7 +252,13 @@ async fn apply_image(
     if extra_pages > 0 {
         memory.grow(&mut *store, extra_pages)?;
     }
-    memory.data_mut(&mut *store).copy_from_slice(&image.memory);
+    let dest = memory.data_mut(&mut *store);
+    if dest.len() != want {
+        return Err(wasmtime::Error::msg(format!(
+            "snapshot memory ({want} bytes) is not a whole number of 64 KiB pages"
+        )));
+    }
+    dest.copy_from_slice(&image.memory);
     write_globals(store, instance, &image.globals)?;
     crate::abi::wasi::reopen(store.data_mut(), &image.open_files).await?;
     store.data_mut().asyncify_buffer = Some(image.asyncify_buffer);

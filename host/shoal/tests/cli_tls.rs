@@ -252,7 +252,11 @@ async fn serve(
     };
     let service = service_fn(move |req| {
         let node = node.clone();
-        async move { Ok::<_, Infallible>(routes::route(&node, req).await) }
+        async move {
+            Ok::<_, Infallible>(
+                routes::route(&node, req, shoal_runtime::grants::DirAuthority::Listed).await,
+            )
+        }
     });
     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), service)

@@ -87,10 +87,32 @@ impl Store {
     pub(crate) fn open(
         dir: &Path,
     ) -> Result<(Store, tokio::sync::oneshot::Receiver<()>), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        let dir_err = |source| StoreError::Dir {
             path: dir.to_path_buf(),
             source,
-        })?;
+        };
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(dir_err)?;
+            // The store holds tokens, grants and the cluster's membership:
+            // the node's alone (also when an older build made it 0644).
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(dir_err)?;
+            let path = dir.join(FILE_NAME);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(dir_err)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(dir_err)?;
+        }
         let db_file = Database::create(dir.join(FILE_NAME)).map_err(db)?;
         let txn = db_file.begin_write().map_err(db)?;
         {

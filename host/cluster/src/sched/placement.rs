@@ -104,6 +104,15 @@ pub enum PlacementError {
         /// Cordoned, down, or full.
         why: String,
     },
+    /// More processes asked for than the cluster has room for at all:
+    /// refused before anything is allocated or placed.
+    #[error("cannot place {count} processes: the cluster has room for at most {room} more")]
+    TooMany {
+        /// How many were asked for.
+        count: u64,
+        /// Free process slots on the nodes that take processes.
+        room: u64,
+    },
     /// Nothing fits.
     #[error("no node fits {target}: {why}")]
     NoFit {
@@ -113,6 +122,10 @@ pub enum PlacementError {
         why: String,
     },
 }
+
+/// The room counted for a node without a process limit
+/// (`processes_max` 0) when bounding [`place_many`].
+pub const UNLIMITED_ROOM: u64 = 1 << 20;
 
 /// Why `c` cannot take a process, or `None` if it can.
 fn unfit(c: &Candidate) -> Option<&'static str> {
@@ -207,6 +220,21 @@ pub fn place_many(
     target: &Target,
     count: usize,
 ) -> Result<Vec<u64>, PlacementError> {
+    // Bound the count by the room there is before allocating for it.
+    let room: u64 = candidates
+        .iter()
+        .filter(|c| unfit(c).is_none())
+        .map(|c| match c.processes_max {
+            0 => UNLIMITED_ROOM,
+            max => u64::from(max.saturating_sub(c.process_count)),
+        })
+        .sum();
+    if count as u64 > room {
+        return Err(PlacementError::TooMany {
+            count: count as u64,
+            room,
+        });
+    }
     let mut view = candidates.to_vec();
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
@@ -223,6 +251,18 @@ pub fn place_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_count_is_refused_before_anything_is_allocated() {
+        let nodes = [node(1, "a", 512, 0, 0), node(2, "b", 512, 0, 0)];
+        match place_many(&nodes, &Target::Any, u32::MAX as usize) {
+            Err(PlacementError::TooMany { count, room }) => {
+                assert_eq!(count, u64::from(u32::MAX));
+                assert_eq!(room, 2 * u64::from(nodes[0].processes_max));
+            }
+            other => panic!("expected TooMany, got {other:?}"),
+        }
+    }
 
     fn node(id: u64, name: &str, free_mib: u64, load: u32, procs: u32) -> Candidate {
         Candidate {

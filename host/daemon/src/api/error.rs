@@ -2,6 +2,7 @@
 //! class of failure.
 
 use shoal_registry::RegistryError;
+use shoal_runtime::grants::GrantError;
 use shoal_runtime::node::NodeError;
 use shoal_runtime::snapshot::format::SnapshotFormatError;
 
@@ -16,6 +17,9 @@ pub enum ApiError {
     /// The request itself is wrong (bad JSON, bad module, bad argument): 400.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller may not do this (e.g. grant that directory): 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such process, module, snapshot or route: 404.
     #[error("{0}")]
     NotFound(String),
@@ -45,6 +49,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Conflict(_) => 409,
@@ -69,9 +74,16 @@ impl From<NodeError> for ApiError {
                 }
                 _ => ApiError::Internal(message),
             },
-            NodeError::Module(_) | NodeError::InvalidSpawn(_) | NodeError::Dir { .. } => {
-                ApiError::BadRequest(message)
-            }
+            NodeError::Module(_)
+            | NodeError::InvalidSpawn(_)
+            | NodeError::Dir { .. }
+            | NodeError::Image(_) => ApiError::BadRequest(message),
+            NodeError::Grant(g) => match g {
+                GrantError::DataDir(_) | GrantError::NotGrantable { .. } => {
+                    ApiError::Forbidden(message)
+                }
+                _ => ApiError::BadRequest(message),
+            },
             NodeError::NoProcess(_) => ApiError::NotFound(message),
             NodeError::ProcessLimit(_)
             | NodeError::NotCapturable(_)

@@ -15,8 +15,9 @@ use super::types::{
 use super::{snapshot_wait, KILL_WAIT_MAX, LOG_POLL_INTERVAL};
 use bytes::Bytes;
 use shoal_registry::Sha256;
+use shoal_runtime::grants::{DirAuthority, Grants};
 use shoal_runtime::log::{Chunk, ProcessLog, Stream};
-use shoal_runtime::node::{Node, SpawnSpec};
+use shoal_runtime::node::{DirGrant, Node, SpawnSpec};
 use shoal_runtime::pid::Pid;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,7 +99,7 @@ fn resolve(node: &Node, reference: &str) -> Result<Sha256, ApiError> {
     })
 }
 
-fn check_env(env: &[(String, String)]) -> Result<(), ApiError> {
+pub(crate) fn check_env(env: &[(String, String)]) -> Result<(), ApiError> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(ApiError::BadRequest(format!(
@@ -404,10 +405,35 @@ pub async fn import_snapshot(node: &Node, file: Bytes) -> Result<SnapshotImporte
 }
 
 /// `POST /v1/snapshots/{id}/restore`: start a process from a stored
-/// snapshot; it continues inside the call it was captured in.
-pub async fn restore(node: &Node, id: Sha256, req: RestoreRequest) -> Result<Restored, ApiError> {
-    let pid = node.restore_snapshot(&id, req.replace).await?;
-    Ok(Restored { id, pid })
+/// snapshot; it continues inside the call it was captured in, with what
+/// the restorer grants now (checked against `authority`) and nothing the
+/// snapshot says. Returns the answer and the grants as admitted
+/// (canonical host paths), for the cluster's record.
+pub async fn restore(
+    node: &Node,
+    id: Sha256,
+    req: RestoreRequest,
+    authority: DirAuthority,
+) -> Result<(Restored, Grants), ApiError> {
+    check_env(&req.env)?;
+    let asked = Grants {
+        dirs: req
+            .dirs
+            .iter()
+            .map(|d| DirGrant {
+                host: d.host.clone().into(),
+                guest: d.guest.clone(),
+            })
+            .collect(),
+        env: req.env.clone(),
+        memory_bytes_max: req.memory_bytes_max,
+    };
+    let grants = {
+        let node = node.clone();
+        blocking(move || Ok(node.admit_grants(&asked, authority)?)).await?
+    };
+    let pid = node.restore_snapshot(&id, req.replace, &grants).await?;
+    Ok((Restored { id, pid }, grants))
 }
 
 /// Kill every live process and wait (bounded) for each to end: the node's

@@ -8,8 +8,8 @@
 use super::error::ApiError;
 use super::handlers::{self, LogCursor};
 use super::types::{
-    ErrorBody, LogFrame, NameRequest, RestoreRequest, SnapshotRequest, SpawnRequest,
-    LOG_STREAM_CONTENT_TYPE,
+    ErrorBody, LogFrame, NameRequest, RestoreRequest, SnapshotImported, SnapshotRequest,
+    SpawnRequest, LOG_STREAM_CONTENT_TYPE,
 };
 use super::{percent_decode, JSON_BYTES_MAX, MODULE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Frame};
 use hyper::{header, Method, Request, Response, StatusCode};
 use shoal_registry::Sha256;
+use shoal_runtime::grants::DirAuthority;
 use shoal_runtime::node::Node;
 use shoal_runtime::pid::Pid;
 use std::convert::Infallible;
@@ -31,13 +32,15 @@ pub type ApiBody = BoxBody<Bytes, Infallible>;
 /// MIME type of snapshot files.
 pub use super::SNAPSHOT_CONTENT_TYPE;
 
-/// Answer one request.
-pub async fn route<B>(node: &Node, req: Request<B>) -> Response<ApiBody>
+/// Answer one request from a caller who may grant host directories as far
+/// as `authority` reaches (the local socket's owner: any; a remote
+/// client: only the grantable ones).
+pub async fn route<B>(node: &Node, req: Request<B>, authority: DirAuthority) -> Response<ApiBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    match dispatch(node, req).await {
+    match dispatch(node, req, authority).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     }
@@ -167,7 +170,11 @@ fn method_not_allowed(method: &Method, allowed: &str) -> ApiError {
     ))
 }
 
-async fn dispatch<B>(node: &Node, req: Request<B>) -> Result<Response<ApiBody>, ApiError>
+async fn dispatch<B>(
+    node: &Node,
+    req: Request<B>,
+    authority: DirAuthority,
+) -> Result<Response<ApiBody>, ApiError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -233,10 +240,7 @@ where
             m => Err(method_not_allowed(&m, "POST")),
         },
         ["v1", "snapshots"] => match method {
-            Method::POST => {
-                let file = read_body(req, SNAPSHOT_FILE_BYTES_MAX, "snapshot file").await?;
-                ok(&handlers::import_snapshot(node, file).await?)
-            }
+            Method::POST => ok(&import_streamed(node, req).await?),
             m => Err(method_not_allowed(&m, "POST")),
         },
         ["v1", "snapshots", id] => match method {
@@ -255,7 +259,8 @@ where
             Method::POST => {
                 let id = parse_id(id)?;
                 let body: RestoreRequest = read_json(req).await?;
-                ok(&handlers::restore(node, id, body).await?)
+                let (restored, _) = handlers::restore(node, id, body, authority).await?;
+                ok(&restored)
             }
             m => Err(method_not_allowed(&m, "POST")),
         },
@@ -263,6 +268,99 @@ where
             "no API route {method} {path} (is the CLI newer than the node?)"
         ))),
     }
+}
+
+/// A blocking [`std::io::Read`] over body chunks sent from an async task.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    buf: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.buf = b,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        Ok(n)
+    }
+}
+
+/// `POST /v1/snapshots`: import a snapshot file as it arrives. The body is
+/// never held whole: a blocking decoder checks and stores it chunk by chunk
+/// ([`Node::import_snapshot_stream`]), and the upload is cut off as soon as
+/// it passes the node's bound, or the decoder refuses it.
+async fn import_streamed<B>(node: &Node, req: Request<B>) -> Result<SnapshotImported, ApiError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let max = node.snapshot_file_bytes_max().min(SNAPSHOT_FILE_BYTES_MAX);
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "the snapshot file is over the limit of {max} bytes"
+        ))
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max {
+            return Err(too_large());
+        }
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let decoder = {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = ChannelReader {
+                rx,
+                buf: Bytes::new(),
+            };
+            node.import_snapshot_stream(&mut reader)
+        })
+    };
+    let mut decoder = decoder;
+    let mut body = std::pin::pin!(req.into_body());
+    let mut received: u64 = 0;
+    let decided = loop {
+        tokio::select! {
+            // The decoder can refuse the file before it has all arrived
+            // (e.g. after the 32 bytes that announce its length): answer
+            // at once, whatever the client still means to send.
+            verdict = &mut decoder => break Some(verdict),
+            frame = body.frame() => {
+                let Some(frame) = frame else { break None };
+                let frame = frame.map_err(|e| {
+                    ApiError::BadRequest(format!("reading the snapshot file failed: {e}"))
+                })?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                received += data.len() as u64;
+                if received > max {
+                    return Err(too_large());
+                }
+                // Fails only once the decoder has stopped: its verdict
+                // comes next.
+                let _ = tx.send(data).await;
+            }
+        }
+    };
+    drop(tx);
+    let verdict = match decided {
+        Some(v) => v,
+        None => decoder.await,
+    };
+    let id = verdict.map_err(|e| ApiError::Internal(format!("snapshot reader failed: {e}")))??;
+    Ok(SnapshotImported { id })
 }
 
 /// A response body fed by a channel of log frames.

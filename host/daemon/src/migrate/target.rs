@@ -21,6 +21,7 @@ use super::Ctx;
 use shoal_cluster::NodeId;
 use shoal_net::RemoteError;
 use shoal_registry::Sha256;
+use shoal_runtime::grants::Grants;
 use shoal_runtime::handoff::{Handoff, HandoffLimits};
 use shoal_runtime::pid::Pid;
 use shoal_runtime::process::CapturedProcess;
@@ -58,6 +59,9 @@ struct Data {
     offered: HashMap<u32, Sha256>,
     /// The complete image, from the final request until the start.
     image: Option<CapturedProcess>,
+    /// What the process may touch here: the cluster's record of its
+    /// grants, never what the source sent (read at the final request).
+    grants: Grants,
 }
 
 /// One process on its way here.
@@ -294,6 +298,7 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             memory,
             offered,
             image: None,
+            grants: Grants::default(),
         }),
         phase,
     });
@@ -432,6 +437,10 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
 
 fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
     let arrival = ctx.arrivals.get(&fin.id)?;
+    // Its capabilities come from the cluster's record, checked against
+    // this node's policy: refused here, before the switch, the source
+    // resumes the process itself.
+    let grants = crate::grants::recorded(&ctx.raft, &ctx.node, arrival.pid)?;
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         if data.image.is_some() {
@@ -457,7 +466,18 @@ fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
             data.memory[at..at + pb].fill(0);
         }
         let memory = std::mem::take(&mut data.memory);
-        data.image = Some(fin.state.into_image(memory, fin.globals, fin.log));
+        let image = fin.state.into_image(memory, fin.globals, fin.log);
+        let spec = shoal_runtime::grants::spec_for(arrival.module, &image, &grants)
+            .map_err(|e| err(403, format!("process {}: {e}", arrival.pid)))?;
+        let config = ctx.node.config();
+        let memory_max = spec
+            .memory_bytes_max
+            .unwrap_or(config.process_memory_bytes_max)
+            .min(config.engine.memory_bytes_max);
+        shoal_runtime::grants::check_image(&image, memory_max, spec.dirs.len())
+            .map_err(|e| err(400, format!("process {}: {e}", arrival.pid)))?;
+        data.image = Some(image);
+        data.grants = grants;
     }
     // From now on messages for the pid here are held in order until the
     // process starts and each node's fence comes through the source.
@@ -526,16 +546,16 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
     let Some(arrival) = ctx.arrivals.by_pid(pid) else {
         return;
     };
-    let image = {
+    let (image, grants) = {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
-        data.image.take()
+        (data.image.take(), data.grants.clone())
     };
     let Some(image) = image else {
         return; // Already started, or not complete.
     };
     match ctx
         .node
-        .start_arrived(arrival.pid, arrival.module, image)
+        .start_arrived(arrival.pid, arrival.module, image, &grants)
         .await
     {
         Ok(_) => {

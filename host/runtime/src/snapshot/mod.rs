@@ -146,15 +146,34 @@ pub fn store(
 }
 
 /// Rebuild a captured process from a stored snapshot, verifying every page.
+/// A memory larger than `memory_bytes_max` is refused before it is
+/// allocated.
 pub fn load(
     registry: &shoal_registry::Registry,
     id: &Sha256,
+    memory_bytes_max: u64,
 ) -> Result<(Manifest, CapturedProcess), SnapshotFormatError> {
     let manifest = format::load_manifest(registry, id)?;
+    if manifest.memory_bytes > memory_bytes_max {
+        return Err(SnapshotFormatError::TooLarge {
+            what: "memory",
+            bytes: manifest.memory_bytes,
+            max: memory_bytes_max,
+        });
+    }
     let state: HostState = serde_json::from_value(manifest.state.clone())
         .map_err(|e| SnapshotFormatError::BadHeader(format!("host state: {e}")))?;
     let len = usize::try_from(manifest.memory_bytes)
         .map_err(|_| SnapshotFormatError::BadHeader("memory too large for this host".into()))?;
+    if !manifest
+        .memory_bytes
+        .is_multiple_of(crate::grants::WASM_PAGE_BYTES)
+    {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "memory size {} is not a multiple of 64 KiB",
+            manifest.memory_bytes
+        )));
+    }
     let mut memory = vec![0u8; len];
     format::assemble_into(
         &manifest,
@@ -224,16 +243,55 @@ impl Node {
         Ok(format::import_file(self.registry(), bytes)?)
     }
 
+    /// The largest snapshot file this node takes: enough for the largest
+    /// memory a process may have here, its page records and the largest
+    /// header, and no more.
+    pub fn snapshot_file_bytes_max(&self) -> u64 {
+        let memory = self.config().engine.memory_bytes_max;
+        memory
+            .saturating_add(memory / 512)
+            .saturating_add(format::MAX_HEADER_BYTES)
+            .saturating_add(4096)
+    }
+
+    /// [`Node::import_snapshot`] for a file arriving from `reader`
+    /// (blocking: call it off the async threads): decoded as it comes,
+    /// holding at most its header and one page, refused as soon as its
+    /// envelope announces more than [`Node::snapshot_file_bytes_max`].
+    pub fn import_snapshot_stream(
+        &self,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<Sha256, NodeError> {
+        Ok(format::import_stream(
+            self.registry(),
+            reader,
+            self.snapshot_file_bytes_max(),
+        )?)
+    }
+
     /// Restore a stored snapshot. The process continues inside the call it
     /// was captured in. With `replace`, a live process with the snapshot's
     /// pid on this node is killed and the restored process takes its pid;
     /// otherwise the restored process gets a new pid.
-    pub async fn restore_snapshot(&self, id: &Sha256, replace: bool) -> Result<Pid, NodeError> {
+    ///
+    /// The process gets the capabilities in `grants` and nothing the
+    /// snapshot says (its directories, environment, memory cap, stdin or
+    /// output forwarding): a snapshot is data anyone can write. If the
+    /// process had guest directories that `grants` does not grant again,
+    /// the restore is refused naming them ([`crate::grants::ImageError`]).
+    pub async fn restore_snapshot(
+        &self,
+        id: &Sha256,
+        replace: bool,
+        grants: &crate::grants::Grants,
+    ) -> Result<Pid, NodeError> {
         let registry = self.registry().clone();
         let id = *id;
-        let (manifest, image) = tokio::task::spawn_blocking(move || load(&registry, &id))
-            .await
-            .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
+        let memory_max = self.config().engine.memory_bytes_max;
+        let (manifest, image) =
+            tokio::task::spawn_blocking(move || load(&registry, &id, memory_max))
+                .await
+                .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
         if !self.registry().contains(&manifest.module) {
             return Err(NodeError::Snapshot(SnapshotFormatError::BadHeader(
                 format!(
@@ -242,6 +300,12 @@ impl Node {
                 ),
             )));
         }
+        let spec = crate::grants::spec_for(manifest.module, &image, grants)?;
+        let memory_max = spec
+            .memory_bytes_max
+            .unwrap_or(self.config().process_memory_bytes_max)
+            .min(self.config().engine.memory_bytes_max);
+        crate::grants::check_image(&image, memory_max, spec.dirs.len())?;
         let original = Pid(manifest.pid);
         let reuse = if replace && self.module_of(original).is_some() {
             let _ = self.kill(original);
@@ -250,6 +314,7 @@ impl Node {
         } else {
             None
         };
-        self.restore_as(manifest.module, image, reuse).await
+        self.restore_with_spec(manifest.module, image, spec, reuse)
+            .await
     }
 }

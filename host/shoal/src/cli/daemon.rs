@@ -20,6 +20,8 @@ pub struct NodeArgs {
     command: NodeCommand,
 }
 
+// Parsed once per run: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum NodeCommand {
     /// Run a node in the foreground until Ctrl-C or SIGTERM.
@@ -121,6 +123,13 @@ struct StartArgs {
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
 
+    /// A host directory clients may grant to the processes they restore
+    /// (`shoal restore --dir`), with everything under it. Repeatable.
+    /// Admins may grant any directory; nobody may grant the data dir, so a
+    /// grantable directory may not hold it.
+    #[arg(long = "grantable-dir", value_name = "DIR")]
+    grantable_dirs: Vec<std::path::PathBuf>,
+
     /// Join the cluster of the node at this address (see `shoal token create`).
     #[arg(long, value_name = "HOST:PORT", requires_all = ["token", "ca_hash"])]
     join: Option<String>,
@@ -196,6 +205,7 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
         config.node.engine.memory_bytes_max = config.node.engine.memory_bytes_max.max(m);
         config.node.process_memory_bytes_max = m;
     }
+    config.node.grantable_dirs = args.grantable_dirs.clone();
     if let Some(n) = args.processes_max {
         config.node.engine.processes_max = n;
     }

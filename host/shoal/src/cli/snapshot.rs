@@ -55,6 +55,7 @@ pub struct SnapshotArgs {
   shoal restore app.snap --replace       take the place of the original process
   shoal restore sha256:4f0c...           a snapshot already in the node's registry
   shoal restore app.snap --json          {\"id\": \"sha256:...\", \"pid\": 7}
+  shoal restore app.snap --dir /srv/data::/data --env MODE=fast
 
 The file is verified completely (checksum, every page) before anything is
 stored. The snapshot's module must be in the node's registry (deploy it
@@ -71,6 +72,23 @@ pub struct RestoreArgs {
     /// process gets a new pid).
     #[arg(long)]
     replace: bool,
+
+    /// Grant a host directory of the node: HOST_DIR[::GUEST_DIR].
+    /// Repeatable. A snapshot grants nothing by itself: every guest
+    /// directory the process had must be granted again (the node refuses,
+    /// naming them). A client may grant only the node's --grantable-dir
+    /// directories.
+    #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]")]
+    dir: Vec<String>,
+
+    /// Pass an environment variable: NAME=VALUE, or NAME to copy it from
+    /// this shell. Repeatable (the snapshot's environment is not used).
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+
+    /// Memory cap of the restored process, e.g. 64MiB (default: the node's).
+    #[arg(long, value_name = "SIZE", value_parser = super::units::parse_bytes)]
+    memory_max: Option<u64>,
 
     /// Print JSON instead of text.
     #[arg(long)]
@@ -224,6 +242,22 @@ pub fn restore(args: RestoreArgs, target: &Target) -> anyhow::Result<i32> {
             )
         })?)
     };
+    let dirs: Vec<shoal_cluster::GrantedDir> = args
+        .dir
+        .iter()
+        .map(|d| {
+            let g = shoal_runtime::node::DirGrant::parse(d);
+            shoal_cluster::GrantedDir {
+                host: g.host.display().to_string(),
+                guest: g.guest,
+            }
+        })
+        .collect();
+    let env = args
+        .env
+        .iter()
+        .map(|e| super::remote::parse_env(e))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let client = target.client();
     block_on(async {
         let id = match source {
@@ -238,6 +272,9 @@ pub fn restore(args: RestoreArgs, target: &Target) -> anyhow::Result<i32> {
                 &id,
                 &RestoreRequest {
                     replace: args.replace,
+                    dirs: dirs.clone(),
+                    env: env.clone(),
+                    memory_bytes_max: args.memory_max,
                 },
             )
             .await

@@ -310,3 +310,186 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
+
+/// Read exactly `buf.len()` bytes, reporting an early end as truncation of
+/// `what` (`at` bytes were read before).
+fn read_exact_or_truncated(
+    reader: &mut dyn std::io::Read,
+    buf: &mut [u8],
+    at: u64,
+    what: &'static str,
+) -> Result<(), SnapshotFormatError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(SnapshotFormatError::Truncated {
+                    needed: usize::try_from(at).unwrap_or(usize::MAX) + buf.len(),
+                    got: usize::try_from(at).unwrap_or(usize::MAX) + filled,
+                    what,
+                })
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(SnapshotFormatError::BadHeader(format!(
+                    "reading the snapshot failed: {e}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decode a snapshot file as it arrives from `reader`, holding at most its
+/// header and one page at a time: each page is checked (length, sha256)
+/// and handed to `page` as soon as it is read, the whole file's checksum
+/// at the end. A file whose envelope announces more than `file_bytes_max`
+/// bytes is refused after its first 32 bytes. Returns the manifest once
+/// everything checked; on any error, the pages handed out so far are
+/// content-addressed blobs that no manifest refers to.
+pub fn decode_stream(
+    reader: &mut dyn std::io::Read,
+    file_bytes_max: u64,
+    mut page: impl FnMut(&PageRef, &[u8]) -> Result<(), SnapshotFormatError>,
+) -> Result<Manifest, SnapshotFormatError> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut prefix = [0u8; ENVELOPE_PREFIX];
+    read_exact_or_truncated(reader, &mut prefix[..FILE_MAGIC.len()], 0, "magic")?;
+    if &prefix[..FILE_MAGIC.len()] != FILE_MAGIC {
+        return Err(SnapshotFormatError::NotASnapshot);
+    }
+    read_exact_or_truncated(
+        reader,
+        &mut prefix[FILE_MAGIC.len()..],
+        FILE_MAGIC.len() as u64,
+        "file prefix",
+    )?;
+    hasher.update(prefix);
+    let total = u64::from_le_bytes(le8(&prefix[16..24]));
+    let inverted = u64::from_le_bytes(le8(&prefix[24..32]));
+    if total != !inverted {
+        return Err(SnapshotFormatError::BadHeader(
+            "the file length field is damaged".into(),
+        ));
+    }
+    if total > file_bytes_max {
+        return Err(SnapshotFormatError::TooLarge {
+            what: "snapshot file",
+            bytes: total,
+            max: file_bytes_max,
+        });
+    }
+    let min = (HEADER_AT + CHECKSUM_LEN) as u64;
+    if total < min {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "length field says {total} bytes, less than the smallest snapshot file ({min})"
+        )));
+    }
+    let version = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotFormatError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let flags = u32::from_le_bytes([prefix[12], prefix[13], prefix[14], prefix[15]]);
+    if flags != 0 {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "unknown flags {flags:#x}"
+        )));
+    }
+    // Everything before the checksum, read so far.
+    let body_len = total - CHECKSUM_LEN as u64;
+    let mut at = ENVELOPE_PREFIX as u64;
+    let mut read = |reader: &mut dyn std::io::Read,
+                    buf: &mut [u8],
+                    what: &'static str|
+     -> Result<(), SnapshotFormatError> {
+        if at + buf.len() as u64 > body_len {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "{what} runs past the length the file announces ({total} bytes)"
+            )));
+        }
+        read_exact_or_truncated(reader, buf, at, what)?;
+        hasher.update(&*buf);
+        at += buf.len() as u64;
+        Ok(())
+    };
+    let mut word = [0u8; 4];
+    read(reader, &mut word, "header length")?;
+    let header_len = u32::from_le_bytes(word);
+    if u64::from(header_len) > MAX_HEADER_BYTES {
+        return Err(SnapshotFormatError::TooLarge {
+            what: "header",
+            bytes: u64::from(header_len),
+            max: MAX_HEADER_BYTES,
+        });
+    }
+    let mut header = vec![0u8; header_len as usize];
+    read(reader, &mut header, "header")?;
+    let manifest = Manifest::decode(&header)?;
+    drop(header);
+    memory_len(&manifest)?;
+    let mut seen = HashSet::with_capacity(manifest.pages.len());
+    let mut data = Vec::with_capacity(manifest.page_bytes as usize);
+    for p in &manifest.pages {
+        if !seen.insert(p.hash) {
+            continue;
+        }
+        read(reader, &mut word, "page record")?;
+        let index = u32::from_le_bytes(word);
+        if index != p.index {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "page record for index {index} where index {} was expected",
+                p.index
+            )));
+        }
+        read(reader, &mut word, "page record")?;
+        let len = u32::from_le_bytes(word) as usize;
+        let range = page_range_usize(&manifest, p.index);
+        if len != range.len() {
+            return Err(SnapshotFormatError::PageWrongLength {
+                index: p.index,
+                expected: range.len() as u64,
+                got: len as u64,
+            });
+        }
+        data.resize(len, 0);
+        read(reader, &mut data, "page data")?;
+        verify_page(p, &range, &data)?;
+        page(p, &data)?;
+    }
+    if at != body_len {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "{} unexpected bytes after the last page",
+            body_len - at
+        )));
+    }
+    let mut trailer = [0u8; CHECKSUM_LEN];
+    read_exact_or_truncated(reader, &mut trailer, at, "checksum")?;
+    let expected = Sha256(trailer);
+    let actual = Sha256(hasher.finalize().into());
+    if expected != actual {
+        return Err(SnapshotFormatError::ChecksumMismatch { expected, actual });
+    }
+    let mut extra = [0u8; 1];
+    loop {
+        match reader.read(&mut extra) {
+            Ok(0) => break,
+            Ok(_) => {
+                return Err(SnapshotFormatError::BadHeader(format!(
+                    "bytes after the {total} the file announces"
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(SnapshotFormatError::BadHeader(format!(
+                    "reading the snapshot failed: {e}"
+                )))
+            }
+        }
+    }
+    Ok(manifest)
+}

@@ -55,10 +55,12 @@ mod pages;
 mod store;
 
 pub use error::SnapshotFormatError;
-pub use file::{decode_file, encode_file, encode_file_from_memory};
+pub use file::{decode_file, decode_stream, encode_file, encode_file_from_memory};
 pub use manifest::{GlobalVal, GlobalValue, Manifest, PageRef};
 pub use pages::{assemble_into, assemble_memory, page_bytes_for, split_pages, SplitPages};
-pub use store::{export_file, fetch_from_registry, import_file, load_manifest, store_snapshot};
+pub use store::{
+    export_file, fetch_from_registry, import_file, import_stream, load_manifest, store_snapshot,
+};
 
 /// The snapshot format version this build writes and the only one it reads.
 /// Bumped on any change to the manifest fields or the file layout.

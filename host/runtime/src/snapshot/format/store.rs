@@ -143,6 +143,25 @@ pub fn import_file(registry: &Registry, bytes: &[u8]) -> Result<Sha256, Snapshot
     Ok(registry.put(&manifest.encode())?)
 }
 
+/// [`import_file`] for a file arriving from `reader`: decoded as it comes
+/// ([`super::decode_stream`]), holding at most the header and one page;
+/// a file announcing more than `file_bytes_max` bytes is refused at once.
+/// Each verified page is stored as it arrives; the manifest, which makes
+/// the snapshot exist, only once the whole file's checksum is right.
+pub fn import_stream(
+    registry: &Registry,
+    reader: &mut dyn std::io::Read,
+    file_bytes_max: u64,
+) -> Result<Sha256, SnapshotFormatError> {
+    let manifest = super::decode_stream(reader, file_bytes_max, |page, data| {
+        if registry.contains(&page.hash) {
+            return Ok(());
+        }
+        store_page(registry, page.index, &page.hash, data)
+    })?;
+    Ok(registry.put(&manifest.encode())?)
+}
+
 /// Export snapshot `id` from the registry as a self-contained file
 /// ([`encode_file`]); a page no longer stored is
 /// [`SnapshotFormatError::PageMissing`].
