@@ -11,12 +11,15 @@
 //! - [`mailbox`] — bounded per-process message queues.
 //! - [`log`] — bounded per-process stdout/stderr/log capture.
 //! - [`capture`] — suspending a process inside a blocking call.
+//! - [`clock`] — a process's monotonic clock, carried across captures.
 //! - [`handoff`] — per-sender order for a process arriving from another node.
 //! - [`process`] — the store data of a process and the task that runs it.
+//! - [`stdio`] — a process's stdin, stdout and stderr.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod abi;
 pub mod capture;
+pub mod clock;
 pub mod engine;
 pub mod handoff;
 pub mod host;
@@ -28,6 +31,7 @@ pub mod node;
 pub mod pid;
 pub mod process;
 pub mod snapshot;
+pub mod stdio;
 
 pub use host::ProcessHost;
 pub use node::{HostMailbox, Node, NodeConfig, NodeError, SpawnSpec};
