@@ -1,5 +1,8 @@
 //! The `shoal` binary as a user meets it: exit codes, streamed output,
 //! grants, and clear errors (never a panic) for mistakes.
+// Test code: clippy.toml allows unwrap in tests, which clippy only applies
+// to #[test] functions, not to the helpers of an integration test crate.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

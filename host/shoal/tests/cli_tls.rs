@@ -6,6 +6,9 @@
 //! control API ([`routes::route`]) is served over `tokio_rustls` and
 //! hyper's HTTP/2 server with the cluster's mTLS server configuration, as a
 //! node's TLS port does. The client side is the real `shoal` binary.
+// Test code: clippy.toml allows unwrap in tests, which clippy only applies
+// to #[test] functions, not to the helpers of an integration test crate.
+#![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;

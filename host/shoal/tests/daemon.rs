@@ -1,6 +1,9 @@
 //! `shoal node start` and the verbs that talk to it, as a user meets them:
 //! a real daemon process on a Unix socket in a temporary data directory,
 //! driven by the real `shoal` binary.
+// Test code: clippy.toml allows unwrap in tests, which clippy only applies
+// to #[test] functions, not to the helpers of an integration test crate.
+#![allow(clippy::unwrap_used)]
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
