@@ -5,6 +5,7 @@ mod common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
+use shoal_daemon::migrate::drain::{self, DrainState};
 use shoal_daemon::migrate::source::{migrate, MigrateError};
 use shoal_daemon::migrate::MigrateReport;
 use shoal_registry::Sha256;
@@ -346,6 +347,14 @@ async fn when_the_source_dies_after_the_switch_the_target_owns_the_process() {
         n3.state().directory.get(&tally.0).map(|e| e.node) == Some(n2_id)
     })
     .await;
+    // The asking node routes by its own view of the directory: wait until
+    // it shows the switch (it may lag on a loaded machine).
+    let n2_id = c.node(1).id();
+    let n3 = c.node(2).raft().clone();
+    wait_until("n3 to see the process on n2", WAIT, || {
+        n3.state().directory.get(&tally.0).map(|e| e.node) == Some(n2_id)
+    })
+    .await;
     let after = ask(&c, 2, tally, "get").await;
     println!("before: {before}\nafter: {after}");
     assert_eq!(field(&after, "received"), 100, "{after}");
@@ -398,6 +407,189 @@ async fn a_preemptible_process_spinning_in_guest_code_moves_too() {
     let back = move_to(&c, 1, pid, 0).await.expect("migrate back");
     println!("{back}");
     assert!(c.node(0).node().router().is_local(pid));
+    c.node(0).node().kill(pid).unwrap();
+    c.shutdown().await;
+}
+
+/// The last line of `text` that starts with `prefix`.
+fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_that_allocates_while_it_moves_is_moved_and_drained_exactly() {
+    let c = TestCluster::start(3).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    // 8 KiB a step, a step a millisecond: its memory grows by a Wasm page
+    // every few milliseconds, also between a move's pre-copy and freeze.
+    let pid = spawn(&c, 0, m, &["migrant", "grow", "8"]).await;
+    wait_stdout(&c, 0, pid, "step 100\n").await;
+    let mut grew = 0;
+    for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+        let r = move_to(&c, from, pid, to)
+            .await
+            .unwrap_or_else(|e| panic!("move n{} -> n{}: {e}", from + 1, to + 1));
+        println!("{r}; offered {} bytes", r.memory_bytes_offered);
+        assert!(r.memory_bytes >= r.memory_bytes_offered, "{r}");
+        if r.memory_bytes > r.memory_bytes_offered {
+            grew += 1;
+        }
+        assert!(c.node(to).node().router().is_local(pid));
+        assert_eq!(home_of(&c, pid), Some(to));
+    }
+    assert!(
+        grew >= 1,
+        "the memory never grew during a move, so this test showed nothing"
+    );
+    // Then its node is drained.
+    let inner = c.node(0).migration().clone();
+    drain::start(&inner, None).await.expect("the drain starts");
+    wait_until("the drain to end", WAIT, || {
+        drain::status(&inner).is_ok_and(|s| s.state != DrainState::Running)
+    })
+    .await;
+    let end = drain::status(&inner).expect("a drain status");
+    println!("{end:?}");
+    assert!(end.is_complete() && end.moved == 1, "{end:?}");
+    wait_until("the directory to show it moved off n1", WAIT, || {
+        home_of(&c, pid).is_some_and(|i| i != 0)
+    })
+    .await;
+    let home = home_of(&c, pid).expect("in the directory");
+    assert!(c.node(home).node().router().is_local(pid));
+    // It goes on allocating there, then stops and checks every block.
+    let node = c.node(home).node().clone();
+    let steps_before = stdout(&c, home, pid).lines().count();
+    wait_until("it to go on after the drain", WAIT, || {
+        node.stdout_text(pid).lines().count() > steps_before
+    })
+    .await;
+    node.send(Pid(0), pid, b"stop".to_vec()).expect("stop");
+    let st = tokio::time::timeout(WAIT, node.wait(pid))
+        .await
+        .expect("it ends")
+        .expect("it is known");
+    assert!(st.success(), "{st}");
+    let out = stdout(&c, home, pid);
+    let last = line_starting(&out, "grown ");
+    assert!(last.ends_with("check=ok"), "{last}");
+    // Exactly what a run that never moved computes and prints.
+    let steps = field(last, "steps").to_string();
+    let alone = common::TestNode::new();
+    let h = alone.add_guest(shoal_tests::MIGRANT, "migrant");
+    let still = alone.spawn(h, &["migrant", "grow", "8", &steps]).await;
+    let st = alone.wait(still, WAIT).await;
+    common::assert_success(&alone, &st);
+    let expected = alone.stdout(still);
+    assert_eq!(line_starting(&expected, "grown "), last);
+    let body = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        body(&out),
+        body(&expected),
+        "the output after its first line"
+    );
+    c.shutdown().await;
+}
+
+/// An admin client of the cluster's control API on node `via` (mTLS).
+fn admin_client(c: &TestCluster, via: usize) -> shoal_api::Client {
+    let paths = shoal_pki::PkiPaths::new(c.dirs[0].path());
+    let admin = paths.dir().join("admin");
+    let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("CA certificate");
+    let id = shoal_pki::Identity::from_pem(
+        &std::fs::read_to_string(admin.join("client.crt")).expect("admin certificate"),
+        &std::fs::read_to_string(admin.join("client.key")).expect("admin key"),
+        &ca_pem,
+    )
+    .expect("admin identity");
+    let trust = shoal_pki::ClusterTrust::new(&ca_pem, shoal_pki::SharedRevocations::default())
+        .expect("trust");
+    shoal_api::Client::tls(
+        c.addrs[via].to_string(),
+        shoal_pki::tls::client_config(&id, &trust).expect("TLS config"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moving_a_process_that_exited_says_it_exited_and_when() {
+    let c = TestCluster::start(2).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    // Sends nothing, prints `sent 0` and exits 0.
+    let pid = spawn(&c, 0, m, &["migrant", "send", "1", "0"]).await;
+    let st = tokio::time::timeout(WAIT, c.node(0).node().wait(pid))
+        .await
+        .expect("it ends")
+        .expect("it is known");
+    assert!(st.success(), "{st}");
+    // Asked of the node it ran on: how and when it ended.
+    let e = migrate(c.node(0).migration(), pid, None).await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.status(), 410, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("process {pid} exited with code 0 at ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(" UTC (") && text.contains(" s ago)"),
+        "{text}"
+    );
+    assert!(!text.contains("does not run on this node"), "{text}");
+    // Asked of another node, once it has seen the exit: it exited.
+    let raft = c.node(1).raft().clone();
+    wait_until("n2 to see the exit", WAIT, || raft.state().is_gone(pid.0)).await;
+    let e = migrate(c.node(1).migration(), pid, None).await.unwrap_err();
+    assert_eq!(e.status(), 410, "{e}");
+    assert!(
+        e.to_string().contains(&format!("process {pid} has exited")),
+        "{e}"
+    );
+    // Through the control API: a typed 410 with the time of the exit.
+    match admin_client(&c, 0).migrate(pid, None).await {
+        Err(shoal_api::ClientError::Gone { message, gone }) => {
+            assert_eq!(gone.pid, pid);
+            assert!(gone.exited_unix_ms.is_some(), "{gone:?}");
+            assert_eq!(
+                gone.reason,
+                Some(shoal_abi::process::ExitReason::Exited { code: 0 })
+            );
+            assert!(message.contains("exited with code 0 at"), "{message}");
+        }
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_monotonic_clock_never_goes_back_across_moves() {
+    let c = TestCluster::start(2).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let pid = spawn(&c, 0, m, &["migrant", "clock"]).await;
+    wait_stdout(&c, 0, pid, "clock ready").await;
+    let reading = |via: usize| {
+        let c = &c;
+        async move {
+            let line = ask(c, via, pid, "now").await;
+            (field(&line, "mono"), field(&line, "back"))
+        }
+    };
+    // Until its clock reads well over what a move and a question take.
+    let mut before = 0;
+    while before < 1_000_000_000 {
+        before = reading(0).await.0;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (from, to) in [(0, 1), (1, 0)] {
+        move_to(&c, from, pid, to).await.expect("migrate");
+        let (after, back) = reading(to).await;
+        println!("before {before} ns, after the move {after} ns");
+        assert!(after >= before, "the clock went back: {before} -> {after}");
+        assert_eq!(back, 0);
+        before = after;
+    }
     c.node(0).node().kill(pid).unwrap();
     c.shutdown().await;
 }

@@ -448,3 +448,56 @@ async fn messages_queued_at_capture_arrive_after_restore_in_order() {
         "exit code names the failed step"
     );
 }
+
+/// Ask a `migrant clock` for its monotonic reading: (ns, times it went back).
+async fn clock_reading(me: &shoal_runtime::HostMailbox, pid: shoal_runtime::Pid) -> (u64, u64) {
+    me.send(pid, "now").unwrap();
+    let reply = me.recv(LONG).await.expect("the clock answers");
+    let line = String::from_utf8(reply.data).unwrap();
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    (field("mono="), field("back="))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monotonic_clock_never_goes_back_across_snapshot_and_restore() {
+    let a = TestNode::new();
+    let hash = a.add_guest(guests::MIGRANT, "migrant");
+    let me = a.node.open_mailbox();
+    let pid = a.spawn(hash, &["migrant", "clock"]).await;
+    // Until its clock reads well over what a restore and a question take
+    // (a restarted clock would read less than this afterwards).
+    let mut before = 0;
+    while before < 1_000_000_000 {
+        before = clock_reading(&me, pid).await.0;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info = a.node.snapshot(pid, true, LONG).await.expect("snapshot");
+    assert_eq!(a.wait(pid, LONG).await.reason, ExitReason::Snapshotted);
+    let file = a.node.export_snapshot(&info.id).unwrap();
+    // Restored on another node (a fresh engine and WASI context), twice.
+    let b = TestNode::new();
+    b.add_guest(guests::MIGRANT, "migrant");
+    let id = b.node.import_snapshot(&file).unwrap();
+    let me_b = b.node.open_mailbox();
+    for _ in 0..2 {
+        let restored = b
+            .node
+            .restore_snapshot(&id, false, &Default::default())
+            .await
+            .unwrap();
+        let (after, back) = clock_reading(&me_b, restored).await;
+        println!("before {before} ns, after restore {after} ns");
+        assert!(after >= before, "the clock went back: {before} -> {after}");
+        assert_eq!(back, 0);
+        // And it goes on from there, while it runs.
+        let (later, back) = clock_reading(&me_b, restored).await;
+        assert!(later >= after && back == 0, "{after} -> {later}");
+        me_b.send(restored, "stop").unwrap();
+        assert_success(&b, &b.wait(restored, LONG).await);
+    }
+}

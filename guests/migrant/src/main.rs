@@ -29,6 +29,20 @@
 //!   prints `holding <MiB> MiB`, then serves `touch <pages>` (changes one
 //!   byte in each of that many pages, replies `ok`), `sum` (replies the
 //!   wrapping byte sum) and `stop`.
+//! - `grow <KiB> [<steps>]`: a program that allocates as it runs. Prints
+//!   `growing pid=<pid>`, then loops on `recv` with a 1 ms timeout; every
+//!   timeout is one step: it allocates a new `<KiB>` KiB block (kept until
+//!   the end, so linear memory grows steadily), fills it with bytes derived
+//!   from the step number only, and every 100 steps prints `step <n>`. On
+//!   `stop` (or after `<steps>` steps, if given) it checks every block
+//!   against what it wrote and prints
+//!   `grown steps=<n> kib=<KiB> hash=<h> check=ok` (or `check=bad:<step>`
+//!   naming the first block that differs), then exits 0. The output depends
+//!   only on `<KiB>` and the number of steps.
+//! - `clock`: prints `clock ready pid=<pid>`, then answers `now` with
+//!   `mono=<ns> back=<b>`: its WASI monotonic clock
+//!   (`clock_time_get(MONOTONIC)`) and how many readings so far were below
+//!   an earlier one (the clock went back). `stop` ends it.
 //!
 //! Bad arguments print a usage line to stderr and exit 2; an SDK error prints
 //! `migrant: <what>: <error>` and exits 1.
@@ -38,7 +52,7 @@ use std::collections::HashMap;
 use std::process::exit;
 use std::time::Duration;
 
-const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms>|gated | call <pid> | hold <MiB>";
+const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms>|gated | call <pid> | hold <MiB> | grow <KiB> [<steps>] | clock";
 
 fn fail(what: &str, e: shoal::Error) -> ! {
     eprintln!("migrant: {what}: {e}");
@@ -66,6 +80,9 @@ fn main() {
         ["server", delay] => server(num(delay)),
         ["call", pid] => call(num(pid)),
         ["hold", mib] => hold(num(mib)),
+        ["clock"] => clock(),
+        ["grow", kib] => grow(num(kib), None),
+        ["grow", kib, steps] => grow(num(kib), Some(num(steps))),
         _ => usage(),
     }
 }
@@ -274,6 +291,109 @@ fn hold(mib: usize) {
                 let _ = shoal::send_blocking(msg.sender, sum.to_string().as_bytes());
             }
             (Some("stop"), None) => shoal::exit(0),
+            _ => {}
+        }
+    }
+}
+
+/// The bytes of block `step` of `grow`: non-zero, from the step alone.
+fn grow_fill(step: u64, block: &mut [u8]) {
+    let mut x: u64 = (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in block.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for (b, v) in chunk.iter_mut().zip(x.to_le_bytes()) {
+            *b = v | 1;
+        }
+    }
+}
+
+fn grow(kib: usize, steps: Option<u64>) {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    println!("growing pid={}", shoal::self_pid());
+    loop {
+        if steps.is_some_and(|n| blocks.len() as u64 >= n) {
+            break;
+        }
+        match shoal::recv(Some(Duration::from_millis(1))) {
+            Ok(m) if m.data == b"stop" && steps.is_none() => break,
+            Ok(_) => continue,
+            Err(shoal::Error::Timeout) => {}
+            Err(e) => fail("recv", e),
+        }
+        let step = blocks.len() as u64;
+        let mut block = vec![0u8; kib << 10];
+        grow_fill(step, &mut block);
+        blocks.push(block);
+        if (step + 1) % 100 == 0 {
+            println!("step {}", step + 1);
+        }
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut bad = None;
+    let mut want = vec![0u8; kib << 10];
+    for (step, block) in blocks.iter().enumerate() {
+        grow_fill(step as u64, &mut want);
+        if bad.is_none() && *block != want {
+            bad = Some(step);
+        }
+        for b in block {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    let check = match bad {
+        None => "ok".to_string(),
+        Some(step) => format!("bad:{step}"),
+    };
+    println!(
+        "grown steps={} kib={kib} hash={hash:016x} check={check}",
+        blocks.len()
+    );
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    /// WASI `clock_time_get(id, precision, *time) -> errno`.
+    #[link_name = "clock_time_get"]
+    fn wasi_clock_time_get(id: u32, precision: u64, time: *mut u64) -> i32;
+}
+
+/// WASI `clock_time_get(MONOTONIC)`, ns.
+fn monotonic_ns() -> u64 {
+    let mut t: u64 = 0;
+    // SAFETY: `t` is valid for a write of 8 bytes.
+    let errno = unsafe { wasi_clock_time_get(1, 1, &mut t) };
+    if errno != 0 {
+        eprintln!("migrant: clock_time_get failed: errno {errno}");
+        exit(1);
+    }
+    t
+}
+
+fn clock() {
+    println!("clock ready pid={}", shoal::self_pid());
+    let mut last = monotonic_ns();
+    let mut back = 0u64;
+    loop {
+        let msg = match shoal::recv(None) {
+            Ok(m) => m,
+            Err(e) => fail("recv", e),
+        };
+        match msg.data.as_slice() {
+            b"now" => {
+                let now = monotonic_ns();
+                if now < last {
+                    back += 1;
+                }
+                last = now;
+                let line = format!("mono={now} back={back}");
+                if let Err(e) = shoal::send_blocking(msg.sender, line.as_bytes()) {
+                    eprintln!("migrant: reply to {}: {e}", msg.sender);
+                }
+            }
+            b"stop" => shoal::exit(0),
             _ => {}
         }
     }

@@ -139,6 +139,8 @@ pub const IMPORTS: &[ImportSpec] = &[
     ),
     wasi_tracked("fd_close", &[I32], &[I32]),
     wasi_tracked("fd_renumber", &[I32, I32], &[I32]),
+    // WASI calls Shoal wraps to answer as wasmtime's own WASI does.
+    wasi_tracked("sock_shutdown", &[I32, I32], &[I32]),
 ];
 
 /// Look up a Shoal ABI import by field name.

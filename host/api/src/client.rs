@@ -98,6 +98,14 @@ pub enum ClientError {
         /// The node's message.
         message: String,
     },
+    /// The node answered `410 Gone`: the process has exited.
+    #[error("{message}")]
+    Gone {
+        /// The node's message.
+        message: String,
+        /// What it knows of the process's end.
+        gone: crate::types::ProcessGone,
+    },
     /// The call took longer than its bound.
     #[error("the node did not answer within {0:?}")]
     Timeout(Duration),
@@ -122,6 +130,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
+            ClientError::Gone { .. } => Some(410),
             _ => None,
         }
     }
@@ -301,6 +310,15 @@ impl Client {
         }
         let body = self.body(resp, JSON_RESPONSE_BYTES_MAX).await?;
         let message = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(ErrorBody {
+                error,
+                gone: Some(gone),
+            }) if status.as_u16() == 410 => {
+                return Err(ClientError::Gone {
+                    message: error,
+                    gone,
+                })
+            }
             Ok(e) => e.error,
             Err(_) => format!(
                 "the node answered {status} ({})",

@@ -95,6 +95,10 @@ pub struct MigrateReport {
     pub epoch: u64,
     /// Its linear memory at the freeze.
     pub memory_bytes: u64,
+    /// Its linear memory at the pre-copy (less than `memory_bytes` when it
+    /// grew during the move).
+    #[serde(default)]
+    pub memory_bytes_offered: u64,
     /// Non-zero pages at the pre-copy.
     pub pages_total: usize,
     /// Pages the target lacked and was sent in the pre-copy.

@@ -23,6 +23,22 @@ use shoal_registry::Sha256;
 pub struct ErrorBody {
     /// What went wrong, in words meant for the person at the terminal.
     pub error: String,
+    /// With status 410 (`Gone`): the process asked about has exited, and
+    /// what is known of its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone: Option<ProcessGone>,
+}
+
+/// A process that has exited, as a `410 Gone` answer describes it (e.g. to
+/// `POST /v1/processes/{pid}/migrate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessGone {
+    /// The process.
+    pub pid: Pid,
+    /// When it ended, Unix ms, if the answering node saw it end.
+    pub exited_unix_ms: Option<u64>,
+    /// How it ended, if the answering node saw it end.
+    pub reason: Option<shoal_abi::process::ExitReason>,
 }
 
 /// `GET /v1/node`: who is answering, so clients can check they reached a

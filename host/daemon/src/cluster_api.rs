@@ -642,6 +642,20 @@ pub async fn route(
                 .await
             {
                 Ok(report) => json_reply(&report),
+                // Typed: the client learns when and how it ended.
+                Err(crate::migrate::source::MigrateError::Exited { gone }) => {
+                    let body = shoal_api::types::ErrorBody {
+                        error: crate::migrate::source::MigrateError::Exited { gone: gone.clone() }
+                            .to_string(),
+                        gone: Some(gone),
+                    };
+                    let mut r = shoal_net::reply(410, encode_json(&body)?);
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    Ok(r)
+                }
                 Err(e) => Err(RemoteError::new(e.status(), e.to_string())),
             };
         }

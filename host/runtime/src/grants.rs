@@ -466,6 +466,7 @@ mod tests {
             fuel_remaining: None,
             open_files: Vec::new(),
             log: Vec::new(),
+            monotonic_ns: 0,
         }
     }
 

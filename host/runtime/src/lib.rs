@@ -11,14 +11,17 @@
 //! - [`mailbox`] — bounded per-process message queues.
 //! - [`log`] — bounded per-process stdout/stderr/log capture.
 //! - [`capture`] — suspending a process inside a blocking call.
+//! - [`clock`] — a process's monotonic clock, carried across captures.
 //! - [`handoff`] — per-sender order for a process arriving from another node.
 //! - [`process`] — the store data of a process and the task that runs it.
 //! - [`grants`] — what a restored or arriving process may touch, and the
 //!   checks every captured image passes.
+//! - [`stdio`] — a process's stdin, stdout and stderr.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod abi;
 pub mod capture;
+pub mod clock;
 pub mod engine;
 pub mod grants;
 pub mod handoff;
@@ -32,6 +35,7 @@ pub mod pid;
 pub mod process;
 pub mod router;
 pub mod snapshot;
+pub mod stdio;
 
 pub use host::ProcessHost;
 pub use node::{HostMailbox, Node, NodeConfig, NodeError, SpawnSpec};

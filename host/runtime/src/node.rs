@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
-use wasi_common::pipe::{ReadPipe, WritePipe};
 use wasmtime::{Linker, Store};
 
 /// The sender of a node-to-node control message kept in a held mailbox
@@ -273,6 +272,8 @@ struct ProcessEntry {
 struct Exited {
     status: ExitStatus,
     log: Arc<ProcessLog>,
+    /// When it ended here.
+    at: SystemTime,
 }
 
 /// The node state processes share.
@@ -568,6 +569,12 @@ impl Node {
         image: RestoreImage,
     ) -> Result<Pid, NodeError> {
         let mut image = image;
+        // Its output so far goes on in the resumed process's log.
+        if image.log.is_empty() {
+            if let Some(log) = self.log(pid) {
+                image.log = log.chunks();
+            }
+        }
         let loaded = self.shared.load(module, image.spec.preemptible).await?;
         let held = self.shared.router.held(pid);
         if let Some(mb) = &held {
@@ -662,7 +669,8 @@ impl Node {
         list
     }
 
-    /// The captured output of a live or recently exited process.
+    /// The captured output of a live or recently exited process (of its
+    /// latest stay here, for one that moved away and back).
     pub fn log(&self, pid: Pid) -> Option<Arc<ProcessLog>> {
         if let Some(e) = self.shared.entry(pid) {
             return Some(e.log.clone());
@@ -670,8 +678,25 @@ impl Node {
         let exited = self.shared.exited.lock().unwrap_or_else(|p| p.into_inner());
         exited
             .iter()
+            .rev()
             .find(|(p, _)| *p == pid)
             .map(|(_, e)| e.log.clone())
+    }
+
+    /// How and when process `pid` ended on this node, if it ended here
+    /// (not by moving away) and is still in the exit history. `None` while
+    /// it runs here.
+    pub fn exit_record(&self, pid: Pid) -> Option<(ExitStatus, SystemTime)> {
+        if self.shared.entry(pid).is_some() {
+            return None;
+        }
+        let exited = self.shared.exited.lock().unwrap_or_else(|p| p.into_inner());
+        exited
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == pid)
+            .filter(|(_, e)| e.status.reason != ExitReason::Moved)
+            .map(|(_, e)| (e.status.clone(), e.at))
     }
 
     /// The captured stdout of a process, as text (lossy UTF-8).
@@ -899,23 +924,40 @@ impl Shared {
             .map_err(NodeError::from)
     }
 
+    /// The WASI context of a process started with `spec`, writing to
+    /// `log`, whose monotonic clock starts at `monotonic_start` (zero for a
+    /// new process, the captured reading for a restored or arrived one).
     fn build_wasi(
         &self,
         spec: &SpawnSpec,
         log: &Arc<ProcessLog>,
+        monotonic_start: Duration,
     ) -> Result<wasi_common::WasiCtx, NodeError> {
-        let mut b = wasi_common::tokio::WasiCtxBuilder::new();
-        b.args(&spec.args)
-            .map_err(|e| NodeError::InvalidSpawn(format!("bad argument: {e}")))?;
-        b.envs(&spec.env)
-            .map_err(|e| NodeError::InvalidSpawn(format!("bad environment variable: {e}")))?;
-        if spec.inherit_stdin {
-            b.inherit_stdin();
-        } else {
-            b.stdin(Box::new(ReadPipe::from(Vec::<u8>::new())));
+        let mut ctx = wasi_common::WasiCtx::new(
+            wasi_common::tokio::random_ctx(),
+            crate::clock::clocks_from(monotonic_start),
+            wasi_common::tokio::sched::sched_ctx(),
+            wasi_common::Table::new(),
+        );
+        for arg in &spec.args {
+            ctx.push_arg(arg)
+                .map_err(|e| NodeError::InvalidSpawn(format!("bad argument: {e}")))?;
         }
-        b.stdout(Box::new(WritePipe::new(log.writer(Stream::Stdout))));
-        b.stderr(Box::new(WritePipe::new(log.writer(Stream::Stderr))));
+        for (name, value) in &spec.env {
+            ctx.push_env(name, value)
+                .map_err(|e| NodeError::InvalidSpawn(format!("bad environment variable: {e}")))?;
+        }
+        if spec.inherit_stdin {
+            ctx.set_stdin(Box::new(wasi_common::tokio::stdio::stdin()));
+        } else {
+            ctx.set_stdin(Box::new(crate::stdio::EmptyStdin));
+        }
+        ctx.set_stdout(Box::new(crate::stdio::Output::new(
+            log.writer(Stream::Stdout),
+        )));
+        ctx.set_stderr(Box::new(crate::stdio::Output::new(
+            log.writer(Stream::Stderr),
+        )));
         for grant in &spec.dirs {
             // Nobody, whatever the path to this point, is given the data
             // dir (it holds the CA key and the compiled-code cache).
@@ -925,13 +967,14 @@ impl Shared {
                     path: grant.host.clone(),
                     source,
                 })?;
-            b.preopened_dir(dir, &grant.guest)
+            let dir = Box::new(wasi_common::tokio::Dir::from_cap_std(dir));
+            ctx.push_preopened_dir(dir, &grant.guest)
                 .map_err(|e| NodeError::Dir {
                     path: grant.host.clone(),
                     source: std::io::Error::other(e.to_string()),
                 })?;
         }
-        Ok(b.build())
+        Ok(ctx)
     }
 
     fn start_as(
@@ -973,7 +1016,11 @@ impl Shared {
                 log.append(chunk.stream, &chunk.data);
             }
         }
-        let wasi = self.build_wasi(&spec, &log)?;
+        let monotonic_start = restore
+            .as_ref()
+            .map(|r| Duration::from_nanos(r.monotonic_ns))
+            .unwrap_or_default();
+        let wasi = self.build_wasi(&spec, &log, monotonic_start)?;
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
         if let Some(image) = &restore {
             for m in &image.mailbox {
@@ -1082,6 +1129,7 @@ impl Shared {
                 Exited {
                     status: status.clone(),
                     log: entry.log.clone(),
+                    at: SystemTime::now(),
                 },
             ));
         }
@@ -1116,6 +1164,7 @@ impl Shared {
         let exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
         exited
             .iter()
+            .rev()
             .find(|(p, _)| *p == pid)
             .map(|(_, e)| e.status.clone())
     }

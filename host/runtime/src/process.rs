@@ -118,6 +118,11 @@ pub struct CapturedProcess {
     /// Files it had open, with their positions.
     #[serde(default)]
     pub open_files: Vec<OpenFile>,
+    /// Its WASI monotonic clock at capture, ns: a restored process's clock
+    /// goes on from here, never back (see [`crate::clock`]). 0 in images
+    /// from before the clock was carried.
+    #[serde(default)]
+    pub monotonic_ns: u64,
     /// Output it had written, carried when it moves to another node so its
     /// log there is whole (snapshots leave it empty).
     #[serde(default)]
@@ -205,6 +210,8 @@ async fn finish_capture(
     };
     let open_files = crate::abi::wasi::positions(store.data_mut()).await;
     let ctx = store.data();
+    let monotonic_ns =
+        u64::try_from(crate::clock::monotonic_now(&ctx.wasi).as_nanos()).unwrap_or(u64::MAX);
     let image = CapturedProcess {
         memory: data,
         globals,
@@ -217,6 +224,7 @@ async fn finish_capture(
         spec: ctx.spec.clone(),
         fuel_remaining: store.get_fuel().ok(),
         open_files,
+        monotonic_ns,
         log: Vec::new(),
     };
     // The requester may have given up; then the process simply resumes

@@ -656,3 +656,130 @@ fn help_teaches() {
     assert!(help.contains("0600"), "{help}");
     assert!(env.ok(&["--help"]).contains("deploy"));
 }
+
+/// Run `shoal args` with stdout a pipe whose reader is already gone (as in
+/// `shoal ps | true`): it must end quietly, by `SIGPIPE` or with 0, never
+/// with a panic (exit 101).
+fn assert_quiet_into_a_closed_pipe(env: &Env, args: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = env
+        .command(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run shoal");
+    assert_no_panic(&out);
+    assert!(
+        out.status.signal() == Some(libc::SIGPIPE) || out.status.code() == Some(0),
+        "shoal {args:?} into a closed pipe: {} {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stderr), "", "shoal {args:?} says nothing");
+}
+
+#[test]
+fn verbs_end_quietly_when_the_reader_of_their_output_is_gone() {
+    let env = Env::new();
+    let _daemon = env.start_daemon();
+    let m = env.wat("blocker.wasm", BLOCKER_WAT);
+    let pid = env.ok(&["deploy", p(&m)]).trim().to_string();
+    assert_quiet_into_a_closed_pipe(&env, &["ps"]);
+    assert_quiet_into_a_closed_pipe(&env, &["nodes"]);
+    assert_quiet_into_a_closed_pipe(&env, &["inspect", p(&m)]);
+    assert_quiet_into_a_closed_pipe(&env, &["logs", &pid]);
+}
+
+/// Prints bytes that would drive a terminal (clear the screen, set the
+/// window title, ring the bell, return the carriage), then blocks.
+const ESCAPER_WAT: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "shoal_v1" "recv" (func $recv (param i32 i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "\1b[2J\1b]0;pwned\07bold\0d\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 20))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+    (loop $forever
+      (drop (call $recv (i32.const 1024) (i32.const 1024) (i64.const -1) (i32.const 0)))
+      (br $forever))))
+"#;
+
+/// A new pseudo-terminal: (master, slave).
+#[allow(unsafe_code)]
+fn open_pty() -> (File, File) {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // SAFETY: plain libc calls on a descriptor this function owns; the
+    // name buffer is large enough and NUL-terminated by `ptsname_r`.
+    let (master, path) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(master), 0, "grantpt");
+        assert_eq!(libc::unlockpt(master), 0, "unlockpt");
+        let mut name = [0 as libc::c_char; 256];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (File::from_raw_fd(master), path)
+    };
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .expect("open the pty's slave");
+    (master, slave)
+}
+
+#[test]
+fn logs_escape_control_characters_on_a_terminal_only() {
+    use std::io::Read;
+    let env = Env::new();
+    let _daemon = env.start_daemon();
+    let m = env.wat("escaper.wasm", ESCAPER_WAT);
+    let pid = env.ok(&["deploy", p(&m)]).trim().to_string();
+    // Into a pipe, the bytes are passed as they are.
+    let raw = eventually("the escaper's output", || {
+        let out = env.ok(&["logs", &pid]);
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(raw, "\x1b[2J\x1b]0;pwned\x07bold\r\n");
+    // On a terminal, they are shown, not obeyed.
+    let (mut master, slave) = open_pty();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Ends with EIO once no one holds the slave.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let mut child = env
+        .command(&["logs", &pid])
+        .stdout(slave)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shoal logs");
+    let status = wait_bounded(&mut child);
+    assert!(status.success(), "{status}");
+    let seen = reader.join().expect("the pty reader");
+    let shown = text(&seen);
+    assert!(
+        !seen.contains(&0x1b) && !seen.contains(&0x07),
+        "control bytes reached the terminal: {shown:?}"
+    );
+    assert!(
+        shown.contains("\\x1b[2J\\x1b]0;pwned\\x07bold\\r"),
+        "{shown:?}"
+    );
+}

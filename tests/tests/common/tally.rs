@@ -28,14 +28,20 @@ pub async fn add_guest_everywhere(c: &TestCluster, path: &str, name: &str) -> Sh
 }
 
 /// Ask a `migrant tally` for its line, from a host mailbox on node `via`.
+/// The question is sent as soon as the node accepts it (its mailbox or lane
+/// may be full for a while on a loaded machine), within a minute.
 pub async fn ask(c: &TestCluster, via: usize, pid: Pid, what: &str) -> String {
     let mb = c.node(via).node().open_mailbox();
-    for _ in 0..100 {
-        if mb.send(pid, what.as_bytes().to_vec()).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut sent = false;
+    wait_until(
+        &format!("node {via} to accept {what:?} for {pid}"),
+        Duration::from_secs(60),
+        || {
+            sent = sent || mb.send(pid, what.as_bytes().to_vec()).is_ok();
+            sent
+        },
+    )
+    .await;
     let m = mb
         .recv(Duration::from_secs(60))
         .await

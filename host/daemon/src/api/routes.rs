@@ -53,6 +53,7 @@ pub fn error_response(e: &ApiError) -> Response<ApiBody> {
         status,
         &ErrorBody {
             error: e.to_string(),
+            gone: None,
         },
     )
 }

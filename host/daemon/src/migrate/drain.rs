@@ -258,9 +258,9 @@ enum Outcome {
 fn outcome(r: &Result<super::MigrateReport, MigrateError>, attempt: u32) -> Outcome {
     match r {
         Ok(_) => Outcome::Moved,
-        Err(MigrateError::NotHere(_)) | Err(MigrateError::Capture(NodeError::NoProcess(_))) => {
-            Outcome::Gone
-        }
+        Err(MigrateError::NotHere(_))
+        | Err(MigrateError::Exited { .. })
+        | Err(MigrateError::Capture(NodeError::NoProcess(_))) => Outcome::Gone,
         Err(
             e @ (MigrateError::Resumed { .. }
             | MigrateError::Capture(NodeError::CaptureTimeout { .. })),

@@ -50,6 +50,12 @@ pub enum MigrateError {
     /// The process does not run on this node.
     #[error("process {0} does not run on this node")]
     NotHere(Pid),
+    /// The process has exited: only a running process can move.
+    #[error("{}", exited_message(.gone))]
+    Exited {
+        /// The process and what this node knows of its end.
+        gone: shoal_api::types::ProcessGone,
+    },
     /// No node can take it.
     #[error("no node can take process {pid}: {why}")]
     NoTarget {
@@ -87,6 +93,7 @@ impl MigrateError {
     pub fn status(&self) -> u16 {
         match self {
             MigrateError::NotHere(_) => 404,
+            MigrateError::Exited { .. } => 410,
             MigrateError::NoTarget { .. } => 409,
             MigrateError::Capture(NodeError::NotCapturable(_)) => 409,
             MigrateError::Capture(NodeError::CaptureTimeout { .. }) => 504,
@@ -95,6 +102,73 @@ impl MigrateError {
             MigrateError::Undecided { .. } => 503,
         }
     }
+}
+
+/// `process 7 exited with code 0 at 2026-12-03 06:40:01 UTC (12 s ago); only a running process can move`.
+fn exited_message(gone: &shoal_api::types::ProcessGone) -> String {
+    let how = match &gone.reason {
+        Some(reason) => format!("process {} {reason}", gone.pid),
+        None => format!("process {} has exited", gone.pid),
+    };
+    let when = match gone.exited_unix_ms {
+        Some(ms) => {
+            let ago_s = (now_us() / 1000).saturating_sub(ms) / 1000;
+            format!(" at {} ({ago_s} s ago)", utc(ms))
+        }
+        None => String::new(),
+    };
+    format!("{how}{when}; only a running process can move")
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a Unix time in ms.
+fn utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Why `pid` cannot be moved from here although it does not run here: it
+/// exited here (with when and how), it has certainly exited somewhere (the
+/// directory no longer has it), or it runs elsewhere.
+fn not_here(ctx: &Ctx, pid: Pid) -> MigrateError {
+    if let Some((status, at)) = ctx.node.exit_record(pid) {
+        let exited_unix_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .ok();
+        return MigrateError::Exited {
+            gone: shoal_api::types::ProcessGone {
+                pid,
+                exited_unix_ms,
+                reason: Some(status.reason),
+            },
+        };
+    }
+    if ctx.raft.state().is_gone(pid.0) {
+        return MigrateError::Exited {
+            gone: shoal_api::types::ProcessGone {
+                pid,
+                exited_unix_ms: None,
+                reason: None,
+            },
+        };
+    }
+    MigrateError::NotHere(pid)
 }
 
 fn now_us() -> u64 {
@@ -152,7 +226,7 @@ pub async fn migrate(
 ) -> Result<MigrateReport, MigrateError> {
     let node = &ctx.node;
     let started = Instant::now();
-    let module = node.module_of(pid).ok_or(MigrateError::NotHere(pid))?;
+    let module = node.module_of(pid).ok_or_else(|| not_here(ctx, pid))?;
     let target = choose_target(ctx, pid, to)?;
     let state = ctx.raft.state();
     let target_rec = state
@@ -226,6 +300,7 @@ pub async fn migrate(
         &id,
         &answer.need,
         &memory0,
+        None,
         pb,
     )
     .await
@@ -304,6 +379,7 @@ pub async fn migrate(
         to: target_name,
         epoch: epoch + 1,
         memory_bytes: memory_bytes as u64,
+        memory_bytes_offered: memory0.len() as u64,
         pages_total,
         pages_sent: answer.need.len(),
         pages_known: pages_total.saturating_sub(answer.need.len()),
@@ -404,7 +480,9 @@ async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
     serde_json::from_slice(&answer).map_err(|e| format!("bad answer: {e}"))
 }
 
-/// Send pages `indices` of `memory` in batches; returns bytes sent.
+/// Send pages `indices` of `memory` in batches; returns bytes sent. A
+/// delta names the frozen memory size (`memory_bytes`) in every batch.
+#[allow(clippy::too_many_arguments)]
 async fn send_pages(
     ctx: &Ctx,
     addr: &str,
@@ -412,6 +490,7 @@ async fn send_pages(
     id: &str,
     indices: &[u32],
     memory: &[u8],
+    memory_bytes: Option<u64>,
     pb: usize,
 ) -> Result<u64, String> {
     let per_batch = (wire::PAGES_CHUNK_BYTES / pb).max(1);
@@ -420,6 +499,7 @@ async fn send_pages(
         let header = wire::PagesHeader {
             id: id.to_string(),
             indices: chunk.to_vec(),
+            memory_bytes,
         };
         let pages: Vec<&[u8]> = chunk
             .iter()
@@ -462,9 +542,11 @@ async fn send_rest(
     if !now.len().is_multiple_of(pb) {
         return Err(format!("memory of {} bytes is not whole pages", now.len()));
     }
-    // Memory can only grow; the target resizes to the final size, so send
-    // the pages against a buffer of that size.
-    let mut sent = send_pages(ctx, addr, wire::PATH_DELTA, id, &changed, now, pb).await?;
+    // Memory can only grow, also between the offer and the freeze: the
+    // delta tells the target the frozen size, so pages past the offered
+    // memory land in an image of the right size.
+    let size = Some(now.len() as u64);
+    let mut sent = send_pages(ctx, addr, wire::PATH_DELTA, id, &changed, now, size, pb).await?;
     let state = shoal_runtime::snapshot::HostState::of(image);
     let log = ctx.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
     let fin = Final {

@@ -389,11 +389,21 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
     let pb = arrival.page_bytes as usize;
     let (header, payload) =
         wire::decode_pages(body, arrival.page_bytes).map_err(|e| err(400, e))?;
+    // The frozen process's memory may have grown since the offer: the delta
+    // says to what size (pre-copy batches never grow the image).
+    let grow_to = match header.memory_bytes {
+        Some(_) if verify => return Err(err(400, "a pre-copy batch cannot resize memory")),
+        Some(size) => Some(check_growth(ctx, &arrival, size)?),
+        None => None,
+    };
     let mut fresh: Vec<(Sha256, Vec<u8>)> = Vec::new();
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         if data.image.is_some() {
             return Err(err(409, "pages after the final state"));
+        }
+        if let Some(size) = grow_to {
+            grow_image(&mut data, size)?;
         }
         for (k, index) in header.indices.iter().enumerate() {
             let page = &payload[k * pb..(k + 1) * pb];
@@ -435,8 +445,66 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
     Ok(())
 }
 
+/// Check a frozen memory size announced for `arrival` against this node's
+/// bounds: whole pages, at most the node's largest memory, and room for the
+/// growth among all arrivals' images ([`ARRIVAL_BYTES_MAX`]). Returns it as
+/// a length (the image is grown by [`grow_image`]).
+fn check_growth(ctx: &Ctx, arrival: &Arrival, size_bytes: u64) -> Result<usize, RemoteError> {
+    let memory_max = ctx.node.config().engine.memory_bytes_max;
+    if !size_bytes.is_multiple_of(u64::from(arrival.page_bytes)) || size_bytes > memory_max {
+        return Err(err(
+            400,
+            format!(
+                "bad frozen memory size {size_bytes} (whole pages of {} bytes, at most {memory_max})",
+                arrival.page_bytes
+            ),
+        ));
+    }
+    // What the other arrivals hold (each image locked on its own, never
+    // under this one's lock).
+    let others: u64 = {
+        let map = ctx.arrivals.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter(|a| a.id != arrival.id)
+            .cloned()
+            .collect::<Vec<_>>()
+    }
+    .iter()
+    .map(|a| a.memory_len())
+    .sum();
+    if others.saturating_add(size_bytes) > ARRIVAL_BYTES_MAX {
+        return Err(err(
+            503,
+            "too much memory arriving here at once; retry later",
+        ));
+    }
+    usize::try_from(size_bytes).map_err(|_| {
+        err(
+            413,
+            format!("memory of {size_bytes} bytes is too large here"),
+        )
+    })
+}
+
+/// Grow an arrival's image to the frozen size (checked by
+/// [`check_growth`]); memory never shrinks, so a smaller size is refused.
+fn grow_image(data: &mut Data, size: usize) -> Result<(), RemoteError> {
+    if size < data.memory.len() {
+        return Err(err(
+            400,
+            format!(
+                "frozen memory size {size} is smaller than the {} bytes offered",
+                data.memory.len()
+            ),
+        ));
+    }
+    data.memory.resize(size, 0);
+    Ok(())
+}
+
 fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
     let arrival = ctx.arrivals.get(&fin.id)?;
+    let size = check_growth(ctx, &arrival, fin.memory_bytes)?;
     // Its capabilities come from the cluster's record, checked against
     // this node's policy: refused here, before the switch, the source
     // resumes the process itself.
@@ -447,17 +515,7 @@ fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
             return Err(err(409, "final state already received"));
         }
         let pb = arrival.page_bytes as usize;
-        let size = fin.memory_bytes as usize;
-        if size < data.memory.len()
-            || !size.is_multiple_of(pb)
-            || fin.memory_bytes > ctx.node.config().engine.memory_bytes_max
-        {
-            return Err(err(
-                400,
-                format!("bad final memory size {}", fin.memory_bytes),
-            ));
-        }
-        data.memory.resize(size, 0);
+        grow_image(&mut data, size)?;
         for index in &fin.zeroed {
             let at = *index as usize * pb;
             if at + pb > data.memory.len() {

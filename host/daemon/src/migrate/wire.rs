@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | [`PATH_OFFER`] | JSON [`Offer`]: the module, memory size, every non-zero page's hash | JSON [`OfferAnswer`]: the pages the target lacks |
 //! | [`PATH_PAGES`] | [`encode_pages`]: [`PagesHeader`] + those pages | `{}`; each page is checked against its offered hash |
-//! | [`PATH_DELTA`] | [`encode_pages`]: [`PagesHeader`] + pages changed since the offer (frozen process; no hashes) | `{}` |
+//! | [`PATH_DELTA`] | [`encode_pages`]: [`PagesHeader`] (with the frozen memory size, which may exceed the offered one) + pages changed since the offer (frozen process; no hashes) | `{}` |
 //! | [`PATH_FINAL`] | JSON [`Final`]: memory size, zeroed pages, globals, host state | `{}`: the target holds the process, ready to start |
 //! | [`PATH_ABORT`] | JSON [`Abort`] | `{}`: the target forgot it |
 //! | [`PATH_STARTED`] | JSON [`Abort`] (the id) | JSON [`Started`], once the process runs there |
@@ -78,6 +78,12 @@ pub struct PagesHeader {
     pub id: String,
     /// Page indices; the payload is `indices.len() * page_bytes` bytes.
     pub indices: Vec<u32>,
+    /// On a [`PATH_DELTA`] batch: the linear memory size at the freeze.
+    /// Memory may have grown since the offer; the target grows its image to
+    /// this size (bounded by its limits) before it writes the pages, and
+    /// checks every index against it. Absent on pre-copy batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// The frozen process's remaining state.
@@ -202,6 +208,7 @@ mod tests {
         let h = PagesHeader {
             id: "m1".into(),
             indices: vec![3, 7],
+            memory_bytes: None,
         };
         let a = [1u8; 8];
         let b = [2u8; 8];

@@ -6,6 +6,8 @@
 //!   `std::thread::sleep` and `nanosleep` sleep) is a capturable sleep;
 //!   any other subscription set is handed to wasi-common unchanged.
 //! - `sched_yield` yields to other processes and is capturable.
+//! - `sock_shutdown` answers `NOTSOCK` for a descriptor that is not a
+//!   socket, as wasmtime's own WASI does (wasi-common says `BADF`).
 //! - `path_open`, `fd_close` and `fd_renumber` go to wasi-common unchanged,
 //!   but Shoal remembers which files are open so a snapshot can record
 //!   their positions ([`positions`]) and a restore can reopen them
@@ -26,6 +28,14 @@ const SCHED_YIELD: &str = "wasi_snapshot_preview1.sched_yield";
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
+const ERRNO_NOTSOCK: i32 = 57;
+
+/// WASI `filetype` values of sockets.
+const FILETYPE_SOCKET_DGRAM: u8 = 5;
+const FILETYPE_SOCKET_STREAM: u8 = 6;
+
+/// Size of a WASI `fdstat`.
+const FDSTAT_BYTES: usize = 24;
 
 /// Size of a WASI `subscription` and of an `event`.
 const SUBSCRIPTION_BYTES: i32 = 48;
@@ -226,6 +236,27 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     files.insert(to as u32, f);
                 }
             }
+            Ok(Some(Val::I32(errno)))
+        })
+    })?;
+
+    r.define_wasi("sock_shutdown", |mut caller, params| {
+        let (fd, how) = (arg_i32(params, 0), arg_i32(params, 1));
+        Box::new(async move {
+            // What the descriptor is, asked with a host-side scratch buffer
+            // (a bad fd answers BADF here).
+            let ctx = caller.data_mut();
+            let mut scratch = [0u8; FDSTAT_BYTES];
+            let mut guest = wiggle::GuestMemory::Unshared(&mut scratch);
+            let errno = preview1::fd_fdstat_get(&mut ctx.wasi, &mut guest, fd, 0).await?;
+            if errno != ERRNO_SUCCESS {
+                return Ok(Some(Val::I32(errno)));
+            }
+            if !matches!(scratch[0], FILETYPE_SOCKET_DGRAM | FILETYPE_SOCKET_STREAM) {
+                return Ok(Some(Val::I32(ERRNO_NOTSOCK)));
+            }
+            let mut guest = wiggle::GuestMemory::Unshared(&mut scratch);
+            let errno = preview1::sock_shutdown(&mut ctx.wasi, &mut guest, fd, how).await?;
             Ok(Some(Val::I32(errno)))
         })
     })?;

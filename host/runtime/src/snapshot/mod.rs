@@ -35,6 +35,10 @@ pub struct HostState {
     /// Files the process had open, with their positions.
     #[serde(default)]
     pub open_files: Vec<crate::process::OpenFile>,
+    /// Its WASI monotonic clock at capture, ns (format version 2; absent,
+    /// so 0, in version 1).
+    #[serde(default)]
+    pub monotonic_ns: u64,
 }
 
 impl HostState {
@@ -47,6 +51,7 @@ impl HostState {
             spec: image.spec.clone(),
             fuel_remaining: image.fuel_remaining,
             open_files: image.open_files.clone(),
+            monotonic_ns: image.monotonic_ns,
         }
     }
 
@@ -66,6 +71,7 @@ impl HostState {
             spec: self.spec,
             fuel_remaining: self.fuel_remaining,
             open_files: self.open_files,
+            monotonic_ns: self.monotonic_ns,
             log,
         }
     }

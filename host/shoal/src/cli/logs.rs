@@ -1,12 +1,13 @@
 //! `shoal logs`: a process's captured output, optionally followed.
 
 use super::remote::{block_on, Target};
+use super::term::TermText;
 use clap::Args;
 use shoal_api::types::LogFrame;
 use shoal_api::ClientError;
 use shoal_runtime::log::Stream;
 use shoal_runtime::Pid;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 /// Arguments of `shoal logs`.
 #[derive(Args, Debug)]
@@ -29,42 +30,85 @@ pub struct LogsArgs {
     pid: Pid,
 }
 
-fn write_frame(frame: &LogFrame) -> std::io::Result<()> {
-    match frame {
-        LogFrame::Output {
-            stream: Stream::Stdout,
-            data,
-        } => {
+/// Where output frames are printed: stdout and stderr, each escaped when
+/// it is a terminal ([`TermText`]), so guest bytes cannot drive it.
+struct Printer {
+    stdout: Option<TermText>,
+    stderr: Option<TermText>,
+}
+
+impl Printer {
+    fn new() -> Printer {
+        Printer {
+            stdout: std::io::stdout().is_terminal().then(TermText::default),
+            stderr: std::io::stderr().is_terminal().then(TermText::default),
+        }
+    }
+
+    fn write_frame(&mut self, frame: &LogFrame) -> std::io::Result<()> {
+        match frame {
+            LogFrame::Output {
+                stream: Stream::Stdout,
+                data,
+            } => {
+                let mut out = std::io::stdout().lock();
+                match &mut self.stdout {
+                    Some(t) => out.write_all(&t.push(data))?,
+                    None => out.write_all(data)?,
+                }
+                out.flush()
+            }
+            LogFrame::Output {
+                stream: Stream::Stderr,
+                data,
+            } => {
+                let mut err = std::io::stderr().lock();
+                match &mut self.stderr {
+                    Some(t) => err.write_all(&t.push(data)),
+                    None => err.write_all(data),
+                }
+            }
+            LogFrame::Output {
+                stream: Stream::Log(level),
+                data,
+            } => {
+                let name = match level {
+                    0 => "error",
+                    1 => "warn",
+                    2 => "info",
+                    3 => "debug",
+                    _ => "trace",
+                };
+                let line = match self.stderr {
+                    // A log line is one message: escaped on its own.
+                    Some(_) => TermText::default().push(data),
+                    None => data.clone(),
+                };
+                let text = String::from_utf8_lossy(&line);
+                let mut err = std::io::stderr().lock();
+                writeln!(err, "[{name}] {}", text.trim_end_matches('\n'))
+            }
+            LogFrame::Dropped(n) => {
+                writeln!(
+                    std::io::stderr().lock(),
+                    "[shoal: {n} bytes of older output were dropped]"
+                )
+            }
+            LogFrame::End(_) => Ok(()),
+        }
+    }
+
+    /// Print what is left of a character cut off at the end.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if let Some(t) = &mut self.stdout {
             let mut out = std::io::stdout().lock();
-            out.write_all(data)?;
-            out.flush()
+            out.write_all(&t.finish())?;
+            out.flush()?;
         }
-        LogFrame::Output {
-            stream: Stream::Stderr,
-            data,
-        } => std::io::stderr().lock().write_all(data),
-        LogFrame::Output {
-            stream: Stream::Log(level),
-            data,
-        } => {
-            let name = match level {
-                0 => "error",
-                1 => "warn",
-                2 => "info",
-                3 => "debug",
-                _ => "trace",
-            };
-            let text = String::from_utf8_lossy(data);
-            let mut err = std::io::stderr().lock();
-            writeln!(err, "[{name}] {}", text.trim_end_matches('\n'))
+        if let Some(t) = &mut self.stderr {
+            std::io::stderr().lock().write_all(&t.finish())?;
         }
-        LogFrame::Dropped(n) => {
-            writeln!(
-                std::io::stderr().lock(),
-                "[shoal: {n} bytes of older output were dropped]"
-            )
-        }
-        LogFrame::End(_) => Ok(()),
+        Ok(())
     }
 }
 
@@ -75,6 +119,7 @@ pub fn logs(args: LogsArgs, target: &Target) -> anyhow::Result<i32> {
     // its log goes with it, so the follow goes on there, skipping these.
     let mut printed: u64 = 0;
     let mut moves = 0;
+    let mut printer = Printer::new();
     loop {
         let mut skip = printed;
         let result = block_on(client.logs(args.pid, args.follow, |frame| {
@@ -87,12 +132,12 @@ pub fn logs(args: LogsArgs, target: &Target) -> anyhow::Result<i32> {
                 let rest = data[skip as usize..].to_vec();
                 skip = 0;
                 printed += rest.len() as u64;
-                return write_frame(&LogFrame::Output {
+                return printer.write_frame(&LogFrame::Output {
                     stream: *stream,
                     data: rest,
                 });
             }
-            write_frame(frame)
+            printer.write_frame(frame)
         }))?;
         match result {
             Ok(Some(report))
@@ -106,6 +151,10 @@ pub fn logs(args: LogsArgs, target: &Target) -> anyhow::Result<i32> {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             Ok(end) => {
+                match printer.finish() {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+                    other => other?,
+                }
                 if let (true, Some(report)) = (args.follow, end) {
                     eprintln!("shoal: {}", report.message);
                 }

@@ -21,6 +21,7 @@ mod registry;
 mod remote;
 mod run;
 mod snapshot;
+mod term;
 mod units;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -205,6 +206,21 @@ pub fn main() -> i32 {
     if let Err(e) = logging::init(cli.log_level.as_deref()) {
         eprintln!("error: {e}");
         return 2;
+    }
+    // A closed pipe ends a verb quietly, except where this process runs
+    // nodes (`node start`, `demo`).
+    let runs_nodes = match &cli.command {
+        Command::Demo(_) => true,
+        Command::Node(_) => {
+            matches
+                .subcommand_matches("node")
+                .and_then(|m| m.subcommand_name())
+                == Some("start")
+        }
+        _ => false,
+    };
+    if !runs_nodes {
+        term::default_sigpipe();
     }
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     // Without --addr, a node running on this data dir is reached at the

@@ -30,12 +30,13 @@ pub enum SnapshotFormatError {
 
     /// Written by a Shoal whose snapshot format this build does not read.
     #[error(
-        "snapshot format version {found} is not supported (this build reads version {supported})"
+        "snapshot format version {found} is not supported (this build reads versions {} to {supported})",
+        super::FORMAT_VERSION_MIN
     )]
     UnsupportedVersion {
         /// The version found in the snapshot.
         found: u32,
-        /// The one version this build reads and writes.
+        /// The newest version this build reads (and the one it writes).
         supported: u32,
     },
 

@@ -5,7 +5,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "SHOALSNP"
-//!      8     4  format version (u32) = FORMAT_VERSION
+//!      8     4  format version (u32) = the manifest's format_version
 //!     12     4  flags (u32), none defined: must be 0
 //!     16     8  total file length in bytes, trailer included (u64)
 //!     24     8  bitwise NOT of the total length (u64)
@@ -104,7 +104,8 @@ fn encode_with<B: AsRef<[u8]>>(
         .sum();
     let mut out = Vec::with_capacity(HEADER_AT + header.len() + page_bytes + CHECKSUM_LEN);
     out.extend_from_slice(FILE_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // The manifest's own version: an older snapshot keeps its version.
+    out.extend_from_slice(&manifest.format_version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     // The total length and its inverse, filled in below.
     out.extend_from_slice(&[0u8; 16]);
@@ -148,7 +149,7 @@ pub fn decode_file(
     };
     r.take(FILE_MAGIC.len(), "magic")?;
     let version = r.u32("format version")?;
-    if version != FORMAT_VERSION {
+    if !super::manifest::readable(version) {
         return Err(SnapshotFormatError::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -171,6 +172,12 @@ pub fn decode_file(
     }
     let header = r.take(header_len as usize, "header")?;
     let manifest = Manifest::decode(header)?;
+    if manifest.format_version != version {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "a version {version} file holds a version {} manifest",
+            manifest.format_version
+        )));
+    }
     if let Some(expected) = expected_module {
         manifest.check_module(expected)?;
     }

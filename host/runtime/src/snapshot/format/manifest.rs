@@ -13,7 +13,8 @@ use shoal_registry::Sha256;
 
 use super::error::SnapshotFormatError;
 use super::{
-    FORMAT_VERSION, MAX_HEADER_BYTES, MAX_MEMORY_BYTES, MAX_PAGES, MAX_PAGE_BYTES, MIN_PAGE_BYTES,
+    FORMAT_VERSION, FORMAT_VERSION_MIN, MAX_HEADER_BYTES, MAX_MEMORY_BYTES, MAX_PAGES,
+    MAX_PAGE_BYTES, MIN_PAGE_BYTES,
 };
 
 /// Everything a snapshot holds except the bytes of its memory pages.
@@ -24,8 +25,8 @@ use super::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Format of this manifest and of the file around it; must equal
-    /// [`FORMAT_VERSION`] to be read.
+    /// Format of this manifest and of the file around it; read when from
+    /// [`FORMAT_VERSION_MIN`] to [`FORMAT_VERSION`].
     pub format_version: u32,
     /// sha256 of the (un-prepared) module the process runs; the module
     /// itself is fetched from the registry, never stored in the snapshot.
@@ -134,12 +135,10 @@ impl Manifest {
         let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| {
             // Report a newer version as such even if its fields differ.
             match serde_json::from_slice::<VersionOnly>(bytes) {
-                Ok(v) if v.format_version != FORMAT_VERSION => {
-                    SnapshotFormatError::UnsupportedVersion {
-                        found: v.format_version,
-                        supported: FORMAT_VERSION,
-                    }
-                }
+                Ok(v) if !readable(v.format_version) => SnapshotFormatError::UnsupportedVersion {
+                    found: v.format_version,
+                    supported: FORMAT_VERSION,
+                },
                 _ => SnapshotFormatError::BadHeader(format!("manifest is not valid: {e}")),
             }
         })?;
@@ -147,12 +146,13 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Check every bound a hostile writer controls: the version, the page
+    /// Check every bound a hostile writer controls: the version (from
+    /// [`FORMAT_VERSION_MIN`] to [`FORMAT_VERSION`]), the page
     /// size, `memory_bytes` ≤ 4 GiB, at most [`MAX_PAGES`] pages, pages sorted with no index twice and
     /// every index inside the memory (so the page count is at most
     /// `memory_bytes / page_bytes` rounded up), and no global named twice.
     pub fn validate(&self) -> Result<(), SnapshotFormatError> {
-        if self.format_version != FORMAT_VERSION {
+        if !readable(self.format_version) {
             return Err(SnapshotFormatError::UnsupportedVersion {
                 found: self.format_version,
                 supported: FORMAT_VERSION,
@@ -251,4 +251,9 @@ impl Manifest {
 #[derive(Deserialize)]
 struct VersionOnly {
     format_version: u32,
+}
+
+/// True for the format versions this build reads.
+pub(super) fn readable(version: u32) -> bool {
+    (FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version)
 }

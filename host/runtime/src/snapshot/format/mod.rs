@@ -62,9 +62,19 @@ pub use store::{
     export_file, fetch_from_registry, import_file, import_stream, load_manifest, store_snapshot,
 };
 
-/// The snapshot format version this build writes and the only one it reads.
-/// Bumped on any change to the manifest fields or the file layout.
-pub const FORMAT_VERSION: u32 = 1;
+/// The snapshot format version this build writes. Bumped on any change to
+/// the manifest fields, the host state it carries or the file layout.
+///
+/// - 1: the first format.
+/// - 2: the host state carries the process's monotonic clock reading
+///   (`monotonic_ns`), so that its clock never goes back after a restore.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads: every version from here to
+/// [`FORMAT_VERSION`] is read (a version 1 snapshot restores with its
+/// monotonic clock starting at zero, as it did before version 2). A
+/// snapshot keeps its version when exported again.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 
 /// Granularity at which memory is split, hashed, deduplicated and stored:
 /// 4 KiB, for every memory up to 256 MiB (see the module docs for why).

@@ -424,23 +424,31 @@ fn wrong_magic_version_module_and_flags_are_named() {
         Err(SnapshotFormatError::NotASnapshot)
     ));
 
-    let mut v2 = file.clone();
-    v2[8..12].copy_from_slice(&2u32.to_le_bytes());
-    fix_checksum(&mut v2);
-    let err = decode_file(&v2, None).unwrap_err();
+    let mut v3 = file.clone();
+    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    fix_checksum(&mut v3);
+    let err = decode_file(&v3, None).unwrap_err();
     assert!(
         matches!(
             err,
             SnapshotFormatError::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("version 2"));
+    assert!(err.to_string().contains("version 3"));
+    assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+    let mut v0 = file.clone();
+    v0[8..12].copy_from_slice(&0u32.to_le_bytes());
+    fix_checksum(&mut v0);
+    assert!(matches!(
+        decode_file(&v0, None),
+        Err(SnapshotFormatError::UnsupportedVersion { found: 0, .. })
+    ));
 
-    // A newer manifest inside a v1 envelope: still the version is named.
+    // A newer manifest inside an older envelope: still the version is named.
     let mut value: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
     value["format_version"] = 3.into();
     value["new_field"] = true.into();
@@ -853,5 +861,30 @@ fn bench_split_pages() {
             t.elapsed(),
             new_pages.len()
         );
+    }
+}
+
+#[test]
+fn a_version_1_snapshot_is_still_read_and_keeps_its_version() {
+    let memory = memory_with(64 * 1024, PAGE_BYTES, &[0, 3]);
+    let (mut m, _) = manifest_for(&memory, PAGE_BYTES, None);
+    m.format_version = 1;
+    let file = encode_file_from_memory(&m, &memory).unwrap();
+    assert_eq!(&file[8..12], &1u32.to_le_bytes(), "exported as version 1");
+    let (back, got) = decode_file(&file, Some(&module())).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(got.len(), 2);
+    // The envelope and the manifest must agree.
+    let mut mixed = file.clone();
+    mixed[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    fix_checksum(&mut mixed);
+    match decode_file(&mixed, None) {
+        Err(SnapshotFormatError::BadHeader(why)) => {
+            assert!(
+                why.contains("version 2 file holds a version 1 manifest"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
     }
 }
