@@ -1,0 +1,127 @@
+//! What a node is set up with ([`NodeConfig`]) and what it is asked to
+//! start ([`SpawnSpec`], with its granted directories [`DirGrant`]):
+//! plain data, no behaviour beyond defaults and parsing.
+
+use crate::engine::EngineSettings;
+use crate::mailbox::MailboxLimits;
+use shoal_registry::Sha256;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where the node keeps its registry and state.
+    pub data_dir: PathBuf,
+    /// Engine and instance-pool settings.
+    pub engine: EngineSettings,
+    /// Default memory cap of a process, in bytes (at most `engine.memory_bytes_max`).
+    pub process_memory_bytes_max: u64,
+    /// Fuel given to each process, if fuel metering is on (`engine.fuel`).
+    pub process_fuel: Option<u64>,
+    /// Bounds of each mailbox.
+    pub mailbox: MailboxLimits,
+    /// Largest message a process may send, in bytes.
+    pub message_bytes_max: usize,
+    /// Output bytes kept per process.
+    pub log_bytes_max: usize,
+    /// How often running guests are interrupted to let others run.
+    pub epoch_tick: Duration,
+    /// Insert Asyncify's runtime asserts (tests).
+    pub asyncify_asserts: bool,
+    /// Prepare modules for capture (Asyncify). Off only to measure what
+    /// preparation costs: processes of an uninstrumented module cannot be
+    /// snapshotted.
+    pub instrument: bool,
+    /// How many exited processes' statuses and logs are remembered.
+    pub exited_history_max: usize,
+    /// Host directories a client may grant a process (the operator's
+    /// `--grantable-dir`); none may hold the data dir.
+    pub grantable_dirs: Vec<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Defaults for a node keeping its data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let engine = EngineSettings::default();
+        NodeConfig {
+            data_dir: data_dir.into(),
+            process_memory_bytes_max: engine.memory_bytes_max,
+            engine,
+            process_fuel: None,
+            mailbox: MailboxLimits::default(),
+            message_bytes_max: 1 << 20,
+            log_bytes_max: 1 << 20,
+            epoch_tick: Duration::from_millis(10),
+            asyncify_asserts: false,
+            instrument: true,
+            exited_history_max: 4096,
+            grantable_dirs: Vec::new(),
+        }
+    }
+}
+
+/// A host directory granted to a process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirGrant {
+    /// Path on the host.
+    pub host: PathBuf,
+    /// Path the guest sees.
+    pub guest: String,
+}
+
+impl DirGrant {
+    /// Parse the wasmtime CLI spelling `HOST[::GUEST]`.
+    pub fn parse(spec: &str) -> DirGrant {
+        match spec.split_once("::") {
+            Some((host, guest)) => DirGrant {
+                host: host.into(),
+                guest: guest.to_string(),
+            },
+            None => DirGrant {
+                host: spec.into(),
+                guest: spec.to_string(),
+            },
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SpawnSpec {
+    /// The module, by hash (it must be in the node's registry).
+    pub module: Sha256,
+    /// Full argv, including argv[0].
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Directories granted.
+    pub dirs: Vec<DirGrant>,
+    /// Give the process the host's stdin (only `shoal run` does).
+    pub inherit_stdin: bool,
+    /// Echo stdout/stderr to the host's as well as capturing them.
+    pub forward_output: bool,
+    /// Memory cap, bytes (None = node default).
+    pub memory_bytes_max: Option<u64>,
+    /// Run the preemptible variant of the module: every loop is a capture
+    /// point, so the process can be captured even while it computes (costs
+    /// CPU in loops; see `shoal_prepare::PrepareOptions::preempt`).
+    #[serde(default)]
+    pub preemptible: bool,
+}
+
+impl SpawnSpec {
+    /// A spawn of `module` with argv `args` and nothing granted.
+    pub fn new(module: Sha256, args: Vec<String>) -> Self {
+        SpawnSpec {
+            module,
+            args,
+            env: Vec::new(),
+            dirs: Vec::new(),
+            inherit_stdin: false,
+            forward_output: false,
+            memory_bytes_max: None,
+            preemptible: false,
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Why a node operation failed ([`NodeError`]).
+
+use crate::modules::ModuleError;
+use crate::pid::Pid;
+use shoal_registry::RegistryError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A module could not be loaded.
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    /// wasmtime could not be set up.
+    #[error("runtime setup failed: {0}")]
+    Runtime(String),
+    /// A spawn argument is not acceptable.
+    #[error("invalid spawn request: {0}")]
+    InvalidSpawn(String),
+    /// A directory may not be granted (the data dir, or not grantable by
+    /// whoever asked).
+    #[error(transparent)]
+    Grant(#[from] crate::grants::GrantError),
+    /// A granted directory could not be opened.
+    #[error("cannot grant directory {path}: {source}")]
+    Dir {
+        /// The host path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Too many processes.
+    #[error("process limit reached ({0} processes)")]
+    ProcessLimit(u32),
+    /// No such process.
+    #[error("no process with pid {0}")]
+    NoProcess(Pid),
+    /// The process's module has no capture points (no blocking imports).
+    #[error(
+        "process {0} cannot be captured: its module never blocks, so it has no capture points"
+    )]
+    NotCapturable(Pid),
+    /// A snapshot is malformed, corrupt, or does not fit.
+    #[error("snapshot refused: {0}")]
+    Snapshot(#[from] crate::snapshot::format::SnapshotFormatError),
+    /// A captured image (a snapshot, an arrival) does not fit this node,
+    /// or asks for capabilities that were not granted.
+    #[error("cannot start the captured process: {0}")]
+    Image(#[from] crate::grants::ImageError),
+    /// Another capture of the process is in progress.
+    #[error("a capture of process {0} is already in progress")]
+    CaptureBusy(Pid),
+    /// The process ended before reaching a capture point.
+    #[error("process {0} exited before reaching a capture point")]
+    ExitedBeforeCapture(Pid),
+    /// The process stayed in guest code for too long.
+    #[error("process {pid} did not reach a blocking call within {waited:?}")]
+    CaptureTimeout {
+        /// The process.
+        pid: Pid,
+        /// How long we waited.
+        waited: Duration,
+    },
+}

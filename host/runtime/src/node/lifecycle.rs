@@ -1,0 +1,277 @@
+//! A process's life on this node: its WASI context and store are built,
+//! its task runs, and it ends exactly once (recorded in the exit history,
+//! its mailbox closed or held for a move, the cluster told).
+
+use super::host::NodeHost;
+use super::table::{Exited, ProcessEntry};
+use super::{NodeError, Shared, SpawnSpec};
+use crate::capture::CaptureSignal;
+use crate::limits::ProcessLimiter;
+use crate::log::{ProcessLog, Stream};
+use crate::mailbox::Mailbox;
+use crate::modules::LoadedModule;
+use crate::pid::Pid;
+use crate::process::{self, ExitReason, ExitStatus, ProcessCtx, RestoreImage};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{oneshot, watch};
+use wasmtime::Store;
+
+impl Shared {
+    /// The WASI context of a process started with `spec`, writing to
+    /// `log`, whose monotonic clock starts at `monotonic_start` (zero for a
+    /// new process, the captured reading for a restored or arrived one).
+    fn build_wasi(
+        &self,
+        spec: &SpawnSpec,
+        log: &Arc<ProcessLog>,
+        monotonic_start: Duration,
+    ) -> Result<wasi_common::WasiCtx, NodeError> {
+        let mut ctx = wasi_common::WasiCtx::new(
+            wasi_common::tokio::random_ctx(),
+            crate::clock::clocks_from(monotonic_start),
+            wasi_common::tokio::sched::sched_ctx(),
+            wasi_common::Table::new(),
+        );
+        for arg in &spec.args {
+            ctx.push_arg(arg)
+                .map_err(|e| NodeError::InvalidSpawn(format!("bad argument: {e}")))?;
+        }
+        for (name, value) in &spec.env {
+            ctx.push_env(name, value)
+                .map_err(|e| NodeError::InvalidSpawn(format!("bad environment variable: {e}")))?;
+        }
+        if spec.inherit_stdin {
+            ctx.set_stdin(Box::new(wasi_common::tokio::stdio::stdin()));
+        } else {
+            ctx.set_stdin(Box::new(crate::stdio::EmptyStdin));
+        }
+        ctx.set_stdout(Box::new(crate::stdio::Output::new(
+            log.writer(Stream::Stdout),
+        )));
+        ctx.set_stderr(Box::new(crate::stdio::Output::new(
+            log.writer(Stream::Stderr),
+        )));
+        for grant in &spec.dirs {
+            // Nobody, whatever the path to this point, is given the data
+            // dir (it holds the CA key and the compiled-code cache).
+            let host = crate::grants::refuse_data_dir(&grant.host, &self.data_dir_canonical)?;
+            let dir = cap_std::fs::Dir::open_ambient_dir(&host, cap_std::ambient_authority())
+                .map_err(|source| NodeError::Dir {
+                    path: grant.host.clone(),
+                    source,
+                })?;
+            let dir = Box::new(wasi_common::tokio::Dir::from_cap_std(dir));
+            ctx.push_preopened_dir(dir, &grant.guest)
+                .map_err(|e| NodeError::Dir {
+                    path: grant.host.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        }
+        Ok(ctx)
+    }
+
+    pub(super) fn start_as(
+        self: &Arc<Self>,
+        spec: SpawnSpec,
+        module: Arc<LoadedModule>,
+        restore: Option<RestoreImage>,
+        pid: Option<Pid>,
+        mailbox: Option<Arc<Mailbox>>,
+    ) -> Result<Pid, NodeError> {
+        // A process given its mailbox is one that moved (arrived here, or
+        // stayed after a called-off move): the directory already has it.
+        let announce = mailbox.is_none();
+        if let Some(p) = pid {
+            if self.entry(p).is_some() {
+                return Err(NodeError::InvalidSpawn(format!("pid {p} is still live")));
+            }
+        }
+        let pid = match pid {
+            Some(p) => p,
+            None => self.pids.try_allocate().ok_or_else(|| {
+                NodeError::Runtime("no pids left: waiting for the cluster to grant a block".into())
+            })?,
+        };
+        let memory_max = spec
+            .memory_bytes_max
+            .unwrap_or(self.config.process_memory_bytes_max)
+            .min(self.config.engine.memory_bytes_max);
+        if let Some(image) = &restore {
+            // Every field a snapshot writer or a peer controls is bounded
+            // before anything uses it.
+            crate::grants::check_image(image, memory_max, spec.dirs.len())?;
+        }
+        let capture = Arc::new(CaptureSignal::default());
+        let capturable = module.module.get_export("asyncify_start_unwind").is_some();
+        let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
+        if let Some(image) = &restore {
+            for chunk in &image.log {
+                log.append(chunk.stream, &chunk.data);
+            }
+        }
+        let monotonic_start = restore
+            .as_ref()
+            .map(|r| Duration::from_nanos(r.monotonic_ns))
+            .unwrap_or_default();
+        let wasi = self.build_wasi(&spec, &log, monotonic_start)?;
+        let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
+        if let Some(image) = &restore {
+            for m in &image.mailbox {
+                mailbox.push(m.clone()).map_err(|e| {
+                    NodeError::InvalidSpawn(format!(
+                        "snapshot mailbox does not fit this node's bounds: {e}"
+                    ))
+                })?;
+            }
+        }
+        let memory_max = usize::try_from(memory_max).unwrap_or(usize::MAX);
+        let ctx = ProcessCtx {
+            pid,
+            wasi,
+            limiter: ProcessLimiter::new(memory_max),
+            mailbox: mailbox.clone(),
+            log: log.clone(),
+            host: Arc::new(NodeHost(self.clone())),
+            capture: capture.clone(),
+            capturable,
+            resume: None,
+            pending: None,
+            asyncify_buffer: None,
+            spec: spec.clone(),
+            open_files: Default::default(),
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|c| &mut c.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let fuel = restore
+            .as_ref()
+            .and_then(|r| r.fuel_remaining)
+            .or(self.config.process_fuel);
+        if let Some(f) = fuel {
+            store
+                .set_fuel(f)
+                .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+        }
+        let (status_tx, status_rx) = watch::channel(None);
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        {
+            let mut procs = self.processes.write().unwrap_or_else(|p| p.into_inner());
+            if procs.len() >= self.config.engine.processes_max as usize {
+                return Err(NodeError::ProcessLimit(self.config.engine.processes_max));
+            }
+            self.router.attach(pid, mailbox.clone());
+            procs.insert(
+                pid,
+                Arc::new(ProcessEntry {
+                    module: module.hash,
+                    mailbox,
+                    log,
+                    started_at: SystemTime::now(),
+                    status: status_rx,
+                    kill: Mutex::new(Some(kill_tx)),
+                    capture,
+                    capturable,
+                }),
+            );
+        }
+        if let Some(link) = self.router.cluster().filter(|_| announce) {
+            link.process_started(pid);
+        }
+        let shared = self.clone();
+        let pre = module.pre.clone();
+        tokio::spawn(async move {
+            // Whatever happens to this task — even a panic in a host
+            // function — the process leaves the table.
+            let mut guard = FinishGuard {
+                shared,
+                pid,
+                status_tx: Some(status_tx),
+            };
+            let reason = tokio::select! {
+                reason = process::run(store, pre, fuel, restore) => reason,
+                Ok(()) = kill_rx => ExitReason::Killed,
+            };
+            guard.finish(reason);
+        });
+        Ok(pid)
+    }
+
+    fn finish(&self, status: ExitStatus, status_tx: watch::Sender<Option<ExitStatus>>) {
+        let pid = status.pid;
+        let moved = status.reason == ExitReason::Moved;
+        // Record the exit before removing the live entry, so a concurrent
+        // `wait` or `log` always finds the process in one of the two.
+        let entry = self.entry(pid);
+        if let Some(entry) = &entry {
+            if moved {
+                // Keep its mailbox open and reachable: what arrives now is
+                // held for the move (`Node::freeze`).
+                self.router.hold(pid, entry.mailbox.clone());
+            } else {
+                entry.mailbox.close();
+            }
+            // Nothing more is written: give back what the log does not hold.
+            entry.log.shrink();
+            let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
+            if exited.len() >= self.config.exited_history_max {
+                exited.pop_front();
+            }
+            exited.push_back((
+                pid,
+                Exited {
+                    status: status.clone(),
+                    log: entry.log.clone(),
+                    at: SystemTime::now(),
+                },
+            ));
+        }
+        self.router.detach(pid);
+        self.processes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        // A moved process is not gone: its directory entry is switched by
+        // the move, not removed.
+        if !moved {
+            if let Some(link) = self.router.cluster() {
+                link.process_exited(pid);
+            }
+        }
+        let _ = status_tx.send(Some(status));
+    }
+}
+
+/// Ends a process's table entry exactly once: with the reason its task
+/// returned, or, if the task unwinds (a panic), as trapped.
+struct FinishGuard {
+    shared: Arc<Shared>,
+    pid: Pid,
+    status_tx: Option<watch::Sender<Option<ExitStatus>>>,
+}
+
+impl FinishGuard {
+    fn finish(&mut self, reason: ExitReason) {
+        if let Some(tx) = self.status_tx.take() {
+            self.shared.finish(
+                ExitStatus {
+                    pid: self.pid,
+                    reason,
+                },
+                tx,
+            );
+        }
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if self.status_tx.is_some() {
+            tracing::error!(pid = %self.pid, "a process task failed; the process is removed");
+            self.finish(ExitReason::Trapped {
+                message: "the process's host task failed".into(),
+            });
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Capturing a live process, and starting one from an image: a restore,
+//! a frozen move called off (`unfreeze`), or an arrival from another node.
+
+use super::{Node, NodeError, SpawnSpec, CONTROL_SENDER};
+use crate::capture::CaptureMode;
+use crate::mailbox::Mailbox;
+use crate::modules::LoadedModule;
+use crate::pid::Pid;
+use crate::process::{CapturedProcess, RestoreImage};
+use shoal_registry::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+impl Node {
+    /// Capture a live process at its next blocking call. With `stop` it
+    /// then ends ([`ExitReason::Snapshotted`]); otherwise it goes on.
+    /// `wait_max` bounds how long to wait for a process busy in guest code.
+    pub async fn capture(
+        &self,
+        pid: Pid,
+        stop: bool,
+        wait_max: Duration,
+    ) -> Result<CapturedProcess, NodeError> {
+        let mode = if stop {
+            CaptureMode::Stop
+        } else {
+            CaptureMode::Resume
+        };
+        self.capture_with(pid, mode, wait_max).await
+    }
+
+    /// [`Node::capture`] with any [`CaptureMode`].
+    pub async fn capture_with(
+        &self,
+        pid: Pid,
+        mode: CaptureMode,
+        wait_max: Duration,
+    ) -> Result<CapturedProcess, NodeError> {
+        let entry = self.shared.entry(pid).ok_or(NodeError::NoProcess(pid))?;
+        if !entry.capturable {
+            return Err(NodeError::NotCapturable(pid));
+        }
+        let (tx, rx) = oneshot::channel();
+        entry
+            .capture
+            .request_capture(mode, tx)
+            .map_err(|_| NodeError::CaptureBusy(pid))?;
+        let mut status = entry.status.clone();
+        drop(entry);
+        tokio::select! {
+            // The image is sent before the process ends: check it first.
+            biased;
+            image = rx => image.map_err(|_| NodeError::ExitedBeforeCapture(pid)),
+            _ = status.wait_for(|s| s.is_some()) => Err(NodeError::ExitedBeforeCapture(pid)),
+            _ = tokio::time::sleep(wait_max) => Err(NodeError::CaptureTimeout { pid, waited: wait_max }),
+        }
+    }
+
+    /// Start a process from a captured image (in this node's engine, which
+    /// may be a fresh one). It gets a new pid and continues inside the call
+    /// it was captured in.
+    ///
+    /// The image's spec (directories, environment, limits) is used as it
+    /// is: only for an image this program captured itself. A snapshot file
+    /// or a peer's image goes through [`Node::restore_snapshot`] or
+    /// [`Node::start_arrived`], which take the capabilities from grants.
+    pub async fn restore(&self, module: Sha256, image: RestoreImage) -> Result<Pid, NodeError> {
+        self.restore_as(module, image, None).await
+    }
+
+    /// [`Node::restore`], optionally under a given pid (which must not be live).
+    pub async fn restore_as(
+        &self,
+        module: Sha256,
+        image: RestoreImage,
+        pid: Option<Pid>,
+    ) -> Result<Pid, NodeError> {
+        let loaded = self.load_capturable(module, &image).await?;
+        let spec = image.spec.clone();
+        self.shared.start_as(spec, loaded, Some(image), pid, None)
+    }
+
+    /// Start `image` as `spec` (already checked against the grants),
+    /// optionally under a given pid.
+    pub(crate) async fn restore_with_spec(
+        &self,
+        module: Sha256,
+        image: RestoreImage,
+        spec: SpawnSpec,
+        pid: Option<Pid>,
+    ) -> Result<Pid, NodeError> {
+        let loaded = self.load_capturable(module, &image).await?;
+        self.shared.start_as(spec, loaded, Some(image), pid, None)
+    }
+
+    /// Load the module variant `image` runs, refusing one that was not
+    /// prepared for capture (it cannot be rewound).
+    async fn load_capturable(
+        &self,
+        module: Sha256,
+        image: &RestoreImage,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
+        if loaded.module.get_export("asyncify_start_rewind").is_none() {
+            return Err(NodeError::InvalidSpawn(format!(
+                "module {module} was not prepared for capture"
+            )));
+        }
+        Ok(loaded)
+    }
+
+    /// Freeze a process to move it: capture it at its next blocking call
+    /// and end it ([`ExitReason::Moved`]), taking its queued messages into
+    /// the image. Its mailbox stays open, held for the move
+    /// ([`Node::held_mailbox`]): what arrives meanwhile is kept, to be
+    /// forwarded once the move is decided or handed back by
+    /// [`Node::unfreeze`]. Returns once the process has stopped.
+    pub async fn freeze(&self, pid: Pid, wait_max: Duration) -> Result<CapturedProcess, NodeError> {
+        let status = self
+            .shared
+            .entry(pid)
+            .ok_or(NodeError::NoProcess(pid))?
+            .status
+            .clone();
+        let image = self.capture_with(pid, CaptureMode::Move, wait_max).await?;
+        let mut status = status;
+        let _ = status.wait_for(|s| s.is_some()).await;
+        Ok(image)
+    }
+
+    /// Call a move off: start the frozen process again here, under its pid,
+    /// with the messages taken at the freeze first and those held since
+    /// after them, in the same mailbox (so none is lost in the switch).
+    pub async fn unfreeze(
+        &self,
+        pid: Pid,
+        module: Sha256,
+        image: RestoreImage,
+    ) -> Result<Pid, NodeError> {
+        let mut image = image;
+        // Its output so far goes on in the resumed process's log.
+        if image.log.is_empty() {
+            if let Some(log) = self.log(pid) {
+                image.log = log.chunks();
+            }
+        }
+        let loaded = self.shared.load(module, image.spec.preemptible).await?;
+        let held = self.shared.router.held(pid);
+        if let Some(mb) = &held {
+            mb.retain(|m| m.sender != CONTROL_SENDER);
+            let _ = mb.push_front_all(std::mem::take(&mut image.mailbox));
+        }
+        let spec = image.spec.clone();
+        let started = self
+            .shared
+            .start_as(spec, loaded, Some(image), Some(pid), held)?;
+        self.shared.router.release_held(pid);
+        Ok(started)
+    }
+
+    /// Start a process that arrived from another node, under its pid, its
+    /// messages routed through its handoff (installed before). Its
+    /// capabilities are `grants` (what the cluster recorded for it), never
+    /// what the image carries (see [`crate::grants`]).
+    pub async fn start_arrived(
+        &self,
+        pid: Pid,
+        module: Sha256,
+        image: RestoreImage,
+        grants: &crate::grants::Grants,
+    ) -> Result<Pid, NodeError> {
+        let spec = crate::grants::spec_for(module, &image, grants)?;
+        let loaded = self.load_capturable(module, &image).await?;
+        let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
+        let started =
+            self.shared
+                .start_as(spec, loaded, Some(image), Some(pid), Some(mailbox.clone()))?;
+        if let Some(h) = self.shared.router.handoff(pid) {
+            h.start(mailbox);
+        }
+        Ok(started)
+    }
+}

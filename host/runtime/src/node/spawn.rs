@@ -1,0 +1,122 @@
+//! Starting new processes: from a [`SpawnSpec`], from a module reference
+//! (the ABI's `spawn`), or placed by the cluster (`spawn_on`).
+
+use super::{Node, NodeError, Shared, SpawnSpec, PID_BLOCK_WAIT};
+use crate::abi;
+use crate::modules::LoadedModule;
+use crate::pid::Pid;
+use shoal_registry::{RegistryError, Sha256};
+use std::sync::Arc;
+
+impl Node {
+    /// Start a process. The module is loaded first (on a blocking thread if
+    /// it has to be prepared). Must be called inside a tokio runtime.
+    pub async fn spawn(&self, spec: SpawnSpec) -> Result<Pid, NodeError> {
+        Shared::spawn(&self.shared, spec).await
+    }
+
+    /// Find a module this node's registry lacks through the cluster (see
+    /// [`ClusterLink::fetch_module`]); `NO_MODULE` on a node without one.
+    pub async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
+        self.shared.fetch_through_cluster(reference).await
+    }
+
+    /// Start a process somewhere in the cluster (`target` as in
+    /// [`ClusterLink::spawn_placed`]); on a node without a cluster, only
+    /// `""` or this node are possible and it starts here.
+    pub async fn spawn_by_reference(&self, reference: &str, args: Vec<String>) -> Result<Pid, i32> {
+        self.shared.spawn_by_reference(reference, args, false).await
+    }
+}
+
+impl Shared {
+    /// Spawn with a placement target (the ABI's `spawn_on`): `""` lets the
+    /// cluster's scheduler choose; a node name or `k=v` labels constrain it.
+    pub async fn spawn_placed(
+        self: &Arc<Self>,
+        target: &str,
+        reference: &str,
+        args: Vec<String>,
+        forward_output: bool,
+    ) -> Result<Pid, i32> {
+        match self.router.cluster() {
+            Some(link) => link.spawn_placed(target, reference, args).await,
+            None if target.is_empty() => {
+                self.spawn_by_reference(reference, args, forward_output)
+                    .await
+            }
+            None => Err(abi::errno::NO_NODE),
+        }
+    }
+
+    pub(super) async fn fetch_through_cluster(&self, reference: &str) -> Result<Sha256, i32> {
+        match self.router.cluster() {
+            Some(link) => link.fetch_module(reference).await,
+            None => Err(abi::errno::NO_MODULE),
+        }
+    }
+
+    /// Resolve a module reference and start it (the ABI's `spawn`).
+    pub async fn spawn_by_reference(
+        self: &Arc<Self>,
+        reference: &str,
+        args: Vec<String>,
+        forward_output: bool,
+    ) -> Result<Pid, i32> {
+        let hash = match self.registry.resolve(reference) {
+            // A hash reference resolves without the blob being here: in a
+            // cluster, fetch it from a node that has it.
+            Ok(h) if !self.registry.contains(&h) && self.router.cluster().is_some() => {
+                self.fetch_through_cluster(reference).await?
+            }
+            Ok(h) => h,
+            Err(RegistryError::Io { .. }) => return Err(abi::errno::SPAWN_FAILED),
+            Err(_) => self.fetch_through_cluster(reference).await?,
+        };
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(reference.to_string());
+        argv.extend(args);
+        let mut spec = SpawnSpec::new(hash, argv);
+        spec.forward_output = forward_output;
+        match Shared::spawn(self, spec).await {
+            Ok(pid) => Ok(pid),
+            Err(NodeError::ProcessLimit(_)) => Err(abi::errno::LIMIT),
+            Err(NodeError::Registry(RegistryError::NotFound(_))) => Err(abi::errno::NO_MODULE),
+            Err(_) => Err(abi::errno::SPAWN_FAILED),
+        }
+    }
+
+    pub(super) async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
+        let module = self.load(spec.module, spec.preemptible).await?;
+        // A cluster node may briefly wait for a pid block (granted ahead of
+        // need, so this is rare).
+        let pid =
+            match self.router.cluster() {
+                Some(_) => Some(self.pids.allocate_wait(PID_BLOCK_WAIT).await.ok_or_else(
+                    || {
+                        NodeError::Runtime(
+                    "no pids left and the cluster granted no new block (is there a quorum?)"
+                        .into(),
+                )
+                    },
+                )?),
+                None => None,
+            };
+        self.start_as(spec, module, None, pid, None)
+    }
+
+    pub(super) async fn load(
+        self: &Arc<Self>,
+        hash: Sha256,
+        preempt: bool,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
+        if self.modules.is_loaded(&hash, preempt) {
+            return Ok(self.modules.load(&hash, preempt, &self.linker)?);
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.modules.load(&hash, preempt, &shared.linker))
+            .await
+            .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))?
+            .map_err(NodeError::from)
+    }
+}
