@@ -114,10 +114,11 @@ async fn run_to_exit(
     (pid, status)
 }
 
-fn err_text<T>(r: anyhow::Result<T>) -> String {
+/// The refusal's whole chain of causes, as the CLI prints it.
+fn err_text<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> String {
     match r {
         Ok(_) => panic!("expected a refusal, but it worked"),
-        Err(e) => format!("{e:#}"),
+        Err(e) => format!("{:#}", e.into()),
     }
 }
 

@@ -76,8 +76,7 @@ const EXTERNAL: &[(&str, &[&str])] = &[
     ("wasmtime", &["shoal-runtime"]),
     ("wasi-common", &["shoal-runtime"]),
     ("clap", &["shoal"]),
-    // The daemon's start-up path still returns anyhow errors (to be typed).
-    ("anyhow", &["shoal", "shoal-daemon"]),
+    ("anyhow", &["shoal"]),
     ("openraft", &["shoal-cluster"]),
     ("redb", &["shoal-cluster"]),
 ];

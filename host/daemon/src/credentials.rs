@@ -2,7 +2,6 @@
 //! the creation of a new cluster's PKI (`shoal cluster init`, and
 //! `shoal node start` on an empty data dir).
 
-use anyhow::Context;
 use shoal_pki::ca::{DEFAULT_CLIENT_CERT_TTL, DEFAULT_NODE_CERT_TTL};
 use shoal_pki::files::{self, Overwrite};
 use shoal_pki::{CaPin, ClusterCa, Identity, IssuedCredentials, PkiError, PkiPaths, Role, Serial};
@@ -21,6 +20,86 @@ pub const KEY_FILE: &str = "client.key";
 
 /// Mode of a new credentials directory: owner only.
 const CREDS_DIR_MODE: u32 = 0o700;
+
+/// Why credentials could not be written, or a new cluster's PKI created.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The credentials directory could not be created.
+    #[error("cannot create the directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Credential files are already there (and `--force` was not given).
+    #[error(
+        "refusing to overwrite existing credentials: {} (use --force to replace them, \
+         or choose another directory)",
+        list(paths)
+    )]
+    Exist {
+        /// The files found.
+        paths: Vec<PathBuf>,
+    },
+    /// A file appeared between the check and the write.
+    #[error("refusing to overwrite {} (created meanwhile; use --force to replace it)", path.display())]
+    CreatedMeanwhile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The node name is not a valid identity.
+    #[error("the node name")]
+    NodeName(#[source] PkiError),
+    /// The data directory already has a CA.
+    #[error(
+        "a cluster already exists in {}: this data directory already has a CA \
+         (refusing to overwrite it)",
+        dir.display()
+    )]
+    ClusterExists {
+        /// The PKI directory.
+        dir: PathBuf,
+    },
+    /// The data directory already holds a node identity or admin credentials.
+    #[error(
+        "this data directory already holds cluster credentials ({}); refusing to \
+         overwrite them (did this node join another cluster?)",
+        list(paths)
+    )]
+    Taken {
+        /// The files found.
+        paths: Vec<PathBuf>,
+    },
+    /// A CA appeared at `path` while this init ran (another init won).
+    #[error("a cluster CA already exists at {} (refusing to overwrite it)", path.display())]
+    CaExists {
+        /// Where.
+        path: PathBuf,
+    },
+    /// One step of the PKI work failed.
+    #[error("cannot {step}")]
+    Step {
+        /// What was being done ("create the cluster CA", ...).
+        step: &'static str,
+        /// Why.
+        source: PkiError,
+    },
+    /// Writing the admin credentials failed.
+    #[error("cannot save the admin credentials")]
+    SaveAdmin(#[source] Box<CredentialsError>),
+    /// Any other PKI failure while writing a file.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The longest `--ttl` accepted (the CA itself is valid for ten years, and
 /// no certificate outlives it).
@@ -47,12 +126,15 @@ pub fn write_credentials(
     creds: &IssuedCredentials,
     ca_pem: &str,
     force: bool,
-) -> anyhow::Result<CredentialPaths> {
+) -> Result<CredentialPaths, CredentialsError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(CREDS_DIR_MODE)
         .create(dir)
-        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+        .map_err(|source| CredentialsError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     let paths = CredentialPaths {
         dir: dir.to_path_buf(),
         ca: dir.join(CA_FILE),
@@ -62,29 +144,24 @@ pub fn write_credentials(
     let overwrite = if force {
         Overwrite::Replace
     } else {
-        let existing: Vec<String> = [&paths.key, &paths.ca, &paths.cert]
+        let existing: Vec<PathBuf> = [&paths.key, &paths.ca, &paths.cert]
             .into_iter()
             .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
+            .cloned()
             .collect();
         if !existing.is_empty() {
-            anyhow::bail!(
-                "refusing to overwrite existing credentials: {} (use --force to replace them, \
-                 or choose another directory)",
-                existing.join(", ")
-            );
+            return Err(CredentialsError::Exist { paths: existing });
         }
         Overwrite::Refuse
     };
-    let refused = |e: PkiError, path: &Path| -> anyhow::Error {
+    let refused = |e: PkiError, path: &Path| -> CredentialsError {
         match e {
             PkiError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                anyhow::anyhow!(
-                    "refusing to overwrite {} (created meanwhile; use --force to replace it)",
-                    path.display()
-                )
+                CredentialsError::CreatedMeanwhile {
+                    path: path.to_path_buf(),
+                }
             }
-            other => anyhow::Error::new(other),
+            other => CredentialsError::Pki(other),
         }
     };
     files::write_private_key(&paths.key, &creds.key_pem, overwrite)
@@ -121,18 +198,17 @@ pub struct InitReport {
 /// credentials already exist there (a data directory belongs to at most
 /// one cluster; its trust root is never replaced). The CA is created with
 /// no-overwrite semantics, so of two racing inits only one proceeds.
-pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> anyhow::Result<InitReport> {
-    shoal_pki::role::validate_id(node_name).context("the node name")?;
+pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> Result<InitReport, CredentialsError> {
+    shoal_pki::role::validate_id(node_name).map_err(CredentialsError::NodeName)?;
+    let step = |step: &'static str| move |source: PkiError| CredentialsError::Step { step, source };
     let paths = PkiPaths::new(data_dir);
     let admin_dir = paths.dir().join("admin");
     if paths.ca_key().exists() || paths.ca_cert().exists() {
-        anyhow::bail!(
-            "a cluster already exists in {}: this data directory already has a CA \
-             (refusing to overwrite it)",
-            paths.dir().display()
-        );
+        return Err(CredentialsError::ClusterExists {
+            dir: paths.dir().to_path_buf(),
+        });
     }
-    let taken: Vec<String> = [
+    let taken: Vec<PathBuf> = [
         paths.node_key(),
         paths.node_cert(),
         admin_dir.join(CA_FILE),
@@ -141,39 +217,31 @@ pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> anyhow::Result<Init
     ]
     .into_iter()
     .filter(|p| p.exists())
-    .map(|p| p.display().to_string())
     .collect();
     if !taken.is_empty() {
-        anyhow::bail!(
-            "this data directory already holds cluster credentials ({}); refusing to \
-             overwrite them (did this node join another cluster?)",
-            taken.join(", ")
-        );
+        return Err(CredentialsError::Taken { paths: taken });
     }
 
     let ca = match ClusterCa::init(data_dir) {
         Ok(ca) => ca,
-        Err(PkiError::CaExists(p)) => anyhow::bail!(
-            "a cluster CA already exists at {} (refusing to overwrite it)",
-            p.display()
-        ),
-        Err(e) => return Err(anyhow::Error::new(e).context("cannot create the cluster CA")),
+        Err(PkiError::CaExists(path)) => return Err(CredentialsError::CaExists { path }),
+        Err(e) => return Err(step("create the cluster CA")(e)),
     };
     let node = ca
         .issue_with_new_key(Role::Node, node_name, DEFAULT_NODE_CERT_TTL)
-        .context("cannot issue this node's certificate")?;
+        .map_err(step("issue this node's certificate"))?;
     Identity::save_pem(
         data_dir,
         &node.cert.cert_pem,
         &node.key_pem,
         ca.ca_cert_pem(),
     )
-    .context("cannot save this node's certificate")?;
+    .map_err(step("save this node's certificate"))?;
     let admin = ca
         .issue_with_new_key(Role::Admin, ADMIN_ID, DEFAULT_CLIENT_CERT_TTL)
-        .context("cannot issue the admin credentials")?;
+        .map_err(step("issue the admin credentials"))?;
     write_credentials(&admin_dir, &admin, ca.ca_cert_pem(), false)
-        .context("cannot save the admin credentials")?;
+        .map_err(|e| CredentialsError::SaveAdmin(Box::new(e)))?;
     Ok(InitReport {
         pki_dir: paths.dir().to_path_buf(),
         ca_pin: ca.ca_pin(),

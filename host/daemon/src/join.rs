@@ -65,6 +65,47 @@ pub struct RenewBody {
     pub csr_pem: String,
 }
 
+/// Why this node could not join a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// `--ca-hash` is not a CA pin.
+    #[error("--ca-hash {given:?}")]
+    Pin {
+        /// What was given.
+        given: String,
+        /// Why it is not a pin.
+        source: shoal_pki::PkiError,
+    },
+    /// Preparing the request or checking the answer failed.
+    #[error(transparent)]
+    Protocol(#[from] shoal_pki::join::JoinError),
+    /// A PKI step (TLS set-up, saving the identity) failed.
+    #[error(transparent)]
+    Pki(#[from] shoal_pki::PkiError),
+    /// The cluster answered with a refusal.
+    #[error("the cluster refused the join ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Its reason.
+        message: String,
+    },
+    /// The node given could not be reached.
+    #[error("cannot join through {addr}")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        source: NetError,
+    },
+    /// The join request could not be encoded.
+    #[error("cannot encode the join request")]
+    Encode(#[source] serde_json::Error),
+    /// The node's answer is not a join answer.
+    #[error("the node's join answer is malformed")]
+    Malformed(#[source] serde_json::Error),
+}
+
 /// Joiner side: run the join against `addr`, save the identity into
 /// `data_dir`, return it with the assigned node id.
 pub async fn join(
@@ -75,11 +116,11 @@ pub async fn join(
     name: &str,
     my_addr: &str,
     labels: &BTreeMap<String, String>,
-) -> anyhow::Result<(Identity, NodeId)> {
-    use anyhow::Context;
-    let pin: CaPin = ca_pin
-        .parse()
-        .with_context(|| format!("--ca-hash {ca_pin:?}"))?;
+) -> Result<(Identity, NodeId), JoinError> {
+    let pin: CaPin = ca_pin.parse().map_err(|source| JoinError::Pin {
+        given: ca_pin.to_string(),
+        source,
+    })?;
     let (request, key_pem) = shoal_pki::join::prepare_join(token, name)?;
     let (tls, _pinned) = shoal_pki::join::pinned_client_config(pin)?;
     let peers = Peers::new(tls, NetConfig::default());
@@ -92,20 +133,20 @@ pub async fn join(
         .call_with_timeout(
             addr,
             PATH_JOIN,
-            Bytes::from(serde_json::to_vec(&body)?),
+            Bytes::from(serde_json::to_vec(&body).map_err(JoinError::Encode)?),
             JOIN_TIMEOUT,
         )
         .await
         .map_err(|e| match e {
             NetError::Remote {
                 status, message, ..
-            } => {
-                anyhow::anyhow!("the cluster refused the join ({status}): {message}")
-            }
-            other => anyhow::anyhow!("cannot join through {addr}: {other}"),
+            } => JoinError::Refused { status, message },
+            source => JoinError::Unreachable {
+                addr: addr.to_string(),
+                source,
+            },
         })?;
-    let answer: JoinAnswer =
-        serde_json::from_slice(&answer).context("the node's join answer is malformed")?;
+    let answer: JoinAnswer = serde_json::from_slice(&answer).map_err(JoinError::Malformed)?;
     let identity = shoal_pki::join::finish_join(
         &answer.response,
         &key_pem,

@@ -30,7 +30,14 @@ pub mod proxy;
 pub mod tasks;
 pub mod transport;
 
-use anyhow::Context;
+mod start_error;
+pub use start_error::StartError;
+
+/// Longest a joined node waits to hear from its leader at start-up.
+const LEADER_CONTACT_WAIT: Duration = Duration::from_secs(30);
+/// Pid block requests at start-up before giving up.
+const PID_BLOCK_ATTEMPTS: u64 = 20;
+
 use shoal_cluster::{MemberInfo, NodeId, Raft, RaftConfig};
 use shoal_net::{NetConfig, Peers};
 use shoal_pki::{self, ClusterCa, ClusterTrust, Identity, PkiPaths, SharedRevocations};
@@ -196,31 +203,43 @@ fn node_id_path(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster").join("node-id")
 }
 
-fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<NodeId>> {
+fn read_node_id(data_dir: &Path) -> Result<Option<NodeId>, StartError> {
     let path = node_id_path(data_dir);
     match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(Some(s.trim().parse().with_context(|| {
-            format!("{} does not hold a node id", path.display())
-        })?)),
+        Ok(s) => match s.trim().parse() {
+            Ok(id) => Ok(Some(id)),
+            Err(_) => Err(StartError::BadNodeId { path }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(source) => Err(StartError::Io {
+            action: "read",
+            path,
+            source,
+        }),
     }
 }
 
 /// Create `dir` if missing and make it the node's alone (0700): the data
 /// dir holds the CA key, the Raft store, guest memory and compiled code.
-pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn private_dir(dir: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |action: &'static str| {
+        move |source| StartError::Io {
+            action,
+            path: dir.to_path_buf(),
+            source,
+        }
+    };
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+        .map_err(failed("create"))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {}", dir.display()))
+        .map_err(failed("restrict"))
 }
 
-fn write_node_id(data_dir: &Path, id: NodeId) -> anyhow::Result<()> {
+fn write_node_id(data_dir: &Path, id: NodeId) -> Result<(), StartError> {
     let path = node_id_path(data_dir);
     if let Some(dir) = path.parent() {
         private_dir(dir)?;
@@ -259,14 +278,20 @@ impl Inner {
 impl Daemon {
     /// Start the node: identity, Raft, listener, link, tasks. Returns once
     /// the node serves and is a member of its cluster.
-    pub async fn start(config: DaemonConfig) -> anyhow::Result<Daemon> {
+    pub async fn start(config: DaemonConfig) -> Result<Daemon, StartError> {
         let data_dir = config.data_dir.clone();
         private_dir(&data_dir)?;
         private_dir(&data_dir.join("cluster"))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let local_addr = listener.local_addr()?;
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         let addr = config
             .advertise
             .clone()
@@ -286,11 +311,12 @@ impl Daemon {
                     write_node_id(&data_dir, 1)?;
                     (Start::Fresh, 1)
                 }
-                None => anyhow::bail!(
-                    "{} has a certificate but no node id ({}); the data dir is damaged",
-                    data_dir.display(),
-                    node_id_path(&data_dir).display()
-                ),
+                None => {
+                    return Err(StartError::Damaged {
+                        id_path: node_id_path(&data_dir),
+                        data_dir,
+                    })
+                }
             }
         } else if let Some(j) = &config.join {
             let (_identity, id) = join::join(
@@ -335,8 +361,8 @@ impl Daemon {
             config.raft.clone(),
         )
         .await
-        .context("cannot start Raft")?;
-        let node = Node::new(config.node.clone()).context("cannot start the node")?;
+        .map_err(StartError::Raft)?;
+        let node = Node::new(config.node.clone()).map_err(StartError::Node)?;
         let link = link::Link::new(
             me,
             raft.clone(),
@@ -348,7 +374,8 @@ impl Daemon {
             let link = link.clone();
             peers.set_dead_letter_hook(Arc::new(move |pid| link.mark_dead(pid)));
         }
-        node.attach_cluster(link.clone())?;
+        node.attach_cluster(link.clone())
+            .map_err(StartError::Node)?;
         let migration = Arc::new(crate::migrate::Ctx {
             me,
             name: name.clone(),
@@ -397,21 +424,23 @@ impl Daemon {
             Start::Fresh => raft
                 .bootstrap(config.labels.clone(), shoal_pki::now_unix_ms())
                 .await
-                .context("cannot bootstrap the cluster")?,
+                .map_err(StartError::Bootstrap)?,
             Start::Joined => {
                 let j = config.join.as_ref().expect("joined with a join spec");
                 cluster_api::ask_membership(&peers, &j.addr, me, &name, &addr)
                     .await
-                    .context("joined, but could not become a member")?;
+                    .map_err(StartError::Membership)?;
             }
             Start::Restart => {}
         }
         // A new member learns the membership from the leader's first
         // append; until then it cannot forward writes.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + LEADER_CONTACT_WAIT;
         while !raft.is_initialized() {
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("this node was added to the cluster but never heard from its leader");
+                return Err(StartError::NoLeaderContact {
+                    waited_ms: LEADER_CONTACT_WAIT.as_millis() as u64,
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -421,8 +450,11 @@ impl Daemon {
         let mut attempt = 0;
         while let Err(e) = tasks::grant_pid_block(&inner).await {
             attempt += 1;
-            if attempt >= 20 {
-                anyhow::bail!("cannot get a pid block: {e}");
+            if attempt >= PID_BLOCK_ATTEMPTS {
+                return Err(StartError::PidBlock {
+                    attempts: attempt,
+                    source: e,
+                });
             }
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
         }

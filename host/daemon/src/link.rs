@@ -220,7 +220,7 @@ impl Link {
         let addr = self
             .addr_of(target)
             .ok_or(SpawnAtError::NotMember(target))?;
-        let body = serde_json::to_vec(request).map_err(|e| SpawnAtError::Encode(e.to_string()))?;
+        let body = serde_json::to_vec(request).map_err(SpawnAtError::Encode)?;
         let answer = self
             .peers
             .call_with_timeout(
@@ -240,9 +240,9 @@ impl Link {
                         node: target,
                         refusal,
                     },
-                    Err(bad) => SpawnAtError::BadAnswer {
+                    Err(source) => SpawnAtError::UnknownRefusal {
                         node: target,
-                        why: format!("an unknown refusal: {bad}"),
+                        source,
                     },
                 },
                 other => SpawnAtError::Unreachable {
@@ -251,9 +251,9 @@ impl Link {
                     source: other,
                 },
             })?;
-        serde_json::from_slice(&answer).map_err(|e| SpawnAtError::BadAnswer {
+        serde_json::from_slice(&answer).map_err(|source| SpawnAtError::BadAnswer {
             node: target,
-            why: e.to_string(),
+            source,
         })
     }
 
@@ -337,8 +337,8 @@ pub enum SpawnAtError {
     #[error("node {0} is not a member")]
     NotMember(NodeId),
     /// The request could not be encoded.
-    #[error("cannot encode the spawn request: {0}")]
-    Encode(String),
+    #[error("cannot encode the spawn request")]
+    Encode(#[source] serde_json::Error),
     /// The node could not be reached or did not answer in time.
     #[error("node {node} ({addr}): {source}")]
     Unreachable {
@@ -358,12 +358,20 @@ pub enum SpawnAtError {
         refusal: SpawnRefusal,
     },
     /// The node's answer did not decode.
-    #[error("node {node} answered badly: {why}")]
+    #[error("node {node} answered badly")]
     BadAnswer {
         /// The node asked.
         node: NodeId,
-        /// What was wrong with it.
-        why: String,
+        /// Why its answer did not decode.
+        source: serde_json::Error,
+    },
+    /// The node refused with a refusal this node does not know.
+    #[error("node {node} refused, for a reason this node does not know")]
+    UnknownRefusal {
+        /// The node asked.
+        node: NodeId,
+        /// Why its refusal did not decode.
+        source: serde_json::Error,
     },
 }
 
@@ -377,7 +385,8 @@ impl SpawnAtError {
             SpawnAtError::NotMember(_) | SpawnAtError::Unreachable { .. } => errno::NO_NODE,
             SpawnAtError::ShuttingDown
             | SpawnAtError::Encode(_)
-            | SpawnAtError::BadAnswer { .. } => errno::SPAWN_FAILED,
+            | SpawnAtError::BadAnswer { .. }
+            | SpawnAtError::UnknownRefusal { .. } => errno::SPAWN_FAILED,
         }
     }
 }

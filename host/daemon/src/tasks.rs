@@ -15,7 +15,7 @@
 //!   handshake on (saved to disk too, so a restart keeps it).
 
 use super::Inner;
-use shoal_cluster::{Command, CommandResult, NodeLoad, PID_BLOCK_SIZE};
+use shoal_cluster::{Command, CommandResult, NodeId, NodeLoad, PID_BLOCK_SIZE};
 use shoal_pki::SharedRevocations;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +84,47 @@ async fn heartbeat(inner: Arc<Inner>) {
     }
 }
 
+/// Why the cluster granted no pid block.
+#[derive(Debug, thiserror::Error)]
+pub enum PidBlockError {
+    /// The Raft write failed (no quorum, no leader, timed out).
+    #[error(transparent)]
+    Write(#[from] shoal_cluster::ClusterError),
+    /// The state machine answered something other than a block.
+    #[error("the cluster answered a pid block request with something else")]
+    Unexpected,
+}
+
+/// Why this node's certificate could not be renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// Reading the key, making the CSR or saving the new identity failed.
+    #[error(transparent)]
+    Pki(#[from] shoal_pki::PkiError),
+    /// The CA (this node) refused to sign.
+    #[error("the CA refused to sign ({}): {}", .0.status, .0.message)]
+    Refused(shoal_net::RemoteError),
+    /// The cluster state names no CA node.
+    #[error("the cluster has no CA node")]
+    NoCa,
+    /// The CA node is not (any more) a member.
+    #[error("the CA node (id {0}) is not a member")]
+    CaNotMember(NodeId),
+    /// The CA node could not be asked.
+    #[error("the CA node ({addr})")]
+    Unreachable {
+        /// Its address.
+        addr: String,
+        /// Why.
+        source: shoal_net::NetError,
+    },
+    /// The request or the CA node's answer could not be (de)coded.
+    #[error("the renewal request or answer is malformed")]
+    Codec(#[from] serde_json::Error),
+}
+
 /// Ask the cluster for one pid block and grant it to the node.
-pub async fn grant_pid_block(inner: &Inner) -> Result<(), String> {
+pub async fn grant_pid_block(inner: &Inner) -> Result<(), PidBlockError> {
     match inner
         .raft
         .write(Command::AllocPidBlock { node: inner.me })
@@ -95,8 +134,8 @@ pub async fn grant_pid_block(inner: &Inner) -> Result<(), String> {
             inner.node.pids().add_block(first, PID_BLOCK_SIZE);
             Ok(())
         }
-        Ok(other) => Err(format!("unexpected answer {other:?}")),
-        Err(e) => Err(e.to_string()),
+        Ok(_) => Err(PidBlockError::Unexpected),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -165,24 +204,23 @@ async fn renew_certificate(inner: Arc<Inner>) {
 }
 
 /// Get a fresh certificate for this node's key from the CA node.
-pub async fn renew_once(inner: &Inner) -> Result<shoal_pki::CertInfo, String> {
+pub async fn renew_once(inner: &Inner) -> Result<shoal_pki::CertInfo, RenewError> {
     use shoal_pki::{files, Identity, IssuedCert, PkiPaths, Role};
     let paths = PkiPaths::new(&inner.data_dir);
-    let key_pem = files::read_private_key(&paths.node_key()).map_err(|e| e.to_string())?;
-    let ca_pem = files::read_certificate(&paths.ca_cert()).map_err(|e| e.to_string())?;
-    let csr = shoal_pki::ca::csr_for_key_pem(&key_pem, &inner.name).map_err(|e| e.to_string())?;
+    let key_pem = files::read_private_key(&paths.node_key())?;
+    let ca_pem = files::read_certificate(&paths.ca_cert())?;
+    let csr = shoal_pki::ca::csr_for_key_pem(&key_pem, &inner.name)?;
     let state = inner.raft.state();
     let issued: IssuedCert = match (&inner.ca, state.ca_node) {
         (Some(_), Some(id)) if id == inner.me => inner
             .sign_renewal(&csr, Role::Node, &inner.name)
-            .map_err(|e| e.message)?,
+            .map_err(RenewError::Refused)?,
         (_, Some(id)) => {
             let addr = state
                 .member(id)
                 .map(|n| n.addr.clone())
-                .ok_or("the CA node is not a member")?;
-            let body = serde_json::to_vec(&super::join::RenewBody { csr_pem: csr })
-                .map_err(|e| e.to_string())?;
+                .ok_or(RenewError::CaNotMember(id))?;
+            let body = serde_json::to_vec(&super::join::RenewBody { csr_pem: csr })?;
             let answer = inner
                 .peers
                 .call(
@@ -191,18 +229,16 @@ pub async fn renew_once(inner: &Inner) -> Result<shoal_pki::CertInfo, String> {
                     bytes::Bytes::from(body),
                 )
                 .await
-                .map_err(|e| format!("the CA node ({addr}): {e}"))?;
-            serde_json::from_slice(&answer).map_err(|e| e.to_string())?
+                .map_err(|source| RenewError::Unreachable {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            serde_json::from_slice(&answer)?
         }
-        (_, None) => return Err("the cluster has no CA node".into()),
+        (_, None) => return Err(RenewError::NoCa),
     };
-    let identity =
-        Identity::from_pem(&issued.cert_pem, &key_pem, &ca_pem).map_err(|e| e.to_string())?;
-    Identity::save_pem(&inner.data_dir, &issued.cert_pem, &key_pem, &ca_pem)
-        .map_err(|e| e.to_string())?;
-    inner
-        .identity
-        .replace(&identity)
-        .map_err(|e| e.to_string())?;
+    let identity = Identity::from_pem(&issued.cert_pem, &key_pem, &ca_pem)?;
+    Identity::save_pem(&inner.data_dir, &issued.cert_pem, &key_pem, &ca_pem)?;
+    inner.identity.replace(&identity)?;
     Ok(identity.info().clone())
 }

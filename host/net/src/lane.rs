@@ -239,13 +239,13 @@ impl Lane {
     }
 
     /// Everything up to `seq` was handled by the peer: free it.
-    fn ack(&self, seq: u64, shared: &Shared) -> Result<(), String> {
+    fn ack(&self, seq: u64, shared: &Shared) -> Result<(), AckBeyondSent> {
         let mut st = self.lock();
         if seq >= st.next_seq {
-            return Err(format!(
-                "ack for seq {seq}, but the last message sent has seq {}",
-                st.next_seq - 1
-            ));
+            return Err(AckBeyondSent {
+                seq,
+                last_sent: st.next_seq - 1,
+            });
         }
         let mut freed = 0u64;
         while st.queue.front().is_some_and(|p| p.seq <= seq) {
@@ -260,6 +260,15 @@ impl Lane {
         shared.counters.frames_acked.fetch_add(freed, Relaxed);
         Ok(())
     }
+}
+
+/// A peer acknowledged a message this lane never sent: it is confused or
+/// hostile, and the stream is dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("ack for seq {seq}, but the last message sent has seq {last_sent}")]
+struct AckBeyondSent {
+    seq: u64,
+    last_sent: u64,
 }
 
 /// How one lane stream ended.
@@ -420,7 +429,7 @@ async fn read_acks(
             match frame {
                 None => break,
                 Some(Frame::Ack { seq }) => {
-                    lane.ack(seq, shared).map_err(http)?;
+                    lane.ack(seq, shared).map_err(|e| http(e.to_string()))?;
                     *progressed = true;
                 }
                 Some(Frame::Dead { pid, .. }) => {

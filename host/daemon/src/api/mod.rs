@@ -4,7 +4,7 @@
 //! local Unix-socket listener. The route table, the bounds and who may call
 //! the local socket are documented once, in `shoal-api`'s crate docs.
 
-mod error;
+pub(crate) mod error;
 pub mod handlers;
 pub mod routes;
 pub mod server;

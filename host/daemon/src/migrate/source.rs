@@ -22,6 +22,7 @@
 use super::wire::{self, Abort, Control, Final, Offer, OfferAnswer, Started};
 use super::Ctx;
 use super::MigrateReport;
+use crate::api::error::error_chain;
 use bytes::Bytes;
 use shoal_cluster::sched::Target;
 use shoal_cluster::{Command, NodeId, NodeStatus};
@@ -284,7 +285,7 @@ pub async fn migrate(
     };
     let answer: OfferAnswer = call_json(ctx, &addr, wire::PATH_OFFER, &offer)
         .await
-        .map_err(|e| fail(format!("offer refused: {e}")))?;
+        .map_err(|e| fail(format!("offer refused: {}", error_chain(&e))))?;
     phases.mark("offer");
     let mut bytes_sent: u64 = 0;
     let pb = page_bytes as usize;
@@ -304,7 +305,7 @@ pub async fn migrate(
         pb,
     )
     .await
-    .map_err(|e| fail(format!("page transfer failed: {e}")))?;
+    .map_err(|e| fail(format!("page transfer failed: {}", error_chain(&e))))?;
     phases.mark("precopy_pages");
 
     // 2. Freeze.
@@ -324,7 +325,7 @@ pub async fn migrate(
         Err(why) => {
             call_off(ctx, &addr, &id).await;
             node.unfreeze(pid, module, image).await?;
-            return Err(fail(why));
+            return Err(fail(error_chain(&why)));
         }
     };
     bytes_sent += delta_bytes;
@@ -359,7 +360,7 @@ pub async fn migrate(
     let go = Control::Go { epoch: epoch + 1 };
     push_control(ctx, &addr, pid, go).await;
     tokio::spawn(forward_held(ctx.clone(), pid, addr.clone()));
-    let resumed: Result<Started, String> =
+    let resumed: Result<Started, TransferError> =
         call_json(ctx, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
     phases.mark("resume");
     if let Some(k) = keeping {
@@ -371,7 +372,10 @@ pub async fn migrate(
         Err(_) => (0, false),
     };
     if let Err(e) = &resumed {
-        tracing::warn!("process {pid} moved to {target_name} but did not report its start: {e}");
+        tracing::warn!(
+            "process {pid} moved to {target_name} but did not report its start: {}",
+            error_chain(e)
+        );
     }
     Ok(MigrateReport {
         pid,
@@ -470,14 +474,30 @@ async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
     addr: &str,
     path: &str,
     body: &T,
-) -> Result<R, String> {
-    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+) -> Result<R, TransferError> {
+    let body = serde_json::to_vec(body).map_err(TransferError::Encode)?;
     let answer = ctx
         .peers
         .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&answer).map_err(|e| format!("bad answer: {e}"))
+        .await?;
+    serde_json::from_slice(&answer).map_err(TransferError::Answer)
+}
+
+/// Why one step of the transfer to the target failed.
+#[derive(Debug, thiserror::Error)]
+enum TransferError {
+    /// The target could not be reached, or refused.
+    #[error(transparent)]
+    Net(#[from] shoal_net::NetError),
+    /// A request could not be encoded.
+    #[error("cannot encode the request")]
+    Encode(#[source] serde_json::Error),
+    /// The target's answer did not decode.
+    #[error("bad answer")]
+    Answer(#[source] serde_json::Error),
+    /// The captured memory is not a whole number of pages.
+    #[error("memory of {0} bytes is not whole pages")]
+    RaggedMemory(usize),
 }
 
 /// Send pages `indices` of `memory` in batches; returns bytes sent. A
@@ -492,7 +512,7 @@ async fn send_pages(
     memory: &[u8],
     memory_bytes: Option<u64>,
     pb: usize,
-) -> Result<u64, String> {
+) -> Result<u64, TransferError> {
     let per_batch = (wire::PAGES_CHUNK_BYTES / pb).max(1);
     let mut sent = 0u64;
     for chunk in indices.chunks(per_batch) {
@@ -509,8 +529,7 @@ async fn send_pages(
         sent += body.len() as u64;
         ctx.peers
             .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     Ok(sent)
 }
@@ -525,7 +544,7 @@ async fn send_rest(
     before: &[u8],
     image: &CapturedProcess,
     pb: usize,
-) -> Result<((usize, usize), u64), String> {
+) -> Result<((usize, usize), u64), TransferError> {
     let now = &image.memory;
     let zero = vec![0u8; pb];
     let mut changed = Vec::new();
@@ -540,7 +559,7 @@ async fn send_rest(
         }
     }
     if !now.len().is_multiple_of(pb) {
-        return Err(format!("memory of {} bytes is not whole pages", now.len()));
+        return Err(TransferError::RaggedMemory(now.len()));
     }
     // Memory can only grow, also between the offer and the freeze: the
     // delta tells the target the frozen size, so pages past the offered
@@ -557,12 +576,11 @@ async fn send_rest(
         state,
         log,
     };
-    let body = serde_json::to_vec(&fin).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(&fin).map_err(TransferError::Encode)?;
     sent += body.len() as u64;
     ctx.peers
         .call_with_timeout(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(((changed.len(), now.len()), sent))
 }
 
@@ -622,7 +640,7 @@ async fn decide(ctx: &Ctx, pid: Pid, target: NodeId, epoch: u64) -> Decision {
 /// Tell the target to forget the arrival (best effort: it also drops it
 /// when the directory shows the fence, or after its TTL).
 async fn call_off(ctx: &Ctx, addr: &str, id: &str) {
-    let _: Result<serde_json::Value, String> =
+    let _: Result<serde_json::Value, TransferError> =
         call_json(ctx, addr, wire::PATH_ABORT, &Abort { id: id.to_string() }).await;
 }
 

@@ -387,8 +387,8 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
     };
     let arrival = ctx.arrivals.get(&peek.id)?;
     let pb = arrival.page_bytes as usize;
-    let (header, payload) =
-        wire::decode_pages(body, arrival.page_bytes).map_err(|e| err(400, e))?;
+    let (header, payload) = wire::decode_pages(body, arrival.page_bytes)
+        .map_err(|e| err(400, crate::api::error::error_chain(&e)))?;
     // The frozen process's memory may have grown since the offer: the delta
     // says to what size (pre-copy batches never grow the image).
     let grow_to = match header.memory_bytes {

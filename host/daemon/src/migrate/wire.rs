@@ -174,27 +174,50 @@ pub fn encode_pages(header: &PagesHeader, pages: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// Why a page batch body is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum PagesError {
+    /// Fewer than 4 bytes.
+    #[error("page batch shorter than its length prefix")]
+    NoPrefix,
+    /// The header length points past the end.
+    #[error("page batch header runs past the body")]
+    HeaderPastEnd,
+    /// The header is not a [`PagesHeader`].
+    #[error("bad page batch header")]
+    Header(#[source] serde_json::Error),
+    /// The payload is not exactly one page per index.
+    #[error("page batch carries {payload_bytes} bytes for {pages} pages of {page_bytes} bytes")]
+    Payload {
+        /// Bytes after the header.
+        payload_bytes: usize,
+        /// Pages the header lists.
+        pages: usize,
+        /// Bytes per page.
+        page_bytes: u32,
+    },
+}
+
 /// Split a page batch body into its header and payload, checking that the
 /// payload is exactly `indices.len() * page_bytes`.
-pub fn decode_pages(body: &[u8], page_bytes: u32) -> Result<(PagesHeader, &[u8]), String> {
+pub fn decode_pages(body: &[u8], page_bytes: u32) -> Result<(PagesHeader, &[u8]), PagesError> {
     let len_bytes: [u8; 4] = body
         .get(..4)
         .and_then(|b| b.try_into().ok())
-        .ok_or("page batch shorter than its length prefix")?;
+        .ok_or(PagesError::NoPrefix)?;
     let len = u32::from_be_bytes(len_bytes) as usize;
     let json = body
-        .get(4..4 + len)
-        .ok_or("page batch header runs past the body")?;
-    let header: PagesHeader =
-        serde_json::from_slice(json).map_err(|e| format!("bad page batch header: {e}"))?;
+        .get(4..4usize.saturating_add(len))
+        .ok_or(PagesError::HeaderPastEnd)?;
+    let header: PagesHeader = serde_json::from_slice(json).map_err(PagesError::Header)?;
     let payload = &body[4 + len..];
     let want = header.indices.len() as u64 * page_bytes as u64;
     if payload.len() as u64 != want {
-        return Err(format!(
-            "page batch carries {} bytes for {} pages of {page_bytes} bytes",
-            payload.len(),
-            header.indices.len()
-        ));
+        return Err(PagesError::Payload {
+            payload_bytes: payload.len(),
+            pages: header.indices.len(),
+            page_bytes,
+        });
     }
     Ok((header, payload))
 }
@@ -216,11 +239,27 @@ mod tests {
         let (back, payload) = decode_pages(&body, 8).unwrap();
         assert_eq!(back.indices, vec![3, 7]);
         assert_eq!(&payload[8..], &b);
-        assert!(decode_pages(&body, 4)
-            .unwrap_err()
-            .contains("16 bytes for 2 pages"));
-        assert!(decode_pages(&body[..3], 8).is_err());
-        assert!(decode_pages(&[0, 0, 1, 0], 8).is_err());
+        assert!(matches!(
+            decode_pages(&body, 4),
+            Err(PagesError::Payload {
+                payload_bytes: 16,
+                pages: 2,
+                page_bytes: 4
+            })
+        ));
+        assert!(matches!(
+            decode_pages(&body[..3], 8),
+            Err(PagesError::NoPrefix)
+        ));
+        assert!(matches!(
+            decode_pages(&[0, 0, 1, 0], 8),
+            Err(PagesError::HeaderPastEnd)
+        ));
+        // A length prefix near u32::MAX must not overflow the bound check.
+        assert!(matches!(
+            decode_pages(&[0xff, 0xff, 0xff, 0xff, 0], 8),
+            Err(PagesError::HeaderPastEnd)
+        ));
     }
 
     #[test]
