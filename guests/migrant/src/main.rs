@@ -23,8 +23,9 @@
 //! - `server <delay_ms>`: answers `ask` with `answer` after sleeping
 //!   `<delay_ms>`; `stop` ends it.
 //! - `server gated`: answers the `ask`s only once a `release` has arrived.
-//! - `call <pid>`: sends `ask` to `<pid>`, prints `asked`, waits in `recv`
-//!   for the answer, prints `reply <text>` and exits 0.
+//! - `call <pid> [<message>]`: sends `<message>` (default `ask`) to `<pid>`,
+//!   prints `asked`, waits in `recv` for the answer, prints `reply <text>`
+//!   and exits 0 (`shoal demo` reads the tally with `call <tally> get`).
 //! - `hold <MiB>`: fills a heap buffer of that size with non-zero bytes,
 //!   prints `holding <MiB> MiB`, then serves `touch <pages>` (changes one
 //!   byte in each of that many pages, replies `ok`), `sum` (replies the
@@ -52,7 +53,7 @@ use std::collections::HashMap;
 use std::process::exit;
 use std::time::Duration;
 
-const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms>|gated | call <pid> | hold <MiB> | grow <KiB> [<steps>] | clock";
+const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms>|gated | call <pid> [<message>] | hold <MiB> | grow <KiB> [<steps>] | clock";
 
 fn fail(what: &str, e: shoal::Error) -> ! {
     eprintln!("migrant: {what}: {e}");
@@ -78,7 +79,8 @@ fn main() {
         ["sleep", ms] => sleep(num(ms)),
         ["server", "gated"] => gated_server(),
         ["server", delay] => server(num(delay)),
-        ["call", pid] => call(num(pid)),
+        ["call", pid] => call(num(pid), "ask"),
+        ["call", pid, message] => call(num(pid), message),
         ["hold", mib] => hold(num(mib)),
         ["clock"] => clock(),
         ["grow", kib] => grow(num(kib), None),
@@ -243,8 +245,8 @@ fn gated_server() {
     }
 }
 
-fn call(server: u64) {
-    if let Err(e) = shoal::send_blocking(Pid::from_raw(server), b"ask") {
+fn call(server: u64, message: &str) {
+    if let Err(e) = shoal::send_blocking(Pid::from_raw(server), message.as_bytes()) {
         fail("ask", e);
     }
     println!("asked");

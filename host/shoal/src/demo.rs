@@ -9,16 +9,23 @@
 //! lost, duplicated or reordered. It lives in the library (not the binary's
 //! `cli` module) so the integration tests can run it and check its
 //! [`DemoSummary`].
+//!
+//! Once the nodes run, the demo is a client like any other: everything it
+//! does and reads goes through the nodes' control API over mutual TLS,
+//! with the admin credential the new cluster wrote (storing the module,
+//! spawning, `ps`, `logs`, `migrate`, `drain`, join tokens, node health).
+//! It reads the tally by starting a short `migrant call <tally> get` and
+//! reading its output, as a user of the CLI would.
 
 use serde::Serialize;
-use shoal_daemon::migrate::drain::{self, DrainState};
-use shoal_daemon::migrate::source::{migrate, MigrateError};
-use shoal_daemon::migrate::MigrateReport;
+use shoal_api::cluster::{DrainState, MigrateReport, TokenRequest};
+use shoal_api::types::{LogFrame, SpawnRequest};
+use shoal_api::{Client, ClientError};
 use shoal_daemon::{Daemon, DaemonConfig, JoinSpec};
-use shoal_runtime::node::HostMailbox;
 use shoal_runtime::pid::Pid;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the guests are built by default, relative to the current dir.
@@ -81,12 +88,28 @@ pub enum DemoError {
         source: std::io::Error,
     },
     /// A node did not start or join.
-    #[error("node {name} did not start: {why}")]
+    #[error("node {name} did not start")]
     NodeStart {
         /// The node.
         name: String,
+        /// The cause (boxed: it is large).
+        source: Box<shoal_daemon::StartError>,
+    },
+    /// The admin credential the new cluster wrote is not usable.
+    #[error("the admin credential in {} is not usable", dir.display())]
+    Credential {
+        /// Its directory.
+        dir: PathBuf,
         /// The cause.
-        why: String,
+        source: shoal_pki::PkiError,
+    },
+    /// A node's control API refused or failed a request.
+    #[error("{what}")]
+    Api {
+        /// What we asked.
+        what: String,
+        /// The answer (boxed: it is large).
+        source: Box<ClientError>,
     },
     /// The cluster refused something (module, token, spawn).
     #[error("{what}: {why}")]
@@ -97,14 +120,14 @@ pub enum DemoError {
         why: String,
     },
     /// A migration failed.
-    #[error("moving the tally from {from} to {to}: {source}")]
+    #[error("moving the tally from {from} to {to}")]
     Migrate {
         /// The node it was on.
         from: String,
-        /// Where it was going (`any` for the scheduler's choice).
+        /// Where it was going.
         to: String,
-        /// The cause (boxed: it is large).
-        source: Box<MigrateError>,
+        /// The node's answer (boxed: it is large).
+        source: Box<ClientError>,
     },
     /// Something did not happen in time.
     #[error("timed out after {timeout_s} s waiting for {what}")]
@@ -282,19 +305,41 @@ pub fn find_migrant(dir: Option<&Path>) -> Result<PathBuf, DemoError> {
     Err(DemoError::GuestMissing { looked })
 }
 
-/// Poll `cond` every [`POLL`] until it holds, at most [`STEP_TIMEOUT`].
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Result<(), DemoError> {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > STEP_TIMEOUT {
+/// A bounded wait: [`Deadline::tick`] sleeps one [`POLL`], or fails once
+/// the time is up, naming what was awaited.
+struct Deadline {
+    what: String,
+    until: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn new(what: impl Into<String>, timeout: Duration) -> Deadline {
+        Deadline {
+            what: what.into(),
+            until: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    async fn tick(&self) -> Result<(), DemoError> {
+        if Instant::now() >= self.until {
             return Err(DemoError::Timeout {
-                what: what.to_string(),
-                timeout_s: STEP_TIMEOUT.as_secs(),
+                what: self.what.clone(),
+                timeout_s: self.timeout.as_secs(),
             });
         }
         tokio::time::sleep(POLL).await;
+        Ok(())
     }
-    Ok(())
+}
+
+fn api(what: impl Into<String>) -> impl FnOnce(ClientError) -> DemoError {
+    let what = what.into();
+    move |source| DemoError::Api {
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// Fast Raft and heartbeats for a cluster on one machine.
@@ -313,110 +358,212 @@ fn node_config(dir: &Path, name: &str) -> DaemonConfig {
     c
 }
 
-/// Start node 1 as a new cluster and join the others through it.
-async fn start_cluster(dir: &Path) -> Result<Vec<Daemon>, DemoError> {
-    let mut nodes: Vec<Daemon> = Vec::new();
+/// A control-API client for the node at `addr`, as the admin whose
+/// credential the new cluster wrote into node 1's data dir.
+fn admin_tls(first_node_dir: &Path) -> Result<Arc<rustls::ClientConfig>, DemoError> {
+    use shoal_pki::{files, ClusterTrust, Identity, PkiPaths, SharedRevocations};
+    let dir = PkiPaths::new(first_node_dir).dir().join("admin");
+    let refused = |source| DemoError::Credential {
+        dir: dir.clone(),
+        source,
+    };
+    let cert = files::read_certificate(&dir.join("client.crt")).map_err(refused)?;
+    let key = files::read_private_key(&dir.join("client.key")).map_err(refused)?;
+    let ca = files::read_certificate(&dir.join("ca.crt")).map_err(refused)?;
+    let identity = Identity::from_pem(&cert, &key, &ca).map_err(refused)?;
+    let trust = ClusterTrust::new(&ca, SharedRevocations::default()).map_err(refused)?;
+    shoal_pki::tls::client_config(&identity, &trust).map_err(refused)
+}
+
+/// The running cluster as the demo sees it: the nodes (kept to stop them
+/// at the end) and one control-API client per node.
+struct Cluster {
+    nodes: Vec<Daemon>,
+    names: Vec<String>,
+    clients: Vec<Client>,
+}
+
+impl Cluster {
+    /// The client of the node called `name`.
+    fn on(&self, name: &str) -> &Client {
+        let i = self.names.iter().position(|n| n == name).unwrap_or(0);
+        &self.clients[i]
+    }
+
+    async fn shutdown(self) {
+        for d in self.nodes {
+            d.shutdown().await;
+        }
+    }
+}
+
+/// Start node 1 as a new cluster and join the others through it with
+/// tokens asked of its control API; wait until every node sees all three
+/// healthy.
+async fn start_cluster(dir: &Path) -> Result<Cluster, DemoError> {
+    let mut cluster = Cluster {
+        nodes: Vec::new(),
+        names: Vec::new(),
+        clients: Vec::new(),
+    };
+    let mut tls = None;
     for name in NODE_NAMES {
         let mut cfg = node_config(dir, name);
-        if let Some(first) = nodes.first() {
+        if let Some(first) = cluster.clients.first() {
             let token = first
-                .create_join_token("node", Duration::from_secs(600))
+                .create_token(&TokenRequest {
+                    ttl_ms: 600_000,
+                    role: Some("node".into()),
+                })
                 .await
-                .map_err(|e| DemoError::Cluster {
-                    what: "creating a join token".into(),
-                    why: e.message,
-                })?;
+                .map_err(api("creating a join token"))?;
             cfg.join = Some(JoinSpec {
                 addr: token.addr.clone(),
                 token: token.token.clone(),
                 ca_pin: token.ca_hash.clone(),
             });
         }
-        match Daemon::start(cfg).await {
-            Ok(d) => nodes.push(d),
-            Err(e) => {
-                shutdown(nodes).await;
+        let daemon = match Daemon::start(cfg).await {
+            Ok(d) => d,
+            Err(source) => {
+                cluster.shutdown().await;
                 return Err(DemoError::NodeStart {
                     name: name.to_string(),
-                    why: format!("{e:#}"),
+                    source: Box::new(source),
                 });
             }
+        };
+        let config = match &tls {
+            Some(c) => Arc::clone(c),
+            None => {
+                let c = admin_tls(&dir.join(NODE_NAMES[0]))?;
+                tls = Some(Arc::clone(&c));
+                c
+            }
+        };
+        cluster
+            .clients
+            .push(Client::tls(daemon.local_addr().to_string(), config));
+        cluster.names.push(name.to_string());
+        cluster.nodes.push(daemon);
+    }
+    for (client, name) in cluster.clients.iter().zip(&cluster.names) {
+        let wait = Deadline::new(format!("{name} to see 3 healthy nodes"), STEP_TIMEOUT);
+        loop {
+            let nodes = client
+                .nodes()
+                .await
+                .map_err(api(format!("listing the nodes on {name}")))?;
+            if nodes.iter().filter(|n| n.healthy).count() >= NODE_NAMES.len() {
+                break;
+            }
+            wait.tick().await?;
         }
     }
-    for d in &nodes {
-        let raft = d.raft().clone();
-        wait_for(&format!("{} to see 3 healthy nodes", d.name()), || {
-            let now = shoal_pki::now_unix_ms();
-            raft.state()
-                .nodes
-                .values()
-                .filter(|r| now.saturating_sub(r.last_heartbeat_ms) < 2_000)
-                .count()
-                >= NODE_NAMES.len()
+    Ok(cluster)
+}
+
+/// Start `migrant ARGS` on node `node` (by name) through `client`.
+async fn spawn(client: &Client, node: &str, args: &[String]) -> Result<Pid, DemoError> {
+    let req = SpawnRequest {
+        module: "migrant".into(),
+        argv0: None,
+        args: args.to_vec(),
+        env: Vec::new(),
+        count: 1,
+        memory_bytes_max: None,
+        node: Some(node.to_string()),
+        labels: Default::default(),
+        preemptible: false,
+    };
+    let started = client.spawn(&req).await.map_err(api(format!(
+        "starting `migrant {}` on {node}",
+        args.join(" ")
+    )))?;
+    started
+        .first()
+        .map(|s| s.pid)
+        .ok_or_else(|| DemoError::Cluster {
+            what: format!("starting `migrant {}` on {node}", args.join(" ")),
+            why: "the node started nothing".into(),
         })
-        .await?;
-    }
-    Ok(nodes)
 }
 
-/// Stop every node.
-async fn shutdown(nodes: Vec<Daemon>) {
-    for d in nodes {
-        d.shutdown().await;
-    }
-}
-
-/// The name of the node the directory (as `via` sees it) places `pid` on.
-fn home_of(via: &Daemon, pid: Pid) -> Option<String> {
-    let state = via.raft().state();
-    let id = state.directory.get(&pid.0)?.node;
-    state.member(id).map(|m| m.name.clone())
-}
-
-/// Ask the tally for its counters through the host mailbox `mb`.
-async fn ask(mb: &HostMailbox, tally: Pid) -> Result<TallyLine, DemoError> {
-    let start = Instant::now();
-    while mb.send(tally, b"get".to_vec()).is_err() {
-        if start.elapsed() > STEP_TIMEOUT {
-            return Err(DemoError::Timeout {
-                what: format!("the tally ({tally}) to take a message"),
+/// Process `pid`'s stdout so far (or, with `follow`, until it ends), and
+/// its exit report if it has ended.
+async fn stdout_of(
+    client: &Client,
+    pid: Pid,
+    follow: bool,
+) -> Result<(String, Option<shoal_api::types::ExitReport>), DemoError> {
+    let mut out = Vec::new();
+    let read = client.logs(pid, follow, |frame| {
+        if let LogFrame::Output {
+            stream: shoal_abi::Stream::Stdout,
+            data,
+        } = frame
+        {
+            out.extend_from_slice(data);
+        }
+        Ok(())
+    });
+    let report = if follow {
+        tokio::time::timeout(STEP_TIMEOUT, read)
+            .await
+            .map_err(|_| DemoError::Timeout {
+                what: format!("process {pid} to end"),
                 timeout_s: STEP_TIMEOUT.as_secs(),
-            });
-        }
-        tokio::time::sleep(POLL).await;
+            })?
+    } else {
+        read.await
     }
-    let reply = mb
-        .recv(STEP_TIMEOUT)
-        .await
-        .ok_or_else(|| DemoError::Timeout {
-            what: format!("the tally ({tally}) to answer"),
-            timeout_s: STEP_TIMEOUT.as_secs(),
-        })?;
-    let text = String::from_utf8_lossy(&reply.data).into_owned();
-    TallyLine::parse(&text).ok_or_else(|| DemoError::Cluster {
-        what: "asking the tally for its counters".into(),
-        why: format!("unexpected answer {text:?}"),
-    })
+    .map_err(api(format!("reading the output of process {pid}")))?;
+    Ok((String::from_utf8_lossy(&out).into_owned(), report))
 }
 
-/// Start `argv` (module `migrant`) on `node`.
-async fn spawn(node: &Daemon, args: &[String]) -> Result<Pid, DemoError> {
-    node.node()
-        .spawn_by_reference("migrant", args.to_vec())
-        .await
-        .map_err(|code| DemoError::Cluster {
-            what: format!("starting `migrant {}` on {}", args.join(" "), node.name()),
-            why: format!("error {code}"),
-        })
+/// Wait until process `pid` has printed `text`.
+async fn wait_stdout(client: &Client, pid: Pid, text: &str) -> Result<(), DemoError> {
+    let wait = Deadline::new(format!("process {pid} to print {text:?}"), STEP_TIMEOUT);
+    loop {
+        if stdout_of(client, pid, false).await?.0.contains(text) {
+            return Ok(());
+        }
+        wait.tick().await?;
+    }
 }
 
-/// Wait until process `pid` on `node` has printed `text`.
-async fn wait_stdout(node: &Daemon, pid: Pid, text: &str) -> Result<(), DemoError> {
-    let n = node.node().clone();
-    wait_for(&format!("process {pid} to print {text:?}"), || {
-        n.stdout_text(pid).contains(text)
-    })
-    .await
+/// Ask the tally for its counters: start `migrant call <tally> get` on
+/// `node`, which prints the answer as `reply ticks=...`, and read it.
+async fn ask(client: &Client, node: &str, tally: Pid) -> Result<TallyLine, DemoError> {
+    let args = ["call".to_string(), tally.0.to_string(), "get".to_string()];
+    let asker = spawn(client, node, &args).await?;
+    let (text, report) = stdout_of(client, asker, true).await?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("reply "))
+        .and_then(TallyLine::parse);
+    match (line, report) {
+        (Some(line), Some(r)) if r.code == 0 => Ok(line),
+        (_, report) => Err(DemoError::Cluster {
+            what: format!("asking the tally ({tally}) for its counters"),
+            why: format!(
+                "the asker (pid {asker}) printed {text:?} and ended with {}",
+                report.map_or_else(|| "no exit report".to_string(), |r| r.message)
+            ),
+        }),
+    }
+}
+
+/// The node `ps` (through `client`) shows `pid` on, if it runs.
+async fn home_of(client: &Client, pid: Pid) -> Result<Option<String>, DemoError> {
+    let procs = client
+        .processes()
+        .await
+        .map_err(api("listing the processes"))?;
+    Ok(procs
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .and_then(|p| p.node))
 }
 
 /// Write one progress line.
@@ -453,9 +600,9 @@ pub async fn run(
         format_args!("Starting a 3-node cluster on 127.0.0.1 with mutual TLS..."),
     )?;
     let started = Instant::now();
-    let nodes = start_cluster(dir.path()).await?;
-    let result = run_on(opts, &wasm, &nodes, out, started).await;
-    shutdown(nodes).await;
+    let cluster = start_cluster(dir.path()).await?;
+    let result = run_on(opts, wasm, &cluster, out, started).await;
+    cluster.shutdown().await;
     drop(dir);
     result
 }
@@ -463,17 +610,20 @@ pub async fn run(
 /// The demo proper, on a running cluster (shut down by the caller).
 async fn run_on(
     opts: &DemoOptions,
-    wasm: &[u8],
-    nodes: &[Daemon],
+    wasm: Vec<u8>,
+    cluster: &Cluster,
     out: &mut (dyn Write + Send),
     started: Instant,
 ) -> Result<DemoSummary, DemoError> {
-    let names: Vec<String> = nodes.iter().map(|d| d.name().to_string()).collect();
+    let names = cluster.names.clone();
+    let (n1, n2, n3) = (&names[0], &names[1], &names[2]);
+    let first = &cluster.clients[0];
     say(
         out,
         format_args!(
             "  nodes {} up in {:.1} s",
-            nodes
+            cluster
+                .nodes
                 .iter()
                 .map(|d| format!("{} ({})", d.name(), d.local_addr()))
                 .collect::<Vec<_>>()
@@ -482,53 +632,39 @@ async fn run_on(
         ),
     )?;
 
-    // The guest, known everywhere.
-    let hash = nodes[0]
+    // The guest, stored on n1 and named cluster-wide.
+    first
         .add_module(wasm, Some("migrant"))
         .await
-        .map_err(|e| DemoError::Cluster {
-            what: "storing the migrant guest".into(),
-            why: e.message,
-        })?;
-    let hex = hash.to_hex();
-    for d in nodes {
-        let raft = d.raft().clone();
-        wait_for(&format!("{} to know the migrant module", d.name()), || {
-            let s = raft.state();
-            s.module_names.get("migrant") == Some(&hex)
-                && s.modules.get(&hex).is_some_and(|m| !m.holders.is_empty())
-        })
-        .await?;
-    }
+        .map_err(api("storing the migrant guest"))?;
 
-    // Every node fetches and compiles it now, so the moves' times are
-    // their own.
-    for d in nodes {
-        let node = d.node().clone();
-        let failed = |why: String| DemoError::Cluster {
-            what: format!("preparing the migrant guest on {}", d.name()),
-            why,
+    // The tally on n1.
+    let tally = spawn(first, n1, &["tally".to_string()]).await?;
+    wait_stdout(first, tally, "tally ready").await?;
+    // Every other node fetches and compiles the guest now (a sender of no
+    // messages), so the moves' times are their own. The name may take a
+    // moment to reach them.
+    for name in [n2, n3] {
+        let client = cluster.on(name);
+        let args = ["send".to_string(), tally.0.to_string(), "0".to_string()];
+        let wait = Deadline::new(format!("{name} to run the migrant guest"), STEP_TIMEOUT);
+        let warm = loop {
+            match spawn(client, name, &args).await {
+                Ok(pid) => break pid,
+                Err(_) => wait.tick().await?,
+            }
         };
-        let h = node
-            .fetch_module("migrant")
-            .await
-            .map_err(|code| failed(format!("error {code}")))?;
-        tokio::task::spawn_blocking(move || node.load_module(&h).map(|_| ()))
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .map_err(|e| failed(e.to_string()))?;
+        stdout_of(client, warm, true).await?;
     }
 
-    // The tally on n1, the sender on n3.
-    let tally = spawn(&nodes[0], &["tally".to_string()]).await?;
-    wait_stdout(&nodes[0], tally, "tally ready").await?;
+    // The sender on n3.
     let sender_args = vec![
         "send".to_string(),
         tally.0.to_string(),
         opts.messages.to_string(),
         opts.pause_ms.to_string(),
     ];
-    let sender = spawn(&nodes[2], &sender_args).await?;
+    let sender = spawn(cluster.on(n3), n3, &sender_args).await?;
     say(
         out,
         format_args!(
@@ -536,26 +672,28 @@ async fn run_on(
             opts.messages
         ),
     )?;
-    let mb = nodes[0].node().open_mailbox();
     // Let a few messages arrive first.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let first = ask(&mb, tally).await?;
-    let mut ticks = vec![first.ticks];
+    let first_line = ask(first, n1, tally).await?;
+    let mut ticks = vec![first_line.ticks];
 
     // n1 → n2 → n3 → n1.
     let mut moves = Vec::new();
     for (from, to) in [(0usize, 1usize), (1, 2), (2, 0)] {
         tokio::time::sleep(BETWEEN_MOVES).await;
-        let before = ask(&mb, tally).await?;
-        let report: MigrateReport = migrate(nodes[from].migration(), tally, Some(&names[to]))
-            .await
-            .map_err(|source| DemoError::Migrate {
-                from: names[from].clone(),
-                to: names[to].clone(),
-                source: Box::new(source),
-            })?;
-        let sender_running = nodes[2].node().router().is_local(sender);
-        let after = ask(&mb, tally).await?;
+        let here = cluster.on(&names[from]);
+        let before = ask(here, &names[from], tally).await?;
+        let report: MigrateReport =
+            here.migrate(tally, Some(&names[to]))
+                .await
+                .map_err(|source| DemoError::Migrate {
+                    from: names[from].clone(),
+                    to: names[to].clone(),
+                    source: Box::new(source),
+                })?;
+        let sender_running = home_of(here, sender).await?.as_deref() == Some(n3.as_str());
+        let there = cluster.on(&names[to]);
+        let after = ask(there, &names[to], tally).await?;
         say(
             out,
             format_args!(
@@ -588,55 +726,56 @@ async fn run_on(
     }
 
     // Drain n2, holding a few extra tallies.
-    let drained = &nodes[1];
+    let drained = cluster.on(n2);
     for _ in 0..opts.drain_processes {
-        let pid = spawn(drained, &["tally".to_string()]).await?;
+        let pid = spawn(drained, n2, &["tally".to_string()]).await?;
         wait_stdout(drained, pid, "tally ready").await?;
     }
-    let (drain_method, drained_moved) = drain(drained, out).await?;
-    let drained_left = drained.node().processes().len();
+    let (drain_method, drained_moved) = drain(first, n2, out).await?;
+    let drained_left = first
+        .processes()
+        .await
+        .map_err(api("listing the processes"))?
+        .iter()
+        .filter(|p| p.node.as_deref() == Some(n2.as_str()))
+        .count();
     say(
         out,
-        format_args!(
-            "  drained {}: {} processes moved away, {} left",
-            drained.name(),
-            drained_moved,
-            drained_left
-        ),
+        format_args!("  drained {n2}: {drained_moved} processes moved away, {drained_left} left"),
     )?;
 
     // The sender finishes; the tally has every message.
-    let status = tokio::time::timeout(Duration::from_secs(60), nodes[2].node().wait(sender))
-        .await
-        .map_err(|_| DemoError::Timeout {
-            what: format!("the sender ({sender}) to finish"),
-            timeout_s: 60,
-        })?;
-    if let Some(st) = status.filter(|st| !st.success()) {
-        return Err(DemoError::Cluster {
-            what: format!("the sender ({sender})"),
-            why: format!("it ended badly: {st}"),
-        });
+    let (_, report) = stdout_of(cluster.on(n3), sender, true).await?;
+    match report {
+        Some(r) if r.code == 0 => {}
+        other => {
+            return Err(DemoError::Cluster {
+                what: format!("the sender ({sender})"),
+                why: format!(
+                    "it ended badly: {}",
+                    other.map_or_else(|| "no exit report".to_string(), |r| r.message)
+                ),
+            })
+        }
     }
     // Idle now, the tally counts ticks again (it counts only the 5 ms
     // waits in which no message came).
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let mut last = ask(&mb, tally).await?;
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while last.received < opts.messages && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = ask(&mb, tally).await?;
+    let tally_node = home_of(first, tally)
+        .await?
+        .unwrap_or_else(|| "?".to_string());
+    let asked_on = cluster.on(&tally_node);
+    let mut last = ask(asked_on, &tally_node, tally).await?;
+    let wait = Deadline::new("the tally to count every message", STEP_TIMEOUT);
+    while last.received < opts.messages {
+        if wait.tick().await.is_err() {
+            break;
+        }
+        last = ask(asked_on, &tally_node, tally).await?;
     }
     ticks.push(last.ticks);
-    let tally_node = home_of(&nodes[0], tally)
-        .filter(|n| {
-            nodes
-                .iter()
-                .any(|d| d.name() == n && d.node().router().is_local(tally))
-        })
-        .unwrap_or_else(|| "?".to_string());
     let summary = DemoSummary {
-        nodes: names,
+        nodes: names.clone(),
         tally,
         sender,
         moves,
@@ -644,7 +783,7 @@ async fn run_on(
         sent: opts.messages,
         last,
         tally_node,
-        drained_node: drained.name().to_string(),
+        drained_node: n2.clone(),
         drain_method,
         drained_moved,
         drained_left,
@@ -682,18 +821,18 @@ async fn run_on(
     Ok(summary)
 }
 
-/// Drain `node` with [`shoal_daemon::migrate::drain`] (cordon, then move every
-/// process to the scheduler's choice), printing progress. Returns how (for
-/// the summary) and how many moved.
-async fn drain(node: &Daemon, out: &mut (dyn Write + Send)) -> Result<(String, usize), DemoError> {
-    let name = node.name().to_string();
-    let failed = |why: String| DemoError::Cluster {
-        what: format!("draining {name}"),
-        why,
-    };
-    let first = drain::start(node.migration(), Some(DRAIN_DEADLINE))
+/// Drain node `name` through the control API (`shoal node drain`: cordon,
+/// then move every process to the scheduler's choice), printing progress.
+/// Returns how (for the summary) and how many moved.
+async fn drain(
+    client: &Client,
+    name: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<(String, usize), DemoError> {
+    let first = client
+        .drain_start(name, Some(DRAIN_DEADLINE))
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(api(format!("draining {name}")))?;
     say(
         out,
         format_args!(
@@ -701,10 +840,16 @@ async fn drain(node: &Daemon, out: &mut (dyn Write + Send)) -> Result<(String, u
             first.total
         ),
     )?;
-    let start = Instant::now();
+    let wait = Deadline::new(
+        format!("the drain of {name} to end"),
+        DRAIN_DEADLINE + STEP_TIMEOUT,
+    );
     let mut shown = 0;
     let status = loop {
-        let s = drain::status(node.migration()).map_err(|e| failed(e.to_string()))?;
+        let s = client
+            .drain_status(name)
+            .await
+            .map_err(api(format!("asking how the drain of {name} goes")))?;
         if s.moved != shown && s.state == DrainState::Running {
             shown = s.moved;
             say(out, format_args!("    {} of {} moved", s.moved, s.total))?;
@@ -712,13 +857,7 @@ async fn drain(node: &Daemon, out: &mut (dyn Write + Send)) -> Result<(String, u
         if s.state != DrainState::Running {
             break s;
         }
-        if start.elapsed() > DRAIN_DEADLINE + STEP_TIMEOUT {
-            return Err(DemoError::Timeout {
-                what: format!("the drain of {name} to end"),
-                timeout_s: (DRAIN_DEADLINE + STEP_TIMEOUT).as_secs(),
-            });
-        }
-        tokio::time::sleep(POLL).await;
+        wait.tick().await?;
     };
     for f in &status.failed {
         say(
