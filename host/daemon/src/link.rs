@@ -38,14 +38,12 @@ pub const DEAD_PIDS_MAX: usize = 16_384;
 /// oldest are dropped from the batch (the directory then lags until the
 /// next heartbeat's reconciliation) rather than growing memory.
 pub const DIRECTORY_PENDING_MAX: usize = 1 << 20;
-/// How long a node is trusted after its last heartbeat.
-pub const HEARTBEAT_STALE_MS: u64 = 5_000;
-/// Is `node` up: not removed, and heard from within
-/// [`HEARTBEAT_STALE_MS`] of `now_ms`? (What placement and `shoal nodes`
-/// both go by.)
-pub fn is_healthy(node: &shoal_cluster::NodeRecord, now_ms: u64) -> bool {
-    node.status != NodeStatus::Removed
-        && now_ms.saturating_sub(node.last_heartbeat_ms) <= HEARTBEAT_STALE_MS
+/// Is node `id` up: a member that the Raft leader's failure detector has
+/// not declared dead ([`ClusterState::node_dead`], rule in
+/// [`shoal_cluster::detector`])? What placement, rebalancing, `shoal ps`
+/// and `shoal nodes` all go by; no node judges another by its own clock.
+pub fn is_up(state: &ClusterState, id: NodeId) -> bool {
+    state.member(id).is_some() && state.node_dead(id).is_none()
 }
 
 /// Longest a remote spawn may take.
@@ -142,7 +140,7 @@ impl Link {
     }
 
     /// The scheduler's view of the cluster's nodes.
-    pub fn candidates(state: &ClusterState, now_ms: u64, processes_max: u32) -> Vec<Candidate> {
+    pub fn candidates(state: &ClusterState, processes_max: u32) -> Vec<Candidate> {
         state
             .nodes
             .values()
@@ -152,7 +150,7 @@ impl Link {
                 name: n.name.clone(),
                 labels: n.labels.clone(),
                 schedulable: n.status == NodeStatus::Active,
-                healthy: is_healthy(n, now_ms),
+                healthy: is_up(state, n.id),
                 memory_bytes_free: n.load.memory_bytes_free,
                 memory_bytes_total: n.load.memory_bytes_total,
                 cpu_load_milli: n.load.cpu_load_milli,
@@ -179,7 +177,7 @@ impl Link {
     ) -> Result<NodeId, sched::PlacementError> {
         let state = self.raft.state();
         let candidates: Vec<Candidate> =
-            Self::candidates(&state, shoal_pki::now_unix_ms(), self.processes_max)
+            Self::candidates(&state, self.processes_max)
                 .into_iter()
                 .filter(|c| c.id != away_from)
                 .collect();
@@ -193,7 +191,7 @@ impl Link {
         count: usize,
     ) -> Result<Vec<NodeId>, sched::PlacementError> {
         let state = self.raft.state();
-        let candidates = Self::candidates(&state, shoal_pki::now_unix_ms(), self.processes_max);
+        let candidates = Self::candidates(&state, self.processes_max);
         sched::place_many(&candidates, target, count)
     }
 

@@ -161,6 +161,14 @@ struct StartArgs {
     /// How often rebalancing looks: 500ms, 5s, 1m (default 5s).
     #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
     rebalance_interval: Option<Duration>,
+
+    /// The failure detector's window: when this node leads, it declares a
+    /// node dead after hearing nothing from it for this long on its own
+    /// monotonic clock, and alive when it hears from it again (default 5s;
+    /// more than the 800ms election timeout). Use the same value on every
+    /// node: whichever node leads applies its own.
+    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    dead_after: Option<Duration>,
 }
 
 /// Arguments of `shoal node status`.
@@ -218,6 +226,9 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     }
     if let Some(d) = args.rebalance_interval {
         config.rebalance.interval = d;
+    }
+    if let Some(d) = args.dead_after {
+        config.raft.dead_after_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     }
     for l in &args.labels {
         let (k, v) = l
