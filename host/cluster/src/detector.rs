@@ -149,7 +149,8 @@ impl Detector {
             }
             let contact = last_contact(n.id);
             if dead {
-                let recent = contact.is_some_and(|t| now.saturating_duration_since(t) <= self.alive_within);
+                let recent =
+                    contact.is_some_and(|t| now.saturating_duration_since(t) <= self.alive_within);
                 if recent {
                     verdicts.push(Command::NodeAlive {
                         node: n.id,
@@ -238,7 +239,16 @@ mod tests {
         let now = t0 + Duration::from_millis(6_250);
         let v = d.tick(now, 7, &s, contact(now), 0);
         assert_eq!(v.len(), 1, "{v:?}");
-        assert!(matches!(v[0], Command::NodeDead { node: 3, epoch: 0, silent_ms: 5_250, by: 1, .. }));
+        assert!(matches!(
+            v[0],
+            Command::NodeDead {
+                node: 3,
+                epoch: 0,
+                silent_ms: 5_250,
+                by: 1,
+                ..
+            }
+        ));
         apply_all(&mut s, &v);
         assert_eq!(s.node_dead(3), Some(1));
         // Dead and silent: nothing more to say.
@@ -248,7 +258,17 @@ mod tests {
         n3_last.set(now);
         let now = now + Duration::from_millis(300);
         let v = d.tick(now, 7, &s, contact(now), 0);
-        assert!(matches!(v[..], [Command::NodeAlive { node: 3, epoch: 1, .. }]), "{v:?}");
+        assert!(
+            matches!(
+                v[..],
+                [Command::NodeAlive {
+                    node: 3,
+                    epoch: 1,
+                    ..
+                }]
+            ),
+            "{v:?}"
+        );
         apply_all(&mut s, &v);
         assert_eq!(s.node_dead(3), None);
     }
@@ -264,7 +284,13 @@ mod tests {
         let elected = t0 + 60 * SEC;
         assert!(d.tick(elected, 3, &s, long_ago, 0).is_empty());
         assert!(d.tick(elected + 4 * SEC, 3, &s, never, 0).is_empty());
-        let v = d.tick(elected + 5 * SEC + Duration::from_millis(1), 3, &s, long_ago, 0);
+        let v = d.tick(
+            elected + 5 * SEC + Duration::from_millis(1),
+            3,
+            &s,
+            long_ago,
+            0,
+        );
         assert_eq!(v.len(), 2, "both silent peers, never the leader: {v:?}");
         // Losing and regaining leadership (a new term) starts over.
         d.not_leading();
@@ -298,7 +324,11 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(judged, vec![2, 3], "n4 joined 3 s in: still within its grace");
+        assert_eq!(
+            judged,
+            vec![2, 3],
+            "n4 joined 3 s in: still within its grace"
+        );
         // A previous leader had declared this one (n1) dead.
         s.apply(&Command::NodeDead {
             node: 1,
@@ -308,6 +338,17 @@ mod tests {
             now_ms: 0,
         });
         let v = d.tick(t0 + 6 * SEC, 1, &s, |_| Some(t0 + 6 * SEC), 0);
-        assert!(matches!(v[..], [Command::NodeAlive { node: 1, epoch: 1, by: 1, .. }]), "{v:?}");
+        assert!(
+            matches!(
+                v[..],
+                [Command::NodeAlive {
+                    node: 1,
+                    epoch: 1,
+                    by: 1,
+                    ..
+                }]
+            ),
+            "{v:?}"
+        );
     }
 }

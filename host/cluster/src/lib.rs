@@ -131,6 +131,6 @@ pub use raft::{
 };
 pub use state::{
     ClusterState, Command, CommandResult, DirEntry, GrantedDir, Granter, MemberInfo, ModuleRecord,
-    NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, RevokeTarget, NAME_BYTES_MAX,
-    PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
+    NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, RevokeTarget,
+    NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
 };

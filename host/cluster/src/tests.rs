@@ -529,7 +529,10 @@ async fn the_leader_declares_a_silent_node_dead_in_raft_and_alive_when_it_return
     let all: Vec<&Raft> = nodes.iter().collect();
     wait_until("a leader", || current_leader(&all).is_some()).await;
     let leader = current_leader(&all).expect("leader");
-    let cut = [1, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
+    let cut = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
     let other = [1, 2, 3]
         .into_iter()
         .find(|id| *id != leader && *id != cut)
@@ -540,12 +543,17 @@ async fn the_leader_declares_a_silent_node_dead_in_raft_and_alive_when_it_return
     // clock, no sooner than the window and not much later.
     c.isolate(cut);
     let majority = [c.node(leader), c.node(other)];
-    let waited = took("the cut node is declared dead", Duration::from_secs(20), || {
-        majority.iter().all(|n| n.state().node_dead(cut).is_some())
-    })
+    let waited = took(
+        "the cut node is declared dead",
+        Duration::from_secs(20),
+        || majority.iter().all(|n| n.state().node_dead(cut).is_some()),
+    )
     .await;
     println!("declared dead {} ms after the cut", waited.as_millis());
-    assert!(waited >= dead_after - Duration::from_millis(150), "{waited:?}");
+    assert!(
+        waited >= dead_after - Duration::from_millis(150),
+        "{waited:?}"
+    );
     assert!(waited <= dead_after + Duration::from_secs(2), "{waited:?}");
     let s = c.node(leader).state();
     assert_eq!(s.node_dead(cut), Some(1));
@@ -572,11 +580,15 @@ async fn the_leader_declares_a_silent_node_dead_in_raft_and_alive_when_it_return
 
     // Heal: it is heard from again and declared alive, everywhere.
     c.heal();
-    took("the node is alive again everywhere", Duration::from_secs(20), || {
-        [leader, cut, other]
-            .iter()
-            .all(|id| c.node(*id).state().node_dead(cut).is_none())
-    })
+    took(
+        "the node is alive again everywhere",
+        Duration::from_secs(20),
+        || {
+            [leader, cut, other]
+                .iter()
+                .all(|id| c.node(*id).state().node_dead(cut).is_none())
+        },
+    )
     .await;
     assert_eq!(c.node(cut).state().liveness_epoch(cut), 2);
     let e = tokio::time::timeout(SETTLE, events.recv())
@@ -590,11 +602,20 @@ async fn the_leader_declares_a_silent_node_dead_in_raft_and_alive_when_it_return
     // sooner than the window after the stop.
     c.stop(leader).await;
     let survivors = [c.node(cut), c.node(other)];
-    let waited = took("the old leader is declared dead", Duration::from_secs(20), || {
-        survivors.iter().all(|n| n.state().node_dead(leader).is_some())
-    })
+    let waited = took(
+        "the old leader is declared dead",
+        Duration::from_secs(20),
+        || {
+            survivors
+                .iter()
+                .all(|n| n.state().node_dead(leader).is_some())
+        },
+    )
     .await;
-    println!("old leader declared dead {} ms after it stopped", waited.as_millis());
+    println!(
+        "old leader declared dead {} ms after it stopped",
+        waited.as_millis()
+    );
     assert!(waited >= dead_after, "{waited:?}");
     for n in &survivors {
         let s = n.state();

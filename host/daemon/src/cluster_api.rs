@@ -107,16 +107,14 @@ pub fn nodes(inner: &Inner) -> Vec<NodeSummary> {
             healthy: super::link::is_up(&state, n.id),
             heartbeat_age_ms: now.saturating_sub(n.last_heartbeat_ms),
             leader: current_leader == Some(n.id),
-            dead: state
-                .liveness
-                .get(&n.id)
-                .filter(|l| l.dead)
-                .map(|l| shoal_api::cluster::DeadVerdict {
+            dead: state.liveness.get(&n.id).filter(|l| l.dead).map(|l| {
+                shoal_api::cluster::DeadVerdict {
                     epoch: l.epoch,
                     since_unix_ms: l.since_unix_ms,
                     silent_ms: l.silent_ms,
                     by: l.by,
-                }),
+                }
+            }),
             liveness_epoch: state.liveness_epoch(n.id),
             raft: (n.id == inner.me).then(|| view.clone()),
             ca: state.ca_node == Some(n.id),

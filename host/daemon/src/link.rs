@@ -176,11 +176,10 @@ impl Link {
         away_from: NodeId,
     ) -> Result<NodeId, sched::PlacementError> {
         let state = self.raft.state();
-        let candidates: Vec<Candidate> =
-            Self::candidates(&state, self.processes_max)
-                .into_iter()
-                .filter(|c| c.id != away_from)
-                .collect();
+        let candidates: Vec<Candidate> = Self::candidates(&state, self.processes_max)
+            .into_iter()
+            .filter(|c| c.id != away_from)
+            .collect();
         sched::place(&candidates, target)
     }
 

@@ -214,7 +214,8 @@ impl Lab {
     /// A verb with `--json` that must succeed: its output parsed.
     pub fn cli_json(&self, i: usize, args: &[&str]) -> serde_json::Value {
         let out = self.cli_ok(i, args);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("shoal {args:?}: no JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("shoal {args:?}: no JSON ({e}): {out}"))
     }
 
     /// Start node `i`: the first node without `--join` makes the cluster;
@@ -274,12 +275,18 @@ impl Lab {
             self.start(i);
         }
         let n = self.nodes.len();
-        wait_for("every node to be a healthy member", Duration::from_secs(60), || {
-            let list = self.cli_json(0, &["nodes", "--json"]);
-            list.as_array().is_some_and(|a| {
-                a.len() == n && a.iter().all(|r| r["healthy"] == serde_json::Value::Bool(true))
-            })
-        });
+        wait_for(
+            "every node to be a healthy member",
+            Duration::from_secs(60),
+            || {
+                let list = self.cli_json(0, &["nodes", "--json"]);
+                list.as_array().is_some_and(|a| {
+                    a.len() == n
+                        && a.iter()
+                            .all(|r| r["healthy"] == serde_json::Value::Bool(true))
+                })
+            },
+        );
     }
 
     /// Panics (with its log) if node `i`'s process has exited.
@@ -311,12 +318,26 @@ impl Lab {
 
     /// Cut node `i` off from every other node (its bridge port down).
     pub fn partition(&self, i: usize) {
-        ip(&["-n", &self.bridge_ns, "link", "set", &format!("v{}", i + 1), "down"]);
+        ip(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "set",
+            &format!("v{}", i + 1),
+            "down",
+        ]);
     }
 
     /// Undo [`Lab::partition`].
     pub fn heal(&self, i: usize) {
-        ip(&["-n", &self.bridge_ns, "link", "set", &format!("v{}", i + 1), "up"]);
+        ip(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "set",
+            &format!("v{}", i + 1),
+            "up",
+        ]);
     }
 
     /// Write `wasm` bytes to a file in the lab dir and return its path.

@@ -259,8 +259,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(result);
         }
         self.save_and_publish().map_err(write_sm)?;
-        self.published
-            .send_liveness_changes(&before, &self.current);
+        self.published.send_liveness_changes(&before, &self.current);
         for m in moves {
             // No subscriber is fine: nobody needs to fence.
             let _ = self.published.moves_tx.send(m);
@@ -310,8 +309,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let before = std::mem::replace(&mut self.current, Arc::new(self.data.state.clone()));
         self.published
             .publish(&self.current, self.data.last_applied);
-        self.published
-            .send_liveness_changes(&before, &self.current);
+        self.published.send_liveness_changes(&before, &self.current);
         Ok(())
     }
 

@@ -42,10 +42,7 @@ impl ClusterState {
     /// (or unknown). The one answer placement, `shoal ps`, `shoal nodes`
     /// and every other feature go by; see [`crate::detector`].
     pub fn node_dead(&self, node: NodeId) -> Option<u64> {
-        self.liveness
-            .get(&node)
-            .filter(|l| l.dead)
-            .map(|l| l.epoch)
+        self.liveness.get(&node).filter(|l| l.dead).map(|l| l.epoch)
     }
 
     /// The node's liveness epoch (0 if no verdict was ever made).

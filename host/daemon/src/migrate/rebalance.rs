@@ -175,9 +175,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             continue;
         }
         let state = ctx.raft.state();
-        let Some(plan) = plan(&state, &config, |pid| {
-            failures.contains(pid)
-        }) else {
+        let Some(plan) = plan(&state, &config, |pid| failures.contains(pid)) else {
             continue;
         };
         let name = |id: NodeId| {

@@ -75,9 +75,10 @@ fn view_line(nodes: &[NodeSummary]) -> Option<String> {
         RaftRole::Learner => "learner",
         RaftRole::Stopped => "stopped",
     };
-    let contact = v
-        .leader_contact_ms
-        .map_or_else(|| "never".to_string(), |ms| format!("{} ago", human_age(ms)));
+    let contact = v.leader_contact_ms.map_or_else(
+        || "never".to_string(),
+        |ms| format!("{} ago", human_age(ms)),
+    );
     let about_leader = match (v.leader, v.role) {
         (None, _) => "knows no leader (an election is in progress or it is cut off)".to_string(),
         (Some(l), RaftRole::Leader) if l == v.id && v.leader_current => {

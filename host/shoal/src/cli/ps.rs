@@ -1,8 +1,8 @@
 //! `shoal ps`: the running node's live processes.
 
 use super::remote::{block_on, human_age, Target};
-use shoal_api::types::{NodeReachState, ProcessState, ProcessSummary};
 use clap::Args;
+use shoal_api::types::{NodeReachState, ProcessState, ProcessSummary};
 
 /// Arguments of `shoal ps`.
 #[derive(Args, Debug)]
@@ -39,7 +39,10 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
     let rows: Vec<[String; 6]> = list
         .iter()
         .map(|p| {
-            let mut module = p.module.map(|m| m.short()).unwrap_or_else(|| unknown.clone());
+            let mut module = p
+                .module
+                .map(|m| m.short())
+                .unwrap_or_else(|| unknown.clone());
             if !p.module_names.is_empty() {
                 module.push(' ');
                 module.push_str(&p.module_names.join(","));
