@@ -286,3 +286,36 @@ fn a_cut_off_leader_says_what_it_knows_instead_of_claiming_to_lead() {
         l.is_some() && (0..3).all(|i| leader_of(i) == l)
     });
 }
+
+#[test]
+fn a_move_to_a_node_that_just_became_unreachable_gives_up_when_it_is_declared_dead() {
+    let lab = lab3();
+    let wasm = blocker(&lab);
+    let (pid, on) = deploy(&lab, 0, &[&wasm, "--node", "n1"])[0].clone();
+    assert_eq!(on, "n1");
+    wait_for("the process to be registered", SETTLE, || {
+        ps_entry(&lab, 1, pid).is_some_and(|p| p["state"] == "running")
+    });
+    // Cut n3 off, and at once ask to move the process there: the target is
+    // not declared dead yet, so the move starts and its requests hang.
+    lab.partition(2);
+    let cut = Instant::now();
+    let out = lab.cli(0, &["migrate", &pid.to_string(), "--to", "n3"]);
+    let took = cut.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("migrate gave up after {} ms: {err}", took.as_millis());
+    assert!(!out.status.success(), "moved to a cut-off node?");
+    assert!(
+        took <= DEAD_AFTER + DETECTION_SLACK,
+        "gave up only after {took:?} (window {DEAD_AFTER:?}): {err}"
+    );
+    assert!(
+        err.contains("declared it dead") && err.contains("gave up on it after"),
+        "the error does not say the node is down and how long it waited: {err}"
+    );
+    // The process goes on where it was.
+    let p = ps_entry(&lab, 0, pid).expect("still listed");
+    assert_eq!(p["state"], "running", "{p}");
+    assert_eq!(p["node"], "n1", "{p}");
+    lab.heal(2);
+}

@@ -368,11 +368,11 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
             };
             out.extend(unknown_processes(&state, n, reach));
         } else {
-            let peers = inner.peers.clone();
+            let link = inner.link.clone();
             let (addr, id) = (n.addr.clone(), n.id);
             asks.push(tokio::spawn(async move {
-                let r = peers
-                    .call_with_timeout(&addr, PATH_PEER_PROCESSES, Bytes::new(), timeout)
+                let r = link
+                    .call_unless_dead(id, &addr, PATH_PEER_PROCESSES, Bytes::new(), timeout)
                     .await;
                 (id, r)
             }));

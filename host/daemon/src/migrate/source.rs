@@ -284,7 +284,7 @@ pub async fn migrate(
     };
     let answer: OfferAnswer = call_json(ctx, &addr, wire::PATH_OFFER, &offer)
         .await
-        .map_err(|e| fail(format!("offer refused: {e}")))?;
+        .map_err(|e| fail(format!("the offer failed: {e}")))?;
     phases.mark("offer");
     let mut bytes_sent: u64 = 0;
     let pb = page_bytes as usize;
@@ -473,8 +473,8 @@ async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
 ) -> Result<R, String> {
     let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let answer = ctx
-        .peers
-        .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
+        .link
+        .call_addr_unless_dead(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     serde_json::from_slice(&answer).map_err(|e| format!("bad answer: {e}"))
@@ -507,8 +507,8 @@ async fn send_pages(
             .collect();
         let body = wire::encode_pages(&header, &pages);
         sent += body.len() as u64;
-        ctx.peers
-            .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
+        ctx.link
+            .call_addr_unless_dead(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -559,8 +559,8 @@ async fn send_rest(
     };
     let body = serde_json::to_vec(&fin).map_err(|e| e.to_string())?;
     sent += body.len() as u64;
-    ctx.peers
-        .call_with_timeout(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
+    ctx.link
+        .call_addr_unless_dead(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     Ok(((changed.len(), now.len()), sent))
