@@ -319,3 +319,51 @@ fn a_move_to_a_node_that_just_became_unreachable_gives_up_when_it_is_declared_de
     assert_eq!(p["node"], "n1", "{p}");
     lab.heal(2);
 }
+
+#[test]
+fn with_data_dir_every_verb_goes_over_the_local_socket_never_tcp() {
+    let lab = lab3();
+    let wasm = blocker(&lab);
+    // From a namespace where the node's TCP address is unreachable, the
+    // data dir's socket serves the cluster verbs that used to need TCP.
+    let ok = |args: &[&str]| -> String {
+        let out = lab.cli_from_elsewhere(0, args);
+        assert!(
+            out.status.success(),
+            "shoal {args:?} over the socket failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let nodes: Value = serde_json::from_str(&ok(&["nodes", "--json"])).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 3, "{nodes}");
+    let token: Value =
+        serde_json::from_str(&ok(&["token", "create", "--ttl", "1m", "--json"])).unwrap();
+    assert!(token["token"].is_string(), "{token}");
+    let spawned: Value =
+        serde_json::from_str(&ok(&["deploy", "--json", &wasm, "--node", "n1"])).unwrap();
+    let pid = spawned[0]["pid"].as_u64().unwrap();
+    wait_for("the process to be registered", SETTLE, || {
+        ps_entry(&lab, 1, pid).is_some_and(|p| p["state"] == "running")
+    });
+    let moved: Value =
+        serde_json::from_str(&ok(&["migrate", &pid.to_string(), "--to", "n2", "--json"])).unwrap();
+    assert_eq!(moved["to"], "n2", "{moved}");
+    // Over --addr, `node status` does not report this CLI's own socket as
+    // the node's.
+    let admin = lab.node(0).data_dir.join("pki").join("admin");
+    let status = lab.cli_json(
+        1,
+        &[
+            "--addr",
+            &lab.node(0).addr(),
+            "--creds",
+            admin.to_str().unwrap(),
+            "node",
+            "status",
+            "--json",
+        ],
+    );
+    assert!(status.get("socket").is_none(), "{status}");
+}

@@ -164,9 +164,22 @@ impl Lab {
     /// A command running `shoal` in node `i`'s namespace, hermetic (none
     /// of the caller's Shoal environment), on its data dir.
     fn shoal_in(&self, i: usize, args: &[&str]) -> Command {
+        self.shoal_in_ns(&self.nodes[i].ns, i, args)
+    }
+
+    /// Run a CLI verb on node `i`'s data dir from the bridge's namespace,
+    /// where no node listens and no lab address is reachable: only the
+    /// node's local socket can answer.
+    pub fn cli_from_elsewhere(&self, i: usize, args: &[&str]) -> Output {
+        self.shoal_in_ns(&self.bridge_ns, i, args)
+            .output()
+            .expect("run shoal in the bridge namespace")
+    }
+
+    fn shoal_in_ns(&self, ns: &str, i: usize, args: &[&str]) -> Command {
         let n = &self.nodes[i];
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &n.ns])
+        c.args(["netns", "exec", ns])
             .arg(&self.shoal)
             .arg("--data-dir")
             .arg(&n.data_dir)
