@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_abi::pid::Pid;
 use shoal_cluster::NodeLoad;
+pub use shoal_cluster::{RaftRole, RaftView};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -24,18 +25,48 @@ pub struct NodeSummary {
     pub addr: String,
     /// `active`, `cordoned` or `removed`.
     pub status: String,
-    /// Heartbeat seen within the last few seconds.
+    /// A member the Raft leader's failure detector has not declared dead
+    /// (the one verdict every feature goes by; see `dead`).
     pub healthy: bool,
-    /// Milliseconds since its last heartbeat.
+    /// Milliseconds between its last heartbeat's timestamp (its clock) and
+    /// the answering node's clock: load freshness, for information only;
+    /// never used to judge whether the node is up.
     pub heartbeat_age_ms: u64,
-    /// Current Raft leader?
+    /// The leader, as far as the answering node currently knows: its Raft
+    /// names this node leader AND it heard from that leader (or, on the
+    /// leader itself, from a quorum) recently. A leader cut off by a
+    /// partition is not shown as leader; `raft` on the answering node's
+    /// row says what it knows instead.
     pub leader: bool,
+    /// The failure detector's death verdict on this node, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead: Option<DeadVerdict>,
+    /// The node's liveness epoch (bumped by each death and return).
+    #[serde(default)]
+    pub liveness_epoch: u64,
+    /// On the row of the node that answered only: its Raft view (term,
+    /// role, the leader it knows and how long since it heard from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftView>,
     /// Holds the cluster CA?
     pub ca: bool,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Last reported load.
     pub load: NodeLoad,
+}
+
+/// The leader declared a node dead (`NodeDead` in Raft).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadVerdict {
+    /// The node's liveness epoch at that death.
+    pub epoch: u64,
+    /// When the leader declared it, Unix ms (the leader's clock).
+    pub since_unix_ms: u64,
+    /// How long the leader had heard nothing from it then, ms.
+    pub silent_ms: u64,
+    /// The leader that declared it.
+    pub by: NodeId,
 }
 
 /// `POST /v1/tokens` body.

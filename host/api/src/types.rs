@@ -129,23 +129,71 @@ pub struct Spawned {
 }
 
 /// One live process, in the answer to `GET /v1/processes`.
+///
+/// In a cluster, a process whose node could not be asked (declared dead
+/// by the failure detector, or not answering) is still listed, from the
+/// replicated directory, with `state: unknown`, its node, and
+/// `node_state` saying what is known of that node; the fields only its
+/// node could tell (module, age, mailbox) are then `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSummary {
     /// Its pid.
     pub pid: Pid,
-    /// Its module's hash.
-    pub module: Sha256,
+    /// Its module's hash (`None` when its node could not be asked).
+    pub module: Option<Sha256>,
     /// Registry names pointing at that module (possibly none).
     pub module_names: Vec<String>,
     /// When it started, in milliseconds since the Unix epoch.
-    pub started_at_unix_ms: u64,
+    pub started_at_unix_ms: Option<u64>,
     /// How long it has been running, in milliseconds, when the node answered.
-    pub age_ms: u64,
+    pub age_ms: Option<u64>,
     /// Messages waiting in its mailbox.
-    pub mailbox_len: usize,
+    pub mailbox_len: Option<usize>,
     /// The node it runs on (in a cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// `running` (its node listed it just now) or `unknown`.
+    #[serde(default)]
+    pub state: ProcessState,
+    /// For an `unknown` process: what is known of its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_state: Option<NodeReach>,
+}
+
+/// Whether a listed process was seen by its node just now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    /// Its node answered and lists it.
+    #[default]
+    Running,
+    /// Its node could not be asked: the directory says it runs there, and
+    /// nothing more is known.
+    Unknown,
+}
+
+/// Why a node's processes could not be listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeReachState {
+    /// The Raft leader's failure detector declared it dead: not asked.
+    Dead,
+    /// Not declared dead, but it did not answer the listing.
+    Unreachable,
+}
+
+/// What is known of a node whose processes could not be listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReach {
+    /// Dead or unreachable.
+    pub state: NodeReachState,
+    /// Its liveness epoch.
+    pub liveness_epoch: u64,
+    /// When it was declared dead, Unix ms (the leader's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_since_unix_ms: Option<u64>,
+    /// What happened, in words.
+    pub detail: String,
 }
 
 /// How a process ended: the answer to `DELETE /v1/processes/{pid}`, and the

@@ -59,7 +59,8 @@
 //!   or removed nodes.
 //! - `Heartbeat { id, load, now_ms }`: stores `load`;
 //!   `last_heartbeat_ms = max(last, now_ms)`. Refused for unknown or removed
-//!   nodes.
+//!   nodes. (Load only: whether a node is up is the failure detector's
+//!   verdict, never the age of its heartbeat.)
 //! - `AllocPidBlock { node }` → `PidBlock(first)`: the block at
 //!   `next_pid_block`, owned by `node`. Refused for unknown or removed nodes
 //!   or when the pid space is exhausted.
@@ -94,6 +95,13 @@
 //!   migration target applies this record. Refused unless `pid` is live on
 //!   `node` (or a fresh pid of its block) and the record is within bounds.
 //!   Dropped when the pid leaves the directory.
+//! - `NodeDead { node, epoch, silent_ms, by, now_ms }` /
+//!   `NodeAlive { node, epoch, by, now_ms }`: the failure detector's
+//!   verdicts, written only by the Raft leader ([`detector`] states the
+//!   rule). A compare-and-set on the node's liveness epoch: applied only if
+//!   `epoch` is the node's current one and the verdict changes something;
+//!   bumps the epoch. Refused for unknown or removed nodes. Read with
+//!   [`ClusterState::node_dead`].
 //! - `Revoke { target, reason, now_ms }`: revokes a serial or an identity
 //!   (role + id) in `revocations`. Repeats are `Ok` and keep the first entry.
 //!
@@ -108,6 +116,7 @@
 //! the snapshot; lagging or new members catch up by snapshot install.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod detector;
 pub mod raft;
 pub mod sched;
 pub mod state;
@@ -115,12 +124,13 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+pub use detector::{LivenessChange, DEAD_AFTER_MS_DEFAULT};
 pub use raft::{
-    ClusterError, MoveApplied, Raft, RaftConfig, RaftStatus, RaftTransport, RpcKind, StoreError,
-    TransportError,
+    ClusterError, MoveApplied, Raft, RaftConfig, RaftRole, RaftStatus, RaftTransport, RaftView,
+    RpcKind, StoreError, TransportError,
 };
 pub use state::{
     ClusterState, Command, CommandResult, DirEntry, GrantedDir, Granter, MemberInfo, ModuleRecord,
-    NodeId, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, RevokeTarget, NAME_BYTES_MAX,
-    PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
+    NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, RevokeTarget,
+    NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
 };

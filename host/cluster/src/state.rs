@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
+mod liveness;
+pub use liveness::NodeLiveness;
+
 /// A node's cluster-wide id. Also its Raft id. Ids start at 1 and are never
 /// reused, even after the node is removed.
 pub type NodeId = u64;
@@ -198,6 +201,10 @@ pub struct ClusterState {
     /// granted something are listed). Dropped with the directory entry.
     #[serde(default)]
     pub grants: BTreeMap<u64, ProcessGrants>,
+    /// The failure detector's verdicts (see [`ClusterState::node_dead`]):
+    /// a node not listed is alive at liveness epoch 0.
+    #[serde(default)]
+    pub liveness: BTreeMap<NodeId, NodeLiveness>,
 }
 
 impl Default for ClusterState {
@@ -216,6 +223,7 @@ impl Default for ClusterState {
             tokens: TokenBook::new(),
             registered_max: BTreeMap::new(),
             grants: BTreeMap::new(),
+            liveness: BTreeMap::new(),
         }
     }
 }
@@ -375,6 +383,31 @@ pub enum Command {
         /// Its grants and who made them.
         grants: ProcessGrants,
     },
+    /// The leader's failure detector declares `node` dead (written by the
+    /// Raft leader only; see [`crate::detector`]).
+    NodeDead {
+        /// The node.
+        node: NodeId,
+        /// The node's liveness epoch the leader saw (compare-and-set).
+        epoch: u64,
+        /// How long the leader had heard nothing from it, ms (monotonic).
+        silent_ms: u64,
+        /// The leader.
+        by: NodeId,
+        /// Unix ms, for display only.
+        now_ms: u64,
+    },
+    /// The leader hears from a node it had declared dead again.
+    NodeAlive {
+        /// The node.
+        node: NodeId,
+        /// The node's liveness epoch the leader saw (compare-and-set).
+        epoch: u64,
+        /// The leader.
+        by: NodeId,
+        /// Unix ms, for display only.
+        now_ms: u64,
+    },
     /// Revoke a certificate or an identity.
     Revoke {
         /// What.
@@ -496,6 +529,19 @@ impl ClusterState {
                 .map(CommandResult::Role)
                 .map_err(|e| e.to_string()),
             Command::SetGrants { node, pid, grants } => self.set_grants(*node, *pid, grants),
+            Command::NodeDead {
+                node,
+                epoch,
+                silent_ms,
+                by,
+                now_ms,
+            } => self.node_verdict(*node, *epoch, true, *silent_ms, *by, *now_ms),
+            Command::NodeAlive {
+                node,
+                epoch,
+                by,
+                now_ms,
+            } => self.node_verdict(*node, *epoch, false, 0, *by, *now_ms),
             Command::Revoke {
                 target,
                 reason,

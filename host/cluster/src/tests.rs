@@ -504,3 +504,125 @@ async fn handle_rpc_rejects_garbage() {
     }
     c.stop(1).await;
 }
+
+/// Poll `cond` (20 ms steps) for at most `within`; the time it took.
+async fn took(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < within,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_declares_a_silent_node_dead_in_raft_and_alive_when_it_returns() {
+    let dead_after = Duration::from_millis(3_000);
+    let mut c = TestCluster::new(RaftConfig {
+        dead_after_ms: 3_000,
+        ..test_config()
+    });
+    let nodes = c.three_nodes().await;
+    let all: Vec<&Raft> = nodes.iter().collect();
+    wait_until("a leader", || current_leader(&all).is_some()).await;
+    let leader = current_leader(&all).expect("leader");
+    let cut = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let other = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader && *id != cut)
+        .expect("the other follower");
+    let mut events = c.node(other).subscribe_liveness();
+
+    // Partition one follower away: the leader declares it dead, on its own
+    // clock, no sooner than the window and not much later.
+    c.isolate(cut);
+    let majority = [c.node(leader), c.node(other)];
+    let waited = took(
+        "the cut node is declared dead",
+        Duration::from_secs(20),
+        || majority.iter().all(|n| n.state().node_dead(cut).is_some()),
+    )
+    .await;
+    println!("declared dead {} ms after the cut", waited.as_millis());
+    assert!(
+        waited >= dead_after - Duration::from_millis(150),
+        "{waited:?}"
+    );
+    assert!(waited <= dead_after + Duration::from_secs(2), "{waited:?}");
+    let s = c.node(leader).state();
+    assert_eq!(s.node_dead(cut), Some(1));
+    assert_eq!(s.liveness[&cut].by, leader);
+    assert!(s.liveness[&cut].silent_ms >= 3_000);
+    assert_eq!(s.node_dead(leader), None);
+    assert_eq!(s.node_dead(other), None);
+    let e = tokio::time::timeout(SETTLE, events.recv())
+        .await
+        .expect("an event")
+        .expect("not lagged");
+    assert_eq!(
+        e,
+        crate::LivenessChange {
+            node: cut,
+            epoch: 1,
+            dead: true
+        }
+    );
+    // The cut-off node never judged anyone: its own state has no verdict.
+    assert!(c.node(cut).state().liveness.is_empty());
+    let view = c.node(cut).view();
+    assert!(!view.leader_current, "cut off: {view:?}");
+
+    // Heal: it is heard from again and declared alive, everywhere.
+    c.heal();
+    took(
+        "the node is alive again everywhere",
+        Duration::from_secs(20),
+        || {
+            [leader, cut, other]
+                .iter()
+                .all(|id| c.node(*id).state().node_dead(cut).is_none())
+        },
+    )
+    .await;
+    assert_eq!(c.node(cut).state().liveness_epoch(cut), 2);
+    let e = tokio::time::timeout(SETTLE, events.recv())
+        .await
+        .expect("an event")
+        .expect("not lagged");
+    assert_eq!((e.node, e.epoch, e.dead), (cut, 2, false));
+
+    // Kill the leader: the new one gives the surviving peer a fresh grace
+    // period (never declares it dead) and declares the old leader dead no
+    // sooner than the window after the stop.
+    c.stop(leader).await;
+    let survivors = [c.node(cut), c.node(other)];
+    let waited = took(
+        "the old leader is declared dead",
+        Duration::from_secs(20),
+        || {
+            survivors
+                .iter()
+                .all(|n| n.state().node_dead(leader).is_some())
+        },
+    )
+    .await;
+    println!(
+        "old leader declared dead {} ms after it stopped",
+        waited.as_millis()
+    );
+    assert!(waited >= dead_after, "{waited:?}");
+    for n in &survivors {
+        let s = n.state();
+        assert_eq!(s.node_dead(cut), None);
+        assert_eq!(s.node_dead(other), None);
+    }
+    for id in [cut, other] {
+        c.stop(id).await;
+    }
+}

@@ -25,7 +25,8 @@ use super::peer_api::{PeerSpawnRequest, PATH_PEER_KILL, PATH_PEER_PROCESSES};
 use super::{encode_json, from_net, Inner};
 use crate::api::routes::{self, ApiBody};
 use crate::api::types::{
-    ExitReport, ModuleAdded, NameRequest, ProcessSummary, RestoreRequest, SpawnRequest, Spawned,
+    ExitReport, ModuleAdded, NameRequest, NodeReach, NodeReachState, ProcessState, ProcessSummary,
+    RestoreRequest, SpawnRequest, Spawned,
 };
 use crate::api::{handlers, JSON_BYTES_MAX, MODULE_BYTES_MAX};
 use bytes::Bytes;
@@ -81,11 +82,15 @@ fn refused(r: CommandResult) -> Result<CommandResult, RemoteError> {
     }
 }
 
-/// The node list.
+/// The node list, as this node knows it: health is the failure
+/// detector's verdict in Raft ([`shoal_cluster::detector`]); `leader` only
+/// marks a leader this node heard from recently; this node's own row
+/// carries its Raft view (term, role, last contact with the leader).
 pub fn nodes(inner: &Inner) -> Vec<NodeSummary> {
     let state = inner.raft.state();
     let now = shoal_pki::now_unix_ms();
-    let leader = inner.raft.leader();
+    let view = inner.raft.view();
+    let current_leader = view.leader.filter(|_| view.leader_current);
     state
         .nodes
         .values()
@@ -99,9 +104,19 @@ pub fn nodes(inner: &Inner) -> Vec<NodeSummary> {
                 NodeStatus::Removed => "removed",
             }
             .into(),
-            healthy: super::link::is_healthy(n, now),
+            healthy: super::link::is_up(&state, n.id),
             heartbeat_age_ms: now.saturating_sub(n.last_heartbeat_ms),
-            leader: leader == Some(n.id),
+            leader: current_leader == Some(n.id),
+            dead: state.liveness.get(&n.id).filter(|l| l.dead).map(|l| {
+                shoal_api::cluster::DeadVerdict {
+                    epoch: l.epoch,
+                    since_unix_ms: l.since_unix_ms,
+                    silent_ms: l.silent_ms,
+                    by: l.by,
+                }
+            }),
+            liveness_epoch: state.liveness_epoch(n.id),
+            raft: (n.id == inner.me).then(|| view.clone()),
             ca: state.ca_node == Some(n.id),
             labels: n.labels.clone(),
             load: n.load.clone(),
@@ -289,12 +304,47 @@ async fn drain(
     json_reply(&status)
 }
 
-/// Every live node's processes (a node that does not answer is reported
-/// in the log and skipped).
+/// How long `shoal ps` waits for a node that is not declared dead: at
+/// most the failure detector's window (a node silent that long is, or is
+/// about to be, declared dead).
+fn listing_timeout(inner: &Inner) -> Duration {
+    Duration::from_millis(inner.raft.dead_after_ms()).min(Duration::from_secs(5))
+}
+
+/// The processes the directory places on `node`, as `unknown` entries
+/// saying what is known of the node.
+fn unknown_processes(
+    state: &shoal_cluster::ClusterState,
+    node: &shoal_cluster::NodeRecord,
+    reach: NodeReach,
+) -> Vec<ProcessSummary> {
+    state
+        .directory
+        .iter()
+        .filter(|(_, e)| e.node == node.id)
+        .map(|(pid, _)| ProcessSummary {
+            pid: Pid(*pid),
+            module: None,
+            module_names: Vec::new(),
+            started_at_unix_ms: None,
+            age_ms: None,
+            mailbox_len: None,
+            node: Some(node.name.clone()),
+            state: ProcessState::Unknown,
+            node_state: Some(reach.clone()),
+        })
+        .collect()
+}
+
+/// Every node's processes. A node declared dead by the failure detector is
+/// not asked; its processes (from the directory) are listed as `unknown`,
+/// as are those of a node that does not answer within
+/// [`listing_timeout`]. Nothing is left out silently.
 async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError> {
     let state = inner.raft.state();
     let mut out = Vec::new();
     let mut asks = Vec::new();
+    let timeout = listing_timeout(inner);
     for n in state
         .nodes
         .values()
@@ -306,34 +356,52 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
                 p.node = Some(n.name.clone());
             }
             out.extend(mine);
+        } else if let Some(l) = state.liveness.get(&n.id).filter(|l| l.dead) {
+            let reach = NodeReach {
+                state: NodeReachState::Dead,
+                liveness_epoch: l.epoch,
+                dead_since_unix_ms: Some(l.since_unix_ms),
+                detail: format!(
+                    "node {} was declared dead by leader {} after {} ms without contact",
+                    n.name, l.by, l.silent_ms
+                ),
+            };
+            out.extend(unknown_processes(&state, n, reach));
         } else {
-            let peers = inner.peers.clone();
-            let (addr, name) = (n.addr.clone(), n.name.clone());
+            let link = inner.link.clone();
+            let (addr, id) = (n.addr.clone(), n.id);
             asks.push(tokio::spawn(async move {
-                let r = peers
-                    .call_with_timeout(
-                        &addr,
-                        PATH_PEER_PROCESSES,
-                        Bytes::new(),
-                        Duration::from_secs(5),
-                    )
+                let r = link
+                    .call_unless_dead(id, &addr, PATH_PEER_PROCESSES, Bytes::new(), timeout)
                     .await;
-                (name, r)
+                (id, r)
             }));
         }
     }
     for ask in asks {
-        let Ok((name, r)) = ask.await else { continue };
+        let Ok((id, r)) = ask.await else { continue };
+        let Some(n) = state.nodes.get(&id) else {
+            continue;
+        };
         match r.map_err(|e| e.to_string()).and_then(|b| {
             serde_json::from_slice::<Vec<ProcessSummary>>(&b).map_err(|e| e.to_string())
         }) {
             Ok(mut list) => {
                 for p in &mut list {
-                    p.node = Some(name.clone());
+                    p.node = Some(n.name.clone());
                 }
                 out.extend(list);
             }
-            Err(e) => tracing::warn!("node {name} did not list its processes: {e}"),
+            Err(e) => {
+                tracing::warn!("node {} did not list its processes: {e}", n.name);
+                let reach = NodeReach {
+                    state: NodeReachState::Unreachable,
+                    liveness_epoch: state.liveness_epoch(id),
+                    dead_since_unix_ms: None,
+                    detail: format!("node {} did not answer: {e}", n.name),
+                };
+                out.extend(unknown_processes(&state, n, reach));
+            }
         }
     }
     out.sort_by_key(|p| p.pid);

@@ -30,7 +30,7 @@ use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most pids remembered as dead (oldest forgotten first).
 pub const DEAD_PIDS_MAX: usize = 16_384;
@@ -38,18 +38,46 @@ pub const DEAD_PIDS_MAX: usize = 16_384;
 /// oldest are dropped from the batch (the directory then lags until the
 /// next heartbeat's reconciliation) rather than growing memory.
 pub const DIRECTORY_PENDING_MAX: usize = 1 << 20;
-/// How long a node is trusted after its last heartbeat.
-pub const HEARTBEAT_STALE_MS: u64 = 5_000;
-/// Is `node` up: not removed, and heard from within
-/// [`HEARTBEAT_STALE_MS`] of `now_ms`? (What placement and `shoal nodes`
-/// both go by.)
-pub fn is_healthy(node: &shoal_cluster::NodeRecord, now_ms: u64) -> bool {
-    node.status != NodeStatus::Removed
-        && now_ms.saturating_sub(node.last_heartbeat_ms) <= HEARTBEAT_STALE_MS
+/// Is node `id` up: a member that the Raft leader's failure detector has
+/// not declared dead ([`ClusterState::node_dead`], rule in
+/// [`shoal_cluster::detector`])? What placement, rebalancing, `shoal ps`
+/// and `shoal nodes` all go by; no node judges another by its own clock.
+pub fn is_up(state: &ClusterState, id: NodeId) -> bool {
+    state.member(id).is_some() && state.node_dead(id).is_none()
 }
 
-/// Longest a remote spawn may take.
+/// Longest a remote spawn may take (a node that goes silent is given up on
+/// sooner: when the failure detector declares it dead, see
+/// [`Link::call_unless_dead`]).
 pub const REMOTE_SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request to a node given up because the cluster's failure detector
+/// declared that node dead (before or while it was in flight).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("node {name} is down: the cluster's leader declared it dead after {silent_ms} ms without contact (failure detector window {window_ms} ms); gave up on it after {waited_ms} ms")]
+pub struct NodeDeclaredDead {
+    /// The node.
+    pub node: NodeId,
+    /// Its name.
+    pub name: String,
+    /// How long the leader had heard nothing from it, ms.
+    pub silent_ms: u64,
+    /// The detector's window, ms.
+    pub window_ms: u64,
+    /// How long this request waited before giving up, ms.
+    pub waited_ms: u64,
+}
+
+/// Why a request to a peer node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    /// The transport failed or the peer refused.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The node was declared dead.
+    #[error(transparent)]
+    Dead(#[from] NodeDeclaredDead),
+}
 
 /// Bounded set of pids known dead, forgetting the oldest.
 #[derive(Default)]
@@ -142,7 +170,7 @@ impl Link {
     }
 
     /// The scheduler's view of the cluster's nodes.
-    pub fn candidates(state: &ClusterState, now_ms: u64, processes_max: u32) -> Vec<Candidate> {
+    pub fn candidates(state: &ClusterState, processes_max: u32) -> Vec<Candidate> {
         state
             .nodes
             .values()
@@ -152,7 +180,7 @@ impl Link {
                 name: n.name.clone(),
                 labels: n.labels.clone(),
                 schedulable: n.status == NodeStatus::Active,
-                healthy: is_healthy(n, now_ms),
+                healthy: is_up(state, n.id),
                 memory_bytes_free: n.load.memory_bytes_free,
                 memory_bytes_total: n.load.memory_bytes_total,
                 cpu_load_milli: n.load.cpu_load_milli,
@@ -160,6 +188,85 @@ impl Link {
                 processes_max,
             })
             .collect()
+    }
+
+    /// The death verdict on `node`, if the failure detector declared it
+    /// dead (as applied here), for a request that started at `started`.
+    pub fn declared_dead(&self, node: NodeId, started: Instant) -> Option<NodeDeclaredDead> {
+        let state = self.raft.state();
+        let l = state.liveness.get(&node).filter(|l| l.dead)?;
+        Some(NodeDeclaredDead {
+            node,
+            name: state
+                .nodes
+                .get(&node)
+                .map_or_else(|| node.to_string(), |n| n.name.clone()),
+            silent_ms: l.silent_ms,
+            window_ms: self.raft.dead_after_ms(),
+            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Resolves once `node` is declared dead (at once if it already is).
+    async fn until_dead(&self, node: NodeId, started: Instant) -> NodeDeclaredDead {
+        let mut applied = self.raft.subscribe();
+        loop {
+            if let Some(dead) = self.declared_dead(node, started) {
+                return dead;
+            }
+            if applied.changed().await.is_err() {
+                // Raft stopped: no verdict will come.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Call `path` on node `node` at `addr`, bounded by `timeout` and by the
+    /// failure detector: refused at once if the node is declared dead, and
+    /// given up as soon as it is declared dead while the call waits (so a
+    /// node that just became unreachable costs about the detector's window,
+    /// not the full timeout). The error says how long it waited.
+    pub async fn call_unless_dead(
+        &self,
+        node: NodeId,
+        addr: &str,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerCallError> {
+        let started = Instant::now();
+        if let Some(dead) = self.declared_dead(node, started) {
+            return Err(dead.into());
+        }
+        tokio::select! {
+            r = self.peers.call_with_timeout(addr, path, body, timeout) => Ok(r?),
+            dead = self.until_dead(node, started) => Err(dead.into()),
+        }
+    }
+
+    /// [`Link::call_unless_dead`] for a member known by its address (a
+    /// plain bounded call if no member has that address).
+    pub async fn call_addr_unless_dead(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerCallError> {
+        let node = self
+            .raft
+            .state()
+            .nodes
+            .values()
+            .find(|n| n.addr == addr && n.status != NodeStatus::Removed)
+            .map(|n| n.id);
+        match node {
+            Some(id) => self.call_unless_dead(id, addr, path, body, timeout).await,
+            None => Ok(self
+                .peers
+                .call_with_timeout(addr, path, body, timeout)
+                .await?),
+        }
     }
 
     /// Run `f` while no send is between its directory lookup and its lane
@@ -178,11 +285,10 @@ impl Link {
         away_from: NodeId,
     ) -> Result<NodeId, sched::PlacementError> {
         let state = self.raft.state();
-        let candidates: Vec<Candidate> =
-            Self::candidates(&state, shoal_pki::now_unix_ms(), self.processes_max)
-                .into_iter()
-                .filter(|c| c.id != away_from)
-                .collect();
+        let candidates: Vec<Candidate> = Self::candidates(&state, self.processes_max)
+            .into_iter()
+            .filter(|c| c.id != away_from)
+            .collect();
         sched::place(&candidates, target)
     }
 
@@ -193,7 +299,7 @@ impl Link {
         count: usize,
     ) -> Result<Vec<NodeId>, sched::PlacementError> {
         let state = self.raft.state();
-        let candidates = Self::candidates(&state, shoal_pki::now_unix_ms(), self.processes_max);
+        let candidates = Self::candidates(&state, self.processes_max);
         sched::place_many(&candidates, target, count)
     }
 
@@ -222,8 +328,8 @@ impl Link {
             .ok_or(SpawnAtError::NotMember(target))?;
         let body = serde_json::to_vec(request).map_err(SpawnAtError::Encode)?;
         let answer = self
-            .peers
-            .call_with_timeout(
+            .call_unless_dead(
+                target,
                 &addr,
                 PATH_PEER_SPAWN,
                 Bytes::from(body),
@@ -231,11 +337,12 @@ impl Link {
             )
             .await
             .map_err(|e| match e {
-                NetError::Remote {
+                PeerCallError::Dead(dead) => SpawnAtError::Dead(dead),
+                PeerCallError::Net(NetError::Remote {
                     status: 409,
                     detail: Some(detail),
                     ..
-                } => match serde_json::from_value::<SpawnRefusal>(detail) {
+                }) => match serde_json::from_value::<SpawnRefusal>(detail) {
                     Ok(refusal) => SpawnAtError::Refused {
                         node: target,
                         refusal,
@@ -245,7 +352,7 @@ impl Link {
                         source,
                     },
                 },
-                other => SpawnAtError::Unreachable {
+                PeerCallError::Net(other) => SpawnAtError::Unreachable {
                     node: target,
                     addr: addr.clone(),
                     source: other,
@@ -336,6 +443,9 @@ pub enum SpawnAtError {
     /// The chosen node is not (or no longer) a member.
     #[error("node {0} is not a member")]
     NotMember(NodeId),
+    /// The chosen node was declared dead before or while it was asked.
+    #[error(transparent)]
+    Dead(NodeDeclaredDead),
     /// The request could not be encoded.
     #[error("cannot encode the spawn request")]
     Encode(#[source] serde_json::Error),
@@ -382,7 +492,9 @@ impl SpawnAtError {
     pub fn errno(&self) -> i32 {
         match self {
             SpawnAtError::Refused { refusal, .. } => refusal.errno(),
-            SpawnAtError::NotMember(_) | SpawnAtError::Unreachable { .. } => errno::NO_NODE,
+            SpawnAtError::NotMember(_)
+            | SpawnAtError::Dead(_)
+            | SpawnAtError::Unreachable { .. } => errno::NO_NODE,
             SpawnAtError::ShuttingDown
             | SpawnAtError::Encode(_)
             | SpawnAtError::BadAnswer { .. }

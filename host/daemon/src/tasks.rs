@@ -3,8 +3,8 @@
 //!
 //! - **heartbeat**: every interval, this node's load (free memory, CPU load,
 //!   process count) goes into the replicated node table; the scheduler reads
-//!   it, and a node whose heartbeats stop counts as down after
-//!   [`super::link::HEARTBEAT_STALE_MS`].
+//!   it. Whether a node is down is not judged from these: the Raft
+//!   leader's failure detector decides ([`shoal_cluster::detector`]).
 //! - **pid blocks**: keep one spare block of pids granted ahead of need.
 //! - **directory**: write batched process starts/exits.
 //! - **revocations**: every applied change to the replicated revocation list

@@ -10,6 +10,7 @@
 //! the command's result or an error that names the problem (no quorum, no
 //! leader, timeout, not a member).
 
+mod detector_task;
 mod log_store;
 mod network;
 mod state_machine;
@@ -83,6 +84,14 @@ pub struct RaftConfig {
     pub max_payload_entries: u64,
     /// Snapshot chunk size for InstallSnapshot RPCs.
     pub snapshot_chunk_bytes: u64,
+    /// The leader declares a node dead after hearing nothing from it for
+    /// this long on its monotonic clock (see [`crate::detector`]).
+    #[serde(default = "dead_after_ms_default")]
+    pub dead_after_ms: u64,
+}
+
+fn dead_after_ms_default() -> u64 {
+    crate::detector::DEAD_AFTER_MS_DEFAULT
 }
 
 impl Default for RaftConfig {
@@ -97,6 +106,7 @@ impl Default for RaftConfig {
             entries_kept_after_snapshot: 1000,
             max_payload_entries: 64,
             snapshot_chunk_bytes: 1 << 20,
+            dead_after_ms: crate::detector::DEAD_AFTER_MS_DEFAULT,
         }
     }
 }
@@ -109,6 +119,12 @@ impl RaftConfig {
             return Err(ClusterError::Config(format!(
                 "heartbeat_interval_ms ({}) must be > 0 and below election_timeout_min_ms ({})",
                 self.heartbeat_interval_ms, self.election_timeout_min_ms
+            )));
+        }
+        if self.dead_after_ms <= self.election_timeout_max_ms {
+            return Err(ClusterError::Config(format!(
+                "dead_after_ms ({}) must exceed election_timeout_max_ms ({}): a node is not dead for missing a heartbeat or two",
+                self.dead_after_ms, self.election_timeout_max_ms
             )));
         }
         if self.write_timeout_ms == 0
@@ -242,6 +258,44 @@ pub struct RaftStatus {
     pub purged_index: Option<u64>,
 }
 
+/// A node's Raft role as it sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftRole {
+    /// Leads (or believes it still does: see [`RaftView::leader_current`]).
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Standing for election.
+    Candidate,
+    /// Receives the log but does not vote.
+    Learner,
+    /// Raft is not running.
+    Stopped,
+}
+
+/// What one node actually knows about its cluster's leadership: what
+/// `shoal nodes` shows, so a node cut off by a partition says so instead
+/// of claiming a leadership it lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftView {
+    /// The node.
+    pub id: NodeId,
+    /// Its current term.
+    pub term: u64,
+    /// Its role.
+    pub role: RaftRole,
+    /// The leader it knows of (maybe stale: see `leader_current`).
+    pub leader: Option<NodeId>,
+    /// Milliseconds since this node last heard from that leader (on the
+    /// leader itself: since a quorum last acknowledged it); `None` if never.
+    pub leader_contact_ms: Option<u64>,
+    /// Whether that contact is recent enough (within the election window)
+    /// for `leader` to be trusted. False on a leader cut off from the
+    /// majority and on a follower cut off from its leader.
+    pub leader_current: bool,
+}
+
 /// Why a forwarded request was not done (wire format between members).
 #[derive(Debug, Serialize, Deserialize)]
 enum ForwardError {
@@ -303,6 +357,8 @@ struct Inner {
     config: RaftConfig,
     published: Arc<Published>,
     reach: Arc<Reachability>,
+    /// The leader's failure detector task ([`detector_task`]).
+    detector: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Completes when openraft's tasks dropped the store (file closed).
     store_closed: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
@@ -375,7 +431,7 @@ impl Raft {
             .await
             .map(|r| r.map(|_| ()));
         }
-        Ok(Raft {
+        let node = Raft {
             inner: Arc::new(Inner {
                 id,
                 me,
@@ -384,9 +440,17 @@ impl Raft {
                 config,
                 published,
                 reach,
+                detector: Mutex::new(None),
                 store_closed: Mutex::new(Some(store_closed)),
             }),
-        })
+        };
+        let task = tokio::spawn(detector_task::run(Arc::downgrade(&node.inner)));
+        *node
+            .inner
+            .detector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(node)
     }
 
     /// First node of a new cluster: initialize membership {this node} and
@@ -491,6 +555,56 @@ impl Raft {
     /// after [`Raft::state`] shows it (migration fences use it).
     pub fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
         self.inner.published.subscribe_moves()
+    }
+
+    /// Every failure-detector verdict (`NodeDead` / `NodeAlive`) applied
+    /// here from now on, sent after [`Raft::state`] shows it: the hook for
+    /// features that react to a node's death (see [`crate::detector`]). On
+    /// `Lagged`, re-read [`ClusterState::liveness`].
+    pub fn subscribe_liveness(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::detector::LivenessChange> {
+        self.inner.published.subscribe_liveness()
+    }
+
+    /// What this node knows of the leadership: term, role, the leader and
+    /// how long ago it heard from it (see [`RaftView`]).
+    pub fn view(&self) -> RaftView {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let role = match (&m.running_state, m.state) {
+            (Err(_), _) | (_, ServerState::Shutdown) => RaftRole::Stopped,
+            (_, ServerState::Leader) => RaftRole::Leader,
+            (_, ServerState::Candidate) => RaftRole::Candidate,
+            (_, ServerState::Learner) => RaftRole::Learner,
+            (_, ServerState::Follower) => RaftRole::Follower,
+        };
+        let leader_contact_ms = match m.current_leader {
+            None => None,
+            Some(l) if l == self.inner.id => {
+                if role == RaftRole::Leader {
+                    m.millis_since_quorum_ack
+                } else {
+                    None
+                }
+            }
+            Some(l) => self.inner.reach.age(l).map(ms),
+        };
+        let window_ms = ms(self.inner.config.reach_window());
+        RaftView {
+            id: self.inner.id,
+            term: m.current_term,
+            role,
+            leader: m.current_leader,
+            leader_contact_ms,
+            leader_current: role != RaftRole::Stopped
+                && leader_contact_ms.is_some_and(|c| c <= window_ms),
+        }
+    }
+
+    /// The failure detector's silence window, ms.
+    pub fn dead_after_ms(&self) -> u64 {
+        self.inner.config.dead_after_ms
     }
 
     /// The revocation list as applied here, as the handle TLS verifiers
@@ -658,6 +772,15 @@ impl Raft {
     /// Stop Raft and release the store (the directory can then be reopened).
     pub async fn shutdown(&self) -> Result<(), ClusterError> {
         let id = self.inner.id;
+        if let Some(task) = self
+            .inner
+            .detector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         self.inner
             .raft
             .shutdown()

@@ -126,6 +126,20 @@ impl Reachability {
             .insert(peer, Instant::now());
     }
 
+    /// When `peer` last talked to us (monotonic), if ever.
+    pub(crate) fn last(&self, peer: NodeId) -> Option<Instant> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .copied()
+    }
+
+    /// How long ago `peer` last talked to us, if ever.
+    pub(crate) fn age(&self, peer: NodeId) -> Option<Duration> {
+        self.last(peer).map(|t| t.elapsed())
+    }
+
     /// Whether `peer` talked to us within `window`.
     pub(crate) fn recent(&self, peer: NodeId, window: Duration) -> bool {
         self.seen

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::store::{Store, StoreError, KEY_SNAPSHOT, KEY_STATE_MACHINE};
 use super::TypeConfig;
+use crate::detector::{LivenessChange, LIVENESS_BUFFERED_MAX};
 use crate::state::{ClusterState, Command, CommandResult, MemberInfo, NodeId};
 use shoal_pki::SharedRevocations;
 
@@ -25,6 +26,7 @@ pub(crate) struct Published {
     state: RwLock<Arc<ClusterState>>,
     applied_tx: watch::Sender<u64>,
     moves_tx: tokio::sync::broadcast::Sender<MoveApplied>,
+    liveness_tx: tokio::sync::broadcast::Sender<LivenessChange>,
     revocations: SharedRevocations,
 }
 
@@ -32,10 +34,12 @@ impl Published {
     pub(crate) fn new() -> Self {
         let (applied_tx, _) = watch::channel(0);
         let (moves_tx, _) = tokio::sync::broadcast::channel(MOVES_BUFFERED_MAX);
+        let (liveness_tx, _) = tokio::sync::broadcast::channel(LIVENESS_BUFFERED_MAX);
         Published {
             state: RwLock::new(Arc::new(ClusterState::default())),
             applied_tx,
             moves_tx,
+            liveness_tx,
             revocations: SharedRevocations::default(),
         }
     }
@@ -55,6 +59,30 @@ impl Published {
     /// after the state that contains it is published.
     pub(crate) fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
         self.moves_tx.subscribe()
+    }
+
+    /// A receiver of every liveness verdict applied from now on, each sent
+    /// after the state that contains it is published.
+    pub(crate) fn subscribe_liveness(&self) -> tokio::sync::broadcast::Receiver<LivenessChange> {
+        self.liveness_tx.subscribe()
+    }
+
+    /// Tell subscribers about every verdict that differs between `old` and
+    /// `new` (after `new` is published).
+    fn send_liveness_changes(&self, old: &ClusterState, new: &ClusterState) {
+        if old.liveness == new.liveness {
+            return;
+        }
+        for (node, l) in &new.liveness {
+            if old.liveness.get(node).map(|o| o.epoch) != Some(l.epoch) {
+                // No subscriber is fine: nobody is waiting on a node.
+                let _ = self.liveness_tx.send(LivenessChange {
+                    node: *node,
+                    epoch: l.epoch,
+                    dead: l.dead,
+                });
+            }
+        }
     }
 
     /// The revocation handle TLS verifiers read.
@@ -203,6 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         let mut moves = Vec::new();
+        let before = self.current.clone();
         for entry in entries {
             self.data.last_applied = Some(entry.log_id);
             let result = match entry.payload {
@@ -230,6 +259,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(result);
         }
         self.save_and_publish().map_err(write_sm)?;
+        self.published.send_liveness_changes(&before, &self.current);
         for m in moves {
             // No subscriber is fine: nobody needs to fence.
             let _ = self.published.moves_tx.send(m);
@@ -276,9 +306,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store
             .put_many(&[(KEY_STATE_MACHINE, sm), (KEY_SNAPSHOT, snap)])
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.current = Arc::new(self.data.state.clone());
+        let before = std::mem::replace(&mut self.current, Arc::new(self.data.state.clone()));
         self.published
             .publish(&self.current, self.data.last_applied);
+        self.published.send_liveness_changes(&before, &self.current);
         Ok(())
     }
 

@@ -132,7 +132,7 @@ fn unfit(c: &Candidate) -> Option<&'static str> {
     if !c.schedulable {
         Some("cordoned")
     } else if !c.healthy {
-        Some("down (no heartbeat)")
+        Some("down (declared dead by the failure detector)")
     } else if c.processes_max > 0 && c.process_count >= c.processes_max {
         Some("at its process limit")
     } else {

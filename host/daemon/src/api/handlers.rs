@@ -193,15 +193,18 @@ pub async fn processes(node: &Node) -> Result<Vec<ProcessSummary>, ApiError> {
         .into_iter()
         .map(|p| ProcessSummary {
             pid: p.pid,
-            module: p.module,
+            module: Some(p.module),
             module_names: by_hash.get(&p.module).cloned().unwrap_or_default(),
-            started_at_unix_ms: unix_ms(p.started_at),
-            age_ms: now
-                .duration_since(p.started_at)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            mailbox_len: p.mailbox_len,
+            started_at_unix_ms: Some(unix_ms(p.started_at)),
+            age_ms: Some(
+                now.duration_since(p.started_at)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            ),
+            mailbox_len: Some(p.mailbox_len),
             node: None,
+            state: Default::default(),
+            node_state: None,
         })
         .collect())
 }

@@ -164,6 +164,32 @@ impl UnixServer {
     /// they wait on (e.g. kill processes whose logs are followed) and then
     /// [`Connections::drain`] them.
     pub async fn serve(self, node: Node, shutdown: impl Future<Output = ()>) -> Connections {
+        self.serve_each(shutdown, move |stream| {
+            serve_connection(stream, node.clone())
+        })
+        .await
+    }
+
+    /// [`UnixServer::serve`] for a cluster node: every verb the node's TLS
+    /// endpoint serves ([`crate::cluster_api::route`]), answered for the
+    /// operator who reached the socket as an admin (`local-socket`), so a
+    /// CLI on the node's data dir never needs TCP.
+    pub async fn serve_cluster(
+        self,
+        inner: std::sync::Arc<crate::Inner>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Connections {
+        self.serve_each(shutdown, move |stream| {
+            serve_cluster_connection(stream, inner.clone())
+        })
+        .await
+    }
+
+    async fn serve_each<F, Fut>(self, shutdown: impl Future<Output = ()>, conn: F) -> Connections
+    where
+        F: Fn(tokio::net::UnixStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -171,7 +197,7 @@ impl UnixServer {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        conns.spawn(serve_connection(stream, node.clone()));
+                        conns.spawn(conn(stream));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off
@@ -251,5 +277,45 @@ where
         .await;
     // A client that hangs up mid-request is its own business; nothing to
     // report on the node's terminal.
+    let _ = result;
+}
+
+/// Who a request on the local socket comes from: the node's operator
+/// (whoever can open the 0600 socket), with an admin's rights.
+fn local_operator() -> shoal_net::Caller {
+    shoal_net::Caller {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        cert: Some(shoal_pki::CertInfo {
+            role: shoal_pki::Role::Admin,
+            id: "local-socket".to_string(),
+            serial: shoal_pki::Serial::from_bytes(&[0]),
+            not_before_unix_ms: 0,
+            not_after_unix_ms: u64::MAX,
+        }),
+    }
+}
+
+/// Serve one socket connection with the cluster's routes.
+async fn serve_cluster_connection<IO>(io: IO, inner: std::sync::Arc<crate::Inner>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let caller = std::sync::Arc::new(local_operator());
+    let service = service_fn(move |req| {
+        let inner = inner.clone();
+        let caller = caller.clone();
+        async move {
+            let resp = match crate::cluster_api::route(&inner, &caller, req).await {
+                Ok(r) => r,
+                Err(e) => shoal_net::error_reply(&e),
+            };
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let result = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
     let _ = result;
 }

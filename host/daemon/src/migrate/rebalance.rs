@@ -71,19 +71,19 @@ pub struct Plan {
     pub pids: Vec<Pid>,
 }
 
-/// The moves that bring the busiest healthy active node closer to the
+/// The moves that bring the busiest live active node closer to the
 /// least busy one, if they differ by more than `skew_max`; `skip` says
-/// which pids not to try.
+/// which pids not to try. Live: not declared dead by the failure detector
+/// ([`ClusterState::node_dead`]).
 pub fn plan(
     state: &ClusterState,
-    now_ms: u64,
     config: &RebalanceConfig,
     skip: impl Fn(u64) -> bool,
 ) -> Option<Plan> {
     let mut counts: BTreeMap<NodeId, usize> = state
         .nodes
         .values()
-        .filter(|n| n.status == NodeStatus::Active && crate::link::is_healthy(n, now_ms))
+        .filter(|n| n.status == NodeStatus::Active && crate::link::is_up(state, n.id))
         .map(|n| (n.id, 0))
         .collect();
     if counts.len() < 2 {
@@ -175,9 +175,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             continue;
         }
         let state = ctx.raft.state();
-        let Some(plan) = plan(&state, shoal_pki::now_unix_ms(), &config, |pid| {
-            failures.contains(pid)
-        }) else {
+        let Some(plan) = plan(&state, &config, |pid| failures.contains(pid)) else {
             continue;
         };
         let name = |id: NodeId| {
@@ -307,26 +305,37 @@ mod tests {
     fn moves_half_the_skew_capped_by_the_batch() {
         let c = RebalanceConfig::default();
         let s = state(&[(1, 8, NodeStatus::Active), (2, 0, NodeStatus::Active)]);
-        let p = plan(&s, 1_000, &c, |_| false).expect("a plan");
+        let p = plan(&s, &c, |_| false).expect("a plan");
         assert_eq!((p.from, p.to, p.pids.len()), (1, 2, 4));
         let s = state(&[
             (1, 4, NodeStatus::Active),
             (2, 4, NodeStatus::Active),
             (3, 0, NodeStatus::Active),
         ]);
-        let p = plan(&s, 1_000, &c, |_| false).expect("a plan");
+        let p = plan(&s, &c, |_| false).expect("a plan");
         assert_eq!((p.from, p.to, p.pids.len()), (1, 3, 2));
     }
 
     #[test]
-    fn leaves_small_skews_cordoned_and_stale_nodes_alone() {
+    fn leaves_small_skews_cordoned_and_dead_nodes_alone() {
         let c = RebalanceConfig::default();
         let s = state(&[(1, 4, NodeStatus::Active), (2, 2, NodeStatus::Active)]);
-        assert_eq!(plan(&s, 1_000, &c, |_| false), None);
+        assert_eq!(plan(&s, &c, |_| false), None);
         let s = state(&[(1, 9, NodeStatus::Active), (2, 0, NodeStatus::Cordoned)]);
-        assert_eq!(plan(&s, 1_000, &c, |_| false), None);
+        assert_eq!(plan(&s, &c, |_| false), None);
         let s = state(&[(1, 9, NodeStatus::Active), (2, 0, NodeStatus::Active)]);
-        assert_eq!(plan(&s, 1_000_000, &c, |_| false), None, "stale heartbeats");
-        assert_eq!(plan(&s, 1_000, &c, |_| true), None, "every pid skipped");
+        let mut dead = s.clone();
+        dead.liveness.insert(
+            2,
+            shoal_cluster::NodeLiveness {
+                epoch: 1,
+                dead: true,
+                since_unix_ms: 0,
+                silent_ms: 5_000,
+                by: 1,
+            },
+        );
+        assert_eq!(plan(&dead, &c, |_| false), None, "declared dead");
+        assert_eq!(plan(&s, &c, |_| true), None, "every pid skipped");
     }
 }

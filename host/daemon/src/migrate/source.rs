@@ -285,7 +285,7 @@ pub async fn migrate(
     };
     let answer: OfferAnswer = call_json(ctx, &addr, wire::PATH_OFFER, &offer)
         .await
-        .map_err(|e| fail(format!("offer refused: {}", error_chain(&e))))?;
+        .map_err(|e| fail(format!("the offer failed: {}", error_chain(&e))))?;
     phases.mark("offer");
     let mut bytes_sent: u64 = 0;
     let pb = page_bytes as usize;
@@ -477,8 +477,8 @@ async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
 ) -> Result<R, TransferError> {
     let body = serde_json::to_vec(body).map_err(TransferError::Encode)?;
     let answer = ctx
-        .peers
-        .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
+        .link
+        .call_addr_unless_dead(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
         .await?;
     serde_json::from_slice(&answer).map_err(TransferError::Answer)
 }
@@ -486,9 +486,9 @@ async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
 /// Why one step of the transfer to the target failed.
 #[derive(Debug, thiserror::Error)]
 enum TransferError {
-    /// The target could not be reached, or refused.
+    /// The target could not be reached, refused, or was declared dead.
     #[error(transparent)]
-    Net(#[from] shoal_net::NetError),
+    Peer(#[from] crate::link::PeerCallError),
     /// A request could not be encoded.
     #[error("cannot encode the request")]
     Encode(#[source] serde_json::Error),
@@ -527,8 +527,8 @@ async fn send_pages(
             .collect();
         let body = wire::encode_pages(&header, &pages);
         sent += body.len() as u64;
-        ctx.peers
-            .call_with_timeout(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
+        ctx.link
+            .call_addr_unless_dead(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
             .await?;
     }
     Ok(sent)
@@ -578,8 +578,8 @@ async fn send_rest(
     };
     let body = serde_json::to_vec(&fin).map_err(TransferError::Encode)?;
     sent += body.len() as u64;
-    ctx.peers
-        .call_with_timeout(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
+    ctx.link
+        .call_addr_unless_dead(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
         .await?;
     Ok(((changed.len(), now.len()), sent))
 }

@@ -161,6 +161,14 @@ struct StartArgs {
     /// How often rebalancing looks: 500ms, 5s, 1m (default 5s).
     #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
     rebalance_interval: Option<Duration>,
+
+    /// The failure detector's window: when this node leads, it declares a
+    /// node dead after hearing nothing from it for this long on its own
+    /// monotonic clock, and alive when it hears from it again (default 5s;
+    /// more than the 800ms election timeout). Use the same value on every
+    /// node: whichever node leads applies its own.
+    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    dead_after: Option<Duration>,
 }
 
 /// Arguments of `shoal node status`.
@@ -183,8 +191,9 @@ pub fn node(args: NodeArgs, target: &Target) -> anyhow::Result<i32> {
     }
 }
 
-/// The file where a running node records its address, so CLI verbs on the
-/// same data dir find it (and talk mTLS with the admin credential).
+/// The file where a running node records its TCP address, for people and
+/// tools (`--addr`). CLI verbs on the same data dir use the local socket,
+/// never this address.
 pub fn addr_file(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("node.addr")
 }
@@ -218,6 +227,9 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     }
     if let Some(d) = args.rebalance_interval {
         config.rebalance.interval = d;
+    }
+    if let Some(d) = args.dead_after {
+        config.raft.dead_after_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     }
     for l in &args.labels {
         let (k, v) = l
@@ -267,7 +279,7 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
                 _ = sigint.recv() => {}
             }
         };
-        let connections = server.serve(node.clone(), shutdown).await;
+        let connections = server.serve_cluster(daemon.inner().clone(), shutdown).await;
         let live = node.processes().len();
         tracing::info!("stopping, killing {live} process(es)");
         let _ = std::fs::remove_file(&addr_path);
@@ -283,7 +295,11 @@ fn status(args: StatusArgs, target: &Target) -> anyhow::Result<i32> {
     let s = super::remote::block_on(client.status())??;
     if args.json {
         let mut v = serde_json::to_value(&s)?;
-        v["socket"] = serde_json::Value::from(target.socket.display().to_string());
+        // The socket only when that is how the node was reached (over
+        // --addr, this CLI's default socket says nothing of the node).
+        if target.tls.is_none() {
+            v["socket"] = serde_json::Value::from(target.socket.display().to_string());
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }

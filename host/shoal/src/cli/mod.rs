@@ -223,19 +223,11 @@ pub fn main() -> i32 {
         term::default_sigpipe();
     }
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
-    // Without --addr, a node running on this data dir is reached at the
-    // address it recorded, over mTLS, so every verb sees the whole cluster.
-    let recorded_addr = || {
-        std::fs::read_to_string(daemon::addr_file(&data_dir))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    let addr = cli.addr.clone().or_else(|| {
-        (cli.socket.is_none() && talks_to_node(&cli.command, &matches))
-            .then(recorded_addr)
-            .flatten()
-    });
+    // Without --addr, a node running on this data dir is reached at its
+    // local socket, which serves every verb (cluster-wide ones included);
+    // never at a TCP address, which from another network namespace could
+    // be anyone's.
+    let addr = cli.addr.clone();
     let tls = match (&addr, talks_to_node(&cli.command, &matches)) {
         (Some(addr), true) => {
             let flags = remote::CredentialFlags {

@@ -3,13 +3,22 @@
 
 use super::remote::{block_on, human_age, human_bytes, Target};
 use clap::{Args, Subcommand};
+use shoal_api::cluster::RaftRole;
 use shoal_daemon::cluster_api::{NodeSummary, TokenRequest};
 
 /// Arguments of `shoal nodes`.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   shoal nodes
-  shoal nodes --json | jq '.[] | select(.healthy | not) | .name'")]
+  shoal nodes --json | jq '.[] | select(.healthy | not) | .name'
+  shoal nodes --json | jq '.[] | select(.raft) | .raft'   (what the answering node knows)
+
+HEALTH is the cluster's one verdict: the Raft leader declares a node dead
+after hearing nothing from it for the failure detector's window (5s by
+default, `node start --dead-after`) and alive when it hears from it again.
+LEADER is shown only for a leader the answering node heard from recently;
+the first line says what that node knows (term, role, last contact), so a
+node cut off by a partition says so instead of claiming a leader.")]
 pub struct NodesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -49,9 +58,55 @@ struct TokenCreateArgs {
     json: bool,
 }
 
+/// The answering node's own knowledge, in one line.
+fn view_line(nodes: &[NodeSummary]) -> Option<String> {
+    let me = nodes.iter().find(|n| n.raft.is_some())?;
+    let v = me.raft.as_ref()?;
+    let name_of = |id: u64| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or_else(|| format!("node {id}"), |n| n.name.clone())
+    };
+    let role = match v.role {
+        RaftRole::Leader => "leader",
+        RaftRole::Follower => "follower",
+        RaftRole::Candidate => "candidate",
+        RaftRole::Learner => "learner",
+        RaftRole::Stopped => "stopped",
+    };
+    let contact = v.leader_contact_ms.map_or_else(
+        || "never".to_string(),
+        |ms| format!("{} ago", human_age(ms)),
+    );
+    let about_leader = match (v.leader, v.role) {
+        (None, _) => "knows no leader (an election is in progress or it is cut off)".to_string(),
+        (Some(l), RaftRole::Leader) if l == v.id && v.leader_current => {
+            format!("leads; a quorum acknowledged it {contact}")
+        }
+        (Some(l), _) if l == v.id => format!(
+            "was leader, but no quorum has acknowledged it for {contact}: it is cut off, and this view may be stale"
+        ),
+        (Some(l), _) if v.leader_current => {
+            format!("follows {}, heard from it {contact}", name_of(l))
+        }
+        (Some(l), _) => format!(
+            "last knew {} as leader, heard from it {contact}: it is cut off, and this view may be stale",
+            name_of(l)
+        ),
+    };
+    Some(format!(
+        "seen from {} (term {}, {role}): {about_leader}",
+        me.name, v.term
+    ))
+}
+
 fn print_nodes(nodes: &[NodeSummary]) {
+    if let Some(line) = view_line(nodes) {
+        println!("{line}");
+    }
     println!(
-        "{:<4} {:<16} {:<22} {:<9} {:<7} {:>6} {:>10} {:>6} FLAGS",
+        "{:<4} {:<16} {:<22} {:<9} {:<12} {:>6} {:>10} {:>6} FLAGS",
         "ID", "NAME", "ADDRESS", "STATUS", "HEALTH", "PROCS", "MEM FREE", "LOAD"
     );
     for n in nodes {
@@ -67,13 +122,13 @@ fn print_nodes(nodes: &[NodeSummary]) {
         }
         let health = if n.status == "removed" {
             "-".to_string()
-        } else if n.healthy {
-            "up".to_string()
+        } else if let Some(d) = &n.dead {
+            format!("dead ({} silent)", human_age(d.silent_ms))
         } else {
-            format!("down {}", human_age(n.heartbeat_age_ms))
+            "up".to_string()
         };
         println!(
-            "{:<4} {:<16} {:<22} {:<9} {:<7} {:>6} {:>10} {:>6.2} {}",
+            "{:<4} {:<16} {:<22} {:<9} {:<12} {:>6} {:>10} {:>6.2} {}",
             n.id,
             n.name,
             n.addr,

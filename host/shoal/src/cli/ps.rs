@@ -2,6 +2,7 @@
 
 use super::remote::{block_on, human_age, Target};
 use clap::Args;
+use shoal_api::types::{NodeReachState, ProcessState, ProcessSummary};
 
 /// Arguments of `shoal ps`.
 #[derive(Args, Debug)]
@@ -9,11 +10,18 @@ use clap::Args;
   shoal ps
   shoal ps --json | jq '.[].pid'
 
-Columns: PID, MODULE (short hash and registry names), AGE (time since it
-started), MAILBOX (messages waiting to be received).")]
+Columns: PID, NODE, STATE, MODULE (short hash and registry names), AGE
+(time since it started), MAILBOX (messages waiting to be received).
+
+A process whose node cannot be asked (declared dead by the cluster's
+failure detector, or not answering) is still listed, with STATE `unknown`
+and `?` for what only its node knows; a warning on stderr names the node
+and what is known of it.")]
 pub struct PsArgs {
-    /// Print JSON instead of a table: a list of
-    /// {pid, module, module_names, started_at_unix_ms, age_ms, mailbox_len}.
+    /// Print JSON instead of a table: a list of {pid, node, state
+    /// (running|unknown), node_state (for unknown ones: {state dead|unreachable,
+    /// liveness_epoch, dead_since_unix_ms, detail}), module, module_names,
+    /// started_at_unix_ms, age_ms, mailbox_len}.
     #[arg(long)]
     json: bool,
 }
@@ -22,27 +30,43 @@ pub struct PsArgs {
 pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
     let list = block_on(target.client().processes())??;
     if args.json {
+        warn_unknown(&list);
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
-    let rows: Vec<[String; 5]> = list
+    warn_unknown(&list);
+    let unknown = "?".to_string();
+    let rows: Vec<[String; 6]> = list
         .iter()
         .map(|p| {
-            let mut module = p.module.short();
+            let mut module = p
+                .module
+                .map(|m| m.short())
+                .unwrap_or_else(|| unknown.clone());
             if !p.module_names.is_empty() {
                 module.push(' ');
                 module.push_str(&p.module_names.join(","));
             }
+            let state = match (p.state, &p.node_state) {
+                (ProcessState::Running, _) => "running".to_string(),
+                (ProcessState::Unknown, Some(n)) if n.state == NodeReachState::Dead => {
+                    "unknown (node dead)".to_string()
+                }
+                (ProcessState::Unknown, _) => "unknown (node unreachable)".to_string(),
+            };
             [
                 p.pid.to_string(),
                 p.node.clone().unwrap_or_else(|| "-".into()),
+                state,
                 module,
-                human_age(p.age_ms),
-                p.mailbox_len.to_string(),
+                p.age_ms.map(human_age).unwrap_or_else(|| unknown.clone()),
+                p.mailbox_len
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| unknown.clone()),
             ]
         })
         .collect();
-    let header = ["PID", "NODE", "MODULE", "AGE", "MAILBOX"].map(String::from);
+    let header = ["PID", "NODE", "STATE", "MODULE", "AGE", "MAILBOX"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -51,17 +75,39 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
     }
     for r in std::iter::once(&header).chain(&rows) {
         println!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}",
             r[0],
             r[1],
             r[2],
             r[3],
             r[4],
+            r[5],
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],
-            w3 = widths[3]
+            w3 = widths[3],
+            w4 = widths[4]
         );
     }
     Ok(0)
+}
+
+/// One stderr line per node whose processes are shown as unknown.
+fn warn_unknown(list: &[ProcessSummary]) {
+    let mut seen = std::collections::BTreeMap::new();
+    for p in list.iter().filter(|p| p.state == ProcessState::Unknown) {
+        let node = p.node.clone().unwrap_or_default();
+        let entry = seen.entry(node).or_insert((0usize, p.node_state.clone()));
+        entry.0 += 1;
+    }
+    for (node, (count, reach)) in seen {
+        let detail = reach.map(|r| r.detail).unwrap_or_default();
+        eprintln!(
+            "warning: {count} process(es) on node {node} shown as unknown: {}",
+            detail
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect::<String>()
+        );
+    }
 }

@@ -1,0 +1,369 @@
+//! What a user sees when nodes die or the network splits: three `shoal
+//! node start` processes, each in its own network namespace (see
+//! `common::netns`), killed with SIGKILL or cut off by link state, read
+//! back through the CLI. Needs root and iproute2; fails (never skips)
+//! without them. The failure detector's window is 3 s here (`--dead-after
+//! 3s`); a detection must come no sooner than that after the last contact
+//! and within [`DETECTION_SLACK`] after it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::netns::{wait_for, Lab};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// The detector window the nodes run with.
+const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// Detection may take the window plus the leader's tick (250 ms), a Raft
+/// commit and the CLI's polling; on a busy 2-core machine, allow this much.
+const DETECTION_SLACK: Duration = Duration::from_secs(4);
+/// Overall bound on any wait for the cluster to settle.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A module that prints a line then blocks in `recv` forever.
+const BLOCKER_WAT: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "shoal_v1" "recv" (func $recv (param i32 i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "blocking\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 9))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+    (loop $forever
+      (drop (call $recv (i32.const 1024) (i32.const 1024) (i64.const -1) (i32.const 0)))
+      (br $forever))))
+"#;
+
+fn lab3() -> Lab {
+    let mut lab = Lab::new(3);
+    lab.start_args = vec!["--dead-after".into(), "3s".into()];
+    lab.start_all();
+    lab
+}
+
+fn blocker(lab: &Lab) -> String {
+    let wasm = wat::parse_str(BLOCKER_WAT).unwrap();
+    lab.file("blocker.wasm", &wasm)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `shoal nodes --json` on node `i`: the row of node `name`.
+fn row(lab: &Lab, i: usize, name: &str) -> Value {
+    let list = lab.cli_json(i, &["nodes", "--json"]);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no node {name} in {list}"))
+}
+
+fn is_dead(row: &Value) -> bool {
+    row["dead"].is_object() && row["healthy"] == Value::Bool(false)
+}
+
+/// The pid and node of each process `deploy --json` started.
+fn deploy(lab: &Lab, i: usize, args: &[&str]) -> Vec<(u64, String)> {
+    let mut argv = vec!["deploy", "--json"];
+    argv.extend_from_slice(args);
+    let v = lab.cli_json(i, &argv);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["pid"].as_u64().unwrap(),
+                s["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `shoal ps --json` on node `i`: the entry of `pid`.
+fn ps_entry(lab: &Lab, i: usize, pid: u64) -> Option<Value> {
+    let list = lab.cli_json(i, &["ps", "--json"]);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .cloned()
+}
+
+#[test]
+fn a_killed_node_is_declared_dead_by_the_leader_ps_shows_its_processes_as_unknown_and_placement_avoids_it(
+) {
+    let mut lab = lab3();
+    let wasm = blocker(&lab);
+    let placed = deploy(&lab, 0, &[&wasm, "--name", "blocker", "--node", "n3"]);
+    assert_eq!(placed.len(), 1);
+    let (pid, on) = placed[0].clone();
+    assert_eq!(on, "n3");
+    wait_for("the process to be listed running", SETTLE, || {
+        ps_entry(&lab, 0, pid).is_some_and(|p| p["state"] == "running")
+    });
+
+    lab.kill(2);
+    let killed = Instant::now();
+    wait_for("n3 to be declared dead", SETTLE, || {
+        is_dead(&row(&lab, 0, "n3"))
+    });
+    let took = killed.elapsed();
+    println!("n3 declared dead {} ms after SIGKILL", took.as_millis());
+    assert!(
+        took >= DEAD_AFTER - Duration::from_millis(200),
+        "declared dead after {took:?}, before the 3 s window"
+    );
+    assert!(
+        took <= DEAD_AFTER + DETECTION_SLACK,
+        "declared dead only after {took:?}"
+    );
+    // Every surviving node shows the same verdict, from Raft.
+    let r = row(&lab, 1, "n3");
+    assert!(is_dead(&r), "{r}");
+    assert!(r["dead"]["silent_ms"].as_u64().unwrap() >= 3_000, "{r}");
+    assert_eq!(r["liveness_epoch"], 1);
+    assert!(!is_dead(&row(&lab, 1, "n1")) && !is_dead(&row(&lab, 1, "n2")));
+
+    // `shoal ps` lists the dead node's process as unknown, at once (the
+    // dead node is not asked), and says so in JSON and on stderr.
+    let asked = Instant::now();
+    let out = lab.cli(0, &["ps", "--json"]);
+    let ps_took = asked.elapsed();
+    assert!(out.status.success());
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| panic!("pid {pid} left out of ps: {list}"));
+    assert_eq!(p["state"], "unknown", "{p}");
+    assert_eq!(p["node"], "n3", "{p}");
+    assert_eq!(p["node_state"]["state"], "dead", "{p}");
+    assert!(p["module"].is_null(), "{p}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("n3") && err.contains("unknown"), "{err}");
+    assert!(ps_took < Duration::from_secs(2), "ps took {ps_took:?}");
+    let table = lab.cli_ok(1, &["ps"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&pid.to_string()) && l.contains("unknown (node dead)")),
+        "{table}"
+    );
+
+    // Placement no longer chooses it.
+    let spread = deploy(&lab, 0, &["blocker", "--count", "6"]);
+    assert_eq!(spread.len(), 6);
+    assert!(spread.iter().all(|(_, n)| n != "n3"), "{spread:?}");
+    let out = lab.cli(0, &["deploy", "blocker", "--node", "n3"]);
+    assert!(!out.status.success(), "placed on a dead node");
+
+    // Restarted, it is heard from again and declared alive.
+    lab.start(2);
+    wait_for("n3 to be alive again", SETTLE, || {
+        let r = row(&lab, 0, "n3");
+        r["healthy"] == Value::Bool(true) && r["dead"].is_null()
+    });
+    assert_eq!(row(&lab, 0, "n3")["liveness_epoch"], 2);
+}
+
+#[test]
+fn a_partitioned_node_is_declared_dead_and_comes_back_alive_after_the_heal() {
+    let lab = lab3();
+    let wasm = blocker(&lab);
+    let (pid, _) = deploy(&lab, 0, &[&wasm, "--node", "n3"])[0].clone();
+    // In the replicated directory (what the others know of it) first.
+    wait_for("the process to be listed running", SETTLE, || {
+        ps_entry(&lab, 1, pid).is_some_and(|p| p["state"] == "running")
+    });
+
+    lab.partition(2);
+    let cut = Instant::now();
+    wait_for("n3 to be declared dead", SETTLE, || {
+        is_dead(&row(&lab, 0, "n3"))
+    });
+    let took = cut.elapsed();
+    println!(
+        "n3 declared dead {} ms after the partition",
+        took.as_millis()
+    );
+    assert!(took >= DEAD_AFTER - Duration::from_millis(200), "{took:?}");
+    assert!(took <= DEAD_AFTER + DETECTION_SLACK, "{took:?}");
+    let p = ps_entry(&lab, 1, pid).expect("listed");
+    assert_eq!(p["state"], "unknown", "{p}");
+    assert_eq!(p["node_state"]["state"], "dead", "{p}");
+    // The cut-off node itself judges nobody: it shows no verdict of its own
+    // making, and knows it has no current leader.
+    let mine = row(&lab, 2, "n3");
+    assert_eq!(mine["raft"]["leader_current"], Value::Bool(false), "{mine}");
+
+    lab.heal(2);
+    let healed = Instant::now();
+    wait_for("n3 to be alive again on every node", SETTLE, || {
+        (0..3).all(|i| {
+            let r = row(&lab, i, "n3");
+            r["healthy"] == Value::Bool(true) && r["liveness_epoch"] == 2
+        })
+    });
+    println!(
+        "n3 alive everywhere {} ms after the heal",
+        healed.elapsed().as_millis()
+    );
+    wait_for("its process to be listed running again", SETTLE, || {
+        ps_entry(&lab, 0, pid).is_some_and(|p| p["state"] == "running" && p["module"].is_string())
+    });
+}
+
+#[test]
+fn a_cut_off_leader_says_what_it_knows_instead_of_claiming_to_lead() {
+    let lab = lab3();
+    let leader_of = |i: usize| -> Option<String> {
+        let list = lab.cli_json(i, &["nodes", "--json"]);
+        let rows = list.as_array().unwrap();
+        let leaders: Vec<String> = rows
+            .iter()
+            .filter(|r| r["leader"] == Value::Bool(true))
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        assert!(leaders.len() <= 1, "two leaders in one view: {list}");
+        leaders.into_iter().next()
+    };
+    let mut old = None;
+    wait_for("a leader all agree on", SETTLE, || {
+        let l = leader_of(0);
+        old = l.clone();
+        l.is_some() && (0..3).all(|i| leader_of(i) == l)
+    });
+    let old = old.unwrap();
+    let o: usize = old.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    let others: Vec<usize> = (0..3).filter(|i| *i != o).collect();
+
+    lab.partition(o);
+    wait_for("the majority to elect another leader", SETTLE, || {
+        others
+            .iter()
+            .all(|i| leader_of(*i).is_some_and(|l| l != old))
+    });
+    // The old leader no longer claims to lead: it shows its term, its role
+    // and how long since a quorum acknowledged it.
+    wait_for(
+        "the cut-off leader to stop claiming leadership",
+        SETTLE,
+        || leader_of(o).is_none(),
+    );
+    let me = row(&lab, o, &old);
+    let raft = &me["raft"];
+    assert_eq!(raft["leader_current"], Value::Bool(false), "{me}");
+    assert!(raft["term"].as_u64().unwrap() >= 1, "{me}");
+    let text = lab.cli_ok(o, &["nodes"]);
+    let first = text.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.starts_with(&format!("seen from {old} (term ")) && first.contains("cut off"),
+        "{text}"
+    );
+    assert!(
+        !text.lines().skip(2).any(|l| l.contains("leader")),
+        "the cut-off node claims a leader: {text}"
+    );
+    // The majority shows the old leader as dead, with its own leader.
+    let majority_view = lab.cli_ok(others[0], &["nodes"]);
+    assert!(
+        majority_view.lines().next().unwrap().contains("follows")
+            || majority_view.lines().next().unwrap().contains("leads"),
+        "{majority_view}"
+    );
+
+    lab.heal(o);
+    wait_for("one leader in every view after the heal", SETTLE, || {
+        let l = leader_of(others[0]);
+        l.is_some() && (0..3).all(|i| leader_of(i) == l)
+    });
+}
+
+#[test]
+fn a_move_to_a_node_that_just_became_unreachable_gives_up_when_it_is_declared_dead() {
+    let lab = lab3();
+    let wasm = blocker(&lab);
+    let (pid, on) = deploy(&lab, 0, &[&wasm, "--node", "n1"])[0].clone();
+    assert_eq!(on, "n1");
+    wait_for("the process to be registered", SETTLE, || {
+        ps_entry(&lab, 1, pid).is_some_and(|p| p["state"] == "running")
+    });
+    // Cut n3 off, and at once ask to move the process there: the target is
+    // not declared dead yet, so the move starts and its requests hang.
+    lab.partition(2);
+    let cut = Instant::now();
+    let out = lab.cli(0, &["migrate", &pid.to_string(), "--to", "n3"]);
+    let took = cut.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("migrate gave up after {} ms: {err}", took.as_millis());
+    assert!(!out.status.success(), "moved to a cut-off node?");
+    assert!(
+        took <= DEAD_AFTER + DETECTION_SLACK,
+        "gave up only after {took:?} (window {DEAD_AFTER:?}): {err}"
+    );
+    assert!(
+        err.contains("declared it dead") && err.contains("gave up on it after"),
+        "the error does not say the node is down and how long it waited: {err}"
+    );
+    // The process goes on where it was.
+    let p = ps_entry(&lab, 0, pid).expect("still listed");
+    assert_eq!(p["state"], "running", "{p}");
+    assert_eq!(p["node"], "n1", "{p}");
+    lab.heal(2);
+}
+
+#[test]
+fn with_data_dir_every_verb_goes_over_the_local_socket_never_tcp() {
+    let lab = lab3();
+    let wasm = blocker(&lab);
+    // From a namespace where the node's TCP address is unreachable, the
+    // data dir's socket serves the cluster verbs that used to need TCP.
+    let ok = |args: &[&str]| -> String {
+        let out = lab.cli_from_elsewhere(0, args);
+        assert!(
+            out.status.success(),
+            "shoal {args:?} over the socket failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let nodes: Value = serde_json::from_str(&ok(&["nodes", "--json"])).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 3, "{nodes}");
+    let token: Value =
+        serde_json::from_str(&ok(&["token", "create", "--ttl", "1m", "--json"])).unwrap();
+    assert!(token["token"].is_string(), "{token}");
+    let spawned: Value =
+        serde_json::from_str(&ok(&["deploy", "--json", &wasm, "--node", "n1"])).unwrap();
+    let pid = spawned[0]["pid"].as_u64().unwrap();
+    wait_for("the process to be registered", SETTLE, || {
+        ps_entry(&lab, 1, pid).is_some_and(|p| p["state"] == "running")
+    });
+    let moved: Value =
+        serde_json::from_str(&ok(&["migrate", &pid.to_string(), "--to", "n2", "--json"])).unwrap();
+    assert_eq!(moved["to"], "n2", "{moved}");
+    // Over --addr, `node status` does not report this CLI's own socket as
+    // the node's.
+    let admin = lab.node(0).data_dir.join("pki").join("admin");
+    let status = lab.cli_json(
+        1,
+        &[
+            "--addr",
+            &lab.node(0).addr(),
+            "--creds",
+            admin.to_str().unwrap(),
+            "node",
+            "status",
+            "--json",
+        ],
+    );
+    assert!(status.get("socket").is_none(), "{status}");
+}
