@@ -22,10 +22,10 @@ use super::peer_api::{
 use bytes::Bytes;
 use shoal_cluster::sched::{self, Candidate, Target};
 use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Raft};
-use shoal_net::{LaneMessage, NetError, Peers};
+use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
-use shoal_runtime::mailbox::PushError;
+use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
 use std::collections::{HashSet, VecDeque};
@@ -384,7 +384,7 @@ impl SpawnAtError {
 
 #[async_trait::async_trait]
 impl ClusterLink for Link {
-    fn send_remote(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+    fn send_remote(&self, to: Pid, message: Message) -> Result<(), PushError> {
         let _shared = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let state = self.raft.state();
         let in_directory = state.directory.get(&to.0).map(|e| e.node);
@@ -406,10 +406,12 @@ impl ClusterLink for Link {
             Some(n) => n.addr.clone(),
             None => return Err(PushError::Closed),
         };
+        let (kind, reference) = message.tag.to_wire();
         let msg = LaneMessage {
-            from: from.0,
+            from: message.sender.0,
             to: to.0,
-            data: Bytes::from(data),
+            tag: LaneTag { kind, reference },
+            data: Bytes::from(message.data),
         };
         self.peers.send(&addr, msg).map_err(|_| PushError::Full)
     }

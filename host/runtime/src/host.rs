@@ -9,7 +9,7 @@
 //! namespace (calls, names, key-value, locks, files) adds its methods here,
 //! where a review sees the whole surface at once.
 
-use crate::mailbox::PushError;
+use crate::mailbox::{Message, PushError};
 use crate::pid::Pid;
 use async_trait::async_trait;
 
@@ -23,6 +23,10 @@ pub trait ProcessHost: Send + Sync + 'static {
     /// Queue `data` from `from` for `to`, wherever `to` runs: its local
     /// mailbox, or the lane to the node that runs it.
     fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError>;
+
+    /// Queue any message (a call, reply, monitor or DOWN: see
+    /// [`crate::calls`]) for `to`, wherever it runs, as [`ProcessHost::send`].
+    fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError>;
 
     /// Start a process of module `reference` (a name or `sha256:` hash) with
     /// `args`. `target` is `None` for "on this node", else a placement

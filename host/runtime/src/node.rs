@@ -44,7 +44,9 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// Send to a pid that is not on this node. `Closed` means no such
     /// process anywhere (the ABI's `NO_PROCESS`); `Full` means the way
     /// there is at its bound (the ABI's `MAILBOX_FULL`: retry).
-    fn send_remote(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError>;
+    /// `message` may be plain or tagged ([`crate::mailbox::Tag`]); its
+    /// sender is `message.sender`.
+    fn send_remote(&self, to: Pid, message: Message) -> Result<(), PushError>;
     /// Start a process somewhere in the cluster. `target` is `""` (let the
     /// scheduler choose), a node name, or label constraints `k=v[,k=v]`.
     /// Errors are ABI codes.
@@ -1023,6 +1025,8 @@ impl Shared {
         let wasi = self.build_wasi(&spec, &log, monotonic_start)?;
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
         if let Some(image) = &restore {
+            // Calls and monitors first: they decide which answers queue.
+            mailbox.restore_calls(image.calls.clone());
             for m in &image.mailbox {
                 mailbox.push(m.clone()).map_err(|e| {
                     NodeError::InvalidSpawn(format!(
@@ -1116,7 +1120,8 @@ impl Shared {
                 // held for the move (`Node::freeze`).
                 self.router.hold(pid, entry.mailbox.clone());
             } else {
-                entry.mailbox.close();
+                // Closes the mailbox; its watchers and callers are told.
+                crate::calls::on_exit(&self.router, pid, &status.reason, &entry.mailbox);
             }
             // Nothing more is written: give back what the log does not hold.
             entry.log.shrink();
@@ -1215,6 +1220,10 @@ impl ProcessHost for NodeHost {
 
     fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
         self.0.router.send(from, to, data)
+    }
+
+    fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError> {
+        self.0.router.send_message(to, message)
     }
 
     async fn spawn(

@@ -6,6 +6,7 @@
 //! refuses (by panicking at node start, a programming error) any
 //! implementation whose name is missing from the table.
 
+pub mod call;
 pub use shoal_abi::errno;
 pub mod memory;
 pub mod message;
@@ -110,6 +111,7 @@ pub fn register_all(linker: &mut Linker<ProcessCtx>) -> wasmtime::Result<()> {
     };
     process::register(&mut registrar)?;
     message::register(&mut registrar)?;
+    call::register(&mut registrar)?;
     wasi::register(&mut registrar)?;
     for spec in IMPORTS.iter() {
         let count = registrar
