@@ -76,12 +76,17 @@
 
 #![warn(missing_docs)]
 
+mod call;
 mod error;
 mod message;
 mod pid;
 mod process;
 pub mod sys;
 
+pub use call::{
+    call, call_raw, demonitor, monitor, recv_any, reply, reply_raw, serve, CallHandle, Down,
+    DownReason, Incoming, MonitorRef, CALL_REPLY_BUFFER_SIZE, DEFAULT_CALL_TIMEOUT,
+};
 pub use error::{Error, Result};
 pub use message::{
     recv, recv_into, recv_msg, send, send_blocking, send_msg, Message, MAX_MESSAGE_SIZE,

@@ -1,7 +1,7 @@
 //! The plain data of calls and monitors shared by host and guests: what
-//! `recv_msg` says a message is, and why a monitored process went down.
+//! `recv_any` says a message is, and why a monitored process went down.
 //!
-//! `recv_msg` writes a [`RECV_MSG_INFO_BYTES`]-byte info record
+//! `recv_any` writes a [`RECV_ANY_INFO_BYTES`]-byte info record
 //! (little-endian):
 //!
 //! ```text
@@ -18,8 +18,8 @@
 //! it fails with `CALLEE_DOWN` or `NODE_DOWN`. A DOWN's payload is the
 //! trap message for `REASON_TRAP` (UTF-8), else empty.
 
-/// Size of `recv_msg`'s info record.
-pub const RECV_MSG_INFO_BYTES: i32 = 32;
+/// Size of `recv_any`'s info record.
+pub const RECV_ANY_INFO_BYTES: i32 = 32;
 /// Size of the record `call` writes at `down_ptr`.
 pub const DOWN_INFO_BYTES: i32 = 8;
 
@@ -43,7 +43,7 @@ pub const REASON_NODE_DOWN: i32 = 5;
 /// It refused: it already serves or is watched by as many as it may hold.
 pub const REASON_OVERLOADED: i32 = 6;
 
-/// Calls a process may have taken (through `recv_msg`) and not yet
+/// Calls a process may have taken (through `recv_any`) and not yet
 /// answered; one more is answered `CALLEE_DOWN` with
 /// [`REASON_OVERLOADED`].
 pub const SERVING_MAX: usize = 65_536;

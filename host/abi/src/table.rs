@@ -130,9 +130,9 @@ pub const IMPORTS: &[ImportSpec] = &[
     // call(pid, req_ptr, req_len, reply_ptr, reply_len, timeout_ms,
     //      down_ptr) -> reply length or errno
     shoal("call", &[I64, I32, I32, I32, I32, I64, I32], &[I32], true),
-    // recv_msg(buf_ptr, buf_len, timeout_ms, info_ptr) -> length or errno:
+    // recv_any(buf_ptr, buf_len, timeout_ms, info_ptr) -> length or errno:
     // messages, call requests and DOWN notices, told apart by the info.
-    shoal("recv_msg", &[I32, I32, I64, I32], &[I32], true),
+    shoal("recv_any", &[I32, I32, I64, I32], &[I32], true),
     // reply(handle, data_ptr, data_len) -> errno
     shoal("reply", &[I64, I32, I32], &[I32], false),
     // monitor(pid, ref_out_ptr) -> errno

@@ -287,7 +287,7 @@ mod tests {
         }
         assert_eq!(mb.take_visible(100, false, &mut bounces), Head::Empty);
         assert_eq!(mb.calls().watchers.len(), 1);
-        // recv_msg sees the call (with a handle) then the DOWN, in order.
+        // recv_any sees the call (with a handle) then the DOWN, in order.
         let Head::Taken(call) = mb.take_visible(100, true, &mut bounces) else {
             panic!()
         };

@@ -325,7 +325,7 @@ impl Mailbox {
     }
 
     /// Take the oldest message a receive may see, if it fits in
-    /// `buffer_len` bytes; `calls` is true for `recv_msg` (which also sees
+    /// `buffer_len` bytes; `calls` is true for `recv_any` (which also sees
     /// call requests and DOWN notices), false for `recv` (plain messages
     /// only: what a guest built before calls can recognise).
     ///

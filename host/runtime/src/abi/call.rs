@@ -13,15 +13,15 @@ use crate::pid::Pid;
 use crate::process::ProcessCtx;
 use shoal_abi::calls::{
     DOWN_INFO_BYTES, KIND_CALL, KIND_DOWN, KIND_MESSAGE, REASON_NODE_DOWN, REASON_NOPROC,
-    RECV_MSG_INFO_BYTES,
+    RECV_ANY_INFO_BYTES,
 };
 use std::time::{Duration, Instant};
 use wasmtime::{Caller, Val};
 
 /// Import name of `call`, as recorded in a pending call.
 const CALL: &str = "shoal_v1.call";
-/// Import name of `recv_msg`, as recorded in a pending call.
-const RECV_MSG: &str = "shoal_v1.recv_msg";
+/// Import name of `recv_any`, as recorded in a pending call.
+const RECV_ANY: &str = "shoal_v1.recv_any";
 
 /// Send the refusals a take produced (from this process).
 pub(crate) fn send_bounces(caller: &Caller<'_, ProcessCtx>, bounces: Vec<Bounce>) {
@@ -41,7 +41,7 @@ pub(crate) fn send_bounces(caller: &Caller<'_, ProcessCtx>, bounces: Vec<Bounce>
     }
 }
 
-/// `recv_msg`'s info record for `m` (as taken), and the payload the guest
+/// `recv_any`'s info record for `m` (as taken), and the payload the guest
 /// gets (a DOWN's payload is its trap message).
 fn describe(m: &Message) -> ([u8; 32], &[u8]) {
     let mut info = [0u8; 32];
@@ -192,12 +192,12 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         })
     })?;
 
-    r.define("recv_msg", |mut caller, params| {
+    r.define("recv_any", |mut caller, params| {
         let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
         let timeout_ms = arg_i64(params, 2);
         let info_ptr = arg_i32(params, 3);
         Box::new(async move {
-            let timeout_ms = match capture::enter(&mut caller, RECV_MSG).await? {
+            let timeout_ms = match capture::enter(&mut caller, RECV_ANY).await? {
                 Entry::Fresh => timeout_ms,
                 Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
             };
@@ -205,7 +205,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 return Ok(Some(Val::I32(e)));
             }
             // The info tells a call from a message: it is required.
-            if let Err(e) = check_writable(&mut caller, info_ptr, RECV_MSG_INFO_BYTES) {
+            if let Err(e) = check_writable(&mut caller, info_ptr, RECV_ANY_INFO_BYTES) {
                 return Ok(Some(Val::I32(e)));
             }
             let deadline = deadline_of(timeout_ms);
@@ -214,7 +214,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             let capturable = caller.data().capturable;
             if capturable && signal.is_requested() {
                 let pending = PendingCall {
-                    import: RECV_MSG.to_string(),
+                    import: RECV_ANY.to_string(),
                     remaining_ms: remaining(deadline),
                 };
                 capture::unwind(&mut caller, pending).await?;
@@ -259,7 +259,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                                 .await;
                         if let Waited::Capture = waited {
                             let pending = PendingCall {
-                                import: RECV_MSG.to_string(),
+                                import: RECV_ANY.to_string(),
                                 remaining_ms: remaining(deadline),
                             };
                             capture::unwind(&mut caller, pending).await?;
