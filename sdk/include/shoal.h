@@ -65,6 +65,7 @@ extern "C" {
 #define SHOAL_ENO_NODE -11
 #define SHOAL_ECALLEE_DOWN -12
 #define SHOAL_ENODE_DOWN -13
+#define SHOAL_ENAME_TAKEN -14
 
 /* ---- Limits and constants ----------------------------------------------- */
 
@@ -304,6 +305,30 @@ int32_t shoal_monitor(uint64_t pid, uint64_t *ref);
  */
 SHOAL_IMPORT("demonitor")
 int32_t shoal_demonitor(uint64_t ref);
+
+/**
+ * Gives the caller the name (UTF-8, 1..255 bytes) in its owner's namespace,
+ * held by the cluster until it unregisters or ends. SHOAL_OK,
+ * SHOAL_ENAME_TAKEN, SHOAL_ELIMIT, SHOAL_EINVALID, SHOAL_EFAULT, SHOAL_ENO_NODE.
+ * Import: shoal_v1.register (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("register")
+int32_t shoal_register(const char *name, int32_t name_len);
+
+/**
+ * Gives the name up. SHOAL_OK or SHOAL_EINVALID (not held by the caller).
+ * Import: shoal_v1.unregister (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("unregister")
+int32_t shoal_unregister(const char *name, int32_t name_len);
+
+/**
+ * Writes the pid the name names (caller's owner's namespace) at *pid.
+ * SHOAL_OK or SHOAL_ENO_PROCESS, SHOAL_EINVALID, SHOAL_EFAULT.
+ * Import: shoal_v1.whereis (i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("whereis")
+int32_t shoal_whereis(const char *name, int32_t name_len, uint64_t *pid);
 
 #ifdef __cplusplus
 } /* extern "C" */

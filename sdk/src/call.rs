@@ -302,6 +302,58 @@ where
     }
 }
 
+/// Gives this process `name` (UTF-8, 1..=255 bytes) in its owner's
+/// namespace, held by the cluster until it unregisters or ends (kept when
+/// it moves). Of two processes of one owner racing for a name, exactly one
+/// gets it.
+///
+/// # Errors
+///
+/// [`Error::NameTaken`], [`Error::Limit`] (the owner's quota of names),
+/// [`Error::Invalid`] (a bad name), [`Error::NoNode`] (no cluster to ask).
+pub fn register(name: &str) -> Result<()> {
+    let len = i32::try_from(name.len()).map_err(|_| Error::Invalid)?;
+    // SAFETY: the pointer is valid for `len` bytes.
+    check(unsafe { sys::register(name.as_ptr(), len) }).map(drop)
+}
+
+/// Gives `name` up.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] if this process does not hold it.
+pub fn unregister(name: &str) -> Result<()> {
+    let len = i32::try_from(name.len()).map_err(|_| Error::Invalid)?;
+    // SAFETY: the pointer is valid for `len` bytes.
+    check(unsafe { sys::unregister(name.as_ptr(), len) }).map(drop)
+}
+
+/// The process `name` names in this process's owner's namespace.
+///
+/// # Errors
+///
+/// [`Error::NoProcess`] if no live process holds it.
+pub fn whereis(name: &str) -> Result<Pid> {
+    let len = i32::try_from(name.len()).map_err(|_| Error::Invalid)?;
+    let mut pid = 0u64;
+    // SAFETY: the name is valid for `len` bytes, `pid` for 8 bytes of writes.
+    check(unsafe { sys::whereis(name.as_ptr(), len, &mut pid) })?;
+    Ok(Pid::from_raw(pid))
+}
+
+/// [`call`] the process `name` names ([`whereis`], then [`call`]).
+///
+/// # Errors
+///
+/// As [`whereis`] and [`call`].
+pub fn call_name<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+    name: &str,
+    request: &Req,
+    timeout: Option<Duration>,
+) -> Result<Resp> {
+    call(whereis(name)?, request, timeout)
+}
+
 /// Be told when `pid` ends: a [`Down`] then arrives through [`recv_any`]
 /// (at once, `noproc`, if it is already gone). Follows `pid` when it
 /// moves; moving is not ending.

@@ -65,6 +65,8 @@ pub enum Error {
     /// `NODE_DOWN` (-13): the callee's node was declared dead before it
     /// replied.
     NodeDown,
+    /// `NAME_TAKEN` (-14): another process of the same owner holds that name.
+    NameTaken,
     /// A negative code this SDK does not know (from a newer host).
     Unknown(i32),
     /// Not running inside a Shoal host (the crate was built for a non-wasm32
@@ -102,6 +104,7 @@ impl Error {
             sys::NO_NODE => Error::NoNode,
             sys::CALLEE_DOWN => Error::CalleeDown(crate::DownReason::Unknown(0)),
             sys::NODE_DOWN => Error::NodeDown,
+            sys::NAME_TAKEN => Error::NameTaken,
             sys::UNSUPPORTED => Error::Unsupported,
             other => Error::Unknown(other),
         }
@@ -130,6 +133,7 @@ impl Error {
             Error::NoNode => sys::NO_NODE,
             Error::CalleeDown(_) => sys::CALLEE_DOWN,
             Error::NodeDown => sys::NODE_DOWN,
+            Error::NameTaken => sys::NAME_TAKEN,
             Error::Unknown(code) => *code,
             Error::Unsupported | Error::Encode(_) | Error::Decode(_) => return None,
         })
@@ -156,6 +160,7 @@ impl Error {
             Error::NoNode => "NO_NODE",
             Error::CalleeDown(_) => "CALLEE_DOWN",
             Error::NodeDown => "NODE_DOWN",
+            Error::NameTaken => "NAME_TAKEN",
             Error::Unknown(_) => "UNKNOWN",
             Error::Unsupported => "UNSUPPORTED",
             Error::Encode(_) => "ENCODE",
@@ -185,6 +190,7 @@ impl fmt::Display for Error {
             Error::NoNode => f.write_str("no node fits the placement target (NO_NODE)"),
             Error::CalleeDown(why) => write!(f, "the callee went down: {why:?} (CALLEE_DOWN)"),
             Error::NodeDown => f.write_str("the callee's node was declared dead (NODE_DOWN)"),
+            Error::NameTaken => f.write_str("the name is taken (NAME_TAKEN)"),
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

@@ -33,8 +33,8 @@ pub use shoal_abi::table::SHOAL_ABI_VERSION as ABI_VERSION;
 
 // The error codes: one table, in `shoal-abi`, shared with the host.
 pub use shoal_abi::errno::{
-    BUFFER_TOO_SMALL, CALLEE_DOWN, FAULT, INVALID, LIMIT, MAILBOX_FULL, NODE_DOWN, NO_MODULE,
-    NO_NODE, NO_PROCESS, OK, SPAWN_FAILED, TIMEOUT, TOO_LARGE,
+    BUFFER_TOO_SMALL, CALLEE_DOWN, FAULT, INVALID, LIMIT, MAILBOX_FULL, NAME_TAKEN, NODE_DOWN,
+    NO_MODULE, NO_NODE, NO_PROCESS, OK, SPAWN_FAILED, TIMEOUT, TOO_LARGE,
 };
 
 // What `recv_any` says a message is, and why a process went down.
@@ -306,4 +306,33 @@ imports! {
     ///
     /// Always safe to call; it is `unsafe` only because it is an import.
     fn demonitor(reference: i64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.register(name_ptr, name_len) -> i32`: gives the caller the
+    /// name (UTF-8, 1..=255 bytes) in its owner's namespace, held by the
+    /// cluster until it unregisters or ends (kept when it moves). Returns
+    /// [`OK`], [`NAME_TAKEN`], [`LIMIT`] (the owner's quota), [`INVALID`],
+    /// [`FAULT`], [`NO_NODE`] (the cluster could not be asked).
+    ///
+    /// # Safety
+    ///
+    /// `name_ptr` must be valid for `name_len` bytes of reads.
+    fn register(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.unregister(name_ptr, name_len) -> i32`: gives the name up.
+    /// [`OK`], or [`INVALID`] if the caller does not hold it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`register`].
+    fn unregister(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.whereis(name_ptr, name_len, pid_out) -> i32`: the pid the
+    /// name names in the caller's owner's namespace. [`OK`] or
+    /// [`NO_PROCESS`], [`INVALID`], [`FAULT`].
+    ///
+    /// # Safety
+    ///
+    /// `name_ptr` must be valid for `name_len` bytes of reads and `pid_out`
+    /// for 8 bytes of writes.
+    fn whereis(name_ptr: *const u8, name_len: i32, pid_out: *mut u64) -> i32 => UNSUPPORTED;
 }

@@ -333,3 +333,62 @@ async fn the_server_moves_back_and_forth_during_a_stream_of_calls() {
     println!("the server moved {moves} times during 30000 calls");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_one_of_two_racing_registrations_wins_and_a_name_dies_with_its_process() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    // Two processes of one owner race for one name from two nodes.
+    let (a, b) = tokio::join!(
+        spawn(&c, 1, &["kv", "named", "store"]),
+        spawn(&c, 2, &["kv", "named", "store"])
+    );
+    let outcome = |i: usize, pid: Pid| {
+        let out = stdout(&c, i, pid);
+        if out.contains("registered store") {
+            Some(true)
+        } else if out.contains("register failed NAME_TAKEN") {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    wait_until("both registrations to be decided", WAIT, || {
+        outcome(1, a).is_some() && outcome(2, b).is_some()
+    })
+    .await;
+    let (won_a, won_b) = (outcome(1, a) == Some(true), outcome(2, b) == Some(true));
+    assert!(won_a ^ won_b, "exactly one wins: a={won_a} b={won_b}");
+    let (winner, winner_node) = if won_a { (a, 1) } else { (b, 2) };
+    // whereis from every node, and a call by name.
+    for i in 0..3 {
+        let w = spawn(&c, i, &["kv_client", "whereis", "store"]).await;
+        exit_of(&c, i, w).await;
+        assert_eq!(stdout(&c, i, w), format!("whereis {}\n", winner.0));
+    }
+    let by = spawn(&c, 0, &["kv_client", "byname", "store"]).await;
+    exit_of(&c, 0, by).await;
+    assert_eq!(stdout(&c, 0, by), "byname ok\n");
+    // The name moves with its process.
+    let to = if winner_node == 1 { 2 } else { 1 };
+    move_to(&c, winner_node, winner, to).await;
+    let w = spawn(&c, 0, &["kv_client", "whereis", "store"]).await;
+    exit_of(&c, 0, w).await;
+    assert_eq!(stdout(&c, 0, w), format!("whereis {}\n", winner.0));
+    // It dies with it; then the name is free again.
+    c.node(to).node().kill(winner).expect("kill");
+    let raft = c.node(0).raft().clone();
+    wait_until("the name to go with its process", WAIT, || {
+        raft.state()
+            .names
+            .whereis(&shoal_cluster::names::Owner::cluster(), "store")
+            .is_none()
+    })
+    .await;
+    let w = spawn(&c, 0, &["kv_client", "whereis", "store"]).await;
+    exit_of(&c, 0, w).await;
+    assert_eq!(stdout(&c, 0, w), "whereis err=NO_PROCESS\n");
+    let again = spawn(&c, 0, &["kv", "named", "store"]).await;
+    wait_stdout(&c, 0, again, "registered store").await;
+    c.shutdown().await;
+}

@@ -10,6 +10,8 @@
 //!   arrives. Plain messages also control it: `exit <code>` exits with that
 //!   code (calls pending get `CALLEE_DOWN`), `trap` traps, `stats` replies
 //!   (as a plain message) `calls=<n> held=<h> keys=<k>`.
+//! - `named <name>`: registers `<name>` first, printing `registered <name>`
+//!   (then serves as `serve`) or `register failed <ERROR>` (then exits 3).
 //! - `simple`: the same Put/Get/Echo through `shoal::serve` (Hold is
 //!   answered at once); prints `kv simple ready pid=<pid>`.
 
@@ -87,6 +89,18 @@ fn main() {
     let me: Pid = shoal::self_pid();
     let r = match mode.as_str() {
         "serve" => {
+            println!("kv ready pid={me}");
+            serve()
+        }
+        "named" => {
+            let name = std::env::args().nth(2).unwrap_or_default();
+            match shoal::register(&name) {
+                Ok(()) => println!("registered {name}"),
+                Err(e) => {
+                    println!("register failed {}", e.name());
+                    std::process::exit(3);
+                }
+            }
             println!("kv ready pid={me}");
             serve()
         }

@@ -14,6 +14,9 @@
 //!   as `mail <text>`, then `done`.
 //! - `monitor <pid>`: monitors `pid`, prints `monitoring`, waits for its
 //!   DOWN and prints `down reason=<r>`.
+//! - `whereis <name>`: prints `whereis <pid>` or `whereis err=<ERROR>`.
+//! - `byname <name>`: a Put and a Get by name (`shoal::call_name`); prints
+//!   `byname ok` or `byname err=<ERROR>`.
 //! - `noproc <pid>`: a call to a pid that does not exist: prints
 //!   `result err=<NAME>`.
 
@@ -133,6 +136,26 @@ fn main() {
                     }
                 }
             }
+        }
+        "whereis" => {
+            let name = args.get(2).cloned().unwrap_or_else(|| usage());
+            match shoal::whereis(&name) {
+                Ok(pid) => println!("whereis {pid}"),
+                Err(e) => println!("whereis err={}", e.name()),
+            }
+            true
+        }
+        "byname" => {
+            let name = args.get(2).cloned().unwrap_or_else(|| usage());
+            let t = Some(shoal::DEFAULT_CALL_TIMEOUT);
+            let r = shoal::call_name::<Req, Resp>(&name, &Req::Put("k".into(), b"v".to_vec()), t)
+                .and_then(|_| shoal::call_name::<Req, Resp>(&name, &Req::Get("k".into()), t));
+            match r {
+                Ok(Resp::Value(Some(v))) if v == b"v" => println!("byname ok"),
+                Ok(other) => println!("byname bad {other:?}"),
+                Err(e) => println!("byname err={}", e.name()),
+            }
+            true
         }
         "noproc" => {
             let r = shoal::call::<Req, Resp>(pid_arg(&args, 2), &Req::Get("x".into()), Some(Duration::from_secs(5)));

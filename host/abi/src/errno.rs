@@ -36,6 +36,8 @@ pub const CALLEE_DOWN: i32 = -12;
 /// The node the callee ran on was declared dead by the cluster before it
 /// replied.
 pub const NODE_DOWN: i32 = -13;
+/// `register`: another process of the same owner holds that name.
+pub const NAME_TAKEN: i32 = -14;
 
 /// Every code with its symbolic name, for docs, the C header test and logs.
 pub const ALL: &[(i32, &str)] = &[
@@ -53,6 +55,7 @@ pub const ALL: &[(i32, &str)] = &[
     (NO_NODE, "NO_NODE"),
     (CALLEE_DOWN, "CALLEE_DOWN"),
     (NODE_DOWN, "NODE_DOWN"),
+    (NAME_TAKEN, "NAME_TAKEN"),
 ];
 
 /// The symbolic name of a code, for messages.

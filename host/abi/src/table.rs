@@ -139,6 +139,13 @@ pub const IMPORTS: &[ImportSpec] = &[
     shoal("monitor", &[I64, I32], &[I32], false),
     // demonitor(ref) -> errno
     shoal("demonitor", &[I64], &[I32], false),
+    // names namespace (abi/names.rs), held in Raft in the owner's namespace
+    // register(name_ptr, name_len) -> errno
+    shoal("register", &[I32, I32], &[I32], false),
+    // unregister(name_ptr, name_len) -> errno
+    shoal("unregister", &[I32, I32], &[I32], false),
+    // whereis(name_ptr, name_len, pid_out_ptr) -> errno
+    shoal("whereis", &[I32, I32, I32], &[I32], false),
     // WASI calls that wait, replaced by capturable versions in abi/wasi.rs:
     // a guest sleeping through std::thread::sleep (poll_oneoff on one
     // relative clock) or yielding can be captured there too.

@@ -84,6 +84,11 @@
 //!   directory or the name already names another pid; re-setting the same
 //!   pair is `Ok`.
 //! - `RemoveProcessName { name }`: refused if there is no such name.
+//! - `RegisterName { owner, name, pid }`: gives `name` to `pid` in `owner`'s
+//!   namespace ([`names`]); refused if another pid of that owner holds it,
+//!   the owner is at its quota, the name is bad or the pid is not live.
+//!   Dropped when the pid leaves the directory; kept when it moves.
+//! - `UnregisterName { owner, name, pid }`: refused unless `pid` holds it.
 //! - `CreateToken { record }`: adds the token record; refused on a duplicate
 //!   token id.
 //! - `RedeemToken { token, now_ms }` → `Role(role)`: marks the token used.
@@ -108,6 +113,7 @@
 //! the snapshot; lagging or new members catch up by snapshot install.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod names;
 pub mod raft;
 pub mod sched;
 pub mod state;

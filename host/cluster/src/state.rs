@@ -198,6 +198,10 @@ pub struct ClusterState {
     /// granted something are listed). Dropped with the directory entry.
     #[serde(default)]
     pub grants: BTreeMap<u64, ProcessGrants>,
+    /// Process names in their owners' namespaces (`register`/`whereis`
+    /// of guests: [`crate::names`]).
+    #[serde(default)]
+    pub names: crate::names::NameBook,
 }
 
 impl Default for ClusterState {
@@ -212,6 +216,7 @@ impl Default for ClusterState {
             module_names: BTreeMap::new(),
             modules: BTreeMap::new(),
             process_names: BTreeMap::new(),
+            names: Default::default(),
             revocations: RevocationList::new(),
             tokens: TokenBook::new(),
             registered_max: BTreeMap::new(),
@@ -375,6 +380,24 @@ pub enum Command {
         /// Its grants and who made them.
         grants: ProcessGrants,
     },
+    /// Give a process a name in its owner's namespace.
+    RegisterName {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The name.
+        name: String,
+        /// The process.
+        pid: u64,
+    },
+    /// Take a name away from the process holding it.
+    UnregisterName {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The name.
+        name: String,
+        /// The process that holds it.
+        pid: u64,
+    },
     /// Revoke a certificate or an identity.
     Revoke {
         /// What.
@@ -481,6 +504,18 @@ impl ClusterState {
                 size_bytes,
             } => self.module_held(hash, *node, *size_bytes),
             Command::SetProcessName { name, pid } => self.set_process_name(name, *pid),
+            Command::RegisterName { owner, name, pid } => {
+                let live = self.directory.contains_key(pid);
+                self.names
+                    .register(owner, name, *pid, live, NAME_BYTES_MAX)
+                    .map(|()| CommandResult::Ok)
+                    .map_err(|e| e.to_string())
+            }
+            Command::UnregisterName { owner, name, pid } => self
+                .names
+                .unregister(owner, name, *pid)
+                .map(|()| CommandResult::Ok)
+                .map_err(|e| e.to_string()),
             Command::RemoveProcessName { name } => match self.process_names.remove(name) {
                 Some(_) => Ok(CommandResult::Ok),
                 None => Err(format!("no process named {name:?}")),
@@ -751,6 +786,7 @@ impl ClusterState {
             self.grants.remove(pid);
         }
         self.process_names.retain(|_, pid| !gone.contains(pid));
+        self.names.forget(gone);
     }
 
     fn move_pid(&mut self, pid: u64, from: NodeId, to: NodeId, epoch: u64) -> Outcome {

@@ -449,6 +449,18 @@ impl ClusterLink for Link {
         }
     }
 
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::register(&self.raft, pid, name).await
+    }
+
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::unregister(&self.raft, pid, name).await
+    }
+
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        crate::names::whereis(&self.raft.state(), asker, name)
+    }
+
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
         let node = self.node.upgrade().ok_or(errno::SPAWN_FAILED)?;
         let state = self.raft.state();

@@ -28,6 +28,17 @@ pub trait ProcessHost: Send + Sync + 'static {
     /// [`crate::calls`]) for `to`, wherever it runs, as [`ProcessHost::send`].
     fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError>;
 
+    /// Give process `pid` a name in its owner's namespace (held in Raft).
+    /// Errors are ABI codes; `NO_NODE` off a cluster.
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// Take `name` away from `pid`. Errors are ABI codes.
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// The pid `name` names in `asker`'s owner's namespace. Errors are ABI
+    /// codes (`NO_PROCESS`: no such name).
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
+
     /// Start a process of module `reference` (a name or `sha256:` hash) with
     /// `args`. `target` is `None` for "on this node", else a placement
     /// target (a node name, `key=value` labels, or empty for the

@@ -66,6 +66,14 @@ pub trait ClusterLink: Send + Sync + 'static {
     fn process_exited(&self, pid: Pid);
     /// This node's id in the cluster (the origin of messages it sends).
     fn node_id(&self) -> u64;
+    /// Give process `pid` the name `name` in its owner's namespace (held in
+    /// Raft). Errors are ABI codes (`NAME_TAKEN`, `LIMIT`, `INVALID`, ...).
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// Take `name` away from `pid`. Errors are ABI codes.
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// The pid `name` names in `asker`'s owner's namespace
+    /// (`NO_PROCESS` if none).
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
 }
 
 /// How a node is set up.
@@ -1224,6 +1232,21 @@ impl ProcessHost for NodeHost {
 
     fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError> {
         self.0.router.send_message(to, message)
+    }
+
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.register_name(pid, name).await
+    }
+
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.unregister_name(pid, name).await
+    }
+
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.whereis(asker, name)
     }
 
     async fn spawn(

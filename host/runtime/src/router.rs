@@ -25,6 +25,15 @@
 //! or moved): the lookup is repeated once, so a message never lands in a
 //! mailbox that nobody will read.
 //!
+//! # Calls, replies, monitors and DOWNs
+//!
+//! They are messages with a [`crate::mailbox::Tag`] and go exactly this way
+//! ([`Router::send_message`]), so they keep every rule below across moves.
+//! One addition: a call or monitor that arrives from a peer for a pid that
+//! is nowhere is answered here with a DOWN `noproc` to its sender
+//! ([`crate::calls::bounce_for`]); [`Router::down_targets`] is how a node
+//! declared dead fails the calls and monitors that waited on it.
+//!
 //! # Ordering rules
 //!
 //! - **Per sender, per destination, in order, once.** Messages from one

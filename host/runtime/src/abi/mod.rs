@@ -10,6 +10,7 @@ pub mod call;
 pub use shoal_abi::errno;
 pub mod memory;
 pub mod message;
+pub mod names;
 pub mod process;
 pub use shoal_abi::table;
 pub mod wasi;
@@ -112,6 +113,7 @@ pub fn register_all(linker: &mut Linker<ProcessCtx>) -> wasmtime::Result<()> {
     process::register(&mut registrar)?;
     message::register(&mut registrar)?;
     call::register(&mut registrar)?;
+    names::register(&mut registrar)?;
     wasi::register(&mut registrar)?;
     for spec in IMPORTS.iter() {
         let count = registrar
