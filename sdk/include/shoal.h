@@ -330,6 +330,29 @@ int32_t shoal_unregister(const char *name, int32_t name_len);
 SHOAL_IMPORT("whereis")
 int32_t shoal_whereis(const char *name, int32_t name_len, uint64_t *pid);
 
+/**
+ * Joins the group (caller's owner's namespace). SHOAL_OK, SHOAL_ELIMIT,
+ * SHOAL_EINVALID, SHOAL_EFAULT, SHOAL_ENO_NODE.
+ * Import: shoal_v1.join_group (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("join_group")
+int32_t shoal_join_group(const char *name, int32_t name_len);
+
+/**
+ * Leaves the group. SHOAL_OK or SHOAL_EINVALID (not a member).
+ * Import: shoal_v1.leave_group (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("leave_group")
+int32_t shoal_leave_group(const char *name, int32_t name_len);
+
+/**
+ * Writes one live member of the group at *pid, preferring the caller's node.
+ * SHOAL_OK or SHOAL_ENO_PROCESS, SHOAL_EINVALID, SHOAL_EFAULT.
+ * Import: shoal_v1.group_pick (i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("group_pick")
+int32_t shoal_group_pick(const char *name, int32_t name_len, uint64_t *pid);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

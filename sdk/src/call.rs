@@ -354,6 +354,71 @@ pub fn call_name<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
     call(whereis(name)?, request, timeout)
 }
 
+/// Joins group `name` (in this process's owner's namespace); the group
+/// forgets it when it ends, keeps it when it moves.
+///
+/// # Errors
+///
+/// [`Error::Limit`] (the owner's quota, or a full group),
+/// [`Error::Invalid`], [`Error::NoNode`].
+pub fn join_group(name: &str) -> Result<()> {
+    let len = i32::try_from(name.len()).map_err(|_| Error::Invalid)?;
+    // SAFETY: the pointer is valid for `len` bytes.
+    check(unsafe { sys::join_group(name.as_ptr(), len) }).map(drop)
+}
+
+/// Leaves group `name`.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] if this process is not a member.
+pub fn leave_group(name: &str) -> Result<()> {
+    let len = i32::try_from(name.len()).map_err(|_| Error::Invalid)?;
+    // SAFETY: the pointer is valid for `len` bytes.
+    check(unsafe { sys::leave_group(name.as_ptr(), len) }).map(drop)
+}
+
+/// One live member of group `name`, preferring this node's.
+///
+/// # Errors
+///
+/// [`Error::NoProcess`] if it has no live member.
+pub fn group_pick(name: &str) -> Result<Pid> {
+    let len = i32::try_from(name.len()).map_err(|_| Error::Invalid)?;
+    let mut pid = 0u64;
+    // SAFETY: the name is valid for `len` bytes, `pid` for 8 bytes of writes.
+    check(unsafe { sys::group_pick(name.as_ptr(), len, &mut pid) })?;
+    Ok(Pid::from_raw(pid))
+}
+
+/// How many members [`call_group`] tries before it gives up.
+pub const CALL_GROUP_ATTEMPTS: u32 = 3;
+
+/// [`call`] one live member of group `name` (preferring this node's). If
+/// the member is found down ([`Error::NoProcess`], [`Error::CalleeDown`],
+/// [`Error::NodeDown`]) another is picked, up to [`CALL_GROUP_ATTEMPTS`]
+/// in all: a request may then have reached a member that ended before
+/// replying, so group requests should be safe to repeat.
+///
+/// # Errors
+///
+/// As [`group_pick`] and [`call`] (the last attempt's error).
+pub fn call_group<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+    name: &str,
+    request: &Req,
+    timeout: Option<Duration>,
+) -> Result<Resp> {
+    let mut last = Error::NoProcess;
+    for _ in 0..CALL_GROUP_ATTEMPTS {
+        let member = group_pick(name)?;
+        match call(member, request, timeout) {
+            Err(e @ (Error::NoProcess | Error::CalleeDown(_) | Error::NodeDown)) => last = e,
+            other => return other,
+        }
+    }
+    Err(last)
+}
+
 /// Be told when `pid` ends: a [`Down`] then arrives through [`recv_any`]
 /// (at once, `noproc`, if it is already gone). Follows `pid` when it
 /// moves; moving is not ending.

@@ -335,4 +335,31 @@ imports! {
     /// `name_ptr` must be valid for `name_len` bytes of reads and `pid_out`
     /// for 8 bytes of writes.
     fn whereis(name_ptr: *const u8, name_len: i32, pid_out: *mut u64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.join_group(name_ptr, name_len) -> i32`: joins the group
+    /// (created on first join) in the caller's owner's namespace; left when
+    /// the caller ends. [`OK`], [`LIMIT`], [`INVALID`], [`FAULT`], [`NO_NODE`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`register`].
+    fn join_group(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.leave_group(name_ptr, name_len) -> i32`: [`OK`] or
+    /// [`INVALID`] (not a member).
+    ///
+    /// # Safety
+    ///
+    /// As for [`register`].
+    fn leave_group(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.group_pick(name_ptr, name_len, pid_out) -> i32`: one live
+    /// member of the group, preferring members on the caller's node (in
+    /// turn). [`OK`] or [`NO_PROCESS`] (no live member), [`INVALID`],
+    /// [`FAULT`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`whereis`].
+    fn group_pick(name_ptr: *const u8, name_len: i32, pid_out: *mut u64) -> i32 => UNSUPPORTED;
 }

@@ -392,3 +392,42 @@ async fn names_one_of_two_racing_registrations_wins_and_a_name_dies_with_its_pro
     wait_stdout(&c, 0, again, "registered store").await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_to_a_group_spread_over_n2_and_n3_prefer_the_callers_node_and_fail_over() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    let members = [
+        (1, spawn(&c, 1, &["kv", "member", "pool"]).await),
+        (2, spawn(&c, 2, &["kv", "member", "pool"]).await),
+    ];
+    for (i, pid) in members {
+        wait_stdout(&c, i, pid, "kv ready").await;
+    }
+    // From n1 (no member there): every call answered, spread over both.
+    let client = spawn(&c, 0, &["kv_client", "group", "pool", "2000"]).await;
+    let st = exit_of(&c, 0, client).await;
+    let out = stdout(&c, 0, client);
+    assert!(st.success(), "{st}: {out}");
+    assert!(
+        out.contains("group done calls=2000 ok=2000 bad=0 errors=0"),
+        "{out}"
+    );
+    for (_, pid) in members {
+        assert!(out.contains(&format!("served_by {} ", pid.0)), "{out}");
+    }
+    // From n2: its own member serves them all.
+    let local = spawn(&c, 1, &["kv_client", "group", "pool", "200"]).await;
+    exit_of(&c, 1, local).await;
+    let out = stdout(&c, 1, local);
+    assert!(
+        out.contains(&format!("served_by {} 200", members[0].1 .0)),
+        "{out}"
+    );
+    // n2's member ends: a call from n2 goes to the live one.
+    c.node(1).node().kill(members[0].1).expect("kill");
+    let after = spawn(&c, 1, &["kv_client", "groupcall", "pool"]).await;
+    exit_of(&c, 1, after).await;
+    assert_eq!(stdout(&c, 1, after), "groupcall ok\n");
+    c.shutdown().await;
+}

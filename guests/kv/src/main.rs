@@ -12,6 +12,8 @@
 //!   (as a plain message) `calls=<n> held=<h> keys=<k>`.
 //! - `named <name>`: registers `<name>` first, printing `registered <name>`
 //!   (then serves as `serve`) or `register failed <ERROR>` (then exits 3).
+//! - `member <group>`: joins `<group>`, prints `joined <group>` (or
+//!   `join failed <ERROR>`, exit 3), then serves as `serve`.
 //! - `simple`: the same Put/Get/Echo through `shoal::serve` (Hold is
 //!   answered at once); prints `kv simple ready pid=<pid>`.
 
@@ -98,6 +100,18 @@ fn main() {
                 Ok(()) => println!("registered {name}"),
                 Err(e) => {
                     println!("register failed {}", e.name());
+                    std::process::exit(3);
+                }
+            }
+            println!("kv ready pid={me}");
+            serve()
+        }
+        "member" => {
+            let group = std::env::args().nth(2).unwrap_or_default();
+            match shoal::join_group(&group) {
+                Ok(()) => println!("joined {group}"),
+                Err(e) => {
+                    println!("join failed {}", e.name());
                     std::process::exit(3);
                 }
             }

@@ -17,6 +17,9 @@
 //! - `whereis <name>`: prints `whereis <pid>` or `whereis err=<ERROR>`.
 //! - `byname <name>`: a Put and a Get by name (`shoal::call_name`); prints
 //!   `byname ok` or `byname err=<ERROR>`.
+//! - `group <group> <count>`: `count` calls `Echo` to the group
+//!   (`shoal::call_group`), each checked; prints `group done calls=<n>
+//!   ok=<ok> bad=<bad> errors=<e>` and `served_by <pid> <n>` per member.
 //! - `noproc <pid>`: a call to a pid that does not exist: prints
 //!   `result err=<NAME>`.
 
@@ -154,6 +157,42 @@ fn main() {
                 Ok(Resp::Value(Some(v))) if v == b"v" => println!("byname ok"),
                 Ok(other) => println!("byname bad {other:?}"),
                 Err(e) => println!("byname err={}", e.name()),
+            }
+            true
+        }
+        "group" => {
+            let group = args.get(2).cloned().unwrap_or_else(|| usage());
+            let count: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let (mut ok, mut bad, mut errors) = (0u64, 0u64, 0u64);
+            let mut served: std::collections::BTreeMap<u64, u64> = Default::default();
+            for i in 0..count {
+                let member = shoal::group_pick(&group).map(|p| p.as_u64()).unwrap_or(0);
+                match shoal::call::<Req, Resp>(
+                    Pid::from_raw(member),
+                    &Req::Echo(i, payload(i)),
+                    Some(Duration::from_secs(30)),
+                ) {
+                    Ok(Resp::Echo(n, d)) if n == i && d == payload(i) => {
+                        ok += 1;
+                        *served.entry(member).or_default() += 1;
+                    }
+                    Ok(_) => bad += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            println!("group done calls={count} ok={ok} bad={bad} errors={errors}");
+            for (pid, n) in served {
+                println!("served_by {pid} {n}");
+            }
+            bad == 0 && errors == 0
+        }
+        "groupcall" => {
+            let group = args.get(2).cloned().unwrap_or_else(|| usage());
+            let r = shoal::call_group::<Req, Resp>(&group, &Req::Echo(1, payload(1)), Some(Duration::from_secs(30)));
+            match r {
+                Ok(Resp::Echo(1, _)) => println!("groupcall ok"),
+                Ok(other) => println!("groupcall bad {other:?}"),
+                Err(e) => println!("groupcall err={}", e.name()),
             }
             true
         }

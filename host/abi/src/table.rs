@@ -146,6 +146,13 @@ pub const IMPORTS: &[ImportSpec] = &[
     shoal("unregister", &[I32, I32], &[I32], false),
     // whereis(name_ptr, name_len, pid_out_ptr) -> errno
     shoal("whereis", &[I32, I32, I32], &[I32], false),
+    // join_group(name_ptr, name_len) -> errno
+    shoal("join_group", &[I32, I32], &[I32], false),
+    // leave_group(name_ptr, name_len) -> errno
+    shoal("leave_group", &[I32, I32], &[I32], false),
+    // group_pick(name_ptr, name_len, pid_out_ptr) -> errno: one live member,
+    // preferring the caller's node
+    shoal("group_pick", &[I32, I32, I32], &[I32], false),
     // WASI calls that wait, replaced by capturable versions in abi/wasi.rs:
     // a guest sleeping through std::thread::sleep (poll_oneoff on one
     // relative clock) or yielding can be captured there too.

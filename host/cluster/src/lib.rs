@@ -89,6 +89,10 @@
 //!   the owner is at its quota, the name is bad or the pid is not live.
 //!   Dropped when the pid leaves the directory; kept when it moves.
 //! - `UnregisterName { owner, name, pid }`: refused unless `pid` holds it.
+//! - `JoinGroup { owner, name, pid }` / `LeaveGroup { .. }`: group
+//!   membership in `owner`'s namespace; a group counts once against the
+//!   owner's quota and has at most `GROUP_MEMBERS_MAX` members; members
+//!   are dropped with their directory entry.
 //! - `CreateToken { record }`: adds the token record; refused on a duplicate
 //!   token id.
 //! - `RedeemToken { token, now_ms }` → `Role(role)`: marks the token used.

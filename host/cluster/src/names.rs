@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 use shoal_pki::Role;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Most names one owner may hold.
+/// Most names one owner may hold (process names and groups together).
 pub const NAMES_PER_OWNER_MAX: usize = 1024;
+/// Most members of one group.
+pub const GROUP_MEMBERS_MAX: usize = 1024;
 
 /// The identity a resource belongs to: the role and id of the certificate
 /// that created it (deployed the process).
@@ -78,6 +80,22 @@ pub enum NameRefusal {
     /// The process is not live.
     #[error("pid {0} is not a live process")]
     NotLive(u64),
+    /// The group has as many members as it may.
+    #[error("group {name:?} has {max} members (the most it may)")]
+    GroupFull {
+        /// The group.
+        name: String,
+        /// The bound.
+        max: usize,
+    },
+    /// `leave_group` of a group this pid is not in.
+    #[error("pid {pid} is not in group {name:?}")]
+    NotMember {
+        /// The group.
+        name: String,
+        /// The pid that asked.
+        pid: u64,
+    },
     /// `unregister` of a name this pid does not hold.
     #[error("pid {pid} holds no name {name:?}")]
     NotHeld {
@@ -88,10 +106,14 @@ pub enum NameRefusal {
     },
 }
 
-/// Every owned name: namespace → name → pid.
+/// Every owned name: namespace → name → pid, and namespace → group →
+/// members. Groups are a separate kind of name: a group and a process
+/// name may be spelled alike.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameBook {
     by_owner: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default)]
+    groups: BTreeMap<String, BTreeMap<String, BTreeSet<u64>>>,
 }
 
 impl NameBook {
@@ -125,7 +147,7 @@ impl NameBook {
             }
             None => {}
         }
-        if names.map_or(0, |n| n.len()) >= NAMES_PER_OWNER_MAX {
+        if self.count(owner) >= NAMES_PER_OWNER_MAX {
             return Err(NameRefusal::Quota {
                 owner: ns,
                 max: NAMES_PER_OWNER_MAX,
@@ -166,17 +188,96 @@ impl NameBook {
         self.by_owner.get(&owner.namespace())?.get(name).copied()
     }
 
-    /// How many names `owner` holds.
+    /// How many names `owner` holds (process names and groups).
     pub fn count(&self, owner: &Owner) -> usize {
-        self.by_owner.get(&owner.namespace()).map_or(0, |n| n.len())
+        let ns = owner.namespace();
+        self.by_owner.get(&ns).map_or(0, |n| n.len()) + self.groups.get(&ns).map_or(0, |g| g.len())
     }
 
-    /// Drop every name of a process that is gone.
+    /// Add `pid` (live: `live`) to group `name` of `owner`, creating it
+    /// (which counts against the owner's quota). Joining twice is `Ok`.
+    pub fn join_group(
+        &mut self,
+        owner: &Owner,
+        name: &str,
+        pid: u64,
+        live: bool,
+        name_bytes_max: usize,
+    ) -> Result<(), NameRefusal> {
+        if name.is_empty() || name.len() > name_bytes_max {
+            return Err(NameRefusal::BadName {
+                max: name_bytes_max,
+            });
+        }
+        if !live {
+            return Err(NameRefusal::NotLive(pid));
+        }
+        let ns = owner.namespace();
+        let exists = self.groups.get(&ns).is_some_and(|g| g.contains_key(name));
+        if !exists && self.count(owner) >= NAMES_PER_OWNER_MAX {
+            return Err(NameRefusal::Quota {
+                owner: ns,
+                max: NAMES_PER_OWNER_MAX,
+            });
+        }
+        let members = self
+            .groups
+            .entry(ns)
+            .or_default()
+            .entry(name.to_string())
+            .or_default();
+        if !members.contains(&pid) && members.len() >= GROUP_MEMBERS_MAX {
+            return Err(NameRefusal::GroupFull {
+                name: name.to_string(),
+                max: GROUP_MEMBERS_MAX,
+            });
+        }
+        members.insert(pid);
+        Ok(())
+    }
+
+    /// Take `pid` out of group `name` (the group goes with its last member).
+    pub fn leave_group(&mut self, owner: &Owner, name: &str, pid: u64) -> Result<(), NameRefusal> {
+        let ns = owner.namespace();
+        let removed = self
+            .groups
+            .get_mut(&ns)
+            .and_then(|g| g.get_mut(name))
+            .is_some_and(|m| m.remove(&pid));
+        if !removed {
+            return Err(NameRefusal::NotMember {
+                name: name.to_string(),
+                pid,
+            });
+        }
+        self.prune_groups();
+        Ok(())
+    }
+
+    /// The members of group `name` of `owner`.
+    pub fn members(&self, owner: &Owner, name: &str) -> Option<&BTreeSet<u64>> {
+        self.groups.get(&owner.namespace())?.get(name)
+    }
+
+    /// Drop every name and group membership of a process that is gone.
     pub fn forget(&mut self, gone: &BTreeSet<u64>) {
         for names in self.by_owner.values_mut() {
             names.retain(|_, pid| !gone.contains(pid));
         }
         self.by_owner.retain(|_, names| !names.is_empty());
+        for groups in self.groups.values_mut() {
+            for members in groups.values_mut() {
+                members.retain(|pid| !gone.contains(pid));
+            }
+        }
+        self.prune_groups();
+    }
+
+    fn prune_groups(&mut self) {
+        for groups in self.groups.values_mut() {
+            groups.retain(|_, m| !m.is_empty());
+        }
+        self.groups.retain(|_, g| !g.is_empty());
     }
 }
 
@@ -229,10 +330,26 @@ mod tests {
             b.register(&alice, "one-more", 1, true, 64),
             Err(NameRefusal::Quota { .. })
         ));
+        assert!(matches!(
+            b.join_group(&alice, "g", 1, true, 64),
+            Err(NameRefusal::Quota { .. })
+        ));
+        assert_eq!(b.join_group(&bob, "g", 2, true, 64), Ok(()));
+        assert_eq!(b.join_group(&bob, "g", 3, true, 64), Ok(()));
+        assert_eq!(b.join_group(&bob, "g", 3, true, 64), Ok(()));
+        assert_eq!(b.members(&bob, "g").map(|m| m.len()), Some(2));
+        assert_eq!(b.leave_group(&bob, "g", 3), Ok(()));
+        assert!(matches!(
+            b.leave_group(&bob, "g", 3),
+            Err(NameRefusal::NotMember { .. })
+        ));
         b.forget(&BTreeSet::from([1]));
         assert_eq!(b.count(&alice), 0);
         assert_eq!(b.whereis(&bob, "kv"), Some(2));
         assert_eq!(b.unregister(&bob, "kv", 2), Ok(()));
         assert_eq!(b.whereis(&bob, "kv"), None);
+        b.forget(&BTreeSet::from([2]));
+        assert_eq!(b.members(&bob, "g"), None);
+        assert_eq!(b, NameBook::default());
     }
 }

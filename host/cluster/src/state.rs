@@ -398,6 +398,24 @@ pub enum Command {
         /// The process that holds it.
         pid: u64,
     },
+    /// Add a process to a group in its owner's namespace.
+    JoinGroup {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The group.
+        name: String,
+        /// The process.
+        pid: u64,
+    },
+    /// Take a process out of a group.
+    LeaveGroup {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The group.
+        name: String,
+        /// The process.
+        pid: u64,
+    },
     /// Revoke a certificate or an identity.
     Revoke {
         /// What.
@@ -511,6 +529,18 @@ impl ClusterState {
                     .map(|()| CommandResult::Ok)
                     .map_err(|e| e.to_string())
             }
+            Command::JoinGroup { owner, name, pid } => {
+                let live = self.directory.contains_key(pid);
+                self.names
+                    .join_group(owner, name, *pid, live, NAME_BYTES_MAX)
+                    .map(|()| CommandResult::Ok)
+                    .map_err(|e| e.to_string())
+            }
+            Command::LeaveGroup { owner, name, pid } => self
+                .names
+                .leave_group(owner, name, *pid)
+                .map(|()| CommandResult::Ok)
+                .map_err(|e| e.to_string()),
             Command::UnregisterName { owner, name, pid } => self
                 .names
                 .unregister(owner, name, *pid)

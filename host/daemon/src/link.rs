@@ -461,6 +461,18 @@ impl ClusterLink for Link {
         crate::names::whereis(&self.raft.state(), asker, name)
     }
 
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::join_group(&self.raft, pid, name).await
+    }
+
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::leave_group(&self.raft, pid, name).await
+    }
+
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        crate::names::group_pick(&self.raft.state(), self.me, asker, name)
+    }
+
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
         let node = self.node.upgrade().ok_or(errno::SPAWN_FAILED)?;
         let state = self.raft.state();

@@ -39,6 +39,16 @@ pub trait ProcessHost: Send + Sync + 'static {
     /// codes (`NO_PROCESS`: no such name).
     fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
 
+    /// Add `pid` to group `name` of its owner. Errors are ABI codes.
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// Take `pid` out of group `name`. Errors are ABI codes.
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// One live member of group `name` (in `asker`'s owner's namespace),
+    /// preferring members on `asker`'s node. Errors are ABI codes.
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
+
     /// Start a process of module `reference` (a name or `sha256:` hash) with
     /// `args`. `target` is `None` for "on this node", else a placement
     /// target (a node name, `key=value` labels, or empty for the

@@ -74,6 +74,13 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// The pid `name` names in `asker`'s owner's namespace
     /// (`NO_PROCESS` if none).
     fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
+    /// Add `pid` to group `name` of its owner. Errors are ABI codes.
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// Take `pid` out of group `name`. Errors are ABI codes.
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// One live member of group `name` in `asker`'s owner's namespace,
+    /// preferring members on this node (`NO_PROCESS` if none).
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
 }
 
 /// How a node is set up.
@@ -1247,6 +1254,21 @@ impl ProcessHost for NodeHost {
     fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
         let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
         link.whereis(asker, name)
+    }
+
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.join_group(pid, name).await
+    }
+
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.leave_group(pid, name).await
+    }
+
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.group_pick(asker, name)
     }
 
     async fn spawn(

@@ -55,6 +55,52 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             Ok(Some(Val::I32(code)))
         })
     })?;
+    r.define("join_group", |mut caller, params| {
+        let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
+        Box::new(async move {
+            let name = match read_name(&mut caller, ptr, len) {
+                Ok(n) => n,
+                Err(e) => return Ok(Some(Val::I32(e))),
+            };
+            let (host, me) = (caller.data().host.clone(), caller.data().pid);
+            let code = host.join_group(me, &name).await.err().unwrap_or(errno::OK);
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+    r.define("leave_group", |mut caller, params| {
+        let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
+        Box::new(async move {
+            let name = match read_name(&mut caller, ptr, len) {
+                Ok(n) => n,
+                Err(e) => return Ok(Some(Val::I32(e))),
+            };
+            let (host, me) = (caller.data().host.clone(), caller.data().pid);
+            let code = host.leave_group(me, &name).await.err().unwrap_or(errno::OK);
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+    r.define("group_pick", |mut caller, params| {
+        let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
+        let out = arg_i32(params, 2);
+        Box::new(async move {
+            if let Err(e) = super::memory::check_writable(&mut caller, out, 8) {
+                return Ok(Some(Val::I32(e)));
+            }
+            let name = match read_name(&mut caller, ptr, len) {
+                Ok(n) => n,
+                Err(e) => return Ok(Some(Val::I32(e))),
+            };
+            let (host, me) = (caller.data().host.clone(), caller.data().pid);
+            let code = match host.group_pick(me, &name) {
+                Ok(pid) => match write_bytes(&mut caller, out, &pid.0.to_le_bytes()) {
+                    Ok(()) => errno::OK,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
     r.define("whereis", |mut caller, params| {
         let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
         let out = arg_i32(params, 2);
