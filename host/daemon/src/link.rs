@@ -470,7 +470,14 @@ impl ClusterLink for Link {
     }
 
     fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
-        crate::names::group_pick(&self.raft.state(), self.me, asker, name)
+        let node = self.node.upgrade();
+        // A member of this node that is not live here has ended (or is
+        // moving away: then it is picked again once it has arrived).
+        let gone = |pid: Pid, on: NodeId| {
+            self.is_known_dead(pid.0)
+                || (on == self.me && node.as_ref().is_some_and(|n| !n.router().is_local(pid)))
+        };
+        crate::names::group_pick(&self.raft.state(), self.me, asker, name, &gone)
     }
 
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {

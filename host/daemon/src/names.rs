@@ -174,17 +174,24 @@ static PICK_TURN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 /// `group_pick`: one live member of group `name` in `asker`'s owner's
 /// namespace: a member on node `me` if there is one, else any; members
 /// taken in turn so calls spread over them.
+///
+/// `gone` says which members this node knows have ended though the
+/// directory does not show it yet (exits are written in batches): they are
+/// never picked.
 pub fn group_pick(
     state: &ClusterState,
     me: shoal_cluster::NodeId,
     asker: Pid,
     name: &str,
+    gone: &dyn Fn(Pid, shoal_cluster::NodeId) -> bool,
 ) -> Result<Pid, i32> {
     let owner = owner_of(state, asker);
     let members = state.names.members(&owner, name).ok_or(errno::NO_PROCESS)?;
     let live: Vec<(u64, bool)> = members
         .iter()
-        .filter_map(|pid| state.directory.get(pid).map(|e| (*pid, e.node == me)))
+        .filter_map(|pid| state.directory.get(pid).map(|e| (*pid, e.node)))
+        .filter(|(pid, node)| !gone(Pid(*pid), *node))
+        .map(|(pid, node)| (pid, node == me))
         .collect();
     let local: Vec<u64> = live.iter().filter(|(_, l)| *l).map(|(p, _)| *p).collect();
     let pool: Vec<u64> = if local.is_empty() {
