@@ -212,6 +212,39 @@ mod tests {
     }
 
     #[test]
+    fn images_from_before_calls_still_read_and_new_ones_keep_tags() {
+        // A version 2 host state's messages: no `tag`; no `calls` at all.
+        let old: Message = serde_json::from_str(r#"{"sender":5,"data":[1,2]}"#).unwrap();
+        assert_eq!(old, Message::plain(Pid(5), vec![1, 2]));
+        // A plain message is written exactly as before (no `tag` field).
+        let plain = serde_json::to_string(&Message::plain(Pid(5), vec![1])).unwrap();
+        assert!(!plain.contains("tag"), "{plain}");
+        let call = Message {
+            sender: Pid(5),
+            data: vec![],
+            tag: Tag::Call(9),
+        };
+        let back: Message = serde_json::from_str(&serde_json::to_string(&call).unwrap()).unwrap();
+        assert_eq!(back, call);
+        let state = crate::mailbox::CallState {
+            last_ref: 3,
+            calling: Some(crate::mailbox::Calling {
+                reference: 3,
+                target: Pid(8),
+            }),
+            ..Default::default()
+        };
+        let back: crate::mailbox::CallState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
+        for kind in 0..=5u8 {
+            let tag = Tag::from_wire(kind, 77).unwrap();
+            assert_eq!(tag.to_wire(), (kind, if kind == 0 { 0 } else { 77 }));
+        }
+        assert_eq!(Tag::from_wire(6, 1), None);
+    }
+
+    #[test]
     fn mailbox_calls_selective_and_reserved() {
         use crate::mailbox::{Head, MailboxLimits};
         let mb = Mailbox::new(MailboxLimits {
