@@ -33,6 +33,8 @@ const RUST_GUESTS: &[&str] = &[
     "heapfold",
     "toucher",
     "migrant",
+    "kv",
+    "kv_client",
 ];
 
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.

@@ -63,6 +63,9 @@ extern "C" {
 #define SHOAL_ELIMIT -10
 /* No node fits a spawn's placement target. */
 #define SHOAL_ENO_NODE -11
+#define SHOAL_ECALLEE_DOWN -12
+#define SHOAL_ENODE_DOWN -13
+#define SHOAL_ENAME_TAKEN -14
 
 /* ---- Limits and constants ----------------------------------------------- */
 
@@ -225,6 +228,130 @@ int32_t shoal_send(shoal_pid_t pid, const void *data, int32_t data_len);
 SHOAL_IMPORT("recv")
 int32_t shoal_recv(void *buf, int32_t buf_len, int64_t timeout_ms,
                    shoal_recv_info_t *info);
+
+/* ---- Calls between processes (opt-in; see ABI.md "Calls between processes") ---- */
+
+/** recv_any info kinds. */
+#define SHOAL_KIND_MESSAGE 0
+#define SHOAL_KIND_CALL 1
+#define SHOAL_KIND_DOWN 2
+
+/** Why a process went down (DOWN notices, CALLEE_DOWN). */
+#define SHOAL_REASON_EXIT 1
+#define SHOAL_REASON_TRAP 2
+#define SHOAL_REASON_KILLED 3
+#define SHOAL_REASON_NOPROC 4
+#define SHOAL_REASON_NODE_DOWN 5
+#define SHOAL_REASON_OVERLOADED 6
+
+/** What shoal_recv_any writes at info (32 bytes, little-endian). */
+typedef struct shoal_recv_any_info {
+    uint64_t sender_pid; /* for a DOWN: the process that went down */
+    uint32_t length;     /* payload length */
+    uint32_t kind;       /* SHOAL_KIND_* */
+    uint64_t reference;  /* call: reply handle; DOWN: monitor reference */
+    int32_t reason;      /* DOWN: SHOAL_REASON_* */
+    int32_t code;        /* DOWN with SHOAL_REASON_EXIT: the exit code */
+} shoal_recv_any_info_t;
+
+/** What shoal_call writes at down on SHOAL_ECALLEE_DOWN / SHOAL_ENODE_DOWN. */
+typedef struct shoal_down_info {
+    int32_t reason; /* SHOAL_REASON_* */
+    int32_t code;   /* the exit code for SHOAL_REASON_EXIT */
+} shoal_down_info_t;
+
+/**
+ * Calls pid with the request and waits up to timeout_ms (< 0: forever) for
+ * its reply, copied into reply/reply_len. Capture point; other messages stay
+ * queued in order. Returns the reply length, or SHOAL_EFAULT, SHOAL_EINVALID,
+ * SHOAL_ETOO_LARGE, SHOAL_EMAILBOX_FULL, SHOAL_ENO_PROCESS, SHOAL_ETIMEOUT,
+ * SHOAL_EBUFFER_TOO_SMALL (reply lost), SHOAL_ECALLEE_DOWN or
+ * SHOAL_ENODE_DOWN (then *down, if down is not NULL, says why).
+ * Import: shoal_v1.call (i64, i32, i32, i32, i32, i64, i32) -> i32.
+ */
+SHOAL_IMPORT("call")
+int32_t shoal_call(uint64_t pid, const void *req, int32_t req_len, void *reply,
+                   int32_t reply_len, int64_t timeout_ms, shoal_down_info_t *down);
+
+/**
+ * shoal_recv that also receives call requests and DOWN notices, told apart
+ * by info->kind (info is required). Capture point.
+ * Import: shoal_v1.recv_any (i32, i32, i64, i32) -> i32.
+ */
+SHOAL_IMPORT("recv_any")
+int32_t shoal_recv_any(void *buf, int32_t buf_len, int64_t timeout_ms,
+                       shoal_recv_any_info_t *info);
+
+/**
+ * Answers the call whose request carried handle. SHOAL_OK, or SHOAL_EINVALID
+ * (unknown or already answered), SHOAL_EFAULT, SHOAL_ETOO_LARGE.
+ * Import: shoal_v1.reply (i64, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("reply")
+int32_t shoal_reply(uint64_t handle, const void *data, int32_t data_len);
+
+/**
+ * Be told (a DOWN through shoal_recv_any) when pid ends; writes the monitor
+ * reference at *ref. SHOAL_OK, SHOAL_EINVALID, SHOAL_ELIMIT,
+ * SHOAL_EMAILBOX_FULL, SHOAL_EFAULT.
+ * Import: shoal_v1.monitor (i64, i32) -> i32.
+ */
+SHOAL_IMPORT("monitor")
+int32_t shoal_monitor(uint64_t pid, uint64_t *ref);
+
+/**
+ * Withdraw a monitor. SHOAL_OK or SHOAL_EINVALID.
+ * Import: shoal_v1.demonitor (i64) -> i32.
+ */
+SHOAL_IMPORT("demonitor")
+int32_t shoal_demonitor(uint64_t ref);
+
+/**
+ * Gives the caller the name (UTF-8, 1..255 bytes) in its owner's namespace,
+ * held by the cluster until it unregisters or ends. SHOAL_OK,
+ * SHOAL_ENAME_TAKEN, SHOAL_ELIMIT, SHOAL_EINVALID, SHOAL_EFAULT, SHOAL_ENO_NODE.
+ * Import: shoal_v1.register (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("register")
+int32_t shoal_register(const char *name, int32_t name_len);
+
+/**
+ * Gives the name up. SHOAL_OK or SHOAL_EINVALID (not held by the caller).
+ * Import: shoal_v1.unregister (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("unregister")
+int32_t shoal_unregister(const char *name, int32_t name_len);
+
+/**
+ * Writes the pid the name names (caller's owner's namespace) at *pid.
+ * SHOAL_OK or SHOAL_ENO_PROCESS, SHOAL_EINVALID, SHOAL_EFAULT.
+ * Import: shoal_v1.whereis (i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("whereis")
+int32_t shoal_whereis(const char *name, int32_t name_len, uint64_t *pid);
+
+/**
+ * Joins the group (caller's owner's namespace). SHOAL_OK, SHOAL_ELIMIT,
+ * SHOAL_EINVALID, SHOAL_EFAULT, SHOAL_ENO_NODE.
+ * Import: shoal_v1.join_group (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("join_group")
+int32_t shoal_join_group(const char *name, int32_t name_len);
+
+/**
+ * Leaves the group. SHOAL_OK or SHOAL_EINVALID (not a member).
+ * Import: shoal_v1.leave_group (i32, i32) -> i32.
+ */
+SHOAL_IMPORT("leave_group")
+int32_t shoal_leave_group(const char *name, int32_t name_len);
+
+/**
+ * Writes one live member of the group at *pid, preferring the caller's node.
+ * SHOAL_OK or SHOAL_ENO_PROCESS, SHOAL_EINVALID, SHOAL_EFAULT.
+ * Import: shoal_v1.group_pick (i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("group_pick")
+int32_t shoal_group_pick(const char *name, int32_t name_len, uint64_t *pid);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -60,6 +60,13 @@ pub enum Error {
     Limit,
     /// `NO_NODE` (-11): no node fits a spawn's placement target.
     NoNode,
+    /// `CALLEE_DOWN` (-12): the callee ended before it replied.
+    CalleeDown(crate::DownReason),
+    /// `NODE_DOWN` (-13): the callee's node was declared dead before it
+    /// replied.
+    NodeDown,
+    /// `NAME_TAKEN` (-14): another process of the same owner holds that name.
+    NameTaken,
     /// A negative code this SDK does not know (from a newer host).
     Unknown(i32),
     /// Not running inside a Shoal host (the crate was built for a non-wasm32
@@ -95,6 +102,9 @@ impl Error {
             sys::SPAWN_FAILED => Error::SpawnFailed,
             sys::LIMIT => Error::Limit,
             sys::NO_NODE => Error::NoNode,
+            sys::CALLEE_DOWN => Error::CalleeDown(crate::DownReason::Unknown(0)),
+            sys::NODE_DOWN => Error::NodeDown,
+            sys::NAME_TAKEN => Error::NameTaken,
             sys::UNSUPPORTED => Error::Unsupported,
             other => Error::Unknown(other),
         }
@@ -121,6 +131,9 @@ impl Error {
             Error::SpawnFailed => sys::SPAWN_FAILED,
             Error::Limit => sys::LIMIT,
             Error::NoNode => sys::NO_NODE,
+            Error::CalleeDown(_) => sys::CALLEE_DOWN,
+            Error::NodeDown => sys::NODE_DOWN,
+            Error::NameTaken => sys::NAME_TAKEN,
             Error::Unknown(code) => *code,
             Error::Unsupported | Error::Encode(_) | Error::Decode(_) => return None,
         })
@@ -145,6 +158,9 @@ impl Error {
             Error::SpawnFailed => "SPAWN_FAILED",
             Error::Limit => "LIMIT",
             Error::NoNode => "NO_NODE",
+            Error::CalleeDown(_) => "CALLEE_DOWN",
+            Error::NodeDown => "NODE_DOWN",
+            Error::NameTaken => "NAME_TAKEN",
             Error::Unknown(_) => "UNKNOWN",
             Error::Unsupported => "UNSUPPORTED",
             Error::Encode(_) => "ENCODE",
@@ -172,6 +188,9 @@ impl fmt::Display for Error {
             Error::SpawnFailed => f.write_str("module could not be started (SPAWN_FAILED)"),
             Error::Limit => f.write_str("node limit reached (LIMIT)"),
             Error::NoNode => f.write_str("no node fits the placement target (NO_NODE)"),
+            Error::CalleeDown(why) => write!(f, "the callee went down: {why:?} (CALLEE_DOWN)"),
+            Error::NodeDown => f.write_str("the callee's node was declared dead (NODE_DOWN)"),
+            Error::NameTaken => f.write_str("the name is taken (NAME_TAKEN)"),
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

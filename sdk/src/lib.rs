@@ -76,12 +76,19 @@
 
 #![warn(missing_docs)]
 
+mod call;
 mod error;
 mod message;
 mod pid;
 mod process;
 pub mod sys;
 
+pub use call::{
+    call, call_group, call_name, call_raw, demonitor, group_pick, join_group, leave_group, monitor,
+    recv_any, register, reply, reply_raw, serve, unregister, whereis, CallHandle, Down,
+    DownReason, Incoming, MonitorRef, CALL_GROUP_ATTEMPTS, CALL_REPLY_BUFFER_SIZE,
+    DEFAULT_CALL_TIMEOUT,
+};
 pub use error::{Error, Result};
 pub use message::{
     recv, recv_into, recv_msg, send, send_blocking, send_msg, Message, MAX_MESSAGE_SIZE,

@@ -33,9 +33,52 @@ pub use shoal_abi::table::SHOAL_ABI_VERSION as ABI_VERSION;
 
 // The error codes: one table, in `shoal-abi`, shared with the host.
 pub use shoal_abi::errno::{
-    BUFFER_TOO_SMALL, FAULT, INVALID, LIMIT, MAILBOX_FULL, NO_MODULE, NO_NODE, NO_PROCESS, OK,
-    SPAWN_FAILED, TIMEOUT, TOO_LARGE,
+    BUFFER_TOO_SMALL, CALLEE_DOWN, FAULT, INVALID, LIMIT, MAILBOX_FULL, NAME_TAKEN, NODE_DOWN,
+    NO_MODULE, NO_NODE, NO_PROCESS, OK, SPAWN_FAILED, TIMEOUT, TOO_LARGE,
 };
+
+// What `recv_any` says a message is, and why a process went down.
+pub use shoal_abi::calls::{
+    KIND_CALL, KIND_DOWN, KIND_MESSAGE, REASON_EXIT, REASON_KILLED, REASON_NODE_DOWN,
+    REASON_NOPROC, REASON_OVERLOADED, REASON_TRAP,
+};
+
+/// What [`recv_any`] writes at its `info` pointer: 32 bytes, little-endian
+/// (see `sdk/ABI.md`, "recv_any").
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<shoal::sys::RecvAnyInfo>(), 32);
+/// ```
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecvAnyInfo {
+    /// Pid of the sender (for a DOWN: the process that went down).
+    pub sender_pid: u64,
+    /// Length of the payload in bytes.
+    pub length: u32,
+    /// [`KIND_MESSAGE`], [`KIND_CALL`] or [`KIND_DOWN`].
+    pub kind: u32,
+    /// For a call: the reply handle; for a DOWN: the monitor's reference.
+    pub reference: u64,
+    /// For a DOWN: `REASON_*`.
+    pub reason: i32,
+    /// For a DOWN with [`REASON_EXIT`]: the exit code.
+    pub code: i32,
+}
+
+const _: () = assert!(core::mem::size_of::<RecvAnyInfo>() == 32);
+
+/// What [`call`] writes at `down` when the callee went down: 8 bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DownInfo {
+    /// `REASON_*`.
+    pub reason: i32,
+    /// The exit code for [`REASON_EXIT`].
+    pub code: i32,
+}
+
+const _: () = assert!(core::mem::size_of::<DownInfo>() == 8);
 
 /// Returned by the non-wasm32 stubs only; never by a Shoal host.
 pub const UNSUPPORTED: i32 = i32::MIN;
@@ -200,4 +243,123 @@ imports! {
     /// null, for a [`RecvInfo`] (or the call must be meant to test the host's
     /// checks).
     fn recv(buf_ptr: *mut u8, buf_len: i32, timeout_ms: i64, info: *mut RecvInfo) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.call(pid, req_ptr, req_len, reply_ptr, reply_len,
+    /// timeout_ms, down_ptr) -> i32`: sends the request to `pid` as a call
+    /// and waits up to `timeout_ms` (negative: forever) for its reply,
+    /// copied into the reply buffer. Capture point. Other messages stay
+    /// queued, in order.
+    ///
+    /// Returns the reply length (≥ 0), or [`FAULT`], [`INVALID`] (calling
+    /// itself), [`TOO_LARGE`], [`MAILBOX_FULL`], [`NO_PROCESS`],
+    /// [`TIMEOUT`], [`BUFFER_TOO_SMALL`] (the reply was larger than the
+    /// buffer; it is lost), [`CALLEE_DOWN`] or [`NODE_DOWN`] (then `down`,
+    /// if not null, holds the reason).
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length (`down`, if not null, for a
+    /// [`DownInfo`]).
+    fn call(
+        pid: i64,
+        req_ptr: *const u8,
+        req_len: i32,
+        reply_ptr: *mut u8,
+        reply_len: i32,
+        timeout_ms: i64,
+        down: *mut DownInfo,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.recv_any(buf_ptr, buf_len, timeout_ms, info_ptr) -> i32`:
+    /// [`recv`] that also receives call requests and DOWN notices, told
+    /// apart by `info.kind`. Capture point. `info` is required.
+    ///
+    /// # Safety
+    ///
+    /// `buf_ptr` must be valid for `buf_len` bytes of writes and `info` for
+    /// a [`RecvAnyInfo`].
+    fn recv_any(buf_ptr: *mut u8, buf_len: i32, timeout_ms: i64, info: *mut RecvAnyInfo) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.reply(handle, data_ptr, data_len) -> i32`: answers the call
+    /// whose request carried `handle`. Returns [`OK`], or [`INVALID`] (no
+    /// such call, or answered already), [`FAULT`], [`TOO_LARGE`].
+    ///
+    /// # Safety
+    ///
+    /// `data_ptr` must be valid for `data_len` bytes of reads.
+    fn reply(handle: i64, data_ptr: *const u8, data_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.monitor(pid, ref_out) -> i32`: be told (a DOWN through
+    /// [`recv_any`]) when `pid` ends; writes the monitor's reference.
+    /// Returns [`OK`], [`INVALID`] (itself), [`LIMIT`], [`MAILBOX_FULL`],
+    /// [`FAULT`]. A pid already gone gives a DOWN `noproc` at once.
+    ///
+    /// # Safety
+    ///
+    /// `ref_out` must be valid for 8 bytes of writes.
+    fn monitor(pid: i64, ref_out: *mut u64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.demonitor(ref) -> i32`: withdraw a monitor; its DOWN, if
+    /// not received yet, never will be. [`OK`] or [`INVALID`].
+    ///
+    /// # Safety
+    ///
+    /// Always safe to call; it is `unsafe` only because it is an import.
+    fn demonitor(reference: i64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.register(name_ptr, name_len) -> i32`: gives the caller the
+    /// name (UTF-8, 1..=255 bytes) in its owner's namespace, held by the
+    /// cluster until it unregisters or ends (kept when it moves). Returns
+    /// [`OK`], [`NAME_TAKEN`], [`LIMIT`] (the owner's quota), [`INVALID`],
+    /// [`FAULT`], [`NO_NODE`] (the cluster could not be asked).
+    ///
+    /// # Safety
+    ///
+    /// `name_ptr` must be valid for `name_len` bytes of reads.
+    fn register(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.unregister(name_ptr, name_len) -> i32`: gives the name up.
+    /// [`OK`], or [`INVALID`] if the caller does not hold it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`register`].
+    fn unregister(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.whereis(name_ptr, name_len, pid_out) -> i32`: the pid the
+    /// name names in the caller's owner's namespace. [`OK`] or
+    /// [`NO_PROCESS`], [`INVALID`], [`FAULT`].
+    ///
+    /// # Safety
+    ///
+    /// `name_ptr` must be valid for `name_len` bytes of reads and `pid_out`
+    /// for 8 bytes of writes.
+    fn whereis(name_ptr: *const u8, name_len: i32, pid_out: *mut u64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.join_group(name_ptr, name_len) -> i32`: joins the group
+    /// (created on first join) in the caller's owner's namespace; left when
+    /// the caller ends. [`OK`], [`LIMIT`], [`INVALID`], [`FAULT`], [`NO_NODE`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`register`].
+    fn join_group(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.leave_group(name_ptr, name_len) -> i32`: [`OK`] or
+    /// [`INVALID`] (not a member).
+    ///
+    /// # Safety
+    ///
+    /// As for [`register`].
+    fn leave_group(name_ptr: *const u8, name_len: i32) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.group_pick(name_ptr, name_len, pid_out) -> i32`: one live
+    /// member of the group, preferring members on the caller's node (in
+    /// turn). [`OK`] or [`NO_PROCESS`] (no live member), [`INVALID`],
+    /// [`FAULT`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`whereis`].
+    fn group_pick(name_ptr: *const u8, name_len: i32, pid_out: *mut u64) -> i32 => UNSUPPORTED;
 }

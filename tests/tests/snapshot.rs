@@ -76,10 +76,10 @@ async fn a_restored_mailbox_is_delivered_in_order() {
     let mut image = image;
     // Messages that were waiting at capture: inject as the mailbox would hold them.
     for n in 1..=3u64 {
-        image.mailbox.push(shoal_runtime::mailbox::Message {
-            sender: me.pid(),
-            data: format!("add {n}").into_bytes(),
-        });
+        image.mailbox.push(shoal_runtime::mailbox::Message::plain(
+            me.pid(),
+            format!("add {n}").into_bytes(),
+        ));
     }
     let b = TestNode::new();
     b.add_guest(guests::COUNTER, "counter");

@@ -30,6 +30,14 @@ pub const LIMIT: i32 = -10;
 /// No node fits a spawn's placement target (unknown or down node, no node
 /// with those labels), or the cluster could not be reached to place it.
 pub const NO_NODE: i32 = -11;
+/// The callee of a `call` ended (exited, trapped, was killed) before it
+/// replied; the reason is written at the call's `down_ptr`.
+pub const CALLEE_DOWN: i32 = -12;
+/// The node the callee ran on was declared dead by the cluster before it
+/// replied.
+pub const NODE_DOWN: i32 = -13;
+/// `register`: another process of the same owner holds that name.
+pub const NAME_TAKEN: i32 = -14;
 
 /// Every code with its symbolic name, for docs, the C header test and logs.
 pub const ALL: &[(i32, &str)] = &[
@@ -45,6 +53,9 @@ pub const ALL: &[(i32, &str)] = &[
     (SPAWN_FAILED, "SPAWN_FAILED"),
     (LIMIT, "LIMIT"),
     (NO_NODE, "NO_NODE"),
+    (CALLEE_DOWN, "CALLEE_DOWN"),
+    (NODE_DOWN, "NODE_DOWN"),
+    (NAME_TAKEN, "NAME_TAKEN"),
 ];
 
 /// The symbolic name of a code, for messages.

@@ -7,6 +7,7 @@
 #![cfg_attr(not(feature = "host"), no_std)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod calls;
 pub mod errno;
 #[cfg(feature = "host")]
 pub mod pid;

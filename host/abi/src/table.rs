@@ -125,6 +125,34 @@ pub const IMPORTS: &[ImportSpec] = &[
     shoal("send", &[I64, I32, I32], &[I32], false),
     // recv(buf_ptr, buf_len, timeout_ms, info_ptr) -> length or errno
     shoal("recv", &[I32, I32, I64, I32], &[I32], true),
+    // calls namespace (abi/call.rs; opt-in, see sdk/ABI.md "Calls between
+    // processes"): nothing here changes what `send`/`recv` do.
+    // call(pid, req_ptr, req_len, reply_ptr, reply_len, timeout_ms,
+    //      down_ptr) -> reply length or errno
+    shoal("call", &[I64, I32, I32, I32, I32, I64, I32], &[I32], true),
+    // recv_any(buf_ptr, buf_len, timeout_ms, info_ptr) -> length or errno:
+    // messages, call requests and DOWN notices, told apart by the info.
+    shoal("recv_any", &[I32, I32, I64, I32], &[I32], true),
+    // reply(handle, data_ptr, data_len) -> errno
+    shoal("reply", &[I64, I32, I32], &[I32], false),
+    // monitor(pid, ref_out_ptr) -> errno
+    shoal("monitor", &[I64, I32], &[I32], false),
+    // demonitor(ref) -> errno
+    shoal("demonitor", &[I64], &[I32], false),
+    // names namespace (abi/names.rs), held in Raft in the owner's namespace
+    // register(name_ptr, name_len) -> errno
+    shoal("register", &[I32, I32], &[I32], false),
+    // unregister(name_ptr, name_len) -> errno
+    shoal("unregister", &[I32, I32], &[I32], false),
+    // whereis(name_ptr, name_len, pid_out_ptr) -> errno
+    shoal("whereis", &[I32, I32, I32], &[I32], false),
+    // join_group(name_ptr, name_len) -> errno
+    shoal("join_group", &[I32, I32], &[I32], false),
+    // leave_group(name_ptr, name_len) -> errno
+    shoal("leave_group", &[I32, I32], &[I32], false),
+    // group_pick(name_ptr, name_len, pid_out_ptr) -> errno: one live member,
+    // preferring the caller's node
+    shoal("group_pick", &[I32, I32, I32], &[I32], false),
     // WASI calls that wait, replaced by capturable versions in abi/wasi.rs:
     // a guest sleeping through std::thread::sleep (poll_oneoff on one
     // relative clock) or yielding can be captured there too.

@@ -85,6 +85,15 @@
 //!   directory or the name already names another pid; re-setting the same
 //!   pair is `Ok`.
 //! - `RemoveProcessName { name }`: refused if there is no such name.
+//! - `RegisterName { owner, name, pid }`: gives `name` to `pid` in `owner`'s
+//!   namespace ([`names`]); refused if another pid of that owner holds it,
+//!   the owner is at its quota, the name is bad or the pid is not live.
+//!   Dropped when the pid leaves the directory; kept when it moves.
+//! - `UnregisterName { owner, name, pid }`: refused unless `pid` holds it.
+//! - `JoinGroup { owner, name, pid }` / `LeaveGroup { .. }`: group
+//!   membership in `owner`'s namespace; a group counts once against the
+//!   owner's quota and has at most `GROUP_MEMBERS_MAX` members; members
+//!   are dropped with their directory entry.
 //! - `CreateToken { record }`: adds the token record; refused on a duplicate
 //!   token id.
 //! - `RedeemToken { token, now_ms }` → `Role(role)`: marks the token used.
@@ -117,6 +126,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod detector;
+pub mod names;
 pub mod raft;
 pub mod sched;
 pub mod state;

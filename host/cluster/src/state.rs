@@ -205,6 +205,10 @@ pub struct ClusterState {
     /// a node not listed is alive at liveness epoch 0.
     #[serde(default)]
     pub liveness: BTreeMap<NodeId, NodeLiveness>,
+    /// Process names in their owners' namespaces (`register`/`whereis`
+    /// of guests: [`crate::names`]).
+    #[serde(default)]
+    pub names: crate::names::NameBook,
 }
 
 impl Default for ClusterState {
@@ -219,6 +223,7 @@ impl Default for ClusterState {
             module_names: BTreeMap::new(),
             modules: BTreeMap::new(),
             process_names: BTreeMap::new(),
+            names: Default::default(),
             revocations: RevocationList::new(),
             tokens: TokenBook::new(),
             registered_max: BTreeMap::new(),
@@ -408,6 +413,42 @@ pub enum Command {
         /// Unix ms, for display only.
         now_ms: u64,
     },
+    /// Give a process a name in its owner's namespace.
+    RegisterName {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The name.
+        name: String,
+        /// The process.
+        pid: u64,
+    },
+    /// Take a name away from the process holding it.
+    UnregisterName {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The name.
+        name: String,
+        /// The process that holds it.
+        pid: u64,
+    },
+    /// Add a process to a group in its owner's namespace.
+    JoinGroup {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The group.
+        name: String,
+        /// The process.
+        pid: u64,
+    },
+    /// Take a process out of a group.
+    LeaveGroup {
+        /// Whose namespace.
+        owner: crate::names::Owner,
+        /// The group.
+        name: String,
+        /// The process.
+        pid: u64,
+    },
     /// Revoke a certificate or an identity.
     Revoke {
         /// What.
@@ -514,6 +555,30 @@ impl ClusterState {
                 size_bytes,
             } => self.module_held(hash, *node, *size_bytes),
             Command::SetProcessName { name, pid } => self.set_process_name(name, *pid),
+            Command::RegisterName { owner, name, pid } => {
+                let live = self.directory.contains_key(pid);
+                self.names
+                    .register(owner, name, *pid, live, NAME_BYTES_MAX)
+                    .map(|()| CommandResult::Ok)
+                    .map_err(|e| e.to_string())
+            }
+            Command::JoinGroup { owner, name, pid } => {
+                let live = self.directory.contains_key(pid);
+                self.names
+                    .join_group(owner, name, *pid, live, NAME_BYTES_MAX)
+                    .map(|()| CommandResult::Ok)
+                    .map_err(|e| e.to_string())
+            }
+            Command::LeaveGroup { owner, name, pid } => self
+                .names
+                .leave_group(owner, name, *pid)
+                .map(|()| CommandResult::Ok)
+                .map_err(|e| e.to_string()),
+            Command::UnregisterName { owner, name, pid } => self
+                .names
+                .unregister(owner, name, *pid)
+                .map(|()| CommandResult::Ok)
+                .map_err(|e| e.to_string()),
             Command::RemoveProcessName { name } => match self.process_names.remove(name) {
                 Some(_) => Ok(CommandResult::Ok),
                 None => Err(format!("no process named {name:?}")),
@@ -797,6 +862,7 @@ impl ClusterState {
             self.grants.remove(pid);
         }
         self.process_names.retain(|_, pid| !gone.contains(pid));
+        self.names.forget(gone);
     }
 
     fn move_pid(&mut self, pid: u64, from: NodeId, to: NodeId, epoch: u64) -> Outcome {

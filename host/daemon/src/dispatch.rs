@@ -25,7 +25,7 @@ use hyper::{Method, Request, Response};
 use shoal_cluster::RpcKind;
 use shoal_net::{self, BoxBody, Caller, Delivery, Handler, LaneMessage, RemoteError};
 use shoal_pki::Role;
-use shoal_runtime::mailbox::PushError;
+use shoal_runtime::mailbox::{Message, PushError, Tag};
 use shoal_runtime::pid::Pid;
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,17 +224,25 @@ impl Handler for Dispatch {
         } else {
             0
         };
+        let Some(tag) = Tag::from_wire(msg.tag.kind, msg.tag.reference) else {
+            tracing::warn!(
+                "dropped a message of unknown kind {} from pid {} to pid {}",
+                msg.tag.kind,
+                msg.from,
+                msg.to
+            );
+            return Delivery::Dropped;
+        };
+        let message = Message {
+            sender: Pid(msg.from),
+            data: msg.data.to_vec(),
+            tag,
+        };
         match self
             .inner
             .node
             .router()
-            .deliver_remote(
-                origin,
-                Pid(msg.from),
-                Pid(msg.to),
-                msg.data.to_vec(),
-                DELIVER_WAIT,
-            )
+            .deliver_remote(origin, Pid(msg.to), message, DELIVER_WAIT)
             .await
         {
             Ok(()) => Delivery::Delivered,

@@ -25,6 +25,8 @@ pub mod grants;
 pub mod join;
 pub mod link;
 pub mod migrate;
+pub mod names;
+pub mod node_down;
 pub mod peer_api;
 pub mod proxy;
 pub mod tasks;

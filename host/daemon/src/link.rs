@@ -22,10 +22,10 @@ use super::peer_api::{
 use bytes::Bytes;
 use shoal_cluster::sched::{self, Candidate, Target};
 use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Raft};
-use shoal_net::{LaneMessage, NetError, Peers};
+use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
-use shoal_runtime::mailbox::PushError;
+use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
 use std::collections::{HashSet, VecDeque};
@@ -505,7 +505,7 @@ impl SpawnAtError {
 
 #[async_trait::async_trait]
 impl ClusterLink for Link {
-    fn send_remote(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
+    fn send_remote(&self, to: Pid, message: Message) -> Result<(), PushError> {
         let _shared = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let state = self.raft.state();
         let in_directory = state.directory.get(&to.0).map(|e| e.node);
@@ -527,10 +527,12 @@ impl ClusterLink for Link {
             Some(n) => n.addr.clone(),
             None => return Err(PushError::Closed),
         };
+        let (kind, reference) = message.tag.to_wire();
         let msg = LaneMessage {
-            from: from.0,
+            from: message.sender.0,
             to: to.0,
-            data: Bytes::from(data),
+            tag: LaneTag { kind, reference },
+            data: Bytes::from(message.data),
         };
         self.peers.send(&addr, msg).map_err(|_| PushError::Full)
     }
@@ -566,6 +568,37 @@ impl ClusterLink for Link {
                 Err(e.errno())
             }
         }
+    }
+
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::register(&self.raft, pid, name).await
+    }
+
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::unregister(&self.raft, pid, name).await
+    }
+
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        crate::names::whereis(&self.raft.state(), asker, name)
+    }
+
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::join_group(&self.raft, pid, name).await
+    }
+
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        crate::names::leave_group(&self.raft, pid, name).await
+    }
+
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        let node = self.node.upgrade();
+        // A member of this node that is not live here has ended (or is
+        // moving away: then it is picked again once it has arrived).
+        let gone = |pid: Pid, on: NodeId| {
+            self.is_known_dead(pid.0)
+                || (on == self.me && node.as_ref().is_some_and(|n| !n.router().is_local(pid)))
+        };
+        crate::names::group_pick(&self.raft.state(), self.me, asker, name, &gone)
     }
 
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {

@@ -13,6 +13,12 @@ pub const KIND_DATA: u8 = 2;
 pub const KIND_ACK: u8 = 3;
 /// Kind byte of a Dead frame.
 pub const KIND_DEAD: u8 = 4;
+/// Kind byte of a Data frame carrying a tag (a call, reply, monitor or
+/// DOWN): a Data body with `tag_kind: u8, reference: u64` before the
+/// payload. Untagged messages keep kind 2, byte for byte as before.
+pub const KIND_TAGGED_DATA: u8 = 5;
+/// Bytes a tag adds to a Data frame.
+pub const TAG_BYTES: usize = 9;
 
 /// Bytes of the `len` prefix.
 pub const LEN_BYTES: usize = 4;
@@ -42,6 +48,8 @@ pub enum Frame {
         from: u64,
         /// Receiving pid.
         to: u64,
+        /// What kind of message it is (plain: the default).
+        tag: crate::LaneTag,
         /// The message.
         payload: Bytes,
     },
@@ -97,14 +105,27 @@ pub fn put_hello(buf: &mut BytesMut, lane_id: u128, first_seq: u64) {
 
 /// Append a Data frame. The caller has checked `payload` against the limit
 /// (its length plus [`DATA_OVERHEAD_BYTES`] fits a `u32`).
-pub fn put_data(buf: &mut BytesMut, seq: u64, from: u64, to: u64, payload: &[u8]) {
-    buf.reserve(DATA_WIRE_OVERHEAD_BYTES + payload.len());
-    let len = u32::try_from(DATA_OVERHEAD_BYTES + payload.len()).unwrap_or(u32::MAX);
+pub fn put_data(
+    buf: &mut BytesMut,
+    seq: u64,
+    from: u64,
+    to: u64,
+    tag: crate::LaneTag,
+    payload: &[u8],
+) {
+    let tagged = !tag.is_plain();
+    let tag_bytes = if tagged { TAG_BYTES } else { 0 };
+    buf.reserve(DATA_WIRE_OVERHEAD_BYTES + tag_bytes + payload.len());
+    let len = u32::try_from(DATA_OVERHEAD_BYTES + tag_bytes + payload.len()).unwrap_or(u32::MAX);
     buf.put_u32(len);
-    buf.put_u8(KIND_DATA);
+    buf.put_u8(if tagged { KIND_TAGGED_DATA } else { KIND_DATA });
     buf.put_u64(seq);
     buf.put_u64(from);
     buf.put_u64(to);
+    if tagged {
+        buf.put_u8(tag.kind);
+        buf.put_u64(tag.reference);
+    }
     buf.put_slice(payload);
 }
 
@@ -189,8 +210,27 @@ impl Decoder {
                 seq: body.get_u64(),
                 from: body.get_u64(),
                 to: body.get_u64(),
+                tag: crate::LaneTag::default(),
                 payload: body.freeze(),
             },
+            KIND_TAGGED_DATA if body_bytes >= DATA_OVERHEAD_BYTES - 1 + TAG_BYTES => {
+                let (seq, from, to) = (body.get_u64(), body.get_u64(), body.get_u64());
+                let tag = crate::LaneTag {
+                    kind: body.get_u8(),
+                    reference: body.get_u64(),
+                };
+                if tag.is_plain() {
+                    // A plain message has its own kind: one encoding each.
+                    return Err(bad());
+                }
+                Frame::Data {
+                    seq,
+                    from,
+                    to,
+                    tag,
+                    payload: body.freeze(),
+                }
+            }
             KIND_ACK if body_bytes == ACK_BODY_BYTES => Frame::Ack {
                 seq: body.get_u64(),
             },
@@ -198,7 +238,7 @@ impl Decoder {
                 seq: body.get_u64(),
                 pid: body.get_u64(),
             },
-            KIND_HELLO | KIND_DATA | KIND_ACK | KIND_DEAD => return Err(bad()),
+            KIND_HELLO | KIND_DATA | KIND_ACK | KIND_DEAD | KIND_TAGGED_DATA => return Err(bad()),
             other => return Err(FrameError::UnknownKind(other)),
         };
         Ok(Some(frame))

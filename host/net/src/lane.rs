@@ -73,12 +73,18 @@ struct Pending {
     seq: u64,
     from: u64,
     to: u64,
+    tag: crate::LaneTag,
     payload: Bytes,
 }
 
 impl Pending {
     fn wire_bytes(&self) -> usize {
-        DATA_WIRE_OVERHEAD_BYTES + self.payload.len()
+        let tag_bytes = if self.tag.is_plain() {
+            0
+        } else {
+            frame::TAG_BYTES
+        };
+        DATA_WIRE_OVERHEAD_BYTES + tag_bytes + self.payload.len()
     }
 }
 
@@ -135,17 +141,22 @@ impl Lane {
 
     /// Queue one message; never blocks.
     pub(crate) fn send(&self, msg: LaneMessage, shared: &Shared) -> Result<(), LaneError> {
+        let tag_bytes = if msg.tag.is_plain() {
+            0
+        } else {
+            frame::TAG_BYTES
+        };
         let payload_max = self
             .config
             .frame_bytes_max
-            .saturating_sub(DATA_OVERHEAD_BYTES);
+            .saturating_sub(DATA_OVERHEAD_BYTES + tag_bytes);
         if msg.data.len() > payload_max {
             return Err(LaneError::MessageTooLarge {
                 bytes: msg.data.len(),
                 bytes_max: payload_max,
             });
         }
-        let wire = DATA_WIRE_OVERHEAD_BYTES + msg.data.len();
+        let wire = DATA_WIRE_OVERHEAD_BYTES + tag_bytes + msg.data.len();
         let mut st = self.lock();
         if st.closed {
             return Err(LaneError::Closed {
@@ -172,6 +183,7 @@ impl Lane {
             seq,
             from: msg.from,
             to: msg.to,
+            tag: msg.tag,
             payload: msg.data,
         });
         drop(st);
@@ -225,7 +237,7 @@ impl Lane {
             if !buf.is_empty() && buf.len() + p.wire_bytes() > chunk_max {
                 break;
             }
-            frame::put_data(&mut buf, p.seq, p.from, p.to, &p.payload);
+            frame::put_data(&mut buf, p.seq, p.from, p.to, p.tag, &p.payload);
             last = p.seq;
         }
         let written = last - st.written_seq;

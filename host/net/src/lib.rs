@@ -77,6 +77,7 @@
 //! | 2    | Data  | client→server | `seq: u64`, `from: u64`, `to: u64`, payload bytes |
 //! | 3    | Ack   | server→client | `seq: u64` (8 bytes)                              |
 //! | 4    | Dead  | server→client | `seq: u64`, `pid: u64` (16 bytes)                 |
+//! | 5    | Tagged Data | client→server | as Data, then `tag_kind: u8` (≠ 0), `reference: u64`, payload |
 //!
 //! - **Hello** is the first frame of every lane stream, and only there.
 //!   `lane_id` is chosen at random once per sender lane *instance* (it
@@ -91,6 +92,10 @@
 //!   each DATA frame it read from the stream (so acks are batched per read,
 //!   never delayed by a timer). Right after Hello, if the server remembers
 //!   `lane_id`, it sends an Ack with the last seq it handled.
+//! - **Tagged Data** is a Data frame for a message that is not plain (a
+//!   call, a reply, a monitor, a DOWN notice: [`LaneTag`]); it shares Data's
+//!   sequence numbers, acks and rules. Plain messages are always kind 2, so
+//!   a lane that carries no calls is byte for byte what it was.
 //! - **Dead** reports that message `seq` was addressed to `pid`, which does
 //!   not exist on the receiving node. It precedes (or shares a DATA frame
 //!   with) the Ack that covers `seq`. The sender hands `pid` to its
@@ -265,8 +270,29 @@ pub struct LaneMessage {
     pub from: u64,
     /// Receiving pid (on the receiving node).
     pub to: u64,
+    /// What kind of message it is; plain messages use the default.
+    pub tag: LaneTag,
     /// The message bytes.
     pub data: bytes::Bytes,
+}
+
+/// The kind of a lane message, opaque to the transport: `kind` 0 is a plain
+/// message (sent as a kind-2 Data frame); any other kind travels in a
+/// kind-5 Tagged Data frame with its `reference` (the runtime's calls,
+/// replies, monitors and DOWN notices: `shoal_runtime::mailbox::Tag`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LaneTag {
+    /// 0: plain; others are the runtime's to define.
+    pub kind: u8,
+    /// The call or monitor reference the message belongs to.
+    pub reference: u64,
+}
+
+impl LaneTag {
+    /// True for a plain message.
+    pub fn is_plain(&self) -> bool {
+        self.kind == 0
+    }
 }
 
 /// What the receiving node did with one lane message.

@@ -219,6 +219,7 @@ async fn run_lane(
                     seq,
                     from,
                     to,
+                    tag,
                     payload,
                 } => {
                     let Some((shared, generation)) = &lane else {
@@ -248,6 +249,7 @@ async fn run_lane(
                     let msg = LaneMessage {
                         from,
                         to,
+                        tag,
                         data: payload,
                     };
                     match ctx.handler.deliver(caller, msg).await {

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::frame::{self, Decoder, Frame, FrameError};
+use super::LaneTag;
 use super::*;
 use shoal_pki::tls::{client_config, server_config, CONTROL_API, NODE_ONLY};
 use shoal_pki::{ClusterCa, ClusterTrust, Identity, Role, SharedRevocations};
@@ -211,6 +212,7 @@ impl Handler for Sink {
         self.delivered.fetch_add(1, SeqCst);
         if let Some((peers, addr)) = &self.echo {
             let back = LaneMessage {
+                tag: LaneTag::default(),
                 from: msg.to,
                 to: msg.from,
                 data: msg.data.clone(),
@@ -245,6 +247,7 @@ async fn send_numbered(
         let (from, to) = pairs[(i % pairs.len() as u64) as usize];
         let counter = next.entry((from, to)).or_insert(0);
         let msg = LaneMessage {
+            tag: LaneTag::default(),
             from,
             to,
             data: numbered(*counter, pad_bytes),
@@ -270,8 +273,13 @@ async fn send_numbered(
 fn frames_round_trip_split_at_every_byte() {
     let mut wire = BytesMut::new();
     frame::put_hello(&mut wire, 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10, 7);
-    frame::put_data(&mut wire, 7, 1, 2, b"payload");
-    frame::put_data(&mut wire, 8, 3, 4, b"");
+    frame::put_data(&mut wire, 7, 1, 2, LaneTag::default(), b"payload");
+    frame::put_data(&mut wire, 8, 3, 4, LaneTag::default(), b"");
+    let call = LaneTag {
+        kind: 3,
+        reference: 0x0102_0304_0506_0708,
+    };
+    frame::put_data(&mut wire, 9, 5, 6, call, b"req");
     frame::put_ack(&mut wire, 8);
     frame::put_dead(&mut wire, 8, 4);
     let expected = vec![
@@ -283,13 +291,22 @@ fn frames_round_trip_split_at_every_byte() {
             seq: 7,
             from: 1,
             to: 2,
+            tag: LaneTag::default(),
             payload: Bytes::from_static(b"payload"),
         },
         Frame::Data {
             seq: 8,
             from: 3,
             to: 4,
+            tag: LaneTag::default(),
             payload: Bytes::new(),
+        },
+        Frame::Data {
+            seq: 9,
+            from: 5,
+            to: 6,
+            tag: call,
+            payload: Bytes::from_static(b"req"),
         },
         Frame::Ack { seq: 8 },
         Frame::Dead { seq: 8, pid: 4 },
@@ -665,6 +682,7 @@ async fn blocked_sink_fills_the_lane_then_everything_drains() {
     let mut full = None;
     for i in 0..10_000u64 {
         let msg = LaneMessage {
+            tag: LaneTag::default(),
             from: 1,
             to: 2,
             data: numbered(i, 0),
@@ -687,6 +705,7 @@ async fn blocked_sink_fills_the_lane_then_everything_drains() {
     let refused = peers.send(
         &addr,
         LaneMessage {
+            tag: LaneTag::default(),
             from: 1,
             to: 2,
             data: numbered(accepted, 0),
@@ -712,6 +731,7 @@ async fn blocked_sink_fills_the_lane_then_everything_drains() {
     let mut more = 0u64;
     while more < 2_000 {
         let msg = LaneMessage {
+            tag: LaneTag::default(),
             from: 1,
             to: 2,
             data: numbered(accepted + more, 1024),
@@ -752,6 +772,7 @@ async fn no_such_process_reaches_the_dead_letter_hook() {
             .send(
                 &addr,
                 LaneMessage {
+                    tag: LaneTag::default(),
                     from: 1,
                     to,
                     data: numbered(i, 0),
@@ -788,6 +809,7 @@ async fn lane_refuses_a_caller_that_is_not_a_node() {
     cli.send(
         &addr,
         LaneMessage {
+            tag: LaneTag::default(),
             from: 1,
             to: 2,
             data: numbered(0, 0),
@@ -840,6 +862,7 @@ async fn lane_ping_pong_latency() {
             .send(
                 &b_addr,
                 LaneMessage {
+                    tag: LaneTag::default(),
                     from: 1,
                     to: 2,
                     data: numbered(i, 0),
@@ -896,7 +919,14 @@ async fn raw_lane(peers: &Peers, addr: &str, frames: BytesMut) -> (u16, Vec<Fram
 }
 
 fn data(buf: &mut BytesMut, seq: u64, from: u64, to: u64, counter: u64) {
-    frame::put_data(buf, seq, from, to, &numbered(counter, 0));
+    frame::put_data(
+        buf,
+        seq,
+        from,
+        to,
+        LaneTag::default(),
+        &numbered(counter, 0),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

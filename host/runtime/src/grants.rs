@@ -98,6 +98,16 @@ pub enum ImageError {
         /// The bound.
         max: usize,
     },
+    /// Too many monitors, watchers or calls served.
+    #[error("{count} {what} (at most {max})")]
+    TooManyCalls {
+        /// Which list.
+        what: &'static str,
+        /// How many the image lists.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
     /// Too many open files.
     #[error("{count} open files (at most {max})")]
     TooManyOpenFiles {
@@ -347,6 +357,28 @@ pub fn check_image(
             max: IMPORT_NAME_BYTES_MAX,
         });
     }
+    let calls = &image.calls;
+    for (what, count, max) in [
+        (
+            "monitors",
+            calls.monitors.len(),
+            shoal_abi::calls::MONITORS_MAX,
+        ),
+        (
+            "watchers",
+            calls.watchers.len(),
+            shoal_abi::calls::WATCHERS_MAX,
+        ),
+        (
+            "calls served",
+            calls.serving.len(),
+            shoal_abi::calls::SERVING_MAX,
+        ),
+    ] {
+        if count > max {
+            return Err(ImageError::TooManyCalls { what, count, max });
+        }
+    }
     if image.open_files.len() > OPEN_FILES_MAX {
         return Err(ImageError::TooManyOpenFiles {
             count: image.open_files.len(),
@@ -467,6 +499,7 @@ mod tests {
             open_files: Vec::new(),
             log: Vec::new(),
             monotonic_ns: 0,
+            calls: Default::default(),
         }
     }
 

@@ -261,10 +261,7 @@ mod tests {
     use crate::pid::Pid;
 
     fn m(sender: u64, n: u8) -> Message {
-        Message {
-            sender: Pid(sender),
-            data: vec![n],
-        }
+        Message::plain(Pid(sender), vec![n])
     }
 
     fn limits() -> HandoffLimits {

@@ -9,7 +9,7 @@
 //! namespace (calls, names, key-value, locks, files) adds its methods here,
 //! where a review sees the whole surface at once.
 
-use crate::mailbox::PushError;
+use crate::mailbox::{Message, PushError};
 use crate::pid::Pid;
 use async_trait::async_trait;
 
@@ -23,6 +23,31 @@ pub trait ProcessHost: Send + Sync + 'static {
     /// Queue `data` from `from` for `to`, wherever `to` runs: its local
     /// mailbox, or the lane to the node that runs it.
     fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError>;
+
+    /// Queue any message (a call, reply, monitor or DOWN: see
+    /// [`crate::calls`]) for `to`, wherever it runs, as [`ProcessHost::send`].
+    fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError>;
+
+    /// Give process `pid` a name in its owner's namespace (held in Raft).
+    /// Errors are ABI codes; `NO_NODE` off a cluster.
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// Take `name` away from `pid`. Errors are ABI codes.
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// The pid `name` names in `asker`'s owner's namespace. Errors are ABI
+    /// codes (`NO_PROCESS`: no such name).
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
+
+    /// Add `pid` to group `name` of its owner. Errors are ABI codes.
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// Take `pid` out of group `name`. Errors are ABI codes.
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+
+    /// One live member of group `name` (in `asker`'s owner's namespace),
+    /// preferring members on `asker`'s node. Errors are ABI codes.
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
 
     /// Start a process of module `reference` (a name or `sha256:` hash) with
     /// `args`. `target` is `None` for "on this node", else a placement

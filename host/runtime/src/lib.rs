@@ -20,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod abi;
+pub mod calls;
 pub mod capture;
 pub mod clock;
 pub mod engine;

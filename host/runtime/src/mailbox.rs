@@ -8,7 +8,7 @@
 
 use crate::pid::Pid;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -16,10 +16,140 @@ use tokio::sync::Notify;
 /// One queued message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// Who sent it.
+    /// Who sent it (for a DOWN notice: the process that went down).
     pub sender: Pid,
     /// The payload, copied out of the sender's memory.
     pub data: Vec<u8>,
+    /// What it is: a plain message, or part of a call or monitor (see
+    /// [`crate::calls`]). Absent (plain) in images from before calls.
+    #[serde(default, skip_serializing_if = "Tag::is_plain")]
+    pub tag: Tag,
+}
+
+impl Message {
+    /// A plain message (what `send` sends).
+    pub fn plain(sender: Pid, data: Vec<u8>) -> Message {
+        Message {
+            sender,
+            data,
+            tag: Tag::Plain,
+        }
+    }
+}
+
+/// What a queued message is. Every kind but [`Tag::Plain`] belongs to a
+/// call or a monitor and carries its reference (a number its issuer chose,
+/// unique among that issuer's calls and monitors: see [`CallState`]).
+///
+/// All kinds travel the same way (mailboxes, held mailboxes, handoffs,
+/// lanes, images), so calls keep the ordering and move rules of messages.
+/// Which kinds a receive may see is decided when it takes
+/// ([`Mailbox::take_visible`]): `recv` sees only plain messages, so a guest
+/// built before calls existed never meets one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tag {
+    /// A plain message.
+    #[default]
+    Plain,
+    /// A call request; the sender waits for a [`Tag::Reply`] with this
+    /// reference. Once taken by the callee, the reference is replaced by
+    /// the callee's reply handle in what the guest sees.
+    Call(u64),
+    /// The answer to a call.
+    Reply(u64),
+    /// The sender went down; the payload is the reason
+    /// ([`crate::calls::DownReason`]). Answers a monitor, or a call.
+    Down(u64),
+    /// The sender asks to be told (with a [`Tag::Down`]) when the receiver
+    /// ends. Never seen by a guest.
+    Monitor(u64),
+    /// The sender no longer wants to be told. Never seen by a guest.
+    Demonitor(u64),
+}
+
+impl Tag {
+    /// True for a plain message.
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Tag::Plain)
+    }
+
+    /// The lane encoding: kind byte (0 plain) and reference.
+    pub fn to_wire(self) -> (u8, u64) {
+        match self {
+            Tag::Plain => (0, 0),
+            Tag::Call(r) => (1, r),
+            Tag::Reply(r) => (2, r),
+            Tag::Down(r) => (3, r),
+            Tag::Monitor(r) => (4, r),
+            Tag::Demonitor(r) => (5, r),
+        }
+    }
+
+    /// From the lane encoding; `None` for a kind this build does not know.
+    pub fn from_wire(kind: u8, reference: u64) -> Option<Tag> {
+        Some(match kind {
+            0 => Tag::Plain,
+            1 => Tag::Call(reference),
+            2 => Tag::Reply(reference),
+            3 => Tag::Down(reference),
+            4 => Tag::Monitor(reference),
+            5 => Tag::Demonitor(reference),
+            _ => return None,
+        })
+    }
+}
+
+/// The call in progress of a process (at most one: `call` blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Calling {
+    /// Its reference.
+    pub reference: u64,
+    /// Who was called (for `NODE_DOWN`: was it on the dead node?).
+    pub target: Pid,
+}
+
+/// A process's calls and monitors: plain data, kept with its mailbox (the
+/// one object every message to it passes), captured into its image and
+/// restored with it, so calls and monitors follow a process that moves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallState {
+    /// The last reference this process issued (calls and monitors).
+    pub last_ref: u64,
+    /// Its call in progress. A reply or DOWN for it is accepted even when
+    /// the mailbox is full (the slot reserved at call time); one for any
+    /// other reference is a late answer and is dropped.
+    pub calling: Option<Calling>,
+    /// The monitors it holds: reference → watched pid.
+    pub monitors: BTreeMap<u64, Pid>,
+    /// Who watches it: (watcher, reference).
+    pub watchers: BTreeSet<(Pid, u64)>,
+    /// Calls it took and has not answered: handle → (caller, reference).
+    pub serving: BTreeMap<u64, (Pid, u64)>,
+    /// The last reply handle it was given.
+    pub last_handle: u64,
+}
+
+/// A notice the mailbox's owner must send (a monitor or call it refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounce {
+    /// Who is told.
+    pub to: Pid,
+    /// The DOWN notice (its sender is filled in by the owner).
+    pub tag: Tag,
+    /// Its payload (an encoded reason).
+    pub data: Vec<u8>,
+}
+
+/// What a process that ends owes others: DOWN notices.
+#[derive(Debug, Default)]
+pub struct ExitNotices {
+    /// Its watchers, (watcher, reference).
+    pub watchers: Vec<(Pid, u64)>,
+    /// Calls it received and did not answer (queued or taken): (caller,
+    /// reference).
+    pub callers: Vec<(Pid, u64)>,
+    /// Its own monitors (reference, watched pid), to withdraw.
+    pub monitors: Vec<(u64, Pid)>,
 }
 
 /// Bounds of one mailbox.
@@ -72,6 +202,14 @@ struct Queue {
     messages: VecDeque<Message>,
     bytes: usize,
     closed: bool,
+    calls: CallState,
+}
+
+impl Queue {
+    /// Is `reference` the call in progress?
+    fn is_calling(&self, reference: u64) -> bool {
+        self.calls.calling.is_some_and(|c| c.reference == reference)
+    }
 }
 
 /// A process's mailbox. Many senders, one receiver.
@@ -114,8 +252,29 @@ impl Mailbox {
             if q.closed {
                 return Err((PushError::Closed, message));
             }
-            if q.messages.len() >= self.limits.messages_max
-                || q.bytes + message.data.len() > self.limits.bytes_max
+            // The answer to the call in progress, or a DOWN for a monitor
+            // held, takes its reserved slot: never refused for space (both
+            // are bounded: one call, `MONITORS_MAX` monitors). A reply or
+            // DOWN for anything else is late (the call timed out, the
+            // monitor was withdrawn) and is dropped.
+            let reserved = match message.tag {
+                Tag::Reply(r) => {
+                    if !q.is_calling(r) {
+                        return Ok(());
+                    }
+                    true
+                }
+                Tag::Down(r) => {
+                    if !q.is_calling(r) && !q.calls.monitors.contains_key(&r) {
+                        return Ok(());
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if !reserved
+                && (q.messages.len() >= self.limits.messages_max
+                    || q.bytes + message.data.len() > self.limits.bytes_max)
             {
                 return Err((PushError::Full, message));
             }
@@ -163,6 +322,255 @@ impl Mailbox {
             }
         }
         space.await
+    }
+
+    /// Take the oldest message a receive may see, if it fits in
+    /// `buffer_len` bytes; `calls` is true for `recv_any` (which also sees
+    /// call requests and DOWN notices), false for `recv` (plain messages
+    /// only: what a guest built before calls can recognise).
+    ///
+    /// On the way it applies what the guest never sees: monitors and
+    /// demonitors of this process are recorded, late replies and DOWNs
+    /// dropped. Entries it may not see stay queued in order (the call in
+    /// progress's answer; for `recv`, calls and DOWNs). A call request
+    /// taken is recorded as served and handed out tagged with its reply
+    /// handle instead of the caller's reference. Refusals the owner must
+    /// send are appended to `bounces`.
+    pub fn take_visible(&self, buffer_len: usize, calls: bool, bounces: &mut Vec<Bounce>) -> Head {
+        let mut q = self.lock();
+        let mut i = 0;
+        let head = loop {
+            let Some(m) = q.messages.get(i) else {
+                break Head::Empty;
+            };
+            let (tag, sender, len) = (m.tag, m.sender, m.data.len());
+            let visible = match tag {
+                Tag::Plain => true,
+                Tag::Call(_) => calls,
+                Tag::Down(r) if q.is_calling(r) => false,
+                Tag::Reply(r) if q.is_calling(r) => false,
+                Tag::Down(r) if q.calls.monitors.contains_key(&r) => calls,
+                Tag::Reply(_) | Tag::Down(_) => {
+                    // Late: nobody waits for it any more.
+                    remove_at(&mut q, i);
+                    continue;
+                }
+                Tag::Monitor(r) => {
+                    remove_at(&mut q, i);
+                    if q.calls.watchers.len() >= shoal_abi::calls::WATCHERS_MAX {
+                        bounces.push(Bounce {
+                            to: sender,
+                            tag: Tag::Down(r),
+                            data: crate::calls::DownReason::Overloaded.encode(),
+                        });
+                    } else {
+                        q.calls.watchers.insert((sender, r));
+                    }
+                    continue;
+                }
+                Tag::Demonitor(r) => {
+                    remove_at(&mut q, i);
+                    q.calls.watchers.remove(&(sender, r));
+                    continue;
+                }
+            };
+            if !visible {
+                i += 1;
+                continue;
+            }
+            if len > buffer_len {
+                break Head::TooBig { sender, len };
+            }
+            let mut m = remove_at(&mut q, i);
+            match m.tag {
+                Tag::Call(r) => {
+                    if q.calls.serving.len() >= shoal_abi::calls::SERVING_MAX {
+                        bounces.push(Bounce {
+                            to: m.sender,
+                            tag: Tag::Down(r),
+                            data: crate::calls::DownReason::Overloaded.encode(),
+                        });
+                        continue;
+                    }
+                    q.calls.last_handle += 1;
+                    let handle = q.calls.last_handle;
+                    q.calls.serving.insert(handle, (m.sender, r));
+                    m.tag = Tag::Call(handle);
+                }
+                Tag::Down(r) => {
+                    q.calls.monitors.remove(&r);
+                }
+                _ => {}
+            }
+            break Head::Taken(m);
+        };
+        let taken = matches!(head, Head::Taken(_));
+        drop(q);
+        if taken {
+            self.space.notify_waiters();
+        }
+        head
+    }
+
+    /// Take the answer (a reply or a DOWN) to call `reference`, if it came,
+    /// leaving everything else queued in order.
+    pub fn take_answer(&self, reference: u64) -> Option<Message> {
+        let mut q = self.lock();
+        let i = q
+            .messages
+            .iter()
+            .position(|m| matches!(m.tag, Tag::Reply(r) | Tag::Down(r) if r == reference))?;
+        let m = remove_at(&mut q, i);
+        drop(q);
+        self.space.notify_waiters();
+        Some(m)
+    }
+
+    /// Start a call to `target`: its reference, now the call in progress.
+    pub fn begin_call(&self, target: Pid) -> u64 {
+        let mut q = self.lock();
+        q.calls.last_ref += 1;
+        let reference = q.calls.last_ref;
+        q.calls.calling = Some(Calling { reference, target });
+        reference
+    }
+
+    /// The call in progress, if any.
+    pub fn current_call(&self) -> Option<Calling> {
+        self.lock().calls.calling
+    }
+
+    /// The call in progress ended (answered, timed out, failed): later
+    /// answers to it are dropped.
+    pub fn end_call(&self) {
+        let mut q = self.lock();
+        if let Some(c) = q.calls.calling.take() {
+            q.messages
+                .retain(|m| !matches!(m.tag, Tag::Reply(r) | Tag::Down(r) if r == c.reference));
+            q.bytes = q.messages.iter().map(|m| m.data.len()).sum();
+        }
+    }
+
+    /// Record a monitor of `target`: its reference, or `None` at
+    /// [`shoal_abi::calls::MONITORS_MAX`].
+    pub fn add_monitor(&self, target: Pid) -> Option<u64> {
+        let mut q = self.lock();
+        if q.calls.monitors.len() >= shoal_abi::calls::MONITORS_MAX {
+            return None;
+        }
+        q.calls.last_ref += 1;
+        let reference = q.calls.last_ref;
+        q.calls.monitors.insert(reference, target);
+        Some(reference)
+    }
+
+    /// Withdraw monitor `reference` (and any DOWN of it still queued): the
+    /// pid it watched, or `None` if it was not held.
+    pub fn remove_monitor(&self, reference: u64) -> Option<Pid> {
+        let mut q = self.lock();
+        let target = q.calls.monitors.remove(&reference)?;
+        q.messages
+            .retain(|m| !matches!(m.tag, Tag::Down(r) if r == reference));
+        q.bytes = q.messages.iter().map(|m| m.data.len()).sum();
+        Some(target)
+    }
+
+    /// Stop serving call `handle`: its (caller, reference), or `None` if
+    /// no such call is being served (already answered, or never given).
+    pub fn take_serving(&self, handle: u64) -> Option<(Pid, u64)> {
+        self.lock().calls.serving.remove(&handle)
+    }
+
+    /// A copy of the calls and monitors (for an image).
+    pub fn calls(&self) -> CallState {
+        self.lock().calls.clone()
+    }
+
+    /// Install the calls and monitors of a restored or arriving process
+    /// (before its messages are queued).
+    pub fn restore_calls(&self, calls: CallState) {
+        self.lock().calls = calls;
+    }
+
+    /// Queue a DOWN with `data` from each pid `gone` says is gone, for the
+    /// call in progress and each monitor watching one (a node declared
+    /// dead: see [`crate::calls::node_down`]). Returns how many.
+    pub fn down_targets(&self, gone: &dyn Fn(Pid) -> bool, data: &[u8]) -> usize {
+        let mut q = self.lock();
+        if q.closed {
+            return 0;
+        }
+        let mut downs: Vec<(u64, Pid)> = q
+            .calls
+            .monitors
+            .iter()
+            .filter(|(_, p)| gone(**p))
+            .map(|(r, p)| (*r, *p))
+            .collect();
+        if let Some(c) = q.calls.calling.filter(|c| gone(c.target)) {
+            downs.push((c.reference, c.target));
+        }
+        for (r, p) in &downs {
+            q.bytes += data.len();
+            q.messages.push_back(Message {
+                sender: *p,
+                data: data.to_vec(),
+                tag: Tag::Down(*r),
+            });
+        }
+        drop(q);
+        if !downs.is_empty() {
+            self.arrived.notify_one();
+        }
+        downs.len()
+    }
+
+    /// Close for good (the owner ended) and say whom it owes a DOWN: its
+    /// watchers (monitors still queued included), the callers of the calls
+    /// it received and did not answer, and its own monitors to withdraw.
+    pub fn close_for_exit(&self) -> ExitNotices {
+        let mut q = self.lock();
+        q.closed = true;
+        let mut notices = ExitNotices::default();
+        let mut watchers = std::mem::take(&mut q.calls.watchers);
+        for m in q.messages.drain(..) {
+            match m.tag {
+                Tag::Monitor(r) => {
+                    watchers.insert((m.sender, r));
+                }
+                Tag::Demonitor(r) => {
+                    watchers.remove(&(m.sender, r));
+                }
+                Tag::Call(r) => notices.callers.push((m.sender, r)),
+                _ => {}
+            }
+        }
+        q.bytes = 0;
+        notices.watchers = watchers.into_iter().collect();
+        notices
+            .callers
+            .extend(std::mem::take(&mut q.calls.serving).into_values());
+        notices.monitors = std::mem::take(&mut q.calls.monitors).into_iter().collect();
+        drop(q);
+        self.space.notify_waiters();
+        notices
+    }
+
+    /// Wait until a message arrives (or `deadline` passes: `false`). May
+    /// return early; the owner looks again. For receives that skip what
+    /// they may not see, where "non-empty" is not "something to take".
+    pub async fn wait_arrival(&self, deadline: Option<Instant>) -> bool {
+        let notified = self.arrived.notified();
+        match deadline {
+            None => {
+                notified.await;
+                true
+            }
+            Some(d) => {
+                let d = tokio::time::Instant::from_std(d);
+                tokio::time::timeout_at(d, notified).await.is_ok()
+            }
+        }
     }
 
     /// Take the oldest message if it fits in `buffer_len` bytes.
@@ -309,16 +717,20 @@ impl Mailbox {
     }
 }
 
+/// Remove the entry at `i` (it exists), keeping the byte count.
+fn remove_at(q: &mut Queue, i: usize) -> Message {
+    let m = q.messages.remove(i).expect("index checked by the caller");
+    q.bytes -= m.data.len();
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
 
     fn msg(n: u8) -> Message {
-        Message {
-            sender: Pid(1),
-            data: vec![n; n as usize],
-        }
+        Message::plain(Pid(1), vec![n; n as usize])
     }
 
     #[tokio::test]

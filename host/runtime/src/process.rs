@@ -127,6 +127,10 @@ pub struct CapturedProcess {
     /// log there is whole (snapshots leave it empty).
     #[serde(default)]
     pub log: Vec<super::log::Chunk>,
+    /// Its calls and monitors ([`crate::calls`]); empty in images from
+    /// before calls.
+    #[serde(default)]
+    pub calls: super::mailbox::CallState,
 }
 
 /// What a restored process starts from.
@@ -226,6 +230,7 @@ async fn finish_capture(
         open_files,
         monotonic_ns,
         log: Vec::new(),
+        calls: ctx.mailbox.calls(),
     };
     // The requester may have given up; then the process simply resumes
     // (a move hands the taken messages back first).

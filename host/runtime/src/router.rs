@@ -25,6 +25,15 @@
 //! or moved): the lookup is repeated once, so a message never lands in a
 //! mailbox that nobody will read.
 //!
+//! # Calls, replies, monitors and DOWNs
+//!
+//! They are messages with a [`crate::mailbox::Tag`] and go exactly this way
+//! ([`Router::send_message`]), so they keep every rule below across moves.
+//! One addition: a call or monitor that arrives from a peer for a pid that
+//! is nowhere is answered here with a DOWN `noproc` to its sender
+//! ([`crate::calls::bounce_for`]); [`Router::down_targets`] is how a node
+//! declared dead fails the calls and monitors that waited on it.
+//!
 //! # Ordering rules
 //!
 //! - **Per sender, per destination, in order, once.** Messages from one
@@ -185,14 +194,28 @@ impl Router {
     /// Send from `from` (a process or host mailbox here) to `to`, wherever
     /// it is. `Closed`: no such process; `Full`: retry later.
     pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
-        match self.route(None, to, Message { sender: from, data }) {
+        self.send_message(to, Message::plain(from, data))
+    }
+
+    /// [`Router::send`] of any message: plain, or part of a call or a
+    /// monitor ([`crate::mailbox::Tag`]), which all go the same way.
+    pub fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError> {
+        match self.route(None, to, message) {
             Ok(()) => Ok(()),
             Err((PushError::Closed, m)) => match self.cluster.get() {
-                Some(link) => link.send_remote(from, to, m.data),
+                Some(link) => link.send_remote(to, m),
                 None => Err(PushError::Closed),
             },
             Err((e, _)) => Err(e),
         }
+    }
+
+    /// Queue a DOWN (`data`: the reason) in every local process's mailbox
+    /// for its call in progress and its monitors whose target `gone` says
+    /// is gone. Returns how many were queued. See [`crate::calls::node_down`].
+    pub fn down_targets(&self, gone: &dyn Fn(Pid) -> bool, data: &[u8]) -> usize {
+        let mailboxes: Vec<Arc<Mailbox>> = read(&self.local).values().cloned().collect();
+        mailboxes.iter().map(|mb| mb.down_targets(gone, data)).sum()
     }
 
     /// Queue a message for a pid on this node (rules 1 and 2). `origin` is
@@ -236,13 +259,31 @@ impl Router {
     pub async fn deliver_remote(
         &self,
         origin: Origin,
-        from: Pid,
         to: Pid,
-        data: Vec<u8>,
+        message: Message,
+        wait: Duration,
+    ) -> Result<(), PushError> {
+        let bounce = crate::calls::bounce_for(to, &message);
+        let r = self.deliver_remote_inner(origin, to, message, wait).await;
+        if r == Err(PushError::Closed) {
+            // A call or monitor that found nobody: its sender is told
+            // (DOWN `noproc`) from here, where that is known.
+            if let Some((back_to, notice)) = bounce {
+                let _ = self.send_message(back_to, notice);
+            }
+        }
+        r
+    }
+
+    async fn deliver_remote_inner(
+        &self,
+        origin: Origin,
+        to: Pid,
+        message: Message,
         wait: Duration,
     ) -> Result<(), PushError> {
         let deadline = Instant::now() + wait;
-        let mut message = Message { sender: from, data };
+        let mut message = message;
         loop {
             match self.route(Some(origin), to, message) {
                 Ok(()) => return Ok(()),
@@ -251,7 +292,7 @@ impl Router {
                         return Err(PushError::Closed);
                     };
                     loop {
-                        match link.send_remote(from, to, m.data.clone()) {
+                        match link.send_remote(to, m.clone()) {
                             Err(PushError::Full) if Instant::now() < deadline => {
                                 tokio::time::sleep(Duration::from_millis(1)).await
                             }

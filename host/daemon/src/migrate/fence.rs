@@ -60,6 +60,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                     LaneMessage {
                         from: CONTROL_SENDER.0,
                         to: m.pid,
+                        tag: Default::default(),
                         data: data.clone(),
                     },
                 )

@@ -98,6 +98,7 @@ pub async fn on_control(ctx: &std::sync::Arc<Ctx>, pid: Pid, data: &[u8]) {
                 let mut fence = shoal_runtime::mailbox::Message {
                     sender: shoal_runtime::node::CONTROL_SENDER,
                     data: data.to_vec(),
+                    tag: shoal_runtime::mailbox::Tag::Plain,
                 };
                 // If the process arrived here recently and its hold still
                 // keeps messages from `origin`, the fence goes behind them.

@@ -651,6 +651,7 @@ async fn push_control(ctx: &Ctx, addr: &str, pid: Pid, control: Control) {
         let msg = LaneMessage {
             from: CONTROL_SENDER.0,
             to: pid.0,
+            tag: Default::default(),
             data: data.clone(),
         };
         if ctx.peers.send(addr, msg).is_ok() {
@@ -686,10 +687,13 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                         data = Bytes::from(Control::Fenced { origin, epoch }.encode());
                     }
                 }
+                let (kind, reference) = m.tag.to_wire();
+                let tag = shoal_net::LaneTag { kind, reference };
                 let sent = if m.sender == CONTROL_SENDER {
                     let msg = LaneMessage {
                         from: m.sender.0,
                         to: pid.0,
+                        tag,
                         data,
                     };
                     ctx.peers.send(&addr, msg).is_ok()
@@ -697,7 +701,7 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                     // Through the directory, like any send: if the process
                     // has moved on again, this goes to where it is now, and
                     // this node's fence for that move stays behind it.
-                    match ctx.link.send_remote(m.sender, pid, m.data.clone()) {
+                    match ctx.link.send_remote(pid, m.clone()) {
                         Ok(()) => true,
                         Err(PushError::Full) => false,
                         // This node has not applied its own switch yet.
@@ -705,6 +709,7 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                             let msg = LaneMessage {
                                 from: m.sender.0,
                                 to: pid.0,
+                                tag,
                                 data,
                             };
                             ctx.peers.send(&addr, msg).is_ok()

@@ -82,7 +82,10 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 return Ok(Some(Val::I32(0)));
             }
             let code = loop {
-                match mailbox.take_if_fits(len as usize) {
+                let mut bounces = Vec::new();
+                let head = mailbox.take_visible(len as usize, false, &mut bounces);
+                crate::abi::call::send_bounces(&caller, bounces);
+                match head {
                     Head::Taken(m) => {
                         // Both ranges were checked above and memory never shrinks.
                         let r = write_bytes(&mut caller, ptr, &m.data).and_then(|_| {
@@ -119,11 +122,11 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                             break errno::TIMEOUT;
                         }
                         let waited =
-                            wait_or_capture(&signal, capturable, mailbox.wait_nonempty(deadline))
+                            wait_or_capture(&signal, capturable, mailbox.wait_arrival(deadline))
                                 .await;
                         match waited {
-                            Waited::Done(true) => {}
-                            Waited::Done(false) => break errno::TIMEOUT,
+                            // Look again: at the deadline, the check above ends it.
+                            Waited::Done(_) => {}
                             Waited::Capture => {
                                 let pending = PendingCall {
                                     import: RECV.to_string(),

@@ -6,9 +6,11 @@
 //! refuses (by panicking at node start, a programming error) any
 //! implementation whose name is missing from the table.
 
+pub mod call;
 pub use shoal_abi::errno;
 pub mod memory;
 pub mod message;
+pub mod names;
 pub mod process;
 pub use shoal_abi::table;
 pub mod wasi;
@@ -110,6 +112,8 @@ pub fn register_all(linker: &mut Linker<ProcessCtx>) -> wasmtime::Result<()> {
     };
     process::register(&mut registrar)?;
     message::register(&mut registrar)?;
+    call::register(&mut registrar)?;
+    names::register(&mut registrar)?;
     wasi::register(&mut registrar)?;
     for spec in IMPORTS.iter() {
         let count = registrar

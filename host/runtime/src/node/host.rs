@@ -91,6 +91,40 @@ impl ProcessHost for NodeHost {
         self.0.router.send(from, to, data)
     }
 
+    fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError> {
+        self.0.router.send_message(to, message)
+    }
+
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.register_name(pid, name).await
+    }
+
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.unregister_name(pid, name).await
+    }
+
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.whereis(asker, name)
+    }
+
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.join_group(pid, name).await
+    }
+
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.leave_group(pid, name).await
+    }
+
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        link.group_pick(asker, name)
+    }
+
     async fn spawn(
         &self,
         target: Option<&str>,

@@ -117,6 +117,8 @@ impl Shared {
         let wasi = self.build_wasi(&spec, &log, monotonic_start)?;
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
         if let Some(image) = &restore {
+            // Calls and monitors first: they decide which answers queue.
+            mailbox.restore_calls(image.calls.clone());
             for m in &image.mailbox {
                 mailbox.push(m.clone()).map_err(|e| {
                     NodeError::InvalidSpawn(format!(
@@ -210,7 +212,8 @@ impl Shared {
                 // held for the move (`Node::freeze`).
                 self.router.hold(pid, entry.mailbox.clone());
             } else {
-                entry.mailbox.close();
+                // Closes the mailbox; its watchers and callers are told.
+                crate::calls::on_exit(&self.router, pid, &status.reason, &entry.mailbox);
             }
             // Nothing more is written: give back what the log does not hold.
             entry.log.shrink();

@@ -1,7 +1,7 @@
 //! How a node reaches the rest of its cluster: the [`ClusterLink`] the
 //! cluster layer attaches (a node alone has none).
 
-use crate::mailbox::PushError;
+use crate::mailbox::{Message, PushError};
 use crate::pid::Pid;
 use shoal_registry::Sha256;
 /// How a node reaches the rest of its cluster.
@@ -17,7 +17,9 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// Send to a pid that is not on this node. `Closed` means no such
     /// process anywhere (the ABI's `NO_PROCESS`); `Full` means the way
     /// there is at its bound (the ABI's `MAILBOX_FULL`: retry).
-    fn send_remote(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError>;
+    /// `message` may be plain or tagged ([`crate::mailbox::Tag`]); its
+    /// sender is `message.sender`.
+    fn send_remote(&self, to: Pid, message: Message) -> Result<(), PushError>;
     /// Start a process somewhere in the cluster. `target` is `""` (let the
     /// scheduler choose), a node name, or label constraints `k=v[,k=v]`.
     /// Errors are ABI codes.
@@ -37,4 +39,19 @@ pub trait ClusterLink: Send + Sync + 'static {
     fn process_exited(&self, pid: Pid);
     /// This node's id in the cluster (the origin of messages it sends).
     fn node_id(&self) -> u64;
+    /// Give process `pid` the name `name` in its owner's namespace (held in
+    /// Raft). Errors are ABI codes (`NAME_TAKEN`, `LIMIT`, `INVALID`, ...).
+    async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// Take `name` away from `pid`. Errors are ABI codes.
+    async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// The pid `name` names in `asker`'s owner's namespace
+    /// (`NO_PROCESS` if none).
+    fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
+    /// Add `pid` to group `name` of its owner. Errors are ABI codes.
+    async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// Take `pid` out of group `name`. Errors are ABI codes.
+    async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32>;
+    /// One live member of group `name` in `asker`'s owner's namespace,
+    /// preferring members on this node (`NO_PROCESS` if none).
+    fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
 }

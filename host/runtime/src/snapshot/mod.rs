@@ -39,6 +39,9 @@ pub struct HostState {
     /// so 0, in version 1).
     #[serde(default)]
     pub monotonic_ns: u64,
+    /// Its calls and monitors (format version 3; absent, so none, before).
+    #[serde(default)]
+    pub calls: crate::mailbox::CallState,
 }
 
 impl HostState {
@@ -52,6 +55,7 @@ impl HostState {
             fuel_remaining: image.fuel_remaining,
             open_files: image.open_files.clone(),
             monotonic_ns: image.monotonic_ns,
+            calls: image.calls.clone(),
         }
     }
 
@@ -73,6 +77,7 @@ impl HostState {
             open_files: self.open_files,
             monotonic_ns: self.monotonic_ns,
             log,
+            calls: self.calls,
         }
     }
 }

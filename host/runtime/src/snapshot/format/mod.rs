@@ -68,7 +68,13 @@ pub use store::{
 /// - 1: the first format.
 /// - 2: the host state carries the process's monotonic clock reading
 ///   (`monotonic_ns`), so that its clock never goes back after a restore.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: the host state carries the process's calls and monitors (`calls`:
+///   its call in progress, monitors, watchers, calls it serves) and queued
+///   messages may carry a `tag` (call, reply, monitor, DOWN). Both are
+///   optional when read: a version 1 or 2 snapshot restores with no calls
+///   and plain messages. A build that reads only up to 2 refuses a
+///   version 3 file (it would lose the tags), which is why the number moves.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest format version this build reads: every version from here to
 /// [`FORMAT_VERSION`] is read (a version 1 snapshot restores with its

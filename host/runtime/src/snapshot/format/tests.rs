@@ -424,22 +424,28 @@ fn wrong_magic_version_module_and_flags_are_named() {
         Err(SnapshotFormatError::NotASnapshot)
     ));
 
-    let mut v3 = file.clone();
-    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
-    fix_checksum(&mut v3);
-    let err = decode_file(&v3, None).unwrap_err();
+    let mut newer = file.clone();
+    newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    fix_checksum(&mut newer);
+    let err = decode_file(&newer, None).unwrap_err();
     assert!(
         matches!(
             err,
             SnapshotFormatError::UnsupportedVersion {
-                found: 3,
-                supported: 2
-            }
+                found,
+                supported: FORMAT_VERSION
+            } if found == FORMAT_VERSION + 1
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("version 3"));
-    assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+    assert!(err
+        .to_string()
+        .contains(&format!("version {}", FORMAT_VERSION + 1)));
+    assert!(
+        err.to_string()
+            .contains(&format!("versions 1 to {FORMAT_VERSION}")),
+        "{err}"
+    );
     let mut v0 = file.clone();
     v0[8..12].copy_from_slice(&0u32.to_le_bytes());
     fix_checksum(&mut v0);
@@ -450,12 +456,12 @@ fn wrong_magic_version_module_and_flags_are_named() {
 
     // A newer manifest inside an older envelope: still the version is named.
     let mut value: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
-    value["format_version"] = 3.into();
+    value["format_version"] = (FORMAT_VERSION + 1).into();
     value["new_field"] = true.into();
-    let v3 = with_header(&file, &serde_json::to_vec(&value).unwrap());
+    let newer = with_header(&file, &serde_json::to_vec(&value).unwrap());
     assert!(matches!(
-        decode_file(&v3, None),
-        Err(SnapshotFormatError::UnsupportedVersion { found: 3, .. })
+        decode_file(&newer, None),
+        Err(SnapshotFormatError::UnsupportedVersion { found, .. }) if found == FORMAT_VERSION + 1
     ));
 
     let other = Sha256::of(b"another module");
@@ -881,7 +887,9 @@ fn a_version_1_snapshot_is_still_read_and_keeps_its_version() {
     match decode_file(&mixed, None) {
         Err(SnapshotFormatError::BadHeader(why)) => {
             assert!(
-                why.contains("version 2 file holds a version 1 manifest"),
+                why.contains(&format!(
+                    "version {FORMAT_VERSION} file holds a version 1 manifest"
+                )),
                 "{why}"
             )
         }

@@ -1,0 +1,355 @@
+//! Process names held in Raft, each in its owner's namespace: the part of
+//! the replicated state machine ([`crate::state`]) that `register`,
+//! `unregister` and `whereis` use.
+//!
+//! - A name is unique within its owner's namespace: two processes of
+//!   different owners may use the same name; of one owner, the first
+//!   registration applied wins and the other is refused (Raft orders them).
+//! - Each owner holds at most [`NAMES_PER_OWNER_MAX`] names.
+//! - A name dies with its process (the state machine drops it with the
+//!   directory entry) and survives its moves (a move changes the directory
+//!   entry's node, never the pid).
+//!
+//! [`Owner`] is the identity resources belong to: the certificate (role and
+//! id) that deployed the process. It is meant for reuse by what later
+//! issues add (buckets, locks, volumes): one owner type, one namespace rule.
+//! Refusals are values ([`NameRefusal`]); the state machine turns them into
+//! its refusal text.
+
+use serde::{Deserialize, Serialize};
+use shoal_pki::Role;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most names one owner may hold (process names and groups together).
+pub const NAMES_PER_OWNER_MAX: usize = 1024;
+/// Most members of one group.
+pub const GROUP_MEMBERS_MAX: usize = 1024;
+
+/// The identity a resource belongs to: the role and id of the certificate
+/// that created it (deployed the process).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    /// Its role.
+    pub role: Role,
+    /// Its id (client, admin or node name).
+    pub id: String,
+}
+
+impl Owner {
+    /// The namespace of processes whose deployer is not recorded (started
+    /// by a guest's `spawn`, or before owners were recorded): they share
+    /// one namespace, that of the cluster's nodes.
+    pub fn cluster() -> Owner {
+        Owner {
+            role: Role::Node,
+            id: String::new(),
+        }
+    }
+
+    /// The key of its namespace: `role:id`.
+    pub fn namespace(&self) -> String {
+        format!("{}:{}", self.role.as_str(), self.id)
+    }
+}
+
+/// Why a name command changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameRefusal {
+    /// Another process of the same owner holds it.
+    #[error("name {name:?} already names pid {pid}")]
+    Taken {
+        /// The name.
+        name: String,
+        /// Its holder.
+        pid: u64,
+    },
+    /// The owner holds as many names as it may.
+    #[error("owner {owner} holds {max} names (the most it may)")]
+    Quota {
+        /// The owner's namespace.
+        owner: String,
+        /// The bound.
+        max: usize,
+    },
+    /// The name is empty or too long.
+    #[error("process name is empty or longer than {max} bytes")]
+    BadName {
+        /// The bound.
+        max: usize,
+    },
+    /// The process is not live.
+    #[error("pid {0} is not a live process")]
+    NotLive(u64),
+    /// The group has as many members as it may.
+    #[error("group {name:?} has {max} members (the most it may)")]
+    GroupFull {
+        /// The group.
+        name: String,
+        /// The bound.
+        max: usize,
+    },
+    /// `leave_group` of a group this pid is not in.
+    #[error("pid {pid} is not in group {name:?}")]
+    NotMember {
+        /// The group.
+        name: String,
+        /// The pid that asked.
+        pid: u64,
+    },
+    /// `unregister` of a name this pid does not hold.
+    #[error("pid {pid} holds no name {name:?}")]
+    NotHeld {
+        /// The name.
+        name: String,
+        /// The pid that asked.
+        pid: u64,
+    },
+}
+
+/// Every owned name: namespace → name → pid, and namespace → group →
+/// members. Groups are a separate kind of name: a group and a process
+/// name may be spelled alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameBook {
+    by_owner: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default)]
+    groups: BTreeMap<String, BTreeMap<String, BTreeSet<u64>>>,
+}
+
+impl NameBook {
+    /// Give `name` to `pid` (live: `live`) in `owner`'s namespace.
+    /// Registering the same pair again is `Ok`.
+    pub fn register(
+        &mut self,
+        owner: &Owner,
+        name: &str,
+        pid: u64,
+        live: bool,
+        name_bytes_max: usize,
+    ) -> Result<(), NameRefusal> {
+        if name.is_empty() || name.len() > name_bytes_max {
+            return Err(NameRefusal::BadName {
+                max: name_bytes_max,
+            });
+        }
+        if !live {
+            return Err(NameRefusal::NotLive(pid));
+        }
+        let ns = owner.namespace();
+        let names = self.by_owner.get(&ns);
+        match names.and_then(|n| n.get(name)) {
+            Some(&p) if p == pid => return Ok(()),
+            Some(&p) => {
+                return Err(NameRefusal::Taken {
+                    name: name.to_string(),
+                    pid: p,
+                })
+            }
+            None => {}
+        }
+        if self.count(owner) >= NAMES_PER_OWNER_MAX {
+            return Err(NameRefusal::Quota {
+                owner: ns,
+                max: NAMES_PER_OWNER_MAX,
+            });
+        }
+        self.by_owner
+            .entry(ns)
+            .or_default()
+            .insert(name.to_string(), pid);
+        Ok(())
+    }
+
+    /// Take `name` away from `pid` (only the holder may).
+    pub fn unregister(&mut self, owner: &Owner, name: &str, pid: u64) -> Result<(), NameRefusal> {
+        let ns = owner.namespace();
+        let held = self
+            .by_owner
+            .get(&ns)
+            .and_then(|n| n.get(name))
+            .is_some_and(|&p| p == pid);
+        if !held {
+            return Err(NameRefusal::NotHeld {
+                name: name.to_string(),
+                pid,
+            });
+        }
+        if let Some(names) = self.by_owner.get_mut(&ns) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_owner.remove(&ns);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pid `name` names in `owner`'s namespace.
+    pub fn whereis(&self, owner: &Owner, name: &str) -> Option<u64> {
+        self.by_owner.get(&owner.namespace())?.get(name).copied()
+    }
+
+    /// How many names `owner` holds (process names and groups).
+    pub fn count(&self, owner: &Owner) -> usize {
+        let ns = owner.namespace();
+        self.by_owner.get(&ns).map_or(0, |n| n.len()) + self.groups.get(&ns).map_or(0, |g| g.len())
+    }
+
+    /// Add `pid` (live: `live`) to group `name` of `owner`, creating it
+    /// (which counts against the owner's quota). Joining twice is `Ok`.
+    pub fn join_group(
+        &mut self,
+        owner: &Owner,
+        name: &str,
+        pid: u64,
+        live: bool,
+        name_bytes_max: usize,
+    ) -> Result<(), NameRefusal> {
+        if name.is_empty() || name.len() > name_bytes_max {
+            return Err(NameRefusal::BadName {
+                max: name_bytes_max,
+            });
+        }
+        if !live {
+            return Err(NameRefusal::NotLive(pid));
+        }
+        let ns = owner.namespace();
+        let exists = self.groups.get(&ns).is_some_and(|g| g.contains_key(name));
+        if !exists && self.count(owner) >= NAMES_PER_OWNER_MAX {
+            return Err(NameRefusal::Quota {
+                owner: ns,
+                max: NAMES_PER_OWNER_MAX,
+            });
+        }
+        let members = self
+            .groups
+            .entry(ns)
+            .or_default()
+            .entry(name.to_string())
+            .or_default();
+        if !members.contains(&pid) && members.len() >= GROUP_MEMBERS_MAX {
+            return Err(NameRefusal::GroupFull {
+                name: name.to_string(),
+                max: GROUP_MEMBERS_MAX,
+            });
+        }
+        members.insert(pid);
+        Ok(())
+    }
+
+    /// Take `pid` out of group `name` (the group goes with its last member).
+    pub fn leave_group(&mut self, owner: &Owner, name: &str, pid: u64) -> Result<(), NameRefusal> {
+        let ns = owner.namespace();
+        let removed = self
+            .groups
+            .get_mut(&ns)
+            .and_then(|g| g.get_mut(name))
+            .is_some_and(|m| m.remove(&pid));
+        if !removed {
+            return Err(NameRefusal::NotMember {
+                name: name.to_string(),
+                pid,
+            });
+        }
+        self.prune_groups();
+        Ok(())
+    }
+
+    /// The members of group `name` of `owner`.
+    pub fn members(&self, owner: &Owner, name: &str) -> Option<&BTreeSet<u64>> {
+        self.groups.get(&owner.namespace())?.get(name)
+    }
+
+    /// Drop every name and group membership of a process that is gone.
+    pub fn forget(&mut self, gone: &BTreeSet<u64>) {
+        for names in self.by_owner.values_mut() {
+            names.retain(|_, pid| !gone.contains(pid));
+        }
+        self.by_owner.retain(|_, names| !names.is_empty());
+        for groups in self.groups.values_mut() {
+            for members in groups.values_mut() {
+                members.retain(|pid| !gone.contains(pid));
+            }
+        }
+        self.prune_groups();
+    }
+
+    fn prune_groups(&mut self) {
+        for groups in self.groups.values_mut() {
+            groups.retain(|_, m| !m.is_empty());
+        }
+        self.groups.retain(|_, g| !g.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(id: &str) -> Owner {
+        Owner {
+            role: Role::Client,
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn unique_per_owner_with_a_quota() {
+        let mut b = NameBook::default();
+        let (alice, bob) = (owner("alice"), owner("bob"));
+        assert_eq!(b.register(&alice, "kv", 1, true, 64), Ok(()));
+        assert_eq!(b.register(&alice, "kv", 1, true, 64), Ok(()));
+        assert_eq!(
+            b.register(&alice, "kv", 2, true, 64),
+            Err(NameRefusal::Taken {
+                name: "kv".into(),
+                pid: 1
+            })
+        );
+        assert_eq!(b.register(&bob, "kv", 2, true, 64), Ok(()));
+        assert_eq!(b.whereis(&alice, "kv"), Some(1));
+        assert_eq!(b.whereis(&bob, "kv"), Some(2));
+        assert_eq!(
+            b.unregister(&alice, "kv", 2),
+            Err(NameRefusal::NotHeld {
+                name: "kv".into(),
+                pid: 2
+            })
+        );
+        assert!(matches!(
+            b.register(&alice, "", 1, true, 64),
+            Err(NameRefusal::BadName { .. })
+        ));
+        assert_eq!(
+            b.register(&alice, "x", 9, false, 64),
+            Err(NameRefusal::NotLive(9))
+        );
+        for i in 1..NAMES_PER_OWNER_MAX {
+            b.register(&alice, &format!("n{i}"), 1, true, 64).unwrap();
+        }
+        assert!(matches!(
+            b.register(&alice, "one-more", 1, true, 64),
+            Err(NameRefusal::Quota { .. })
+        ));
+        assert!(matches!(
+            b.join_group(&alice, "g", 1, true, 64),
+            Err(NameRefusal::Quota { .. })
+        ));
+        assert_eq!(b.join_group(&bob, "g", 2, true, 64), Ok(()));
+        assert_eq!(b.join_group(&bob, "g", 3, true, 64), Ok(()));
+        assert_eq!(b.join_group(&bob, "g", 3, true, 64), Ok(()));
+        assert_eq!(b.members(&bob, "g").map(|m| m.len()), Some(2));
+        assert_eq!(b.leave_group(&bob, "g", 3), Ok(()));
+        assert!(matches!(
+            b.leave_group(&bob, "g", 3),
+            Err(NameRefusal::NotMember { .. })
+        ));
+        b.forget(&BTreeSet::from([1]));
+        assert_eq!(b.count(&alice), 0);
+        assert_eq!(b.whereis(&bob, "kv"), Some(2));
+        assert_eq!(b.unregister(&bob, "kv", 2), Ok(()));
+        assert_eq!(b.whereis(&bob, "kv"), None);
+        b.forget(&BTreeSet::from([2]));
+        assert_eq!(b.members(&bob, "g"), None);
+        assert_eq!(b, NameBook::default());
+    }
+}

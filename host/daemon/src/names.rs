@@ -1,0 +1,208 @@
+//! Guests' process names on this node's side: whose namespace a process
+//! registers in, and the Raft writes behind `register`/`unregister`, with
+//! refusals turned into ABI codes. The rules live in the state machine
+//! (`shoal_cluster::names`); this only asks.
+
+use shoal_cluster::names::{Owner, NAMES_PER_OWNER_MAX};
+use shoal_cluster::state::{ClusterState, Command, CommandResult};
+use shoal_cluster::Raft;
+use shoal_runtime::abi::errno;
+use shoal_runtime::pid::Pid;
+use std::time::Duration;
+
+/// How long `register` waits for a just-started process to reach the
+/// directory (starts are written in batches) before it gives up.
+const REGISTER_WAIT: Duration = Duration::from_secs(5);
+
+/// The owner of process `pid`: the identity that deployed it, as the
+/// cluster recorded it with its grants; processes with no recorded
+/// deployer (started by a guest, or granted nothing) share
+/// [`Owner::cluster`].
+pub fn owner_of(state: &ClusterState, pid: Pid) -> Owner {
+    match state.grants.get(&pid.0) {
+        Some(g) => Owner {
+            role: g.granted_by.role,
+            id: g.granted_by.id.clone(),
+        },
+        None => Owner::cluster(),
+    }
+}
+
+/// The ABI code for a refusal, judged from the state (the refusal text is
+/// for people; the state says what is true).
+fn refusal_code(state: &ClusterState, owner: &Owner, name: &str, pid: Pid) -> i32 {
+    match state.names.whereis(owner, name) {
+        Some(p) if p != pid.0 => errno::NAME_TAKEN,
+        _ if !state.directory.contains_key(&pid.0) => errno::NO_PROCESS,
+        _ if state.names.count(owner) >= NAMES_PER_OWNER_MAX => errno::LIMIT,
+        _ => errno::INVALID,
+    }
+}
+
+/// `register`: give `name` to `pid` in its owner's namespace. Exactly one
+/// of two racing registrations wins: Raft applies them in one order.
+pub async fn register(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
+    // A process that has just started may not be in the directory yet.
+    wait_live(raft, pid).await?;
+    let state = raft.state();
+    let owner = owner_of(&state, pid);
+    if let Some(p) = state.names.whereis(&owner, name) {
+        if p == pid.0 {
+            return Ok(());
+        }
+        return Err(errno::NAME_TAKEN);
+    }
+    let cmd = Command::RegisterName {
+        owner: owner.clone(),
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    match raft.write(cmd).await {
+        Ok(CommandResult::Ok) => Ok(()),
+        Ok(_) => Err(refusal_code(&raft.state(), &owner, name, pid)),
+        Err(e) => {
+            tracing::warn!("register {name:?} for pid {pid}: {e}");
+            Err(errno::NO_NODE)
+        }
+    }
+}
+
+/// `unregister`: take `name` away from `pid`.
+pub async fn unregister(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
+    let owner = owner_of(&raft.state(), pid);
+    if raft.state().names.whereis(&owner, name) != Some(pid.0) {
+        return Err(errno::INVALID);
+    }
+    let cmd = Command::UnregisterName {
+        owner,
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    match raft.write(cmd).await {
+        Ok(CommandResult::Ok) => Ok(()),
+        Ok(_) => Err(errno::INVALID),
+        Err(e) => {
+            tracing::warn!("unregister {name:?} for pid {pid}: {e}");
+            Err(errno::NO_NODE)
+        }
+    }
+}
+
+/// `whereis`: the pid `name` names in `asker`'s owner's namespace, from
+/// this node's applied state (a name registered a moment ago elsewhere may
+/// not be seen yet; one whose process ended is gone once the exit is
+/// applied).
+pub fn whereis(state: &ClusterState, asker: Pid, name: &str) -> Result<Pid, i32> {
+    let owner = owner_of(state, asker);
+    state
+        .names
+        .whereis(&owner, name)
+        .map(Pid)
+        .ok_or(errno::NO_PROCESS)
+}
+
+/// Wait (boundedly) for a just-started `pid` to reach the directory.
+async fn wait_live(raft: &Raft, pid: Pid) -> Result<(), i32> {
+    let deadline = tokio::time::Instant::now() + REGISTER_WAIT;
+    while !raft.state().directory.contains_key(&pid.0) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(errno::NO_PROCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// `join_group`: add `pid` to group `name` of its owner.
+pub async fn join_group(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
+    wait_live(raft, pid).await?;
+    let state = raft.state();
+    let owner = owner_of(&state, pid);
+    if state
+        .names
+        .members(&owner, name)
+        .is_some_and(|m| m.contains(&pid.0))
+    {
+        return Ok(());
+    }
+    let cmd = Command::JoinGroup {
+        owner: owner.clone(),
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    match raft.write(cmd).await {
+        Ok(CommandResult::Ok) => Ok(()),
+        Ok(_) => {
+            let state = raft.state();
+            Err(if !state.directory.contains_key(&pid.0) {
+                errno::NO_PROCESS
+            } else if name.is_empty() || name.len() > shoal_cluster::NAME_BYTES_MAX {
+                errno::INVALID
+            } else {
+                // The owner's quota or the group's bound.
+                errno::LIMIT
+            })
+        }
+        Err(e) => {
+            tracing::warn!("join_group {name:?} for pid {pid}: {e}");
+            Err(errno::NO_NODE)
+        }
+    }
+}
+
+/// `leave_group`: take `pid` out of group `name`.
+pub async fn leave_group(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
+    let owner = owner_of(&raft.state(), pid);
+    let cmd = Command::LeaveGroup {
+        owner,
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    match raft.write(cmd).await {
+        Ok(CommandResult::Ok) => Ok(()),
+        Ok(_) => Err(errno::INVALID),
+        Err(e) => {
+            tracing::warn!("leave_group {name:?} for pid {pid}: {e}");
+            Err(errno::NO_NODE)
+        }
+    }
+}
+
+/// Turns of [`group_pick`]'s round robin (node-wide; only spreads load).
+static PICK_TURN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `group_pick`: one live member of group `name` in `asker`'s owner's
+/// namespace: a member on node `me` if there is one, else any; members
+/// taken in turn so calls spread over them.
+///
+/// `gone` says which members this node knows have ended though the
+/// directory does not show it yet (exits are written in batches): they are
+/// never picked.
+pub fn group_pick(
+    state: &ClusterState,
+    me: shoal_cluster::NodeId,
+    asker: Pid,
+    name: &str,
+    gone: &dyn Fn(Pid, shoal_cluster::NodeId) -> bool,
+) -> Result<Pid, i32> {
+    let owner = owner_of(state, asker);
+    let members = state.names.members(&owner, name).ok_or(errno::NO_PROCESS)?;
+    let live: Vec<(u64, bool)> = members
+        .iter()
+        .filter_map(|pid| state.directory.get(pid).map(|e| (*pid, e.node)))
+        .filter(|(pid, node)| !gone(Pid(*pid), *node))
+        .map(|(pid, node)| (pid, node == me))
+        .collect();
+    let local: Vec<u64> = live.iter().filter(|(_, l)| *l).map(|(p, _)| *p).collect();
+    let pool: Vec<u64> = if local.is_empty() {
+        live.iter().map(|(p, _)| *p).collect()
+    } else {
+        local
+    };
+    if pool.is_empty() {
+        return Err(errno::NO_PROCESS);
+    }
+    let turn = PICK_TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let i = usize::try_from(turn % pool.len() as u64).unwrap_or(0);
+    Ok(Pid(pool[i]))
+}

@@ -1,0 +1,364 @@
+//! The `call` namespace: calls between processes and monitors (see
+//! [`crate::calls`] for the design and `sdk/ABI.md` for the contract).
+//!
+//! Everything here is opt-in: a guest that imports only `send`/`recv`
+//! never meets a call, a reply or a DOWN (`recv` skips them).
+
+use super::memory::{check_writable, read_bytes, write_bytes};
+use super::{arg_i32, arg_i64, errno, Registrar};
+use crate::calls::DownReason;
+use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
+use crate::mailbox::{Bounce, Head, Message, PushError, Tag};
+use crate::pid::Pid;
+use crate::process::ProcessCtx;
+use shoal_abi::calls::{
+    DOWN_INFO_BYTES, KIND_CALL, KIND_DOWN, KIND_MESSAGE, REASON_NODE_DOWN, REASON_NOPROC,
+    RECV_ANY_INFO_BYTES,
+};
+use std::time::{Duration, Instant};
+use wasmtime::{Caller, Val};
+
+/// Import name of `call`, as recorded in a pending call.
+const CALL: &str = "shoal_v1.call";
+/// Import name of `recv_any`, as recorded in a pending call.
+const RECV_ANY: &str = "shoal_v1.recv_any";
+
+/// Send the refusals a take produced (from this process).
+pub(crate) fn send_bounces(caller: &Caller<'_, ProcessCtx>, bounces: Vec<Bounce>) {
+    if bounces.is_empty() {
+        return;
+    }
+    let (host, me) = (caller.data().host.clone(), caller.data().pid);
+    for b in bounces {
+        let _ = host.send_message(
+            b.to,
+            Message {
+                sender: me,
+                data: b.data,
+                tag: b.tag,
+            },
+        );
+    }
+}
+
+/// `recv_any`'s info record for `m` (as taken), and the payload the guest
+/// gets (a DOWN's payload is its trap message).
+fn describe(m: &Message) -> ([u8; 32], &[u8]) {
+    let mut info = [0u8; 32];
+    info[..8].copy_from_slice(&m.sender.0.to_le_bytes());
+    let (kind, reference, reason, code, payload) = match m.tag {
+        Tag::Call(handle) => (KIND_CALL, handle, 0, 0, &m.data[..]),
+        Tag::Down(r) => {
+            let (reason, code, msg) = DownReason::split(&m.data);
+            (KIND_DOWN, r, reason, code, msg)
+        }
+        _ => (KIND_MESSAGE, 0, 0, 0, &m.data[..]),
+    };
+    info[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    info[12..16].copy_from_slice(&kind.to_le_bytes());
+    info[16..24].copy_from_slice(&reference.to_le_bytes());
+    info[24..28].copy_from_slice(&reason.to_le_bytes());
+    info[28..32].copy_from_slice(&code.to_le_bytes());
+    (info, payload)
+}
+
+fn remaining(deadline: Option<Instant>) -> Option<u64> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64)
+}
+
+fn deadline_of(timeout_ms: i64) -> Option<Instant> {
+    (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64))
+}
+
+/// Register the namespace's imports.
+pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
+    r.define("call", |mut caller, params| {
+        let target = Pid(arg_i64(params, 0) as u64);
+        let (req_ptr, req_len) = (arg_i32(params, 1), arg_i32(params, 2));
+        let (reply_ptr, reply_len) = (arg_i32(params, 3), arg_i32(params, 4));
+        let timeout_ms = arg_i64(params, 5);
+        let down_ptr = arg_i32(params, 6);
+        Box::new(async move {
+            let entry = capture::enter(&mut caller, CALL).await?;
+            let mailbox = caller.data().mailbox.clone();
+            let (reference, deadline) = match entry {
+                Entry::Resumed(p) => {
+                    // Resumed (here or on another node) while waiting: the
+                    // request went out before the capture; wait on.
+                    let Some(c) = mailbox.current_call() else {
+                        return Ok(Some(Val::I32(errno::TIMEOUT)));
+                    };
+                    (
+                        c.reference,
+                        deadline_of(p.remaining_ms.map_or(-1, |ms| ms as i64)),
+                    )
+                }
+                Entry::Fresh => {
+                    if let Err(e) = check_writable(&mut caller, reply_ptr, reply_len) {
+                        return Ok(Some(Val::I32(e)));
+                    }
+                    if down_ptr != 0 {
+                        if let Err(e) = check_writable(&mut caller, down_ptr, DOWN_INFO_BYTES) {
+                            return Ok(Some(Val::I32(e)));
+                        }
+                    }
+                    let host = caller.data().host.clone();
+                    let me = caller.data().pid;
+                    if target == me {
+                        // It would wait for itself until the deadline.
+                        return Ok(Some(Val::I32(errno::INVALID)));
+                    }
+                    if req_len >= 0 && req_len as usize > host.message_bytes_max() {
+                        return Ok(Some(Val::I32(errno::TOO_LARGE)));
+                    }
+                    let data = match read_bytes(&mut caller, req_ptr, req_len) {
+                        Ok(d) => d,
+                        Err(e) => return Ok(Some(Val::I32(e))),
+                    };
+                    // A call left behind by a trap in a host function
+                    // cannot be: `call` blocks. End any such one anyway.
+                    mailbox.end_call();
+                    let reference = mailbox.begin_call(target);
+                    let request = Message {
+                        sender: me,
+                        data,
+                        tag: Tag::Call(reference),
+                    };
+                    match host.send_message(target, request) {
+                        Ok(()) => {}
+                        Err(e) => {
+                            mailbox.end_call();
+                            return Ok(Some(Val::I32(match e {
+                                PushError::Closed => errno::NO_PROCESS,
+                                PushError::Full => errno::MAILBOX_FULL,
+                            })));
+                        }
+                    }
+                    (reference, deadline_of(timeout_ms))
+                }
+            };
+            let signal = caller.data().capture.clone();
+            let capturable = caller.data().capturable;
+            let code = loop {
+                if let Some(answer) = mailbox.take_answer(reference) {
+                    mailbox.end_call();
+                    break match answer.tag {
+                        Tag::Reply(_) => {
+                            if answer.data.len() > reply_len.max(0) as usize {
+                                errno::BUFFER_TOO_SMALL
+                            } else {
+                                match write_bytes(&mut caller, reply_ptr, &answer.data) {
+                                    Ok(()) => answer.data.len() as i32,
+                                    Err(e) => e,
+                                }
+                            }
+                        }
+                        _ => {
+                            let (reason, code, _) = DownReason::split(&answer.data);
+                            if down_ptr != 0 {
+                                let mut info = [0u8; 8];
+                                info[..4].copy_from_slice(&reason.to_le_bytes());
+                                info[4..].copy_from_slice(&code.to_le_bytes());
+                                if let Err(e) = write_bytes(&mut caller, down_ptr, &info) {
+                                    break e;
+                                }
+                            }
+                            match reason {
+                                REASON_NOPROC => errno::NO_PROCESS,
+                                REASON_NODE_DOWN => errno::NODE_DOWN,
+                                _ => errno::CALLEE_DOWN,
+                            }
+                        }
+                    };
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    mailbox.end_call();
+                    break errno::TIMEOUT;
+                }
+                match wait_or_capture(&signal, capturable, mailbox.wait_arrival(deadline)).await {
+                    Waited::Done(_) => {}
+                    Waited::Capture => {
+                        let pending = PendingCall {
+                            import: CALL.to_string(),
+                            remaining_ms: remaining(deadline),
+                        };
+                        capture::unwind(&mut caller, pending).await?;
+                        // Ignored: the guest is unwinding.
+                        return Ok(Some(Val::I32(0)));
+                    }
+                }
+            };
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+
+    r.define("recv_any", |mut caller, params| {
+        let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
+        let timeout_ms = arg_i64(params, 2);
+        let info_ptr = arg_i32(params, 3);
+        Box::new(async move {
+            let timeout_ms = match capture::enter(&mut caller, RECV_ANY).await? {
+                Entry::Fresh => timeout_ms,
+                Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
+            };
+            if let Err(e) = check_writable(&mut caller, ptr, len) {
+                return Ok(Some(Val::I32(e)));
+            }
+            // The info tells a call from a message: it is required.
+            if let Err(e) = check_writable(&mut caller, info_ptr, RECV_ANY_INFO_BYTES) {
+                return Ok(Some(Val::I32(e)));
+            }
+            let deadline = deadline_of(timeout_ms);
+            let mailbox = caller.data().mailbox.clone();
+            let signal = caller.data().capture.clone();
+            let capturable = caller.data().capturable;
+            if capturable && signal.is_requested() {
+                let pending = PendingCall {
+                    import: RECV_ANY.to_string(),
+                    remaining_ms: remaining(deadline),
+                };
+                capture::unwind(&mut caller, pending).await?;
+                return Ok(Some(Val::I32(0)));
+            }
+            let code = loop {
+                let mut bounces = Vec::new();
+                let head = mailbox.take_visible(len.max(0) as usize, true, &mut bounces);
+                send_bounces(&caller, bounces);
+                match head {
+                    Head::Taken(m) => {
+                        let (info, payload) = describe(&m);
+                        if payload.len() > len.max(0) as usize {
+                            // Only a DOWN's payload shrinks; never larger.
+                            break errno::BUFFER_TOO_SMALL;
+                        }
+                        let r = write_bytes(&mut caller, ptr, payload)
+                            .and_then(|_| write_bytes(&mut caller, info_ptr, &info));
+                        break match r {
+                            Ok(()) => payload.len() as i32,
+                            Err(e) => e,
+                        };
+                    }
+                    Head::TooBig {
+                        sender,
+                        len: needed,
+                    } => {
+                        let mut info = [0u8; 32];
+                        info[..8].copy_from_slice(&sender.0.to_le_bytes());
+                        info[8..12].copy_from_slice(&(needed as u32).to_le_bytes());
+                        if let Err(e) = write_bytes(&mut caller, info_ptr, &info) {
+                            break e;
+                        }
+                        break errno::BUFFER_TOO_SMALL;
+                    }
+                    Head::Empty => {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            break errno::TIMEOUT;
+                        }
+                        let waited =
+                            wait_or_capture(&signal, capturable, mailbox.wait_arrival(deadline))
+                                .await;
+                        if let Waited::Capture = waited {
+                            let pending = PendingCall {
+                                import: RECV_ANY.to_string(),
+                                remaining_ms: remaining(deadline),
+                            };
+                            capture::unwind(&mut caller, pending).await?;
+                            return Ok(Some(Val::I32(0)));
+                        }
+                    }
+                }
+            };
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+
+    r.define("reply", |mut caller, params| {
+        let handle = arg_i64(params, 0) as u64;
+        let (ptr, len) = (arg_i32(params, 1), arg_i32(params, 2));
+        Box::new(async move {
+            let host = caller.data().host.clone();
+            if len >= 0 && len as usize > host.message_bytes_max() {
+                return Ok(Some(Val::I32(errno::TOO_LARGE)));
+            }
+            let data = match read_bytes(&mut caller, ptr, len) {
+                Ok(d) => d,
+                Err(e) => return Ok(Some(Val::I32(e))),
+            };
+            let Some((to, reference)) = caller.data().mailbox.take_serving(handle) else {
+                // Answered before, or never given: nobody waits on it.
+                return Ok(Some(Val::I32(errno::INVALID)));
+            };
+            let reply = Message {
+                sender: caller.data().pid,
+                data,
+                tag: Tag::Reply(reference),
+            };
+            // The caller gone (it timed out and ended) is not this
+            // process's error: the reply is dropped like a late one.
+            let code = match host.send_message(to, reply) {
+                Ok(()) | Err(PushError::Closed) => errno::OK,
+                Err(PushError::Full) => errno::MAILBOX_FULL,
+            };
+            Ok(Some(Val::I32(code)))
+        })
+    })?;
+
+    r.define("monitor", |mut caller, params| {
+        let target = Pid(arg_i64(params, 0) as u64);
+        let ref_ptr = arg_i32(params, 1);
+        Box::new(async move {
+            if let Err(e) = check_writable(&mut caller, ref_ptr, 8) {
+                return Ok(Some(Val::I32(e)));
+            }
+            let (host, me) = (caller.data().host.clone(), caller.data().pid);
+            let mailbox = caller.data().mailbox.clone();
+            if target == me {
+                return Ok(Some(Val::I32(errno::INVALID)));
+            }
+            let Some(reference) = mailbox.add_monitor(target) else {
+                return Ok(Some(Val::I32(errno::LIMIT)));
+            };
+            let request = Message {
+                sender: me,
+                data: Vec::new(),
+                tag: Tag::Monitor(reference),
+            };
+            match host.send_message(target, request) {
+                Ok(()) => {}
+                Err(PushError::Closed) => {
+                    // Already gone: the DOWN comes at once, as a message.
+                    let _ = mailbox.push(Message {
+                        sender: target,
+                        data: DownReason::NoProc.encode(),
+                        tag: Tag::Down(reference),
+                    });
+                }
+                Err(PushError::Full) => {
+                    mailbox.remove_monitor(reference);
+                    return Ok(Some(Val::I32(errno::MAILBOX_FULL)));
+                }
+            }
+            let r = write_bytes(&mut caller, ref_ptr, &reference.to_le_bytes());
+            Ok(Some(Val::I32(r.err().unwrap_or(errno::OK))))
+        })
+    })?;
+
+    r.define("demonitor", |caller, params| {
+        let reference = arg_i64(params, 0) as u64;
+        Box::new(async move {
+            let (host, me) = (caller.data().host.clone(), caller.data().pid);
+            let Some(target) = caller.data().mailbox.remove_monitor(reference) else {
+                return Ok(Some(Val::I32(errno::INVALID)));
+            };
+            let withdraw = Message {
+                sender: me,
+                data: Vec::new(),
+                tag: Tag::Demonitor(reference),
+            };
+            // Best effort: a DOWN that still comes is dropped here.
+            let _ = host.send_message(target, withdraw);
+            Ok(Some(Val::I32(errno::OK)))
+        })
+    })?;
+    Ok(())
+}

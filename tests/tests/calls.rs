@@ -1,0 +1,433 @@
+//! Calls between processes on real 3-node clusters with real guests (the
+//! `kv` service and its `kv_client`, see `guests/`): request/reply across
+//! nodes, callee death failing pending calls at once with its reason,
+//! monitors, selective receive, and calls that survive either side moving.
+
+mod common;
+
+use common::cluster::{wait_until, TestCluster};
+use common::tally::{add_guest_everywhere as add_guest, ask, field};
+use shoal_daemon::migrate::source::migrate;
+use shoal_runtime::Pid;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Start `argv` on node `i` (argv[0]: a cluster-wide module name).
+async fn spawn(c: &TestCluster, i: usize, argv: &[&str]) -> Pid {
+    let args = argv[1..].iter().map(|s| s.to_string()).collect();
+    c.node(i)
+        .node()
+        .spawn_by_reference(argv[0], args)
+        .await
+        .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
+}
+
+/// Index of the node the directory places `pid` on.
+fn home_of(c: &TestCluster, pid: Pid) -> Option<usize> {
+    let state = c.running().next()?.raft().state();
+    let id = state.directory.get(&pid.0)?.node;
+    c.nodes
+        .iter()
+        .position(|d| d.as_ref().map(|d| d.id()) == Some(id))
+}
+
+fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {
+    c.node(i).node().stdout_text(pid)
+}
+
+async fn wait_stdout(c: &TestCluster, i: usize, pid: Pid, text: &str) {
+    let node = c.node(i).node().clone();
+    wait_until(
+        &format!("{pid} on node {i} to print {text:?}"),
+        WAIT,
+        || node.stdout_text(pid).contains(text),
+    )
+    .await;
+}
+
+async fn move_to(c: &TestCluster, from: usize, pid: Pid, to: usize) {
+    let name = c.node(to).name().to_string();
+    migrate(c.node(from).migration(), pid, Some(&name))
+        .await
+        .unwrap_or_else(|e| panic!("migrate {pid} from node {from} to node {to}: {e}"));
+}
+
+async fn guests(c: &TestCluster) {
+    add_guest(c, shoal_tests::KV, "kv").await;
+    add_guest(c, shoal_tests::KV_CLIENT, "kv_client").await;
+}
+
+async fn exit_of(c: &TestCluster, i: usize, pid: Pid) -> shoal_runtime::ExitStatus {
+    tokio::time::timeout(WAIT, c.node(i).node().wait(pid))
+        .await
+        .unwrap_or_else(|_| panic!("{pid} did not end on node {i}"))
+        .unwrap_or_else(|| panic!("{pid} unknown on node {i}"))
+}
+
+/// The number of cross-node calls of the stream test (every reply checked
+/// against its request in the guest).
+const STREAM_CALLS: u64 = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_calls_from_n1_to_a_server_on_n2_each_get_their_own_reply() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    let server = spawn(&c, 1, &["kv"]).await;
+    wait_stdout(&c, 1, server, "kv ready").await;
+    let n = STREAM_CALLS.to_string();
+    let start = Instant::now();
+    let client = spawn(&c, 0, &["kv_client", "stream", &server.0.to_string(), &n]).await;
+    let st = exit_of(&c, 0, client).await;
+    let took = start.elapsed();
+    let out = stdout(&c, 0, client);
+    assert!(st.success(), "{st}: {out}");
+    assert!(
+        out.contains(&format!(
+            "stream done calls={n} ok={n} bad=0 errors=0 first_error=-"
+        )),
+        "{out}"
+    );
+    println!(
+        "{STREAM_CALLS} cross-node calls n1 -> n2 in {took:?}: {:.0} calls/s, {:.1} µs per call (one caller, sequential)",
+        STREAM_CALLS as f64 / took.as_secs_f64(),
+        took.as_secs_f64() * 1e6 / STREAM_CALLS as f64
+    );
+    // The server counted them all, once each.
+    let line = ask(&c, 1, server, "stats").await;
+    assert_eq!(field(&line, "calls"), STREAM_CALLS, "{line}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kv_example_puts_and_gets_through_the_sdk_serve_loop_and_by_hand() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    for mode in ["serve", "simple"] {
+        let server = spawn(&c, 2, &["kv", mode]).await;
+        wait_stdout(&c, 2, server, "ready").await;
+        let client = spawn(&c, 0, &["kv_client", "kv", &server.0.to_string()]).await;
+        let st = exit_of(&c, 0, client).await;
+        assert!(st.success(), "{mode}: {st}: {}", stdout(&c, 0, client));
+        assert_eq!(stdout(&c, 0, client), "kv ok\n", "{mode}");
+        c.node(2).node().kill(server).expect("kill");
+    }
+    c.shutdown().await;
+}
+
+/// How the server ends in [`pending_calls_fail_at_once_when_the_callee_ends`].
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Exit,
+    Trap,
+    Kill,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_calls_fail_at_once_when_the_callee_ends() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    for end in [End::Exit, End::Trap, End::Kill] {
+        let server = spawn(&c, 1, &["kv"]).await;
+        wait_stdout(&c, 1, server, "kv ready").await;
+        let s = server.0.to_string();
+        // Callers on the server's node and on the two others; their
+        // deadline (10 min) is far beyond anything this test waits for.
+        let callers = [
+            (0, spawn(&c, 0, &["kv_client", "hold", &s, "600000"]).await),
+            (1, spawn(&c, 1, &["kv_client", "hold", &s, "600000"]).await),
+            (2, spawn(&c, 2, &["kv_client", "hold", &s, "600000"]).await),
+        ];
+        wait_stdout(&c, 1, server, "held 3").await;
+        // Mail for a caller while it waits: it must stay queued, in order.
+        let mb = c.node(2).node().open_mailbox();
+        for m in ["m1", "m2", "m3"] {
+            mb.send(callers[0].1, m.as_bytes().to_vec()).expect("send");
+        }
+        // (Different senders are not ordered: let the mail arrive first.)
+        let n1 = c.node(0).node().clone();
+        wait_until("the mail to reach the waiting caller", WAIT, || {
+            n1.processes()
+                .iter()
+                .any(|p| p.pid == callers[0].1 && p.mailbox_len == 3)
+        })
+        .await;
+        let ended = Instant::now();
+        match end {
+            End::Exit => mb.send(server, b"exit 3".to_vec()).expect("send exit"),
+            End::Trap => mb.send(server, b"trap".to_vec()).expect("send trap"),
+            End::Kill => c.node(1).node().kill(server).expect("kill"),
+        }
+        let mut took = Vec::new();
+        for (i, pid) in callers {
+            let node = c.node(i).node().clone();
+            wait_until("the caller to fail", WAIT, || {
+                node.stdout_text(pid).contains("result")
+            })
+            .await;
+            took.push(ended.elapsed());
+            let st = exit_of(&c, i, pid).await;
+            let out = stdout(&c, i, pid);
+            assert!(st.success(), "{st}: {out}");
+            let want = match end {
+                End::Exit => "result err=CALLEE_DOWN reason=Exit(3)",
+                End::Trap => "result err=CALLEE_DOWN reason=Trap(\"\")",
+                End::Kill => "result err=CALLEE_DOWN reason=Killed",
+            };
+            assert!(out.contains(want), "{end:?}: {out}");
+        }
+        let out = stdout(&c, 0, callers[0].1);
+        assert!(
+            out.ends_with("mail m1\nmail m2\nmail m3\ndone\n"),
+            "the caller's other mail, in order, after the call: {out}"
+        );
+        println!("{end:?}: callers on n1, n2, n3 saw CALLEE_DOWN {took:?} after the end was triggered (observed by 20 ms polling)");
+        let slowest = took.iter().max().copied().unwrap_or_default();
+        assert!(
+            slowest < Duration::from_secs(2),
+            "{end:?}: a caller waited {slowest:?}, not failed at once"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn monitors_see_the_reason_and_calls_to_nobody_say_so() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    let server = spawn(&c, 1, &["kv"]).await;
+    wait_stdout(&c, 1, server, "kv ready").await;
+    let s = server.0.to_string();
+    let watchers = [
+        (0, spawn(&c, 0, &["kv_client", "monitor", &s]).await),
+        (2, spawn(&c, 2, &["kv_client", "monitor", &s]).await),
+    ];
+    for (i, pid) in watchers {
+        wait_stdout(&c, i, pid, "monitoring").await;
+    }
+    c.node(0)
+        .node()
+        .send(Pid(0), server, b"exit 9".to_vec())
+        .expect("send");
+    for (i, pid) in watchers {
+        exit_of(&c, i, pid).await;
+        assert!(
+            stdout(&c, i, pid).contains("down reason=Exit(9)"),
+            "{}",
+            stdout(&c, i, pid)
+        );
+    }
+    wait_until("the exit to reach the directory", WAIT, || {
+        home_of(&c, server).is_none()
+    })
+    .await;
+    // Now it is gone: a monitor says `noproc` at once, a call NO_PROCESS,
+    // from its old node and from elsewhere.
+    for i in [0, 1] {
+        let late = spawn(&c, i, &["kv_client", "monitor", &s]).await;
+        exit_of(&c, i, late).await;
+        assert!(
+            stdout(&c, i, late).contains("down reason=NoProc"),
+            "{}",
+            stdout(&c, i, late)
+        );
+        let call = spawn(&c, i, &["kv_client", "noproc", &s]).await;
+        exit_of(&c, i, call).await;
+        assert_eq!(stdout(&c, i, call), "result err=NO_PROCESS\n");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guest_that_only_uses_recv_never_sees_a_call() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    // `migrant tally` predates calls: it receives with `recv` only.
+    let tally = spawn(&c, 1, &["migrant", "tally"]).await;
+    wait_stdout(&c, 1, tally, "tally ready").await;
+    let client = spawn(&c, 0, &["kv_client", "hold", &tally.0.to_string(), "300"]).await;
+    exit_of(&c, 0, client).await;
+    assert!(
+        stdout(&c, 0, client).contains("result err=TIMEOUT"),
+        "{}",
+        stdout(&c, 0, client)
+    );
+    // It saw nothing it cannot recognise and works on.
+    let line = ask(&c, 1, tally, "get").await;
+    assert_eq!(field(&line, "received"), 0, "{line}");
+    assert_eq!(field(&line, "gaps"), 0, "{line}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_blocked_in_call_moves_and_gets_its_reply_once() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    let server = spawn(&c, 2, &["kv"]).await;
+    wait_stdout(&c, 2, server, "kv ready").await;
+    let caller = spawn(
+        &c,
+        0,
+        &["kv_client", "hold", &server.0.to_string(), "600000"],
+    )
+    .await;
+    wait_stdout(&c, 2, server, "held 1").await;
+    let mb = c.node(0).node().open_mailbox();
+    mb.send(caller, b"before".to_vec()).expect("send");
+    // Blocked in `call`: it moves n1 -> n2, then n2 -> n3 (the server's node).
+    move_to(&c, 0, caller, 1).await;
+    mb.send(caller, b"between".to_vec()).expect("send");
+    move_to(&c, 1, caller, 2).await;
+    mb.send(caller, b"after".to_vec()).expect("send");
+    c.node(1)
+        .node()
+        .send(Pid(0), server, b"release".to_vec())
+        .expect("release");
+    let st = exit_of(&c, 2, caller).await;
+    let out = stdout(&c, 2, caller);
+    assert!(st.success(), "{st}: {out}");
+    assert_eq!(
+        out,
+        "calling\nresult ok released=7\nmail before\nmail between\nmail after\ndone\n"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_moves_back_and_forth_during_a_stream_of_calls() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    let server = spawn(&c, 1, &["kv"]).await;
+    wait_stdout(&c, 1, server, "kv ready").await;
+    let client = spawn(
+        &c,
+        0,
+        &["kv_client", "stream", &server.0.to_string(), "30000"],
+    )
+    .await;
+    wait_stdout(&c, 0, client, "progress 500").await;
+    let mut moves = 0;
+    let mut at = 1;
+    while !stdout(&c, 0, client).contains("stream done") && moves < 6 {
+        let to = if at == 1 { 2 } else { 1 };
+        move_to(&c, at, server, to).await;
+        at = to;
+        moves += 1;
+    }
+    let st = exit_of(&c, 0, client).await;
+    let out = stdout(&c, 0, client);
+    assert!(st.success(), "{st}: {out}");
+    assert!(
+        out.contains("stream done calls=30000 ok=30000 bad=0 errors=0"),
+        "{out}"
+    );
+    assert!(moves >= 2, "the stream ended before the server moved twice");
+    assert_eq!(home_of(&c, server), Some(at));
+    let line = ask(&c, 0, server, "stats").await;
+    assert_eq!(
+        field(&line, "calls"),
+        30000,
+        "each call served once: {line}"
+    );
+    println!("the server moved {moves} times during 30000 calls");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_one_of_two_racing_registrations_wins_and_a_name_dies_with_its_process() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    // Two processes of one owner race for one name from two nodes.
+    let (a, b) = tokio::join!(
+        spawn(&c, 1, &["kv", "named", "store"]),
+        spawn(&c, 2, &["kv", "named", "store"])
+    );
+    let outcome = |i: usize, pid: Pid| {
+        let out = stdout(&c, i, pid);
+        if out.contains("registered store") {
+            Some(true)
+        } else if out.contains("register failed NAME_TAKEN") {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    wait_until("both registrations to be decided", WAIT, || {
+        outcome(1, a).is_some() && outcome(2, b).is_some()
+    })
+    .await;
+    let (won_a, won_b) = (outcome(1, a) == Some(true), outcome(2, b) == Some(true));
+    assert!(won_a ^ won_b, "exactly one wins: a={won_a} b={won_b}");
+    let (winner, winner_node) = if won_a { (a, 1) } else { (b, 2) };
+    // whereis from every node, and a call by name.
+    for i in 0..3 {
+        let w = spawn(&c, i, &["kv_client", "whereis", "store"]).await;
+        exit_of(&c, i, w).await;
+        assert_eq!(stdout(&c, i, w), format!("whereis {}\n", winner.0));
+    }
+    let by = spawn(&c, 0, &["kv_client", "byname", "store"]).await;
+    exit_of(&c, 0, by).await;
+    assert_eq!(stdout(&c, 0, by), "byname ok\n");
+    // The name moves with its process.
+    let to = if winner_node == 1 { 2 } else { 1 };
+    move_to(&c, winner_node, winner, to).await;
+    let w = spawn(&c, 0, &["kv_client", "whereis", "store"]).await;
+    exit_of(&c, 0, w).await;
+    assert_eq!(stdout(&c, 0, w), format!("whereis {}\n", winner.0));
+    // It dies with it; then the name is free again.
+    c.node(to).node().kill(winner).expect("kill");
+    let raft = c.node(0).raft().clone();
+    wait_until("the name to go with its process", WAIT, || {
+        raft.state()
+            .names
+            .whereis(&shoal_cluster::names::Owner::cluster(), "store")
+            .is_none()
+    })
+    .await;
+    let w = spawn(&c, 0, &["kv_client", "whereis", "store"]).await;
+    exit_of(&c, 0, w).await;
+    assert_eq!(stdout(&c, 0, w), "whereis err=NO_PROCESS\n");
+    let again = spawn(&c, 0, &["kv", "named", "store"]).await;
+    wait_stdout(&c, 0, again, "registered store").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_to_a_group_spread_over_n2_and_n3_prefer_the_callers_node_and_fail_over() {
+    let c = TestCluster::start(3).await;
+    guests(&c).await;
+    let members = [
+        (1, spawn(&c, 1, &["kv", "member", "pool"]).await),
+        (2, spawn(&c, 2, &["kv", "member", "pool"]).await),
+    ];
+    for (i, pid) in members {
+        wait_stdout(&c, i, pid, "kv ready").await;
+    }
+    // From n1 (no member there): every call answered, spread over both.
+    let client = spawn(&c, 0, &["kv_client", "group", "pool", "2000"]).await;
+    let st = exit_of(&c, 0, client).await;
+    let out = stdout(&c, 0, client);
+    assert!(st.success(), "{st}: {out}");
+    assert!(
+        out.contains("group done calls=2000 ok=2000 bad=0 errors=0"),
+        "{out}"
+    );
+    for (_, pid) in members {
+        assert!(out.contains(&format!("served_by {} ", pid.0)), "{out}");
+    }
+    // From n2: its own member serves them all.
+    let local = spawn(&c, 1, &["kv_client", "group", "pool", "200"]).await;
+    exit_of(&c, 1, local).await;
+    let out = stdout(&c, 1, local);
+    assert!(
+        out.contains(&format!("served_by {} 200", members[0].1 .0)),
+        "{out}"
+    );
+    // n2's member ends: a call from n2 goes to the live one.
+    c.node(1).node().kill(members[0].1).expect("kill");
+    let after = spawn(&c, 1, &["kv_client", "groupcall", "pool"]).await;
+    exit_of(&c, 1, after).await;
+    assert_eq!(stdout(&c, 1, after), "groupcall ok\n");
+    c.shutdown().await;
+}
