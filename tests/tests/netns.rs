@@ -367,3 +367,76 @@ fn with_data_dir_every_verb_goes_over_the_local_socket_never_tcp() {
     );
     assert!(status.get("socket").is_none(), "{status}");
 }
+
+/// `shoal logs PID` (not following) on node `i`: what it printed so far.
+fn output(lab: &Lab, i: usize, pid: u64) -> String {
+    let out = lab.cli(i, &["logs", &pid.to_string()]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_call_and_a_monitor_of_a_process_on_a_killed_node_end_with_node_down_when_it_is_declared_dead()
+{
+    let mut lab = lab3();
+    let server = deploy(&lab, 0, &[shoal_tests::KV, "--node", "n3"]);
+    let (server, _) = server[0].clone();
+    wait_for("the kv server to be ready", SETTLE, || {
+        output(&lab, 0, server).contains("kv ready")
+    });
+    let s = server.to_string();
+    // A call the server holds unanswered, with a deadline far away, and a
+    // monitor, both from other nodes.
+    let caller = deploy(
+        &lab,
+        0,
+        &[
+            shoal_tests::KV_CLIENT,
+            "--node",
+            "n1",
+            "--",
+            "hold",
+            &s,
+            "600000",
+        ],
+    );
+    let (caller, _) = caller[0].clone();
+    let watcher = deploy(
+        &lab,
+        0,
+        &[shoal_tests::KV_CLIENT, "--node", "n2", "--", "monitor", &s],
+    );
+    let (watcher, _) = watcher[0].clone();
+    wait_for("the call to be held and the monitor set", SETTLE, || {
+        output(&lab, 0, server).contains("held") && output(&lab, 0, watcher).contains("monitoring")
+    });
+
+    lab.kill(2);
+    let killed = Instant::now();
+    let mut took_call = None;
+    let mut took_down = None;
+    wait_for("the call and the monitor to end", SETTLE, || {
+        if took_call.is_none() && output(&lab, 0, caller).contains("result ") {
+            took_call = Some(killed.elapsed());
+        }
+        if took_down.is_none() && output(&lab, 0, watcher).contains("down ") {
+            took_down = Some(killed.elapsed());
+        }
+        took_call.is_some() && took_down.is_some()
+    });
+    let (took_call, took_down) = (took_call.unwrap(), took_down.unwrap());
+    let call_out = output(&lab, 0, caller);
+    let down_out = output(&lab, 0, watcher);
+    println!(
+        "after SIGKILL of the callee's node: call ended in {} ms, DOWN in {} ms",
+        took_call.as_millis(),
+        took_down.as_millis()
+    );
+    assert!(call_out.contains("result err=NODE_DOWN"), "{call_out}");
+    assert!(down_out.contains("down reason=node_down"), "{down_out}");
+    // Node death is the detector's one decision, not a lost message or the
+    // call's own deadline (10 minutes away).
+    for took in [took_call, took_down] {
+        assert!(took >= DEAD_AFTER - Duration::from_millis(200), "{took:?}");
+        assert!(took <= DEAD_AFTER + DETECTION_SLACK, "{took:?}");
+    }
+}

@@ -36,6 +36,10 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(sync_revocations(inner.clone(), revocations)),
         tokio::spawn(crate::migrate::fence::run(inner.migration.clone())),
         tokio::spawn(crate::migrate::rebalance::run(inner.migration.clone())),
+        tokio::spawn(crate::node_down::follow(
+            inner.node.clone(),
+            inner.raft.clone(),
+        )),
         tokio::spawn(renew_certificate(inner)),
     ]
 }
