@@ -432,7 +432,7 @@ fn a_call_and_a_monitor_of_a_process_on_a_killed_node_end_with_node_down_when_it
         took_down.as_millis()
     );
     assert!(call_out.contains("result err=NODE_DOWN"), "{call_out}");
-    assert!(down_out.contains("down reason=node_down"), "{down_out}");
+    assert!(down_out.contains("down reason=NodeDown"), "{down_out}");
     // Node death is the detector's one decision, not a lost message or the
     // call's own deadline (10 minutes away).
     for took in [took_call, took_down] {
