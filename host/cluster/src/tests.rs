@@ -578,15 +578,18 @@ async fn the_leader_declares_a_silent_node_dead_in_raft_and_alive_when_it_return
     let view = c.node(cut).view();
     assert!(!view.leader_current, "cut off: {view:?}");
 
-    // Heal: it is heard from again and declared alive, everywhere.
+    // Heal: it is heard from again and declared alive, everywhere. (The
+    // cut node itself never saw the verdict, so "not dead" is true there
+    // at once: wait for it to apply both records, liveness epoch 2.)
     c.heal();
     took(
         "the node is alive again everywhere",
         Duration::from_secs(20),
         || {
-            [leader, cut, other]
-                .iter()
-                .all(|id| c.node(*id).state().node_dead(cut).is_none())
+            [leader, cut, other].iter().all(|id| {
+                let s = c.node(*id).state();
+                s.node_dead(cut).is_none() && s.liveness_epoch(cut) == 2
+            })
         },
     )
     .await;
