@@ -14,7 +14,8 @@
 //! `now_ms`, Unix milliseconds chosen by the proposer) and no randomness,
 //! iterates only ordered maps, and never panics. A command that would break
 //! an invariant changes nothing and returns
-//! [`CommandResult::Refused`]`("why")`; otherwise it returns `Ok`, or the
+//! [`CommandResult::Refused`] with a typed [`Refusal`](state::Refusal) (sent
+//! as such to whoever asked); otherwise it returns `Ok`, or the
 //! value listed below.
 //!
 //! ## Invariants
@@ -97,7 +98,7 @@
 //! - `CreateToken { record }`: adds the token record; refused on a duplicate
 //!   token id.
 //! - `RedeemToken { token, now_ms }` → `Role(role)`: marks the token used.
-//!   Refused (with the [`TokenError`](shoal_pki::TokenError) text) when it is
+//!   Refused (with the [`TokenError`](shoal_pki::TokenError)) when it is
 //!   malformed, unknown, has the wrong secret, is expired or already used.
 //! - `SetGrants { node, pid, grants }`: records what a process started on
 //!   `node` was granted (directories, env, memory cap) and by whom; a
@@ -137,10 +138,10 @@ mod tests;
 pub use detector::{LivenessChange, DEAD_AFTER_MS_DEFAULT};
 pub use raft::{
     ClusterError, MoveApplied, Raft, RaftConfig, RaftRole, RaftStatus, RaftTransport, RaftView,
-    RpcKind, StoreError, TransportError,
+    RpcKind, StoreError, TransportError, WaitTimedOut,
 };
 pub use state::{
     ClusterState, Command, CommandResult, DirEntry, GrantedDir, Granter, MemberInfo, ModuleRecord,
-    NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, RevokeTarget,
-    NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
+    NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, Refusal, RefusalKind,
+    RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
 };

@@ -53,7 +53,7 @@ impl Owner {
 }
 
 /// Why a name command changed nothing.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum NameRefusal {
     /// Another process of the same owner holds it.
     #[error("name {name:?} already names pid {pid}")]

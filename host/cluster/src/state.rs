@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
 mod liveness;
+mod refusal;
+
 pub use liveness::NodeLiveness;
+pub use refusal::{NameKind, Refusal, RefusalKind};
 
 /// A node's cluster-wide id. Also its Raft id. Ids start at 1 and are never
 /// reused, even after the node is removed.
@@ -145,20 +148,19 @@ pub const GRANT_ENV_MAX: usize = 1024;
 pub const GRANT_TEXT_BYTES_MAX: usize = 4096;
 
 impl ProcessGrants {
-    fn validate(&self) -> Result<(), String> {
-        if self.dirs.len() > GRANT_DIRS_MAX || self.env.len() > GRANT_ENV_MAX {
-            return Err(format!(
-                "a grant holds at most {GRANT_DIRS_MAX} directories and {GRANT_ENV_MAX} variables"
-            ));
-        }
+    fn validate(&self) -> Result<(), Refusal> {
         let long = |t: &str| t.len() > GRANT_TEXT_BYTES_MAX;
-        if self.dirs.iter().any(|d| long(&d.host) || long(&d.guest))
+        if self.dirs.len() > GRANT_DIRS_MAX
+            || self.env.len() > GRANT_ENV_MAX
+            || self.dirs.iter().any(|d| long(&d.host) || long(&d.guest))
             || self.env.iter().any(|(k, v)| long(k) || long(v))
             || self.granted_by.id.len() > NAME_BYTES_MAX
         {
-            return Err(format!(
-                "a granted path or variable is over {GRANT_TEXT_BYTES_MAX} bytes"
-            ));
+            return Err(Refusal::GrantTooLarge {
+                dirs_max: GRANT_DIRS_MAX,
+                env_max: GRANT_ENV_MAX,
+                text_bytes_max: GRANT_TEXT_BYTES_MAX,
+            });
         }
         Ok(())
     }
@@ -471,26 +473,17 @@ pub enum CommandResult {
     PidBlock(u64),
     /// `RedeemToken`: the role the token grants.
     Role(Role),
-    /// The command was refused and changed nothing; the text says why.
-    Refused(String),
+    /// The command was refused and changed nothing.
+    Refused(Refusal),
 }
 
-type Outcome = Result<CommandResult, String>;
+type Outcome = Result<CommandResult, Refusal>;
 
-fn valid_name(kind: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!("{kind} name is empty"));
-    }
-    if name.len() > NAME_BYTES_MAX {
-        return Err(format!(
-            "{kind} name is {} bytes long (at most {NAME_BYTES_MAX})",
-            name.len()
-        ));
-    }
-    Ok(())
+fn valid_name(kind: NameKind, name: &str) -> Result<(), Refusal> {
+    refusal::valid_name(kind, name, NAME_BYTES_MAX)
 }
 
-fn valid_hash(hash: &str) -> Result<(), String> {
+fn valid_hash(hash: &str) -> Result<(), Refusal> {
     let ok = hash.len() == 64
         && hash
             .bytes()
@@ -498,18 +491,18 @@ fn valid_hash(hash: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "module hash {hash:?} is not 64 lowercase hex digits (sha256)"
-        ))
+        Err(Refusal::BadHash {
+            hash: hash.chars().take(80).collect(),
+        })
     }
 }
 
-fn valid_pids(pids: &[u64]) -> Result<(), String> {
+fn valid_pids(pids: &[u64]) -> Result<(), Refusal> {
     if pids.len() > PIDS_PER_COMMAND_MAX {
-        return Err(format!(
-            "{} pids in one command (at most {PIDS_PER_COMMAND_MAX})",
-            pids.len()
-        ));
+        return Err(Refusal::TooManyPids {
+            count: pids.len(),
+            max: PIDS_PER_COMMAND_MAX,
+        });
     }
     Ok(())
 }
@@ -547,7 +540,7 @@ impl ClusterState {
             Command::SetModuleName { name, hash } => self.set_module_name(name, hash),
             Command::RemoveModuleName { name } => match self.module_names.remove(name) {
                 Some(_) => Ok(CommandResult::Ok),
-                None => Err(format!("no module named {name:?}")),
+                None => Err(Refusal::NoModule { name: name.clone() }),
             },
             Command::ModuleHeld {
                 hash,
@@ -560,39 +553,39 @@ impl ClusterState {
                 self.names
                     .register(owner, name, *pid, live, NAME_BYTES_MAX)
                     .map(|()| CommandResult::Ok)
-                    .map_err(|e| e.to_string())
+                    .map_err(Refusal::from)
             }
             Command::JoinGroup { owner, name, pid } => {
                 let live = self.directory.contains_key(pid);
                 self.names
                     .join_group(owner, name, *pid, live, NAME_BYTES_MAX)
                     .map(|()| CommandResult::Ok)
-                    .map_err(|e| e.to_string())
+                    .map_err(Refusal::from)
             }
             Command::LeaveGroup { owner, name, pid } => self
                 .names
                 .leave_group(owner, name, *pid)
                 .map(|()| CommandResult::Ok)
-                .map_err(|e| e.to_string()),
+                .map_err(Refusal::from),
             Command::UnregisterName { owner, name, pid } => self
                 .names
                 .unregister(owner, name, *pid)
                 .map(|()| CommandResult::Ok)
-                .map_err(|e| e.to_string()),
+                .map_err(Refusal::from),
             Command::RemoveProcessName { name } => match self.process_names.remove(name) {
                 Some(_) => Ok(CommandResult::Ok),
-                None => Err(format!("no process named {name:?}")),
+                None => Err(Refusal::NoProcessName { name: name.clone() }),
             },
             Command::CreateToken { record } => self
                 .tokens
                 .insert(record.clone())
                 .map(|()| CommandResult::Ok)
-                .map_err(|e| e.to_string()),
+                .map_err(Refusal::from),
             Command::RedeemToken { token, now_ms } => self
                 .tokens
                 .redeem(token, *now_ms)
                 .map(CommandResult::Role)
-                .map_err(|e| e.to_string()),
+                .map_err(Refusal::from),
             Command::SetGrants { node, pid, grants } => self.set_grants(*node, *pid, grants),
             Command::NodeDead {
                 node,
@@ -668,12 +661,13 @@ impl ClusterState {
         (pid - first < PID_BLOCK_SIZE).then_some(*owner)
     }
 
-    fn live_member(&self, id: NodeId) -> Result<&NodeRecord, String> {
+    fn live_member(&self, id: NodeId) -> Result<&NodeRecord, Refusal> {
         match self.nodes.get(&id) {
-            None => Err(format!("no node with id {id}")),
-            Some(n) if n.status == NodeStatus::Removed => {
-                Err(format!("node {id} ({}) was removed", n.name))
-            }
+            None => Err(Refusal::NoNode { id }),
+            Some(n) if n.status == NodeStatus::Removed => Err(Refusal::NodeRemoved {
+                id,
+                name: n.name.clone(),
+            }),
             Some(n) => Ok(n),
         }
     }
@@ -687,15 +681,13 @@ impl ClusterState {
         now_ms: u64,
     ) -> Outcome {
         if !self.nodes.is_empty() {
-            return Err("the cluster is already bootstrapped".to_string());
+            return Err(Refusal::AlreadyBootstrapped);
         }
-        if ca_node == 0 {
-            return Err("node id 0 is not a valid node id".to_string());
-        }
-        valid_name("node", name)?;
+        valid_name(NameKind::Node, name)?;
         let next = ca_node
             .checked_add(1)
-            .ok_or_else(|| format!("node id {ca_node} leaves no room for more nodes"))?;
+            .filter(|_| ca_node != 0)
+            .ok_or(Refusal::BadNodeId { id: ca_node })?;
         self.nodes.insert(
             ca_node,
             NodeRecord {
@@ -722,9 +714,9 @@ impl ClusterState {
         now_ms: u64,
     ) -> Outcome {
         if self.nodes.is_empty() {
-            return Err("the cluster is not bootstrapped yet".to_string());
+            return Err(Refusal::NotBootstrapped);
         }
-        valid_name("node", name)?;
+        valid_name(NameKind::Node, name)?;
         let existing = self.member_by_name(name).map(|n| n.id);
         if let Some(id) = existing {
             if let Some(node) = self.nodes.get_mut(&id) {
@@ -733,9 +725,7 @@ impl ClusterState {
             return Ok(CommandResult::NodeId(id));
         }
         let id = self.next_node_id;
-        let next = id
-            .checked_add(1)
-            .ok_or_else(|| "node ids exhausted".to_string())?;
+        let next = id.checked_add(1).ok_or(Refusal::NodeIdsExhausted)?;
         self.nodes.insert(
             id,
             NodeRecord {
@@ -802,7 +792,7 @@ impl ClusterState {
         let first = self.next_pid_block;
         let next = first
             .checked_add(PID_BLOCK_SIZE)
-            .ok_or_else(|| "pid space exhausted".to_string())?;
+            .ok_or(Refusal::PidSpaceExhausted)?;
         self.pid_blocks.insert(first, node);
         self.next_pid_block = next;
         Ok(CommandResult::PidBlock(first))
@@ -814,17 +804,12 @@ impl ClusterState {
         for &pid in pids {
             match self.directory.get(&pid) {
                 Some(e) if e.node != node => {
-                    return Err(format!(
-                        "pid {pid} is already registered on node {}",
-                        e.node
-                    ))
+                    return Err(Refusal::PidElsewhere { pid, node: e.node })
                 }
                 Some(_) => {}
                 None => {
                     if self.block_owner(pid) != Some(node) {
-                        return Err(format!(
-                            "pid {pid} is not in a pid block owned by node {node}"
-                        ));
+                        return Err(Refusal::PidNotInBlock { pid, node });
                     }
                 }
             }
@@ -869,22 +854,23 @@ impl ClusterState {
         let current = *self
             .directory
             .get(&pid)
-            .ok_or_else(|| format!("pid {pid} is not registered"))?;
+            .ok_or(Refusal::PidNotLive { pid })?;
         if current.node != from || current.epoch != epoch {
-            return Err(format!(
-                "pid {pid} moved meanwhile: it is on node {} at epoch {}, not node {from} at epoch {epoch}",
-                current.node, current.epoch
-            ));
+            return Err(Refusal::MovedMeanwhile {
+                pid,
+                node: current.node,
+                epoch: current.epoch,
+                from,
+                expected_epoch: epoch,
+            });
         }
         let target = self.live_member(to)?;
         // A move to the same node only bumps the epoch (a called-off
         // migration fencing its stale attempt); a cordon does not forbid it.
         if to != from && target.status != NodeStatus::Active {
-            return Err(format!("node {to} is cordoned and takes no processes"));
+            return Err(Refusal::Cordoned { id: to });
         }
-        let next = epoch
-            .checked_add(1)
-            .ok_or_else(|| format!("pid {pid} epoch overflow"))?;
+        let next = epoch.checked_add(1).ok_or(Refusal::EpochOverflow)?;
         self.directory.insert(
             pid,
             DirEntry {
@@ -896,7 +882,7 @@ impl ClusterState {
     }
 
     fn set_module_name(&mut self, name: &str, hash: &str) -> Outcome {
-        valid_name("module", name)?;
+        valid_name(NameKind::Module, name)?;
         valid_hash(hash)?;
         self.module_names.insert(name.to_string(), hash.to_string());
         Ok(CommandResult::Ok)
@@ -907,10 +893,11 @@ impl ClusterState {
         self.live_member(node)?;
         if let Some(m) = self.modules.get(hash) {
             if m.size_bytes != size_bytes {
-                return Err(format!(
-                    "module {hash} is {} bytes, not {size_bytes}",
-                    m.size_bytes
-                ));
+                return Err(Refusal::ModuleSize {
+                    hash: hash.to_string(),
+                    size_bytes: m.size_bytes,
+                    claimed_bytes: size_bytes,
+                });
             }
         }
         let m = self
@@ -929,7 +916,11 @@ impl ClusterState {
         grants.validate()?;
         match self.directory.get(&pid) {
             Some(e) if e.node != node => {
-                return Err(format!("pid {pid} runs on node {}, not {node}", e.node))
+                return Err(Refusal::PidNotOn {
+                    pid,
+                    node: e.node,
+                    asked: node,
+                })
             }
             Some(_) => {}
             // Registration is batched: a fresh pid of the node's own block
@@ -940,20 +931,23 @@ impl ClusterState {
                     return Ok(CommandResult::Ok);
                 }
             }
-            None => return Err(format!("pid {pid} is not a live process of node {node}")),
+            None => return Err(Refusal::PidNotLive { pid }),
         }
         self.grants.insert(pid, grants.clone());
         Ok(CommandResult::Ok)
     }
 
     fn set_process_name(&mut self, name: &str, pid: u64) -> Outcome {
-        valid_name("process", name)?;
+        valid_name(NameKind::Process, name)?;
         if !self.directory.contains_key(&pid) {
-            return Err(format!("pid {pid} is not a live process"));
+            return Err(Refusal::PidNotLive { pid });
         }
         if let Some(&other) = self.process_names.get(name) {
             if other != pid {
-                return Err(format!("name {name:?} already names pid {other}"));
+                return Err(Refusal::ProcessNameTaken {
+                    name: name.to_string(),
+                    pid: other,
+                });
             }
         }
         self.process_names.insert(name.to_string(), pid);
@@ -972,7 +966,7 @@ mod tests {
 
     fn refused(r: CommandResult) -> String {
         match r {
-            CommandResult::Refused(why) => why,
+            CommandResult::Refused(why) => why.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }

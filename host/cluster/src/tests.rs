@@ -230,7 +230,7 @@ async fn three_nodes_apply_writes_from_any_node() {
         })
         .await
         .expect("write");
-    assert!(matches!(r, CommandResult::Refused(ref why) if why.contains("no node with id 99")));
+    assert_eq!(r, CommandResult::Refused(Refusal::NoNode { id: 99 }));
 
     // Subscribers see the applied index move.
     let mut rx = n2.subscribe();

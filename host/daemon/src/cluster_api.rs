@@ -77,7 +77,7 @@ fn write_err(e: impl std::fmt::Display) -> RemoteError {
 
 fn refused(r: CommandResult) -> Result<CommandResult, RemoteError> {
     match r {
-        CommandResult::Refused(why) => Err(RemoteError::new(409, why)),
+        CommandResult::Refused(why) => Err(RemoteError::typed(why.http_status(), &why)),
         other => Ok(other),
     }
 }

@@ -95,7 +95,7 @@ pub async fn record(
         .await
         .map_err(|e| RemoteError::new(503, e.to_string()))?;
     match r {
-        CommandResult::Refused(why) => Err(RemoteError::new(409, why)),
+        CommandResult::Refused(why) => Err(RemoteError::typed(why.http_status(), &why)),
         _ => Ok(()),
     }
 }

@@ -186,7 +186,7 @@ pub async fn admit(
         Ok(CommandResult::Role(r)) => r,
         Ok(CommandResult::Refused(why)) => {
             tracing::warn!("join of {:?} refused: {why}", body.request.node_name);
-            return Err(refused(403, format!("join token refused: {why}")));
+            return Err(RemoteError::typed(403, &why));
         }
         Ok(other) => return Err(refused(500, format!("unexpected answer {other:?}"))),
         Err(e) => return Err(refused(503, e)),
@@ -206,7 +206,7 @@ pub async fn admit(
             .await
         {
             Ok(CommandResult::NodeId(id)) => id,
-            Ok(CommandResult::Refused(why)) => return Err(refused(403, why)),
+            Ok(CommandResult::Refused(why)) => return Err(RemoteError::typed(403, &why)),
             Ok(other) => return Err(refused(500, format!("unexpected answer {other:?}"))),
             Err(e) => return Err(refused(503, e)),
         };

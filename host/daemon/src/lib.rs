@@ -437,14 +437,10 @@ impl Daemon {
         }
         // A new member learns the membership from the leader's first
         // append; until then it cannot forward writes.
-        let deadline = tokio::time::Instant::now() + LEADER_CONTACT_WAIT;
-        while !raft.is_initialized() {
-            if tokio::time::Instant::now() > deadline {
-                return Err(StartError::NoLeaderContact {
-                    waited_ms: LEADER_CONTACT_WAIT.as_millis() as u64,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !raft.wait_initialized(LEADER_CONTACT_WAIT).await {
+            return Err(StartError::NoLeaderContact {
+                waited_ms: LEADER_CONTACT_WAIT.as_millis() as u64,
+            });
         }
         step("member");
         // From here on pids come from cluster blocks: take the first one now,

@@ -32,6 +32,10 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a node asked for a module by hash waits for its state to show
+/// a node holding it (its index may lag the write that recorded it).
+const MODULE_INDEX_WAIT: Duration = Duration::from_secs(3);
+
 /// Most pids remembered as dead (oldest forgotten first).
 pub const DEAD_PIDS_MAX: usize = 16_384;
 /// Most starts/exits waiting to be written to the directory; beyond it the
@@ -617,17 +621,29 @@ impl ClusterLink for Link {
         if node.registry().contains(&hash) {
             return Ok(hash);
         }
-        let holders: Vec<NodeId> = state
-            .modules
-            .get(&hex)
-            .map(|m| {
-                m.holders
-                    .iter()
-                    .copied()
-                    .filter(|h| *h != self.me)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let me = self.me;
+        let holders_of = |s: &ClusterState| -> Vec<NodeId> {
+            s.modules
+                .get(&hex)
+                .map(|m| m.holders.iter().copied().filter(|h| *h != me).collect())
+                .unwrap_or_default()
+        };
+        let mut holders = holders_of(&state);
+        let mut state = state;
+        if holders.is_empty() {
+            // Asked by hash, the asker vouches that the module exists (a
+            // node that stored it a moment ago forwards spawns by hash):
+            // this node's index may lag the write that records it. Wait
+            // for it, boundedly, instead of refusing at once.
+            if let Ok(s) = self
+                .raft
+                .wait_for(MODULE_INDEX_WAIT, |s| !holders_of(s).is_empty())
+                .await
+            {
+                holders = holders_of(&s);
+                state = s;
+            }
+        }
         if holders.is_empty() {
             return Err(Self::fetch_error(reference, "no node holds it"));
         }

@@ -3,8 +3,8 @@
 //! refusals turned into ABI codes. The rules live in the state machine
 //! (`shoal_cluster::names`); this only asks.
 
-use shoal_cluster::names::{Owner, NAMES_PER_OWNER_MAX};
-use shoal_cluster::state::{ClusterState, Command, CommandResult};
+use shoal_cluster::names::{NameRefusal, Owner};
+use shoal_cluster::state::{ClusterState, Command, CommandResult, Refusal};
 use shoal_cluster::Raft;
 use shoal_runtime::abi::errno;
 use shoal_runtime::pid::Pid;
@@ -28,14 +28,26 @@ pub fn owner_of(state: &ClusterState, pid: Pid) -> Owner {
     }
 }
 
-/// The ABI code for a refusal, judged from the state (the refusal text is
-/// for people; the state says what is true).
-fn refusal_code(state: &ClusterState, owner: &Owner, name: &str, pid: Pid) -> i32 {
-    match state.names.whereis(owner, name) {
-        Some(p) if p != pid.0 => errno::NAME_TAKEN,
-        _ if !state.directory.contains_key(&pid.0) => errno::NO_PROCESS,
-        _ if state.names.count(owner) >= NAMES_PER_OWNER_MAX => errno::LIMIT,
+/// The ABI code for a refused name command.
+fn refusal_code(refusal: &Refusal) -> i32 {
+    match refusal {
+        Refusal::Name(NameRefusal::Taken { .. }) => errno::NAME_TAKEN,
+        Refusal::Name(NameRefusal::NotLive(_)) => errno::NO_PROCESS,
+        Refusal::Name(NameRefusal::Quota { .. } | NameRefusal::GroupFull { .. }) => errno::LIMIT,
         _ => errno::INVALID,
+    }
+}
+
+/// Write one name command for `pid`, turning a refusal into its ABI code
+/// and an unreachable cluster into `NO_NODE`.
+async fn ask(raft: &Raft, cmd: Command, pid: Pid) -> Result<(), i32> {
+    match raft.write(cmd).await {
+        Ok(CommandResult::Refused(r)) => Err(refusal_code(&r)),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!("name command for pid {pid}: {e}");
+            Err(errno::NO_NODE)
+        }
     }
 }
 
@@ -47,45 +59,41 @@ pub async fn register(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
     let state = raft.state();
     let owner = owner_of(&state, pid);
     if let Some(p) = state.names.whereis(&owner, name) {
-        if p == pid.0 {
-            return Ok(());
-        }
-        return Err(errno::NAME_TAKEN);
+        return if p == pid.0 {
+            Ok(())
+        } else {
+            Err(errno::NAME_TAKEN)
+        };
     }
-    let cmd = Command::RegisterName {
-        owner: owner.clone(),
-        name: name.to_string(),
-        pid: pid.0,
-    };
-    match raft.write(cmd).await {
-        Ok(CommandResult::Ok) => Ok(()),
-        Ok(_) => Err(refusal_code(&raft.state(), &owner, name, pid)),
-        Err(e) => {
-            tracing::warn!("register {name:?} for pid {pid}: {e}");
-            Err(errno::NO_NODE)
-        }
-    }
+    let name = name.to_string();
+    let pid_raw = pid.0;
+    ask(
+        raft,
+        Command::RegisterName {
+            owner,
+            name,
+            pid: pid_raw,
+        },
+        pid,
+    )
+    .await
 }
 
 /// `unregister`: take `name` away from `pid`.
 pub async fn unregister(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
     let owner = owner_of(&raft.state(), pid);
-    if raft.state().names.whereis(&owner, name) != Some(pid.0) {
-        return Err(errno::INVALID);
-    }
-    let cmd = Command::UnregisterName {
-        owner,
-        name: name.to_string(),
-        pid: pid.0,
-    };
-    match raft.write(cmd).await {
-        Ok(CommandResult::Ok) => Ok(()),
-        Ok(_) => Err(errno::INVALID),
-        Err(e) => {
-            tracing::warn!("unregister {name:?} for pid {pid}: {e}");
-            Err(errno::NO_NODE)
-        }
-    }
+    let name = name.to_string();
+    let pid_raw = pid.0;
+    ask(
+        raft,
+        Command::UnregisterName {
+            owner,
+            name,
+            pid: pid_raw,
+        },
+        pid,
+    )
+    .await
 }
 
 /// `whereis`: the pid `name` names in `asker`'s owner's namespace, from
@@ -103,14 +111,10 @@ pub fn whereis(state: &ClusterState, asker: Pid, name: &str) -> Result<Pid, i32>
 
 /// Wait (boundedly) for a just-started `pid` to reach the directory.
 async fn wait_live(raft: &Raft, pid: Pid) -> Result<(), i32> {
-    let deadline = tokio::time::Instant::now() + REGISTER_WAIT;
-    while !raft.state().directory.contains_key(&pid.0) {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(errno::NO_PROCESS);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
+    raft.wait_for(REGISTER_WAIT, |s| s.directory.contains_key(&pid.0))
+        .await
+        .map(|_| ())
+        .map_err(|_| errno::NO_PROCESS)
 }
 
 /// `join_group`: add `pid` to group `name` of its owner.
@@ -125,47 +129,35 @@ pub async fn join_group(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
     {
         return Ok(());
     }
-    let cmd = Command::JoinGroup {
-        owner: owner.clone(),
-        name: name.to_string(),
-        pid: pid.0,
-    };
-    match raft.write(cmd).await {
-        Ok(CommandResult::Ok) => Ok(()),
-        Ok(_) => {
-            let state = raft.state();
-            Err(if !state.directory.contains_key(&pid.0) {
-                errno::NO_PROCESS
-            } else if name.is_empty() || name.len() > shoal_cluster::NAME_BYTES_MAX {
-                errno::INVALID
-            } else {
-                // The owner's quota or the group's bound.
-                errno::LIMIT
-            })
-        }
-        Err(e) => {
-            tracing::warn!("join_group {name:?} for pid {pid}: {e}");
-            Err(errno::NO_NODE)
-        }
-    }
+    let name = name.to_string();
+    let pid_raw = pid.0;
+    ask(
+        raft,
+        Command::JoinGroup {
+            owner,
+            name,
+            pid: pid_raw,
+        },
+        pid,
+    )
+    .await
 }
 
 /// `leave_group`: take `pid` out of group `name`.
 pub async fn leave_group(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
     let owner = owner_of(&raft.state(), pid);
-    let cmd = Command::LeaveGroup {
-        owner,
-        name: name.to_string(),
-        pid: pid.0,
-    };
-    match raft.write(cmd).await {
-        Ok(CommandResult::Ok) => Ok(()),
-        Ok(_) => Err(errno::INVALID),
-        Err(e) => {
-            tracing::warn!("leave_group {name:?} for pid {pid}: {e}");
-            Err(errno::NO_NODE)
-        }
-    }
+    let name = name.to_string();
+    let pid_raw = pid.0;
+    ask(
+        raft,
+        Command::LeaveGroup {
+            owner,
+            name,
+            pid: pid_raw,
+        },
+        pid,
+    )
+    .await
 }
 
 /// Turns of [`group_pick`]'s round robin (node-wide; only spreads load).

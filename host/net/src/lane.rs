@@ -110,6 +110,9 @@ pub(crate) struct Lane {
     lane_id: u128,
     state: Mutex<LaneState>,
     wake: Notify,
+    /// Woken when acks free room (or the lane closes): senders that met
+    /// `LaneFull` wait on it ([`Lane::send_wait`]).
+    space: Notify,
     closed: watch::Sender<bool>,
     config: NetConfig,
 }
@@ -128,6 +131,7 @@ impl Lane {
                 closed: false,
             }),
             wake: Notify::new(),
+            space: Notify::new(),
             closed: watch::Sender::new(false),
             config,
         }
@@ -210,6 +214,7 @@ impl Lane {
         st.queued_bytes = 0;
         drop(st);
         self.closed.send_replace(true);
+        self.space.notify_waiters();
     }
 
     /// Start a new stream: everything unacked will be written again.
@@ -270,7 +275,31 @@ impl Lane {
         st.written_seq = st.written_seq.max(seq);
         drop(st);
         shared.counters.frames_acked.fetch_add(freed, Relaxed);
+        if freed > 0 {
+            self.space.notify_waiters();
+        }
         Ok(())
+    }
+
+    /// [`Lane::send`], waiting (until `deadline`) for acks to free room
+    /// while the lane is full: woken by the acks, never polling. Other
+    /// errors return at once; past the deadline, the last `LaneFull`.
+    pub(crate) async fn send_wait(
+        &self,
+        msg: LaneMessage,
+        shared: &Shared,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), LaneError> {
+        loop {
+            // Registered before the attempt, so an ack in between wakes it.
+            let space = self.space.notified();
+            match self.send(msg.clone(), shared) {
+                Err(LaneError::LaneFull { .. }) if tokio::time::Instant::now() < deadline => {
+                    let _ = tokio::time::timeout_at(deadline, space).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 

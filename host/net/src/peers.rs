@@ -450,6 +450,19 @@ impl Peers {
         lane.send(msg, &self.inner.shared)
     }
 
+    /// [`Peers::send`], waiting until `deadline` for room while the lane
+    /// is full (woken by the peer's acks). For senders that must not drop
+    /// a message to a busy peer (migration's control and forwarded mail).
+    pub async fn send_wait(
+        &self,
+        addr: &str,
+        msg: LaneMessage,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), LaneError> {
+        let lane = self.lane(addr)?;
+        lane.send_wait(msg, &self.inner.shared, deadline).await
+    }
+
     fn lane(&self, addr: &str) -> Result<Arc<Lane>, LaneError> {
         let mut lanes = self.inner.lanes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(lane) = lanes.get(addr) {

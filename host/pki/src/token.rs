@@ -32,7 +32,7 @@ const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Why a token was refused. Distinct cases so the joiner (and the log) can
 /// tell a typo from a stale token from a replay.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum TokenError {
     /// Not of the form `[a-z0-9]{6}.[a-z0-9]{16}`.
     #[error("malformed join token: expected [a-z0-9]{{6}}.[a-z0-9]{{16}}")]

@@ -101,10 +101,11 @@ impl Handoff {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait until held messages are released (after a refused push: call
-    /// it with a short timeout, a release may have happened already).
-    pub async fn released(&self) {
-        self.released.notified().await
+    /// Resolves when held messages are next released or the hold finishes
+    /// (it hears of releases from its creation on, before it is polled:
+    /// create it, check [`Handoff::is_finished`], then await it).
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
     }
 
     /// The directory epoch of the move this hold belongs to (fences name it).

@@ -79,6 +79,9 @@ pub struct Router {
     handoff_count: AtomicUsize,
     /// The way to the rest of the cluster, once attached.
     cluster: OnceLock<Arc<dyn ClusterLink>>,
+    /// Woken whenever a held mailbox or a handoff is removed
+    /// ([`Router::settled`] waits on it).
+    unheld: tokio::sync::Notify,
 }
 
 /// Read a lock, ignoring poisoning (the maps stay consistent: every update
@@ -134,7 +137,9 @@ impl Router {
     /// through the cluster) or was called off (the process has its mailbox
     /// back). The caller keeps the returned mailbox.
     pub fn release_held(&self, pid: Pid) -> Option<Arc<Mailbox>> {
-        write(&self.held).remove(&pid)
+        let mailbox = write(&self.held).remove(&pid);
+        self.unheld.notify_waiters();
+        mailbox
     }
 
     /// Prepare for a process arriving from another node: from now on
@@ -152,6 +157,8 @@ impl Router {
         let mut map = write(&self.handoffs);
         let h = map.remove(&pid);
         self.handoff_count.store(map.len(), Ordering::SeqCst);
+        drop(map);
+        self.unheld.notify_waiters();
         h
     }
 
@@ -163,6 +170,25 @@ impl Router {
             map.remove(&pid);
         }
         self.handoff_count.store(map.len(), Ordering::SeqCst);
+        drop(map);
+        self.unheld.notify_waiters();
+    }
+
+    /// Wait, at most `wait_max`, until `pid` has neither a held mailbox
+    /// nor a handoff here (an earlier move of it has settled). Woken by
+    /// their removal, never polling. `false` if it timed out.
+    pub async fn settled(&self, pid: Pid, wait_max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait_max;
+        loop {
+            // Registered before the check, so a removal in between wakes it.
+            let removed = self.unheld.notified();
+            if self.handoff(pid).is_none() && self.held(pid).is_none() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, removed).await.is_err() {
+                return self.handoff(pid).is_none() && self.held(pid).is_none();
+            }
+        }
     }
 
     /// True while some process is arriving here.

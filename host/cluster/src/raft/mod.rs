@@ -202,7 +202,7 @@ pub enum ClusterError {
     NotInitialized,
     /// The state machine refused the bootstrap command.
     #[error("refused by the cluster state: {0}")]
-    Refused(String),
+    Refused(crate::state::Refusal),
     /// A forwarded request could not be delivered.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -272,6 +272,16 @@ pub enum RaftRole {
     Learner,
     /// Raft is not running.
     Stopped,
+}
+
+/// [`Raft::wait_for`] gave up: the state never satisfied the condition.
+#[derive(Debug, thiserror::Error)]
+#[error("the cluster state did not reach the awaited condition within {waited_ms} ms")]
+pub struct WaitTimedOut {
+    /// How long it waited.
+    pub waited_ms: u64,
+    /// The last state it saw.
+    pub state: Arc<ClusterState>,
 }
 
 /// What one node actually knows about its cluster's leadership: what
@@ -510,6 +520,23 @@ impl Raft {
         m.last_log_index.is_some() || m.membership_config.membership().nodes().next().is_some()
     }
 
+    /// Wait, at most `wait_max`, until [`Raft::is_initialized`]: woken by
+    /// Raft's metrics, never polling. `false` if it timed out.
+    pub async fn wait_initialized(&self, wait_max: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = tokio::time::Instant::now() + wait_max;
+        loop {
+            metrics.borrow_and_update();
+            if self.is_initialized() {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.is_initialized(),
+            }
+        }
+    }
+
     /// Replicated write; forwards to the leader ([`RpcKind::ClientWrite`])
     /// when this node is not it. Bounded by `write_timeout_ms`. The result
     /// is the command's [`CommandResult`] (which may be a `Refused`).
@@ -549,6 +576,42 @@ impl Raft {
     /// Wakes with the applied log index whenever the local state changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.published.subscribe()
+    }
+
+    /// Wait until the locally applied state satisfies `ready`, at most
+    /// `wait_max`: woken by each apply, never polling. Returns that state,
+    /// or [`WaitTimedOut`] with the last state seen.
+    pub async fn wait_for(
+        &self,
+        wait_max: Duration,
+        ready: impl Fn(&ClusterState) -> bool,
+    ) -> Result<Arc<ClusterState>, WaitTimedOut> {
+        let mut applied = self.subscribe();
+        let deadline = tokio::time::Instant::now() + wait_max;
+        loop {
+            // Subscribed before reading, so no apply between the read and
+            // the wait is missed.
+            applied.borrow_and_update();
+            let state = self.state();
+            if ready(&state) {
+                return Ok(state);
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the state machine is gone (shutdown).
+                _ => {
+                    let state = self.state();
+                    return if ready(&state) {
+                        Ok(state)
+                    } else {
+                        Err(WaitTimedOut {
+                            waited_ms: ms(wait_max),
+                            state,
+                        })
+                    };
+                }
+            }
+        }
     }
 
     /// Every directory move (`MovePid`) applied here from now on, sent

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterState, CommandResult, NodeId, Outcome};
+use super::{ClusterState, CommandResult, NodeId, Outcome, Refusal};
 
 /// The cluster's verdict on one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,17 +63,20 @@ impl ClusterState {
         let current = self.liveness.get(&node);
         let (seen, was_dead) = current.map_or((0, false), |l| (l.epoch, l.dead));
         if seen != epoch {
-            return Err(format!(
-                "node {node}'s liveness changed meanwhile: it is at epoch {seen}, not {epoch}"
-            ));
+            return Err(Refusal::LivenessMoved {
+                node,
+                epoch: seen,
+                expected: epoch,
+            });
         }
         if was_dead == dead {
-            let what = if dead { "dead" } else { "alive" };
-            return Err(format!("node {node} is already {what} at epoch {seen}"));
+            return Err(Refusal::LivenessSame {
+                node,
+                dead,
+                epoch: seen,
+            });
         }
-        let next = epoch
-            .checked_add(1)
-            .ok_or_else(|| format!("node {node} liveness epoch overflow"))?;
+        let next = epoch.checked_add(1).ok_or(Refusal::EpochOverflow)?;
         self.liveness.insert(
             node,
             NodeLiveness {

@@ -97,6 +97,8 @@ struct Job {
     status: Mutex<DrainStatus>,
     cancelled: AtomicBool,
     wake: tokio::sync::Notify,
+    /// Woken after every status update (a cancel waits on it).
+    updated: tokio::sync::Notify,
 }
 
 impl Job {
@@ -109,6 +111,7 @@ impl Job {
 
     fn update(&self, f: impl FnOnce(&mut DrainStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        self.updated.notify_waiters();
     }
 }
 
@@ -182,6 +185,7 @@ pub async fn start(ctx: &Arc<Ctx>, deadline: Option<Duration>) -> Result<DrainSt
             }),
             cancelled: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
+            updated: tokio::sync::Notify::new(),
         });
         *current = Some(job.clone());
         job
@@ -236,15 +240,18 @@ pub async fn cancel(ctx: &Ctx) -> Result<DrainStatus, DrainError> {
     }
     job.cancelled.store(true, Ordering::SeqCst);
     job.wake.notify_one();
-    let until = Instant::now() + CANCEL_WAIT;
-    while Instant::now() < until {
+    let until = tokio::time::Instant::now() + CANCEL_WAIT;
+    loop {
+        // Registered before the check, so an update in between wakes it.
+        let updated = job.updated.notified();
         let s = job.snapshot();
         if s.state != DrainState::Running {
             return Ok(s);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio::time::timeout_at(until, updated).await.is_err() {
+            return Ok(job.snapshot());
+        }
     }
-    Ok(job.snapshot())
 }
 
 /// How one attempt ended.

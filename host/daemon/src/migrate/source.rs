@@ -25,7 +25,7 @@ use super::MigrateReport;
 use crate::api::error::error_chain;
 use bytes::Bytes;
 use shoal_cluster::sched::Target;
-use shoal_cluster::{Command, NodeId, NodeStatus};
+use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus};
 use shoal_net::LaneMessage;
 use shoal_runtime::mailbox::Head;
 use shoal_runtime::mailbox::PushError;
@@ -433,41 +433,44 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(12);
 /// Wait (bounded) until no earlier move of `pid` is still holding or
 /// forwarding its messages on this node.
 pub async fn settle(ctx: &Ctx, pid: Pid) {
-    let deadline = Instant::now() + SETTLE_WAIT;
-    while (ctx.node.router().handoff(pid).is_some() || ctx.node.router().held(pid).is_some())
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    if !ctx.node.router().settled(pid, SETTLE_WAIT).await {
+        tracing::warn!(
+            "an earlier move of process {pid} did not settle within {} s; moving it anyway",
+            SETTLE_WAIT.as_secs()
+        );
     }
 }
 
 /// The pid's directory epoch once it is registered here.
 async fn wait_registered(ctx: &Ctx, pid: Pid) -> Result<u64, MigrateError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let state = ctx.raft.state();
-        match state.directory.get(&pid.0) {
-            Some(e) if e.node == ctx.me => return Ok(e.epoch),
-            // It runs here, so the entry is on its way (it just arrived, or
-            // its registration is batched): this node's state lags.
-            other if Instant::now() > deadline => {
-                return Err(MigrateError::NoTarget {
-                    pid,
-                    why: match other {
-                        Some(e) => format!(
-                            "this node's directory still places it on node {} (is there a quorum?)",
-                            e.node
-                        ),
-                        None => {
-                            "it is not in the cluster's directory yet (is there a quorum?)".into()
-                        }
-                    },
-                })
-            }
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
+    // It runs here, so its entry is on its way (it just arrived, or its
+    // registration is batched) when this node's state lags.
+    let here = |s: &ClusterState| s.directory.get(&pid.0).is_some_and(|e| e.node == ctx.me);
+    match ctx.raft.wait_for(REGISTERED_WAIT, here).await {
+        Ok(state) => state
+            .directory
+            .get(&pid.0)
+            .map(|e| e.epoch)
+            .ok_or(MigrateError::NoTarget {
+                pid,
+                why: "it left the cluster's directory".into(),
+            }),
+        Err(t) => Err(MigrateError::NoTarget {
+            pid,
+            why: match t.state.directory.get(&pid.0) {
+                Some(e) => format!(
+                    "this node's directory still places it on node {} (is there a quorum?)",
+                    e.node
+                ),
+                None => "it is not in the cluster's directory yet (is there a quorum?)".into(),
+            },
+        }),
     }
 }
+
+/// How long a move waits for the process's directory entry to show it
+/// here before it gives up.
+const REGISTERED_WAIT: Duration = Duration::from_secs(10);
 
 async fn call_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
     ctx: &Ctx,
@@ -644,23 +647,23 @@ async fn call_off(ctx: &Ctx, addr: &str, id: &str) {
         call_json(ctx, addr, wire::PATH_ABORT, &Abort { id: id.to_string() }).await;
 }
 
-/// Put a control message on the lane to `addr`, retrying while it is full.
+/// Put a control message on the lane to `addr`, waiting (at most
+/// [`CONTROL_PUSH_WAIT`]) for room while it is full.
 async fn push_control(ctx: &Ctx, addr: &str, pid: Pid, control: Control) {
-    let data = Bytes::from(control.encode());
-    for _ in 0..10_000 {
-        let msg = LaneMessage {
-            from: CONTROL_SENDER.0,
-            to: pid.0,
-            tag: Default::default(),
-            data: data.clone(),
-        };
-        if ctx.peers.send(addr, msg).is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let msg = LaneMessage {
+        from: CONTROL_SENDER.0,
+        to: pid.0,
+        tag: Default::default(),
+        data: Bytes::from(control.encode()),
+    };
+    let deadline = tokio::time::Instant::now() + CONTROL_PUSH_WAIT;
+    if let Err(e) = ctx.peers.send_wait(addr, msg, deadline).await {
+        tracing::warn!("could not send {control:?} for process {pid} to {addr}: {e}");
     }
-    tracing::warn!("could not send {control:?} for process {pid} to {addr}");
 }
+
+/// How long a control message waits for room on a full lane.
+const CONTROL_PUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// Forward what the frozen process's held mailbox receives to the target,
 /// in order, until every member has fenced (or the fence wait passed).

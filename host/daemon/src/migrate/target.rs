@@ -645,6 +645,9 @@ async fn finish_handoff(ctx: Arc<Ctx>, pid: Pid) {
         let Some(h) = ctx.node.router().handoff(pid) else {
             return;
         };
+        // Registered before the check: a fence that finishes the hold in
+        // between still wakes it.
+        let released = h.released();
         if h.is_finished() {
             ctx.node.router().remove_handoff_if(pid, &h);
             return;
@@ -658,7 +661,7 @@ async fn finish_handoff(ctx: Arc<Ctx>, pid: Pid) {
             );
             return;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), released).await;
     }
 }
 
