@@ -315,6 +315,48 @@ async fn join_refusals_bad_reused_expired_tokens_and_wrong_pin() {
     let (r, _d) = try_join("x4", good.token.clone(), good.ca_hash.clone()).await;
     let e = err_text(r);
     assert!(e.contains("refused"), "{e}");
+    // A joiner may not take a live member's name (and with it its address):
+    // refused before the token is spent, which then still works.
+    let taken = n1
+        .create_join_token("node", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let (r, _d) = try_join("n1", taken.token.clone(), taken.ca_hash.clone()).await;
+    let e = err_text(r);
+    assert!(e.contains("belongs to live member"), "{e}");
+    let me = n1.raft().state().member_by_name("n1").unwrap().addr.clone();
+    assert_eq!(me, c.addrs[0].to_string(), "n1's address is unchanged");
+    let (r, _keep2) = try_join("x6", taken.token.clone(), taken.ca_hash.clone()).await;
+    let x6 = r.expect("the token refused for a taken name was not spent");
+    // Unauthenticated joins with made-up tokens write nothing to Raft: 200
+    // of them move the log by no more than the node's own heartbeats (one
+    // a second), where each used to append an entry.
+    let before = n1.raft().status().last_applied.unwrap_or(0);
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        let r = shoal_daemon::join::join(
+            dir.path(),
+            &good.addr,
+            &format!("zzzzz{}.0123456789abcdef", i % 10),
+            &good.ca_hash,
+            &format!("bogus{i}"),
+            "127.0.0.1:1",
+            &Default::default(),
+        )
+        .await;
+        assert!(r.is_err(), "a made-up token joined");
+    }
+    let grew = n1.raft().status().last_applied.unwrap_or(0) - before;
+    let heartbeats_max = 2 * (started.elapsed().as_secs() + 2);
+    eprintln!(
+        "200 bogus joins in {:?}: the log grew by {grew} entries",
+        started.elapsed()
+    );
+    assert!(
+        grew <= heartbeats_max,
+        "log grew by {grew} (> {heartbeats_max})"
+    );
     // An expired token.
     let short = n1
         .create_join_token("node", Duration::from_millis(1))
@@ -325,6 +367,61 @@ async fn join_refusals_bad_reused_expired_tokens_and_wrong_pin() {
     let e = err_text(r);
     assert!(e.contains("expired"), "{e}");
     x3.shutdown().await;
+    x6.shutdown().await;
+    c.shutdown().await;
+}
+
+/// 1024 TLS connections without a client certificate that never send an
+/// HTTP/2 preface used to take every connection slot, locking out admins,
+/// peers and joiners for as long as they stayed open. Anonymous
+/// connections now have their own few slots and a bounded life.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_silent_anonymous_connections_leaves_room_for_the_cluster() {
+    let c = TestCluster::start(1).await;
+    let n1 = c.node(0);
+    let addr = c.addrs[0].to_string();
+    let pin = n1
+        .create_join_token("node", Duration::from_secs(600))
+        .await
+        .unwrap()
+        .ca_hash;
+    let (tls, _) = shoal_pki::join::pinned_client_config(pin.parse().unwrap()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let mut held = Vec::new();
+    let mut handshakes = 0;
+    for _ in 0..1024 {
+        let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        // The server may close it right after the handshake (no slot):
+        // either way, it never gets a preface.
+        if let Ok(s) = connector
+            .connect(shoal_pki::tls::placeholder_server_name(), tcp)
+            .await
+        {
+            handshakes += 1;
+            held.push(s);
+        }
+    }
+    assert!(handshakes > 64, "only {handshakes} handshakes completed");
+    // The admin is served at once, while all of them are still open.
+    let dir1 = c.dirs[0].path();
+    let ca_pem = ca_pem_of(dir1);
+    let admin_dir = shoal_pki::PkiPaths::new(dir1).dir().join("admin");
+    let admin = Identity::from_pem(
+        &std::fs::read_to_string(admin_dir.join("client.crt")).unwrap(),
+        &std::fs::read_to_string(admin_dir.join("client.key")).unwrap(),
+        &ca_pem,
+    )
+    .unwrap();
+    let served = peers_with(&admin, &ca_pem)
+        .call(&addr, "/v1/peer/processes", Default::default())
+        .await;
+    assert!(
+        matches!(served, Err(NetError::Remote { status: 403, .. })),
+        "the admin was not served during the flood: {served:?}"
+    );
+    drop(held);
     c.shutdown().await;
 }
 

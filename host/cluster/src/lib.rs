@@ -47,10 +47,10 @@
 //!   holder, sets `next_node_id = ca_node + 1`. Refused if any node exists,
 //!   if `ca_node` is 0, or if the name is empty / over 255 bytes.
 //! - `AddNode { name, addr, labels, now_ms }` → `NodeId(id)`: a new `Active`
-//!   node with the next id. Idempotent by name: if a non-removed node has
-//!   that name, returns its id and updates its `addr` (labels unchanged). A
-//!   removed node's name may join again, under a new id. Refused before
-//!   bootstrap or for a bad name.
+//!   node with the next id. Refused when a non-removed node has that name
+//!   (a name belongs to one live member; a joiner may not take it, nor its
+//!   address). A removed node's name may join again, under a new id.
+//!   Refused before bootstrap or for a bad name.
 //! - `RemoveNode { id, now_ms }`: status `Removed`; revokes identity
 //!   `node/<name>` as of `now_ms`; drops its directory entries (and the
 //!   process names pointing at them) and its module holdings; clears

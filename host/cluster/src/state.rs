@@ -717,12 +717,13 @@ impl ClusterState {
             return Err(Refusal::NotBootstrapped);
         }
         valid_name(NameKind::Node, name)?;
-        let existing = self.member_by_name(name).map(|n| n.id);
-        if let Some(id) = existing {
-            if let Some(node) = self.nodes.get_mut(&id) {
-                node.addr = addr.to_string();
-            }
-            return Ok(CommandResult::NodeId(id));
+        // A name belongs to one live member: a joiner may not take it (and
+        // with it the member's address and identity).
+        if let Some(n) = self.member_by_name(name) {
+            return Err(Refusal::NodeNameTaken {
+                name: n.name.clone(),
+                id: n.id,
+            });
         }
         let id = self.next_node_id;
         let next = id.checked_add(1).ok_or(Refusal::NodeIdsExhausted)?;
@@ -1122,17 +1123,22 @@ mod tests {
     }
 
     #[test]
-    fn add_node_is_idempotent_by_name_and_updates_addr() {
+    fn a_live_members_name_cannot_be_taken_by_a_joiner() {
         let mut s = two_nodes();
-        let again = node_id(s.apply(&Command::AddNode {
+        let r = s.apply(&Command::AddNode {
             name: "n2".to_string(),
             addr: "elsewhere:7001".to_string(),
             labels: BTreeMap::new(),
             now_ms: 9999,
-        }));
-        assert_eq!(again, 2);
-        assert_eq!(s.nodes[&2].addr, "elsewhere:7001");
-        assert_eq!(s.nodes[&2].joined_at_ms, 2000, "join time kept");
+        });
+        assert_eq!(
+            r,
+            CommandResult::Refused(Refusal::NodeNameTaken {
+                name: "n2".into(),
+                id: 2
+            })
+        );
+        assert_eq!(s.nodes[&2].addr, "n2:7000", "address kept");
         assert_eq!(s.next_node_id, 3, "no id consumed");
         assert_eq!(s.nodes.len(), 2);
     }

@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shoal_cluster::{Command, CommandResult, NodeId, Raft};
+use shoal_cluster::{Command, CommandResult, NodeId, Raft, Refusal};
 use shoal_net::{NetConfig, NetError, Peers, RemoteError};
 use shoal_pki::{self, CaPin, ClusterCa, Identity, JoinRequest, JoinResponse, Role, Validity};
 use std::collections::BTreeMap;
@@ -167,7 +167,17 @@ fn refused(status: u16, why: impl std::fmt::Display) -> RemoteError {
     RemoteError::new(status, why.to_string())
 }
 
-/// CA side: spend the token, admit the node, sign its CSR.
+/// How long the CA node waits to apply its own log before it refuses a
+/// token id it does not know.
+const TOKEN_INDEX_WAIT: Duration = Duration::from_secs(2);
+
+/// CA side: check the request, spend the token, admit the node, sign its
+/// CSR.
+///
+/// Everything that can be checked without a write is checked first (the
+/// name, the CSR, the token against the applied state, a node name held by
+/// a live member), so a malformed or unauthorized request writes nothing to
+/// Raft and spends no token.
 pub async fn admit(
     raft: &Raft,
     ca: &ClusterCa,
@@ -175,10 +185,37 @@ pub async fn admit(
     ttl: Duration,
 ) -> Result<JoinAnswer, RemoteError> {
     shoal_pki::role::validate_id(&body.request.node_name).map_err(|e| refused(400, e))?;
+    shoal_pki::ca::check_csr(&body.request.csr_pem).map_err(|e| refused(400, e))?;
     let now = shoal_pki::now_unix_ms();
+    let token = body.request.token.as_str();
+    let token_id = token.split('.').next().unwrap_or_default();
+    let state = match raft.state() {
+        s if s.tokens.get(token_id).is_some() => s,
+        // A token created through another node a moment ago may not be
+        // applied here yet: catch up with this node's log (bounded, and
+        // independent of what the request claims), then look again.
+        _ => {
+            raft.caught_up(TOKEN_INDEX_WAIT).await;
+            raft.state()
+        }
+    };
+    let role = state.tokens.check(token, now).map_err(|e| {
+        tracing::warn!("join of {:?} refused: {e}", body.request.node_name);
+        RemoteError::typed(403, &Refusal::Token(e))
+    })?;
+    if role == Role::Node {
+        if let Some(holder) = state.member_by_name(&body.request.node_name) {
+            let why = Refusal::NodeNameTaken {
+                name: holder.name.clone(),
+                id: holder.id,
+            };
+            tracing::warn!("join refused: {why}");
+            return Err(RemoteError::typed(why.http_status(), &why));
+        }
+    }
     let role = match raft
         .write(Command::RedeemToken {
-            token: body.request.token.clone(),
+            token: token.to_string(),
             now_ms: now,
         })
         .await
@@ -193,9 +230,6 @@ pub async fn admit(
     };
     let mut node_id = 0;
     if role == Role::Node {
-        if let Some(existing) = raft.state().member_by_name(&body.request.node_name) {
-            tracing::info!("node {:?} (id {}) joins again", existing.name, existing.id);
-        }
         node_id = match raft
             .write(Command::AddNode {
                 name: body.request.node_name.clone(),
@@ -206,7 +240,9 @@ pub async fn admit(
             .await
         {
             Ok(CommandResult::NodeId(id)) => id,
-            Ok(CommandResult::Refused(why)) => return Err(RemoteError::typed(403, &why)),
+            Ok(CommandResult::Refused(why)) => {
+                return Err(RemoteError::typed(why.http_status(), &why))
+            }
             Ok(other) => return Err(refused(500, format!("unexpected answer {other:?}"))),
             Err(e) => return Err(refused(503, e)),
         };

@@ -205,8 +205,21 @@ pub struct NetConfig {
     pub backoff_initial_ms: u64,
     /// Longest reconnect delay.
     pub backoff_max_ms: u64,
-    /// Connections the server accepts at once.
+    /// Most authenticated connections (a client certificate the cluster
+    /// trusts) open at once. Anonymous ones (joiners) never take these.
     pub connections_max: usize,
+    /// Most TLS handshakes in progress at once (before anyone is known).
+    pub handshakes_max: usize,
+    /// Most TLS handshakes in progress from one IP address, so one source
+    /// cannot hold every handshake slot.
+    pub handshakes_per_ip_max: usize,
+    /// Most connections without a client certificate open at once: they
+    /// have their own slots, so a flood of them leaves room for nodes,
+    /// admins and clients.
+    pub anonymous_connections_max: usize,
+    /// How long a connection without a client certificate may stay open
+    /// (a join is one request); it is closed after, request or not.
+    pub anonymous_connection_ms: u64,
     /// Concurrent HTTP/2 streams per connection (server advertises it).
     pub streams_per_connection_max: u32,
     /// HTTP/2 stream flow-control window, both ends.
@@ -243,6 +256,10 @@ impl Default for NetConfig {
             backoff_initial_ms: 50,
             backoff_max_ms: 2_000,
             connections_max: 1024,
+            handshakes_max: 256,
+            handshakes_per_ip_max: 64,
+            anonymous_connections_max: 64,
+            anonymous_connection_ms: 30_000,
             streams_per_connection_max: 256,
             stream_window_bytes: 4 * 1024 * 1024,
             connection_window_bytes: 8 * 1024 * 1024,

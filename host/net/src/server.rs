@@ -2,11 +2,12 @@
 //! connection; `POST /v1/lane` goes to the lane receiver, every other
 //! request to the node's [`Handler`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http2;
@@ -117,7 +118,12 @@ pub async fn serve_with_stats(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> ServerStats {
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(config.connections_max.max(1)));
+    let slots = Slots {
+        authenticated: Arc::new(Semaphore::new(config.connections_max.max(1))),
+        anonymous: Arc::new(Semaphore::new(config.anonymous_connections_max.max(1))),
+        handshakes: Arc::new(Semaphore::new(config.handshakes_max.max(1))),
+        per_ip: Arc::new(Mutex::new(HashMap::new())),
+    };
     let table = Arc::new(LaneTable::new(config.lane_ids_max));
     let (down_tx, down_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -138,11 +144,12 @@ pub async fn serve_with_stats(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(handshake) = slots.handshake(addr.ip(), &config) else {
             counters.connections_refused.fetch_add(1, Relaxed);
             tracing::warn!(
-                "refusing connection from {addr}: {} connections open",
-                config.connections_max
+                "refusing connection from {addr}: {} handshakes in progress ({} from one address at most)",
+                config.handshakes_max,
+                config.handshakes_per_ip_max
             );
             continue;
         };
@@ -154,9 +161,9 @@ pub async fn serve_with_stats(
             config: config.clone(),
             counters: counters.clone(),
             shutdown: down_rx.clone(),
-            _permit: permit,
+            slots: slots.clone(),
         };
-        connections.spawn(conn.run(tcp, addr));
+        connections.spawn(conn.run(tcp, addr, handshake));
     }
     let _ = down_tx.send(true);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -171,6 +178,56 @@ pub async fn serve_with_stats(
     counters.snapshot()
 }
 
+/// The server's connection slots. A connection first takes a handshake
+/// slot (bounded overall and per source address); once the handshake says
+/// who it is, it takes an authenticated slot (a trusted client
+/// certificate) or an anonymous one (joiners), each pool its own, so
+/// anonymous connections can never crowd out nodes, admins and clients.
+#[derive(Clone)]
+struct Slots {
+    authenticated: Arc<Semaphore>,
+    anonymous: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A handshake slot: released (globally and for its address) on drop.
+struct Handshake {
+    _permit: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Slots {
+    /// A handshake slot for a connection from `ip`, if one is free.
+    fn handshake(&self, ip: IpAddr, config: &NetConfig) -> Option<Handshake> {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= config.handshakes_per_ip_max.max(1) {
+            return None;
+        }
+        let permit = self.handshakes.clone().try_acquire_owned().ok()?;
+        *n += 1;
+        Some(Handshake {
+            _permit: permit,
+            ip,
+            per_ip: self.per_ip.clone(),
+        })
+    }
+}
+
 /// One accepted connection and what it needs.
 struct Connection {
     acceptor: TlsAcceptor,
@@ -179,12 +236,11 @@ struct Connection {
     config: NetConfig,
     counters: Arc<ServerCounters>,
     shutdown: watch::Receiver<bool>,
-    /// Holds one of `connections_max` slots until the connection ends.
-    _permit: OwnedSemaphorePermit,
+    slots: Slots,
 }
 
 impl Connection {
-    async fn run(mut self, tcp: TcpStream, addr: SocketAddr) {
+    async fn run(mut self, tcp: TcpStream, addr: SocketAddr, handshake_slot: Handshake) {
         let _ = tcp.set_nodelay(true);
         let handshake = Duration::from_millis(self.config.handshake_timeout_ms);
         let tls = match tokio::time::timeout(handshake, self.acceptor.accept(tcp)).await {
@@ -206,10 +262,45 @@ impl Connection {
                 return;
             }
         };
+        drop(handshake_slot);
         let caller = Arc::new(Caller {
             addr,
             cert: shoal_pki::tls::peer_info(tls.get_ref().1.peer_certificates()),
         });
+        let anonymous = caller.cert.is_none();
+        let pool = if anonymous {
+            &self.slots.anonymous
+        } else {
+            &self.slots.authenticated
+        };
+        // Held until the connection ends.
+        let Ok(_slot) = pool.clone().try_acquire_owned() else {
+            self.counters.connections_refused.fetch_add(1, Relaxed);
+            tracing::warn!(
+                "closing connection from {addr}: {} {} connections open",
+                if anonymous {
+                    self.config.anonymous_connections_max
+                } else {
+                    self.config.connections_max
+                },
+                if anonymous {
+                    "anonymous"
+                } else {
+                    "authenticated"
+                }
+            );
+            return;
+        };
+        // An anonymous connection lives a bounded time, whatever it sends
+        // (or does not: no preface, an idle stream).
+        let lifetime_ms = self.config.anonymous_connection_ms;
+        let expiry = async move {
+            if anonymous {
+                tokio::time::sleep(Duration::from_millis(lifetime_ms)).await
+            } else {
+                std::future::pending().await
+            }
+        };
         let service = {
             let handler = self.handler.clone();
             let table = self.table.clone();
@@ -260,6 +351,9 @@ impl Connection {
                         tracing::debug!("connection from {addr}: {e}");
                     }
                 }
+            }
+            _ = expiry => {
+                tracing::info!("closing anonymous connection from {addr} after {lifetime_ms} ms");
             }
             _ = super::until_true(&mut self.shutdown) => {
                 conn.as_mut().graceful_shutdown();

@@ -469,6 +469,12 @@ fn csr_for_key(key: &KeyPair, node_name: &str) -> Result<String> {
 }
 
 /// The public key of a CSR, after verifying the CSR's signature.
+/// Check that `csr_pem` is a well-formed CSR whose public key can be
+/// certified (before anything is spent on the request that carries it).
+pub fn check_csr(csr_pem: &str) -> Result<()> {
+    csr_public_key(csr_pem).map(|_| ())
+}
+
 fn csr_public_key(csr_pem: &str) -> Result<rcgen::PublicKey> {
     // rcgen parses the subject and requested extensions too; we drop them.
     let csr = CertificateSigningRequestParams::from_pem(csr_pem)

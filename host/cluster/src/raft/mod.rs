@@ -537,6 +537,26 @@ impl Raft {
         }
     }
 
+    /// Wait, at most `wait_max`, until this node has applied every entry
+    /// its log held when called (a read that must see what the cluster
+    /// committed a moment ago). Woken by Raft's metrics. `false` if it
+    /// timed out.
+    pub async fn caught_up(&self, wait_max: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        let target = metrics.borrow_and_update().last_log_index;
+        let deadline = tokio::time::Instant::now() + wait_max;
+        loop {
+            let applied = metrics.borrow_and_update().last_applied.map(|l| l.index);
+            if applied >= target {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// Replicated write; forwards to the leader ([`RpcKind::ClientWrite`])
     /// when this node is not it. Bounded by `write_timeout_ms`. The result
     /// is the command's [`CommandResult`] (which may be a `Refused`).

@@ -103,6 +103,15 @@ pub enum Refusal {
         /// Its name.
         name: String,
     },
+    /// A joining node asked for the name of a live member (a name belongs
+    /// to one live member: remove that node first).
+    #[error("node name {name:?} belongs to live member {id}; remove that node first")]
+    NodeNameTaken {
+        /// The name.
+        name: String,
+        /// The member holding it.
+        id: NodeId,
+    },
     /// The node is cordoned and takes no processes.
     #[error("node {id} is cordoned and takes no processes")]
     Cordoned {
@@ -243,6 +252,7 @@ impl Refusal {
             | MovedMeanwhile { .. }
             | ModuleSize { .. }
             | ProcessNameTaken { .. }
+            | NodeNameTaken { .. }
             | LivenessMoved { .. }
             | LivenessSame { .. } => RefusalKind::Conflict,
             BadNodeId { .. }
