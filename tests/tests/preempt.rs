@@ -151,3 +151,62 @@ async fn work_captured_mid_loop_finishes_identically_in_fresh_nodes() {
     out += &node.stdout(pid);
     assert_eq!(out, want, "after {hops} hops");
 }
+
+/// A guest that prints `a`, asks WASI `random_get` for 256 MiB in one call,
+/// prints `b` and ends. Nothing in between yields on its own: no loop, no
+/// wasm call.
+const BIG_RANDOM_WAT: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get"
+    (func $random_get (param i32 i32) (result i32)))
+  (memory (export "memory") 4097)
+  (data (i32.const 0) "\10\00\00\00\01\00\00\00")
+  (data (i32.const 16) "a")
+  (data (i32.const 32) "\30\00\00\00\01\00\00\00")
+  (data (i32.const 48) "b")
+  (func (export "_start")
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 64)))
+    (drop (call $random_get (i32.const 65536) (i32.const 268435456)))
+    (drop (call $fd_write (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 64)))))
+"#;
+
+/// Two guests looping a large WASI `random_get` used to stall the node's
+/// async runtime (its API answered after 5–9 s): wasi-common filled the
+/// whole buffer on the worker thread in one go. On a one-thread runtime,
+/// another task now runs while one 256 MiB request is being filled; before
+/// the fix it could not run at all until the call returned.
+#[tokio::test(flavor = "current_thread")]
+async fn a_huge_random_get_does_not_hold_the_worker_thread() {
+    let t = TestNode::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big_random.wasm");
+    std::fs::write(&path, wat::parse_str(BIG_RANDOM_WAT).unwrap()).unwrap();
+    let hash = t.add_guest(path.to_str().unwrap(), "big_random");
+    let pid = t.spawn(hash, &["big_random"]).await;
+    let node = t.node.clone();
+    // Counts the turns this task got while the request was being filled
+    // (the guest had printed `a`, not yet `b`).
+    let probe = tokio::spawn(async move {
+        let mut during = 0u64;
+        loop {
+            match node.stdout_text(pid).as_str() {
+                "a" => during += 1,
+                "ab" => return during,
+                _ => {}
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let status = t.wait(pid, LONG).await;
+    assert_success(&t, &status);
+    let during = tokio::time::timeout(LONG, probe).await.unwrap().unwrap();
+    eprintln!("another task ran {during} times during one 256 MiB random_get");
+    // Filled in 64 KiB chunks with a yield after each: 4095 turns for
+    // 256 MiB. Before, only the guest's own output calls could yield.
+    assert!(
+        during >= 1000,
+        "the worker thread was held for the call ({during} turns)"
+    );
+}

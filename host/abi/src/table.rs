@@ -169,6 +169,9 @@ pub const IMPORTS: &[ImportSpec] = &[
     wasi_tracked("fd_renumber", &[I32, I32], &[I32]),
     // WASI calls Shoal wraps to answer as wasmtime's own WASI does.
     wasi_tracked("sock_shutdown", &[I32, I32], &[I32]),
+    // WASI calls Shoal wraps so a large request cannot hold a node's worker
+    // thread: random_get fills in chunks, yielding between them.
+    wasi_tracked("random_get", &[I32, I32], &[I32]),
 ];
 
 /// Look up a Shoal ABI import by field name.

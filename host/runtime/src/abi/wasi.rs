@@ -70,8 +70,41 @@ fn clock_event(userdata: u64) -> [u8; 32] {
     e
 }
 
+/// `random_get` fills at most this much before it yields the worker thread.
+const RANDOM_CHUNK_BYTES: usize = 64 * 1024;
+
 /// Register the namespace's imports.
 pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
+    // wasi-common fills the whole buffer in one go on the async worker: a
+    // guest asking for hundreds of MiB in a loop held a worker for seconds
+    // per call and stalled the node's API. Fill in chunks, yielding between.
+    r.define_wasi("random_get", |mut caller, params| {
+        let (buf_ptr, buf_len) = (arg_i32(params, 0), arg_i32(params, 1));
+        Box::new(async move {
+            let Ok(memory) = guest_memory(&mut caller) else {
+                return Ok(Some(Val::I32(ERRNO_FAULT)));
+            };
+            let Ok(range) = checked_range(buf_ptr, buf_len, memory.data_size(&caller)) else {
+                return Ok(Some(Val::I32(ERRNO_FAULT)));
+            };
+            let mut at = range.start;
+            while at < range.end {
+                let end = range.end.min(at + RANDOM_CHUNK_BYTES);
+                // Linear memory never shrinks: the range checked above
+                // stays in bounds.
+                rand::RngCore::fill_bytes(
+                    &mut rand::thread_rng(),
+                    &mut memory.data_mut(&mut caller)[at..end],
+                );
+                at = end;
+                if at < range.end {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok(Some(Val::I32(ERRNO_SUCCESS)))
+        })
+    })?;
+
     r.define_wasi("poll_oneoff", |mut caller, params| {
         let (subs_ptr, events_ptr, nsubs, nevents_ptr) = (
             arg_i32(params, 0),
