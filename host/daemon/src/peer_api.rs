@@ -80,6 +80,16 @@ pub enum SpawnRefusal {
         /// Its process limit.
         processes_max: u32,
     },
+    /// The node's memory budget cannot hold the process.
+    #[error("this node's memory budget is full ({used_bytes} of {budget_bytes} bytes in use, {needed_bytes} needed)")]
+    MemoryBudget {
+        /// The process's memory.
+        needed_bytes: u64,
+        /// In use.
+        used_bytes: u64,
+        /// The budget.
+        budget_bytes: u64,
+    },
     /// The process could not be started (the module does not instantiate,
     /// a spec was refused, …).
     #[error("the process could not start: {why}")]
@@ -95,7 +105,7 @@ impl SpawnRefusal {
         use shoal_runtime::abi::errno;
         match self {
             SpawnRefusal::Module { errno, .. } => *errno,
-            SpawnRefusal::Limit { .. } => errno::LIMIT,
+            SpawnRefusal::Limit { .. } | SpawnRefusal::MemoryBudget { .. } => errno::LIMIT,
             SpawnRefusal::Failed { .. } => errno::SPAWN_FAILED,
         }
     }
@@ -122,6 +132,15 @@ pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawn
     match node.spawn(spec).await {
         Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
         Err(NodeError::ProcessLimit(n)) => Err(SpawnRefusal::Limit { processes_max: n }),
+        Err(NodeError::MemoryBudget {
+            needed_bytes,
+            used_bytes,
+            budget_bytes,
+        }) => Err(SpawnRefusal::MemoryBudget {
+            needed_bytes,
+            used_bytes,
+            budget_bytes,
+        }),
         Err(e) => Err(SpawnRefusal::Failed { why: e.to_string() }),
     }
 }

@@ -86,6 +86,7 @@ impl From<NodeError> for ApiError {
             },
             NodeError::NoProcess(_) => ApiError::NotFound(message),
             NodeError::ProcessLimit(_)
+            | NodeError::MemoryBudget { .. }
             | NodeError::NotCapturable(_)
             | NodeError::CaptureBusy(_)
             | NodeError::ExitedBeforeCapture(_) => ApiError::Conflict(message),

@@ -38,6 +38,9 @@ pub struct NodeConfig {
     /// Host directories a client may grant a process (the operator's
     /// `--grantable-dir`); none may hold the data dir.
     pub grantable_dirs: Vec<PathBuf>,
+    /// The most linear memory all processes together may have (see
+    /// [`crate::limits::MemoryBudget`]); 80% of the machine's by default.
+    pub memory_budget_bytes: u64,
 }
 
 impl NodeConfig {
@@ -57,6 +60,7 @@ impl NodeConfig {
             instrument: true,
             exited_history_max: 4096,
             grantable_dirs: Vec::new(),
+            memory_budget_bytes: crate::limits::default_memory_budget_bytes(),
         }
     }
 }

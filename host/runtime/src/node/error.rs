@@ -36,6 +36,18 @@ pub enum NodeError {
     /// Too many processes.
     #[error("process limit reached ({0} processes)")]
     ProcessLimit(u32),
+    /// The node's memory budget cannot hold the process's memory.
+    #[error(
+        "this node's memory budget is full: the process needs {needed_bytes} bytes, {used_bytes} of {budget_bytes} are in use"
+    )]
+    MemoryBudget {
+        /// Its memory.
+        needed_bytes: u64,
+        /// In use by the node's processes.
+        used_bytes: u64,
+        /// The budget.
+        budget_bytes: u64,
+    },
     /// No such process.
     #[error("no process with pid {0}")]
     NoProcess(Pid),

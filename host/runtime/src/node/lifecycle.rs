@@ -7,6 +7,9 @@ use super::table::{Exited, ProcessEntry};
 use super::{NodeError, Shared, SpawnSpec};
 use crate::capture::CaptureSignal;
 use crate::limits::ProcessLimiter;
+
+/// Bytes in a Wasm page.
+const WASM_PAGE_BYTES: u64 = 64 * 1024;
 use crate::log::{ProcessLog, Stream};
 use crate::mailbox::Mailbox;
 use crate::modules::LoadedModule;
@@ -127,11 +130,30 @@ impl Shared {
                 })?;
             }
         }
+        // The node's budget: refuse a process whose memory cannot fit now,
+        // with a clear error (its limiter also charges every later growth).
+        let needed_bytes = match &restore {
+            Some(image) => image.memory.len() as u64,
+            None => module
+                .module
+                .resources_required()
+                .max_initial_memory_size
+                .unwrap_or(0)
+                .saturating_mul(WASM_PAGE_BYTES),
+        };
+        let budget = &self.memory_budget;
+        if budget.used_bytes().saturating_add(needed_bytes) > budget.budget_bytes() {
+            return Err(NodeError::MemoryBudget {
+                needed_bytes,
+                used_bytes: budget.used_bytes(),
+                budget_bytes: budget.budget_bytes(),
+            });
+        }
         let memory_max = usize::try_from(memory_max).unwrap_or(usize::MAX);
         let ctx = ProcessCtx {
             pid,
             wasi,
-            limiter: ProcessLimiter::new(memory_max),
+            limiter: ProcessLimiter::with_budget(memory_max, self.memory_budget.clone()),
             mailbox: mailbox.clone(),
             log: log.clone(),
             host: Arc::new(NodeHost(self.clone())),

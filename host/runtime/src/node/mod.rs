@@ -67,6 +67,8 @@ pub struct Shared {
     data_dir_canonical: PathBuf,
     /// `config.grantable_dirs`, canonical.
     grantable_canonical: Vec<PathBuf>,
+    /// What all processes' linear memories together may use.
+    memory_budget: Arc<crate::limits::MemoryBudget>,
     _ticker: EpochTicker,
 }
 
@@ -112,6 +114,7 @@ impl Node {
         );
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)
             .map_err(|e| NodeError::Runtime(format!("cannot start the epoch thread: {e}")))?;
+        let memory_budget = Arc::new(crate::limits::MemoryBudget::new(config.memory_budget_bytes));
         Ok(Node {
             shared: Arc::new(Shared {
                 config,
@@ -126,6 +129,7 @@ impl Node {
                 pids: PidAllocator::starting_at(1),
                 data_dir_canonical,
                 grantable_canonical,
+                memory_budget,
                 _ticker: ticker,
             }),
         })

@@ -80,7 +80,9 @@ impl Shared {
         spec.forward_output = forward_output;
         match Shared::spawn(self, spec).await {
             Ok(pid) => Ok(pid),
-            Err(NodeError::ProcessLimit(_)) => Err(abi::errno::LIMIT),
+            Err(NodeError::ProcessLimit(_) | NodeError::MemoryBudget { .. }) => {
+                Err(abi::errno::LIMIT)
+            }
             Err(NodeError::Registry(RegistryError::NotFound(_))) => Err(abi::errno::NO_MODULE),
             Err(_) => Err(abi::errno::SPAWN_FAILED),
         }

@@ -160,3 +160,46 @@ async fn a_host_mailbox_gets_its_own_pid_and_is_detached_when_dropped() {
         "a dropped mailbox is no longer reachable"
     );
 }
+
+/// [`WAITS`] with 1 MiB of memory (16 pages).
+const WAITS_1MIB: &str = r#"(module
+  (import "shoal_v1" "recv" (func $recv (param i32 i32 i64 i32) (result i32)))
+  (memory (export "memory") 16)
+  (func (export "_start")
+    (drop (call $recv (i32.const 64) (i32.const 64) (i64.const -1) (i32.const 0)))))"#;
+
+#[tokio::test]
+async fn the_memory_budget_refuses_with_its_error_and_frees_on_exit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = node_with(dir.path(), |c| {
+        c.engine.processes_max = 8;
+        c.memory_budget_bytes = 3 << 20;
+    });
+    let waits = module(&node, WAITS_1MIB);
+    let mut live = Vec::new();
+    for name in ["a", "b", "c"] {
+        live.push(
+            node.spawn(SpawnSpec::new(waits, vec![name.into()]))
+                .await
+                .expect("fits the budget"),
+        );
+    }
+    let fourth = node.spawn(SpawnSpec::new(waits, vec!["d".into()])).await;
+    assert!(
+        matches!(
+            fourth,
+            Err(NodeError::MemoryBudget {
+                needed_bytes: 1048576,
+                used_bytes: 3145728,
+                budget_bytes: 3145728
+            })
+        ),
+        "{fourth:?}"
+    );
+    assert_eq!(node.processes().len(), 3, "the refused spawn left nothing");
+    node.kill(live[0]).expect("kill");
+    node.wait(live[0]).await.expect("ended");
+    node.spawn(SpawnSpec::new(waits, vec!["e".into()]))
+        .await
+        .expect("room again after an exit");
+}

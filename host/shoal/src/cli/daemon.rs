@@ -102,6 +102,14 @@ struct StartArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     memory_max: Option<u64>,
 
+    /// The most linear memory all processes together may use, e.g. 16GiB
+    /// (default: 80% of this machine's memory). A process that would pass
+    /// it is refused at start ("memory budget is full"), and a guest's
+    /// memory.grow past it returns -1, before the kernel's OOM killer has
+    /// to choose.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    memory_budget: Option<u64>,
+
     /// Most processes alive at once (default 1000).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     processes_max: Option<u32>,
@@ -213,6 +221,9 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     if let Some(m) = args.memory_max {
         config.node.engine.memory_bytes_max = config.node.engine.memory_bytes_max.max(m);
         config.node.process_memory_bytes_max = m;
+    }
+    if let Some(b) = args.memory_budget {
+        config.node.memory_budget_bytes = b;
     }
     config.node.grantable_dirs = args.grantable_dirs.clone();
     if let Some(n) = args.processes_max {
