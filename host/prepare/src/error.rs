@@ -4,7 +4,7 @@
 ///
 /// Every variant carries enough text to be shown to the person who uploaded the module:
 /// what is wrong and, for malformed input, where.
-#[derive(thiserror::Error, Debug)]
+#[derive(thiserror::Error, Debug, serde::Serialize, serde::Deserialize)]
 pub enum PrepareError {
     /// The bytes are not a valid core module for the feature set Shoal runs with
     /// (wasmtime 46's defaults, see [`crate::wasm_features`]).
@@ -32,6 +32,16 @@ pub enum PrepareError {
     /// result did not validate.
     #[error("re-encoding the prepared module failed: {0}")]
     Encode(String),
+    /// Preparation took longer than the node allows (it runs in a worker
+    /// process, killed at the bound).
+    #[error("preparation took longer than {timeout_ms} ms and was stopped (the module is too complex to prepare here)")]
+    TimedOut {
+        /// The bound.
+        timeout_ms: u64,
+    },
+    /// The worker process could not run, died, or answered nonsense.
+    #[error("the preparation worker failed: {0}")]
+    Worker(String),
 }
 
 impl PrepareError {

@@ -16,7 +16,7 @@ use wasmparser::{ExternalKind, Payload, TypeRef};
 pub const GLOBAL_EXPORT_PREFIX: &str = "shoal$global$";
 
 /// How the host reaches one mutable global of a prepared module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GlobalExport {
     /// Index of the global in the module's global index space (imports first).
     pub global_index: u32,

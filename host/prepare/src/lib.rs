@@ -56,6 +56,7 @@ mod preempt;
 mod sections;
 mod trampolines;
 mod validate;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;
@@ -77,7 +78,7 @@ pub use validate::{
 pub const PREPARE_VERSION: &str = "prepare-3";
 
 /// How to prepare a module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PrepareOptions {
     /// `(module, name)` of every import that can block; ONLY these may unwind.
     ///
@@ -127,7 +128,7 @@ pub struct PreparedWasm {
 }
 
 /// What preparation found and changed; for logs, the CLI and the snapshot code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PrepareReport {
     /// Functions defined by the module (imports excluded).
     pub functions_total: usize,

@@ -15,6 +15,7 @@
 
 use crate::abi::table::blocking_imports;
 use crate::process::ProcessCtx;
+use shoal_prepare::worker::{Worker, WorkerConfig};
 use shoal_prepare::{self, PrepareError, PrepareOptions, PrepareReport};
 use shoal_registry::{ArtifactKey, Registry, RegistryError, Sha256};
 use std::collections::HashMap;
@@ -108,6 +109,9 @@ pub struct ModuleCache {
     options: PrepareOptions,
     instrument: bool,
     slots: Mutex<HashMap<ModuleKey, Slot>>,
+    /// Where preparation runs: worker processes bounded in time (a node
+    /// daemon), or in this process (tests, `shoal run`).
+    worker: Option<Worker>,
 }
 
 impl ModuleCache {
@@ -133,7 +137,15 @@ impl ModuleCache {
             options,
             instrument,
             slots: Mutex::new(HashMap::new()),
+            worker: None,
         }
+    }
+
+    /// Prepare modules in worker processes run as `config` says (see
+    /// [`shoal_prepare::worker`]).
+    pub fn with_worker(mut self, config: WorkerConfig) -> Self {
+        self.worker = Some(Worker::new(config));
+        self
     }
 
     /// The artifact-cache key of the normal variant of a module on this
@@ -260,7 +272,11 @@ impl ModuleCache {
                 preempt: variant.preemptible,
                 ..self.options.clone()
             };
-            let prepared = shoal_prepare::prepare(&wasm, &options).map_err(prepare_error)?;
+            let prepared = match &self.worker {
+                Some(worker) => worker.prepare(&wasm, &options),
+                None => shoal_prepare::prepare(&wasm, &options),
+            }
+            .map_err(prepare_error)?;
             (prepared.bytes, Some(Box::new(prepared.report)))
         } else {
             shoal_prepare::validate(&wasm).map_err(prepare_error)?;

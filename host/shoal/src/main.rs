@@ -3,6 +3,20 @@
 
 mod cli;
 
+/// The hidden first argument that makes this binary a preparation worker
+/// (see `shoal_prepare::worker`): a node daemon runs its own binary so.
+pub const PREPARE_WORKER_ARG: &str = "__prepare-worker";
+
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == PREPARE_WORKER_ARG)
+    {
+        let served = shoal_prepare::worker::serve(
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+        );
+        std::process::exit(i32::from(served.is_err()));
+    }
     std::process::exit(cli::main());
 }

@@ -783,3 +783,60 @@ fn logs_escape_control_characters_on_a_terminal_only() {
         "{shown:?}"
     );
 }
+
+/// A module whose one function nests `depth` blocks around a blocking
+/// `recv`: valid WebAssembly that keeps Binaryen's Asyncify busy for a
+/// long time (300 KB of it held a node's preparation for 64 s).
+fn deeply_nested_wat(depth: usize) -> String {
+    let mut w = String::from(
+        r#"(module
+  (import "shoal_v1" "recv" (func $recv (param i32 i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+"#,
+    );
+    // Flat (not folded) instructions: the text parser needs no recursion.
+    w.push_str(&"block\n".repeat(depth));
+    w.push_str("i32.const 0 i32.const 0 i64.const 0 i32.const 0 call $recv drop\n");
+    w.push_str(&"end\n".repeat(depth));
+    w.push_str("))\n");
+    w
+}
+
+/// Preparation runs in worker processes bounded in time: a module that
+/// would keep Binaryen busy for a minute is stopped at the node's bound
+/// and refused with a clear error, and meanwhile another user's deploy
+/// goes through (it used to wait behind the node-wide preparation lock).
+#[test]
+fn a_module_too_complex_to_prepare_is_stopped_and_holds_up_no_one() {
+    let env = Env::new();
+    let _daemon = env
+        .try_start_daemon_with(&["--prepare-timeout", "10s"], &[])
+        .unwrap_or_else(|e| panic!("the daemon did not start: {e:?}"));
+    let slow = env.dir.path().join("nested.wasm");
+    std::fs::write(&slow, wat::parse_str(deeply_nested_wat(100_000)).unwrap()).unwrap();
+    let mut slow_deploy = env
+        .command(&["deploy", p(&slow)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Another deploy completes while the slow one is still being prepared.
+    let m = env.wat("blocker.wasm", BLOCKER_WAT);
+    let out = env.ok(&["deploy", p(&m)]);
+    out.trim().parse::<u64>().expect("deploy prints the pid");
+    assert!(
+        slow_deploy.try_wait().unwrap().is_none(),
+        "the nested module was prepared before the other deploy ended: no contention to test"
+    );
+    let slow_out = slow_deploy.wait_with_output().unwrap();
+    assert!(!slow_out.status.success());
+    let err = text(&slow_out.stderr);
+    assert!(
+        err.contains("preparation took longer than 10000 ms"),
+        "{err}"
+    );
+    assert_no_panic(&slow_out);
+    // The node is fine and still serves.
+    assert!(pids_in_ps(&env).len() == 1);
+}

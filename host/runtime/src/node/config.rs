@@ -41,6 +41,10 @@ pub struct NodeConfig {
     /// The most linear memory all processes together may have (see
     /// [`crate::limits::MemoryBudget`]); 80% of the machine's by default.
     pub memory_budget_bytes: u64,
+    /// Prepare modules in worker processes, each bounded in time (a node
+    /// daemon sets it); `None`: in this process, one at a time (tests,
+    /// `shoal run`).
+    pub prepare_worker: Option<shoal_prepare::worker::WorkerConfig>,
 }
 
 impl NodeConfig {
@@ -61,6 +65,7 @@ impl NodeConfig {
             exited_history_max: 4096,
             grantable_dirs: Vec::new(),
             memory_budget_bytes: crate::limits::default_memory_budget_bytes(),
+            prepare_worker: None,
         }
     }
 }

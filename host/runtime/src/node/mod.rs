@@ -105,13 +105,16 @@ impl Node {
             config.instrument
         );
         let fingerprint = engine::fingerprint(&engine, &config.engine, &prepare_tag);
-        let modules = ModuleCache::new(
+        let mut modules = ModuleCache::new(
             engine.clone(),
             registry.clone(),
             fingerprint,
             config.asyncify_asserts,
             config.instrument,
         );
+        if let Some(worker) = &config.prepare_worker {
+            modules = modules.with_worker(worker.clone());
+        }
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)
             .map_err(|e| NodeError::Runtime(format!("cannot start the epoch thread: {e}")))?;
         let memory_budget = Arc::new(crate::limits::MemoryBudget::new(config.memory_budget_bytes));

@@ -110,6 +110,13 @@ struct StartArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     memory_budget: Option<u64>,
 
+    /// How long preparing one new module may take before it is stopped
+    /// and the module refused, e.g. 30s (default 60s). Modules are
+    /// prepared in worker processes, several at once, so one slow module
+    /// holds up no one else.
+    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    prepare_timeout: Option<std::time::Duration>,
+
     /// Most processes alive at once (default 1000).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     processes_max: Option<u32>,
@@ -224,6 +231,20 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     }
     if let Some(b) = args.memory_budget {
         config.node.memory_budget_bytes = b;
+    }
+    // Prepare modules in worker processes of this very binary.
+    match std::env::current_exe() {
+        Ok(program) => {
+            config.node.prepare_worker = Some(shoal_prepare::worker::WorkerConfig {
+                program,
+                args: vec![crate::PREPARE_WORKER_ARG.to_string()],
+                timeout: args
+                    .prepare_timeout
+                    .unwrap_or(std::time::Duration::from_secs(60)),
+                parallel_max: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            })
+        }
+        Err(e) => tracing::warn!("preparing modules in this process: cannot find its binary: {e}"),
     }
     config.node.grantable_dirs = args.grantable_dirs.clone();
     if let Some(n) = args.processes_max {
