@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
 mod liveness;
+pub mod once;
 mod refusal;
 
 pub use liveness::NodeLiveness;
@@ -211,6 +212,10 @@ pub struct ClusterState {
     /// of guests: [`crate::names`]).
     #[serde(default)]
     pub names: crate::names::NameBook,
+    /// Results of writes by `(client, seq)`, so a retried write applies
+    /// once ([`once`]).
+    #[serde(default)]
+    pub once: once::OnceBook,
 }
 
 impl Default for ClusterState {
@@ -231,6 +236,7 @@ impl Default for ClusterState {
             registered_max: BTreeMap::new(),
             grants: BTreeMap::new(),
             liveness: BTreeMap::new(),
+            once: Default::default(),
         }
     }
 }
@@ -258,6 +264,17 @@ pub enum RevokeTarget {
 /// Each variant's effect and refusals are listed in the `cluster` module docs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// `cmd`, applied at most once for `(client, seq)`: a repeat answers
+    /// what the first application answered ([`once`]). Every
+    /// [`crate::Raft::write`] is sent so, so it can be retried safely.
+    Once {
+        /// The writer: one run of one node (random).
+        client: u64,
+        /// The writer's sequence number of this write.
+        seq: u64,
+        /// The command.
+        cmd: Box<Command>,
+    },
     /// Create the cluster: the first node, which holds the CA key, gets id
     /// `ca_node` (1 by convention: the bootstrapping Raft node's id).
     Bootstrap {
@@ -462,6 +479,16 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command inside its [`Command::Once`] envelope (itself if none).
+    pub fn unwrapped(&self) -> &Command {
+        match self {
+            Command::Once { cmd, .. } => cmd,
+            other => other,
+        }
+    }
+}
+
 /// What applying a [`Command`] returned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -511,7 +538,20 @@ impl ClusterState {
     /// Apply one command. Deterministic; never panics; a refusal changes
     /// nothing.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        if let Command::Once { client, seq, cmd } = cmd {
+            if let Some(done) = self.once.seen(*client, *seq) {
+                return done.clone();
+            }
+            let result = match **cmd {
+                Command::Once { .. } => CommandResult::Refused(Refusal::NestedOnce),
+                ref inner => self.apply(inner),
+            };
+            self.once.record(*client, *seq, result.clone());
+            return result;
+        }
         let outcome = match cmd {
+            // Handled above; kept total so `apply` has no panic path.
+            Command::Once { .. } => Err(Refusal::NestedOnce),
             Command::Bootstrap {
                 ca_node,
                 name,
@@ -626,6 +666,15 @@ impl ClusterState {
             }
         };
         outcome.unwrap_or_else(CommandResult::Refused)
+    }
+
+    /// Whether applying `cmd` would only repeat an earlier application (a
+    /// retried [`Command::Once`] already recorded): it changes nothing.
+    pub fn is_repeat(&self, cmd: &Command) -> bool {
+        match cmd {
+            Command::Once { client, seq, .. } => self.once.seen(*client, *seq).is_some(),
+            _ => false,
+        }
     }
 
     /// The node record if `id` names a node that is not removed.

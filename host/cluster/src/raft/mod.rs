@@ -58,6 +58,16 @@ type OpenRaft = openraft::Raft<TypeConfig>;
 /// round also waits, and the whole call is bounded by its timeout).
 const ROUNDS_MAX: u32 = 10_000;
 
+/// Whether [`Raft::leader_op`] may try again after an attempt whose
+/// outcome is unknown (it may have been applied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Only attempts that surely reached no leader (membership changes).
+    OnlyUndelivered,
+    /// Any attempt: the operation is idempotent ([`Command::Once`]).
+    EvenIfDelivered,
+}
+
 /// How long [`Raft::shutdown`] waits for openraft's tasks to release the
 /// store file (so the same directory can be reopened at once).
 const SHUTDOWN_RELEASE_MS: u64 = 10_000;
@@ -161,6 +171,28 @@ impl RaftConfig {
     }
 }
 
+/// The leader as a user reads it.
+fn leader_text(leader: Option<NodeId>) -> String {
+    match leader {
+        Some(id) => format!("the leader is node {id}"),
+        None => "no leader known".to_string(),
+    }
+}
+
+impl ClusterError {
+    /// Whether the operation may or may not have been applied (a retry of
+    /// an idempotent one is safe and may succeed).
+    fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Timeout { .. }
+                | ClusterError::NoQuorum { .. }
+                | ClusterError::NoLeader { .. }
+                | ClusterError::Transport(TransportError::Failed { .. })
+        )
+    }
+}
+
 /// Everything that can go wrong in the cluster layer, each naming the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -179,7 +211,7 @@ pub enum ClusterError {
         waited_ms: u64,
     },
     /// A leader was known but did not confirm in time.
-    #[error("{what} timed out after {waited_ms} ms (leader: {leader:?})")]
+    #[error("{what} timed out after {waited_ms} ms ({})", leader_text(*leader))]
     Timeout {
         /// What timed out.
         what: &'static str,
@@ -371,6 +403,11 @@ struct Inner {
     detector: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Completes when openraft's tasks dropped the store (file closed).
     store_closed: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    /// This run's writer id for at-most-once writes (random; see
+    /// [`crate::state::once`]).
+    client_id: u64,
+    /// The next write's sequence number.
+    next_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Raft {
@@ -452,6 +489,8 @@ impl Raft {
                 reach,
                 detector: Mutex::new(None),
                 store_closed: Mutex::new(Some(store_closed)),
+                client_id: rand::random(),
+                next_seq: std::sync::atomic::AtomicU64::new(1),
             }),
         };
         let task = tokio::spawn(detector_task::run(Arc::downgrade(&node.inner)));
@@ -561,12 +600,25 @@ impl Raft {
     /// when this node is not it. Bounded by `write_timeout_ms`. The result
     /// is the command's [`CommandResult`] (which may be a `Refused`).
     ///
-    /// Retried only while the command surely reached no leader (no leader
-    /// known, peer unreachable, "not the leader"), so it is applied at most
-    /// once per call. After a `Timeout`, `NoQuorum` or `Transport` error
-    /// the outcome is unknown: the command may still commit later.
+    /// The command goes into the log as [`Command::Once`] with this run's
+    /// client id and a fresh sequence number, so it is retried — with
+    /// whichever node leads by then — whenever an attempt's outcome is
+    /// unknown (a leader change, a lost answer, an attempt that took too
+    /// long), and still applied at most once. Each attempt is bounded so a
+    /// leader cut off by a partition cannot use up the whole budget. After
+    /// a final `Timeout`, `NoQuorum` or `Transport` error the outcome is
+    /// unknown: the command may still commit later (once).
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
         self.check_member()?;
+        let seq = self
+            .inner
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cmd = Command::Once {
+            client: self.inner.client_id,
+            seq,
+            cmd: Box::new(cmd),
+        };
         let body = encode(
             RpcKind::ClientWrite,
             &ForwardWrite {
@@ -577,6 +629,7 @@ impl Raft {
         self.leader_op(
             "write",
             self.inner.config.write_timeout_ms,
+            Retry::EvenIfDelivered,
             RpcKind::ClientWrite,
             &body,
             |remaining| {
@@ -718,6 +771,7 @@ impl Raft {
         self.leader_op(
             "add_member",
             budget_ms,
+            Retry::OnlyUndelivered,
             RpcKind::AddMember,
             &body,
             |remaining| {
@@ -744,6 +798,7 @@ impl Raft {
         self.leader_op(
             "remove_member",
             self.inner.config.write_timeout_ms.saturating_mul(2),
+            Retry::OnlyUndelivered,
             RpcKind::RemoveMember,
             &body,
             |remaining| async move { self.local_remove(id, remaining).await },
@@ -950,6 +1005,7 @@ impl Raft {
         &self,
         what: &'static str,
         budget_ms: u64,
+        retry: Retry,
         kind: RpcKind,
         body: &[u8],
         local: F,
@@ -962,16 +1018,38 @@ impl Raft {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(budget_ms);
         let pause = Duration::from_millis(self.inner.config.heartbeat_interval_ms);
+        let again = retry == Retry::EvenIfDelivered;
+        // An idempotent operation bounds each attempt, so an old leader cut
+        // off by a partition cannot use up the budget: by the next attempt
+        // the majority has elected another.
+        let attempt_max = if again {
+            Duration::from_millis(
+                self.inner
+                    .config
+                    .election_timeout_max_ms
+                    .saturating_mul(2)
+                    .max(self.inner.config.heartbeat_interval_ms * 5),
+            )
+        } else {
+            Duration::MAX
+        };
         for _ in 0..ROUNDS_MAX {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
+            let attempt = remaining.min(attempt_max);
             match self.leader() {
-                Some(leader) if leader == self.inner.id => match local(remaining).await? {
-                    Step::Done(v) => return Ok(v),
-                    Step::Retry => {}
-                },
+                Some(leader) if leader == self.inner.id => {
+                    match local(attempt).await {
+                        Ok(Step::Done(v)) => return Ok(v),
+                        Ok(Step::Retry) => {}
+                        Err(e) if again && e.outcome_unknown() => {
+                            tracing::debug!("{what}: attempt on this node (leading) gave no answer: {e}; retrying");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Some(leader) => {
                     let addr = self
                         .members()
@@ -979,15 +1057,19 @@ impl Raft {
                         .map(|m| m.addr.clone())
                         .unwrap_or_default();
                     let sent = tokio::time::timeout(
-                        remaining,
+                        attempt,
                         self.inner.transport.rpc(leader, &addr, kind, body.to_vec()),
                     )
                     .await;
                     match sent {
+                        // No answer in time: maybe delivered.
+                        Err(_) if again => {}
                         Err(_) => break,
                         // Never delivered: safe to try again.
                         Ok(Err(TransportError::Unreachable { .. })) => {}
-                        // Maybe delivered: retrying could apply it twice.
+                        // Maybe delivered: only an idempotent operation may
+                        // try again.
+                        Ok(Err(TransportError::Failed { .. })) if again => {}
                         Ok(Err(e @ TransportError::Failed { .. })) => return Err(e.into()),
                         Ok(Ok(answer)) => {
                             self.inner.reach.mark(leader);
@@ -1001,6 +1083,10 @@ impl Raft {
                                         "leader {leader}: {why}"
                                     )))
                                 }
+                                Err(
+                                    ForwardError::NoQuorum { .. }
+                                    | ForwardError::Unconfirmed { .. },
+                                ) if again => {}
                                 Err(ForwardError::NoQuorum { reachable, voters }) => {
                                     return Err(ClusterError::NoQuorum { reachable, voters })
                                 }

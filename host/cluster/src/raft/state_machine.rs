@@ -237,9 +237,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Ok,
                 EntryPayload::Normal(cmd) => {
+                    let repeat = self.data.state.is_repeat(&cmd);
                     let result = self.data.state.apply(&cmd);
-                    if let (Command::MovePid { pid, from, to, .. }, CommandResult::Ok) =
-                        (&cmd, &result)
+                    if let (Command::MovePid { pid, from, to, .. }, CommandResult::Ok, false) =
+                        (cmd.unwrapped(), &result, repeat)
                     {
                         let epoch = self.data.state.directory.get(pid).map_or(0, |e| e.epoch);
                         moves.push(MoveApplied {

@@ -231,6 +231,9 @@ pub enum Refusal {
         /// Its liveness epoch.
         epoch: u64,
     },
+    /// A `Once` envelope inside another.
+    #[error("a write envelope inside a write envelope")]
+    NestedOnce,
     /// A process-name or group command refused ([`crate::names`]).
     #[error(transparent)]
     Name(#[from] NameRefusal),
@@ -260,6 +263,7 @@ impl Refusal {
             | BadHash { .. }
             | TooManyPids { .. }
             | PidNotInBlock { .. }
+            | NestedOnce
             | GrantTooLarge { .. } => RefusalKind::Invalid,
             NoNode { .. }
             | NodeRemoved { .. }

@@ -1,0 +1,134 @@
+//! At-most-once application of retried writes.
+//!
+//! A write whose answer was lost (a leader change, a timeout after the
+//! entry was appended) may still commit; retrying it blindly would apply
+//! it twice (a token spent twice, a pid block handed out twice). Every
+//! [`crate::Raft::write`] therefore goes into the log wrapped as
+//! [`Command::Once`](super::Command::Once) with its writer's random client
+//! id and a sequence number, and retries reuse both: the state machine
+//! applies a `(client, seq)` once and answers a repeat with the result it
+//! recorded.
+//!
+//! Bounded: each client keeps its newest [`ONCE_SEQS_PER_CLIENT_MAX`]
+//! results (a retry only ever repeats a recent write), and at most
+//! [`ONCE_CLIENTS_MAX`] clients are remembered, the least recently seen
+//! forgotten first (a client is one run of one node). Deterministic like
+//! the rest of `apply`: ordered maps, a counter instead of a clock.
+
+use super::CommandResult;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Results remembered per client.
+pub const ONCE_SEQS_PER_CLIENT_MAX: usize = 1024;
+/// Clients remembered.
+pub const ONCE_CLIENTS_MAX: usize = 4096;
+
+/// One client's recent results.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Client {
+    /// When it was last seen, in [`OnceBook::clock`] ticks.
+    seen_at: u64,
+    /// seq → result.
+    results: BTreeMap<u64, CommandResult>,
+}
+
+/// What was applied, by `(client, seq)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnceBook {
+    clients: BTreeMap<u64, Client>,
+    /// Counts recorded writes (orders clients by recency).
+    clock: u64,
+}
+
+impl OnceBook {
+    /// The result recorded for `(client, seq)`, if it was applied.
+    pub fn seen(&self, client: u64, seq: u64) -> Option<&CommandResult> {
+        self.clients.get(&client)?.results.get(&seq)
+    }
+
+    /// Record that `(client, seq)` was applied with `result`.
+    pub fn record(&mut self, client: u64, seq: u64, result: CommandResult) {
+        self.clock += 1;
+        let entry = self.clients.entry(client).or_default();
+        entry.seen_at = self.clock;
+        entry.results.insert(seq, result);
+        while entry.results.len() > ONCE_SEQS_PER_CLIENT_MAX {
+            entry.results.pop_first();
+        }
+        if self.clients.len() > ONCE_CLIENTS_MAX {
+            let stalest = self
+                .clients
+                .iter()
+                .min_by_key(|(id, c)| (c.seen_at, **id))
+                .map(|(id, _)| *id);
+            if let Some(id) = stalest {
+                self.clients.remove(&id);
+            }
+        }
+        debug_assert!(self.clients.len() <= ONCE_CLIENTS_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ClusterState, Command, CommandResult, Refusal};
+    use super::*;
+
+    fn once(seq: u64, cmd: Command) -> Command {
+        Command::Once {
+            client: 7,
+            seq,
+            cmd: Box::new(cmd),
+        }
+    }
+
+    #[test]
+    fn a_retried_write_applies_once_and_answers_the_same() {
+        let mut s = ClusterState::default();
+        let boot = Command::Bootstrap {
+            ca_node: 1,
+            name: "n1".into(),
+            addr: "n1:1".into(),
+            labels: Default::default(),
+            now_ms: 1,
+        };
+        assert_eq!(s.apply(&once(1, boot)), CommandResult::NodeId(1));
+        let alloc = once(2, Command::AllocPidBlock { node: 1 });
+        let first = s.apply(&alloc);
+        let next = s.next_pid_block;
+        // The retry: the same answer, nothing handed out twice.
+        assert_eq!(s.apply(&alloc), first);
+        assert_eq!(s.next_pid_block, next);
+        // A new seq is a new write.
+        assert_ne!(s.apply(&once(3, Command::AllocPidBlock { node: 1 })), first);
+        // A refusal is remembered too: its retry is refused the same way.
+        let bad = once(4, Command::AllocPidBlock { node: 9 });
+        let refused = s.apply(&bad);
+        assert_eq!(refused, CommandResult::Refused(Refusal::NoNode { id: 9 }));
+        assert_eq!(s.apply(&bad), refused);
+        // An envelope in an envelope is refused.
+        let nested = once(5, once(6, Command::AllocPidBlock { node: 1 }));
+        assert!(matches!(s.apply(&nested), CommandResult::Refused(_)));
+    }
+
+    #[test]
+    fn the_book_stays_bounded() {
+        let mut book = OnceBook::default();
+        for seq in 0..(ONCE_SEQS_PER_CLIENT_MAX as u64 + 10) {
+            book.record(1, seq, CommandResult::Ok);
+        }
+        assert_eq!(book.clients[&1].results.len(), ONCE_SEQS_PER_CLIENT_MAX);
+        assert!(book.seen(1, 0).is_none(), "the oldest result was forgotten");
+        for client in 2..(ONCE_CLIENTS_MAX as u64 + 5) {
+            book.record(client, 0, CommandResult::Ok);
+        }
+        assert_eq!(book.clients.len(), ONCE_CLIENTS_MAX);
+        assert!(
+            book.seen(1, 20).is_none(),
+            "the stalest client was forgotten"
+        );
+        book.record(3, 1, CommandResult::Ok);
+        assert!(book.seen(3, 1).is_some());
+    }
+}
