@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Results remembered per client.
-pub const ONCE_SEQS_PER_CLIENT_MAX: usize = 1024;
+pub const ONCE_SEQS_PER_CLIENT_MAX: usize = 256;
 /// Clients remembered.
-pub const ONCE_CLIENTS_MAX: usize = 4096;
+pub const ONCE_CLIENTS_MAX: usize = 1024;
 
 /// One client's recent results.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
