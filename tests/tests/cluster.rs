@@ -328,9 +328,10 @@ async fn join_refusals_bad_reused_expired_tokens_and_wrong_pin() {
     assert_eq!(me, c.addrs[0].to_string(), "n1's address is unchanged");
     let (r, _keep2) = try_join("x6", taken.token.clone(), taken.ca_hash.clone()).await;
     let x6 = r.expect("the token refused for a taken name was not spent");
-    // Unauthenticated joins with made-up tokens write nothing to Raft: 200
-    // of them move the log by no more than the node's own heartbeats (one
-    // a second), where each used to append an entry.
+    // Unauthenticated joins with made-up tokens write nothing to Raft: each
+    // used to append an entry (a refused RedeemToken), so 200 of them grew
+    // the log by 200; now it grows by the three nodes' own heartbeats
+    // only (5 a second each in these tests: 8 entries in 0.4 s here).
     let before = n1.raft().status().last_applied.unwrap_or(0);
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -348,15 +349,11 @@ async fn join_refusals_bad_reused_expired_tokens_and_wrong_pin() {
         assert!(r.is_err(), "a made-up token joined");
     }
     let grew = n1.raft().status().last_applied.unwrap_or(0) - before;
-    let heartbeats_max = 2 * (started.elapsed().as_secs() + 2);
     eprintln!(
         "200 bogus joins in {:?}: the log grew by {grew} entries",
         started.elapsed()
     );
-    assert!(
-        grew <= heartbeats_max,
-        "log grew by {grew} (> {heartbeats_max})"
-    );
+    assert!(grew < 100, "log grew by {grew} during 200 bogus joins");
     // An expired token.
     let short = n1
         .create_join_token("node", Duration::from_millis(1))

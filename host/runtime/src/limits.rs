@@ -111,6 +111,21 @@ impl ProcessLimiter {
         }
     }
 
+    /// Charge `bytes` to the budget now (a process's initial memory, before
+    /// its task instantiates it), so spawns that follow see it. `false`,
+    /// charging nothing, if the budget cannot hold it.
+    pub fn reserve(&mut self, bytes: usize) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let more = bytes.saturating_sub(self.charged_bytes);
+        if !budget.try_charge(more as u64) {
+            return false;
+        }
+        self.charged_bytes = self.charged_bytes.max(bytes);
+        true
+    }
+
     fn refuse(&mut self, desired: usize) -> wasmtime::Result<bool> {
         // Refuse like a real allocator would (memory.grow returns -1), so a
         // guest that copes with allocation failure can; one that aborts is

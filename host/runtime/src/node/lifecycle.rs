@@ -141,19 +141,23 @@ impl Shared {
                 .unwrap_or(0)
                 .saturating_mul(WASM_PAGE_BYTES),
         };
-        let budget = &self.memory_budget;
-        if budget.used_bytes().saturating_add(needed_bytes) > budget.budget_bytes() {
+        let memory_max = usize::try_from(memory_max).unwrap_or(usize::MAX);
+        let mut limiter = ProcessLimiter::with_budget(memory_max, self.memory_budget.clone());
+        // Charged now, not when the task instantiates it: the next spawn
+        // must see this one. Given back when the limiter is dropped (with
+        // the store, or right here on an early return).
+        if !limiter.reserve(usize::try_from(needed_bytes).unwrap_or(usize::MAX)) {
+            let budget = &self.memory_budget;
             return Err(NodeError::MemoryBudget {
                 needed_bytes,
                 used_bytes: budget.used_bytes(),
                 budget_bytes: budget.budget_bytes(),
             });
         }
-        let memory_max = usize::try_from(memory_max).unwrap_or(usize::MAX);
         let ctx = ProcessCtx {
             pid,
             wasi,
-            limiter: ProcessLimiter::with_budget(memory_max, self.memory_budget.clone()),
+            limiter,
             mailbox: mailbox.clone(),
             log: log.clone(),
             host: Arc::new(NodeHost(self.clone())),
