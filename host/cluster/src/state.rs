@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
 mod liveness;
+mod owners;
+pub mod writers;
 pub use liveness::NodeLiveness;
+pub use shoal_pki::{Forbidden, Owner};
 
 /// A node's cluster-wide id. Also its Raft id. Ids start at 1 and are never
 /// reused, even after the node is removed.
@@ -209,6 +212,15 @@ pub struct ClusterState {
     /// of guests: [`crate::names`]).
     #[serde(default)]
     pub names: crate::names::NameBook,
+    /// Who created each live process ([`owners`](self::owners) states the
+    /// rule); a pid not listed belongs to [`Owner::cluster`]. Dropped with
+    /// the directory entry, kept across moves.
+    #[serde(default)]
+    pub owners: BTreeMap<u64, Owner>,
+    /// Who first named each module name in `module_names` (names from
+    /// before owners were recorded are not listed: the cluster's).
+    #[serde(default)]
+    pub module_name_owners: BTreeMap<String, Owner>,
 }
 
 impl Default for ClusterState {
@@ -229,6 +241,8 @@ impl Default for ClusterState {
             registered_max: BTreeMap::new(),
             grants: BTreeMap::new(),
             liveness: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            module_name_owners: BTreeMap::new(),
         }
     }
 }
@@ -458,6 +472,33 @@ pub enum Command {
         /// Unix ms.
         now_ms: u64,
     },
+    /// Record who created processes started on `node` (see
+    /// [`owners`](self::owners)).
+    SetOwners {
+        /// The node that started them.
+        node: NodeId,
+        /// Each pid and its owner.
+        owners: Vec<(u64, Owner)>,
+    },
+    /// Point a module name at a module hash on behalf of `by`, if the
+    /// ownership rule lets `by` (→ `Forbidden` otherwise). A new name
+    /// becomes `by`'s.
+    NameModule {
+        /// The name.
+        name: String,
+        /// sha256 hex.
+        hash: String,
+        /// Who asked (from their certificate).
+        by: Owner,
+    },
+    /// Delete a module name on behalf of `by`, if the ownership rule lets
+    /// `by` (→ `Forbidden` otherwise).
+    UnnameModule {
+        /// The name.
+        name: String,
+        /// Who asked (from their certificate).
+        by: Owner,
+    },
 }
 
 /// What applying a [`Command`] returned.
@@ -473,6 +514,8 @@ pub enum CommandResult {
     Role(Role),
     /// The command was refused and changed nothing; the text says why.
     Refused(String),
+    /// The ownership rule refused the command (it changed nothing).
+    Forbidden(Forbidden),
 }
 
 type Outcome = Result<CommandResult, String>;
@@ -546,7 +589,10 @@ impl ClusterState {
             } => self.move_pid(*pid, *from, *to, *epoch),
             Command::SetModuleName { name, hash } => self.set_module_name(name, hash),
             Command::RemoveModuleName { name } => match self.module_names.remove(name) {
-                Some(_) => Ok(CommandResult::Ok),
+                Some(_) => {
+                    self.module_name_owners.remove(name);
+                    Ok(CommandResult::Ok)
+                }
                 None => Err(format!("no module named {name:?}")),
             },
             Command::ModuleHeld {
@@ -607,6 +653,9 @@ impl ClusterState {
                 by,
                 now_ms,
             } => self.node_verdict(*node, *epoch, false, 0, *by, *now_ms),
+            Command::SetOwners { node, owners } => self.set_owners(*node, owners),
+            Command::NameModule { name, hash, by } => self.name_module(name, hash, by),
+            Command::UnnameModule { name, by } => self.unname_module(name, by),
             Command::Revoke {
                 target,
                 reason,
@@ -767,6 +816,7 @@ impl ClusterState {
             .map(|(pid, _)| *pid)
             .collect();
         self.forget_pids(&gone);
+        self.forget_unregistered_owners(id);
         for module in self.modules.values_mut() {
             module.holders.remove(&id);
         }
@@ -863,6 +913,7 @@ impl ClusterState {
         }
         self.process_names.retain(|_, pid| !gone.contains(pid));
         self.names.forget(gone);
+        self.forget_owners(gone);
     }
 
     fn move_pid(&mut self, pid: u64, from: NodeId, to: NodeId, epoch: u64) -> Outcome {
@@ -898,6 +949,14 @@ impl ClusterState {
     fn set_module_name(&mut self, name: &str, hash: &str) -> Outcome {
         valid_name("module", name)?;
         valid_hash(hash)?;
+        // The ownerless form never overwrites an owned name.
+        if let Some(owner) = self.module_name_owners.get(name) {
+            return Ok(CommandResult::Forbidden(Forbidden::NotOwner {
+                who: Owner::cluster(),
+                owner: owner.clone(),
+                what: format!("module name {name:?}"),
+            }));
+        }
         self.module_names.insert(name.to_string(), hash.to_string());
         Ok(CommandResult::Ok)
     }
