@@ -748,8 +748,9 @@ pub async fn route(
         }
         (&Method::GET, "/v1/processes") => {
             let mut all = all_processes(inner).await?;
-            if direct.role != Role::Admin {
-                // A client sees its own processes only.
+            if direct.role == Role::Client {
+                // A client sees its own processes only (a node holds the
+                // whole directory in its Raft state anyway).
                 let state = inner.raft.state();
                 all.retain(|p| {
                     inner.link.owners.claimed(p.pid).as_ref() == Some(&direct)
