@@ -114,7 +114,8 @@ impl Table {
 
 async fn stdout_has(c: &TestCluster, pid: Pid, text: &str) {
     wait_until(&format!("pid {pid} to print {text:?}"), WAIT, || {
-        c.running().any(|d| d.node().stdout_text(pid).contains(text))
+        c.running()
+            .any(|d| d.node().stdout_text(pid).contains(text))
     })
     .await;
 }
@@ -162,7 +163,9 @@ async fn every_route_acts_only_on_what_the_caller_may() {
             "POST /v1/modules?name= (another's)",
             admin,
             other_owner,
-            actor.on[0].add_module(ping_pong.clone(), Some(other_name)).await,
+            actor.on[0]
+                .add_module(ping_pong.clone(), Some(other_name))
+                .await,
         );
         t.cell(
             "PUT /v1/names/{another's}",
@@ -177,7 +180,10 @@ async fn every_route_acts_only_on_what_the_caller_may() {
     assert_eq!(state.module_names["bobs-app"], bobs.hash.to_hex());
     assert_eq!(c.node(0).node().resolve("bobs-app").unwrap(), bobs.hash);
     assert_eq!(state.module_name_owner("bobs-app"), Some(bob.owner.clone()));
-    assert_eq!(state.module_name_owner("alices-app"), Some(alice.owner.clone()));
+    assert_eq!(
+        state.module_name_owner("alices-app"),
+        Some(alice.owner.clone())
+    );
     assert_ne!(state.module_names["alices-app"], alices.hash.to_hex());
 
     // Processes and snapshots.
@@ -242,7 +248,11 @@ async fn every_route_acts_only_on_what_the_caller_may() {
                     )
                     .await,
             );
-            let snap_id = if mine { snap.expect("own snapshot").id } else { their_snap };
+            let snap_id = if mine {
+                snap.expect("own snapshot").id
+            } else {
+                their_snap
+            };
             t.cell(
                 &format!("GET /v1/snapshots/{{{tag}}}"),
                 allowed,
@@ -266,7 +276,10 @@ async fn every_route_acts_only_on_what_the_caller_may() {
                     c.node(0).raft().state().owner_of(r.pid.0) == actor.owner
                 })
                 .await;
-                actor.on[0].kill(r.pid).await.expect("kill the restored copy");
+                actor.on[0]
+                    .kill(r.pid)
+                    .await
+                    .expect("kill the restored copy");
             }
             if !mine {
                 // Replacing another's process with a file of it: the file
@@ -290,7 +303,10 @@ async fn every_route_acts_only_on_what_the_caller_may() {
             );
             if !allowed {
                 // The owner moves it; the refusal holds on the new node too.
-                other.on[0].migrate(pid, Some("n2")).await.expect("owner moves it");
+                other.on[0]
+                    .migrate(pid, Some("n2"))
+                    .await
+                    .expect("owner moves it");
             }
             wait_until("the move to reach every node", WAIT, || {
                 c.running().all(|d| {
@@ -413,8 +429,14 @@ async fn a_guests_children_belong_to_its_owner() {
             }
             other => panic!("bob killed alice's guest's child: {other:?}"),
         }
-        alice.on[0].kill(parent).await.expect("alice kills the parent");
-        alice.on[0].kill(child).await.expect("alice kills the child");
+        alice.on[0]
+            .kill(parent)
+            .await
+            .expect("alice kills the parent");
+        alice.on[0]
+            .kill(child)
+            .await
+            .expect("alice kills the child");
     }
     c.shutdown().await;
 }
@@ -437,7 +459,11 @@ async fn a_node_certificate_cannot_mint_an_admin_token() {
     let ca_pem = std::fs::read_to_string(shoal_pki::PkiPaths::new(dir1).ca_cert()).unwrap();
     let creds = ClusterCa::load(dir1)
         .unwrap()
-        .issue_with_new_key(Role::Node, &format!("n{}", other + 1), Duration::from_secs(600))
+        .issue_with_new_key(
+            Role::Node,
+            &format!("n{}", other + 1),
+            Duration::from_secs(600),
+        )
         .unwrap();
     let id = Identity::from_pem(&creds.cert.cert_pem, &creds.key_pem, &ca_pem).unwrap();
     let trust = ClusterTrust::new(&ca_pem, SharedRevocations::default()).unwrap();

@@ -149,7 +149,7 @@ pub use raft::{
     RpcKind, StoreError, TransportError,
 };
 pub use state::{
-    ClusterState, Command, CommandResult, DirEntry, GrantedDir, Granter, MemberInfo, ModuleRecord,
-    Forbidden, NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, Owner, ProcessGrants,
+    ClusterState, Command, CommandResult, DirEntry, Forbidden, GrantedDir, Granter, MemberInfo,
+    ModuleRecord, NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, Owner, ProcessGrants,
     RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
 };

@@ -446,7 +446,9 @@ async fn lagging_node_catches_up_by_snapshot() {
 async fn removed_member_writes_are_refused() {
     let mut c = TestCluster::new(test_config());
     let [n1, n2, n3] = c.three_nodes().await;
-    n1.remove_member(3, &admin()).await.expect("remove member 3");
+    n1.remove_member(3, &admin())
+        .await
+        .expect("remove member 3");
     for n in [&n1, &n2] {
         wait_until("voters are 1 and 2", || n.status().voters == vec![1, 2]).await;
         assert!(!n.members().contains_key(&3));

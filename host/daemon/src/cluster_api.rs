@@ -819,8 +819,7 @@ pub async fn route(
         }
     }
     if let Some(pid) = pid_in_path(&path) {
-        let is_migrate =
-            method == Method::POST && path.trim_end_matches('/').ends_with("/migrate");
+        let is_migrate = method == Method::POST && path.trim_end_matches('/').ends_with("/migrate");
         // A node acting as itself may move any process: the leader's
         // rebalancer and drains ask a process's node over this route.
         // Nothing else about a process is a node's to do.
@@ -942,7 +941,9 @@ async fn restore(
         .pids()
         .allocate_wait(Duration::from_secs(5))
         .await
-        .ok_or_else(|| RemoteError::new(503, "no pids left and the cluster granted no new block"))?;
+        .ok_or_else(|| {
+            RemoteError::new(503, "no pids left and the cluster granted no new block")
+        })?;
     inner.link.owners.claim(fresh, who.clone());
     let authority = crate::grants::authority_of(who.role);
     let (restored, grants) =

@@ -160,7 +160,11 @@ impl Dispatch {
             need(caller, &[Role::Node], "a Raft RPC")?;
             // The sender is the node its certificate names, whatever the
             // body claims.
-            let sender = caller.cert.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+            let sender = caller
+                .cert
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
             let body = shoal_net::read_body(req, RAFT_BYTES_MAX).await?;
             return match self.inner.raft.handle_rpc(kind, &body, &sender).await {
                 Ok(b) => Ok(shoal_net::reply(200, Bytes::from(b))),

@@ -624,7 +624,13 @@ impl ClusterLink for Link {
             self.is_known_dead(pid.0)
                 || (on == self.me && node.as_ref().is_some_and(|n| !n.router().is_local(pid)))
         };
-        crate::names::group_pick(&self.raft.state(), self.me, &self.owner_of(asker), name, &gone)
+        crate::names::group_pick(
+            &self.raft.state(),
+            self.me,
+            &self.owner_of(asker),
+            name,
+            &gone,
+        )
     }
 
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {

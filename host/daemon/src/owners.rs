@@ -92,7 +92,8 @@ pub async fn authorize_pid(inner: &crate::Inner, who: &Owner, pid: Pid) -> Resul
     if who.role == Role::Admin {
         return Ok(());
     }
-    let (link, raft) = (&inner.link, &inner.raft);
+    let link: &crate::link::Link = &inner.link;
+    let raft = &inner.raft;
     let known = |link: &crate::link::Link| {
         let owner = link.owner_of(pid);
         if owner.is_cluster() {
@@ -123,7 +124,11 @@ pub async fn authorize_pid(inner: &crate::Inner, who: &Owner, pid: Pid) -> Resul
 }
 
 /// Write owner records for pids started on `node`.
-pub async fn record(raft: &Raft, node: NodeId, owners: Vec<(u64, Owner)>) -> Result<(), RemoteError> {
+pub async fn record(
+    raft: &Raft,
+    node: NodeId,
+    owners: Vec<(u64, Owner)>,
+) -> Result<(), RemoteError> {
     if owners.is_empty() {
         return Ok(());
     }
@@ -147,7 +152,7 @@ pub async fn wait_applied(raft: &Raft, pids: &[Pid]) {
     };
     let mut applied = raft.subscribe();
     let deadline = tokio::time::Instant::now() + OWNER_WAIT;
-    while !done(&raft.state()) {
+    while !done(raft.state().as_ref()) {
         match tokio::time::timeout_at(deadline, applied.changed()).await {
             Ok(Ok(())) => {}
             _ => return,

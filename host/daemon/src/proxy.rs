@@ -79,10 +79,7 @@ pub async fn forward(
         .header(hyper::header::HOST, "shoal-node")
         .header(hyper::header::CONTENT_TYPE, "application/json");
     if let Some(who) = relay {
-        req = req.header(
-            crate::owners::RELAY_HEADER,
-            crate::owners::relay_value(who),
-        );
+        req = req.header(crate::owners::RELAY_HEADER, crate::owners::relay_value(who));
     }
     let req = req
         .body(http_body_util::Full::new(body))

@@ -554,7 +554,11 @@ impl Raft {
         self.write_by(cmd, Some(by.clone())).await
     }
 
-    async fn write_by(&self, cmd: Command, by: Option<Owner>) -> Result<CommandResult, ClusterError> {
+    async fn write_by(
+        &self,
+        cmd: Command,
+        by: Option<Owner>,
+    ) -> Result<CommandResult, ClusterError> {
         self.check_member()?;
         let body = encode(
             RpcKind::ClientWrite,
@@ -873,7 +877,10 @@ impl Raft {
                 let req: ForwardRemove = decode(kind, body)?;
                 self.check_forwarder(kind, sender, req.from)?;
                 self.inner.reach.mark(req.from);
-                let admin = req.by.as_ref().is_some_and(|b| b.role == shoal_pki::Role::Admin);
+                let admin = req
+                    .by
+                    .as_ref()
+                    .is_some_and(|b| b.role == shoal_pki::Role::Admin);
                 if !admin {
                     let res: Result<(), ForwardError> = Err(ForwardError::Forbidden(format!(
                         "removing node {} from the membership needs an admin's request",

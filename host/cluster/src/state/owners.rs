@@ -30,7 +30,10 @@ use super::{
 impl ClusterState {
     /// The owner of process `pid`: its record, else [`Owner::cluster`].
     pub fn owner_of(&self, pid: u64) -> Owner {
-        self.owners.get(&pid).cloned().unwrap_or_else(Owner::cluster)
+        self.owners
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(Owner::cluster)
     }
 
     /// The owner of module name `name`, if it exists: its record, else
@@ -112,9 +115,7 @@ impl ClusterState {
             .owners
             .keys()
             .copied()
-            .filter(|pid| {
-                !self.directory.contains_key(pid) && self.block_owner(*pid) == Some(node)
-            })
+            .filter(|pid| !self.directory.contains_key(pid) && self.block_owner(*pid) == Some(node))
             .collect();
         for pid in stale {
             self.owners.remove(&pid);
@@ -170,7 +171,7 @@ mod tests {
         let bob = who(Role::Client, "bob");
         let p = PID_BLOCK_SIZE; // node 1's first pid
         let q = 2 * PID_BLOCK_SIZE; // node 2's first pid
-        // Before registration (batched): recorded for the node's own pid.
+                                    // Before registration (batched): recorded for the node's own pid.
         assert_eq!(
             s.apply(&Command::SetOwners {
                 node: 1,
