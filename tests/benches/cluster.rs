@@ -116,6 +116,7 @@ async fn main() {
         env: vec![],
         memory_bytes_max: None,
         preemptible: false,
+        owner: None,
     };
     let id2 = c.node(1).id();
     let mut lat = Vec::new();

@@ -237,9 +237,13 @@ async fn killing_the_leader_elects_a_new_one_and_writes_continue() {
     );
     // Writes through any survivor work (forwarded to the new leader).
     for i in &survivors {
-        let r = c.node(*i).raft().write(Command::SetModuleName {
+        let r = c.node(*i).raft().write(Command::NameModule {
             name: format!("after-failover-{i}"),
             hash: "a".repeat(64),
+            by: shoal_pki::Owner {
+                role: shoal_pki::Role::Admin,
+                id: "root".into(),
+            },
         });
         let r = tokio::time::timeout(WAIT, r).await.unwrap();
         assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
@@ -496,10 +500,16 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
     let r = c
         .node(0)
         .raft()
-        .write(Command::RemoveNode {
-            id: id3,
-            now_ms: shoal_pki::now_unix_ms(),
-        })
+        .write_as(
+            Command::RemoveNode {
+                id: id3,
+                now_ms: shoal_pki::now_unix_ms(),
+            },
+            &shoal_pki::Owner {
+                role: shoal_pki::Role::Admin,
+                id: "root".into(),
+            },
+        )
         .await;
     assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
     let raft = c.node(0).raft().clone();
@@ -531,9 +541,13 @@ async fn a_minority_partition_refuses_writes_and_says_so_then_heals() {
     let r = c
         .node(2)
         .raft()
-        .write(Command::SetModuleName {
+        .write(Command::NameModule {
             name: "minority".into(),
             hash: "b".repeat(64),
+            by: shoal_pki::Owner {
+                role: shoal_pki::Role::Admin,
+                id: "root".into(),
+            },
         })
         .await;
     let e = r.expect_err("a minority must not write").to_string();
@@ -549,9 +563,13 @@ async fn a_minority_partition_refuses_writes_and_says_so_then_heals() {
             let r = c
                 .node(0)
                 .raft()
-                .write(Command::SetModuleName {
+                .write(Command::NameModule {
                     name: "majority".into(),
                     hash: "c".repeat(64),
+                    by: shoal_pki::Owner {
+                        role: shoal_pki::Role::Admin,
+                        id: "root".into(),
+                    },
                 })
                 .await;
             if r.is_ok() {

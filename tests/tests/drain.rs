@@ -258,10 +258,16 @@ async fn a_process_with_nowhere_to_go_is_reported_as_failed() {
     let n2 = c.node(1).id();
     c.node(0)
         .raft()
-        .write(Command::SetCordon {
-            id: n2,
-            cordoned: true,
-        })
+        .write_as(
+            Command::SetCordon {
+                id: n2,
+                cordoned: true,
+            },
+            &shoal_pki::Owner {
+                role: shoal_pki::Role::Admin,
+                id: "root".into(),
+            },
+        )
         .await
         .expect("cordon n2");
     drain::start(c.node(0).migration(), None)

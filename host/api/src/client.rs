@@ -98,6 +98,10 @@ pub enum ClientError {
         /// The node's message.
         message: String,
     },
+    /// The node answered `403 Forbidden` with the typed reason: the
+    /// ownership rule or a role check refused.
+    #[error("{0}")]
+    Forbidden(shoal_pki::Forbidden),
     /// The node answered `410 Gone`: the process has exited.
     #[error("{message}")]
     Gone {
@@ -131,6 +135,7 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => Some(*status),
             ClientError::Gone { .. } => Some(410),
+            ClientError::Forbidden(_) => Some(403),
             _ => None,
         }
     }
@@ -313,11 +318,22 @@ impl Client {
             Ok(ErrorBody {
                 error,
                 gone: Some(gone),
+                ..
             }) if status.as_u16() == 410 => {
                 return Err(ClientError::Gone {
                     message: error,
                     gone,
                 })
+            }
+            Ok(ErrorBody {
+                error,
+                detail: Some(detail),
+                ..
+            }) if status.as_u16() == 403 => {
+                match serde_json::from_value::<shoal_pki::Forbidden>(detail) {
+                    Ok(f) => return Err(ClientError::Forbidden(f)),
+                    Err(_) => error,
+                }
             }
             Ok(e) => e.error,
             Err(_) => format!(

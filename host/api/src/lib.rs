@@ -58,6 +58,17 @@
 //! ([`types::RestoreRequest`]: directories, environment, memory cap), never
 //! what the snapshot says; the local socket's owner is the node's operator
 //! and may grant any directory but the data dir.
+//!
+//! # Ownership
+//!
+//! Processes, module names and snapshots belong to the identity (the
+//! certificate's role and id) that created them; a guest's children are
+//! its owner's. A client acts only on its own (kill, logs, snapshot,
+//! migrate, restore over it, export or restore its snapshots, repoint its
+//! module names) and `GET /v1/processes` lists only its own; an admin acts
+//! on all (`shoal_pki::may_act`). A refusal is a 403 whose JSON `detail` is
+//! a `shoal_pki::Forbidden` (`{"code": "not_owner" | "needs_admin", ...}`),
+//! which the client returns as [`ClientError::Forbidden`].
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod client;

@@ -27,6 +27,10 @@ pub struct ErrorBody {
     /// what is known of its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gone: Option<ProcessGone>,
+    /// The typed error, for programs (e.g. with status 403 a
+    /// [`shoal_pki::Forbidden`], tagged by its `code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// A process that has exited, as a `410 Gone` answer describes it (e.g. to

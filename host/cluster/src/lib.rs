@@ -114,6 +114,15 @@
 //!   [`ClusterState::node_dead`].
 //! - `Revoke { target, reason, now_ms }`: revokes a serial or an identity
 //!   (role + id) in `revocations`. Repeats are `Ok` and keep the first entry.
+//! - `SetOwners { node, owners }`: records who created each pid started on
+//!   `node` (live there, or a fresh pid of its block); the first record
+//!   wins; kept across moves, dropped with the directory entry. A pid
+//!   without one belongs to `Owner::cluster()` (`state::owners`).
+//! - `NameModule { name, hash, by }` / `UnnameModule { name, by }`: point or
+//!   delete a module name on behalf of `by`, authorized at apply time by
+//!   `shoal_pki::may_act` against the name's owner (its first namer) →
+//!   `Forbidden` (typed) when refused. `SetModuleName` never overwrites an
+//!   owned name.
 //!
 //! # The Raft layer
 //!
@@ -141,7 +150,7 @@ pub use raft::{
     RpcKind, StoreError, TransportError, WaitTimedOut,
 };
 pub use state::{
-    ClusterState, Command, CommandResult, DirEntry, GrantedDir, Granter, MemberInfo, ModuleRecord,
-    NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, ProcessGrants, Refusal, RefusalKind,
-    RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
+    ClusterState, Command, CommandResult, DirEntry, Forbidden, GrantedDir, Granter, MemberInfo,
+    ModuleRecord, NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, Owner, ProcessGrants,
+    Refusal, RefusalKind, RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
 };

@@ -10,14 +10,13 @@
 //!   directory entry) and survives its moves (a move changes the directory
 //!   entry's node, never the pid).
 //!
-//! [`Owner`] is the identity resources belong to: the certificate (role and
-//! id) that deployed the process. It is meant for reuse by what later
-//! issues add (buckets, locks, volumes): one owner type, one namespace rule.
+//! [`Owner`] (from `shoal_pki::owner`, with the one rule `may_act`) is the
+//! identity resources belong to: the certificate (role and id) that
+//! deployed the process, inherited by what its guests spawn.
 //! Refusals are values ([`NameRefusal`]); the state machine turns them into
 //! its refusal text.
 
 use serde::{Deserialize, Serialize};
-use shoal_pki::Role;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most names one owner may hold (process names and groups together).
@@ -25,32 +24,7 @@ pub const NAMES_PER_OWNER_MAX: usize = 1024;
 /// Most members of one group.
 pub const GROUP_MEMBERS_MAX: usize = 1024;
 
-/// The identity a resource belongs to: the role and id of the certificate
-/// that created it (deployed the process).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Owner {
-    /// Its role.
-    pub role: Role,
-    /// Its id (client, admin or node name).
-    pub id: String,
-}
-
-impl Owner {
-    /// The namespace of processes whose deployer is not recorded (started
-    /// by a guest's `spawn`, or before owners were recorded): they share
-    /// one namespace, that of the cluster's nodes.
-    pub fn cluster() -> Owner {
-        Owner {
-            role: Role::Node,
-            id: String::new(),
-        }
-    }
-
-    /// The key of its namespace: `role:id`.
-    pub fn namespace(&self) -> String {
-        format!("{}:{}", self.role.as_str(), self.id)
-    }
-}
+pub use shoal_pki::Owner;
 
 /// Why a name command changed nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -284,6 +258,7 @@ impl NameBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_pki::Role;
 
     fn owner(id: &str) -> Owner {
         Owner {

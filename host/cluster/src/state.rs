@@ -15,10 +15,13 @@ use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
 mod liveness;
 pub mod once;
+mod owners;
 mod refusal;
+pub mod writers;
 
 pub use liveness::NodeLiveness;
 pub use refusal::{NameKind, Refusal, RefusalKind};
+pub use shoal_pki::{Forbidden, Owner};
 
 /// A node's cluster-wide id. Also its Raft id. Ids start at 1 and are never
 /// reused, even after the node is removed.
@@ -216,6 +219,15 @@ pub struct ClusterState {
     /// once ([`once`]).
     #[serde(default)]
     pub once: once::OnceBook,
+    /// Who created each live process ([`owners`](self::owners) states the
+    /// rule); a pid not listed belongs to [`Owner::cluster`]. Dropped with
+    /// the directory entry, kept across moves.
+    #[serde(default)]
+    pub owners: BTreeMap<u64, Owner>,
+    /// Who first named each module name in `module_names` (names from
+    /// before owners were recorded are not listed: the cluster's).
+    #[serde(default)]
+    pub module_name_owners: BTreeMap<String, Owner>,
 }
 
 impl Default for ClusterState {
@@ -237,6 +249,8 @@ impl Default for ClusterState {
             grants: BTreeMap::new(),
             liveness: BTreeMap::new(),
             once: Default::default(),
+            owners: BTreeMap::new(),
+            module_name_owners: BTreeMap::new(),
         }
     }
 }
@@ -477,6 +491,33 @@ pub enum Command {
         /// Unix ms.
         now_ms: u64,
     },
+    /// Record who created processes started on `node` (see
+    /// [`owners`](self::owners)).
+    SetOwners {
+        /// The node that started them.
+        node: NodeId,
+        /// Each pid and its owner.
+        owners: Vec<(u64, Owner)>,
+    },
+    /// Point a module name at a module hash on behalf of `by`, if the
+    /// ownership rule lets `by` (→ `Forbidden` otherwise). A new name
+    /// becomes `by`'s.
+    NameModule {
+        /// The name.
+        name: String,
+        /// sha256 hex.
+        hash: String,
+        /// Who asked (from their certificate).
+        by: Owner,
+    },
+    /// Delete a module name on behalf of `by`, if the ownership rule lets
+    /// `by` (→ `Forbidden` otherwise).
+    UnnameModule {
+        /// The name.
+        name: String,
+        /// Who asked (from their certificate).
+        by: Owner,
+    },
 }
 
 impl Command {
@@ -502,6 +543,8 @@ pub enum CommandResult {
     Role(Role),
     /// The command was refused and changed nothing.
     Refused(Refusal),
+    /// The ownership rule refused the command (it changed nothing).
+    Forbidden(Forbidden),
 }
 
 type Outcome = Result<CommandResult, Refusal>;
@@ -579,7 +622,10 @@ impl ClusterState {
             } => self.move_pid(*pid, *from, *to, *epoch),
             Command::SetModuleName { name, hash } => self.set_module_name(name, hash),
             Command::RemoveModuleName { name } => match self.module_names.remove(name) {
-                Some(_) => Ok(CommandResult::Ok),
+                Some(_) => {
+                    self.module_name_owners.remove(name);
+                    Ok(CommandResult::Ok)
+                }
                 None => Err(Refusal::NoModule { name: name.clone() }),
             },
             Command::ModuleHeld {
@@ -640,6 +686,9 @@ impl ClusterState {
                 by,
                 now_ms,
             } => self.node_verdict(*node, *epoch, false, 0, *by, *now_ms),
+            Command::SetOwners { node, owners } => self.set_owners(*node, owners),
+            Command::NameModule { name, hash, by } => self.name_module(name, hash, by),
+            Command::UnnameModule { name, by } => self.unname_module(name, by),
             Command::Revoke {
                 target,
                 reason,
@@ -807,6 +856,7 @@ impl ClusterState {
             .map(|(pid, _)| *pid)
             .collect();
         self.forget_pids(&gone);
+        self.forget_unregistered_owners(id);
         for module in self.modules.values_mut() {
             module.holders.remove(&id);
         }
@@ -898,6 +948,7 @@ impl ClusterState {
         }
         self.process_names.retain(|_, pid| !gone.contains(pid));
         self.names.forget(gone);
+        self.forget_owners(gone);
     }
 
     fn move_pid(&mut self, pid: u64, from: NodeId, to: NodeId, epoch: u64) -> Outcome {
@@ -934,6 +985,14 @@ impl ClusterState {
     fn set_module_name(&mut self, name: &str, hash: &str) -> Outcome {
         valid_name(NameKind::Module, name)?;
         valid_hash(hash)?;
+        // The ownerless form never overwrites an owned name.
+        if let Some(owner) = self.module_name_owners.get(name) {
+            return Ok(CommandResult::Forbidden(Forbidden::NotOwner {
+                who: Owner::cluster(),
+                owner: owner.clone(),
+                what: format!("module name {name:?}"),
+            }));
+        }
         self.module_names.insert(name.to_string(), hash.to_string());
         Ok(CommandResult::Ok)
     }

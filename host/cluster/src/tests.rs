@@ -52,7 +52,7 @@ impl RaftTransport for MemTransport {
         let raft = self.net.nodes.lock().expect("lock").get(&target).cloned();
         let raft = raft.ok_or_else(|| unreachable("not running"))?;
         let answer = raft
-            .handle_rpc(kind, &body)
+            .handle_rpc(kind, &body, &format!("n{}", self.from))
             .await
             .map_err(|e| TransportError::Failed {
                 target,
@@ -63,6 +63,14 @@ impl RaftTransport for MemTransport {
             return Err(unreachable("partitioned"));
         }
         Ok(answer)
+    }
+}
+
+/// An admin's identity, for role-bearing writes.
+fn admin() -> shoal_pki::Owner {
+    shoal_pki::Owner {
+        role: shoal_pki::Role::Admin,
+        id: "root".into(),
     }
 }
 
@@ -224,10 +232,13 @@ async fn three_nodes_apply_writes_from_any_node() {
     }
     // A refused command travels back as a value, not an error.
     let r = n3
-        .write(Command::SetCordon {
-            id: 99,
-            cordoned: true,
-        })
+        .write_as(
+            Command::SetCordon {
+                id: 99,
+                cordoned: true,
+            },
+            &admin(),
+        )
         .await
         .expect("write");
     assert_eq!(r, CommandResult::Refused(Refusal::NoNode { id: 99 }));
@@ -435,13 +446,17 @@ async fn lagging_node_catches_up_by_snapshot() {
 async fn removed_member_writes_are_refused() {
     let mut c = TestCluster::new(test_config());
     let [n1, n2, n3] = c.three_nodes().await;
-    n1.remove_member(3).await.expect("remove member 3");
+    n1.remove_member(3, &admin())
+        .await
+        .expect("remove member 3");
     for n in [&n1, &n2] {
         wait_until("voters are 1 and 2", || n.status().voters == vec![1, 2]).await;
         assert!(!n.members().contains_key(&3));
     }
     // Removing again is a no-op.
-    n2.remove_member(3).await.expect("idempotent removal");
+    n2.remove_member(3, &admin())
+        .await
+        .expect("idempotent removal");
 
     let err = n3
         .write(Command::AllocPidBlock { node: 3 })
@@ -496,7 +511,7 @@ async fn handle_rpc_rejects_garbage() {
     let n = c.start(1).await;
     for kind in RpcKind::ALL {
         let err = n
-            .handle_rpc(kind, b"{not json")
+            .handle_rpc(kind, b"{not json", "n1")
             .await
             .expect_err("garbage body");
         assert!(matches!(err, ClusterError::BadRpc { .. }), "{err:?}");

@@ -19,6 +19,19 @@
 //! | POST | `/v1/processes` (again) | any | the env and memory cap it grants are recorded in Raft with the caller's identity |
 //!
 //! Everything else is [`crate::api::routes`] on this node.
+//!
+//! **Ownership** ([`crate::owners`], rule in `shoal_pki::owner`): every
+//! route about a process (`/v1/processes/{pid}/...`: kill, logs, snapshot,
+//! migrate), about a snapshot (`/v1/snapshots/{id}`, its restore, and a
+//! restore with `replace` over a live process) and every module-name write
+//! (`POST /v1/modules?name=`, `PUT /v1/names/{n}`) acts only if the caller
+//! may act on the resource's owner: a client on its own, an admin on all.
+//! `GET /v1/processes` lists a client's own processes only. What the caller
+//! creates (deploys, restores, names, snapshots) is recorded as its own.
+//! Refusals are typed 403s (`shoal_pki::Forbidden` as the error's
+//! `detail`). A node acting as itself owns nothing of a client's; it may
+//! only move processes (the rebalancer and drains use the migrate route),
+//! and relays a caller's identity for a process on another node.
 
 use super::link::Link;
 use super::peer_api::{PeerSpawnRequest, PATH_PEER_KILL, PATH_PEER_PROCESSES};
@@ -40,7 +53,7 @@ pub use shoal_api::cluster::{
 use shoal_cluster::sched::Target;
 use shoal_cluster::{Command, CommandResult, MemberInfo, NodeId, NodeStatus};
 use shoal_net::{self, Caller, NetError, Peers, RemoteError};
-use shoal_pki::{JoinToken, Role, TokenRecord};
+use shoal_pki::{JoinToken, Owner, Role, TokenRecord};
 use shoal_runtime::pid::Pid;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,13 +84,17 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| RemoteError::new(400, format!("bad JSON body: {e}")))
 }
 
-fn write_err(e: impl std::fmt::Display) -> RemoteError {
-    RemoteError::new(503, e.to_string())
+fn write_err(e: shoal_cluster::ClusterError) -> RemoteError {
+    match e {
+        shoal_cluster::ClusterError::Forbidden(_) => RemoteError::new(403, e.to_string()),
+        e => RemoteError::new(503, e.to_string()),
+    }
 }
 
 fn refused(r: CommandResult) -> Result<CommandResult, RemoteError> {
     match r {
         CommandResult::Refused(why) => Err(RemoteError::typed(why.http_status(), &why)),
+        CommandResult::Forbidden(f) => Err(crate::owners::forbidden(f)),
         other => Ok(other),
     }
 }
@@ -164,8 +181,13 @@ pub async fn ask_membership(
         .map(|_| ())
 }
 
-/// Create a join token (replicated; only its hash is stored).
-pub async fn create_token(inner: &Inner, req: TokenRequest) -> Result<TokenCreated, RemoteError> {
+/// Create a join token (replicated; only its hash is stored) on behalf of
+/// `by` (an admin: the leader checks it too).
+pub async fn create_token(
+    inner: &Inner,
+    req: TokenRequest,
+    by: &Owner,
+) -> Result<TokenCreated, RemoteError> {
     let role = match req.role.as_deref().unwrap_or("node") {
         "node" => Role::Node,
         "client" => Role::Client,
@@ -192,7 +214,7 @@ pub async fn create_token(inner: &Inner, req: TokenRequest) -> Result<TokenCreat
     let expires = record.expires_unix_ms;
     let r = inner
         .raft
-        .write(Command::CreateToken { record })
+        .write_as(Command::CreateToken { record }, by)
         .await
         .map_err(write_err)?;
     refused(r)?;
@@ -212,7 +234,11 @@ pub async fn create_token(inner: &Inner, req: TokenRequest) -> Result<TokenCreat
     })
 }
 
-async fn remove_node(inner: &Inner, name: &str) -> Result<Response<ApiBody>, RemoteError> {
+async fn remove_node(
+    inner: &Inner,
+    name: &str,
+    by: &Owner,
+) -> Result<Response<ApiBody>, RemoteError> {
     let id = node_named(inner, name)?;
     if id == inner.me
         && inner
@@ -229,13 +255,16 @@ async fn remove_node(inner: &Inner, name: &str) -> Result<Response<ApiBody>, Rem
             "cannot remove the last node of the cluster",
         ));
     }
-    inner.raft.remove_member(id).await.map_err(write_err)?;
+    inner.raft.remove_member(id, by).await.map_err(write_err)?;
     let r = inner
         .raft
-        .write(Command::RemoveNode {
-            id,
-            now_ms: shoal_pki::now_unix_ms(),
-        })
+        .write_as(
+            Command::RemoveNode {
+                id,
+                now_ms: shoal_pki::now_unix_ms(),
+            },
+            by,
+        )
         .await
         .map_err(write_err)?;
     refused(r)?;
@@ -250,22 +279,27 @@ async fn cordon(
     inner: &Inner,
     name: &str,
     cordoned: bool,
+    by: &Owner,
 ) -> Result<Response<ApiBody>, RemoteError> {
     let id = node_named(inner, name)?;
-    set_cordon(&inner.raft, id, cordoned).await?;
+    set_cordon(&inner.raft, id, cordoned, Some(by)).await?;
     summary_of(inner, id)
 }
 
-/// Cordon (or uncordon) node `id` through Raft.
+/// Cordon (or uncordon) node `id` through Raft, on behalf of `by` (an
+/// admin), or as this node itself (its own cordon, for a drain).
 pub(crate) async fn set_cordon(
     raft: &shoal_cluster::Raft,
     id: NodeId,
     cordoned: bool,
+    by: Option<&Owner>,
 ) -> Result<(), RemoteError> {
-    let r = raft
-        .write(Command::SetCordon { id, cordoned })
-        .await
-        .map_err(write_err)?;
+    let cmd = Command::SetCordon { id, cordoned };
+    let r = match by {
+        Some(by) => raft.write_as(cmd, by).await,
+        None => raft.write(cmd).await,
+    }
+    .map_err(write_err)?;
     refused(r)?;
     Ok(())
 }
@@ -275,6 +309,7 @@ pub(crate) async fn set_cordon(
 async fn drain(
     inner: &Arc<Inner>,
     name: &str,
+    who: &Owner,
     req: Request<Incoming>,
 ) -> Result<Response<ApiBody>, RemoteError> {
     use crate::migrate::drain::{self, DrainRequest};
@@ -290,7 +325,7 @@ async fn drain(
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| req.uri().path().to_string());
         let body = shoal_net::read_body(req, JSON_BYTES_MAX as usize).await?;
-        return super::proxy::forward(inner, &addr, method, &pq, body).await;
+        return super::proxy::forward(inner, &addr, method, &pq, body, Some(who)).await;
     }
     let status = match method {
         Method::POST => {
@@ -408,42 +443,121 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
     Ok(out)
 }
 
-/// Store a module here and record it cluster-wide.
-async fn record_module(inner: &Inner, added: &ModuleAdded) -> Result<(), RemoteError> {
-    let hash = added.hash.to_hex();
+/// Refuse early (before storing anything) a module name `who` may not
+/// point: one owned by someone else. The state machine checks again when
+/// it applies the write, so a racing writer cannot slip past.
+fn may_name(inner: &Inner, who: &Owner, name: &str) -> Result<(), RemoteError> {
+    match inner.raft.state().module_name_owner(name) {
+        Some(owner) => shoal_pki::may_act(who, &owner, &format!("module name {name:?}"))
+            .map_err(crate::owners::forbidden),
+        None => Ok(()),
+    }
+}
+
+/// Record cluster-wide that this node holds module `hash` and, if asked,
+/// point `name` at it on behalf of `who` (authorized by the ownership rule
+/// when applied); then point this node's registry name too. The node's
+/// own registry name is written only after the cluster accepted it, so a
+/// refused repoint changes nothing anywhere.
+async fn record_module(
+    inner: &Inner,
+    who: &Owner,
+    hash: shoal_registry::Sha256,
+    size_bytes: u64,
+    name: Option<String>,
+) -> Result<ModuleAdded, RemoteError> {
+    let hex = hash.to_hex();
     let r = inner
         .raft
         .write(Command::ModuleHeld {
-            hash: hash.clone(),
+            hash: hex.clone(),
             node: inner.me,
-            size_bytes: added.size_bytes,
+            size_bytes,
         })
         .await
         .map_err(write_err)?;
     refused(r)?;
-    if let Some(name) = &added.name {
+    if let Some(name) = &name {
         let r = inner
             .raft
-            .write(Command::SetModuleName {
+            .write(Command::NameModule {
                 name: name.clone(),
-                hash,
+                hash: hex,
+                by: who.clone(),
             })
             .await
             .map_err(write_err)?;
         refused(r)?;
+        let node = inner.node.clone();
+        let local = name.clone();
+        tokio::task::spawn_blocking(move || node.registry().set_name(&local, &hash))
+            .await
+            .map_err(|e| RemoteError::new(500, format!("registry writer failed: {e}")))?
+            .map_err(crate::api::ApiError::from)?;
     }
-    Ok(())
+    Ok(ModuleAdded {
+        hash,
+        name,
+        size_bytes,
+    })
 }
 
-/// Store a module here and record it (and its name) cluster-wide.
+/// Store a module here and record it (and `name`, on behalf of `who`)
+/// cluster-wide.
+pub async fn add_module_as(
+    inner: &Inner,
+    who: &Owner,
+    wasm: Bytes,
+    name: Option<String>,
+) -> Result<ModuleAdded, RemoteError> {
+    if let Some(n) = &name {
+        may_name(inner, who, n)?;
+    }
+    let added = handlers::add_module(&inner.node, wasm, None).await?;
+    record_module(inner, who, added.hash, added.size_bytes, name).await
+}
+
+/// The node's operator (the daemon's own API and its local socket): an
+/// admin.
+pub fn operator() -> Owner {
+    Owner {
+        role: Role::Admin,
+        id: "local-socket".to_string(),
+    }
+}
+
+/// Store a module here and record it (and its name) cluster-wide, as the
+/// node's operator.
 pub async fn add_module(
     inner: &Inner,
     wasm: Bytes,
     name: Option<String>,
 ) -> Result<shoal_registry::Sha256, RemoteError> {
-    let added = handlers::add_module(&inner.node, wasm, name).await?;
-    record_module(inner, &added).await?;
-    Ok(added.hash)
+    Ok(add_module_as(inner, &operator(), wasm, name).await?.hash)
+}
+
+/// `PUT /v1/names/{name}`: point `name` at a module this node has, on
+/// behalf of `who`.
+async fn set_name(
+    inner: &Inner,
+    who: &Owner,
+    name: String,
+    req: NameRequest,
+) -> Result<ModuleAdded, RemoteError> {
+    may_name(inner, who, &name)?;
+    let node = inner.node.clone();
+    let (hash, size_bytes) = tokio::task::spawn_blocking(move || {
+        let hash = node.resolve(&req.module)?;
+        let size = node
+            .registry()
+            .size_of(&hash)
+            .map_err(shoal_runtime::node::NodeError::Registry)?;
+        Ok::<_, shoal_runtime::node::NodeError>((hash, size))
+    })
+    .await
+    .map_err(|e| RemoteError::new(500, format!("registry reader failed: {e}")))?
+    .map_err(crate::api::ApiError::from)?;
+    record_module(inner, who, hash, size_bytes, Some(name)).await
 }
 
 /// Placed spawn: choose nodes, start the processes there; all or none.
@@ -451,6 +565,7 @@ async fn spawn(
     inner: &Inner,
     req: SpawnRequest,
     granted_by: shoal_cluster::Granter,
+    owner: Owner,
 ) -> Result<Vec<Spawned>, RemoteError> {
     if req.count == 0 {
         return Err(RemoteError::new(400, "count must be at least 1"));
@@ -498,6 +613,7 @@ async fn spawn(
         env: req.env.clone(),
         memory_bytes_max: req.memory_bytes_max,
         preemptible: req.preemptible,
+        owner: Some(owner),
     };
     let state = inner.raft.state();
     let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());
@@ -535,6 +651,11 @@ async fn spawn(
             }
         }
     }
+    // Each node records its processes' owners with their registration:
+    // answer once this node sees them, so the caller's next request here
+    // finds them.
+    let pids: Vec<Pid> = started.iter().map(|s| s.pid).collect();
+    crate::owners::wait_applied(&inner.raft, &pids).await;
     Ok(started)
 }
 
@@ -573,7 +694,10 @@ fn pid_in_path(path: &str) -> Option<Pid> {
         .ok()
 }
 
-/// Answer one control-API request.
+/// Answer one control-API request. Who acts is the caller's certificate
+/// ([`crate::owners::acting`]); process routes, snapshots and module names
+/// are authorized by the ownership rule ([`shoal_pki::may_act`]), the
+/// cluster's verbs by role; refusals are typed 403s.
 pub async fn route(
     inner: &Arc<Inner>,
     caller: &Caller,
@@ -581,23 +705,17 @@ pub async fn route(
 ) -> Result<Response<ApiBody>, RemoteError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let is_admin = caller.cert.as_ref().map(|c| c.role) == Some(Role::Admin);
-    let admin = |what: &str| -> Result<(), RemoteError> {
-        if is_admin {
-            Ok(())
-        } else {
-            Err(RemoteError::new(
-                403,
-                format!("{what} needs an admin certificate"),
-            ))
-        }
-    };
+    // Who acts: the certificate; a node's relayed caller only on the
+    // routes nodes relay (a process on another node, a drain).
+    let who = crate::owners::acting(caller, req.headers());
+    let direct = crate::owners::acting(caller, &hyper::HeaderMap::new());
+    let admin = |what: &str| shoal_pki::need_admin(&direct, what).map_err(crate::owners::forbidden);
     match (&method, path.as_str()) {
         (&Method::GET, "/v1/nodes") => return json_reply(&nodes(inner)),
         (&Method::POST, "/v1/tokens") => {
             admin("creating a join token")?;
             let r: TokenRequest = read_json(req).await?;
-            return json_reply(&create_token(inner, r).await?);
+            return json_reply(&create_token(inner, r, &direct).await?);
         }
         (&Method::POST, PATH_MEMBERS) => {
             let r: MemberRequest = read_json(req).await?;
@@ -628,21 +746,42 @@ pub async fn route(
                 .map_err(write_err)?;
             return json_reply(&serde_json::json!({}));
         }
-        (&Method::GET, "/v1/processes") => return json_reply(&all_processes(inner).await?),
+        (&Method::GET, "/v1/processes") => {
+            let mut all = all_processes(inner).await?;
+            if direct.role == Role::Client {
+                // A client sees its own processes only (a node holds the
+                // whole directory in its Raft state anyway).
+                let state = inner.raft.state();
+                all.retain(|p| {
+                    inner.link.owners.claimed(p.pid).as_ref() == Some(&direct)
+                        || state.owners.get(&p.pid.0) == Some(&direct)
+                });
+            }
+            return json_reply(&all);
+        }
         (&Method::POST, "/v1/processes") => {
             let r: SpawnRequest = read_json(req).await?;
-            return json_reply(&spawn(inner, r, crate::grants::granter_of(caller)).await?);
+            return json_reply(
+                &spawn(inner, r, crate::grants::granter_of(caller), direct.clone()).await?,
+            );
         }
         (&Method::POST, "/v1/modules") => {
             let name = req
                 .uri()
                 .query()
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")))
-                .and_then(crate::api::percent_decode);
+                .and_then(crate::api::percent_decode)
+                .filter(|n| !n.is_empty());
+            if let Some(n) = &name {
+                may_name(inner, &direct, n)?;
+            }
             let body = shoal_net::read_body(req, MODULE_BYTES_MAX as usize).await?;
-            let added = handlers::add_module(&inner.node, body, name).await?;
-            record_module(inner, &added).await?;
-            return json_reply(&added);
+            return json_reply(&add_module_as(inner, &direct, body, name).await?);
+        }
+        (&Method::POST, "/v1/snapshots") => {
+            let imported = routes::import_streamed(&inner.node, req).await?;
+            inner.link.owners.own_snapshot(imported.id, direct.clone());
+            return json_reply(&imported);
         }
         _ => {}
     }
@@ -652,22 +791,21 @@ pub async fn route(
         return match (&method, action) {
             (&Method::DELETE, "") => {
                 admin("removing a node")?;
-                remove_node(inner, &name).await
+                remove_node(inner, &name, &direct).await
             }
             (&Method::POST, "cordon") => {
                 admin("cordoning a node")?;
-                cordon(inner, &name, true).await
+                cordon(inner, &name, true, &direct).await
             }
             (&Method::POST, "uncordon") => {
                 admin("uncordoning a node")?;
-                cordon(inner, &name, false).await
+                cordon(inner, &name, false, &direct).await
             }
             (&Method::POST | &Method::GET | &Method::DELETE, "drain") => {
-                // A node forwards a drain request to the drained node.
-                if caller.cert.as_ref().map(|c| c.role) != Some(Role::Node) {
-                    admin("draining a node")?;
-                }
-                drain(inner, &name, req).await
+                // A node relays a drain request to the drained node, naming
+                // the admin who asked.
+                shoal_pki::need_admin(&who, "draining a node").map_err(crate::owners::forbidden)?;
+                drain(inner, &name, &who, req).await
             }
             _ => Err(RemoteError::new(404, format!("no route {method} {path}"))),
         };
@@ -677,20 +815,30 @@ pub async fn route(
             let name = crate::api::percent_decode(name)
                 .ok_or_else(|| RemoteError::new(400, "bad name encoding"))?;
             let r: NameRequest = read_json(req).await?;
-            let added = handlers::set_name(&inner.node, name, r).await?;
-            record_module(inner, &added).await?;
-            return json_reply(&added);
+            return json_reply(&set_name(inner, &direct, name, r).await?);
         }
     }
     if let Some(pid) = pid_in_path(&path) {
+        let is_migrate = method == Method::POST && path.trim_end_matches('/').ends_with("/migrate");
+        // A node acting as itself may move any process: the leader's
+        // rebalancer and drains ask a process's node over this route.
+        // Nothing else about a process is a node's to do.
+        let scheduler = is_migrate && who.role == Role::Node && who == direct;
         let here =
             inner.node.router().is_local(pid) || node_of(inner, pid).is_none_or(|n| n == inner.me);
-        if method == Method::DELETE && !path.trim_end_matches('/').ends_with("/logs") {
+        let is_kill = method == Method::DELETE && !path.trim_end_matches('/').ends_with("/logs");
+        // Checked where the process is (or was): a request relayed to its
+        // node is checked there, for the identity relayed.
+        if !scheduler && (here || is_kill) {
+            crate::owners::authorize_pid(inner, &who, pid).await?;
+        }
+        if is_kill {
             return json_reply(&kill(inner, pid).await?);
         }
         if !here {
             // Logs, snapshots, anything else about a process on another
-            // node: ask that node, and stream its answer back.
+            // node: ask that node (naming who asks), and stream its answer
+            // back.
             let id = node_of(inner, pid).unwrap_or(inner.me);
             let addr = inner
                 .link
@@ -702,9 +850,10 @@ pub async fn route(
                 .map(|p| p.as_str().to_string())
                 .unwrap_or(path.clone());
             let body = shoal_net::read_body(req, JSON_BYTES_MAX as usize).await?;
-            return super::proxy::forward(inner, &addr, method, &pq, body).await;
+            let relay = (!scheduler).then_some(&who);
+            return super::proxy::forward(inner, &addr, method, &pq, body, relay).await;
         }
-        if method == Method::POST && path.trim_end_matches('/').ends_with("/migrate") {
+        if is_migrate {
             let r: MigrateRequest = read_json(req).await?;
             return match crate::migrate::source::migrate(&inner.migration, pid, r.to.as_deref())
                 .await
@@ -716,6 +865,7 @@ pub async fn route(
                         error: crate::migrate::source::MigrateError::Exited { gone: gone.clone() }
                             .to_string(),
                         gone: Some(gone),
+                        detail: None,
                     };
                     let mut r = shoal_net::reply(410, encode_json(&body)?);
                     r.headers_mut().insert(
@@ -727,41 +877,100 @@ pub async fn route(
                 Err(e) => Err(RemoteError::new(e.status(), e.to_string())),
             };
         }
-    }
-    let role = caller.cert.as_ref().map_or(Role::Client, |c| c.role);
-    if method == Method::POST {
-        if let Some(id) = path
-            .strip_prefix("/v1/snapshots/")
-            .and_then(|rest| rest.trim_end_matches('/').strip_suffix("/restore"))
-        {
-            let id = crate::api::percent_decode(id)
-                .and_then(|t| t.parse::<shoal_registry::Sha256>().ok())
-                .ok_or_else(|| {
-                    RemoteError::new(
-                        400,
-                        format!("`{id}` is not a snapshot id (expected sha256:<64 hex>)"),
-                    )
-                })?;
-            let r: RestoreRequest = read_json(req).await?;
-            let (restored, grants) =
-                handlers::restore(&inner.node, id, r, crate::grants::authority_of(role)).await?;
-            if let Err(e) = crate::grants::record(
-                &inner.raft,
-                inner.me,
-                restored.pid,
-                &grants,
-                crate::grants::granter_of(caller),
-            )
-            .await
-            {
-                // A process whose grants are not on record would lose them
-                // if it moved: it does not run.
-                let _ = handlers::kill(&inner.node, restored.pid).await;
-                return Err(e);
+        if method == Method::POST && path.trim_end_matches('/').ends_with("/snapshot") {
+            let r: crate::api::types::SnapshotRequest = read_json(req).await?;
+            let report = handlers::snapshot(&inner.node, pid, r).await?;
+            // The snapshot is its taker's (and the process owner's).
+            inner.link.owners.own_snapshot(report.id, who.clone());
+            let owner = inner.link.owner_of(pid);
+            if !owner.is_cluster() {
+                inner.link.owners.own_snapshot(report.id, owner);
             }
-            return json_reply(&restored);
+            return json_reply(&report);
+        }
+    }
+    let role = direct.role;
+    if let Some(rest) = path.strip_prefix("/v1/snapshots/") {
+        let rest = rest.trim_end_matches('/');
+        let id_text = rest.strip_suffix("/restore").unwrap_or(rest);
+        let id = crate::api::percent_decode(id_text)
+            .and_then(|t| t.parse::<shoal_registry::Sha256>().ok())
+            .ok_or_else(|| {
+                RemoteError::new(
+                    400,
+                    format!("`{id_text}` is not a snapshot id (expected sha256:<64 hex>)"),
+                )
+            })?;
+        inner.link.owners.may_use_snapshot(&direct, &id)?;
+        if method == Method::POST && rest.ends_with("/restore") {
+            let r: RestoreRequest = read_json(req).await?;
+            return json_reply(&restore(inner, &direct, id, r).await?);
         }
     }
     let resp = routes::route(&inner.node, req, crate::grants::authority_of(role)).await;
     Ok(resp.map(|b| b.boxed()))
+}
+
+/// `POST /v1/snapshots/{id}/restore` on behalf of `who`: with `replace`,
+/// only over a process `who` may act on (it keeps its owner); otherwise the
+/// new process is `who`'s, noted before it runs. Its grants are recorded in
+/// Raft with the caller's identity.
+async fn restore(
+    inner: &Inner,
+    who: &Owner,
+    id: shoal_registry::Sha256,
+    r: RestoreRequest,
+) -> Result<crate::api::types::Restored, RemoteError> {
+    let mut owner = who.clone();
+    if r.replace {
+        let registry = inner.node.registry().clone();
+        let manifest = tokio::task::spawn_blocking(move || {
+            shoal_runtime::snapshot::format::load_manifest(&registry, &id)
+        })
+        .await
+        .map_err(|e| RemoteError::new(500, format!("snapshot reader failed: {e}")))?
+        .map_err(|e| crate::api::ApiError::from(shoal_runtime::node::NodeError::Snapshot(e)))?;
+        let original = Pid(manifest.pid);
+        if inner.node.module_of(original).is_some() {
+            crate::owners::authorize_pid(inner, who, original).await?;
+            owner = inner.link.owner_of(original);
+        }
+    }
+    let fresh = inner
+        .node
+        .pids()
+        .allocate_wait(Duration::from_secs(5))
+        .await
+        .ok_or_else(|| {
+            RemoteError::new(503, "no pids left and the cluster granted no new block")
+        })?;
+    inner.link.owners.claim(fresh, who.clone());
+    let authority = crate::grants::authority_of(who.role);
+    let (restored, grants) =
+        match handlers::restore(&inner.node, id, r, authority, Some(fresh)).await {
+            Ok(x) => x,
+            Err(e) => {
+                inner.link.owners.unclaim(fresh);
+                return Err(e.into());
+            }
+        };
+    if restored.pid != fresh {
+        // It took its original's pid, and keeps its original's owner.
+        inner.link.owners.unclaim(fresh);
+        inner.link.owners.claim(restored.pid, owner);
+    }
+    let granter = shoal_cluster::Granter {
+        role: who.role,
+        id: who.id.clone(),
+    };
+    if let Err(e) =
+        crate::grants::record(&inner.raft, inner.me, restored.pid, &grants, granter).await
+    {
+        // A process whose grants are not on record would lose them if it
+        // moved: it does not run.
+        let _ = handlers::kill(&inner.node, restored.pid).await;
+        return Err(e);
+    }
+    crate::owners::wait_applied(&inner.raft, &[restored.pid]).await;
+    Ok(restored)
 }

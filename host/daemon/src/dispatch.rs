@@ -158,8 +158,15 @@ impl Dispatch {
         }
         if let Some(kind) = RpcKind::from_path(&path) {
             need(caller, &[Role::Node], "a Raft RPC")?;
+            // The sender is the node its certificate names, whatever the
+            // body claims.
+            let sender = caller
+                .cert
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
             let body = shoal_net::read_body(req, RAFT_BYTES_MAX).await?;
-            return match self.inner.raft.handle_rpc(kind, &body).await {
+            return match self.inner.raft.handle_rpc(kind, &body, &sender).await {
                 Ok(b) => Ok(shoal_net::reply(200, Bytes::from(b))),
                 Err(e) => Err(RemoteError::new(503, e.to_string())),
             };
@@ -187,7 +194,7 @@ impl Dispatch {
                     .map(|b| shoal_net::reply(200, b));
             }
             let body = shoal_net::read_body(req, PEER_BYTES_MAX).await?;
-            return super::peer_api::handle(&self.inner.node, &path, body)
+            return super::peer_api::handle(&self.inner.node, &self.inner.link, &path, body)
                 .await
                 .map(|b| shoal_net::reply(200, b));
         }

@@ -86,12 +86,21 @@ pub async fn record(
     if grants.is_empty() {
         return Ok(());
     }
+    // The node that placed the process may not be the one running it: the
+    // write is made on behalf of the granter.
+    let by = shoal_pki::Owner {
+        role: granted_by.role,
+        id: granted_by.id.clone(),
+    };
     let r = raft
-        .write(Command::SetGrants {
-            node,
-            pid: pid.0,
-            grants: to_record(grants, granted_by),
-        })
+        .write_as(
+            Command::SetGrants {
+                node,
+                pid: pid.0,
+                grants: to_record(grants, granted_by),
+            },
+            &by,
+        )
         .await
         .map_err(|e| RemoteError::new(503, e.to_string()))?;
     match r {

@@ -27,6 +27,7 @@ pub mod link;
 pub mod migrate;
 pub mod names;
 pub mod node_down;
+pub mod owners;
 pub mod peer_api;
 pub mod proxy;
 pub mod tasks;
@@ -503,7 +504,7 @@ impl Daemon {
             ttl_ms: ttl.as_millis().min(u128::from(u64::MAX)) as u64,
             role: Some(role.to_string()),
         };
-        cluster_api::create_token(&self.inner, req).await
+        cluster_api::create_token(&self.inner, req, &cluster_api::operator()).await
     }
 
     /// Store a module on this node and record it (and `name`) cluster-wide,

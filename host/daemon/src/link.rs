@@ -21,7 +21,7 @@ use super::peer_api::{
 };
 use bytes::Bytes;
 use shoal_cluster::sched::{self, Candidate, Target};
-use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Raft};
+use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Owner, Raft};
 use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
@@ -123,6 +123,9 @@ pub struct Link {
     /// exclusively while a migration fence is pushed (see
     /// [`crate::migrate::fence`]).
     routes: std::sync::RwLock<()>,
+    /// Owners of processes started here, until Raft shows them, and of
+    /// snapshots stored here ([`crate::owners`]).
+    pub owners: crate::owners::OwnerBook,
 }
 
 impl Link {
@@ -144,7 +147,16 @@ impl Link {
             pending: Mutex::new(PendingDirectory::default()),
             pending_changed: tokio::sync::Notify::new(),
             routes: std::sync::RwLock::new(()),
+            owners: Default::default(),
         })
+    }
+
+    /// The owner of process `pid`: this node's claim for one that just
+    /// started here, else the record in Raft, else [`Owner::cluster`].
+    pub fn owner_of(&self, pid: Pid) -> Owner {
+        self.owners
+            .claimed(pid)
+            .unwrap_or_else(|| self.raft.state().owner_of(pid.0))
     }
 
     /// Remember that `pid` does not exist (a peer said so on a lane).
@@ -320,7 +332,7 @@ impl Link {
     ) -> Result<PeerSpawned, SpawnAtError> {
         if target == self.me {
             let node = self.node.upgrade().ok_or(SpawnAtError::ShuttingDown)?;
-            return super::peer_api::spawn_here(&node, request)
+            return super::peer_api::spawn_here(&node, self, request)
                 .await
                 .map_err(|refusal| SpawnAtError::Refused {
                     node: target,
@@ -394,6 +406,17 @@ impl Link {
                 self.requeue(chunk, true);
             }
         }
+        // Owners after their processes' registration, before any exit.
+        let owned = self.owners.take_pending();
+        for chunk in owned.chunks(shoal_cluster::PIDS_PER_COMMAND_MAX) {
+            match crate::owners::record(&self.raft, self.me, chunk.to_vec()).await {
+                Ok(()) => self.owners.settle(&self.raft.state(), chunk),
+                Err(e) => {
+                    tracing::warn!("cannot record the owners of {} pid(s): {e}", chunk.len());
+                    self.owners.requeue(chunk);
+                }
+            }
+        }
         for chunk in exited.chunks(shoal_cluster::PIDS_PER_COMMAND_MAX) {
             let cmd = Command::Unregister {
                 node: self.me,
@@ -424,7 +447,7 @@ impl Link {
             let n = self.pending_changed.notified();
             {
                 let p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                if !p.started.is_empty() || !p.exited.is_empty() {
+                if !p.started.is_empty() || !p.exited.is_empty() || self.owners.has_pending() {
                     return;
                 }
             }
@@ -543,6 +566,7 @@ impl ClusterLink for Link {
 
     async fn spawn_placed(
         &self,
+        parent: Pid,
         target: &str,
         module_ref: &str,
         args: Vec<String>,
@@ -564,6 +588,8 @@ impl ClusterLink for Link {
             env: Vec::new(),
             memory_bytes_max: None,
             preemptible: false,
+            // The child is its parent's owner's, wherever it runs.
+            owner: Some(self.owner_of(parent)),
         };
         match self.spawn_at(chosen, &request).await {
             Ok(s) => Ok(s.pid),
@@ -575,23 +601,23 @@ impl ClusterLink for Link {
     }
 
     async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::register(&self.raft, pid, name).await
+        crate::names::register(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::unregister(&self.raft, pid, name).await
+        crate::names::unregister(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
-        crate::names::whereis(&self.raft.state(), asker, name)
+        crate::names::whereis(&self.raft.state(), &self.owner_of(asker), name)
     }
 
     async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::join_group(&self.raft, pid, name).await
+        crate::names::join_group(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::leave_group(&self.raft, pid, name).await
+        crate::names::leave_group(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
@@ -602,7 +628,13 @@ impl ClusterLink for Link {
             self.is_known_dead(pid.0)
                 || (on == self.me && node.as_ref().is_some_and(|n| !n.router().is_local(pid)))
         };
-        crate::names::group_pick(&self.raft.state(), self.me, asker, name, &gone)
+        crate::names::group_pick(
+            &self.raft.state(),
+            self.me,
+            &self.owner_of(asker),
+            name,
+            &gone,
+        )
     }
 
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {
@@ -678,8 +710,18 @@ impl ClusterLink for Link {
         Err(Self::fetch_error(reference, last))
     }
 
-    fn process_started(&self, pid: Pid) {
+    fn process_started(&self, pid: Pid, parent: Option<Pid>) {
+        if let Some(parent) = parent {
+            // A guest's child is its parent's owner's: a guest never
+            // leaves its owner's namespace.
+            self.owners.claim(pid, self.owner_of(parent));
+        }
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // A pid that ended and starts again (a restore that replaces its
+        // original) is still registered: its exit is not written.
+        if let Some(i) = p.exited.iter().position(|x| *x == pid.0) {
+            p.exited.swap_remove(i);
+        }
         if p.started.len() < DIRECTORY_PENDING_MAX {
             p.started.push(pid.0);
         }
@@ -692,6 +734,11 @@ impl ClusterLink for Link {
     }
 
     fn process_exited(&self, pid: Pid) {
+        let owner = self.owner_of(pid);
+        if !owner.is_cluster() {
+            self.owners.remember_exited(pid, owner);
+        }
+        self.owners.unclaim(pid);
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if p.exited.len() < DIRECTORY_PENDING_MAX {
             p.exited.push(pid.0);

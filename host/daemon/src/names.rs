@@ -14,19 +14,11 @@ use std::time::Duration;
 /// directory (starts are written in batches) before it gives up.
 const REGISTER_WAIT: Duration = Duration::from_secs(5);
 
-/// The owner of process `pid`: the identity that deployed it, as the
-/// cluster recorded it with its grants; processes with no recorded
-/// deployer (started by a guest, or granted nothing) share
-/// [`Owner::cluster`].
-pub fn owner_of(state: &ClusterState, pid: Pid) -> Owner {
-    match state.grants.get(&pid.0) {
-        Some(g) => Owner {
-            role: g.granted_by.role,
-            id: g.granted_by.id.clone(),
-        },
-        None => Owner::cluster(),
-    }
-}
+// Whose namespace a process's names live in is its owner's: the identity
+// that deployed or restored it, inherited by what its guests spawn
+// (`Link::owner_of`, which knows a fresh process's owner before Raft
+// shows it; processes nobody deployed share `Owner::cluster()`). Each
+// function here takes that owner.
 
 /// The ABI code for a refused name command.
 fn refusal_code(refusal: &Refusal) -> i32 {
@@ -53,11 +45,10 @@ async fn ask(raft: &Raft, cmd: Command, pid: Pid) -> Result<(), i32> {
 
 /// `register`: give `name` to `pid` in its owner's namespace. Exactly one
 /// of two racing registrations wins: Raft applies them in one order.
-pub async fn register(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
+pub async fn register(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result<(), i32> {
     // A process that has just started may not be in the directory yet.
     wait_live(raft, pid).await?;
     let state = raft.state();
-    let owner = owner_of(&state, pid);
     if let Some(p) = state.names.whereis(&owner, name) {
         return if p == pid.0 {
             Ok(())
@@ -80,8 +71,10 @@ pub async fn register(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
 }
 
 /// `unregister`: take `name` away from `pid`.
-pub async fn unregister(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
-    let owner = owner_of(&raft.state(), pid);
+pub async fn unregister(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result<(), i32> {
+    if raft.state().names.whereis(&owner, name) != Some(pid.0) {
+        return Err(errno::INVALID);
+    }
     let name = name.to_string();
     let pid_raw = pid.0;
     ask(
@@ -100,11 +93,10 @@ pub async fn unregister(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
 /// this node's applied state (a name registered a moment ago elsewhere may
 /// not be seen yet; one whose process ended is gone once the exit is
 /// applied).
-pub fn whereis(state: &ClusterState, asker: Pid, name: &str) -> Result<Pid, i32> {
-    let owner = owner_of(state, asker);
+pub fn whereis(state: &ClusterState, owner: &Owner, name: &str) -> Result<Pid, i32> {
     state
         .names
-        .whereis(&owner, name)
+        .whereis(owner, name)
         .map(Pid)
         .ok_or(errno::NO_PROCESS)
 }
@@ -118,10 +110,9 @@ async fn wait_live(raft: &Raft, pid: Pid) -> Result<(), i32> {
 }
 
 /// `join_group`: add `pid` to group `name` of its owner.
-pub async fn join_group(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
+pub async fn join_group(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result<(), i32> {
     wait_live(raft, pid).await?;
     let state = raft.state();
-    let owner = owner_of(&state, pid);
     if state
         .names
         .members(&owner, name)
@@ -144,8 +135,7 @@ pub async fn join_group(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
 }
 
 /// `leave_group`: take `pid` out of group `name`.
-pub async fn leave_group(raft: &Raft, pid: Pid, name: &str) -> Result<(), i32> {
-    let owner = owner_of(&raft.state(), pid);
+pub async fn leave_group(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result<(), i32> {
     let name = name.to_string();
     let pid_raw = pid.0;
     ask(
@@ -173,12 +163,11 @@ static PICK_TURN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 pub fn group_pick(
     state: &ClusterState,
     me: shoal_cluster::NodeId,
-    asker: Pid,
+    owner: &Owner,
     name: &str,
     gone: &dyn Fn(Pid, shoal_cluster::NodeId) -> bool,
 ) -> Result<Pid, i32> {
-    let owner = owner_of(state, asker);
-    let members = state.names.members(&owner, name).ok_or(errno::NO_PROCESS)?;
+    let members = state.names.members(owner, name).ok_or(errno::NO_PROCESS)?;
     let live: Vec<(u64, bool)> = members
         .iter()
         .filter_map(|pid| state.directory.get(pid).map(|e| (*pid, e.node)))

@@ -48,6 +48,11 @@ pub struct PeerSpawnRequest {
     /// Run the preemptible variant of the module (see `SpawnSpec::preemptible`).
     #[serde(default)]
     pub preemptible: bool,
+    /// Whose the processes are: the identity that deployed them, or the
+    /// spawning guest's owner (the asking node vouches for it). `None`:
+    /// the cluster's.
+    #[serde(default)]
+    pub owner: Option<shoal_pki::Owner>,
 }
 
 /// A started process.
@@ -111,9 +116,16 @@ impl SpawnRefusal {
     }
 }
 
+/// How long a spawn waits for a pid block (granted ahead of need).
+const PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Resolve the module (fetching it from a peer if needed) and start one
-/// process here.
-pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawned, SpawnRefusal> {
+/// process here, its owner noted (in `link`) before it runs.
+pub async fn spawn_here(
+    node: &Node,
+    link: &crate::link::Link,
+    req: &PeerSpawnRequest,
+) -> Result<PeerSpawned, SpawnRefusal> {
     let hash = match node.resolve(&req.module) {
         // A hash resolves even when the blob is elsewhere: fetch it then.
         Ok(h) if node.registry().contains(&h) => h,
@@ -129,25 +141,41 @@ pub async fn spawn_here(node: &Node, req: &PeerSpawnRequest) -> Result<PeerSpawn
     spec.env = req.env.clone();
     spec.memory_bytes_max = req.memory_bytes_max;
     spec.preemptible = req.preemptible;
-    match node.spawn(spec).await {
+    let pid = node
+        .pids()
+        .allocate_wait(PID_WAIT)
+        .await
+        .ok_or_else(|| SpawnRefusal::Failed {
+            why: "no pids left and the cluster granted no new block (is there a quorum?)".into(),
+        })?;
+    if let Some(owner) = &req.owner {
+        link.owners.claim(pid, owner.clone());
+    }
+    match node.spawn_as(spec, pid).await {
         Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
-        Err(NodeError::ProcessLimit(n)) => Err(SpawnRefusal::Limit { processes_max: n }),
-        Err(NodeError::MemoryBudget {
-            needed_bytes,
-            used_bytes,
-            budget_bytes,
-        }) => Err(SpawnRefusal::MemoryBudget {
-            needed_bytes,
-            used_bytes,
-            budget_bytes,
-        }),
-        Err(e) => Err(SpawnRefusal::Failed { why: e.to_string() }),
+        Err(e) => {
+            link.owners.unclaim(pid);
+            match e {
+                NodeError::ProcessLimit(n) => Err(SpawnRefusal::Limit { processes_max: n }),
+                NodeError::MemoryBudget {
+                    needed_bytes,
+                    used_bytes,
+                    budget_bytes,
+                } => Err(SpawnRefusal::MemoryBudget {
+                    needed_bytes,
+                    used_bytes,
+                    budget_bytes,
+                }),
+                e => Err(SpawnRefusal::Failed { why: e.to_string() }),
+            }
+        }
     }
 }
 
 /// Answer a `/v1/peer/*` request (not join, which [`super::join`] serves).
 pub async fn handle(
     node: &Node,
+    link: &crate::link::Link,
     path: &str,
     body: bytes::Bytes,
 ) -> Result<bytes::Bytes, RemoteError> {
@@ -155,7 +183,7 @@ pub async fn handle(
         PATH_PEER_SPAWN => {
             let req: PeerSpawnRequest = serde_json::from_slice(&body)
                 .map_err(|e| RemoteError::new(400, format!("bad spawn request: {e}")))?;
-            match spawn_here(node, &req).await {
+            match spawn_here(node, link, &req).await {
                 Ok(s) => encode_json(&s),
                 Err(refusal) => Err(RemoteError::typed(409, &refusal)),
             }

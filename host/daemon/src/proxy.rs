@@ -38,18 +38,21 @@ pub async fn get_stream(
         hyper::Method::GET,
         path_and_query,
         Bytes::new(),
+        None,
     )
     .await
 }
 
 /// `method path_and_query` with `body` on the node at `addr` (as this
-/// node, over mTLS), its answer streamed back.
+/// node, over mTLS, naming `relay` as the caller it asks for: see
+/// [`crate::owners::RELAY_HEADER`]), its answer streamed back.
 pub async fn forward(
     inner: &Inner,
     addr: &str,
     method: hyper::Method,
     path_and_query: &str,
     body: Bytes,
+    relay: Option<&shoal_pki::Owner>,
 ) -> Result<Response<BoxBody>, RemoteError> {
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(addr)
@@ -70,11 +73,15 @@ pub async fn forward(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path_and_query)
         .header(hyper::header::HOST, "shoal-node")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(who) = relay {
+        req = req.header(crate::owners::RELAY_HEADER, crate::owners::relay_value(who));
+    }
+    let req = req
         .body(http_body_util::Full::new(body))
         .map_err(|e| RemoteError::new(500, e.to_string()))?;
     let resp = sender

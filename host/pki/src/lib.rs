@@ -22,6 +22,8 @@
 //!   typed [`Rejection`], certificates from another CA, expired / not yet
 //!   valid / revoked ones, and certificates of the wrong role.
 //! - [`join`]: the join and renewal handshakes as plain functions.
+//! - [`owner`]: the [`Owner`] every resource records and the one rule,
+//!   [`may_act`], that says who may act on it.
 //! - [`files`]: on-disk layout `<data>/pki/{ca.key,ca.crt,node.key,node.crt}`
 //!   with atomic writes and 0600 keys.
 //!
@@ -33,6 +35,7 @@
 pub mod ca;
 pub mod files;
 pub mod join;
+pub mod owner;
 pub mod revocation;
 pub mod role;
 pub mod tls;
@@ -44,6 +47,7 @@ mod tests;
 pub use ca::{CaPin, ClusterCa, IssuedCert, IssuedCredentials, Validity};
 pub use files::PkiPaths;
 pub use join::{JoinCommand, JoinError, JoinRequest, JoinResponse};
+pub use owner::{may_act, need_admin, Forbidden, Owner};
 pub use revocation::{Revocation, RevocationList, Serial, SharedRevocations};
 pub use role::{CertInfo, Role};
 pub use tls::{ClusterTrust, Identity, Rejection};

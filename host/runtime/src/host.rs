@@ -50,12 +50,15 @@ pub trait ProcessHost: Send + Sync + 'static {
     fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
 
     /// Start a process of module `reference` (a name or `sha256:` hash) with
-    /// `args`. `target` is `None` for "on this node", else a placement
-    /// target (a node name, `key=value` labels, or empty for the
-    /// scheduler's choice). `forward_output` copies the child's output to
-    /// the host's stdio like the parent's. Errors are ABI error codes.
+    /// `args`, as a child of `parent` (the calling process: the cluster
+    /// gives the child its parent's owner). `target` is `None` for "on
+    /// this node", else a placement target (a node name, `key=value`
+    /// labels, or empty for the scheduler's choice). `forward_output`
+    /// copies the child's output to the host's stdio like the parent's.
+    /// Errors are ABI error codes.
     async fn spawn(
         &self,
+        parent: Pid,
         target: Option<&str>,
         reference: &str,
         args: Vec<String>,

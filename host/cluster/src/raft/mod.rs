@@ -37,7 +37,7 @@ use self::network::{NetworkFactory, Reachability};
 use self::state_machine::{Published, StateMachine};
 use self::store::Store;
 use super::state::{ClusterState, Command, CommandResult, MemberInfo, NodeId};
-use shoal_pki::SharedRevocations;
+use shoal_pki::{Owner, SharedRevocations};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for Shoal's cluster metadata.
@@ -263,6 +263,21 @@ pub enum ClusterError {
     /// Another Raft-level failure (membership change refused, ...).
     #[error("raft: {0}")]
     Raft(String),
+    /// The leader refused a forwarded write this node may not make (see
+    /// [`ClusterState::may_forward`]).
+    #[error("refused by the leader: {0}")]
+    Forbidden(String),
+    /// A Raft request claimed to come from another node than the one whose
+    /// certificate sent it.
+    #[error("node {sender:?} sent a {kind:?} request as node {claimed}: a node sends Raft traffic only as itself")]
+    Impersonation {
+        /// The RPC kind.
+        kind: RpcKind,
+        /// The certificate's node name.
+        sender: String,
+        /// The node id the request claimed.
+        claimed: NodeId,
+    },
 }
 
 /// A snapshot of this node's Raft view, for status pages and tests.
@@ -356,12 +371,18 @@ enum ForwardError {
         waited_ms: u64,
     },
     Failed(String),
+    /// The sender may not make this write (see `ClusterState::may_forward`).
+    Forbidden(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct ForwardWrite {
     from: NodeId,
     cmd: Command,
+    /// Whose request this is (the certificate that asked the sender over
+    /// the control API); `None`: the sender's own.
+    #[serde(default)]
+    by: Option<Owner>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -375,6 +396,9 @@ struct ForwardAdd {
 struct ForwardRemove {
     from: NodeId,
     id: NodeId,
+    /// Whose request this is (as in [`ForwardWrite`]).
+    #[serde(default)]
+    by: Option<Owner>,
 }
 
 /// What one attempt of a leader-only operation led to.
@@ -609,6 +633,22 @@ impl Raft {
     /// a final `Timeout`, `NoQuorum` or `Transport` error the outcome is
     /// unknown: the command may still commit later (once).
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
+        self.write_by(cmd, None).await
+    }
+
+    /// [`Raft::write`] on behalf of `by`, the identity that asked this node
+    /// (a role-bearing write: a join token, a revocation, a node's removal
+    /// or cordon, a module name). A leader that is not this node applies it
+    /// only if `by`'s role allows it ([`ClusterState::may_forward`]).
+    pub async fn write_as(&self, cmd: Command, by: &Owner) -> Result<CommandResult, ClusterError> {
+        self.write_by(cmd, Some(by.clone())).await
+    }
+
+    async fn write_by(
+        &self,
+        cmd: Command,
+        by: Option<Owner>,
+    ) -> Result<CommandResult, ClusterError> {
         self.check_member()?;
         let seq = self
             .inner
@@ -624,6 +664,7 @@ impl Raft {
             &ForwardWrite {
                 from: self.inner.id,
                 cmd: cmd.clone(),
+                by,
             },
         )?;
         self.leader_op(
@@ -786,13 +827,14 @@ impl Raft {
     /// consensus. Idempotent. Forwards to the leader when needed. (The
     /// node's record, certificates and processes are handled separately by
     /// [`Command::RemoveNode`].)
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
+    pub async fn remove_member(&self, id: NodeId, by: &Owner) -> Result<(), ClusterError> {
         self.check_member()?;
         let body = encode(
             RpcKind::RemoveMember,
             &ForwardRemove {
                 from: self.inner.id,
                 id,
+                by: Some(by.clone()),
             },
         )?;
         self.leader_op(
@@ -846,35 +888,109 @@ impl Raft {
         }
     }
 
-    /// Server side: the transport calls this for an incoming RPC (after
-    /// checking the peer is a cluster node) and sends back the returned body.
-    pub async fn handle_rpc(&self, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, ClusterError> {
+    /// The id of the member called `name` (by the membership, else the
+    /// applied state), if this node knows it.
+    fn member_named(&self, name: &str) -> Option<NodeId> {
+        self.members()
+            .into_iter()
+            .find(|(_, m)| m.name == name)
+            .map(|(id, _)| id)
+            .or_else(|| self.state().member_by_name(name).map(|n| n.id))
+    }
+
+    /// Check that a replication request claiming to come from `claimed`
+    /// was sent by that node (`sender`, the certificate's node name). A
+    /// sender this node does not know yet (it is new, or far behind) is
+    /// taken at its word: it cannot be checked, and there is nothing here
+    /// to protect yet.
+    fn check_replicator(
+        &self,
+        kind: RpcKind,
+        sender: &str,
+        claimed: Option<NodeId>,
+    ) -> Result<(), ClusterError> {
+        match (self.member_named(sender), claimed) {
+            (Some(id), Some(c)) if id != c => Err(ClusterError::Impersonation {
+                kind,
+                sender: sender.to_string(),
+                claimed: c,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Check that a forwarded request's `from` is its sender (whom this
+    /// node, the leader, must know).
+    fn check_forwarder(
+        &self,
+        kind: RpcKind,
+        sender: &str,
+        from: NodeId,
+    ) -> Result<(), ClusterError> {
+        match self.member_named(sender) {
+            Some(id) if id == from => Ok(()),
+            _ => Err(ClusterError::Impersonation {
+                kind,
+                sender: sender.to_string(),
+                claimed: from,
+            }),
+        }
+    }
+
+    /// Server side: the transport calls this for an incoming RPC from the
+    /// node whose certificate names it `sender` (the transport has checked
+    /// it is a node certificate of this cluster) and sends back the
+    /// returned body. A node sends Raft traffic only as itself: a request
+    /// claiming another node is refused; a forwarded write is applied only
+    /// if the sender may make it ([`ClusterState::may_forward`]).
+    pub async fn handle_rpc(
+        &self,
+        kind: RpcKind,
+        body: &[u8],
+        sender: &str,
+    ) -> Result<Vec<u8>, ClusterError> {
         let raft = &self.inner.raft;
         match kind {
             RpcKind::AppendEntries => {
                 let req: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(kind, body)?;
-                if let Some(from) = req.vote.leader_id().voted_for() {
+                let from = req.vote.leader_id().voted_for();
+                self.check_replicator(kind, sender, from)?;
+                if let Some(from) = from {
                     self.inner.reach.mark(from);
                 }
                 encode(kind, &raft.append_entries(req).await)
             }
             RpcKind::Vote => {
                 let req: openraft::raft::VoteRequest<NodeId> = decode(kind, body)?;
-                if let Some(from) = req.vote.leader_id().voted_for() {
+                let from = req.vote.leader_id().voted_for();
+                self.check_replicator(kind, sender, from)?;
+                if let Some(from) = from {
                     self.inner.reach.mark(from);
                 }
                 encode(kind, &raft.vote(req).await)
             }
             RpcKind::InstallSnapshot => {
                 let req: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(kind, body)?;
-                if let Some(from) = req.vote.leader_id().voted_for() {
+                let from = req.vote.leader_id().voted_for();
+                self.check_replicator(kind, sender, from)?;
+                if let Some(from) = from {
                     self.inner.reach.mark(from);
                 }
                 encode(kind, &raft.install_snapshot(req).await)
             }
             RpcKind::ClientWrite => {
                 let req: ForwardWrite = decode(kind, body)?;
+                self.check_forwarder(kind, sender, req.from)?;
                 self.inner.reach.mark(req.from);
+                if let Err(why) = self
+                    .state()
+                    .may_forward(req.from, req.by.as_ref(), &req.cmd)
+                {
+                    tracing::warn!("refused a write forwarded by node {sender:?}: {why}");
+                    let res: Result<CommandResult, ForwardError> =
+                        Err(ForwardError::Forbidden(why));
+                    return encode(kind, &res);
+                }
                 let res = self
                     .serve(req.from, self.inner.config.write_timeout_ms, |remaining| {
                         self.local_write(req.cmd, remaining)
@@ -884,6 +1000,7 @@ impl Raft {
             }
             RpcKind::AddMember => {
                 let req: ForwardAdd = decode(kind, body)?;
+                self.check_forwarder(kind, sender, req.from)?;
                 self.inner.reach.mark(req.from);
                 let res = self
                     .serve(
@@ -896,7 +1013,19 @@ impl Raft {
             }
             RpcKind::RemoveMember => {
                 let req: ForwardRemove = decode(kind, body)?;
+                self.check_forwarder(kind, sender, req.from)?;
                 self.inner.reach.mark(req.from);
+                let admin = req
+                    .by
+                    .as_ref()
+                    .is_some_and(|b| b.role == shoal_pki::Role::Admin);
+                if !admin {
+                    let res: Result<(), ForwardError> = Err(ForwardError::Forbidden(format!(
+                        "removing node {} from the membership needs an admin's request",
+                        req.id
+                    )));
+                    return encode(kind, &res);
+                }
                 let res = self
                     .serve(req.from, self.inner.config.write_timeout_ms, |remaining| {
                         self.local_remove(req.id, remaining)
@@ -1096,6 +1225,9 @@ impl Raft {
                                         waited_ms,
                                         leader: Some(leader),
                                     })
+                                }
+                                Err(ForwardError::Forbidden(why)) => {
+                                    return Err(ClusterError::Forbidden(why))
                                 }
                                 Err(ForwardError::NotLeader { .. }) => {}
                             }

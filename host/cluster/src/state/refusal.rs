@@ -231,6 +231,12 @@ pub enum Refusal {
         /// Its liveness epoch.
         epoch: u64,
     },
+    /// An owner id longer than a name may be.
+    #[error("an owner id is over {max_bytes} bytes")]
+    OwnerIdTooLong {
+        /// The bound.
+        max_bytes: usize,
+    },
     /// A `Once` envelope inside another.
     #[error("a write envelope inside a write envelope")]
     NestedOnce,
@@ -264,6 +270,7 @@ impl Refusal {
             | TooManyPids { .. }
             | PidNotInBlock { .. }
             | NestedOnce
+            | OwnerIdTooLong { .. }
             | GrantTooLarge { .. } => RefusalKind::Invalid,
             NoNode { .. }
             | NodeRemoved { .. }

@@ -411,12 +411,15 @@ pub async fn import_snapshot(node: &Node, file: Bytes) -> Result<SnapshotImporte
 /// snapshot; it continues inside the call it was captured in, with what
 /// the restorer grants now (checked against `authority`) and nothing the
 /// snapshot says. Returns the answer and the grants as admitted
-/// (canonical host paths), for the cluster's record.
+/// (canonical host paths), for the cluster's record. A process that does
+/// not take its original's pid starts as `pid` if given (see
+/// [`Node::restore_snapshot_as`]).
 pub async fn restore(
     node: &Node,
     id: Sha256,
     req: RestoreRequest,
     authority: DirAuthority,
+    pid: Option<Pid>,
 ) -> Result<(Restored, Grants), ApiError> {
     check_env(&req.env)?;
     let asked = Grants {
@@ -435,7 +438,9 @@ pub async fn restore(
         let node = node.clone();
         blocking(move || Ok(node.admit_grants(&asked, authority)?)).await?
     };
-    let pid = node.restore_snapshot(&id, req.replace, &grants).await?;
+    let pid = node
+        .restore_snapshot_as(&id, req.replace, &grants, pid)
+        .await?;
     Ok((Restored { id, pid }, grants))
 }
 

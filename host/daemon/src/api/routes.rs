@@ -54,6 +54,7 @@ pub fn error_response(e: &ApiError) -> Response<ApiBody> {
         &ErrorBody {
             error: e.to_string(),
             gone: None,
+            detail: None,
         },
     )
 }
@@ -260,7 +261,7 @@ where
             Method::POST => {
                 let id = parse_id(id)?;
                 let body: RestoreRequest = read_json(req).await?;
-                let (restored, _) = handlers::restore(node, id, body, authority).await?;
+                let (restored, _) = handlers::restore(node, id, body, authority, None).await?;
                 ok(&restored)
             }
             m => Err(method_not_allowed(&m, "POST")),
@@ -296,7 +297,10 @@ impl std::io::Read for ChannelReader {
 /// never held whole: a blocking decoder checks and stores it chunk by chunk
 /// ([`Node::import_snapshot_stream`]), and the upload is cut off as soon as
 /// it passes the node's bound, or the decoder refuses it.
-async fn import_streamed<B>(node: &Node, req: Request<B>) -> Result<SnapshotImported, ApiError>
+pub(crate) async fn import_streamed<B>(
+    node: &Node,
+    req: Request<B>,
+) -> Result<SnapshotImported, ApiError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,

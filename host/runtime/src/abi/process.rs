@@ -83,8 +83,15 @@ async fn spawn_call(
     };
     let host = caller.data().host.clone();
     let forward = caller.data().log.forwards();
+    let parent = caller.data().pid;
     let spawned = host
-        .spawn(target.as_deref().map(str::trim), &module_ref, args, forward)
+        .spawn(
+            parent,
+            target.as_deref().map(str::trim),
+            &module_ref,
+            args,
+            forward,
+        )
         .await;
     match spawned {
         Ok(pid) => match write_bytes(caller, out_ptr, &pid.0.to_le_bytes()) {

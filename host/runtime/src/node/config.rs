@@ -4,6 +4,7 @@
 
 use crate::engine::EngineSettings;
 use crate::mailbox::MailboxLimits;
+use crate::pid::Pid;
 use shoal_registry::Sha256;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,6 +118,11 @@ pub struct SpawnSpec {
     /// CPU in loops; see `shoal_prepare::PrepareOptions::preempt`).
     #[serde(default)]
     pub preemptible: bool,
+    /// The process whose `spawn` starts this one (`None`: the node's
+    /// operator or API). Reported to the cluster link so the child gets its
+    /// parent's owner; never part of a snapshot.
+    #[serde(skip)]
+    pub parent: Option<Pid>,
 }
 
 impl SpawnSpec {
@@ -131,6 +137,7 @@ impl SpawnSpec {
             forward_output: false,
             memory_bytes_max: None,
             preemptible: false,
+            parent: None,
         }
     }
 }

@@ -25,7 +25,7 @@ impl Node {
         let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
         self.shared.router.attach(pid, mailbox.clone());
         if let Some(link) = self.shared.router.cluster() {
-            link.process_started(pid);
+            link.process_started(pid, None);
         }
         HostMailbox {
             pid,
@@ -127,6 +127,7 @@ impl ProcessHost for NodeHost {
 
     async fn spawn(
         &self,
+        parent: Pid,
         target: Option<&str>,
         reference: &str,
         args: Vec<String>,
@@ -135,12 +136,12 @@ impl ProcessHost for NodeHost {
         match target {
             None => {
                 self.0
-                    .spawn_by_reference(reference, args, forward_output)
+                    .spawn_by_reference(reference, args, forward_output, Some(parent))
                     .await
             }
             Some(t) => {
                 self.0
-                    .spawn_placed(t, reference, args, forward_output)
+                    .spawn_placed(parent, t, reference, args, forward_output)
                     .await
             }
         }

@@ -85,6 +85,7 @@ impl Shared {
         // A process given its mailbox is one that moved (arrived here, or
         // stayed after a called-off move): the directory already has it.
         let announce = mailbox.is_none();
+        let parent = spec.parent;
         if let Some(p) = pid {
             if self.entry(p).is_some() {
                 return Err(NodeError::InvalidSpawn(format!("pid {p} is still live")));
@@ -205,7 +206,7 @@ impl Shared {
             );
         }
         if let Some(link) = self.router.cluster().filter(|_| announce) {
-            link.process_started(pid);
+            link.process_started(pid, parent);
         }
         let shared = self.clone();
         let pre = module.pre.clone();

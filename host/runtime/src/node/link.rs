@@ -23,8 +23,11 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// Start a process somewhere in the cluster. `target` is `""` (let the
     /// scheduler choose), a node name, or label constraints `k=v[,k=v]`.
     /// Errors are ABI codes.
+    ///
+    /// The child is `parent`'s: it gets `parent`'s owner.
     async fn spawn_placed(
         &self,
+        parent: Pid,
         target: &str,
         module_ref: &str,
         args: Vec<String>,
@@ -33,8 +36,10 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// replicated name registry, its blob fetched from a node that holds it
     /// (and checked against its sha256). Errors are ABI codes.
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32>;
-    /// A process started on this node.
-    fn process_started(&self, pid: Pid);
+    /// A process started on this node; `parent` is the process whose
+    /// `spawn` started it (its owner is the child's), `None` for processes
+    /// the node's operator or API started.
+    fn process_started(&self, pid: Pid, parent: Option<Pid>);
     /// A process on this node ended.
     fn process_exited(&self, pid: Pid);
     /// This node's id in the cluster (the origin of messages it sends).

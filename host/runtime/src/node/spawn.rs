@@ -25,7 +25,17 @@ impl Node {
     /// [`ClusterLink::spawn_placed`]); on a node without a cluster, only
     /// `""` or this node are possible and it starts here.
     pub async fn spawn_by_reference(&self, reference: &str, args: Vec<String>) -> Result<Pid, i32> {
-        self.shared.spawn_by_reference(reference, args, false).await
+        self.shared
+            .spawn_by_reference(reference, args, false, None)
+            .await
+    }
+
+    /// Start a process with pid `pid`, which the caller allocated from
+    /// [`Node::pids`] (so it could note what belongs to the pid, e.g. its
+    /// owner, before the process runs).
+    pub async fn spawn_as(&self, spec: SpawnSpec, pid: Pid) -> Result<Pid, NodeError> {
+        let module = self.shared.load(spec.module, spec.preemptible).await?;
+        self.shared.start_as(spec, module, None, Some(pid), None)
     }
 }
 
@@ -34,15 +44,16 @@ impl Shared {
     /// cluster's scheduler choose; a node name or `k=v` labels constrain it.
     pub async fn spawn_placed(
         self: &Arc<Self>,
+        parent: Pid,
         target: &str,
         reference: &str,
         args: Vec<String>,
         forward_output: bool,
     ) -> Result<Pid, i32> {
         match self.router.cluster() {
-            Some(link) => link.spawn_placed(target, reference, args).await,
+            Some(link) => link.spawn_placed(parent, target, reference, args).await,
             None if target.is_empty() => {
-                self.spawn_by_reference(reference, args, forward_output)
+                self.spawn_by_reference(reference, args, forward_output, Some(parent))
                     .await
             }
             None => Err(abi::errno::NO_NODE),
@@ -56,12 +67,14 @@ impl Shared {
         }
     }
 
-    /// Resolve a module reference and start it (the ABI's `spawn`).
+    /// Resolve a module reference and start it (the ABI's `spawn`), as a
+    /// child of `parent` if a process asked.
     pub async fn spawn_by_reference(
         self: &Arc<Self>,
         reference: &str,
         args: Vec<String>,
         forward_output: bool,
+        parent: Option<Pid>,
     ) -> Result<Pid, i32> {
         let hash = match self.registry.resolve(reference) {
             // A hash reference resolves without the blob being here: in a
@@ -78,6 +91,7 @@ impl Shared {
         argv.extend(args);
         let mut spec = SpawnSpec::new(hash, argv);
         spec.forward_output = forward_output;
+        spec.parent = parent;
         match Shared::spawn(self, spec).await {
             Ok(pid) => Ok(pid),
             Err(NodeError::ProcessLimit(_) | NodeError::MemoryBudget { .. }) => {

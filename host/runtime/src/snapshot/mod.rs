@@ -296,6 +296,20 @@ impl Node {
         replace: bool,
         grants: &crate::grants::Grants,
     ) -> Result<Pid, NodeError> {
+        self.restore_snapshot_as(id, replace, grants, None).await
+    }
+
+    /// [`Node::restore_snapshot`], starting a process that does not take
+    /// its original's pid as `pid` (allocated by the caller from
+    /// [`Node::pids`], so it could note what belongs to the pid, e.g. its
+    /// owner, before the process runs); `None`: a fresh pid.
+    pub async fn restore_snapshot_as(
+        &self,
+        id: &Sha256,
+        replace: bool,
+        grants: &crate::grants::Grants,
+        pid: Option<Pid>,
+    ) -> Result<Pid, NodeError> {
         let registry = self.registry().clone();
         let id = *id;
         let memory_max = self.config().engine.memory_bytes_max;
@@ -323,7 +337,7 @@ impl Node {
             self.wait(original).await;
             Some(original)
         } else {
-            None
+            pid
         };
         self.restore_with_spec(manifest.module, image, spec, reuse)
             .await

@@ -1,0 +1,227 @@
+//! Which writes a member may forward to the leader, and as whom.
+//!
+//! A write that reaches the leader from another node (a forwarded
+//! [`Raft::write`](crate::Raft::write)) comes from the node whose
+//! certificate the TLS handshake verified (the Raft layer checks the body's
+//! `from` against it). The leader applies it only if that node may write
+//! it ([`ClusterState::may_forward`]):
+//!
+//! - **about itself**: its heartbeat, pid blocks, directory entries, grants
+//!   (or those of a process it placed elsewhere, on behalf of their
+//!   granter), owners, modules it holds, its own cordon (a drain), the moves of a
+//!   process it sends or receives, the names of processes it runs;
+//! - **as the CA node**: redeeming a join token and adding the joiner (the
+//!   token is the joiner's proof, checked when applied);
+//! - **on behalf of an identity** (`by`, the certificate of whoever asked
+//!   that node over the control API): the role-bearing writes — join
+//!   tokens, revocations, node removal, cordoning another node — only for
+//!   an admin; module names for anyone (the ownership rule checks `by` when
+//!   the entry is applied);
+//! - never: bootstrapping, the failure detector's verdicts (the leader's
+//!   own), the legacy ownerless name commands.
+//!
+//! What this does not yet stop: a hostile member naming an admin as `by`.
+//! Entries that carry the requester's signature, checked when applied, are
+//! the later half of issue #11 item 2.
+
+use shoal_pki::{need_admin, Owner, Role};
+
+use super::{ClusterState, Command, NodeId};
+
+impl ClusterState {
+    /// Refuse (with the reason) a write node `sender` forwarded on behalf
+    /// of `by` (`None`: as itself) that it may not make.
+    pub fn may_forward(
+        &self,
+        sender: NodeId,
+        by: Option<&Owner>,
+        cmd: &Command,
+    ) -> Result<(), String> {
+        // A retried write comes in its at-most-once envelope: judge what
+        // it carries.
+        let cmd = match cmd {
+            Command::Once { cmd: inner, .. } => match **inner {
+                Command::Once { .. } => return Err("a write envelope inside another".into()),
+                ref inner => inner,
+            },
+            other => other,
+        };
+        let own = |node: NodeId| {
+            if node == sender {
+                Ok(())
+            } else {
+                Err(format!(
+                    "node {sender} may not write {} about node {node}",
+                    command_name(cmd)
+                ))
+            }
+        };
+        let admin = || {
+            let who = by.cloned().unwrap_or_else(|| Owner {
+                role: Role::Node,
+                id: self
+                    .member(sender)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default(),
+            });
+            need_admin(&who, command_name(cmd)).map_err(|f| f.to_string())
+        };
+        let runs_here = |pid: u64| match self.directory.get(&pid) {
+            Some(e) => own(e.node),
+            None => own(self.block_owner(pid).unwrap_or(0)),
+        };
+        match cmd {
+            Command::Heartbeat { id, .. } => own(*id),
+            Command::AllocPidBlock { node }
+            | Command::Register { node, .. }
+            | Command::Unregister { node, .. }
+            | Command::SetOwners { node, .. }
+            | Command::ModuleHeld { node, .. } => own(*node),
+            // The node that placed a process records its grants, on behalf
+            // of the granter, wherever the process runs.
+            Command::SetGrants { node, grants, .. } => own(*node).or_else(|e| match by {
+                Some(b) if b.role == grants.granted_by.role && b.id == grants.granted_by.id => {
+                    Ok(())
+                }
+                _ => Err(e),
+            }),
+            Command::SetCordon { id, .. } if *id == sender && by.is_none() => Ok(()),
+            Command::SetCordon { .. }
+            | Command::CreateToken { .. }
+            | Command::Revoke { .. }
+            | Command::RemoveNode { .. } => admin(),
+            Command::MovePid { from, to, .. } => own(*from).or_else(|_| own(*to)),
+            Command::RegisterName { pid, .. }
+            | Command::UnregisterName { pid, .. }
+            | Command::JoinGroup { pid, .. }
+            | Command::LeaveGroup { pid, .. } => runs_here(*pid),
+            Command::RedeemToken { .. } | Command::AddNode { .. } => match self.ca_node {
+                Some(ca) if ca == sender => Ok(()),
+                _ => Err(format!(
+                    "only the CA node admits joiners; node {sender} may not write {}",
+                    command_name(cmd)
+                )),
+            },
+            Command::NameModule { .. } | Command::UnnameModule { .. } => Ok(()),
+            Command::Once { .. } => Err("a write envelope inside another".into()),
+            Command::Bootstrap { .. }
+            | Command::NodeDead { .. }
+            | Command::NodeAlive { .. }
+            | Command::SetModuleName { .. }
+            | Command::RemoveModuleName { .. }
+            | Command::SetProcessName { .. }
+            | Command::RemoveProcessName { .. } => Err(format!(
+                "{} is never accepted from another node",
+                command_name(cmd)
+            )),
+        }
+    }
+}
+
+/// The command's variant name, for refusals and logs.
+pub fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Once { cmd, .. } => command_name(cmd),
+        Command::Bootstrap { .. } => "Bootstrap",
+        Command::AddNode { .. } => "AddNode",
+        Command::RemoveNode { .. } => "RemoveNode",
+        Command::SetCordon { .. } => "SetCordon",
+        Command::Heartbeat { .. } => "Heartbeat",
+        Command::AllocPidBlock { .. } => "AllocPidBlock",
+        Command::Register { .. } => "Register",
+        Command::Unregister { .. } => "Unregister",
+        Command::MovePid { .. } => "MovePid",
+        Command::SetModuleName { .. } => "SetModuleName",
+        Command::RemoveModuleName { .. } => "RemoveModuleName",
+        Command::ModuleHeld { .. } => "ModuleHeld",
+        Command::SetProcessName { .. } => "SetProcessName",
+        Command::RemoveProcessName { .. } => "RemoveProcessName",
+        Command::CreateToken { .. } => "CreateToken",
+        Command::RedeemToken { .. } => "RedeemToken",
+        Command::SetGrants { .. } => "SetGrants",
+        Command::NodeDead { .. } => "NodeDead",
+        Command::NodeAlive { .. } => "NodeAlive",
+        Command::RegisterName { .. } => "RegisterName",
+        Command::UnregisterName { .. } => "UnregisterName",
+        Command::JoinGroup { .. } => "JoinGroup",
+        Command::LeaveGroup { .. } => "LeaveGroup",
+        Command::Revoke { .. } => "Revoke",
+        Command::SetOwners { .. } => "SetOwners",
+        Command::NameModule { .. } => "NameModule",
+        Command::UnnameModule { .. } => "UnnameModule",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_pki::{JoinToken, TokenRecord};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn cluster() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(&Command::Bootstrap {
+            ca_node: 1,
+            name: "a".into(),
+            addr: "a:1".into(),
+            labels: BTreeMap::new(),
+            now_ms: 1,
+        });
+        s.apply(&Command::AddNode {
+            name: "b".into(),
+            addr: "b:1".into(),
+            labels: BTreeMap::new(),
+            now_ms: 1,
+        });
+        s
+    }
+
+    #[test]
+    fn a_node_writes_about_itself_and_role_bearing_writes_need_an_admin() {
+        let s = cluster();
+        let token = JoinToken::generate().unwrap();
+        let mint = Command::CreateToken {
+            record: TokenRecord::new(&token, Role::Admin, 1, Duration::from_secs(60)),
+        };
+        // The attack: a node certificate writing an admin token as itself.
+        assert!(s.may_forward(2, None, &mint).is_err());
+        let client = Owner {
+            role: Role::Client,
+            id: "c".into(),
+        };
+        let admin = Owner {
+            role: Role::Admin,
+            id: "root".into(),
+        };
+        assert!(s.may_forward(2, Some(&client), &mint).is_err());
+        assert_eq!(s.may_forward(2, Some(&admin), &mint), Ok(()));
+        let beat = |id| Command::Heartbeat {
+            id,
+            load: Default::default(),
+            now_ms: 1,
+        };
+        assert_eq!(s.may_forward(2, None, &beat(2)), Ok(()));
+        assert!(s.may_forward(2, None, &beat(1)).is_err());
+        let remove = Command::RemoveNode { id: 1, now_ms: 1 };
+        assert!(s.may_forward(2, None, &remove).is_err());
+        assert_eq!(s.may_forward(2, Some(&admin), &remove), Ok(()));
+        let cordon = |id| Command::SetCordon { id, cordoned: true };
+        assert_eq!(s.may_forward(2, None, &cordon(2)), Ok(()));
+        assert!(s.may_forward(2, None, &cordon(1)).is_err());
+        let redeem = Command::RedeemToken {
+            token: "x.y".into(),
+            now_ms: 1,
+        };
+        assert_eq!(s.may_forward(1, None, &redeem), Ok(()));
+        assert!(s.may_forward(2, None, &redeem).is_err());
+        let dead = Command::NodeDead {
+            node: 1,
+            epoch: 0,
+            silent_ms: 1,
+            by: 2,
+            now_ms: 1,
+        };
+        assert!(s.may_forward(2, Some(&admin), &dead).is_err());
+    }
+}
