@@ -16,6 +16,7 @@
 //! Run with `cargo bench -p shoal-tests --bench calls`. Prints figures with
 //! the aims and ratios beside them; never fails on a slow machine.
 
+#[allow(dead_code)]
 #[path = "../tests/common/cluster.rs"]
 mod cluster;
 

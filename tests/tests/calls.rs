@@ -608,6 +608,14 @@ async fn names_survive_a_leader_change() {
             == Some(named.0)
     })
     .await;
+    // Before the change: the asker's node resolves it and refuses a second
+    // holder (which also brings both modules to that node: the leader's
+    // node, about to stop, may be the only one holding them).
+    let w = spawn(&c, asker, &["kv_client", "whereis", "store"]).await;
+    exit_of(&c, asker, w).await;
+    assert_eq!(stdout(&c, asker, w), format!("whereis {}\n", named.0));
+    let loser = spawn(&c, asker, &["kv", "named", "store"]).await;
+    wait_stdout(&c, asker, loser, "register failed NAME_TAKEN").await;
     // The leader goes away; the two left elect another.
     c.stop(leader).await;
     wait_until("a new leader", WAIT, || c.leader().is_some()).await;

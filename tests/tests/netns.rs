@@ -444,14 +444,32 @@ fn a_call_and_a_monitor_of_a_process_on_a_killed_node_end_with_node_down_when_it
 #[test]
 fn calls_to_a_group_fail_over_to_a_live_member_when_a_members_node_is_killed() {
     let mut lab = lab3();
+    // Deploy, retried while the target node does not know the module yet
+    // (its holders may not have reached that node's Raft state).
+    let deploy_retrying = |args: &[&str]| {
+        let mut argv = vec!["deploy", "--json"];
+        argv.extend_from_slice(args);
+        let mut pid = None;
+        wait_for("a deploy to succeed", SETTLE, || {
+            let out = lab.cli(0, &argv);
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                pid = v[0]["pid"].as_u64();
+            }
+            pid.is_some()
+        });
+        pid.unwrap()
+    };
     let mut members = Vec::new();
     for node in ["n2", "n3"] {
-        let d = deploy(
-            &lab,
-            0,
-            &[shoal_tests::KV, "--node", node, "--", "member", "pool"],
-        );
-        members.push(d[0].0);
+        members.push(deploy_retrying(&[
+            shoal_tests::KV,
+            "--node",
+            node,
+            "--",
+            "member",
+            "pool",
+        ]));
     }
     wait_for("both members to serve", SETTLE, || {
         members
