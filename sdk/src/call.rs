@@ -253,14 +253,9 @@ fn receive(
             let rc = unsafe {
                 match filter {
                     None => sys::recv_any(buf.as_mut_ptr(), buf_len, timeout_ms, &mut info),
-                    Some((f, value)) => sys::recv_match(
-                        f,
-                        value,
-                        buf.as_mut_ptr(),
-                        buf_len,
-                        timeout_ms,
-                        &mut info,
-                    ),
+                    Some((f, value)) => {
+                        sys::recv_match(f, value, buf.as_mut_ptr(), buf_len, timeout_ms, &mut info)
+                    }
                 }
             };
             match check(rc) {
@@ -295,7 +290,12 @@ pub fn send_request_raw(target: Pid, request: &[u8]) -> Result<RequestRef> {
     let mut reference = 0u64;
     // SAFETY: the request is valid for `len` bytes, `reference` for 8.
     check(unsafe {
-        sys::send_request(target.as_u64() as i64, request.as_ptr(), len, &mut reference)
+        sys::send_request(
+            target.as_u64() as i64,
+            request.as_ptr(),
+            len,
+            &mut reference,
+        )
     })?;
     Ok(RequestRef(reference))
 }
@@ -325,12 +325,14 @@ pub fn receive_response_raw(request: RequestRef, timeout: Option<Duration>) -> R
     if info.kind == sys::KIND_REPLY {
         return Ok(data);
     }
-    Err(match DownReason::from_codes(info.reason, info.code, &data) {
-        DownReason::NoProc => Error::NoProcess,
-        DownReason::NodeDown => Error::NodeDown,
-        DownReason::NotCallable => Error::NotCallable,
-        other => Error::CalleeDown(other),
-    })
+    Err(
+        match DownReason::from_codes(info.reason, info.code, &data) {
+            DownReason::NoProc => Error::NoProcess,
+            DownReason::NodeDown => Error::NodeDown,
+            DownReason::NotCallable => Error::NotCallable,
+            other => Error::CalleeDown(other),
+        },
+    )
 }
 
 /// [`receive_response_raw`] with the reply decoded with postcard.
@@ -532,10 +534,8 @@ pub fn call_group<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         let member = group_pick(name)?;
         match call(member, request, timeout) {
             Err(
-                e @ (Error::NoProcess
-                | Error::CalleeDown(_)
-                | Error::NodeDown
-                | Error::NotCallable),
+                e
+                @ (Error::NoProcess | Error::CalleeDown(_) | Error::NodeDown | Error::NotCallable),
             ) => last = e,
             other => return other,
         }
@@ -585,7 +585,10 @@ mod tests {
     #[test]
     #[cfg(not(target_arch = "wasm32"))]
     fn unsupported_off_wasm() {
-        assert_eq!(call_raw(Pid::from_raw(1), b"x", None), Err(Error::Unsupported));
+        assert_eq!(
+            call_raw(Pid::from_raw(1), b"x", None),
+            Err(Error::Unsupported)
+        );
         assert_eq!(monitor(Pid::from_raw(1)), Err(Error::Unsupported));
     }
 }

@@ -197,9 +197,7 @@ impl fmt::Display for Error {
             Error::CalleeDown(why) => write!(f, "the callee went down: {why:?} (CALLEE_DOWN)"),
             Error::NodeDown => f.write_str("the callee's node was declared dead (NODE_DOWN)"),
             Error::NameTaken => f.write_str("the name is taken (NAME_TAKEN)"),
-            Error::NotCallable => {
-                f.write_str("the callee cannot receive calls (NOT_CALLABLE)")
-            }
+            Error::NotCallable => f.write_str("the callee cannot receive calls (NOT_CALLABLE)"),
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

@@ -367,8 +367,12 @@ async fn selective_receive_takes_one_sender_or_one_answer_and_keeps_the_rest_acr
             .any(|p| p.pid == waiter && p.mailbox_len == 2)
     })
     .await;
-    assert_eq!(stdout(&c, 1, waiter), "waiting
-", "x1, x2 did not wake it");
+    assert_eq!(
+        stdout(&c, 1, waiter),
+        "waiting
+",
+        "x1, x2 did not wake it"
+    );
     peer.send(waiter, b"go".to_vec()).expect("send");
     let st = exit_of(&c, 1, waiter).await;
     let out = stdout(&c, 1, waiter);

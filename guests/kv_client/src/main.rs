@@ -70,7 +70,9 @@ fn reason_of(e: &Error) -> String {
 }
 
 fn payload(i: u64) -> Vec<u8> {
-    (0..16u64).map(|k| (i.wrapping_mul(31).wrapping_add(k)) as u8).collect()
+    (0..16u64)
+        .map(|k| (i.wrapping_mul(31).wrapping_add(k)) as u8)
+        .collect()
 }
 
 fn stream(server: Pid, count: u64, timeout: Duration) -> bool {
@@ -94,7 +96,9 @@ fn stream(server: Pid, count: u64, timeout: Duration) -> bool {
             println!("progress {}", i + 1);
         }
     }
-    println!("stream done calls={count} ok={ok} bad={bad} errors={errors} first_error={first_error}");
+    println!(
+        "stream done calls={count} ok={ok} bad={bad} errors={errors} first_error={first_error}"
+    );
     bad == 0 && errors == 0
 }
 
@@ -147,7 +151,10 @@ fn main() {
     let mode = args.get(1).map(String::as_str).unwrap_or("");
     let good = match mode {
         "stream" => {
-            let count = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             let timeout_ms = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(30_000);
             stream(pid_arg(&args, 2), count, Duration::from_millis(timeout_ms))
         }
@@ -157,7 +164,8 @@ fn main() {
             let mut good = true;
             for k in 0..4u8 {
                 let key = format!("key{k}");
-                let put: Result<Resp, _> = shoal::call(server, &Req::Put(key.clone(), vec![k; 3]), t);
+                let put: Result<Resp, _> =
+                    shoal::call(server, &Req::Put(key.clone(), vec![k; 3]), t);
                 good &= put == Ok(Resp::Value(None));
                 let got: Result<Resp, _> = shoal::call(server, &Req::Get(key), t);
                 good &= got == Ok(Resp::Value(Some(vec![k; 3])));
@@ -167,10 +175,17 @@ fn main() {
         }
         "hold" => {
             let server = pid_arg(&args, 2);
-            let timeout_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let timeout_ms: u64 = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             println!("calling");
             let start = Instant::now();
-            let r = shoal::call::<Req, Resp>(server, &Req::Hold(7), Some(Duration::from_millis(timeout_ms)));
+            let r = shoal::call::<Req, Resp>(
+                server,
+                &Req::Hold(7),
+                Some(Duration::from_millis(timeout_ms)),
+            );
             report(r, start);
             true
         }
@@ -200,13 +215,23 @@ fn main() {
         }
         "groupstream" => {
             let group = args.get(2).cloned().unwrap_or_else(|| usage());
-            let count: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
-            let pause_ms: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count: u64 = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            let pause_ms: u64 = args
+                .get(4)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             let (mut ok, mut bad, mut errors, mut slowest_ms) = (0u64, 0u64, 0u64, 0u128);
             let mut first_error = String::from("-");
             for i in 0..count {
                 let start = Instant::now();
-                let r = shoal::call_group::<Req, Resp>(&group, &Req::Echo(i, payload(i)), Some(Duration::from_secs(30)));
+                let r = shoal::call_group::<Req, Resp>(
+                    &group,
+                    &Req::Echo(i, payload(i)),
+                    Some(Duration::from_secs(30)),
+                );
                 slowest_ms = slowest_ms.max(start.elapsed().as_millis());
                 match r {
                     Ok(Resp::Echo(n, d)) if n == i && d == payload(i) => ok += 1,
@@ -228,7 +253,10 @@ fn main() {
         }
         "bench" => {
             let server = pid_arg(&args, 2);
-            let count: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count: usize = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             let t = Some(Duration::from_secs(30));
             measure("bench", count, |i| {
                 let data = payload(i);
@@ -238,7 +266,10 @@ fn main() {
         }
         "msgbench" => {
             let pong = pid_arg(&args, 2);
-            let count: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count: usize = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             measure("msgbench", count, |i| {
                 let data = payload(i);
                 shoal::send(pong, &data).is_ok()
@@ -247,7 +278,10 @@ fn main() {
             })
         }
         "fanout" => {
-            let count: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count: u64 = args
+                .get(2)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             let servers: Vec<Pid> = (3..args.len()).map(|i| pid_arg(&args, i)).collect();
             let (mut ok, mut bad, mut errors) = (0u64, 0u64, 0u64);
             let mut pending = Vec::new();
@@ -316,7 +350,10 @@ fn main() {
         }
         "group" => {
             let group = args.get(2).cloned().unwrap_or_else(|| usage());
-            let count: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count: u64 = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             let (mut ok, mut bad, mut errors) = (0u64, 0u64, 0u64);
             let mut served: std::collections::BTreeMap<u64, u64> = Default::default();
             for i in 0..count {
@@ -342,7 +379,11 @@ fn main() {
         }
         "groupcall" => {
             let group = args.get(2).cloned().unwrap_or_else(|| usage());
-            let r = shoal::call_group::<Req, Resp>(&group, &Req::Echo(1, payload(1)), Some(Duration::from_secs(30)));
+            let r = shoal::call_group::<Req, Resp>(
+                &group,
+                &Req::Echo(1, payload(1)),
+                Some(Duration::from_secs(30)),
+            );
             match r {
                 Ok(Resp::Echo(1, _)) => println!("groupcall ok"),
                 Ok(other) => println!("groupcall bad {other:?}"),
@@ -351,7 +392,11 @@ fn main() {
             true
         }
         "noproc" => {
-            let r = shoal::call::<Req, Resp>(pid_arg(&args, 2), &Req::Get("x".into()), Some(Duration::from_secs(5)));
+            let r = shoal::call::<Req, Resp>(
+                pid_arg(&args, 2),
+                &Req::Get("x".into()),
+                Some(Duration::from_secs(5)),
+            );
             match r {
                 Ok(_) => println!("result ok"),
                 Err(e) => println!("result err={}", e.name()),

@@ -418,13 +418,19 @@ mod tests {
         };
         assert_eq!(take(Want::From(Pid(8))).data, b"b");
         let answer = take(Want::Answer(r2));
-        assert_eq!((answer.tag, &answer.data[..]), (Tag::Reply(r2), &b"two"[..]));
+        assert_eq!(
+            (answer.tag, &answer.data[..]),
+            (Tag::Reply(r2), &b"two"[..])
+        );
         assert!(!mb.has_request(r2));
         // `recv_any` sees "a" and nothing more: the DOWN is r1's answer.
         assert_eq!(take(Want::Any).data, b"a");
         assert_eq!(mb.take_wanted(100, Want::Any, &mut bounces), Head::Empty);
         assert_eq!(mb.take_wanted(100, Want::Plain, &mut bounces), Head::Empty);
-        assert_eq!(mb.take_wanted(100, Want::From(Pid(7)), &mut bounces), Head::Empty);
+        assert_eq!(
+            mb.take_wanted(100, Want::From(Pid(7)), &mut bounces),
+            Head::Empty
+        );
         assert_eq!(mb.len(), 1);
         // Too small a buffer leaves it queued.
         assert!(matches!(
@@ -456,10 +462,16 @@ mod tests {
     fn calls_to_a_process_that_cannot_see_them_are_refused_not_queued() {
         use crate::mailbox::{Bounce, Head, MailboxLimits};
         use std::sync::Arc;
-        assert!(!module_sees_calls([("shoal_v1", "recv"), ("shoal_v1", "send")]));
+        assert!(!module_sees_calls([
+            ("shoal_v1", "recv"),
+            ("shoal_v1", "send")
+        ]));
         assert!(!module_sees_calls([("env", "recv_any")]));
         assert!(module_sees_calls([("shoal_v1", "recv_match")]));
-        assert!(module_sees_calls([("shoal_v1", "recv"), ("shoal_v1", "recv_any")]));
+        assert!(module_sees_calls([
+            ("shoal_v1", "recv"),
+            ("shoal_v1", "recv_any")
+        ]));
         let router = Router::default();
         let old = Arc::new(Mailbox::new(MailboxLimits::default()));
         old.set_sees_calls(false);
@@ -475,12 +487,12 @@ mod tests {
         assert_eq!(answer.tag, Tag::Down(r));
         assert_eq!(answer.sender, Pid(1));
         assert_eq!(DownReason::split(&answer.data).0, abi::REASON_NOT_CALLABLE);
-        // Plain mail still goes in; a request that got in some other way
-        // (an image) is refused when the owner next receives.
+        // A request that got in some other way (an image) is refused when
+        // the owner next receives; plain mail still goes in.
+        old.push(tagged(3, b"r", Tag::Call(5))).unwrap();
         router
             .send_message(Pid(1), Message::plain(Pid(2), b"p".to_vec()))
             .unwrap();
-        old.push(tagged(3, b"r", Tag::Call(5))).unwrap();
         let mut bounces = Vec::new();
         let Head::Taken(m) = old.take_visible(100, false, &mut bounces) else {
             panic!()

@@ -306,9 +306,7 @@ impl Mailbox {
                     true
                 }
                 Tag::Down(r) => {
-                    if !q.is_calling(r)
-                        && !q.is_requested(r)
-                        && !q.calls.monitors.contains_key(&r)
+                    if !q.is_calling(r) && !q.is_requested(r) && !q.calls.monitors.contains_key(&r)
                     {
                         return Ok(());
                     }

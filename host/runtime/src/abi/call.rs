@@ -206,7 +206,15 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
             };
             let want = Ok(Want::Any);
-            receive(&mut caller, RECV_ANY, want, (ptr, len), timeout_ms, info_ptr).await
+            receive(
+                &mut caller,
+                RECV_ANY,
+                want,
+                (ptr, len),
+                timeout_ms,
+                info_ptr,
+            )
+            .await
         })
     })?;
 
@@ -228,7 +236,15 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 }
                 _ => Err(errno::INVALID),
             };
-            receive(&mut caller, RECV_MATCH, want, (ptr, len), timeout_ms, info_ptr).await
+            receive(
+                &mut caller,
+                RECV_MATCH,
+                want,
+                (ptr, len),
+                timeout_ms,
+                info_ptr,
+            )
+            .await
         })
     })?;
 
