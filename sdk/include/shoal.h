@@ -66,6 +66,8 @@ extern "C" {
 #define SHOAL_ECALLEE_DOWN -12
 #define SHOAL_ENODE_DOWN -13
 #define SHOAL_ENAME_TAKEN -14
+/* The callee cannot receive calls (imports neither recv_any nor recv_match). */
+#define SHOAL_ENOT_CALLABLE -15
 
 /* ---- Limits and constants ----------------------------------------------- */
 
@@ -235,6 +237,12 @@ int32_t shoal_recv(void *buf, int32_t buf_len, int64_t timeout_ms,
 #define SHOAL_KIND_MESSAGE 0
 #define SHOAL_KIND_CALL 1
 #define SHOAL_KIND_DOWN 2
+/** The reply to a request made with shoal_send_request (recv_match only). */
+#define SHOAL_KIND_REPLY 3
+
+/** shoal_recv_match filters. */
+#define SHOAL_MATCH_FROM 1  /* value: a pid; what recv_any would return, from it only */
+#define SHOAL_MATCH_REPLY 2 /* value: a request reference; only its answer */
 
 /** Why a process went down (DOWN notices, CALLEE_DOWN). */
 #define SHOAL_REASON_EXIT 1
@@ -243,6 +251,7 @@ int32_t shoal_recv(void *buf, int32_t buf_len, int64_t timeout_ms,
 #define SHOAL_REASON_NOPROC 4
 #define SHOAL_REASON_NODE_DOWN 5
 #define SHOAL_REASON_OVERLOADED 6
+#define SHOAL_REASON_NOT_CALLABLE 7
 
 /** What shoal_recv_any writes at info (32 bytes, little-endian). */
 typedef struct shoal_recv_any_info {
@@ -300,11 +309,38 @@ SHOAL_IMPORT("monitor")
 int32_t shoal_monitor(uint64_t pid, uint64_t *ref);
 
 /**
- * Withdraw a monitor. SHOAL_OK or SHOAL_EINVALID.
+ * Withdraw a monitor, or a pending request (its answer is then dropped).
+ * SHOAL_OK or SHOAL_EINVALID.
  * Import: shoal_v1.demonitor (i64) -> i32.
  */
 SHOAL_IMPORT("demonitor")
 int32_t shoal_demonitor(uint64_t ref);
+
+/**
+ * A call that does not wait: sends the request to pid, writes its reference
+ * at *ref and returns. Receive the answer with shoal_recv_match and
+ * SHOAL_MATCH_REPLY. SHOAL_OK, or SHOAL_EFAULT, SHOAL_EINVALID (itself),
+ * SHOAL_ETOO_LARGE, SHOAL_ELIMIT (1024 pending), SHOAL_ENO_PROCESS,
+ * SHOAL_EMAILBOX_FULL.
+ * Import: shoal_v1.send_request (i64, i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("send_request")
+int32_t shoal_send_request(uint64_t pid, const void *req, int32_t req_len,
+                           uint64_t *ref);
+
+/**
+ * Selective receive: with SHOAL_MATCH_FROM, what shoal_recv_any would
+ * return, only from pid value; with SHOAL_MATCH_REPLY, only the answer to
+ * request value (SHOAL_KIND_REPLY, or SHOAL_KIND_DOWN with the reason, which
+ * ends the request). Other mail stays queued in order. Capture point.
+ * Results as shoal_recv_any; SHOAL_EINVALID for an unknown filter or a
+ * request that is not pending.
+ * Import: shoal_v1.recv_match (i32, i64, i32, i32, i64, i32) -> i32.
+ */
+SHOAL_IMPORT("recv_match")
+int32_t shoal_recv_match(int32_t filter, int64_t value, void *buf,
+                         int32_t buf_len, int64_t timeout_ms,
+                         shoal_recv_any_info_t *info);
 
 /**
  * Gives the caller the name (UTF-8, 1..255 bytes) in its owner's namespace,

@@ -53,6 +53,9 @@ pub enum DownReason {
     NodeDown,
     /// It refused (too many calls in service or watchers).
     Overloaded,
+    /// It cannot receive calls (its module imports neither `recv_any` nor
+    /// `recv_match`): the request was refused, not queued.
+    NotCallable,
     /// A reason code this SDK does not know (from a newer host).
     Unknown(i32),
 }
@@ -66,6 +69,7 @@ impl DownReason {
             sys::REASON_NOPROC => DownReason::NoProc,
             sys::REASON_NODE_DOWN => DownReason::NodeDown,
             sys::REASON_OVERLOADED => DownReason::Overloaded,
+            sys::REASON_NOT_CALLABLE => DownReason::NotCallable,
             other => DownReason::Unknown(other),
         }
     }
@@ -74,6 +78,11 @@ impl DownReason {
 /// The handle of a call request received, to [`reply`] with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallHandle(pub u64);
+
+/// A request made with [`send_request`], to receive the answer to with
+/// [`receive_response`] (or withdraw with [`cancel_request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestRef(pub u64);
 
 /// A monitor held, to [`demonitor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -195,6 +204,43 @@ pub fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
 ///
 /// [`Error::Timeout`] if nothing arrived in time.
 pub fn recv_any(timeout: Option<Duration>) -> Result<Incoming> {
+    receive(None, timeout).map(incoming)
+}
+
+/// Receives the oldest message, call request or DOWN notice from `from`
+/// (a DOWN of a monitor of `from`), leaving everything else queued, in
+/// order. A capture point: the process may be moved while it waits.
+///
+/// # Errors
+///
+/// [`Error::Timeout`] if nothing from `from` arrived in time.
+pub fn recv_from(from: Pid, timeout: Option<Duration>) -> Result<Incoming> {
+    receive(Some((sys::MATCH_FROM, from.as_u64() as i64)), timeout).map(incoming)
+}
+
+fn incoming((info, data): (sys::RecvAnyInfo, Vec<u8>)) -> Incoming {
+    let from = Pid::from_raw(info.sender_pid);
+    match info.kind {
+        sys::KIND_CALL => Incoming::Call {
+            from,
+            handle: CallHandle(info.reference),
+            data,
+        },
+        sys::KIND_DOWN => Incoming::Down(Down {
+            pid: from,
+            reference: MonitorRef(info.reference),
+            reason: DownReason::from_codes(info.reason, info.code, &data),
+        }),
+        _ => Incoming::Message(Message { sender: from, data }),
+    }
+}
+
+/// `recv_any` (no filter) or `recv_match` (a filter and its value): the
+/// info record and the payload, the buffer grown as the host asks.
+fn receive(
+    filter: Option<(i32, i64)>,
+    timeout: Option<Duration>,
+) -> Result<(sys::RecvAnyInfo, Vec<u8>)> {
     with_buffer(&RECV_ANY_BUFFER, |buf| {
         if buf.len() < crate::RECV_BUFFER_SIZE {
             buf.resize(crate::RECV_BUFFER_SIZE, 0);
@@ -202,9 +248,15 @@ pub fn recv_any(timeout: Option<Duration>) -> Result<Incoming> {
         loop {
             let mut info = sys::RecvAnyInfo::default();
             let buf_len = i32::try_from(buf.len()).unwrap_or(i32::MAX);
+            let timeout_ms = timeout_to_ms(timeout);
             // SAFETY: `buf` and `info` are valid for writes for the call.
             let rc = unsafe {
-                sys::recv_any(buf.as_mut_ptr(), buf_len, timeout_to_ms(timeout), &mut info)
+                match filter {
+                    None => sys::recv_any(buf.as_mut_ptr(), buf_len, timeout_ms, &mut info),
+                    Some((f, value)) => {
+                        sys::recv_match(f, value, buf.as_mut_ptr(), buf_len, timeout_ms, &mut info)
+                    }
+                }
             };
             match check(rc) {
                 Ok(len) => {
@@ -212,21 +264,7 @@ pub fn recv_any(timeout: Option<Duration>) -> Result<Incoming> {
                     if len > buf.len() {
                         return Err(Error::Invalid);
                     }
-                    let data = buf[..len].to_vec();
-                    let from = Pid::from_raw(info.sender_pid);
-                    return Ok(match info.kind {
-                        sys::KIND_CALL => Incoming::Call {
-                            from,
-                            handle: CallHandle(info.reference),
-                            data,
-                        },
-                        sys::KIND_DOWN => Incoming::Down(Down {
-                            pid: from,
-                            reference: MonitorRef(info.reference),
-                            reason: DownReason::from_codes(info.reason, info.code, &data),
-                        }),
-                        _ => Incoming::Message(Message { sender: from, data }),
-                    });
+                    return Ok((info, buf[..len].to_vec()));
                 }
                 Err(Error::BufferTooSmall { .. }) if (info.length as usize) > buf.len() => {
                     buf.resize(info.length as usize, 0)
@@ -235,6 +273,89 @@ pub fn recv_any(timeout: Option<Duration>) -> Result<Incoming> {
             }
         }
     })
+}
+
+/// Sends the request bytes to `target` as a call and returns at once; the
+/// answer is received later with [`receive_response_raw`], which leaves
+/// other mail queued. Several requests may be pending at once (at most
+/// 1,024), to different processes: a caller can fan out and then collect.
+///
+/// # Errors
+///
+/// [`Error::NoProcess`], [`Error::TooLarge`], [`Error::MailboxFull`],
+/// [`Error::Limit`] (too many requests pending), [`Error::Invalid`]
+/// (itself).
+pub fn send_request_raw(target: Pid, request: &[u8]) -> Result<RequestRef> {
+    let len = i32::try_from(request.len()).map_err(|_| Error::TooLarge)?;
+    let mut reference = 0u64;
+    // SAFETY: the request is valid for `len` bytes, `reference` for 8.
+    check(unsafe {
+        sys::send_request(
+            target.as_u64() as i64,
+            request.as_ptr(),
+            len,
+            &mut reference,
+        )
+    })?;
+    Ok(RequestRef(reference))
+}
+
+/// [`send_request_raw`] with the request encoded with postcard.
+///
+/// # Errors
+///
+/// As [`send_request_raw`], plus [`Error::Encode`].
+pub fn send_request<Req: Serialize + ?Sized>(target: Pid, request: &Req) -> Result<RequestRef> {
+    let bytes = postcard::to_allocvec(request).map_err(|e| Error::Encode(e.to_string()))?;
+    send_request_raw(target, &bytes)
+}
+
+/// Waits (up to `timeout`; `None`: forever) for the answer to `request`
+/// and nothing else: other mail stays queued, in order. A capture point.
+/// On [`Error::Timeout`] the request is still pending (wait again, or
+/// [`cancel_request`]); any other outcome ends it.
+///
+/// # Errors
+///
+/// [`Error::Timeout`], [`Error::CalleeDown`] (with the reason),
+/// [`Error::NodeDown`], [`Error::NoProcess`], [`Error::NotCallable`],
+/// [`Error::Invalid`] (not a pending request).
+pub fn receive_response_raw(request: RequestRef, timeout: Option<Duration>) -> Result<Vec<u8>> {
+    let (info, data) = receive(Some((sys::MATCH_REPLY, request.0 as i64)), timeout)?;
+    if info.kind == sys::KIND_REPLY {
+        return Ok(data);
+    }
+    Err(
+        match DownReason::from_codes(info.reason, info.code, &data) {
+            DownReason::NoProc => Error::NoProcess,
+            DownReason::NodeDown => Error::NodeDown,
+            DownReason::NotCallable => Error::NotCallable,
+            other => Error::CalleeDown(other),
+        },
+    )
+}
+
+/// [`receive_response_raw`] with the reply decoded with postcard.
+///
+/// # Errors
+///
+/// As [`receive_response_raw`], plus [`Error::Decode`].
+pub fn receive_response<Resp: DeserializeOwned>(
+    request: RequestRef,
+    timeout: Option<Duration>,
+) -> Result<Resp> {
+    let reply = receive_response_raw(request, timeout)?;
+    postcard::from_bytes(&reply).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Withdraw a pending request: its answer, queued or to come, is dropped.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] if it is not pending (answered, or withdrawn).
+pub fn cancel_request(request: RequestRef) -> Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { sys::demonitor(request.0 as i64) }).map(drop)
 }
 
 /// Answers the call `handle` with the reply bytes.
@@ -396,7 +517,7 @@ pub const CALL_GROUP_ATTEMPTS: u32 = 3;
 
 /// [`call`] one live member of group `name` (preferring this node's). If
 /// the member is found down ([`Error::NoProcess`], [`Error::CalleeDown`],
-/// [`Error::NodeDown`]) another is picked, up to [`CALL_GROUP_ATTEMPTS`]
+/// [`Error::NodeDown`], [`Error::NotCallable`]) another is picked, up to [`CALL_GROUP_ATTEMPTS`]
 /// in all: a request may then have reached a member that ended before
 /// replying, so group requests should be safe to repeat.
 ///
@@ -412,7 +533,10 @@ pub fn call_group<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
     for _ in 0..CALL_GROUP_ATTEMPTS {
         let member = group_pick(name)?;
         match call(member, request, timeout) {
-            Err(e @ (Error::NoProcess | Error::CalleeDown(_) | Error::NodeDown)) => last = e,
+            Err(
+                e
+                @ (Error::NoProcess | Error::CalleeDown(_) | Error::NodeDown | Error::NotCallable),
+            ) => last = e,
             other => return other,
         }
     }
@@ -461,7 +585,10 @@ mod tests {
     #[test]
     #[cfg(not(target_arch = "wasm32"))]
     fn unsupported_off_wasm() {
-        assert_eq!(call_raw(Pid::from_raw(1), b"x", None), Err(Error::Unsupported));
+        assert_eq!(
+            call_raw(Pid::from_raw(1), b"x", None),
+            Err(Error::Unsupported)
+        );
         assert_eq!(monitor(Pid::from_raw(1)), Err(Error::Unsupported));
     }
 }

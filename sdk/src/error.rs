@@ -67,6 +67,9 @@ pub enum Error {
     NodeDown,
     /// `NAME_TAKEN` (-14): another process of the same owner holds that name.
     NameTaken,
+    /// `NOT_CALLABLE` (-15): the callee cannot receive calls (its module
+    /// imports neither `recv_any` nor `recv_match`); nothing was queued.
+    NotCallable,
     /// A negative code this SDK does not know (from a newer host).
     Unknown(i32),
     /// Not running inside a Shoal host (the crate was built for a non-wasm32
@@ -105,6 +108,7 @@ impl Error {
             sys::CALLEE_DOWN => Error::CalleeDown(crate::DownReason::Unknown(0)),
             sys::NODE_DOWN => Error::NodeDown,
             sys::NAME_TAKEN => Error::NameTaken,
+            sys::NOT_CALLABLE => Error::NotCallable,
             sys::UNSUPPORTED => Error::Unsupported,
             other => Error::Unknown(other),
         }
@@ -134,6 +138,7 @@ impl Error {
             Error::CalleeDown(_) => sys::CALLEE_DOWN,
             Error::NodeDown => sys::NODE_DOWN,
             Error::NameTaken => sys::NAME_TAKEN,
+            Error::NotCallable => sys::NOT_CALLABLE,
             Error::Unknown(code) => *code,
             Error::Unsupported | Error::Encode(_) | Error::Decode(_) => return None,
         })
@@ -161,6 +166,7 @@ impl Error {
             Error::CalleeDown(_) => "CALLEE_DOWN",
             Error::NodeDown => "NODE_DOWN",
             Error::NameTaken => "NAME_TAKEN",
+            Error::NotCallable => "NOT_CALLABLE",
             Error::Unknown(_) => "UNKNOWN",
             Error::Unsupported => "UNSUPPORTED",
             Error::Encode(_) => "ENCODE",
@@ -191,6 +197,7 @@ impl fmt::Display for Error {
             Error::CalleeDown(why) => write!(f, "the callee went down: {why:?} (CALLEE_DOWN)"),
             Error::NodeDown => f.write_str("the callee's node was declared dead (NODE_DOWN)"),
             Error::NameTaken => f.write_str("the name is taken (NAME_TAKEN)"),
+            Error::NotCallable => f.write_str("the callee cannot receive calls (NOT_CALLABLE)"),
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

@@ -84,9 +84,10 @@ mod process;
 pub mod sys;
 
 pub use call::{
-    call, call_group, call_name, call_raw, demonitor, group_pick, join_group, leave_group, monitor,
-    recv_any, register, reply, reply_raw, serve, unregister, whereis, CallHandle, Down,
-    DownReason, Incoming, MonitorRef, CALL_GROUP_ATTEMPTS, CALL_REPLY_BUFFER_SIZE,
+    call, call_group, call_name, call_raw, cancel_request, demonitor, group_pick, join_group,
+    leave_group, monitor, receive_response, receive_response_raw, recv_any, recv_from, register,
+    reply, reply_raw, send_request, send_request_raw, serve, unregister, whereis, CallHandle, Down,
+    DownReason, Incoming, MonitorRef, RequestRef, CALL_GROUP_ATTEMPTS, CALL_REPLY_BUFFER_SIZE,
     DEFAULT_CALL_TIMEOUT,
 };
 pub use error::{Error, Result};

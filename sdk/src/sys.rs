@@ -34,13 +34,14 @@ pub use shoal_abi::table::SHOAL_ABI_VERSION as ABI_VERSION;
 // The error codes: one table, in `shoal-abi`, shared with the host.
 pub use shoal_abi::errno::{
     BUFFER_TOO_SMALL, CALLEE_DOWN, FAULT, INVALID, LIMIT, MAILBOX_FULL, NAME_TAKEN, NODE_DOWN,
-    NO_MODULE, NO_NODE, NO_PROCESS, OK, SPAWN_FAILED, TIMEOUT, TOO_LARGE,
+    NOT_CALLABLE, NO_MODULE, NO_NODE, NO_PROCESS, OK, SPAWN_FAILED, TIMEOUT, TOO_LARGE,
 };
 
 // What `recv_any` says a message is, and why a process went down.
 pub use shoal_abi::calls::{
-    KIND_CALL, KIND_DOWN, KIND_MESSAGE, REASON_EXIT, REASON_KILLED, REASON_NODE_DOWN,
-    REASON_NOPROC, REASON_OVERLOADED, REASON_TRAP,
+    KIND_CALL, KIND_DOWN, KIND_MESSAGE, KIND_REPLY, MATCH_FROM, MATCH_REPLY, REASON_EXIT,
+    REASON_KILLED, REASON_NODE_DOWN, REASON_NOPROC, REASON_NOT_CALLABLE, REASON_OVERLOADED,
+    REASON_TRAP,
 };
 
 /// What [`recv_any`] writes at its `info` pointer: 32 bytes, little-endian
@@ -306,6 +307,34 @@ imports! {
     ///
     /// Always safe to call; it is `unsafe` only because it is an import.
     fn demonitor(reference: i64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.send_request(pid, req_ptr, req_len, ref_out) -> i32`: a
+    /// [`call`] that does not wait: sends the request, writes its reference
+    /// at `ref_out` and returns. The answer (a reply, or a DOWN saying why
+    /// none will come) is received with [`recv_match`] and
+    /// [`MATCH_REPLY`]; [`demonitor`] withdraws the request. Returns [`OK`],
+    /// or [`FAULT`], [`INVALID`] (itself), [`TOO_LARGE`], [`LIMIT`] (1,024
+    /// requests pending), [`NO_PROCESS`], [`MAILBOX_FULL`].
+    ///
+    /// # Safety
+    ///
+    /// `req_ptr` must be valid for `req_len` bytes of reads and `ref_out`
+    /// for 8 bytes of writes.
+    fn send_request(pid: i64, req_ptr: *const u8, req_len: i32, ref_out: *mut u64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.recv_match(filter, value, buf_ptr, buf_len, timeout_ms,
+    /// info_ptr) -> i32`: selective receive. [`MATCH_FROM`]: what
+    /// [`recv_any`] would return, only from pid `value`; [`MATCH_REPLY`]:
+    /// only the answer to request `value` ([`KIND_REPLY`], or [`KIND_DOWN`]
+    /// with the reason). Everything else stays queued, in order. Capture
+    /// point. Results as [`recv_any`]; [`INVALID`] for an unknown filter or
+    /// a request that is not pending.
+    ///
+    /// # Safety
+    ///
+    /// `buf_ptr` must be valid for `buf_len` bytes of writes and `info` for
+    /// a [`RecvAnyInfo`].
+    fn recv_match(filter: i32, value: i64, buf_ptr: *mut u8, buf_len: i32, timeout_ms: i64, info: *mut RecvAnyInfo) -> i32 => UNSUPPORTED;
 
     /// `shoal_v1.register(name_ptr, name_len) -> i32`: gives the caller the
     /// name (UTF-8, 1..=255 bytes) in its owner's namespace, held by the

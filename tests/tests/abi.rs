@@ -302,3 +302,58 @@ async fn send_to_a_dead_pid_and_oversized_messages_fail_cleanly() {
         ExitReason::Exited { code: 0 }
     );
 }
+
+/// `recv_match`, `send_request` and `demonitor` against hostile arguments:
+/// each check answers its own code, pointers first; the exit code names
+/// the step that answered wrong.
+const SELECTIVE_HOSTILE_WAT: &str = r#"
+(module
+  (import "shoal_v1" "recv_match" (func $match (param i32 i64 i32 i32 i64 i32) (result i32)))
+  (import "shoal_v1" "send_request" (func $request (param i64 i32 i32 i32) (result i32)))
+  (import "shoal_v1" "demonitor" (func $demonitor (param i64) (result i32)))
+  (import "shoal_v1" "self_pid" (func $self (result i64)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func $expect (param $got i32) (param $want i32) (param $step i32)
+    (if (i32.ne (local.get $got) (local.get $want)) (then (call $exit (local.get $step)))))
+  (func (export "_start")
+    ;; an unknown filter: INVALID
+    (call $expect (call $match (i32.const 99) (i64.const 0) (i32.const 0) (i32.const 1024) (i64.const 0) (i32.const 2048)) (i32.const -2) (i32.const 1))
+    ;; a reply to a request never made: INVALID (it would wait forever)
+    (call $expect (call $match (i32.const 2) (i64.const 12345) (i32.const 0) (i32.const 1024) (i64.const -1) (i32.const 2048)) (i32.const -2) (i32.const 2))
+    ;; the buffer outside memory: FAULT, before the filter is looked at
+    (call $expect (call $match (i32.const 1) (i64.const 5) (i32.const 65500) (i32.const 100) (i64.const 0) (i32.const 2048)) (i32.const -1) (i32.const 3))
+    (call $expect (call $match (i32.const 99) (i64.const 0) (i32.const 65500) (i32.const 100) (i64.const 0) (i32.const 2048)) (i32.const -1) (i32.const 4))
+    ;; the 32-byte info partly outside memory: FAULT
+    (call $expect (call $match (i32.const 1) (i64.const 5) (i32.const 0) (i32.const 1024) (i64.const 0) (i32.const 65520)) (i32.const -1) (i32.const 5))
+    ;; a negative length: INVALID
+    (call $expect (call $match (i32.const 1) (i64.const 5) (i32.const 0) (i32.const -1) (i64.const 0) (i32.const 2048)) (i32.const -2) (i32.const 6))
+    ;; a request to itself: INVALID
+    (call $expect (call $request (call $self) (i32.const 0) (i32.const 4) (i32.const 3000)) (i32.const -2) (i32.const 7))
+    ;; the reference outside memory: FAULT
+    (call $expect (call $request (i64.const 999999) (i32.const 0) (i32.const 4) (i32.const 65532)) (i32.const -1) (i32.const 8))
+    ;; over the message limit: TOO_LARGE
+    (call $expect (call $request (i64.const 999999) (i32.const 0) (i32.const 1048577) (i32.const 3000)) (i32.const -6) (i32.const 9))
+    ;; nobody there: NO_PROCESS, and no request is left pending
+    (call $expect (call $request (i64.const 999999) (i32.const 0) (i32.const 4) (i32.const 3000)) (i32.const -3) (i32.const 10))
+    ;; nothing from pid 5: a poll times out
+    (call $expect (call $match (i32.const 1) (i64.const 5) (i32.const 0) (i32.const 1024) (i64.const 0) (i32.const 2048)) (i32.const -4) (i32.const 11))
+    ;; withdrawing what is not held: INVALID
+    (call $expect (call $demonitor (i64.const 777)) (i32.const -2) (i32.const 12))
+    (call $exit (i32.const 0))))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selective_receive_and_requests_refuse_hostile_arguments() {
+    let t = TestNode::new();
+    let hash = t
+        .node
+        .add_module(&wat::parse_str(SELECTIVE_HOSTILE_WAT).unwrap())
+        .unwrap();
+    let pid = t.spawn(hash, &["selective_hostile"]).await;
+    assert_eq!(
+        t.wait(pid, LONG).await.reason,
+        ExitReason::Exited { code: 0 },
+        "exit code names the failed step"
+    );
+}

@@ -477,3 +477,84 @@ fn a_call_and_a_monitor_of_a_process_on_a_killed_node_end_with_node_down_when_it
         assert!(took <= DEAD_AFTER + DETECTION_SLACK, "{took:?}");
     }
 }
+
+#[test]
+fn calls_to_a_group_fail_over_to_a_live_member_when_a_members_node_is_killed() {
+    let mut lab = lab3();
+    // Deploy, retried while the target node does not know the module yet
+    // (its holders may not have reached that node's Raft state).
+    let deploy_retrying = |args: &[&str]| {
+        let mut argv = vec!["deploy", "--json"];
+        argv.extend_from_slice(args);
+        let mut pid = None;
+        wait_for("a deploy to succeed", SETTLE, || {
+            let out = lab.cli(0, &argv);
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                pid = v[0]["pid"].as_u64();
+            }
+            pid.is_some()
+        });
+        pid.unwrap()
+    };
+    let mut members = Vec::new();
+    for node in ["n2", "n3"] {
+        members.push(deploy_retrying(&[
+            shoal_tests::KV,
+            "--node",
+            node,
+            "--",
+            "member",
+            "pool",
+        ]));
+    }
+    wait_for("both members to serve", SETTLE, || {
+        members
+            .iter()
+            .all(|m| output(&lab, 0, *m).contains("kv ready"))
+    });
+    // A stream of group calls from n1, 20 ms apart, spread over both.
+    let client = deploy(
+        &lab,
+        0,
+        &[
+            shoal_tests::KV_CLIENT,
+            "--node",
+            "n1",
+            "--",
+            "groupstream",
+            "pool",
+            "400",
+            "20",
+        ],
+    );
+    let (client, _) = client[0].clone();
+    wait_for("the stream to be under way", SETTLE, || {
+        output(&lab, 0, client).contains("progress 50")
+    });
+    lab.kill(2);
+    let killed = Instant::now();
+    wait_for("the stream to end", SETTLE, || {
+        output(&lab, 0, client).contains("groupstream done")
+    });
+    let out = output(&lab, 0, client);
+    let slowest_ms: u64 = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("slowest_ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    println!(
+        "400 group calls from n1 with n3's member SIGKILLed: ended {} ms after the kill, slowest call {slowest_ms} ms",
+        killed.elapsed().as_millis()
+    );
+    assert!(
+        out.contains("groupstream done calls=400 ok=400 bad=0 errors=0"),
+        "every call answered by a live member: {out}"
+    );
+    // The call caught on the dead node waited for the verdict, no longer
+    // (not its 30 s deadline).
+    assert!(
+        slowest_ms <= (DEAD_AFTER + DETECTION_SLACK).as_millis() as u64,
+        "{out}"
+    );
+}

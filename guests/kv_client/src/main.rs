@@ -22,6 +22,30 @@
 //!   ok=<ok> bad=<bad> errors=<e>` and `served_by <pid> <n>` per member.
 //! - `noproc <pid>`: a call to a pid that does not exist: prints
 //!   `result err=<NAME>`.
+//! - `request <server>`: `hold` through the selective receive: one
+//!   `Hold(7)` with `shoal::send_request`, prints `requested`, then waits
+//!   only for its answer (`shoal::receive_response`, no deadline) and
+//!   prints `result ...`, the queued mail and `done` as `hold` does.
+//! - `from <pid>`: prints `waiting`, waits (`shoal::recv_from`, no
+//!   deadline) for the first message from `<pid>` only and prints
+//!   `from <text>`, then the other mail, oldest first, as `mail <text>`,
+//!   then `done`.
+//! - `groupstream <group> <count> <pause_ms>`: `count` calls `Echo` to the
+//!   group through `shoal::call_group` (which fails over to another member
+//!   when the one called is found down), each checked, `pause_ms` apart.
+//!   Prints `progress <i>` every 50 calls and at the end `groupstream done
+//!   calls=<n> ok=<ok> bad=<bad> errors=<e> first_error=<E>
+//!   slowest_ms=<ms>`.
+//! - `bench <server> <count>` / `msgbench <pong> <count>`: round-trip
+//!   latency measured in the guest, after `count / 10` unmeasured warm-up
+//!   rounds: `count` calls `Echo(i, 16 bytes)` (`bench`), or `count` plain
+//!   16-byte messages to a `ping_pong pong` each received back with `recv`
+//!   (`msgbench`). Prints `<mode> n=<count> p50_us=<p50> p99_us=<p99>
+//!   mean_us=<mean>`.
+//! - `fanout <count> <server>...`: `count` `Echo` requests to each server,
+//!   all pending at once, then collects the answers newest first (each
+//!   with its own `receive_response`); prints `fanout ok=<n> bad=<b>
+//!   errors=<e>`.
 
 use kv_proto::{Req, Resp};
 use shoal::{Error, Incoming, Pid};
@@ -46,7 +70,9 @@ fn reason_of(e: &Error) -> String {
 }
 
 fn payload(i: u64) -> Vec<u8> {
-    (0..16u64).map(|k| (i.wrapping_mul(31).wrapping_add(k)) as u8).collect()
+    (0..16u64)
+        .map(|k| (i.wrapping_mul(31).wrapping_add(k)) as u8)
+        .collect()
 }
 
 fn stream(server: Pid, count: u64, timeout: Duration) -> bool {
@@ -70,8 +96,54 @@ fn stream(server: Pid, count: u64, timeout: Duration) -> bool {
             println!("progress {}", i + 1);
         }
     }
-    println!("stream done calls={count} ok={ok} bad={bad} errors={errors} first_error={first_error}");
+    println!(
+        "stream done calls={count} ok={ok} bad={bad} errors={errors} first_error={first_error}"
+    );
     bad == 0 && errors == 0
+}
+
+/// Run `round` (`count / 10` times unmeasured, then `count` times) and
+/// print `<what> n=<count> p50_us=.. p99_us=.. mean_us=..`.
+fn measure(what: &str, count: usize, mut round: impl FnMut(u64) -> bool) -> bool {
+    for i in 0..count / 10 {
+        if !round(i as u64) {
+            return false;
+        }
+    }
+    let mut lat = Vec::with_capacity(count);
+    for i in 0..count {
+        let t = Instant::now();
+        if !round(i as u64) {
+            println!("{what} failed at {i}");
+            return false;
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let at = |p: f64| us(lat[((lat.len().max(1) - 1) as f64 * p) as usize]);
+    let mean = us(lat.iter().sum::<Duration>()) / lat.len().max(1) as f64;
+    println!(
+        "{what} n={count} p50_us={:.1} p99_us={:.1} mean_us={mean:.1}",
+        at(0.5),
+        at(0.99)
+    );
+    true
+}
+
+/// Print the outcome of a `Hold(7)` call, then the mail that waited.
+fn report(r: Result<Resp, Error>, start: Instant) {
+    let ms = start.elapsed().as_millis();
+    match &r {
+        Ok(Resp::Released(n)) => println!("result ok released={n}"),
+        Ok(other) => println!("result bad {other:?}"),
+        Err(e) => println!("result err={} reason={} ms={ms}", e.name(), reason_of(e)),
+    }
+    // Mail that came while the call waited is all still there, in order.
+    while let Ok(m) = shoal::recv(Some(Duration::ZERO)) {
+        println!("mail {}", String::from_utf8_lossy(&m.data));
+    }
+    println!("done");
 }
 
 fn main() {
@@ -79,7 +151,10 @@ fn main() {
     let mode = args.get(1).map(String::as_str).unwrap_or("");
     let good = match mode {
         "stream" => {
-            let count = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             let timeout_ms = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(30_000);
             stream(pid_arg(&args, 2), count, Duration::from_millis(timeout_ms))
         }
@@ -89,7 +164,8 @@ fn main() {
             let mut good = true;
             for k in 0..4u8 {
                 let key = format!("key{k}");
-                let put: Result<Resp, _> = shoal::call(server, &Req::Put(key.clone(), vec![k; 3]), t);
+                let put: Result<Resp, _> =
+                    shoal::call(server, &Req::Put(key.clone(), vec![k; 3]), t);
                 good &= put == Ok(Resp::Value(None));
                 let got: Result<Resp, _> = shoal::call(server, &Req::Get(key), t);
                 good &= got == Ok(Resp::Value(Some(vec![k; 3])));
@@ -99,22 +175,134 @@ fn main() {
         }
         "hold" => {
             let server = pid_arg(&args, 2);
-            let timeout_ms: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let timeout_ms: u64 = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             println!("calling");
             let start = Instant::now();
-            let r = shoal::call::<Req, Resp>(server, &Req::Hold(7), Some(Duration::from_millis(timeout_ms)));
-            let ms = start.elapsed().as_millis();
-            match &r {
-                Ok(Resp::Released(n)) => println!("result ok released={n}"),
-                Ok(other) => println!("result bad {other:?}"),
-                Err(e) => println!("result err={} reason={} ms={ms}", e.name(), reason_of(e)),
+            let r = shoal::call::<Req, Resp>(
+                server,
+                &Req::Hold(7),
+                Some(Duration::from_millis(timeout_ms)),
+            );
+            report(r, start);
+            true
+        }
+        "request" => {
+            let server = pid_arg(&args, 2);
+            let start = Instant::now();
+            let r = shoal::send_request(server, &Req::Hold(7)).and_then(|request| {
+                println!("requested");
+                shoal::receive_response::<Resp>(request, None)
+            });
+            report(r, start);
+            true
+        }
+        "from" => {
+            let from = pid_arg(&args, 2);
+            println!("waiting");
+            match shoal::recv_from(from, None) {
+                Ok(Incoming::Message(m)) => println!("from {}", String::from_utf8_lossy(&m.data)),
+                Ok(other) => println!("from other {other:?}"),
+                Err(e) => println!("from err={}", e.name()),
             }
-            // Mail that came while the call waited is all still there, in order.
             while let Ok(m) = shoal::recv(Some(Duration::ZERO)) {
                 println!("mail {}", String::from_utf8_lossy(&m.data));
             }
             println!("done");
             true
+        }
+        "groupstream" => {
+            let group = args.get(2).cloned().unwrap_or_else(|| usage());
+            let count: u64 = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            let pause_ms: u64 = args
+                .get(4)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            let (mut ok, mut bad, mut errors, mut slowest_ms) = (0u64, 0u64, 0u64, 0u128);
+            let mut first_error = String::from("-");
+            for i in 0..count {
+                let start = Instant::now();
+                let r = shoal::call_group::<Req, Resp>(
+                    &group,
+                    &Req::Echo(i, payload(i)),
+                    Some(Duration::from_secs(30)),
+                );
+                slowest_ms = slowest_ms.max(start.elapsed().as_millis());
+                match r {
+                    Ok(Resp::Echo(n, d)) if n == i && d == payload(i) => ok += 1,
+                    Ok(_) => bad += 1,
+                    Err(e) => {
+                        errors += 1;
+                        if first_error == "-" {
+                            first_error = format!("{}@{i}", e.name());
+                        }
+                    }
+                }
+                if (i + 1) % 50 == 0 {
+                    println!("progress {}", i + 1);
+                }
+                std::thread::sleep(Duration::from_millis(pause_ms));
+            }
+            println!("groupstream done calls={count} ok={ok} bad={bad} errors={errors} first_error={first_error} slowest_ms={slowest_ms}");
+            bad == 0 && errors == 0
+        }
+        "bench" => {
+            let server = pid_arg(&args, 2);
+            let count: usize = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            let t = Some(Duration::from_secs(30));
+            measure("bench", count, |i| {
+                let data = payload(i);
+                matches!(shoal::call::<Req, Resp>(server, &Req::Echo(i, data.clone()), t),
+                    Ok(Resp::Echo(n, d)) if n == i && d == data)
+            })
+        }
+        "msgbench" => {
+            let pong = pid_arg(&args, 2);
+            let count: usize = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            measure("msgbench", count, |i| {
+                let data = payload(i);
+                shoal::send(pong, &data).is_ok()
+                    && matches!(shoal::recv(Some(Duration::from_secs(30))),
+                        Ok(m) if m.sender == pong && m.data == data)
+            })
+        }
+        "fanout" => {
+            let count: u64 = args
+                .get(2)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
+            let servers: Vec<Pid> = (3..args.len()).map(|i| pid_arg(&args, i)).collect();
+            let (mut ok, mut bad, mut errors) = (0u64, 0u64, 0u64);
+            let mut pending = Vec::new();
+            for i in 0..count {
+                for (k, server) in servers.iter().enumerate() {
+                    let n = i * 1000 + k as u64;
+                    match shoal::send_request(*server, &Req::Echo(n, payload(n))) {
+                        Ok(r) => pending.push((n, r)),
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+            while let Some((n, r)) = pending.pop() {
+                match shoal::receive_response::<Resp>(r, Some(Duration::from_secs(30))) {
+                    Ok(Resp::Echo(m, d)) if m == n && d == payload(n) => ok += 1,
+                    Ok(_) => bad += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            println!("fanout ok={ok} bad={bad} errors={errors}");
+            bad == 0 && errors == 0
         }
         "monitor" => {
             let target = pid_arg(&args, 2);
@@ -162,7 +350,10 @@ fn main() {
         }
         "group" => {
             let group = args.get(2).cloned().unwrap_or_else(|| usage());
-            let count: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count: u64 = args
+                .get(3)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage());
             let (mut ok, mut bad, mut errors) = (0u64, 0u64, 0u64);
             let mut served: std::collections::BTreeMap<u64, u64> = Default::default();
             for i in 0..count {
@@ -188,7 +379,11 @@ fn main() {
         }
         "groupcall" => {
             let group = args.get(2).cloned().unwrap_or_else(|| usage());
-            let r = shoal::call_group::<Req, Resp>(&group, &Req::Echo(1, payload(1)), Some(Duration::from_secs(30)));
+            let r = shoal::call_group::<Req, Resp>(
+                &group,
+                &Req::Echo(1, payload(1)),
+                Some(Duration::from_secs(30)),
+            );
             match r {
                 Ok(Resp::Echo(1, _)) => println!("groupcall ok"),
                 Ok(other) => println!("groupcall bad {other:?}"),
@@ -197,7 +392,11 @@ fn main() {
             true
         }
         "noproc" => {
-            let r = shoal::call::<Req, Resp>(pid_arg(&args, 2), &Req::Get("x".into()), Some(Duration::from_secs(5)));
+            let r = shoal::call::<Req, Resp>(
+                pid_arg(&args, 2),
+                &Req::Get("x".into()),
+                Some(Duration::from_secs(5)),
+            );
             match r {
                 Ok(_) => println!("result ok"),
                 Err(e) => println!("result err={}", e.name()),

@@ -38,6 +38,10 @@ pub const CALLEE_DOWN: i32 = -12;
 pub const NODE_DOWN: i32 = -13;
 /// `register`: another process of the same owner holds that name.
 pub const NAME_TAKEN: i32 = -14;
+/// `call`: the callee cannot receive calls — its module imports neither
+/// `recv_any` nor `recv_match` (it was built before calls, or never
+/// serves them). The request was not queued: nothing piles up unseen.
+pub const NOT_CALLABLE: i32 = -15;
 
 /// Every code with its symbolic name, for docs, the C header test and logs.
 pub const ALL: &[(i32, &str)] = &[
@@ -56,6 +60,7 @@ pub const ALL: &[(i32, &str)] = &[
     (CALLEE_DOWN, "CALLEE_DOWN"),
     (NODE_DOWN, "NODE_DOWN"),
     (NAME_TAKEN, "NAME_TAKEN"),
+    (NOT_CALLABLE, "NOT_CALLABLE"),
 ];
 
 /// The symbolic name of a code, for messages.

@@ -137,8 +137,15 @@ pub const IMPORTS: &[ImportSpec] = &[
     shoal("reply", &[I64, I32, I32], &[I32], false),
     // monitor(pid, ref_out_ptr) -> errno
     shoal("monitor", &[I64, I32], &[I32], false),
-    // demonitor(ref) -> errno
+    // demonitor(ref) -> errno (also withdraws a pending request)
     shoal("demonitor", &[I64], &[I32], false),
+    // send_request(pid, req_ptr, req_len, ref_out_ptr) -> errno: a call
+    // that does not wait; its answer comes through recv_match
+    shoal("send_request", &[I64, I32, I32, I32], &[I32], false),
+    // recv_match(filter, value, buf_ptr, buf_len, timeout_ms, info_ptr)
+    // -> length or errno: selective receive (only from a pid, or only the
+    // answer to one request), other mail left queued in order
+    shoal("recv_match", &[I32, I64, I32, I32, I64, I32], &[I32], true),
     // names namespace (abi/names.rs), held in Raft in the owner's namespace
     // register(name_ptr, name_len) -> errno
     shoal("register", &[I32, I32], &[I32], false),

@@ -550,6 +550,18 @@ impl ClusterLink for Link {
             // Issued or registered here but not live here: it has exited.
             return Err(PushError::Closed);
         }
+        if state.node_dead(target).is_some() {
+            // A call or monitor made after the verdict would wait on a lane
+            // nobody drains (the verdict's DOWNs went out once, before it):
+            // it gets its `node_down` now. Plain messages queue as before.
+            if let Some((back_to, notice)) = shoal_runtime::calls::node_down_for(to, &message) {
+                drop(_shared);
+                if let Some(node) = self.node.upgrade() {
+                    let _ = node.router().send_message(back_to, notice);
+                }
+                return Ok(());
+            }
+        }
         let addr = match state.member(target) {
             Some(n) => n.addr.clone(),
             None => return Err(PushError::Closed),
@@ -624,17 +636,15 @@ impl ClusterLink for Link {
         let node = self.node.upgrade();
         // A member of this node that is not live here has ended (or is
         // moving away: then it is picked again once it has arrived).
+        // A member on a node declared dead is not picked: a call to a group
+        // fails over to a live member.
+        let state = self.raft.state();
         let gone = |pid: Pid, on: NodeId| {
             self.is_known_dead(pid.0)
+                || state.node_dead(on).is_some()
                 || (on == self.me && node.as_ref().is_some_and(|n| !n.router().is_local(pid)))
         };
-        crate::names::group_pick(
-            &self.raft.state(),
-            self.me,
-            &self.owner_of(asker),
-            name,
-            &gone,
-        )
+        crate::names::group_pick(&state, self.me, &self.owner_of(asker), name, &gone)
     }
 
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {

@@ -53,6 +53,9 @@ pub enum DownReason {
     NodeDown,
     /// It refused: too many calls served or watchers.
     Overloaded,
+    /// It cannot receive calls (its module imports neither `recv_any` nor
+    /// `recv_match`): a call to it is refused, never queued unseen.
+    NotCallable,
 }
 
 /// Longest trap message a DOWN carries, in bytes (the rest is cut).
@@ -83,6 +86,7 @@ impl DownReason {
             DownReason::NoProc => (abi::REASON_NOPROC, 0),
             DownReason::NodeDown => (abi::REASON_NODE_DOWN, 0),
             DownReason::Overloaded => (abi::REASON_OVERLOADED, 0),
+            DownReason::NotCallable => (abi::REASON_NOT_CALLABLE, 0),
         }
     }
 
@@ -130,6 +134,47 @@ pub fn bounce_for(to: Pid, message: &Message) -> Option<(Pid, Message)> {
         )),
         _ => None,
     }
+}
+
+/// What the sender of `message`, addressed to `to` on a node the cluster
+/// declared dead, gets back: a `node_down` DOWN for a call or a monitor
+/// (which would otherwise wait on a lane nobody drains), nothing otherwise.
+pub fn node_down_for(to: Pid, message: &Message) -> Option<(Pid, Message)> {
+    match message.tag {
+        Tag::Call(r) | Tag::Monitor(r) => Some((
+            message.sender,
+            Message {
+                sender: to,
+                data: DownReason::NodeDown.encode(),
+                tag: Tag::Down(r),
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// Does a module with these imports ever see call requests? Only through
+/// `recv_any` or `recv_match`; a module importing neither (every guest built
+/// before calls) is never queued a call: it is refused with
+/// [`DownReason::NotCallable`] (see [`crate::router`]).
+pub fn module_sees_calls<'a>(imports: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+    imports.into_iter().any(|(module, name)| {
+        module == shoal_abi::table::SHOAL_ABI_MODULE && matches!(name, "recv_any" | "recv_match")
+    })
+}
+
+/// What the sender of call request `message` (reference `reference`),
+/// addressed to `to` that cannot see calls, gets back: a DOWN
+/// `not_callable` from `to`.
+pub fn refusal_for(to: Pid, sender: Pid, reference: u64) -> (Pid, Message) {
+    (
+        sender,
+        Message {
+            sender: to,
+            data: DownReason::NotCallable.encode(),
+            tag: Tag::Down(reference),
+        },
+    )
 }
 
 /// Process `pid` ended with `reason`: close its mailbox and send what it
@@ -193,6 +238,7 @@ mod tests {
             DownReason::NoProc,
             DownReason::NodeDown,
             DownReason::Overloaded,
+            DownReason::NotCallable,
         ] {
             let data = r.encode();
             let (reason, code, msg) = DownReason::split(&data);
@@ -336,5 +382,130 @@ mod tests {
         let notices = mb.close_for_exit();
         assert_eq!(notices.watchers, vec![(Pid(4), 1)]);
         assert!(bounces.is_empty());
+    }
+
+    fn tagged(sender: u64, data: &[u8], tag: Tag) -> Message {
+        Message {
+            sender: Pid(sender),
+            data: data.to_vec(),
+            tag,
+        }
+    }
+
+    #[test]
+    fn requests_answers_are_seen_only_by_their_match() {
+        use crate::mailbox::{Head, MailboxLimits, Want};
+        let mb = Mailbox::new(MailboxLimits {
+            messages_max: 2,
+            bytes_max: 1 << 20,
+        });
+        let r1 = mb.begin_request(Pid(7)).unwrap();
+        let r2 = mb.begin_request(Pid(8)).unwrap();
+        mb.push(Message::plain(Pid(7), b"a".to_vec())).unwrap();
+        mb.push(Message::plain(Pid(8), b"b".to_vec())).unwrap();
+        // Full for plain mail; each request's answer has its slot, and an
+        // answer nobody waits for is dropped.
+        assert!(mb.push(Message::plain(Pid(9), b"c".to_vec())).is_err());
+        mb.push(tagged(8, b"two", Tag::Reply(r2))).unwrap();
+        mb.push(tagged(7, &DownReason::Exit(1).encode(), Tag::Down(r1)))
+            .unwrap();
+        mb.push(tagged(7, b"late", Tag::Reply(r2 + 100))).unwrap();
+        assert_eq!(mb.len(), 4);
+        let mut bounces = Vec::new();
+        let mut take = |want| match mb.take_wanted(100, want, &mut bounces) {
+            Head::Taken(m) => m,
+            other => panic!("{want:?}: {other:?}"),
+        };
+        assert_eq!(take(Want::From(Pid(8))).data, b"b");
+        let answer = take(Want::Answer(r2));
+        assert_eq!(
+            (answer.tag, &answer.data[..]),
+            (Tag::Reply(r2), &b"two"[..])
+        );
+        assert!(!mb.has_request(r2));
+        // `recv_any` sees "a" and nothing more: the DOWN is r1's answer.
+        assert_eq!(take(Want::Any).data, b"a");
+        assert_eq!(mb.take_wanted(100, Want::Any, &mut bounces), Head::Empty);
+        assert_eq!(mb.take_wanted(100, Want::Plain, &mut bounces), Head::Empty);
+        assert_eq!(
+            mb.take_wanted(100, Want::From(Pid(7)), &mut bounces),
+            Head::Empty
+        );
+        assert_eq!(mb.len(), 1);
+        // Too small a buffer leaves it queued.
+        assert!(matches!(
+            mb.take_wanted(0, Want::Answer(r1), &mut bounces),
+            Head::TooBig { len: 8, .. }
+        ));
+        let Head::Taken(down) = mb.take_wanted(100, Want::Answer(r1), &mut bounces) else {
+            panic!()
+        };
+        assert_eq!(down.tag, Tag::Down(r1));
+        assert!(mb.is_empty() && bounces.is_empty());
+        // Withdrawn: its answer is dropped.
+        let r3 = mb.begin_request(Pid(7)).unwrap();
+        assert_eq!(mb.end_request(r3), Some(Pid(7)));
+        assert_eq!(mb.end_request(r3), None);
+        mb.push(tagged(7, b"x", Tag::Reply(r3))).unwrap();
+        assert!(mb.is_empty());
+        // Bounded; a dead node answers each request to it once per verdict.
+        for _ in 0..abi::REQUESTS_MAX {
+            mb.begin_request(Pid(7)).unwrap();
+        }
+        assert_eq!(mb.begin_request(Pid(7)), None);
+        let downs = mb.down_targets(&|p| p == Pid(7), &DownReason::NodeDown.encode());
+        assert_eq!(downs, abi::REQUESTS_MAX);
+        assert_eq!(mb.len(), abi::REQUESTS_MAX);
+    }
+
+    #[test]
+    fn calls_to_a_process_that_cannot_see_them_are_refused_not_queued() {
+        use crate::mailbox::{Bounce, Head, MailboxLimits};
+        use std::sync::Arc;
+        assert!(!module_sees_calls([
+            ("shoal_v1", "recv"),
+            ("shoal_v1", "send")
+        ]));
+        assert!(!module_sees_calls([("env", "recv_any")]));
+        assert!(module_sees_calls([("shoal_v1", "recv_match")]));
+        assert!(module_sees_calls([
+            ("shoal_v1", "recv"),
+            ("shoal_v1", "recv_any")
+        ]));
+        let router = Router::default();
+        let old = Arc::new(Mailbox::new(MailboxLimits::default()));
+        old.set_sees_calls(false);
+        let caller = Arc::new(Mailbox::new(MailboxLimits::default()));
+        router.attach(Pid(1), old.clone());
+        router.attach(Pid(2), caller.clone());
+        let r = caller.begin_call(Pid(1));
+        router
+            .send_message(Pid(1), tagged(2, b"req", Tag::Call(r)))
+            .unwrap();
+        assert!(old.is_empty(), "nothing queued unseen");
+        let answer = caller.take_answer(r).expect("refused at once");
+        assert_eq!(answer.tag, Tag::Down(r));
+        assert_eq!(answer.sender, Pid(1));
+        assert_eq!(DownReason::split(&answer.data).0, abi::REASON_NOT_CALLABLE);
+        // A request that got in some other way (an image) is refused when
+        // the owner next receives; plain mail still goes in.
+        old.push(tagged(3, b"r", Tag::Call(5))).unwrap();
+        router
+            .send_message(Pid(1), Message::plain(Pid(2), b"p".to_vec()))
+            .unwrap();
+        let mut bounces = Vec::new();
+        let Head::Taken(m) = old.take_visible(100, false, &mut bounces) else {
+            panic!()
+        };
+        assert_eq!(m.data, b"p");
+        assert!(old.is_empty());
+        assert_eq!(
+            bounces,
+            vec![Bounce {
+                to: Pid(3),
+                tag: Tag::Down(5),
+                data: DownReason::NotCallable.encode(),
+            }]
+        );
     }
 }

@@ -374,6 +374,11 @@ pub fn check_image(
             calls.serving.len(),
             shoal_abi::calls::SERVING_MAX,
         ),
+        (
+            "requests",
+            calls.requests.len(),
+            shoal_abi::calls::REQUESTS_MAX,
+        ),
     ] {
         if count > max {
             return Err(ImageError::TooManyCalls { what, count, max });

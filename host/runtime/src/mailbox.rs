@@ -9,6 +9,7 @@
 use crate::pid::Pid;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -127,6 +128,25 @@ pub struct CallState {
     pub serving: BTreeMap<u64, (Pid, u64)>,
     /// The last reply handle it was given.
     pub last_handle: u64,
+    /// Requests it made with `send_request` and has not received the
+    /// answer to: reference → callee. Each answer (a reply or a DOWN) has
+    /// a reserved slot and is seen only by `recv_match` asking for it.
+    /// Absent (none) in images from before requests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<u64, Pid>,
+}
+
+/// Which queued entries a receive may take (see [`Mailbox::take_wanted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// `recv`: plain messages only (what a guest built before calls knows).
+    Plain,
+    /// `recv_any`: plain messages, call requests, DOWNs of monitors.
+    Any,
+    /// `recv_match` from a pid: what [`Want::Any`] takes, from that sender.
+    From(Pid),
+    /// `recv_match` for a request: its reply or DOWN, nothing else.
+    Answer(u64),
 }
 
 /// A notice the mailbox's owner must send (a monitor or call it refused).
@@ -210,6 +230,11 @@ impl Queue {
     fn is_calling(&self, reference: u64) -> bool {
         self.calls.calling.is_some_and(|c| c.reference == reference)
     }
+
+    /// Is `reference` a request (`send_request`) still waiting?
+    fn is_requested(&self, reference: u64) -> bool {
+        self.calls.requests.contains_key(&reference)
+    }
 }
 
 /// A process's mailbox. Many senders, one receiver.
@@ -221,6 +246,10 @@ pub struct Mailbox {
     /// ([`Mailbox::push_wait`]: messages arriving from other nodes).
     space: Notify,
     limits: MailboxLimits,
+    /// Can its owner ever see a call request? False for a process whose
+    /// module imports neither `recv_any` nor `recv_match`: calls to it are
+    /// refused (`NOT_CALLABLE`) instead of queued unseen.
+    sees_calls: AtomicBool,
 }
 
 impl Mailbox {
@@ -231,7 +260,19 @@ impl Mailbox {
             arrived: Notify::new(),
             space: Notify::new(),
             limits,
+            sees_calls: AtomicBool::new(true),
         }
+    }
+
+    /// Say whether the owner can see call requests (set from its module's
+    /// imports when the process starts, arrives or is restored).
+    pub fn set_sees_calls(&self, sees: bool) {
+        self.sees_calls.store(sees, Ordering::Relaxed);
+    }
+
+    /// Can the owner see call requests? (See [`Mailbox::set_sees_calls`].)
+    pub fn sees_calls(&self) -> bool {
+        self.sees_calls.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -259,13 +300,14 @@ impl Mailbox {
             // monitor was withdrawn) and is dropped.
             let reserved = match message.tag {
                 Tag::Reply(r) => {
-                    if !q.is_calling(r) {
+                    if !q.is_calling(r) && !q.is_requested(r) {
                         return Ok(());
                     }
                     true
                 }
                 Tag::Down(r) => {
-                    if !q.is_calling(r) && !q.calls.monitors.contains_key(&r) {
+                    if !q.is_calling(r) && !q.is_requested(r) && !q.calls.monitors.contains_key(&r)
+                    {
                         return Ok(());
                     }
                     true
@@ -328,15 +370,25 @@ impl Mailbox {
     /// `buffer_len` bytes; `calls` is true for `recv_any` (which also sees
     /// call requests and DOWN notices), false for `recv` (plain messages
     /// only: what a guest built before calls can recognise).
+    pub fn take_visible(&self, buffer_len: usize, calls: bool, bounces: &mut Vec<Bounce>) -> Head {
+        let want = if calls { Want::Any } else { Want::Plain };
+        self.take_wanted(buffer_len, want, bounces)
+    }
+
+    /// Take the oldest entry `want` selects, if it fits in `buffer_len`
+    /// bytes.
     ///
     /// On the way it applies what the guest never sees: monitors and
     /// demonitors of this process are recorded, late replies and DOWNs
-    /// dropped. Entries it may not see stay queued in order (the call in
-    /// progress's answer; for `recv`, calls and DOWNs). A call request
-    /// taken is recorded as served and handed out tagged with its reply
-    /// handle instead of the caller's reference. Refusals the owner must
+    /// dropped, call requests refused when the owner cannot see calls.
+    /// Entries it may not take stay queued in order (the call in
+    /// progress's answer, requests' answers, and whatever `want` leaves
+    /// out). A call request taken is recorded as served and handed out
+    /// tagged with its reply handle instead of the caller's reference; a
+    /// request's answer taken ends the request. Refusals the owner must
     /// send are appended to `bounces`.
-    pub fn take_visible(&self, buffer_len: usize, calls: bool, bounces: &mut Vec<Bounce>) -> Head {
+    pub fn take_wanted(&self, buffer_len: usize, want: Want, bounces: &mut Vec<Bounce>) -> Head {
+        let sees_calls = self.sees_calls();
         let mut q = self.lock();
         let mut i = 0;
         let head = loop {
@@ -344,12 +396,25 @@ impl Mailbox {
                 break Head::Empty;
             };
             let (tag, sender, len) = (m.tag, m.sender, m.data.len());
-            let visible = match tag {
-                Tag::Plain => true,
-                Tag::Call(_) => calls,
-                Tag::Down(r) if q.is_calling(r) => false,
-                Tag::Reply(r) if q.is_calling(r) => false,
-                Tag::Down(r) if q.calls.monitors.contains_key(&r) => calls,
+            // What `recv_any` sees (`any`); a request's answer is for
+            // `recv_match` alone.
+            let (any, answer_to) = match tag {
+                Tag::Plain => (true, None),
+                Tag::Call(r) if !sees_calls => {
+                    // Only a process arriving or restored with it queued
+                    // gets here (the router refuses it on the way in).
+                    remove_at(&mut q, i);
+                    bounces.push(Bounce {
+                        to: sender,
+                        tag: Tag::Down(r),
+                        data: crate::calls::DownReason::NotCallable.encode(),
+                    });
+                    continue;
+                }
+                Tag::Call(_) => (true, None),
+                Tag::Down(r) | Tag::Reply(r) if q.is_calling(r) => (false, None),
+                Tag::Down(r) | Tag::Reply(r) if q.is_requested(r) => (false, Some(r)),
+                Tag::Down(r) if q.calls.monitors.contains_key(&r) => (true, None),
                 Tag::Reply(_) | Tag::Down(_) => {
                     // Late: nobody waits for it any more.
                     remove_at(&mut q, i);
@@ -374,6 +439,12 @@ impl Mailbox {
                     continue;
                 }
             };
+            let visible = match want {
+                Want::Plain => tag.is_plain(),
+                Want::Any => any,
+                Want::From(p) => any && sender == p,
+                Want::Answer(r) => answer_to == Some(r),
+            };
             if !visible {
                 i += 1;
                 continue;
@@ -396,6 +467,9 @@ impl Mailbox {
                     let handle = q.calls.last_handle;
                     q.calls.serving.insert(handle, (m.sender, r));
                     m.tag = Tag::Call(handle);
+                }
+                Tag::Down(r) | Tag::Reply(r) if answer_to == Some(r) => {
+                    q.calls.requests.remove(&r);
                 }
                 Tag::Down(r) => {
                     q.calls.monitors.remove(&r);
@@ -433,6 +507,35 @@ impl Mailbox {
         let reference = q.calls.last_ref;
         q.calls.calling = Some(Calling { reference, target });
         reference
+    }
+
+    /// Record a request (`send_request`) to `target`: its reference, or
+    /// `None` at [`shoal_abi::calls::REQUESTS_MAX`].
+    pub fn begin_request(&self, target: Pid) -> Option<u64> {
+        let mut q = self.lock();
+        if q.calls.requests.len() >= shoal_abi::calls::REQUESTS_MAX {
+            return None;
+        }
+        q.calls.last_ref += 1;
+        let reference = q.calls.last_ref;
+        q.calls.requests.insert(reference, target);
+        Some(reference)
+    }
+
+    /// Is `reference` a request still waiting for its answer?
+    pub fn has_request(&self, reference: u64) -> bool {
+        self.lock().is_requested(reference)
+    }
+
+    /// Withdraw request `reference` and drop its answer if queued: the
+    /// callee, or `None` if no such request waits.
+    pub fn end_request(&self, reference: u64) -> Option<Pid> {
+        let mut q = self.lock();
+        let target = q.calls.requests.remove(&reference)?;
+        q.messages
+            .retain(|m| !matches!(m.tag, Tag::Reply(r) | Tag::Down(r) if r == reference));
+        q.bytes = q.messages.iter().map(|m| m.data.len()).sum();
+        Some(target)
     }
 
     /// The call in progress, if any.
@@ -510,6 +613,13 @@ impl Mailbox {
         if let Some(c) = q.calls.calling.filter(|c| gone(c.target)) {
             downs.push((c.reference, c.target));
         }
+        downs.extend(
+            q.calls
+                .requests
+                .iter()
+                .filter(|(_, p)| gone(**p))
+                .map(|(r, p)| (*r, *p)),
+        );
         for (r, p) in &downs {
             q.bytes += data.len();
             q.messages.push_back(Message {

@@ -32,7 +32,11 @@
 //! One addition: a call or monitor that arrives from a peer for a pid that
 //! is nowhere is answered here with a DOWN `noproc` to its sender
 //! ([`crate::calls::bounce_for`]); [`Router::down_targets`] is how a node
-//! declared dead fails the calls and monitors that waited on it.
+//! declared dead fails the calls and monitors that waited on it. And a call
+//! request for a process that can never see one (its module imports neither
+//! `recv_any` nor `recv_match`) is not queued: its sender gets a DOWN
+//! `not_callable` at once ([`crate::calls::refusal_for`]), so calls never
+//! pile up unseen in an old guest's mailbox.
 //!
 //! # Ordering rules
 //!
@@ -55,7 +59,7 @@
 //!   waits ([`Router::deliver_remote`]) and so slows its lane.
 
 use crate::handoff::{Handoff, Origin, Routed};
-use crate::mailbox::{Mailbox, Message, PushError};
+use crate::mailbox::{Mailbox, Message, PushError, Tag};
 use crate::node::ClusterLink;
 use crate::pid::Pid;
 use std::collections::HashMap;
@@ -270,6 +274,14 @@ impl Router {
             let Some(mailbox) = self.mailbox(to) else {
                 return Err((PushError::Closed, message));
             };
+            if let Tag::Call(reference) = message.tag {
+                if !mailbox.sees_calls() {
+                    let (back_to, refusal) =
+                        crate::calls::refusal_for(to, message.sender, reference);
+                    let _ = self.send_message(back_to, refusal);
+                    return Ok(());
+                }
+            }
             match mailbox.try_push(message) {
                 Err((PushError::Closed, m)) => message = m,
                 other => return other,

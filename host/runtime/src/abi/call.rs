@@ -8,12 +8,12 @@ use super::memory::{check_writable, read_bytes, write_bytes};
 use super::{arg_i32, arg_i64, errno, Registrar};
 use crate::calls::DownReason;
 use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
-use crate::mailbox::{Bounce, Head, Message, PushError, Tag};
+use crate::mailbox::{Bounce, Head, Message, PushError, Tag, Want};
 use crate::pid::Pid;
 use crate::process::ProcessCtx;
 use shoal_abi::calls::{
-    DOWN_INFO_BYTES, KIND_CALL, KIND_DOWN, KIND_MESSAGE, REASON_NODE_DOWN, REASON_NOPROC,
-    RECV_ANY_INFO_BYTES,
+    DOWN_INFO_BYTES, KIND_CALL, KIND_DOWN, KIND_MESSAGE, KIND_REPLY, MATCH_FROM, MATCH_REPLY,
+    REASON_NODE_DOWN, REASON_NOPROC, REASON_NOT_CALLABLE, RECV_ANY_INFO_BYTES,
 };
 use std::time::{Duration, Instant};
 use wasmtime::{Caller, Val};
@@ -22,6 +22,8 @@ use wasmtime::{Caller, Val};
 const CALL: &str = "shoal_v1.call";
 /// Import name of `recv_any`, as recorded in a pending call.
 const RECV_ANY: &str = "shoal_v1.recv_any";
+/// Import name of `recv_match`, as recorded in a pending call.
+const RECV_MATCH: &str = "shoal_v1.recv_match";
 
 /// Send the refusals a take produced (from this process).
 pub(crate) fn send_bounces(caller: &Caller<'_, ProcessCtx>, bounces: Vec<Bounce>) {
@@ -48,6 +50,7 @@ fn describe(m: &Message) -> ([u8; 32], &[u8]) {
     info[..8].copy_from_slice(&m.sender.0.to_le_bytes());
     let (kind, reference, reason, code, payload) = match m.tag {
         Tag::Call(handle) => (KIND_CALL, handle, 0, 0, &m.data[..]),
+        Tag::Reply(r) => (KIND_REPLY, r, 0, 0, &m.data[..]),
         Tag::Down(r) => {
             let (reason, code, msg) = DownReason::split(&m.data);
             (KIND_DOWN, r, reason, code, msg)
@@ -166,6 +169,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                             match reason {
                                 REASON_NOPROC => errno::NO_PROCESS,
                                 REASON_NODE_DOWN => errno::NODE_DOWN,
+                                REASON_NOT_CALLABLE => errno::NOT_CALLABLE,
                                 _ => errno::CALLEE_DOWN,
                             }
                         }
@@ -201,74 +205,88 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 Entry::Fresh => timeout_ms,
                 Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
             };
-            if let Err(e) = check_writable(&mut caller, ptr, len) {
-                return Ok(Some(Val::I32(e)));
-            }
-            // The info tells a call from a message: it is required.
-            if let Err(e) = check_writable(&mut caller, info_ptr, RECV_ANY_INFO_BYTES) {
-                return Ok(Some(Val::I32(e)));
-            }
-            let deadline = deadline_of(timeout_ms);
-            let mailbox = caller.data().mailbox.clone();
-            let signal = caller.data().capture.clone();
-            let capturable = caller.data().capturable;
-            if capturable && signal.is_requested() {
-                let pending = PendingCall {
-                    import: RECV_ANY.to_string(),
-                    remaining_ms: remaining(deadline),
-                };
-                capture::unwind(&mut caller, pending).await?;
-                return Ok(Some(Val::I32(0)));
-            }
-            let code = loop {
-                let mut bounces = Vec::new();
-                let head = mailbox.take_visible(len.max(0) as usize, true, &mut bounces);
-                send_bounces(&caller, bounces);
-                match head {
-                    Head::Taken(m) => {
-                        let (info, payload) = describe(&m);
-                        if payload.len() > len.max(0) as usize {
-                            // Only a DOWN's payload shrinks; never larger.
-                            break errno::BUFFER_TOO_SMALL;
-                        }
-                        let r = write_bytes(&mut caller, ptr, payload)
-                            .and_then(|_| write_bytes(&mut caller, info_ptr, &info));
-                        break match r {
-                            Ok(()) => payload.len() as i32,
-                            Err(e) => e,
-                        };
-                    }
-                    Head::TooBig {
-                        sender,
-                        len: needed,
-                    } => {
-                        let mut info = [0u8; 32];
-                        info[..8].copy_from_slice(&sender.0.to_le_bytes());
-                        info[8..12].copy_from_slice(&(needed as u32).to_le_bytes());
-                        if let Err(e) = write_bytes(&mut caller, info_ptr, &info) {
-                            break e;
-                        }
-                        break errno::BUFFER_TOO_SMALL;
-                    }
-                    Head::Empty => {
-                        if deadline.is_some_and(|d| Instant::now() >= d) {
-                            break errno::TIMEOUT;
-                        }
-                        let waited =
-                            wait_or_capture(&signal, capturable, mailbox.wait_arrival(deadline))
-                                .await;
-                        if let Waited::Capture = waited {
-                            let pending = PendingCall {
-                                import: RECV_ANY.to_string(),
-                                remaining_ms: remaining(deadline),
-                            };
-                            capture::unwind(&mut caller, pending).await?;
-                            return Ok(Some(Val::I32(0)));
-                        }
-                    }
-                }
+            let want = Ok(Want::Any);
+            receive(
+                &mut caller,
+                RECV_ANY,
+                want,
+                (ptr, len),
+                timeout_ms,
+                info_ptr,
+            )
+            .await
+        })
+    })?;
+
+    r.define("recv_match", |mut caller, params| {
+        let (filter, value) = (arg_i32(params, 0), arg_i64(params, 1));
+        let (ptr, len) = (arg_i32(params, 2), arg_i32(params, 3));
+        let timeout_ms = arg_i64(params, 4);
+        let info_ptr = arg_i32(params, 5);
+        Box::new(async move {
+            let timeout_ms = match capture::enter(&mut caller, RECV_MATCH).await? {
+                Entry::Fresh => timeout_ms,
+                Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
             };
-            Ok(Some(Val::I32(code)))
+            let want = match filter {
+                MATCH_FROM => Ok(Want::From(Pid(value as u64))),
+                // Waiting for an answer nobody owes would last forever.
+                MATCH_REPLY if caller.data().mailbox.has_request(value as u64) => {
+                    Ok(Want::Answer(value as u64))
+                }
+                _ => Err(errno::INVALID),
+            };
+            receive(
+                &mut caller,
+                RECV_MATCH,
+                want,
+                (ptr, len),
+                timeout_ms,
+                info_ptr,
+            )
+            .await
+        })
+    })?;
+
+    r.define("send_request", |mut caller, params| {
+        let target = Pid(arg_i64(params, 0) as u64);
+        let (req_ptr, req_len) = (arg_i32(params, 1), arg_i32(params, 2));
+        let ref_ptr = arg_i32(params, 3);
+        Box::new(async move {
+            if let Err(e) = check_writable(&mut caller, ref_ptr, 8) {
+                return Ok(Some(Val::I32(e)));
+            }
+            let (host, me) = (caller.data().host.clone(), caller.data().pid);
+            if target == me {
+                // Its answer could only come from itself.
+                return Ok(Some(Val::I32(errno::INVALID)));
+            }
+            if req_len >= 0 && req_len as usize > host.message_bytes_max() {
+                return Ok(Some(Val::I32(errno::TOO_LARGE)));
+            }
+            let data = match read_bytes(&mut caller, req_ptr, req_len) {
+                Ok(d) => d,
+                Err(e) => return Ok(Some(Val::I32(e))),
+            };
+            let mailbox = caller.data().mailbox.clone();
+            // Recorded before it is sent: the answer's slot is reserved.
+            let Some(reference) = mailbox.begin_request(target) else {
+                return Ok(Some(Val::I32(errno::LIMIT)));
+            };
+            let request = Message {
+                sender: me,
+                data,
+                tag: Tag::Call(reference),
+            };
+            if let Err(e) = host.send_message(target, request) {
+                mailbox.end_request(reference);
+                return Ok(Some(Val::I32(match e {
+                    PushError::Closed => errno::NO_PROCESS,
+                    PushError::Full => errno::MAILBOX_FULL,
+                })));
+            }
+            let r = write_bytes(&mut caller, ref_ptr, &reference.to_le_bytes());
+            Ok(Some(Val::I32(r.err().unwrap_or(errno::OK))))
         })
     })?;
 
@@ -347,8 +365,16 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         let reference = arg_i64(params, 0) as u64;
         Box::new(async move {
             let (host, me) = (caller.data().host.clone(), caller.data().pid);
-            let Some(target) = caller.data().mailbox.remove_monitor(reference) else {
-                return Ok(Some(Val::I32(errno::INVALID)));
+            let mailbox = caller.data().mailbox.clone();
+            let Some(target) = mailbox.remove_monitor(reference) else {
+                // A pending request is withdrawn the same way: its answer,
+                // queued or to come, is dropped (the callee is not told).
+                let withdrawn = mailbox.end_request(reference).is_some();
+                return Ok(Some(Val::I32(if withdrawn {
+                    errno::OK
+                } else {
+                    errno::INVALID
+                })));
             };
             let withdraw = Message {
                 sender: me,
@@ -361,4 +387,88 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         })
     })?;
     Ok(())
+}
+
+/// The receive loop of `recv_any` and `recv_match`: take the oldest entry
+/// `want` selects (waiting up to `timeout_ms`, a capture point), copy its
+/// payload to `buf` and its description to the 32-byte info record. Ranges
+/// are checked first; then a bad filter (`want` is `Err`) is reported.
+async fn receive(
+    caller: &mut Caller<'_, ProcessCtx>,
+    import: &'static str,
+    want: Result<Want, i32>,
+    (ptr, len): (i32, i32),
+    timeout_ms: i64,
+    info_ptr: i32,
+) -> wasmtime::Result<Option<Val>> {
+    if let Err(e) = check_writable(caller, ptr, len) {
+        return Ok(Some(Val::I32(e)));
+    }
+    // The info tells a call from a message: it is required.
+    if let Err(e) = check_writable(caller, info_ptr, RECV_ANY_INFO_BYTES) {
+        return Ok(Some(Val::I32(e)));
+    }
+    let want = match want {
+        Ok(w) => w,
+        Err(e) => return Ok(Some(Val::I32(e))),
+    };
+    let deadline = deadline_of(timeout_ms);
+    let mailbox = caller.data().mailbox.clone();
+    let signal = caller.data().capture.clone();
+    let capturable = caller.data().capturable;
+    let pending = |deadline| PendingCall {
+        import: import.to_string(),
+        remaining_ms: remaining(deadline),
+    };
+    // A capture asked for while messages keep arriving would never see
+    // this call wait: serve it on entry.
+    if capturable && signal.is_requested() {
+        capture::unwind(caller, pending(deadline)).await?;
+        // Ignored: the guest is unwinding.
+        return Ok(Some(Val::I32(0)));
+    }
+    let code = loop {
+        let mut bounces = Vec::new();
+        let head = mailbox.take_wanted(len.max(0) as usize, want, &mut bounces);
+        send_bounces(caller, bounces);
+        match head {
+            Head::Taken(m) => {
+                let (info, payload) = describe(&m);
+                if payload.len() > len.max(0) as usize {
+                    // Only a DOWN's payload shrinks; never larger.
+                    break errno::BUFFER_TOO_SMALL;
+                }
+                let r = write_bytes(caller, ptr, payload)
+                    .and_then(|_| write_bytes(caller, info_ptr, &info));
+                break match r {
+                    Ok(()) => payload.len() as i32,
+                    Err(e) => e,
+                };
+            }
+            Head::TooBig {
+                sender,
+                len: needed,
+            } => {
+                let mut info = [0u8; 32];
+                info[..8].copy_from_slice(&sender.0.to_le_bytes());
+                info[8..12].copy_from_slice(&(needed as u32).to_le_bytes());
+                if let Err(e) = write_bytes(caller, info_ptr, &info) {
+                    break e;
+                }
+                break errno::BUFFER_TOO_SMALL;
+            }
+            Head::Empty => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break errno::TIMEOUT;
+                }
+                let waited =
+                    wait_or_capture(&signal, capturable, mailbox.wait_arrival(deadline)).await;
+                if let Waited::Capture = waited {
+                    capture::unwind(caller, pending(deadline)).await?;
+                    return Ok(Some(Val::I32(0)));
+                }
+            }
+        }
+    };
+    Ok(Some(Val::I32(code)))
 }

@@ -120,6 +120,11 @@ impl Shared {
             .unwrap_or_default();
         let wasi = self.build_wasi(&spec, &log, monotonic_start)?;
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
+        // Before it is reachable: calls to a module that cannot see them
+        // are refused from the first message on.
+        mailbox.set_sees_calls(crate::calls::module_sees_calls(
+            module.module.imports().map(|i| (i.module(), i.name())),
+        ));
         if let Some(image) = &restore {
             // Calls and monitors first: they decide which answers queue.
             mailbox.restore_calls(image.calls.clone());

@@ -74,6 +74,10 @@ pub use store::{
 ///   optional when read: a version 1 or 2 snapshot restores with no calls
 ///   and plain messages. A build that reads only up to 2 refuses a
 ///   version 3 file (it would lose the tags), which is why the number moves.
+///   Later in version 3, `calls` may also list pending requests
+///   (`requests`, from `send_request`; absent means none). No version
+///   change: a process holding one imports `send_request`, which a host
+///   without it cannot link, so such an image never restores there.
 pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest format version this build reads: every version from here to
