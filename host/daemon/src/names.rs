@@ -56,18 +56,12 @@ pub async fn register(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result
             Err(errno::NAME_TAKEN)
         };
     }
-    let name = name.to_string();
-    let pid_raw = pid.0;
-    ask(
-        raft,
-        Command::RegisterName {
-            owner,
-            name,
-            pid: pid_raw,
-        },
-        pid,
-    )
-    .await
+    let cmd = Command::RegisterName {
+        owner,
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    ask(raft, cmd, pid).await
 }
 
 /// `unregister`: take `name` away from `pid`.
@@ -75,18 +69,12 @@ pub async fn unregister(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Resu
     if raft.state().names.whereis(&owner, name) != Some(pid.0) {
         return Err(errno::INVALID);
     }
-    let name = name.to_string();
-    let pid_raw = pid.0;
-    ask(
-        raft,
-        Command::UnregisterName {
-            owner,
-            name,
-            pid: pid_raw,
-        },
-        pid,
-    )
-    .await
+    let cmd = Command::UnregisterName {
+        owner,
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    ask(raft, cmd, pid).await
 }
 
 /// `whereis`: the pid `name` names in `asker`'s owner's namespace, from
@@ -120,34 +108,22 @@ pub async fn join_group(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Resu
     {
         return Ok(());
     }
-    let name = name.to_string();
-    let pid_raw = pid.0;
-    ask(
-        raft,
-        Command::JoinGroup {
-            owner,
-            name,
-            pid: pid_raw,
-        },
-        pid,
-    )
-    .await
+    let cmd = Command::JoinGroup {
+        owner,
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    ask(raft, cmd, pid).await
 }
 
 /// `leave_group`: take `pid` out of group `name`.
 pub async fn leave_group(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result<(), i32> {
-    let name = name.to_string();
-    let pid_raw = pid.0;
-    ask(
-        raft,
-        Command::LeaveGroup {
-            owner,
-            name,
-            pid: pid_raw,
-        },
-        pid,
-    )
-    .await
+    let cmd = Command::LeaveGroup {
+        owner,
+        name: name.to_string(),
+        pid: pid.0,
+    };
+    ask(raft, cmd, pid).await
 }
 
 /// Turns of [`group_pick`]'s round robin (node-wide; only spreads load).
