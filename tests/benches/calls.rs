@@ -17,7 +17,7 @@
 //! the aims and ratios beside them; never fails on a slow machine.
 
 #[allow(dead_code)]
-#[path = "../tests/common/cluster.rs"]
+#[path = "../tests/it/common/cluster.rs"]
 mod cluster;
 
 use cluster::TestCluster;

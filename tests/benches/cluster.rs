@@ -4,7 +4,7 @@
 //! Run with `cargo bench -p shoal-tests --bench cluster`. Prints figures
 //! with the aims beside them; never fails on a slow machine.
 
-#[path = "../tests/common/cluster.rs"]
+#[path = "../tests/it/common/cluster.rs"]
 mod cluster;
 
 use cluster::TestCluster;

@@ -10,7 +10,7 @@
 //! those. Prints a table and the aims beside it; never fails on a slow
 //! machine (only on a broken migration).
 
-#[path = "../tests/common/cluster.rs"]
+#[path = "../tests/it/common/cluster.rs"]
 #[allow(dead_code)] // the shared helpers this bench does not use
 mod cluster;
 

@@ -1,6 +1,6 @@
 //! Foundation: real guests on one real node.
 
-mod common;
+use crate::common;
 
 use common::{assert_success, TestNode};
 use shoal_runtime::ExitReason;

@@ -1,7 +1,7 @@
 //! Live migration on real loopback clusters: processes keep their pid, their
 //! state and their messages while they move between nodes.
 
-mod common;
+use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};

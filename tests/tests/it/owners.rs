@@ -9,7 +9,7 @@
 //! (`ClientError::Forbidden(Forbidden::NotOwner)`, decoded from the error's
 //! `detail`, not from its text).
 
-mod common;
+use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
 use shoal_api::types::{RestoreRequest, SnapshotRequest, SpawnRequest};

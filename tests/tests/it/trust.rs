@@ -11,7 +11,7 @@
 //!   million empty `log` calls, a snapshot upload that announces 4 GiB.
 //! - What a node writes to its data dir is its own (0600 files, 0700 dirs).
 
-mod common;
+use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::TestNode;

@@ -1,7 +1,7 @@
 //! Draining a node and rebalancing a cluster by live migration, on real
 //! loopback clusters with real `migrant tally` guests.
 
-mod common;
+use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};

@@ -1,6 +1,6 @@
 //! Snapshots: capture a process blocked in a call, resume it elsewhere.
 
-mod common;
+use crate::common;
 
 use common::{assert_success, TestNode};
 use shoal_runtime::ExitReason;

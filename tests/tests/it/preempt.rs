@@ -1,7 +1,7 @@
 //! Preemptible processes: every loop is a capture point, so a process that
 //! never calls a blocking import can still be captured, moved and resumed.
 
-mod common;
+use crate::common;
 
 use common::{assert_success, TestNode};
 use shoal_registry::Sha256;

@@ -1,7 +1,7 @@
 //! Clusters of real nodes on loopback: membership by Raft, mTLS between
 //! nodes, remote spawn, location-transparent messaging, failures.
 
-mod common;
+use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
 use shoal_cluster::{Command, CommandResult, NodeStatus};

@@ -1,7 +1,7 @@
 //! WASI preview 1 as Shoal's processes see it, checked against what
 //! wasmtime's own WASI answers for the same calls.
 
-mod common;
+use crate::common;
 
 use common::TestNode;
 use shoal_runtime::node::DirGrant;

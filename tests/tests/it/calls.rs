@@ -3,7 +3,7 @@
 //! nodes, callee death failing pending calls at once with its reason,
 //! monitors, selective receive, and calls that survive either side moving.
 
-mod common;
+use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
@@ -56,6 +56,19 @@ async fn move_to(c: &TestCluster, from: usize, pid: Pid, to: usize) {
 async fn guests(c: &TestCluster) {
     add_guest(c, shoal_tests::KV, "kv").await;
     add_guest(c, shoal_tests::KV_CLIENT, "kv_client").await;
+}
+
+/// Wait until `pid`, on node `i`, has `letters` messages queued: mail from
+/// different senders is not ordered, so a test that needs it all in the
+/// mailbox before some other event waits for it here.
+async fn wait_mail(c: &TestCluster, i: usize, pid: Pid, letters: usize) {
+    let node = c.node(i).node().clone();
+    wait_until("the mail to be queued", WAIT, || {
+        node.processes()
+            .iter()
+            .any(|p| p.pid == pid && p.mailbox_len == letters)
+    })
+    .await;
 }
 
 async fn exit_of(c: &TestCluster, i: usize, pid: Pid) -> shoal_runtime::ExitStatus {
@@ -181,13 +194,7 @@ async fn pending_calls_fail_at_once_when_the_callee_ends() {
             mb.send(callers[0].1, m.as_bytes().to_vec()).expect("send");
         }
         // (Different senders are not ordered: let the mail arrive first.)
-        let n1 = c.node(0).node().clone();
-        wait_until("the mail to reach the waiting caller", WAIT, || {
-            n1.processes()
-                .iter()
-                .any(|p| p.pid == callers[0].1 && p.mailbox_len == 3)
-        })
-        .await;
+        wait_mail(&c, 0, callers[0].1, 3).await;
         // When each process ends, as its node sees it (no polling): the
         // callers end right after printing their result.
         let ended_at = |i: usize, pid: Pid| {
@@ -351,22 +358,10 @@ async fn selective_receive_takes_one_sender_or_one_answer_and_keeps_the_rest_acr
     let waiter = spawn(&c, 0, &["kv_client", "from", &peer.pid().0.to_string()]).await;
     wait_stdout(&c, 0, waiter, "waiting").await;
     mb.send(waiter, b"x1".to_vec()).expect("send");
-    let n1 = c.node(0).node().clone();
-    wait_until("x1 to be queued behind the filter", WAIT, || {
-        n1.processes()
-            .iter()
-            .any(|p| p.pid == waiter && p.mailbox_len == 1)
-    })
-    .await;
+    wait_mail(&c, 0, waiter, 1).await;
     move_to(&c, 0, waiter, 1).await;
     mb.send(waiter, b"x2".to_vec()).expect("send");
-    let n2 = c.node(1).node().clone();
-    wait_until("x1 and x2 to wait on n2", WAIT, || {
-        n2.processes()
-            .iter()
-            .any(|p| p.pid == waiter && p.mailbox_len == 2)
-    })
-    .await;
+    wait_mail(&c, 1, waiter, 2).await;
     assert_eq!(
         stdout(&c, 1, waiter),
         "waiting
@@ -390,13 +385,7 @@ async fn selective_receive_takes_one_sender_or_one_answer_and_keeps_the_rest_acr
     mb.send(caller, b"between".to_vec()).expect("send");
     move_to(&c, 1, caller, 2).await;
     mb.send(caller, b"after".to_vec()).expect("send");
-    let n3 = c.node(2).node().clone();
-    wait_until("the mail to wait on n3", WAIT, || {
-        n3.processes()
-            .iter()
-            .any(|p| p.pid == caller && p.mailbox_len == 3)
-    })
-    .await;
+    wait_mail(&c, 2, caller, 3).await;
     c.node(1)
         .node()
         .send(Pid(0), server, b"release".to_vec())
@@ -442,6 +431,10 @@ async fn a_caller_blocked_in_call_moves_and_gets_its_reply_once() {
     mb.send(caller, b"between".to_vec()).expect("send");
     move_to(&c, 1, caller, 2).await;
     mb.send(caller, b"after".to_vec()).expect("send");
+    // Different senders are not ordered (the mail from n1 may still be on
+    // its way through n2 when the release reaches the server): let all
+    // three letters arrive before the answer can.
+    wait_mail(&c, 2, caller, 3).await;
     c.node(1)
         .node()
         .send(Pid(0), server, b"release".to_vec())

@@ -1,7 +1,7 @@
 //! The ABI contract: the spec, the host table and the linker agree, and
 //! calls behave as the spec says for hand-written modules.
 
-mod common;
+use crate::common;
 
 use common::TestNode;
 use shoal_abi::table::{Provider, Ty, IMPORTS, SHOAL_ABI_MODULE};
