@@ -258,7 +258,7 @@ impl NameBook {
             .flat_map(|(ns, groups)| {
                 groups.iter().flat_map(move |(group, members)| {
                     gone.iter()
-                        .filter(|pid| members.contains(pid))
+                        .filter(|pid| members.contains(*pid))
                         .map(move |pid| (ns.clone(), group.clone(), *pid))
                 })
             })
