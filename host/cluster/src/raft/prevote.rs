@@ -13,12 +13,14 @@
 //! - heard from the leader within half the minimum election timeout:
 //!   elections stay allowed (openraft's timer does not fire while the
 //!   leader's heartbeats arrive anyway);
-//! - otherwise elections are switched off at once (before openraft's
-//!   timer, which fires at the minimum election timeout at the earliest),
-//!   and the other voters are asked, in parallel, whether *they* have heard
-//!   from a leader within the minimum election timeout ([`PreVoteRequest`]);
-//!   elections are switched back on only when this node and the voters that
-//!   have not — together a majority — agree that there is no leader.
+//! - otherwise, when the leader has just fallen silent, elections are
+//!   switched off at once (before openraft's timer, which fires at the
+//!   minimum election timeout at the earliest); at this and every later
+//!   tick without a leader the other voters are asked, in parallel, whether
+//!   *they* have heard from a leader within the minimum election timeout
+//!   ([`PreVoteRequest`]), and elections are allowed exactly while this node
+//!   and the voters that have not — together a majority — agree that there
+//!   is no leader.
 //!
 //! So the leader's death still leads to an election (the survivors agree
 //! there is none, one probe round-trip after noticing), while a node on the
@@ -78,6 +80,11 @@ pub(super) async fn run(weak: Weak<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // What openraft was last told (it starts with elections allowed).
     let mut allowed = true;
+    // Whether the leader was heard at the last tick: elections are switched
+    // off pre-emptively only when it falls silent, never while a majority
+    // keeps agreeing (openraft's election tick and this one run at the same
+    // period: switching off at every tick would hide every window).
+    let mut was_heard = true;
     loop {
         tick.tick().await;
         let Some(inner) = weak.upgrade() else { return };
@@ -97,14 +104,17 @@ pub(super) async fn run(weak: Weak<Inner>) {
         }
         let heard = leader.is_some_and(|l| l != inner.id && inner.reach.recent(l, quiet_after));
         let allow = if state == ServerState::Leader || !voters.contains(&inner.id) || heard {
+            was_heard = true;
             true
         } else {
-            if allowed {
-                // Off before openraft's election timer can fire; back on
-                // below if a majority agrees the leader is gone.
+            if was_heard && allowed {
+                // Just fell silent: off before openraft's election timer can
+                // fire; back on below if a majority agrees the leader is
+                // gone.
                 inner.raft.runtime_config().elect(false);
                 allowed = false;
             }
+            was_heard = false;
             drop(inner);
             let Some(agree) = ask_voters(&weak, &voters, window).await else {
                 return;

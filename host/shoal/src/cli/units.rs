@@ -66,7 +66,8 @@ pub fn parse_duration_with(text: &str, rules: DurationRules) -> Result<Duration,
         }
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
+                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d, e.g. {})",
+                rules.examples
             ))
         }
     };
