@@ -87,9 +87,15 @@ pub struct Revocation {
     pub cert_not_after_unix_ms: Option<u64>,
     /// For identity entries: the identity's generation now. Its
     /// certificates of an earlier generation are revoked; it is the
-    /// generation the identity's next certificate gets.
-    #[serde(default)]
+    /// generation the identity's next certificate gets. An entry written
+    /// before generations existed reads as 1: it still revokes the
+    /// certificates (all of generation 0) it revoked then.
+    #[serde(default = "legacy_generation")]
     pub generation: u64,
+}
+
+fn legacy_generation() -> u64 {
+    1
 }
 
 /// Most entries (serials and identities together) a [`RevocationList`]

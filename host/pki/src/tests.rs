@@ -979,3 +979,20 @@ fn role_uri_and_ids() {
     assert_eq!(Role::parse_uri("shoal://node/a/b"), None);
     assert_eq!(Role::parse_uri("https://node/x"), None);
 }
+
+#[test]
+fn an_identity_revoked_before_generations_stays_revoked() {
+    // A list as stored before generations: the entry has no `generation`.
+    let old = r#"{"serials":{},"identities":{"node/n3":{"revoked_unix_ms":50,"reason":"node 3 removed"}}}"#;
+    let list: RevocationList = serde_json::from_str(old).unwrap();
+    assert_eq!(list.generation(Role::Node, "n3"), 1);
+    let cert = CertInfo {
+        role: Role::Node,
+        id: "n3".into(),
+        serial: Serial::from_bytes(&[7]),
+        not_before_unix_ms: 1_000_000,
+        not_after_unix_ms: u64::MAX,
+        generation: 0,
+    };
+    assert!(list.check(&cert).is_some());
+}
