@@ -16,8 +16,9 @@
 //! Refusals are values ([`NameRefusal`]); the state machine turns them into
 //! its refusal text.
 
+use crate::state::Table;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Most names one owner may hold (process names and groups together).
 pub const NAMES_PER_OWNER_MAX: usize = 1024;
@@ -85,9 +86,9 @@ pub enum NameRefusal {
 /// name may be spelled alike.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameBook {
-    by_owner: BTreeMap<String, BTreeMap<String, u64>>,
+    by_owner: Table<String, Table<String, u64>>,
     #[serde(default)]
-    groups: BTreeMap<String, BTreeMap<String, BTreeSet<u64>>>,
+    groups: Table<String, Table<String, imbl::OrdSet<u64>>>,
 }
 
 impl NameBook {
@@ -212,46 +213,79 @@ impl NameBook {
 
     /// Take `pid` out of group `name` (the group goes with its last member).
     pub fn leave_group(&mut self, owner: &Owner, name: &str, pid: u64) -> Result<(), NameRefusal> {
-        let ns = owner.namespace();
-        let removed = self
-            .groups
-            .get_mut(&ns)
-            .and_then(|g| g.get_mut(name))
-            .is_some_and(|m| m.remove(&pid));
-        if !removed {
+        if !self.remove_member(&owner.namespace(), name, pid) {
             return Err(NameRefusal::NotMember {
                 name: name.to_string(),
                 pid,
             });
         }
-        self.prune_groups();
         Ok(())
     }
 
     /// The members of group `name` of `owner`.
-    pub fn members(&self, owner: &Owner, name: &str) -> Option<&BTreeSet<u64>> {
+    pub fn members(&self, owner: &Owner, name: &str) -> Option<&imbl::OrdSet<u64>> {
         self.groups.get(&owner.namespace())?.get(name)
     }
 
     /// Drop every name and group membership of a process that is gone.
+    ///
+    /// Reads the book and changes only what names a gone pid: on the
+    /// persistent maps a write copies the path it touches, so a sweep that
+    /// wrote every entry would cost the whole book on every exit.
     pub fn forget(&mut self, gone: &BTreeSet<u64>) {
-        for names in self.by_owner.values_mut() {
-            names.retain(|_, pid| !gone.contains(pid));
-        }
-        self.by_owner.retain(|_, names| !names.is_empty());
-        for groups in self.groups.values_mut() {
-            for members in groups.values_mut() {
-                members.retain(|pid| !gone.contains(pid));
+        let names: Vec<(String, String)> = self
+            .by_owner
+            .iter()
+            .flat_map(|(ns, names)| {
+                names
+                    .iter()
+                    .filter(|(_, pid)| gone.contains(pid))
+                    .map(move |(name, _)| (ns.clone(), name.clone()))
+            })
+            .collect();
+        for (ns, name) in names {
+            let now_empty = self.by_owner.get_mut(&ns).is_some_and(|names| {
+                names.remove(&name);
+                names.is_empty()
+            });
+            if now_empty {
+                self.by_owner.remove(&ns);
             }
         }
-        self.prune_groups();
+        let memberships: Vec<(String, String, u64)> = self
+            .groups
+            .iter()
+            .flat_map(|(ns, groups)| {
+                groups.iter().flat_map(move |(group, members)| {
+                    gone.iter()
+                        .filter(|pid| members.contains(*pid))
+                        .map(move |pid| (ns.clone(), group.clone(), *pid))
+                })
+            })
+            .collect();
+        for (ns, group, pid) in memberships {
+            self.remove_member(&ns, &group, pid);
+        }
     }
 
-    fn prune_groups(&mut self) {
-        for groups in self.groups.values_mut() {
-            groups.retain(|_, m| !m.is_empty());
+    /// Take `pid` out of `group` of namespace `ns`, dropping the group with
+    /// its last member and the namespace with its last group. Whether it
+    /// was a member.
+    fn remove_member(&mut self, ns: &str, group: &str, pid: u64) -> bool {
+        let Some(groups) = self.groups.get_mut(ns) else {
+            return false;
+        };
+        let Some(members) = groups.get_mut(group) else {
+            return false;
+        };
+        let removed = members.remove(&pid).is_some();
+        if members.is_empty() {
+            groups.remove(group);
         }
-        self.groups.retain(|_, g| !g.is_empty());
+        if groups.is_empty() {
+            self.groups.remove(ns);
+        }
+        removed
     }
 }
 

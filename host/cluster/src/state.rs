@@ -27,6 +27,13 @@ pub use shoal_pki::{Forbidden, Owner};
 /// reused, even after the node is removed.
 pub type NodeId = u64;
 
+/// A table of the replicated state that grows with the cluster's work
+/// (processes, names, modules, clients): a persistent ordered map, so the
+/// state machine publishes a new state after every applied batch with an
+/// O(1) clone and an apply costs what it changes (O(log n) per row), not
+/// what the state holds. Iterates in key order like a `BTreeMap`.
+pub type Table<K, V> = imbl::OrdMap<K, V>;
+
 /// The first pid of the first block: pids below it are never issued.
 pub const PID_BLOCK_SIZE: u64 = 1 << 16;
 
@@ -182,17 +189,17 @@ pub struct ClusterState {
     /// after that node was removed.
     pub ca_node: Option<NodeId>,
     /// Live processes: pid → where it runs.
-    pub directory: BTreeMap<u64, DirEntry>,
+    pub directory: Table<u64, DirEntry>,
     /// Allocated pid blocks: first pid → owning node. Never freed.
     pub pid_blocks: BTreeMap<u64, NodeId>,
     /// First pid of the next block to allocate.
     pub next_pid_block: u64,
     /// Module names → sha256 hex of the module.
-    pub module_names: BTreeMap<String, String>,
+    pub module_names: Table<String, String>,
     /// Known modules by sha256 hex.
-    pub modules: BTreeMap<String, ModuleRecord>,
+    pub modules: Table<String, ModuleRecord>,
     /// Registered process names → pid (always a pid in `directory`).
-    pub process_names: BTreeMap<String, u64>,
+    pub process_names: Table<String, u64>,
     /// Revoked certificates and removed identities.
     pub revocations: RevocationList,
     /// Join tokens (hashes only).
@@ -206,7 +213,7 @@ pub struct ClusterState {
     /// What each live process was granted, and by whom (only processes
     /// granted something are listed). Dropped with the directory entry.
     #[serde(default)]
-    pub grants: BTreeMap<u64, ProcessGrants>,
+    pub grants: Table<u64, ProcessGrants>,
     /// The failure detector's verdicts (see [`ClusterState::node_dead`]):
     /// a node not listed is alive at liveness epoch 0.
     #[serde(default)]
@@ -223,11 +230,11 @@ pub struct ClusterState {
     /// rule); a pid not listed belongs to [`Owner::cluster`]. Dropped with
     /// the directory entry, kept across moves.
     #[serde(default)]
-    pub owners: BTreeMap<u64, Owner>,
+    pub owners: Table<u64, Owner>,
     /// Who first named each module name in `module_names` (names from
     /// before owners were recorded are not listed: the cluster's).
     #[serde(default)]
-    pub module_name_owners: BTreeMap<String, Owner>,
+    pub module_name_owners: Table<String, Owner>,
 }
 
 impl Default for ClusterState {
@@ -236,21 +243,21 @@ impl Default for ClusterState {
             nodes: BTreeMap::new(),
             next_node_id: 1,
             ca_node: None,
-            directory: BTreeMap::new(),
+            directory: Table::new(),
             pid_blocks: BTreeMap::new(),
             next_pid_block: PID_BLOCK_SIZE,
-            module_names: BTreeMap::new(),
-            modules: BTreeMap::new(),
-            process_names: BTreeMap::new(),
+            module_names: Table::new(),
+            modules: Table::new(),
+            process_names: Table::new(),
             names: Default::default(),
             revocations: RevocationList::new(),
             tokens: TokenBook::new(),
             registered_max: BTreeMap::new(),
-            grants: BTreeMap::new(),
+            grants: Table::new(),
             liveness: BTreeMap::new(),
             once: Default::default(),
-            owners: BTreeMap::new(),
-            module_name_owners: BTreeMap::new(),
+            owners: Table::new(),
+            module_name_owners: Table::new(),
         }
     }
 }
@@ -876,8 +883,16 @@ impl ClusterState {
             .collect();
         self.forget_pids(&gone);
         self.forget_unregistered_owners(id);
-        for module in self.modules.values_mut() {
-            module.holders.remove(&id);
+        let held: Vec<String> = self
+            .modules
+            .iter()
+            .filter(|(_, m)| m.holders.contains(&id))
+            .map(|(hash, _)| hash.clone())
+            .collect();
+        for hash in held {
+            if let Some(module) = self.modules.get_mut(&hash) {
+                module.holders.remove(&id);
+            }
         }
         if self.ca_node == Some(id) {
             self.ca_node = None;
@@ -965,7 +980,16 @@ impl ClusterState {
             self.directory.remove(pid);
             self.grants.remove(pid);
         }
-        self.process_names.retain(|_, pid| !gone.contains(pid));
+        // Only the rows that change are written (see [`Table`]).
+        let names: Vec<String> = self
+            .process_names
+            .iter()
+            .filter(|(_, pid)| gone.contains(pid))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in names {
+            self.process_names.remove(&name);
+        }
         self.names.forget(gone);
         self.forget_owners(gone);
     }

@@ -389,6 +389,99 @@ async fn restarted_node_keeps_its_state_and_rejoins() {
     }
 }
 
+/// The applied state is not stored: a restarted node rebuilds it from its
+/// last snapshot plus the committed log after it, and must come back with
+/// exactly the state it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rebuilds_its_state_from_its_snapshot_and_log() {
+    let config = RaftConfig {
+        snapshot_after_entries: 20,
+        entries_kept_after_snapshot: 5,
+        ..test_config()
+    };
+    let mut c = TestCluster::new(config);
+    let [n1, n2, n3] = c.three_nodes().await;
+    // Past two snapshots, and some entries after the last one.
+    for _ in 0..47 {
+        alloc(&n1, 1).await;
+    }
+    wait_converged(&[&n1, &n2, &n3], 47).await;
+    wait_until("node 3 to build a snapshot", || {
+        n3.status().snapshot_index.is_some()
+    })
+    .await;
+    let before = n3.state();
+    c.stop(3).await;
+    drop(n3);
+
+    let n3 = c.start(3).await;
+    let s3 = n3.status();
+    assert!(
+        s3.snapshot_index.is_some(),
+        "it restarted from a snapshot: {s3:?}"
+    );
+    // Straight from its own disk, before talking to anyone (heartbeats
+    // change other parts of the state meanwhile; the blocks only moved by
+    // the writes above).
+    let after = n3.state();
+    assert_eq!(after.pid_blocks, before.pid_blocks);
+    assert_eq!(after.next_pid_block, before.next_pid_block);
+    assert_eq!(
+        after.nodes.keys().collect::<Vec<_>>(),
+        before.nodes.keys().collect::<Vec<_>>()
+    );
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+/// A follower cut off from everyone must not raise its term while it is
+/// away (openraft has no pre-vote; see `raft/prevote.rs`): when the
+/// partition heals, the leader keeps leading in the same term instead of
+/// stepping down for a new election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_follower_does_not_unseat_the_leader() {
+    let config = RaftConfig {
+        dead_after_ms: 2000,
+        ..test_config()
+    };
+    let mut c = TestCluster::new(config);
+    let [n1, n2, n3] = c.three_nodes().await;
+    wait_converged(&[&n1, &n2, &n3], 0).await;
+    let leader_id = current_leader(&[&n1, &n2, &n3]).expect("a leader");
+    let leader = c.node(leader_id);
+    let follower_id = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader_id)
+        .expect("a follower");
+    let follower = c.node(follower_id);
+    let term = leader.status().term;
+
+    c.isolate(follower_id);
+    // Its election timer (400-800 ms) fires over and over meanwhile.
+    wait_until("the leader to declare the cut-off follower dead", || {
+        leader.state().node_dead(follower_id).is_some()
+    })
+    .await;
+    let cut_term = follower.status().term;
+    c.heal();
+    alloc(&leader, leader_id).await;
+    wait_until("the healed follower to catch up", || {
+        follower.status().last_applied >= leader.status().last_applied
+            && follower.status().leader == Some(leader_id)
+    })
+    .await;
+    assert_eq!(cut_term, term, "the cut-off follower raised its term");
+    let now = leader.status();
+    assert!(
+        now.is_leader && now.term == term,
+        "the leader was unseated: {now:?}"
+    );
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_node_catches_up_by_snapshot() {
     let config = RaftConfig {

@@ -532,6 +532,10 @@ impl SpawnAtError {
 
 #[async_trait::async_trait]
 impl ClusterLink for Link {
+    fn room(&self) -> Arc<tokio::sync::Notify> {
+        self.peers.room()
+    }
+
     fn send_remote(&self, to: Pid, message: Message) -> Result<(), PushError> {
         let _shared = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let state = self.raft.state();

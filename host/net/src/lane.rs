@@ -277,6 +277,7 @@ impl Lane {
         shared.counters.frames_acked.fetch_add(freed, Relaxed);
         if freed > 0 {
             self.space.notify_waiters();
+            shared.room.notify_waiters();
         }
         Ok(())
     }

@@ -102,6 +102,10 @@ impl PeerCounters {
 #[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) counters: PeerCounters,
+    /// Notified whenever any lane frees room (acks) or closes: what a
+    /// sender that was told `LaneFull` by a layer above the lane (the
+    /// directory picks the lane) waits on. See [`Peers::room`].
+    pub(crate) room: Arc<tokio::sync::Notify>,
     hook: RwLock<Option<DeadLetterHook>>,
     /// The revocation list the peers' server certificates answer to (see
     /// [`Peers::watch_revocations`]).
@@ -177,6 +181,7 @@ impl Drop for Inner {
         if let Ok(lanes) = self.lanes.get_mut() {
             for lane in lanes.values() {
                 lane.close();
+                self.shared.room.notify_waiters();
             }
         }
     }
@@ -479,6 +484,14 @@ impl Peers {
         lane.send(msg, &self.inner.shared)
     }
 
+    /// Notified whenever any lane of this pool frees room or closes. A
+    /// sender that must retry a `LaneFull` picked by a layer above (a send
+    /// through the directory) registers `room().notified()` *before* its
+    /// attempt and awaits it after a refusal: woken by acks, never polling.
+    pub fn room(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.shared.room.clone()
+    }
+
     /// [`Peers::send`], waiting until `deadline` for room while the lane
     /// is full (woken by the peer's acks). For senders that must not drop
     /// a message to a busy peer (migration's control and forwarded mail).
@@ -535,6 +548,7 @@ impl Peers {
             .remove(addr);
         if let Some(lane) = lane {
             lane.close();
+            self.inner.shared.room.notify_waiters();
         }
         self.inner
             .slots

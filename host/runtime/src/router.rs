@@ -323,16 +323,24 @@ impl Router {
         let deadline = Instant::now() + wait;
         let mut message = message;
         loop {
+            // A hold's release is heard from here on: registered before the
+            // attempt, so one between the refusal and the wait wakes it.
+            let hold = self.handoff(to);
+            let released = hold.as_ref().map(|h| h.released());
             match self.route(Some(origin), to, message) {
                 Ok(()) => return Ok(()),
                 Err((PushError::Closed, m)) => {
                     let Some(link) = self.cluster.get() else {
                         return Err(PushError::Closed);
                     };
+                    let room = link.room();
                     loop {
+                        // Registered before the attempt: an ack in between
+                        // wakes it.
+                        let freed = room.notified();
                         match link.send_remote(to, m.clone()) {
                             Err(PushError::Full) if Instant::now() < deadline => {
-                                tokio::time::sleep(Duration::from_millis(1)).await
+                                let _ = tokio::time::timeout_at(deadline.into(), freed).await;
                             }
                             other => return other,
                         }
@@ -343,10 +351,15 @@ impl Router {
                         return Err(PushError::Full);
                     }
                     message = m;
-                    if let Some(h) = self.handoff(to) {
+                    let now_held = self.handoff(to);
+                    if let (Some(h), Some(released)) = (&now_held, released) {
+                        if !hold.as_ref().is_some_and(|before| Arc::ptr_eq(before, h)) {
+                            // A new hold since the attempt: try again with
+                            // its releases registered.
+                            continue;
+                        }
                         // The hold or the arrived process's mailbox is full:
-                        // wait for a release or a take (briefly: one may have
-                        // happened since the refusal).
+                        // wait for a release or a take.
                         let mailbox = self.live_mailbox(to);
                         let taken = async {
                             match mailbox {
@@ -355,10 +368,13 @@ impl Router {
                             }
                         };
                         tokio::select! {
-                            _ = h.released() => {}
+                            _ = released => {}
                             _ = taken => {}
-                            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                            _ = tokio::time::sleep_until(deadline.into()) => {}
                         }
+                    } else if now_held.is_some() {
+                        // A hold appeared since the attempt.
+                        continue;
                     } else if let Some(mailbox) = self.mailbox(to) {
                         match mailbox.push_wait(message.clone(), deadline).await {
                             // Closed meanwhile (moved away): route again.

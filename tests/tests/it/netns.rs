@@ -249,6 +249,40 @@ fn agreed_leader(lab: &Lab) -> (String, usize, Vec<usize>) {
     (old, o, others)
 }
 
+/// A follower cut off by a partition used to start elections over and
+/// over, raising its term; at the heal that term unseated the leader and no
+/// view showed a leader for 4-7 s. With the pre-vote guard (a voter starts
+/// an election only when a majority agrees the leader is gone) it rejoins
+/// under the same leader, in the same term.
+#[test]
+fn a_healed_follower_rejoins_under_the_same_leader_and_term() {
+    let lab = lab3();
+    let (leader, l, others) = agreed_leader(&lab);
+    let f = others[0];
+    let follower = format!("n{}", f + 1);
+    let term_seen_by = |i: usize| {
+        let me = format!("n{}", i + 1);
+        row(&lab, i, &me)["raft"]["term"].as_u64().unwrap()
+    };
+    let term = term_seen_by(l);
+    lab.partition(f);
+    // Long past its election timeout (0.4-0.8 s): the detector's 3 s.
+    wait_for("the cut-off follower to be declared dead", SETTLE, || {
+        is_dead(&row(&lab, l, &follower))
+    });
+    lab.heal(f);
+    let healed = Instant::now();
+    wait_for("every view to show the same leader again", SETTLE, || {
+        (0..3).all(|i| leader_seen_by(&lab, i).as_deref() == Some(leader.as_str()))
+    });
+    println!(
+        "every view shows {leader} again {} ms after the heal",
+        healed.elapsed().as_millis()
+    );
+    assert_eq!(term_seen_by(l), term, "the healed follower unseated the leader");
+    assert_eq!(term_seen_by(f), term, "the cut-off follower raised its term");
+}
+
 /// A write sent while its leader is being cut off used to wait on the old
 /// leader for the whole 3 s write budget and fail (`leader: Some(3)`),
 /// though the majority elected another within it. It is now retried with

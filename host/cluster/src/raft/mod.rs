@@ -13,6 +13,7 @@
 mod detector_task;
 mod log_store;
 mod network;
+mod prevote;
 mod state_machine;
 mod store;
 
@@ -266,7 +267,7 @@ pub enum ClusterError {
     /// The leader refused a forwarded write this node may not make (see
     /// [`ClusterState::may_forward`]).
     #[error("refused by the leader: {0}")]
-    Forbidden(String),
+    Forbidden(crate::state::writers::ForwardRefusal),
     /// A Raft request claimed to come from another node than the one whose
     /// certificate sent it.
     #[error("node {sender:?} sent a {kind:?} request as node {claimed}: a node sends Raft traffic only as itself")]
@@ -372,7 +373,7 @@ enum ForwardError {
     },
     Failed(String),
     /// The sender may not make this write (see `ClusterState::may_forward`).
-    Forbidden(String),
+    Forbidden(crate::state::writers::ForwardRefusal),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -423,8 +424,9 @@ struct Inner {
     config: RaftConfig,
     published: Arc<Published>,
     reach: Arc<Reachability>,
-    /// The leader's failure detector task ([`detector_task`]).
-    detector: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The leader's failure detector task ([`detector_task`]) and the
+    /// pre-vote guard ([`prevote`]).
+    detector: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Completes when openraft's tasks dropped the store (file closed).
     store_closed: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// This run's writer id for at-most-once writes (random; see
@@ -511,18 +513,21 @@ impl Raft {
                 config,
                 published,
                 reach,
-                detector: Mutex::new(None),
+                detector: Mutex::new(Vec::new()),
                 store_closed: Mutex::new(Some(store_closed)),
                 client_id: rand::random(),
                 next_seq: std::sync::atomic::AtomicU64::new(1),
             }),
         };
-        let task = tokio::spawn(detector_task::run(Arc::downgrade(&node.inner)));
+        let tasks = vec![
+            tokio::spawn(detector_task::run(Arc::downgrade(&node.inner))),
+            tokio::spawn(prevote::run(Arc::downgrade(&node.inner))),
+        ];
         *node
             .inner
             .detector
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(task);
+            .unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(node)
     }
 
@@ -969,6 +974,16 @@ impl Raft {
                 }
                 encode(kind, &raft.vote(req).await)
             }
+            RpcKind::PreVote => {
+                let req: prevote::PreVoteRequest = decode(kind, body)?;
+                self.check_forwarder(kind, sender, req.from)?;
+                self.inner.reach.mark(req.from);
+                let window = Duration::from_millis(self.inner.config.election_timeout_min_ms);
+                let answer = prevote::PreVoteAnswer {
+                    leader_alive: prevote::leader_alive(&self.inner, window),
+                };
+                encode(kind, &answer)
+            }
             RpcKind::InstallSnapshot => {
                 let req: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(kind, body)?;
                 let from = req.vote.leader_id().voted_for();
@@ -1015,15 +1030,15 @@ impl Raft {
                 let req: ForwardRemove = decode(kind, body)?;
                 self.check_forwarder(kind, sender, req.from)?;
                 self.inner.reach.mark(req.from);
-                let admin = req
-                    .by
-                    .as_ref()
-                    .is_some_and(|b| b.role == shoal_pki::Role::Admin);
-                if !admin {
-                    let res: Result<(), ForwardError> = Err(ForwardError::Forbidden(format!(
-                        "removing node {} from the membership needs an admin's request",
-                        req.id
-                    )));
+                // A node forwards a removal only on behalf of an admin.
+                let who = req.by.clone().unwrap_or_else(|| shoal_pki::Owner {
+                    role: shoal_pki::Role::Node,
+                    id: format!("node {}", req.from),
+                });
+                if let Err(f) = shoal_pki::need_admin(&who, "removing a node from the membership") {
+                    let res: Result<(), ForwardError> = Err(ForwardError::Forbidden(
+                        crate::state::writers::ForwardRefusal::Forbidden(f),
+                    ));
                     return encode(kind, &res);
                 }
                 let res = self
@@ -1039,13 +1054,14 @@ impl Raft {
     /// Stop Raft and release the store (the directory can then be reopened).
     pub async fn shutdown(&self) -> Result<(), ClusterError> {
         let id = self.inner.id;
-        if let Some(task) = self
-            .inner
-            .detector
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .detector
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for task in tasks {
             task.abort();
         }
         self.inner

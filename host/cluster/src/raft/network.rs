@@ -38,17 +38,21 @@ pub enum RpcKind {
     AddMember,
     /// A membership removal forwarded to the leader.
     RemoveMember,
+    /// "Have you a live leader?" — asked by a voter before it may start an
+    /// election ([`super::prevote`]).
+    PreVote,
 }
 
 impl RpcKind {
     /// Every kind, for routing tables.
-    pub const ALL: [RpcKind; 6] = [
+    pub const ALL: [RpcKind; 7] = [
         RpcKind::AppendEntries,
         RpcKind::Vote,
         RpcKind::InstallSnapshot,
         RpcKind::ClientWrite,
         RpcKind::AddMember,
         RpcKind::RemoveMember,
+        RpcKind::PreVote,
     ];
 
     /// The HTTP path the real transport uses for this kind.
@@ -60,6 +64,7 @@ impl RpcKind {
             RpcKind::ClientWrite => "/v1/raft/write",
             RpcKind::AddMember => "/v1/raft/add-member",
             RpcKind::RemoveMember => "/v1/raft/remove-member",
+            RpcKind::PreVote => "/v1/raft/prevote",
         }
     }
 

@@ -1,6 +1,16 @@
 //! openraft's state machine: applies committed [`Command`]s to the
-//! [`ClusterState`], saves it in the redb [`Store`], builds and installs
-//! snapshots (the state as JSON), and publishes every change to readers.
+//! [`ClusterState`], builds and installs snapshots (the state as JSON), and
+//! publishes every change to readers.
+//!
+//! **The state lives in memory; the disk holds the log and the last
+//! snapshot.** An apply changes the in-memory state (its tables are
+//! persistent maps, [`crate::state::Table`]) and publishes it with an O(1)
+//! clone: it costs what it changes, not what the state holds, and writes
+//! nothing. On start the state machine opens at its last snapshot and
+//! openraft re-applies the committed log after it (the log is kept from
+//! the snapshot on: purging never passes the snapshot). A snapshot is
+//! built every `snapshot_after_entries` entries, in openraft's background
+//! task, and saved durably.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
@@ -150,14 +160,26 @@ fn read_sm(e: StoreError) -> StorageError<NodeId> {
     StorageIOError::read_state_machine(&e).into()
 }
 
-fn write_sm(e: StoreError) -> StorageError<NodeId> {
-    StorageIOError::write_state_machine(&e).into()
-}
-
 impl StateMachine {
-    /// Load the saved state machine (or start empty) and publish it.
+    /// Open at the saved snapshot (or empty) and publish it; openraft then
+    /// re-applies the committed log that follows.
     pub(crate) fn open(store: Arc<Store>, published: Arc<Published>) -> Result<Self, StoreError> {
-        let data: SmData = store.get(KEY_STATE_MACHINE)?.unwrap_or_default();
+        let data = match store.get::<StoredSnapshot>(KEY_SNAPSHOT)? {
+            Some(snapshot) => SmData {
+                last_applied: snapshot.meta.last_log_id,
+                membership: snapshot.meta.last_membership,
+                state: serde_json::from_slice(&snapshot.data).map_err(|source| {
+                    StoreError::Codec {
+                        key: KEY_SNAPSHOT.to_string(),
+                        source,
+                    }
+                })?,
+            },
+            None => SmData::default(),
+        };
+        // Stores written before the state lived in memory also hold a
+        // copy of it: the snapshot and the log supersede it.
+        store.delete(KEY_STATE_MACHINE)?;
         let current = Arc::new(data.state.clone());
         published.publish(&current, data.last_applied);
         Ok(StateMachine {
@@ -169,12 +191,11 @@ impl StateMachine {
         })
     }
 
-    fn save_and_publish(&mut self) -> Result<(), StoreError> {
-        self.store.put(KEY_STATE_MACHINE, &self.data, false)?;
+    /// Publish the applied state (an O(1) clone of persistent maps).
+    fn publish(&mut self) {
         self.current = Arc::new(self.data.state.clone());
         self.published
             .publish(&self.current, self.data.last_applied);
-        Ok(())
     }
 }
 
@@ -259,7 +280,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             results.push(result);
         }
-        self.save_and_publish().map_err(write_sm)?;
+        self.publish();
         self.published.send_liveness_changes(&before, &self.current);
         for m in moves {
             // No subscriber is fine: nobody needs to fence.
@@ -300,12 +321,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data: bytes,
         };
-        let sm = serde_json::to_vec(&self.data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        let snap = serde_json::to_vec(&stored)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.store
-            .put_many(&[(KEY_STATE_MACHINE, sm), (KEY_SNAPSHOT, snap)])
+            .put(KEY_SNAPSHOT, &stored, true)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let before = std::mem::replace(&mut self.current, Arc::new(self.data.state.clone()));
         self.published

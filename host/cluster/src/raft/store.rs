@@ -2,11 +2,9 @@
 //! the committed pointer, the applied state machine and the current snapshot.
 //!
 //! Log, vote and snapshot writes commit with `Durability::Immediate` (fsync
-//! before returning), which Raft's safety needs. The state machine is saved
-//! with `Durability::None`: it is only a cache of "snapshot + committed log"
-//! (openraft re-applies committed entries after a restart), and the next
-//! immediate commit makes it durable anyway. State and its applied log id are
-//! always written in one transaction, so they never disagree on disk.
+//! before returning), which Raft's safety needs. The applied state itself
+//! is not stored: it is "snapshot + committed log", rebuilt on start (see
+//! the state machine).
 
 use std::path::Path;
 
@@ -25,7 +23,8 @@ pub(crate) const KEY_VOTE: &str = "vote";
 pub(crate) const KEY_COMMITTED: &str = "committed";
 /// The last log id removed from the log by purging.
 pub(crate) const KEY_LAST_PURGED: &str = "last_purged";
-/// The state machine: applied log id, membership, cluster state.
+/// Where stores of older builds kept a copy of the applied state (deleted
+/// on open: the snapshot and the log supersede it).
 pub(crate) const KEY_STATE_MACHINE: &str = "state_machine";
 /// The current snapshot: its metadata and its bytes.
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
@@ -161,16 +160,20 @@ impl Store {
         txn.commit().map_err(db)
     }
 
-    /// Write several META values in one durable transaction.
-    pub(crate) fn put_many(&self, values: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Durably delete one META value (absent is fine).
+    pub(crate) fn delete(&self, key: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
-        {
-            let mut table = txn.open_table(META).map_err(db)?;
-            for (key, bytes) in values {
-                table.insert(*key, bytes.as_slice()).map_err(db)?;
-            }
+        let removed = txn
+            .open_table(META)
+            .map_err(db)?
+            .remove(key)
+            .map_err(db)?
+            .is_some();
+        if removed {
+            txn.commit().map_err(db)
+        } else {
+            txn.abort().map_err(db)
         }
-        txn.commit().map_err(db)
     }
 
     /// Durably append (or overwrite) log entries, given as `(index, json)`.

@@ -16,8 +16,8 @@
 //! the rest of `apply`: ordered maps, a counter instead of a clock.
 
 use super::CommandResult;
+use super::Table;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Results remembered per client.
 pub const ONCE_SEQS_PER_CLIENT_MAX: usize = 256;
@@ -30,13 +30,13 @@ struct Client {
     /// When it was last seen, in [`OnceBook::clock`] ticks.
     seen_at: u64,
     /// seq → result.
-    results: BTreeMap<u64, CommandResult>,
+    results: Table<u64, CommandResult>,
 }
 
 /// What was applied, by `(client, seq)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OnceBook {
-    clients: BTreeMap<u64, Client>,
+    clients: Table<u64, Client>,
     /// Counts recorded writes (orders clients by recency).
     clock: u64,
 }
@@ -54,7 +54,10 @@ impl OnceBook {
         entry.seen_at = self.clock;
         entry.results.insert(seq, result);
         while entry.results.len() > ONCE_SEQS_PER_CLIENT_MAX {
-            entry.results.pop_first();
+            let Some(oldest) = entry.results.get_min().map(|(seq, _)| *seq) else {
+                break;
+            };
+            entry.results.remove(&oldest);
         }
         if self.clients.len() > ONCE_CLIENTS_MAX {
             let stalest = self

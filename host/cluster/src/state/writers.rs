@@ -24,9 +24,47 @@
 //! Entries that carry the requester's signature, checked when applied, are
 //! the later half of issue #11 item 2.
 
-use shoal_pki::{need_admin, Owner, Role};
+use serde::{Deserialize, Serialize};
+use shoal_pki::{need_admin, Forbidden, Owner, Role};
 
 use super::{ClusterState, Command, NodeId};
+
+/// Why the leader refused a write another node forwarded. Travels in the
+/// forward's answer as data, never as text to parse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum ForwardRefusal {
+    /// An at-most-once envelope inside another.
+    #[error("a write envelope inside another")]
+    NestedEnvelope,
+    /// The write is about another node.
+    #[error("node {sender} may not write {command} about node {node}")]
+    NotAbout {
+        /// The forwarding node.
+        sender: NodeId,
+        /// The command's name.
+        command: String,
+        /// The node it is about.
+        node: NodeId,
+    },
+    /// The write needs an admin behind it.
+    #[error(transparent)]
+    Forbidden(Forbidden),
+    /// Only the CA node admits joiners.
+    #[error("only the CA node admits joiners; node {sender} may not write {command}")]
+    NotTheCa {
+        /// The forwarding node.
+        sender: NodeId,
+        /// The command's name.
+        command: String,
+    },
+    /// The leader writes this one itself, or nobody does.
+    #[error("{command} is never accepted from another node")]
+    Never {
+        /// The command's name.
+        command: String,
+    },
+}
 
 impl ClusterState {
     /// Refuse (with the reason) a write node `sender` forwarded on behalf
@@ -36,12 +74,12 @@ impl ClusterState {
         sender: NodeId,
         by: Option<&Owner>,
         cmd: &Command,
-    ) -> Result<(), String> {
+    ) -> Result<(), ForwardRefusal> {
         // A retried write comes in its at-most-once envelope: judge what
         // it carries.
         let cmd = match cmd {
             Command::Once { cmd: inner, .. } => match **inner {
-                Command::Once { .. } => return Err("a write envelope inside another".into()),
+                Command::Once { .. } => return Err(ForwardRefusal::NestedEnvelope),
                 ref inner => inner,
             },
             other => other,
@@ -50,10 +88,11 @@ impl ClusterState {
             if node == sender {
                 Ok(())
             } else {
-                Err(format!(
-                    "node {sender} may not write {} about node {node}",
-                    command_name(cmd)
-                ))
+                Err(ForwardRefusal::NotAbout {
+                    sender,
+                    command: command_name(cmd).to_string(),
+                    node,
+                })
             }
         };
         let admin = || {
@@ -64,7 +103,7 @@ impl ClusterState {
                     .map(|n| n.name.clone())
                     .unwrap_or_default(),
             });
-            need_admin(&who, command_name(cmd)).map_err(|f| f.to_string())
+            need_admin(&who, command_name(cmd)).map_err(ForwardRefusal::Forbidden)
         };
         let runs_here = |pid: u64| match self.directory.get(&pid) {
             Some(e) => own(e.node),
@@ -97,23 +136,22 @@ impl ClusterState {
             | Command::LeaveGroup { pid, .. } => runs_here(*pid),
             Command::RedeemToken { .. } | Command::AddNode { .. } => match self.ca_node {
                 Some(ca) if ca == sender => Ok(()),
-                _ => Err(format!(
-                    "only the CA node admits joiners; node {sender} may not write {}",
-                    command_name(cmd)
-                )),
+                _ => Err(ForwardRefusal::NotTheCa {
+                    sender,
+                    command: command_name(cmd).to_string(),
+                }),
             },
             Command::NameModule { .. } | Command::UnnameModule { .. } => Ok(()),
-            Command::Once { .. } => Err("a write envelope inside another".into()),
+            Command::Once { .. } => Err(ForwardRefusal::NestedEnvelope),
             Command::Bootstrap { .. }
             | Command::NodeDead { .. }
             | Command::NodeAlive { .. }
             | Command::SetModuleName { .. }
             | Command::RemoveModuleName { .. }
             | Command::SetProcessName { .. }
-            | Command::RemoveProcessName { .. } => Err(format!(
-                "{} is never accepted from another node",
-                command_name(cmd)
-            )),
+            | Command::RemoveProcessName { .. } => Err(ForwardRefusal::Never {
+                command: command_name(cmd).to_string(),
+            }),
         }
     }
 }

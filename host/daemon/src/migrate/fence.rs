@@ -17,8 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
-/// Most tries to put one fence on a full lane, 2 ms apart (30 s).
-pub const FENCE_PUSH_ATTEMPTS_MAX: u32 = 15_000;
+/// How long a fence waits for room on a full lane before giving up (the
+/// new node then waits out its fence timeout).
+pub const FENCE_PUSH_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest wait for acks before a refused fence push is tried again (a
+/// lane that broke instead of filling sends no acks).
+const FENCE_RETRY_WAIT: Duration = Duration::from_millis(50);
 
 /// Send fences for every switch this node applies, until the node stops.
 pub async fn run(ctx: Arc<Ctx>) {
@@ -53,7 +58,11 @@ pub async fn run(ctx: Arc<Ctx>) {
         // The lane to the source may be full of this node's earlier
         // messages (that is what the fence is behind): keep trying, boundedly.
         let mut pushed_ok = false;
-        for _ in 0..FENCE_PUSH_ATTEMPTS_MAX {
+        let room = ctx.peers.room();
+        let deadline = tokio::time::Instant::now() + FENCE_PUSH_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            // Registered before the attempt, so acks in between wake it.
+            let freed = room.notified();
             let pushed = ctx.link.with_routes_fenced(|| {
                 ctx.peers.send(
                     &addr,
@@ -69,7 +78,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                 pushed_ok = true;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            let _ = tokio::time::timeout(FENCE_RETRY_WAIT, freed).await;
         }
         if !pushed_ok {
             tracing::warn!(

@@ -662,6 +662,9 @@ async fn push_control(ctx: &Ctx, addr: &str, pid: Pid, control: Control) {
     }
 }
 
+/// Longest wait for acks before forwarding tries a refused lane again.
+const LANE_RETRY_WAIT: Duration = Duration::from_millis(50);
+
 /// How long a control message waits for room on a full lane.
 const CONTROL_PUSH_WAIT: Duration = Duration::from_secs(10);
 
@@ -680,7 +683,11 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
         .map(|n| n.id)
         .collect();
     let deadline = Instant::now() + super::target::FENCE_WAIT;
+    let room = ctx.peers.room();
     loop {
+        // Registered before the attempt: acks that free room in between
+        // wake the wait below.
+        let freed = room.notified();
         match mailbox.take_if_fits(usize::MAX) {
             Head::Taken(m) => {
                 let mut data = Bytes::copy_from_slice(&m.data);
@@ -720,9 +727,10 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                     }
                 };
                 if !sent {
-                    // The lane is full: put it back, wait for acks.
+                    // The lane is full: put it back, wait for acks (a lane
+                    // that broke instead is tried again after a while).
                     let _ = mailbox.unshift(m);
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let _ = tokio::time::timeout(LANE_RETRY_WAIT, freed).await;
                 }
             }
             Head::TooBig { .. } => unreachable!("no size limit when forwarding"),

@@ -594,7 +594,7 @@ async fn watch_decision(ctx: Arc<Ctx>, arrival: Arc<Arrival>) {
         tokio::select! {
             _ = applied.changed() => {}
             _ = phase.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep_until((arrival.created + ARRIVAL_TTL).into()) => {}
         }
     }
 }

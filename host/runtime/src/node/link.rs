@@ -20,6 +20,11 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// `message` may be plain or tagged ([`crate::mailbox::Tag`]); its
     /// sender is `message.sender`.
     fn send_remote(&self, to: Pid, message: Message) -> Result<(), PushError>;
+    /// Notified whenever a way to another node frees room. A sender that
+    /// retries a `Full` from [`ClusterLink::send_remote`] registers
+    /// `room().notified()` before the attempt and awaits it after the
+    /// refusal (woken by the peer's acks, never polling).
+    fn room(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Start a process somewhere in the cluster. `target` is `""` (let the
     /// scheduler choose), a node name, or label constraints `k=v[,k=v]`.
     /// Errors are ABI codes.

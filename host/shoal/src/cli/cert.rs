@@ -163,34 +163,22 @@ struct CreateArgs {
 /// or `d` (`90s`, `15m`, `12h`, `30d`); at least one second, at most
 /// [`TTL_MAX`].
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 30d, 12h, 15m or 90s)"))?;
-    let unit_secs: u64 = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "" => return Err(format!("`{text}` needs a unit: s, m, h or d (e.g. 30d)")),
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use s, m, h or d, e.g. 30d)"
-            ))
-        }
-    };
-    let secs = n
-        .checked_mul(unit_secs)
-        .filter(|s| *s <= TTL_MAX.as_secs())
-        .ok_or_else(|| format!("`{text}` is longer than the CA's ten years"))?;
-    if secs == 0 {
+    let ttl = super::units::parse_duration_with(
+        text,
+        super::units::DurationRules {
+            bare_is_secs: false,
+            zero_ok: false,
+            max: TTL_MAX,
+            max_words: "the CA's ten years",
+            examples: "30d, 12h, 15m or 90s",
+        },
+    )?;
+    if ttl < Duration::from_secs(1) {
         return Err(format!(
-            "`{text}`: a certificate must be valid for some time"
+            "`{text}`: a certificate must be valid for a second or more"
         ));
     }
-    Ok(Duration::from_secs(secs))
+    Ok(ttl)
 }
 
 /// Load the CA of this data directory, explaining plainly when this node

@@ -114,7 +114,7 @@ struct StartArgs {
     /// and the module refused, e.g. 30s (default 60s). Modules are
     /// prepared in worker processes, several at once, so one slow module
     /// holds up no one else.
-    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration)]
     prepare_timeout: Option<std::time::Duration>,
 
     /// Most processes alive at once (default 1000).
@@ -174,7 +174,7 @@ struct StartArgs {
     rebalance_skew: Option<u32>,
 
     /// How often rebalancing looks: 500ms, 5s, 1m (default 5s).
-    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration)]
     rebalance_interval: Option<Duration>,
 
     /// The failure detector's window: when this node leads, it declares a
@@ -182,7 +182,7 @@ struct StartArgs {
     /// monotonic clock, and alive when it hears from it again (default 5s;
     /// more than the 800ms election timeout). Use the same value on every
     /// node: whichever node leads applies its own.
-    #[arg(long, value_name = "DURATION", value_parser = super::drain::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration)]
     dead_after: Option<Duration>,
 }
 

@@ -23,7 +23,7 @@ pub struct DrainArgs {
 
     /// Stop starting migrations after this long: 500ms, 90s, 5m, 1h (at
     /// most 7d). Processes not moved by then stay on the node.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::units::parse_duration)]
     deadline: Duration,
 
     /// Cancel the node's running drain instead (moved processes stay
@@ -34,37 +34,6 @@ pub struct DrainArgs {
     /// Print the final status as JSON instead of progress lines.
     #[arg(long)]
     json: bool,
-}
-
-/// Parse `500ms`, `90s`, `5m`, `2h`, `1d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 500ms, 90s, 5m or 1h)"))?;
-    let unit_ms: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "" => return Err(format!("`{text}` needs a unit: ms, s, m, h or d (e.g. 5m)")),
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    let ms = n
-        .checked_mul(unit_ms)
-        .filter(|ms| *ms <= 7 * 86_400_000)
-        .ok_or_else(|| format!("`{text}` is longer than 7 days"))?;
-    if ms == 0 {
-        return Err(format!("`{text}`: the duration must be more than zero"));
-    }
-    Ok(Duration::from_millis(ms))
 }
 
 fn progress_line(s: &DrainStatus) -> String {
@@ -209,20 +178,4 @@ async fn follow(client: &Client, args: &DrainArgs, first: DrainStatus) -> anyhow
 /// Worth asking again (the node may be busy or electing a leader)?
 fn transient(e: &ClientError) -> bool {
     !matches!(e.status(), Some(400..=499))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("8d").is_err());
-        assert!(parse_duration("5 fortnights").is_err());
-    }
 }

@@ -97,25 +97,16 @@ pub struct RestoreArgs {
 
 /// Parse `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 10s or 500ms)"))?;
-    let ms = match unit.trim() {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1000),
-        "m" | "min" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ms, s, m or h)"
-            ))
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    super::units::parse_duration_with(
+        text,
+        super::units::DurationRules {
+            bare_is_secs: true,
+            zero_ok: true,
+            max: Duration::from_secs(7 * 86_400),
+            max_words: "7 days",
+            examples: "10s or 500ms",
+        },
+    )
 }
 
 /// Write `bytes` to `path` atomically, mode 0600 (a temporary file in the
