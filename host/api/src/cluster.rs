@@ -94,6 +94,45 @@ pub struct TokenCreated {
     pub command: String,
 }
 
+/// `POST /v1/certs/revoke` body (admin only): revoke every certificate of
+/// one identity issued so far, and every renewal of one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    /// The identity's role.
+    pub role: shoal_pki::Role,
+    /// Its id (the certificate's name).
+    pub id: String,
+    /// Why (kept with the revocation, shown in refusals; cut at 256
+    /// characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/certs/revoke` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The identity's role.
+    pub role: shoal_pki::Role,
+    /// Its id.
+    pub id: String,
+    /// Its new generation: every certificate below it is revoked, and the
+    /// identity's next certificates (a new `cert create`, a new join) are
+    /// issued at it.
+    pub generation: u64,
+    /// When, Unix ms (the answering node's clock).
+    pub revoked_unix_ms: u64,
+}
+
+/// `POST /v1/certs/renew` body (any role, for its own certificate; nodes
+/// send it to the CA node as `POST /v1/peer/renew`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// A PKCS#10 CSR, PEM, for the key of `cert_pem` (renewal keeps the key).
+    pub csr_pem: String,
+    /// The certificate to renew, PEM: the one the caller connected with.
+    pub cert_pem: String,
+}
+
 /// `POST /v1/cluster/members` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberRequest {

@@ -39,6 +39,8 @@
 //!    changes; holders are non-removed nodes.
 //! 7. Token records hold only the hash of the secret; a token is redeemed
 //!    at most once.
+//! 8. An identity's generation in `revocations` only grows; its entry is
+//!    never dropped.
 //!
 //! ## Commands
 //!
@@ -52,10 +54,12 @@
 //!   address). A removed node's name may join again, under a new id.
 //!   Refused before bootstrap or for a bad name.
 //! - `RemoveNode { id, now_ms }`: status `Removed`; revokes identity
-//!   `node/<name>` as of `now_ms`; drops its directory entries (and the
+//!   `node/<name>` (moves it to a new generation: every certificate it was
+//!   issued, and every renewal of one, is revoked); drops its directory entries (and the
 //!   process names pointing at them) and its module holdings; clears
 //!   `ca_node` if it was the CA holder. Its pid blocks stay allocated. Refused
-//!   for unknown or already removed ids.
+//!   for unknown or already removed ids, or when the revocation list is
+//!   full.
 //! - `SetCordon { id, cordoned }`: `Cordoned` / `Active`. Refused for unknown
 //!   or removed nodes.
 //! - `Heartbeat { id, load, now_ms }`: stores `load`;
@@ -112,8 +116,12 @@
 //!   `epoch` is the node's current one and the verdict changes something;
 //!   bumps the epoch. Refused for unknown or removed nodes. Read with
 //!   [`ClusterState::node_dead`].
-//! - `Revoke { target, reason, now_ms }`: revokes a serial or an identity
-//!   (role + id) in `revocations`. Repeats are `Ok` and keep the first entry.
+//! - `Revoke { target, reason, now_ms }`: revokes a serial (→ `Ok`; a
+//!   repeat keeps the first entry) or an identity (role + id) in
+//!   `revocations` → `Generation(g)`: the identity moves to generation `g`,
+//!   revoking all its certificates issued so far (and their renewals); it
+//!   is what the identity's next certificates are issued at. Refused for an
+//!   invalid id or a full list ([`shoal_pki::REVOCATIONS_MAX`]).
 //! - `SetOwners { node, owners }`: records who created each pid started on
 //!   `node` (live there, or a fresh pid of its block); the first record
 //!   wins; kept across moves, dropped with the directory entry. A pid

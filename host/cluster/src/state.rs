@@ -262,6 +262,9 @@ impl Default for ClusterState {
     }
 }
 
+/// Longest revocation reason kept, in characters (longer ones are cut).
+pub const REASON_CHARS_MAX: usize = 256;
+
 /// What to revoke with [`Command::Revoke`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RevokeTarget {
@@ -548,6 +551,9 @@ pub enum CommandResult {
     PidBlock(u64),
     /// `RedeemToken`: the role the token grants.
     Role(Role),
+    /// `Revoke` of an identity, `RemoveNode`: the identity's new
+    /// generation (its certificates below it are revoked).
+    Generation(u64),
     /// The command was refused and changed nothing.
     Refused(Refusal),
     /// The ownership rule refused the command (it changed nothing).
@@ -714,8 +720,17 @@ impl ClusterState {
                         );
                     }
                     RevokeTarget::Identity { role, id } => {
-                        self.revocations
-                            .remove_identity(*role, id, *now_ms, reason.clone());
+                        if shoal_pki::role::validate_id(id).is_err() {
+                            return CommandResult::Refused(Refusal::BadIdentity {
+                                role: *role,
+                                id: id.chars().take(80).collect(),
+                            });
+                        }
+                        let reason: String = reason.chars().take(REASON_CHARS_MAX).collect();
+                        return match self.revocations.revoke_identity(*role, id, *now_ms, reason) {
+                            Ok(generation) => CommandResult::Generation(generation),
+                            Err(full) => CommandResult::Refused(full.into()),
+                        };
                     }
                 }
                 Ok(CommandResult::Ok)
@@ -851,11 +866,15 @@ impl ClusterState {
 
     fn remove_node(&mut self, id: NodeId, now_ms: u64) -> Outcome {
         let name = self.live_member(id)?.name.clone();
+        self.revocations.revoke_identity(
+            Role::Node,
+            &name,
+            now_ms,
+            format!("node {id} removed"),
+        )?;
         if let Some(node) = self.nodes.get_mut(&id) {
             node.status = NodeStatus::Removed;
         }
-        self.revocations
-            .remove_identity(Role::Node, &name, now_ms, format!("node {id} removed"));
         let gone: BTreeSet<u64> = self
             .directory
             .iter()
@@ -1350,16 +1369,21 @@ mod tests {
         // Its pid block stays allocated: those pids are never issued again.
         assert_eq!(s.pid_blocks.get(&b2), Some(&2));
         assert!(s.next_pid_block > b2);
-        // Its certificates (issued up to removal) are revoked.
-        let cert = |not_before_unix_ms| CertInfo {
+        // Its certificates (issued before the removal, whatever their
+        // dates, and their renewals) are revoked; a re-join gets the next
+        // generation.
+        let cert = |generation, not_before_unix_ms| CertInfo {
             role: Role::Node,
             id: "n2".to_string(),
             serial: Serial::from_bytes(&[1]),
             not_before_unix_ms,
             not_after_unix_ms: u64::MAX,
+            generation,
         };
-        assert!(s.revocations.check(&cert(4000)).is_some());
-        assert!(s.revocations.check(&cert(6000)).is_none());
+        assert!(s.revocations.check(&cert(0, 4000)).is_some());
+        assert!(s.revocations.check(&cert(0, 6000)).is_some());
+        assert_eq!(s.revocations.generation(Role::Node, "n2"), 1);
+        assert!(s.revocations.check(&cert(1, 6000)).is_none());
         // It can no longer act.
         refused(s.apply(&Command::Heartbeat {
             id: 2,
@@ -1827,9 +1851,21 @@ mod tests {
                 reason: "left".to_string(),
                 now_ms: 200,
             }),
-            CommandResult::Ok
+            CommandResult::Generation(1)
         );
         assert_eq!(s.revocations.len(), 2);
+        assert_eq!(s.revocations.generation(Role::Client, "alice"), 1);
+        assert!(matches!(
+            s.apply(&Command::Revoke {
+                target: RevokeTarget::Identity {
+                    role: Role::Client,
+                    id: String::new(),
+                },
+                reason: "?".to_string(),
+                now_ms: 300,
+            }),
+            CommandResult::Refused(Refusal::BadIdentity { .. })
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | POST | `/v1/nodes/{name}/cordon`, `/uncordon` | admin | [`NodeSummary`] |
 //! | POST, GET, DELETE | `/v1/nodes/{name}/drain` | admin | start, read, cancel a drain: [`crate::migrate::drain::DrainStatus`] |
 //! | POST | `/v1/tokens` | admin | [`TokenCreated`] |
+//! | POST | `/v1/certs/revoke` | admin | `shoal_api::cluster::Revoked`: every certificate of the identity revoked, cluster-wide ([`crate::certs`]) |
 //! | POST | `/v1/cluster/members` | node (itself) | `{}`: made a voter by joint consensus |
 //! | GET | `/v1/processes` | any | every node's processes, each with its node |
 //! | POST | `/v1/processes` | any | placed by the scheduler (`node`, `labels`) |
@@ -716,6 +717,11 @@ pub async fn route(
             admin("creating a join token")?;
             let r: TokenRequest = read_json(req).await?;
             return json_reply(&create_token(inner, r, &direct).await?);
+        }
+        (&Method::POST, crate::certs::PATH_REVOKE) => {
+            admin("revoking a certificate")?;
+            let r: shoal_api::cluster::RevokeRequest = read_json(req).await?;
+            return json_reply(&crate::certs::revoke(inner, r, &direct).await?);
         }
         (&Method::POST, PATH_MEMBERS) => {
             let r: MemberRequest = read_json(req).await?;

@@ -18,6 +18,50 @@ pub const CERT_FILE: &str = "client.crt";
 /// File name of the private key in a credentials directory.
 pub const KEY_FILE: &str = "client.key";
 
+/// File (in `<data-dir>/pki/`) where a node keeps a copy of the
+/// revocation list as it last applied it, for `shoal cert create` on the CA
+/// node to issue at an identity's current generation.
+pub const REVOCATIONS_FILE: &str = "revocations.json";
+
+/// `<data-dir>/pki/revocations.json`.
+pub fn revocations_path(data_dir: &Path) -> PathBuf {
+    PkiPaths::new(data_dir).dir().join(REVOCATIONS_FILE)
+}
+
+/// Save `list` to [`revocations_path`] (mode 0600, atomically).
+pub fn save_revocations(
+    data_dir: &Path,
+    list: &shoal_pki::RevocationList,
+) -> Result<(), CredentialsError> {
+    let json = serde_json::to_vec(list).map_err(|e| {
+        CredentialsError::Pki(PkiError::BadCertificate(format!(
+            "cannot encode the revocation list: {e}"
+        )))
+    })?;
+    files::write_atomic(
+        &revocations_path(data_dir),
+        &json,
+        0o600,
+        Overwrite::Replace,
+    )?;
+    Ok(())
+}
+
+/// The revocation list a node last saved in `data_dir` (empty if none).
+pub fn load_revocations(data_dir: &Path) -> Result<shoal_pki::RevocationList, CredentialsError> {
+    let path = revocations_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            CredentialsError::Pki(PkiError::BadCertificate(format!(
+                "{}: not a revocation list: {e}",
+                path.display()
+            )))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(source) => Err(CredentialsError::Pki(PkiError::Io { path, source })),
+    }
+}
+
 /// Mode of a new credentials directory: owner only.
 const CREDS_DIR_MODE: u32 = 0o700;
 

@@ -6,17 +6,23 @@
 //! | `POST /v1/lane` | node | [`shoal_net`] (messages, then [`Dispatch::deliver`]) |
 //! | `POST /v1/join` | anyone (the join token authenticates) | [`super::join`] |
 //! | `POST /v1/raft/*` | node | [`shoal_cluster::Raft::handle_rpc`] |
-//! | `POST /v1/peer/*` | node | [`super::peer_api`] |
+//! | `POST /v1/peer/*` | node | [`super::peer_api`]; `/v1/peer/renew`: [`super::certs`] |
+//! | `POST /v1/certs/renew` | client, admin, node (its own certificate) | [`super::certs`], forwarded to the CA node |
 //! | `POST /v1/cluster/members` | node (itself) | [`super::cluster_api`] |
 //! | `POST /v1/tokens`, `DELETE /v1/nodes/{name}`, cordon | admin | [`super::cluster_api`] |
 //! | everything else under `/v1/` | client, admin, node | [`super::cluster_api`], else [`crate::api::routes`] |
 //!
 //! A connection without a certificate reaches only `/v1/join`. Certificates
 //! from another CA, expired, revoked or of an unknown role never get this far:
-//! the TLS handshake refuses them and the server logs why.
+//! the TLS handshake refuses them and the server logs why. A certificate
+//! revoked while its connection is open (a removed node, a revoked client)
+//! loses the connection as soon as this node applies the revocation, and a
+//! request that races that close is refused with a typed 403
+//! ([`Handler::revocations`]).
 
+use super::certs::{self, PATH_PEER_RENEW, PATH_RENEW};
 use super::cluster_api;
-use super::join::{self, JoinBody, PATH_JOIN, PATH_PEER_RENEW};
+use super::join::{self, JoinBody, PATH_JOIN};
 use super::peer_api::PATH_PEER_JOIN;
 use super::{encode_json, from_net, Inner};
 use bytes::Bytes;
@@ -132,19 +138,15 @@ impl Dispatch {
             .map_or(0, |n| n.id)
     }
 
-    async fn renew(&self, caller: &Caller, req: Request<Incoming>) -> Result<Bytes, RemoteError> {
+    async fn renew(&self, req: Request<Incoming>) -> Result<Bytes, RemoteError> {
         let body = shoal_net::read_body(req, JOIN_BYTES_MAX).await?;
-        let renew: join::RenewBody = serde_json::from_slice(&body)
+        let renew: shoal_api::cluster::RenewRequest = serde_json::from_slice(&body)
             .map_err(|e| RemoteError::new(400, format!("bad renewal request: {e}")))?;
-        let cert = caller
-            .cert
-            .as_ref()
-            .ok_or_else(|| RemoteError::new(401, "renewal needs a certificate"))?;
-        // The renewed certificate has the role and id the caller proved.
-        let issued = self
-            .inner
-            .sign_renewal(&renew.csr_pem, cert.role, &cert.id)?;
-        encode_json(&issued)
+        // A node renews its own certificate, or forwards a client's: the CA
+        // node checks the certificate and the CSR's key either way. Never
+        // forwarded again (so two nodes that disagree on the CA node do not
+        // bounce it).
+        encode_json(&certs::renew_here(&self.inner, &renew)?)
     }
 
     async fn route(
@@ -181,10 +183,7 @@ impl Dispatch {
                     .map(|b| shoal_net::reply(200, b));
             }
             if path == PATH_PEER_RENEW {
-                return self
-                    .renew(caller, req)
-                    .await
-                    .map(|b| shoal_net::reply(200, b));
+                return self.renew(req).await.map(|b| shoal_net::reply(200, b));
             }
             if path.starts_with("/v1/peer/migrate/") {
                 let body =
@@ -198,11 +197,13 @@ impl Dispatch {
                 .await
                 .map(|b| shoal_net::reply(200, b));
         }
-        if path == PATH_PEER_RENEW {
-            // Clients renew at the CA node too.
+        if path == PATH_RENEW && req.method() == Method::POST {
+            // Anyone renews its own certificate, through any node.
             need(caller, &Role::ALL, "certificate renewal")?;
-            return self
-                .renew(caller, req)
+            let body = shoal_net::read_body(req, JOIN_BYTES_MAX).await?;
+            let renew: shoal_api::cluster::RenewRequest = serde_json::from_slice(&body)
+                .map_err(|e| RemoteError::new(400, format!("bad renewal request: {e}")))?;
+            return certs::renew_own(&self.inner, caller, &renew)
                 .await
                 .map(|b| shoal_net::reply(200, b));
         }
@@ -213,6 +214,10 @@ impl Dispatch {
 
 #[async_trait::async_trait]
 impl Handler for Dispatch {
+    fn revocations(&self) -> Option<shoal_pki::SharedRevocations> {
+        Some(self.inner.trust.revocations().clone())
+    }
+
     async fn request(&self, caller: &Caller, req: Request<Incoming>) -> Response<BoxBody> {
         match self.route(caller, req).await {
             Ok(r) => r,

@@ -16,8 +16,14 @@
 //!    be made a voter (`POST /v1/cluster/members`, now with its certificate).
 //!
 //! Renewal: a node renews its certificate from 2/3 of its lifetime on by
-//! sending a CSR to the CA node (`POST /v1/peer/renew`, authenticated by its
-//! current certificate); see [`super::tasks`].
+//! sending its certificate and a CSR for its key to the CA node
+//! (`POST /v1/peer/renew`); see [`super::tasks`] and [`crate::certs`] (what
+//! the CA node checks: membership, revocation, the key).
+//!
+//! Generations: the CA signs a joiner's certificate at its identity's
+//! generation in the applied revocation list, so a name that was removed (or
+//! revoked) and joins again gets a new generation, while certificates from
+//! before the removal stay revoked.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -30,8 +36,8 @@ use std::time::Duration;
 
 /// The join route (no client certificate needed).
 pub const PATH_JOIN: &str = "/v1/join";
-/// Certificate renewal on the CA node.
-pub const PATH_PEER_RENEW: &str = "/v1/peer/renew";
+/// Certificate renewal on the CA node ([`crate::certs`]).
+pub use crate::certs::PATH_PEER_RENEW;
 /// Lifetime of node certificates: short, renewed from 2/3 of it on.
 pub const NODE_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest a join may take end to end.
@@ -58,12 +64,8 @@ pub struct JoinAnswer {
     pub node_id: NodeId,
 }
 
-/// Renewal request: a CSR for the caller's current identity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RenewBody {
-    /// PKCS#10 CSR, PEM.
-    pub csr_pem: String,
-}
+/// Renewal request: the certificate to renew and a CSR for its key.
+pub type RenewBody = shoal_api::cluster::RenewRequest;
 
 /// Why this node could not join a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -247,11 +249,19 @@ pub async fn admit(
             Err(e) => return Err(refused(503, e)),
         };
     }
+    // The identity's generation as applied now (after the token was spent
+    // and the node added): a name revoked before is admitted at its new
+    // generation.
+    let generation = raft
+        .state()
+        .revocations
+        .generation(role, &body.request.node_name);
     let cert = ca
-        .sign_csr_with_validity(
+        .sign_csr_for(
             &body.request.csr_pem,
             role,
             &body.request.node_name,
+            generation,
             Validity::for_ttl(now, ttl),
         )
         .map_err(|e| refused(400, e))?;

@@ -18,6 +18,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod certs;
 pub mod cluster_api;
 pub mod credentials;
 pub mod dispatch;
@@ -258,26 +259,6 @@ fn write_node_id(data_dir: &Path, id: NodeId) -> Result<(), StartError> {
 
 pub use credentials::{init_cluster_pki, InitReport};
 
-impl Inner {
-    /// Sign `csr_pem` for `role`/`id` with this node's CA, valid for the
-    /// configured certificate lifetime: how renewals are issued, whether
-    /// the CA node renews its own certificate or a peer's.
-    pub fn sign_renewal(
-        &self,
-        csr_pem: &str,
-        role: shoal_pki::Role,
-        id: &str,
-    ) -> Result<shoal_pki::IssuedCert, shoal_net::RemoteError> {
-        let ca = self
-            .ca
-            .as_ref()
-            .ok_or_else(|| shoal_net::RemoteError::new(409, "this node does not hold the CA"))?;
-        let validity = shoal_pki::Validity::for_ttl(shoal_pki::now_unix_ms(), self.cert_ttl);
-        ca.sign_csr_with_validity(csr_pem, role, id, validity)
-            .map_err(|e| shoal_net::RemoteError::new(400, e.to_string()))
-    }
-}
-
 impl Daemon {
     /// Start the node: identity, Raft, listener, link, tasks. Returns once
     /// the node serves and is a member of its cluster.
@@ -352,6 +333,9 @@ impl Daemon {
         let live = shoal_pki::tls::LiveIdentity::new(&identity)?;
         let client_tls = shoal_pki::tls::client_config_live(&live, &trust)?;
         let peers = Peers::new(client_tls.clone(), config.net.clone());
+        // A peer whose certificate is revoked (a removed node) loses our
+        // connections to it as soon as the revocation applies here.
+        peers.watch_revocations(revocations.clone());
         let transport = Arc::new(transport::PeersTransport::new(peers.clone()));
         let raft = Raft::open(
             me,

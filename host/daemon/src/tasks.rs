@@ -9,10 +9,13 @@
 //! - **directory**: write batched process starts/exits.
 //! - **revocations**: every applied change to the replicated revocation list
 //!   is copied into the list the TLS verifiers read, so a removed node's or
-//!   revoked client's next handshake fails.
-//! - **renewal**: from 2/3 of its lifetime on, the node sends a CSR for its
-//!   key to the CA node and presents the new certificate from the next
-//!   handshake on (saved to disk too, so a restart keeps it).
+//!   revoked client's next handshake fails and the connections it holds are
+//!   closed (and into `<data>/pki/revocations.json`, for `cert create`).
+//! - **renewal**: from 2/3 of its lifetime on, the node sends its
+//!   certificate and a CSR for its key to the CA node ([`crate::certs`]:
+//!   refused once the node is removed or its certificate revoked) and
+//!   presents the new certificate from the next handshake on (saved to disk
+//!   too, so a restart keeps it).
 
 use super::Inner;
 use shoal_cluster::{Command, CommandResult, NodeId, NodeLoad, PID_BLOCK_SIZE};
@@ -176,6 +179,12 @@ async fn sync_revocations(inner: Arc<Inner>, revocations: SharedRevocations) {
         if copied.as_ref() != Some(&state.revocations) {
             revocations.replace(state.revocations.clone());
             copied = Some(state.revocations.clone());
+            // For `shoal cert create` on this data dir: the generations.
+            if let Err(e) =
+                crate::credentials::save_revocations(&inner.data_dir, &state.revocations)
+            {
+                tracing::warn!("cannot save the revocation list: {e}");
+            }
         }
         if applied.changed().await.is_err() {
             return;
@@ -209,22 +218,27 @@ async fn renew_certificate(inner: Arc<Inner>) {
 
 /// Get a fresh certificate for this node's key from the CA node.
 pub async fn renew_once(inner: &Inner) -> Result<shoal_pki::CertInfo, RenewError> {
-    use shoal_pki::{files, Identity, IssuedCert, PkiPaths, Role};
+    use shoal_pki::{files, Identity, IssuedCert, PkiPaths};
     let paths = PkiPaths::new(&inner.data_dir);
     let key_pem = files::read_private_key(&paths.node_key())?;
     let ca_pem = files::read_certificate(&paths.ca_cert())?;
+    let cert_pem = files::read_certificate(&paths.node_cert())?;
     let csr = shoal_pki::ca::csr_for_key_pem(&key_pem, &inner.name)?;
+    let request = super::join::RenewBody {
+        csr_pem: csr,
+        cert_pem,
+    };
     let state = inner.raft.state();
     let issued: IssuedCert = match (&inner.ca, state.ca_node) {
-        (Some(_), Some(id)) if id == inner.me => inner
-            .sign_renewal(&csr, Role::Node, &inner.name)
-            .map_err(RenewError::Refused)?,
+        (Some(_), Some(id)) if id == inner.me => {
+            crate::certs::renew_here(inner, &request).map_err(RenewError::Refused)?
+        }
         (_, Some(id)) => {
             let addr = state
                 .member(id)
                 .map(|n| n.addr.clone())
                 .ok_or(RenewError::CaNotMember(id))?;
-            let body = serde_json::to_vec(&super::join::RenewBody { csr_pem: csr })?;
+            let body = serde_json::to_vec(&request)?;
             let answer = inner
                 .peers
                 .call(

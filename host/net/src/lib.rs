@@ -35,6 +35,13 @@
 //!   [`NetConfig::connections_max`] connections; one more is closed right
 //!   after `accept`. TLS handshakes must finish within
 //!   [`NetConfig::handshake_timeout_ms`].
+//! - A certificate revoked while its connection is open (a removed node, a
+//!   revoked client) ends the connection as soon as the node applies the
+//!   revocation, on both ends: the server closes the connections of a
+//!   caller whose certificate [`Handler::revocations`] now revokes, and
+//!   refuses (typed `403`) any request that races that; a [`Peers`] pool
+//!   given the list ([`Peers::watch_revocations`]) drops its connection to
+//!   a peer whose server certificate it revokes.
 //! - Both ends send HTTP/2 PINGs every [`NetConfig::keepalive_interval_ms`]
 //!   and drop the connection when one is unanswered for
 //!   [`NetConfig::keepalive_timeout_ms`], so a silently dead peer is noticed.
@@ -338,6 +345,16 @@ pub trait Handler: Send + Sync + 'static {
         req: hyper::Request<hyper::body::Incoming>,
     ) -> hyper::Response<BoxBody>;
 
+    /// The revocation list this node's connections answer to: an
+    /// authenticated connection whose certificate it comes to revoke is
+    /// closed as soon as the list changes, and every request is checked
+    /// against it before it is served (one that races the close is refused
+    /// with a typed 403, [`shoal_pki::Forbidden::Revoked`]). `None` (the
+    /// default): certificates are checked at the handshake only.
+    fn revocations(&self) -> Option<shoal_pki::SharedRevocations> {
+        None
+    }
+
     /// The lane sink: deliver one message that arrived on a lane. May wait
     /// when the receiver's mailbox is full — that back-pressures the whole
     /// lane, which is intended.
@@ -477,6 +494,28 @@ pub(crate) fn classify_hyper_error(addr: &str, err: &hyper::Error) -> NetError {
                 addr: addr.to_string(),
                 reason,
             }
+        }
+    }
+}
+
+/// Resolves, with the certificate and its revocation, once `revocations`
+/// revokes `cert`: checked at once, then at every change of the list
+/// (subscribed before the first check, so no change slips between them).
+/// Never resolves when either is `None`.
+pub(crate) async fn until_revoked(
+    revocations: Option<shoal_pki::SharedRevocations>,
+    cert: Option<shoal_pki::CertInfo>,
+) -> (shoal_pki::CertInfo, shoal_pki::Revocation) {
+    let (Some(revocations), Some(cert)) = (revocations, cert) else {
+        return std::future::pending().await;
+    };
+    let mut changes = revocations.subscribe();
+    loop {
+        if let Some(why) = revocations.check(&cert) {
+            return (cert, why);
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }

@@ -107,6 +107,9 @@ pub(crate) struct Shared {
     /// directory picks the lane) waits on. See [`Peers::room`].
     pub(crate) room: Arc<tokio::sync::Notify>,
     hook: RwLock<Option<DeadLetterHook>>,
+    /// The revocation list the peers' server certificates answer to (see
+    /// [`Peers::watch_revocations`]).
+    revocations: RwLock<Option<shoal_pki::SharedRevocations>>,
     /// Peers this pool is cut off from (fault injection, see
     /// [`Peers::cut_off`]).
     #[cfg(feature = "fault-injection")]
@@ -279,6 +282,7 @@ impl Inner {
                 addr: addr.to_string(),
                 reason: tls_reason(&e).unwrap_or_else(|| e.to_string()),
             })?;
+        let server_cert = shoal_pki::tls::peer_info(tls.get_ref().1.peer_certificates());
         // Wait for the server's first bytes: a refused client certificate
         // surfaces here (see `replay`).
         let tls = Replay::first_bytes(tls, 4096)
@@ -303,9 +307,25 @@ impl Inner {
             .await
             .map_err(|e| classify_hyper_error(addr, &e))?;
         let peer = addr.to_string();
+        let revocations = self.shared.revocations.read().ok().and_then(|r| r.clone());
+        // A peer whose certificate is revoked while connected (a removed
+        // node) is talked to no more: the connection is dropped.
+        let revoked = super::until_revoked(revocations, server_cert);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection to {peer} ended: {e}");
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!("connection to {peer} ended: {e}");
+                    }
+                }
+                (cert, why) = revoked => {
+                    tracing::info!(
+                        "closed connection to {peer} ({}/{}): its certificate was revoked ({})",
+                        cert.role,
+                        cert.id,
+                        why.reason
+                    );
+                }
             }
         });
         Ok(tx)
@@ -338,6 +358,15 @@ impl Peers {
                 lanes: Mutex::new(HashMap::new()),
                 shared: Arc::new(Shared::default()),
             }),
+        }
+    }
+
+    /// Close every connection (open or future) to a peer whose server
+    /// certificate `revocations` revokes, as soon as the list changes.
+    /// Connections opened before this call are not watched.
+    pub fn watch_revocations(&self, revocations: shoal_pki::SharedRevocations) {
+        if let Ok(mut r) = self.inner.shared.revocations.write() {
+            *r = Some(revocations);
         }
     }
 

@@ -30,6 +30,12 @@ pub struct ServerCounters {
     pub connections_refused: AtomicU64,
     /// TLS handshakes that failed (refused certificate, timeout, garbage).
     pub handshakes_failed: AtomicU64,
+    /// Authenticated connections closed because their certificate was
+    /// revoked while they were open.
+    pub connections_revoked: AtomicU64,
+    /// Requests refused because the caller's certificate was revoked (on a
+    /// connection that was being closed for it).
+    pub requests_revoked: AtomicU64,
     /// Requests handed to the handler.
     pub requests: AtomicU64,
     /// Lane streams accepted.
@@ -57,6 +63,10 @@ pub struct ServerStats {
     pub connections_refused: u64,
     /// See [`ServerCounters::handshakes_failed`].
     pub handshakes_failed: u64,
+    /// See [`ServerCounters::connections_revoked`].
+    pub connections_revoked: u64,
+    /// See [`ServerCounters::requests_revoked`].
+    pub requests_revoked: u64,
     /// See [`ServerCounters::requests`].
     pub requests: u64,
     /// See [`ServerCounters::lanes_opened`].
@@ -82,6 +92,8 @@ impl ServerCounters {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
             handshakes_failed: self.handshakes_failed.load(Relaxed),
+            connections_revoked: self.connections_revoked.load(Relaxed),
+            requests_revoked: self.requests_revoked.load(Relaxed),
             requests: self.requests.load(Relaxed),
             lanes_opened: self.lanes_opened.load(Relaxed),
             lanes_refused: self.lanes_refused.load(Relaxed),
@@ -273,6 +285,15 @@ impl Connection {
         } else {
             &self.slots.authenticated
         };
+        // A certificate revoked while the connection is open ends it
+        // (`until_revoked` checks now and at every change of the list), and
+        // every request is checked too, for one that races the close.
+        let revocations = if anonymous {
+            None
+        } else {
+            self.handler.revocations()
+        };
+        let revoked = super::until_revoked(revocations.clone(), caller.cert.clone());
         // Held until the connection ends.
         let Ok(_slot) = pool.clone().try_acquire_owned() else {
             self.counters.connections_refused.fetch_add(1, Relaxed);
@@ -307,9 +328,19 @@ impl Connection {
             let config = self.config.clone();
             let counters = self.counters.clone();
             let shutdown = self.shutdown.clone();
+            let revocations = revocations.clone();
             service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let caller = caller.clone();
                 let handler = handler.clone();
+                let refused = match (&revocations, &caller.cert) {
+                    (Some(r), Some(cert)) => {
+                        r.check(cert).map(|why| shoal_pki::Forbidden::Revoked {
+                            who: shoal_pki::Owner::of(cert),
+                            reason: why.reason,
+                        })
+                    }
+                    _ => None,
+                };
                 let lane = (req.method() == hyper::Method::POST && req.uri().path() == LANE_PATH)
                     .then(|| LaneContext {
                         handler: handler.clone(),
@@ -320,6 +351,12 @@ impl Connection {
                     });
                 let counters = counters.clone();
                 async move {
+                    if let Some(why) = refused {
+                        counters.requests_revoked.fetch_add(1, Relaxed);
+                        tracing::info!("refused a request from {}: {why}", caller.addr);
+                        let e = super::RemoteError::typed(403, &why);
+                        return Ok::<_, Infallible>(super::error_reply(&e));
+                    }
                     let resp = match lane {
                         Some(ctx) => open_lane(caller, req, ctx),
                         None => {
@@ -354,6 +391,15 @@ impl Connection {
             }
             _ = expiry => {
                 tracing::info!("closing anonymous connection from {addr} after {lifetime_ms} ms");
+            }
+            (cert, why) = revoked => {
+                self.counters.connections_revoked.fetch_add(1, Relaxed);
+                tracing::info!(
+                    "closed connection of {}/{} from {addr}: certificate revoked ({})",
+                    cert.role,
+                    cert.id,
+                    why.reason
+                );
             }
             _ = super::until_true(&mut self.shutdown) => {
                 conn.as_mut().graceful_shutdown();

@@ -162,6 +162,10 @@ pub struct IssuedCert {
     pub not_before_unix_ms: u64,
     /// End of validity, Unix ms.
     pub not_after_unix_ms: u64,
+    /// The identity's generation it was issued at (see
+    /// [`CertInfo::generation`](crate::CertInfo::generation)).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl IssuedCert {
@@ -341,7 +345,8 @@ impl ClusterCa {
         self.sign_csr_with_validity(csr_pem, role, id, Validity::for_ttl(now, ttl))
     }
 
-    /// [`sign_csr`](Self::sign_csr) with an explicit validity window.
+    /// [`sign_csr`](Self::sign_csr) with an explicit validity window (at
+    /// generation 0: see [`sign_csr_for`](Self::sign_csr_for)).
     pub fn sign_csr_with_validity(
         &self,
         csr_pem: &str,
@@ -349,8 +354,23 @@ impl ClusterCa {
         id: &str,
         validity: Validity,
     ) -> Result<IssuedCert> {
+        self.sign_csr_for(csr_pem, role, id, 0, validity)
+    }
+
+    /// Sign a CSR for `role`/`id` at the identity's `generation` (what the
+    /// replicated revocation list says it is now:
+    /// [`RevocationList::generation`](crate::RevocationList::generation),
+    /// or the presented certificate's own when renewing).
+    pub fn sign_csr_for(
+        &self,
+        csr_pem: &str,
+        role: Role,
+        id: &str,
+        generation: u64,
+        validity: Validity,
+    ) -> Result<IssuedCert> {
         let public_key = csr_public_key(csr_pem)?;
-        self.issue(&public_key, role, id, validity)
+        self.issue(&public_key, role, id, generation, validity)
     }
 
     /// Generate a key pair here and issue a certificate for it
@@ -373,8 +393,20 @@ impl ClusterCa {
         id: &str,
         validity: Validity,
     ) -> Result<IssuedCredentials> {
+        self.issue_with_new_key_for(role, id, 0, validity)
+    }
+
+    /// [`issue_with_new_key_validity`](Self::issue_with_new_key_validity)
+    /// at the identity's `generation`.
+    pub fn issue_with_new_key_for(
+        &self,
+        role: Role,
+        id: &str,
+        generation: u64,
+        validity: Validity,
+    ) -> Result<IssuedCredentials> {
         let key = KeyPair::generate()?;
-        let cert = self.issue(&key, role, id, validity)?;
+        let cert = self.issue(&key, role, id, generation, validity)?;
         Ok(IssuedCredentials {
             cert,
             key_pem: key.serialize_pem(),
@@ -386,6 +418,7 @@ impl ClusterCa {
         public_key: &impl PublicKeyData,
         role: Role,
         id: &str,
+        generation: u64,
         validity: Validity,
     ) -> Result<IssuedCert> {
         validate_id(id)?;
@@ -403,7 +436,7 @@ impl ClusterCa {
         dn.push(DnType::OrganizationalUnitName, role.as_str());
         dn.push(DnType::CommonName, id);
         params.distinguished_name = dn;
-        let uri = Ia5String::try_from(role.uri(id))?;
+        let uri = Ia5String::try_from(role.cert_uri(id, generation))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         if role == Role::Node {
             // For tools that check host names (curl, openssl); Shoal's own
@@ -441,6 +474,7 @@ impl ClusterCa {
             id: info.id,
             not_before_unix_ms: info.not_before_unix_ms,
             not_after_unix_ms: info.not_after_unix_ms,
+            generation: info.generation,
         })
     }
 }
@@ -480,6 +514,16 @@ fn csr_public_key(csr_pem: &str) -> Result<rcgen::PublicKey> {
     let csr = CertificateSigningRequestParams::from_pem(csr_pem)
         .map_err(|e| PkiError::BadCsr(e.to_string()))?;
     Ok(csr.public_key)
+}
+
+/// Whether the CSR (PEM, its self-signature verified) is for the very key
+/// `cert_der` certifies: how a renewal proves, beside the certificate
+/// (which is public), that the requester holds that certificate's key.
+pub fn csr_matches_cert(csr_pem: &str, cert_der: &[u8]) -> Result<bool> {
+    let csr_key = csr_public_key(csr_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    Ok(cert.public_key().subject_public_key.data.as_ref() == csr_key.der_bytes())
 }
 
 /// The SPKI DER of a PEM private key (to check a certificate matches it).

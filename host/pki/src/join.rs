@@ -16,10 +16,10 @@
 //! 5. The joiner checks the [`JoinResponse`] with [`finish_join`] (CA pin
 //!    again, certificate matches its key and name) and saves it.
 //!
-//! Renewal: a node asks for a new certificate when [`needs_renewal`] says so
-//! (2/3 into the lifetime), over a normal mTLS connection; the CA node calls
-//! [`renew`] with the certificate the peer authenticated with, which keeps
-//! its role and id.
+//! Renewal: a node (or a CLI user) asks for a new certificate when
+//! [`needs_renewal`] says so (2/3 into the lifetime), over a normal mTLS
+//! connection, with a CSR for its current key; the CA node calls [`renew`]
+//! with the current certificate, which keeps its role, id and generation.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,16 @@ pub enum JoinError {
     /// The certificate presented for renewal was refused.
     #[error("certificate refused: {0}")]
     Rejected(#[from] Rejection),
+    /// A renewal's CSR is not for the key of the certificate it renews.
+    #[error(
+        "the renewal CSR is not for the key of {role}/{id}'s certificate (renewal keeps the key)"
+    )]
+    KeyMismatch {
+        /// The certificate's role.
+        role: Role,
+        /// Its id.
+        id: String,
+    },
     /// The CA's answer does not fit the request (wrong name, wrong key...).
     #[error("join response does not match the request: {0}")]
     Mismatch(String),
@@ -228,10 +238,16 @@ pub fn needs_renewal(cert_der: &[u8], now_unix_ms: u64) -> Result<bool, PkiError
     Ok(now_unix_ms >= renewal_due_unix_ms(cert_der, 2, 3)?)
 }
 
-/// CA side of renewal: `presented` is the certificate the peer
-/// authenticated with over mTLS. It is checked again here (this CA, not
-/// expired, not revoked), then the CSR is signed for the *same* role and id,
-/// valid for `ttl` from `now_unix_ms`. The CSR may carry a new key.
+/// CA side of renewal. `presented` is the requester's current certificate
+/// (the one it authenticated with, or the one a node forwarded for it) and
+/// `csr_pem` a CSR for that certificate's key. The certificate is checked
+/// again here (this CA, valid now, not revoked: by serial, or by its
+/// identity's generation), and the CSR must be for its key — a certificate
+/// is public, the CSR's signature proves the requester holds the key. The
+/// new certificate has the *same* role, id and generation, valid for `ttl`
+/// from `now_unix_ms`: a renewal is revoked with the certificate it renews,
+/// so renewing never outlives a revocation. (Whether a node is still a
+/// member is the caller's to check, against the cluster state.)
 pub fn renew(
     ca: &ClusterCa,
     trust: &ClusterTrust,
@@ -247,10 +263,17 @@ pub fn renew(
         Usage::Client,
         &Role::ALL,
     )?;
-    Ok(ca.sign_csr_with_validity(
+    if !ca::csr_matches_cert(csr_pem, presented.as_ref())? {
+        return Err(JoinError::KeyMismatch {
+            role: info.role,
+            id: info.id,
+        });
+    }
+    Ok(ca.sign_csr_for(
         csr_pem,
         info.role,
         &info.id,
+        info.generation,
         Validity::for_ttl(now_unix_ms, ttl),
     )?)
 }

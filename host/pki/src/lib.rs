@@ -48,7 +48,9 @@ pub use ca::{CaPin, ClusterCa, IssuedCert, IssuedCredentials, Validity};
 pub use files::PkiPaths;
 pub use join::{JoinCommand, JoinError, JoinRequest, JoinResponse};
 pub use owner::{may_act, need_admin, Forbidden, Owner};
-pub use revocation::{Revocation, RevocationList, Serial, SharedRevocations};
+pub use revocation::{
+    Revocation, RevocationList, RevocationsFull, Serial, SharedRevocations, REVOCATIONS_MAX,
+};
 pub use role::{CertInfo, Role};
 pub use tls::{ClusterTrust, Identity, Rejection};
 pub use token::{JoinToken, TokenBook, TokenError, TokenRecord};

@@ -99,6 +99,22 @@ pub enum Forbidden {
         /// What was asked.
         what: String,
     },
+    /// The caller's certificate was revoked after its connection was
+    /// opened (the connection is being closed too).
+    #[error("the certificate of {who} is revoked ({reason}): it may do nothing more")]
+    Revoked {
+        /// Whose certificate.
+        who: Owner,
+        /// The revocation's reason.
+        reason: String,
+    },
+    /// A node certificate whose node is not (any more) a member of the
+    /// cluster: it may not renew.
+    #[error("{who} is not a member of the cluster (removed, or never admitted)")]
+    NotMember {
+        /// Who asked.
+        who: Owner,
+    },
 }
 
 /// The ownership rule: may `who` act on `what`, which belongs to `owner`?

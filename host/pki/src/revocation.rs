@@ -1,18 +1,24 @@
 //! Certificate revocation, as a value held in the replicated state.
 //!
-//! `shoal node remove` adds entries to a [`RevocationList`]; the Raft state
-//! machine holds that list and, whenever it changes, stores the new value in
-//! a [`SharedRevocations`] handle that every TLS verifier reads on every
-//! handshake. So a revocation takes effect for all new connections as soon
-//! as the node applies it, without rebuilding any TLS config.
+//! `shoal node remove` and `shoal cert revoke` add entries to a
+//! [`RevocationList`]; the Raft state machine holds that list and, whenever
+//! it changes, stores the new value in a [`SharedRevocations`] handle that
+//! every TLS verifier reads on every handshake, and that servers watch to
+//! close the open connections of a certificate it now revokes
+//! ([`SharedRevocations::subscribe`]).
 //!
 //! Two kinds of entry:
 //! - by serial: that one certificate is dead;
-//! - by identity (role + id): every certificate of that holder whose
-//!   validity started at or before the removal is dead, which also covers
-//!   renewals in flight and serials the caller never learned. A later re-join
-//!   under the same id gets a newer certificate and is accepted again (or
-//!   call [`RevocationList::restore_identity`]).
+//! - by identity (role + id), with a **generation**: every certificate names
+//!   the generation of its identity it was issued at
+//!   ([`CertInfo::generation`]). Revoking an identity moves its generation
+//!   past every certificate issued so far — whatever their validity dates,
+//!   and renewals too, which keep the generation of the certificate they
+//!   renew — so no certificate issued before the revocation, or renewed from
+//!   one, ever passes again. An identity admitted again afterwards (a new
+//!   join token, `shoal cert create`) is issued the new generation
+//!   ([`RevocationList::generation`]). Entries are never dropped: that
+//!   would hand out old generations again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -79,6 +85,29 @@ pub struct Revocation {
     /// entry can be dropped once the certificate would be refused anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after_unix_ms: Option<u64>,
+    /// For identity entries: the identity's generation now. Its
+    /// certificates of an earlier generation are revoked; it is the
+    /// generation the identity's next certificate gets. An entry written
+    /// before generations existed reads as 1: it still revokes the
+    /// certificates (all of generation 0) it revoked then.
+    #[serde(default = "legacy_generation")]
+    pub generation: u64,
+}
+
+fn legacy_generation() -> u64 {
+    1
+}
+
+/// Most entries (serials and identities together) a [`RevocationList`]
+/// holds: a revocation past it is refused ([`RevocationsFull`]).
+pub const REVOCATIONS_MAX: usize = 65_536;
+
+/// A revocation refused because the list is at [`REVOCATIONS_MAX`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("the revocation list is full ({max} entries)")]
+pub struct RevocationsFull {
+    /// The bound.
+    pub max: usize,
 }
 
 /// The cluster's revocation list: a plain value for the replicated state.
@@ -87,7 +116,7 @@ pub struct RevocationList {
     /// Revoked certificates by serial.
     #[serde(default)]
     serials: BTreeMap<Serial, Revocation>,
-    /// Removed holders, keyed `"<role>/<id>"`.
+    /// Revoked identities, keyed `"<role>/<id>"`, with their generation.
     #[serde(default)]
     identities: BTreeMap<String, Revocation>,
 }
@@ -103,7 +132,8 @@ impl RevocationList {
     }
 
     /// Revoke one certificate by serial. Returns false if it already was
-    /// (the first revocation's time and reason are kept).
+    /// (the first revocation's time and reason are kept) or the list is
+    /// full.
     pub fn revoke_serial(
         &mut self,
         serial: Serial,
@@ -111,7 +141,7 @@ impl RevocationList {
         reason: impl Into<String>,
         cert_not_after_unix_ms: Option<u64>,
     ) -> bool {
-        if self.serials.contains_key(&serial) {
+        if self.serials.contains_key(&serial) || self.len() >= REVOCATIONS_MAX {
             return false;
         }
         self.serials.insert(
@@ -120,52 +150,65 @@ impl RevocationList {
                 revoked_unix_ms: now_unix_ms,
                 reason: reason.into(),
                 cert_not_after_unix_ms,
+                generation: 0,
             },
         );
         true
     }
 
-    /// Revoke every certificate of `role`/`id` that started being valid at
-    /// or before `now_unix_ms` (what `shoal node remove` does). Returns false
-    /// if that identity was already removed.
-    pub fn remove_identity(
+    /// Revoke every certificate of `role`/`id` issued so far (and every
+    /// renewal of one): the identity moves to a new generation, which it
+    /// returns. Each call is a new revocation (a re-admitted identity
+    /// revoked again loses its new certificates too).
+    pub fn revoke_identity(
         &mut self,
         role: Role,
         id: &str,
         now_unix_ms: u64,
         reason: impl Into<String>,
-    ) -> bool {
+    ) -> Result<u64, RevocationsFull> {
         let key = identity_key(role, id);
-        if self.identities.contains_key(&key) {
-            return false;
-        }
+        let current = match self.identities.get(&key) {
+            Some(r) => r.generation,
+            None if self.len() >= REVOCATIONS_MAX => {
+                return Err(RevocationsFull {
+                    max: REVOCATIONS_MAX,
+                })
+            }
+            None => 0,
+        };
+        let generation = current.saturating_add(1);
         self.identities.insert(
             key,
             Revocation {
                 revoked_unix_ms: now_unix_ms,
                 reason: reason.into(),
                 cert_not_after_unix_ms: None,
+                generation,
             },
         );
-        true
+        Ok(generation)
     }
 
-    /// Undo [`remove_identity`](Self::remove_identity) (e.g. an operator
-    /// re-admits a node). Returns whether there was such an entry.
-    pub fn restore_identity(&mut self, role: Role, id: &str) -> bool {
-        self.identities.remove(&identity_key(role, id)).is_some()
+    /// The generation a new certificate of `role`/`id` is issued at: 0 for
+    /// an identity never revoked, else the one its last revocation moved it
+    /// to.
+    pub fn generation(&self, role: Role, id: &str) -> u64 {
+        self.identities
+            .get(&identity_key(role, id))
+            .map_or(0, |r| r.generation)
     }
 
     /// The revocation that applies to a certificate, if any: its serial is
-    /// listed, or its holder was removed no earlier than the certificate's
-    /// `not_before`.
+    /// listed, or its identity was revoked after the certificate's
+    /// generation was issued.
     pub fn check(&self, cert: &CertInfo) -> Option<&Revocation> {
         if let Some(r) = self.serials.get(&cert.serial) {
             return Some(r);
         }
         self.identities
             .get(&identity_key(cert.role, &cert.id))
-            .filter(|r| cert.not_before_unix_ms <= r.revoked_unix_ms)
+            .filter(|r| cert.generation < r.generation)
     }
 
     /// The entry for one serial, if revoked by serial.
@@ -173,12 +216,17 @@ impl RevocationList {
         self.serials.get(serial)
     }
 
+    /// The entry for one identity, if it was ever revoked.
+    pub fn get_identity(&self, role: Role, id: &str) -> Option<&Revocation> {
+        self.identities.get(&identity_key(role, id))
+    }
+
     /// Revoked serials, in order.
     pub fn serials(&self) -> impl Iterator<Item = (&Serial, &Revocation)> {
         self.serials.iter()
     }
 
-    /// Removed identities as `("<role>/<id>", revocation)`, in order.
+    /// Revoked identities as `("<role>/<id>", revocation)`, in order.
     pub fn identities(&self) -> impl Iterator<Item = (&str, &Revocation)> {
         self.identities.iter().map(|(k, v)| (k.as_str(), v))
     }
@@ -208,24 +256,51 @@ impl RevocationList {
 ///
 /// The state machine calls [`replace`](Self::replace) (or
 /// [`update`](Self::update)) when the replicated list changes; TLS verifiers
-/// hold clones and call [`check`](Self::check) on every handshake.
-#[derive(Clone, Debug, Default)]
-pub struct SharedRevocations(Arc<RwLock<RevocationList>>);
+/// hold clones and call [`check`](Self::check) on every handshake; servers
+/// [`subscribe`](Self::subscribe) to close the connections of a certificate
+/// that a change revokes.
+#[derive(Clone, Debug)]
+pub struct SharedRevocations(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    list: RwLock<RevocationList>,
+    /// Bumped after every change of `list`.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SharedRevocations {
+    fn default() -> Self {
+        Self::new(RevocationList::default())
+    }
+}
 
 impl SharedRevocations {
     /// A handle holding `list`.
     pub fn new(list: RevocationList) -> Self {
-        SharedRevocations(Arc::new(RwLock::new(list)))
+        SharedRevocations(Arc::new(Shared {
+            list: RwLock::new(list),
+            changes: tokio::sync::watch::Sender::new(0),
+        }))
     }
 
     /// Install a new list (e.g. after a Raft apply or snapshot install).
     pub fn replace(&self, list: RevocationList) {
         *self.write() = list;
+        self.changed();
     }
 
     /// Change the list in place; returns what `f` returns.
     pub fn update<R>(&self, f: impl FnOnce(&mut RevocationList) -> R) -> R {
-        f(&mut self.write())
+        let r = f(&mut self.write());
+        self.changed();
+        r
+    }
+
+    /// A receiver told of every change from now on (the value is a change
+    /// count): wait on it, then [`check`](Self::check) again.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes.subscribe()
     }
 
     /// A copy of the current list.
@@ -238,14 +313,18 @@ impl SharedRevocations {
         self.read().check(cert).cloned()
     }
 
+    fn changed(&self) {
+        self.0.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     // A panic while holding the lock cannot leave a RevocationList half
     // updated in a way that matters (every mutation is a single map
     // operation), so a poisoned lock is simply recovered.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, RevocationList> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.0.list.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, RevocationList> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.0.list.write().unwrap_or_else(|e| e.into_inner())
     }
 }

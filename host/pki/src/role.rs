@@ -16,6 +16,30 @@ use super::{PkiError, Result};
 
 /// URI scheme of the role SAN.
 pub const ROLE_URI_SCHEME: &str = "shoal://";
+/// How a certificate's generation follows its role SAN:
+/// `shoal://<role>/<id>?generation=<n>` (absent for generation 0).
+pub const GENERATION_QUERY: &str = "generation=";
+
+/// Read a certificate's role SAN: role, id and generation. `None` if the
+/// URI is not a `shoal://` role URI (or is malformed).
+fn parse_cert_uri(uri: &str) -> Option<(Role, String, u64)> {
+    let (base, query) = match uri.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (uri, None),
+    };
+    let (role, id) = Role::parse_uri(base)?;
+    let generation = match query {
+        None => 0,
+        Some(q) => {
+            let digits = q.strip_prefix(GENERATION_QUERY)?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            digits.parse().ok()?
+        }
+    };
+    Some((role, id, generation))
+}
 
 /// What a certificate holder may do in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -45,6 +69,17 @@ impl Role {
     /// The SAN URI for this role and `id`: `shoal://<role>/<id>`.
     pub fn uri(self, id: &str) -> String {
         format!("{ROLE_URI_SCHEME}{}/{id}", self.as_str())
+    }
+
+    /// The SAN URI of a certificate of this role for `id` at `generation`
+    /// (see [`CertInfo::generation`]): `shoal://<role>/<id>` for generation
+    /// 0, `shoal://<role>/<id>?generation=<n>` after that.
+    pub fn cert_uri(self, id: &str, generation: u64) -> String {
+        if generation == 0 {
+            self.uri(id)
+        } else {
+            format!("{}?{GENERATION_QUERY}{generation}", self.uri(id))
+        }
     }
 
     /// Parse a `shoal://<role>/<id>` URI; `None` if it is not one (other URIs
@@ -106,6 +141,13 @@ pub struct CertInfo {
     pub not_before_unix_ms: u64,
     /// End of validity, Unix ms.
     pub not_after_unix_ms: u64,
+    /// The identity's generation when the CA issued it: revoking an
+    /// identity revokes every certificate of it below a new generation, and
+    /// an identity admitted again afterwards gets that new one (renewal
+    /// keeps it). Written after the role SAN (`?generation=<n>`); 0 when
+    /// absent.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Read role, id, serial and validity out of a DER certificate.
@@ -119,11 +161,11 @@ pub fn inspect(cert_der: &[u8]) -> Result<CertInfo> {
     let san = cert
         .subject_alternative_name()
         .map_err(|e| PkiError::BadCertificate(format!("subjectAltName: {e}")))?;
-    let mut found: Option<(Role, String)> = None;
+    let mut found: Option<(Role, String, u64)> = None;
     if let Some(san) = san {
         for name in &san.value.general_names {
             if let GeneralName::URI(uri) = name {
-                if let Some(role_id) = Role::parse_uri(uri) {
+                if let Some(role_id) = parse_cert_uri(uri) {
                     if found.is_some() {
                         return Err(PkiError::BadCertificate(
                             "more than one shoal:// role SAN".to_string(),
@@ -134,7 +176,7 @@ pub fn inspect(cert_der: &[u8]) -> Result<CertInfo> {
             }
         }
     }
-    let (role, id) = found.ok_or_else(|| {
+    let (role, id, generation) = found.ok_or_else(|| {
         PkiError::BadCertificate("no shoal://<role>/<id> SAN: not a Shoal certificate".to_string())
     })?;
     let validity = cert.validity();
@@ -144,6 +186,7 @@ pub fn inspect(cert_der: &[u8]) -> Result<CertInfo> {
         serial: Serial::from_bytes(cert.raw_serial()),
         not_before_unix_ms: secs_to_ms(validity.not_before.timestamp()),
         not_after_unix_ms: secs_to_ms(validity.not_after.timestamp()),
+        generation,
     })
 }
 

@@ -840,3 +840,81 @@ fn a_module_too_complex_to_prepare_is_stopped_and_holds_up_no_one() {
     // The node is fine and still serves.
     assert!(pids_in_ps(&env).len() == 1);
 }
+
+/// Issue #11 item 3 from the command line, on a real node: a client renews
+/// its certificate (`cert renew`), may not revoke (typed 403), an admin
+/// revokes it (`cert revoke`), after which neither its certificate nor the
+/// renewed one works, and `cert create` for the same name issues the new
+/// generation, which does.
+#[test]
+fn cert_renew_and_revoke_from_the_command_line() {
+    let env = Env::new();
+    let _d = env.start_daemon();
+    let addr = std::fs::read_to_string(env.data_dir().join("node.addr")).unwrap();
+    let addr = addr.trim().to_string();
+    let creds = env.dir.path().join("alice");
+    env.ok(&[
+        "cert",
+        "create",
+        "--client",
+        "--name",
+        "alice",
+        "-o",
+        p(&creds),
+    ]);
+    let as_alice = |args: &[&str]| {
+        let mut all = vec!["--addr", addr.as_str(), "--creds", p(&creds)];
+        all.extend_from_slice(args);
+        run_shoal(&env.data_dir(), &all)
+    };
+    let before = std::fs::read_to_string(creds.join("client.crt")).unwrap();
+    let out = as_alice(&["cert", "renew", "--json"]);
+    let renewed = parse_json(&ok_stdout(&out, &["cert", "renew"]), &["cert", "renew"]);
+    assert_eq!(renewed["role"], "client");
+    assert_eq!(renewed["name"], "alice");
+    assert_eq!(renewed["generation"], 0);
+    let after = std::fs::read_to_string(creds.join("client.crt")).unwrap();
+    assert_ne!(before, after, "client.crt replaced");
+    ok_stdout(&as_alice(&["ps"]), &["ps"]);
+    // A client may not revoke.
+    let out = as_alice(&["cert", "revoke", "--role", "client", "bob"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("needs an admin certificate"), "{err}");
+    // The admin (local socket) revokes alice.
+    let r = env.json(&["cert", "revoke", "--role", "client", "alice", "--json"]);
+    assert_eq!(r["generation"], 1);
+    assert_eq!(r["id"], "alice");
+    let out = as_alice(&["ps"]);
+    assert!(!out.status.success(), "a revoked client served");
+    let out = as_alice(&["cert", "renew"]);
+    assert!(!out.status.success(), "a revoked client renewed");
+    // New credentials for the name get the new generation (once the node
+    // has saved the list it applied), and work.
+    let again = env.dir.path().join("alice2");
+    eventually("the revocation saved for cert create", || {
+        let list = std::fs::read_to_string(env.data_dir().join("pki/revocations.json")).ok()?;
+        list.contains("client/alice").then_some(())
+    });
+    let created = env.json(&[
+        "cert",
+        "create",
+        "--client",
+        "--name",
+        "alice",
+        "-o",
+        p(&again),
+        "--json",
+    ]);
+    assert_eq!(created["generation"], 1);
+    let out = run_shoal(
+        &env.data_dir(),
+        &["--addr", addr.as_str(), "--creds", p(&again), "ps"],
+    );
+    ok_stdout(&out, &["ps"]);
+    // `--help` teaches.
+    for verb in ["revoke", "renew"] {
+        let help = env.ok(&["cert", verb, "--help"]);
+        assert!(help.contains("Examples"), "{help}");
+    }
+}

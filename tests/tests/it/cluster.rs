@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use common::certs::{ca_pem_of, peers_with};
 use common::cluster::{wait_until, TestCluster};
 use shoal_cluster::{Command, CommandResult, NodeStatus};
 use shoal_net::{NetConfig, NetError, Peers};
@@ -11,21 +12,6 @@ use shoal_runtime::{Pid, SpawnSpec};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A client of `addr` presenting `identity`, trusting `ca_dir`'s CA.
-fn peers_with(identity: &Identity, ca_pem: &str) -> Peers {
-    let trust = ClusterTrust::new(ca_pem, SharedRevocations::default()).unwrap();
-    let tls = shoal_pki::tls::client_config(identity, &trust).unwrap();
-    let net = NetConfig {
-        connect_timeout_ms: 2_000,
-        ..NetConfig::default()
-    };
-    Peers::new(tls, net)
-}
-
-fn ca_pem_of(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(shoal_pki::PkiPaths::new(dir).ca_cert()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_agree_on_membership_and_each_has_a_pid_block() {

@@ -20,6 +20,7 @@ mod migrate;
 mod netns;
 mod owners;
 mod preempt;
+mod revoke;
 mod snapshot;
 mod trust;
 mod wasi;

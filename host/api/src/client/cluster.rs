@@ -1,8 +1,10 @@
-//! The cluster verbs of [`Client`]: nodes, join tokens, node removal and
-//! cordons (`shoal-daemon`'s `cluster_api` serves the routes).
+//! The cluster verbs of [`Client`]: nodes, join tokens, node removal,
+//! cordons, certificate revocation and renewal (`shoal-daemon`'s `cluster_api` serves the routes).
 
 use super::{Client, ClientError};
-use crate::cluster::{NodeSummary, TokenCreated, TokenRequest};
+use crate::cluster::{
+    NodeSummary, RenewRequest, RevokeRequest, Revoked, TokenCreated, TokenRequest,
+};
 use bytes::Bytes;
 use hyper::Method;
 use std::time::Duration;
@@ -36,6 +38,24 @@ impl Client {
     /// `POST /v1/tokens`: a one-time join token (admin only).
     pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
         self.call_json(Method::POST, "/v1/tokens", req, CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `POST /v1/certs/revoke`: revoke every certificate of an identity
+    /// (admin only; a client gets a typed 403, [`ClientError::Forbidden`]).
+    pub async fn revoke_certificate(&self, req: &RevokeRequest) -> Result<Revoked, ClientError> {
+        self.call_json(Method::POST, "/v1/certs/revoke", req, CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `POST /v1/certs/renew`: a new certificate for the key of the one we
+    /// connect with (same role, id and generation), signed by the CA node
+    /// (any node forwards it there).
+    pub async fn renew_certificate(
+        &self,
+        req: &RenewRequest,
+    ) -> Result<shoal_pki::IssuedCert, ClientError> {
+        self.call_json(Method::POST, "/v1/certs/renew", req, CLUSTER_CALL_TIMEOUT)
             .await
     }
 

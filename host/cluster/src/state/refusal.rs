@@ -246,6 +246,18 @@ pub enum Refusal {
     /// A join token refused, or a token record that collides.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The revocation list is at its bound
+    /// ([`shoal_pki::REVOCATIONS_MAX`]).
+    #[error(transparent)]
+    RevocationsFull(#[from] shoal_pki::RevocationsFull),
+    /// A revocation naming no valid identity (an empty or malformed id).
+    #[error("cannot revoke {role}/{id:?}: not a valid certificate id")]
+    BadIdentity {
+        /// The role.
+        role: shoal_pki::Role,
+        /// The id given (at most 80 characters of it).
+        id: String,
+    },
 }
 
 impl Refusal {
@@ -271,13 +283,16 @@ impl Refusal {
             | PidNotInBlock { .. }
             | NestedOnce
             | OwnerIdTooLong { .. }
+            | BadIdentity { .. }
             | GrantTooLarge { .. } => RefusalKind::Invalid,
             NoNode { .. }
             | NodeRemoved { .. }
             | PidNotLive { .. }
             | NoModule { .. }
             | NoProcessName { .. } => RefusalKind::NotFound,
-            NodeIdsExhausted | PidSpaceExhausted | EpochOverflow => RefusalKind::Exhausted,
+            NodeIdsExhausted | PidSpaceExhausted | EpochOverflow | RevocationsFull(_) => {
+                RefusalKind::Exhausted
+            }
             Name(n) => match n {
                 NameRefusal::Taken { .. } | NameRefusal::GroupFull { .. } => RefusalKind::Conflict,
                 NameRefusal::Quota { .. } => RefusalKind::Exhausted,

@@ -291,6 +291,7 @@ fn local_operator() -> shoal_net::Caller {
             serial: shoal_pki::Serial::from_bytes(&[0]),
             not_before_unix_ms: 0,
             not_after_unix_ms: u64::MAX,
+            generation: 0,
         }),
     }
 }

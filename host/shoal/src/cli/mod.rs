@@ -142,7 +142,9 @@ enum Command {
     /// Create a cluster (`shoal cluster init`): its CA, this node's
     /// certificate and admin credentials.
     Cluster(cluster::ClusterArgs),
-    /// Issue CLI credentials from the cluster CA (`shoal cert create`).
+    /// CLI credentials: issue them from the cluster CA (`shoal cert
+    /// create`), revoke an identity cluster-wide (`shoal cert revoke`),
+    /// renew your own (`shoal cert renew`).
     Cert(cert::CertArgs),
     /// List the cluster's nodes: status, health, load, labels, leader.
     Nodes(nodes::NodesArgs),
@@ -181,6 +183,12 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         | Command::Restore(_)
         | Command::Nodes(_)
         | Command::Token(_) => true,
+        // `cert revoke|renew` ask a node; `cert create` signs here.
+        Command::Cert(_) => cert::talks_to_node(
+            matches
+                .subcommand_matches("cert")
+                .and_then(|m| m.subcommand_name()),
+        ),
         // `node status|remove|cordon|uncordon` ask a node; `node start` runs one.
         Command::Node(_) => matches
             .subcommand_matches("node")
@@ -191,7 +199,6 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         | Command::Push(_)
         | Command::Ls(_)
         | Command::Cluster(_)
-        | Command::Cert(_)
         | Command::Demo(_) => false,
     }
 }
@@ -228,22 +235,20 @@ pub fn main() -> i32 {
     // never at a TCP address, which from another network namespace could
     // be anyone's.
     let addr = cli.addr.clone();
+    let flags = remote::CredentialFlags {
+        creds: cli.creds.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+        ca: cli.ca.clone(),
+    };
     let tls = match (&addr, talks_to_node(&cli.command, &matches)) {
-        (Some(addr), true) => {
-            let flags = remote::CredentialFlags {
-                creds: cli.creds.clone(),
-                cert: cli.cert.clone(),
-                key: cli.key.clone(),
-                ca: cli.ca.clone(),
-            };
-            match remote::tls_target(addr, &flags, &data_dir) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return 1;
-                }
+        (Some(addr), true) => match remote::tls_target(addr, &flags, &data_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return 1;
             }
-        }
+        },
         _ => None,
     };
     let target = remote::Target {
@@ -268,7 +273,7 @@ pub fn main() -> i32 {
         Command::Snapshot(args) => snapshot::snapshot(args, &target),
         Command::Restore(args) => snapshot::restore(args, &target),
         Command::Cluster(args) => cluster::cluster(args, &data_dir),
-        Command::Cert(args) => cert::cert(args, &data_dir, cli.addr.as_deref()),
+        Command::Cert(args) => cert::cert(args, &data_dir, cli.addr.as_deref(), &target, &flags),
         Command::Nodes(args) => nodes::nodes(args, &target),
         Command::Token(args) => nodes::token(args, &target),
         Command::Demo(args) => demo::demo(args),

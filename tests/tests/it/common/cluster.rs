@@ -67,8 +67,15 @@ impl TestCluster {
 
     /// Join one more node (through node 1, or the first running node).
     pub async fn add_node(&mut self) -> usize {
+        let name = format!("n{}", self.nodes.len() + 1);
+        self.add_node_named(&name).await
+    }
+
+    /// [`TestCluster::add_node`] under `name` (a removed node's name may
+    /// join again).
+    pub async fn add_node_named(&mut self, name: &str) -> usize {
         let i = self.nodes.len();
-        let name = format!("n{}", i + 1);
+        let name = name.to_string();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(dir.path(), &name, "127.0.0.1:0".parse().unwrap());
         (self.tweak)(&mut cfg);

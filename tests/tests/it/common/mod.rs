@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod netns;
 pub mod tally;
