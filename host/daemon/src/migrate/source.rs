@@ -604,11 +604,14 @@ async fn decide(ctx: &Ctx, pid: Pid, target: NodeId, epoch: u64) -> Decision {
         to: target,
         epoch,
     };
-    let first = ctx.raft.write(switch).await;
-    let why = match first {
-        Ok(shoal_cluster::CommandResult::Ok) => return Decision::Moved,
-        Ok(other) => format!("the switch was refused: {other:?}"),
-        Err(e) => format!("the switch could not be written: {e}"),
+    let why = if ctx.faults.withholds_switch() {
+        "fault injected: the switch was withheld".to_string()
+    } else {
+        match ctx.raft.write(switch).await {
+            Ok(shoal_cluster::CommandResult::Ok) => return Decision::Moved,
+            Ok(other) => format!("the switch was refused: {other:?}"),
+            Err(e) => format!("the switch could not be written: {e}"),
+        }
     };
     // Unknown or refused: fence with a same-node move, unless the switch
     // did land after all.
