@@ -250,6 +250,17 @@ async fn the_whole_log_of_a_moved_process_is_read_from_every_node_and_followed()
         assert!(got.bytes == want, "read through n{} differs", via + 1);
         assert!(stopped(&end), "n{}: {end:?}", via + 1);
     }
+    // Moving it, asked of a node it did not end on: it exited, and when
+    // (#12 item 3; that node finds the one it ended on).
+    match admin_client(&c, 1).migrate(pid, None).await {
+        Err(shoal_api::ClientError::Gone { message, gone }) => {
+            println!("{message}");
+            assert_eq!(gone.pid, pid);
+            assert!(gone.exited_unix_ms.is_some(), "{gone:?}");
+            assert!(message.contains("exited with code 0 at "), "{message}");
+        }
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
     // The follower got exactly the same bytes, and the exit.
     let (got, end) = tokio::time::timeout(WAIT, follower)
         .await
