@@ -47,9 +47,11 @@ async fn move_to(c: &TestCluster, from: usize, pid: Pid, to: usize) -> Result<()
 async fn wait_line(c: &TestCluster, i: usize, pid: Pid, n: u64) {
     let node = c.node(i).node().clone();
     let want = format!("\nline {n}\n");
-    wait_until(&format!("{pid} on n{} to print line {n}", i + 1), WAIT, || {
-        node.stdout_text(pid).contains(&want)
-    })
+    wait_until(
+        &format!("{pid} on n{} to print line {n}", i + 1),
+        WAIT,
+        || node.stdout_text(pid).contains(&want),
+    )
     .await;
 }
 
@@ -63,7 +65,11 @@ fn tag(out: &mut Tagged, stream: Stream, data: &[u8]) {
 /// What `migrant print` writes when it is stopped after `steps` steps.
 fn expected(pid: Pid, steps: u64) -> Tagged {
     let mut out = Vec::new();
-    tag(&mut out, Stream::Stdout, format!("print pid={pid}\n").as_bytes());
+    tag(
+        &mut out,
+        Stream::Stdout,
+        format!("print pid={pid}\n").as_bytes(),
+    );
     for n in 1..=steps {
         tag(&mut out, Stream::Stdout, format!("line {n}\n").as_bytes());
         if n % 100 == 0 {
@@ -207,7 +213,9 @@ async fn the_whole_log_of_a_moved_process_is_read_from_every_node_and_followed()
         .faults
         .withhold_switches
         .store(1, Ordering::SeqCst);
-    let err = move_to(&c, 0, pid, 1).await.expect_err("the switch is withheld");
+    let err = move_to(&c, 0, pid, 1)
+        .await
+        .expect_err("the switch is withheld");
     println!("called off: {err}");
     assert!(matches!(err, MigrateError::Resumed { .. }), "{err}");
     assert!(c.node(0).node().router().is_local(pid));
@@ -236,6 +244,14 @@ async fn the_whole_log_of_a_moved_process_is_read_from_every_node_and_followed()
     let steps = steps_of(&c.node(2).node().stdout_text(pid));
     let want = expected(pid, steps);
     println!("{steps} lines, {} bytes", want.len());
+    // Once every node knows it ended (the directory no longer has it).
+    for d in c.running() {
+        let raft = d.raft().clone();
+        wait_until("every node to see the exit", WAIT, || {
+            raft.state().is_gone(pid.0)
+        })
+        .await;
+    }
     // After the exit, from every node: all of it, once, in order.
     for via in 0..3 {
         let (got, end) = read(&c, via, pid, false).await;
@@ -268,12 +284,7 @@ async fn the_whole_log_of_a_moved_process_is_read_from_every_node_and_followed()
         .expect("the follower task");
     let end = end.expect("the follower's stream");
     assert!(got.gaps.is_empty(), "follower: dropped {:?}", got.gaps);
-    assert_eq!(
-        got.bytes.len(),
-        want.len(),
-        "follower:\n{}",
-        got.stdout()
-    );
+    assert_eq!(got.bytes.len(), want.len(), "follower:\n{}", got.stdout());
     assert!(got.bytes == want, "the follower's bytes differ");
     assert!(stopped(&end), "follower: {end:?}");
     c.shutdown().await;

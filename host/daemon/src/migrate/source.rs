@@ -570,14 +570,16 @@ async fn send_rest(
     let size = Some(now.len() as u64);
     let mut sent = send_pages(ctx, addr, wire::PATH_DELTA, id, &changed, now, size, pb).await?;
     let state = shoal_runtime::snapshot::HostState::of(image);
-    let log = ctx.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
+    // Frozen: its log is complete.
+    let log = ctx.node.log(pid).map(|l| l.view()).unwrap_or_default();
     let fin = Final {
         id: id.to_string(),
         memory_bytes: now.len() as u64,
         zeroed,
         globals: image.globals.clone(),
         state,
-        log,
+        log: log.chunks,
+        log_start: log.start,
     };
     let body = serde_json::to_vec(&fin).map_err(TransferError::Encode)?;
     sent += body.len() as u64;
