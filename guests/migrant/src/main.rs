@@ -40,6 +40,13 @@
 //!   `grown steps=<n> kib=<KiB> hash=<h> check=ok` (or `check=bad:<step>`
 //!   naming the first block that differs), then exits 0. The output depends
 //!   only on `<KiB>` and the number of steps.
+//! - `print <KiB>`: a program that prints and allocates steadily, for the
+//!   log tests. Prints `print pid=<pid>`, then loops on `recv` with a 1 ms
+//!   timeout; every timeout is one step `n` (from 1): it allocates a new
+//!   `<KiB>` KiB block (kept until the end), prints `line <n>` on stdout and,
+//!   every 100 steps, `mark <n>` on stderr. On `stop` it prints
+//!   `printed <n> lines` and exits 0. Its whole output is determined by the
+//!   number of steps, so a test can check every line came once, in order.
 //! - `clock`: prints `clock ready pid=<pid>`, then answers `now` with
 //!   `mono=<ns> back=<b>`: its WASI monotonic clock
 //!   (`clock_time_get(MONOTONIC)`) and how many readings so far were below
@@ -53,7 +60,7 @@ use std::collections::HashMap;
 use std::process::exit;
 use std::time::Duration;
 
-const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms>|gated | call <pid> [<message>] | hold <MiB> | grow <KiB> [<steps>] | clock";
+const USAGE: &str = "usage: migrant tally | send <pid> <count> [<pause_ms>] | sleep <ms> | server <delay_ms>|gated | call <pid> [<message>] | hold <MiB> | grow <KiB> [<steps>] | print <KiB> | clock";
 
 fn fail(what: &str, e: shoal::Error) -> ! {
     eprintln!("migrant: {what}: {e}");
@@ -85,6 +92,7 @@ fn main() {
         ["clock"] => clock(),
         ["grow", kib] => grow(num(kib), None),
         ["grow", kib, steps] => grow(num(kib), Some(num(steps))),
+        ["print", kib] => print(num(kib)),
         _ => usage(),
     }
 }
@@ -353,6 +361,28 @@ fn grow(kib: usize, steps: Option<u64>) {
         "grown steps={} kib={kib} hash={hash:016x} check={check}",
         blocks.len()
     );
+}
+
+fn print(kib: usize) {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    println!("print pid={}", shoal::self_pid());
+    loop {
+        match shoal::recv(Some(Duration::from_millis(1))) {
+            Ok(m) if m.data == b"stop" => break,
+            Ok(_) => continue,
+            Err(shoal::Error::Timeout) => {}
+            Err(e) => fail("recv", e),
+        }
+        let step = blocks.len() as u64 + 1;
+        let mut block = vec![0u8; kib << 10];
+        grow_fill(step, &mut block);
+        blocks.push(block);
+        println!("line {step}");
+        if step % 100 == 0 {
+            eprintln!("mark {step}");
+        }
+    }
+    println!("printed {} lines", blocks.len());
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]

@@ -13,9 +13,9 @@
 mod tls_client;
 
 use super::types::{
-    ErrorBody, ExitReport, LogFrame, LogFrameDecoder, LogFrameError, ModuleAdded, NameRequest,
-    NodeStatus, ProcessSummary, RestoreRequest, Restored, SnapshotImported, SnapshotReport,
-    SnapshotRequest, SpawnRequest, Spawned,
+    ErrorBody, ExitReport, LogFrameError, ModuleAdded, NameRequest, NodeStatus, ProcessSummary,
+    RestoreRequest, Restored, SnapshotImported, SnapshotReport, SnapshotRequest, SpawnRequest,
+    Spawned,
 };
 use super::{percent_encode, JSON_RESPONSE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
 use bytes::Bytes;
@@ -127,6 +127,14 @@ pub enum ClientError {
     /// Writing received output failed (e.g. a closed pipe).
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
+    /// A followed process moved more often than a follower goes after it.
+    #[error("stopped following process {pid} after {moves} moves")]
+    TooManyMoves {
+        /// The process.
+        pid: Pid,
+        /// The moves followed.
+        moves: u32,
+    },
 }
 
 impl ClientError {
@@ -451,49 +459,6 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/processes/{pid}/logs`: hand each frame to `on_frame` as it
-    /// arrives, and return the exit report carried by the final frame (if
-    /// the process has ended). Without `follow` this returns once the
-    /// output held so far is sent (bounded by [`CALL_TIMEOUT`]); with it,
-    /// when the process ends. An error from `on_frame` stops the stream.
-    pub async fn logs(
-        &self,
-        pid: Pid,
-        follow: bool,
-        mut on_frame: impl FnMut(&LogFrame) -> std::io::Result<()>,
-    ) -> Result<Option<ExitReport>, ClientError> {
-        let work = async {
-            let path = format!("/v1/processes/{pid}/logs?follow={follow}");
-            let resp = self.send(Method::GET, &path, None, Bytes::new()).await?;
-            let mut body = self.check(resp).await?.into_body();
-            let mut decoder = LogFrameDecoder::new();
-            loop {
-                let Some(frame) = body.frame().await else {
-                    return Err(self.protocol("the log stream ended early (was the node stopped?)"));
-                };
-                let frame =
-                    frame.map_err(|e| self.protocol(format!("the log stream broke: {e}")))?;
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                decoder.push(&data);
-                while let Some(f) = decoder.next_frame()? {
-                    if let LogFrame::End(report) = f {
-                        return Ok(report);
-                    }
-                    on_frame(&f).map_err(ClientError::Output)?;
-                }
-            }
-        };
-        if follow {
-            work.await
-        } else {
-            tokio::time::timeout(CALL_TIMEOUT, work)
-                .await
-                .map_err(|_| ClientError::Timeout(CALL_TIMEOUT))?
-        }
-    }
-
     /// `POST /v1/processes/{pid}/snapshot`: capture a process (bounded by
     /// the request's wait plus [`CALL_TIMEOUT`]).
     pub async fn snapshot(
@@ -546,3 +511,6 @@ impl Client {
 }
 
 mod cluster;
+mod logs;
+
+pub use logs::FOLLOW_MOVES_MAX;

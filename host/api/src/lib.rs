@@ -18,7 +18,7 @@
 //! | PUT | `/v1/names/{name}` | [`types::NameRequest`] | [`types::ModuleAdded`] |
 //! | POST | `/v1/processes` | [`types::SpawnRequest`] | list of [`types::Spawned`] |
 //! | GET | `/v1/processes` | — | list of [`types::ProcessSummary`] |
-//! | GET | `/v1/processes/{pid}/logs?follow=true` | — | stream of [`types::LogFrame`] |
+//! | GET | `/v1/processes/{pid}/logs?follow=true&from=N&epoch=E` ([`types::LogQuery`]) | — | stream of [`types::LogFrame`] |
 //! | DELETE | `/v1/processes/{pid}` | — | [`types::ExitReport`] |
 //! | POST | `/v1/processes/{pid}/snapshot` | [`types::SnapshotRequest`] | [`types::SnapshotReport`] |
 //! | GET | `/v1/snapshots/{id}` | — | snapshot file bytes |

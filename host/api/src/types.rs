@@ -212,6 +212,12 @@ pub struct ExitReport {
     pub reason: shoal_abi::process::ExitReason,
     /// Why it ended, in words (`process 3 killed`).
     pub message: String,
+    /// With reason `moved`, at the end of a log stream: where it went, once
+    /// the node that streamed it saw the move decided. A follower asks
+    /// again with `epoch` (see [`LogQuery`]), so the node it asks waits
+    /// until it knows of the move too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<MovedTo>,
 }
 
 impl From<&ExitStatus> for ExitReport {
@@ -221,7 +227,49 @@ impl From<&ExitStatus> for ExitReport {
             code: s.code(),
             reason: s.reason.clone(),
             message: s.to_string(),
+            moved_to: None,
         }
+    }
+}
+
+/// Where a process went (see [`ExitReport::moved_to`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedTo {
+    /// The node's name.
+    pub node: String,
+    /// The process's directory epoch after the move.
+    pub epoch: u64,
+}
+
+/// `GET /v1/processes/{pid}/logs?follow=&from=&epoch=`: what to read.
+///
+/// Positions count every byte the process wrote to any stream, also on
+/// the nodes it ran on before, and the bytes the log cap dropped; they are
+/// the same on every node (see `shoal_runtime::log::LogView`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Keep streaming until the process ends (or moves away).
+    #[serde(default)]
+    pub follow: bool,
+    /// Start at this position: the bytes the reader already has (output
+    /// received plus bytes reported dropped). Nothing before it is sent.
+    #[serde(default)]
+    pub from: u64,
+    /// The reader saw the process move to this directory epoch
+    /// ([`MovedTo::epoch`]): the node asked waits (bounded) until its own
+    /// view of the directory is that recent before it looks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+impl LogQuery {
+    /// The query string, without `?`.
+    pub fn to_query(&self) -> String {
+        let mut q = format!("follow={}&from={}", self.follow, self.from);
+        if let Some(e) = self.epoch {
+            q.push_str(&format!("&epoch={e}"));
+        }
+        q
     }
 }
 

@@ -14,7 +14,7 @@
 //! | GET | `/v1/processes` | any | every node's processes, each with its node |
 //! | POST | `/v1/processes` | any | placed by the scheduler (`node`, `labels`) |
 //! | DELETE | `/v1/processes/{pid}` | any | forwarded to the pid's node |
-//! | GET | `/v1/processes/{pid}/logs` | any | streamed from the pid's node |
+//! | GET | `/v1/processes/{pid}/logs` | any | streamed from the node that runs it or that it ended on, followed across moves ([`crate::logs`]) |
 //! | POST | `/v1/modules`, PUT `/v1/names/{n}` | any | stored here, recorded in the module index and name registry |
 //! | POST | `/v1/snapshots/{id}/restore` | any | restored here with what the caller grants (admin: any directory but the data dir; client and node: the `--grantable-dir` ones), recorded in Raft with the caller's identity ([`crate::grants`]) |
 //! | POST | `/v1/processes` (again) | any | the env and memory cap it grants are recorded in Raft with the caller's identity |
@@ -825,6 +825,11 @@ pub async fn route(
         }
     }
     if let Some(pid) = pid_in_path(&path) {
+        if method == Method::GET && path.trim_end_matches('/').ends_with("/logs") {
+            // Wherever it runs or ended, across its moves; authorized where
+            // the log is.
+            return crate::logs::serve(inner, &who, &direct, pid, req).await;
+        }
         let is_migrate = method == Method::POST && path.trim_end_matches('/').ends_with("/migrate");
         // A node acting as itself may move any process: the leader's
         // rebalancer and drains ask a process's node over this route.
@@ -866,7 +871,14 @@ pub async fn route(
             {
                 Ok(report) => json_reply(&report),
                 // Typed: the client learns when and how it ended.
-                Err(crate::migrate::source::MigrateError::Exited { gone }) => {
+                Err(crate::migrate::source::MigrateError::Exited { mut gone }) => {
+                    if gone.exited_unix_ms.is_none() {
+                        // It ended on another node: that node knows when.
+                        if let Ok((_, ended)) = crate::logs::find_holder(inner, pid).await {
+                            gone.exited_unix_ms = ended.ended_unix_ms;
+                            gone.reason = ended.ended.map(|r| r.reason);
+                        }
+                    }
                     let body = shoal_api::types::ErrorBody {
                         error: crate::migrate::source::MigrateError::Exited { gone: gone.clone() }
                             .to_string(),

@@ -25,6 +25,7 @@ pub mod dispatch;
 pub mod grants;
 pub mod join;
 pub mod link;
+pub mod logs;
 pub mod migrate;
 pub mod names;
 pub mod node_down;

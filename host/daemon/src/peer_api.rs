@@ -8,6 +8,7 @@
 //! | `POST /v1/peer/blob` | sha256 hex | the blob's bytes |
 //! | `POST /v1/peer/processes` | — | this node's `ProcessSummary` list |
 //! | `POST /v1/peer/kill` | pid (decimal) | `ExitReport` |
+//! | `POST /v1/peer/ended` | pid (decimal) | [`PeerEnded`]: does this node run it, or hold its final log |
 //! | `POST /v1/peer/join` | a forwarded join (see [`super::join`]) | `JoinAnswer` |
 
 use super::encode_json;
@@ -26,6 +27,8 @@ pub const PATH_PEER_BLOB: &str = "/v1/peer/blob";
 pub const PATH_PEER_PROCESSES: &str = "/v1/peer/processes";
 /// Kill a process on this node.
 pub const PATH_PEER_KILL: &str = "/v1/peer/kill";
+/// Does this node run a pid, or remember how it ended (its final log)?
+pub const PATH_PEER_ENDED: &str = "/v1/peer/ended";
 /// A join forwarded to the node holding the CA.
 pub const PATH_PEER_JOIN: &str = "/v1/peer/join";
 
@@ -62,6 +65,42 @@ pub struct PeerSpawned {
     pub pid: Pid,
     /// Its module.
     pub module: Sha256,
+}
+
+/// What a node knows of a pid ([`PATH_PEER_ENDED`]): whether it runs it,
+/// and whether it ended here (not by moving away), so this node holds its
+/// final log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEnded {
+    /// It runs here.
+    pub live: bool,
+    /// How it ended here, if it did (and is still remembered).
+    pub ended: Option<crate::api::types::ExitReport>,
+    /// When it ended here, Unix ms.
+    pub ended_unix_ms: Option<u64>,
+}
+
+impl PeerEnded {
+    /// What `node` knows of `pid`.
+    pub fn of(node: &Node, pid: Pid) -> PeerEnded {
+        let record = node.exit_record(pid);
+        PeerEnded {
+            live: node.module_of(pid).is_some(),
+            ended_unix_ms: record.as_ref().map(|(_, at)| {
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            }),
+            ended: record
+                .as_ref()
+                .map(|(status, _)| crate::api::types::ExitReport::from(status)),
+        }
+    }
+
+    /// It runs here or ended here: this node holds its whole log.
+    pub fn holds_log(&self) -> bool {
+        self.live || self.ended.is_some()
+    }
 }
 
 /// Why a node refused a spawn: sent typed on the wire (the `detail` of the
@@ -209,6 +248,14 @@ pub async fn handle(
                 .parse()
                 .map_err(|_| RemoteError::new(400, format!("bad pid {text:?}")))?;
             encode_json(&handlers::kill(node, pid).await?)
+        }
+        PATH_PEER_ENDED => {
+            let text = std::str::from_utf8(&body).unwrap_or("");
+            let pid: Pid = text
+                .trim()
+                .parse()
+                .map_err(|_| RemoteError::new(400, format!("bad pid {text:?}")))?;
+            encode_json(&PeerEnded::of(node, pid))
         }
         other => Err(RemoteError::new(404, format!("no peer route {other}"))),
     }

@@ -54,6 +54,19 @@ pub async fn forward(
     body: Bytes,
     relay: Option<&shoal_pki::Owner>,
 ) -> Result<Response<BoxBody>, RemoteError> {
+    forward_with(inner, addr, method, path_and_query, body, relay, &[]).await
+}
+
+/// [`forward`], with `headers` added to the request.
+pub async fn forward_with(
+    inner: &Inner,
+    addr: &str,
+    method: hyper::Method,
+    path_and_query: &str,
+    body: Bytes,
+    relay: Option<&shoal_pki::Owner>,
+    headers: &[(&'static str, String)],
+) -> Result<Response<BoxBody>, RemoteError> {
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
@@ -80,6 +93,9 @@ pub async fn forward(
         .header(hyper::header::CONTENT_TYPE, "application/json");
     if let Some(who) = relay {
         req = req.header(crate::owners::RELAY_HEADER, crate::owners::relay_value(who));
+    }
+    for (name, value) in headers {
+        req = req.header(*name, value.as_str());
     }
     let req = req
         .body(http_body_util::Full::new(body))

@@ -503,6 +503,7 @@ mod tests {
             fuel_remaining: None,
             open_files: Vec::new(),
             log: Vec::new(),
+            log_start: 0,
             monotonic_ns: 0,
             calls: Default::default(),
         }

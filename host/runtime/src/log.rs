@@ -35,6 +35,34 @@ struct Buffer {
     /// Memory held, counted as data plus [`CHUNK_OVERHEAD_BYTES`] per chunk.
     bytes: usize,
     dropped_bytes: u64,
+    /// Every byte ever written, held or dropped (also before a move).
+    written_bytes: u64,
+}
+
+/// What a log holds, read at one instant: its chunks, oldest first, and
+/// the position of the first one.
+///
+/// A **position** counts every byte the process ever wrote to any of its
+/// streams, in order, including bytes written on other nodes before it
+/// moved here and bytes the cap dropped: the log keeps the newest bytes, so
+/// what it holds starts at `start` (the bytes dropped so far) and ends at
+/// [`LogView::end`] (all bytes written). Positions are the same on every
+/// node the process ran on, so a reader can go on from where it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogView {
+    /// Position of the first held byte (= bytes dropped so far).
+    pub start: u64,
+    /// The chunks held.
+    pub chunks: Vec<Chunk>,
+}
+
+impl LogView {
+    /// Position after the last held byte (= bytes written so far).
+    pub fn end(&self) -> u64 {
+        self.chunks
+            .iter()
+            .fold(self.start, |p, c| p.saturating_add(c.data.len() as u64))
+    }
 }
 
 /// A bounded, shareable capture of one process's output.
@@ -60,6 +88,23 @@ impl ProcessLog {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Take over the output a process wrote before it came here (a move,
+    /// or a move called off): the `chunks` its old log held, the first at
+    /// position `start` (see [`LogView`]). The bytes dropped there count as
+    /// dropped here, so positions go on unchanged; what does not fit this
+    /// log's cap is dropped (and counted) as usual. Nothing is forwarded:
+    /// it was written before. Meant for a fresh log.
+    pub fn carry(&self, start: u64, chunks: &[Chunk]) {
+        {
+            let mut b = self.lock();
+            b.dropped_bytes = b.dropped_bytes.saturating_add(start);
+            b.written_bytes = b.written_bytes.saturating_add(start);
+        }
+        for chunk in chunks {
+            self.record(chunk.stream, &chunk.data);
+        }
+    }
+
     /// Record (and maybe forward) one write.
     pub fn append(&self, stream: Stream, data: &[u8]) {
         if data.is_empty() {
@@ -76,7 +121,16 @@ impl ProcessLog {
                 Stream::Log(_) => Ok(()),
             };
         }
+        self.record(stream, data);
+    }
+
+    /// Keep one write, dropping the oldest bytes past the cap.
+    fn record(&self, stream: Stream, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
         let mut b = self.lock();
+        b.written_bytes = b.written_bytes.saturating_add(data.len() as u64);
         let mut data = data;
         let room = self.bytes_max.saturating_sub(CHUNK_OVERHEAD_BYTES);
         if data.len() > room {
@@ -164,6 +218,21 @@ impl ProcessLog {
         self.lock().dropped_bytes
     }
 
+    /// Every byte written so far, held or dropped: the position a reader
+    /// that has read everything is at (see [`LogView`]).
+    pub fn written_bytes(&self) -> u64 {
+        self.lock().written_bytes
+    }
+
+    /// What the log holds now, with its position (one consistent read).
+    pub fn view(&self) -> LogView {
+        let b = self.lock();
+        LogView {
+            start: b.dropped_bytes,
+            chunks: b.chunks.iter().cloned().collect(),
+        }
+    }
+
     /// A `std::io::Write` that appends to `stream` of this log (for WASI).
     pub fn writer(self: &Arc<Self>, stream: Stream) -> LogWriter {
         LogWriter {
@@ -204,6 +273,48 @@ mod tests {
         log.append(Stream::Stderr, b"0123456789abc");
         assert_eq!(log.stream_bytes(Stream::Stderr), b"3456789abc");
         assert!(log.held_bytes() <= CHUNK_OVERHEAD_BYTES + 10);
+    }
+
+    /// A log carried to another node (a move) keeps every position: the
+    /// bytes dropped before count as dropped, a smaller cap drops (and
+    /// counts) more, and the bytes after any position are the same.
+    #[test]
+    fn a_carried_log_keeps_its_positions() {
+        let old = ProcessLog::new(CHUNK_OVERHEAD_BYTES * 4 + 40, false);
+        let mut all = Vec::new();
+        for i in 0..50u32 {
+            let text = format!("line {i}\n");
+            let stream = if i % 7 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            old.append(stream, text.as_bytes());
+            all.extend_from_slice(text.as_bytes());
+        }
+        let view = old.view();
+        assert!(view.start > 0, "the cap dropped something");
+        assert_eq!(view.end(), all.len() as u64);
+        assert_eq!(old.written_bytes(), all.len() as u64);
+        let flat = |v: &LogView| -> Vec<u8> {
+            v.chunks
+                .iter()
+                .flat_map(|c| c.data.iter().copied())
+                .collect()
+        };
+        assert_eq!(flat(&view), all[view.start as usize..]);
+        for cap in [1 << 20, CHUNK_OVERHEAD_BYTES + 12] {
+            let new = ProcessLog::new(cap, false);
+            new.carry(view.start, &view.chunks);
+            new.append(Stream::Stdout, b"after\n");
+            let v = new.view();
+            let mut want = all.clone();
+            want.extend_from_slice(b"after\n");
+            assert_eq!(v.end(), want.len() as u64, "cap {cap}");
+            assert_eq!(new.written_bytes(), want.len() as u64, "cap {cap}");
+            assert_eq!(flat(&v), want[v.start as usize..], "cap {cap}");
+            assert!(v.start >= view.start, "cap {cap}");
+        }
     }
 
     #[test]

@@ -127,6 +127,11 @@ pub struct CapturedProcess {
     /// log there is whole (snapshots leave it empty).
     #[serde(default)]
     pub log: Vec<super::log::Chunk>,
+    /// The position of the first chunk of `log`: the bytes its log had
+    /// dropped (see [`crate::log::LogView`]), so positions go on unchanged
+    /// on the new node. 0 in images from before it was carried.
+    #[serde(default)]
+    pub log_start: u64,
     /// Its calls and monitors ([`crate::calls`]); empty in images from
     /// before calls.
     #[serde(default)]
@@ -230,6 +235,7 @@ async fn finish_capture(
         open_files,
         monotonic_ns,
         log: Vec::new(),
+        log_start: 0,
         calls: ctx.mailbox.calls(),
     };
     // The requester may have given up; then the process simply resumes

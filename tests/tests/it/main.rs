@@ -16,6 +16,7 @@ mod demo;
 mod drain;
 mod foundation;
 mod layering;
+mod logs;
 mod migrate;
 mod netns;
 mod owners;

@@ -295,6 +295,7 @@ async fn a_forged_migration_stream_gets_no_capabilities() {
         globals: image.globals.clone(),
         state,
         log: Vec::new(),
+        log_start: 0,
     };
     let e = target::handle(
         &inner,

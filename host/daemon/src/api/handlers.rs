@@ -19,6 +19,7 @@ use shoal_runtime::grants::{DirAuthority, Grants};
 use shoal_runtime::log::{Chunk, ProcessLog, Stream};
 use shoal_runtime::node::{DirGrant, Node, SpawnSpec};
 use shoal_runtime::pid::Pid;
+use shoal_runtime::process::ExitStatus;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -232,10 +233,12 @@ pub async fn kill(node: &Node, pid: Pid) -> Result<ExitReport, ApiError> {
 /// A reader of one process's captured output that remembers how far it has
 /// read, so a follower sends each byte once.
 ///
-/// Positions count every byte the process ever wrote: the log keeps the
-/// newest bytes and counts the ones it dropped, so the bytes it holds start
-/// at `dropped_bytes()`; anything between the cursor and that point was lost
-/// and is reported as [`LogFrame::Dropped`].
+/// Positions count every byte the process ever wrote (see
+/// [`shoal_runtime::log::LogView`]): the log keeps the newest bytes and
+/// counts the ones it dropped, so the bytes it holds start at its
+/// `dropped_bytes()`; anything between the cursor and that point was lost
+/// and is reported as [`LogFrame::Dropped`]. Positions go on across moves,
+/// so a cursor can start where a reader on another node left off.
 pub struct LogCursor {
     node: Node,
     pid: Pid,
@@ -243,12 +246,24 @@ pub struct LogCursor {
     sent: u64,
 }
 
+/// How a [`LogCursor::pump_until_end`] ended.
+#[derive(Debug)]
+pub enum Pumped {
+    /// The receiver is gone (the client hung up).
+    Closed,
+    /// Everything the log held was sent; the process has ended with this
+    /// status (`None` when only the output so far was asked for, and the
+    /// process runs on).
+    Ended(Option<ExitStatus>),
+}
+
 /// Consecutive chunks of one stream are merged into frames up to this size.
 const FRAME_MERGE_BYTES: usize = 64 << 10;
 
 /// The frames for a reader at position `sent` of a log that holds `chunks`,
 /// the first of which starts at position `held_start` (the bytes before it
-/// were dropped); and the reader's new position.
+/// were dropped); and the reader's new position. A reader past the end
+/// gets nothing (until the log passes its position).
 pub(crate) fn frames_since(sent: u64, held_start: u64, chunks: &[Chunk]) -> (Vec<LogFrame>, u64) {
     let mut sent = sent;
     let mut frames = Vec::new();
@@ -286,6 +301,12 @@ impl LogCursor {
     /// A cursor at the start of `pid`'s output, or `NotFound` if the node
     /// neither runs it nor remembers it.
     pub fn open(node: &Node, pid: Pid) -> Result<LogCursor, ApiError> {
+        Self::open_at(node, pid, 0)
+    }
+
+    /// A cursor at position `from` of `pid`'s output (a reader that has
+    /// `from` bytes already: nothing before it is sent).
+    pub fn open_at(node: &Node, pid: Pid, from: u64) -> Result<LogCursor, ApiError> {
         let log = node.log(pid).ok_or_else(|| {
             ApiError::NotFound(format!(
                 "no process with pid {pid}: it never ran on this node, or ended too long ago to be remembered"
@@ -295,68 +316,89 @@ impl LogCursor {
             node: node.clone(),
             pid,
             log,
-            sent: 0,
+            sent: from,
         })
+    }
+
+    /// The process.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Go on in the process's current log here (it resumed after a move
+    /// was called off: a new log, carrying the old one at the same
+    /// positions). False if the node has no log of it.
+    pub fn reopen(&mut self) -> bool {
+        match self.node.log(self.pid) {
+            Some(log) => {
+                self.log = log;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The frames for output written since the last call.
     pub fn read_new(&mut self) -> Vec<LogFrame> {
-        // `chunks` and `dropped_bytes` take the log's lock separately: retry
-        // until no drop happened in between, so the pair is consistent.
-        let (held_start, chunks) = loop {
-            let before = self.log.dropped_bytes();
-            let chunks = self.log.chunks();
-            if self.log.dropped_bytes() == before {
-                break (before, chunks);
-            }
-        };
-        let (frames, sent) = frames_since(self.sent, held_start, &chunks);
+        if self.log.written_bytes() <= self.sent {
+            return Vec::new();
+        }
+        let view = self.log.view();
+        let (frames, sent) = frames_since(self.sent, view.start, &view.chunks);
         self.sent = sent;
         frames
     }
 
-    /// Send everything held, then (with `follow`) new output every
-    /// [`LOG_POLL_INTERVAL`] until the process ends, then one
-    /// [`LogFrame::End`]. Returns early, quietly, when the receiver is gone
-    /// (the client hung up).
-    pub async fn pump(mut self, follow: bool, tx: mpsc::Sender<LogFrame>) {
+    async fn send_new(&mut self, tx: &mpsc::Sender<LogFrame>) -> bool {
+        for f in self.read_new() {
+            if tx.send(f).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Send everything held from the cursor on, then (with `follow`) new
+    /// output every [`LOG_POLL_INTERVAL`] until the process ends here
+    /// (also by moving away); sends no [`LogFrame::End`].
+    pub async fn pump_until_end(&mut self, follow: bool, tx: &mpsc::Sender<LogFrame>) -> Pumped {
         let node = self.node.clone();
         let pid = self.pid;
         let live = || node.module_of(pid).is_some();
         if !follow || !live() {
             let status = if live() { None } else { node.wait(pid).await };
-            for f in self.read_new() {
-                if tx.send(f).await.is_err() {
-                    return;
-                }
+            if !self.send_new(tx).await {
+                return Pumped::Closed;
             }
-            let _ = tx
-                .send(LogFrame::End(status.as_ref().map(ExitReport::from)))
-                .await;
-            return;
+            return Pumped::Ended(status);
         }
         let wait = node.wait(pid);
         tokio::pin!(wait);
         loop {
-            for f in self.read_new() {
-                if tx.send(f).await.is_err() {
-                    return;
-                }
+            if !self.send_new(tx).await {
+                return Pumped::Closed;
             }
             tokio::select! {
                 status = &mut wait => {
                     // The process has ended: all it wrote is in the log now.
-                    for f in self.read_new() {
-                        if tx.send(f).await.is_err() {
-                            return;
-                        }
+                    if !self.send_new(tx).await {
+                        return Pumped::Closed;
                     }
-                    let _ = tx.send(LogFrame::End(status.as_ref().map(ExitReport::from))).await;
-                    return;
+                    return Pumped::Ended(status);
                 }
                 _ = tokio::time::sleep(LOG_POLL_INTERVAL) => {}
-                _ = tx.closed() => return,
+                _ = tx.closed() => return Pumped::Closed,
             }
+        }
+    }
+
+    /// [`LogCursor::pump_until_end`], then one [`LogFrame::End`]. Returns
+    /// early, quietly, when the receiver is gone (the client hung up).
+    pub async fn pump(mut self, follow: bool, tx: mpsc::Sender<LogFrame>) {
+        if let Pumped::Ended(status) = self.pump_until_end(follow, &tx).await {
+            let _ = tx
+                .send(LogFrame::End(status.as_ref().map(ExitReport::from)))
+                .await;
         }
     }
 }

@@ -8,7 +8,7 @@
 use super::error::ApiError;
 use super::handlers::{self, LogCursor};
 use super::types::{
-    ErrorBody, LogFrame, NameRequest, RestoreRequest, SnapshotImported, SnapshotRequest,
+    ErrorBody, LogFrame, LogQuery, NameRequest, RestoreRequest, SnapshotImported, SnapshotRequest,
     SpawnRequest, LOG_STREAM_CONTENT_TYPE,
 };
 use super::{percent_decode, JSON_BYTES_MAX, MODULE_BYTES_MAX, SNAPSHOT_FILE_BYTES_MAX};
@@ -95,6 +95,27 @@ fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, ApiErro
         }
     }
     Ok(None)
+}
+
+fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, ApiError> {
+    query_param(query, key)?
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "query parameter `{key}` must be a whole number, not `{v}`"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The query of a logs request (`follow`, `from`, `epoch`).
+pub(crate) fn log_query(query: Option<&str>) -> Result<LogQuery, ApiError> {
+    Ok(LogQuery {
+        follow: query_flag(query, "follow")?,
+        from: query_u64(query, "from")?.unwrap_or(0),
+        epoch: query_u64(query, "epoch")?,
+    })
 }
 
 fn query_flag(query: Option<&str>, key: &str) -> Result<bool, ApiError> {
@@ -227,9 +248,9 @@ where
         },
         ["v1", "processes", pid, "logs"] => match method {
             Method::GET => {
-                let follow = query_flag(query, "follow")?;
-                let cursor = LogCursor::open(node, parse_pid(pid)?)?;
-                Ok(log_stream(cursor, follow))
+                let q = log_query(query)?;
+                let cursor = LogCursor::open_at(node, parse_pid(pid)?, q.from)?;
+                Ok(log_stream(cursor, q.follow))
             }
             m => Err(method_not_allowed(&m, "GET")),
         },
@@ -395,8 +416,16 @@ impl Body for LogBody {
 /// response body drains it. When the client hangs up the body is dropped,
 /// the channel closes and the pump stops.
 fn log_stream(cursor: LogCursor, follow: bool) -> Response<ApiBody> {
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel(LOG_FRAMES_QUEUED_MAX);
     tokio::spawn(cursor.pump(follow, tx));
+    log_response(rx)
+}
+
+/// Frames queued between a log pump and its response body.
+pub(crate) const LOG_FRAMES_QUEUED_MAX: usize = 16;
+
+/// A log response whose body is the frames `rx` receives, as they come.
+pub(crate) fn log_response(rx: mpsc::Receiver<LogFrame>) -> Response<ApiBody> {
     let mut resp = Response::new(LogBody { rx }.boxed());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

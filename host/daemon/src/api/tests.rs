@@ -61,6 +61,92 @@ fn log_cursor_sends_each_byte_once_and_counts_what_was_lost() {
     assert_eq!(sent, 8);
 }
 
+/// Every byte of `frames`, with its stream, and the bytes reported dropped
+/// before the first one.
+fn flatten(frames: &[LogFrame]) -> (u64, Vec<(Stream, u8)>) {
+    let mut dropped = 0;
+    let mut bytes = Vec::new();
+    for f in frames {
+        match f {
+            LogFrame::Dropped(n) => {
+                assert!(bytes.is_empty(), "a gap after output: {frames:?}");
+                dropped += n;
+            }
+            LogFrame::Output { stream, data } => bytes.extend(data.iter().map(|b| (*stream, *b))),
+            LogFrame::End(_) => {}
+        }
+    }
+    (dropped, bytes)
+}
+
+/// A reader that starts at a position (`from`: what it already has) gets
+/// exactly the bytes after it, from the log of the node the process moved
+/// to (carried there at the same positions, with a different cap), and the
+/// dropped bytes it has not seen as one gap first.
+#[test]
+fn a_reader_goes_on_from_its_position_in_a_carried_log() {
+    use shoal_runtime::log::{ProcessLog, CHUNK_OVERHEAD_BYTES};
+    let mut written: Vec<(Stream, u8)> = Vec::new();
+    let before = ProcessLog::new(1 << 20, false);
+    let mut write = |log: &ProcessLog, stream: Stream, data: &[u8]| {
+        log.append(stream, data);
+        written.extend(data.iter().map(|b| (stream, *b)));
+    };
+    for i in 0..200u32 {
+        write(&*before, Stream::Stdout, format!("line {i}\n").as_bytes());
+        if i % 10 == 0 {
+            write(&*before, Stream::Stderr, format!("mark {i}\n").as_bytes());
+        }
+        if i % 50 == 0 {
+            write(&*before, Stream::Log(2), format!("log {i}").as_bytes());
+        }
+    }
+    // The process moves: a node with a smaller cap takes its log.
+    let view = before.view();
+    let after = ProcessLog::new(CHUNK_OVERHEAD_BYTES * 8 + 600, false);
+    after.carry(view.start, &view.chunks);
+    for i in 200..220u32 {
+        write(&*after, Stream::Stdout, format!("line {i}\n").as_bytes());
+    }
+    let total = written.len() as u64;
+    let held = after.view();
+    assert!(held.start > 0, "the smaller cap dropped some");
+    assert_eq!(held.end(), total);
+    for from in [
+        0,
+        1,
+        held.start - 1,
+        held.start,
+        held.start + 3,
+        total - 1,
+        total,
+        total + 5,
+    ] {
+        let (frames, sent) = frames_since(from, held.start, &held.chunks);
+        let (dropped, bytes) = flatten(&frames);
+        assert_eq!(sent, total.max(from), "from {from}");
+        assert_eq!(dropped, held.start.saturating_sub(from), "from {from}");
+        let first = from.max(held.start).min(total) as usize;
+        assert_eq!(bytes, written[first..], "from {from}");
+    }
+    // Log lines stay whole frames of their own.
+    let (frames, _) = frames_since(0, 0, &view.chunks);
+    let lines: Vec<&LogFrame> = frames
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                LogFrame::Output {
+                    stream: Stream::Log(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[1], &out(Stream::Log(2), b"log 50"));
+}
+
 struct Running {
     dir: Option<tempfile::TempDir>,
     socket: std::path::PathBuf,

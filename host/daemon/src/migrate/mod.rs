@@ -70,6 +70,13 @@ pub struct MigrationFaults {
     /// must take the process from the directory).
     #[cfg(feature = "fault-injection")]
     pub halt_after_switch: bool,
+    /// The source withholds this many of its next switches: after the
+    /// freeze and the final state it fences the attempt instead, as if the
+    /// switch had been refused, and resumes the process itself (a move
+    /// called off after the freeze). Shared, so a test can arm it on a
+    /// running node.
+    #[cfg(feature = "fault-injection")]
+    pub withhold_switches: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl MigrationFaults {
@@ -78,6 +85,21 @@ impl MigrationFaults {
         #[cfg(feature = "fault-injection")]
         {
             self.halt_after_switch
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
+
+    /// Should the source withhold this switch (and count it)?
+    pub(crate) fn withholds_switch(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            use std::sync::atomic::Ordering;
+            self.withhold_switches
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
         }
         #[cfg(not(feature = "fault-injection"))]
         {

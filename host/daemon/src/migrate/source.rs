@@ -570,14 +570,16 @@ async fn send_rest(
     let size = Some(now.len() as u64);
     let mut sent = send_pages(ctx, addr, wire::PATH_DELTA, id, &changed, now, size, pb).await?;
     let state = shoal_runtime::snapshot::HostState::of(image);
-    let log = ctx.node.log(pid).map(|l| l.chunks()).unwrap_or_default();
+    // Frozen: its log is complete.
+    let log = ctx.node.log(pid).map(|l| l.view()).unwrap_or_default();
     let fin = Final {
         id: id.to_string(),
         memory_bytes: now.len() as u64,
         zeroed,
         globals: image.globals.clone(),
         state,
-        log,
+        log: log.chunks,
+        log_start: log.start,
     };
     let body = serde_json::to_vec(&fin).map_err(TransferError::Encode)?;
     sent += body.len() as u64;
@@ -604,11 +606,14 @@ async fn decide(ctx: &Ctx, pid: Pid, target: NodeId, epoch: u64) -> Decision {
         to: target,
         epoch,
     };
-    let first = ctx.raft.write(switch).await;
-    let why = match first {
-        Ok(shoal_cluster::CommandResult::Ok) => return Decision::Moved,
-        Ok(other) => format!("the switch was refused: {other:?}"),
-        Err(e) => format!("the switch could not be written: {e}"),
+    let why = if ctx.faults.withholds_switch() {
+        "fault injected: the switch was withheld".to_string()
+    } else {
+        match ctx.raft.write(switch).await {
+            Ok(shoal_cluster::CommandResult::Ok) => return Decision::Moved,
+            Ok(other) => format!("the switch was refused: {other:?}"),
+            Err(e) => format!("the switch could not be written: {e}"),
+        }
     };
     // Unknown or refused: fence with a same-node move, unless the switch
     // did land after all.

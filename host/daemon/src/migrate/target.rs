@@ -524,7 +524,11 @@ fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
             data.memory[at..at + pb].fill(0);
         }
         let memory = std::mem::take(&mut data.memory);
-        let image = fin.state.into_image(memory, fin.globals, fin.log);
+        let log = shoal_runtime::log::LogView {
+            start: fin.log_start,
+            chunks: fin.log,
+        };
+        let image = fin.state.into_image(memory, fin.globals, log);
         let spec = shoal_runtime::grants::spec_for(arrival.module, &image, &grants)
             .map_err(|e| err(403, format!("process {}: {e}", arrival.pid)))?;
         let config = ctx.node.config();

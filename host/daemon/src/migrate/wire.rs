@@ -103,6 +103,11 @@ pub struct Final {
     /// on the target shows the whole history.
     #[serde(default)]
     pub log: Vec<shoal_runtime::log::Chunk>,
+    /// The position of the first chunk of `log` (the bytes its log had
+    /// dropped; see [`shoal_runtime::log::LogView`]): readers go on at the
+    /// same positions on the target.
+    #[serde(default)]
+    pub log_start: u64,
 }
 
 /// Names a migration.

@@ -110,9 +110,9 @@ impl Shared {
         let capturable = module.module.get_export("asyncify_start_unwind").is_some();
         let log = ProcessLog::new(self.config.log_bytes_max, spec.forward_output);
         if let Some(image) = &restore {
-            for chunk in &image.log {
-                log.append(chunk.stream, &chunk.data);
-            }
+            // Its output so far, at the same positions (a move, or a move
+            // called off): a reader goes on from where it was.
+            log.carry(image.log_start, &image.log);
         }
         let monotonic_start = restore
             .as_ref()
@@ -210,6 +210,7 @@ impl Shared {
                 }),
             );
         }
+        self.table_changed();
         if let Some(link) = self.router.cluster().filter(|_| announce) {
             link.process_started(pid, parent);
         }
@@ -267,6 +268,7 @@ impl Shared {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&pid);
+        self.table_changed();
         // A moved process is not gone: its directory entry is switched by
         // the move, not removed.
         if !moved {

@@ -69,6 +69,9 @@ pub struct Shared {
     grantable_canonical: Vec<PathBuf>,
     /// What all processes' linear memories together may use.
     memory_budget: Arc<crate::limits::MemoryBudget>,
+    /// Bumped whenever a process enters or leaves the table (see
+    /// [`Node::table_changes`]).
+    table_version: tokio::sync::watch::Sender<u64>,
     _ticker: EpochTicker,
 }
 
@@ -133,6 +136,7 @@ impl Node {
                 data_dir_canonical,
                 grantable_canonical,
                 memory_budget,
+                table_version: tokio::sync::watch::Sender::new(0),
                 _ticker: ticker,
             }),
         })

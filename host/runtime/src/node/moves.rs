@@ -139,10 +139,13 @@ impl Node {
         image: RestoreImage,
     ) -> Result<Pid, NodeError> {
         let mut image = image;
-        // Its output so far goes on in the resumed process's log.
-        if image.log.is_empty() {
+        // Its output so far goes on in the resumed process's log, at the
+        // same positions.
+        if image.log.is_empty() && image.log_start == 0 {
             if let Some(log) = self.log(pid) {
-                image.log = log.chunks();
+                let view = log.view();
+                image.log = view.chunks;
+                image.log_start = view.start;
             }
         }
         let loaded = self.shared.load(module, image.spec.preemptible).await?;

@@ -143,6 +143,14 @@ impl Node {
             .map(|(_, e)| (e.status.clone(), e.at))
     }
 
+    /// Changes to the process table: the value is bumped whenever a
+    /// process starts here (spawned, restored, arrived, resumed after a
+    /// called-off move) or ends here (also by moving away). Subscribe,
+    /// then look, then wait for a change: nothing in between is missed.
+    pub fn table_changes(&self) -> watch::Receiver<u64> {
+        self.shared.table_version.subscribe()
+    }
+
     /// The captured stdout of a process, as text (lossy UTF-8).
     pub fn stdout_text(&self, pid: Pid) -> String {
         self.log(pid)
@@ -152,6 +160,11 @@ impl Node {
 }
 
 impl Shared {
+    /// Tell [`Node::table_changes`] watchers that the table changed.
+    pub(super) fn table_changed(&self) {
+        self.table_version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
     pub(super) fn entry(&self, pid: Pid) -> Option<Arc<ProcessEntry>> {
         self.processes
             .read()

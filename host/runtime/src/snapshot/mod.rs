@@ -59,12 +59,13 @@ impl HostState {
         }
     }
 
-    /// A captured process from this state and its memory, globals and log.
+    /// A captured process from this state and its memory, globals and log
+    /// (what its log held, with its position: see [`crate::log::LogView`]).
     pub fn into_image(
         self,
         memory: Vec<u8>,
         globals: Vec<(String, crate::process::GlobalBits)>,
-        log: Vec<crate::log::Chunk>,
+        log: crate::log::LogView,
     ) -> CapturedProcess {
         CapturedProcess {
             memory,
@@ -76,7 +77,8 @@ impl HostState {
             fuel_remaining: self.fuel_remaining,
             open_files: self.open_files,
             monotonic_ns: self.monotonic_ns,
-            log,
+            log: log.chunks,
+            log_start: log.start,
             calls: self.calls,
         }
     }
@@ -196,7 +198,7 @@ pub fn load(
         .iter()
         .map(|g| (g.export.clone(), g.value))
         .collect();
-    let image = state.into_image(memory, globals, Vec::new());
+    let image = state.into_image(memory, globals, Default::default());
     Ok((manifest, image))
 }
 

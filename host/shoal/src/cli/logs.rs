@@ -16,9 +16,11 @@ use std::io::{IsTerminal, Write};
   shoal logs -f 4              ...and keep printing until it exits
   shoal logs 4 2>/dev/null     its stdout only
 
+The whole output comes from any node, also of a process that moved or that
+ended on another node; -f follows it across moves, each byte once, in order.
 The node keeps the newest output of each process (1 MiB by default), also
-for a while after the process exits; a note on stderr says when older output
-was dropped.")]
+for a while after the process exits; a note on stderr says, where the gap
+is, how many bytes of older output were dropped.")]
 pub struct LogsArgs {
     /// Keep printing new output until the process exits (Ctrl-C to stop
     /// watching; the process goes on).
@@ -112,61 +114,25 @@ impl Printer {
     }
 }
 
-/// Print the output; with --follow, until the process ends.
+/// Print the output; with --follow, until the process ends. The client
+/// finds the process wherever it runs or ended, and follows it across its
+/// moves, each byte once ([`shoal_api::Client::logs`]).
 pub fn logs(args: LogsArgs, target: &Target) -> anyhow::Result<i32> {
     let client = target.client();
-    // Output bytes already printed: when the process moves to another node
-    // its log goes with it, so the follow goes on there, skipping these.
-    let mut printed: u64 = 0;
-    let mut moves = 0;
     let mut printer = Printer::new();
-    loop {
-        let mut skip = printed;
-        let result = block_on(client.logs(args.pid, args.follow, |frame| {
-            if let LogFrame::Output { stream, data } = frame {
-                let len = data.len() as u64;
-                if skip >= len {
-                    skip -= len;
-                    return Ok(());
-                }
-                let rest = data[skip as usize..].to_vec();
-                skip = 0;
-                printed += rest.len() as u64;
-                return printer.write_frame(&LogFrame::Output {
-                    stream: *stream,
-                    data: rest,
-                });
+    let result = block_on(client.logs(args.pid, args.follow, |frame| printer.write_frame(frame)))?;
+    match result {
+        Ok(end) => {
+            match printer.finish() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+                other => other?,
             }
-            printer.write_frame(frame)
-        }))?;
-        match result {
-            Ok(Some(report))
-                if args.follow
-                    && report.reason == shoal_runtime::process::ExitReason::Moved
-                    && moves < FOLLOW_MOVES_MAX =>
-            {
-                // Ask again: the cluster sends the request to its new node
-                // (give the directory a moment to show it there).
-                moves += 1;
-                std::thread::sleep(std::time::Duration::from_millis(100));
+            if let (true, Some(report)) = (args.follow, end) {
+                eprintln!("shoal: {}", report.message);
             }
-            Ok(end) => {
-                match printer.finish() {
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
-                    other => other?,
-                }
-                if let (true, Some(report)) = (args.follow, end) {
-                    eprintln!("shoal: {}", report.message);
-                }
-                return Ok(0);
-            }
-            Err(ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                return Ok(0)
-            }
-            Err(e) => return Err(e.into()),
+            Ok(0)
         }
+        Err(ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
     }
 }
-
-/// Most moves `logs -f` follows a process across.
-const FOLLOW_MOVES_MAX: u32 = 10_000;
