@@ -494,10 +494,15 @@ async fn a_node_certificate_cannot_mint_an_admin_token() {
             .await;
         println!("CreateToken{{admin}} from a node certificate, as node {from}: {answer:?}");
         match answer {
-            // Refused as a value: `Err(Forbidden(..))`.
+            // Refused as a value, typed: `Err(Forbidden(..))`, an admin
+            // needed for CreateToken.
             Ok(b) => {
                 let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-                assert!(v["Err"]["Forbidden"].is_string(), "not refused: {v}");
+                let why = &v["Err"]["Forbidden"];
+                assert!(
+                    why["refusal"] == "forbidden" && why["code"] == "needs_admin",
+                    "not refused: {v}"
+                );
             }
             // Refused outright (impersonation).
             Err(e) => assert!(e.to_string().contains("only as itself"), "{e}"),

@@ -32,7 +32,9 @@ use super::{ClusterState, Command, NodeId};
 /// Why the leader refused a write another node forwarded. Travels in the
 /// forward's answer as data, never as text to parse.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "code", rename_all = "snake_case")]
+// Tagged `refusal`, not `code`: the `Forbidden` variant carries
+// shoal_pki's `Forbidden`, itself tagged `code`, flattened beside the tag.
+#[serde(tag = "refusal", rename_all = "snake_case")]
 pub enum ForwardRefusal {
     /// An at-most-once envelope inside another.
     #[error("a write envelope inside another")]
