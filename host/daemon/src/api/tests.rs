@@ -93,12 +93,12 @@ fn a_reader_goes_on_from_its_position_in_a_carried_log() {
         written.extend(data.iter().map(|b| (stream, *b)));
     };
     for i in 0..200u32 {
-        write(&*before, Stream::Stdout, format!("line {i}\n").as_bytes());
+        write(&before, Stream::Stdout, format!("line {i}\n").as_bytes());
         if i % 10 == 0 {
-            write(&*before, Stream::Stderr, format!("mark {i}\n").as_bytes());
+            write(&before, Stream::Stderr, format!("mark {i}\n").as_bytes());
         }
         if i % 50 == 0 {
-            write(&*before, Stream::Log(2), format!("log {i}").as_bytes());
+            write(&before, Stream::Log(2), format!("log {i}").as_bytes());
         }
     }
     // The process moves: a node with a smaller cap takes its log.
@@ -106,7 +106,7 @@ fn a_reader_goes_on_from_its_position_in_a_carried_log() {
     let after = ProcessLog::new(CHUNK_OVERHEAD_BYTES * 8 + 600, false);
     after.carry(view.start, &view.chunks);
     for i in 200..220u32 {
-        write(&*after, Stream::Stdout, format!("line {i}\n").as_bytes());
+        write(&after, Stream::Stdout, format!("line {i}\n").as_bytes());
     }
     let total = written.len() as u64;
     let held = after.view();
