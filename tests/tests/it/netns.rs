@@ -279,8 +279,16 @@ fn a_healed_follower_rejoins_under_the_same_leader_and_term() {
         "every view shows {leader} again {} ms after the heal",
         healed.elapsed().as_millis()
     );
-    assert_eq!(term_seen_by(l), term, "the healed follower unseated the leader");
-    assert_eq!(term_seen_by(f), term, "the cut-off follower raised its term");
+    assert_eq!(
+        term_seen_by(l),
+        term,
+        "the healed follower unseated the leader"
+    );
+    assert_eq!(
+        term_seen_by(f),
+        term,
+        "the cut-off follower raised its term"
+    );
 }
 
 /// A write sent while its leader is being cut off used to wait on the old
