@@ -5,6 +5,7 @@
 //! with the aims beside them; never fails on a slow machine.
 
 #[path = "../tests/it/common/cluster.rs"]
+#[allow(dead_code)] // the shared helpers this bench does not use
 mod cluster;
 
 use cluster::TestCluster;

@@ -8,7 +8,6 @@ use common::tally::{add_guest_everywhere as add_guest, ask, field};
 use shoal_cluster::{Command, NodeStatus};
 use shoal_daemon::migrate::drain::{self, DrainState, DrainStatus};
 use shoal_daemon::DaemonConfig;
-use shoal_pki::{self, ClusterTrust, Identity, SharedRevocations};
 use shoal_runtime::Pid;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -114,25 +113,6 @@ fn assert_accounted(s: &DrainStatus) {
     );
 }
 
-/// An admin client of the cluster, talking to node `via` over mTLS.
-fn admin_client(c: &TestCluster, via: usize) -> shoal_api::Client {
-    let dir1 = c.dirs[0].path();
-    let paths = shoal_pki::PkiPaths::new(dir1);
-    let admin = paths.dir().join("admin");
-    let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("CA certificate");
-    let id = Identity::from_pem(
-        &std::fs::read_to_string(admin.join("client.crt")).expect("admin certificate"),
-        &std::fs::read_to_string(admin.join("client.key")).expect("admin key"),
-        &ca_pem,
-    )
-    .expect("admin identity");
-    let trust = ClusterTrust::new(&ca_pem, SharedRevocations::default()).expect("trust");
-    shoal_api::Client::tls(
-        c.addrs[via].to_string(),
-        shoal_pki::tls::client_config(&id, &trust).expect("TLS config"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_a_node_moves_its_fifty_tallies_with_their_counts() {
     let c = TestCluster::start(3).await;
@@ -188,7 +168,7 @@ async fn a_drain_asked_of_another_node_is_forwarded_and_can_be_cancelled() {
     let pids = tallies(&c, 0, 16).await;
     let counts = send_numbered(&c, 0, &pids);
     // Through n2's control API: forwarded to n1, which runs the job.
-    let client = admin_client(&c, 1);
+    let client = c.admin_client(1);
     let first = client
         .drain_start("n1", Some(Duration::from_secs(600)))
         .await

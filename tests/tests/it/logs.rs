@@ -16,25 +16,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// An admin client of the cluster's control API on node `via` (mTLS).
-fn admin_client(c: &TestCluster, via: usize) -> shoal_api::Client {
-    let paths = shoal_pki::PkiPaths::new(c.dirs[0].path());
-    let admin = paths.dir().join("admin");
-    let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("CA certificate");
-    let id = shoal_pki::Identity::from_pem(
-        &std::fs::read_to_string(admin.join("client.crt")).expect("admin certificate"),
-        &std::fs::read_to_string(admin.join("client.key")).expect("admin key"),
-        &ca_pem,
-    )
-    .expect("admin identity");
-    let trust = shoal_pki::ClusterTrust::new(&ca_pem, shoal_pki::SharedRevocations::default())
-        .expect("trust");
-    shoal_api::Client::tls(
-        c.addrs[via].to_string(),
-        shoal_pki::tls::client_config(&id, &trust).expect("TLS config"),
-    )
-}
-
 /// Move `pid` from node `from` to node `to` (indices).
 async fn move_to(c: &TestCluster, from: usize, pid: Pid, to: usize) -> Result<(), MigrateError> {
     let name = c.node(to).name().to_string();
@@ -121,7 +102,7 @@ async fn read(
     pid: Pid,
     follow: bool,
 ) -> (Received, Option<ExitReport>) {
-    let client = admin_client(c, via);
+    let client = c.admin_client(via);
     let mut got = Received::default();
     let end = tokio::time::timeout(
         WAIT,
@@ -185,7 +166,7 @@ async fn the_whole_log_of_a_moved_process_is_read_from_every_node_and_followed()
     // A follower through n2 (where the process never is when it starts),
     // from before the first move to the exit: `shoal logs -f`'s path.
     let follower = {
-        let client = admin_client(&c, 1);
+        let client = c.admin_client(1);
         tokio::spawn(async move {
             let mut got = Received::default();
             let end = client
@@ -268,7 +249,7 @@ async fn the_whole_log_of_a_moved_process_is_read_from_every_node_and_followed()
     }
     // Moving it, asked of a node it did not end on: it exited, and when
     // (#12 item 3; that node finds the one it ended on).
-    match admin_client(&c, 1).migrate(pid, None).await {
+    match c.admin_client(1).migrate(pid, None).await {
         Err(shoal_api::ClientError::Gone { message, gone }) => {
             println!("{message}");
             assert_eq!(gone.pid, pid);
@@ -373,7 +354,7 @@ async fn after_the_exit_a_node_holding_the_log_that_cannot_be_reached_is_named()
     wait_until("n3 to see the exit", WAIT, || raft.state().is_gone(pid.0)).await;
     // Its whole log is on n2 only; n2 stops.
     c.stop(1).await;
-    let client = admin_client(&c, 2);
+    let client = c.admin_client(2);
     let answer = tokio::time::timeout(WAIT, client.logs(pid, false, |_| Ok(()))).await;
     let e = answer
         .expect("an answer within the bound")
@@ -383,7 +364,7 @@ async fn after_the_exit_a_node_holding_the_log_that_cannot_be_reached_is_named()
     assert!(e.to_string().contains("n2"), "{e}");
     // What n1 remembers (the output before the move) is not passed off
     // as the whole log.
-    let client = admin_client(&c, 0);
+    let client = c.admin_client(0);
     let e = tokio::time::timeout(WAIT, client.logs(pid, false, |_| Ok(())))
         .await
         .expect("an answer within the bound")

@@ -494,25 +494,6 @@ async fn a_process_that_allocates_while_it_moves_is_moved_and_drained_exactly() 
     c.shutdown().await;
 }
 
-/// An admin client of the cluster's control API on node `via` (mTLS).
-fn admin_client(c: &TestCluster, via: usize) -> shoal_api::Client {
-    let paths = shoal_pki::PkiPaths::new(c.dirs[0].path());
-    let admin = paths.dir().join("admin");
-    let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("CA certificate");
-    let id = shoal_pki::Identity::from_pem(
-        &std::fs::read_to_string(admin.join("client.crt")).expect("admin certificate"),
-        &std::fs::read_to_string(admin.join("client.key")).expect("admin key"),
-        &ca_pem,
-    )
-    .expect("admin identity");
-    let trust = shoal_pki::ClusterTrust::new(&ca_pem, shoal_pki::SharedRevocations::default())
-        .expect("trust");
-    shoal_api::Client::tls(
-        c.addrs[via].to_string(),
-        shoal_pki::tls::client_config(&id, &trust).expect("TLS config"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn moving_a_process_that_exited_says_it_exited_and_when() {
     let c = TestCluster::start(2).await;
@@ -548,7 +529,7 @@ async fn moving_a_process_that_exited_says_it_exited_and_when() {
         "{e}"
     );
     // Through the control API: a typed 410 with the time of the exit.
-    match admin_client(&c, 0).migrate(pid, None).await {
+    match c.admin_client(0).migrate(pid, None).await {
         Err(shoal_api::ClientError::Gone { message, gone }) => {
             assert_eq!(gone.pid, pid);
             assert!(gone.exited_unix_ms.is_some(), "{gone:?}");

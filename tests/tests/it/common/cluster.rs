@@ -45,6 +45,26 @@ pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() ->
 }
 
 impl TestCluster {
+    /// A client of the cluster's control API on node `via`, over mTLS with
+    /// the admin credential node 1 wrote when it created the cluster.
+    pub fn admin_client(&self, via: usize) -> shoal_api::Client {
+        let paths = shoal_pki::PkiPaths::new(self.dirs[0].path());
+        let admin = paths.dir().join("admin");
+        let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("CA certificate");
+        let id = shoal_pki::Identity::from_pem(
+            &std::fs::read_to_string(admin.join("client.crt")).expect("admin certificate"),
+            &std::fs::read_to_string(admin.join("client.key")).expect("admin key"),
+            &ca_pem,
+        )
+        .expect("admin identity");
+        let trust = shoal_pki::ClusterTrust::new(&ca_pem, shoal_pki::SharedRevocations::default())
+            .expect("trust");
+        shoal_api::Client::tls(
+            self.addrs[via].to_string(),
+            shoal_pki::tls::client_config(&id, &trust).expect("TLS config"),
+        )
+    }
+
     /// Start node 1 as a new cluster, then join the others one by one.
     pub async fn start(n: usize) -> TestCluster {
         Self::start_with(n, |_| {}).await
