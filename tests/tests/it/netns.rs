@@ -291,6 +291,46 @@ fn a_healed_follower_rejoins_under_the_same_leader_and_term() {
     );
 }
 
+/// A follower that stalls (SIGSTOP, as a paused VM or a process swapped
+/// out) misses every heartbeat; when it resumes, its election timer has long
+/// expired. It must not start an election while the other voters still hear
+/// the leader: the guard keeps elections off unless a majority agrees the
+/// leader is gone. (The earlier guard switched them off only once it saw the
+/// leader fall silent, so a resumed follower raced its own election timer.)
+#[test]
+fn a_follower_resumed_after_a_stall_does_not_unseat_the_leader() {
+    let lab = lab3();
+    let (leader, l, others) = agreed_leader(&lab);
+    let f = others[0];
+    let follower = format!("n{}", f + 1);
+    let term_seen_by = |i: usize| {
+        let me = format!("n{}", i + 1);
+        row(&lab, i, &me)["raft"]["term"].as_u64().unwrap()
+    };
+    let term = term_seen_by(l);
+    lab.pause(f);
+    // Declared dead: silent for the detector's 3 s, far past its election
+    // timeout (0.4-0.8 s).
+    wait_for("the stalled follower to be declared dead", SETTLE, || {
+        is_dead(&row(&lab, l, &follower))
+    });
+    lab.resume(f);
+    wait_for("the resumed follower to be alive again", SETTLE, || {
+        !is_dead(&row(&lab, l, &follower))
+            && (0..3).all(|i| leader_seen_by(&lab, i).as_deref() == Some(leader.as_str()))
+    });
+    assert_eq!(
+        term_seen_by(l),
+        term,
+        "the resumed follower unseated the leader"
+    );
+    assert_eq!(
+        term_seen_by(f),
+        term,
+        "the resumed follower raised its term"
+    );
+}
+
 /// A write sent while its leader is being cut off used to wait on the old
 /// leader for the whole 3 s write budget and fail (`leader: Some(3)`),
 /// though the majority elected another within it. It is now retried with

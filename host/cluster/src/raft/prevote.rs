@@ -8,24 +8,29 @@
 //! the healthy leader step down and the whole cluster elects again (no
 //! leader anywhere for seconds, and every view disagrees meanwhile).
 //!
-//! The rule, checked every heartbeat interval on every voter that is not
-//! the leader:
-//! - heard from the leader within half the minimum election timeout:
-//!   elections stay allowed (openraft's timer does not fire while the
-//!   leader's heartbeats arrive anyway);
-//! - otherwise, when the leader has just fallen silent, elections are
-//!   switched off at once (before openraft's timer, which fires at the
-//!   minimum election timeout at the earliest); at this and every later
-//!   tick without a leader the other voters are asked, in parallel, whether
-//!   *they* have heard from a leader within the minimum election timeout
-//!   ([`PreVoteRequest`]), and elections are allowed exactly while this node
-//!   and the voters that have not — together a majority — agree that there
-//!   is no leader.
+//! The rule: elections are off unless a majority agrees the leader is
+//! gone. Every heartbeat interval, on every node:
+//! - a leader, a non-voter, or a voter that heard from its leader within
+//!   half the minimum election timeout keeps elections off (openraft's
+//!   timer would not fire for it anyway);
+//! - any other voter asks the other voters, in parallel, whether *they*
+//!   have heard from a leader within the minimum election timeout
+//!   ([`PreVoteRequest`]), and elections are on exactly while this node and
+//!   the voters that have not — together a majority — agree that there is
+//!   no leader.
+//!
+//! Off is the default, so the guard fails safe: when this task is starved
+//! (a loaded machine), an election is late, never spurious. An earlier
+//! version switched elections off only when the leader fell silent, which
+//! left a race on a busy machine: when the guard's tick came late, the
+//! election timer of a freshly cut-off follower fired first and the term
+//! rose anyway.
 //!
 //! So the leader's death still leads to an election (the survivors agree
 //! there is none, one probe round-trip after noticing), while a node on the
-//! minority side of a partition never raises its term: when the partition
-//! heals, the leader's next append reaches it and nothing is re-elected.
+//! minority side of a partition, or a follower that merely missed some
+//! heartbeats while the others still hear the leader, never raises its
+//! term.
 
 use std::collections::BTreeSet;
 use std::sync::Weak;
@@ -78,13 +83,12 @@ pub(super) async fn run(weak: Weak<Inner>) {
     };
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // What openraft was last told (it starts with elections allowed).
-    let mut allowed = true;
-    // Whether the leader was heard at the last tick: elections are switched
-    // off pre-emptively only when it falls silent, never while a majority
-    // keeps agreeing (openraft's election tick and this one run at the same
-    // period: switching off at every tick would hide every window).
-    let mut was_heard = true;
+    // Off before openraft's first election tick: on only with a majority.
+    match weak.upgrade() {
+        Some(inner) => inner.raft.runtime_config().elect(false),
+        None => return,
+    }
+    let mut allowed = false;
     loop {
         tick.tick().await;
         let Some(inner) = weak.upgrade() else { return };
@@ -104,17 +108,8 @@ pub(super) async fn run(weak: Weak<Inner>) {
         }
         let heard = leader.is_some_and(|l| l != inner.id && inner.reach.recent(l, quiet_after));
         let allow = if state == ServerState::Leader || !voters.contains(&inner.id) || heard {
-            was_heard = true;
-            true
+            false
         } else {
-            if was_heard && allowed {
-                // Just fell silent: off before openraft's election timer can
-                // fire; back on below if a majority agrees the leader is
-                // gone.
-                inner.raft.runtime_config().elect(false);
-                allowed = false;
-            }
-            was_heard = false;
             drop(inner);
             let Some(agree) = ask_voters(&weak, &voters, window).await else {
                 return;
@@ -128,9 +123,9 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 allow,
                 "pre-vote guard: elections {}",
                 if allow {
-                    "allowed"
+                    "allowed (a majority agrees the leader is gone)"
                 } else {
-                    "held back (no majority agrees the leader is gone)"
+                    "off"
                 }
             );
             inner.raft.runtime_config().elect(allow);

@@ -329,6 +329,26 @@ impl Lab {
         }
     }
 
+    /// Stop node `i`'s process (SIGSTOP): a long pause, as a stalled VM or a
+    /// swapped-out process has, with its connections left open.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Undo [`Lab::pause`] (SIGCONT).
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let child = self.nodes[i].child.as_ref().expect("node is running");
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} node {i}");
+    }
+
     /// Cut node `i` off from every other node (its bridge port down).
     pub fn partition(&self, i: usize) {
         ip(&[
