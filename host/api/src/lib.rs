@@ -105,9 +105,6 @@ pub const SNAPSHOT_WAIT_DEFAULT: Duration = Duration::from_secs(10);
 /// The longest wait a snapshot request may ask for.
 pub const SNAPSHOT_WAIT_MAX: Duration = Duration::from_secs(600);
 
-/// How often a followed log is checked for new output.
-pub const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
-
 /// How long a connection may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
 pub use shoal_abi::process::Stream;
 
@@ -71,6 +73,9 @@ pub struct ProcessLog {
     buffer: Mutex<Buffer>,
     bytes_max: usize,
     forward: bool,
+    /// Woken after every kept write, so followers wait for output instead
+    /// of polling for it.
+    written: Notify,
 }
 
 impl ProcessLog {
@@ -81,6 +86,7 @@ impl ProcessLog {
             buffer: Mutex::new(Buffer::default()),
             bytes_max,
             forward,
+            written: Notify::new(),
         })
     }
 
@@ -124,11 +130,24 @@ impl ProcessLog {
         self.record(stream, data);
     }
 
-    /// Keep one write, dropping the oldest bytes past the cap.
+    /// Keep one write, dropping the oldest bytes past the cap, and wake
+    /// the followers.
     fn record(&self, stream: Stream, data: &[u8]) {
         if data.is_empty() {
             return;
         }
+        self.keep(stream, data);
+        self.written.notify_waiters();
+    }
+
+    /// A future that completes at the next write kept after it is enabled
+    /// (`Notified::enable`) or first polled. To miss nothing, enable it
+    /// before reading what the log holds, then wait on it.
+    pub fn written(&self) -> Notified<'_> {
+        self.written.notified()
+    }
+
+    fn keep(&self, stream: Stream, data: &[u8]) {
         let mut b = self.lock();
         b.written_bytes = b.written_bytes.saturating_add(data.len() as u64);
         let mut data = data;
@@ -262,6 +281,36 @@ impl Write for LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx)
+    }
+
+    /// A follower armed before reading is woken by the next write, even one
+    /// made before it starts waiting (no lost wake-up), and not before.
+    #[test]
+    fn an_armed_follower_is_woken_by_the_next_write() {
+        let log = ProcessLog::new(1 << 16, false);
+        let written = log.written();
+        tokio::pin!(written);
+        written.as_mut().enable();
+        assert!(
+            poll_once(written.as_mut()).is_pending(),
+            "woken with nothing written"
+        );
+        log.append(Stream::Stdout, b"hi");
+        assert!(
+            poll_once(written.as_mut()).is_ready(),
+            "a write after arming did not wake the follower"
+        );
+        // An empty write is not output: it wakes nobody.
+        let again = log.written();
+        tokio::pin!(again);
+        again.as_mut().enable();
+        log.append(Stream::Stdout, b"");
+        assert!(poll_once(again.as_mut()).is_pending());
+    }
 
     #[test]
     fn bounded_keeps_newest() {

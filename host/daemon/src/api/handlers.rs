@@ -12,7 +12,7 @@ use super::types::{
     ExitReport, LogFrame, ModuleAdded, NameRequest, NodeStatus, ProcessSummary, RestoreRequest,
     Restored, SnapshotImported, SnapshotReport, SnapshotRequest, SpawnRequest, Spawned,
 };
-use super::{snapshot_wait, KILL_WAIT_MAX, LOG_POLL_INTERVAL};
+use super::{snapshot_wait, KILL_WAIT_MAX};
 use bytes::Bytes;
 use shoal_registry::Sha256;
 use shoal_runtime::grants::{DirAuthority, Grants};
@@ -359,7 +359,7 @@ impl LogCursor {
     }
 
     /// Send everything held from the cursor on, then (with `follow`) new
-    /// output every [`LOG_POLL_INTERVAL`] until the process ends here
+    /// output as it is written (woken by the log) until the process ends here
     /// (also by moving away); sends no [`LogFrame::End`].
     pub async fn pump_until_end(&mut self, follow: bool, tx: &mpsc::Sender<LogFrame>) -> Pumped {
         let node = self.node.clone();
@@ -375,6 +375,12 @@ impl LogCursor {
         let wait = node.wait(pid);
         tokio::pin!(wait);
         loop {
+            let log = self.log.clone();
+            let written = log.written();
+            tokio::pin!(written);
+            // Armed before the read: a write between the read and the wait
+            // still wakes it.
+            written.as_mut().enable();
             if !self.send_new(tx).await {
                 return Pumped::Closed;
             }
@@ -386,7 +392,7 @@ impl LogCursor {
                     }
                     return Pumped::Ended(status);
                 }
-                _ = tokio::time::sleep(LOG_POLL_INTERVAL) => {}
+                _ = &mut written => {}
                 _ = tx.closed() => return Pumped::Closed,
             }
         }
