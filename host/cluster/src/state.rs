@@ -712,12 +712,15 @@ impl ClusterState {
                         serial,
                         cert_not_after_ms,
                     } => {
-                        self.revocations.revoke_serial(
+                        let reason: String = reason.chars().take(REASON_CHARS_MAX).collect();
+                        if let Err(full) = self.revocations.revoke_serial(
                             serial.clone(),
                             *now_ms,
-                            reason.clone(),
+                            reason,
                             *cert_not_after_ms,
-                        );
+                        ) {
+                            return CommandResult::Refused(full.into());
+                        }
                     }
                     RevokeTarget::Identity { role, id } => {
                         if shoal_pki::role::validate_id(id).is_err() {
@@ -1866,6 +1869,46 @@ mod tests {
             }),
             CommandResult::Refused(Refusal::BadIdentity { .. })
         ));
+    }
+
+    /// A serial revocation is bounded like an identity's: its reason is cut
+    /// to [`REASON_CHARS_MAX`], and into a full list it is refused (it used
+    /// to answer `Ok` and keep nothing, so an operator believed a
+    /// certificate revoked that still worked).
+    #[test]
+    fn a_serial_revocation_is_bounded_and_refused_when_the_list_is_full() {
+        let mut s = two_nodes();
+        let serial = |n: u32| Serial::from_bytes(&n.to_be_bytes());
+        let revoke = |serial: Serial, reason: String| Command::Revoke {
+            target: RevokeTarget::Serial {
+                serial,
+                cert_not_after_ms: None,
+            },
+            reason,
+            now_ms: 100,
+        };
+        assert_eq!(
+            s.apply(&revoke(serial(0), "x".repeat(100_000))),
+            CommandResult::Ok
+        );
+        let kept = s.revocations.get_serial(&serial(0)).map(|r| r.reason.len());
+        assert_eq!(kept, Some(REASON_CHARS_MAX));
+        for i in 1..shoal_pki::REVOCATIONS_MAX as u32 {
+            s.revocations
+                .revoke_serial(serial(i), 1, "x", None)
+                .expect("room until the bound");
+        }
+        let full = s.apply(&revoke(serial(u32::MAX), "late".to_string()));
+        assert!(
+            matches!(full, CommandResult::Refused(Refusal::RevocationsFull(_))),
+            "{full:?}"
+        );
+        assert!(s.revocations.get_serial(&serial(u32::MAX)).is_none());
+        // Repeating one already listed is still fine.
+        assert_eq!(
+            s.apply(&revoke(serial(0), "again".to_string())),
+            CommandResult::Ok
+        );
     }
 
     #[test]

@@ -85,9 +85,11 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| RemoteError::new(400, format!("bad JSON body: {e}")))
 }
 
+/// A failed write as the client sees it: a refusal keeps its type in the
+/// answer's `detail` (not only its text), so a client can tell why.
 fn write_err(e: shoal_cluster::ClusterError) -> RemoteError {
     match e {
-        shoal_cluster::ClusterError::Forbidden(_) => RemoteError::new(403, e.to_string()),
+        shoal_cluster::ClusterError::Forbidden(why) => RemoteError::typed(403, &why),
         e => RemoteError::new(503, e.to_string()),
     }
 }

@@ -131,18 +131,24 @@ impl RevocationList {
         Self::default()
     }
 
-    /// Revoke one certificate by serial. Returns false if it already was
-    /// (the first revocation's time and reason are kept) or the list is
-    /// full.
+    /// Revoke one certificate by serial. `Ok(false)` if it already was
+    /// (the first revocation's time and reason are kept); refused when the
+    /// list is full, so the caller never believes a certificate revoked
+    /// that is not.
     pub fn revoke_serial(
         &mut self,
         serial: Serial,
         now_unix_ms: u64,
         reason: impl Into<String>,
         cert_not_after_unix_ms: Option<u64>,
-    ) -> bool {
-        if self.serials.contains_key(&serial) || self.len() >= REVOCATIONS_MAX {
-            return false;
+    ) -> Result<bool, RevocationsFull> {
+        if self.serials.contains_key(&serial) {
+            return Ok(false);
+        }
+        if self.len() >= REVOCATIONS_MAX {
+            return Err(RevocationsFull {
+                max: REVOCATIONS_MAX,
+            });
         }
         self.serials.insert(
             serial,
@@ -153,7 +159,7 @@ impl RevocationList {
                 generation: 0,
             },
         );
-        true
+        Ok(true)
     }
 
     /// Revoke every certificate of `role`/`id` issued so far (and every

@@ -271,12 +271,15 @@ async fn revoked_serial_is_refused_on_the_next_handshake() {
     // same client config is reused: no session resumption may skip the check).
     let info = n2.info().clone();
     let mut list = c.revocations.snapshot();
-    assert!(list.revoke_serial(
-        info.serial.clone(),
-        now_unix_ms(),
-        "node removed",
-        Some(info.not_after_unix_ms)
-    ));
+    assert_eq!(
+        list.revoke_serial(
+            info.serial.clone(),
+            now_unix_ms(),
+            "node removed",
+            Some(info.not_after_unix_ms)
+        ),
+        Ok(true)
+    );
     c.revocations.replace(list);
 
     let out = handshake(server.clone(), client.clone()).await;
@@ -866,7 +869,8 @@ fn renewal_at_two_thirds_keeps_role_and_id() {
 
     // A revoked certificate cannot renew itself.
     c.revocations
-        .update(|l| l.revoke_serial(id.info().serial.clone(), now_unix_ms(), "removed", None));
+        .update(|l| l.revoke_serial(id.info().serial.clone(), now_unix_ms(), "removed", None))
+        .expect("room in the list");
     let err = renew(&c.ca, &c.trust, der, &csr, now_unix_ms(), TTL).unwrap_err();
     assert!(
         matches!(err, JoinError::Rejected(Rejection::Revoked { .. })),
@@ -930,8 +934,11 @@ fn revocation_list_is_plain_replicated_data() {
     let mut list = RevocationList::new();
     let s: Serial = "4A:bc:01".parse().unwrap();
     assert_eq!(s.as_hex(), "4abc01");
-    assert!(list.revoke_serial(s.clone(), 10, "compromised", Some(100)));
-    assert!(!list.revoke_serial(s.clone(), 20, "again", None));
+    assert_eq!(
+        list.revoke_serial(s.clone(), 10, "compromised", Some(100)),
+        Ok(true)
+    );
+    assert_eq!(list.revoke_serial(s.clone(), 20, "again", None), Ok(false));
     assert_eq!(list.revoke_identity(Role::Node, "n3", 50, "removed"), Ok(1));
     assert_eq!(list.generation(Role::Node, "n3"), 1);
     assert_eq!(list.generation(Role::Node, "n4"), 0);
@@ -965,7 +972,13 @@ fn the_revocation_list_is_bounded() {
     );
     // An identity already listed can still be revoked again.
     assert_eq!(list.revoke_identity(Role::Client, "c0", 2, "x"), Ok(2));
-    assert!(!list.revoke_serial(Serial::from_bytes(&[1]), 1, "x", None));
+    // A new serial is refused, not silently dropped.
+    assert_eq!(
+        list.revoke_serial(Serial::from_bytes(&[1]), 1, "x", None),
+        Err(RevocationsFull {
+            max: REVOCATIONS_MAX
+        })
+    );
 }
 
 #[test]

@@ -483,7 +483,8 @@ fn refusals_name_the_problem() {
     let serial: Serial = created["serial"].as_str().unwrap().parse().unwrap();
     node_a
         .revocations
-        .update(|list| list.revoke_serial(serial, now_ms(), "lost laptop", None));
+        .update(|list| list.revoke_serial(serial, now_ms(), "lost laptop", None))
+        .expect("room in the list");
     let err = a.fails(&["--addr", &node_a.addr, "--creds", p(&carol), "ps"]);
     assert!(
         err.contains("the node refused our certificate") && err.contains(&node_a.addr),
