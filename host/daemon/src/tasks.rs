@@ -11,6 +11,8 @@
 //!   is copied into the list the TLS verifiers read, so a removed node's or
 //!   revoked client's next handshake fails and the connections it holds are
 //!   closed (and into `<data>/pki/revocations.json`, for `cert create`).
+//! - **peer pins**: the peer pool expects at each member's address the
+//!   member the cluster records there, and talks to no other node there.
 //! - **renewal**: from 2/3 of its lifetime on, the node sends its
 //!   certificate and a CSR for its key to the CA node ([`crate::certs`]:
 //!   refused once the node is removed or its certificate revoked) and
@@ -20,6 +22,7 @@
 use super::Inner;
 use shoal_cluster::{Command, CommandResult, NodeId, NodeLoad, PID_BLOCK_SIZE};
 use shoal_pki::SharedRevocations;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -37,6 +40,7 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(pid_blocks(inner.clone())),
         tokio::spawn(directory(inner.clone())),
         tokio::spawn(sync_revocations(inner.clone(), revocations)),
+        tokio::spawn(pin_peers(inner.clone())),
         tokio::spawn(crate::migrate::fence::run(inner.migration.clone())),
         tokio::spawn(crate::migrate::rebalance::run(inner.migration.clone())),
         tokio::spawn(crate::node_down::follow(
@@ -185,6 +189,33 @@ async fn sync_revocations(inner: Arc<Inner>, revocations: SharedRevocations) {
             {
                 tracing::warn!("cannot save the revocation list: {e}");
             }
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keep the peer pool pinned to the cluster's records: the node at each
+/// member's address must present that member's certificate
+/// ([`shoal_net::Peers::pin`]), so a node that takes over another's address
+/// receives nothing meant for it. Removed nodes are not pinned.
+async fn pin_peers(inner: Arc<Inner>) {
+    let mut applied = inner.raft.subscribe();
+    let mut pinned: Option<HashMap<String, String>> = None;
+    loop {
+        let pins: HashMap<String, String> = {
+            let state = inner.raft.state();
+            state
+                .nodes
+                .values()
+                .filter(|n| n.status != shoal_cluster::NodeStatus::Removed)
+                .map(|n| (n.addr.clone(), n.name.clone()))
+                .collect()
+        };
+        if pinned.as_ref() != Some(&pins) {
+            inner.peers.pin(pins.clone());
+            pinned = Some(pins);
         }
         if applied.changed().await.is_err() {
             return;

@@ -42,6 +42,11 @@
 //!   refuses (typed `403`) any request that races that; a [`Peers`] pool
 //!   given the list ([`Peers::watch_revocations`]) drops its connection to
 //!   a peer whose server certificate it revokes.
+//! - A pool told which node lives at an address ([`Peers::pin`], from the
+//!   cluster's node records) checks that the server certificate it meets
+//!   there names that node, and refuses to talk to any other
+//!   ([`NetError::WrongPeer`]): a node that takes over a member's address
+//!   does not receive what is meant for that member.
 //! - Both ends send HTTP/2 PINGs every [`NetConfig::keepalive_interval_ms`]
 //!   and drop the connection when one is unanswered for
 //!   [`NetConfig::keepalive_timeout_ms`], so a silently dead peer is noticed.
@@ -396,6 +401,17 @@ pub enum NetError {
         addr: String,
         /// Why (our verifier's rejection, or the peer's alert).
         reason: String,
+    },
+    /// The peer at `addr` proved to be another node than the one this
+    /// pool was told lives there ([`Peers::pin`]): nothing is sent to it.
+    #[error("the node at {addr} is {found:?}, not {expected:?} as the cluster records")]
+    WrongPeer {
+        /// The address dialled.
+        addr: String,
+        /// The node name the cluster records at that address.
+        expected: String,
+        /// The name the peer's certificate carries (empty if none).
+        found: String,
     },
     /// An HTTP/2 protocol or connection error.
     #[error("HTTP/2 with {addr}: {reason}")]

@@ -107,6 +107,8 @@ pub(crate) struct Shared {
     /// directory picks the lane) waits on. See [`Peers::room`].
     pub(crate) room: Arc<tokio::sync::Notify>,
     hook: RwLock<Option<DeadLetterHook>>,
+    /// The node name expected at each address ([`Peers::pin`]).
+    pins: RwLock<HashMap<String, String>>,
     /// The revocation list the peers' server certificates answer to (see
     /// [`Peers::watch_revocations`]).
     revocations: RwLock<Option<shoal_pki::SharedRevocations>>,
@@ -117,6 +119,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The node name pinned at `addr`, if any.
+    pub(crate) fn pinned(&self, addr: &str) -> Option<String> {
+        self.pins.read().ok().and_then(|p| p.get(addr).cloned())
+    }
+
     /// Is this pool cut off from `addr`? (Never, without the
     /// `fault-injection` feature.)
     pub(crate) fn is_cut(&self, addr: &str) -> bool {
@@ -159,6 +166,8 @@ impl Shared {
 #[derive(Default)]
 struct Slot {
     sender: Option<SendRequest<BoxBody>>,
+    /// The node name the open connection's server certificate carries.
+    peer_name: Option<String>,
     failures: u32,
     retry_at: Option<Instant>,
     ever_connected: bool,
@@ -219,8 +228,12 @@ impl Inner {
                 source: std::io::Error::other("cut off from this peer (fault injection)"),
             });
         }
+        let pinned = self.shared.pinned(addr);
         if let Some(tx) = &s.sender {
-            if !tx.is_closed() {
+            // A connection made before the pin (or under another one) is
+            // checked again by reconnecting.
+            let same_peer = pinned.is_none() || pinned == s.peer_name;
+            if !tx.is_closed() && same_peer {
                 return Ok(tx.clone());
             }
             s.sender = None;
@@ -229,9 +242,16 @@ impl Inner {
             tokio::time::sleep_until(at).await;
         }
         let timeout_ms = self.config.connect_timeout_ms;
-        let attempt = tokio::time::timeout(Duration::from_millis(timeout_ms), self.connect(addr));
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            self.connect(addr, pinned.as_deref()),
+        );
         let result = match attempt.await {
-            Ok(r) => r,
+            Ok(Ok((tx, name))) => {
+                s.peer_name = Some(name);
+                Ok(tx)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(NetError::ConnectTimeout {
                 addr: addr.to_string(),
                 timeout_ms,
@@ -266,7 +286,14 @@ impl Inner {
         s.retry_at = Some(Instant::now() + Duration::from_millis(backoff_ms(config, s.failures)));
     }
 
-    async fn connect(&self, addr: &str) -> Result<SendRequest<BoxBody>, NetError> {
+    /// A new connection to `addr` and the node name its server
+    /// certificate carries (empty if it carries none); refused right after
+    /// the TLS handshake when that is not `pinned`.
+    async fn connect(
+        &self,
+        addr: &str,
+        pinned: Option<&str>,
+    ) -> Result<(SendRequest<BoxBody>, String), NetError> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| NetError::Connect {
@@ -283,6 +310,18 @@ impl Inner {
                 reason: tls_reason(&e).unwrap_or_else(|| e.to_string()),
             })?;
         let server_cert = shoal_pki::tls::peer_info(tls.get_ref().1.peer_certificates());
+        let server_name = server_cert
+            .as_ref()
+            .filter(|c| c.role == shoal_pki::Role::Node)
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        if let Some(expected) = pinned.filter(|p| *p != server_name) {
+            return Err(NetError::WrongPeer {
+                addr: addr.to_string(),
+                expected: expected.to_string(),
+                found: server_name,
+            });
+        }
         // Wait for the server's first bytes: a refused client certificate
         // surfaces here (see `replay`).
         let tls = Replay::first_bytes(tls, 4096)
@@ -328,7 +367,7 @@ impl Inner {
                 }
             }
         });
-        Ok(tx)
+        Ok((tx, server_name))
     }
 }
 
@@ -367,6 +406,19 @@ impl Peers {
     pub fn watch_revocations(&self, revocations: shoal_pki::SharedRevocations) {
         if let Ok(mut r) = self.inner.shared.revocations.write() {
             *r = Some(revocations);
+        }
+    }
+
+    /// Pin the node name expected at each address (`addr → name`, the
+    /// cluster's records of its live members), replacing earlier pins.
+    /// A connection is used only if the server certificate met at its
+    /// address names the pinned node ([`NetError::WrongPeer`] otherwise);
+    /// an open connection whose peer differs from a new pin is checked again
+    /// by reconnecting. Addresses without a pin (a seed dialled to join) are
+    /// served by any node of the cluster.
+    pub fn pin(&self, pins: HashMap<String, String>) {
+        if let Ok(mut p) = self.inner.shared.pins.write() {
+            *p = pins;
         }
     }
 

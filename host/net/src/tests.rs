@@ -430,6 +430,55 @@ async fn unary_calls_round_trip_and_report_errors() {
     server.stop().await;
 }
 
+/// A node that takes over a member's address (another node certificate of
+/// the same cluster, so TLS alone accepts it) gets nothing meant for the
+/// member: a pool pinned to the member's name refuses the connection right
+/// after the handshake, before any request; a connection opened before the
+/// pin is checked again. Without the pin it would be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_address_served_by_another_node_is_refused() {
+    let p = pki();
+    let sink = Arc::new(Sink::default());
+    let server = TestServer::start(node_server_tls(&p, "b"), sink, NetConfig::default()).await;
+    let addr = server.addr();
+    let pins = |name: &str| HashMap::from([(addr.clone(), name.to_string())]);
+
+    let peers = Peers::new(client_tls(&p, Role::Node, "a"), NetConfig::default());
+    peers.pin(pins("c"));
+    match peers
+        .call(&addr, "/echo", Bytes::from_static(b"for c"))
+        .await
+    {
+        Err(NetError::WrongPeer {
+            expected, found, ..
+        }) => assert_eq!((expected.as_str(), found.as_str()), ("c", "b")),
+        other => panic!("expected WrongPeer, got {other:?}"),
+    }
+    assert_eq!(server.counters.snapshot().requests, 0, "nothing was sent");
+
+    // Pinned to who is really there: served.
+    let right = Peers::new(client_tls(&p, Role::Node, "a"), NetConfig::default());
+    right.pin(pins("b"));
+    let got = right.call(&addr, "/echo", Bytes::from_static(b"hi")).await;
+    assert_eq!(&got.expect("served")[..], b"hi");
+
+    // Connected before any pin, then the cluster records another node
+    // there: the open connection is not used again.
+    let late = Peers::new(client_tls(&p, Role::Node, "a"), NetConfig::default());
+    late.call(&addr, "/echo", Bytes::from_static(b"x"))
+        .await
+        .expect("unpinned: served");
+    let served = server.counters.snapshot().requests;
+    late.pin(pins("c"));
+    let err = late
+        .call(&addr, "/echo", Bytes::from_static(b"for c"))
+        .await
+        .expect_err("pinned elsewhere");
+    assert!(matches!(err, NetError::WrongPeer { .. }), "{err}");
+    assert_eq!(server.counters.snapshot().requests, served);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_peer_fails_then_backs_off() {
     let p = pki();
