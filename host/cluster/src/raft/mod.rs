@@ -1252,8 +1252,16 @@ impl Raft {
                 }
                 None => {}
             }
+            // Try again as soon as another leader is known, or after a
+            // heartbeat interval (the same leader, unreachable or slow).
             let remaining = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(pause.min(remaining)).await;
+            let tried = self.leader();
+            let mut metrics = self.inner.raft.metrics();
+            let _ = tokio::time::timeout(
+                pause.min(remaining),
+                metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != tried),
+            )
+            .await;
         }
         Err(self.stall_error(what, started))
     }

@@ -138,7 +138,10 @@ impl TestCluster {
             .position(|d| d.as_ref().map(|d| d.id()) == Some(id))
     }
 
-    /// Wait until every running node sees `n` members with fresh heartbeats.
+    /// Wait until every running node sees `n` members that have sent a
+    /// heartbeat (their load is known) and that the leader's failure
+    /// detector has not declared dead (the one health verdict; no clock
+    /// comparison of heartbeat times).
     pub async fn wait_healthy(&self, n: usize) {
         for d in self.running() {
             let raft = d.raft().clone();
@@ -147,10 +150,9 @@ impl TestCluster {
                 Duration::from_secs(30),
                 || {
                     let s = raft.state();
-                    let now = shoal_pki::now_unix_ms();
                     s.nodes
                         .values()
-                        .filter(|r| now.saturating_sub(r.last_heartbeat_ms) < 2_000)
+                        .filter(|r| r.last_heartbeat_ms > 0 && s.node_dead(r.id).is_none())
                         .count()
                         >= n
                 },
