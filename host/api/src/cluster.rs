@@ -108,6 +108,17 @@ pub struct RevokeRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/ca/takeover` answer: the node that is now the CA node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaTakeover {
+    /// The new CA node's name.
+    pub node: String,
+    /// Its id.
+    pub id: u64,
+    /// The CA's pin (`sha256:…`), unchanged: the same CA, on another node.
+    pub ca_pin: String,
+}
+
 /// `POST /v1/certs/revoke` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoked {

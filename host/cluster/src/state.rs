@@ -492,6 +492,13 @@ pub enum Command {
         /// The process.
         pid: u64,
     },
+    /// Make `node` the CA node: the member that admits joiners and renews
+    /// certificates (an admin's write, sent by the node itself once it holds
+    /// the restored CA key: `shoal ca takeover`).
+    SetCaNode {
+        /// The new CA node (a live member).
+        node: NodeId,
+    },
     /// Revoke a certificate or an identity.
     Revoke {
         /// What.
@@ -622,6 +629,7 @@ impl ClusterState {
                 now_ms,
             } => self.add_node(name, addr, labels, *now_ms),
             Command::RemoveNode { id, now_ms } => self.remove_node(*id, *now_ms),
+            Command::SetCaNode { node } => self.set_ca_node(*node),
             Command::SetCordon { id, cordoned } => self.set_cordon(*id, *cordoned),
             Command::Heartbeat { id, load, now_ms } => self.heartbeat(*id, load, *now_ms),
             Command::AllocPidBlock { node } => self.alloc_pid_block(*node),
@@ -793,6 +801,12 @@ impl ClusterState {
             }),
             Some(n) => Ok(n),
         }
+    }
+
+    fn set_ca_node(&mut self, node: NodeId) -> Outcome {
+        self.live_member(node)?;
+        self.ca_node = Some(node);
+        Ok(CommandResult::Ok)
     }
 
     fn bootstrap(
@@ -1909,6 +1923,31 @@ mod tests {
             s.apply(&revoke(serial(0), "again".to_string())),
             CommandResult::Ok
         );
+    }
+
+    /// `SetCaNode` moves the CA role to a live member only.
+    #[test]
+    fn the_ca_node_moves_only_to_a_live_member() {
+        let mut s = two_nodes();
+        assert_eq!(s.ca_node, Some(1));
+        assert!(matches!(
+            s.apply(&Command::SetCaNode { node: 9 }),
+            CommandResult::Refused(Refusal::NoNode { id: 9 })
+        ));
+        assert_eq!(s.apply(&Command::SetCaNode { node: 2 }), CommandResult::Ok);
+        assert_eq!(s.ca_node, Some(2));
+        // A node may not make itself the CA node: only an admin may.
+        assert!(matches!(
+            s.may_forward(2, None, &Command::SetCaNode { node: 2 }),
+            Err(crate::state::writers::ForwardRefusal::Forbidden(_))
+        ));
+        let removed = s.apply(&Command::RemoveNode { id: 1, now_ms: 10 });
+        assert!(!matches!(removed, CommandResult::Refused(_)), "{removed:?}");
+        assert!(matches!(
+            s.apply(&Command::SetCaNode { node: 1 }),
+            CommandResult::Refused(Refusal::NodeRemoved { id: 1, .. })
+        ));
+        assert_eq!(s.ca_node, Some(2));
     }
 
     #[test]

@@ -22,10 +22,19 @@
 //! leader checks the role again). Every node's verifiers refuse the
 //! identity's certificates from the next handshake on, and every node
 //! closes the connections they hold open (`shoal_net` watches the list).
+//!
+//! **CA takeover** (`POST /v1/ca/takeover`, admin only, sent to the node
+//! that is to become the CA node): when the CA node is lost, an operator
+//! restores the CA key from a backup onto another member's data dir
+//! (`shoal ca restore`, with that node stopped; `shoal_pki::backup` checks
+//! the backup is of this cluster's CA), starts it, and asks it to take
+//! over: it checks it holds this cluster's CA key and writes
+//! `Command::SetCaNode` for itself on behalf of the admin (the leader checks
+//! the role again). Joins and renewals go to it from then on.
 
 use crate::{encode_json, from_net, Inner};
 use bytes::Bytes;
-use shoal_api::cluster::{RenewRequest, RevokeRequest, Revoked};
+use shoal_api::cluster::{CaTakeover, RenewRequest, RevokeRequest, Revoked};
 use shoal_cluster::{Command, CommandResult, RevokeTarget};
 use shoal_net::RemoteError;
 use shoal_pki::join::JoinError;
@@ -37,6 +46,52 @@ pub const PATH_PEER_RENEW: &str = "/v1/peer/renew";
 pub const PATH_RENEW: &str = "/v1/certs/renew";
 /// Revocation of an identity (admin only).
 pub const PATH_REVOKE: &str = "/v1/certs/revoke";
+/// Make this node the CA node (admin only).
+pub const PATH_CA_TAKEOVER: &str = "/v1/ca/takeover";
+
+/// Make this node the CA node on behalf of admin `by`: it must hold this
+/// cluster's CA key (see the module docs).
+pub async fn take_over_ca(inner: &Inner, by: &Owner) -> Result<CaTakeover, RemoteError> {
+    shoal_pki::need_admin(by, "making a node the CA node").map_err(crate::owners::forbidden)?;
+    let ca = inner.ca.as_ref().ok_or_else(|| {
+        RemoteError::new(
+            409,
+            format!(
+                "node {:?} holds no CA key: stop it, restore the key with `shoal ca restore \
+                 --data-dir <its data dir> BACKUP`, start it, then ask again",
+                inner.name
+            ),
+        )
+    })?;
+    if ca.ca_cert_der() != inner.trust.ca_cert_der() {
+        return Err(RemoteError::new(
+            409,
+            format!(
+                "node {:?} holds the key of another CA ({}) than its cluster's",
+                inner.name,
+                ca.ca_pin()
+            ),
+        ));
+    }
+    let r = inner
+        .raft
+        .write_as(Command::SetCaNode { node: inner.me }, by)
+        .await
+        .map_err(crate::cluster_api::write_err)?;
+    match r {
+        CommandResult::Ok => {
+            tracing::info!(node = inner.me, "this node is now the CA node (by {by})");
+            Ok(CaTakeover {
+                node: inner.name.clone(),
+                id: inner.me,
+                ca_pin: ca.ca_pin().to_string(),
+            })
+        }
+        other => Err(crate::cluster_api::refused(other)
+            .err()
+            .unwrap_or_else(|| RemoteError::new(500, "unexpected answer to SetCaNode"))),
+    }
+}
 
 /// Sign `req` on this node, which must hold the CA: see the module docs
 /// for what is checked.
@@ -176,10 +231,7 @@ pub async fn revoke(inner: &Inner, req: RevokeRequest, by: &Owner) -> Result<Rev
             by,
         )
         .await
-        .map_err(|e| match e {
-            shoal_cluster::ClusterError::Forbidden(_) => RemoteError::new(403, e.to_string()),
-            e => RemoteError::new(503, e.to_string()),
-        })?;
+        .map_err(crate::cluster_api::write_err)?;
     match r {
         CommandResult::Generation(generation) => {
             tracing::info!(

@@ -9,6 +9,7 @@
 //! | POST | `/v1/nodes/{name}/cordon`, `/uncordon` | admin | [`NodeSummary`] |
 //! | POST, GET, DELETE | `/v1/nodes/{name}/drain` | admin | start, read, cancel a drain: [`crate::migrate::drain::DrainStatus`] |
 //! | POST | `/v1/tokens` | admin | [`TokenCreated`] |
+//! | POST | `/v1/ca/takeover` | admin | `shoal_api::cluster::CaTakeover`: this node, holding the restored CA key, is the CA node ([`crate::certs`]) |
 //! | POST | `/v1/certs/revoke` | admin | `shoal_api::cluster::Revoked`: every certificate of the identity revoked, cluster-wide ([`crate::certs`]) |
 //! | POST | `/v1/cluster/members` | node (itself) | `{}`: made a voter by joint consensus |
 //! | GET | `/v1/processes` | any | every node's processes, each with its node |
@@ -87,14 +88,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 
 /// A failed write as the client sees it: a refusal keeps its type in the
 /// answer's `detail` (not only its text), so a client can tell why.
-fn write_err(e: shoal_cluster::ClusterError) -> RemoteError {
+pub(crate) fn write_err(e: shoal_cluster::ClusterError) -> RemoteError {
     match e {
         shoal_cluster::ClusterError::Forbidden(why) => RemoteError::typed(403, &why),
         e => RemoteError::new(503, e.to_string()),
     }
 }
 
-fn refused(r: CommandResult) -> Result<CommandResult, RemoteError> {
+pub(crate) fn refused(r: CommandResult) -> Result<CommandResult, RemoteError> {
     match r {
         CommandResult::Refused(why) => Err(RemoteError::typed(why.http_status(), &why)),
         CommandResult::Forbidden(f) => Err(crate::owners::forbidden(f)),
@@ -724,6 +725,10 @@ pub async fn route(
             admin("revoking a certificate")?;
             let r: shoal_api::cluster::RevokeRequest = read_json(req).await?;
             return json_reply(&crate::certs::revoke(inner, r, &direct).await?);
+        }
+        (&Method::POST, crate::certs::PATH_CA_TAKEOVER) => {
+            admin("making a node the CA node")?;
+            return json_reply(&crate::certs::take_over_ca(inner, &direct).await?);
         }
         (&Method::POST, PATH_MEMBERS) => {
             let r: MemberRequest = read_json(req).await?;

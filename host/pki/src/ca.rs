@@ -280,6 +280,14 @@ impl ClusterCa {
         Self::from_parts(der, cert_pem, key)
     }
 
+    /// The CA from its certificate and key (PEM), checked as
+    /// [`load`](Self::load) checks them (a CA certificate, the key matching).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::BadKey(e.to_string()))?;
+        let der = first_cert_der(cert_pem)?;
+        Self::from_parts(der, cert_pem.to_string(), key)
+    }
+
     fn from_parts(
         cert_der: CertificateDer<'static>,
         cert_pem: String,

@@ -32,6 +32,7 @@
 //! deterministically.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod backup;
 pub mod ca;
 pub mod files;
 pub mod join;
@@ -78,6 +79,17 @@ pub enum PkiError {
     /// No CA in this data directory (this node did not run `cluster init`).
     #[error("no cluster CA at {0}")]
     CaMissing(PathBuf),
+    /// A CA backup of another cluster than this node's.
+    #[error("the backup is of another cluster's CA ({backup}), not of this node's ({ours})")]
+    OtherCluster {
+        /// This node's CA pin.
+        ours: CaPin,
+        /// The backup's CA pin.
+        backup: CaPin,
+    },
+    /// A file that is not a CA backup.
+    #[error("bad CA backup: {0}")]
+    BadBackup(String),
     /// A private key file is readable by group or others.
     #[error("{path} has mode {mode:o}: a private key must be 0600 (owner only)")]
     InsecureKeyFile {

@@ -1009,3 +1009,74 @@ fn an_identity_revoked_before_generations_stays_revoked() {
     };
     assert!(list.check(&cert).is_some());
 }
+
+/// A CA backup restores only onto a node of the same cluster, writes the
+/// key 0600 beside the node's CA certificate, and is never used to replace
+/// a trust root or to bring in a foreign one.
+#[test]
+fn a_ca_backup_restores_only_into_its_own_cluster() {
+    use super::backup::{backup_ca, restore_ca};
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca = ClusterCa::init(ca_dir.path()).expect("init");
+    let out = ca_dir.path().join("backup.pem");
+    assert_eq!(backup_ca(ca_dir.path(), &out).expect("backup"), ca.ca_pin());
+    assert_eq!(files::file_mode(&out).expect("mode"), 0o600);
+    assert!(backup_ca(ca_dir.path(), &out).is_err(), "never overwritten");
+
+    // A member of the same cluster: it has the CA certificate, no key.
+    let member = tempfile::tempdir().expect("tempdir");
+    let paths = PkiPaths::new(member.path());
+    paths.ensure_dir().expect("pki dir");
+    files::write_certificate(&paths.ca_cert(), ca.ca_cert_pem(), files::Overwrite::Refuse)
+        .expect("ca.crt");
+    assert!(ClusterCa::load(member.path()).is_err(), "no CA before");
+    assert_eq!(
+        restore_ca(member.path(), &out).expect("restore"),
+        ca.ca_pin()
+    );
+    assert_eq!(files::file_mode(&paths.ca_key()).expect("mode"), 0o600);
+    let restored = ClusterCa::load(member.path()).expect("the CA loads after");
+    assert_eq!(restored.ca_pin(), ca.ca_pin());
+    // Again: nothing changes.
+    restore_ca(member.path(), &out).expect("restoring the same key again");
+
+    // Another cluster's node refuses it, naming both CAs.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = ClusterCa::init(other_dir.path()).expect("init");
+    let stranger = tempfile::tempdir().expect("tempdir");
+    let sp = PkiPaths::new(stranger.path());
+    sp.ensure_dir().expect("pki dir");
+    files::write_certificate(&sp.ca_cert(), other.ca_cert_pem(), files::Overwrite::Refuse)
+        .expect("ca.crt");
+    match restore_ca(stranger.path(), &out) {
+        Err(PkiError::OtherCluster { ours, backup }) => {
+            assert_eq!((ours, backup), (other.ca_pin(), ca.ca_pin()));
+        }
+        other => panic!("expected OtherCluster, got {other:?}"),
+    }
+    assert!(!sp.ca_key().exists());
+
+    // A backup whose key is not the certificate's is refused: this
+    // cluster's certificate with another CA's key.
+    let other_key =
+        files::read_private_key(&PkiPaths::new(other_dir.path()).ca_key()).expect("other key");
+    let forged = member.path().join("forged.pem");
+    std::fs::write(&forged, format!("{}{}", ca.ca_cert_pem(), other_key)).expect("write");
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let fp = PkiPaths::new(fresh.path());
+    fp.ensure_dir().expect("pki dir");
+    files::write_certificate(&fp.ca_cert(), ca.ca_cert_pem(), files::Overwrite::Refuse)
+        .expect("ca.crt");
+    assert!(matches!(
+        restore_ca(fresh.path(), &forged),
+        Err(PkiError::BadKey(_))
+    ));
+    assert!(!fp.ca_key().exists());
+    // Not a backup at all.
+    let junk = member.path().join("junk.pem");
+    std::fs::write(&junk, ca.ca_cert_pem()).expect("write");
+    assert!(matches!(
+        restore_ca(fresh.path(), &junk),
+        Err(PkiError::BadBackup(_))
+    ));
+}

@@ -3,7 +3,7 @@
 
 use super::{Client, ClientError};
 use crate::cluster::{
-    NodeSummary, RenewRequest, RevokeRequest, Revoked, TokenCreated, TokenRequest,
+    CaTakeover, NodeSummary, RenewRequest, RevokeRequest, Revoked, TokenCreated, TokenRequest,
 };
 use bytes::Bytes;
 use hyper::Method;
@@ -45,6 +45,13 @@ impl Client {
     /// (admin only; a client gets a typed 403, [`ClientError::Forbidden`]).
     pub async fn revoke_certificate(&self, req: &RevokeRequest) -> Result<Revoked, ClientError> {
         self.call_json(Method::POST, "/v1/certs/revoke", req, CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// `POST /v1/ca/takeover`: make the node we talk to the CA node (admin
+    /// only; it must hold the cluster's CA key, restored from a backup).
+    pub async fn take_over_ca(&self) -> Result<CaTakeover, ClientError> {
+        self.call_json(Method::POST, "/v1/ca/takeover", &(), CLUSTER_CALL_TIMEOUT)
             .await
     }
 

@@ -130,6 +130,7 @@ impl ClusterState {
             Command::SetCordon { .. }
             | Command::CreateToken { .. }
             | Command::Revoke { .. }
+            | Command::SetCaNode { .. }
             | Command::RemoveNode { .. } => admin(),
             Command::MovePid { from, to, .. } => own(*from).or_else(|_| own(*to)),
             Command::RegisterName { pid, .. }
@@ -186,6 +187,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::JoinGroup { .. } => "JoinGroup",
         Command::LeaveGroup { .. } => "LeaveGroup",
         Command::Revoke { .. } => "Revoke",
+        Command::SetCaNode { .. } => "SetCaNode",
         Command::SetOwners { .. } => "SetOwners",
         Command::NameModule { .. } => "NameModule",
         Command::UnnameModule { .. } => "UnnameModule",

@@ -4,6 +4,7 @@
 //! and exit code 1 (2 for usage errors, from clap); never a panic or a
 //! backtrace.
 
+mod ca;
 mod cert;
 mod cluster;
 mod daemon;
@@ -142,6 +143,9 @@ enum Command {
     /// Create a cluster (`shoal cluster init`): its CA, this node's
     /// certificate and admin credentials.
     Cluster(cluster::ClusterArgs),
+    /// The cluster CA: back it up, restore it on another node, and make
+    /// that node the CA node when the first is lost.
+    Ca(ca::CaArgs),
     /// CLI credentials: issue them from the cluster CA (`shoal cert
     /// create`), revoke an identity cluster-wide (`shoal cert revoke`),
     /// renew your own (`shoal cert renew`).
@@ -187,6 +191,11 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         Command::Cert(_) => cert::talks_to_node(
             matches
                 .subcommand_matches("cert")
+                .and_then(|m| m.subcommand_name()),
+        ),
+        Command::Ca(_) => ca::talks_to_node(
+            matches
+                .subcommand_matches("ca")
                 .and_then(|m| m.subcommand_name()),
         ),
         // `node status|remove|cordon|uncordon` ask a node; `node start` runs one.
@@ -273,6 +282,7 @@ pub fn main() -> i32 {
         Command::Snapshot(args) => snapshot::snapshot(args, &target),
         Command::Restore(args) => snapshot::restore(args, &target),
         Command::Cluster(args) => cluster::cluster(args, &data_dir),
+        Command::Ca(args) => ca::ca(args, &data_dir, &target),
         Command::Cert(args) => cert::cert(args, &data_dir, cli.addr.as_deref(), &target, &flags),
         Command::Nodes(args) => nodes::nodes(args, &target),
         Command::Token(args) => nodes::token(args, &target),

@@ -373,6 +373,11 @@ impl Lab {
         ]);
     }
 
+    /// A path in the lab dir (nothing is created).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// Write `wasm` bytes to a file in the lab dir and return its path.
     pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let path = self.dir.path().join(name);
