@@ -60,6 +60,9 @@
 //!   `ca_node` if it was the CA holder. Its pid blocks stay allocated. Refused
 //!   for unknown or already removed ids, or when the revocation list is
 //!   full.
+//! - `SetCaNode { node }` (an admin's write, `shoal ca takeover`): `node`
+//!   becomes `ca_node`, the member that admits joiners and renews
+//!   certificates. Refused for unknown or removed nodes.
 //! - `SetCordon { id, cordoned }`: `Cordoned` / `Active`. Refused for unknown
 //!   or removed nodes.
 //! - `Heartbeat { id, load, now_ms }`: stores `load`;
@@ -117,11 +120,13 @@
 //!   bumps the epoch. Refused for unknown or removed nodes. Read with
 //!   [`ClusterState::node_dead`].
 //! - `Revoke { target, reason, now_ms }`: revokes a serial (→ `Ok`; a
-//!   repeat keeps the first entry) or an identity (role + id) in
+//!   repeat keeps the first entry; the reason is cut to
+//!   [`REASON_CHARS_MAX`](state::REASON_CHARS_MAX)) or an identity (role + id) in
 //!   `revocations` → `Generation(g)`: the identity moves to generation `g`,
 //!   revoking all its certificates issued so far (and their renewals); it
 //!   is what the identity's next certificates are issued at. Refused for an
-//!   invalid id or a full list ([`shoal_pki::REVOCATIONS_MAX`]).
+//!   invalid id or, for a new serial or identity, a full list
+//!   ([`shoal_pki::REVOCATIONS_MAX`]).
 //! - `SetOwners { node, owners }`: records who created each pid started on
 //!   `node` (live there, or a fresh pid of its block); the first record
 //!   wins; kept across moves, dropped with the directory entry. A pid

@@ -411,6 +411,99 @@ fn the_ca_outlives_its_node_through_a_backup() {
     );
 }
 
+/// What `migrant print` has written after `steps` steps, on stdout and on
+/// stderr (killed then: no closing line).
+fn print_output(pid: u64, steps: u64) -> (String, String) {
+    let mut out = format!("print pid={pid}\n");
+    let mut err = String::new();
+    for n in 1..=steps {
+        out.push_str(&format!("line {n}\n"));
+        if n % 100 == 0 {
+            err.push_str(&format!("mark {n}\n"));
+        }
+    }
+    (out, err)
+}
+
+/// The last `line N` of `stdout`.
+fn last_line(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("line "))
+        .last()
+        .map_or(0, |n| n.parse().expect("a line number"))
+}
+
+/// A program that allocates as it runs and prints all the while, moved
+/// n1 → n2 → n3 and drained off n3 with the CLI, as a user would: its
+/// complete output, read back with `shoal logs` from every node after it
+/// ended and followed from the start with `shoal logs -f`, is exactly what
+/// a run that never moved writes (every line once, in order, the stderr
+/// marks included).
+#[test]
+fn an_allocating_process_moved_and_drained_keeps_its_whole_log_through_the_cli() {
+    let lab = lab3();
+    let placed = deploy(
+        &lab,
+        0,
+        &[shoal_tests::MIGRANT, "--node", "n1", "--", "print", "4"],
+    );
+    let pid = placed[0].0.to_string();
+    let follower = lab.cli_spawn(2, &["logs", "-f", &pid]);
+    let logs_on = |i: usize| lab.cli_ok(i, &["logs", &pid]);
+    // Wait until it has printed `ahead` more lines, read through node `i`.
+    let progress = |i: usize, ahead: u64| {
+        let from = last_line(&logs_on(i));
+        wait_for(
+            &format!("{pid} to print {ahead} more lines"),
+            SETTLE,
+            || last_line(&logs_on(i)) >= from + ahead,
+        );
+    };
+    progress(0, 50);
+    for to in ["n2", "n3"] {
+        lab.cli_ok(0, &["migrate", &pid, "--to", to]);
+        progress(1, 100);
+    }
+    lab.cli_ok(0, &["node", "drain", "n3", "--json"]);
+    let home = ps_entry(&lab, 0, pid.parse().unwrap()).expect("listed")["node"].clone();
+    assert!(home == "n1" || home == "n2", "drained to {home}");
+    progress(0, 100);
+    lab.cli_ok(1, &["kill", &pid]);
+
+    let followed = follower.wait_with_output().expect("logs -f ends");
+    assert!(followed.status.success(), "logs -f: {followed:?}");
+    let followed_out = String::from_utf8_lossy(&followed.stdout).into_owned();
+    let steps = last_line(&followed_out);
+    assert!(steps >= 350, "{steps} steps");
+    let (want_out, want_err) = print_output(pid.parse().unwrap(), steps);
+    assert_eq!(followed_out, want_out, "logs -f stdout");
+    let marks = |stderr: &[u8]| -> String {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .filter(|l| l.starts_with("mark "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    assert_eq!(marks(&followed.stderr), want_err, "logs -f stderr");
+    for i in 0..3 {
+        let out = lab.cli(i, &["logs", &pid]);
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want_out,
+            "logs through n{}",
+            i + 1
+        );
+        assert_eq!(
+            marks(&out.stderr),
+            want_err,
+            "logs stderr through n{}",
+            i + 1
+        );
+    }
+}
+
 /// A write sent while its leader is being cut off used to wait on the old
 /// leader for the whole 3 s write budget and fail (`leader: Some(3)`),
 /// though the majority elected another within it. It is now retried with

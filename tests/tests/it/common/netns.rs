@@ -211,6 +211,16 @@ impl Lab {
         out
     }
 
+    /// Start a CLI verb against node `i` in the background, its stdout and
+    /// stderr piped (e.g. `logs -f`).
+    pub fn cli_spawn(&self, i: usize, args: &[&str]) -> Child {
+        self.shoal_in(i, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shoal in a namespace")
+    }
+
     /// A verb that must succeed: its stdout.
     pub fn cli_ok(&self, i: usize, args: &[&str]) -> String {
         let out = self.cli(i, args);
