@@ -429,8 +429,8 @@ fn print_output(pid: u64, steps: u64) -> (String, String) {
 fn last_line(stdout: &str) -> u64 {
     stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("line "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("line "))
         .map_or(0, |n| n.parse().expect("a line number"))
 }
 
