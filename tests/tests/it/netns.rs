@@ -235,6 +235,12 @@ fn leader_seen_by(lab: &Lab, i: usize) -> Option<String> {
     leaders.into_iter().next()
 }
 
+/// The Raft term node `i` reports for itself.
+fn own_term(lab: &Lab, i: usize) -> u64 {
+    let me = format!("n{}", i + 1);
+    row(lab, i, &me)["raft"]["term"].as_u64().unwrap()
+}
+
 /// Wait for a leader every node agrees on: its name, its index and the
 /// indexes of the others.
 fn agreed_leader(lab: &Lab) -> (String, usize, Vec<usize>) {
@@ -261,10 +267,7 @@ fn a_healed_follower_rejoins_under_the_same_leader_and_term() {
     let (leader, l, others) = agreed_leader(&lab);
     let f = others[0];
     let follower = format!("n{}", f + 1);
-    let term_seen_by = |i: usize| {
-        let me = format!("n{}", i + 1);
-        row(&lab, i, &me)["raft"]["term"].as_u64().unwrap()
-    };
+    let term_seen_by = |i: usize| own_term(&lab, i);
     let term = term_seen_by(l);
     lab.partition(f);
     // Long past its election timeout (0.4-0.8 s): the detector's 3 s.
@@ -304,10 +307,7 @@ fn a_follower_resumed_after_a_stall_does_not_unseat_the_leader() {
     let (leader, l, others) = agreed_leader(&lab);
     let f = others[0];
     let follower = format!("n{}", f + 1);
-    let term_seen_by = |i: usize| {
-        let me = format!("n{}", i + 1);
-        row(&lab, i, &me)["raft"]["term"].as_u64().unwrap()
-    };
+    let term_seen_by = |i: usize| own_term(&lab, i);
     let term = term_seen_by(l);
     lab.pause(f);
     // Declared dead: silent for the detector's 3 s, far past its election
