@@ -149,10 +149,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod detector;
-pub mod names;
 pub mod raft;
 pub mod sched;
 pub mod state;
+
+/// The name book lives with the state it is part of; this keeps
+/// `shoal_cluster::names` as its public path.
+pub use state::names;
 
 #[cfg(test)]
 mod tests;

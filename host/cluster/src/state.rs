@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
 mod liveness;
+pub mod names;
 pub mod once;
 mod owners;
 mod refusal;
@@ -221,7 +222,7 @@ pub struct ClusterState {
     /// Process names in their owners' namespaces (`register`/`whereis`
     /// of guests: [`crate::names`]).
     #[serde(default)]
-    pub names: crate::names::NameBook,
+    pub names: names::NameBook,
     /// Results of writes by `(client, seq)`, so a retried write applies
     /// once ([`once`]).
     #[serde(default)]
@@ -459,7 +460,7 @@ pub enum Command {
     /// Give a process a name in its owner's namespace.
     RegisterName {
         /// Whose namespace.
-        owner: crate::names::Owner,
+        owner: names::Owner,
         /// The name.
         name: String,
         /// The process.
@@ -468,7 +469,7 @@ pub enum Command {
     /// Take a name away from the process holding it.
     UnregisterName {
         /// Whose namespace.
-        owner: crate::names::Owner,
+        owner: names::Owner,
         /// The name.
         name: String,
         /// The process that holds it.
@@ -477,7 +478,7 @@ pub enum Command {
     /// Add a process to a group in its owner's namespace.
     JoinGroup {
         /// Whose namespace.
-        owner: crate::names::Owner,
+        owner: names::Owner,
         /// The group.
         name: String,
         /// The process.
@@ -486,7 +487,7 @@ pub enum Command {
     /// Take a process out of a group.
     LeaveGroup {
         /// Whose namespace.
-        owner: crate::names::Owner,
+        owner: names::Owner,
         /// The group.
         name: String,
         /// The process.

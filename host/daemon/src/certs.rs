@@ -52,7 +52,8 @@ pub const PATH_CA_TAKEOVER: &str = "/v1/ca/takeover";
 /// Make this node the CA node on behalf of admin `by`: it must hold this
 /// cluster's CA key (see the module docs).
 pub async fn take_over_ca(inner: &Inner, by: &Owner) -> Result<CaTakeover, RemoteError> {
-    shoal_pki::need_admin(by, "making a node the CA node").map_err(crate::owners::forbidden)?;
+    shoal_pki::need_admin(by, "making a node the CA node")
+        .map_err(crate::records::owners::forbidden)?;
     let ca = inner.ca.as_ref().ok_or_else(|| {
         RemoteError::new(
             409,
@@ -77,7 +78,7 @@ pub async fn take_over_ca(inner: &Inner, by: &Owner) -> Result<CaTakeover, Remot
         .raft
         .write_as(Command::SetCaNode { node: inner.me }, by)
         .await
-        .map_err(crate::cluster_api::write_err)?;
+        .map_err(crate::records::write_err)?;
     match r {
         CommandResult::Ok => {
             tracing::info!(node = inner.me, "this node is now the CA node (by {by})");
@@ -87,7 +88,7 @@ pub async fn take_over_ca(inner: &Inner, by: &Owner) -> Result<CaTakeover, Remot
                 ca_pin: ca.ca_pin().to_string(),
             })
         }
-        other => Err(crate::cluster_api::refused(other)
+        other => Err(crate::records::refused(other)
             .err()
             .unwrap_or_else(|| RemoteError::new(500, "unexpected answer to SetCaNode"))),
     }
@@ -197,7 +198,8 @@ pub async fn renew_own(
 /// `POST /v1/certs/revoke` on behalf of `by` (an admin; checked here and by
 /// the leader).
 pub async fn revoke(inner: &Inner, req: RevokeRequest, by: &Owner) -> Result<Revoked, RemoteError> {
-    shoal_pki::need_admin(by, "revoking a certificate").map_err(crate::owners::forbidden)?;
+    shoal_pki::need_admin(by, "revoking a certificate")
+        .map_err(crate::records::owners::forbidden)?;
     shoal_pki::role::validate_id(&req.id).map_err(|e| RemoteError::new(400, e.to_string()))?;
     if req.role == Role::Node {
         if let Some(n) = inner.raft.state().member_by_name(&req.id) {
@@ -231,7 +233,7 @@ pub async fn revoke(inner: &Inner, req: RevokeRequest, by: &Owner) -> Result<Rev
             by,
         )
         .await
-        .map_err(crate::cluster_api::write_err)?;
+        .map_err(crate::records::write_err)?;
     match r {
         CommandResult::Generation(generation) => {
             tracing::info!(
@@ -247,7 +249,7 @@ pub async fn revoke(inner: &Inner, req: RevokeRequest, by: &Owner) -> Result<Rev
             })
         }
         CommandResult::Refused(why) => Err(RemoteError::typed(why.http_status(), &why)),
-        CommandResult::Forbidden(f) => Err(crate::owners::forbidden(f)),
+        CommandResult::Forbidden(f) => Err(crate::records::owners::forbidden(f)),
         other => Err(RemoteError::new(
             500,
             format!("unexpected answer to a revocation: {other:?}"),

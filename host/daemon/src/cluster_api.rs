@@ -17,12 +17,12 @@
 //! | DELETE | `/v1/processes/{pid}` | any | forwarded to the pid's node |
 //! | GET | `/v1/processes/{pid}/logs` | any | streamed from the node that runs it or that it ended on, followed across moves ([`crate::logs`]) |
 //! | POST | `/v1/modules`, PUT `/v1/names/{n}` | any | stored here, recorded in the module index and name registry |
-//! | POST | `/v1/snapshots/{id}/restore` | any | restored here with what the caller grants (admin: any directory but the data dir; client and node: the `--grantable-dir` ones), recorded in Raft with the caller's identity ([`crate::grants`]) |
+//! | POST | `/v1/snapshots/{id}/restore` | any | restored here with what the caller grants (admin: any directory but the data dir; client and node: the `--grantable-dir` ones), recorded in Raft with the caller's identity ([`crate::records::grants`]) |
 //! | POST | `/v1/processes` (again) | any | the env and memory cap it grants are recorded in Raft with the caller's identity |
 //!
 //! Everything else is [`crate::api::routes`] on this node.
 //!
-//! **Ownership** ([`crate::owners`], rule in `shoal_pki::owner`): every
+//! **Ownership** ([`crate::records::owners`], rule in `shoal_pki::owner`): every
 //! route about a process (`/v1/processes/{pid}/...`: kill, logs, snapshot,
 //! migrate), about a snapshot (`/v1/snapshots/{id}`, its restore, and a
 //! restore with `replace` over a live process) and every module-name write
@@ -44,6 +44,7 @@ use crate::api::types::{
     RestoreRequest, SpawnRequest, Spawned,
 };
 use crate::api::{handlers, JSON_BYTES_MAX, MODULE_BYTES_MAX};
+use crate::records::{refused, set_cordon, write_err};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -53,7 +54,7 @@ pub use shoal_api::cluster::{
     MemberRequest, MigrateRequest, NodeSummary, TokenCreated, TokenRequest,
 };
 use shoal_cluster::sched::Target;
-use shoal_cluster::{Command, CommandResult, MemberInfo, NodeId, NodeStatus};
+use shoal_cluster::{Command, MemberInfo, NodeId, NodeStatus};
 use shoal_net::{self, Caller, NetError, Peers, RemoteError};
 use shoal_pki::{JoinToken, Owner, Role, TokenRecord};
 use shoal_runtime::pid::Pid;
@@ -84,23 +85,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         body
     };
     serde_json::from_slice(&body).map_err(|e| RemoteError::new(400, format!("bad JSON body: {e}")))
-}
-
-/// A failed write as the client sees it: a refusal keeps its type in the
-/// answer's `detail` (not only its text), so a client can tell why.
-pub(crate) fn write_err(e: shoal_cluster::ClusterError) -> RemoteError {
-    match e {
-        shoal_cluster::ClusterError::Forbidden(why) => RemoteError::typed(403, &why),
-        e => RemoteError::new(503, e.to_string()),
-    }
-}
-
-pub(crate) fn refused(r: CommandResult) -> Result<CommandResult, RemoteError> {
-    match r {
-        CommandResult::Refused(why) => Err(RemoteError::typed(why.http_status(), &why)),
-        CommandResult::Forbidden(f) => Err(crate::owners::forbidden(f)),
-        other => Ok(other),
-    }
 }
 
 /// The node list, as this node knows it: health is the failure
@@ -290,24 +274,6 @@ async fn cordon(
     summary_of(inner, id)
 }
 
-/// Cordon (or uncordon) node `id` through Raft, on behalf of `by` (an
-/// admin), or as this node itself (its own cordon, for a drain).
-pub(crate) async fn set_cordon(
-    raft: &shoal_cluster::Raft,
-    id: NodeId,
-    cordoned: bool,
-    by: Option<&Owner>,
-) -> Result<(), RemoteError> {
-    let cmd = Command::SetCordon { id, cordoned };
-    let r = match by {
-        Some(by) => raft.write_as(cmd, by).await,
-        None => raft.write(cmd).await,
-    }
-    .map_err(write_err)?;
-    refused(r)?;
-    Ok(())
-}
-
 /// `/v1/nodes/{name}/drain` (see [`crate::migrate::drain`]): served by the
 /// drained node itself; asked of another node, forwarded to it.
 async fn drain(
@@ -453,7 +419,7 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
 fn may_name(inner: &Inner, who: &Owner, name: &str) -> Result<(), RemoteError> {
     match inner.raft.state().module_name_owner(name) {
         Some(owner) => shoal_pki::may_act(who, &owner, &format!("module name {name:?}"))
-            .map_err(crate::owners::forbidden),
+            .map_err(crate::records::owners::forbidden),
         None => Ok(()),
     }
 }
@@ -626,8 +592,14 @@ async fn spawn(
         // process whose grants cannot be recorded does not run.
         let outcome = match inner.link.spawn_at(id, &peer_req).await {
             Ok(s) => {
-                match crate::grants::record(&inner.raft, id, s.pid, &grants, granted_by.clone())
-                    .await
+                match crate::records::grants::record(
+                    &inner.raft,
+                    id,
+                    s.pid,
+                    &grants,
+                    granted_by.clone(),
+                )
+                .await
                 {
                     Ok(()) => Ok(s),
                     Err(e) => {
@@ -659,7 +631,7 @@ async fn spawn(
     // answer once this node sees them, so the caller's next request here
     // finds them.
     let pids: Vec<Pid> = started.iter().map(|s| s.pid).collect();
-    crate::owners::wait_applied(&inner.raft, &pids).await;
+    crate::records::owners::wait_applied(&inner.raft, &pids).await;
     Ok(started)
 }
 
@@ -699,7 +671,7 @@ fn pid_in_path(path: &str) -> Option<Pid> {
 }
 
 /// Answer one control-API request. Who acts is the caller's certificate
-/// ([`crate::owners::acting`]); process routes, snapshots and module names
+/// ([`crate::records::owners::acting`]); process routes, snapshots and module names
 /// are authorized by the ownership rule ([`shoal_pki::may_act`]), the
 /// cluster's verbs by role; refusals are typed 403s.
 pub async fn route(
@@ -711,9 +683,11 @@ pub async fn route(
     let method = req.method().clone();
     // Who acts: the certificate; a node's relayed caller only on the
     // routes nodes relay (a process on another node, a drain).
-    let who = crate::owners::acting(caller, req.headers());
-    let direct = crate::owners::acting(caller, &hyper::HeaderMap::new());
-    let admin = |what: &str| shoal_pki::need_admin(&direct, what).map_err(crate::owners::forbidden);
+    let who = crate::records::owners::acting(caller, req.headers());
+    let direct = crate::records::owners::acting(caller, &hyper::HeaderMap::new());
+    let admin = |what: &str| {
+        shoal_pki::need_admin(&direct, what).map_err(crate::records::owners::forbidden)
+    };
     match (&method, path.as_str()) {
         (&Method::GET, "/v1/nodes") => return json_reply(&nodes(inner)),
         (&Method::POST, "/v1/tokens") => {
@@ -775,7 +749,13 @@ pub async fn route(
         (&Method::POST, "/v1/processes") => {
             let r: SpawnRequest = read_json(req).await?;
             return json_reply(
-                &spawn(inner, r, crate::grants::granter_of(caller), direct.clone()).await?,
+                &spawn(
+                    inner,
+                    r,
+                    crate::records::grants::granter_of(caller),
+                    direct.clone(),
+                )
+                .await?,
             );
         }
         (&Method::POST, "/v1/modules") => {
@@ -817,7 +797,8 @@ pub async fn route(
             (&Method::POST | &Method::GET | &Method::DELETE, "drain") => {
                 // A node relays a drain request to the drained node, naming
                 // the admin who asked.
-                shoal_pki::need_admin(&who, "draining a node").map_err(crate::owners::forbidden)?;
+                shoal_pki::need_admin(&who, "draining a node")
+                    .map_err(crate::records::owners::forbidden)?;
                 drain(inner, &name, &who, req).await
             }
             _ => Err(RemoteError::new(404, format!("no route {method} {path}"))),
@@ -848,7 +829,7 @@ pub async fn route(
         // Checked where the process is (or was): a request relayed to its
         // node is checked there, for the identity relayed.
         if !scheduler && (here || is_kill) {
-            crate::owners::authorize_pid(inner, &who, pid).await?;
+            crate::access::authorize_pid(inner, &who, pid).await?;
         }
         if is_kill {
             return json_reply(&kill(inner, pid).await?);
@@ -932,7 +913,7 @@ pub async fn route(
             return json_reply(&restore(inner, &direct, id, r).await?);
         }
     }
-    let resp = routes::route(&inner.node, req, crate::grants::authority_of(role)).await;
+    let resp = routes::route(&inner.node, req, crate::records::grants::authority_of(role)).await;
     Ok(resp.map(|b| b.boxed()))
 }
 
@@ -957,7 +938,7 @@ async fn restore(
         .map_err(|e| crate::api::ApiError::from(shoal_runtime::node::NodeError::Snapshot(e)))?;
         let original = Pid(manifest.pid);
         if inner.node.module_of(original).is_some() {
-            crate::owners::authorize_pid(inner, who, original).await?;
+            crate::access::authorize_pid(inner, who, original).await?;
             owner = inner.link.owner_of(original);
         }
     }
@@ -970,7 +951,7 @@ async fn restore(
             RemoteError::new(503, "no pids left and the cluster granted no new block")
         })?;
     inner.link.owners.claim(fresh, who.clone());
-    let authority = crate::grants::authority_of(who.role);
+    let authority = crate::records::grants::authority_of(who.role);
     let (restored, grants) =
         match handlers::restore(&inner.node, id, r, authority, Some(fresh)).await {
             Ok(x) => x,
@@ -989,13 +970,13 @@ async fn restore(
         id: who.id.clone(),
     };
     if let Err(e) =
-        crate::grants::record(&inner.raft, inner.me, restored.pid, &grants, granter).await
+        crate::records::grants::record(&inner.raft, inner.me, restored.pid, &grants, granter).await
     {
         // A process whose grants are not on record would lose them if it
         // moved: it does not run.
         let _ = handlers::kill(&inner.node, restored.pid).await;
         return Err(e);
     }
-    crate::owners::wait_applied(&inner.raft, &[restored.pid]).await;
+    crate::records::owners::wait_applied(&inner.raft, &[restored.pid]).await;
     Ok(restored)
 }

@@ -17,25 +17,26 @@
 //!   blocks, directory batching, revocation sync, certificate renewal.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access;
 pub mod api;
 pub mod certs;
 pub mod cluster_api;
 pub mod credentials;
 pub mod dispatch;
-pub mod grants;
 pub mod join;
 pub mod link;
+pub mod local_api;
 pub mod logs;
 pub mod migrate;
-pub mod names;
 pub mod node_down;
-pub mod owners;
 pub mod peer_api;
 pub mod proxy;
+pub mod records;
 pub mod tasks;
 pub mod transport;
 
 mod start_error;
+pub(crate) use api::answer::{encode_json, from_net};
 pub use start_error::StartError;
 
 /// Longest a joined node waits to hear from its leader at start-up.
@@ -59,32 +60,6 @@ impl From<crate::api::ApiError> for shoal_net::RemoteError {
     /// status, same text.
     fn from(e: crate::api::ApiError) -> Self {
         shoal_net::RemoteError::new(e.status(), e.to_string())
-    }
-}
-
-/// Encode an answer body as JSON (failing to is this node's fault: 500).
-pub(crate) fn encode_json<T: serde::Serialize>(
-    value: &T,
-) -> Result<bytes::Bytes, shoal_net::RemoteError> {
-    serde_json::to_vec(value)
-        .map(bytes::Bytes::from)
-        .map_err(|e| shoal_net::RemoteError::new(500, format!("cannot encode the answer: {e}")))
-}
-
-/// A failed call to a peer, as our own answer: the peer's refusal passes
-/// through with its status; not reaching it is a 503 saying `what` failed.
-pub(crate) fn from_net(e: shoal_net::NetError, what: &str) -> shoal_net::RemoteError {
-    match e {
-        shoal_net::NetError::Remote {
-            status,
-            message,
-            detail,
-        } => shoal_net::RemoteError {
-            status,
-            message,
-            detail,
-        },
-        other => shoal_net::RemoteError::new(503, format!("{what}: {other}")),
     }
 }
 

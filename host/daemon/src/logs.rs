@@ -243,7 +243,7 @@ pub async fn serve(
         applied.borrow_and_update();
         let target = match locate(inner, pid) {
             Where::Here => {
-                crate::owners::authorize_pid(inner, who, pid).await?;
+                crate::access::authorize_pid(inner, who, pid).await?;
                 let cursor = LogCursor::open_at(&inner.node, pid, query.from)?;
                 return Ok(stream_here(inner.clone(), cursor, query.follow));
             }

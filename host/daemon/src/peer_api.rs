@@ -16,56 +16,17 @@ use crate::api::handlers;
 use serde::{Deserialize, Serialize};
 use shoal_net::RemoteError;
 use shoal_registry::Sha256;
-use shoal_runtime::node::{Node, NodeError, SpawnSpec};
+use shoal_runtime::node::Node;
 use shoal_runtime::pid::Pid;
 
-/// Remote spawn.
-pub const PATH_PEER_SPAWN: &str = "/v1/peer/spawn";
-/// Fetch a module blob by hash.
-pub const PATH_PEER_BLOB: &str = "/v1/peer/blob";
-/// This node's processes.
-pub const PATH_PEER_PROCESSES: &str = "/v1/peer/processes";
-/// Kill a process on this node.
-pub const PATH_PEER_KILL: &str = "/v1/peer/kill";
-/// Does this node run a pid, or remember how it ended (its final log)?
-pub const PATH_PEER_ENDED: &str = "/v1/peer/ended";
-/// A join forwarded to the node holding the CA.
-pub const PATH_PEER_JOIN: &str = "/v1/peer/join";
+pub use crate::link::paths::{
+    PATH_PEER_BLOB, PATH_PEER_ENDED, PATH_PEER_JOIN, PATH_PEER_KILL, PATH_PEER_PROCESSES,
+    PATH_PEER_SPAWN,
+};
 
-/// Most processes one remote spawn may start.
-pub const PEER_SPAWN_COUNT_MAX: u32 = 10_000;
-
-/// Start processes on the receiving node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerSpawnRequest {
-    /// Module reference: `sha256:…` or a cluster-wide name.
-    pub module: String,
-    /// Full argv (argv[0] included).
-    pub args: Vec<String>,
-    /// Environment.
-    #[serde(default)]
-    pub env: Vec<(String, String)>,
-    /// Memory cap per process, bytes.
-    #[serde(default)]
-    pub memory_bytes_max: Option<u64>,
-    /// Run the preemptible variant of the module (see `SpawnSpec::preemptible`).
-    #[serde(default)]
-    pub preemptible: bool,
-    /// Whose the processes are: the identity that deployed them, or the
-    /// spawning guest's owner (the asking node vouches for it). `None`:
-    /// the cluster's.
-    #[serde(default)]
-    pub owner: Option<shoal_pki::Owner>,
-}
-
-/// A started process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerSpawned {
-    /// Its pid.
-    pub pid: Pid,
-    /// Its module.
-    pub module: Sha256,
-}
+pub use crate::link::spawn::{
+    spawn_here, PeerSpawnRequest, PeerSpawned, SpawnRefusal, PEER_SPAWN_COUNT_MAX,
+};
 
 /// What a node knows of a pid ([`PATH_PEER_ENDED`]): whether it runs it,
 /// and whether it ended here (not by moving away), so this node holds its
@@ -100,114 +61,6 @@ impl PeerEnded {
     /// It runs here or ended here: this node holds its whole log.
     pub fn holds_log(&self) -> bool {
         self.live || self.ended.is_some()
-    }
-}
-
-/// Why a node refused a spawn: sent typed on the wire (the `detail` of the
-/// 409 answer) so the asking node maps it to the guest's errno without
-/// reading any text (a module's name could otherwise change the errno).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "refusal", rename_all = "snake_case")]
-pub enum SpawnRefusal {
-    /// The module could not be had: `errno` is the ABI code the fetch
-    /// failed with (`NO_MODULE`, `NO_NODE`, …).
-    #[error("module {module}: {}", shoal_runtime::abi::errno::name(*errno))]
-    Module {
-        /// The reference asked for.
-        module: String,
-        /// The ABI error code of the fetch.
-        errno: i32,
-    },
-    /// The node runs as many processes as it may.
-    #[error("this node runs at most {processes_max} processes")]
-    Limit {
-        /// Its process limit.
-        processes_max: u32,
-    },
-    /// The node's memory budget cannot hold the process.
-    #[error("this node's memory budget is full ({used_bytes} of {budget_bytes} bytes in use, {needed_bytes} needed)")]
-    MemoryBudget {
-        /// The process's memory.
-        needed_bytes: u64,
-        /// In use.
-        used_bytes: u64,
-        /// The budget.
-        budget_bytes: u64,
-    },
-    /// The process could not be started (the module does not instantiate,
-    /// a spec was refused, …).
-    #[error("the process could not start: {why}")]
-    Failed {
-        /// What the node said.
-        why: String,
-    },
-}
-
-impl SpawnRefusal {
-    /// The ABI error code a guest's `spawn_on` returns for this refusal.
-    pub fn errno(&self) -> i32 {
-        use shoal_runtime::abi::errno;
-        match self {
-            SpawnRefusal::Module { errno, .. } => *errno,
-            SpawnRefusal::Limit { .. } | SpawnRefusal::MemoryBudget { .. } => errno::LIMIT,
-            SpawnRefusal::Failed { .. } => errno::SPAWN_FAILED,
-        }
-    }
-}
-
-/// How long a spawn waits for a pid block (granted ahead of need).
-const PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Resolve the module (fetching it from a peer if needed) and start one
-/// process here, its owner noted (in `link`) before it runs.
-pub async fn spawn_here(
-    node: &Node,
-    link: &crate::link::Link,
-    req: &PeerSpawnRequest,
-) -> Result<PeerSpawned, SpawnRefusal> {
-    let hash = match node.resolve(&req.module) {
-        // A hash resolves even when the blob is elsewhere: fetch it then.
-        Ok(h) if node.registry().contains(&h) => h,
-        _ => node
-            .fetch_module(&req.module)
-            .await
-            .map_err(|errno| SpawnRefusal::Module {
-                module: req.module.clone(),
-                errno,
-            })?,
-    };
-    let mut spec = SpawnSpec::new(hash, req.args.clone());
-    spec.env = req.env.clone();
-    spec.memory_bytes_max = req.memory_bytes_max;
-    spec.preemptible = req.preemptible;
-    let pid = node
-        .pids()
-        .allocate_wait(PID_WAIT)
-        .await
-        .ok_or_else(|| SpawnRefusal::Failed {
-            why: "no pids left and the cluster granted no new block (is there a quorum?)".into(),
-        })?;
-    if let Some(owner) = &req.owner {
-        link.owners.claim(pid, owner.clone());
-    }
-    match node.spawn_as(spec, pid).await {
-        Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
-        Err(e) => {
-            link.owners.unclaim(pid);
-            match e {
-                NodeError::ProcessLimit(n) => Err(SpawnRefusal::Limit { processes_max: n }),
-                NodeError::MemoryBudget {
-                    needed_bytes,
-                    used_bytes,
-                    budget_bytes,
-                } => Err(SpawnRefusal::MemoryBudget {
-                    needed_bytes,
-                    used_bytes,
-                    budget_bytes,
-                }),
-                e => Err(SpawnRefusal::Failed { why: e.to_string() }),
-            }
-        }
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn get_stream(
 
 /// `method path_and_query` with `body` on the node at `addr` (as this
 /// node, over mTLS, naming `relay` as the caller it asks for: see
-/// [`crate::owners::RELAY_HEADER`]), its answer streamed back.
+/// [`crate::records::owners::RELAY_HEADER`]), its answer streamed back.
 pub async fn forward(
     inner: &Inner,
     addr: &str,
@@ -92,7 +92,10 @@ pub async fn forward_with(
         .header(hyper::header::HOST, "shoal-node")
         .header(hyper::header::CONTENT_TYPE, "application/json");
     if let Some(who) = relay {
-        req = req.header(crate::owners::RELAY_HEADER, crate::owners::relay_value(who));
+        req = req.header(
+            crate::records::owners::RELAY_HEADER,
+            crate::records::owners::relay_value(who),
+        );
     }
     for (name, value) in headers {
         req = req.header(*name, value.as_str());

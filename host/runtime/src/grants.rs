@@ -16,8 +16,8 @@
 //! Asyncify buffer inside memory, the open-file table consistent with the
 //! preopens) so that nothing later can panic or index out of range.
 
-use crate::node::{DirGrant, SpawnSpec};
 use crate::process::CapturedProcess;
+use crate::spec::{DirGrant, SpawnSpec};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

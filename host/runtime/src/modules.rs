@@ -13,8 +13,8 @@
 //! `SpawnSpec::preemptible`. They are loaded, compiled and cached
 //! independently ([`ModuleKey`]) and may coexist.
 
-use crate::abi::table::blocking_imports;
 use crate::process::ProcessCtx;
+use shoal_abi::table::blocking_imports;
 use shoal_prepare::worker::{Worker, WorkerConfig};
 use shoal_prepare::{self, PrepareError, PrepareOptions, PrepareReport};
 use shoal_registry::{ArtifactKey, Registry, RegistryError, Sha256};

@@ -42,35 +42,12 @@ pub struct ProcessCtx {
     pub asyncify_buffer: Option<u32>,
     /// What this process was started with (args, env, grants), so a
     /// snapshot can rebuild the same WASI context.
-    pub spec: crate::node::SpawnSpec,
+    pub spec: crate::spec::SpawnSpec,
     /// Files the guest opened with `path_open`, by fd.
     pub open_files: std::collections::BTreeMap<u32, OpenFile>,
 }
 
-/// A file the guest opened: how to reopen it, and (in a snapshot) where it
-/// was positioned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpenFile {
-    /// The fd the guest holds.
-    pub fd: u32,
-    /// The directory fd it was opened relative to (a preopen or another dir).
-    pub dir_fd: u32,
-    /// WASI lookup flags.
-    pub dirflags: i32,
-    /// The path relative to `dir_fd`.
-    pub path: String,
-    /// WASI open flags as given.
-    pub oflags: i32,
-    /// Rights asked for.
-    pub rights_base: i64,
-    /// Inheriting rights asked for.
-    pub rights_inheriting: i64,
-    /// fd flags (append, nonblock, ...).
-    pub fdflags: i32,
-    /// Position at capture (`None` for directories or unseekable files).
-    pub offset: Option<u64>,
-}
-
+pub use crate::open_files::OpenFile;
 pub use shoal_abi::process::{ExitReason, ExitStatus};
 
 /// Turn the error a guest call ended with into an exit reason.
@@ -96,7 +73,7 @@ pub fn classify(error: &wasmtime::Error, ctx: &ProcessCtx, fuel: Option<u64>) ->
 
 /// A mutable global's value: the snapshot format's own type, so a capture
 /// needs no conversion to be stored.
-pub use crate::snapshot::format::GlobalVal as GlobalBits;
+pub use shoal_snapshot_format::GlobalVal as GlobalBits;
 
 /// A process captured at a blocking call: everything needed to resume it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,7 +89,7 @@ pub struct CapturedProcess {
     /// Messages waiting in its mailbox, oldest first.
     pub mailbox: Vec<super::mailbox::Message>,
     /// What it was started with.
-    pub spec: crate::node::SpawnSpec,
+    pub spec: crate::spec::SpawnSpec,
     /// Fuel left, when fuel is metered.
     pub fuel_remaining: Option<u64>,
     /// Files it had open, with their positions.
@@ -217,7 +194,7 @@ async fn finish_capture(
     let Some((mode, reply)) = store.data().capture.take_reply() else {
         return Ok(None);
     };
-    let open_files = crate::abi::wasi::positions(store.data_mut()).await;
+    let open_files = crate::open_files::positions(store.data_mut()).await;
     let ctx = store.data();
     let monotonic_ns =
         u64::try_from(crate::clock::monotonic_now(&ctx.wasi).as_nanos()).unwrap_or(u64::MAX);
@@ -279,7 +256,7 @@ async fn apply_image(
     }
     dest.copy_from_slice(&image.memory);
     write_globals(store, instance, &image.globals)?;
-    crate::abi::wasi::reopen(store.data_mut(), &image.open_files).await?;
+    crate::open_files::reopen(store.data_mut(), &image.open_files).await?;
     store.data_mut().asyncify_buffer = Some(image.asyncify_buffer);
     rewind(store, instance, image.pending).await
 }

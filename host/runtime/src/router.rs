@@ -58,9 +58,9 @@
 //!   local sender retries (the ABI's `MAILBOX_FULL`), a message from a peer
 //!   waits ([`Router::deliver_remote`]) and so slows its lane.
 
+use crate::cluster_link::ClusterLink;
 use crate::handoff::{Handoff, Origin, Routed};
 use crate::mailbox::{Mailbox, Message, PushError, Tag};
-use crate::node::ClusterLink;
 use crate::pid::Pid;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -16,9 +16,15 @@ const MAP: &[(&str, &[&str])] = &[
     ("shoal-registry", &[]),
     ("shoal-prepare", &[]),
     ("shoal-pki", &[]),
+    ("shoal-snapshot-format", &["shoal-registry"]),
     (
         "shoal-runtime",
-        &["shoal-abi", "shoal-prepare", "shoal-registry"],
+        &[
+            "shoal-abi",
+            "shoal-prepare",
+            "shoal-registry",
+            "shoal-snapshot-format",
+        ],
     ),
     ("shoal-net", &["shoal-pki"]),
     ("shoal-cluster", &["shoal-abi", "shoal-pki"]),
@@ -31,6 +37,7 @@ const MAP: &[(&str, &[&str])] = &[
         &[
             "shoal-abi",
             "shoal-prepare",
+            "shoal-snapshot-format",
             "shoal-runtime",
             "shoal-pki",
             "shoal-net",
@@ -44,6 +51,7 @@ const MAP: &[(&str, &[&str])] = &[
         &[
             "shoal-abi",
             "shoal-prepare",
+            "shoal-snapshot-format",
             "shoal-runtime",
             "shoal-pki",
             "shoal-cluster",
@@ -58,6 +66,7 @@ const MAP: &[(&str, &[&str])] = &[
         &[
             "shoal-abi",
             "shoal-prepare",
+            "shoal-snapshot-format",
             "shoal-runtime",
             "shoal-pki",
             "shoal-net",
@@ -185,4 +194,173 @@ fn the_check_catches_an_upward_edge_and_an_unmapped_crate() {
         "{bad:?}"
     );
     assert!(bad.iter().any(|l| l.contains("shoal-stray")), "{bad:?}");
+}
+
+/// The folder a source file belongs to, inside its crate's `src`: its top
+/// folder (`node/table.rs` → `node`; `state.rs` beside a `state/` folder →
+/// `state`), else `<root>` for files at the top (`lib.rs`, `process.rs`).
+fn unit_of(src: &Path, first: &str) -> String {
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    if src.join(name).is_dir() {
+        name.to_string()
+    } else {
+        "<root>".to_string()
+    }
+}
+
+/// The names a line imports from its own crate: `crate::x::…` gives `x`,
+/// `crate::{x, y::z}` gives `x` and `y`.
+fn crate_paths(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("crate::") {
+        // `shoal_crate::` or `my_crate::` are not this crate.
+        let before = rest[..at].chars().last();
+        rest = &rest[at + "crate::".len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let head = item.trim().split("::").next().unwrap_or("").trim();
+                if !head.is_empty() {
+                    out.push(head.to_string());
+                }
+            }
+        } else {
+            let head: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !head.is_empty() {
+                out.push(head);
+            }
+        }
+    }
+    out
+}
+
+/// Every `crate::` import between different folders of the crate whose
+/// sources are in `src`: (from folder, to folder) → files making the edge.
+/// Comment lines (docs included) are not imports. `mod` declarations are
+/// not either: `lib.rs` declaring a folder does not depend on it.
+fn folder_edges(src: &Path) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(src).expect("under src");
+            let first = rel
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .expect("a first component")
+                .to_string();
+            let from = unit_of(src, &first);
+            let text = std::fs::read_to_string(&path).expect("read source");
+            for line in text.lines() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for name in crate_paths(line) {
+                    let is_module =
+                        src.join(&name).is_dir() || src.join(format!("{name}.rs")).is_file();
+                    let to = if is_module {
+                        unit_of(src, &name)
+                    } else {
+                        "<root>".to_string()
+                    };
+                    if to != from {
+                        edges
+                            .entry((from.clone(), to))
+                            .or_default()
+                            .insert(rel.display().to_string());
+                    }
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The import circles between folders: each as the folders around it and,
+/// for each step, the files that make it.
+fn folder_circles(edges: &BTreeMap<(String, String), BTreeSet<String>>) -> Vec<String> {
+    let nodes: BTreeSet<&String> = edges.keys().flat_map(|(a, b)| [a, b]).collect();
+    let reaches = |from: &String, to: &String| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from];
+        while let Some(n) = todo.pop() {
+            if n == to {
+                return true;
+            }
+            if seen.insert(n) {
+                todo.extend(edges.keys().filter(|(a, _)| a == n).map(|(_, b)| b));
+            }
+        }
+        false
+    };
+    let mut circles = Vec::new();
+    for ((a, b), files) in edges {
+        // The edge a -> b lies on a circle when b leads back to a.
+        if nodes.contains(b) && reaches(b, a) {
+            circles.push(format!(
+                "{a} -> {b} (in {files:?}) and {b} leads back to {a}"
+            ));
+        }
+    }
+    circles
+}
+
+/// "No import circle between files of different folders": within each
+/// host crate, the folders (and the files at the top, together) import
+/// each other in one direction only, so each folder is a layer that can be
+/// read, tested and later split out without the rest.
+#[test]
+fn no_crate_has_an_import_circle_between_its_folders() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut crates: Vec<_> = std::fs::read_dir(root.join("host"))
+        .expect("host/")
+        .map(|e| e.expect("entry").path().join("src"))
+        .filter(|p| p.is_dir())
+        .collect();
+    crates.push(root.join("registry/src"));
+    crates.sort();
+    assert!(crates.len() >= 9, "{crates:?}");
+    let mut bad = Vec::new();
+    for src in &crates {
+        for circle in folder_circles(&folder_edges(src)) {
+            bad.push(format!("{}: {circle}", src.display()));
+        }
+    }
+    assert!(bad.is_empty(), "import circles:\n{}", bad.join("\n"));
+}
+
+/// The check sees a circle through the top files and through a `use
+/// crate::{…}` group, and nothing in comments.
+#[test]
+fn the_folder_check_catches_a_circle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path();
+    std::fs::create_dir(src.join("node")).expect("mkdir");
+    std::fs::write(src.join("lib.rs"), "pub mod node;\npub mod spec;\n").expect("write");
+    std::fs::write(src.join("spec.rs"), "use crate::{node::Node, pid};\n").expect("write");
+    std::fs::write(src.join("pid.rs"), "/// see crate::node\npub struct Pid;\n").expect("write");
+    std::fs::write(src.join("node/mod.rs"), "use crate::spec::Spec;\n").expect("write");
+    let edges = folder_edges(src);
+    let circles = folder_circles(&edges);
+    assert_eq!(circles.len(), 2, "{circles:?}");
+    assert!(circles[0].contains("spec.rs"), "{circles:?}");
+    // Cut the upward import: no circle, and the doc comment never counted.
+    std::fs::write(src.join("spec.rs"), "use crate::pid::Pid;\n").expect("write");
+    assert!(folder_circles(&folder_edges(src)).is_empty());
 }

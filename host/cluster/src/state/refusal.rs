@@ -4,7 +4,7 @@
 //! parsed. A refusal changes nothing (see [`super::ClusterState::apply`]).
 
 use super::NodeId;
-use crate::names::NameRefusal;
+use crate::state::names::NameRefusal;
 use serde::{Deserialize, Serialize};
 use shoal_pki::TokenError;
 

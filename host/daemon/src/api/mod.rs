@@ -4,6 +4,7 @@
 //! local Unix-socket listener. The route table, the bounds and who may call
 //! the local socket are documented once, in `shoal-api`'s crate docs.
 
+pub mod answer;
 pub(crate) mod error;
 pub mod handlers;
 pub mod routes;

@@ -170,22 +170,14 @@ impl UnixServer {
         .await
     }
 
-    /// [`UnixServer::serve`] for a cluster node: every verb the node's TLS
-    /// endpoint serves ([`crate::cluster_api::route`]), answered for the
-    /// operator who reached the socket as an admin (`local-socket`), so a
-    /// CLI on the node's data dir never needs TCP.
-    pub async fn serve_cluster(
+    /// Serve each accepted connection with `conn` until `shutdown`
+    /// completes (see [`UnixServer::serve`]); the cluster daemon serves its
+    /// own verbs this way (`crate::local_api`).
+    pub async fn serve_each<F, Fut>(
         self,
-        inner: std::sync::Arc<crate::Inner>,
         shutdown: impl Future<Output = ()>,
-    ) -> Connections {
-        self.serve_each(shutdown, move |stream| {
-            serve_cluster_connection(stream, inner.clone())
-        })
-        .await
-    }
-
-    async fn serve_each<F, Fut>(self, shutdown: impl Future<Output = ()>, conn: F) -> Connections
+        conn: F,
+    ) -> Connections
     where
         F: Fn(tokio::net::UnixStream) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -277,46 +269,5 @@ where
         .await;
     // A client that hangs up mid-request is its own business; nothing to
     // report on the node's terminal.
-    let _ = result;
-}
-
-/// Who a request on the local socket comes from: the node's operator
-/// (whoever can open the 0600 socket), with an admin's rights.
-fn local_operator() -> shoal_net::Caller {
-    shoal_net::Caller {
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        cert: Some(shoal_pki::CertInfo {
-            role: shoal_pki::Role::Admin,
-            id: "local-socket".to_string(),
-            serial: shoal_pki::Serial::from_bytes(&[0]),
-            not_before_unix_ms: 0,
-            not_after_unix_ms: u64::MAX,
-            generation: 0,
-        }),
-    }
-}
-
-/// Serve one socket connection with the cluster's routes.
-async fn serve_cluster_connection<IO>(io: IO, inner: std::sync::Arc<crate::Inner>)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let caller = std::sync::Arc::new(local_operator());
-    let service = service_fn(move |req| {
-        let inner = inner.clone();
-        let caller = caller.clone();
-        async move {
-            let resp = match crate::cluster_api::route(&inner, &caller, req).await {
-                Ok(r) => r,
-                Err(e) => shoal_net::error_reply(&e),
-            };
-            Ok::<_, Infallible>(resp)
-        }
-    });
-    let result = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service)
-        .await;
     let _ = result;
 }

@@ -4,8 +4,8 @@
 use super::handlers::frames_since;
 use super::types::LogFrame;
 use super::{Client, ClientError, ServeError, UnixServer};
-use crate::{Node, NodeConfig};
 use shoal_runtime::log::{Chunk, Stream};
+use shoal_runtime::{Node, NodeConfig};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;

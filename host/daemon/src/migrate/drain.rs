@@ -190,7 +190,7 @@ pub async fn start(ctx: &Arc<Ctx>, deadline: Option<Duration>) -> Result<DrainSt
         *current = Some(job.clone());
         job
     };
-    if let Err(e) = crate::cluster_api::set_cordon(&ctx.raft, ctx.me, true, None).await {
+    if let Err(e) = crate::records::set_cordon(&ctx.raft, ctx.me, true, None).await {
         job.update(|s| {
             s.state = DrainState::Cancelled;
             s.ended_unix_ms = Some(shoal_pki::now_unix_ms());

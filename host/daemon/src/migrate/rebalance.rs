@@ -249,7 +249,7 @@ async fn move_one(
         super::source::migrate(ctx, pid, Some(to)).await?;
         return Ok(());
     }
-    let body = serde_json::to_vec(&crate::cluster_api::MigrateRequest {
+    let body = serde_json::to_vec(&shoal_api::cluster::MigrateRequest {
         to: Some(to.to_string()),
     })?;
     ctx.peers

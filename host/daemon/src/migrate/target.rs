@@ -144,7 +144,7 @@ pub async fn handle(
             let offer: Offer = serde_json::from_slice(&body)
                 .map_err(|e| err(400, format!("bad migration offer: {e}")))?;
             let answer = offer_here(ctx, offer).await?;
-            crate::encode_json(&answer)
+            crate::api::answer::encode_json(&answer)
         }
         wire::PATH_PAGES | wire::PATH_DELTA => {
             pages_here(ctx, &body, path == wire::PATH_PAGES).await?;
@@ -182,7 +182,7 @@ pub async fn handle(
                 _ => return Err(err(504, "the process has not started here (yet)")),
             };
             match phase {
-                Phase::Started(us) => crate::encode_json(&Started {
+                Phase::Started(us) => crate::api::answer::encode_json(&Started {
                     resumed_unix_us: us,
                 }),
                 Phase::Gone(why) => Err(err(409, why)),
@@ -335,7 +335,7 @@ async fn fetch_from_source(
         .peers
         .call(
             &addr,
-            crate::peer_api::PATH_PEER_BLOB,
+            crate::link::paths::PATH_PEER_BLOB,
             bytes::Bytes::from(module.to_hex().into_bytes()),
         )
         .await
@@ -508,7 +508,7 @@ fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
     // Its capabilities come from the cluster's record, checked against
     // this node's policy: refused here, before the switch, the source
     // resumes the process itself.
-    let grants = crate::grants::recorded(&ctx.raft, &ctx.node, arrival.pid)?;
+    let grants = crate::records::grants::recorded(&ctx.raft, &ctx.node, arrival.pid)?;
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         if data.image.is_some() {

@@ -1,11 +1,8 @@
-//! What a node is set up with ([`NodeConfig`]) and what it is asked to
-//! start ([`SpawnSpec`], with its granted directories [`DirGrant`]):
-//! plain data, no behaviour beyond defaults and parsing.
+//! What a node is set up with ([`NodeConfig`]): plain data, no behaviour
+//! beyond defaults. What it is asked to start is [`crate::spec`].
 
 use crate::engine::EngineSettings;
 use crate::mailbox::MailboxLimits;
-use crate::pid::Pid;
-use shoal_registry::Sha256;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,77 +64,6 @@ impl NodeConfig {
             grantable_dirs: Vec::new(),
             memory_budget_bytes: crate::limits::default_memory_budget_bytes(),
             prepare_worker: None,
-        }
-    }
-}
-
-/// A host directory granted to a process.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DirGrant {
-    /// Path on the host.
-    pub host: PathBuf,
-    /// Path the guest sees.
-    pub guest: String,
-}
-
-impl DirGrant {
-    /// Parse the wasmtime CLI spelling `HOST[::GUEST]`.
-    pub fn parse(spec: &str) -> DirGrant {
-        match spec.split_once("::") {
-            Some((host, guest)) => DirGrant {
-                host: host.into(),
-                guest: guest.to_string(),
-            },
-            None => DirGrant {
-                host: spec.into(),
-                guest: spec.to_string(),
-            },
-        }
-    }
-}
-
-/// What to start.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SpawnSpec {
-    /// The module, by hash (it must be in the node's registry).
-    pub module: Sha256,
-    /// Full argv, including argv[0].
-    pub args: Vec<String>,
-    /// Environment variables.
-    pub env: Vec<(String, String)>,
-    /// Directories granted.
-    pub dirs: Vec<DirGrant>,
-    /// Give the process the host's stdin (only `shoal run` does).
-    pub inherit_stdin: bool,
-    /// Echo stdout/stderr to the host's as well as capturing them.
-    pub forward_output: bool,
-    /// Memory cap, bytes (None = node default).
-    pub memory_bytes_max: Option<u64>,
-    /// Run the preemptible variant of the module: every loop is a capture
-    /// point, so the process can be captured even while it computes (costs
-    /// CPU in loops; see `shoal_prepare::PrepareOptions::preempt`).
-    #[serde(default)]
-    pub preemptible: bool,
-    /// The process whose `spawn` starts this one (`None`: the node's
-    /// operator or API). Reported to the cluster link so the child gets its
-    /// parent's owner; never part of a snapshot.
-    #[serde(skip)]
-    pub parent: Option<Pid>,
-}
-
-impl SpawnSpec {
-    /// A spawn of `module` with argv `args` and nothing granted.
-    pub fn new(module: Sha256, args: Vec<String>) -> Self {
-        SpawnSpec {
-            module,
-            args,
-            env: Vec::new(),
-            dirs: Vec::new(),
-            inherit_stdin: false,
-            forward_output: false,
-            memory_bytes_max: None,
-            preemptible: false,
-            parent: None,
         }
     }
 }

@@ -4,27 +4,30 @@
 //! pushes a module into its registry and spawns it; tests and benchmarks do
 //! the same. Processes reach their node through [`Shared`] to spawn and send.
 //!
-//! The node is split by job: [`config`] (what it is set up with and asked
-//! to start), [`error`], [`link`] (its way to the cluster), `table` (live
-//! and ended processes), `spawn` (starting new ones), `lifecycle` (a
-//! process's store, task and end), `moves` (capture, restore, freeze,
-//! arrival) and `host` (what processes and host code call).
+//! The node is split by job: [`config`] (what it is set up with), [`error`],
+//! `table` (live and ended processes), `spawn` (starting new ones),
+//! `lifecycle` (a process's store, task and end), `moves` (capture,
+//! restore, freeze, arrival), `snapshots` (stored snapshots and their
+//! files) and `host` (what processes and host code call). What it is asked
+//! to start is [`crate::spec`]; its way to the cluster is
+//! [`crate::cluster_link`]. Nothing below the node names it.
 
 mod config;
 mod error;
 mod host;
 mod lifecycle;
-mod link;
 mod moves;
+mod snapshots;
 mod spawn;
 mod table;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DirGrant, NodeConfig, SpawnSpec};
+pub use crate::cluster_link::ClusterLink;
+pub use crate::spec::{DirGrant, SpawnSpec};
+pub use config::NodeConfig;
 pub use error::NodeError;
 pub use host::HostMailbox;
-pub use link::ClusterLink;
 pub use table::ProcessInfo;
 
 use crate::abi;

@@ -6,17 +6,17 @@
 //! registry by sha256, incremental over the process's previous snapshot —
 //! and back, and moves snapshots in and out as self-contained files.
 
-pub mod format;
+/// The format, as its own crate (no wasmtime); kept at this path.
+pub use shoal_snapshot_format as format;
 
 use crate::capture::PendingCall;
 use crate::mailbox::Message;
-use crate::node::{Node, NodeError};
 use crate::pid::Pid;
 use crate::process::CapturedProcess;
 use format::{GlobalValue, Manifest, SnapshotFormatError};
 use serde::{Deserialize, Serialize};
 use shoal_registry::Sha256;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Host-side process state carried in a manifest's `state` field.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ pub struct HostState {
     /// Queued messages, oldest first.
     pub mailbox: Vec<Message>,
     /// Args, env, granted dirs and limits it was started with.
-    pub spec: crate::node::SpawnSpec,
+    pub spec: crate::spec::SpawnSpec,
     /// Fuel left, if metered.
     pub fuel_remaining: Option<u64>,
     /// Files the process had open, with their positions.
@@ -200,148 +200,4 @@ pub fn load(
         .collect();
     let image = state.into_image(memory, globals, Default::default());
     Ok((manifest, image))
-}
-
-impl Node {
-    /// Capture process `pid` at its next blocking call and store it as a
-    /// snapshot (incremental over its previous one). With `stop` the process
-    /// then ends; otherwise it goes on.
-    pub async fn snapshot(
-        &self,
-        pid: Pid,
-        stop: bool,
-        wait_max: Duration,
-    ) -> Result<SnapshotInfo, NodeError> {
-        let module = self.module_of(pid).ok_or(NodeError::NoProcess(pid))?;
-        let started = Instant::now();
-        let mut image = self.capture(pid, stop, wait_max).await?;
-        let waited = started.elapsed();
-        // Record the effective memory cap, so a node with another default
-        // restores the same limit.
-        if image.spec.memory_bytes_max.is_none() {
-            image.spec.memory_bytes_max = Some(self.config().process_memory_bytes_max);
-        }
-        let parent = self.last_snapshot(pid);
-        let registry = self.registry().clone();
-        let t = Instant::now();
-        let pending_call = image.pending.import.clone();
-        let (manifest, id, pages_new, bytes_new) =
-            tokio::task::spawn_blocking(move || store(&registry, module, pid, &image, parent))
-                .await
-                .map_err(|e| NodeError::Runtime(format!("snapshot writer panicked: {e}")))??;
-        self.set_last_snapshot(pid, id);
-        Ok(SnapshotInfo {
-            id,
-            pid,
-            module,
-            parent,
-            memory_bytes: manifest.memory_bytes,
-            pages_total: manifest.pages.len(),
-            pages_new,
-            bytes_new,
-            waited,
-            store_time: t.elapsed(),
-            pending_call,
-        })
-    }
-
-    /// The self-contained file form of a stored snapshot.
-    pub fn export_snapshot(&self, id: &Sha256) -> Result<Vec<u8>, NodeError> {
-        Ok(format::export_file(self.registry(), id)?)
-    }
-
-    /// Verify a snapshot file completely and store it; returns its id. A
-    /// truncated, corrupt or wrong-version file is refused, naming why.
-    pub fn import_snapshot(&self, bytes: &[u8]) -> Result<Sha256, NodeError> {
-        Ok(format::import_file(self.registry(), bytes)?)
-    }
-
-    /// The largest snapshot file this node takes: enough for the largest
-    /// memory a process may have here, its page records and the largest
-    /// header, and no more.
-    pub fn snapshot_file_bytes_max(&self) -> u64 {
-        let memory = self.config().engine.memory_bytes_max;
-        memory
-            .saturating_add(memory / 512)
-            .saturating_add(format::MAX_HEADER_BYTES)
-            .saturating_add(4096)
-    }
-
-    /// [`Node::import_snapshot`] for a file arriving from `reader`
-    /// (blocking: call it off the async threads): decoded as it comes,
-    /// holding at most its header and one page, refused as soon as its
-    /// envelope announces more than [`Node::snapshot_file_bytes_max`].
-    pub fn import_snapshot_stream(
-        &self,
-        reader: &mut dyn std::io::Read,
-    ) -> Result<Sha256, NodeError> {
-        Ok(format::import_stream(
-            self.registry(),
-            reader,
-            self.snapshot_file_bytes_max(),
-        )?)
-    }
-
-    /// Restore a stored snapshot. The process continues inside the call it
-    /// was captured in. With `replace`, a live process with the snapshot's
-    /// pid on this node is killed and the restored process takes its pid;
-    /// otherwise the restored process gets a new pid.
-    ///
-    /// The process gets the capabilities in `grants` and nothing the
-    /// snapshot says (its directories, environment, memory cap, stdin or
-    /// output forwarding): a snapshot is data anyone can write. If the
-    /// process had guest directories that `grants` does not grant again,
-    /// the restore is refused naming them ([`crate::grants::ImageError`]).
-    pub async fn restore_snapshot(
-        &self,
-        id: &Sha256,
-        replace: bool,
-        grants: &crate::grants::Grants,
-    ) -> Result<Pid, NodeError> {
-        self.restore_snapshot_as(id, replace, grants, None).await
-    }
-
-    /// [`Node::restore_snapshot`], starting a process that does not take
-    /// its original's pid as `pid` (allocated by the caller from
-    /// [`Node::pids`], so it could note what belongs to the pid, e.g. its
-    /// owner, before the process runs); `None`: a fresh pid.
-    pub async fn restore_snapshot_as(
-        &self,
-        id: &Sha256,
-        replace: bool,
-        grants: &crate::grants::Grants,
-        pid: Option<Pid>,
-    ) -> Result<Pid, NodeError> {
-        let registry = self.registry().clone();
-        let id = *id;
-        let memory_max = self.config().engine.memory_bytes_max;
-        let (manifest, image) =
-            tokio::task::spawn_blocking(move || load(&registry, &id, memory_max))
-                .await
-                .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
-        if !self.registry().contains(&manifest.module) {
-            return Err(NodeError::Snapshot(SnapshotFormatError::BadHeader(
-                format!(
-                    "the snapshot's module {} is not in this node's registry (push it first)",
-                    manifest.module
-                ),
-            )));
-        }
-        let spec = crate::grants::spec_for(manifest.module, &image, grants)?;
-        let memory_max = spec
-            .memory_bytes_max
-            .unwrap_or(self.config().process_memory_bytes_max)
-            .min(self.config().engine.memory_bytes_max);
-        crate::grants::check_image(&image, memory_max, spec.dirs.len())?;
-        let original = Pid(manifest.pid);
-        let reuse = if replace && self.module_of(original).is_some() {
-            let _ = self.kill(original);
-            self.wait(original).await;
-            Some(original)
-        } else {
-            pid
-        };
-        self.restore_with_spec(manifest.module, image, spec, reuse)
-            .await
-    }
 }

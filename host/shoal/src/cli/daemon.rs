@@ -311,7 +311,8 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
                 _ = sigint.recv() => {}
             }
         };
-        let connections = server.serve_cluster(daemon.inner().clone(), shutdown).await;
+        let connections =
+            shoal_daemon::local_api::serve(server, daemon.inner().clone(), shutdown).await;
         let live = node.processes().len();
         tracing::info!("stopping, killing {live} process(es)");
         let _ = std::fs::remove_file(&addr_path);

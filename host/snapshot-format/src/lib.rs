@@ -1,4 +1,5 @@
-//! The snapshot format: pure data, no wasmtime.
+//! The snapshot format: pure data, no wasmtime (`shoal_runtime::snapshot`
+//! captures and restores; this crate only writes down, checks and stores).
 //!
 //! A snapshot captures a Wasm process blocked in a host call: its linear
 //! memory, its mutable globals and its host-side state. This module defines
@@ -47,6 +48,8 @@
 //! manifest never lists more than [`MAX_PAGES`] pages and always fits
 //! [`MAX_HEADER_BYTES`] ([`page_bytes_for`]). The manifest records its page
 //! size, so changing [`PAGE_BYTES`] later does not break stored snapshots.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
 mod file;

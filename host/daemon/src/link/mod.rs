@@ -16,10 +16,11 @@
 //!   is fetched from a node the module index says holds it and checked
 //!   against its sha256 before use.
 
-use super::peer_api::{
-    PeerSpawnRequest, PeerSpawned, SpawnRefusal, PATH_PEER_BLOB, PATH_PEER_SPAWN,
-};
+pub mod paths;
+pub mod spawn;
+
 use bytes::Bytes;
+use paths::{PATH_PEER_BLOB, PATH_PEER_SPAWN};
 use shoal_cluster::sched::{self, Candidate, Target};
 use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Owner, Raft};
 use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
@@ -28,6 +29,7 @@ use shoal_runtime::abi::errno;
 use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
+use spawn::{PeerSpawnRequest, PeerSpawned, SpawnRefusal};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,8 +126,8 @@ pub struct Link {
     /// [`crate::migrate::fence`]).
     routes: std::sync::RwLock<()>,
     /// Owners of processes started here, until Raft shows them, and of
-    /// snapshots stored here ([`crate::owners`]).
-    pub owners: crate::owners::OwnerBook,
+    /// snapshots stored here ([`crate::records::owners`]).
+    pub owners: crate::records::owners::OwnerBook,
 }
 
 impl Link {
@@ -332,7 +334,7 @@ impl Link {
     ) -> Result<PeerSpawned, SpawnAtError> {
         if target == self.me {
             let node = self.node.upgrade().ok_or(SpawnAtError::ShuttingDown)?;
-            return super::peer_api::spawn_here(&node, self, request)
+            return spawn::spawn_here(&node, self, request)
                 .await
                 .map_err(|refusal| SpawnAtError::Refused {
                     node: target,
@@ -409,7 +411,7 @@ impl Link {
         // Owners after their processes' registration, before any exit.
         let owned = self.owners.take_pending();
         for chunk in owned.chunks(shoal_cluster::PIDS_PER_COMMAND_MAX) {
-            match crate::owners::record(&self.raft, self.me, chunk.to_vec()).await {
+            match crate::records::owners::record(&self.raft, self.me, chunk.to_vec()).await {
                 Ok(()) => self.owners.settle(&self.raft.state(), chunk),
                 Err(e) => {
                     tracing::warn!("cannot record the owners of {} pid(s): {e}", chunk.len());
@@ -617,23 +619,23 @@ impl ClusterLink for Link {
     }
 
     async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::register(&self.raft, pid, self.owner_of(pid), name).await
+        crate::records::names::register(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     async fn unregister_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::unregister(&self.raft, pid, self.owner_of(pid), name).await
+        crate::records::names::unregister(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     fn whereis(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
-        crate::names::whereis(&self.raft.state(), &self.owner_of(asker), name)
+        crate::records::names::whereis(&self.raft.state(), &self.owner_of(asker), name)
     }
 
     async fn join_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::join_group(&self.raft, pid, self.owner_of(pid), name).await
+        crate::records::names::join_group(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     async fn leave_group(&self, pid: Pid, name: &str) -> Result<(), i32> {
-        crate::names::leave_group(&self.raft, pid, self.owner_of(pid), name).await
+        crate::records::names::leave_group(&self.raft, pid, self.owner_of(pid), name).await
     }
 
     fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32> {
@@ -648,7 +650,7 @@ impl ClusterLink for Link {
                 || state.node_dead(on).is_some()
                 || (on == self.me && node.as_ref().is_some_and(|n| !n.router().is_local(pid)))
         };
-        crate::names::group_pick(&state, self.me, &self.owner_of(asker), name, &gone)
+        crate::records::names::group_pick(&state, self.me, &self.owner_of(asker), name, &gone)
     }
 
     async fn fetch_module(&self, reference: &str) -> Result<Sha256, i32> {

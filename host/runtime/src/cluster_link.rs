@@ -4,10 +4,11 @@
 use crate::mailbox::{Message, PushError};
 use crate::pid::Pid;
 use shoal_registry::Sha256;
+
 /// How a node reaches the rest of its cluster.
 ///
 /// A node on its own (`shoal run`, tests) has none. The cluster layer
-/// (`shoal_cluster`) attaches one with [`Node::attach_cluster`]; from then
+/// (`shoal_cluster`) attaches one with [`crate::Node::attach_cluster`]; from then
 /// on a send to a pid that is not on this node, a spawn with a placement
 /// target, and a module reference this node cannot resolve go through it,
 /// and the node reports its processes' starts and exits so the replicated
