@@ -73,6 +73,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod migrate;
 pub mod types;
 
 pub use client::{Client, ClientError};

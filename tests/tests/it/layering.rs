@@ -17,6 +17,17 @@ const MAP: &[(&str, &[&str])] = &[
     ("shoal-prepare", &[]),
     ("shoal-pki", &[]),
     ("shoal-snapshot-format", &["shoal-registry"]),
+    // The fuzz targets: only crates that do not link wasmtime.
+    (
+        "shoal-fuzz",
+        &[
+            "shoal-abi",
+            "shoal-registry",
+            "shoal-snapshot-format",
+            "shoal-net",
+            "shoal-api",
+        ],
+    ),
     (
         "shoal-runtime",
         &[
