@@ -479,6 +479,66 @@ async fn a_pinned_address_served_by_another_node_is_refused() {
     server.stop().await;
 }
 
+/// A peer whose certificate is revoked while this node is connected to it
+/// (a removed node) is talked to no more: the open connection is closed
+/// as soon as the revocation list changes, and a new one is refused at the
+/// handshake. Without the watch the pooled connection kept serving calls
+/// to the removed node indefinitely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_to_a_peer_is_closed_when_its_certificate_is_revoked() {
+    let p = pki();
+    let sink = Arc::new(Sink::default());
+    let server = TestServer::start(node_server_tls(&p, "b"), sink, NetConfig::default()).await;
+    let addr = server.addr();
+    let revocations = SharedRevocations::default();
+    let trust = ClusterTrust::new(p.ca.ca_cert_pem(), revocations.clone()).expect("trust");
+    let tls = client_config(&identity(&p, Role::Node, "a"), &trust).expect("client config");
+    let peers = Peers::new(tls, NetConfig::default());
+    peers.watch_revocations(revocations.clone());
+
+    for _ in 0..3 {
+        let got = peers.call(&addr, "/echo", Bytes::from_static(b"hi")).await;
+        assert_eq!(&got.expect("served")[..], b"hi");
+    }
+    let before = peers.stats();
+    assert_eq!(before.connects, 1, "one pooled connection: {before:?}");
+
+    revocations
+        .update(|l| l.revoke_identity(Role::Node, "b", shoal_pki::now_unix_ms(), "removed"))
+        .expect("room in the list");
+    // The close is asynchronous (the connection's task sees the change);
+    // wait for the first call it refuses, bounded.
+    let started = Instant::now();
+    let err = loop {
+        match peers
+            .call(&addr, "/echo", Bytes::from_static(b"again"))
+            .await
+        {
+            Err(e) => break e,
+            Ok(_) => assert!(
+                started.elapsed() < PATIENCE,
+                "calls to a revoked peer were still served after {PATIENCE:?}"
+            ),
+        }
+    };
+    let after = peers.stats();
+    assert!(
+        after.connects + after.reconnects + after.tls_failures
+            > before.connects + before.reconnects + before.tls_failures,
+        "the old connection was not dropped: {err} ({after:?})"
+    );
+    // And it stays refused: no new connection to the revoked node is used.
+    let served = server.counters.snapshot().requests;
+    for _ in 0..3 {
+        peers
+            .call(&addr, "/echo", Bytes::from_static(b"still?"))
+            .await
+            .expect_err("a revoked peer is refused");
+    }
+    assert_eq!(server.counters.snapshot().requests, served);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_peer_fails_then_backs_off() {
     let p = pki();
