@@ -168,6 +168,9 @@ pub enum Endpoint {
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    /// A signed request's proof, sent in the
+    /// [`shoal_pki::proof::PROOF_HEADER`] ([`Client::signed`]).
+    proof_header: Option<String>,
 }
 
 impl Client {
@@ -176,6 +179,7 @@ impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
             endpoint: Endpoint::Unix(socket.into()),
+            proof_header: None,
         }
     }
 
@@ -195,6 +199,16 @@ impl Client {
                 addr: addr.into(),
                 config,
             },
+            proof_header: None,
+        }
+    }
+
+    /// This client, sending `proof` with every request (the routes that
+    /// write credentials want an admin's signed request).
+    pub fn signed(&self, proof: &shoal_pki::Proof) -> Client {
+        Client {
+            endpoint: self.endpoint.clone(),
+            proof_header: Some(shoal_pki::proof::to_header(proof)),
         }
     }
 
@@ -263,6 +277,9 @@ impl Client {
         }
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(proof) = &self.proof_header {
+            req = req.header(shoal_pki::proof::PROOF_HEADER, proof.as_str());
         }
         req.body(Full::new(body))
             .map_err(|e| self.protocol(format!("cannot build the request: {e}")))

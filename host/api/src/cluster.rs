@@ -77,6 +77,54 @@ pub struct TokenRequest {
     /// Role granted: `node` (default), `client`, `admin`.
     #[serde(default)]
     pub role: Option<String>,
+    /// The token's record, made by the admin who asks (it keeps the
+    /// secret; the record holds its hash) and signed in the request's
+    /// proof ([`shoal_pki::proof`]): the node stores exactly this.
+    #[serde(default)]
+    pub record: Option<shoal_pki::TokenRecord>,
+}
+
+/// Where the answer to a signed token request leaves the token out: the
+/// node never sees the secret, so the client puts it in.
+pub const TOKEN_PLACEHOLDER: &str = "<TOKEN>";
+
+/// A join token for `role` valid for `ttl_ms` from now, made here, and the
+/// request for it signed by `signer` (the proof goes in the
+/// [`shoal_pki::proof::PROOF_HEADER`]). Keep the token: the node stores
+/// only its hash and answers without it ([`with_token`]).
+pub fn signed_token_request(
+    signer: &shoal_pki::Signer,
+    role: shoal_pki::Role,
+    ttl_ms: u64,
+) -> Result<(shoal_pki::JoinToken, TokenRequest, shoal_pki::Proof), shoal_pki::PkiError> {
+    let token = shoal_pki::JoinToken::generate()?;
+    let record = shoal_pki::TokenRecord::new(
+        &token,
+        role,
+        shoal_pki::now_unix_ms(),
+        std::time::Duration::from_millis(ttl_ms),
+    );
+    let proof = signer.sign(shoal_pki::Intent::CreateToken {
+        token_id: record.id.clone(),
+        secret_hash: record.secret_hash.clone(),
+        role,
+        created_unix_ms: record.created_unix_ms,
+        expires_unix_ms: record.expires_unix_ms,
+    })?;
+    let req = TokenRequest {
+        ttl_ms,
+        role: Some(role.as_str().to_string()),
+        record: Some(record),
+    };
+    Ok((token, req, proof))
+}
+
+/// A node's answer to a signed token request with the token put in.
+pub fn with_token(mut created: TokenCreated, token: &shoal_pki::JoinToken) -> TokenCreated {
+    let token = token.to_string();
+    created.command = created.command.replace(TOKEN_PLACEHOLDER, &token);
+    created.token = token;
+    created
 }
 
 /// `POST /v1/tokens` answer.

@@ -116,7 +116,9 @@ async fn main() {
     )
     .await
     .expect("open");
-    raft.bootstrap(BTreeMap::new(), 1).await.expect("bootstrap");
+    raft.bootstrap(BTreeMap::new(), String::new(), 1)
+        .await
+        .expect("bootstrap");
     let old_db = redb::Database::create(dir.path().join("old.redb")).expect("old db");
 
     println!("one Raft write (fsynced log append + apply) against the live processes in the state");

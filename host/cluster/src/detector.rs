@@ -190,6 +190,7 @@ mod tests {
     fn three() -> ClusterState {
         let mut s = ClusterState::default();
         s.apply(&Command::Bootstrap {
+            ca_cert_pem: String::new(),
             ca_node: 1,
             name: "n1".into(),
             addr: "a".into(),

@@ -44,9 +44,16 @@
 //!
 //! ## Commands
 //!
-//! - `Bootstrap { ca_node, name, addr, labels, now_ms }` → `NodeId(ca_node)`:
-//!   creates the first node (id `ca_node`, `Active`), marks it as the CA
-//!   holder, sets `next_node_id = ca_node + 1`. Refused if any node exists,
+//! - `Signed { proof, cmd }`: applies `cmd` (`CreateToken`, `Revoke`,
+//!   `RemoveNode` or `SetCaNode`, which are refused without it) only if
+//!   `proof` is an unrevoked admin's signature over exactly what `cmd`
+//!   does, made with a certificate of the CA recorded at bootstrap, with a
+//!   nonce never applied before and a time within the window of the newest
+//!   applied proof (`state::proofs`). Refused otherwise, with the reason.
+//! - `Bootstrap { ca_node, ca_cert_pem, name, addr, labels, now_ms }` →
+//!   `NodeId(ca_node)`: creates the first node (id `ca_node`, `Active`),
+//!   marks it as the CA holder, records the CA certificate, sets
+//!   `next_node_id = ca_node + 1`. Refused if any node exists,
 //!   if `ca_node` is 0, or if the name is empty / over 255 bytes.
 //! - `AddNode { name, addr, labels, now_ms }` → `NodeId(id)`: a new `Active`
 //!   node with the next id. Refused when a non-removed node has that name

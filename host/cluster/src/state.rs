@@ -17,6 +17,7 @@ mod liveness;
 pub mod names;
 pub mod once;
 mod owners;
+pub mod proofs;
 mod refusal;
 pub mod writers;
 
@@ -236,6 +237,14 @@ pub struct ClusterState {
     /// before owners were recorded are not listed: the cluster's).
     #[serde(default)]
     pub module_name_owners: Table<String, Owner>,
+    /// The cluster CA's certificate (PEM), recorded at bootstrap: signed
+    /// requests are checked against it.
+    #[serde(default)]
+    pub ca_cert_pem: String,
+    /// The nonces of recently applied signed requests and the newest
+    /// proof's time ([`proofs`](self::proofs)).
+    #[serde(default)]
+    pub proofs: proofs::ProofBook,
 }
 
 impl Default for ClusterState {
@@ -259,6 +268,8 @@ impl Default for ClusterState {
             once: Default::default(),
             owners: Table::new(),
             module_name_owners: Table::new(),
+            ca_cert_pem: String::new(),
+            proofs: Default::default(),
         }
     }
 }
@@ -300,11 +311,25 @@ pub enum Command {
         /// The command.
         cmd: Box<Command>,
     },
+    /// `cmd` with the signed request of the admin who asked for it: the
+    /// writes that mint or take away credentials and authority
+    /// (`CreateToken`, `Revoke`, `RemoveNode`, `SetCaNode`) are applied
+    /// only so, after every node checks the proof ([`proofs`](self::proofs)).
+    Signed {
+        /// The requester's signature over what it asked.
+        proof: shoal_pki::Proof,
+        /// The command, which must do what the proof says.
+        cmd: Box<Command>,
+    },
     /// Create the cluster: the first node, which holds the CA key, gets id
     /// `ca_node` (1 by convention: the bootstrapping Raft node's id).
     Bootstrap {
         /// Id of the first node, which holds the CA key.
         ca_node: NodeId,
+        /// The cluster CA's certificate (PEM): what signed requests
+        /// ([`Command::Signed`]) are checked against from then on.
+        #[serde(default)]
+        ca_cert_pem: String,
         /// Its name.
         name: String,
         /// Its address.
@@ -613,16 +638,35 @@ impl ClusterState {
             self.once.record(*client, *seq, result.clone());
             return result;
         }
+        match cmd {
+            Command::Signed { proof, cmd } => self.apply_signed(proof, cmd),
+            cmd if proofs::needs_proof(cmd) => {
+                CommandResult::Refused(Refusal::Proof(shoal_pki::ProofError::Missing {
+                    what: writers::command_name(cmd).to_string(),
+                }))
+            }
+            cmd => self.apply_checked(cmd),
+        }
+    }
+
+    /// Apply `cmd` whose writer's authority was checked: by the leader
+    /// ([`ClusterState::may_forward`]), and for the writes that need one,
+    /// by a signed request ([`proofs`](self::proofs)).
+    fn apply_checked(&mut self, cmd: &Command) -> CommandResult {
         let outcome = match cmd {
+            Command::Signed { .. } => Err(Refusal::NestedOnce),
             // Handled above; kept total so `apply` has no panic path.
             Command::Once { .. } => Err(Refusal::NestedOnce),
             Command::Bootstrap {
                 ca_node,
+                ca_cert_pem,
                 name,
                 addr,
                 labels,
                 now_ms,
-            } => self.bootstrap(*ca_node, name, addr, labels, *now_ms),
+            } => self
+                .bootstrap(*ca_node, name, addr, labels, *now_ms)
+                .inspect(|_| self.ca_cert_pem = ca_cert_pem.clone()),
             Command::AddNode {
                 name,
                 addr,
@@ -1128,6 +1172,7 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::proofs::test_support::{self, apply_signed};
     use shoal_pki::{CertInfo, JoinToken};
     use std::time::Duration;
 
@@ -1168,6 +1213,7 @@ mod tests {
     fn two_nodes() -> ClusterState {
         let mut s = ClusterState::default();
         let id = node_id(s.apply(&Command::Bootstrap {
+            ca_cert_pem: String::new(),
             ca_node: 1,
             name: "n1".to_string(),
             addr: "n1:7000".to_string(),
@@ -1253,6 +1299,7 @@ mod tests {
         assert_eq!(s.next_node_id, 3);
         let mut again = s.clone();
         let why = refused(again.apply(&Command::Bootstrap {
+            ca_cert_pem: String::new(),
             ca_node: 1,
             name: "x".to_string(),
             addr: String::new(),
@@ -1267,6 +1314,7 @@ mod tests {
     fn bootstrap_refuses_id_zero_and_empty_name() {
         let mut s = ClusterState::default();
         let bad = |ca_node, name: &str| Command::Bootstrap {
+            ca_cert_pem: String::new(),
             ca_node,
             name: name.to_string(),
             addr: String::new(),
@@ -1316,10 +1364,13 @@ mod tests {
     fn removed_name_rejoins_under_a_new_id() {
         let mut s = two_nodes();
         assert_eq!(
-            s.apply(&Command::RemoveNode {
-                id: 2,
-                now_ms: 5000
-            }),
+            apply_signed(
+                &mut s,
+                Command::RemoveNode {
+                    id: 2,
+                    now_ms: 5000
+                }
+            ),
             CommandResult::Ok
         );
         assert_eq!(add(&mut s, "n2"), 3);
@@ -1370,10 +1421,13 @@ mod tests {
             CommandResult::Ok
         );
         assert_eq!(
-            s.apply(&Command::RemoveNode {
-                id: 2,
-                now_ms: 5000
-            }),
+            apply_signed(
+                &mut s,
+                Command::RemoveNode {
+                    id: 2,
+                    now_ms: 5000
+                }
+            ),
             CommandResult::Ok
         );
         assert_eq!(s.nodes[&2].status, NodeStatus::Removed);
@@ -1409,21 +1463,27 @@ mod tests {
             now_ms: 6000,
         }));
         refused(s.apply(&Command::AllocPidBlock { node: 2 }));
-        refused(s.apply(&Command::RemoveNode {
-            id: 2,
-            now_ms: 6000,
-        }));
-        refused(s.apply(&Command::RemoveNode {
-            id: 77,
-            now_ms: 6000,
-        }));
+        refused(apply_signed(
+            &mut s,
+            Command::RemoveNode {
+                id: 2,
+                now_ms: 6000,
+            },
+        ));
+        refused(apply_signed(
+            &mut s,
+            Command::RemoveNode {
+                id: 77,
+                now_ms: 6000,
+            },
+        ));
     }
 
     #[test]
     fn removing_the_ca_node_clears_ca_node() {
         let mut s = two_nodes();
         assert_eq!(
-            s.apply(&Command::RemoveNode { id: 1, now_ms: 1 }),
+            apply_signed(&mut s, Command::RemoveNode { id: 1, now_ms: 1 }),
             CommandResult::Ok
         );
         assert_eq!(s.ca_node, None);
@@ -1812,12 +1872,15 @@ mod tests {
         let token = JoinToken::generate().expect("os rng");
         let record = TokenRecord::new(&token, Role::Node, 1000, Duration::from_secs(60));
         assert_eq!(
-            s.apply(&Command::CreateToken {
-                record: record.clone()
-            }),
+            apply_signed(
+                &mut s,
+                Command::CreateToken {
+                    record: record.clone()
+                }
+            ),
             CommandResult::Ok
         );
-        let why = refused(s.apply(&Command::CreateToken { record }));
+        let why = refused(apply_signed(&mut s, Command::CreateToken { record }));
         assert!(why.contains("already exists"), "{why}");
         let redeem = |now_ms| Command::RedeemToken {
             token: token.to_string(),
@@ -1834,7 +1897,7 @@ mod tests {
 
         let late = JoinToken::generate().expect("os rng");
         let record = TokenRecord::new(&late, Role::Admin, 1000, Duration::from_secs(1));
-        s.apply(&Command::CreateToken { record });
+        apply_signed(&mut s, Command::CreateToken { record });
         let why = refused(s.apply(&Command::RedeemToken {
             token: late.to_string(),
             now_ms: 5000,
@@ -1854,34 +1917,44 @@ mod tests {
             reason: "leaked".to_string(),
             now_ms: 100,
         };
-        assert_eq!(s.apply(&cmd), CommandResult::Ok);
-        assert_eq!(s.apply(&cmd), CommandResult::Ok, "repeat is fine");
+        assert_eq!(apply_signed(&mut s, cmd.clone()), CommandResult::Ok);
+        assert_eq!(
+            apply_signed(&mut s, cmd),
+            CommandResult::Ok,
+            "repeat is fine"
+        );
         assert_eq!(
             s.revocations.get_serial(&serial).map(|r| r.reason.as_str()),
             Some("leaked")
         );
         assert_eq!(
-            s.apply(&Command::Revoke {
-                target: RevokeTarget::Identity {
-                    role: Role::Client,
-                    id: "alice".to_string()
-                },
-                reason: "left".to_string(),
-                now_ms: 200,
-            }),
+            apply_signed(
+                &mut s,
+                Command::Revoke {
+                    target: RevokeTarget::Identity {
+                        role: Role::Client,
+                        id: "alice".to_string()
+                    },
+                    reason: "left".to_string(),
+                    now_ms: 200,
+                }
+            ),
             CommandResult::Generation(1)
         );
         assert_eq!(s.revocations.len(), 2);
         assert_eq!(s.revocations.generation(Role::Client, "alice"), 1);
         assert!(matches!(
-            s.apply(&Command::Revoke {
-                target: RevokeTarget::Identity {
-                    role: Role::Client,
-                    id: String::new(),
-                },
-                reason: "?".to_string(),
-                now_ms: 300,
-            }),
+            apply_signed(
+                &mut s,
+                Command::Revoke {
+                    target: RevokeTarget::Identity {
+                        role: Role::Client,
+                        id: String::new(),
+                    },
+                    reason: "?".to_string(),
+                    now_ms: 300,
+                }
+            ),
             CommandResult::Refused(Refusal::BadIdentity { .. })
         ));
     }
@@ -1903,7 +1976,7 @@ mod tests {
             now_ms: 100,
         };
         assert_eq!(
-            s.apply(&revoke(serial(0), "x".repeat(100_000))),
+            apply_signed(&mut s, revoke(serial(0), "x".repeat(100_000))),
             CommandResult::Ok
         );
         let kept = s.revocations.get_serial(&serial(0)).map(|r| r.reason.len());
@@ -1913,7 +1986,7 @@ mod tests {
                 .revoke_serial(serial(i), 1, "x", None)
                 .expect("room until the bound");
         }
-        let full = s.apply(&revoke(serial(u32::MAX), "late".to_string()));
+        let full = apply_signed(&mut s, revoke(serial(u32::MAX), "late".to_string()));
         assert!(
             matches!(full, CommandResult::Refused(Refusal::RevocationsFull(_))),
             "{full:?}"
@@ -1921,7 +1994,7 @@ mod tests {
         assert!(s.revocations.get_serial(&serial(u32::MAX)).is_none());
         // Repeating one already listed is still fine.
         assert_eq!(
-            s.apply(&revoke(serial(0), "again".to_string())),
+            apply_signed(&mut s, revoke(serial(0), "again".to_string())),
             CommandResult::Ok
         );
     }
@@ -1932,20 +2005,23 @@ mod tests {
         let mut s = two_nodes();
         assert_eq!(s.ca_node, Some(1));
         assert!(matches!(
-            s.apply(&Command::SetCaNode { node: 9 }),
+            apply_signed(&mut s, Command::SetCaNode { node: 9 }),
             CommandResult::Refused(Refusal::NoNode { id: 9 })
         ));
-        assert_eq!(s.apply(&Command::SetCaNode { node: 2 }), CommandResult::Ok);
+        assert_eq!(
+            apply_signed(&mut s, Command::SetCaNode { node: 2 }),
+            CommandResult::Ok
+        );
         assert_eq!(s.ca_node, Some(2));
         // A node may not make itself the CA node: only an admin may.
         assert!(matches!(
             s.may_forward(2, None, &Command::SetCaNode { node: 2 }),
             Err(crate::state::writers::ForwardRefusal::Forbidden(_))
         ));
-        let removed = s.apply(&Command::RemoveNode { id: 1, now_ms: 10 });
+        let removed = apply_signed(&mut s, Command::RemoveNode { id: 1, now_ms: 10 });
         assert!(!matches!(removed, CommandResult::Refused(_)), "{removed:?}");
         assert!(matches!(
-            s.apply(&Command::SetCaNode { node: 1 }),
+            apply_signed(&mut s, Command::SetCaNode { node: 1 }),
             CommandResult::Refused(Refusal::NodeRemoved { id: 1, .. })
         ));
         assert_eq!(s.ca_node, Some(2));
@@ -1954,6 +2030,12 @@ mod tests {
     #[test]
     fn apply_is_deterministic_and_state_round_trips_through_json() {
         let (mut a, first) = with_pids(&[0, 1, 2]);
+        a.ca_cert_pem = test_support::ca_pem().to_string();
+        let remove = test_support::signed_by(
+            &mut a.clone(),
+            test_support::admin(),
+            Command::RemoveNode { id: 2, now_ms: 50 },
+        );
         let mut b = a.clone();
         let cmds = [
             Command::MovePid {
@@ -1971,11 +2053,12 @@ mod tests {
                 load: NodeLoad::default(),
                 now_ms: 4,
             },
-            Command::RemoveNode { id: 2, now_ms: 50 },
+            remove,
         ];
         let ra: Vec<_> = cmds.iter().map(|c| a.apply(c)).collect();
         let rb: Vec<_> = cmds.iter().map(|c| b.apply(c)).collect();
         assert_eq!(ra, rb);
+        assert_eq!(ra[3], CommandResult::Ok, "the signed removal applies");
         assert_eq!(a, b);
         let json = serde_json::to_vec(&a).expect("serialize");
         let back: ClusterState = serde_json::from_slice(&json).expect("deserialize");

@@ -148,7 +148,7 @@ impl TestCluster {
     /// Bootstrap node 1, add nodes 2 and 3 (as state records and as voters).
     async fn three_nodes(&mut self) -> [Raft; 3] {
         let n1 = self.start(1).await;
-        n1.bootstrap(BTreeMap::new(), 1000)
+        n1.bootstrap(BTreeMap::new(), String::new(), 1000)
             .await
             .expect("bootstrap");
         for id in [2, 3] {
@@ -586,12 +586,12 @@ async fn uninitialized_and_double_bootstrap_are_refused() {
     assert!(matches!(err, ClusterError::NotInitialized), "{err:?}");
 
     fresh
-        .bootstrap(BTreeMap::new(), 5)
+        .bootstrap(BTreeMap::new(), String::new(), 5)
         .await
         .expect("bootstrap");
     assert_eq!(fresh.state().ca_node, Some(7));
     let err = fresh
-        .bootstrap(BTreeMap::new(), 6)
+        .bootstrap(BTreeMap::new(), String::new(), 6)
         .await
         .expect_err("second bootstrap");
     assert!(matches!(err, ClusterError::AlreadyInitialized), "{err:?}");

@@ -51,7 +51,11 @@ pub const PATH_CA_TAKEOVER: &str = "/v1/ca/takeover";
 
 /// Make this node the CA node on behalf of admin `by`: it must hold this
 /// cluster's CA key (see the module docs).
-pub async fn take_over_ca(inner: &Inner, by: &Owner) -> Result<CaTakeover, RemoteError> {
+pub async fn take_over_ca(
+    inner: &Inner,
+    by: &Owner,
+    headers: &hyper::HeaderMap,
+) -> Result<CaTakeover, RemoteError> {
     shoal_pki::need_admin(by, "making a node the CA node")
         .map_err(crate::records::owners::forbidden)?;
     let ca = inner.ca.as_ref().ok_or_else(|| {
@@ -74,9 +78,16 @@ pub async fn take_over_ca(inner: &Inner, by: &Owner) -> Result<CaTakeover, Remot
             ),
         ));
     }
+    let intent = shoal_pki::Intent::TakeOverCa {
+        node: inner.name.clone(),
+    };
+    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
     let r = inner
         .raft
-        .write_as(Command::SetCaNode { node: inner.me }, by)
+        .write_as(
+            crate::records::signed::signed(proof, Command::SetCaNode { node: inner.me }),
+            by,
+        )
         .await
         .map_err(crate::records::write_err)?;
     match r {
@@ -197,7 +208,12 @@ pub async fn renew_own(
 
 /// `POST /v1/certs/revoke` on behalf of `by` (an admin; checked here and by
 /// the leader).
-pub async fn revoke(inner: &Inner, req: RevokeRequest, by: &Owner) -> Result<Revoked, RemoteError> {
+pub async fn revoke(
+    inner: &Inner,
+    req: RevokeRequest,
+    by: &Owner,
+    headers: &hyper::HeaderMap,
+) -> Result<Revoked, RemoteError> {
     shoal_pki::need_admin(by, "revoking a certificate")
         .map_err(crate::records::owners::forbidden)?;
     shoal_pki::role::validate_id(&req.id).map_err(|e| RemoteError::new(400, e.to_string()))?;
@@ -213,6 +229,11 @@ pub async fn revoke(inner: &Inner, req: RevokeRequest, by: &Owner) -> Result<Rev
             ));
         }
     }
+    let intent = shoal_pki::Intent::RevokeIdentity {
+        role: req.role,
+        id: req.id.clone(),
+    };
+    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
     let now = shoal_pki::now_unix_ms();
     let reason = req
         .reason
@@ -222,14 +243,17 @@ pub async fn revoke(inner: &Inner, req: RevokeRequest, by: &Owner) -> Result<Rev
     let r = inner
         .raft
         .write_as(
-            Command::Revoke {
-                target: RevokeTarget::Identity {
-                    role: req.role,
-                    id: req.id.clone(),
+            crate::records::signed::signed(
+                proof,
+                Command::Revoke {
+                    target: RevokeTarget::Identity {
+                        role: req.role,
+                        id: req.id.clone(),
+                    },
+                    reason,
+                    now_ms: now,
                 },
-                reason,
-                now_ms: now,
-            },
+            ),
             by,
         )
         .await

@@ -56,7 +56,7 @@ pub use shoal_api::cluster::{
 use shoal_cluster::sched::Target;
 use shoal_cluster::{Command, MemberInfo, NodeId, NodeStatus};
 use shoal_net::{self, Caller, NetError, Peers, RemoteError};
-use shoal_pki::{JoinToken, Owner, Role, TokenRecord};
+use shoal_pki::{Owner, Role};
 use shoal_runtime::pid::Pid;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,11 +170,15 @@ pub async fn ask_membership(
 }
 
 /// Create a join token (replicated; only its hash is stored) on behalf of
-/// `by` (an admin: the leader checks it too).
+/// `by` (an admin: the leader checks it too). The record is the admin's
+/// own, signed in the request's proof (`headers`): the secret never
+/// reaches a node, so the answer leaves it out
+/// ([`shoal_api::cluster::TOKEN_PLACEHOLDER`]).
 pub async fn create_token(
     inner: &Inner,
     req: TokenRequest,
     by: &Owner,
+    headers: &hyper::HeaderMap,
 ) -> Result<TokenCreated, RemoteError> {
     let role = match req.role.as_deref().unwrap_or("node") {
         "node" => Role::Node,
@@ -196,22 +200,39 @@ pub async fn create_token(
             ),
         ));
     }
-    let token = JoinToken::generate().map_err(|e| RemoteError::new(500, e.to_string()))?;
-    let now = shoal_pki::now_unix_ms();
-    let record = TokenRecord::new(&token, role, now, Duration::from_millis(req.ttl_ms));
+    let record = req.record.ok_or_else(|| {
+        RemoteError::new(
+            400,
+            "a token request carries the token's record, signed by the admin who asks \
+             (a shoal CLI older than the node?)",
+        )
+    })?;
+    let lifetime_ms = record.expires_unix_ms.checked_sub(record.created_unix_ms);
+    if record.role != role || lifetime_ms != Some(req.ttl_ms) || record.used {
+        return Err(RemoteError::new(
+            400,
+            "the token record does not match the request (role, lifetime, unused)",
+        ));
+    }
+    let intent = shoal_pki::Intent::CreateToken {
+        token_id: record.id.clone(),
+        secret_hash: record.secret_hash.clone(),
+        role,
+        created_unix_ms: record.created_unix_ms,
+        expires_unix_ms: record.expires_unix_ms,
+    };
+    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
     let expires = record.expires_unix_ms;
-    let r = inner
-        .raft
-        .write_as(Command::CreateToken { record }, by)
-        .await
-        .map_err(write_err)?;
+    let cmd = crate::records::signed::signed(proof, Command::CreateToken { record });
+    let r = inner.raft.write_as(cmd, by).await.map_err(write_err)?;
     refused(r)?;
     let ca_hash = shoal_pki::CaPin::of_cert_der(inner.trust.ca_cert_der())
         .map_err(|e| RemoteError::new(500, e.to_string()))?
         .to_string();
+    let token = shoal_api::cluster::TOKEN_PLACEHOLDER;
     let command = format!(
-        "shoal node start --name NAME --listen HOST:PORT --join {} --token {} --ca-hash {}",
-        inner.addr, token, ca_hash
+        "shoal node start --name NAME --listen HOST:PORT --join {} --token {token} --ca-hash {}",
+        inner.addr, ca_hash
     );
     Ok(TokenCreated {
         token: token.to_string(),
@@ -226,8 +247,14 @@ async fn remove_node(
     inner: &Inner,
     name: &str,
     by: &Owner,
+    headers: &hyper::HeaderMap,
 ) -> Result<Response<ApiBody>, RemoteError> {
     let id = node_named(inner, name)?;
+    // Checked before the membership change, which comes first.
+    let intent = shoal_pki::Intent::RemoveNode {
+        node: name.to_string(),
+    };
+    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
     if id == inner.me
         && inner
             .raft
@@ -247,10 +274,13 @@ async fn remove_node(
     let r = inner
         .raft
         .write_as(
-            Command::RemoveNode {
-                id,
-                now_ms: shoal_pki::now_unix_ms(),
-            },
+            crate::records::signed::signed(
+                proof,
+                Command::RemoveNode {
+                    id,
+                    now_ms: shoal_pki::now_unix_ms(),
+                },
+            ),
             by,
         )
         .await
@@ -692,17 +722,19 @@ pub async fn route(
         (&Method::GET, "/v1/nodes") => return json_reply(&nodes(inner)),
         (&Method::POST, "/v1/tokens") => {
             admin("creating a join token")?;
+            let headers = req.headers().clone();
             let r: TokenRequest = read_json(req).await?;
-            return json_reply(&create_token(inner, r, &direct).await?);
+            return json_reply(&create_token(inner, r, &direct, &headers).await?);
         }
         (&Method::POST, crate::certs::PATH_REVOKE) => {
             admin("revoking a certificate")?;
+            let headers = req.headers().clone();
             let r: shoal_api::cluster::RevokeRequest = read_json(req).await?;
-            return json_reply(&crate::certs::revoke(inner, r, &direct).await?);
+            return json_reply(&crate::certs::revoke(inner, r, &direct, &headers).await?);
         }
         (&Method::POST, crate::certs::PATH_CA_TAKEOVER) => {
             admin("making a node the CA node")?;
-            return json_reply(&crate::certs::take_over_ca(inner, &direct).await?);
+            return json_reply(&crate::certs::take_over_ca(inner, &direct, req.headers()).await?);
         }
         (&Method::POST, PATH_MEMBERS) => {
             let r: MemberRequest = read_json(req).await?;
@@ -784,7 +816,7 @@ pub async fn route(
         return match (&method, action) {
             (&Method::DELETE, "") => {
                 admin("removing a node")?;
-                remove_node(inner, &name, &direct).await
+                remove_node(inner, &name, &direct, req.headers()).await
             }
             (&Method::POST, "cordon") => {
                 admin("cordoning a node")?;

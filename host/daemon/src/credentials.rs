@@ -234,6 +234,30 @@ pub struct InitReport {
     pub admin_dir: PathBuf,
 }
 
+/// Admin credentials in `<data-dir>/pki/admin/` issued by the CA key this
+/// data directory holds (after `shoal ca restore`), unless some are there
+/// already: the admin's signature is what `shoal ca takeover` and the
+/// other credential-bearing verbs carry into the log. Returns the
+/// directory when it wrote them.
+pub fn ensure_admin_credentials(data_dir: &Path) -> Result<Option<PathBuf>, CredentialsError> {
+    let step = |step: &'static str| move |source: PkiError| CredentialsError::Step { step, source };
+    let paths = PkiPaths::new(data_dir);
+    let admin_dir = paths.dir().join("admin");
+    if [CA_FILE, CERT_FILE, KEY_FILE]
+        .iter()
+        .any(|f| admin_dir.join(f).exists())
+    {
+        return Ok(None);
+    }
+    let ca = ClusterCa::load(data_dir).map_err(step("load the restored CA"))?;
+    let admin = ca
+        .issue_with_new_key(Role::Admin, ADMIN_ID, DEFAULT_CLIENT_CERT_TTL)
+        .map_err(step("issue the admin credentials"))?;
+    write_credentials(&admin_dir, &admin, ca.ca_cert_pem(), false)
+        .map_err(|e| CredentialsError::SaveAdmin(Box::new(e)))?;
+    Ok(Some(admin_dir))
+}
+
 /// Create the cluster PKI in `data_dir`: the CA, this node's certificate
 /// (id `node_name`, role node) and admin CLI credentials in
 /// `<data-dir>/pki/admin/`.

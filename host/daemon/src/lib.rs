@@ -385,7 +385,11 @@ impl Daemon {
         step("raft open, serving");
         match start {
             Start::Fresh => raft
-                .bootstrap(config.labels.clone(), shoal_pki::now_unix_ms())
+                .bootstrap(
+                    config.labels.clone(),
+                    ca_pem.clone(),
+                    shoal_pki::now_unix_ms(),
+                )
                 .await
                 .map_err(StartError::Bootstrap)?,
             Start::Joined => {
@@ -460,11 +464,41 @@ impl Daemon {
         role: &str,
         ttl: Duration,
     ) -> Result<cluster_api::TokenCreated, shoal_net::RemoteError> {
-        let req = cluster_api::TokenRequest {
-            ttl_ms: ttl.as_millis().min(u128::from(u64::MAX)) as u64,
-            role: Some(role.to_string()),
-        };
-        cluster_api::create_token(&self.inner, req, &cluster_api::operator()).await
+        let role: shoal_pki::Role = role
+            .parse()
+            .map_err(|e: shoal_pki::PkiError| shoal_net::RemoteError::new(400, e.to_string()))?;
+        let ttl_ms = ttl.as_millis().min(u128::from(u64::MAX)) as u64;
+        // Signed like the CLI's request, with this data directory's admin
+        // credential (the first node's `pki/admin/`).
+        let admin = shoal_pki::PkiPaths::new(&self.inner.data_dir)
+            .dir()
+            .join("admin");
+        let signer = shoal_pki::Signer::load(&admin).map_err(|e| {
+            shoal_net::RemoteError::new(
+                403,
+                format!("a join token needs an admin's signature: {e}"),
+            )
+        })?;
+        self.create_join_token_signed(role, ttl_ms, &signer).await
+    }
+
+    /// [`Daemon::create_join_token`] signed by `signer` (an admin's
+    /// credential from anywhere).
+    pub async fn create_join_token_signed(
+        &self,
+        role: shoal_pki::Role,
+        ttl_ms: u64,
+        signer: &shoal_pki::Signer,
+    ) -> Result<cluster_api::TokenCreated, shoal_net::RemoteError> {
+        let (token, req, proof) = shoal_api::cluster::signed_token_request(signer, role, ttl_ms)
+            .map_err(|e| shoal_net::RemoteError::new(500, e.to_string()))?;
+        let mut headers = hyper::HeaderMap::new();
+        let value = hyper::header::HeaderValue::from_str(&shoal_pki::proof::to_header(&proof))
+            .map_err(|e| shoal_net::RemoteError::new(500, e.to_string()))?;
+        headers.insert(shoal_pki::proof::PROOF_HEADER, value);
+        let created =
+            cluster_api::create_token(&self.inner, req, &cluster_api::operator(), &headers).await?;
+        Ok(shoal_api::cluster::with_token(created, &token))
     }
 
     /// Store a module on this node and record it (and `name`) cluster-wide,

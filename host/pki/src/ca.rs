@@ -71,6 +71,11 @@ impl CaPin {
         CaPin(Sha256::digest(spki_der).into())
     }
 
+    /// The pin's 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Whether the DER certificate `cert_der` has this pin (false if it
     /// cannot be parsed).
     pub fn matches_cert_der(&self, cert_der: &[u8]) -> bool {

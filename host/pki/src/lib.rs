@@ -24,6 +24,9 @@
 //! - [`join`]: the join and renewal handshakes as plain functions.
 //! - [`owner`]: the [`Owner`] every resource records and the one rule,
 //!   [`may_act`], that says who may act on it.
+//! - [`proof`]: an admin's signed request ([`Proof`]), carried by the
+//!   Raft entries that mint or take away credentials and checked when they
+//!   are applied.
 //! - [`files`]: on-disk layout `<data>/pki/{ca.key,ca.crt,node.key,node.crt}`
 //!   with atomic writes and 0600 keys.
 //!
@@ -37,6 +40,7 @@ pub mod ca;
 pub mod files;
 pub mod join;
 pub mod owner;
+pub mod proof;
 pub mod revocation;
 pub mod role;
 pub mod tls;
@@ -49,6 +53,7 @@ pub use ca::{CaPin, ClusterCa, IssuedCert, IssuedCredentials, Validity};
 pub use files::PkiPaths;
 pub use join::{JoinCommand, JoinError, JoinRequest, JoinResponse};
 pub use owner::{may_act, need_admin, Forbidden, Owner};
+pub use proof::{Intent, Proof, ProofError, Signer};
 pub use revocation::{
     Revocation, RevocationList, RevocationsFull, Serial, SharedRevocations, REVOCATIONS_MAX,
 };

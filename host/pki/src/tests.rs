@@ -1080,3 +1080,138 @@ fn a_ca_backup_restores_only_into_its_own_cluster() {
         Err(PkiError::BadBackup(_))
     ));
 }
+
+// ---- signed requests (proof.rs) ----
+
+fn admin_signer(c: &Cluster, id: &str) -> crate::Signer {
+    let creds =
+        c.ca.issue_with_new_key(Role::Admin, id, TTL)
+            .expect("admin credentials");
+    crate::Signer::from_pem(&creds.cert.cert_pem, &creds.key_pem, c.ca.ca_cert_pem())
+        .expect("signer")
+}
+
+fn remove_n3() -> crate::Intent {
+    crate::Intent::RemoveNode {
+        node: "n3".to_string(),
+    }
+}
+
+#[test]
+fn a_signed_intent_verifies_with_its_signer() {
+    let c = cluster();
+    let proof = admin_signer(&c, "root").sign(remove_n3()).unwrap();
+    let info = crate::proof::verify(c.ca.ca_cert_der().as_ref(), &proof).unwrap();
+    assert_eq!((info.role, info.id.as_str()), (Role::Admin, "root"));
+    // Through a header and back.
+    let back = crate::proof::from_header(crate::proof::to_header(&proof).as_bytes()).unwrap();
+    assert_eq!(back, proof);
+}
+
+#[test]
+fn a_proof_with_a_changed_intent_time_or_nonce_is_refused() {
+    let c = cluster();
+    let proof = admin_signer(&c, "root").sign(remove_n3()).unwrap();
+    let ca = c.ca.ca_cert_der().as_ref().to_vec();
+    let mut other = proof.clone();
+    other.intent = crate::Intent::RemoveNode {
+        node: "n1".to_string(),
+    };
+    assert_eq!(
+        crate::proof::verify(&ca, &other),
+        Err(crate::ProofError::Signature)
+    );
+    let mut other = proof.clone();
+    other.issued_unix_ms += 1;
+    assert_eq!(
+        crate::proof::verify(&ca, &other),
+        Err(crate::ProofError::Signature)
+    );
+    let mut other = proof.clone();
+    other.nonce = "0".repeat(32);
+    assert_eq!(
+        crate::proof::verify(&ca, &other),
+        Err(crate::ProofError::Signature)
+    );
+    // Another admin's certificate with this signature.
+    let mut other = proof;
+    let mallory = admin_signer(&c, "mallory").sign(remove_n3()).unwrap();
+    other.cert_der_hex = mallory.cert_der_hex;
+    assert_eq!(
+        crate::proof::verify(&ca, &other),
+        Err(crate::ProofError::Signature)
+    );
+}
+
+#[test]
+fn a_proof_from_another_clusters_ca_is_refused() {
+    let ours = cluster();
+    let theirs = cluster();
+    let proof = admin_signer(&theirs, "root").sign(remove_n3()).unwrap();
+    match crate::proof::verify(ours.ca.ca_cert_der().as_ref(), &proof) {
+        Err(crate::ProofError::Certificate { .. }) => {}
+        other => panic!("another CA's admin was accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_proof_made_outside_its_certificates_validity_is_refused() {
+    let c = cluster();
+    let signer = admin_signer(&c, "root");
+    let later = signer.info().not_after_unix_ms + 1000;
+    let proof = signer.sign_at(remove_n3(), later).unwrap();
+    match crate::proof::verify(c.ca.ca_cert_der().as_ref(), &proof) {
+        Err(crate::ProofError::Certificate { .. }) => {}
+        other => panic!("a proof after expiry was accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_proofs_are_refused_before_decoding() {
+    let c = cluster();
+    let ca = c.ca.ca_cert_der().as_ref().to_vec();
+    let good = admin_signer(&c, "root").sign(remove_n3()).unwrap();
+    for bad in [
+        crate::Proof {
+            cert_der_hex: "ab".repeat(crate::proof::PROOF_CERT_BYTES_MAX + 1),
+            ..good.clone()
+        },
+        crate::Proof {
+            signature_hex: "ab".repeat(crate::proof::PROOF_SIGNATURE_BYTES_MAX + 1),
+            ..good.clone()
+        },
+        crate::Proof {
+            nonce: "xyz".into(),
+            ..good.clone()
+        },
+        crate::Proof {
+            cert_der_hex: "zz".into(),
+            ..good.clone()
+        },
+    ] {
+        match crate::proof::verify(&ca, &bad) {
+            Err(crate::ProofError::Malformed { .. }) => {}
+            other => panic!("accepted or misjudged: {other:?}"),
+        }
+    }
+    assert!(
+        crate::proof::from_header(&vec![b'a'; 3 * crate::proof::PROOF_TEXT_BYTES_MAX]).is_err()
+    );
+    assert!(
+        crate::proof::check_fresh(&good, good.issued_unix_ms + crate::proof::PROOF_WINDOW_MS)
+            .is_ok()
+    );
+    assert!(crate::proof::check_fresh(
+        &good,
+        good.issued_unix_ms + crate::proof::PROOF_WINDOW_MS + 1
+    )
+    .is_err());
+}
+
+#[test]
+fn a_signer_refuses_a_key_that_is_not_its_certificates() {
+    let c = cluster();
+    let a = c.ca.issue_with_new_key(Role::Admin, "a", TTL).unwrap();
+    let b = c.ca.issue_with_new_key(Role::Admin, "b", TTL).unwrap();
+    assert!(crate::Signer::from_pem(&a.cert.cert_pem, &b.key_pem, c.ca.ca_cert_pem()).is_err());
+}

@@ -18,7 +18,7 @@
 //! reading its output, as a user of the CLI would.
 
 use serde::Serialize;
-use shoal_api::cluster::{DrainState, MigrateReport, TokenRequest};
+use shoal_api::cluster::{DrainState, MigrateReport};
 use shoal_api::types::{LogFrame, SpawnRequest};
 use shoal_api::{Client, ClientError};
 use shoal_daemon::{Daemon, DaemonConfig, JoinSpec};
@@ -410,11 +410,16 @@ async fn start_cluster(dir: &Path) -> Result<Cluster, DemoError> {
     for name in NODE_NAMES {
         let mut cfg = node_config(dir, name);
         if let Some(first) = cluster.clients.first() {
+            let admin = shoal_pki::PkiPaths::new(&dir.join(NODE_NAMES[0]))
+                .dir()
+                .join("admin");
+            let signer =
+                shoal_pki::Signer::load(&admin).map_err(|source| DemoError::Credential {
+                    dir: admin.clone(),
+                    source,
+                })?;
             let token = first
-                .create_token(&TokenRequest {
-                    ttl_ms: 600_000,
-                    role: Some("node".into()),
-                })
+                .create_token(shoal_pki::Role::Node, 600_000, &signer)
                 .await
                 .map_err(api("creating a join token"))?;
             cfg.join = Some(JoinSpec {

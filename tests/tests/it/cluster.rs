@@ -483,13 +483,20 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
         .await;
     assert!(before.is_ok(), "n3 works before removal: {before:?}");
     let id3 = c.node(2).id();
+    let proof = common::certs::Issued::admin_of(&c)
+        .signer()
+        .sign(shoal_pki::Intent::RemoveNode { node: "n3".into() })
+        .unwrap();
     let r = c
         .node(0)
         .raft()
         .write_as(
-            Command::RemoveNode {
-                id: id3,
-                now_ms: shoal_pki::now_unix_ms(),
+            Command::Signed {
+                proof,
+                cmd: Box::new(Command::RemoveNode {
+                    id: id3,
+                    now_ms: shoal_pki::now_unix_ms(),
+                }),
             },
             &shoal_pki::Owner {
                 role: shoal_pki::Role::Admin,
@@ -689,7 +696,11 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
     assert!(!c.node(2).node().router().is_local(pid));
     // Removing n3 through the API: joint consensus takes it out of the
     // voters, and its certificate stops working.
-    client.remove_node("n3").await.expect("admin removes n3");
+    let admin_signer = common::certs::Issued::admin_of(&c).signer();
+    client
+        .remove_node("n3", &admin_signer)
+        .await
+        .expect("admin removes n3");
     let raft = c.node(0).raft().clone();
     wait_until("n3 out of the voters", WAIT, || {
         raft.status().voters.len() == 2
@@ -708,7 +719,138 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
         c.addrs[0].to_string(),
         shoal_pki::tls::client_config(&bob_id, &trust).unwrap(),
     );
-    let e = bob_client.remove_node("n2").await.unwrap_err().to_string();
+    let bob_signer =
+        shoal_pki::Signer::from_pem(&bob.cert.cert_pem, &bob.key_pem, &ca_pem).unwrap();
+    let e = bob_client
+        .remove_node("n2", &bob_signer)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("admin"), "{e}");
+    c.shutdown().await;
+}
+
+/// #11 item 2, the hostile leader: Raft does not tolerate a hostile member,
+/// so a node that wins an election appends what it likes. Here the leader
+/// itself writes an admin join token — unsigned, signed by a client, and
+/// as an admin's signed request for a *node* token changed to an admin
+/// one — and a joiner then tries each token. Every node refuses each entry
+/// when it applies it (typed: the proof's fault), no token is recorded
+/// anywhere, and no join with one succeeds. An admin's own signed request
+/// still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostile_leader_cannot_mint_an_admin_token() {
+    use shoal_cluster::Refusal;
+    use shoal_pki::{Intent, JoinToken, ProofError, TokenRecord};
+    let c = TestCluster::start(2).await;
+    let leader = c.leader().expect("a leader");
+    let raft = c.node(leader).raft().clone();
+    let admin = common::certs::Issued::admin_of(&c).signer();
+    let client = common::certs::Issued::fresh(&c, Role::Client, "carol", 0).signer();
+    let admin_record = || {
+        let token = JoinToken::generate().unwrap();
+        let record = TokenRecord::new(
+            &token,
+            Role::Admin,
+            shoal_pki::now_unix_ms(),
+            Duration::from_secs(600),
+        );
+        (token, record)
+    };
+    let intent = |r: &TokenRecord| Intent::CreateToken {
+        token_id: r.id.clone(),
+        secret_hash: r.secret_hash.clone(),
+        role: r.role,
+        created_unix_ms: r.created_unix_ms,
+        expires_unix_ms: r.expires_unix_ms,
+    };
+    let mut minted = Vec::new();
+    // Unsigned.
+    let (token, record) = admin_record();
+    let r = raft
+        .write(Command::CreateToken { record })
+        .await
+        .expect("the write commits");
+    assert!(
+        matches!(
+            r,
+            CommandResult::Refused(Refusal::Proof(ProofError::Missing { .. }))
+        ),
+        "{r:?}"
+    );
+    minted.push(token);
+    // Signed by a client.
+    let (token, record) = admin_record();
+    let proof = client.sign(intent(&record)).unwrap();
+    let r = raft
+        .write(Command::Signed {
+            proof,
+            cmd: Box::new(Command::CreateToken { record }),
+        })
+        .await
+        .expect("the write commits");
+    assert!(
+        matches!(
+            r,
+            CommandResult::Refused(Refusal::Proof(ProofError::NotAdmin { .. }))
+        ),
+        "{r:?}"
+    );
+    minted.push(token);
+    // An admin's request for a node token, turned into an admin token.
+    let (token, mut record) = admin_record();
+    record.role = Role::Node;
+    let proof = admin.sign(intent(&record)).unwrap();
+    record.role = Role::Admin;
+    let r = raft
+        .write(Command::Signed {
+            proof,
+            cmd: Box::new(Command::CreateToken { record }),
+        })
+        .await
+        .expect("the write commits");
+    assert!(
+        matches!(
+            r,
+            CommandResult::Refused(Refusal::Proof(ProofError::WrongIntent { .. }))
+        ),
+        "{r:?}"
+    );
+    minted.push(token);
+    // An admin's real request, ordered after them: once it is applied on
+    // every node, so are the forgeries, and none of them left a token.
+    let real = c
+        .node(1 - leader)
+        .create_join_token_signed(Role::Node, 600_000, &admin)
+        .await
+        .expect("an admin's signed token");
+    let real_id = real.token.split('.').next().unwrap().to_string();
+    wait_until("the admin's token on every node", WAIT, || {
+        c.running()
+            .all(|d| d.raft().state().tokens.get(&real_id).is_some())
+    })
+    .await;
+    for d in c.running() {
+        let state = d.raft().state();
+        for token in &minted {
+            assert!(
+                state.tokens.get(token.id()).is_none(),
+                "a forged token was recorded"
+            );
+        }
+    }
+    // A joiner with each forged token is refused; the real one admits.
+    for (i, token) in minted.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg =
+            common::cluster::config(dir.path(), &format!("x{i}"), "127.0.0.1:0".parse().unwrap());
+        cfg.join = Some(shoal_daemon::JoinSpec {
+            addr: real.addr.clone(),
+            token: token.to_string(),
+            ca_pin: real.ca_hash.clone(),
+        });
+        let e = err_text(shoal_daemon::Daemon::start(cfg).await);
+        assert!(e.contains("token"), "{e}");
+    }
     c.shutdown().await;
 }

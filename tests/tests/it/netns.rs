@@ -516,7 +516,16 @@ fn a_write_during_a_leader_change_is_retried_with_the_new_leader() {
     lab.partition(o);
     let cut = Instant::now();
     // At once: the majority has not noticed yet.
-    let out = lab.cli(others[0], &["token", "create", "--ttl", "10m", "--json"]);
+    // Through a follower's socket, signed by the cluster's admin (the
+    // follower's own data dir holds no admin key).
+    let admin = lab.node(0).data_dir.join("pki/admin");
+    let admin = admin.to_str().unwrap();
+    let out = lab.cli(
+        others[0],
+        &[
+            "--creds", admin, "token", "create", "--ttl", "10m", "--json",
+        ],
+    );
     let took = cut.elapsed();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(

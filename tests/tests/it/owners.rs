@@ -38,10 +38,22 @@ fn client_as(c: &TestCluster, via: usize, role: Role, name: &str) -> shoal_api::
     )
 }
 
+/// A signer of requests with a fresh certificate of `role` called `name`.
+fn signer_as(c: &TestCluster, role: Role, name: &str) -> shoal_pki::Signer {
+    let dir1 = c.dirs[0].path();
+    let ca_pem = std::fs::read_to_string(shoal_pki::PkiPaths::new(dir1).ca_cert()).unwrap();
+    let creds = ClusterCa::load(dir1)
+        .unwrap()
+        .issue_with_new_key(role, name, Duration::from_secs(600))
+        .unwrap();
+    shoal_pki::Signer::from_pem(&creds.cert.cert_pem, &creds.key_pem, &ca_pem).unwrap()
+}
+
 /// One identity with a client on each node.
 struct Actor {
     owner: Owner,
     on: Vec<shoal_api::Client>,
+    signer: shoal_pki::Signer,
 }
 
 impl Actor {
@@ -54,6 +66,7 @@ impl Actor {
             on: (0..c.addrs.len())
                 .map(|i| client_as(c, i, role, name))
                 .collect(),
+            signer: signer_as(c, role, name),
         }
     }
 
@@ -344,20 +357,14 @@ async fn every_route_acts_only_on_what_the_caller_may() {
 
     // Cluster verbs need an admin, typed too.
     match alice.on[0]
-        .create_token(&shoal_api::cluster::TokenRequest {
-            ttl_ms: 60_000,
-            role: Some("admin".into()),
-        })
+        .create_token(Role::Admin, 60_000, &alice.signer)
         .await
     {
         Err(ClientError::Forbidden(Forbidden::NeedsAdmin { .. })) => t.refused += 1,
         other => panic!("a client created a token: {other:?}"),
     }
     root.on[1]
-        .create_token(&shoal_api::cluster::TokenRequest {
-            ttl_ms: 60_000,
-            role: Some("node".into()),
-        })
+        .create_token(Role::Node, 60_000, &root.signer)
         .await
         .expect("an admin creates a token");
     t.allowed += 1;
@@ -512,10 +519,7 @@ async fn a_node_certificate_cannot_mint_an_admin_token() {
     // after the attempts) reaches every node, the node's never does.
     let root = client_as(&c, leader, Role::Admin, "root");
     let later = root
-        .create_token(&shoal_api::cluster::TokenRequest {
-            ttl_ms: 60_000,
-            role: Some("node".into()),
-        })
+        .create_token(Role::Node, 60_000, &signer_as(&c, Role::Admin, "root"))
         .await
         .expect("an admin creates a token");
     let later_id = later.token.split('.').next().unwrap().to_string();

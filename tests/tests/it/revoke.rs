@@ -114,7 +114,7 @@ async fn a_removed_node_loses_its_open_connections_and_cannot_renew_over_one() {
 
     admin
         .client(&c, 0)
-        .remove_node("n3")
+        .remove_node("n3", &admin.signer())
         .await
         .expect("the admin removes n3");
     let id3 = c.node(2).id();
@@ -195,14 +195,18 @@ async fn a_client_renews_through_any_node_and_a_revoked_one_loses_everything() {
         id: "alice".into(),
         reason: Some("left the team".into()),
     };
-    match bob.client(&c, 0).revoke_certificate(&req).await {
+    match bob
+        .client(&c, 0)
+        .revoke_certificate(&req, &bob.signer())
+        .await
+    {
         Err(ClientError::Forbidden(Forbidden::NeedsAdmin { .. })) => {}
         other => panic!("a client revoking: {other:?}"),
     }
     // The admin revokes alice through n3: recorded in Raft, new generation.
     let revoked = admin
         .client(&c, 2)
-        .revoke_certificate(&req)
+        .revoke_certificate(&req, &admin.signer())
         .await
         .expect("the admin revokes alice");
     assert_eq!(revoked.generation, 1);
@@ -253,11 +257,14 @@ async fn a_client_renews_through_any_node_and_a_revoked_one_loses_everything() {
     // Revoking a member node is refused: that is `node remove`.
     let r = admin
         .client(&c, 0)
-        .revoke_certificate(&RevokeRequest {
-            role: Role::Node,
-            id: "n2".into(),
-            reason: None,
-        })
+        .revoke_certificate(
+            &RevokeRequest {
+                role: Role::Node,
+                id: "n2".into(),
+                reason: None,
+            },
+            &admin.signer(),
+        )
         .await;
     assert!(
         matches!(r, Err(ClientError::Api { status: 409, .. })),
@@ -272,7 +279,7 @@ async fn a_removed_node_rejoins_under_its_name_at_a_new_generation() {
     let admin = Issued::admin_of(&c);
     admin
         .client(&c, 0)
-        .remove_node("n2")
+        .remove_node("n2", &admin.signer())
         .await
         .expect("the admin removes n2");
     let raft = c.node(0).raft().clone();

@@ -2,9 +2,7 @@
 //! cordons, certificate revocation and renewal (`shoal-daemon`'s `cluster_api` serves the routes).
 
 use super::{Client, ClientError};
-use crate::cluster::{
-    CaTakeover, NodeSummary, RenewRequest, RevokeRequest, Revoked, TokenCreated, TokenRequest,
-};
+use crate::cluster::{CaTakeover, NodeSummary, RenewRequest, RevokeRequest, Revoked, TokenCreated};
 use bytes::Bytes;
 use hyper::Method;
 use std::time::Duration;
@@ -35,24 +33,71 @@ impl Client {
         .await
     }
 
-    /// `POST /v1/tokens`: a one-time join token (admin only).
-    pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
-        self.call_json(Method::POST, "/v1/tokens", req, CLUSTER_CALL_TIMEOUT)
-            .await
+    /// `POST /v1/tokens`: a one-time join token for `role`, valid for
+    /// `ttl_ms` (admin only). The token is made here and its record signed
+    /// by `signer` (an admin); the node stores the hash only.
+    pub async fn create_token(
+        &self,
+        role: shoal_pki::Role,
+        ttl_ms: u64,
+        signer: &shoal_pki::Signer,
+    ) -> Result<TokenCreated, ClientError> {
+        let (token, req, proof) = crate::cluster::signed_token_request(signer, role, ttl_ms)
+            .map_err(|e| self.protocol(format!("cannot sign the request: {e}")))?;
+        let created: TokenCreated = self
+            .signed(&proof)
+            .call_json(Method::POST, "/v1/tokens", &req, CLUSTER_CALL_TIMEOUT)
+            .await?;
+        Ok(crate::cluster::with_token(created, &token))
     }
 
     /// `POST /v1/certs/revoke`: revoke every certificate of an identity
-    /// (admin only; a client gets a typed 403, [`ClientError::Forbidden`]).
-    pub async fn revoke_certificate(&self, req: &RevokeRequest) -> Result<Revoked, ClientError> {
-        self.call_json(Method::POST, "/v1/certs/revoke", req, CLUSTER_CALL_TIMEOUT)
+    /// (admin only, signed by `signer`; a client gets a typed 403,
+    /// [`ClientError::Forbidden`]).
+    pub async fn revoke_certificate(
+        &self,
+        req: &RevokeRequest,
+        signer: &shoal_pki::Signer,
+    ) -> Result<Revoked, ClientError> {
+        let proof = self.sign(
+            signer,
+            shoal_pki::Intent::RevokeIdentity {
+                role: req.role,
+                id: req.id.clone(),
+            },
+        )?;
+        self.signed(&proof)
+            .call_json(Method::POST, "/v1/certs/revoke", req, CLUSTER_CALL_TIMEOUT)
             .await
     }
 
-    /// `POST /v1/ca/takeover`: make the node we talk to the CA node (admin
-    /// only; it must hold the cluster's CA key, restored from a backup).
-    pub async fn take_over_ca(&self) -> Result<CaTakeover, ClientError> {
-        self.call_json(Method::POST, "/v1/ca/takeover", &(), CLUSTER_CALL_TIMEOUT)
+    /// `POST /v1/ca/takeover`: make the node we talk to, called `node`,
+    /// the CA node (admin only, signed by `signer`; it must hold the
+    /// cluster's CA key, restored from a backup).
+    pub async fn take_over_ca(
+        &self,
+        node: &str,
+        signer: &shoal_pki::Signer,
+    ) -> Result<CaTakeover, ClientError> {
+        let proof = self.sign(
+            signer,
+            shoal_pki::Intent::TakeOverCa {
+                node: node.to_string(),
+            },
+        )?;
+        self.signed(&proof)
+            .call_json(Method::POST, "/v1/ca/takeover", &(), CLUSTER_CALL_TIMEOUT)
             .await
+    }
+
+    fn sign(
+        &self,
+        signer: &shoal_pki::Signer,
+        intent: shoal_pki::Intent,
+    ) -> Result<shoal_pki::Proof, ClientError> {
+        signer
+            .sign(intent)
+            .map_err(|e| self.protocol(format!("cannot sign the request: {e}")))
     }
 
     /// `POST /v1/certs/renew`: a new certificate for the key of the one we
@@ -66,17 +111,29 @@ impl Client {
             .await
     }
 
-    /// `DELETE /v1/nodes/{name}`: remove a node for good (admin only).
-    pub async fn remove_node(&self, name: &str) -> Result<Option<NodeSummary>, ClientError> {
+    /// `DELETE /v1/nodes/{name}`: remove a node for good (admin only,
+    /// signed by `signer`).
+    pub async fn remove_node(
+        &self,
+        name: &str,
+        signer: &shoal_pki::Signer,
+    ) -> Result<Option<NodeSummary>, ClientError> {
         let path = format!("/v1/nodes/{}", encode_name(name));
-        self.call(
-            Method::DELETE,
-            &path,
-            None,
-            Bytes::new(),
-            CLUSTER_CALL_TIMEOUT,
-        )
-        .await
+        let proof = self.sign(
+            signer,
+            shoal_pki::Intent::RemoveNode {
+                node: name.to_string(),
+            },
+        )?;
+        self.signed(&proof)
+            .call(
+                Method::DELETE,
+                &path,
+                None,
+                Bytes::new(),
+                CLUSTER_CALL_TIMEOUT,
+            )
+            .await
     }
 
     /// `POST /v1/nodes/{name}/cordon|uncordon` (admin only).

@@ -533,10 +533,12 @@ impl Raft {
 
     /// First node of a new cluster: initialize membership {this node} and
     /// apply [`Command::Bootstrap`] with this node as the first node and CA
-    /// holder.
+    /// holder, recording the CA certificate `ca_cert_pem` (PEM) that signed
+    /// requests are checked against.
     pub async fn bootstrap(
         &self,
         labels: BTreeMap<String, String>,
+        ca_cert_pem: String,
         now_ms: u64,
     ) -> Result<(), ClusterError> {
         let mut members = BTreeMap::new();
@@ -570,6 +572,7 @@ impl Raft {
         }
         let cmd = Command::Bootstrap {
             ca_node: self.inner.id,
+            ca_cert_pem,
             name: self.inner.me.name.clone(),
             addr: self.inner.me.addr.clone(),
             labels,

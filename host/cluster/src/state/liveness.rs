@@ -100,6 +100,7 @@ mod tests {
     fn three() -> ClusterState {
         let mut s = ClusterState::default();
         s.apply(&Command::Bootstrap {
+            ca_cert_pem: String::new(),
             ca_node: 1,
             name: "n1".into(),
             addr: "a".into(),
@@ -166,7 +167,10 @@ mod tests {
     fn verdicts_on_unknown_or_removed_nodes_are_refused() {
         let mut s = three();
         assert!(matches!(s.apply(&dead(9, 0)), CommandResult::Refused(_)));
-        s.apply(&Command::RemoveNode { id: 3, now_ms: 5 });
+        crate::state::proofs::test_support::apply_signed(
+            &mut s,
+            Command::RemoveNode { id: 3, now_ms: 5 },
+        );
         assert_eq!(s.nodes[&3].status, NodeStatus::Removed);
         assert!(matches!(s.apply(&dead(3, 0)), CommandResult::Refused(_)));
         assert!(s.liveness.is_empty());

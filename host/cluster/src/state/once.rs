@@ -90,6 +90,7 @@ mod tests {
     fn a_retried_write_applies_once_and_answers_the_same() {
         let mut s = ClusterState::default();
         let boot = Command::Bootstrap {
+            ca_cert_pem: String::new(),
             ca_node: 1,
             name: "n1".into(),
             addr: "n1:1".into(),

@@ -150,6 +150,7 @@ mod tests {
         let mut s = ClusterState::default();
         for cmd in [
             Command::Bootstrap {
+                ca_cert_pem: String::new(),
                 ca_node: 1,
                 name: "a".into(),
                 addr: "a:1".into(),

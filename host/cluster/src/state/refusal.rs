@@ -47,6 +47,10 @@ impl std::fmt::Display for NameKind {
 /// Why a command was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Refusal {
+    /// A write that needs an admin's signed request came without a valid
+    /// one ([`super::proofs`]).
+    #[error(transparent)]
+    Proof(shoal_pki::ProofError),
     /// `Bootstrap` on a cluster that has nodes.
     #[error("the cluster is already bootstrapped")]
     AlreadyBootstrapped,
@@ -302,7 +306,7 @@ impl Refusal {
                 | NameRefusal::NotHeld { .. } => RefusalKind::NotFound,
             },
             Token(TokenError::DuplicateId(_)) => RefusalKind::Conflict,
-            Token(_) => RefusalKind::Forbidden,
+            Token(_) | Proof(_) => RefusalKind::Forbidden,
         }
     }
 

@@ -20,9 +20,10 @@
 //! - never: bootstrapping, the failure detector's verdicts (the leader's
 //!   own), the legacy ownerless name commands.
 //!
-//! What this does not yet stop: a hostile member naming an admin as `by`.
-//! Entries that carry the requester's signature, checked when applied, are
-//! the later half of issue #11 item 2.
+//! A hostile member could name an admin as `by`, and a hostile leader
+//! skips this check altogether: so the writes that mint or take away
+//! credentials also carry the admin's signed request, which every node
+//! checks when it applies them ([`proofs`](super::proofs)).
 
 use serde::{Deserialize, Serialize};
 use shoal_pki::{need_admin, Forbidden, Owner, Role};
@@ -112,6 +113,13 @@ impl ClusterState {
             None => own(self.block_owner(pid).unwrap_or(0)),
         };
         match cmd {
+            // Judged by what it carries; its proof is checked when applied.
+            Command::Signed { cmd: inner, .. } => match **inner {
+                Command::Once { .. } | Command::Signed { .. } => {
+                    Err(ForwardRefusal::NestedEnvelope)
+                }
+                ref inner => self.may_forward(sender, by, inner),
+            },
             Command::Heartbeat { id, .. } => own(*id),
             Command::AllocPidBlock { node }
             | Command::Register { node, .. }
@@ -162,7 +170,7 @@ impl ClusterState {
 /// The command's variant name, for refusals and logs.
 pub fn command_name(cmd: &Command) -> &'static str {
     match cmd {
-        Command::Once { cmd, .. } => command_name(cmd),
+        Command::Once { cmd, .. } | Command::Signed { cmd, .. } => command_name(cmd),
         Command::Bootstrap { .. } => "Bootstrap",
         Command::AddNode { .. } => "AddNode",
         Command::RemoveNode { .. } => "RemoveNode",
@@ -204,6 +212,7 @@ mod tests {
     fn cluster() -> ClusterState {
         let mut s = ClusterState::default();
         s.apply(&Command::Bootstrap {
+            ca_cert_pem: String::new(),
             ca_node: 1,
             name: "a".into(),
             addr: "a:1".into(),

@@ -11,6 +11,7 @@
 pub mod grants;
 pub mod names;
 pub mod owners;
+pub mod signed;
 
 use shoal_cluster::{Command, CommandResult, NodeId};
 use shoal_net::RemoteError;

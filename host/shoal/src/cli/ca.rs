@@ -7,6 +7,7 @@
 //! "Losing a node" section for the whole recovery.
 
 use super::remote::{block_on, Target};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 
@@ -59,8 +60,12 @@ enum CaCommand {
     /// certificate renewals go to it from then on.
     #[command(after_help = "Examples:
   shoal --data-dir /srv/shoal-n2 ca takeover
-  shoal --addr n2.example:7700 --creds ~/.shoal/admin ca takeover --json")]
+  shoal --addr n2.example:7700 --creds ~/.shoal/admin ca takeover --name n2 --json")]
     Takeover {
+        /// The name of the node asked (it becomes the CA node; the admin's
+        /// signature names it). Default: the node whose data dir this is.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -91,21 +96,43 @@ pub fn ca(args: CaArgs, data_dir: &Path, target: &Target) -> anyhow::Result<i32>
         }
         CaCommand::Restore { backup, json } => {
             let pin = shoal_pki::backup::restore_ca(data_dir, &backup)?;
+            // The takeover is an admin's signed request: this data dir
+            // holds the CA key now, so it gets an admin credential too.
+            let admin = shoal_daemon::credentials::ensure_admin_credentials(data_dir)?;
             if json {
-                let v = serde_json::json!({ "ca_pin": pin.to_string(), "data_dir": data_dir });
+                let v = serde_json::json!({
+                    "ca_pin": pin.to_string(),
+                    "data_dir": data_dir,
+                    "admin_credentials": admin,
+                });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
                     "Restored the cluster CA key ({pin}) into {}.",
                     data_dir.display()
                 );
+                if let Some(dir) = &admin {
+                    println!("Wrote admin credentials issued by it to {}.", dir.display());
+                }
                 println!("Start the node, then make it the CA node: shoal ca takeover");
             }
             Ok(0)
         }
-        CaCommand::Takeover { json } => {
+        CaCommand::Takeover { name, json } => {
+            let name = match name {
+                Some(n) => n,
+                None => shoal_pki::Identity::load(data_dir)
+                    .map(|i| i.info().id.clone())
+                    .with_context(|| {
+                        format!(
+                            "no node identity in {}: name the node asked with --name NAME",
+                            data_dir.display()
+                        )
+                    })?,
+            };
+            let signer = target.signer("making a node the CA node")?;
             let client = target.client();
-            let t = block_on(client.take_over_ca())??;
+            let t = block_on(client.take_over_ca(&name, &signer))??;
             if json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {

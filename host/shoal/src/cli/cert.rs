@@ -223,7 +223,8 @@ fn revoke(args: RevokeArgs, target: &Target) -> anyhow::Result<i32> {
         id: args.name.clone(),
         reason: args.reason.clone(),
     };
-    let r = block_on(target.client().revoke_certificate(&req))??;
+    let signer = target.signer("revoking a certificate")?;
+    let r = block_on(target.client().revoke_certificate(&req, &signer))??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

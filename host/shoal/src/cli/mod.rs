@@ -267,6 +267,7 @@ pub fn main() -> i32 {
             .unwrap_or_else(|| shoal_api::socket_path(&data_dir)),
         data_dir: data_dir.clone(),
         tls,
+        creds: remote::credential_files(&flags, &data_dir, addr.as_deref().unwrap_or("-")).ok(),
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args, &data_dir),

@@ -4,7 +4,7 @@
 use super::remote::{block_on, human_age, human_bytes, Target};
 use clap::{Args, Subcommand};
 use shoal_api::cluster::RaftRole;
-use shoal_daemon::cluster_api::{NodeSummary, TokenRequest};
+use shoal_daemon::cluster_api::NodeSummary;
 
 /// Arguments of `shoal nodes`.
 #[derive(Args, Debug)]
@@ -158,12 +158,14 @@ pub fn nodes(args: NodesArgs, target: &Target) -> anyhow::Result<i32> {
 pub fn token(args: TokenArgs, target: &Target) -> anyhow::Result<i32> {
     match args.command {
         TokenCommand::Create(a) => {
+            let role: shoal_pki::Role = a
+                .role
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown role `{}` (node, client, admin)", a.role))?;
+            let signer = target.signer("creating a join token")?;
             let client = target.client();
-            let req = TokenRequest {
-                ttl_ms: a.ttl.as_millis().min(u128::from(u64::MAX)) as u64,
-                role: Some(a.role.clone()),
-            };
-            let t = block_on(client.create_token(&req))??;
+            let ttl_ms = a.ttl.as_millis().min(u128::from(u64::MAX)) as u64;
+            let t = block_on(client.create_token(role, ttl_ms, &signer))??;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&t)?);
             } else {
@@ -182,8 +184,9 @@ pub fn token(args: TokenArgs, target: &Target) -> anyhow::Result<i32> {
 
 /// `shoal node remove NAME`.
 pub fn remove(name: &str, json: bool, target: &Target) -> anyhow::Result<i32> {
+    let signer = target.signer("removing a node")?;
     let client = target.client();
-    let n = block_on(client.remove_node(name))??;
+    let n = block_on(client.remove_node(name, &signer))??;
     if json {
         println!("{}", serde_json::to_string_pretty(&n)?);
     } else {

@@ -21,6 +21,10 @@ pub struct Target {
     pub socket: PathBuf,
     /// A node reached over mutual TLS (`--node`), if given.
     pub tls: Option<TlsTarget>,
+    /// The credentials this CLI run has (`--creds`, else this data dir's
+    /// admin credential, else its node identity), if any: the verbs that
+    /// write credentials sign their request with them.
+    pub creds: Option<CredentialFiles>,
 }
 
 /// A node's TCP address and the ready TLS client configuration for it.
@@ -33,6 +37,32 @@ pub struct TlsTarget {
 }
 
 impl Target {
+    /// The admin's signer for a verb that writes credentials (`what`):
+    /// the cluster applies such a write only with an admin's signature
+    /// over it, whichever node or socket carries it.
+    pub fn signer(&self, what: &str) -> anyhow::Result<shoal_pki::Signer> {
+        let Some(files) = &self.creds else {
+            anyhow::bail!(
+                "{what} needs an admin's signature, and this CLI has no credentials: give \
+                 --creds DIR (an admin's ca.crt, client.crt, client.key), or run it with the \
+                 --data-dir of the node that created the cluster (its pki/admin/)"
+            );
+        };
+        let cert = read_cert_file(&files.cert, "the certificate")?;
+        let key = read_private_key(&files.key)
+            .with_context(|| format!("cannot read the private key {}", files.key.display()))?;
+        let ca = read_cert_file(&files.ca, "the CA certificate")?;
+        let signer = shoal_pki::Signer::from_pem(&cert, &key, &ca).with_context(|| {
+            format!(
+                "the credentials {} + {} cannot sign",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+        // Not an admin: the node says so (typed), as for any request.
+        Ok(signer)
+    }
+
     /// A client of the node: over TLS when `--node` was given, else at
     /// this target's socket.
     pub fn client(&self) -> Client {

@@ -51,6 +51,12 @@ impl Issued {
         }
     }
 
+    /// A signer of requests with this certificate (the credential-bearing
+    /// writes carry an admin's signature).
+    pub fn signer(&self) -> shoal_pki::Signer {
+        shoal_pki::Signer::from_pem(&self.cert_pem, &self.key_pem, &self.ca_pem).unwrap()
+    }
+
     /// The admin credential a new cluster writes into its first node's
     /// data dir.
     pub fn admin_of(c: &TestCluster) -> Issued {

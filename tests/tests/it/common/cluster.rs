@@ -101,8 +101,14 @@ impl TestCluster {
         (self.tweak)(&mut cfg);
         if i > 0 {
             let via = self.running().next().expect("a running node");
+            // Signed by the cluster's admin (node 0's data dir holds it),
+            // whichever node is asked.
+            let admin = shoal_pki::PkiPaths::new(self.dirs[0].path())
+                .dir()
+                .join("admin");
+            let signer = shoal_pki::Signer::load(&admin).expect("the cluster's admin credential");
             let token = via
-                .create_join_token("node", Duration::from_secs(600))
+                .create_join_token_signed(shoal_pki::Role::Node, 600_000, &signer)
                 .await
                 .expect("token");
             cfg.join = Some(JoinSpec {
