@@ -104,13 +104,7 @@ pub fn signed_token_request(
         shoal_pki::now_unix_ms(),
         std::time::Duration::from_millis(ttl_ms),
     );
-    let proof = signer.sign(shoal_pki::Intent::CreateToken {
-        token_id: record.id.clone(),
-        secret_hash: record.secret_hash.clone(),
-        role,
-        created_unix_ms: record.created_unix_ms,
-        expires_unix_ms: record.expires_unix_ms,
-    })?;
+    let proof = signer.sign(shoal_pki::Intent::create_token(&record))?;
     let req = TokenRequest {
         ttl_ms,
         role: Some(role.as_str().to_string()),

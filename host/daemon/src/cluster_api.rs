@@ -214,13 +214,7 @@ pub async fn create_token(
             "the token record does not match the request (role, lifetime, unused)",
         ));
     }
-    let intent = shoal_pki::Intent::CreateToken {
-        token_id: record.id.clone(),
-        secret_hash: record.secret_hash.clone(),
-        role,
-        created_unix_ms: record.created_unix_ms,
-        expires_unix_ms: record.expires_unix_ms,
-    };
+    let intent = shoal_pki::Intent::create_token(&record);
     let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
     let expires = record.expires_unix_ms;
     let cmd = crate::records::signed::signed(proof, Command::CreateToken { record });

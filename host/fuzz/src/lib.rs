@@ -75,7 +75,7 @@ pub fn run(t: Target, corpus: &[Vec<u8>], seed: u64, executions: u64) -> Stats {
     let mut rng = mutate::Rng::new(seed);
     let check = |input: Vec<u8>, execution: u64, stats: &mut Stats| {
         stats.executions += 1;
-        if let Err(message) = call(f, &input) {
+        if let Err(Panicked(message)) = call(f, &input) {
             stats.crash = Some(Crash {
                 target: name,
                 seed,
@@ -101,13 +101,27 @@ pub fn run(t: Target, corpus: &[Vec<u8>], seed: u64, executions: u64) -> Stats {
     stats
 }
 
+/// A target panicked on an input: the panic's message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Panicked(pub String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Panicked {}
+
 /// Call `f` on `input`, turning a panic into its message.
-pub fn call(f: fn(&[u8]), input: &[u8]) -> Result<(), String> {
+pub fn call(f: fn(&[u8]), input: &[u8]) -> Result<(), Panicked> {
     catch_unwind(AssertUnwindSafe(|| f(input))).map_err(|payload| {
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "a panic without a message".to_string())
+        Panicked(
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".to_string()),
+        )
     })
 }

@@ -95,6 +95,17 @@ pub enum Intent {
 }
 
 impl Intent {
+    /// The intent to add `record` (a fresh, unused token record).
+    pub fn create_token(record: &crate::TokenRecord) -> Intent {
+        Intent::CreateToken {
+            token_id: record.id.clone(),
+            secret_hash: record.secret_hash.clone(),
+            role: record.role,
+            created_unix_ms: record.created_unix_ms,
+            expires_unix_ms: record.expires_unix_ms,
+        }
+    }
+
     /// What it asks, for refusals and logs.
     pub fn describe(&self) -> String {
         match self {

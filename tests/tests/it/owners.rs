@@ -522,12 +522,7 @@ async fn a_node_certificate_cannot_mint_an_admin_token() {
         .create_token(Role::Node, 60_000, &signer_as(&c, Role::Admin, "root"))
         .await
         .expect("an admin creates a token");
-    let later_id = later.token.split('.').next().unwrap().to_string();
-    wait_until("the admin's token on every node", WAIT, || {
-        c.running()
-            .all(|d| d.raft().state().tokens.get(&later_id).is_some())
-    })
-    .await;
+    c.wait_token_on_every_node(&later.token).await;
     for d in c.running() {
         assert!(d.raft().state().tokens.get(token.id()).is_none());
     }

@@ -141,21 +141,8 @@ impl ClusterState {
         // refused (`NoNode`), so the intent cannot be misapplied.
         let named = |id: &u64, name: &str| self.nodes.get(id).is_none_or(|n| n.name == name);
         match (intent, cmd) {
-            (
-                Intent::CreateToken {
-                    token_id,
-                    secret_hash,
-                    role,
-                    created_unix_ms,
-                    expires_unix_ms,
-                },
-                Command::CreateToken { record },
-            ) => {
-                record.id == *token_id
-                    && record.secret_hash == *secret_hash
-                    && record.role == *role
-                    && record.created_unix_ms == *created_unix_ms
-                    && record.expires_unix_ms == *expires_unix_ms
+            (Intent::CreateToken { .. }, Command::CreateToken { record }) => {
+                *intent == Intent::create_token(record)
                     && !record.used
                     && record.used_unix_ms.is_none()
             }
@@ -264,13 +251,7 @@ pub(crate) mod test_support {
     pub(crate) fn intent_of(s: &ClusterState, cmd: &Command) -> Intent {
         let name = |id: &u64| s.nodes.get(id).map(|n| n.name.clone()).unwrap_or_default();
         match cmd {
-            Command::CreateToken { record } => Intent::CreateToken {
-                token_id: record.id.clone(),
-                secret_hash: record.secret_hash.clone(),
-                role: record.role,
-                created_unix_ms: record.created_unix_ms,
-                expires_unix_ms: record.expires_unix_ms,
-            },
+            Command::CreateToken { record } => Intent::create_token(record),
             Command::Revoke {
                 target: RevokeTarget::Identity { role, id },
                 ..

@@ -126,6 +126,17 @@ impl TestCluster {
         i
     }
 
+    /// Wait until the join token `token` (`id.secret`) is recorded on
+    /// every running node: a write made after others orders them before it.
+    pub async fn wait_token_on_every_node(&self, token: &str) {
+        let id = token.split('.').next().unwrap_or_default().to_string();
+        wait_until("the token on every node", Duration::from_secs(60), || {
+            self.running()
+                .all(|d| d.raft().state().tokens.get(&id).is_some())
+        })
+        .await;
+    }
+
     /// The running daemons.
     pub fn running(&self) -> impl Iterator<Item = &Daemon> {
         self.nodes.iter().flatten()
