@@ -103,6 +103,19 @@ struct LaneState {
     closed: bool,
 }
 
+/// Which bound a send is held to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// Plain mail and requests: the lane's bounds
+    /// ([`NetConfig::lane_unacked_frames_max`], `..._bytes_max`).
+    Plain,
+    /// What the receiver is owed for something it already admitted — a
+    /// call's reply, a DOWN, a demonitor: up to twice the bounds, so plain
+    /// mail that fills a lane never makes a reply or a DOWN be dropped.
+    /// Still bounded: a sender can owe only what was asked of it.
+    Owed,
+}
+
 /// The sending half of one lane (one per peer address).
 #[derive(Debug)]
 pub(crate) struct Lane {
@@ -145,6 +158,16 @@ impl Lane {
 
     /// Queue one message; never blocks.
     pub(crate) fn send(&self, msg: LaneMessage, shared: &Shared) -> Result<(), LaneError> {
+        self.send_in(msg, shared, Room::Plain)
+    }
+
+    /// [`Lane::send`] for a message the receiver is owed (see
+    /// [`Room::Owed`]).
+    pub(crate) fn send_owed(&self, msg: LaneMessage, shared: &Shared) -> Result<(), LaneError> {
+        self.send_in(msg, shared, Room::Owed)
+    }
+
+    fn send_in(&self, msg: LaneMessage, shared: &Shared, room: Room) -> Result<(), LaneError> {
         let tag_bytes = if msg.tag.is_plain() {
             0
         } else {
@@ -169,9 +192,18 @@ impl Lane {
         }
         // An empty lane always takes one message, so a message up to the
         // frame limit can always be sent whatever the byte bound.
-        let over = st.queue.len() >= self.config.lane_unacked_frames_max
-            || (!st.queue.is_empty()
-                && st.queued_bytes + wire > self.config.lane_unacked_bytes_max);
+        let (frames_max, bytes_max) = match room {
+            Room::Plain => (
+                self.config.lane_unacked_frames_max,
+                self.config.lane_unacked_bytes_max,
+            ),
+            Room::Owed => (
+                self.config.lane_unacked_frames_max.saturating_mul(2),
+                self.config.lane_unacked_bytes_max.saturating_mul(2),
+            ),
+        };
+        let over = st.queue.len() >= frames_max
+            || (!st.queue.is_empty() && st.queued_bytes + wire > bytes_max);
         if over {
             shared.counters.lane_full.fetch_add(1, Relaxed);
             return Err(LaneError::LaneFull {

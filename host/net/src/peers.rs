@@ -536,6 +536,15 @@ impl Peers {
         lane.send(msg, &self.inner.shared)
     }
 
+    /// [`Peers::send`] of a message the receiver is owed — a call's reply,
+    /// a DOWN, a demonitor — which may use room beyond the lane's bounds
+    /// that plain sends never take (up to twice the bounds), so a lane
+    /// filled by plain mail does not make it be dropped.
+    pub fn send_owed(&self, addr: &str, msg: LaneMessage) -> Result<(), LaneError> {
+        let lane = self.lane(addr)?;
+        lane.send_owed(msg, &self.inner.shared)
+    }
+
     /// Notified whenever any lane of this pool frees room or closes. A
     /// sender that must retry a `LaneFull` picked by a layer above (a send
     /// through the directory) registers `room().notified()` *before* its

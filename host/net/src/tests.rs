@@ -827,6 +827,35 @@ async fn blocked_sink_fills_the_lane_then_everything_drains() {
     assert!(backlog.frames <= FRAMES_MAX, "{backlog:?}");
     assert!(backlog.bytes <= BYTES_MAX, "{backlog:?}");
     assert!(sink.delivered() == 0);
+    // What the receiver is owed (a reply, a DOWN) still goes, into room
+    // plain mail never takes, up to twice the bound and no further.
+    let owed = |i: u64| LaneMessage {
+        tag: LaneTag {
+            kind: 2,
+            reference: i,
+        },
+        from: 1,
+        to: 2,
+        data: numbered(accepted + i, 0),
+    };
+    let mut owed_accepted = 0u64;
+    let owed_full = loop {
+        match peers.send_owed(&addr, owed(owed_accepted)) {
+            Ok(()) => owed_accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(owed_accepted <= FRAMES_MAX as u64, "owed room unbounded");
+    };
+    assert!(
+        matches!(owed_full, LaneError::LaneFull { .. }),
+        "{owed_full:?}"
+    );
+    assert_eq!(owed_accepted, FRAMES_MAX as u64);
+    assert!(
+        peers.send(&addr, owed(owed_accepted)).is_err(),
+        "plain room is still full"
+    );
+    let accepted = accepted + owed_accepted;
 
     // Unblock: everything accepted drains, in order, and the lane takes
     // more (1 KiB payloads now: the byte bound is what limits).

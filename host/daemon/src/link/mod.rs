@@ -26,7 +26,7 @@ use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Owner, Raft};
 use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
-use shoal_runtime::mailbox::{Message, PushError};
+use shoal_runtime::mailbox::{Message, PushError, Tag};
 use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
 use spawn::{PeerSpawnRequest, PeerSpawned, SpawnRefusal};
@@ -572,6 +572,12 @@ impl ClusterLink for Link {
             Some(n) => n.addr.clone(),
             None => return Err(PushError::Closed),
         };
+        // A reply, DOWN or demonitor answers something the receiver
+        // already admitted: it may use the lane's room for what is owed.
+        let owed = matches!(
+            message.tag,
+            Tag::Reply(_) | Tag::Down(_) | Tag::Demonitor(_)
+        );
         let (kind, reference) = message.tag.to_wire();
         let msg = LaneMessage {
             from: message.sender.0,
@@ -579,7 +585,12 @@ impl ClusterLink for Link {
             tag: LaneTag { kind, reference },
             data: Bytes::from(message.data),
         };
-        self.peers.send(&addr, msg).map_err(|_| PushError::Full)
+        let sent = if owed {
+            self.peers.send_owed(&addr, msg)
+        } else {
+            self.peers.send(&addr, msg)
+        };
+        sent.map_err(|_| PushError::Full)
     }
 
     async fn spawn_placed(
