@@ -89,6 +89,21 @@ pub struct NameBook {
     by_owner: Table<String, Table<String, u64>>,
     #[serde(default)]
     groups: Table<String, Table<String, imbl::OrdSet<u64>>>,
+    /// What each pid holds (the reverse of the two above, kept in step by
+    /// every change): an exit drops its names without reading the book.
+    #[serde(default)]
+    by_pid: Table<u64, imbl::OrdSet<Held>>,
+}
+
+/// One name a pid holds: a process name or a group membership.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Held {
+    /// The owner's namespace.
+    ns: String,
+    /// The name or group.
+    name: String,
+    /// A group membership (not a process name).
+    group: bool,
 }
 
 impl NameBook {
@@ -129,9 +144,10 @@ impl NameBook {
             });
         }
         self.by_owner
-            .entry(ns)
+            .entry(ns.clone())
             .or_default()
             .insert(name.to_string(), pid);
+        self.hold(pid, ns, name, false);
         Ok(())
     }
 
@@ -149,12 +165,8 @@ impl NameBook {
                 pid,
             });
         }
-        if let Some(names) = self.by_owner.get_mut(&ns) {
-            names.remove(name);
-            if names.is_empty() {
-                self.by_owner.remove(&ns);
-            }
-        }
+        self.remove_name(&ns, name);
+        self.release(pid, &ns, name, false);
         Ok(())
     }
 
@@ -197,7 +209,7 @@ impl NameBook {
         }
         let members = self
             .groups
-            .entry(ns)
+            .entry(ns.clone())
             .or_default()
             .entry(name.to_string())
             .or_default();
@@ -208,17 +220,20 @@ impl NameBook {
             });
         }
         members.insert(pid);
+        self.hold(pid, ns, name, true);
         Ok(())
     }
 
     /// Take `pid` out of group `name` (the group goes with its last member).
     pub fn leave_group(&mut self, owner: &Owner, name: &str, pid: u64) -> Result<(), NameRefusal> {
-        if !self.remove_member(&owner.namespace(), name, pid) {
+        let ns = owner.namespace();
+        if !self.remove_member(&ns, name, pid) {
             return Err(NameRefusal::NotMember {
                 name: name.to_string(),
                 pid,
             });
         }
+        self.release(pid, &ns, name, true);
         Ok(())
     }
 
@@ -229,42 +244,57 @@ impl NameBook {
 
     /// Drop every name and group membership of a process that is gone.
     ///
-    /// Reads the book and changes only what names a gone pid: on the
-    /// persistent maps a write copies the path it touches, so a sweep that
-    /// wrote every entry would cost the whole book on every exit.
+    /// Costs what the gone pids hold, not what the book holds: each pid's
+    /// names come from the reverse index, and on the persistent maps a
+    /// write copies only the path it touches.
     pub fn forget(&mut self, gone: &BTreeSet<u64>) {
-        let names: Vec<(String, String)> = self
-            .by_owner
-            .iter()
-            .flat_map(|(ns, names)| {
-                names
-                    .iter()
-                    .filter(|(_, pid)| gone.contains(pid))
-                    .map(move |(name, _)| (ns.clone(), name.clone()))
-            })
-            .collect();
-        for (ns, name) in names {
-            let now_empty = self.by_owner.get_mut(&ns).is_some_and(|names| {
-                names.remove(&name);
-                names.is_empty()
-            });
-            if now_empty {
-                self.by_owner.remove(&ns);
+        for pid in gone {
+            let Some(held) = self.by_pid.remove(pid) else {
+                continue;
+            };
+            for h in held {
+                if h.group {
+                    self.remove_member(&h.ns, &h.name, *pid);
+                } else {
+                    self.remove_name(&h.ns, &h.name);
+                }
             }
         }
-        let memberships: Vec<(String, String, u64)> = self
-            .groups
-            .iter()
-            .flat_map(|(ns, groups)| {
-                groups.iter().flat_map(move |(group, members)| {
-                    gone.iter()
-                        .filter(|pid| members.contains(*pid))
-                        .map(move |pid| (ns.clone(), group.clone(), *pid))
-                })
-            })
-            .collect();
-        for (ns, group, pid) in memberships {
-            self.remove_member(&ns, &group, pid);
+    }
+
+    /// Record that `pid` holds `name` (a group membership if `group`).
+    fn hold(&mut self, pid: u64, ns: String, name: &str, group: bool) {
+        self.by_pid.entry(pid).or_default().insert(Held {
+            ns,
+            name: name.to_string(),
+            group,
+        });
+    }
+
+    /// Forget that `pid` holds `name`.
+    fn release(&mut self, pid: u64, ns: &str, name: &str, group: bool) {
+        let now_empty = self.by_pid.get_mut(&pid).is_some_and(|held| {
+            held.remove(&Held {
+                ns: ns.to_string(),
+                name: name.to_string(),
+                group,
+            });
+            held.is_empty()
+        });
+        if now_empty {
+            self.by_pid.remove(&pid);
+        }
+    }
+
+    /// Drop process name `name` of namespace `ns` (and the namespace with
+    /// its last name).
+    fn remove_name(&mut self, ns: &str, name: &str) {
+        let now_empty = self.by_owner.get_mut(ns).is_some_and(|names| {
+            names.remove(name);
+            names.is_empty()
+        });
+        if now_empty {
+            self.by_owner.remove(ns);
         }
     }
 
@@ -360,5 +390,86 @@ mod tests {
         b.forget(&BTreeSet::from([2]));
         assert_eq!(b.members(&bob, "g"), None);
         assert_eq!(b, NameBook::default());
+    }
+
+    /// The reverse index recomputed from the book itself.
+    fn index_from_scan(b: &NameBook) -> Table<u64, imbl::OrdSet<Held>> {
+        let mut index: Table<u64, imbl::OrdSet<Held>> = Table::new();
+        for (ns, names) in &b.by_owner {
+            for (name, pid) in names {
+                index.entry(*pid).or_default().insert(Held {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                    group: false,
+                });
+            }
+        }
+        for (ns, groups) in &b.groups {
+            for (name, members) in groups {
+                for pid in members {
+                    index.entry(*pid).or_default().insert(Held {
+                        ns: ns.clone(),
+                        name: name.clone(),
+                        group: true,
+                    });
+                }
+            }
+        }
+        index
+    }
+
+    /// Random registrations, groups, leaves and exits (seeded, so a
+    /// failure repeats with `SHOAL_NAMES_SEED`): after every step the
+    /// reverse index is exactly what a scan of the book gives, and an exit
+    /// leaves nothing naming the gone pids.
+    #[test]
+    fn the_reverse_index_matches_the_book_after_any_sequence() {
+        let seed: u64 = std::env::var("SHOAL_NAMES_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed);
+        let mut x = seed | 1;
+        let mut next = move |n: u64| {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        };
+        let owners = [owner("a"), owner("b"), owner("c")];
+        let mut b = NameBook::default();
+        for step in 0..20_000 {
+            let who = &owners[next(3) as usize];
+            let pid = next(24);
+            let name = format!("n{}", next(6));
+            match next(6) {
+                0 | 1 => {
+                    let _ = b.register(who, &name, pid, true, 64);
+                }
+                2 => {
+                    let _ = b.unregister(who, &name, pid);
+                }
+                3 => {
+                    let _ = b.join_group(who, &name, pid, true, 64);
+                }
+                4 => {
+                    let _ = b.leave_group(who, &name, pid);
+                }
+                _ => {
+                    let gone = BTreeSet::from([pid, next(24)]);
+                    b.forget(&gone);
+                    let scan = index_from_scan(&b);
+                    assert!(
+                        gone.iter().all(|p| !scan.contains_key(p)),
+                        "seed {seed} step {step}: a gone pid still holds a name"
+                    );
+                }
+            }
+            assert_eq!(
+                b.by_pid,
+                index_from_scan(&b),
+                "seed {seed} step {step}: the reverse index drifted"
+            );
+        }
     }
 }
