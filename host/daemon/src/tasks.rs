@@ -177,12 +177,13 @@ async fn sync_revocations(inner: Arc<Inner>, revocations: SharedRevocations) {
     let mut applied = inner.raft.subscribe();
     // Most applied entries are heartbeats: copy the list into the one the
     // handshakes read (a write lock) only when it changed.
-    let mut copied: Option<shoal_pki::RevocationList> = None;
+    // Compared by the list's change count (O(1)), not entry by entry.
+    let mut copied: Option<u64> = None;
     loop {
         let state = inner.raft.state();
-        if copied.as_ref() != Some(&state.revocations) {
+        if copied != Some(state.revocations.version()) {
             revocations.replace(state.revocations.clone());
-            copied = Some(state.revocations.clone());
+            copied = Some(state.revocations.version());
             // For `shoal cert create` on this data dir: the generations.
             if let Err(e) =
                 crate::credentials::save_revocations(&inner.data_dir, &state.revocations)

@@ -20,7 +20,6 @@
 //!   ([`RevocationList::generation`]). Entries are never dropped: that
 //!   would hand out old generations again.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -111,14 +110,23 @@ pub struct RevocationsFull {
 }
 
 /// The cluster's revocation list: a plain value for the replicated state.
+///
+/// Its maps are persistent (a clone shares them, O(1)), and every change
+/// bumps [`version`](Self::version): the state machine clones the state
+/// after each applied batch and asks "did the list change?" on every one,
+/// which must not cost a list of up to [`REVOCATIONS_MAX`] entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationList {
     /// Revoked certificates by serial.
     #[serde(default)]
-    serials: BTreeMap<Serial, Revocation>,
+    serials: imbl::OrdMap<Serial, Revocation>,
     /// Revoked identities, keyed `"<role>/<id>"`, with their generation.
     #[serde(default)]
-    identities: BTreeMap<String, Revocation>,
+    identities: imbl::OrdMap<String, Revocation>,
+    /// How many changes the list has seen (applied deterministically, so
+    /// every node counts the same).
+    #[serde(default)]
+    version: u64,
 }
 
 fn identity_key(role: Role, id: &str) -> String {
@@ -159,6 +167,7 @@ impl RevocationList {
                 generation: 0,
             },
         );
+        self.version += 1;
         Ok(true)
     }
 
@@ -193,6 +202,7 @@ impl RevocationList {
                 generation,
             },
         );
+        self.version += 1;
         Ok(generation)
     }
 
@@ -251,10 +261,26 @@ impl RevocationList {
     /// (an expired certificate is refused anyway), keeping the replicated
     /// state small. Identity entries are kept. Returns how many were dropped.
     pub fn prune_expired(&mut self, now_unix_ms: u64) -> usize {
-        let before = self.serials.len();
-        self.serials
-            .retain(|_, r| r.cert_not_after_unix_ms.is_none_or(|t| t > now_unix_ms));
-        before - self.serials.len()
+        let expired: Vec<Serial> = self
+            .serials
+            .iter()
+            .filter(|(_, r)| r.cert_not_after_unix_ms.is_some_and(|t| t <= now_unix_ms))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for serial in &expired {
+            self.serials.remove(serial);
+        }
+        let dropped = expired.len();
+        if dropped > 0 {
+            self.version += 1;
+        }
+        dropped
+    }
+
+    /// How many changes the list has seen: equal versions of one list's
+    /// history are equal lists, so "did it change?" costs O(1).
+    pub fn version(&self) -> u64 {
+        self.version
     }
 }
 

@@ -1215,3 +1215,30 @@ fn a_signer_refuses_a_key_that_is_not_its_certificates() {
     let b = c.ca.issue_with_new_key(Role::Admin, "b", TTL).unwrap();
     assert!(crate::Signer::from_pem(&a.cert.cert_pem, &b.key_pem, c.ca.ca_cert_pem()).is_err());
 }
+
+/// The list counts its changes, so "did it change?" is O(1) for the state
+/// machine and the daemon: every change bumps the version, a repeat or a
+/// prune that drops nothing does not, and equal versions of one history
+/// are equal lists.
+#[test]
+fn the_revocation_list_counts_its_changes() {
+    let mut l = RevocationList::new();
+    assert_eq!(l.version(), 0);
+    let serial = Serial::from_bytes(&[1, 2, 3]);
+    assert_eq!(
+        l.revoke_serial(serial.clone(), 10, "leak", Some(100)),
+        Ok(true)
+    );
+    assert_eq!(l.version(), 1);
+    let before = l.clone();
+    assert_eq!(l.revoke_serial(serial, 11, "again", Some(100)), Ok(false));
+    assert_eq!(l.version(), 1);
+    assert_eq!(l, before, "a repeat changes nothing");
+    assert_eq!(l.revoke_identity(Role::Client, "alice", 12, "left"), Ok(1));
+    assert_eq!(l.version(), 2);
+    assert_eq!(l.prune_expired(50), 0);
+    assert_eq!(l.version(), 2);
+    assert_eq!(l.prune_expired(100), 1);
+    assert_eq!(l.version(), 3);
+    assert!(l.get_identity(Role::Client, "alice").is_some());
+}

@@ -105,7 +105,8 @@ impl Published {
             &mut *self.state.write().unwrap_or_else(|e| e.into_inner()),
             state.clone(),
         );
-        if old.revocations != state.revocations {
+        // O(1): the list counts its changes (it may hold 65,536 entries).
+        if old.revocations.version() != state.revocations.version() {
             self.revocations.replace(state.revocations.clone());
         }
         self.applied_tx
