@@ -122,7 +122,10 @@
 //!   [`NetConfig::lane_unacked_frames_max`] frames and
 //!   [`NetConfig::lane_unacked_bytes_max`] bytes (payload + 29 bytes of frame
 //!   per message) are kept per lane; beyond that [`Peers::send`] refuses with
-//!   [`LaneError::LaneFull`] — that is the back-pressure signal.
+//!   [`LaneError::LaneFull`] — that is the back-pressure signal. What the
+//!   receiver is owed (a call's reply, a DOWN, a demonitor) goes through
+//!   [`Peers::send_owed`], which may use up to twice those bounds, so plain
+//!   mail filling a lane never makes a reply or a DOWN be dropped.
 //! - When the stream or connection fails, the sender reconnects (backoff
 //!   below) and opens a new `POST /v1/lane` starting with
 //!   `Hello{same lane_id, first_seq = oldest unacked seq}` followed by every
