@@ -296,6 +296,43 @@ async fn monitors_see_the_reason_and_calls_to_nobody_say_so() {
     c.shutdown().await;
 }
 
+/// A copy restored from a snapshot is a new incarnation: the watchers of
+/// the original are not its watchers. Killing the copy tells them nothing;
+/// the original's own end reaches them with its own reason. (Before, the
+/// copy carried the original's watchers in its image: its kill used up
+/// their monitor, and the original's end never reached them — the watcher
+/// waited forever; checked with the fix switched off: it did not end in
+/// 120 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_copy_does_not_inherit_the_originals_watchers() {
+    let c = TestCluster::start(1).await;
+    guests(&c).await;
+    let node = c.node(0).node();
+    let server = spawn(&c, 0, &["kv"]).await;
+    wait_stdout(&c, 0, server, "kv ready").await;
+    let watcher = spawn(&c, 0, &["kv_client", "monitor", &server.0.to_string()]).await;
+    wait_stdout(&c, 0, watcher, "monitoring").await;
+    let snap = node
+        .snapshot(server, false, Duration::from_secs(10))
+        .await
+        .expect("snapshot of the watched server");
+    let copy = node
+        .restore_snapshot(&snap.id, false, &shoal_runtime::grants::Grants::default())
+        .await
+        .expect("restore a copy");
+    assert_ne!(copy, server);
+    node.kill(copy).expect("kill the copy");
+    node.wait(copy).await;
+    node.send(Pid(0), server, b"exit 9".to_vec()).expect("send");
+    exit_of(&c, 0, watcher).await;
+    let out = stdout(&c, 0, watcher);
+    assert!(
+        out.contains("down reason=Exit(9)") && !out.contains("Killed"),
+        "{out}"
+    );
+    c.shutdown().await;
+}
+
 /// The `ms=` a `kv_client hold`/`request` result line reports.
 fn ms_of(out: &str) -> u64 {
     out.split_whitespace()

@@ -124,7 +124,7 @@ impl Node {
         let registry = self.registry().clone();
         let id = *id;
         let memory_max = self.config().engine.memory_bytes_max;
-        let (manifest, image) =
+        let (manifest, mut image) =
             tokio::task::spawn_blocking(move || load(&registry, &id, memory_max))
                 .await
                 .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
@@ -142,6 +142,12 @@ impl Node {
             .unwrap_or(self.config().process_memory_bytes_max)
             .min(self.config().engine.memory_bytes_max);
         crate::grants::check_image(&image, memory_max, spec.dirs.len())?;
+        // A restored process is a new incarnation. Who watched the captured
+        // one, and the callers it was serving, were told when that one ended
+        // (or still wait on it, if it goes on): never on this one, whose end
+        // must not reach them as the original's.
+        image.calls.watchers.clear();
+        image.calls.serving.clear();
         let original = Pid(manifest.pid);
         let reuse = if replace && self.module_of(original).is_some() {
             let _ = self.kill(original);
