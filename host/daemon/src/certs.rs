@@ -81,7 +81,7 @@ pub async fn take_over_ca(
     let intent = shoal_pki::Intent::TakeOverCa {
         node: inner.name.clone(),
     };
-    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
+    let proof = crate::records::signed::checked_proof(&inner.raft.state(), headers, &intent)?;
     let r = inner
         .raft
         .write_as(
@@ -233,7 +233,7 @@ pub async fn revoke(
         role: req.role,
         id: req.id.clone(),
     };
-    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
+    let proof = crate::records::signed::checked_proof(&inner.raft.state(), headers, &intent)?;
     let now = shoal_pki::now_unix_ms();
     let reason = req
         .reason

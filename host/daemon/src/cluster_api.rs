@@ -215,7 +215,7 @@ pub async fn create_token(
         ));
     }
     let intent = shoal_pki::Intent::create_token(&record);
-    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
+    let proof = crate::records::signed::checked_proof(&inner.raft.state(), headers, &intent)?;
     let expires = record.expires_unix_ms;
     let cmd = crate::records::signed::signed(proof, Command::CreateToken { record });
     let r = inner.raft.write_as(cmd, by).await.map_err(write_err)?;
@@ -248,7 +248,7 @@ async fn remove_node(
     let intent = shoal_pki::Intent::RemoveNode {
         node: name.to_string(),
     };
-    let proof = crate::records::signed::checked_proof(&inner.trust, headers, &intent)?;
+    let proof = crate::records::signed::checked_proof(&inner.raft.state(), headers, &intent)?;
     if id == inner.me
         && inner
             .raft

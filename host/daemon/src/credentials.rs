@@ -242,7 +242,7 @@ pub struct InitReport {
 pub fn ensure_admin_credentials(data_dir: &Path) -> Result<Option<PathBuf>, CredentialsError> {
     let step = |step: &'static str| move |source: PkiError| CredentialsError::Step { step, source };
     let paths = PkiPaths::new(data_dir);
-    let admin_dir = paths.dir().join("admin");
+    let admin_dir = paths.admin_dir();
     if [CA_FILE, CERT_FILE, KEY_FILE]
         .iter()
         .any(|f| admin_dir.join(f).exists())
@@ -270,7 +270,7 @@ pub fn init_cluster_pki(data_dir: &Path, node_name: &str) -> Result<InitReport, 
     shoal_pki::role::validate_id(node_name).map_err(CredentialsError::NodeName)?;
     let step = |step: &'static str| move |source: PkiError| CredentialsError::Step { step, source };
     let paths = PkiPaths::new(data_dir);
-    let admin_dir = paths.dir().join("admin");
+    let admin_dir = paths.admin_dir();
     if paths.ca_key().exists() || paths.ca_cert().exists() {
         return Err(CredentialsError::ClusterExists {
             dir: paths.dir().to_path_buf(),

@@ -470,9 +470,7 @@ impl Daemon {
         let ttl_ms = ttl.as_millis().min(u128::from(u64::MAX)) as u64;
         // Signed like the CLI's request, with this data directory's admin
         // credential (the first node's `pki/admin/`).
-        let admin = shoal_pki::PkiPaths::new(&self.inner.data_dir)
-            .dir()
-            .join("admin");
+        let admin = shoal_pki::PkiPaths::new(&self.inner.data_dir).admin_dir();
         let signer = shoal_pki::Signer::load(&admin).map_err(|e| {
             shoal_net::RemoteError::new(
                 403,

@@ -69,6 +69,12 @@ impl PkiPaths {
         self.dir.join("node.crt")
     }
 
+    /// The admin credential of the node that created the cluster (or
+    /// restored its CA): `client.crt`, `client.key`, `ca.crt`.
+    pub fn admin_dir(&self) -> PathBuf {
+        self.dir.join("admin")
+    }
+
     /// Create `<data>/pki` (and parents) if missing; a new `pki` directory
     /// gets mode 0700.
     pub fn ensure_dir(&self) -> Result<()> {

@@ -74,6 +74,13 @@ impl Tag {
         matches!(self, Tag::Plain)
     }
 
+    /// True for what answers something the receiver already admitted (a
+    /// reply, a DOWN, a demonitor): between nodes it may use lane room that
+    /// plain mail cannot take (`shoal_net::Peers::send_owed`).
+    pub fn is_owed(&self) -> bool {
+        matches!(self, Tag::Reply(_) | Tag::Down(_) | Tag::Demonitor(_))
+    }
+
     /// The lane encoding: kind byte (0 plain) and reference.
     pub fn to_wire(self) -> (u8, u64) {
         match self {

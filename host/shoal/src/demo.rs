@@ -358,11 +358,14 @@ fn node_config(dir: &Path, name: &str) -> DaemonConfig {
     c
 }
 
-/// A control-API client for the node at `addr`, as the admin whose
-/// credential the new cluster wrote into node 1's data dir.
-fn admin_tls(first_node_dir: &Path) -> Result<Arc<rustls::ClientConfig>, DemoError> {
-    use shoal_pki::{files, ClusterTrust, Identity, PkiPaths, SharedRevocations};
-    let dir = PkiPaths::new(first_node_dir).dir().join("admin");
+/// The admin whose credential the new cluster wrote into node 1's data
+/// dir: a TLS client configuration for the control API, and a signer for
+/// the requests that write credentials (join tokens).
+fn admin_credentials(
+    first_node_dir: &Path,
+) -> Result<(Arc<rustls::ClientConfig>, shoal_pki::Signer), DemoError> {
+    use shoal_pki::{files, ClusterTrust, Identity, PkiPaths, SharedRevocations, Signer};
+    let dir = PkiPaths::new(first_node_dir).admin_dir();
     let refused = |source| DemoError::Credential {
         dir: dir.clone(),
         source,
@@ -372,7 +375,9 @@ fn admin_tls(first_node_dir: &Path) -> Result<Arc<rustls::ClientConfig>, DemoErr
     let ca = files::read_certificate(&dir.join("ca.crt")).map_err(refused)?;
     let identity = Identity::from_pem(&cert, &key, &ca).map_err(refused)?;
     let trust = ClusterTrust::new(&ca, SharedRevocations::default()).map_err(refused)?;
-    shoal_pki::tls::client_config(&identity, &trust).map_err(refused)
+    let signer = Signer::from_pem(&cert, &key, &ca).map_err(refused)?;
+    let tls = shoal_pki::tls::client_config(&identity, &trust).map_err(refused)?;
+    Ok((tls, signer))
 }
 
 /// The running cluster as the demo sees it: the nodes (kept to stop them
@@ -406,20 +411,13 @@ async fn start_cluster(dir: &Path) -> Result<Cluster, DemoError> {
         names: Vec::new(),
         clients: Vec::new(),
     };
-    let mut tls = None;
+    // Read once node 1 has created the cluster.
+    let mut admin: Option<(Arc<rustls::ClientConfig>, shoal_pki::Signer)> = None;
     for name in NODE_NAMES {
         let mut cfg = node_config(dir, name);
-        if let Some(first) = cluster.clients.first() {
-            let admin = shoal_pki::PkiPaths::new(&dir.join(NODE_NAMES[0]))
-                .dir()
-                .join("admin");
-            let signer =
-                shoal_pki::Signer::load(&admin).map_err(|source| DemoError::Credential {
-                    dir: admin.clone(),
-                    source,
-                })?;
+        if let (Some(first), Some((_, signer))) = (cluster.clients.first(), &admin) {
             let token = first
-                .create_token(shoal_pki::Role::Node, 600_000, &signer)
+                .create_token(shoal_pki::Role::Node, 600_000, signer)
                 .await
                 .map_err(api("creating a join token"))?;
             cfg.join = Some(JoinSpec {
@@ -438,11 +436,11 @@ async fn start_cluster(dir: &Path) -> Result<Cluster, DemoError> {
                 });
             }
         };
-        let config = match &tls {
-            Some(c) => Arc::clone(c),
+        let config = match &admin {
+            Some((c, _)) => Arc::clone(c),
             None => {
-                let c = admin_tls(&dir.join(NODE_NAMES[0]))?;
-                tls = Some(Arc::clone(&c));
+                let (c, signer) = admin_credentials(&dir.join(NODE_NAMES[0]))?;
+                admin = Some((Arc::clone(&c), signer));
                 c
             }
         };

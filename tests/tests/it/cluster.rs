@@ -394,7 +394,7 @@ async fn a_flood_of_silent_anonymous_connections_leaves_room_for_the_cluster() {
     // The admin is served at once, while all of them are still open.
     let dir1 = c.dirs[0].path();
     let ca_pem = ca_pem_of(dir1);
-    let admin_dir = shoal_pki::PkiPaths::new(dir1).dir().join("admin");
+    let admin_dir = shoal_pki::PkiPaths::new(dir1).admin_dir();
     let admin = Identity::from_pem(
         &std::fs::read_to_string(admin_dir.join("client.crt")).unwrap(),
         &std::fs::read_to_string(admin_dir.join("client.key")).unwrap(),
@@ -419,7 +419,7 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
     let dir1 = c.dirs[0].path();
     let ca_pem = ca_pem_of(dir1);
     // Baseline: the admin credential works.
-    let admin_dir = shoal_pki::PkiPaths::new(dir1).dir().join("admin");
+    let admin_dir = shoal_pki::PkiPaths::new(dir1).admin_dir();
     let admin = Identity::from_pem(
         &std::fs::read_to_string(admin_dir.join("client.crt")).unwrap(),
         &std::fs::read_to_string(admin_dir.join("client.key")).unwrap(),
@@ -644,7 +644,7 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
     c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
     // A CLI client of n1 with the admin credential, over mTLS.
     let dir1 = c.dirs[0].path();
-    let admin = shoal_pki::PkiPaths::new(dir1).dir().join("admin");
+    let admin = shoal_pki::PkiPaths::new(dir1).admin_dir();
     let ca_pem = ca_pem_of(dir1);
     let id = Identity::from_pem(
         &std::fs::read_to_string(admin.join("client.crt")).unwrap(),
@@ -741,22 +741,13 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostile_leader_cannot_mint_an_admin_token() {
     use shoal_cluster::Refusal;
-    use shoal_pki::{Intent, JoinToken, ProofError, TokenRecord};
+    use shoal_pki::{Intent, ProofError};
     let c = TestCluster::start(2).await;
     let leader = c.leader().expect("a leader");
     let raft = c.node(leader).raft().clone();
     let admin = common::certs::Issued::admin_of(&c).signer();
     let client = common::certs::Issued::fresh(&c, Role::Client, "carol", 0).signer();
-    let admin_record = || {
-        let token = JoinToken::generate().unwrap();
-        let record = TokenRecord::new(
-            &token,
-            Role::Admin,
-            shoal_pki::now_unix_ms(),
-            Duration::from_secs(600),
-        );
-        (token, record)
-    };
+    let admin_record = || common::certs::token_record(Role::Admin);
     // The leader's own write of a signed token entry (no check but the
     // state machine's).
     let forge = |proof, record| {

@@ -455,7 +455,6 @@ async fn a_guests_children_belong_to_its_owner() {
 /// only if that node may make it: minting a token needs an admin's request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_certificate_cannot_mint_an_admin_token() {
-    use shoal_pki::{JoinToken, TokenRecord};
     let c = TestCluster::start(2).await;
     let leader = c.leader().expect("a leader");
     let other = 1 - leader;
@@ -479,13 +478,7 @@ async fn a_node_certificate_cannot_mint_an_admin_token() {
         shoal_net::NetConfig::default(),
     );
     let addr = c.addrs[leader].to_string();
-    let token = JoinToken::generate().unwrap();
-    let record = TokenRecord::new(
-        &token,
-        Role::Admin,
-        shoal_pki::now_unix_ms(),
-        Duration::from_secs(600),
-    );
+    let (token, record) = crate::common::certs::token_record(Role::Admin);
     // As itself, and posing as the leader.
     for from in [other_id, leader_id] {
         let body = serde_json::json!({

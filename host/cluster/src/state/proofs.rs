@@ -107,6 +107,23 @@ impl ClusterState {
                 window_ms: PROOF_WINDOW_MS,
             });
         }
+        self.admin_signer(proof)?;
+        if !self.intent_matches(&proof.intent, cmd) {
+            return Err(ProofError::WrongIntent {
+                signed: proof.intent.describe(),
+                asked: self.describe_cmd(cmd),
+            });
+        }
+        Ok(())
+    }
+
+    /// Who signed `proof`, if it is an admin of this cluster not revoked
+    /// as of this state: the CA recorded at bootstrap, the signature and
+    /// the certificate's validity when the proof was made
+    /// ([`shoal_pki::proof::verify`]), the role and the revocation list.
+    /// What the state machine checks of every signed entry, and what a
+    /// node's control API checks before it writes one.
+    pub fn admin_signer(&self, proof: &Proof) -> Result<shoal_pki::CertInfo, ProofError> {
         if self.ca_cert_pem.is_empty() {
             return Err(ProofError::NoCa);
         }
@@ -126,13 +143,7 @@ impl ClusterState {
                 reason: r.reason.clone(),
             });
         }
-        if !self.intent_matches(&proof.intent, cmd) {
-            return Err(ProofError::WrongIntent {
-                signed: proof.intent.describe(),
-                asked: self.describe_cmd(cmd),
-            });
-        }
-        Ok(())
+        Ok(info)
     }
 
     /// Whether `cmd` does exactly what `intent` asks.

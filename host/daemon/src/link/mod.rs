@@ -26,7 +26,7 @@ use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Owner, Raft};
 use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
-use shoal_runtime::mailbox::{Message, PushError, Tag};
+use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
 use spawn::{PeerSpawnRequest, PeerSpawned, SpawnRefusal};
@@ -572,12 +572,9 @@ impl ClusterLink for Link {
             Some(n) => n.addr.clone(),
             None => return Err(PushError::Closed),
         };
-        // A reply, DOWN or demonitor answers something the receiver
-        // already admitted: it may use the lane's room for what is owed.
-        let owed = matches!(
-            message.tag,
-            Tag::Reply(_) | Tag::Down(_) | Tag::Demonitor(_)
-        );
+        // What answers something the receiver already admitted may use the
+        // lane's room for what is owed.
+        let owed = message.tag.is_owed();
         let (kind, reference) = message.tag.to_wire();
         let msg = LaneMessage {
             from: message.sender.0,

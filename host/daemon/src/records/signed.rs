@@ -8,19 +8,20 @@
 //! (node removal changes Raft membership before its entry).
 
 use hyper::HeaderMap;
-use shoal_cluster::{Command, Refusal};
+use shoal_cluster::{ClusterState, Command, Refusal};
 use shoal_net::RemoteError;
 use shoal_pki::proof::{Intent, Proof, ProofError, PROOF_HEADER};
-use shoal_pki::{ClusterTrust, Role};
 
 fn refuse(why: ProofError) -> RemoteError {
     RemoteError::typed(403, &Refusal::Proof(why))
 }
 
-/// The signed request in `headers`, checked to ask for `expected`, made by
-/// an admin of this cluster within the window of this node's clock.
+/// The signed request in `headers`, checked to ask for `expected`, made
+/// within the window of this node's clock by an admin of this cluster as
+/// `state` knows it (the same check the state machine makes when it
+/// applies the entry: [`ClusterState::admin_signer`]).
 pub fn checked_proof(
-    trust: &ClusterTrust,
+    state: &ClusterState,
     headers: &HeaderMap,
     expected: &Intent,
 ) -> Result<Proof, RemoteError> {
@@ -31,21 +32,7 @@ pub fn checked_proof(
     };
     let proof = shoal_pki::proof::from_header(value.as_bytes()).map_err(refuse)?;
     shoal_pki::proof::check_fresh(&proof, shoal_pki::now_unix_ms()).map_err(refuse)?;
-    let info = shoal_pki::proof::verify(trust.ca_cert_der().as_ref(), &proof).map_err(refuse)?;
-    if info.role != Role::Admin {
-        return Err(refuse(ProofError::NotAdmin {
-            what: expected.describe(),
-            role: info.role,
-            id: info.id,
-        }));
-    }
-    if let Some(r) = trust.revocations().check(&info) {
-        return Err(refuse(ProofError::Revoked {
-            role: info.role,
-            id: info.id,
-            reason: r.reason,
-        }));
-    }
+    state.admin_signer(&proof).map_err(refuse)?;
     if proof.intent != *expected {
         return Err(refuse(ProofError::WrongIntent {
             signed: proof.intent.describe(),

@@ -49,8 +49,7 @@ impl Target {
             );
         };
         let cert = read_cert_file(&files.cert, "the certificate")?;
-        let key = read_private_key(&files.key)
-            .with_context(|| format!("cannot read the private key {}", files.key.display()))?;
+        let key = read_key_file(&files.key)?;
         let ca = read_cert_file(&files.ca, "the CA certificate")?;
         let signer = shoal_pki::Signer::from_pem(&cert, &key, &ca).with_context(|| {
             format!(
@@ -138,7 +137,7 @@ pub fn credential_files(
             let p = PkiPaths::new(data_dir);
             // The admin credential a new cluster writes comes first: it can
             // do everything (tokens, node removal); then the node's own.
-            let admin = p.dir().join("admin");
+            let admin = p.admin_dir();
             let admin = CredentialFiles {
                 cert: admin.join("client.crt"),
                 key: admin.join("client.key"),
@@ -185,15 +184,10 @@ fn read_cert_file(path: &Path, what: &str) -> anyhow::Result<String> {
     })
 }
 
-/// Build the TLS client configuration from `files`: our certificate and
-/// key (refused unless mode 0600) and the cluster CA. Checks up front that
-/// our own certificate is one the cluster accepts (same CA, valid now, a
-/// role allowed on the control API), so such mistakes are named here
-/// rather than as a refusal from the node.
-pub fn tls_config(files: &CredentialFiles) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let cert = read_cert_file(&files.cert, "the certificate")?;
-    let ca = read_cert_file(&files.ca, "the CA certificate")?;
-    let key = read_private_key(&files.key).map_err(|e| match e {
+/// Read our private key at `path` (refused unless mode 0600), saying how
+/// to fix what is wrong with it.
+fn read_key_file(path: &Path) -> anyhow::Result<String> {
+    read_private_key(path).map_err(|e| match e {
         PkiError::InsecureKeyFile { path, mode } => anyhow::anyhow!(
             "{} has mode {mode:o}: a private key must be 0600 (owner only); fix it with \
              `chmod 600 {}`",
@@ -203,11 +197,22 @@ pub fn tls_config(files: &CredentialFiles) -> anyhow::Result<Arc<rustls::ClientC
         PkiError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             anyhow::anyhow!(
                 "the private key {} does not exist (credentials come from `shoal cert create`)",
-                files.key.display()
+                path.display()
             )
         }
         other => anyhow::Error::new(other).context("cannot read the private key"),
-    })?;
+    })
+}
+
+/// Build the TLS client configuration from `files`: our certificate and
+/// key (refused unless mode 0600) and the cluster CA. Checks up front that
+/// our own certificate is one the cluster accepts (same CA, valid now, a
+/// role allowed on the control API), so such mistakes are named here
+/// rather than as a refusal from the node.
+pub fn tls_config(files: &CredentialFiles) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let cert = read_cert_file(&files.cert, "the certificate")?;
+    let ca = read_cert_file(&files.ca, "the CA certificate")?;
+    let key = read_key_file(&files.key)?;
     let identity = Identity::from_pem(&cert, &key, &ca).with_context(|| {
         format!(
             "the credentials {} + {} are not usable",

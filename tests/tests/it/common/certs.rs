@@ -60,7 +60,7 @@ impl Issued {
     /// The admin credential a new cluster writes into its first node's
     /// data dir.
     pub fn admin_of(c: &TestCluster) -> Issued {
-        let admin = PkiPaths::new(c.dirs[0].path()).dir().join("admin");
+        let admin = PkiPaths::new(c.dirs[0].path()).admin_dir();
         Self::from_files(
             c.dirs[0].path(),
             &admin.join("client.crt"),
@@ -126,4 +126,17 @@ impl Issued {
             ca_pem: self.ca_pem.clone(),
         }
     }
+}
+
+/// A fresh join token granting `role` and its record, valid for ten
+/// minutes from now: what an attacker would try to write into Raft.
+pub fn token_record(role: Role) -> (shoal_pki::JoinToken, shoal_pki::TokenRecord) {
+    let token = shoal_pki::JoinToken::generate().unwrap();
+    let record = shoal_pki::TokenRecord::new(
+        &token,
+        role,
+        shoal_pki::now_unix_ms(),
+        Duration::from_secs(600),
+    );
+    (token, record)
 }

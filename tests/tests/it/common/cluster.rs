@@ -49,7 +49,7 @@ impl TestCluster {
     /// the admin credential node 1 wrote when it created the cluster.
     pub fn admin_client(&self, via: usize) -> shoal_api::Client {
         let paths = shoal_pki::PkiPaths::new(self.dirs[0].path());
-        let admin = paths.dir().join("admin");
+        let admin = paths.admin_dir();
         let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("CA certificate");
         let id = shoal_pki::Identity::from_pem(
             &std::fs::read_to_string(admin.join("client.crt")).expect("admin certificate"),
@@ -103,9 +103,8 @@ impl TestCluster {
             let via = self.running().next().expect("a running node");
             // Signed by the cluster's admin (node 0's data dir holds it),
             // whichever node is asked.
-            let admin = shoal_pki::PkiPaths::new(self.dirs[0].path())
-                .dir()
-                .join("admin");
+            // (The benches include this file without `certs`.)
+            let admin = shoal_pki::PkiPaths::new(self.dirs[0].path()).admin_dir();
             let signer = shoal_pki::Signer::load(&admin).expect("the cluster's admin credential");
             let token = via
                 .create_join_token_signed(shoal_pki::Role::Node, 600_000, &signer)
