@@ -17,8 +17,13 @@
 //!   are delivered at once;
 //! - messages from any other node N are held until N's fence arrives
 //!   ([`Handoff::fence`]), then appended in order;
-//! - nodes that never fence (down, or lagging) are waited for at most a
-//!   deadline, after which everything held is released ([`Handoff::expire`]).
+//! - nodes that never fence (down, or lagging) are waited for while the
+//!   source still makes progress, and at most a ceiling ([`FenceClock`]);
+//!   then everything held is released ([`Handoff::expire`]). A fixed
+//!   deadline is not enough: on a loaded machine the source may still be
+//!   forwarding a full lane's backlog (tens of thousands of messages sent
+//!   before the fence) when it passes, and releasing the held direct
+//!   messages then would put them ahead of that backlog.
 //!
 //! The hold is bounded like a mailbox: past [`HandoffLimits`] a push is
 //! refused as `Full` (back-pressure: the lane waits, a local sender gets
@@ -27,6 +32,7 @@
 use super::mailbox::{Mailbox, Message, PushError};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A node, by its cluster id (what a message's origin is).
 pub type Origin = u64;
@@ -52,6 +58,9 @@ struct State {
     mailbox: Option<Arc<Mailbox>>,
     /// Ended: everything released (or handed back), no more holding.
     finished: bool,
+    /// Messages from the source plus fences seen so far: how the fence
+    /// wait tells a source still forwarding from a stalled one.
+    progress: u64,
 }
 
 /// The ordering hold for one arriving process (see the module docs).
@@ -125,6 +134,9 @@ impl Handoff {
         if st.finished {
             return Ok(Routed::Finished(message));
         }
+        if origin == self.source {
+            st.progress += 1;
+        }
         let deliver_now = origin == self.source || !st.awaiting.contains(&origin);
         if deliver_now {
             if let Some(mb) = &st.mailbox {
@@ -186,6 +198,7 @@ impl Handoff {
     /// the switch is still on the way. Its held messages go in.
     pub fn fence(&self, origin: Origin) {
         let mut st = self.lock();
+        st.progress += 1;
         st.awaiting.remove(&origin);
         if let Some(mb) = st.mailbox.clone() {
             release(&mut st, &mb, origin);
@@ -240,6 +253,55 @@ impl Handoff {
     /// Messages held right now.
     pub fn held_count(&self) -> usize {
         self.lock().held_count
+    }
+
+    /// How far the hold has come: messages from the source plus fences
+    /// (it only grows). See [`FenceClock`].
+    pub fn progress(&self) -> u64 {
+        self.lock().progress
+    }
+}
+
+/// When an arrived process stops waiting for missing fences.
+///
+/// A fence comes behind everything its node sent through the source, so a
+/// source that is still forwarding may yet bring it: the wait ends only
+/// after `idle` passes with no progress ([`Handoff::progress`]), or after
+/// `max` in all (a node that never fences while the source's own
+/// processes keep sending must not hold the others' messages forever).
+#[derive(Debug, Clone)]
+pub struct FenceClock {
+    idle: Duration,
+    ends_max: Instant,
+    progress: u64,
+    progress_at: Instant,
+}
+
+impl FenceClock {
+    /// A clock started at `now`, with the hold's progress then.
+    pub fn new(now: Instant, progress: u64, idle: Duration, max: Duration) -> FenceClock {
+        assert!(idle <= max, "the idle wait is within the whole wait");
+        FenceClock {
+            idle,
+            ends_max: now + max,
+            progress,
+            progress_at: now,
+        }
+    }
+
+    /// Note the hold's `progress` at `now`; true once the wait is over.
+    pub fn expired(&mut self, now: Instant, progress: u64) -> bool {
+        assert!(progress >= self.progress, "progress only grows");
+        if progress != self.progress {
+            self.progress = progress;
+            self.progress_at = now;
+        }
+        now >= self.deadline()
+    }
+
+    /// When to look again (the wait cannot end before it).
+    pub fn deadline(&self) -> Instant {
+        (self.progress_at + self.idle).min(self.ends_max)
     }
 }
 
@@ -315,6 +377,40 @@ mod tests {
         assert_eq!(h.expire(), vec![2, 3]);
         assert_eq!(drain(&mb), vec![(9, 0), (9, 2), (9, 1), (9, 3)]);
         assert!(h.is_finished());
+    }
+
+    #[test]
+    fn the_fence_wait_lasts_while_the_source_makes_progress() {
+        let idle = Duration::from_secs(8);
+        let max = Duration::from_secs(120);
+        let t0 = Instant::now();
+        let h = Handoff::new(1, 1, [2], limits());
+        let mb = Arc::new(Mailbox::new(MailboxLimits::default()));
+        h.push(2, m(5, 9)).unwrap();
+        h.start(mb.clone());
+        let mut clock = FenceClock::new(t0, h.progress(), idle, max);
+        // The source forwards node 2's backlog, one message every 5 s: 40 s
+        // in all, far past the idle wait, and the hold keeps waiting.
+        for n in 0..8u8 {
+            let now = t0 + Duration::from_secs(5 * u64::from(n) + 5);
+            assert!(!clock.expired(now, h.progress()), "expired at {n}");
+            h.push(1, m(5, n)).unwrap();
+        }
+        // Node 2's fence comes after its backlog: the held message follows it.
+        h.fence(2);
+        let order: Vec<u8> = drain(&mb).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5, 6, 7, 9]);
+        // A stalled source: the wait ends `idle` after the last progress.
+        let last = t0 + Duration::from_secs(45);
+        assert!(!clock.expired(last, h.progress()));
+        assert_eq!(clock.deadline(), last + idle);
+        assert!(!clock.expired(last + idle - Duration::from_millis(1), h.progress()));
+        assert!(clock.expired(last + idle, h.progress()));
+        // Progress forever still ends at the ceiling.
+        let mut forever = FenceClock::new(t0, 0, idle, max);
+        for s in 1..=120u64 {
+            assert_eq!(forever.expired(t0 + Duration::from_secs(s), s), s >= 120);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! 5. **Go**: on the lane to the target, then everything held here is
 //!    forwarded after it, in order, followed by the other nodes' fences as
 //!    they arrive (see [`shoal_runtime::handoff`]). Once every member has
-//!    fenced (or [`super::target::FENCE_WAIT`] passed) the held mailbox is
+//!    fenced (or nothing came through for [`super::target::FENCE_WAIT`]) the held mailbox is
 //!    closed; late senders find the pid through the directory.
 
 use super::wire::{self, Abort, Control, Final, Offer, OfferAnswer, Started};
@@ -27,6 +27,7 @@ use bytes::Bytes;
 use shoal_cluster::sched::Target;
 use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus};
 use shoal_net::LaneMessage;
+use shoal_runtime::handoff::FenceClock;
 use shoal_runtime::mailbox::Head;
 use shoal_runtime::mailbox::PushError;
 use shoal_runtime::node::{ClusterLink, NodeError, CONTROL_SENDER};
@@ -687,7 +688,15 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
         .filter(|n| n.status != NodeStatus::Removed && n.id != ctx.me)
         .map(|n| n.id)
         .collect();
-    let deadline = Instant::now() + super::target::FENCE_WAIT;
+    // The same wait as the target's: while messages keep coming through
+    // here, a missing fence may be behind them.
+    let mut forwarded: u64 = 0;
+    let mut clock = FenceClock::new(
+        Instant::now(),
+        forwarded,
+        super::target::FENCE_WAIT,
+        super::target::FENCE_WAIT_MAX,
+    );
     let room = ctx.peers.room();
     loop {
         // Registered before the attempt: acks that free room in between
@@ -695,6 +704,7 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
         let freed = room.notified();
         match mailbox.take_if_fits(usize::MAX) {
             Head::Taken(m) => {
+                forwarded += 1;
                 let mut data = Bytes::copy_from_slice(&m.data);
                 if m.sender == CONTROL_SENDER {
                     if let Some(Control::Fence { origin, epoch }) = Control::decode(&m.data) {
@@ -750,7 +760,7 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                     .directory
                     .get(&pid.0)
                     .is_none_or(|e| e.node != ctx.me);
-                let done = (waiting.is_empty() || Instant::now() >= deadline)
+                let done = (waiting.is_empty() || clock.expired(Instant::now(), forwarded))
                     && ctx.node.router().handoff(pid).is_none()
                     && switched;
                 // Close only when empty (atomically), then forget it: a
@@ -762,7 +772,7 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                     return;
                 }
                 let wait_until =
-                    std::cmp::min(deadline, Instant::now() + Duration::from_millis(50));
+                    std::cmp::min(clock.deadline(), Instant::now() + Duration::from_millis(50));
                 mailbox.wait_nonempty(Some(wait_until)).await;
             }
         }

@@ -14,7 +14,8 @@
 //!   after [`ARRIVAL_TTL`] without a decision while the source stays silent.
 //!
 //! A started process's messages go through its [`Handoff`] until every
-//! node's fence has come through the source, or [`FENCE_WAIT`] passed.
+//! node's fence has come through the source, or the source forwarded
+//! nothing for [`FENCE_WAIT`] ([`FenceClock`]).
 
 use super::wire::{self, Abort, Final, Offer, OfferAnswer, Started};
 use super::Ctx;
@@ -22,7 +23,7 @@ use shoal_cluster::NodeId;
 use shoal_net::RemoteError;
 use shoal_registry::Sha256;
 use shoal_runtime::grants::Grants;
-use shoal_runtime::handoff::{Handoff, HandoffLimits};
+use shoal_runtime::handoff::{FenceClock, Handoff, HandoffLimits};
 use shoal_runtime::pid::Pid;
 use shoal_runtime::process::CapturedProcess;
 use std::collections::HashMap;
@@ -36,9 +37,13 @@ pub const ARRIVALS_MAX: usize = 256;
 pub const ARRIVAL_BYTES_MAX: u64 = 8 << 30;
 /// How long a prepared arrival waits for a decision before it is dropped.
 pub const ARRIVAL_TTL: Duration = Duration::from_secs(120);
-/// How long a started process waits for the other nodes' fences before
-/// releasing what it holds.
+/// How long a started process waits for the other nodes' fences while its
+/// source forwards nothing, before releasing what it holds (see
+/// [`shoal_runtime::handoff::FenceClock`]).
 pub const FENCE_WAIT: Duration = Duration::from_secs(8);
+/// The longest a started process waits for the other nodes' fences, even
+/// while its source keeps forwarding.
+pub const FENCE_WAIT_MAX: Duration = Duration::from_secs(120);
 
 /// Where an arrival is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -641,10 +646,14 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
     });
 }
 
-/// Wait for every fence (or [`FENCE_WAIT`]), then stop routing through the
-/// handoff.
+/// Wait for every fence (or until [`FenceClock`] says to stop: no progress
+/// from the source for [`FENCE_WAIT`], or [`FENCE_WAIT_MAX`] in all), then
+/// stop routing through the handoff.
 async fn finish_handoff(ctx: Arc<Ctx>, pid: Pid) {
-    let deadline = Instant::now() + FENCE_WAIT;
+    let Some(first) = ctx.node.router().handoff(pid) else {
+        return;
+    };
+    let mut clock = FenceClock::new(Instant::now(), first.progress(), FENCE_WAIT, FENCE_WAIT_MAX);
     loop {
         let Some(h) = ctx.node.router().handoff(pid) else {
             return;
@@ -656,16 +665,17 @@ async fn finish_handoff(ctx: Arc<Ctx>, pid: Pid) {
             ctx.node.router().remove_handoff_if(pid, &h);
             return;
         }
-        if Instant::now() >= deadline {
+        if clock.expired(Instant::now(), h.progress()) {
             let missing = h.expire();
             ctx.node.router().remove_handoff_if(pid, &h);
             tracing::warn!(
-                "process {pid} arrived; no fence from node(s) {missing:?} within {} s, released what they sent",
+                "process {pid} arrived; no fence from node(s) {missing:?} (the source forwarded nothing for {} s), released what they sent",
                 FENCE_WAIT.as_secs()
             );
             return;
         }
-        let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), released).await;
+        let deadline = tokio::time::Instant::from_std(clock.deadline());
+        let _ = tokio::time::timeout_at(deadline, released).await;
     }
 }
 
