@@ -42,8 +42,8 @@ pub const CALL_REPLY_BUFFER_SIZE: usize = 64 * 1024;
 pub enum DownReason {
     /// It exited with this code.
     Exit(i32),
-    /// It trapped; the message when known (DOWN notices carry it, a failed
-    /// call does not).
+    /// It trapped, with the trap message (empty from a host before the
+    /// message was passed to a failed call).
     Trap(String),
     /// It was killed.
     Killed,
@@ -170,11 +170,21 @@ pub fn call_raw(target: Pid, request: &[u8], timeout: Option<Duration>) -> Resul
         match check(rc) {
             Ok(len) if (len as usize) <= buf.len() => Ok(buf[..len as usize].to_vec()),
             Ok(_) => Err(Error::Invalid),
-            Err(Error::CalleeDown(_)) => Err(Error::CalleeDown(DownReason::from_codes(
-                down.reason,
-                down.code,
-                &[],
-            ))),
+            Err(Error::CalleeDown(_)) => {
+                // A trap's message is where the reply would have been, its
+                // length in `code` (an older host leaves it 0: no message).
+                let message: &[u8] = if down.reason == sys::REASON_TRAP {
+                    let len = usize::try_from(down.code).unwrap_or(0).min(buf.len());
+                    &buf[..len]
+                } else {
+                    &[]
+                };
+                Err(Error::CalleeDown(DownReason::from_codes(
+                    down.reason,
+                    down.code,
+                    message,
+                )))
+            }
             Err(e) => Err(e),
         }
     })
@@ -358,7 +368,9 @@ pub fn cancel_request(request: RequestRef) -> Result<()> {
     check(unsafe { sys::demonitor(request.0 as i64) }).map(drop)
 }
 
-/// Answers the call `handle` with the reply bytes.
+/// Answers the call `handle` with the reply bytes. In the rare case that
+/// even the room kept for replies is in use (`MAILBOX_FULL`), it waits a
+/// millisecond and tries again: the handle stays good.
 ///
 /// # Errors
 ///
@@ -366,8 +378,17 @@ pub fn cancel_request(request: RequestRef) -> Result<()> {
 /// [`Error::TooLarge`].
 pub fn reply_raw(handle: CallHandle, data: &[u8]) -> Result<()> {
     let len = i32::try_from(data.len()).map_err(|_| Error::TooLarge)?;
-    // SAFETY: the pointer is valid for `len` bytes; the host copies them.
-    check(unsafe { sys::reply(handle.0 as i64, data.as_ptr(), len) }).map(drop)
+    loop {
+        // SAFETY: the pointer is valid for `len` bytes; the host copies them.
+        match check(unsafe { sys::reply(handle.0 as i64, data.as_ptr(), len) }) {
+            // Even the room kept for replies is in use: the handle stays
+            // good, so try again once some has been acknowledged.
+            Err(Error::MailboxFull) => {
+                let _ = crate::sleep(Duration::from_millis(1));
+            }
+            other => return other.map(drop),
+        }
+    }
 }
 
 /// [`reply_raw`] with the value encoded with postcard.

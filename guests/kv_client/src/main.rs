@@ -14,6 +14,10 @@
 //!   as `mail <text>`, then `done`.
 //! - `monitor <pid>`: monitors `pid`, prints `monitoring`, waits for its
 //!   DOWN and prints `down reason=<r>`.
+//! - `unwatch <pid>`: monitors `pid`, withdraws that monitor
+//!   (`shoal::demonitor`), monitors it again, prints `unwatched`, then
+//!   waits for a DOWN of `pid` and prints `down ref=<first|second>
+//!   reason=<r>` (exit 0 only for `second`: the withdrawn one never fires).
 //! - `whereis <name>`: prints `whereis <pid>` or `whereis err=<ERROR>`.
 //! - `byname <name>`: a Put and a Get by name (`shoal::call_name`); prints
 //!   `byname ok` or `byname err=<ERROR>`.
@@ -303,6 +307,38 @@ fn main() {
             }
             println!("fanout ok={ok} bad={bad} errors={errors}");
             bad == 0 && errors == 0
+        }
+        "unwatch" => {
+            // Monitor, withdraw, monitor again: only the second may ever
+            // see the DOWN.
+            let target = pid_arg(&args, 2);
+            let first = shoal::monitor(target).and_then(|r| shoal::demonitor(r).map(|()| r));
+            let second = shoal::monitor(target);
+            let (Ok(first), Ok(second)) = (first, second) else {
+                println!("unwatch failed");
+                std::process::exit(1)
+            };
+            println!("unwatched");
+            loop {
+                match shoal::recv_any(None) {
+                    Ok(Incoming::Down(d)) if d.pid == target => {
+                        let which = if d.reference == second {
+                            "second"
+                        } else if d.reference == first {
+                            "first"
+                        } else {
+                            "unknown"
+                        };
+                        println!("down ref={which} reason={:?}", d.reason);
+                        break which == "second";
+                    }
+                    Ok(other) => println!("other {other:?}"),
+                    Err(e) => {
+                        println!("recv_any failed {e}");
+                        break false;
+                    }
+                }
+            }
         }
         "monitor" => {
             let target = pid_arg(&args, 2);

@@ -456,6 +456,34 @@ mod tests {
         let downs = mb.down_targets(&|p| p == Pid(7), &DownReason::NodeDown.encode());
         assert_eq!(downs, abi::REQUESTS_MAX);
         assert_eq!(mb.len(), abi::REQUESTS_MAX);
+        // The same verdict applied again (a process that arrived while it
+        // was made) queues nothing more: one DOWN per reference.
+        let again = mb.down_targets(&|p| p == Pid(7), &DownReason::NodeDown.encode());
+        assert_eq!(again, 0);
+        assert_eq!(mb.len(), abi::REQUESTS_MAX);
+    }
+
+    #[test]
+    fn a_node_death_reaches_a_process_frozen_to_move_and_one_that_arrived() {
+        use crate::mailbox::MailboxLimits;
+        use std::sync::Arc;
+        let router = Router::default();
+        let data = DownReason::NodeDown.encode();
+        // A process frozen to move away: its mailbox is held, not local.
+        let frozen = Arc::new(Mailbox::new(MailboxLimits::default()));
+        let r = frozen.begin_call(Pid(7));
+        router.hold(Pid(1), frozen.clone());
+        assert_eq!(router.down_targets(&|p| p == Pid(7), &data), 1);
+        assert_eq!(frozen.take_answer(r).map(|m| m.tag), Some(Tag::Down(r)));
+        // A process that arrived after the verdict: one DOWN, once.
+        let arrived = Arc::new(Mailbox::new(MailboxLimits::default()));
+        let m = arrived.add_monitor(Pid(7)).unwrap();
+        router.attach(Pid(2), arrived.clone());
+        assert_eq!(router.down_targets_of(Pid(2), &|p| p == Pid(7), &data), 1);
+        assert_eq!(router.down_targets_of(Pid(2), &|p| p == Pid(7), &data), 0);
+        assert_eq!(router.down_targets_of(Pid(3), &|p| p == Pid(7), &data), 0);
+        assert_eq!(arrived.queued().len(), 1);
+        assert_eq!(arrived.queued()[0].tag, Tag::Down(m));
     }
 
     #[test]

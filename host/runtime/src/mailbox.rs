@@ -591,6 +591,14 @@ impl Mailbox {
         self.lock().calls.serving.remove(&handle)
     }
 
+    /// Serve call `handle` again (its reply could not be sent: retry).
+    pub fn put_back_serving(&self, handle: u64, caller: Pid, reference: u64) {
+        self.lock()
+            .calls
+            .serving
+            .insert(handle, (caller, reference));
+    }
+
     /// A copy of the calls and monitors (for an image).
     pub fn calls(&self) -> CallState {
         self.lock().calls.clone()
@@ -627,6 +635,19 @@ impl Mailbox {
                 .filter(|(_, p)| gone(**p))
                 .map(|(r, p)| (*r, *p)),
         );
+        // Once per reference: the same death can be applied here twice (a
+        // process that arrived while it was), and one DOWN is its answer.
+        if !downs.is_empty() {
+            let queued: BTreeSet<u64> = q
+                .messages
+                .iter()
+                .filter_map(|m| match m.tag {
+                    Tag::Down(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            downs.retain(|(r, _)| !queued.contains(r));
+        }
         for (r, p) in &downs {
             q.bytes += data.len();
             q.messages.push_back(Message {

@@ -243,9 +243,24 @@ impl Router {
     /// Queue a DOWN (`data`: the reason) in every local process's mailbox
     /// for its call in progress and its monitors whose target `gone` says
     /// is gone. Returns how many were queued. See [`crate::calls::node_down`].
+    ///
+    /// Processes frozen to move away are included (their held mailbox):
+    /// if the move is called off they resume with the DOWN; if it goes
+    /// ahead the DOWN is forwarded with their other mail. A process that
+    /// arrives after the decision is covered by [`Router::down_targets_of`].
     pub fn down_targets(&self, gone: &dyn Fn(Pid) -> bool, data: &[u8]) -> usize {
-        let mailboxes: Vec<Arc<Mailbox>> = read(&self.local).values().cloned().collect();
+        let mut mailboxes: Vec<Arc<Mailbox>> = read(&self.local).values().cloned().collect();
+        mailboxes.extend(read(&self.held).values().cloned());
+        mailboxes.sort_by_key(|mb| Arc::as_ptr(mb) as usize);
+        mailboxes.dedup_by(|a, b| Arc::ptr_eq(a, b));
         mailboxes.iter().map(|mb| mb.down_targets(gone, data)).sum()
+    }
+
+    /// [`Router::down_targets`] for the one live process `pid` (one that
+    /// started here after the decision, e.g. arrived by a move).
+    pub fn down_targets_of(&self, pid: Pid, gone: &dyn Fn(Pid) -> bool, data: &[u8]) -> usize {
+        self.live_mailbox(pid)
+            .map_or(0, |mb| mb.down_targets(gone, data))
     }
 
     /// Queue a message for a pid on this node (rules 1 and 2). `origin` is

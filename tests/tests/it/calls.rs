@@ -229,10 +229,18 @@ async fn pending_calls_fail_at_once_when_the_callee_ends() {
             assert!(st.success(), "{st}: {out}");
             let want = match end {
                 End::Exit => "result err=CALLEE_DOWN reason=Exit(3)",
-                End::Trap => "result err=CALLEE_DOWN reason=Trap(\"\")",
+                // The trap's message comes with the failed call.
+                End::Trap => "instruction executed",
                 End::Kill => "result err=CALLEE_DOWN reason=Killed",
             };
             assert!(out.contains(want), "{end:?}: {out}");
+            if let End::Trap = end {
+                assert!(
+                    out.contains("result err=CALLEE_DOWN reason=Trap(\"error while executing")
+                        && out.contains("wasm trap: wasm `unreachable` instruction executed"),
+                    "{out}"
+                );
+            }
         }
         let out = stdout(&c, 0, callers[0].1);
         assert!(
@@ -292,6 +300,108 @@ async fn monitors_see_the_reason_and_calls_to_nobody_say_so() {
         let call = spawn(&c, i, &["kv_client", "noproc", &s]).await;
         exit_of(&c, i, call).await;
         assert_eq!(stdout(&c, i, call), "result err=NO_PROCESS\n");
+    }
+    c.shutdown().await;
+}
+
+/// Monitors across nodes see each kind of end with its reason (a trap with
+/// its message, a kill), and a withdrawn monitor never fires: `unwatch`
+/// monitors, demonitors, monitors again, and must see the second one's
+/// DOWN (it fails on `ref=first`). A call with a deadline and no reply
+/// fails with `TIMEOUT` after the deadline, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn monitors_see_traps_and_kills_demonitor_withdraws_and_deadlines_hold() {
+    let c = TestCluster::start(2).await;
+    guests(&c).await;
+    for end in [End::Trap, End::Kill] {
+        let server = spawn(&c, 1, &["kv"]).await;
+        wait_stdout(&c, 1, server, "kv ready").await;
+        let s = server.0.to_string();
+        let watcher = spawn(&c, 0, &["kv_client", "monitor", &s]).await;
+        let unwatch = spawn(&c, 0, &["kv_client", "unwatch", &s]).await;
+        wait_stdout(&c, 0, watcher, "monitoring").await;
+        wait_stdout(&c, 0, unwatch, "unwatched").await;
+        match end {
+            End::Trap => c
+                .node(0)
+                .node()
+                .send(Pid(0), server, b"trap".to_vec())
+                .expect("send trap"),
+            End::Kill => c.node(1).node().kill(server).expect("kill"),
+            End::Exit => unreachable!(),
+        }
+        let want = match end {
+            End::Trap => "wasm trap: wasm `unreachable` instruction executed",
+            _ => "reason=Killed",
+        };
+        for pid in [watcher, unwatch] {
+            let st = exit_of(&c, 0, pid).await;
+            let out = stdout(&c, 0, pid);
+            assert!(st.success() && out.contains(want), "{end:?}: {st}: {out}");
+        }
+        assert!(stdout(&c, 0, unwatch).contains("down ref=second"));
+    }
+    // A deadline: 300 ms with a server that holds the call unanswered.
+    let server = spawn(&c, 1, &["kv"]).await;
+    wait_stdout(&c, 1, server, "kv ready").await;
+    let caller = spawn(&c, 0, &["kv_client", "hold", &server.0.to_string(), "300"]).await;
+    exit_of(&c, 0, caller).await;
+    let out = stdout(&c, 0, caller);
+    assert!(out.contains("result err=TIMEOUT"), "{out}");
+    assert!(ms_of(&out) >= 300, "timed out before its deadline: {out}");
+    c.shutdown().await;
+}
+
+/// A copy restored (under a new pid) from a snapshot of a process blocked
+/// in `call`, or holding a monitor, never sent that request or that monitor
+/// request: its call returns `TIMEOUT` at once (the reply goes to the
+/// original), and its monitor is asked again under its own pid so the
+/// target's end reaches it. (Before: the copy's call waited out its
+/// 10-minute deadline, and the copy's monitor never fired.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_restored_mid_call_returns_at_once_and_keeps_its_monitors() {
+    let c = TestCluster::start(1).await;
+    guests(&c).await;
+    let node = c.node(0).node();
+    let server = spawn(&c, 0, &["kv"]).await;
+    wait_stdout(&c, 0, server, "kv ready").await;
+    let s = server.0.to_string();
+    let caller = spawn(&c, 0, &["kv_client", "hold", &s, "600000"]).await;
+    let watcher = spawn(&c, 0, &["kv_client", "monitor", &s]).await;
+    wait_stdout(&c, 0, server, "held 1").await;
+    wait_stdout(&c, 0, watcher, "monitoring").await;
+    let grants = shoal_runtime::grants::Grants::default();
+    let mut copies = Vec::new();
+    for pid in [caller, watcher] {
+        let snap = node
+            .snapshot(pid, false, Duration::from_secs(10))
+            .await
+            .expect("snapshot");
+        let copy = node
+            .restore_snapshot(&snap.id, false, &grants)
+            .await
+            .expect("restore a copy");
+        assert_ne!(copy, pid);
+        copies.push(copy);
+    }
+    let (caller_copy, watcher_copy) = (copies[0], copies[1]);
+    exit_of(&c, 0, caller_copy).await;
+    let out = stdout(&c, 0, caller_copy);
+    assert!(out.contains("result err=TIMEOUT"), "{out}");
+    assert!(ms_of(&out) < 600_000, "{out}");
+    // The original still waits; the server's end reaches it, and both
+    // watchers.
+    node.send(Pid(0), server, b"exit 9".to_vec()).expect("send");
+    exit_of(&c, 0, caller).await;
+    assert!(
+        stdout(&c, 0, caller).contains("result err=CALLEE_DOWN reason=Exit(9)"),
+        "{}",
+        stdout(&c, 0, caller)
+    );
+    for pid in [watcher, watcher_copy] {
+        exit_of(&c, 0, pid).await;
+        let out = stdout(&c, 0, pid);
+        assert!(out.contains("down reason=Exit(9)"), "{pid}: {out}");
     }
     c.shutdown().await;
 }

@@ -521,3 +521,36 @@ async fn a_node_certificate_cannot_mint_an_admin_token() {
     }
     c.shutdown().await;
 }
+
+/// Names are per owner, end to end (issue #13): alice and bob each
+/// register `svc` through their own deployed guests and both win; a second
+/// `svc` of alice's is refused `NAME_TAKEN`; each owner's `whereis` finds
+/// its own, and a name in one namespace is not seen from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_live_in_their_owners_namespace() {
+    let c = TestCluster::start(2).await;
+    c.add_guest(0, shoal_tests::KV, "kv").await;
+    c.add_guest(0, shoal_tests::KV_CLIENT, "kv_client").await;
+    let alice = Actor::new(&c, Role::Client, "alice");
+    let bob = Actor::new(&c, Role::Client, "bob");
+    let a = alice.deploy("n1", &["kv", "named", "svc"]).await;
+    let b = bob.deploy("n2", &["kv", "named", "svc"]).await;
+    stdout_has(&c, a, "registered svc").await;
+    stdout_has(&c, b, "registered svc").await;
+    let again = alice.deploy("n2", &["kv", "named", "svc"]).await;
+    stdout_has(&c, again, "register failed NAME_TAKEN").await;
+    let only_bob = bob.deploy("n1", &["kv", "named", "bobs"]).await;
+    stdout_has(&c, only_bob, "registered bobs").await;
+    for (who, node, want) in [
+        (&alice, "n2", format!("whereis {a}")),
+        (&bob, "n1", format!("whereis {b}")),
+    ] {
+        let probe = who.deploy(node, &["kv_client", "whereis", "svc"]).await;
+        stdout_has(&c, probe, &want).await;
+    }
+    let probe = bob.deploy("n2", &["kv_client", "byname", "svc"]).await;
+    stdout_has(&c, probe, "byname ok").await;
+    let probe = alice.deploy("n1", &["kv_client", "whereis", "bobs"]).await;
+    stdout_has(&c, probe, "whereis err=NO_PROCESS").await;
+    c.shutdown().await;
+}

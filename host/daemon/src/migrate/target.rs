@@ -626,6 +626,8 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
         .await
     {
         Ok(_) => {
+            // A death decided while it was on the way did not reach it.
+            crate::node_down::on_arrival(&ctx.node, &ctx.raft.state(), arrival.pid);
             arrival.phase.send_replace(Phase::Started(now_us()));
             tokio::spawn(finish_handoff(ctx.clone(), arrival.pid));
         }

@@ -13,7 +13,7 @@ use crate::pid::Pid;
 use crate::process::ProcessCtx;
 use shoal_abi::calls::{
     DOWN_INFO_BYTES, KIND_CALL, KIND_DOWN, KIND_MESSAGE, KIND_REPLY, MATCH_FROM, MATCH_REPLY,
-    REASON_NODE_DOWN, REASON_NOPROC, REASON_NOT_CALLABLE, RECV_ANY_INFO_BYTES,
+    REASON_NODE_DOWN, REASON_NOPROC, REASON_NOT_CALLABLE, REASON_TRAP, RECV_ANY_INFO_BYTES,
 };
 use std::time::{Duration, Instant};
 use wasmtime::{Caller, Val};
@@ -157,7 +157,18 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                             }
                         }
                         _ => {
-                            let (reason, code, _) = DownReason::split(&answer.data);
+                            let (reason, mut code, message) = DownReason::split(&answer.data);
+                            if reason == REASON_TRAP && !message.is_empty() {
+                                // The trap message goes where the reply
+                                // would have, cut to fit; its length in
+                                // `code` (0 before: additive).
+                                let cut = message.len().min(reply_len.max(0) as usize);
+                                if let Err(e) = write_bytes(&mut caller, reply_ptr, &message[..cut])
+                                {
+                                    break e;
+                                }
+                                code = cut as i32;
+                            }
                             if down_ptr != 0 {
                                 let mut info = [0u8; 8];
                                 info[..4].copy_from_slice(&reason.to_le_bytes());
@@ -315,7 +326,15 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             // process's error: the reply is dropped like a late one.
             let code = match host.send_message(to, reply) {
                 Ok(()) | Err(PushError::Closed) => errno::OK,
-                Err(PushError::Full) => errno::MAILBOX_FULL,
+                Err(PushError::Full) => {
+                    // Past even the owed room: the handle stays good, so
+                    // the guest can reply again once there is room.
+                    caller
+                        .data()
+                        .mailbox
+                        .put_back_serving(handle, to, reference);
+                    errno::MAILBOX_FULL
+                }
             };
             Ok(Some(Val::I32(code)))
         })

@@ -5,6 +5,8 @@
 //! node's side of it (its process table, registry and config).
 
 use super::{Node, NodeError};
+use crate::calls::DownReason;
+use crate::mailbox::{Message, PushError, Tag};
 use crate::pid::Pid;
 use crate::snapshot::format::{self, SnapshotFormatError};
 use crate::snapshot::{load, store, SnapshotInfo};
@@ -156,7 +158,54 @@ impl Node {
         } else {
             pid
         };
-        self.restore_with_spec(manifest.module, image, spec, reuse)
-            .await
+        if reuse == Some(original) {
+            // The same pid goes on: answers and DOWNs addressed to it reach
+            // it, so its call, requests and monitors stay as captured.
+            return self
+                .restore_with_spec(manifest.module, image, spec, reuse)
+                .await;
+        }
+        // A copy under a new pid never sent what its image records: the
+        // answer to the call or the requests in progress goes to the
+        // original. They are dropped (a `call` waiting in the image returns
+        // `TIMEOUT` at once: whether the callee served it is unknown, as
+        // after any timeout; `recv_match` for a dropped request is
+        // `INVALID`). Its monitors are asked again under its own pid, so
+        // their targets' ends reach it.
+        image.calls.calling = None;
+        image.calls.requests.clear();
+        let monitors: Vec<(u64, Pid)> =
+            image.calls.monitors.iter().map(|(r, p)| (*r, *p)).collect();
+        let copy = self
+            .restore_with_spec(manifest.module, image, spec, reuse)
+            .await?;
+        for (reference, target) in monitors {
+            self.remonitor(copy, reference, target);
+        }
+        Ok(copy)
+    }
+
+    /// Ask `target` to be watched by `watcher` under `reference` (a monitor
+    /// `watcher` already records). If `target` is gone, `watcher` gets its
+    /// DOWN `noproc` at once, as from `monitor`; if the way to it is full,
+    /// a DOWN `overloaded` (the monitor could not be set up), so the copy
+    /// never waits on a monitor nobody keeps.
+    fn remonitor(&self, watcher: Pid, reference: u64, target: Pid) {
+        let request = Message {
+            sender: watcher,
+            data: Vec::new(),
+            tag: Tag::Monitor(reference),
+        };
+        let reason = match self.router().send_message(target, request) {
+            Ok(()) => return,
+            Err(PushError::Closed) => DownReason::NoProc,
+            Err(PushError::Full) => DownReason::Overloaded,
+        };
+        let down = Message {
+            sender: target,
+            data: reason.encode(),
+            tag: Tag::Down(reference),
+        };
+        let _ = self.router().send_message(watcher, down);
     }
 }
