@@ -506,11 +506,14 @@ async fn certificates_from_another_ca_expired_revoked_or_of_the_wrong_role_are_r
         .await;
     assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
     let raft = c.node(0).raft().clone();
-    wait_until("n3 removed", WAIT, || {
+    // Removed in n1's state, and the revocation copied into the list n1's
+    // handshakes read.
+    let handshakes = c.node(0).inner().trust.revocations().clone();
+    wait_until("n3 removed and revoked where n1 checks", WAIT, || {
         raft.state().nodes[&id3].status == NodeStatus::Removed
+            && handshakes.snapshot().generation(Role::Node, "n3") >= 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let after = peers_with(&n3_identity, &ca_pem)
         .call(&addr, "/v1/peer/processes", Default::default())
         .await;
@@ -601,12 +604,16 @@ async fn node_certificates_are_renewed_before_they_expire() {
     let first = n2.inner().identity.info();
     // (back-dated by the 60 s clock-skew allowance)
     assert!(first.not_after_unix_ms - first.not_before_unix_ms <= 66_000);
-    // Past the first certificate's expiry...
-    let wait_ms = first
-        .not_after_unix_ms
-        .saturating_sub(shoal_pki::now_unix_ms())
-        + 1_000;
-    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    // Renewed, and past the first certificate's expiry...
+    wait_until(
+        "a renewed certificate, past the first's expiry",
+        WAIT,
+        || {
+            n2.inner().identity.info().serial != first.serial
+                && shoal_pki::now_unix_ms() > first.not_after_unix_ms + 1_000
+        },
+    )
+    .await;
     let now_info = n2.inner().identity.info();
     assert_ne!(now_info.serial, first.serial, "renewed");
     assert!(now_info.not_after_unix_ms > shoal_pki::now_unix_ms());

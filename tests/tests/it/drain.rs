@@ -316,8 +316,21 @@ async fn with_rebalancing_off_nothing_moves() {
     let c = TestCluster::start_with(2, not_rebalancing).await;
     add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
     let pids = tallies(&c, 0, 8).await;
-    // Many intervals' worth.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A rebalancer would move some: 8 against 0 is past the skew allowed.
+    let ctx = c.node(0).migration().clone();
+    let mut on = ctx.rebalance.clone();
+    on.enabled = true;
+    let raft = c.node(0).raft().clone();
+    wait_until("a plan that would move some", WAIT, || {
+        shoal_daemon::migrate::rebalance::plan(&raft.state(), &on, |_| false)
+            .is_some_and(|p| !p.pids.is_empty())
+    })
+    .await;
+    // Off, the rebalancing task ends at once instead of looping (no
+    // waiting for intervals to pass: it has nothing that could run later).
+    tokio::time::timeout(WAIT, shoal_daemon::migrate::rebalance::run(ctx))
+        .await
+        .expect("with rebalancing off the task returns at once");
     let s = spread(&c, &pids);
     assert_eq!(s[&0], 8, "{s:?}");
     for pid in &pids {
