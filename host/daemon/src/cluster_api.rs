@@ -35,7 +35,7 @@
 //! only move processes (the rebalancer and drains use the migrate route),
 //! and relays a caller's identity for a process on another node.
 
-use super::link::Link;
+use super::link::{Link, SpawnAtError};
 use super::peer_api::{PeerSpawnRequest, PATH_PEER_KILL, PATH_PEER_PROCESSES};
 use super::{encode_json, from_net, Inner};
 use crate::api::routes::{self, ApiBody};
@@ -614,8 +614,8 @@ async fn spawn(
     for id in chosen {
         // Started, then its grants on record (so a move keeps them); a
         // process whose grants cannot be recorded does not run.
-        let outcome = match inner.link.spawn_at(id, &peer_req).await {
-            Ok(s) => {
+        let outcome = match spawn_placed(inner, &target, id, &peer_req).await {
+            Ok((id, s)) => {
                 match crate::records::grants::record(
                     &inner.raft,
                     id,
@@ -625,7 +625,7 @@ async fn spawn(
                 )
                 .await
                 {
-                    Ok(()) => Ok(s),
+                    Ok(()) => Ok((id, s)),
                     Err(e) => {
                         let _ = kill(inner, s.pid).await;
                         Err(e.to_string())
@@ -635,10 +635,16 @@ async fn spawn(
             Err(e) => Err(e.to_string()),
         };
         match outcome {
-            Ok(s) => started.push(Spawned {
+            Ok((id, s)) => started.push(Spawned {
                 pid: s.pid,
                 module: s.module,
-                node: state.nodes.get(&id).map(|n| n.name.clone()),
+                node: inner
+                    .raft
+                    .state()
+                    .nodes
+                    .get(&id)
+                    .or_else(|| state.nodes.get(&id))
+                    .map(|n| n.name.clone()),
             }),
             Err(e) => {
                 for s in &started {
@@ -657,6 +663,42 @@ async fn spawn(
     let pids: Vec<Pid> = started.iter().map(|s| s.pid).collect();
     crate::records::owners::wait_applied(&inner.raft, &pids).await;
     Ok(started)
+}
+
+/// Start one process of a placed spawn on `first`. If that node is declared
+/// dead meanwhile (it became unreachable just as it was chosen: the request
+/// is given up on within the failure detector's window), and the spawn was
+/// not pinned to it (`--node`), place it again among the nodes alive now,
+/// at most once per member. The node it started on, and what it said.
+async fn spawn_placed(
+    inner: &Inner,
+    target: &Target,
+    first: NodeId,
+    request: &PeerSpawnRequest,
+) -> Result<(NodeId, crate::link::spawn::PeerSpawned), SpawnAtError> {
+    let mut id = first;
+    let mut tried = std::collections::BTreeSet::new();
+    loop {
+        tried.insert(id);
+        match inner.link.spawn_at(id, request).await {
+            Ok(s) => return Ok((id, s)),
+            Err(SpawnAtError::Dead(dead)) if !matches!(target, Target::Node(_)) => {
+                let again = inner
+                    .link
+                    .place(target, 1)
+                    .ok()
+                    .and_then(|v| v.first().copied());
+                match again {
+                    Some(next) if !tried.contains(&next) => {
+                        tracing::warn!("{dead}; placing that process elsewhere");
+                        id = next;
+                    }
+                    _ => return Err(SpawnAtError::Dead(dead)),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The node a live pid is on, if known.

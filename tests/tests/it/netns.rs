@@ -39,6 +39,28 @@ const BLOCKER_WAT: &str = r#"
       (br $forever))))
 "#;
 
+/// A module that fills 48 MiB of memory (one non-zero word per 4 KiB, so
+/// every page is sent when it moves), prints a line, then blocks in `recv`.
+const FILLED_WAT: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "shoal_v1" "recv" (func $recv (param i32 i32 i64 i32) (result i32)))
+  (memory (export "memory") 768)
+  (data (i32.const 100) "filled\n")
+  (func (export "_start") (local $at i32)
+    (local.set $at (i32.const 4096))
+    (loop $fill
+      (i32.store (local.get $at) (local.get $at))
+      (local.set $at (i32.add (local.get $at) (i32.const 4096)))
+      (br_if $fill (i32.lt_u (local.get $at) (i32.const 50331648))))
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 7))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+    (loop $forever
+      (drop (call $recv (i32.const 1024) (i32.const 1024) (i64.const -1) (i32.const 0)))
+      (br $forever))))
+"#;
+
 fn lab3() -> Lab {
     let mut lab = Lab::new(3);
     lab.start_args = vec!["--dead-after".into(), "3s".into()];
@@ -821,4 +843,87 @@ fn calls_to_a_group_fail_over_to_a_live_member_when_a_members_node_is_killed() {
         slowest_ms <= (DEAD_AFTER + DETECTION_SLACK).as_millis() as u64,
         "{out}"
     );
+}
+
+/// Issue #12 item 9, `deploy --count`: n3 is cut off just before a spread
+/// deploy, while it is still a healthy member, so placement gives it its
+/// share. Those spawns are given up on when the leader declares n3 dead
+/// (not after a fixed timeout of their own) and placed again on the live
+/// nodes: all six run, none on n3, within the detection window.
+#[test]
+fn a_deploy_with_count_just_after_a_cut_places_around_the_cut_off_node() {
+    let lab = lab3();
+    let wasm = blocker(&lab);
+    let first = deploy(&lab, 0, &[&wasm, "--name", "blocker", "--node", "n1"]);
+    assert_eq!(first.len(), 1);
+    lab.partition(2);
+    let cut = Instant::now();
+    let spread = deploy(&lab, 0, &["blocker", "--count", "6"]);
+    let took = cut.elapsed();
+    println!("deploy --count 6 took {} ms: {spread:?}", took.as_millis());
+    assert_eq!(spread.len(), 6, "{spread:?}");
+    assert!(spread.iter().all(|(_, n)| n != "n3"), "{spread:?}");
+    assert!(
+        took <= DEAD_AFTER + DETECTION_SLACK,
+        "placed only after {took:?} (window {DEAD_AFTER:?})"
+    );
+    for (pid, node) in &spread {
+        let p = ps_entry(&lab, 1, *pid).expect("listed");
+        assert_eq!(p["state"], "running", "{p}");
+        assert_eq!(&p["node"], node.as_str(), "{p}");
+    }
+    lab.heal(2);
+}
+
+/// Issue #12 item 9, a silent cut in the middle of a move: the link to n3
+/// is slowed so that moving 48 MiB takes many seconds, and cut (link
+/// down: no reset, no error, just silence) once the pages are flowing. The
+/// move gives up when n3 is declared dead, says so, and the process goes on
+/// where it was.
+#[test]
+fn a_move_cut_off_in_the_middle_of_its_transfer_gives_up_when_the_target_is_declared_dead() {
+    let lab = lab3();
+    let wat = wat::parse_str(FILLED_WAT).unwrap();
+    let wasm = lab.file("filled.wasm", &wat).to_str().unwrap().to_string();
+    let (pid, on) = deploy(&lab, 0, &[&wasm, "--node", "n1"])[0].clone();
+    assert_eq!(on, "n1");
+    wait_for("the process to fill its memory", SETTLE, || {
+        lab.cli_ok(0, &["logs", &pid.to_string()])
+            .contains("filled")
+    });
+    // 48 MiB at 40 Mbit/s: about ten seconds of transfer.
+    lab.shape(2, "40mbit");
+    let before = lab.bytes_to(2);
+    let mover = {
+        let child = lab.cli_spawn(0, &["migrate", &pid.to_string(), "--to", "n3"]);
+        std::thread::spawn(move || {
+            let out = child.wait_with_output().expect("run migrate");
+            (Instant::now(), out)
+        })
+    };
+    wait_for("the pages to be flowing to n3", SETTLE, || {
+        lab.bytes_to(2) > before + (4 << 20)
+    });
+    lab.partition(2);
+    let cut = Instant::now();
+    let (ended, out) = mover.join().expect("migrate thread");
+    let took = ended.saturating_duration_since(cut);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!(
+        "migrate cut mid-transfer gave up {} ms after the cut: {err}",
+        took.as_millis()
+    );
+    assert!(!out.status.success(), "moved to a cut-off node?");
+    assert!(
+        took <= DEAD_AFTER + DETECTION_SLACK,
+        "gave up only {took:?} after the cut (window {DEAD_AFTER:?}): {err}"
+    );
+    assert!(
+        err.contains("declared it dead") || err.contains("is down"),
+        "the error does not say the node is down: {err}"
+    );
+    let p = ps_entry(&lab, 0, pid).expect("still listed");
+    assert_eq!(p["state"], "running", "{p}");
+    assert_eq!(p["node"], "n1", "{p}");
+    lab.heal(2);
 }

@@ -382,6 +382,44 @@ impl Lab {
         ]);
     }
 
+    /// Slow what reaches node `i` to `rate` (a `tc` rate such as `20mbit`:
+    /// a token bucket on its bridge port), so that a transfer to it lasts
+    /// long enough to be cut in the middle.
+    pub fn shape(&self, i: usize, rate: &str) {
+        let port = format!("v{}", i + 1);
+        let out = Command::new("tc")
+            .args([
+                "-n",
+                &self.bridge_ns,
+                "qdisc",
+                "replace",
+                "dev",
+                &port,
+                "root",
+            ])
+            .args(["tbf", "rate", rate, "burst", "64kbit", "latency", "2s"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `tc` (iproute2): {e}"));
+        assert!(
+            out.status.success(),
+            "tc failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Bytes sent so far towards node `i` (its bridge port's counter).
+    pub fn bytes_to(&self, i: usize) -> u64 {
+        let path = format!("/sys/class/net/v{}/statistics/tx_bytes", i + 1);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.bridge_ns, "cat", &path])
+            .output()
+            .expect("ip netns exec");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
     /// Undo [`Lab::partition`].
     pub fn heal(&self, i: usize) {
         ip(&[
