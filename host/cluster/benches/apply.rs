@@ -9,6 +9,10 @@
 //! in the same run. The aim of #12 item 12: a write costs what it changes,
 //! so its latency stays flat while the state grows a hundredfold.
 //!
+//! At each size it also encodes the whole state the way a snapshot is
+//! written now (CBOR, streamed into a file) beside the JSON buffer earlier
+//! builds made, and prints both sizes and times.
+//!
 //! Run with `cargo bench -p shoal-cluster --bench apply`. Prints figures;
 //! never fails on a slow machine.
 
@@ -100,6 +104,44 @@ fn whole_state_rewrite(state: &ClusterState, db: &redb::Database) -> Duration {
     took
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Encode `state` as earlier builds did (one JSON buffer) and as a
+/// snapshot is written now (CBOR streamed into a file, fsynced): the
+/// process count, each size and each time.
+fn snapshot_figures(
+    state: &ClusterState,
+    dir: &std::path::Path,
+) -> (usize, u64, Duration, u64, Duration) {
+    use std::io::Write;
+    let t = Instant::now();
+    let json = serde_json::to_vec(state).expect("json");
+    let json_t = t.elapsed();
+    let path = dir.join("bench-snapshot.bin");
+    let t = Instant::now();
+    let file = std::fs::File::create(&path).expect("file");
+    let mut out = std::io::BufWriter::new(file);
+    ciborium::into_writer(state, &mut out).expect("cbor");
+    out.flush().expect("flush");
+    let file = out.into_inner().expect("into_inner");
+    file.sync_all().expect("fsync");
+    let cbor_t = t.elapsed();
+    let cbor_bytes = file.metadata().expect("metadata").len();
+    (
+        state.directory.len(),
+        json.len() as u64,
+        json_t,
+        cbor_bytes,
+        cbor_t,
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -128,6 +170,7 @@ async fn main() {
     );
     let (mut blocks, mut live) = (Vec::new(), 0u64);
     let mut p50_first = None;
+    let mut snapshots = Vec::new();
     const WRITES: usize = 400;
     for size in [1_000u64, 10_000, 100_000] {
         grow(&raft, &mut blocks, &mut live, size).await;
@@ -162,6 +205,7 @@ async fn main() {
             percentile(&lat, 0.99),
             percentile(&old, 0.5),
         );
+        snapshots.push(snapshot_figures(&state, dir.path()));
         let first = *p50_first.get_or_insert(p50);
         println!(
             "{:>9}  {:>8.0}us {:>8.0}us   {:>18.0}us   {:>5.1}x   (p50 vs 1,000 processes: {:.2}x)",
@@ -176,5 +220,23 @@ async fn main() {
     println!(
         "old/new: the write as it was (this write plus the whole-state rewrite) over the write now"
     );
+    println!();
+    println!(
+        "a snapshot of the whole state: JSON in memory (before) vs CBOR streamed to a file (now)"
+    );
+    println!(
+        "{:>9}  {:>10} {:>9}   {:>10} {:>9}   {:>5}",
+        "processes", "JSON", "time", "CBOR file", "time", "size"
+    );
+    for (n, json_bytes, json_t, cbor_bytes, cbor_t) in snapshots {
+        println!(
+            "{n:>9}  {:>7.2}MiB {:>7.1}ms   {:>7.2}MiB {:>7.1}ms   {:>4.2}x",
+            mib(json_bytes),
+            ms(json_t),
+            mib(cbor_bytes),
+            ms(cbor_t),
+            cbor_bytes as f64 / json_bytes.max(1) as f64
+        );
+    }
     raft.shutdown().await.expect("shutdown");
 }

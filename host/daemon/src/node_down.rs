@@ -11,9 +11,7 @@
 
 use shoal_cluster::state::ClusterState;
 use shoal_cluster::{NodeId, Raft};
-use shoal_runtime::calls::DownReason;
 use shoal_runtime::node::Node;
-use shoal_runtime::pid::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -77,32 +75,4 @@ pub fn on_node_dead(
         "node declared dead: failed the calls and monitors on its processes"
     );
     n
-}
-
-/// A process that started here after some node was declared dead (it
-/// arrived by a move, its image captured before the decision reached its
-/// old node): fail its call and monitors on processes of every node dead
-/// now, as [`on_node_dead`] did for the processes that were here. A DOWN
-/// it already has is not queued again. Returns how many were queued.
-pub fn on_arrival(node: &Node, state: &ClusterState, pid: Pid) -> usize {
-    let dead: BTreeSet<NodeId> = state
-        .nodes
-        .keys()
-        .copied()
-        .filter(|id| state.node_dead(*id).is_some())
-        .collect();
-    if dead.is_empty() {
-        return 0;
-    }
-    let gone: BTreeSet<u64> = state
-        .directory
-        .iter()
-        .filter(|(_, e)| dead.contains(&e.node))
-        .map(|(p, _)| *p)
-        .collect();
-    node.router().down_targets_of(
-        pid,
-        &|p| gone.contains(&p.0),
-        &DownReason::NodeDown.encode(),
-    )
 }

@@ -124,7 +124,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry)
+            let bytes = super::codec::encode(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             encoded.push((entry.log_id.index, bytes));
         }
@@ -149,7 +149,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes =
-            serde_json::to_vec(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
+            super::codec::encode(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
         self.store
             .purge_upto(log_id.index, &bytes)
             .map_err(|e| StorageIOError::write_logs(&e).into())

@@ -10,15 +10,16 @@
 //! the command's result or an error that names the problem (no quorum, no
 //! leader, timeout, not a member).
 
+mod codec;
 mod detector_task;
 mod log_store;
 mod network;
 mod prevote;
+mod snapshot_file;
 mod state_machine;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use codec::CodecError;
 pub use network::{RaftTransport, RpcKind, TransportError};
 pub use state_machine::MoveApplied;
 pub use store::StoreError;
@@ -48,7 +50,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = MemberInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         Responder = openraft::impls::OneshotResponder<TypeConfig>,
         AsyncRuntime = openraft::TokioRuntime,
 );
@@ -991,6 +993,19 @@ impl Raft {
                 let req: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(kind, body)?;
                 let from = req.vote.leader_id().voted_for();
                 self.check_replicator(kind, sender, from)?;
+                // Chunks are written at their offset into the received
+                // file: bound where they may land before anything is
+                // written (a giant offset would make a giant file).
+                let end = req.offset.saturating_add(req.data.len() as u64);
+                if end > snapshot_file::SNAPSHOT_BYTES_MAX {
+                    return Err(ClusterError::BadRpc {
+                        kind,
+                        reason: format!(
+                            "a snapshot chunk ending at byte {end}, past the {}-byte limit",
+                            snapshot_file::SNAPSHOT_BYTES_MAX
+                        ),
+                    });
+                }
                 if let Some(from) = from {
                     self.inner.reach.mark(from);
                 }

@@ -1,6 +1,7 @@
 //! openraft's state machine: applies committed [`Command`]s to the
-//! [`ClusterState`], builds and installs snapshots (the state as JSON), and
-//! publishes every change to readers.
+//! [`ClusterState`], builds and installs snapshots (binary, streamed to and
+//! from a file: [`super::snapshot_file`]), and publishes every change to
+//! readers.
 //!
 //! **The state lives in memory; the disk holds the log and the last
 //! snapshot.** An apply changes the in-memory state (its tables are
@@ -12,7 +13,6 @@
 //! built every `snapshot_after_entries` entries, in openraft's background
 //! task, and saved durably.
 
-use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
@@ -23,6 +23,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::snapshot_file;
 use super::store::{Store, StoreError, KEY_SNAPSHOT, KEY_STATE_MACHINE};
 use super::TypeConfig;
 use crate::detector::{LivenessChange, LIVENESS_BUFFERED_MAX};
@@ -139,7 +140,8 @@ struct SmData {
     state: ClusterState,
 }
 
-/// A snapshot as saved on disk.
+/// A snapshot as earlier builds saved it (in the store, as JSON); read
+/// once on open and rewritten as the snapshot file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, MemberInfo>,
@@ -165,18 +167,31 @@ impl StateMachine {
     /// Open at the saved snapshot (or empty) and publish it; openraft then
     /// re-applies the committed log that follows.
     pub(crate) fn open(store: Arc<Store>, published: Arc<Published>) -> Result<Self, StoreError> {
-        let data = match store.get::<StoredSnapshot>(KEY_SNAPSHOT)? {
-            Some(snapshot) => SmData {
-                last_applied: snapshot.meta.last_log_id,
-                membership: snapshot.meta.last_membership,
-                state: serde_json::from_slice(&snapshot.data).map_err(|source| {
-                    StoreError::Codec {
-                        key: KEY_SNAPSHOT.to_string(),
-                        source,
-                    }
-                })?,
+        let dir = store.dir().to_path_buf();
+        let data = match snapshot_file::read(&snapshot_file::current_path(&dir))? {
+            Some((meta, state)) => SmData {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership,
+                state,
             },
-            None => SmData::default(),
+            None => match store.get::<StoredSnapshot>(KEY_SNAPSHOT)? {
+                // An earlier build's snapshot: moved to the file, once.
+                Some(old) => {
+                    let state: ClusterState =
+                        super::codec::decode(&old.data).map_err(|source| StoreError::Codec {
+                            key: KEY_SNAPSHOT.to_string(),
+                            source,
+                        })?;
+                    snapshot_file::write(&dir, &old.meta, &state)?;
+                    store.delete(KEY_SNAPSHOT)?;
+                    SmData {
+                        last_applied: old.meta.last_log_id,
+                        membership: old.meta.last_membership,
+                        state,
+                    }
+                }
+                None => SmData::default(),
+            },
         };
         // Stores written before the state lived in memory also hold a
         // copy of it: the snapshot and the log supersede it.
@@ -211,8 +226,6 @@ pub(crate) struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let bytes = serde_json::to_vec(&self.data.state)
-            .map_err(|e| StorageIOError::read_state_machine(&e))?;
         let snapshot_id = match self.data.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
             None => format!("empty-{}", self.seq),
@@ -222,16 +235,29 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.data.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes.clone(),
+        // Encoded straight into the file, off the async threads (the state
+        // is an O(1) copy of persistent maps, taken when the builder was
+        // made).
+        let dir = self.store.dir().to_path_buf();
+        let state = self.data.state.clone();
+        let written = {
+            let (dir, meta) = (dir.clone(), meta.clone());
+            tokio::task::spawn_blocking(move || snapshot_file::write(&dir, &meta, &state)).await
         };
-        self.store
-            .put(KEY_SNAPSHOT, &stored, true)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let write_err = |e: openraft::AnyError| {
+            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), e))
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(write_err(openraft::AnyError::new(&e))),
+            Err(e) => return Err(write_err(openraft::AnyError::new(&e))),
+        }
+        let file = tokio::fs::File::open(snapshot_file::current_path(&dir))
+            .await
+            .map_err(|e| write_err(openraft::AnyError::new(&e)))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -301,30 +327,43 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        // Received in chunks straight into a file (bounded per chunk by the
+        // RPC handler, see `snapshot_file::SNAPSHOT_BYTES_MAX`).
+        let path = snapshot_file::incoming_path(self.store.dir());
+        let file = snapshot_file::create_private(&path)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, MemberInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
-        let bytes = snapshot.into_inner();
-        let state: ClusterState = serde_json::from_slice(&bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let read_err = |e: openraft::AnyError| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), e))
+        };
+        let mut file = *snapshot;
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| read_err(openraft::AnyError::new(&e)))?;
+        drop(file);
+        let dir = self.store.dir().to_path_buf();
+        let installed = {
+            let meta = meta.clone();
+            tokio::task::spawn_blocking(move || snapshot_file::install(&dir, &meta)).await
+        };
+        let state = match installed {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => return Err(read_err(openraft::AnyError::new(&e))),
+            Err(e) => return Err(read_err(openraft::AnyError::new(&e))),
+        };
         self.data = SmData {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             state,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        };
-        self.store
-            .put(KEY_SNAPSHOT, &stored, true)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let before = std::mem::replace(&mut self.current, Arc::new(self.data.state.clone()));
         self.published
             .publish(&self.current, self.data.last_applied);
@@ -335,10 +374,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let stored: Option<StoredSnapshot> = self.store.get(KEY_SNAPSHOT).map_err(read_sm)?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let dir = self.store.dir().to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || snapshot_file::open_current(&dir)).await;
+        let (meta, file) = match opened {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(e)) => return Err(read_sm(e)),
+            Err(e) => return Err(StorageIOError::read_state_machine(&e).into()),
+        };
+        let file = tokio::fs::File::from_std(file);
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
         }))
     }
 }

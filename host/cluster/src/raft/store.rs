@@ -4,7 +4,9 @@
 //! Log, vote and snapshot writes commit with `Durability::Immediate` (fsync
 //! before returning), which Raft's safety needs. The applied state itself
 //! is not stored: it is "snapshot + committed log", rebuilt on start (see
-//! the state machine).
+//! the state machine). Values are binary ([`super::codec`]); the current
+//! snapshot lives in a file of its own beside the database, written and
+//! read as a stream (see the state machine).
 
 use std::path::Path;
 
@@ -12,9 +14,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Log entries by index, each as JSON.
+/// Log entries by index, each encoded by [`super::codec`].
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// Single values by name, each as JSON (see the `KEY_*` constants).
+/// Single values by name, each encoded by [`super::codec`] (see the
+/// `KEY_*` constants).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 /// The vote (term + candidate) this node last granted or holds.
@@ -26,7 +29,8 @@ pub(crate) const KEY_LAST_PURGED: &str = "last_purged";
 /// Where stores of older builds kept a copy of the applied state (deleted
 /// on open: the snapshot and the log supersede it).
 pub(crate) const KEY_STATE_MACHINE: &str = "state_machine";
-/// The current snapshot: its metadata and its bytes.
+/// Where earlier builds kept the current snapshot (its metadata and its
+/// bytes as one JSON value); read once, then replaced by the snapshot file.
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 
 /// File name of the store inside the node's Raft directory.
@@ -52,13 +56,22 @@ pub enum StoreError {
     Codec {
         /// Which key or table.
         key: String,
-        /// The JSON error.
+        /// What went wrong.
         #[source]
-        source: serde_json::Error,
+        source: super::codec::CodecError,
+    },
+    /// The snapshot file could not be written or read.
+    #[error("raft store: snapshot file {path}: {source}")]
+    SnapshotFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
     },
 }
 
-fn codec(key: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+fn codec(key: &str) -> impl FnOnce(super::codec::CodecError) -> StoreError + '_ {
     move |source| StoreError::Codec {
         key: key.to_string(),
         source,
@@ -73,6 +86,8 @@ fn db<E: Into<redb::Error>>(e: E) -> StoreError {
 #[derive(Debug)]
 pub(crate) struct Store {
     db: Database,
+    /// The directory of the database (and of the snapshot file).
+    dir: std::path::PathBuf,
     /// Dropped after `db` (fields drop in order), so its receiver learns
     /// when the database file is really closed and may be reopened.
     _closed: tokio::sync::oneshot::Sender<()>,
@@ -123,6 +138,7 @@ impl Store {
         Ok((
             Store {
                 db: db_file,
+                dir: dir.to_path_buf(),
                 _closed: closed_tx,
             },
             closed_rx,
@@ -136,9 +152,14 @@ impl Store {
         let Some(raw) = table.get(key).map_err(db)? else {
             return Ok(None);
         };
-        serde_json::from_slice(raw.value())
+        super::codec::decode(raw.value())
             .map(Some)
             .map_err(codec(key))
+    }
+
+    /// The directory of the store (the snapshot file lives there).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Encode and write one META value; `durable` selects an fsync commit.
@@ -148,7 +169,7 @@ impl Store {
         value: &T,
         durable: bool,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(codec(key))?;
+        let bytes = super::codec::encode(value).map_err(codec(key))?;
         let mut txn = self.db.begin_write().map_err(db)?;
         if !durable {
             txn.set_durability(Durability::None).map_err(db)?;
@@ -176,7 +197,8 @@ impl Store {
         }
     }
 
-    /// Durably append (or overwrite) log entries, given as `(index, json)`.
+    /// Durably append (or overwrite) log entries, given as `(index, bytes)`
+    /// (encoded by [`super::codec`]).
     pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
         {
@@ -199,7 +221,7 @@ impl Store {
     }
 
     /// Durably delete log entries with index <= `upto` and record
-    /// `last_purged` (JSON) in the same transaction.
+    /// `last_purged` (encoded) in the same transaction.
     pub(crate) fn purge_upto(&self, upto: u64, last_purged: &[u8]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
         {
@@ -229,7 +251,7 @@ impl Store {
         let mut out = Vec::new();
         for item in iter.take(count_max) {
             let (_, value) = item.map_err(db)?;
-            out.push(serde_json::from_slice(value.value()).map_err(codec("raft_log"))?);
+            out.push(super::codec::decode(value.value()).map_err(codec("raft_log"))?);
         }
         Ok(out)
     }
@@ -241,7 +263,7 @@ impl Store {
         let Some((_, value)) = table.last().map_err(db)? else {
             return Ok(None);
         };
-        serde_json::from_slice(value.value())
+        super::codec::decode(value.value())
             .map(Some)
             .map_err(codec("raft_log"))
     }

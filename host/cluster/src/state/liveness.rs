@@ -45,6 +45,19 @@ impl ClusterState {
         self.liveness.get(&node).filter(|l| l.dead).map(|l| l.epoch)
     }
 
+    /// The pids the directory places on a node declared dead now (what
+    /// calls and monitors on them get `node_down` for).
+    pub fn pids_on_dead_nodes(&self) -> std::collections::BTreeSet<u64> {
+        if !self.liveness.values().any(|l| l.dead) {
+            return Default::default();
+        }
+        self.directory
+            .iter()
+            .filter(|(_, e)| self.node_dead(e.node).is_some())
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
     /// The node's liveness epoch (0 if no verdict was ever made).
     pub fn liveness_epoch(&self, node: NodeId) -> u64 {
         self.liveness.get(&node).map_or(0, |l| l.epoch)

@@ -626,8 +626,18 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
         .await
     {
         Ok(_) => {
-            // A death decided while it was on the way did not reach it.
-            crate::node_down::on_arrival(&ctx.node, &ctx.raft.state(), arrival.pid);
+            // A death decided while it was on the way did not reach it:
+            // fail its call and monitors on processes of nodes dead now
+            // (as `node_down::on_node_dead` did for those that were here;
+            // one DOWN per reference, so a repeat is harmless).
+            let gone = ctx.raft.state().pids_on_dead_nodes();
+            if !gone.is_empty() {
+                ctx.node.router().down_targets_of(
+                    arrival.pid,
+                    &|p| gone.contains(&p.0),
+                    &shoal_runtime::calls::DownReason::NodeDown.encode(),
+                );
+            }
             arrival.phase.send_replace(Phase::Started(now_us()));
             tokio::spawn(finish_handoff(ctx.clone(), arrival.pid));
         }
