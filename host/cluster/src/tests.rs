@@ -319,13 +319,18 @@ async fn minority_partition_refuses_writes_then_catches_up() {
             err,
             ClusterError::NoQuorum {
                 reachable: 1,
-                voters: 3
+                voters: 3,
+                // The cut-off leader proposed it: it cannot know it will
+                // not commit, and must not say it was refused.
+                sent: true,
             }
         ),
         "{err:?}"
     );
     assert!(
-        text.contains("no quorum (this node sees 1 of 3 voters)"),
+        text.contains("no quorum (this node sees 1 of 3 voters)")
+            && text.contains("not confirmed")
+            && text.contains("may still apply"),
         "{text}"
     );
     // Bounded by write_timeout (plus scheduling slack).

@@ -175,6 +175,24 @@ impl RaftConfig {
 }
 
 /// The leader as a user reads it.
+/// A write that never left this node was refused; one that may have
+/// reached a leader's log is only unconfirmed.
+fn verdict(sent: bool) -> &'static str {
+    if sent {
+        "not confirmed"
+    } else {
+        "refused"
+    }
+}
+
+fn sent_text(sent: bool) -> &'static str {
+    if sent {
+        "; it was sent before this node saw the problem and may still apply (once) when the cluster heals: check before writing it again"
+    } else {
+        "; nothing was sent"
+    }
+}
+
 fn leader_text(leader: Option<NodeId>) -> String {
     match leader {
         Some(id) => format!("the leader is node {id}"),
@@ -200,21 +218,26 @@ impl ClusterError {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// Too few voters are reachable from this node to commit anything.
-    #[error("write refused: no quorum (this node sees {reachable} of {voters} voters); the cluster is partitioned or nodes are down")]
+    #[error("write {}: no quorum (this node sees {reachable} of {voters} voters); the cluster is partitioned or nodes are down{}", verdict(*sent), sent_text(*sent))]
     NoQuorum {
         /// Voters this node heard from recently, itself included.
         reachable: usize,
         /// Voters in the membership.
         voters: usize,
+        /// Whether an attempt may have reached a leader's log (then the
+        /// outcome is unknown: it may still apply, once).
+        sent: bool,
     },
     /// No leader was known for the whole wait.
-    #[error("write refused: no leader elected within {waited_ms} ms (an election is in progress)")]
+    #[error("write {}: no leader elected within {waited_ms} ms (an election is in progress){}", verdict(*sent), sent_text(*sent))]
     NoLeader {
         /// How long this call waited.
         waited_ms: u64,
+        /// As for `NoQuorum`.
+        sent: bool,
     },
     /// A leader was known but did not confirm in time.
-    #[error("{what} timed out after {waited_ms} ms ({})", leader_text(*leader))]
+    #[error("{what} timed out after {waited_ms} ms ({}){}", leader_text(*leader), sent_text(*sent))]
     Timeout {
         /// What timed out.
         what: &'static str,
@@ -222,6 +245,8 @@ pub enum ClusterError {
         waited_ms: u64,
         /// The leader this node knew of at the end.
         leader: Option<NodeId>,
+        /// As for `NoQuorum`.
+        sent: bool,
     },
     /// The node is not (or no longer) in the Raft membership.
     #[error("refused: node {id} is not a member of the cluster (removed, or not added yet)")]
@@ -1133,7 +1158,7 @@ impl Raft {
     }
 
     /// The error for a leader-only operation that ran out of time.
-    fn stall_error(&self, what: &'static str, started: Instant) -> ClusterError {
+    fn stall_error(&self, what: &'static str, started: Instant, sent: bool) -> ClusterError {
         let waited_ms = ms(started.elapsed());
         let voters: BTreeSet<NodeId> = {
             let metrics = self.inner.raft.metrics();
@@ -1149,14 +1174,16 @@ impl Raft {
             return ClusterError::NoQuorum {
                 reachable,
                 voters: voters.len(),
+                sent,
             };
         }
         match self.leader() {
-            None => ClusterError::NoLeader { waited_ms },
+            None => ClusterError::NoLeader { waited_ms, sent },
             leader => ClusterError::Timeout {
                 what,
                 waited_ms,
                 leader,
+                sent,
             },
         }
     }
@@ -1196,6 +1223,10 @@ impl Raft {
         } else {
             Duration::MAX
         };
+        // Whether some attempt may have reached a leader's log: then a
+        // final error says the outcome is unknown, not that it was refused.
+        let mut sent = false;
+        let reach_window = self.inner.config.reach_window();
         for _ in 0..ROUNDS_MAX {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -1208,31 +1239,41 @@ impl Raft {
                         Ok(Step::Done(v)) => return Ok(v),
                         Ok(Step::Retry) => {}
                         Err(e) if again && e.outcome_unknown() => {
+                            sent = true;
                             tracing::debug!("{what}: attempt on this node (leading) gave no answer: {e}; retrying");
                         }
                         Err(e) => return Err(e),
                     }
                 }
+                // A leader not heard from within the election window is
+                // not trusted (this node may be cut off from it): nothing is
+                // sent to it, so a write that ends here was refused, not
+                // left to apply when the network heals. Wait for a current
+                // one instead.
+                Some(leader) if !self.inner.reach.recent(leader, reach_window) => {}
                 Some(leader) => {
                     let addr = self
                         .members()
                         .get(&leader)
                         .map(|m| m.addr.clone())
                         .unwrap_or_default();
-                    let sent = tokio::time::timeout(
+                    let answered = tokio::time::timeout(
                         attempt,
                         self.inner.transport.rpc(leader, &addr, kind, body.to_vec()),
                     )
                     .await;
-                    match sent {
+                    match answered {
                         // No answer in time: maybe delivered.
-                        Err(_) if again => {}
-                        Err(_) => break,
+                        Err(_) if again => sent = true,
+                        Err(_) => {
+                            sent = true;
+                            break;
+                        }
                         // Never delivered: safe to try again.
                         Ok(Err(TransportError::Unreachable { .. })) => {}
                         // Maybe delivered: only an idempotent operation may
                         // try again.
-                        Ok(Err(TransportError::Failed { .. })) if again => {}
+                        Ok(Err(TransportError::Failed { .. })) if again => sent = true,
                         Ok(Err(e @ TransportError::Failed { .. })) => return Err(e.into()),
                         Ok(Ok(answer)) => {
                             self.inner.reach.mark(leader);
@@ -1246,18 +1287,25 @@ impl Raft {
                                         "leader {leader}: {why}"
                                     )))
                                 }
+                                // The leader proposed it and did not see
+                                // it commit: it may still.
                                 Err(
                                     ForwardError::NoQuorum { .. }
                                     | ForwardError::Unconfirmed { .. },
-                                ) if again => {}
+                                ) if again => sent = true,
                                 Err(ForwardError::NoQuorum { reachable, voters }) => {
-                                    return Err(ClusterError::NoQuorum { reachable, voters })
+                                    return Err(ClusterError::NoQuorum {
+                                        reachable,
+                                        voters,
+                                        sent: true,
+                                    })
                                 }
                                 Err(ForwardError::Unconfirmed { waited_ms }) => {
                                     return Err(ClusterError::Timeout {
                                         what,
                                         waited_ms,
                                         leader: Some(leader),
+                                        sent: true,
                                     })
                                 }
                                 Err(ForwardError::Forbidden(why)) => {
@@ -1281,7 +1329,7 @@ impl Raft {
             )
             .await;
         }
-        Err(self.stall_error(what, started))
+        Err(self.stall_error(what, started, sent))
     }
 
     /// Leader side of a forwarded request: check the sender is a member,
@@ -1309,12 +1357,12 @@ impl Raft {
             Ok(Step::Retry) => Err(ForwardError::NotLeader {
                 leader: self.leader(),
             }),
-            Err(ClusterError::NoQuorum { reachable, voters }) => {
-                Err(ForwardError::NoQuorum { reachable, voters })
-            }
-            Err(ClusterError::Timeout { waited_ms, .. } | ClusterError::NoLeader { waited_ms }) => {
-                Err(ForwardError::Unconfirmed { waited_ms })
-            }
+            Err(ClusterError::NoQuorum {
+                reachable, voters, ..
+            }) => Err(ForwardError::NoQuorum { reachable, voters }),
+            Err(
+                ClusterError::Timeout { waited_ms, .. } | ClusterError::NoLeader { waited_ms, .. },
+            ) => Err(ForwardError::Unconfirmed { waited_ms }),
             Err(e) => Err(ForwardError::Failed(e.to_string())),
         }
     }
@@ -1328,7 +1376,8 @@ impl Raft {
     ) -> Result<Step<CommandResult>, ClusterError> {
         let started = Instant::now();
         match tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await {
-            Err(_) => Err(self.stall_error("write", started)),
+            // Proposed: it may still commit.
+            Err(_) => Err(self.stall_error("write", started, true)),
             Ok(Ok(resp)) => Ok(Step::Done(resp.data)),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(Step::Retry),
             Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Raft(e.to_string())),
@@ -1345,7 +1394,7 @@ impl Raft {
         let started = Instant::now();
         let call = self.inner.raft.change_membership(changes, false);
         match tokio::time::timeout(remaining, call).await {
-            Err(_) => Err(self.stall_error("membership change", started)),
+            Err(_) => Err(self.stall_error("membership change", started, true)),
             Ok(Ok(_)) => Ok(Step::Done(())),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(Step::Retry),
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
@@ -1381,6 +1430,7 @@ impl Raft {
                     what: "adding a member (waiting for it to catch up)",
                     waited_ms: ms(started.elapsed()),
                     leader: self.leader(),
+                    sent: true,
                 })
             }
             Ok(Ok(_)) => {}
