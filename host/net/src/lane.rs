@@ -427,11 +427,9 @@ async fn run_stream(
     let mut progressed = false;
     let reader = read_acks(lane, response, shared, &mut progressed);
     let writer = write_frames(lane, tx, shared);
-    let cut = shared.until_cut(&lane.addr);
     let reason = tokio::select! {
         r = reader => r,
         r = writer => r,
-        _ = cut => return failed("cut off from this peer (fault injection)".into(), false),
         _ = super::until_true(closed) => return StreamEnd::Closed,
     };
     match reason {

@@ -112,45 +112,12 @@ pub(crate) struct Shared {
     /// The revocation list the peers' server certificates answer to (see
     /// [`Peers::watch_revocations`]).
     revocations: RwLock<Option<shoal_pki::SharedRevocations>>,
-    /// Peers this pool is cut off from (fault injection, see
-    /// [`Peers::cut_off`]).
-    #[cfg(feature = "fault-injection")]
-    cut: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Shared {
     /// The node name pinned at `addr`, if any.
     pub(crate) fn pinned(&self, addr: &str) -> Option<String> {
         self.pins.read().ok().and_then(|p| p.get(addr).cloned())
-    }
-
-    /// Is this pool cut off from `addr`? (Never, without the
-    /// `fault-injection` feature.)
-    pub(crate) fn is_cut(&self, addr: &str) -> bool {
-        #[cfg(feature = "fault-injection")]
-        {
-            self.cut.read().map(|c| c.contains(addr)).unwrap_or(false)
-        }
-        #[cfg(not(feature = "fault-injection"))]
-        {
-            let _ = addr;
-            false
-        }
-    }
-
-    /// Resolves once this pool is cut off from `addr` (fault injection);
-    /// never, without the `fault-injection` feature, so production lanes do
-    /// not poll for it.
-    pub(crate) async fn until_cut(&self, addr: &str) {
-        #[cfg(feature = "fault-injection")]
-        while !self.is_cut(addr) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        #[cfg(not(feature = "fault-injection"))]
-        {
-            let _ = addr;
-            std::future::pending::<()>().await
-        }
     }
 
     /// Hand a missing pid to the hook, if one is set.
@@ -221,13 +188,6 @@ impl Inner {
     pub(crate) async fn sender(&self, addr: &str) -> Result<SendRequest<BoxBody>, NetError> {
         let slot = self.slot(addr);
         let mut s = slot.lock().await;
-        if self.shared.is_cut(addr) {
-            s.sender = None;
-            return Err(NetError::Connect {
-                addr: addr.to_string(),
-                source: std::io::Error::other("cut off from this peer (fault injection)"),
-            });
-        }
         let pinned = self.shared.pinned(addr);
         if let Some(tx) = &s.sender {
             // A connection made before the pin (or under another one) is
@@ -419,28 +379,6 @@ impl Peers {
     pub fn pin(&self, pins: HashMap<String, String>) {
         if let Ok(mut p) = self.inner.shared.pins.write() {
             *p = pins;
-        }
-    }
-
-    /// Fault injection (tests, drills; only with the `fault-injection`
-    /// feature): stop talking to `addr` as if the
-    /// network between us were cut. Calls fail at once with a `Connect`
-    /// error, the lane to it stops within a few tens of milliseconds and
-    /// keeps its unacked messages for when the cut heals. Cutting both
-    /// ends' pools from each other is a partition (every exchange is
-    /// started by a client pool).
-    #[cfg(feature = "fault-injection")]
-    pub fn cut_off(&self, addr: &str) {
-        if let Ok(mut c) = self.inner.shared.cut.write() {
-            c.insert(addr.to_string());
-        }
-    }
-
-    /// Undo [`Peers::cut_off`].
-    #[cfg(feature = "fault-injection")]
-    pub fn reconnect(&self, addr: &str) {
-        if let Ok(mut c) = self.inner.shared.cut.write() {
-            c.remove(addr);
         }
     }
 
