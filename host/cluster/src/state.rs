@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
+pub mod kv;
 mod liveness;
 pub mod names;
 pub mod once;
@@ -245,6 +246,9 @@ pub struct ClusterState {
     /// proof's time ([`proofs`](self::proofs)).
     #[serde(default)]
     pub proofs: proofs::ProofBook,
+    /// Guests' replicated key-value, bucket by owner ([`kv`]).
+    #[serde(default)]
+    pub kv: kv::KvBook,
 }
 
 impl Default for ClusterState {
@@ -270,6 +274,7 @@ impl Default for ClusterState {
             module_name_owners: Table::new(),
             ca_cert_pem: String::new(),
             proofs: Default::default(),
+            kv: Default::default(),
         }
     }
 }

@@ -1,0 +1,601 @@
+//! Replicated key-value for guests (issue #14): the part of the replicated
+//! state machine ([`crate::state`]) that `kv_get`, `kv_set`, `kv_delete`,
+//! `kv_exists`, `kv_list`, `kv_increment` and `kv_cas` use.
+//!
+//! - Buckets belong to their owner (the identity that deployed the process,
+//!   [`Owner`]): `(owner, bucket, key)` names an entry, so two owners'
+//!   buckets of the same name never meet.
+//! - Every entry has a **version**: the book's write counter when it was
+//!   last written, strictly increasing across the whole book (what
+//!   `kv_cas` compares, and what a later fenced write will check).
+//! - Bounds, each refused with its own [`KvRefusal`]: a key is 1 to
+//!   [`KEY_BYTES_MAX`] bytes, a value at most [`VALUE_BYTES_MAX`], a bucket
+//!   name 1 to [`BUCKET_BYTES_MAX`] bytes; an owner holds at most
+//!   [`OWNER_KEYS_MAX`] keys and [`OWNER_BYTES_MAX`] bytes (keys + values),
+//!   checked before anything changes.
+//! - Applying is deterministic: nothing here reads a clock or a random
+//!   source; what a command does depends only on the book and the command.
+//!
+//! The book lives in persistent maps ([`Table`]): the state machine's
+//! per-apply clone shares it, and a write costs what it changes.
+
+use crate::state::Table;
+use serde::{Deserialize, Serialize};
+
+pub use shoal_pki::Owner;
+
+/// Longest key, in bytes (Spin's limit).
+pub const KEY_BYTES_MAX: usize = 256;
+/// Largest value, in bytes (Spin's limit: 1 MB).
+pub const VALUE_BYTES_MAX: usize = 1 << 20;
+/// Longest bucket name, in bytes.
+pub const BUCKET_BYTES_MAX: usize = 64;
+/// Most keys one owner may hold, over all its buckets.
+pub const OWNER_KEYS_MAX: u64 = 100_000;
+/// Most bytes (keys and values) one owner may hold, over all its buckets.
+pub const OWNER_BYTES_MAX: u64 = 64 << 20;
+/// Most keys one `list` answer holds (then a cursor to go on).
+pub const LIST_KEYS_MAX: usize = 1000;
+
+/// Where an entry lives: whose, which bucket, which key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KvKey {
+    /// The owner of the bucket.
+    pub owner: Owner,
+    /// The bucket.
+    pub bucket: String,
+    /// The key (bytes: any encoding the guest likes).
+    #[serde(with = "serde_bytes_vec")]
+    pub key: Vec<u8>,
+}
+
+/// One entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    /// The value.
+    #[serde(with = "serde_bytes_vec")]
+    pub value: Vec<u8>,
+    /// The book's write counter when it was last written (> 0).
+    pub version: u64,
+}
+
+/// What one owner holds, for its quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvUsage {
+    /// Keys held.
+    pub keys: u64,
+    /// Bytes held (keys and values).
+    pub bytes: u64,
+}
+
+/// Why a key-value command changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum KvRefusal {
+    /// The key is empty or too long.
+    #[error("key of {len} bytes: keys are 1 to {max} bytes")]
+    BadKey {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The value is too large.
+    #[error("value of {len} bytes: values are at most {max} bytes")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The bucket name is empty or too long.
+    #[error("bucket name of {len} bytes: bucket names are 1 to {max} bytes")]
+    BadBucket {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The owner would hold more keys or bytes than it may.
+    #[error("owner {owner} would hold {keys} keys and {bytes} bytes (at most {keys_max} keys and {bytes_max} bytes)")]
+    Quota {
+        /// The owner.
+        owner: String,
+        /// Keys it would hold.
+        keys: u64,
+        /// Bytes it would hold.
+        bytes: u64,
+        /// The key bound.
+        keys_max: u64,
+        /// The byte bound.
+        bytes_max: u64,
+    },
+    /// `cas` found another version (0: the key does not exist).
+    #[error("version mismatch: expected {expected}, the key is at {current}")]
+    VersionMismatch {
+        /// What the command expected.
+        expected: u64,
+        /// What the key is at (0: absent).
+        current: u64,
+    },
+    /// `increment` of a value that is not an 8-byte little-endian integer.
+    #[error("the value is not a counter (8 bytes, little-endian i64)")]
+    NotACounter,
+    /// `increment` would overflow.
+    #[error("the counter would overflow")]
+    Overflow,
+}
+
+/// The replicated key-value book (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvBook {
+    #[serde(with = "pairs")]
+    entries: Table<KvKey, KvEntry>,
+    #[serde(with = "pairs")]
+    usage: Table<Owner, KvUsage>,
+    /// Writes applied so far: the last version handed out.
+    writes: u64,
+}
+
+fn check_names(bucket: &str, key: &[u8]) -> Result<(), KvRefusal> {
+    if bucket.is_empty() || bucket.len() > BUCKET_BYTES_MAX {
+        return Err(KvRefusal::BadBucket {
+            len: bucket.len(),
+            max: BUCKET_BYTES_MAX,
+        });
+    }
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(KvRefusal::BadKey {
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<(), KvRefusal> {
+    if value.len() > VALUE_BYTES_MAX {
+        return Err(KvRefusal::ValueTooLarge {
+            len: value.len(),
+            max: VALUE_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+impl KvBook {
+    /// The entry at `(owner, bucket, key)`, if any.
+    pub fn get(&self, owner: &Owner, bucket: &str, key: &[u8]) -> Option<&KvEntry> {
+        self.entries.get(&KvKey {
+            owner: owner.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+        })
+    }
+
+    /// What `owner` holds.
+    pub fn usage(&self, owner: &Owner) -> KvUsage {
+        self.usage.get(owner).copied().unwrap_or_default()
+    }
+
+    /// Keys of `owner`'s `bucket` that start with `prefix`, after `cursor`
+    /// (exclusive; `None`: from the first), at most `count_max` (bounded by
+    /// [`LIST_KEYS_MAX`]), in byte order. The last key returned is the
+    /// cursor for the next page; fewer than asked means the end.
+    pub fn list(
+        &self,
+        owner: &Owner,
+        bucket: &str,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        count_max: usize,
+    ) -> Vec<Vec<u8>> {
+        let start = KvKey {
+            owner: owner.clone(),
+            bucket: bucket.to_string(),
+            key: match cursor {
+                Some(c) if c >= prefix => c.to_vec(),
+                _ => prefix.to_vec(),
+            },
+        };
+        self.entries
+            .range(start..)
+            .take_while(|(k, _)| k.owner == *owner && k.bucket == bucket)
+            .filter(|(k, _)| cursor.is_none_or(|c| k.key.as_slice() > c))
+            .take_while(|(k, _)| k.key.starts_with(prefix))
+            .take(count_max.min(LIST_KEYS_MAX))
+            .map(|(k, _)| k.key.clone())
+            .collect()
+    }
+
+    /// Replace the entry (or create it) after the quota check; its new
+    /// version.
+    fn put(&mut self, at: KvKey, value: Vec<u8>) -> Result<u64, KvRefusal> {
+        let before = self
+            .entries
+            .get(&at)
+            .map(|e| (at.key.len() + e.value.len()) as u64);
+        let usage = self.usage(&at.owner);
+        let keys = usage.keys + u64::from(before.is_none());
+        let bytes = usage.bytes - before.unwrap_or(0) + (at.key.len() + value.len()) as u64;
+        if keys > OWNER_KEYS_MAX || bytes > OWNER_BYTES_MAX {
+            return Err(KvRefusal::Quota {
+                owner: at.owner.to_string(),
+                keys,
+                bytes,
+                keys_max: OWNER_KEYS_MAX,
+                bytes_max: OWNER_BYTES_MAX,
+            });
+        }
+        self.writes += 1;
+        let version = self.writes;
+        self.usage.insert(at.owner.clone(), KvUsage { keys, bytes });
+        self.entries.insert(at, KvEntry { value, version });
+        Ok(version)
+    }
+
+    /// `kv_set`: the entry's new version.
+    pub fn set(
+        &mut self,
+        owner: &Owner,
+        bucket: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<u64, KvRefusal> {
+        check_names(bucket, key)?;
+        check_value(value)?;
+        self.put(
+            KvKey {
+                owner: owner.clone(),
+                bucket: bucket.to_string(),
+                key: key.to_vec(),
+            },
+            value.to_vec(),
+        )
+    }
+
+    /// `kv_cas`: set only if the key is at `expected` (0: absent); the new
+    /// version.
+    pub fn cas(
+        &mut self,
+        owner: &Owner,
+        bucket: &str,
+        key: &[u8],
+        expected: u64,
+        value: &[u8],
+    ) -> Result<u64, KvRefusal> {
+        check_names(bucket, key)?;
+        check_value(value)?;
+        let current = self.get(owner, bucket, key).map_or(0, |e| e.version);
+        if current != expected {
+            return Err(KvRefusal::VersionMismatch { expected, current });
+        }
+        self.set(owner, bucket, key, value)
+    }
+
+    /// `kv_increment`: add `delta` to the counter (absent: 0); its new
+    /// value.
+    pub fn increment(
+        &mut self,
+        owner: &Owner,
+        bucket: &str,
+        key: &[u8],
+        delta: i64,
+    ) -> Result<i64, KvRefusal> {
+        check_names(bucket, key)?;
+        let now = match self.get(owner, bucket, key) {
+            None => 0,
+            Some(e) => {
+                let bytes: [u8; 8] = e
+                    .value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KvRefusal::NotACounter)?;
+                i64::from_le_bytes(bytes)
+            }
+        };
+        let next = now.checked_add(delta).ok_or(KvRefusal::Overflow)?;
+        self.set(owner, bucket, key, &next.to_le_bytes())?;
+        Ok(next)
+    }
+
+    /// `kv_delete`: whether the key existed.
+    pub fn delete(&mut self, owner: &Owner, bucket: &str, key: &[u8]) -> Result<bool, KvRefusal> {
+        check_names(bucket, key)?;
+        let at = KvKey {
+            owner: owner.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+        };
+        let Some(gone) = self.entries.remove(&at) else {
+            return Ok(false);
+        };
+        let usage = self.usage(owner);
+        let left = KvUsage {
+            keys: usage.keys - 1,
+            bytes: usage.bytes - (at.key.len() + gone.value.len()) as u64,
+        };
+        if left.keys == 0 {
+            self.usage.remove(owner);
+        } else {
+            self.usage.insert(owner.clone(), left);
+        }
+        Ok(true)
+    }
+
+    /// Check the book's invariants (tests and debug assertions): the usage
+    /// table equals a count of the entries, and no version is above the
+    /// write counter.
+    pub fn check(&self) -> Result<(), String> {
+        let mut counted: std::collections::BTreeMap<Owner, KvUsage> = Default::default();
+        for (k, e) in self.entries.iter() {
+            if e.version == 0 || e.version > self.writes {
+                return Err(format!("version {} outside 1..={}", e.version, self.writes));
+            }
+            let u = counted.entry(k.owner.clone()).or_default();
+            u.keys += 1;
+            u.bytes += (k.key.len() + e.value.len()) as u64;
+        }
+        let recorded: std::collections::BTreeMap<Owner, KvUsage> =
+            self.usage.iter().map(|(o, u)| (o.clone(), *u)).collect();
+        if counted != recorded {
+            return Err(format!("usage {recorded:?} but entries count {counted:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// A table as a sequence of `(key, value)` pairs: its keys are structs,
+/// which JSON (still read and written by tests and earlier snapshots)
+/// cannot use as map keys.
+mod pairs {
+    use crate::state::Table;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K, V, S>(table: &Table<K, V>, s: S) -> Result<S::Ok, S::Error>
+    where
+        K: Serialize + Ord + Clone,
+        V: Serialize + Clone,
+        S: Serializer,
+    {
+        s.collect_seq(table.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<Table<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord + Clone,
+        V: Deserialize<'de> + Clone,
+        D: Deserializer<'de>,
+    {
+        let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
+}
+
+/// Bytes as CBOR byte strings (and JSON arrays), not arrays of integers.
+mod serde_bytes_vec {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use shoal_pki::Role;
+
+    fn owner(id: &str) -> Owner {
+        Owner {
+            role: Role::Client,
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn buckets_belong_to_their_owner_and_versions_only_grow() {
+        let (a, b) = (owner("alice"), owner("bob"));
+        let mut kv = KvBook::default();
+        let v1 = kv.set(&a, "cfg", b"k", b"1").unwrap();
+        let v2 = kv.set(&b, "cfg", b"k", b"2").unwrap();
+        assert!(v2 > v1);
+        assert_eq!(kv.get(&a, "cfg", b"k").unwrap().value, b"1");
+        assert_eq!(kv.get(&b, "cfg", b"k").unwrap().value, b"2");
+        // cas: the version, or 0 for absent.
+        assert_eq!(
+            kv.cas(&a, "cfg", b"k", v2, b"x"),
+            Err(KvRefusal::VersionMismatch {
+                expected: v2,
+                current: v1
+            })
+        );
+        let v3 = kv.cas(&a, "cfg", b"k", v1, b"3").unwrap();
+        assert!(v3 > v2);
+        assert!(kv.cas(&a, "cfg", b"new", 0, b"n").is_ok());
+        assert!(kv.cas(&a, "cfg", b"new", 0, b"n").is_err());
+        // Counters.
+        assert_eq!(kv.increment(&a, "c", b"n", 5), Ok(5));
+        assert_eq!(kv.increment(&a, "c", b"n", -7), Ok(-2));
+        assert_eq!(
+            kv.increment(&a, "cfg", b"k", 1),
+            Err(KvRefusal::NotACounter)
+        );
+        kv.set(&a, "c", b"max", &i64::MAX.to_le_bytes()).unwrap();
+        assert_eq!(kv.increment(&a, "c", b"max", 1), Err(KvRefusal::Overflow));
+        // Delete.
+        assert_eq!(kv.delete(&a, "cfg", b"k"), Ok(true));
+        assert_eq!(kv.delete(&a, "cfg", b"k"), Ok(false));
+        assert!(kv.get(&b, "cfg", b"k").is_some());
+        kv.check().unwrap();
+    }
+
+    #[test]
+    fn every_bound_is_its_own_refusal_and_changes_nothing() {
+        let a = owner("alice");
+        let mut kv = KvBook::default();
+        let long_key = vec![b'k'; KEY_BYTES_MAX + 1];
+        assert!(matches!(
+            kv.set(&a, "b", &long_key, b""),
+            Err(KvRefusal::BadKey { .. })
+        ));
+        assert!(matches!(
+            kv.set(&a, "b", b"", b""),
+            Err(KvRefusal::BadKey { .. })
+        ));
+        let big = vec![0u8; VALUE_BYTES_MAX + 1];
+        assert!(matches!(
+            kv.set(&a, "b", b"k", &big),
+            Err(KvRefusal::ValueTooLarge { .. })
+        ));
+        let long_bucket = "b".repeat(BUCKET_BYTES_MAX + 1);
+        assert!(matches!(
+            kv.set(&a, &long_bucket, b"k", b""),
+            Err(KvRefusal::BadBucket { .. })
+        ));
+        assert!(matches!(
+            kv.set(&a, "", b"k", b""),
+            Err(KvRefusal::BadBucket { .. })
+        ));
+        assert_eq!(kv.usage(&a), KvUsage::default());
+        // The byte quota: 64 values of 1 MiB fill it; the next is refused,
+        // and replacing one in place is not.
+        let mib = vec![7u8; VALUE_BYTES_MAX];
+        let mut held = 0u64;
+        loop {
+            match kv.set(&a, "big", &held.to_le_bytes(), &mib) {
+                Ok(_) => held += 1,
+                Err(KvRefusal::Quota { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!((60..64).contains(&held), "{held}");
+        assert!(kv.set(&a, "big", &0u64.to_le_bytes(), &mib).is_ok());
+        // Another owner is not affected.
+        assert!(kv.set(&owner("bob"), "big", b"k", &mib).is_ok());
+        kv.check().unwrap();
+    }
+
+    #[test]
+    fn the_book_round_trips_through_the_stores_encodings() {
+        let a = owner("alice");
+        let mut kv = KvBook::default();
+        kv.set(&a, "b", &[0, 255, 7], &[1, 2, 3]).unwrap();
+        kv.increment(&a, "c", b"n", 41).unwrap();
+        let json: KvBook = serde_json::from_slice(&serde_json::to_vec(&kv).unwrap()).unwrap();
+        assert_eq!(json, kv);
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&kv, &mut cbor).unwrap();
+        let back: KvBook = ciborium::from_reader(cbor.as_slice()).unwrap();
+        assert_eq!(back, kv);
+        // Keys and values are CBOR byte strings, not arrays of integers.
+        let mut value = Vec::new();
+        ciborium::into_writer(&kv.get(&a, "b", &[0, 255, 7]).unwrap(), &mut value).unwrap();
+        assert!(value.windows(4).any(|w| w == [0x43, 1, 2, 3]), "{value:?}");
+    }
+
+    #[test]
+    fn list_pages_through_a_prefix_in_order() {
+        let a = owner("alice");
+        let mut kv = KvBook::default();
+        for i in 0..2500u32 {
+            kv.set(&a, "b", format!("user/{i:05}").as_bytes(), b"")
+                .unwrap();
+        }
+        kv.set(&a, "b", b"zzz", b"").unwrap();
+        kv.set(&a, "other", b"user/x", b"").unwrap();
+        kv.set(&owner("bob"), "b", b"user/y", b"").unwrap();
+        let mut all = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let page = kv.list(&a, "b", b"user/", cursor.as_deref(), 1000);
+            all.extend(page.iter().cloned());
+            if page.len() < 1000 {
+                break;
+            }
+            cursor = page.last().cloned();
+        }
+        assert_eq!(all.len(), 2500);
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        assert!(all.iter().all(|k| k.starts_with(b"user/")));
+        assert!(kv.list(&a, "b", b"", None, usize::MAX).len() <= LIST_KEYS_MAX);
+    }
+
+    /// Random sequences of every command keep the invariants (usage equals
+    /// the entries, versions within the counter). `SHOAL_KV_SEED` repeats a
+    /// failure.
+    #[test]
+    fn the_book_keeps_its_invariants_after_any_sequence() {
+        let seed: u64 = std::env::var("SHOAL_KV_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed_4b56);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let owners = [owner("a"), owner("b"), owner("c")];
+        let mut kv = KvBook::default();
+        let mut last_version = 0;
+        for step in 0..20_000 {
+            let o = &owners[rng.gen_range(0..owners.len())];
+            let bucket = ["x", "y"][rng.gen_range(0..2)];
+            let key = [rng.gen_range(b'a'..=b'h')];
+            let value = vec![0u8; rng.gen_range(0..32)];
+            let version = match rng.gen_range(0..4) {
+                0 => kv.set(o, bucket, &key, &value).ok(),
+                1 => {
+                    let expected = kv.get(o, bucket, &key).map_or(0, |e| e.version);
+                    let expected = if rng.gen_bool(0.5) {
+                        expected
+                    } else {
+                        expected + 1
+                    };
+                    kv.cas(o, bucket, &key, expected, &value).ok()
+                }
+                2 => kv
+                    .increment(o, bucket, &key, rng.gen_range(-5..5))
+                    .ok()
+                    .map(|_| kv.get(o, bucket, &key).map_or(0, |e| e.version)),
+                _ => {
+                    let _ = kv.delete(o, bucket, &key);
+                    None
+                }
+            };
+            if let Some(v) = version {
+                assert!(
+                    v > last_version,
+                    "seed {seed} step {step}: version {v} after {last_version}"
+                );
+                last_version = v;
+            }
+            if let Err(e) = kv.check() {
+                panic!("seed {seed} step {step}: {e}");
+            }
+        }
+    }
+}
