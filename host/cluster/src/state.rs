@@ -566,6 +566,21 @@ pub enum Command {
         /// Who asked (from their certificate).
         by: Owner,
     },
+    /// A guest's key-value write ([`kv`]): process `pid` (forwarded by the
+    /// node it runs on) writes in its owner's `bucket`. Applied only if
+    /// `pid` is live and `owner` is its owner.
+    Kv {
+        /// The asking process.
+        pid: u64,
+        /// Whose bucket: the process's owner.
+        owner: Owner,
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// What to do.
+        op: kv::KvOp,
+    },
 }
 
 impl Command {
@@ -596,6 +611,12 @@ pub enum CommandResult {
     Refused(Refusal),
     /// The ownership rule refused the command (it changed nothing).
     Forbidden(Forbidden),
+    /// `Kv` set or cas: the entry's new version.
+    KvVersion(u64),
+    /// `Kv` increment: the counter's new value.
+    KvCounter(i64),
+    /// `Kv` delete: whether the key existed.
+    KvDeleted(bool),
 }
 
 type Outcome = Result<CommandResult, Refusal>;
@@ -719,6 +740,13 @@ impl ClusterState {
                     .map(|()| CommandResult::Ok)
                     .map_err(Refusal::from)
             }
+            Command::Kv {
+                pid,
+                owner,
+                bucket,
+                key,
+                op,
+            } => self.apply_kv(*pid, owner, bucket, key, op),
             Command::LeaveGroup { owner, name, pid } => self
                 .names
                 .leave_group(owner, name, *pid)
@@ -1174,6 +1202,51 @@ impl ClusterState {
     }
 }
 
+impl ClusterState {
+    /// [`Command::Kv`]: the asking process must be live and `owner` its
+    /// owner (a node forwards only for processes it runs, and cannot name
+    /// another owner's bucket through them).
+    fn apply_kv(
+        &mut self,
+        pid: u64,
+        owner: &Owner,
+        bucket: &str,
+        key: &[u8],
+        op: &kv::KvOp,
+    ) -> Outcome {
+        if !self.directory.contains_key(&pid) {
+            return Err(kv::KvRefusal::NotLive(pid).into());
+        }
+        let actual = self.owner_of(pid);
+        if actual != *owner {
+            return Err(kv::KvRefusal::NotTheOwner {
+                pid,
+                owner: actual.to_string(),
+            }
+            .into());
+        }
+        let done = match op {
+            kv::KvOp::Set { value } => self
+                .kv
+                .set(owner, bucket, key, value)
+                .map(CommandResult::KvVersion),
+            kv::KvOp::Cas { expected, value } => self
+                .kv
+                .cas(owner, bucket, key, *expected, value)
+                .map(CommandResult::KvVersion),
+            kv::KvOp::Increment { delta } => self
+                .kv
+                .increment(owner, bucket, key, *delta)
+                .map(CommandResult::KvCounter),
+            kv::KvOp::Delete => self
+                .kv
+                .delete(owner, bucket, key)
+                .map(CommandResult::KvDeleted),
+        };
+        done.map_err(Refusal::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1255,6 +1328,84 @@ mod tests {
                 id: id.into(),
             },
         }
+    }
+
+    #[test]
+    fn a_kv_write_is_applied_for_a_live_process_in_its_owners_bucket_only() {
+        let (mut s, first) = with_pids(&[0, 1]);
+        let alice = Owner {
+            role: Role::Client,
+            id: "alice".into(),
+        };
+        assert_eq!(
+            s.apply(&Command::SetOwners {
+                node: 1,
+                owners: vec![(first, alice.clone())],
+            }),
+            CommandResult::Ok
+        );
+        let kv = |pid: u64, owner: &Owner, op: kv::KvOp| Command::Kv {
+            pid,
+            owner: owner.clone(),
+            bucket: "b".into(),
+            key: b"k".to_vec(),
+            op,
+        };
+        let set = |v: &[u8]| kv::KvOp::Set { value: v.to_vec() };
+        let CommandResult::KvVersion(v1) = s.apply(&kv(first, &alice, set(b"1"))) else {
+            panic!("set refused")
+        };
+        assert_eq!(s.kv.get(&alice, "b", b"k").map(|e| e.version), Some(v1));
+        // Another owner's bucket through alice's process: refused, nothing
+        // changed.
+        let before = s.clone();
+        let mallory = Owner {
+            role: Role::Client,
+            id: "mallory".into(),
+        };
+        assert!(matches!(
+            s.apply(&kv(first, &mallory, set(b"x"))),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::NotTheOwner { .. }))
+        ));
+        // A process that is not live: refused.
+        assert!(matches!(
+            s.apply(&kv(first + 99, &alice, set(b"x"))),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::NotLive(_)))
+        ));
+        assert_eq!(s, before);
+        // cas, increment, delete, each with its result.
+        let cas = kv::KvOp::Cas {
+            expected: v1,
+            value: b"2".to_vec(),
+        };
+        assert!(
+            matches!(s.apply(&kv(first, &alice, cas.clone())), CommandResult::KvVersion(v) if v > v1)
+        );
+        assert!(matches!(
+            s.apply(&kv(first, &alice, cas)),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::VersionMismatch { .. }))
+        ));
+        let inc = |d| Command::Kv {
+            pid: first,
+            owner: alice.clone(),
+            bucket: "c".into(),
+            key: b"n".to_vec(),
+            op: kv::KvOp::Increment { delta: d },
+        };
+        assert_eq!(s.apply(&inc(2)), CommandResult::KvCounter(2));
+        assert_eq!(s.apply(&inc(3)), CommandResult::KvCounter(5));
+        assert_eq!(
+            s.apply(&kv(first, &alice, kv::KvOp::Delete)),
+            CommandResult::KvDeleted(true)
+        );
+        assert_eq!(
+            s.apply(&kv(first, &alice, kv::KvOp::Delete)),
+            CommandResult::KvDeleted(false)
+        );
+        s.kv.check().unwrap();
+        // The whole state, with its book, round trips through JSON.
+        let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

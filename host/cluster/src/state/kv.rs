@@ -123,6 +123,44 @@ pub enum KvRefusal {
     /// `increment` would overflow.
     #[error("the counter would overflow")]
     Overflow,
+    /// The asking process is not live.
+    #[error("pid {0} is not a live process")]
+    NotLive(u64),
+    /// The bucket named is not the asking process's owner's.
+    #[error("pid {pid} belongs to {owner}: it may use only that owner's buckets")]
+    NotTheOwner {
+        /// The asking process.
+        pid: u64,
+        /// Its owner.
+        owner: String,
+    },
+}
+
+/// A key-value write, as a Raft command carries it
+/// ([`crate::state::Command::Kv`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
+    /// `kv_set` (→ `KvVersion`).
+    Set {
+        /// The value.
+        #[serde(with = "serde_bytes_vec")]
+        value: Vec<u8>,
+    },
+    /// `kv_cas` (→ `KvVersion`, or `VersionMismatch`).
+    Cas {
+        /// The version the key must be at (0: absent).
+        expected: u64,
+        /// The value.
+        #[serde(with = "serde_bytes_vec")]
+        value: Vec<u8>,
+    },
+    /// `kv_increment` (→ `KvCounter`).
+    Increment {
+        /// What to add.
+        delta: i64,
+    },
+    /// `kv_delete` (→ `KvDeleted`).
+    Delete,
 }
 
 /// The replicated key-value book (see the module docs).

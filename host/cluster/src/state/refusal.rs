@@ -4,6 +4,7 @@
 //! parsed. A refusal changes nothing (see [`super::ClusterState::apply`]).
 
 use super::NodeId;
+use crate::state::kv::KvRefusal;
 use crate::state::names::NameRefusal;
 use serde::{Deserialize, Serialize};
 use shoal_pki::TokenError;
@@ -247,6 +248,9 @@ pub enum Refusal {
     /// A process-name or group command refused ([`crate::names`]).
     #[error(transparent)]
     Name(#[from] NameRefusal),
+    /// A key-value write refused ([`super::kv`]).
+    #[error(transparent)]
+    Kv(#[from] KvRefusal),
     /// A join token refused, or a token record that collides.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -304,6 +308,17 @@ impl Refusal {
                 NameRefusal::NotLive(_)
                 | NameRefusal::NotMember { .. }
                 | NameRefusal::NotHeld { .. } => RefusalKind::NotFound,
+            },
+            Kv(k) => match k {
+                KvRefusal::VersionMismatch { .. } => RefusalKind::Conflict,
+                KvRefusal::Quota { .. } => RefusalKind::Exhausted,
+                KvRefusal::BadKey { .. }
+                | KvRefusal::ValueTooLarge { .. }
+                | KvRefusal::BadBucket { .. }
+                | KvRefusal::NotACounter
+                | KvRefusal::Overflow => RefusalKind::Invalid,
+                KvRefusal::NotLive(_) => RefusalKind::NotFound,
+                KvRefusal::NotTheOwner { .. } => RefusalKind::Forbidden,
             },
             Token(TokenError::DuplicateId(_)) => RefusalKind::Conflict,
             Token(_) | Proof(_) => RefusalKind::Forbidden,

@@ -144,7 +144,8 @@ impl ClusterState {
             Command::RegisterName { pid, .. }
             | Command::UnregisterName { pid, .. }
             | Command::JoinGroup { pid, .. }
-            | Command::LeaveGroup { pid, .. } => runs_here(*pid),
+            | Command::LeaveGroup { pid, .. }
+            | Command::Kv { pid, .. } => runs_here(*pid),
             Command::RedeemToken { .. } | Command::AddNode { .. } => match self.ca_node {
                 Some(ca) if ca == sender => Ok(()),
                 _ => Err(ForwardRefusal::NotTheCa {
@@ -191,6 +192,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::NodeDead { .. } => "NodeDead",
         Command::NodeAlive { .. } => "NodeAlive",
         Command::RegisterName { .. } => "RegisterName",
+        Command::Kv { .. } => "Kv",
         Command::UnregisterName { .. } => "UnregisterName",
         Command::JoinGroup { .. } => "JoinGroup",
         Command::LeaveGroup { .. } => "LeaveGroup",
