@@ -403,6 +403,12 @@ enum ForwardError {
     Forbidden(crate::state::writers::ForwardRefusal),
 }
 
+/// A follower's ReadIndex request (the leader answers the index).
+#[derive(Debug, Serialize, Deserialize)]
+struct ForwardRead {
+    from: NodeId,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct ForwardWrite {
     from: NodeId,
@@ -1056,6 +1062,17 @@ impl Raft {
                     .await;
                 encode(kind, &res)
             }
+            RpcKind::ReadIndex => {
+                let req: ForwardRead = decode(kind, body)?;
+                self.check_forwarder(kind, sender, req.from)?;
+                self.inner.reach.mark(req.from);
+                let res = self
+                    .serve(req.from, self.inner.config.write_timeout_ms, |remaining| {
+                        self.local_read_index(remaining)
+                    })
+                    .await;
+                encode(kind, &res)
+            }
             RpcKind::AddMember => {
                 let req: ForwardAdd = decode(kind, body)?;
                 self.check_forwarder(kind, sender, req.from)?;
@@ -1364,6 +1381,75 @@ impl Raft {
                 ClusterError::Timeout { waited_ms, .. } | ClusterError::NoLeader { waited_ms, .. },
             ) => Err(ForwardError::Unconfirmed { waited_ms }),
             Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    /// The leader's ReadIndex: confirm leadership with a quorum, and answer
+    /// the log index a reader must have applied (this node must lead).
+    async fn local_read_index(&self, remaining: Duration) -> Result<Step<u64>, ClusterError> {
+        let started = Instant::now();
+        match tokio::time::timeout(remaining, self.inner.raft.get_read_log_id()).await {
+            Err(_) => Err(self.stall_error("linearizable read", started, false)),
+            Ok(Ok((read, _applied))) => Ok(Step::Done(read.map_or(0, |l| l.index))),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                _,
+            )))) => Ok(Step::Retry),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(
+                _,
+            )))) => Err(self.stall_error("linearizable read", started, false)),
+            Ok(Err(RaftError::Fatal(e))) => Err(self.stopped(e)),
+        }
+    }
+
+    /// The log index up to which this node must apply so that a read of its
+    /// state is linearizable (ReadIndex: the leader confirms it still leads
+    /// with a quorum; no log write). Forwarded to the leader by followers.
+    pub async fn read_index(&self) -> Result<u64, ClusterError> {
+        self.check_member()?;
+        let body = encode(
+            RpcKind::ReadIndex,
+            &ForwardRead {
+                from: self.inner.id,
+            },
+        )?;
+        self.leader_op(
+            "linearizable read",
+            self.inner.config.write_timeout_ms,
+            Retry::EvenIfDelivered,
+            RpcKind::ReadIndex,
+            &body,
+            |remaining| self.local_read_index(remaining),
+        )
+        .await
+    }
+
+    /// The state, read linearizably: it reflects every write that completed
+    /// (anywhere) before this call began ([`Raft::read_index`], then wait
+    /// until this node has applied that far). [`Raft::state`] is the cheaper
+    /// stale read.
+    pub async fn linearizable_state(&self) -> Result<Arc<ClusterState>, ClusterError> {
+        let started = Instant::now();
+        let index = self.read_index().await?;
+        let mut applied = self.subscribe();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.inner.config.write_timeout_ms);
+        loop {
+            // The state is published before its index: once the index is
+            // reached, the state read after it holds the write.
+            if *applied.borrow_and_update() >= index {
+                return Ok(self.state());
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(ClusterError::Timeout {
+                        what: "linearizable read (catching up to the read index)",
+                        waited_ms: ms(started.elapsed()),
+                        leader: self.leader(),
+                        sent: false,
+                    })
+                }
+            }
         }
     }
 

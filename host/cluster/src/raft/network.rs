@@ -41,11 +41,14 @@ pub enum RpcKind {
     /// "Have you a live leader?" — asked by a voter before it may start an
     /// election ([`super::prevote`]).
     PreVote,
+    /// "Up to which index must I apply to read linearizably?" — a
+    /// follower's ReadIndex request to the leader.
+    ReadIndex,
 }
 
 impl RpcKind {
     /// Every kind, for routing tables.
-    pub const ALL: [RpcKind; 7] = [
+    pub const ALL: [RpcKind; 8] = [
         RpcKind::AppendEntries,
         RpcKind::Vote,
         RpcKind::InstallSnapshot,
@@ -53,6 +56,7 @@ impl RpcKind {
         RpcKind::AddMember,
         RpcKind::RemoveMember,
         RpcKind::PreVote,
+        RpcKind::ReadIndex,
     ];
 
     /// The HTTP path the real transport uses for this kind.
@@ -65,6 +69,7 @@ impl RpcKind {
             RpcKind::AddMember => "/v1/raft/add-member",
             RpcKind::RemoveMember => "/v1/raft/remove-member",
             RpcKind::PreVote => "/v1/raft/prevote",
+            RpcKind::ReadIndex => "/v1/raft/read-index",
         }
     }
 
