@@ -609,7 +609,6 @@ async fn spawn(
         preemptible: req.preemptible,
         owner: Some(owner),
     };
-    let state = inner.raft.state();
     let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());
     for id in chosen {
         // Started, then its grants on record (so a move keeps them); a
@@ -638,13 +637,10 @@ async fn spawn(
             Ok((id, s)) => started.push(Spawned {
                 pid: s.pid,
                 module: s.module,
-                node: inner
-                    .raft
-                    .state()
-                    .nodes
-                    .get(&id)
-                    .or_else(|| state.nodes.get(&id))
-                    .map(|n| n.name.clone()),
+                // The state now: the process may have been placed again on a
+                // node chosen after the first placement (members are never
+                // deleted from it, only marked removed).
+                node: inner.raft.state().nodes.get(&id).map(|n| n.name.clone()),
             }),
             Err(e) => {
                 for s in &started {
