@@ -663,6 +663,26 @@ impl Mailbox {
         downs.len()
     }
 
+    /// How many watchers this process has, counting monitor requests still
+    /// queued (and withdrawals still queued): the number that would be owed
+    /// a DOWN if it ended now.
+    pub fn watcher_count(&self) -> usize {
+        let q = self.lock();
+        let mut watchers = q.calls.watchers.clone();
+        for m in &q.messages {
+            match m.tag {
+                Tag::Monitor(r) => {
+                    watchers.insert((m.sender, r));
+                }
+                Tag::Demonitor(r) => {
+                    watchers.remove(&(m.sender, r));
+                }
+                _ => {}
+            }
+        }
+        watchers.len()
+    }
+
     /// Close for good (the owner ended) and say whom it owes a DOWN: its
     /// watchers (monitors still queued included), the callers of the calls
     /// it received and did not answer, and its own monitors to withdraw.

@@ -221,6 +221,12 @@ impl Router {
         read(&self.local).get(&pid).cloned()
     }
 
+    /// How many watchers the live process `pid` here has (see
+    /// [`Mailbox::watcher_count`]); `None` if it is not running here.
+    pub fn watcher_count(&self, pid: Pid) -> Option<usize> {
+        self.live_mailbox(pid).map(|mb| mb.watcher_count())
+    }
+
     /// Send from `from` (a process or host mailbox here) to `to`, wherever
     /// it is. `Closed`: no such process; `Full`: retry later.
     pub fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {

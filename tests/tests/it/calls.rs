@@ -321,6 +321,13 @@ async fn monitors_see_traps_and_kills_demonitor_withdraws_and_deadlines_hold() {
         let unwatch = spawn(&c, 0, &["kv_client", "unwatch", &s]).await;
         wait_stdout(&c, 0, watcher, "monitoring").await;
         wait_stdout(&c, 0, unwatch, "unwatched").await;
+        // "monitoring" means the request left node 0, not that it reached
+        // node 1: a kill done at node 1 before it arrives is rightly seen
+        // as `NoProc`. Wait until both monitors are there.
+        wait_until("both monitors to reach the server", WAIT, || {
+            c.node(1).node().router().watcher_count(server) == Some(2)
+        })
+        .await;
         match end {
             End::Trap => c
                 .node(0)
