@@ -35,6 +35,7 @@ const RUST_GUESTS: &[&str] = &[
     "migrant",
     "kv",
     "kv_client",
+    "locker",
 ];
 
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.

@@ -68,6 +68,22 @@ extern "C" {
 #define SHOAL_ENAME_TAKEN -14
 /* The callee cannot receive calls (imports neither recv_any nor recv_match). */
 #define SHOAL_ENOT_CALLABLE -15
+/* Key-value and locks (see ABI.md, "Key-value and locks"). */
+#define SHOAL_ENOT_FOUND -16
+#define SHOAL_EVERSION_MISMATCH -17
+#define SHOAL_EFENCED -18
+#define SHOAL_EBAD_KEY -19
+#define SHOAL_EVALUE_TOO_LARGE -20
+#define SHOAL_EBAD_BUCKET -21
+#define SHOAL_EQUOTA -22
+#define SHOAL_ERATE_LIMITED -23
+#define SHOAL_ENOT_A_COUNTER -24
+#define SHOAL_EOVERFLOW -25
+#define SHOAL_EBUSY -26
+#define SHOAL_EDEADLOCK -27
+#define SHOAL_ELOCK_LOST -28
+/* The cluster could not confirm it; a write may still be applied later. */
+#define SHOAL_EUNAVAILABLE -29
 
 /* ---- Limits and constants ----------------------------------------------- */
 
@@ -388,6 +404,106 @@ int32_t shoal_leave_group(const char *name, int32_t name_len);
  */
 SHOAL_IMPORT("group_pick")
 int32_t shoal_group_pick(const char *name, int32_t name_len, uint64_t *pid);
+
+/* ---- Key-value and locks ------------------------------------------------ */
+
+/** kv_get/kv_exists/kv_list flag: read this node's state (no ReadIndex). */
+#define SHOAL_KV_STALE 1
+
+/** What shoal_kv_get writes at info: 16 bytes. */
+typedef struct shoal_kv_info {
+    uint64_t version; /* the entry's version */
+    uint64_t length;  /* the value's length (also on SHOAL_EBUFFER_TOO_SMALL) */
+} shoal_kv_info;
+
+/** A fenced write's lock and token: 16 bytes (wasm32 pointers). */
+typedef struct shoal_fence {
+    uint64_t token;
+    uint32_t name_ptr; /* (uint32_t)(uintptr_t)name */
+    uint32_t name_len;
+} shoal_fence;
+
+/**
+ * Copies the value of key into buf and returns its length; the version and
+ * length at *info. SHOAL_ENOT_FOUND, SHOAL_EBUFFER_TOO_SMALL, SHOAL_EBAD_KEY,
+ * SHOAL_EBAD_BUCKET, SHOAL_EUNAVAILABLE, SHOAL_EFAULT.
+ * Import: shoal_v1.kv_get (i32, i32, i32, i32, i32, i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("kv_get")
+int32_t shoal_kv_get(const char *bucket, int32_t bucket_len, const uint8_t *key,
+                     int32_t key_len, int32_t flags, uint8_t *buf, int32_t buf_len,
+                     shoal_kv_info *info);
+
+/** 1 if key exists, 0 if not. Import: shoal_v1.kv_exists (i32 x5) -> i32. */
+SHOAL_IMPORT("kv_exists")
+int32_t shoal_kv_exists(const char *bucket, int32_t bucket_len, const uint8_t *key,
+                        int32_t key_len, int32_t flags);
+
+/**
+ * Sets key to value (fence: NULL or a shoal_fence); the new version at
+ * *version. SHOAL_EFENCED, SHOAL_EVALUE_TOO_LARGE, SHOAL_EQUOTA,
+ * SHOAL_ERATE_LIMITED, SHOAL_EUNAVAILABLE (may still apply), ...
+ * Import: shoal_v1.kv_set (i32, i32, i32, i32, i32, i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("kv_set")
+int32_t shoal_kv_set(const char *bucket, int32_t bucket_len, const uint8_t *key,
+                     int32_t key_len, const uint8_t *value, int32_t value_len,
+                     const shoal_fence *fence, uint64_t *version);
+
+/**
+ * shoal_kv_set only if key is at expected_version (0: absent), else
+ * SHOAL_EVERSION_MISMATCH.
+ * Import: shoal_v1.kv_cas (i32, i32, i32, i32, i64, i32, i32, i32, i32) -> i32.
+ */
+SHOAL_IMPORT("kv_cas")
+int32_t shoal_kv_cas(const char *bucket, int32_t bucket_len, const uint8_t *key,
+                     int32_t key_len, int64_t expected_version, const uint8_t *value,
+                     int32_t value_len, const shoal_fence *fence, uint64_t *version);
+
+/** 1 if key existed, 0 if not. Import: shoal_v1.kv_delete (i32 x5) -> i32. */
+SHOAL_IMPORT("kv_delete")
+int32_t shoal_kv_delete(const char *bucket, int32_t bucket_len, const uint8_t *key,
+                        int32_t key_len, const shoal_fence *fence);
+
+/**
+ * Adds delta to the counter at key (absent: 0); its new value at *value.
+ * SHOAL_ENOT_A_COUNTER, SHOAL_EOVERFLOW, ...
+ * Import: shoal_v1.kv_increment (i32, i32, i32, i32, i64, i32) -> i32.
+ */
+SHOAL_IMPORT("kv_increment")
+int32_t shoal_kv_increment(const char *bucket, int32_t bucket_len, const uint8_t *key,
+                           int32_t key_len, int64_t delta, int64_t *value);
+
+/**
+ * Writes the keys starting with prefix, after cursor (empty: from the first),
+ * to buf (each: 2-byte little-endian length, then the key); returns how many.
+ * Import: shoal_v1.kv_list (i32 x9) -> i32.
+ */
+SHOAL_IMPORT("kv_list")
+int32_t shoal_kv_list(const char *bucket, int32_t bucket_len, const uint8_t *prefix,
+                      int32_t prefix_len, const uint8_t *cursor, int32_t cursor_len,
+                      int32_t flags, uint8_t *buf, int32_t buf_len);
+
+/**
+ * Waits (a capture point) until the caller holds the lock, at most timeout_ms
+ * (negative: no limit); its fencing token at *token. SHOAL_ETIMEOUT,
+ * SHOAL_EDEADLOCK, SHOAL_ELOCK_LOST, SHOAL_EQUOTA, SHOAL_EUNAVAILABLE.
+ * Import: shoal_v1.lock (i32, i32, i64, i32) -> i32.
+ */
+SHOAL_IMPORT("lock")
+int32_t shoal_lock(const char *name, int32_t name_len, int64_t timeout_ms, uint64_t *token);
+
+/** shoal_lock without waiting: SHOAL_EBUSY. Import: shoal_v1.try_lock. */
+SHOAL_IMPORT("try_lock")
+int32_t shoal_try_lock(const char *name, int32_t name_len, uint64_t *token);
+
+/** Releases the lock held under token; SHOAL_ELOCK_LOST. Import: shoal_v1.unlock. */
+SHOAL_IMPORT("unlock")
+int32_t shoal_unlock(const char *name, int32_t name_len, int64_t token);
+
+/** SHOAL_OK if token is the lock's current one, else SHOAL_EFENCED. */
+SHOAL_IMPORT("lock_check")
+int32_t shoal_lock_check(const char *name, int32_t name_len, int64_t token);
 
 #ifdef __cplusplus
 } /* extern "C" */

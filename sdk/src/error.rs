@@ -70,6 +70,34 @@ pub enum Error {
     /// `NOT_CALLABLE` (-15): the callee cannot receive calls (its module
     /// imports neither `recv_any` nor `recv_match`); nothing was queued.
     NotCallable,
+    /// `NOT_FOUND` (-16): `kv_get`: the key does not exist.
+    NotFound,
+    /// `VERSION_MISMATCH` (-17): `kv_cas`: the key is not at the expected version.
+    VersionMismatch,
+    /// `FENCED` (-18): a fenced write or `lock_check` named a token that is not the lock's current holder's.
+    Fenced,
+    /// `BAD_KEY` (-19): a key is empty or longer than 256 bytes.
+    BadKey,
+    /// `VALUE_TOO_LARGE` (-20): a value is larger than 1 MiB.
+    ValueTooLarge,
+    /// `BAD_BUCKET` (-21): a bucket name is empty or longer than 64 bytes.
+    BadBucket,
+    /// `QUOTA` (-22): the owner's key-value or lock quota is used up.
+    Quota,
+    /// `RATE_LIMITED` (-23): the owner writes faster than its write-rate quota; retry later.
+    RateLimited,
+    /// `NOT_A_COUNTER` (-24): `kv_increment` of a value that is not a counter.
+    NotACounter,
+    /// `OVERFLOW` (-25): `kv_increment` would overflow.
+    Overflow,
+    /// `BUSY` (-26): `try_lock`: another process holds the lock.
+    Busy,
+    /// `DEADLOCK` (-27): `lock`: waiting would close a cycle of lock waits; nothing is held.
+    Deadlock,
+    /// `LOCK_LOST` (-28): `unlock`: the caller no longer holds the lock under that token.
+    LockLost,
+    /// `UNAVAILABLE` (-29): the cluster could not confirm the operation; a write may still apply.
+    Unavailable,
     /// A negative code this SDK does not know (from a newer host).
     Unknown(i32),
     /// Not running inside a Shoal host (the crate was built for a non-wasm32
@@ -109,6 +137,20 @@ impl Error {
             sys::NODE_DOWN => Error::NodeDown,
             sys::NAME_TAKEN => Error::NameTaken,
             sys::NOT_CALLABLE => Error::NotCallable,
+            sys::NOT_FOUND => Error::NotFound,
+            sys::VERSION_MISMATCH => Error::VersionMismatch,
+            sys::FENCED => Error::Fenced,
+            sys::BAD_KEY => Error::BadKey,
+            sys::VALUE_TOO_LARGE => Error::ValueTooLarge,
+            sys::BAD_BUCKET => Error::BadBucket,
+            sys::QUOTA => Error::Quota,
+            sys::RATE_LIMITED => Error::RateLimited,
+            sys::NOT_A_COUNTER => Error::NotACounter,
+            sys::OVERFLOW => Error::Overflow,
+            sys::BUSY => Error::Busy,
+            sys::DEADLOCK => Error::Deadlock,
+            sys::LOCK_LOST => Error::LockLost,
+            sys::UNAVAILABLE => Error::Unavailable,
             sys::UNSUPPORTED => Error::Unsupported,
             other => Error::Unknown(other),
         }
@@ -139,6 +181,20 @@ impl Error {
             Error::NodeDown => sys::NODE_DOWN,
             Error::NameTaken => sys::NAME_TAKEN,
             Error::NotCallable => sys::NOT_CALLABLE,
+            Error::NotFound => sys::NOT_FOUND,
+            Error::VersionMismatch => sys::VERSION_MISMATCH,
+            Error::Fenced => sys::FENCED,
+            Error::BadKey => sys::BAD_KEY,
+            Error::ValueTooLarge => sys::VALUE_TOO_LARGE,
+            Error::BadBucket => sys::BAD_BUCKET,
+            Error::Quota => sys::QUOTA,
+            Error::RateLimited => sys::RATE_LIMITED,
+            Error::NotACounter => sys::NOT_A_COUNTER,
+            Error::Overflow => sys::OVERFLOW,
+            Error::Busy => sys::BUSY,
+            Error::Deadlock => sys::DEADLOCK,
+            Error::LockLost => sys::LOCK_LOST,
+            Error::Unavailable => sys::UNAVAILABLE,
             Error::Unknown(code) => *code,
             Error::Unsupported | Error::Encode(_) | Error::Decode(_) => return None,
         })
@@ -167,6 +223,20 @@ impl Error {
             Error::NodeDown => "NODE_DOWN",
             Error::NameTaken => "NAME_TAKEN",
             Error::NotCallable => "NOT_CALLABLE",
+            Error::NotFound => "NOT_FOUND",
+            Error::VersionMismatch => "VERSION_MISMATCH",
+            Error::Fenced => "FENCED",
+            Error::BadKey => "BAD_KEY",
+            Error::ValueTooLarge => "VALUE_TOO_LARGE",
+            Error::BadBucket => "BAD_BUCKET",
+            Error::Quota => "QUOTA",
+            Error::RateLimited => "RATE_LIMITED",
+            Error::NotACounter => "NOT_A_COUNTER",
+            Error::Overflow => "OVERFLOW",
+            Error::Busy => "BUSY",
+            Error::Deadlock => "DEADLOCK",
+            Error::LockLost => "LOCK_LOST",
+            Error::Unavailable => "UNAVAILABLE",
             Error::Unknown(_) => "UNKNOWN",
             Error::Unsupported => "UNSUPPORTED",
             Error::Encode(_) => "ENCODE",
@@ -198,6 +268,26 @@ impl fmt::Display for Error {
             Error::NodeDown => f.write_str("the callee's node was declared dead (NODE_DOWN)"),
             Error::NameTaken => f.write_str("the name is taken (NAME_TAKEN)"),
             Error::NotCallable => f.write_str("the callee cannot receive calls (NOT_CALLABLE)"),
+            Error::NotFound => f.write_str("the key does not exist (NOT_FOUND)"),
+            Error::VersionMismatch => {
+                f.write_str("the key is at another version (VERSION_MISMATCH)")
+            }
+            Error::Fenced => {
+                f.write_str("the fencing token is not the lock's current one (FENCED)")
+            }
+            Error::BadKey => f.write_str("keys are 1 to 256 bytes (BAD_KEY)"),
+            Error::ValueTooLarge => f.write_str("values are at most 1 MiB (VALUE_TOO_LARGE)"),
+            Error::BadBucket => f.write_str("bucket names are 1 to 64 bytes (BAD_BUCKET)"),
+            Error::Quota => f.write_str("the owner's quota is used up (QUOTA)"),
+            Error::RateLimited => {
+                f.write_str("the owner's write rate is over its quota (RATE_LIMITED)")
+            }
+            Error::NotACounter => f.write_str("the value is not a counter (NOT_A_COUNTER)"),
+            Error::Overflow => f.write_str("the counter would overflow (OVERFLOW)"),
+            Error::Busy => f.write_str("another process holds the lock (BUSY)"),
+            Error::Deadlock => f.write_str("waiting would deadlock (DEADLOCK)"),
+            Error::LockLost => f.write_str("the lock was lost (LOCK_LOST)"),
+            Error::Unavailable => f.write_str("the cluster could not confirm it (UNAVAILABLE)"),
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

@@ -78,6 +78,7 @@
 
 mod call;
 mod error;
+mod kv;
 mod message;
 mod pid;
 mod process;
@@ -91,6 +92,7 @@ pub use call::{
     DEFAULT_CALL_TIMEOUT,
 };
 pub use error::{Error, Result};
+pub use kv::{Bucket, Entry, Lock};
 pub use message::{
     recv, recv_into, recv_msg, send, send_blocking, send_msg, Message, MAX_MESSAGE_SIZE,
     RECV_BUFFER_SIZE, SEND_BLOCKING_MAX_BACKOFF, SEND_BLOCKING_MAX_RETRIES, SEND_BLOCKING_YIELDS,

@@ -33,9 +33,48 @@ pub use shoal_abi::table::SHOAL_ABI_VERSION as ABI_VERSION;
 
 // The error codes: one table, in `shoal-abi`, shared with the host.
 pub use shoal_abi::errno::{
-    BUFFER_TOO_SMALL, CALLEE_DOWN, FAULT, INVALID, LIMIT, MAILBOX_FULL, NAME_TAKEN, NODE_DOWN,
-    NOT_CALLABLE, NO_MODULE, NO_NODE, NO_PROCESS, OK, SPAWN_FAILED, TIMEOUT, TOO_LARGE,
+    BAD_BUCKET, BAD_KEY, BUFFER_TOO_SMALL, BUSY, CALLEE_DOWN, DEADLOCK, FAULT, FENCED, INVALID,
+    LIMIT, LOCK_LOST, MAILBOX_FULL, NAME_TAKEN, NODE_DOWN, NOT_A_COUNTER, NOT_CALLABLE, NOT_FOUND,
+    NO_MODULE, NO_NODE, NO_PROCESS, OK, OVERFLOW, QUOTA, RATE_LIMITED, SPAWN_FAILED, TIMEOUT,
+    TOO_LARGE, UNAVAILABLE, VALUE_TOO_LARGE, VERSION_MISMATCH,
 };
+
+// Key-value and locks: flags, record sizes and bounds.
+pub use shoal_abi::kv::{
+    BUCKET_BYTES_MAX, FENCE_BYTES, KEY_BYTES_MAX, KV_INFO_BYTES, KV_STALE, LIST_KEYS_MAX,
+    LOCK_NAME_BYTES_MAX, VALUE_BYTES_MAX,
+};
+
+/// What [`kv_get`] writes at its `info` pointer: 16 bytes, little-endian.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<shoal::sys::KvInfo>(), 16);
+/// ```
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvInfo {
+    /// The entry's version.
+    pub version: u64,
+    /// The value's length in bytes (also on [`BUFFER_TOO_SMALL`]).
+    pub length: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<KvInfo>() == 16);
+
+/// The fence record a fenced write points to: 16 bytes, little-endian
+/// (pointers are 32-bit on wasm32).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The token [`lock`] or [`try_lock`] returned.
+    pub token: u64,
+    /// The lock's name (UTF-8).
+    pub name_ptr: u32,
+    /// The name's length in bytes.
+    pub name_len: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Fence>() == 16);
 
 // What `recv_any` says a message is, and why a process went down.
 pub use shoal_abi::calls::{
@@ -127,7 +166,7 @@ macro_rules! imports {
             use super::*;
             $(
                 $(#[$meta])*
-                #[allow(unused_variables)]
+                #[allow(unused_variables, clippy::too_many_arguments)]
                 pub unsafe fn $name($($arg: $ty),*) -> $ret {
                     $stub
                 }
@@ -391,4 +430,172 @@ imports! {
     ///
     /// As for [`whereis`].
     fn group_pick(name_ptr: *const u8, name_len: i32, pid_out: *mut u64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_get(bucket_ptr, bucket_len, key_ptr, key_len, flags,
+    /// buf_ptr, buf_len, info) -> i32`: the value's length, copied to
+    /// `buf`, with [`KvInfo`] at `info`. `flags`: 0 (linearizable) or
+    /// [`KV_STALE`]. [`NOT_FOUND`], [`BUFFER_TOO_SMALL`] (the length is in
+    /// `info`), [`BAD_BUCKET`], [`BAD_KEY`], [`UNAVAILABLE`], [`FAULT`].
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length (`info` for 16 bytes of
+    /// writes).
+    fn kv_get(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        key_ptr: *const u8,
+        key_len: i32,
+        flags: i32,
+        buf_ptr: *mut u8,
+        buf_len: i32,
+        info: *mut KvInfo,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_exists(bucket_ptr, bucket_len, key_ptr, key_len, flags)
+    /// -> i32`: 1 or 0, or an error as for [`kv_get`].
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length.
+    fn kv_exists(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        key_ptr: *const u8,
+        key_len: i32,
+        flags: i32,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_set(bucket_ptr, bucket_len, key_ptr, key_len,
+    /// value_ptr, value_len, fence, version_out) -> i32`: [`OK`] with the
+    /// new version at `version_out`; [`FENCED`] (a `fence` whose token is
+    /// not the lock's current one), [`VALUE_TOO_LARGE`], [`QUOTA`],
+    /// [`RATE_LIMITED`], [`UNAVAILABLE`] (may still apply), ...
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length; `fence` null or valid
+    /// for 16 bytes, its name valid for its length; `version_out` valid for
+    /// 8 bytes of writes.
+    fn kv_set(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        key_ptr: *const u8,
+        key_len: i32,
+        value_ptr: *const u8,
+        value_len: i32,
+        fence: *const Fence,
+        version_out: *mut u64,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_cas(bucket_ptr, bucket_len, key_ptr, key_len,
+    /// expected_version, value_ptr, value_len, fence, version_out) -> i32`:
+    /// [`kv_set`] only if the key is at `expected_version` (0: absent),
+    /// else [`VERSION_MISMATCH`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`kv_set`].
+    fn kv_cas(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        key_ptr: *const u8,
+        key_len: i32,
+        expected_version: i64,
+        value_ptr: *const u8,
+        value_len: i32,
+        fence: *const Fence,
+        version_out: *mut u64,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_delete(bucket_ptr, bucket_len, key_ptr, key_len,
+    /// fence) -> i32`: 1 (it existed), 0, or an error as for [`kv_set`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`kv_set`].
+    fn kv_delete(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        key_ptr: *const u8,
+        key_len: i32,
+        fence: *const Fence,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_increment(bucket_ptr, bucket_len, key_ptr, key_len,
+    /// delta, value_out) -> i32`: adds `delta` to the counter (8 bytes,
+    /// i64 little-endian; absent: 0) and writes its new value.
+    /// [`NOT_A_COUNTER`], [`OVERFLOW`], or an error as for [`kv_set`].
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length, `value_out` for 8 bytes.
+    fn kv_increment(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        key_ptr: *const u8,
+        key_len: i32,
+        delta: i64,
+        value_out: *mut i64,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_list(bucket_ptr, bucket_len, prefix_ptr, prefix_len,
+    /// cursor_ptr, cursor_len, flags, buf_ptr, buf_len) -> i32`: how many
+    /// keys (starting with the prefix, after the cursor; empty: from the
+    /// first) were written to `buf`, each a 2-byte little-endian length
+    /// then the key. Fewer than [`LIST_KEYS_MAX`] and not cut by the
+    /// buffer means the end. [`BUFFER_TOO_SMALL`] if not even one fits.
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length.
+    fn kv_list(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        prefix_ptr: *const u8,
+        prefix_len: i32,
+        cursor_ptr: *const u8,
+        cursor_len: i32,
+        flags: i32,
+        buf_ptr: *mut u8,
+        buf_len: i32,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.lock(name_ptr, name_len, timeout_ms, token_out) -> i32`:
+    /// waits (a capture point) until the caller holds the lock, at most
+    /// `timeout_ms` (negative: no limit), and writes its fencing token.
+    /// [`TIMEOUT`], [`DEADLOCK`] (waiting would close a cycle: nothing is
+    /// held), [`LOCK_LOST`] (the wait was dropped), [`QUOTA`], ...
+    ///
+    /// # Safety
+    ///
+    /// `name_ptr` valid for `name_len` bytes, `token_out` for 8 bytes of
+    /// writes.
+    fn lock(name_ptr: *const u8, name_len: i32, timeout_ms: i64, token_out: *mut u64)
+        -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.try_lock(name_ptr, name_len, token_out) -> i32`: [`lock`]
+    /// without waiting: [`BUSY`] if another process holds it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`lock`].
+    fn try_lock(name_ptr: *const u8, name_len: i32, token_out: *mut u64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.unlock(name_ptr, name_len, token) -> i32`: [`OK`], or
+    /// [`LOCK_LOST`] if the caller no longer holds it under `token`.
+    ///
+    /// # Safety
+    ///
+    /// `name_ptr` valid for `name_len` bytes.
+    fn unlock(name_ptr: *const u8, name_len: i32, token: i64) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.lock_check(name_ptr, name_len, token) -> i32`: [`OK`] if
+    /// `token` is the current holder's token of the caller's owner's lock
+    /// (a callee checking a caller's sequencer), else [`FENCED`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`unlock`].
+    fn lock_check(name_ptr: *const u8, name_len: i32, token: i64) -> i32 => UNSUPPORTED;
 }

@@ -42,6 +42,40 @@ pub const NAME_TAKEN: i32 = -14;
 /// `recv_any` nor `recv_match` (it was built before calls, or never
 /// serves them). The request was not queued: nothing piles up unseen.
 pub const NOT_CALLABLE: i32 = -15;
+/// `kv_get`: the key does not exist.
+pub const NOT_FOUND: i32 = -16;
+/// `kv_cas`: the key is not at the expected version.
+pub const VERSION_MISMATCH: i32 = -17;
+/// A fenced write or `lock_check` named a token that is not the lock's
+/// current holder's: the writer lost the lock (or never held it).
+pub const FENCED: i32 = -18;
+/// A key is empty or longer than 256 bytes.
+pub const BAD_KEY: i32 = -19;
+/// A value is larger than 1 MiB.
+pub const VALUE_TOO_LARGE: i32 = -20;
+/// A bucket name is empty or longer than 64 bytes.
+pub const BAD_BUCKET: i32 = -21;
+/// The owner's key-value quota (keys or bytes) or lock quota is used up.
+pub const QUOTA: i32 = -22;
+/// The owner writes faster than its write-rate quota on this node; retry
+/// later.
+pub const RATE_LIMITED: i32 = -23;
+/// `kv_increment` of a value that is not a counter (8 bytes, i64 LE).
+pub const NOT_A_COUNTER: i32 = -24;
+/// `kv_increment` would overflow.
+pub const OVERFLOW: i32 = -25;
+/// `try_lock`: another process holds the lock.
+pub const BUSY: i32 = -26;
+/// `lock`: waiting would close a cycle of lock waits; this wait (the
+/// youngest of the cycle) is refused and nothing is held.
+pub const DEADLOCK: i32 = -27;
+/// `unlock`: the caller no longer holds the lock under that token (it was
+/// released when its node was declared dead, or when it was restored as a
+/// new incarnation).
+pub const LOCK_LOST: i32 = -28;
+/// The cluster could not confirm the operation (no quorum or no leader
+/// reachable in time). A write may still be applied later.
+pub const UNAVAILABLE: i32 = -29;
 
 /// Every code with its symbolic name, for docs, the C header test and logs.
 pub const ALL: &[(i32, &str)] = &[
@@ -61,6 +95,20 @@ pub const ALL: &[(i32, &str)] = &[
     (NODE_DOWN, "NODE_DOWN"),
     (NAME_TAKEN, "NAME_TAKEN"),
     (NOT_CALLABLE, "NOT_CALLABLE"),
+    (NOT_FOUND, "NOT_FOUND"),
+    (VERSION_MISMATCH, "VERSION_MISMATCH"),
+    (FENCED, "FENCED"),
+    (BAD_KEY, "BAD_KEY"),
+    (VALUE_TOO_LARGE, "VALUE_TOO_LARGE"),
+    (BAD_BUCKET, "BAD_BUCKET"),
+    (QUOTA, "QUOTA"),
+    (RATE_LIMITED, "RATE_LIMITED"),
+    (NOT_A_COUNTER, "NOT_A_COUNTER"),
+    (OVERFLOW, "OVERFLOW"),
+    (BUSY, "BUSY"),
+    (DEADLOCK, "DEADLOCK"),
+    (LOCK_LOST, "LOCK_LOST"),
+    (UNAVAILABLE, "UNAVAILABLE"),
 ];
 
 /// The symbolic name of a code, for messages.

@@ -9,6 +9,7 @@
 
 pub mod calls;
 pub mod errno;
+pub mod kv;
 #[cfg(feature = "host")]
 pub mod pid;
 #[cfg(feature = "host")]

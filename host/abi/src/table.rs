@@ -160,6 +160,64 @@ pub const IMPORTS: &[ImportSpec] = &[
     // group_pick(name_ptr, name_len, pid_out_ptr) -> errno: one live member,
     // preferring the caller's node
     shoal("group_pick", &[I32, I32, I32], &[I32], false),
+    // kv namespace (abi/kv.rs): replicated key-value in the owner's
+    // buckets, named after wasi-keyvalue (store, atomics). Not capture
+    // points: a capture waits for them to finish.
+    // kv_get(bucket_ptr, bucket_len, key_ptr, key_len, flags, buf_ptr,
+    //        buf_len, info_ptr) -> value length or errno
+    shoal(
+        "kv_get",
+        &[I32, I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+        false,
+    ),
+    // kv_exists(bucket_ptr, bucket_len, key_ptr, key_len, flags) -> 1, 0
+    // or errno
+    shoal("kv_exists", &[I32, I32, I32, I32, I32], &[I32], false),
+    // kv_set(bucket_ptr, bucket_len, key_ptr, key_len, value_ptr,
+    //        value_len, fence_ptr, version_out_ptr) -> errno
+    shoal(
+        "kv_set",
+        &[I32, I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+        false,
+    ),
+    // kv_cas(bucket_ptr, bucket_len, key_ptr, key_len, expected_version,
+    //        value_ptr, value_len, fence_ptr, version_out_ptr) -> errno
+    shoal(
+        "kv_cas",
+        &[I32, I32, I32, I32, I64, I32, I32, I32, I32],
+        &[I32],
+        false,
+    ),
+    // kv_delete(bucket_ptr, bucket_len, key_ptr, key_len, fence_ptr)
+    // -> 1 (it existed), 0 or errno
+    shoal("kv_delete", &[I32, I32, I32, I32, I32], &[I32], false),
+    // kv_increment(bucket_ptr, bucket_len, key_ptr, key_len, delta,
+    //              value_out_ptr) -> errno
+    shoal(
+        "kv_increment",
+        &[I32, I32, I32, I32, I64, I32],
+        &[I32],
+        false,
+    ),
+    // kv_list(bucket_ptr, bucket_len, prefix_ptr, prefix_len, cursor_ptr,
+    //         cursor_len, flags, buf_ptr, buf_len) -> key count or errno
+    shoal(
+        "kv_list",
+        &[I32, I32, I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+        false,
+    ),
+    // locks namespace (abi/kv.rs): cluster-wide locks with fencing tokens.
+    // lock(name_ptr, name_len, timeout_ms, token_out_ptr) -> errno
+    shoal("lock", &[I32, I32, I64, I32], &[I32], true),
+    // try_lock(name_ptr, name_len, token_out_ptr) -> errno
+    shoal("try_lock", &[I32, I32, I32], &[I32], false),
+    // unlock(name_ptr, name_len, token) -> errno
+    shoal("unlock", &[I32, I32, I64], &[I32], false),
+    // lock_check(name_ptr, name_len, token) -> errno
+    shoal("lock_check", &[I32, I32, I64], &[I32], false),
     // WASI calls that wait, replaced by capturable versions in abi/wasi.rs:
     // a guest sleeping through std::thread::sleep (poll_oneoff on one
     // relative clock) or yielding can be captured there too.

@@ -15,6 +15,7 @@ use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
 pub mod kv;
 mod liveness;
+pub mod locks;
 pub mod names;
 pub mod once;
 mod owners;
@@ -249,6 +250,9 @@ pub struct ClusterState {
     /// Guests' replicated key-value, bucket by owner ([`kv`]).
     #[serde(default)]
     pub kv: kv::KvBook,
+    /// Guests' locks, by owner ([`locks`]).
+    #[serde(default)]
+    pub locks: locks::LockBook,
 }
 
 impl Default for ClusterState {
@@ -275,6 +279,7 @@ impl Default for ClusterState {
             ca_cert_pem: String::new(),
             proofs: Default::default(),
             kv: Default::default(),
+            locks: Default::default(),
         }
     }
 }
@@ -580,7 +585,66 @@ pub enum Command {
         key: Vec<u8>,
         /// What to do.
         op: kv::KvOp,
+        /// A fenced write: applied only if this token is the current
+        /// holder's of this lock (of the same owner), else refused
+        /// `Fenced`.
+        #[serde(default)]
+        fence: Option<Fence>,
     },
+    /// A guest's lock request ([`locks`]): process `pid` (forwarded by the
+    /// node it runs on) acts on its owner's lock `name`.
+    Lock {
+        /// The asking process.
+        pid: u64,
+        /// Whose namespace: the process's owner.
+        owner: Owner,
+        /// The lock.
+        name: String,
+        /// What to do.
+        op: LockOp,
+    },
+    /// Release the locks held by processes of `node`, and drop their
+    /// waits, if `node` is still declared dead (written by the leader once
+    /// the lock-delay has passed since it saw the verdict).
+    ExpireLocks {
+        /// The dead node.
+        node: NodeId,
+    },
+    /// Processes of `node` started again under their pids (a restore that
+    /// replaced them): new incarnations, which hold no lock of the old
+    /// ones. Their locks are released and their waits dropped.
+    Reincarnated {
+        /// The node they run on.
+        node: NodeId,
+        /// The pids.
+        pids: Vec<u64>,
+    },
+}
+
+/// A lock and token a fenced key-value write names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The lock (in the writer's owner's namespace).
+    pub lock: String,
+    /// The token the writer holds it under.
+    pub token: u64,
+}
+
+/// A lock request, as [`Command::Lock`] carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOp {
+    /// `lock` (`wait`) or `try_lock` (→ `LockGranted`, `LockQueued`).
+    Acquire {
+        /// Queue behind the holder rather than refuse `Busy`.
+        wait: bool,
+    },
+    /// `unlock` of the grant under `token` (→ `Ok`, or `Lost`).
+    Release {
+        /// The token of the grant.
+        token: u64,
+    },
+    /// A `lock` whose wait timed out: withdraw it (→ `Ok`).
+    Cancel,
 }
 
 impl Command {
@@ -617,6 +681,10 @@ pub enum CommandResult {
     KvCounter(i64),
     /// `Kv` delete: whether the key existed.
     KvDeleted(bool),
+    /// `Lock` acquire: granted under this fencing token.
+    LockGranted(u64),
+    /// `Lock` acquire: queued behind the holder.
+    LockQueued,
 }
 
 type Outcome = Result<CommandResult, Refusal>;
@@ -746,7 +814,16 @@ impl ClusterState {
                 bucket,
                 key,
                 op,
-            } => self.apply_kv(*pid, owner, bucket, key, op),
+                fence,
+            } => self.apply_kv(*pid, owner, bucket, key, op, fence.as_ref()),
+            Command::Lock {
+                pid,
+                owner,
+                name,
+                op,
+            } => self.apply_lock(*pid, owner, name, op),
+            Command::ExpireLocks { node } => self.expire_locks(*node),
+            Command::Reincarnated { node, pids } => self.reincarnated(*node, pids),
             Command::LeaveGroup { owner, name, pid } => self
                 .names
                 .leave_group(owner, name, *pid)
@@ -1087,6 +1164,13 @@ impl ClusterState {
         }
         self.names.forget(gone);
         self.forget_owners(gone);
+        let holders: Vec<u64> = self
+            .locks
+            .pids()
+            .into_iter()
+            .filter(|p| gone.contains(p))
+            .collect();
+        self.release_locks_of(&holders);
     }
 
     fn move_pid(&mut self, pid: u64, from: NodeId, to: NodeId, epoch: u64) -> Outcome {
@@ -1213,17 +1297,11 @@ impl ClusterState {
         bucket: &str,
         key: &[u8],
         op: &kv::KvOp,
+        fence: Option<&Fence>,
     ) -> Outcome {
-        if !self.directory.contains_key(&pid) {
-            return Err(kv::KvRefusal::NotLive(pid).into());
-        }
-        let actual = self.owner_of(pid);
-        if actual != *owner {
-            return Err(kv::KvRefusal::NotTheOwner {
-                pid,
-                owner: actual.to_string(),
-            }
-            .into());
+        self.check_asker(pid, owner)?;
+        if let Some(f) = fence {
+            self.locks.check(owner, &f.lock, f.token)?;
         }
         let done = match op {
             kv::KvOp::Set { value } => self
@@ -1244,6 +1322,123 @@ impl ClusterState {
                 .map(CommandResult::KvDeleted),
         };
         done.map_err(Refusal::from)
+    }
+}
+
+impl ClusterState {
+    /// The asker of a guest's command must be live and `owner` its owner
+    /// (a node forwards only for processes it runs, and cannot name another
+    /// owner's bucket or lock through them).
+    fn check_asker(&self, pid: u64, owner: &Owner) -> Result<(), Refusal> {
+        if !self.directory.contains_key(&pid) {
+            return Err(kv::KvRefusal::NotLive(pid).into());
+        }
+        let actual = self.owner_of(pid);
+        if actual != *owner {
+            return Err(kv::KvRefusal::NotTheOwner {
+                pid,
+                owner: actual.to_string(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// [`Command::Lock`].
+    fn apply_lock(&mut self, pid: u64, owner: &Owner, name: &str, op: &LockOp) -> Outcome {
+        self.check_asker(pid, owner)?;
+        let snapshot = self.clone_liveness();
+        let gone = |p: u64| snapshot.gone(p);
+        let done = match op {
+            LockOp::Acquire { wait } => {
+                self.locks
+                    .acquire(owner, name, pid, *wait)
+                    .map(|a| match a {
+                        locks::Acquired::Granted(t) => CommandResult::LockGranted(t),
+                        locks::Acquired::Queued => CommandResult::LockQueued,
+                    })
+            }
+            LockOp::Release { token } => self
+                .locks
+                .release(owner, name, pid, *token, &gone)
+                .map(|()| CommandResult::Ok),
+            LockOp::Cancel => {
+                self.locks.cancel(owner, name, pid, &gone);
+                Ok(CommandResult::Ok)
+            }
+        };
+        done.map_err(Refusal::from)
+    }
+
+    /// [`Command::ExpireLocks`].
+    fn expire_locks(&mut self, node: NodeId) -> Outcome {
+        if self.node_dead(node).is_none() {
+            return Ok(CommandResult::Ok);
+        }
+        let on_node: Vec<u64> = self
+            .locks
+            .pids()
+            .into_iter()
+            .filter(|p| self.directory.get(p).is_some_and(|e| e.node == node))
+            .collect();
+        self.release_locks_of(&on_node);
+        Ok(CommandResult::Ok)
+    }
+
+    /// [`Command::Reincarnated`].
+    fn reincarnated(&mut self, node: NodeId, pids: &[u64]) -> Outcome {
+        valid_pids(pids)?;
+        let here: Vec<u64> = pids
+            .iter()
+            .copied()
+            .filter(|p| self.directory.get(p).is_some_and(|e| e.node == node))
+            .collect();
+        self.release_locks_of(&here);
+        Ok(CommandResult::Ok)
+    }
+
+    /// Release every lock `pids` hold and drop their waits (granting on to
+    /// waiters that may still be granted).
+    fn release_locks_of(&mut self, pids: &[u64]) {
+        if pids.is_empty() {
+            return;
+        }
+        let snapshot = self.clone_liveness();
+        let gone = |p: u64| pids.contains(&p) || snapshot.gone(p);
+        for pid in pids {
+            self.locks.release_pid(*pid, &gone);
+        }
+    }
+
+    /// What [`ClusterState::lock_waiter_gone`] needs, detached from `self`
+    /// so the lock book can be changed while it is asked (cheap: the
+    /// tables are persistent maps).
+    fn clone_liveness(&self) -> Liveness {
+        Liveness {
+            directory: self.directory.clone(),
+            dead: self
+                .nodes
+                .keys()
+                .copied()
+                .filter(|n| self.node_dead(*n).is_some())
+                .collect(),
+        }
+    }
+}
+
+/// Which processes may still be granted a lock (see
+/// [`ClusterState::clone_liveness`]).
+struct Liveness {
+    directory: Table<u64, DirEntry>,
+    dead: BTreeSet<NodeId>,
+}
+
+impl Liveness {
+    fn gone(&self, pid: u64) -> bool {
+        match self.directory.get(&pid) {
+            None => true,
+            Some(e) => self.dead.contains(&e.node),
+        }
     }
 }
 
@@ -1350,6 +1545,7 @@ mod tests {
             bucket: "b".into(),
             key: b"k".to_vec(),
             op,
+            fence: None,
         };
         let set = |v: &[u8]| kv::KvOp::Set { value: v.to_vec() };
         let CommandResult::KvVersion(v1) = s.apply(&kv(first, &alice, set(b"1"))) else {
@@ -1391,6 +1587,7 @@ mod tests {
             bucket: "c".into(),
             key: b"n".to_vec(),
             op: kv::KvOp::Increment { delta: d },
+            fence: None,
         };
         assert_eq!(s.apply(&inc(2)), CommandResult::KvCounter(2));
         assert_eq!(s.apply(&inc(3)), CommandResult::KvCounter(5));
@@ -1404,6 +1601,137 @@ mod tests {
         );
         s.kv.check().unwrap();
         // The whole state, with its book, round trips through JSON.
+        let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    /// Locks through the state machine: the owner rule, fenced writes,
+    /// release on exit and on a new incarnation, and the lock-delay release
+    /// only once the holder's node is declared dead.
+    #[test]
+    fn locks_fence_writes_and_go_with_their_holders() {
+        let (mut s, first) = with_pids(&[0, 1, 2, 3]);
+        let alice = Owner {
+            role: Role::Client,
+            id: "alice".into(),
+        };
+        let owners = (0..4).map(|i| (first + i, alice.clone())).collect();
+        assert_eq!(
+            s.apply(&Command::SetOwners { node: 1, owners }),
+            CommandResult::Ok
+        );
+        let lock = |pid: u64, op: LockOp| Command::Lock {
+            pid,
+            owner: alice.clone(),
+            name: "m".into(),
+            op,
+        };
+        let acquire = LockOp::Acquire { wait: true };
+        let CommandResult::LockGranted(t1) = s.apply(&lock(first, acquire.clone())) else {
+            panic!("free lock not granted")
+        };
+        assert_eq!(
+            s.apply(&lock(first + 1, acquire.clone())),
+            CommandResult::LockQueued
+        );
+        // Another owner cannot use alice's process to take her lock.
+        let mallory = Owner {
+            role: Role::Client,
+            id: "mallory".into(),
+        };
+        assert!(matches!(
+            s.apply(&Command::Lock {
+                pid: first + 2,
+                owner: mallory,
+                name: "m".into(),
+                op: acquire.clone(),
+            }),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::NotTheOwner { .. }))
+        ));
+        let fenced = |pid: u64, token: u64| Command::Kv {
+            pid,
+            owner: alice.clone(),
+            bucket: "b".into(),
+            key: b"k".to_vec(),
+            op: kv::KvOp::Set {
+                value: b"v".to_vec(),
+            },
+            fence: Some(Fence {
+                lock: "m".into(),
+                token,
+            }),
+        };
+        assert!(matches!(
+            s.apply(&fenced(first, t1)),
+            CommandResult::KvVersion(_)
+        ));
+        // The holder ends: the waiter is granted under a larger token, and
+        // the old token is fenced.
+        assert_eq!(
+            s.apply(&Command::Unregister {
+                node: 1,
+                pids: vec![first]
+            }),
+            CommandResult::Ok
+        );
+        let t2 = s
+            .locks
+            .get(&alice, "m")
+            .and_then(|l| l.holder)
+            .map(|h| h.token);
+        assert!(t2.is_some_and(|t| t > t1), "{t2:?} after {t1}");
+        let t2 = t2.unwrap_or_default();
+        assert!(matches!(
+            s.apply(&fenced(first + 1, t1)),
+            CommandResult::Refused(Refusal::Lock(locks::LockRefusal::Fenced { .. }))
+        ));
+        // A new incarnation of the holder holds nothing; the next waiter
+        // gets it.
+        assert_eq!(
+            s.apply(&lock(first + 2, acquire.clone())),
+            CommandResult::LockQueued
+        );
+        assert_eq!(
+            s.apply(&Command::Reincarnated {
+                node: 1,
+                pids: vec![first + 1]
+            }),
+            CommandResult::Ok
+        );
+        assert!(matches!(
+            s.apply(&lock(first + 1, LockOp::Release { token: t2 })),
+            CommandResult::Refused(Refusal::Lock(locks::LockRefusal::Lost { .. }))
+        ));
+        let holder = s.locks.get(&alice, "m").and_then(|l| l.holder);
+        assert_eq!(holder.map(|h| h.pid), Some(first + 2));
+        // Node 1 is alive: expiring its locks does nothing. Once it is
+        // declared dead, they are released.
+        let before = s.clone();
+        assert_eq!(
+            s.apply(&Command::ExpireLocks { node: 1 }),
+            CommandResult::Ok
+        );
+        assert_eq!(s, before);
+        assert_eq!(
+            s.apply(&Command::NodeDead {
+                node: 1,
+                epoch: 0,
+                silent_ms: 5000,
+                by: 2,
+                now_ms: 9000,
+            }),
+            CommandResult::Ok
+        );
+        assert!(
+            s.locks.get(&alice, "m").is_some(),
+            "kept until the lock-delay"
+        );
+        assert_eq!(
+            s.apply(&Command::ExpireLocks { node: 1 }),
+            CommandResult::Ok
+        );
+        assert!(s.locks.get(&alice, "m").is_none());
+        s.locks.check_invariants().expect("invariants");
         let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }

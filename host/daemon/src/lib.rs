@@ -26,6 +26,7 @@ pub mod dispatch;
 pub mod join;
 pub mod link;
 pub mod local_api;
+pub mod lock_expiry;
 pub mod logs;
 pub mod migrate;
 pub mod node_down;
@@ -106,6 +107,11 @@ pub struct DaemonConfig {
     pub faults: crate::migrate::MigrationFaults,
     /// Moving processes from busy nodes to idle ones (on by default).
     pub rebalance: crate::migrate::rebalance::RebalanceConfig,
+    /// How long the locks of processes on a node declared dead stay held
+    /// after the verdict (Chubby's and Consul's lock-delay): a holder
+    /// that was only cut off has this long to notice before another may
+    /// take its locks (and its fenced writes are refused from then on).
+    pub lock_delay: Duration,
 }
 
 impl DaemonConfig {
@@ -127,9 +133,13 @@ impl DaemonConfig {
             renew_check_interval: Duration::from_secs(60),
             faults: Default::default(),
             rebalance: Default::default(),
+            lock_delay: LOCK_DELAY_DEFAULT,
         }
     }
 }
+
+/// The default [`DaemonConfig::lock_delay`].
+pub const LOCK_DELAY_DEFAULT: Duration = Duration::from_secs(5);
 
 /// What the daemon's parts share.
 pub struct Inner {
@@ -165,6 +175,8 @@ pub struct Inner {
     pub renew_check_interval: Duration,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// See [`DaemonConfig::lock_delay`].
+    pub lock_delay: Duration,
     /// What migrations, drains and rebalancing run on.
     pub migration: Arc<crate::migrate::Ctx>,
 }
@@ -368,6 +380,7 @@ impl Daemon {
             cert_ttl: config.cert_ttl,
             renew_check_interval: config.renew_check_interval,
             heartbeat_interval: config.heartbeat_interval,
+            lock_delay: config.lock_delay,
             migration,
         });
         let server_tls =

@@ -47,6 +47,7 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
             inner.node.clone(),
             inner.raft.clone(),
         )),
+        tokio::spawn(crate::lock_expiry::run(inner.clone())),
         tokio::spawn(renew_certificate(inner)),
     ]
 }

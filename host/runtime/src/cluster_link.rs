@@ -5,6 +5,62 @@ use crate::mailbox::{Message, PushError};
 use crate::pid::Pid;
 use shoal_registry::Sha256;
 
+/// A key-value write a guest asks for (see [`ClusterLink::kv_write`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    /// `kv_set`.
+    Set(Vec<u8>),
+    /// `kv_cas`: only if the key is at `expected` (0: absent).
+    Cas {
+        /// The version the key must be at.
+        expected: u64,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// `kv_increment`.
+    Increment(i64),
+    /// `kv_delete`.
+    Delete,
+}
+
+/// What a key-value write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvWritten {
+    /// Set or cas: the entry's new version.
+    Version(u64),
+    /// Increment: the counter's new value.
+    Counter(i64),
+    /// Delete: whether the key existed.
+    Deleted(bool),
+}
+
+/// A fenced write's lock and token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvFence {
+    /// The lock, in the writer's owner's namespace.
+    pub lock: String,
+    /// The token the writer holds it under.
+    pub token: u64,
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Sees every write completed before it started, anywhere (ReadIndex).
+    Linearizable,
+    /// This node's applied state as it is.
+    Stale,
+}
+
+/// What a lock request got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockAnswer {
+    /// Held under this fencing token.
+    Granted(u64),
+    /// Queued behind the holder: wait with [`ClusterLink::lock_wait`].
+    Queued,
+}
+
 /// How a node reaches the rest of its cluster.
 ///
 /// A node on its own (`shoal run`, tests) has none. The cluster layer
@@ -14,7 +70,7 @@ use shoal_registry::Sha256;
 /// and the node reports its processes' starts and exits so the replicated
 /// process directory stays current.
 #[async_trait::async_trait]
-pub trait ClusterLink: Send + Sync + 'static {
+pub trait ClusterLink: KvLocks + Send + Sync + 'static {
     /// Send to a pid that is not on this node. `Closed` means no such
     /// process anywhere (the ABI's `NO_PROCESS`); `Full` means the way
     /// there is at its bound (the ABI's `MAILBOX_FULL`: retry).
@@ -65,4 +121,59 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// One live member of group `name` in `asker`'s owner's namespace,
     /// preferring members on this node (`NO_PROCESS` if none).
     fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
+}
+
+/// Key-value and locks for guests (`abi/kv.rs`), held in the cluster's
+/// Raft state: the part of [`ClusterLink`] host functions may reach
+/// (through [`crate::host::ProcessHost::kv`]).
+#[async_trait::async_trait]
+pub trait KvLocks: Send + Sync {
+    /// The value and version of `key` in `pid`'s owner's `bucket`
+    /// (`None`: absent). Errors are ABI codes.
+    async fn kv_read(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        key: &[u8],
+        mode: ReadMode,
+    ) -> Result<Option<(Vec<u8>, u64)>, i32>;
+    /// Keys of `pid`'s owner's `bucket` starting with `prefix`, after
+    /// `cursor`, at most `shoal_abi::kv::LIST_KEYS_MAX`. Errors are ABI
+    /// codes.
+    async fn kv_list(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        mode: ReadMode,
+    ) -> Result<Vec<Vec<u8>>, i32>;
+    /// Write `key` of `pid`'s owner's `bucket` through Raft. Errors are ABI
+    /// codes.
+    async fn kv_write(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        key: &[u8],
+        op: KvWrite,
+        fence: Option<KvFence>,
+    ) -> Result<KvWritten, i32>;
+    /// Ask for lock `name` of `pid`'s owner (`wait`: queue behind its
+    /// holder, else `BUSY`). Errors are ABI codes (`DEADLOCK`, ...).
+    async fn lock(&self, pid: Pid, name: &str, wait: bool) -> Result<LockAnswer, i32>;
+    /// Wait until `pid`'s queued request for `name` is granted (its token)
+    /// or `wait_max` passes (`None`: no limit; then `TIMEOUT`: the wait is
+    /// withdrawn, and a grant that came meanwhile released). `LOCK_LOST` if
+    /// the wait vanished (its node declared dead, ...).
+    async fn lock_wait(
+        &self,
+        pid: Pid,
+        name: &str,
+        wait_max: Option<std::time::Duration>,
+    ) -> Result<u64, i32>;
+    /// Release `name`, held by `pid` under `token`. Errors are ABI codes.
+    async fn unlock(&self, pid: Pid, name: &str, token: u64) -> Result<(), i32>;
+    /// `Ok` if `token` is the current holder's of `asker`'s owner's lock
+    /// `name` (linearizable), else `FENCED`.
+    async fn lock_check(&self, asker: Pid, name: &str, token: u64) -> Result<(), i32>;
 }

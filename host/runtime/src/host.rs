@@ -9,6 +9,7 @@
 //! namespace (calls, names, key-value, locks, files) adds its methods here,
 //! where a review sees the whole surface at once.
 
+use crate::cluster_link::KvLocks;
 use crate::mailbox::{Message, PushError};
 use crate::pid::Pid;
 use async_trait::async_trait;
@@ -48,6 +49,10 @@ pub trait ProcessHost: Send + Sync + 'static {
     /// One live member of group `name` (in `asker`'s owner's namespace),
     /// preferring members on `asker`'s node. Errors are ABI codes.
     fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
+
+    /// Key-value and locks (`abi/kv.rs`): the cluster's, through its link;
+    /// `NO_NODE` off a cluster.
+    fn kv(&self) -> Result<std::sync::Arc<dyn KvLocks>, i32>;
 
     /// Start a process of module `reference` (a name or `sha256:` hash) with
     /// `args`, as a child of `parent` (the calling process: the cluster

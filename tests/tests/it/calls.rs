@@ -6,52 +6,10 @@
 use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
+use common::procs::{exit_of, home_of, move_to, spawn, stdout, wait_stdout, WAIT};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
-use shoal_daemon::migrate::source::migrate;
 use shoal_runtime::Pid;
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(120);
-
-/// Start `argv` on node `i` (argv[0]: a cluster-wide module name).
-async fn spawn(c: &TestCluster, i: usize, argv: &[&str]) -> Pid {
-    let args = argv[1..].iter().map(|s| s.to_string()).collect();
-    c.node(i)
-        .node()
-        .spawn_by_reference(argv[0], args)
-        .await
-        .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
-}
-
-/// Index of the node the directory places `pid` on.
-fn home_of(c: &TestCluster, pid: Pid) -> Option<usize> {
-    let state = c.running().next()?.raft().state();
-    let id = state.directory.get(&pid.0)?.node;
-    c.nodes
-        .iter()
-        .position(|d| d.as_ref().map(|d| d.id()) == Some(id))
-}
-
-fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {
-    c.node(i).node().stdout_text(pid)
-}
-
-async fn wait_stdout(c: &TestCluster, i: usize, pid: Pid, text: &str) {
-    let node = c.node(i).node().clone();
-    wait_until(
-        &format!("{pid} on node {i} to print {text:?}"),
-        WAIT,
-        || node.stdout_text(pid).contains(text),
-    )
-    .await;
-}
-
-async fn move_to(c: &TestCluster, from: usize, pid: Pid, to: usize) {
-    let name = c.node(to).name().to_string();
-    migrate(c.node(from).migration(), pid, Some(&name))
-        .await
-        .unwrap_or_else(|e| panic!("migrate {pid} from node {from} to node {to}: {e}"));
-}
 
 async fn guests(c: &TestCluster) {
     add_guest(c, shoal_tests::KV, "kv").await;
@@ -69,13 +27,6 @@ async fn wait_mail(c: &TestCluster, i: usize, pid: Pid, letters: usize) {
             .any(|p| p.pid == pid && p.mailbox_len == letters)
     })
     .await;
-}
-
-async fn exit_of(c: &TestCluster, i: usize, pid: Pid) -> shoal_runtime::ExitStatus {
-    tokio::time::timeout(WAIT, c.node(i).node().wait(pid))
-        .await
-        .unwrap_or_else(|_| panic!("{pid} did not end on node {i}"))
-        .unwrap_or_else(|| panic!("{pid} unknown on node {i}"))
 }
 
 /// The number of cross-node calls of the stream test (every reply checked

@@ -24,18 +24,18 @@ use serde::{Deserialize, Serialize};
 
 pub use shoal_pki::Owner;
 
-/// Longest key, in bytes (Spin's limit).
-pub const KEY_BYTES_MAX: usize = 256;
-/// Largest value, in bytes (Spin's limit: 1 MB).
-pub const VALUE_BYTES_MAX: usize = 1 << 20;
-/// Longest bucket name, in bytes.
-pub const BUCKET_BYTES_MAX: usize = 64;
+/// Longest key, in bytes (Spin's limit; the ABI's).
+pub const KEY_BYTES_MAX: usize = shoal_abi::kv::KEY_BYTES_MAX;
+/// Largest value, in bytes (Spin's limit: 1 MB; the ABI's).
+pub const VALUE_BYTES_MAX: usize = shoal_abi::kv::VALUE_BYTES_MAX;
+/// Longest bucket name, in bytes (the ABI's).
+pub const BUCKET_BYTES_MAX: usize = shoal_abi::kv::BUCKET_BYTES_MAX;
 /// Most keys one owner may hold, over all its buckets.
 pub const OWNER_KEYS_MAX: u64 = 100_000;
 /// Most bytes (keys and values) one owner may hold, over all its buckets.
 pub const OWNER_BYTES_MAX: u64 = 64 << 20;
 /// Most keys one `list` answer holds (then a cursor to go on).
-pub const LIST_KEYS_MAX: usize = 1000;
+pub const LIST_KEYS_MAX: usize = shoal_abi::kv::LIST_KEYS_MAX;
 
 /// Where an entry lives: whose, which bucket, which key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -385,7 +385,7 @@ impl KvBook {
 /// A table as a sequence of `(key, value)` pairs: its keys are structs,
 /// which JSON (still read and written by tests and earlier snapshots)
 /// cannot use as map keys.
-mod pairs {
+pub(crate) mod pairs {
     use crate::state::Table;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

@@ -5,6 +5,7 @@
 
 use super::NodeId;
 use crate::state::kv::KvRefusal;
+use crate::state::locks::LockRefusal;
 use crate::state::names::NameRefusal;
 use serde::{Deserialize, Serialize};
 use shoal_pki::TokenError;
@@ -251,6 +252,9 @@ pub enum Refusal {
     /// A key-value write refused ([`super::kv`]).
     #[error(transparent)]
     Kv(#[from] KvRefusal),
+    /// A guest's lock command, or a fenced write, was refused.
+    #[error(transparent)]
+    Lock(#[from] LockRefusal),
     /// A join token refused, or a token record that collides.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -319,6 +323,17 @@ impl Refusal {
                 | KvRefusal::Overflow => RefusalKind::Invalid,
                 KvRefusal::NotLive(_) => RefusalKind::NotFound,
                 KvRefusal::NotTheOwner { .. } => RefusalKind::Forbidden,
+            },
+            Lock(l) => match l {
+                LockRefusal::Busy { .. }
+                | LockRefusal::Deadlock { .. }
+                | LockRefusal::Fenced { .. }
+                | LockRefusal::AlreadyWaiting { .. } => RefusalKind::Conflict,
+                LockRefusal::Lost { .. } => RefusalKind::NotFound,
+                LockRefusal::BadName { .. } => RefusalKind::Invalid,
+                LockRefusal::TooManyHeld { .. }
+                | LockRefusal::TooManyWaiters { .. }
+                | LockRefusal::Quota { .. } => RefusalKind::Exhausted,
             },
             Token(TokenError::DuplicateId(_)) => RefusalKind::Conflict,
             Token(_) | Proof(_) => RefusalKind::Forbidden,

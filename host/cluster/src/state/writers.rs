@@ -145,7 +145,9 @@ impl ClusterState {
             | Command::UnregisterName { pid, .. }
             | Command::JoinGroup { pid, .. }
             | Command::LeaveGroup { pid, .. }
-            | Command::Kv { pid, .. } => runs_here(*pid),
+            | Command::Kv { pid, .. }
+            | Command::Lock { pid, .. } => runs_here(*pid),
+            Command::Reincarnated { node, .. } => own(*node),
             Command::RedeemToken { .. } | Command::AddNode { .. } => match self.ca_node {
                 Some(ca) if ca == sender => Ok(()),
                 _ => Err(ForwardRefusal::NotTheCa {
@@ -158,6 +160,7 @@ impl ClusterState {
             Command::Bootstrap { .. }
             | Command::NodeDead { .. }
             | Command::NodeAlive { .. }
+            | Command::ExpireLocks { .. }
             | Command::SetModuleName { .. }
             | Command::RemoveModuleName { .. }
             | Command::SetProcessName { .. }
@@ -193,6 +196,9 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::NodeAlive { .. } => "NodeAlive",
         Command::RegisterName { .. } => "RegisterName",
         Command::Kv { .. } => "Kv",
+        Command::Lock { .. } => "Lock",
+        Command::ExpireLocks { .. } => "ExpireLocks",
+        Command::Reincarnated { .. } => "Reincarnated",
         Command::UnregisterName { .. } => "UnregisterName",
         Command::JoinGroup { .. } => "JoinGroup",
         Command::LeaveGroup { .. } => "LeaveGroup",

@@ -26,6 +26,7 @@ use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Owner, Raft};
 use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
+use shoal_runtime::cluster_link::{KvFence, KvLocks, KvWrite, KvWritten, LockAnswer, ReadMode};
 use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
@@ -109,6 +110,11 @@ impl DeadPids {
 struct PendingDirectory {
     started: Vec<u64>,
     exited: Vec<u64>,
+    /// Pids that started again before their exit was written (a restore
+    /// that replaced them): new incarnations, whose predecessors' locks
+    /// must be released ([`Command::Reincarnated`]) before they ask for
+    /// any. Kept until written.
+    reincarnated: Vec<u64>,
 }
 
 /// The cluster side of one node.
@@ -121,6 +127,8 @@ pub struct Link {
     dead: Mutex<DeadPids>,
     pending: Mutex<PendingDirectory>,
     pending_changed: tokio::sync::Notify,
+    /// Notified when new incarnations are written to Raft.
+    reincarnated_written: tokio::sync::Notify,
     /// Held shared from a send's directory lookup to its lane push, and
     /// exclusively while a migration fence is pushed (see
     /// [`crate::migrate::fence`]).
@@ -128,6 +136,8 @@ pub struct Link {
     /// Owners of processes started here, until Raft shows them, and of
     /// snapshots stored here ([`crate::records::owners`]).
     pub owners: crate::records::owners::OwnerBook,
+    /// The per-owner key-value and lock write rates on this node.
+    rates: Arc<crate::records::kv::WriteRates>,
 }
 
 impl Link {
@@ -148,9 +158,44 @@ impl Link {
             dead: Mutex::new(DeadPids::default()),
             pending: Mutex::new(PendingDirectory::default()),
             pending_changed: tokio::sync::Notify::new(),
+            reincarnated_written: tokio::sync::Notify::new(),
             routes: std::sync::RwLock::new(()),
             owners: Default::default(),
+            rates: Default::default(),
         })
+    }
+
+    /// Wait (boundedly) until a new incarnation of `pid`, if one is
+    /// pending, is written: its locks must not be granted under the old
+    /// one's and then released by it.
+    async fn reincarnation_flushed(&self, pid: Pid) {
+        let pending = || {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reincarnated
+                .contains(&pid.0)
+        };
+        let wait = async {
+            loop {
+                let written = self.reincarnated_written.notified();
+                if !pending() {
+                    return;
+                }
+                written.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+    }
+
+    /// What a key-value or lock command of `pid` (running here) needs.
+    fn asker(&self, pid: Pid) -> crate::records::kv::Asker<'_> {
+        crate::records::kv::Asker {
+            raft: &self.raft,
+            pid,
+            owner: self.owner_of(pid),
+            rates: &self.rates,
+        }
     }
 
     /// The owner of process `pid`: this node's claim for one that just
@@ -385,13 +430,29 @@ impl Link {
     /// Write the batched starts and exits to the directory. Called in a
     /// loop by the daemon; returns after one flush (or when idle).
     pub async fn flush_directory(&self) {
-        let (started, exited) = {
+        let (started, exited, reincarnated) = {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             (
                 std::mem::take(&mut p.started),
                 std::mem::take(&mut p.exited),
+                p.reincarnated.clone(),
             )
         };
+        for chunk in reincarnated.chunks(shoal_cluster::PIDS_PER_COMMAND_MAX) {
+            let cmd = Command::Reincarnated {
+                node: self.me,
+                pids: chunk.to_vec(),
+            };
+            match self.raft.write(cmd).await {
+                Ok(_) => {
+                    let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    p.reincarnated.retain(|pid| !chunk.contains(pid));
+                    drop(p);
+                    self.reincarnated_written.notify_waiters();
+                }
+                Err(e) => tracing::warn!("cannot write {} new incarnation(s): {e}", chunk.len()),
+            }
+        }
         // A process that started and exited in the same batch is still
         // registered (then unregistered): that moves its node's registered
         // mark past it, which is how senders learn it is gone.
@@ -449,7 +510,11 @@ impl Link {
             let n = self.pending_changed.notified();
             {
                 let p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                if !p.started.is_empty() || !p.exited.is_empty() || self.owners.has_pending() {
+                if !p.started.is_empty()
+                    || !p.exited.is_empty()
+                    || !p.reincarnated.is_empty()
+                    || self.owners.has_pending()
+                {
                     return;
                 }
             }
@@ -529,6 +594,63 @@ impl SpawnAtError {
             | SpawnAtError::BadAnswer { .. }
             | SpawnAtError::UnknownRefusal { .. } => errno::SPAWN_FAILED,
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl KvLocks for Link {
+    async fn kv_read(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        key: &[u8],
+        mode: ReadMode,
+    ) -> Result<Option<(Vec<u8>, u64)>, i32> {
+        self.asker(pid).read(bucket, key, mode).await
+    }
+
+    async fn kv_list(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        mode: ReadMode,
+    ) -> Result<Vec<Vec<u8>>, i32> {
+        self.asker(pid).list(bucket, prefix, cursor, mode).await
+    }
+
+    async fn kv_write(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        key: &[u8],
+        op: KvWrite,
+        fence: Option<KvFence>,
+    ) -> Result<KvWritten, i32> {
+        self.asker(pid).write_kv(bucket, key, op, fence).await
+    }
+
+    async fn lock(&self, pid: Pid, name: &str, wait: bool) -> Result<LockAnswer, i32> {
+        self.reincarnation_flushed(pid).await;
+        self.asker(pid).lock(name, wait).await
+    }
+
+    async fn lock_wait(
+        &self,
+        pid: Pid,
+        name: &str,
+        wait_max: Option<std::time::Duration>,
+    ) -> Result<u64, i32> {
+        self.asker(pid).lock_wait(name, wait_max).await
+    }
+
+    async fn unlock(&self, pid: Pid, name: &str, token: u64) -> Result<(), i32> {
+        self.asker(pid).unlock(name, token).await
+    }
+
+    async fn lock_check(&self, asker: Pid, name: &str, token: u64) -> Result<(), i32> {
+        self.asker(asker).lock_check(name, token).await
     }
 }
 
@@ -745,6 +867,10 @@ impl ClusterLink for Link {
         // original) is still registered: its exit is not written.
         if let Some(i) = p.exited.iter().position(|x| *x == pid.0) {
             p.exited.swap_remove(i);
+            // A new incarnation: it holds none of the old one's locks.
+            if p.reincarnated.len() < DIRECTORY_PENDING_MAX && !p.reincarnated.contains(&pid.0) {
+                p.reincarnated.push(pid.0);
+            }
         }
         if p.started.len() < DIRECTORY_PENDING_MAX {
             p.started.push(pid.0);

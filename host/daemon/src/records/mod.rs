@@ -1,6 +1,7 @@
 //! What this daemon writes to and reads from the replicated state on
 //! behalf of its processes, its clients and itself: owners of pids and
-//! snapshots ([`owners`]), process names and groups ([`names`]),
+//! snapshots ([`owners`]), process names and groups ([`names`]), guests' key-value and locks
+//! ([`kv`]),
 //! capabilities granted to processes ([`grants`]), and node cordons. A
 //! refused or failed write comes back as a typed answer ([`write_err`],
 //! [`refused`]).
@@ -9,6 +10,7 @@
 //! use it; it uses none of them.
 
 pub mod grants;
+pub mod kv;
 pub mod names;
 pub mod owners;
 pub mod signed;

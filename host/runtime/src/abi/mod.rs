@@ -8,6 +8,7 @@
 
 pub mod call;
 pub use shoal_abi::errno;
+pub mod kv;
 pub mod memory;
 pub mod message;
 pub mod names;
@@ -114,6 +115,7 @@ pub fn register_all(linker: &mut Linker<ProcessCtx>) -> wasmtime::Result<()> {
     message::register(&mut registrar)?;
     call::register(&mut registrar)?;
     names::register(&mut registrar)?;
+    kv::register(&mut registrar)?;
     wasi::register(&mut registrar)?;
     for spec in IMPORTS.iter() {
         let count = registrar

@@ -95,6 +95,11 @@ impl ProcessHost for NodeHost {
         self.0.router.send_message(to, message)
     }
 
+    fn kv(&self) -> Result<Arc<dyn crate::cluster_link::KvLocks>, i32> {
+        let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
+        Ok(link.clone())
+    }
+
     async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {
         let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
         link.register_name(pid, name).await

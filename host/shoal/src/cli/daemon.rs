@@ -184,6 +184,13 @@ struct StartArgs {
     /// node: whichever node leads applies its own.
     #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration)]
     dead_after: Option<Duration>,
+
+    /// The lock-delay: how long the locks of processes on a node declared
+    /// dead stay held after the verdict before others may take them
+    /// (default 5s). Their fenced writes are refused once they are
+    /// released.
+    #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration)]
+    lock_delay: Option<Duration>,
 }
 
 /// Arguments of `shoal node status`.
@@ -259,6 +266,9 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     }
     if let Some(d) = args.rebalance_interval {
         config.rebalance.interval = d;
+    }
+    if let Some(d) = args.lock_delay {
+        config.lock_delay = d;
     }
     if let Some(d) = args.dead_after {
         config.raft.dead_after_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);

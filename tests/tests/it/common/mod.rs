@@ -5,7 +5,9 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod linearizability;
 pub mod netns;
+pub mod procs;
 pub mod tally;
 
 use shoal_registry::Sha256;

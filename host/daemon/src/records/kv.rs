@@ -1,0 +1,297 @@
+//! Guests' key-value and locks on this node's side: the Raft writes and
+//! reads behind `abi/kv.rs`, with refusals turned into ABI codes, and the
+//! per-owner write-rate quota. The rules (owners, bounds, fencing,
+//! deadlocks) live in the state machine (`shoal_cluster::state::kv`,
+//! `shoal_cluster::state::locks`); this only asks.
+//!
+//! Each function takes the asking process's owner as the node knows it
+//! (`Link::owner_of`); the state machine checks it again at apply.
+
+use shoal_cluster::state::kv::{KvOp, KvRefusal, LIST_KEYS_MAX};
+use shoal_cluster::state::locks::LockRefusal;
+use shoal_cluster::state::{ClusterState, Command, CommandResult, Fence, LockOp, Refusal};
+use shoal_cluster::{ClusterError, Raft};
+use shoal_pki::Owner;
+use shoal_runtime::abi::errno;
+use shoal_runtime::cluster_link::{KvFence, KvWrite, KvWritten, LockAnswer, ReadMode};
+use shoal_runtime::pid::Pid;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a guest's first key-value or lock command waits for its
+/// just-started process to reach the directory.
+const LIVE_WAIT: Duration = Duration::from_secs(5);
+
+/// Key-value writes and lock commands one owner may make per second on
+/// one node (a token bucket of this size, refilled continuously): one
+/// tenant's guests cannot flood the Raft log that heartbeats share.
+pub const OWNER_WRITES_PER_S_MAX: u32 = 5_000;
+
+/// Owners a node tracks rates for at once; the least recently seen are
+/// forgotten beyond it (their bucket starts full again: at worst one
+/// extra burst).
+const RATE_OWNERS_MAX: usize = 4_096;
+
+/// The ABI code of a refused key-value or lock command.
+pub fn refusal_code(refusal: &Refusal) -> i32 {
+    match refusal {
+        Refusal::Kv(k) => match k {
+            KvRefusal::BadKey { .. } => errno::BAD_KEY,
+            KvRefusal::ValueTooLarge { .. } => errno::VALUE_TOO_LARGE,
+            KvRefusal::BadBucket { .. } => errno::BAD_BUCKET,
+            KvRefusal::Quota { .. } => errno::QUOTA,
+            KvRefusal::VersionMismatch { .. } => errno::VERSION_MISMATCH,
+            KvRefusal::NotACounter => errno::NOT_A_COUNTER,
+            KvRefusal::Overflow => errno::OVERFLOW,
+            KvRefusal::NotLive(_) => errno::NO_PROCESS,
+            KvRefusal::NotTheOwner { .. } => errno::INVALID,
+        },
+        Refusal::Lock(l) => match l {
+            LockRefusal::BadName { .. } | LockRefusal::AlreadyWaiting { .. } => errno::INVALID,
+            LockRefusal::Busy { .. } => errno::BUSY,
+            LockRefusal::Deadlock { .. } => errno::DEADLOCK,
+            LockRefusal::Lost { .. } => errno::LOCK_LOST,
+            LockRefusal::Fenced { .. } => errno::FENCED,
+            LockRefusal::TooManyHeld { .. }
+            | LockRefusal::TooManyWaiters { .. }
+            | LockRefusal::Quota { .. } => errno::QUOTA,
+        },
+        _ => errno::INVALID,
+    }
+}
+
+/// The ABI code of a write or read the cluster could not confirm.
+fn unavailable(what: &str, pid: Pid, e: &ClusterError) -> i32 {
+    tracing::warn!("{what} for pid {pid}: {e}");
+    errno::UNAVAILABLE
+}
+
+/// Per-owner token buckets for the write-rate quota.
+#[derive(Default)]
+pub struct WriteRates {
+    buckets: Mutex<HashMap<Owner, (f64, Instant)>>,
+}
+
+impl WriteRates {
+    /// Take one write from `owner`'s bucket, or `RATE_LIMITED`.
+    pub fn take(&self, owner: &Owner) -> Result<(), i32> {
+        let now = Instant::now();
+        let max = f64::from(OWNER_WRITES_PER_S_MAX);
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() >= RATE_OWNERS_MAX && !b.contains_key(owner) {
+            // Forget the owner seen least recently.
+            if let Some(oldest) = b
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(o, _)| o.clone())
+            {
+                b.remove(&oldest);
+            }
+        }
+        let (tokens, last) = b.entry(owner.clone()).or_insert((max, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * max).min(max);
+        *last = now;
+        if *tokens < 1.0 {
+            return Err(errno::RATE_LIMITED);
+        }
+        *tokens -= 1.0;
+        Ok(())
+    }
+}
+
+/// What a key-value or lock command for `pid` needs from this node.
+pub struct Asker<'a> {
+    /// The Raft handle.
+    pub raft: &'a Raft,
+    /// The process.
+    pub pid: Pid,
+    /// Its owner.
+    pub owner: Owner,
+    /// The node's write-rate buckets.
+    pub rates: &'a Arc<WriteRates>,
+}
+
+impl Asker<'_> {
+    /// Wait (boundedly) for a just-started process to reach the directory.
+    async fn live(&self) -> Result<(), i32> {
+        let pid = self.pid.0;
+        self.raft
+            .wait_for(LIVE_WAIT, |s| s.directory.contains_key(&pid))
+            .await
+            .map(|_| ())
+            .map_err(|_| errno::NO_PROCESS)
+    }
+
+    /// Write `cmd` after the rate check; a refusal as its ABI code.
+    async fn write(&self, cmd: Command) -> Result<CommandResult, i32> {
+        self.rates.take(&self.owner)?;
+        self.live().await?;
+        match self.raft.write(cmd).await {
+            Ok(CommandResult::Refused(r)) => Err(refusal_code(&r)),
+            Ok(done) => Ok(done),
+            Err(e) => Err(unavailable("key-value or lock write", self.pid, &e)),
+        }
+    }
+
+    /// The state a read of `mode` answers from.
+    async fn state(&self, mode: ReadMode) -> Result<Arc<ClusterState>, i32> {
+        match mode {
+            ReadMode::Stale => Ok(self.raft.state()),
+            ReadMode::Linearizable => self
+                .raft
+                .linearizable_state()
+                .await
+                .map_err(|e| unavailable("linearizable read", self.pid, &e)),
+        }
+    }
+
+    /// `kv_get` / `kv_exists`.
+    pub async fn read(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        mode: ReadMode,
+    ) -> Result<Option<(Vec<u8>, u64)>, i32> {
+        let state = self.state(mode).await?;
+        Ok(state
+            .kv
+            .get(&self.owner, bucket, key)
+            .map(|e| (e.value.clone(), e.version)))
+    }
+
+    /// `kv_list`.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        mode: ReadMode,
+    ) -> Result<Vec<Vec<u8>>, i32> {
+        let state = self.state(mode).await?;
+        Ok(state
+            .kv
+            .list(&self.owner, bucket, prefix, cursor, LIST_KEYS_MAX))
+    }
+
+    /// `kv_set`, `kv_cas`, `kv_increment`, `kv_delete`.
+    pub async fn write_kv(
+        &self,
+        bucket: &str,
+        key: &[u8],
+        op: KvWrite,
+        fence: Option<KvFence>,
+    ) -> Result<KvWritten, i32> {
+        let op = match op {
+            KvWrite::Set(value) => KvOp::Set { value },
+            KvWrite::Cas { expected, value } => KvOp::Cas { expected, value },
+            KvWrite::Increment(delta) => KvOp::Increment { delta },
+            KvWrite::Delete => KvOp::Delete,
+        };
+        let cmd = Command::Kv {
+            pid: self.pid.0,
+            owner: self.owner.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_vec(),
+            op,
+            fence: fence.map(|f| Fence {
+                lock: f.lock,
+                token: f.token,
+            }),
+        };
+        match self.write(cmd).await? {
+            CommandResult::KvVersion(v) => Ok(KvWritten::Version(v)),
+            CommandResult::KvCounter(n) => Ok(KvWritten::Counter(n)),
+            CommandResult::KvDeleted(d) => Ok(KvWritten::Deleted(d)),
+            _ => Err(errno::INVALID),
+        }
+    }
+
+    fn lock_cmd(&self, name: &str, op: LockOp) -> Command {
+        Command::Lock {
+            pid: self.pid.0,
+            owner: self.owner.clone(),
+            name: name.to_string(),
+            op,
+        }
+    }
+
+    /// `lock` (`wait`) and `try_lock`.
+    pub async fn lock(&self, name: &str, wait: bool) -> Result<LockAnswer, i32> {
+        match self
+            .write(self.lock_cmd(name, LockOp::Acquire { wait }))
+            .await?
+        {
+            CommandResult::LockGranted(t) => Ok(LockAnswer::Granted(t)),
+            CommandResult::LockQueued if wait => Ok(LockAnswer::Queued),
+            CommandResult::LockQueued => Err(errno::BUSY),
+            _ => Err(errno::INVALID),
+        }
+    }
+
+    /// Wait for a queued `lock` (see `ClusterLink::lock_wait`).
+    pub async fn lock_wait(&self, name: &str, wait_max: Option<Duration>) -> Result<u64, i32> {
+        let (pid, owner) = (self.pid.0, &self.owner);
+        let settled = |s: &ClusterState| -> Option<Result<u64, i32>> {
+            if let Some(h) = s.locks.get(owner, name).and_then(|l| l.holder) {
+                if h.pid == pid {
+                    return Some(Ok(h.token));
+                }
+            }
+            match s.locks.waiting_for(pid) {
+                Some(l) if l.owner == *owner && l.name == name => None,
+                // Neither holding nor waiting: the wait was dropped (its
+                // node declared dead, or it was restarted).
+                _ => Some(Err(errno::LOCK_LOST)),
+            }
+        };
+        // The Acquire was applied by the leader; this node may not have
+        // applied it yet (it would see neither a wait nor a grant). A
+        // linearizable read waits until it has.
+        match self.raft.linearizable_state().await {
+            Ok(s) => {
+                if let Some(done) = settled(&s) {
+                    return done;
+                }
+            }
+            Err(e) => return Err(unavailable("lock wait", self.pid, &e)),
+        }
+        // Forever is a long wait, asked again each day.
+        let slice = wait_max.unwrap_or(Duration::from_secs(86_400));
+        loop {
+            match self.raft.wait_for(slice, |s| settled(s).is_some()).await {
+                Ok(s) => return settled(&s).unwrap_or(Err(errno::LOCK_LOST)),
+                Err(_) if wait_max.is_none() => continue,
+                Err(_) => break,
+            }
+        }
+        // Timed out: withdraw the wait (and a grant that came meanwhile).
+        // Not rate limited: it frees what the guest will not use.
+        match self.raft.write(self.lock_cmd(name, LockOp::Cancel)).await {
+            Ok(_) => Err(errno::TIMEOUT),
+            Err(e) => Err(unavailable("lock cancel", self.pid, &e)),
+        }
+    }
+
+    /// `unlock`. Not rate limited: it only frees.
+    pub async fn unlock(&self, name: &str, token: u64) -> Result<(), i32> {
+        match self
+            .raft
+            .write(self.lock_cmd(name, LockOp::Release { token }))
+            .await
+        {
+            Ok(CommandResult::Refused(r)) => Err(refusal_code(&r)),
+            Ok(_) => Ok(()),
+            Err(e) => Err(unavailable("unlock", self.pid, &e)),
+        }
+    }
+
+    /// `lock_check`: linearizable.
+    pub async fn lock_check(&self, name: &str, token: u64) -> Result<(), i32> {
+        let state = self.state(ReadMode::Linearizable).await?;
+        state
+            .locks
+            .check(&self.owner, name, token)
+            .map_err(|r| refusal_code(&Refusal::Lock(r)))
+    }
+}
