@@ -23,12 +23,17 @@
 //! - `ops <bucket>`: every key-value call (in an empty `<bucket>`) and its refusals in order; prints one
 //!   line per check (`ok <what>` or `BAD <what>: <detail>`), then `ops
 //!   done bad=<n>` and exits 0 only if none is bad.
-//! - `register <key> <ops> <seed>`: a client of the linearizability test:
-//!   `ops` operations on keys `r/<0..key>` (get, set, cas: chosen by a
-//!   xorshift seeded with `seed`), each printed as `op <kind> <key>
-//!   <args> <result> <start_us> <end_us>` with the host's wall clock in
-//!   microseconds; unknown outcomes (`UNAVAILABLE`) print `result=?`.
-//!   Ends with `register done`.
+//! - `register <keys> <ops> <seed> [<mix> [<pause_ms>]]`: a client of the
+//!   linearizability test: `ops` operations on keys `r/<0..keys>` chosen
+//!   by a xorshift seeded with `seed`; `mix` is `rw` (get, set, cas: the
+//!   default), `r` (gets only) or `rstale` (stale gets only: reads served
+//!   without ReadIndex, the deliberately broken client). Each operation is
+//!   printed when it returns as `op get <key> - <value|none|?> <start_us>
+//!   <end_us>`, `op set <key> <value> <ok|?> ...` or `op cas <key>
+//!   <old|none>><new> <true|false|?> ...` (a cas is preceded by the get it
+//!   read its version from), with the wall clock in microseconds; `?` is
+//!   an unknown outcome (`UNAVAILABLE`). Values are unique per client and
+//!   operation. Ends with `register done`.
 //! - `bench <n>`: `n` sets, `n` linearizable gets and `n` lock+unlock of
 //!   one lock, each timed in the guest; prints `bench <op> n=<n>
 //!   p50_us=<p50> p99_us=<p99>` per operation.
@@ -37,7 +42,7 @@ use shoal::{Bucket, Error, Lock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn usage() -> ! {
-    eprintln!("usage: locker count <lock> <n> [<pause_ms> [go]] | hold <lock> | pair <a> <b> | ops <bucket> | register <keys> <ops> <seed> | bench <n>");
+    eprintln!("usage: locker count <lock> <n> [<pause_ms> [go]] | hold <lock> | pair <a> <b> | ops <bucket> | register <keys> <ops> <seed> [rw|r|rstale [<pause_ms>]] | bench <n>");
     std::process::exit(2)
 }
 
@@ -325,8 +330,14 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn register(keys: u64, ops: u64, seed: u64) {
+fn register(keys: u64, ops: u64, seed: u64, mix: &str, pause_ms: u64) {
     let b = Bucket::new("lin");
+    let reader = if mix == "rstale" {
+        b.stale()
+    } else {
+        b.clone()
+    };
+    let kinds = if mix == "rw" { 3 } else { 1 };
     let mut x = seed.max(1);
     let mut next = || {
         x ^= x << 13;
@@ -337,10 +348,13 @@ fn register(keys: u64, ops: u64, seed: u64) {
     for i in 0..ops {
         let key = next() % keys;
         let name = format!("r/{key}");
+        if pause_ms > 0 {
+            let _ = shoal::sleep(Duration::from_millis(pause_ms));
+        }
         let start = now_us();
-        let line = match next() % 3 {
+        let line = match next() % kinds {
             0 => {
-                let r = b.get(name.as_bytes());
+                let r = reader.get(name.as_bytes());
                 let result = match r {
                     Ok(None) => "none".to_string(),
                     Ok(Some(e)) => {
@@ -454,7 +468,14 @@ fn main() {
             println!("ops done bad={bad}");
             std::process::exit(i32::from(bad > 0));
         }
-        Some("register") => register(arg(&args, 1), arg(&args, 2), arg(&args, 3)),
+        Some("register") => {
+            let mix = args.get(4).map_or("rw", String::as_str);
+            let pause_ms = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if !["rw", "r", "rstale"].contains(&mix) {
+                usage();
+            }
+            register(arg(&args, 1), arg(&args, 2), arg(&args, 3), mix, pause_ms)
+        }
         Some("bench") => bench(arg(&args, 1)),
         _ => usage(),
     }

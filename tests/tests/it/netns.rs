@@ -995,3 +995,288 @@ fn a_minority_partition_refuses_writes_and_says_so_then_heals() {
         );
     }
 }
+
+// ---- Key-value and locks (issue #14) ------------------------------------
+
+/// The lock-delay the lock tests run with.
+const LOCK_DELAY: Duration = Duration::from_secs(2);
+
+fn lab3_locks() -> Lab {
+    let mut lab = Lab::new(3);
+    lab.start_args = vec![
+        "--dead-after".into(),
+        "3s".into(),
+        "--lock-delay".into(),
+        "2s".into(),
+    ];
+    lab.start_all();
+    lab
+}
+
+/// Mutual exclusion when a holder's node dies: a guest on n3 holds the
+/// lock; two counting guests on n1 and n2 queue for it. n3 is SIGKILLed:
+/// the lock passes on no sooner than the detector window plus the
+/// lock-delay after the kill, then the counters finish and their
+/// increments are exactly 1..=40 with no cas ever meeting another version.
+#[test]
+fn a_lock_held_on_a_killed_node_passes_on_after_the_lock_delay_and_the_count_is_exact() {
+    let mut lab = lab3_locks();
+    let holder = deploy(
+        &lab,
+        0,
+        &[shoal_tests::LOCKER, "--node", "n3", "--", "hold", "tally"],
+    )[0]
+    .0;
+    let mut seen = String::new();
+    wait_for("the holder to hold the lock", SETTLE, || {
+        seen = output(&lab, 0, holder);
+        if seen.contains("hold err") {
+            panic!("{seen}");
+        }
+        seen.contains("held token=")
+    });
+    let mut counters = Vec::new();
+    for node in ["n1", "n2"] {
+        counters.push(
+            deploy(
+                &lab,
+                0,
+                &[
+                    shoal_tests::LOCKER,
+                    "--node",
+                    node,
+                    "--",
+                    "count",
+                    "tally",
+                    "20",
+                ],
+            )[0]
+            .0,
+        );
+    }
+    lab.kill(2);
+    let killed = Instant::now();
+    let first = wait_for("a counter to get the lock", SETTLE, || {
+        counters
+            .iter()
+            .any(|c| output(&lab, 0, *c).contains("inc 1 "))
+    });
+    println!(
+        "the lock passed on {} ms after its holder's node was SIGKILLed (window {} ms + lock-delay {} ms)",
+        first.as_millis(),
+        DEAD_AFTER.as_millis(),
+        LOCK_DELAY.as_millis()
+    );
+    assert!(
+        first >= DEAD_AFTER + LOCK_DELAY - Duration::from_millis(300),
+        "{first:?}"
+    );
+    assert!(
+        first <= DEAD_AFTER + LOCK_DELAY + DETECTION_SLACK,
+        "{first:?}"
+    );
+    let _ = killed;
+    let mut values = Vec::new();
+    for c in &counters {
+        wait_for("a counter to finish", SETTLE, || {
+            output(&lab, 0, *c).contains("count done 20")
+        });
+        let out = output(&lab, 0, *c);
+        assert!(!out.contains("VIOLATION"), "{out}");
+        values.extend(out.lines().filter_map(|l| {
+            l.strip_prefix("inc ")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        }));
+    }
+    values.sort_unstable();
+    assert_eq!(values, (1..=40).collect::<Vec<u64>>());
+}
+
+/// One client's history from the `op` lines a `locker register` printed
+/// (see `guests/locker`), as the checker wants it. Failed reads (`?`) are
+/// left out: they had no effect.
+fn history_of(out: &str, client: u32) -> Vec<common::linearizability::Operation> {
+    use common::linearizability::{Op, Operation, Ret};
+    let value = |v: &str| -> Option<u64> {
+        match v {
+            "none" => None,
+            v => Some(v.parse().unwrap()),
+        }
+    };
+    let mut ops = Vec::new();
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.first() != Some(&"op") || w.len() != 7 {
+            continue;
+        }
+        let key: u64 = w[2].parse().unwrap();
+        let (start_ns, end_ns) = (
+            w[5].parse::<u64>().unwrap() * 1000,
+            w[6].parse::<u64>().unwrap() * 1000,
+        );
+        let (op, ret) = match w[1] {
+            "get" if w[4] == "?" => continue,
+            "get" => (Op::Get, Some(Ret::Get(value(w[4])))),
+            "set" => (
+                Op::Set(w[3].parse().unwrap()),
+                (w[4] == "ok").then_some(Ret::Set),
+            ),
+            "cas" => {
+                let (old, new) = w[3].split_once('>').unwrap();
+                let op = Op::Cas {
+                    expected: value(old),
+                    new: new.parse().unwrap(),
+                };
+                let ret = match w[4] {
+                    "true" => Some(Ret::Cas(true)),
+                    "false" => Some(Ret::Cas(false)),
+                    _ => None,
+                };
+                (op, ret)
+            }
+            other => panic!("unknown op {other}: {line}"),
+        };
+        ops.push(match ret {
+            Some(r) => Operation::completed(client, key, op, start_ns, end_ns, r),
+            None => Operation::timed_out(client, key, op, start_ns),
+        });
+    }
+    ops
+}
+
+/// How many `op` lines `pid` has printed.
+fn ops_done(lab: &Lab, pid: u64) -> usize {
+    output(lab, 0, pid)
+        .lines()
+        .filter(|l| l.starts_with("op "))
+        .count()
+}
+
+/// Start `locker register` clients (node, seed, mix, pause_ms), all on
+/// keys `r/0..keys`.
+fn register_clients(
+    lab: &Lab,
+    keys: &str,
+    ops: &str,
+    clients: &[(&str, &str, &str, &str)],
+) -> Vec<u64> {
+    clients
+        .iter()
+        .map(|(node, seed, mix, pause)| {
+            deploy(
+                lab,
+                0,
+                &[
+                    shoal_tests::LOCKER,
+                    "--node",
+                    node,
+                    "--",
+                    "register",
+                    keys,
+                    ops,
+                    seed,
+                    mix,
+                    pause,
+                ],
+            )[0]
+            .0
+        })
+        .collect()
+}
+
+/// Wait for every client to end; their joint history.
+fn joint_history(lab: &Lab, clients: &[u64]) -> Vec<common::linearizability::Operation> {
+    let mut history = Vec::new();
+    for (k, c) in clients.iter().enumerate() {
+        wait_for("a client to finish", SETTLE * 3, || {
+            output(lab, 0, *c).contains("register done")
+        });
+        history.extend(history_of(&output(lab, 0, *c), k as u32));
+    }
+    history
+}
+
+/// The search budget per key of the linearizability checks.
+const CHECK_BUDGET_STEPS: u64 = 50_000_000;
+
+/// Linearizable key-value under faults: four guest clients on n1 and n3
+/// get, set and cas two keys while n3 is cut off from the others (a
+/// minority: its writes and linearizable reads wait and fail
+/// `UNAVAILABLE`, recorded as unknown outcomes) and healed, then n2 is
+/// SIGKILLed and restarted. The recorded history passes the
+/// linearizability checker.
+#[test]
+fn kv_histories_under_a_minority_partition_and_a_killed_node_are_linearizable() {
+    let mut lab = lab3_locks();
+    let clients = register_clients(
+        &lab,
+        "2",
+        "600",
+        &[
+            ("n1", "1", "rw", "0"),
+            ("n1", "2", "rw", "0"),
+            ("n3", "3", "rw", "0"),
+            ("n3", "4", "r", "2"),
+        ],
+    );
+    wait_for("the clients to be under way", SETTLE, || {
+        ops_done(&lab, clients[0]) >= 50
+    });
+    lab.partition(2);
+    let at = ops_done(&lab, clients[0]);
+    wait_for("the majority to go on without n3", SETTLE, || {
+        ops_done(&lab, clients[0]) >= at + 150
+    });
+    lab.heal(2);
+    let at = ops_done(&lab, clients[0]);
+    wait_for("the clients to go on after the heal", SETTLE, || {
+        ops_done(&lab, clients[0]) >= at + 50
+    });
+    lab.kill(1);
+    let at = ops_done(&lab, clients[0]);
+    wait_for("the clients to go on without n2", SETTLE, || {
+        ops_done(&lab, clients[0]) >= at + 50
+    });
+    lab.start(1);
+    let history = joint_history(&lab, &clients);
+    let report = common::linearizability::check_report(&history, CHECK_BUDGET_STEPS);
+    println!("linearizability under faults: {report}");
+    assert!(report.verdict.is_linearizable(), "{report}");
+    assert!(report.operations >= 1500, "{report}");
+}
+
+/// The checker catches a broken read path: the same kind of run, with the
+/// client on the cut-off n3 reading without ReadIndex (the stale read a
+/// build without `ensure_linearizable` would serve), must be rejected.
+#[test]
+fn the_checker_rejects_reads_served_without_read_index_from_a_minority() {
+    let lab = lab3_locks();
+    let clients = register_clients(
+        &lab,
+        "1",
+        "800",
+        &[("n1", "1", "rw", "0"), ("n3", "2", "rstale", "5")],
+    );
+    wait_for("the clients to be under way", SETTLE, || {
+        ops_done(&lab, clients[1]) >= 20
+    });
+    lab.partition(2);
+    let at = ops_done(&lab, clients[0]);
+    wait_for("the majority to write on without n3", SETTLE, || {
+        ops_done(&lab, clients[0]) >= at + 100
+    });
+    lab.heal(2);
+    let history = joint_history(&lab, &clients);
+    let report = common::linearizability::check_report(&history, CHECK_BUDGET_STEPS);
+    println!("stale reads from a minority: {report}");
+    assert!(
+        matches!(
+            report.verdict,
+            common::linearizability::Verdict::NotLinearizable { .. }
+        ),
+        "{report}"
+    );
+}

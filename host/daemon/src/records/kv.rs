@@ -113,11 +113,16 @@ pub struct Asker<'a> {
 }
 
 impl Asker<'_> {
-    /// Wait (boundedly) for a just-started process to reach the directory.
+    /// Wait (boundedly) for a just-started process to reach the directory
+    /// with its owner recorded (the owner follows the registration in a
+    /// later write; until it is applied the state machine would see
+    /// another owner and refuse).
     async fn live(&self) -> Result<(), i32> {
         let pid = self.pid.0;
         self.raft
-            .wait_for(LIVE_WAIT, |s| s.directory.contains_key(&pid))
+            .wait_for(LIVE_WAIT, |s| {
+                s.directory.contains_key(&pid) && s.owner_of(pid) == self.owner
+            })
             .await
             .map(|_| ())
             .map_err(|_| errno::NO_PROCESS)
