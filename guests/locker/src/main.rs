@@ -34,6 +34,8 @@
 //!   read its version from), with the wall clock in microseconds; `?` is
 //!   an unknown outcome (`UNAVAILABLE`). Values are unique per client and
 //!   operation. Ends with `register done`.
+//! - `puts <n> [go]`: (with `go`: first waits for one message) `n` sets of
+//!   100-byte values on keys `p<self>/<i % 100>`; prints `puts done n=<n>`.
 //! - `bench <n>`: `n` sets, `n` linearizable gets and `n` lock+unlock of
 //!   one lock, each timed in the guest; prints `bench <op> n=<n>
 //!   p50_us=<p50> p99_us=<p99>` per operation.
@@ -42,7 +44,7 @@ use shoal::{Bucket, Error, Lock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn usage() -> ! {
-    eprintln!("usage: locker count <lock> <n> [<pause_ms> [go]] | hold <lock> | pair <a> <b> | ops <bucket> | register <keys> <ops> <seed> [rw|r|rstale [<pause_ms>]] | bench <n>");
+    eprintln!("usage: locker count <lock> <n> [<pause_ms> [go]] | hold <lock> | pair <a> <b> | ops <bucket> | register <keys> <ops> <seed> [rw|r|rstale [<pause_ms>]] | bench <n> | puts <n> [go]");
     std::process::exit(2)
 }
 
@@ -477,6 +479,21 @@ fn main() {
             register(arg(&args, 1), arg(&args, 2), arg(&args, 3), mix, pause_ms)
         }
         Some("bench") => bench(arg(&args, 1)),
+        Some("puts") => {
+            let n: usize = arg(&args, 1);
+            if args.get(2).map(String::as_str) == Some("go") {
+                let _ = shoal::recv(None);
+            }
+            let b = Bucket::new("bench");
+            let me = shoal::self_pid();
+            for i in 0..n {
+                if let Err(e) = b.set(format!("p{me}/{}", i % 100).as_bytes(), &[7u8; 100]) {
+                    println!("puts err={}", e.name());
+                    std::process::exit(1);
+                }
+            }
+            println!("puts done n={n}");
+        }
         _ => usage(),
     }
 }

@@ -1286,6 +1286,7 @@ fn elapsed_us(started: Instant) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(unused_imports)] // benches build with cfg(test) but without the harness
 mod tests {
     use super::*;
 
