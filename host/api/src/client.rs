@@ -528,6 +528,7 @@ impl Client {
 }
 
 mod cluster;
+mod kv;
 mod logs;
 
 pub use logs::FOLLOW_MOVES_MAX;

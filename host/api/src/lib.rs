@@ -24,6 +24,11 @@
 //! | GET | `/v1/snapshots/{id}` | — | snapshot file bytes |
 //! | POST | `/v1/snapshots` | snapshot file bytes (≤ [`SNAPSHOT_FILE_BYTES_MAX`]) | [`types::SnapshotImported`] |
 //! | POST | `/v1/snapshots/{id}/restore` | [`types::RestoreRequest`] | [`types::Restored`] |
+//! | GET | `/v1/kv/{bucket}/{key}?owner=&stale=` | — | [`kv::KvEntryView`] (404 if absent) |
+//! | PUT | `/v1/kv/{bucket}/{key}?owner=` | the value's bytes (≤ [`kv::VALUE_BYTES_MAX`]) | [`kv::KvWritten`] |
+//! | DELETE | `/v1/kv/{bucket}/{key}?owner=` | — | [`kv::KvDeleted`] |
+//! | GET | `/v1/kv/{bucket}?prefix=&after=&limit=&owner=&stale=` | — | [`kv::KvPage`] |
+//! | GET | `/v1/locks?stale=` | — | list of [`kv::LockSummary`] |
 //!
 //! JSON bodies are at most [`JSON_BYTES_MAX`]. Errors are JSON
 //! [`types::ErrorBody`] `{"error": "..."}` with a status from
@@ -69,10 +74,18 @@
 //! on all (`shoal_pki::may_act`). A refusal is a 403 whose JSON `detail` is
 //! a `shoal_pki::Forbidden` (`{"code": "not_owner" | "needs_admin", ...}`),
 //! which the client returns as [`ClientError::Forbidden`].
+//!
+//! Buckets and locks belong to the owner of the processes that use them.
+//! The key-value routes act on the caller's own buckets; `owner=ROLE:ID`
+//! (or `cluster`) names another owner's, which only an admin may. Reads
+//! are linearizable unless `stale=true`; writes go through Raft on behalf
+//! of the caller's certificate, checked again when applied.
+//! `GET /v1/locks` lists a client's own locks only, an admin's all.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod client;
 pub mod cluster;
+pub mod kv;
 pub mod migrate;
 pub mod types;
 

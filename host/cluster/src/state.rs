@@ -591,6 +591,26 @@ pub enum Command {
         #[serde(default)]
         fence: Option<Fence>,
     },
+    /// An operator's key-value write (`shoal kv set|del`, [`kv`]): `by`,
+    /// the identity whose certificate asked a node's control API, writes
+    /// in `owner`'s `bucket`. No process is involved (unlike
+    /// [`Command::Kv`]); applied only if the ownership rule lets `by` act
+    /// on `owner` (an admin, or `owner` itself: → `Forbidden` otherwise),
+    /// with the bounds, quotas and versions of guests' writes. A node
+    /// forwards it only on behalf of that same `by`
+    /// ([`ClusterState::may_forward`]).
+    KvByCaller {
+        /// Whose bucket.
+        owner: Owner,
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: Vec<u8>,
+        /// What to do.
+        op: kv::KvOp,
+        /// Who asked (from their certificate).
+        by: Owner,
+    },
     /// A guest's lock request ([`locks`]): process `pid` (forwarded by the
     /// node it runs on) acts on its owner's lock `name`.
     Lock {
@@ -816,6 +836,13 @@ impl ClusterState {
                 op,
                 fence,
             } => self.apply_kv(*pid, owner, bucket, key, op, fence.as_ref()),
+            Command::KvByCaller {
+                owner,
+                bucket,
+                key,
+                op,
+                by,
+            } => self.apply_kv_by_caller(owner, bucket, key, op, by),
             Command::Lock {
                 pid,
                 owner,
@@ -1326,6 +1353,48 @@ impl ClusterState {
 }
 
 impl ClusterState {
+    /// [`Command::KvByCaller`]: `by` must be allowed to act on `owner`'s
+    /// resources ([`shoal_pki::may_act`]: an admin, or the same identity);
+    /// then the same bounds, quotas and versions as a guest's write.
+    fn apply_kv_by_caller(
+        &mut self,
+        owner: &Owner,
+        bucket: &str,
+        key: &[u8],
+        op: &kv::KvOp,
+        by: &Owner,
+    ) -> Outcome {
+        if owner.id.len() > NAME_BYTES_MAX || by.id.len() > NAME_BYTES_MAX {
+            return Err(Refusal::OwnerIdTooLong {
+                max_bytes: NAME_BYTES_MAX,
+            });
+        }
+        if let Err(f) = shoal_pki::may_act(by, owner, &format!("bucket {bucket:?} of {owner}")) {
+            return Ok(CommandResult::Forbidden(f));
+        }
+        let done = match op {
+            kv::KvOp::Set { value } => self
+                .kv
+                .set(owner, bucket, key, value)
+                .map(CommandResult::KvVersion),
+            kv::KvOp::Cas { expected, value } => self
+                .kv
+                .cas(owner, bucket, key, *expected, value)
+                .map(CommandResult::KvVersion),
+            kv::KvOp::Increment { delta } => self
+                .kv
+                .increment(owner, bucket, key, *delta)
+                .map(CommandResult::KvCounter),
+            kv::KvOp::Delete => self
+                .kv
+                .delete(owner, bucket, key)
+                .map(CommandResult::KvDeleted),
+        };
+        done.map_err(Refusal::from)
+    }
+}
+
+impl ClusterState {
     /// The asker of a guest's command must be live and `owner` its owner
     /// (a node forwards only for processes it runs, and cannot name another
     /// owner's bucket or lock through them).
@@ -1523,6 +1592,106 @@ mod tests {
                 id: id.into(),
             },
         }
+    }
+
+    /// `KvByCaller`: an operator writes a bucket without a process, only
+    /// one whose owner it may act on, with the bounds of guests' writes;
+    /// a node forwards it only on behalf of the identity it names.
+    #[test]
+    fn an_operator_writes_only_buckets_of_owners_it_may_act_on() {
+        let mut s = two_nodes();
+        let who = |role, id: &str| Owner {
+            role,
+            id: id.to_string(),
+        };
+        let (alice, bob, root) = (
+            who(Role::Client, "alice"),
+            who(Role::Client, "bob"),
+            who(Role::Admin, "root"),
+        );
+        let write = |owner: &Owner, by: &Owner, key: &[u8], op: kv::KvOp| Command::KvByCaller {
+            owner: owner.clone(),
+            bucket: "b".into(),
+            key: key.to_vec(),
+            op,
+            by: by.clone(),
+        };
+        let set = |v: &[u8]| kv::KvOp::Set { value: v.to_vec() };
+        let entry = |s: &ClusterState, owner: &Owner| {
+            s.kv.get(owner, "b", b"k")
+                .map(|e| (e.value.clone(), e.version))
+        };
+        // Alice writes her own bucket: no live process needed.
+        let CommandResult::KvVersion(v1) = s.apply(&write(&alice, &alice, b"k", set(b"1"))) else {
+            panic!("alice's own write refused")
+        };
+        assert_eq!(entry(&s, &alice), Some((b"1".to_vec(), v1)));
+        // Bob may not write alice's bucket, nor the cluster's: typed
+        // refusals, nothing changed.
+        let before = s.clone();
+        for owner in [&alice, &Owner::cluster()] {
+            let r = s.apply(&write(owner, &bob, b"k", set(b"2")));
+            assert!(
+                matches!(
+                    r,
+                    CommandResult::Forbidden(shoal_pki::Forbidden::NotOwner { .. })
+                ),
+                "{r:?}"
+            );
+        }
+        assert_eq!(s, before);
+        // An admin may, in alice's bucket and in the cluster's.
+        let CommandResult::KvVersion(v2) = s.apply(&write(&alice, &root, b"k", set(b"3"))) else {
+            panic!("the admin's write refused")
+        };
+        assert!(v2 > v1);
+        assert_eq!(entry(&s, &alice), Some((b"3".to_vec(), v2)));
+        assert!(matches!(
+            s.apply(&write(&Owner::cluster(), &root, b"k", set(b"c"))),
+            CommandResult::KvVersion(_)
+        ));
+        assert_eq!(
+            entry(&s, &Owner::cluster()).map(|e| e.0),
+            Some(b"c".to_vec())
+        );
+        // The bounds of guests' writes.
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(&write(&alice, &alice, b"", set(b"x"))),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::BadKey { .. }))
+        ));
+        let huge = vec![0u8; kv::VALUE_BYTES_MAX + 1];
+        assert!(matches!(
+            s.apply(&write(&alice, &alice, b"k", kv::KvOp::Set { value: huge })),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::ValueTooLarge { .. }))
+        ));
+        assert_eq!(s, before);
+        // Bob's delete of alice's key is refused; hers is applied.
+        assert!(matches!(
+            s.apply(&write(&alice, &bob, b"k", kv::KvOp::Delete)),
+            CommandResult::Forbidden(_)
+        ));
+        assert_eq!(
+            s.apply(&write(&alice, &alice, b"k", kv::KvOp::Delete)),
+            CommandResult::KvDeleted(true)
+        );
+        assert_eq!(entry(&s, &alice), None);
+        // Forwarded only on behalf of the identity the command names.
+        let cmd = write(&alice, &alice, b"k", set(b"4"));
+        assert_eq!(s.may_forward(2, Some(&alice), &cmd), Ok(()));
+        for relayed in [None, Some(&bob), Some(&root)] {
+            assert!(
+                matches!(
+                    s.may_forward(2, relayed, &cmd),
+                    Err(crate::state::writers::ForwardRefusal::Forbidden(_))
+                ),
+                "{relayed:?}"
+            );
+        }
+        assert_eq!(
+            s.may_forward(2, Some(&root), &write(&alice, &root, b"k", set(b"5"))),
+            Ok(())
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! | POST | `/v1/modules`, PUT `/v1/names/{n}` | any | stored here, recorded in the module index and name registry |
 //! | POST | `/v1/snapshots/{id}/restore` | any | restored here with what the caller grants (admin: any directory but the data dir; client and node: the `--grantable-dir` ones), recorded in Raft with the caller's identity ([`crate::records::grants`]) |
 //! | POST | `/v1/processes` (again) | any | the env and memory cap it grants are recorded in Raft with the caller's identity |
+//! | GET, PUT, DELETE | `/v1/kv/{bucket}/{key}` | any | an entry of the caller's bucket (`owner=ROLE:ID`: another owner's, admin only); reads linearizable unless `stale=true`; writes are `Command::KvByCaller` on behalf of the caller ([`shoal_api::kv`]) |
+//! | GET | `/v1/kv/{bucket}` | any | a page of its keys (`prefix`, `after`, `limit`) |
+//! | GET | `/v1/locks` | any | the locks held or waited for: a client's own, an admin's all, each with its holder's node |
 //!
 //! Everything else is [`crate::api::routes`] on this node.
 //!
@@ -842,6 +845,18 @@ pub async fn route(
         }
         _ => {}
     }
+    if path == "/v1/locks" {
+        return match method {
+            Method::GET => json_reply(&locks(inner, &direct, req.uri().query()).await?),
+            m => Err(RemoteError::new(
+                405,
+                format!("method {m} is not allowed on /v1/locks (allowed: GET)"),
+            )),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/v1/kv/") {
+        return kv(inner, &direct, rest, req).await;
+    }
     if let Some(name) = path.strip_prefix("/v1/nodes/") {
         let (name, action) = name.split_once('/').unwrap_or((name, ""));
         let name = name.to_string();
@@ -1043,4 +1058,250 @@ async fn restore(
     }
     crate::records::owners::wait_applied(&inner.raft, &[restored.pid]).await;
     Ok(restored)
+}
+
+/// The query parameter `name`, percent-decoded to bytes.
+fn query_bytes(query: Option<&str>, name: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    let Some(q) = query else { return Ok(None) };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return shoal_api::kv::percent_decode_bytes(v)
+                .map(Some)
+                .ok_or_else(|| {
+                    RemoteError::new(
+                        400,
+                        format!("query parameter `{name}` is not percent-encoded"),
+                    )
+                });
+        }
+    }
+    Ok(None)
+}
+
+/// The query parameter `name` as text.
+fn query_text(query: Option<&str>, name: &str) -> Result<Option<String>, RemoteError> {
+    query_bytes(query, name)?
+        .map(|b| {
+            String::from_utf8(b).map_err(|_| {
+                RemoteError::new(400, format!("query parameter `{name}` is not UTF-8"))
+            })
+        })
+        .transpose()
+}
+
+/// The query flag `name` (absent: false).
+fn query_flag(query: Option<&str>, name: &str) -> Result<bool, RemoteError> {
+    match query_text(query, name)?.as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("") | Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(RemoteError::new(
+            400,
+            format!("query parameter `{name}` must be true or false, not `{other}`"),
+        )),
+    }
+}
+
+/// The state a read answers from: linearizable (every write that
+/// completed before it began), or with `stale` this node's applied state.
+async fn read_state(
+    inner: &Inner,
+    stale: bool,
+) -> Result<Arc<shoal_cluster::ClusterState>, RemoteError> {
+    if stale {
+        Ok(inner.raft.state())
+    } else {
+        inner.raft.linearizable_state().await.map_err(write_err)
+    }
+}
+
+/// A key-value bound broken by a request, as the state machine would
+/// refuse it (typed, with its status).
+fn kv_refused(why: shoal_cluster::state::kv::KvRefusal) -> RemoteError {
+    let why = shoal_cluster::state::Refusal::Kv(why);
+    RemoteError::typed(why.http_status(), &why)
+}
+
+/// `/v1/kv/{bucket}[/{key}]` ([`shoal_api::kv`]) for `direct`, the
+/// caller's certificate: its own buckets, or with `owner=ROLE:ID` another
+/// owner's if the ownership rule lets it (an admin; a client gets a typed
+/// 403). Reads are linearizable unless `stale=true`; writes are
+/// `Command::KvByCaller` on `direct`'s behalf, which the state machine
+/// authorizes again when it applies them.
+async fn kv(
+    inner: &Inner,
+    direct: &Owner,
+    rest: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, RemoteError> {
+    use shoal_api::kv::{
+        owner_text, parse_owner, percent_decode_bytes, show_key, KvDeleted, KvEntryView, KvKeyView,
+        KvPage, KvWritten, BUCKET_BYTES_MAX, KEY_BYTES_MAX, KV_PAGE_MAX, VALUE_BYTES_MAX,
+    };
+    use shoal_cluster::state::kv::{KvOp, KvRefusal};
+    use shoal_cluster::CommandResult;
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    let query = query.as_deref();
+    let (bucket, key) = match rest.split_once('/') {
+        Some((b, k)) => (b, Some(k)),
+        None => (rest, None),
+    };
+    let bucket = percent_decode_bytes(bucket)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| RemoteError::new(400, "the bucket name is not percent-encoded UTF-8"))?;
+    if bucket.is_empty() || bucket.len() > BUCKET_BYTES_MAX {
+        return Err(kv_refused(KvRefusal::BadBucket {
+            len: bucket.len(),
+            max: BUCKET_BYTES_MAX,
+        }));
+    }
+    let owner = match query_text(query, "owner")? {
+        Some(text) => parse_owner(&text).map_err(|e| RemoteError::new(400, e.to_string()))?,
+        None => direct.clone(),
+    };
+    shoal_pki::may_act(direct, &owner, &format!("bucket {bucket:?} of {owner}"))
+        .map_err(crate::records::owners::forbidden)?;
+    let not_allowed = |m: &Method, allowed: &str| {
+        RemoteError::new(
+            405,
+            format!("method {m} is not allowed here (allowed: {allowed})"),
+        )
+    };
+    let Some(key) = key else {
+        if method != Method::GET {
+            return Err(not_allowed(&method, "GET"));
+        }
+        let prefix = query_bytes(query, "prefix")?.unwrap_or_default();
+        let after = query_bytes(query, "after")?;
+        let limit = match query_text(query, "limit")? {
+            None => KV_PAGE_MAX,
+            Some(t) => match t.parse::<usize>() {
+                Ok(n) if (1..=KV_PAGE_MAX).contains(&n) => n,
+                _ => {
+                    return Err(RemoteError::new(
+                        400,
+                        format!("limit must be 1 to {KV_PAGE_MAX}, not `{t}`"),
+                    ))
+                }
+            },
+        };
+        let state = read_state(inner, query_flag(query, "stale")?).await?;
+        let keys = state
+            .kv
+            .list(&owner, &bucket, &prefix, after.as_deref(), limit);
+        return json_reply(&KvPage {
+            owner: owner_text(&owner),
+            complete: keys.len() < limit,
+            keys: keys.iter().map(|k| KvKeyView::new(k)).collect(),
+            bucket,
+        });
+    };
+    let key = percent_decode_bytes(key)
+        .ok_or_else(|| RemoteError::new(400, "the key is not percent-encoded"))?;
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(kv_refused(KvRefusal::BadKey {
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        }));
+    }
+    let write = |op: KvOp| Command::KvByCaller {
+        owner: owner.clone(),
+        bucket: bucket.clone(),
+        key: key.clone(),
+        op,
+        by: direct.clone(),
+    };
+    let unexpected =
+        |r: CommandResult| RemoteError::new(500, format!("the key-value write answered {r:?}"));
+    match method {
+        Method::GET => {
+            let state = read_state(inner, query_flag(query, "stale")?).await?;
+            match state.kv.get(&owner, &bucket, &key) {
+                Some(e) => json_reply(&KvEntryView::new(
+                    &owner, &bucket, &key, &e.value, e.version,
+                )),
+                None => Err(RemoteError::new(
+                    404,
+                    format!(
+                        "no key {} in bucket {bucket:?} of {}",
+                        show_key(&key),
+                        owner_text(&owner)
+                    ),
+                )),
+            }
+        }
+        Method::PUT => {
+            let value = shoal_net::read_body(req, VALUE_BYTES_MAX + 1).await?;
+            if value.len() > VALUE_BYTES_MAX {
+                return Err(kv_refused(KvRefusal::ValueTooLarge {
+                    len: value.len(),
+                    max: VALUE_BYTES_MAX,
+                }));
+            }
+            let cmd = write(KvOp::Set {
+                value: value.to_vec(),
+            });
+            let r = inner.raft.write_as(cmd, direct).await.map_err(write_err)?;
+            match refused(r)? {
+                CommandResult::KvVersion(version) => json_reply(&KvWritten {
+                    owner: owner_text(&owner),
+                    bucket: bucket.clone(),
+                    key: shoal_api::kv::text_of(&key),
+                    key_base64: shoal_api::kv::base64_encode(&key),
+                    version,
+                }),
+                other => Err(unexpected(other)),
+            }
+        }
+        Method::DELETE => {
+            let r = inner
+                .raft
+                .write_as(write(KvOp::Delete), direct)
+                .await
+                .map_err(write_err)?;
+            match refused(r)? {
+                CommandResult::KvDeleted(existed) => json_reply(&KvDeleted {
+                    owner: owner_text(&owner),
+                    bucket: bucket.clone(),
+                    key: shoal_api::kv::text_of(&key),
+                    key_base64: shoal_api::kv::base64_encode(&key),
+                    existed,
+                }),
+                other => Err(unexpected(other)),
+            }
+        }
+        m => Err(not_allowed(&m, "GET, PUT, DELETE")),
+    }
+}
+
+/// `GET /v1/locks`: every lock held or waited for that `direct` may act
+/// on (a client: its own owner's; an admin: all), with the holder's node
+/// from the directory. Linearizable unless `stale=true`.
+async fn locks(
+    inner: &Inner,
+    direct: &Owner,
+    query: Option<&str>,
+) -> Result<Vec<shoal_api::kv::LockSummary>, RemoteError> {
+    let state = read_state(inner, query_flag(query, "stale")?).await?;
+    let node_of = |pid: u64| {
+        state
+            .directory
+            .get(&pid)
+            .and_then(|e| state.nodes.get(&e.node))
+            .map(|n| n.name.clone())
+    };
+    Ok(state
+        .locks
+        .iter()
+        .filter(|(name, _)| shoal_pki::may_act(direct, &name.owner, "a lock").is_ok())
+        .map(|(name, lock)| shoal_api::kv::LockSummary {
+            owner: shoal_api::kv::owner_text(&name.owner),
+            name: name.name.clone(),
+            holder_pid: lock.holder.map(|h| Pid(h.pid)),
+            holder_node: lock.holder.and_then(|h| node_of(h.pid)),
+            token: lock.holder.map(|h| h.token),
+            waiters: lock.waiters.iter().map(|&p| Pid(p)).collect(),
+        })
+        .collect())
 }

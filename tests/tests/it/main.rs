@@ -15,6 +15,7 @@ mod cluster;
 mod demo;
 mod drain;
 mod foundation;
+mod kvcli;
 mod kvlocks;
 mod layering;
 mod logs;

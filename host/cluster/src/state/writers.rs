@@ -16,7 +16,8 @@
 //!   that node over the control API): the role-bearing writes — join
 //!   tokens, revocations, node removal, cordoning another node — only for
 //!   an admin; module names for anyone (the ownership rule checks `by` when
-//!   the entry is applied);
+//!   the entry is applied); an operator's key-value write (`KvByCaller`)
+//!   only if `by` is the identity the command itself names;
 //! - never: bootstrapping, the failure detector's verdicts (the leader's
 //!   own), the legacy ownerless name commands.
 //!
@@ -156,6 +157,23 @@ impl ClusterState {
                 }),
             },
             Command::NameModule { .. } | Command::UnnameModule { .. } => Ok(()),
+            // An operator's key-value write: only from a node that relays,
+            // as the identity that asked it, the very `by` the command
+            // names (the ownership rule judges that `by` when applied).
+            Command::KvByCaller { by: asker, .. } => match by {
+                Some(relayed) if relayed == asker => Ok(()),
+                _ => Err(ForwardRefusal::Forbidden(Forbidden::NotOwner {
+                    who: by.cloned().unwrap_or_else(|| Owner {
+                        role: Role::Node,
+                        id: self
+                            .member(sender)
+                            .map(|n| n.name.clone())
+                            .unwrap_or_default(),
+                    }),
+                    owner: asker.clone(),
+                    what: format!("{} on behalf of {asker}", command_name(cmd)),
+                })),
+            },
             Command::Once { .. } => Err(ForwardRefusal::NestedEnvelope),
             Command::Bootstrap { .. }
             | Command::NodeDead { .. }
@@ -196,6 +214,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::NodeAlive { .. } => "NodeAlive",
         Command::RegisterName { .. } => "RegisterName",
         Command::Kv { .. } => "Kv",
+        Command::KvByCaller { .. } => "KvByCaller",
         Command::Lock { .. } => "Lock",
         Command::ExpireLocks { .. } => "ExpireLocks",
         Command::Reincarnated { .. } => "Reincarnated",

@@ -13,6 +13,7 @@ mod deploy;
 mod drain;
 mod inspect;
 mod kill;
+mod kv;
 mod logging;
 mod logs;
 mod migrate;
@@ -50,8 +51,8 @@ pub struct Cli {
     socket: Option<PathBuf>,
 
     /// Talk to the cluster node at this address over mutual TLS instead of
-    /// the local socket (deploy, ps, logs, kill, snapshot, restore, node
-    /// status).
+    /// the local socket (deploy, ps, logs, kill, snapshot, restore, kv,
+    /// locks, node status).
     #[arg(long, global = true, env = "SHOAL_ADDR", value_name = "HOST:PORT")]
     addr: Option<String>,
 
@@ -150,6 +151,13 @@ enum Command {
     /// create`), revoke an identity cluster-wide (`shoal cert revoke`),
     /// renew your own (`shoal cert renew`).
     Cert(cert::CertArgs),
+    /// Read and write the replicated key-value store guests use
+    /// (`shoal kv get|set|ls|del`), in your own buckets or, as an admin,
+    /// any owner's.
+    Kv(kv::KvArgs),
+    /// List the cluster's locks held or waited for: owner, name, holder
+    /// pid and node, fencing token, waiters.
+    Locks(kv::LocksArgs),
     /// List the cluster's nodes: status, health, load, labels, leader.
     Nodes(nodes::NodesArgs),
     /// Create join tokens (`shoal token create --ttl 1h`).
@@ -186,6 +194,8 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         | Command::Snapshot(_)
         | Command::Restore(_)
         | Command::Nodes(_)
+        | Command::Kv(_)
+        | Command::Locks(_)
         | Command::Token(_) => true,
         // `cert revoke|renew` ask a node; `cert create` signs here.
         Command::Cert(_) => cert::talks_to_node(
@@ -286,6 +296,8 @@ pub fn main() -> i32 {
         Command::Ca(args) => ca::ca(args, &data_dir, &target),
         Command::Cert(args) => cert::cert(args, &data_dir, cli.addr.as_deref(), &target, &flags),
         Command::Nodes(args) => nodes::nodes(args, &target),
+        Command::Kv(args) => kv::kv(args, &target),
+        Command::Locks(args) => kv::locks(args, &target),
         Command::Token(args) => nodes::token(args, &target),
         Command::Demo(args) => demo::demo(args),
     };
