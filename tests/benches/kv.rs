@@ -22,7 +22,6 @@
 #[allow(dead_code)]
 #[path = "../tests/it/common/cluster.rs"]
 mod cluster;
-#[allow(dead_code)]
 #[path = "common/etcd.rs"]
 mod etcd;
 #[allow(dead_code)]

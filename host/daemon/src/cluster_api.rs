@@ -477,11 +477,14 @@ async fn record_module(
     if let Some(name) = &name {
         let r = inner
             .raft
-            .write(Command::NameModule {
-                name: name.clone(),
-                hash: hex,
-                by: who.clone(),
-            })
+            .write_as(
+                Command::NameModule {
+                    name: name.clone(),
+                    hash: hex,
+                    by: who.clone(),
+                },
+                who,
+            )
             .await
             .map_err(write_err)?;
         refused(r)?;

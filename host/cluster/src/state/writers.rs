@@ -15,9 +15,9 @@
 //! - **on behalf of an identity** (`by`, the certificate of whoever asked
 //!   that node over the control API): the role-bearing writes — join
 //!   tokens, revocations, node removal, cordoning another node — only for
-//!   an admin; module names for anyone (the ownership rule checks `by` when
-//!   the entry is applied); an operator's key-value write (`KvByCaller`)
-//!   only if `by` is the identity the command itself names;
+//!   an admin; module names and an operator's key-value write
+//!   (`KvByCaller`) only if the relayed identity is the `by` the command
+//!   itself names (the ownership rule judges that `by` when applied);
 //! - never: bootstrapping, the failure detector's verdicts (the leader's
 //!   own), the legacy ownerless name commands.
 //!
@@ -156,11 +156,14 @@ impl ClusterState {
                     command: command_name(cmd).to_string(),
                 }),
             },
-            Command::NameModule { .. } | Command::UnnameModule { .. } => Ok(()),
-            // An operator's key-value write: only from a node that relays,
-            // as the identity that asked it, the very `by` the command
-            // names (the ownership rule judges that `by` when applied).
-            Command::KvByCaller { by: asker, .. } => match by {
+            // Writes on behalf of a caller that the ownership rule judges
+            // when applied (module names, an operator's key-value write):
+            // only from a node that relays, as the identity that asked it,
+            // the very `by` the command names — a node cannot name someone
+            // else (an admin) as the author of its own write.
+            Command::NameModule { by: asker, .. }
+            | Command::UnnameModule { by: asker, .. }
+            | Command::KvByCaller { by: asker, .. } => match by {
                 Some(relayed) if relayed == asker => Ok(()),
                 _ => Err(ForwardRefusal::Forbidden(Forbidden::NotOwner {
                     who: by.cloned().unwrap_or_else(|| Owner {
@@ -253,6 +256,37 @@ mod tests {
             now_ms: 1,
         });
         s
+    }
+
+    /// A node cannot name someone else as the author of a module name: the
+    /// command's `by` must be the identity the node relays. (Before, any
+    /// node could forward `NameModule { by: <an admin> }` as itself, and
+    /// the ownership rule then judged the forged admin.)
+    #[test]
+    fn a_module_name_is_forwarded_only_as_the_identity_it_names() {
+        let s = cluster();
+        let admin = Owner {
+            role: Role::Admin,
+            id: "root".into(),
+        };
+        let alice = Owner {
+            role: Role::Client,
+            id: "alice".into(),
+        };
+        let name = |by: &Owner| Command::NameModule {
+            name: "app".into(),
+            hash: "00".repeat(32),
+            by: by.clone(),
+        };
+        assert!(s.may_forward(2, None, &name(&admin)).is_err());
+        assert!(s.may_forward(2, Some(&alice), &name(&admin)).is_err());
+        assert_eq!(s.may_forward(2, Some(&admin), &name(&admin)), Ok(()));
+        assert_eq!(s.may_forward(2, Some(&alice), &name(&alice)), Ok(()));
+        let unname = Command::UnnameModule {
+            name: "app".into(),
+            by: admin.clone(),
+        };
+        assert!(s.may_forward(2, Some(&alice), &unname).is_err());
     }
 
     #[test]
