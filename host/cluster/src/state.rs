@@ -1330,6 +1330,13 @@ impl ClusterState {
         if let Some(f) = fence {
             self.locks.check(owner, &f.lock, f.token)?;
         }
+        self.kv_op(owner, bucket, key, op)
+    }
+}
+
+impl ClusterState {
+    /// Do `op` on `owner`'s entry (the asker was checked): its result.
+    fn kv_op(&mut self, owner: &Owner, bucket: &str, key: &[u8], op: &kv::KvOp) -> Outcome {
         let done = match op {
             kv::KvOp::Set { value } => self
                 .kv
@@ -1350,9 +1357,7 @@ impl ClusterState {
         };
         done.map_err(Refusal::from)
     }
-}
 
-impl ClusterState {
     /// [`Command::KvByCaller`]: `by` must be allowed to act on `owner`'s
     /// resources ([`shoal_pki::may_act`]: an admin, or the same identity);
     /// then the same bounds, quotas and versions as a guest's write.
@@ -1372,25 +1377,7 @@ impl ClusterState {
         if let Err(f) = shoal_pki::may_act(by, owner, &format!("bucket {bucket:?} of {owner}")) {
             return Ok(CommandResult::Forbidden(f));
         }
-        let done = match op {
-            kv::KvOp::Set { value } => self
-                .kv
-                .set(owner, bucket, key, value)
-                .map(CommandResult::KvVersion),
-            kv::KvOp::Cas { expected, value } => self
-                .kv
-                .cas(owner, bucket, key, *expected, value)
-                .map(CommandResult::KvVersion),
-            kv::KvOp::Increment { delta } => self
-                .kv
-                .increment(owner, bucket, key, *delta)
-                .map(CommandResult::KvCounter),
-            kv::KvOp::Delete => self
-                .kv
-                .delete(owner, bucket, key)
-                .map(CommandResult::KvDeleted),
-        };
-        done.map_err(Refusal::from)
+        self.kv_op(owner, bucket, key, op)
     }
 }
 

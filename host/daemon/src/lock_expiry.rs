@@ -48,10 +48,8 @@ async fn expire(inner: Arc<Inner>, dead: NodeId) {
     }
 }
 
-/// Follow the verdicts; start one [`expire`] per death.
-pub async fn run(inner: Arc<Inner>) {
-    let mut verdicts = inner.raft.subscribe_liveness();
-    // Deaths already recorded when this node starts.
+/// Start an [`expire`] for every node the state records as dead.
+fn expire_all_dead(inner: &Arc<Inner>) {
     let state = inner.raft.state();
     for id in state
         .nodes
@@ -60,22 +58,23 @@ pub async fn run(inner: Arc<Inner>) {
     {
         tokio::spawn(expire(inner.clone(), *id));
     }
+}
+
+/// Follow the verdicts; start one [`expire`] per death.
+pub async fn run(inner: Arc<Inner>) {
+    let mut verdicts = inner.raft.subscribe_liveness();
+    // Deaths already recorded when this node starts.
+    expire_all_dead(&inner);
     loop {
         match verdicts.recv().await {
             Ok(change) if change.dead => {
                 tokio::spawn(expire(inner.clone(), change.node));
             }
             Ok(_) => {}
-            Err(RecvError::Lagged(_)) => {
-                let state = inner.raft.state();
-                for id in state
-                    .nodes
-                    .keys()
-                    .filter(|id| state.node_dead(**id).is_some())
-                {
-                    tokio::spawn(expire(inner.clone(), *id));
-                }
-            }
+            // Missed verdicts: look at every death the state records (an
+            // `expire` for a node already handled ends at once, its locks
+            // gone).
+            Err(RecvError::Lagged(_)) => expire_all_dead(&inner),
             Err(RecvError::Closed) => return,
         }
     }

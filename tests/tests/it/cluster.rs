@@ -222,15 +222,19 @@ async fn killing_the_leader_elects_a_new_one_and_writes_continue() {
         started.elapsed()
     );
     // Writes through any survivor work (forwarded to the new leader).
+    let root = shoal_pki::Owner {
+        role: shoal_pki::Role::Admin,
+        id: "root".into(),
+    };
     for i in &survivors {
-        let r = c.node(*i).raft().write(Command::NameModule {
+        // As the API does: on behalf of the admin it names (a node may not
+        // name another author as itself).
+        let cmd = Command::NameModule {
             name: format!("after-failover-{i}"),
             hash: "a".repeat(64),
-            by: shoal_pki::Owner {
-                role: shoal_pki::Role::Admin,
-                id: "root".into(),
-            },
-        });
+            by: root.clone(),
+        };
+        let r = c.node(*i).raft().write_as(cmd, &root);
         let r = tokio::time::timeout(WAIT, r).await.unwrap();
         assert!(matches!(r, Ok(CommandResult::Ok)), "{r:?}");
     }

@@ -4,6 +4,7 @@
 use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
+use common::procs::spawn;
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
 use shoal_cluster::{Command, NodeStatus};
 use shoal_daemon::migrate::drain::{self, DrainState, DrainStatus};
@@ -15,16 +16,6 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(60);
 /// A whole drain on a loaded 2-core machine.
 const DRAIN_WAIT: Duration = Duration::from_secs(600);
-
-/// Start `argv` on node `i` (argv[0] is a cluster-wide module name).
-async fn spawn(c: &TestCluster, i: usize, argv: &[&str]) -> Pid {
-    let args = argv[1..].iter().map(|s| s.to_string()).collect();
-    c.node(i)
-        .node()
-        .spawn_by_reference(argv[0], args)
-        .await
-        .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
-}
 
 /// `n` tallies on node `i`, each ready.
 async fn tallies(c: &TestCluster, i: usize, n: usize) -> Vec<Pid> {

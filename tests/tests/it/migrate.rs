@@ -4,6 +4,7 @@
 use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
+use common::procs::{home_of, stdout, wait_stdout};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
 use shoal_daemon::migrate::drain::{self, DrainState};
 use shoal_daemon::migrate::source::{migrate, MigrateError};
@@ -25,15 +26,6 @@ async fn spawn(c: &TestCluster, i: usize, _hash: Sha256, argv: &[&str]) -> Pid {
         .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
 }
 
-/// Index of the node the directory (as node 0 sees it) places `pid` on.
-fn home_of(c: &TestCluster, pid: Pid) -> Option<usize> {
-    let state = c.running().next()?.raft().state();
-    let id = state.directory.get(&pid.0)?.node;
-    c.nodes
-        .iter()
-        .position(|d| d.as_ref().map(|d| d.id()) == Some(id))
-}
-
 /// Move `pid` from node `from` to node `to` (indices).
 async fn move_to(
     c: &TestCluster,
@@ -43,20 +35,6 @@ async fn move_to(
 ) -> Result<MigrateReport, MigrateError> {
     let name = c.node(to).name().to_string();
     migrate(c.node(from).migration(), pid, Some(&name)).await
-}
-
-fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {
-    c.node(i).node().stdout_text(pid)
-}
-
-async fn wait_stdout(c: &TestCluster, i: usize, pid: Pid, text: &str) {
-    let node = c.node(i).node().clone();
-    wait_until(
-        &format!("{pid} on node {i} to print {text:?}"),
-        WAIT,
-        || node.stdout_text(pid).contains(text),
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

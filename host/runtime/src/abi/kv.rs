@@ -365,32 +365,26 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             code(r)
         })
     })?;
-    r.define("unlock", |mut caller, params| {
-        let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
-        let token = arg_i64(params, 2) as u64;
-        Box::new(async move {
-            let r = async {
-                let name = read_lock_name(&mut caller, (ptr, len))?;
-                let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
-                kv.unlock(me, &name, token).await.map(|()| errno::OK)
-            }
-            .await;
-            code(r)
-        })
-    })?;
-    r.define("lock_check", |mut caller, params| {
-        let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
-        let token = arg_i64(params, 2) as u64;
-        Box::new(async move {
-            let r = async {
-                let name = read_lock_name(&mut caller, (ptr, len))?;
-                let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
-                kv.lock_check(me, &name, token).await.map(|()| errno::OK)
-            }
-            .await;
-            code(r)
-        })
-    })?;
+    for (import, check) in [("unlock", false), ("lock_check", true)] {
+        r.define(import, move |mut caller, params| {
+            let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
+            let token = arg_i64(params, 2) as u64;
+            Box::new(async move {
+                let r = async {
+                    let name = read_lock_name(&mut caller, (ptr, len))?;
+                    let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
+                    let done = if check {
+                        kv.lock_check(me, &name, token).await
+                    } else {
+                        kv.unlock(me, &name, token).await
+                    };
+                    done.map(|()| errno::OK)
+                }
+                .await;
+                code(r)
+            })
+        })?;
+    }
     Ok(())
 }
 
