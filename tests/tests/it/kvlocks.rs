@@ -233,3 +233,36 @@ async fn opposite_lock_orders_on_different_nodes_fail_exactly_one_waiter_with_de
     }
     c.shutdown().await;
 }
+
+/// `lock` is a capture point: a guest waiting for a lock is moved to
+/// another node mid-wait, keeps its place in the queue (the wait is held
+/// by the cluster and asked again where it resumes), and gets the lock
+/// there once the holder lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guest_moved_while_waiting_for_a_lock_gets_it_on_its_new_node() {
+    let c = TestCluster::start(2).await;
+    guests(&c).await;
+    let holder_pid = spawn(&c, 0, &["locker", "hold", "tally"]).await;
+    wait_stdout(&c, 0, holder_pid, "held token=").await;
+    let waiter = spawn(&c, 0, &["locker", "count", "tally", "1"]).await;
+    c.node(0)
+        .raft()
+        .wait_for(WAIT, |s| s.locks.waiting_for(waiter.0).is_some())
+        .await
+        .expect("the waiter queues");
+    move_to(&c, 0, waiter, 1).await;
+    let state = c.node(1).raft().state();
+    assert!(
+        state.locks.waiting_for(waiter.0).is_some(),
+        "still queued after the move"
+    );
+    c.node(0)
+        .node()
+        .send(Pid(0), holder_pid, b"go".to_vec())
+        .expect("send");
+    wait_stdout(&c, 0, holder_pid, "write ok unlock ok").await;
+    wait_stdout(&c, 1, waiter, "count done 1").await;
+    let out = stdout(&c, 1, waiter);
+    assert!(out.contains("inc 1 token="), "{out}");
+    c.shutdown().await;
+}
