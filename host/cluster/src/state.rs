@@ -1191,11 +1191,10 @@ impl ClusterState {
         }
         self.names.forget(gone);
         self.forget_owners(gone);
-        let holders: Vec<u64> = self
-            .locks
-            .pids()
-            .into_iter()
-            .filter(|p| gone.contains(p))
+        let holders: Vec<u64> = gone
+            .iter()
+            .copied()
+            .filter(|p| self.locks.involves(*p))
             .collect();
         self.release_locks_of(&holders);
     }
@@ -1403,8 +1402,8 @@ impl ClusterState {
     /// [`Command::Lock`].
     fn apply_lock(&mut self, pid: u64, owner: &Owner, name: &str, op: &LockOp) -> Outcome {
         self.check_asker(pid, owner)?;
-        let snapshot = self.clone_liveness();
-        let gone = |p: u64| snapshot.gone(p);
+        let (directory, liveness) = (&self.directory, &self.liveness);
+        let gone = |p: u64| lock_gone(directory, liveness, p);
         let done = match op {
             LockOp::Acquire { wait } => {
                 self.locks
@@ -1459,43 +1458,25 @@ impl ClusterState {
         if pids.is_empty() {
             return;
         }
-        let snapshot = self.clone_liveness();
-        let gone = |p: u64| pids.contains(&p) || snapshot.gone(p);
+        let (directory, liveness) = (&self.directory, &self.liveness);
+        let gone = |p: u64| pids.contains(&p) || lock_gone(directory, liveness, p);
         for pid in pids {
             self.locks.release_pid(*pid, &gone);
         }
     }
-
-    /// What [`ClusterState::lock_waiter_gone`] needs, detached from `self`
-    /// so the lock book can be changed while it is asked (cheap: the
-    /// tables are persistent maps).
-    fn clone_liveness(&self) -> Liveness {
-        Liveness {
-            directory: self.directory.clone(),
-            dead: self
-                .nodes
-                .keys()
-                .copied()
-                .filter(|n| self.node_dead(*n).is_some())
-                .collect(),
-        }
-    }
 }
 
-/// Which processes may still be granted a lock (see
-/// [`ClusterState::clone_liveness`]).
-struct Liveness {
-    directory: Table<u64, DirEntry>,
-    dead: BTreeSet<NodeId>,
-}
-
-impl Liveness {
-    fn gone(&self, pid: u64) -> bool {
-        match self.directory.get(&pid) {
-            None => true,
-            Some(e) => self.dead.contains(&e.node),
-        }
-    }
+/// Whether process `pid` may no longer be granted a lock: it ended (it is
+/// not in the directory), or its node is declared dead. Takes the two
+/// tables rather than the state so the lock book can change while it asks.
+fn lock_gone(
+    directory: &Table<u64, DirEntry>,
+    liveness: &BTreeMap<NodeId, NodeLiveness>,
+    pid: u64,
+) -> bool {
+    directory
+        .get(&pid)
+        .is_none_or(|e| liveness::dead_epoch(liveness, e.node).is_some())
 }
 
 #[cfg(test)]

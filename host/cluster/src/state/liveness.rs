@@ -42,7 +42,7 @@ impl ClusterState {
     /// (or unknown). The one answer placement, `shoal ps`, `shoal nodes`
     /// and every other feature go by; see [`crate::detector`].
     pub fn node_dead(&self, node: NodeId) -> Option<u64> {
-        self.liveness.get(&node).filter(|l| l.dead).map(|l| l.epoch)
+        dead_epoch(&self.liveness, node)
     }
 
     /// The pids the directory places on a node declared dead now (what
@@ -102,6 +102,15 @@ impl ClusterState {
         );
         Ok(CommandResult::Ok)
     }
+}
+
+/// [`ClusterState::node_dead`] on the liveness table alone (for code that
+/// must not borrow the whole state while it changes another part).
+pub(super) fn dead_epoch(
+    liveness: &std::collections::BTreeMap<NodeId, NodeLiveness>,
+    node: NodeId,
+) -> Option<u64> {
+    liveness.get(&node).filter(|l| l.dead).map(|l| l.epoch)
 }
 
 #[cfg(test)]

@@ -504,6 +504,11 @@ impl LockBook {
         held.len()
     }
 
+    /// Whether `pid` holds or waits for any lock.
+    pub fn involves(&self, pid: u64) -> bool {
+        self.holding.contains_key(&pid) || self.waiting.contains_key(&pid)
+    }
+
     /// The pids that hold or wait for a lock, for [`crate::state`] to find
     /// those of a dead node.
     pub fn pids(&self) -> Vec<u64> {

@@ -445,30 +445,9 @@ pub fn locks(args: LocksArgs, target: &Target) -> anyhow::Result<i32> {
             ]
         })
         .collect();
-    let header = ["OWNER", "NAME", "HOLDER", "NODE", "TOKEN", "WAITERS"].map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    for r in std::iter::once(&header).chain(&rows) {
-        writeln!(
-            out,
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-            w4 = widths[4]
-        )?;
-    }
+    super::term::print_table(
+        ["OWNER", "NAME", "HOLDER", "NODE", "TOKEN", "WAITERS"],
+        &rows,
+    )?;
     Ok(0)
 }

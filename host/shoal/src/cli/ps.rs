@@ -66,29 +66,7 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
             ]
         })
         .collect();
-    let header = ["PID", "NODE", "STATE", "MODULE", "AGE", "MAILBOX"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    for r in std::iter::once(&header).chain(&rows) {
-        println!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-            w4 = widths[4]
-        );
-    }
+    super::term::print_table(["PID", "NODE", "STATE", "MODULE", "AGE", "MAILBOX"], &rows)?;
     Ok(0)
 }
 

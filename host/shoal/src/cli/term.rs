@@ -111,6 +111,35 @@ fn escape_str(text: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// Print `rows` under `header` to stdout as aligned columns, two spaces
+/// apart, the last one unpadded (`shoal ps`, `shoal locks`). Widths count
+/// characters, not bytes.
+pub fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut widths = header.map(|h| h.chars().count());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let header = header.map(String::from);
+    for r in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (k, cell) in r.iter().enumerate() {
+            if k + 1 == N {
+                line.push_str(cell);
+            } else {
+                let pad = widths[k] - cell.chars().count();
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad + 2));
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
