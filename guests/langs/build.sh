@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Builds the Zig, C++ and AssemblyScript example guests (guests/zig,
+# guests/cpp, guests/assemblyscript, over the SDKs in sdk/zig, sdk/cpp and
+# sdk/assemblyscript) into one output directory:
+#
+#     guests/langs/build.sh OUT_DIR
+#
+# produces OUT_DIR/{zig,cpp,as}_{pingpong,allimports}.wasm.
+#
+# Toolchains are fetched from package registries only and cached outside the
+# repository, under ${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}:
+#
+#   Zig             PyPI `ziglang` (pip --target into the cache; ~100 MB)
+#   AssemblyScript  npm `assemblyscript` + `@assemblyscript/wasi-shim`
+#                   (npm install into the cache, npm's own cache there too)
+#   C++             clang++/wasm-ld/wasi-libc from the system, plus Debian's
+#                   libc++-14-dev-wasm32 libc++abi-14-dev-wasm32 (apt-get
+#                   install when missing: needs root or sudo)
+#
+# Idempotent: a toolchain already in the cache is not fetched again, and a
+# module newer than all of its sources, its toolchain and this script is not
+# rebuilt, so a second run takes well under a second. Every step prints its
+# time.
+#
+# Environment:
+#   SHOAL_TOOLCHAIN_CACHE  cache directory (default /var/cache/shoal-toolchains)
+#   SHOAL_LANGS            languages to build, any of "zig cpp as" (default: all)
+#   ZIG_VERSION            PyPI ziglang version (default 0.17.1)
+#   ASC_VERSION            npm assemblyscript version (default 0.28.20)
+#   WASI_SHIM_VERSION      npm @assemblyscript/wasi-shim version (default 0.1.0)
+#   FORCE=1                rebuild the modules even when up to date
+set -euo pipefail
+
+if [[ $# -ne 1 || "$1" == -* ]]; then
+    echo "usage: $0 OUT_DIR" >&2
+    exit 2
+fi
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+mkdir -p "$1"
+OUT="$(cd "$1" && pwd)"
+CACHE="${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}"
+LANGS="${SHOAL_LANGS:-zig cpp as}"
+ZIG_VERSION="${ZIG_VERSION:-0.17.1}"
+ASC_VERSION="${ASC_VERSION:-0.28.20}"
+WASI_SHIM_VERSION="${WASI_SHIM_VERSION:-0.1.0}"
+FORCE="${FORCE:-0}"
+SELF="$REPO/guests/langs/build.sh"
+
+mkdir -p "$CACHE"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+T_ALL="$(now)"
+
+# step NAME CMD...: runs CMD, then prints how long it took.
+step() {
+    local name="$1"
+    shift
+    local t0
+    t0="$(now)"
+    "$@"
+    printf '[%-28s] %6.2fs\n' "$name" "$(elapsed "$t0")"
+}
+
+wants() { [[ " $LANGS " == *" $1 "* ]]; }
+
+# up_to_date OUT INPUT...: OUT exists and is newer than every INPUT.
+up_to_date() {
+    local out="$1"
+    shift
+    [[ "$FORCE" != 1 && -f "$out" ]] || return 1
+    local f
+    for f in "$@" "$SELF"; do
+        [[ "$out" -nt "$f" ]] || return 1
+    done
+}
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || {
+        echo "build.sh: '$1' is required ($2)" >&2
+        exit 1
+    }
+}
+
+# ---- Zig -------------------------------------------------------------------------
+
+ZIG_HOME="$CACHE/zig/ziglang-$ZIG_VERSION"
+ZIG="$ZIG_HOME/ziglang/zig"
+
+install_zig() {
+    if [[ -x "$ZIG" ]]; then
+        echo "zig $ZIG_VERSION: cached in $ZIG_HOME"
+        return
+    fi
+    need python3 "to install PyPI ziglang"
+    local tmp="$ZIG_HOME.partial.$$"
+    rm -rf "$tmp"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+        --target "$tmp" "ziglang==$ZIG_VERSION"
+    rm -rf "$ZIG_HOME"
+    mv "$tmp" "$ZIG_HOME"
+    echo "zig $("$ZIG" version): installed in $ZIG_HOME"
+}
+
+zig_build() {
+    local name="$1" src="$2"
+    local out="$OUT/zig_$name.wasm"
+    local inputs=("$REPO/guests/zig/$src" "$REPO/guests/zig/util.zig" "$REPO/sdk/zig/shoal.zig" "$ZIG")
+    if up_to_date "$out" "${inputs[@]}"; then
+        echo "zig_$name.wasm: up to date"
+        return
+    fi
+    # Zig keeps its caches in the toolchain cache (not .zig-cache in the repo).
+    # --stack 1 MiB: Zig's default wasm stack is 16 MiB of linear memory,
+    # which every process would carry.
+    (cd "$REPO" && "$ZIG" build-exe -target wasm32-wasi -O ReleaseSmall --stack 1048576 \
+        --dep shoal -Mroot="guests/zig/$src" -Mshoal=sdk/zig/shoal.zig \
+        --name "zig_$name" -femit-bin="$out" \
+        --cache-dir "$CACHE/zig/cache" --global-cache-dir "$CACHE/zig/global-cache")
+    echo "zig_$name.wasm: $(stat -c %s "$out") bytes"
+}
+
+# ---- C++ -------------------------------------------------------------------------
+
+LIBCXX_INCLUDE=/usr/include/wasm32-wasi/c++/v1
+
+install_cpp() {
+    need clang++ "Debian: apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32"
+    need wasm-ld "Debian: apt-get install lld"
+    if [[ -f "$LIBCXX_INCLUDE/string" && -f /usr/lib/wasm32-wasi/libc++.a && -f /usr/lib/wasm32-wasi/libc++abi.a ]]; then
+        echo "libc++ for wasm32-wasi: installed"
+        return
+    fi
+    local pkgs=(libc++-14-dev-wasm32 libc++abi-14-dev-wasm32)
+    local sudo=()
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || {
+            echo "build.sh: libc++ for wasm32-wasi is missing; as root: apt-get install ${pkgs[*]}" >&2
+            exit 1
+        }
+        sudo=(sudo)
+    fi
+    # apt-get keeps its own download cache (/var/cache/apt/archives).
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null ||
+        { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y --no-install-recommends "${pkgs[@]}" >/dev/null; }
+    echo "libc++ for wasm32-wasi: installed (${pkgs[*]})"
+}
+
+cpp_build() {
+    local name="$1" src="$2"
+    local out="$OUT/cpp_$name.wasm"
+    local inputs=("$REPO/guests/cpp/$src" "$REPO/sdk/cpp/shoal.hpp" "$REPO/sdk/include/shoal.h" /usr/lib/wasm32-wasi/libc++.a)
+    if up_to_date "$out" "${inputs[@]}"; then
+        echo "cpp_$name.wasm: up to date"
+        return
+    fi
+    # --strip-debug drops DWARF (libc++.a carries a lot) but keeps the name
+    # section, for readable traces.
+    clang++ --target=wasm32-wasi --sysroot=/usr -std=c++17 -fno-exceptions -fno-rtti -Oz \
+        -Wall -Wextra -Werror \
+        -nostdinc++ -isystem "$LIBCXX_INCLUDE" -L/usr/lib/wasm32-wasi \
+        -I "$REPO/sdk/cpp" -Wl,--strip-debug \
+        -o "$out" "$REPO/guests/cpp/$src"
+    echo "cpp_$name.wasm: $(stat -c %s "$out") bytes"
+}
+
+# ---- AssemblyScript ----------------------------------------------------------------
+
+AS_HOME="$CACHE/assemblyscript/asc-$ASC_VERSION-shim-$WASI_SHIM_VERSION"
+
+install_as() {
+    if [[ -f "$AS_HOME/.complete" ]]; then
+        echo "assemblyscript $ASC_VERSION + wasi-shim $WASI_SHIM_VERSION: cached in $AS_HOME"
+        return
+    fi
+    need node "Debian: apt-get install nodejs"
+    need npm "Debian: apt-get install npm"
+    local tmp="$AS_HOME.partial.$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    cat >"$tmp/package.json" <<EOF
+{ "private": true, "devDependencies": { "assemblyscript": "$ASC_VERSION", "@assemblyscript/wasi-shim": "$WASI_SHIM_VERSION" } }
+EOF
+    (cd "$tmp" && npm install --silent --no-audit --no-fund --cache "$CACHE/npm-cache")
+    touch "$tmp/.complete"
+    rm -rf "$AS_HOME"
+    mv "$tmp" "$AS_HOME"
+    echo "assemblyscript $ASC_VERSION + wasi-shim $WASI_SHIM_VERSION: installed in $AS_HOME"
+}
+
+as_build() {
+    local name="$1" src="$2"
+    local out="$OUT/as_$name.wasm"
+    local inputs=("$REPO/guests/assemblyscript/$src" "$REPO/sdk/assemblyscript/assembly/shoal.ts" "$AS_HOME/.complete")
+    if up_to_date "$out" "${inputs[@]}"; then
+        echo "as_$name.wasm: up to date"
+        return
+    fi
+    # asc resolves the wasi-shim config's "lib" wrongly from an absolute
+    # config path, so it runs from the toolchain directory with a relative one.
+    (cd "$AS_HOME" && node node_modules/assemblyscript/bin/asc.js \
+        "$REPO/guests/assemblyscript/$src" \
+        --config ./node_modules/@assemblyscript/wasi-shim/asconfig.json \
+        --runtime incremental -O3z -o "$out")
+    echo "as_$name.wasm: $(stat -c %s "$out") bytes"
+}
+
+# ---- Main ----------------------------------------------------------------------------
+
+echo "toolchains in $CACHE; modules into $OUT"
+
+if wants zig; then
+    step "zig toolchain" install_zig
+    step "zig_pingpong.wasm" zig_build pingpong pingpong.zig
+    step "zig_allimports.wasm" zig_build allimports allimports.zig
+fi
+if wants cpp; then
+    step "c++ toolchain" install_cpp
+    step "cpp_pingpong.wasm" cpp_build pingpong pingpong.cpp
+    step "cpp_allimports.wasm" cpp_build allimports allimports.cpp
+fi
+if wants as; then
+    step "assemblyscript toolchain" install_as
+    step "as_pingpong.wasm" as_build pingpong pingpong.ts
+    step "as_allimports.wasm" as_build allimports allimports.ts
+fi
+
+printf '[%-28s] %6.2fs\n' "total" "$(elapsed "$T_ALL")"
