@@ -93,6 +93,76 @@ function helper(): void {
   }
 }
 
+function sameBytes(a: Uint8Array, b: Uint8Array): bool {
+  return a.length == b.length && memory.compare(a.dataStart, b.dataStart, <usize>a.length) == 0;
+}
+
+/** The 4 records of getMany [k1, absent, k2, k3] after setMany of k1 (`v1`), k2 ("two"), k3 ("three"). */
+function manyAsSet(got: Array<shoal.Entry | null>, v1: Uint8Array): bool {
+  if (got.length != 4) return false;
+  const e0 = got[0];
+  const e1 = got[1];
+  const e2 = got[2];
+  const e3 = got[3];
+  if (e0 == null || e1 != null || e2 == null || e3 == null) return false;
+  return sameBytes(e0.value, v1) && e0.version > 0 && e2.text() == "two" && e2.version > 0 && e3.text() == "three" && e3.version > 0;
+}
+
+function batchChecks(bucket: shoal.Bucket, me: u64): void {
+  const id = me.toString();
+  const k1 = u8("b1-" + id);
+  const k2 = u8("b2-" + id);
+  const k3 = u8("b3-" + id);
+  const k4 = u8("b4-" + id);
+  const absent = u8("b0-" + id);
+  const big = u8("abcdefghijklmnopqrstuvwxyz".repeat(116).substring(0, 3000));
+
+  // kv_set_many: 3 entries, k1's value 3000 bytes
+  const s3 = bucket.setMany([new shoal.KeyValue(k1, big), new shoal.KeyValue(k2, u8("two")), new shoal.KeyValue(k3, u8("three"))]);
+  if (expectOk("kv_set_many", "3 entries", s3.code)) expect("kv_set_many", "3 entries: 3", s3.value == 3);
+
+  // kv_get_many [k1, absent, k2, k3]
+  const keys: Uint8Array[] = [k1, absent, k2, k3];
+  const enc = shoal.encodeKeys(keys);
+  if (expectOk("kv_get_many", "encode 4 keys", enc.code)) {
+    const want: u64 = <u64>(4 * shoal.KV_MANY_RECORD_HEADER + big.length + 3 + 5);
+    const info = new shoal.KvManyInfo();
+    expectCode("kv_get_many", "a 256-byte buffer is BUFFER_TOO_SMALL", bucket.getManyInto(enc.value, new Uint8Array(256), info), shoal.BUFFER_TOO_SMALL);
+    if (info.size == want) ok("kv_get_many", "the size written tells the total (3056)");
+    else fail("kv_get_many", "the size written tells the total", info.size.toString() + ", expected " + want.toString());
+    const grown = new Uint8Array(<i32>min(info.size, <u64>(1 << 20)));
+    const rc = bucket.getManyInto(enc.value, grown, new shoal.KvManyInfo());
+    if (expectOk("kv_get_many", "a buffer of that size", rc)) {
+      const got = shoal.decodeMany(grown.subarray(0, rc));
+      expect("kv_get_many", "a buffer of that size: the 4 in order, the absent one null", got.ok && manyAsSet(got.value, big));
+    }
+  }
+  let gm = bucket.getMany(keys);
+  if (expectOk("kv_get_many", "getMany", gm.code)) expect("kv_get_many", "getMany grows from 256 bytes: the 4 in order", manyAsSet(gm.value, big));
+  gm = bucket.stale().getMany(keys);
+  if (expectOk("kv_get_many", "KV_STALE read", gm.code)) expect("kv_get_many", "KV_STALE read on the writer's node", manyAsSet(gm.value, big));
+
+  // kv_set_many with an empty key: refused whole
+  expectCode("kv_set_many", "an empty key in the batch is BAD_KEY",
+    bucket.setMany([new shoal.KeyValue(k4, u8("x")), new shoal.KeyValue(new Uint8Array(0), u8("y"))]).code, shoal.BAD_KEY);
+  const x4 = bucket.exists(k4);
+  if (expectOk("kv_exists", "the refused batch's other key", x4.code)) expect("kv_set_many", "the refused batch set nothing (its other key: 0)", !x4.value);
+
+  // batch bounds
+  expectCode("kv_get_many", "0 keys is BAD_BATCH", bucket.getMany([]).code, shoal.BAD_BATCH);
+  const many = new Array<Uint8Array>(0);
+  for (let i = 0; i <= shoal.MAX_BATCH_ENTRIES; i++) many.push(u8("b-" + i.toString()));
+  expectCode("kv_get_many", "101 keys is BAD_BATCH", bucket.getMany(many).code, shoal.BAD_BATCH);
+
+  // kv_delete_many [k1, absent, k3]
+  const dm = bucket.deleteMany([k1, absent, k3]);
+  if (expectOk("kv_delete_many", "[k1, absent, k3]", dm.code)) expect("kv_delete_many", "[k1, absent, k3]: 2", dm.value == 2);
+  const x1 = bucket.exists(k1);
+  if (expectOk("kv_exists", "k1 after kv_delete_many", x1.code)) expect("kv_delete_many", "k1 is gone", !x1.value);
+  const d2 = bucket.delete(k2);
+  if (expectOk("kv_delete", "the batch's k2", d2.code)) expect("kv_delete", "the batch's k2, left alone: 1", d2.value);
+}
+
 function clusterChecks(me: u64, helper2: u64, name: string): void {
   // names
   const w = shoal.whereis(name);
@@ -152,6 +222,7 @@ function clusterChecks(me: u64, helper2: u64, name: string): void {
     expect("kv_list", "the prefix lists the one key", page.value.length == 1 && shoal.str(page.value[0]) == keyText);
   page = bucket.listPage(key, key);
   if (expectOk("kv_list", "after the last key", page.code)) expect("kv_list", "after the last key: 0", page.value.length == 0);
+  batchChecks(bucket, me);
 
   // locks (and fenced writes)
   const lockName = "as-allimports-" + me.toString();
@@ -165,6 +236,8 @@ function clusterChecks(me: u64, helper2: u64, name: string): void {
     const again = shoal.Lock.tryAcquire(lockName);
     if (expectOk("try_lock", "held by oneself", again.code)) expect("try_lock", "held by oneself: the same token", again.value.token == l.token);
     if (expectOk("kv_set", "fenced by the held lock", bucket.setFenced(key, u8("v3"), l).code)) ok("kv_set", "fenced by the held lock");
+    const sf = bucket.setManyFenced([new shoal.KeyValue(key, u8("v3"))], l);
+    if (expectOk("kv_set_many", "fenced by the held lock", sf.code)) expect("kv_set_many", "fenced by the held lock: 1", sf.value == 1);
     let r = shoal.call(helper2, lockCall, WAIT);
     if (expectOk("call", "the second helper's try_lock", r.code))
       expect("try_lock", "held by another process: BUSY (-26)", shoal.str(r.value) == "err -26");
@@ -176,6 +249,8 @@ function clusterChecks(me: u64, helper2: u64, name: string): void {
     expectCode("kv_set", "fenced by a lost lock is FENCED", bucket.setFenced(key, u8("v4"), l).code, shoal.FENCED);
     expectCode("kv_cas", "fenced by a lost lock is FENCED", bucket.casFenced(key, 0, u8("v4"), l).code, shoal.FENCED);
     expectCode("kv_delete", "fenced by a lost lock is FENCED", bucket.deleteFenced(key, l).code, shoal.FENCED);
+    expectCode("kv_set_many", "fenced by a lost lock is FENCED", bucket.setManyFenced([new shoal.KeyValue(key, u8("v4"))], l).code, shoal.FENCED);
+    expectCode("kv_delete_many", "fenced by a lost lock is FENCED", bucket.deleteManyFenced([key], l).code, shoal.FENCED);
   }
 
   let d = bucket.delete(key);
@@ -201,6 +276,9 @@ function standaloneChecks(name: string): void {
   expectCode("kv_delete", "NO_NODE", b.delete(u8("k")).code, nn);
   expectCode("kv_increment", "NO_NODE", b.increment(u8("n"), 1).code, nn);
   expectCode("kv_list", "NO_NODE", b.listPage(new Uint8Array(0), new Uint8Array(0)).code, nn);
+  expectCode("kv_get_many", "NO_NODE", b.getMany([u8("k")]).code, nn);
+  expectCode("kv_set_many", "NO_NODE", b.setMany([new shoal.KeyValue(u8("k"), u8("v"))]).code, nn);
+  expectCode("kv_delete_many", "NO_NODE", b.deleteMany([u8("k")]).code, nn);
   expectCode("lock", "NO_NODE", shoal.Lock.acquire(name, 100).code, nn);
   expectCode("try_lock", "NO_NODE", shoal.Lock.tryAcquire(name).code, nn);
   // No lock was granted: unlock through a Lock value made by hand.

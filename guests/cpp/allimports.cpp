@@ -19,11 +19,14 @@
 //   `<x>`; a call `lock:<name>` does try_lock and answers `locked <token>` or
 //   `err <code>`; a plain message `ping` is answered (plain) `pong`; a plain
 //   message `exit <code>` exits with that code.
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "shoal.hpp"
 
@@ -102,6 +105,63 @@ bool expect_ok(const char *import, const char *what, const R &r) {
     }
 }
 
+/// The 4 records of get_many [k1, absent, k2, k3] after set_many of k1
+/// (`v1`), k2 ("two"), k3 ("three").
+bool many_as_set(const std::vector<std::optional<shoal::Entry>> &got, const std::string &v1) {
+    return got.size() == 4 && got[0] && got[0]->value == v1 && got[0]->version > 0 && !got[1] && got[2] &&
+           got[2]->value == "two" && got[2]->version > 0 && got[3] && got[3]->value == "three" && got[3]->version > 0;
+}
+
+void batch_checks(const shoal::Bucket &bucket, shoal::Pid me) {
+    const std::string id = std::to_string(me.raw());
+    const std::string k1 = "b1-" + id, k2 = "b2-" + id, k3 = "b3-" + id, k4 = "b4-" + id, absent = "b0-" + id;
+    std::string big(3000, '\0');
+    for (size_t i = 0; i < big.size(); i++) big[i] = char('a' + i % 26);
+
+    // kv_set_many: 3 entries, k1's value 3000 bytes
+    if (auto n = bucket.set_many({{k1, big}, {k2, "two"}, {k3, "three"}}); expect_ok("kv_set_many", "3 entries", n))
+        expect("kv_set_many", "3 entries: 3", *n == 3);
+
+    // kv_get_many [k1, absent, k2, k3]
+    const std::vector<std::string> keys = {k1, absent, k2, k3};
+    if (auto enc = shoal::encode_keys(keys); expect_ok("kv_get_many", "encode 4 keys", enc)) {
+        const uint64_t want = 4 * SHOAL_KV_MANY_RECORD_HEADER_BYTES + big.size() + 3 + 5;
+        std::string small(256, '\0');
+        uint64_t size = 0;
+        expect_err("kv_get_many", "a 256-byte buffer is BUFFER_TOO_SMALL",
+                   bucket.get_many_into(*enc, small.data(), small.size(), size), Errc::BufferTooSmall);
+        if (size == want) ok("kv_get_many", "the size written tells the total (3056)");
+        else fail("kv_get_many", "the size written tells the total", std::to_string(size) + ", expected " + std::to_string(want));
+        std::string grown(size_t(std::min<uint64_t>(size, 1u << 20)), '\0');
+        uint64_t size2 = 0;
+        if (auto n = bucket.get_many_into(*enc, grown.data(), grown.size(), size2); expect_ok("kv_get_many", "a buffer of that size", n)) {
+            auto got = shoal::decode_many(std::string_view(grown.data(), *n));
+            expect("kv_get_many", "a buffer of that size: the 4 in order, the absent one nullopt", got && many_as_set(*got, big));
+        }
+    }
+    if (auto got = bucket.get_many(keys); expect_ok("kv_get_many", "get_many", got))
+        expect("kv_get_many", "get_many grows from 256 bytes: the 4 in order", many_as_set(*got, big));
+    if (auto got = bucket.stale().get_many(keys); expect_ok("kv_get_many", "KV_STALE read", got))
+        expect("kv_get_many", "KV_STALE read on the writer's node", many_as_set(*got, big));
+
+    // kv_set_many with an empty key: refused whole
+    expect_err("kv_set_many", "an empty key in the batch is BAD_KEY", bucket.set_many({{k4, "x"}, {"", "y"}}), Errc::BadKey);
+    if (auto x = bucket.exists(k4); expect_ok("kv_exists", "the refused batch's other key", x))
+        expect("kv_set_many", "the refused batch set nothing (its other key: 0)", !*x);
+
+    // batch bounds
+    expect_err("kv_get_many", "0 keys is BAD_BATCH", bucket.get_many({}), Errc::BadBatch);
+    std::vector<std::string> many;
+    for (size_t i = 0; i <= shoal::max_batch_entries; i++) many.push_back("b-" + std::to_string(i));
+    expect_err("kv_get_many", "101 keys is BAD_BATCH", bucket.get_many(many), Errc::BadBatch);
+
+    // kv_delete_many [k1, absent, k3]
+    if (auto n = bucket.remove_many({k1, absent, k3}); expect_ok("kv_delete_many", "[k1, absent, k3]", n))
+        expect("kv_delete_many", "[k1, absent, k3]: 2", *n == 2);
+    if (auto x = bucket.exists(k1); expect_ok("kv_exists", "k1 after kv_delete_many", x)) expect("kv_delete_many", "k1 is gone", !*x);
+    if (auto x = bucket.remove(k2); expect_ok("kv_delete", "the batch's k2", x)) expect("kv_delete", "the batch's k2, left alone: 1", *x);
+}
+
 void cluster_checks(shoal::Pid me, shoal::Pid helper2, const std::string &name) {
     // names
     if (auto p = shoal::whereis(name); expect_ok("whereis", "finds oneself", p)) expect("whereis", "finds oneself", *p == me);
@@ -148,6 +208,7 @@ void cluster_checks(shoal::Pid me, shoal::Pid helper2, const std::string &name) 
         expect("kv_list", "the prefix lists the one key", page->size() == 1 && (*page)[0] == key);
     if (auto page = bucket.list_page(key, key); expect_ok("kv_list", "after the last key", page))
         expect("kv_list", "after the last key: 0", page->empty());
+    batch_checks(bucket, me);
 
     // locks (and fenced writes)
     const std::string lock_name = "cpp-allimports-" + std::to_string(me.raw());
@@ -162,6 +223,8 @@ void cluster_checks(shoal::Pid me, shoal::Pid helper2, const std::string &name) 
             expect("try_lock", "held by oneself: the same token", again->token() == l->token());
         if (expect_ok("kv_set", "fenced by the held lock", bucket.set_fenced(key, "v3", *l)))
             ok("kv_set", "fenced by the held lock");
+        if (auto n = bucket.set_many_fenced({{key, "v3"}}, *l); expect_ok("kv_set_many", "fenced by the held lock", n))
+            expect("kv_set_many", "fenced by the held lock: 1", *n == 1);
         if (auto r = shoal::call(helper2, lock_call, wait); expect_ok("call", "the second helper's try_lock", r))
             expect("try_lock", "held by another process: BUSY (-26)", *r == "err -26");
         if (expect_ok("unlock", "the held lock", l->unlock())) ok("unlock", "the held lock");
@@ -171,6 +234,8 @@ void cluster_checks(shoal::Pid me, shoal::Pid helper2, const std::string &name) 
         expect_err("kv_set", "fenced by a lost lock is FENCED", bucket.set_fenced(key, "v4", *l), Errc::Fenced);
         expect_err("kv_cas", "fenced by a lost lock is FENCED", bucket.cas_fenced(key, 0, "v4", *l), Errc::Fenced);
         expect_err("kv_delete", "fenced by a lost lock is FENCED", bucket.remove_fenced(key, *l), Errc::Fenced);
+        expect_err("kv_set_many", "fenced by a lost lock is FENCED", bucket.set_many_fenced({{key, "v4"}}, *l), Errc::Fenced);
+        expect_err("kv_delete_many", "fenced by a lost lock is FENCED", bucket.remove_many_fenced({key}, *l), Errc::Fenced);
     }
 
     if (auto x = bucket.remove(key); expect_ok("kv_delete", "an existing key", x)) expect("kv_delete", "an existing key: 1", *x);
@@ -193,6 +258,9 @@ void standalone_checks(const std::string &name) {
     expect_err("kv_delete", "NO_NODE", b.remove("k"), nn);
     expect_err("kv_increment", "NO_NODE", b.increment("n", 1), nn);
     expect_err("kv_list", "NO_NODE", b.list_page("", ""), nn);
+    expect_err("kv_get_many", "NO_NODE", b.get_many({"k"}), nn);
+    expect_err("kv_set_many", "NO_NODE", b.set_many({{"k", "v"}}), nn);
+    expect_err("kv_delete_many", "NO_NODE", b.remove_many({"k"}), nn);
     expect_err("lock", "NO_NODE", shoal::Lock::acquire(name, 100ms), nn);
     expect_err("try_lock", "NO_NODE", shoal::Lock::try_acquire(name), nn);
     // No Lock object exists here (nothing was granted): the raw imports.

@@ -29,6 +29,11 @@ var failures: u32 = 0;
 var checks: u32 = 0;
 var buf: [64 * 1024]u8 = undefined;
 var reply_buf: [64 * 1024]u8 = undefined;
+// Key-value batches: encoded keys and entries, records, a 3000-byte value.
+var batch_keys: [4096]u8 = undefined;
+var batch_entries: [8192]u8 = undefined;
+var many_buf: [8192]u8 = undefined;
+var big_value: [3000]u8 = undefined;
 
 fn ok(import: []const u8, what: []const u8) void {
     checks += 1;
@@ -297,6 +302,7 @@ fn clusterChecks(me: shoal.Pid, helper2: shoal.Pid, name: []const u8) void {
             if (bucket.list(key, key, &lbuf)) |p2| expect("kv_list", "after the last key: 0", p2.count == 0) else |e| failErr("kv_list", "after the last key", e);
         } else |e| failErr("kv_list", "the prefix lists the one key", e);
     }
+    batchChecks(bucket, me);
 
     // locks (and fenced writes)
     var lock_buf: [64]u8 = undefined;
@@ -309,6 +315,11 @@ fn clusterChecks(me: shoal.Pid, helper2: shoal.Pid, name: []const u8) void {
         expectErr("lock_check", "another token is FENCED", shoal.Lock.check(lock_name, l.token + 1), error.Fenced);
         if (shoal.Lock.tryAcquire(lock_name)) |again| expect("try_lock", "held by oneself: the same token", again.token == l.token) else |e| failErr("try_lock", "held by oneself", e);
         if (bucket.setFenced(key, "v3", l)) |_| ok("kv_set", "fenced by the held lock") else |e| failErr("kv_set", "fenced by the held lock", e);
+        var fenced_entries: [128]u8 = undefined;
+        var fenced_keys: [128]u8 = undefined;
+        const one_entry = shoal.encodeEntries(&.{.{ .key = key, .value = "v3" }}, &fenced_entries) catch unreachable;
+        const one_key = shoal.encodeKeys(&.{key}, &fenced_keys) catch unreachable;
+        if (bucket.setManyFenced(one_entry, l)) |n| expect("kv_set_many", "fenced by the held lock: 1", n == 1) else |e| failErr("kv_set_many", "fenced by the held lock", e);
         if (shoal.call(helper2, lock_call, &reply_buf, wait_ms, null)) |r| {
             expect("try_lock", "held by another process: BUSY (-26)", std.mem.eql(u8, r, "err -26"));
         } else |e| failErr("call", "the second helper's try_lock", e);
@@ -321,11 +332,90 @@ fn clusterChecks(me: shoal.Pid, helper2: shoal.Pid, name: []const u8) void {
         expectErr("kv_set", "fenced by a lost lock is FENCED", bucket.setFenced(key, "v4", l), error.Fenced);
         expectErr("kv_cas", "fenced by a lost lock is FENCED", bucket.casFenced(key, 0, "v4", l), error.Fenced);
         expectErr("kv_delete", "fenced by a lost lock is FENCED", bucket.deleteFenced(key, l), error.Fenced);
+        expectErr("kv_set_many", "fenced by a lost lock is FENCED", bucket.setManyFenced(one_entry, l), error.Fenced);
+        expectErr("kv_delete_many", "fenced by a lost lock is FENCED", bucket.deleteManyFenced(one_key, l), error.Fenced);
     } else |e| failErr("lock", "a free lock", e);
 
     if (bucket.delete(key)) |x| expect("kv_delete", "an existing key: 1", x) else |e| failErr("kv_delete", "an existing key", e);
     if (bucket.delete(key)) |x| expect("kv_delete", "again: 0", !x) else |e| failErr("kv_delete", "again", e);
     if (bucket.delete(ctr)) |x| expect("kv_delete", "the counter: 1", x) else |e| failErr("kv_delete", "the counter", e);
+}
+
+/// The 4 records of get_many [k1, absent, k2, k3] after set_many of k1
+/// (`big_value`), k2 ("two"), k3 ("three").
+fn manyAsSet(got: []const ?shoal.Entry) bool {
+    return got.len == 4 and
+        got[0] != null and std.mem.eql(u8, got[0].?.value, &big_value) and got[0].?.version > 0 and
+        got[1] == null and
+        got[2] != null and std.mem.eql(u8, got[2].?.value, "two") and got[2].?.version > 0 and
+        got[3] != null and std.mem.eql(u8, got[3].?.value, "three") and got[3].?.version > 0;
+}
+
+fn batchChecks(bucket: shoal.Bucket, me: shoal.Pid) void {
+    var kb: [5][32]u8 = undefined;
+    const k1 = std.fmt.bufPrint(&kb[0], "b1-{d}", .{me.toInt()}) catch unreachable;
+    const k2 = std.fmt.bufPrint(&kb[1], "b2-{d}", .{me.toInt()}) catch unreachable;
+    const k3 = std.fmt.bufPrint(&kb[2], "b3-{d}", .{me.toInt()}) catch unreachable;
+    const k4 = std.fmt.bufPrint(&kb[3], "b4-{d}", .{me.toInt()}) catch unreachable;
+    const absent = std.fmt.bufPrint(&kb[4], "b0-{d}", .{me.toInt()}) catch unreachable;
+    for (&big_value, 0..) |*b, i| b.* = @intCast('a' + i % 26);
+
+    // kv_set_many: 3 entries, k1's value 3000 bytes
+    if (shoal.encodeEntries(&.{
+        .{ .key = k1, .value = &big_value },
+        .{ .key = k2, .value = "two" },
+        .{ .key = k3, .value = "three" },
+    }, &batch_entries)) |entries| {
+        if (bucket.setMany(entries)) |n| expect("kv_set_many", "3 entries: 3", n == 3) else |e| failErr("kv_set_many", "3 entries", e);
+    } else |e| failErr("kv_set_many", "encode 3 entries", e);
+
+    // kv_get_many [k1, absent, k2, k3]
+    const keys = [_][]const u8{ k1, absent, k2, k3 };
+    var out: [4]?shoal.Entry = undefined;
+    if (shoal.encodeKeys(&keys, &batch_keys)) |enc| {
+        const want: u64 = 4 * shoal.kv_many_record_header + big_value.len + "two".len + "three".len;
+        var size: u64 = 0;
+        expectErr("kv_get_many", "a 256-byte buffer is BUFFER_TOO_SMALL", bucket.getManyInfo(enc, many_buf[0..256], &size), error.BufferTooSmall);
+        if (size == want) ok("kv_get_many", "the size written tells the total (3056)") else failFmt("kv_get_many", "the size written tells the total", "{d}, expected {d}", .{ size, want });
+        const grown = many_buf[0..@min(size, many_buf.len)];
+        if (bucket.getMany(enc, grown, &out)) |got| {
+            expect("kv_get_many", "a buffer of that size: the 4 in order, the absent one null", manyAsSet(got));
+        } else |e| failErr("kv_get_many", "a buffer of that size", e);
+        if (bucket.stale().getMany(enc, &many_buf, &out)) |got| {
+            expect("kv_get_many", "KV_STALE read on the writer's node", manyAsSet(got));
+        } else |e| failErr("kv_get_many", "KV_STALE read", e);
+    } else |e| failErr("kv_get_many", "encode 4 keys", e);
+    if (bucket.getManyAlloc(std.heap.wasm_allocator, &keys)) |many| {
+        defer many.deinit(std.heap.wasm_allocator);
+        expect("kv_get_many", "getManyAlloc grows from 256 bytes: the 4 in order", manyAsSet(many.entries) and many.bytes.len >= 3056);
+    } else |e| failErr("kv_get_many", "getManyAlloc", e);
+
+    // kv_set_many with an empty key: refused whole
+    if (shoal.encodeEntries(&.{
+        .{ .key = k4, .value = "x" },
+        .{ .key = "", .value = "y" },
+    }, &batch_entries)) |entries| {
+        expectErr("kv_set_many", "an empty key in the batch is BAD_KEY", bucket.setMany(entries), error.BadKey);
+    } else |e| failErr("kv_set_many", "encode a batch with an empty key", e);
+    if (bucket.exists(k4)) |x| expect("kv_set_many", "the refused batch set nothing (its other key: 0)", !x) else |e| failErr("kv_exists", "the refused batch's other key", e);
+
+    // batch bounds
+    expectErr("kv_get_many", "0 keys is BAD_BATCH", bucket.getMany("", &many_buf, &out), error.BadBatch);
+    {
+        var names: [shoal.max_batch_entries + 1][8]u8 = undefined;
+        var many_keys: [shoal.max_batch_entries + 1][]const u8 = undefined;
+        for (&many_keys, &names, 0..) |*k, *n, i| k.* = std.fmt.bufPrint(n, "b-{d}", .{i}) catch unreachable;
+        if (shoal.encodeKeys(&many_keys, &batch_keys)) |enc| {
+            expectErr("kv_get_many", "101 keys is BAD_BATCH", bucket.getMany(enc, &many_buf, &out), error.BadBatch);
+        } else |e| failErr("kv_get_many", "encode 101 keys", e);
+    }
+
+    // kv_delete_many [k1, absent, k3]
+    if (shoal.encodeKeys(&.{ k1, absent, k3 }, &batch_keys)) |enc| {
+        if (bucket.deleteMany(enc)) |n| expect("kv_delete_many", "[k1, absent, k3]: 2", n == 2) else |e| failErr("kv_delete_many", "[k1, absent, k3]", e);
+    } else |e| failErr("kv_delete_many", "encode 3 keys", e);
+    if (bucket.exists(k1)) |x| expect("kv_delete_many", "k1 is gone", !x) else |e| failErr("kv_exists", "k1 after kv_delete_many", e);
+    if (bucket.delete(k2)) |x| expect("kv_delete", "the batch's k2, left alone: 1", x) else |e| failErr("kv_delete", "the batch's k2", e);
 }
 
 fn standaloneChecks(name: []const u8) void {
@@ -345,6 +435,12 @@ fn standaloneChecks(name: []const u8) void {
     expectErr("kv_delete", "NO_NODE", b.delete("k"), nn);
     expectErr("kv_increment", "NO_NODE", b.increment("n", 1), nn);
     expectErr("kv_list", "NO_NODE", b.list("", "", &lbuf), nn);
+    const one_key = shoal.encodeKeys(&.{"k"}, &batch_keys) catch unreachable;
+    const one_entry = shoal.encodeEntries(&.{.{ .key = "k", .value = "v" }}, &batch_entries) catch unreachable;
+    var out: [1]?shoal.Entry = undefined;
+    expectErr("kv_get_many", "NO_NODE", b.getMany(one_key, &many_buf, &out), nn);
+    expectErr("kv_set_many", "NO_NODE", b.setMany(one_entry), nn);
+    expectErr("kv_delete_many", "NO_NODE", b.deleteMany(one_key), nn);
     expectErr("lock", "NO_NODE", shoal.Lock.acquire(name, 100), nn);
     expectErr("try_lock", "NO_NODE", shoal.Lock.tryAcquire(name), nn);
     const fake: shoal.Lock = .{ .name = name, .token = 1 };

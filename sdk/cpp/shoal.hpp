@@ -85,6 +85,7 @@ enum class Errc : int32_t {
     Deadlock = SHOAL_EDEADLOCK,
     LockLost = SHOAL_ELOCK_LOST,
     Unavailable = SHOAL_EUNAVAILABLE,
+    BadBatch = SHOAL_EBAD_BATCH,
 };
 
 /// The ABI name of a code ("NO_PROCESS"); "UNKNOWN" for a code this header
@@ -96,7 +97,7 @@ inline const char *code_name(int32_t code) {
         "NO_NODE",      "CALLEE_DOWN",     "NODE_DOWN",    "NAME_TAKEN",   "NOT_CALLABLE",
         "NOT_FOUND",    "VERSION_MISMATCH", "FENCED",      "BAD_KEY",      "VALUE_TOO_LARGE",
         "BAD_BUCKET",   "QUOTA",           "RATE_LIMITED", "NOT_A_COUNTER", "OVERFLOW",
-        "BUSY",         "DEADLOCK",        "LOCK_LOST",    "UNAVAILABLE",
+        "BUSY",         "DEADLOCK",        "LOCK_LOST",    "UNAVAILABLE",  "BAD_BATCH",
     };
     if (code == 0) return "OK";
     if (code < 0 && -code <= int32_t(sizeof names / sizeof names[0])) return names[-code - 1];
@@ -680,6 +681,79 @@ struct Entry {
 
 using KvInfo = shoal_kv_info;
 
+/// Bounds of a key-value batch (get_many, set_many, remove_many): 1 to
+/// max_batch_entries entries and at most max_batch_bytes of keys and
+/// values, else BadBatch.
+inline constexpr size_t max_batch_entries = SHOAL_KV_BATCH_ENTRIES_MAX;
+inline constexpr size_t max_batch_bytes = SHOAL_KV_BATCH_BYTES_MAX;
+
+/// One entry of a set_many() batch: key, value.
+using KeyValue = std::pair<std::string_view, std::string_view>;
+
+/// Encodes `keys` (strings) as kv_get_many and kv_delete_many take them (and
+/// kv_list answers them): each a 2-byte little-endian length, then the key.
+/// BadKey for a key whose length does not fit 2 bytes (the host refuses
+/// keys over 256 bytes with BadKey too); the batch's bounds are the host's
+/// to check.
+template <class Keys>
+inline Result<std::string> encode_keys(const Keys &keys) {
+    std::string out;
+    for (std::string_view k : keys) {
+        if (k.size() > 0xFFFF) return Errc::BadKey;
+        out.push_back(char(k.size() & 0xFF));
+        out.push_back(char(k.size() >> 8));
+        out.append(k.data(), k.size());
+    }
+    return out;
+}
+inline Result<std::string> encode_keys(std::initializer_list<std::string_view> keys) {
+    return encode_keys<std::initializer_list<std::string_view>>(keys);
+}
+
+/// Encodes `entries` (pairs of strings: key, value) as kv_set_many takes
+/// them: each a 2-byte little-endian key length, the key, a 4-byte
+/// little-endian value length and the value. BadKey / ValueTooLarge for a
+/// length that does not fit its field.
+template <class Entries>
+inline Result<std::string> encode_entries(const Entries &entries) {
+    std::string out;
+    for (const auto &entry : entries) {
+        std::string_view k(entry.first), v(entry.second);
+        if (k.size() > 0xFFFF) return Errc::BadKey;
+        if (v.size() > 0xFFFFFFFFu) return Errc::ValueTooLarge;
+        out.push_back(char(k.size() & 0xFF));
+        out.push_back(char(k.size() >> 8));
+        out.append(k.data(), k.size());
+        for (int shift = 0; shift < 32; shift += 8) out.push_back(char((uint64_t(v.size()) >> shift) & 0xFF));
+        out.append(v.data(), v.size());
+    }
+    return out;
+}
+inline Result<std::string> encode_entries(std::initializer_list<KeyValue> entries) {
+    return encode_entries<std::initializer_list<KeyValue>>(entries);
+}
+
+/// Decodes kv_get_many's records (from Bucket::get_many_into): one per key,
+/// in order, std::nullopt for an absent key. Invalid if malformed.
+inline Result<std::vector<std::optional<Entry>>> decode_many(std::string_view records) {
+    std::vector<std::optional<Entry>> out;
+    const auto *p = reinterpret_cast<const uint8_t *>(records.data());
+    size_t at = 0;
+    while (at < records.size()) {
+        if (records.size() - at < SHOAL_KV_MANY_RECORD_HEADER_BYTES) return Errc::Invalid;
+        uint64_t version = 0;
+        uint32_t len = 0;
+        for (int i = 7; i >= 0; i--) version = (version << 8) | p[at + size_t(i)];
+        for (int i = 3; i >= 0; i--) len = (len << 8) | p[at + 8 + size_t(i)];
+        const size_t start = at + SHOAL_KV_MANY_RECORD_HEADER_BYTES;
+        if (records.size() - start < len) return Errc::Invalid;
+        if (version == 0) out.emplace_back();
+        else out.emplace_back(Entry{std::string(records.substr(start, len)), version});
+        at = start + len;
+    }
+    return out;
+}
+
 /// A bucket of keys of this process's owner, replicated by the cluster.
 /// Reads are linearizable unless the bucket is stale().
 class Bucket {
@@ -781,6 +855,89 @@ public:
         return keys;
     }
 
+    /// kv_get_many into a caller's buffer, of keys encoded by encode_keys():
+    /// the records' length (decode them with decode_many()); `size` gets
+    /// their total, also on BufferTooSmall (then: the buffer size needed).
+    Result<size_t> get_many_into(std::string_view encoded_keys, void *buf, size_t buf_len, uint64_t &size) const {
+        size = 0;
+        auto n = detail::check(shoal_kv_get_many(name_.data(), b_len(), u8(encoded_keys), k_len(encoded_keys), flags_,
+                                                 static_cast<uint8_t *>(buf), detail::len32(buf_len), &size));
+        if (!n) return n.error();
+        if (*n > buf_len) return Errc::Invalid;
+        return size_t(*n);
+    }
+
+    /// The entries of `keys` (1 to max_batch_entries strings), all read from
+    /// one state, in order; std::nullopt for an absent key. Any size: the
+    /// buffer starts small and grows to the size the host asks for.
+    /// BadBatch, or as get().
+    template <class Keys>
+    Result<std::vector<std::optional<Entry>>> get_many(const Keys &keys) const {
+        auto encoded = encode_keys(keys);
+        if (!encoded) return encoded.error();
+        size_t count = 0;
+        for (std::string_view k : keys) {
+            (void)k;
+            count++;
+        }
+        std::string buf(256, '\0');
+        for (;;) {
+            uint64_t size = 0;
+            auto n = get_many_into(*encoded, buf.data(), buf.size(), size);
+            if (n) {
+                auto entries = decode_many(std::string_view(buf.data(), *n));
+                if (entries && entries->size() != count) return Errc::Invalid;
+                return entries;
+            }
+            if (n.is(Errc::BufferTooSmall) && size > buf.size() && size <= uint64_t(std::numeric_limits<int32_t>::max())) {
+                buf.resize(size_t(size));
+                continue;
+            }
+            return n.error();
+        }
+    }
+    Result<std::vector<std::optional<Entry>>> get_many(std::initializer_list<std::string_view> keys) const {
+        return get_many<std::initializer_list<std::string_view>>(keys);
+    }
+
+    /// Sets every (key, value) of `entries` (1 to max_batch_entries, at most
+    /// max_batch_bytes) in one write, all or nothing (a key named twice: the
+    /// last value wins); how many. BadBatch, or as set() (one refusal
+    /// refuses the whole batch).
+    template <class Entries>
+    Result<uint32_t> set_many(const Entries &entries) const { return write_many(true, encode_entries(entries), nullptr); }
+    Result<uint32_t> set_many(std::initializer_list<KeyValue> entries) const {
+        return write_many(true, encode_entries(entries), nullptr);
+    }
+    /// set_many() fenced by `lock` (one check covers the whole batch).
+    template <class Entries>
+    Result<uint32_t> set_many_fenced(const Entries &entries, const Lock &lock) const {
+        auto f = lock.fence();
+        return write_many(true, encode_entries(entries), &f);
+    }
+    Result<uint32_t> set_many_fenced(std::initializer_list<KeyValue> entries, const Lock &lock) const {
+        auto f = lock.fence();
+        return write_many(true, encode_entries(entries), &f);
+    }
+
+    /// Deletes every key of `keys` in one write, all or nothing (kv_delete_many;
+    /// `delete` is a keyword); how many existed. As set_many().
+    template <class Keys>
+    Result<uint32_t> remove_many(const Keys &keys) const { return write_many(false, encode_keys(keys), nullptr); }
+    Result<uint32_t> remove_many(std::initializer_list<std::string_view> keys) const {
+        return write_many(false, encode_keys(keys), nullptr);
+    }
+    /// remove_many() fenced by `lock`.
+    template <class Keys>
+    Result<uint32_t> remove_many_fenced(const Keys &keys, const Lock &lock) const {
+        auto f = lock.fence();
+        return write_many(false, encode_keys(keys), &f);
+    }
+    Result<uint32_t> remove_many_fenced(std::initializer_list<std::string_view> keys, const Lock &lock) const {
+        auto f = lock.fence();
+        return write_many(false, encode_keys(keys), &f);
+    }
+
     /// Every key starting with `prefix`, all pages.
     Result<std::vector<std::string>> keys(std::string_view prefix = {}) const {
         std::vector<std::string> all;
@@ -808,6 +965,15 @@ private:
         auto r = detail::check_void(rc);
         if (!r) return r.error();
         return version;
+    }
+
+    Result<uint32_t> write_many(bool set, const Result<std::string> &encoded, const shoal_fence *fence) const {
+        if (!encoded) return encoded.error();
+        const std::string &e = *encoded;
+        if (!detail::fits(e.size())) return Errc::BadBatch;
+        int32_t rc = set ? shoal_kv_set_many(name_.data(), b_len(), u8(e), int32_t(e.size()), fence)
+                         : shoal_kv_delete_many(name_.data(), b_len(), u8(e), int32_t(e.size()), fence);
+        return detail::check(rc);
     }
 
     Result<bool> del(std::string_view key, const shoal_fence *fence) const {

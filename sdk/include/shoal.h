@@ -84,6 +84,7 @@ extern "C" {
 #define SHOAL_ELOCK_LOST -28
 /* The cluster could not confirm it; a write may still be applied later. */
 #define SHOAL_EUNAVAILABLE -29
+#define SHOAL_EBAD_BATCH -30
 
 /* ---- Limits and constants ----------------------------------------------- */
 
@@ -410,6 +411,12 @@ int32_t shoal_group_pick(const char *name, int32_t name_len, uint64_t *pid);
 /** kv_get/kv_exists/kv_list flag: read this node's state (no ReadIndex). */
 #define SHOAL_KV_STALE 1
 
+/** Batch bounds: entries, and bytes of keys and values. */
+#define SHOAL_KV_BATCH_ENTRIES_MAX 100
+#define SHOAL_KV_BATCH_BYTES_MAX (4 * 1024 * 1024)
+/** Bytes of a shoal_kv_get_many record before its value. */
+#define SHOAL_KV_MANY_RECORD_HEADER_BYTES 12
+
 /** What shoal_kv_get writes at info: 16 bytes. */
 typedef struct shoal_kv_info {
     uint64_t version; /* the entry's version */
@@ -483,6 +490,36 @@ SHOAL_IMPORT("kv_list")
 int32_t shoal_kv_list(const char *bucket, int32_t bucket_len, const uint8_t *prefix,
                       int32_t prefix_len, const uint8_t *cursor, int32_t cursor_len,
                       int32_t flags, uint8_t *buf, int32_t buf_len);
+
+/**
+ * Reads every key of a batch (keys back to back: 2-byte little-endian length,
+ * key; at most SHOAL_KV_BATCH_ENTRIES_MAX) from one state; writes one record
+ * per key to buf (version u64, 0 if absent; value length u32; value) and
+ * returns the bytes written; their total also at *size (with
+ * SHOAL_EBUFFER_TOO_SMALL when buf is shorter). SHOAL_EBAD_BATCH, ...
+ * Import: shoal_v1.kv_get_many (i32 x8) -> i32.
+ */
+SHOAL_IMPORT("kv_get_many")
+int32_t shoal_kv_get_many(const char *bucket, int32_t bucket_len, const uint8_t *keys,
+                          int32_t keys_len, int32_t flags, uint8_t *buf, int32_t buf_len,
+                          uint64_t *size);
+
+/**
+ * Sets every entry (2-byte key length, key, 4-byte value length, value) in
+ * one write, all or nothing; returns how many. SHOAL_EBAD_BATCH, or as
+ * shoal_kv_set. Import: shoal_v1.kv_set_many (i32 x5) -> i32.
+ */
+SHOAL_IMPORT("kv_set_many")
+int32_t shoal_kv_set_many(const char *bucket, int32_t bucket_len, const uint8_t *entries,
+                          int32_t entries_len, const shoal_fence *fence);
+
+/**
+ * Deletes every key (encoded as for shoal_kv_get_many) in one write, all or
+ * nothing; returns how many existed. Import: shoal_v1.kv_delete_many (i32 x5).
+ */
+SHOAL_IMPORT("kv_delete_many")
+int32_t shoal_kv_delete_many(const char *bucket, int32_t bucket_len, const uint8_t *keys,
+                             int32_t keys_len, const shoal_fence *fence);
 
 /**
  * Waits (a capture point) until the caller holds the lock, at most timeout_ms

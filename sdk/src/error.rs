@@ -98,6 +98,8 @@ pub enum Error {
     LockLost,
     /// `UNAVAILABLE` (-29): the cluster could not confirm the operation; a write may still apply.
     Unavailable,
+    /// `BAD_BATCH` (-30): a key-value batch is empty, has more than 100 entries or more than 4 MiB.
+    BadBatch,
     /// A negative code this SDK does not know (from a newer host).
     Unknown(i32),
     /// Not running inside a Shoal host (the crate was built for a non-wasm32
@@ -151,6 +153,7 @@ impl Error {
             sys::DEADLOCK => Error::Deadlock,
             sys::LOCK_LOST => Error::LockLost,
             sys::UNAVAILABLE => Error::Unavailable,
+            sys::BAD_BATCH => Error::BadBatch,
             sys::UNSUPPORTED => Error::Unsupported,
             other => Error::Unknown(other),
         }
@@ -195,6 +198,7 @@ impl Error {
             Error::Deadlock => sys::DEADLOCK,
             Error::LockLost => sys::LOCK_LOST,
             Error::Unavailable => sys::UNAVAILABLE,
+            Error::BadBatch => sys::BAD_BATCH,
             Error::Unknown(code) => *code,
             Error::Unsupported | Error::Encode(_) | Error::Decode(_) => return None,
         })
@@ -237,6 +241,7 @@ impl Error {
             Error::Deadlock => "DEADLOCK",
             Error::LockLost => "LOCK_LOST",
             Error::Unavailable => "UNAVAILABLE",
+            Error::BadBatch => "BAD_BATCH",
             Error::Unknown(_) => "UNKNOWN",
             Error::Unsupported => "UNSUPPORTED",
             Error::Encode(_) => "ENCODE",
@@ -288,6 +293,9 @@ impl fmt::Display for Error {
             Error::Deadlock => f.write_str("waiting would deadlock (DEADLOCK)"),
             Error::LockLost => f.write_str("the lock was lost (LOCK_LOST)"),
             Error::Unavailable => f.write_str("the cluster could not confirm it (UNAVAILABLE)"),
+            Error::BadBatch => f.write_str(
+                "a batch is 1 to 100 entries and at most 4 MiB (BAD_BATCH)",
+            ),
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

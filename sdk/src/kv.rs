@@ -256,6 +256,88 @@ impl Bucket {
         check(rc).map(|_| value)
     }
 
+    /// The entries of `keys` (at most [`sys::BATCH_ENTRIES_MAX`]), all
+    /// read from one state (one consistent view, one round to the leader
+    /// when linearizable), in order; `None` for an absent key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadBatch`], or as [`Bucket::get`].
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Entry>>> {
+        let encoded = shoal_abi::kv::encode_keys(keys);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let mut size = 0u64;
+            // SAFETY: every pointer is valid for its length; `size` for 8.
+            let rc = unsafe {
+                sys::kv_get_many(
+                    self.name.as_ptr(),
+                    len_of(self.name.as_bytes())?,
+                    encoded.as_ptr(),
+                    len_of(&encoded)?,
+                    self.flags,
+                    buf.as_mut_ptr(),
+                    len_of(&buf)?,
+                    &mut size,
+                )
+            };
+            match check(rc) {
+                Ok(n) => return decode_many(&buf[..n as usize], keys.len()),
+                Err(Error::BufferTooSmall { .. }) => {
+                    let needed = usize::try_from(size).map_err(|_| Error::Invalid)?;
+                    if needed <= buf.len() || i32::try_from(needed).is_err() {
+                        return Err(Error::Invalid);
+                    }
+                    buf = vec![0u8; needed];
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Set every `(key, value)` in one write, all or nothing (at most
+    /// [`sys::BATCH_ENTRIES_MAX`] entries and [`sys::BATCH_BYTES_MAX`]
+    /// bytes): how many were set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadBatch`], or as [`Bucket::set`] (one refusal refuses
+    /// the whole batch).
+    pub fn set_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, entries: &[(K, V)]) -> Result<u64> {
+        let encoded = shoal_abi::kv::encode_entries(entries);
+        // SAFETY: every pointer is valid for its length; no fence.
+        let rc = unsafe {
+            sys::kv_set_many(
+                self.name.as_ptr(),
+                len_of(self.name.as_bytes())?,
+                encoded.as_ptr(),
+                len_of(&encoded)?,
+                core::ptr::null(),
+            )
+        };
+        check(rc).map(u64::from)
+    }
+
+    /// Delete every key in one write, all or nothing: how many existed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Bucket::set_many`].
+    pub fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
+        let encoded = shoal_abi::kv::encode_keys(keys);
+        // SAFETY: every pointer is valid for its length; no fence.
+        let rc = unsafe {
+            sys::kv_delete_many(
+                self.name.as_ptr(),
+                len_of(self.name.as_bytes())?,
+                encoded.as_ptr(),
+                len_of(&encoded)?,
+                core::ptr::null(),
+            )
+        };
+        check(rc).map(u64::from)
+    }
+
     /// Every key starting with `prefix`, in byte order (paging through
     /// the cluster [`sys::LIST_KEYS_MAX`] at a time).
     ///
@@ -295,6 +377,27 @@ impl Bucket {
             }
         }
     }
+}
+
+/// Decode `kv_get_many`'s records: exactly `count` of them.
+fn decode_many(mut bytes: &[u8], count: usize) -> Result<Vec<Option<Entry>>> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let header = bytes
+            .get(..sys::MANY_RECORD_HEADER_BYTES)
+            .ok_or(Error::Invalid)?;
+        let version = u64::from_le_bytes(header[0..8].try_into().map_err(|_| Error::Invalid)?);
+        let len = u32::from_le_bytes(header[8..12].try_into().map_err(|_| Error::Invalid)?) as usize;
+        let value = bytes
+            .get(sys::MANY_RECORD_HEADER_BYTES..sys::MANY_RECORD_HEADER_BYTES + len)
+            .ok_or(Error::Invalid)?;
+        out.push((version != 0).then(|| Entry {
+            value: value.to_vec(),
+            version,
+        }));
+        bytes = &bytes[sys::MANY_RECORD_HEADER_BYTES + len..];
+    }
+    Ok(out)
 }
 
 /// A held lock (see the module docs). Dropping it does not unlock: call

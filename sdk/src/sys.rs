@@ -33,7 +33,7 @@ pub use shoal_abi::table::SHOAL_ABI_VERSION as ABI_VERSION;
 
 // The error codes: one table, in `shoal-abi`, shared with the host.
 pub use shoal_abi::errno::{
-    BAD_BUCKET, BAD_KEY, BUFFER_TOO_SMALL, BUSY, CALLEE_DOWN, DEADLOCK, FAULT, FENCED, INVALID,
+    BAD_BATCH, BAD_BUCKET, BAD_KEY, BUFFER_TOO_SMALL, BUSY, CALLEE_DOWN, DEADLOCK, FAULT, FENCED, INVALID,
     LIMIT, LOCK_LOST, MAILBOX_FULL, NAME_TAKEN, NODE_DOWN, NOT_A_COUNTER, NOT_CALLABLE, NOT_FOUND,
     NO_MODULE, NO_NODE, NO_PROCESS, OK, OVERFLOW, QUOTA, RATE_LIMITED, SPAWN_FAILED, TIMEOUT,
     TOO_LARGE, UNAVAILABLE, VALUE_TOO_LARGE, VERSION_MISMATCH,
@@ -41,8 +41,9 @@ pub use shoal_abi::errno::{
 
 // Key-value and locks: flags, record sizes and bounds.
 pub use shoal_abi::kv::{
-    BUCKET_BYTES_MAX, FENCE_BYTES, KEY_BYTES_MAX, KV_INFO_BYTES, KV_STALE, LIST_KEYS_MAX,
-    LOCK_NAME_BYTES_MAX, VALUE_BYTES_MAX,
+    BATCH_BYTES_MAX, BATCH_ENTRIES_MAX, BUCKET_BYTES_MAX, FENCE_BYTES, KEY_BYTES_MAX,
+    KV_INFO_BYTES, KV_STALE, LIST_KEYS_MAX, LOCK_NAME_BYTES_MAX, MANY_RECORD_HEADER_BYTES,
+    VALUE_BYTES_MAX,
 };
 
 /// What [`kv_get`] writes at its `info` pointer: 16 bytes, little-endian.
@@ -559,6 +560,61 @@ imports! {
         flags: i32,
         buf_ptr: *mut u8,
         buf_len: i32,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_get_many(bucket_ptr, bucket_len, keys_ptr, keys_len,
+    /// flags, buf_ptr, buf_len, size_out) -> i32`: reads every key
+    /// (encoded as for [`kv_list`]'s output: 2-byte length, key; at most
+    /// [`BATCH_ENTRIES_MAX`]) from one state and writes one record per key,
+    /// in order: version (u64, 0: absent), value length (u32), value. The
+    /// bytes written; their total is also written at `size_out` (8 bytes),
+    /// with [`BUFFER_TOO_SMALL`] when `buf` is shorter. [`BAD_BATCH`],
+    /// [`BAD_KEY`], or an error as for [`kv_get`].
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length, `size_out` for 8 bytes.
+    fn kv_get_many(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        keys_ptr: *const u8,
+        keys_len: i32,
+        flags: i32,
+        buf_ptr: *mut u8,
+        buf_len: i32,
+        size_out: *mut u64,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_set_many(bucket_ptr, bucket_len, entries_ptr,
+    /// entries_len, fence) -> i32`: sets every entry (2-byte key length,
+    /// key, 4-byte value length, value; at most [`BATCH_ENTRIES_MAX`] and
+    /// [`BATCH_BYTES_MAX`]) in one write, all or nothing: how many.
+    /// [`BAD_BATCH`], or an error as for [`kv_set`].
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length; `fence` null or valid.
+    fn kv_set_many(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        entries_ptr: *const u8,
+        entries_len: i32,
+        fence: *const Fence,
+    ) -> i32 => UNSUPPORTED;
+
+    /// `shoal_v1.kv_delete_many(bucket_ptr, bucket_len, keys_ptr, keys_len,
+    /// fence) -> i32`: deletes every key (encoded as for [`kv_get_many`])
+    /// in one write, all or nothing: how many existed. As [`kv_set_many`].
+    ///
+    /// # Safety
+    ///
+    /// Each pointer must be valid for its length; `fence` null or valid.
+    fn kv_delete_many(
+        bucket_ptr: *const u8,
+        bucket_len: i32,
+        keys_ptr: *const u8,
+        keys_len: i32,
+        fence: *const Fence,
     ) -> i32 => UNSUPPORTED;
 
     /// `shoal_v1.lock(name_ptr, name_len, timeout_ms, token_out) -> i32`:

@@ -18,8 +18,9 @@
 //!     try shoal.sendBlocking(msg.sender, msg.data);
 //!
 //! Nothing here allocates unless a function takes an `std.mem.Allocator`
-//! (`recvAlloc`, `Bucket.getAlloc`); everything else works on buffers the
-//! caller owns, and results that are bytes are slices of those buffers.
+//! (`recvAlloc`, `Bucket.getAlloc`, `Bucket.getManyAlloc`); everything else
+//! works on buffers the caller owns, and results that are bytes are slices
+//! of those buffers.
 //!
 //! Blocking calls (capture points: the process may be snapshotted or moved
 //! while inside them and resumes there): `sleepMs`, `yieldNow`, `recv*`,
@@ -47,6 +48,13 @@ pub const max_bucket_name_size: usize = 64;
 pub const max_name_size: usize = 255;
 /// `kv_get`/`kv_exists`/`kv_list` flag: read this node's applied state.
 pub const kv_stale: i32 = 1;
+/// Most entries (keys) in one batch (`kv_get_many`, `kv_set_many`,
+/// `kv_delete_many`); more is `BadBatch`.
+pub const max_batch_entries: usize = 100;
+/// Most bytes of keys and values in one batch (4 MiB); more is `BadBatch`.
+pub const max_batch_bytes: usize = 4 << 20;
+/// Bytes of a `kv_get_many` record before its value: version (u64), length (u32).
+pub const kv_many_record_header: usize = 12;
 
 /// `recv_any`/`recv_match` record kinds.
 pub const kind_message: u32 = 0;
@@ -151,6 +159,9 @@ pub const raw = struct {
     pub extern "shoal_v1" fn kv_delete(bucket: [*]const u8, bucket_len: i32, key: [*]const u8, key_len: i32, fence: ?*const Fence) i32;
     pub extern "shoal_v1" fn kv_increment(bucket: [*]const u8, bucket_len: i32, key: [*]const u8, key_len: i32, delta: i64, value_out: *i64) i32;
     pub extern "shoal_v1" fn kv_list(bucket: [*]const u8, bucket_len: i32, prefix: [*]const u8, prefix_len: i32, cursor: [*]const u8, cursor_len: i32, flags: i32, buf: [*]u8, buf_len: i32) i32;
+    pub extern "shoal_v1" fn kv_get_many(bucket: [*]const u8, bucket_len: i32, keys: [*]const u8, keys_len: i32, flags: i32, buf: [*]u8, buf_len: i32, size_out: *u64) i32;
+    pub extern "shoal_v1" fn kv_set_many(bucket: [*]const u8, bucket_len: i32, entries: [*]const u8, entries_len: i32, fence: ?*const Fence) i32;
+    pub extern "shoal_v1" fn kv_delete_many(bucket: [*]const u8, bucket_len: i32, keys: [*]const u8, keys_len: i32, fence: ?*const Fence) i32;
     pub extern "shoal_v1" fn lock(name: [*]const u8, name_len: i32, timeout_ms: i64, token_out: *u64) i32;
     pub extern "shoal_v1" fn try_lock(name: [*]const u8, name_len: i32, token_out: *u64) i32;
     pub extern "shoal_v1" fn unlock(name: [*]const u8, name_len: i32, token: u64) i32;
@@ -220,6 +231,9 @@ pub const Error = error{
     LockLost,
     /// -29: the cluster could not confirm it; a write may still be applied.
     Unavailable,
+    /// -30: a key-value batch is empty, has more than `max_batch_entries`
+    /// entries or more than `max_batch_bytes`, or is malformed.
+    BadBatch,
     /// A negative code this SDK does not know.
     Unknown,
 };
@@ -232,7 +246,7 @@ const code_table = [_]Error{
     error.VersionMismatch, error.Fenced,        error.BadKey,     error.ValueTooLarge,
     error.BadBucket,     error.Quota,           error.RateLimited, error.NotACounter,
     error.Overflow,      error.Busy,            error.Deadlock,   error.LockLost,
-    error.Unavailable,
+    error.Unavailable,   error.BadBatch,
 };
 
 /// The error for a negative ABI code.
@@ -261,7 +275,7 @@ pub fn codeName(code: i32) []const u8 {
         "VERSION_MISMATCH", "FENCED",        "BAD_KEY",      "VALUE_TOO_LARGE",
         "BAD_BUCKET",    "QUOTA",            "RATE_LIMITED", "NOT_A_COUNTER",
         "OVERFLOW",      "BUSY",             "DEADLOCK",     "LOCK_LOST",
-        "UNAVAILABLE",
+        "UNAVAILABLE",   "BAD_BATCH",
     };
     if (code == 0) return "OK";
     if (code < 0 and code >= -@as(i32, names.len)) return names[@intCast(-code - 1)];
@@ -733,6 +747,100 @@ pub const KeyPage = struct {
     }
 };
 
+/// One entry of a `kv_set_many` batch (`encodeEntries`).
+pub const KeyValue = struct {
+    key: []const u8,
+    value: []const u8,
+};
+
+/// The bytes `encodeKeys` writes for `keys`.
+pub fn encodedKeysLen(keys: []const []const u8) usize {
+    var n: usize = 0;
+    for (keys) |k| n += 2 + k.len;
+    return n;
+}
+
+/// Encodes `keys` into `out` as `kv_get_many` and `kv_delete_many` take
+/// them (and `kv_list` answers them): each a 2-byte little-endian length,
+/// then the key. Returns the written part of `out`. `BufferTooSmall` if
+/// `out` is shorter than `encodedKeysLen(keys)`; `BadKey` for a key whose
+/// length does not fit 2 bytes (the host refuses any key over
+/// `max_key_size` with `BadKey` too). Bounds of the batch itself (1 to
+/// `max_batch_entries` keys) are the host's to check (`BadBatch`).
+pub fn encodeKeys(keys: []const []const u8, out: []u8) Error![]u8 {
+    var at: usize = 0;
+    for (keys) |k| {
+        const len = std.math.cast(u16, k.len) orelse return error.BadKey;
+        if (out.len - at < 2 + k.len) return error.BufferTooSmall;
+        std.mem.writeInt(u16, out[at..][0..2], len, .little);
+        @memcpy(out[at + 2 .. at + 2 + k.len], k);
+        at += 2 + k.len;
+    }
+    return out[0..at];
+}
+
+/// The bytes `encodeEntries` writes for `entries`.
+pub fn encodedEntriesLen(entries: []const KeyValue) usize {
+    var n: usize = 0;
+    for (entries) |e| n += 2 + e.key.len + 4 + e.value.len;
+    return n;
+}
+
+/// Encodes `entries` into `out` as `kv_set_many` takes them: each a 2-byte
+/// little-endian key length, the key, a 4-byte little-endian value length
+/// and the value. Returns the written part of `out`. `BufferTooSmall` if
+/// `out` is shorter than `encodedEntriesLen(entries)`; `BadKey` or
+/// `ValueTooLarge` for a length that does not fit its field.
+pub fn encodeEntries(entries: []const KeyValue, out: []u8) Error![]u8 {
+    var at: usize = 0;
+    for (entries) |e| {
+        const klen = std.math.cast(u16, e.key.len) orelse return error.BadKey;
+        const vlen = std.math.cast(u32, e.value.len) orelse return error.ValueTooLarge;
+        if (out.len - at < 2 + e.key.len + 4 + e.value.len) return error.BufferTooSmall;
+        std.mem.writeInt(u16, out[at..][0..2], klen, .little);
+        at += 2;
+        @memcpy(out[at .. at + e.key.len], e.key);
+        at += e.key.len;
+        std.mem.writeInt(u32, out[at..][0..4], vlen, .little);
+        at += 4;
+        @memcpy(out[at .. at + e.value.len], e.value);
+        at += e.value.len;
+    }
+    return out[0..at];
+}
+
+/// Decodes `kv_get_many`'s records (`Bucket.getManyInfo`) into `out`, one
+/// per key, in order: null for an absent key, else an entry whose value is
+/// a slice of `records`. Returns the filled part of `out`; `Invalid` if
+/// the records are malformed or there are more than `out.len`.
+pub fn decodeMany(records: []u8, out: []?Entry) Error![]?Entry {
+    var at: usize = 0;
+    var n: usize = 0;
+    while (at < records.len) : (n += 1) {
+        if (n >= out.len or records.len - at < kv_many_record_header) return error.Invalid;
+        const version = std.mem.readInt(u64, records[at..][0..8], .little);
+        const len = std.mem.readInt(u32, records[at + 8 ..][0..4], .little);
+        const start = at + kv_many_record_header;
+        if (records.len - start < len) return error.Invalid;
+        out[n] = if (version == 0) null else .{ .value = records[start .. start + len], .version = version };
+        at = start + len;
+    }
+    return out[0..n];
+}
+
+/// What `Bucket.getManyAlloc` returns; free it with `deinit`.
+pub const ManyEntries = struct {
+    /// One per key, in order: null for an absent key.
+    entries: []?Entry,
+    /// The records the values are slices of.
+    bytes: []u8,
+
+    pub fn deinit(self: ManyEntries, gpa: std.mem.Allocator) void {
+        gpa.free(self.entries);
+        gpa.free(self.bytes);
+    }
+};
+
 /// A bucket of keys of this process's owner, replicated by the cluster.
 /// Reads are linearizable unless the bucket was made with `stale()`.
 pub const Bucket = struct {
@@ -859,6 +967,94 @@ pub const Bucket = struct {
     pub fn list(self: Bucket, prefix: []const u8, cursor: []const u8, buf: []u8) Error!KeyPage {
         const n = try check(raw.kv_list(ptrOf(self.name), try lenOf(self.name), ptrOf(prefix), try lenOf(prefix), ptrOf(cursor), try lenOf(cursor), self.flags, mutPtrOf(buf), bufLen(buf)));
         return .{ .count = n, .bytes = buf };
+    }
+
+    /// `kv_get_many` of keys encoded by `encodeKeys`: writes one record per
+    /// key into `buf` (version, 0 if absent; value length; value) and
+    /// returns their length; `size` gets their total, also on
+    /// `BufferTooSmall` (then it is the size of buffer to pass).
+    pub fn getManyInfo(self: Bucket, encoded_keys: []const u8, buf: []u8, size: *u64) Error!usize {
+        size.* = 0;
+        const n = try check(raw.kv_get_many(ptrOf(self.name), try lenOf(self.name), ptrOf(encoded_keys), try lenOf(encoded_keys), self.flags, mutPtrOf(buf), bufLen(buf), size));
+        if (n > buf.len) return error.Invalid;
+        return n;
+    }
+
+    /// The entries of the keys encoded by `encodeKeys` (1 to
+    /// `max_batch_entries`), all read from one state, into `out` (one slot
+    /// per key) in order: null for an absent key, values are slices of
+    /// `buf`. `BufferTooSmall` if `buf` cannot hold them all (`getManyInfo`
+    /// tells the size; `getManyAlloc` grows), `BadBatch`, or as `get`.
+    pub fn getMany(self: Bucket, encoded_keys: []const u8, buf: []u8, out: []?Entry) Error![]?Entry {
+        var size: u64 = 0;
+        const n = try self.getManyInfo(encoded_keys, buf, &size);
+        return decodeMany(buf[0..n], out);
+    }
+
+    /// `getMany` of `keys` into memory from `gpa`, any size (the buffer
+    /// starts small and grows to the size the host asks for). Free the
+    /// result with `deinit`.
+    pub fn getManyAlloc(self: Bucket, gpa: std.mem.Allocator, keys: []const []const u8) (Error || error{OutOfMemory})!ManyEntries {
+        const encoded = try gpa.alloc(u8, encodedKeysLen(keys));
+        defer gpa.free(encoded);
+        _ = try encodeKeys(keys, encoded);
+        var buf = try gpa.alloc(u8, 256);
+        errdefer gpa.free(buf);
+        while (true) {
+            var size: u64 = 0;
+            const n = self.getManyInfo(encoded, buf, &size) catch |e| switch (e) {
+                error.BufferTooSmall => if (size > buf.len and size <= std.math.maxInt(i32)) {
+                    buf = try gpa.realloc(buf, @intCast(size));
+                    continue;
+                } else return error.Invalid,
+                else => return e,
+            };
+            const entries = try gpa.alloc(?Entry, keys.len);
+            errdefer gpa.free(entries);
+            const got = try decodeMany(buf[0..n], entries);
+            if (got.len != keys.len) return error.Invalid;
+            return .{ .entries = entries, .bytes = buf };
+        }
+    }
+
+    fn writeMany(self: Bucket, set_many: bool, encoded: []const u8, lock: ?Lock) Error!u32 {
+        var fence: Fence = undefined;
+        var fence_ptr: ?*const Fence = null;
+        if (lock) |l| {
+            fence = try l.fence();
+            fence_ptr = &fence;
+        }
+        const b = ptrOf(self.name);
+        const bl = try lenOf(self.name);
+        const rc = if (set_many)
+            raw.kv_set_many(b, bl, ptrOf(encoded), try lenOf(encoded), fence_ptr)
+        else
+            raw.kv_delete_many(b, bl, ptrOf(encoded), try lenOf(encoded), fence_ptr);
+        return check(rc);
+    }
+
+    /// Sets every entry encoded by `encodeEntries` (1 to
+    /// `max_batch_entries`, at most `max_batch_bytes`) in one write, all or
+    /// nothing (a key named twice: the last value wins); returns how many.
+    /// `BadBatch`, or as `set` (one refusal refuses the whole batch).
+    pub fn setMany(self: Bucket, encoded_entries: []const u8) Error!u32 {
+        return self.writeMany(true, encoded_entries, null);
+    }
+
+    /// `setMany` fenced by `lock` (one check covers the whole batch).
+    pub fn setManyFenced(self: Bucket, encoded_entries: []const u8, lock: Lock) Error!u32 {
+        return self.writeMany(true, encoded_entries, lock);
+    }
+
+    /// Deletes every key encoded by `encodeKeys` in one write, all or
+    /// nothing; returns how many existed. As `setMany`.
+    pub fn deleteMany(self: Bucket, encoded_keys: []const u8) Error!u32 {
+        return self.writeMany(false, encoded_keys, null);
+    }
+
+    /// `deleteMany` fenced by `lock`.
+    pub fn deleteManyFenced(self: Bucket, encoded_keys: []const u8, lock: Lock) Error!u32 {
+        return self.writeMany(false, encoded_keys, lock);
     }
 };
 

@@ -76,6 +76,10 @@ pub const LOCK_LOST: i32 = -28;
 /// The cluster could not confirm the operation (no quorum or no leader
 /// reachable in time). A write may still be applied later.
 pub const UNAVAILABLE: i32 = -29;
+/// A key-value batch (`kv_get_many`, `kv_set_many`, `kv_delete_many`) has
+/// no entries, more than `kv::BATCH_ENTRIES_MAX`, more than
+/// `kv::BATCH_BYTES_MAX` bytes, or a malformed encoding.
+pub const BAD_BATCH: i32 = -30;
 
 /// Every code with its symbolic name, for docs, the C header test and logs.
 pub const ALL: &[(i32, &str)] = &[
@@ -109,6 +113,7 @@ pub const ALL: &[(i32, &str)] = &[
     (DEADLOCK, "DEADLOCK"),
     (LOCK_LOST, "LOCK_LOST"),
     (UNAVAILABLE, "UNAVAILABLE"),
+    (BAD_BATCH, "BAD_BATCH"),
 ];
 
 /// The symbolic name of a code, for messages.

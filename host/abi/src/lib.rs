@@ -7,6 +7,8 @@
 #![cfg_attr(not(feature = "host"), no_std)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+extern crate alloc;
+
 pub mod calls;
 pub mod errno;
 pub mod kv;

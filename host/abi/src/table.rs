@@ -209,6 +209,21 @@ pub const IMPORTS: &[ImportSpec] = &[
         &[I32],
         false,
     ),
+    // kv_get_many(bucket_ptr, bucket_len, keys_ptr, keys_len, flags,
+    //             buf_ptr, buf_len, size_out_ptr) -> bytes written or errno
+    //             (one consistent read of up to 100 keys)
+    shoal(
+        "kv_get_many",
+        &[I32, I32, I32, I32, I32, I32, I32, I32],
+        &[I32],
+        false,
+    ),
+    // kv_set_many(bucket_ptr, bucket_len, entries_ptr, entries_len,
+    //             fence_ptr) -> entries set or errno (all or nothing)
+    shoal("kv_set_many", &[I32, I32, I32, I32, I32], &[I32], false),
+    // kv_delete_many(bucket_ptr, bucket_len, keys_ptr, keys_len, fence_ptr)
+    // -> keys that existed or errno (all or nothing)
+    shoal("kv_delete_many", &[I32, I32, I32, I32, I32], &[I32], false),
     // locks namespace (abi/kv.rs): cluster-wide locks with fencing tokens.
     // lock(name_ptr, name_len, timeout_ms, token_out_ptr) -> errno
     shoal("lock", &[I32, I32, I64, I32], &[I32], true),

@@ -591,6 +591,23 @@ pub enum Command {
         #[serde(default)]
         fence: Option<Fence>,
     },
+    /// A guest's batch write (`kv_set_many`, `kv_delete_many`) in its
+    /// owner's `bucket`: all of it or nothing, in one apply (so one fence
+    /// check covers every entry).
+    KvBatch {
+        /// The asking process.
+        pid: u64,
+        /// Whose bucket: the process's owner.
+        owner: Owner,
+        /// The bucket.
+        bucket: String,
+        /// What to do.
+        op: kv::KvBatchOp,
+        /// A fenced batch: applied only if this token is the current
+        /// holder's of this lock, else refused `Fenced`.
+        #[serde(default)]
+        fence: Option<Fence>,
+    },
     /// An operator's key-value write (`shoal kv set|del`, [`kv`]): `by`,
     /// the identity whose certificate asked a node's control API, writes
     /// in `owner`'s `bucket`. No process is involved (unlike
@@ -701,6 +718,8 @@ pub enum CommandResult {
     KvCounter(i64),
     /// `Kv` delete: whether the key existed.
     KvDeleted(bool),
+    /// `KvBatch`: how many entries were set, or keys existed.
+    KvCount(u64),
     /// `Lock` acquire: granted under this fencing token.
     LockGranted(u64),
     /// `Lock` acquire: queued behind the holder.
@@ -836,6 +855,13 @@ impl ClusterState {
                 op,
                 fence,
             } => self.apply_kv(*pid, owner, bucket, key, op, fence.as_ref()),
+            Command::KvBatch {
+                pid,
+                owner,
+                bucket,
+                op,
+                fence,
+            } => self.apply_kv_batch(*pid, owner, bucket, op, fence.as_ref()),
             Command::KvByCaller {
                 owner,
                 bucket,
@@ -1330,6 +1356,26 @@ impl ClusterState {
             self.locks.check(owner, &f.lock, f.token)?;
         }
         self.kv_op(owner, bucket, key, op)
+    }
+
+    /// [`Command::KvBatch`]: the same checks as [`Command::Kv`], then the
+    /// whole batch or nothing.
+    fn apply_kv_batch(
+        &mut self,
+        pid: u64,
+        owner: &Owner,
+        bucket: &str,
+        op: &kv::KvBatchOp,
+        fence: Option<&Fence>,
+    ) -> Outcome {
+        self.check_asker(pid, owner)?;
+        if let Some(f) = fence {
+            self.locks.check(owner, &f.lock, f.token)?;
+        }
+        self.kv
+            .batch(owner, bucket, op)
+            .map(CommandResult::KvCount)
+            .map_err(Refusal::from)
     }
 }
 

@@ -34,6 +34,15 @@ pub enum KvWritten {
     Deleted(bool),
 }
 
+/// A batch write (`kv_set_many`, `kv_delete_many`): all of it or nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvBatchWrite {
+    /// Set these `(key, value)` entries.
+    Set(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Delete these keys.
+    Delete(Vec<Vec<u8>>),
+}
+
 /// A fenced write's lock and token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvFence {
@@ -158,6 +167,26 @@ pub trait KvLocks: Send + Sync {
         op: KvWrite,
         fence: Option<KvFence>,
     ) -> Result<KvWritten, i32>;
+    /// The values and versions of `keys` in `pid`'s owner's `bucket`, all
+    /// read from one state, in order (`None`: absent). Errors are ABI
+    /// codes.
+    async fn kv_read_many(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        keys: &[Vec<u8>],
+        mode: ReadMode,
+    ) -> Result<Vec<Option<(Vec<u8>, u64)>>, i32>;
+    /// Apply a batch to `pid`'s owner's `bucket` through Raft, all or
+    /// nothing: how many entries were set (or keys existed). Errors are ABI
+    /// codes.
+    async fn kv_write_many(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        batch: KvBatchWrite,
+        fence: Option<KvFence>,
+    ) -> Result<u64, i32>;
     /// Ask for lock `name` of `pid`'s owner (`wait`: queue behind its
     /// holder, else `BUSY`). Errors are ABI codes (`DEADLOCK`, ...).
     async fn lock(&self, pid: Pid, name: &str, wait: bool) -> Result<LockAnswer, i32>;

@@ -58,13 +58,14 @@ export const BUSY: i32 = -26;
 export const DEADLOCK: i32 = -27;
 export const LOCK_LOST: i32 = -28;
 export const UNAVAILABLE: i32 = -29;
+export const BAD_BATCH: i32 = -30;
 
 const CODE_NAMES: string[] = [
   "OK", "FAULT", "INVALID", "NO_PROCESS", "TIMEOUT", "BUFFER_TOO_SMALL", "TOO_LARGE",
   "MAILBOX_FULL", "NO_MODULE", "SPAWN_FAILED", "LIMIT", "NO_NODE", "CALLEE_DOWN", "NODE_DOWN",
   "NAME_TAKEN", "NOT_CALLABLE", "NOT_FOUND", "VERSION_MISMATCH", "FENCED", "BAD_KEY",
   "VALUE_TOO_LARGE", "BAD_BUCKET", "QUOTA", "RATE_LIMITED", "NOT_A_COUNTER", "OVERFLOW", "BUSY",
-  "DEADLOCK", "LOCK_LOST", "UNAVAILABLE",
+  "DEADLOCK", "LOCK_LOST", "UNAVAILABLE", "BAD_BATCH",
 ];
 
 /** The ABI name of a code ("NO_PROCESS"); "UNKNOWN" for one this SDK does not know. */
@@ -107,6 +108,12 @@ export const REASON_NOT_CALLABLE: i32 = 7;
 
 /** kv_get/kv_exists/kv_list flag: read this node's applied state. */
 export const KV_STALE: i32 = 1;
+/** Most entries (keys) in one key-value batch; more (or none) is BAD_BATCH. */
+export const MAX_BATCH_ENTRIES: i32 = 100;
+/** Most bytes of keys and values in one batch (4 MiB); more is BAD_BATCH. */
+export const MAX_BATCH_BYTES: i32 = 4 << 20;
+/** Bytes of a kv_get_many record before its value: version (u64), length (u32). */
+export const KV_MANY_RECORD_HEADER: i32 = 12;
 
 // ---- The raw imports (pointers are usize offsets, as in shoal.h) -----------------
 
@@ -201,6 +208,15 @@ export declare function shoal_kv_increment(bucket: usize, bucketLen: i32, key: u
 // @ts-ignore: decorator
 @external("shoal_v1", "kv_list")
 export declare function shoal_kv_list(bucket: usize, bucketLen: i32, prefix: usize, prefixLen: i32, cursor: usize, cursorLen: i32, flags: i32, buf: usize, bufLen: i32): i32;
+// @ts-ignore: decorator
+@external("shoal_v1", "kv_get_many")
+export declare function shoal_kv_get_many(bucket: usize, bucketLen: i32, keys: usize, keysLen: i32, flags: i32, buf: usize, bufLen: i32, sizeOut: usize): i32;
+// @ts-ignore: decorator
+@external("shoal_v1", "kv_set_many")
+export declare function shoal_kv_set_many(bucket: usize, bucketLen: i32, entries: usize, entriesLen: i32, fence: usize): i32;
+// @ts-ignore: decorator
+@external("shoal_v1", "kv_delete_many")
+export declare function shoal_kv_delete_many(bucket: usize, bucketLen: i32, keys: usize, keysLen: i32, fence: usize): i32;
 // @ts-ignore: decorator
 @external("shoal_v1", "lock")
 export declare function shoal_lock(name: usize, nameLen: i32, timeoutMs: i64, tokenOut: usize): i32;
@@ -701,6 +717,85 @@ export class KvInfo {
   length: u64 = 0;
 }
 
+/** What Bucket.getManyInto() learns: the records' total size (also on BUFFER_TOO_SMALL). */
+export class KvManyInfo {
+  size: u64 = 0;
+}
+
+/** One entry of a setMany() batch. */
+export class KeyValue {
+  constructor(public key: Uint8Array, public value: Uint8Array) {}
+}
+
+/**
+ * Encodes `keys` as kv_get_many and kv_delete_many take them (and kv_list
+ * answers them): each a 2-byte little-endian length, then the key.
+ * BAD_KEY for a key whose length does not fit 2 bytes (the host refuses
+ * keys over 256 bytes with BAD_KEY too); the batch's bounds are the host's
+ * to check (BAD_BATCH).
+ */
+export function encodeKeys(keys: Uint8Array[]): Result<Uint8Array> {
+  let total = 0;
+  for (let i = 0; i < keys.length; i++) {
+    if (keys[i].length > 0xFFFF) return errResult<Uint8Array>(BAD_KEY);
+    total += 2 + keys[i].length;
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    store<u16>(out.dataStart + at, <u16>k.length);
+    memory.copy(out.dataStart + at + 2, k.dataStart, k.length);
+    at += 2 + k.length;
+  }
+  return okResult<Uint8Array>(out);
+}
+
+/**
+ * Encodes `entries` as kv_set_many takes them: each a 2-byte little-endian
+ * key length, the key, a 4-byte little-endian value length and the value.
+ * BAD_KEY for a key whose length does not fit 2 bytes.
+ */
+export function encodeEntries(entries: KeyValue[]): Result<Uint8Array> {
+  let total = 0;
+  for (let i = 0; i < entries.length; i++) {
+    if (entries[i].key.length > 0xFFFF) return errResult<Uint8Array>(BAD_KEY);
+    total += 2 + entries[i].key.length + 4 + entries[i].value.length;
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const k = entries[i].key;
+    const v = entries[i].value;
+    store<u16>(out.dataStart + at, <u16>k.length);
+    memory.copy(out.dataStart + at + 2, k.dataStart, k.length);
+    at += 2 + k.length;
+    store<u32>(out.dataStart + at, <u32>v.length);
+    memory.copy(out.dataStart + at + 4, v.dataStart, v.length);
+    at += 4 + v.length;
+  }
+  return okResult<Uint8Array>(out);
+}
+
+/**
+ * Decodes kv_get_many's records (from Bucket.getManyInto()): one per key, in
+ * order, null for an absent key; the values are copies. INVALID if malformed.
+ */
+export function decodeMany(records: Uint8Array): Result<Array<Entry | null>> {
+  const out = new Array<Entry | null>(0);
+  let at = 0;
+  while (at < records.length) {
+    if (records.length - at < KV_MANY_RECORD_HEADER) return errResult<Array<Entry | null>>(INVALID);
+    const version = load<u64>(records.dataStart + at);
+    const len = load<u32>(records.dataStart + at + 8);
+    const start = at + KV_MANY_RECORD_HEADER;
+    if (<u32>(records.length - start) < len) return errResult<Array<Entry | null>>(INVALID);
+    out.push(version == 0 ? null : new Entry(records.slice(start, start + <i32>len), version));
+    at = start + <i32>len;
+  }
+  return okResult<Array<Entry | null>>(out);
+}
+
 /**
  * A bucket of keys of this process's owner, replicated by the cluster. Keys
  * and values are bytes (utf8() makes them from strings). Reads are
@@ -807,6 +902,68 @@ export class Bucket {
     }
     return okResult<Uint8Array[]>(keys);
   }
+
+  /**
+   * kv_get_many into `buf`, of keys encoded by encodeKeys(): the records'
+   * length (decode them with decodeMany()) or an error; `info.size` gets
+   * their total, also on BUFFER_TOO_SMALL (then: the buffer size needed).
+   */
+  getManyInto(encodedKeys: Uint8Array, buf: Uint8Array, info: KvManyInfo): i32 {
+    store<u64>(SCRATCH, 0);
+    const rc = shoal_kv_get_many(this.b, this.bl, encodedKeys.dataStart, encodedKeys.length, this.flags, buf.dataStart, buf.length, SCRATCH);
+    info.size = load<u64>(SCRATCH);
+    return rc;
+  }
+
+  /**
+   * The entries of `keys` (1 to MAX_BATCH_ENTRIES), all read from one state,
+   * in order; null for an absent key. Any size: the buffer starts small and
+   * grows to the size the host asks for. BAD_BATCH, or as get().
+   */
+  getMany(keys: Uint8Array[]): Result<Array<Entry | null>> {
+    const enc = encodeKeys(keys);
+    if (!enc.ok) return errResult<Array<Entry | null>>(enc.code);
+    const encoded = enc.value;
+    let buf = new Uint8Array(256);
+    const info = new KvManyInfo();
+    for (;;) {
+      const rc = this.getManyInto(encoded, buf, info);
+      if (rc >= 0) {
+        if (rc > buf.length) return errResult<Array<Entry | null>>(INVALID);
+        const r = decodeMany(buf.subarray(0, rc));
+        if (r.ok && r.value.length != keys.length) return errResult<Array<Entry | null>>(INVALID);
+        return r;
+      }
+      if (rc == BUFFER_TOO_SMALL && info.size > <u64>buf.length && info.size <= <u64>i32.MAX_VALUE) {
+        buf = new Uint8Array(<i32>info.size);
+        continue;
+      }
+      return errResult<Array<Entry | null>>(rc);
+    }
+    return errResult<Array<Entry | null>>(INVALID); // not reached
+  }
+
+  private writeMany(isSet: bool, encoded: Result<Uint8Array>, fence: usize): Result<i32> {
+    if (!encoded.ok) return errResult<i32>(encoded.code);
+    const e = encoded.value;
+    const rc = isSet
+      ? shoal_kv_set_many(this.b, this.bl, e.dataStart, e.length, fence)
+      : shoal_kv_delete_many(this.b, this.bl, e.dataStart, e.length, fence);
+    return rc < 0 ? errResult<i32>(rc) : okResult<i32>(rc);
+  }
+
+  /**
+   * Sets every entry (1 to MAX_BATCH_ENTRIES, at most MAX_BATCH_BYTES) in one
+   * write, all or nothing (a key named twice: the last value wins); how
+   * many. BAD_BATCH, or as set() (one refusal refuses the whole batch).
+   */
+  setMany(entries: KeyValue[]): Result<i32> { return this.writeMany(true, encodeEntries(entries), 0); }
+  /** setMany() fenced by `lock` (one check covers the whole batch). */
+  setManyFenced(entries: KeyValue[], lock: Lock): Result<i32> { return this.writeMany(true, encodeEntries(entries), lock.fence()); }
+  /** Deletes every key in one write, all or nothing; how many existed. As setMany(). */
+  deleteMany(keys: Uint8Array[]): Result<i32> { return this.writeMany(false, encodeKeys(keys), 0); }
+  /** deleteMany() fenced by `lock`. */
+  deleteManyFenced(keys: Uint8Array[], lock: Lock): Result<i32> { return this.writeMany(false, encodeKeys(keys), lock.fence()); }
 
   /** Every key starting with `prefix`, all pages. */
   keys(prefix: Uint8Array = new Uint8Array(0)): Result<Uint8Array[]> {

@@ -34,6 +34,10 @@ pub const BUCKET_BYTES_MAX: usize = shoal_abi::kv::BUCKET_BYTES_MAX;
 pub const OWNER_KEYS_MAX: u64 = 100_000;
 /// Most bytes (keys and values) one owner may hold, over all its buckets.
 pub const OWNER_BYTES_MAX: u64 = 64 << 20;
+/// Most entries in one batch (the ABI's).
+pub const BATCH_ENTRIES_MAX: usize = shoal_abi::kv::BATCH_ENTRIES_MAX;
+/// Most bytes (keys and values) in one batch (the ABI's).
+pub const BATCH_BYTES_MAX: usize = shoal_abi::kv::BATCH_BYTES_MAX;
 /// Most keys one `list` answer holds (then a cursor to go on).
 pub const LIST_KEYS_MAX: usize = shoal_abi::kv::LIST_KEYS_MAX;
 
@@ -123,6 +127,19 @@ pub enum KvRefusal {
     /// `increment` would overflow.
     #[error("the counter would overflow")]
     Overflow,
+    /// A batch is empty, has more than [`BATCH_ENTRIES_MAX`] entries or
+    /// more than [`BATCH_BYTES_MAX`] bytes of keys and values.
+    #[error("batch of {entries} entries and {bytes} bytes: batches are 1 to {entries_max} entries and at most {bytes_max} bytes")]
+    BadBatch {
+        /// Its entries.
+        entries: usize,
+        /// Its bytes (keys and values).
+        bytes: usize,
+        /// The entry bound.
+        entries_max: usize,
+        /// The byte bound.
+        bytes_max: usize,
+    },
     /// The asking process is not live.
     #[error("pid {0} is not a live process")]
     NotLive(u64),
@@ -161,6 +178,67 @@ pub enum KvOp {
     },
     /// `kv_delete` (→ `KvDeleted`).
     Delete,
+}
+
+/// A batch write, as a Raft command carries it
+/// ([`crate::state::Command::KvBatch`]): all of it or nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvBatchOp {
+    /// `kv_set_many` (→ `KvCount`: how many were set).
+    Set {
+        /// The entries, in order (a key named twice: the last one wins).
+        entries: Vec<KvPair>,
+    },
+    /// `kv_delete_many` (→ `KvCount`: how many existed).
+    Delete {
+        /// The keys.
+        keys: Vec<KvPair>,
+    },
+}
+
+/// A key and a value (empty for a delete's key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvPair {
+    /// The key.
+    #[serde(with = "serde_bytes_vec")]
+    pub key: Vec<u8>,
+    /// The value.
+    #[serde(with = "serde_bytes_vec")]
+    pub value: Vec<u8>,
+}
+
+impl KvBatchOp {
+    fn pairs(&self) -> &[KvPair] {
+        match self {
+            KvBatchOp::Set { entries } => entries,
+            KvBatchOp::Delete { keys } => keys,
+        }
+    }
+
+    /// How many entries (or keys) the batch has.
+    pub fn len(&self) -> usize {
+        self.pairs().len()
+    }
+
+    /// Whether it has none (then [`KvBatchOp::check`] refuses it).
+    pub fn is_empty(&self) -> bool {
+        self.pairs().is_empty()
+    }
+
+    /// Refuse a batch out of bounds (before anything is applied).
+    pub fn check(&self) -> Result<(), KvRefusal> {
+        let pairs = self.pairs();
+        let bytes: usize = pairs.iter().map(|p| p.key.len() + p.value.len()).sum();
+        if pairs.is_empty() || pairs.len() > BATCH_ENTRIES_MAX || bytes > BATCH_BYTES_MAX {
+            return Err(KvRefusal::BadBatch {
+                entries: pairs.len(),
+                bytes,
+                entries_max: BATCH_ENTRIES_MAX,
+                bytes_max: BATCH_BYTES_MAX,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The replicated key-value book (see the module docs).
@@ -360,6 +438,30 @@ impl KvBook {
         Ok(true)
     }
 
+    /// A batch, all or nothing: on the first refusal the book is as it
+    /// was (a persistent map: the copy shares everything and costs what
+    /// the batch changes). The count set, or of keys that existed.
+    pub fn batch(&mut self, owner: &Owner, bucket: &str, op: &KvBatchOp) -> Result<u64, KvRefusal> {
+        op.check()?;
+        let mut next = self.clone();
+        let mut count = 0u64;
+        match op {
+            KvBatchOp::Set { entries } => {
+                for p in entries {
+                    next.set(owner, bucket, &p.key, &p.value)?;
+                    count += 1;
+                }
+            }
+            KvBatchOp::Delete { keys } => {
+                for p in keys {
+                    count += u64::from(next.delete(owner, bucket, &p.key)?);
+                }
+            }
+        }
+        *self = next;
+        Ok(count)
+    }
+
     /// Check the book's invariants (tests and debug assertions): the usage
     /// table equals a count of the entries, and no version is above the
     /// write counter.
@@ -456,6 +558,75 @@ mod tests {
             role: Role::Client,
             id: id.into(),
         }
+    }
+
+    fn pair(key: &[u8], value: &[u8]) -> KvPair {
+        KvPair {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_whole_or_not_at_all() {
+        let a = owner("alice");
+        let mut kv = KvBook::default();
+        let set = KvBatchOp::Set {
+            entries: vec![pair(b"x", b"1"), pair(b"y", b"2"), pair(b"x", b"3")],
+        };
+        assert_eq!(kv.batch(&a, "b", &set), Ok(3));
+        assert_eq!(kv.get(&a, "b", b"x").unwrap().value, b"3", "the last wins");
+        // Quota: fill the owner up to 50 bytes short of its bound; then a
+        // batch whose second entry would pass it applies nothing.
+        let mut i = 0u32;
+        loop {
+            let room = OWNER_BYTES_MAX - kv.usage(&a).bytes;
+            let key = format!("fill{i:04}");
+            if room < 50 + key.len() as u64 {
+                break;
+            }
+            let len = (room - 50 - key.len() as u64).min(VALUE_BYTES_MAX as u64) as usize;
+            kv.set(&a, "fill", key.as_bytes(), &vec![0u8; len]).unwrap();
+            i += 1;
+        }
+        assert_eq!(OWNER_BYTES_MAX - kv.usage(&a).bytes, 50);
+        let before = kv.clone();
+        let over = KvBatchOp::Set {
+            entries: vec![pair(b"s1", &[1u8; 10]), pair(b"s2", &[2u8; 100])],
+        };
+        assert!(matches!(
+            kv.batch(&a, "b", &over),
+            Err(KvRefusal::Quota { .. })
+        ));
+        assert_eq!(kv, before, "a refused batch changes nothing");
+        let bad_key = KvBatchOp::Set {
+            entries: vec![pair(b"ok", b"1"), pair(b"", b"2")],
+        };
+        assert!(matches!(
+            kv.batch(&a, "b", &bad_key),
+            Err(KvRefusal::BadKey { .. })
+        ));
+        assert_eq!(kv, before);
+        let too_many = KvBatchOp::Delete {
+            keys: (0..=BATCH_ENTRIES_MAX as u32)
+                .map(|i| pair(&i.to_le_bytes(), b""))
+                .collect(),
+        };
+        assert!(matches!(
+            kv.batch(&a, "b", &too_many),
+            Err(KvRefusal::BadBatch { .. })
+        ));
+        let empty = KvBatchOp::Set { entries: vec![] };
+        assert!(matches!(
+            kv.batch(&a, "b", &empty),
+            Err(KvRefusal::BadBatch { .. })
+        ));
+        let del = KvBatchOp::Delete {
+            keys: vec![pair(b"x", b""), pair(b"nope", b""), pair(b"y", b"")],
+        };
+        assert_eq!(kv.batch(&a, "b", &del), Ok(2));
+        assert!(kv.get(&a, "b", b"y").is_none());
+        kv.check().unwrap();
     }
 
     #[test]

@@ -317,6 +317,7 @@ impl Refusal {
                 KvRefusal::VersionMismatch { .. } => RefusalKind::Conflict,
                 KvRefusal::Quota { .. } => RefusalKind::Exhausted,
                 KvRefusal::BadKey { .. }
+                | KvRefusal::BadBatch { .. }
                 | KvRefusal::ValueTooLarge { .. }
                 | KvRefusal::BadBucket { .. }
                 | KvRefusal::NotACounter

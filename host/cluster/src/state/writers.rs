@@ -147,6 +147,7 @@ impl ClusterState {
             | Command::JoinGroup { pid, .. }
             | Command::LeaveGroup { pid, .. }
             | Command::Kv { pid, .. }
+            | Command::KvBatch { pid, .. }
             | Command::Lock { pid, .. } => runs_here(*pid),
             Command::Reincarnated { node, .. } => own(*node),
             Command::RedeemToken { .. } | Command::AddNode { .. } => match self.ca_node {
@@ -217,6 +218,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::NodeAlive { .. } => "NodeAlive",
         Command::RegisterName { .. } => "RegisterName",
         Command::Kv { .. } => "Kv",
+        Command::KvBatch { .. } => "KvBatch",
         Command::KvByCaller { .. } => "KvByCaller",
         Command::Lock { .. } => "Lock",
         Command::ExpireLocks { .. } => "ExpireLocks",

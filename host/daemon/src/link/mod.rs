@@ -26,7 +26,9 @@ use shoal_cluster::{ClusterState, Command, NodeId, NodeStatus, Owner, Raft};
 use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
-use shoal_runtime::cluster_link::{KvFence, KvLocks, KvWrite, KvWritten, LockAnswer, ReadMode};
+use shoal_runtime::cluster_link::{
+    KvBatchWrite, KvFence, KvLocks, KvWrite, KvWritten, LockAnswer, ReadMode,
+};
 use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
 use shoal_runtime::pid::Pid;
@@ -629,6 +631,44 @@ impl KvLocks for Link {
         fence: Option<KvFence>,
     ) -> Result<KvWritten, i32> {
         self.asker(pid).write_kv(bucket, key, op, fence).await
+    }
+
+    async fn kv_read_many(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        keys: &[Vec<u8>],
+        mode: ReadMode,
+    ) -> Result<Vec<Option<(Vec<u8>, u64)>>, i32> {
+        self.asker(pid).read_many(bucket, keys, mode).await
+    }
+
+    async fn kv_write_many(
+        &self,
+        pid: Pid,
+        bucket: &str,
+        batch: KvBatchWrite,
+        fence: Option<KvFence>,
+    ) -> Result<u64, i32> {
+        use shoal_cluster::state::kv::{KvBatchOp, KvPair};
+        let op = match batch {
+            KvBatchWrite::Set(entries) => KvBatchOp::Set {
+                entries: entries
+                    .into_iter()
+                    .map(|(key, value)| KvPair { key, value })
+                    .collect(),
+            },
+            KvBatchWrite::Delete(keys) => KvBatchOp::Delete {
+                keys: keys
+                    .into_iter()
+                    .map(|key| KvPair {
+                        key,
+                        value: Vec::new(),
+                    })
+                    .collect(),
+            },
+        };
+        self.asker(pid).write_batch(bucket, op, fence).await
     }
 
     async fn lock(&self, pid: Pid, name: &str, wait: bool) -> Result<LockAnswer, i32> {

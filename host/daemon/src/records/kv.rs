@@ -7,7 +7,7 @@
 //! Each function takes the asking process's owner as the node knows it
 //! (`Link::owner_of`); the state machine checks it again at apply.
 
-use shoal_cluster::state::kv::{KvOp, KvRefusal, LIST_KEYS_MAX};
+use shoal_cluster::state::kv::{KvBatchOp, KvOp, KvRefusal, LIST_KEYS_MAX};
 use shoal_cluster::state::locks::LockRefusal;
 use shoal_cluster::state::{ClusterState, Command, CommandResult, Fence, LockOp, Refusal};
 use shoal_cluster::{ClusterError, Raft};
@@ -40,6 +40,7 @@ pub fn refusal_code(refusal: &Refusal) -> i32 {
             KvRefusal::BadKey { .. } => errno::BAD_KEY,
             KvRefusal::ValueTooLarge { .. } => errno::VALUE_TOO_LARGE,
             KvRefusal::BadBucket { .. } => errno::BAD_BUCKET,
+            KvRefusal::BadBatch { .. } => errno::BAD_BATCH,
             KvRefusal::Quota { .. } => errno::QUOTA,
             KvRefusal::VersionMismatch { .. } => errno::VERSION_MISMATCH,
             KvRefusal::NotACounter => errno::NOT_A_COUNTER,
@@ -76,6 +77,13 @@ pub struct WriteRates {
 impl WriteRates {
     /// Take one write from `owner`'s bucket, or `RATE_LIMITED`.
     pub fn take(&self, owner: &Owner) -> Result<(), i32> {
+        self.take_n(owner, 1)
+    }
+
+    /// Take `n` writes (a batch's entries) from `owner`'s bucket at once,
+    /// or none and `RATE_LIMITED`.
+    pub fn take_n(&self, owner: &Owner, n: usize) -> Result<(), i32> {
+        let n = n as f64;
         let now = Instant::now();
         let max = f64::from(OWNER_WRITES_PER_S_MAX);
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -92,10 +100,10 @@ impl WriteRates {
         let (tokens, last) = b.entry(owner.clone()).or_insert((max, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * max).min(max);
         *last = now;
-        if *tokens < 1.0 {
+        if *tokens < n {
             return Err(errno::RATE_LIMITED);
         }
-        *tokens -= 1.0;
+        *tokens -= n;
         Ok(())
     }
 }
@@ -130,7 +138,11 @@ impl Asker<'_> {
 
     /// Write `cmd` after the rate check; a refusal as its ABI code.
     async fn write(&self, cmd: Command) -> Result<CommandResult, i32> {
-        self.rates.take(&self.owner)?;
+        let writes = match &cmd {
+            Command::KvBatch { op, .. } => op.len(),
+            _ => 1,
+        };
+        self.rates.take_n(&self.owner, writes)?;
         self.live().await?;
         match self.raft.write(cmd).await {
             Ok(CommandResult::Refused(r)) => Err(refusal_code(&r)),
@@ -163,6 +175,50 @@ impl Asker<'_> {
             .kv
             .get(&self.owner, bucket, key)
             .map(|e| (e.value.clone(), e.version)))
+    }
+
+    /// `kv_get_many`: every key from one state (one ReadIndex when
+    /// linearizable), in order.
+    pub async fn read_many(
+        &self,
+        bucket: &str,
+        keys: &[Vec<u8>],
+        mode: ReadMode,
+    ) -> Result<Vec<Option<(Vec<u8>, u64)>>, i32> {
+        let state = self.state(mode).await?;
+        Ok(keys
+            .iter()
+            .map(|key| {
+                state
+                    .kv
+                    .get(&self.owner, bucket, key)
+                    .map(|e| (e.value.clone(), e.version))
+            })
+            .collect())
+    }
+
+    /// `kv_set_many`, `kv_delete_many`: all or nothing; how many were set
+    /// (or existed).
+    pub async fn write_batch(
+        &self,
+        bucket: &str,
+        op: KvBatchOp,
+        fence: Option<KvFence>,
+    ) -> Result<u64, i32> {
+        let cmd = Command::KvBatch {
+            pid: self.pid.0,
+            owner: self.owner.clone(),
+            bucket: bucket.to_string(),
+            op,
+            fence: fence.map(|f| Fence {
+                lock: f.lock,
+                token: f.token,
+            }),
+        };
+        match self.write(cmd).await? {
+            CommandResult::KvCount(n) => Ok(n),
+            _ => Err(errno::INVALID),
+        }
     }
 
     /// `kv_list`.

@@ -15,7 +15,7 @@
 use super::memory::{check_writable, read_bytes, write_bytes};
 use super::{arg_i32, arg_i64, errno, Registrar};
 use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
-use crate::cluster_link::{KvFence, KvWrite, KvWritten, LockAnswer, ReadMode};
+use crate::cluster_link::{KvBatchWrite, KvFence, KvWrite, KvWritten, LockAnswer, ReadMode};
 use crate::process::ProcessCtx;
 use shoal_abi::kv as abi;
 use std::time::{Duration, Instant};
@@ -120,6 +120,42 @@ async fn versioned_write(
         KvWritten::Version(v) => write_u64(caller, out, v).map(|()| errno::OK),
         _ => Err(errno::INVALID),
     }
+}
+
+/// Most bytes a batch argument may span: every entry's bytes plus its
+/// length fields. Checked before the guest's memory is read.
+const BATCH_ENCODED_BYTES_MAX: usize = abi::BATCH_BYTES_MAX + abi::BATCH_ENTRIES_MAX * 6;
+
+/// Read a batch argument's bytes (bounded first: `BAD_BATCH`).
+fn read_batch(caller: &mut Caller<'_, ProcessCtx>, (ptr, len): (i32, i32)) -> Result<Vec<u8>, i32> {
+    if len < 0 {
+        return Err(errno::INVALID);
+    }
+    if len as usize > BATCH_ENCODED_BYTES_MAX {
+        return Err(errno::BAD_BATCH);
+    }
+    read_bytes(caller, ptr, len)
+}
+
+/// `kv_set_many`, `kv_delete_many`: the count the batch answers.
+async fn batch_write(
+    caller: &mut Caller<'_, ProcessCtx>,
+    bucket: (i32, i32),
+    batch: (i32, i32),
+    set: bool,
+    fence_ptr: i32,
+) -> Result<i32, i32> {
+    let bucket = read_bucket(caller, bucket)?;
+    let bytes = read_batch(caller, batch)?;
+    let batch = if set {
+        KvBatchWrite::Set(abi::decode_entries(&bytes)?)
+    } else {
+        KvBatchWrite::Delete(abi::decode_keys(&bytes)?)
+    };
+    let fence = read_fence(caller, fence_ptr)?;
+    let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
+    let count = kv.kv_write_many(me, &bucket, batch, fence).await?;
+    i32::try_from(count).map_err(|_| errno::INVALID)
 }
 
 /// Encode keys for `kv_list`'s buffer: as many whole entries as fit in
@@ -297,6 +333,57 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             }
             .await;
             code(r)
+        })
+    })?;
+    r.define("kv_get_many", |mut caller, params| {
+        let a: Vec<i32> = (0..8).map(|i| arg_i32(params, i)).collect();
+        Box::new(async move {
+            let r = async {
+                let (buf_ptr, buf_len, size_ptr) = (a[5], a[6], a[7]);
+                check_writable(&mut caller, size_ptr, 8)?;
+                if buf_len < 0 {
+                    return Err(errno::INVALID);
+                }
+                check_writable(&mut caller, buf_ptr, buf_len)?;
+                let bucket = read_bucket(&mut caller, (a[0], a[1]))?;
+                let keys = abi::decode_keys(&read_batch(&mut caller, (a[2], a[3]))?)?;
+                let mode = read_mode(a[4])?;
+                let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
+                let found = kv.kv_read_many(me, &bucket, &keys, mode).await?;
+                let size: usize = found
+                    .iter()
+                    .map(|f| abi::MANY_RECORD_HEADER_BYTES + f.as_ref().map_or(0, |(v, _)| v.len()))
+                    .sum();
+                write_u64(&mut caller, size_ptr, size as u64)?;
+                if size > buf_len as usize {
+                    return Err(errno::BUFFER_TOO_SMALL);
+                }
+                let mut out = Vec::with_capacity(size);
+                for f in &found {
+                    let (value, version) = f
+                        .as_ref()
+                        .map_or((&[][..], 0), |(v, version)| (v.as_slice(), *version));
+                    out.extend_from_slice(&version.to_le_bytes());
+                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(value);
+                }
+                write_bytes(&mut caller, buf_ptr, &out)?;
+                i32::try_from(size).map_err(|_| errno::BUFFER_TOO_SMALL)
+            }
+            .await;
+            code(r)
+        })
+    })?;
+    r.define("kv_set_many", |mut caller, params| {
+        let a: Vec<i32> = (0..5).map(|i| arg_i32(params, i)).collect();
+        Box::new(async move {
+            code(batch_write(&mut caller, (a[0], a[1]), (a[2], a[3]), true, a[4]).await)
+        })
+    })?;
+    r.define("kv_delete_many", |mut caller, params| {
+        let a: Vec<i32> = (0..5).map(|i| arg_i32(params, i)).collect();
+        Box::new(async move {
+            code(batch_write(&mut caller, (a[0], a[1]), (a[2], a[3]), false, a[4]).await)
         })
     })?;
     r.define("lock", |mut caller, params| {
