@@ -88,9 +88,12 @@ pub fn decode_keys(bytes: &[u8]) -> Result<Vec<Vec<u8>>, BatchError> {
     Ok(keys)
 }
 
+/// A batch's `(key, value)` entries.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Decode `(key, value)` entries encoded back to back (2-byte key length,
 /// key, 4-byte value length, value), checking every bound first.
-pub fn decode_entries(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BatchError> {
+pub fn decode_entries(bytes: &[u8]) -> Result<Entries, BatchError> {
     let mut entries = Vec::new();
     let mut rest = bytes;
     let mut total = 0usize;
