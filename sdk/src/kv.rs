@@ -305,17 +305,10 @@ impl Bucket {
     /// the whole batch).
     pub fn set_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, entries: &[(K, V)]) -> Result<u64> {
         let encoded = shoal_abi::kv::encode_entries(entries);
-        // SAFETY: every pointer is valid for its length; no fence.
-        let rc = unsafe {
-            sys::kv_set_many(
-                self.name.as_ptr(),
-                len_of(self.name.as_bytes())?,
-                encoded.as_ptr(),
-                len_of(&encoded)?,
-                core::ptr::null(),
-            )
-        };
-        check(rc).map(u64::from)
+        // SAFETY: `batch` passes pointers valid for their lengths.
+        self.batch(&encoded, |b, bl, e, el| unsafe {
+            sys::kv_set_many(b, bl, e, el, core::ptr::null())
+        })
     }
 
     /// Delete every key in one write, all or nothing: how many existed.
@@ -325,16 +318,25 @@ impl Bucket {
     /// As [`Bucket::set_many`].
     pub fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
         let encoded = shoal_abi::kv::encode_keys(keys);
-        // SAFETY: every pointer is valid for its length; no fence.
-        let rc = unsafe {
-            sys::kv_delete_many(
-                self.name.as_ptr(),
-                len_of(self.name.as_bytes())?,
-                encoded.as_ptr(),
-                len_of(&encoded)?,
-                core::ptr::null(),
-            )
-        };
+        // SAFETY: `batch` passes pointers valid for their lengths.
+        self.batch(&encoded, |b, bl, k, kl| unsafe {
+            sys::kv_delete_many(b, bl, k, kl, core::ptr::null())
+        })
+    }
+
+    /// Call a batch write import with this bucket's name and `encoded`
+    /// (pointers valid for their lengths): its count.
+    fn batch(
+        &self,
+        encoded: &[u8],
+        write: impl FnOnce(*const u8, i32, *const u8, i32) -> i32,
+    ) -> Result<u64> {
+        let rc = write(
+            self.name.as_ptr(),
+            len_of(self.name.as_bytes())?,
+            encoded.as_ptr(),
+            len_of(encoded)?,
+        );
         check(rc).map(u64::from)
     }
 
