@@ -406,3 +406,14 @@ mod tests {
         }
     }
 }
+
+/// An operator's key-value write refused by the node's write-rate quota
+/// (HTTP 429): retry later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{who} makes key-value writes faster than {writes_per_s_max} per second on this node; retry later")]
+pub struct KvRateLimited {
+    /// The identity that asked.
+    pub who: String,
+    /// The node's bound.
+    pub writes_per_s_max: u32,
+}

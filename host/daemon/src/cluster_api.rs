@@ -1217,6 +1217,20 @@ async fn kv(
     };
     let unexpected =
         |r: CommandResult| RemoteError::new(500, format!("the key-value write answered {r:?}"));
+    // Operators' writes share the log with guests': the same quota, on the
+    // identity that asked.
+    let take_rate = || {
+        let rates = inner.link.kv_rates();
+        rates.take(direct).map_err(|_| {
+            RemoteError::typed(
+                429,
+                &shoal_api::kv::KvRateLimited {
+                    who: owner_text(direct),
+                    writes_per_s_max: rates.per_s_max(),
+                },
+            )
+        })
+    };
     match method {
         Method::GET => {
             let state = read_state(inner, query_flag(query, "stale")?).await?;
@@ -1235,6 +1249,7 @@ async fn kv(
             }
         }
         Method::PUT => {
+            take_rate()?;
             let value = shoal_net::read_body(req, VALUE_BYTES_MAX + 1).await?;
             if value.len() > VALUE_BYTES_MAX {
                 return Err(kv_refused(KvRefusal::ValueTooLarge {
@@ -1258,6 +1273,7 @@ async fn kv(
             }
         }
         Method::DELETE => {
+            take_rate()?;
             let r = inner
                 .raft
                 .write_as(write(KvOp::Delete), direct)

@@ -112,6 +112,11 @@ pub struct DaemonConfig {
     /// that was only cut off has this long to notice before another may
     /// take its locks (and its fenced writes are refused from then on).
     pub lock_delay: Duration,
+    /// Key-value writes and lock commands one identity may make per second
+    /// on this node (a token bucket of this size): guests count against
+    /// their owner, operators (`shoal kv set|del`) against themselves, so
+    /// no tenant floods the Raft log that heartbeats share.
+    pub kv_writes_per_s_max: u32,
 }
 
 impl DaemonConfig {
@@ -134,6 +139,7 @@ impl DaemonConfig {
             faults: Default::default(),
             rebalance: Default::default(),
             lock_delay: LOCK_DELAY_DEFAULT,
+            kv_writes_per_s_max: records::kv::OWNER_WRITES_PER_S_MAX,
         }
     }
 }
@@ -344,6 +350,7 @@ impl Daemon {
             peers.clone(),
             node.downgrade(),
             config.node.engine.processes_max,
+            config.kv_writes_per_s_max,
         );
         {
             let link = link.clone();

@@ -620,3 +620,55 @@ async fn the_shoal_cli_speaks_kv() {
     );
     c.shutdown().await;
 }
+
+/// Operators' writes share the write-rate quota with guests' (on the
+/// identity that asked): past `kv_writes_per_s_max` a write is refused with
+/// a typed 429 and nothing is written; the bucket refills with time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_writing_past_the_rate_quota_gets_a_typed_429() {
+    let c = TestCluster::start_with(2, |cfg| cfg.kv_writes_per_s_max = 3).await;
+    let a0 = c.admin_client(0);
+    let mut refused = None;
+    let mut written = Vec::new();
+    for i in 0..50 {
+        let key = format!("burst{i}");
+        match a0
+            .kv_set(None, "rates", key.as_bytes(), b"v".to_vec())
+            .await
+        {
+            Ok(_) => written.push(key),
+            Err(e) => {
+                refused = Some((key, e));
+                break;
+            }
+        }
+    }
+    let (key, e) = refused.expect("50 writes at once pass a quota of 3 per second");
+    assert!(written.len() >= 3, "the bucket starts full: {written:?}");
+    match &e {
+        ClientError::Api {
+            status: 429,
+            message,
+        } => assert!(
+            message.contains("admin:") && message.contains("3 per second"),
+            "{message}"
+        ),
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    assert_status(
+        a0.kv_get(None, "rates", key.as_bytes(), false).await,
+        404,
+        "the refused write wrote nothing",
+    );
+    // The bucket refills with time (retried until it has, boundedly).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match a0.kv_set(None, "rates", b"later", b"v".to_vec()).await {
+            Ok(_) => break,
+            Err(e) if e.status() == Some(429) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("after the refill: {e}"),
+        }
+    }
+}

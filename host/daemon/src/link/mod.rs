@@ -150,6 +150,7 @@ impl Link {
         peers: Peers,
         node: WeakNode,
         processes_max: u32,
+        kv_writes_per_s_max: u32,
     ) -> Arc<Link> {
         Arc::new(Link {
             me,
@@ -163,8 +164,14 @@ impl Link {
             reincarnated_written: tokio::sync::Notify::new(),
             routes: std::sync::RwLock::new(()),
             owners: Default::default(),
-            rates: Default::default(),
+            rates: Arc::new(crate::records::kv::WriteRates::new(kv_writes_per_s_max)),
         })
+    }
+
+    /// The node's key-value and lock write rates (shared with the
+    /// operator API).
+    pub fn kv_rates(&self) -> &crate::records::kv::WriteRates {
+        &self.rates
     }
 
     /// Wait (boundedly) until a new incarnation of `pid`, if one is

@@ -69,12 +69,32 @@ fn unavailable(what: &str, pid: Pid, e: &ClusterError) -> i32 {
 }
 
 /// Per-owner token buckets for the write-rate quota.
-#[derive(Default)]
 pub struct WriteRates {
     buckets: Mutex<HashMap<Owner, (f64, Instant)>>,
+    /// Writes per second (and the bucket's size).
+    per_s_max: u32,
+}
+
+impl Default for WriteRates {
+    fn default() -> Self {
+        WriteRates::new(OWNER_WRITES_PER_S_MAX)
+    }
 }
 
 impl WriteRates {
+    /// Buckets of `per_s_max` writes per second each (at least 1).
+    pub fn new(per_s_max: u32) -> Self {
+        WriteRates {
+            buckets: Mutex::new(HashMap::new()),
+            per_s_max: per_s_max.max(1),
+        }
+    }
+
+    /// The writes per second each owner may make.
+    pub fn per_s_max(&self) -> u32 {
+        self.per_s_max
+    }
+
     /// Take one write from `owner`'s bucket, or `RATE_LIMITED`.
     pub fn take(&self, owner: &Owner) -> Result<(), i32> {
         self.take_n(owner, 1)
@@ -85,7 +105,7 @@ impl WriteRates {
     pub fn take_n(&self, owner: &Owner, n: usize) -> Result<(), i32> {
         let n = n as f64;
         let now = Instant::now();
-        let max = f64::from(OWNER_WRITES_PER_S_MAX);
+        let max = f64::from(self.per_s_max);
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if b.len() >= RATE_OWNERS_MAX && !b.contains_key(owner) {
             // Forget the owner seen least recently.

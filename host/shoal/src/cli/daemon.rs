@@ -191,6 +191,13 @@ struct StartArgs {
     /// released.
     #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration)]
     lock_delay: Option<Duration>,
+
+    /// Key-value writes and lock commands one identity may make per second
+    /// on this node (default 5000): guests count against the identity that
+    /// deployed them, `shoal kv set|del` against the caller. Over it,
+    /// guests get RATE_LIMITED and operators HTTP 429; retry later.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    kv_writes_per_s_max: Option<u32>,
 }
 
 /// Arguments of `shoal node status`.
@@ -269,6 +276,9 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     }
     if let Some(d) = args.lock_delay {
         config.lock_delay = d;
+    }
+    if let Some(n) = args.kv_writes_per_s_max {
+        config.kv_writes_per_s_max = n;
     }
     if let Some(d) = args.dead_after {
         config.raft.dead_after_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
