@@ -359,7 +359,7 @@ fn build_lang_guests(repo: &Path, guest_dir: &Path) -> PathBuf {
     };
     if !output.status.success() {
         panic!(
-            "building the Zig, C++ and AssemblyScript guests failed: {cmd:?}\n{fix}\n{}",
+            "building the Zig, C++ and AssemblyScript guests failed.\n{fix}\n{}",
             show(&output)
         );
     }
