@@ -15,7 +15,7 @@
 //!    reply against what it sent, so a lost, duplicated or reordered
 //!    message fails it);
 //! 4. its all-imports guest calls every `shoal_v1` import on the cluster
-//!    and prints `all imports ok` (on the Raft leader: see
+//!    and prints `all imports ok` (on the Raft leader; on a follower in
 //!    `allimports_on_a_follower_sees_its_own_names`).
 //!
 //! And once for all six built modules: every `shoal_v1` import they declare
@@ -113,11 +113,7 @@ async fn whole_story(lang: &Lang) {
     println!("{pingpong}: move mid-conversation in {:?}", t.elapsed());
 
     let t = Instant::now();
-    // On the Raft leader: on a follower, `register` and `join_group` return
-    // before the node has applied them, so the guest's own `whereis`,
-    // `unregister` and `group_pick` right after may not see them (see
-    // `allimports_on_a_follower_sees_its_own_names`, ignored until the host
-    // waits for its own writes).
+    // On the Raft leader (a follower: `allimports_on_a_follower_sees_its_own_names`).
     let leader = c.leader().expect("a Raft leader");
     let out = all_imports_ok(&c, leader, &allimports).await;
     println!(
@@ -155,13 +151,12 @@ async fn all_imports_ok(c: &TestCluster, i: usize, allimports: &str) -> String {
 
 /// A guest's own `register` / `join_group` must be visible to its own
 /// `whereis`, `unregister` and `group_pick` right after, on any node. On a
-/// follower they are not always: the write returns once the leader has
-/// applied it, and those calls read (or pre-check against) the follower's
-/// applied state, which may not have it yet. The all-imports guests then
-/// fail `whereis: finds oneself` (NO_PROCESS), `unregister: the name`
-/// (INVALID) or `group_pick: picks the only member` (NO_PROCESS).
+/// follower the write returns once the leader has applied it, and those
+/// calls read the follower's applied state: without the host waiting for
+/// its node to apply its own name writes, the all-imports guests failed
+/// `whereis: finds oneself` (NO_PROCESS), `unregister: the name` (INVALID)
+/// or `group_pick: picks the only member` (NO_PROCESS) on every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "host bug: names and groups are not read-your-writes on a follower"]
 async fn allimports_on_a_follower_sees_its_own_names() {
     let c = TestCluster::start(3).await;
     for lang in [&ZIG, &CPP, &ASSEMBLYSCRIPT] {

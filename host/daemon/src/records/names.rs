@@ -32,10 +32,25 @@ fn refusal_code(refusal: &Refusal) -> i32 {
 
 /// Write one name command for `pid`, turning a refusal into its ABI code
 /// and an unreachable cluster into `NO_NODE`.
-async fn ask(raft: &Raft, cmd: Command, pid: Pid) -> Result<(), i32> {
+/// Write a name command; once the leader has applied it, wait (boundedly)
+/// until this node has too (`seen`), so the process reads its own write:
+/// a `whereis` or `group_pick` right after `register` / `join_group` on a
+/// follower finds it. A wait that runs out still answers the write's
+/// success (it is applied; this node is only slow to learn it).
+async fn ask(
+    raft: &Raft,
+    cmd: Command,
+    pid: Pid,
+    seen: impl Fn(&ClusterState) -> bool,
+) -> Result<(), i32> {
     match raft.write(cmd).await {
         Ok(CommandResult::Refused(r)) => Err(refusal_code(&r)),
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if raft.wait_for(REGISTER_WAIT, seen).await.is_err() {
+                tracing::debug!("name command for pid {pid}: applied, not yet seen here");
+            }
+            Ok(())
+        }
         Err(e) => {
             tracing::warn!("name command for pid {pid}: {e}");
             Err(errno::NO_NODE)
@@ -57,11 +72,14 @@ pub async fn register(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result
         };
     }
     let cmd = Command::RegisterName {
-        owner,
+        owner: owner.clone(),
         name: name.to_string(),
         pid: pid.0,
     };
-    ask(raft, cmd, pid).await
+    ask(raft, cmd, pid, |s| {
+        s.names.whereis(&owner, name) == Some(pid.0)
+    })
+    .await
 }
 
 /// `unregister`: take `name` away from `pid`.
@@ -70,11 +88,14 @@ pub async fn unregister(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Resu
         return Err(errno::INVALID);
     }
     let cmd = Command::UnregisterName {
-        owner,
+        owner: owner.clone(),
         name: name.to_string(),
         pid: pid.0,
     };
-    ask(raft, cmd, pid).await
+    ask(raft, cmd, pid, |s| {
+        s.names.whereis(&owner, name) != Some(pid.0)
+    })
+    .await
 }
 
 /// `whereis`: the pid `name` names in `asker`'s owner's namespace, from
@@ -97,33 +118,35 @@ async fn wait_live(raft: &Raft, pid: Pid) -> Result<(), i32> {
         .map_err(|_| errno::NO_PROCESS)
 }
 
+fn is_member(state: &ClusterState, owner: &Owner, name: &str, pid: Pid) -> bool {
+    state
+        .names
+        .members(owner, name)
+        .is_some_and(|m| m.contains(&pid.0))
+}
+
 /// `join_group`: add `pid` to group `name` of its owner.
 pub async fn join_group(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result<(), i32> {
     wait_live(raft, pid).await?;
-    let state = raft.state();
-    if state
-        .names
-        .members(&owner, name)
-        .is_some_and(|m| m.contains(&pid.0))
-    {
+    if is_member(&raft.state(), &owner, name, pid) {
         return Ok(());
     }
     let cmd = Command::JoinGroup {
-        owner,
+        owner: owner.clone(),
         name: name.to_string(),
         pid: pid.0,
     };
-    ask(raft, cmd, pid).await
+    ask(raft, cmd, pid, |s| is_member(s, &owner, name, pid)).await
 }
 
 /// `leave_group`: take `pid` out of group `name`.
 pub async fn leave_group(raft: &Raft, pid: Pid, owner: Owner, name: &str) -> Result<(), i32> {
     let cmd = Command::LeaveGroup {
-        owner,
+        owner: owner.clone(),
         name: name.to_string(),
         pid: pid.0,
     };
-    ask(raft, cmd, pid).await
+    ask(raft, cmd, pid, |s| !is_member(s, &owner, name, pid)).await
 }
 
 /// Turns of [`group_pick`]'s round robin (node-wide; only spreads load).
