@@ -169,8 +169,8 @@ mod tests;
 
 pub use detector::{LivenessChange, DEAD_AFTER_MS_DEFAULT};
 pub use raft::{
-    decode_rpc, ClusterError, CodecError, MoveApplied, Raft, RaftConfig, RaftRole, RaftStatus,
-    RaftTransport, RaftView, RpcKind, StoreError, TransportError, WaitTimedOut,
+    ClusterError, MoveApplied, Raft, RaftConfig, RaftRole, RaftStatus, RaftTransport, RaftView,
+    RpcKind, StoreError, TransportError, WaitTimedOut,
 };
 pub use state::{
     ClusterState, Command, CommandResult, DirEntry, Forbidden, GrantedDir, Granter, MemberInfo,

@@ -497,7 +497,7 @@ async fn a_node_certificate_cannot_mint_an_admin_token() {
             // Refused as a value, typed: `Err(Forbidden(..))`, an admin
             // needed for CreateToken.
             Ok(b) => {
-                let v: serde_json::Value = shoal_cluster::decode_rpc(&b).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
                 let why = &v["Err"]["Forbidden"];
                 assert!(
                     why["refusal"] == "forbidden" && why["code"] == "needs_admin",

@@ -483,13 +483,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Decode a Raft RPC body or answer as a node does (binary, or JSON from a
-/// peer of an earlier build): for tools and tests that speak the RPCs
-/// directly.
-pub fn decode_rpc<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    codec::decode(bytes)
-}
-
 /// Decode an RPC body or answer: binary ([`codec`]), or JSON from a peer of
 /// an earlier build.
 fn decode<T: DeserializeOwned>(kind: RpcKind, body: &[u8]) -> Result<T, ClusterError> {
