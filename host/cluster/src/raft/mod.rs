@@ -18,7 +18,6 @@ mod prevote;
 mod snapshot_file;
 mod state_machine;
 mod store;
-mod wal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -483,19 +482,15 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Decode an RPC body or answer: binary ([`codec`]), or JSON from a peer of
-/// an earlier build.
 fn decode<T: DeserializeOwned>(kind: RpcKind, body: &[u8]) -> Result<T, ClusterError> {
-    codec::decode(body).map_err(|e| ClusterError::BadRpc {
+    serde_json::from_slice(body).map_err(|e| ClusterError::BadRpc {
         kind,
         reason: e.to_string(),
     })
 }
 
-/// Encode an RPC body or answer (binary: a fraction of JSON's size and
-/// time, which every replicated write pays three times).
 fn encode<T: Serialize>(kind: RpcKind, value: &T) -> Result<Vec<u8>, ClusterError> {
-    codec::encode(value).map_err(|e| ClusterError::BadRpc {
+    serde_json::to_vec(value).map_err(|e| ClusterError::BadRpc {
         kind,
         reason: e.to_string(),
     })
@@ -517,7 +512,7 @@ impl Raft {
         let store = Arc::new(store);
         let published = Arc::new(Published::new());
         let state_machine = StateMachine::open(store.clone(), published.clone())?;
-        let log = LogStore::new(store.clone())?;
+        let log = LogStore::new(store.clone());
         let has_history = log.has_history()?;
         let reach = Arc::new(Reachability::default());
         let network = NetworkFactory {

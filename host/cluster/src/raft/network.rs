@@ -1,5 +1,5 @@
 //! Raft RPCs over an abstract [`RaftTransport`]: openraft's network traits,
-//! binary bodies ([`super::codec`]), a hard timeout on every call, and a record of which peers
+//! JSON bodies, a hard timeout on every call, and a record of which peers
 //! answered recently (to tell "no quorum" from other write failures).
 
 use std::collections::BTreeMap;
@@ -197,7 +197,7 @@ enum CallError {
     #[error("RPC to node {target}: bad message: {source}")]
     Codec {
         target: NodeId,
-        source: super::codec::CodecError,
+        source: serde_json::Error,
     },
 }
 
@@ -215,7 +215,7 @@ impl Network {
         E: std::error::Error + DeserializeOwned,
     {
         let target = self.target;
-        let body = super::codec::encode(req).map_err(|source| {
+        let body = serde_json::to_vec(req).map_err(|source| {
             RPCError::Network(NetworkError::new(&CallError::Codec { target, source }))
         })?;
         let sent =
@@ -235,7 +235,7 @@ impl Network {
         };
         self.reach.mark(target);
         let decoded: Result<Resp, RaftError<NodeId, E>> =
-            super::codec::decode(&answer).map_err(|source| {
+            serde_json::from_slice(&answer).map_err(|source| {
                 RPCError::Network(NetworkError::new(&CallError::Codec { target, source }))
             })?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))

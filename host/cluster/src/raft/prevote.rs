@@ -153,7 +153,7 @@ async fn ask_voters(
             .map(|(id, info)| (*id, info.addr.clone()))
             .collect::<std::collections::BTreeMap<_, _>>()
     };
-    let body = super::codec::encode(&PreVoteRequest { from: me }).ok()?;
+    let body = serde_json::to_vec(&PreVoteRequest { from: me }).ok()?;
     let asks = voters.iter().filter(|v| **v != me).filter_map(|v| {
         let addr = members.get(v)?.clone();
         let transport = inner.transport.clone();
@@ -165,7 +165,7 @@ async fn ask_voters(
                     .await;
             match answer {
                 Ok(Ok(bytes)) => {
-                    super::codec::decode::<PreVoteAnswer>(&bytes).is_ok_and(|a| !a.leader_alive)
+                    serde_json::from_slice::<PreVoteAnswer>(&bytes).is_ok_and(|a| !a.leader_alive)
                 }
                 // Unreachable or silent: no agreement from it.
                 _ => false,

@@ -1,10 +1,8 @@
-//! The node's durable Raft store: the log in a write-ahead file
-//! ([`super::wal`]), and one redb file holding the vote, the committed
-//! pointer and the purge point.
+//! The node's durable Raft store: one redb file holding the log, the vote,
+//! the committed pointer, the applied state machine and the current snapshot.
 //!
-//! Log writes are fsynced by the WAL and vote and purge-point writes commit
-//! with `Durability::Immediate` (fsync before returning), as Raft's safety
-//! needs. The applied state itself
+//! Log, vote and snapshot writes commit with `Durability::Immediate` (fsync
+//! before returning), which Raft's safety needs. The applied state itself
 //! is not stored: it is "snapshot + committed log", rebuilt on start (see
 //! the state machine). Values are binary ([`super::codec`]); the current
 //! snapshot lives in a file of its own beside the database, written and
@@ -14,9 +12,9 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-/// Where earlier builds kept the log entries (by index, each encoded by
-/// [`super::codec`]): moved into the WAL on open.
+/// Log entries by index, each encoded by [`super::codec`].
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Single values by name, each encoded by [`super::codec`] (see the
 /// `KEY_*` constants).
@@ -34,20 +32,6 @@ pub(crate) const KEY_STATE_MACHINE: &str = "state_machine";
 /// Where earlier builds kept the current snapshot (its metadata and its
 /// bytes as one JSON value); read once, then replaced by the snapshot file.
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
-
-/// One change to the log or its pointers, applied by [`Store::write`].
-#[derive(Debug)]
-pub(crate) enum LogOp {
-    /// Put (or overwrite) the entry at `index` (encoded by [`super::codec`]).
-    Insert { index: u64, bytes: Vec<u8> },
-    /// Delete the entries with index >= `index`.
-    TruncateFrom { index: u64 },
-    /// Delete the entries with index <= `index` and record `last_purged`
-    /// (an encoded log id) with them.
-    PurgeUpto { index: u64, last_purged: Vec<u8> },
-    /// Put one META value (already encoded).
-    Meta { key: &'static str, bytes: Vec<u8> },
-}
 
 /// File name of the store inside the node's Raft directory.
 pub(crate) const FILE_NAME: &str = "raft.redb";
@@ -76,18 +60,6 @@ pub enum StoreError {
         #[source]
         source: super::codec::CodecError,
     },
-    /// The log's writer thread has stopped (Raft is shutting down).
-    #[error("raft store: the log writer has stopped")]
-    WriterStopped,
-    /// The log's writer thread could not be started.
-    #[error("raft store: starting the log writer thread: {0}")]
-    Thread(#[source] std::io::Error),
-    /// A grouped write failed (its error was logged by the writer).
-    #[error("raft store: a log write failed (see the log for the cause)")]
-    WriteFailed,
-    /// The write-ahead log failed.
-    #[error(transparent)]
-    Wal(#[from] super::wal::WalError),
     /// The snapshot file could not be written or read.
     #[error("raft store: snapshot file {path}: {source}")]
     SnapshotFile {
@@ -97,16 +69,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-}
-
-impl StoreError {
-    /// A value under `key` that did not encode or decode.
-    pub(crate) fn codec(key: &str, source: super::codec::CodecError) -> StoreError {
-        StoreError::Codec {
-            key: key.to_string(),
-            source,
-        }
-    }
 }
 
 fn codec(key: &str) -> impl FnOnce(super::codec::CodecError) -> StoreError + '_ {
@@ -124,7 +86,6 @@ fn db<E: Into<redb::Error>>(e: E) -> StoreError {
 #[derive(Debug)]
 pub(crate) struct Store {
     db: Database,
-    wal: super::wal::Wal,
     /// The directory of the database (and of the snapshot file).
     dir: std::path::PathBuf,
     /// Dropped after `db` (fields drop in order), so its receiver learns
@@ -173,27 +134,10 @@ impl Store {
             txn.open_table(META).map_err(db)?;
         }
         txn.commit().map_err(db)?;
-        let wal = super::wal::Wal::open(dir)?;
-        migrate_log_to_wal(&db_file, &wal)?;
-        let last_purged: Option<Option<openraft::LogId<crate::state::NodeId>>> = {
-            let txn = db_file.begin_read().map_err(db)?;
-            let table = txn.open_table(META).map_err(db)?;
-            match table.get(KEY_LAST_PURGED).map_err(db)? {
-                Some(raw) => {
-                    Some(super::codec::decode(raw.value()).map_err(codec(KEY_LAST_PURGED))?)
-                }
-                None => None,
-            }
-        };
-        if let Some(Some(purged)) = last_purged {
-            // A purge whose segment deletion a crash interrupted.
-            wal.forget_upto(purged.index);
-        }
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         Ok((
             Store {
                 db: db_file,
-                wal,
                 dir: dir.to_path_buf(),
                 _closed: closed_tx,
             },
@@ -218,6 +162,25 @@ impl Store {
         &self.dir
     }
 
+    /// Encode and write one META value; `durable` selects an fsync commit.
+    pub(crate) fn put<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let bytes = super::codec::encode(value).map_err(codec(key))?;
+        let mut txn = self.db.begin_write().map_err(db)?;
+        if !durable {
+            txn.set_durability(Durability::None).map_err(db)?;
+        }
+        {
+            let mut table = txn.open_table(META).map_err(db)?;
+            table.insert(key, bytes.as_slice()).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
     /// Durably delete one META value (absent is fine).
     pub(crate) fn delete(&self, key: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
@@ -234,51 +197,40 @@ impl Store {
         }
     }
 
-    /// Apply `ops` in order: the log's in one WAL append (one fsync for
-    /// all of them), then the META values in one redb transaction, durable
-    /// unless it holds only the committed pointer (which openraft treats as
-    /// optional; a purge point is durable before its segments go). This is
-    /// how the log writer groups the writes that queued while the previous
-    /// fsync ran.
-    pub(crate) fn write(&self, ops: &[LogOp]) -> Result<(), StoreError> {
-        let mut wal_ops: Vec<super::wal::WalOp<'_>> = Vec::new();
-        let mut meta_ops: Vec<(&'static str, &[u8])> = Vec::new();
-        let mut purge_upto: Option<u64> = None;
-        for op in ops {
-            match op {
-                LogOp::Insert { index, bytes } => wal_ops.push(super::wal::WalOp::Entry {
-                    index: *index,
-                    bytes,
-                }),
-                LogOp::TruncateFrom { index } => {
-                    wal_ops.push(super::wal::WalOp::TruncateFrom { index: *index })
-                }
-                LogOp::PurgeUpto { index, last_purged } => {
-                    meta_ops.push((KEY_LAST_PURGED, last_purged));
-                    purge_upto = Some(purge_upto.map_or(*index, |p: u64| p.max(*index)));
-                }
-                LogOp::Meta { key, bytes } => meta_ops.push((key, bytes)),
+    /// Durably append (or overwrite) log entries, given as `(index, bytes)`
+    /// (encoded by [`super::codec`]).
+    pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(db)?;
+            for (index, bytes) in entries {
+                table.insert(*index, bytes.as_slice()).map_err(db)?;
             }
         }
-        self.wal.write(&wal_ops)?;
-        if !meta_ops.is_empty() {
-            let mut txn = self.db.begin_write().map_err(db)?;
-            let durable = meta_ops.iter().any(|(key, _)| *key != KEY_COMMITTED);
-            if !durable {
-                txn.set_durability(Durability::None).map_err(db)?;
-            }
-            {
-                let mut meta = txn.open_table(META).map_err(db)?;
-                for (key, bytes) in meta_ops {
-                    meta.insert(key, bytes).map_err(db)?;
-                }
-            }
-            txn.commit().map_err(db)?;
+        txn.commit().map_err(db)
+    }
+
+    /// Durably delete log entries with index >= `from`.
+    pub(crate) fn truncate_from(&self, from: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(db)?;
+            table.retain_in(from.., |_, _| false).map_err(db)?;
         }
-        if let Some(upto) = purge_upto {
-            self.wal.purge_upto(upto)?;
+        txn.commit().map_err(db)
+    }
+
+    /// Durably delete log entries with index <= `upto` and record
+    /// `last_purged` (encoded) in the same transaction.
+    pub(crate) fn purge_upto(&self, upto: u64, last_purged: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(db)?;
+            table.retain_in(..=upto, |_, _| false).map_err(db)?;
+            let mut meta = txn.open_table(META).map_err(db)?;
+            meta.insert(KEY_LAST_PURGED, last_purged).map_err(db)?;
         }
-        Ok(())
+        txn.commit().map_err(db)
     }
 
     /// Log entries with `start <= index < end` (`end = None`: to the last),
@@ -289,57 +241,30 @@ impl Store {
         end: Option<u64>,
         count_max: usize,
     ) -> Result<Vec<T>, StoreError> {
-        if end.is_some_and(|end| end <= start) {
-            return Ok(Vec::new());
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(LOG).map_err(db)?;
+        let iter = match end {
+            Some(end) if end <= start => return Ok(Vec::new()),
+            Some(end) => table.range(start..end).map_err(db)?,
+            None => table.range(start..).map_err(db)?,
+        };
+        let mut out = Vec::new();
+        for item in iter.take(count_max) {
+            let (_, value) = item.map_err(db)?;
+            out.push(super::codec::decode(value.value()).map_err(codec("raft_log"))?);
         }
-        self.wal
-            .range(start, end, count_max)?
-            .into_iter()
-            .map(|(_, bytes)| super::codec::decode(&bytes).map_err(codec("raft_log")))
-            .collect()
+        Ok(out)
     }
 
     /// The last log entry, decoded.
     pub(crate) fn last<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        match self.wal.last()? {
-            None => Ok(None),
-            Some((_, bytes)) => super::codec::decode(&bytes)
-                .map(Some)
-                .map_err(codec("raft_log")),
-        }
-    }
-}
-
-/// Move the entries an earlier build kept in redb's `raft_log` table into
-/// an empty WAL (durably), then empty the table.
-fn migrate_log_to_wal(db_file: &Database, wal: &super::wal::Wal) -> Result<(), StoreError> {
-    let old: Vec<(u64, Vec<u8>)> = {
-        let txn = db_file.begin_read().map_err(db)?;
+        let txn = self.db.begin_read().map_err(db)?;
         let table = txn.open_table(LOG).map_err(db)?;
-        let mut old = Vec::new();
-        for item in table.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            old.push((k.value(), v.value().to_vec()));
-        }
-        old
-    };
-    if old.is_empty() {
-        return Ok(());
+        let Some((_, value)) = table.last().map_err(db)? else {
+            return Ok(None);
+        };
+        super::codec::decode(value.value())
+            .map(Some)
+            .map_err(codec("raft_log"))
     }
-    if wal.is_empty() {
-        let ops: Vec<super::wal::WalOp<'_>> = old
-            .iter()
-            .map(|(index, bytes)| super::wal::WalOp::Entry {
-                index: *index,
-                bytes,
-            })
-            .collect();
-        wal.write(&ops)?;
-    }
-    let txn = db_file.begin_write().map_err(db)?;
-    txn.open_table(LOG)
-        .map_err(db)?
-        .retain(|_, _| false)
-        .map_err(db)?;
-    txn.commit().map_err(db)
 }
