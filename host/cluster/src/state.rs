@@ -1351,11 +1351,23 @@ impl ClusterState {
         op: &kv::KvOp,
         fence: Option<&Fence>,
     ) -> Outcome {
+        self.check_kv_writer(pid, owner, fence)?;
+        self.kv_op(owner, bucket, key, op)
+    }
+
+    /// What every guest key-value write must pass first: the asker is
+    /// live and `owner`'s, and a fence names the lock's current token.
+    fn check_kv_writer(
+        &self,
+        pid: u64,
+        owner: &Owner,
+        fence: Option<&Fence>,
+    ) -> Result<(), Refusal> {
         self.check_asker(pid, owner)?;
         if let Some(f) = fence {
             self.locks.check(owner, &f.lock, f.token)?;
         }
-        self.kv_op(owner, bucket, key, op)
+        Ok(())
     }
 
     /// [`Command::KvBatch`]: the same checks as [`Command::Kv`], then the
@@ -1368,10 +1380,7 @@ impl ClusterState {
         op: &kv::KvBatchOp,
         fence: Option<&Fence>,
     ) -> Outcome {
-        self.check_asker(pid, owner)?;
-        if let Some(f) = fence {
-            self.locks.check(owner, &f.lock, f.token)?;
-        }
+        self.check_kv_writer(pid, owner, fence)?;
         self.kv
             .batch(owner, bucket, op)
             .map(CommandResult::KvCount)

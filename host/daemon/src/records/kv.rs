@@ -68,6 +68,14 @@ fn unavailable(what: &str, pid: Pid, e: &ClusterError) -> i32 {
     errno::UNAVAILABLE
 }
 
+/// A guest's fence as the Raft command carries it.
+fn raft_fence(f: KvFence) -> Fence {
+    Fence {
+        lock: f.lock,
+        token: f.token,
+    }
+}
+
 /// Per-owner token buckets for the write-rate quota.
 pub struct WriteRates {
     buckets: Mutex<HashMap<Owner, (f64, Instant)>>,
@@ -230,10 +238,7 @@ impl Asker<'_> {
             owner: self.owner.clone(),
             bucket: bucket.to_string(),
             op,
-            fence: fence.map(|f| Fence {
-                lock: f.lock,
-                token: f.token,
-            }),
+            fence: fence.map(raft_fence),
         };
         match self.write(cmd).await? {
             CommandResult::KvCount(n) => Ok(n),
@@ -275,10 +280,7 @@ impl Asker<'_> {
             bucket: bucket.to_string(),
             key: key.to_vec(),
             op,
-            fence: fence.map(|f| Fence {
-                lock: f.lock,
-                token: f.token,
-            }),
+            fence: fence.map(raft_fence),
         };
         match self.write(cmd).await? {
             CommandResult::KvVersion(v) => Ok(KvWritten::Version(v)),
