@@ -43,6 +43,7 @@ const RUST_GUESTS: &[&str] = &[
     "kv",
     "kv_client",
     "locker",
+    "journal",
 ];
 
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.

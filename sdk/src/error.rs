@@ -293,9 +293,9 @@ impl fmt::Display for Error {
             Error::Deadlock => f.write_str("waiting would deadlock (DEADLOCK)"),
             Error::LockLost => f.write_str("the lock was lost (LOCK_LOST)"),
             Error::Unavailable => f.write_str("the cluster could not confirm it (UNAVAILABLE)"),
-            Error::BadBatch => f.write_str(
-                "a batch is 1 to 100 entries and at most 4 MiB (BAD_BATCH)",
-            ),
+            Error::BadBatch => {
+                f.write_str("a batch is 1 to 100 entries and at most 4 MiB (BAD_BATCH)")
+            }
             Error::Unknown(code) => write!(f, "unknown Shoal error code {code}"),
             Error::Unsupported => f.write_str("not running inside a Shoal host (non-wasm32 build)"),
             Error::Encode(why) => write!(f, "cannot encode message: {why}"),

@@ -389,7 +389,8 @@ fn decode_many(mut bytes: &[u8], count: usize) -> Result<Vec<Option<Entry>>> {
             .get(..sys::MANY_RECORD_HEADER_BYTES)
             .ok_or(Error::Invalid)?;
         let version = u64::from_le_bytes(header[0..8].try_into().map_err(|_| Error::Invalid)?);
-        let len = u32::from_le_bytes(header[8..12].try_into().map_err(|_| Error::Invalid)?) as usize;
+        let len =
+            u32::from_le_bytes(header[8..12].try_into().map_err(|_| Error::Invalid)?) as usize;
         let value = bytes
             .get(sys::MANY_RECORD_HEADER_BYTES..sys::MANY_RECORD_HEADER_BYTES + len)
             .ok_or(Error::Invalid)?;

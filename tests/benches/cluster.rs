@@ -118,6 +118,7 @@ async fn main() {
         memory_bytes_max: None,
         preemptible: false,
         owner: None,
+        volumes: Vec::new(),
     };
     let id2 = c.node(1).id();
     let mut lat = Vec::new();

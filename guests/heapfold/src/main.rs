@@ -37,7 +37,8 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let parse = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let parse =
+        |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let seed = parse(1, 1);
     let steps = parse(2, 100);
     let heap_kib = parse(3, 256) as usize;

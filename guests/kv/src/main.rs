@@ -75,7 +75,8 @@ fn serve() -> shoal::Result<()> {
                         std::process::abort();
                     }
                     Some("stats") => {
-                        let line = format!("calls={calls} held={} keys={}", held.len(), store.len());
+                        let line =
+                            format!("calls={calls} held={} keys={}", held.len(), store.len());
                         let _ = shoal::send(m.sender, line.as_bytes());
                     }
                     _ => eprintln!("kv: unknown message {text:?}"),

@@ -277,23 +277,27 @@ fn ops(bucket: &str) -> u32 {
         format!("{r:?}"),
     );
     let big = vec![7u8; 3000];
-    let r = b.set_many(&[
-        (&b"m1"[..], &big[..]),
-        (b"m2", b"two"),
-        (b"m3", &big[..]),
-    ]);
+    let r = b.set_many(&[(&b"m1"[..], &big[..]), (b"m2", b"two"), (b"m3", &big[..])]);
     expect("set_many sets all", r == Ok(3), format!("{r:?}"));
     let r = b.get_many(&[&b"m1"[..], b"absent", b"m2", b"m3"]);
     expect(
         "get_many reads all in order, past a first buffer too small",
         r.as_ref().is_ok_and(|got| {
             got.len() == 4
-                && got[0].as_ref().is_some_and(|e| e.value == big && e.version > 0)
+                && got[0]
+                    .as_ref()
+                    .is_some_and(|e| e.value == big && e.version > 0)
                 && got[1].is_none()
                 && got[2].as_ref().is_some_and(|e| e.value == b"two")
                 && got[3].as_ref().is_some_and(|e| e.value == big)
         }),
-        format!("{:?}", r.map(|g| g.iter().map(|e| e.as_ref().map(|e| e.value.len())).collect::<Vec<_>>())),
+        format!(
+            "{:?}",
+            r.map(|g| g
+                .iter()
+                .map(|e| e.as_ref().map(|e| e.value.len()))
+                .collect::<Vec<_>>())
+        ),
     );
     let r = b.set_many(&[(&b"m4"[..], &b"x"[..]), (b"", b"y")]);
     let m4 = b.exists(b"m4");
@@ -304,18 +308,33 @@ fn ops(bucket: &str) -> u32 {
     );
     let keys: Vec<Vec<u8>> = (0..101u32).map(|i| i.to_le_bytes().to_vec()).collect();
     let r = b.get_many(&keys);
-    expect("101 keys", r.as_ref().err() == Some(&Error::BadBatch), format!("{:?}", r.map(|g| g.len())));
+    expect(
+        "101 keys",
+        r.as_ref().err() == Some(&Error::BadBatch),
+        format!("{:?}", r.map(|g| g.len())),
+    );
     let r = b.get_many::<&[u8]>(&[]);
-    expect("an empty batch", r.as_ref().err() == Some(&Error::BadBatch), format!("{:?}", r.map(|g| g.len())));
+    expect(
+        "an empty batch",
+        r.as_ref().err() == Some(&Error::BadBatch),
+        format!("{:?}", r.map(|g| g.len())),
+    );
     let huge = vec![0u8; 1 << 20];
     let five: Vec<(Vec<u8>, &[u8])> = (0..5u8).map(|i| (vec![b'h', i], &huge[..])).collect();
     let r = b.set_many(&five);
-    expect("a batch over 4 MiB", r == Err(Error::BadBatch), format!("{r:?}"));
+    expect(
+        "a batch over 4 MiB",
+        r == Err(Error::BadBatch),
+        format!("{r:?}"),
+    );
     let r = b.delete_many(&[&b"m1"[..], b"absent", b"m3"]);
     let left = b.get_many(&[&b"m1"[..], b"m2"]);
     expect(
         "delete_many says how many existed",
-        r == Ok(2) && left.as_ref().is_ok_and(|l| l[0].is_none() && l[1].is_some()),
+        r == Ok(2)
+            && left
+                .as_ref()
+                .is_ok_and(|l| l[0].is_none() && l[1].is_some()),
         format!("{r:?} {left:?}"),
     );
     let r = Lock::try_acquire("ops-lock");

@@ -144,12 +144,18 @@ fn tally() {
                 let next = t.next.entry(msg.sender.as_u64()).or_insert(0);
                 if n < *next {
                     if t.dups == 0 {
-                        eprintln!("migrant: first duplicate from {}: got {n}, expected {}", msg.sender, *next);
+                        eprintln!(
+                            "migrant: first duplicate from {}: got {n}, expected {}",
+                            msg.sender, *next
+                        );
                     }
                     t.dups += 1;
                 } else {
                     if n > *next {
-                        eprintln!("migrant: gap from {}: got {n}, expected {}", msg.sender, *next);
+                        eprintln!(
+                            "migrant: gap from {}: got {n}, expected {}",
+                            msg.sender, *next
+                        );
                         t.gaps += 1;
                     }
                     *next = n + 1;

@@ -7,7 +7,10 @@
 //! wrapping sum of the buffer; `stop` exits.
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
     let mut buffer = vec![0u8; mib << 20];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for chunk in buffer.chunks_mut(8) {
@@ -30,7 +33,9 @@ fn main() {
                 shoal::send_blocking(msg.sender, b"ok").expect("reply");
             }
             b"sum" => {
-                let sum = buffer.iter().fold(0u64, |s, b| s.wrapping_add(u64::from(*b)));
+                let sum = buffer
+                    .iter()
+                    .fold(0u64, |s, b| s.wrapping_add(u64::from(*b)));
                 shoal::send_blocking(msg.sender, sum.to_string().as_bytes()).expect("reply");
             }
             b"stop" => return,

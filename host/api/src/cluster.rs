@@ -232,6 +232,10 @@ pub struct MigrateReport {
     pub delta_pages: usize,
     /// Bytes sent in migration requests (pages, headers, state).
     pub bytes_sent: u64,
+    /// Bytes of private-volume chunks the target lacked and fetched (the
+    /// rest it already held).
+    #[serde(default)]
+    pub volume_bytes_sent: u64,
     /// From the freeze request on the source to the first instruction on
     /// the target, µs (the two nodes' clocks; exact on one machine).
     pub freeze_us: u64,

@@ -62,11 +62,19 @@ pub struct Offer {
     /// the same variant ahead of the freeze).
     #[serde(default)]
     pub preemptible: bool,
+    /// The chunks of the process's private volumes at the pre-copy
+    /// (sha256 hex, each once): the target fetches those it lacks from the
+    /// source while the process still runs there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
 }
 
 /// The pages a target lacks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OfferAnswer {
+    /// Volume chunk bytes the target fetched for the offer.
+    #[serde(default)]
+    pub chunk_bytes_fetched: u64,
     /// Page indices to send, ascending.
     pub need: Vec<u32>,
 }
@@ -96,6 +104,10 @@ pub struct Abort {
 /// The process runs on the target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Started {
+    /// Volume chunk bytes the target fetched after the freeze (chunks
+    /// changed since the offer).
+    #[serde(default)]
+    pub chunk_bytes_fetched: u64,
     /// When its first instruction there ran, Unix µs (the target's clock).
     pub resumed_unix_us: u64,
 }

@@ -114,6 +114,23 @@ pub struct SpawnRequest {
     /// loops; see `SpawnSpec::preemptible`).
     #[serde(default)]
     pub preemptible: bool,
+    /// Private volumes: a directory per process at each guest path, empty
+    /// at first, that its snapshots and moves carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeRequest>,
+}
+
+/// A private volume asked for at spawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRequest {
+    /// The absolute path the guest sees, e.g. `/data`.
+    pub guest: String,
+    /// Most bytes its files may hold (default 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_max: Option<u64>,
+    /// Most files and directories (default 100,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_max: Option<u64>,
 }
 
 fn one() -> u32 {

@@ -173,7 +173,8 @@ pub use raft::{
     RpcKind, StoreError, TransportError, WaitTimedOut,
 };
 pub use state::{
-    ClusterState, Command, CommandResult, DirEntry, Forbidden, GrantedDir, Granter, MemberInfo,
-    ModuleRecord, NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, Owner, ProcessGrants,
-    Refusal, RefusalKind, RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX, PID_BLOCK_SIZE,
+    ClusterState, Command, CommandResult, DirEntry, Forbidden, GrantedDir, GrantedVolume, Granter,
+    MemberInfo, ModuleRecord, NodeId, NodeLiveness, NodeLoad, NodeRecord, NodeStatus, Owner,
+    ProcessGrants, Refusal, RefusalKind, RevokeTarget, NAME_BYTES_MAX, PIDS_PER_COMMAND_MAX,
+    PID_BLOCK_SIZE,
 };

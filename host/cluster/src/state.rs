@@ -151,9 +151,26 @@ pub struct ProcessGrants {
     pub env: Vec<(String, String)>,
     /// Memory cap in bytes (`None`: the running node's default).
     pub memory_bytes_max: Option<u64>,
+    /// Private volumes with their quotas, in preopen order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<GrantedVolume>,
     /// Who granted them.
     pub granted_by: Granter,
 }
+
+/// A private volume as granted: the guest path and its quotas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedVolume {
+    /// Path the guest sees.
+    pub guest: String,
+    /// Most bytes.
+    pub bytes_max: u64,
+    /// Most files and directories.
+    pub files_max: u64,
+}
+
+/// Most volumes one grant record may hold.
+pub const GRANT_VOLUMES_MAX: usize = 16;
 
 /// Most directories one grant record may hold.
 pub const GRANT_DIRS_MAX: usize = 64;
@@ -166,6 +183,8 @@ impl ProcessGrants {
     fn validate(&self) -> Result<(), Refusal> {
         let long = |t: &str| t.len() > GRANT_TEXT_BYTES_MAX;
         if self.dirs.len() > GRANT_DIRS_MAX
+            || self.volumes.len() > GRANT_VOLUMES_MAX
+            || self.volumes.iter().any(|v| long(&v.guest))
             || self.env.len() > GRANT_ENV_MAX
             || self.dirs.iter().any(|d| long(&d.host) || long(&d.guest))
             || self.env.iter().any(|(k, v)| long(k) || long(v))
@@ -1610,6 +1629,7 @@ mod tests {
             }],
             env: vec![("K".into(), "V".into())],
             memory_bytes_max: Some(1 << 20),
+            volumes: Vec::new(),
             granted_by: Granter {
                 role: Role::Client,
                 id: id.into(),

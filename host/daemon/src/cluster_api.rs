@@ -571,10 +571,12 @@ async fn spawn(
         return Err(RemoteError::new(400, "count must be at least 1"));
     }
     handlers::check_env(&req.env)?;
+    let volumes = handlers::volume_mounts(&req.volumes)?;
     let grants = shoal_runtime::grants::Grants {
         dirs: Vec::new(),
         env: req.env.clone(),
         memory_bytes_max: req.memory_bytes_max,
+        volumes: volumes.clone(),
     };
     let target = match (&req.node, req.labels.is_empty()) {
         (Some(n), _) => Target::Node(n.clone()),
@@ -614,6 +616,7 @@ async fn spawn(
         memory_bytes_max: req.memory_bytes_max,
         preemptible: req.preemptible,
         owner: Some(owner),
+        volumes,
     };
     let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());
     for id in chosen {

@@ -45,6 +45,7 @@ fn snapshot_of(memory: &[u8], state: serde_json::Value) -> Vec<u8> {
             },
         ],
         state,
+        blobs: Vec::new(),
     };
     encode_file_from_memory(&manifest, memory).unwrap_or_default()
 }

@@ -41,10 +41,15 @@ pub fn seal(data: &[u8]) -> Vec<u8> {
 fn check_snapshot(bytes: &[u8]) {
     let whole = decode_file(bytes, None);
     let mut pages_streamed = 0usize;
-    let streamed = decode_stream(&mut &bytes[..], u64::MAX, |_, _| {
-        pages_streamed += 1;
-        Ok(())
-    });
+    let streamed = decode_stream(
+        &mut &bytes[..],
+        u64::MAX,
+        |_, _| {
+            pages_streamed += 1;
+            Ok(())
+        },
+        |_, _| Ok(()),
+    );
     match (&whole, &streamed) {
         (Ok((m, _)), Ok(s)) => assert_eq!(m, s, "the two decoders read different manifests"),
         (Err(_), Err(_)) => {}

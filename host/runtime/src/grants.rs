@@ -48,12 +48,18 @@ pub struct Grants {
     /// Its memory cap in bytes (`None`: the node's default).
     #[serde(default)]
     pub memory_bytes_max: Option<u64>,
+    /// Its private volumes, with their quotas ([`crate::volume`]).
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 impl Grants {
     /// True when nothing is granted beyond the node's defaults.
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.env.is_empty() && self.memory_bytes_max.is_none()
+        self.dirs.is_empty()
+            && self.env.is_empty()
+            && self.memory_bytes_max.is_none()
+            && self.volumes.is_empty()
     }
 }
 
@@ -147,6 +153,9 @@ pub enum ImageError {
     /// Two grants name the same guest path.
     #[error("guest directory {0} is granted twice")]
     DuplicateGuestDir(String),
+    /// A volume of the image, or asked for, is not usable here.
+    #[error("{0}")]
+    Volume(String),
 }
 
 /// How far a granter's authority over host directories reaches.
@@ -185,6 +194,9 @@ pub enum GrantError {
     /// Too many directories or variables, or one too long.
     #[error("too many grants: {0}")]
     TooMany(&'static str),
+    /// A volume asked for is malformed or over the ceilings.
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
 }
 
 fn list(dirs: &[PathBuf]) -> String {
@@ -253,6 +265,7 @@ pub fn admit(
     {
         return Err(GrantError::TooMany("a path or variable over 4096 bytes"));
     }
+    crate::volume::check_mounts(&grants.volumes)?;
     let mut dirs = Vec::with_capacity(grants.dirs.len());
     for d in &grants.dirs {
         let host = refuse_data_dir(&d.host, data_dir)?;
@@ -271,6 +284,7 @@ pub fn admit(
         dirs,
         env: grants.env.clone(),
         memory_bytes_max: grants.memory_bytes_max,
+        volumes: grants.volumes.clone(),
     })
 }
 
@@ -312,6 +326,7 @@ pub fn spec_for(
         }
     }
     let mut spec = SpawnSpec::new(module, image.spec.args.clone());
+    spec.volumes = volumes_for(image, grants)?;
     spec.env = grants.env.clone();
     spec.dirs = dirs;
     spec.inherit_stdin = false;
@@ -319,6 +334,42 @@ pub fn spec_for(
     spec.memory_bytes_max = grants.memory_bytes_max;
     spec.preemptible = image.spec.preemptible;
     Ok(spec)
+}
+
+/// The volumes a captured process gets here: exactly those its image had,
+/// in the same order (their preopen fds come first), each with the quotas
+/// `grants` gives that guest path or the defaults — never the image's. A
+/// granted volume the image does not have is refused: a restore cannot add
+/// one.
+fn volumes_for(
+    image: &CapturedProcess,
+    grants: &Grants,
+) -> Result<Vec<crate::volume::VolumeMount>, ImageError> {
+    crate::volume::check_mounts(&image.spec.volumes)
+        .map_err(|e| ImageError::Volume(e.to_string()))?;
+    if let Some(extra) = grants
+        .volumes
+        .iter()
+        .find(|g| !image.spec.volumes.iter().any(|v| v.guest == g.guest))
+    {
+        return Err(ImageError::Volume(format!(
+            "the process has no volume at {}: a restore keeps the volumes it had",
+            extra.guest
+        )));
+    }
+    Ok(image
+        .spec
+        .volumes
+        .iter()
+        .map(|had| {
+            grants
+                .volumes
+                .iter()
+                .find(|g| g.guest == had.guest)
+                .cloned()
+                .unwrap_or_else(|| crate::volume::VolumeMount::new(had.guest.clone()))
+        })
+        .collect())
 }
 
 /// Check every field of `image` a writer controls before it is used:
@@ -383,6 +434,13 @@ pub fn check_image(
         if count > max {
             return Err(ImageError::TooManyCalls { what, count, max });
         }
+    }
+    if image.volumes.len() > crate::volume::VOLUMES_MAX {
+        return Err(ImageError::Volume(format!(
+            "{} volumes in the image (at most {})",
+            image.volumes.len(),
+            crate::volume::VOLUMES_MAX
+        )));
     }
     if image.open_files.len() > OPEN_FILES_MAX {
         return Err(ImageError::TooManyOpenFiles {
@@ -506,6 +564,7 @@ mod tests {
             log_start: 0,
             monotonic_ns: 0,
             calls: Default::default(),
+            volumes: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`grants`] — what a restored or arriving process may touch, and the
 //!   checks every captured image passes.
 //! - [`stdio`] — a process's stdin, stdout and stderr.
+//! - [`volume`] — private volumes: directories that move with a process.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod abi;
@@ -40,6 +41,7 @@ pub mod router;
 pub mod snapshot;
 pub mod spec;
 pub mod stdio;
+pub mod volume;
 
 pub use host::ProcessHost;
 pub use node::{HostMailbox, Node, NodeConfig, NodeError, SpawnSpec};

@@ -45,6 +45,8 @@ pub struct ProcessCtx {
     pub spec: crate::spec::SpawnSpec,
     /// Files the guest opened with `path_open`, by fd.
     pub open_files: std::collections::BTreeMap<u32, OpenFile>,
+    /// Its private volumes on this node (their directories go with it).
+    pub volumes: crate::volume::Volumes,
 }
 
 pub use crate::open_files::OpenFile;
@@ -113,6 +115,9 @@ pub struct CapturedProcess {
     /// before calls.
     #[serde(default)]
     pub calls: super::mailbox::CallState,
+    /// Its private volumes' content, in the order of `spec.volumes`.
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::VolumeTree>,
 }
 
 /// What a restored process starts from.
@@ -196,6 +201,11 @@ async fn finish_capture(
     };
     let open_files = crate::open_files::positions(store.data_mut()).await;
     let ctx = store.data();
+    // Paused at a capture point: nothing writes its volumes meanwhile.
+    let volumes = ctx
+        .volumes
+        .capture()
+        .map_err(|e| wasmtime::Error::msg(format!("cannot capture its volumes: {e}")))?;
     let monotonic_ns =
         u64::try_from(crate::clock::monotonic_now(&ctx.wasi).as_nanos()).unwrap_or(u64::MAX);
     let image = CapturedProcess {
@@ -214,6 +224,7 @@ async fn finish_capture(
         log: Vec::new(),
         log_start: 0,
         calls: ctx.mailbox.calls(),
+        volumes,
     };
     // The requester may have given up; then the process simply resumes
     // (a move hands the taken messages back first).

@@ -41,8 +41,11 @@ pub struct SpawnSpec {
     pub args: Vec<String>,
     /// Environment variables.
     pub env: Vec<(String, String)>,
-    /// Directories granted.
+    /// Directories granted (preopened after the volumes).
     pub dirs: Vec<DirGrant>,
+    /// Private volumes (preopened first, in this order).
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::VolumeMount>,
     /// Give the process the host's stdin (only `shoal run` does).
     pub inherit_stdin: bool,
     /// Echo stdout/stderr to the host's as well as capturing them.
@@ -62,6 +65,12 @@ pub struct SpawnSpec {
 }
 
 impl SpawnSpec {
+    /// How many directories it has preopened: its volumes, then its
+    /// granted directories (fds 3 on).
+    pub fn preopens(&self) -> usize {
+        self.volumes.len() + self.dirs.len()
+    }
+
     /// A spawn of `module` with argv `args` and nothing granted.
     pub fn new(module: Sha256, args: Vec<String>) -> Self {
         SpawnSpec {
@@ -69,6 +78,7 @@ impl SpawnSpec {
             args,
             env: Vec::new(),
             dirs: Vec::new(),
+            volumes: Vec::new(),
             inherit_stdin: false,
             forward_output: false,
             memory_bytes_max: None,

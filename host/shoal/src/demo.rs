@@ -478,6 +478,7 @@ async fn spawn(client: &Client, node: &str, args: &[String]) -> Result<Pid, Demo
         node: Some(node.to_string()),
         labels: Default::default(),
         preemptible: false,
+        volumes: Vec::new(),
     };
     let started = client.spawn(&req).await.map_err(api(format!(
         "starting `migrant {}` on {node}",

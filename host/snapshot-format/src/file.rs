@@ -13,6 +13,8 @@
 //!     36     H  header: the canonical JSON manifest (Manifest::encode)
 //!      …        page records, one per distinct page hash, in manifest
 //!               order of first use: index (u32), length (u32), bytes
+//!      …        blob records, one per manifest `blobs` entry, in order:
+//!               length (u32), bytes (none when `blobs` is absent)
 //!  len-32   32  sha256 of every byte before it
 //! ```
 //!
@@ -34,7 +36,7 @@ use std::ops::Range;
 use shoal_registry::Sha256;
 
 use super::error::SnapshotFormatError;
-use super::manifest::{Manifest, PageRef};
+use super::manifest::{BlobRef, Manifest, PageRef};
 use super::pages::{memory_len, page_range_usize, verify_page};
 use super::{FILE_MAGIC, FORMAT_VERSION, MAX_HEADER_BYTES};
 
@@ -55,9 +57,14 @@ const RECORD_PREFIX: usize = 8;
 /// before it is written, so a corrupt store never yields a file.
 pub fn encode_file<B: AsRef<[u8]>>(
     manifest: &Manifest,
-    mut fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
+    fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
 ) -> Result<Vec<u8>, SnapshotFormatError> {
-    encode_with(manifest, |page, _| fetch(&page.hash))
+    let fetch = std::cell::RefCell::new(fetch);
+    encode_with(
+        manifest,
+        |page, _| (fetch.borrow_mut())(&page.hash),
+        |hash| (fetch.borrow_mut())(hash),
+    )
 }
 
 /// Encode a snapshot as a file taking page bytes straight from the memory
@@ -73,7 +80,16 @@ pub fn encode_file_from_memory(
             got: memory.len() as u64,
         });
     }
-    encode_with(manifest, |_, range| Ok(&memory[range]))
+    if !manifest.blobs.is_empty() {
+        return Err(SnapshotFormatError::BadHeader(
+            "a snapshot carrying blobs is encoded from a store (encode_file)".into(),
+        ));
+    }
+    encode_with(
+        manifest,
+        |_, range| Ok(&memory[range]),
+        |_| Ok(&memory[..0]),
+    )
 }
 
 /// The encoder behind both public forms; `page` gives the bytes of a page
@@ -81,6 +97,7 @@ pub fn encode_file_from_memory(
 fn encode_with<B: AsRef<[u8]>>(
     manifest: &Manifest,
     mut page: impl FnMut(&PageRef, Range<usize>) -> Result<B, SnapshotFormatError>,
+    mut blob: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
 ) -> Result<Vec<u8>, SnapshotFormatError> {
     manifest.validate()?;
     memory_len(manifest)?;
@@ -120,6 +137,13 @@ fn encode_with<B: AsRef<[u8]>>(
         out.extend_from_slice(&p.index.to_le_bytes());
         // A page is at most 64 KiB (validated page size).
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    for b in &manifest.blobs {
+        let fetched = blob(&b.hash)?;
+        let bytes = fetched.as_ref();
+        verify_blob(b, bytes)?;
+        out.extend_from_slice(&b.bytes.to_le_bytes());
         out.extend_from_slice(bytes);
     }
     let total = (out.len() + CHECKSUM_LEN) as u64;
@@ -208,6 +232,18 @@ pub fn decode_file(
         verify_page(p, &range, data)?;
         pages.insert(p.hash, data.to_vec());
     }
+    for b in &manifest.blobs {
+        let len = r.u32("blob record")?;
+        if len != b.bytes {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "blob {} has {len} bytes where {} were listed",
+                b.hash, b.bytes
+            )));
+        }
+        let data = r.take(len as usize, "blob data")?;
+        verify_blob(b, data)?;
+        pages.insert(b.hash, data.to_vec());
+    }
     if r.pos != body.len() {
         return Err(SnapshotFormatError::BadHeader(format!(
             "{} unexpected bytes after the last page",
@@ -215,6 +251,19 @@ pub fn decode_file(
         )));
     }
     Ok((manifest, pages))
+}
+
+/// Check a blob's length and sha256 against its listing.
+fn verify_blob(b: &BlobRef, bytes: &[u8]) -> Result<(), SnapshotFormatError> {
+    let actual = Sha256::of(bytes);
+    if bytes.len() as u64 != u64::from(b.bytes) || actual != b.hash {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "blob {} does not match its listing ({} bytes, sha256 {actual})",
+            b.hash,
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Check the envelope (magic, length, checksum) and return the checksummed
@@ -359,6 +408,7 @@ pub fn decode_stream(
     reader: &mut dyn std::io::Read,
     file_bytes_max: u64,
     mut page: impl FnMut(&PageRef, &[u8]) -> Result<(), SnapshotFormatError>,
+    mut blob: impl FnMut(&BlobRef, &[u8]) -> Result<(), SnapshotFormatError>,
 ) -> Result<Manifest, SnapshotFormatError> {
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
@@ -467,6 +517,20 @@ pub fn decode_stream(
         read(reader, &mut data, "page data")?;
         verify_page(p, &range, &data)?;
         page(p, &data)?;
+    }
+    for b in &manifest.blobs {
+        read(reader, &mut word, "blob record")?;
+        let len = u32::from_le_bytes(word);
+        if len != b.bytes {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "blob {} has {len} bytes where {} were listed",
+                b.hash, b.bytes
+            )));
+        }
+        data.resize(len as usize, 0);
+        read(reader, &mut data, "blob data")?;
+        verify_blob(b, &data)?;
+        blob(b, &data)?;
     }
     if at != body_len {
         return Err(SnapshotFormatError::BadHeader(format!(

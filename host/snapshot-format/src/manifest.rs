@@ -65,7 +65,26 @@ pub struct Manifest {
     /// buffer, pending call…), opaque to this module: the runtime defines
     /// and validates it.
     pub state: serde_json::Value,
+    /// Other content-addressed blobs the state refers to (the chunks of
+    /// the process's private volumes), each once, in the order the file
+    /// form stores them. Absent when empty, so a snapshot without any
+    /// encodes exactly as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<BlobRef>,
 }
+
+/// A blob a snapshot carries besides its pages: its hash and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobRef {
+    /// sha256 of its bytes (its registry name).
+    pub hash: Sha256,
+    /// Its length in bytes (at most [`MAX_BLOB_RECORD_BYTES`]).
+    pub bytes: u32,
+}
+
+/// The longest blob a snapshot may carry besides its pages.
+pub const MAX_BLOB_RECORD_BYTES: u32 = 1 << 20;
 
 /// One non-zero page of memory: where it is and the sha256 of its bytes
 /// (which is also its registry blob name).
@@ -157,6 +176,15 @@ impl Manifest {
                 found: self.format_version,
                 supported: FORMAT_VERSION,
             });
+        }
+        let mut blobs = std::collections::HashSet::with_capacity(self.blobs.len());
+        for b in &self.blobs {
+            if b.bytes > MAX_BLOB_RECORD_BYTES || !blobs.insert(b.hash) {
+                return Err(SnapshotFormatError::BadHeader(format!(
+                    "blob {} is listed twice or is over {MAX_BLOB_RECORD_BYTES} bytes",
+                    b.hash
+                )));
+            }
         }
         let page = self.page_bytes;
         if !page.is_power_of_two() || !(MIN_PAGE_BYTES..=MAX_PAGE_BYTES).contains(&(page as usize))

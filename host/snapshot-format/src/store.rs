@@ -60,6 +60,10 @@ pub fn store_snapshot(
             return Err(SnapshotFormatError::PageMissing { hash: page.hash });
         }
     }
+    // Its other blobs (volume chunks) are stored by whoever captured them.
+    if let Some(b) = manifest.blobs.iter().find(|b| !registry.contains(&b.hash)) {
+        return Err(SnapshotFormatError::PageMissing { hash: b.hash });
+    }
     // Every range must be a whole page of this manifest's page size (catches
     // a manifest whose `page_bytes` is not the one the memory was split at).
     for (_, range) in new_pages {
@@ -139,6 +143,11 @@ pub fn import_file(registry: &Registry, bytes: &[u8]) -> Result<Sha256, Snapshot
             store_page(registry, page.index, &page.hash, data)?;
         }
     }
+    for b in &manifest.blobs {
+        if let Some(data) = pages.get(&b.hash).filter(|_| !registry.contains(&b.hash)) {
+            registry.put_expecting(&b.hash, data)?;
+        }
+    }
     // Every page the manifest lists was in the (fully verified) file.
     Ok(registry.put(&manifest.encode())?)
 }
@@ -153,12 +162,22 @@ pub fn import_stream(
     reader: &mut dyn std::io::Read,
     file_bytes_max: u64,
 ) -> Result<Sha256, SnapshotFormatError> {
-    let manifest = super::decode_stream(reader, file_bytes_max, |page, data| {
-        if registry.contains(&page.hash) {
-            return Ok(());
-        }
-        store_page(registry, page.index, &page.hash, data)
-    })?;
+    let manifest = super::decode_stream(
+        reader,
+        file_bytes_max,
+        |page, data| {
+            if registry.contains(&page.hash) {
+                return Ok(());
+            }
+            store_page(registry, page.index, &page.hash, data)
+        },
+        |blob, data| {
+            if !registry.contains(&blob.hash) {
+                registry.put_expecting(&blob.hash, data)?;
+            }
+            Ok(())
+        },
+    )?;
     Ok(registry.put(&manifest.encode())?)
 }
 

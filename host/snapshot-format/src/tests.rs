@@ -81,6 +81,7 @@ fn manifest_for(
             },
         ],
         state: serde_json::json!({"mailbox": [[1, 2, 3]], "timer_ms": 250}),
+        blobs: Vec::new(),
     };
     (manifest, new_pages)
 }
@@ -822,6 +823,7 @@ fn bench_split_pages() {
                 pages,
                 globals: vec![],
                 state: serde_json::Value::Null,
+                blobs: Vec::new(),
             };
             let same = best(10, || {
                 std::hint::black_box(split_pages_sized(mem, Some((&parent, mem)), page));
@@ -895,4 +897,73 @@ fn a_version_1_snapshot_is_still_read_and_keeps_its_version() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A snapshot listing blobs (volume chunks) carries them in its file form:
+/// both decoders return each one checked, an import stores them, and a
+/// file whose blob differs from its listing is refused.
+#[test]
+fn blobs_travel_in_the_file_and_are_checked() {
+    let mem = memory_with(65536, 4096, &[0, 3]);
+    let (mut m, new_pages) = manifest_for(&mem, 4096, None);
+    let blob_a = noise(11, 1000);
+    let blob_b = noise(12, 70_000);
+    m.blobs = vec![
+        BlobRef {
+            hash: Sha256::of(&blob_a),
+            bytes: 1000,
+        },
+        BlobRef {
+            hash: Sha256::of(&blob_b),
+            bytes: 70_000,
+        },
+    ];
+    let (_d, reg) = registry();
+    // Not stored yet: the snapshot is refused.
+    assert!(matches!(
+        store_snapshot(&reg, &m, &mem, &new_pages),
+        Err(SnapshotFormatError::PageMissing { .. })
+    ));
+    reg.put(&blob_a).unwrap();
+    reg.put(&blob_b).unwrap();
+    let id = store_snapshot(&reg, &m, &mem, &new_pages).unwrap();
+    let file = export_file(&reg, &id).unwrap();
+    let (decoded, blobs) = decode_file(&file, None).unwrap();
+    assert_eq!(decoded, m);
+    assert_eq!(blobs[&Sha256::of(&blob_a)], blob_a);
+    assert_eq!(blobs[&Sha256::of(&blob_b)], blob_b);
+    let mut streamed = Vec::new();
+    decode_stream(
+        &mut &file[..],
+        u64::MAX,
+        |_, _| Ok(()),
+        |b, data| {
+            streamed.push((b.hash, data.to_vec()));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(streamed.len(), 2);
+    assert_eq!(streamed[1].1, blob_b);
+    // Imported elsewhere: the blobs are there afterwards.
+    let (_d2, other) = registry();
+    assert_eq!(import_file(&other, &file).unwrap(), id);
+    assert_eq!(other.get(&Sha256::of(&blob_b)).unwrap(), blob_b);
+    let (_d3, third) = registry();
+    assert_eq!(import_stream(&third, &mut &file[..], u64::MAX).unwrap(), id);
+    assert_eq!(third.get(&Sha256::of(&blob_a)).unwrap(), blob_a);
+    // A flipped byte in a blob (checksum fixed up) is caught by both.
+    let mut bad = file.clone();
+    let at = bad.len() - 32 - 10;
+    bad[at] ^= 1;
+    fix_checksum(&mut bad);
+    assert!(decode_file(&bad, None).is_err());
+    assert!(decode_stream(&mut &bad[..], u64::MAX, |_, _| Ok(()), |_, _| Ok(())).is_err());
+    // A listing twice the same blob, or an oversized one, is refused.
+    let mut twice = m.clone();
+    twice.blobs.push(twice.blobs[0]);
+    assert!(twice.validate().is_err());
+    let mut huge = m.clone();
+    huge.blobs[0].bytes = MAX_BLOB_RECORD_BYTES + 1;
+    assert!(huge.validate().is_err());
 }

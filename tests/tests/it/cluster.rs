@@ -610,6 +610,7 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
             node: Some("n3".into()),
             labels: Default::default(),
             preemptible: false,
+            volumes: Vec::new(),
         })
         .await
         .unwrap();

@@ -27,4 +27,5 @@ mod preempt;
 mod revoke;
 mod snapshot;
 mod trust;
+mod volumes;
 mod wasi;

@@ -234,6 +234,7 @@ async fn grants_are_recorded_in_raft_with_who_made_them() {
             node: None,
             labels: Default::default(),
             preemptible: false,
+            volumes: Vec::new(),
         })
         .await
         .expect("deployed");
@@ -280,6 +281,7 @@ async fn a_forged_migration_stream_gets_no_capabilities() {
         page_bytes: 4096,
         pages: Vec::new(),
         preemptible: false,
+        chunks: Vec::new(),
     };
     target::handle(
         &inner,
@@ -385,6 +387,7 @@ async fn a_huge_deploy_count_is_refused_before_anything_is_allocated() {
         node: None,
         labels: Default::default(),
         preemptible: false,
+        volumes: Vec::new(),
     };
     let e = carol
         .spawn(&req(u32::MAX))

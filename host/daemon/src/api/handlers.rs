@@ -125,6 +125,7 @@ pub async fn spawn(node: &Node, req: SpawnRequest) -> Result<Vec<Spawned>, ApiEr
         )));
     }
     check_env(&req.env)?;
+    let volumes = volume_mounts(&req.volumes)?;
     let hash = {
         let node = node.clone();
         let module = req.module.clone();
@@ -138,6 +139,7 @@ pub async fn spawn(node: &Node, req: SpawnRequest) -> Result<Vec<Spawned>, ApiEr
         spec.env = req.env.clone();
         spec.memory_bytes_max = req.memory_bytes_max;
         spec.preemptible = req.preemptible;
+        spec.volumes = volumes.clone();
         match node.spawn(spec).await {
             Ok(pid) => started.push(Spawned {
                 pid,
@@ -167,6 +169,26 @@ pub async fn spawn(node: &Node, req: SpawnRequest) -> Result<Vec<Spawned>, ApiEr
         }
     }
     Ok(started)
+}
+
+/// The private volumes a spawn asks for, with the default quotas where
+/// none is given; refused (400) if malformed, repeated or over the
+/// ceilings.
+pub fn volume_mounts(
+    asked: &[shoal_api::types::VolumeRequest],
+) -> Result<Vec<shoal_runtime::volume::VolumeMount>, ApiError> {
+    let mounts: Vec<shoal_runtime::volume::VolumeMount> = asked
+        .iter()
+        .map(|v| {
+            let mut m = shoal_runtime::volume::VolumeMount::new(v.guest.clone());
+            m.bytes_max = v.bytes_max.unwrap_or(m.bytes_max);
+            m.files_max = v.files_max.unwrap_or(m.files_max);
+            m
+        })
+        .collect();
+    shoal_runtime::volume::check_mounts(&mounts)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(mounts)
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -481,6 +503,7 @@ pub async fn restore(
             .collect(),
         env: req.env.clone(),
         memory_bytes_max: req.memory_bytes_max,
+        volumes: Vec::new(),
     };
     let grants = {
         let node = node.clone();

@@ -252,6 +252,7 @@ async fn routes_refuse_clearly() {
             node: None,
             labels: Default::default(),
             preemptible: false,
+            volumes: Vec::new(),
         })
         .await
         .unwrap_err();

@@ -785,6 +785,7 @@ impl ClusterLink for Link {
             preemptible: false,
             // The child is its parent's owner's, wherever it runs.
             owner: Some(self.owner_of(parent)),
+            volumes: Vec::new(),
         };
         match self.spawn_at(chosen, &request).await {
             Ok(s) => Ok(s.pid),

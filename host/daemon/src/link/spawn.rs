@@ -34,6 +34,9 @@ pub struct PeerSpawnRequest {
     /// the cluster's.
     #[serde(default)]
     pub owner: Option<shoal_pki::Owner>,
+    /// Private volumes, with their quotas (checked again here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<shoal_runtime::volume::VolumeMount>,
 }
 
 /// A started process.
@@ -122,6 +125,7 @@ pub async fn spawn_here(
     spec.env = req.env.clone();
     spec.memory_bytes_max = req.memory_bytes_max;
     spec.preemptible = req.preemptible;
+    spec.volumes = req.volumes.clone();
     let pid = node
         .pids()
         .allocate_wait(PID_WAIT)

@@ -6,6 +6,7 @@
 //!   process leaves (pre-copy, freeze, delta, switch through Raft, go).
 //! - [`target`]: arrivals on the node it moves to (pages by hash, the
 //!   decision, the start).
+//! - [`volumes`]: the chunks of private volumes, fetched by the target.
 //! - [`wire`]: the requests and lane control messages between the two.
 //! - [`fence`]: what every node does when it applies a switch, so that the
 //!   target can keep each sender's messages in order
@@ -27,6 +28,7 @@ pub mod fence;
 pub mod rebalance;
 pub mod source;
 pub mod target;
+pub mod volumes;
 pub mod wire;
 
 pub use shoal_api::cluster::MigrateReport;

@@ -277,6 +277,16 @@ pub async fn migrate(
             .map(|p| (p.index, p.hash.to_hex()))
             .collect(),
         preemptible: first.spec.preemptible,
+        chunks: {
+            let mut seen = std::collections::BTreeSet::new();
+            first
+                .volumes
+                .iter()
+                .flat_map(|t| t.chunks())
+                .filter(|h| seen.insert(**h))
+                .map(|h| h.to_hex())
+                .collect()
+        },
     };
     let pages_total = offer.pages.len();
     let fail = |why: String| MigrateError::Resumed {
@@ -368,9 +378,13 @@ pub async fn migrate(
         let _ = k.await;
         phases.mark("keep_pages");
     }
-    let (freeze_us, resumed_ok) = match &resumed {
-        Ok(s) => (s.resumed_unix_us.saturating_sub(freeze_started_us), true),
-        Err(_) => (0, false),
+    let (freeze_us, resumed_ok, chunk_bytes_final) = match &resumed {
+        Ok(s) => (
+            s.resumed_unix_us.saturating_sub(freeze_started_us),
+            true,
+            s.chunk_bytes_fetched,
+        ),
+        Err(_) => (0, false, 0),
     };
     if let Err(e) = &resumed {
         tracing::warn!(
@@ -390,6 +404,7 @@ pub async fn migrate(
         pages_known: pages_total.saturating_sub(answer.need.len()),
         delta_pages,
         bytes_sent,
+        volume_bytes_sent: answer.chunk_bytes_fetched + chunk_bytes_final,
         freeze_us,
         resumed: resumed_ok,
         total_us: started.elapsed().as_micros() as u64,

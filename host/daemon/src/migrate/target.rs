@@ -79,6 +79,8 @@ pub struct Arrival {
     module: Sha256,
     page_bytes: u32,
     created: Instant,
+    /// Volume chunk bytes fetched after the freeze.
+    chunk_bytes_final: std::sync::atomic::AtomicU64,
     data: Mutex<Data>,
     phase: watch::Sender<Phase>,
 }
@@ -158,6 +160,20 @@ pub async fn handle(
         wire::PATH_FINAL => {
             let fin: Final = serde_json::from_slice(&body)
                 .map_err(|e| err(400, format!("bad final migration state: {e}")))?;
+            if !fin.state.volumes.is_empty() {
+                let arrival = ctx.arrivals.get(&fin.id)?;
+                let grants = crate::records::grants::recorded(&ctx.raft, &ctx.node, arrival.pid)?;
+                let n = super::volumes::fetch_final(
+                    ctx,
+                    arrival.source,
+                    &fin.state.volumes,
+                    &grants.volumes,
+                )
+                .await?;
+                arrival
+                    .chunk_bytes_final
+                    .store(n, std::sync::atomic::Ordering::Release);
+            }
             final_here(ctx, fin)?;
             ok()
         }
@@ -188,6 +204,14 @@ pub async fn handle(
             };
             match phase {
                 Phase::Started(us) => crate::api::answer::encode_json(&Started {
+                    chunk_bytes_fetched: ctx
+                        .arrivals
+                        .get(&a.id)
+                        .map(|a| {
+                            a.chunk_bytes_final
+                                .load(std::sync::atomic::Ordering::Acquire)
+                        })
+                        .unwrap_or(0),
                     resumed_unix_us: us,
                 }),
                 Phase::Gone(why) => Err(err(409, why)),
@@ -260,6 +284,9 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
     if !node.registry().contains(&module) {
         fetch_from_source(ctx, offer.source, &module).await?;
     }
+    // Its volumes' chunks, while it still runs on the source.
+    let chunk_bytes_fetched =
+        super::volumes::fetch_offered(ctx, offer.source, &offer.chunks).await?;
     {
         let node = node.clone();
         let preemptible = offer.preemptible;
@@ -299,6 +326,7 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
         module,
         page_bytes: offer.page_bytes,
         created: Instant::now(),
+        chunk_bytes_final: Default::default(),
         data: Mutex::new(Data {
             memory,
             offered,
@@ -320,7 +348,10 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             "a newer migration of the same process replaced it",
         );
     }
-    Ok(OfferAnswer { need })
+    Ok(OfferAnswer {
+        need,
+        chunk_bytes_fetched,
+    })
 }
 
 /// Get the module blob from the source, which runs it (the cluster's
@@ -541,7 +572,7 @@ fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
             .memory_bytes_max
             .unwrap_or(config.process_memory_bytes_max)
             .min(config.engine.memory_bytes_max);
-        shoal_runtime::grants::check_image(&image, memory_max, spec.dirs.len())
+        shoal_runtime::grants::check_image(&image, memory_max, spec.preopens())
             .map_err(|e| err(400, format!("process {}: {e}", arrival.pid)))?;
         data.image = Some(image);
         data.grants = grants;

@@ -10,12 +10,15 @@
 //! migrates to applies that record ([`recorded`]), never what the source
 //! sends, and checks it against its own policy for the granter's role.
 
-use shoal_cluster::{Command, CommandResult, GrantedDir, Granter, NodeId, ProcessGrants};
+use shoal_cluster::{
+    Command, CommandResult, GrantedDir, GrantedVolume, Granter, NodeId, ProcessGrants,
+};
 use shoal_net::{Caller, RemoteError};
 use shoal_pki::Role;
 use shoal_runtime::grants::{DirAuthority, Grants};
 use shoal_runtime::node::DirGrant;
 use shoal_runtime::pid::Pid;
+use shoal_runtime::volume::VolumeMount;
 
 /// How far a certificate's role may grant host directories.
 pub fn authority_of(role: Role) -> DirAuthority {
@@ -53,6 +56,15 @@ pub fn to_record(grants: &Grants, granted_by: Granter) -> ProcessGrants {
             .collect(),
         env: grants.env.clone(),
         memory_bytes_max: grants.memory_bytes_max,
+        volumes: grants
+            .volumes
+            .iter()
+            .map(|v| GrantedVolume {
+                guest: v.guest.clone(),
+                bytes_max: v.bytes_max,
+                files_max: v.files_max,
+            })
+            .collect(),
         granted_by,
     }
 }
@@ -70,6 +82,15 @@ pub fn from_record(record: &ProcessGrants) -> Grants {
             .collect(),
         env: record.env.clone(),
         memory_bytes_max: record.memory_bytes_max,
+        volumes: record
+            .volumes
+            .iter()
+            .map(|v| VolumeMount {
+                guest: v.guest.clone(),
+                bytes_max: v.bytes_max,
+                files_max: v.files_max,
+            })
+            .collect(),
     }
 }
 

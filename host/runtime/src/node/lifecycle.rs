@@ -21,6 +21,16 @@ use tokio::sync::{oneshot, watch};
 use wasmtime::Store;
 
 impl Shared {
+    /// A fresh directory for the volumes of `pid` on this node (a new one
+    /// each start: the previous incarnation's may still be going away).
+    fn volumes_dir(&self, pid: Pid) -> std::path::PathBuf {
+        self.config.data_dir.join("volumes").join(format!(
+            "{}.{:016x}",
+            pid.0,
+            rand::random::<u64>()
+        ))
+    }
+
     /// The WASI context of a process started with `spec`, writing to
     /// `log`, whose monotonic clock starts at `monotonic_start` (zero for a
     /// new process, the captured reading for a restored or arrived one).
@@ -29,6 +39,7 @@ impl Shared {
         spec: &SpawnSpec,
         log: &Arc<ProcessLog>,
         monotonic_start: Duration,
+        volumes: &crate::volume::Volumes,
     ) -> Result<wasi_common::WasiCtx, NodeError> {
         let mut ctx = wasi_common::WasiCtx::new(
             wasi_common::tokio::random_ctx(),
@@ -55,6 +66,17 @@ impl Shared {
         ctx.set_stderr(Box::new(crate::stdio::Output::new(
             log.writer(Stream::Stderr),
         )));
+        // Volumes first (fds 3..), then granted directories: the order a
+        // captured image's open files refer to.
+        for volume in volumes.mounted() {
+            let dir = volume
+                .open_wasi()
+                .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
+            ctx.push_preopened_dir(dir, &volume.mount.guest)
+                .map_err(|e| {
+                    NodeError::InvalidSpawn(format!("volume {}: {e}", volume.mount.guest))
+                })?;
+        }
         for grant in &spec.dirs {
             // Nobody, whatever the path to this point, is given the data
             // dir (it holds the CA key and the compiled-code cache).
@@ -104,7 +126,7 @@ impl Shared {
         if let Some(image) = &restore {
             // Every field a snapshot writer or a peer controls is bounded
             // before anything uses it.
-            crate::grants::check_image(image, memory_max, spec.dirs.len())?;
+            crate::grants::check_image(image, memory_max, spec.preopens())?;
         }
         let capture = Arc::new(CaptureSignal::default());
         let capturable = module.module.get_export("asyncify_start_unwind").is_some();
@@ -118,7 +140,19 @@ impl Shared {
             .as_ref()
             .map(|r| Duration::from_nanos(r.monotonic_ns))
             .unwrap_or_default();
-        let wasi = self.build_wasi(&spec, &log, monotonic_start)?;
+        // Its volumes, rebuilt from the image when it has one (every chunk
+        // checked); removed with the process.
+        let volumes = crate::volume::Volumes::create(
+            &spec.volumes,
+            &self.volumes_dir(pid),
+            restore
+                .as_ref()
+                .map(|r| r.volumes.as_slice())
+                .unwrap_or(&[]),
+            &self.registry,
+        )
+        .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
+        let wasi = self.build_wasi(&spec, &log, monotonic_start, &volumes)?;
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
         // Before it is reachable: calls to a module that cannot see them
         // are refused from the first message on.
@@ -174,6 +208,7 @@ impl Shared {
             asyncify_buffer: None,
             spec: spec.clone(),
             open_files: Default::default(),
+            volumes,
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limiter);

@@ -143,7 +143,7 @@ impl Node {
             .memory_bytes_max
             .unwrap_or(self.config().process_memory_bytes_max)
             .min(self.config().engine.memory_bytes_max);
-        crate::grants::check_image(&image, memory_max, spec.dirs.len())?;
+        crate::grants::check_image(&image, memory_max, spec.preopens())?;
         // A restored process is a new incarnation. Who watched the captured
         // one, and the callers it was serving, were told when that one ended
         // (or still wait on it, if it goes on): never on this one, whose end

@@ -42,6 +42,9 @@ pub struct HostState {
     /// Its calls and monitors (format version 3; absent, so none, before).
     #[serde(default)]
     pub calls: crate::mailbox::CallState,
+    /// Its private volumes' content (chunks in the registry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeTree>,
 }
 
 impl HostState {
@@ -56,6 +59,7 @@ impl HostState {
             open_files: image.open_files.clone(),
             monotonic_ns: image.monotonic_ns,
             calls: image.calls.clone(),
+            volumes: image.volumes.clone(),
         }
     }
 
@@ -80,6 +84,7 @@ impl HostState {
             log: log.chunks,
             log_start: log.start,
             calls: self.calls,
+            volumes: self.volumes,
         }
     }
 }
@@ -144,6 +149,9 @@ pub fn store(
             .collect(),
         state: serde_json::to_value(&state)
             .map_err(|e| SnapshotFormatError::BadHeader(e.to_string()))?,
+        // Its volumes' chunks (already in the registry: the capture put
+        // them there), so its file form carries them too.
+        blobs: crate::volume::tree::chunk_refs(&image.volumes),
     };
     // Only pages the registry lacks are new: everything else is shared with
     // earlier snapshots (of this process or any other).

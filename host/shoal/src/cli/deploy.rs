@@ -16,7 +16,9 @@ use std::path::Path;
   shoal deploy app.wasm --json                 [{\"pid\": 4, \"module\": \"sha256:...\"}]
   shoal deploy app.wasm --count 6              spread over the cluster's nodes
   shoal deploy app.wasm --node node-b          on node-b
-  shoal deploy app.wasm --label zone=eu        on a node labelled zone=eu")]
+  shoal deploy app.wasm --label zone=eu        on a node labelled zone=eu
+  shoal deploy app.wasm --volume /data         a private volume at /data that moves with it
+  shoal deploy app.wasm --volume /data --volume-bytes-max 64MiB")]
 pub struct DeployArgs {
     /// The module: a .wasm (or .wat) file, sent to the node; or, if no such
     /// file exists, a name or sha256 already in the node's registry.
@@ -61,6 +63,25 @@ pub struct DeployArgs {
     #[arg(long)]
     preemptible: bool,
 
+    /// Give each process a private volume at this guest path (e.g.
+    /// `/data`): an empty directory, plain WASI to the program (`std::fs`,
+    /// `fopen`), that belongs to the process. Snapshots include it, moves
+    /// and drains carry it (only chunks the target lacks travel), restores
+    /// bring it back. Repeatable. Shared volumes (`NAME:/path`) are not
+    /// available yet.
+    #[arg(long = "volume", value_name = "GUEST_PATH", value_parser = parse_volume)]
+    volumes: Vec<String>,
+
+    /// Byte quota of each volume, e.g. 256MiB (default 1GiB). Past it,
+    /// writes fail with EDQUOT and write nothing.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes, requires = "volumes")]
+    volume_bytes_max: Option<u64>,
+
+    /// Most files and directories in each volume (default 100000); past
+    /// it, creating one fails with EDQUOT.
+    #[arg(long, value_name = "N", requires = "volumes")]
+    volume_files_max: Option<u64>,
+
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -76,6 +97,18 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
         _ => Err(format!("`{text}` is not K=V")),
     }
+}
+
+/// Parse a `--volume`: an absolute guest path (a private volume).
+fn parse_volume(text: &str) -> Result<String, String> {
+    if let Some((name, path)) = text.split_once(':') {
+        return Err(format!(
+            "`{text}` names a shared volume ({name} at {path}); shared volumes are not available yet: use a private one, e.g. --volume {path}"
+        ));
+    }
+    let mount = shoal_runtime::volume::VolumeMount::new(text);
+    mount.check().map_err(|e| e.to_string())?;
+    Ok(text.to_string())
 }
 
 /// Deploy and print the new pids.
@@ -120,6 +153,15 @@ pub fn deploy(args: DeployArgs, target: &Target) -> anyhow::Result<i32> {
             node: args.node.clone(),
             labels: args.labels.iter().cloned().collect(),
             preemptible: args.preemptible,
+            volumes: args
+                .volumes
+                .iter()
+                .map(|guest| shoal_api::types::VolumeRequest {
+                    guest: guest.clone(),
+                    bytes_max: args.volume_bytes_max,
+                    files_max: args.volume_files_max,
+                })
+                .collect(),
         };
         let spawned = client
             .spawn(&req)

@@ -1,0 +1,112 @@
+//! Private volumes on the move: the target fetches the chunks it lacks
+//! from the source, by hash, and checks each against it.
+//!
+//! Twice: for the chunks the source offered at the pre-copy, while the
+//! process still runs there ([`fetch_offered`]); and after the freeze for
+//! those of the final trees still missing (chunks written since the
+//! offer), before the target accepts the final state ([`fetch_final`]).
+//! A chunk the target already holds — from an earlier stay of the same
+//! process, or another process's identical content — never travels.
+
+use super::Ctx;
+use futures_util::stream::{self, StreamExt};
+use shoal_cluster::NodeId;
+use shoal_net::RemoteError;
+use shoal_registry::Sha256;
+use shoal_runtime::volume::{tree, VolumeMount, VolumeTree, CHUNK_BYTES};
+use std::sync::Arc;
+
+/// Chunk requests in flight at once, per migration.
+const FETCHES_IN_FLIGHT: usize = 8;
+
+fn err(status: u16, msg: impl Into<String>) -> RemoteError {
+    RemoteError::new(status, msg.into())
+}
+
+/// Fetch `hashes` (each checked, each stored) from the node `source`.
+/// Returns the bytes fetched.
+async fn fetch(ctx: &Arc<Ctx>, source: NodeId, hashes: Vec<Sha256>) -> Result<u64, RemoteError> {
+    if hashes.is_empty() {
+        return Ok(0);
+    }
+    let addr = ctx
+        .raft
+        .state()
+        .member(source)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| err(409, format!("the source node {source} is not a member")))?;
+    let results: Vec<Result<u64, RemoteError>> = stream::iter(hashes)
+        .map(|hash| {
+            let addr = addr.clone();
+            async move {
+                let bytes = ctx
+                    .peers
+                    .call(
+                        &addr,
+                        crate::link::paths::PATH_PEER_BLOB,
+                        bytes::Bytes::from(hash.to_hex().into_bytes()),
+                    )
+                    .await
+                    .map_err(|e| err(409, format!("cannot get volume chunk {hash}: {e}")))?;
+                if bytes.len() as u64 > CHUNK_BYTES {
+                    return Err(err(
+                        409,
+                        format!("the source sent {} bytes for a volume chunk", bytes.len()),
+                    ));
+                }
+                let registry = ctx.node.registry().clone();
+                let n = bytes.len() as u64;
+                // Checked against its hash before it is kept.
+                tokio::task::spawn_blocking(move || registry.put_many_unsynced(&[(hash, &bytes)]))
+                    .await
+                    .map_err(|e| err(500, format!("chunk writer failed: {e}")))?
+                    .map_err(|e| err(409, format!("the source sent a bad volume chunk: {e}")))?;
+                Ok(n)
+            }
+        })
+        .buffer_unordered(FETCHES_IN_FLIGHT)
+        .collect()
+        .await;
+    results.into_iter().sum()
+}
+
+/// Fetch the offered chunks this node lacks; returns the bytes fetched.
+pub async fn fetch_offered(
+    ctx: &Arc<Ctx>,
+    source: NodeId,
+    offered: &[String],
+) -> Result<u64, RemoteError> {
+    let registry = ctx.node.registry();
+    let mut missing = std::collections::BTreeSet::new();
+    for hex in offered {
+        let h: Sha256 = hex
+            .parse()
+            .map_err(|_| err(400, format!("bad chunk hash {hex:?}")))?;
+        if !registry.contains(&h) {
+            missing.insert(h);
+        }
+    }
+    fetch(ctx, source, missing.into_iter().collect()).await
+}
+
+/// Check the final trees against the volumes `mounts` grants (bounds
+/// first: a hostile source cannot make this node fetch without limit),
+/// then fetch what is missing. Afterwards every chunk is here, so the
+/// start cannot fail for want of one. Returns the bytes fetched.
+pub async fn fetch_final(
+    ctx: &Arc<Ctx>,
+    source: NodeId,
+    trees: &[VolumeTree],
+    mounts: &[VolumeMount],
+) -> Result<u64, RemoteError> {
+    for t in trees {
+        let mount = mounts
+            .iter()
+            .find(|m| m.guest == t.guest)
+            .cloned()
+            .unwrap_or_else(|| VolumeMount::new(t.guest.clone()));
+        tree::check(t, &mount).map_err(|e| err(400, e.to_string()))?;
+    }
+    let missing = tree::missing_chunks(trees, ctx.node.registry());
+    fetch(ctx, source, missing).await
+}

@@ -1,0 +1,375 @@
+//! Private volumes: directories that belong to a process and move with it.
+//!
+//! `shoal deploy app.wasm --volume /data` gives the process an empty
+//! directory preopened at `/data`. It is plain WASI to the guest (`std::fs`,
+//! `fopen`): a host directory on the node the process runs on, under
+//! `<data dir>/volumes/`, reached through cap-std (so `..`, absolute paths
+//! and symlinks can never leave it) and wrapped by [`quota`], which
+//! enforces the volume's byte and file quotas with `EDQUOT`.
+//!
+//! A volume is part of the process like its memory:
+//!
+//! - a capture ([`tree::capture`]) walks the directory, splits every file
+//!   into [`CHUNK_BYTES`] chunks named by sha256 and stores the chunks the
+//!   node's registry lacks — the same content addressing and verification
+//!   as memory pages. Files whose metadata did not change since the last
+//!   capture are not read again ([`tree::HashCache`]). The image carries
+//!   the tree ([`VolumeTree`]): paths, sizes, chunk hashes;
+//! - a move sends the target only the chunks it lacks (see the daemon's
+//!   migration), and a snapshot holds them in the registry;
+//! - a restore or an arrival rebuilds the directory from the tree
+//!   ([`tree::materialize`]), every chunk checked against its hash, after
+//!   [`tree::check`] has bounded everything a hostile image controls.
+//!
+//! The volume's directory is removed when the process ends on this node
+//! (exit, trap, kill, snapshot-and-stop or move): by then its content is in
+//! the image or gone with the process.
+//!
+//! Capabilities: a private volume reaches nothing on the host but its own
+//! directory; its quotas come from who deployed or restored the process
+//! (or the node's defaults), never from an image.
+
+pub mod quota;
+pub mod tree;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Size of the chunks volume files are split into and addressed by.
+pub const CHUNK_BYTES: u64 = 256 * 1024;
+/// Most volumes a process may have.
+pub const VOLUMES_MAX: usize = 16;
+/// Default byte quota of a private volume.
+pub const VOLUME_BYTES_MAX_DEFAULT: u64 = 1 << 30;
+/// Default file quota of a private volume (files and directories).
+pub const VOLUME_FILES_MAX_DEFAULT: u64 = 100_000;
+/// The largest byte quota anyone may grant a volume.
+pub const VOLUME_BYTES_MAX_CEILING: u64 = 1 << 40;
+/// The largest file quota anyone may grant a volume.
+pub const VOLUME_FILES_MAX_CEILING: u64 = 10_000_000;
+/// Longest guest mount path, in bytes.
+pub const MOUNT_PATH_BYTES_MAX: usize = 256;
+
+/// A private volume as granted: where the guest sees it and its quotas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// The path the guest sees (absolute, e.g. `/data`).
+    pub guest: String,
+    /// Most bytes its files may hold together.
+    pub bytes_max: u64,
+    /// Most files and directories it may hold.
+    pub files_max: u64,
+}
+
+impl VolumeMount {
+    /// A volume at `guest` with the default quotas.
+    pub fn new(guest: impl Into<String>) -> VolumeMount {
+        VolumeMount {
+            guest: guest.into(),
+            bytes_max: VOLUME_BYTES_MAX_DEFAULT,
+            files_max: VOLUME_FILES_MAX_DEFAULT,
+        }
+    }
+
+    /// Check what a requester asked for: an absolute, clean guest path and
+    /// quotas within the ceilings.
+    pub fn check(&self) -> Result<(), VolumeError> {
+        let g = &self.guest;
+        let clean = g.starts_with('/')
+            && g.len() <= MOUNT_PATH_BYTES_MAX
+            && g.len() > 1
+            && !g.ends_with('/')
+            && g[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+        if !clean {
+            return Err(VolumeError::BadMount(g.clone()));
+        }
+        if self.bytes_max > VOLUME_BYTES_MAX_CEILING || self.files_max > VOLUME_FILES_MAX_CEILING {
+            return Err(VolumeError::QuotaOverCeiling {
+                guest: g.clone(),
+                bytes_max: self.bytes_max,
+                files_max: self.files_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Check a list of mounts: each valid, no guest path twice, at most
+/// [`VOLUMES_MAX`].
+pub fn check_mounts(mounts: &[VolumeMount]) -> Result<(), VolumeError> {
+    if mounts.len() > VOLUMES_MAX {
+        return Err(VolumeError::TooMany {
+            count: mounts.len(),
+            max: VOLUMES_MAX,
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in mounts {
+        m.check()?;
+        if !seen.insert(m.guest.as_str()) {
+            return Err(VolumeError::Duplicate(m.guest.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A captured volume: where it is mounted and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VolumeTree {
+    /// The guest mount path.
+    pub guest: String,
+    /// Every directory and file, parents before children.
+    pub entries: Vec<Entry>,
+}
+
+impl VolumeTree {
+    /// Every chunk the tree refers to (with repeats).
+    pub fn chunks(&self) -> impl Iterator<Item = &shoal_registry::Sha256> {
+        self.entries.iter().flat_map(|e| match &e.kind {
+            EntryKind::File { chunks, .. } => chunks.as_slice(),
+            EntryKind::Dir => &[],
+        })
+    }
+
+    /// Bytes of all its files.
+    pub fn bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => *size,
+                EntryKind::Dir => 0,
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
+/// One directory or file of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its path inside the volume, `/`-separated, relative, no `.`/`..`.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// A directory, or a file with its content by chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File {
+        /// Its length in bytes.
+        size: u64,
+        /// Its content, [`CHUNK_BYTES`] at a time (the last may be
+        /// shorter), by sha256.
+        chunks: Vec<shoal_registry::Sha256>,
+    },
+}
+
+/// Why a volume cannot be mounted, captured or rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// The guest path is not an absolute clean path.
+    #[error("volume mount path `{0}` is not an absolute path without `.`, `..` or empty parts (at most 256 bytes)")]
+    BadMount(String),
+    /// The same guest path twice.
+    #[error("volume `{0}` is mounted twice")]
+    Duplicate(String),
+    /// Too many volumes.
+    #[error("{count} volumes (at most {max})")]
+    TooMany {
+        /// How many.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A quota beyond what may be granted.
+    #[error("volume `{guest}` asks for {bytes_max} bytes and {files_max} files: over the ceiling of 1 TiB and 10,000,000 files")]
+    QuotaOverCeiling {
+        /// The mount.
+        guest: String,
+        /// Asked bytes.
+        bytes_max: u64,
+        /// Asked files.
+        files_max: u64,
+    },
+    /// An image's tree is malformed (a hostile or damaged writer).
+    #[error("volume `{guest}` in the image: {why}")]
+    BadTree {
+        /// The mount.
+        guest: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// An image's tree does not fit the volume's quota here.
+    #[error("volume `{guest}` holds {bytes} bytes in {files} entries: over its quota of {bytes_max} bytes and {files_max} files")]
+    OverQuota {
+        /// The mount.
+        guest: String,
+        /// Bytes in the image.
+        bytes: u64,
+        /// Entries in the image.
+        files: u64,
+        /// The quota.
+        bytes_max: u64,
+        /// The quota.
+        files_max: u64,
+    },
+    /// A chunk is not in this node's registry, or is corrupt.
+    #[error("volume chunk {0}: {1}")]
+    Chunk(shoal_registry::Sha256, shoal_registry::RegistryError),
+    /// The host file system failed.
+    #[error("volume `{path}`: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl VolumeError {
+    fn io(path: &Path, source: std::io::Error) -> VolumeError {
+        VolumeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A volume mounted for a live process on this node: its directory, its
+/// usage and its capture cache. Dropping it (with the process's store)
+/// removes the directory.
+pub struct Mounted {
+    /// How it was granted.
+    pub mount: VolumeMount,
+    /// Its directory on this node.
+    pub root: PathBuf,
+    /// Bytes and files in use, shared with its open files.
+    pub usage: Arc<quota::Usage>,
+    /// Hashes of files unchanged since the last capture.
+    pub cache: std::sync::Mutex<tree::HashCache>,
+}
+
+impl Mounted {
+    /// Create the (empty) directory of `mount` at `root`.
+    pub fn create(mount: VolumeMount, root: PathBuf) -> Result<Mounted, VolumeError> {
+        std::fs::create_dir_all(&root).map_err(|e| VolumeError::io(&root, e))?;
+        let usage = Arc::new(quota::Usage::new(mount.bytes_max, mount.files_max));
+        Ok(Mounted {
+            mount,
+            root,
+            usage,
+            cache: Default::default(),
+        })
+    }
+
+    /// The WASI directory the guest is given.
+    pub fn open_wasi(&self) -> Result<Box<dyn wasi_common::WasiDir>, VolumeError> {
+        let dir = cap_std::fs::Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())
+            .map_err(|e| VolumeError::io(&self.root, e))?;
+        Ok(Box::new(quota::QuotaDir::new(
+            wasi_common::tokio::Dir::from_cap_std(dir),
+            self.usage.clone(),
+        )))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(
+                    "cannot remove volume directory {}: {e}",
+                    self.root.display()
+                );
+            }
+        }
+    }
+}
+
+/// The volumes of one live process, and the registry their chunks go to.
+#[derive(Default)]
+pub struct Volumes {
+    registry: Option<shoal_registry::Registry>,
+    mounted: Vec<Mounted>,
+    /// The process's directory of volumes, removed (once its volumes are)
+    /// when it goes.
+    root: Option<PathBuf>,
+}
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        self.mounted.clear();
+        if let Some(root) = &self.root {
+            let _ = std::fs::remove_dir(root);
+        }
+    }
+}
+
+impl Volumes {
+    /// Create the directories of `mounts` under `root` (one per volume,
+    /// named by index) and, for a restored or arriving process, rebuild
+    /// each from its tree in `trees` (matched by guest path; checked
+    /// first). A process with no volumes gets no directory.
+    pub fn create(
+        mounts: &[VolumeMount],
+        root: &Path,
+        trees: &[VolumeTree],
+        registry: &shoal_registry::Registry,
+    ) -> Result<Volumes, VolumeError> {
+        check_mounts(mounts)?;
+        if mounts.is_empty() && trees.is_empty() {
+            return Ok(Volumes::default());
+        }
+        if let Some(t) = trees
+            .iter()
+            .find(|t| !mounts.iter().any(|m| m.guest == t.guest))
+        {
+            return Err(VolumeError::BadTree {
+                guest: t.guest.clone(),
+                why: "the process has no such volume".into(),
+            });
+        }
+        let mut volumes = Volumes {
+            registry: Some(registry.clone()),
+            mounted: Vec::with_capacity(mounts.len()),
+            root: Some(root.to_path_buf()),
+        };
+        for (i, m) in mounts.iter().enumerate() {
+            // Pushed before it is filled: on an error it is removed.
+            volumes
+                .mounted
+                .push(Mounted::create(m.clone(), root.join(i.to_string()))?);
+            if let (Some(tree), Some(volume)) = (
+                trees.iter().find(|t| t.guest == m.guest),
+                volumes.mounted.last(),
+            ) {
+                tree::materialize(volume, tree, registry)?;
+            }
+        }
+        Ok(volumes)
+    }
+
+    /// The mounted volumes, in preopen order.
+    pub fn mounted(&self) -> &[Mounted] {
+        &self.mounted
+    }
+
+    /// Capture every volume (see [`tree::capture`]).
+    pub fn capture(&self) -> Result<Vec<VolumeTree>, VolumeError> {
+        let Some(registry) = &self.registry else {
+            return Ok(Vec::new());
+        };
+        self.mounted
+            .iter()
+            .map(|v| tree::capture(v, registry).map(|(t, _)| t))
+            .collect()
+    }
+}
