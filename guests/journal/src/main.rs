@@ -22,6 +22,11 @@
 //! - `fill <name> <bytes>`: appends 64 KiB blocks to `<dir>/<name>` until
 //!   `<bytes>` are written or a write fails: `ok` or
 //!   `err <WASI errno> after <bytes written>`;
+//! - `bench <bytes> <files>`: times, with the WASI monotonic clock, a
+//!   sequential write then read of a `<bytes>` file (1 MiB at a time), and
+//!   the creation then `stat` of `<files>` small files, all in `<dir>`;
+//!   answers `bench <write MB/s> <read MB/s> <creates/s> <stats/s>` and
+//!   removes what it made;
 //! - `stop`: exits 0.
 //!
 //! Any other message, or a failed operation, is answered `err <text>`.
@@ -160,6 +165,7 @@ fn handle(dir: &Path, journal: &mut File, text: &str) -> Result<String, String> 
             }
             Ok("ok".into())
         }
+        ["bench", bytes, files] => bench(dir, num(bytes)?, num(files)?).map_err(|e| e.to_string()),
         _ => Err(format!("unknown request {text:?}")),
     }
 }
@@ -189,6 +195,60 @@ fn symlink_in_first_preopen(target: &str) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::from_raw_os_error(i32::from(errno)))
     }
+}
+
+/// See `bench` in the module docs.
+fn bench(dir: &Path, bytes: u64, files: u64) -> std::io::Result<String> {
+    use std::time::Instant;
+    let path = dir.join("bench.bin");
+    let block = pseudo_random(BLOCK_BYTES, 1);
+    let t = Instant::now();
+    let mut f = File::create(&path)?;
+    let mut done = 0u64;
+    while done < bytes {
+        let n = (bytes - done).min(BLOCK_BYTES) as usize;
+        f.write_all(&block[..n])?;
+        done += n as u64;
+    }
+    drop(f);
+    let write_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut f = File::open(&path)?;
+    let mut buf = vec![0u8; BLOCK_BYTES as usize];
+    let mut read = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+    }
+    let read_s = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    let small = dir.join("bench-small");
+    std::fs::create_dir(&small)?;
+    let t = Instant::now();
+    for i in 0..files {
+        std::fs::write(small.join(i.to_string()), b"a small file of a few bytes")?;
+    }
+    let create_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut total = 0u64;
+    for i in 0..files {
+        total += std::fs::metadata(small.join(i.to_string()))?.len();
+    }
+    let stat_s = t.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&small)?;
+    assert_eq!(read, bytes);
+    assert!(total > 0 || files == 0);
+    let mb = bytes as f64 / 1e6;
+    Ok(format!(
+        "bench {:.1} {:.1} {:.0} {:.0}",
+        mb / write_s,
+        mb / read_s,
+        files as f64 / create_s,
+        files as f64 / stat_s
+    ))
 }
 
 /// Relative paths of every regular file under `at`.

@@ -294,6 +294,18 @@ impl Drop for Mounted {
     }
 }
 
+/// Run `f`, which reads or writes a volume's files (tens of ms for tens of
+/// MiB), without stalling the other tasks of a multi-threaded runtime's
+/// worker: there it runs as blocking (`block_in_place`); elsewhere (a
+/// current-thread runtime, no runtime) inline.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The volumes of one live process, and the registry their chunks go to.
 #[derive(Default)]
 pub struct Volumes {
@@ -351,7 +363,7 @@ impl Volumes {
                 trees.iter().find(|t| t.guest == m.guest),
                 volumes.mounted.last(),
             ) {
-                tree::materialize(volume, tree, registry)?;
+                blocking(|| tree::materialize(volume, tree, registry))?;
             }
         }
         Ok(volumes)
@@ -367,9 +379,14 @@ impl Volumes {
         let Some(registry) = &self.registry else {
             return Ok(Vec::new());
         };
-        self.mounted
-            .iter()
-            .map(|v| tree::capture(v, registry).map(|(t, _)| t))
-            .collect()
+        if self.mounted.is_empty() {
+            return Ok(Vec::new());
+        }
+        blocking(|| {
+            self.mounted
+                .iter()
+                .map(|v| tree::capture(v, registry).map(|(t, _)| t))
+                .collect()
+        })
     }
 }
