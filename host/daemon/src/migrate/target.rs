@@ -361,19 +361,8 @@ async fn fetch_from_source(
     source: NodeId,
     module: &Sha256,
 ) -> Result<(), RemoteError> {
-    let addr = ctx
-        .raft
-        .state()
-        .member(source)
-        .map(|n| n.addr.clone())
-        .ok_or_else(|| err(409, format!("the source node {source} is not a member")))?;
-    let bytes = ctx
-        .peers
-        .call(
-            &addr,
-            crate::link::paths::PATH_PEER_BLOB,
-            bytes::Bytes::from(module.to_hex().into_bytes()),
-        )
+    let addr = super::volumes::source_addr(ctx, source)?;
+    let bytes = super::volumes::peer_blob(ctx, &addr, module)
         .await
         .map_err(|e| {
             err(

@@ -23,29 +23,43 @@ fn err(status: u16, msg: impl Into<String>) -> RemoteError {
     RemoteError::new(status, msg.into())
 }
 
+/// The address of the member `source`.
+pub(super) fn source_addr(ctx: &Ctx, source: NodeId) -> Result<String, RemoteError> {
+    ctx.raft
+        .state()
+        .member(source)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| err(409, format!("the source node {source} is not a member")))
+}
+
+/// Ask the node at `addr` for the blob `hash` from its registry (not yet
+/// checked: the caller stores it only if it hashes right).
+pub(super) async fn peer_blob(
+    ctx: &Ctx,
+    addr: &str,
+    hash: &Sha256,
+) -> Result<bytes::Bytes, shoal_net::NetError> {
+    ctx.peers
+        .call(
+            addr,
+            crate::link::paths::PATH_PEER_BLOB,
+            bytes::Bytes::from(hash.to_hex().into_bytes()),
+        )
+        .await
+}
+
 /// Fetch `hashes` (each checked, each stored) from the node `source`.
 /// Returns the bytes fetched.
 async fn fetch(ctx: &Arc<Ctx>, source: NodeId, hashes: Vec<Sha256>) -> Result<u64, RemoteError> {
     if hashes.is_empty() {
         return Ok(0);
     }
-    let addr = ctx
-        .raft
-        .state()
-        .member(source)
-        .map(|n| n.addr.clone())
-        .ok_or_else(|| err(409, format!("the source node {source} is not a member")))?;
+    let addr = source_addr(ctx, source)?;
     let results: Vec<Result<u64, RemoteError>> = stream::iter(hashes)
         .map(|hash| {
             let addr = addr.clone();
             async move {
-                let bytes = ctx
-                    .peers
-                    .call(
-                        &addr,
-                        crate::link::paths::PATH_PEER_BLOB,
-                        bytes::Bytes::from(hash.to_hex().into_bytes()),
-                    )
+                let bytes = peer_blob(ctx, &addr, &hash)
                     .await
                     .map_err(|e| err(409, format!("cannot get volume chunk {hash}: {e}")))?;
                 if bytes.len() as u64 > CHUNK_BYTES {
