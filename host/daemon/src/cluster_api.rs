@@ -1013,14 +1013,30 @@ async fn restore(
     r: RestoreRequest,
 ) -> Result<crate::api::types::Restored, RemoteError> {
     let mut owner = who.clone();
+    let registry = inner.node.registry().clone();
+    let manifest = tokio::task::spawn_blocking(move || {
+        shoal_runtime::snapshot::format::load_manifest(&registry, &id)
+    })
+    .await
+    .map_err(|e| RemoteError::new(500, format!("snapshot reader failed: {e}")))?
+    .map_err(|e| crate::api::ApiError::from(shoal_runtime::node::NodeError::Snapshot(e)))?;
+    // The snapshot names its module by hash; a node that never ran it gets
+    // the bytes from a node of the cluster that holds them (checked
+    // against the hash) rather than refusing the restore.
+    if !inner.node.registry().contains(&manifest.module) {
+        let reference = manifest.module.to_string();
+        inner.node.fetch_module(&reference).await.map_err(|code| {
+            RemoteError::new(
+                409,
+                format!(
+                    "the snapshot's module {} is not on this node and no node of the cluster could give it ({})",
+                    manifest.module,
+                    shoal_runtime::abi::errno::name(code)
+                ),
+            )
+        })?;
+    }
     if r.replace {
-        let registry = inner.node.registry().clone();
-        let manifest = tokio::task::spawn_blocking(move || {
-            shoal_runtime::snapshot::format::load_manifest(&registry, &id)
-        })
-        .await
-        .map_err(|e| RemoteError::new(500, format!("snapshot reader failed: {e}")))?
-        .map_err(|e| crate::api::ApiError::from(shoal_runtime::node::NodeError::Snapshot(e)))?;
         let original = Pid(manifest.pid);
         if inner.node.module_of(original).is_some() {
             crate::access::authorize_pid(inner, who, original).await?;

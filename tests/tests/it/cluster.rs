@@ -776,3 +776,67 @@ async fn a_hostile_leader_cannot_mint_an_admin_token() {
     }
     c.shutdown().await;
 }
+
+/// A snapshot file restored through the API on a node that never held the
+/// snapshot's module: the node gets the module from the cluster (checked
+/// against the hash the snapshot names) instead of refusing the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_on_a_node_without_the_module_fetches_it_from_the_cluster() {
+    let c = TestCluster::start(2).await;
+    // Only n1 holds the module.
+    let hash = c.add_guest(0, shoal_tests::JOURNAL, "journal").await;
+    assert!(!c.node(1).node().registry().contains(&hash));
+    let n1 = c.admin_client(0);
+    let n2 = c.admin_client(1);
+    let started = n1
+        .spawn(&shoal_api::types::SpawnRequest {
+            module: "journal".into(),
+            argv0: None,
+            args: vec!["/data".into()],
+            env: Vec::new(),
+            count: 1,
+            memory_bytes_max: None,
+            node: Some(c.node(0).name().to_string()),
+            labels: Default::default(),
+            preemptible: false,
+            volumes: vec![shoal_api::types::VolumeRequest {
+                guest: "/data".into(),
+                bytes_max: None,
+                files_max: None,
+            }],
+        })
+        .await
+        .expect("deploy");
+    let pid = started[0].pid;
+    let report = n1
+        .snapshot(
+            pid,
+            &shoal_api::types::SnapshotRequest {
+                stop: true,
+                wait_max_ms: None,
+            },
+        )
+        .await
+        .expect("snapshot");
+    let file = n1.export_snapshot(&report.id).await.expect("export");
+    let id = n2.import_snapshot(file).await.expect("import on n2");
+    let restored = n2
+        .restore(
+            &id,
+            &shoal_api::types::RestoreRequest {
+                replace: false,
+                dirs: Vec::new(),
+                env: Vec::new(),
+                memory_bytes_max: None,
+            },
+        )
+        .await
+        .expect("restore on a node without the module");
+    assert!(c.node(1).node().registry().contains(&hash));
+    let mb = c.node(0).node().open_mailbox();
+    mb.send(restored.pid, b"append after restore".to_vec())
+        .expect("send");
+    let reply = mb.recv(Duration::from_secs(120)).await.expect("an answer");
+    assert_eq!(reply.data, b"ok 14");
+    c.shutdown().await;
+}
