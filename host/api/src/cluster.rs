@@ -324,7 +324,15 @@ impl std::fmt::Display for MigrateReport {
             self.pages_known,
             self.delta_pages,
             self.bytes_sent as f64 / 1024.0,
-        )
+        )?;
+        if self.volume_bytes_sent > 0 {
+            write!(
+                f,
+                ", {:.1} KiB of volume chunks the target lacked",
+                self.volume_bytes_sent as f64 / 1024.0
+            )?;
+        }
+        Ok(())
     }
 }
 
