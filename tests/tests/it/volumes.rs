@@ -121,8 +121,8 @@ async fn files_in_a_private_volume_follow_their_process_across_moves_and_snapsho
         let report = move_to(&c, at, moved, to).await;
         assert_eq!(home_of(&c, moved), Some(to), "moved to {name}");
         println!(
-            "journal moved to {name}: {} volume bytes fetched, freeze {} µs",
-            report.volume_bytes_sent, report.freeze_us
+            "journal moved to {name}: {} volume bytes fetched, freeze {} µs, phases {:?}",
+            report.volume_bytes_sent, report.freeze_us, report.phases_us
         );
         if to == 1 {
             // The first move carries all of it.
