@@ -343,6 +343,10 @@ impl Daemon {
         )
         .await
         .map_err(StartError::Raft)?;
+        // The Raft store is open (and locked): no other daemon runs on this
+        // data dir, and no process outlives its daemon, so volume
+        // directories still here were left by a crash and belong to nobody.
+        shoal_runtime::volume::remove_leftovers(&config.node.data_dir.join("volumes"));
         let node = Node::new(config.node.clone()).map_err(StartError::Node)?;
         let link = link::Link::new(
             me,

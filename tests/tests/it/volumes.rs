@@ -299,3 +299,21 @@ async fn malformed_volume_requests_are_refused() {
     }
     c.shutdown().await;
 }
+
+/// Volume directories a crashed daemon left (its processes died with it)
+/// are removed when the node starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_removes_the_volumes_its_dead_processes_left() {
+    let mut c = TestCluster::start(2).await;
+    c.stop(1).await;
+    let left = c.dirs[1]
+        .path()
+        .join("volumes")
+        .join("9.00000000deadbeef")
+        .join("0");
+    std::fs::create_dir_all(&left).expect("a leftover volume");
+    std::fs::write(left.join("journal.log"), b"old").expect("a leftover file");
+    c.restart(1).await;
+    assert_eq!(volume_dirs(&c, 1), 0, "leftover volumes after a restart");
+    c.shutdown().await;
+}

@@ -294,6 +294,16 @@ impl Drop for Mounted {
     }
 }
 
+/// Remove the volume directories under `dir` (a node's `volumes`), left by
+/// a node that stopped without its processes ending (a crash, SIGKILL).
+pub fn remove_leftovers(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove leftover volumes in {}: {e}", dir.display());
+        }
+    }
+}
+
 /// Run `f`, which reads or writes a volume's files (tens of ms for tens of
 /// MiB), without stalling the other tasks of a multi-threaded runtime's
 /// worker: there it runs as blocking (`block_in_place`); elsewhere (a
