@@ -67,6 +67,11 @@ pub struct Offer {
     /// source while the process still runs there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<String>,
+    /// Its private volumes at the pre-copy (the runtime's `VolumeTree`s):
+    /// the target rebuilds them while the process still runs on the
+    /// source, so that after the freeze it writes only what changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_trees: Option<serde_json::Value>,
 }
 
 /// The pages a target lacks.

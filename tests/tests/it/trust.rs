@@ -282,6 +282,7 @@ async fn a_forged_migration_stream_gets_no_capabilities() {
         pages: Vec::new(),
         preemptible: false,
         chunks: Vec::new(),
+        volume_trees: None,
     };
     target::handle(
         &inner,

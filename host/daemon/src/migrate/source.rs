@@ -287,6 +287,11 @@ pub async fn migrate(
                 .map(|h| h.to_hex())
                 .collect()
         },
+        volume_trees: if first.volumes.is_empty() {
+            None
+        } else {
+            serde_json::to_value(&first.volumes).ok()
+        },
     };
     let pages_total = offer.pages.len();
     let fail = |why: String| MigrateError::Resumed {

@@ -284,9 +284,13 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
     if !node.registry().contains(&module) {
         fetch_from_source(ctx, offer.source, &module).await?;
     }
-    // Its volumes' chunks, while it still runs on the source.
+    // Its volumes' chunks, while it still runs on the source, and the
+    // volumes rebuilt from them.
     let chunk_bytes_fetched =
         super::volumes::fetch_offered(ctx, offer.source, &offer.chunks).await?;
+    if let Some(trees) = offer.volume_trees.clone() {
+        super::volumes::stage(ctx, pid, trees).await?;
+    }
     {
         let node = node.clone();
         let preemptible = offer.preemptible;
@@ -740,6 +744,7 @@ fn discard(ctx: &Arc<Ctx>, arrival: &Arc<Arrival>, why: &str) {
     }
     arrival.phase.send_replace(Phase::Gone(why.to_string()));
     ctx.arrivals.remove(arrival);
+    ctx.node.unstage_volumes(arrival.pid);
     if let Some(h) = ctx.node.router().remove_handoff(arrival.pid) {
         for m in h.abandon() {
             let _ = ctx.node.send(m.sender, arrival.pid, m.data);

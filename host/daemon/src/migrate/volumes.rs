@@ -124,3 +124,33 @@ pub async fn fetch_final(
     let missing = tree::missing_chunks(trees, ctx.node.registry());
     fetch(ctx, source, missing).await
 }
+
+/// Rebuild the volumes of `pid` from the pre-copy's `trees` (as offered:
+/// checked here against the quotas the cluster recorded for it), while
+/// it still runs on the source. Its start then writes only what changed.
+pub async fn stage(
+    ctx: &Arc<Ctx>,
+    pid: shoal_runtime::pid::Pid,
+    trees: serde_json::Value,
+) -> Result<(), RemoteError> {
+    let trees: Vec<VolumeTree> =
+        serde_json::from_value(trees).map_err(|e| err(400, format!("bad volume trees: {e}")))?;
+    let grants = crate::records::grants::recorded(&ctx.raft, &ctx.node, pid)?;
+    // In capture order, which is the order of the process's volumes.
+    let mounts: Vec<VolumeMount> = trees
+        .iter()
+        .map(|t| {
+            grants
+                .volumes
+                .iter()
+                .find(|m| m.guest == t.guest)
+                .cloned()
+                .unwrap_or_else(|| VolumeMount::new(t.guest.clone()))
+        })
+        .collect();
+    let node = ctx.node.clone();
+    tokio::task::spawn_blocking(move || node.stage_volumes(pid, &mounts, &trees))
+        .await
+        .map_err(|e| err(500, format!("volume builder failed: {e}")))?
+        .map_err(|e| err(409, format!("cannot rebuild the volumes of {pid}: {e}")))
+}

@@ -23,7 +23,7 @@ use wasmtime::Store;
 impl Shared {
     /// A fresh directory for the volumes of `pid` on this node (a new one
     /// each start: the previous incarnation's may still be going away).
-    fn volumes_dir(&self, pid: Pid) -> std::path::PathBuf {
+    pub(super) fn volumes_dir(&self, pid: Pid) -> std::path::PathBuf {
         self.config.data_dir.join("volumes").join(format!(
             "{}.{:016x}",
             pid.0,
@@ -142,15 +142,26 @@ impl Shared {
             .unwrap_or_default();
         // Its volumes, rebuilt from the image when it has one (every chunk
         // checked); removed with the process.
-        let volumes = crate::volume::Volumes::create(
-            &spec.volumes,
-            &self.volumes_dir(pid),
-            restore
-                .as_ref()
-                .map(|r| r.volumes.as_slice())
-                .unwrap_or(&[]),
-            &self.registry,
-        )
+        let trees = restore
+            .as_ref()
+            .map(|r| r.volumes.as_slice())
+            .unwrap_or(&[]);
+        let staged = self
+            .staged_volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid)
+            .filter(|v| restore.is_some() && v.mounts() == spec.volumes);
+        let volumes = match staged {
+            // Rebuilt during the pre-copy: only what changed since.
+            Some(mut v) => v.update(trees).map(|()| v),
+            None => crate::volume::Volumes::create(
+                &spec.volumes,
+                &self.volumes_dir(pid),
+                trees,
+                &self.registry,
+            ),
+        }
         .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
         let wasi = self.build_wasi(&spec, &log, monotonic_start, &volumes)?;
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));

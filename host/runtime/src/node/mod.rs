@@ -62,6 +62,9 @@ pub struct Shared {
     modules: ModuleCache,
     processes: RwLock<HashMap<Pid, Arc<ProcessEntry>>>,
     last_snapshots: Mutex<HashMap<Pid, Sha256>>,
+    /// Volumes of arriving processes, rebuilt during the pre-copy
+    /// ([`Node::stage_volumes`]); taken by their start.
+    staged_volumes: Mutex<HashMap<Pid, crate::volume::Volumes>>,
     exited: Mutex<VecDeque<(Pid, Exited)>>,
     /// Where messages go (local, held, arriving, remote).
     router: Router,
@@ -133,6 +136,7 @@ impl Node {
                 modules,
                 processes: RwLock::new(HashMap::new()),
                 last_snapshots: Mutex::new(HashMap::new()),
+                staged_volumes: Mutex::new(HashMap::new()),
                 exited: Mutex::new(VecDeque::new()),
                 router: Router::default(),
                 pids: PidAllocator::starting_at(1),

@@ -162,6 +162,42 @@ impl Node {
         Ok(started)
     }
 
+    /// Rebuild the volumes of `pid`, arriving here, from the trees of its
+    /// pre-copy while it still runs on its source, so that its start only
+    /// writes what changed since ([`crate::volume::Volumes::update`]).
+    /// Replaces anything staged for it before.
+    pub fn stage_volumes(
+        &self,
+        pid: Pid,
+        mounts: &[crate::volume::VolumeMount],
+        trees: &[crate::volume::VolumeTree],
+    ) -> Result<(), NodeError> {
+        let volumes = crate::volume::Volumes::create(
+            mounts,
+            &self.shared.volumes_dir(pid),
+            trees,
+            &self.shared.registry,
+        )
+        .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
+        self.shared
+            .staged_volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, volumes);
+        Ok(())
+    }
+
+    /// Drop what was staged for `pid` (a move called off).
+    pub fn unstage_volumes(&self, pid: Pid) {
+        let staged = self
+            .shared
+            .staged_volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        drop(staged);
+    }
+
     /// Start a process that arrived from another node, under its pid, its
     /// messages routed through its handoff (installed before). Its
     /// capabilities are `grants` (what the cluster recorded for it), never

@@ -321,6 +321,9 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
 pub struct Volumes {
     registry: Option<shoal_registry::Registry>,
     mounted: Vec<Mounted>,
+    /// What each mounted volume was last rebuilt from (empty trees for
+    /// new volumes), for [`Volumes::update`].
+    built: Vec<VolumeTree>,
     /// The process's directory of volumes, removed (once its volumes are)
     /// when it goes.
     root: Option<PathBuf>,
@@ -362,6 +365,7 @@ impl Volumes {
         let mut volumes = Volumes {
             registry: Some(registry.clone()),
             mounted: Vec::with_capacity(mounts.len()),
+            built: Vec::with_capacity(mounts.len()),
             root: Some(root.to_path_buf()),
         };
         for (i, m) in mounts.iter().enumerate() {
@@ -369,14 +373,55 @@ impl Volumes {
             volumes
                 .mounted
                 .push(Mounted::create(m.clone(), root.join(i.to_string()))?);
-            if let (Some(tree), Some(volume)) = (
-                trees.iter().find(|t| t.guest == m.guest),
-                volumes.mounted.last(),
-            ) {
+            let tree = trees.iter().find(|t| t.guest == m.guest);
+            if let (Some(tree), Some(volume)) = (tree, volumes.mounted.last()) {
                 blocking(|| tree::materialize(volume, tree, registry))?;
             }
+            volumes
+                .built
+                .push(tree.cloned().unwrap_or_else(|| VolumeTree {
+                    guest: m.guest.clone(),
+                    entries: Vec::new(),
+                }));
         }
         Ok(volumes)
+    }
+
+    /// The mounts these volumes were created with, in order.
+    pub fn mounts(&self) -> Vec<VolumeMount> {
+        self.mounted.iter().map(|m| m.mount.clone()).collect()
+    }
+
+    /// Bring volumes built from earlier trees (an arrival staged during
+    /// the pre-copy) to `trees`, the ones captured at the freeze: only
+    /// files whose chunks changed are written, and only their changed
+    /// chunks. Each tree is checked first.
+    pub fn update(&mut self, trees: &[VolumeTree]) -> Result<(), VolumeError> {
+        let Some(registry) = self.registry.clone() else {
+            return Ok(());
+        };
+        if let Some(t) = trees
+            .iter()
+            .find(|t| !self.mounted.iter().any(|m| m.mount.guest == t.guest))
+        {
+            return Err(VolumeError::BadTree {
+                guest: t.guest.clone(),
+                why: "the process has no such volume".into(),
+            });
+        }
+        for (volume, built) in self.mounted.iter().zip(self.built.iter_mut()) {
+            let empty = VolumeTree {
+                guest: volume.mount.guest.clone(),
+                entries: Vec::new(),
+            };
+            let next = trees
+                .iter()
+                .find(|t| t.guest == volume.mount.guest)
+                .unwrap_or(&empty);
+            blocking(|| tree::apply_changes(volume, built, next, &registry))?;
+            *built = next.clone();
+        }
+        Ok(())
     }
 
     /// The mounted volumes, in preopen order.
