@@ -27,6 +27,11 @@ use wasi_common::{Error, ErrorExt, SystemTimeSpec};
 pub struct Usage {
     bytes: AtomicU64,
     files: AtomicU64,
+    /// Inodes of the files written or truncated through the volume since
+    /// the last capture took them ([`Usage::take_written`]): a capture
+    /// trusts the hashes of a file not among them even when its times are
+    /// too recent to tell a later write apart.
+    written: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Most bytes.
     pub bytes_max: u64,
     /// Most files and directories.
@@ -39,6 +44,7 @@ impl Usage {
         Usage {
             bytes: AtomicU64::new(0),
             files: AtomicU64::new(0),
+            written: Default::default(),
             bytes_max,
             files_max,
         }
@@ -52,6 +58,19 @@ impl Usage {
     /// Files and directories in use.
     pub fn files(&self) -> u64 {
         self.files.load(Ordering::Acquire)
+    }
+
+    /// Note that the file with inode `ino` was written or truncated.
+    pub fn mark_written(&self, ino: u64) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ino);
+    }
+
+    /// The inodes written since the last call, and forget them.
+    pub fn take_written(&self) -> std::collections::HashSet<u64> {
+        std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Start from what a rebuilt volume holds.
@@ -178,9 +197,14 @@ impl WasiDir for QuotaDir {
         match opened {
             Ok(OpenResult::File(f)) => {
                 self.usage.release_bytes(truncated);
+                let ino = f.get_filestat().await?.inode;
+                if oflags.contains(OFlags::TRUNCATE) {
+                    self.usage.mark_written(ino);
+                }
                 Ok(OpenResult::File(Box::new(QuotaFile {
                     inner: f,
                     usage: self.usage.clone(),
+                    ino,
                 })))
             }
             Ok(OpenResult::Dir(d)) => Ok(OpenResult::Dir(Box::new(QuotaDir {
@@ -294,6 +318,8 @@ impl WasiDir for QuotaDir {
 pub struct QuotaFile {
     inner: Box<dyn WasiFile>,
     usage: Arc<Usage>,
+    /// Its inode, for [`Usage::mark_written`].
+    ino: u64,
 }
 
 impl QuotaFile {
@@ -317,6 +343,7 @@ impl QuotaFile {
     }
 
     async fn settle(&self, before: u64, reserved: u64) {
+        self.usage.mark_written(self.ino);
         match self.size().await {
             Ok(after) => self.usage.settle(reserved, before, after),
             Err(_) => self.usage.release_bytes(reserved),

@@ -68,6 +68,9 @@ pub fn capture(
     registry: &Registry,
 ) -> Result<(VolumeTree, CaptureStats), VolumeError> {
     let mut cache = volume.cache.lock().unwrap_or_else(|p| p.into_inner());
+    // The process is paused: nothing is written until the next capture
+    // takes this set again.
+    let written = volume.usage.take_written();
     let mut next = HashMap::with_capacity(cache.files.len());
     let mut entries = Vec::new();
     let mut stats = CaptureStats::default();
@@ -108,7 +111,10 @@ pub fn capture(
                         && c.ino == meta.ino()
                         && c.mtime_ns == mtime_ns
                         && c.ctime_ns == ctime_ns
-                        && c.ctime_ns + RACY_NS < c.hashed_at_ns
+                        // Changed within a tick of its hashing, its times
+                        // alone cannot show a later write; the volume's own
+                        // record of writes can.
+                        && (c.ctime_ns + RACY_NS < c.hashed_at_ns || !written.contains(&c.ino))
                 });
                 let cached = match hit {
                     Some(c) => c.clone(),
@@ -516,5 +522,27 @@ mod tests {
         assert!(!staged.root.join("goes").exists());
         assert_eq!(staged.usage.files(), after.entries.len() as u64);
         assert_eq!(staged.usage.bytes(), after.bytes());
+    }
+
+    /// A file changed just before its hashing is trusted afterwards only
+    /// while the volume records no write to it.
+    #[test]
+    fn a_recently_changed_file_is_hashed_again_only_if_written_since() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = Registry::open(tmp.path().join("reg")).unwrap();
+        let v = mounted(&tmp.path().join("v"), 1 << 30);
+        std::fs::write(v.root.join("f"), vec![1u8; 1000]).unwrap();
+        let (_, first) = capture(&v, &registry).unwrap();
+        assert_eq!(first.bytes_hashed, 1000);
+        // Within the racy margin, nothing written: trusted.
+        let (_, again) = capture(&v, &registry).unwrap();
+        assert_eq!(again.bytes_hashed, 0);
+        // Written (as a QuotaFile would note) with the same length and,
+        // here, the same times: hashed again.
+        let ino = std::fs::metadata(v.root.join("f")).unwrap().ino();
+        v.usage.mark_written(ino);
+        let (_, after_write) = capture(&v, &registry).unwrap();
+        assert_eq!(after_write.bytes_hashed, 1000);
     }
 }
