@@ -361,14 +361,7 @@ fn volumes_for(
         .spec
         .volumes
         .iter()
-        .map(|had| {
-            grants
-                .volumes
-                .iter()
-                .find(|g| g.guest == had.guest)
-                .cloned()
-                .unwrap_or_else(|| crate::volume::VolumeMount::new(had.guest.clone()))
-        })
+        .map(|had| crate::volume::mount_for(&grants.volumes, &had.guest))
         .collect())
 }
 

@@ -234,12 +234,7 @@ pub fn decode_file(
     }
     for b in &manifest.blobs {
         let len = r.u32("blob record")?;
-        if len != b.bytes {
-            return Err(SnapshotFormatError::BadHeader(format!(
-                "blob {} has {len} bytes where {} were listed",
-                b.hash, b.bytes
-            )));
-        }
+        check_blob_len(b, len)?;
         let data = r.take(len as usize, "blob data")?;
         verify_blob(b, data)?;
         pages.insert(b.hash, data.to_vec());
@@ -251,6 +246,17 @@ pub fn decode_file(
         )));
     }
     Ok((manifest, pages))
+}
+
+/// Check a blob record's length against its listing.
+fn check_blob_len(b: &BlobRef, len: u32) -> Result<(), SnapshotFormatError> {
+    if len != b.bytes {
+        return Err(SnapshotFormatError::BadHeader(format!(
+            "blob {} has {len} bytes where {} were listed",
+            b.hash, b.bytes
+        )));
+    }
+    Ok(())
 }
 
 /// Check a blob's length and sha256 against its listing.
@@ -521,12 +527,8 @@ pub fn decode_stream(
     for b in &manifest.blobs {
         read(reader, &mut word, "blob record")?;
         let len = u32::from_le_bytes(word);
-        if len != b.bytes {
-            return Err(SnapshotFormatError::BadHeader(format!(
-                "blob {} has {len} bytes where {} were listed",
-                b.hash, b.bytes
-            )));
-        }
+        // Before anything is allocated for it.
+        check_blob_len(b, len)?;
         data.resize(len as usize, 0);
         read(reader, &mut data, "blob data")?;
         verify_blob(b, &data)?;

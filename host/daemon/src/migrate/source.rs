@@ -277,16 +277,10 @@ pub async fn migrate(
             .map(|p| (p.index, p.hash.to_hex()))
             .collect(),
         preemptible: first.spec.preemptible,
-        chunks: {
-            let mut seen = std::collections::BTreeSet::new();
-            first
-                .volumes
-                .iter()
-                .flat_map(|t| t.chunks())
-                .filter(|h| seen.insert(**h))
-                .map(|h| h.to_hex())
-                .collect()
-        },
+        chunks: shoal_runtime::volume::tree::chunk_refs(&first.volumes)
+            .iter()
+            .map(|b| b.hash.to_hex())
+            .collect(),
         volume_trees: if first.volumes.is_empty() {
             None
         } else {

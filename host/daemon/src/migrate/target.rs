@@ -160,9 +160,12 @@ pub async fn handle(
         wire::PATH_FINAL => {
             let fin: Final = serde_json::from_slice(&body)
                 .map_err(|e| err(400, format!("bad final migration state: {e}")))?;
+            let arrival = ctx.arrivals.get(&fin.id)?;
+            // Its capabilities come from the cluster's record, checked
+            // against this node's policy: refused here, before the switch,
+            // the source resumes the process itself.
+            let grants = crate::records::grants::recorded(&ctx.raft, &ctx.node, arrival.pid)?;
             if !fin.state.volumes.is_empty() {
-                let arrival = ctx.arrivals.get(&fin.id)?;
-                let grants = crate::records::grants::recorded(&ctx.raft, &ctx.node, arrival.pid)?;
                 let n = super::volumes::fetch_final(
                     ctx,
                     arrival.source,
@@ -174,7 +177,7 @@ pub async fn handle(
                     .chunk_bytes_final
                     .store(n, std::sync::atomic::Ordering::Release);
             }
-            final_here(ctx, fin)?;
+            final_here(ctx, &arrival, fin, grants)?;
             ok()
         }
         wire::PATH_ABORT => {
@@ -531,13 +534,15 @@ fn grow_image(data: &mut Data, size: usize) -> Result<(), RemoteError> {
     Ok(())
 }
 
-fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
-    let arrival = ctx.arrivals.get(&fin.id)?;
-    let size = check_growth(ctx, &arrival, fin.memory_bytes)?;
-    // Its capabilities come from the cluster's record, checked against
-    // this node's policy: refused here, before the switch, the source
-    // resumes the process itself.
-    let grants = crate::records::grants::recorded(&ctx.raft, &ctx.node, arrival.pid)?;
+/// Take the final state of `arrival`, whose capabilities are `grants`
+/// (what the cluster recorded for it).
+fn final_here(
+    ctx: &Arc<Ctx>,
+    arrival: &Arc<Arrival>,
+    fin: Final,
+    grants: Grants,
+) -> Result<(), RemoteError> {
+    let size = check_growth(ctx, arrival, fin.memory_bytes)?;
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         if data.image.is_some() {
@@ -591,7 +596,7 @@ fn final_here(ctx: &Arc<Ctx>, fin: Final) -> Result<(), RemoteError> {
     );
     ctx.node.router().install_handoff(arrival.pid, handoff);
     arrival.phase.send_replace(Phase::Ready);
-    tokio::spawn(watch_decision(ctx.clone(), arrival));
+    tokio::spawn(watch_decision(ctx.clone(), arrival.clone()));
     Ok(())
 }
 

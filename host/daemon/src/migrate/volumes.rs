@@ -13,7 +13,7 @@ use futures_util::stream::{self, StreamExt};
 use shoal_cluster::NodeId;
 use shoal_net::RemoteError;
 use shoal_registry::Sha256;
-use shoal_runtime::volume::{tree, VolumeMount, VolumeTree, CHUNK_BYTES};
+use shoal_runtime::volume::{mount_for, tree, VolumeMount, VolumeTree, CHUNK_BYTES};
 use std::sync::Arc;
 
 /// Chunk requests in flight at once, per migration.
@@ -114,12 +114,7 @@ pub async fn fetch_final(
     mounts: &[VolumeMount],
 ) -> Result<u64, RemoteError> {
     for t in trees {
-        let mount = mounts
-            .iter()
-            .find(|m| m.guest == t.guest)
-            .cloned()
-            .unwrap_or_else(|| VolumeMount::new(t.guest.clone()));
-        tree::check(t, &mount).map_err(|e| err(400, e.to_string()))?;
+        tree::check(t, &mount_for(mounts, &t.guest)).map_err(|e| err(400, e.to_string()))?;
     }
     let missing = tree::missing_chunks(trees, ctx.node.registry());
     fetch(ctx, source, missing).await
@@ -139,14 +134,7 @@ pub async fn stage(
     // In capture order, which is the order of the process's volumes.
     let mounts: Vec<VolumeMount> = trees
         .iter()
-        .map(|t| {
-            grants
-                .volumes
-                .iter()
-                .find(|m| m.guest == t.guest)
-                .cloned()
-                .unwrap_or_else(|| VolumeMount::new(t.guest.clone()))
-        })
+        .map(|t| mount_for(&grants.volumes, &t.guest))
         .collect();
     let node = ctx.node.clone();
     tokio::task::spawn_blocking(move || node.stage_volumes(pid, &mounts, &trees))

@@ -23,12 +23,32 @@ use wasmtime::Store;
 impl Shared {
     /// A fresh directory for the volumes of `pid` on this node (a new one
     /// each start: the previous incarnation's may still be going away).
-    pub(super) fn volumes_dir(&self, pid: Pid) -> std::path::PathBuf {
+    fn volumes_dir(&self, pid: Pid) -> std::path::PathBuf {
         self.config.data_dir.join("volumes").join(format!(
             "{}.{:016x}",
             pid.0,
             rand::random::<u64>()
         ))
+    }
+
+    /// Volumes for `pid` under a fresh directory: `mounts`, rebuilt from
+    /// `trees` (see [`crate::volume::Volumes::create`]).
+    pub(super) fn new_volumes(
+        &self,
+        pid: Pid,
+        mounts: &[crate::volume::VolumeMount],
+        trees: &[crate::volume::VolumeTree],
+    ) -> Result<crate::volume::Volumes, NodeError> {
+        crate::volume::Volumes::create(mounts, &self.volumes_dir(pid), trees, &self.registry)
+            .map_err(|e| NodeError::InvalidSpawn(e.to_string()))
+    }
+
+    /// What was staged for `pid` by [`super::Node::stage_volumes`], taken.
+    pub(super) fn take_staged_volumes(&self, pid: Pid) -> Option<crate::volume::Volumes> {
+        self.staged_volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid)
     }
 
     /// The WASI context of a process started with `spec`, writing to
@@ -147,22 +167,16 @@ impl Shared {
             .map(|r| r.volumes.as_slice())
             .unwrap_or(&[]);
         let staged = self
-            .staged_volumes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid)
+            .take_staged_volumes(pid)
             .filter(|v| restore.is_some() && v.mounts() == spec.volumes);
         let volumes = match staged {
             // Rebuilt during the pre-copy: only what changed since.
-            Some(mut v) => v.update(trees).map(|()| v),
-            None => crate::volume::Volumes::create(
-                &spec.volumes,
-                &self.volumes_dir(pid),
-                trees,
-                &self.registry,
-            ),
-        }
-        .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
+            Some(mut v) => v
+                .update(trees)
+                .map(|()| v)
+                .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?,
+            None => self.new_volumes(pid, &spec.volumes, trees)?,
+        };
         let wasi = self.build_wasi(&spec, &log, monotonic_start, &volumes)?;
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
         // Before it is reachable: calls to a module that cannot see them

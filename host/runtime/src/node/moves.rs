@@ -172,13 +172,7 @@ impl Node {
         mounts: &[crate::volume::VolumeMount],
         trees: &[crate::volume::VolumeTree],
     ) -> Result<(), NodeError> {
-        let volumes = crate::volume::Volumes::create(
-            mounts,
-            &self.shared.volumes_dir(pid),
-            trees,
-            &self.shared.registry,
-        )
-        .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
+        let volumes = self.shared.new_volumes(pid, mounts, trees)?;
         self.shared
             .staged_volumes
             .lock()
@@ -189,13 +183,8 @@ impl Node {
 
     /// Drop what was staged for `pid` (a move called off).
     pub fn unstage_volumes(&self, pid: Pid) {
-        let staged = self
-            .shared
-            .staged_volumes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
-        drop(staged);
+        // Its directories go here, outside the lock.
+        drop(self.shared.take_staged_volumes(pid));
     }
 
     /// Start a process that arrived from another node, under its pid, its

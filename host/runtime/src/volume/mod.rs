@@ -18,7 +18,8 @@
 //! - a move sends the target only the chunks it lacks (see the daemon's
 //!   migration), and a snapshot holds them in the registry;
 //! - a restore or an arrival rebuilds the directory from the tree
-//!   ([`tree::materialize`]), every chunk checked against its hash, after
+//!   ([`tree::apply_changes`], from nothing or from what was staged during
+//!   a move's pre-copy), every chunk checked against its hash, after
 //!   [`tree::check`] has bounded everything a hostile image controls.
 //!
 //! The volume's directory is removed when the process ends on this node
@@ -97,6 +98,16 @@ impl VolumeMount {
     }
 }
 
+/// The volume at `guest` as `granted` gives it, or with the default quotas
+/// when the grant does not name it (a process restored without quotas).
+pub fn mount_for(granted: &[VolumeMount], guest: &str) -> VolumeMount {
+    granted
+        .iter()
+        .find(|m| m.guest == guest)
+        .cloned()
+        .unwrap_or_else(|| VolumeMount::new(guest))
+}
+
 /// Check a list of mounts: each valid, no guest path twice, at most
 /// [`VOLUMES_MAX`].
 pub fn check_mounts(mounts: &[VolumeMount]) -> Result<(), VolumeError> {
@@ -126,12 +137,12 @@ pub struct VolumeTree {
 }
 
 impl VolumeTree {
-    /// Every chunk the tree refers to (with repeats).
-    pub fn chunks(&self) -> impl Iterator<Item = &shoal_registry::Sha256> {
-        self.entries.iter().flat_map(|e| match &e.kind {
-            EntryKind::File { chunks, .. } => chunks.as_slice(),
-            EntryKind::Dir => &[],
-        })
+    /// A volume at `guest` holding nothing.
+    pub fn empty(guest: &str) -> VolumeTree {
+        VolumeTree {
+            guest: guest.to_string(),
+            entries: Vec::new(),
+        }
     }
 
     /// Bytes of all its files.
@@ -283,23 +294,22 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.root) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(
-                    "cannot remove volume directory {}: {e}",
-                    self.root.display()
-                );
-            }
-        }
+        remove_tree(&self.root);
     }
 }
 
 /// Remove the volume directories under `dir` (a node's `volumes`), left by
 /// a node that stopped without its processes ending (a crash, SIGKILL).
 pub fn remove_leftovers(dir: &Path) {
+    remove_tree(dir);
+}
+
+/// Remove `dir` and everything in it; a directory already gone is fine,
+/// any other failure is logged (nothing waits on it).
+fn remove_tree(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("cannot remove leftover volumes in {}: {e}", dir.display());
+            tracing::warn!("cannot remove volume directory {}: {e}", dir.display());
         }
     }
 }
@@ -353,15 +363,6 @@ impl Volumes {
         if mounts.is_empty() && trees.is_empty() {
             return Ok(Volumes::default());
         }
-        if let Some(t) = trees
-            .iter()
-            .find(|t| !mounts.iter().any(|m| m.guest == t.guest))
-        {
-            return Err(VolumeError::BadTree {
-                guest: t.guest.clone(),
-                why: "the process has no such volume".into(),
-            });
-        }
         let mut volumes = Volumes {
             registry: Some(registry.clone()),
             mounted: Vec::with_capacity(mounts.len()),
@@ -369,21 +370,14 @@ impl Volumes {
             root: Some(root.to_path_buf()),
         };
         for (i, m) in mounts.iter().enumerate() {
-            // Pushed before it is filled: on an error it is removed.
+            // Pushed as soon as it exists: on an error it is removed.
             volumes
                 .mounted
                 .push(Mounted::create(m.clone(), root.join(i.to_string()))?);
-            let tree = trees.iter().find(|t| t.guest == m.guest);
-            if let (Some(tree), Some(volume)) = (tree, volumes.mounted.last()) {
-                blocking(|| tree::materialize(volume, tree, registry))?;
-            }
-            volumes
-                .built
-                .push(tree.cloned().unwrap_or_else(|| VolumeTree {
-                    guest: m.guest.clone(),
-                    entries: Vec::new(),
-                }));
+            volumes.built.push(VolumeTree::empty(&m.guest));
         }
+        // Empty directories brought to the image's trees.
+        volumes.update(trees)?;
         Ok(volumes)
     }
 
@@ -410,10 +404,7 @@ impl Volumes {
             });
         }
         for (volume, built) in self.mounted.iter().zip(self.built.iter_mut()) {
-            let empty = VolumeTree {
-                guest: volume.mount.guest.clone(),
-                entries: Vec::new(),
-            };
+            let empty = VolumeTree::empty(&volume.mount.guest);
             let next = trees
                 .iter()
                 .find(|t| t.guest == volume.mount.guest)
@@ -431,12 +422,10 @@ impl Volumes {
 
     /// Capture every volume (see [`tree::capture`]).
     pub fn capture(&self) -> Result<Vec<VolumeTree>, VolumeError> {
+        // No registry: no volumes (see `Volumes::create`).
         let Some(registry) = &self.registry else {
             return Ok(Vec::new());
         };
-        if self.mounted.is_empty() {
-            return Ok(Vec::new());
-        }
         blocking(|| {
             self.mounted
                 .iter()

@@ -174,11 +174,10 @@ fn hash_file(
             .map_err(|e| VolumeError::io(path, e))?;
         let bytes = &buf[..want];
         let hash = Sha256::of(bytes);
-        if !registry.contains(&hash) {
-            new += registry
-                .put_many_unsynced(&[(hash, bytes)])
-                .map_err(|e| VolumeError::Chunk(hash, e))? as u64;
-        }
+        // Skips a chunk already stored, and counts the others.
+        new += registry
+            .put_many_unsynced(&[(hash, bytes)])
+            .map_err(|e| VolumeError::Chunk(hash, e))? as u64;
         chunks.push(hash);
         left -= want as u64;
     }
@@ -240,17 +239,6 @@ pub fn check(tree: &VolumeTree, mount: &VolumeMount) -> Result<(), VolumeError> 
         }
     }
     Ok(())
-}
-
-/// Write `tree` (already [`check`]ed) into `volume`'s empty directory,
-/// every chunk read from `registry` and checked against its hash and
-/// length, and set the volume's usage to what it holds.
-pub fn materialize(
-    volume: &Mounted,
-    tree: &VolumeTree,
-    registry: &Registry,
-) -> Result<(), VolumeError> {
-    apply_changes(volume, &VolumeTree::default(), tree, registry)
 }
 
 /// Change `volume`'s directory, built from `old`, into `new` (checked
@@ -384,22 +372,26 @@ pub fn chunk_refs(trees: &[VolumeTree]) -> Vec<shoal_snapshot_format::BlobRef> {
 }
 
 /// The chunks of `trees` that `registry` lacks, each once.
-pub fn missing_chunks<'a>(
-    trees: impl IntoIterator<Item = &'a VolumeTree>,
-    registry: &Registry,
-) -> Vec<Sha256> {
-    let mut seen = BTreeSet::new();
-    trees
+pub fn missing_chunks(trees: &[VolumeTree], registry: &Registry) -> Vec<Sha256> {
+    chunk_refs(trees)
         .into_iter()
-        .flat_map(|t| t.chunks())
-        .filter(|h| seen.insert(**h) && !registry.contains(h))
-        .copied()
+        .map(|b| b.hash)
+        .filter(|h| !registry.contains(h))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rebuild `tree` into `volume`'s empty directory.
+    fn materialize(
+        volume: &Mounted,
+        tree: &VolumeTree,
+        registry: &Registry,
+    ) -> Result<(), VolumeError> {
+        apply_changes(volume, &VolumeTree::default(), tree, registry)
+    }
 
     fn mounted(root: &Path, bytes_max: u64) -> Mounted {
         let mut m = VolumeMount::new("/data");
