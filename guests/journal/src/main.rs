@@ -27,6 +27,16 @@
 //!   the creation then `stat` of `<files>` small files, all in `<dir>`;
 //!   answers `bench <write MB/s> <read MB/s> <creates/s> <stats/s>` and
 //!   removes what it made;
+//! - `stamp <name> <bytes> <seed>`: writes `<dir>/<name>` (created or
+//!   truncated) as the line `stamp <seed> <bytes>` then `<bytes>`
+//!   pseudo-random bytes from `<seed>`, and closes it; `ok`;
+//! - `check <name>`: reads a stamped file and answers `whole <seed>` when
+//!   every byte is the one its header promises, else `torn`;
+//!   `err <WASI errno>` if it cannot be read;
+//! - `rename <from> <to>`: `ok` or `err <WASI errno>`;
+//! - `hold <name>`: opens `<dir>/<name>` for appending (created if
+//!   missing) and keeps it open; `add <text>` appends `<text>\n` to it;
+//!   `sync` fsyncs it; `release` closes it: each `ok` or `err <errno>`;
 //! - `stop`: exits 0.
 //!
 //! Any other message, or a failed operation, is answered `err <text>`.
@@ -165,9 +175,103 @@ fn handle(dir: &Path, journal: &mut File, text: &str) -> Result<String, String> 
             }
             Ok("ok".into())
         }
+        ["stamp", name, bytes, seed] => {
+            let (bytes, seed) = (num(bytes)?, num(seed)?);
+            let r = (|| -> std::io::Result<()> {
+                let mut f = File::create(dir.join(name))?;
+                f.write_all(format!("stamp {seed} {bytes}\n").as_bytes())?;
+                let mut done = 0u64;
+                while done < bytes {
+                    let n = (bytes - done).min(BLOCK_BYTES);
+                    f.write_all(&pseudo_random(n, seed ^ done))?;
+                    done += n;
+                }
+                Ok(())
+            })();
+            Ok(errno_or_ok(r))
+        }
+        ["check", name] => {
+            let content = match std::fs::read(dir.join(name)) {
+                Ok(c) => c,
+                Err(e) => return Ok(errno_or_ok(Err(e))),
+            };
+            Ok(check_stamp(&content))
+        }
+        ["rename", from, to] => Ok(errno_or_ok(std::fs::rename(dir.join(from), dir.join(to)))),
+        ["hold", name] => {
+            let r = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name));
+            Ok(match r {
+                Ok(f) => {
+                    *held() = Some(f);
+                    "ok".into()
+                }
+                Err(e) => errno_or_ok(Err(e)),
+            })
+        }
+        ["add", rest @ ..] => {
+            let mut h = held();
+            let f = h.as_mut().ok_or("nothing held")?;
+            Ok(errno_or_ok(f.write_all(format!("{}\n", rest.join(" ")).as_bytes())))
+        }
+        ["sync"] => {
+            let mut h = held();
+            let f = h.as_mut().ok_or("nothing held")?;
+            Ok(errno_or_ok(f.sync_all()))
+        }
+        ["release"] => {
+            held().take().ok_or("nothing held")?;
+            Ok("ok".into())
+        }
         ["bench", bytes, files] => bench(dir, num(bytes)?, num(files)?).map_err(|e| e.to_string()),
         _ => Err(format!("unknown request {text:?}")),
     }
+}
+
+/// `ok`, or `err <WASI errno>`.
+fn errno_or_ok(r: std::io::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("err {}", e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// The file `hold` keeps open.
+fn held() -> std::sync::MutexGuard<'static, Option<File>> {
+    static HELD: std::sync::Mutex<Option<File>> = std::sync::Mutex::new(None);
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `whole <seed>` if `content` is a stamped file exactly as its header
+/// says, else `torn`.
+fn check_stamp(content: &[u8]) -> String {
+    let Some(nl) = content.iter().position(|&b| b == b'\n') else {
+        return "torn".into();
+    };
+    let header = String::from_utf8_lossy(&content[..nl]).into_owned();
+    let words: Vec<&str> = header.split(' ').collect();
+    let (seed, bytes) = match words.as_slice() {
+        ["stamp", seed, bytes] => match (seed.parse::<u64>(), bytes.parse::<u64>()) {
+            (Ok(s), Ok(b)) => (s, b),
+            _ => return "torn".into(),
+        },
+        _ => return "torn".into(),
+    };
+    let body = &content[nl + 1..];
+    if body.len() as u64 != bytes {
+        return "torn".into();
+    }
+    let mut done = 0u64;
+    while done < bytes {
+        let n = (bytes - done).min(BLOCK_BYTES);
+        if body[done as usize..(done + n) as usize] != pseudo_random(n, seed ^ done)[..] {
+            return "torn".into();
+        }
+        done += n;
+    }
+    format!("whole {seed}")
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]

@@ -530,5 +530,6 @@ impl Client {
 mod cluster;
 mod kv;
 mod logs;
+mod volumes;
 
 pub use logs::FOLLOW_MOVES_MAX;

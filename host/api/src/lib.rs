@@ -88,6 +88,7 @@ pub mod cluster;
 pub mod kv;
 pub mod migrate;
 pub mod types;
+pub mod volumes;
 
 pub use client::{Client, ClientError};
 

@@ -131,6 +131,10 @@ pub struct VolumeRequest {
     /// Most files and directories (default 100,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_max: Option<u64>,
+    /// Mount the caller's shared volume of this name instead (its quotas
+    /// are the volume's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 fn one() -> u32 {

@@ -21,6 +21,7 @@ pub mod once;
 mod owners;
 pub mod proofs;
 mod refusal;
+pub mod volumes;
 pub mod writers;
 
 pub use liveness::NodeLiveness;
@@ -158,7 +159,8 @@ pub struct ProcessGrants {
     pub granted_by: Granter,
 }
 
-/// A private volume as granted: the guest path and its quotas.
+/// A volume as granted: the guest path and its quotas (a private one), or
+/// the shared volume it mounts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantedVolume {
     /// Path the guest sees.
@@ -167,6 +169,9 @@ pub struct GrantedVolume {
     pub bytes_max: u64,
     /// Most files and directories.
     pub files_max: u64,
+    /// The shared volume of the process's owner it mounts, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 /// Most volumes one grant record may hold.
@@ -272,6 +277,9 @@ pub struct ClusterState {
     /// Guests' locks, by owner ([`locks`]).
     #[serde(default)]
     pub locks: locks::LockBook,
+    /// Shared volumes' trees, by owner ([`volumes`]).
+    #[serde(default)]
+    pub volumes: volumes::VolumeBook,
 }
 
 impl Default for ClusterState {
@@ -299,6 +307,7 @@ impl Default for ClusterState {
             proofs: Default::default(),
             kv: Default::default(),
             locks: Default::default(),
+            volumes: Default::default(),
         }
     }
 }
@@ -675,6 +684,34 @@ pub enum Command {
         /// The pids.
         pids: Vec<u64>,
     },
+    /// A shared-volume command ([`volumes`]) on `owner`'s volume `name`,
+    /// asked by a guest (forwarded by its node; checked live and
+    /// `owner`'s) or by an operator (the ownership rule decides).
+    Volume {
+        /// Who asks.
+        actor: VolumeActor,
+        /// Whose volume.
+        owner: Owner,
+        /// The volume.
+        name: String,
+        /// What to do.
+        op: volumes::VolumeOp,
+    },
+}
+
+/// Who asks for a [`Command::Volume`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeActor {
+    /// A guest process (which may not create or remove volumes).
+    Process {
+        /// The process.
+        pid: u64,
+    },
+    /// An operator, by the identity of their certificate.
+    Caller {
+        /// Who.
+        by: Owner,
+    },
 }
 
 /// A lock and token a fenced key-value write names.
@@ -743,6 +780,8 @@ pub enum CommandResult {
     LockGranted(u64),
     /// `Lock` acquire: queued behind the holder.
     LockQueued,
+    /// `Volume`: the write's version.
+    VolumeVersion(u64),
 }
 
 type Outcome = Result<CommandResult, Refusal>;
@@ -895,6 +934,12 @@ impl ClusterState {
                 op,
             } => self.apply_lock(*pid, owner, name, op),
             Command::ExpireLocks { node } => self.expire_locks(*node),
+            Command::Volume {
+                actor,
+                owner,
+                name,
+                op,
+            } => self.apply_volume(actor, owner, name, op),
             Command::Reincarnated { node, pids } => self.reincarnated(*node, pids),
             Command::LeaveGroup { owner, name, pid } => self
                 .names
@@ -1455,6 +1500,51 @@ impl ClusterState {
 }
 
 impl ClusterState {
+    /// [`Command::Volume`]: the actor may act on `owner`'s volumes, then
+    /// the book applies it ([`volumes::VolumeBook::apply`]).
+    fn apply_volume(
+        &mut self,
+        actor: &VolumeActor,
+        owner: &Owner,
+        name: &str,
+        op: &volumes::VolumeOp,
+    ) -> Outcome {
+        if owner.id.len() > NAME_BYTES_MAX {
+            return Err(Refusal::OwnerIdTooLong {
+                max_bytes: NAME_BYTES_MAX,
+            });
+        }
+        let by_process = match actor {
+            VolumeActor::Process { pid } => {
+                self.check_asker(*pid, owner)?;
+                true
+            }
+            VolumeActor::Caller { by } => {
+                if by.id.len() > NAME_BYTES_MAX {
+                    return Err(Refusal::OwnerIdTooLong {
+                        max_bytes: NAME_BYTES_MAX,
+                    });
+                }
+                if let Err(f) =
+                    shoal_pki::may_act(by, owner, &format!("volume {name:?} of {owner}"))
+                {
+                    return Ok(CommandResult::Forbidden(f));
+                }
+                false
+            }
+        };
+        let nodes = &self.nodes;
+        let is_node = |n: NodeId| {
+            nodes
+                .get(&n)
+                .is_some_and(|r| r.status != NodeStatus::Removed)
+        };
+        self.volumes
+            .apply(owner, name, op, by_process, is_node)
+            .map(CommandResult::VolumeVersion)
+            .map_err(Refusal::from)
+    }
+
     /// The asker of a guest's command must be live and `owner` its owner
     /// (a node forwards only for processes it runs, and cannot name another
     /// owner's bucket or lock through them).

@@ -572,6 +572,19 @@ async fn spawn(
     }
     handlers::check_env(&req.env)?;
     let volumes = handlers::volume_mounts(&req.volumes)?;
+    // A shared volume must exist and be the owner's (checked again at
+    // each use: this only turns a typo into a clear error now).
+    if volumes.iter().any(|v| v.shared.is_some()) {
+        let state = inner.raft.linearizable_state().await.map_err(write_err)?;
+        for name in volumes.iter().filter_map(|v| v.shared.as_deref()) {
+            if state.volumes.get(&owner, name).is_none() {
+                return Err(RemoteError::new(
+                    404,
+                    format!("{owner} has no shared volume {name:?} (create it with `shoal volume create {name}`)"),
+                ));
+            }
+        }
+    }
     let grants = shoal_runtime::grants::Grants {
         dirs: Vec::new(),
         env: req.env.clone(),
@@ -859,6 +872,11 @@ pub async fn route(
                 format!("method {m} is not allowed on /v1/locks (allowed: GET)"),
             )),
         };
+    }
+    if let Some(rest) = path.strip_prefix("/v1/volumes") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return crate::volumes_api::route(inner, &direct, rest, req).await;
+        }
     }
     if let Some(rest) = path.strip_prefix("/v1/kv/") {
         return kv(inner, &direct, rest, req).await;

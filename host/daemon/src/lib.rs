@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod records;
 pub mod tasks;
 pub mod transport;
+pub mod volumes_api;
 
 mod start_error;
 pub(crate) use api::answer::{encode_json, from_net};

@@ -21,7 +21,7 @@ use shoal_runtime::pid::Pid;
 
 pub use crate::link::paths::{
     PATH_PEER_BLOB, PATH_PEER_ENDED, PATH_PEER_JOIN, PATH_PEER_KILL, PATH_PEER_PROCESSES,
-    PATH_PEER_SPAWN,
+    PATH_PEER_SPAWN, PATH_PEER_VOLUME_PULL,
 };
 
 pub use crate::link::spawn::{
@@ -92,6 +92,14 @@ pub async fn handle(
                 .map_err(|e| RemoteError::new(500, format!("blob reader failed: {e}")))?
                 .map_err(|e| RemoteError::new(404, format!("{e}")))?;
             Ok(bytes::Bytes::from(bytes))
+        }
+        PATH_PEER_VOLUME_PULL => {
+            let req: crate::link::volumes::PullRequest = serde_json::from_slice(&body)
+                .map_err(|e| RemoteError::new(400, format!("bad pull request: {e}")))?;
+            link.pull_chunks(&req)
+                .await
+                .map_err(|e| RemoteError::new(409, e.to_string()))?;
+            Ok(bytes::Bytes::new())
         }
         PATH_PEER_PROCESSES => encode_json(&handlers::processes(node).await?),
         PATH_PEER_KILL => {

@@ -361,7 +361,7 @@ fn volumes_for(
         .spec
         .volumes
         .iter()
-        .map(|had| crate::volume::mount_for(&grants.volumes, &had.guest))
+        .map(|had| crate::volume::mount_for(&grants.volumes, had))
         .collect())
 }
 

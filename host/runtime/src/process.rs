@@ -199,6 +199,16 @@ async fn finish_capture(
     let Some((mode, reply)) = store.data().capture.take_reply() else {
         return Ok(None);
     };
+    // Files written in shared volumes are published first, so what
+    // others see agrees with the image. If that fails, the capture is
+    // called off and the process goes on (the requester sees it fail).
+    if let Err(e) = store.data().volumes.publish_shared().await {
+        tracing::warn!(
+            "capture called off: a written shared-volume file could not be published: {e}"
+        );
+        drop(reply);
+        return Ok(None);
+    }
     let open_files = crate::open_files::positions(store.data_mut()).await;
     let ctx = store.data();
     // Paused at a capture point: nothing writes its volumes meanwhile.

@@ -803,6 +803,7 @@ async fn a_restore_on_a_node_without_the_module_fetches_it_from_the_cluster() {
                 guest: "/data".into(),
                 bytes_max: None,
                 files_max: None,
+                shared: None,
             }],
         })
         .await

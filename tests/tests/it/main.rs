@@ -25,6 +25,7 @@ mod netns;
 mod owners;
 mod preempt;
 mod revoke;
+mod shared_volumes;
 mod snapshot;
 mod trust;
 mod volumes;

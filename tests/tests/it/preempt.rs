@@ -141,7 +141,7 @@ async fn work_captured_mid_loop_finishes_identically_in_fresh_nodes() {
                 pid = next.node.restore(hash, image).await.expect("restore");
                 node = next;
             }
-            Err(NodeError::ExitedBeforeCapture(_)) => break,
+            Err(NodeError::ExitedBeforeCapture(..)) => break,
             Err(e) => panic!("capture failed: {e}"),
         }
     }

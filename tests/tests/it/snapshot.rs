@@ -158,7 +158,7 @@ async fn heapfold_hopping(
                 node = next;
                 hops += 1;
             }
-            Err(shoal_runtime::NodeError::ExitedBeforeCapture(_))
+            Err(shoal_runtime::NodeError::ExitedBeforeCapture(..))
             | Err(shoal_runtime::NodeError::NoProcess(_)) => {
                 let status = node.wait(pid, LONG).await;
                 assert!(

@@ -65,6 +65,7 @@ fn data_volume() -> VolumeRequest {
         guest: "/data".into(),
         bytes_max: None,
         files_max: None,
+        shared: None,
     }
 }
 
@@ -220,6 +221,7 @@ async fn volume_paths_cannot_escape_and_quotas_refuse_with_edquot() {
             guest: "/data".into(),
             bytes_max: Some(1 << 20),
             files_max: Some(4),
+            shared: None,
         },
     )
     .await;
@@ -292,6 +294,7 @@ async fn malformed_volume_requests_are_refused() {
                     guest: guest.into(),
                     bytes_max,
                     files_max: None,
+                    shared: None,
                 }],
             })
             .await;

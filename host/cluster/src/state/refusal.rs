@@ -255,6 +255,9 @@ pub enum Refusal {
     /// A guest's lock command, or a fenced write, was refused.
     #[error(transparent)]
     Lock(#[from] LockRefusal),
+    /// A shared-volume command refused ([`super::volumes`]).
+    #[error(transparent)]
+    Volume(#[from] super::volumes::VolumeRefusal),
     /// A join token refused, or a token record that collides.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -336,6 +339,25 @@ impl Refusal {
                 | LockRefusal::TooManyWaiters { .. }
                 | LockRefusal::Quota { .. } => RefusalKind::Exhausted,
             },
+            Volume(v) => {
+                use super::volumes::VolumeRefusal as V;
+                match v {
+                    V::VolumeExists { .. } | V::Exists { .. } | V::NotEmpty { .. } => {
+                        RefusalKind::Conflict
+                    }
+                    V::NoVolume { .. } | V::NotFound { .. } => RefusalKind::NotFound,
+                    V::TooManyVolumes { .. } | V::Quota { .. } => RefusalKind::Exhausted,
+                    V::NotForProcesses => RefusalKind::Forbidden,
+                    V::BadName { .. }
+                    | V::BadPath { .. }
+                    | V::BadSettings { .. }
+                    | V::NotADirectory { .. }
+                    | V::IsADirectory { .. }
+                    | V::IntoItself { .. }
+                    | V::RenameTooLarge { .. }
+                    | V::BadContent { .. } => RefusalKind::Invalid,
+                }
+            }
             Token(TokenError::DuplicateId(_)) => RefusalKind::Conflict,
             Token(_) | Proof(_) => RefusalKind::Forbidden,
         }

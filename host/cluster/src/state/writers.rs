@@ -150,6 +150,10 @@ impl ClusterState {
             | Command::KvBatch { pid, .. }
             | Command::Lock { pid, .. } => runs_here(*pid),
             Command::Reincarnated { node, .. } => own(*node),
+            Command::Volume {
+                actor: super::VolumeActor::Process { pid },
+                ..
+            } => runs_here(*pid),
             Command::RedeemToken { .. } | Command::AddNode { .. } => match self.ca_node {
                 Some(ca) if ca == sender => Ok(()),
                 _ => Err(ForwardRefusal::NotTheCa {
@@ -164,7 +168,11 @@ impl ClusterState {
             // else (an admin) as the author of its own write.
             Command::NameModule { by: asker, .. }
             | Command::UnnameModule { by: asker, .. }
-            | Command::KvByCaller { by: asker, .. } => match by {
+            | Command::KvByCaller { by: asker, .. }
+            | Command::Volume {
+                actor: super::VolumeActor::Caller { by: asker },
+                ..
+            } => match by {
                 Some(relayed) if relayed == asker => Ok(()),
                 _ => Err(ForwardRefusal::Forbidden(Forbidden::NotOwner {
                     who: by.cloned().unwrap_or_else(|| Owner {
@@ -231,6 +239,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::SetOwners { .. } => "SetOwners",
         Command::NameModule { .. } => "NameModule",
         Command::UnnameModule { .. } => "UnnameModule",
+        Command::Volume { .. } => "Volume",
     }
 }
 

@@ -89,7 +89,8 @@ impl From<NodeError> for ApiError {
             | NodeError::MemoryBudget { .. }
             | NodeError::NotCapturable(_)
             | NodeError::CaptureBusy(_)
-            | NodeError::ExitedBeforeCapture(_) => ApiError::Conflict(message),
+            | NodeError::ExitedBeforeCapture(..)
+            | NodeError::CaptureCalledOff(_) => ApiError::Conflict(message),
             NodeError::CaptureTimeout { .. } => ApiError::Timeout(message),
             NodeError::Snapshot(s) => match s {
                 SnapshotFormatError::Registry(

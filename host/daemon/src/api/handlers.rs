@@ -183,6 +183,7 @@ pub fn volume_mounts(
             let mut m = shoal_runtime::volume::VolumeMount::new(v.guest.clone());
             m.bytes_max = v.bytes_max.unwrap_or(m.bytes_max);
             m.files_max = v.files_max.unwrap_or(m.files_max);
+            m.shared = v.shared.clone();
             m
         })
         .collect();

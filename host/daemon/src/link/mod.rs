@@ -18,6 +18,7 @@
 
 pub mod paths;
 pub mod spawn;
+pub mod volumes;
 
 use bytes::Bytes;
 use paths::{PATH_PEER_BLOB, PATH_PEER_SPAWN};

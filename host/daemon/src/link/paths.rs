@@ -6,6 +6,8 @@
 pub const PATH_PEER_SPAWN: &str = "/v1/peer/spawn";
 /// Fetch a module blob by hash.
 pub const PATH_PEER_BLOB: &str = "/v1/peer/blob";
+/// Keep chunks of a shared volume, fetched from the asking node.
+pub const PATH_PEER_VOLUME_PULL: &str = "/v1/peer/volume-pull";
 /// This node's processes.
 pub const PATH_PEER_PROCESSES: &str = "/v1/peer/processes";
 /// Kill a process on this node.

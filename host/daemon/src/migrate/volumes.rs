@@ -13,7 +13,7 @@ use futures_util::stream::{self, StreamExt};
 use shoal_cluster::NodeId;
 use shoal_net::RemoteError;
 use shoal_registry::Sha256;
-use shoal_runtime::volume::{mount_for, tree, VolumeMount, VolumeTree, CHUNK_BYTES};
+use shoal_runtime::volume::{private_mount_for, tree, VolumeMount, VolumeTree, CHUNK_BYTES};
 use std::sync::Arc;
 
 /// Chunk requests in flight at once, per migration.
@@ -39,13 +39,7 @@ pub(super) async fn peer_blob(
     addr: &str,
     hash: &Sha256,
 ) -> Result<bytes::Bytes, shoal_net::NetError> {
-    ctx.peers
-        .call(
-            addr,
-            crate::link::paths::PATH_PEER_BLOB,
-            bytes::Bytes::from(hash.to_hex().into_bytes()),
-        )
-        .await
+    crate::link::volumes::peer_blob(&ctx.peers, addr, hash).await
 }
 
 /// Fetch `hashes` (each checked, each stored) from the node `source`.
@@ -114,7 +108,8 @@ pub async fn fetch_final(
     mounts: &[VolumeMount],
 ) -> Result<u64, RemoteError> {
     for t in trees {
-        tree::check(t, &mount_for(mounts, &t.guest)).map_err(|e| err(400, e.to_string()))?;
+        tree::check(t, &private_mount_for(mounts, &t.guest))
+            .map_err(|e| err(400, e.to_string()))?;
     }
     let missing = tree::missing_chunks(trees, ctx.node.registry());
     fetch(ctx, source, missing).await
@@ -134,7 +129,7 @@ pub async fn stage(
     // In capture order, which is the order of the process's volumes.
     let mounts: Vec<VolumeMount> = trees
         .iter()
-        .map(|t| mount_for(&grants.volumes, &t.guest))
+        .map(|t| private_mount_for(&grants.volumes, &t.guest))
         .collect();
     let node = ctx.node.clone();
     tokio::task::spawn_blocking(move || node.stage_volumes(pid, &mounts, &trees))

@@ -63,6 +63,7 @@ pub fn to_record(grants: &Grants, granted_by: Granter) -> ProcessGrants {
                 guest: v.guest.clone(),
                 bytes_max: v.bytes_max,
                 files_max: v.files_max,
+                shared: v.shared.clone(),
             })
             .collect(),
         granted_by,
@@ -89,6 +90,7 @@ pub fn from_record(record: &ProcessGrants) -> Grants {
                 guest: v.guest.clone(),
                 bytes_max: v.bytes_max,
                 files_max: v.files_max,
+                shared: v.shared.clone(),
             })
             .collect(),
     }

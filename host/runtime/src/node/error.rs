@@ -67,8 +67,14 @@ pub enum NodeError {
     #[error("a capture of process {0} is already in progress")]
     CaptureBusy(Pid),
     /// The process ended before reaching a capture point.
-    #[error("process {0} exited before reaching a capture point")]
-    ExitedBeforeCapture(Pid),
+    #[error("process {0} exited before reaching a capture point{1}")]
+    ExitedBeforeCapture(Pid, ExitedHow),
+    /// The process went on without being captured (a written file of a
+    /// shared volume could not be published: see the node's log).
+    #[error(
+        "process {0} called its capture off (a written shared-volume file could not be published)"
+    )]
+    CaptureCalledOff(Pid),
     /// The process stayed in guest code for too long.
     #[error("process {pid} did not reach a blocking call within {waited:?}")]
     CaptureTimeout {
@@ -77,4 +83,18 @@ pub enum NodeError {
         /// How long we waited.
         waited: Duration,
     },
+}
+
+/// How a process that could not be captured ended, for the error message
+/// (empty when it is not known).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExitedHow(pub Option<String>);
+
+impl std::fmt::Display for ExitedHow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(how) => write!(f, " ({how})"),
+            None => Ok(()),
+        }
+    }
 }

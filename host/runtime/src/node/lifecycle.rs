@@ -39,8 +39,21 @@ impl Shared {
         mounts: &[crate::volume::VolumeMount],
         trees: &[crate::volume::VolumeTree],
     ) -> Result<crate::volume::Volumes, NodeError> {
-        crate::volume::Volumes::create(mounts, &self.volumes_dir(pid), trees, &self.registry)
-            .map_err(|e| NodeError::InvalidSpawn(e.to_string()))
+        let access = self
+            .router
+            .cluster()
+            .map(|link| crate::volume::SharedAccess {
+                link: link.clone(),
+                pid,
+            });
+        crate::volume::Volumes::create(
+            mounts,
+            &self.volumes_dir(pid),
+            trees,
+            &self.registry,
+            access,
+        )
+        .map_err(|e| NodeError::InvalidSpawn(e.to_string()))
     }
 
     /// What was staged for `pid` by [`super::Node::stage_volumes`], taken.
@@ -88,14 +101,12 @@ impl Shared {
         )));
         // Volumes first (fds 3..), then granted directories: the order a
         // captured image's open files refer to.
-        for volume in volumes.mounted() {
-            let dir = volume
-                .open_wasi()
-                .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
-            ctx.push_preopened_dir(dir, &volume.mount.guest)
-                .map_err(|e| {
-                    NodeError::InvalidSpawn(format!("volume {}: {e}", volume.mount.guest))
-                })?;
+        let preopens = volumes
+            .preopens()
+            .map_err(|e| NodeError::InvalidSpawn(e.to_string()))?;
+        for (guest, dir) in preopens {
+            ctx.push_preopened_dir(dir, &guest)
+                .map_err(|e| NodeError::InvalidSpawn(format!("volume {guest}: {e}")))?;
         }
         for grant in &spec.dirs {
             // Nobody, whatever the path to this point, is given the data

@@ -26,7 +26,7 @@ mod tests;
 pub use crate::cluster_link::ClusterLink;
 pub use crate::spec::{DirGrant, SpawnSpec};
 pub use config::NodeConfig;
-pub use error::NodeError;
+pub use error::{ExitedHow, NodeError};
 pub use host::HostMailbox;
 pub use table::ProcessInfo;
 

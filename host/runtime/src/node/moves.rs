@@ -47,12 +47,19 @@ impl Node {
             .request_capture(mode, tx)
             .map_err(|_| NodeError::CaptureBusy(pid))?;
         let mut status = entry.status.clone();
+        let watched = status.clone();
         drop(entry);
+        // The image never came: the process ended, or (still running) it
+        // called the capture off.
+        let exited = || match watched.borrow().is_some() {
+            true => NodeError::ExitedBeforeCapture(pid, exited_how(&watched)),
+            false => NodeError::CaptureCalledOff(pid),
+        };
         tokio::select! {
             // The image is sent before the process ends: check it first.
             biased;
-            image = rx => image.map_err(|_| NodeError::ExitedBeforeCapture(pid)),
-            _ = status.wait_for(|s| s.is_some()) => Err(NodeError::ExitedBeforeCapture(pid)),
+            image = rx => image.map_err(|_| exited()),
+            _ = status.wait_for(|s| s.is_some()) => Err(NodeError::ExitedBeforeCapture(pid, exited_how(&watched))),
             _ = tokio::time::sleep(wait_max) => Err(NodeError::CaptureTimeout { pid, waited: wait_max }),
         }
     }
@@ -209,4 +216,11 @@ impl Node {
         }
         Ok(started)
     }
+}
+
+/// What the status channel says about how the process ended.
+fn exited_how(
+    status: &tokio::sync::watch::Receiver<Option<crate::ExitStatus>>,
+) -> super::error::ExitedHow {
+    super::error::ExitedHow(status.borrow().as_ref().map(|s| format!("{:?}", s.reason)))
 }

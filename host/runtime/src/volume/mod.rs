@@ -31,6 +31,7 @@
 //! (or the node's defaults), never from an image.
 
 pub mod quota;
+pub mod shared;
 pub mod tree;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,8 @@ pub const VOLUME_BYTES_MAX_CEILING: u64 = 1 << 40;
 pub const VOLUME_FILES_MAX_CEILING: u64 = 10_000_000;
 /// Longest guest mount path, in bytes.
 pub const MOUNT_PATH_BYTES_MAX: usize = 256;
+/// Longest shared volume name, in bytes (the cluster's bound).
+pub const SHARED_NAME_BYTES_MAX: usize = 64;
 
 /// A private volume as granted: where the guest sees it and its quotas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +64,11 @@ pub struct VolumeMount {
     pub bytes_max: u64,
     /// Most files and directories it may hold.
     pub files_max: u64,
+    /// A shared volume of the process's owner, by name ([`shared`]); its
+    /// quotas are the volume's own (the two above are unused). `None`: a
+    /// private volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 impl VolumeMount {
@@ -70,6 +78,15 @@ impl VolumeMount {
             guest: guest.into(),
             bytes_max: VOLUME_BYTES_MAX_DEFAULT,
             files_max: VOLUME_FILES_MAX_DEFAULT,
+            shared: None,
+        }
+    }
+
+    /// The shared volume `name` at `guest`.
+    pub fn shared(name: impl Into<String>, guest: impl Into<String>) -> VolumeMount {
+        VolumeMount {
+            shared: Some(name.into()),
+            ..VolumeMount::new(guest)
         }
     }
 
@@ -87,6 +104,17 @@ impl VolumeMount {
         if !clean {
             return Err(VolumeError::BadMount(g.clone()));
         }
+        if let Some(name) = &self.shared {
+            let ok = !name.is_empty()
+                && name.len() <= SHARED_NAME_BYTES_MAX
+                && name.as_bytes()[0].is_ascii_alphanumeric()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+            if !ok {
+                return Err(VolumeError::BadName(name.chars().take(80).collect()));
+            }
+        }
         if self.bytes_max > VOLUME_BYTES_MAX_CEILING || self.files_max > VOLUME_FILES_MAX_CEILING {
             return Err(VolumeError::QuotaOverCeiling {
                 guest: g.clone(),
@@ -98,12 +126,23 @@ impl VolumeMount {
     }
 }
 
-/// The volume at `guest` as `granted` gives it, or with the default quotas
-/// when the grant does not name it (a process restored without quotas).
-pub fn mount_for(granted: &[VolumeMount], guest: &str) -> VolumeMount {
+/// The volume `had` (from an image) as `granted` gives it, or with the
+/// default quotas when the grant does not name it (a process restored
+/// without quotas). A shared volume stays the one it names: every use of
+/// it is checked against the process's owner, who is the restorer.
+pub fn mount_for(granted: &[VolumeMount], had: &VolumeMount) -> VolumeMount {
+    if had.shared.is_some() {
+        return VolumeMount::shared(had.shared.clone().unwrap_or_default(), had.guest.clone());
+    }
+    private_mount_for(granted, &had.guest)
+}
+
+/// The private volume at `guest` as `granted` gives it, or with the
+/// default quotas.
+pub fn private_mount_for(granted: &[VolumeMount], guest: &str) -> VolumeMount {
     granted
         .iter()
-        .find(|m| m.guest == guest)
+        .find(|m| m.guest == guest && m.shared.is_none())
         .cloned()
         .unwrap_or_else(|| VolumeMount::new(guest))
 }
@@ -185,6 +224,12 @@ pub enum EntryKind {
 /// Why a volume cannot be mounted, captured or rebuilt.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
+    /// A shared volume name that is not one.
+    #[error("volume name `{0}`: 1 to 64 bytes of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit")]
+    BadName(String),
+    /// A shared volume on a node without a cluster.
+    #[error("shared volume `{0}` needs a cluster (this node runs alone)")]
+    NoCluster(String),
     /// The guest path is not an absolute clean path.
     #[error("volume mount path `{0}` is not an absolute path without `.`, `..` or empty parts (at most 256 bytes)")]
     BadMount(String),
@@ -331,6 +376,10 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
 pub struct Volumes {
     registry: Option<shoal_registry::Registry>,
     mounted: Vec<Mounted>,
+    /// Shared volumes mounted for the process.
+    shared: Vec<Arc<shared::SharedMount>>,
+    /// Every mount in the spec's order (the preopen order).
+    order: Vec<Mount>,
     /// What each mounted volume was last rebuilt from (empty trees for
     /// new volumes), for [`Volumes::update`].
     built: Vec<VolumeTree>,
@@ -339,9 +388,28 @@ pub struct Volumes {
     root: Option<PathBuf>,
 }
 
+/// Where a mount of [`Volumes`] is.
+#[derive(Clone, Copy)]
+enum Mount {
+    /// `mounted[i]`.
+    Private(usize),
+    /// `shared[i]`.
+    Shared(usize),
+}
+
+/// What a process's shared volumes act through: the cluster, as `pid`.
+#[derive(Clone)]
+pub struct SharedAccess {
+    /// The cluster.
+    pub link: Arc<dyn crate::cluster_link::ClusterLink>,
+    /// The process.
+    pub pid: crate::pid::Pid,
+}
+
 impl Drop for Volumes {
     fn drop(&mut self) {
         self.mounted.clear();
+        self.shared.clear();
         if let Some(root) = &self.root {
             let _ = std::fs::remove_dir(root);
         }
@@ -358,6 +426,7 @@ impl Volumes {
         root: &Path,
         trees: &[VolumeTree],
         registry: &shoal_registry::Registry,
+        access: Option<SharedAccess>,
     ) -> Result<Volumes, VolumeError> {
         check_mounts(mounts)?;
         if mounts.is_empty() && trees.is_empty() {
@@ -366,14 +435,31 @@ impl Volumes {
         let mut volumes = Volumes {
             registry: Some(registry.clone()),
             mounted: Vec::with_capacity(mounts.len()),
+            shared: Vec::new(),
+            order: Vec::with_capacity(mounts.len()),
             built: Vec::with_capacity(mounts.len()),
             root: Some(root.to_path_buf()),
         };
         for (i, m) in mounts.iter().enumerate() {
+            let dir = root.join(i.to_string());
             // Pushed as soon as it exists: on an error it is removed.
-            volumes
-                .mounted
-                .push(Mounted::create(m.clone(), root.join(i.to_string()))?);
+            if let Some(name) = &m.shared {
+                let access = access
+                    .as_ref()
+                    .ok_or_else(|| VolumeError::NoCluster(name.clone()))?;
+                volumes.order.push(Mount::Shared(volumes.shared.len()));
+                volumes.shared.push(shared::SharedMount::new(
+                    access.link.clone(),
+                    access.pid,
+                    name,
+                    &m.guest,
+                    registry.clone(),
+                    dir,
+                )?);
+                continue;
+            }
+            volumes.order.push(Mount::Private(volumes.mounted.len()));
+            volumes.mounted.push(Mounted::create(m.clone(), dir)?);
             volumes.built.push(VolumeTree::empty(&m.guest));
         }
         // Empty directories brought to the image's trees.
@@ -383,7 +469,42 @@ impl Volumes {
 
     /// The mounts these volumes were created with, in order.
     pub fn mounts(&self) -> Vec<VolumeMount> {
-        self.mounted.iter().map(|m| m.mount.clone()).collect()
+        self.order
+            .iter()
+            .map(|m| match *m {
+                Mount::Private(i) => self.mounted[i].mount.clone(),
+                Mount::Shared(i) => {
+                    VolumeMount::shared(self.shared[i].volume(), self.shared[i].guest())
+                }
+            })
+            .collect()
+    }
+
+    /// Each volume's guest path and WASI directory, in the spec's order
+    /// (the order they are preopened in, from fd 3).
+    pub fn preopens(&self) -> Result<Vec<(String, Box<dyn wasi_common::WasiDir>)>, VolumeError> {
+        self.order
+            .iter()
+            .map(|m| match *m {
+                Mount::Private(i) => {
+                    let v = &self.mounted[i];
+                    Ok((v.mount.guest.clone(), v.open_wasi()?))
+                }
+                Mount::Shared(i) => {
+                    let v = &self.shared[i];
+                    Ok((v.guest().to_string(), v.open_wasi()))
+                }
+            })
+            .collect()
+    }
+
+    /// Publish the written files the process has open in its shared
+    /// volumes (at a capture: what others see agrees with the image).
+    pub async fn publish_shared(&self) -> Result<(), wasi_common::Error> {
+        for s in &self.shared {
+            s.publish_all().await?;
+        }
+        Ok(())
     }
 
     /// Bring volumes built from earlier trees (an arrival staged during

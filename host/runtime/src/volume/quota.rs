@@ -323,6 +323,12 @@ pub struct QuotaFile {
 }
 
 impl QuotaFile {
+    /// Wrap `inner`, charging `usage` (a shared volume's open copy of a
+    /// file, bounded by the volume's byte quota while it is written).
+    pub fn wrap(inner: Box<dyn WasiFile>, usage: Arc<Usage>, ino: u64) -> QuotaFile {
+        QuotaFile { inner, usage, ino }
+    }
+
     async fn size(&self) -> Result<u64, Error> {
         Ok(self.inner.get_filestat().await?.size)
     }

@@ -67,9 +67,13 @@ pub struct DeployArgs {
     /// `/data`): an empty directory, plain WASI to the program (`std::fs`,
     /// `fopen`), that belongs to the process. Snapshots include it, moves
     /// and drains carry it (only chunks the target lacks travel), restores
-    /// bring it back. Repeatable. Shared volumes (`NAME:/path`) are not
-    /// available yet.
-    #[arg(long = "volume", value_name = "GUEST_PATH", value_parser = parse_volume)]
+    /// bring it back. Repeatable.
+    ///
+    /// `NAME:/path` mounts your shared volume NAME instead (see `shoal
+    /// volume --help`): readable and writable from processes on any node,
+    /// close-to-open consistent; it does not move with the process (it is
+    /// everywhere) and its quotas are the volume's.
+    #[arg(long = "volume", value_name = "[NAME:]GUEST_PATH", value_parser = parse_volume)]
     volumes: Vec<String>,
 
     /// Byte quota of each volume, e.g. 256MiB (default 1GiB). Past it,
@@ -99,16 +103,20 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parse a `--volume`: an absolute guest path (a private volume).
+/// Parse a `--volume`: an absolute guest path (a private volume), or
+/// `NAME:/path` (a shared volume).
 fn parse_volume(text: &str) -> Result<String, String> {
-    if let Some((name, path)) = text.split_once(':') {
-        return Err(format!(
-            "`{text}` names a shared volume ({name} at {path}); shared volumes are not available yet: use a private one, e.g. --volume {path}"
-        ));
-    }
-    let mount = shoal_runtime::volume::VolumeMount::new(text);
+    let mount = volume_mount(text);
     mount.check().map_err(|e| e.to_string())?;
     Ok(text.to_string())
+}
+
+/// The mount a checked `--volume` asks for.
+fn volume_mount(text: &str) -> shoal_runtime::volume::VolumeMount {
+    match text.split_once(':') {
+        Some((name, path)) => shoal_runtime::volume::VolumeMount::shared(name, path),
+        None => shoal_runtime::volume::VolumeMount::new(text),
+    }
 }
 
 /// Deploy and print the new pids.
@@ -156,10 +164,14 @@ pub fn deploy(args: DeployArgs, target: &Target) -> anyhow::Result<i32> {
             volumes: args
                 .volumes
                 .iter()
-                .map(|guest| shoal_api::types::VolumeRequest {
-                    guest: guest.clone(),
-                    bytes_max: args.volume_bytes_max,
-                    files_max: args.volume_files_max,
+                .map(|text| {
+                    let m = volume_mount(text);
+                    shoal_api::types::VolumeRequest {
+                        guest: m.guest,
+                        bytes_max: args.volume_bytes_max.filter(|_| m.shared.is_none()),
+                        files_max: args.volume_files_max.filter(|_| m.shared.is_none()),
+                        shared: m.shared,
+                    }
                 })
                 .collect(),
         };

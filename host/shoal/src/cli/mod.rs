@@ -25,6 +25,7 @@ mod run;
 mod snapshot;
 mod term;
 mod units;
+mod volume;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
@@ -158,6 +159,10 @@ enum Command {
     /// List the cluster's locks held or waited for: owner, name, holder
     /// pid and node, fencing token, waiters.
     Locks(kv::LocksArgs),
+    /// Shared volumes: create, list, remove, copy files in and out
+    /// (`shoal volume create|ls|rm|cp`); processes mount them with
+    /// `shoal deploy --volume NAME:/path`.
+    Volume(volume::VolumeArgs),
     /// List the cluster's nodes: status, health, load, labels, leader.
     Nodes(nodes::NodesArgs),
     /// Create join tokens (`shoal token create --ttl 1h`).
@@ -196,6 +201,7 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
         | Command::Nodes(_)
         | Command::Kv(_)
         | Command::Locks(_)
+        | Command::Volume(_)
         | Command::Token(_) => true,
         // `cert revoke|renew` ask a node; `cert create` signs here.
         Command::Cert(_) => cert::talks_to_node(
@@ -298,6 +304,7 @@ pub fn main() -> i32 {
         Command::Nodes(args) => nodes::nodes(args, &target),
         Command::Kv(args) => kv::kv(args, &target),
         Command::Locks(args) => kv::locks(args, &target),
+        Command::Volume(args) => volume::volume(args, &target),
         Command::Token(args) => nodes::token(args, &target),
         Command::Demo(args) => demo::demo(args),
     };

@@ -1,0 +1,382 @@
+//! Shared volumes (#15): `--volume NAME:/path`, one tree in Raft, file
+//! content in chunks on R nodes, close-to-open consistency. Real 3-node
+//! clusters, the `journal` guest using nothing but `std::fs`.
+
+use crate::common;
+
+use common::cluster::TestCluster;
+use common::procs::WAIT;
+use common::tally::add_guest_everywhere as add_guest;
+use shoal_api::types::{SpawnRequest, VolumeRequest};
+use shoal_api::volumes::VolumeCreate;
+use shoal_daemon::migrate::source::migrate;
+use shoal_runtime::{HostMailbox, Pid};
+use std::time::Instant;
+
+/// WASI `errno` values the guest reports.
+const WASI_ENOENT: &str = "44";
+const WASI_EDQUOT: &str = "19";
+
+async fn ask(mb: &HostMailbox, pid: Pid, text: &str) -> String {
+    mb.send(pid, text.as_bytes().to_vec())
+        .unwrap_or_else(|e| panic!("send {text:?} to {pid}: {e:?}"));
+    let reply = mb
+        .recv(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {text:?} from {pid}"));
+    assert_eq!(reply.sender, pid, "answer to {text:?}");
+    String::from_utf8_lossy(&reply.data).into_owned()
+}
+
+/// Create the admin's shared volume `name`.
+async fn create(c: &TestCluster, name: &str, replicas: u8, bytes_max: Option<u64>) {
+    c.admin_client(0)
+        .volume_create(&VolumeCreate {
+            name: name.into(),
+            replicas,
+            bytes_max,
+            files_max: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create volume {name}: {e}"));
+}
+
+/// Start a `journal` in `/shared/<dir>` (created first) on node `on`, with
+/// the shared volume `volume` mounted at `/shared`.
+async fn journal(c: &TestCluster, on: usize, volume: &str, dir: &str) -> Pid {
+    let admin = c.admin_client(0);
+    admin
+        .volume_put(None, volume, &format!("{dir}/.keep"), Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("create {volume}:/{dir}: {e}"));
+    let started = admin
+        .spawn(&SpawnRequest {
+            module: "journal".into(),
+            argv0: Some("journal".into()),
+            args: vec![format!("/shared/{dir}")],
+            env: Vec::new(),
+            count: 1,
+            memory_bytes_max: None,
+            node: Some(c.node(on).name().to_string()),
+            labels: Default::default(),
+            preemptible: false,
+            volumes: vec![VolumeRequest {
+                guest: "/shared".into(),
+                bytes_max: None,
+                files_max: None,
+                shared: Some(volume.into()),
+            }],
+        })
+        .await
+        .unwrap_or_else(|e| panic!("deploy journal --volume {volume}:/shared: {e}"));
+    started[0].pid
+}
+
+/// The seed of a `whole <seed>` answer; panics on `torn` or anything else.
+fn whole(answer: &str) -> u64 {
+    answer
+        .strip_prefix("whole ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a whole version: {answer:?}"))
+}
+
+/// A writer on n1 rewrites a 3 MB file again and again while readers on n2
+/// and n3 open it: each sees a whole version, never a torn one, and never
+/// an older one than it saw before. Two writers on different nodes closing
+/// the same file: the later close wins, whole (and `O_APPEND` from two
+/// nodes is not atomic across them, as documented). Renames are atomic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_files_are_seen_whole_on_every_node_close_to_open() {
+    let c = TestCluster::start(3).await;
+    add_guest(&c, shoal_tests::JOURNAL, "journal").await;
+    create(&c, "shared", 2, None).await;
+    let w1 = journal(&c, 0, "shared", "w1").await;
+    let w2 = journal(&c, 1, "shared", "w2").await;
+    let r2 = journal(&c, 1, "shared", "r2").await;
+    let r3 = journal(&c, 2, "shared", "r3").await;
+    let mb = c.node(0).node().open_mailbox();
+
+    // A closed version is seen whole from the other nodes.
+    assert_eq!(ask(&mb, w1, "stamp ../f 3000000 1").await, "ok");
+    for r in [r2, r3] {
+        assert_eq!(ask(&mb, r, "check ../f").await, "whole 1");
+    }
+
+    // Rewritten 10 times while read: whole, and never going back.
+    let writer = {
+        let mb = c.node(0).node().open_mailbox();
+        tokio::spawn(async move {
+            for seed in 2..=11u64 {
+                assert_eq!(
+                    ask(&mb, w1, &format!("stamp ../f 3000000 {seed}")).await,
+                    "ok"
+                );
+            }
+        })
+    };
+    let mut last = [1u64, 1];
+    let mut checks = 0;
+    while !writer.is_finished() {
+        for (i, r) in [r2, r3].into_iter().enumerate() {
+            let seed = whole(&ask(&mb, r, "check ../f").await);
+            assert!(
+                seed >= last[i],
+                "reader {i} went back from {} to {seed}",
+                last[i]
+            );
+            last[i] = seed;
+            checks += 1;
+        }
+    }
+    writer.await.expect("writer");
+    for r in [r2, r3] {
+        assert_eq!(ask(&mb, r, "check ../f").await, "whole 11");
+    }
+    println!("{checks} reads while the file was rewritten, all whole: {last:?}");
+
+    // Two writers on two nodes rewriting the same file at once: whichever
+    // closes last wins, and what anyone reads is whole.
+    let both: Vec<_> = [(w1, 100u64), (w2, 200u64)]
+        .into_iter()
+        .map(|(w, base)| {
+            let mb = c.node(0).node().open_mailbox();
+            tokio::spawn(async move {
+                for k in 0..5 {
+                    assert_eq!(
+                        ask(&mb, w, &format!("stamp ../h 1000000 {}", base + k)).await,
+                        "ok"
+                    );
+                }
+            })
+        })
+        .collect();
+    while both.iter().any(|t| !t.is_finished()) {
+        let a = ask(&mb, r3, "check ../h").await;
+        if a != format!("err {WASI_ENOENT}") {
+            whole(&a);
+        }
+    }
+    for t in both {
+        t.await.expect("writer");
+    }
+    let last_h = whole(&ask(&mb, r2, "check ../h").await);
+    assert!(last_h == 104 || last_h == 204, "{last_h}");
+    assert_eq!(ask(&mb, r3, "check ../h").await, format!("whole {last_h}"));
+
+    // Each writer appends to its own copy: the later close wins whole; the
+    // other's line is not merged in (O_APPEND is not atomic across nodes).
+    assert_eq!(ask(&mb, w1, "hold ../g").await, "ok");
+    assert_eq!(ask(&mb, w2, "hold ../g").await, "ok");
+    assert_eq!(ask(&mb, w1, "add from-w1").await, "ok");
+    assert_eq!(ask(&mb, w2, "add from-w2").await, "ok");
+    let a = ask(&mb, r3, "read ../g").await;
+    assert!(
+        a.contains("os error 44"),
+        "nothing closed yet, so no file: {a}"
+    );
+    assert_eq!(ask(&mb, w1, "release").await, "ok");
+    assert_eq!(ask(&mb, r3, "read ../g").await, "from-w1\n");
+    assert_eq!(ask(&mb, w2, "release").await, "ok");
+    assert_eq!(ask(&mb, r3, "read ../g").await, "from-w2\n");
+    // fsync publishes without closing.
+    assert_eq!(ask(&mb, w1, "hold ../g").await, "ok");
+    assert_eq!(ask(&mb, w1, "add synced").await, "ok");
+    assert_eq!(ask(&mb, r2, "read ../g").await, "from-w2\n");
+    assert_eq!(ask(&mb, w1, "sync").await, "ok");
+    assert_eq!(ask(&mb, r2, "read ../g").await, "from-w2\nsynced\n");
+    assert_eq!(ask(&mb, w1, "release").await, "ok");
+
+    // A rename replaces the target atomically: readers see the old whole
+    // version or the new one.
+    assert_eq!(ask(&mb, w1, "stamp ../final 2000000 1").await, "ok");
+    let renamer = {
+        let mb = c.node(0).node().open_mailbox();
+        tokio::spawn(async move {
+            for seed in 2..=6u64 {
+                assert_eq!(
+                    ask(&mb, w1, &format!("stamp ../tmp 2000000 {seed}")).await,
+                    "ok"
+                );
+                assert_eq!(ask(&mb, w1, "rename ../tmp ../final").await, "ok");
+            }
+        })
+    };
+    let mut seen = 1;
+    while !renamer.is_finished() {
+        let s = whole(&ask(&mb, r3, "check ../final").await);
+        assert!(s >= seen, "went back from {seen} to {s}");
+        seen = s;
+    }
+    renamer.await.expect("renamer");
+    assert_eq!(ask(&mb, r2, "check ../final").await, "whole 6");
+    assert_eq!(
+        ask(&mb, r2, "check ../tmp").await,
+        format!("err {WASI_ENOENT}")
+    );
+
+    // Operators see the same tree and bytes through the API.
+    let admin = c.admin_client(1);
+    let root = admin.volume_list(None, "shared", "/").await.expect("ls");
+    let names: Vec<&str> = root.iter().map(|e| e.name.as_str()).collect();
+    for n in ["f", "final", "g", "h", "r2", "r3", "w1", "w2"] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    let f = root.iter().find(|e| e.name == "f").unwrap();
+    assert_eq!(f.holders.len(), 2, "R=2: two holders {f:?}");
+    let g = admin.volume_get(None, "shared", "/g").await.expect("get g");
+    assert_eq!(&g[..], b"from-w2\nsynced\n");
+    c.shutdown().await;
+}
+
+/// A process with a shared file open (its journal, appended to) moves
+/// n1 → n2 → n3: the move publishes what it wrote, it goes on appending
+/// after each move, and a reader elsewhere sees every line in order once
+/// it closes. Over the volume's quota, writes fail with EDQUOT. A volume
+/// that does not exist is refused at deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_moved_process_keeps_its_shared_files_and_quotas_hold() {
+    let c = TestCluster::start(3).await;
+    add_guest(&c, shoal_tests::JOURNAL, "journal").await;
+    create(&c, "shared", 2, Some(8 << 20)).await;
+    let m = journal(&c, 0, "shared", "m").await;
+    let r = journal(&c, 2, "shared", "r").await;
+    let mb = c.node(1).node().open_mailbox();
+    let mut expected = String::new();
+    let mut n = 0;
+    for (from, to) in [(0usize, 1usize), (1, 2)] {
+        for _ in 0..10 {
+            n += 1;
+            let a = ask(&mb, m, &format!("append line {n}")).await;
+            assert!(a.starts_with("ok "), "{a}");
+            expected.push_str(&format!("line {n}\n"));
+        }
+        let started = Instant::now();
+        let name = c.node(to).name().to_string();
+        migrate(c.node(from).migration(), m, Some(&name))
+            .await
+            .unwrap_or_else(|e| panic!("move {m} n{} → n{}: {e}", from + 1, to + 1));
+        println!(
+            "moved n{} → n{} in {:?}",
+            from + 1,
+            to + 1,
+            started.elapsed()
+        );
+        // The capture published the journal as it stood.
+        assert_eq!(ask(&mb, r, "read ../m/journal.log").await, expected);
+    }
+    for _ in 0..5 {
+        n += 1;
+        ask(&mb, m, &format!("append line {n}")).await;
+        expected.push_str(&format!("line {n}\n"));
+    }
+    // Its last lines reach others when it closes the file (at exit).
+    mb.send(m, b"stop".to_vec()).expect("stop");
+    let started = Instant::now();
+    loop {
+        if ask(&mb, r, "read ../m/journal.log").await == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the journal was not published at exit"
+        );
+        tokio::task::yield_now().await;
+    }
+
+    // Quota: 8 MiB for the whole volume.
+    let a = ask(&mb, r, "fill ../big 16777216").await;
+    assert!(a.starts_with(&format!("err {WASI_EDQUOT} after ")), "{a}");
+
+    // A volume that does not exist is refused at deploy, with its name.
+    let e = c
+        .admin_client(0)
+        .spawn(&SpawnRequest {
+            module: "journal".into(),
+            argv0: None,
+            args: vec!["/x".into()],
+            env: Vec::new(),
+            count: 1,
+            memory_bytes_max: None,
+            node: None,
+            labels: Default::default(),
+            preemptible: false,
+            volumes: vec![VolumeRequest {
+                guest: "/x".into(),
+                bytes_max: None,
+                files_max: None,
+                shared: Some("nosuch".into()),
+            }],
+        })
+        .await
+        .expect_err("no such volume");
+    assert!(e.to_string().contains("nosuch"), "{e}");
+    c.shutdown().await;
+}
+
+/// With R=2, a file copied in on n1 has its chunks on two nodes; after
+/// SIGKILL of n1 (its writer, and a holder) it is still read whole through
+/// n3, which fetches the chunks from the other holder. `shoal volume`
+/// create, cp both ways, ls and rm, as a user runs them.
+#[test]
+fn a_file_of_an_r2_volume_stays_readable_when_a_holder_is_killed() {
+    use common::netns::Lab;
+    let mut lab = Lab::new(3);
+    lab.start_all();
+    lab.cli_ok(0, &["volume", "create", "media", "--replicas", "2"]);
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let src = lab.file("clip.bin", &content);
+    let w = lab.cli_json(
+        0,
+        &[
+            "volume",
+            "cp",
+            "--json",
+            src.to_str().unwrap(),
+            "media:/clips/clip.bin",
+        ],
+    );
+    let holders: Vec<u64> = w["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_u64().unwrap())
+        .collect();
+    assert_eq!(holders.len(), 2, "{w}");
+    let n1_id = holders[0];
+    let ls = lab.cli_ok(1, &["volume", "ls"]);
+    assert!(ls.contains("media") && ls.contains("3000000"), "{ls}");
+    let tree = lab.cli_json(2, &["volume", "ls", "media:/clips", "--json"]);
+    assert_eq!(tree[0]["name"], "clip.bin", "{tree}");
+    assert_eq!(tree[0]["size"], 3_000_000, "{tree}");
+
+    // The writer (the first holder) dies; the other holder serves it.
+    lab.kill(0);
+    let out = lab.path("back.bin");
+    // Until the survivors have a leader again and n3 has the chunks.
+    let took = common::netns::wait_for(
+        "the file to be read through n3 with n1 dead",
+        std::time::Duration::from_secs(60),
+        || {
+            lab.cli(
+                2,
+                &[
+                    "volume",
+                    "cp",
+                    "media:/clips/clip.bin",
+                    out.to_str().unwrap(),
+                ],
+            )
+            .status
+            .success()
+        },
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        content,
+        "read back whole through n3"
+    );
+    println!("read back 3 MB through n3 with holder {n1_id} dead after {took:?}");
+    lab.cli_ok(2, &["volume", "rm", "media"]);
+    let ls = lab.cli_ok(2, &["volume", "ls"]);
+    assert!(!ls.contains("media"), "{ls}");
+}
