@@ -9,13 +9,14 @@
 //!    the outer build.
 //! 3. Builds the C guest `guests/c/c_pong.c` with clang against
 //!    `sdk/include/shoal.h`.
-//! 4. Builds the Zig, C++ and AssemblyScript guests (`guests/zig`,
-//!    `guests/cpp`, `guests/assemblyscript`, over `sdk/zig`, `sdk/cpp` and
-//!    `sdk/assemblyscript`) with `guests/langs/build.sh` into
-//!    `<guest dir>/langs`. The script fetches its toolchains from package
-//!    registries into `${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}`
-//!    once, and rebuilds only modules older than their sources (a cached run
-//!    takes a fraction of a second).
+//! 4. Builds the Zig, C++, AssemblyScript and Go guests (`guests/zig`,
+//!    `guests/cpp`, `guests/assemblyscript`, `guests/go`, over `sdk/zig`,
+//!    `sdk/cpp`, `sdk/assemblyscript` and `sdk/go`) with
+//!    `guests/langs/build.sh` into `<guest dir>/langs`. The script fetches
+//!    its toolchains from package registries (Go: Debian bookworm-backports)
+//!    into `${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}` once, and
+//!    rebuilds only modules older than their sources (a cached run takes a
+//!    fraction of a second).
 //! 5. Writes `$OUT_DIR/guests.rs`: one `pub const <NAME>: &str` per guest
 //!    holding the absolute path of its `.wasm`, plus `ALL`, which
 //!    `src/lib.rs` includes.
@@ -50,7 +51,7 @@ const RUST_GUESTS: &[&str] = &[
 const C_GUESTS: &[&str] = &["c_pong"];
 
 /// The guests in other languages that `guests/langs/build.sh OUT` writes
-/// as `OUT/<name>.wasm` (Zig, C++, AssemblyScript).
+/// as `OUT/<name>.wasm` (Zig, C++, AssemblyScript, Go).
 const LANG_GUESTS: &[&str] = &[
     "zig_pingpong",
     "zig_allimports",
@@ -58,6 +59,8 @@ const LANG_GUESTS: &[&str] = &[
     "cpp_allimports",
     "as_pingpong",
     "as_allimports",
+    "go_pingpong",
+    "go_allimports",
 ];
 
 /// Variables `guests/langs/build.sh` reads (besides `PATH`): a change
@@ -67,6 +70,9 @@ const LANG_VARS: &[&str] = &[
     "ZIG_VERSION",
     "ASC_VERSION",
     "WASI_SHIM_VERSION",
+    "GO_VERSION",
+    "GO_DEBIAN_MIRROR",
+    "GO_DEBIAN_SUITE",
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip1";
@@ -74,7 +80,8 @@ const WASM_TARGET: &str = "wasm32-wasip1";
 const APT_INSTALL: &str = "apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32";
 
 /// What the language guests need from the system (Debian); build.sh
-/// fetches Zig (PyPI) and AssemblyScript (npm) itself.
+/// fetches Zig (PyPI), AssemblyScript (npm) and Go (Debian
+/// bookworm-backports, with apt-get download) itself.
 const LANGS_APT_INSTALL: &str = "apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32 libc++-14-dev-wasm32 libc++abi-14-dev-wasm32 nodejs npm python3-pip";
 
 /// Variables the outer cargo sets (or the user set for the host build) that
@@ -175,8 +182,9 @@ fn main() {
 /// scan recursively) so that a `guests/target` directory from building there
 /// by hand does not trigger reruns; a new guest crate also changes
 /// `guests/Cargo.toml`. The directories of the other languages' guests
-/// (`guests/langs`, `guests/zig`, `guests/cpp`, `guests/assemblyscript`) are
-/// entries of `guests/`, scanned whole; their SDKs are listed below.
+/// (`guests/langs`, `guests/zig`, `guests/cpp`, `guests/assemblyscript`,
+/// `guests/go`) are entries of `guests/`, scanned whole; their SDKs are
+/// listed below.
 fn rerun_if_changed(repo: &Path) {
     let guests = repo.join("guests");
     match fs::read_dir(&guests) {
@@ -198,6 +206,7 @@ fn rerun_if_changed(repo: &Path) {
         // Not the whole directory: an `npm install` there would add a
         // node_modules tree to scan on every build.
         "sdk/assemblyscript/assembly",
+        "sdk/go",
     ] {
         println!("cargo:rerun-if-changed={}", repo.join(path).display());
     }
@@ -328,8 +337,9 @@ fn build_c_guest(repo: &Path, guest_dir: &Path, name: &str) -> PathBuf {
     wasm
 }
 
-/// `bash guests/langs/build.sh <guest_dir>/langs`: the Zig, C++ and
-/// AssemblyScript guests. Returns the directory holding their modules.
+/// `bash guests/langs/build.sh <guest_dir>/langs`: the Zig, C++,
+/// AssemblyScript and Go guests. Returns the directory holding their
+/// modules.
 fn build_lang_guests(repo: &Path, guest_dir: &Path) -> PathBuf {
     let script = repo.join("guests").join("langs").join("build.sh");
     let out = guest_dir.join("langs");
@@ -340,13 +350,14 @@ fn build_lang_guests(repo: &Path, guest_dir: &Path) -> PathBuf {
     let mut cmd = scrubbed("bash");
     cmd.arg(&script)
         .arg(&out)
-        // Every language: the tests need all six modules.
+        // Every language: the tests need all eight modules.
         .env_remove("SHOAL_LANGS")
         .env_remove("FORCE")
         .current_dir(repo);
     let fix = format!(
-        "The Zig, C++ and AssemblyScript guests need, from the system (Debian):\n    {LANGS_APT_INSTALL}\n\
-         and fetch Zig (PyPI `ziglang`, with python3 -m pip) and AssemblyScript (npm) into the toolchain cache {cache} \
+        "The Zig, C++, AssemblyScript and Go guests need, from the system (Debian):\n    {LANGS_APT_INSTALL}\n\
+         and fetch Zig (PyPI `ziglang`, with python3 -m pip), AssemblyScript (npm) and Go (Debian bookworm-backports \
+         `golang-1.23-go`, with apt-get download from deb.debian.org) into the toolchain cache {cache} \
          (set SHOAL_TOOLCHAIN_CACHE to use another directory; it must be writable). \
          To see each step, run it by hand:\n    bash {} {}",
         script.display(),
@@ -355,12 +366,14 @@ fn build_lang_guests(repo: &Path, guest_dir: &Path) -> PathBuf {
     let output = match cmd.output() {
         Ok(output) => output,
         Err(e) => {
-            panic!("cannot run bash to build the Zig, C++ and AssemblyScript guests ({e})\n{fix}")
+            panic!(
+                "cannot run bash to build the Zig, C++, AssemblyScript and Go guests ({e})\n{fix}"
+            )
         }
     };
     if !output.status.success() {
         panic!(
-            "building the Zig, C++ and AssemblyScript guests failed.\n{fix}\n{}",
+            "building the Zig, C++, AssemblyScript and Go guests failed.\n{fix}\n{}",
             show(&output)
         );
     }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the Zig, C++ and AssemblyScript example guests (guests/zig,
-# guests/cpp, guests/assemblyscript, over the SDKs in sdk/zig, sdk/cpp and
-# sdk/assemblyscript) into one output directory:
+# Builds the Zig, C++, AssemblyScript and Go example guests (guests/zig,
+# guests/cpp, guests/assemblyscript, guests/go, over the SDKs in sdk/zig,
+# sdk/cpp, sdk/assemblyscript and sdk/go) into one output directory:
 #
 #     guests/langs/build.sh OUT_DIR
 #
-# produces OUT_DIR/{zig,cpp,as}_{pingpong,allimports}.wasm.
+# produces OUT_DIR/{zig,cpp,as,go}_{pingpong,allimports}.wasm.
 #
 # Toolchains are fetched from package registries only and cached outside the
 # repository, under ${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}:
@@ -16,6 +16,14 @@
 #   C++             clang++/wasm-ld/wasi-libc from the system, plus Debian's
 #                   libc++-14-dev-wasm32 libc++abi-14-dev-wasm32 (apt-get
 #                   install when missing: needs root or sudo)
+#   Go              Debian bookworm-backports golang-1.23-go and
+#                   golang-1.23-src (bookworm's own golang-go is 1.19, too
+#                   old for wasip1): `apt-get download` through a private
+#                   apt state in the cache (nothing is installed and the
+#                   system's sources are not touched; no root needed), the
+#                   packages checked against Debian's signed index, then
+#                   `dpkg-deb -x` into the cache (~270 MB); Go's build cache
+#                   there too
 #
 # Idempotent: a toolchain already in the cache is not fetched again, and a
 # module newer than all of its sources, its toolchain and this script is not
@@ -24,10 +32,14 @@
 #
 # Environment:
 #   SHOAL_TOOLCHAIN_CACHE  cache directory (default /var/cache/shoal-toolchains)
-#   SHOAL_LANGS            languages to build, any of "zig cpp as" (default: all)
+#   SHOAL_LANGS            languages to build, any of "zig cpp as go" (default: all)
 #   ZIG_VERSION            PyPI ziglang version (default 0.17.1)
 #   ASC_VERSION            npm assemblyscript version (default 0.28.20)
 #   WASI_SHIM_VERSION      npm @assemblyscript/wasi-shim version (default 0.1.0)
+#   GO_VERSION             Debian golang-<version>-go package (default 1.23)
+#   GO_DEBIAN_MIRROR       Debian mirror to fetch Go from
+#                          (default http://deb.debian.org/debian)
+#   GO_DEBIAN_SUITE        suite holding it (default bookworm-backports)
 #   FORCE=1                rebuild the modules even when up to date
 set -euo pipefail
 
@@ -40,10 +52,13 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 mkdir -p "$1"
 OUT="$(cd "$1" && pwd)"
 CACHE="${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}"
-LANGS="${SHOAL_LANGS:-zig cpp as}"
+LANGS="${SHOAL_LANGS:-zig cpp as go}"
 ZIG_VERSION="${ZIG_VERSION:-0.17.1}"
 ASC_VERSION="${ASC_VERSION:-0.28.20}"
 WASI_SHIM_VERSION="${WASI_SHIM_VERSION:-0.1.0}"
+GO_VERSION="${GO_VERSION:-1.23}"
+GO_DEBIAN_MIRROR="${GO_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+GO_DEBIAN_SUITE="${GO_DEBIAN_SUITE:-bookworm-backports}"
 FORCE="${FORCE:-0}"
 SELF="$REPO/guests/langs/build.sh"
 
@@ -206,6 +221,87 @@ as_build() {
     echo "as_$name.wasm: $(stat -c %s "$out") bytes"
 }
 
+# ---- Go ----------------------------------------------------------------------------
+
+GO_HOME="$CACHE/go/golang-$GO_VERSION"
+GO="$GO_HOME/usr/lib/go-$GO_VERSION/bin/go"
+
+install_go() {
+    if [[ -f "$GO_HOME/.complete" && -x "$GO" ]]; then
+        echo "go $GO_VERSION ($(cat "$GO_HOME/.complete")): cached in $GO_HOME"
+        return
+    fi
+    need apt-get "Debian's apt, to fetch golang-$GO_VERSION-go from $GO_DEBIAN_SUITE"
+    need dpkg-deb "Debian's dpkg, to unpack golang-$GO_VERSION-go"
+    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    [[ -f "$keyring" ]] || {
+        echo "build.sh: $keyring is missing (Debian: apt-get install debian-archive-keyring)" >&2
+        exit 1
+    }
+    local tmp="$GO_HOME.partial.$$" work="$GO_HOME.fetch.$$"
+    rm -rf "$tmp" "$work"
+    mkdir -p "$tmp" "$work/lists/partial" "$work/archives/partial" "$work/debs"
+    echo "deb [signed-by=$keyring] $GO_DEBIAN_MIRROR $GO_DEBIAN_SUITE main" >"$work/sources.list"
+    # A private apt state: only this suite's index, in the cache. The system's
+    # apt configuration (proxies, ...) still applies; its sources and state
+    # are neither read nor written. As root apt would hand the download to
+    # its _apt user, which cannot write here.
+    local apt=(-q -o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives"
+        -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root
+        -o Debug::NoLocking=1)
+    apt-get "${apt[@]}" update >/dev/null || {
+        echo "build.sh: cannot read the $GO_DEBIAN_SUITE index from $GO_DEBIAN_MIRROR (set GO_DEBIAN_MIRROR to a reachable Debian mirror)" >&2
+        exit 1
+    }
+    # apt-get download checks each .deb against the hashes of the index,
+    # whose signature `update` checked with Debian's archive key.
+    (cd "$work/debs" && apt-get "${apt[@]}" download "golang-$GO_VERSION-go" "golang-$GO_VERSION-src" >/dev/null) || {
+        echo "build.sh: cannot download golang-$GO_VERSION-go and golang-$GO_VERSION-src from $GO_DEBIAN_MIRROR $GO_DEBIAN_SUITE" >&2
+        exit 1
+    }
+    local deb
+    for deb in "$work"/debs/*.deb; do
+        dpkg-deb -x "$deb" "$tmp"
+    done
+    local version
+    version="$(dpkg-deb -f "$work"/debs/golang-"$GO_VERSION"-go_*.deb Version)"
+    rm -rf "$work"
+    [[ -x "$tmp/usr/lib/go-$GO_VERSION/bin/go" ]] || {
+        echo "build.sh: golang-$GO_VERSION-go $version has no usr/lib/go-$GO_VERSION/bin/go" >&2
+        exit 1
+    }
+    echo "$version" >"$tmp/.complete"
+    rm -rf "$GO_HOME"
+    mv "$tmp" "$GO_HOME"
+    echo "go $GO_VERSION (Debian $version): installed in $GO_HOME"
+}
+
+# The Go environment: this toolchain only (no download of another), no
+# network (the guests need no module but the SDK, through a replace), and
+# every cache in the toolchain cache, none in the repository or $HOME.
+go_env() {
+    env GOTOOLCHAIN=local GOOS=wasip1 GOARCH=wasm GOPROXY=off GOSUMDB=off GOFLAGS= GOWORK=off \
+        GOENV=off GOTELEMETRY=off GOCACHE="$CACHE/go/build-cache" GOMODCACHE="$CACHE/go/mod" \
+        GOPATH="$CACHE/go/path" CGO_ENABLED=0 "$@"
+}
+
+go_build() {
+    local name="$1" pkg="$2"
+    local out="$OUT/go_$name.wasm"
+    local inputs
+    mapfile -t inputs < <(find "$REPO/guests/go" "$REPO/sdk/go" -name '*.go' -o -name go.mod)
+    inputs+=("$GO_HOME/.complete")
+    if up_to_date "$out" "${inputs[@]}"; then
+        echo "go_$name.wasm: up to date"
+        return
+    fi
+    # -trimpath: no paths of this machine in the module. The name section
+    # stays (readable traps; about 45 KB).
+    (cd "$REPO/guests/go" && go_env "$GO" build -trimpath -o "$out" "./$pkg")
+    echo "go_$name.wasm: $(stat -c %s "$out") bytes"
+}
+
 # ---- Main ----------------------------------------------------------------------------
 
 echo "toolchains in $CACHE; modules into $OUT"
@@ -224,6 +320,11 @@ if wants as; then
     step "assemblyscript toolchain" install_as
     step "as_pingpong.wasm" as_build pingpong pingpong.ts
     step "as_allimports.wasm" as_build allimports allimports.ts
+fi
+if wants go; then
+    step "go toolchain" install_go
+    step "go_pingpong.wasm" go_build pingpong pingpong
+    step "go_allimports.wasm" go_build allimports allimports
 fi
 
 printf '[%-28s] %6.2fs\n' "total" "$(elapsed "$T_ALL")"

@@ -1,7 +1,7 @@
-//! Guests in other languages (#17): the Zig, C++ and AssemblyScript example
-//! guests (`guests/{zig,cpp,assemblyscript}`, over the SDKs in `sdk/`),
-//! built by `guests/langs/build.sh` from `tests/build.rs`, on real 3-node
-//! clusters next to the Rust `ping_pong` guest.
+//! Guests in other languages (#17): the Zig, C++, AssemblyScript and Go
+//! example guests (`guests/{zig,cpp,assemblyscript,go}`, over the SDKs in
+//! `sdk/`), built by `guests/langs/build.sh` from `tests/build.rs`, on real
+//! 3-node clusters next to the Rust `ping_pong` guest.
 //!
 //! One cluster per language (they are slow to start on two cores); its test
 //! goes through every step in order:
@@ -18,8 +18,15 @@
 //!    and prints `all imports ok` (on the Raft leader; on a follower in
 //!    `allimports_on_a_follower_sees_its_own_names`).
 //!
-//! And once for all six built modules: every `shoal_v1` import they declare
-//! is in the host's import table with the same signature.
+//! And once for all eight built modules: every `shoal_v1` import they
+//! declare is in the host's import table with the same signature.
+//!
+//! The Go modules are about 2 MB: each node prepares one (Asyncify and
+//! compilation) in several seconds the first time it runs it, so a spawn,
+//! restore or move to a node that has not run it yet waits that long (in
+//! step 3 the target, n3, has prepared the pong's module for step 2's
+//! restore already). Every wait here is for a condition, bounded by `WAIT`
+//! (minutes), never a fixed sleep.
 
 use crate::common;
 
@@ -33,7 +40,7 @@ use std::time::Instant;
 
 /// One language's two example guests.
 struct Lang {
-    /// Prefix of its module names (`zig`, `cpp`, `as`).
+    /// Prefix of its module names (`zig`, `cpp`, `as`, `go`).
     prefix: &'static str,
     /// Path of `<prefix>_pingpong.wasm`.
     pingpong: &'static str,
@@ -59,6 +66,15 @@ const ASSEMBLYSCRIPT: Lang = Lang {
     allimports: shoal_tests::AS_ALLIMPORTS,
 };
 
+const GO: Lang = Lang {
+    prefix: "go",
+    pingpong: shoal_tests::GO_PINGPONG,
+    allimports: shoal_tests::GO_ALLIMPORTS,
+};
+
+/// Every language: the follower test and the import check cover them all.
+const ALL_LANGS: [&Lang; 4] = [&ZIG, &CPP, &ASSEMBLYSCRIPT, &GO];
+
 /// Round trips of the cross-language ping-pongs.
 const ROUND_TRIPS: u64 = 1_000;
 
@@ -83,6 +99,11 @@ async fn cpp_guests_talk_to_rust_survive_snapshot_and_move_and_call_every_import
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn assemblyscript_guests_talk_to_rust_survive_snapshot_and_move_and_call_every_import() {
     whole_story(&ASSEMBLYSCRIPT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn go_guests_talk_to_rust_survive_snapshot_and_move_and_call_every_import() {
+    whole_story(&GO).await;
 }
 
 /// Every step, in order, on one 3-node cluster (`n1`, `n2`, `n3`: indices
@@ -159,13 +180,13 @@ async fn all_imports_ok(c: &TestCluster, i: usize, allimports: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn allimports_on_a_follower_sees_its_own_names() {
     let c = TestCluster::start(3).await;
-    for lang in [&ZIG, &CPP, &ASSEMBLYSCRIPT] {
+    for lang in ALL_LANGS {
         let allimports = format!("{}_allimports", lang.prefix);
         add_guest(&c, lang.allimports, &allimports).await;
     }
     let leader = c.leader().expect("a Raft leader");
     let follower = (0..3).find(|i| *i != leader).expect("a follower");
-    for lang in [&ZIG, &CPP, &ASSEMBLYSCRIPT] {
+    for lang in ALL_LANGS {
         let allimports = format!("{}_allimports", lang.prefix);
         all_imports_ok(&c, follower, &allimports).await;
     }
@@ -441,7 +462,7 @@ fn every_shoal_import_of_the_built_modules_is_in_the_host_table_with_its_signatu
         .filter(|i| i.provider == Provider::Shoal)
         .collect();
     let mut problems = Vec::new();
-    for lang in [&ZIG, &CPP, &ASSEMBLYSCRIPT] {
+    for lang in ALL_LANGS {
         for (kind, path) in [("pingpong", lang.pingpong), ("allimports", lang.allimports)] {
             let module = format!("{}_{kind}", lang.prefix);
             let wasm = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
@@ -489,7 +510,8 @@ fn every_shoal_import_of_the_built_modules_is_in_the_host_table_with_its_signatu
                 }
             }
             println!(
-                "{module}: {} imports, {} of them shoal_v1, checked",
+                "{module}: {} bytes, {} imports, {} of them shoal_v1, checked",
+                wasm.len(),
                 imports.len(),
                 shoal_names.len()
             );
