@@ -388,6 +388,9 @@ pub struct Volumes {
     root: Option<PathBuf>,
 }
 
+/// A volume's guest path and the WASI directory the guest is given.
+pub type Preopen = (String, Box<dyn wasi_common::WasiDir>);
+
 /// Where a mount of [`Volumes`] is.
 #[derive(Clone, Copy)]
 enum Mount {
@@ -482,7 +485,7 @@ impl Volumes {
 
     /// Each volume's guest path and WASI directory, in the spec's order
     /// (the order they are preopened in, from fd 3).
-    pub fn preopens(&self) -> Result<Vec<(String, Box<dyn wasi_common::WasiDir>)>, VolumeError> {
+    pub fn preopens(&self) -> Result<Vec<Preopen>, VolumeError> {
         self.order
             .iter()
             .map(|m| match *m {
