@@ -10,23 +10,13 @@ use common::tally::add_guest_everywhere as add_guest;
 use shoal_api::types::{SpawnRequest, VolumeRequest};
 use shoal_api::volumes::VolumeCreate;
 use shoal_daemon::migrate::source::migrate;
-use shoal_runtime::{HostMailbox, Pid};
+use shoal_runtime::Pid;
 use std::time::Instant;
 
-/// WASI `errno` values the guest reports.
-const WASI_ENOENT: &str = "44";
-const WASI_EDQUOT: &str = "19";
+use crate::volumes::{ask, WASI_EDQUOT};
 
-async fn ask(mb: &HostMailbox, pid: Pid, text: &str) -> String {
-    mb.send(pid, text.as_bytes().to_vec())
-        .unwrap_or_else(|e| panic!("send {text:?} to {pid}: {e:?}"));
-    let reply = mb
-        .recv(WAIT)
-        .await
-        .unwrap_or_else(|| panic!("no answer to {text:?} from {pid}"));
-    assert_eq!(reply.sender, pid, "answer to {text:?}");
-    String::from_utf8_lossy(&reply.data).into_owned()
-}
+/// WASI `ENOENT`, as the guest reports it.
+const WASI_ENOENT: &str = "44";
 
 /// Create the admin's shared volume `name`.
 async fn create(c: &TestCluster, name: &str, replicas: u8, bytes_max: Option<u64>) {

@@ -12,11 +12,11 @@ use shoal_daemon::migrate::source::migrate;
 use shoal_runtime::{HostMailbox, Pid};
 
 /// WASI `errno` values the guest reports.
-const WASI_EDQUOT: &str = "19";
+pub(crate) const WASI_EDQUOT: &str = "19";
 const WASI_ENOTSUP: &str = "58";
 
 /// Send `text` to `pid` and return its answer.
-async fn ask(mb: &HostMailbox, pid: Pid, text: &str) -> String {
+pub(crate) async fn ask(mb: &HostMailbox, pid: Pid, text: &str) -> String {
     mb.send(pid, text.as_bytes().to_vec())
         .unwrap_or_else(|e| panic!("send {text:?} to {pid}: {e:?}"));
     let reply = mb
