@@ -39,13 +39,10 @@ impl Shared {
         mounts: &[crate::volume::VolumeMount],
         trees: &[crate::volume::VolumeTree],
     ) -> Result<crate::volume::Volumes, NodeError> {
-        let access = self
-            .router
-            .cluster()
-            .map(|link| crate::volume::SharedAccess {
-                link: link.clone(),
-                pid,
-            });
+        let access = self.router.cluster().map(|link| {
+            let link: Arc<dyn crate::volume::link::SharedFiles> = link.clone();
+            crate::volume::SharedAccess { link, pid }
+        });
         crate::volume::Volumes::create(
             mounts,
             &self.volumes_dir(pid),

@@ -30,6 +30,7 @@
 //! directory; its quotas come from who deployed or restored the process
 //! (or the node's defaults), never from an image.
 
+pub mod link;
 pub mod quota;
 pub mod shared;
 pub mod tree;
@@ -404,9 +405,9 @@ enum Mount {
 #[derive(Clone)]
 pub struct SharedAccess {
     /// The cluster.
-    pub link: Arc<dyn crate::cluster_link::ClusterLink>,
+    pub link: Arc<dyn link::SharedFiles>,
     /// The process.
-    pub pid: crate::pid::Pid,
+    pub pid: shoal_abi::pid::Pid,
 }
 
 impl Drop for Volumes {

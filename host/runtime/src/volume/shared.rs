@@ -28,10 +28,10 @@
 //! absolute paths are refused. Every operation acts for the process, so
 //! the cluster checks at each write that the volume is its owner's.
 
+use super::link::{SharedError, SharedFiles, SharedInfo, SharedOp, SharedStat};
 use super::quota::{QuotaFile, Usage};
 use super::{blocking, CHUNK_BYTES};
-use crate::cluster_link::{ClusterLink, SharedError, SharedInfo, SharedOp, SharedStat};
-use crate::pid::Pid;
+use shoal_abi::pid::Pid;
 use shoal_registry::{Registry, Sha256};
 use std::any::Any;
 use std::io::{IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
@@ -79,7 +79,7 @@ fn time_of(ms: u64) -> Option<SystemTime> {
 
 /// A shared volume mounted for one process on this node.
 pub struct SharedMount {
-    link: Arc<dyn ClusterLink>,
+    link: Arc<dyn SharedFiles>,
     pid: Pid,
     volume: String,
     guest: String,
@@ -97,7 +97,7 @@ impl SharedMount {
     /// Mount `owner's` volume `volume` at `guest` for `pid`, with open
     /// copies under `scratch`.
     pub fn new(
-        link: Arc<dyn ClusterLink>,
+        link: Arc<dyn SharedFiles>,
         pid: Pid,
         volume: &str,
         guest: &str,
