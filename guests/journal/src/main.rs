@@ -37,6 +37,9 @@
 //! - `hold <name>`: opens `<dir>/<name>` for appending (created if
 //!   missing) and keeps it open; `add <text>` appends `<text>\n` to it;
 //!   `sync` fsyncs it; `release` closes it: each `ok` or `err <errno>`;
+//! - `cat <absolute path>`: the file's content as text, or `err <errno>`;
+//! - `ls <absolute path>`: the directory's entry names, sorted, one per
+//!   line, or `err <errno>`;
 //! - `stop`: exits 0.
 //!
 //! Any other message, or a failed operation, is answered `err <text>`.
@@ -197,6 +200,21 @@ fn handle(dir: &Path, journal: &mut File, text: &str) -> Result<String, String> 
             };
             Ok(check_stamp(&content))
         }
+        ["cat", path] => Ok(match std::fs::read(path) {
+            Ok(c) => String::from_utf8_lossy(&c).into_owned(),
+            Err(e) => errno_or_ok(Err(e)),
+        }),
+        ["ls", path] => Ok(match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                names.join("\n")
+            }
+            Err(e) => errno_or_ok(Err(e)),
+        }),
         ["rename", from, to] => Ok(errno_or_ok(std::fs::rename(dir.join(from), dir.join(to)))),
         ["hold", name] => {
             let r = OpenOptions::new()

@@ -576,7 +576,11 @@ async fn spawn(
     // each use: this only turns a typo into a clear error now).
     if volumes.iter().any(|v| v.shared.is_some()) {
         let state = inner.raft.linearizable_state().await.map_err(write_err)?;
-        for name in volumes.iter().filter_map(|v| v.shared.as_deref()) {
+        for name in volumes
+            .iter()
+            .filter_map(|v| v.shared.as_deref())
+            .filter(|n| *n != shoal_runtime::volume::cluster_dir::CLUSTER_VOLUME)
+        {
             if state.volumes.get(&owner, name).is_none() {
                 return Err(RemoteError::new(
                     404,

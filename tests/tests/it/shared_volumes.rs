@@ -34,6 +34,17 @@ async fn create(c: &TestCluster, name: &str, replicas: u8, bytes_max: Option<u64
 /// Start a `journal` in `/shared/<dir>` (created first) on node `on`, with
 /// the shared volume `volume` mounted at `/shared`.
 async fn journal(c: &TestCluster, on: usize, volume: &str, dir: &str) -> Pid {
+    journal_with(c, on, volume, dir, &[]).await
+}
+
+/// [`journal`] with more volumes mounted (e.g. `cluster:/cluster`).
+async fn journal_with(
+    c: &TestCluster,
+    on: usize,
+    volume: &str,
+    dir: &str,
+    more: &[(&str, &str)],
+) -> Pid {
     let admin = c.admin_client(0);
     admin
         .volume_put(None, volume, &format!("{dir}/.keep"), Vec::new())
@@ -50,12 +61,15 @@ async fn journal(c: &TestCluster, on: usize, volume: &str, dir: &str) -> Pid {
             node: Some(c.node(on).name().to_string()),
             labels: Default::default(),
             preemptible: false,
-            volumes: vec![VolumeRequest {
-                guest: "/shared".into(),
-                bytes_max: None,
-                files_max: None,
-                shared: Some(volume.into()),
-            }],
+            volumes: std::iter::once(("/shared", volume))
+                .chain(more.iter().map(|(name, guest)| (*guest, *name)))
+                .map(|(guest, name)| VolumeRequest {
+                    guest: guest.into(),
+                    bytes_max: None,
+                    files_max: None,
+                    shared: Some(name.into()),
+                })
+                .collect(),
         })
         .await
         .unwrap_or_else(|e| panic!("deploy journal --volume {volume}:/shared: {e}"));
@@ -369,4 +383,73 @@ fn a_file_of_an_r2_volume_stays_readable_when_a_holder_is_killed() {
     lab.cli_ok(2, &["volume", "rm", "media"]);
     let ls = lab.cli_ok(2, &["volume", "ls"]);
     assert!(!ls.contains("media"), "{ls}");
+}
+
+/// `--volume cluster:/cluster`: the cluster as read-only files. A process
+/// reads its own pid and node (which changes when it moves), the nodes
+/// with their health and load, where each process runs; writing fails
+/// with `EROFS`; `cluster` cannot be created as a volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_namespace_shows_nodes_and_processes_and_follows_a_move() {
+    const WASI_EROFS: &str = "69";
+    let c = TestCluster::start(3).await;
+    add_guest(&c, shoal_tests::JOURNAL, "journal").await;
+    create(&c, "shared", 1, None).await;
+    let p = journal_with(&c, 0, "shared", "p", &[("cluster", "/cluster")]).await;
+    let other = journal(&c, 2, "shared", "o").await;
+    let mb = c.node(1).node().open_mailbox();
+    assert_eq!(
+        ask(&mb, p, "cat /cluster/self/pid").await,
+        format!("{}\n", p.0)
+    );
+    assert_eq!(ask(&mb, p, "cat /cluster/self/node").await, "n1\n");
+    let root = ask(&mb, p, "ls /cluster").await;
+    for d in ["nodes", "procs", "self"] {
+        assert!(root.lines().any(|l| l == d), "{d} missing from /cluster: {root:?}");
+    }
+    assert_eq!(ask(&mb, p, "ls /cluster/nodes").await, "n1\nn2\nn3");
+    assert_eq!(ask(&mb, p, "cat /cluster/nodes/n3/health").await, "alive\n");
+    assert_eq!(
+        ask(&mb, p, "cat /cluster/nodes/n2/status").await,
+        "active\n"
+    );
+    let load = ask(&mb, p, "cat /cluster/nodes/n1/load").await;
+    assert!(load.starts_with("processes "), "{load}");
+    let started = Instant::now();
+    // The directory is registered in batches: wait for the other process.
+    loop {
+        let a = ask(&mb, p, &format!("cat /cluster/procs/{}/node", other.0)).await;
+        if a == "n3\n" {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{other} never listed on n3: {a}");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        ask(&mb, p, "try create /cluster/x").await,
+        format!("err {WASI_EROFS}")
+    );
+    assert_eq!(
+        ask(&mb, p, "try mkdir /cluster/d").await,
+        format!("err {WASI_EROFS}")
+    );
+    // Moved, it reads its new node.
+    let name = c.node(1).name().to_string();
+    migrate(c.node(0).migration(), p, Some(&name))
+        .await
+        .unwrap_or_else(|e| panic!("move {p}: {e}"));
+    assert_eq!(ask(&mb, p, "cat /cluster/self/node").await, "n2\n");
+    // `cluster` is not a volume name.
+    let e = c
+        .admin_client(0)
+        .volume_create(&VolumeCreate {
+            name: "cluster".into(),
+            replicas: 1,
+            bytes_max: None,
+            files_max: None,
+        })
+        .await
+        .expect_err("reserved");
+    assert!(e.to_string().contains("reserved"), "{e}");
+    c.shutdown().await;
 }

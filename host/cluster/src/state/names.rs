@@ -175,6 +175,15 @@ impl NameBook {
         self.by_owner.get(&owner.namespace())?.get(name).copied()
     }
 
+    /// Every process name in `owner`'s namespace, with its pid, in name
+    /// order.
+    pub fn names(&self, owner: &Owner) -> Vec<(String, u64)> {
+        self.by_owner
+            .get(&owner.namespace())
+            .map(|n| n.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
     /// How many names `owner` holds (process names and groups).
     pub fn count(&self, owner: &Owner) -> usize {
         let ns = owner.namespace();

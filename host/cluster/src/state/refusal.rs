@@ -348,6 +348,7 @@ impl Refusal {
                     V::NoVolume { .. } | V::NotFound { .. } => RefusalKind::NotFound,
                     V::TooManyVolumes { .. } | V::Quota { .. } => RefusalKind::Exhausted,
                     V::NotForProcesses => RefusalKind::Forbidden,
+                    V::ReservedName => RefusalKind::Invalid,
                     V::BadName { .. }
                     | V::BadPath { .. }
                     | V::BadSettings { .. }

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use shoal_pki::Owner;
 
+/// The name `--volume cluster:/path` gives the `/cluster` namespace.
+pub const RESERVED_NAME: &str = "cluster";
 /// Longest volume name, in bytes (`[a-z0-9][a-z0-9._-]*`).
 pub const VOLUME_NAME_BYTES_MAX: usize = 64;
 /// Longest path inside a volume, in bytes.
@@ -286,6 +288,11 @@ pub enum VolumeRefusal {
         /// What is wrong.
         why: String,
     },
+    /// `cluster` names the read-only `/cluster` namespace, not a volume.
+    #[error(
+        "`cluster` is reserved: `--volume cluster:/path` mounts the read-only /cluster namespace"
+    )]
+    ReservedName,
     /// Only an operator may create or remove a volume.
     #[error("a process cannot create or remove volumes")]
     NotForProcesses,
@@ -297,6 +304,9 @@ fn cut(s: &str) -> String {
 
 /// Check a volume name.
 pub fn check_name(name: &str) -> Result<(), VolumeRefusal> {
+    if name == RESERVED_NAME {
+        return Err(VolumeRefusal::ReservedName);
+    }
     let ok = !name.is_empty()
         && name.len() <= VOLUME_NAME_BYTES_MAX
         && name.as_bytes()[0].is_ascii_alphanumeric()

@@ -74,6 +74,7 @@ pub fn refusal_error(r: &Refusal) -> SharedError {
             V::Quota { .. } | V::TooManyVolumes { .. } => SharedError::Quota,
             V::RenameTooLarge { .. } => SharedError::Busy,
             V::NotForProcesses => SharedError::Forbidden,
+            V::ReservedName => SharedError::Invalid,
             V::BadName { .. }
             | V::BadPath { .. }
             | V::BadSettings { .. }
@@ -438,4 +439,90 @@ impl SharedFiles for Link {
     async fn vol_fetch(&self, holders: &[u64], chunks: &[Sha256]) -> Result<(), SharedError> {
         self.fetch_chunks(holders, chunks).await
     }
+
+    async fn cluster_view(&self, pid: Pid) -> Result<Vec<(String, Vec<u8>)>, SharedError> {
+        Ok(cluster_view(
+            &self.raft.state(),
+            self.me,
+            self.raft.leader(),
+            pid,
+            &self.owner_of(pid),
+        ))
+    }
+}
+
+/// The `/cluster` namespace as `pid` (on node `me`, owned by `owner`) sees
+/// it in `state` (see `shoal_runtime::volume::cluster_dir`), bounded by
+/// [`VIEW_BYTES_MAX`](shoal_runtime::volume::cluster_dir::VIEW_BYTES_MAX):
+/// processes past it are left out.
+pub fn cluster_view(
+    state: &ClusterState,
+    me: NodeId,
+    leader: Option<NodeId>,
+    pid: Pid,
+    owner: &Owner,
+) -> Vec<(String, Vec<u8>)> {
+    use shoal_runtime::volume::cluster_dir::VIEW_BYTES_MAX;
+    let name_of = |id: NodeId| state.nodes.get(&id).map(|n| n.name.clone());
+    let line = |s: String| format!("{s}\n").into_bytes();
+    let mut out: Vec<(String, Vec<u8>)> = vec![
+        ("self/pid".into(), line(pid.0.to_string())),
+        ("self/node".into(), line(name_of(me).unwrap_or_default())),
+        ("self/owner".into(), line(owner.to_string())),
+    ];
+    if let Some(l) = leader.and_then(name_of) {
+        out.push(("leader".into(), line(l)));
+    }
+    for n in state
+        .nodes
+        .values()
+        .filter(|n| n.status != NodeStatus::Removed)
+    {
+        let dir = format!("nodes/{}", n.name);
+        let status = match n.status {
+            NodeStatus::Active => "active",
+            NodeStatus::Cordoned => "cordoned",
+            NodeStatus::Removed => "removed",
+        };
+        let health = if state.node_dead(n.id).is_some() {
+            "dead"
+        } else {
+            "alive"
+        };
+        let load = format!(
+            "processes {}\ncpu_load_milli {}\nmemory_bytes_free {}\nmemory_bytes_total {}\n",
+            n.load.process_count,
+            n.load.cpu_load_milli,
+            n.load.memory_bytes_free,
+            n.load.memory_bytes_total
+        );
+        let labels: String = n.labels.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        out.push((format!("{dir}/id"), line(n.id.to_string())));
+        out.push((format!("{dir}/addr"), line(n.addr.clone())));
+        out.push((format!("{dir}/status"), line(status.into())));
+        out.push((format!("{dir}/health"), line(health.into())));
+        out.push((format!("{dir}/load"), load.into_bytes()));
+        out.push((format!("{dir}/labels"), labels.into_bytes()));
+    }
+    for (name, p) in state.names.names(owner) {
+        out.push((format!("names/{name}"), line(p.to_string())));
+    }
+    let mut bytes: usize = out.iter().map(|(p, c)| p.len() + c.len()).sum();
+    for (p, e) in state.directory.iter() {
+        let node = name_of(e.node).unwrap_or_default();
+        let files = [
+            (format!("procs/{p}/node"), line(node)),
+            (
+                format!("procs/{p}/owner"),
+                line(state.owner_of(*p).to_string()),
+            ),
+        ];
+        let more: usize = files.iter().map(|(p, c)| p.len() + c.len()).sum();
+        if bytes + more > VIEW_BYTES_MAX {
+            break;
+        }
+        bytes += more;
+        out.extend(files);
+    }
+    out
 }

@@ -127,4 +127,8 @@ pub trait SharedFiles: Send + Sync {
     /// Make sure this node's registry holds `chunks`, fetching the missing
     /// ones from `holders` (each checked against its hash).
     async fn vol_fetch(&self, holders: &[u64], chunks: &[Sha256]) -> Result<(), SharedError>;
+    /// The read-only `/cluster` namespace as `pid` sees it now: every file
+    /// by path (relative, `/`-separated) with its content. Directories are
+    /// the paths' parents. See [`super::cluster_dir`].
+    async fn cluster_view(&self, pid: Pid) -> Result<Vec<(String, Vec<u8>)>, SharedError>;
 }

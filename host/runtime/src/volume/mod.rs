@@ -30,6 +30,7 @@
 //! directory; its quotas come from who deployed or restored the process
 //! (or the node's defaults), never from an image.
 
+pub mod cluster_dir;
 pub mod link;
 pub mod quota;
 pub mod shared;
@@ -379,6 +380,8 @@ pub struct Volumes {
     mounted: Vec<Mounted>,
     /// Shared volumes mounted for the process.
     shared: Vec<Arc<shared::SharedMount>>,
+    /// `/cluster` namespaces: guest path and how to render them.
+    cluster: Vec<(String, SharedAccess)>,
     /// Every mount in the spec's order (the preopen order).
     order: Vec<Mount>,
     /// What each mounted volume was last rebuilt from (empty trees for
@@ -399,6 +402,8 @@ enum Mount {
     Private(usize),
     /// `shared[i]`.
     Shared(usize),
+    /// The read-only `/cluster` namespace at this guest path.
+    Cluster(usize),
 }
 
 /// What a process's shared volumes act through: the cluster, as `pid`.
@@ -440,6 +445,7 @@ impl Volumes {
             registry: Some(registry.clone()),
             mounted: Vec::with_capacity(mounts.len()),
             shared: Vec::new(),
+            cluster: Vec::new(),
             order: Vec::with_capacity(mounts.len()),
             built: Vec::with_capacity(mounts.len()),
             root: Some(root.to_path_buf()),
@@ -451,6 +457,11 @@ impl Volumes {
                 let access = access
                     .as_ref()
                     .ok_or_else(|| VolumeError::NoCluster(name.clone()))?;
+                if name == cluster_dir::CLUSTER_VOLUME {
+                    volumes.order.push(Mount::Cluster(volumes.cluster.len()));
+                    volumes.cluster.push((m.guest.clone(), access.clone()));
+                    continue;
+                }
                 volumes.order.push(Mount::Shared(volumes.shared.len()));
                 volumes.shared.push(shared::SharedMount::new(
                     access.link.clone(),
@@ -480,6 +491,9 @@ impl Volumes {
                 Mount::Shared(i) => {
                     VolumeMount::shared(self.shared[i].volume(), self.shared[i].guest())
                 }
+                Mount::Cluster(i) => {
+                    VolumeMount::shared(cluster_dir::CLUSTER_VOLUME, self.cluster[i].0.clone())
+                }
             })
             .collect()
     }
@@ -497,6 +511,14 @@ impl Volumes {
                 Mount::Shared(i) => {
                     let v = &self.shared[i];
                     Ok((v.guest().to_string(), v.open_wasi()))
+                }
+                Mount::Cluster(i) => {
+                    let (guest, access) = &self.cluster[i];
+                    let dir = cluster_dir::ClusterDir::new(access.link.clone(), access.pid);
+                    Ok((
+                        guest.clone(),
+                        Box::new(dir) as Box<dyn wasi_common::WasiDir>,
+                    ))
                 }
             })
             .collect()
