@@ -405,7 +405,10 @@ async fn the_cluster_namespace_shows_nodes_and_processes_and_follows_a_move() {
     assert_eq!(ask(&mb, p, "cat /cluster/self/node").await, "n1\n");
     let root = ask(&mb, p, "ls /cluster").await;
     for d in ["nodes", "procs", "self"] {
-        assert!(root.lines().any(|l| l == d), "{d} missing from /cluster: {root:?}");
+        assert!(
+            root.lines().any(|l| l == d),
+            "{d} missing from /cluster: {root:?}"
+        );
     }
     assert_eq!(ask(&mb, p, "ls /cluster/nodes").await, "n1\nn2\nn3");
     assert_eq!(ask(&mb, p, "cat /cluster/nodes/n3/health").await, "alive\n");

@@ -267,6 +267,68 @@ async fn volume_paths_cannot_escape_and_quotas_refuse_with_edquot() {
     c.shutdown().await;
 }
 
+/// A tmpfs of `bytes` mounted at `dir` for a test, unmounted when dropped
+/// (also when the test panics).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: std::path::PathBuf, bytes: u64) -> SmallDisk {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes}"),
+                "shoal-test-disk",
+            ])
+            .arg(&dir)
+            .status()
+            .expect("mount (the tests run as root)");
+        assert!(st.success(), "mount tmpfs at {}: {st}", dir.display());
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The node's disk fills up (a 4 MiB file system under its volumes) while
+/// the volume's quota is far away: the write fails with `ENOSPC`, what was
+/// written before is intact, freeing space lets the process go on, and it
+/// still moves to another node with its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_fails_writes_with_enospc_and_loses_nothing() {
+    const WASI_ENOSPC: &str = "51";
+    let c = TestCluster::start(2).await;
+    add_guest(&c, shoal_tests::JOURNAL, "journal").await;
+    let _disk = SmallDisk::mount(c.dirs[0].path().join("volumes"), 4 << 20);
+    let pid = deploy_journal(&c, 0, data_volume()).await;
+    let mb = c.node(1).node().open_mailbox();
+    assert_eq!(ask(&mb, pid, "append kept").await, "ok 5");
+    let a = ask(&mb, pid, "fill big 67108864").await;
+    let (errno, after) = a
+        .strip_prefix("err ")
+        .and_then(|r| r.split_once(" after "))
+        .unwrap_or_else(|| panic!("fill past the disk: {a}"));
+    assert_eq!(errno, WASI_ENOSPC, "{a}");
+    let written: u64 = after.parse().expect("bytes written");
+    assert!(written <= 4 << 20, "{a}");
+    println!("the disk filled after {written} bytes: {a}");
+    assert_eq!(ask(&mb, pid, "read journal.log").await, "kept\n");
+    assert_eq!(ask(&mb, pid, "write big 0 1").await, "ok");
+    assert_eq!(ask(&mb, pid, "append again").await, "ok 11");
+    move_to(&c, 0, pid, 1).await;
+    assert_eq!(ask(&mb, pid, "read journal.log").await, "kept\nagain\n");
+    c.shutdown().await;
+}
+
 /// What the API refuses before anything starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_volume_requests_are_refused() {
