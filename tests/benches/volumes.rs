@@ -5,9 +5,19 @@
 //! Then what a process's volume costs to capture (first and repeat) and to
 //! rebuild on another node.
 //!
+//! Then, on a 3-node cluster in the same run: a **shared volume** (R=2)
+//! against the same host directory with the same (smaller) sizes — every
+//! small file there is a published version, a Raft write and a replica
+//! copy — and the **bytes a move sends** for a process with 64 MiB of
+//! files, first and after 1 MiB changed.
+//!
 //! Run with `cargo bench -p shoal-tests --bench volumes`. Prints figures and
 //! the ratio to the host directory (aim for private volumes: ≥ 0.5×);
 //! never fails on a slow machine.
+
+#[path = "../tests/it/common/cluster.rs"]
+#[allow(dead_code)] // the shared helpers this bench does not use
+mod cluster;
 
 use shoal_runtime::node::DirGrant;
 use shoal_runtime::volume::VolumeMount;
@@ -22,6 +32,12 @@ const SEQ_BYTES: u64 = 256 << 20;
 const FILES: u64 = 5_000;
 /// Runs per configuration (the median is printed).
 const RUNS: usize = 5;
+/// The shared volume's sequential file and small files (each small file
+/// is a Raft write and a replica copy).
+const SHARED_SEQ_BYTES: u64 = 64 << 20;
+const SHARED_FILES: u64 = 200;
+/// Runs for the shared volume.
+const SHARED_RUNS: usize = 3;
 
 fn node(dir: &std::path::Path) -> Node {
     let mut config = NodeConfig::new(dir.join("node"));
@@ -37,9 +53,14 @@ async fn ask(mb: &HostMailbox, pid: Pid, text: &str) -> String {
 
 /// The median of each of the four `bench` figures over RUNS runs.
 async fn figures(mb: &HostMailbox, pid: Pid) -> [f64; 4] {
+    figures_of(mb, pid, SEQ_BYTES, FILES, RUNS).await
+}
+
+/// The median of each of the four `bench` figures over `runs` runs.
+async fn figures_of(mb: &HostMailbox, pid: Pid, bytes: u64, files: u64, runs_n: usize) -> [f64; 4] {
     let mut runs: Vec<[f64; 4]> = Vec::new();
-    for _ in 0..RUNS {
-        let a = ask(mb, pid, &format!("bench {SEQ_BYTES} {FILES}")).await;
+    for _ in 0..runs_n {
+        let a = ask(mb, pid, &format!("bench {bytes} {files}")).await;
         let v: Vec<f64> = a
             .split(' ')
             .skip(1)
@@ -88,22 +109,7 @@ async fn main() {
         "{:<22} {:>14} {:>14} {:>8}",
         "", "host --dir", "private volume", "ratio"
     );
-    for (k, what) in [
-        "sequential write MB/s",
-        "sequential read MB/s",
-        "creates/s",
-        "stats/s",
-    ]
-    .iter()
-    .enumerate()
-    {
-        println!(
-            "{what:<22} {:>14.1} {:>14.1} {:>7.2}x  (aim >= 0.5x)",
-            host[k],
-            vol[k],
-            vol[k] / host[k]
-        );
-    }
+    print_ratios(&host, &vol, "(aim >= 0.5x)");
 
     // Capture: 64 MiB of files, then again with 1 MiB changed.
     ask(&mb, vol_pid, "write big 67108864 7").await;
@@ -142,4 +148,128 @@ async fn main() {
         file.len() >> 20,
         unchanged.id.short()
     );
+
+    // A shared volume on a 3-node cluster, against the same host dir with
+    // the same sizes, measured now.
+    let host_small = figures_of(&mb, host_pid, SHARED_SEQ_BYTES, SHARED_FILES, SHARED_RUNS).await;
+    let c = cluster::TestCluster::start(3).await;
+    c.add_guest(0, guests::JOURNAL, "journal").await;
+    let admin = c.admin_client(0);
+    admin
+        .volume_create(&shoal_api::volumes::VolumeCreate {
+            name: "bench".into(),
+            replicas: 2,
+            bytes_max: None,
+            files_max: None,
+        })
+        .await
+        .expect("create the shared volume");
+    admin
+        .volume_put(None, "bench", "b/.keep", Vec::new())
+        .await
+        .expect("mkdir");
+    let deploy = |args: Vec<String>, volume: shoal_api::types::VolumeRequest, on: usize| {
+        let admin = c.admin_client(0);
+        let node = c.node(on).name().to_string();
+        async move {
+            admin
+                .spawn(&shoal_api::types::SpawnRequest {
+                    module: "journal".into(),
+                    argv0: Some("journal".into()),
+                    args,
+                    env: Vec::new(),
+                    count: 1,
+                    memory_bytes_max: None,
+                    node: Some(node),
+                    labels: Default::default(),
+                    preemptible: false,
+                    volumes: vec![volume],
+                })
+                .await
+                .expect("deploy journal")[0]
+                .pid
+        }
+    };
+    let shared_pid = deploy(
+        vec!["/shared/b".into()],
+        shoal_api::types::VolumeRequest {
+            guest: "/shared".into(),
+            bytes_max: None,
+            files_max: None,
+            shared: Some("bench".into()),
+        },
+        0,
+    )
+    .await;
+    let mb_c = c.node(0).node().open_mailbox();
+    let shared = figures_of(
+        &mb_c,
+        shared_pid,
+        SHARED_SEQ_BYTES,
+        SHARED_FILES,
+        SHARED_RUNS,
+    )
+    .await;
+    println!(
+        "shared volume (R=2, 3 nodes on loopback): {} MiB sequential, {SHARED_FILES} small files, median of {SHARED_RUNS} runs",
+        SHARED_SEQ_BYTES >> 20
+    );
+    println!(
+        "{:<22} {:>14} {:>14} {:>8}",
+        "", "host --dir", "shared volume", "ratio"
+    );
+    print_ratios(&host_small, &shared, "");
+
+    // Bytes a move sends for a process with 64 MiB of files.
+    let moved = deploy(
+        vec!["/data".into()],
+        shoal_api::types::VolumeRequest {
+            guest: "/data".into(),
+            bytes_max: None,
+            files_max: None,
+            shared: None,
+        },
+        0,
+    )
+    .await;
+    ask(&mb_c, moved, "write big 67108864 7").await;
+    let go = |from: usize, to: usize| {
+        let name = c.node(to).name().to_string();
+        let m = std::sync::Arc::clone(c.node(from).migration());
+        async move {
+            shoal_daemon::migrate::source::migrate(&m, moved, Some(&name))
+                .await
+                .expect("migrate")
+        }
+    };
+    let first = go(0, 1).await;
+    ask(&mb_c, moved, "patch big 4194304 1048576 9").await;
+    let repeat = go(1, 0).await;
+    println!(
+        "move with 64 MiB of files: first {} volume bytes sent (froze {:.1} ms); back after 1 MiB changed: {} bytes (froze {:.1} ms)",
+        first.volume_bytes_sent,
+        first.freeze_us as f64 / 1e3,
+        repeat.volume_bytes_sent,
+        repeat.freeze_us as f64 / 1e3
+    );
+    c.shutdown().await;
+}
+
+fn print_ratios(host: &[f64; 4], other: &[f64; 4], aim: &str) {
+    for (k, what) in [
+        "sequential write MB/s",
+        "sequential read MB/s",
+        "creates/s",
+        "stats/s",
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!(
+            "{what:<22} {:>14.1} {:>14.1} {:>7.2}x  {aim}",
+            host[k],
+            other[k],
+            other[k] / host[k]
+        );
+    }
 }
