@@ -197,15 +197,11 @@ impl WasiDir for QuotaDir {
         match opened {
             Ok(OpenResult::File(f)) => {
                 self.usage.release_bytes(truncated);
-                let ino = f.get_filestat().await?.inode;
+                let file = QuotaFile::with_meta(f, self.usage.clone(), fdflags).await?;
                 if oflags.contains(OFlags::TRUNCATE) {
-                    self.usage.mark_written(ino);
+                    self.usage.mark_written(file.ino);
                 }
-                Ok(OpenResult::File(Box::new(QuotaFile {
-                    inner: f,
-                    usage: self.usage.clone(),
-                    ino,
-                })))
+                Ok(OpenResult::File(Box::new(file)))
             }
             Ok(OpenResult::Dir(d)) => Ok(OpenResult::Dir(Box::new(QuotaDir {
                 inner: d,
@@ -315,22 +311,73 @@ impl WasiDir for QuotaDir {
 }
 
 /// A regular file inside a volume.
+///
+/// wasi-common's tokio file runs every operation in `block_in_place`,
+/// which costs tens of microseconds; the size and position the quota needs
+/// are read instead through `meta`, a duplicate of the same open file
+/// (same offset), with plain `fstat`/`lseek` calls that never block.
 pub struct QuotaFile {
     inner: Box<dyn WasiFile>,
     usage: Arc<Usage>,
     /// Its inode, for [`Usage::mark_written`].
     ino: u64,
+    /// The same open file, for `fstat` and `lseek` without a detour.
+    meta: Option<std::fs::File>,
+    /// Opened (or set) with `O_APPEND`.
+    append: std::sync::atomic::AtomicBool,
 }
 
 impl QuotaFile {
     /// Wrap `inner`, charging `usage` (a shared volume's open copy of a
     /// file, bounded by the volume's byte quota while it is written).
-    pub fn wrap(inner: Box<dyn WasiFile>, usage: Arc<Usage>, ino: u64) -> QuotaFile {
-        QuotaFile { inner, usage, ino }
+    pub async fn wrap(
+        inner: Box<dyn WasiFile>,
+        usage: Arc<Usage>,
+        fdflags: FdFlags,
+    ) -> Result<QuotaFile, Error> {
+        QuotaFile::with_meta(inner, usage, fdflags).await
+    }
+
+    /// Wrap `inner`, with a duplicate of its fd for metadata.
+    async fn with_meta(
+        inner: Box<dyn WasiFile>,
+        usage: Arc<Usage>,
+        fdflags: FdFlags,
+    ) -> Result<QuotaFile, Error> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = inner
+            .pollable()
+            .and_then(|fd| fd.try_clone_to_owned().ok())
+            .map(std::fs::File::from);
+        let ino = match &meta {
+            Some(m) => m.metadata().map_err(Error::from)?.ino(),
+            None => inner.get_filestat().await?.inode,
+        };
+        Ok(QuotaFile {
+            inner,
+            usage,
+            ino,
+            meta,
+            append: std::sync::atomic::AtomicBool::new(fdflags.contains(FdFlags::APPEND)),
+        })
     }
 
     async fn size(&self) -> Result<u64, Error> {
-        Ok(self.inner.get_filestat().await?.size)
+        match &self.meta {
+            Some(m) => Ok(m.metadata().map_err(Error::from)?.len()),
+            None => Ok(self.inner.get_filestat().await?.size),
+        }
+    }
+
+    async fn position(&self) -> Result<u64, Error> {
+        use std::io::Seek;
+        match &self.meta {
+            Some(m) => {
+                let mut m: &std::fs::File = m;
+                m.stream_position().map_err(Error::from)
+            }
+            None => self.inner.seek(SeekFrom::Current(0)).await,
+        }
     }
 
     /// Reserve what writing `len` bytes at `at` (`None`: the current
@@ -340,8 +387,8 @@ impl QuotaFile {
         let before = self.size().await?;
         let start = match at {
             Some(at) => at,
-            None if self.inner.get_fdflags().await?.contains(FdFlags::APPEND) => before,
-            None => self.inner.seek(SeekFrom::Current(0)).await?,
+            None if self.append.load(Ordering::Acquire) => before,
+            None => self.position().await?,
         };
         let grows = start.saturating_add(len).saturating_sub(before);
         self.usage.reserve_bytes(grows)?;
@@ -393,7 +440,10 @@ impl WasiFile for QuotaFile {
     }
 
     async fn set_fdflags(&mut self, flags: FdFlags) -> Result<(), Error> {
-        self.inner.set_fdflags(flags).await
+        self.inner.set_fdflags(flags).await?;
+        self.append
+            .store(flags.contains(FdFlags::APPEND), Ordering::Release);
+        Ok(())
     }
 
     async fn get_filestat(&self) -> Result<Filestat, Error> {

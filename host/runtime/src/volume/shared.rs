@@ -386,14 +386,15 @@ impl WasiDir for SharedDir {
         let (scratch, file) = m.copy_of(content).await?;
         let size = content.map(|s| s.size).unwrap_or(0);
         let mut inner = wasi_common::tokio::File::from_cap_std(cap_std::fs::File::from_std(file));
-        if fdflags.contains(FdFlags::APPEND) {
-            inner.set_fdflags(FdFlags::APPEND).await?;
+        let append = fdflags & FdFlags::APPEND;
+        if !append.is_empty() {
+            inner.set_fdflags(append).await?;
         }
         // While written, the copy is bounded by the volume's byte quota
         // (the cluster checks the whole volume's at publish).
         let usage = Arc::new(Usage::new(info.bytes_max, u64::MAX));
         usage.set(size, 0);
-        let ino = inode(m.device, &p);
+
         let copy = Arc::new(OpenCopy {
             mount: m.clone(),
             path: p,
@@ -408,7 +409,7 @@ impl WasiDir for SharedDir {
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::downgrade(&copy));
         Ok(OpenResult::File(Box::new(SharedFile {
-            inner: QuotaFile::wrap(Box::new(inner), usage, ino),
+            inner: QuotaFile::wrap(Box::new(inner), usage, append).await?,
             copy,
         })))
     }
