@@ -287,6 +287,19 @@ async fn a_moved_process_keeps_its_shared_files_and_quotas_hold() {
         tokio::task::yield_now().await;
     }
 
+    // Paths never leave the volume; there are no symlinks in it.
+    for path in ["/shared/../etc/passwd", "/shared/r/../../x", "/etc/passwd"] {
+        let a = ask(&mb, r, &format!("try open {path}")).await;
+        assert!(a.starts_with("err "), "open {path}: {a}");
+    }
+    let a = ask(&mb, r, "try create /shared/r/../../outside").await;
+    assert!(a.starts_with("err "), "create outside: {a}");
+    assert_eq!(
+        ask(&mb, r, "try symlink /etc").await,
+        "err 58",
+        "no symlinks"
+    );
+
     // Quota: 8 MiB for the whole volume.
     let a = ask(&mb, r, "fill ../big 16777216").await;
     assert!(a.starts_with(&format!("err {WASI_EDQUOT} after ")), "{a}");
