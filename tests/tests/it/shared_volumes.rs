@@ -469,3 +469,106 @@ async fn the_cluster_namespace_shows_nodes_and_processes_and_follows_a_move() {
     assert!(e.to_string().contains("reserved"), "{e}");
     c.shutdown().await;
 }
+
+/// Volumes belong to the identity that created them: alice creates, copies
+/// in and lists hers; bob is refused (typed 403 naming alice) when he names
+/// her volume, and his own volume of the same name is another volume; a
+/// process bob deploys cannot mount alice's volume (it is not his).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_volume_belongs_to_its_creator() {
+    use common::certs::Issued;
+    use shoal_api::ClientError;
+    use shoal_pki::{Forbidden, Owner, Role};
+    let c = TestCluster::start(2).await;
+    add_guest(&c, shoal_tests::JOURNAL, "journal").await;
+    let alice_certs = Issued::fresh(&c, Role::Client, "alice", 0);
+    let bob_certs = Issued::fresh(&c, Role::Client, "bob", 0);
+    let alice_owner = Owner {
+        role: Role::Client,
+        id: "alice".into(),
+    };
+    let alice = alice_certs.client(&c, 0);
+    let bob = bob_certs.client(&c, 1);
+    let v = alice
+        .volume_create(&VolumeCreate {
+            name: "docs".into(),
+            replicas: 1,
+            bytes_max: None,
+            files_max: None,
+        })
+        .await
+        .expect("alice creates docs");
+    assert_eq!(v.owner, "client:alice");
+    alice
+        .volume_put(None, "docs", "/plan.txt", b"alice's plan".to_vec())
+        .await
+        .expect("alice writes");
+    let not_owner = |r: Result<_, ClientError>, what: &str| match r {
+        Err(ClientError::Forbidden(Forbidden::NotOwner { owner, .. })) if owner == alice_owner => {}
+        other => panic!("{what}: expected a typed 403 naming alice, got {other:?}"),
+    };
+    not_owner(
+        bob.volume_get(Some(&alice_owner), "docs", "/plan.txt")
+            .await
+            .map(|_| ()),
+        "bob reads alice's file",
+    );
+    not_owner(
+        bob.volume_put(Some(&alice_owner), "docs", "/plan.txt", b"bob".to_vec())
+            .await
+            .map(|_| ()),
+        "bob writes alice's file",
+    );
+    not_owner(
+        bob.volume_remove(Some(&alice_owner), "docs")
+            .await
+            .map(|_| ()),
+        "bob removes alice's volume",
+    );
+    // Bob's own `docs` does not exist; he may create his own.
+    match bob.volume_get(None, "docs", "/plan.txt").await {
+        Err(e) if e.status() == Some(404) => {}
+        other => panic!("bob's own docs: expected 404, got {other:?}"),
+    }
+    assert!(bob.volumes(false).await.expect("bob lists").is_empty());
+    let e = bob
+        .volumes(true)
+        .await
+        .expect_err("only admins list everyone's");
+    assert_eq!(e.status(), Some(403), "{e}");
+    // A process bob deploys cannot mount alice's volume.
+    let e = bob
+        .spawn(&SpawnRequest {
+            module: "journal".into(),
+            argv0: None,
+            args: vec!["/docs".into()],
+            env: Vec::new(),
+            count: 1,
+            memory_bytes_max: None,
+            node: None,
+            labels: Default::default(),
+            preemptible: false,
+            volumes: vec![VolumeRequest {
+                guest: "/docs".into(),
+                bytes_max: None,
+                files_max: None,
+                shared: Some("docs".into()),
+            }],
+        })
+        .await
+        .expect_err("bob mounting docs");
+    assert!(e.to_string().contains("docs"), "{e}");
+    // Alice's file is untouched; an admin sees both owners' volumes.
+    let got = alice
+        .volume_get(None, "docs", "/plan.txt")
+        .await
+        .expect("alice reads");
+    assert_eq!(&got[..], b"alice's plan");
+    let all = c.admin_client(0).volumes(true).await.expect("admin lists");
+    assert!(
+        all.iter()
+            .any(|v| v.owner == "client:alice" && v.name == "docs"),
+        "{all:?}"
+    );
+    c.shutdown().await;
+}
