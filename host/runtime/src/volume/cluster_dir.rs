@@ -93,27 +93,7 @@ impl ClusterDir {
     }
 
     fn resolve(&self, path: &str) -> Result<String, Error> {
-        if path.starts_with('/') {
-            return Err(Errno::Notcapable.into());
-        }
-        let mut parts: Vec<&str> = Vec::new();
-        for c in path.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    if parts.pop().is_none() {
-                        return Err(Errno::Notcapable.into());
-                    }
-                }
-                c => parts.push(c),
-            }
-        }
-        let rel = parts.join("/");
-        Ok(match (self.prefix.is_empty(), rel.is_empty()) {
-            (true, _) => rel,
-            (false, true) => self.prefix.clone(),
-            (false, false) => format!("{}/{rel}", self.prefix),
-        })
+        super::shared::resolve_in(&self.prefix, path)
     }
 
     async fn lookup(&self, path: &str) -> Result<Found, Error> {

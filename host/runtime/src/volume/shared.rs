@@ -282,6 +282,33 @@ fn store_chunks(path: &std::path::Path, registry: &Registry) -> Result<(u64, Vec
     Ok((size, chunks))
 }
 
+/// `path`, relative to the directory at `prefix` (a path in the volume,
+/// `""` for its root), as a path in the volume: lexically resolved (a
+/// volume has no symlinks), never above that directory, never absolute.
+pub(super) fn resolve_in(prefix: &str, path: &str) -> Result<String, Error> {
+    if path.starts_with('/') {
+        return Err(Errno::Notcapable.into());
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(Errno::Notcapable.into());
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let rel = parts.join("/");
+    Ok(match (prefix.is_empty(), rel.is_empty()) {
+        (true, _) => rel,
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}/{rel}"),
+    })
+}
+
 /// A directory of a shared volume (its root or one below).
 pub struct SharedDir {
     mount: Arc<SharedMount>,
@@ -290,30 +317,8 @@ pub struct SharedDir {
 }
 
 impl SharedDir {
-    /// `path`, relative to this directory, as a volume path: lexically
-    /// resolved, never above this directory, never absolute.
     fn resolve(&self, path: &str) -> Result<String, Error> {
-        if path.starts_with('/') {
-            return Err(Errno::Notcapable.into());
-        }
-        let mut parts: Vec<&str> = Vec::new();
-        for c in path.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    if parts.pop().is_none() {
-                        return Err(Errno::Notcapable.into());
-                    }
-                }
-                c => parts.push(c),
-            }
-        }
-        let rel = parts.join("/");
-        Ok(match (self.prefix.is_empty(), rel.is_empty()) {
-            (true, _) => rel,
-            (false, true) => self.prefix.clone(),
-            (false, false) => format!("{}/{rel}", self.prefix),
-        })
+        resolve_in(&self.prefix, path)
     }
 
     /// `dest` as a directory of the same mount, or `EXDEV`.
@@ -728,6 +733,17 @@ impl WasiFile for SharedFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_resolve_inside_their_directory_only() {
+        assert_eq!(resolve_in("", "a/./b//c").unwrap(), "a/b/c");
+        assert_eq!(resolve_in("", "a/../b").unwrap(), "b");
+        assert_eq!(resolve_in("d", "x/..").unwrap(), "d");
+        assert_eq!(resolve_in("d", "e").unwrap(), "d/e");
+        for (prefix, path) in [("", ".."), ("", "a/../../b"), ("d", "../x"), ("", "/etc")] {
+            assert!(resolve_in(prefix, path).is_err(), "{prefix:?} {path:?}");
+        }
+    }
 
     #[test]
     fn inodes_are_stable_and_distinct() {
