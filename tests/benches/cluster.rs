@@ -119,6 +119,7 @@ async fn main() {
         preemptible: false,
         owner: None,
         volumes: Vec::new(),
+        restart: None,
     };
     let id2 = c.node(1).id();
     let mut lat = Vec::new();

@@ -196,6 +196,7 @@ async fn main() {
                     labels: Default::default(),
                     preemptible: false,
                     volumes: vec![volume],
+                    restart: None,
                 })
                 .await
                 .expect("deploy journal")[0]

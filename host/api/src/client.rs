@@ -469,6 +469,12 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/events`: what failover did to processes, oldest first.
+    pub async fn events(&self) -> Result<Vec<crate::types::ProcessEvent>, ClientError> {
+        self.call(Method::GET, "/v1/events", None, Bytes::new(), CALL_TIMEOUT)
+            .await
+    }
+
     /// `DELETE /v1/processes/{pid}`: kill a process; how it ended.
     pub async fn kill(&self, pid: Pid) -> Result<ExitReport, ClientError> {
         let path = format!("/v1/processes/{pid}");

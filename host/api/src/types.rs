@@ -118,6 +118,10 @@ pub struct SpawnRequest {
     /// at first, that its snapshots and moves carry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeRequest>,
+    /// When the processes come back (`shoal deploy --restart`), how often
+    /// they are checkpointed and on how many other nodes. `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<shoal_cluster::state::failover::RestartPolicy>,
 }
 
 /// A private volume asked for at spawn.
@@ -180,9 +184,67 @@ pub struct ProcessSummary {
     /// `running` (its node listed it just now) or `unknown`.
     #[serde(default)]
     pub state: ProcessState,
-    /// For an `unknown` process: what is known of its node.
+    /// For an `unknown` or `lost` process: what is known of its node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_state: Option<NodeReach>,
+    /// For a `lost` process: why it does not come back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
+    /// Its restart policy and latest checkpoint, if it may come back
+    /// (`shoal deploy --restart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartInfo>,
+}
+
+/// A process's restart policy and latest complete checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartInfo {
+    /// `on-failure` or `always`.
+    pub policy: String,
+    /// Its checkpoint interval, ms.
+    pub checkpoint_every_ms: u64,
+    /// Copies of each checkpoint on other nodes.
+    pub replicas: u8,
+    /// 0 for its first run; one more per resume or restart.
+    pub incarnation: u64,
+    /// Its latest complete checkpoint's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_seq: Option<u64>,
+    /// How old that checkpoint is, ms (two nodes' wall clocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_age_ms: Option<u64>,
+    /// The nodes holding it, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_holders: Vec<String>,
+}
+
+/// One failover event (`GET /v1/events`, `shoal events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessEvent {
+    /// Cluster-wide sequence number.
+    pub seq: u64,
+    /// The process.
+    pub pid: Pid,
+    /// When, Unix ms.
+    pub at_unix_ms: u64,
+    /// `resumed`, `lost` or `restarted`.
+    pub kind: String,
+    /// The node it was on (`resumed`, `lost`) or restarted on.
+    pub node: String,
+    /// Where it resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The checkpoint it resumed from (`None`: fresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_seq: Option<u64>,
+    /// How old that checkpoint was, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_age_ms: Option<u64>,
+    /// Its incarnation after the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
+    /// In words, e.g. `resumed on n3 from checkpoint 41, 180 ms old`.
+    pub text: String,
 }
 
 /// Whether a listed process was seen by its node just now.
@@ -195,6 +257,10 @@ pub enum ProcessState {
     /// Its node could not be asked: the directory says it runs there, and
     /// nothing more is known.
     Unknown,
+    /// Its node was declared dead and it does not come back (its restart
+    /// policy is `never`, or no node had room): it runs again only if its
+    /// node returns.
+    Lost,
 }
 
 /// Why a node's processes could not be listed.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
+pub mod failover;
 pub mod kv;
 mod liveness;
 pub mod locks;
@@ -280,6 +281,9 @@ pub struct ClusterState {
     /// Shared volumes' trees, by owner ([`volumes`]).
     #[serde(default)]
     pub volumes: volumes::VolumeBook,
+    /// Restart policies, checkpoints and what failover did ([`failover`]).
+    #[serde(default)]
+    pub failover: failover::FailoverBook,
 }
 
 impl Default for ClusterState {
@@ -308,6 +312,7 @@ impl Default for ClusterState {
             kv: Default::default(),
             locks: Default::default(),
             volumes: Default::default(),
+            failover: Default::default(),
         }
     }
 }
@@ -697,6 +702,40 @@ pub enum Command {
         /// What to do.
         op: volumes::VolumeOp,
     },
+    /// Record the restart policy of process `pid`, started by `node`
+    /// ([`failover`]), with what a fresh start needs.
+    SetRestart {
+        /// The node that started it.
+        node: NodeId,
+        /// The process.
+        pid: u64,
+        /// Its policy, module and arguments.
+        spec: failover::RestartSpec,
+    },
+    /// `node`, running `pid` at directory `epoch`, has a complete
+    /// checkpoint of it on every holder named ([`failover`]).
+    Checkpointed {
+        /// The node running it.
+        node: NodeId,
+        /// The process.
+        pid: u64,
+        /// Its directory epoch when captured.
+        epoch: u64,
+        /// The checkpoint.
+        checkpoint: failover::Checkpoint,
+    },
+    /// `pid` ended on `node` and its restart policy starts it again there
+    /// (a new incarnation, fresh).
+    Restarted {
+        /// Where.
+        node: NodeId,
+        /// The process.
+        pid: u64,
+        /// How it ended.
+        why: String,
+        /// Unix ms, for display only.
+        now_ms: u64,
+    },
 }
 
 /// Who asks for a [`Command::Volume`].
@@ -941,6 +980,19 @@ impl ClusterState {
                 op,
             } => self.apply_volume(actor, owner, name, op),
             Command::Reincarnated { node, pids } => self.reincarnated(*node, pids),
+            Command::SetRestart { node, pid, spec } => self.set_restart(*node, *pid, spec),
+            Command::Checkpointed {
+                node,
+                pid,
+                epoch,
+                checkpoint,
+            } => self.checkpointed(*node, *pid, *epoch, checkpoint),
+            Command::Restarted {
+                node,
+                pid,
+                why,
+                now_ms,
+            } => self.restarted(*node, *pid, why, *now_ms),
             Command::LeaveGroup { owner, name, pid } => self
                 .names
                 .leave_group(owner, name, *pid)
@@ -972,13 +1024,17 @@ impl ClusterState {
                 silent_ms,
                 by,
                 now_ms,
-            } => self.node_verdict(*node, *epoch, true, *silent_ms, *by, *now_ms),
+            } => self
+                .node_verdict(*node, *epoch, true, *silent_ms, *by, *now_ms)
+                .inspect(|_| self.fail_over(*node, *now_ms)),
             Command::NodeAlive {
                 node,
                 epoch,
                 by,
                 now_ms,
-            } => self.node_verdict(*node, *epoch, false, 0, *by, *now_ms),
+            } => self
+                .node_verdict(*node, *epoch, false, 0, *by, *now_ms)
+                .inspect(|_| self.back_alive(*node)),
             Command::SetOwners { node, owners } => self.set_owners(*node, owners),
             Command::NameModule { name, hash, by } => self.name_module(name, hash, by),
             Command::UnnameModule { name, by } => self.unname_module(name, by),
@@ -1281,6 +1337,7 @@ impl ClusterState {
         }
         self.names.forget(gone);
         self.forget_owners(gone);
+        self.forget_recoverable(gone);
         let holders: Vec<u64> = gone
             .iter()
             .copied()

@@ -354,16 +354,134 @@ fn unknown_processes(
         .directory
         .iter()
         .filter(|(_, e)| e.node == node.id)
-        .map(|(pid, _)| ProcessSummary {
-            pid: Pid(*pid),
-            module: None,
-            module_names: Vec::new(),
-            started_at_unix_ms: None,
-            age_ms: None,
-            mailbox_len: None,
-            node: Some(node.name.clone()),
-            state: ProcessState::Unknown,
-            node_state: Some(reach.clone()),
+        .map(|(pid, _)| {
+            let lost = state
+                .failover
+                .lost
+                .get(pid)
+                .filter(|_| reach.state == NodeReachState::Dead)
+                .map(|why| format!("its node {} was declared dead and {why}", node.name));
+            ProcessSummary {
+                pid: Pid(*pid),
+                module: None,
+                module_names: Vec::new(),
+                started_at_unix_ms: None,
+                age_ms: None,
+                mailbox_len: None,
+                node: Some(node.name.clone()),
+                state: if lost.is_some() {
+                    ProcessState::Lost
+                } else {
+                    ProcessState::Unknown
+                },
+                node_state: Some(reach.clone()),
+                lost,
+                restart: None,
+            }
+        })
+        .collect()
+}
+
+/// What the cluster records of `pid`'s restart policy and checkpoint.
+fn restart_info(
+    state: &shoal_cluster::ClusterState,
+    pid: Pid,
+    now_ms: u64,
+) -> Option<crate::api::types::RestartInfo> {
+    let r = state.failover.recoverable.get(&pid.0)?;
+    let name = |id: &NodeId| {
+        state
+            .nodes
+            .get(id)
+            .map_or_else(|| id.to_string(), |n| n.name.clone())
+    };
+    Some(crate::api::types::RestartInfo {
+        policy: r.policy.mode.as_str().to_string(),
+        checkpoint_every_ms: r.policy.checkpoint_every_ms,
+        replicas: r.policy.replicas,
+        incarnation: r.incarnation,
+        checkpoint_seq: r.checkpoint.as_ref().map(|c| c.seq),
+        checkpoint_age_ms: r
+            .checkpoint
+            .as_ref()
+            .map(|c| now_ms.saturating_sub(c.taken_unix_ms)),
+        checkpoint_holders: r
+            .checkpoint
+            .as_ref()
+            .map(|c| c.holders.iter().map(name).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// The failover events, oldest first, as the API shows them.
+fn events(state: &shoal_cluster::ClusterState) -> Vec<crate::api::types::ProcessEvent> {
+    use shoal_cluster::state::failover::EventKind;
+    let name = |id: &NodeId| {
+        state
+            .nodes
+            .get(id)
+            .map_or_else(|| id.to_string(), |n| n.name.clone())
+    };
+    state
+        .failover
+        .events_after(None)
+        .map(|e| {
+            let mut v = crate::api::types::ProcessEvent {
+                seq: e.seq,
+                pid: Pid(e.pid),
+                at_unix_ms: e.at_unix_ms,
+                kind: String::new(),
+                node: String::new(),
+                to: None,
+                checkpoint_seq: None,
+                checkpoint_age_ms: None,
+                incarnation: None,
+                text: String::new(),
+            };
+            match &e.kind {
+                EventKind::Resumed {
+                    from,
+                    to,
+                    checkpoint_seq,
+                    checkpoint_age_ms,
+                    incarnation,
+                } => {
+                    v.kind = "resumed".into();
+                    v.node = name(from);
+                    v.to = Some(name(to));
+                    v.checkpoint_seq = *checkpoint_seq;
+                    v.checkpoint_age_ms = *checkpoint_age_ms;
+                    v.incarnation = Some(*incarnation);
+                    v.text = match (checkpoint_seq, checkpoint_age_ms) {
+                        (Some(seq), Some(age)) => format!(
+                            "node {} declared dead: resumed on {} from checkpoint {seq}, {age} ms old",
+                            name(from),
+                            name(to)
+                        ),
+                        _ => format!(
+                            "node {} declared dead: started fresh on {} (no checkpoint yet)",
+                            name(from),
+                            name(to)
+                        ),
+                    };
+                }
+                EventKind::Lost { node, why } => {
+                    v.kind = "lost".into();
+                    v.node = name(node);
+                    v.text = format!("node {} declared dead: lost, {why}", name(node));
+                }
+                EventKind::Restarted {
+                    node,
+                    incarnation,
+                    why,
+                } => {
+                    v.kind = "restarted".into();
+                    v.node = name(node);
+                    v.incarnation = Some(*incarnation);
+                    v.text = format!("restarted on {} after it {why}", name(node));
+                }
+            }
+            v
         })
         .collect()
 }
@@ -437,6 +555,13 @@ async fn all_processes(inner: &Inner) -> Result<Vec<ProcessSummary>, RemoteError
         }
     }
     out.sort_by_key(|p| p.pid);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for p in &mut out {
+        p.restart = restart_info(&state, p.pid, now_ms);
+    }
     Ok(out)
 }
 
@@ -634,6 +759,10 @@ async fn spawn(
         preemptible: req.preemptible,
         owner: Some(owner),
         volumes,
+        restart: req
+            .restart
+            .clone()
+            .filter(|p| p.mode != shoal_cluster::state::failover::RestartMode::Never),
     };
     let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());
     for id in chosen {
@@ -835,6 +964,18 @@ pub async fn route(
                 });
             }
             return json_reply(&all);
+        }
+        (&Method::GET, "/v1/events") => {
+            let state = inner.raft.state();
+            let mut list = events(&state);
+            if direct.role == Role::Client {
+                // A client sees its own processes' events only.
+                list.retain(|e| {
+                    inner.link.owners.claimed(e.pid).as_ref() == Some(&direct)
+                        || state.owners.get(&e.pid.0) == Some(&direct)
+                });
+            }
+            return json_reply(&list);
         }
         (&Method::POST, "/v1/processes") => {
             let r: SpawnRequest = read_json(req).await?;

@@ -20,9 +20,11 @@
 pub mod access;
 pub mod api;
 pub mod certs;
+pub mod checkpoints;
 pub mod cluster_api;
 pub mod credentials;
 pub mod dispatch;
+pub mod failover;
 pub mod join;
 pub mod link;
 pub mod local_api;

@@ -9,6 +9,7 @@
 //! | `POST /v1/peer/processes` | — | this node's `ProcessSummary` list |
 //! | `POST /v1/peer/kill` | pid (decimal) | `ExitReport` |
 //! | `POST /v1/peer/ended` | pid (decimal) | [`PeerEnded`]: does this node run it, or hold its final log |
+//! | `POST /v1/peer/checkpoint-pull` | [`crate::link::checkpoints::CheckpointPull`] | empty, once the copy is complete |
 //! | `POST /v1/peer/join` | a forwarded join (see [`super::join`]) | `JoinAnswer` |
 
 use super::encode_json;
@@ -20,8 +21,8 @@ use shoal_runtime::node::Node;
 use shoal_runtime::pid::Pid;
 
 pub use crate::link::paths::{
-    PATH_PEER_BLOB, PATH_PEER_ENDED, PATH_PEER_JOIN, PATH_PEER_KILL, PATH_PEER_PROCESSES,
-    PATH_PEER_SPAWN, PATH_PEER_VOLUME_PULL,
+    PATH_PEER_BLOB, PATH_PEER_CHECKPOINT_PULL, PATH_PEER_ENDED, PATH_PEER_JOIN, PATH_PEER_KILL,
+    PATH_PEER_PROCESSES, PATH_PEER_SPAWN, PATH_PEER_VOLUME_PULL,
 };
 
 pub use crate::link::spawn::{
@@ -97,6 +98,14 @@ pub async fn handle(
             let req: crate::link::volumes::PullRequest = serde_json::from_slice(&body)
                 .map_err(|e| RemoteError::new(400, format!("bad pull request: {e}")))?;
             link.pull_chunks(&req)
+                .await
+                .map_err(|e| RemoteError::new(409, e.to_string()))?;
+            Ok(bytes::Bytes::new())
+        }
+        PATH_PEER_CHECKPOINT_PULL => {
+            let req: crate::link::checkpoints::CheckpointPull = serde_json::from_slice(&body)
+                .map_err(|e| RemoteError::new(400, format!("bad checkpoint pull: {e}")))?;
+            link.pull_checkpoint(&req)
                 .await
                 .map_err(|e| RemoteError::new(409, e.to_string()))?;
             Ok(bytes::Bytes::new())

@@ -48,6 +48,8 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
             inner.raft.clone(),
         )),
         tokio::spawn(crate::lock_expiry::run(inner.clone())),
+        tokio::spawn(crate::checkpoints::run(inner.clone())),
+        tokio::spawn(crate::failover::run(inner.clone())),
         tokio::spawn(renew_certificate(inner)),
     ]
 }

@@ -479,6 +479,7 @@ async fn spawn(client: &Client, node: &str, args: &[String]) -> Result<Pid, Demo
         labels: Default::default(),
         preemptible: false,
         volumes: Vec::new(),
+        restart: None,
     };
     let started = client.spawn(&req).await.map_err(api(format!(
         "starting `migrant {}` on {node}",

@@ -611,6 +611,7 @@ async fn the_control_api_of_any_node_reaches_processes_on_every_node() {
             labels: Default::default(),
             preemptible: false,
             volumes: Vec::new(),
+            restart: None,
         })
         .await
         .unwrap();
@@ -805,6 +806,7 @@ async fn a_restore_on_a_node_without_the_module_fetches_it_from_the_cluster() {
                 files_max: None,
                 shared: None,
             }],
+            restart: None,
         })
         .await
         .expect("deploy");

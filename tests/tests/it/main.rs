@@ -14,6 +14,7 @@ mod calls;
 mod cluster;
 mod demo;
 mod drain;
+mod failover;
 mod foundation;
 mod kvcli;
 mod kvlocks;

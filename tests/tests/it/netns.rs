@@ -119,7 +119,7 @@ fn ps_entry(lab: &Lab, i: usize, pid: u64) -> Option<Value> {
 }
 
 #[test]
-fn a_killed_node_is_declared_dead_by_the_leader_ps_shows_its_processes_as_unknown_and_placement_avoids_it(
+fn a_killed_node_is_declared_dead_by_the_leader_ps_shows_its_processes_as_lost_and_placement_avoids_it(
 ) {
     let mut lab = lab3();
     let wasm = blocker(&lab);
@@ -153,8 +153,9 @@ fn a_killed_node_is_declared_dead_by_the_leader_ps_shows_its_processes_as_unknow
     assert_eq!(r["liveness_epoch"], 1);
     assert!(!is_dead(&row(&lab, 1, "n1")) && !is_dead(&row(&lab, 1, "n2")));
 
-    // `shoal ps` lists the dead node's process as unknown, at once (the
-    // dead node is not asked), and says so in JSON and on stderr.
+    // `shoal ps` lists the dead node's process as lost (its restart policy
+    // is the default, never), at once (the dead node is not asked), and
+    // says so in JSON and on stderr.
     let asked = Instant::now();
     let out = lab.cli(0, &["ps", "--json"]);
     let ps_took = asked.elapsed();
@@ -166,18 +167,24 @@ fn a_killed_node_is_declared_dead_by_the_leader_ps_shows_its_processes_as_unknow
         .iter()
         .find(|p| p["pid"].as_u64() == Some(pid))
         .unwrap_or_else(|| panic!("pid {pid} left out of ps: {list}"));
-    assert_eq!(p["state"], "unknown", "{p}");
+    assert_eq!(p["state"], "lost", "{p}");
+    assert!(
+        p["lost"]
+            .as_str()
+            .is_some_and(|w| w.contains("n3") && w.contains("restart policy is never")),
+        "{p}"
+    );
     assert_eq!(p["node"], "n3", "{p}");
     assert_eq!(p["node_state"]["state"], "dead", "{p}");
     assert!(p["module"].is_null(), "{p}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("n3") && err.contains("unknown"), "{err}");
+    assert!(err.contains("n3") && err.contains("lost"), "{err}");
     assert!(ps_took < Duration::from_secs(2), "ps took {ps_took:?}");
     let table = lab.cli_ok(1, &["ps"]);
     assert!(
         table
             .lines()
-            .any(|l| l.contains(&pid.to_string()) && l.contains("unknown (node dead)")),
+            .any(|l| l.contains(&pid.to_string()) && l.contains("lost (node dead)")),
         "{table}"
     );
 
@@ -220,7 +227,7 @@ fn a_partitioned_node_is_declared_dead_and_comes_back_alive_after_the_heal() {
     assert!(took >= DEAD_AFTER - Duration::from_millis(200), "{took:?}");
     assert!(took <= DEAD_AFTER + DETECTION_SLACK, "{took:?}");
     let p = ps_entry(&lab, 1, pid).expect("listed");
-    assert_eq!(p["state"], "unknown", "{p}");
+    assert_eq!(p["state"], "lost", "{p}");
     assert_eq!(p["node_state"]["state"], "dead", "{p}");
     // The cut-off node itself judges nobody: it shows no verdict of its own
     // making, and knows it has no current leader.

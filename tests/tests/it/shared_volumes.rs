@@ -70,6 +70,7 @@ async fn journal_with(
                     shared: Some(name.into()),
                 })
                 .collect(),
+            restart: None,
         })
         .await
         .unwrap_or_else(|e| panic!("deploy journal --volume {volume}:/shared: {e}"));
@@ -323,6 +324,7 @@ async fn a_moved_process_keeps_its_shared_files_and_quotas_hold() {
                 files_max: None,
                 shared: Some("nosuch".into()),
             }],
+            restart: None,
         })
         .await
         .expect_err("no such volume");
@@ -554,6 +556,7 @@ async fn a_shared_volume_belongs_to_its_creator() {
                 files_max: None,
                 shared: Some("docs".into()),
             }],
+            restart: None,
         })
         .await
         .expect_err("bob mounting docs");

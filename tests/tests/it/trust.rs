@@ -235,6 +235,7 @@ async fn grants_are_recorded_in_raft_with_who_made_them() {
             labels: Default::default(),
             preemptible: false,
             volumes: Vec::new(),
+            restart: None,
         })
         .await
         .expect("deployed");
@@ -389,6 +390,7 @@ async fn a_huge_deploy_count_is_refused_before_anything_is_allocated() {
         labels: Default::default(),
         preemptible: false,
         volumes: Vec::new(),
+        restart: None,
     };
     let e = carol
         .spawn(&req(u32::MAX))

@@ -54,6 +54,7 @@ async fn deploy_journal(c: &TestCluster, on: usize, volume: VolumeRequest) -> Pi
             labels: Default::default(),
             preemptible: false,
             volumes: vec![volume],
+            restart: None,
         })
         .await
         .expect("deploy journal --volume /data");
@@ -358,6 +359,7 @@ async fn malformed_volume_requests_are_refused() {
                     files_max: None,
                     shared: None,
                 }],
+                restart: None,
             })
             .await;
         assert!(r.is_err(), "volume {guest:?} {bytes_max:?} was accepted");

@@ -246,6 +246,35 @@ pub enum Refusal {
     /// A `Once` envelope inside another.
     #[error("a write envelope inside a write envelope")]
     NestedOnce,
+    /// A restart policy outside its bounds ([`super::failover`]).
+    #[error(
+        "a checkpoint interval is {min} to {max} ms and replicas 1 to {replicas_max} (got {checkpoint_every_ms} ms, {replicas})",
+        min = super::failover::CHECKPOINT_EVERY_MS_MIN,
+        max = super::failover::CHECKPOINT_EVERY_MS_MAX,
+        replicas_max = super::failover::REPLICAS_MAX
+    )]
+    BadRestart {
+        /// The interval asked, ms.
+        checkpoint_every_ms: u64,
+        /// The replicas asked.
+        replicas: u8,
+    },
+    /// Process arguments over their bounds.
+    #[error("process arguments are at most {args_max} and {bytes_max} bytes in all", args_max = super::failover::ARGS_MAX, bytes_max = super::failover::ARGS_BYTES_MAX)]
+    ArgsTooLarge,
+    /// A checkpoint or restart of a process with no restart policy.
+    #[error("process {pid} has no restart policy")]
+    NotRecoverable {
+        /// The process.
+        pid: u64,
+    },
+    /// A checkpoint record that is not newer than the last, or names
+    /// holders that are not live members (the taker first).
+    #[error("a stale or malformed checkpoint of process {pid}")]
+    BadCheckpoint {
+        /// The process.
+        pid: u64,
+    },
     /// A process-name or group command refused ([`crate::names`]).
     #[error(transparent)]
     Name(#[from] NameRefusal),
@@ -298,12 +327,16 @@ impl Refusal {
             | PidNotInBlock { .. }
             | NestedOnce
             | OwnerIdTooLong { .. }
+            | BadRestart { .. }
+            | ArgsTooLarge
+            | BadCheckpoint { .. }
             | BadIdentity { .. }
             | GrantTooLarge { .. } => RefusalKind::Invalid,
             NoNode { .. }
             | NodeRemoved { .. }
             | PidNotLive { .. }
             | NoModule { .. }
+            | NotRecoverable { .. }
             | NoProcessName { .. } => RefusalKind::NotFound,
             NodeIdsExhausted | PidSpaceExhausted | EpochOverflow | RevocationsFull(_) => {
                 RefusalKind::Exhausted

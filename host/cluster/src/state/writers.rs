@@ -149,7 +149,10 @@ impl ClusterState {
             | Command::Kv { pid, .. }
             | Command::KvBatch { pid, .. }
             | Command::Lock { pid, .. } => runs_here(*pid),
-            Command::Reincarnated { node, .. } => own(*node),
+            Command::Reincarnated { node, .. }
+            | Command::SetRestart { node, .. }
+            | Command::Checkpointed { node, .. }
+            | Command::Restarted { node, .. } => own(*node),
             Command::Volume {
                 actor: super::VolumeActor::Process { pid },
                 ..
@@ -240,6 +243,9 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::NameModule { .. } => "NameModule",
         Command::UnnameModule { .. } => "UnnameModule",
         Command::Volume { .. } => "Volume",
+        Command::SetRestart { .. } => "SetRestart",
+        Command::Checkpointed { .. } => "Checkpointed",
+        Command::Restarted { .. } => "Restarted",
     }
 }
 

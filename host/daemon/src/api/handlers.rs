@@ -229,6 +229,8 @@ pub async fn processes(node: &Node) -> Result<Vec<ProcessSummary>, ApiError> {
             node: None,
             state: Default::default(),
             node_state: None,
+            lost: None,
+            restart: None,
         })
         .collect())
 }

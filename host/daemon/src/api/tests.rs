@@ -253,6 +253,7 @@ async fn routes_refuse_clearly() {
             labels: Default::default(),
             preemptible: false,
             volumes: Vec::new(),
+            restart: None,
         })
         .await
         .unwrap_err();

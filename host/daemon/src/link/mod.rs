@@ -16,6 +16,7 @@
 //!   is fetched from a node the module index says holds it and checked
 //!   against its sha256 before use.
 
+pub mod checkpoints;
 pub mod paths;
 pub mod spawn;
 pub mod volumes;
@@ -787,6 +788,7 @@ impl ClusterLink for Link {
             // The child is its parent's owner's, wherever it runs.
             owner: Some(self.owner_of(parent)),
             volumes: Vec::new(),
+            restart: None,
         };
         match self.spawn_at(chosen, &request).await {
             Ok(s) => Ok(s.pid),

@@ -16,3 +16,5 @@ pub const PATH_PEER_KILL: &str = "/v1/peer/kill";
 pub const PATH_PEER_ENDED: &str = "/v1/peer/ended";
 /// A join forwarded to the node holding the CA.
 pub const PATH_PEER_JOIN: &str = "/v1/peer/join";
+/// Keep a complete copy of a checkpoint, fetched from the asking node.
+pub const PATH_PEER_CHECKPOINT_PULL: &str = "/v1/peer/checkpoint-pull";

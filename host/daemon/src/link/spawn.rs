@@ -37,6 +37,10 @@ pub struct PeerSpawnRequest {
     /// Private volumes, with their quotas (checked again here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<shoal_runtime::volume::VolumeMount>,
+    /// Its restart policy (`shoal deploy --restart`): recorded by this
+    /// node, which runs it, before the spawn is answered. `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<shoal_cluster::state::failover::RestartPolicy>,
 }
 
 /// A started process.
@@ -136,8 +140,31 @@ pub async fn spawn_here(
     if let Some(owner) = &req.owner {
         link.owners.claim(pid, owner.clone());
     }
+    let memory_bytes_max = spec
+        .memory_bytes_max
+        .unwrap_or(node.config().process_memory_bytes_max);
     match node.spawn_as(spec, pid).await {
-        Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
+        Ok(pid) => {
+            if let Some(policy) = &req.restart {
+                if let Err(why) = link
+                    .record_restart(
+                        pid,
+                        policy,
+                        hash,
+                        &req.args,
+                        memory_bytes_max,
+                        req.preemptible,
+                    )
+                    .await
+                {
+                    // A process whose policy is not on record would not come
+                    // back as asked: it does not run.
+                    let _ = node.kill(pid);
+                    return Err(SpawnRefusal::Failed { why });
+                }
+            }
+            Ok(PeerSpawned { pid, module: hash })
+        }
         Err(e) => {
             link.owners.unclaim(pid);
             match e {

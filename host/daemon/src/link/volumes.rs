@@ -116,7 +116,7 @@ pub fn stat_of(e: &VolEntry) -> SharedStat {
 /// The members a volume's chunks may be replicated to, beside `me`: live
 /// (not declared dead), not removed, in id order starting after `me` (so
 /// writers on different nodes spread their copies).
-fn replica_candidates(state: &ClusterState, me: NodeId) -> Vec<(NodeId, String)> {
+pub(super) fn replica_candidates(state: &ClusterState, me: NodeId) -> Vec<(NodeId, String)> {
     let mut nodes: Vec<(NodeId, String)> = state
         .nodes
         .values()

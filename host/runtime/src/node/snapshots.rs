@@ -185,6 +185,45 @@ impl Node {
         Ok(copy)
     }
 
+    /// Resume a process from its checkpoint `id` after the death of the
+    /// node it ran on (a failover): under its own pid, which the cluster's
+    /// directory already places here, continuing inside the call it was
+    /// captured in, with `grants` (what the cluster recorded for it, never
+    /// what the snapshot says). Its monitors, its callers and the call it
+    /// waits on stay as captured: the same pid goes on, so their answers
+    /// and DOWNs reach it. A process of that pid already running here is
+    /// refused.
+    pub async fn resume_checkpoint(
+        &self,
+        id: &Sha256,
+        pid: Pid,
+        grants: &crate::grants::Grants,
+    ) -> Result<Pid, NodeError> {
+        let registry = self.registry().clone();
+        let id = *id;
+        let memory_max = self.config().engine.memory_bytes_max;
+        let (manifest, image) =
+            tokio::task::spawn_blocking(move || load(&registry, &id, memory_max))
+                .await
+                .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
+        if manifest.pid != pid.0 {
+            return Err(NodeError::Snapshot(SnapshotFormatError::BadHeader(
+                format!("checkpoint {id} is of process {}, not {pid}", manifest.pid),
+            )));
+        }
+        let spec = crate::grants::spec_for(manifest.module, &image, grants)?;
+        let memory_max = spec
+            .memory_bytes_max
+            .unwrap_or(self.config().process_memory_bytes_max)
+            .min(self.config().engine.memory_bytes_max);
+        crate::grants::check_image(&image, memory_max, spec.preopens())?;
+        let resumed = self
+            .restore_with_spec(manifest.module, image, spec, Some(pid))
+            .await?;
+        self.set_last_snapshot(resumed, id);
+        Ok(resumed)
+    }
+
     /// Ask `target` to be watched by `watcher` under `reference` (a monitor
     /// `watcher` already records). If `target` is gone, `watcher` gets its
     /// DOWN `noproc` at once, as from `monitor`; if the way to it is full,

@@ -1,10 +1,11 @@
 //! `shoal deploy`: send a module to the running node and start processes.
 
 use super::remote::{block_on, parse_env, Target};
-use super::units::parse_bytes;
+use super::units::{parse_bytes, parse_duration};
 use anyhow::Context;
 use clap::Args;
 use shoal_api::types::SpawnRequest;
+use shoal_cluster::state::failover::{RestartMode, RestartPolicy};
 use std::path::Path;
 
 /// Arguments of `shoal deploy`.
@@ -18,7 +19,9 @@ use std::path::Path;
   shoal deploy app.wasm --node node-b          on node-b
   shoal deploy app.wasm --label zone=eu        on a node labelled zone=eu
   shoal deploy app.wasm --volume /data         a private volume at /data that moves with it
-  shoal deploy app.wasm --volume /data --volume-bytes-max 64MiB")]
+  shoal deploy app.wasm --volume /data --volume-bytes-max 64MiB
+  shoal deploy app.wasm --restart on-failure   resumes elsewhere if its node dies
+  shoal deploy app.wasm --restart always --checkpoint-every 500ms --replicas 2")]
 pub struct DeployArgs {
     /// The module: a .wasm (or .wat) file, sent to the node; or, if no such
     /// file exists, a name or sha256 already in the node's registry.
@@ -85,6 +88,26 @@ pub struct DeployArgs {
     /// it, creating one fails with EDQUOT.
     #[arg(long, value_name = "N", requires = "volumes")]
     volume_files_max: Option<u64>,
+
+    /// When the processes come back: `never` (the default: nothing is
+    /// checkpointed, so nothing is spent; a process whose node dies is
+    /// shown `lost`), `on-failure` (after the loss of its node it resumes
+    /// on a survivor from its latest replicated checkpoint, under its pid),
+    /// or `always`. Resumption is at-least-once for now: what the process
+    /// did after its checkpoint it does again (see README, "Failover").
+    #[arg(long, value_name = "POLICY", default_value = "never")]
+    restart: RestartMode,
+
+    /// How often a process with a restart policy is checkpointed, e.g.
+    /// 500ms or 2s. What it did since its latest checkpoint is what it
+    /// repeats after a failover.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    checkpoint_every: std::time::Duration,
+
+    /// On how many other nodes each checkpoint is kept (1 to 7).
+    #[arg(long, value_name = "R", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=7))]
+    replicas: u8,
 
     /// Print JSON instead of text.
     #[arg(long)]
@@ -174,6 +197,11 @@ pub fn deploy(args: DeployArgs, target: &Target) -> anyhow::Result<i32> {
                     }
                 })
                 .collect(),
+            restart: (args.restart != RestartMode::Never).then_some(RestartPolicy {
+                mode: args.restart,
+                checkpoint_every_ms: args.checkpoint_every.as_millis() as u64,
+                replicas: args.replicas,
+            }),
         };
         let spawned = client
             .spawn(&req)

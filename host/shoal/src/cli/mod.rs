@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod drain;
+mod events;
 mod inspect;
 mod kill;
 mod kv;
@@ -124,6 +125,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// List the running node's live processes.
     Ps(ps::PsArgs),
+    /// What failover did: processes resumed on another node after the
+    /// death of theirs (from which checkpoint, how old), lost, restarted.
+    Events(events::EventsArgs),
     /// Print a process's output (stdout, stderr and log lines) from the
     /// running node; with -f, keep following it until the process exits.
     Logs(logs::LogsArgs),
@@ -193,6 +197,7 @@ fn talks_to_node(command: &Command, matches: &clap::ArgMatches) -> bool {
     match command {
         Command::Deploy(_)
         | Command::Ps(_)
+        | Command::Events(_)
         | Command::Logs(_)
         | Command::Kill(_)
         | Command::Migrate(_)
@@ -293,6 +298,7 @@ pub fn main() -> i32 {
         Command::Node(args) => daemon::node(args, &target),
         Command::Deploy(args) => deploy::deploy(args, &target),
         Command::Ps(args) => ps::ps(args, &target),
+        Command::Events(args) => events::events(args, &target),
         Command::Logs(args) => logs::logs(args, &target),
         Command::Kill(args) => kill::kill(args, &target),
         Command::Migrate(args) => migrate::migrate(args, &target),

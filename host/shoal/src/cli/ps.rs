@@ -16,10 +16,15 @@ Columns: PID, NODE, STATE, MODULE (short hash and registry names), AGE
 A process whose node cannot be asked (declared dead by the cluster's
 failure detector, or not answering) is still listed, with STATE `unknown`
 and `?` for what only its node knows; a warning on stderr names the node
-and what is known of it.")]
+and what is known of it. A process of a dead node that does not come back
+(its restart policy is `never`, the default) is `lost`; one deployed with
+`--restart on-failure|always` resumes on another node (see `shoal
+events`).")]
 pub struct PsArgs {
     /// Print JSON instead of a table: a list of {pid, node, state
-    /// (running|unknown), node_state (for unknown ones: {state dead|unreachable,
+    /// (running|unknown|lost), lost (why), restart ({policy,
+    /// checkpoint_every_ms, replicas, incarnation, checkpoint_seq,
+    /// checkpoint_age_ms, checkpoint_holders}), node_state (for unknown ones: {state dead|unreachable,
     /// liveness_epoch, dead_since_unix_ms, detail}), module, module_names,
     /// started_at_unix_ms, age_ms, mailbox_len}.
     #[arg(long)]
@@ -53,6 +58,7 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
                     "unknown (node dead)".to_string()
                 }
                 (ProcessState::Unknown, _) => "unknown (node unreachable)".to_string(),
+                (ProcessState::Lost, _) => "lost (node dead)".to_string(),
             };
             [
                 p.pid.to_string(),
@@ -70,18 +76,28 @@ pub fn ps(args: PsArgs, target: &Target) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// One stderr line per node whose processes are shown as unknown.
+/// One stderr line per node whose processes are shown as unknown or lost.
 fn warn_unknown(list: &[ProcessSummary]) {
     let mut seen = std::collections::BTreeMap::new();
-    for p in list.iter().filter(|p| p.state == ProcessState::Unknown) {
+    for p in list
+        .iter()
+        .filter(|p| matches!(p.state, ProcessState::Unknown | ProcessState::Lost))
+    {
         let node = p.node.clone().unwrap_or_default();
-        let entry = seen.entry(node).or_insert((0usize, p.node_state.clone()));
+        let shown = if p.state == ProcessState::Lost {
+            "lost"
+        } else {
+            "unknown"
+        };
+        let entry = seen
+            .entry((node, shown))
+            .or_insert((0usize, p.node_state.clone()));
         entry.0 += 1;
     }
-    for (node, (count, reach)) in seen {
+    for ((node, shown), (count, reach)) in seen {
         let detail = reach.map(|r| r.detail).unwrap_or_default();
         eprintln!(
-            "warning: {count} process(es) on node {node} shown as unknown: {}",
+            "warning: {count} process(es) on node {node} shown as {shown}: {}",
             detail
                 .chars()
                 .map(|c| if c.is_control() { '?' } else { c })
