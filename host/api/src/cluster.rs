@@ -353,3 +353,26 @@ impl DrainStatus {
         self.state == DrainState::Done && self.failed.is_empty() && self.remaining.is_empty()
     }
 }
+
+/// `POST /v1/node/stop` body: stop the node that answers (`shoal node
+/// stop`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// Kill its processes instead of moving them to other nodes first.
+    #[serde(default)]
+    pub kill: bool,
+    /// Give the drain this long (default: the node's `--stop-deadline`).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// `POST /v1/node/stop` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAccepted {
+    /// The node stops.
+    pub stopping: bool,
+    /// A stop was asked before (this one changes nothing).
+    pub already: bool,
+    /// Processes it ran when asked.
+    pub processes: usize,
+}

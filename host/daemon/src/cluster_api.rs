@@ -12,6 +12,8 @@
 //! | POST | `/v1/ca/takeover` | admin | `shoal_api::cluster::CaTakeover`: this node, holding the restored CA key, is the CA node ([`crate::certs`]) |
 //! | POST | `/v1/certs/revoke` | admin | `shoal_api::cluster::Revoked`: every certificate of the identity revoked, cluster-wide ([`crate::certs`]) |
 //! | POST | `/v1/cluster/members` | node (itself) | `{}`: made a voter by joint consensus |
+//! | POST | `/v1/node/stop` | admin | `{stopping, already, processes}`: this node drains (or, `kill`, kills) its processes and exits ([`crate::stop`]) |
+//! | GET | `/v1/events` | any | failover events (`resumed`, `lost`, `restarted`): a client's own processes' only |
 //! | GET | `/v1/processes` | any | every node's processes, each with its node |
 //! | POST | `/v1/processes` | any | placed by the scheduler (`node`, `labels`) |
 //! | DELETE | `/v1/processes/{pid}` | any | forwarded to the pid's node |
@@ -874,8 +876,22 @@ async fn kill(inner: &Inner, pid: Pid) -> Result<ExitReport, RemoteError> {
                 .map_err(|e| from_net(e, &format!("node {id}")))?;
             serde_json::from_slice(&b).map_err(|e| RemoteError::new(502, e.to_string()))
         }
-        _ => Ok(handlers::kill(&inner.node, pid).await?),
+        _ => {
+            if inner.link.cancel_restart(pid) {
+                return Ok(killed_while_waiting(pid));
+            }
+            Ok(handlers::kill(&inner.node, pid).await?)
+        }
     }
+}
+
+/// What a kill of a process waiting for its restart reports: it was
+/// killed (and will not be restarted).
+pub(crate) fn killed_while_waiting(pid: Pid) -> ExitReport {
+    ExitReport::from(&shoal_runtime::ExitStatus {
+        pid,
+        reason: shoal_abi::process::ExitReason::Killed,
+    })
 }
 
 /// `/v1/processes/{pid}...` → the pid.
@@ -964,6 +980,16 @@ pub async fn route(
                 });
             }
             return json_reply(&all);
+        }
+        (&Method::POST, "/v1/node/stop") => {
+            admin("stopping a node")?;
+            let r: crate::stop::StopRequest = read_json(req).await?;
+            let accepted = inner.stop.request(r);
+            return json_reply(&crate::stop::StopAccepted {
+                stopping: true,
+                already: !accepted,
+                processes: inner.node.processes().len(),
+            });
         }
         (&Method::GET, "/v1/events") => {
             let state = inner.raft.state();

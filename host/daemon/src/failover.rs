@@ -11,6 +11,12 @@
 //!   latest complete checkpoint (fetching what it lacks from the holders),
 //!   under its own pid, with the grants the cluster recorded for it — or
 //!   started fresh from its module and arguments if it had no checkpoint.
+//! - **restart**: a process that ended here and whose policy starts it
+//!   again (`on-failure` after a trap or a non-zero exit, `always` after
+//!   any end but a kill, a snapshot `--stop` or a move) is started fresh
+//!   under its pid after its backoff ([`crate::link::checkpoints::Restarts`]),
+//!   as a new incarnation (`Command::Restarted`): its checkpoint would only
+//!   trap again.
 //! - **fence**: when this node applies a `NodeDead` verdict about itself
 //!   (it was cut off and comes back), every process it runs that the
 //!   directory now places elsewhere is killed at once: that pid resumed
@@ -41,18 +47,78 @@ pub async fn run(inner: Arc<Inner>) {
     loop {
         let state = inner.raft.state();
         resume_mine(&inner, &state, &mut tried).await;
-        match tokio::time::timeout(SWEEP, verdicts.recv()).await {
-            Ok(Ok(change)) if change.dead && change.node == inner.me => {
-                fence_replaced(&inner, &inner.raft.state());
-            }
-            Ok(Err(RecvError::Lagged(_))) => {
-                let state = inner.raft.state();
-                if state.node_dead(inner.me).is_some() {
-                    fence_replaced(&inner, &state);
+        let (due, next) = inner.link.restarts.take_due();
+        for (pid, why) in due {
+            restart(&inner, Pid(pid), &why).await;
+        }
+        let wait = next.map_or(SWEEP, |at| {
+            at.saturating_duration_since(Instant::now()).min(SWEEP)
+        });
+        tokio::select! {
+            verdict = verdicts.recv() => match verdict {
+                Ok(change) if change.dead && change.node == inner.me => {
+                    fence_replaced(&inner, &inner.raft.state());
                 }
-            }
-            Ok(Err(RecvError::Closed)) => return,
-            _ => {}
+                Err(RecvError::Lagged(_)) => {
+                    let state = inner.raft.state();
+                    if state.node_dead(inner.me).is_some() {
+                        fence_replaced(&inner, &state);
+                    }
+                }
+                Err(RecvError::Closed) => return,
+                _ => {}
+            },
+            _ = inner.link.restarts.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Start `pid`, which ended here (`why`), again, fresh, as its policy asks.
+async fn restart(inner: &Arc<Inner>, pid: Pid, why: &str) {
+    use shoal_runtime::node::ClusterLink;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let cmd = shoal_cluster::Command::Restarted {
+        node: inner.me,
+        pid: pid.0,
+        why: why.to_string(),
+        now_ms,
+    };
+    match inner.raft.write(cmd).await {
+        Ok(shoal_cluster::CommandResult::Refused(refusal)) => {
+            // No longer ours to restart (its policy or entry is gone):
+            // its end is written as for any process.
+            tracing::info!("process {pid} is not restarted: {refusal}");
+            inner.link.process_exited(pid, None);
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("cannot record the restart of process {pid}: {e}; trying again");
+            inner.link.restarts.push(pid.0, why.to_string());
+            return;
+        }
+    }
+    let state = inner.raft.state();
+    let Some(record) = state.failover.recoverable.get(&pid.0).cloned() else {
+        inner.link.process_exited(pid, None);
+        return;
+    };
+    drop(state);
+    match start_fresh(inner, pid, &record).await {
+        Ok(()) => tracing::info!(
+            "process {pid} restarted after it {why} (incarnation {})",
+            record.incarnation
+        ),
+        Err(e) => {
+            tracing::warn!("cannot restart process {pid}: {e}; trying again after a backoff");
+            inner
+                .link
+                .restarts
+                .push(pid.0, format!("failed to restart: {e}"));
         }
     }
 }
@@ -143,9 +209,9 @@ async fn resume_mine(
 
 /// Start `pid` here from its checkpoint, or fresh. Says which.
 async fn resume(inner: &Arc<Inner>, pid: Pid, record: &Recoverable) -> Result<String, String> {
-    let grants = crate::records::grants::recorded(&inner.raft, &inner.node, pid)
-        .map_err(|e| e.to_string())?;
     if let Some(c) = &record.checkpoint {
+        let grants = crate::records::grants::recorded(&inner.raft, &inner.node, pid)
+            .map_err(|e| e.to_string())?;
         let id: Sha256 = c
             .snapshot
             .parse()
@@ -162,6 +228,15 @@ async fn resume(inner: &Arc<Inner>, pid: Pid, record: &Recoverable) -> Result<St
             .map_err(|e| e.to_string())?;
         return Ok(format!("from checkpoint {}", c.seq));
     }
+    start_fresh(inner, pid, record).await?;
+    Ok("fresh (it had no checkpoint yet)".into())
+}
+
+/// Start `pid` here from its module and arguments, with the grants the
+/// cluster recorded for it.
+async fn start_fresh(inner: &Arc<Inner>, pid: Pid, record: &Recoverable) -> Result<(), String> {
+    let grants = crate::records::grants::recorded(&inner.raft, &inner.node, pid)
+        .map_err(|e| e.to_string())?;
     let module: Sha256 = record
         .module
         .parse()
@@ -189,5 +264,5 @@ async fn resume(inner: &Arc<Inner>, pid: Pid, record: &Recoverable) -> Result<St
         .spawn_as(spec, pid)
         .await
         .map_err(|e| e.to_string())?;
-    Ok("fresh (it had no checkpoint yet)".into())
+    Ok(())
 }

@@ -35,6 +35,7 @@ pub mod node_down;
 pub mod peer_api;
 pub mod proxy;
 pub mod records;
+pub mod stop;
 pub mod tasks;
 pub mod transport;
 pub mod volumes_api;
@@ -188,6 +189,8 @@ pub struct Inner {
     pub lock_delay: Duration,
     /// What migrations, drains and rebalancing run on.
     pub migration: Arc<crate::migrate::Ctx>,
+    /// A stop asked over the API (`shoal node stop`).
+    pub stop: stop::StopSignal,
 }
 
 /// A running node daemon.
@@ -396,6 +399,7 @@ impl Daemon {
             heartbeat_interval: config.heartbeat_interval,
             lock_delay: config.lock_delay,
             migration,
+            stop: Default::default(),
         });
         let server_tls =
             shoal_pki::tls::server_config_live(&live, &trust, shoal_pki::tls::CONTROL_API, true)?;

@@ -117,6 +117,9 @@ pub async fn handle(
                 .trim()
                 .parse()
                 .map_err(|_| RemoteError::new(400, format!("bad pid {text:?}")))?;
+            if link.cancel_restart(pid) {
+                return encode_json(&crate::cluster_api::killed_while_waiting(pid));
+            }
             encode_json(&handlers::kill(node, pid).await?)
         }
         PATH_PEER_ENDED => {

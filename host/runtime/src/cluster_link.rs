@@ -111,8 +111,9 @@ pub trait ClusterLink: KvLocks + SharedFiles + Send + Sync + 'static {
     /// `spawn` started it (its owner is the child's), `None` for processes
     /// the node's operator or API started.
     fn process_started(&self, pid: Pid, parent: Option<Pid>);
-    /// A process on this node ended.
-    fn process_exited(&self, pid: Pid);
+    /// A process on this node ended, for `reason` (`None`: its mailbox
+    /// went away without an exit status, e.g. a host-side mailbox).
+    fn process_exited(&self, pid: Pid, reason: Option<&shoal_abi::process::ExitReason>);
     /// This node's id in the cluster (the origin of messages it sends).
     fn node_id(&self) -> u64;
     /// Give process `pid` the name `name` in its owner's namespace (held in

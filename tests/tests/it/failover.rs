@@ -211,3 +211,181 @@ fn a_process_with_restart_never_is_shown_lost_when_its_node_dies() {
         "{events}"
     );
 }
+
+/// A module that prints `started` and exits with the code it is given as
+/// its first argument's length (no argument: 0).
+const EXITER_WAT: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "started\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+    ;; argc at 200, argv buffer size at 204: exit with (buffer size - argc*0)
+    ;; minus the length of argv[0] + 1, i.e. the bytes of the other args.
+    (drop (call $sizes (i32.const 200) (i32.const 204)))
+    (call $exit (i32.sub (i32.load (i32.const 204)) (i32.const 7)))))
+"#;
+
+/// The events of `pid`, oldest first.
+fn events_of(lab: &Lab, i: usize, pid: u64) -> Vec<Value> {
+    let events = lab.cli_json(i, &["events", "--json"]);
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["pid"].as_u64() == Some(pid))
+        .cloned()
+        .collect()
+}
+
+/// `--restart on-failure`: a process that exits non-zero is started again,
+/// fresh, under its pid, as a new incarnation, after a growing backoff;
+/// one that exits 0 is not. `--restart always` restarts a clean exit too.
+/// A kill stops the restarts.
+#[test]
+fn a_failing_process_restarts_fresh_with_backoff_until_killed() {
+    let lab = lab3();
+    let wasm = wat::parse_str(EXITER_WAT).unwrap();
+    // argv[0] is the module name given to deploy: "exiter" (6 bytes + NUL).
+    let path = lab.file("exiter", &wasm);
+    let path = path.to_str().unwrap();
+    lab.cli_ok(0, &["deploy", path, "--name", "exiter"]);
+    // argv[1] = "xx": exits with 3 (two bytes and a NUL).
+    let (failing, _) = deploy(
+        &lab,
+        0,
+        &[
+            "exiter",
+            "--node",
+            "n2",
+            "--restart",
+            "on-failure",
+            "--",
+            "xx",
+        ],
+    )[0]
+    .clone();
+    let (clean, _) = deploy(
+        &lab,
+        0,
+        &["exiter", "--node", "n2", "--restart", "on-failure"],
+    )[0]
+    .clone();
+    let (always, _) =
+        deploy(&lab, 0, &["exiter", "--node", "n2", "--restart", "always"])[0].clone();
+    wait_for("three restarts of the failing process", SETTLE, || {
+        events_of(&lab, 0, failing).len() >= 3
+    });
+    wait_for("two restarts of the always process", SETTLE, || {
+        events_of(&lab, 0, always).len() >= 2
+    });
+    let ev = events_of(&lab, 1, failing);
+    for (n, e) in ev.iter().enumerate() {
+        assert_eq!(e["kind"], "restarted", "{e}");
+        assert_eq!(e["node"], "n2", "{e}");
+        assert_eq!(e["incarnation"].as_u64(), Some(n as u64 + 1), "{e}");
+        assert!(e["text"].as_str().unwrap().contains("code 3"), "{e}");
+    }
+    // The backoff grows: 100 ms, 200 ms, 400 ms ... between restarts.
+    let at: Vec<u64> = ev
+        .iter()
+        .map(|e| e["at_unix_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        at[2] - at[1] >= at[1] - at[0],
+        "the backoff did not grow: {at:?}"
+    );
+    // A clean exit is not a failure: gone, no event.
+    wait_for("the clean process to be gone", SETTLE, || {
+        ps_entry(&lab, 0, clean).is_none()
+    });
+    assert!(events_of(&lab, 0, clean).is_empty());
+    // A kill ends the restarts (whether it is running or waiting).
+    lab.cli_ok(0, &["kill", &failing.to_string()]);
+    wait_for("the killed process to be gone", SETTLE, || {
+        ps_entry(&lab, 0, failing).is_none()
+    });
+    let after_kill = events_of(&lab, 0, failing).len();
+    // Its backoff is at most a few seconds by now: an `always` process
+    // restarting twice more is proof enough that time has passed.
+    let always_before = events_of(&lab, 0, always).len();
+    wait_for("two more restarts of the always process", SETTLE, || {
+        events_of(&lab, 0, always).len() >= always_before + 2
+    });
+    assert_eq!(events_of(&lab, 0, failing).len(), after_kill);
+    lab.cli_ok(0, &["kill", &always.to_string()]);
+}
+
+/// A graceful stop: `shoal node stop` on n3 and SIGTERM to n2 each move
+/// the node's process to another node by live migration (it goes on
+/// printing where it lands, every line once) before the node exits;
+/// `shoal node stop --kill` kills instead.
+#[test]
+fn a_graceful_stop_drains_the_node_and_kill_does_not() {
+    let mut lab = lab3();
+    let deploy_on = |lab: &Lab, node: &str| {
+        deploy(
+            lab,
+            0,
+            &[shoal_tests::MIGRANT, "--node", node, "--", "print", "1"],
+        )[0]
+        .0
+    };
+    let printed = |lab: &Lab, pid: u64| lines(&lab.cli_ok(0, &["logs", &pid.to_string()]));
+    let on_n3 = deploy_on(&lab, "n3");
+    let on_n2 = deploy_on(&lab, "n2");
+    for pid in [on_n3, on_n2] {
+        wait_for("the process to print", SETTLE, || {
+            printed(&lab, pid).len() >= 20
+        });
+    }
+
+    // `shoal node stop` on n3's data dir: it returns once n3 has gone.
+    let out = lab.cli(2, &["node", "stop"]);
+    assert!(
+        out.status.success(),
+        "node stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("n3's process to exit", SETTLE, || lab.exited(2));
+    let p = ps_entry(&lab, 0, on_n3).expect("still listed");
+    assert_eq!(p["state"], "running", "{p}");
+    assert!(p["node"] == "n1" || p["node"] == "n2", "{p}");
+
+    // SIGTERM to n2: the same. (Its own process and the one from n3, if it
+    // landed there, go to n1: the only node left.)
+    lab.terminate(1);
+    wait_for("n2's process to exit", SETTLE, || lab.exited(1));
+    for pid in [on_n3, on_n2] {
+        let p = ps_entry(&lab, 0, pid).expect("still listed");
+        assert_eq!(p["node"], "n1", "{p}");
+        let before = printed(&lab, pid).len();
+        wait_for("it to go on printing on n1", SETTLE, || {
+            printed(&lab, pid).len() >= before + 20
+        });
+        let all = printed(&lab, pid);
+        for (i, n) in all.iter().enumerate() {
+            assert_eq!(*n, i as u64 + 1, "process {pid}: a line lost or repeated");
+        }
+    }
+
+    // `--kill`: no drain (there is nowhere left to go anyway, but it does
+    // not even try): n1 exits and its processes are gone with it.
+    let out = lab.cli(0, &["node", "stop", "--kill"]);
+    assert!(
+        out.status.success(),
+        "node stop --kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("n1's process to exit", SETTLE, || lab.exited(0));
+    assert!(
+        lab.log(0).contains("stopping, killing 2 process(es)"),
+        "{}",
+        lab.log(0)
+    );
+}

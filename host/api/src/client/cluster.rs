@@ -181,6 +181,16 @@ impl Client {
 const MIGRATE_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Client {
+    /// `POST /v1/node/stop`: stop the node this client talks to, after
+    /// moving its processes away unless `req.kill` (admin only).
+    pub async fn stop_node(
+        &self,
+        req: &crate::cluster::StopRequest,
+    ) -> Result<crate::cluster::StopAccepted, ClientError> {
+        self.call_json(Method::POST, "/v1/node/stop", req, CLUSTER_CALL_TIMEOUT)
+            .await
+    }
+
     /// `POST /v1/nodes/{name}/drain`: cordon node `name` and start moving
     /// its processes away (admin only); answers the drain's first status.
     pub async fn drain_start(

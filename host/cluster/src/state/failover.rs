@@ -398,6 +398,8 @@ impl ClusterState {
                     asked: node,
                 })
             }
+            // Started there and not registered yet.
+            None if self.block_owner(pid) == Some(node) && !self.is_gone(pid) => {}
             None => return Err(Refusal::PidNotLive { pid }),
         }
         let Some(r) = self.failover.recoverable.get_mut(&pid) else {
@@ -407,6 +409,8 @@ impl ClusterState {
         // A fresh start: what it was captured with is no longer its state.
         r.checkpoint = None;
         let incarnation = r.incarnation;
+        // A new incarnation holds no lock of the old one.
+        self.release_locks_of(&[pid]);
         self.failover.push(
             pid,
             now_ms,

@@ -158,10 +158,186 @@ impl Link {
         };
         match self.raft.write(cmd).await {
             Ok(shoal_cluster::CommandResult::Refused(why)) => {
-                Err(format!("its restart policy was refused: {why}"))
+                return Err(format!("its restart policy was refused: {why}"))
             }
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("its restart policy could not be recorded: {e}")),
+            Ok(_) => {}
+            Err(e) => return Err(format!("its restart policy could not be recorded: {e}")),
         }
+        // The leader applied it; this node must too before the process
+        // runs, or an end right after the start would find no policy here.
+        let recorded = policy.mode != shoal_cluster::state::failover::RestartMode::Never;
+        let mut applied = self.raft.subscribe();
+        let deadline = tokio::time::Instant::now() + RESTART_RECORD_WAIT;
+        while self.raft.state().failover.recoverable.contains_key(&pid.0) != recorded {
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err("its restart policy was not applied on this node in time".into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest a spawn waits for this node to apply its restart policy.
+const RESTART_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most restarts waiting at once on one node; past it, an ending process
+/// is treated as gone.
+pub const RESTARTS_PENDING_MAX: usize = 100_000;
+
+/// A restart runs this long before a later end counts as a fresh
+/// failure (the backoff starts over).
+pub const RESTART_RESET: std::time::Duration = std::time::Duration::from_secs(60);
+/// The first restart waits this long; each failure soon after doubles it.
+pub const RESTART_BACKOFF_INITIAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest wait before a restart.
+pub const RESTART_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One process waiting to be restarted.
+struct Waiting {
+    why: String,
+    not_before: std::time::Instant,
+}
+
+#[derive(Default)]
+struct RestartBook {
+    waiting: std::collections::BTreeMap<u64, Waiting>,
+    /// pid → (restarts in a row, when the last one started).
+    history: std::collections::BTreeMap<u64, (u32, std::time::Instant)>,
+}
+
+/// Processes that ended here and that their restart policy starts again,
+/// each after its backoff (doubling from [`RESTART_BACKOFF_INITIAL`] to
+/// [`RESTART_BACKOFF_MAX`] while it keeps failing within
+/// [`RESTART_RESET`] of its start). Filled by the link when a process ends,
+/// drained by `crate::failover`.
+#[derive(Default)]
+pub struct Restarts {
+    book: std::sync::Mutex<RestartBook>,
+    changed: tokio::sync::Notify,
+}
+
+impl Restarts {
+    /// Queue `pid`; `false` if the queue is full (it is not restarted).
+    pub fn push(&self, pid: u64, why: String) -> bool {
+        let now = std::time::Instant::now();
+        let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        if b.waiting.len() >= RESTARTS_PENDING_MAX && !b.waiting.contains_key(&pid) {
+            return false;
+        }
+        let in_a_row = match b.history.get(&pid) {
+            Some((n, at)) if now.duration_since(*at) < RESTART_RESET => n.saturating_add(1),
+            _ => 0,
+        };
+        let wait = RESTART_BACKOFF_INITIAL
+            .saturating_mul(1u32 << in_a_row.min(16))
+            .min(RESTART_BACKOFF_MAX);
+        b.waiting.insert(
+            pid,
+            Waiting {
+                why,
+                not_before: now + wait,
+            },
+        );
+        b.history.insert(pid, (in_a_row, now));
+        if b.history.len() > RESTARTS_PENDING_MAX {
+            // Forget the oldest entries (their backoff would have reset).
+            let cut = now.checked_sub(RESTART_RESET);
+            b.history.retain(|_, (_, at)| cut.is_none_or(|c| *at >= c));
+        }
+        drop(b);
+        self.changed.notify_one();
+        true
+    }
+
+    /// Take the restarts whose backoff has passed; also when the next one
+    /// is due.
+    pub fn take_due(&self) -> (Vec<(u64, String)>, Option<std::time::Instant>) {
+        let now = std::time::Instant::now();
+        let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let due: Vec<u64> = b
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.not_before <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        let taken: Vec<(u64, String)> = due
+            .into_iter()
+            .filter_map(|pid| b.waiting.remove(&pid).map(|w| (pid, w.why)))
+            .collect();
+        for (pid, _) in &taken {
+            if let Some(h) = b.history.get_mut(pid) {
+                h.1 = now;
+            }
+        }
+        let next = b.waiting.values().map(|w| w.not_before).min();
+        (taken, next)
+    }
+
+    /// Wait until something is queued.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Drop `pid`'s pending restart; `true` if it had one.
+    fn cancel(&self, pid: u64) -> bool {
+        let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        b.waiting.remove(&pid).is_some()
+    }
+}
+
+impl Link {
+    /// Whether `pid`, which ended here for `reason`, is to be started
+    /// again by its restart policy; if so, how it ended (for the event).
+    /// `on-failure`: a trap, a non-zero exit, running out of memory or
+    /// fuel, or failing to start; `always`: any end but a kill, a snapshot
+    /// `--stop` or a move (what a user or the cluster asked for).
+    pub(super) fn restart_after(
+        &self,
+        pid: shoal_runtime::pid::Pid,
+        reason: &shoal_abi::process::ExitReason,
+    ) -> Option<String> {
+        use shoal_abi::process::ExitReason as R;
+        use shoal_cluster::state::failover::RestartMode;
+        let state = self.raft.state();
+        let record = state.failover.recoverable.get(&pid.0)?;
+        // Here (or started here and not registered yet).
+        let here = match state.directory.get(&pid.0) {
+            Some(e) => e.node == self.me,
+            None => state.block_owner(pid.0) == Some(self.me) && !state.is_gone(pid.0),
+        };
+        if !here {
+            return None;
+        }
+        let failed = match reason {
+            R::Exited { code } => *code != 0,
+            R::Trapped { .. }
+            | R::MemoryLimit { .. }
+            | R::FuelExhausted { .. }
+            | R::StartFailed { .. } => true,
+            R::Killed | R::Snapshotted | R::Moved => return None,
+        };
+        let restart = match record.policy.mode {
+            RestartMode::Never => false,
+            RestartMode::OnFailure => failed,
+            RestartMode::Always => true,
+        };
+        restart.then(|| {
+            let text = reason.to_string();
+            text.chars()
+                .take(shoal_cluster::state::failover::WHY_CHARS_MAX)
+                .collect()
+        })
+    }
+
+    /// A kill of `pid` while it waits to be restarted: it is not restarted,
+    /// and its end is written as for any process. `true` if it was waiting.
+    pub fn cancel_restart(&self, pid: shoal_runtime::pid::Pid) -> bool {
+        let waiting = self.restarts.cancel(pid.0);
+        if waiting {
+            use shoal_runtime::node::ClusterLink;
+            self.process_exited(pid, None);
+        }
+        waiting
     }
 }

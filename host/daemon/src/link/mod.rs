@@ -140,6 +140,9 @@ pub struct Link {
     /// Owners of processes started here, until Raft shows them, and of
     /// snapshots stored here ([`crate::records::owners`]).
     pub owners: crate::records::owners::OwnerBook,
+    /// Processes that ended here and that their restart policy starts
+    /// again (carried out by `crate::failover`).
+    pub restarts: checkpoints::Restarts,
     /// The per-owner key-value and lock write rates on this node.
     rates: Arc<crate::records::kv::WriteRates>,
 }
@@ -166,6 +169,7 @@ impl Link {
             reincarnated_written: tokio::sync::Notify::new(),
             routes: std::sync::RwLock::new(()),
             owners: Default::default(),
+            restarts: Default::default(),
             rates: Arc::new(crate::records::kv::WriteRates::new(kv_writes_per_s_max)),
         })
     }
@@ -934,7 +938,14 @@ impl ClusterLink for Link {
         self.me
     }
 
-    fn process_exited(&self, pid: Pid) {
+    fn process_exited(&self, pid: Pid, reason: Option<&shoal_abi::process::ExitReason>) {
+        // Its policy starts it again: it stays in the directory, under its
+        // owner, and `crate::failover` restarts it after a backoff.
+        if let Some(why) = reason.and_then(|r| self.restart_after(pid, r)) {
+            if self.restarts.push(pid.0, why) {
+                return;
+            }
+        }
         let owner = self.owner_of(pid);
         if !owner.is_cluster() {
             self.owners.remember_exited(pid, owner);

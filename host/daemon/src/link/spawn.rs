@@ -143,30 +143,39 @@ pub async fn spawn_here(
     let memory_bytes_max = spec
         .memory_bytes_max
         .unwrap_or(node.config().process_memory_bytes_max);
-    match node.spawn_as(spec, pid).await {
-        Ok(pid) => {
-            if let Some(policy) = &req.restart {
-                if let Err(why) = link
-                    .record_restart(
-                        pid,
-                        policy,
-                        hash,
-                        &req.args,
-                        memory_bytes_max,
-                        req.preemptible,
-                    )
-                    .await
-                {
-                    // A process whose policy is not on record would not come
-                    // back as asked: it does not run.
-                    let _ = node.kill(pid);
-                    return Err(SpawnRefusal::Failed { why });
-                }
-            }
-            Ok(PeerSpawned { pid, module: hash })
+    // Its restart policy is on record before it runs: a process that ends
+    // at once is restarted as asked (and one whose policy cannot be
+    // recorded does not run).
+    if let Some(policy) = &req.restart {
+        if let Err(why) = link
+            .record_restart(
+                pid,
+                policy,
+                hash,
+                &req.args,
+                memory_bytes_max,
+                req.preemptible,
+            )
+            .await
+        {
+            link.owners.unclaim(pid);
+            return Err(SpawnRefusal::Failed { why });
         }
+    }
+    match node.spawn_as(spec, pid).await {
+        Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
         Err(e) => {
             link.owners.unclaim(pid);
+            if let Some(policy) = &req.restart {
+                // It never ran: its policy goes with it.
+                let never = shoal_cluster::state::failover::RestartPolicy {
+                    mode: shoal_cluster::state::failover::RestartMode::Never,
+                    ..policy.clone()
+                };
+                let _ = link
+                    .record_restart(pid, &never, hash, &[], memory_bytes_max, false)
+                    .await;
+            }
             match e {
                 NodeError::ProcessLimit(n) => Err(SpawnRefusal::Limit { processes_max: n }),
                 NodeError::MemoryBudget {

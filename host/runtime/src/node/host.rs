@@ -72,7 +72,7 @@ impl Drop for HostMailbox {
         self.mailbox.close();
         self.shared.router.detach(self.pid);
         if let Some(link) = self.shared.router.cluster() {
-            link.process_exited(self.pid);
+            link.process_exited(self.pid, None);
         }
     }
 }

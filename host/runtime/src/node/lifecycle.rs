@@ -341,7 +341,7 @@ impl Shared {
         // the move, not removed.
         if !moved {
             if let Some(link) = self.router.cluster() {
-                link.process_exited(pid);
+                link.process_exited(pid, Some(&status.reason));
             }
         }
         let _ = status_tx.send(Some(status));

@@ -39,8 +39,8 @@ enum NodeCommand {
     /// over mutual TLS. The node also serves its local Unix socket
     /// (<data-dir>/node.sock, mode 0600). When ready it prints
     /// `shoal node listening on <socket>` and `shoal node <name> (id N)
-    /// serving on <addr>`. On Ctrl-C or SIGTERM it kills its processes and
-    /// exits.
+    /// serving on <addr>`. On Ctrl-C or SIGTERM it moves its processes to
+    /// other nodes (see `shoal node stop`), kills what is left and exits.
     #[command(after_help = "Examples:
   A 3-node cluster on one machine:
     shoal --data-dir /tmp/a node start --name a --listen 127.0.0.1:7701 &
@@ -52,6 +52,16 @@ enum NodeCommand {
   Limits and labels:
     shoal node start --memory-max 64MiB --processes-max 100 --label zone=eu")]
     Start(StartArgs),
+    /// Stop the node on this data dir (or --node): it first moves its
+    /// processes to other nodes by live migration (as `shoal node drain`),
+    /// within a deadline, then kills what is left and exits. SIGTERM and
+    /// Ctrl-C on `shoal node start` do the same; a second signal kills at
+    /// once. Admin only.
+    #[command(after_help = "Examples:
+  shoal node stop                    drain (up to --stop-deadline), then exit
+  shoal node stop --deadline 2m
+  shoal node stop --kill             kill its processes and exit at once")]
+    Stop(StopArgs),
     /// Check that a node is running and show what it can take.
     #[command(after_help = "Examples:
   shoal node status
@@ -198,6 +208,26 @@ struct StartArgs {
     /// guests get RATE_LIMITED and operators HTTP 429; retry later.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     kv_writes_per_s_max: Option<u32>,
+
+    /// On SIGTERM, Ctrl-C or `shoal node stop`: move the node's processes
+    /// to other nodes by live migration first, starting no move after this
+    /// long (default 60s); what is left then is killed. A second signal
+    /// kills at once.
+    #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration, default_value = "60s")]
+    stop_deadline: Duration,
+}
+
+/// Arguments of `shoal node stop`.
+#[derive(Args, Debug)]
+struct StopArgs {
+    /// Kill the processes instead of moving them away first.
+    #[arg(long)]
+    kill: bool,
+    /// Stop starting moves this long after the stop (moves in flight
+    /// finish; what is left is killed). Default: the node's
+    /// --stop-deadline.
+    #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration, conflicts_with = "kill")]
+    deadline: Option<Duration>,
 }
 
 /// Arguments of `shoal node status`.
@@ -213,6 +243,7 @@ pub fn node(args: NodeArgs, target: &Target) -> anyhow::Result<i32> {
     match args.command {
         NodeCommand::Start(a) => start(a, target),
         NodeCommand::Status(a) => status(a, target),
+        NodeCommand::Stop(a) => stop(a, target),
         NodeCommand::Remove(a) => super::nodes::remove(&a.name, a.json, target),
         NodeCommand::Cordon(a) => super::nodes::cordon(&a.name, true, a.json, target),
         NodeCommand::Uncordon(a) => super::nodes::cordon(&a.name, false, a.json, target),
@@ -325,14 +356,35 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
             daemon.id()
         );
         let _ = std::io::stdout().flush();
-        let shutdown = async move {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = sigint.recv() => {}
-            }
+        let inner = daemon.inner().clone();
+        let mut asked: Option<shoal_daemon::stop::StopRequest> = None;
+        let shutdown = async {
+            asked = Some(tokio::select! {
+                _ = sigterm.recv() => Default::default(),
+                _ = sigint.recv() => Default::default(),
+                r = inner.stop.requested() => r,
+            });
         };
-        let connections =
-            shoal_daemon::local_api::serve(server, daemon.inner().clone(), shutdown).await;
+        let connections = shoal_daemon::local_api::serve(server, inner.clone(), shutdown).await;
+        let asked = asked.unwrap_or_default();
+        let live = node.processes().len();
+        if !asked.kill && live > 0 {
+            let deadline = asked
+                .deadline_ms
+                .map(Duration::from_millis)
+                .unwrap_or(args.stop_deadline);
+            tracing::info!(
+                "stopping: moving {live} process(es) to other nodes first (deadline {deadline:?}; \
+                 signal again to kill them at once)"
+            );
+            tokio::select! {
+                outcome = shoal_daemon::stop::drain_before_stop(&inner, deadline) => {
+                    tracing::info!("before stopping: {outcome:?}");
+                }
+                _ = sigterm.recv() => tracing::warn!("second signal: killing the processes"),
+                _ = sigint.recv() => tracing::warn!("second signal: killing the processes"),
+            }
+        }
         let live = node.processes().len();
         tracing::info!("stopping, killing {live} process(es)");
         let _ = std::fs::remove_file(&addr_path);
@@ -341,6 +393,48 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
         tracing::info!("stopped");
         Ok(0)
     })
+}
+
+/// `shoal node stop`: ask the node to stop, then wait until it has.
+fn stop(args: StopArgs, target: &Target) -> anyhow::Result<i32> {
+    let client = target.client();
+    let req = shoal_api::cluster::StopRequest {
+        kill: args.kill,
+        deadline_ms: args.deadline.map(|d| d.as_millis() as u64),
+    };
+    let accepted = super::remote::block_on(client.stop_node(&req))??;
+    if accepted.already {
+        eprintln!("the node was already stopping");
+    }
+    if args.kill || accepted.processes == 0 {
+        eprintln!(
+            "stopping the node ({} process(es) killed)",
+            accepted.processes
+        );
+    } else {
+        eprintln!(
+            "stopping the node: moving its {} process(es) to other nodes first",
+            accepted.processes
+        );
+    }
+    // Over the local socket: wait for the node to go (its address file is
+    // removed last). Over --node, the request is all this CLI can do.
+    if target.tls.is_none() {
+        let addr_path = addr_file(&target.data_dir);
+        let limit = args.deadline.unwrap_or(Duration::from_secs(600)) + Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        while addr_path.exists() {
+            if started.elapsed() > limit {
+                anyhow::bail!(
+                    "the node is still running {} s after it was asked to stop",
+                    started.elapsed().as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("stopped");
+    }
+    Ok(0)
 }
 
 fn status(args: StatusArgs, target: &Target) -> anyhow::Result<i32> {

@@ -350,6 +350,25 @@ impl Lab {
         }
     }
 
+    /// Send node `i`'s process SIGTERM (a graceful stop: it drains first).
+    pub fn terminate(&self, i: usize) {
+        self.signal(i, "-TERM");
+    }
+
+    /// Whether node `i`'s process has exited (reaped if so).
+    pub fn exited(&mut self, i: usize) -> bool {
+        match self.nodes[i].child.as_mut() {
+            None => true,
+            Some(child) => match child.try_wait() {
+                Ok(Some(_)) => {
+                    self.nodes[i].child = None;
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
     /// Stop node `i`'s process (SIGSTOP): a long pause, as a stalled VM or a
     /// swapped-out process has, with its connections left open.
     pub fn pause(&self, i: usize) {
