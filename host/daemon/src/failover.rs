@@ -125,7 +125,7 @@ async fn restart(inner: &Arc<Inner>, pid: Pid, why: &str) {
 
 /// Kill the processes running here that the directory places elsewhere
 /// and that may come back (they were resumed on another node).
-fn fence_replaced(inner: &Inner, state: &ClusterState) {
+pub(crate) fn fence_replaced(inner: &Inner, state: &ClusterState) {
     for p in inner.node.processes() {
         let pid = p.pid;
         let elsewhere = state

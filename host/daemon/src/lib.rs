@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod dispatch;
 pub mod failover;
 pub mod join;
+pub mod lease;
 pub mod link;
 pub mod local_api;
 pub mod lock_expiry;

@@ -50,6 +50,7 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(crate::lock_expiry::run(inner.clone())),
         tokio::spawn(crate::checkpoints::run(inner.clone())),
         tokio::spawn(crate::failover::run(inner.clone())),
+        tokio::spawn(crate::lease::run(inner.clone())),
         tokio::spawn(renew_certificate(inner)),
     ]
 }

@@ -26,6 +26,7 @@ pub mod capture;
 pub mod clock;
 pub mod cluster_link;
 pub mod engine;
+pub mod gate;
 pub mod grants;
 pub mod handoff;
 pub mod host;

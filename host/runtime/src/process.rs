@@ -47,6 +47,9 @@ pub struct ProcessCtx {
     pub open_files: std::collections::BTreeMap<u32, OpenFile>,
     /// Its private volumes on this node (their directories go with it).
     pub volumes: crate::volume::Volumes,
+    /// Its node's gate: every Shoal import waits here while the node is
+    /// suspended ([`crate::gate`]).
+    pub gate: crate::gate::Gate,
 }
 
 pub use crate::open_files::OpenFile;

@@ -41,13 +41,21 @@ impl WasiFile for EmptyStdin {
 /// stdout or stderr: written to `W` (the process log), always writable.
 pub struct Output<W: Write + Send + 'static> {
     writer: Mutex<W>,
+    gate: crate::gate::Gate,
 }
 
 impl<W: Write + Send + 'static> Output<W> {
     /// Output written to `writer`.
     pub fn new(writer: W) -> Output<W> {
+        Output::gated(writer, crate::gate::Gate::always_open())
+    }
+
+    /// Output written to `writer` once `gate` is open (a suspended node's
+    /// processes write nothing anyone sees: [`crate::gate`]).
+    pub fn gated(writer: W, gate: crate::gate::Gate) -> Output<W> {
         Output {
             writer: Mutex::new(writer),
+            gate,
         }
     }
 }
@@ -67,6 +75,7 @@ impl<W: Write + Send + 'static> WasiFile for Output<W> {
     }
 
     async fn write_vectored<'a>(&self, bufs: &[IoSlice<'a>]) -> Result<u64, Error> {
+        self.gate.pass().await;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let n = w.write_vectored(bufs)?;
         Ok(u64::try_from(n)?)

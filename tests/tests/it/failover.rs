@@ -357,8 +357,12 @@ fn a_graceful_stop_drains_the_node_and_kill_does_not() {
     assert_eq!(p["state"], "running", "{p}");
     assert!(p["node"] == "n1" || p["node"] == "n2", "{p}");
 
+    // n3 comes back (empty, and still cordoned by its drain), so that a
+    // quorum remains when n2 goes: a node left alone without one suspends
+    // its processes (its lease runs out).
+    lab.start(2);
     // SIGTERM to n2: the same. (Its own process and the one from n3, if it
-    // landed there, go to n1: the only node left.)
+    // landed there, go to n1: the only node that takes processes.)
     lab.terminate(1);
     wait_for("n2's process to exit", SETTLE, || lab.exited(1));
     for pid in [on_n3, on_n2] {
@@ -387,5 +391,83 @@ fn a_graceful_stop_drains_the_node_and_kill_does_not() {
         lab.log(0).contains("stopping, killing 2 process(es)"),
         "{}",
         lab.log(0)
+    );
+}
+
+/// Never two live copies under a partition: n3, running a process with
+/// `--restart on-failure`, is cut off. Within its lease (half the 3 s
+/// window) it suspends its processes, before the majority declares it dead
+/// and resumes the process on n1 or n2; the old copy then prints nothing
+/// more while the new one goes on. When the partition heals, n3 kills the
+/// old copy before it may run again.
+#[test]
+fn a_partitioned_node_suspends_its_copy_before_the_majority_resumes_it_and_kills_it_on_return() {
+    let lab = lab3();
+    let placed = deploy(
+        &lab,
+        0,
+        &[
+            shoal_tests::MIGRANT,
+            "--node",
+            "n3",
+            "--restart",
+            "on-failure",
+            "--checkpoint-every",
+            "200ms",
+            "--",
+            "print",
+            "1",
+        ],
+    );
+    let (pid, _) = placed[0].clone();
+    let pid_text = pid.to_string();
+    wait_for("a checkpoint", SETTLE, || {
+        ps_entry(&lab, 0, pid).is_some_and(|p| p["restart"]["checkpoint_seq"].as_u64().is_some())
+    });
+    // Read through n3 itself (its socket, inside its namespace): the old
+    // copy's output.
+    let old_lines = || lines(&lab.cli_ok(2, &["logs", &pid_text]));
+    wait_for("the process to print", SETTLE, || old_lines().len() >= 20);
+
+    lab.partition(2);
+    wait_for("n3 to suspend its processes", SETTLE, || {
+        lab.log(2).contains("suspending this node's processes")
+    });
+    wait_for("the majority to resume the process", SETTLE, || {
+        ps_entry(&lab, 0, pid).is_some_and(|p| p["state"] == "running" && p["node"] != "n3")
+    });
+    // The old copy is suspended: nothing it printed comes after the
+    // resume. Its output now, and again once the new copy has printed 50
+    // lines, is the same.
+    let frozen = old_lines();
+    let new_lines = || lines(&lab.cli_ok(0, &["logs", &pid_text]));
+    let start = new_lines().len();
+    wait_for("the new copy to print 50 lines", SETTLE, || {
+        new_lines().len() >= start + 50
+    });
+    assert_eq!(old_lines(), frozen, "the cut-off copy went on printing");
+    println!(
+        "old copy stopped at line {}; new copy resumed at line {}",
+        frozen.last().unwrap(),
+        new_lines()[0]
+    );
+
+    lab.heal(2);
+    wait_for("n3 to kill its old copy", SETTLE, || {
+        lab.log(2).contains("killing the old copy here")
+    });
+    wait_for("n3 to be back in touch", SETTLE, || {
+        lab.log(2).contains("no longer suspended")
+    });
+    let p = ps_entry(&lab, 2, pid).expect("listed");
+    assert_ne!(p["node"], "n3", "{p}");
+    // The old copy never printed again: what n3 still holds of it (its
+    // final log) is what it had when suspended.
+    let log = lab.log(2);
+    let killed_at = log.find("killing the old copy here").unwrap();
+    let back_at = log.find("no longer suspended").unwrap();
+    assert!(
+        killed_at < back_at,
+        "the gate opened before the old copy was killed"
     );
 }

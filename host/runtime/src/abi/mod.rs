@@ -87,8 +87,12 @@ impl Registrar<'_> {
         let has_result = !spec.results.is_empty();
         self.linker
             .func_new_async(spec.module, name, ty, move |caller, params, results| {
+                // Nothing a process does reaches anyone while its node is
+                // suspended ([`crate::gate`]).
+                let gate = caller.data().gate.clone();
                 let fut = handler(caller, params);
                 Box::new(async move {
+                    gate.pass().await;
                     let value = Box::into_pin(fut).await?;
                     match (value, has_result) {
                         (Some(v), true) => results[0] = v,

@@ -90,11 +90,13 @@ impl Shared {
         } else {
             ctx.set_stdin(Box::new(crate::stdio::EmptyStdin));
         }
-        ctx.set_stdout(Box::new(crate::stdio::Output::new(
+        ctx.set_stdout(Box::new(crate::stdio::Output::gated(
             log.writer(Stream::Stdout),
+            self.gate.gate(),
         )));
-        ctx.set_stderr(Box::new(crate::stdio::Output::new(
+        ctx.set_stderr(Box::new(crate::stdio::Output::gated(
             log.writer(Stream::Stderr),
+            self.gate.gate(),
         )));
         // Volumes first (fds 3..), then granted directories: the order a
         // captured image's open files refer to.
@@ -242,6 +244,7 @@ impl Shared {
             spec: spec.clone(),
             open_files: Default::default(),
             volumes,
+            gate: self.gate.gate(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limiter);

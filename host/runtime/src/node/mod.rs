@@ -78,6 +78,8 @@ pub struct Shared {
     /// Bumped whenever a process enters or leaves the table (see
     /// [`Node::table_changes`]).
     table_version: tokio::sync::watch::Sender<u64>,
+    /// Closed while the node is suspended ([`crate::gate`]).
+    gate: crate::gate::GateKeeper,
     _ticker: EpochTicker,
 }
 
@@ -144,6 +146,7 @@ impl Node {
                 grantable_canonical,
                 memory_budget,
                 table_version: tokio::sync::watch::Sender::new(0),
+                gate: Default::default(),
                 _ticker: ticker,
             }),
         })
@@ -153,6 +156,18 @@ impl Node {
     /// which the node itself holds: a strong handle would be a cycle).
     pub fn downgrade(&self) -> WeakNode {
         WeakNode(Arc::downgrade(&self.shared))
+    }
+
+    /// Suspend (`true`) or resume this node's processes: while suspended
+    /// every Shoal import and every stdout/stderr write of every process
+    /// waits ([`crate::gate`]). `true` if that changed anything.
+    pub fn set_suspended(&self, suspended: bool) -> bool {
+        self.shared.gate.set_open(!suspended)
+    }
+
+    /// Whether this node's processes are suspended.
+    pub fn is_suspended(&self) -> bool {
+        !self.shared.gate.is_open()
     }
 
     /// The node's registry.
