@@ -1415,27 +1415,29 @@ impl ClusterState {
         Ok(CommandResult::Ok)
     }
 
+    /// Whether `pid` runs on `node` as far as a record about it goes: its
+    /// directory entry is there, or (registration is batched) it is a
+    /// fresh pid of `node`'s own block not registered yet. `Ok(false)` for
+    /// one of its block that already ended (nothing left to record); a
+    /// refusal if it runs elsewhere or is no live pid at all.
+    fn started_on(&self, node: NodeId, pid: u64) -> Result<bool, Refusal> {
+        match self.directory.get(&pid) {
+            Some(e) if e.node != node => Err(Refusal::PidNotOn {
+                pid,
+                node: e.node,
+                asked: node,
+            }),
+            Some(_) => Ok(true),
+            None if self.block_owner(pid) == Some(node) => Ok(!self.is_gone(pid)),
+            None => Err(Refusal::PidNotLive { pid }),
+        }
+    }
+
     fn set_grants(&mut self, node: NodeId, pid: u64, grants: &ProcessGrants) -> Outcome {
         self.live_member(node)?;
         grants.validate()?;
-        match self.directory.get(&pid) {
-            Some(e) if e.node != node => {
-                return Err(Refusal::PidNotOn {
-                    pid,
-                    node: e.node,
-                    asked: node,
-                })
-            }
-            Some(_) => {}
-            // Registration is batched: a fresh pid of the node's own block
-            // may not be in the directory yet. One that already ended has
-            // nothing left to grant: nothing is recorded.
-            None if self.block_owner(pid) == Some(node) => {
-                if self.is_gone(pid) {
-                    return Ok(CommandResult::Ok);
-                }
-            }
-            None => return Err(Refusal::PidNotLive { pid }),
+        if !self.started_on(node, pid)? {
+            return Ok(CommandResult::Ok);
         }
         self.grants.insert(pid, grants.clone());
         Ok(CommandResult::Ok)

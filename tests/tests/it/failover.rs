@@ -9,46 +9,13 @@
 
 use crate::common;
 
+use crate::netns::{deploy, lab3, ps_entry};
 use common::netns::{wait_for, Lab};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Overall bound on any wait for the cluster to settle.
 const SETTLE: Duration = Duration::from_secs(90);
-
-fn lab3() -> Lab {
-    let mut lab = Lab::new(3);
-    lab.start_args = vec!["--dead-after".into(), "3s".into()];
-    lab.start_all();
-    lab
-}
-
-/// The pid and node of each process `deploy --json` started.
-fn deploy(lab: &Lab, i: usize, args: &[&str]) -> Vec<(u64, String)> {
-    let mut argv = vec!["deploy", "--json"];
-    argv.extend_from_slice(args);
-    let v = lab.cli_json(i, &argv);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["pid"].as_u64().unwrap(),
-                s["node"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// `shoal ps --json` on node `i`: the entry of `pid`.
-fn ps_entry(lab: &Lab, i: usize, pid: u64) -> Option<Value> {
-    let list = lab.cli_json(i, &["ps", "--json"]);
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"].as_u64() == Some(pid))
-        .cloned()
-}
 
 /// The `line N` numbers of `migrant print`'s stdout, in order.
 fn lines(stdout: &str) -> Vec<u64> {

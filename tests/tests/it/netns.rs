@@ -61,7 +61,7 @@ const FILLED_WAT: &str = r#"
       (br $forever))))
 "#;
 
-fn lab3() -> Lab {
+pub(crate) fn lab3() -> Lab {
     let mut lab = Lab::new(3);
     lab.start_args = vec!["--dead-after".into(), "3s".into()];
     lab.start_all();
@@ -92,7 +92,7 @@ fn is_dead(row: &Value) -> bool {
 }
 
 /// The pid and node of each process `deploy --json` started.
-fn deploy(lab: &Lab, i: usize, args: &[&str]) -> Vec<(u64, String)> {
+pub(crate) fn deploy(lab: &Lab, i: usize, args: &[&str]) -> Vec<(u64, String)> {
     let mut argv = vec!["deploy", "--json"];
     argv.extend_from_slice(args);
     let v = lab.cli_json(i, &argv);
@@ -109,7 +109,7 @@ fn deploy(lab: &Lab, i: usize, args: &[&str]) -> Vec<(u64, String)> {
 }
 
 /// `shoal ps --json` on node `i`: the entry of `pid`.
-fn ps_entry(lab: &Lab, i: usize, pid: u64) -> Option<Value> {
+pub(crate) fn ps_entry(lab: &Lab, i: usize, pid: u64) -> Option<Value> {
     let list = lab.cli_json(i, &["ps", "--json"]);
     list.as_array()
         .unwrap()

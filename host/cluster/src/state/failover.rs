@@ -293,21 +293,8 @@ impl ClusterState {
         if args.len() > ARGS_MAX || args_bytes > ARGS_BYTES_MAX {
             return Err(Refusal::ArgsTooLarge);
         }
-        match self.directory.get(&pid) {
-            Some(e) if e.node != node => {
-                return Err(Refusal::PidNotOn {
-                    pid,
-                    node: e.node,
-                    asked: node,
-                })
-            }
-            Some(_) => {}
-            None if self.block_owner(pid) == Some(node) => {
-                if self.is_gone(pid) {
-                    return Ok(CommandResult::Ok);
-                }
-            }
-            None => return Err(Refusal::PidNotLive { pid }),
+        if !self.started_on(node, pid)? {
+            return Ok(CommandResult::Ok);
         }
         if policy.mode == RestartMode::Never {
             self.failover.recoverable.remove(&pid);
@@ -389,18 +376,8 @@ impl ClusterState {
     /// `node` and its policy starts it again there.
     pub(super) fn restarted(&mut self, node: NodeId, pid: u64, why: &str, now_ms: u64) -> Outcome {
         self.live_member(node)?;
-        match self.directory.get(&pid) {
-            Some(e) if e.node == node => {}
-            Some(e) => {
-                return Err(Refusal::PidNotOn {
-                    pid,
-                    node: e.node,
-                    asked: node,
-                })
-            }
-            // Started there and not registered yet.
-            None if self.block_owner(pid) == Some(node) && !self.is_gone(pid) => {}
-            None => return Err(Refusal::PidNotLive { pid }),
+        if !self.started_on(node, pid)? {
+            return Err(Refusal::PidNotLive { pid });
         }
         let Some(r) = self.failover.recoverable.get_mut(&pid) else {
             return Err(Refusal::NotRecoverable { pid });

@@ -123,13 +123,7 @@ impl Node {
         grants: &crate::grants::Grants,
         pid: Option<Pid>,
     ) -> Result<Pid, NodeError> {
-        let registry = self.registry().clone();
-        let id = *id;
-        let memory_max = self.config().engine.memory_bytes_max;
-        let (manifest, mut image) =
-            tokio::task::spawn_blocking(move || load(&registry, &id, memory_max))
-                .await
-                .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
+        let (manifest, mut image) = self.load_snapshot(id).await?;
         if !self.registry().contains(&manifest.module) {
             return Err(NodeError::Snapshot(SnapshotFormatError::BadHeader(
                 format!(
@@ -185,6 +179,27 @@ impl Node {
         Ok(copy)
     }
 
+    /// Load stored snapshot `id` (off the async threads), every page
+    /// verified, its memory within this node's largest.
+    async fn load_snapshot(
+        &self,
+        id: &Sha256,
+    ) -> Result<
+        (
+            crate::snapshot::format::Manifest,
+            crate::process::CapturedProcess,
+        ),
+        NodeError,
+    > {
+        let registry = self.registry().clone();
+        let id = *id;
+        let memory_max = self.config().engine.memory_bytes_max;
+        tokio::task::spawn_blocking(move || load(&registry, &id, memory_max))
+            .await
+            .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))?
+            .map_err(NodeError::from)
+    }
+
     /// Resume a process from its checkpoint `id` after the death of the
     /// node it ran on (a failover): under its own pid, which the cluster's
     /// directory already places here, continuing inside the call it was
@@ -199,13 +214,8 @@ impl Node {
         pid: Pid,
         grants: &crate::grants::Grants,
     ) -> Result<Pid, NodeError> {
-        let registry = self.registry().clone();
         let id = *id;
-        let memory_max = self.config().engine.memory_bytes_max;
-        let (manifest, image) =
-            tokio::task::spawn_blocking(move || load(&registry, &id, memory_max))
-                .await
-                .map_err(|e| NodeError::Runtime(format!("snapshot reader panicked: {e}")))??;
+        let (manifest, image) = self.load_snapshot(&id).await?;
         if manifest.pid != pid.0 {
             return Err(NodeError::Snapshot(SnapshotFormatError::BadHeader(
                 format!("checkpoint {id} is of process {}, not {pid}", manifest.pid),
