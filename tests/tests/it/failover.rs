@@ -438,3 +438,37 @@ fn a_partitioned_node_suspends_its_copy_before_the_majority_resumes_it_and_kills
         "the gate opened before the old copy was killed"
     );
 }
+
+/// A process of 32 MiB is checkpointed and replicated too: its manifest
+/// (one entry per page) is larger than a volume chunk, which the replica's
+/// fetch used to refuse, so no checkpoint of a memory past about 12 MiB
+/// was ever recorded (found by the failover bench at 64 MiB).
+#[test]
+fn a_large_process_is_checkpointed_onto_a_replica() {
+    let lab = lab3();
+    let placed = deploy(
+        &lab,
+        0,
+        &[
+            shoal_tests::MIGRANT,
+            "--node",
+            "n3",
+            "--restart",
+            "on-failure",
+            "--checkpoint-every",
+            "200ms",
+            "--",
+            "hold",
+            "32",
+        ],
+    );
+    let (pid, _) = placed[0].clone();
+    wait_for("a replicated checkpoint of 32 MiB", SETTLE, || {
+        ps_entry(&lab, 0, pid).is_some_and(|p| {
+            p["restart"]["checkpoint_seq"].as_u64().is_some()
+                && p["restart"]["checkpoint_holders"]
+                    .as_array()
+                    .is_some_and(|h| h.len() == 2)
+        })
+    });
+}

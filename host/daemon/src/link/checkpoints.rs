@@ -55,9 +55,15 @@ impl Link {
     pub async fn fetch_snapshot(&self, holders: &[NodeId], id: &Sha256) -> Result<(), CopyError> {
         let node = self.node.upgrade().ok_or(CopyError::Stopping)?;
         let registry = node.registry().clone();
-        self.fetch_chunks(holders, std::slice::from_ref(id))
-            .await
-            .map_err(|_| CopyError::Unavailable)?;
+        // A manifest lists every page: larger than a chunk for a memory
+        // past about 12 MiB (bounded by the snapshot format's header).
+        self.fetch_blobs(
+            holders,
+            std::slice::from_ref(id),
+            shoal_runtime::snapshot::format::MAX_HEADER_BYTES,
+        )
+        .await
+        .map_err(|_| CopyError::Unavailable)?;
         let (r, i) = (registry.clone(), *id);
         let manifest = tokio::task::spawn_blocking(move || {
             shoal_runtime::snapshot::format::load_manifest(&r, &i)

@@ -150,6 +150,17 @@ impl Link {
         holders: &[NodeId],
         chunks: &[Sha256],
     ) -> Result<(), SharedError> {
+        self.fetch_blobs(holders, chunks, CHUNK_BYTES).await
+    }
+
+    /// [`Link::fetch_chunks`] for blobs of at most `bytes_max` bytes each
+    /// (a larger answer is refused unkept).
+    pub async fn fetch_blobs(
+        &self,
+        holders: &[NodeId],
+        chunks: &[Sha256],
+        bytes_max: u64,
+    ) -> Result<(), SharedError> {
         let registry = self.registry()?;
         let state = self.raft.state();
         let addrs: Vec<String> = holders
@@ -167,7 +178,7 @@ impl Link {
                     }
                     for addr in addrs {
                         let bytes = match peer_blob(&self.peers, addr, &hash).await {
-                            Ok(b) if b.len() as u64 <= CHUNK_BYTES => b,
+                            Ok(b) if b.len() as u64 <= bytes_max => b,
                             Ok(b) => {
                                 tracing::warn!("{addr} sent {} bytes for chunk {hash}", b.len());
                                 continue;
