@@ -1420,7 +1420,7 @@ impl ClusterState {
     /// fresh pid of `node`'s own block not registered yet. `Ok(false)` for
     /// one of its block that already ended (nothing left to record); a
     /// refusal if it runs elsewhere or is no live pid at all.
-    fn started_on(&self, node: NodeId, pid: u64) -> Result<bool, Refusal> {
+    pub fn started_on(&self, node: NodeId, pid: u64) -> Result<bool, Refusal> {
         match self.directory.get(&pid) {
             Some(e) if e.node != node => Err(Refusal::PidNotOn {
                 pid,

@@ -308,11 +308,7 @@ impl Link {
         let state = self.raft.state();
         let record = state.failover.recoverable.get(&pid.0)?;
         // Here (or started here and not registered yet).
-        let here = match state.directory.get(&pid.0) {
-            Some(e) => e.node == self.me,
-            None => state.block_owner(pid.0) == Some(self.me) && !state.is_gone(pid.0),
-        };
-        if !here {
+        if state.started_on(self.me, pid.0) != Ok(true) {
             return None;
         }
         let failed = match reason {
