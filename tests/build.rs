@@ -45,6 +45,7 @@ const RUST_GUESTS: &[&str] = &[
     "kv_client",
     "locker",
     "journal",
+    "tally",
 ];
 
 /// The C guests: `guests/c/<name>.c`, each producing `<name>.wasm`.

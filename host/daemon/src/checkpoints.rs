@@ -48,6 +48,8 @@ pub async fn run(inner: Arc<Inner>) {
     let mut last: BTreeMap<u64, Last> = BTreeMap::new();
     loop {
         tokio::time::sleep(TICK).await;
+        // What could not be sent when it was due (a full way, a resend).
+        inner.node.router().flush_all();
         let state = inner.raft.state();
         let mine: Vec<(u64, u64, u64)> = state
             .failover
@@ -64,8 +66,11 @@ pub async fn run(inner: Arc<Inner>) {
             if inner.node.module_of(Pid(pid)).is_none() {
                 continue;
             }
+            // Output waiting for a checkpoint makes one due at once: output
+            // commit costs a checkpoint's time, not its interval.
+            let waiting = inner.node.router().uncommitted(Pid(pid));
             let due = last.get(&pid).is_none_or(|l| {
-                !l.uncapturable && l.at.elapsed() >= Duration::from_millis(every_ms)
+                !l.uncapturable && (waiting || l.at.elapsed() >= Duration::from_millis(every_ms))
             });
             if !due {
                 continue;
@@ -160,6 +165,8 @@ async fn checkpoint(
     match inner.raft.write(cmd).await {
         Ok(CommandResult::Refused(why)) => Err(Failed::Other(why.to_string())),
         Ok(_) => {
+            // Recorded: what it covers may be released and acknowledged.
+            inner.node.router().committed(pid, &info.commit);
             tracing::debug!(
                 "checkpoint {seq} of process {pid}: {} new pages, held by {holders:?}",
                 info.pages_new

@@ -246,6 +246,7 @@ impl Handler for Dispatch {
             return Delivery::Dropped;
         };
         let message = Message {
+            seq: msg.tag.seq,
             sender: Pid(msg.from),
             data: msg.data.to_vec(),
             tag,

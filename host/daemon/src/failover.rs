@@ -259,6 +259,7 @@ async fn start_fresh(inner: &Arc<Inner>, pid: Pid, record: &Recoverable) -> Resu
     spec.volumes = grants.volumes.clone();
     spec.memory_bytes_max = Some(record.memory_bytes_max);
     spec.preemptible = record.preemptible;
+    spec.output_commit = record.policy.mode != shoal_cluster::state::failover::RestartMode::Never;
     inner
         .node
         .spawn_as(spec, pid)

@@ -75,6 +75,7 @@ fn lane_frames() -> Vec<Vec<u8>> {
         LaneTag {
             kind: 2,
             reference: 99,
+            seq: 3,
         },
         b"a reply",
     );

@@ -14,11 +14,12 @@ pub const KIND_ACK: u8 = 3;
 /// Kind byte of a Dead frame.
 pub const KIND_DEAD: u8 = 4;
 /// Kind byte of a Data frame carrying a tag (a call, reply, monitor or
-/// DOWN): a Data body with `tag_kind: u8, reference: u64` before the
-/// payload. Untagged messages keep kind 2, byte for byte as before.
+/// DOWN) or a channel number: a Data body with `tag_kind: u8, reference:
+/// u64, seq: u64` before the payload. Plain unnumbered messages keep kind
+/// 2, byte for byte as before.
 pub const KIND_TAGGED_DATA: u8 = 5;
 /// Bytes a tag adds to a Data frame.
-pub const TAG_BYTES: usize = 9;
+pub const TAG_BYTES: usize = 17;
 
 /// Bytes of the `len` prefix.
 pub const LEN_BYTES: usize = 4;
@@ -113,7 +114,7 @@ pub fn put_data(
     tag: crate::LaneTag,
     payload: &[u8],
 ) {
-    let tagged = !tag.is_plain();
+    let tagged = !tag.is_bare();
     let tag_bytes = if tagged { TAG_BYTES } else { 0 };
     buf.reserve(DATA_WIRE_OVERHEAD_BYTES + tag_bytes + payload.len());
     let len = u32::try_from(DATA_OVERHEAD_BYTES + tag_bytes + payload.len()).unwrap_or(u32::MAX);
@@ -125,6 +126,7 @@ pub fn put_data(
     if tagged {
         buf.put_u8(tag.kind);
         buf.put_u64(tag.reference);
+        buf.put_u64(tag.seq);
     }
     buf.put_slice(payload);
 }
@@ -218,8 +220,9 @@ impl Decoder {
                 let tag = crate::LaneTag {
                     kind: body.get_u8(),
                     reference: body.get_u64(),
+                    seq: body.get_u64(),
                 };
-                if tag.is_plain() {
+                if tag.is_bare() {
                     // A plain message has its own kind: one encoding each.
                     return Err(bad());
                 }

@@ -79,7 +79,7 @@ struct Pending {
 
 impl Pending {
     fn wire_bytes(&self) -> usize {
-        let tag_bytes = if self.tag.is_plain() {
+        let tag_bytes = if self.tag.is_bare() {
             0
         } else {
             frame::TAG_BYTES
@@ -168,7 +168,7 @@ impl Lane {
     }
 
     fn send_in(&self, msg: LaneMessage, shared: &Shared, room: Room) -> Result<(), LaneError> {
-        let tag_bytes = if msg.tag.is_plain() {
+        let tag_bytes = if msg.tag.is_bare() {
             0
         } else {
             frame::TAG_BYTES

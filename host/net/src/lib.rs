@@ -318,12 +318,21 @@ pub struct LaneTag {
     pub kind: u8,
     /// The call or monitor reference the message belongs to.
     pub reference: u64,
+    /// The message's number on its sender's numbered channel (0: none;
+    /// the runtime's `outbox`).
+    pub seq: u64,
 }
 
 impl LaneTag {
     /// True for a plain message.
     pub fn is_plain(&self) -> bool {
         self.kind == 0
+    }
+
+    /// True for what a plain Data frame carries: a plain, unnumbered
+    /// message.
+    pub fn is_bare(&self) -> bool {
+        self.kind == 0 && self.seq == 0
     }
 }
 

@@ -278,6 +278,7 @@ fn frames_round_trip_split_at_every_byte() {
     let call = LaneTag {
         kind: 3,
         reference: 0x0102_0304_0506_0708,
+        seq: 0,
     };
     frame::put_data(&mut wire, 9, 5, 6, call, b"req");
     frame::put_ack(&mut wire, 8);
@@ -833,6 +834,7 @@ async fn blocked_sink_fills_the_lane_then_everything_drains() {
         tag: LaneTag {
             kind: 2,
             reference: i,
+            seq: 0,
         },
         from: 1,
         to: 2,

@@ -127,6 +127,7 @@ pub fn bounce_for(to: Pid, message: &Message) -> Option<(Pid, Message)> {
         Tag::Call(r) | Tag::Monitor(r) => Some((
             message.sender,
             Message {
+                seq: 0,
                 sender: to,
                 data: DownReason::NoProc.encode(),
                 tag: Tag::Down(r),
@@ -144,6 +145,7 @@ pub fn node_down_for(to: Pid, message: &Message) -> Option<(Pid, Message)> {
         Tag::Call(r) | Tag::Monitor(r) => Some((
             message.sender,
             Message {
+                seq: 0,
                 sender: to,
                 data: DownReason::NodeDown.encode(),
                 tag: Tag::Down(r),
@@ -170,6 +172,7 @@ pub fn refusal_for(to: Pid, sender: Pid, reference: u64) -> (Pid, Message) {
     (
         sender,
         Message {
+            seq: 0,
             sender: to,
             data: DownReason::NotCallable.encode(),
             tag: Tag::Down(reference),
@@ -191,6 +194,7 @@ pub fn on_exit(router: &Router, pid: Pid, reason: &ExitReason, mailbox: &Mailbox
     let mut sent = 0;
     for (to, r) in notices.watchers.into_iter().chain(notices.callers) {
         let notice = Message {
+            seq: 0,
             sender: pid,
             data: data.clone(),
             tag: Tag::Down(r),
@@ -201,6 +205,7 @@ pub fn on_exit(router: &Router, pid: Pid, reason: &ExitReason, mailbox: &Mailbox
     }
     for (r, target) in notices.monitors {
         let withdraw = Message {
+            seq: 0,
             sender: pid,
             data: Vec::new(),
             tag: Tag::Demonitor(r),
@@ -266,6 +271,7 @@ mod tests {
         let plain = serde_json::to_string(&Message::plain(Pid(5), vec![1])).unwrap();
         assert!(!plain.contains("tag"), "{plain}");
         let call = Message {
+            seq: 0,
             sender: Pid(5),
             data: vec![],
             tag: Tag::Call(9),
@@ -283,11 +289,11 @@ mod tests {
         let back: crate::mailbox::CallState =
             serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         assert_eq!(back, state);
-        for kind in 0..=5u8 {
+        for kind in 0..=7u8 {
             let tag = Tag::from_wire(kind, 77).unwrap();
             assert_eq!(tag.to_wire(), (kind, if kind == 0 { 0 } else { 77 }));
         }
-        assert_eq!(Tag::from_wire(6, 1), None);
+        assert_eq!(Tag::from_wire(8, 1), None);
     }
 
     #[test]
@@ -303,12 +309,14 @@ mod tests {
         // Full for plain mail, but the reply has its slot; a late one is dropped.
         assert!(mb.push(Message::plain(Pid(5), b"c".to_vec())).is_err());
         mb.push(Message {
+            seq: 0,
             sender: Pid(9),
             data: b"late".to_vec(),
             tag: Tag::Reply(r + 100),
         })
         .unwrap();
         mb.push(Message {
+            seq: 0,
             sender: Pid(9),
             data: b"ok".to_vec(),
             tag: Tag::Reply(r),
@@ -327,6 +335,7 @@ mod tests {
         assert_eq!(mb.take_visible(100, false, &mut bounces), Head::Empty);
         // A reply after the call ended is dropped.
         mb.push(Message {
+            seq: 0,
             sender: Pid(9),
             data: b"ok".to_vec(),
             tag: Tag::Reply(r),
@@ -341,18 +350,21 @@ mod tests {
         let mb = Mailbox::new(MailboxLimits::default());
         let m = mb.add_monitor(Pid(3)).unwrap();
         mb.push(Message {
+            seq: 0,
             sender: Pid(2),
             data: b"req".to_vec(),
             tag: Tag::Call(77),
         })
         .unwrap();
         mb.push(Message {
+            seq: 0,
             sender: Pid(3),
             data: DownReason::Exit(4).encode(),
             tag: Tag::Down(m),
         })
         .unwrap();
         mb.push(Message {
+            seq: 0,
             sender: Pid(4),
             data: Vec::new(),
             tag: Tag::Monitor(1),
@@ -386,6 +398,7 @@ mod tests {
 
     fn tagged(sender: u64, data: &[u8], tag: Tag) -> Message {
         Message {
+            seq: 0,
             sender: Pid(sender),
             data: data.to_vec(),
             tag,

@@ -116,6 +116,13 @@ pub trait ClusterLink: KvLocks + SharedFiles + Send + Sync + 'static {
     fn process_exited(&self, pid: Pid, reason: Option<&shoal_abi::process::ExitReason>);
     /// This node's id in the cluster (the origin of messages it sends).
     fn node_id(&self) -> u64;
+    /// Is `pid` protected: may it resume from a checkpoint after the loss
+    /// of its node (`--restart on-failure|always`)? Messages to it are then
+    /// kept by their senders until its checkpoints cover them
+    /// ([`crate::outbox`]).
+    fn keeps_checkpoints(&self, _pid: Pid) -> bool {
+        false
+    }
     /// Give process `pid` the name `name` in its owner's namespace (held in
     /// Raft). Errors are ABI codes (`NAME_TAKEN`, `LIMIT`, `INVALID`, ...).
     async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32>;

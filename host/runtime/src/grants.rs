@@ -542,6 +542,8 @@ mod tests {
         spec.forward_output = true;
         spec.memory_bytes_max = Some(u64::MAX);
         CapturedProcess {
+            outbox: Default::default(),
+            inbox: Default::default(),
             memory: vec![0; memory_bytes],
             globals: Vec::new(),
             pending: PendingCall {

@@ -36,6 +36,7 @@ pub mod mailbox;
 pub mod modules;
 pub mod node;
 pub mod open_files;
+pub mod outbox;
 pub mod pid;
 pub mod process;
 pub mod router;

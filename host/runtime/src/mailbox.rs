@@ -6,6 +6,7 @@
 //! `bytes_max` bytes; a send beyond that is refused (`MAILBOX_FULL`) rather
 //! than growing memory without bound.
 
+use crate::outbox::{Admit, Inbox, Outbox};
 use crate::pid::Pid;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -25,12 +26,21 @@ pub struct Message {
     /// [`crate::calls`]). Absent (plain) in images from before calls.
     #[serde(default, skip_serializing_if = "Tag::is_plain")]
     pub tag: Tag,
+    /// Its number on a numbered channel (0: not numbered; see
+    /// [`crate::outbox`]). Absent (0) in images from before issue #16.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Message {
     /// A plain message (what `send` sends).
     pub fn plain(sender: Pid, data: Vec<u8>) -> Message {
         Message {
+            seq: 0,
             sender,
             data,
             tag: Tag::Plain,
@@ -66,6 +76,14 @@ pub enum Tag {
     Monitor(u64),
     /// The sender no longer wants to be told. Never seen by a guest.
     Demonitor(u64),
+    /// The sender (a protected receiver) has in a recorded checkpoint
+    /// every numbered message up to this number from the receiver
+    /// ([`crate::outbox`]); the payload is its life. Never seen by a guest.
+    Ack(u64),
+    /// The sender (a receiver) expects this number next from the receiver,
+    /// which sends again from it; the payload is its life. Never seen by a
+    /// guest.
+    Nack(u64),
 }
 
 impl Tag {
@@ -78,7 +96,10 @@ impl Tag {
     /// reply, a DOWN, a demonitor): between nodes it may use lane room that
     /// plain mail cannot take (`shoal_net::Peers::send_owed`).
     pub fn is_owed(&self) -> bool {
-        matches!(self, Tag::Reply(_) | Tag::Down(_) | Tag::Demonitor(_))
+        matches!(
+            self,
+            Tag::Reply(_) | Tag::Down(_) | Tag::Demonitor(_) | Tag::Ack(_) | Tag::Nack(_)
+        )
     }
 
     /// The lane encoding: kind byte (0 plain) and reference.
@@ -90,6 +111,8 @@ impl Tag {
             Tag::Down(r) => (3, r),
             Tag::Monitor(r) => (4, r),
             Tag::Demonitor(r) => (5, r),
+            Tag::Ack(r) => (6, r),
+            Tag::Nack(r) => (7, r),
         }
     }
 
@@ -102,6 +125,8 @@ impl Tag {
             3 => Tag::Down(reference),
             4 => Tag::Monitor(reference),
             5 => Tag::Demonitor(reference),
+            6 => Tag::Ack(reference),
+            7 => Tag::Nack(reference),
             _ => return None,
         })
     }
@@ -230,6 +255,11 @@ struct Queue {
     bytes: usize,
     closed: bool,
     calls: CallState,
+    /// Numbered channels out of this process ([`crate::outbox`]).
+    outbox: Outbox,
+    /// The last numbers taken from each sender, kept with the queue so an
+    /// image captures both at one instant.
+    inbox: Inbox,
 }
 
 impl Queue {
@@ -257,17 +287,28 @@ pub struct Mailbox {
     /// module imports neither `recv_any` nor `recv_match`: calls to it are
     /// refused (`NOT_CALLABLE`) instead of queued unseen.
     sees_calls: AtomicBool,
+    /// Held while its outbox sends (one sender at a time keeps each
+    /// channel in order; see `Router::flush`).
+    flushing: Mutex<()>,
+    /// Its outbox has something to send again (a nack came) or its inbox
+    /// a nack to send: the router or the node's tick acts on it.
+    kick: AtomicBool,
 }
 
 impl Mailbox {
     /// An empty mailbox with the given bounds.
     pub fn new(limits: MailboxLimits) -> Self {
         Mailbox {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                inbox: Inbox::new(),
+                ..Queue::default()
+            }),
             arrived: Notify::new(),
             space: Notify::new(),
             limits,
             sees_calls: AtomicBool::new(true),
+            flushing: Mutex::new(()),
+            kick: AtomicBool::new(false),
         }
     }
 
@@ -295,10 +336,52 @@ impl Mailbox {
 
     /// [`Mailbox::push`], handing the message back when it is refused.
     pub fn try_push(&self, message: Message) -> Result<(), (PushError, Message)> {
+        self.push_inner(message, true)
+    }
+
+    /// Queue a message of a restored image (already taken by its inbox
+    /// once: not numbered again).
+    pub fn push_image(&self, message: Message) -> Result<(), PushError> {
+        self.push_inner(message, false).map_err(|(e, _)| e)
+    }
+
+    fn push_inner(&self, message: Message, admit: bool) -> Result<(), (PushError, Message)> {
         {
             let mut q = self.lock();
             if q.closed {
                 return Err((PushError::Closed, message));
+            }
+            // Acks and nacks are for the outbox: never queued.
+            match message.tag {
+                Tag::Ack(seq) => {
+                    if let Some(life) = crate::outbox::life_of(&message.data) {
+                        q.outbox.ack(message.sender, seq, life);
+                    }
+                    return Ok(());
+                }
+                Tag::Nack(expected) => {
+                    if let Some(life) = crate::outbox::life_of(&message.data) {
+                        if q.outbox.nack(message.sender, expected, life) {
+                            self.kick.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+            // A numbered message is taken once, in order.
+            let admitted = if admit {
+                q.inbox.admit(&message)
+            } else {
+                Admit::Next
+            };
+            match admitted {
+                Admit::Next => {}
+                Admit::Duplicate => return Ok(()),
+                Admit::Gap => {
+                    self.kick.store(true, Ordering::SeqCst);
+                    return Ok(());
+                }
             }
             // The answer to the call in progress, or a DOWN for a monitor
             // held, takes its reserved slot: never refused for space (both
@@ -308,6 +391,7 @@ impl Mailbox {
             let reserved = match message.tag {
                 Tag::Reply(r) => {
                     if !q.is_calling(r) && !q.is_requested(r) {
+                        q.inbox.take(&message);
                         return Ok(());
                     }
                     true
@@ -327,11 +411,141 @@ impl Mailbox {
             {
                 return Err((PushError::Full, message));
             }
+            if admit {
+                q.inbox.take(&message);
+            }
             q.bytes += message.data.len();
             q.messages.push_back(message);
         }
         self.arrived.notify_one();
         Ok(())
+    }
+
+    /// Record a numbered message as taken without queuing it (refused on
+    /// the way in, e.g. a call to a process that cannot see calls: its
+    /// sender was answered). False if it is not the next one (then it is
+    /// dropped as [`Mailbox::try_push`] would).
+    pub fn admit_only(&self, message: &Message) -> bool {
+        let mut q = self.lock();
+        match q.inbox.admit(message) {
+            Admit::Next => {
+                q.inbox.take(message);
+                true
+            }
+            Admit::Duplicate => false,
+            Admit::Gap => {
+                self.kick.store(true, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// Set whether output commit is on (a new process; see
+    /// [`crate::outbox`]).
+    pub fn set_output_commit(&self, on: bool) {
+        self.lock().outbox.output_commit = on;
+    }
+
+    /// Is output commit on?
+    pub fn output_commit(&self) -> bool {
+        self.lock().outbox.output_commit
+    }
+
+    /// Does the outbox hold output no recorded checkpoint covers?
+    pub fn uncommitted(&self) -> bool {
+        self.lock().outbox.uncommitted()
+    }
+
+    /// Run `f` on the outbox.
+    pub fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> T) -> T {
+        f(&mut self.lock().outbox)
+    }
+
+    /// The last number its inbox took from each sender.
+    pub fn seen(&self) -> BTreeMap<Pid, u64> {
+        self.lock().inbox.seen.clone()
+    }
+
+    /// The receiver's life (see [`crate::outbox`]).
+    pub fn life(&self) -> u64 {
+        self.lock().inbox.life
+    }
+
+    /// The nacks its inbox owes: (sender, number expected).
+    pub fn take_nacks(&self) -> Vec<(Pid, u64)> {
+        self.lock().inbox.take_nacks()
+    }
+
+    /// The acks a recorded checkpoint that took `seen` owes.
+    pub fn acks_for(&self, seen: &BTreeMap<Pid, u64>) -> Vec<(Pid, u64)> {
+        self.lock().inbox.acks_for(seen)
+    }
+
+    /// Take the kick (see the field): true if there was one.
+    pub fn take_kick(&self) -> bool {
+        self.kick.swap(false, Ordering::SeqCst)
+    }
+
+    /// Ask for a flush by whoever comes next (the router, the tick).
+    pub fn set_kick(&self) {
+        self.kick.store(true, Ordering::SeqCst);
+    }
+
+    /// Take the flush lock if free (see `Router::flush`).
+    pub fn try_flushing(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        match self.flushing.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Take the flush lock, waiting for it.
+    pub fn flushing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.flushing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The queued messages and the outbox and inbox, read at one instant
+    /// (a capture); with `take`, the messages are taken out and the outbox
+    /// frozen (a move: the new copy sends from now on).
+    pub fn capture(&self, take: bool) -> (Vec<Message>, Outbox, Inbox) {
+        let mut q = self.lock();
+        let messages = if take {
+            q.bytes = 0;
+            q.messages.drain(..).collect()
+        } else {
+            q.messages.iter().cloned().collect()
+        };
+        if take {
+            q.outbox.frozen = true;
+        }
+        let captured = (messages, q.outbox.clone(), q.inbox.clone());
+        drop(q);
+        if take {
+            self.space.notify_waiters();
+        }
+        captured
+    }
+
+    /// Give a restored process its outbox and inbox (`resumed`: from a
+    /// recorded checkpoint, see [`Outbox::restored`]).
+    pub fn restore_channels(&self, mut outbox: Outbox, mut inbox: Inbox, resumed: bool) {
+        outbox.restored(resumed);
+        if inbox.life == 0 {
+            // An image from before lives were drawn.
+            inbox.life = Inbox::new().life;
+        }
+        let mut q = self.lock();
+        q.outbox = outbox;
+        q.inbox = inbox;
+        drop(q);
+        self.set_kick();
+    }
+
+    /// A move was called off: the outbox sends again.
+    pub fn thaw(&self) {
+        self.lock().outbox.frozen = false;
+        self.set_kick();
     }
 
     /// Queue a message, waiting for space until `deadline` when the mailbox
@@ -443,6 +657,11 @@ impl Mailbox {
                 Tag::Demonitor(r) => {
                     remove_at(&mut q, i);
                     q.calls.watchers.remove(&(sender, r));
+                    continue;
+                }
+                Tag::Ack(_) | Tag::Nack(_) => {
+                    // Never queued (taken on the way in); never shown.
+                    remove_at(&mut q, i);
                     continue;
                 }
             };
@@ -651,6 +870,7 @@ impl Mailbox {
         for (r, p) in &downs {
             q.bytes += data.len();
             q.messages.push_back(Message {
+                seq: 0,
                 sender: *p,
                 data: data.to_vec(),
                 tag: Tag::Down(*r),

@@ -121,6 +121,14 @@ pub struct CapturedProcess {
     /// Its private volumes' content, in the order of `spec.volumes`.
     #[serde(default)]
     pub volumes: Vec<crate::volume::VolumeTree>,
+    /// Its numbered channels out ([`crate::outbox`]); empty in images from
+    /// before issue #16.
+    #[serde(default)]
+    pub outbox: crate::outbox::Outbox,
+    /// The last numbers it took from each sender, read with `mailbox` at
+    /// one instant.
+    #[serde(default)]
+    pub inbox: crate::outbox::Inbox,
 }
 
 /// What a restored process starts from.
@@ -221,15 +229,13 @@ async fn finish_capture(
         .map_err(|e| wasmtime::Error::msg(format!("cannot capture its volumes: {e}")))?;
     let monotonic_ns =
         u64::try_from(crate::clock::monotonic_now(&ctx.wasi).as_nanos()).unwrap_or(u64::MAX);
+    let (queued, outbox, inbox) = ctx.mailbox.capture(mode == CaptureMode::Move);
     let image = CapturedProcess {
         memory: data,
         globals,
         pending,
         asyncify_buffer: ctx.asyncify_buffer.unwrap_or(0),
-        mailbox: match mode {
-            CaptureMode::Move => ctx.mailbox.drain(),
-            CaptureMode::Resume | CaptureMode::Stop => ctx.mailbox.queued(),
-        },
+        mailbox: queued,
         spec: ctx.spec.clone(),
         fuel_remaining: store.get_fuel().ok(),
         open_files,
@@ -238,12 +244,15 @@ async fn finish_capture(
         log_start: 0,
         calls: ctx.mailbox.calls(),
         volumes,
+        outbox,
+        inbox,
     };
     // The requester may have given up; then the process simply resumes
     // (a move hands the taken messages back first).
     if let Err(image) = reply.send(image) {
         if mode == CaptureMode::Move {
             let _ = store.data().mailbox.push_front_all(image.mailbox);
+            store.data().mailbox.thaw();
         }
         return Ok(None);
     }

@@ -246,6 +246,219 @@ impl Router {
         }
     }
 
+    /// Send `message` from a process here (what its host functions send):
+    /// as [`Router::send_message`], through its numbered channels when its
+    /// output commit is on or the receiver is protected (see
+    /// [`crate::outbox`]).
+    ///
+    /// With output commit on, the message waits in the outbox until a
+    /// recorded checkpoint covers it: `Ok` means it was accepted there
+    /// (`Full`: the outbox is at its bound). Otherwise it is sent now, as
+    /// before, and a copy is kept until the receiver acknowledges it.
+    pub fn send_guest(&self, to: Pid, message: Message) -> Result<(), PushError> {
+        let from = message.sender;
+        if !crate::outbox::is_numbered(&message.tag) {
+            return self.send_message(to, message);
+        }
+        let Some(mailbox) = self.live_mailbox(from) else {
+            return self.send_message(to, message);
+        };
+        let protected = mailbox.output_commit();
+        let retain = self
+            .cluster
+            .get()
+            .is_some_and(|link| link.keeps_checkpoints(to));
+        if !protected && !retain {
+            return self.send_message(to, message);
+        }
+        if protected {
+            mailbox
+                .with_outbox(|o| o.push(to, message, retain, false))
+                .map_err(|_| PushError::Full)?;
+            return Ok(());
+        }
+        // Sent now, in order behind anything this channel must send again.
+        let result = {
+            let _flushing = mailbox.flushing();
+            if mailbox.with_outbox(|o| o.backlog(to)) {
+                Err(PushError::Full)
+            } else {
+                let mut numbered = message.clone();
+                match mailbox.with_outbox(|o| o.push(to, message, retain, true)) {
+                    Err(_) => Err(PushError::Full),
+                    Ok(seq) => {
+                        numbered.seq = seq;
+                        let sent = self.send_message(to, numbered);
+                        if sent.is_err() {
+                            mailbox.with_outbox(|o| {
+                                if o.unsend(to, seq) && sent == Err(PushError::Closed) {
+                                    o.gone(to);
+                                }
+                            });
+                        }
+                        sent
+                    }
+                }
+            }
+        };
+        if result == Err(PushError::Full) || mailbox.take_kick() {
+            // A backlog to send again first, or a nack that came while the
+            // flush lock was held here.
+            self.flush(from, &mailbox);
+        }
+        result
+    }
+
+    /// What a push into `pid`'s mailbox may owe: the nacks its inbox asks
+    /// for, and the resends its outbox was asked for.
+    fn after_push(&self, pid: Pid, mailbox: &Arc<Mailbox>) {
+        if mailbox.take_kick() {
+            self.send_nacks(pid, mailbox);
+            self.flush(pid, mailbox);
+        }
+    }
+
+    /// Send the nacks `pid`'s inbox owes.
+    fn send_nacks(&self, pid: Pid, mailbox: &Mailbox) {
+        let nacks = mailbox.take_nacks();
+        if nacks.is_empty() {
+            return;
+        }
+        let life = crate::outbox::life_payload(mailbox.life());
+        for (sender, expected) in nacks {
+            let nack = Message {
+                sender: pid,
+                data: life.clone(),
+                tag: Tag::Nack(expected),
+                seq: 0,
+            };
+            // Lost if the way is full: the next gap asks again.
+            let _ = self.send_message(sender, nack);
+        }
+    }
+
+    /// Send what `pid`'s outbox may send now, in order per channel. One
+    /// flush at a time per outbox: a flush asked for while one runs (a nack
+    /// arriving through it) is done by that one before it returns.
+    pub fn flush(&self, pid: Pid, mailbox: &Mailbox) {
+        let Some(_flushing) = mailbox.try_flushing() else {
+            mailbox.set_kick();
+            return;
+        };
+        loop {
+            let ready = mailbox.with_outbox(|o| o.ready(256));
+            let mut blocked: Vec<Pid> = Vec::new();
+            let mut progressed = false;
+            for (to, message) in ready {
+                if blocked.contains(&to) {
+                    continue;
+                }
+                let seq = message.seq;
+                let bounce = crate::calls::bounce_for(to, &message);
+                match self.send_message(to, message) {
+                    Ok(()) => {
+                        progressed = true;
+                        mailbox.with_outbox(|o| o.sent(to, seq));
+                    }
+                    Err(PushError::Full) => blocked.push(to),
+                    Err(PushError::Closed) => {
+                        // Nobody to send to: a call in it is answered
+                        // `noproc` to its caller, this process.
+                        progressed = true;
+                        blocked.push(to);
+                        let unsent = mailbox.with_outbox(|o| o.gone(to));
+                        if let Some((back_to, notice)) = bounce {
+                            let _ = self.send_message(back_to, notice);
+                        }
+                        for m in unsent {
+                            if let Some((back_to, notice)) = crate::calls::bounce_for(to, &m) {
+                                let _ = self.send_message(back_to, notice);
+                            }
+                        }
+                    }
+                }
+            }
+            let kicked = mailbox.take_kick();
+            if kicked {
+                self.send_nacks(pid, mailbox);
+            }
+            if !(kicked || progressed && blocked.is_empty()) {
+                return;
+            }
+            if !kicked && mailbox.with_outbox(|o| o.ready(1).is_empty()) {
+                return;
+            }
+        }
+    }
+
+    /// The node's tick (see `shoal_daemon`): for every live process here,
+    /// send what it owes (released output, resends asked for or overdue,
+    /// nacks) — what could not be sent when it was due (a full way).
+    pub fn flush_all(&self) {
+        let now = Instant::now();
+        let mailboxes: Vec<(Pid, Arc<Mailbox>)> = read(&self.local)
+            .iter()
+            .map(|(p, m)| (*p, m.clone()))
+            .collect();
+        for (pid, mailbox) in mailboxes {
+            let owes = mailbox.take_kick()
+                || mailbox.with_outbox(|o| o.resend_stale(now) || !o.ready(1).is_empty());
+            if owes {
+                self.send_nacks(pid, &mailbox);
+                self.flush(pid, &mailbox);
+            }
+        }
+    }
+
+    /// A recorded checkpoint of `pid` (a process here) covers `point`:
+    /// release its output up to there, and acknowledge to its senders what
+    /// it had taken.
+    pub fn committed(&self, pid: Pid, point: &crate::outbox::CommitPoint) {
+        let Some(mailbox) = self.live_mailbox(pid) else {
+            return;
+        };
+        mailbox.with_outbox(|o| o.commit(point.produced));
+        self.flush(pid, &mailbox);
+        let life = crate::outbox::life_payload(mailbox.life());
+        for (sender, seq) in mailbox.acks_for(&point.seen) {
+            let ack = Message {
+                sender: pid,
+                data: life.clone(),
+                tag: Tag::Ack(seq),
+                seq: 0,
+            };
+            // Lost if the way is full: the next checkpoint's says more.
+            let _ = self.send_message(sender, ack);
+        }
+    }
+
+    /// Ask every sender `pid` (a process here, just resumed from a
+    /// checkpoint) took numbered messages from for what follows the last it
+    /// took: what they sent after that checkpoint was lost with the node.
+    /// (A sender it had taken nothing from sends again on its own, after
+    /// [`crate::outbox::RETRANSMIT_AFTER`].)
+    pub fn nack_senders(&self, pid: Pid) {
+        let Some(mailbox) = self.live_mailbox(pid) else {
+            return;
+        };
+        let life = crate::outbox::life_payload(mailbox.life());
+        for (sender, seq) in mailbox.seen() {
+            let nack = Message {
+                sender: pid,
+                data: life.clone(),
+                tag: Tag::Nack(seq + 1),
+                seq: 0,
+            };
+            let _ = self.send_message(sender, nack);
+        }
+    }
+
+    /// Does `pid` (a process here) have output no recorded checkpoint
+    /// covers yet?
+    pub fn uncommitted(&self, pid: Pid) -> bool {
+        self.live_mailbox(pid).is_some_and(|m| m.uncommitted())
+    }
+
     /// Queue a DOWN (`data`: the reason) in every local process's mailbox
     /// for its call in progress and its monitors whose target `gone` says
     /// is gone. Returns how many were queued. See [`crate::calls::node_down`].
@@ -297,15 +510,21 @@ impl Router {
             };
             if let Tag::Call(reference) = message.tag {
                 if !mailbox.sees_calls() {
-                    let (back_to, refusal) =
-                        crate::calls::refusal_for(to, message.sender, reference);
-                    let _ = self.send_message(back_to, refusal);
+                    if mailbox.admit_only(&message) {
+                        let (back_to, refusal) =
+                            crate::calls::refusal_for(to, message.sender, reference);
+                        let _ = self.send_message(back_to, refusal);
+                    }
+                    self.after_push(to, &mailbox);
                     return Ok(());
                 }
             }
             match mailbox.try_push(message) {
                 Err((PushError::Closed, m)) => message = m,
-                other => return other,
+                other => {
+                    self.after_push(to, &mailbox);
+                    return other;
+                }
             }
         }
         Err((PushError::Closed, message))

@@ -62,6 +62,11 @@ pub struct SpawnSpec {
     /// parent's owner; never part of a snapshot.
     #[serde(skip)]
     pub parent: Option<Pid>,
+    /// Output commit ([`crate::outbox`]): what it sends waits for a
+    /// recorded checkpoint. Set by the cluster for processes that may
+    /// resume after the loss of their node; never taken from an image.
+    #[serde(skip)]
+    pub output_commit: bool,
 }
 
 impl SpawnSpec {
@@ -84,6 +89,7 @@ impl SpawnSpec {
             memory_bytes_max: None,
             preemptible: false,
             parent: None,
+            output_commit: false,
         }
     }
 }

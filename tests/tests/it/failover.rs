@@ -472,3 +472,111 @@ fn a_large_process_is_checkpointed_onto_a_replica() {
         })
     });
 }
+
+/// The `at N` progress of a `tally send` process (0 before the first).
+fn progress(lab: &Lab, pid: u64) -> u64 {
+    lab.cli_ok(0, &["logs", &pid.to_string()])
+        .lines()
+        .filter_map(|l| l.strip_prefix("at "))
+        .filter_map(|n| n.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Exactly-once across a failover. A tally process (`--restart
+/// on-failure`, on n3) answers numbered calls from a sender on n1 and one
+/// on n2, each reply carrying its count for that caller and a nonce drawn
+/// for the reply; n3 is killed with SIGKILL mid-stream. The tally resumes
+/// on a survivor from its checkpoint and:
+///
+/// - every reply a sender got had the count equal to the call's number (a
+///   call lost in the failover would give less, one taken twice more), so
+///   no gap and no duplicate per sender;
+/// - each sender's digest of the replies it saw equals the digest the
+///   resumed tally keeps of the replies it produced: no sender ever saw a
+///   reply of the lost history (output commit — the nonces would differ);
+/// - the final counts are exact.
+#[test]
+fn a_tally_killed_mid_stream_resumes_and_counts_every_call_exactly_once() {
+    const N: u64 = 120;
+    let mut lab = lab3();
+    let n_text = N.to_string();
+    let tally = deploy(
+        &lab,
+        0,
+        &[
+            shoal_tests::TALLY,
+            "--node",
+            "n3",
+            "--restart",
+            "on-failure",
+            "--",
+            "count",
+            "tally",
+            "2",
+            &n_text,
+        ],
+    );
+    let (tally_pid, on) = tally[0].clone();
+    assert_eq!(on, "n3");
+    let mut senders = Vec::new();
+    for node in ["n1", "n2"] {
+        let placed = deploy(
+            &lab,
+            0,
+            &[
+                shoal_tests::TALLY,
+                "--node",
+                node,
+                "--",
+                "send",
+                "tally",
+                &n_text,
+            ],
+        );
+        senders.push(placed[0].0);
+    }
+    wait_for("both senders past call 20", SETTLE, || {
+        senders.iter().all(|p| progress(&lab, *p) >= 20)
+    });
+    let at_kill: Vec<u64> = senders.iter().map(|p| progress(&lab, *p)).collect();
+    lab.kill(2);
+    println!("killed n3 with the senders at calls {at_kill:?} of {N}");
+    assert!(
+        at_kill.iter().all(|a| *a < N - 10),
+        "the senders finished before the kill: make N larger"
+    );
+
+    let logs = |pid: u64| lab.cli_ok(0, &["logs", &pid.to_string()]);
+    wait_for("both senders to finish", SETTLE * 2, || {
+        senders
+            .iter()
+            .all(|p| logs(*p).contains("sent ") || logs(*p).contains("BAD"))
+    });
+    let mut digests = Vec::new();
+    for p in &senders {
+        let out = logs(*p);
+        assert!(!out.contains("BAD"), "sender {p}: {out}");
+        let line = out.lines().find(|l| l.starts_with("sent ")).unwrap();
+        let digest = line.rsplit(' ').next().unwrap().to_string();
+        assert_eq!(line, format!("sent {N} digest {digest}"));
+        digests.push(digest);
+    }
+
+    let p = ps_entry(&lab, 0, tally_pid).unwrap();
+    assert_eq!(p["state"], "running", "{p}");
+    assert_ne!(p["node"], "n3", "{p}");
+    assert_eq!(p["restart"]["incarnation"], 1, "{p}");
+    wait_for("the tally's report", SETTLE, || {
+        logs(tally_pid).contains("tally done")
+    });
+    let report = logs(tally_pid);
+    for (p, digest) in senders.iter().zip(&digests) {
+        let want = format!("tally {p} count {N} digest {digest}");
+        assert!(
+            report.lines().any(|l| l == want),
+            "expected `{want}` in the tally's report:\n{report}"
+        );
+    }
+    println!("both senders: {N} calls each, every reply from the surviving history");
+}

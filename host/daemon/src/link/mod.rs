@@ -754,7 +754,11 @@ impl ClusterLink for Link {
         let msg = LaneMessage {
             from: message.sender.0,
             to: to.0,
-            tag: LaneTag { kind, reference },
+            tag: LaneTag {
+                kind,
+                reference,
+                seq: message.seq,
+            },
             data: Bytes::from(message.data),
         };
         let sent = if owed {
@@ -936,6 +940,15 @@ impl ClusterLink for Link {
 
     fn node_id(&self) -> u64 {
         self.me
+    }
+
+    fn keeps_checkpoints(&self, pid: Pid) -> bool {
+        self.raft
+            .state()
+            .failover
+            .recoverable
+            .get(&pid.0)
+            .is_some_and(|r| r.policy.mode != shoal_cluster::state::failover::RestartMode::Never)
     }
 
     fn process_exited(&self, pid: Pid, reason: Option<&shoal_abi::process::ExitReason>) {

@@ -130,6 +130,12 @@ pub async fn spawn_here(
     spec.memory_bytes_max = req.memory_bytes_max;
     spec.preemptible = req.preemptible;
     spec.volumes = req.volumes.clone();
+    // A process that may resume from a checkpoint releases what it sends
+    // only once a recorded checkpoint covers it (issue #16).
+    spec.output_commit = req
+        .restart
+        .as_ref()
+        .is_some_and(|p| p.mode != shoal_cluster::state::failover::RestartMode::Never);
     let pid = node
         .pids()
         .allocate_wait(PID_WAIT)

@@ -120,6 +120,7 @@ pub async fn on_control(ctx: &std::sync::Arc<Ctx>, pid: Pid, data: &[u8]) {
             // finished forwarding: then the target no longer waits for it.)
             if let Some(held) = ctx.node.router().held(pid) {
                 let mut fence = shoal_runtime::mailbox::Message {
+                    seq: 0,
                     sender: shoal_runtime::node::CONTROL_SENDER,
                     data: data.to_vec(),
                     tag: shoal_runtime::mailbox::Tag::Plain,

@@ -727,7 +727,11 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                     }
                 }
                 let (kind, reference) = m.tag.to_wire();
-                let tag = shoal_net::LaneTag { kind, reference };
+                let tag = shoal_net::LaneTag {
+                    kind,
+                    reference,
+                    seq: m.seq,
+                };
                 let sent = if m.sender == CONTROL_SENDER {
                     let msg = LaneMessage {
                         from: m.sender.0,

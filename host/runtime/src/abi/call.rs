@@ -35,6 +35,7 @@ pub(crate) fn send_bounces(caller: &Caller<'_, ProcessCtx>, bounces: Vec<Bounce>
         let _ = host.send_message(
             b.to,
             Message {
+                seq: 0,
                 sender: me,
                 data: b.data,
                 tag: b.tag,
@@ -123,6 +124,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     mailbox.end_call();
                     let reference = mailbox.begin_call(target);
                     let request = Message {
+                        seq: 0,
                         sender: me,
                         data,
                         tag: Tag::Call(reference),
@@ -285,6 +287,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 return Ok(Some(Val::I32(errno::LIMIT)));
             };
             let request = Message {
+                seq: 0,
                 sender: me,
                 data,
                 tag: Tag::Call(reference),
@@ -318,6 +321,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 return Ok(Some(Val::I32(errno::INVALID)));
             };
             let reply = Message {
+                seq: 0,
                 sender: caller.data().pid,
                 data,
                 tag: Tag::Reply(reference),
@@ -356,6 +360,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 return Ok(Some(Val::I32(errno::LIMIT)));
             };
             let request = Message {
+                seq: 0,
                 sender: me,
                 data: Vec::new(),
                 tag: Tag::Monitor(reference),
@@ -365,6 +370,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 Err(PushError::Closed) => {
                     // Already gone: the DOWN comes at once, as a message.
                     let _ = mailbox.push(Message {
+                        seq: 0,
                         sender: target,
                         data: DownReason::NoProc.encode(),
                         tag: Tag::Down(reference),
@@ -396,6 +402,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 })));
             };
             let withdraw = Message {
+                seq: 0,
                 sender: me,
                 data: Vec::new(),
                 tag: Tag::Demonitor(reference),

@@ -88,11 +88,11 @@ impl ProcessHost for NodeHost {
     }
 
     fn send(&self, from: Pid, to: Pid, data: Vec<u8>) -> Result<(), PushError> {
-        self.0.router.send(from, to, data)
+        self.0.router.send_guest(to, Message::plain(from, data))
     }
 
     fn send_message(&self, to: Pid, message: Message) -> Result<(), PushError> {
-        self.0.router.send_message(to, message)
+        self.0.router.send_guest(to, message)
     }
 
     fn kv(&self) -> Result<Arc<dyn crate::cluster_link::KvLocks>, i32> {

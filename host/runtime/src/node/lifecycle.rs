@@ -194,11 +194,21 @@ impl Shared {
         mailbox.set_sees_calls(crate::calls::module_sees_calls(
             module.module.imports().map(|i| (i.module(), i.name())),
         ));
+        if restore.is_none() {
+            mailbox.set_output_commit(spec.output_commit);
+        }
         if let Some(image) = &restore {
             // Calls and monitors first: they decide which answers queue.
             mailbox.restore_calls(image.calls.clone());
+            if mailbox.life() == image.inbox.life {
+                // Its own mailbox, held through a move called off: its
+                // channels went on meanwhile.
+                mailbox.thaw();
+            } else {
+                mailbox.restore_channels(image.outbox.clone(), image.inbox.clone(), false);
+            }
             for m in &image.mailbox {
-                mailbox.push(m.clone()).map_err(|e| {
+                mailbox.push_image(m.clone()).map_err(|e| {
                     NodeError::InvalidSpawn(format!(
                         "snapshot mailbox does not fit this node's bounds: {e}"
                     ))

@@ -36,6 +36,11 @@ impl Node {
         let registry = self.registry().clone();
         let t = Instant::now();
         let pending_call = image.pending.import.clone();
+        let commit = crate::outbox::CommitPoint {
+            produced: image.outbox.produced(),
+            seen: image.inbox.seen.clone(),
+            log_end: 0,
+        };
         let (manifest, id, pages_new, bytes_new) =
             tokio::task::spawn_blocking(move || store(&registry, module, pid, &image, parent))
                 .await
@@ -53,6 +58,7 @@ impl Node {
             waited,
             store_time: t.elapsed(),
             pending_call,
+            commit,
         })
     }
 
@@ -154,7 +160,9 @@ impl Node {
         };
         if reuse == Some(original) {
             // The same pid goes on: answers and DOWNs addressed to it reach
-            // it, so its call, requests and monitors stay as captured.
+            // it, so its call, requests and monitors stay as captured; the
+            // output its image holds is the state it goes on from.
+            image.outbox.commit(image.outbox.produced());
             return self
                 .restore_with_spec(manifest.module, image, spec, reuse)
                 .await;
@@ -168,6 +176,10 @@ impl Node {
         // their targets' ends reach it.
         image.calls.calling = None;
         image.calls.requests.clear();
+        // Nor what its outbox holds (sent as the original), and it takes
+        // from its own channels.
+        image.outbox = crate::outbox::Outbox::new(image.outbox.output_commit);
+        image.inbox = crate::outbox::Inbox::new();
         let monitors: Vec<(u64, Pid)> =
             image.calls.monitors.iter().map(|(r, p)| (*r, *p)).collect();
         let copy = self
@@ -227,10 +239,14 @@ impl Node {
             .unwrap_or(self.config().process_memory_bytes_max)
             .min(self.config().engine.memory_bytes_max);
         crate::grants::check_image(&image, memory_max, spec.preopens())?;
+        // A recorded checkpoint covers all the output its image holds.
+        let mut image = image;
+        image.outbox.commit(image.outbox.produced());
         let resumed = self
             .restore_with_spec(manifest.module, image, spec, Some(pid))
             .await?;
         self.set_last_snapshot(resumed, id);
+        self.router().nack_senders(resumed);
         Ok(resumed)
     }
 
@@ -241,6 +257,7 @@ impl Node {
     /// never waits on a monitor nobody keeps.
     fn remonitor(&self, watcher: Pid, reference: u64, target: Pid) {
         let request = Message {
+            seq: 0,
             sender: watcher,
             data: Vec::new(),
             tag: Tag::Monitor(reference),
@@ -251,6 +268,7 @@ impl Node {
             Err(PushError::Full) => DownReason::Overloaded,
         };
         let down = Message {
+            seq: 0,
             sender: target,
             data: reason.encode(),
             tag: Tag::Down(reference),

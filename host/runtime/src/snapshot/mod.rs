@@ -45,6 +45,12 @@ pub struct HostState {
     /// Its private volumes' content (chunks in the registry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volume::VolumeTree>,
+    /// Its numbered channels out (issue #16; absent, so none, before).
+    #[serde(default)]
+    pub outbox: crate::outbox::Outbox,
+    /// The last numbers it took from each sender (issue #16).
+    #[serde(default)]
+    pub inbox: crate::outbox::Inbox,
 }
 
 impl HostState {
@@ -60,6 +66,8 @@ impl HostState {
             monotonic_ns: image.monotonic_ns,
             calls: image.calls.clone(),
             volumes: image.volumes.clone(),
+            outbox: image.outbox.clone(),
+            inbox: image.inbox.clone(),
         }
     }
 
@@ -85,6 +93,8 @@ impl HostState {
             log_start: log.start,
             calls: self.calls,
             volumes: self.volumes,
+            outbox: self.outbox,
+            inbox: self.inbox,
         }
     }
 }
@@ -115,6 +125,10 @@ pub struct SnapshotInfo {
     pub store_time: Duration,
     /// The call it was captured in, e.g. `shoal_v1.recv`.
     pub pending_call: String,
+    /// What a recorded checkpoint of this snapshot covers (output to
+    /// release, receipts to acknowledge: [`crate::outbox`]).
+    #[serde(skip)]
+    pub commit: crate::outbox::CommitPoint,
 }
 
 /// Store a captured process in the registry, incremental over `parent`.
