@@ -10,14 +10,27 @@
 //!   state answers with other nonces than the lost one did. Once
 //!   `<senders>` callers have each been counted `<N>` times it prints, per
 //!   caller in pid order, `tally <pid> count <count> digest <hex>`, then
-//!   `tally done`, and goes on serving.
-//! - `send <name> <N>`: finds `<name>` (waiting for it), then calls it with
-//!   `1..=N` in order, one at a time. Each reply's count must be the number
+//!   `tally done`, and goes on serving. Each reply is also printed, as
+//!   `reply <caller> <n> <count> <nonce hex>` (output that differs between
+//!   histories, for the log tests).
+//! - `send <name> <N> [<pause-ms>]`: finds `<name>` (waiting for it), then
+//!   calls it with `1..=N` in order, one at a time, pausing `<pause-ms>`
+//!   (default 0) after each. Each reply's count must be the number
 //!   just sent — a lost call gives less, a call taken twice more — else it
 //!   prints `BAD call <n> count <count>` and exits 1. Every 10 calls it
 //!   prints `at <n>`; at the end `sent <N> digest <hex>` (the same digest
 //!   the tally keeps: equal only if every reply this sender saw is one the
 //!   tally's surviving history produced), and exits 0.
+//!
+//! - `journal <name> <dir> <N>`: registers `<name>` and serves calls from
+//!   one caller, whose request `k` must be the next number (else it prints
+//!   `BAD journal got <k> after <count>`); for each it appends the line
+//!   `<k>` to `<dir>/journal.log` (kept open across calls, so a capture has
+//!   an open file in the volume), keeps a new 64 KiB heap block filled from
+//!   `k`, prints `got <k>` and answers `(count, journal length)`. After the
+//!   `<N>`th it checks every heap block and prints `journal done lines <N>
+//!   bytes <length> fnv <hex> heap ok|bad` (FNV-1a 64 of the file read
+//!   back). An uninterrupted run's output and file are fixed by `<N>`.
 //!
 //! Bad arguments print a usage line to stderr and exit 2.
 
@@ -27,14 +40,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal::{Error, Pid};
 
-const USAGE: &str = "usage: tally count <name> <senders> <N> | send <name> <N>";
+const USAGE: &str =
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["count", name, senders, n] => count(name, parse(senders), parse(n)),
-        ["send", name, n] => send(name, parse(n)),
+        ["journal", name, dir, n] => journal(name, dir, parse(n)),
+        ["send", name, n] => send(name, parse(n), 0),
+        ["send", name, n, pause_ms] => send(name, parse(n), parse(pause_ms)),
         _ => {
             eprintln!("{USAGE}");
             exit(2)
@@ -78,6 +94,7 @@ fn count(name: &str, senders: usize, n: u64) -> ! {
                 .unwrap_or(0)
                 ^ drawn.rotate_left(40);
             t.1 = fold(t.1, k, t.0, nonce);
+            println!("reply {from} {k} {} {nonce:016x}", t.0);
             let reply = (t.0, nonce);
             if !reported
                 && tallies.len() >= senders
@@ -97,7 +114,66 @@ fn count(name: &str, senders: usize, n: u64) -> ! {
     exit(1)
 }
 
-fn send(name: &str, n: u64) -> ! {
+/// FNV-1a 64.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn journal(name: &str, dir: &str, n: u64) -> ! {
+    use std::io::Write;
+    if let Err(e) = shoal::register(name) {
+        eprintln!("tally: register {name}: {e}");
+        exit(1)
+    }
+    let path = format!("{dir}/journal.log");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| {
+            eprintln!("tally: open {path}: {e}");
+            exit(1)
+        });
+    let mut count = 0u64;
+    let mut length = 0u64;
+    let mut heap: Vec<Vec<u8>> = Vec::new();
+    let served = shoal::serve(
+        |_from: Pid, k: u64| {
+            if k != count + 1 {
+                println!("BAD journal got {k} after {count}");
+            }
+            count += 1;
+            let line = format!("{k}\n");
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                println!("BAD journal append: {e}");
+            }
+            length += line.len() as u64;
+            heap.push(vec![(k % 251) as u8; 64 * 1024]);
+            println!("got {k}");
+            if count == n {
+                let content = std::fs::read(&path).unwrap_or_default();
+                let heap_ok = heap
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| b.iter().all(|x| *x == ((i as u64 + 1) % 251) as u8));
+                println!(
+                    "journal done lines {n} bytes {} fnv {:016x} heap {}",
+                    content.len(),
+                    fnv(&content),
+                    if heap_ok { "ok" } else { "bad" }
+                );
+            }
+            (count, length)
+        },
+        |_| true,
+    );
+    eprintln!("tally: serve: {served:?}");
+    exit(1)
+}
+
+fn send(name: &str, n: u64, pause_ms: u64) -> ! {
     let tally = loop {
         match shoal::whereis(name) {
             Ok(p) => break p,
@@ -129,6 +205,9 @@ fn send(name: &str, n: u64) -> ! {
         digest = fold(digest, k, count, nonce);
         if k % 10 == 0 {
             println!("at {k}");
+        }
+        if pause_ms > 0 {
+            let _ = shoal::sleep(Duration::from_millis(pause_ms));
         }
     }
     println!("sent {n} digest {digest:016x}");

@@ -68,7 +68,7 @@ pub async fn run(inner: Arc<Inner>) {
             }
             // Output waiting for a checkpoint makes one due at once: output
             // commit costs a checkpoint's time, not its interval.
-            let waiting = inner.node.router().uncommitted(Pid(pid));
+            let waiting = inner.node.output_waiting(Pid(pid));
             let due = last.get(&pid).is_none_or(|l| {
                 !l.uncapturable && (waiting || l.at.elapsed() >= Duration::from_millis(every_ms))
             });
@@ -120,7 +120,7 @@ async fn checkpoint(
     let replicas = usize::from(record.policy.replicas);
     let seq = record.checkpoint.as_ref().map_or(1, |c| c.seq + 1);
     drop(state);
-    let info = match inner.node.snapshot(pid, false, CAPTURE_WAIT).await {
+    let info = match inner.node.checkpoint(pid, CAPTURE_WAIT).await {
         Ok(info) => info,
         Err(NodeError::NotCapturable(_)) => {
             tracing::warn!(
@@ -166,7 +166,7 @@ async fn checkpoint(
         Ok(CommandResult::Refused(why)) => Err(Failed::Other(why.to_string())),
         Ok(_) => {
             // Recorded: what it covers may be released and acknowledged.
-            inner.node.router().committed(pid, &info.commit);
+            inner.node.commit_checkpoint(pid, &info.commit);
             tracing::debug!(
                 "checkpoint {seq} of process {pid}: {} new pages, held by {holders:?}",
                 info.pages_new

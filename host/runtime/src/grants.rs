@@ -543,6 +543,7 @@ mod tests {
         spec.memory_bytes_max = Some(u64::MAX);
         CapturedProcess {
             outbox: Default::default(),
+            log_visible: None,
             inbox: Default::default(),
             memory: vec![0; memory_bytes],
             globals: Vec::new(),

@@ -39,6 +39,10 @@ struct Buffer {
     dropped_bytes: u64,
     /// Every byte ever written, held or dropped (also before a move).
     written_bytes: u64,
+    /// Output commit (issue #16): readers see up to here only; a recorded
+    /// checkpoint moves it on ([`ProcessLog::release_to`]). `None`:
+    /// everything is visible as written.
+    visible_end: Option<u64>,
 }
 
 /// What a log holds, read at one instant: its chunks, oldest first, and
@@ -64,6 +68,27 @@ impl LogView {
         self.chunks
             .iter()
             .fold(self.start, |p, c| p.saturating_add(c.data.len() as u64))
+    }
+
+    /// Keep only what lies before position `end`.
+    pub fn truncate(&mut self, end: u64) {
+        let mut at = self.start;
+        let mut keep = 0;
+        for c in self.chunks.iter_mut() {
+            if at >= end {
+                break;
+            }
+            let len = c.data.len() as u64;
+            if at + len > end {
+                c.data.truncate((end - at) as usize);
+            }
+            at += len;
+            keep += 1;
+        }
+        self.chunks.truncate(keep);
+        if self.start > end {
+            self.start = end;
+        }
     }
 }
 
@@ -237,19 +262,69 @@ impl ProcessLog {
         self.lock().dropped_bytes
     }
 
-    /// Every byte written so far, held or dropped: the position a reader
-    /// that has read everything is at (see [`LogView`]).
+    /// Every byte readers may see so far, held or dropped: the position a
+    /// reader that has read everything is at (see [`LogView`]). Under
+    /// output commit, what no recorded checkpoint covers is not counted.
     pub fn written_bytes(&self) -> u64 {
-        self.lock().written_bytes
+        let b = self.lock();
+        b.visible_end
+            .map_or(b.written_bytes, |v| v.min(b.written_bytes))
     }
 
-    /// What the log holds now, with its position (one consistent read).
+    /// What readers may see now, with its position (one consistent read):
+    /// under output commit, only what a recorded checkpoint covers.
     pub fn view(&self) -> LogView {
+        let b = self.lock();
+        let mut view = LogView {
+            start: b.dropped_bytes,
+            chunks: b.chunks.iter().cloned().collect(),
+        };
+        if let Some(end) = b.visible_end {
+            view.truncate(end);
+        }
+        view
+    }
+
+    /// Everything the log holds, visible or not (a capture, a move).
+    pub fn view_all(&self) -> LogView {
         let b = self.lock();
         LogView {
             start: b.dropped_bytes,
             chunks: b.chunks.iter().cloned().collect(),
         }
+    }
+
+    /// Turn output commit on: from now on readers see only what
+    /// [`ProcessLog::release_to`] releases; `visible` (`None`: everything
+    /// written so far) is visible now.
+    pub fn hold_output(&self, visible: Option<u64>) {
+        let mut b = self.lock();
+        let written = b.written_bytes;
+        b.visible_end = Some(visible.map_or(written, |v| v.min(written)));
+    }
+
+    /// How far readers may see (`None`: output commit is off).
+    pub fn visible_end(&self) -> Option<u64> {
+        self.lock().visible_end
+    }
+
+    /// A recorded checkpoint covers the output up to position `end`: let
+    /// readers see it.
+    pub fn release_to(&self, end: u64) {
+        {
+            let mut b = self.lock();
+            let written = b.written_bytes;
+            if let Some(v) = b.visible_end.as_mut() {
+                *v = (*v).max(end.min(written));
+            }
+        }
+        self.written.notify_waiters();
+    }
+
+    /// Is there output readers cannot see yet?
+    pub fn held_back(&self) -> bool {
+        let b = self.lock();
+        b.visible_end.is_some_and(|v| v < b.written_bytes)
     }
 
     /// A `std::io::Write` that appends to `stream` of this log (for WASI).

@@ -114,6 +114,10 @@ pub struct CapturedProcess {
     /// on the new node. 0 in images from before it was carried.
     #[serde(default)]
     pub log_start: u64,
+    /// How far readers could see its output (output commit, see
+    /// [`crate::log::ProcessLog::hold_output`]); `None`: all of it.
+    #[serde(default)]
+    pub log_visible: Option<u64>,
     /// Its calls and monitors ([`crate::calls`]); empty in images from
     /// before calls.
     #[serde(default)]
@@ -230,6 +234,11 @@ async fn finish_capture(
     let monotonic_ns =
         u64::try_from(crate::clock::monotonic_now(&ctx.wasi).as_nanos()).unwrap_or(u64::MAX);
     let (queued, outbox, inbox) = ctx.mailbox.capture(mode == CaptureMode::Move);
+    // Its output at this instant (a move carries it separately).
+    let log = match mode {
+        CaptureMode::Move => crate::log::LogView::default(),
+        CaptureMode::Resume | CaptureMode::Stop => ctx.log.view_all(),
+    };
     let image = CapturedProcess {
         memory: data,
         globals,
@@ -240,8 +249,9 @@ async fn finish_capture(
         fuel_remaining: store.get_fuel().ok(),
         open_files,
         monotonic_ns,
-        log: Vec::new(),
-        log_start: 0,
+        log: log.chunks,
+        log_start: log.start,
+        log_visible: ctx.log.visible_end(),
         calls: ctx.mailbox.calls(),
         volumes,
         outbox,

@@ -586,7 +586,7 @@ async fn send_rest(
     let mut sent = send_pages(ctx, addr, wire::PATH_DELTA, id, &changed, now, size, pb).await?;
     let state = shoal_runtime::snapshot::HostState::of(image);
     // Frozen: its log is complete.
-    let log = ctx.node.log(pid).map(|l| l.view()).unwrap_or_default();
+    let log = ctx.node.log(pid).map(|l| l.view_all()).unwrap_or_default();
     let fin = Final {
         id: id.to_string(),
         memory_bytes: now.len() as u64,

@@ -166,6 +166,13 @@ impl Shared {
             // called off): a reader goes on from where it was.
             log.carry(image.log_start, &image.log);
         }
+        // Output commit: readers see only what a recorded checkpoint covers.
+        let output_commit = restore
+            .as_ref()
+            .map_or(spec.output_commit, |i| i.outbox.output_commit);
+        if output_commit {
+            log.hold_output(restore.as_ref().and_then(|i| i.log_visible));
+        }
         let monotonic_start = restore
             .as_ref()
             .map(|r| Duration::from_nanos(r.monotonic_ns))
@@ -326,6 +333,16 @@ impl Shared {
                 // held for the move (`Node::freeze`).
                 self.router.hold(pid, entry.mailbox.clone());
             } else {
+                if !matches!(status.reason, ExitReason::Killed | ExitReason::Snapshotted) {
+                    // It ended on its own: its end is final, so is what it
+                    // sent and wrote before (output commit has no later
+                    // checkpoint to wait for). A kill — an operator's, or
+                    // the fence of a copy resumed elsewhere — discards
+                    // what no checkpoint covered.
+                    entry.mailbox.with_outbox(|o| o.commit(o.produced()));
+                    self.router.flush(pid, &entry.mailbox);
+                    entry.log.release_to(u64::MAX);
+                }
                 // Closes the mailbox; its watchers and callers are told.
                 crate::calls::on_exit(&self.router, pid, &status.reason, &entry.mailbox);
             }

@@ -150,7 +150,7 @@ impl Node {
         // same positions.
         if image.log.is_empty() && image.log_start == 0 {
             if let Some(log) = self.log(pid) {
-                let view = log.view();
+                let view = log.view_all();
                 image.log = view.chunks;
                 image.log_start = view.start;
             }

@@ -23,10 +23,56 @@ impl Node {
         stop: bool,
         wait_max: Duration,
     ) -> Result<SnapshotInfo, NodeError> {
+        self.snapshot_with(pid, stop, wait_max, false).await
+    }
+
+    /// A checkpoint of process `pid` (issue #16): [`Node::snapshot`] of a
+    /// process that goes on, carrying its output (so a copy resumed from it
+    /// shows the same log), with what a recorded checkpoint of it covers in
+    /// [`SnapshotInfo::commit`].
+    pub async fn checkpoint(
+        &self,
+        pid: Pid,
+        wait_max: Duration,
+    ) -> Result<SnapshotInfo, NodeError> {
+        self.snapshot_with(pid, false, wait_max, true).await
+    }
+
+    /// A recorded checkpoint of `pid` covers `point`: release its output up
+    /// to there (messages and log) and acknowledge what it took.
+    pub fn commit_checkpoint(&self, pid: Pid, point: &crate::outbox::CommitPoint) {
+        self.router().committed(pid, point);
+        if let Some(log) = self.log(pid) {
+            log.release_to(point.log_end);
+        }
+    }
+
+    /// Does `pid` have output (messages or log) that waits for a
+    /// checkpoint?
+    pub fn output_waiting(&self, pid: Pid) -> bool {
+        self.router().uncommitted(pid) || self.log(pid).is_some_and(|l| l.held_back())
+    }
+
+    async fn snapshot_with(
+        &self,
+        pid: Pid,
+        stop: bool,
+        wait_max: Duration,
+        with_log: bool,
+    ) -> Result<SnapshotInfo, NodeError> {
         let module = self.module_of(pid).ok_or(NodeError::NoProcess(pid))?;
         let started = Instant::now();
         let mut image = self.capture(pid, stop, wait_max).await?;
         let waited = started.elapsed();
+        let log_end = image.log.iter().fold(image.log_start, |p, c| {
+            p.saturating_add(c.data.len() as u64)
+        });
+        if !with_log {
+            // A snapshot anyone may restore as a copy: without the output.
+            image.log.clear();
+            image.log_start = 0;
+            image.log_visible = None;
+        }
         // Record the effective memory cap, so a node with another default
         // restores the same limit.
         if image.spec.memory_bytes_max.is_none() {
@@ -39,7 +85,7 @@ impl Node {
         let commit = crate::outbox::CommitPoint {
             produced: image.outbox.produced(),
             seen: image.inbox.seen.clone(),
-            log_end: 0,
+            log_end,
         };
         let (manifest, id, pages_new, bytes_new) =
             tokio::task::spawn_blocking(move || store(&registry, module, pid, &image, parent))
@@ -242,6 +288,7 @@ impl Node {
         // A recorded checkpoint covers all the output its image holds.
         let mut image = image;
         image.outbox.commit(image.outbox.produced());
+        image.log_visible = None;
         let resumed = self
             .restore_with_spec(manifest.module, image, spec, Some(pid))
             .await?;

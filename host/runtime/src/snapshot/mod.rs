@@ -9,6 +9,8 @@
 /// The format, as its own crate (no wasmtime); kept at this path.
 pub use shoal_snapshot_format as format;
 
+pub mod log_blocks;
+
 use crate::capture::PendingCall;
 use crate::mailbox::Message;
 use crate::pid::Pid;
@@ -45,6 +47,12 @@ pub struct HostState {
     /// Its private volumes' content (chunks in the registry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volume::VolumeTree>,
+    /// Its output, in blocks (checkpoints only; see [`log_blocks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<log_blocks::LogRef>,
+    /// How far readers could see its output (output commit; `None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_visible: Option<u64>,
     /// Its numbered channels out (issue #16; absent, so none, before).
     #[serde(default)]
     pub outbox: crate::outbox::Outbox,
@@ -66,6 +74,8 @@ impl HostState {
             monotonic_ns: image.monotonic_ns,
             calls: image.calls.clone(),
             volumes: image.volumes.clone(),
+            log: None,
+            log_visible: image.log_visible,
             outbox: image.outbox.clone(),
             inbox: image.inbox.clone(),
         }
@@ -93,6 +103,7 @@ impl HostState {
             log_start: log.start,
             calls: self.calls,
             volumes: self.volumes,
+            log_visible: self.log_visible,
             outbox: self.outbox,
             inbox: self.inbox,
         }
@@ -140,7 +151,18 @@ pub fn store(
     parent: Option<Sha256>,
 ) -> Result<(Manifest, Sha256, usize, u64), SnapshotFormatError> {
     let split = format::split_pages(&image.memory, None);
-    let state = HostState::of(image);
+    let mut state = HostState::of(image);
+    // Its output, when the image carries it (a checkpoint).
+    let mut blobs = crate::volume::tree::chunk_refs(&image.volumes);
+    if !image.log.is_empty() || image.log_start > 0 {
+        let view = crate::log::LogView {
+            start: image.log_start,
+            chunks: image.log.clone(),
+        };
+        let (log, log_blobs) = log_blocks::store(registry, &view)?;
+        state.log = Some(log);
+        blobs.extend(log_blobs);
+    }
     let manifest = Manifest {
         format_version: format::FORMAT_VERSION,
         module,
@@ -165,7 +187,7 @@ pub fn store(
             .map_err(|e| SnapshotFormatError::BadHeader(e.to_string()))?,
         // Its volumes' chunks (already in the registry: the capture put
         // them there), so its file form carries them too.
-        blobs: crate::volume::tree::chunk_refs(&image.volumes),
+        blobs,
     };
     // Only pages the registry lacks are new: everything else is shared with
     // earlier snapshots (of this process or any other).
@@ -220,6 +242,10 @@ pub fn load(
         .iter()
         .map(|g| (g.export.clone(), g.value))
         .collect();
-    let image = state.into_image(memory, globals, Default::default());
+    let log = match &state.log {
+        Some(log) => log_blocks::load(registry, log)?,
+        None => Default::default(),
+    };
+    let image = state.into_image(memory, globals, log);
     Ok((manifest, image))
 }
