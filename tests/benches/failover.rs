@@ -109,7 +109,86 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
 
+/// Mean wall time of one call, µs, from a sender on n1 to a tally on n3
+/// deployed with `--restart <policy>` (`never`: released at once;
+/// `on-failure`: output commit, each reply waits for a recorded checkpoint
+/// at the default interval), over `calls` calls one at a time.
+fn call_us(policy: &str, calls: u64) -> f64 {
+    let mut lab = Lab::new(3);
+    lab.start_all();
+    let n = calls.to_string();
+    lab.cli_json(
+        0,
+        &[
+            "deploy",
+            "--json",
+            shoal_tests::TALLY,
+            "--node",
+            "n3",
+            "--restart",
+            policy,
+            "--",
+            "count",
+            "tally",
+            "1",
+            &n,
+        ],
+    );
+    let v = lab.cli_json(
+        0,
+        &[
+            "deploy",
+            "--json",
+            shoal_tests::TALLY,
+            "--node",
+            "n1",
+            "--",
+            "send",
+            "tally",
+            &n,
+        ],
+    );
+    let sender = v[0]["pid"].as_u64().expect("a pid").to_string();
+    let mut took = None;
+    wait_for("the sender to finish", WAIT, || {
+        let out = lab.cli_ok(0, &["logs", &sender]);
+        took = out.lines().find_map(|l| {
+            l.strip_prefix("took ")?
+                .strip_suffix(" us")?
+                .parse::<f64>()
+                .ok()
+        });
+        took.is_some() || out.contains("BAD")
+    });
+    took.expect("the sender's timing") / calls as f64
+}
+
+fn output_commit_cost() {
+    const CALLS: u64 = 300;
+    println!();
+    println!(
+        "output commit: {CALLS} calls one at a time from n1 to a `tally` on n3 (3 nodes on loopback namespaces), default checkpoint interval"
+    );
+    let never = call_us("never", CALLS);
+    let committed = call_us("on-failure", CALLS);
+    println!(
+        "{:>24}  {:>12}  {:>10}",
+        "tally policy", "µs per call", "calls/s"
+    );
+    for (name, us) in [("never", never), ("on-failure (committed)", committed)] {
+        println!("{name:>24}  {us:>12.0}  {:>10.0}", 1e6 / us);
+    }
+    println!(
+        "each reply of a protected process waits for a recorded checkpoint: {:.1}x the latency of an unprotected one",
+        committed / never
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--output-commit-only") {
+        output_commit_cost();
+        return;
+    }
     println!(
         "failover: SIGKILL of the node running `migrant hold <MiB>` (--restart on-failure, checkpoint every 500 ms, 1 replica), --dead-after {DEAD_AFTER}, {RUNS} runs per size"
     );
@@ -140,4 +219,5 @@ fn main() {
     println!(
         "aims: detection <= 2 s (here the window is {DEAD_AFTER}: total = window + Raft commit + resume + this bench's 'ps' polling); resume <= 50 ms at 1 MiB"
     );
+    output_commit_cost();
 }

@@ -20,7 +20,8 @@
 //!   prints `BAD call <n> count <count>` and exits 1. Every 10 calls it
 //!   prints `at <n>`; at the end `sent <N> digest <hex>` (the same digest
 //!   the tally keeps: equal only if every reply this sender saw is one the
-//!   tally's surviving history produced), and exits 0.
+//!   tally's surviving history produced), then `took <µs> us` (the calls'
+//!   wall time, for the benchmark), and exits 0.
 //!
 //! - `journal <name> <dir> <N>`: registers `<name>` and serves calls from
 //!   one caller, whose request `k` must be the next number (else it prints
@@ -183,6 +184,7 @@ fn send(name: &str, n: u64, pause_ms: u64) -> ! {
         }
     };
     let mut digest = 0u64;
+    let started = std::time::Instant::now();
     for k in 1..=n {
         let (count, nonce): (u64, u64) = loop {
             match shoal::call(tally, &k, Some(Duration::from_secs(300))) {
@@ -211,5 +213,6 @@ fn send(name: &str, n: u64, pause_ms: u64) -> ! {
         }
     }
     println!("sent {n} digest {digest:016x}");
+    println!("took {} us", started.elapsed().as_micros());
     exit(0)
 }

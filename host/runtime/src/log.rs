@@ -442,6 +442,28 @@ mod tests {
     }
 
     #[test]
+    fn output_commit_shows_readers_only_what_a_checkpoint_released() {
+        let log = ProcessLog::new(1 << 20, false);
+        log.append(Stream::Stdout, b"before ");
+        log.hold_output(None);
+        log.append(Stream::Stdout, b"held");
+        assert!(log.held_back());
+        assert_eq!(log.written_bytes(), 7);
+        assert_eq!(log.view().end(), 7);
+        assert_eq!(log.view().chunks[0].data, b"before ");
+        // Everything, for a capture.
+        assert_eq!(log.view_all().end(), 11);
+        log.release_to(9);
+        assert_eq!(log.view().chunks[0].data, b"before he");
+        log.release_to(u64::MAX);
+        assert!(!log.held_back());
+        assert_eq!(log.view().chunks[0].data, b"before held");
+        // Never backwards.
+        log.release_to(3);
+        assert_eq!(log.written_bytes(), 11);
+    }
+
+    #[test]
     fn small_writes_to_one_stream_merge() {
         let log = ProcessLog::new(1 << 20, false);
         for _ in 0..1000 {

@@ -86,6 +86,9 @@ pub struct Router {
     /// Woken whenever a held mailbox or a handoff is removed
     /// ([`Router::settled`] waits on it).
     unheld: tokio::sync::Notify,
+    /// Woken when a process under output commit produces a message, so a
+    /// checkpoint that releases it is taken at once ([`Router::output`]).
+    output: tokio::sync::Notify,
 }
 
 /// Read a lock, ignoring poisoning (the maps stay consistent: every update
@@ -275,6 +278,7 @@ impl Router {
             mailbox
                 .with_outbox(|o| o.push(to, message, retain, false))
                 .map_err(|_| PushError::Full)?;
+            self.output.notify_one();
             return Ok(());
         }
         // Sent now, in order behind anything this channel must send again.
@@ -451,6 +455,13 @@ impl Router {
             };
             let _ = self.send_message(sender, nack);
         }
+    }
+
+    /// Notified when a process under output commit produced a message that
+    /// waits for a checkpoint (the checkpointer waits on it beside its
+    /// tick).
+    pub fn output(&self) -> &tokio::sync::Notify {
+        &self.output
     }
 
     /// Does `pid` (a process here) have output no recorded checkpoint
