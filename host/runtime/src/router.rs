@@ -325,19 +325,26 @@ impl Router {
     /// Send the nacks `pid`'s inbox owes.
     fn send_nacks(&self, pid: Pid, mailbox: &Mailbox) {
         let nacks = mailbox.take_nacks();
-        if nacks.is_empty() {
-            return;
-        }
+        self.send_notes(
+            pid,
+            mailbox,
+            nacks.into_iter().map(|(s, e)| (s, Tag::Nack(e))),
+        );
+    }
+
+    /// Send acks or nacks of `pid`'s inbox (`(sender, tag)`), each with
+    /// its life. One lost because the way is full costs nothing lasting:
+    /// the next gap asks again, the next checkpoint acknowledges more.
+    fn send_notes(&self, pid: Pid, mailbox: &Mailbox, notes: impl IntoIterator<Item = (Pid, Tag)>) {
         let life = crate::outbox::life_payload(mailbox.life());
-        for (sender, expected) in nacks {
-            let nack = Message {
+        for (sender, tag) in notes {
+            let note = Message {
                 sender: pid,
                 data: life.clone(),
-                tag: Tag::Nack(expected),
+                tag,
                 seq: 0,
             };
-            // Lost if the way is full: the next gap asks again.
-            let _ = self.send_message(sender, nack);
+            let _ = self.send_message(sender, note);
         }
     }
 
@@ -423,17 +430,12 @@ impl Router {
         };
         mailbox.with_outbox(|o| o.commit(point.produced));
         self.flush(pid, &mailbox);
-        let life = crate::outbox::life_payload(mailbox.life());
-        for (sender, seq) in mailbox.acks_for(&point.seen) {
-            let ack = Message {
-                sender: pid,
-                data: life.clone(),
-                tag: Tag::Ack(seq),
-                seq: 0,
-            };
-            // Lost if the way is full: the next checkpoint's says more.
-            let _ = self.send_message(sender, ack);
-        }
+        let acks = mailbox.acks_for(&point.seen);
+        self.send_notes(
+            pid,
+            &mailbox,
+            acks.into_iter().map(|(s, n)| (s, Tag::Ack(n))),
+        );
     }
 
     /// Ask every sender `pid` (a process here, just resumed from a
@@ -445,16 +447,11 @@ impl Router {
         let Some(mailbox) = self.live_mailbox(pid) else {
             return;
         };
-        let life = crate::outbox::life_payload(mailbox.life());
-        for (sender, seq) in mailbox.seen() {
-            let nack = Message {
-                sender: pid,
-                data: life.clone(),
-                tag: Tag::Nack(seq + 1),
-                seq: 0,
-            };
-            let _ = self.send_message(sender, nack);
-        }
+        let nacks = mailbox
+            .seen()
+            .into_iter()
+            .map(|(s, n)| (s, Tag::Nack(n + 1)));
+        self.send_notes(pid, &mailbox, nacks);
     }
 
     /// Notified when a process under output commit produced a message that

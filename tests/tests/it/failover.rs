@@ -474,6 +474,27 @@ fn a_large_process_is_checkpointed_onto_a_replica() {
     });
 }
 
+/// Deploy `tally <args>` on node `node` (`restart`: its `--restart` policy,
+/// `extra`: more deploy flags); its pid.
+fn deploy_tally(
+    lab: &Lab,
+    node: &str,
+    restart: Option<&str>,
+    extra: &[&str],
+    args: &[&str],
+) -> u64 {
+    let mut argv = vec![shoal_tests::TALLY, "--node", node];
+    if let Some(policy) = restart {
+        argv.extend(["--restart", policy]);
+    }
+    argv.extend_from_slice(extra);
+    argv.push("--");
+    argv.extend_from_slice(args);
+    let placed = deploy(lab, 0, &argv);
+    assert_eq!(placed[0].1, node, "placed elsewhere");
+    placed[0].0
+}
+
 /// The `at N` progress of a `tally send` process (0 before the first).
 fn progress(lab: &Lab, pid: u64) -> u64 {
     lab.cli_ok(0, &["logs", &pid.to_string()])
@@ -502,42 +523,23 @@ fn a_tally_killed_mid_stream_resumes_and_counts_every_call_exactly_once() {
     const N: u64 = 150;
     let mut lab = lab3();
     let n_text = N.to_string();
-    let tally = deploy(
+    let tally_pid = deploy_tally(
         &lab,
-        0,
-        &[
-            shoal_tests::TALLY,
-            "--node",
-            "n3",
-            "--restart",
-            "on-failure",
-            "--",
-            "count",
-            "tally",
-            "2",
-            &n_text,
-        ],
+        "n3",
+        Some("on-failure"),
+        &[],
+        &["count", "tally", "2", &n_text],
     );
-    let (tally_pid, on) = tally[0].clone();
-    assert_eq!(on, "n3");
     let mut senders = Vec::new();
     for node in ["n1", "n2"] {
-        let placed = deploy(
+        // Paced, so the stream is long also when calls are fast.
+        senders.push(deploy_tally(
             &lab,
-            0,
-            &[
-                shoal_tests::TALLY,
-                "--node",
-                node,
-                "--",
-                "send",
-                "tally",
-                &n_text,
-                // Paced, so the stream is long also when calls are fast.
-                "30",
-            ],
-        );
-        senders.push(placed[0].0);
+            node,
+            None,
+            &[],
+            &["send", "tally", &n_text, "30"],
+        ));
     }
     wait_for("both senders past call 20", SETTLE, || {
         senders.iter().all(|p| progress(&lab, *p) >= 20)
@@ -625,41 +627,14 @@ fn a_process_with_a_volume_and_a_growing_heap_ends_as_an_uninterrupted_run_after
     const N: u64 = 120;
     let mut lab = lab3();
     let n_text = N.to_string();
-    let placed = deploy(
+    let pid = deploy_tally(
         &lab,
-        0,
-        &[
-            shoal_tests::TALLY,
-            "--node",
-            "n3",
-            "--restart",
-            "on-failure",
-            "--volume",
-            "/data",
-            "--",
-            "journal",
-            "journal",
-            "/data",
-            &n_text,
-        ],
+        "n3",
+        Some("on-failure"),
+        &["--volume", "/data"],
+        &["journal", "journal", "/data", &n_text],
     );
-    let (pid, on) = placed[0].clone();
-    assert_eq!(on, "n3");
-    let sender = deploy(
-        &lab,
-        0,
-        &[
-            shoal_tests::TALLY,
-            "--node",
-            "n1",
-            "--",
-            "send",
-            "journal",
-            &n_text,
-            "30",
-        ],
-    )[0]
-    .0;
+    let sender = deploy_tally(&lab, "n1", None, &[], &["send", "journal", &n_text, "30"]);
     wait_for("the sender past call 20", SETTLE, || {
         progress(&lab, sender) >= 20
     });

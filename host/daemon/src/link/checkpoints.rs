@@ -87,6 +87,18 @@ impl Link {
                 .await
                 .map_err(|_| CopyError::Module(manifest.module.to_hex()))?;
         }
+        // Prepared and compiled ahead of a failover (once per module and
+        // variant: later checkpoints find it loaded), off this request's
+        // path.
+        let preemptible = manifest.state["spec"]["preemptible"]
+            .as_bool()
+            .unwrap_or(false);
+        let module = manifest.module;
+        tokio::spawn(async move {
+            if let Err(e) = node.warm_module(module, preemptible).await {
+                tracing::warn!("could not prepare module {module} of a checkpoint: {e}");
+            }
+        });
         Ok(())
     }
 

@@ -38,6 +38,13 @@ impl Node {
         self.snapshot_with(pid, false, wait_max, true).await
     }
 
+    /// Prepare and compile module `hash` (the `preemptible` variant or
+    /// not) now, if this node has not yet: a node that keeps a checkpoint
+    /// does it ahead of a failover, so resuming there does not wait for it.
+    pub async fn warm_module(&self, hash: Sha256, preemptible: bool) -> Result<(), NodeError> {
+        self.shared.load(hash, preemptible).await.map(drop)
+    }
+
     /// A recorded checkpoint of `pid` covers `point`: release its output up
     /// to there (messages and log) and acknowledge what it took.
     pub fn commit_checkpoint(&self, pid: Pid, point: &crate::outbox::CommitPoint) {
