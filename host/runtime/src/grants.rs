@@ -66,6 +66,10 @@ impl Grants {
 /// Why a captured image cannot be started here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
+    /// Its numbered channels break their bounds or invariants
+    /// ([`crate::outbox`]).
+    #[error("its message channels: {0}")]
+    Channels(String),
     /// Linear memory is always a whole number of 64 KiB pages.
     #[error("memory size {bytes} is not a multiple of 64 KiB")]
     MemoryNotPageMultiple {
@@ -428,6 +432,11 @@ pub fn check_image(
             return Err(ImageError::TooManyCalls { what, count, max });
         }
     }
+    image
+        .outbox
+        .check()
+        .and_then(|()| image.inbox.check())
+        .map_err(ImageError::Channels)?;
     if image.volumes.len() > crate::volume::VOLUMES_MAX {
         return Err(ImageError::Volume(format!(
             "{} volumes in the image (at most {})",

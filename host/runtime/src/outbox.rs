@@ -179,6 +179,37 @@ impl Outbox {
         }
     }
 
+    /// Check what an image (hostile data) says: within the bounds, every
+    /// channel's numbers ascending and contiguous below its next one, and
+    /// only what a guest sends (plain, calls, replies).
+    pub fn check(&self) -> Result<(), String> {
+        let (n, bytes) = self.held();
+        if n > OUTBOX_MESSAGES_MAX || bytes > OUTBOX_BYTES_MAX {
+            return Err(format!("an outbox of {n} messages, {bytes} bytes"));
+        }
+        if self.committed > self.produced {
+            return Err("more committed than produced".into());
+        }
+        for (to, c) in &self.channels {
+            if c.next_seq == 0 || c.acked >= c.next_seq || c.sent >= c.next_seq {
+                return Err(format!("channel to {to}: numbers out of order"));
+            }
+            let first = c.entries.front().map_or(c.next_seq, |e| e.seq);
+            for (i, e) in c.entries.iter().enumerate() {
+                if e.seq == 0 || e.seq != first + i as u64 || e.gseq > self.produced {
+                    return Err(format!("channel to {to}: message numbers out of order"));
+                }
+                if !is_numbered(&e.message.tag) {
+                    return Err(format!("channel to {to}: a control message"));
+                }
+            }
+            if first + c.entries.len() as u64 != c.next_seq {
+                return Err(format!("channel to {to}: a gap before its next number"));
+            }
+        }
+        Ok(())
+    }
+
     /// Messages and payload bytes held.
     pub fn held(&self) -> (usize, usize) {
         self.channels.values().fold((0, 0), |(n, b), c| {
@@ -429,6 +460,14 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// Check what an image (hostile data) says: within the bounds.
+    pub fn check(&self) -> Result<(), String> {
+        if self.seen.len() > SEEN_SENDERS_MAX {
+            return Err(format!("{} senders remembered", self.seen.len()));
+        }
+        Ok(())
+    }
+
     /// The inbox of a process created now.
     pub fn new() -> Inbox {
         Inbox {
@@ -601,6 +640,28 @@ mod tests {
         let big = Message::plain(Pid(1), vec![0; OUTBOX_BYTES_MAX]);
         o.push(Pid(9), big, false, false).unwrap();
         assert_eq!(o.push(Pid(9), m(1, 0), false, false), Err(OutboxFull));
+    }
+
+    #[test]
+    fn a_forged_outbox_is_refused() {
+        let mut o = Outbox::new(true);
+        o.push(Pid(9), m(1, 0), true, false).unwrap();
+        o.push(Pid(9), m(1, 0), true, false).unwrap();
+        assert_eq!(o.check(), Ok(()));
+        let mut zero = o.clone();
+        zero.channels.get_mut(&Pid(9)).unwrap().entries[0].seq = 0;
+        assert!(zero.check().is_err());
+        let mut gap = o.clone();
+        gap.channels.get_mut(&Pid(9)).unwrap().entries[1].seq = 5;
+        assert!(gap.check().is_err());
+        let mut control = o.clone();
+        control.channels.get_mut(&Pid(9)).unwrap().entries[0]
+            .message
+            .tag = Tag::Ack(1);
+        assert!(control.check().is_err());
+        let mut over = o.clone();
+        over.committed = 99;
+        assert!(over.check().is_err());
     }
 
     #[test]

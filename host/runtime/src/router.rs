@@ -360,10 +360,12 @@ impl Router {
             let ready = mailbox.with_outbox(|o| o.ready(256));
             let mut blocked: Vec<Pid> = Vec::new();
             let mut progressed = false;
-            for (to, message) in ready {
+            for (to, mut message) in ready {
                 if blocked.contains(&to) {
                     continue;
                 }
+                // Always as itself, whatever an image said.
+                message.sender = pid;
                 let seq = message.seq;
                 let bounce = crate::calls::bounce_for(to, &message);
                 match self.send_message(to, message) {
