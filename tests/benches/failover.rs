@@ -184,9 +184,71 @@ fn output_commit_cost() {
     );
 }
 
+/// Slices per second of `tally work <seconds> <mib>` on n3 deployed with
+/// `--restart <policy>` at the default checkpoint interval.
+fn work_rate(policy: &str, seconds: u64, mib: u64) -> f64 {
+    let mut lab = Lab::new(3);
+    lab.start_all();
+    let (secs, mib) = (seconds.to_string(), mib.to_string());
+    let v = lab.cli_json(
+        0,
+        &[
+            "deploy",
+            "--json",
+            shoal_tests::TALLY,
+            "--node",
+            "n3",
+            "--restart",
+            policy,
+            "--",
+            "work",
+            &secs,
+            &mib,
+        ],
+    );
+    let pid = v[0]["pid"].as_u64().expect("a pid").to_string();
+    let mut rate = None;
+    wait_for("the work to end", WAIT, || {
+        let out = lab.cli_ok(0, &["logs", &pid]);
+        rate = out.lines().find_map(|l| {
+            let mut w = l.strip_prefix("work ")?.split(' ');
+            let slices: f64 = w.next()?.parse().ok()?;
+            let ms: f64 = w.nth(2)?.parse().ok()?;
+            Some(slices * 1000.0 / ms)
+        });
+        rate.is_some()
+    });
+    rate.expect("the work's rate")
+}
+
+fn throughput_overhead() {
+    const SECONDS: u64 = 10;
+    println!();
+    println!(
+        "checkpoint overhead on throughput: `tally work` (16 pages written and 64 KiB read per slice, a yield between slices) for {SECONDS} s on n3, default checkpoint interval (1 s, 1 replica)"
+    );
+    println!(
+        "{:>6}  {:>16}  {:>16}  {:>9}",
+        "MiB", "never slices/s", "on-failure /s", "overhead"
+    );
+    for mib in [1u64, 16] {
+        let never = work_rate("never", SECONDS, mib);
+        let protected = work_rate("on-failure", SECONDS, mib);
+        println!(
+            "{mib:>6}  {never:>16.0}  {protected:>16.0}  {:>8.1}%",
+            (1.0 - protected / never) * 100.0
+        );
+    }
+    println!("aim: overhead <= 5% at the default interval");
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--output-commit-only") {
         output_commit_cost();
+        return;
+    }
+    if std::env::args().any(|a| a == "--throughput-only") {
+        throughput_overhead();
         return;
     }
     println!(
@@ -220,4 +282,5 @@ fn main() {
         "aims: detection <= 2 s (here the window is {DEAD_AFTER}: total = window + Raft commit + resume + this bench's 'ps' polling); resume <= 50 ms at 1 MiB"
     );
     output_commit_cost();
+    throughput_overhead();
 }

@@ -32,6 +32,12 @@
 //!   `<N>`th it checks every heap block and prints `journal done lines <N>
 //!   bytes <length> fnv <hex> heap ok|bad` (FNV-1a 64 of the file read
 //!   back). An uninterrupted run's output and file are fixed by `<N>`.
+//! - `work <seconds> <MiB>`: a computation that yields (a capture point)
+//!   between slices, for the throughput benchmark. Keeps `<MiB>` MiB of
+//!   heap; each slice writes one byte in each of 16 pages of it (a moving
+//!   window, so checkpoints always find pages changed) and folds 64 KiB of
+//!   it, then yields. After `<seconds>` it prints `work <slices> slices in
+//!   <ms> ms` and exits 0.
 //!
 //! Bad arguments print a usage line to stderr and exit 2.
 
@@ -42,7 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal::{Error, Pid};
 
 const USAGE: &str =
-    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N>";
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +56,7 @@ fn main() {
     match args.as_slice() {
         ["count", name, senders, n] => count(name, parse(senders), parse(n)),
         ["journal", name, dir, n] => journal(name, dir, parse(n)),
+        ["work", seconds, mib] => work(parse(seconds), parse(mib)),
         ["send", name, n] => send(name, parse(n), 0),
         ["send", name, n, pause_ms] => send(name, parse(n), parse(pause_ms)),
         _ => {
@@ -113,6 +120,33 @@ fn count(name: &str, senders: usize, n: u64) -> ! {
     );
     eprintln!("tally: serve: {served:?}");
     exit(1)
+}
+
+fn work(seconds: u64, mib: usize) -> ! {
+    const PAGE: usize = 4096;
+    let mut heap = vec![1u8; mib.max(1) << 20];
+    let pages = heap.len() / PAGE;
+    let started = std::time::Instant::now();
+    let mut slices = 0u64;
+    let mut acc = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        for i in 0..16 {
+            let page = (slices as usize * 16 + i) % pages;
+            heap[page * PAGE] = heap[page * PAGE].wrapping_add(1);
+        }
+        let at = (slices as usize * 65_536) % (heap.len() - 65_536 + 1);
+        acc ^= fnv(&heap[at..at + 65_536]);
+        slices += 1;
+        if let Err(e) = shoal::yield_now() {
+            eprintln!("tally: yield: {e}");
+            exit(1)
+        }
+    }
+    println!(
+        "work {slices} slices in {} ms (fold {acc:x})",
+        started.elapsed().as_millis()
+    );
+    exit(0)
 }
 
 /// FNV-1a 64.
