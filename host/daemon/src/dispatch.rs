@@ -247,6 +247,7 @@ impl Handler for Dispatch {
         };
         let message = Message {
             seq: msg.tag.seq,
+            life: msg.tag.life,
             sender: Pid(msg.from),
             data: msg.data.to_vec(),
             tag,

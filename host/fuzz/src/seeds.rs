@@ -76,6 +76,7 @@ fn lane_frames() -> Vec<Vec<u8>> {
             kind: 2,
             reference: 99,
             seq: 3,
+            life: 7,
         },
         b"a reply",
     );

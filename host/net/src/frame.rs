@@ -15,11 +15,11 @@ pub const KIND_ACK: u8 = 3;
 pub const KIND_DEAD: u8 = 4;
 /// Kind byte of a Data frame carrying a tag (a call, reply, monitor or
 /// DOWN) or a channel number: a Data body with `tag_kind: u8, reference:
-/// u64, seq: u64` before the payload. Plain unnumbered messages keep kind
+/// u64, seq: u64, life: u64` before the payload. Plain unnumbered messages keep kind
 /// 2, byte for byte as before.
 pub const KIND_TAGGED_DATA: u8 = 5;
 /// Bytes a tag adds to a Data frame.
-pub const TAG_BYTES: usize = 17;
+pub const TAG_BYTES: usize = 25;
 
 /// Bytes of the `len` prefix.
 pub const LEN_BYTES: usize = 4;
@@ -127,6 +127,7 @@ pub fn put_data(
         buf.put_u8(tag.kind);
         buf.put_u64(tag.reference);
         buf.put_u64(tag.seq);
+        buf.put_u64(tag.life);
     }
     buf.put_slice(payload);
 }
@@ -221,6 +222,7 @@ impl Decoder {
                     kind: body.get_u8(),
                     reference: body.get_u64(),
                     seq: body.get_u64(),
+                    life: body.get_u64(),
                 };
                 if tag.is_bare() {
                     // A plain message has its own kind: one encoding each.

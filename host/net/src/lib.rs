@@ -321,6 +321,9 @@ pub struct LaneTag {
     /// The message's number on its sender's numbered channel (0: none;
     /// the runtime's `outbox`).
     pub seq: u64,
+    /// The sender's life, with a numbered message (the runtime's
+    /// `outbox`).
+    pub life: u64,
 }
 
 impl LaneTag {

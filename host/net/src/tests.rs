@@ -279,6 +279,7 @@ fn frames_round_trip_split_at_every_byte() {
         kind: 3,
         reference: 0x0102_0304_0506_0708,
         seq: 0,
+        life: 0,
     };
     frame::put_data(&mut wire, 9, 5, 6, call, b"req");
     frame::put_ack(&mut wire, 8);
@@ -835,6 +836,7 @@ async fn blocked_sink_fills_the_lane_then_everything_drains() {
             kind: 2,
             reference: i,
             seq: 0,
+            life: 0,
         },
         from: 1,
         to: 2,

@@ -128,6 +128,7 @@ pub fn bounce_for(to: Pid, message: &Message) -> Option<(Pid, Message)> {
             message.sender,
             Message {
                 seq: 0,
+                life: 0,
                 sender: to,
                 data: DownReason::NoProc.encode(),
                 tag: Tag::Down(r),
@@ -146,6 +147,7 @@ pub fn node_down_for(to: Pid, message: &Message) -> Option<(Pid, Message)> {
             message.sender,
             Message {
                 seq: 0,
+                life: 0,
                 sender: to,
                 data: DownReason::NodeDown.encode(),
                 tag: Tag::Down(r),
@@ -173,6 +175,7 @@ pub fn refusal_for(to: Pid, sender: Pid, reference: u64) -> (Pid, Message) {
         sender,
         Message {
             seq: 0,
+            life: 0,
             sender: to,
             data: DownReason::NotCallable.encode(),
             tag: Tag::Down(reference),
@@ -195,6 +198,7 @@ pub fn on_exit(router: &Router, pid: Pid, reason: &ExitReason, mailbox: &Mailbox
     for (to, r) in notices.watchers.into_iter().chain(notices.callers) {
         let notice = Message {
             seq: 0,
+            life: 0,
             sender: pid,
             data: data.clone(),
             tag: Tag::Down(r),
@@ -206,6 +210,7 @@ pub fn on_exit(router: &Router, pid: Pid, reason: &ExitReason, mailbox: &Mailbox
     for (r, target) in notices.monitors {
         let withdraw = Message {
             seq: 0,
+            life: 0,
             sender: pid,
             data: Vec::new(),
             tag: Tag::Demonitor(r),
@@ -272,6 +277,7 @@ mod tests {
         assert!(!plain.contains("tag"), "{plain}");
         let call = Message {
             seq: 0,
+            life: 0,
             sender: Pid(5),
             data: vec![],
             tag: Tag::Call(9),
@@ -310,6 +316,7 @@ mod tests {
         assert!(mb.push(Message::plain(Pid(5), b"c".to_vec())).is_err());
         mb.push(Message {
             seq: 0,
+            life: 0,
             sender: Pid(9),
             data: b"late".to_vec(),
             tag: Tag::Reply(r + 100),
@@ -317,6 +324,7 @@ mod tests {
         .unwrap();
         mb.push(Message {
             seq: 0,
+            life: 0,
             sender: Pid(9),
             data: b"ok".to_vec(),
             tag: Tag::Reply(r),
@@ -336,6 +344,7 @@ mod tests {
         // A reply after the call ended is dropped.
         mb.push(Message {
             seq: 0,
+            life: 0,
             sender: Pid(9),
             data: b"ok".to_vec(),
             tag: Tag::Reply(r),
@@ -351,6 +360,7 @@ mod tests {
         let m = mb.add_monitor(Pid(3)).unwrap();
         mb.push(Message {
             seq: 0,
+            life: 0,
             sender: Pid(2),
             data: b"req".to_vec(),
             tag: Tag::Call(77),
@@ -358,6 +368,7 @@ mod tests {
         .unwrap();
         mb.push(Message {
             seq: 0,
+            life: 0,
             sender: Pid(3),
             data: DownReason::Exit(4).encode(),
             tag: Tag::Down(m),
@@ -365,6 +376,7 @@ mod tests {
         .unwrap();
         mb.push(Message {
             seq: 0,
+            life: 0,
             sender: Pid(4),
             data: Vec::new(),
             tag: Tag::Monitor(1),
@@ -399,6 +411,7 @@ mod tests {
     fn tagged(sender: u64, data: &[u8], tag: Tag) -> Message {
         Message {
             seq: 0,
+            life: 0,
             sender: Pid(sender),
             data: data.to_vec(),
             tag,

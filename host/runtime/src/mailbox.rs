@@ -30,6 +30,11 @@ pub struct Message {
     /// [`crate::outbox`]). Absent (0) in images from before issue #16.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seq: u64,
+    /// With a numbered message: its sender's life (see
+    /// [`crate::outbox`]), so a receiver tells a sender that started
+    /// afresh under the same pid from a repeat.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub life: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -41,6 +46,7 @@ impl Message {
     pub fn plain(sender: Pid, data: Vec<u8>) -> Message {
         Message {
             seq: 0,
+            life: 0,
             sender,
             data,
             tag: Tag::Plain,
@@ -871,6 +877,7 @@ impl Mailbox {
             q.bytes += data.len();
             q.messages.push_back(Message {
                 seq: 0,
+                life: 0,
                 sender: *p,
                 data: data.to_vec(),
                 tag: Tag::Down(*r),

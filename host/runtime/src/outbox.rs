@@ -447,6 +447,11 @@ pub struct Inbox {
     pub life: u64,
     /// Sender → the last number taken.
     pub seen: BTreeMap<Pid, u64>,
+    /// Sender → its life when it sent that: a message of another life is
+    /// from a sender that started afresh under the same pid (a restart),
+    /// whose numbers start again at 1.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lives: BTreeMap<Pid, u64>,
     /// Sender → (number asked for, when): asks are not repeated more often
     /// than [`NACK_REPEAT`].
     #[serde(skip)]
@@ -462,7 +467,7 @@ pub struct Inbox {
 impl Inbox {
     /// Check what an image (hostile data) says: within the bounds.
     pub fn check(&self) -> Result<(), String> {
-        if self.seen.len() > SEEN_SENDERS_MAX {
+        if self.seen.len() > SEEN_SENDERS_MAX || self.lives.len() > SEEN_SENDERS_MAX {
             return Err(format!("{} senders remembered", self.seen.len()));
         }
         Ok(())
@@ -482,7 +487,7 @@ impl Inbox {
         if message.seq == 0 || !is_numbered(&message.tag) {
             return Admit::Next;
         }
-        let seen = self.seen.get(&message.sender).copied().unwrap_or(0);
+        let seen = self.last_from(message);
         if message.seq <= seen {
             return Admit::Duplicate;
         }
@@ -502,6 +507,21 @@ impl Inbox {
         Admit::Gap
     }
 
+    /// The last number taken from `message`'s sender in its life (0: none
+    /// yet, or the sender started afresh).
+    fn last_from(&self, message: &Message) -> u64 {
+        let afresh = message.life != 0
+            && self
+                .lives
+                .get(&message.sender)
+                .is_some_and(|l| *l != message.life);
+        if afresh {
+            0
+        } else {
+            self.seen.get(&message.sender).copied().unwrap_or(0)
+        }
+    }
+
     /// Record that `message`, admitted as [`Admit::Next`], was taken.
     pub fn take(&mut self, message: &Message) {
         if message.seq == 0 || !is_numbered(&message.tag) {
@@ -510,10 +530,14 @@ impl Inbox {
         if !self.seen.contains_key(&message.sender) && self.seen.len() >= SEEN_SENDERS_MAX {
             if let Some((&oldest, _)) = self.seen.iter().next() {
                 self.seen.remove(&oldest);
+                self.lives.remove(&oldest);
             }
         }
-        let seen = self.seen.entry(message.sender).or_insert(0);
-        *seen = (*seen).max(message.seq);
+        let last = self.last_from(message);
+        self.seen.insert(message.sender, last.max(message.seq));
+        if message.life != 0 {
+            self.lives.insert(message.sender, message.life);
+        }
         self.nacked.remove(&message.sender);
     }
 
@@ -678,6 +702,26 @@ mod tests {
         assert_eq!(i.admit(&m(5, 2)), Admit::Next);
         // Unnumbered messages pass.
         assert_eq!(i.admit(&Message::plain(Pid(5), vec![])), Admit::Next);
+    }
+
+    #[test]
+    fn a_sender_that_started_afresh_is_taken_from_1_again() {
+        let mut i = Inbox::new();
+        let numbered = |seq: u64, life: u64| {
+            let mut m = m(5, seq);
+            m.life = life;
+            m
+        };
+        for seq in 1..=3 {
+            assert_eq!(i.admit(&numbered(seq, 11)), Admit::Next);
+            i.take(&numbered(seq, 11));
+        }
+        assert_eq!(i.admit(&numbered(3, 11)), Admit::Duplicate);
+        // Restarted fresh under the same pid: its 1 is new.
+        assert_eq!(i.admit(&numbered(1, 12)), Admit::Next);
+        i.take(&numbered(1, 12));
+        assert_eq!(i.admit(&numbered(2, 12)), Admit::Next);
+        assert_eq!(i.admit(&numbered(1, 12)), Admit::Duplicate);
     }
 
     #[test]

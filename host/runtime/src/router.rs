@@ -292,6 +292,7 @@ impl Router {
                     Err(_) => Err(PushError::Full),
                     Ok(seq) => {
                         numbered.seq = seq;
+                        numbered.life = mailbox.life();
                         let sent = self.send_message(to, numbered);
                         if sent.is_err() {
                             mailbox.with_outbox(|o| {
@@ -343,6 +344,7 @@ impl Router {
                 data: life.clone(),
                 tag,
                 seq: 0,
+                life: 0,
             };
             let _ = self.send_message(sender, note);
         }
@@ -356,6 +358,7 @@ impl Router {
             mailbox.set_kick();
             return;
         };
+        let life = mailbox.life();
         loop {
             let ready = mailbox.with_outbox(|o| o.ready(256));
             let mut blocked: Vec<Pid> = Vec::new();
@@ -366,6 +369,7 @@ impl Router {
                 }
                 // Always as itself, whatever an image said.
                 message.sender = pid;
+                message.life = life;
                 let seq = message.seq;
                 let bounce = crate::calls::bounce_for(to, &message);
                 match self.send_message(to, message) {

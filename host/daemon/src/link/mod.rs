@@ -758,6 +758,7 @@ impl ClusterLink for Link {
                 kind,
                 reference,
                 seq: message.seq,
+                life: message.life,
             },
             data: Bytes::from(message.data),
         };

@@ -121,6 +121,7 @@ pub async fn on_control(ctx: &std::sync::Arc<Ctx>, pid: Pid, data: &[u8]) {
             if let Some(held) = ctx.node.router().held(pid) {
                 let mut fence = shoal_runtime::mailbox::Message {
                     seq: 0,
+                    life: 0,
                     sender: shoal_runtime::node::CONTROL_SENDER,
                     data: data.to_vec(),
                     tag: shoal_runtime::mailbox::Tag::Plain,

@@ -731,6 +731,7 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                     kind,
                     reference,
                     seq: m.seq,
+                    life: m.life,
                 };
                 let sent = if m.sender == CONTROL_SENDER {
                     let msg = LaneMessage {

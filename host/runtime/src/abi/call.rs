@@ -36,6 +36,7 @@ pub(crate) fn send_bounces(caller: &Caller<'_, ProcessCtx>, bounces: Vec<Bounce>
             b.to,
             Message {
                 seq: 0,
+                life: 0,
                 sender: me,
                 data: b.data,
                 tag: b.tag,
@@ -125,6 +126,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     let reference = mailbox.begin_call(target);
                     let request = Message {
                         seq: 0,
+                        life: 0,
                         sender: me,
                         data,
                         tag: Tag::Call(reference),
@@ -288,6 +290,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             };
             let request = Message {
                 seq: 0,
+                life: 0,
                 sender: me,
                 data,
                 tag: Tag::Call(reference),
@@ -322,6 +325,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             };
             let reply = Message {
                 seq: 0,
+                life: 0,
                 sender: caller.data().pid,
                 data,
                 tag: Tag::Reply(reference),
@@ -361,6 +365,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             };
             let request = Message {
                 seq: 0,
+                life: 0,
                 sender: me,
                 data: Vec::new(),
                 tag: Tag::Monitor(reference),
@@ -371,6 +376,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     // Already gone: the DOWN comes at once, as a message.
                     let _ = mailbox.push(Message {
                         seq: 0,
+                        life: 0,
                         sender: target,
                         data: DownReason::NoProc.encode(),
                         tag: Tag::Down(reference),
@@ -403,6 +409,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             };
             let withdraw = Message {
                 seq: 0,
+                life: 0,
                 sender: me,
                 data: Vec::new(),
                 tag: Tag::Demonitor(reference),

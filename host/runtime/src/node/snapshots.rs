@@ -312,6 +312,7 @@ impl Node {
     fn remonitor(&self, watcher: Pid, reference: u64, target: Pid) {
         let request = Message {
             seq: 0,
+            life: 0,
             sender: watcher,
             data: Vec::new(),
             tag: Tag::Monitor(reference),
@@ -323,6 +324,7 @@ impl Node {
         };
         let down = Message {
             seq: 0,
+            life: 0,
             sender: target,
             data: reason.encode(),
             tag: Tag::Down(reference),
