@@ -109,6 +109,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
 
+/// Deploy `tally <args>` on `node` (with `--restart <policy>` if given);
+/// its pid.
+fn deploy_tally(lab: &Lab, node: &str, policy: Option<&str>, args: &[&str]) -> u64 {
+    let mut argv = vec!["deploy", "--json", shoal_tests::TALLY, "--node", node];
+    if let Some(policy) = policy {
+        argv.extend(["--restart", policy]);
+    }
+    argv.push("--");
+    argv.extend_from_slice(args);
+    lab.cli_json(0, &argv)[0]["pid"].as_u64().expect("a pid")
+}
+
 /// Mean wall time of one call, µs, from a sender on n1 to a tally on n3
 /// deployed with `--restart <policy>` (`never`: released at once;
 /// `on-failure`: output commit, each reply waits for a recorded checkpoint
@@ -117,38 +129,8 @@ fn call_us(policy: &str, calls: u64) -> f64 {
     let mut lab = Lab::new(3);
     lab.start_all();
     let n = calls.to_string();
-    lab.cli_json(
-        0,
-        &[
-            "deploy",
-            "--json",
-            shoal_tests::TALLY,
-            "--node",
-            "n3",
-            "--restart",
-            policy,
-            "--",
-            "count",
-            "tally",
-            "1",
-            &n,
-        ],
-    );
-    let v = lab.cli_json(
-        0,
-        &[
-            "deploy",
-            "--json",
-            shoal_tests::TALLY,
-            "--node",
-            "n1",
-            "--",
-            "send",
-            "tally",
-            &n,
-        ],
-    );
-    let sender = v[0]["pid"].as_u64().expect("a pid").to_string();
+    deploy_tally(&lab, "n3", Some(policy), &["count", "tally", "1", &n]);
+    let sender = deploy_tally(&lab, "n1", None, &["send", "tally", &n]).to_string();
     let mut took = None;
     wait_for("the sender to finish", WAIT, || {
         let out = lab.cli_ok(0, &["logs", &sender]);
@@ -190,23 +172,7 @@ fn work_rate(policy: &str, seconds: u64, mib: u64) -> f64 {
     let mut lab = Lab::new(3);
     lab.start_all();
     let (secs, mib) = (seconds.to_string(), mib.to_string());
-    let v = lab.cli_json(
-        0,
-        &[
-            "deploy",
-            "--json",
-            shoal_tests::TALLY,
-            "--node",
-            "n3",
-            "--restart",
-            policy,
-            "--",
-            "work",
-            &secs,
-            &mib,
-        ],
-    );
-    let pid = v[0]["pid"].as_u64().expect("a pid").to_string();
+    let pid = deploy_tally(&lab, "n3", Some(policy), &["work", &secs, &mib]).to_string();
     let mut rate = None;
     wait_for("the work to end", WAIT, || {
         let out = lab.cli_ok(0, &["logs", &pid]);

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often the checkpointer looks for due processes.
 pub const TICK: Duration = Duration::from_millis(50);
+/// How often every local mailbox is looked at for what it still owes (a
+/// resend or a release that met a full way): a fallback, so not on every
+/// wake-up of this task.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Longest a checkpoint waits for its process to reach a blocking call.
 pub const CAPTURE_WAIT: Duration = Duration::from_secs(2);
 
@@ -46,12 +50,16 @@ struct Last {
 /// docs). Runs for the daemon's life.
 pub async fn run(inner: Arc<Inner>) {
     let mut last: BTreeMap<u64, Last> = BTreeMap::new();
+    let mut flushed = Instant::now();
     loop {
         // Output waiting for a checkpoint wakes it at once (output commit
         // costs a checkpoint's time, not a tick's).
         let _ = tokio::time::timeout(TICK, inner.node.router().output().notified()).await;
         // What could not be sent when it was due (a full way, a resend).
-        inner.node.router().flush_all();
+        if flushed.elapsed() >= FLUSH_EVERY {
+            inner.node.router().flush_all();
+            flushed = Instant::now();
+        }
         let state = inner.raft.state();
         let mine: Vec<(u64, u64, u64)> = state
             .failover
