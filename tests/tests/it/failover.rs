@@ -663,3 +663,36 @@ fn a_process_with_a_volume_and_a_growing_heap_ends_as_an_uninterrupted_run_after
     assert_eq!(logs(pid), want, "not what an uninterrupted run prints");
     println!("journal of {N} calls: output, file and heap as an uninterrupted run's");
 }
+
+/// A sender restarted fresh under its pid (`--restart always`, after it
+/// ends) numbers its messages from 1 again; the receiver, which took
+/// numbers 1..=5 from its first run, still takes them: they carry the
+/// sender's new life, so they are not dropped as repeats. Seen in the
+/// tally's log as the restarted sender's call 1 counted sixth.
+#[test]
+fn a_sender_restarted_fresh_under_its_pid_is_not_taken_for_a_repeat() {
+    let lab = lab3();
+    deploy_tally(&lab, "n3", None, &[], &["count", "tally", "1", "5"]);
+    let sender = deploy_tally(&lab, "n1", Some("always"), &[], &["send", "tally", "5"]);
+    let want = format!("reply {sender} 1 6 ");
+    wait_for(
+        "the restarted sender's first call to be taken",
+        SETTLE,
+        || {
+            let placed = ps_entry(&lab, 0, sender);
+            let tally = lab
+                .cli_json(0, &["ps", "--json"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["node"] == "n3")
+                .and_then(|p| p["pid"].as_u64());
+            placed.is_some()
+                && tally.is_some_and(|t| {
+                    lab.cli_ok(0, &["logs", &t.to_string()])
+                        .lines()
+                        .any(|l| l.starts_with(&want))
+                })
+        },
+    );
+}
