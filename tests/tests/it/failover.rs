@@ -36,24 +36,14 @@ fn lines(stdout: &str) -> Vec<u64> {
 #[test]
 fn a_process_whose_node_is_killed_resumes_on_a_survivor_from_its_checkpoint() {
     let mut lab = lab3();
-    let placed = deploy(
+    let pid = deploy_on(
         &lab,
-        0,
-        &[
-            shoal_tests::MIGRANT,
-            "--node",
-            "n3",
-            "--restart",
-            "on-failure",
-            "--checkpoint-every",
-            "200ms",
-            "--",
-            "print",
-            "1",
-        ],
+        shoal_tests::MIGRANT,
+        "n3",
+        Some("on-failure"),
+        &["--checkpoint-every", "200ms"],
+        &["print", "1"],
     );
-    let (pid, on) = placed[0].clone();
-    assert_eq!(on, "n3");
     let pid_text = pid.to_string();
     // Checkpointed at least twice, and well on its way.
     wait_for("two checkpoints of the process", SETTLE, || {
@@ -146,12 +136,7 @@ fn a_process_whose_node_is_killed_resumes_on_a_survivor_from_its_checkpoint() {
 #[test]
 fn a_process_with_restart_never_is_shown_lost_when_its_node_dies() {
     let mut lab = lab3();
-    let placed = deploy(
-        &lab,
-        0,
-        &[shoal_tests::MIGRANT, "--node", "n3", "--", "print", "1"],
-    );
-    let (pid, _) = placed[0].clone();
+    let pid = deploy_on(&lab, shoal_tests::MIGRANT, "n3", None, &[], &["print", "1"]);
     wait_for("the process to be listed running", SETTLE, || {
         ps_entry(&lab, 0, pid).is_some_and(|p| p["state"] == "running")
     });
@@ -371,23 +356,14 @@ fn a_graceful_stop_drains_the_node_and_kill_does_not() {
 #[test]
 fn a_partitioned_node_suspends_its_copy_before_the_majority_resumes_it_and_kills_it_on_return() {
     let lab = lab3();
-    let placed = deploy(
+    let pid = deploy_on(
         &lab,
-        0,
-        &[
-            shoal_tests::MIGRANT,
-            "--node",
-            "n3",
-            "--restart",
-            "on-failure",
-            "--checkpoint-every",
-            "200ms",
-            "--",
-            "print",
-            "1",
-        ],
+        shoal_tests::MIGRANT,
+        "n3",
+        Some("on-failure"),
+        &["--checkpoint-every", "200ms"],
+        &["print", "1"],
     );
-    let (pid, _) = placed[0].clone();
     let pid_text = pid.to_string();
     wait_for("a checkpoint", SETTLE, || {
         ps_entry(&lab, 0, pid).is_some_and(|p| p["restart"]["checkpoint_seq"].as_u64().is_some())
@@ -447,23 +423,14 @@ fn a_partitioned_node_suspends_its_copy_before_the_majority_resumes_it_and_kills
 #[test]
 fn a_large_process_is_checkpointed_onto_a_replica() {
     let lab = lab3();
-    let placed = deploy(
+    let pid = deploy_on(
         &lab,
-        0,
-        &[
-            shoal_tests::MIGRANT,
-            "--node",
-            "n3",
-            "--restart",
-            "on-failure",
-            "--checkpoint-every",
-            "200ms",
-            "--",
-            "hold",
-            "32",
-        ],
+        shoal_tests::MIGRANT,
+        "n3",
+        Some("on-failure"),
+        &["--checkpoint-every", "200ms"],
+        &["hold", "32"],
     );
-    let (pid, _) = placed[0].clone();
     wait_for("a replicated checkpoint of 32 MiB", SETTLE, || {
         ps_entry(&lab, 0, pid).is_some_and(|p| {
             p["restart"]["checkpoint_seq"].as_u64().is_some()
@@ -474,16 +441,18 @@ fn a_large_process_is_checkpointed_onto_a_replica() {
     });
 }
 
-/// Deploy `tally <args>` on node `node` (`restart`: its `--restart` policy,
-/// `extra`: more deploy flags); its pid.
-fn deploy_tally(
+/// Deploy `module <args>` on node `node` from n1's CLI (`restart`: its
+/// `--restart` policy, `extra`: more deploy flags); its pid, checked to be
+/// placed there.
+fn deploy_on(
     lab: &Lab,
+    module: &str,
     node: &str,
     restart: Option<&str>,
     extra: &[&str],
     args: &[&str],
 ) -> u64 {
-    let mut argv = vec![shoal_tests::TALLY, "--node", node];
+    let mut argv = vec![module, "--node", node];
     if let Some(policy) = restart {
         argv.extend(["--restart", policy]);
     }
@@ -523,8 +492,9 @@ fn a_tally_killed_mid_stream_resumes_and_counts_every_call_exactly_once() {
     const N: u64 = 150;
     let mut lab = lab3();
     let n_text = N.to_string();
-    let tally_pid = deploy_tally(
+    let tally_pid = deploy_on(
         &lab,
+        shoal_tests::TALLY,
         "n3",
         Some("on-failure"),
         &[],
@@ -533,8 +503,9 @@ fn a_tally_killed_mid_stream_resumes_and_counts_every_call_exactly_once() {
     let mut senders = Vec::new();
     for node in ["n1", "n2"] {
         // Paced, so the stream is long also when calls are fast.
-        senders.push(deploy_tally(
+        senders.push(deploy_on(
             &lab,
+            shoal_tests::TALLY,
             node,
             None,
             &[],
@@ -627,14 +598,22 @@ fn a_process_with_a_volume_and_a_growing_heap_ends_as_an_uninterrupted_run_after
     const N: u64 = 120;
     let mut lab = lab3();
     let n_text = N.to_string();
-    let pid = deploy_tally(
+    let pid = deploy_on(
         &lab,
+        shoal_tests::TALLY,
         "n3",
         Some("on-failure"),
         &["--volume", "/data"],
         &["journal", "journal", "/data", &n_text],
     );
-    let sender = deploy_tally(&lab, "n1", None, &[], &["send", "journal", &n_text, "30"]);
+    let sender = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n1",
+        None,
+        &[],
+        &["send", "journal", &n_text, "30"],
+    );
     wait_for("the sender past call 20", SETTLE, || {
         progress(&lab, sender) >= 20
     });
@@ -672,8 +651,22 @@ fn a_process_with_a_volume_and_a_growing_heap_ends_as_an_uninterrupted_run_after
 #[test]
 fn a_sender_restarted_fresh_under_its_pid_is_not_taken_for_a_repeat() {
     let lab = lab3();
-    deploy_tally(&lab, "n3", None, &[], &["count", "tally", "1", "5"]);
-    let sender = deploy_tally(&lab, "n1", Some("always"), &[], &["send", "tally", "5"]);
+    deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n3",
+        None,
+        &[],
+        &["count", "tally", "1", "5"],
+    );
+    let sender = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n1",
+        Some("always"),
+        &[],
+        &["send", "tally", "5"],
+    );
     let want = format!("reply {sender} 1 6 ");
     wait_for(
         "the restarted sender's first call to be taken",
