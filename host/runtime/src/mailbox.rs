@@ -1017,22 +1017,10 @@ impl Mailbox {
         self.len() == 0
     }
 
-    /// A copy of the queued messages, oldest first (for snapshots and
-    /// inspection).
+    /// A copy of the queued messages, oldest first (for inspection; a
+    /// capture reads them with its channels: [`Mailbox::capture`]).
     pub fn queued(&self) -> Vec<Message> {
         self.lock().messages.iter().cloned().collect()
-    }
-
-    /// Take every queued message, oldest first, leaving the mailbox empty
-    /// and open (a migrating process's capture: what is taken travels in
-    /// the image, what arrives later is forwarded).
-    pub fn drain(&self) -> Vec<Message> {
-        let mut q = self.lock();
-        q.bytes = 0;
-        let taken: Vec<Message> = q.messages.drain(..).collect();
-        drop(q);
-        self.space.notify_waiters();
-        taken
     }
 
     /// Put `messages` back in front of the queue, in their order, ignoring
