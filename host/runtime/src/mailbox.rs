@@ -533,10 +533,10 @@ impl Mailbox {
         captured
     }
 
-    /// Give a restored process its outbox and inbox (`resumed`: from a
-    /// recorded checkpoint, see [`Outbox::restored`]).
-    pub fn restore_channels(&self, mut outbox: Outbox, mut inbox: Inbox, resumed: bool) {
-        outbox.restored(resumed);
+    /// Give a restored process its outbox and inbox (see
+    /// [`Outbox::restored`]).
+    pub fn restore_channels(&self, mut outbox: Outbox, mut inbox: Inbox) {
+        outbox.restored();
         if inbox.life == 0 {
             // An image from before lives were drawn.
             inbox.life = Inbox::new().life;

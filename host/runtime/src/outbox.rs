@@ -413,14 +413,11 @@ impl Outbox {
     }
 
     /// After a restore (a move, a resume): send everything held again (the
-    /// receivers drop what they had), and, for a resume from a recorded
-    /// checkpoint (`resumed`), release everything the image holds: the
-    /// checkpoint covers it.
-    pub fn restored(&mut self, resumed: bool) {
+    /// receivers drop what they had). What it may release is as the image
+    /// says: a resume from a recorded checkpoint commits the image's output
+    /// before it restores (`Node::resume_checkpoint`).
+    pub fn restored(&mut self) {
         self.frozen = false;
-        if resumed {
-            self.committed = self.produced;
-        }
         for c in self.channels.values_mut() {
             c.rewind();
             c.progress_at = None;

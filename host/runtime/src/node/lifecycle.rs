@@ -212,7 +212,7 @@ impl Shared {
                 // channels went on meanwhile.
                 mailbox.thaw();
             } else {
-                mailbox.restore_channels(image.outbox.clone(), image.inbox.clone(), false);
+                mailbox.restore_channels(image.outbox.clone(), image.inbox.clone());
             }
             for m in &image.mailbox {
                 mailbox.push_image(m.clone()).map_err(|e| {
