@@ -554,7 +554,8 @@ mod tests {
             outbox: Default::default(),
             log_visible: None,
             inbox: Default::default(),
-            memory: vec![0; memory_bytes],
+            memory: std::sync::Arc::new(vec![0; memory_bytes]),
+            delta: Default::default(),
             globals: Vec::new(),
             pending: PendingCall {
                 import: "shoal_v1.recv".into(),

@@ -11,6 +11,10 @@
 //! - [`mailbox`] — bounded per-process message queues.
 //! - [`log`] — bounded per-process stdout/stderr/log capture.
 //! - [`capture`] — suspending a process inside a blocking call.
+//! - [`dirty`] — which pages of a linear memory were written since the last
+//!   look (asynchronous userfaultfd write protection).
+//! - [`memory_copy`] — a process's memory as of its last capture, updated
+//!   by copying only the written pages.
 //! - [`clock`] — a process's monotonic clock, carried across captures.
 //! - [`handoff`] — per-sender order for a process arriving from another node.
 //! - [`process`] — the store data of a process and the task that runs it.
@@ -25,6 +29,7 @@ pub mod calls;
 pub mod capture;
 pub mod clock;
 pub mod cluster_link;
+pub mod dirty;
 pub mod engine;
 pub mod gate;
 pub mod grants;
@@ -33,6 +38,7 @@ pub mod host;
 pub mod limits;
 pub mod log;
 pub mod mailbox;
+pub mod memory_copy;
 pub mod modules;
 pub mod node;
 pub mod open_files;

@@ -50,6 +50,11 @@ pub struct ProcessCtx {
     /// Its node's gate: every Shoal import waits here while the node is
     /// suspended ([`crate::gate`]).
     pub gate: crate::gate::Gate,
+    /// Its memory as of its last capture ([`crate::memory_copy`]). Dropped
+    /// with the store's data, before wasmtime hands its memory slot back
+    /// to the pool (`Drop for Store`), so its write tracking never
+    /// outlives the memory it watches.
+    pub memory_copy: crate::memory_copy::MemoryCopy,
 }
 
 pub use crate::open_files::OpenFile;
@@ -83,8 +88,13 @@ pub use shoal_snapshot_format::GlobalVal as GlobalBits;
 /// A process captured at a blocking call: everything needed to resume it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapturedProcess {
-    /// Linear memory at capture.
-    pub memory: Vec<u8>,
+    /// Linear memory at capture, shared with the process's kept copy
+    /// ([`crate::memory_copy`]) until its next capture.
+    pub memory: Arc<Vec<u8>>,
+    /// What changed in `memory` since the process's previous capture (a
+    /// restore image: the capture number its copy starts from).
+    #[serde(skip)]
+    pub delta: crate::memory_copy::MemoryDelta,
     /// Every exported mutable global (preparation exports them all).
     pub globals: Vec<(String, GlobalBits)>,
     /// The call it was blocked in.
@@ -210,7 +220,10 @@ async fn finish_capture(
     call_export(store, instance, "asyncify_stop_unwind").await?;
     let memory = memory_of(store, instance)?;
     let globals = read_globals(store, instance);
-    let data = memory.data(&*store).to_vec();
+    let (data, delta) = {
+        let (bytes, ctx) = memory.data_and_store_mut(&mut *store);
+        ctx.memory_copy.capture(bytes)
+    };
     let Some((mode, reply)) = store.data().capture.take_reply() else {
         return Ok(None);
     };
@@ -241,6 +254,7 @@ async fn finish_capture(
     };
     let image = CapturedProcess {
         memory: data,
+        delta,
         globals,
         pending,
         asyncify_buffer: ctx.asyncify_buffer.unwrap_or(0),
@@ -298,6 +312,12 @@ async fn apply_image(
         )));
     }
     dest.copy_from_slice(&image.memory);
+    {
+        // What it now holds is the image: the kept copy starts from it.
+        let (bytes, ctx) = memory.data_and_store_mut(&mut *store);
+        ctx.memory_copy
+            .seed(bytes, image.memory.clone(), image.delta.capture);
+    }
     write_globals(store, instance, &image.globals)?;
     crate::open_files::reopen(store.data_mut(), &image.open_files).await?;
     store.data_mut().asyncify_buffer = Some(image.asyncify_buffer);

@@ -262,6 +262,7 @@ impl Shared {
             open_files: Default::default(),
             volumes,
             gate: self.gate.gate(),
+            memory_copy: Default::default(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limiter);

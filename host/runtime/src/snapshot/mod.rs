@@ -90,7 +90,8 @@ impl HostState {
         log: crate::log::LogView,
     ) -> CapturedProcess {
         CapturedProcess {
-            memory,
+            memory: std::sync::Arc::new(memory),
+            delta: Default::default(),
             globals,
             pending: self.pending,
             asyncify_buffer: self.asyncify_buffer,

@@ -1,0 +1,199 @@
+//! A process's linear memory as of its last capture, kept up to date by
+//! copying only the pages written since ([`crate::dirty`]).
+//!
+//! A capture used to copy all of linear memory into a fresh buffer: at
+//! 64 MiB that is tens of ms with the process paused, most of it the page
+//! faults of the new buffer. The kept copy is written in place instead —
+//! only the pages the guest wrote since the previous capture, plus what
+//! the memory grew by — and handed out shared ([`Arc`]), so the process goes
+//! on while the snapshot writer hashes it. The next capture writes into the
+//! same buffer when no one holds the previous image any more; if someone
+//! still does, it copies the buffer first (correct, only slower).
+//!
+//! Every capture gets a node-wide unique number, and the image says which
+//! capture its written ranges are relative to ([`MemoryDelta`]), so a
+//! consumer that kept that capture's page hashes (the snapshot store) or
+//! bytes (a migration's pre-copy) only looks at the written pages.
+//!
+//! The price: a process once captured keeps a second copy of its memory
+//! for as long as it lives (a checkpointed process is captured every few
+//! seconds, so the copy is what makes each of them cheap).
+
+use crate::dirty::{WriteTracker, HOST_PAGE_BYTES};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What changed in an image's memory since an earlier capture of the same
+/// process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryDelta {
+    /// This capture's number (unique on this node; 0: none).
+    pub capture: u64,
+    /// The capture `written` is relative to; `None`: unknown, every page
+    /// may differ.
+    pub since: Option<u64>,
+    /// Byte ranges of memory written since then (sorted, page-aligned);
+    /// bytes past the earlier capture's memory size are included.
+    pub written: Vec<Range<usize>>,
+}
+
+impl MemoryDelta {
+    /// A fresh capture number.
+    pub fn next_capture() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The written ranges relative to capture `earlier`, when this delta
+    /// is relative to it.
+    pub fn since(&self, earlier: u64) -> Option<&[Range<usize>]> {
+        (earlier != 0 && self.since == Some(earlier)).then_some(&self.written[..])
+    }
+}
+
+/// The kept copy of one process's memory.
+#[derive(Debug, Default)]
+pub struct MemoryCopy {
+    copy: Arc<Vec<u8>>,
+    tracker: Option<WriteTracker>,
+    /// The capture `copy` holds (0: none).
+    last: u64,
+}
+
+impl MemoryCopy {
+    /// Copy `memory` as it is now (the process is paused). Returns the
+    /// image and what changed since the previous capture.
+    pub fn capture(&mut self, memory: &[u8]) -> (Arc<Vec<u8>>, MemoryDelta) {
+        let capture = MemoryDelta::next_capture();
+        let since = self.update(memory);
+        let delta = match since {
+            Some(written) => MemoryDelta {
+                capture,
+                since: Some(self.last),
+                written,
+            },
+            None => MemoryDelta {
+                capture,
+                since: None,
+                written: Vec::new(),
+            },
+        };
+        self.last = capture;
+        debug_assert_eq!(self.copy.len(), memory.len());
+        (self.copy.clone(), delta)
+    }
+
+    /// Take `image` (the bytes a restore just wrote into `memory`, which
+    /// equal them) as the copy of capture `capture`, and track from here.
+    pub fn seed(&mut self, memory: &[u8], image: Arc<Vec<u8>>, capture: u64) {
+        debug_assert_eq!(image.len(), memory.len());
+        self.tracker = None;
+        self.copy = image;
+        self.last = if capture == 0 {
+            MemoryDelta::next_capture()
+        } else {
+            capture
+        };
+        self.tracker = WriteTracker::new(memory.as_ptr(), memory.len()).ok();
+    }
+
+    /// Bring the copy up to `memory`. Returns the ranges written, or
+    /// `None` when everything was copied.
+    fn update(&mut self, memory: &[u8]) -> Option<Vec<Range<usize>>> {
+        let base = memory.as_ptr() as usize;
+        let old_len = self.copy.len();
+        let tracked = self
+            .tracker
+            .as_ref()
+            .is_some_and(|t| t.start() == base && t.len() == old_len && old_len <= memory.len());
+        if tracked {
+            if let Some(mut written) = self.tracker.as_mut().and_then(|t| t.take_written().ok()) {
+                let copy = Arc::make_mut(&mut self.copy);
+                for r in &written {
+                    copy[r.clone()].copy_from_slice(&memory[r.clone()]);
+                }
+                if memory.len() > old_len {
+                    copy.extend_from_slice(&memory[old_len..]);
+                    written.push(old_len..memory.len());
+                    let extended = self.tracker.as_mut().map(|t| t.extend(memory.len()));
+                    if !matches!(extended, Some(Ok(()))) {
+                        self.tracker = None;
+                    }
+                }
+                return Some(written);
+            }
+        }
+        // Everything: into the kept buffer when no one else holds it (no
+        // page faults), else a new one.
+        self.tracker = None;
+        match Arc::get_mut(&mut self.copy) {
+            Some(copy) => {
+                copy.clear();
+                copy.extend_from_slice(memory);
+            }
+            None => self.copy = Arc::new(memory.to_vec()),
+        }
+        if base.is_multiple_of(HOST_PAGE_BYTES) {
+            self.tracker = WriteTracker::new(memory.as_ptr(), memory.len()).ok();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn every_capture_equals_memory_and_names_what_changed() {
+        // A mapping reserved up front: memory grows in place, as a memory
+        // slot's does.
+        let pages = 512;
+        let mut mapping = crate::dirty::Mapping::new(pages * HOST_PAGE_BYTES);
+        let backing = mapping.bytes();
+        let mut len = 64 * HOST_PAGE_BYTES;
+        let mut copy = MemoryCopy::default();
+        let seed = 0xc0_9e1;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (first, d0) = copy.capture(&backing[..len]);
+        assert_eq!(&first[..], &backing[..len]);
+        assert_eq!(d0.since, None);
+        drop(first);
+        let mut last = d0.capture;
+        let mut held = None;
+        for round in 0..40 {
+            for _ in 0..rng.gen_range(0..20) {
+                let at = rng.gen_range(0..len);
+                backing[at] = rng.gen();
+            }
+            if rng.gen_bool(0.2) && len < pages * HOST_PAGE_BYTES {
+                len += 16 * HOST_PAGE_BYTES; // the memory grew
+                let at = len - 1;
+                backing[at] = 9;
+            }
+            let (image, delta) = copy.capture(&backing[..len]);
+            assert_eq!(&image[..], &backing[..len], "seed {seed:#x} round {round}");
+            if WriteTracker::supported() {
+                assert_eq!(delta.since, Some(last), "round {round}");
+            }
+            last = delta.capture;
+            // Sometimes a consumer keeps the image across the next capture.
+            held = rng.gen_bool(0.3).then_some(image);
+        }
+        drop(held);
+    }
+
+    #[test]
+    fn a_delta_is_relative_to_exactly_one_earlier_capture() {
+        let d = MemoryDelta {
+            capture: 5,
+            since: Some(4),
+            written: vec![0..4096],
+        };
+        assert_eq!(d.since(4), Some(&[0..4096][..]));
+        assert_eq!(d.since(3), None);
+        assert_eq!(d.since(0), None);
+    }
+}
