@@ -105,6 +105,18 @@ impl Registry {
         Ok(added)
     }
 
+    /// [`Registry::put_many_unsynced`], then one file-system sync
+    /// ([`atomic::sync_fs`]) so that all of them are durable when it
+    /// returns: for the pages of a snapshot, where an fsync per page cost
+    /// about 0.5 ms each. Returns how many were new.
+    pub fn put_many(&self, blobs: &[(Sha256, &[u8])]) -> Result<usize, RegistryError> {
+        let added = self.put_many_unsynced(blobs)?;
+        if added > 0 {
+            atomic::sync_fs(&self.inner.blobs)?;
+        }
+        Ok(added)
+    }
+
     /// Write verified `bytes` under `hash` unless an entry of the same size
     /// is already there (dedup). An existing entry of the wrong size is
     /// corrupt and gets atomically replaced; a same-size corrupt entry is

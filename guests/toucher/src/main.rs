@@ -3,7 +3,8 @@
 //!
 //! `toucher <MiB>` fills a heap buffer of that size with non-zero bytes,
 //! prints `toucher ready <MiB> MiB`, then serves messages in `recv`:
-//! `touch` changes one byte of one page and replies `ok`; `sum` replies the
+//! `touch [N]` changes one byte of each of N pages (default 1) and replies
+//! `ok`; `sum` replies the
 //! wrapping sum of the buffer; `stop` exits.
 
 fn main() {
@@ -26,10 +27,17 @@ fn main() {
     loop {
         let msg = shoal::recv(None).expect("recv");
         match msg.data.as_slice() {
-            b"touch" => {
-                let at = (next_page * 4096) % buffer.len();
-                buffer[at] = buffer[at].wrapping_add(2) | 1;
-                next_page += 97;
+            m if m.starts_with(b"touch") => {
+                // `touch` or `touch N`: change one byte of each of N pages.
+                let pages: usize = std::str::from_utf8(&m[5..])
+                    .ok()
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(1);
+                for _ in 0..pages {
+                    let at = (next_page * 4096) % buffer.len();
+                    buffer[at] = buffer[at].wrapping_add(2) | 1;
+                    next_page += 97;
+                }
                 shoal::send_blocking(msg.sender, b"ok").expect("reply");
             }
             b"sum" => {

@@ -36,6 +36,10 @@ pub struct MemoryDelta {
     /// Byte ranges of memory written since then (sorted, page-aligned);
     /// bytes past the earlier capture's memory size are included.
     pub written: Vec<Range<usize>>,
+    /// Whether writes are tracked from this capture on, so the process's
+    /// next capture will say what changed since this one (unless another
+    /// capture comes between).
+    pub tracked: bool,
 }
 
 impl MemoryDelta {
@@ -72,11 +76,13 @@ impl MemoryCopy {
                 capture,
                 since: Some(self.last),
                 written,
+                tracked: self.tracker.is_some(),
             },
             None => MemoryDelta {
                 capture,
                 since: None,
                 written: Vec::new(),
+                tracked: self.tracker.is_some(),
             },
         };
         self.last = capture;
@@ -191,6 +197,7 @@ mod tests {
             capture: 5,
             since: Some(4),
             written: vec![0..4096],
+            tracked: true,
         };
         assert_eq!(d.since(4), Some(&[0..4096][..]));
         assert_eq!(d.since(3), None);

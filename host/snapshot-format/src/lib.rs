@@ -60,9 +60,12 @@ mod store;
 pub use error::SnapshotFormatError;
 pub use file::{decode_file, decode_stream, encode_file, encode_file_from_memory};
 pub use manifest::{BlobRef, GlobalVal, GlobalValue, Manifest, PageRef, MAX_BLOB_RECORD_BYTES};
-pub use pages::{assemble_into, assemble_memory, page_bytes_for, split_pages, SplitPages};
+pub use pages::{
+    assemble_into, assemble_memory, page_bytes_for, split_pages, split_pages_written, SplitPages,
+};
 pub use store::{
     export_file, fetch_from_registry, import_file, import_stream, load_manifest, store_snapshot,
+    store_snapshot_over,
 };
 
 /// The snapshot format version this build writes. Bumped on any change to

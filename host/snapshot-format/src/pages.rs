@@ -129,6 +129,82 @@ pub(super) fn split_pages_sized(
     }
 }
 
+/// [`split_pages`] when the caller knows which bytes of `memory` were
+/// written since the parent snapshot's memory was taken (a kept copy with
+/// write tracking: `shoal_runtime::memory_copy`). Pages no written range
+/// touches keep the parent's entry unread — its hash, or its absence (a
+/// zero page) — so the cost is the written pages, not the memory. Bytes
+/// past `parent_memory_bytes` count as written whether listed or not.
+///
+/// `None` when the parent is of another page size (the caller falls back to
+/// [`split_pages`]). The pages to store are the written non-zero pages,
+/// each distinct hash once; the caller skips those the registry holds.
+///
+/// Correctness rests on `written` being complete: a write it misses keeps
+/// the parent's hash for a page whose bytes differ, which a restore would
+/// not notice. That is why only a kernel-tracked delta is passed here.
+pub fn split_pages_written(
+    memory: &[u8],
+    parent_pages: &[PageRef],
+    parent_page_bytes: u32,
+    parent_memory_bytes: u64,
+    written: &[Range<usize>],
+) -> Option<SplitPages> {
+    let page_bytes = page_bytes_for(memory.len() as u64) as usize;
+    if page_bytes != parent_page_bytes as usize {
+        return None;
+    }
+    let count = memory.len().div_ceil(page_bytes);
+    let mut dirty = vec![false; count];
+    for r in written {
+        if r.start >= r.end {
+            continue;
+        }
+        let last = ((r.end - 1) / page_bytes).min(count.saturating_sub(1));
+        for d in dirty.iter_mut().take(last + 1).skip(r.start / page_bytes) {
+            *d = true;
+        }
+    }
+    let grown_from = usize::try_from(parent_memory_bytes)
+        .unwrap_or(usize::MAX)
+        .div_ceil(page_bytes);
+    for d in dirty.iter_mut().skip(grown_from) {
+        *d = true;
+    }
+    let mut refs = Vec::with_capacity(parent_pages.len());
+    let mut new_hashes: HashSet<Sha256> = HashSet::new();
+    let mut new_pages = Vec::new();
+    let mut cursor = 0usize;
+    for (i, is_dirty) in dirty.iter().enumerate() {
+        let Ok(index) = u32::try_from(i) else { break };
+        while parent_pages.get(cursor).is_some_and(|p| p.index < index) {
+            cursor += 1;
+        }
+        if !is_dirty {
+            if let Some(p) = parent_pages.get(cursor).filter(|p| p.index == index) {
+                refs.push(*p);
+            }
+            continue;
+        }
+        let start = i * page_bytes;
+        let range = start..(start + page_bytes).min(memory.len());
+        let page = &memory[range.clone()];
+        if is_zero(page) {
+            continue;
+        }
+        let hash = Sha256::of(page);
+        refs.push(PageRef { index, hash });
+        if new_hashes.insert(hash) {
+            new_pages.push((hash, range));
+        }
+    }
+    Some(SplitPages {
+        page_bytes: page_bytes as u32,
+        pages: refs,
+        new_pages,
+    })
+}
+
 /// Whether every byte is zero. Branch-free OR over 256-byte blocks (which
 /// the compiler vectorizes) with an early exit between blocks, so a non-zero
 /// page usually costs one block and a zero page runs at memory bandwidth.

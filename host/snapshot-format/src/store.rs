@@ -36,6 +36,27 @@ pub fn store_snapshot(
     memory: &[u8],
     new_pages: &[(Sha256, Range<usize>)],
 ) -> Result<Sha256, SnapshotFormatError> {
+    store_snapshot_over(registry, manifest, memory, new_pages, &[])
+}
+
+/// [`store_snapshot`] of a snapshot incremental over a stored one whose
+/// page list is `parent_pages` (sorted by index): a page the manifest
+/// lists with the parent's hash at the same index is known to be stored
+/// (the parent's store checked it, and pages are never deleted), so only
+/// the others are looked up in the registry — one file-system lookup per
+/// page was most of the cost of storing a large, mostly unchanged memory.
+pub fn store_snapshot_over(
+    registry: &Registry,
+    manifest: &Manifest,
+    memory: &[u8],
+    new_pages: &[(Sha256, Range<usize>)],
+    parent_pages: &[super::PageRef],
+) -> Result<Sha256, SnapshotFormatError> {
+    let in_parent = |page: &super::PageRef| {
+        parent_pages
+            .binary_search_by_key(&page.index, |p| p.index)
+            .is_ok_and(|at| parent_pages[at].hash == page.hash)
+    };
     manifest.validate()?;
     if memory.len() as u64 != manifest.memory_bytes {
         return Err(SnapshotFormatError::MemorySizeMismatch {
@@ -56,7 +77,7 @@ pub fn store_snapshot(
     // orphan pages behind.
     let new_hashes: HashSet<&Sha256> = new_pages.iter().map(|(h, _)| h).collect();
     for page in &manifest.pages {
-        if !new_hashes.contains(&page.hash) && !registry.contains(&page.hash) {
+        if !new_hashes.contains(&page.hash) && !in_parent(page) && !registry.contains(&page.hash) {
             return Err(SnapshotFormatError::PageMissing { hash: page.hash });
         }
     }
@@ -79,13 +100,26 @@ pub fn store_snapshot(
             )));
         }
     }
-    for (hash, range) in new_pages {
-        if registry.contains(hash) {
-            continue;
+    // All pages, then one sync for all of them, then the manifest.
+    let pages: Vec<(Sha256, &[u8])> = new_pages
+        .iter()
+        .map(|(hash, range)| (*hash, &memory[range.clone()]))
+        .collect();
+    match registry.put_many(&pages) {
+        Ok(_) => {}
+        Err(RegistryError::Corrupt { hash, actual, .. }) => {
+            let index = new_pages
+                .iter()
+                .find(|(h, _)| *h == hash)
+                .and_then(|(_, r)| u32::try_from(r.start / page_bytes).ok())
+                .unwrap_or(u32::MAX);
+            return Err(SnapshotFormatError::PageCorrupt {
+                index,
+                expected: hash,
+                actual,
+            });
         }
-        // Checked above: a valid page index.
-        let index = u32::try_from(range.start / page_bytes).unwrap_or(u32::MAX);
-        store_page(registry, index, hash, &memory[range.clone()])?;
+        Err(e) => return Err(e.into()),
     }
     Ok(registry.put(&encoded)?)
 }

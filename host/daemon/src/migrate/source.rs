@@ -30,6 +30,7 @@ use shoal_net::LaneMessage;
 use shoal_runtime::handoff::FenceClock;
 use shoal_runtime::mailbox::Head;
 use shoal_runtime::mailbox::PushError;
+use shoal_runtime::memory_copy::MemoryDelta;
 use shoal_runtime::node::{ClusterLink, NodeError, CONTROL_SENDER};
 use shoal_runtime::pid::Pid;
 use shoal_runtime::process::CapturedProcess;
@@ -256,6 +257,8 @@ pub async fn migrate(
     let first = node.capture(pid, false, CAPTURE_WAIT).await?;
     phases.mark("precopy_capture");
     let memory0 = first.memory;
+    let first_capture = first.delta.capture;
+    let tracked = first.delta.tracked;
     let split = {
         let m = memory0.clone();
         tokio::task::spawn_blocking(move || format::split_pages(&m, None))
@@ -317,6 +320,20 @@ pub async fn migrate(
     .await
     .map_err(|e| fail(format!("page transfer failed: {}", error_chain(&e))))?;
     phases.mark("precopy_pages");
+    // Keep the pre-copy's pages here too, so a move back is cheap (copied
+    // out now, written in the background).
+    let keeping = keep_pages(ctx, &memory0, &split);
+    let memory_bytes_offered = memory0.len() as u64;
+    // With its writes tracked, the freeze learns what changed from the
+    // kernel, not by comparing with the pre-copy: let go of it, so the
+    // freeze's capture updates the process's kept copy in place instead of
+    // copying all of it first (that copy was most of a large freeze).
+    let before = if tracked {
+        drop(memory0);
+        Before::Capture(first_capture)
+    } else {
+        Before::Bytes(memory0)
+    };
 
     // 2. Freeze.
     let freeze_started_us = now_us();
@@ -329,7 +346,7 @@ pub async fn migrate(
     }
 
     // 3. Delta + final. From here on a failure resumes the process here.
-    let outcome = send_rest(ctx, &addr, pid, &id, &memory0, &image, pb).await;
+    let outcome = send_rest(ctx, &addr, pid, &id, &before, &image, pb).await;
     let ((delta_pages, memory_bytes), delta_bytes) = match outcome {
         Ok(x) => x,
         Err(why) => {
@@ -363,9 +380,6 @@ pub async fn migrate(
         });
     }
 
-    // Keep this image's pages here too, so a move back is cheap.
-    let keeping = keep_pages(ctx, &memory0, &split);
-
     // 5. Go, then forward everything held, in order.
     let go = Control::Go { epoch: epoch + 1 };
     push_control(ctx, &addr, pid, go).await;
@@ -397,7 +411,7 @@ pub async fn migrate(
         to: target_name,
         epoch: epoch + 1,
         memory_bytes: memory_bytes as u64,
-        memory_bytes_offered: memory0.len() as u64,
+        memory_bytes_offered,
         pages_total,
         pages_sent: answer.need.len(),
         pages_known: pages_total.saturating_sub(answer.need.len()),
@@ -552,6 +566,71 @@ async fn send_pages(
     Ok(sent)
 }
 
+/// What the freeze's memory is compared with to find the pages that
+/// changed since the pre-copy.
+enum Before {
+    /// The pre-copy's bytes.
+    Bytes(std::sync::Arc<Vec<u8>>),
+    /// The pre-copy's capture number: the freeze's image says which pages
+    /// were written since it ([`shoal_runtime::memory_copy::MemoryDelta`]).
+    Capture(u64),
+}
+
+/// The pages of `now` (of `pb` bytes) that differ from the pre-copy, and
+/// those that became zero. Without the pre-copy's bytes and with no delta
+/// relative to it (another capture came between), every non-zero page is
+/// sent and every zero page listed as zeroed: more bytes, never wrong.
+fn changed_pages(
+    now: &[u8],
+    before: &Before,
+    delta: &MemoryDelta,
+    pb: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    let zero = vec![0u8; pb];
+    let is_zero = |page: &[u8]| page == &zero[..page.len()];
+    let mut changed = Vec::new();
+    let mut zeroed = Vec::new();
+    let mut sort = |i: usize, page: &[u8]| {
+        if is_zero(page) {
+            zeroed.push(i as u32);
+        } else {
+            changed.push(i as u32);
+        }
+    };
+    match before {
+        Before::Bytes(before) => {
+            for (i, page) in now.chunks(pb).enumerate() {
+                match before.get(i * pb..(i + 1) * pb) {
+                    Some(old) if old == page => {}
+                    None if is_zero(page) => {}
+                    _ => sort(i, page),
+                }
+            }
+        }
+        Before::Capture(first) => match delta.since(*first) {
+            Some(written) => {
+                let mut last_page = None;
+                for r in written.iter().filter(|r| r.start < r.end) {
+                    let from = (r.start / pb).max(last_page.map_or(0, |l| l + 1));
+                    let to = (r.end - 1) / pb;
+                    for i in from..=to {
+                        if let Some(page) = now.get(i * pb..(i + 1) * pb) {
+                            sort(i, page);
+                        }
+                    }
+                    last_page = Some(to.max(last_page.unwrap_or(0)));
+                }
+            }
+            None => {
+                for (i, page) in now.chunks(pb).enumerate() {
+                    sort(i, page);
+                }
+            }
+        },
+    }
+    (changed, zeroed)
+}
+
 /// Send the pages that changed since the pre-copy and the final state.
 /// Returns ((changed page count, final memory size), bytes sent).
 async fn send_rest(
@@ -559,26 +638,15 @@ async fn send_rest(
     addr: &str,
     pid: Pid,
     id: &str,
-    before: &[u8],
+    before: &Before,
     image: &CapturedProcess,
     pb: usize,
 ) -> Result<((usize, usize), u64), TransferError> {
     let now = &image.memory;
-    let zero = vec![0u8; pb];
-    let mut changed = Vec::new();
-    let mut zeroed = Vec::new();
-    for (i, page) in now.chunks(pb).enumerate() {
-        let old = before.get(i * pb..(i + 1) * pb);
-        match old {
-            Some(old) if old == page => {}
-            Some(_) if page == &zero[..page.len()] => zeroed.push(i as u32),
-            None if page == &zero[..page.len()] => {}
-            _ => changed.push(i as u32),
-        }
-    }
     if !now.len().is_multiple_of(pb) {
         return Err(TransferError::RaggedMemory(now.len()));
     }
+    let (changed, zeroed) = changed_pages(now, before, &image.delta, pb);
     // Memory can only grow, also between the offer and the freeze: the
     // delta tells the target the frozen size, so pages past the offered
     // memory land in an image of the right size.
@@ -795,5 +863,57 @@ async fn forward_held(ctx: Arc<Ctx>, pid: Pid, addr: String) {
                 mailbox.wait_nonempty(Some(wait_until)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The freeze finds the same changed and zeroed pages from the kernel's
+    /// written ranges as from a compare with the pre-copy, and sends every
+    /// page when neither is at hand.
+    #[test]
+    fn changed_pages_from_written_ranges_agree_with_a_compare() {
+        let pb = 4096;
+        let mut before = vec![0u8; 16 * pb];
+        for p in [0, 2, 5, 7] {
+            before[p * pb] = 1;
+        }
+        let mut now = before.clone();
+        now[2 * pb] = 9; // changed
+        now[5 * pb] = 0; // zeroed
+        now[7 * pb + 3] = 4; // changed
+        now.resize(20 * pb, 0);
+        now[18 * pb] = 1; // grown, non-zero
+        let by_compare = changed_pages(
+            &now,
+            &Before::Bytes(Arc::new(before)),
+            &MemoryDelta::default(),
+            pb,
+        );
+        assert_eq!(by_compare, (vec![2, 7, 18], vec![5]));
+        let delta = MemoryDelta {
+            capture: 2,
+            since: Some(1),
+            // Two ranges on one page, one page written back unchanged
+            // (sent: the kernel only knows it was written), the growth.
+            written: vec![
+                2 * pb..2 * pb + 8,
+                2 * pb + 100..3 * pb,
+                5 * pb..6 * pb,
+                7 * pb..8 * pb,
+                9 * pb..10 * pb,
+                16 * pb..20 * pb,
+            ],
+            tracked: true,
+        };
+        let (changed, zeroed) = changed_pages(&now, &Before::Capture(1), &delta, pb);
+        assert_eq!(changed, vec![2, 7, 18]);
+        assert_eq!(zeroed, vec![5, 9, 16, 17, 19]);
+        // Relative to another capture: everything.
+        let (changed, zeroed) = changed_pages(&now, &Before::Capture(3), &delta, pb);
+        assert_eq!(changed, vec![0, 2, 7, 18]);
+        assert_eq!(changed.len() + zeroed.len(), 20);
     }
 }

@@ -61,7 +61,7 @@ pub struct Shared {
     registry: Registry,
     modules: ModuleCache,
     processes: RwLock<HashMap<Pid, Arc<ProcessEntry>>>,
-    last_snapshots: Mutex<HashMap<Pid, Sha256>>,
+    last_snapshots: Mutex<HashMap<Pid, crate::snapshot::Parent>>,
     /// Volumes of arriving processes, rebuilt during the pre-copy
     /// ([`Node::stage_volumes`]); taken by their start.
     staged_volumes: Mutex<HashMap<Pid, crate::volume::Volumes>>,

@@ -9,7 +9,7 @@ use crate::calls::DownReason;
 use crate::mailbox::{Message, PushError, Tag};
 use crate::pid::Pid;
 use crate::snapshot::format::{self, SnapshotFormatError};
-use crate::snapshot::{load, store, SnapshotInfo};
+use crate::snapshot::{load, store, Parent, SnapshotInfo};
 use shoal_registry::Sha256;
 use std::time::{Duration, Instant};
 
@@ -89,21 +89,23 @@ impl Node {
         let registry = self.registry().clone();
         let t = Instant::now();
         let pending_call = image.pending.import.clone();
+        let capture = image.delta.capture;
         let commit = crate::outbox::CommitPoint {
             produced: image.outbox.produced(),
             seen: image.inbox.seen.clone(),
             log_end,
         };
-        let (manifest, id, pages_new, bytes_new) =
-            tokio::task::spawn_blocking(move || store(&registry, module, pid, &image, parent))
-                .await
-                .map_err(|e| NodeError::Runtime(format!("snapshot writer panicked: {e}")))??;
-        self.set_last_snapshot(pid, id);
+        let (manifest, id, pages_new, bytes_new) = tokio::task::spawn_blocking(move || {
+            store(&registry, module, pid, &image, parent.as_ref())
+        })
+        .await
+        .map_err(|e| NodeError::Runtime(format!("snapshot writer panicked: {e}")))??;
+        self.set_last_snapshot(pid, Parent::of(id, &manifest, capture));
         Ok(SnapshotInfo {
             id,
             pid,
             module,
-            parent,
+            parent: manifest.parent,
             memory_bytes: manifest.memory_bytes,
             pages_total: manifest.pages.len(),
             pages_new,
@@ -296,10 +298,14 @@ impl Node {
         let mut image = image;
         image.outbox.commit(image.outbox.produced());
         image.log_visible = None;
+        // Its kept copy starts as this capture, so its next checkpoint is
+        // incremental over this one, reading only what it wrote since.
+        let capture = crate::memory_copy::MemoryDelta::next_capture();
+        image.delta.capture = capture;
         let resumed = self
             .restore_with_spec(manifest.module, image, spec, Some(pid))
             .await?;
-        self.set_last_snapshot(resumed, id);
+        self.set_last_snapshot(resumed, Parent::of(id, &manifest, capture));
         self.router().nack_senders(resumed);
         Ok(resumed)
     }

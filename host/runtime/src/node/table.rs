@@ -68,18 +68,18 @@ impl Node {
         self.shared.entry(pid).map(|e| e.module)
     }
 
-    /// The id of the last snapshot taken of `pid` on this node.
-    pub fn last_snapshot(&self, pid: Pid) -> Option<Sha256> {
+    /// The last snapshot taken of `pid` on this node.
+    pub fn last_snapshot(&self, pid: Pid) -> Option<crate::snapshot::Parent> {
         self.shared
             .last_snapshots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&pid)
-            .copied()
+            .cloned()
     }
 
     /// Remember `id` as the latest snapshot of `pid` (bounded map).
-    pub fn set_last_snapshot(&self, pid: Pid, id: Sha256) {
+    pub fn set_last_snapshot(&self, pid: Pid, id: crate::snapshot::Parent) {
         let mut map = self
             .shared
             .last_snapshots

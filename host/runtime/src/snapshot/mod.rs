@@ -143,15 +143,63 @@ pub struct SnapshotInfo {
     pub commit: crate::outbox::CommitPoint,
 }
 
-/// Store a captured process in the registry, incremental over `parent`.
+/// The last snapshot stored of a process on this node, as the next one is
+/// incremental over it.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    /// Its id.
+    pub id: Sha256,
+    /// The capture its memory is ([`crate::memory_copy::MemoryDelta`]; 0:
+    /// unknown, so the next snapshot hashes every page).
+    pub capture: u64,
+    /// Its memory size.
+    pub memory_bytes: u64,
+    /// Its page size.
+    pub page_bytes: u32,
+    /// Its pages, sorted by index.
+    pub pages: std::sync::Arc<Vec<format::PageRef>>,
+}
+
+impl Parent {
+    /// The parent record of snapshot `id` with `manifest`, taken from
+    /// capture `capture`.
+    pub fn of(id: Sha256, manifest: &Manifest, capture: u64) -> Parent {
+        Parent {
+            id,
+            capture,
+            memory_bytes: manifest.memory_bytes,
+            page_bytes: manifest.page_bytes,
+            pages: std::sync::Arc::new(manifest.pages.clone()),
+        }
+    }
+}
+
+/// Store a captured process in the registry, incremental over `parent`:
+/// when the image says which pages were written since the parent's
+/// capture, only those are read and hashed (the rest keep the parent's
+/// hashes); otherwise every page is.
 pub fn store(
     registry: &shoal_registry::Registry,
     module: Sha256,
     pid: Pid,
     image: &CapturedProcess,
-    parent: Option<Sha256>,
+    parent: Option<&Parent>,
 ) -> Result<(Manifest, Sha256, usize, u64), SnapshotFormatError> {
-    let split = format::split_pages(&image.memory, None);
+    let over = parent.and_then(|p| {
+        let written = image.delta.since(p.capture)?;
+        let split = format::split_pages_written(
+            &image.memory,
+            &p.pages,
+            p.page_bytes,
+            p.memory_bytes,
+            written,
+        )?;
+        Some((split, &p.pages[..]))
+    });
+    let (split, parent_pages) = match over {
+        Some((split, pages)) => (split, pages),
+        None => (format::split_pages(&image.memory, None), &[][..]),
+    };
     let mut state = HostState::of(image);
     // Its output, when the image carries it (a checkpoint).
     let mut blobs = crate::volume::tree::chunk_refs(&image.volumes);
@@ -168,7 +216,7 @@ pub fn store(
         format_version: format::FORMAT_VERSION,
         module,
         pid: pid.0,
-        parent,
+        parent: parent.map(|p| p.id),
         created_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -199,7 +247,7 @@ pub fn store(
         .collect();
     let bytes_new = new.iter().map(|(_, r)| r.len() as u64).sum();
     let pages_new = new.len();
-    let id = format::store_snapshot(registry, &manifest, &image.memory, &new)?;
+    let id = format::store_snapshot_over(registry, &manifest, &image.memory, &new, parent_pages)?;
     Ok((manifest, id, pages_new, bytes_new))
 }
 
