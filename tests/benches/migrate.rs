@@ -147,6 +147,15 @@ async fn main() {
         let row = measure(mib).await;
         for (i, r) in row.reports.iter().enumerate() {
             println!("  {mib:>2} MiB move {i}: {r}");
+            if i == 0 {
+                // Where a first move's time goes.
+                let phases: Vec<String> = r
+                    .phases_us
+                    .iter()
+                    .map(|(name, us)| format!("{name} {:.1}", ms(*us)))
+                    .collect();
+                println!("         phases (ms): {}", phases.join(", "));
+            }
         }
         rows.push(row);
     }

@@ -377,6 +377,7 @@ impl Daemon {
             peers: peers.clone(),
             link: link.clone(),
             arrivals: Default::default(),
+            keeper: Default::default(),
             faults: config.faults.clone(),
             drains: Default::default(),
             rebalance: config.rebalance.clone(),

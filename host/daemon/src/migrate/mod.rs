@@ -7,6 +7,7 @@
 //! - [`target`]: arrivals on the node it moves to (pages by hash, the
 //!   decision, the start).
 //! - [`volumes`]: the chunks of private volumes, fetched by the target.
+//! - [`keep`]: both ends keep the pages, written behind the move.
 //! - [`wire`]: the requests and lane control messages between the two.
 //! - [`fence`]: what every node does when it applies a switch, so that the
 //!   target can keep each sender's messages in order
@@ -25,6 +26,7 @@
 
 pub mod drain;
 pub mod fence;
+pub mod keep;
 pub mod rebalance;
 pub mod source;
 pub mod target;
@@ -58,6 +60,8 @@ pub struct Ctx {
     pub drains: drain::Drains,
     /// Rebalancing settings.
     pub rebalance: rebalance::RebalanceConfig,
+    /// Pages of moved processes still being written to the registry.
+    pub keeper: std::sync::Arc<keep::Keeper>,
 }
 
 use shoal_runtime::pid::Pid;

@@ -320,9 +320,6 @@ pub async fn migrate(
     .await
     .map_err(|e| fail(format!("page transfer failed: {}", error_chain(&e))))?;
     phases.mark("precopy_pages");
-    // Keep the pre-copy's pages here too, so a move back is cheap (copied
-    // out now, written in the background).
-    let keeping = keep_pages(ctx, &memory0, &split);
     let memory_bytes_offered = memory0.len() as u64;
     // With its writes tracked, the freeze learns what changed from the
     // kernel, not by comparing with the pre-copy: let go of it, so the
@@ -347,7 +344,7 @@ pub async fn migrate(
 
     // 3. Delta + final. From here on a failure resumes the process here.
     let outcome = send_rest(ctx, &addr, pid, &id, &before, &image, pb).await;
-    let ((delta_pages, memory_bytes), delta_bytes) = match outcome {
+    let ((delta_pages, differ, memory_bytes), delta_bytes) = match outcome {
         Ok(x) => x,
         Err(why) => {
             call_off(ctx, &addr, &id).await;
@@ -372,6 +369,10 @@ pub async fn migrate(
         }
     }
     phases.mark("switch");
+    // Keep the pre-copy's pages here too, so a move back is cheap: those
+    // that did not change since are the final image's, written behind
+    // the move.
+    keep_pages(ctx, &image.memory, &split, &differ);
     drop(image);
     if ctx.faults.halts_after_switch() {
         return Err(MigrateError::Undecided {
@@ -387,10 +388,6 @@ pub async fn migrate(
     let resumed: Result<Started, TransferError> =
         call_json(ctx, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
     phases.mark("resume");
-    if let Some(k) = keeping {
-        let _ = k.await;
-        phases.mark("keep_pages");
-    }
     let (freeze_us, resumed_ok, chunk_bytes_final) = match &resumed {
         Ok(s) => (
             s.resumed_unix_us.saturating_sub(freeze_started_us),
@@ -426,33 +423,22 @@ pub async fn migrate(
 }
 
 /// Store the pre-copy's pages in this node's registry, in the background
-/// (a process that comes back finds them here).
-fn keep_pages(
-    ctx: &Ctx,
-    memory: &[u8],
-    split: &format::SplitPages,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let registry = ctx.node.registry().clone();
+/// (a process that comes back finds them here: [`super::keep`]), from
+/// `memory`, the final image: all but the pages `changed` since.
+fn keep_pages(ctx: &Ctx, memory: &Arc<Vec<u8>>, split: &format::SplitPages, changed: &[u32]) {
     let pb = split.page_bytes as usize;
-    let pages: Vec<(shoal_registry::Sha256, Vec<u8>)> = split
+    let changed: std::collections::HashSet<u32> = changed.iter().copied().collect();
+    let pages: Vec<(shoal_registry::Sha256, std::ops::Range<usize>)> = split
         .pages
         .iter()
-        .filter(|p| !registry.contains(&p.hash))
+        .filter(|p| !changed.contains(&p.index))
         .map(|p| {
             let at = p.index as usize * pb;
-            (p.hash, memory[at..at + pb].to_vec())
+            (p.hash, at..at + pb)
         })
         .collect();
-    if pages.is_empty() {
-        return None;
-    }
-    Some(tokio::task::spawn_blocking(move || {
-        let refs: Vec<(shoal_registry::Sha256, &[u8])> =
-            pages.iter().map(|(h, b)| (*h, &b[..])).collect();
-        if let Err(e) = registry.put_many_unsynced(&refs) {
-            tracing::warn!("cannot keep the pages of a departed process: {e}");
-        }
-    }))
+    ctx.keeper
+        .keep(ctx.node.registry().clone(), memory.clone(), pages);
 }
 
 /// How long a new move waits for the previous one of the same process to
@@ -532,36 +518,58 @@ enum TransferError {
     RaggedMemory(usize),
 }
 
-/// Send pages `indices` of `memory` in batches; returns bytes sent. A
-/// delta names the frozen memory size (`memory_bytes`) in every batch.
+/// Bytes of pages per request: small enough that several are in flight
+/// at once (the target checks one while the next crosses the network),
+/// large enough that headers and round trips cost little.
+const PAGES_BATCH_BYTES: usize = 2 << 20;
+
+/// Page requests in flight at once.
+const PAGE_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Send pages `indices` of `memory` in batches, several in flight; returns
+/// bytes sent once all are acknowledged. A delta names the frozen memory
+/// size (`memory_bytes`) in every batch.
 #[allow(clippy::too_many_arguments)]
 async fn send_pages(
     ctx: &Ctx,
     addr: &str,
-    path: &str,
+    path: &'static str,
     id: &str,
     indices: &[u32],
     memory: &[u8],
     memory_bytes: Option<u64>,
     pb: usize,
 ) -> Result<u64, TransferError> {
-    let per_batch = (wire::PAGES_CHUNK_BYTES / pb).max(1);
-    let mut sent = 0u64;
-    for chunk in indices.chunks(per_batch) {
-        let header = wire::PagesHeader {
-            id: id.to_string(),
-            indices: chunk.to_vec(),
-            memory_bytes,
-        };
+    use futures_util::StreamExt;
+    let per_batch = (PAGES_BATCH_BYTES.min(wire::PAGES_CHUNK_BYTES) / pb).max(1);
+    // Built as the stream asks: at most PAGE_BATCHES_IN_FLIGHT bodies exist.
+    // Each call owns what it uses (a future borrowing from this frame
+    // would not be `Send` for every lifetime the stream needs).
+    let link = ctx.link.clone();
+    let batches: Vec<Vec<u32>> = indices.chunks(per_batch).map(<[u32]>::to_vec).collect();
+    let calls = batches.into_iter().map(|chunk: Vec<u32>| {
         let pages: Vec<&[u8]> = chunk
             .iter()
             .map(|i| &memory[*i as usize * pb..(*i as usize + 1) * pb])
             .collect();
+        let header = wire::PagesHeader {
+            id: id.to_string(),
+            indices: chunk.clone(),
+            memory_bytes,
+        };
         let body = wire::encode_pages(&header, &pages);
-        sent += body.len() as u64;
-        ctx.link
-            .call_addr_unless_dead(addr, path, Bytes::from(body), REQUEST_TIMEOUT)
-            .await?;
+        let len = body.len() as u64;
+        let (link, addr) = (link.clone(), addr.to_string());
+        async move {
+            link.call_addr_unless_dead(&addr, path, Bytes::from(body), REQUEST_TIMEOUT)
+                .await
+                .map(|_| len)
+        }
+    });
+    let mut in_flight = futures_util::stream::iter(calls).buffer_unordered(PAGE_BATCHES_IN_FLIGHT);
+    let mut sent = 0u64;
+    while let Some(done) = in_flight.next().await {
+        sent += done?;
     }
     Ok(sent)
 }
@@ -632,7 +640,8 @@ fn changed_pages(
 }
 
 /// Send the pages that changed since the pre-copy and the final state.
-/// Returns ((changed page count, final memory size), bytes sent).
+/// Returns ((changed page count, the pages that differ from the pre-copy:
+/// changed, then zeroed; final memory size), bytes sent).
 async fn send_rest(
     ctx: &Ctx,
     addr: &str,
@@ -641,7 +650,7 @@ async fn send_rest(
     before: &Before,
     image: &CapturedProcess,
     pb: usize,
-) -> Result<((usize, usize), u64), TransferError> {
+) -> Result<((usize, Vec<u32>, usize), u64), TransferError> {
     let now = &image.memory;
     if !now.len().is_multiple_of(pb) {
         return Err(TransferError::RaggedMemory(now.len()));
@@ -658,7 +667,7 @@ async fn send_rest(
     let fin = Final {
         id: id.to_string(),
         memory_bytes: now.len() as u64,
-        zeroed,
+        zeroed: zeroed.clone(),
         globals: image.globals.clone(),
         state,
         log: log.chunks,
@@ -669,7 +678,11 @@ async fn send_rest(
     ctx.link
         .call_addr_unless_dead(addr, wire::PATH_FINAL, Bytes::from(body), REQUEST_TIMEOUT)
         .await?;
-    Ok(((changed.len(), now.len()), sent))
+    // Every page that differs from the pre-copy: changed, or now zero.
+    let changed_count = changed.len();
+    let mut differ = changed;
+    differ.extend(zeroed);
+    Ok(((changed_count, differ, now.len()), sent))
 }
 
 enum Decision {

@@ -67,6 +67,10 @@ struct Data {
     /// What the process may touch here: the cluster's record of its
     /// grants, never what the source sent (read at the final request).
     grants: Grants,
+    /// Verified pre-copy batches, kept in the registry once the arrival
+    /// ends (not during its freeze); at most its memory size in bytes.
+    verified: Vec<(Arc<Vec<u8>>, Vec<(Sha256, std::ops::Range<usize>)>)>,
+    verified_bytes: usize,
 }
 
 /// One process on its way here.
@@ -303,7 +307,9 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             .map_err(|e| err(409, format!("cannot load module {module}: {e}")))?;
     }
     // Pages this node's registry already holds (from earlier migrations or
-    // snapshots) are read here; the rest are asked for.
+    // snapshots) are read here; the rest are asked for. Pages kept from
+    // earlier moves may still be on their way to the registry.
+    ctx.keeper.settled(super::keep::KEEP_SETTLE_WAIT).await;
     let registry = node.registry().clone();
     let size = offer.memory_bytes as usize;
     let pages: Vec<(u32, Sha256)> = offered.iter().map(|(i, h)| (*i, *h)).collect();
@@ -339,6 +345,8 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             offered,
             image: None,
             grants: Grants::default(),
+            verified: Vec::new(),
+            verified_bytes: 0,
         }),
         phase,
     });
@@ -428,7 +436,43 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
         Some(size) => Some(check_growth(ctx, &arrival, size)?),
         None => None,
     };
-    let mut fresh: Vec<(Sha256, Vec<u8>)> = Vec::new();
+    // A pre-copy page must be the one offered: checked before the image
+    // is touched, and without holding its lock (batches arrive in
+    // parallel).
+    let mut fresh: Vec<(Sha256, std::ops::Range<usize>)> = Vec::new();
+    let payload = Arc::new(payload.to_vec());
+    if verify {
+        let wants: Vec<Sha256> = {
+            let data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
+            header
+                .indices
+                .iter()
+                .map(|index| {
+                    data.offered
+                        .get(index)
+                        .copied()
+                        .ok_or_else(|| err(400, format!("page {index} was not offered")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let (payload, indices) = (payload.clone(), header.indices.clone());
+        fresh = tokio::task::spawn_blocking(move || {
+            let mut fresh = Vec::with_capacity(indices.len());
+            for (k, (index, want)) in indices.iter().zip(wants).enumerate() {
+                let range = k * pb..(k + 1) * pb;
+                if Sha256::of(&payload[range.clone()]) != want {
+                    return Err(err(
+                        400,
+                        format!("page {index} does not match its offered hash"),
+                    ));
+                }
+                fresh.push((want, range));
+            }
+            Ok(fresh)
+        })
+        .await
+        .map_err(|e| err(500, format!("page checker failed: {e}")))??;
+    }
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
         if data.image.is_some() {
@@ -443,35 +487,14 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
             if at + pb > data.memory.len() {
                 return Err(err(400, format!("page {index} is beyond memory")));
             }
-            if verify {
-                let want = *data
-                    .offered
-                    .get(index)
-                    .ok_or_else(|| err(400, format!("page {index} was not offered")))?;
-                if Sha256::of(page) != want {
-                    return Err(err(
-                        400,
-                        format!("page {index} does not match its offered hash"),
-                    ));
-                }
-                fresh.push((want, page.to_vec()));
-            }
             data.memory[at..at + pb].copy_from_slice(page);
         }
-    }
-    // Keep verified pages, so the next migration here need not send them.
-    if !fresh.is_empty() {
-        let registry = ctx.node.registry().clone();
-        let kept = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(Sha256, &[u8])> = fresh.iter().map(|(h, b)| (*h, &b[..])).collect();
-            registry.put_many_unsynced(&refs)
-        })
-        .await;
-        match kept {
-            Ok(Ok(_)) => {}
-            // Only a later migration pays: it sends these pages again.
-            Ok(Err(e)) => tracing::error!("cannot keep migrated pages: {e}"),
-            Err(e) => tracing::error!("page writer failed: {e}"),
+        // Kept when the arrival ends, so the next move here need not send
+        // them; a source sending more than its memory gets no more kept.
+        let bytes = fresh.len() * pb;
+        if !fresh.is_empty() && data.verified_bytes + bytes <= data.memory.len() {
+            data.verified_bytes += bytes;
+            data.verified.push((payload, fresh));
         }
     }
     Ok(())
@@ -649,6 +672,7 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
     let Some(image) = image else {
         return; // Already started, or not complete.
     };
+    keep_verified(ctx, &arrival);
     match ctx
         .node
         .start_arrived(arrival.pid, arrival.module, image, &grants)
@@ -734,6 +758,18 @@ pub fn fence(ctx: &Arc<Ctx>, pid: Pid, origin: NodeId, epoch: u64) {
     }
 }
 
+/// Hand the arrival's verified pages to the node's keeper ([`super::keep`]).
+fn keep_verified(ctx: &Ctx, arrival: &Arrival) {
+    let verified = {
+        let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
+        data.verified_bytes = 0;
+        std::mem::take(&mut data.verified)
+    };
+    for (payload, pages) in verified {
+        ctx.keeper.keep(ctx.node.registry().clone(), payload, pages);
+    }
+}
+
 /// Drop an arrival that will not start here; what its handoff held is sent
 /// on to wherever the pid lives.
 fn discard(ctx: &Arc<Ctx>, arrival: &Arc<Arrival>, why: &str) {
@@ -747,6 +783,7 @@ fn discard(ctx: &Arc<Ctx>, arrival: &Arc<Arrival>, why: &str) {
         data.image = None;
         data.memory = Vec::new();
     }
+    keep_verified(ctx, arrival);
     arrival.phase.send_replace(Phase::Gone(why.to_string()));
     ctx.arrivals.remove(arrival);
     ctx.node.unstage_volumes(arrival.pid);
