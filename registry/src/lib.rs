@@ -28,6 +28,7 @@
 
 mod artifacts;
 mod atomic;
+mod cache;
 mod error;
 mod hash;
 mod names;
@@ -37,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use artifacts::ArtifactKey;
+pub use cache::{PAGE_CACHE_BLOB_BYTES_MAX, PAGE_CACHE_BYTES_MAX};
 pub use error::RegistryError;
 pub use hash::{Sha256, SHA256_PREFIX};
 pub use names::{validate_name, MAX_NAME_LEN};
@@ -61,6 +63,8 @@ struct Paths {
     quarantine: PathBuf,
     /// Authenticates compiled artifacts (see [`artifacts`]).
     mac_key: artifacts::MacKey,
+    /// Recent snapshot pages, verified ([`cache`]).
+    pages: std::sync::Mutex<cache::PageCache>,
 }
 
 impl Registry {
@@ -80,6 +84,7 @@ impl Registry {
             quarantine: root.join("quarantine"),
             mac_key,
             root,
+            pages: Default::default(),
         };
         atomic::ensure_dir(&paths.root)?;
         // The registry holds guest memory (snapshot pages) and compiled

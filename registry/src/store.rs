@@ -69,7 +69,9 @@ impl Registry {
                 path: self.blob_path(expected),
             });
         }
-        self.store(expected, bytes)
+        self.store(expected, bytes)?;
+        self.page_cache().insert(*expected, bytes);
+        Ok(())
     }
 
     /// Store many small blobs whose hashes the caller vouches for (each is
@@ -100,6 +102,7 @@ impl Registry {
                 }
             }
             atomic::write_atomic_unsynced(&self.inner.tmp, &path, bytes)?;
+            self.page_cache().insert(*hash, bytes);
             added += 1;
         }
         Ok(added)
@@ -207,7 +210,25 @@ impl Registry {
     /// them reports `NotFound`). Readers that already opened it finish
     /// their read.
     pub fn remove(&self, hash: &Sha256) -> Result<bool, RegistryError> {
+        self.page_cache().remove(hash);
         atomic::remove_file(&self.blob_path(hash))
+    }
+
+    fn page_cache(&self) -> std::sync::MutexGuard<'_, crate::cache::PageCache> {
+        self.inner.pages.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Registry::get`] for snapshot pages: served from memory when this
+    /// registry wrote or read the blob lately ([`crate::cache`]), its hash
+    /// checked when it entered the cache; otherwise read, checked, and
+    /// cached.
+    pub fn get_page(&self, hash: &Sha256) -> Result<std::sync::Arc<[u8]>, RegistryError> {
+        if let Some(bytes) = self.page_cache().get(hash) {
+            return Ok(bytes);
+        }
+        let bytes = self.get(hash)?;
+        self.page_cache().insert(*hash, &bytes);
+        Ok(std::sync::Arc::from(bytes))
     }
 
     /// Every stored blob with its size, sorted by hash. Files that are not

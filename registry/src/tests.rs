@@ -538,3 +538,36 @@ fn registry_files_and_dirs_are_private() {
     }
     assert!(files >= 4, "{files} files checked");
 }
+
+/// The page cache holds only bytes checked against their hash: a page
+/// corrupted on disk is served right while cached (its checked bytes),
+/// reported corrupt by a handle that never cached it, and a mismatching
+/// write leaves nothing cached.
+#[test]
+fn page_cache_serves_only_checked_bytes() {
+    let (dir, reg) = open();
+    let page = vec![7u8; 4096];
+    let hash = Sha256::of(&page);
+    reg.put_expecting(&hash, &page).unwrap();
+    let mut bad = page.clone();
+    bad[100] ^= 1;
+    fs::write(blob_file(&reg, &hash), &bad).unwrap();
+    assert_eq!(&reg.get_page(&hash).unwrap()[..], &page[..]);
+    let fresh = Registry::open(dir.path().join("reg")).unwrap();
+    assert!(matches!(
+        fresh.get_page(&hash),
+        Err(RegistryError::Corrupt { .. })
+    ));
+    // A write whose bytes do not match its hash caches nothing.
+    let other = vec![9u8; 4096];
+    let claimed = Sha256::of(b"something else");
+    assert!(reg.put_many_unsynced(&[(claimed, &other[..])]).is_err());
+    assert!(reg.put_expecting(&claimed, &other).is_err());
+    assert!(reg.get_page(&claimed).is_err());
+    // A removed blob is gone from the cache too.
+    reg.remove(&hash).unwrap();
+    assert!(matches!(
+        reg.get_page(&hash),
+        Err(RegistryError::NotFound(_))
+    ));
+}

@@ -235,7 +235,7 @@ pub fn assemble_memory<B: AsRef<[u8]>>(
     manifest.validate()?;
     let len = memory_len(manifest)?;
     let mut memory = vec![0u8; len];
-    assemble_validated(manifest, &mut memory, fetch, true)?;
+    assemble_validated(manifest, &mut memory, fetch, true, false)?;
     Ok(memory)
 }
 
@@ -259,7 +259,31 @@ pub fn assemble_into<B: AsRef<[u8]>>(
             got: dest.len() as u64,
         });
     }
-    assemble_validated(manifest, dest, fetch, false)
+    assemble_validated(manifest, dest, fetch, false, false)
+}
+
+/// [`assemble_into`] from this node's registry, whose page reads check
+/// every page's sha256 already ([`shoal_registry::Registry::get_page`]):
+/// pages are not hashed a second time (lengths are still checked).
+pub fn assemble_into_from_registry(
+    manifest: &Manifest,
+    dest: &mut [u8],
+    registry: &shoal_registry::Registry,
+) -> Result<(), SnapshotFormatError> {
+    manifest.validate()?;
+    if dest.len() as u64 != manifest.memory_bytes {
+        return Err(SnapshotFormatError::MemorySizeMismatch {
+            expected: manifest.memory_bytes,
+            got: dest.len() as u64,
+        });
+    }
+    assemble_validated(
+        manifest,
+        dest,
+        super::store::fetch_from_registry(registry),
+        false,
+        true,
+    )
 }
 
 /// `memory_bytes` as a `usize` (only fails on hosts narrower than 64 bits).
@@ -293,6 +317,15 @@ pub(super) fn verify_page(
             actual,
         });
     }
+    check_length(page, range, bytes)
+}
+
+/// A page's bytes fill exactly its range.
+fn check_length(
+    page: &PageRef,
+    range: &Range<usize>,
+    bytes: &[u8],
+) -> Result<(), SnapshotFormatError> {
     if bytes.len() != range.len() {
         return Err(SnapshotFormatError::PageWrongLength {
             index: page.index,
@@ -304,12 +337,15 @@ pub(super) fn verify_page(
 }
 
 /// The body of [`assemble_into`] for a validated manifest and a `dest` of
-/// the right size; `dest_is_zero` skips the zeroing of unlisted pages.
+/// the right size; `dest_is_zero` skips the zeroing of unlisted pages;
+/// `hashes_checked` says `fetch` returns only bytes checked against the
+/// hash asked for (the registry), so only lengths are checked here.
 fn assemble_validated<B: AsRef<[u8]>>(
     manifest: &Manifest,
     dest: &mut [u8],
     mut fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
     dest_is_zero: bool,
+    hashes_checked: bool,
 ) -> Result<(), SnapshotFormatError> {
     let page_bytes = manifest.page_bytes as usize;
     let mut first_at: HashMap<Sha256, Range<usize>> = HashMap::with_capacity(manifest.pages.len());
@@ -325,7 +361,11 @@ fn assemble_validated<B: AsRef<[u8]>>(
             _ => {
                 let fetched = fetch(&page.hash)?;
                 let bytes = fetched.as_ref();
-                verify_page(page, &range, bytes)?;
+                if hashes_checked {
+                    check_length(page, &range, bytes)?;
+                } else {
+                    verify_page(page, &range, bytes)?;
+                }
                 dest[range.clone()].copy_from_slice(bytes);
                 first_at.entry(page.hash).or_insert(range);
             }

@@ -154,8 +154,8 @@ pub fn load_manifest(registry: &Registry, id: &Sha256) -> Result<Manifest, Snaps
 /// read; the caller checks it again, which costs one sha256 per page.)
 pub fn fetch_from_registry(
     registry: &Registry,
-) -> impl FnMut(&Sha256) -> Result<Vec<u8>, SnapshotFormatError> + '_ {
-    move |hash| match registry.get(hash) {
+) -> impl FnMut(&Sha256) -> Result<std::sync::Arc<[u8]>, SnapshotFormatError> + '_ {
+    move |hash| match registry.get_page(hash) {
         Ok(bytes) => Ok(bytes),
         Err(RegistryError::NotFound(_)) => Err(SnapshotFormatError::PageMissing { hash: *hash }),
         Err(e) => Err(e.into()),

@@ -281,11 +281,7 @@ pub fn load(
         )));
     }
     let mut memory = vec![0u8; len];
-    format::assemble_into(
-        &manifest,
-        &mut memory,
-        format::fetch_from_registry(registry),
-    )?;
+    format::assemble_into_from_registry(&manifest, &mut memory, registry)?;
     let globals = manifest
         .globals
         .iter()
