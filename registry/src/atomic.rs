@@ -55,31 +55,6 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// Make everything written to the file system holding `dir` durable, in
-/// one call (`syncfs`): the batched form of an fsync per file and per
-/// directory, for many small files written unsynced. Elsewhere than Linux,
-/// a full `sync`.
-#[allow(unsafe_code)]
-pub(crate) fn sync_fs(dir: &Path) -> Result<(), RegistryError> {
-    let d = File::open(dir).map_err(|e| RegistryError::io(dir, e))?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: syncfs(2) takes an open descriptor (`d` lives across
-        // the call) and touches no memory of ours.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-            return Err(RegistryError::io(dir, io::Error::last_os_error()));
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        drop(d);
-        // SAFETY: sync(2) takes no arguments.
-        unsafe { libc::sync() };
-    }
-    Ok(())
-}
-
 /// Mode of every file the registry writes: guest memory pages, modules,
 /// compiled code and names are the node's alone.
 pub(crate) const FILE_MODE: u32 = 0o600;

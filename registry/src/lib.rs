@@ -42,7 +42,7 @@ pub use cache::{PAGE_CACHE_BLOB_BYTES_MAX, PAGE_CACHE_BYTES_MAX};
 pub use error::RegistryError;
 pub use hash::{Sha256, SHA256_PREFIX};
 pub use names::{validate_name, MAX_NAME_LEN};
-pub use store::{BlobInfo, MAX_BLOB_BYTES};
+pub use store::{BlobInfo, MAX_BLOB_BYTES, PUT_MANY_THREADS};
 
 /// Handle on a registry directory. Cheap to clone (an `Arc` inside) and
 /// `Send + Sync`, so one handle can be shared by all tasks of a node; other

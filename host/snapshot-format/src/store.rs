@@ -100,7 +100,7 @@ pub fn store_snapshot_over(
             )));
         }
     }
-    // All pages, then one sync for all of them, then the manifest.
+    // All pages, durable (their fsyncs in parallel), then the manifest.
     let pages: Vec<(Sha256, &[u8])> = new_pages
         .iter()
         .map(|(hash, range)| (*hash, &memory[range.clone()]))

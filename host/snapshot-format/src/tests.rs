@@ -257,7 +257,7 @@ fn incremental_split_stores_only_changed_pages() {
 #[test]
 fn split_from_written_ranges_equals_a_full_split() {
     let page = PAGE_BYTES;
-    let seed = 0x5b11_7ed;
+    let seed = 0x05b1_17ed;
     let mut x = seed;
     let mut next = |n: usize| {
         x ^= x << 13;

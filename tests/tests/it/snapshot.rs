@@ -208,6 +208,73 @@ async fn heapfold_is_exact_across_random_captures_in_fresh_engines() {
     );
 }
 
+/// Live snapshots taken while heapfold runs are each incremental over the
+/// last (only the pages the kernel saw written are hashed; the rest keep
+/// the parent's hashes), and every one of them, restored in a fresh engine,
+/// finishes exactly as the uninterrupted run does: a write the tracking
+/// missed would leave a stale page in some snapshot and change its hashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_snapshots_over_their_parents_restore_exactly() {
+    let seed = 7;
+    // A run long enough for six snapshots at the jitter below; on a busy
+    // machine (slow captures) the run ends sooner, so it is run again,
+    // twice as long, until at least two were taken.
+    let mut steps = 300;
+    let (a, snapshots, expected) = loop {
+        let expected = heapfold_uninterrupted(seed, steps).await;
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let a = TestNode::new();
+        let hash = a.add_guest(guests::HEAPFOLD, "heapfold");
+        let pid = a
+            .spawn(hash, &["heapfold", &seed.to_string(), &steps.to_string()])
+            .await;
+        let mut snapshots = Vec::new();
+        while snapshots.len() < 6 {
+            tokio::time::sleep(Duration::from_millis(rng.next() % 30)).await;
+            match a.node.snapshot(pid, false, LONG).await {
+                Ok(info) => snapshots.push(info),
+                Err(shoal_runtime::NodeError::ExitedBeforeCapture(..))
+                | Err(shoal_runtime::NodeError::NoProcess(_)) => break,
+                Err(e) => panic!("snapshot {}: {e}", snapshots.len()),
+            }
+        }
+        assert_success(&a, &a.wait(pid, LONG).await);
+        if snapshots.len() >= 2 || steps >= 4800 {
+            break (a, snapshots, expected);
+        }
+        steps *= 2;
+    };
+    assert!(snapshots.len() >= 2, "took {} snapshots", snapshots.len());
+    if shoal_runtime::dirty::WriteTracker::supported() {
+        for s in &snapshots[1..] {
+            assert!(s.parent.is_some(), "{s:?}");
+            assert!(
+                s.pages_new < s.pages_total,
+                "an incremental snapshot stored every page: {s:?}"
+            );
+        }
+    }
+    for (k, info) in snapshots.iter().enumerate() {
+        let file = a.node.export_snapshot(&info.id).expect("export");
+        let b = TestNode::new();
+        b.add_guest(guests::HEAPFOLD, "heapfold");
+        let id = b.node.import_snapshot(&file).expect("import");
+        let copy = b
+            .node
+            .restore_snapshot(&id, false, &Default::default())
+            .await
+            .expect("restore");
+        assert_success(&b, &b.wait(copy, LONG).await);
+        let rest = b.stdout(copy);
+        assert!(
+            rest.contains("heapfold seed=") && expected.ends_with(&rest),
+            "snapshot {k} ({} of {} pages new): the restored run's output is not the end of the uninterrupted one\n{rest}",
+            info.pages_new,
+            info.pages_total
+        );
+    }
+}
+
 /// A counter with some state, snapshotted to a file.
 async fn counter_snapshot_file() -> (TestNode, Vec<u8>, shoal_registry::Sha256) {
     let a = TestNode::new();
