@@ -435,9 +435,8 @@ mod tests {
             let mut got = vec![false; pages];
             for r in t.take_written().unwrap() {
                 assert!(r.start.is_multiple_of(HOST_PAGE_BYTES) && r.end <= m.len);
-                for p in r.start / HOST_PAGE_BYTES..r.end / HOST_PAGE_BYTES {
-                    got[p] = true;
-                }
+                let pages = r.start / HOST_PAGE_BYTES..r.end / HOST_PAGE_BYTES;
+                got[pages].fill(true);
             }
             assert_eq!(got, expect, "seed {seed:#x}, round {round}");
         }

@@ -196,10 +196,10 @@ mod tests {
         let d = MemoryDelta {
             capture: 5,
             since: Some(4),
-            written: vec![0..4096],
+            written: vec![0..4096, 8192..12288],
             tracked: true,
         };
-        assert_eq!(d.since(4), Some(&[0..4096][..]));
+        assert_eq!(d.since(4), Some(&[0..4096, 8192..12288][..]));
         assert_eq!(d.since(3), None);
         assert_eq!(d.since(0), None);
     }

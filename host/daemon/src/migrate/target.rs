@@ -69,9 +69,12 @@ struct Data {
     grants: Grants,
     /// Verified pre-copy batches, kept in the registry once the arrival
     /// ends (not during its freeze); at most its memory size in bytes.
-    verified: Vec<(Arc<Vec<u8>>, Vec<(Sha256, std::ops::Range<usize>)>)>,
+    verified: Vec<VerifiedBatch>,
     verified_bytes: usize,
 }
+
+/// A pre-copy batch's bytes and its checked pages (hash, range in them).
+type VerifiedBatch = (Arc<Vec<u8>>, Vec<(Sha256, std::ops::Range<usize>)>);
 
 /// One process on its way here.
 pub struct Arrival {
