@@ -59,19 +59,26 @@ impl Registry {
         Ok(hash)
     }
 
+    /// `bytes` within the size bound and hashing to `hash`, else
+    /// [`RegistryError::Corrupt`] naming where the blob would live.
+    fn check_blob(&self, hash: &Sha256, bytes: &[u8]) -> Result<(), RegistryError> {
+        check_size(bytes.len())?;
+        let actual = Sha256::of(bytes);
+        if actual != *hash {
+            return Err(RegistryError::Corrupt {
+                hash: *hash,
+                actual,
+                path: self.blob_path(hash),
+            });
+        }
+        Ok(())
+    }
+
     /// Store `bytes` only if they hash to `expected` (for blobs fetched
     /// from peers, which are untrusted). On mismatch nothing is stored and
     /// [`RegistryError::Corrupt`] is returned.
     pub fn put_expecting(&self, expected: &Sha256, bytes: &[u8]) -> Result<(), RegistryError> {
-        check_size(bytes.len())?;
-        let actual = Sha256::of(bytes);
-        if actual != *expected {
-            return Err(RegistryError::Corrupt {
-                hash: *expected,
-                actual,
-                path: self.blob_path(expected),
-            });
-        }
+        self.check_blob(expected, bytes)?;
         self.store(expected, bytes)?;
         self.page_cache().insert(*expected, bytes);
         Ok(())
@@ -122,15 +129,7 @@ impl Registry {
     /// nothing is written. Returns how many were new.
     pub fn put_many(&self, blobs: &[(Sha256, &[u8])]) -> Result<usize, RegistryError> {
         for (hash, bytes) in blobs {
-            check_size(bytes.len())?;
-            let actual = Sha256::of(bytes);
-            if actual != *hash {
-                return Err(RegistryError::Corrupt {
-                    hash: *hash,
-                    actual,
-                    path: self.blob_path(hash),
-                });
-            }
+            self.check_blob(hash, bytes)?;
         }
         let new: Vec<&(Sha256, &[u8])> = blobs
             .iter()

@@ -252,6 +252,12 @@ pub fn assemble_into<B: AsRef<[u8]>>(
     dest: &mut [u8],
     fetch: impl FnMut(&Sha256) -> Result<B, SnapshotFormatError>,
 ) -> Result<(), SnapshotFormatError> {
+    check_dest(manifest, dest)?;
+    assemble_validated(manifest, dest, fetch, false, false)
+}
+
+/// A valid manifest, and a destination of its memory's size.
+fn check_dest(manifest: &Manifest, dest: &[u8]) -> Result<(), SnapshotFormatError> {
     manifest.validate()?;
     if dest.len() as u64 != manifest.memory_bytes {
         return Err(SnapshotFormatError::MemorySizeMismatch {
@@ -259,7 +265,7 @@ pub fn assemble_into<B: AsRef<[u8]>>(
             got: dest.len() as u64,
         });
     }
-    assemble_validated(manifest, dest, fetch, false, false)
+    Ok(())
 }
 
 /// [`assemble_into`] from this node's registry, whose page reads check
@@ -270,13 +276,7 @@ pub fn assemble_into_from_registry(
     dest: &mut [u8],
     registry: &shoal_registry::Registry,
 ) -> Result<(), SnapshotFormatError> {
-    manifest.validate()?;
-    if dest.len() as u64 != manifest.memory_bytes {
-        return Err(SnapshotFormatError::MemorySizeMismatch {
-            expected: manifest.memory_bytes,
-            got: dest.len() as u64,
-        });
-    }
+    check_dest(manifest, dest)?;
     assemble_validated(
         manifest,
         dest,
