@@ -219,6 +219,33 @@ impl WriteTracker {
         self.start
     }
 
+    /// Give the tracked range's pages back to the kernel, then stop
+    /// tracking. For a memory that is being torn down: closing a tracker
+    /// clears the protection bit of every present page (5 ms for 64 MiB of
+    /// 4 KiB pages here), while dropping the pages first leaves it nothing
+    /// to walk, and the engine's own reset of the slot then finds it empty.
+    ///
+    /// # Safety
+    /// The range's content must never be read again: the instance that
+    /// owns it is dead and its slot is about to be reset.
+    #[allow(unsafe_code)]
+    pub unsafe fn discard(self) {
+        if self.len > 0 {
+            // SAFETY: the caller promises the range is dead memory; it is
+            // a mapping of ours (tracked since `new`), and MADV_DONTNEED
+            // only drops its pages (they read as zero or as the mapped
+            // file afterwards), never unmaps it.
+            unsafe {
+                libc::madvise(
+                    self.start as *mut libc::c_void,
+                    self.len,
+                    libc::MADV_DONTNEED,
+                )
+            };
+        }
+        drop(self);
+    }
+
     /// The tracked length in bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -57,12 +57,29 @@ impl MemoryDelta {
 }
 
 /// The kept copy of one process's memory.
+///
+/// Lives in the process's store data and is dropped only with it — after
+/// the instance is dead, before the engine resets its memory slot — so its
+/// drop gives the tracked memory's pages back ([`WriteTracker::discard`]);
+/// never replace it in a live store.
 #[derive(Debug, Default)]
 pub struct MemoryCopy {
     copy: Arc<Vec<u8>>,
     tracker: Option<WriteTracker>,
     /// The capture `copy` holds (0: none).
     last: u64,
+}
+
+impl Drop for MemoryCopy {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if let Some(tracker) = self.tracker.take() {
+            // SAFETY: a MemoryCopy is dropped only with its store (see the
+            // type's documentation): the instance whose memory this is
+            // will never run again, and wasmtime zeroes the slot next.
+            unsafe { tracker.discard() };
+        }
+    }
 }
 
 impl MemoryCopy {
