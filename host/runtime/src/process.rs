@@ -50,11 +50,11 @@ pub struct ProcessCtx {
     /// Its node's gate: every Shoal import waits here while the node is
     /// suspended ([`crate::gate`]).
     pub gate: crate::gate::Gate,
-    /// Its memory as of its last capture ([`crate::memory_copy`]); its drop
-    /// gives the tracked pages back. Dropped
+    /// Its memory as of its last capture ([`crate::memory_copy`]). Dropped
     /// with the store's data, before wasmtime hands its memory slot back
     /// to the pool (`Drop for Store`), so its write tracking never
-    /// outlives the memory it watches.
+    /// outlives the memory it watches; its drop gives the tracked pages
+    /// back first.
     pub memory_copy: crate::memory_copy::MemoryCopy,
 }
 
