@@ -131,50 +131,46 @@ impl Registry {
         for (hash, bytes) in blobs {
             self.check_blob(hash, bytes)?;
         }
-        let new: Vec<&(Sha256, &[u8])> = blobs
-            .iter()
-            .filter(|(h, b)| {
-                fs::metadata(self.blob_path(h))
-                    .map_or(true, |m| !m.is_file() || m.len() != b.len() as u64)
-            })
-            .collect();
-        let per_thread = new.len().div_ceil(PUT_MANY_THREADS).max(1);
+        let per_thread = blobs.len().div_ceil(PUT_MANY_THREADS).max(1);
         std::thread::scope(|scope| {
-            let workers: Vec<_> = new
+            let workers: Vec<_> = blobs
                 .chunks(per_thread)
                 .map(|part| {
                     scope.spawn(move || {
+                        let mut added = 0;
                         for (hash, bytes) in part {
-                            self.store(hash, bytes)?;
+                            added += usize::from(self.store(hash, bytes)?);
                             self.page_cache().insert(*hash, bytes);
                         }
-                        Ok::<(), RegistryError>(())
+                        Ok::<usize, RegistryError>(added)
                     })
                 })
                 .collect();
+            let mut added = 0;
             for w in workers {
-                w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+                added += w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
             }
-            Ok::<(), RegistryError>(())
-        })?;
-        Ok(new.len())
+            Ok(added)
+        })
     }
 
     /// Write verified `bytes` under `hash` unless an entry of the same size
     /// is already there (dedup). An existing entry of the wrong size is
     /// corrupt and gets atomically replaced; a same-size corrupt entry is
     /// caught and quarantined by the next [`Registry::get`].
-    fn store(&self, hash: &Sha256, bytes: &[u8]) -> Result<(), RegistryError> {
+    /// Returns whether it wrote (false: it was there).
+    fn store(&self, hash: &Sha256, bytes: &[u8]) -> Result<bool, RegistryError> {
         let path = self.blob_path(hash);
         if let Ok(meta) = fs::metadata(&path) {
             if meta.is_file() && meta.len() == bytes.len() as u64 {
-                return Ok(());
+                return Ok(false);
             }
         }
         if let Some(dir) = path.parent() {
             atomic::ensure_dir(dir)?;
         }
-        atomic::write_atomic(&self.inner.tmp, &path, &[bytes])
+        atomic::write_atomic(&self.inner.tmp, &path, &[bytes])?;
+        Ok(true)
     }
 
     /// Read the blob `hash`, verifying its sha256. A mismatch yields

@@ -155,16 +155,7 @@ pub fn split_pages_written(
         return None;
     }
     let count = memory.len().div_ceil(page_bytes);
-    let mut dirty = vec![false; count];
-    for r in written {
-        if r.start >= r.end {
-            continue;
-        }
-        let last = ((r.end - 1) / page_bytes).min(count.saturating_sub(1));
-        for d in dirty.iter_mut().take(last + 1).skip(r.start / page_bytes) {
-            *d = true;
-        }
-    }
+    let mut dirty = pages_touched(written, page_bytes, count);
     let grown_from = usize::try_from(parent_memory_bytes)
         .unwrap_or(usize::MAX)
         .div_ceil(page_bytes);
@@ -203,6 +194,19 @@ pub fn split_pages_written(
         pages: refs,
         new_pages,
     })
+}
+
+/// Which of the first `count` pages of `page_bytes` the byte ranges
+/// `written` touch (ranges past them are ignored).
+pub fn pages_touched(written: &[Range<usize>], page_bytes: usize, count: usize) -> Vec<bool> {
+    let mut touched = vec![false; count];
+    for r in written.iter().filter(|r| r.start < r.end) {
+        let last = ((r.end - 1) / page_bytes).min(count.saturating_sub(1));
+        for t in touched.iter_mut().take(last + 1).skip(r.start / page_bytes) {
+            *t = true;
+        }
+    }
+    touched
 }
 
 /// Whether every byte is zero. Branch-free OR over 256-byte blocks (which

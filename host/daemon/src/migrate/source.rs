@@ -617,16 +617,9 @@ fn changed_pages(
         }
         Before::Capture(first) => match delta.since(*first) {
             Some(written) => {
-                let mut last_page = None;
-                for r in written.iter().filter(|r| r.start < r.end) {
-                    let from = (r.start / pb).max(last_page.map_or(0, |l| l + 1));
-                    let to = (r.end - 1) / pb;
-                    for i in from..=to {
-                        if let Some(page) = now.get(i * pb..(i + 1) * pb) {
-                            sort(i, page);
-                        }
-                    }
-                    last_page = Some(to.max(last_page.unwrap_or(0)));
+                let touched = format::pages_touched(written, pb, now.len() / pb);
+                for (i, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+                    sort(i, &now[i * pb..(i + 1) * pb]);
                 }
             }
             None => {

@@ -442,8 +442,9 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
     // A pre-copy page must be the one offered: checked before the image
     // is touched, and without holding its lock (batches arrive in
     // parallel).
-    let mut fresh: Vec<(Sha256, std::ops::Range<usize>)> = Vec::new();
-    let payload = Arc::new(payload.to_vec());
+    // Only checked pre-copy pages are kept, so only they are copied out of
+    // the request.
+    let mut checked: Option<VerifiedBatch> = None;
     if verify {
         let wants: Vec<Sha256> = {
             let data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
@@ -458,12 +459,13 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
                 })
                 .collect::<Result<_, _>>()?
         };
-        let (payload, indices) = (payload.clone(), header.indices.clone());
-        fresh = tokio::task::spawn_blocking(move || {
+        let owned = Arc::new(payload.to_vec());
+        let (bytes, indices) = (owned.clone(), header.indices.clone());
+        let fresh = tokio::task::spawn_blocking(move || {
             let mut fresh = Vec::with_capacity(indices.len());
             for (k, (index, want)) in indices.iter().zip(wants).enumerate() {
                 let range = k * pb..(k + 1) * pb;
-                if Sha256::of(&payload[range.clone()]) != want {
+                if Sha256::of(&bytes[range.clone()]) != want {
                     return Err(err(
                         400,
                         format!("page {index} does not match its offered hash"),
@@ -475,6 +477,7 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
         })
         .await
         .map_err(|e| err(500, format!("page checker failed: {e}")))??;
+        checked = Some((owned, fresh));
     }
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
@@ -494,10 +497,12 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
         }
         // Kept when the arrival ends, so the next move here need not send
         // them; a source sending more than its memory gets no more kept.
-        let bytes = fresh.len() * pb;
-        if !fresh.is_empty() && data.verified_bytes + bytes <= data.memory.len() {
-            data.verified_bytes += bytes;
-            data.verified.push((payload, fresh));
+        if let Some((owned, fresh)) = checked {
+            let bytes = fresh.len() * pb;
+            if !fresh.is_empty() && data.verified_bytes + bytes <= data.memory.len() {
+                data.verified_bytes += bytes;
+                data.verified.push((owned, fresh));
+            }
         }
     }
     Ok(())
