@@ -32,6 +32,7 @@ pub mod local_api;
 pub mod lock_expiry;
 pub mod logs;
 pub mod migrate;
+pub mod modules_ahead;
 pub mod node_down;
 pub mod peer_api;
 pub mod proxy;
@@ -122,6 +123,10 @@ pub struct DaemonConfig {
     /// their owner, operators (`shoal kv set|del`) against themselves, so
     /// no tenant floods the Raft log that heartbeats share.
     pub kv_writes_per_s_max: u32,
+    /// Fetch and prepare every module the cluster records, in the
+    /// background at a low priority, so nothing waits for a preparation
+    /// later ([`modules_ahead`]; on by default).
+    pub prepare_ahead: bool,
 }
 
 impl DaemonConfig {
@@ -145,6 +150,7 @@ impl DaemonConfig {
             rebalance: Default::default(),
             lock_delay: LOCK_DELAY_DEFAULT,
             kv_writes_per_s_max: records::kv::OWNER_WRITES_PER_S_MAX,
+            prepare_ahead: true,
         }
     }
 }
@@ -188,6 +194,8 @@ pub struct Inner {
     pub heartbeat_interval: Duration,
     /// See [`DaemonConfig::lock_delay`].
     pub lock_delay: Duration,
+    /// See [`DaemonConfig::prepare_ahead`].
+    pub prepare_ahead: bool,
     /// What migrations, drains and rebalancing run on.
     pub migration: Arc<crate::migrate::Ctx>,
     /// A stop asked over the API (`shoal node stop`).
@@ -400,6 +408,7 @@ impl Daemon {
             renew_check_interval: config.renew_check_interval,
             heartbeat_interval: config.heartbeat_interval,
             lock_delay: config.lock_delay,
+            prepare_ahead: config.prepare_ahead,
             migration,
             stop: Default::default(),
         });

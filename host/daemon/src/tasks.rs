@@ -13,6 +13,8 @@
 //!   closed (and into `<data>/pki/revocations.json`, for `cert create`).
 //! - **peer pins**: the peer pool expects at each member's address the
 //!   member the cluster records there, and talks to no other node there.
+//! - **modules ahead**: fetch and prepare every recorded module in the
+//!   background ([`crate::modules_ahead`]).
 //! - **renewal**: from 2/3 of its lifetime on, the node sends its
 //!   certificate and a CSR for its key to the CA node ([`crate::certs`]:
 //!   refused once the node is removed or its certificate revoked) and
@@ -51,6 +53,7 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
         tokio::spawn(crate::checkpoints::run(inner.clone())),
         tokio::spawn(crate::failover::run(inner.clone())),
         tokio::spawn(crate::lease::run(inner.clone())),
+        tokio::spawn(crate::modules_ahead::run(inner.clone())),
         tokio::spawn(renew_certificate(inner)),
     ]
 }

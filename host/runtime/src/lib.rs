@@ -37,6 +37,7 @@ pub mod handoff;
 pub mod host;
 pub mod limits;
 pub mod log;
+pub mod low_priority;
 pub mod mailbox;
 pub mod memory_copy;
 pub mod modules;

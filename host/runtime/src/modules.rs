@@ -265,6 +265,20 @@ impl ModuleCache {
             }
         }
         let wasm = self.registry.get(hash)?;
+        // Preparation and compilation at a lower priority, on every core
+        // (see `low_priority`).
+        crate::low_priority::run(|| self.prepare_and_compile(variant, &key, &wasm))
+    }
+
+    /// Prepare (in a worker or here) and compile `wasm`, then store the
+    /// artifact under `key`.
+    fn prepare_and_compile(
+        &self,
+        variant: ModuleKey,
+        key: &ArtifactKey,
+        wasm: &[u8],
+    ) -> Result<(Module, LoadOrigin), ModuleError> {
+        let hash = &variant.hash;
         let t0 = Instant::now();
         let prepare_error = |error| ModuleError::Prepare { hash: *hash, error };
         let (bytes, report) = if self.instrument {
@@ -273,14 +287,14 @@ impl ModuleCache {
                 ..self.options.clone()
             };
             let prepared = match &self.worker {
-                Some(worker) => worker.prepare(&wasm, &options),
-                None => shoal_prepare::prepare(&wasm, &options),
+                Some(worker) => worker.prepare(wasm, &options),
+                None => shoal_prepare::prepare(wasm, &options),
             }
             .map_err(prepare_error)?;
             (prepared.bytes, Some(Box::new(prepared.report)))
         } else {
-            shoal_prepare::validate(&wasm).map_err(prepare_error)?;
-            (wasm, None)
+            shoal_prepare::validate(wasm).map_err(prepare_error)?;
+            (wasm.to_vec(), None)
         };
         let prepare_elapsed = t0.elapsed();
         let t1 = Instant::now();
@@ -291,7 +305,7 @@ impl ModuleCache {
         let compile_elapsed = t1.elapsed();
         if let Ok(bytes) = module.serialize() {
             // A failed cache write only costs a recompile next time.
-            let _ = self.registry.artifact_put(&key, &bytes);
+            let _ = self.registry.artifact_put(key, &bytes);
         }
         Ok((
             module,

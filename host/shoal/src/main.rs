@@ -12,6 +12,8 @@ fn main() {
         .nth(1)
         .is_some_and(|a| a == PREPARE_WORKER_ARG)
     {
+        // Binaryen's threads, started later, inherit the lower priority.
+        shoal_runtime::low_priority::lower_this_thread();
         let served = shoal_prepare::worker::serve(
             &mut std::io::stdin().lock(),
             &mut std::io::stdout().lock(),

@@ -41,7 +41,8 @@ async fn three_nodes_agree_on_membership_and_each_has_a_pid_block() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_guest_on_node_a_spawns_on_node_b_and_they_talk() {
-    let c = TestCluster::start(3).await;
+    // Without modules prepared ahead, n2 gets the module only when asked.
+    let c = TestCluster::start_with(3, |config| config.prepare_ahead = false).await;
     let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
     let n2 = c.node(1);
     assert!(
@@ -783,7 +784,8 @@ async fn a_hostile_leader_cannot_mint_an_admin_token() {
 /// against the hash the snapshot names) instead of refusing the restore.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restore_on_a_node_without_the_module_fetches_it_from_the_cluster() {
-    let c = TestCluster::start(2).await;
+    // Without modules prepared ahead, n2 gets the module only when asked.
+    let c = TestCluster::start_with(2, |config| config.prepare_ahead = false).await;
     // Only n1 holds the module.
     let hash = c.add_guest(0, shoal_tests::JOURNAL, "journal").await;
     assert!(!c.node(1).node().registry().contains(&hash));

@@ -25,6 +25,7 @@ mod migrate;
 mod netns;
 mod owners;
 mod preempt;
+mod prepare_ahead;
 mod revoke;
 mod shared_volumes;
 mod snapshot;

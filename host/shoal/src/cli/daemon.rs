@@ -178,6 +178,14 @@ struct StartArgs {
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     rebalance: Option<String>,
 
+    /// Preparing modules ahead: fetch every module the cluster records and
+    /// prepare it (Asyncify, compilation) in the background, at a low CPU
+    /// priority, so spawns, restores and moves to this node never wait
+    /// for a preparation (on|off, default on). With off, a module is
+    /// fetched and prepared when first needed here.
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    prepare_ahead: Option<String>,
+
     /// Largest difference in process count between two nodes that
     /// rebalancing leaves alone (default 2).
     #[arg(long, value_name = "N")]
@@ -298,6 +306,9 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     config.advertise = args.advertise.clone();
     if let Some(on) = &args.rebalance {
         config.rebalance.enabled = on == "on";
+    }
+    if let Some(on) = &args.prepare_ahead {
+        config.prepare_ahead = on == "on";
     }
     if let Some(n) = args.rebalance_skew {
         config.rebalance.skew_max = n;

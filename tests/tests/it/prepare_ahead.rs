@@ -1,0 +1,62 @@
+//! Modules prepared ahead (#17, `host/daemon/src/modules_ahead.rs`): a
+//! module added on one node is fetched and prepared by every other node in
+//! the background, before anything runs it there, so a spawn or a move to
+//! any of them finds it compiled; with `--prepare-ahead off` nothing
+//! happens until a node needs the module.
+
+use crate::common;
+
+use common::cluster::{wait_until, TestCluster};
+use common::procs::{exit_of, move_to, spawn, WAIT};
+use std::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_prepares_a_module_added_on_one_before_it_runs_there() {
+    let c = TestCluster::start(3).await;
+    let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    let t = Instant::now();
+    // Nobody runs it or asks for it on n2 and n3.
+    for i in 0..3 {
+        let node = c.node(i).node().clone();
+        wait_until(
+            &format!("n{} to prepare the module ahead", i + 1),
+            WAIT,
+            || node.is_compiled(&hash),
+        )
+        .await;
+        assert!(node.registry().contains(&hash));
+    }
+    println!("ping_pong prepared ahead on 3 nodes in {:?}", t.elapsed());
+    // A pong started on n1 moves to n2, which compiled it ahead; it
+    // answers there.
+    let pong = spawn(&c, 0, &["ping_pong", "pong"]).await;
+    move_to(&c, 0, pong, 1).await;
+    let mb = c.node(2).node().open_mailbox();
+    mb.send(pong, b"after the move".to_vec()).expect("send");
+    let reply = mb.recv(WAIT).await.expect("a reply from n2");
+    assert_eq!(reply.data, b"after the move");
+    mb.send(pong, b"stop".to_vec()).expect("send stop");
+    assert!(exit_of(&c, 1, pong).await.success());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_prepare_ahead_off_a_node_fetches_a_module_only_when_it_needs_it() {
+    let c = TestCluster::start_with(2, |config| config.prepare_ahead = false).await;
+    let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
+    // n1's own spawn compiles it there; n2 is never asked.
+    let pong = spawn(&c, 0, &["ping_pong", "pong"]).await;
+    let n1 = c.node(0).node().clone();
+    wait_until("n1 to compile the module it runs", WAIT, || {
+        n1.is_compiled(&hash)
+    })
+    .await;
+    let mb = c.node(0).node().open_mailbox();
+    mb.send(pong, b"stop".to_vec()).expect("send stop");
+    assert!(exit_of(&c, 0, pong).await.success());
+    // The module was recorded long ago (the spawn needed it); n2, which
+    // would have fetched it ahead by now, still has nothing.
+    assert!(!c.node(1).node().registry().contains(&hash));
+    assert!(!c.node(1).node().is_compiled(&hash));
+    c.shutdown().await;
+}
