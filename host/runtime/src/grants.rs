@@ -69,7 +69,7 @@ pub enum ImageError {
     /// Its numbered channels break their bounds or invariants
     /// ([`crate::outbox`]).
     #[error("its message channels: {0}")]
-    Channels(String),
+    Channels(#[from] crate::outbox::ChannelError),
     /// Linear memory is always a whole number of 64 KiB pages.
     #[error("memory size {bytes} is not a multiple of 64 KiB")]
     MemoryNotPageMultiple {

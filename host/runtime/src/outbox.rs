@@ -170,6 +170,53 @@ pub struct Outbox {
     pub frozen: bool,
 }
 
+/// How an image's channels (hostile data) break their bounds or
+/// invariants ([`Outbox::check`], [`Inbox::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// More held than an outbox may hold.
+    #[error("an outbox of {messages} messages, {bytes} bytes")]
+    OutboxTooLarge {
+        /// Messages held.
+        messages: usize,
+        /// Their payload bytes.
+        bytes: usize,
+    },
+    /// More output committed than produced.
+    #[error("more committed than produced")]
+    CommittedPastProduced,
+    /// A channel's counters disagree (next, acknowledged, sent).
+    #[error("channel to {to}: numbers out of order")]
+    CountersOutOfOrder {
+        /// The receiver.
+        to: Pid,
+    },
+    /// A channel's messages are not numbered one after another.
+    #[error("channel to {to}: message numbers out of order")]
+    MessagesOutOfOrder {
+        /// The receiver.
+        to: Pid,
+    },
+    /// A channel holds a message a guest does not send.
+    #[error("channel to {to}: a control message")]
+    ControlMessage {
+        /// The receiver.
+        to: Pid,
+    },
+    /// A channel's messages stop short of its next number.
+    #[error("channel to {to}: a gap before its next number")]
+    Gap {
+        /// The receiver.
+        to: Pid,
+    },
+    /// An inbox remembers more senders than it may.
+    #[error("{senders} senders remembered")]
+    TooManySenders {
+        /// How many.
+        senders: usize,
+    },
+}
+
 impl Outbox {
     /// An outbox for a new process.
     pub fn new(output_commit: bool) -> Outbox {
@@ -182,29 +229,30 @@ impl Outbox {
     /// Check what an image (hostile data) says: within the bounds, every
     /// channel's numbers ascending and contiguous below its next one, and
     /// only what a guest sends (plain, calls, replies).
-    pub fn check(&self) -> Result<(), String> {
-        let (n, bytes) = self.held();
-        if n > OUTBOX_MESSAGES_MAX || bytes > OUTBOX_BYTES_MAX {
-            return Err(format!("an outbox of {n} messages, {bytes} bytes"));
+    pub fn check(&self) -> Result<(), ChannelError> {
+        let (messages, bytes) = self.held();
+        if messages > OUTBOX_MESSAGES_MAX || bytes > OUTBOX_BYTES_MAX {
+            return Err(ChannelError::OutboxTooLarge { messages, bytes });
         }
         if self.committed > self.produced {
-            return Err("more committed than produced".into());
+            return Err(ChannelError::CommittedPastProduced);
         }
         for (to, c) in &self.channels {
+            let to = *to;
             if c.next_seq == 0 || c.acked >= c.next_seq || c.sent >= c.next_seq {
-                return Err(format!("channel to {to}: numbers out of order"));
+                return Err(ChannelError::CountersOutOfOrder { to });
             }
             let first = c.entries.front().map_or(c.next_seq, |e| e.seq);
             for (i, e) in c.entries.iter().enumerate() {
                 if e.seq == 0 || e.seq != first + i as u64 || e.gseq > self.produced {
-                    return Err(format!("channel to {to}: message numbers out of order"));
+                    return Err(ChannelError::MessagesOutOfOrder { to });
                 }
                 if !is_numbered(&e.message.tag) {
-                    return Err(format!("channel to {to}: a control message"));
+                    return Err(ChannelError::ControlMessage { to });
                 }
             }
             if first + c.entries.len() as u64 != c.next_seq {
-                return Err(format!("channel to {to}: a gap before its next number"));
+                return Err(ChannelError::Gap { to });
             }
         }
         Ok(())
@@ -463,9 +511,11 @@ pub struct Inbox {
 
 impl Inbox {
     /// Check what an image (hostile data) says: within the bounds.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ChannelError> {
         if self.seen.len() > SEEN_SENDERS_MAX || self.lives.len() > SEEN_SENDERS_MAX {
-            return Err(format!("{} senders remembered", self.seen.len()));
+            return Err(ChannelError::TooManySenders {
+                senders: self.seen.len().max(self.lives.len()),
+            });
         }
         Ok(())
     }
@@ -671,18 +721,27 @@ mod tests {
         assert_eq!(o.check(), Ok(()));
         let mut zero = o.clone();
         zero.channels.get_mut(&Pid(9)).unwrap().entries[0].seq = 0;
-        assert!(zero.check().is_err());
+        assert_eq!(
+            zero.check(),
+            Err(ChannelError::MessagesOutOfOrder { to: Pid(9) })
+        );
         let mut gap = o.clone();
         gap.channels.get_mut(&Pid(9)).unwrap().entries[1].seq = 5;
-        assert!(gap.check().is_err());
+        assert_eq!(
+            gap.check(),
+            Err(ChannelError::MessagesOutOfOrder { to: Pid(9) })
+        );
         let mut control = o.clone();
         control.channels.get_mut(&Pid(9)).unwrap().entries[0]
             .message
             .tag = Tag::Ack(1);
-        assert!(control.check().is_err());
+        assert_eq!(
+            control.check(),
+            Err(ChannelError::ControlMessage { to: Pid(9) })
+        );
         let mut over = o.clone();
         over.committed = 99;
-        assert!(over.check().is_err());
+        assert_eq!(over.check(), Err(ChannelError::CommittedPastProduced));
     }
 
     #[test]
