@@ -60,3 +60,42 @@ async fn with_prepare_ahead_off_a_node_fetches_a_module_only_when_it_needs_it() 
     assert!(!c.node(1).node().is_compiled(&hash));
     c.shutdown().await;
 }
+
+/// A big module prepared ahead on every node at once (the 2 MB Go guest:
+/// seconds of Asyncify and compilation each, at the low priority of all
+/// preparation) does not make any node look dead: the failure detector
+/// delivers no verdict while they prepare, and Raft keeps its leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preparing_a_big_module_everywhere_makes_no_node_look_dead() {
+    let c = TestCluster::start(3).await;
+    let leader = c.leader().expect("a Raft leader");
+    let leader_id = c.node(leader).id();
+    let mut verdicts = c.node(leader).raft().subscribe_liveness();
+    let t = Instant::now();
+    let hash = c
+        .add_guest(0, shoal_tests::GO_PINGPONG, "go_pingpong")
+        .await;
+    for i in 0..3 {
+        let node = c.node(i).node().clone();
+        wait_until(
+            &format!("n{} to prepare the Go module ahead", i + 1),
+            WAIT,
+            || node.is_compiled(&hash),
+        )
+        .await;
+    }
+    println!(
+        "go_pingpong prepared ahead on 3 nodes (one process, two cores) in {:?}",
+        t.elapsed()
+    );
+    match verdicts.try_recv() {
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {}
+        other => panic!("a liveness verdict while preparing: {other:?}"),
+    }
+    assert_eq!(
+        c.node(leader).raft().view().leader,
+        Some(leader_id),
+        "the leader changed while preparing"
+    );
+    c.shutdown().await;
+}
