@@ -9,13 +9,15 @@
 //! of it (CFS weights 1024 against 335), so a long preparation never makes
 //! a node look dead or its processes stall.
 //!
-//! Two places: the preparation worker processes lower themselves
+//! Three places: the preparation worker processes lower themselves
 //! ([`lower_this_thread`] before they start Binaryen, whose threads inherit
-//! it), and [`run`] executes in-process preparation and wasmtime's
-//! (rayon-parallel) compilation on a pool of threads, one per core, each
-//! lowered when it starts; Binaryen's own thread pool, created from one of
-//! them, inherits their priority too. Linux keeps a nice value per thread,
-//! so nothing else in the process is affected.
+//! it); a preparation in this process runs on a thread of its own, lowered
+//! ([`on_own_thread`]; Binaryen's thread pool, created from such a thread,
+//! inherits it); and wasmtime's (rayon-parallel) compilation runs on a pool
+//! of threads, one per core, each lowered when it starts ([`run`]). Only
+//! compilations share that pool, so a small module never waits there
+//! behind a long preparation. Linux keeps a nice value per thread, so
+//! nothing else in the process is affected.
 
 use std::sync::OnceLock;
 
@@ -35,6 +37,32 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     match POOL.get_or_init(build) {
         Some(pool) => pool.install(f),
         None => f(),
+    }
+}
+
+/// Run `f` on a new thread at the lower priority and wait for it: for a
+/// preparation in this process (no worker), so that neither the calling
+/// thread's priority nor the compilation pool is held. Where no thread can
+/// be started, `f` runs on the calling thread.
+pub fn on_own_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut f = Some(f);
+    let ran = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("shoal-prepare".to_string())
+            .spawn_scoped(scope, || {
+                lower_this_thread();
+                f.take().map(|f| f())
+            });
+        match spawned {
+            Ok(handle) => handle.join().ok().flatten(),
+            Err(_) => None,
+        }
+    });
+    match (ran, f) {
+        (Some(r), _) => r,
+        (None, Some(f)) => f(),
+        // It ran and panicked: the panic was caught by `join`; raise it here.
+        (None, None) => panic!("a preparation thread panicked"),
     }
 }
 
@@ -99,6 +127,16 @@ mod tests {
             "{inner:?}"
         );
         // The caller is untouched.
+        assert_eq!(this_thread_nice(), before);
+    }
+
+    #[test]
+    fn a_preparation_on_its_own_thread_runs_at_the_lower_priority() {
+        let before = this_thread_nice();
+        let (nice, pool_idle) =
+            on_own_thread(|| (this_thread_nice(), rayon::current_thread_index()));
+        assert_eq!(nice, PREPARE_NICE.max(before));
+        assert_eq!(pool_idle, None, "not on a pool thread");
         assert_eq!(this_thread_nice(), before);
     }
 }

@@ -265,13 +265,12 @@ impl ModuleCache {
             }
         }
         let wasm = self.registry.get(hash)?;
-        // Preparation and compilation at a lower priority, on every core
-        // (see `low_priority`).
-        crate::low_priority::run(|| self.prepare_and_compile(variant, &key, &wasm))
+        self.prepare_and_compile(variant, &key, &wasm)
     }
 
-    /// Prepare (in a worker or here) and compile `wasm`, then store the
-    /// artifact under `key`.
+    /// Prepare `wasm` (in a worker process, or here on a thread of its
+    /// own) and compile it (on the compilation pool), both at a lower
+    /// priority (see `low_priority`), then store the artifact under `key`.
     fn prepare_and_compile(
         &self,
         variant: ModuleKey,
@@ -288,7 +287,9 @@ impl ModuleCache {
             };
             let prepared = match &self.worker {
                 Some(worker) => worker.prepare(wasm, &options),
-                None => shoal_prepare::prepare(wasm, &options),
+                None => {
+                    crate::low_priority::on_own_thread(|| shoal_prepare::prepare(wasm, &options))
+                }
             }
             .map_err(prepare_error)?;
             (prepared.bytes, Some(Box::new(prepared.report)))
@@ -298,10 +299,13 @@ impl ModuleCache {
         };
         let prepare_elapsed = t0.elapsed();
         let t1 = Instant::now();
-        let module = Module::new(&self.engine, &bytes).map_err(|e| ModuleError::Compile {
-            hash: *hash,
-            message: format!("{e:#}"),
-        })?;
+        let module =
+            crate::low_priority::run(|| Module::new(&self.engine, &bytes)).map_err(|e| {
+                ModuleError::Compile {
+                    hash: *hash,
+                    message: format!("{e:#}"),
+                }
+            })?;
         let compile_elapsed = t1.elapsed();
         if let Ok(bytes) = module.serialize() {
             // A failed cache write only costs a recompile next time.

@@ -59,8 +59,11 @@ pub fn is_up(state: &ClusterState, id: NodeId) -> bool {
 
 /// Longest a remote spawn may take (a node that goes silent is given up on
 /// sooner: when the failure detector declares it dead, see
-/// [`Link::call_unless_dead`]).
-pub const REMOTE_SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// [`Link::call_unless_dead`]). Longer than the node may spend preparing
+/// the module first (its `--prepare-timeout`, 60 s by default, plus
+/// compilation): a live node that is still preparing a 7 MB interpreter,
+/// ahead or on demand, is waited for, not mistaken for an unreachable one.
+pub const REMOTE_SPAWN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A request to a node given up because the cluster's failure detector
 /// declared that node dead (before or while it was in flight).

@@ -30,7 +30,34 @@ pub fn config(dir: &std::path::Path, name: &str, listen: SocketAddr) -> DaemonCo
     c.raft.election_timeout_max_ms = 600;
     c.raft.write_timeout_ms = 2_000;
     c.rebalance.enabled = false;
+    // As a real node: each preparation in a worker process of the `shoal`
+    // binary (in parallel, each with its own Binaryen). In-process, every
+    // node of every test in this process would wait on one Binaryen lock,
+    // a small module's spawn behind another test's 7 MB interpreter.
+    if let Some(program) = shoal_bin_path() {
+        c.node.prepare_worker = Some(shoal_prepare::worker::WorkerConfig {
+            program,
+            args: vec!["__prepare-worker".to_string()],
+            timeout: Duration::from_secs(300),
+            parallel_max: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        });
+    }
     c
+}
+
+/// The `shoal` binary: `$SHOAL_BIN`, else the one cargo built beside this
+/// test binary (`target/<profile>/shoal`), if it exists.
+pub fn shoal_bin_path() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("SHOAL_BIN") {
+        return Some(std::path::PathBuf::from(p));
+    }
+    // target/<profile>/deps/<test> → target/<profile>/shoal
+    let bin = std::env::current_exe()
+        .ok()?
+        .parent()?
+        .parent()?
+        .join("shoal");
+    bin.exists().then_some(bin)
 }
 
 /// Poll `cond` until true or `timeout`; panics with `what`.

@@ -24,7 +24,7 @@
 //! Where namespaces cannot be created (not root, no `ip`), [`Lab::new`]
 //! panics: these tests fail, they never skip.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -46,22 +46,9 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// test binary (`target/release/shoal`). Panics, saying how to build it,
 /// when there is none.
 pub fn shoal_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/<profile>/shoal
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("shoal"))
-        .expect("a target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build --release -p shoal), or set SHOAL_BIN",
-        bin.display()
-    );
-    bin
+    super::cluster::shoal_bin_path().unwrap_or_else(|| {
+        panic!("the shoal binary is missing: build it first (cargo build --release -p shoal), or set SHOAL_BIN")
+    })
 }
 
 /// Run `ip args...`; panics with its stderr if it fails.
