@@ -50,25 +50,25 @@ int main(int argc, char **argv) {
     config.module_search_paths_set = 1; /* empty: frozen and built-in modules only */
     PyStatus status = PyConfig_SetBytesArgv(&config, argc, argv);
     if (PyStatus_Exception(status)) goto error;
-    /* Fixed paths: nothing to search for on the file system. */
-    status = PyConfig_SetString(&config, &config.home, L"/");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.prefix, L"/");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.exec_prefix, L"/");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.base_prefix, L"/");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.base_exec_prefix, L"/");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.stdlib_dir, L"/");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.executable, L"/python");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.filesystem_encoding, L"utf-8");
-    if (PyStatus_Exception(status)) goto error;
-    status = PyConfig_SetString(&config, &config.stdio_encoding, L"utf-8");
-    if (PyStatus_Exception(status)) goto error;
+    /* Fixed paths and encodings: nothing to search for on the file system. */
+    struct {
+        wchar_t **field;
+        const wchar_t *value;
+    } fixed[] = {
+        {&config.home, L"/"},
+        {&config.prefix, L"/"},
+        {&config.exec_prefix, L"/"},
+        {&config.base_prefix, L"/"},
+        {&config.base_exec_prefix, L"/"},
+        {&config.stdlib_dir, L"/"},
+        {&config.executable, L"/python"},
+        {&config.filesystem_encoding, L"utf-8"},
+        {&config.stdio_encoding, L"utf-8"},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        status = PyConfig_SetString(&config, fixed[i].field, fixed[i].value);
+        if (PyStatus_Exception(status)) goto error;
+    }
     status = Py_InitializeFromConfig(&config);
     if (PyStatus_Exception(status)) goto error;
     PyConfig_Clear(&config);

@@ -8,7 +8,20 @@ use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
 use common::procs::{exit_of, move_to, spawn, WAIT};
+use shoal_registry::Sha256;
 use std::time::Instant;
+
+/// Wait until every node of `c` has compiled `hash` (ahead: nothing runs it).
+async fn wait_compiled_everywhere(c: &TestCluster, hash: &Sha256, what: &str) {
+    for (i, daemon) in c.running().enumerate() {
+        let node = daemon.node().clone();
+        wait_until(&format!("n{} to prepare {what} ahead", i + 1), WAIT, || {
+            node.is_compiled(hash)
+        })
+        .await;
+        assert!(node.registry().contains(hash));
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_node_prepares_a_module_added_on_one_before_it_runs_there() {
@@ -16,16 +29,7 @@ async fn every_node_prepares_a_module_added_on_one_before_it_runs_there() {
     let hash = c.add_guest(0, shoal_tests::PING_PONG, "ping_pong").await;
     let t = Instant::now();
     // Nobody runs it or asks for it on n2 and n3.
-    for i in 0..3 {
-        let node = c.node(i).node().clone();
-        wait_until(
-            &format!("n{} to prepare the module ahead", i + 1),
-            WAIT,
-            || node.is_compiled(&hash),
-        )
-        .await;
-        assert!(node.registry().contains(&hash));
-    }
+    wait_compiled_everywhere(&c, &hash, "ping_pong").await;
     println!("ping_pong prepared ahead on 3 nodes in {:?}", t.elapsed());
     // A pong started on n1 moves to n2, which compiled it ahead; it
     // answers there.
@@ -75,15 +79,7 @@ async fn preparing_a_big_module_everywhere_makes_no_node_look_dead() {
     let hash = c
         .add_guest(0, shoal_tests::GO_PINGPONG, "go_pingpong")
         .await;
-    for i in 0..3 {
-        let node = c.node(i).node().clone();
-        wait_until(
-            &format!("n{} to prepare the Go module ahead", i + 1),
-            WAIT,
-            || node.is_compiled(&hash),
-        )
-        .await;
-    }
+    wait_compiled_everywhere(&c, &hash, "the Go module").await;
     println!(
         "go_pingpong prepared ahead on 3 nodes (one process, two cores) in {:?}",
         t.elapsed()
