@@ -10,11 +10,9 @@
 //! from a holder and checked against their hash by the registry
 //! ([`shoal_runtime::Node::fetch_module`]); native code and prepared modules
 //! never do. The work runs at the low priority of all preparation
-//! ([`shoal_runtime::low_priority`]), one module at a time per OS process
-//! (a machine runs one node; several nodes in one test process take
-//! turns), smallest first, so it takes the cores a node leaves idle and
-//! never starves its heartbeats, calls or processes, nor fills its memory
-//! with several Binaryen runs at once.
+//! ([`shoal_runtime::low_priority`]), one module at a time per node,
+//! smallest first, so it takes the cores a node leaves idle and never
+//! starves its heartbeats, calls or processes.
 //!
 //! Bounded: only modules of at most [`shoal_api::MODULE_BYTES_MAX`] with a
 //! live holder; a module that could not be fetched or prepared is tried
@@ -37,9 +35,6 @@ pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often the list is looked at without a Raft change (retries due).
 const TICK: Duration = Duration::from_secs(1);
 
-/// One preparation ahead at a time in this OS process.
-static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
 /// A module that failed: when to try again, and the pause after that.
 struct Retry {
     at: Instant,
@@ -61,13 +56,6 @@ pub async fn run(inner: Arc<Inner>) {
             let _ = tokio::time::timeout(TICK, applied.changed()).await;
             continue;
         };
-        let Ok(_turn) = ONE_AT_A_TIME.acquire().await else {
-            return;
-        };
-        // This node may have needed (and compiled) it while it waited.
-        if inner.node.is_compiled(&hash) {
-            continue;
-        }
         let started = Instant::now();
         match prepare_ahead(&inner, &hex, hash).await {
             Ok(()) => {
