@@ -46,9 +46,24 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// test binary (`target/release/shoal`). Panics, saying how to build it,
 /// when there is none.
 pub fn shoal_bin() -> PathBuf {
-    super::cluster::shoal_bin_path().unwrap_or_else(|| {
-        panic!("the shoal binary is missing: build it first (cargo build --release -p shoal), or set SHOAL_BIN")
-    })
+    // Not `cluster::shoal_bin_path`: the failover bench includes this file
+    // without the cluster helpers.
+    if let Some(p) = std::env::var_os("SHOAL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/shoal
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("shoal"))
+        .expect("a target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p shoal), or set SHOAL_BIN",
+        bin.display()
+    );
+    bin
 }
 
 /// Run `ip args...`; panics with its stderr if it fails.
