@@ -47,22 +47,23 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 pub fn on_own_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let mut f = Some(f);
     let ran = std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("shoal-prepare".to_string())
             .spawn_scoped(scope, || {
                 lower_this_thread();
                 f.take().map(|f| f())
-            });
-        match spawned {
-            Ok(handle) => handle.join().ok().flatten(),
-            Err(_) => None,
-        }
+            })
+            .ok()?;
+        // A panic of `f` goes on in the caller, as if it had run there.
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
     match (ran, f) {
         (Some(r), _) => r,
+        // No thread could be started: `f` was never taken.
         (None, Some(f)) => f(),
-        // It ran and panicked: the panic was caught by `join`; raise it here.
-        (None, None) => panic!("a preparation thread panicked"),
+        (None, None) => unreachable!("a started preparation thread always returns its result"),
     }
 }
 

@@ -265,19 +265,9 @@ impl ModuleCache {
             }
         }
         let wasm = self.registry.get(hash)?;
-        self.prepare_and_compile(variant, &key, &wasm)
-    }
-
-    /// Prepare `wasm` (in a worker process, or here on a thread of its
-    /// own) and compile it (on the compilation pool), both at a lower
-    /// priority (see `low_priority`), then store the artifact under `key`.
-    fn prepare_and_compile(
-        &self,
-        variant: ModuleKey,
-        key: &ArtifactKey,
-        wasm: &[u8],
-    ) -> Result<(Module, LoadOrigin), ModuleError> {
-        let hash = &variant.hash;
+        // Preparation (in a worker process, or here on a thread of its own)
+        // and compilation (on the compilation pool) run at a lower priority
+        // (see `low_priority`).
         let t0 = Instant::now();
         let prepare_error = |error| ModuleError::Prepare { hash: *hash, error };
         let (bytes, report) = if self.instrument {
@@ -286,16 +276,16 @@ impl ModuleCache {
                 ..self.options.clone()
             };
             let prepared = match &self.worker {
-                Some(worker) => worker.prepare(wasm, &options),
+                Some(worker) => worker.prepare(&wasm, &options),
                 None => {
-                    crate::low_priority::on_own_thread(|| shoal_prepare::prepare(wasm, &options))
+                    crate::low_priority::on_own_thread(|| shoal_prepare::prepare(&wasm, &options))
                 }
             }
             .map_err(prepare_error)?;
             (prepared.bytes, Some(Box::new(prepared.report)))
         } else {
-            shoal_prepare::validate(wasm).map_err(prepare_error)?;
-            (wasm.to_vec(), None)
+            shoal_prepare::validate(&wasm).map_err(prepare_error)?;
+            (wasm, None)
         };
         let prepare_elapsed = t0.elapsed();
         let t1 = Instant::now();
@@ -309,7 +299,7 @@ impl ModuleCache {
         let compile_elapsed = t1.elapsed();
         if let Ok(bytes) = module.serialize() {
             // A failed cache write only costs a recompile next time.
-            let _ = self.registry.artifact_put(key, &bytes);
+            let _ = self.registry.artifact_put(&key, &bytes);
         }
         Ok((
             module,
