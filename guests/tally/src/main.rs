@@ -39,6 +39,15 @@
 //!   it, then yields. After `<seconds>` it prints `work <slices> slices in
 //!   <ms> ms` and exits 0.
 //!
+//! - `kv <bucket> <N> <pause-ms>`: increments the counter `count` in its
+//!   owner's bucket `<bucket>` (absent at the start) `<N>` times, sleeping
+//!   `<pause-ms>` (a capture point) before each. Each increment must
+//!   answer the number of increments made so far — one made twice (by a
+//!   lost history after its last checkpoint, then again by the resumed
+//!   copy) answers more — else it prints `BAD kv <k> counter <n>` and
+//!   exits 1. Every 10 it prints `kv at <k>`; at the end `kv done <N>`,
+//!   then `took <µs> us`, and sleeps (so `shoal ps` still shows it).
+//!
 //! Bad arguments print a usage line to stderr and exit 2.
 
 use std::collections::BTreeMap;
@@ -48,7 +57,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal::{Error, Pid};
 
 const USAGE: &str =
-    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB>";
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,6 +66,7 @@ fn main() {
         ["count", name, senders, n] => count(name, parse(senders), parse(n)),
         ["journal", name, dir, n] => journal(name, dir, parse(n)),
         ["work", seconds, mib] => work(parse(seconds), parse(mib)),
+        ["kv", bucket, n, pause_ms] => counter(bucket, parse(n), parse(pause_ms)),
         ["send", name, n] => send(name, parse(n), 0),
         ["send", name, n, pause_ms] => send(name, parse(n), parse(pause_ms)),
         _ => {
@@ -120,6 +130,36 @@ fn count(name: &str, senders: usize, n: u64) -> ! {
     );
     eprintln!("tally: serve: {served:?}");
     exit(1)
+}
+
+fn counter(bucket: &str, n: i64, pause_ms: u64) -> ! {
+    let bucket = shoal::Bucket::new(bucket);
+    let started = std::time::Instant::now();
+    for k in 1..=n {
+        if pause_ms > 0 {
+            let _ = shoal::sleep(Duration::from_millis(pause_ms));
+        }
+        match bucket.increment(b"count", 1) {
+            Ok(counter) if counter == k => {}
+            Ok(counter) => {
+                println!("BAD kv {k} counter {counter}");
+                exit(1)
+            }
+            Err(e) => {
+                println!("BAD kv {k} failed: {e}");
+                exit(1)
+            }
+        }
+        if k % 10 == 0 {
+            println!("kv at {k}");
+        }
+    }
+    println!("kv done {n}");
+    println!("took {} us", started.elapsed().as_micros());
+    // Stay, so `shoal ps` still shows where it ran.
+    loop {
+        let _ = shoal::sleep(Duration::from_secs(3600));
+    }
 }
 
 fn work(seconds: u64, mib: usize) -> ! {

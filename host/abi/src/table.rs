@@ -180,7 +180,7 @@ pub const IMPORTS: &[ImportSpec] = &[
         "kv_set",
         &[I32, I32, I32, I32, I32, I32, I32, I32],
         &[I32],
-        false,
+        true,
     ),
     // kv_cas(bucket_ptr, bucket_len, key_ptr, key_len, expected_version,
     //        value_ptr, value_len, fence_ptr, version_out_ptr) -> errno
@@ -188,18 +188,18 @@ pub const IMPORTS: &[ImportSpec] = &[
         "kv_cas",
         &[I32, I32, I32, I32, I64, I32, I32, I32, I32],
         &[I32],
-        false,
+        true,
     ),
     // kv_delete(bucket_ptr, bucket_len, key_ptr, key_len, fence_ptr)
     // -> 1 (it existed), 0 or errno
-    shoal("kv_delete", &[I32, I32, I32, I32, I32], &[I32], false),
+    shoal("kv_delete", &[I32, I32, I32, I32, I32], &[I32], true),
     // kv_increment(bucket_ptr, bucket_len, key_ptr, key_len, delta,
     //              value_out_ptr) -> errno
     shoal(
         "kv_increment",
         &[I32, I32, I32, I32, I64, I32],
         &[I32],
-        false,
+        true,
     ),
     // kv_list(bucket_ptr, bucket_len, prefix_ptr, prefix_len, cursor_ptr,
     //         cursor_len, flags, buf_ptr, buf_len) -> key count or errno
@@ -220,10 +220,10 @@ pub const IMPORTS: &[ImportSpec] = &[
     ),
     // kv_set_many(bucket_ptr, bucket_len, entries_ptr, entries_len,
     //             fence_ptr) -> entries set or errno (all or nothing)
-    shoal("kv_set_many", &[I32, I32, I32, I32, I32], &[I32], false),
+    shoal("kv_set_many", &[I32, I32, I32, I32, I32], &[I32], true),
     // kv_delete_many(bucket_ptr, bucket_len, keys_ptr, keys_len, fence_ptr)
     // -> keys that existed or errno (all or nothing)
-    shoal("kv_delete_many", &[I32, I32, I32, I32, I32], &[I32], false),
+    shoal("kv_delete_many", &[I32, I32, I32, I32, I32], &[I32], true),
     // locks namespace (abi/kv.rs): cluster-wide locks with fencing tokens.
     // lock(name_ptr, name_len, timeout_ms, token_out_ptr) -> errno
     shoal("lock", &[I32, I32, I64, I32], &[I32], true),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 
+pub mod effects;
 pub mod failover;
 pub mod kv;
 mod liveness;
@@ -284,6 +285,10 @@ pub struct ClusterState {
     /// Restart policies, checkpoints and what failover did ([`failover`]).
     #[serde(default)]
     pub failover: failover::FailoverBook,
+    /// The newest key-value effect of each process under output commit,
+    /// so a resumed copy's repeat applies once ([`effects`]).
+    #[serde(default)]
+    pub effects: effects::EffectBook,
 }
 
 impl Default for ClusterState {
@@ -313,6 +318,7 @@ impl Default for ClusterState {
             locks: Default::default(),
             volumes: Default::default(),
             failover: Default::default(),
+            effects: Default::default(),
         }
     }
 }
@@ -623,6 +629,10 @@ pub enum Command {
         /// `Fenced`.
         #[serde(default)]
         fence: Option<Fence>,
+        /// An effect of a process under output commit: applied once per
+        /// key, a repeat answered as the first was ([`effects`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effect: Option<effects::EffectKey>,
     },
     /// A guest's batch write (`kv_set_many`, `kv_delete_many`) in its
     /// owner's `bucket`: all of it or nothing, in one apply (so one fence
@@ -640,6 +650,9 @@ pub enum Command {
         /// holder's of this lock, else refused `Fenced`.
         #[serde(default)]
         fence: Option<Fence>,
+        /// An effect of a process under output commit ([`effects`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effect: Option<effects::EffectKey>,
     },
     /// An operator's key-value write (`shoal kv set|del`, [`kv`]): `by`,
     /// the identity whose certificate asked a node's control API, writes
@@ -951,14 +964,20 @@ impl ClusterState {
                 key,
                 op,
                 fence,
-            } => self.apply_kv(*pid, owner, bucket, key, op, fence.as_ref()),
+                effect,
+            } => self.once_per_effect(*pid, effect.as_ref(), |s| {
+                s.apply_kv(*pid, owner, bucket, key, op, fence.as_ref())
+            }),
             Command::KvBatch {
                 pid,
                 owner,
                 bucket,
                 op,
                 fence,
-            } => self.apply_kv_batch(*pid, owner, bucket, op, fence.as_ref()),
+                effect,
+            } => self.once_per_effect(*pid, effect.as_ref(), |s| {
+                s.apply_kv_batch(*pid, owner, bucket, op, fence.as_ref())
+            }),
             Command::KvByCaller {
                 owner,
                 bucket,
@@ -1338,6 +1357,7 @@ impl ClusterState {
         self.names.forget(gone);
         self.forget_owners(gone);
         self.forget_recoverable(gone);
+        self.effects.forget(gone);
         let holders: Vec<u64> = gone
             .iter()
             .copied()
@@ -1476,6 +1496,30 @@ impl ClusterState {
     ) -> Outcome {
         self.check_kv_writer(pid, owner, fence)?;
         self.kv_op(owner, bucket, key, op)
+    }
+
+    /// Apply `f`, once per effect `key` of `pid` when it is one: a repeat
+    /// (a copy resumed inside the same call) answers what the first
+    /// application answered, refusals included ([`effects`]).
+    fn once_per_effect(
+        &mut self,
+        pid: u64,
+        key: Option<&effects::EffectKey>,
+        f: impl FnOnce(&mut Self) -> Outcome,
+    ) -> Outcome {
+        let Some(key) = key else {
+            return f(self);
+        };
+        if let Some(done) = self.effects.done(pid, key) {
+            return Ok(done.clone());
+        }
+        let outcome = f(self);
+        if self.directory.contains_key(&pid) {
+            let result = outcome.clone().unwrap_or_else(CommandResult::Refused);
+            self.effects.record(pid, *key, result);
+        }
+        debug_assert!(self.effects.len() <= self.directory.len());
+        outcome
     }
 
     /// What every guest key-value write must pass first: the asker is
@@ -1907,6 +1951,7 @@ mod tests {
             key: b"k".to_vec(),
             op,
             fence: None,
+            effect: None,
         };
         let set = |v: &[u8]| kv::KvOp::Set { value: v.to_vec() };
         let CommandResult::KvVersion(v1) = s.apply(&kv(first, &alice, set(b"1"))) else {
@@ -1949,9 +1994,48 @@ mod tests {
             key: b"n".to_vec(),
             op: kv::KvOp::Increment { delta: d },
             fence: None,
+            effect: None,
         };
         assert_eq!(s.apply(&inc(2)), CommandResult::KvCounter(2));
         assert_eq!(s.apply(&inc(3)), CommandResult::KvCounter(5));
+        // An effect of a process under output commit applies once per key:
+        // a resumed copy's repeat answers the first result, and changes
+        // nothing; the next effect applies.
+        let effect = |seq, d| match inc(d) {
+            Command::Kv {
+                pid,
+                owner,
+                bucket,
+                key,
+                op,
+                fence,
+                ..
+            } => Command::Kv {
+                pid,
+                owner,
+                bucket,
+                key,
+                op,
+                fence,
+                effect: Some(effects::EffectKey { life: 7, seq }),
+            },
+            _ => unreachable!(),
+        };
+        assert_eq!(s.apply(&effect(4, 1)), CommandResult::KvCounter(6));
+        assert_eq!(s.apply(&effect(4, 1)), CommandResult::KvCounter(6));
+        assert_eq!(s.apply(&effect(5, 1)), CommandResult::KvCounter(7));
+        // A refusal is remembered too: its repeat is refused, not applied.
+        assert!(matches!(
+            s.apply(&effect(6, i64::MAX)),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::Overflow))
+        ));
+        assert_eq!(s.apply(&inc(-7)), CommandResult::KvCounter(0));
+        assert!(matches!(
+            s.apply(&effect(6, i64::MAX)),
+            CommandResult::Refused(Refusal::Kv(kv::KvRefusal::Overflow))
+        ));
+        assert_eq!(s.apply(&inc(5)), CommandResult::KvCounter(5));
+        assert_eq!(s.effects.len(), 1);
         assert_eq!(
             s.apply(&kv(first, &alice, kv::KvOp::Delete)),
             CommandResult::KvDeleted(true)
@@ -1964,6 +2048,12 @@ mod tests {
         // The whole state, with its book, round trips through JSON.
         let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+        // The slot goes with the process.
+        s.apply(&Command::Unregister {
+            node: 1,
+            pids: vec![first],
+        });
+        assert!(s.effects.is_empty());
     }
 
     /// Locks through the state machine: the owner rule, fenced writes,
@@ -2021,6 +2111,7 @@ mod tests {
                 lock: "m".into(),
                 token,
             }),
+            effect: None,
         };
         assert!(matches!(
             s.apply(&fenced(first, t1)),

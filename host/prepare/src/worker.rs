@@ -67,8 +67,19 @@ impl Worker {
         input: &[u8],
         opts: &PrepareOptions,
     ) -> Result<PreparedWasm, PrepareError> {
+        self.prepare_with(input, opts, &[])
+    }
+
+    /// [`Worker::prepare`] with `extra_args` after the configured ones
+    /// (e.g. one asking the worker to lower its priority).
+    pub fn prepare_with(
+        &self,
+        input: &[u8],
+        opts: &PrepareOptions,
+        extra_args: &[&str],
+    ) -> Result<PreparedWasm, PrepareError> {
         let _slot = self.slot();
-        self.run(input, opts)
+        self.run(input, opts, extra_args)
     }
 
     fn slot(&self) -> SlotGuard<'_> {
@@ -80,11 +91,17 @@ impl Worker {
         SlotGuard { worker: self }
     }
 
-    fn run(&self, input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, PrepareError> {
+    fn run(
+        &self,
+        input: &[u8],
+        opts: &PrepareOptions,
+        extra_args: &[&str],
+    ) -> Result<PreparedWasm, PrepareError> {
         let worker_err =
             |what: &str, e: &dyn std::fmt::Display| PrepareError::Worker(format!("{what}: {e}"));
         let mut child = Command::new(&self.config.program)
             .args(&self.config.args)
+            .args(extra_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

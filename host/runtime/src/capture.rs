@@ -107,6 +107,10 @@ pub struct PendingCall {
     /// Milliseconds left of its timeout or sleep (`None`: waits forever, or
     /// the call had not started waiting).
     pub remaining_ms: Option<u64>,
+    /// An effect waiting for a recorded checkpoint before it is made: its
+    /// number among the process's output ([`crate::abi::effect`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<u64>,
 }
 
 /// How a blocking call was entered.

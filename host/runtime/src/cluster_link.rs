@@ -52,6 +52,16 @@ pub struct KvFence {
     pub token: u64,
 }
 
+/// Which effect of which run of a process a write is, so that a copy
+/// resumed inside the same call makes it once ([`crate::abi::effect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectKey {
+    /// The process's life (kept across moves and resumes).
+    pub life: u64,
+    /// The effect's number among the process's output.
+    pub seq: u64,
+}
+
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
@@ -174,6 +184,7 @@ pub trait KvLocks: Send + Sync {
         key: &[u8],
         op: KvWrite,
         fence: Option<KvFence>,
+        effect: Option<EffectKey>,
     ) -> Result<KvWritten, i32>;
     /// The values and versions of `keys` in `pid`'s owner's `bucket`, all
     /// read from one state, in order (`None`: absent). Errors are ABI
@@ -194,6 +205,7 @@ pub trait KvLocks: Send + Sync {
         bucket: &str,
         batch: KvBatchWrite,
         fence: Option<KvFence>,
+        effect: Option<EffectKey>,
     ) -> Result<u64, i32>;
     /// Ask for lock `name` of `pid`'s owner (`wait`: queue behind its
     /// holder, else `BUSY`). Errors are ABI codes (`DEADLOCK`, ...).

@@ -66,6 +66,15 @@ impl Grants {
 /// Why a captured image cannot be started here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
+    /// Its pending call names an effect its outbox never numbered
+    /// ([`crate::abi::effect`]).
+    #[error("its pending call is effect {effect}, but only {produced} were numbered")]
+    EffectBeyondOutput {
+        /// The effect's number.
+        effect: u64,
+        /// The outbox's last number.
+        produced: u64,
+    },
     /// Its numbered channels break their bounds or invariants
     /// ([`crate::outbox`]).
     #[error("its message channels: {0}")]
@@ -437,6 +446,12 @@ pub fn check_image(
         .check()
         .and_then(|()| image.inbox.check())
         .map_err(ImageError::Channels)?;
+    if let Some(effect) = image.pending.effect {
+        let produced = image.outbox.produced();
+        if effect == 0 || effect > produced {
+            return Err(ImageError::EffectBeyondOutput { effect, produced });
+        }
+    }
     if image.volumes.len() > crate::volume::VOLUMES_MAX {
         return Err(ImageError::Volume(format!(
             "{} volumes in the image (at most {})",
@@ -560,6 +575,7 @@ mod tests {
             pending: PendingCall {
                 import: "shoal_v1.recv".into(),
                 remaining_ms: None,
+                effect: None,
             },
             asyncify_buffer: 16,
             mailbox: Vec::new(),
@@ -624,6 +640,23 @@ mod tests {
             spec_for(img.spec.module, &img, &twice),
             Err(ImageError::DuplicateGuestDir(_))
         ));
+    }
+
+    #[test]
+    fn an_image_cannot_name_an_effect_it_never_numbered() {
+        let mut img = image(65536, &[]);
+        img.pending.effect = Some(1);
+        assert_eq!(
+            check_image(&img, 1 << 20, 0),
+            Err(ImageError::EffectBeyondOutput {
+                effect: 1,
+                produced: 0
+            })
+        );
+        img.outbox.produced = 1;
+        assert!(check_image(&img, 1 << 20, 0).is_ok());
+        img.pending.effect = Some(0);
+        assert!(check_image(&img, 1 << 20, 0).is_err());
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub trait ProcessHost: Send + Sync + 'static {
     /// preferring members on `asker`'s node. Errors are ABI codes.
     fn group_pick(&self, asker: Pid, name: &str) -> Result<Pid, i32>;
 
+    /// A process under output commit has output waiting for a recorded
+    /// checkpoint (an effect, [`crate::abi::effect`]): wake whoever takes
+    /// checkpoints, so it waits a checkpoint's time, not an interval.
+    fn output_waiting(&self);
+
     /// Key-value and locks (`abi/kv.rs`): the cluster's, through its link;
     /// `NO_NODE` off a cluster.
     fn kv(&self) -> Result<std::sync::Arc<dyn KvLocks>, i32>;

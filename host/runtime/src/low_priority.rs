@@ -9,6 +9,13 @@
 //! of it (CFS weights 1024 against 335), so a long preparation never makes
 //! a node look dead or its processes stall.
 //!
+//! Only preparations *ahead of need* run so ([`Priority::Ahead`]: every
+//! node preparing the modules the cluster records, and the holders of a
+//! checkpoint warming its module). A preparation someone waits for — a
+//! spawn, a restore, a move, a failover here — runs at normal priority
+//! ([`Priority::Waited`]): at nice 5 on a machine kept busy by other work
+//! it would take about four times as long, and the wait is the user's.
+//!
 //! Three places: the preparation worker processes lower themselves
 //! ([`lower_this_thread`] before they start Binaryen, whose threads inherit
 //! it); a preparation in this process runs on a thread of its own, lowered
@@ -20,6 +27,19 @@
 //! nothing else in the process is affected.
 
 use std::sync::OnceLock;
+
+/// Who waits for a preparation, which sets its priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A spawn, restore, move or failover waits for it: normal priority.
+    Waited,
+    /// Nobody waits yet (preparing ahead): nice [`PREPARE_NICE`].
+    Ahead,
+}
+
+/// The argument after the worker command that makes a preparation worker
+/// lower itself ([`Priority::Ahead`]).
+pub const WORKER_LOWER_ARG: &str = "--lower-priority";
 
 /// The nice value of preparation and compilation (0 is normal, 19 lowest).
 /// Not lower: on a machine kept busy by other work at normal priority, a

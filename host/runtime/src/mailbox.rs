@@ -299,6 +299,9 @@ pub struct Mailbox {
     /// Its outbox has something to send again (a nack came) or its inbox
     /// a nack to send: the router or the node's tick acts on it.
     kick: AtomicBool,
+    /// Woken when a recorded checkpoint commits more of its output, for an
+    /// effect waiting to be made ([`Mailbox::committed_to`]).
+    committed: Notify,
 }
 
 impl Mailbox {
@@ -315,6 +318,7 @@ impl Mailbox {
             sees_calls: AtomicBool::new(true),
             flushing: Mutex::new(()),
             kick: AtomicBool::new(false),
+            committed: Notify::new(),
         }
     }
 
@@ -460,6 +464,41 @@ impl Mailbox {
     /// Does the outbox hold output no recorded checkpoint covers?
     pub fn uncommitted(&self) -> bool {
         self.lock().outbox.uncommitted()
+    }
+
+    /// Number an effect (a key-value write) of a process under output
+    /// commit among its output, so that it waits for a recorded checkpoint
+    /// that covers it ([`crate::abi::effect`]). `None` when output commit is
+    /// off: the effect is made now.
+    pub fn produce_effect(&self) -> Option<u64> {
+        let mut q = self.lock();
+        if !q.outbox.output_commit {
+            return None;
+        }
+        q.outbox.produced += 1;
+        Some(q.outbox.produced)
+    }
+
+    /// Does a recorded checkpoint cover output number `gseq`?
+    pub fn is_committed(&self, gseq: u64) -> bool {
+        let q = self.lock();
+        !q.outbox.output_commit || q.outbox.committed >= gseq
+    }
+
+    /// Resolves once a recorded checkpoint covers output number `gseq`.
+    pub async fn committed_to(&self, gseq: u64) {
+        loop {
+            let notified = self.committed.notified();
+            if self.is_committed(gseq) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Wake what waits in [`Mailbox::committed_to`] (after a commit).
+    pub fn notify_committed(&self) {
+        self.committed.notify_waiters();
     }
 
     /// Run `f` on the outbox.

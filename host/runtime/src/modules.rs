@@ -13,6 +13,7 @@
 //! `SpawnSpec::preemptible`. They are loaded, compiled and cached
 //! independently ([`ModuleKey`]) and may coexist.
 
+use crate::low_priority::Priority;
 use crate::process::ProcessCtx;
 use shoal_abi::table::blocking_imports;
 use shoal_prepare::worker::{Worker, WorkerConfig};
@@ -199,11 +200,14 @@ impl ModuleCache {
     ///
     /// A node that does not instrument (`instrument` false) has one variant
     /// only: `preemptible` is then ignored (nothing could be captured anyway).
+    ///
+    /// `priority` says whether someone waits (see [`crate::low_priority`]).
     pub fn load(
         &self,
         hash: &Sha256,
         preemptible: bool,
         linker: &Linker<ProcessCtx>,
+        priority: Priority,
     ) -> Result<Arc<LoadedModule>, ModuleError> {
         let key = ModuleKey {
             hash: *hash,
@@ -219,7 +223,7 @@ impl ModuleCache {
         if let Some(loaded) = guard.as_ref() {
             return Ok(loaded.clone());
         }
-        let (module, origin) = self.compile_or_fetch(key)?;
+        let (module, origin) = self.compile_or_fetch(key, priority)?;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| ModuleError::Link {
@@ -239,7 +243,11 @@ impl ModuleCache {
 
     // The one `unsafe` of the host: see the SAFETY note inside.
     #[allow(unsafe_code)]
-    fn compile_or_fetch(&self, variant: ModuleKey) -> Result<(Module, LoadOrigin), ModuleError> {
+    fn compile_or_fetch(
+        &self,
+        variant: ModuleKey,
+        priority: Priority,
+    ) -> Result<(Module, LoadOrigin), ModuleError> {
         let hash = &variant.hash;
         let key = self.variant_artifact_key(variant);
         let started = Instant::now();
@@ -265,9 +273,11 @@ impl ModuleCache {
             }
         }
         let wasm = self.registry.get(hash)?;
-        // Preparation (in a worker process, or here on a thread of its own)
-        // and compilation (on the compilation pool) run at a lower priority
-        // (see `low_priority`).
+        // Ahead of need, preparation (in a worker process, or here on a
+        // thread of its own) and compilation (on the compilation pool) run
+        // at a lower priority; when someone waits, at normal priority (see
+        // `low_priority`).
+        let ahead = priority == Priority::Ahead;
         let t0 = Instant::now();
         let prepare_error = |error| ModuleError::Prepare { hash: *hash, error };
         let (bytes, report) = if self.instrument {
@@ -275,11 +285,17 @@ impl ModuleCache {
                 preempt: variant.preemptible,
                 ..self.options.clone()
             };
+            let lower: &[&str] = if ahead {
+                &[crate::low_priority::WORKER_LOWER_ARG]
+            } else {
+                &[]
+            };
             let prepared = match &self.worker {
-                Some(worker) => worker.prepare(&wasm, &options),
-                None => {
+                Some(worker) => worker.prepare_with(&wasm, &options, lower),
+                None if ahead => {
                     crate::low_priority::on_own_thread(|| shoal_prepare::prepare(&wasm, &options))
                 }
+                None => shoal_prepare::prepare(&wasm, &options),
             }
             .map_err(prepare_error)?;
             (prepared.bytes, Some(Box::new(prepared.report)))
@@ -289,13 +305,16 @@ impl ModuleCache {
         };
         let prepare_elapsed = t0.elapsed();
         let t1 = Instant::now();
-        let module =
-            crate::low_priority::run(|| Module::new(&self.engine, &bytes)).map_err(|e| {
-                ModuleError::Compile {
-                    hash: *hash,
-                    message: format!("{e:#}"),
-                }
-            })?;
+        let compile = || Module::new(&self.engine, &bytes);
+        let compiled = if ahead {
+            crate::low_priority::run(compile)
+        } else {
+            compile()
+        };
+        let module = compiled.map_err(|e| ModuleError::Compile {
+            hash: *hash,
+            message: format!("{e:#}"),
+        })?;
         let compile_elapsed = t1.elapsed();
         if let Ok(bytes) = module.serialize() {
             // A failed cache write only costs a recompile next time.

@@ -435,6 +435,7 @@ impl Router {
             return;
         };
         mailbox.with_outbox(|o| o.commit(point.produced));
+        mailbox.notify_committed();
         self.flush(pid, &mailbox);
         let acks = mailbox.acks_for(&point.seen);
         self.send_notes(

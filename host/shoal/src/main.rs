@@ -12,8 +12,14 @@ fn main() {
         .nth(1)
         .is_some_and(|a| a == PREPARE_WORKER_ARG)
     {
-        // Binaryen's threads, started later, inherit the lower priority.
-        shoal_runtime::low_priority::lower_this_thread();
+        // A preparation ahead of need runs lowered; Binaryen's threads,
+        // started later, inherit it. One someone waits for does not.
+        if std::env::args_os()
+            .nth(2)
+            .is_some_and(|a| a == shoal_runtime::low_priority::WORKER_LOWER_ARG)
+        {
+            shoal_runtime::low_priority::lower_this_thread();
+        }
         let served = shoal_prepare::worker::serve(
             &mut std::io::stdin().lock(),
             &mut std::io::stdout().lock(),

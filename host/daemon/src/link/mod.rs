@@ -29,7 +29,7 @@ use shoal_net::{LaneMessage, LaneTag, NetError, Peers};
 use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
 use shoal_runtime::cluster_link::{
-    KvBatchWrite, KvFence, KvLocks, KvWrite, KvWritten, LockAnswer, ReadMode,
+    EffectKey, KvBatchWrite, KvFence, KvLocks, KvWrite, KvWritten, LockAnswer, ReadMode,
 };
 use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
@@ -645,8 +645,11 @@ impl KvLocks for Link {
         key: &[u8],
         op: KvWrite,
         fence: Option<KvFence>,
+        effect: Option<EffectKey>,
     ) -> Result<KvWritten, i32> {
-        self.asker(pid).write_kv(bucket, key, op, fence).await
+        self.asker(pid)
+            .write_kv(bucket, key, op, fence, effect)
+            .await
     }
 
     async fn kv_read_many(
@@ -665,6 +668,7 @@ impl KvLocks for Link {
         bucket: &str,
         batch: KvBatchWrite,
         fence: Option<KvFence>,
+        effect: Option<EffectKey>,
     ) -> Result<u64, i32> {
         use shoal_cluster::state::kv::{KvBatchOp, KvPair};
         let op = match batch {
@@ -684,7 +688,7 @@ impl KvLocks for Link {
                     .collect(),
             },
         };
-        self.asker(pid).write_batch(bucket, op, fence).await
+        self.asker(pid).write_batch(bucket, op, fence, effect).await
     }
 
     async fn lock(&self, pid: Pid, name: &str, wait: bool) -> Result<LockAnswer, i32> {

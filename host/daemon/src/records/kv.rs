@@ -13,7 +13,7 @@ use shoal_cluster::state::{ClusterState, Command, CommandResult, Fence, LockOp, 
 use shoal_cluster::{ClusterError, Raft};
 use shoal_pki::Owner;
 use shoal_runtime::abi::errno;
-use shoal_runtime::cluster_link::{KvFence, KvWrite, KvWritten, LockAnswer, ReadMode};
+use shoal_runtime::cluster_link::{EffectKey, KvFence, KvWrite, KvWritten, LockAnswer, ReadMode};
 use shoal_runtime::pid::Pid;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,6 +73,14 @@ fn raft_fence(f: KvFence) -> Fence {
     Fence {
         lock: f.lock,
         token: f.token,
+    }
+}
+
+/// An effect's key as the Raft command carries it.
+fn raft_effect(e: EffectKey) -> shoal_cluster::state::effects::EffectKey {
+    shoal_cluster::state::effects::EffectKey {
+        life: e.life,
+        seq: e.seq,
     }
 }
 
@@ -232,6 +240,7 @@ impl Asker<'_> {
         bucket: &str,
         op: KvBatchOp,
         fence: Option<KvFence>,
+        effect: Option<EffectKey>,
     ) -> Result<u64, i32> {
         let cmd = Command::KvBatch {
             pid: self.pid.0,
@@ -239,6 +248,7 @@ impl Asker<'_> {
             bucket: bucket.to_string(),
             op,
             fence: fence.map(raft_fence),
+            effect: effect.map(raft_effect),
         };
         match self.write(cmd).await? {
             CommandResult::KvCount(n) => Ok(n),
@@ -267,6 +277,7 @@ impl Asker<'_> {
         key: &[u8],
         op: KvWrite,
         fence: Option<KvFence>,
+        effect: Option<EffectKey>,
     ) -> Result<KvWritten, i32> {
         let op = match op {
             KvWrite::Set(value) => KvOp::Set { value },
@@ -281,6 +292,7 @@ impl Asker<'_> {
             key: key.to_vec(),
             op,
             fence: fence.map(raft_fence),
+            effect: effect.map(raft_effect),
         };
         match self.write(cmd).await? {
             CommandResult::KvVersion(v) => Ok(KvWritten::Version(v)),

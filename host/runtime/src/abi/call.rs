@@ -200,6 +200,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                         let pending = PendingCall {
                             import: CALL.to_string(),
                             remaining_ms: remaining(deadline),
+                            effect: None,
                         };
                         capture::unwind(&mut caller, pending).await?;
                         // Ignored: the guest is unwinding.
@@ -452,6 +453,7 @@ async fn receive(
     let pending = |deadline| PendingCall {
         import: import.to_string(),
         remaining_ms: remaining(deadline),
+        effect: None,
     };
     // A capture asked for while messages keep arriving would never see
     // this call wait: serve it on entry.

@@ -12,16 +12,25 @@
 //! held in Raft, so a process captured (or moved) while waiting asks again
 //! where it resumes and finds its place in the queue, or its grant.
 
+use super::effect::{self, Gate};
 use super::memory::{check_writable, read_bytes, write_bytes};
 use super::{arg_i32, arg_i64, errno, Registrar};
 use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
-use crate::cluster_link::{KvBatchWrite, KvFence, KvWrite, KvWritten, LockAnswer, ReadMode};
+use crate::cluster_link::{
+    EffectKey, KvBatchWrite, KvFence, KvWrite, KvWritten, LockAnswer, ReadMode,
+};
 use crate::process::ProcessCtx;
 use shoal_abi::kv as abi;
 use std::time::{Duration, Instant};
 use wasmtime::{Caller, Val};
 
 const LOCK: &str = "shoal_v1.lock";
+const KV_SET: &str = "shoal_v1.kv_set";
+const KV_CAS: &str = "shoal_v1.kv_cas";
+const KV_DELETE: &str = "shoal_v1.kv_delete";
+const KV_INCREMENT: &str = "shoal_v1.kv_increment";
+const KV_SET_MANY: &str = "shoal_v1.kv_set_many";
+const KV_DELETE_MANY: &str = "shoal_v1.kv_delete_many";
 
 /// Read a guest string of 1..=`max` bytes of UTF-8 (`bad` otherwise).
 fn read_text(
@@ -97,29 +106,98 @@ fn write_u64(caller: &mut Caller<'_, ProcessCtx>, ptr: i32, v: u64) -> Result<()
     write_bytes(caller, ptr, &v.to_le_bytes())
 }
 
+/// What an effect import does after [`gated`].
+enum Gated<A> {
+    /// Make the write: its checked arguments and its effect key.
+    Go(A, Option<EffectKey>),
+    /// Answer this code now (a refused argument, or the guest unwinds).
+    Done(i32),
+}
+
+/// Enter effect import `import` (a key-value write), check its arguments
+/// with `check`, then wait until a recorded checkpoint covers it
+/// ([`effect::commit_first`]; at once without output commit). A refused
+/// argument costs no checkpoint.
+async fn gated<A>(
+    caller: &mut Caller<'_, ProcessCtx>,
+    import: &str,
+    check: impl FnOnce(&mut Caller<'_, ProcessCtx>) -> Result<A, i32>,
+) -> wasmtime::Result<Gated<A>> {
+    let entry = capture::enter(caller, import).await?;
+    let args = match check(caller).and_then(|a| caller.data().host.kv().map(|_| a)) {
+        Ok(a) => a,
+        Err(e) => return Ok(Gated::Done(e)),
+    };
+    Ok(match effect::commit_first(caller, import, entry).await? {
+        Gate::Make(key) => Gated::Go(args, key),
+        Gate::Unwound => Gated::Done(effect::UNWINDING),
+    })
+}
+
+/// A single-key write's checked arguments.
+struct KeyWrite {
+    bucket: String,
+    key: Vec<u8>,
+    fence: Option<KvFence>,
+}
+
+/// Check a single-key write's bucket, key and fence (`out`: a result
+/// slot of 8 bytes, if any).
+fn check_key_write(
+    caller: &mut Caller<'_, ProcessCtx>,
+    (bucket, key): ((i32, i32), (i32, i32)),
+    fence_ptr: i32,
+    out: Option<i32>,
+) -> Result<KeyWrite, i32> {
+    if let Some(out) = out {
+        check_writable(caller, out, 8)?;
+    }
+    Ok(KeyWrite {
+        bucket: read_bucket(caller, bucket)?,
+        key: read_key(caller, key)?,
+        fence: read_fence(caller, fence_ptr)?,
+    })
+}
+
+/// Make a single-key write (after [`gated`]).
+async fn write_key(
+    caller: &mut Caller<'_, ProcessCtx>,
+    w: KeyWrite,
+    op: KvWrite,
+    effect: Option<EffectKey>,
+) -> Result<KvWritten, i32> {
+    let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
+    kv.kv_write(me, &w.bucket, &w.key, op, w.fence, effect)
+        .await
+}
+
 /// `kv_set`, `kv_cas`: write and put the new version at `out`.
 async fn versioned_write(
     caller: &mut Caller<'_, ProcessCtx>,
-    (bucket, key): ((i32, i32), (i32, i32)),
+    import: &str,
+    target: ((i32, i32), (i32, i32)),
     value: (i32, i32),
     expected: Option<u64>,
-    fence_ptr: i32,
-    out: i32,
-) -> Result<i32, i32> {
-    check_writable(caller, out, 8)?;
-    let bucket = read_bucket(caller, bucket)?;
-    let key = read_key(caller, key)?;
-    let value = read_value(caller, value)?;
-    let fence = read_fence(caller, fence_ptr)?;
+    (fence_ptr, out): (i32, i32),
+) -> wasmtime::Result<Result<i32, i32>> {
+    let checked = gated(caller, import, |c| {
+        let w = check_key_write(c, target, fence_ptr, Some(out))?;
+        Ok((w, read_value(c, value)?))
+    })
+    .await?;
+    let ((w, value), effect) = match checked {
+        Gated::Go(a, effect) => (a, effect),
+        Gated::Done(code) => return Ok(Ok(code)),
+    };
     let op = match expected {
         None => KvWrite::Set(value),
         Some(expected) => KvWrite::Cas { expected, value },
     };
-    let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
-    match kv.kv_write(me, &bucket, &key, op, fence).await? {
-        KvWritten::Version(v) => write_u64(caller, out, v).map(|()| errno::OK),
-        _ => Err(errno::INVALID),
-    }
+    Ok(match write_key(caller, w, op, effect).await {
+        Ok(KvWritten::Version(v)) => write_u64(caller, out, v).map(|()| errno::OK),
+        Ok(_) => Err(errno::INVALID),
+        Err(e) => Err(e),
+    })
 }
 
 /// Most bytes a batch argument may span: every entry's bytes plus its
@@ -144,18 +222,29 @@ async fn batch_write(
     batch: (i32, i32),
     set: bool,
     fence_ptr: i32,
-) -> Result<i32, i32> {
-    let bucket = read_bucket(caller, bucket)?;
-    let bytes = read_batch(caller, batch)?;
-    let batch = if set {
-        KvBatchWrite::Set(abi::decode_entries(&bytes)?)
-    } else {
-        KvBatchWrite::Delete(abi::decode_keys(&bytes)?)
+) -> wasmtime::Result<Result<i32, i32>> {
+    let import = if set { KV_SET_MANY } else { KV_DELETE_MANY };
+    let checked = gated(caller, import, |c| {
+        let bucket = read_bucket(c, bucket)?;
+        let bytes = read_batch(c, batch)?;
+        let batch = if set {
+            KvBatchWrite::Set(abi::decode_entries(&bytes)?)
+        } else {
+            KvBatchWrite::Delete(abi::decode_keys(&bytes)?)
+        };
+        Ok((bucket, batch, read_fence(c, fence_ptr)?))
+    })
+    .await?;
+    let ((bucket, batch, fence), effect) = match checked {
+        Gated::Go(a, effect) => (a, effect),
+        Gated::Done(code) => return Ok(Ok(code)),
     };
-    let fence = read_fence(caller, fence_ptr)?;
-    let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
-    let count = kv.kv_write_many(me, &bucket, batch, fence).await?;
-    i32::try_from(count).map_err(|_| errno::INVALID)
+    let made = async {
+        let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
+        let count = kv.kv_write_many(me, &bucket, batch, fence, effect).await?;
+        i32::try_from(count).map_err(|_| errno::INVALID)
+    };
+    Ok(made.await)
 }
 
 /// Encode keys for `kv_list`'s buffer: as many whole entries as fit in
@@ -226,16 +315,18 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
     r.define("kv_set", |mut caller, params| {
         let a: Vec<i32> = (0..8).map(|i| arg_i32(params, i)).collect();
         Box::new(async move {
-            let r = versioned_write(
-                &mut caller,
-                ((a[0], a[1]), (a[2], a[3])),
-                (a[4], a[5]),
-                None,
-                a[6],
-                a[7],
+            let target = ((a[0], a[1]), (a[2], a[3]));
+            code(
+                versioned_write(
+                    &mut caller,
+                    KV_SET,
+                    target,
+                    (a[4], a[5]),
+                    None,
+                    (a[6], a[7]),
+                )
+                .await?,
             )
-            .await;
-            code(r)
         })
     })?;
     r.define("kv_cas", |mut caller, params| {
@@ -245,36 +336,40 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             .collect();
         let expected = arg_i64(params, 4) as u64;
         Box::new(async move {
-            let r = versioned_write(
-                &mut caller,
-                ((a[0], a[1]), (a[2], a[3])),
-                (a[4], a[5]),
-                Some(expected),
-                a[6],
-                a[7],
+            let target = ((a[0], a[1]), (a[2], a[3]));
+            let (value, fence_out) = ((a[4], a[5]), (a[6], a[7]));
+            code(
+                versioned_write(
+                    &mut caller,
+                    KV_CAS,
+                    target,
+                    value,
+                    Some(expected),
+                    fence_out,
+                )
+                .await?,
             )
-            .await;
-            code(r)
         })
     })?;
     r.define("kv_delete", |mut caller, params| {
         let a: Vec<i32> = (0..5).map(|i| arg_i32(params, i)).collect();
         Box::new(async move {
-            let r = async {
-                let bucket = read_bucket(&mut caller, (a[0], a[1]))?;
-                let key = read_key(&mut caller, (a[2], a[3]))?;
-                let fence = read_fence(&mut caller, a[4])?;
-                let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
-                match kv
-                    .kv_write(me, &bucket, &key, KvWrite::Delete, fence)
-                    .await?
-                {
-                    KvWritten::Deleted(existed) => Ok(i32::from(existed)),
-                    _ => Err(errno::INVALID),
-                }
-            }
-            .await;
-            code(r)
+            let target = ((a[0], a[1]), (a[2], a[3]));
+            let checked = gated(&mut caller, KV_DELETE, |c| {
+                check_key_write(c, target, a[4], None)
+            })
+            .await?;
+            let (w, effect) = match checked {
+                Gated::Go(w, effect) => (w, effect),
+                Gated::Done(c) => return code(Ok(c)),
+            };
+            code(
+                match write_key(&mut caller, w, KvWrite::Delete, effect).await {
+                    Ok(KvWritten::Deleted(existed)) => Ok(i32::from(existed)),
+                    Ok(_) => Err(errno::INVALID),
+                    Err(e) => Err(e),
+                },
+            )
         })
     })?;
     r.define("kv_increment", |mut caller, params| {
@@ -284,21 +379,24 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             .collect();
         let delta = arg_i64(params, 4);
         Box::new(async move {
-            let r = async {
-                check_writable(&mut caller, a[4], 8)?;
-                let bucket = read_bucket(&mut caller, (a[0], a[1]))?;
-                let key = read_key(&mut caller, (a[2], a[3]))?;
-                let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
-                let op = KvWrite::Increment(delta);
-                match kv.kv_write(me, &bucket, &key, op, None).await? {
-                    KvWritten::Counter(n) => {
+            let target = ((a[0], a[1]), (a[2], a[3]));
+            let checked = gated(&mut caller, KV_INCREMENT, |c| {
+                check_key_write(c, target, 0, Some(a[4]))
+            })
+            .await?;
+            let (w, effect) = match checked {
+                Gated::Go(w, effect) => (w, effect),
+                Gated::Done(c) => return code(Ok(c)),
+            };
+            code(
+                match write_key(&mut caller, w, KvWrite::Increment(delta), effect).await {
+                    Ok(KvWritten::Counter(n)) => {
                         write_u64(&mut caller, a[4], n as u64).map(|()| errno::OK)
                     }
-                    _ => Err(errno::INVALID),
-                }
-            }
-            .await;
-            code(r)
+                    Ok(_) => Err(errno::INVALID),
+                    Err(e) => Err(e),
+                },
+            )
         })
     })?;
     r.define("kv_list", |mut caller, params| {
@@ -374,18 +472,14 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             code(r)
         })
     })?;
-    r.define("kv_set_many", |mut caller, params| {
-        let a: Vec<i32> = (0..5).map(|i| arg_i32(params, i)).collect();
-        Box::new(async move {
-            code(batch_write(&mut caller, (a[0], a[1]), (a[2], a[3]), true, a[4]).await)
-        })
-    })?;
-    r.define("kv_delete_many", |mut caller, params| {
-        let a: Vec<i32> = (0..5).map(|i| arg_i32(params, i)).collect();
-        Box::new(async move {
-            code(batch_write(&mut caller, (a[0], a[1]), (a[2], a[3]), false, a[4]).await)
-        })
-    })?;
+    for (import, set) in [("kv_set_many", true), ("kv_delete_many", false)] {
+        r.define(import, move |mut caller, params| {
+            let a: Vec<i32> = (0..5).map(|i| arg_i32(params, i)).collect();
+            Box::new(async move {
+                code(batch_write(&mut caller, (a[0], a[1]), (a[2], a[3]), set, a[4]).await?)
+            })
+        })?;
+    }
     r.define("lock", |mut caller, params| {
         let (ptr, len) = (arg_i32(params, 0), arg_i32(params, 1));
         let timeout_ms = arg_i64(params, 2);
@@ -425,6 +519,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                                 remaining_ms: deadline.map(|d| {
                                     d.saturating_duration_since(Instant::now()).as_millis() as u64
                                 }),
+                                effect: None,
                             };
                             capture::unwind(&mut caller, pending).await?;
                             // Ignored: the guest is unwinding.

@@ -77,6 +77,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 let pending = PendingCall {
                     import: RECV.to_string(),
                     remaining_ms: remaining(deadline),
+                    effect: None,
                 };
                 capture::unwind(&mut caller, pending).await?;
                 return Ok(Some(Val::I32(0)));
@@ -131,6 +132,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                                 let pending = PendingCall {
                                     import: RECV.to_string(),
                                     remaining_ms: remaining(deadline),
+                                    effect: None,
                                 };
                                 capture::unwind(&mut caller, pending).await?;
                                 // Ignored: the guest is unwinding.

@@ -7,6 +7,7 @@
 //! implementation whose name is missing from the table.
 
 pub mod call;
+pub mod effect;
 pub use shoal_abi::errno;
 pub mod kv;
 pub mod memory;

@@ -152,6 +152,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 let pending = PendingCall {
                     import: SLEEP.to_string(),
                     remaining_ms: Some(left),
+                    effect: None,
                 };
                 capture::unwind(&mut caller, pending).await?;
             }
@@ -168,6 +169,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 let pending = PendingCall {
                     import: YIELD.to_string(),
                     remaining_ms: None,
+                    effect: None,
                 };
                 capture::unwind(&mut caller, pending).await?;
                 return Ok(Some(Val::I32(errno::OK)));
@@ -190,6 +192,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 let pending = PendingCall {
                     import: PREEMPT.to_string(),
                     remaining_ms: None,
+                    effect: None,
                 };
                 capture::unwind(&mut caller, pending).await?;
             }

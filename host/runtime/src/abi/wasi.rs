@@ -167,6 +167,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 let pending = PendingCall {
                     import: POLL_ONEOFF.to_string(),
                     remaining_ms: Some(left_ms),
+                    effect: None,
                 };
                 capture::unwind(&mut caller, pending).await?;
                 return Ok(Some(Val::I32(ERRNO_SUCCESS)));
@@ -303,6 +304,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 let pending = PendingCall {
                     import: SCHED_YIELD.to_string(),
                     remaining_ms: None,
+                    effect: None,
                 };
                 capture::unwind(&mut caller, pending).await?;
                 return Ok(Some(Val::I32(ERRNO_SUCCESS)));

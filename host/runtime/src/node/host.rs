@@ -95,6 +95,10 @@ impl ProcessHost for NodeHost {
         self.0.router.send_guest(to, message)
     }
 
+    fn output_waiting(&self) {
+        self.0.router.output().notify_one();
+    }
+
     fn kv(&self) -> Result<Arc<dyn crate::cluster_link::KvLocks>, i32> {
         let link = self.0.router.cluster().ok_or(shoal_abi::errno::NO_NODE)?;
         Ok(link.clone())

@@ -108,12 +108,19 @@ impl Node {
             .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         abi::register_all(&mut linker).map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
-        // A change to preparation (PREPARE_VERSION) must miss the artifact cache.
+        // A change to preparation (PREPARE_VERSION, or which imports block:
+        // Asyncify instruments what reaches them) must miss the artifact
+        // cache.
+        let blocking: Vec<String> = shoal_abi::table::blocking_imports()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
         let prepare_tag = format!(
-            "{} asserts={} instrument={}",
+            "{} asserts={} instrument={} blocking={}",
             shoal_prepare::PREPARE_VERSION,
             config.asyncify_asserts,
-            config.instrument
+            config.instrument,
+            blocking.join(",")
         );
         let fingerprint = engine::fingerprint(&engine, &config.engine, &prepare_tag);
         let mut modules = ModuleCache::new(
@@ -211,10 +218,12 @@ impl Node {
         hash: &Sha256,
         preemptible: bool,
     ) -> Result<Arc<LoadedModule>, NodeError> {
-        Ok(self
-            .shared
-            .modules
-            .load(hash, preemptible, &self.shared.linker)?)
+        Ok(self.shared.modules.load(
+            hash,
+            preemptible,
+            &self.shared.linker,
+            crate::low_priority::Priority::Waited,
+        )?)
     }
 
     /// True when a compiled artifact of `hash` is cached on disk.

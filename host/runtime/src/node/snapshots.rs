@@ -39,10 +39,15 @@ impl Node {
     }
 
     /// Prepare and compile module `hash` (the `preemptible` variant or
-    /// not) now, if this node has not yet: a node that keeps a checkpoint
-    /// does it ahead of a failover, so resuming there does not wait for it.
+    /// not) now, if this node has not yet, at the lower priority of work
+    /// ahead of need: a node that keeps a checkpoint does it ahead of a
+    /// failover, and every node ahead of spawns and moves, so that none of
+    /// them waits for it.
     pub async fn warm_module(&self, hash: Sha256, preemptible: bool) -> Result<(), NodeError> {
-        self.shared.load(hash, preemptible).await.map(drop)
+        self.shared
+            .load_with(hash, preemptible, crate::low_priority::Priority::Ahead)
+            .await
+            .map(drop)
     }
 
     /// A recorded checkpoint of `pid` covers `point`: release its output up

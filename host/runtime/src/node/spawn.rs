@@ -3,6 +3,7 @@
 
 use super::{Node, NodeError, Shared, SpawnSpec, PID_BLOCK_WAIT};
 use crate::abi;
+use crate::low_priority::Priority;
 use crate::modules::LoadedModule;
 use crate::pid::Pid;
 use shoal_registry::{RegistryError, Sha256};
@@ -126,13 +127,27 @@ impl Shared {
         hash: Sha256,
         preempt: bool,
     ) -> Result<Arc<LoadedModule>, NodeError> {
+        self.load_with(hash, preempt, Priority::Waited).await
+    }
+
+    /// [`Shared::load`] at `priority` (ahead of need: lowered).
+    pub(super) async fn load_with(
+        self: &Arc<Self>,
+        hash: Sha256,
+        preempt: bool,
+        priority: Priority,
+    ) -> Result<Arc<LoadedModule>, NodeError> {
         if self.modules.is_loaded(&hash, preempt) {
-            return Ok(self.modules.load(&hash, preempt, &self.linker)?);
+            return Ok(self.modules.load(&hash, preempt, &self.linker, priority)?);
         }
         let shared = self.clone();
-        tokio::task::spawn_blocking(move || shared.modules.load(&hash, preempt, &shared.linker))
-            .await
-            .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))?
-            .map_err(NodeError::from)
+        tokio::task::spawn_blocking(move || {
+            shared
+                .modules
+                .load(&hash, preempt, &shared.linker, priority)
+        })
+        .await
+        .map_err(|e| NodeError::Runtime(format!("module loader panicked: {e}")))?
+        .map_err(NodeError::from)
     }
 }
