@@ -48,6 +48,14 @@
 //!   exits 1. Every 10 it prints `kv at <k>`; at the end `kv done <N>`,
 //!   then `took <µs> us`, and sleeps (so `shoal ps` still shows it).
 //!
+//! - `watch <pid> <bucket>`: monitors process `<pid>`, prints `monitoring
+//!   <pid>`, and waits (`recv_any`) for its DOWN. Then it takes the lock
+//!   `took-down` (which `shoal locks` shows at once: locks are not held
+//!   back by output commit) and computes without any blocking call — so
+//!   no checkpoint can cover the DOWN it took — until the key `release`
+//!   exists in its owner's bucket `<bucket>`. Then it prints `down
+//!   <reason>` and sleeps.
+//!
 //! Bad arguments print a usage line to stderr and exit 2.
 
 use std::collections::BTreeMap;
@@ -57,7 +65,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal::{Error, Pid};
 
 const USAGE: &str =
-    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms>";
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +75,7 @@ fn main() {
         ["journal", name, dir, n] => journal(name, dir, parse(n)),
         ["work", seconds, mib] => work(parse(seconds), parse(mib)),
         ["kv", bucket, n, pause_ms] => counter(bucket, parse(n), parse(pause_ms)),
+        ["watch", pid, bucket] => watch(Pid::from_raw(parse(pid)), bucket),
         ["send", name, n] => send(name, parse(n), 0),
         ["send", name, n, pause_ms] => send(name, parse(n), parse(pause_ms)),
         _ => {
@@ -130,6 +139,38 @@ fn count(name: &str, senders: usize, n: u64) -> ! {
     );
     eprintln!("tally: serve: {served:?}");
     exit(1)
+}
+
+fn watch(target: Pid, bucket: &str) -> ! {
+    if let Err(e) = shoal::monitor(target) {
+        println!("BAD monitor {target}: {e}");
+        exit(1)
+    }
+    println!("monitoring {target}");
+    let down = loop {
+        match shoal::recv_any(None) {
+            Ok(shoal::Incoming::Down(d)) => break d,
+            Ok(_) => {}
+            Err(e) => {
+                println!("BAD recv_any: {e}");
+                exit(1)
+            }
+        }
+    };
+    let _held = shoal::Lock::try_acquire("took-down");
+    // No blocking call from here until `release` exists: a stale read is
+    // local, and the spin between reads is plain computation.
+    let bucket = shoal::Bucket::new(bucket).stale();
+    let mut acc = 0u64;
+    while !matches!(bucket.exists(b"release"), Ok(true)) {
+        for i in 0..200_000u64 {
+            acc = acc.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+        }
+    }
+    println!("down {:?} (spun {})", down.reason, acc & 1);
+    loop {
+        let _ = shoal::sleep(Duration::from_secs(3600));
+    }
 }
 
 fn counter(bucket: &str, n: i64, pause_ms: u64) -> ! {

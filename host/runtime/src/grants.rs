@@ -494,7 +494,7 @@ pub fn check_image(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -552,7 +552,8 @@ mod tests {
     use crate::process::OpenFile;
     use shoal_registry::Sha256;
 
-    fn image(memory_bytes: usize, dirs: &[&str]) -> CapturedProcess {
+    /// A minimal image for tests: `memory_bytes` of zeros, `dirs` asked for.
+    pub(crate) fn image(memory_bytes: usize, dirs: &[&str]) -> CapturedProcess {
         let mut spec = SpawnSpec::new(Sha256::of(b"m"), vec!["m".into()]);
         spec.dirs = dirs
             .iter()

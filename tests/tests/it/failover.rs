@@ -774,3 +774,61 @@ fn a_counter_incremented_by_a_process_killed_mid_stream_counts_every_increment_o
     assert_eq!(got["value_base64"], base64(&N.to_le_bytes()), "{got}");
     println!("counter of {N} increments across a failover: exact");
 }
+
+/// A DOWN the lost copy took is not lost with it. A watcher (`--restart
+/// on-failure`, on n3) monitors a process on n1, which is then killed; the
+/// watcher takes the DOWN, takes the lock `took-down` (seen at once in
+/// `shoal locks`) and computes without blocking, so no checkpoint covers
+/// the DOWN it took; n3 is SIGKILLed then. The copy resumed from the last
+/// checkpoint still holds the monitor (it was in `recv_any`); the DOWN
+/// will never be sent again, so the resume asks its monitors again and
+/// the one whose target is gone gets its DOWN (`noproc`) at once. Without
+/// that, the resumed watcher waits forever.
+#[test]
+fn a_down_taken_by_the_lost_copy_reaches_the_resumed_one() {
+    let mut lab = lab3();
+    let target = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n1",
+        None,
+        &[],
+        &["work", "3600", "1"],
+    );
+    let target_text = target.to_string();
+    let watcher = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n3",
+        Some("on-failure"),
+        &[],
+        &["watch", &target_text, "watched"],
+    );
+    let logs = |lab: &Lab| {
+        let out = lab.cli(0, &["logs", &watcher.to_string()]);
+        if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            String::new()
+        }
+    };
+    wait_for("the watcher to monitor", SETTLE, || {
+        logs(&lab).contains("monitoring")
+    });
+    lab.cli_ok(0, &["kill", &target_text]);
+    wait_for("the watcher to take the DOWN", SETTLE, || {
+        lab.cli_ok(0, &["locks"]).contains("took-down")
+    });
+    lab.kill(2);
+    lab.cli_ok(0, &["kv", "set", "watched", "release", "1"]);
+    wait_for("the resumed watcher's DOWN", SETTLE * 2, || {
+        logs(&lab).contains("down ")
+    });
+    let out = logs(&lab);
+    assert!(!out.contains("BAD"), "{out}");
+    assert_eq!(out.matches("down ").count(), 1, "one DOWN: {out}");
+    let p = ps_entry(&lab, 0, watcher).unwrap();
+    assert_ne!(p["node"], "n3", "{p}");
+    assert_eq!(p["restart"]["incarnation"], 1, "{p}");
+    println!("resumed watcher: {}", out.trim_end());
+}

@@ -276,10 +276,14 @@ impl Node {
     /// node it ran on (a failover): under its own pid, which the cluster's
     /// directory already places here, continuing inside the call it was
     /// captured in, with `grants` (what the cluster recorded for it, never
-    /// what the snapshot says). Its monitors, its callers and the call it
-    /// waits on stay as captured: the same pid goes on, so their answers
-    /// and DOWNs reach it. A process of that pid already running here is
-    /// refused.
+    /// what the snapshot says). Its callers and the call it waits on stay
+    /// as captured: the same pid goes on, so their answers reach it. Its
+    /// monitors are asked again ([`Node::remonitor`]): a DOWN the lost copy
+    /// took after this checkpoint was taken with it, and one sent while no
+    /// node ran the process reached no one, so a monitor whose target is
+    /// gone gets its DOWN (`noproc`) now; one whose DOWN the image already
+    /// holds is left as it is (no second DOWN). A process of that pid
+    /// already running here is refused.
     pub async fn resume_checkpoint(
         &self,
         id: &Sha256,
@@ -307,11 +311,15 @@ impl Node {
         // incremental over this one, reading only what it wrote since.
         let capture = crate::memory_copy::MemoryDelta::next_capture();
         image.delta.capture = capture;
+        let monitors = monitors_to_ask_again(&image);
         let resumed = self
             .restore_with_spec(manifest.module, image, spec, Some(pid))
             .await?;
         self.set_last_snapshot(resumed, Parent::of(id, &manifest, capture));
         self.router().nack_senders(resumed);
+        for (reference, target) in monitors {
+            self.remonitor(resumed, reference, target);
+        }
         Ok(resumed)
     }
 
@@ -341,5 +349,44 @@ impl Node {
             tag: Tag::Down(reference),
         };
         let _ = self.router().send_message(watcher, down);
+    }
+}
+
+/// The monitors of a process resumed from `image` to ask again: every one
+/// it holds whose DOWN is not already in its queue.
+fn monitors_to_ask_again(image: &crate::process::CapturedProcess) -> Vec<(u64, Pid)> {
+    image
+        .calls
+        .monitors
+        .iter()
+        .filter(|(reference, _)| {
+            !image
+                .mailbox
+                .iter()
+                .any(|m| m.tag == Tag::Down(**reference))
+        })
+        .map(|(r, p)| (*r, *p))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::monitors_to_ask_again;
+    use crate::mailbox::{Message, Tag};
+    use crate::pid::Pid;
+
+    #[test]
+    fn a_monitor_whose_down_is_queued_is_not_asked_again() {
+        let mut image = crate::grants::tests::image(65536, &[]);
+        image.calls.monitors.insert(1, Pid(10));
+        image.calls.monitors.insert(2, Pid(11));
+        image.mailbox.push(Message {
+            seq: 0,
+            life: 0,
+            sender: Pid(10),
+            data: Vec::new(),
+            tag: Tag::Down(1),
+        });
+        assert_eq!(monitors_to_ask_again(&image), vec![(2, Pid(11))]);
     }
 }
