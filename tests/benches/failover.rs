@@ -130,19 +130,26 @@ fn call_us(policy: &str, calls: u64) -> f64 {
     lab.start_all();
     let n = calls.to_string();
     deploy_tally(&lab, "n3", Some(policy), &["count", "tally", "1", &n]);
-    let sender = deploy_tally(&lab, "n1", None, &["send", "tally", &n]).to_string();
+    let sender = deploy_tally(&lab, "n1", None, &["send", "tally", &n]);
+    took_us(&lab, sender) / calls as f64
+}
+
+/// The `took <µs> us` a tally process `pid` prints when it is done.
+fn took_us(lab: &Lab, pid: u64) -> f64 {
+    let pid = pid.to_string();
     let mut took = None;
-    wait_for("the sender to finish", WAIT, || {
-        let out = lab.cli_ok(0, &["logs", &sender]);
+    wait_for("the tally to finish", WAIT, || {
+        let out = lab.cli_ok(0, &["logs", &pid]);
         took = out.lines().find_map(|l| {
             l.strip_prefix("took ")?
                 .strip_suffix(" us")?
                 .parse::<f64>()
                 .ok()
         });
-        took.is_some() || out.contains("BAD")
+        assert!(!out.contains("BAD"), "{out}");
+        took.is_some()
     });
-    took.expect("the sender's timing") / calls as f64
+    took.expect("the tally's timing")
 }
 
 /// Mean wall time of one key-value increment, µs, by a `tally kv` on n3
@@ -153,19 +160,8 @@ fn kv_write_us(policy: &str, writes: u64) -> f64 {
     let mut lab = Lab::new(3);
     lab.start_all();
     let n = writes.to_string();
-    let pid = deploy_tally(&lab, "n3", Some(policy), &["kv", "bench", &n, "0"]).to_string();
-    let mut took = None;
-    wait_for("the writer to finish", WAIT, || {
-        let out = lab.cli_ok(0, &["logs", &pid]);
-        took = out.lines().find_map(|l| {
-            l.strip_prefix("took ")?
-                .strip_suffix(" us")?
-                .parse::<f64>()
-                .ok()
-        });
-        took.is_some() || out.contains("BAD")
-    });
-    took.expect("the writer's timing") / writes as f64
+    let pid = deploy_tally(&lab, "n3", Some(policy), &["kv", "bench", &n, "0"]);
+    took_us(&lab, pid) / writes as f64
 }
 
 fn output_commit_cost() {

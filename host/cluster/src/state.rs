@@ -1987,40 +1987,22 @@ mod tests {
             s.apply(&kv(first, &alice, cas)),
             CommandResult::Refused(Refusal::Kv(kv::KvRefusal::VersionMismatch { .. }))
         ));
-        let inc = |d| Command::Kv {
+        let inc_as = |d, effect| Command::Kv {
             pid: first,
             owner: alice.clone(),
             bucket: "c".into(),
             key: b"n".to_vec(),
             op: kv::KvOp::Increment { delta: d },
             fence: None,
-            effect: None,
+            effect,
         };
+        let inc = |d| inc_as(d, None);
         assert_eq!(s.apply(&inc(2)), CommandResult::KvCounter(2));
         assert_eq!(s.apply(&inc(3)), CommandResult::KvCounter(5));
         // An effect of a process under output commit applies once per key:
         // a resumed copy's repeat answers the first result, and changes
         // nothing; the next effect applies.
-        let effect = |seq, d| match inc(d) {
-            Command::Kv {
-                pid,
-                owner,
-                bucket,
-                key,
-                op,
-                fence,
-                ..
-            } => Command::Kv {
-                pid,
-                owner,
-                bucket,
-                key,
-                op,
-                fence,
-                effect: Some(effects::EffectKey { life: 7, seq }),
-            },
-            _ => unreachable!(),
-        };
+        let effect = |seq, d| inc_as(d, Some(effects::EffectKey { life: 7, seq }));
         assert_eq!(s.apply(&effect(4, 1)), CommandResult::KvCounter(6));
         assert_eq!(s.apply(&effect(4, 1)), CommandResult::KvCounter(6));
         assert_eq!(s.apply(&effect(5, 1)), CommandResult::KvCounter(7));

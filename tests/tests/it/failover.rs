@@ -690,6 +690,17 @@ fn a_sender_restarted_fresh_under_its_pid_is_not_taken_for_a_repeat() {
     );
 }
 
+/// The logs of `pid`, read on n1; empty while no live node runs it
+/// (between a kill and the resume, `shoal logs` cannot reach it).
+fn logs_if_running(lab: &Lab, pid: u64) -> String {
+    let out = lab.cli(0, &["logs", &pid.to_string()]);
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::new()
+    }
+}
+
 /// Standard base64 (with padding) of `bytes`: how `shoal kv get --json`
 /// shows a value.
 fn base64(bytes: &[u8]) -> String {
@@ -735,16 +746,7 @@ fn a_counter_incremented_by_a_process_killed_mid_stream_counts_every_increment_o
         &[],
         &["kv", "counted", &N.to_string(), "20"],
     );
-    // Its logs (empty while no live node runs it: between the kill and the
-    // resume, `shoal logs` cannot reach it).
-    let logs = |lab: &Lab, pid: u64| {
-        let out = lab.cli(0, &["logs", &pid.to_string()]);
-        if out.status.success() {
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        } else {
-            String::new()
-        }
-    };
+    let logs = logs_if_running;
     let at = |lab: &Lab| {
         logs(lab, pid)
             .lines()
@@ -804,14 +806,7 @@ fn a_down_taken_by_the_lost_copy_reaches_the_resumed_one() {
         &[],
         &["watch", &target_text, "watched"],
     );
-    let logs = |lab: &Lab| {
-        let out = lab.cli(0, &["logs", &watcher.to_string()]);
-        if out.status.success() {
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        } else {
-            String::new()
-        }
-    };
+    let logs = |lab: &Lab| logs_if_running(lab, watcher);
     wait_for("the watcher to monitor", SETTLE, || {
         logs(&lab).contains("monitoring")
     });
