@@ -3,7 +3,7 @@
 //! Preparing a big module is seconds of CPU on every core (a 7 MB Python
 //! interpreter: ~13 s of Asyncify and ~4 s of compilation on two cores). A
 //! node does it while its heartbeats, calls and running processes go on,
-//! and now also ahead of need, in the background. So all of it runs at
+//! and also ahead of need, in the background. That background work runs at
 //! nice [`PREPARE_NICE`]: it still takes every core a node leaves idle, but
 //! a thread of normal priority that wants a core gets about three quarters
 //! of it (CFS weights 1024 against 335), so a long preparation never makes

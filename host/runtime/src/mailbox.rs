@@ -466,23 +466,14 @@ impl Mailbox {
         self.lock().outbox.uncommitted()
     }
 
-    /// Number an effect (a key-value write) of a process under output
-    /// commit among its output, so that it waits for a recorded checkpoint
-    /// that covers it ([`crate::abi::effect`]). `None` when output commit is
-    /// off: the effect is made now.
+    /// [`Outbox::produce_effect`].
     pub fn produce_effect(&self) -> Option<u64> {
-        let mut q = self.lock();
-        if !q.outbox.output_commit {
-            return None;
-        }
-        q.outbox.produced += 1;
-        Some(q.outbox.produced)
+        self.lock().outbox.produce_effect()
     }
 
-    /// Does a recorded checkpoint cover output number `gseq`?
+    /// [`Outbox::covers`].
     pub fn is_committed(&self, gseq: u64) -> bool {
-        let q = self.lock();
-        !q.outbox.output_commit || q.outbox.committed >= gseq
+        self.lock().outbox.covers(gseq)
     }
 
     /// Resolves once a recorded checkpoint covers output number `gseq`.

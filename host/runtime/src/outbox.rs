@@ -282,6 +282,23 @@ impl Outbox {
         self.produced
     }
 
+    /// Number an effect (a key-value write: [`crate::abi::effect`]) among
+    /// what this process produced, so that it waits for a recorded
+    /// checkpoint like a message. `None` when output commit is off.
+    pub fn produce_effect(&mut self) -> Option<u64> {
+        if !self.output_commit {
+            return None;
+        }
+        self.produced += 1;
+        Some(self.produced)
+    }
+
+    /// Does a recorded checkpoint cover output number `gseq` (always, when
+    /// output commit is off)?
+    pub fn covers(&self, gseq: u64) -> bool {
+        !self.output_commit || self.committed >= gseq
+    }
+
     /// Hold `message` for `to`; with `sent`, it is being sent right now (a
     /// sender without output commit). Returns its number.
     pub fn push(
@@ -644,6 +661,19 @@ pub struct CommitPoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_effect_is_numbered_with_the_messages_and_covered_by_a_commit() {
+        assert_eq!(Outbox::new(false).produce_effect(), None);
+        assert!(Outbox::new(false).covers(7));
+        let mut o = Outbox::new(true);
+        assert_eq!(o.produce_effect(), Some(1));
+        assert!(o.uncommitted() && !o.covers(1));
+        o.commit(1);
+        assert!(o.covers(1) && !o.uncommitted());
+        assert_eq!(o.produce_effect(), Some(2));
+        assert!(!o.covers(2));
+    }
 
     fn m(sender: u64, seq: u64) -> Message {
         let mut m = Message::plain(Pid(sender), vec![seq as u8]);

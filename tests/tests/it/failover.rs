@@ -707,29 +707,6 @@ fn logs_if_running(lab: &Lab, pid: u64) -> String {
     }
 }
 
-/// Standard base64 (with padding) of `bytes`: how `shoal kv get --json`
-/// shows a value.
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Key-value writes are under output commit too. A process (`--restart
 /// on-failure`, on n3) increments a replicated counter 120 times, 20 ms
 /// apart, checking that each increment answers its own count; n3 is
@@ -779,7 +756,11 @@ fn a_counter_incremented_by_a_process_killed_mid_stream_counts_every_increment_o
     assert_ne!(p["node"], "n3", "{p}");
     assert_eq!(p["restart"]["incarnation"], 1, "{p}");
     let got = lab.cli_json(0, &["kv", "get", "counted", "count", "--json"]);
-    assert_eq!(got["value_base64"], base64(&N.to_le_bytes()), "{got}");
+    assert_eq!(
+        got["value_base64"],
+        shoal_api::kv::base64_encode(&N.to_le_bytes()),
+        "{got}"
+    );
     println!("counter of {N} increments across a failover: exact");
 }
 

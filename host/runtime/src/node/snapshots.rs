@@ -233,15 +233,15 @@ impl Node {
         // `TIMEOUT` at once: whether the callee served it is unknown, as
         // after any timeout; `recv_match` for a dropped request is
         // `INVALID`). Its monitors are asked again under its own pid, so
-        // their targets' ends reach it.
+        // their targets' ends reach it (those whose DOWN it already queues
+        // are not: no second DOWN).
         image.calls.calling = None;
         image.calls.requests.clear();
         // Nor what its outbox holds (sent as the original), and it takes
         // from its own channels.
         image.outbox = crate::outbox::Outbox::new(image.outbox.output_commit);
         image.inbox = crate::outbox::Inbox::new();
-        let monitors: Vec<(u64, Pid)> =
-            image.calls.monitors.iter().map(|(r, p)| (*r, *p)).collect();
+        let monitors = monitors_to_ask_again(&image);
         let copy = self
             .restore_with_spec(manifest.module, image, spec, reuse)
             .await?;
@@ -352,8 +352,8 @@ impl Node {
     }
 }
 
-/// The monitors of a process resumed from `image` to ask again: every one
-/// it holds whose DOWN is not already in its queue.
+/// The monitors of a process resumed or copied from `image` to ask again:
+/// every one it holds whose DOWN is not already in its queue.
 fn monitors_to_ask_again(image: &crate::process::CapturedProcess) -> Vec<(u64, Pid)> {
     image
         .calls
