@@ -164,6 +164,23 @@ fn kv_write_us(policy: &str, writes: u64) -> f64 {
     took_us(&lab, pid) / writes as f64
 }
 
+/// Print one output-commit price table: µs per `unit` and per second
+/// for the unprotected and the protected run, then `why` with the ratio.
+fn print_price(policy_column: &str, unit: &str, never: f64, committed: f64, why: &str) {
+    println!(
+        "{policy_column:>24}  {:>12}  {:>10}",
+        format!("µs per {unit}"),
+        format!("{unit}s/s")
+    );
+    for (name, us) in [("never", never), ("on-failure (committed)", committed)] {
+        println!("{name:>24}  {us:>12.0}  {:>10.0}", 1e6 / us);
+    }
+    println!(
+        "{why}: {:.1}x the latency of an unprotected one",
+        committed / never
+    );
+}
+
 fn output_commit_cost() {
     const CALLS: u64 = 300;
     println!();
@@ -172,32 +189,24 @@ fn output_commit_cost() {
     );
     let never = call_us("never", CALLS);
     let committed = call_us("on-failure", CALLS);
-    println!(
-        "{:>24}  {:>12}  {:>10}",
-        "tally policy", "µs per call", "calls/s"
-    );
-    for (name, us) in [("never", never), ("on-failure (committed)", committed)] {
-        println!("{name:>24}  {us:>12.0}  {:>10.0}", 1e6 / us);
-    }
-    println!(
-        "each reply of a protected process waits for a recorded checkpoint: {:.1}x the latency of an unprotected one",
-        committed / never
+    print_price(
+        "tally policy",
+        "call",
+        never,
+        committed,
+        "each reply of a protected process waits for a recorded checkpoint",
     );
     const WRITES: u64 = 300;
     println!();
     println!("output commit of key-value writes: {WRITES} increments one after another by a `tally kv` on n3");
     let never = kv_write_us("never", WRITES);
     let committed = kv_write_us("on-failure", WRITES);
-    println!(
-        "{:>24}  {:>12}  {:>10}",
-        "writer policy", "µs per write", "writes/s"
-    );
-    for (name, us) in [("never", never), ("on-failure (committed)", committed)] {
-        println!("{name:>24}  {us:>12.0}  {:>10.0}", 1e6 / us);
-    }
-    println!(
-        "each write of a protected process waits for a recorded checkpoint first: {:.1}x the latency of an unprotected one",
-        committed / never
+    print_price(
+        "writer policy",
+        "write",
+        never,
+        committed,
+        "each write of a protected process waits for a recorded checkpoint first",
     );
 }
 
