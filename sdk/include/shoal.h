@@ -144,7 +144,9 @@ shoal_pid_t shoal_self_pid(void);
 
 /**
  * Starts a new process and writes its pid to *pid_out (8 bytes, only on
- * success). Does not block.
+ * success). Blocks only in a process under output commit (--restart
+ * on-failure|always): it waits, as a capture point, for a recorded checkpoint
+ * (see ABI.md, spawn).
  *
  * module/module_len: UTF-8 module reference, "sha256:<64 lowercase hex>" or a
  *   registered name (no NUL terminator needed).
@@ -166,7 +168,7 @@ int32_t shoal_spawn(const void *module, int32_t module_len,
  * shoal_spawn with a placement target (UTF-8, no NUL needed): "" lets the
  * cluster's scheduler choose, a node name picks that node, "k=v[,k=v]" picks
  * among nodes with those labels. Waits for the chosen node to start the
- * process; not a capture point.
+ * process; a capture point only under output commit, as shoal_spawn.
  * Returns as shoal_spawn, plus SHOAL_ENO_NODE.
  * Import: shoal_v1.spawn_on (i32, i32, i32, i32, i32, i32, i32) -> i32.
  */

@@ -30,6 +30,10 @@ pub fn self_pid() -> Pid {
 /// `args` become the child's `argv[1..]`; its `argv[0]` is `module`. The child
 /// gets no environment variables and no preopened directories.
 ///
+/// In a process under output commit (`--restart on-failure|always`) the call
+/// first waits, as a capture point, for a recorded checkpoint: a copy resumed
+/// after a failover then gets the same child instead of starting a second.
+///
 /// # Errors
 ///
 /// [`Error::Invalid`] if an argument contains a NUL byte (or the host finds
@@ -71,7 +75,8 @@ pub fn spawn(module: &str, args: &[&str]) -> Result<Pid> {
 ///   scheduler picks among nodes carrying all of them.
 ///
 /// The call waits for the chosen node to start the process (a network round
-/// trip when it is another node); it is not a capture point. The pid works
+/// trip when it is another node); it is a capture point only under output
+/// commit, as [`spawn`] is. The pid works
 /// the same wherever the process runs.
 ///
 /// # Errors

@@ -120,6 +120,7 @@ async fn main() {
         owner: None,
         volumes: Vec::new(),
         restart: None,
+        recorded: None,
     };
     let id2 = c.node(1).id();
     let mut lat = Vec::new();

@@ -48,6 +48,17 @@
 //!   exits 1. Every 10 it prints `kv at <k>`; at the end `kv done <N>`,
 //!   then `took <µs> us`, and sleeps (so `shoal ps` still shows it).
 //!
+//! - `spawn <module> <bucket> <N> <pause-ms> <target>`: starts `<N>`
+//!   children of module `<module>` (`child <bucket> <i>`), sleeping
+//!   `<pause-ms>` before each: odd ones with `spawn` (on its own node),
+//!   even ones with `spawn_on(<target>)`. Every 10 it prints `spawn at
+//!   <i>`; at the end `spawn done <N>`, and sleeps. A failed spawn prints
+//!   `BAD spawn <i>: <error>` and exits 1.
+//! - `child <bucket> <i>`: increments the counters `children` and
+//!   `child-<i>` in its owner's bucket `<bucket>` and exits: after the
+//!   children of a `spawn` ran, `children` exceeds the number of
+//!   `child-*` keys by the number of children started twice.
+//!
 //! - `watch <pid> <bucket>`: monitors process `<pid>`, prints `monitoring
 //!   <pid>`, and waits (`recv_any`) for its DOWN. Then it takes the lock
 //!   `took-down` (which `shoal locks` shows at once: locks are not held
@@ -65,7 +76,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal::{Error, Pid};
 
 const USAGE: &str =
-    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket>";
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket> | spawn <module> <bucket> <N> <pause-ms> <target> | child <bucket> <i>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -76,6 +87,10 @@ fn main() {
         ["work", seconds, mib] => work(parse(seconds), parse(mib)),
         ["kv", bucket, n, pause_ms] => counter(bucket, parse(n), parse(pause_ms)),
         ["watch", pid, bucket] => watch(Pid::from_raw(parse(pid)), bucket),
+        ["spawn", module, bucket, n, pause_ms, target] => {
+            spawner(module, bucket, parse(n), parse(pause_ms), target)
+        }
+        ["child", bucket, i] => child(bucket, parse(i)),
         ["send", name, n] => send(name, parse(n), 0),
         ["send", name, n, pause_ms] => send(name, parse(n), parse(pause_ms)),
         _ => {
@@ -201,6 +216,43 @@ fn counter(bucket: &str, n: i64, pause_ms: u64) -> ! {
     loop {
         let _ = shoal::sleep(Duration::from_secs(3600));
     }
+}
+
+fn spawner(module: &str, bucket: &str, n: u64, pause_ms: u64, target: &str) -> ! {
+    for i in 1..=n {
+        if pause_ms > 0 {
+            let _ = shoal::sleep(Duration::from_millis(pause_ms));
+        }
+        let i_text = i.to_string();
+        let args = ["child", bucket, &i_text];
+        let spawned = if i % 2 == 1 {
+            shoal::spawn(module, &args)
+        } else {
+            shoal::spawn_on(target, module, &args)
+        };
+        if let Err(e) = spawned {
+            println!("BAD spawn {i}: {e}");
+            exit(1)
+        }
+        if i % 10 == 0 {
+            println!("spawn at {i}");
+        }
+    }
+    println!("spawn done {n}");
+    loop {
+        let _ = shoal::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn child(bucket: &str, i: u64) -> ! {
+    let bucket = shoal::Bucket::new(bucket);
+    for key in ["children".to_string(), format!("child-{i}")] {
+        if let Err(e) = bucket.increment(key.as_bytes(), 1) {
+            println!("BAD child {i} {key}: {e}");
+            exit(1)
+        }
+    }
+    exit(0)
 }
 
 fn work(seconds: u64, mib: usize) -> ! {

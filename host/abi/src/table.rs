@@ -99,14 +99,15 @@ pub const IMPORTS: &[ImportSpec] = &[
     // process namespace (abi/process.rs)
     shoal("self_pid", &[], &[I64], false),
     // spawn(module_ptr, module_len, args_ptr, args_len, pid_out_ptr) -> errno
-    shoal("spawn", &[I32, I32, I32, I32, I32], &[I32], false),
+    // Blocking: under output commit a spawn waits for a checkpoint.
+    shoal("spawn", &[I32, I32, I32, I32, I32], &[I32], true),
     // spawn_on(target_ptr, target_len, module_ptr, module_len, args_ptr,
     //          args_len, pid_out_ptr) -> errno
     shoal(
         "spawn_on",
         &[I32, I32, I32, I32, I32, I32, I32],
         &[I32],
-        false,
+        true,
     ),
     // sleep_ms(duration_ms) -> errno
     shoal("sleep_ms", &[I64], &[I32], true),

@@ -31,8 +31,10 @@
 //!    below are never issued); `next_pid_block` only grows; blocks are never
 //!    freed or reassigned, so a pid is never issued twice.
 //! 4. Every directory entry points at a non-removed node. A pid enters the
-//!    directory only through `Register` by the owner of its block; after
-//!    that it moves only by `MovePid`, which bumps its epoch.
+//!    directory only through `Register` by the owner of its block, or
+//!    through `SpawnEffect` by the owner of its block for the node it is
+//!    to run on; after that it moves only by `MovePid`, which bumps its
+//!    epoch.
 //! 5. Every process name points at a pid in the directory (names of a pid
 //!    are dropped when its entry is).
 //! 6. Module hashes are 64 lowercase hex digits; a module's size never
@@ -138,6 +140,13 @@
 //!   `node` (live there, or a fresh pid of its block); the first record
 //!   wins; kept across moves, dropped with the directory entry. A pid
 //!   without one belongs to `Owner::cluster()` (`state::owners`).
+//! - `SpawnEffect { parent, effect, child, node }` → `Child(child)`: a
+//!   spawn by a process under output commit (`state::effects`). Registers
+//!   `child` on `node` before it starts; refused unless `parent` is live,
+//!   `child` is not in the directory and lies in a block of the node
+//!   `parent` runs on, and `node` is a non-removed member. A repeat of the
+//!   same effect changes nothing and answers as the first did (or
+//!   `ChildFailed(errno)` after `SpawnEffectFailed`).
 //! - `NameModule { name, hash, by }` / `UnnameModule { name, by }`: point or
 //!   delete a module name on behalf of `by`, authorized at apply time by
 //!   `shoal_pki::may_act` against the name's owner (its first namer) →

@@ -737,6 +737,36 @@ pub enum Command {
         /// The checkpoint.
         checkpoint: failover::Checkpoint,
     },
+    /// Effect `effect` of `parent` (a process under output commit) is the
+    /// spawn of `child` on `node` ([`effects`]): registers `child` there
+    /// before it starts → `Child(child)`. `child` must be a fresh pid of a
+    /// block of the node `parent` runs on (which writes this). A repeat of
+    /// the effect (a copy resumed inside the same `spawn`) registers
+    /// nothing and answers what the first did, so it starts no second
+    /// child.
+    SpawnEffect {
+        /// The spawning process.
+        parent: u64,
+        /// Which of its effects.
+        effect: effects::EffectKey,
+        /// The child's pid.
+        child: u64,
+        /// Where the child is to run.
+        node: NodeId,
+    },
+    /// The child of `parent`'s effect `effect` could not start: a repeat
+    /// of the effect answers `ChildFailed(errno)` from now on (the first
+    /// copy's guest was told `errno`).
+    SpawnEffectFailed {
+        /// The spawning process.
+        parent: u64,
+        /// Which of its effects.
+        effect: effects::EffectKey,
+        /// The child that did not start.
+        child: u64,
+        /// The ABI error code the spawn returned.
+        errno: i32,
+    },
     /// `pid` ended on `node` and its restart policy starts it again there
     /// (a new incarnation, fresh).
     Restarted {
@@ -834,6 +864,11 @@ pub enum CommandResult {
     LockQueued,
     /// `Volume`: the write's version.
     VolumeVersion(u64),
+    /// `SpawnEffect`: the effect's child (a repeat: the first one's).
+    Child(u64),
+    /// `SpawnEffect` repeated after `SpawnEffectFailed`: the spawn failed
+    /// with this ABI error code.
+    ChildFailed(i32),
 }
 
 type Outcome = Result<CommandResult, Refusal>;
@@ -1012,6 +1047,28 @@ impl ClusterState {
                 why,
                 now_ms,
             } => self.restarted(*node, *pid, why, *now_ms),
+            Command::SpawnEffect {
+                parent,
+                effect,
+                child,
+                node,
+            } => self.once_per_effect(*parent, Some(effect), |s| {
+                s.spawn_effect(*parent, *child, *node)
+            }),
+            Command::SpawnEffectFailed {
+                parent,
+                effect,
+                child,
+                errno,
+            } => {
+                self.effects.child_failed(
+                    *parent,
+                    effect,
+                    *child,
+                    CommandResult::ChildFailed(*errno),
+                );
+                Ok(CommandResult::Ok)
+            }
             Command::LeaveGroup { owner, name, pid } => self
                 .names
                 .leave_group(owner, name, *pid)
@@ -1520,6 +1577,30 @@ impl ClusterState {
         }
         debug_assert!(self.effects.len() <= self.directory.len());
         outcome
+    }
+
+    /// Register `child`, a fresh pid of the block of the node `parent`
+    /// runs on, on `node`, before it starts (a spawn under output commit).
+    fn spawn_effect(&mut self, parent: u64, child: u64, node: NodeId) -> Outcome {
+        let Some(at) = self.directory.get(&parent).map(|e| e.node) else {
+            return Err(Refusal::PidNotLive { pid: parent });
+        };
+        valid_pids(&[child])?;
+        self.live_member(node)?;
+        if let Some(e) = self.directory.get(&child) {
+            return Err(Refusal::PidElsewhere {
+                pid: child,
+                node: e.node,
+            });
+        }
+        if self.block_owner(child) != Some(at) {
+            return Err(Refusal::PidNotInBlock {
+                pid: child,
+                node: at,
+            });
+        }
+        self.directory.insert(child, DirEntry { node, epoch: 0 });
+        Ok(CommandResult::Child(child))
     }
 
     /// What every guest key-value write must pass first: the asker is
@@ -2036,6 +2117,94 @@ mod tests {
             pids: vec![first],
         });
         assert!(s.effects.is_empty());
+    }
+
+    /// A spawn under output commit registers its child before it starts,
+    /// once per effect: a resumed copy's repeat (with the other pid its
+    /// node drew) gets the first child and registers nothing; a failed
+    /// start's repeat gets the failure. Only a fresh pid of the parent's
+    /// node's block, for a live parent, written by that node.
+    #[test]
+    fn a_spawn_effect_registers_one_child_per_effect() {
+        let (mut s, first) = with_pids(&[0]);
+        let parent = first;
+        let key = |seq| effects::EffectKey { life: 3, seq };
+        let spawn = |seq, child, node| Command::SpawnEffect {
+            parent,
+            effect: key(seq),
+            child,
+            node,
+        };
+        assert_eq!(
+            s.apply(&spawn(1, first + 5, 2)),
+            CommandResult::Child(first + 5)
+        );
+        assert_eq!(s.directory.get(&(first + 5)).map(|e| e.node), Some(2));
+        // The repeat: another drawn pid, the same child, nothing new.
+        let before = s.clone();
+        assert_eq!(
+            s.apply(&spawn(1, first + 9, 1)),
+            CommandResult::Child(first + 5)
+        );
+        assert_eq!(s, before);
+        // The child's node registers it as it starts: accepted.
+        assert_eq!(
+            s.apply(&Command::Register {
+                node: 2,
+                pids: vec![first + 5],
+            }),
+            CommandResult::Ok
+        );
+        // Refused: a pid already in the directory, a pid of another
+        // node's block, a parent that is not live.
+        assert!(matches!(
+            s.apply(&spawn(2, first + 5, 1)),
+            CommandResult::Refused(Refusal::PidElsewhere { .. })
+        ));
+        let theirs = block(s.apply(&Command::AllocPidBlock { node: 2 }));
+        assert!(matches!(
+            s.apply(&spawn(3, theirs, 1)),
+            CommandResult::Refused(Refusal::PidNotInBlock { .. })
+        ));
+        let orphan = Command::SpawnEffect {
+            parent: first + 77,
+            effect: key(4),
+            child: first + 6,
+            node: 1,
+        };
+        assert!(matches!(
+            s.apply(&orphan),
+            CommandResult::Refused(Refusal::PidNotLive { .. })
+        ));
+        // A start that failed: its repeat answers the failure.
+        assert_eq!(
+            s.apply(&spawn(5, first + 7, 1)),
+            CommandResult::Child(first + 7)
+        );
+        let failed = |child| Command::SpawnEffectFailed {
+            parent,
+            effect: key(5),
+            child,
+            errno: -9,
+        };
+        // Naming another child changes nothing.
+        s.apply(&failed(first + 8));
+        assert_eq!(
+            s.apply(&spawn(5, first + 10, 1)),
+            CommandResult::Child(first + 7)
+        );
+        s.apply(&failed(first + 7));
+        assert_eq!(
+            s.apply(&spawn(5, first + 10, 1)),
+            CommandResult::ChildFailed(-9)
+        );
+        // Only the node the parent runs on writes them.
+        assert_eq!(s.may_forward(1, None, &spawn(6, first + 11, 2)), Ok(()));
+        assert!(s.may_forward(2, None, &spawn(6, first + 11, 2)).is_err());
+        assert!(s.may_forward(2, None, &failed(first + 7)).is_err());
+        // The whole state round trips through JSON.
+        let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 
     /// Locks through the state machine: the owner rule, fenced writes,

@@ -765,6 +765,7 @@ async fn spawn(
             .restart
             .clone()
             .filter(|p| p.mode != shoal_cluster::state::failover::RestartMode::Never),
+        recorded: None,
     };
     let mut started: Vec<Spawned> = Vec::with_capacity(chosen.len());
     for id in chosen {

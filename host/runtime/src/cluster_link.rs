@@ -62,6 +62,19 @@ pub struct EffectKey {
     pub seq: u64,
 }
 
+/// What the cluster answered when a spawn under output commit was
+/// recorded ([`ClusterLink::record_spawn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnRecord {
+    /// The record is new: start the child under the pid that was offered.
+    Start,
+    /// A repeat (a copy resumed inside the same `spawn`): the effect's
+    /// child is this pid, started by the first copy. Start nothing.
+    Spawned(Pid),
+    /// A repeat of a spawn whose child could not start: this ABI error.
+    Failed(i32),
+}
+
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
@@ -105,14 +118,34 @@ pub trait ClusterLink: KvLocks + SharedFiles + Send + Sync + 'static {
     /// scheduler choose), a node name, or label constraints `k=v[,k=v]`.
     /// Errors are ABI codes.
     ///
-    /// The child is `parent`'s: it gets `parent`'s owner.
+    /// The child is `parent`'s: it gets `parent`'s owner. With `effect`
+    /// (a parent under output commit), the child is recorded as that
+    /// effect before it starts, so a copy of `parent` resumed inside the
+    /// same `spawn_on` gets the same child ([`ClusterLink::record_spawn`]).
     async fn spawn_placed(
         &self,
         parent: Pid,
         target: &str,
         module_ref: &str,
         args: Vec<String>,
+        effect: Option<EffectKey>,
     ) -> Result<Pid, i32>;
+    /// Record, before it starts, that `parent`'s effect `effect` spawns
+    /// `child` (a fresh pid of this node's) on `node` (`None`: here); the
+    /// record registers the child in the directory. A repeat of the effect
+    /// answers what the first record did instead. Errors are ABI codes.
+    async fn record_spawn(
+        &self,
+        parent: Pid,
+        effect: EffectKey,
+        child: Pid,
+        node: Option<u64>,
+    ) -> Result<SpawnRecord, i32>;
+    /// The child recorded for `parent`'s `effect` did not start (the
+    /// guest was told `errno`): a repeat of the effect answers `errno`
+    /// too. Best effort: if this is lost, a repeat finds a child that
+    /// never ran (as one that ended at once).
+    async fn spawn_failed(&self, parent: Pid, effect: EffectKey, child: Pid, errno: i32);
     /// Find a module this node's registry does not resolve: a name from the
     /// replicated name registry, its blob fetched from a node that holds it
     /// (and checked against its sha256). Errors are ABI codes.

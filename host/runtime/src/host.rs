@@ -65,7 +65,9 @@ pub trait ProcessHost: Send + Sync + 'static {
     /// this node", else a placement target (a node name, `key=value`
     /// labels, or empty for the scheduler's choice). `forward_output`
     /// copies the child's output to the host's stdio like the parent's.
-    /// Errors are ABI error codes.
+    /// `effect`: the spawn is an effect of a parent under output commit
+    /// ([`crate::abi::effect`]), made once per key. Errors are ABI error
+    /// codes.
     async fn spawn(
         &self,
         parent: Pid,
@@ -73,5 +75,6 @@ pub trait ProcessHost: Send + Sync + 'static {
         reference: &str,
         args: Vec<String>,
         forward_output: bool,
+        effect: Option<crate::cluster_link::EffectKey>,
     ) -> Result<Pid, i32>;
 }

@@ -13,6 +13,10 @@
 //! key; this book answers the repeat with the first result instead of
 //! applying it twice.
 //!
+//! A spawn is such an effect too ([`super::Command::SpawnEffect`]): its
+//! answer is the child's pid, registered before the child runs, so a
+//! resumed copy's repeat gets the first child and starts none.
+//!
 //! One slot per process is enough: an effect is sent only after a
 //! recorded checkpoint covers its call, and the next effect only after a
 //! later one, so a resumed copy can only ever repeat the newest effect.
@@ -41,7 +45,8 @@ struct Slot {
 }
 
 /// The newest effect of each live process ([`super::Command::Kv`] and
-/// [`super::Command::KvBatch`] with an `effect`).
+/// [`super::Command::KvBatch`] with an `effect`, and
+/// [`super::Command::SpawnEffect`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EffectBook {
     slots: Table<u64, Slot>,
@@ -59,6 +64,23 @@ impl EffectBook {
     /// Record that `pid` (a live process) applied effect `key`.
     pub fn record(&mut self, pid: u64, key: EffectKey, result: CommandResult) {
         self.slots.insert(pid, Slot { key, result });
+    }
+
+    /// `pid`'s effect `key`, recorded as the spawn of `child`, failed:
+    /// answer its repeats with `failed` instead (nothing if the slot holds
+    /// another effect or answer).
+    pub fn child_failed(&mut self, pid: u64, key: &EffectKey, child: u64, failed: CommandResult) {
+        if let Some(slot) = self.slots.get(&pid) {
+            if slot.key == *key && slot.result == CommandResult::Child(child) {
+                self.slots.insert(
+                    pid,
+                    Slot {
+                        key: *key,
+                        result: failed,
+                    },
+                );
+            }
+        }
     }
 
     /// Forget the slots of processes that are gone.

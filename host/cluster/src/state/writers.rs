@@ -148,7 +148,9 @@ impl ClusterState {
             | Command::LeaveGroup { pid, .. }
             | Command::Kv { pid, .. }
             | Command::KvBatch { pid, .. }
-            | Command::Lock { pid, .. } => runs_here(*pid),
+            | Command::Lock { pid, .. }
+            | Command::SpawnEffect { parent: pid, .. }
+            | Command::SpawnEffectFailed { parent: pid, .. } => runs_here(*pid),
             Command::Reincarnated { node, .. }
             | Command::SetRestart { node, .. }
             | Command::Checkpointed { node, .. }
@@ -246,6 +248,8 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::SetRestart { .. } => "SetRestart",
         Command::Checkpointed { .. } => "Checkpointed",
         Command::Restarted { .. } => "Restarted",
+        Command::SpawnEffect { .. } => "SpawnEffect",
+        Command::SpawnEffectFailed { .. } => "SpawnEffectFailed",
     }
 }
 

@@ -30,6 +30,7 @@ use shoal_registry::Sha256;
 use shoal_runtime::abi::errno;
 use shoal_runtime::cluster_link::{
     EffectKey, KvBatchWrite, KvFence, KvLocks, KvWrite, KvWritten, LockAnswer, ReadMode,
+    SpawnRecord,
 };
 use shoal_runtime::mailbox::{Message, PushError};
 use shoal_runtime::node::{ClusterLink, WeakNode};
@@ -783,6 +784,7 @@ impl ClusterLink for Link {
         target: &str,
         module_ref: &str,
         args: Vec<String>,
+        effect: Option<EffectKey>,
     ) -> Result<Pid, i32> {
         let target = Target::parse(target).map_err(|_| errno::INVALID)?;
         let chosen = match self.place(&target, 1) {
@@ -795,6 +797,25 @@ impl ClusterLink for Link {
         let mut argv = Vec::with_capacity(args.len() + 1);
         argv.push(module_ref.to_string());
         argv.extend(args);
+        // Under output commit the child is on record (and in the
+        // directory, on `chosen`) before it runs, so a resumed parent's
+        // repeat finds it.
+        let recorded = match effect {
+            None => None,
+            Some(key) => {
+                let node = self.node.upgrade().ok_or(errno::UNAVAILABLE)?;
+                let child = node
+                    .pids()
+                    .allocate_wait(spawn::PID_WAIT)
+                    .await
+                    .ok_or(errno::UNAVAILABLE)?;
+                match self.record_spawn(parent, key, child, Some(chosen)).await? {
+                    SpawnRecord::Start => Some((key, child)),
+                    SpawnRecord::Spawned(first) => return Ok(first),
+                    SpawnRecord::Failed(code) => return Err(code),
+                }
+            }
+        };
         let request = PeerSpawnRequest {
             module: module_ref.to_string(),
             args: argv,
@@ -805,14 +826,39 @@ impl ClusterLink for Link {
             owner: Some(self.owner_of(parent)),
             volumes: Vec::new(),
             restart: None,
+            recorded: recorded.map(|(key, child)| spawn::RecordedChild {
+                pid: child.0,
+                parent: parent.0,
+                life: key.life,
+                seq: key.seq,
+            }),
         };
         match self.spawn_at(chosen, &request).await {
             Ok(s) => Ok(s.pid),
             Err(e) => {
                 tracing::warn!("spawn_on {module_ref} at node {chosen}: {e}");
-                Err(e.errno())
+                let code = e.errno();
+                if let Some((key, child)) = recorded {
+                    self.spawn_failed(parent, key, child, code).await;
+                }
+                Err(code)
             }
         }
+    }
+
+    async fn record_spawn(
+        &self,
+        parent: Pid,
+        effect: EffectKey,
+        child: Pid,
+        node: Option<u64>,
+    ) -> Result<SpawnRecord, i32> {
+        let node = node.unwrap_or(self.me);
+        crate::records::spawns::record(&self.raft, parent, effect, child, node).await
+    }
+
+    async fn spawn_failed(&self, parent: Pid, effect: EffectKey, child: Pid, errno: i32) {
+        crate::records::spawns::failed(&self.raft, parent, effect, child, errno).await;
     }
 
     async fn register_name(&self, pid: Pid, name: &str) -> Result<(), i32> {

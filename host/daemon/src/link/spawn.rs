@@ -41,6 +41,25 @@ pub struct PeerSpawnRequest {
     /// node, which runs it, before the spawn is answered. `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<shoal_cluster::state::failover::RestartPolicy>,
+    /// A child of a parent under output commit: the asking node drew its
+    /// pid and recorded it as the parent's effect, which registered it on
+    /// this node (`crate::records::spawns`). Started under that pid only
+    /// if this node's applied state shows exactly that record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<RecordedChild>,
+}
+
+/// The record behind a child whose pid its parent's node drew.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RecordedChild {
+    /// The child's pid.
+    pub pid: u64,
+    /// The spawning process.
+    pub parent: u64,
+    /// The parent's life.
+    pub life: u64,
+    /// The effect's number in the parent's output.
+    pub seq: u64,
 }
 
 /// A started process.
@@ -105,7 +124,7 @@ impl SpawnRefusal {
 }
 
 /// How long a spawn waits for a pid block (granted ahead of need).
-const PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const PID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolve the module (fetching it from a peer if needed) and start one
 /// process here, its owner noted (in `link`) before it runs.
@@ -136,13 +155,17 @@ pub async fn spawn_here(
         .restart
         .as_ref()
         .is_some_and(|p| p.mode != shoal_cluster::state::failover::RestartMode::Never);
-    let pid = node
-        .pids()
-        .allocate_wait(PID_WAIT)
-        .await
-        .ok_or_else(|| SpawnRefusal::Failed {
-            why: "no pids left and the cluster granted no new block (is there a quorum?)".into(),
-        })?;
+    let pid = match &req.recorded {
+        None => node
+            .pids()
+            .allocate_wait(PID_WAIT)
+            .await
+            .ok_or_else(|| SpawnRefusal::Failed {
+                why: "no pids left and the cluster granted no new block (is there a quorum?)"
+                    .into(),
+            })?,
+        Some(r) => recorded_pid(node, link, r).await?,
+    };
     if let Some(owner) = &req.owner {
         link.owners.claim(pid, owner.clone());
     }
@@ -172,6 +195,10 @@ pub async fn spawn_here(
         Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
         Err(e) => {
             link.owners.unclaim(pid);
+            if req.recorded.is_some() {
+                // Its record registered it here: it never ran.
+                shoal_runtime::node::ClusterLink::process_exited(link, pid, None);
+            }
             if let Some(policy) = &req.restart {
                 // It never ran: its policy goes with it.
                 let never = shoal_cluster::state::failover::RestartPolicy {
@@ -197,4 +224,24 @@ pub async fn spawn_here(
             }
         }
     }
+}
+
+/// The pid of a recorded child (see [`PeerSpawnRequest::recorded`]), if
+/// this node's applied state shows the record and nothing runs under it
+/// here yet.
+async fn recorded_pid(node: &Node, link: &Link, r: &RecordedChild) -> Result<Pid, SpawnRefusal> {
+    let key = shoal_runtime::cluster_link::EffectKey {
+        life: r.life,
+        seq: r.seq,
+    };
+    let (pid, parent) = (Pid(r.pid), Pid(r.parent));
+    let me = shoal_runtime::node::ClusterLink::node_id(link);
+    if node.router().is_local(pid)
+        || !crate::records::spawns::recorded_here(&link.raft, me, parent, key, pid).await
+    {
+        return Err(SpawnRefusal::Failed {
+            why: format!("pid {pid} is not on record as a child of pid {parent} to start here"),
+        });
+    }
+    Ok(pid)
 }

@@ -77,7 +77,7 @@ fn raft_fence(f: KvFence) -> Fence {
 }
 
 /// An effect's key as the Raft command carries it.
-fn raft_effect(e: EffectKey) -> shoal_cluster::state::effects::EffectKey {
+pub(crate) fn raft_effect(e: EffectKey) -> shoal_cluster::state::effects::EffectKey {
     shoal_cluster::state::effects::EffectKey {
         life: e.life,
         seq: e.seq,

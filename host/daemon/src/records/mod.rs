@@ -2,7 +2,8 @@
 //! behalf of its processes, its clients and itself: owners of pids and
 //! snapshots ([`owners`]), process names and groups ([`names`]), guests' key-value and locks
 //! ([`kv`]),
-//! capabilities granted to processes ([`grants`]), and node cordons. A
+//! capabilities granted to processes ([`grants`]), spawns under output
+//! commit ([`spawns`]), and node cordons. A
 //! refused or failed write comes back as a typed answer ([`write_err`],
 //! [`refused`]).
 //!
@@ -14,6 +15,7 @@ pub mod kv;
 pub mod names;
 pub mod owners;
 pub mod signed;
+pub mod spawns;
 
 use shoal_cluster::{Command, CommandResult, NodeId};
 use shoal_net::RemoteError;

@@ -1,5 +1,5 @@
-//! Output commit for effects: key-value writes of a process that may
-//! resume from a checkpoint (issue #16).
+//! Output commit for effects: key-value writes and spawns of a process
+//! that may resume from a checkpoint (issue #16).
 //!
 //! Messages of such a process wait in its outbox until a recorded
 //! checkpoint covers them ([`crate::outbox`]). A key-value write cannot

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 const SLEEP: &str = "shoal_v1.sleep_ms";
 const YIELD: &str = "shoal_v1.yield_now";
 const PREEMPT: &str = "shoal_v1.preempt";
+const SPAWN: &str = "shoal_v1.spawn";
+const SPAWN_ON: &str = "shoal_v1.spawn_on";
 use wasi_common::I32Exit;
 use wasmtime::Val;
 
@@ -41,45 +43,26 @@ pub fn parse_args(bytes: &[u8]) -> Option<Vec<String>> {
 /// Most bytes of a `spawn_on` placement target.
 pub const SPAWN_TARGET_BYTES_MAX: i32 = 4 << 10;
 
-/// `spawn` (here, `target` None) and `spawn_on` (`target` a guest string):
-/// read and check the guest's arguments, start the process, write its pid.
+/// `spawn` (here, `target` None) and `spawn_on` (`target` a guest string),
+/// entered as `import`: read and check the guest's arguments, then (under
+/// output commit) wait until a recorded checkpoint covers the spawn
+/// ([`super::effect`]), start the process, write its pid.
 async fn spawn_call(
     caller: &mut wasmtime::Caller<'_, crate::process::ProcessCtx>,
+    import: &str,
     target: Option<(i32, i32)>,
-    (mptr, mlen): (i32, i32),
-    (aptr, alen): (i32, i32),
+    module: (i32, i32),
+    args: (i32, i32),
     out_ptr: i32,
-) -> i32 {
-    if mlen > SPAWN_ARG_BYTES_MAX || alen > SPAWN_ARG_BYTES_MAX {
-        return errno::INVALID;
-    }
-    let target = match target {
-        None => None,
-        Some((_, tlen)) if tlen > SPAWN_TARGET_BYTES_MAX => return errno::INVALID,
-        Some((tptr, tlen)) => match read_bytes(caller, tptr, tlen) {
-            Ok(b) => match String::from_utf8(b) {
-                Ok(t) => Some(t),
-                Err(_) => return errno::INVALID,
-            },
-            Err(e) => return e,
-        },
+) -> wasmtime::Result<i32> {
+    let entry = capture::enter(caller, import).await?;
+    let (target, module_ref, args) = match read_spawn(caller, target, module, args, out_ptr) {
+        Ok(read) => read,
+        Err(code) => return Ok(code),
     };
-    let module_ref = match read_bytes(caller, mptr, mlen) {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let args = match read_bytes(caller, aptr, alen) {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    if let Err(e) = super::memory::check_writable(caller, out_ptr, 8) {
-        return e;
-    }
-    let Ok(module_ref) = String::from_utf8(module_ref) else {
-        return errno::INVALID;
-    };
-    let Some(args) = parse_args(&args) else {
-        return errno::INVALID;
+    let effect = match super::effect::commit_first(caller, import, entry).await? {
+        super::effect::Gate::Make(key) => key,
+        super::effect::Gate::Unwound => return Ok(super::effect::UNWINDING),
     };
     let host = caller.data().host.clone();
     let forward = caller.data().log.forwards();
@@ -91,15 +74,50 @@ async fn spawn_call(
             &module_ref,
             args,
             forward,
+            effect,
         )
         .await;
-    match spawned {
+    Ok(match spawned {
         Ok(pid) => match write_bytes(caller, out_ptr, &pid.0.to_le_bytes()) {
             Ok(()) => errno::OK,
             Err(e) => e,
         },
         Err(code) => code,
+    })
+}
+
+/// A spawn's checked arguments: target, module reference, arguments.
+type SpawnArgs = (Option<String>, String, Vec<String>);
+
+/// Read and check a spawn's arguments (and that `out_ptr` can take a pid).
+fn read_spawn(
+    caller: &mut wasmtime::Caller<'_, crate::process::ProcessCtx>,
+    target: Option<(i32, i32)>,
+    (mptr, mlen): (i32, i32),
+    (aptr, alen): (i32, i32),
+    out_ptr: i32,
+) -> Result<SpawnArgs, i32> {
+    if mlen > SPAWN_ARG_BYTES_MAX || alen > SPAWN_ARG_BYTES_MAX {
+        return Err(errno::INVALID);
     }
+    let target = match target {
+        None => None,
+        Some((_, tlen)) if tlen > SPAWN_TARGET_BYTES_MAX => return Err(errno::INVALID),
+        Some((tptr, tlen)) => {
+            let bytes = read_bytes(caller, tptr, tlen)?;
+            Some(String::from_utf8(bytes).map_err(|_| errno::INVALID)?)
+        }
+    };
+    let module_ref = read_bytes(caller, mptr, mlen)?;
+    let args = read_bytes(caller, aptr, alen)?;
+    super::memory::check_writable(caller, out_ptr, 8)?;
+    let Ok(module_ref) = String::from_utf8(module_ref) else {
+        return Err(errno::INVALID);
+    };
+    let Some(args) = parse_args(&args) else {
+        return Err(errno::INVALID);
+    };
+    Ok((target, module_ref, args))
 }
 
 /// Register the namespace's imports.
@@ -114,7 +132,15 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         let (aptr, alen) = (arg_i32(params, 2), arg_i32(params, 3));
         let out_ptr = arg_i32(params, 4);
         Box::new(async move {
-            let code = spawn_call(&mut caller, None, (mptr, mlen), (aptr, alen), out_ptr).await;
+            let code = spawn_call(
+                &mut caller,
+                SPAWN,
+                None,
+                (mptr, mlen),
+                (aptr, alen),
+                out_ptr,
+            )
+            .await?;
             Ok(Some(Val::I32(code)))
         })
     })?;
@@ -126,7 +152,8 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         let out_ptr = arg_i32(params, 6);
         Box::new(async move {
             let target = Some((tptr, tlen));
-            let code = spawn_call(&mut caller, target, (mptr, mlen), (aptr, alen), out_ptr).await;
+            let (module, args) = ((mptr, mlen), (aptr, alen));
+            let code = spawn_call(&mut caller, SPAWN_ON, target, module, args, out_ptr).await?;
             Ok(Some(Val::I32(code)))
         })
     })?;

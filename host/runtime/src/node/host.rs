@@ -141,16 +141,20 @@ impl ProcessHost for NodeHost {
         reference: &str,
         args: Vec<String>,
         forward_output: bool,
+        effect: Option<crate::cluster_link::EffectKey>,
     ) -> Result<Pid, i32> {
         match target {
             None => {
-                self.0
-                    .spawn_by_reference(reference, args, forward_output, Some(parent))
-                    .await
+                let child = super::spawn::Child {
+                    parent: Some(parent),
+                    effect,
+                    forward_output,
+                };
+                self.0.spawn_by_reference(reference, args, child).await
             }
             Some(t) => {
                 self.0
-                    .spawn_placed(parent, t, reference, args, forward_output)
+                    .spawn_placed(parent, t, reference, args, forward_output, effect)
                     .await
             }
         }

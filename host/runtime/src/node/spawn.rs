@@ -3,6 +3,7 @@
 
 use super::{Node, NodeError, Shared, SpawnSpec, PID_BLOCK_WAIT};
 use crate::abi;
+use crate::cluster_link::{EffectKey, SpawnRecord};
 use crate::low_priority::Priority;
 use crate::modules::LoadedModule;
 use crate::pid::Pid;
@@ -27,7 +28,7 @@ impl Node {
     /// `""` or this node are possible and it starts here.
     pub async fn spawn_by_reference(&self, reference: &str, args: Vec<String>) -> Result<Pid, i32> {
         self.shared
-            .spawn_by_reference(reference, args, false, None)
+            .spawn_by_reference(reference, args, Child::default())
             .await
     }
 
@@ -37,6 +38,29 @@ impl Node {
     pub async fn spawn_as(&self, spec: SpawnSpec, pid: Pid) -> Result<Pid, NodeError> {
         let module = self.shared.load(spec.module, spec.preemptible).await?;
         self.shared.start_as(spec, module, None, Some(pid), None)
+    }
+}
+
+/// Who asks for a process started by module reference, and how.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Child {
+    /// The process whose `spawn` asked (its owner is the child's), `None`
+    /// for host code.
+    pub parent: Option<Pid>,
+    /// The spawn is an effect of a parent under output commit
+    /// ([`crate::abi::effect`]): recorded before the child starts, made
+    /// once per key.
+    pub effect: Option<EffectKey>,
+    /// Copy the child's output to the host's stdio.
+    pub forward_output: bool,
+}
+
+/// The ABI error code a failed local start returns.
+fn start_errno(e: &NodeError) -> i32 {
+    match e {
+        NodeError::ProcessLimit(_) | NodeError::MemoryBudget { .. } => abi::errno::LIMIT,
+        NodeError::Registry(RegistryError::NotFound(_)) => abi::errno::NO_MODULE,
+        _ => abi::errno::SPAWN_FAILED,
     }
 }
 
@@ -50,12 +74,20 @@ impl Shared {
         reference: &str,
         args: Vec<String>,
         forward_output: bool,
+        effect: Option<EffectKey>,
     ) -> Result<Pid, i32> {
         match self.router.cluster() {
-            Some(link) => link.spawn_placed(parent, target, reference, args).await,
-            None if target.is_empty() => {
-                self.spawn_by_reference(reference, args, forward_output, Some(parent))
+            Some(link) => {
+                link.spawn_placed(parent, target, reference, args, effect)
                     .await
+            }
+            None if target.is_empty() => {
+                let child = Child {
+                    parent: Some(parent),
+                    effect,
+                    forward_output,
+                };
+                self.spawn_by_reference(reference, args, child).await
             }
             None => Err(abi::errno::NO_NODE),
         }
@@ -68,14 +100,13 @@ impl Shared {
         }
     }
 
-    /// Resolve a module reference and start it (the ABI's `spawn`), as a
-    /// child of `parent` if a process asked.
+    /// Resolve a module reference and start it here (the ABI's `spawn`),
+    /// as `child` says.
     pub async fn spawn_by_reference(
         self: &Arc<Self>,
         reference: &str,
         args: Vec<String>,
-        forward_output: bool,
-        parent: Option<Pid>,
+        child: Child,
     ) -> Result<Pid, i32> {
         let hash = match self.registry.resolve(reference) {
             // A hash reference resolves without the blob being here: in a
@@ -91,19 +122,50 @@ impl Shared {
         argv.push(reference.to_string());
         argv.extend(args);
         let mut spec = SpawnSpec::new(hash, argv);
-        spec.forward_output = forward_output;
-        spec.parent = parent;
-        match Shared::spawn(self, spec).await {
+        spec.forward_output = child.forward_output;
+        spec.parent = child.parent;
+        let (module, pid) = self
+            .load_and_allocate(&spec)
+            .await
+            .map_err(|e| start_errno(&e))?;
+        let recorded = match (child.effect, child.parent, pid, self.router.cluster()) {
+            (Some(key), Some(parent), Some(pid), Some(link)) => Some((key, parent, pid, link)),
+            _ => None,
+        };
+        let Some((key, parent, pid, link)) = recorded else {
+            return self
+                .start_as(spec, module, None, pid, None)
+                .map_err(|e| start_errno(&e));
+        };
+        // Under output commit: the child is on record (and in the
+        // directory) before it runs, so a resumed parent's repeat finds it.
+        match link.record_spawn(parent, key, pid, None).await? {
+            SpawnRecord::Start => {}
+            SpawnRecord::Spawned(first) => return Ok(first),
+            SpawnRecord::Failed(code) => return Err(code),
+        }
+        match self.start_as(spec, module, None, Some(pid), None) {
             Ok(pid) => Ok(pid),
-            Err(NodeError::ProcessLimit(_) | NodeError::MemoryBudget { .. }) => {
-                Err(abi::errno::LIMIT)
+            Err(e) => {
+                let code = start_errno(&e);
+                link.spawn_failed(parent, key, pid, code).await;
+                // Its record registered it here: it never ran.
+                link.process_exited(pid, None);
+                Err(code)
             }
-            Err(NodeError::Registry(RegistryError::NotFound(_))) => Err(abi::errno::NO_MODULE),
-            Err(_) => Err(abi::errno::SPAWN_FAILED),
         }
     }
 
     pub(super) async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
+        let (module, pid) = self.load_and_allocate(&spec).await?;
+        self.start_as(spec, module, None, pid, None)
+    }
+
+    /// Load `spec`'s module and, on a cluster node, draw a pid for it.
+    async fn load_and_allocate(
+        self: &Arc<Self>,
+        spec: &SpawnSpec,
+    ) -> Result<(Arc<LoadedModule>, Option<Pid>), NodeError> {
         let module = self.load(spec.module, spec.preemptible).await?;
         // A cluster node may briefly wait for a pid block (granted ahead of
         // need, so this is rare).
@@ -119,7 +181,7 @@ impl Shared {
                 )?),
                 None => None,
             };
-        self.start_as(spec, module, None, pid, None)
+        Ok((module, pid))
     }
 
     pub(super) async fn load(

@@ -1,0 +1,174 @@
+//! Spawns by processes under output commit (issue #16): the Raft records
+//! that make a resumed parent's repeated `spawn` find the child the first
+//! copy started instead of starting a second one.
+//!
+//! The parent's node draws the child's pid from its own block and records
+//! it as the parent's effect ([`Command::SpawnEffect`]) before the child
+//! runs; the record registers the child on the node that will run it. A
+//! copy of the parent resumed inside the same `spawn` records again under
+//! the same key and is answered with the first child. A child recorded on
+//! another node is started there only if that node's applied state shows
+//! the record ([`recorded_here`]).
+
+use super::kv::raft_effect;
+use shoal_cluster::state::effects;
+use shoal_cluster::{ClusterState, Command, CommandResult, NodeId, Raft};
+use shoal_runtime::abi::errno;
+use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+use shoal_runtime::pid::Pid;
+use std::time::Duration;
+
+/// How long a record waits for its just-started parent to reach the
+/// directory, and a child's node for the record to be applied there.
+const RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// The error codes a failed spawn may report (anything else recorded is
+/// reported as `SPAWN_FAILED`).
+const SPAWN_ERRNOS: [i32; 6] = [
+    errno::LIMIT,
+    errno::NO_MODULE,
+    errno::NO_NODE,
+    errno::SPAWN_FAILED,
+    errno::UNAVAILABLE,
+    errno::INVALID,
+];
+
+/// Record that `parent`'s `effect` spawns `child` on `node`.
+pub async fn record(
+    raft: &Raft,
+    parent: Pid,
+    effect: EffectKey,
+    child: Pid,
+    node: NodeId,
+) -> Result<SpawnRecord, i32> {
+    raft.wait_for(RECORD_WAIT, |s| s.directory.contains_key(&parent.0))
+        .await
+        .map_err(|_| errno::NO_PROCESS)?;
+    let cmd = Command::SpawnEffect {
+        parent: parent.0,
+        effect: raft_effect(effect),
+        child: child.0,
+        node,
+    };
+    match raft.write(cmd).await {
+        Ok(CommandResult::Child(c)) if c == child.0 => Ok(SpawnRecord::Start),
+        Ok(CommandResult::Child(c)) => Ok(SpawnRecord::Spawned(Pid(c))),
+        Ok(CommandResult::ChildFailed(code)) if SPAWN_ERRNOS.contains(&code) => {
+            Ok(SpawnRecord::Failed(code))
+        }
+        Ok(CommandResult::ChildFailed(_)) => Ok(SpawnRecord::Failed(errno::SPAWN_FAILED)),
+        Ok(other) => {
+            tracing::warn!("spawn by pid {parent} not recorded: {other:?}");
+            Err(errno::SPAWN_FAILED)
+        }
+        Err(e) => {
+            tracing::warn!("spawn by pid {parent} not recorded: {e}");
+            // It may have been applied all the same: a repeat then finds
+            // the failure, not a child that never ran.
+            failed(raft, parent, effect, child, errno::UNAVAILABLE).await;
+            Err(errno::UNAVAILABLE)
+        }
+    }
+}
+
+/// The child recorded for `parent`'s `effect` did not start (best effort).
+pub async fn failed(raft: &Raft, parent: Pid, effect: EffectKey, child: Pid, code: i32) {
+    let cmd = Command::SpawnEffectFailed {
+        parent: parent.0,
+        effect: raft_effect(effect),
+        child: child.0,
+        errno: code,
+    };
+    if let Err(e) = raft.write(cmd).await {
+        tracing::warn!("cannot record that child {child} of pid {parent} did not start: {e}");
+    }
+}
+
+/// Does node `me`'s applied state (waited for, at most [`RECORD_WAIT`])
+/// show `child` as `parent`'s effect `effect`, registered on `me`? Only
+/// then may `me` start a process under a pid another node drew.
+pub async fn recorded_here(
+    raft: &Raft,
+    me: NodeId,
+    parent: Pid,
+    effect: EffectKey,
+    child: Pid,
+) -> bool {
+    let key = raft_effect(effect);
+    let shows = |s: &ClusterState| is_recorded(s, me, parent, &key, child);
+    raft.wait_for(RECORD_WAIT, shows).await.is_ok()
+}
+
+fn is_recorded(
+    s: &ClusterState,
+    me: NodeId,
+    parent: Pid,
+    key: &effects::EffectKey,
+    child: Pid,
+) -> bool {
+    s.effects.done(parent.0, key) == Some(&CommandResult::Child(child.0))
+        && s.directory.get(&child.0).is_some_and(|e| e.node == me)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// The attack: a member asks another to start a process under a pid
+    /// of its choosing (a live process's, to have two under one pid). A
+    /// node starts a pid another node drew only if its applied state shows
+    /// that pid recorded as a spawn effect to run on it.
+    #[test]
+    fn only_a_child_on_record_for_this_node_is_started_under_a_drawn_pid() {
+        let mut s = ClusterState::default();
+        for (i, name) in ["n1", "n2"].iter().enumerate() {
+            let cmd = if i == 0 {
+                Command::Bootstrap {
+                    ca_cert_pem: String::new(),
+                    ca_node: 1,
+                    name: name.to_string(),
+                    addr: format!("{name}:1"),
+                    labels: BTreeMap::new(),
+                    now_ms: 1,
+                }
+            } else {
+                Command::AddNode {
+                    name: name.to_string(),
+                    addr: format!("{name}:1"),
+                    labels: BTreeMap::new(),
+                    now_ms: 1,
+                }
+            };
+            assert!(matches!(s.apply(&cmd), CommandResult::NodeId(_)));
+        }
+        let CommandResult::PidBlock(first) = s.apply(&Command::AllocPidBlock { node: 1 }) else {
+            panic!("no block")
+        };
+        let (parent, live, child) = (Pid(first), Pid(first + 1), Pid(first + 2));
+        s.apply(&Command::Register {
+            node: 1,
+            pids: vec![parent.0, live.0],
+        });
+        let key = EffectKey { life: 9, seq: 4 };
+        assert_eq!(
+            s.apply(&Command::SpawnEffect {
+                parent: parent.0,
+                effect: raft_effect(key),
+                child: child.0,
+                node: 2,
+            }),
+            CommandResult::Child(child.0)
+        );
+        let recorded =
+            |me, key: EffectKey, pid| is_recorded(&s, me, parent, &raft_effect(key), pid);
+        assert!(recorded(2, key, child));
+        // Not for another node, another effect, or a pid not on record
+        // (such as a live process's).
+        assert!(!recorded(1, key, child));
+        assert!(!recorded(2, EffectKey { life: 9, seq: 5 }, child));
+        assert!(!recorded(2, EffectKey { life: 8, seq: 4 }, child));
+        assert!(!recorded(2, key, live));
+        assert!(!recorded(2, key, Pid(first + 3)));
+    }
+}
