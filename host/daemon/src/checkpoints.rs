@@ -14,8 +14,14 @@
 //!    on the directory epoch read before the capture: a copy that no
 //!    longer owns the pid cannot record a checkpoint.
 //!
-//! A checkpoint no other node holds is not recorded: it could not survive
-//! the death of this node.
+//! A checkpoint no other node holds is not recorded (it could not survive
+//! the death of this node) unless no other live member exists to hold it:
+//! a lone node records it alone, so output commit still releases what the
+//! checkpoint covers (a cluster of one runs its processes' output as it
+//! goes). Such a checkpoint cannot be resumed from: if this node dies
+//! before a later checkpoint reaches a member, the process is lost
+//! (`LostReason::CheckpointGone`), never resumed from an older state or
+//! afresh.
 
 use crate::Inner;
 use shoal_cluster::state::failover::Checkpoint;
@@ -115,6 +121,16 @@ enum Failed {
     Other(String),
 }
 
+/// Is there a live member besides `me` (not removed, not declared dead)
+/// that could hold a checkpoint?
+fn others_alive(state: &shoal_cluster::ClusterState, me: NodeId) -> bool {
+    state.nodes.values().any(|n| {
+        n.id != me
+            && n.status != shoal_cluster::NodeStatus::Removed
+            && state.node_dead(n.id).is_none()
+    })
+}
+
 /// Take, replicate and record one checkpoint of `pid` (at directory
 /// `epoch`). Returns its holders.
 async fn checkpoint(
@@ -145,13 +161,13 @@ async fn checkpoint(
         .link
         .replicate_checkpoint(&info.id, replicas, prefer)
         .await;
-    if holders.len() < 2 {
+    if holders.len() < 2 && others_alive(&inner.raft.state(), inner.me) {
         return Err(Failed::Other(format!(
             "no other node could keep checkpoint {} (it would not survive this node)",
             info.id
         )));
     }
-    if holders.len() < replicas + 1 {
+    if holders.len() < replicas + 1 && holders.len() > 1 {
         tracing::warn!(
             "checkpoint of process {pid} is on {} other node(s), not {replicas}",
             holders.len() - 1

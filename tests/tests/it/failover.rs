@@ -900,3 +900,38 @@ fn children_spawned_by_a_process_killed_mid_stream_start_once_each() {
     assert_ne!(p["node"], "n3", "{p}");
     assert_eq!(p["restart"]["incarnation"], 1, "{p}");
 }
+
+/// A cluster of one still runs a protected process's output. With no other
+/// member to hold its checkpoints, the node records them alone (they could
+/// not survive it anyway), so what they cover is released: a `tally kv`
+/// deployed `--restart on-failure` on a lone node makes its 20 increments
+/// and its log shows them. Before, no checkpoint was ever recorded there,
+/// and the first write waited for ever.
+#[test]
+fn a_protected_process_on_a_lone_node_releases_its_output() {
+    let mut lab = Lab::new(1);
+    lab.start_args = vec!["--dead-after".into(), "3s".into()];
+    lab.start_all();
+    let pid = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n1",
+        Some("on-failure"),
+        &[],
+        &["kv", "alone", "20", "0"],
+    );
+    wait_for("the counter's run to end", SETTLE, || {
+        let out = logs_if_running(&lab, pid);
+        out.contains("kv done") || out.contains("BAD")
+    });
+    let out = logs_if_running(&lab, pid);
+    assert!(out.contains("kv done 20") && !out.contains("BAD"), "{out}");
+    let got = lab.cli_json(0, &["kv", "get", "alone", "count", "--json"]);
+    assert_eq!(
+        got["value_base64"],
+        shoal_api::kv::base64_encode(&20i64.to_le_bytes()),
+        "{got}"
+    );
+    let p = ps_entry(&lab, 0, pid).unwrap();
+    println!("lone node: {p}");
+}

@@ -207,6 +207,13 @@ pub enum LostReason {
         /// The cap, bytes.
         memory_bytes_max: u64,
     },
+    /// No live node holds its latest checkpoint (a lone node kept it
+    /// alone, or every holder died): resuming from an older state or
+    /// afresh could repeat output it released, so it does not resume.
+    CheckpointGone {
+        /// The checkpoint.
+        seq: u64,
+    },
 }
 
 impl std::fmt::Display for LostReason {
@@ -217,6 +224,9 @@ impl std::fmt::Display for LostReason {
                 f,
                 "no live node has room for its memory cap of {memory_bytes_max} bytes"
             ),
+            LostReason::CheckpointGone { seq } => {
+                write!(f, "no live node holds its latest checkpoint ({seq})")
+            }
         }
     }
 }
@@ -450,6 +460,25 @@ impl ClusterState {
                 .as_ref()
                 .map(|c| c.holders.clone())
                 .unwrap_or_default();
+            // Its latest checkpoint covers output it released: without a
+            // live copy of it, it may not come back at all.
+            if let Some(c) = &r.checkpoint {
+                let serves = |h: &NodeId| {
+                    *h != dead
+                        && self
+                            .nodes
+                            .get(h)
+                            .is_some_and(|n| n.status != NodeStatus::Removed)
+                        && super::liveness::dead_epoch(&self.liveness, *h).is_none()
+                };
+                if !c.holders.iter().any(serves) {
+                    let why = LostReason::CheckpointGone { seq: c.seq };
+                    self.failover.lost.insert(pid, why.clone());
+                    self.failover
+                        .push(pid, now_ms, EventKind::Lost { node: dead, why });
+                    continue;
+                }
+            }
             let fits = |id: &NodeId, room: &BTreeMap<NodeId, (u64, u32)>| {
                 room.get(id).is_some_and(|(free, _)| *free >= need)
             };
@@ -700,6 +729,35 @@ mod tests {
             CommandResult::Refused(_)
         ));
         assert_eq!(s, before);
+    }
+
+    /// A checkpoint only the dead node held (a lone node's, or one whose
+    /// every holder died) cannot be resumed from, and nothing older or
+    /// fresh may stand in for it: the process is lost, with the reason.
+    #[test]
+    fn a_process_whose_checkpoint_no_live_node_holds_is_lost_not_restarted() {
+        let (mut s, pids) = cluster(2, 2);
+        for (pid, holders) in [(pids[0], vec![3]), (pids[1], vec![3, 2])] {
+            ok(
+                &mut s,
+                Command::Checkpointed {
+                    node: 3,
+                    pid,
+                    epoch: 0,
+                    checkpoint: checkpoint(4, holders),
+                },
+            );
+        }
+        dead(&mut s, 2);
+        dead(&mut s, 3);
+        for pid in &pids {
+            assert_eq!(s.directory.get(pid).map(|e| e.node), Some(3));
+            assert_eq!(
+                s.failover.lost.get(pid),
+                Some(&LostReason::CheckpointGone { seq: 4 })
+            );
+            assert_eq!(s.failover.recoverable[pid].incarnation, 0);
+        }
     }
 
     #[test]
