@@ -59,6 +59,13 @@
 //!   children of a `spawn` ran, `children` exceeds the number of
 //!   `child-*` keys by the number of children started twice.
 //!
+//! - `flood <bucket> <N>`: waits (stale reads, 20 ms apart) until the key
+//!   `go` exists in its owner's bucket `<bucket>`, then tries `<N>`
+//!   increments of the key `flood` back to back, counting those made and
+//!   those refused `RATE_LIMITED`, and prints `flood ok <made> limited
+//!   <refused> ms <elapsed>` (any other error: `BAD flood <error>`, exit 1).
+//!   Then it sleeps.
+//!
 //! - `watch <pid> <bucket>`: monitors process `<pid>`, prints `monitoring
 //!   <pid>`, and waits (`recv_any`) for its DOWN. Then it takes the lock
 //!   `took-down` (which `shoal locks` shows at once: locks are not held
@@ -76,7 +83,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal::{Error, Pid};
 
 const USAGE: &str =
-    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket> | spawn <module> <bucket> <N> <pause-ms> <target> | child <bucket> <i>";
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket> | spawn <module> <bucket> <N> <pause-ms> <target> | child <bucket> <i> | flood <bucket> <N>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -91,6 +98,7 @@ fn main() {
             spawner(module, bucket, parse(n), parse(pause_ms), target)
         }
         ["child", bucket, i] => child(bucket, parse(i)),
+        ["flood", bucket, n] => flood(bucket, parse(n)),
         ["send", name, n] => send(name, parse(n), 0),
         ["send", name, n, pause_ms] => send(name, parse(n), parse(pause_ms)),
         _ => {
@@ -253,6 +261,33 @@ fn child(bucket: &str, i: u64) -> ! {
         }
     }
     exit(0)
+}
+
+fn flood(bucket: &str, n: u64) -> ! {
+    let stale = shoal::Bucket::new(bucket).stale();
+    while !matches!(stale.exists(b"go"), Ok(true)) {
+        let _ = shoal::sleep(Duration::from_millis(20));
+    }
+    let bucket = shoal::Bucket::new(bucket);
+    let started = std::time::Instant::now();
+    let (mut made, mut refused) = (0u64, 0u64);
+    for _ in 0..n {
+        match bucket.increment(b"flood", 1) {
+            Ok(_) => made += 1,
+            Err(Error::RateLimited) => refused += 1,
+            Err(e) => {
+                println!("BAD flood {e}");
+                exit(1)
+            }
+        }
+    }
+    println!(
+        "flood ok {made} limited {refused} ms {}",
+        started.elapsed().as_millis()
+    );
+    loop {
+        let _ = shoal::sleep(Duration::from_secs(3600));
+    }
 }
 
 fn work(seconds: u64, mib: usize) -> ! {

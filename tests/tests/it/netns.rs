@@ -1287,3 +1287,70 @@ fn the_checker_rejects_reads_served_without_read_index_from_a_minority() {
         "{report}"
     );
 }
+
+/// The `flood ok <made> limited <refused> ms <elapsed>` line of a `tally
+/// flood` process, once it printed it.
+fn flood_result(lab: &Lab, pid: u64) -> Option<(u64, u64, u64)> {
+    let out = lab.cli_ok(0, &["logs", &pid.to_string()]);
+    let line = out.lines().find_map(|l| l.strip_prefix("flood ok "))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        [made, "limited", refused, "ms", ms] => {
+            Some((made.parse().ok()?, refused.parse().ok()?, ms.parse().ok()?))
+        }
+        _ => panic!("bad flood line: {out}"),
+    }
+}
+
+/// An owner's key-value write rate holds for the whole cluster (#14), not
+/// per node. Nodes allow 40 writes per second per owner; two guests of one
+/// owner, on n1 and n2, each try 300 increments back to back. Each node
+/// takes its share (half: one of the owner's two processes runs there), so
+/// together they make at most the rate's burst (40) plus 40 per second of
+/// their runs. Before, each node allowed the whole rate, and the two made
+/// about twice that.
+#[test]
+fn an_owners_write_rate_is_shared_by_the_nodes_its_guests_run_on() {
+    const RATE: u64 = 40;
+    let mut lab = Lab::new(3);
+    lab.start_args = vec!["--kv-writes-per-s-max".into(), RATE.to_string()];
+    lab.start_all();
+    let mut pids = Vec::new();
+    for node in ["n1", "n2"] {
+        let placed = deploy(
+            &lab,
+            0,
+            &[
+                shoal_tests::TALLY,
+                "--node",
+                node,
+                "--",
+                "flood",
+                "flood",
+                "300",
+            ],
+        );
+        pids.push(placed[0].0);
+    }
+    wait_for("both flooders to run", Duration::from_secs(60), || {
+        pids.iter()
+            .all(|p| ps_entry(&lab, 0, *p).is_some_and(|e| e["state"] == "running"))
+    });
+    // From n3, which runs none of them (an operator's write counts there).
+    lab.cli_ok(2, &["kv", "set", "flood", "go", "1"]);
+    wait_for("both floods to end", Duration::from_secs(90), || {
+        pids.iter().all(|p| flood_result(&lab, *p).is_some())
+    });
+    let results: Vec<(u64, u64, u64)> = pids
+        .iter()
+        .map(|p| flood_result(&lab, *p).unwrap())
+        .collect();
+    let made: u64 = results.iter().map(|r| r.0).sum();
+    let ms: u64 = results.iter().map(|r| r.2).sum();
+    // Each node: a burst of its share plus its share per second; the two
+    // runs overlap, so their summed time bounds the refill from above.
+    let bound = RATE + RATE * ms / 1000 + 8;
+    println!("made {made} of 600 in {ms} ms (bound {bound}): {results:?}");
+    assert!(made <= bound, "made {made}, more than {bound}: {results:?}");
+    assert!(results.iter().all(|r| r.0 > 0 && r.1 > 0), "{results:?}");
+}

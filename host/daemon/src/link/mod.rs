@@ -214,6 +214,7 @@ impl Link {
             pid,
             owner: self.owner_of(pid),
             rates: &self.rates,
+            me: self.me,
         }
     }
 

@@ -433,7 +433,10 @@ impl SharedFiles for Link {
 
     async fn vol_write(&self, pid: Pid, volume: &str, op: SharedOp) -> Result<u64, SharedError> {
         let owner = self.owner_of(pid);
-        self.rates.take(&owner).map_err(|_| SharedError::Busy)?;
+        let share = || crate::records::kv::share_of(&self.raft.state(), self.me, &owner);
+        self.rates
+            .take_n(&owner, 1, share)
+            .map_err(|_| SharedError::Busy)?;
         let op = self.volume_op(&owner, volume, op).await?;
         self.volume_write(VolumeActor::Process { pid: pid.0 }, owner, volume, op)
             .await

@@ -10,7 +10,7 @@
 use shoal_cluster::state::kv::{KvBatchOp, KvOp, KvRefusal, LIST_KEYS_MAX};
 use shoal_cluster::state::locks::LockRefusal;
 use shoal_cluster::state::{ClusterState, Command, CommandResult, Fence, LockOp, Refusal};
-use shoal_cluster::{ClusterError, Raft};
+use shoal_cluster::{ClusterError, NodeId, Raft};
 use shoal_pki::Owner;
 use shoal_runtime::abi::errno;
 use shoal_runtime::cluster_link::{EffectKey, KvFence, KvWrite, KvWritten, LockAnswer, ReadMode};
@@ -23,10 +23,40 @@ use std::time::{Duration, Instant};
 /// just-started process to reach the directory.
 const LIVE_WAIT: Duration = Duration::from_secs(5);
 
-/// Key-value writes and lock commands one owner may make per second on
-/// one node (a token bucket of this size, refilled continuously): one
-/// tenant's guests cannot flood the Raft log that heartbeats share.
+/// Key-value writes and lock commands one owner's guests may make per
+/// second in the whole cluster (token buckets refilled continuously): one
+/// tenant's guests cannot flood the Raft log that heartbeats share. Each
+/// node takes its share ([`share_of`]), so the nodes together stay within
+/// it without asking one another.
 pub const OWNER_WRITES_PER_S_MAX: u32 = 5_000;
+
+/// How long a node keeps an owner's share before computing it again.
+const SHARE_TTL: Duration = Duration::from_secs(1);
+
+/// `owner`'s share, on node `me`, of its cluster-wide write rate: the
+/// fraction of its live processes that run on `me` (the directory and the
+/// owners table, which every node holds, so the shares of all nodes add
+/// up to 1 without coordination). A node asked to write for an owner it
+/// runs nothing of yet (a process not in the directory yet) counts one.
+pub fn share_of(state: &ClusterState, me: NodeId, owner: &Owner) -> f64 {
+    let (mut here, mut total) = (0u64, 0u64);
+    for (pid, o) in state.owners.iter() {
+        if o != owner {
+            continue;
+        }
+        if let Some(e) = state.directory.get(pid) {
+            total += 1;
+            if e.node == me {
+                here += 1;
+            }
+        }
+    }
+    if here == 0 {
+        here = 1;
+        total += 1;
+    }
+    here as f64 / total as f64
+}
 
 /// Owners a node tracks rates for at once; the least recently seen are
 /// forgotten beyond it (their bucket starts full again: at worst one
@@ -84,10 +114,23 @@ pub(crate) fn raft_effect(e: EffectKey) -> shoal_cluster::state::effects::Effect
     }
 }
 
+/// One owner's token bucket on this node.
+struct Bucket {
+    /// Writes it may make now.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    last: Instant,
+    /// This node's share of the owner's rate ([`share_of`]).
+    share: f64,
+    /// When `share` was computed.
+    share_at: Instant,
+}
+
 /// Per-owner token buckets for the write-rate quota.
 pub struct WriteRates {
-    buckets: Mutex<HashMap<Owner, (f64, Instant)>>,
-    /// Writes per second (and the bucket's size).
+    buckets: Mutex<HashMap<Owner, Bucket>>,
+    /// Writes per second one owner may make in the cluster (and the
+    /// buckets' size, before the shares).
     per_s_max: u32,
 }
 
@@ -111,35 +154,59 @@ impl WriteRates {
         self.per_s_max
     }
 
-    /// Take one write from `owner`'s bucket, or `RATE_LIMITED`.
+    /// Take one write from `owner`'s bucket at the whole rate (an
+    /// operator's writes: made on the node they asked), or `RATE_LIMITED`.
     pub fn take(&self, owner: &Owner) -> Result<(), i32> {
-        self.take_n(owner, 1)
+        self.take_n(owner, 1, || 1.0)
     }
 
     /// Take `n` writes (a batch's entries) from `owner`'s bucket at once,
-    /// or none and `RATE_LIMITED`.
-    pub fn take_n(&self, owner: &Owner, n: usize) -> Result<(), i32> {
+    /// or none and `RATE_LIMITED`. The bucket holds, and refills per
+    /// second, this node's `share` of the owner's rate (computed by
+    /// `share` when the bucket is new or its share older than
+    /// [`SHARE_TTL`]), and always at least one write.
+    pub fn take_n(&self, owner: &Owner, n: usize, share: impl FnOnce() -> f64) -> Result<(), i32> {
         let n = n as f64;
         let now = Instant::now();
-        let max = f64::from(self.per_s_max);
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if b.len() >= RATE_OWNERS_MAX && !b.contains_key(owner) {
             // Forget the owner seen least recently.
             if let Some(oldest) = b
                 .iter()
-                .min_by_key(|(_, (_, t))| *t)
+                .min_by_key(|(_, bucket)| bucket.last)
                 .map(|(o, _)| o.clone())
             {
                 b.remove(&oldest);
             }
         }
-        let (tokens, last) = b.entry(owner.clone()).or_insert((max, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * max).min(max);
-        *last = now;
-        if *tokens < n {
+        let per_s = f64::from(self.per_s_max);
+        let bucket = match b.entry(owner.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let bucket = e.into_mut();
+                if now.duration_since(bucket.share_at) >= SHARE_TTL {
+                    bucket.share = share().clamp(0.0, 1.0);
+                    bucket.share_at = now;
+                }
+                bucket
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let share = share().clamp(0.0, 1.0);
+                e.insert(Bucket {
+                    tokens: (per_s * share).max(1.0),
+                    last: now,
+                    share,
+                    share_at: now,
+                })
+            }
+        };
+        let max = (per_s * bucket.share).max(1.0);
+        let refill = now.duration_since(bucket.last).as_secs_f64() * per_s * bucket.share;
+        bucket.tokens = (bucket.tokens + refill).min(max);
+        bucket.last = now;
+        if bucket.tokens < n {
             return Err(errno::RATE_LIMITED);
         }
-        *tokens -= n;
+        bucket.tokens -= n;
         Ok(())
     }
 }
@@ -154,6 +221,8 @@ pub struct Asker<'a> {
     pub owner: Owner,
     /// The node's write-rate buckets.
     pub rates: &'a Arc<WriteRates>,
+    /// This node (for its share of the owner's rate).
+    pub me: NodeId,
 }
 
 impl Asker<'_> {
@@ -178,7 +247,8 @@ impl Asker<'_> {
             Command::KvBatch { op, .. } => op.len(),
             _ => 1,
         };
-        self.rates.take_n(&self.owner, writes)?;
+        let share = || share_of(&self.raft.state(), self.me, &self.owner);
+        self.rates.take_n(&self.owner, writes, share)?;
         self.live().await?;
         match self.raft.write(cmd).await {
             Ok(CommandResult::Refused(r)) => Err(refusal_code(&r)),
@@ -388,5 +458,88 @@ impl Asker<'_> {
             .locks
             .check(&self.owner, name, token)
             .map_err(|r| refusal_code(&Refusal::Lock(r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_pki::Role;
+    use std::collections::BTreeMap;
+
+    fn owner(id: &str) -> Owner {
+        Owner {
+            role: Role::Client,
+            id: id.into(),
+        }
+    }
+
+    /// Three nodes; alice runs 3 processes on node 1 and 1 on node 2.
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(&Command::Bootstrap {
+            ca_cert_pem: String::new(),
+            ca_node: 1,
+            name: "n1".into(),
+            addr: "n1:1".into(),
+            labels: BTreeMap::new(),
+            now_ms: 1,
+        });
+        for name in ["n2", "n3"] {
+            s.apply(&Command::AddNode {
+                name: name.into(),
+                addr: format!("{name}:1"),
+                labels: BTreeMap::new(),
+                now_ms: 1,
+            });
+        }
+        for (node, count) in [(1u64, 3u64), (2, 1)] {
+            let CommandResult::PidBlock(first) = s.apply(&Command::AllocPidBlock { node }) else {
+                panic!("no block")
+            };
+            let pids: Vec<u64> = (first..first + count).collect();
+            s.apply(&Command::Register {
+                node,
+                pids: pids.clone(),
+            });
+            s.apply(&Command::SetOwners {
+                node,
+                owners: pids.iter().map(|p| (*p, owner("alice"))).collect(),
+            });
+        }
+        s
+    }
+
+    /// Before, each node let an owner make the whole rate: N nodes let it
+    /// make N times the rate. The shares of the nodes add up to one.
+    #[test]
+    fn the_nodes_shares_of_an_owners_rate_add_up_to_one() {
+        let s = state();
+        let alice = owner("alice");
+        assert_eq!(share_of(&s, 1, &alice), 0.75);
+        assert_eq!(share_of(&s, 2, &alice), 0.25);
+        // A node with none of hers yet counts the one asking.
+        assert_eq!(share_of(&s, 3, &alice), 0.2);
+        // An owner with nothing anywhere: the asking node has it all.
+        assert_eq!(share_of(&s, 1, &owner("bob")), 1.0);
+    }
+
+    #[test]
+    fn a_bucket_holds_and_refills_the_nodes_share_only() {
+        let rates = WriteRates::new(100);
+        let alice = owner("alice");
+        let mut made = 0;
+        while rates.take_n(&alice, 1, || 0.25).is_ok() {
+            made += 1;
+            assert!(made <= 100, "the bucket never ran dry");
+        }
+        // 25 at once, and maybe one more refilled meanwhile.
+        assert!((25..=26).contains(&made), "{made}");
+        // Never less than one write of room, even for a tiny share.
+        let bob = owner("bob");
+        assert_eq!(rates.take_n(&bob, 1, || 0.0001), Ok(()));
+        // The whole rate for an operator.
+        let carol = owner("carol");
+        assert!((0..100).all(|_| rates.take(&carol).is_ok()));
     }
 }

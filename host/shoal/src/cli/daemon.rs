@@ -210,9 +210,11 @@ struct StartArgs {
     #[arg(long, value_name = "DURATION", value_parser = super::units::parse_duration)]
     lock_delay: Option<Duration>,
 
-    /// Key-value writes and lock commands one identity may make per second
-    /// on this node (default 5000): guests count against the identity that
-    /// deployed them, `shoal kv set|del` against the caller. Over it,
+    /// Key-value writes and lock commands one identity's guests may make
+    /// per second in the whole cluster (default 5000; give every node the
+    /// same value): each node allows the share of it that matches the share
+    /// of the identity's processes it runs. `shoal kv set|del` counts
+    /// against the caller, at the whole rate on the node asked. Over it,
     /// guests get RATE_LIMITED and operators HTTP 429; retry later.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     kv_writes_per_s_max: Option<u32>,
