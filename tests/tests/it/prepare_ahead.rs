@@ -23,6 +23,17 @@ async fn wait_compiled_everywhere(c: &TestCluster, hash: &Sha256, what: &str) {
     }
 }
 
+/// A pong that moved to n2 answers there (asked from n3), then ends on
+/// `stop`.
+async fn answers_then_stops_on_n2(c: &TestCluster, pong: shoal_runtime::Pid) {
+    let mb = c.node(2).node().open_mailbox();
+    mb.send(pong, b"after the move".to_vec()).expect("send");
+    let reply = mb.recv(WAIT).await.expect("a reply from n2");
+    assert_eq!(reply.data, b"after the move");
+    mb.send(pong, b"stop".to_vec()).expect("send stop");
+    assert!(exit_of(c, 1, pong).await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_node_prepares_a_module_added_on_one_before_it_runs_there() {
     let c = TestCluster::start(3).await;
@@ -35,12 +46,7 @@ async fn every_node_prepares_a_module_added_on_one_before_it_runs_there() {
     // answers there.
     let pong = spawn(&c, 0, &["ping_pong", "pong"]).await;
     move_to(&c, 0, pong, 1).await;
-    let mb = c.node(2).node().open_mailbox();
-    mb.send(pong, b"after the move".to_vec()).expect("send");
-    let reply = mb.recv(WAIT).await.expect("a reply from n2");
-    assert_eq!(reply.data, b"after the move");
-    mb.send(pong, b"stop".to_vec()).expect("send stop");
-    assert!(exit_of(&c, 1, pong).await.success());
+    answers_then_stops_on_n2(&c, pong).await;
     c.shutdown().await;
 }
 
@@ -104,11 +110,6 @@ async fn preparing_a_big_module_everywhere_makes_no_node_look_dead() {
         "go_pingpong moved to a node that prepared it ahead in {:?}",
         t.elapsed()
     );
-    let mb = c.node(2).node().open_mailbox();
-    mb.send(pong, b"after the move".to_vec()).expect("send");
-    let reply = mb.recv(WAIT).await.expect("a reply from n2");
-    assert_eq!(reply.data, b"after the move");
-    mb.send(pong, b"stop".to_vec()).expect("send stop");
-    assert!(exit_of(&c, 1, pong).await.success());
+    answers_then_stops_on_n2(&c, pong).await;
     c.shutdown().await;
 }
