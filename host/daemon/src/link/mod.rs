@@ -475,7 +475,20 @@ impl Link {
         }
         // A process that started and exited in the same batch is still
         // registered (then unregistered): that moves its node's registered
-        // mark past it, which is how senders learn it is gone.
+        // mark past it, which is how senders learn it is gone. But a pid of
+        // another node's block (a child its parent's node recorded, which
+        // registered it: `crate::records::spawns`) that already left the
+        // directory ended; registering it again would be refused, and with
+        // it the whole chunk.
+        let started: Vec<u64> = {
+            let state = self.raft.state();
+            started
+                .into_iter()
+                .filter(|p| {
+                    state.directory.contains_key(p) || state.block_owner(*p) == Some(self.me)
+                })
+                .collect()
+        };
         for chunk in started.chunks(shoal_cluster::PIDS_PER_COMMAND_MAX) {
             let cmd = Command::Register {
                 node: self.me,
