@@ -1587,6 +1587,15 @@ impl ClusterState {
         };
         valid_pids(&[child])?;
         self.live_member(node)?;
+        // A node declared dead would keep the child's entry for ever (its
+        // processes were dealt with when the verdict was applied).
+        if let Some(epoch) = self.node_dead(node) {
+            return Err(Refusal::LivenessSame {
+                node,
+                dead: true,
+                epoch,
+            });
+        }
         if let Some(e) = self.directory.get(&child) {
             return Err(Refusal::PidElsewhere {
                 pid: child,
@@ -2205,6 +2214,20 @@ mod tests {
         // The whole state round trips through JSON.
         let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+        // Not onto a node declared dead.
+        let epoch = s.liveness_epoch(2);
+        s.apply(&Command::NodeDead {
+            node: 2,
+            epoch,
+            silent_ms: 5000,
+            by: 1,
+            now_ms: 10,
+        });
+        assert!(matches!(
+            s.apply(&spawn(7, first + 12, 2)),
+            CommandResult::Refused(Refusal::LivenessSame { node: 2, .. })
+        ));
+        assert!(!s.directory.contains_key(&(first + 12)));
     }
 
     /// Locks through the state machine: the owner rule, fenced writes,

@@ -57,6 +57,10 @@ pub async fn record(
             Ok(SpawnRecord::Failed(code))
         }
         Ok(CommandResult::ChildFailed(_)) => Ok(SpawnRecord::Failed(errno::SPAWN_FAILED)),
+        // The chosen node was declared dead meanwhile.
+        Ok(CommandResult::Refused(shoal_cluster::Refusal::LivenessSame { .. })) => {
+            Err(errno::NO_NODE)
+        }
         Ok(other) => {
             tracing::warn!("spawn by pid {parent} not recorded: {other:?}");
             Err(errno::SPAWN_FAILED)
