@@ -121,16 +121,6 @@ enum Failed {
     Other(String),
 }
 
-/// Is there a live member besides `me` (not removed, not declared dead)
-/// that could hold a checkpoint?
-fn others_alive(state: &shoal_cluster::ClusterState, me: NodeId) -> bool {
-    state.nodes.values().any(|n| {
-        n.id != me
-            && n.status != shoal_cluster::NodeStatus::Removed
-            && state.node_dead(n.id).is_none()
-    })
-}
-
 /// Take, replicate and record one checkpoint of `pid` (at directory
 /// `epoch`). Returns its holders.
 async fn checkpoint(
@@ -161,7 +151,7 @@ async fn checkpoint(
         .link
         .replicate_checkpoint(&info.id, replicas, prefer)
         .await;
-    if holders.len() < 2 && others_alive(&inner.raft.state(), inner.me) {
+    if holders.len() < 2 && inner.link.has_replica_candidates() {
         return Err(Failed::Other(format!(
             "no other node could keep checkpoint {} (it would not survive this node)",
             info.id

@@ -112,6 +112,12 @@ impl Link {
         self.fetch_snapshot(&[req.from], &id).await
     }
 
+    /// Is there any other live member that could keep a checkpoint (the
+    /// members [`Link::replicate_checkpoint`] asks)?
+    pub fn has_replica_candidates(&self) -> bool {
+        !replica_candidates(&self.raft.state(), self.me).is_empty()
+    }
+
     /// Have `replicas` other live members keep snapshot `id` (already
     /// complete here), those in `prefer` first (they hold most of its
     /// pages already). Returns the holders, this node first: fewer than

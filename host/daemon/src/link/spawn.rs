@@ -235,9 +235,8 @@ async fn recorded_pid(node: &Node, link: &Link, r: &RecordedChild) -> Result<Pid
         seq: r.seq,
     };
     let (pid, parent) = (Pid(r.pid), Pid(r.parent));
-    let me = shoal_runtime::node::ClusterLink::node_id(link);
     if node.router().is_local(pid)
-        || !crate::records::spawns::recorded_here(&link.raft, me, parent, key, pid).await
+        || !crate::records::spawns::recorded_here(&link.raft, link.me, parent, key, pid).await
     {
         return Err(SpawnRefusal::Failed {
             why: format!("pid {pid} is not on record as a child of pid {parent} to start here"),
