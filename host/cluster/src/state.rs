@@ -48,6 +48,16 @@ pub const PID_BLOCK_SIZE: u64 = 1 << 16;
 /// of a single log entry).
 pub const PIDS_PER_COMMAND_MAX: usize = 4096;
 
+/// Most writes one [`Command::Batch`] carries: the leader's group commit
+/// stops gathering there (with [`BATCH_BYTES_MAX`]), and an apply refuses
+/// a longer batch whole.
+pub const BATCH_COMMANDS_MAX: usize = 256;
+
+/// Most encoded bytes the leader gathers into one [`Command::Batch`] (a
+/// single larger write goes alone): bounds one log entry and one
+/// replication message.
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+
 /// Longest name (node, module or process name) the state accepts.
 pub const NAME_BYTES_MAX: usize = 255;
 
@@ -359,6 +369,14 @@ pub enum Command {
         seq: u64,
         /// The command.
         cmd: Box<Command>,
+    },
+    /// Several writes the leader proposed as one log entry (group commit,
+    /// [`crate::raft`]'s batcher): applied in order, each as if alone,
+    /// answering [`CommandResult::Batch`]. Only the leader makes one; it is
+    /// never accepted from another node nor inside another envelope.
+    Batch {
+        /// The writes, at most [`BATCH_COMMANDS_MAX`].
+        cmds: Vec<Command>,
     },
     /// `cmd` with the signed request of the admin who asked for it: the
     /// writes that mint or take away credentials and authority
@@ -823,6 +841,15 @@ pub enum LockOp {
 }
 
 impl Command {
+    /// The writes one log entry carries: a [`Command::Batch`]'s, in order,
+    /// or the command itself.
+    pub fn writes(&self) -> &[Command] {
+        match self {
+            Command::Batch { cmds } => cmds,
+            one => std::slice::from_ref(one),
+        }
+    }
+
     /// The command inside its [`Command::Once`] envelope (itself if none).
     pub fn unwrapped(&self) -> &Command {
         match self {
@@ -869,6 +896,8 @@ pub enum CommandResult {
     /// `SpawnEffect` repeated after `SpawnEffectFailed`: the spawn failed
     /// with this ABI error code.
     ChildFailed(i32),
+    /// `Batch`: each write's own result, in order.
+    Batch(Vec<CommandResult>),
 }
 
 type Outcome = Result<CommandResult, Refusal>;
@@ -905,12 +934,30 @@ impl ClusterState {
     /// Apply one command. Deterministic; never panics; a refusal changes
     /// nothing.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        if let Command::Batch { cmds } = cmd {
+            if cmds.len() > BATCH_COMMANDS_MAX {
+                return CommandResult::Refused(Refusal::BatchTooLarge {
+                    count: cmds.len(),
+                    max: BATCH_COMMANDS_MAX,
+                });
+            }
+            let results = cmds
+                .iter()
+                .map(|c| match c {
+                    Command::Batch { .. } => CommandResult::Refused(Refusal::NestedOnce),
+                    c => self.apply(c),
+                })
+                .collect();
+            return CommandResult::Batch(results);
+        }
         if let Command::Once { client, seq, cmd } = cmd {
             if let Some(done) = self.once.seen(*client, *seq) {
                 return done.clone();
             }
             let result = match **cmd {
-                Command::Once { .. } => CommandResult::Refused(Refusal::NestedOnce),
+                Command::Once { .. } | Command::Batch { .. } => {
+                    CommandResult::Refused(Refusal::NestedOnce)
+                }
                 ref inner => self.apply(inner),
             };
             self.once.record(*client, *seq, result.clone());
@@ -934,7 +981,7 @@ impl ClusterState {
         let outcome = match cmd {
             Command::Signed { .. } => Err(Refusal::NestedOnce),
             // Handled above; kept total so `apply` has no panic path.
-            Command::Once { .. } => Err(Refusal::NestedOnce),
+            Command::Once { .. } | Command::Batch { .. } => Err(Refusal::NestedOnce),
             Command::Bootstrap {
                 ca_node,
                 ca_cert_pem,
@@ -1157,6 +1204,10 @@ impl ClusterState {
     /// Whether applying `cmd` would only repeat an earlier application (a
     /// retried [`Command::Once`] already recorded): it changes nothing.
     pub fn is_repeat(&self, cmd: &Command) -> bool {
+        debug_assert!(
+            !matches!(cmd, Command::Batch { .. }),
+            "a batch is judged write by write"
+        );
         match cmd {
             Command::Once { client, seq, .. } => self.once.seen(*client, *seq).is_some(),
             _ => false,

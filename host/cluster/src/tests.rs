@@ -820,3 +820,38 @@ async fn linearizable_reads_see_every_completed_write_and_a_minority_cannot_read
         c.stop(id).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_each_gets_its_own_result() {
+    let mut c = TestCluster::new(test_config());
+    let [n1, n2, n3] = c.three_nodes().await;
+    let before = n1.status().last_log_index.unwrap_or(0);
+    const WRITES: usize = 300;
+    let mut tasks = Vec::new();
+    for k in 0..WRITES {
+        let via = [&n1, &n2, &n3][k % 3].clone();
+        let node = via.id();
+        tasks.push(tokio::spawn(async move { alloc(&via, node).await }));
+    }
+    let mut firsts = BTreeSet::new();
+    for t in tasks {
+        firsts.insert(t.await.expect("writer"));
+    }
+    // Each write applied once, with its own answer.
+    assert_eq!(firsts.len(), WRITES, "distinct blocks");
+    wait_converged(&[&n1, &n2, &n3], WRITES).await;
+    let st = n1.state();
+    for first in &firsts {
+        assert!(st.pid_blocks.contains_key(first), "block {first} applied");
+    }
+    // Fewer entries than writes: concurrent writes went in together.
+    let entries = n1.status().last_log_index.unwrap_or(0) - before;
+    println!("{WRITES} concurrent writes in {entries} log entries");
+    assert!(
+        (entries as usize) < WRITES,
+        "{WRITES} concurrent writes took {entries} entries"
+    );
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}

@@ -47,6 +47,26 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
     }
 }
 
+/// How many bytes [`encode`] would make of `value`, without keeping them
+/// (sizes a write for the leader's batches). A value that does not encode
+/// counts as what was written before the failure; the encode that stores
+/// it reports the error.
+pub(crate) fn encoded_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(1);
+    let _ = ciborium::into_writer(value, &mut count);
+    count.0
+}
+
 /// Write `value` to `out` as one CBOR item (no marker: a stream's marker is
 /// written once, by its owner).
 pub(crate) fn write_item<T: Serialize, W: Write>(value: &T, out: W) -> Result<(), CodecError> {
@@ -105,5 +125,6 @@ mod tests {
         }
         assert!(decode::<ClusterState>(&[BINARY, 0xff, 0xff]).is_err());
         assert!(decode::<ClusterState>(b"{").is_err());
+        assert_eq!(encoded_len(&state), bin.len());
     }
 }

@@ -10,6 +10,7 @@
 //! the command's result or an error that names the problem (no quorum, no
 //! leader, timeout, not a member).
 
+mod batcher;
 mod codec;
 mod detector_task;
 mod log_store;
@@ -457,8 +458,9 @@ struct Inner {
     config: RaftConfig,
     published: Arc<Published>,
     reach: Arc<Reachability>,
-    /// The leader's failure detector task ([`detector_task`]) and the
-    /// pre-vote guard ([`prevote`]).
+    /// The leader's failure detector task ([`detector_task`]), the
+    /// pre-vote guard ([`prevote`]) and the write [`batcher`]: stopped at
+    /// shutdown.
     detector: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Completes when openraft's tasks dropped the store (file closed).
     store_closed: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
@@ -467,6 +469,8 @@ struct Inner {
     client_id: u64,
     /// The next write's sequence number.
     next_seq: std::sync::atomic::AtomicU64,
+    /// Group commit of the writes this node proposes as leader.
+    batcher: batcher::Batcher,
 }
 
 impl std::fmt::Debug for Raft {
@@ -537,6 +541,7 @@ impl Raft {
             .await
             .map(|r| r.map(|_| ()));
         }
+        let (batcher, batcher_task) = batcher::Batcher::start(raft.clone());
         let node = Raft {
             inner: Arc::new(Inner {
                 id,
@@ -550,11 +555,13 @@ impl Raft {
                 store_closed: Mutex::new(Some(store_closed)),
                 client_id: rand::random(),
                 next_seq: std::sync::atomic::AtomicU64::new(1),
+                batcher,
             }),
         };
         let tasks = vec![
             tokio::spawn(detector_task::run(Arc::downgrade(&node.inner))),
             tokio::spawn(prevote::run(Arc::downgrade(&node.inner))),
+            batcher_task,
         ];
         *node
             .inner
@@ -1454,20 +1461,20 @@ impl Raft {
     }
 
     /// Propose `cmd` on this node (must be the leader), waiting at most
-    /// `remaining`.
+    /// `remaining`. Concurrent writes share log entries ([`batcher`]).
     async fn local_write(
         &self,
         cmd: Command,
         remaining: Duration,
     ) -> Result<Step<CommandResult>, ClusterError> {
         let started = Instant::now();
-        match tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await {
+        match tokio::time::timeout(remaining, self.inner.batcher.propose(cmd)).await {
             // Proposed: it may still commit.
             Err(_) => Err(self.stall_error("write", started, true)),
-            Ok(Ok(resp)) => Ok(Step::Done(resp.data)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(Step::Retry),
-            Ok(Err(RaftError::APIError(e))) => Err(ClusterError::Raft(e.to_string())),
-            Ok(Err(RaftError::Fatal(e))) => Err(self.stopped(e)),
+            Ok(batcher::Outcome::Done(result)) => Ok(Step::Done(result)),
+            Ok(batcher::Outcome::NotLeader) => Ok(Step::Retry),
+            Ok(batcher::Outcome::Refused(e)) => Err(ClusterError::Raft(e)),
+            Ok(batcher::Outcome::Stopped(e)) => Err(self.stopped(e)),
         }
     }
 

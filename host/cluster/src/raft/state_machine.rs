@@ -285,18 +285,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Ok,
                 EntryPayload::Normal(cmd) => {
-                    let repeat = self.data.state.is_repeat(&cmd);
+                    let writes = cmd.writes();
+                    let repeats: Vec<bool> = writes
+                        .iter()
+                        .map(|w| self.data.state.is_repeat(w))
+                        .collect();
                     let result = self.data.state.apply(&cmd);
-                    if let (Command::MovePid { pid, from, to, .. }, CommandResult::Ok, false) =
-                        (cmd.unwrapped(), &result, repeat)
-                    {
-                        let epoch = self.data.state.directory.get(pid).map_or(0, |e| e.epoch);
-                        moves.push(MoveApplied {
-                            pid: *pid,
-                            from: *from,
-                            to: *to,
-                            epoch,
-                        });
+                    let results: &[CommandResult] = match &result {
+                        CommandResult::Batch(each) => each,
+                        one => std::slice::from_ref(one),
+                    };
+                    for ((write, result), repeat) in writes.iter().zip(results).zip(repeats) {
+                        if let (Command::MovePid { pid, from, to, .. }, CommandResult::Ok, false) =
+                            (write.unwrapped(), result, repeat)
+                        {
+                            let epoch = self.data.state.directory.get(pid).map_or(0, |e| e.epoch);
+                            moves.push(MoveApplied {
+                                pid: *pid,
+                                from: *from,
+                                to: *to,
+                                epoch,
+                            });
+                        }
                     }
                     result
                 }

@@ -117,6 +117,78 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_applies_each_write_as_if_alone() {
+        use crate::state::BATCH_COMMANDS_MAX;
+        let mut s = ClusterState::default();
+        let boot = Command::Bootstrap {
+            ca_cert_pem: String::new(),
+            ca_node: 1,
+            name: "n1".into(),
+            addr: "n1:1".into(),
+            labels: Default::default(),
+            now_ms: 1,
+        };
+        s.apply(&once(1, boot));
+        let a = once(2, Command::AllocPidBlock { node: 1 });
+        let bad = once(3, Command::AllocPidBlock { node: 9 });
+        let b = once(4, Command::AllocPidBlock { node: 1 });
+        let batch = Command::Batch {
+            cmds: vec![a.clone(), bad.clone(), b.clone()],
+        };
+        let CommandResult::Batch(results) = s.apply(&batch) else {
+            panic!("a batch answers a batch");
+        };
+        assert_eq!(results.len(), 3);
+        assert!(matches!(results[0], CommandResult::PidBlock(_)));
+        assert_eq!(
+            results[1],
+            CommandResult::Refused(Refusal::NoNode { id: 9 }),
+            "one refused write refuses only itself"
+        );
+        assert!(matches!(results[2], CommandResult::PidBlock(_)));
+        assert_ne!(results[0], results[2]);
+        // Each write's retry, alone or in another batch, answers the same.
+        assert_eq!(s.apply(&a), results[0]);
+        let next = s.next_pid_block;
+        let again = s.apply(&Command::Batch {
+            cmds: vec![b.clone(), a.clone()],
+        });
+        assert_eq!(
+            again,
+            CommandResult::Batch(vec![results[2].clone(), results[0].clone()])
+        );
+        assert_eq!(s.next_pid_block, next, "nothing handed out twice");
+        // A batch inside a batch or an envelope is refused, changing nothing.
+        let inner = Command::Batch {
+            cmds: vec![once(5, Command::AllocPidBlock { node: 1 })],
+        };
+        let nested = s.apply(&Command::Batch {
+            cmds: vec![inner.clone()],
+        });
+        assert_eq!(
+            nested,
+            CommandResult::Batch(vec![CommandResult::Refused(Refusal::NestedOnce)])
+        );
+        let wrapped = Command::Once {
+            client: 7,
+            seq: 6,
+            cmd: Box::new(inner),
+        };
+        assert!(matches!(s.apply(&wrapped), CommandResult::Refused(_)));
+        // Too long a batch is refused whole.
+        let long = Command::Batch {
+            cmds: (0..=BATCH_COMMANDS_MAX as u64)
+                .map(|k| once(100 + k, Command::AllocPidBlock { node: 1 }))
+                .collect(),
+        };
+        assert!(matches!(
+            s.apply(&long),
+            CommandResult::Refused(Refusal::BatchTooLarge { .. })
+        ));
+        assert_eq!(s.next_pid_block, next);
+    }
+
+    #[test]
     fn the_book_stays_bounded() {
         let mut book = OnceBook::default();
         for seq in 0..(ONCE_SEQS_PER_CLIENT_MAX as u64 + 10) {

@@ -243,6 +243,14 @@ pub enum Refusal {
         /// The bound.
         max_bytes: usize,
     },
+    /// A `Batch` of more writes than [`super::BATCH_COMMANDS_MAX`].
+    #[error("a batch of {count} writes (at most {max})")]
+    BatchTooLarge {
+        /// Writes in the batch.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A `Once` envelope inside another.
     #[error("a write envelope inside a write envelope")]
     NestedOnce,
@@ -326,6 +334,7 @@ impl Refusal {
             | TooManyPids { .. }
             | PidNotInBlock { .. }
             | NestedOnce
+            | BatchTooLarge { .. }
             | OwnerIdTooLong { .. }
             | BadRestart { .. }
             | ArgsTooLarge

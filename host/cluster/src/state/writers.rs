@@ -192,7 +192,9 @@ impl ClusterState {
                 })),
             },
             Command::Once { .. } => Err(ForwardRefusal::NestedEnvelope),
-            Command::Bootstrap { .. }
+            // Made by the leader of what it was asked, never asked for.
+            Command::Batch { .. }
+            | Command::Bootstrap { .. }
             | Command::NodeDead { .. }
             | Command::NodeAlive { .. }
             | Command::ExpireLocks { .. }
@@ -210,6 +212,7 @@ impl ClusterState {
 pub fn command_name(cmd: &Command) -> &'static str {
     match cmd {
         Command::Once { cmd, .. } | Command::Signed { cmd, .. } => command_name(cmd),
+        Command::Batch { .. } => "Batch",
         Command::Bootstrap { .. } => "Bootstrap",
         Command::AddNode { .. } => "AddNode",
         Command::RemoveNode { .. } => "RemoveNode",
@@ -283,6 +286,29 @@ mod tests {
     /// command's `by` must be the identity the node relays. (Before, any
     /// node could forward `NameModule { by: <an admin> }` as itself, and
     /// the ownership rule then judged the forged admin.)
+    #[test]
+    fn a_batch_is_never_accepted_from_another_node() {
+        let s = cluster();
+        // Node 2 may write its own block alone…
+        let own = Command::AllocPidBlock { node: 2 };
+        assert_eq!(s.may_forward(2, None, &own), Ok(()));
+        // …but not smuggle anything in a batch (the leader makes batches
+        // of writes it judged one by one), bare or in an envelope.
+        let batch = Command::Batch {
+            cmds: vec![own.clone(), Command::AllocPidBlock { node: 1 }],
+        };
+        assert!(matches!(
+            s.may_forward(2, None, &batch),
+            Err(ForwardRefusal::Never { .. })
+        ));
+        let wrapped = Command::Once {
+            client: 1,
+            seq: 1,
+            cmd: Box::new(Command::Batch { cmds: vec![own] }),
+        };
+        assert!(s.may_forward(2, None, &wrapped).is_err());
+    }
+
     #[test]
     fn a_module_name_is_forwarded_only_as_the_identity_it_names() {
         let s = cluster();
