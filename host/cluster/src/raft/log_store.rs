@@ -1,5 +1,6 @@
-//! openraft's log storage over the redb [`Store`]: entries, vote, committed
-//! pointer and purge point, each write fsynced before it is acknowledged.
+//! openraft's log storage over the [`Store`]: entries in its write-ahead
+//! log ([`super::wal`]), vote and purge point in redb, each synced before
+//! it is acknowledged; the committed pointer written in place, unsynced.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -33,8 +34,20 @@ impl LogStore {
     /// i.e. it belongs to a cluster and should come back as a member.
     pub(crate) fn has_history(&self) -> Result<bool, StoreError> {
         let purged: Option<LogId<NodeId>> = self.store.get(KEY_LAST_PURGED)?;
-        let last: Option<Entry<TypeConfig>> = self.store.last()?;
-        Ok(purged.is_some() || last.is_some())
+        Ok(purged.is_some() || !self.store.wal().is_empty())
+    }
+
+    /// The last entry, decoded.
+    fn last(&self) -> Result<Option<Entry<TypeConfig>>, StoreError> {
+        let Some(bytes) = self.store.wal().last()? else {
+            return Ok(None);
+        };
+        super::codec::decode(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Codec {
+                key: "raft log".to_string(),
+                source,
+            })
     }
 }
 
@@ -53,8 +66,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
-        self.store
+        let raw = self
+            .store
+            .wal()
             .range(start, end, READ_ENTRIES_MAX)
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        raw.iter()
+            .map(|bytes| super::codec::decode(bytes))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StorageIOError::read_logs(&e).into())
     }
 }
@@ -67,10 +86,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .store
             .get(KEY_LAST_PURGED)
             .map_err(|e| StorageIOError::read_logs(&e))?;
-        let last: Option<Entry<TypeConfig>> = self
-            .store
-            .last()
-            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = self.last().map_err(|e| StorageIOError::read_logs(&e))?;
         let last_log_id = last.map(|e| e.log_id).or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -98,14 +114,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Not fsynced: losing it only means re-applying from the last
-        // snapshot / saved state machine, which openraft does.
+        // Not synced: losing it only means applying again from the last
+        // snapshot, which openraft does.
+        let bytes = super::codec::encode(&committed).map_err(|e| StorageIOError::write(&e))?;
         self.store
-            .put(KEY_COMMITTED, &committed, false)
+            .put_committed(&bytes)
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        // A torn or unreadable pointer is no pointer: apply from the
+        // snapshot instead. A store of an earlier build kept it in redb.
+        if let Some(bytes) = self.store.get_committed() {
+            return Ok(super::codec::decode::<Option<LogId<NodeId>>>(&bytes)
+                .ok()
+                .flatten());
+        }
         let committed: Option<Option<LogId<NodeId>>> = self
             .store
             .get(KEY_COMMITTED)
@@ -128,7 +152,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             encoded.push((entry.log_id.index, bytes));
         }
-        let result = self.store.append(&encoded);
+        let result = self.store.wal().append(&encoded);
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -143,15 +167,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.store
+            .wal()
             .truncate_from(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let bytes =
-            super::codec::encode(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
+        // The purge point first (synced): a crash before the segments go
+        // leaves records that the next open drops.
         self.store
-            .purge_upto(log_id.index, &bytes)
+            .put(KEY_LAST_PURGED, &Some(log_id), true)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.store
+            .wal()
+            .purge_upto(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }

@@ -19,6 +19,7 @@ mod prevote;
 mod snapshot_file;
 mod state_machine;
 mod store;
+mod wal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
