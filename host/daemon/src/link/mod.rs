@@ -18,6 +18,7 @@
 
 pub mod checkpoints;
 pub mod paths;
+pub mod placed;
 pub mod spawn;
 pub mod volumes;
 
@@ -149,6 +150,9 @@ pub struct Link {
     pub restarts: checkpoints::Restarts,
     /// The per-owner key-value and lock write rates on this node.
     rates: Arc<crate::records::kv::WriteRates>,
+    /// Placements made here that the chosen nodes' heartbeats do not
+    /// show yet.
+    placed: placed::PlacedBook,
 }
 
 impl Link {
@@ -175,6 +179,7 @@ impl Link {
             owners: Default::default(),
             restarts: Default::default(),
             rates: Arc::new(crate::records::kv::WriteRates::new(kv_writes_per_s_max)),
+            placed: Default::default(),
         })
     }
 
@@ -368,11 +373,14 @@ impl Link {
         away_from: NodeId,
     ) -> Result<NodeId, sched::PlacementError> {
         let state = self.raft.state();
-        let candidates: Vec<Candidate> = Self::candidates(&state, self.processes_max)
+        let mut candidates: Vec<Candidate> = Self::candidates(&state, self.processes_max)
             .into_iter()
             .filter(|c| c.id != away_from)
             .collect();
-        sched::place(&candidates, target)
+        self.placed.adjust(&state, &mut candidates);
+        let id = sched::place(&candidates, target)?;
+        self.placed.record(&state, &[id]);
+        Ok(id)
     }
 
     /// Choose nodes for `count` processes.
@@ -382,8 +390,11 @@ impl Link {
         count: usize,
     ) -> Result<Vec<NodeId>, sched::PlacementError> {
         let state = self.raft.state();
-        let candidates = Self::candidates(&state, self.processes_max);
-        sched::place_many(&candidates, target, count)
+        let mut candidates = Self::candidates(&state, self.processes_max);
+        self.placed.adjust(&state, &mut candidates);
+        let ids = sched::place_many(&candidates, target, count)?;
+        self.placed.record(&state, &ids);
+        Ok(ids)
     }
 
     /// The address of a live member.
