@@ -6,7 +6,7 @@
 //! [`Command`]s committed to the Raft log and applied, in log order, by the
 //! pure function [`ClusterState::apply`]. [`Raft`] is the node's Raft member
 //! (openraft inside; no other part of Shoal names an openraft type) with a
-//! durable redb store; [`RaftTransport`] is how members reach each other.
+//! durable store (a write-ahead log and redb); [`RaftTransport`] is how members reach each other.
 //!
 //! # The Raft state machine
 //!

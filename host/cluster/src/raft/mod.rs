@@ -1,8 +1,10 @@
 //! The Raft node: openraft behind Shoal's own API. Nothing outside
 //! `cluster::raft` names an openraft type.
 //!
-//! - [`store`]: the redb file (log, vote, state machine, snapshot).
+//! - [`store`]: the redb file (vote, purge point), the write-ahead log
+//!   ([`wal`]) and the snapshot file.
 //! - [`log_store`] / [`state_machine`]: openraft's storage traits over it.
+//! - [`batcher`]: the leader's group commit of concurrent writes.
 //! - [`network`]: openraft's network traits over a [`RaftTransport`].
 //!
 //! Writes go through [`Raft::write`], which forwards to the leader when this
