@@ -31,6 +31,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes of a new segment (a larger record gets a segment of its size).
 pub(crate) const SEGMENT_BYTES: u64 = 8 << 20;
+/// Bytes of a log's first segment: most logs stay small (a test cluster,
+/// a node that just joined and installs a snapshot), and zero-filling
+/// costs a write of the whole segment.
+const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 /// Bytes of a record's header.
 const HEADER_BYTES: usize = 16;
 /// Largest record payload accepted, written or read (bounds what a
@@ -348,7 +352,12 @@ impl Wal {
     /// Start a segment for a record of `record_bytes` at `index`.
     fn roll_over(&self, inner: &mut Inner, index: u64, record_bytes: u64) -> Result<(), WalError> {
         // The segment before it ends here: its tail is already zero.
-        let size = SEGMENT_BYTES.max(record_bytes.next_multiple_of(4096));
+        let base = if inner.segments.is_empty() {
+            FIRST_SEGMENT_BYTES
+        } else {
+            SEGMENT_BYTES
+        };
+        let size = base.max(record_bytes.next_multiple_of(4096));
         let path = self.dir.join(segment_name(index));
         let file = {
             use std::os::unix::fs::OpenOptionsExt;

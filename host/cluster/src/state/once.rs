@@ -86,18 +86,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_retried_write_applies_once_and_answers_the_same() {
-        let mut s = ClusterState::default();
-        let boot = Command::Bootstrap {
+    fn boot() -> Command {
+        Command::Bootstrap {
             ca_cert_pem: String::new(),
             ca_node: 1,
             name: "n1".into(),
             addr: "n1:1".into(),
             labels: Default::default(),
             now_ms: 1,
-        };
-        assert_eq!(s.apply(&once(1, boot)), CommandResult::NodeId(1));
+        }
+    }
+
+    #[test]
+    fn a_retried_write_applies_once_and_answers_the_same() {
+        let mut s = ClusterState::default();
+        assert_eq!(s.apply(&once(1, boot())), CommandResult::NodeId(1));
         let alloc = once(2, Command::AllocPidBlock { node: 1 });
         let first = s.apply(&alloc);
         let next = s.next_pid_block;
@@ -120,15 +123,7 @@ mod tests {
     fn a_batch_applies_each_write_as_if_alone() {
         use crate::state::BATCH_COMMANDS_MAX;
         let mut s = ClusterState::default();
-        let boot = Command::Bootstrap {
-            ca_cert_pem: String::new(),
-            ca_node: 1,
-            name: "n1".into(),
-            addr: "n1:1".into(),
-            labels: Default::default(),
-            now_ms: 1,
-        };
-        s.apply(&once(1, boot));
+        s.apply(&once(1, boot()));
         let a = once(2, Command::AllocPidBlock { node: 1 });
         let bad = once(3, Command::AllocPidBlock { node: 9 });
         let b = once(4, Command::AllocPidBlock { node: 1 });
