@@ -113,48 +113,38 @@ async fn run(raft: OpenRaft, mut rx: mpsc::Receiver<Pending>) {
 }
 
 /// Propose `group` as one entry (alone if it is one write) and answer
-/// each write.
-async fn propose(raft: &OpenRaft, mut group: Vec<Pending>) {
-    let count = group.len();
-    let entry = if count == 1 {
-        group[0].cmd.clone()
-    } else {
-        Command::Batch {
-            cmds: group.iter().map(|p| p.cmd.clone()).collect(),
+/// each write. The commands move into the entry: nothing is copied.
+async fn propose(raft: &OpenRaft, group: Vec<Pending>) {
+    let (mut cmds, dones): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
+        group.into_iter().map(|p| (p.cmd, p.done)).unzip();
+    let count = cmds.len();
+    let entry = match cmds.pop() {
+        Some(only) if cmds.is_empty() => only,
+        Some(last) => {
+            cmds.push(last);
+            Command::Batch { cmds }
         }
+        None => return,
     };
-    let answer = raft.client_write(entry).await;
-    match answer {
-        Ok(resp) => match (count, resp.data) {
-            (1, result) => answer_one(group.pop(), Outcome::Done(result)),
-            (_, CommandResult::Batch(results)) if results.len() == count => {
-                for (p, result) in group.into_iter().zip(results) {
-                    let _ = p.done.send(Outcome::Done(result));
-                }
+    let outcomes: Vec<Outcome> = match raft.client_write(entry).await {
+        Ok(resp) => match resp.data {
+            CommandResult::Batch(results) if count > 1 && results.len() == count => {
+                results.into_iter().map(Outcome::Done).collect()
             }
-            // Refused whole (cannot happen within our bounds): the same
-            // answer to each write.
-            (_, other) => {
-                for p in group {
-                    let _ = p.done.send(Outcome::Done(other.clone()));
-                }
-            }
+            // One write's result; or a batch refused whole (cannot happen
+            // within our bounds): the same answer to each write.
+            result => vec![result; count].into_iter().map(Outcome::Done).collect(),
         },
         Err(e) => {
-            let each = |e: &RaftError<_, ClientWriteError<_, _>>| match e {
+            let each = || match &e {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Outcome::NotLeader,
                 RaftError::APIError(e) => Outcome::Refused(e.to_string()),
                 RaftError::Fatal(e) => Outcome::Stopped(e.to_string()),
             };
-            for p in group {
-                let _ = p.done.send(each(&e));
-            }
+            (0..count).map(|_| each()).collect()
         }
-    }
-}
-
-fn answer_one(pending: Option<Pending>, outcome: Outcome) {
-    if let Some(p) = pending {
-        let _ = p.done.send(outcome);
+    };
+    for (done, outcome) in dones.into_iter().zip(outcomes) {
+        let _ = done.send(outcome);
     }
 }
