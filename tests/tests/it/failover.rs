@@ -822,10 +822,12 @@ fn a_down_taken_by_the_lost_copy_reaches_the_resumed_one() {
 /// SIGKILLed past the 30th. Each spawn waited, captured inside the call,
 /// for a recorded checkpoint, and its child was recorded as the spawn's
 /// effect before it ran, so the copy resumed inside the same `spawn`
-/// finds the first child instead of starting a second. At the end
-/// `children` equals the number of `child-*` keys (no child started
-/// twice), every child on n1 ran, and at most one child on n3 is missing
-/// (started there just before the kill, it died with the node).
+/// finds the first child instead of starting a second; a `spawn_on` whose
+/// request n3 never sent is asked again by the resumed copy, and n1
+/// starts that child once. At the end every `child-*` key counts 1 (no
+/// child started twice), every child on n1 ran, and at most one child on
+/// n3 is missing (started there just before the kill, it died with the
+/// node, perhaps after counting itself in `children`).
 #[test]
 fn children_spawned_by_a_process_killed_mid_stream_start_once_each() {
     const N: usize = 60;
@@ -873,12 +875,22 @@ fn children_spawned_by_a_process_killed_mid_stream_start_once_each() {
         .filter(|k| k.starts_with("child-"))
         .map(str::to_string)
         .collect();
-    let got = lab.cli_json(0, &["kv", "get", "kids", "children", "--json"]);
-    let counted = shoal_api::kv::base64_decode(got["value_base64"].as_str().unwrap())
-        .ok()
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(i64::from_le_bytes)
-        .unwrap();
+    let count_of = |key: &str| {
+        let got = lab.cli_json(0, &["kv", "get", "kids", key, "--json"]);
+        shoal_api::kv::base64_decode(got["value_base64"].as_str().unwrap())
+            .ok()
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_le_bytes)
+            .unwrap()
+    };
+    let counted = count_of("children");
+    // Each child counts its own runs under its key: a child started twice
+    // shows 2 there.
+    let twice: Vec<(String, i64)> = keys
+        .iter()
+        .map(|k| (k.clone(), count_of(k)))
+        .filter(|(_, runs)| *runs != 1)
+        .collect();
     let missing: Vec<usize> = (1..=N)
         .filter(|i| !keys.contains(&format!("child-{i}")))
         .collect();
@@ -886,9 +898,11 @@ fn children_spawned_by_a_process_killed_mid_stream_start_once_each() {
         "{counted} children ran under {} keys; missing {missing:?}",
         keys.len()
     );
-    assert_eq!(
-        counted,
-        keys.len() as i64,
+    assert!(twice.is_empty(), "children started twice: {twice:?}");
+    // A child on n3 killed between its two increments counted itself in
+    // `children` only: it is the missing one.
+    assert!(
+        counted >= keys.len() as i64 && counted <= (keys.len() + missing.len()) as i64,
         "children started twice: {counted} ran under {} keys",
         keys.len()
     );

@@ -153,6 +153,8 @@ pub struct Link {
     /// Placements made here that the chosen nodes' heartbeats do not
     /// show yet.
     placed: placed::PlacedBook,
+    /// The recorded children started here (each once).
+    started: crate::records::spawns::StartedChildren,
 }
 
 impl Link {
@@ -180,6 +182,7 @@ impl Link {
             restarts: Default::default(),
             rates: Arc::new(crate::records::kv::WriteRates::new(kv_writes_per_s_max)),
             placed: Default::default(),
+            started: Default::default(),
         })
     }
 
@@ -825,8 +828,8 @@ impl ClusterLink for Link {
         // Under output commit the child is on record (and in the
         // directory, on `chosen`) before it runs, so a resumed parent's
         // repeat finds it.
-        let recorded = match effect {
-            None => None,
+        let (chosen, recorded, repeat) = match effect {
+            None => (chosen, None, false),
             Some(key) => {
                 let node = self.node.upgrade().ok_or(errno::UNAVAILABLE)?;
                 let child = node
@@ -835,8 +838,18 @@ impl ClusterLink for Link {
                     .await
                     .ok_or(errno::UNAVAILABLE)?;
                 match self.record_spawn(parent, key, child, Some(chosen)).await? {
-                    SpawnRecord::Start => Some((key, child)),
-                    SpawnRecord::Spawned(first) => return Ok(first),
+                    SpawnRecord::Start => (chosen, Some((key, child)), false),
+                    // A copy resumed inside this spawn: the first copy's
+                    // node may have died between the record and its
+                    // request. Ask the child's node again; it starts the
+                    // child only if it never did.
+                    SpawnRecord::Spawned(first) => {
+                        let at = self.raft.state().directory.get(&first.0).map(|e| e.node);
+                        match at {
+                            Some(at) => (at, Some((key, first)), true),
+                            None => return Ok(first),
+                        }
+                    }
                     SpawnRecord::Failed(code) => return Err(code),
                 }
             }
@@ -860,6 +873,11 @@ impl ClusterLink for Link {
         };
         match self.spawn_at(chosen, &request).await {
             Ok(s) => Ok(s.pid),
+            Err(e) if repeat => {
+                // Started already, or its node is gone: the record stands.
+                tracing::debug!("spawn_on {module_ref} asked again at node {chosen}: {e}");
+                recorded.map(|(_, child)| child).ok_or(errno::SPAWN_FAILED)
+            }
             Err(e) => {
                 tracing::warn!("spawn_on {module_ref} at node {chosen}: {e}");
                 let code = e.errno();

@@ -242,5 +242,12 @@ async fn recorded_pid(node: &Node, link: &Link, r: &RecordedChild) -> Result<Pid
             why: format!("pid {pid} is not on record as a child of pid {parent} to start here"),
         });
     }
+    // A resumed parent asks again for a child whose first request may
+    // have arrived: it runs once.
+    if !link.started.claim(&link.raft.state(), link.me, pid) {
+        return Err(SpawnRefusal::Failed {
+            why: format!("child {pid} of pid {parent} was already started here"),
+        });
+    }
     Ok(pid)
 }

@@ -8,7 +8,13 @@
 //! copy of the parent resumed inside the same `spawn` records again under
 //! the same key and is answered with the first child. A child recorded on
 //! another node is started there only if that node's applied state shows
-//! the record ([`recorded_here`]).
+//! the record ([`recorded_here`]), and only once ([`StartedChildren`]).
+//!
+//! The parent's node can die between the record and its start request to
+//! the child's node. The copy resumed inside the same `spawn_on` then finds
+//! the record and asks the child's node again: the child starts if that
+//! node never started it, and not a second time if it did (the first
+//! request arrived, or arrives later).
 
 use super::kv::raft_effect;
 use shoal_cluster::state::effects;
@@ -16,6 +22,8 @@ use shoal_cluster::{ClusterState, Command, CommandResult, NodeId, Raft};
 use shoal_runtime::abi::errno;
 use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
 use shoal_runtime::pid::Pid;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a record waits for its just-started parent to reach the
@@ -114,6 +122,33 @@ fn is_recorded(
         && s.directory.get(&child.0).is_some_and(|e| e.node == me)
 }
 
+/// When the book holds this many children, those the applied state no
+/// longer shows registered here are forgotten (they ended or moved; the
+/// record check refuses them anyway). What stays is bounded by the
+/// directory's entries for this node.
+const STARTED_PRUNE_AT: usize = 1024;
+
+/// The recorded children this node has started (or is starting): a
+/// recorded child is started at most once, however many requests for it
+/// arrive (the first parent's and a resumed copy's, in either order).
+#[derive(Debug, Default)]
+pub struct StartedChildren {
+    pids: Mutex<BTreeSet<u64>>,
+}
+
+impl StartedChildren {
+    /// Claim the start of `child` on node `me`: true the first time only.
+    /// Checked and claimed under one lock, so two requests racing each
+    /// other start it once.
+    pub fn claim(&self, state: &ClusterState, me: NodeId, child: Pid) -> bool {
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        if pids.len() >= STARTED_PRUNE_AT {
+            pids.retain(|p| state.directory.get(p).is_some_and(|e| e.node == me));
+        }
+        pids.insert(child.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,8 +158,9 @@ mod tests {
     /// of its choosing (a live process's, to have two under one pid). A
     /// node starts a pid another node drew only if its applied state shows
     /// that pid recorded as a spawn effect to run on it.
-    #[test]
-    fn only_a_child_on_record_for_this_node_is_started_under_a_drawn_pid() {
+    /// A state with members n1 and n2, and a pid block of `node`'s (its
+    /// first pid).
+    fn two_nodes(node: NodeId) -> (ClusterState, u64) {
         let mut s = ClusterState::default();
         for (i, name) in ["n1", "n2"].iter().enumerate() {
             let cmd = if i == 0 {
@@ -146,9 +182,15 @@ mod tests {
             };
             assert!(matches!(s.apply(&cmd), CommandResult::NodeId(_)));
         }
-        let CommandResult::PidBlock(first) = s.apply(&Command::AllocPidBlock { node: 1 }) else {
+        let CommandResult::PidBlock(first) = s.apply(&Command::AllocPidBlock { node }) else {
             panic!("no block")
         };
+        (s, first)
+    }
+
+    #[test]
+    fn only_a_child_on_record_for_this_node_is_started_under_a_drawn_pid() {
+        let (mut s, first) = two_nodes(1);
         let (parent, live, child) = (Pid(first), Pid(first + 1), Pid(first + 2));
         s.apply(&Command::Register {
             node: 1,
@@ -174,5 +216,37 @@ mod tests {
         assert!(!recorded(2, EffectKey { life: 8, seq: 4 }, child));
         assert!(!recorded(2, key, live));
         assert!(!recorded(2, key, Pid(first + 3)));
+    }
+
+    /// A recorded child is started once however many requests arrive
+    /// (the first parent's late one after a resumed copy's); the book
+    /// forgets children no longer registered here once it is full, and
+    /// only those.
+    #[test]
+    fn a_recorded_child_is_claimed_once_and_the_book_stays_bounded() {
+        let (mut s, first) = two_nodes(2);
+        let book = StartedChildren::default();
+        let here: Vec<u64> = (first..first + 10).collect();
+        assert!(matches!(
+            s.apply(&Command::Register {
+                node: 2,
+                pids: here.clone(),
+            }),
+            CommandResult::Ok
+        ));
+        for &p in &here {
+            assert!(book.claim(&s, 2, Pid(p)));
+        }
+        assert!(!book.claim(&s, 2, Pid(first)));
+        for p in first + 100..first + 100 + STARTED_PRUNE_AT as u64 {
+            book.claim(&s, 2, Pid(p));
+        }
+        let left = book.pids.lock().unwrap().clone();
+        assert!(left.len() < STARTED_PRUNE_AT, "{}", left.len());
+        // Still registered here: still claimed.
+        for p in here {
+            assert!(left.contains(&p), "{p}");
+            assert!(!book.claim(&s, 2, Pid(p)));
+        }
     }
 }
