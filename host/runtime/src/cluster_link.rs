@@ -69,7 +69,9 @@ pub enum SpawnRecord {
     /// The record is new: start the child under the pid that was offered.
     Start,
     /// A repeat (a copy resumed inside the same `spawn`): the effect's
-    /// child is this pid, started by the first copy. Start nothing.
+    /// child is this pid, started by the first copy. Start nothing here
+    /// (a `spawn_on`'s link asks the child's node again, which starts a
+    /// recorded child once: the first copy may have died before asking).
     Spawned(Pid),
     /// A repeat of a spawn whose child could not start: this ABI error.
     Failed(i32),

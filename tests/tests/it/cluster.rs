@@ -845,3 +845,79 @@ async fn a_restore_on_a_node_without_the_module_fetches_it_from_the_cluster() {
     assert_eq!(reply.data, b"ok 14");
     c.shutdown().await;
 }
+
+/// Issue #16's spawns under output commit, at the gap a SIGKILL can only
+/// hit by chance: the parent's node recorded a `spawn_on` child (which
+/// registers it on the target) and died before its start request left.
+/// Here the record is made and the request never sent; then the copy
+/// resumed inside the same `spawn_on` repeats it. The target must start
+/// the child (it never got a request), and a further repeat must not start
+/// it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_asked_again() {
+    use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+    let c = TestCluster::start(2).await;
+    let hash = c.add_guest(0, shoal_tests::TALLY, "tally").await;
+    let (n1, n2) = (c.node(0), c.node(1));
+    // The parent: waits in `recv` for messages that never come.
+    let spec = SpawnSpec::new(
+        hash,
+        ["tally", "count", "parent", "1", "1000000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let parent = n1.node().spawn(spec).await.unwrap();
+    wait_until("the parent in the directory", WAIT, || {
+        n1.raft().state().directory.contains_key(&parent.0)
+    })
+    .await;
+    let link = n1.node().router().cluster().unwrap().clone();
+    let key = EffectKey { life: 1, seq: 7 };
+    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
+    // The first copy's record; its node "dies" before the request.
+    let first = link
+        .record_spawn(parent, key, child, Some(n2.id()))
+        .await
+        .unwrap();
+    assert_eq!(first, SpawnRecord::Start);
+    wait_until("n2 to apply the record", WAIT, || {
+        n2.raft()
+            .state()
+            .directory
+            .get(&child.0)
+            .is_some_and(|e| e.node == n2.id())
+    })
+    .await;
+    assert!(n2.node().exit_record(child).is_none() && !n2.node().router().is_local(child));
+    // The child waits in `recv` too, so the repeat below finds it running.
+    let args = || {
+        ["count", "child", "1", "1000000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    // The resumed copy's repeat: the same child, and n2 starts it now.
+    let again = link
+        .spawn_placed(parent, "n2", "tally", args(), Some(key))
+        .await;
+    assert_eq!(again, Ok(child));
+    wait_until("the child to run on n2", WAIT, || {
+        n2.node().router().is_local(child)
+    })
+    .await;
+    // Another repeat: the same answer, and nothing more starts on n2 (a
+    // start would change its process table before n2 answered).
+    let before = *n2.node().table_changes().borrow();
+    let once_more = link
+        .spawn_placed(parent, "n2", "tally", args(), Some(key))
+        .await;
+    assert_eq!(once_more, Ok(child));
+    assert_eq!(
+        *n2.node().table_changes().borrow(),
+        before,
+        "n2 started the recorded child a second time"
+    );
+    assert!(n2.node().router().is_local(child));
+    c.shutdown().await;
+}
