@@ -828,8 +828,8 @@ impl ClusterLink for Link {
         // Under output commit the child is on record (and in the
         // directory, on `chosen`) before it runs, so a resumed parent's
         // repeat finds it.
-        let (chosen, recorded, repeat) = match effect {
-            None => (chosen, None, false),
+        let (chosen, recorded, asked_again) = match effect {
+            None => (chosen, None, None),
             Some(key) => {
                 let node = self.node.upgrade().ok_or(errno::UNAVAILABLE)?;
                 let child = node
@@ -838,7 +838,7 @@ impl ClusterLink for Link {
                     .await
                     .ok_or(errno::UNAVAILABLE)?;
                 match self.record_spawn(parent, key, child, Some(chosen)).await? {
-                    SpawnRecord::Start => (chosen, Some((key, child)), false),
+                    SpawnRecord::Start => (chosen, Some((key, child)), None),
                     // A copy resumed inside this spawn: the first copy's
                     // node may have died between the record and its
                     // request. Ask the child's node again; it starts the
@@ -846,7 +846,7 @@ impl ClusterLink for Link {
                     SpawnRecord::Spawned(first) => {
                         let at = self.raft.state().directory.get(&first.0).map(|e| e.node);
                         match at {
-                            Some(at) => (at, Some((key, first)), true),
+                            Some(at) => (at, Some((key, first)), Some(first)),
                             None => return Ok(first),
                         }
                     }
@@ -871,13 +871,14 @@ impl ClusterLink for Link {
                 seq: key.seq,
             }),
         };
-        match self.spawn_at(chosen, &request).await {
+        let answer = self.spawn_at(chosen, &request).await;
+        if let (Some(first), Err(e)) = (asked_again, &answer) {
+            // Started already, or its node is gone: the record stands.
+            tracing::debug!("spawn_on {module_ref} asked again at node {chosen}: {e}");
+            return Ok(first);
+        }
+        match answer {
             Ok(s) => Ok(s.pid),
-            Err(e) if repeat => {
-                // Started already, or its node is gone: the record stands.
-                tracing::debug!("spawn_on {module_ref} asked again at node {chosen}: {e}");
-                recorded.map(|(_, child)| child).ok_or(errno::SPAWN_FAILED)
-            }
             Err(e) => {
                 tracing::warn!("spawn_on {module_ref} at node {chosen}: {e}");
                 let code = e.errno();

@@ -133,7 +133,16 @@ const STARTED_PRUNE_AT: usize = 1024;
 /// arrive (the first parent's and a resumed copy's, in either order).
 #[derive(Debug, Default)]
 pub struct StartedChildren {
-    pids: Mutex<BTreeSet<u64>>,
+    pids: Mutex<Started>,
+}
+
+#[derive(Debug, Default)]
+struct Started {
+    pids: BTreeSet<u64>,
+    /// Prune when the book reaches this size: [`STARTED_PRUNE_AT`], or
+    /// twice what the last pruning kept, so a node with many recorded
+    /// children still running does not scan them on every claim.
+    prune_at: usize,
 }
 
 impl StartedChildren {
@@ -141,11 +150,13 @@ impl StartedChildren {
     /// Checked and claimed under one lock, so two requests racing each
     /// other start it once.
     pub fn claim(&self, state: &ClusterState, me: NodeId, child: Pid) -> bool {
-        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        if pids.len() >= STARTED_PRUNE_AT {
-            pids.retain(|p| state.directory.get(p).is_some_and(|e| e.node == me));
+        let mut book = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        if book.pids.len() >= book.prune_at.max(STARTED_PRUNE_AT) {
+            book.pids
+                .retain(|p| state.directory.get(p).is_some_and(|e| e.node == me));
+            book.prune_at = book.pids.len().saturating_mul(2);
         }
-        pids.insert(child.0)
+        book.pids.insert(child.0)
     }
 }
 
@@ -241,7 +252,7 @@ mod tests {
         for p in first + 100..first + 100 + STARTED_PRUNE_AT as u64 {
             book.claim(&s, 2, Pid(p));
         }
-        let left = book.pids.lock().unwrap().clone();
+        let left = book.pids.lock().unwrap().pids.clone();
         assert!(left.len() < STARTED_PRUNE_AT, "{}", left.len());
         // Still registered here: still claimed.
         for p in here {
