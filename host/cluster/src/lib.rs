@@ -178,8 +178,8 @@ mod tests;
 
 pub use detector::{LivenessChange, DEAD_AFTER_MS_DEFAULT};
 pub use raft::{
-    ClusterError, MoveApplied, Raft, RaftConfig, RaftRole, RaftStatus, RaftTransport, RaftView,
-    RpcKind, StoreError, TransportError, WaitTimedOut,
+    ClusterError, DroppedChild, MoveApplied, Raft, RaftConfig, RaftRole, RaftStatus, RaftTransport,
+    RaftView, RpcKind, StoreError, TransportError, WaitTimedOut,
 };
 pub use state::{
     ClusterState, Command, CommandResult, DirEntry, Forbidden, GrantedDir, GrantedVolume, Granter,

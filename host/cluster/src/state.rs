@@ -774,7 +774,8 @@ pub enum Command {
     },
     /// The child of `parent`'s effect `effect` could not start: a repeat
     /// of the effect answers `ChildFailed(errno)` from now on (the first
-    /// copy's guest was told `errno`).
+    /// copy's guest was told `errno`), and the child leaves the directory
+    /// (its node kills it if it did start after all).
     SpawnEffectFailed {
         /// The spawning process.
         parent: u64,
@@ -1108,12 +1109,16 @@ impl ClusterState {
                 child,
                 errno,
             } => {
-                self.effects.child_failed(
-                    *parent,
-                    effect,
-                    *child,
-                    CommandResult::ChildFailed(*errno),
-                );
+                let failed = CommandResult::ChildFailed(*errno);
+                // The record registered the child before it ran: a child
+                // on record as failed leaves the directory (else `ps` shows
+                // a process that never ran, and its name stays taken). If
+                // it did start (its answer was lost), its node kills it on
+                // seeing this (`Raft::subscribe_dropped_children`): the
+                // record is what the parent, and any resumed copy, saw.
+                if self.effects.child_failed(*parent, effect, *child, failed) {
+                    self.forget_pids(&BTreeSet::from([*child]));
+                }
                 Ok(CommandResult::Ok)
             }
             Command::LeaveGroup { owner, name, pid } => self
@@ -2248,12 +2253,22 @@ mod tests {
             errno: -9,
         };
         // Naming another child changes nothing.
+        let before = s.clone();
         s.apply(&failed(first + 8));
+        assert_eq!(s, before);
         assert_eq!(
             s.apply(&spawn(5, first + 10, 1)),
             CommandResult::Child(first + 7)
         );
+        // The failure is answered to repeats, and the child it registered
+        // leaves the directory (no phantom entry); a second report of it
+        // changes nothing more.
+        assert!(s.directory.contains_key(&(first + 7)));
         s.apply(&failed(first + 7));
+        assert!(!s.directory.contains_key(&(first + 7)));
+        let before = s.clone();
+        s.apply(&failed(first + 7));
+        assert_eq!(s, before);
         assert_eq!(
             s.apply(&spawn(5, first + 10, 1)),
             CommandResult::ChildFailed(-9)

@@ -13,6 +13,9 @@
 //!   closed (and into `<data>/pki/revocations.json`, for `cert create`).
 //! - **peer pins**: the peer pool expects at each member's address the
 //!   member the cluster records there, and talks to no other node there.
+//! - **dropped children**: kill a recorded child that runs here though
+//!   its parent's node recorded its start as failed
+//!   ([`crate::records::spawns::kill_dropped`]).
 //! - **modules ahead**: fetch and prepare every recorded module in the
 //!   background ([`crate::modules_ahead`]).
 //! - **renewal**: from 2/3 of its lifetime on, the node sends its
@@ -50,6 +53,12 @@ pub fn start(inner: Arc<Inner>, revocations: SharedRevocations) -> Vec<JoinHandl
             inner.raft.clone(),
         )),
         tokio::spawn(crate::lock_expiry::run(inner.clone())),
+        tokio::spawn(crate::records::spawns::kill_dropped(
+            inner.node.clone(),
+            inner.raft.clone(),
+            inner.link.started.clone(),
+            inner.me,
+        )),
         tokio::spawn(crate::checkpoints::run(inner.clone())),
         tokio::spawn(crate::failover::run(inner.clone())),
         tokio::spawn(crate::lease::run(inner.clone())),

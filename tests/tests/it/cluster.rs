@@ -921,3 +921,141 @@ async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_ask
     assert!(n2.node().router().is_local(child));
     c.shutdown().await;
 }
+
+/// A parent on n1 waiting in `recv`, for the recorded-spawn tests below,
+/// and the tally child's arguments (it waits in `recv` too).
+async fn recorded_spawn_parent(c: &TestCluster) -> (Pid, Vec<String>) {
+    let hash = c.add_guest(0, shoal_tests::TALLY, "tally").await;
+    let n1 = c.node(0);
+    let spec = SpawnSpec::new(
+        hash,
+        ["tally", "count", "parent", "1", "1000000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let parent = n1.node().spawn(spec).await.unwrap();
+    wait_until("the parent in the directory", WAIT, || {
+        n1.raft().state().directory.contains_key(&parent.0)
+    })
+    .await;
+    let args = ["count", "child", "1", "1000000"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    (parent, args)
+}
+
+/// Issue #16: a `spawn_on` child is registered on its target by its record,
+/// before it runs. When its start fails (the target refused it, or could
+/// not be reached), the parent's node records the failure; the child must
+/// then leave the directory, or `ps` shows a process that never ran. And
+/// if it did start (the target started it but its answer was lost), the
+/// record is what the parent and any resumed copy saw: the target kills
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recorded_spawn_on_child_recorded_as_failed_leaves_the_directory_and_does_not_run() {
+    use shoal_runtime::abi::errno;
+    use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+    let c = TestCluster::start(2).await;
+    let (parent, args) = recorded_spawn_parent(&c).await;
+    let (n1, n2) = (c.node(0), c.node(1));
+    let link = n1.node().router().cluster().unwrap().clone();
+    // Both nodes' directories show `child` on n2 / nowhere.
+    let on_n2 = |c: &TestCluster, child: Pid| {
+        let n2 = c.node(1).id();
+        (0..2).all(|i| {
+            c.node(i)
+                .raft()
+                .state()
+                .directory
+                .get(&child.0)
+                .is_some_and(|e| e.node == n2)
+        })
+    };
+    let gone = |c: &TestCluster, child: Pid| {
+        (0..2).all(|i| !c.node(i).raft().state().directory.contains_key(&child.0))
+    };
+
+    // Never started: recorded, then reported failed.
+    let key = EffectKey { life: 1, seq: 7 };
+    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
+    let first = link.record_spawn(parent, key, child, Some(n2.id())).await;
+    assert_eq!(first, Ok(SpawnRecord::Start));
+    wait_until("the record on both nodes", WAIT, || on_n2(&c, child)).await;
+    link.spawn_failed(parent, key, child, errno::UNAVAILABLE)
+        .await;
+    wait_until(
+        "the child recorded as failed to leave the directory",
+        WAIT,
+        || gone(&c, child),
+    )
+    .await;
+    // A repeat gets the failure, and n2 does not start it.
+    let again = link
+        .spawn_placed(parent, "n2", "tally", args.clone(), Some(key))
+        .await;
+    assert_eq!(again, Err(errno::UNAVAILABLE));
+    assert!(!n2.node().router().is_local(child));
+
+    // Started, but recorded as failed (its answer was lost): n2 kills it.
+    let key = EffectKey { life: 1, seq: 8 };
+    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
+    let first = link.record_spawn(parent, key, child, Some(n2.id())).await;
+    assert_eq!(first, Ok(SpawnRecord::Start));
+    wait_until("the record on both nodes", WAIT, || on_n2(&c, child)).await;
+    // The repeat asks n2, which starts it.
+    let started = link
+        .spawn_placed(parent, "n2", "tally", args.clone(), Some(key))
+        .await;
+    assert_eq!(started, Ok(child));
+    // Once it has registered its name it waits in `recv`: nothing but a
+    // kill ends it.
+    wait_until("the child to register its name", WAIT, || {
+        link.whereis(parent, "child") == Ok(child)
+    })
+    .await;
+    assert!(n2.node().router().is_local(child));
+    link.spawn_failed(parent, key, child, errno::UNAVAILABLE)
+        .await;
+    let ended = tokio::time::timeout(WAIT, n2.node().wait(child))
+        .await
+        .expect("n2 to kill the child recorded as failed")
+        .expect("n2 ran the child");
+    assert_eq!(ended.reason, shoal_runtime::ExitReason::Killed);
+    wait_until("the killed child out of the directory", WAIT, || {
+        gone(&c, child)
+    })
+    .await;
+    c.shutdown().await;
+}
+
+/// A copy resumed inside a `spawn_on` whose record this node has applied
+/// goes to the recorded child without placing it again: placing could
+/// fail (here the target matches no node now) and would draw a pid for
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resumed_spawn_on_finds_its_record_before_placing() {
+    use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+    let c = TestCluster::start(2).await;
+    let (parent, args) = recorded_spawn_parent(&c).await;
+    let (n1, n2) = (c.node(0), c.node(1));
+    let link = n1.node().router().cluster().unwrap().clone();
+    let key = EffectKey { life: 1, seq: 9 };
+    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
+    let first = link.record_spawn(parent, key, child, Some(n2.id())).await;
+    assert_eq!(first, Ok(SpawnRecord::Start));
+    wait_until("n1 to apply the record", WAIT, || {
+        n1.raft().state().directory.contains_key(&child.0)
+    })
+    .await;
+    let again = link
+        .spawn_placed(parent, "zone=nowhere", "tally", args, Some(key))
+        .await;
+    assert_eq!(again, Ok(child));
+    wait_until("the child to run on n2", WAIT, || {
+        n2.node().router().is_local(child)
+    })
+    .await;
+    c.shutdown().await;
+}

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 pub use codec::CodecError;
 pub use network::{RaftTransport, RpcKind, TransportError};
-pub use state_machine::MoveApplied;
+pub use state_machine::{DroppedChild, MoveApplied};
 pub use store::StoreError;
 
 use self::log_store::LogStore;
@@ -783,6 +783,15 @@ impl Raft {
     /// after [`Raft::state`] shows it (migration fences use it).
     pub fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
         self.inner.published.subscribe_moves()
+    }
+
+    /// Every recorded child that a `SpawnEffectFailed` applied here from
+    /// now on dropped from the directory, sent after [`Raft::state`] shows
+    /// it (the node it was on kills it if it runs there after all). On
+    /// `Lagged`, compare the recorded children started here with
+    /// [`ClusterState::directory`].
+    pub fn subscribe_dropped_children(&self) -> tokio::sync::broadcast::Receiver<DroppedChild> {
+        self.inner.published.subscribe_dropped_children()
     }
 
     /// Every failure-detector verdict (`NodeDead` / `NodeAlive`) applied

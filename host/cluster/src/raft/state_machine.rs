@@ -37,6 +37,7 @@ pub(crate) struct Published {
     state: RwLock<Arc<ClusterState>>,
     applied_tx: watch::Sender<u64>,
     moves_tx: tokio::sync::broadcast::Sender<MoveApplied>,
+    dropped_tx: tokio::sync::broadcast::Sender<DroppedChild>,
     liveness_tx: tokio::sync::broadcast::Sender<LivenessChange>,
     revocations: SharedRevocations,
 }
@@ -45,11 +46,13 @@ impl Published {
     pub(crate) fn new() -> Self {
         let (applied_tx, _) = watch::channel(0);
         let (moves_tx, _) = tokio::sync::broadcast::channel(MOVES_BUFFERED_MAX);
+        let (dropped_tx, _) = tokio::sync::broadcast::channel(MOVES_BUFFERED_MAX);
         let (liveness_tx, _) = tokio::sync::broadcast::channel(LIVENESS_BUFFERED_MAX);
         Published {
             state: RwLock::new(Arc::new(ClusterState::default())),
             applied_tx,
             moves_tx,
+            dropped_tx,
             liveness_tx,
             revocations: SharedRevocations::default(),
         }
@@ -70,6 +73,15 @@ impl Published {
     /// after the state that contains it is published.
     pub(crate) fn subscribe_moves(&self) -> tokio::sync::broadcast::Receiver<MoveApplied> {
         self.moves_tx.subscribe()
+    }
+
+    /// A receiver of every recorded child dropped from the directory as
+    /// failed from now on, each sent after the state without it is
+    /// published.
+    pub(crate) fn subscribe_dropped_children(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<DroppedChild> {
+        self.dropped_tx.subscribe()
     }
 
     /// A receiver of every liveness verdict applied from now on, each sent
@@ -130,6 +142,17 @@ pub struct MoveApplied {
     pub to: NodeId,
     /// Its new directory epoch.
     pub epoch: u64,
+}
+
+/// A `SpawnEffectFailed` command that was applied and dropped the child's
+/// directory entry: if `pid` runs on `node` after all (its start request
+/// arrived but the answer was lost), `node` must kill it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DroppedChild {
+    /// The child.
+    pub pid: u64,
+    /// The node its entry named.
+    pub node: NodeId,
 }
 
 /// The state machine as saved on disk (and held in memory).
@@ -279,6 +302,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         let mut moves = Vec::new();
+        let mut dropped = Vec::new();
         let before = self.current.clone();
         for entry in entries {
             self.data.last_applied = Some(entry.log_id);
@@ -289,6 +313,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let repeats: Vec<bool> = writes
                         .iter()
                         .map(|w| self.data.state.is_repeat(w))
+                        .collect();
+                    // Where each failed child's entry was before.
+                    let failed_at: Vec<Option<(u64, NodeId)>> = writes
+                        .iter()
+                        .map(|w| match w.unwrapped() {
+                            Command::SpawnEffectFailed { child, .. } => {
+                                let e = self.data.state.directory.get(child)?;
+                                Some((*child, e.node))
+                            }
+                            _ => None,
+                        })
                         .collect();
                     let result = self.data.state.apply(&cmd);
                     let results: &[CommandResult] = match &result {
@@ -308,6 +343,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             });
                         }
                     }
+                    for (pid, node) in failed_at.into_iter().flatten() {
+                        if !self.data.state.directory.contains_key(&pid) {
+                            dropped.push(DroppedChild { pid, node });
+                        }
+                    }
                     result
                 }
                 EntryPayload::Membership(m) => {
@@ -322,6 +362,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for m in moves {
             // No subscriber is fine: nobody needs to fence.
             let _ = self.published.moves_tx.send(m);
+        }
+        for d in dropped {
+            // No subscriber is fine: no node runs it.
+            let _ = self.published.dropped_tx.send(d);
         }
         Ok(results)
     }

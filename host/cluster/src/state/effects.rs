@@ -67,20 +67,29 @@ impl EffectBook {
     }
 
     /// `pid`'s effect `key`, recorded as the spawn of `child`, failed:
-    /// answer its repeats with `failed` instead (nothing if the slot holds
-    /// another effect or answer).
-    pub fn child_failed(&mut self, pid: u64, key: &EffectKey, child: u64, failed: CommandResult) {
-        if let Some(slot) = self.slots.get(&pid) {
-            if slot.key == *key && slot.result == CommandResult::Child(child) {
-                self.slots.insert(
-                    pid,
-                    Slot {
-                        key: *key,
-                        result: failed,
-                    },
-                );
-            }
+    /// answer its repeats with `failed` instead. False, and nothing
+    /// changes, if the slot holds another effect or answer.
+    pub fn child_failed(
+        &mut self,
+        pid: u64,
+        key: &EffectKey,
+        child: u64,
+        failed: CommandResult,
+    ) -> bool {
+        let recorded = self
+            .slots
+            .get(&pid)
+            .is_some_and(|slot| slot.key == *key && slot.result == CommandResult::Child(child));
+        if recorded {
+            self.slots.insert(
+                pid,
+                Slot {
+                    key: *key,
+                    result: failed,
+                },
+            );
         }
+        recorded
     }
 
     /// Forget the slots of processes that are gone.

@@ -154,7 +154,7 @@ pub struct Link {
     /// show yet.
     placed: placed::PlacedBook,
     /// The recorded children started here (each once).
-    started: crate::records::spawns::StartedChildren,
+    pub(crate) started: Arc<crate::records::spawns::StartedChildren>,
 }
 
 impl Link {
@@ -815,11 +815,11 @@ impl ClusterLink for Link {
         effect: Option<EffectKey>,
     ) -> Result<Pid, i32> {
         let target = Target::parse(target).map_err(|_| errno::INVALID)?;
-        let chosen = match self.place(&target, 1) {
-            Ok(ids) => ids[0],
+        let place = || match self.place(&target, 1) {
+            Ok(ids) => Ok(ids[0]),
             Err(e) => {
                 tracing::warn!("spawn_on {module_ref}: {e}");
-                return Err(errno::NO_NODE);
+                Err(errno::NO_NODE)
             }
         };
         let mut argv = Vec::with_capacity(args.len() + 1);
@@ -827,30 +827,47 @@ impl ClusterLink for Link {
         argv.extend(args);
         // Under output commit the child is on record (and in the
         // directory, on `chosen`) before it runs, so a resumed parent's
-        // repeat finds it.
+        // repeat finds it: in the state applied here if it has the record
+        // already, else as the answer to recording again.
         let (chosen, recorded, asked_again) = match effect {
-            None => (chosen, None, None),
+            None => (place()?, None, None),
             Some(key) => {
-                let node = self.node.upgrade().ok_or(errno::UNAVAILABLE)?;
-                let child = node
-                    .pids()
-                    .allocate_wait(spawn::PID_WAIT)
-                    .await
-                    .ok_or(errno::UNAVAILABLE)?;
-                match self.record_spawn(parent, key, child, Some(chosen)).await? {
-                    SpawnRecord::Start => (chosen, Some((key, child)), None),
+                // Where and under which pid this copy records the child
+                // (none if the record is known here already).
+                let mut fresh = None;
+                let known = crate::records::spawns::recorded(&self.raft.state(), parent, key);
+                let answer = match known {
+                    Some(answer) => answer,
+                    None => {
+                        let chosen = place()?;
+                        let node = self.node.upgrade().ok_or(errno::UNAVAILABLE)?;
+                        let child = node
+                            .pids()
+                            .allocate_wait(spawn::PID_WAIT)
+                            .await
+                            .ok_or(errno::UNAVAILABLE)?;
+                        fresh = Some((chosen, child));
+                        self.record_spawn(parent, key, child, Some(chosen)).await?
+                    }
+                };
+                match (answer, fresh) {
+                    (SpawnRecord::Start, Some((chosen, child))) => {
+                        (chosen, Some((key, child)), None)
+                    }
+                    // A known record is never `Start`.
+                    (SpawnRecord::Start, None) => return Err(errno::SPAWN_FAILED),
                     // A copy resumed inside this spawn: the first copy's
                     // node may have died between the record and its
                     // request. Ask the child's node again; it starts the
                     // child only if it never did.
-                    SpawnRecord::Spawned(first) => {
+                    (SpawnRecord::Spawned(first), _) => {
                         let at = self.raft.state().directory.get(&first.0).map(|e| e.node);
                         match at {
                             Some(at) => (at, Some((key, first)), Some(first)),
                             None => return Ok(first),
                         }
                     }
-                    SpawnRecord::Failed(code) => return Err(code),
+                    (SpawnRecord::Failed(code), _) => return Err(code),
                 }
             }
         };

@@ -192,6 +192,14 @@ pub async fn spawn_here(
         }
     }
     match node.spawn_as(spec, pid).await {
+        Ok(pid) if req.recorded.is_some() && !link.raft.state().directory.contains_key(&pid.0) => {
+            // Its parent's node recorded the start as failed while it was
+            // starting (the drop's kill found nothing to kill yet).
+            crate::records::spawns::kill_if_running(node, pid);
+            Err(SpawnRefusal::Failed {
+                why: format!("child {pid} was recorded as failed while it started"),
+            })
+        }
         Ok(pid) => Ok(PeerSpawned { pid, module: hash }),
         Err(e) => {
             link.owners.unclaim(pid);

@@ -15,16 +15,24 @@
 //! the record and asks the child's node again: the child starts if that
 //! node never started it, and not a second time if it did (the first
 //! request arrived, or arrives later).
+//!
+//! A start that fails is recorded too ([`failed`]): the child leaves the
+//! directory (no entry for a process that never ran), repeats get the
+//! error, and a child that started after all (its answer was lost) is
+//! killed by its node ([`kill_dropped`]), so what runs is what the parent
+//! was told.
 
 use super::kv::raft_effect;
 use shoal_cluster::state::effects;
 use shoal_cluster::{ClusterState, Command, CommandResult, NodeId, Raft};
 use shoal_runtime::abi::errno;
 use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+use shoal_runtime::node::Node;
 use shoal_runtime::pid::Pid;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 
 /// How long a record waits for its just-started parent to reach the
 /// directory, and a child's node for the record to be applied there.
@@ -60,11 +68,9 @@ pub async fn record(
     };
     match raft.write(cmd).await {
         Ok(CommandResult::Child(c)) if c == child.0 => Ok(SpawnRecord::Start),
-        Ok(CommandResult::Child(c)) => Ok(SpawnRecord::Spawned(Pid(c))),
-        Ok(CommandResult::ChildFailed(code)) if SPAWN_ERRNOS.contains(&code) => {
-            Ok(SpawnRecord::Failed(code))
+        Ok(r @ (CommandResult::Child(_) | CommandResult::ChildFailed(_))) => {
+            Ok(earlier_answer(&r).unwrap_or(SpawnRecord::Failed(errno::SPAWN_FAILED)))
         }
-        Ok(CommandResult::ChildFailed(_)) => Ok(SpawnRecord::Failed(errno::SPAWN_FAILED)),
         // The chosen node was declared dead meanwhile.
         Ok(CommandResult::Refused(shoal_cluster::Refusal::LivenessSame { .. })) => {
             Err(errno::NO_NODE)
@@ -80,6 +86,26 @@ pub async fn record(
             failed(raft, parent, effect, child, errno::UNAVAILABLE).await;
             Err(errno::UNAVAILABLE)
         }
+    }
+}
+
+/// What `parent`'s `effect` was answered, if this node's applied state
+/// already holds its record: a copy resumed inside a `spawn_on` finds its
+/// child here without placing it again (which would draw a pid for
+/// nothing, and could fail with `NO_NODE` though the child is on record).
+pub fn recorded(state: &ClusterState, parent: Pid, effect: EffectKey) -> Option<SpawnRecord> {
+    earlier_answer(state.effects.done(parent.0, &raft_effect(effect))?)
+}
+
+/// A recorded spawn's answer as a repeat of it sees it.
+fn earlier_answer(result: &CommandResult) -> Option<SpawnRecord> {
+    match *result {
+        CommandResult::Child(c) => Some(SpawnRecord::Spawned(Pid(c))),
+        CommandResult::ChildFailed(code) if SPAWN_ERRNOS.contains(&code) => {
+            Some(SpawnRecord::Failed(code))
+        }
+        CommandResult::ChildFailed(_) => Some(SpawnRecord::Failed(errno::SPAWN_FAILED)),
+        _ => None,
     }
 }
 
@@ -157,6 +183,50 @@ impl StartedChildren {
             book.prune_at = book.pids.len().saturating_mul(2);
         }
         book.pids.insert(child.0)
+    }
+
+    /// The recorded children in the book (started here, some since ended
+    /// or moved).
+    fn pids(&self) -> Vec<u64> {
+        let book = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        book.pids.iter().copied().collect()
+    }
+}
+
+/// Kill, on node `me`, every recorded child that runs here though the
+/// directory dropped it as failed (`SpawnEffectFailed`: its parent was told
+/// the spawn failed, because the answer to its start request was lost).
+/// Follows the drops as they are applied; if it falls behind, it compares
+/// the children started here with the directory instead.
+pub async fn kill_dropped(node: Node, raft: Raft, started: Arc<StartedChildren>, me: NodeId) {
+    let mut drops = raft.subscribe_dropped_children();
+    loop {
+        let pids = match drops.recv().await {
+            Ok(d) if d.node == me => vec![d.pid],
+            Ok(_) => continue,
+            Err(RecvError::Lagged(_)) => {
+                let state = raft.state();
+                started
+                    .pids()
+                    .into_iter()
+                    .filter(|p| !state.directory.contains_key(p))
+                    .collect()
+            }
+            Err(RecvError::Closed) => return,
+        };
+        for pid in pids {
+            kill_if_running(&node, Pid(pid));
+        }
+    }
+}
+
+/// Kill `child` if it runs here (a dropped recorded child).
+pub fn kill_if_running(node: &Node, child: Pid) {
+    if node.router().is_local(child) && node.kill(child).is_ok() {
+        tracing::info!(
+            pid = child.0,
+            "killed a recorded child its parent's node reported as failed to start"
+        );
     }
 }
 
