@@ -857,21 +857,10 @@ async fn a_restore_on_a_node_without_the_module_fetches_it_from_the_cluster() {
 async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_asked_again() {
     use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
     let c = TestCluster::start(2).await;
-    let hash = c.add_guest(0, shoal_tests::TALLY, "tally").await;
+    // The parent and the child wait in `recv` for messages that never
+    // come (so the repeats below find the child running).
+    let (parent, args) = recorded_spawn_parent(&c).await;
     let (n1, n2) = (c.node(0), c.node(1));
-    // The parent: waits in `recv` for messages that never come.
-    let spec = SpawnSpec::new(
-        hash,
-        ["tally", "count", "parent", "1", "1000000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    );
-    let parent = n1.node().spawn(spec).await.unwrap();
-    wait_until("the parent in the directory", WAIT, || {
-        n1.raft().state().directory.contains_key(&parent.0)
-    })
-    .await;
     let link = n1.node().router().cluster().unwrap().clone();
     let key = EffectKey { life: 1, seq: 7 };
     let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
@@ -890,16 +879,9 @@ async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_ask
     })
     .await;
     assert!(n2.node().exit_record(child).is_none() && !n2.node().router().is_local(child));
-    // The child waits in `recv` too, so the repeat below finds it running.
-    let args = || {
-        ["count", "child", "1", "1000000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-    };
     // The resumed copy's repeat: the same child, and n2 starts it now.
     let again = link
-        .spawn_placed(parent, "n2", "tally", args(), Some(key))
+        .spawn_placed(parent, "n2", "tally", args.clone(), Some(key))
         .await;
     assert_eq!(again, Ok(child));
     wait_until("the child to run on n2", WAIT, || {
@@ -910,7 +892,7 @@ async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_ask
     // start would change its process table before n2 answered).
     let before = *n2.node().table_changes().borrow();
     let once_more = link
-        .spawn_placed(parent, "n2", "tally", args(), Some(key))
+        .spawn_placed(parent, "n2", "tally", args.clone(), Some(key))
         .await;
     assert_eq!(once_more, Ok(child));
     assert_eq!(
@@ -922,8 +904,8 @@ async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_ask
     c.shutdown().await;
 }
 
-/// A parent on n1 waiting in `recv`, for the recorded-spawn tests below,
-/// and the tally child's arguments (it waits in `recv` too).
+/// A parent on n1 waiting in `recv`, for the recorded-spawn tests, and the
+/// tally child's arguments (it waits in `recv` too).
 async fn recorded_spawn_parent(c: &TestCluster) -> (Pid, Vec<String>) {
     let hash = c.add_guest(0, shoal_tests::TALLY, "tally").await;
     let n1 = c.node(0);
