@@ -855,7 +855,7 @@ async fn a_restore_on_a_node_without_the_module_fetches_it_from_the_cluster() {
 /// it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_asked_again() {
-    use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+    use shoal_runtime::cluster_link::EffectKey;
     let c = TestCluster::start(2).await;
     // The parent and the child wait in `recv` for messages that never
     // come (so the repeats below find the child running).
@@ -863,21 +863,8 @@ async fn a_recorded_spawn_on_child_whose_request_never_left_starts_once_when_ask
     let (n1, n2) = (c.node(0), c.node(1));
     let link = n1.node().router().cluster().unwrap().clone();
     let key = EffectKey { life: 1, seq: 7 };
-    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
     // The first copy's record; its node "dies" before the request.
-    let first = link
-        .record_spawn(parent, key, child, Some(n2.id()))
-        .await
-        .unwrap();
-    assert_eq!(first, SpawnRecord::Start);
-    wait_until("n2 to apply the record", WAIT, || {
-        n2.raft()
-            .state()
-            .directory
-            .get(&child.0)
-            .is_some_and(|e| e.node == n2.id())
-    })
-    .await;
+    let child = record_child_on_n2(&c, parent, key).await;
     assert!(n2.node().exit_record(child).is_none() && !n2.node().router().is_local(child));
     // The resumed copy's repeat: the same child, and n2 starts it now.
     let again = link
@@ -928,6 +915,34 @@ async fn recorded_spawn_parent(c: &TestCluster) -> (Pid, Vec<String>) {
     (parent, args)
 }
 
+/// Record, as n1 does for `parent`'s effect `key`, a child to run on n2
+/// (under a pid n1 draws), and send no start request; returns the child
+/// once both nodes' directories show it on n2.
+async fn record_child_on_n2(
+    c: &TestCluster,
+    parent: Pid,
+    key: shoal_runtime::cluster_link::EffectKey,
+) -> Pid {
+    use shoal_runtime::cluster_link::SpawnRecord;
+    let n2 = c.node(1).id();
+    let link = c.node(0).node().router().cluster().unwrap().clone();
+    let child = c.node(0).node().pids().allocate_wait(WAIT).await.unwrap();
+    let first = link.record_spawn(parent, key, child, Some(n2)).await;
+    assert_eq!(first, Ok(SpawnRecord::Start));
+    wait_until("the record on both nodes", WAIT, || {
+        (0..2).all(|i| {
+            c.node(i)
+                .raft()
+                .state()
+                .directory
+                .get(&child.0)
+                .is_some_and(|e| e.node == n2)
+        })
+    })
+    .await;
+    child
+}
+
 /// Issue #16: a `spawn_on` child is registered on its target by its record,
 /// before it runs. When its start fails (the target refused it, or could
 /// not be reached), the parent's node records the failure; the child must
@@ -938,33 +953,19 @@ async fn recorded_spawn_parent(c: &TestCluster) -> (Pid, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recorded_spawn_on_child_recorded_as_failed_leaves_the_directory_and_does_not_run() {
     use shoal_runtime::abi::errno;
-    use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+    use shoal_runtime::cluster_link::EffectKey;
     let c = TestCluster::start(2).await;
     let (parent, args) = recorded_spawn_parent(&c).await;
     let (n1, n2) = (c.node(0), c.node(1));
     let link = n1.node().router().cluster().unwrap().clone();
-    // Both nodes' directories show `child` on n2 / nowhere.
-    let on_n2 = |c: &TestCluster, child: Pid| {
-        let n2 = c.node(1).id();
-        (0..2).all(|i| {
-            c.node(i)
-                .raft()
-                .state()
-                .directory
-                .get(&child.0)
-                .is_some_and(|e| e.node == n2)
-        })
-    };
+    // Neither node's directory shows `child`.
     let gone = |c: &TestCluster, child: Pid| {
         (0..2).all(|i| !c.node(i).raft().state().directory.contains_key(&child.0))
     };
 
     // Never started: recorded, then reported failed.
     let key = EffectKey { life: 1, seq: 7 };
-    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
-    let first = link.record_spawn(parent, key, child, Some(n2.id())).await;
-    assert_eq!(first, Ok(SpawnRecord::Start));
-    wait_until("the record on both nodes", WAIT, || on_n2(&c, child)).await;
+    let child = record_child_on_n2(&c, parent, key).await;
     link.spawn_failed(parent, key, child, errno::UNAVAILABLE)
         .await;
     wait_until(
@@ -982,10 +983,7 @@ async fn a_recorded_spawn_on_child_recorded_as_failed_leaves_the_directory_and_d
 
     // Started, but recorded as failed (its answer was lost): n2 kills it.
     let key = EffectKey { life: 1, seq: 8 };
-    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
-    let first = link.record_spawn(parent, key, child, Some(n2.id())).await;
-    assert_eq!(first, Ok(SpawnRecord::Start));
-    wait_until("the record on both nodes", WAIT, || on_n2(&c, child)).await;
+    let child = record_child_on_n2(&c, parent, key).await;
     // The repeat asks n2, which starts it.
     let started = link
         .spawn_placed(parent, "n2", "tally", args.clone(), Some(key))
@@ -1018,19 +1016,13 @@ async fn a_recorded_spawn_on_child_recorded_as_failed_leaves_the_directory_and_d
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resumed_spawn_on_finds_its_record_before_placing() {
-    use shoal_runtime::cluster_link::{EffectKey, SpawnRecord};
+    use shoal_runtime::cluster_link::EffectKey;
     let c = TestCluster::start(2).await;
     let (parent, args) = recorded_spawn_parent(&c).await;
     let (n1, n2) = (c.node(0), c.node(1));
     let link = n1.node().router().cluster().unwrap().clone();
     let key = EffectKey { life: 1, seq: 9 };
-    let child = n1.node().pids().allocate_wait(WAIT).await.unwrap();
-    let first = link.record_spawn(parent, key, child, Some(n2.id())).await;
-    assert_eq!(first, Ok(SpawnRecord::Start));
-    wait_until("n1 to apply the record", WAIT, || {
-        n1.raft().state().directory.contains_key(&child.0)
-    })
-    .await;
+    let child = record_child_on_n2(&c, parent, key).await;
     let again = link
         .spawn_placed(parent, "zone=nowhere", "tally", args, Some(key))
         .await;

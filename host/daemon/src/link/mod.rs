@@ -831,43 +831,35 @@ impl ClusterLink for Link {
         // already, else as the answer to recording again.
         let (chosen, recorded, asked_again) = match effect {
             None => (place()?, None, None),
-            Some(key) => {
-                // Where and under which pid this copy records the child
-                // (none if the record is known here already).
-                let mut fresh = None;
-                let known = crate::records::spawns::recorded(&self.raft.state(), parent, key);
-                let answer = match known {
-                    Some(answer) => answer,
-                    None => {
-                        let chosen = place()?;
-                        let node = self.node.upgrade().ok_or(errno::UNAVAILABLE)?;
-                        let child = node
-                            .pids()
-                            .allocate_wait(spawn::PID_WAIT)
-                            .await
-                            .ok_or(errno::UNAVAILABLE)?;
-                        fresh = Some((chosen, child));
-                        self.record_spawn(parent, key, child, Some(chosen)).await?
-                    }
-                };
-                match (answer, fresh) {
-                    (SpawnRecord::Start, Some((chosen, child))) => {
-                        (chosen, Some((key, child)), None)
-                    }
-                    // A known record is never `Start`.
-                    (SpawnRecord::Start, None) => return Err(errno::SPAWN_FAILED),
-                    // A copy resumed inside this spawn: the first copy's
-                    // node may have died between the record and its
-                    // request. Ask the child's node again; it starts the
-                    // child only if it never did.
-                    (SpawnRecord::Spawned(first), _) => {
-                        let at = self.raft.state().directory.get(&first.0).map(|e| e.node);
-                        match at {
-                            Some(at) => (at, Some((key, first)), Some(first)),
-                            None => return Ok(first),
+            Some(key) => 'record: {
+                let earlier =
+                    match crate::records::spawns::recorded(&self.raft.state(), parent, key) {
+                        Some(earlier) => earlier,
+                        None => {
+                            let chosen = place()?;
+                            let node = self.node.upgrade().ok_or(errno::UNAVAILABLE)?;
+                            let child = node
+                                .pids()
+                                .allocate_wait(spawn::PID_WAIT)
+                                .await
+                                .ok_or(errno::UNAVAILABLE)?;
+                            match self.record_spawn(parent, key, child, Some(chosen)).await? {
+                                SpawnRecord::Start => {
+                                    break 'record (chosen, Some((key, child)), None)
+                                }
+                                SpawnRecord::Spawned(first) => Ok(first),
+                                SpawnRecord::Failed(code) => Err(code),
+                            }
                         }
-                    }
-                    (SpawnRecord::Failed(code), _) => return Err(code),
+                    };
+                // A copy resumed inside this spawn: the first copy's node
+                // may have died between the record and its request. Ask
+                // the child's node again; it starts the child only if it
+                // never did.
+                let first = earlier?;
+                match self.raft.state().directory.get(&first.0) {
+                    Some(at) => (at.node, Some((key, first)), Some(first)),
+                    None => return Ok(first),
                 }
             }
         };

@@ -68,9 +68,8 @@ pub async fn record(
     };
     match raft.write(cmd).await {
         Ok(CommandResult::Child(c)) if c == child.0 => Ok(SpawnRecord::Start),
-        Ok(r @ (CommandResult::Child(_) | CommandResult::ChildFailed(_))) => {
-            Ok(earlier_answer(&r).unwrap_or(SpawnRecord::Failed(errno::SPAWN_FAILED)))
-        }
+        Ok(CommandResult::Child(c)) => Ok(SpawnRecord::Spawned(Pid(c))),
+        Ok(CommandResult::ChildFailed(code)) => Ok(SpawnRecord::Failed(reported_errno(code))),
         // The chosen node was declared dead meanwhile.
         Ok(CommandResult::Refused(shoal_cluster::Refusal::LivenessSame { .. })) => {
             Err(errno::NO_NODE)
@@ -90,22 +89,25 @@ pub async fn record(
 }
 
 /// What `parent`'s `effect` was answered, if this node's applied state
-/// already holds its record: a copy resumed inside a `spawn_on` finds its
-/// child here without placing it again (which would draw a pid for
-/// nothing, and could fail with `NO_NODE` though the child is on record).
-pub fn recorded(state: &ClusterState, parent: Pid, effect: EffectKey) -> Option<SpawnRecord> {
-    earlier_answer(state.effects.done(parent.0, &raft_effect(effect))?)
+/// already holds its record: the child, or the error its failed start
+/// reported. A copy resumed inside a `spawn_on` finds its child here
+/// without placing it again (which would draw a pid for nothing, and could
+/// fail with `NO_NODE` though the child is on record).
+pub fn recorded(state: &ClusterState, parent: Pid, effect: EffectKey) -> Option<Result<Pid, i32>> {
+    match *state.effects.done(parent.0, &raft_effect(effect))? {
+        CommandResult::Child(c) => Some(Ok(Pid(c))),
+        CommandResult::ChildFailed(code) => Some(Err(reported_errno(code))),
+        _ => None,
+    }
 }
 
-/// A recorded spawn's answer as a repeat of it sees it.
-fn earlier_answer(result: &CommandResult) -> Option<SpawnRecord> {
-    match *result {
-        CommandResult::Child(c) => Some(SpawnRecord::Spawned(Pid(c))),
-        CommandResult::ChildFailed(code) if SPAWN_ERRNOS.contains(&code) => {
-            Some(SpawnRecord::Failed(code))
-        }
-        CommandResult::ChildFailed(_) => Some(SpawnRecord::Failed(errno::SPAWN_FAILED)),
-        _ => None,
+/// The error code a recorded failed spawn reports to a repeat
+/// (`SPAWN_FAILED` for anything not in [`SPAWN_ERRNOS`]).
+fn reported_errno(code: i32) -> i32 {
+    if SPAWN_ERRNOS.contains(&code) {
+        code
+    } else {
+        errno::SPAWN_FAILED
     }
 }
 
