@@ -16,6 +16,7 @@ use shoal_pki::{RevocationList, Role, Serial, TokenBook, TokenRecord};
 pub mod effects;
 pub mod failover;
 pub mod kv;
+pub(crate) mod kv_disk;
 mod liveness;
 pub mod locks;
 pub mod names;

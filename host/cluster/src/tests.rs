@@ -211,6 +211,41 @@ async fn alloc(raft: &Raft, node: NodeId) -> u64 {
     }
 }
 
+/// `count` operators' key-value writes through `raft`, from key `from` on
+/// (a hundred at a time, which the leader batches): past
+/// [`crate::state::kv::OVERLAY_ENTRIES_MAX`], the state machines flush
+/// entries to their key-value files.
+async fn kv_puts(raft: &Raft, from: u32, count: u32) {
+    let owner = shoal_pki::Owner {
+        role: shoal_pki::Role::Client,
+        id: "kv-owner".into(),
+    };
+    let keys: Vec<u32> = (from..from + count).collect();
+    for chunk in keys.chunks(100) {
+        let writes = chunk.iter().map(|i| {
+            raft.write(Command::KvByCaller {
+                owner: owner.clone(),
+                bucket: "b".into(),
+                key: i.to_be_bytes().to_vec(),
+                op: crate::state::kv::KvOp::Set {
+                    value: vec![*i as u8; 64],
+                },
+                by: owner.clone(),
+            })
+        });
+        for r in futures_util::future::join_all(writes).await {
+            assert!(matches!(r, Ok(CommandResult::KvVersion(_))), "{r:?}");
+        }
+    }
+}
+
+/// How many key-value entries `raft` holds, and whether its book equals
+/// `other`'s.
+fn kv_agrees(raft: &Raft, other: &Raft) -> (usize, bool) {
+    let (a, b) = (raft.state(), other.state());
+    (a.kv.iter().count(), a.kv == b.kv)
+}
+
 fn current_leader(nodes: &[&Raft]) -> Option<NodeId> {
     nodes.iter().find(|n| n.status().is_leader).map(|n| n.id())
 }
@@ -414,11 +449,18 @@ async fn a_restarted_node_rebuilds_its_state_from_its_snapshot_and_log() {
     };
     let mut c = TestCluster::new(config);
     let [n1, n2, n3] = c.three_nodes().await;
-    // Past two snapshots, and some entries after the last one.
+    // Past two snapshots, and some entries after the last one; key-value
+    // entries before and after them, enough to be flushed to disk.
+    kv_puts(&n1, 0, 700).await;
     for _ in 0..47 {
         alloc(&n1, 1).await;
     }
+    kv_puts(&n1, 600, 30).await;
     wait_converged(&[&n1, &n2, &n3], 47).await;
+    wait_until("node 3 to apply every key-value write", || {
+        kv_agrees(&n3, &n1) == (700, true)
+    })
+    .await;
     wait_until("node 3 to build a snapshot", || {
         n3.status().snapshot_index.is_some()
     })
@@ -438,6 +480,11 @@ async fn a_restarted_node_rebuilds_its_state_from_its_snapshot_and_log() {
     // the writes above).
     let after = n3.state();
     assert_eq!(after.pid_blocks, before.pid_blocks);
+    assert!(
+        after.kv == before.kv,
+        "the key-value book came back different"
+    );
+    assert_eq!(after.kv.iter().count(), 700);
     assert_eq!(after.next_pid_block, before.next_pid_block);
     assert_eq!(
         after.nodes.keys().collect::<Vec<_>>(),
@@ -508,10 +555,12 @@ async fn lagging_node_catches_up_by_snapshot() {
     c.isolate(3);
     let lag_at = n3.status().last_log_index.unwrap_or(0);
 
-    // Far more than snapshot_after_entries entries while node 3 is away.
+    // Far more than snapshot_after_entries entries while node 3 is away,
+    // with key-value entries enough to be flushed to disk.
     for _ in 0..60 {
         alloc(&n1, 1).await;
     }
+    kv_puts(&n1, 0, 600).await;
     wait_until("the majority purged its log past node 3", || {
         [&n1, &n2].iter().all(|n| {
             let s = n.status();
@@ -522,6 +571,10 @@ async fn lagging_node_catches_up_by_snapshot() {
 
     c.heal();
     wait_converged(&[&n1, &n2, &n3], 60).await;
+    wait_until("node 3 to hold every key-value entry", || {
+        kv_agrees(&n3, &n1) == (600, true)
+    })
+    .await;
     let s3 = n3.status();
     assert!(
         s3.snapshot_index.is_some_and(|i| i > lag_at),
@@ -543,6 +596,7 @@ async fn lagging_node_catches_up_by_snapshot() {
     drop(n3);
     let n3 = c.start(3).await;
     assert!(n3.state().pid_blocks.len() >= 60);
+    assert_eq!(n3.state().kv.iter().count(), 600);
     for id in [1, 2, 3] {
         c.stop(id).await;
     }

@@ -3,11 +3,15 @@
 //! from a file: [`super::snapshot_file`]), and publishes every change to
 //! readers.
 //!
-//! **The state lives in memory; the disk holds the log and the last
-//! snapshot.** An apply changes the in-memory state (its tables are
-//! persistent maps, [`crate::state::Table`]) and publishes it with an O(1)
-//! clone: it costs what it changes, not what the state holds, and writes
-//! nothing. On start the state machine opens at its last snapshot and
+//! **The state lives in memory, but for the guests' key-value entries; the
+//! disk holds the log and the last snapshot.** An apply changes the
+//! in-memory state (its tables are persistent maps,
+//! [`crate::state::Table`]) and publishes it with an O(1) clone: it costs
+//! what it changes, not what the state holds. The key-value entries live in
+//! a redb file of their own (`kv.redb`, [`crate::state::kv_disk`]): an apply
+//! adds its writes to the book's in-memory overlay, and once that passes
+//! its bound the apply flushes it to the file (without fsync: the file is
+//! rebuilt from the snapshot on start). On start the state machine opens at its last snapshot and
 //! openraft re-applies the committed log after it (the log is kept from
 //! the snapshot on: purging never passes the snapshot). A snapshot is
 //! built every `snapshot_after_entries` entries, in openraft's background
@@ -27,6 +31,7 @@ use super::snapshot_file;
 use super::store::{Store, StoreError, KEY_SNAPSHOT, KEY_STATE_MACHINE};
 use super::TypeConfig;
 use crate::detector::{LivenessChange, LIVENESS_BUFFERED_MAX};
+use crate::state::kv_disk;
 use crate::state::{ClusterState, Command, CommandResult, MemberInfo, NodeId};
 use shoal_pki::SharedRevocations;
 
@@ -127,6 +132,9 @@ impl Published {
     }
 }
 
+/// The key-value file's name in the node's Raft directory.
+pub(crate) const KV_FILE_NAME: &str = "kv.redb";
+
 /// Most applied moves buffered for a slow subscriber (beyond, it misses the
 /// oldest and is told how many it lagged).
 pub const MOVES_BUFFERED_MAX: usize = 4096;
@@ -175,6 +183,10 @@ struct StoredSnapshot {
 #[derive(Debug)]
 pub(crate) struct StateMachine {
     store: Arc<Store>,
+    /// Where the key-value book's entries live ([`kv_disk`]).
+    kv_db: Arc<redb::Database>,
+    /// Whether a durable commit of `kv_db` is under way.
+    kv_syncing: Arc<std::sync::atomic::AtomicBool>,
     data: SmData,
     /// The state as last published (shared with readers; cloned on write).
     current: Arc<ClusterState>,
@@ -191,7 +203,8 @@ impl StateMachine {
     /// re-applies the committed log that follows.
     pub(crate) fn open(store: Arc<Store>, published: Arc<Published>) -> Result<Self, StoreError> {
         let dir = store.dir().to_path_buf();
-        let data = match snapshot_file::read(&snapshot_file::current_path(&dir))? {
+        let kv_db = kv_disk::open(&dir.join(KV_FILE_NAME))?;
+        let data = match snapshot_file::read(&snapshot_file::current_path(&dir), &kv_db)? {
             Some((meta, state)) => SmData {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership,
@@ -200,11 +213,16 @@ impl StateMachine {
             None => match store.get::<StoredSnapshot>(KEY_SNAPSHOT)? {
                 // An earlier build's snapshot: moved to the file, once.
                 Some(old) => {
-                    let state: ClusterState =
-                        super::codec::decode(&old.data).map_err(|source| StoreError::Codec {
-                            key: KEY_SNAPSHOT.to_string(),
-                            source,
-                        })?;
+                    let codec_err = |source| StoreError::Codec {
+                        key: KEY_SNAPSHOT.to_string(),
+                        source,
+                    };
+                    let mut state: ClusterState =
+                        super::codec::decode(&old.data).map_err(codec_err)?;
+                    state
+                        .kv
+                        .load::<String>(&kv_db, std::iter::empty())?
+                        .map_err(|why| codec_err(super::codec::CodecError::Cbor(why)))?;
                     snapshot_file::write(&dir, &old.meta, &state)?;
                     store.delete(KEY_SNAPSHOT)?;
                     SmData {
@@ -213,7 +231,19 @@ impl StateMachine {
                         state,
                     }
                 }
-                None => SmData::default(),
+                None => {
+                    let mut empty = SmData::default();
+                    // Nothing to load, but the book now reads the file.
+                    empty
+                        .state
+                        .kv
+                        .load::<String>(&kv_db, std::iter::empty())?
+                        .map_err(|why| StoreError::Codec {
+                            key: KV_FILE_NAME.to_string(),
+                            source: super::codec::CodecError::Cbor(why),
+                        })?;
+                    empty
+                }
             },
         };
         // Stores written before the state lived in memory also hold a
@@ -223,6 +253,8 @@ impl StateMachine {
         published.publish(&current, data.last_applied);
         Ok(StateMachine {
             store,
+            kv_db,
+            kv_syncing: Default::default(),
             data,
             current,
             published,
@@ -357,6 +389,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             results.push(result);
         }
+        if self.data.state.kv.overlay_full()
+            && self.data.state.kv.flush(&self.kv_db)
+            && !self
+                .kv_syncing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            // Off the apply path, one at a time (see kv_disk::sync).
+            let (db, syncing) = (self.kv_db.clone(), self.kv_syncing.clone());
+            tokio::task::spawn_blocking(move || {
+                kv_disk::sync(&db);
+                syncing.store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
         self.publish();
         self.published.send_liveness_changes(&before, &self.current);
         for m in moves {
@@ -405,8 +450,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         drop(file);
         let dir = self.store.dir().to_path_buf();
         let installed = {
-            let meta = meta.clone();
-            tokio::task::spawn_blocking(move || snapshot_file::install(&dir, &meta)).await
+            let (meta, kv_db) = (meta.clone(), self.kv_db.clone());
+            tokio::task::spawn_blocking(move || snapshot_file::install(&dir, &meta, &kv_db)).await
         };
         let state = match installed {
             Ok(Ok(state)) => state,

@@ -19,7 +19,7 @@
 //! The book lives in persistent maps ([`Table`]): the state machine's
 //! per-apply clone shares it, and a write costs what it changes.
 
-use crate::state::Table;
+use crate::state::{kv_disk, Table};
 use serde::{Deserialize, Serialize};
 
 pub use shoal_pki::Owner;
@@ -241,15 +241,149 @@ impl KvBatchOp {
     }
 }
 
-/// The replicated key-value book (see the module docs).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Most entries the book holds in memory before the state machine flushes
+/// them to disk ([`KvBook::overlay_full`]).
+pub const OVERLAY_ENTRIES_MAX: usize = 512;
+/// Most key and value bytes written into memory before the state machine
+/// flushes them (one batch may pass it by at most [`BATCH_BYTES_MAX`]).
+pub const OVERLAY_BYTES_MAX: u64 = 4 << 20;
+
+/// The replicated key-value book (see the module docs): the entries
+/// flushed to disk ([`kv_disk`]'s base, a snapshot of its table) under an
+/// overlay of the writes applied since (`None`: deleted), with each
+/// owner's usage and the write counter.
+///
+/// Two books are equal when they hold the same entries, usage and counter,
+/// wherever each entry lives.
+#[derive(Clone, Default)]
 pub struct KvBook {
+    overlay: Table<KvKey, Option<KvEntry>>,
+    /// Key and value bytes written into the overlay since the last flush.
+    overlay_bytes: u64,
+    usage: Table<Owner, KvUsage>,
+    /// Writes applied so far: the last version handed out.
+    writes: u64,
+    base: Option<kv_disk::Base>,
+    /// Flushes so far (every [`kv_disk::FLUSHES_PER_DURABLE`]th is durable).
+    flushes: u64,
+    /// Encoded without its entries, which follow it in the snapshot file
+    /// ([`KvBook::detached`]); read back as "entries to load".
+    entries_follow: bool,
+}
+
+impl std::fmt::Debug for KvBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvBook")
+            .field("writes", &self.writes)
+            .field("owners", &self.usage.len())
+            .field("overlay", &self.overlay.len())
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl PartialEq for KvBook {
+    fn eq(&self, other: &Self) -> bool {
+        let all = |b: &KvBook| b.iter().collect::<std::collections::BTreeMap<_, _>>();
+        self.writes == other.writes && self.usage == other.usage && all(self) == all(other)
+    }
+}
+
+impl Eq for KvBook {}
+
+/// The book as encoded: its entries (in the snapshot file, after it), each
+/// owner's usage, the counter.
+#[derive(Deserialize)]
+struct KvBookEncoded {
     #[serde(with = "pairs")]
     entries: Table<KvKey, KvEntry>,
     #[serde(with = "pairs")]
     usage: Table<Owner, KvUsage>,
-    /// Writes applied so far: the last version handed out.
     writes: u64,
+    #[serde(default)]
+    entries_follow: bool,
+}
+
+impl<'de> Deserialize<'de> for KvBook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let e = KvBookEncoded::deserialize(d)?;
+        let overlay_bytes = e
+            .entries
+            .iter()
+            .map(|(k, v)| (k.key.len() + v.value.len()) as u64)
+            .sum();
+        Ok(KvBook {
+            overlay: e.entries.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            overlay_bytes,
+            usage: e.usage,
+            writes: e.writes,
+            base: None,
+            flushes: 0,
+            entries_follow: e.entries_follow,
+        })
+    }
+}
+
+impl Serialize for KvBook {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        /// The entries as a sequence, read as they are written (from disk).
+        struct Entries<'a>(&'a KvBook);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter())
+            }
+        }
+        struct Usage<'a>(&'a Table<Owner, KvUsage>);
+        impl Serialize for Usage<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                pairs::serialize(self.0, s)
+            }
+        }
+        let mut st = s.serialize_struct("KvBook", 3 + usize::from(self.entries_follow))?;
+        st.serialize_field("entries", &Entries(self))?;
+        st.serialize_field("usage", &Usage(&self.usage))?;
+        st.serialize_field("writes", &self.writes)?;
+        if self.entries_follow {
+            st.serialize_field("entries_follow", &true)?;
+        }
+        st.end()
+    }
+}
+
+/// What entries hold, counted as they go by (to check a book's usage and
+/// counter against them).
+#[derive(Default)]
+struct Counted {
+    usage: std::collections::BTreeMap<Owner, KvUsage>,
+    /// The first version outside `1..=writes` seen, with the bound.
+    bad_version: Option<(u64, u64)>,
+}
+
+impl Counted {
+    fn add(&mut self, k: &KvKey, e: &KvEntry, writes: u64) {
+        if (e.version == 0 || e.version > writes) && self.bad_version.is_none() {
+            self.bad_version = Some((e.version, writes));
+        }
+        let u = self.usage.entry(k.owner.clone()).or_default();
+        u.keys += 1;
+        u.bytes += (k.key.len() + e.value.len()) as u64;
+    }
+
+    fn agrees(&self, usage: &Table<Owner, KvUsage>) -> Result<(), String> {
+        if let Some((version, writes)) = self.bad_version {
+            return Err(format!("version {version} outside 1..={writes}"));
+        }
+        let recorded: std::collections::BTreeMap<Owner, KvUsage> =
+            usage.iter().map(|(o, u)| (o.clone(), *u)).collect();
+        if self.usage != recorded {
+            return Err(format!(
+                "usage {recorded:?} but entries count {:?}",
+                self.usage
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn check_names(bucket: &str, key: &[u8]) -> Result<(), KvRefusal> {
@@ -279,13 +413,36 @@ fn check_value(value: &[u8]) -> Result<(), KvRefusal> {
 }
 
 impl KvBook {
+    /// The entry at `at`, if any: written since the last flush, or on disk.
+    fn entry(&self, at: &KvKey) -> Option<KvEntry> {
+        match self.overlay.get(at) {
+            Some(recent) => recent.clone(),
+            None => self.base.as_ref().and_then(|b| kv_disk::get(b, at)),
+        }
+    }
+
     /// The entry at `(owner, bucket, key)`, if any.
-    pub fn get(&self, owner: &Owner, bucket: &str, key: &[u8]) -> Option<&KvEntry> {
-        self.entries.get(&KvKey {
+    pub fn get(&self, owner: &Owner, bucket: &str, key: &[u8]) -> Option<KvEntry> {
+        self.entry(&KvKey {
             owner: owner.clone(),
             bucket: bucket.to_string(),
             key: key.to_vec(),
         })
+    }
+
+    /// Every entry, flushed ones first (in the table's order), then the
+    /// recent ones (in key order).
+    pub fn iter(&self) -> impl Iterator<Item = (KvKey, KvEntry)> + '_ {
+        let flushed = self
+            .base
+            .iter()
+            .flat_map(kv_disk::entries)
+            .filter(|(k, _)| !self.overlay.contains_key(k));
+        let recent = self
+            .overlay
+            .iter()
+            .filter_map(|(k, e)| e.as_ref().map(|e| (k.clone(), e.clone())));
+        flushed.chain(recent)
     }
 
     /// What `owner` holds.
@@ -305,30 +462,75 @@ impl KvBook {
         cursor: Option<&[u8]>,
         count_max: usize,
     ) -> Vec<Vec<u8>> {
+        let from = match cursor {
+            Some(c) if c >= prefix => c.to_vec(),
+            _ => prefix.to_vec(),
+        };
         let start = KvKey {
             owner: owner.clone(),
             bucket: bucket.to_string(),
-            key: match cursor {
-                Some(c) if c >= prefix => c.to_vec(),
-                _ => prefix.to_vec(),
-            },
+            key: from.clone(),
         };
-        self.entries
+        // Both in key byte order: one bucket is one range of each.
+        let mut recent = self
+            .overlay
             .range(start..)
             .take_while(|(k, _)| k.owner == *owner && k.bucket == bucket)
-            .filter(|(k, _)| cursor.is_none_or(|c| k.key.as_slice() > c))
-            .take_while(|(k, _)| k.key.starts_with(prefix))
-            .take(count_max.min(LIST_KEYS_MAX))
-            .map(|(k, _)| k.key.clone())
-            .collect()
+            .map(|(k, e)| (k.key.clone(), e.is_some()))
+            .peekable();
+        let mut flushed = self
+            .base
+            .iter()
+            .flat_map(|b| kv_disk::bucket_from(b, owner, bucket, &from))
+            .map(|(k, _)| (k, true))
+            .peekable();
+        let count_max = count_max.min(LIST_KEYS_MAX);
+        let mut keys = Vec::new();
+        while keys.len() < count_max {
+            // The smaller key next; on a tie the recent write wins.
+            let next = match (flushed.peek(), recent.peek()) {
+                (None, None) => break,
+                (Some(_), None) => flushed.next(),
+                (None, Some(_)) => recent.next(),
+                (Some((f, _)), Some((r, _))) if f < r => flushed.next(),
+                (Some((f, _)), Some((r, _))) => {
+                    if f == r {
+                        flushed.next();
+                    }
+                    recent.next()
+                }
+            };
+            let Some((key, live)) = next else { break };
+            if cursor.is_some_and(|c| key.as_slice() <= c) {
+                continue;
+            }
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if live {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    /// Record a write of `at` in the overlay.
+    fn write(&mut self, at: KvKey, entry: Option<KvEntry>) {
+        let bytes = at.key.len() + entry.as_ref().map_or(0, |e| e.value.len());
+        self.overlay_bytes = self.overlay_bytes.saturating_add(bytes as u64);
+        if entry.is_none() && self.base.is_none() {
+            // Nothing on disk to hide.
+            self.overlay.remove(&at);
+        } else {
+            self.overlay.insert(at, entry);
+        }
     }
 
     /// Replace the entry (or create it) after the quota check; its new
     /// version.
     fn put(&mut self, at: KvKey, value: Vec<u8>) -> Result<u64, KvRefusal> {
         let before = self
-            .entries
-            .get(&at)
+            .entry(&at)
             .map(|e| (at.key.len() + e.value.len()) as u64);
         let usage = self.usage(&at.owner);
         let keys = usage.keys + u64::from(before.is_none());
@@ -345,7 +547,7 @@ impl KvBook {
         self.writes += 1;
         let version = self.writes;
         self.usage.insert(at.owner.clone(), KvUsage { keys, bytes });
-        self.entries.insert(at, KvEntry { value, version });
+        self.write(at, Some(KvEntry { value, version }));
         Ok(version)
     }
 
@@ -422,7 +624,7 @@ impl KvBook {
             bucket: bucket.to_string(),
             key: key.to_vec(),
         };
-        let Some(gone) = self.entries.remove(&at) else {
+        let Some(gone) = self.entry(&at) else {
             return Ok(false);
         };
         let usage = self.usage(owner);
@@ -430,6 +632,7 @@ impl KvBook {
             keys: usage.keys - 1,
             bytes: usage.bytes - (at.key.len() + gone.value.len()) as u64,
         };
+        self.write(at, None);
         if left.keys == 0 {
             self.usage.remove(owner);
         } else {
@@ -466,21 +669,87 @@ impl KvBook {
     /// table equals a count of the entries, and no version is above the
     /// write counter.
     pub fn check(&self) -> Result<(), String> {
-        let mut counted: std::collections::BTreeMap<Owner, KvUsage> = Default::default();
-        for (k, e) in self.entries.iter() {
-            if e.version == 0 || e.version > self.writes {
-                return Err(format!("version {} outside 1..={}", e.version, self.writes));
+        let mut counted = Counted::default();
+        for (k, e) in self.iter() {
+            counted.add(&k, &e, self.writes);
+        }
+        counted.agrees(&self.usage)
+    }
+
+    /// Whether the overlay has grown past [`OVERLAY_ENTRIES_MAX`] or
+    /// [`OVERLAY_BYTES_MAX`]: then the state machine flushes it.
+    pub(crate) fn overlay_full(&self) -> bool {
+        self.overlay.len() >= OVERLAY_ENTRIES_MAX || self.overlay_bytes >= OVERLAY_BYTES_MAX
+    }
+
+    /// Write the overlay into `db`'s table (which this book's base must have
+    /// read: the state machine's own book) and read it back as the base.
+    /// The book's content does not change. A disk that fails stops the node.
+    /// Whether a durable commit is due ([`kv_disk::sync`]).
+    pub(crate) fn flush(&mut self, db: &std::sync::Arc<redb::Database>) -> bool {
+        if self.overlay.is_empty() {
+            return false;
+        }
+        self.flushes += 1;
+        let base = kv_disk::flush(db, self.base.as_ref(), self.overlay.iter())
+            .unwrap_or_else(|e| kv_disk::fatal("flushing", e));
+        self.base = Some(base);
+        self.overlay = Table::new();
+        self.overlay_bytes = 0;
+        self.flushes.is_multiple_of(kv_disk::FLUSHES_PER_DURABLE)
+    }
+
+    /// Replace `db`'s table with this book's entries (those decoded with it,
+    /// from an earlier build's snapshot) and then `more` (those that
+    /// followed it in the snapshot file), and read them from there on.
+    /// All or nothing: the entries must agree with the book's usage and
+    /// counter (as [`KvBook::check`] asks), checked as they stream by.
+    pub(crate) fn load<E: From<String>>(
+        &mut self,
+        db: &std::sync::Arc<redb::Database>,
+        more: impl IntoIterator<Item = Result<(KvKey, KvEntry), E>>,
+    ) -> Result<Result<(), E>, redb::Error> {
+        let decoded: Vec<(KvKey, KvEntry)> = self.iter().collect();
+        let counted = std::cell::RefCell::new(Counted::default());
+        let all = decoded.into_iter().map(Ok).chain(more).inspect(|entry| {
+            if let Ok((k, e)) = entry {
+                counted.borrow_mut().add(k, e, self.writes);
             }
-            let u = counted.entry(k.owner.clone()).or_default();
-            u.keys += 1;
-            u.bytes += (k.key.len() + e.value.len()) as u64;
+        });
+        let verify = || counted.borrow().agrees(&self.usage).map_err(E::from);
+        let base = match kv_disk::load(db, all, verify)? {
+            Ok(base) => base,
+            Err(e) => return Ok(Err(e)),
+        };
+        *self = KvBook {
+            overlay: Table::new(),
+            overlay_bytes: 0,
+            usage: self.usage.clone(),
+            writes: self.writes,
+            base: Some(base),
+            flushes: 0,
+            entries_follow: false,
+        };
+        Ok(Ok(()))
+    }
+
+    /// The book without its entries, encoded as "entries follow" (the
+    /// snapshot file streams them after the state: [`KvBook::iter`]).
+    pub(crate) fn detached(&self) -> KvBook {
+        KvBook {
+            overlay: Table::new(),
+            overlay_bytes: 0,
+            usage: self.usage.clone(),
+            writes: self.writes,
+            base: None,
+            flushes: 0,
+            entries_follow: true,
         }
-        let recorded: std::collections::BTreeMap<Owner, KvUsage> =
-            self.usage.iter().map(|(o, u)| (o.clone(), *u)).collect();
-        if counted != recorded {
-            return Err(format!("usage {recorded:?} but entries count {counted:?}"));
-        }
-        Ok(())
+    }
+
+    /// Whether this book was decoded without its entries, which follow it.
+    pub(crate) fn entries_follow(&self) -> bool {
+        self.entries_follow
     }
 }
 
@@ -806,5 +1075,145 @@ mod tests {
                 panic!("seed {seed} step {step}: {e}");
             }
         }
+    }
+
+    /// A book flushed to disk (at random points and whenever its overlay
+    /// is full), and reloaded as a snapshot would be, reads and lists as
+    /// the same book kept in memory; a clone taken before a flush reads
+    /// what it was cloned with after later writes and flushes.
+    #[test]
+    fn a_book_on_disk_reads_and_lists_as_one_in_memory() {
+        let seed: u64 = std::env::var("SHOAL_KV_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0xd15c_4b56);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let owners = [owner("a"), owner("b")];
+        let mut db = kv_disk::open_in_memory().unwrap();
+        let (mut mem, mut disk) = (KvBook::default(), KvBook::default());
+        disk.load::<String>(&db, std::iter::empty())
+            .unwrap()
+            .unwrap();
+        let mut kept: Option<(KvBook, KvBook)> = None;
+        let (mut flushes, mut loads) = (0, 0);
+        for step in 0..30_000 {
+            let o = &owners[rng.gen_range(0..owners.len())];
+            let bucket = ["x", "y"][rng.gen_range(0..2)];
+            let key = [rng.gen_range(b'a'..=b'd'), rng.gen_range(b'a'..=b'z')];
+            let value = vec![step as u8; rng.gen_range(0..16)];
+            match rng.gen_range(0..5) {
+                0 | 1 => {
+                    assert_eq!(
+                        mem.set(o, bucket, &key, &value),
+                        disk.set(o, bucket, &key, &value)
+                    )
+                }
+                2 => assert_eq!(
+                    mem.increment(o, bucket, &key, 3),
+                    disk.increment(o, bucket, &key, 3)
+                ),
+                3 => {
+                    let keys: Vec<KvPair> = (0..rng.gen_range(1..4))
+                        .map(|i| KvPair {
+                            key: vec![key[0], key[1].wrapping_add(i)],
+                            value: vec![],
+                        })
+                        .collect();
+                    let op = KvBatchOp::Delete { keys };
+                    assert_eq!(mem.batch(o, bucket, &op), disk.batch(o, bucket, &op));
+                }
+                _ => assert_eq!(mem.delete(o, bucket, &key), disk.delete(o, bucket, &key)),
+            }
+            assert_eq!(
+                mem.get(o, bucket, &key),
+                disk.get(o, bucket, &key),
+                "seed {seed} step {step}"
+            );
+            if disk.overlay_full() || rng.gen_range(0..40) == 0 {
+                disk.flush(&db);
+                flushes += 1;
+                assert!(disk.overlay.is_empty());
+            }
+            if step % 600 == 0 {
+                let prefix = [rng.gen_range(b'a'..=b'd')];
+                let cursor = [prefix[0], rng.gen_range(b'a'..=b'z')];
+                for c in [None, Some(&cursor[..])] {
+                    assert_eq!(
+                        mem.list(o, bucket, &prefix, c, 7),
+                        disk.list(o, bucket, &prefix, c, 7),
+                        "seed {seed} step {step}"
+                    );
+                    assert_eq!(
+                        mem.list(o, bucket, b"", c, LIST_KEYS_MAX),
+                        disk.list(o, bucket, b"", c, LIST_KEYS_MAX)
+                    );
+                }
+                assert!(mem == disk, "seed {seed} step {step}");
+                disk.check().unwrap();
+                if let Some((m, d)) = kept.take() {
+                    assert!(m == d, "seed {seed} step {step}: a clone changed");
+                }
+                kept = Some((mem.clone(), disk.clone()));
+            }
+            if step % 7_000 == 6_999 {
+                // As a snapshot is read: the counters, then the entries
+                // streamed into a store of their own.
+                let fresh = kv_disk::open_in_memory().unwrap();
+                let mut again = disk.detached();
+                again
+                    .load::<String>(&fresh, disk.iter().map(Ok))
+                    .unwrap()
+                    .unwrap();
+                assert!(again == mem, "seed {seed} step {step}: reloaded");
+                (disk, db) = (again, fresh);
+                loads += 1;
+            }
+        }
+        assert!(
+            flushes > 100 && loads == 4,
+            "{flushes} flushes, {loads} loads"
+        );
+        assert!(mem.usage.len() == 2 && disk.base.is_some());
+    }
+
+    /// Entries that disagree with the book's usage or counter are refused
+    /// and leave the store as it was.
+    #[test]
+    fn a_load_that_disagrees_with_the_book_changes_nothing() {
+        let a = owner("a");
+        let db = kv_disk::open_in_memory().unwrap();
+        let mut kv = KvBook::default();
+        kv.set(&a, "b", b"k", b"v").unwrap();
+        kv.load::<String>(&db, std::iter::empty()).unwrap().unwrap();
+        assert_eq!(kv.get(&a, "b", b"k").unwrap().value, b"v");
+        let entry = |v: u64| {
+            let k = KvKey {
+                owner: a.clone(),
+                bucket: "b".into(),
+                key: b"other".to_vec(),
+            };
+            Ok((
+                k,
+                KvEntry {
+                    value: b"v".to_vec(),
+                    version: v,
+                },
+            ))
+        };
+        for more in [
+            vec![entry(1)],                     // usage: 2 keys, not 1
+            vec![entry(9)],                     // version above the counter
+            vec![Err("cut short".to_string())], // a bad file
+        ] {
+            let mut fresh = kv.detached();
+            assert!(fresh.load::<String>(&db, more).unwrap().is_err());
+        }
+        // The store still holds what the first load put there.
+        assert_eq!(kv.get(&a, "b", b"k").unwrap().value, b"v");
+        let mut same = kv.detached();
+        same.load::<String>(&db, kv.iter().map(Ok))
+            .unwrap()
+            .unwrap();
+        assert!(same == kv);
     }
 }

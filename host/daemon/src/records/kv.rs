@@ -280,7 +280,7 @@ impl Asker<'_> {
         Ok(state
             .kv
             .get(&self.owner, bucket, key)
-            .map(|e| (e.value.clone(), e.version)))
+            .map(|e| (e.value, e.version)))
     }
 
     /// `kv_get_many`: every key from one state (one ReadIndex when
@@ -298,7 +298,7 @@ impl Asker<'_> {
                 state
                     .kv
                     .get(&self.owner, bucket, key)
-                    .map(|e| (e.value.clone(), e.version))
+                    .map(|e| (e.value, e.version))
             })
             .collect())
     }
