@@ -1026,16 +1026,21 @@ mod tests {
         assert!(kv.list(&a, "b", b"", None, usize::MAX).len() <= LIST_KEYS_MAX);
     }
 
+    /// `SHOAL_KV_SEED`, or `default`, and a generator seeded with it.
+    fn seeded(default: u64) -> (u64, rand::rngs::StdRng) {
+        let seed: u64 = std::env::var("SHOAL_KV_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        (seed, rand::rngs::StdRng::seed_from_u64(seed))
+    }
+
     /// Random sequences of every command keep the invariants (usage equals
     /// the entries, versions within the counter). `SHOAL_KV_SEED` repeats a
     /// failure.
     #[test]
     fn the_book_keeps_its_invariants_after_any_sequence() {
-        let seed: u64 = std::env::var("SHOAL_KV_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_4b56);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (seed, mut rng) = seeded(0x5eed_4b56);
         let owners = [owner("a"), owner("b"), owner("c")];
         let mut kv = KvBook::default();
         let mut last_version = 0;
@@ -1083,11 +1088,7 @@ mod tests {
     /// what it was cloned with after later writes and flushes.
     #[test]
     fn a_book_on_disk_reads_and_lists_as_one_in_memory() {
-        let seed: u64 = std::env::var("SHOAL_KV_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0xd15c_4b56);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (seed, mut rng) = seeded(0xd15c_4b56);
         let owners = [owner("a"), owner("b")];
         let mut db = kv_disk::open_in_memory().unwrap();
         let (mut mem, mut disk) = (KvBook::default(), KvBook::default());

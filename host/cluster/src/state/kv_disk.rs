@@ -74,14 +74,24 @@ pub(crate) fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
 }
 
 /// Open (create) the key-value file at `path`, emptied: what it held is
-/// rebuilt from the snapshot ([`load`]) on every open.
+/// rebuilt from the snapshot ([`load`]) on every open. Only the node may
+/// read it (0600, like the rest of the Raft store): it holds every owner's
+/// entries.
 pub fn open(path: &std::path::Path) -> Result<Arc<Database>, redb::Error> {
+    use std::os::unix::fs::OpenOptionsExt;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(redb::Error::Io(e)),
     }
-    Ok(Arc::new(Database::create(path)?))
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(redb::Error::Io)?;
+    Ok(Arc::new(Database::builder().create_file(file)?))
 }
 
 /// A fresh in-memory store (tests).
