@@ -91,7 +91,8 @@ pub fn open(path: &std::path::Path) -> Result<Arc<Database>, redb::Error> {
         .mode(0o600)
         .open(path)
         .map_err(redb::Error::Io)?;
-    Ok(Arc::new(Database::builder().create_file(file)?))
+    let backend = redb::backends::FileBackend::new(file)?;
+    Ok(Arc::new(Database::builder().create_with_backend(backend)?))
 }
 
 /// A fresh in-memory store (tests).
