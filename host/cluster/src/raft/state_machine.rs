@@ -11,8 +11,8 @@
 //! a redb file of their own (`kv.redb`, [`crate::state::kv_disk`]): an apply
 //! adds its writes to the book's in-memory overlay, and once that passes
 //! its bound the apply flushes it to the file (without fsync: the file is
-//! rebuilt from the snapshot on start). On start the state machine opens at its last snapshot and
-//! openraft re-applies the committed log after it (the log is kept from
+//! rebuilt from the snapshot on start). On start the state machine opens at
+//! its last snapshot and openraft re-applies the committed log after it (the log is kept from
 //! the snapshot on: purging never passes the snapshot). A snapshot is
 //! built every `snapshot_after_entries` entries, in openraft's background
 //! task, and saved durably.
@@ -210,41 +210,38 @@ impl StateMachine {
                 membership: meta.last_membership,
                 state,
             },
-            None => match store.get::<StoredSnapshot>(KEY_SNAPSHOT)? {
-                // An earlier build's snapshot: moved to the file, once.
-                Some(old) => {
-                    let codec_err = |source| StoreError::Codec {
-                        key: KEY_SNAPSHOT.to_string(),
-                        source,
-                    };
-                    let mut state: ClusterState =
-                        super::codec::decode(&old.data).map_err(codec_err)?;
-                    state
-                        .kv
-                        .load::<String>(&kv_db, std::iter::empty())?
-                        .map_err(|why| codec_err(super::codec::CodecError::Cbor(why)))?;
-                    snapshot_file::write(&dir, &old.meta, &state)?;
-                    store.delete(KEY_SNAPSHOT)?;
-                    SmData {
-                        last_applied: old.meta.last_log_id,
-                        membership: old.meta.last_membership,
-                        state,
+            None => {
+                let mut data = match store.get::<StoredSnapshot>(KEY_SNAPSHOT)? {
+                    // An earlier build's snapshot: moved to the file, once.
+                    Some(old) => {
+                        let state: ClusterState =
+                            super::codec::decode(&old.data).map_err(|source| {
+                                StoreError::Codec {
+                                    key: KEY_SNAPSHOT.to_string(),
+                                    source,
+                                }
+                            })?;
+                        snapshot_file::write(&dir, &old.meta, &state)?;
+                        store.delete(KEY_SNAPSHOT)?;
+                        SmData {
+                            last_applied: old.meta.last_log_id,
+                            membership: old.meta.last_membership,
+                            state,
+                        }
                     }
-                }
-                None => {
-                    let mut empty = SmData::default();
-                    // Nothing to load, but the book now reads the file.
-                    empty
-                        .state
-                        .kv
-                        .load::<String>(&kv_db, std::iter::empty())?
-                        .map_err(|why| StoreError::Codec {
-                            key: KV_FILE_NAME.to_string(),
-                            source: super::codec::CodecError::Cbor(why),
-                        })?;
-                    empty
-                }
-            },
+                    None => SmData::default(),
+                };
+                // The book reads the file from here on (with the entries an
+                // earlier build's snapshot held inside its state).
+                data.state
+                    .kv
+                    .load::<String>(&kv_db, std::iter::empty())?
+                    .map_err(|why| StoreError::Codec {
+                        key: KV_FILE_NAME.to_string(),
+                        source: super::codec::CodecError::Cbor(why),
+                    })?;
+                data
+            }
         };
         // Stores written before the state lived in memory also hold a
         // copy of it: the snapshot and the log supersede it.

@@ -184,6 +184,14 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Option<KvEntry> {
     })
 }
 
+/// The table's generation as `txn` sees it (0: never loaded).
+fn generation(txn: &redb::WriteTransaction) -> Result<u64, redb::Error> {
+    Ok(txn
+        .open_table(META)?
+        .get(KEY_GENERATION)?
+        .map_or(0, |g| g.value()))
+}
+
 /// The table as last committed, as a base.
 fn read_base(db: &Arc<Database>) -> Result<Base, redb::Error> {
     let txn = db.begin_read()?;
@@ -210,10 +218,7 @@ pub(crate) fn load<E>(
 ) -> Result<Result<Base, E>, redb::Error> {
     let txn = db.begin_write()?;
     {
-        let generation = txn
-            .open_table(META)?
-            .get(KEY_GENERATION)?
-            .map_or(0, |g| g.value());
+        let generation = generation(&txn)?;
         txn.delete_table(ENTRIES)?;
         let mut table = txn.open_table(ENTRIES)?;
         for entry in entries {
@@ -250,10 +255,7 @@ pub(crate) fn flush<'a>(
     txn.set_durability(Durability::None)
         .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     {
-        let generation = txn
-            .open_table(META)?
-            .get(KEY_GENERATION)?
-            .map_or(0, |g| g.value());
+        let generation = generation(&txn)?;
         let expected = base.map_or(0, |b| b.generation);
         if generation != expected {
             fatal(
