@@ -532,7 +532,9 @@ int32_t shoal_kv_delete_many(const char *bucket, int32_t bucket_len, const uint8
 SHOAL_IMPORT("lock")
 int32_t shoal_lock(const char *name, int32_t name_len, int64_t timeout_ms, uint64_t *token);
 
-/** shoal_lock without waiting: SHOAL_EBUSY. Import: shoal_v1.try_lock. */
+/** shoal_lock without waiting: SHOAL_EBUSY. Under output commit
+ * (--restart on-failure|always) a capture point, as shoal_lock: the request
+ * waits for a recorded checkpoint first. Import: shoal_v1.try_lock. */
 SHOAL_IMPORT("try_lock")
 int32_t shoal_try_lock(const char *name, int32_t name_len, uint64_t *token);
 

@@ -631,7 +631,9 @@ imports! {
         -> i32 => UNSUPPORTED;
 
     /// `shoal_v1.try_lock(name_ptr, name_len, token_out) -> i32`: [`lock`]
-    /// without waiting: [`BUSY`] if another process holds it.
+    /// without waiting: [`BUSY`] if another process holds it. Under output
+    /// commit a capture point, as [`lock`] (the request waits for a
+    /// recorded checkpoint first).
     ///
     /// # Safety
     ///

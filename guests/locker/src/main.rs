@@ -39,12 +39,20 @@
 //! - `bench <n>`: `n` sets, `n` linearizable gets and `n` lock+unlock of
 //!   one lock, each timed in the guest; prints `bench <op> n=<n>
 //!   p50_us=<p50> p99_us=<p99>` per operation.
+//! - `random <prefix> [try]`: draws a random number (WASI `random_get`),
+//!   takes the lock `<prefix>-<number below a million>` (with `try`:
+//!   `try_lock`) and waits for messages forever, holding it (`BAD lock
+//!   <name> <error>` and exit 1 if refused). Which lock a run takes is its
+//!   own: one resumed from before the draw would most likely take another.
+//!   It prints nothing once it holds the lock: under output commit a line
+//!   waiting to be released would have the process checkpointed past the
+//!   call at once, and the failover test wants it resumed inside it.
 
 use shoal::{Bucket, Error, Lock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn usage() -> ! {
-    eprintln!("usage: locker count <lock> <n> [<pause_ms> [go]] | hold <lock> | pair <a> <b> | ops <bucket> | register <keys> <ops> <seed> [rw|r|rstale [<pause_ms>]] | bench <n> | puts <n> [go]");
+    eprintln!("usage: locker count <lock> <n> [<pause_ms> [go]] | hold <lock> | pair <a> <b> | ops <bucket> | register <keys> <ops> <seed> [rw|r|rstale [<pause_ms>]] | bench <n> | puts <n> [go] | random <prefix> [try]");
     std::process::exit(2)
 }
 
@@ -513,6 +521,30 @@ fn bench(n: usize) {
     report("lock_unlock", locks);
 }
 
+fn random(prefix: &str, try_only: bool) -> ! {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState's keys come from WASI random_get.
+    let drawn = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let name = format!("{prefix}-{}", drawn % 1_000_000);
+    let taken = if try_only {
+        Lock::try_acquire(&name)
+    } else {
+        Lock::acquire(&name, None)
+    };
+    let _held = match taken {
+        Ok(held) => held,
+        Err(e) => {
+            println!("BAD lock {name} {}", e.name());
+            std::process::exit(1)
+        }
+    };
+    loop {
+        let _ = shoal::recv(None);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -540,6 +572,7 @@ fn main() {
             register(arg(&args, 1), arg(&args, 2), arg(&args, 3), mix, pause_ms)
         }
         Some("bench") => bench(arg(&args, 1)),
+        Some("random") => random(&arg::<String>(&args, 1), args.get(2).map(String::as_str) == Some("try")),
         Some("puts") => {
             let n: usize = arg(&args, 1);
             if args.get(2).map(String::as_str) == Some("go") {

@@ -66,13 +66,13 @@
 //!   <refused> ms <elapsed>` (any other error: `BAD flood <error>`, exit 1).
 //!   Then it sleeps.
 //!
-//! - `watch <pid> <bucket>`: monitors process `<pid>`, prints `monitoring
-//!   <pid>`, and waits (`recv_any`) for its DOWN. Then it takes the lock
-//!   `took-down` (which `shoal locks` shows at once: locks are not held
-//!   back by output commit) and computes without any blocking call — so
-//!   no checkpoint can cover the DOWN it took — until the key `release`
-//!   exists in its owner's bucket `<bucket>`. Then it prints `down
-//!   <reason>` and sleeps.
+//! - `watch <pid> <bucket>`: takes the lock `watching`, monitors process
+//!   `<pid>`, prints `monitoring <pid>`, and waits (`recv_any`) for its
+//!   DOWN. Then it unlocks `watching` (which `shoal locks` shows at once:
+//!   an unlock is not held back by output commit, unlike a grant) and
+//!   computes without any blocking call — so no checkpoint can cover the
+//!   DOWN it took — until the key `release` exists in its owner's bucket
+//!   `<bucket>`. Then it prints `down <reason>` and sleeps.
 //!
 //! Bad arguments print a usage line to stderr and exit 2.
 
@@ -165,6 +165,13 @@ fn count(name: &str, senders: usize, n: u64) -> ! {
 }
 
 fn watch(target: Pid, bucket: &str) -> ! {
+    let watching = match shoal::Lock::acquire("watching", None) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("BAD lock watching: {e}");
+            exit(1)
+        }
+    };
     if let Err(e) = shoal::monitor(target) {
         println!("BAD monitor {target}: {e}");
         exit(1)
@@ -180,7 +187,8 @@ fn watch(target: Pid, bucket: &str) -> ! {
             }
         }
     };
-    let _held = shoal::Lock::try_acquire("took-down");
+    // The resumed copy is a new incarnation, which holds nothing.
+    let _ = watching.unlock();
     // No blocking call from here until `release` exists: a stale read is
     // local, and the spin between reads is plain computation.
     let bucket = shoal::Bucket::new(bucket).stale();

@@ -228,8 +228,10 @@ pub const IMPORTS: &[ImportSpec] = &[
     // locks namespace (abi/kv.rs): cluster-wide locks with fencing tokens.
     // lock(name_ptr, name_len, timeout_ms, token_out_ptr) -> errno
     shoal("lock", &[I32, I32, I64, I32], &[I32], true),
-    // try_lock(name_ptr, name_len, token_out_ptr) -> errno
-    shoal("try_lock", &[I32, I32, I32], &[I32], false),
+    // try_lock(name_ptr, name_len, token_out_ptr) -> errno; never waits
+    // for the lock, but a capture point under output commit (its grant is
+    // an effect, like lock's: abi/effect.rs)
+    shoal("try_lock", &[I32, I32, I32], &[I32], true),
     // unlock(name_ptr, name_len, token) -> errno
     shoal("unlock", &[I32, I32, I64], &[I32], false),
     // lock_check(name_ptr, name_len, token) -> errno

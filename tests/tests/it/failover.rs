@@ -764,11 +764,81 @@ fn a_counter_incremented_by_a_process_killed_mid_stream_counts_every_increment_o
     println!("counter of {N} increments across a failover: exact");
 }
 
+/// Lock grants are under output commit too. Two processes (`--restart
+/// on-failure`, on n3, checkpointed only when an effect or output needs
+/// it: every hour otherwise) each draw a random lock name and take that
+/// lock, one with `lock`, one with `try_lock`, and then wait without
+/// output (`locker random`); n3 is SIGKILLed as soon as `shoal locks`
+/// shows both grants. Each request waited, captured inside the
+/// call, for a recorded checkpoint before it was sent, so the copy resumed
+/// on a survivor is inside the same call with the same name, and takes
+/// that same lock again as the new incarnation (a new, larger token).
+/// Without the gate no checkpoint covers the draw: the resumed run draws
+/// again (another name, but for one chance in a million), and the grant
+/// every other process saw belongs to a history that never happened.
+#[test]
+fn a_lock_granted_to_the_lost_copy_is_the_one_its_resumed_copy_takes() {
+    let mut lab = lab3();
+    let deploy_random = |lab: &Lab, mode: &[&str]| {
+        let mut args = vec!["random"];
+        args.extend_from_slice(mode);
+        deploy_on(
+            lab,
+            shoal_tests::LOCKER,
+            "n3",
+            Some("on-failure"),
+            &["--checkpoint-every", "1h"],
+            &args,
+        )
+    };
+    let waiter = deploy_random(&lab, &["w"]);
+    let trier = deploy_random(&lab, &["t", "try"]);
+    // (name, token) of the lock `pid` holds, if any.
+    let held = |lab: &Lab, pid: u64| -> Option<(String, u64)> {
+        let list = lab.cli_json(0, &["locks", "--json"]);
+        let lock = list
+            .as_array()?
+            .iter()
+            .find(|l| l["holder_pid"].as_u64() == Some(pid))?;
+        Some((lock["name"].as_str()?.to_string(), lock["token"].as_u64()?))
+    };
+    let mut first = Vec::new();
+    for pid in [waiter, trier] {
+        wait_for("the grant", SETTLE, || held(&lab, pid).is_some());
+        first.push(held(&lab, pid).unwrap());
+    }
+    lab.kill(2);
+    for (pid, (name, token)) in [waiter, trier].into_iter().zip(&first) {
+        let started = Instant::now();
+        while held(&lab, pid).is_none_or(|(_, t)| t <= *token) {
+            assert!(
+                started.elapsed() < SETTLE * 2,
+                "no new grant to pid {pid} (it held {name} under {token}): locks {}, ps {:?}, events {:?}, logs {:?}",
+                lab.cli_ok(0, &["locks", "--json"]),
+                ps_entry(&lab, 0, pid),
+                events_of(&lab, 0, pid),
+                logs_if_running(&lab, pid)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (again, _) = held(&lab, pid).unwrap();
+        assert_eq!(
+            &again, name,
+            "pid {pid} held {name} before the failover and {again} after"
+        );
+        let p = ps_entry(&lab, 0, pid).unwrap();
+        assert_ne!(p["node"], "n3", "{p}");
+        assert_eq!(p["restart"]["incarnation"], 1, "{p}");
+        println!("pid {pid}: {name} before the failover and after");
+    }
+}
+
 /// A DOWN the lost copy took is not lost with it. A watcher (`--restart
-/// on-failure`, on n3) monitors a process on n1, which is then killed; the
-/// watcher takes the DOWN, takes the lock `took-down` (seen at once in
-/// `shoal locks`) and computes without blocking, so no checkpoint covers
-/// the DOWN it took; n3 is SIGKILLed then. The copy resumed from the last
+/// on-failure`, on n3) holding the lock `watching` monitors a process on
+/// n1, which is then killed; the watcher takes the DOWN, unlocks
+/// `watching` (seen at once in `shoal locks`: an unlock is not held back)
+/// and computes without blocking, so no checkpoint covers the DOWN it
+/// took; n3 is SIGKILLed then. The copy resumed from the last
 /// checkpoint still holds the monitor (it was in `recv_any`); the DOWN
 /// will never be sent again, so the resume asks its monitors again and
 /// the one whose target is gone gets its DOWN (`noproc`) at once. Without
@@ -797,9 +867,13 @@ fn a_down_taken_by_the_lost_copy_reaches_the_resumed_one() {
     wait_for("the watcher to monitor", SETTLE, || {
         logs(&lab).contains("monitoring")
     });
+    assert!(
+        lab.cli_ok(0, &["locks"]).contains("watching"),
+        "the watcher holds `watching` before it monitors"
+    );
     lab.cli_ok(0, &["kill", &target_text]);
     wait_for("the watcher to take the DOWN", SETTLE, || {
-        lab.cli_ok(0, &["locks"]).contains("took-down")
+        !lab.cli_ok(0, &["locks"]).contains("watching")
     });
     lab.kill(2);
     lab.cli_ok(0, &["kv", "set", "watched", "release", "1"]);

@@ -31,6 +31,7 @@ use super::errno;
 use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
 use crate::cluster_link::EffectKey;
 use crate::process::ProcessCtx;
+use std::time::Instant;
 use wasmtime::Caller;
 
 /// What an effect's call does after [`commit_first`].
@@ -50,6 +51,18 @@ pub async fn commit_first(
     caller: &mut Caller<'_, ProcessCtx>,
     import: &str,
     entry: Entry,
+) -> wasmtime::Result<Gate> {
+    commit_first_within(caller, import, entry, None).await
+}
+
+/// [`commit_first`] for a call with a deadline (a `lock`'s timeout): a
+/// capture while it waits keeps the time left, so the resumed call waits
+/// no longer than the first would have.
+pub async fn commit_first_within(
+    caller: &mut Caller<'_, ProcessCtx>,
+    import: &str,
+    entry: Entry,
+    deadline: Option<Instant>,
 ) -> wasmtime::Result<Gate> {
     let mailbox = caller.data().mailbox.clone();
     let seq = match entry {
@@ -79,7 +92,8 @@ pub async fn commit_first(
             Waited::Capture => {
                 let pending = PendingCall {
                     import: import.to_string(),
-                    remaining_ms: None,
+                    remaining_ms: deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
                     effect: Some(seq),
                 };
                 capture::unwind(caller, pending).await?;

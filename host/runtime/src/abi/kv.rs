@@ -11,6 +11,16 @@
 //! moves bytes. Only `lock` waits, and it is a capture point: its wait is
 //! held in Raft, so a process captured (or moved) while waiting asks again
 //! where it resumes and finds its place in the queue, or its grant.
+//!
+//! Under output commit (issue #16) the writes, `lock` and `try_lock` are
+//! effects ([`effect`]): each waits, captured inside the call, until a
+//! recorded checkpoint covers it, so no other process sees a write or a
+//! grant that the history a failover resumes might not make. A lock
+//! request needs no effect key: a copy resumed after a failover is a new
+//! incarnation, whose predecessor's grants and waits the cluster released
+//! before it may ask (`Command::Reincarnated`), so asking again is asking
+//! once. `unlock` is not held back: a failover releases what the lost copy
+//! held anyway.
 
 use super::effect::{self, Gate};
 use super::memory::{check_writable, read_bytes, write_bytes};
@@ -25,6 +35,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Caller, Val};
 
 const LOCK: &str = "shoal_v1.lock";
+const TRY_LOCK: &str = "shoal_v1.try_lock";
 const KV_SET: &str = "shoal_v1.kv_set";
 const KV_CAS: &str = "shoal_v1.kv_cas";
 const KV_DELETE: &str = "shoal_v1.kv_delete";
@@ -61,6 +72,20 @@ fn read_key(caller: &mut Caller<'_, ProcessCtx>, (ptr, len): (i32, i32)) -> Resu
 /// Read a lock name argument.
 fn read_lock_name(caller: &mut Caller<'_, ProcessCtx>, arg: (i32, i32)) -> Result<String, i32> {
     read_text(caller, arg, abi::LOCK_NAME_BYTES_MAX, errno::INVALID)
+}
+
+/// Check a lock request's arguments before it costs anything (a
+/// checkpoint under output commit, a Raft write): the token slot of 8
+/// bytes at `out`, the name, and that this node can ask the cluster.
+fn checked_lock_name(
+    caller: &mut Caller<'_, ProcessCtx>,
+    name: (i32, i32),
+    out: i32,
+) -> Result<String, i32> {
+    check_writable(caller, out, 8)?;
+    let name = read_lock_name(caller, name)?;
+    caller.data().host.kv()?;
+    Ok(name)
 }
 
 /// Read a value argument: at most `VALUE_BYTES_MAX` bytes.
@@ -485,21 +510,34 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
         let timeout_ms = arg_i64(params, 2);
         let out = arg_i32(params, 3);
         Box::new(async move {
-            let timeout_ms = match capture::enter(&mut caller, LOCK).await? {
+            let entry = capture::enter(&mut caller, LOCK).await?;
+            let timeout_ms = match &entry {
                 Entry::Fresh => timeout_ms,
                 Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
             };
             let deadline = (timeout_ms >= 0)
                 .then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+            let name = match checked_lock_name(&mut caller, (ptr, len), out) {
+                Ok(name) => name,
+                Err(e) => return code(Err(e)),
+            };
+            // Captured while waiting in the queue: the request was made
+            // (behind its gate, if any); ask again where it resumed.
+            let asked_before = matches!(&entry, Entry::Resumed(p) if p.effect.is_none());
+            if !asked_before {
+                if let Gate::Unwound =
+                    effect::commit_first_within(&mut caller, LOCK, entry, deadline).await?
+                {
+                    return code(Ok(effect::UNWINDING));
+                }
+            }
             let asked = async {
-                check_writable(&mut caller, out, 8)?;
-                let name = read_lock_name(&mut caller, (ptr, len))?;
                 let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
                 let answer = kv.lock(me, &name, true).await?;
-                Ok((kv, me, name, answer))
+                Ok((kv, me, answer))
             }
             .await;
-            let (kv, me, name, answer) = match asked {
+            let (kv, me, answer) = match asked {
                 Ok(a) => a,
                 Err(e) => return code(Err(e)),
             };
@@ -534,9 +572,15 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
     r.define("try_lock", |mut caller, params| {
         let (ptr, len, out) = (arg_i32(params, 0), arg_i32(params, 1), arg_i32(params, 2));
         Box::new(async move {
+            let entry = capture::enter(&mut caller, TRY_LOCK).await?;
+            let name = match checked_lock_name(&mut caller, (ptr, len), out) {
+                Ok(name) => name,
+                Err(e) => return code(Err(e)),
+            };
+            if let Gate::Unwound = effect::commit_first(&mut caller, TRY_LOCK, entry).await? {
+                return code(Ok(effect::UNWINDING));
+            }
             let r = async {
-                check_writable(&mut caller, out, 8)?;
-                let name = read_lock_name(&mut caller, (ptr, len))?;
                 let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
                 match kv.lock(me, &name, false).await? {
                     LockAnswer::Granted(t) => write_u64(&mut caller, out, t).map(|()| errno::OK),
