@@ -5,7 +5,7 @@
 //! never meets a call, a reply or a DOWN (`recv` skips them).
 
 use super::memory::{check_writable, read_bytes, write_bytes};
-use super::{arg_i32, arg_i64, errno, Registrar};
+use super::{arg_i32, arg_i64, deadline_of, errno, remaining_ms, Registrar};
 use crate::calls::DownReason;
 use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
 use crate::mailbox::{Bounce, Head, Message, PushError, Tag, Want};
@@ -15,7 +15,7 @@ use shoal_abi::calls::{
     DOWN_INFO_BYTES, KIND_CALL, KIND_DOWN, KIND_MESSAGE, KIND_REPLY, MATCH_FROM, MATCH_REPLY,
     REASON_NODE_DOWN, REASON_NOPROC, REASON_NOT_CALLABLE, REASON_TRAP, RECV_ANY_INFO_BYTES,
 };
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use wasmtime::{Caller, Val};
 
 /// Import name of `call`, as recorded in a pending call.
@@ -65,14 +65,6 @@ fn describe(m: &Message) -> ([u8; 32], &[u8]) {
     info[24..28].copy_from_slice(&reason.to_le_bytes());
     info[28..32].copy_from_slice(&code.to_le_bytes());
     (info, payload)
-}
-
-fn remaining(deadline: Option<Instant>) -> Option<u64> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64)
-}
-
-fn deadline_of(timeout_ms: i64) -> Option<Instant> {
-    (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64))
 }
 
 /// Register the namespace's imports.
@@ -199,7 +191,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     Waited::Capture => {
                         let pending = PendingCall {
                             import: CALL.to_string(),
-                            remaining_ms: remaining(deadline),
+                            remaining_ms: remaining_ms(deadline),
                             effect: None,
                         };
                         capture::unwind(&mut caller, pending).await?;
@@ -452,7 +444,7 @@ async fn receive(
     let capturable = caller.data().capturable;
     let pending = |deadline| PendingCall {
         import: import.to_string(),
-        remaining_ms: remaining(deadline),
+        remaining_ms: remaining_ms(deadline),
         effect: None,
     };
     // A capture asked for while messages keep arriving would never see

@@ -92,8 +92,7 @@ pub async fn commit_first_within(
             Waited::Capture => {
                 let pending = PendingCall {
                     import: import.to_string(),
-                    remaining_ms: deadline
-                        .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
+                    remaining_ms: super::remaining_ms(deadline),
                     effect: Some(seq),
                 };
                 capture::unwind(caller, pending).await?;

@@ -24,14 +24,14 @@
 
 use super::effect::{self, Gate};
 use super::memory::{check_writable, read_bytes, write_bytes};
-use super::{arg_i32, arg_i64, errno, Registrar};
+use super::{arg_i32, arg_i64, deadline_of, errno, remaining_ms, Registrar};
 use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
 use crate::cluster_link::{
     EffectKey, KvBatchWrite, KvFence, KvWrite, KvWritten, LockAnswer, ReadMode,
 };
 use crate::process::ProcessCtx;
 use shoal_abi::kv as abi;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use wasmtime::{Caller, Val};
 
 const LOCK: &str = "shoal_v1.lock";
@@ -139,7 +139,7 @@ enum Gated<A> {
     Done(i32),
 }
 
-/// Enter effect import `import` (a key-value write), check its arguments
+/// Enter effect import `import` (a key-value write, a lock request), check its arguments
 /// with `check`, then wait until a recorded checkpoint covers it
 /// ([`effect::commit_first`]; at once without output commit). A refused
 /// argument costs no checkpoint.
@@ -515,8 +515,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 Entry::Fresh => timeout_ms,
                 Entry::Resumed(p) => p.remaining_ms.map_or(-1, |ms| ms as i64),
             };
-            let deadline = (timeout_ms >= 0)
-                .then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+            let deadline = deadline_of(timeout_ms);
             let name = match checked_lock_name(&mut caller, (ptr, len), out) {
                 Ok(name) => name,
                 Err(e) => return code(Err(e)),
@@ -554,9 +553,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                         Waited::Capture => {
                             let pending = PendingCall {
                                 import: LOCK.to_string(),
-                                remaining_ms: deadline.map(|d| {
-                                    d.saturating_duration_since(Instant::now()).as_millis() as u64
-                                }),
+                                remaining_ms: remaining_ms(deadline),
                                 effect: None,
                             };
                             capture::unwind(&mut caller, pending).await?;
@@ -572,14 +569,16 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
     r.define("try_lock", |mut caller, params| {
         let (ptr, len, out) = (arg_i32(params, 0), arg_i32(params, 1), arg_i32(params, 2));
         Box::new(async move {
-            let entry = capture::enter(&mut caller, TRY_LOCK).await?;
-            let name = match checked_lock_name(&mut caller, (ptr, len), out) {
-                Ok(name) => name,
-                Err(e) => return code(Err(e)),
+            let checked = gated(&mut caller, TRY_LOCK, |c| {
+                check_writable(c, out, 8)?;
+                read_lock_name(c, (ptr, len))
+            })
+            .await?;
+            // No effect key: see the module docs.
+            let name = match checked {
+                Gated::Go(name, _) => name,
+                Gated::Done(c) => return code(Ok(c)),
             };
-            if let Gate::Unwound = effect::commit_first(&mut caller, TRY_LOCK, entry).await? {
-                return code(Ok(effect::UNWINDING));
-            }
             let r = async {
                 let (kv, me) = (caller.data().host.kv()?, caller.data().pid);
                 match kv.lock(me, &name, false).await? {

@@ -1,14 +1,14 @@
 //! The `message` namespace: send and receive.
 
 use super::memory::{check_writable, read_bytes, write_bytes};
-use super::{arg_i32, arg_i64, errno, Registrar};
+use super::{arg_i32, arg_i64, deadline_of, errno, remaining_ms, Registrar};
 use crate::capture::{self, wait_or_capture, Entry, PendingCall, Waited};
 use crate::mailbox::{Head, PushError};
 use crate::pid::Pid;
 
 /// Import name of `recv`, as recorded in a pending call.
 const RECV: &str = "shoal_v1.recv";
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use wasmtime::Val;
 
 /// Size of the `recv` info struct: u64 sender, u32 length, u32 reserved.
@@ -63,20 +63,16 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     return Ok(Some(Val::I32(e)));
                 }
             }
-            let deadline = (timeout_ms >= 0)
-                .then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+            let deadline = deadline_of(timeout_ms);
             let mailbox = caller.data().mailbox.clone();
             let signal = caller.data().capture.clone();
             let capturable = caller.data().capturable;
-            let remaining = |deadline: Option<Instant>| {
-                deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64)
-            };
             // A capture asked for while messages keep arriving would never
             // see this call wait: serve it on entry.
             if capturable && signal.is_requested() {
                 let pending = PendingCall {
                     import: RECV.to_string(),
-                    remaining_ms: remaining(deadline),
+                    remaining_ms: remaining_ms(deadline),
                     effect: None,
                 };
                 capture::unwind(&mut caller, pending).await?;
@@ -131,7 +127,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                             Waited::Capture => {
                                 let pending = PendingCall {
                                     import: RECV.to_string(),
-                                    remaining_ms: remaining(deadline),
+                                    remaining_ms: remaining_ms(deadline),
                                     effect: None,
                                 };
                                 capture::unwind(&mut caller, pending).await?;

@@ -146,3 +146,19 @@ pub(crate) fn arg_i32(params: &[Val], i: usize) -> i32 {
 pub(crate) fn arg_i64(params: &[Val], i: usize) -> i64 {
     params[i].unwrap_i64()
 }
+
+/// The deadline of a call with timeout `timeout_ms` starting now
+/// (negative: none).
+pub(crate) fn deadline_of(timeout_ms: i64) -> Option<std::time::Instant> {
+    (timeout_ms >= 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64))
+}
+
+/// Milliseconds left until `deadline`, as a captured call keeps them
+/// ([`crate::capture::PendingCall::remaining_ms`]).
+pub(crate) fn remaining_ms(deadline: Option<std::time::Instant>) -> Option<u64> {
+    deadline.map(|d| {
+        d.saturating_duration_since(std::time::Instant::now())
+            .as_millis() as u64
+    })
+}
