@@ -7,15 +7,14 @@
 //! * **wasmtime**: `Module::new` of the module as given, on the node's engine configuration
 //!   (the peer figure: what running it on plain wasmtime 46 costs);
 //! * **prepare**: `shoal_prepare::prepare` with the node's blocking imports, split into its
-//!   steps (validation, call graph, Binaryen's input, Asyncify, finish);
+//!   steps (validation, call graph, Asyncify, finish);
 //! * **compile**: `Module::new` of the prepared module;
 //!
 //! and the ratio (prepare + compile) / wasmtime, whose aim is ≤ 2. Preparation here runs in
 //! this process; a node runs the same code in a worker process (plus a pipe of the module each
 //! way). It never fails on a slow machine: the figures go into the README.
 //!
-//! `SHOAL_BENCH_MODULES=go,py` limits the modules (by the names printed);
-//! `SHOAL_BENCH_OPT_LEVEL=N` prepares at Binaryen optimisation level N instead of the node's.
+//! `SHOAL_BENCH_MODULES=go,py` limits the modules (by the names printed).
 
 use shoal_abi::table::blocking_imports;
 use shoal_prepare::{prepare, PrepareOptions, PrepareTimings};
@@ -48,13 +47,7 @@ struct Figures {
 }
 
 fn measure(engine: &wasmtime::Engine, wasm: &[u8]) -> Figures {
-    let mut opts = PrepareOptions::new(blocking_imports());
-    if let Some(level) = std::env::var("SHOAL_BENCH_OPT_LEVEL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        opts.optimize_level = level;
-    }
+    let opts = PrepareOptions::new(blocking_imports());
     let mut wasmtime_runs = Vec::new();
     let mut prepare_runs = Vec::new();
     let mut compile_runs = Vec::new();
@@ -110,7 +103,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<5} {:>9} {:>10} {:>10} {:>10} {:>7} | {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} | {:>11}",
+        "{:<5} {:>9} {:>10} {:>10} {:>10} {:>7} | {:>8} {:>9} {:>9} {:>9} {:>8} | {:>11}",
         "guest",
         "bytes",
         "wasmtime",
@@ -119,7 +112,6 @@ fn main() {
         "ratio",
         "validate",
         "callgraph",
-        "bin.input",
         "asyncify",
         "finish",
         "out/in",
@@ -133,7 +125,7 @@ fn main() {
         let f = measure(&engine, &wasm);
         let t = &f.timings;
         println!(
-            "{:<5} {:>9} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>6.2}x | {:>6.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.2}x | {:>5}/{:<5}",
+            "{:<5} {:>9} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>6.2}x | {:>6.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.2}x | {:>5}/{:<5}",
             name,
             wasm.len(),
             ms(f.wasmtime),
@@ -142,7 +134,6 @@ fn main() {
             (f.prepare + f.compile).as_secs_f64() / f.wasmtime.as_secs_f64(),
             ms_us(t.validate_us),
             ms_us(t.callgraph_us),
-            ms_us(t.binaryen_input_us),
             ms_us(t.asyncify_us),
             ms_us(t.finish_us),
             f.output_bytes as f64 / wasm.len() as f64,

@@ -51,11 +51,11 @@ pub(crate) struct CallGraph {
     pub instrument: Vec<bool>,
     /// Why host funcrefs may reach indirect calls, if they may.
     pub open_world: Option<String>,
-    /// First tail call found: (function index, byte offset). Binaryen 116's Asyncify aborts
-    /// the whole process on any tail call, so preparation must refuse such modules.
+    /// First tail call found: (function index, byte offset). A frame a tail call replaced
+    /// cannot be saved and rewound, so preparation refuses such modules.
     pub tail_call: Option<(u32, usize)>,
-    /// Per function index: why Asyncify 116 could not instrument this function (it aborts on
-    /// reference-typed locals and has no support for exception-handling blocks), if so.
+    /// Per function index: why Asyncify could not instrument this function (references cannot
+    /// be saved in linear memory; exception handling is not supported), if so.
     pub asyncify_blocker: Vec<Option<String>>,
     /// The start function, if any.
     pub start: Option<u32>,

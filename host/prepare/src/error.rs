@@ -16,7 +16,7 @@ pub enum PrepareError {
         message: String,
     },
     /// The module is valid WebAssembly but uses something Shoal cannot snapshot or
-    /// that Binaryen's Asyncify cannot instrument (`what` names it).
+    /// that Asyncify cannot instrument (`what` names it).
     #[error("unsupported module: {what}")]
     Unsupported {
         /// The unsupported construct, in words.
@@ -25,7 +25,7 @@ pub enum PrepareError {
     /// The caller passed options that cannot be honoured (e.g. an optimisation level above 4).
     #[error("invalid preparation options: {0}")]
     InvalidOptions(String),
-    /// Binaryen (wasm-opt) failed to read, instrument or write the module.
+    /// Asyncify failed to read, instrument or write the module (an internal error).
     #[error("asyncify instrumentation failed: {0}")]
     Asyncify(String),
     /// Re-encoding the instrumented module (export or name section) failed, or the

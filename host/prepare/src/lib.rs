@@ -2,49 +2,36 @@
 //! captured and resumed elsewhere.
 //!
 //! `prepare` = [`validate`] → (optionally, [`PrepareOptions::preempt`]: preemption points in every
-//! loop, `preempt`) → call-graph analysis (`callgraph`) → Binaryen Asyncify on exactly
-//! the functions that can be on the stack during a blocking import (`asyncify`, `names`,
-//! `trampolines`) → export every mutable global (`globals`). It is deterministic for given bytes
-//! and options, so the host caches its output by the input's sha256.
+//! loop, `preempt`) → call-graph analysis (`callgraph`) → Asyncify on exactly the functions that
+//! can be on the stack during a blocking import (`asyncify`) → export every mutable global
+//! (`globals`). It is deterministic for given bytes and options, so the host caches its output
+//! by the input's sha256.
 //!
-//! # Why this Asyncify configuration (chosen by measurement)
+//! # Why this Asyncify (chosen by measurement)
 //!
-//! Binaryen's default analysis treats *every* indirect call as able to unwind; Rust and C reach
-//! `main`, formatting and panics through indirect calls, so nearly every function gets
-//! instrumented. `asyncify-ignore-indirect` is fast but unsound: an indirect call on the stack at
-//! capture time (trait object, closure, async executor) is silently not saved and the rewind
-//! fails later. What is implemented instead:
-//!
-//! 1. A *sound* call graph of the original module (`callgraph`): an indirect call of type `T`
-//!    can only reach address-taken functions of type `T` (the runtime signature check of
-//!    `call_indirect` guarantees it); a function is instrumented iff it can reach a blocking
-//!    import. The set goes to Binaryen as `asyncify-onlylist`, with `asyncify-imports` listing
-//!    only the blocking imports present.
-//! 2. With an only-list Binaryen still instruments *every* indirect call inside a listed function.
-//!    Rust's `main` is listed (it is reached through `lang_start`'s `dyn Fn`), and with `work`
-//!    inlined into it that cost +14–21% CPU on the benchmark below. Indirect calls whose type
-//!    cannot block are therefore routed through uninstrumented trampolines while Binaryen runs and
-//!    put back as plain `call_indirect`s afterwards (`trampolines`).
-//! 3. Binaryen never sees guest names (its list syntax cannot carry them; `names`).
+//! 1. A *sound* call graph of the module (`callgraph`): an indirect call of type `T` can only
+//!    reach address-taken functions of type `T` (the runtime signature check of `call_indirect`
+//!    guarantees it); a function is instrumented iff it can reach a blocking import. Binaryen's
+//!    default, by contrast, treats every indirect call as able to unwind, and Rust and C reach
+//!    `main`, formatting and panics through indirect calls, so nearly every function got
+//!    instrumented (+37–45% CPU on the guest below); `asyncify-ignore-indirect` is fast but
+//!    unsound.
+//! 2. Inside an instrumented function, only the calls that can unwind (a blocking import, an
+//!    instrumented function, an indirect call whose type can reach one) are capture points; an
+//!    indirect call whose type cannot block costs nothing.
+//! 3. The instrumentation itself is Shoal's (`asyncify`), not Binaryen's pass: it works on the
+//!    stack machine code as it is, one function per thread, guards whole runs of code between
+//!    capture points, and saves only the locals live across one. Binaryen 116 flattened every
+//!    instrumented function and needed 7.6 s for a 2 MB Go program (10× wasmtime's compile
+//!    time all told); this pass needs well under a second for the 7 MB Python interpreter.
 //!
 //! Measured with wasmtime 46 (Cranelift) on a Rust 1.95 `wasm32-wasip1` guest (trait-object
-//! loop, sieve, sort, `HashMap`, `format!`, a blocking `shoal_v1.recv` per round, ~100 KB),
-//! best of 9 runs of `_start` (~21 ms), interleaved, on the shared 2-core machine:
-//!
-//! | variant                                  | code size | CPU     | safe |
-//! |------------------------------------------|-----------|---------|------|
-//! | original                                 | 101,478 B | —       |      |
-//! | Binaryen default (indirect instrumented) | +41.6%    | +37–45% | yes  |
-//! | `asyncify-ignore-indirect`               | −4.7%     | −3…+2%  | no   |
-//! | only-list, indirect calls instrumented   | −3.2%     | +14–21% | yes  |
-//! | **this module** (only-list + trampolines)| −3.6%     | −2…0%   | yes  |
-//!
-//! (7 of 251 functions instrumented: `_start`, `__main_void`, `lang_start_internal`, the
-//! `lang_start` closure and its vtable shim, `__rust_begin_short_backtrace`, `main`. Sizes shrink
-//! because Binaryen's writer drops the padded LEBs that wasm-ld leaves.) The same guest was
-//! unwound inside `recv`, its memory and exported globals copied into a fresh `Store`, rewound,
-//! and printed the same result as an uninterrupted run, with and without `asyncify-asserts`.
-//! Preparation takes ~0.25 s for a 100 KB guest (debug build of the host).
+//! loop, sieve, sort, `HashMap`, `format!`, a blocking `shoal_v1.recv` per round, ~100 KB), with
+//! Binaryen's pass: the call graph instrumented 7 of 251 functions (`_start`, `__main_void`,
+//! `lang_start_internal`, the `lang_start` closure and its vtable shim,
+//! `__rust_begin_short_backtrace`, `main`) and the guest ran at its original speed (−2…0%). The
+//! preparation benchmark (`tests/benches/prepare.rs`) prints, for each example guest, the
+//! preparation and compile time against wasmtime compiling the module as given.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod asyncify;
@@ -54,7 +41,6 @@ mod globals;
 mod names;
 mod preempt;
 mod sections;
-mod trampolines;
 mod validate;
 pub mod worker;
 
@@ -75,7 +61,7 @@ pub use validate::{
 /// Version of [`prepare`]'s output: changes whenever the same input and options would give
 /// different bytes. Put it in the key of anything cached from prepared modules (compiled
 /// artifacts), so a new host never loads code prepared by an older one.
-pub const PREPARE_VERSION: &str = "prepare-3";
+pub const PREPARE_VERSION: &str = "prepare-4";
 
 /// How to prepare a module.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -91,14 +77,6 @@ pub struct PrepareOptions {
     /// unwind time instead of corrupting the later rewind. Costs CPU in every function; tests
     /// use it.
     pub asyncify_asserts: bool,
-    /// Binaryen optimisation level (0–4) passed to the Asyncify pass, default 1.
-    ///
-    /// No general optimisation pass is run at any level (the output stays comparable to the
-    /// input); the level only drives Asyncify's own clean-up — local coalescing before
-    /// instrumentation and function-level optimisation of the instrumented functions — which
-    /// Binaryen runs only at levels above 0. Without it each instrumented function saves every
-    /// flattened temporary local, which is larger and slower.
-    pub optimize_level: u32,
     /// Make every loop a capture point (the `preempt` module): import `shoal_v1.preempt` and
     /// call it every [`PREEMPT_INTERVAL`] loop iterations, so a process that never blocks can
     /// still be captured. Costs CPU in loops and code size (see the `preempt` module docs);
@@ -107,12 +85,11 @@ pub struct PrepareOptions {
 }
 
 impl PrepareOptions {
-    /// Options for the given blocking imports, without asserts, at optimisation level 1.
+    /// Options for the given blocking imports, without asserts or preemption points.
     pub fn new(blocking_imports: Vec<(String, String)>) -> Self {
         PrepareOptions {
             blocking_imports,
             asyncify_asserts: false,
-            optimize_level: 1,
             preempt: false,
         }
     }
@@ -157,9 +134,6 @@ pub struct PrepareReport {
     /// start function runs (it is not re-enterable through an export), so the host must not
     /// unwind during instantiation.
     pub start_can_block: bool,
-    /// Indirect calls inside instrumented functions that were kept free of instrumentation
-    /// because their type cannot reach a blocking import (see the `trampolines` module).
-    pub indirect_calls_uninstrumented: usize,
     /// Custom sections removed (DWARF `.debug_*`, stale after instrumentation).
     pub dropped_custom_sections: Vec<String>,
     /// `loop` instructions given a preemption check (0 unless [`PrepareOptions::preempt`]).
@@ -179,11 +153,9 @@ pub struct PrepareTimings {
     pub preempt_us: u64,
     /// The call-graph analysis and reading the names.
     pub callgraph_us: u64,
-    /// Trampolines and Binaryen's input names.
-    pub binaryen_input_us: u64,
-    /// Binaryen: reading the module, Asyncify, writing it.
+    /// Asyncify: reading the module, instrumenting, writing it.
     pub asyncify_us: u64,
-    /// Putting the trampolines back, names, exported globals, assembly and the final validation.
+    /// Names, exported globals, assembly and the final validation.
     pub finish_us: u64,
 }
 
@@ -194,10 +166,9 @@ fn micros_since(t: std::time::Instant) -> u64 {
 /// Prepares `wasm` for capture and resume. See the module documentation for the steps.
 ///
 /// Errors: [`PrepareError::Invalid`] / [`PrepareError::Unsupported`] from validation and from the
-/// Asyncify guards, [`PrepareError::InvalidOptions`], [`PrepareError::Asyncify`] if Binaryen
-/// fails, [`PrepareError::Encode`] if the result cannot be re-encoded or does not validate.
+/// Asyncify guards, [`PrepareError::InvalidOptions`], [`PrepareError::Asyncify`] on an internal
+/// error of the instrumentation, [`PrepareError::Encode`] if the result cannot be re-encoded or does not validate.
 pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, PrepareError> {
-    asyncify::check_options(opts)?;
     let mut timings = PrepareTimings::default();
     let t = std::time::Instant::now();
     let checked = validate::check(input)?;
@@ -251,36 +222,29 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
     let asyncified = !instrument.is_empty();
     timings.callgraph_us = micros_since(t);
     let t = std::time::Instant::now();
-    let mut indirect_bypassed = 0;
     let instrumented_bytes;
     let base: &[u8] = if asyncified {
         asyncify::check_supported(&checked.summary, &graph, &names.functions)?;
         for s in sections::sections(wasm)? {
             if let Some(n) = s.custom_name() {
-                if n != "name" && names::dropped_before_binaryen(n) {
+                if n.starts_with(".debug_") {
                     dropped.push(n.to_string());
                 }
             }
         }
-        let (with_tramps, added) = trampolines::insert(wasm, &graph, &checked.types)?;
+        let added = asyncify::run(wasm, &graph, opts.asyncify_asserts)?;
+        debug_assert_eq!(added.first_function, graph.total_funcs);
+        debug_assert_eq!(added.first_global as usize, names.globals.len());
         names
             .functions
-            .extend((0..added.count).map(|k| format!("shoal$trampoline${k}")));
-        let input =
-            names::binaryen_input(&with_tramps, graph.total_funcs + added.count, total_globals)?;
-        timings.binaryen_input_us = micros_since(t);
-        let t = std::time::Instant::now();
-        let mut out = asyncify::run(&input, &blocking_used, &instrument, opts)?;
+            .extend(ASYNCIFY_EXPORTS.iter().map(|n| n.to_string()));
+        names.globals.extend(
+            asyncify::ASYNCIFY_GLOBALS
+                .iter()
+                .map(|n| Some(n.to_string())),
+        );
         timings.asyncify_us = micros_since(t);
-        let t = std::time::Instant::now();
-        if added.count > 0 && !opts.asyncify_asserts {
-            let tramps =
-                names::output_function_indices(&out, added.first..added.first + added.count)?;
-            out = trampolines::inline_back(&out, &tramps)?;
-            indirect_bypassed = added.call_sites;
-        }
-        timings.finish_us = micros_since(t);
-        instrumented_bytes = out;
+        instrumented_bytes = added.bytes;
         &instrumented_bytes
     } else {
         wasm
@@ -288,7 +252,7 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
 
     let t_finish = std::time::Instant::now();
     let name_section = if asyncified {
-        Some(names::restored_section(base, &names)?)
+        Some(names::section(&names))
     } else {
         None
     };
@@ -335,7 +299,6 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
         start_can_block: graph
             .start
             .is_some_and(|s| graph.instrument.get(s as usize).copied().unwrap_or(false)),
-        indirect_calls_uninstrumented: indirect_bypassed,
         dropped_custom_sections: dropped,
         preempt_loops,
         timings: PrepareTimings {

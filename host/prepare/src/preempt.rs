@@ -78,8 +78,8 @@
 //! not capturable) 1.01 and 1.14. So what remains is the countdown itself, which costs most
 //! in loops whose body is a couple of instructions (the sieve's marking loop). Code size grows
 //! because nearly every function has or reaches a loop (formatting, allocation, WASI
-//! start-up), and all of those are instrumented. Binaryen optimisation level 2 instead of 1
-//! made no difference.
+//! start-up), and all of those are instrumented. (Measured with Binaryen's Asyncify, before
+//! Shoal's own replaced it.)
 //!
 //! The interval does not change the per-iteration cost (the countdown runs every iteration
 //! whatever its value); it only sets how often `preempt` is called, so how long a capture

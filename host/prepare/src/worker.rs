@@ -1,12 +1,12 @@
 //! Preparation in a worker process, bounded in time.
 //!
-//! Binaryen is C++ with process-wide state: runs in one process are
-//! serialised, a pathological module (e.g. 300 KB of deeply nested blocks)
-//! can keep it busy for a minute, and some of its failure paths abort the
-//! whole process. A node therefore prepares each module in a child process
-//! ([`Worker`]): several at once (one Binaryen each, so tenants do not wait
-//! for each other), each killed when it passes the node's time bound, and a
-//! crash costs only that child.
+//! Preparation reads hostile bytes. A node therefore prepares each module in
+//! a child process ([`Worker`]): several at once (tenants do not wait for
+//! each other), each at the priority its caller asked for, each killed when
+//! it passes the node's time bound, and a crash (a bug, memory exhaustion)
+//! costs only that child. Preparation is linear in the module's size (its
+//! analyses have work bounds), so the time bound is a second line of
+//! defence, not the expected end of any valid module.
 //!
 //! The child is any program that calls [`serve`] on its stdin and stdout
 //! (the `shoal` binary's hidden `__prepare-worker` command). Protocol, one

@@ -17,10 +17,9 @@
 //! it would take about four times as long, and the wait is the user's.
 //!
 //! Three places: the preparation worker processes lower themselves
-//! ([`lower_this_thread`] before they start Binaryen, whose threads inherit
+//! ([`lower_this_thread`] before they start preparing, whose threads inherit
 //! it); a preparation in this process runs on a thread of its own, lowered
-//! ([`on_own_thread`]; Binaryen's thread pool, created from such a thread,
-//! inherits it); and wasmtime's (rayon-parallel) compilation runs on a pool
+//! ([`on_own_thread`]; the threads Asyncify starts from it inherit it); and wasmtime's (rayon-parallel) compilation runs on a pool
 //! of threads, one per core, each lowered when it starts ([`run`]). Only
 //! compilations share that pool, so a small module never waits there
 //! behind a long preparation. Linux keeps a nice value per thread, so

@@ -128,7 +128,6 @@ impl ModuleCache {
         let options = PrepareOptions {
             blocking_imports: blocking_imports(),
             asyncify_asserts,
-            optimize_level: 1,
             preempt: false,
         };
         ModuleCache {

@@ -12,8 +12,8 @@ fn main() {
         .nth(1)
         .is_some_and(|a| a == PREPARE_WORKER_ARG)
     {
-        // A preparation ahead of need runs lowered; Binaryen's threads,
-        // started later, inherit it. One someone waits for does not.
+        // A preparation ahead of need runs lowered; the threads it starts
+        // later inherit it. One someone waits for does not.
         if std::env::args_os()
             .nth(2)
             .is_some_and(|a| a == shoal_runtime::low_priority::WORKER_LOWER_ARG)

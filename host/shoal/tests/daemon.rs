@@ -785,8 +785,8 @@ fn logs_escape_control_characters_on_a_terminal_only() {
 }
 
 /// A module whose one function nests `depth` blocks around a blocking
-/// `recv`: valid WebAssembly that keeps Binaryen's Asyncify busy for a
-/// long time (300 KB of it held a node's preparation for 64 s).
+/// `recv`: valid WebAssembly that kept Binaryen's Asyncify busy for a long
+/// time (300 KB of it held a node's preparation for 64 s).
 fn deeply_nested_wat(depth: usize) -> String {
     let mut w = String::from(
         r#"(module
@@ -803,42 +803,30 @@ fn deeply_nested_wat(depth: usize) -> String {
     w
 }
 
-/// Preparation runs in worker processes bounded in time: a module that
-/// would keep Binaryen busy for a minute is stopped at the node's bound
-/// and refused with a clear error, and meanwhile another user's deploy
-/// goes through (it used to wait behind the node-wide preparation lock).
+/// The module that held Binaryen's Asyncify for a minute (100,000 nested
+/// blocks) is prepared well inside a 10 s bound now that Shoal instruments
+/// modules itself: the deploy succeeds, nothing panics, the node serves.
+/// (The bound itself, which stops a worker that runs too long, is tested in
+/// `shoal_prepare::worker` with a worker that hangs: no valid module takes
+/// long enough any more.)
 #[test]
-fn a_module_too_complex_to_prepare_is_stopped_and_holds_up_no_one() {
+fn a_module_that_held_binaryen_for_a_minute_deploys_within_the_bound() {
     let env = Env::new();
     let _daemon = env
         .try_start_daemon_with(&["--prepare-timeout", "10s"], &[])
         .unwrap_or_else(|e| panic!("the daemon did not start: {e:?}"));
-    let slow = env.dir.path().join("nested.wasm");
-    std::fs::write(&slow, wat::parse_str(deeply_nested_wat(100_000)).unwrap()).unwrap();
-    let mut slow_deploy = env
-        .command(&["deploy", p(&slow)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Another deploy completes while the slow one is still being prepared.
+    let nested = env.dir.path().join("nested.wasm");
+    std::fs::write(&nested, wat::parse_str(deeply_nested_wat(100_000)).unwrap()).unwrap();
+    let out = env.command(&["deploy", p(&nested)]).output().unwrap();
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .trim()
+        .parse::<u64>()
+        .expect("deploy prints the pid");
+    // The node still serves.
     let m = env.wat("blocker.wasm", BLOCKER_WAT);
-    let out = env.ok(&["deploy", p(&m)]);
-    out.trim().parse::<u64>().expect("deploy prints the pid");
-    assert!(
-        slow_deploy.try_wait().unwrap().is_none(),
-        "the nested module was prepared before the other deploy ended: no contention to test"
-    );
-    let slow_out = slow_deploy.wait_with_output().unwrap();
-    assert!(!slow_out.status.success());
-    let err = text(&slow_out.stderr);
-    assert!(
-        err.contains("preparation took longer than 10000 ms"),
-        "{err}"
-    );
-    assert_no_panic(&slow_out);
-    // The node is fine and still serves.
-    assert!(pids_in_ps(&env).len() == 1);
+    env.ok(&["deploy", p(&m)]);
 }
 
 /// Issue #11 item 3 from the command line, on a real node: a client renews

@@ -31,9 +31,7 @@ pub fn config(dir: &std::path::Path, name: &str, listen: SocketAddr) -> DaemonCo
     c.raft.write_timeout_ms = 2_000;
     c.rebalance.enabled = false;
     // As a real node: each preparation in a worker process of the `shoal`
-    // binary (in parallel, each with its own Binaryen). In-process, every
-    // node of every test in this process would wait on one Binaryen lock,
-    // a small module's spawn behind another test's 7 MB interpreter.
+    // binary, at the priority the node gives it, bounded in time.
     if let Some(program) = shoal_bin_path() {
         c.node.prepare_worker = Some(shoal_prepare::worker::WorkerConfig {
             program,
