@@ -171,6 +171,12 @@ fn name_bytes(name: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(name.as_bytes());
 }
 
+/// One function's rewritten body (locals and code, without its size), or why not.
+type Rewritten = Result<Vec<u8>, PrepareError>;
+
+/// A local kept in a saved frame: its index, type and offset in the record.
+type SavedLocal = (u32, EVal, u64);
+
 /// One instrumented function waiting for its rewrite.
 struct Job<'a> {
     func: FuncToValidate<ValidatorResources>,
@@ -214,10 +220,10 @@ pub(crate) fn run(wasm: &[u8], graph: &CallGraph, asserts: bool) -> Result<Added
     // The rewrite, one function per thread at a time.
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut done: Vec<Option<Result<Vec<u8>, PrepareError>>> = Vec::new();
+    let mut done: Vec<Option<Rewritten>> = Vec::new();
     done.resize_with(jobs.len(), || None);
     let jobs_ref = &jobs;
-    let results: Vec<Vec<(usize, Result<Vec<u8>, PrepareError>)>> = std::thread::scope(|scope| {
+    let results: Vec<Vec<(usize, Rewritten)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let next = &next;
@@ -343,9 +349,15 @@ pub(crate) fn run(wasm: &[u8], graph: &CallGraph, asserts: bool) -> Result<Added
             10 => {
                 let mut code = CodeSection::new();
                 for (i, raw) in bodies.iter().enumerate() {
+                    let instrumented = matches!(jobs.get(i), Some(Some(_)));
                     match done.get_mut(i).and_then(Option::take) {
                         Some(rewritten) => {
                             code.raw(&rewritten?);
+                        }
+                        // A function to instrument must never go out as it came in: a
+                        // capture through it would be silently wrong.
+                        None if instrumented => {
+                            return Err(internal("a function's instrumentation did not finish"));
                         }
                         None => {
                             code.raw(raw);
@@ -811,10 +823,19 @@ impl<'a> Emitter<'a> {
 
     /// Locals for `types` in the pool of `depth`, one per value, bottom to top.
     fn pool(&mut self, depth: usize, types: &[ValType]) -> Result<Vec<u32>, PrepareError> {
+        let types = types
+            .iter()
+            .map(|&t| enc(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.pool_of(depth, &types))
+    }
+
+    /// [`Self::pool`] for encoder types: the n-th value of a type at `depth` always gets the
+    /// same local, so sibling points share them.
+    fn pool_of(&mut self, depth: usize, types: &[EVal]) -> Vec<u32> {
         let mut nth: HashMap<EVal, usize> = HashMap::new();
         let mut out = Vec::with_capacity(types.len());
         for &t in types {
-            let t = enc(t)?;
             let n = nth.entry(t).or_default();
             let key = (depth, t, *n);
             *n += 1;
@@ -828,7 +849,7 @@ impl<'a> Emitter<'a> {
             };
             out.push(idx);
         }
-        Ok(out)
+        out
     }
 
     fn state_is(&mut self, value: i32, eq: bool) {
@@ -947,22 +968,8 @@ impl<'a> Emitter<'a> {
     /// values, open the next wrapper if more points follow.
     fn leave_point(&mut self, done: PointDone) -> Result<(), PrepareError> {
         let top = self.frames.len() - 1;
-        let mut nth: HashMap<EVal, usize> = HashMap::new();
-        let mut temps = Vec::new();
-        for &t in &done.results {
-            let n = nth.entry(t).or_default();
-            let key = (usize::MAX, t, *n);
-            *n += 1;
-            let idx = match self.pools.get(&key) {
-                Some(&i) => i,
-                None => {
-                    let i = self.new_local(t);
-                    self.pools.insert(key, i);
-                    i
-                }
-            };
-            temps.push(idx);
-        }
+        // The momentary pool: these only pass the values over the spilled ones.
+        let temps = self.pool_of(usize::MAX, &done.results);
         if !done.last_in_seq {
             for &l in temps.iter().rev() {
                 self.ins(Instruction::LocalSet(l));
@@ -1148,7 +1155,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// Every local but the record pointer, with its offset in the record, and the record size.
-    fn saved(&self) -> Result<(Vec<(u32, EVal, u64)>, u64), PrepareError> {
+    fn saved(&self) -> Result<(Vec<SavedLocal>, u64), PrepareError> {
         let mut v = Vec::new();
         let mut offset = 0u64;
         let all = self
@@ -1164,7 +1171,7 @@ impl<'a> Emitter<'a> {
                      blocking call (it cannot be saved in linear memory)",
                 )
             })?;
-            let own = (i as usize) < self.plan.locals.len();
+            let own = i < self.plan.locals.len();
             if own && !self.plan.live.get(i).copied().unwrap_or(true) {
                 continue; // dead after every point: nothing to keep
             }
@@ -1432,11 +1439,11 @@ impl Liveness<'_, '_> {
                     live = t;
                 }
                 Operator::Return | Operator::Unreachable => live.iter_mut().for_each(|w| *w = 0),
-                Operator::Call { .. } | Operator::CallIndirect { .. } => {
-                    if self.points.contains_key(&i) {
-                        let after = live.clone();
-                        bits_or(&mut self.union, &after);
-                    }
+                Operator::Call { .. } | Operator::CallIndirect { .. }
+                    if self.points.contains_key(&i) =>
+                {
+                    let after = live.clone();
+                    bits_or(&mut self.union, &after);
                 }
                 _ => {}
             }

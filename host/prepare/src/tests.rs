@@ -1473,11 +1473,11 @@ mod asyncify_edge_cases {
         linker.instantiate(&mut *store, module).unwrap()
     }
 
-    fn result(store: &Store<Host>, inst: &Instance, store_mut: &mut Store<Host>) -> i64 {
-        let _ = store;
-        let memory = inst.get_memory(&mut *store_mut, "memory").unwrap();
+    /// The i64 the guest stores at address 0 when it ends.
+    fn result(inst: &Instance, store: &mut Store<Host>) -> i64 {
+        let memory = inst.get_memory(&mut *store, "memory").unwrap();
         let mut out = [0u8; 8];
-        memory.read(&*store_mut, 0, &mut out).unwrap();
+        memory.read(&*store, 0, &mut out).unwrap();
         i64::from_le_bytes(out)
     }
 
@@ -1490,13 +1490,7 @@ mod asyncify_edge_cases {
             .unwrap()
             .call(&mut store, ())
             .unwrap();
-        let r = {
-            let memory = inst.get_memory(&mut store, "memory").unwrap();
-            let mut out = [0u8; 8];
-            memory.read(&store, 0, &mut out).unwrap();
-            i64::from_le_bytes(out)
-        };
-        (r, store.data().calls.clone())
+        (result(&inst, &mut store), store.data().calls.clone())
     }
 
     #[test]
@@ -1587,7 +1581,7 @@ mod asyncify_edge_cases {
                     all, want_calls,
                     "calls, captured at {at}, asserts={asserts}"
                 );
-                let got = result(&Store::new(&engine, Host::default()), &inst, &mut store);
+                let got = result(&inst, &mut store);
                 assert_eq!(got, want, "result, captured at {at}, asserts={asserts}");
                 let sp = inst.get_global(&mut store, "shoal$global$0").unwrap();
                 assert_eq!(sp.get(&mut store).i32(), Some(512), "the stack pointer");

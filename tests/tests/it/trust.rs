@@ -344,7 +344,28 @@ async fn every_snapshot_field_is_bounded_and_a_failed_restore_leaves_no_entry() 
     let bad_buffer = reseal(&file, |m| {
         m.state["asyncify_buffer"] = serde_json::json!(u32::MAX);
     });
-    for (what, forged) in [("odd memory", odd), ("fd", bad_fd), ("buffer", bad_buffer)] {
+    // Captured in a module another build prepared (its saved stack would
+    // rewind to a wrong place), or by a build that did not record it.
+    let other_preparation = reseal(&file, |m| {
+        assert_eq!(
+            m.state["prepare_version"],
+            serde_json::json!(shoal_prepare::PREPARE_VERSION)
+        );
+        m.state["prepare_version"] = serde_json::json!("prepare-3");
+    });
+    let no_preparation = reseal(&file, |m| {
+        m.state
+            .as_object_mut()
+            .expect("the state is an object")
+            .remove("prepare_version");
+    });
+    for (what, forged) in [
+        ("odd memory", odd),
+        ("fd", bad_fd),
+        ("buffer", bad_buffer),
+        ("prepared", other_preparation),
+        ("prepared", no_preparation),
+    ] {
         for _ in 0..3 {
             let id = b.node.import_snapshot(&forged).unwrap();
             let e = b
@@ -353,6 +374,9 @@ async fn every_snapshot_field_is_bounded_and_a_failed_restore_leaves_no_entry() 
                 .await
                 .expect_err(what);
             eprintln!("{what}: {e}");
+            if what == "prepared" {
+                assert!(e.to_string().contains("prepared as"), "{e}");
+            }
         }
         assert!(b.node.processes().is_empty(), "{what}: an entry was left");
     }

@@ -579,6 +579,9 @@ fn final_here(
         if data.image.is_some() {
             return Err(err(409, "final state already received"));
         }
+        fin.state
+            .check_preparation()
+            .map_err(|e| err(409, format!("process {}: {e}", arrival.pid)))?;
         let pb = arrival.page_bytes as usize;
         grow_image(&mut data, size)?;
         for index in &fin.zeroed {

@@ -59,6 +59,12 @@ pub struct HostState {
     /// The last numbers it took from each sender (issue #16).
     #[serde(default)]
     pub inbox: crate::outbox::Inbox,
+    /// How its module was prepared ([`shoal_prepare::PREPARE_VERSION`]): the
+    /// saved stack in its Asyncify buffer and its Asyncify globals only mean
+    /// something to a module instrumented the same way. Absent in snapshots
+    /// of builds before `prepare-4`, which instrumented with Binaryen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_version: Option<String>,
 }
 
 impl HostState {
@@ -78,6 +84,22 @@ impl HostState {
             log_visible: image.log_visible,
             outbox: image.outbox.clone(),
             inbox: image.inbox.clone(),
+            prepare_version: Some(shoal_prepare::PREPARE_VERSION.to_string()),
+        }
+    }
+
+    /// Refuses a state captured in a module prepared differently from how
+    /// this host prepares it (another build's preparation): rewinding its
+    /// saved stack would run the guest from a wrong place.
+    pub fn check_preparation(&self) -> Result<(), String> {
+        match self.prepare_version.as_deref() {
+            Some(v) if v == shoal_prepare::PREPARE_VERSION => Ok(()),
+            other => Err(format!(
+                "it was captured in a module prepared as {} and this host prepares modules as \
+                 {}: a process resumes only where its module is instrumented the same way",
+                other.unwrap_or("an earlier build did (before prepare-4)"),
+                shoal_prepare::PREPARE_VERSION
+            )),
         }
     }
 
@@ -268,6 +290,9 @@ pub fn load(
         });
     }
     let state: HostState = serde_json::from_value(manifest.state.clone())
+        .map_err(|e| SnapshotFormatError::BadHeader(format!("host state: {e}")))?;
+    state
+        .check_preparation()
         .map_err(|e| SnapshotFormatError::BadHeader(format!("host state: {e}")))?;
     let len = usize::try_from(manifest.memory_bytes)
         .map_err(|_| SnapshotFormatError::BadHeader("memory too large for this host".into()))?;
