@@ -222,6 +222,13 @@ async fn monitors_see_the_reason_and_calls_to_nobody_say_so() {
     for (i, pid) in watchers {
         wait_stdout(&c, i, pid, "monitoring").await;
     }
+    // "monitoring" means the request left the watcher's node, not that it
+    // reached node 1: an exit there before it arrives is rightly seen as
+    // `NoProc` (a stressed run did). Wait until both monitors are there.
+    wait_until("both monitors to reach the server", WAIT, || {
+        c.node(1).node().router().watcher_count(server) == Some(2)
+    })
+    .await;
     c.node(0)
         .node()
         .send(Pid(0), server, b"exit 9".to_vec())
