@@ -1016,6 +1016,7 @@ impl<'a> Emitter<'a> {
         let mut ops = body.get_operators_reader().map_err(err)?;
         let data = body.as_bytes();
         let base = body.range().start;
+        let mut record = None;
         let mut i = 0usize;
         while !ops.eof() {
             let start = ops.original_position() - base;
@@ -1104,7 +1105,7 @@ impl<'a> Emitter<'a> {
                     }
                     self.ins(Instruction::Return);
                     self.close(); // $unwind
-                    self.unwind_path()?;
+                    record = Some(self.unwind_path()?);
                     self.ins(Instruction::End);
                     self.frames.pop();
                 }
@@ -1151,7 +1152,8 @@ impl<'a> Emitter<'a> {
         if !self.frames.is_empty() {
             return Err(internal("unbalanced body"));
         }
-        self.finish()
+        let record = record.ok_or_else(|| internal("a body without its end"))?;
+        self.finish(record)
     }
 
     /// Every local but the record pointer, with its offset in the record, and the record size.
@@ -1190,7 +1192,9 @@ impl<'a> Emitter<'a> {
         Ok((v, offset))
     }
 
-    fn unwind_path(&mut self) -> Result<(), PrepareError> {
+    /// The unwind path after the body. Returns the frame record it writes, which the
+    /// prologue reads back (all locals are allocated by now).
+    fn unwind_path(&mut self) -> Result<(Vec<SavedLocal>, u64), PrepareError> {
         let (saved, size) = self.saved()?;
         let data = self.ctx.data_global;
         // p = current; if p + size > end: trap (the buffer would overflow).
@@ -1221,7 +1225,8 @@ impl<'a> Emitter<'a> {
         self.ins(Instruction::I32Const(size as i32));
         self.ins(Instruction::I32Add);
         self.ins(Instruction::I32Store(mem(0)));
-        for &t in &self.plan.results.clone() {
+        let plan = self.plan;
+        for &t in &plan.results {
             self.ins(match enc(t)? {
                 EVal::I32 => Instruction::I32Const(0),
                 EVal::I64 => Instruction::I64Const(0),
@@ -1230,12 +1235,11 @@ impl<'a> Emitter<'a> {
                 _ => Instruction::V128Const(0),
             });
         }
-        Ok(())
+        Ok((saved, size))
     }
 
     /// The prologue (restore on rewind) before the body, and the locals declaration.
-    fn finish(mut self) -> Result<Vec<u8>, PrepareError> {
-        let (saved, size) = self.saved()?;
+    fn finish(mut self, (saved, size): (Vec<SavedLocal>, u64)) -> Result<Vec<u8>, PrepareError> {
         let body = std::mem::take(&mut self.out);
         let data = self.ctx.data_global;
         self.state_is(REWINDING, true);
