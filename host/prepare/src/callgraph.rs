@@ -60,8 +60,7 @@ pub(crate) struct CallGraph {
     /// The start function, if any.
     pub start: Option<u32>,
     /// For each type index used by an indirect call: whether such a call can reach a blocking
-    /// import. Calls of a type mapped to `false` need no instrumentation (see
-    /// [`super::trampolines`]).
+    /// import. Calls of a type mapped to `false` need no instrumentation.
     pub indirect_may_block: HashMap<u32, bool>,
 }
 

@@ -1348,7 +1348,9 @@ mod asyncify_edge_cases {
     //! Shoal's Asyncify against the uninstrumented module, on code that compilers rarely emit
     //! but WebAssembly allows: values below a blocking call at several nesting levels, a loop
     //! and an `if` with block parameters, `br_table` out of blocks around calls, blocking and
-    //! non-blocking indirect calls, a callee with two results. For every blocking call of a
+    //! non-blocking indirect calls, a callee with two results, direct calls of instrumented
+    //! functions with values below them (saved by the caller, where the arguments are not:
+    //! the rewinding callee takes its own from its record). For every blocking call of a
     //! run, the process is unwound there, copied into a fresh store, rewound, and must end
     //! with the same result and the same sequence of calls as an uninterrupted run of the
     //! original module.
@@ -1372,6 +1374,11 @@ mod asyncify_edge_cases {
         local.get $x call $recv i64.extend_i32_u i64.add)
       (func $twice (type $ri) local.get 0 call $recv local.get 0 call $recv i32.add)
       (func $plain (type $ri) local.get 0 i32.const 2 i32.mul)
+      (func $cond (param $c i32) (result i32)
+        local.get $c
+        (if (result i32)
+          (then i32.const 13 call $recv i32.const 1 i32.add)
+          (else i32.const 14 call $recv i32.const 2 i32.mul)))
       (func $start (export "_start") (local $i i32) (local $acc i64) (local $dead i32)
         global.get $sp i32.const 16 i32.sub global.set $sp
         i64.const 1
@@ -1415,6 +1422,17 @@ mod asyncify_edge_cases {
         i32.const 4 local.set $dead
         local.get $dead i32.add
         i64.extend_i32_u local.get $acc i64.mul local.set $acc
+        i32.const 500
+        i32.const 3 call $twice
+        i32.add
+        i32.const 600
+        (block (param i32) (result i32)
+          i32.const 50 local.get $acc i32.wrap_i64 i32.const 7 i32.and call $twice i32.add
+          i32.add)
+        i32.mul
+        i64.extend_i32_u local.get $acc i64.add local.set $acc
+        local.get $acc i64.const 0 i64.ne call $cond
+        i64.extend_i32_u local.get $acc i64.add local.set $acc
         i32.const 0 local.get $acc i64.store
         global.get $sp i32.const 16 i32.add global.set $sp))
     "#;
@@ -1497,7 +1515,7 @@ mod asyncify_edge_cases {
     fn every_capture_point_resumes_to_the_uninterrupted_result() {
         let original = wasm(EDGES);
         let (want, want_calls) = run_plain(&original);
-        assert!(want_calls.len() >= 12, "{want_calls:?}");
+        assert!(want_calls.len() >= 16, "{want_calls:?}");
         for asserts in [false, true] {
             let opts = PrepareOptions {
                 asyncify_asserts: asserts,
@@ -1506,7 +1524,7 @@ mod asyncify_edge_cases {
             let prepared = prepare(&original, &opts).unwrap();
             assert_eq!(
                 instrumented_in_output(&prepared.bytes),
-                set(&["start", "pair", "twice"]),
+                set(&["start", "pair", "twice", "cond"]),
                 "plain is reached only by an indirect call of a blocking type, but cannot block"
             );
             // Uninterrupted, the prepared module computes what the original does.

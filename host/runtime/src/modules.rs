@@ -100,7 +100,38 @@ pub enum ModuleError {
     },
 }
 
-type Slot = Arc<Mutex<Option<Arc<LoadedModule>>>>;
+/// One module variant's place in the cache.
+#[derive(Default)]
+struct Slot {
+    /// The loaded module. A load someone waits for holds this lock while
+    /// it prepares and compiles, so concurrent spawns of a new module wait
+    /// for one preparation instead of doing it twice.
+    loaded: Mutex<Option<Arc<LoadedModule>>>,
+    /// Held by a load ahead of need (one at a time per variant) for its
+    /// whole preparation. Such a load never holds `loaded` while it works:
+    /// it waits its turn on the low-priority pool, behind every other
+    /// module queued there, and a spawn must never wait behind that.
+    ahead: Mutex<()>,
+}
+
+impl Slot {
+    fn loaded(&self) -> Option<Arc<LoadedModule>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Should a load ahead of need give way? Yes when the module is loaded
+    /// or a load someone waits for is under way (it holds `loaded`).
+    fn ahead_gives_way(&self) -> bool {
+        match self.loaded.try_lock() {
+            Ok(guard) => guard.is_some(),
+            Err(std::sync::TryLockError::WouldBlock) => true,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().is_some(),
+        }
+    }
+}
 
 /// Loads and caches modules for one engine.
 pub struct ModuleCache {
@@ -109,7 +140,7 @@ pub struct ModuleCache {
     fingerprint: String,
     options: PrepareOptions,
     instrument: bool,
-    slots: Mutex<HashMap<ModuleKey, Slot>>,
+    slots: Mutex<HashMap<ModuleKey, Arc<Slot>>>,
     /// Where preparation runs: worker processes bounded in time (a node
     /// daemon), or in this process (tests, `shoal run`).
     worker: Option<Worker>,
@@ -190,7 +221,7 @@ impl ModuleCache {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
-        slot.is_some_and(|s| s.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+        slot.is_some_and(|s| s.loaded().is_some())
     }
 
     /// Load a variant of `hash` (`preemptible`: with preemption points in
@@ -216,37 +247,94 @@ impl ModuleCache {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(key).or_default().clone()
         };
+        if priority == Priority::Ahead {
+            return self.load_ahead(key, &slot, linker);
+        }
         // One loader per module: concurrent spawns of a new module wait here
         // instead of preparing it twice.
-        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = slot.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(loaded) = guard.as_ref() {
             return Ok(loaded.clone());
         }
-        let (module, origin) = self.compile_or_fetch(key, priority)?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| ModuleError::Link {
-                hash: *hash,
-                message: format!("{e:#}"),
-            })?;
-        let loaded = Arc::new(LoadedModule {
-            hash: *hash,
-            preemptible: key.preemptible,
-            module,
-            pre,
-            origin,
-        });
+        let Some((module, origin)) = self.compile_or_fetch(key, priority, &|| false)? else {
+            unreachable!("a load that never gives way returns a module or an error");
+        };
+        let loaded = self.link(key, module, origin, linker)?;
         *guard = Some(loaded.clone());
         Ok(loaded)
     }
 
+    /// Load ahead of need without holding the slot's `loaded` lock (see
+    /// [`Slot`]). It gives way to a load someone waits for that is under
+    /// way (and then returns what that one loaded); only when that one
+    /// failed does it prepare the module itself, without giving way again.
+    fn load_ahead(
+        &self,
+        key: ModuleKey,
+        slot: &Slot,
+        linker: &Linker<ProcessCtx>,
+    ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let _one_ahead = slot.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let mut give_way = true;
+        loop {
+            if let Some(loaded) = slot.loaded() {
+                return Ok(loaded);
+            }
+            let compiled = self
+                .compile_or_fetch(key, Priority::Ahead, &|| give_way && slot.ahead_gives_way())?;
+            let mut guard = slot.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(loaded) = guard.as_ref() {
+                // A spawn came first and finished: keep what it loaded.
+                return Ok(loaded.clone());
+            }
+            match compiled {
+                Some((module, origin)) => {
+                    let loaded = self.link(key, module, origin, linker)?;
+                    *guard = Some(loaded.clone());
+                    return Ok(loaded);
+                }
+                // Gave way to a load that has since failed (or to a
+                // passing look at the slot): once more, to the end.
+                None => give_way = false,
+            }
+        }
+    }
+
+    /// Pre-link a compiled module against the node's imports.
+    fn link(
+        &self,
+        key: ModuleKey,
+        module: Module,
+        origin: LoadOrigin,
+        linker: &Linker<ProcessCtx>,
+    ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| ModuleError::Link {
+                hash: key.hash,
+                message: format!("{e:#}"),
+            })?;
+        Ok(Arc::new(LoadedModule {
+            hash: key.hash,
+            preemptible: key.preemptible,
+            module,
+            pre,
+            origin,
+        }))
+    }
+
     // The one `unsafe` of the host: see the SAFETY note inside.
     #[allow(unsafe_code)]
+    ///
+    /// `None` when `give_way` said so before the work began: it is asked
+    /// before preparing and again when compilation gets its turn on the
+    /// low-priority pool.
     fn compile_or_fetch(
         &self,
         variant: ModuleKey,
         priority: Priority,
-    ) -> Result<(Module, LoadOrigin), ModuleError> {
+        give_way: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<(Module, LoadOrigin)>, ModuleError> {
         let hash = &variant.hash;
         let key = self.variant_artifact_key(variant);
         let started = Instant::now();
@@ -259,17 +347,20 @@ impl ModuleCache {
             // wasmtime additionally checks its own header and version.
             match unsafe { Module::deserialize(&self.engine, &bytes) } {
                 Ok(module) => {
-                    return Ok((
+                    return Ok(Some((
                         module,
                         LoadOrigin::ArtifactCache {
                             elapsed: started.elapsed(),
                         },
-                    ));
+                    )));
                 }
                 Err(_) => {
                     // Incompatible or damaged: fall through and recompile.
                 }
             }
+        }
+        if give_way() {
+            return Ok(None);
         }
         let wasm = self.registry.get(hash)?;
         // Ahead of need, preparation (in a worker process, or here on a
@@ -306,7 +397,12 @@ impl ModuleCache {
         let t1 = Instant::now();
         let compile = || Module::new(&self.engine, &bytes);
         let compiled = if ahead {
-            crate::low_priority::run(compile)
+            // Asked again when the pool gets to it: a spawn may have come
+            // while it waited its turn.
+            match crate::low_priority::run(|| (!give_way()).then(compile)) {
+                Some(compiled) => compiled,
+                None => return Ok(None),
+            }
         } else {
             compile()
         };
@@ -319,13 +415,108 @@ impl ModuleCache {
             // A failed cache write only costs a recompile next time.
             let _ = self.registry.artifact_put(&key, &bytes);
         }
-        Ok((
+        Ok(Some((
             module,
             LoadOrigin::Compiled {
                 report,
                 prepare_elapsed,
                 compile_elapsed,
             },
-        ))
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A spawn never waits behind preparation ahead of need: with every
+    /// thread of the low-priority pool taken (as when other modules are
+    /// being prepared ahead), a load someone waits for still finishes, and
+    /// the load ahead of the same module, once it gets its turn, gives way
+    /// and returns what the spawn loaded instead of compiling it again.
+    #[test]
+    fn a_waited_load_never_queues_behind_the_same_module_prepared_ahead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Registry::open(dir.path()).expect("registry");
+        let engine = crate::engine::build_engine(&Default::default()).expect("engine");
+        let mut linker = Linker::new(&engine);
+        crate::abi::register_all(&mut linker).expect("imports");
+        let cache = Arc::new(ModuleCache::new(
+            engine,
+            registry.clone(),
+            "test".to_string(),
+            false,
+            true,
+        ));
+        let wasm = wat::parse_str(r#"(module (func (export "_start")))"#).expect("wat");
+        let hash = registry.put(&wasm).expect("put");
+        let key = ModuleKey {
+            hash,
+            preemptible: false,
+        };
+
+        // Take every thread of the pool, and queue more behind them.
+        let threads = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (release, held) = mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let (started_tx, started) = mpsc::channel();
+        let blockers: Vec<_> = (0..threads)
+            .map(|_| {
+                let held = held.clone();
+                let started_tx = started_tx.clone();
+                std::thread::spawn(move || {
+                    crate::low_priority::run(|| {
+                        let _ = started_tx.send(());
+                        // Released when `release` is dropped.
+                        let _ = held.lock().map(|rx| rx.recv());
+                    })
+                })
+            })
+            .collect();
+        // At least one pool thread is held (the others wait on its lock or
+        // in the queue).
+        started.recv().expect("a pool thread started");
+
+        let ahead = {
+            let cache = cache.clone();
+            let linker = linker.clone();
+            std::thread::spawn(move || cache.load(&hash, false, &linker, Priority::Ahead))
+        };
+        // Wait until the load ahead has the module in hand.
+        loop {
+            let slot = cache.slots.lock().expect("slots").get(&key).cloned();
+            if slot.is_some_and(|s| s.ahead.try_lock().is_err() || s.loaded.try_lock().is_err()) {
+                break;
+            }
+            std::thread::yield_now();
+        }
+
+        let (done_tx, done) = mpsc::channel();
+        {
+            let cache = cache.clone();
+            let linker = linker.clone();
+            std::thread::spawn(move || {
+                let _ = done_tx.send(cache.load(&hash, false, &linker, Priority::Waited));
+            });
+        }
+        // A watchdog, not a timing: without the fix this waits until the
+        // pool is released, which only happens below.
+        let waited = done
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the waited load finished while the pool was busy")
+            .expect("loaded");
+        assert!(matches!(waited.origin, LoadOrigin::Compiled { .. }));
+
+        drop(release);
+        for b in blockers {
+            b.join().expect("blocker");
+        }
+        let ahead = ahead.join().expect("ahead thread").expect("ahead load");
+        assert!(
+            Arc::ptr_eq(&ahead, &waited),
+            "the load ahead returned the spawn's module instead of compiling it again"
+        );
     }
 }
