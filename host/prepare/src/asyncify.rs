@@ -33,7 +33,8 @@
 //!   call returns (a rewind through that call has ended in it); the checks below read it, not
 //!   the state global.
 //! * The code before the first point of a sequence is wrapped in `if (!rewinding) ... end`, so
-//!   a rewind skips it. A point that is not the last of its sequence is wrapped, together
+//!   a rewind skips it (a wrapper left empty, as when a sequence starts with a point, is
+//!   not emitted). A point that is not the last of its sequence is wrapped, together
 //!   with the code after it up to the next point, in `if !(rewinding && target not in
 //!   range) ... end`: a rewind towards a later point skips both, and one `if` serves as the
 //!   point's check and the next segment's wrapper. The last point of a sequence needs no
@@ -52,10 +53,9 @@
 //!
 //! Why this shape: wasmtime's compile time of the output grows with its blocks and with the
 //! values merged where they meet, so each point costs as few of both as the protocol allows
-//! (one `if` per non-last point, one unwind branch, a frame of what is read). Measured on the
-//! Go guest, keeping only what is read, reading a local instead of the state global and
-//! sharing the `if` took wasmtime's compile of the output from ~2.6× to ~2.1× that of the
-//! input.
+//! (one `if` per non-last point, no empty wrapper, one unwind branch, a frame of what is
+//! read). Measured on the Go guest, these took wasmtime's compile of the output from ~2.6×
+//! to ~1.9-2.1× that of the input.
 //!
 //! Spill locals are shared by points at the same nesting depth (siblings are never live at
 //! once); a point inside a construct uses the next depth's locals, so the construct's own
@@ -814,6 +814,11 @@ struct Emitter<'a> {
     /// saved: the prologue sets it.
     rewinding_local: u32,
     seq: usize,
+    /// Where the open `if (!rewinding)` wrapper begins and where its body begins in `out`,
+    /// while one is open: a wrapper left empty is taken out again (a point right at the
+    /// start of a sequence, as in `block (block (call ...`) instead of costing wasmtime two
+    /// blocks for nothing.
+    wrapper_at: Option<(usize, usize)>,
 }
 
 impl<'a> Emitter<'a> {
@@ -834,6 +839,7 @@ impl<'a> Emitter<'a> {
             ptr_local: n + 1,
             rewinding_local: n + 2,
             seq: 0,
+            wrapper_at: None,
         }
     }
 
@@ -948,11 +954,28 @@ impl<'a> Emitter<'a> {
 
     /// `if (state != REWINDING)` around the code up to the next point.
     fn open_wrapper(&mut self) {
+        let at = self.out.len();
         self.ins(Instruction::LocalGet(self.rewinding_local));
         self.ins(Instruction::I32Eqz);
         self.open(Instruction::If(BlockType::Empty));
+        self.wrapper_at = Some((at, self.out.len()));
         let top = self.frames.len() - 1;
         self.frames[top].wrapped = 1;
+    }
+
+    /// Close the wrapper of the top frame's current segment (see [`Self::open_wrapper`]; the
+    /// non-last point's `if` also serves as one).
+    fn close_wrapper(&mut self) {
+        match self.wrapper_at.take() {
+            Some((at, body)) if self.out.len() == body => {
+                // Nothing was wrapped: take the `if` out again.
+                self.out.truncate(at);
+                self.new_depth -= 1;
+            }
+            _ => self.close(),
+        }
+        let top = self.frames.len() - 1;
+        self.frames[top].wrapped = 0;
     }
 
     /// At a point of the top frame: spill, close the wrapper, the skip check, reload operands.
@@ -986,8 +1009,7 @@ impl<'a> Emitter<'a> {
         for &l in spill.iter().rev() {
             self.ins(Instruction::LocalSet(l));
         }
-        self.close();
-        self.frames[top].wrapped = 0;
+        self.close_wrapper();
         let last = self.frames[top].seq_left == 1;
         if !last {
             // Skipped, with the segment after it, when rewinding towards a later point: one
