@@ -74,6 +74,13 @@
 //!   DOWN it took — until the key `release` exists in its owner's bucket
 //!   `<bucket>`. Then it prints `down <reason>` and sleeps.
 //!
+//! - `callwait <pid> <bucket>`: `watch`, with a call instead of a
+//!   monitor: takes the lock `calling`, prints `calling <pid>`, and calls
+//!   process `<pid>` (which never answers) with a one-hour deadline. When
+//!   the call returns it unlocks `calling`, computes without blocking until
+//!   the key `release` exists in its owner's bucket `<bucket>`, prints
+//!   `call ended <result>` and sleeps.
+//!
 //! Bad arguments print a usage line to stderr and exit 2.
 
 use std::collections::BTreeMap;
@@ -83,7 +90,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal::{Error, Pid};
 
 const USAGE: &str =
-    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket> | spawn <module> <bucket> <N> <pause-ms> <target> | child <bucket> <i> | flood <bucket> <N>";
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket> | callwait <pid> <bucket> | spawn <module> <bucket> <N> <pause-ms> <target> | child <bucket> <i> | flood <bucket> <N>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -94,6 +101,7 @@ fn main() {
         ["work", seconds, mib] => work(parse(seconds), parse(mib)),
         ["kv", bucket, n, pause_ms] => counter(bucket, parse(n), parse(pause_ms)),
         ["watch", pid, bucket] => watch(Pid::from_raw(parse(pid)), bucket),
+        ["callwait", pid, bucket] => call_wait(Pid::from_raw(parse(pid)), bucket),
         ["spawn", module, bucket, n, pause_ms, target] => {
             spawner(module, bucket, parse(n), parse(pause_ms), target)
         }
@@ -189,19 +197,43 @@ fn watch(target: Pid, bucket: &str) -> ! {
     };
     // The resumed copy is a new incarnation, which holds nothing.
     let _ = watching.unlock();
-    // No blocking call from here until `release` exists: a stale read is
-    // local, and the spin between reads is plain computation.
-    let bucket = shoal::Bucket::new(bucket).stale();
-    let mut acc = 0u64;
-    while !matches!(bucket.exists(b"release"), Ok(true)) {
-        for i in 0..200_000u64 {
-            acc = acc.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
-        }
-    }
+    let acc = spin_until(bucket, b"release");
     println!("down {:?} (spun {})", down.reason, acc & 1);
     loop {
         let _ = shoal::sleep(Duration::from_secs(3600));
     }
+}
+
+fn call_wait(target: Pid, bucket: &str) -> ! {
+    let calling = match shoal::Lock::acquire("calling", None) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("BAD lock calling: {e}");
+            exit(1)
+        }
+    };
+    println!("calling {target}");
+    let result = shoal::call_raw(target, b"wait", Some(Duration::from_secs(3600)));
+    // The resumed copy is a new incarnation, which holds nothing.
+    let _ = calling.unlock();
+    spin_until(bucket, b"release");
+    println!("call ended {result:?}");
+    loop {
+        let _ = shoal::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Computes, with no blocking call (so no capture point), until `key`
+/// exists in the owner's bucket `bucket` (a stale read is local).
+fn spin_until(bucket: &str, key: &[u8]) -> u64 {
+    let bucket = shoal::Bucket::new(bucket).stale();
+    let mut acc = 0u64;
+    while !matches!(bucket.exists(key), Ok(true)) {
+        for i in 0..200_000u64 {
+            acc = acc.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+        }
+    }
+    acc
 }
 
 fn counter(bucket: &str, n: i64, pause_ms: u64) -> ! {

@@ -889,6 +889,82 @@ fn a_down_taken_by_the_lost_copy_reaches_the_resumed_one() {
     println!("resumed watcher: {}", out.trim_end());
 }
 
+/// The DOWN that ends a call is not lost with the caller either. A caller
+/// (`--restart on-failure`, on n3) holding the lock `calling` calls a
+/// process on n1 that never answers, with a one-hour deadline. The callee
+/// is protected too, so once a checkpoint of it covers the call's receipt
+/// it acknowledges the call, and the caller's outbox lets it go; the test
+/// waits for two more checkpoints of each, so the caller's latest one no
+/// longer holds the call to send again. The callee is killed, so the call
+/// fails (`Killed`), and the caller unlocks `calling` and computes without
+/// blocking, so no checkpoint covers the DOWN it took; n3 is SIGKILLed
+/// then. The copy resumed from the last checkpoint is inside the same
+/// call; the callee's DOWN will never be sent again, so the resume asks
+/// whether the callee is still there and, as it is gone, the call fails at
+/// once (`NoProcess`). Without that, the resumed caller waits for the
+/// call's deadline, an hour.
+#[test]
+fn the_down_of_a_call_taken_by_the_lost_copy_reaches_the_resumed_one() {
+    let mut lab = lab3();
+    let often = ["--checkpoint-every", "200ms"];
+    let callee = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n1",
+        Some("on-failure"),
+        &often,
+        &["work", "3600", "1"],
+    );
+    let callee_text = callee.to_string();
+    let caller = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n3",
+        Some("on-failure"),
+        &often,
+        &["callwait", &callee_text, "called"],
+    );
+    let logs = |lab: &Lab| logs_if_running(lab, caller);
+    wait_for("the caller to call", SETTLE, || {
+        logs(&lab).contains("calling")
+    });
+    let seq = |lab: &Lab, pid: u64| {
+        ps_entry(lab, 0, pid)
+            .and_then(|p| p["restart"]["checkpoint_seq"].as_u64())
+            .unwrap_or(0)
+    };
+    for pid in [callee, caller] {
+        let from = seq(&lab, pid);
+        wait_for("two more checkpoints", SETTLE, || {
+            seq(&lab, pid) >= from + 2
+        });
+    }
+    assert!(
+        lab.cli_ok(0, &["locks"]).contains("calling"),
+        "the caller holds `calling` while it calls"
+    );
+    lab.cli_ok(0, &["kill", &callee_text]);
+    wait_for("the caller to take the DOWN", SETTLE, || {
+        !lab.cli_ok(0, &["locks"]).contains("calling")
+    });
+    lab.kill(2);
+    lab.cli_ok(0, &["kv", "set", "called", "release", "1"]);
+    wait_for("the resumed caller's call to end", SETTLE * 2, || {
+        logs(&lab).contains("call ended")
+    });
+    let out = logs(&lab);
+    assert!(!out.contains("BAD"), "{out}");
+    assert_eq!(out.matches("call ended").count(), 1, "one end: {out}");
+    assert!(
+        out.contains("call ended Err(NoProcess)"),
+        "the resumed copy's call fails for want of its callee: {out}"
+    );
+    let p = ps_entry(&lab, 0, caller).unwrap();
+    assert_ne!(p["node"], "n3", "{p}");
+    assert_eq!(p["restart"]["incarnation"], 1, "{p}");
+    println!("resumed caller: {}", out.trim_end());
+}
+
 /// Spawns are under output commit too. A spawner (`--restart on-failure`,
 /// on n3) starts 60 children, 20 ms apart, odd ones on its own node with
 /// `spawn` and even ones on n1 with `spawn_on`; each child counts itself in

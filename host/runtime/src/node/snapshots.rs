@@ -277,8 +277,11 @@ impl Node {
     /// directory already places here, continuing inside the call it was
     /// captured in, with `grants` (what the cluster recorded for it, never
     /// what the snapshot says). Its callers and the call it waits on stay
-    /// as captured: the same pid goes on, so their answers reach it. Its
-    /// monitors are asked again ([`Node::remonitor`]): a DOWN the lost copy
+    /// as captured: the same pid goes on, so their answers reach it. The
+    /// callee of its call and of each request in progress is asked whether
+    /// it is still there ([`Node::probe_callee`]): a DOWN it sent while no
+    /// node ran this process reached no one, and the call would wait for
+    /// its deadline. Its monitors are asked again ([`Node::remonitor`]): a DOWN the lost copy
     /// took after this checkpoint was taken with it, and one sent while no
     /// node ran the process reached no one, so a monitor whose target is
     /// gone gets its DOWN (`noproc`) now; one whose DOWN the image already
@@ -312,6 +315,7 @@ impl Node {
         let capture = crate::memory_copy::MemoryDelta::next_capture();
         image.delta.capture = capture;
         let monitors = monitors_to_ask_again(&image);
+        let callees = callees_to_ask_again(&image);
         let resumed = self
             .restore_with_spec(manifest.module, image, spec, Some(pid))
             .await?;
@@ -320,7 +324,51 @@ impl Node {
         for (reference, target) in monitors {
             self.remonitor(resumed, reference, target);
         }
+        for (reference, callee) in callees {
+            self.probe_callee(resumed, reference, callee);
+        }
         Ok(resumed)
+    }
+
+    /// Is `callee`, which `caller` waits on under `reference` (its call or
+    /// a request in progress), still there? A monitor under the same
+    /// reference, withdrawn at once, asks: if the callee is gone, `caller`
+    /// gets the DOWN (`noproc`, or `node_down` from the lane to a dead
+    /// node) that answers its call, as a monitor's would. If the callee is
+    /// there, it holds the call (queued, served or answered, and an answer
+    /// is numbered, so sent again to the resumed copy) and owes its DOWN
+    /// when it ends; a DOWN that meets the finished call later is late and
+    /// dropped. A full mailbox refuses the probe: the callee is there, so
+    /// nothing is sent.
+    fn probe_callee(&self, caller: Pid, reference: u64, callee: Pid) {
+        let probe = |tag| Message {
+            seq: 0,
+            life: 0,
+            sender: caller,
+            data: Vec::new(),
+            tag,
+        };
+        match self
+            .router()
+            .send_message(callee, probe(Tag::Monitor(reference)))
+        {
+            Ok(()) => {
+                let _ = self
+                    .router()
+                    .send_message(callee, probe(Tag::Demonitor(reference)));
+            }
+            Err(PushError::Closed) => {
+                let down = Message {
+                    seq: 0,
+                    life: 0,
+                    sender: callee,
+                    data: DownReason::NoProc.encode(),
+                    tag: Tag::Down(reference),
+                };
+                let _ = self.router().send_message(caller, down);
+            }
+            Err(PushError::Full) => {}
+        }
     }
 
     /// Ask `target` to be watched by `watcher` under `reference` (a monitor
@@ -369,9 +417,29 @@ fn monitors_to_ask_again(image: &crate::process::CapturedProcess) -> Vec<(u64, P
         .collect()
 }
 
+/// The call and the requests in progress of a process resumed from
+/// `image` whose answer (a reply or a DOWN) is not already in its queue:
+/// (reference, callee).
+fn callees_to_ask_again(image: &crate::process::CapturedProcess) -> Vec<(u64, Pid)> {
+    let answered = |r: u64| {
+        image
+            .mailbox
+            .iter()
+            .any(|m| m.tag == Tag::Down(r) || m.tag == Tag::Reply(r))
+    };
+    image
+        .calls
+        .calling
+        .iter()
+        .map(|c| (c.reference, c.target))
+        .chain(image.calls.requests.iter().map(|(r, p)| (*r, *p)))
+        .filter(|(r, _)| !answered(*r))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::monitors_to_ask_again;
+    use super::{callees_to_ask_again, monitors_to_ask_again};
     use crate::mailbox::{Message, Tag};
     use crate::pid::Pid;
 
@@ -388,5 +456,31 @@ mod tests {
             tag: Tag::Down(1),
         });
         assert_eq!(monitors_to_ask_again(&image), vec![(2, Pid(11))]);
+    }
+
+    #[test]
+    fn a_call_or_request_whose_answer_is_queued_is_not_asked_again() {
+        let mut image = crate::grants::tests::image(65536, &[]);
+        assert!(callees_to_ask_again(&image).is_empty());
+        image.calls.calling = Some(crate::mailbox::Calling {
+            reference: 5,
+            target: Pid(20),
+        });
+        image.calls.requests.insert(6, Pid(21));
+        image.calls.requests.insert(7, Pid(22));
+        image.calls.requests.insert(8, Pid(23));
+        for (r, tag) in [(6, Tag::Reply(6)), (8, Tag::Down(8)), (9, Tag::Down(9))] {
+            image.mailbox.push(Message {
+                seq: 0,
+                life: 0,
+                sender: Pid(20 + r - 5),
+                data: Vec::new(),
+                tag,
+            });
+        }
+        assert_eq!(
+            callees_to_ask_again(&image),
+            vec![(5, Pid(20)), (7, Pid(22))]
+        );
     }
 }
