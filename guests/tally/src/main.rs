@@ -173,13 +173,7 @@ fn count(name: &str, senders: usize, n: u64) -> ! {
 }
 
 fn watch(target: Pid, bucket: &str) -> ! {
-    let watching = match shoal::Lock::acquire("watching", None) {
-        Ok(l) => l,
-        Err(e) => {
-            println!("BAD lock watching: {e}");
-            exit(1)
-        }
-    };
+    let watching = take_lock("watching");
     if let Err(e) = shoal::monitor(target) {
         println!("BAD monitor {target}: {e}");
         exit(1)
@@ -205,13 +199,7 @@ fn watch(target: Pid, bucket: &str) -> ! {
 }
 
 fn call_wait(target: Pid, bucket: &str) -> ! {
-    let calling = match shoal::Lock::acquire("calling", None) {
-        Ok(l) => l,
-        Err(e) => {
-            println!("BAD lock calling: {e}");
-            exit(1)
-        }
-    };
+    let calling = take_lock("calling");
     println!("calling {target}");
     let result = shoal::call_raw(target, b"wait", Some(Duration::from_secs(3600)));
     // The resumed copy is a new incarnation, which holds nothing.
@@ -221,6 +209,14 @@ fn call_wait(target: Pid, bucket: &str) -> ! {
     loop {
         let _ = shoal::sleep(Duration::from_secs(3600));
     }
+}
+
+/// Takes lock `name`, or prints `BAD lock <name>: <error>` and exits 1.
+fn take_lock(name: &str) -> shoal::Lock {
+    shoal::Lock::acquire(name, None).unwrap_or_else(|e| {
+        println!("BAD lock {name}: {e}");
+        exit(1)
+    })
 }
 
 /// Computes, with no blocking call (so no capture point), until `key`

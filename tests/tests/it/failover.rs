@@ -871,22 +871,44 @@ fn a_down_taken_by_the_lost_copy_reaches_the_resumed_one() {
         lab.cli_ok(0, &["locks"]).contains("watching"),
         "the watcher holds `watching` before it monitors"
     );
-    lab.cli_ok(0, &["kill", &target_text]);
-    wait_for("the watcher to take the DOWN", SETTLE, || {
-        !lab.cli_ok(0, &["locks"]).contains("watching")
+    let out = lose_the_down(
+        &mut lab,
+        &target_text,
+        watcher,
+        "watching",
+        "watched",
+        "down ",
+    );
+    println!("resumed watcher: {}", out.trim_end());
+}
+
+/// Kill `target`, whose DOWN `pid` (on n3) takes by unlocking `lock`; then
+/// SIGKILL n3, let the resumed copy go on (`release` in `bucket`) and wait
+/// for its one line with `marker`. Returns its log.
+fn lose_the_down(
+    lab: &mut Lab,
+    target: &str,
+    pid: u64,
+    lock: &str,
+    bucket: &str,
+    marker: &str,
+) -> String {
+    lab.cli_ok(0, &["kill", target]);
+    wait_for("the DOWN to be taken", SETTLE, || {
+        !lab.cli_ok(0, &["locks"]).contains(lock)
     });
     lab.kill(2);
-    lab.cli_ok(0, &["kv", "set", "watched", "release", "1"]);
-    wait_for("the resumed watcher's DOWN", SETTLE * 2, || {
-        logs(&lab).contains("down ")
+    lab.cli_ok(0, &["kv", "set", bucket, "release", "1"]);
+    wait_for("the resumed copy to take its DOWN", SETTLE * 2, || {
+        logs_if_running(lab, pid).contains(marker)
     });
-    let out = logs(&lab);
+    let out = logs_if_running(lab, pid);
     assert!(!out.contains("BAD"), "{out}");
-    assert_eq!(out.matches("down ").count(), 1, "one DOWN: {out}");
-    let p = ps_entry(&lab, 0, watcher).unwrap();
+    assert_eq!(out.matches(marker).count(), 1, "one `{marker}`: {out}");
+    let p = ps_entry(lab, 0, pid).unwrap();
     assert_ne!(p["node"], "n3", "{p}");
     assert_eq!(p["restart"]["incarnation"], 1, "{p}");
-    println!("resumed watcher: {}", out.trim_end());
+    out
 }
 
 /// The DOWN that ends a call is not lost with the caller either. A caller
@@ -943,25 +965,18 @@ fn the_down_of_a_call_taken_by_the_lost_copy_reaches_the_resumed_one() {
         lab.cli_ok(0, &["locks"]).contains("calling"),
         "the caller holds `calling` while it calls"
     );
-    lab.cli_ok(0, &["kill", &callee_text]);
-    wait_for("the caller to take the DOWN", SETTLE, || {
-        !lab.cli_ok(0, &["locks"]).contains("calling")
-    });
-    lab.kill(2);
-    lab.cli_ok(0, &["kv", "set", "called", "release", "1"]);
-    wait_for("the resumed caller's call to end", SETTLE * 2, || {
-        logs(&lab).contains("call ended")
-    });
-    let out = logs(&lab);
-    assert!(!out.contains("BAD"), "{out}");
-    assert_eq!(out.matches("call ended").count(), 1, "one end: {out}");
+    let out = lose_the_down(
+        &mut lab,
+        &callee_text,
+        caller,
+        "calling",
+        "called",
+        "call ended",
+    );
     assert!(
         out.contains("call ended Err(NoProcess)"),
         "the resumed copy's call fails for want of its callee: {out}"
     );
-    let p = ps_entry(&lab, 0, caller).unwrap();
-    assert_ne!(p["node"], "n3", "{p}");
-    assert_eq!(p["restart"]["incarnation"], 1, "{p}");
     println!("resumed caller: {}", out.trim_end());
 }
 
