@@ -193,9 +193,7 @@ fn watch(target: Pid, bucket: &str) -> ! {
     let _ = watching.unlock();
     let acc = spin_until(bucket, b"release");
     println!("down {:?} (spun {})", down.reason, acc & 1);
-    loop {
-        let _ = shoal::sleep(Duration::from_secs(3600));
-    }
+    sleep_forever()
 }
 
 fn call_wait(target: Pid, bucket: &str) -> ! {
@@ -206,6 +204,11 @@ fn call_wait(target: Pid, bucket: &str) -> ! {
     let _ = calling.unlock();
     spin_until(bucket, b"release");
     println!("call ended {result:?}");
+    sleep_forever()
+}
+
+/// Sleeps for good (so `shoal ps` still shows the process).
+fn sleep_forever() -> ! {
     loop {
         let _ = shoal::sleep(Duration::from_secs(3600));
     }
@@ -257,9 +260,7 @@ fn counter(bucket: &str, n: i64, pause_ms: u64) -> ! {
     println!("kv done {n}");
     println!("took {} us", started.elapsed().as_micros());
     // Stay, so `shoal ps` still shows where it ran.
-    loop {
-        let _ = shoal::sleep(Duration::from_secs(3600));
-    }
+    sleep_forever()
 }
 
 fn spawner(module: &str, bucket: &str, n: u64, pause_ms: u64, target: &str) -> ! {
@@ -283,9 +284,7 @@ fn spawner(module: &str, bucket: &str, n: u64, pause_ms: u64, target: &str) -> !
         }
     }
     println!("spawn done {n}");
-    loop {
-        let _ = shoal::sleep(Duration::from_secs(3600));
-    }
+    sleep_forever()
 }
 
 fn child(bucket: &str, i: u64) -> ! {
@@ -321,9 +320,7 @@ fn flood(bucket: &str, n: u64) -> ! {
         "flood ok {made} limited {refused} ms {}",
         started.elapsed().as_millis()
     );
-    loop {
-        let _ = shoal::sleep(Duration::from_secs(3600));
-    }
+    sleep_forever()
 }
 
 fn work(seconds: u64, mib: usize) -> ! {

@@ -896,14 +896,11 @@ impl<'a> Emitter<'a> {
         out
     }
 
-    fn state_is(&mut self, value: i32, eq: bool) {
+    /// `state == value` on the stack.
+    fn state_is(&mut self, value: i32) {
         self.ins(Instruction::GlobalGet(self.ctx.state_global));
         self.ins(Instruction::I32Const(value));
-        self.ins(if eq {
-            Instruction::I32Eq
-        } else {
-            Instruction::I32Ne
-        });
+        self.ins(Instruction::I32Eq);
     }
 
     fn open(&mut self, i: Instruction<'_>) {
@@ -952,7 +949,7 @@ impl<'a> Emitter<'a> {
         Ok(())
     }
 
-    /// `if (state != REWINDING)` around the code up to the next point.
+    /// `if (!rewinding)` around the code up to the next point.
     fn open_wrapper(&mut self) {
         let at = self.out.len();
         self.ins(Instruction::LocalGet(self.rewinding_local));
@@ -1105,7 +1102,7 @@ impl<'a> Emitter<'a> {
                     self.ins(Instruction::I32Const(p.first as i32));
                     self.ins(Instruction::LocalSet(self.target_local));
                     self.out.extend_from_slice(raw);
-                    self.state_is(UNWINDING, true);
+                    self.state_is(UNWINDING);
                     let d = (self.new_depth - 1 - self.unwind_index) as u32;
                     self.ins(Instruction::BrIf(d));
                     // Returned normally: a rewind through it (if any) has ended in it.
@@ -1321,7 +1318,7 @@ impl<'a> Emitter<'a> {
     fn finish(mut self, (saved, size): (Vec<SavedLocal>, u64)) -> Result<Vec<u8>, PrepareError> {
         let body = std::mem::take(&mut self.out);
         let data = self.ctx.data_global;
-        self.state_is(REWINDING, true);
+        self.state_is(REWINDING);
         self.ins(Instruction::LocalTee(self.rewinding_local));
         self.ins(Instruction::If(BlockType::Empty));
         self.ins(Instruction::GlobalGet(data));

@@ -323,12 +323,13 @@ impl ModuleCache {
         }))
     }
 
+    /// The compiled module of `variant`: from the artifact cache, or
+    /// prepared and compiled (and the artifact written). `None` when
+    /// `give_way` said so before the work began: it is asked before
+    /// preparing and again when compilation gets its turn on the
+    /// low-priority pool.
     // The one `unsafe` of the host: see the SAFETY note inside.
     #[allow(unsafe_code)]
-    ///
-    /// `None` when `give_way` said so before the work began: it is asked
-    /// before preparing and again when compilation gets its turn on the
-    /// low-priority pool.
     fn compile_or_fetch(
         &self,
         variant: ModuleKey,

@@ -341,33 +341,9 @@ impl Node {
     /// dropped. A full mailbox refuses the probe: the callee is there, so
     /// nothing is sent.
     fn probe_callee(&self, caller: Pid, reference: u64, callee: Pid) {
-        let probe = |tag| Message {
-            seq: 0,
-            life: 0,
-            sender: caller,
-            data: Vec::new(),
-            tag,
-        };
-        match self
-            .router()
-            .send_message(callee, probe(Tag::Monitor(reference)))
-        {
-            Ok(()) => {
-                let _ = self
-                    .router()
-                    .send_message(callee, probe(Tag::Demonitor(reference)));
-            }
-            Err(PushError::Closed) => {
-                let down = Message {
-                    seq: 0,
-                    life: 0,
-                    sender: callee,
-                    data: DownReason::NoProc.encode(),
-                    tag: Tag::Down(reference),
-                };
-                let _ = self.router().send_message(caller, down);
-            }
-            Err(PushError::Full) => {}
+        if self.send_monitor(caller, reference, callee).is_ok() {
+            let withdraw = unnumbered(caller, Tag::Demonitor(reference), Vec::new());
+            let _ = self.router().send_message(callee, withdraw);
         }
     }
 
@@ -377,27 +353,44 @@ impl Node {
     /// a DOWN `overloaded` (the monitor could not be set up), so the copy
     /// never waits on a monitor nobody keeps.
     fn remonitor(&self, watcher: Pid, reference: u64, target: Pid) {
-        let request = Message {
-            seq: 0,
-            life: 0,
-            sender: watcher,
-            data: Vec::new(),
-            tag: Tag::Monitor(reference),
-        };
-        let reason = match self.router().send_message(target, request) {
-            Ok(()) => return,
-            Err(PushError::Closed) => DownReason::NoProc,
-            Err(PushError::Full) => DownReason::Overloaded,
-        };
-        let down = Message {
-            seq: 0,
-            life: 0,
-            sender: target,
-            data: reason.encode(),
-            tag: Tag::Down(reference),
-        };
+        if let Err(PushError::Full) = self.send_monitor(watcher, reference, target) {
+            self.send_down(watcher, target, reference, DownReason::Overloaded);
+        }
+    }
+
+    /// Send `watcher`'s monitor of `target` under `reference`; if `target`
+    /// is gone, `watcher` gets its DOWN `noproc` at once. Returns how the
+    /// push went.
+    fn send_monitor(&self, watcher: Pid, reference: u64, target: Pid) -> Result<(), PushError> {
+        let request = unnumbered(watcher, Tag::Monitor(reference), Vec::new());
+        let sent = self.router().send_message(target, request);
+        if let Err(PushError::Closed) = sent {
+            self.send_down(watcher, target, reference, DownReason::NoProc);
+        }
+        sent
+    }
+
+    /// A DOWN from `target` to `watcher` under `reference`.
+    fn send_down(&self, watcher: Pid, target: Pid, reference: u64, reason: DownReason) {
+        let down = unnumbered(target, Tag::Down(reference), reason.encode());
         let _ = self.router().send_message(watcher, down);
     }
+}
+
+/// A message outside the numbered channels (monitors, DOWNs).
+fn unnumbered(sender: Pid, tag: Tag, data: Vec<u8>) -> Message {
+    Message {
+        seq: 0,
+        life: 0,
+        sender,
+        data,
+        tag,
+    }
+}
+
+/// Is a message tagged `tag` queued in `image`?
+fn queued(image: &crate::process::CapturedProcess, tag: Tag) -> bool {
+    image.mailbox.iter().any(|m| m.tag == tag)
 }
 
 /// The monitors of a process resumed or copied from `image` to ask again:
@@ -407,12 +400,7 @@ fn monitors_to_ask_again(image: &crate::process::CapturedProcess) -> Vec<(u64, P
         .calls
         .monitors
         .iter()
-        .filter(|(reference, _)| {
-            !image
-                .mailbox
-                .iter()
-                .any(|m| m.tag == Tag::Down(**reference))
-        })
+        .filter(|(reference, _)| !queued(image, Tag::Down(**reference)))
         .map(|(r, p)| (*r, *p))
         .collect()
 }
@@ -421,12 +409,7 @@ fn monitors_to_ask_again(image: &crate::process::CapturedProcess) -> Vec<(u64, P
 /// `image` whose answer (a reply or a DOWN) is not already in its queue:
 /// (reference, callee).
 fn callees_to_ask_again(image: &crate::process::CapturedProcess) -> Vec<(u64, Pid)> {
-    let answered = |r: u64| {
-        image
-            .mailbox
-            .iter()
-            .any(|m| m.tag == Tag::Down(r) || m.tag == Tag::Reply(r))
-    };
+    let answered = |r: u64| queued(image, Tag::Down(r)) || queued(image, Tag::Reply(r));
     image
         .calls
         .calling
