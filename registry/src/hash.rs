@@ -42,9 +42,10 @@ impl Sha256 {
 
     /// Parse exactly 64 hex characters (no prefix).
     pub(crate) fn from_bare_hex(text: &str) -> Option<Sha256> {
-        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if text.len() != 64 {
             return None;
         }
+        // Refuses any character that is not a hex digit.
         let mut out = [0u8; 32];
         hex::decode_to_slice(text, &mut out).ok()?;
         Some(Sha256(out))
@@ -58,9 +59,27 @@ impl Sha256 {
     }
 }
 
+impl Sha256 {
+    /// Bytes of the canonical text form, `sha256:` and 64 hex characters.
+    const TEXT_BYTES: usize = SHA256_PREFIX.len() + 64;
+
+    /// Write the canonical text form into `buf`, with no allocation:
+    /// manifests hold one per page, and their encoding is on the restore
+    /// path.
+    fn write_text<'b>(&self, buf: &'b mut [u8; Sha256::TEXT_BYTES]) -> &'b str {
+        let (prefix, hex_part) = buf.split_at_mut(SHA256_PREFIX.len());
+        prefix.copy_from_slice(SHA256_PREFIX.as_bytes());
+        // 64 bytes of room for 32 bytes: the length always fits.
+        let encoded = hex::encode_to_slice(self.0, hex_part);
+        debug_assert!(encoded.is_ok());
+        // Only ASCII was written (the prefix and lowercase hex digits).
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SHA256_PREFIX}{}", self.to_hex())
+        f.write_str(self.write_text(&mut [0; Sha256::TEXT_BYTES]))
     }
 }
 
@@ -83,14 +102,25 @@ impl FromStr for Sha256 {
 
 impl Serialize for Sha256 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(self.write_text(&mut [0; Sha256::TEXT_BYTES]))
     }
 }
 
 impl<'de> Deserialize<'de> for Sha256 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sha256, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        // Parsed from the borrowed text where the format allows it: no
+        // string is allocated per hash.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Sha256;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sha256 digest (`sha256:` and 64 hex characters)")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Sha256, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 

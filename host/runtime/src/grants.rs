@@ -570,7 +570,7 @@ pub(crate) mod tests {
             outbox: Default::default(),
             log_visible: None,
             inbox: Default::default(),
-            memory: std::sync::Arc::new(vec![0; memory_bytes]),
+            memory: vec![0; memory_bytes].into(),
             delta: Default::default(),
             globals: Vec::new(),
             pending: PendingCall {

@@ -13,6 +13,8 @@
 //! - [`capture`] — suspending a process inside a blocking call.
 //! - [`dirty`] — which pages of a linear memory were written since the last
 //!   look (asynchronous userfaultfd write protection).
+//! - [`image_memory`] — a captured memory: its bytes, or a stored
+//!   snapshot's pages.
 //! - [`memory_copy`] — a process's memory as of its last capture, updated
 //!   by copying only the written pages.
 //! - [`clock`] — a process's monotonic clock, carried across captures.
@@ -35,6 +37,7 @@ pub mod gate;
 pub mod grants;
 pub mod handoff;
 pub mod host;
+pub mod image_memory;
 pub mod limits;
 pub mod log;
 pub mod low_priority;

@@ -20,6 +20,7 @@
 //! seconds, so the copy is what makes each of them cheap).
 
 use crate::dirty::{WriteTracker, HOST_PAGE_BYTES};
+use crate::image_memory::{ImageMemory, PagedMemory};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,6 +66,10 @@ impl MemoryDelta {
 #[derive(Debug, Default)]
 pub struct MemoryCopy {
     copy: Arc<Vec<u8>>,
+    /// The copy as a restore's snapshot pages, while their bytes are not
+    /// taken yet: `copy` is then empty, and the next capture takes them
+    /// (assembled in the background meanwhile, or then).
+    paged: Option<Arc<PagedMemory>>,
     tracker: Option<WriteTracker>,
     /// The capture `copy` holds (0: none).
     last: u64,
@@ -107,12 +112,22 @@ impl MemoryCopy {
         (self.copy.clone(), delta)
     }
 
-    /// Take `image` (the bytes a restore just wrote into `memory`, which
-    /// equal them) as the copy of capture `capture`, and track from here.
-    pub fn seed(&mut self, memory: &[u8], image: Arc<Vec<u8>>, capture: u64) {
+    /// Take `image` (what a restore just wrote into `memory`, which equals
+    /// it) as the copy of capture `capture`, and track from here. A paged
+    /// image's bytes are taken only at the next capture.
+    pub fn seed(&mut self, memory: &[u8], image: ImageMemory, capture: u64) {
         debug_assert_eq!(image.len(), memory.len());
         self.tracker = None;
-        self.copy = image;
+        match image {
+            ImageMemory::Bytes(bytes) => {
+                self.copy = bytes;
+                self.paged = None;
+            }
+            ImageMemory::Paged(paged) => {
+                self.copy = Arc::default();
+                self.paged = Some(paged);
+            }
+        }
         self.last = if capture == 0 {
             MemoryDelta::next_capture()
         } else {
@@ -124,6 +139,9 @@ impl MemoryCopy {
     /// Bring the copy up to `memory`. Returns the ranges written, or
     /// `None` when everything was copied.
     fn update(&mut self, memory: &[u8]) -> Option<Vec<Range<usize>>> {
+        if let Some(paged) = self.paged.take() {
+            self.copy = PagedMemory::into_bytes(paged);
+        }
         let base = memory.as_ptr() as usize;
         let old_len = self.copy.len();
         let tracked = self
@@ -206,6 +224,75 @@ mod tests {
             held = rng.gen_bool(0.3).then_some(image);
         }
         drop(held);
+    }
+
+    /// `memory`'s pages, stored in a fresh registry and fetched back as a
+    /// restore fetches them.
+    fn paged(memory: &[u8]) -> (tempfile::TempDir, Arc<PagedMemory>) {
+        use shoal_snapshot_format as format;
+        let dir = tempfile::tempdir().unwrap();
+        let registry = shoal_registry::Registry::open(dir.path()).unwrap();
+        let split = format::split_pages(memory, None);
+        for (hash, range) in &split.new_pages {
+            registry
+                .put_expecting(hash, &memory[range.clone()])
+                .unwrap();
+        }
+        let manifest = format::Manifest {
+            format_version: format::FORMAT_VERSION,
+            module: shoal_registry::Sha256::of(b"module"),
+            pid: 1,
+            parent: None,
+            created_unix_ms: 0,
+            memory_bytes: memory.len() as u64,
+            page_bytes: split.page_bytes,
+            pages: split.pages,
+            globals: Vec::new(),
+            state: serde_json::Value::Null,
+            blobs: Vec::new(),
+        };
+        let pages = format::fetch_pages_from_registry(&manifest, &registry).unwrap();
+        (dir, Arc::new(PagedMemory::new(pages)))
+    }
+
+    #[test]
+    fn a_copy_seeded_with_a_snapshots_pages_captures_like_one_seeded_with_its_bytes() {
+        let pages = 256;
+        let mut mapping = crate::dirty::Mapping::new(pages * HOST_PAGE_BYTES);
+        let backing = mapping.bytes();
+        let len = 128 * HOST_PAGE_BYTES;
+        let seed = 0x5eed_c0b1;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for held_by_assembler in [false, true] {
+            // Non-zero pages with zero pages between them, as a restore
+            // writes them (a dropped copy gave the pages back: written
+            // again each round).
+            for page in 0..128 {
+                let bytes = &mut backing[page * HOST_PAGE_BYTES..][..HOST_PAGE_BYTES];
+                match page % 3 {
+                    0 => bytes.fill(0),
+                    _ => rng.fill(bytes),
+                }
+            }
+            let (_dir, image) = paged(&backing[..len]);
+            // An assembly in the background still holding the pages when
+            // the capture comes (or not): the copy is right either way.
+            let assembler = held_by_assembler.then(|| image.clone());
+            let mut copy = MemoryCopy::default();
+            let restored = MemoryDelta::next_capture();
+            copy.seed(&backing[..len], ImageMemory::Paged(image), restored);
+            for _ in 0..10 {
+                let at = rng.gen_range(0..len);
+                backing[at] = rng.gen();
+            }
+            let (captured, delta) = copy.capture(&backing[..len]);
+            assert_eq!(&captured[..], &backing[..len], "seed {seed:#x}");
+            if WriteTracker::supported() {
+                assert_eq!(delta.since, Some(restored));
+                assert!(delta.written.len() <= 10, "{delta:?}");
+            }
+            drop(assembler);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::limits::ProcessLimiter;
 use super::log::ProcessLog;
 use super::mailbox::Mailbox;
 use crate::host::ProcessHost;
+use crate::image_memory::ImageMemory;
 use crate::pid::Pid;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ pub use shoal_snapshot_format::GlobalVal as GlobalBits;
 pub struct CapturedProcess {
     /// Linear memory at capture, shared with the process's kept copy
     /// ([`crate::memory_copy`]) until its next capture.
-    pub memory: Arc<Vec<u8>>,
+    pub memory: crate::image_memory::ImageMemory,
     /// What changed in `memory` since the process's previous capture (a
     /// restore image: the capture number its copy starts from).
     #[serde(skip)]
@@ -254,7 +255,7 @@ async fn finish_capture(
         CaptureMode::Resume | CaptureMode::Stop => ctx.log.view_all(),
     };
     let image = CapturedProcess {
-        memory: data,
+        memory: ImageMemory::Bytes(data),
         delta,
         globals,
         pending,
@@ -312,7 +313,20 @@ async fn apply_image(
             "snapshot memory ({want} bytes) is not a whole number of 64 KiB pages"
         )));
     }
-    dest.copy_from_slice(&image.memory);
+    match &image.memory {
+        ImageMemory::Bytes(bytes) => dest.copy_from_slice(bytes),
+        ImageMemory::Paged(paged) => {
+            // Past `have`, the memory was grown just now: zero, so only
+            // the snapshot's pages are written there.
+            paged.pages().write_into(dest, have)?;
+            // The kept copy's bytes, built off this path: ready by the
+            // next capture, which otherwise builds them itself.
+            let paged = paged.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                drop(runtime.spawn_blocking(move || drop(paged.bytes())));
+            }
+        }
+    }
     {
         // What it now holds is the image: the kept copy starts from it.
         let (bytes, ctx) = memory.data_and_store_mut(&mut *store);

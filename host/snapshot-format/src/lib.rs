@@ -52,17 +52,19 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
+mod fetched;
 mod file;
 mod manifest;
 mod pages;
 mod store;
 
 pub use error::SnapshotFormatError;
+pub use fetched::{fetch_pages_from_registry, FetchedPages};
 pub use file::{decode_file, decode_stream, encode_file, encode_file_from_memory};
 pub use manifest::{BlobRef, GlobalVal, GlobalValue, Manifest, PageRef, MAX_BLOB_RECORD_BYTES};
 pub use pages::{
-    assemble_into, assemble_into_from_registry, assemble_memory, page_bytes_for, pages_touched,
-    split_pages, split_pages_written, SplitPages,
+    assemble_into, assemble_memory, page_bytes_for, pages_touched, split_pages,
+    split_pages_written, SplitPages,
 };
 pub use store::{
     export_file, fetch_from_registry, import_file, import_stream, load_manifest, store_snapshot,

@@ -272,24 +272,6 @@ fn check_dest(manifest: &Manifest, dest: &[u8]) -> Result<(), SnapshotFormatErro
     Ok(())
 }
 
-/// [`assemble_into`] from this node's registry, whose page reads check
-/// every page's sha256 already ([`shoal_registry::Registry::get_page`]):
-/// pages are not hashed a second time (lengths are still checked).
-pub fn assemble_into_from_registry(
-    manifest: &Manifest,
-    dest: &mut [u8],
-    registry: &shoal_registry::Registry,
-) -> Result<(), SnapshotFormatError> {
-    check_dest(manifest, dest)?;
-    assemble_validated(
-        manifest,
-        dest,
-        super::store::fetch_from_registry(registry),
-        false,
-        true,
-    )
-}
-
 /// `memory_bytes` as a `usize` (only fails on hosts narrower than 64 bits).
 pub(super) fn memory_len(manifest: &Manifest) -> Result<usize, SnapshotFormatError> {
     usize::try_from(manifest.memory_bytes).map_err(|_| SnapshotFormatError::TooLarge {
@@ -325,7 +307,7 @@ pub(super) fn verify_page(
 }
 
 /// A page's bytes fill exactly its range.
-fn check_length(
+pub(super) fn check_length(
     page: &PageRef,
     range: &Range<usize>,
     bytes: &[u8],
@@ -382,7 +364,7 @@ fn assemble_validated<B: AsRef<[u8]>>(
 }
 
 /// Zero `bytes` page by page, writing only pages that are not zero already.
-fn zero_pages(bytes: &mut [u8], page_bytes: usize) {
+pub(super) fn zero_pages(bytes: &mut [u8], page_bytes: usize) {
     for page in bytes.chunks_mut(page_bytes) {
         if !is_zero(page) {
             page.fill(0);

@@ -162,6 +162,27 @@ fn registry_and_file_round_trips() {
             let restored = assemble_memory(&loaded, fetch_from_registry(&reg)).unwrap();
             assert!(restored == memory, "registry round trip, len {len}");
 
+            // Fetched, then written into a buffer of their own, and into
+            // a destination dirty below `zero_from` and zero from there
+            // on (a fresh instance's memory, grown), at every cut.
+            let fetched = fetch_pages_from_registry(&loaded, &reg).unwrap();
+            assert_eq!(fetched.memory_bytes(), len);
+            assert!(fetched.to_vec() == memory, "to_vec, len {len}");
+            for zero_from in (0..=len).step_by(page / 2).chain([len, len + page]) {
+                let mut dest = vec![0xAAu8; len];
+                dest[zero_from.min(len)..].fill(0);
+                fetched.write_into(&mut dest, zero_from).unwrap();
+                assert!(
+                    dest == memory,
+                    "write_into, len {len}, zero from {zero_from}"
+                );
+            }
+            let mut short = vec![0u8; len + 1];
+            assert!(matches!(
+                fetched.write_into(&mut short, 0),
+                Err(SnapshotFormatError::MemorySizeMismatch { .. })
+            ));
+
             // File, from the registry and straight from memory.
             let file = export_file(&reg, &id).unwrap();
             assert_eq!(file, encode_file_from_memory(&m, &memory).unwrap());
@@ -715,6 +736,25 @@ fn assemble_refuses_bad_pages() {
             expected: 10,
             got: 4096
         })
+    ));
+
+    // The same, read from a registry.
+    let (_dir, reg) = registry();
+    for (hash, bytes) in &good {
+        reg.put_expecting(hash, bytes).unwrap();
+    }
+    assert!(matches!(
+        fetch_pages_from_registry(&lying, &reg),
+        Err(SnapshotFormatError::PageWrongLength {
+            index: 3,
+            expected: 10,
+            got: 4096
+        })
+    ));
+    reg.remove(&m.pages[1].hash).unwrap();
+    assert!(matches!(
+        fetch_pages_from_registry(&m, &reg),
+        Err(SnapshotFormatError::PageMissing { hash }) if hash == m.pages[1].hash
     ));
 
     let mut small = vec![0u8; 5];

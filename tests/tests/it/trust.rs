@@ -385,7 +385,9 @@ async fn every_snapshot_field_is_bounded_and_a_failed_restore_leaves_no_entry() 
     let counter = t.add_guest(guests::COUNTER, "counter");
     let pid = t.spawn(counter, &["counter"]).await;
     let mut captured = t.node.capture(pid, true, LONG).await.unwrap();
-    std::sync::Arc::make_mut(&mut captured.memory).extend_from_slice(&[0u8; 4096]);
+    let mut memory = captured.memory.bytes().to_vec();
+    memory.extend_from_slice(&[0u8; 4096]);
+    captured.memory = memory.into();
     for _ in 0..3 {
         let e = t
             .node

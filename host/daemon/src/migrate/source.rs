@@ -256,7 +256,7 @@ pub async fn migrate(
     // 1. Pre-copy.
     let first = node.capture(pid, false, CAPTURE_WAIT).await?;
     phases.mark("precopy_capture");
-    let memory0 = first.memory;
+    let memory0 = first.memory.bytes();
     let first_capture = first.delta.capture;
     let tracked = first.delta.tracked;
     let split = {
@@ -372,7 +372,7 @@ pub async fn migrate(
     // Keep the pre-copy's pages here too, so a move back is cheap: those
     // that did not change since are the final image's, written behind
     // the move.
-    keep_pages(ctx, &image.memory, &split, &differ);
+    keep_pages(ctx, &image.memory.bytes(), &split, &differ);
     drop(image);
     if ctx.faults.halts_after_switch() {
         return Err(MigrateError::Undecided {
@@ -644,7 +644,7 @@ async fn send_rest(
     image: &CapturedProcess,
     pb: usize,
 ) -> Result<((usize, Vec<u32>, usize), u64), TransferError> {
-    let now = &image.memory;
+    let now = &image.memory.bytes();
     if !now.len().is_multiple_of(pb) {
         return Err(TransferError::RaggedMemory(now.len()));
     }

@@ -596,7 +596,7 @@ fn final_here(
             start: fin.log_start,
             chunks: fin.log,
         };
-        let image = fin.state.into_image(memory, fin.globals, log);
+        let image = fin.state.into_image(memory.into(), fin.globals, log);
         let spec = shoal_runtime::grants::spec_for(arrival.module, &image, &grants)
             .map_err(|e| err(403, format!("process {}: {e}", arrival.pid)))?;
         let config = ctx.node.config();

@@ -107,12 +107,12 @@ impl HostState {
     /// (what its log held, with its position: see [`crate::log::LogView`]).
     pub fn into_image(
         self,
-        memory: Vec<u8>,
+        memory: crate::image_memory::ImageMemory,
         globals: Vec<(String, crate::process::GlobalBits)>,
         log: crate::log::LogView,
     ) -> CapturedProcess {
         CapturedProcess {
-            memory: std::sync::Arc::new(memory),
+            memory,
             delta: Default::default(),
             globals,
             pending: self.pending,
@@ -207,20 +207,16 @@ pub fn store(
     image: &CapturedProcess,
     parent: Option<&Parent>,
 ) -> Result<(Manifest, Sha256, usize, u64), SnapshotFormatError> {
+    let memory = image.memory.bytes();
     let over = parent.and_then(|p| {
         let written = image.delta.since(p.capture)?;
-        let split = format::split_pages_written(
-            &image.memory,
-            &p.pages,
-            p.page_bytes,
-            p.memory_bytes,
-            written,
-        )?;
+        let split =
+            format::split_pages_written(&memory, &p.pages, p.page_bytes, p.memory_bytes, written)?;
         Some((split, &p.pages[..]))
     });
     let (split, parent_pages) = match over {
         Some((split, pages)) => (split, pages),
-        None => (format::split_pages(&image.memory, None), &[][..]),
+        None => (format::split_pages(&memory, None), &[][..]),
     };
     let mut state = HostState::of(image);
     // Its output, when the image carries it (a checkpoint).
@@ -269,7 +265,7 @@ pub fn store(
         .collect();
     let bytes_new = new.iter().map(|(_, r)| r.len() as u64).sum();
     let pages_new = new.len();
-    let id = format::store_snapshot_over(registry, &manifest, &image.memory, &new, parent_pages)?;
+    let id = format::store_snapshot_over(registry, &manifest, &memory, &new, parent_pages)?;
     Ok((manifest, id, pages_new, bytes_new))
 }
 
@@ -305,8 +301,13 @@ pub fn load(
             manifest.memory_bytes
         )));
     }
-    let mut memory = vec![0u8; len];
-    format::assemble_into_from_registry(&manifest, &mut memory, registry)?;
+    // Its pages, not yet written anywhere: a restore writes them straight
+    // into the new instance (see crate::image_memory).
+    let pages = format::fetch_pages_from_registry(&manifest, registry)?;
+    debug_assert_eq!(pages.memory_bytes(), len);
+    let memory = crate::image_memory::ImageMemory::Paged(std::sync::Arc::new(
+        crate::image_memory::PagedMemory::new(pages),
+    ));
     let globals = manifest
         .globals
         .iter()
