@@ -29,6 +29,7 @@
 mod artifacts;
 mod atomic;
 mod cache;
+mod decoded;
 mod error;
 mod hash;
 mod names;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 
 pub use artifacts::ArtifactKey;
 pub use cache::{PAGE_CACHE_BLOB_BYTES_MAX, PAGE_CACHE_BYTES_MAX};
+pub use decoded::{DECODED_CACHE_BYTES_MAX, DECODED_CACHE_ENTRIES_MAX};
 pub use error::RegistryError;
 pub use hash::{Sha256, SHA256_PREFIX};
 pub use names::{validate_name, MAX_NAME_LEN};
@@ -65,6 +67,8 @@ struct Paths {
     mac_key: artifacts::MacKey,
     /// Recent snapshot pages, verified ([`cache`]).
     pages: std::sync::Mutex<cache::PageCache>,
+    /// Recently decoded blobs ([`decoded`]).
+    decoded: std::sync::Mutex<decoded::DecodedCache>,
 }
 
 impl Registry {
@@ -85,6 +89,7 @@ impl Registry {
             mac_key,
             root,
             pages: Default::default(),
+            decoded: Default::default(),
         };
         atomic::ensure_dir(&paths.root)?;
         // The registry holds guest memory (snapshot pages) and compiled

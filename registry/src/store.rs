@@ -247,11 +247,63 @@ impl Registry {
     /// their read.
     pub fn remove(&self, hash: &Sha256) -> Result<bool, RegistryError> {
         self.page_cache().remove(hash);
+        self.decoded_cache().remove(hash);
         atomic::remove_file(&self.blob_path(hash))
     }
 
     fn page_cache(&self) -> std::sync::MutexGuard<'_, crate::cache::PageCache> {
         self.inner.pages.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn decoded_cache(&self) -> std::sync::MutexGuard<'_, crate::decoded::DecodedCache> {
+        self.inner.decoded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blob `hash` decoded by `decode`, which is given the blob's checked
+    /// bytes ([`Registry::get`]); a blob over `bytes_max` is
+    /// [`RegistryError::TooLarge`], refused before it is read. Served from
+    /// memory when this registry decoded it into a `T` lately, by this call
+    /// or [`Registry::remember_decoded`] ([`crate::decoded`]): `decode`
+    /// must depend on the bytes alone, so that any decoding of them is as
+    /// good as another. A failed decoding is not remembered.
+    pub fn get_decoded<T, E>(
+        &self,
+        hash: &Sha256,
+        bytes_max: u64,
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<std::sync::Arc<T>, E>
+    where
+        T: std::any::Any + Send + Sync,
+        E: From<RegistryError>,
+    {
+        if let Some(value) = self.decoded_cache().get::<T>(hash) {
+            return Ok(value);
+        }
+        let size = self.size_of(hash)?;
+        if size > bytes_max {
+            return Err(RegistryError::TooLarge {
+                size,
+                max: bytes_max,
+            }
+            .into());
+        }
+        let bytes = self.get(hash)?;
+        let value = std::sync::Arc::new(decode(&bytes)?);
+        self.decoded_cache()
+            .insert(*hash, bytes.len(), value.clone());
+        Ok(value)
+    }
+
+    /// Remember `value` as what blob `hash`, `encoded_bytes` long, decodes
+    /// to (a writer that stored the blob, or checked it, just now), for
+    /// [`Registry::get_decoded`].
+    pub fn remember_decoded<T: std::any::Any + Send + Sync>(
+        &self,
+        hash: &Sha256,
+        encoded_bytes: usize,
+        value: std::sync::Arc<T>,
+    ) {
+        self.decoded_cache().insert(*hash, encoded_bytes, value);
     }
 
     /// [`Registry::get`] for snapshot pages: served from memory when this

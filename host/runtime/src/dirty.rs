@@ -39,6 +39,27 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
+/// Back `bytes` with pages before they are written, in one call instead of
+/// a page fault per page (`MADV_POPULATE_WRITE`, Linux 5.14): about half
+/// the cost here for memory the process has not touched. The content is
+/// unchanged; on a kernel without it nothing happens, and the writes fault
+/// as usual.
+#[allow(unsafe_code)]
+pub fn populate_for_write(bytes: &mut [u8]) {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    let start = bytes.as_mut_ptr() as usize;
+    let aligned = start & !(HOST_PAGE_BYTES - 1);
+    let len = bytes.len() + (start - aligned);
+    if bytes.is_empty() {
+        return;
+    }
+    // SAFETY: the range covers `bytes` (widened down to its first page,
+    // which belongs to the same mapping), memory we hold exclusively;
+    // MADV_POPULATE_WRITE only faults pages in as a write would, and
+    // leaves every byte as it was.
+    let _ = unsafe { libc::madvise(aligned as *mut libc::c_void, len, MADV_POPULATE_WRITE) };
+}
+
 /// Bytes of one host page, the tracker's unit.
 pub const HOST_PAGE_BYTES: usize = 4096;
 

@@ -92,6 +92,17 @@ impl ImageMemory {
     }
 }
 
+impl ImageMemory {
+    /// All of its bytes, giving up this handle (a paged memory's buffer
+    /// unshared when this was its last handle).
+    pub fn into_bytes(self) -> Arc<Vec<u8>> {
+        match self {
+            ImageMemory::Bytes(bytes) => bytes,
+            ImageMemory::Paged(paged) => PagedMemory::into_bytes(paged),
+        }
+    }
+}
+
 impl From<Vec<u8>> for ImageMemory {
     fn from(bytes: Vec<u8>) -> ImageMemory {
         ImageMemory::Bytes(Arc::new(bytes))

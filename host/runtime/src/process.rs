@@ -294,6 +294,7 @@ async fn apply_image(
     store: &mut Store<ProcessCtx>,
     instance: &Instance,
     image: RestoreImage,
+    running: &tokio::sync::watch::Sender<bool>,
 ) -> wasmtime::Result<()> {
     let memory = memory_of(store, instance)?;
     let have = memory.data_size(&*store);
@@ -314,10 +315,17 @@ async fn apply_image(
         )));
     }
     match &image.memory {
-        ImageMemory::Bytes(bytes) => dest.copy_from_slice(bytes),
+        ImageMemory::Bytes(bytes) => {
+            crate::dirty::populate_for_write(dest);
+            dest.copy_from_slice(bytes);
+        }
         ImageMemory::Paged(paged) => {
             // Past `have`, the memory was grown just now: zero, so only
-            // the snapshot's pages are written there.
+            // the snapshot's pages are written there, each backed first
+            // (one call per run of pages instead of a fault per page).
+            for run in paged.pages().listed_runs() {
+                crate::dirty::populate_for_write(&mut dest[run]);
+            }
             paged.pages().write_into(dest, have)?;
             // The kept copy's bytes, built off this path: ready by the
             // next capture, which otherwise builds them itself.
@@ -336,6 +344,9 @@ async fn apply_image(
     write_globals(store, instance, &image.globals)?;
     crate::open_files::reopen(store.data_mut(), &image.open_files).await?;
     store.data_mut().asyncify_buffer = Some(image.asyncify_buffer);
+    // It runs from here: the rewind goes back into the call it was
+    // captured in, and on.
+    running.send_replace(true);
     rewind(store, instance, image.pending).await
 }
 
@@ -355,11 +366,13 @@ async fn rewind(
 
 /// Instantiate and run a process to its end, optionally starting from a
 /// captured image; captures requested meanwhile are served on the way.
+/// `running` is set once it is instantiated and its image applied.
 pub async fn run(
     mut store: Store<ProcessCtx>,
     pre: InstancePre<ProcessCtx>,
     fuel: Option<u64>,
     restore: Option<RestoreImage>,
+    running: tokio::sync::watch::Sender<bool>,
 ) -> ExitReason {
     let instance = match pre.instantiate_async(&mut store).await {
         Ok(i) => i,
@@ -379,11 +392,13 @@ pub async fn run(
             },
         };
     if let Some(image) = restore {
-        if let Err(e) = apply_image(&mut store, &instance, image).await {
+        if let Err(e) = apply_image(&mut store, &instance, image, &running).await {
             return ExitReason::StartFailed {
                 message: format!("cannot restore the snapshot: {e:#}"),
             };
         }
+    } else {
+        running.send_replace(true);
     }
     loop {
         match start.call_async(&mut store, ()).await {

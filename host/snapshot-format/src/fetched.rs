@@ -82,6 +82,19 @@ impl FetchedPages {
         self.memory_bytes
     }
 
+    /// The byte ranges the listed pages cover, adjacent pages merged, in
+    /// order.
+    pub fn listed_runs(&self) -> Vec<Range<usize>> {
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for (range, _) in &self.pages {
+            match runs.last_mut() {
+                Some(last) if last.end == range.start => last.end = range.end,
+                _ => runs.push(range.clone()),
+            }
+        }
+        runs
+    }
+
     /// Make `dest` (exactly [`FetchedPages::memory_bytes`] long) equal to
     /// the snapshot's memory. Its bytes from `zero_from` on are known to be
     /// zero (memory a fresh instance just grew): only listed pages are

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::Arc;
 
 use shoal_registry::{Registry, RegistryError, Sha256};
 
@@ -129,23 +130,42 @@ pub fn store_snapshot_over(
 /// larger than [`MAX_HEADER_BYTES`] (checked before reading), of another
 /// format version, or not in canonical form (so `id` always equals
 /// [`Manifest::id`] of the result).
-pub fn load_manifest(registry: &Registry, id: &Sha256) -> Result<Manifest, SnapshotFormatError> {
-    let size = registry.size_of(id)?;
-    if size > MAX_HEADER_BYTES {
-        return Err(SnapshotFormatError::TooLarge {
-            what: "manifest",
-            bytes: size,
-            max: MAX_HEADER_BYTES,
-        });
+///
+/// Served from memory when this registry stored, imported or loaded it
+/// lately ([`Registry::get_decoded`]): a restore soon after a checkpoint
+/// arrived does not parse its page list again.
+pub fn load_manifest(
+    registry: &Registry,
+    id: &Sha256,
+) -> Result<Arc<Manifest>, SnapshotFormatError> {
+    let loaded = registry.get_decoded(id, MAX_HEADER_BYTES, |bytes| {
+        let manifest = Manifest::decode(bytes)?;
+        if manifest.encode() != bytes {
+            return Err(SnapshotFormatError::BadHeader(format!(
+                "manifest {id} is not in canonical form"
+            )));
+        }
+        Ok(manifest)
+    });
+    match loaded {
+        Err(SnapshotFormatError::Registry(RegistryError::TooLarge { size, max })) => {
+            Err(SnapshotFormatError::TooLarge {
+                what: "manifest",
+                bytes: size,
+                max,
+            })
+        }
+        other => other,
     }
-    let bytes = registry.get(id)?;
-    let manifest = Manifest::decode(&bytes)?;
-    if manifest.encode() != bytes {
-        return Err(SnapshotFormatError::BadHeader(format!(
-            "manifest {id} is not in canonical form"
-        )));
-    }
-    Ok(manifest)
+}
+
+/// Store `manifest` (checked) in the registry and remember it decoded, for
+/// a restore that comes soon ([`load_manifest`]).
+fn put_manifest(registry: &Registry, manifest: Manifest) -> Result<Sha256, SnapshotFormatError> {
+    let encoded = manifest.encode();
+    let id = registry.put(&encoded)?;
+    registry.remember_decoded(&id, encoded.len(), Arc::new(manifest));
+    Ok(id)
 }
 
 /// A page fetcher for [`assemble_into`](super::assemble_into) /
@@ -183,7 +203,7 @@ pub fn import_file(registry: &Registry, bytes: &[u8]) -> Result<Sha256, Snapshot
         }
     }
     // Every page the manifest lists was in the (fully verified) file.
-    Ok(registry.put(&manifest.encode())?)
+    put_manifest(registry, manifest)
 }
 
 /// [`import_file`] for a file arriving from `reader`: decoded as it comes
@@ -212,7 +232,7 @@ pub fn import_stream(
             Ok(())
         },
     )?;
-    Ok(registry.put(&manifest.encode())?)
+    put_manifest(registry, manifest)
 }
 
 /// Export snapshot `id` from the registry as a self-contained file

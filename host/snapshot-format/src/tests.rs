@@ -158,7 +158,7 @@ fn registry_and_file_round_trips() {
             let id = store_snapshot(&reg, &m, &memory, &new_pages).unwrap();
             assert_eq!(id, m.id());
             let loaded = load_manifest(&reg, &id).unwrap();
-            assert_eq!(loaded, m);
+            assert_eq!(*loaded, m);
             let restored = assemble_memory(&loaded, fetch_from_registry(&reg)).unwrap();
             assert!(restored == memory, "registry round trip, len {len}");
 
@@ -832,6 +832,26 @@ fn registry_dedup_and_refusals() {
     ));
     assert!(matches!(
         load_manifest(&reg, &Sha256::of(b"nothing")),
+        Err(SnapshotFormatError::Registry(
+            shoal_registry::RegistryError::NotFound(_)
+        ))
+    ));
+    // Too large to be a manifest: refused before it is read.
+    let huge = reg.put(&vec![b'{'; MAX_HEADER_BYTES as usize + 1]).unwrap();
+    assert!(matches!(
+        load_manifest(&reg, &huge),
+        Err(SnapshotFormatError::TooLarge {
+            what: "manifest",
+            ..
+        })
+    ));
+    // A manifest loaded (so remembered decoded) and then removed is gone,
+    // not served from memory.
+    let id = ma.id();
+    assert_eq!(*load_manifest(&reg, &id).unwrap(), ma);
+    assert!(reg.remove(&id).unwrap());
+    assert!(matches!(
+        load_manifest(&reg, &id),
         Err(SnapshotFormatError::Registry(
             shoal_registry::RegistryError::NotFound(_)
         ))

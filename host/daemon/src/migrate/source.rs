@@ -256,7 +256,8 @@ pub async fn migrate(
     // 1. Pre-copy.
     let first = node.capture(pid, false, CAPTURE_WAIT).await?;
     phases.mark("precopy_capture");
-    let memory0 = first.memory.bytes();
+    // Moved out of `first`: the freeze lets go of it below (see there).
+    let memory0 = first.memory.into_bytes();
     let first_capture = first.delta.capture;
     let tracked = first.delta.tracked;
     let split = {

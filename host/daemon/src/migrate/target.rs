@@ -702,7 +702,14 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
                     &shoal_runtime::calls::DownReason::NodeDown.encode(),
                 );
             }
-            arrival.phase.send_replace(Phase::Started(now_us()));
+            // Started once it runs: its memory written into its instance
+            // (the end of the freeze the source reports).
+            let arrival_c = arrival.clone();
+            let ctx_c = ctx.clone();
+            tokio::spawn(async move {
+                ctx_c.node.until_running(arrival_c.pid).await;
+                arrival_c.phase.send_replace(Phase::Started(now_us()));
+            });
             tokio::spawn(finish_handoff(ctx.clone(), arrival.pid));
         }
         Err(e) => {

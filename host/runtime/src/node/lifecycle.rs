@@ -278,6 +278,7 @@ impl Shared {
                 .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
         }
         let (status_tx, status_rx) = watch::channel(None);
+        let (running_tx, running_rx) = watch::channel(false);
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         {
             let mut procs = self.processes.write().unwrap_or_else(|p| p.into_inner());
@@ -293,6 +294,7 @@ impl Shared {
                     log,
                     started_at: SystemTime::now(),
                     status: status_rx,
+                    running: running_rx,
                     kill: Mutex::new(Some(kill_tx)),
                     capture,
                     capturable,
@@ -314,7 +316,7 @@ impl Shared {
                 status_tx: Some(status_tx),
             };
             let reason = tokio::select! {
-                reason = process::run(store, pre, fuel, restore) => reason,
+                reason = process::run(store, pre, fuel, restore, running_tx) => reason,
                 Ok(()) = kill_rx => ExitReason::Killed,
             };
             guard.finish(reason);

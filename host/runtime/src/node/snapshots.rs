@@ -258,7 +258,7 @@ impl Node {
         id: &Sha256,
     ) -> Result<
         (
-            crate::snapshot::format::Manifest,
+            std::sync::Arc<crate::snapshot::format::Manifest>,
             crate::process::CapturedProcess,
         ),
         NodeError,

@@ -33,6 +33,9 @@ pub(super) struct ProcessEntry {
     pub(super) log: Arc<ProcessLog>,
     pub(super) started_at: SystemTime,
     pub(super) status: watch::Receiver<Option<ExitStatus>>,
+    /// Whether it runs: instantiated and, if it was restored, its image
+    /// applied.
+    pub(super) running: watch::Receiver<bool>,
     pub(super) kill: Mutex<Option<oneshot::Sender<()>>>,
     pub(super) capture: Arc<CaptureSignal>,
     pub(super) capturable: bool,
@@ -51,6 +54,24 @@ impl Node {
     /// (or has been forgotten).
     pub async fn wait(&self, pid: Pid) -> Option<ExitStatus> {
         self.shared.wait(pid).await
+    }
+
+    /// Wait until a process runs: instantiated and, if it was restored or
+    /// arrived, its image written into its memory (a restore returns as
+    /// soon as the process is started, before that). `false` if it ended
+    /// first or is not here.
+    pub async fn until_running(&self, pid: Pid) -> bool {
+        let Some(entry) = self.shared.entry(pid) else {
+            return false;
+        };
+        let mut running = entry.running.clone();
+        let mut status = entry.status.clone();
+        drop(entry);
+        let ran = tokio::select! {
+            r = running.wait_for(|r| *r) => r.is_ok(),
+            _ = status.wait_for(|s| s.is_some()) => false,
+        };
+        ran || *running.borrow()
     }
 
     /// Kill a process. It ends with [`ExitReason::Killed`].

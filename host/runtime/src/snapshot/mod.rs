@@ -276,7 +276,7 @@ pub fn load(
     registry: &shoal_registry::Registry,
     id: &Sha256,
     memory_bytes_max: u64,
-) -> Result<(Manifest, CapturedProcess), SnapshotFormatError> {
+) -> Result<(std::sync::Arc<Manifest>, CapturedProcess), SnapshotFormatError> {
     let manifest = format::load_manifest(registry, id)?;
     if manifest.memory_bytes > memory_bytes_max {
         return Err(SnapshotFormatError::TooLarge {
