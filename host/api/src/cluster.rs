@@ -236,9 +236,15 @@ pub struct MigrateReport {
     /// rest it already held).
     #[serde(default)]
     pub volume_bytes_sent: u64,
-    /// From the freeze request on the source to the first instruction on
-    /// the target, µs (the two nodes' clocks; exact on one machine).
+    /// From the freeze request on the source to the process running on
+    /// the target, its memory written, µs (the two nodes' clocks; exact on
+    /// one machine).
     pub freeze_us: u64,
+    /// Whether the freeze's capture copied all of the process's memory
+    /// (writes not tracked on this kernel, or its kept copy still shared)
+    /// instead of only the pages written since the pre-copy.
+    #[serde(default)]
+    pub freeze_copied_memory: bool,
     /// False if the target did not confirm the start in time (the move
     /// still happened: the directory names the target).
     pub resumed: bool,

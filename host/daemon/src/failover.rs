@@ -194,11 +194,24 @@ async fn resume_mine(
         entry.2 = Instant::now();
         let started = Instant::now();
         match resume(inner, Pid(pid), &record).await {
-            Ok(how) => tracing::info!(
-                "process {pid} resumed here {how} (incarnation {}) in {} ms",
-                record.incarnation,
-                started.elapsed().as_millis()
-            ),
+            Ok(how) => {
+                // Reported once it runs: its memory written into its
+                // instance, which the resume's return does not wait for.
+                let node = inner.node.clone();
+                let incarnation = record.incarnation;
+                tokio::spawn(async move {
+                    if node.until_running(Pid(pid)).await {
+                        tracing::info!(
+                            "process {pid} resumed here {how} (incarnation {incarnation}) in {} ms",
+                            started.elapsed().as_millis()
+                        );
+                    } else {
+                        tracing::warn!(
+                            "process {pid} ended before it ran again here {how} (incarnation {incarnation})"
+                        );
+                    }
+                });
+            }
             Err(why) => tracing::warn!(
                 "cannot resume process {pid} here (attempt {} of {ATTEMPTS_MAX}): {why}",
                 entry.1

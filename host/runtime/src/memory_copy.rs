@@ -41,6 +41,11 @@ pub struct MemoryDelta {
     /// next capture will say what changed since this one (unless another
     /// capture comes between).
     pub tracked: bool,
+    /// Whether this capture copied all of memory: writes were not tracked,
+    /// or the kept copy was still held by an earlier image (so it was
+    /// copied before the written pages went in). Only the pages written
+    /// since the previous capture are copied otherwise.
+    pub copied_all: bool,
 }
 
 impl MemoryDelta {
@@ -94,17 +99,19 @@ impl MemoryCopy {
         let capture = MemoryDelta::next_capture();
         let since = self.update(memory);
         let delta = match since {
-            Some(written) => MemoryDelta {
+            Some((written, held)) => MemoryDelta {
                 capture,
                 since: Some(self.last),
                 written,
                 tracked: self.tracker.is_some(),
+                copied_all: held,
             },
             None => MemoryDelta {
                 capture,
                 since: None,
                 written: Vec::new(),
                 tracked: self.tracker.is_some(),
+                copied_all: true,
             },
         };
         self.last = capture;
@@ -136,9 +143,11 @@ impl MemoryCopy {
         self.tracker = WriteTracker::new(memory.as_ptr(), memory.len()).ok();
     }
 
-    /// Bring the copy up to `memory`. Returns the ranges written, or
-    /// `None` when everything was copied.
-    fn update(&mut self, memory: &[u8]) -> Option<Vec<Range<usize>>> {
+    /// Bring the copy up to `memory`. Returns the ranges written and
+    /// whether the copy was still held by an earlier image (so all of it
+    /// was copied first), or `None` when everything was copied from
+    /// `memory`.
+    fn update(&mut self, memory: &[u8]) -> Option<(Vec<Range<usize>>, bool)> {
         if let Some(paged) = self.paged.take() {
             self.copy = PagedMemory::into_bytes(paged);
         }
@@ -150,6 +159,7 @@ impl MemoryCopy {
             .is_some_and(|t| t.start() == base && t.len() == old_len && old_len <= memory.len());
         if tracked {
             if let Some(mut written) = self.tracker.as_mut().and_then(|t| t.take_written().ok()) {
+                let held = Arc::get_mut(&mut self.copy).is_none();
                 let copy = Arc::make_mut(&mut self.copy);
                 for r in &written {
                     copy[r.clone()].copy_from_slice(&memory[r.clone()]);
@@ -162,7 +172,7 @@ impl MemoryCopy {
                         self.tracker = None;
                     }
                 }
-                return Some(written);
+                return Some((written, held));
             }
         }
         // Everything: into the kept buffer when no one else holds it (no
@@ -214,11 +224,14 @@ mod tests {
                 let at = len - 1;
                 backing[at] = 9;
             }
+            let was_held = held.is_some();
             let (image, delta) = copy.capture(&backing[..len]);
             assert_eq!(&image[..], &backing[..len], "seed {seed:#x} round {round}");
             if WriteTracker::supported() {
                 assert_eq!(delta.since, Some(last), "round {round}");
+                assert_eq!(delta.copied_all, was_held, "round {round}");
             }
+            drop(held.take());
             last = delta.capture;
             // Sometimes a consumer keeps the image across the next capture.
             held = rng.gen_bool(0.3).then_some(image);
@@ -302,6 +315,7 @@ mod tests {
             since: Some(4),
             written: vec![0..4096, 8192..12288],
             tracked: true,
+            copied_all: false,
         };
         assert_eq!(d.since(4), Some(&[0..4096, 8192..12288][..]));
         assert_eq!(d.since(3), None);

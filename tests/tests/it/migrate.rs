@@ -130,6 +130,11 @@ async fn a_repeat_migration_sends_only_the_pages_that_changed() {
     println!("{first}");
     assert!(first.pages_total >= 4096, "{first}");
     assert!(first.pages_sent + first.pages_known == first.pages_total);
+    // With writes tracked, the freeze copies only what the process wrote
+    // since the pre-copy: the pre-copy let go of its image of memory.
+    if shoal_runtime::dirty::WriteTracker::supported() {
+        assert!(!first.freeze_copied_memory, "{first:?}");
+    }
     assert_eq!(ask(&c, 0, pid, "touch 8").await, "ok");
     // Back to the node it came from: that node kept its pages.
     let back = move_to(&c, 1, pid, 0).await.expect("migrate back");
@@ -145,6 +150,11 @@ async fn a_repeat_migration_sends_only_the_pages_that_changed() {
     let again = move_to(&c, 0, pid, 1).await.expect("migrate again");
     println!("{again}");
     assert!(again.pages_sent * 10 <= again.pages_total, "{again}");
+    if shoal_runtime::dirty::WriteTracker::supported() {
+        for report in [&back, &again] {
+            assert!(!report.freeze_copied_memory, "{report:?}");
+        }
+    }
     assert_ne!(ask(&c, 1, pid, "sum").await, sum, "the touches are kept");
     c.shutdown().await;
 }

@@ -337,6 +337,7 @@ pub async fn migrate(
     let freeze_started_us = now_us();
     let mut image = node.freeze(pid, CAPTURE_WAIT).await?;
     phases.mark("freeze_capture");
+    let freeze_copied_memory = image.delta.copied_all;
     // Its queued messages go back in front of the held mailbox: they travel
     // on the lane after `Go`, in order, not inside the final state.
     if let Some(held) = node.router().held(pid) {
@@ -417,6 +418,7 @@ pub async fn migrate(
         bytes_sent,
         volume_bytes_sent: answer.chunk_bytes_fetched + chunk_bytes_final,
         freeze_us,
+        freeze_copied_memory,
         resumed: resumed_ok,
         total_us: started.elapsed().as_micros() as u64,
         phases_us: phases.list,
@@ -914,6 +916,7 @@ mod tests {
                 16 * pb..20 * pb,
             ],
             tracked: true,
+            copied_all: false,
         };
         let (changed, zeroed) = changed_pages(&now, &Before::Capture(1), &delta, pb);
         assert_eq!(changed, vec![2, 7, 18]);
