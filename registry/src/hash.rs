@@ -57,9 +57,7 @@ impl Sha256 {
     pub(crate) fn looks_like_reference(text: &str) -> bool {
         text.starts_with(SHA256_PREFIX) || Sha256::from_bare_hex(text).is_some()
     }
-}
 
-impl Sha256 {
     /// Bytes of the canonical text form, `sha256:` and 64 hex characters.
     const TEXT_BYTES: usize = SHA256_PREFIX.len() + 64;
 

@@ -90,9 +90,7 @@ impl ImageMemory {
             ImageMemory::Paged(paged) => paged.bytes(),
         }
     }
-}
 
-impl ImageMemory {
     /// All of its bytes, giving up this handle (a paged memory's buffer
     /// unshared when this was its last handle).
     pub fn into_bytes(self) -> Arc<Vec<u8>> {
@@ -106,12 +104,6 @@ impl ImageMemory {
 impl From<Vec<u8>> for ImageMemory {
     fn from(bytes: Vec<u8>) -> ImageMemory {
         ImageMemory::Bytes(Arc::new(bytes))
-    }
-}
-
-impl From<Arc<Vec<u8>>> for ImageMemory {
-    fn from(bytes: Arc<Vec<u8>>) -> ImageMemory {
-        ImageMemory::Bytes(bytes)
     }
 }
 

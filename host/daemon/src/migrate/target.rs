@@ -704,11 +704,10 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
             }
             // Started once it runs: its memory written into its instance
             // (the end of the freeze the source reports).
-            let arrival_c = arrival.clone();
-            let ctx_c = ctx.clone();
+            let (node, here) = (ctx.node.clone(), arrival.clone());
             tokio::spawn(async move {
-                ctx_c.node.until_running(arrival_c.pid).await;
-                arrival_c.phase.send_replace(Phase::Started(now_us()));
+                node.until_running(here.pid).await;
+                here.phase.send_replace(Phase::Started(now_us()));
             });
             tokio::spawn(finish_handoff(ctx.clone(), arrival.pid));
         }

@@ -290,8 +290,6 @@ pub fn load(
     state
         .check_preparation()
         .map_err(|e| SnapshotFormatError::BadHeader(format!("host state: {e}")))?;
-    let len = usize::try_from(manifest.memory_bytes)
-        .map_err(|_| SnapshotFormatError::BadHeader("memory too large for this host".into()))?;
     if !manifest
         .memory_bytes
         .is_multiple_of(crate::grants::WASM_PAGE_BYTES)
@@ -302,9 +300,9 @@ pub fn load(
         )));
     }
     // Its pages, not yet written anywhere: a restore writes them straight
-    // into the new instance (see crate::image_memory).
+    // into the new instance (see crate::image_memory). Fetching checks
+    // that the memory's size fits this host.
     let pages = format::fetch_pages_from_registry(&manifest, registry)?;
-    debug_assert_eq!(pages.memory_bytes(), len);
     let memory = crate::image_memory::ImageMemory::Paged(std::sync::Arc::new(
         crate::image_memory::PagedMemory::new(pages),
     ));
