@@ -48,6 +48,24 @@
 //!   exits 1. Every 10 it prints `kv at <k>`; at the end `kv done <N>`,
 //!   then `took <µs> us`, and sleeps (so `shoal ps` still shows it).
 //!
+//! - `files <dir> <N> <pause-ms>`: shared-volume writes under output
+//!   commit. `<N>` times, sleeping `<pause-ms>` (a capture point) before
+//!   each step `k`: makes the directory `<dir>/d<k>`, creates
+//!   `<dir>/d<k>/new` exclusively with the line `<k> <nonce>` (the nonce
+//!   drawn from the wall clock), closes it (which publishes it) and renames
+//!   it to `<dir>/d<k>/f`. Each of the three is refused if made twice (a
+//!   lost history's step after its last checkpoint, made again by the
+//!   resumed copy: `EEXIST`, `EEXIST`, `ENOENT`): then it prints `BAD
+//!   files <k> <what>: <error>` and exits 1. Every 10 it prints `files at
+//!   <k>`. Meanwhile it keeps `<dir>/log` open (created, truncated),
+//!   appending the line `<k>` at each step, and closes it only at the end
+//!   (so captures find a written file open, which output commit carries
+//!   in the image instead of publishing). At the end it reads every
+//!   `d<k>/f` back and prints `files done <N> wrote <hex> read <hex> log
+//!   ok|bad`: digests of the lines it wrote and of those it read, equal
+//!   only if each file holds what the resumed history wrote, and whether
+//!   `log` holds every line once, in order. Then it sleeps.
+//!
 //! - `spawn <module> <bucket> <N> <pause-ms> <target>`: starts `<N>`
 //!   children of module `<module>` (`child <bucket> <i>`), sleeping
 //!   `<pause-ms>` before each: odd ones with `spawn` (on its own node),
@@ -90,7 +108,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal::{Error, Pid};
 
 const USAGE: &str =
-    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket> | callwait <pid> <bucket> | spawn <module> <bucket> <N> <pause-ms> <target> | child <bucket> <i> | flood <bucket> <N>";
+    "usage: tally count <name> <senders> <N> | send <name> <N> [<pause-ms>] | journal <name> <dir> <N> | work <seconds> <MiB> | kv <bucket> <N> <pause-ms> | watch <pid> <bucket> | callwait <pid> <bucket> | spawn <module> <bucket> <N> <pause-ms> <target> | child <bucket> <i> | flood <bucket> <N> | files <dir> <N> <pause-ms>";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -107,6 +125,7 @@ fn main() {
         }
         ["child", bucket, i] => child(bucket, parse(i)),
         ["flood", bucket, n] => flood(bucket, parse(n)),
+        ["files", dir, n, pause_ms] => files(dir, parse(n), parse(pause_ms)),
         ["send", name, n] => send(name, parse(n), 0),
         ["send", name, n, pause_ms] => send(name, parse(n), parse(pause_ms)),
         _ => {
@@ -261,6 +280,91 @@ fn counter(bucket: &str, n: i64, pause_ms: u64) -> ! {
     println!("took {} us", started.elapsed().as_micros());
     // Stay, so `shoal ps` still shows where it ran.
     sleep_forever()
+}
+
+/// Prints `BAD files <k> <what>: <error>` and exits 1.
+fn bad_file_step(k: u64, what: &str, e: std::io::Error) -> ! {
+    println!("BAD files {k} {what}: {e}");
+    exit(1)
+}
+
+fn files(dir: &str, n: u64, pause_ms: u64) -> ! {
+    use std::io::Write;
+    let log_path = format!("{dir}/log");
+    let mut log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&log_path)
+        .unwrap_or_else(|e| bad_file_step(0, "log", e));
+    let mut wrote = 0u64;
+    for k in 1..=n {
+        if pause_ms > 0 {
+            let _ = shoal::sleep(Duration::from_millis(pause_ms));
+        }
+        if let Err(e) = writeln!(log, "{k}") {
+            bad_file_step(k, "log", e)
+        }
+        let d = format!("{dir}/d{k}");
+        if let Err(e) = std::fs::create_dir(&d) {
+            bad_file_step(k, "mkdir", e)
+        }
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|t| t.as_nanos() as u64)
+            .unwrap_or(0);
+        let line = format!("{k} {nonce:016x}\n");
+        let new = format!("{d}/new");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&new)
+            .unwrap_or_else(|e| bad_file_step(k, "create", e));
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            bad_file_step(k, "write", e)
+        }
+        // Closing publishes; `sync_all` first reports a failed publish
+        // (a plain close cannot).
+        if let Err(e) = f.sync_all() {
+            bad_file_step(k, "sync", e)
+        }
+        drop(f);
+        if let Err(e) = std::fs::rename(&new, format!("{d}/f")) {
+            bad_file_step(k, "rename", e)
+        }
+        wrote = fnv_more(wrote, line.as_bytes());
+        if k % 10 == 0 {
+            println!("files at {k}");
+        }
+    }
+    // Closing publishes it (`sync_all` reports a failure).
+    if let Err(e) = log.sync_all() {
+        bad_file_step(n, "log", e)
+    }
+    drop(log);
+    let lines: String = (1..=n).map(|k| format!("{k}\n")).collect();
+    let log_ok = match std::fs::read(&log_path) {
+        Ok(bytes) => bytes == lines.as_bytes(),
+        Err(e) => bad_file_step(n, "read log", e),
+    };
+    let mut read = 0u64;
+    for k in 1..=n {
+        match std::fs::read(format!("{dir}/d{k}/f")) {
+            Ok(bytes) => read = fnv_more(read, &bytes),
+            Err(e) => bad_file_step(k, "read", e),
+        }
+    }
+    let log_ok = if log_ok { "ok" } else { "bad" };
+    println!("files done {n} wrote {wrote:016x} read {read:016x} log {log_ok}");
+    sleep_forever()
+}
+
+/// FNV-1a 64 of `bytes`, going on from `h` (0: from the start).
+fn fnv_more(h: u64, bytes: &[u8]) -> u64 {
+    let start = if h == 0 { 0xcbf2_9ce4_8422_2325 } else { h };
+    bytes.iter().fold(start, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn spawner(module: &str, bucket: &str, n: u64, pause_ms: u64, target: &str) -> ! {

@@ -248,8 +248,18 @@ pub const IMPORTS: &[ImportSpec] = &[
         &[I32, I32, I32, I32, I32, I64, I64, I32, I32],
         &[I32],
     ),
-    wasi_tracked("fd_close", &[I32], &[I32]),
     wasi_tracked("fd_renumber", &[I32, I32], &[I32]),
+    // WASI calls that change a shared volume (runtime abi/wasi_shared.rs):
+    // under output commit each is an effect, captured inside the call
+    // until a recorded checkpoint covers it. `fd_close` also forgets the
+    // file, as the tracked calls above do.
+    wasi("fd_close", &[I32], &[I32]),
+    wasi("fd_sync", &[I32], &[I32]),
+    wasi("fd_datasync", &[I32], &[I32]),
+    wasi("path_create_directory", &[I32, I32, I32], &[I32]),
+    wasi("path_unlink_file", &[I32, I32, I32], &[I32]),
+    wasi("path_remove_directory", &[I32, I32, I32], &[I32]),
+    wasi("path_rename", &[I32, I32, I32, I32, I32, I32], &[I32]),
     // WASI calls Shoal wraps to answer as wasmtime's own WASI does.
     wasi_tracked("sock_shutdown", &[I32, I32], &[I32]),
     // WASI calls Shoal wraps so a large request cannot hold a node's worker

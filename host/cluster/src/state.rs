@@ -808,6 +808,10 @@ pub enum VolumeActor {
     Process {
         /// The process.
         pid: u64,
+        /// Under output commit, which of its effects the write is: a
+        /// resumed copy's repeat answers the first result ([`effects`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effect: Option<effects::EffectKey>,
     },
     /// An operator, by the identity of their certificate.
     Caller {
@@ -1765,9 +1769,11 @@ impl ClusterState {
             });
         }
         let by_process = match actor {
-            VolumeActor::Process { pid } => {
-                self.check_asker(*pid, owner)?;
-                true
+            VolumeActor::Process { pid, effect } => {
+                return self.once_per_effect(*pid, effect.as_ref(), |s| {
+                    s.check_asker(*pid, owner)?;
+                    s.volume_op(owner, name, op, true)
+                });
             }
             VolumeActor::Caller { by } => {
                 if by.id.len() > NAME_BYTES_MAX {
@@ -1783,6 +1789,17 @@ impl ClusterState {
                 false
             }
         };
+        self.volume_op(owner, name, op, by_process)
+    }
+
+    /// Apply a checked [`Command::Volume`]'s op to the book.
+    fn volume_op(
+        &mut self,
+        owner: &Owner,
+        name: &str,
+        op: &volumes::VolumeOp,
+        by_process: bool,
+    ) -> Outcome {
         let nodes = &self.nodes;
         let is_node = |n: NodeId| {
             nodes
@@ -2183,6 +2200,91 @@ mod tests {
             pids: vec![first],
         });
         assert!(s.effects.is_empty());
+    }
+
+    /// A shared-volume write of a process under output commit applies once
+    /// per effect: a resumed copy's repeat of its `mkdir` or its
+    /// exclusive create answers the first version instead of `Exists`, and
+    /// changes nothing; without an effect key the repeat is refused.
+    #[test]
+    fn a_volume_write_effect_applies_once() {
+        let (mut s, first) = with_pids(&[0]);
+        let alice = Owner {
+            role: Role::Client,
+            id: "alice".into(),
+        };
+        assert_eq!(
+            s.apply(&Command::SetOwners {
+                node: 1,
+                owners: vec![(first, alice.clone())],
+            }),
+            CommandResult::Ok
+        );
+        let create = Command::Volume {
+            actor: VolumeActor::Caller { by: alice.clone() },
+            owner: alice.clone(),
+            name: "v".into(),
+            op: volumes::VolumeOp::Create {
+                replicas: 1,
+                bytes_max: 1 << 20,
+                files_max: 100,
+                now_ms: 1,
+            },
+        };
+        assert!(matches!(s.apply(&create), CommandResult::VolumeVersion(_)));
+        let write = |effect, op| Command::Volume {
+            actor: VolumeActor::Process { pid: first, effect },
+            owner: alice.clone(),
+            name: "v".into(),
+            op,
+        };
+        let mkdir = |path: &str| volumes::VolumeOp::Mkdir {
+            path: path.into(),
+            mtime_ms: 2,
+        };
+        let key = |seq| Some(effects::EffectKey { life: 9, seq });
+        let CommandResult::VolumeVersion(v) = s.apply(&write(key(1), mkdir("d"))) else {
+            panic!("mkdir refused")
+        };
+        let before = s.volumes.clone();
+        assert_eq!(
+            s.apply(&write(key(1), mkdir("d"))),
+            CommandResult::VolumeVersion(v)
+        );
+        assert_eq!(s.volumes, before, "a repeat changed the volume");
+        // The next effect, and a write with no key, apply as written.
+        assert!(matches!(
+            s.apply(&write(key(2), mkdir("d"))),
+            CommandResult::Refused(_)
+        ));
+        assert!(matches!(
+            s.apply(&write(None, mkdir("d"))),
+            CommandResult::Refused(_)
+        ));
+        // Another owner's volume through alice's process: refused, and the
+        // refusal is what its repeat answers.
+        let mallory = Owner {
+            role: Role::Client,
+            id: "mallory".into(),
+        };
+        let theirs = Command::Volume {
+            actor: VolumeActor::Process {
+                pid: first,
+                effect: key(3),
+            },
+            owner: mallory,
+            name: "v".into(),
+            op: mkdir("e"),
+        };
+        let refused = s.apply(&theirs);
+        assert!(matches!(refused, CommandResult::Refused(_)), "{refused:?}");
+        assert_eq!(s.apply(&theirs), refused);
+        assert_eq!(s.volumes, before);
+        // The command round trips, and one without a key reads as before.
+        let json = serde_json::to_string(&write(None, mkdir("d"))).unwrap();
+        assert!(!json.contains("effect"), "{json}");
+        let back: Command = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, write(None, mkdir("d")));
     }
 
     /// A spawn under output commit registers its child before it starts,

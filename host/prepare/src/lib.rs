@@ -61,7 +61,7 @@ pub use validate::{
 /// Version of [`prepare`]'s output: changes whenever the same input and options would give
 /// different bytes. Put it in the key of anything cached from prepared modules (compiled
 /// artifacts), so a new host never loads code prepared by an older one.
-pub const PREPARE_VERSION: &str = "prepare-6";
+pub const PREPARE_VERSION: &str = "prepare-7";
 
 /// How to prepare a module.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

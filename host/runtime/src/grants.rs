@@ -127,6 +127,19 @@ pub enum ImageError {
         /// The bound.
         max: usize,
     },
+    /// An open file's shared-volume copy lists more chunks than any file
+    /// may have (all copies together), or a size its chunks cannot hold.
+    #[error("open file fd {fd}: a shared-volume copy of {size} bytes in {chunks} chunks (at most {max} chunks in all)")]
+    BadSharedCopy {
+        /// The file.
+        fd: u32,
+        /// Its size.
+        size: u64,
+        /// Its chunks.
+        chunks: usize,
+        /// The bound on all copies' chunks.
+        max: usize,
+    },
     /// Too many open files.
     #[error("{count} open files (at most {max})")]
     TooManyOpenFiles {
@@ -490,6 +503,26 @@ pub fn check_image(
         }
         known.insert(f.fd);
     }
+    let max = crate::volume::shared::COPY_CHUNKS_MAX;
+    let mut chunks_total = 0usize;
+    for f in &image.open_files {
+        let Some(c) = &f.copy else { continue };
+        chunks_total = chunks_total.saturating_add(c.chunks.len());
+        let n = c.chunks.len() as u64;
+        let fits = c.size <= n.saturating_mul(crate::volume::CHUNK_BYTES)
+            && c.size
+                > n.saturating_sub(1)
+                    .saturating_mul(crate::volume::CHUNK_BYTES)
+            || (n == 0 && c.size == 0);
+        if chunks_total > max || !fits {
+            return Err(ImageError::BadSharedCopy {
+                fd: f.fd,
+                size: c.size,
+                chunks: c.chunks.len(),
+                max,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -602,6 +635,7 @@ pub(crate) mod tests {
             rights_inheriting: 0,
             fdflags: 0,
             offset: None,
+            copy: None,
         }
     }
 

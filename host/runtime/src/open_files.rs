@@ -7,6 +7,7 @@
 //! is never touched.
 
 use crate::process::ProcessCtx;
+use crate::volume::shared::SharedHandle;
 use serde::{Deserialize, Serialize};
 use wasi_common::snapshots::preview_1::wasi_snapshot_preview1 as preview1;
 
@@ -35,6 +36,10 @@ pub struct OpenFile {
     pub fdflags: i32,
     /// Position at capture (`None` for directories or unseekable files).
     pub offset: Option<u64>,
+    /// A shared-volume file's written, unpublished copy, carried by an
+    /// image under output commit (its capture publishes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<crate::volume::shared::SharedCopyImage>,
 }
 
 /// WASI `whence` values and `oflags` bits used when reopening.
@@ -47,7 +52,11 @@ const OFLAGS_TRUNC: i32 = 8;
 /// The open files of a paused process with their current positions. Calls
 /// wasi-common with a host-side scratch buffer as "guest memory", so the
 /// guest's own memory is not touched.
-pub async fn positions(ctx: &mut ProcessCtx) -> Vec<OpenFile> {
+///
+/// Under output commit a shared-volume file's written copy is stored in
+/// the registry and recorded with it ([`OpenFile::copy`]); a failure to
+/// store one fails the capture.
+pub async fn positions(ctx: &mut ProcessCtx) -> Result<Vec<OpenFile>, wasi_common::Error> {
     let fds: Vec<u32> = ctx.open_files.keys().copied().collect();
     let mut out = Vec::with_capacity(fds.len());
     let mut scratch = [0u8; 8];
@@ -58,14 +67,19 @@ pub async fn positions(ctx: &mut ProcessCtx) -> Vec<OpenFile> {
             Ok(ERRNO_SUCCESS) => Some(u64::from_le_bytes(scratch)),
             _ => None,
         };
+        let copy = match ctx.shared_fds.get(&fd) {
+            Some(SharedHandle::File(c)) if ctx.mailbox.output_commit() => c.image()?,
+            _ => None,
+        };
         if let Some(f) = ctx.open_files.get(&fd) {
             out.push(OpenFile {
                 offset,
+                copy,
                 ..f.clone()
             });
         }
     }
-    out
+    Ok(out)
 }
 
 /// Reopen a snapshot's files in a fresh WASI context, under their original
@@ -76,8 +90,13 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
         let path = f.path.as_bytes();
         let mut scratch = vec![0u8; path.len() + 8];
         scratch[8..].copy_from_slice(path);
-        let oflags = f.oflags & !(OFLAGS_CREAT | OFLAGS_EXCL | OFLAGS_TRUNC);
+        let mut oflags = f.oflags & !(OFLAGS_CREAT | OFLAGS_EXCL | OFLAGS_TRUNC);
+        if f.copy.is_some() {
+            // An unpublished new file is not in the volume yet.
+            oflags |= OFLAGS_CREAT;
+        }
         let mut guest = wiggle::GuestMemory::Unshared(&mut scratch);
+        crate::abi::wasi_shared::before_open(ctx);
         let errno = preview1::path_open(
             &mut ctx.wasi,
             &mut guest,
@@ -99,6 +118,21 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
             )));
         }
         let new_fd = u32::from_le_bytes([scratch[0], scratch[1], scratch[2], scratch[3]]);
+        crate::abi::wasi_shared::track_open(ctx, new_fd);
+        if let Some(image) = &f.copy {
+            let Some(SharedHandle::File(copy)) = ctx.shared_fds.get(&new_fd) else {
+                return Err(wasmtime::Error::msg(format!(
+                    "`{}` (fd {}) carries a shared-volume copy but is not a shared file here",
+                    f.path, f.fd
+                )));
+            };
+            copy.restore(image).map_err(|e| {
+                wasmtime::Error::msg(format!(
+                    "cannot restore the written copy of `{}`: {e}",
+                    f.path
+                ))
+            })?;
+        }
         if new_fd != f.fd {
             ctx.wasi.table().renumber(new_fd, f.fd).map_err(|e| {
                 wasmtime::Error::msg(format!(
@@ -106,6 +140,7 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
                     f.path, f.fd
                 ))
             })?;
+            crate::abi::wasi_shared::renumber(ctx, new_fd, f.fd);
         }
         if let Some(offset) = f.offset {
             let mut guest = wiggle::GuestMemory::Unshared(&mut scratch[..8]);
@@ -129,9 +164,32 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
             f.fd,
             OpenFile {
                 offset: None,
+                copy: None,
                 ..f.clone()
             },
         );
     }
     Ok(())
+}
+
+/// The chunks of the shared-volume copies `files` carry, each once, for an
+/// image's list of blobs (a replica or a move's target fetches them).
+pub fn copy_chunk_refs(files: &[OpenFile]) -> Vec<shoal_snapshot_format::BlobRef> {
+    let chunk = crate::volume::CHUNK_BYTES;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for c in files.iter().filter_map(|f| f.copy.as_ref()) {
+        for (i, hash) in c.chunks.iter().enumerate() {
+            let start = (i as u64).saturating_mul(chunk);
+            let bytes = c.size.saturating_sub(start).min(chunk);
+            if seen.insert(*hash) {
+                out.push(shoal_snapshot_format::BlobRef {
+                    hash: *hash,
+                    // At most CHUNK_BYTES (256 KiB).
+                    bytes: bytes as u32,
+                });
+            }
+        }
+    }
+    out
 }

@@ -46,6 +46,9 @@ pub struct ProcessCtx {
     pub spec: crate::spec::SpawnSpec,
     /// Files the guest opened with `path_open`, by fd.
     pub open_files: std::collections::BTreeMap<u32, OpenFile>,
+    /// Which fds are in a shared volume, and their copies
+    /// ([`crate::abi::wasi_shared`]).
+    pub shared_fds: std::collections::BTreeMap<u32, crate::volume::shared::SharedHandle>,
     /// Its private volumes on this node (their directories go with it).
     pub volumes: crate::volume::Volumes,
     /// Its node's gate: every Shoal import waits here while the node is
@@ -230,16 +233,27 @@ async fn finish_capture(
         return Ok(None);
     };
     // Files written in shared volumes are published first, so what
-    // others see agrees with the image. If that fails, the capture is
-    // called off and the process goes on (the requester sees it fail).
-    if let Err(e) = store.data().volumes.publish_shared().await {
-        tracing::warn!(
-            "capture called off: a written shared-volume file could not be published: {e}"
-        );
-        drop(reply);
-        return Ok(None);
-    }
-    let open_files = crate::open_files::positions(store.data_mut()).await;
+    // others see agrees with the image; under output commit nothing is
+    // published, and their copies travel in the image instead. If that
+    // fails, the capture is called off and the process goes on (the
+    // requester sees it fail).
+    let output_commit = store.data().mailbox.output_commit();
+    let published = match output_commit {
+        true => Ok(()),
+        false => store.data().volumes.publish_shared().await,
+    };
+    let open_files = match published {
+        Ok(()) => crate::open_files::positions(store.data_mut()).await,
+        Err(e) => Err(e),
+    };
+    let open_files = match open_files {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!("capture called off: a written shared-volume file: {e}");
+            drop(reply);
+            return Ok(None);
+        }
+    };
     let ctx = store.data();
     // Paused at a capture point: nothing writes its volumes meanwhile.
     let volumes = ctx
@@ -374,7 +388,27 @@ pub async fn run(
     restore: Option<RestoreImage>,
     running: tokio::sync::watch::Sender<bool>,
 ) -> ExitReason {
-    let instance = match pre.instantiate_async(&mut store).await {
+    let reason = run_in(&mut store, pre, fuel, restore, running).await;
+    if !matches!(
+        reason,
+        ExitReason::Moved | ExitReason::Snapshotted | ExitReason::StartFailed { .. }
+    ) {
+        // It ended on its own: its end is final, so are the files it left
+        // open (published as the store drops them).
+        store.data().volumes.ended_on_its_own();
+    }
+    reason
+}
+
+/// [`run`], on a store it lends.
+async fn run_in(
+    store: &mut Store<ProcessCtx>,
+    pre: InstancePre<ProcessCtx>,
+    fuel: Option<u64>,
+    restore: Option<RestoreImage>,
+    running: tokio::sync::watch::Sender<bool>,
+) -> ExitReason {
+    let instance = match pre.instantiate_async(&mut *store).await {
         Ok(i) => i,
         Err(e) => {
             return ExitReason::StartFailed {
@@ -383,7 +417,7 @@ pub async fn run(
         }
     };
     let start =
-        match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+        match instance.get_typed_func::<(), ()>(&mut *store, "_start") {
             Ok(f) => f,
             Err(_) => return ExitReason::StartFailed {
                 message:
@@ -392,7 +426,7 @@ pub async fn run(
             },
         };
     if let Some(image) = restore {
-        if let Err(e) = apply_image(&mut store, &instance, image, &running).await {
+        if let Err(e) = apply_image(store, &instance, image, &running).await {
             return ExitReason::StartFailed {
                 message: format!("cannot restore the snapshot: {e:#}"),
             };
@@ -401,18 +435,16 @@ pub async fn run(
         running.send_replace(true);
     }
     loop {
-        match start.call_async(&mut store, ()).await {
+        match start.call_async(&mut *store, ()).await {
             Ok(()) => {
                 let Some(pending) = store.data_mut().pending.take() else {
                     return ExitReason::Exited { code: 0 };
                 };
                 let resumed = async {
-                    if let Some(reason) =
-                        finish_capture(&mut store, &instance, pending.clone()).await?
-                    {
+                    if let Some(reason) = finish_capture(store, &instance, pending.clone()).await? {
                         return Ok(Some(reason));
                     }
-                    rewind(&mut store, &instance, pending).await?;
+                    rewind(store, &instance, pending).await?;
                     Ok::<Option<ExitReason>, wasmtime::Error>(None)
                 }
                 .await;

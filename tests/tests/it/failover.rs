@@ -643,6 +643,94 @@ fn a_process_with_a_volume_and_a_growing_heap_ends_as_an_uninterrupted_run_after
     println!("journal of {N} calls: output, file and heap as an uninterrupted run's");
 }
 
+/// Shared-volume writes are under output commit too. A process
+/// (`--restart on-failure`, on n3, `tally files`) makes, step by step, a
+/// directory in a shared volume (R=2), a file in it created exclusively
+/// and written, and a rename of that file; n3 is SIGKILLed mid-stream.
+/// Each of the three waited, captured inside its WASI call, for a
+/// recorded checkpoint, and went to the cluster under its effect key; the
+/// copy resumed from that checkpoint made it again, answered from the
+/// first time. Meanwhile it keeps a file open and appends to it at every
+/// step: no capture publishes it (checkpoints carry its copy), and after
+/// the failover it holds every line once. So no step is refused as made
+/// before (each would be:
+/// `EEXIST` for the directory and the exclusive create, `ENOENT` for the
+/// rename), and every file holds the line the resumed history wrote (the
+/// lines carry a wall-clock nonce). Without the gate, the steps the lost
+/// copy made after its last checkpoint stay in the volume and the
+/// resumed copy's repeat of the first of them is refused.
+#[test]
+fn shared_volume_writes_of_a_process_killed_mid_stream_are_made_once_each() {
+    const N: u64 = 60;
+    let mut lab = lab3();
+    lab.cli_ok(0, &["volume", "create", "steps", "--replicas", "2"]);
+    let pid = deploy_on(
+        &lab,
+        shoal_tests::TALLY,
+        "n3",
+        Some("on-failure"),
+        &["--volume", "steps:/shared"],
+        &["files", "/shared", &N.to_string(), "20"],
+    );
+    let logs = logs_if_running;
+    let at = |lab: &Lab| {
+        logs(lab, pid)
+            .lines()
+            .filter_map(|l| l.strip_prefix("files at "))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    wait_for("the steps past 20", SETTLE, || at(&lab) >= 20);
+    // Its open `log` was written at every step and captured at every
+    // checkpoint, but nothing published it: the checkpoints carry it.
+    let root = lab.cli_json(0, &["volume", "ls", "steps:/", "--json"]);
+    let names: Vec<&str> = root
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"d1"), "{root}");
+    assert!(
+        !names.contains(&"log"),
+        "a capture published the open log: {root}"
+    );
+    lab.kill(2);
+    wait_for("the steps to end", SETTLE * 2, || {
+        let out = logs(&lab, pid);
+        out.contains("files done") || out.contains("BAD")
+    });
+    let out = logs(&lab, pid);
+    assert!(!out.contains("BAD"), "a step made twice or lost: {out}");
+    let done = out
+        .lines()
+        .find_map(|l| l.strip_prefix("files done "))
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    let parts: Vec<&str> = done.split(' ').collect();
+    assert_eq!(parts[0], N.to_string(), "{done}");
+    assert_eq!(
+        parts[2], parts[4],
+        "a file does not hold what was written: {done}"
+    );
+    assert_eq!(
+        parts[6], "ok",
+        "the log kept open lost or repeated lines: {done}"
+    );
+    let p = ps_entry(&lab, 0, pid).unwrap();
+    assert_ne!(p["node"], "n3", "{p}");
+    assert_eq!(p["restart"]["incarnation"], 1, "{p}");
+    // As a user sees the volume: one directory per step, each with `f`.
+    let root = lab.cli_json(0, &["volume", "ls", "steps:/", "--json"]);
+    let entries = root.as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(
+        entries as u64,
+        N + 1,
+        "a directory per step and the log: {root}"
+    );
+    let last = lab.cli_json(0, &["volume", "ls", &format!("steps:/d{N}"), "--json"]);
+    assert_eq!(last[0]["name"], "f", "{last}");
+    println!("{N} steps of shared-volume writes across a failover: each made once");
+}
+
 /// A sender restarted fresh under its pid (`--restart always`, after it
 /// ends) numbers its messages from 1 again; the receiver, which took
 /// numbers 1..=5 from its first run, still takes them: they carry the

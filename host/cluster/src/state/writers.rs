@@ -156,7 +156,7 @@ impl ClusterState {
             | Command::Checkpointed { node, .. }
             | Command::Restarted { node, .. } => own(*node),
             Command::Volume {
-                actor: super::VolumeActor::Process { pid },
+                actor: super::VolumeActor::Process { pid, .. },
                 ..
             } => runs_here(*pid),
             Command::RedeemToken { .. } | Command::AddNode { .. } => match self.ca_node {

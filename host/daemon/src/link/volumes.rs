@@ -24,7 +24,9 @@ use shoal_cluster::state::{Command, CommandResult, Refusal, VolumeActor};
 use shoal_cluster::{ClusterState, NodeId, NodeStatus, Owner};
 use shoal_net::{NetError, Peers};
 use shoal_registry::{Registry, Sha256};
-use shoal_runtime::cluster_link::{SharedError, SharedFiles, SharedInfo, SharedOp, SharedStat};
+use shoal_runtime::cluster_link::{
+    EffectKey, SharedError, SharedFiles, SharedInfo, SharedOp, SharedStat,
+};
 use shoal_runtime::pid::Pid;
 use shoal_runtime::volume::CHUNK_BYTES;
 use std::sync::Arc;
@@ -431,23 +433,35 @@ impl SharedFiles for Link {
             .collect())
     }
 
-    async fn vol_write(&self, pid: Pid, volume: &str, op: SharedOp) -> Result<u64, SharedError> {
+    async fn vol_write(
+        &self,
+        pid: Pid,
+        volume: &str,
+        op: SharedOp,
+        effect: Option<EffectKey>,
+    ) -> Result<u64, SharedError> {
+        let effect = effect.map(crate::records::kv::raft_effect);
         let owner = self.owner_of(pid);
         let share = || crate::records::kv::share_of(&self.raft.state(), self.me, &owner);
         self.rates
             .take_n(&owner, 1, share)
             .map_err(|_| SharedError::Busy)?;
         let op = self.volume_op(&owner, volume, op).await?;
-        self.volume_write(VolumeActor::Process { pid: pid.0 }, owner, volume, op)
-            .await
-            .map_err(|e| match e {
-                Refused::Refusal(r) => refusal_error(&r),
-                Refused::Forbidden(_) => SharedError::Forbidden,
-                Refused::Unavailable(why) => {
-                    tracing::warn!("shared volume write for {pid}: {why}");
-                    SharedError::Unavailable
-                }
-            })
+        self.volume_write(
+            VolumeActor::Process { pid: pid.0, effect },
+            owner,
+            volume,
+            op,
+        )
+        .await
+        .map_err(|e| match e {
+            Refused::Refusal(r) => refusal_error(&r),
+            Refused::Forbidden(_) => SharedError::Forbidden,
+            Refused::Unavailable(why) => {
+                tracing::warn!("shared volume write for {pid}: {why}");
+                SharedError::Unavailable
+            }
+        })
     }
 
     async fn vol_fetch(&self, holders: &[u64], chunks: &[Sha256]) -> Result<(), SharedError> {

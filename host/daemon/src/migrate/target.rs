@@ -184,6 +184,9 @@ pub async fn handle(
                     .chunk_bytes_final
                     .store(n, std::sync::atomic::Ordering::Release);
             }
+            if fin.state.open_files.iter().any(|f| f.copy.is_some()) {
+                super::volumes::fetch_copies(ctx, arrival.source, &fin.state.open_files).await?;
+            }
             final_here(ctx, &arrival, fin, grants)?;
             ok()
         }

@@ -115,6 +115,36 @@ pub async fn fetch_final(
     fetch(ctx, source, missing).await
 }
 
+/// Fetch the chunks of the shared-volume copies the final state's open
+/// files carry (a process under output commit publishes nothing when it
+/// moves), those this node lacks. Bounded first, as a restore checks them.
+pub async fn fetch_copies(
+    ctx: &Arc<Ctx>,
+    source: NodeId,
+    files: &[shoal_runtime::process::OpenFile],
+) -> Result<u64, RemoteError> {
+    let listed: usize = files
+        .iter()
+        .filter_map(|f| f.copy.as_ref())
+        .map(|c| c.chunks.len())
+        .sum();
+    let max = shoal_runtime::volume::shared::COPY_CHUNKS_MAX;
+    if listed > max {
+        return Err(err(
+            400,
+            format!("open files carry {listed} shared-volume chunks (at most {max})"),
+        ));
+    }
+    let registry = ctx.node.registry();
+    let missing: std::collections::BTreeSet<Sha256> = files
+        .iter()
+        .filter_map(|f| f.copy.as_ref())
+        .flat_map(|c| c.chunks.iter().copied())
+        .filter(|h| !registry.contains(h))
+        .collect();
+    fetch(ctx, source, missing.into_iter().collect()).await
+}
+
 /// Rebuild the volumes of `pid` from the pre-copy's `trees` (as offered:
 /// checked here against the quotas the cluster recorded for it), while
 /// it still runs on the source. Its start then writes only what changed.

@@ -16,6 +16,7 @@ pub mod names;
 pub mod process;
 pub use shoal_abi::table;
 pub mod wasi;
+pub mod wasi_shared;
 
 use crate::process::ProcessCtx;
 use std::future::Future;
@@ -122,6 +123,7 @@ pub fn register_all(linker: &mut Linker<ProcessCtx>) -> wasmtime::Result<()> {
     names::register(&mut registrar)?;
     kv::register(&mut registrar)?;
     wasi::register(&mut registrar)?;
+    wasi_shared::register(&mut registrar)?;
     for spec in IMPORTS.iter() {
         let count = registrar
             .defined

@@ -8,10 +8,10 @@
 //! - `sched_yield` yields to other processes and is capturable.
 //! - `sock_shutdown` answers `NOTSOCK` for a descriptor that is not a
 //!   socket, as wasmtime's own WASI does (wasi-common says `BADF`).
-//! - `path_open`, `fd_close` and `fd_renumber` go to wasi-common unchanged,
-//!   but Shoal remembers which files are open so a snapshot can record
-//!   their positions and a restore can reopen them under the same fds
-//!   ([`crate::open_files`]).
+//! - `path_open` and `fd_renumber` go to wasi-common unchanged (as does
+//!   `fd_close`, in [`super::wasi_shared`]), but Shoal remembers which
+//!   files are open so a snapshot can record their positions and a restore
+//!   can reopen them under the same fds ([`crate::open_files`]).
 
 use super::memory::{checked_range, guest_memory};
 use super::{arg_i32, Registrar};
@@ -198,6 +198,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 .ok()
                 .and_then(|r| std::str::from_utf8(&data[r]).ok().map(str::to_string));
             let mut guest = wiggle::GuestMemory::Unshared(data);
+            super::wasi_shared::before_open(ctx);
             let errno = preview1::path_open(
                 &mut ctx.wasi,
                 &mut guest,
@@ -218,6 +219,9 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                     .map(|r| {
                         u32::from_le_bytes(memory.data(&caller)[r].try_into().unwrap_or([0; 4]))
                     });
+                if let Some(fd) = fd {
+                    super::wasi_shared::track_open(caller.data_mut(), fd);
+                }
                 if let (Some(fd), Some(path)) = (fd, path) {
                     let file = OpenFile {
                         fd,
@@ -229,25 +233,10 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                         rights_inheriting,
                         fdflags,
                         offset: None,
+                        copy: None,
                     };
                     caller.data_mut().open_files.insert(fd, file);
                 }
-            }
-            Ok(Some(Val::I32(errno)))
-        })
-    })?;
-
-    r.define_wasi("fd_close", |mut caller, params| {
-        let fd = arg_i32(params, 0);
-        Box::new(async move {
-            let Ok(memory) = guest_memory(&mut caller) else {
-                return Ok(Some(Val::I32(ERRNO_FAULT)));
-            };
-            let (data, ctx) = memory.data_and_store_mut(&mut caller);
-            let mut guest = wiggle::GuestMemory::Unshared(data);
-            let errno = preview1::fd_close(&mut ctx.wasi, &mut guest, fd).await?;
-            if errno == ERRNO_SUCCESS {
-                caller.data_mut().open_files.remove(&(fd as u32));
             }
             Ok(Some(Val::I32(errno)))
         })
@@ -263,6 +252,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             let mut guest = wiggle::GuestMemory::Unshared(data);
             let errno = preview1::fd_renumber(&mut ctx.wasi, &mut guest, from, to).await?;
             if errno == ERRNO_SUCCESS {
+                super::wasi_shared::renumber(caller.data_mut(), from as u32, to as u32);
                 let files = &mut caller.data_mut().open_files;
                 files.remove(&(to as u32));
                 if let Some(mut f) = files.remove(&(from as u32)) {

@@ -195,6 +195,14 @@ impl Shared {
             None => self.new_volumes(pid, &spec.volumes, trees)?,
         };
         let wasi = self.build_wasi(&spec, &log, monotonic_start, &volumes)?;
+        // Under output commit its shared-volume writes are effects, and
+        // its open copies are published only by them.
+        volumes.set_output_commit(output_commit);
+        let shared_fds = volumes
+            .shared_preopen_fds()
+            .into_iter()
+            .map(|fd| (fd, crate::volume::shared::SharedHandle::Dir))
+            .collect();
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));
         // Before it is reachable: calls to a module that cannot see them
         // are refused from the first message on.
@@ -260,6 +268,7 @@ impl Shared {
             asyncify_buffer: None,
             spec: spec.clone(),
             open_files: Default::default(),
+            shared_fds,
             volumes,
             gate: self.gate.gate(),
             memory_copy: Default::default(),

@@ -221,6 +221,12 @@ pub fn store(
     let mut state = HostState::of(image);
     // Its output, when the image carries it (a checkpoint).
     let mut blobs = crate::volume::tree::chunk_refs(&image.volumes);
+    let have: std::collections::BTreeSet<Sha256> = blobs.iter().map(|b| b.hash).collect();
+    blobs.extend(
+        crate::open_files::copy_chunk_refs(&image.open_files)
+            .into_iter()
+            .filter(|b| !have.contains(&b.hash)),
+    );
     if !image.log.is_empty() || image.log_start > 0 {
         let view = crate::log::LogView {
             start: image.log_start,

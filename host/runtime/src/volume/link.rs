@@ -2,6 +2,7 @@
 //! cluster layer implements as part of its `ClusterLink`. Defined here so
 //! the volume code depends on nothing above it.
 
+use crate::cluster_link::EffectKey;
 use shoal_abi::pid::Pid;
 use shoal_registry::Sha256;
 
@@ -123,7 +124,15 @@ pub trait SharedFiles: Send + Sync {
     ) -> Result<Vec<(String, SharedStat)>, SharedError>;
     /// Change the tree. For a [`SharedOp::Put`], the chunks are first
     /// stored on the volume's replicas. Returns the write's version.
-    async fn vol_write(&self, pid: Pid, volume: &str, op: SharedOp) -> Result<u64, SharedError>;
+    /// `effect`: which of the process's effects it is, under output commit
+    /// (a resumed copy's repeat answers the first result).
+    async fn vol_write(
+        &self,
+        pid: Pid,
+        volume: &str,
+        op: SharedOp,
+        effect: Option<EffectKey>,
+    ) -> Result<u64, SharedError>;
     /// Make sure this node's registry holds `chunks`, fetching the missing
     /// ones from `holders` (each checked against its hash).
     async fn vol_fetch(&self, holders: &[u64], chunks: &[Sha256]) -> Result<(), SharedError>;

@@ -390,6 +390,8 @@ pub struct Volumes {
     /// The process's directory of volumes, removed (once its volumes are)
     /// when it goes.
     root: Option<PathBuf>,
+    /// What its shared mounts share (`None` without shared mounts).
+    session: Option<Arc<shared::SharedSession>>,
 }
 
 /// A volume's guest path and the WASI directory the guest is given.
@@ -449,6 +451,7 @@ impl Volumes {
             order: Vec::with_capacity(mounts.len()),
             built: Vec::with_capacity(mounts.len()),
             root: Some(root.to_path_buf()),
+            session: None,
         };
         for (i, m) in mounts.iter().enumerate() {
             let dir = root.join(i.to_string());
@@ -463,6 +466,10 @@ impl Volumes {
                     continue;
                 }
                 volumes.order.push(Mount::Shared(volumes.shared.len()));
+                let session = volumes
+                    .session
+                    .get_or_insert_with(|| shared::SharedSession::new(true))
+                    .clone();
                 volumes.shared.push(shared::SharedMount::new(
                     access.link.clone(),
                     access.pid,
@@ -470,6 +477,7 @@ impl Volumes {
                     &m.guest,
                     registry.clone(),
                     dir,
+                    session,
                 )?);
                 continue;
             }
@@ -522,6 +530,43 @@ impl Volumes {
                 }
             })
             .collect()
+    }
+
+    /// What the process's shared mounts share, if it has any.
+    pub fn session(&self) -> Option<&Arc<shared::SharedSession>> {
+        self.session.as_ref()
+    }
+
+    /// The fds of the shared volumes' preopened directories (preopens take
+    /// fds 3.. in the spec's order).
+    pub fn shared_preopen_fds(&self) -> Vec<u32> {
+        self.order
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| matches!(m, Mount::Shared(_)))
+            .filter_map(|(i, _)| {
+                u32::try_from(i)
+                    .ok()?
+                    .checked_add(crate::grants::FIRST_PREOPEN_FD)
+            })
+            .collect()
+    }
+
+    /// Under output commit, written copies are published only by the
+    /// calls that publish (effects), never when dropped by a kill or a
+    /// move; [`Volumes::ended_on_its_own`] turns that back on.
+    pub fn set_output_commit(&self, on: bool) {
+        if let Some(s) = &self.session {
+            s.set_publish_on_drop(!on);
+        }
+    }
+
+    /// The process ended on its own (an exit, a trap): its end is final,
+    /// so the files it left open are published as they close.
+    pub fn ended_on_its_own(&self) {
+        if let Some(s) = &self.session {
+            s.set_publish_on_drop(true);
+        }
     }
 
     /// Publish the written files the process has open in its shared

@@ -19,9 +19,24 @@
 //! - `O_APPEND` from two nodes at once is **not** atomic across nodes: each
 //!   appends to its own copy, and the later close wins.
 //!
-//! A failed publish at close cannot be reported by `close` (WASI drops the
-//! fd first): it is logged, and the copy is lost. Guests that must know
-//! call `fsync`, which reports it (`EDQUOT`, `EIO`).
+//! A failed publish at `fd_close` is reported by it (`EDQUOT`, `EIO`:
+//! `crate::abi::wasi_shared` publishes before it closes), and the fd is
+//! closed all the same; the copy is lost. A copy dropped otherwise (its
+//! process ended with the file open) is published by its drop, where a
+//! failure can only be logged.
+//!
+//! **Under output commit** (a process that may resume from a checkpoint,
+//! issue #16) every write that others can see — a publish at `close`,
+//! `fsync` or `fdatasync`, `mkdir`, `unlink`, `rmdir`, `rename` — is an
+//! effect: the WASI call waits, captured inside itself, until a recorded
+//! checkpoint covers it, and the write goes under the effect's key, so a
+//! copy resumed from that checkpoint repeats it without making it twice
+//! (`crate::abi::wasi_shared`). A capture then publishes nothing: the
+//! written copies of open files travel in the image as chunks
+//! ([`SharedCopyImage`]), and a restore puts them back, so a copy resumed
+//! from an older checkpoint never shows what the lost one wrote. A kill
+//! or a move publishes nothing either; an exit of the process's own
+//! publishes what it left open (its end is final).
 //!
 //! Paths never leave the volume: they are resolved lexically (a shared
 //! volume has no symlinks), `..` cannot climb above the directory fd, and
@@ -31,6 +46,8 @@
 use super::link::{SharedError, SharedFiles, SharedInfo, SharedOp, SharedStat};
 use super::quota::{QuotaFile, Usage};
 use super::{blocking, CHUNK_BYTES};
+use crate::cluster_link::EffectKey;
+use serde::{Deserialize, Serialize};
 use shoal_abi::pid::Pid;
 use shoal_registry::{Registry, Sha256};
 use std::any::Any;
@@ -77,6 +94,84 @@ fn time_of(ms: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
+/// What the shared mounts of one process share.
+pub struct SharedSession {
+    /// What the newest open made, taken by the tracked `path_open` to know
+    /// which fds are shared ones (wasi-common's fd table is private).
+    opened: Mutex<Option<SharedHandle>>,
+    /// The effect the process's next shared-volume write is, set by a
+    /// gated WASI call under output commit.
+    effect: Mutex<Option<EffectKey>>,
+    /// Publish written copies when they are dropped. Off under output
+    /// commit until the process ends on its own.
+    publish_on_drop: AtomicBool,
+}
+
+impl SharedSession {
+    /// A session that publishes dropped copies (`publish_on_drop`).
+    pub fn new(publish_on_drop: bool) -> Arc<SharedSession> {
+        Arc::new(SharedSession {
+            opened: Mutex::new(None),
+            effect: Mutex::new(None),
+            publish_on_drop: AtomicBool::new(publish_on_drop),
+        })
+    }
+
+    /// Forget what the last open made (before an open).
+    pub fn clear_opened(&self) {
+        *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// What the last open made, if it was in a shared volume.
+    pub fn take_opened(&self) -> Option<SharedHandle> {
+        self.opened.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn set_opened(&self, h: SharedHandle) {
+        *self.opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    /// The next write is effect `key` (`None`: not an effect).
+    pub fn set_effect(&self, key: Option<EffectKey>) {
+        *self.effect.lock().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    fn take_effect(&self) -> Option<EffectKey> {
+        self.effect.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Publish (or not) written copies when they are dropped.
+    pub fn set_publish_on_drop(&self, on: bool) {
+        self.publish_on_drop.store(on, Ordering::Release);
+    }
+}
+
+/// A shared-volume fd of a process.
+#[derive(Clone)]
+pub enum SharedHandle {
+    /// A directory of a shared volume.
+    Dir,
+    /// An open file: its private copy.
+    File(Arc<OpenCopy>),
+}
+
+/// A written, unpublished copy of an open shared file, as an image
+/// carries it under output commit: its chunks are in the registry (not
+/// published: nobody else refers to them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedCopyImage {
+    /// Its length.
+    pub size: u64,
+    /// Its chunks, in order.
+    pub chunks: Vec<Sha256>,
+    /// Opened with `O_CREAT | O_EXCL` and not yet published.
+    pub exclusive: bool,
+}
+
+/// Most chunks the [`SharedCopyImage`]s of one image may list in all:
+/// as many as one file of a shared volume may have (4 GiB).
+pub const COPY_CHUNKS_MAX: usize = 16_384;
+
 /// A shared volume mounted for one process on this node.
 pub struct SharedMount {
     link: Arc<dyn SharedFiles>,
@@ -91,6 +186,7 @@ pub struct SharedMount {
     /// Open copies, to publish at a capture.
     open: Mutex<Vec<Weak<OpenCopy>>>,
     device: u64,
+    session: Arc<SharedSession>,
 }
 
 impl SharedMount {
@@ -103,6 +199,7 @@ impl SharedMount {
         guest: &str,
         registry: Registry,
         scratch: PathBuf,
+        session: Arc<SharedSession>,
     ) -> Result<Arc<SharedMount>, super::VolumeError> {
         std::fs::create_dir_all(&scratch).map_err(|e| super::VolumeError::io(&scratch, e))?;
         let device = inode(0, volume);
@@ -117,6 +214,7 @@ impl SharedMount {
             info: tokio::sync::OnceCell::new(),
             open: Mutex::new(Vec::new()),
             device,
+            session,
         }))
     }
 
@@ -153,9 +251,11 @@ impl SharedMount {
             .map_err(errno)
     }
 
+    /// Write `op` to the volume, as the effect a gated call set, if any.
     async fn write(&self, op: SharedOp) -> Result<u64, Error> {
+        let effect = self.session.take_effect();
         self.link
-            .vol_write(self.pid, &self.volume, op)
+            .vol_write(self.pid, &self.volume, op, effect)
             .await
             .map_err(errno)
     }
@@ -370,6 +470,7 @@ impl WasiDir for SharedDir {
                 if exclusive {
                     return Err(Errno::Exist.into());
                 }
+                m.session.set_opened(SharedHandle::Dir);
                 return Ok(OpenResult::Dir(Box::new(SharedDir {
                     mount: m.clone(),
                     prefix: p,
@@ -406,13 +507,15 @@ impl WasiDir for SharedDir {
             scratch,
             // A new or truncated file is published even if never written.
             dirty: AtomicBool::new(stat.is_none() || truncate),
-            exclusive: stat.is_none() && exclusive,
+            exclusive: AtomicBool::new(stat.is_none() && exclusive),
             publishing: tokio::sync::Mutex::new(()),
+            usage: usage.clone(),
         });
         m.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::downgrade(&copy));
+        m.session.set_opened(SharedHandle::File(copy.clone()));
         Ok(OpenResult::File(Box::new(SharedFile {
             inner: QuotaFile::wrap(Box::new(inner), usage, append).await?,
             copy,
@@ -541,7 +644,7 @@ impl WasiDir for SharedDir {
 }
 
 /// A file's private copy while it is open, and how to publish it.
-struct OpenCopy {
+pub struct OpenCopy {
     mount: Arc<SharedMount>,
     /// Its path in the volume (where it is published).
     path: String,
@@ -549,14 +652,76 @@ struct OpenCopy {
     /// Written since the last publish.
     dirty: AtomicBool,
     /// Opened with `O_CREAT | O_EXCL` and not yet published.
-    exclusive: bool,
+    exclusive: AtomicBool,
     /// One publish at a time.
     publishing: tokio::sync::Mutex<()>,
+    /// What the copy counts against the volume's quota while written.
+    usage: Arc<Usage>,
 }
 
 impl OpenCopy {
+    /// Has it something to publish (written, created or truncated since
+    /// its last publish)?
+    pub fn needs_publish(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// The copy as an image carries it, if it has something to publish:
+    /// its chunks are stored in the registry (and not published).
+    pub fn image(&self) -> Result<Option<SharedCopyImage>, Error> {
+        if !self.needs_publish() {
+            return Ok(None);
+        }
+        let registry = self.mount.registry.clone();
+        let (size, chunks) = blocking(|| store_chunks(&self.scratch, &registry))?;
+        Ok(Some(SharedCopyImage {
+            size,
+            chunks,
+            exclusive: self.exclusive.load(Ordering::Acquire),
+        }))
+    }
+
+    /// Put back what `image` holds (a restore): the copy's content becomes
+    /// the image's, to be published as written. Its chunks must be in the
+    /// registry (a restore fetched them with the image); each is checked
+    /// against its hash.
+    pub fn restore(&self, image: &SharedCopyImage) -> Result<(), Error> {
+        if image.chunks.len() > COPY_CHUNKS_MAX {
+            return Err(Errno::Inval.into());
+        }
+        let registry = self.mount.registry.clone();
+        blocking(|| -> Result<(), Error> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&self.scratch)
+                .map_err(io_error)?;
+            let mut written = 0u64;
+            for c in &image.chunks {
+                let bytes = registry.get(c).map_err(|e| {
+                    tracing::warn!("restoring a shared copy: chunk {c}: {e}");
+                    Error::from(Errno::Io)
+                })?;
+                f.write_all(&bytes).map_err(io_error)?;
+                written += bytes.len() as u64;
+            }
+            if written != image.size {
+                tracing::warn!(
+                    "a shared copy of {} bytes assembled to {written}",
+                    image.size
+                );
+                return Err(Errno::Io.into());
+            }
+            Ok(())
+        })?;
+        self.usage.set(image.size, 0);
+        self.exclusive.store(image.exclusive, Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Publish the copy if it was written since the last publish.
-    async fn publish(&self) -> Result<(), Error> {
+    pub async fn publish(&self) -> Result<(), Error> {
         let _one = self.publishing.lock().await;
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
@@ -574,19 +739,22 @@ impl OpenCopy {
             path: self.path.clone(),
             size,
             chunks,
-            exclusive: self.exclusive,
+            exclusive: self.exclusive.load(Ordering::Acquire),
         };
         if let Err(e) = self.mount.write(op).await {
             self.dirty.store(true, Ordering::Release);
             return Err(e);
         }
+        // Published: a later publish replaces it.
+        self.exclusive.store(false, Ordering::Release);
         Ok(())
     }
 }
 
 impl Drop for OpenCopy {
     fn drop(&mut self) {
-        if self.dirty.load(Ordering::Acquire) {
+        let publish = self.mount.session.publish_on_drop.load(Ordering::Acquire);
+        if publish && self.dirty.load(Ordering::Acquire) {
             use tokio::runtime::{Handle, RuntimeFlavor};
             match Handle::try_current() {
                 Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
