@@ -733,5 +733,45 @@ pub(crate) mod tests {
             check_image(&img, 1 << 20, 1),
             Err(ImageError::BadFd { .. })
         ));
+        // A shared-volume copy is bounded before anything is fetched or
+        // written: its chunks (all copies together) and a size they hold.
+        let chunk = crate::volume::CHUNK_BYTES;
+        let copy = |size: u64, chunks: usize| {
+            Some(crate::volume::shared::SharedCopyImage {
+                size,
+                chunks: vec![shoal_registry::Sha256([7; 32]); chunks],
+                exclusive: false,
+            })
+        };
+        let with = |copies: Vec<Option<crate::volume::shared::SharedCopyImage>>| {
+            let mut img = img.clone();
+            img.open_files = copies
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| OpenFile {
+                    copy: c,
+                    ..file(4 + i as u32, 3)
+                })
+                .collect();
+            check_image(&img, 1 << 20, 1)
+        };
+        assert!(with(vec![copy(0, 0), copy(chunk + 1, 2), copy(chunk, 1)]).is_ok());
+        for bad in [copy(1, 0), copy(chunk + 1, 1), copy(chunk, 2), copy(0, 1)] {
+            assert!(
+                matches!(
+                    with(vec![bad.clone()]),
+                    Err(ImageError::BadSharedCopy { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let max = crate::volume::shared::COPY_CHUNKS_MAX;
+        let half = max / 2 + 1;
+        let size = half as u64 * chunk;
+        assert!(with(vec![copy(size, half)]).is_ok());
+        assert!(matches!(
+            with(vec![copy(size, half), copy(size, half)]),
+            Err(ImageError::BadSharedCopy { .. })
+        ));
     }
 }

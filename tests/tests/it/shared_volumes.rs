@@ -9,6 +9,7 @@ use common::procs::WAIT;
 use common::tally::add_guest_everywhere as add_guest;
 use shoal_api::types::{SpawnRequest, VolumeRequest};
 use shoal_api::volumes::VolumeCreate;
+use shoal_cluster::state::failover::{RestartMode, RestartPolicy};
 use shoal_daemon::migrate::source::migrate;
 use shoal_runtime::Pid;
 use std::time::Instant;
@@ -34,7 +35,7 @@ async fn create(c: &TestCluster, name: &str, replicas: u8, bytes_max: Option<u64
 /// Start a `journal` in `/shared/<dir>` (created first) on node `on`, with
 /// the shared volume `volume` mounted at `/shared`.
 async fn journal(c: &TestCluster, on: usize, volume: &str, dir: &str) -> Pid {
-    journal_with(c, on, volume, dir, &[]).await
+    journal_with(c, on, volume, dir, &[], None).await
 }
 
 /// [`journal`] with more volumes mounted (e.g. `cluster:/cluster`).
@@ -44,6 +45,7 @@ async fn journal_with(
     volume: &str,
     dir: &str,
     more: &[(&str, &str)],
+    restart: Option<RestartPolicy>,
 ) -> Pid {
     let admin = c.admin_client(0);
     admin
@@ -70,7 +72,7 @@ async fn journal_with(
                     shared: Some(name.into()),
                 })
                 .collect(),
-            restart: None,
+            restart,
         })
         .await
         .unwrap_or_else(|e| panic!("deploy journal --volume {volume}:/shared: {e}"));
@@ -230,6 +232,78 @@ async fn shared_files_are_seen_whole_on_every_node_close_to_open() {
     assert_eq!(f.holders.len(), 2, "R=2: two holders {f:?}");
     let g = admin.volume_get(None, "shared", "/g").await.expect("get g");
     assert_eq!(&g[..], b"from-w2\nsynced\n");
+    c.shutdown().await;
+}
+
+/// Under output commit (`--restart on-failure`) a move publishes
+/// nothing: the journal a process keeps open and appends to travels with
+/// it as chunks in the moved state, and others see it only when the
+/// process ends (its end is final), with every line once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_output_commit_a_move_carries_an_open_written_file_unpublished() {
+    let c = TestCluster::start(3).await;
+    add_guest(&c, shoal_tests::JOURNAL, "journal").await;
+    create(&c, "shared", 2, None).await;
+    let policy = RestartPolicy {
+        mode: RestartMode::OnFailure,
+        checkpoint_every_ms: 60 * 60 * 1000,
+        replicas: 1,
+    };
+    let m = journal_with(&c, 0, "shared", "m", &[], Some(policy)).await;
+    let r = journal(&c, 2, "shared", "r").await;
+    let mb = c.node(1).node().open_mailbox();
+    let unpublished = |a: String| {
+        assert!(a.starts_with("err "), "the journal was published: {a:?}");
+    };
+    let mut expected = String::new();
+    for n in 1..=10 {
+        let a = ask(&mb, m, &format!("append line {n}")).await;
+        assert!(a.starts_with("ok "), "{a}");
+        expected.push_str(&format!("line {n}\n"));
+    }
+    unpublished(ask(&mb, r, "read ../m/journal.log").await);
+    // To the node that does not hold its checkpoint (whose chunks are the
+    // journal's as it stands): the move itself must bring them.
+    let state = c.node(0).raft().state();
+    let holders = state
+        .failover
+        .recoverable
+        .get(&m.0)
+        .and_then(|r| r.checkpoint.as_ref())
+        .map(|cp| cp.holders.clone())
+        .unwrap_or_default();
+    let to = (1..3)
+        .find(|&i| {
+            let name = c.node(i).name();
+            !state
+                .nodes
+                .iter()
+                .any(|(id, n)| n.name == name && holders.contains(id))
+        })
+        .unwrap_or_else(|| panic!("every node holds the checkpoint: {holders:?}"));
+    migrate(c.node(0).migration(), m, Some(c.node(to).name()))
+        .await
+        .unwrap_or_else(|e| panic!("move {m} n1 → n{}: {e}", to + 1));
+    // The move published nothing.
+    unpublished(ask(&mb, r, "read ../m/journal.log").await);
+    for n in 11..=15 {
+        let a = ask(&mb, m, &format!("append line {n}")).await;
+        assert!(a.starts_with("ok "), "{a}");
+        expected.push_str(&format!("line {n}\n"));
+    }
+    mb.send(m, b"stop".to_vec()).expect("stop");
+    let started = Instant::now();
+    loop {
+        let got = ask(&mb, r, "read ../m/journal.log").await;
+        if got == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the journal was not published whole at exit: {got:?}"
+        );
+        tokio::task::yield_now().await;
+    }
     c.shutdown().await;
 }
 
@@ -410,7 +484,7 @@ async fn the_cluster_namespace_shows_nodes_and_processes_and_follows_a_move() {
     let c = TestCluster::start(3).await;
     add_guest(&c, shoal_tests::JOURNAL, "journal").await;
     create(&c, "shared", 1, None).await;
-    let p = journal_with(&c, 0, "shared", "p", &[("cluster", "/cluster")]).await;
+    let p = journal_with(&c, 0, "shared", "p", &[("cluster", "/cluster")], None).await;
     let other = journal(&c, 2, "shared", "o").await;
     let mb = c.node(1).node().open_mailbox();
     assert_eq!(
