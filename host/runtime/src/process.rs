@@ -308,11 +308,17 @@ async fn apply_image(
     store: &mut Store<ProcessCtx>,
     instance: &Instance,
     image: RestoreImage,
+    in_place: bool,
     running: &tokio::sync::watch::Sender<bool>,
 ) -> wasmtime::Result<()> {
     let memory = memory_of(store, instance)?;
     let have = memory.data_size(&*store);
     let want = image.memory.len();
+    if in_place && have != want {
+        return Err(wasmtime::Error::msg(format!(
+            "the instance made ahead has {have} bytes of memory, the image {want}"
+        )));
+    }
     if want < have {
         return Err(wasmtime::Error::msg(format!(
             "snapshot memory ({want} bytes) is smaller than the module's initial memory ({have} bytes)"
@@ -329,6 +335,8 @@ async fn apply_image(
         )));
     }
     match &image.memory {
+        // Written as its pages arrived.
+        _ if in_place => {}
         ImageMemory::Bytes(bytes) => {
             crate::dirty::populate_for_write(dest);
             dest.copy_from_slice(bytes);
@@ -378,12 +386,21 @@ async fn rewind(
     f.call_async(&mut *store, base as i32).await
 }
 
+/// How a process gets its instance.
+pub enum Instantiate {
+    /// Made now, from the module.
+    Pre(InstancePre<ProcessCtx>),
+    /// Made ahead, its memory already the image's (an arrival's:
+    /// `crate::node` prepares it during the move's pre-copy).
+    Ready(Instance),
+}
+
 /// Instantiate and run a process to its end, optionally starting from a
 /// captured image; captures requested meanwhile are served on the way.
 /// `running` is set once it is instantiated and its image applied.
 pub async fn run(
     mut store: Store<ProcessCtx>,
-    pre: InstancePre<ProcessCtx>,
+    pre: Instantiate,
     fuel: Option<u64>,
     restore: Option<RestoreImage>,
     running: tokio::sync::watch::Sender<bool>,
@@ -403,18 +420,21 @@ pub async fn run(
 /// [`run`], on a store it lends.
 async fn run_in(
     store: &mut Store<ProcessCtx>,
-    pre: InstancePre<ProcessCtx>,
+    pre: Instantiate,
     fuel: Option<u64>,
     restore: Option<RestoreImage>,
     running: tokio::sync::watch::Sender<bool>,
 ) -> ExitReason {
-    let instance = match pre.instantiate_async(&mut *store).await {
-        Ok(i) => i,
-        Err(e) => {
-            return ExitReason::StartFailed {
-                message: format!("{e:#}"),
+    let (instance, in_place) = match pre {
+        Instantiate::Ready(i) => (i, true),
+        Instantiate::Pre(pre) => match pre.instantiate_async(&mut *store).await {
+            Ok(i) => (i, false),
+            Err(e) => {
+                return ExitReason::StartFailed {
+                    message: format!("{e:#}"),
+                }
             }
-        }
+        },
     };
     let start =
         match instance.get_typed_func::<(), ()>(&mut *store, "_start") {
@@ -426,7 +446,7 @@ async fn run_in(
             },
         };
     if let Some(image) = restore {
-        if let Err(e) = apply_image(store, &instance, image, &running).await {
+        if let Err(e) = apply_image(store, &instance, image, in_place, &running).await {
             return ExitReason::StartFailed {
                 message: format!("cannot restore the snapshot: {e:#}"),
             };

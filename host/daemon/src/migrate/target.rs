@@ -24,6 +24,7 @@ use shoal_net::RemoteError;
 use shoal_registry::Sha256;
 use shoal_runtime::grants::Grants;
 use shoal_runtime::handoff::{FenceClock, Handoff, HandoffLimits};
+use shoal_runtime::node::PreparedInstance;
 use shoal_runtime::pid::Pid;
 use shoal_runtime::process::CapturedProcess;
 use std::collections::HashMap;
@@ -71,6 +72,24 @@ struct Data {
     /// ends (not during its freeze); at most its memory size in bytes.
     verified: Vec<VerifiedBatch>,
     verified_bytes: usize,
+    /// Its instance, made at the offer and written as `memory` is, so the
+    /// start need not write the memory into a fresh one (most of a large
+    /// process's freeze). `None` when it could not be made: the start
+    /// then makes one, as before.
+    prepared: Option<PreparedInstance>,
+}
+
+impl Data {
+    /// Write `bytes` at `at` into the instance made ahead too; if that
+    /// fails, the start makes its own.
+    fn mirror(&mut self, at: usize, bytes: &[u8]) {
+        if let Some(p) = &mut self.prepared {
+            if let Err(e) = p.write(at, bytes) {
+                tracing::warn!("the instance made ahead is dropped: {e}");
+                self.prepared = None;
+            }
+        }
+    }
 }
 
 /// A pre-copy batch's bytes and its checked pages (hash, range in them).
@@ -336,6 +355,16 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
     .await
     .map_err(|e| err(500, format!("page reader failed: {e}")))?;
     need.sort_unstable();
+    let (memory, prepared) = prepare_instance(
+        ctx,
+        pid,
+        module,
+        offer.preemptible,
+        memory,
+        (&offered, &need),
+        pb as usize,
+    )
+    .await?;
     let (phase, _) = watch::channel(Phase::Transfer);
     let arrival = Arc::new(Arrival {
         id: offer.id.clone(),
@@ -353,6 +382,7 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             grants: Grants::default(),
             verified: Vec::new(),
             verified_bytes: 0,
+            prepared,
         }),
         phase,
     });
@@ -372,6 +402,73 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
     Ok(OfferAnswer {
         need,
         chunk_bytes_fetched,
+    })
+}
+
+/// Make the arriving process's instance now and write the pages `memory`
+/// already holds into it (see [`Data::prepared`]): the offered ones but
+/// those still needed (sorted; they are written as they arrive). `None`
+/// if it cannot be made here now (its start then makes one). Returns
+/// `memory` back.
+async fn prepare_instance(
+    ctx: &Arc<Ctx>,
+    pid: Pid,
+    module: Sha256,
+    preemptible: bool,
+    memory: Vec<u8>,
+    (offered, need): (&HashMap<u32, Sha256>, &[u32]),
+    pb: usize,
+) -> Result<(Vec<u8>, Option<PreparedInstance>), RemoteError> {
+    let made = ctx
+        .node
+        .prepare_arrival(pid, module, preemptible, memory.len())
+        .await;
+    let mut prepared = match made {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!("{pid}: no instance made ahead ({e}); its start makes one");
+            return Ok((memory, None));
+        }
+    };
+    let mut listed: Vec<u32> = offered.keys().copied().collect();
+    listed.sort_unstable();
+    let here: Vec<u32> = listed
+        .iter()
+        .copied()
+        .filter(|i| need.binary_search(i).is_err())
+        .collect();
+    let written = tokio::task::spawn_blocking(move || {
+        let initial = prepared.initial_bytes();
+        prepared.zero_initial_except(initial, pb, |i| listed.binary_search(&i).is_ok());
+        // Every offered page is written (now or as it arrives): back them
+        // in runs, one call each.
+        let mut runs = listed.iter().map(|&i| i as usize * pb).peekable();
+        while let Some(start) = runs.next() {
+            let mut end = start + pb;
+            while runs.peek() == Some(&end) {
+                end += pb;
+                runs.next();
+            }
+            prepared.back(start..end);
+        }
+        for index in &here {
+            let at = *index as usize * pb;
+            if let Some(page) = memory.get(at..at + pb) {
+                if let Err(e) = prepared.write(at, page) {
+                    return (memory, Err(e));
+                }
+            }
+        }
+        (memory, Ok(prepared))
+    })
+    .await
+    .map_err(|e| err(500, format!("the instance writer failed: {e}")))?;
+    Ok(match written {
+        (memory, Ok(prepared)) => (memory, Some(prepared)),
+        (memory, Err(e)) => {
+            tracing::warn!("{pid}: the instance made ahead could not be written: {e}");
+            (memory, None)
+        }
     })
 }
 
@@ -497,6 +594,7 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
                 return Err(err(400, format!("page {index} is beyond memory")));
             }
             data.memory[at..at + pb].copy_from_slice(page);
+            data.mirror(at, page);
         }
         // Kept when the arrival ends, so the next move here need not send
         // them; a source sending more than its memory gets no more kept.
@@ -565,6 +663,12 @@ fn grow_image(data: &mut Data, size: usize) -> Result<(), RemoteError> {
         ));
     }
     data.memory.resize(size, 0);
+    if let Some(p) = &mut data.prepared {
+        if let Err(e) = p.grow_to(size) {
+            tracing::warn!("the instance made ahead is dropped: {e}");
+            data.prepared = None;
+        }
+    }
     Ok(())
 }
 
@@ -587,12 +691,14 @@ fn final_here(
             .map_err(|e| err(409, format!("process {}: {e}", arrival.pid)))?;
         let pb = arrival.page_bytes as usize;
         grow_image(&mut data, size)?;
+        let zeros = vec![0u8; pb];
         for index in &fin.zeroed {
             let at = *index as usize * pb;
             if at + pb > data.memory.len() {
                 return Err(err(400, format!("page {index} is beyond memory")));
             }
             data.memory[at..at + pb].fill(0);
+            data.mirror(at, &zeros);
         }
         let memory = std::mem::take(&mut data.memory);
         let log = shoal_runtime::log::LogView {
@@ -679,9 +785,9 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
     let Some(arrival) = ctx.arrivals.by_pid(pid) else {
         return;
     };
-    let (image, grants) = {
+    let (image, grants, prepared) = {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
-        (data.image.take(), data.grants.clone())
+        (data.image.take(), data.grants.clone(), data.prepared.take())
     };
     let Some(image) = image else {
         return; // Already started, or not complete.
@@ -689,7 +795,7 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
     keep_verified(ctx, &arrival);
     match ctx
         .node
-        .start_arrived(arrival.pid, arrival.module, image, &grants)
+        .start_arrived(arrival.pid, arrival.module, image, &grants, prepared)
         .await
     {
         Ok(_) => {

@@ -133,7 +133,15 @@ impl Shared {
         restore: Option<RestoreImage>,
         pid: Option<Pid>,
         mailbox: Option<Arc<Mailbox>>,
+        prepared: Option<super::prepared::PreparedInstance>,
     ) -> Result<Pid, NodeError> {
+        // An instance made ahead serves only the image it was made for.
+        let mut prepared = prepared.filter(|p| {
+            p.module == module.hash
+                && restore
+                    .as_ref()
+                    .is_some_and(|r| r.spec.preemptible == p.preemptible)
+        });
         // A process given its mailbox is one that moved (arrived here, or
         // stayed after a called-off move): the directory already has it.
         let announce = mailbox.is_none();
@@ -242,7 +250,11 @@ impl Shared {
                 .saturating_mul(WASM_PAGE_BYTES),
         };
         let memory_max = usize::try_from(memory_max).unwrap_or(usize::MAX);
-        let mut limiter = ProcessLimiter::with_budget(memory_max, self.memory_budget.clone());
+        let mut limiter = match prepared.as_mut() {
+            // What its memory is already charged to.
+            Some(p) => p.take_limiter(memory_max),
+            None => ProcessLimiter::with_budget(memory_max, self.memory_budget.clone()),
+        };
         // Charged now, not when the task instantiates it: the next spawn
         // must see this one. Given back when the limiter is dropped (with
         // the store, or right here on an early return).
@@ -273,7 +285,18 @@ impl Shared {
             gate: self.gate.gate(),
             memory_copy: Default::default(),
         };
-        let mut store = Store::new(&self.engine, ctx);
+        let (mut store, instantiate) = match prepared {
+            Some(p) => {
+                let mut store = p.store;
+                // The real context replaces the placeholder.
+                *store.data_mut() = ctx;
+                (store, process::Instantiate::Ready(p.instance))
+            }
+            None => (
+                Store::new(&self.engine, ctx),
+                process::Instantiate::Pre(module.pre.clone()),
+            ),
+        };
         store.limiter(|c| &mut c.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
@@ -315,7 +338,6 @@ impl Shared {
             link.process_started(pid, parent);
         }
         let shared = self.clone();
-        let pre = module.pre.clone();
         tokio::spawn(async move {
             // Whatever happens to this task — even a panic in a host
             // function — the process leaves the table.
@@ -325,7 +347,7 @@ impl Shared {
                 status_tx: Some(status_tx),
             };
             let reason = tokio::select! {
-                reason = process::run(store, pre, fuel, restore, running_tx) => reason,
+                reason = process::run(store, instantiate, fuel, restore, running_tx) => reason,
                 Ok(()) = kill_rx => ExitReason::Killed,
             };
             guard.finish(reason);

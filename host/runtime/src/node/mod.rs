@@ -17,6 +17,7 @@ mod error;
 mod host;
 mod lifecycle;
 mod moves;
+mod prepared;
 mod snapshots;
 mod spawn;
 mod table;
@@ -28,6 +29,7 @@ pub use crate::spec::{DirGrant, SpawnSpec};
 pub use config::NodeConfig;
 pub use error::{ExitedHow, NodeError};
 pub use host::HostMailbox;
+pub use prepared::PreparedInstance;
 pub use table::ProcessInfo;
 
 use crate::abi;

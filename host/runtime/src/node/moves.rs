@@ -1,6 +1,7 @@
 //! Capturing a live process, and starting one from an image: a restore,
 //! a frozen move called off (`unfreeze`), or an arrival from another node.
 
+use super::prepared::PreparedInstance;
 use super::{Node, NodeError, SpawnSpec, CONTROL_SENDER};
 use crate::capture::CaptureMode;
 use crate::mailbox::Mailbox;
@@ -85,7 +86,8 @@ impl Node {
     ) -> Result<Pid, NodeError> {
         let loaded = self.load_capturable(module, &image).await?;
         let spec = image.spec.clone();
-        self.shared.start_as(spec, loaded, Some(image), pid, None)
+        self.shared
+            .start_as(spec, loaded, Some(image), pid, None, None)
     }
 
     /// Start `image` as `spec` (already checked against the grants),
@@ -98,7 +100,8 @@ impl Node {
         pid: Option<Pid>,
     ) -> Result<Pid, NodeError> {
         let loaded = self.load_capturable(module, &image).await?;
-        self.shared.start_as(spec, loaded, Some(image), pid, None)
+        self.shared
+            .start_as(spec, loaded, Some(image), pid, None, None)
     }
 
     /// Load the module variant `image` runs, refusing one that was not
@@ -164,7 +167,7 @@ impl Node {
         let spec = image.spec.clone();
         let started = self
             .shared
-            .start_as(spec, loaded, Some(image), Some(pid), held)?;
+            .start_as(spec, loaded, Some(image), Some(pid), held, None)?;
         self.shared.router.release_held(pid);
         Ok(started)
     }
@@ -194,23 +197,55 @@ impl Node {
         drop(self.shared.take_staged_volumes(pid));
     }
 
+    /// Make the instance of process `pid`, arriving with module `module`
+    /// (its `preemptible` variant or not) and `memory_bytes` of memory,
+    /// ahead of its start: the move's target writes the pages into it as
+    /// they arrive (see [`PreparedInstance`]).
+    pub async fn prepare_arrival(
+        &self,
+        pid: Pid,
+        module: Sha256,
+        preemptible: bool,
+        memory_bytes: usize,
+    ) -> Result<PreparedInstance, NodeError> {
+        let loaded = self.shared.load(module, preemptible).await?;
+        if loaded.module.get_export("asyncify_start_rewind").is_none() {
+            return Err(NodeError::InvalidSpawn(format!(
+                "module {module} was not prepared for capture"
+            )));
+        }
+        self.shared
+            .prepare_instance(pid, loaded, preemptible, memory_bytes)
+            .await
+    }
+
     /// Start a process that arrived from another node, under its pid, its
     /// messages routed through its handoff (installed before). Its
     /// capabilities are `grants` (what the cluster recorded for it), never
     /// what the image carries (see [`crate::grants`]).
+    ///
+    /// `prepared`: its instance, made ahead and written as the image's
+    /// pages arrived ([`Node::prepare_arrival`]); its memory must be the
+    /// image's exactly.
     pub async fn start_arrived(
         &self,
         pid: Pid,
         module: Sha256,
         image: RestoreImage,
         grants: &crate::grants::Grants,
+        prepared: Option<PreparedInstance>,
     ) -> Result<Pid, NodeError> {
         let spec = crate::grants::spec_for(module, &image, grants)?;
         let loaded = self.load_capturable(module, &image).await?;
         let mailbox = Arc::new(Mailbox::new(self.shared.config.mailbox));
-        let started =
-            self.shared
-                .start_as(spec, loaded, Some(image), Some(pid), Some(mailbox.clone()))?;
+        let started = self.shared.start_as(
+            spec,
+            loaded,
+            Some(image),
+            Some(pid),
+            Some(mailbox.clone()),
+            prepared,
+        )?;
         if let Some(h) = self.shared.router.handoff(pid) {
             h.start(mailbox);
         }

@@ -37,7 +37,8 @@ impl Node {
     /// owner, before the process runs).
     pub async fn spawn_as(&self, spec: SpawnSpec, pid: Pid) -> Result<Pid, NodeError> {
         let module = self.shared.load(spec.module, spec.preemptible).await?;
-        self.shared.start_as(spec, module, None, Some(pid), None)
+        self.shared
+            .start_as(spec, module, None, Some(pid), None, None)
     }
 }
 
@@ -134,7 +135,7 @@ impl Shared {
         };
         let Some((key, parent, pid, link)) = recorded else {
             return self
-                .start_as(spec, module, None, pid, None)
+                .start_as(spec, module, None, pid, None, None)
                 .map_err(|e| start_errno(&e));
         };
         // Under output commit: the child is on record (and in the
@@ -144,7 +145,7 @@ impl Shared {
             SpawnRecord::Spawned(first) => return Ok(first),
             SpawnRecord::Failed(code) => return Err(code),
         }
-        match self.start_as(spec, module, None, Some(pid), None) {
+        match self.start_as(spec, module, None, Some(pid), None, None) {
             Ok(pid) => Ok(pid),
             Err(e) => {
                 let code = start_errno(&e);
@@ -158,7 +159,7 @@ impl Shared {
 
     pub(super) async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Pid, NodeError> {
         let (module, pid) = self.load_and_allocate(&spec).await?;
-        self.start_as(spec, module, None, pid, None)
+        self.start_as(spec, module, None, pid, None, None)
     }
 
     /// Load `spec`'s module and, on a cluster node, draw a pid for it.
