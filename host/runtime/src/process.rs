@@ -398,13 +398,14 @@ pub enum Instantiate {
 /// Instantiate and run a process to its end, optionally starting from a
 /// captured image; captures requested meanwhile are served on the way.
 /// `running` is set once it is instantiated and its image applied.
+/// Returns why it ended, and its store (for the caller to drop).
 pub async fn run(
     mut store: Store<ProcessCtx>,
     pre: Instantiate,
     fuel: Option<u64>,
     restore: Option<RestoreImage>,
     running: tokio::sync::watch::Sender<bool>,
-) -> ExitReason {
+) -> (ExitReason, Store<ProcessCtx>) {
     let reason = run_in(&mut store, pre, fuel, restore, running).await;
     if !matches!(
         reason,
@@ -414,7 +415,7 @@ pub async fn run(
         // open (published as the store drops them).
         store.data().volumes.ended_on_its_own();
     }
-    reason
+    (reason, store)
 }
 
 /// [`run`], on a store it lends.

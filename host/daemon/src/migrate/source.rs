@@ -371,11 +371,6 @@ pub async fn migrate(
         }
     }
     phases.mark("switch");
-    // Keep the pre-copy's pages here too, so a move back is cheap: those
-    // that did not change since are the final image's, written behind
-    // the move.
-    keep_pages(ctx, &image.memory.bytes(), &split, &differ);
-    drop(image);
     if ctx.faults.halts_after_switch() {
         return Err(MigrateError::Undecided {
             pid,
@@ -390,6 +385,12 @@ pub async fn migrate(
     let resumed: Result<Started, TransferError> =
         call_json(ctx, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
     phases.mark("resume");
+    // Keep the pre-copy's pages here too, so a move back is cheap: those
+    // that did not change since are the final image's, written behind
+    // the move — once it runs there, so the writing (hashes, files) takes
+    // no CPU from the freeze.
+    keep_pages(ctx, &image.memory.bytes(), &split, &differ);
+    drop(image);
     let (freeze_us, resumed_ok, chunk_bytes_final) = match &resumed {
         Ok(s) => (
             s.resumed_unix_us.saturating_sub(freeze_started_us),

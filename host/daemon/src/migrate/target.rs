@@ -792,7 +792,6 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
     let Some(image) = image else {
         return; // Already started, or not complete.
     };
-    keep_verified(ctx, &arrival);
     match ctx
         .node
         .start_arrived(arrival.pid, arrival.module, image, &grants, prepared)
@@ -812,15 +811,19 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
                 );
             }
             // Started once it runs: its memory written into its instance
-            // (the end of the freeze the source reports).
-            let (node, here) = (ctx.node.clone(), arrival.clone());
+            // (the end of the freeze the source reports). Only then are
+            // its pre-copy pages kept, so their writing takes no CPU from
+            // the freeze.
+            let (node, here, keeping) = (ctx.node.clone(), arrival.clone(), ctx.clone());
             tokio::spawn(async move {
                 node.until_running(here.pid).await;
                 here.phase.send_replace(Phase::Started(now_us()));
+                keep_verified(&keeping, &here);
             });
             tokio::spawn(finish_handoff(ctx.clone(), arrival.pid));
         }
         Err(e) => {
+            keep_verified(ctx, &arrival);
             let why = format!("process {pid} could not start here: {e}");
             tracing::warn!("{why}");
             arrival.phase.send_replace(Phase::Gone(why));
