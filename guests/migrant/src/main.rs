@@ -29,7 +29,10 @@
 //! - `hold <MiB>`: fills a heap buffer of that size with non-zero bytes,
 //!   prints `holding <MiB> MiB`, then serves `touch <pages>` (changes one
 //!   byte in each of that many pages, replies `ok`), `sum` (replies the
-//!   wrapping byte sum) and `stop`.
+//!   wrapping byte sum), `wipe` (zeroes `STATICS`, 16 KiB of static data
+//!   that starts non-zero — a data segment of the module — and replies
+//!   `ok`), `statics` (replies the wrapping byte sum of `STATICS`) and
+//!   `stop`.
 //! - `grow <KiB> [<steps>]`: a program that allocates as it runs. Prints
 //!   `growing pid=<pid>`, then loops on `recv` with a 1 ms timeout; every
 //!   timeout is one step: it allocates a new `<KiB>` KiB block (kept until
@@ -270,6 +273,18 @@ fn call(server: u64, message: &str) {
     }
 }
 
+/// Static data that starts non-zero: the module's data segment writes it
+/// at instantiation. After `wipe` its whole pages are zero, which a move
+/// must keep (a fresh instance has the segment's bytes there).
+static mut STATICS: [u8; 16384] = [0x5a; 16384];
+
+/// The wrapping byte sum of [`STATICS`].
+fn statics_sum() -> u64 {
+    // SAFETY: the guest is single-threaded; nothing else holds a reference.
+    let statics = unsafe { &*std::ptr::addr_of!(STATICS) };
+    statics.iter().fold(0u64, |a, b| a.wrapping_add(*b as u64))
+}
+
 fn hold(mib: usize) {
     let mut buffer = vec![0u8; mib << 20];
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -304,6 +319,20 @@ fn hold(mib: usize) {
             }
             (Some("sum"), None) => {
                 let sum = buffer.iter().fold(0u64, |a, b| a.wrapping_add(*b as u64));
+                let _ = shoal::send_blocking(msg.sender, sum.to_string().as_bytes());
+            }
+            (Some("wipe"), None) => {
+                // SAFETY: single-threaded; volatile so the writes stay.
+                unsafe {
+                    let at = std::ptr::addr_of_mut!(STATICS) as *mut u8;
+                    for i in 0..16384 {
+                        std::ptr::write_volatile(at.add(i), 0);
+                    }
+                }
+                let _ = shoal::send_blocking(msg.sender, b"ok");
+            }
+            (Some("statics"), None) => {
+                let sum = statics_sum();
                 let _ = shoal::send_blocking(msg.sender, sum.to_string().as_bytes());
             }
             (Some("stop"), None) => shoal::exit(0),

@@ -119,6 +119,29 @@ async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
     c.shutdown().await;
 }
 
+/// The target makes the arriving instance ahead and writes the pages into
+/// it as they arrive; a fresh instance holds the module's data segments,
+/// so pages the process zeroed there (sent as nothing: they are zero)
+/// must be zeroed in it. A process that wiped 16 KiB of its static data
+/// keeps it wiped across moves both ways, and the rest of its memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_data_a_process_zeroed_stays_zero_when_it_moves() {
+    let c = TestCluster::start(2).await;
+    let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let pid = spawn(&c, 0, m, &["migrant", "hold", "1"]).await;
+    wait_stdout(&c, 0, pid, "holding 1 MiB").await;
+    assert_eq!(ask(&c, 0, pid, "statics").await, (0x5a * 16384).to_string());
+    assert_eq!(ask(&c, 0, pid, "wipe").await, "ok");
+    let sum = ask(&c, 0, pid, "sum").await;
+    for (from, to) in [(0, 1), (1, 0), (0, 1)] {
+        move_to(&c, from, pid, to).await.expect("migrate");
+        let (a, b) = (from + 1, to + 1);
+        assert_eq!(ask(&c, to, pid, "statics").await, "0", "after n{a} → n{b}");
+        assert_eq!(ask(&c, to, pid, "sum").await, sum);
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeat_migration_sends_only_the_pages_that_changed() {
     let c = TestCluster::start(2).await;
