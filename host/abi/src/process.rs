@@ -118,3 +118,14 @@ impl fmt::Display for ExitStatus {
         write!(f, "process {} {}", self.pid, self.reason)
     }
 }
+
+/// Which effect of which run of a process a write is, so that a copy
+/// resumed inside the same call makes it once (output commit: the
+/// runtime's `abi::effect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectKey {
+    /// The process's life (kept across moves and resumes).
+    pub life: u64,
+    /// The effect's number among the process's output.
+    pub seq: u64,
+}

@@ -1978,6 +1978,22 @@ mod tests {
         (s, first)
     }
 
+    /// Make the client `alice` the owner of live process `pid`.
+    fn owned_by_alice(s: &mut ClusterState, pid: u64) -> Owner {
+        let alice = Owner {
+            role: Role::Client,
+            id: "alice".into(),
+        };
+        assert_eq!(
+            s.apply(&Command::SetOwners {
+                node: 1,
+                owners: vec![(pid, alice.clone())],
+            }),
+            CommandResult::Ok
+        );
+        alice
+    }
+
     fn grants_by(id: &str) -> ProcessGrants {
         ProcessGrants {
             dirs: vec![GrantedDir {
@@ -2097,17 +2113,7 @@ mod tests {
     #[test]
     fn a_kv_write_is_applied_for_a_live_process_in_its_owners_bucket_only() {
         let (mut s, first) = with_pids(&[0, 1]);
-        let alice = Owner {
-            role: Role::Client,
-            id: "alice".into(),
-        };
-        assert_eq!(
-            s.apply(&Command::SetOwners {
-                node: 1,
-                owners: vec![(first, alice.clone())],
-            }),
-            CommandResult::Ok
-        );
+        let alice = owned_by_alice(&mut s, first);
         let kv = |pid: u64, owner: &Owner, op: kv::KvOp| Command::Kv {
             pid,
             owner: owner.clone(),
@@ -2209,17 +2215,7 @@ mod tests {
     #[test]
     fn a_volume_write_effect_applies_once() {
         let (mut s, first) = with_pids(&[0]);
-        let alice = Owner {
-            role: Role::Client,
-            id: "alice".into(),
-        };
-        assert_eq!(
-            s.apply(&Command::SetOwners {
-                node: 1,
-                owners: vec![(first, alice.clone())],
-            }),
-            CommandResult::Ok
-        );
+        let alice = owned_by_alice(&mut s, first);
         let create = Command::Volume {
             actor: VolumeActor::Caller { by: alice.clone() },
             owner: alice.clone(),

@@ -54,13 +54,7 @@ pub struct KvFence {
 
 /// Which effect of which run of a process a write is, so that a copy
 /// resumed inside the same call makes it once ([`crate::abi::effect`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EffectKey {
-    /// The process's life (kept across moves and resumes).
-    pub life: u64,
-    /// The effect's number among the process's output.
-    pub seq: u64,
-}
+pub use shoal_abi::process::EffectKey;
 
 /// What the cluster answered when a spawn under output commit was
 /// recorded ([`ClusterLink::record_spawn`]).

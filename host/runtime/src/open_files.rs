@@ -42,6 +42,44 @@ pub struct OpenFile {
     pub copy: Option<crate::volume::shared::SharedCopyImage>,
 }
 
+// Which fds are in a shared volume: wasi-common's fd table is private, so
+// the tracked `path_open`, `fd_close` and `fd_renumber` keep it
+// (`ProcessCtx::shared_fds`), as they keep the open files.
+
+/// After a successful `path_open` of `fd`: remember whether it is in a
+/// shared volume (what the open made, if anything, is in the session).
+pub fn track_shared(ctx: &mut ProcessCtx, fd: u32) {
+    let opened = ctx.volumes.session().and_then(|s| s.take_opened());
+    match opened {
+        Some(h) => {
+            ctx.shared_fds.insert(fd, h);
+        }
+        None => {
+            ctx.shared_fds.remove(&fd);
+        }
+    }
+}
+
+/// Before a `path_open`: forget what an earlier open made.
+pub fn before_open(ctx: &ProcessCtx) {
+    if let Some(s) = ctx.volumes.session() {
+        s.clear_opened();
+    }
+}
+
+/// After a successful `fd_close` of `fd`.
+pub fn forget_shared(ctx: &mut ProcessCtx, fd: u32) {
+    ctx.shared_fds.remove(&fd);
+}
+
+/// After a successful `fd_renumber` of `from` to `to`.
+pub fn renumber_shared(ctx: &mut ProcessCtx, from: u32, to: u32) {
+    ctx.shared_fds.remove(&to);
+    if let Some(h) = ctx.shared_fds.remove(&from) {
+        ctx.shared_fds.insert(to, h);
+    }
+}
+
 /// WASI `whence` values and `oflags` bits used when reopening.
 const WHENCE_SET: i32 = 0;
 const WHENCE_CUR: i32 = 1;
@@ -96,7 +134,7 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
             oflags |= OFLAGS_CREAT;
         }
         let mut guest = wiggle::GuestMemory::Unshared(&mut scratch);
-        crate::abi::wasi_shared::before_open(ctx);
+        before_open(ctx);
         let errno = preview1::path_open(
             &mut ctx.wasi,
             &mut guest,
@@ -118,7 +156,7 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
             )));
         }
         let new_fd = u32::from_le_bytes([scratch[0], scratch[1], scratch[2], scratch[3]]);
-        crate::abi::wasi_shared::track_open(ctx, new_fd);
+        track_shared(ctx, new_fd);
         if let Some(image) = &f.copy {
             let Some(SharedHandle::File(copy)) = ctx.shared_fds.get(&new_fd) else {
                 return Err(wasmtime::Error::msg(format!(
@@ -140,7 +178,7 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
                     f.path, f.fd
                 ))
             })?;
-            crate::abi::wasi_shared::renumber(ctx, new_fd, f.fd);
+            renumber_shared(ctx, new_fd, f.fd);
         }
         if let Some(offset) = f.offset {
             let mut guest = wiggle::GuestMemory::Unshared(&mut scratch[..8]);

@@ -466,12 +466,7 @@ fn deploy_on(
 
 /// The `at N` progress of a `tally send` process (0 before the first).
 fn progress(lab: &Lab, pid: u64) -> u64 {
-    lab.cli_ok(0, &["logs", &pid.to_string()])
-        .lines()
-        .filter_map(|l| l.strip_prefix("at "))
-        .filter_map(|n| n.parse().ok())
-        .max()
-        .unwrap_or(0)
+    reached(&lab.cli_ok(0, &["logs", &pid.to_string()]), "at ")
 }
 
 /// Exactly-once across a failover. A tally process (`--restart
@@ -673,14 +668,7 @@ fn shared_volume_writes_of_a_process_killed_mid_stream_are_made_once_each() {
         &["files", "/shared", &N.to_string(), "20"],
     );
     let logs = logs_if_running;
-    let at = |lab: &Lab| {
-        logs(lab, pid)
-            .lines()
-            .filter_map(|l| l.strip_prefix("files at "))
-            .filter_map(|n| n.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0)
-    };
+    let at = |lab: &Lab| reached(&logs(lab, pid), "files at ");
     wait_for("the steps past 20", SETTLE, || at(&lab) >= 20);
     // Its open `log` was written at every step and captured at every
     // checkpoint, but nothing published it: the checkpoints carry it.
@@ -784,6 +772,16 @@ fn a_sender_restarted_fresh_under_its_pid_is_not_taken_for_a_repeat() {
     );
 }
 
+/// The largest `N` of the lines `<prefix>N` in `out` (0 if none): how far
+/// a guest that prints its progress got.
+fn reached(out: &str, prefix: &str) -> u64 {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 /// The logs of `pid`, read on n1; empty while no live node runs it
 /// (between a kill and the resume, `shoal logs` cannot reach it).
 fn logs_if_running(lab: &Lab, pid: u64) -> String {
@@ -818,14 +816,7 @@ fn a_counter_incremented_by_a_process_killed_mid_stream_counts_every_increment_o
         &["kv", "counted", &N.to_string(), "20"],
     );
     let logs = logs_if_running;
-    let at = |lab: &Lab| {
-        logs(lab, pid)
-            .lines()
-            .filter_map(|l| l.strip_prefix("kv at "))
-            .filter_map(|n| n.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0)
-    };
+    let at = |lab: &Lab| reached(&logs(lab, pid), "kv at ");
     wait_for("the counter past 30", SETTLE, || at(&lab) >= 30);
     lab.kill(2);
     wait_for("the counter's run to end", SETTLE * 2, || {
@@ -1095,14 +1086,7 @@ fn children_spawned_by_a_process_killed_mid_stream_start_once_each() {
         &["spawn", "spawner", "kids", &n, "20", "n1"],
     );
     let logs = |lab: &Lab| logs_if_running(lab, pid);
-    let at = |lab: &Lab| {
-        logs(lab)
-            .lines()
-            .filter_map(|l| l.strip_prefix("spawn at "))
-            .filter_map(|n| n.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0)
-    };
+    let at = |lab: &Lab| reached(&logs(lab), "spawn at ");
     wait_for("the spawner past 30", SETTLE, || at(&lab) >= 30);
     lab.kill(2);
     wait_for("the spawner's run to end", SETTLE * 2, || {

@@ -198,7 +198,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                 .ok()
                 .and_then(|r| std::str::from_utf8(&data[r]).ok().map(str::to_string));
             let mut guest = wiggle::GuestMemory::Unshared(data);
-            super::wasi_shared::before_open(ctx);
+            crate::open_files::before_open(ctx);
             let errno = preview1::path_open(
                 &mut ctx.wasi,
                 &mut guest,
@@ -220,7 +220,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
                         u32::from_le_bytes(memory.data(&caller)[r].try_into().unwrap_or([0; 4]))
                     });
                 if let Some(fd) = fd {
-                    super::wasi_shared::track_open(caller.data_mut(), fd);
+                    crate::open_files::track_shared(caller.data_mut(), fd);
                 }
                 if let (Some(fd), Some(path)) = (fd, path) {
                     let file = OpenFile {
@@ -252,7 +252,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             let mut guest = wiggle::GuestMemory::Unshared(data);
             let errno = preview1::fd_renumber(&mut ctx.wasi, &mut guest, from, to).await?;
             if errno == ERRNO_SUCCESS {
-                super::wasi_shared::renumber(caller.data_mut(), from as u32, to as u32);
+                crate::open_files::renumber_shared(caller.data_mut(), from as u32, to as u32);
                 let files = &mut caller.data_mut().open_files;
                 files.remove(&(to as u32));
                 if let Some(mut f) = files.remove(&(from as u32)) {

@@ -18,9 +18,8 @@
 //!
 //! These calls are blocking imports for every module (Asyncify instruments
 //! the way to them); without output commit they act at once, as before.
-//! Shoal also keeps, per process, which fds are shared ones (wasi-common's
-//! fd table is private): [`track_open`], [`forget`] and [`renumber`] are
-//! called by the tracked `path_open`, `fd_close` and `fd_renumber`.
+//! Which fds are shared ones is kept per process by the tracked
+//! `path_open`, `fd_close` and `fd_renumber` ([`crate::open_files`]).
 
 use super::effect::{self, Gate};
 use super::memory::guest_memory;
@@ -41,40 +40,6 @@ const PATH_RENAME: &str = "wasi_snapshot_preview1.path_rename";
 
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_FAULT: i32 = 21;
-
-/// After a successful `path_open` of `fd`: remember whether it is in a
-/// shared volume (what the open made, if anything, is in the session).
-pub fn track_open(ctx: &mut ProcessCtx, fd: u32) {
-    let opened = ctx.volumes.session().and_then(|s| s.take_opened());
-    match opened {
-        Some(h) => {
-            ctx.shared_fds.insert(fd, h);
-        }
-        None => {
-            ctx.shared_fds.remove(&fd);
-        }
-    }
-}
-
-/// Before a `path_open`: forget what an earlier open made.
-pub fn before_open(ctx: &ProcessCtx) {
-    if let Some(s) = ctx.volumes.session() {
-        s.clear_opened();
-    }
-}
-
-/// After a successful `fd_close` of `fd`.
-pub fn forget(ctx: &mut ProcessCtx, fd: u32) {
-    ctx.shared_fds.remove(&fd);
-}
-
-/// After a successful `fd_renumber` of `from` to `to`.
-pub fn renumber(ctx: &mut ProcessCtx, from: u32, to: u32) {
-    ctx.shared_fds.remove(&to);
-    if let Some(h) = ctx.shared_fds.remove(&from) {
-        ctx.shared_fds.insert(to, h);
-    }
-}
 
 /// Is `fd` a directory of a shared volume?
 fn shared_dir(ctx: &ProcessCtx, fd: i32) -> bool {
@@ -203,7 +168,7 @@ pub fn register(r: &mut Registrar<'_>) -> wasmtime::Result<()> {
             if errno == ERRNO_SUCCESS {
                 let ctx = caller.data_mut();
                 ctx.open_files.remove(&(fd as u32));
-                forget(ctx, fd as u32);
+                crate::open_files::forget_shared(ctx, fd as u32);
             }
             Ok(Some(Val::I32(if errno == ERRNO_SUCCESS {
                 published

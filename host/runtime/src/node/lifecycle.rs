@@ -207,8 +207,9 @@ impl Shared {
         // its open copies are published only by them.
         volumes.set_output_commit(output_commit);
         let shared_fds = volumes
-            .shared_preopen_fds()
+            .shared_preopen_positions()
             .into_iter()
+            .filter_map(|i| i.checked_add(crate::grants::FIRST_PREOPEN_FD))
             .map(|fd| (fd, crate::volume::shared::SharedHandle::Dir))
             .collect();
         let mailbox = mailbox.unwrap_or_else(|| Arc::new(Mailbox::new(self.config.mailbox)));

@@ -2,8 +2,8 @@
 //! cluster layer implements as part of its `ClusterLink`. Defined here so
 //! the volume code depends on nothing above it.
 
-use crate::cluster_link::EffectKey;
 use shoal_abi::pid::Pid;
+use shoal_abi::process::EffectKey;
 use shoal_registry::Sha256;
 
 /// A shared volume's directory or file version, as a node read it from the

@@ -537,18 +537,14 @@ impl Volumes {
         self.session.as_ref()
     }
 
-    /// The fds of the shared volumes' preopened directories (preopens take
-    /// fds 3.. in the spec's order).
-    pub fn shared_preopen_fds(&self) -> Vec<u32> {
+    /// Where the shared volumes are among the preopens (0 for the first:
+    /// preopens are in the spec's order, from the first preopen fd).
+    pub fn shared_preopen_positions(&self) -> Vec<u32> {
         self.order
             .iter()
             .enumerate()
             .filter(|(_, m)| matches!(m, Mount::Shared(_)))
-            .filter_map(|(i, _)| {
-                u32::try_from(i)
-                    .ok()?
-                    .checked_add(crate::grants::FIRST_PREOPEN_FD)
-            })
+            .filter_map(|(i, _)| u32::try_from(i).ok())
             .collect()
     }
 

@@ -46,9 +46,9 @@
 use super::link::{SharedError, SharedFiles, SharedInfo, SharedOp, SharedStat};
 use super::quota::{QuotaFile, Usage};
 use super::{blocking, CHUNK_BYTES};
-use crate::cluster_link::EffectKey;
 use serde::{Deserialize, Serialize};
 use shoal_abi::pid::Pid;
+use shoal_abi::process::EffectKey;
 use shoal_registry::{Registry, Sha256};
 use std::any::Any;
 use std::io::{IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
@@ -320,20 +320,7 @@ impl SharedMount {
                 .create_new(true)
                 .open(&path)
                 .map_err(io_error)?;
-            let mut written = 0u64;
-            for c in &chunks {
-                // `get` checks the bytes against their hash.
-                let bytes = registry.get(c).map_err(|e| {
-                    tracing::warn!("shared volume chunk {c}: {e}");
-                    Error::from(Errno::Io)
-                })?;
-                f.write_all(&bytes).map_err(io_error)?;
-                written += bytes.len() as u64;
-            }
-            if written != size {
-                tracing::warn!("shared volume file of {size} bytes assembled to {written}");
-                return Err(Errno::Io.into());
-            }
+            write_chunks(&mut f, &chunks, size, &registry)?;
             // The guest starts reading (or writing) at the beginning.
             f.seek(SeekFrom::Start(0)).map_err(io_error)?;
             Ok(f)
@@ -348,6 +335,30 @@ fn io_error(e: std::io::Error) -> Error {
     }
     tracing::warn!("shared volume scratch file: {e}");
     Errno::Io.into()
+}
+
+/// Write `chunks` from `registry` (each checked against its hash by
+/// `get`) to `f`, which must then hold `size` bytes.
+fn write_chunks(
+    f: &mut std::fs::File,
+    chunks: &[Sha256],
+    size: u64,
+    registry: &Registry,
+) -> Result<(), Error> {
+    let mut written = 0u64;
+    for c in chunks {
+        let bytes = registry.get(c).map_err(|e| {
+            tracing::warn!("shared volume chunk {c}: {e}");
+            Error::from(Errno::Io)
+        })?;
+        f.write_all(&bytes).map_err(io_error)?;
+        written += bytes.len() as u64;
+    }
+    if written != size {
+        tracing::warn!("shared volume file of {size} bytes assembled to {written}");
+        return Err(Errno::Io.into());
+    }
+    Ok(())
 }
 
 /// Split the file at `path` into chunks, store them in `registry` (synced:
@@ -696,23 +707,7 @@ impl OpenCopy {
                 .truncate(true)
                 .open(&self.scratch)
                 .map_err(io_error)?;
-            let mut written = 0u64;
-            for c in &image.chunks {
-                let bytes = registry.get(c).map_err(|e| {
-                    tracing::warn!("restoring a shared copy: chunk {c}: {e}");
-                    Error::from(Errno::Io)
-                })?;
-                f.write_all(&bytes).map_err(io_error)?;
-                written += bytes.len() as u64;
-            }
-            if written != image.size {
-                tracing::warn!(
-                    "a shared copy of {} bytes assembled to {written}",
-                    image.size
-                );
-                return Err(Errno::Io.into());
-            }
-            Ok(())
+            write_chunks(&mut f, &image.chunks, image.size, &registry)
         })?;
         self.usage.set(image.size, 0);
         self.exclusive.store(image.exclusive, Ordering::Release);
