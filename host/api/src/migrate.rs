@@ -7,7 +7,7 @@
 //! | path | body | answer |
 //! | --- | --- | --- |
 //! | [`PATH_OFFER`] | JSON [`Offer`]: the module, memory size, every non-zero page's hash | JSON [`OfferAnswer`]: the pages the target lacks |
-//! | [`PATH_PAGES`] | [`encode_pages`]: [`PagesHeader`] + those pages | `{}`; each page is checked against its offered hash |
+//! | [`PATH_PAGES`] | [`encode_pages`]: [`PagesHeader`] + those pages | `{}`; the target keeps each page under its offered hash once the process runs there, if its registry finds that hash right |
 //! | [`PATH_DELTA`] | [`encode_pages`]: [`PagesHeader`] (with the frozen memory size, which may exceed the offered one) + pages changed since the offer (frozen process; no hashes) | `{}` |
 //! | [`PATH_FINAL`] | JSON `Final`: memory size, zeroed pages, globals, host state | `{}`: the target holds the process, ready to start |
 //! | [`PATH_ABORT`] | JSON [`Abort`] | `{}`: the target forgot it |
@@ -23,7 +23,8 @@ use shoal_cluster::NodeId;
 
 /// Offer a process: the target answers which pages it lacks.
 pub const PATH_OFFER: &str = "/v1/peer/migrate/offer";
-/// Pages the target asked for, verified by hash.
+/// Pages the target asked for (kept there by their offered hashes, which
+/// its registry checks).
 pub const PATH_PAGES: &str = "/v1/peer/migrate/pages";
 /// Pages that changed while the process ran on during the transfer.
 pub const PATH_DELTA: &str = "/v1/peer/migrate/delta";

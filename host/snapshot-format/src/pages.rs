@@ -129,6 +129,56 @@ pub(super) fn split_pages_sized(
     }
 }
 
+/// [`split_pages`] with no parent, its hashing spread over `threads`
+/// threads (each a contiguous run of pages): the same result, in about
+/// 1/`threads` of the time when the cores are free. For a whole memory
+/// hashed on a latency path (a move's offer: 64 MiB is ~38 ms on one core).
+pub fn split_pages_parallel(memory: &[u8], threads: usize) -> SplitPages {
+    let page_bytes = page_bytes_for(memory.len() as u64) as usize;
+    let pages = memory.len().div_ceil(page_bytes);
+    let threads = threads.clamp(1, pages.max(1));
+    if threads == 1 {
+        return split_pages_sized(memory, None, page_bytes);
+    }
+    let per_part = pages.div_ceil(threads) * page_bytes;
+    let parts: Vec<SplitPages> = std::thread::scope(|scope| {
+        let running: Vec<_> = memory
+            .chunks(per_part)
+            .map(|part| scope.spawn(move || split_pages_sized(part, None, page_bytes)))
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut merged = SplitPages {
+        page_bytes: page_bytes as u32,
+        pages: Vec::with_capacity(parts.iter().map(|p| p.pages.len()).sum()),
+        new_pages: Vec::new(),
+    };
+    let mut seen: HashSet<Sha256> = HashSet::new();
+    for (k, part) in parts.into_iter().enumerate() {
+        let offset = k * per_part;
+        // A 32-bit memory has at most 2^20 pages of 4 KiB.
+        let first = u32::try_from(offset / page_bytes).unwrap_or(u32::MAX);
+        merged.pages.extend(part.pages.into_iter().map(|p| PageRef {
+            index: p.index + first,
+            hash: p.hash,
+        }));
+        for (hash, range) in part.new_pages {
+            if seen.insert(hash) {
+                merged
+                    .new_pages
+                    .push((hash, range.start + offset..range.end + offset));
+            }
+        }
+    }
+    merged
+}
+
 /// [`split_pages`] when the caller knows which bytes of `memory` were
 /// written since the parent snapshot's memory was taken (a kept copy with
 /// write tracking: `shoal_runtime::memory_copy`). Pages no written range

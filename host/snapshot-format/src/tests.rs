@@ -349,6 +349,26 @@ fn parent_with_other_page_size_is_ignored() {
 }
 
 #[test]
+fn a_parallel_split_equals_a_serial_one() {
+    let page = PAGE_BYTES;
+    // Zero pages, distinct pages, and one page repeated across the parts
+    // (stored once, at its first place).
+    let mut mem = memory_with(64 * page, page, &[0, 1, 5, 31, 32, 33, 63]);
+    let copy = mem[page..2 * page].to_vec();
+    mem[40 * page..41 * page].copy_from_slice(&copy);
+    mem[62 * page..63 * page].copy_from_slice(&copy);
+    let serial = split_pages(&mem, None);
+    for threads in [0, 1, 2, 3, 7, 64, 1000] {
+        assert_eq!(
+            split_pages_parallel(&mem, threads),
+            serial,
+            "{threads} threads"
+        );
+    }
+    assert_eq!(split_pages_parallel(&[], 2), split_pages(&[], None));
+}
+
+#[test]
 fn repeated_pages_are_stored_once() {
     let page = 4096;
     let mut mem = memory_with(6 * page, page, &[1]);

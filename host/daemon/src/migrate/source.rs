@@ -252,6 +252,8 @@ pub async fn migrate(
         at: Instant::now(),
     };
     let id = new_id(pid);
+    // This node's page keeper waits until the process runs there.
+    let quiet = ctx.keeper.quiet();
 
     // 1. Pre-copy.
     let first = node.capture(pid, false, CAPTURE_WAIT).await?;
@@ -262,7 +264,10 @@ pub async fn migrate(
     let tracked = first.delta.tracked;
     let split = {
         let m = memory0.clone();
-        tokio::task::spawn_blocking(move || format::split_pages(&m, None))
+        // On the move's path: hashed on every core (one core takes
+        // ~38 ms for 64 MiB).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        tokio::task::spawn_blocking(move || format::split_pages_parallel(&m, threads))
             .await
             .map_err(|e| NodeError::Runtime(format!("page hasher failed: {e}")))?
     };
@@ -385,6 +390,7 @@ pub async fn migrate(
     let resumed: Result<Started, TransferError> =
         call_json(ctx, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
     phases.mark("resume");
+    drop(quiet);
     // Keep the pre-copy's pages here too, so a move back is cheap: those
     // that did not change since are the final image's, written behind
     // the move — once it runs there, so the writing (hashes, files) takes
@@ -441,8 +447,11 @@ fn keep_pages(ctx: &Ctx, memory: &Arc<Vec<u8>>, split: &format::SplitPages, chan
             (p.hash, at..at + pb)
         })
         .collect();
-    ctx.keeper
-        .keep(ctx.node.registry().clone(), memory.clone(), pages);
+    ctx.keeper.keep(
+        ctx.node.registry().clone(),
+        super::keep::shared_bytes(memory.clone()),
+        pages,
+    );
 }
 
 /// How long a new move waits for the previous one of the same process to

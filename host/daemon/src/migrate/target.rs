@@ -68,15 +68,19 @@ struct Data {
     /// What the process may touch here: the cluster's record of its
     /// grants, never what the source sent (read at the final request).
     grants: Grants,
-    /// Verified pre-copy batches, kept in the registry once the arrival
+    /// Pre-copy batches, kept in the registry (which checks each page
+    /// against its offered hash) once the arrival
     /// ends (not during its freeze); at most its memory size in bytes.
-    verified: Vec<VerifiedBatch>,
-    verified_bytes: usize,
+    kept: Vec<KeptBatch>,
+    kept_bytes: usize,
     /// Its instance, made at the offer and written as `memory` is, so the
     /// start need not write the memory into a fresh one (most of a large
     /// process's freeze). `None` when it could not be made: the start
     /// then makes one, as before.
     prepared: Option<PreparedInstance>,
+    /// Held from the offer until the process runs here (or the arrival
+    /// ends): this node's page keeper waits meanwhile.
+    quiet: Option<super::keep::Quiet>,
 }
 
 impl Data {
@@ -92,8 +96,8 @@ impl Data {
     }
 }
 
-/// A pre-copy batch's bytes and its checked pages (hash, range in them).
-type VerifiedBatch = (Arc<Vec<u8>>, Vec<(Sha256, std::ops::Range<usize>)>);
+/// A pre-copy batch's bytes and its pages (offered hash, range in them).
+type KeptBatch = (bytes::Bytes, Vec<(Sha256, std::ops::Range<usize>)>);
 
 /// One process on its way here.
 pub struct Arrival {
@@ -256,6 +260,8 @@ pub async fn handle(
 
 async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteError> {
     let node = &ctx.node;
+    // This node's page keeper waits until the process runs here.
+    let quiet = ctx.keeper.quiet();
     let pid = Pid(offer.pid);
     let memory_max = node.config().engine.memory_bytes_max;
     if offer.memory_bytes > memory_max {
@@ -331,25 +337,51 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             .map_err(|e| err(500, format!("module loader failed: {e}")))?
             .map_err(|e| err(409, format!("cannot load module {module}: {e}")))?;
     }
-    // Pages this node's registry already holds (from earlier migrations or
-    // snapshots) are read here; the rest are asked for. Pages kept from
-    // earlier moves may still be on their way to the registry.
-    ctx.keeper.settled(super::keep::KEEP_SETTLE_WAIT).await;
+    // Pages this node already holds — in its registry (from earlier
+    // migrations or snapshots) or still on their way there (kept from a
+    // move a moment ago, [`super::keep::Keeper::page`]) — are read here;
+    // the rest are asked for. Read on every core, each a part of memory.
     let registry = node.registry().clone();
+    let keeper = ctx.keeper.clone();
     let size = offer.memory_bytes as usize;
-    let pages: Vec<(u32, Sha256)> = offered.iter().map(|(i, h)| (*i, *h)).collect();
+    let mut pages: Vec<(u32, Sha256)> = offered.iter().map(|(i, h)| (*i, *h)).collect();
+    pages.sort_unstable_by_key(|(i, _)| *i);
     let (memory, mut need) = tokio::task::spawn_blocking(move || {
+        let pb = pb as usize;
         let mut memory = vec![0u8; size];
-        let mut need = Vec::new();
-        for (index, hash) in pages {
-            let at = index as usize * pb as usize;
-            match registry.get(&hash) {
-                Ok(bytes) if bytes.len() == pb as usize => {
-                    memory[at..at + pb as usize].copy_from_slice(&bytes);
-                }
-                _ => need.push(index),
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+        let per_part = (size / pb).div_ceil(threads).max(1) * pb;
+        let need: Vec<u32> = std::thread::scope(|scope| {
+            let mut running = Vec::new();
+            let mut rest = &pages[..];
+            for (k, part) in memory.chunks_mut(per_part).enumerate() {
+                let end = ((k + 1) * per_part / pb) as u64;
+                let split = rest.partition_point(|(i, _)| u64::from(*i) < end);
+                let (mine, later) = rest.split_at(split);
+                rest = later;
+                let (registry, keeper) = (&registry, &keeper);
+                running.push(scope.spawn(move || {
+                    let mut need = Vec::new();
+                    for (index, hash) in mine {
+                        let at = *index as usize * pb - k * per_part;
+                        let dest = &mut part[at..at + pb];
+                        if let Some(page) = keeper.page(hash).filter(|p| p.len() == pb) {
+                            dest.copy_from_slice(&page);
+                            continue;
+                        }
+                        match registry.get(hash) {
+                            Ok(bytes) if bytes.len() == pb => dest.copy_from_slice(&bytes),
+                            _ => need.push(*index),
+                        }
+                    }
+                    need
+                }));
             }
-        }
+            running
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
         (memory, need)
     })
     .await
@@ -380,9 +412,10 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             offered,
             image: None,
             grants: Grants::default(),
-            verified: Vec::new(),
-            verified_bytes: 0,
+            kept: Vec::new(),
+            kept_bytes: 0,
             prepared,
+            quiet: Some(quiet),
         }),
         phase,
     });
@@ -515,7 +548,7 @@ impl Arrival {
     }
 }
 
-async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), RemoteError> {
+async fn pages_here(ctx: &Arc<Ctx>, body: &bytes::Bytes, verify: bool) -> Result<(), RemoteError> {
     // The id is in the header; the page size comes from the arrival.
     let peek: wire::PagesHeader = {
         let len = body
@@ -539,45 +572,30 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
         Some(size) => Some(check_growth(ctx, &arrival, size)?),
         None => None,
     };
-    // A pre-copy page must be the one offered: checked before the image
-    // is touched, and without holding its lock (batches arrive in
-    // parallel).
-    // Only checked pre-copy pages are kept, so only they are copied out of
-    // the request.
-    let mut checked: Option<VerifiedBatch> = None;
+    // A pre-copy page is kept in this node's registry under the hash the
+    // offer gave it, once the process runs here; the registry checks each
+    // page against that hash as it writes it ([`super::keep`]), so a page
+    // that does not match is never kept. It is not hashed here, on the
+    // move's path: what the process's memory holds is the source's to say
+    // (it ran the process), only what this node keeps under a name is
+    // this node's to check. The bytes are kept as the request's own
+    // buffer (no copy).
+    let mut checked: Option<KeptBatch> = None;
     if verify {
-        let wants: Vec<Sha256> = {
-            let data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
-            header
-                .indices
-                .iter()
-                .map(|index| {
-                    data.offered
-                        .get(index)
-                        .copied()
-                        .ok_or_else(|| err(400, format!("page {index} was not offered")))
-                })
-                .collect::<Result<_, _>>()?
-        };
-        let owned = Arc::new(payload.to_vec());
-        let (bytes, indices) = (owned.clone(), header.indices.clone());
-        let fresh = tokio::task::spawn_blocking(move || {
-            let mut fresh = Vec::with_capacity(indices.len());
-            for (k, (index, want)) in indices.iter().zip(wants).enumerate() {
-                let range = k * pb..(k + 1) * pb;
-                if Sha256::of(&bytes[range.clone()]) != want {
-                    return Err(err(
-                        400,
-                        format!("page {index} does not match its offered hash"),
-                    ));
-                }
-                fresh.push((want, range));
-            }
-            Ok(fresh)
-        })
-        .await
-        .map_err(|e| err(500, format!("page checker failed: {e}")))??;
-        checked = Some((owned, fresh));
+        let data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
+        let named = header
+            .indices
+            .iter()
+            .enumerate()
+            .map(|(k, index)| {
+                data.offered
+                    .get(index)
+                    .map(|hash| (*hash, k * pb..(k + 1) * pb))
+                    .ok_or_else(|| err(400, format!("page {index} was not offered")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let at = payload.as_ptr() as usize - body.as_ptr() as usize;
+        checked = Some((body.slice(at..at + payload.len()), named));
     }
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
@@ -600,9 +618,9 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &[u8], verify: bool) -> Result<(), Rem
         // them; a source sending more than its memory gets no more kept.
         if let Some((owned, fresh)) = checked {
             let bytes = fresh.len() * pb;
-            if !fresh.is_empty() && data.verified_bytes + bytes <= data.memory.len() {
-                data.verified_bytes += bytes;
-                data.verified.push((owned, fresh));
+            if !fresh.is_empty() && data.kept_bytes + bytes <= data.memory.len() {
+                data.kept_bytes += bytes;
+                data.kept.push((owned, fresh));
             }
         }
     }
@@ -818,12 +836,12 @@ pub async fn start(ctx: &Arc<Ctx>, pid: Pid) {
             tokio::spawn(async move {
                 node.until_running(here.pid).await;
                 here.phase.send_replace(Phase::Started(now_us()));
-                keep_verified(&keeping, &here);
+                keep_batches(&keeping, &here);
             });
             tokio::spawn(finish_handoff(ctx.clone(), arrival.pid));
         }
         Err(e) => {
-            keep_verified(ctx, &arrival);
+            keep_batches(ctx, &arrival);
             let why = format!("process {pid} could not start here: {e}");
             tracing::warn!("{why}");
             arrival.phase.send_replace(Phase::Gone(why));
@@ -887,14 +905,16 @@ pub fn fence(ctx: &Arc<Ctx>, pid: Pid, origin: NodeId, epoch: u64) {
     }
 }
 
-/// Hand the arrival's verified pages to the node's keeper ([`super::keep`]).
-fn keep_verified(ctx: &Ctx, arrival: &Arrival) {
-    let verified = {
+/// Hand the arrival's pre-copy pages to the node's keeper ([`super::keep`]),
+/// whose writer need no longer wait for it.
+fn keep_batches(ctx: &Ctx, arrival: &Arrival) {
+    let batches = {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
-        data.verified_bytes = 0;
-        std::mem::take(&mut data.verified)
+        data.quiet = None;
+        data.kept_bytes = 0;
+        std::mem::take(&mut data.kept)
     };
-    for (payload, pages) in verified {
+    for (payload, pages) in batches {
         ctx.keeper.keep(ctx.node.registry().clone(), payload, pages);
     }
 }
@@ -912,7 +932,7 @@ fn discard(ctx: &Arc<Ctx>, arrival: &Arc<Arrival>, why: &str) {
         data.image = None;
         data.memory = Vec::new();
     }
-    keep_verified(ctx, arrival);
+    keep_batches(ctx, arrival);
     arrival.phase.send_replace(Phase::Gone(why.to_string()));
     ctx.arrivals.remove(arrival);
     ctx.node.unstage_volumes(arrival.pid);
