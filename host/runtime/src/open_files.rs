@@ -213,21 +213,10 @@ pub async fn reopen(ctx: &mut ProcessCtx, files: &[OpenFile]) -> wasmtime::Resul
 /// The chunks of the shared-volume copies `files` carry, each once, for an
 /// image's list of blobs (a replica or a move's target fetches them).
 pub fn copy_chunk_refs(files: &[OpenFile]) -> Vec<shoal_snapshot_format::BlobRef> {
-    let chunk = crate::volume::CHUNK_BYTES;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    for c in files.iter().filter_map(|f| f.copy.as_ref()) {
-        for (i, hash) in c.chunks.iter().enumerate() {
-            let start = (i as u64).saturating_mul(chunk);
-            let bytes = c.size.saturating_sub(start).min(chunk);
-            if seen.insert(*hash) {
-                out.push(shoal_snapshot_format::BlobRef {
-                    hash: *hash,
-                    // At most CHUNK_BYTES (256 KiB).
-                    bytes: bytes as u32,
-                });
-            }
-        }
-    }
-    out
+    crate::volume::tree::file_chunk_refs(
+        files
+            .iter()
+            .filter_map(|f| f.copy.as_ref())
+            .map(|c| (c.size, &c.chunks[..])),
+    )
 }

@@ -162,7 +162,11 @@ async fn call_export(
     f.call_async(&mut *store, ()).await
 }
 
-fn memory_of(store: &mut Store<ProcessCtx>, instance: &Instance) -> wasmtime::Result<Memory> {
+/// The instance's linear memory (its `memory` export).
+pub(crate) fn memory_of(
+    store: &mut Store<ProcessCtx>,
+    instance: &Instance,
+) -> wasmtime::Result<Memory> {
     instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| wasmtime::Error::msg("the module exports no memory named `memory`"))

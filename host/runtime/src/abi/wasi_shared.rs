@@ -43,18 +43,19 @@ const ERRNO_FAULT: i32 = 21;
 
 /// Is `fd` a directory of a shared volume?
 fn shared_dir(ctx: &ProcessCtx, fd: i32) -> bool {
-    u32::try_from(fd)
-        .ok()
-        .and_then(|fd| ctx.shared_fds.get(&fd))
-        .is_some_and(|h| matches!(h, SharedHandle::Dir))
+    shared_handle(ctx, fd).is_some_and(|h| matches!(h, SharedHandle::Dir))
 }
 
 /// Is `fd` a file of a shared volume with something to publish?
 fn shared_written(ctx: &ProcessCtx, fd: i32) -> bool {
+    shared_handle(ctx, fd).is_some_and(|h| matches!(h, SharedHandle::File(c) if c.needs_publish()))
+}
+
+/// What `fd` is in a shared volume, if it is in one.
+fn shared_handle(ctx: &ProcessCtx, fd: i32) -> Option<&SharedHandle> {
     u32::try_from(fd)
         .ok()
         .and_then(|fd| ctx.shared_fds.get(&fd))
-        .is_some_and(|h| matches!(h, SharedHandle::File(c) if c.needs_publish()))
 }
 
 /// Enter `import` and, when it writes a shared volume (`writes`) or is
@@ -88,20 +89,6 @@ fn end_effect(ctx: &ProcessCtx) {
     }
 }
 
-/// A WASI call with three `i32` arguments, as wasi-common implements it.
-macro_rules! delegate3 {
-    ($caller:expr, $f:path, $a:expr, $b:expr, $c:expr) => {{
-        let Ok(memory) = guest_memory(&mut $caller) else {
-            return Ok(Some(Val::I32(ERRNO_FAULT)));
-        };
-        let (data, ctx) = memory.data_and_store_mut(&mut $caller);
-        let mut guest = wiggle::GuestMemory::Unshared(data);
-        let errno = $f(&mut ctx.wasi, &mut guest, $a, $b, $c).await;
-        end_effect(ctx);
-        errno?
-    }};
-}
-
 /// Register a path call `(fd, path_ptr, path_len) -> errno` of a
 /// directory, gated when the directory is a shared volume's.
 macro_rules! path_call {
@@ -112,8 +99,14 @@ macro_rules! path_call {
                 if let Some(code) = gate(&mut caller, $import, |c| shared_dir(c, fd)).await? {
                     return Ok(Some(Val::I32(code)));
                 }
-                let errno = delegate3!(caller, $f, fd, ptr, len);
-                Ok(Some(Val::I32(errno)))
+                let Ok(memory) = guest_memory(&mut caller) else {
+                    return Ok(Some(Val::I32(ERRNO_FAULT)));
+                };
+                let (data, ctx) = memory.data_and_store_mut(&mut caller);
+                let mut guest = wiggle::GuestMemory::Unshared(data);
+                let errno = $f(&mut ctx.wasi, &mut guest, fd, ptr, len).await;
+                end_effect(ctx);
+                Ok(Some(Val::I32(errno?)))
             })
         })?;
     };

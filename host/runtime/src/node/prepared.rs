@@ -195,9 +195,8 @@ impl Shared {
             .map_err(|e| {
                 NodeError::Runtime(format!("cannot instantiate {}: {e:#}", module.hash))
             })?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| NodeError::InvalidSpawn("the module exports no memory".into()))?;
+        let memory = crate::process::memory_of(&mut store, &instance)
+            .map_err(|e| NodeError::InvalidSpawn(format!("{e:#}")))?;
         let mut prepared = PreparedInstance {
             store,
             instance,

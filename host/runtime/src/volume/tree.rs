@@ -348,23 +348,34 @@ pub fn apply_changes(
 /// Every chunk of `trees` with its length, each once, in tree order: what
 /// a snapshot lists so its file form carries them.
 pub fn chunk_refs(trees: &[VolumeTree]) -> Vec<shoal_snapshot_format::BlobRef> {
+    let files = trees
+        .iter()
+        .flat_map(|t| &t.entries)
+        .filter_map(|e| match &e.kind {
+            EntryKind::File { size, chunks } => Some((*size, &chunks[..])),
+            _ => None,
+        });
+    file_chunk_refs(files)
+}
+
+/// The chunks of files given as (size, chunk hashes), each with its length
+/// (the last one of a file may be short), each distinct chunk once, in
+/// order of first use.
+pub fn file_chunk_refs<'a>(
+    files: impl IntoIterator<Item = (u64, &'a [Sha256])>,
+) -> Vec<shoal_snapshot_format::BlobRef> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for t in trees {
-        for e in &t.entries {
-            let EntryKind::File { size, chunks } = &e.kind else {
-                continue;
-            };
-            for (i, hash) in chunks.iter().enumerate() {
-                let start = (i as u64).saturating_mul(CHUNK_BYTES);
-                let bytes = size.saturating_sub(start).min(CHUNK_BYTES);
-                if seen.insert(*hash) {
-                    out.push(shoal_snapshot_format::BlobRef {
-                        hash: *hash,
-                        // At most CHUNK_BYTES (256 KiB).
-                        bytes: bytes as u32,
-                    });
-                }
+    for (size, chunks) in files {
+        for (i, hash) in chunks.iter().enumerate() {
+            let start = (i as u64).saturating_mul(CHUNK_BYTES);
+            let bytes = size.saturating_sub(start).min(CHUNK_BYTES);
+            if seen.insert(*hash) {
+                out.push(shoal_snapshot_format::BlobRef {
+                    hash: *hash,
+                    // At most CHUNK_BYTES (256 KiB).
+                    bytes: bytes as u32,
+                });
             }
         }
     }
