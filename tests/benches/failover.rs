@@ -164,6 +164,24 @@ fn kv_write_us(policy: &str, writes: u64) -> f64 {
     took_us(&lab, pid) / writes as f64
 }
 
+/// Mean wall time of one step of a `tally files` on n3 deployed with
+/// `--restart <policy>` in a shared volume of 2 replicas, µs, over `steps`
+/// steps one after another. A step makes three writes others can see
+/// (`mkdir`, the publish of a new file at its `fsync`, a `rename`); under
+/// `on-failure` each waits, captured inside the call, for a recorded
+/// checkpoint.
+fn shared_file_step_us(policy: &str, steps: u64) -> f64 {
+    let mut lab = Lab::new(3);
+    lab.start_all();
+    lab.cli_ok(0, &["volume", "create", "steps", "--replicas", "2"]);
+    let n = steps.to_string();
+    let mut argv = vec!["deploy", "--json", shoal_tests::TALLY, "--node", "n3"];
+    argv.extend(["--restart", policy, "--volume", "steps:/shared", "--"]);
+    argv.extend(["files", "/shared", &n, "0"]);
+    let pid = lab.cli_json(0, &argv)[0]["pid"].as_u64().expect("a pid");
+    took_us(&lab, pid) / steps as f64
+}
+
 /// Print one output-commit price table: µs per `unit` and per second
 /// for the unprotected and the protected run, then `why` with the ratio.
 fn print_price(policy_column: &str, unit: &str, never: f64, committed: f64, why: &str) {
@@ -207,6 +225,18 @@ fn output_commit_cost() {
         never,
         committed,
         "each write of a protected process waits for a recorded checkpoint first",
+    );
+    const STEPS: u64 = 100;
+    println!();
+    println!("output commit of shared-volume writes: {STEPS} steps one after another by a `tally files` on n3 (each: mkdir, a new file published at its fsync, rename; volume of 2 replicas)");
+    let never = shared_file_step_us("never", STEPS);
+    let committed = shared_file_step_us("on-failure", STEPS);
+    print_price(
+        "writer policy",
+        "step",
+        never,
+        committed,
+        "each write of a protected process waits for a recorded checkpoint first (three per step)",
     );
 }
 

@@ -64,7 +64,8 @@
 //!   `d<k>/f` back and prints `files done <N> wrote <hex> read <hex> log
 //!   ok|bad`: digests of the lines it wrote and of those it read, equal
 //!   only if each file holds what the resumed history wrote, and whether
-//!   `log` holds every line once, in order. Then it sleeps.
+//!   `log` holds every line once, in order, then `took <µs> us` (the
+//!   steps' wall time, for the benchmark). Then it sleeps.
 //!
 //! - `spawn <module> <bucket> <N> <pause-ms> <target>`: starts `<N>`
 //!   children of module `<module>` (`child <bucket> <i>`), sleeping
@@ -298,6 +299,7 @@ fn files(dir: &str, n: u64, pause_ms: u64) -> ! {
         .open(&log_path)
         .unwrap_or_else(|e| bad_file_step(0, "log", e));
     let mut wrote = 0u64;
+    let started = std::time::Instant::now();
     for k in 1..=n {
         if pause_ms > 0 {
             let _ = shoal::sleep(Duration::from_millis(pause_ms));
@@ -337,6 +339,7 @@ fn files(dir: &str, n: u64, pause_ms: u64) -> ! {
             println!("files at {k}");
         }
     }
+    let took_us = started.elapsed().as_micros();
     // Closing publishes it (`sync_all` reports a failure).
     if let Err(e) = log.sync_all() {
         bad_file_step(n, "log", e)
@@ -356,6 +359,7 @@ fn files(dir: &str, n: u64, pause_ms: u64) -> ! {
     }
     let log_ok = if log_ok { "ok" } else { "bad" };
     println!("files done {n} wrote {wrote:016x} read {read:016x} log {log_ok}");
+    println!("took {took_us} us");
     sleep_forever()
 }
 

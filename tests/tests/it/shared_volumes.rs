@@ -235,6 +235,49 @@ async fn shared_files_are_seen_whole_on_every_node_close_to_open() {
     c.shutdown().await;
 }
 
+/// A process that writes a shared volume as soon as it starts, before its
+/// registration reached the directory (it is batched), is not refused:
+/// the write waits for it, as a key-value write does. It was refused with
+/// `EINVAL` (the state machine's "not live"), unless output commit made
+/// the first write wait for a checkpoint anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_writing_a_shared_volume_at_once_is_not_refused() {
+    let c = TestCluster::start(3).await;
+    add_guest(&c, shoal_tests::TALLY, "tally").await;
+    create(&c, "steps", 2, None).await;
+    let started = c
+        .admin_client(0)
+        .spawn(&SpawnRequest {
+            module: "tally".into(),
+            argv0: Some("tally".into()),
+            args: ["files", "/shared", "5", "0"].map(String::from).to_vec(),
+            env: Vec::new(),
+            count: 1,
+            memory_bytes_max: None,
+            node: Some(c.node(2).name().to_string()),
+            labels: Default::default(),
+            preemptible: false,
+            volumes: vec![VolumeRequest {
+                guest: "/shared".into(),
+                bytes_max: None,
+                files_max: None,
+                shared: Some("steps".into()),
+            }],
+            restart: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("deploy tally files: {e}"));
+    let (pid, n3) = (started[0].pid, c.node(2).node().clone());
+    common::cluster::wait_until("the steps to end", WAIT, || {
+        let out = n3.stdout_text(pid);
+        out.contains("files done") || out.contains("BAD")
+    })
+    .await;
+    let out = n3.stdout_text(pid);
+    assert!(!out.contains("BAD"), "{out}");
+    assert!(out.contains("files done 5 "), "{out}");
+}
+
 /// Under output commit (`--restart on-failure`) a move publishes
 /// nothing: the journal a process keeps open and appends to travels with
 /// it as chunks in the moved state, and others see it only when the

@@ -441,6 +441,13 @@ impl SharedFiles for Link {
         effect: Option<EffectKey>,
     ) -> Result<u64, SharedError> {
         let effect = effect.map(crate::records::kv::raft_effect);
+        // A process that writes at once may not be in the directory yet
+        // (registration is batched): the state machine would refuse it as
+        // not live. Waited for, boundedly, as a key-value write does.
+        if self.asker(pid).live().await.is_err() {
+            tracing::warn!("shared volume write for {pid}: the process is not in the directory");
+            return Err(SharedError::Unavailable);
+        }
         let owner = self.owner_of(pid);
         let share = || crate::records::kv::share_of(&self.raft.state(), self.me, &owner);
         self.rates

@@ -230,7 +230,7 @@ impl Asker<'_> {
     /// with its owner recorded (the owner follows the registration in a
     /// later write; until it is applied the state machine would see
     /// another owner and refuse).
-    async fn live(&self) -> Result<(), i32> {
+    pub(crate) async fn live(&self) -> Result<(), i32> {
         let pid = self.pid.0;
         self.raft
             .wait_for(LIVE_WAIT, |s| {
