@@ -594,8 +594,8 @@ async fn pages_here(ctx: &Arc<Ctx>, body: &bytes::Bytes, verify: bool) -> Result
                     .ok_or_else(|| err(400, format!("page {index} was not offered")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let at = payload.as_ptr() as usize - body.as_ptr() as usize;
-        checked = Some((body.slice(at..at + payload.len()), named));
+        // `payload` is a part of `body` (decode_pages returns it from it).
+        checked = Some((body.slice_ref(payload), named));
     }
     {
         let mut data = arrival.data.lock().unwrap_or_else(|p| p.into_inner());
