@@ -113,6 +113,10 @@ pub struct DaemonConfig {
     pub faults: crate::migrate::MigrationFaults,
     /// Moving processes from busy nodes to idle ones (on by default).
     pub rebalance: crate::migrate::rebalance::RebalanceConfig,
+    /// How long an arrival waits for the rest of its move (its final state,
+    /// then the decision) before this node drops it and gives back what it
+    /// holds ([`crate::migrate::target::ARRIVAL_TTL`]).
+    pub arrival_ttl: Duration,
     /// How long the locks of processes on a node declared dead stay held
     /// after the verdict (Chubby's and Consul's lock-delay): a holder
     /// that was only cut off has this long to notice before another may
@@ -148,6 +152,7 @@ impl DaemonConfig {
             renew_check_interval: Duration::from_secs(60),
             faults: Default::default(),
             rebalance: Default::default(),
+            arrival_ttl: crate::migrate::target::ARRIVAL_TTL,
             lock_delay: LOCK_DELAY_DEFAULT,
             kv_writes_per_s_max: records::kv::OWNER_WRITES_PER_S_MAX,
             prepare_ahead: true,
@@ -389,6 +394,7 @@ impl Daemon {
             faults: config.faults.clone(),
             drains: Default::default(),
             rebalance: config.rebalance.clone(),
+            arrival_ttl: config.arrival_ttl,
         });
         let inner = Arc::new(Inner {
             me,

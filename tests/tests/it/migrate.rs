@@ -598,3 +598,43 @@ async fn the_monotonic_clock_never_goes_back_across_moves() {
     c.node(0).node().kill(pid).unwrap();
     c.shutdown().await;
 }
+
+/// An arrival whose source never sends its final state (it died, or a
+/// faulty peer offers moves and goes silent) is dropped once its time is
+/// up. Before, it stayed for good with its memory, its instance made
+/// ahead (charged to the node's memory budget) and its share of the
+/// node's arrival bounds, until the same process moved there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_arrival_whose_source_goes_silent_is_dropped_in_time() {
+    let c = TestCluster::start_with(3, |cfg| {
+        cfg.arrival_ttl = Duration::from_millis(500);
+    })
+    .await;
+    let module = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
+    let target = c.node(1).migration().clone();
+    let source = c.node(0).migration().me;
+    let offer = shoal_daemon::migrate::wire::Offer {
+        id: "silent-1".into(),
+        pid: 4_000_000_001,
+        module: module.to_hex(),
+        source,
+        epoch: 1,
+        memory_bytes: 16 << 20,
+        page_bytes: 4096,
+        pages: Vec::new(),
+        preemptible: false,
+        chunks: Vec::new(),
+        volume_trees: None,
+    };
+    let body = bytes::Bytes::from(serde_json::to_vec(&offer).expect("offer json"));
+    shoal_daemon::migrate::target::handle(&target, shoal_daemon::migrate::wire::PATH_OFFER, body)
+        .await
+        .unwrap_or_else(|e| panic!("the offer was refused: {e:?}"));
+    assert_eq!(target.arrivals.len(), 1, "the offer made an arrival");
+    // Nothing more comes: the arrival goes, with what it held.
+    wait_until("the silent arrival to be dropped", WAIT, || {
+        target.arrivals.is_empty()
+    })
+    .await;
+    c.shutdown().await;
+}

@@ -62,6 +62,9 @@ pub struct Ctx {
     pub rebalance: rebalance::RebalanceConfig,
     /// Pages of moved processes still being written to the registry.
     pub keeper: std::sync::Arc<keep::Keeper>,
+    /// How long an arrival may wait for the rest of its move
+    /// ([`target::ARRIVAL_TTL`] unless configured).
+    pub arrival_ttl: std::time::Duration,
 }
 
 use shoal_runtime::pid::Pid;

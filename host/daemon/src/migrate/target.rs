@@ -12,6 +12,9 @@
 //! - **discarded** when the source calls it off ([`super::wire::PATH_ABORT`]),
 //!   when the directory shows the pid fenced at a later epoch elsewhere, or
 //!   after [`ARRIVAL_TTL`] without a decision while the source stays silent.
+//!   One whose final state never came (its source died during the
+//!   pre-copy) is dropped after the same time, giving back its memory and
+//!   the node's memory budget its instance made ahead was charged to.
 //!
 //! A started process's messages go through its [`Handoff`] until every
 //! node's fence has come through the source, or the source forwarded
@@ -36,7 +39,8 @@ use tokio::sync::watch;
 pub const ARRIVALS_MAX: usize = 256;
 /// Most bytes of memory images held by arrivals at once.
 pub const ARRIVAL_BYTES_MAX: u64 = 8 << 30;
-/// How long a prepared arrival waits for a decision before it is dropped.
+/// How long an arrival waits for its final state, and then for a decision,
+/// before it is dropped (the default of [`super::Ctx::arrival_ttl`]).
 pub const ARRIVAL_TTL: Duration = Duration::from_secs(120);
 /// How long a started process waits for the other nodes' fences while its
 /// source forwards nothing, before releasing what it holds (see
@@ -419,6 +423,7 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
         }),
         phase,
     });
+    let arrival_for_expiry = arrival.clone();
     let old = ctx
         .arrivals
         .map
@@ -432,6 +437,7 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
             "a newer migration of the same process replaced it",
         );
     }
+    tokio::spawn(expire_unfinished(ctx.clone(), arrival_for_expiry));
     Ok(OfferAnswer {
         need,
         chunk_bytes_fetched,
@@ -761,6 +767,20 @@ fn final_here(
     Ok(())
 }
 
+/// Drop `arrival` if its final state has not come within
+/// [`super::Ctx::arrival_ttl`] (its source died or gave up during the
+/// pre-copy): otherwise it would hold its memory, its instance and its
+/// share of [`ARRIVALS_MAX`] / [`ARRIVAL_BYTES_MAX`] until the same process
+/// moved here again.
+async fn expire_unfinished(ctx: Arc<Ctx>, arrival: Arc<Arrival>) {
+    let mut phase = arrival.phase.subscribe();
+    let deadline = tokio::time::Instant::from_std(arrival.created + ctx.arrival_ttl);
+    let _ = tokio::time::timeout_at(deadline, phase.wait_for(|p| *p != Phase::Transfer)).await;
+    if *arrival.phase.borrow() == Phase::Transfer {
+        discard(&ctx, &arrival, "no final state from the source in time");
+    }
+}
+
 /// Start or drop a ready arrival from what the directory shows, for when
 /// the source's `Go` or abort never comes.
 async fn watch_decision(ctx: Arc<Ctx>, arrival: Arc<Arrival>) {
@@ -786,14 +806,14 @@ async fn watch_decision(ctx: Arc<Ctx>, arrival: Arc<Arrival>) {
             }
             _ => {}
         }
-        if arrival.created.elapsed() > ARRIVAL_TTL {
+        if arrival.created.elapsed() > ctx.arrival_ttl {
             discard(&ctx, &arrival, "no decision from the source in time");
             return;
         }
         tokio::select! {
             _ = applied.changed() => {}
             _ = phase.changed() => {}
-            _ = tokio::time::sleep_until((arrival.created + ARRIVAL_TTL).into()) => {}
+            _ = tokio::time::sleep_until((arrival.created + ctx.arrival_ttl).into()) => {}
         }
     }
 }
@@ -931,6 +951,8 @@ fn discard(ctx: &Arc<Ctx>, arrival: &Arc<Arrival>, why: &str) {
         }
         data.image = None;
         data.memory = Vec::new();
+        // Its memory and the budget it was charged to, given back now.
+        data.prepared = None;
     }
     keep_batches(ctx, arrival);
     arrival.phase.send_replace(Phase::Gone(why.to_string()));
