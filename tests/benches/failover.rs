@@ -205,39 +205,41 @@ fn output_commit_cost() {
     println!(
         "output commit: {CALLS} calls one at a time from n1 to a `tally` on n3 (3 nodes on loopback namespaces), default checkpoint interval"
     );
-    let never = call_us("never", CALLS);
-    let committed = call_us("on-failure", CALLS);
-    print_price(
+    price(
         "tally policy",
         "call",
-        never,
-        committed,
+        call_us,
+        CALLS,
         "each reply of a protected process waits for a recorded checkpoint",
     );
     const WRITES: u64 = 300;
     println!();
     println!("output commit of key-value writes: {WRITES} increments one after another by a `tally kv` on n3");
-    let never = kv_write_us("never", WRITES);
-    let committed = kv_write_us("on-failure", WRITES);
-    print_price(
+    price(
         "writer policy",
         "write",
-        never,
-        committed,
+        kv_write_us,
+        WRITES,
         "each write of a protected process waits for a recorded checkpoint first",
     );
     const STEPS: u64 = 100;
     println!();
     println!("output commit of shared-volume writes: {STEPS} steps one after another by a `tally files` on n3 (each: mkdir, a new file published at its fsync, rename; volume of 2 replicas)");
-    let never = shared_file_step_us("never", STEPS);
-    let committed = shared_file_step_us("on-failure", STEPS);
-    print_price(
+    price(
         "writer policy",
         "step",
-        never,
-        committed,
+        shared_file_step_us,
+        STEPS,
         "each write of a protected process waits for a recorded checkpoint first (three per step)",
     );
+}
+
+/// Measure `n` units with `measure` unprotected (`never`) and protected
+/// (`on-failure`), and print the table ([`print_price`]).
+fn price(column: &str, unit: &str, measure: fn(&str, u64) -> f64, n: u64, why: &str) {
+    let never = measure("never", n);
+    let committed = measure("on-failure", n);
+    print_price(column, unit, never, committed, why);
 }
 
 /// Slices per second of `tally work <seconds> <mib>` on n3 deployed with
