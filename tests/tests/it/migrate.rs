@@ -26,6 +26,13 @@ async fn spawn(c: &TestCluster, i: usize, _hash: Sha256, argv: &[&str]) -> Pid {
         .unwrap_or_else(|code| panic!("spawn {argv:?} on node {i}: error {code}"))
 }
 
+/// A `migrant hold <mib>` on node 0, once it holds its memory.
+async fn hold(c: &TestCluster, m: Sha256, mib: u32) -> Pid {
+    let pid = spawn(c, 0, m, &["migrant", "hold", &mib.to_string()]).await;
+    wait_stdout(c, 0, pid, &format!("holding {mib} MiB")).await;
+    pid
+}
+
 /// Move `pid` from node `from` to node `to` (indices).
 async fn move_to(
     c: &TestCluster,
@@ -128,8 +135,7 @@ async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
 async fn static_data_a_process_zeroed_stays_zero_when_it_moves() {
     let c = TestCluster::start(2).await;
     let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
-    let pid = spawn(&c, 0, m, &["migrant", "hold", "1"]).await;
-    wait_stdout(&c, 0, pid, "holding 1 MiB").await;
+    let pid = hold(&c, m, 1).await;
     assert_eq!(ask(&c, 0, pid, "statics").await, (0x5a * 16384).to_string());
     assert_eq!(ask(&c, 0, pid, "wipe").await, "ok");
     let sum = ask(&c, 0, pid, "sum").await;
@@ -146,8 +152,7 @@ async fn static_data_a_process_zeroed_stays_zero_when_it_moves() {
 async fn a_repeat_migration_sends_only_the_pages_that_changed() {
     let c = TestCluster::start(2).await;
     let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
-    let pid = spawn(&c, 0, m, &["migrant", "hold", "16"]).await;
-    wait_stdout(&c, 0, pid, "holding 16 MiB").await;
+    let pid = hold(&c, m, 16).await;
     let sum = ask(&c, 0, pid, "sum").await;
     let first = move_to(&c, 0, pid, 1).await.expect("migrate");
     println!("{first}");
@@ -311,8 +316,7 @@ async fn the_c_guest_moves_mid_conversation() {
 async fn when_the_target_dies_mid_transfer_the_process_resumes_on_the_source() {
     let mut c = TestCluster::start(3).await;
     let m = add_guest(&c, shoal_tests::MIGRANT, "migrant").await;
-    let pid = spawn(&c, 0, m, &["migrant", "hold", "96"]).await;
-    wait_stdout(&c, 0, pid, "holding 96 MiB").await;
+    let pid = hold(&c, m, 96).await;
     let sum_before = ask(&c, 0, pid, "sum").await;
     let inner = c.node(0).migration().clone();
     let target_name = c.node(2).name().to_string();

@@ -52,30 +52,55 @@ async fn journal_with(
         .volume_put(None, volume, &format!("{dir}/.keep"), Vec::new())
         .await
         .unwrap_or_else(|e| panic!("create {volume}:/{dir}: {e}"));
-    let started = admin
+    let volumes: Vec<(&str, &str)> = std::iter::once(("/shared", volume))
+        .chain(more.iter().map(|(name, guest)| (*guest, *name)))
+        .collect();
+    spawn_mounting(
+        c,
+        on,
+        "journal",
+        &[&format!("/shared/{dir}")],
+        &volumes,
+        restart,
+    )
+    .await
+}
+
+/// Start `module` with `args` on node `on`, with the shared volumes
+/// `volumes` (guest path, volume name) mounted.
+async fn spawn_mounting(
+    c: &TestCluster,
+    on: usize,
+    module: &str,
+    args: &[&str],
+    volumes: &[(&str, &str)],
+    restart: Option<RestartPolicy>,
+) -> Pid {
+    let started = c
+        .admin_client(0)
         .spawn(&SpawnRequest {
-            module: "journal".into(),
-            argv0: Some("journal".into()),
-            args: vec![format!("/shared/{dir}")],
+            module: module.into(),
+            argv0: Some(module.into()),
+            args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
             count: 1,
             memory_bytes_max: None,
             node: Some(c.node(on).name().to_string()),
             labels: Default::default(),
             preemptible: false,
-            volumes: std::iter::once(("/shared", volume))
-                .chain(more.iter().map(|(name, guest)| (*guest, *name)))
+            volumes: volumes
+                .iter()
                 .map(|(guest, name)| VolumeRequest {
-                    guest: guest.into(),
+                    guest: (*guest).into(),
                     bytes_max: None,
                     files_max: None,
-                    shared: Some(name.into()),
+                    shared: Some((*name).into()),
                 })
                 .collect(),
             restart,
         })
         .await
-        .unwrap_or_else(|e| panic!("deploy journal --volume {volume}:/shared: {e}"));
+        .unwrap_or_else(|e| panic!("deploy {module} {args:?} on n{}: {e}", on + 1));
     started[0].pid
 }
 
@@ -245,29 +270,16 @@ async fn a_process_writing_a_shared_volume_at_once_is_not_refused() {
     let c = TestCluster::start(3).await;
     add_guest(&c, shoal_tests::TALLY, "tally").await;
     create(&c, "steps", 2, None).await;
-    let started = c
-        .admin_client(0)
-        .spawn(&SpawnRequest {
-            module: "tally".into(),
-            argv0: Some("tally".into()),
-            args: ["files", "/shared", "5", "0"].map(String::from).to_vec(),
-            env: Vec::new(),
-            count: 1,
-            memory_bytes_max: None,
-            node: Some(c.node(2).name().to_string()),
-            labels: Default::default(),
-            preemptible: false,
-            volumes: vec![VolumeRequest {
-                guest: "/shared".into(),
-                bytes_max: None,
-                files_max: None,
-                shared: Some("steps".into()),
-            }],
-            restart: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("deploy tally files: {e}"));
-    let (pid, n3) = (started[0].pid, c.node(2).node().clone());
+    let pid = spawn_mounting(
+        &c,
+        2,
+        "tally",
+        &["files", "/shared", "5", "0"],
+        &[("/shared", "steps")],
+        None,
+    )
+    .await;
+    let n3 = c.node(2).node().clone();
     common::cluster::wait_until("the steps to end", WAIT, || {
         let out = n3.stdout_text(pid);
         out.contains("files done") || out.contains("BAD")

@@ -159,8 +159,8 @@ impl Keeper {
         // Only a later move pays for a failure: it sends these again.
         // A page that does not match its hash (a lying source) is refused
         // by the registry and the rest still kept; one the registry holds
-        // is skipped there. Every step, even looking, waits for a freeze
-        // to end.
+        // is skipped there. Every step, even looking, waits while moves
+        // run here ([`Keeper::quiet`]).
         for part in pages.chunks(KEEP_WRITE_PAGES) {
             self.wait_quiet();
             let refs: Vec<(Sha256, &[u8])> = part.iter().map(|(h, p)| (*h, &p[..])).collect();

@@ -69,6 +69,12 @@ pub struct Ctx {
 
 use shoal_runtime::pid::Pid;
 
+/// Threads for work on a move's path that splits over cores (hashing,
+/// reading held pages): every core, at most 4.
+pub(crate) fn path_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
+
 /// Faults a test can inject into migrations (all off by default; settable
 /// only with the `fault-injection` feature, so production builds cannot
 /// turn them on).

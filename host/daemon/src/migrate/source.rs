@@ -266,7 +266,7 @@ pub async fn migrate(
         let m = memory0.clone();
         // On the move's path: hashed on every core (one core takes
         // ~38 ms for 64 MiB).
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let threads = super::path_threads();
         tokio::task::spawn_blocking(move || format::split_pages_parallel(&m, threads))
             .await
             .map_err(|e| NodeError::Runtime(format!("page hasher failed: {e}")))?

@@ -73,8 +73,8 @@ struct Data {
     /// grants, never what the source sent (read at the final request).
     grants: Grants,
     /// Pre-copy batches, kept in the registry (which checks each page
-    /// against its offered hash) once the arrival
-    /// ends (not during its freeze); at most its memory size in bytes.
+    /// against its offered hash) once the arrival ends (not during its
+    /// freeze); at most its memory size in bytes.
     kept: Vec<KeptBatch>,
     kept_bytes: usize,
     /// Its instance, made at the offer and written as `memory` is, so the
@@ -353,7 +353,7 @@ async fn offer_here(ctx: &Arc<Ctx>, offer: Offer) -> Result<OfferAnswer, RemoteE
     let (memory, mut need) = tokio::task::spawn_blocking(move || {
         let pb = pb as usize;
         let mut memory = vec![0u8; size];
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+        let threads = super::path_threads();
         let per_part = (size / pb).div_ceil(threads).max(1) * pb;
         let need: Vec<u32> = std::thread::scope(|scope| {
             let mut running = Vec::new();
