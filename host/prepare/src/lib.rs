@@ -37,6 +37,7 @@
 mod asyncify;
 mod callgraph;
 mod error;
+mod fresh_memory;
 mod globals;
 mod names;
 mod preempt;
@@ -49,6 +50,7 @@ mod tests;
 
 pub use asyncify::ASYNCIFY_EXPORTS;
 pub use error::PrepareError;
+pub use fresh_memory::fresh_memory_nonzero;
 pub use globals::{GlobalExport, GLOBAL_EXPORT_PREFIX};
 pub use preempt::{
     loop_count, COUNTDOWN_GLOBAL_NAME, PREEMPT_FUNCTION_NAME, PREEMPT_IMPORT, PREEMPT_INTERVAL,

@@ -1607,3 +1607,70 @@ mod asyncify_edge_cases {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Where a fresh instance's memory may be non-zero.
+
+#[test]
+fn fresh_memory_ranges_are_the_active_data_segments_merged() {
+    let m = wasm(
+        r#"(module (memory 2)
+             (data (i32.const 70000) "zz")
+             (data (i32.const 16) "abcd")
+             (data (i32.const 18) "xyzxyz")
+             (data "passive, never written at instantiation")
+             (data (i32.const 100) ""))"#,
+    );
+    assert_eq!(fresh_memory_nonzero(&m), Some(vec![16..24, 70000..70002]));
+    let none = wasm("(module (memory 1))");
+    assert_eq!(fresh_memory_nonzero(&none), Some(vec![]));
+}
+
+#[test]
+fn fresh_memory_is_unknown_when_the_module_alone_cannot_say() {
+    for src in [
+        // A start function may write anything.
+        r#"(module (memory 1) (func $s i32.const 0 i32.const 7 i32.store) (start $s))"#,
+        // An offset the host decides.
+        r#"(module (import "env" "base" (global $g i32)) (memory 1) (data (global.get $g) "x"))"#,
+        // Memory the host gives.
+        r#"(module (import "env" "mem" (memory 1)) (data (i32.const 0) "x"))"#,
+    ] {
+        assert_eq!(fresh_memory_nonzero(&wasm(src)), None, "{src}");
+    }
+    assert_eq!(
+        fresh_memory_nonzero(b"\0asm\x01\0\0\0\x05"),
+        None,
+        "truncated"
+    );
+}
+
+#[test]
+fn fresh_memory_ranges_survive_preparation() {
+    // The runtime reads the ranges from the module as given and applies them to each prepared
+    // variant: preparation must keep the data segments and add no start function.
+    let src = r#"(module
+      (import "shoal_v1" "recv" (func $recv (result i32)))
+      (memory 1)
+      (data (i32.const 1024) "hello")
+      (data (i32.const 4096) "world")
+      (func (export "_start") (loop $l call $recv drop br $l)))"#;
+    let input = wasm(src);
+    let given = fresh_memory_nonzero(&input).expect("known");
+    assert_eq!(given, vec![1024..1029, 4096..4101]);
+    for preempt in [false, true] {
+        let opts = PrepareOptions {
+            preempt,
+            ..PrepareOptions::new(vec![
+                ("shoal_v1".into(), "recv".into()),
+                (SHOAL_ABI_V1_MODULE.into(), PREEMPT_IMPORT.into()),
+            ])
+        };
+        let prepared = prepare(&input, &opts).unwrap();
+        assert_eq!(
+            fresh_memory_nonzero(&prepared.bytes).as_ref(),
+            Some(&given),
+            "preempt {preempt}"
+        );
+    }
+}

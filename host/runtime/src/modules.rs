@@ -46,6 +46,26 @@ pub struct LoadedModule {
     pub pre: InstancePre<ProcessCtx>,
     /// Where it came from and how long that took.
     pub origin: LoadOrigin,
+    /// Where a fresh instance's memory may be non-zero (its data
+    /// segments, [`shoal_prepare::fresh_memory_nonzero`]); `None`: not
+    /// known, anywhere in its initial memory.
+    fresh_nonzero: Option<Vec<std::ops::Range<usize>>>,
+}
+
+impl LoadedModule {
+    /// The byte ranges of a fresh instance's memory (of `initial_bytes`)
+    /// that may hold non-zero bytes: where a restore must check for
+    /// bytes its snapshot does not list. Sorted, not overlapping.
+    pub fn fresh_nonzero(&self, initial_bytes: usize) -> Vec<std::ops::Range<usize>> {
+        match &self.fresh_nonzero {
+            Some(ranges) => ranges
+                .iter()
+                .map(|r| r.start.min(initial_bytes)..r.end.min(initial_bytes))
+                .filter(|r| !r.is_empty())
+                .collect(),
+            None => std::iter::once(0..initial_bytes).collect(),
+        }
+    }
 }
 
 /// How a module was obtained.
@@ -314,12 +334,31 @@ impl ModuleCache {
                 hash: key.hash,
                 message: format!("{e:#}"),
             })?;
+        // Read from the module as given: preparation keeps its data
+        // segments and adds no start function (a test in shoal-prepare
+        // holds it to that). A module that cannot be read is checked
+        // everywhere, as before.
+        let fresh_nonzero = self
+            .registry
+            .get(&key.hash)
+            .ok()
+            .and_then(|wasm| shoal_prepare::fresh_memory_nonzero(&wasm))
+            .map(|ranges| {
+                ranges
+                    .into_iter()
+                    .map(|r| {
+                        usize::try_from(r.start).unwrap_or(usize::MAX)
+                            ..usize::try_from(r.end).unwrap_or(usize::MAX)
+                    })
+                    .collect()
+            });
         Ok(Arc::new(LoadedModule {
             hash: key.hash,
             preemptible: key.preemptible,
             module,
             pre,
             origin,
+            fresh_nonzero,
         }))
     }
 

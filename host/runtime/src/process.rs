@@ -14,7 +14,7 @@ use crate::pid::Pid;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use wasi_common::{I32Exit, WasiCtx};
-use wasmtime::{Global, Instance, InstancePre, Memory, Mutability, Store, Trap, Val};
+use wasmtime::{Global, Instance, Memory, Mutability, Store, Trap, Val};
 
 /// The data of a process's wasmtime store.
 pub struct ProcessCtx {
@@ -307,17 +307,20 @@ async fn finish_capture(
     })
 }
 
-/// Write a captured image into a fresh instance and start the rewind.
+/// Write a captured image into an instance and start the rewind: a fresh
+/// instance of `fresh`, or (`None`) one made ahead whose memory is the
+/// image's already.
 async fn apply_image(
     store: &mut Store<ProcessCtx>,
     instance: &Instance,
     image: RestoreImage,
-    in_place: bool,
+    fresh: Option<&crate::modules::LoadedModule>,
     running: &tokio::sync::watch::Sender<bool>,
 ) -> wasmtime::Result<()> {
     let memory = memory_of(store, instance)?;
     let have = memory.data_size(&*store);
     let want = image.memory.len();
+    let in_place = fresh.is_none();
     if in_place && have != want {
         return Err(wasmtime::Error::msg(format!(
             "the instance made ahead has {have} bytes of memory, the image {want}"
@@ -352,7 +355,10 @@ async fn apply_image(
             for run in paged.pages().listed_runs() {
                 crate::dirty::populate_for_write(&mut dest[run]);
             }
-            paged.pages().write_into(dest, have)?;
+            // Below `have`, only where its data segments are can the
+            // fresh instance hold bytes the snapshot does not.
+            let maybe_nonzero = fresh.map_or_else(Vec::new, |m| m.fresh_nonzero(have));
+            paged.pages().write_into(dest, &maybe_nonzero)?;
             // The kept copy's bytes, built off this path: ready by the
             // next capture, which otherwise builds them itself.
             let paged = paged.clone();
@@ -393,7 +399,7 @@ async fn rewind(
 /// How a process gets its instance.
 pub enum Instantiate {
     /// Made now, from the module.
-    Pre(InstancePre<ProcessCtx>),
+    Pre(Arc<crate::modules::LoadedModule>),
     /// Made ahead, its memory already the image's (an arrival's:
     /// `crate::node` prepares it during the move's pre-copy).
     Ready(Instance),
@@ -430,10 +436,10 @@ async fn run_in(
     restore: Option<RestoreImage>,
     running: tokio::sync::watch::Sender<bool>,
 ) -> ExitReason {
-    let (instance, in_place) = match pre {
-        Instantiate::Ready(i) => (i, true),
-        Instantiate::Pre(pre) => match pre.instantiate_async(&mut *store).await {
-            Ok(i) => (i, false),
+    let (instance, fresh) = match pre {
+        Instantiate::Ready(i) => (i, None),
+        Instantiate::Pre(module) => match module.pre.instantiate_async(&mut *store).await {
+            Ok(i) => (i, Some(module)),
             Err(e) => {
                 return ExitReason::StartFailed {
                     message: format!("{e:#}"),
@@ -451,7 +457,7 @@ async fn run_in(
             },
         };
     if let Some(image) = restore {
-        if let Err(e) = apply_image(store, &instance, image, in_place, &running).await {
+        if let Err(e) = apply_image(store, &instance, image, fresh.as_deref(), &running).await {
             return ExitReason::StartFailed {
                 message: format!("cannot restore the snapshot: {e:#}"),
             };

@@ -96,35 +96,67 @@ impl FetchedPages {
     }
 
     /// Make `dest` (exactly [`FetchedPages::memory_bytes`] long) equal to
-    /// the snapshot's memory. Its bytes from `zero_from` on are known to be
-    /// zero (memory a fresh instance just grew): only listed pages are
-    /// written there. Below it, unlisted pages are zeroed where they are
-    /// not zero already (a fresh instance holds its data segments there),
-    /// so a page that is zero on both sides is only read, never written.
-    pub fn write_into(&self, dest: &mut [u8], zero_from: usize) -> Result<(), SnapshotFormatError> {
+    /// the snapshot's memory. `dest` is zero outside `maybe_nonzero`
+    /// (sorted, not overlapping; for a fresh instance: where its data
+    /// segments are, or all of its initial memory when those are not
+    /// known), so only listed pages are written elsewhere. Unlisted pages
+    /// that meet `maybe_nonzero` are zeroed where they are not zero
+    /// already: a page that is zero on both sides is only read, never
+    /// written, and a page outside it is not even read (a fresh instance's
+    /// untouched page costs a fault to read).
+    pub fn write_into(
+        &self,
+        dest: &mut [u8],
+        maybe_nonzero: &[Range<usize>],
+    ) -> Result<(), SnapshotFormatError> {
         if dest.len() != self.memory_bytes {
             return Err(SnapshotFormatError::MemorySizeMismatch {
                 expected: self.memory_bytes as u64,
                 got: dest.len() as u64,
             });
         }
-        let zero_below = zero_from.min(dest.len());
+        debug_assert!(maybe_nonzero.windows(2).all(|w| w[0].end <= w[1].start));
+        let mut dirty = maybe_nonzero.iter().peekable();
         let mut unlisted_from = 0;
         for (range, bytes) in &self.pages {
             debug_assert!(unlisted_from <= range.start && range.end <= dest.len());
-            if unlisted_from < zero_below {
-                zero_pages(
-                    &mut dest[unlisted_from..range.start.min(zero_below)],
-                    self.page_bytes,
-                );
-            }
+            self.zero_unlisted(dest, unlisted_from..range.start, &mut dirty);
             dest[range.clone()].copy_from_slice(bytes);
             unlisted_from = range.end;
         }
-        if unlisted_from < zero_below {
-            zero_pages(&mut dest[unlisted_from..zero_below], self.page_bytes);
-        }
+        self.zero_unlisted(dest, unlisted_from..dest.len(), &mut dirty);
         Ok(())
+    }
+
+    /// Zero the pages of `gap` (unlisted, page-aligned) that meet a range
+    /// of `dirty` and are not zero. `dirty` is consumed up to the last
+    /// range that may reach past `gap`.
+    fn zero_unlisted<'r>(
+        &self,
+        dest: &mut [u8],
+        gap: Range<usize>,
+        dirty: &mut std::iter::Peekable<impl Iterator<Item = &'r Range<usize>>>,
+    ) {
+        let page = self.page_bytes;
+        while let Some(r) = dirty.peek() {
+            if r.start >= gap.end {
+                return; // for a later gap
+            }
+            let from = (r.start.max(gap.start) / page * page).max(gap.start);
+            let to = r
+                .end
+                .min(gap.end)
+                .div_ceil(page)
+                .saturating_mul(page)
+                .min(gap.end);
+            if from < to {
+                zero_pages(&mut dest[from..to], page);
+            }
+            if r.end > gap.end {
+                return; // it reaches the next gap too
+            }
+            dirty.next();
+        }
     }
 
     /// The snapshot's memory in a buffer of its own. Only the listed pages

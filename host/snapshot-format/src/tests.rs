@@ -168,18 +168,36 @@ fn registry_and_file_round_trips() {
             let fetched = fetch_pages_from_registry(&loaded, &reg).unwrap();
             assert_eq!(fetched.memory_bytes(), len);
             assert!(fetched.to_vec() == memory, "to_vec, len {len}");
-            for zero_from in (0..=len).step_by(page / 2).chain([len, len + page]) {
+            for zero_from in (0..=len).step_by(page / 2).chain([len]) {
                 let mut dest = vec![0xAAu8; len];
-                dest[zero_from.min(len)..].fill(0);
-                fetched.write_into(&mut dest, zero_from).unwrap();
+                dest[zero_from..].fill(0);
+                fetched
+                    .write_into(&mut dest, std::slice::from_ref(&(0..zero_from)))
+                    .unwrap();
                 assert!(
                     dest == memory,
                     "write_into, len {len}, zero from {zero_from}"
                 );
             }
+            // Dirty only in scattered ranges (a fresh instance's data
+            // segments: unaligned, some inside one page, some across
+            // pages, listed or not), zero elsewhere.
+            for shift in [0, 1, page / 2, page - 1] {
+                let dirty: Vec<std::ops::Range<usize>> = (0..len)
+                    .step_by(page * 3 / 2 + 7)
+                    .map(|s| (s + shift).min(len)..(s + shift + page / 3 + 1).min(len))
+                    .filter(|r| !r.is_empty())
+                    .collect();
+                let mut dest = vec![0u8; len];
+                for r in &dirty {
+                    dest[r.clone()].fill(0x5C);
+                }
+                fetched.write_into(&mut dest, &dirty).unwrap();
+                assert!(dest == memory, "write_into, len {len}, dirty {dirty:?}");
+            }
             let mut short = vec![0u8; len + 1];
             assert!(matches!(
-                fetched.write_into(&mut short, 0),
+                fetched.write_into(&mut short, &[]),
                 Err(SnapshotFormatError::MemorySizeMismatch { .. })
             ));
 

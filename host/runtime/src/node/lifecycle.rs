@@ -295,7 +295,7 @@ impl Shared {
             }
             None => (
                 Store::new(&self.engine, ctx),
-                process::Instantiate::Pre(module.pre.clone()),
+                process::Instantiate::Pre(module.clone()),
             ),
         };
         store.limiter(|c| &mut c.limiter);

@@ -40,6 +40,9 @@ pub struct PreparedInstance {
     memory: Memory,
     pub(super) module: Sha256,
     pub(super) preemptible: bool,
+    /// Where its memory may be non-zero as made: its module's data
+    /// segments ([`LoadedModule::fresh_nonzero`]).
+    maybe_nonzero: Vec<std::ops::Range<usize>>,
 }
 
 impl PreparedInstance {
@@ -93,32 +96,26 @@ impl PreparedInstance {
         }
     }
 
-    /// Zero every page of `page_bytes` below its module's initial memory
-    /// that `keep` does not name and that is not zero already (data
-    /// segments wrote them at instantiation; the arriving memory has zeros
-    /// there unless a page arrives). Pages past the initial size are zero.
-    pub fn zero_initial_except(
-        &mut self,
-        initial_bytes: usize,
-        page_bytes: usize,
-        keep: impl Fn(u32) -> bool,
-    ) {
+    /// Zero every page of `page_bytes` that `keep` does not name and that
+    /// is not zero already. As made, it can hold non-zero bytes only where
+    /// its module's data segments are (or, when those are not known, in
+    /// its initial memory): only pages there are read, since reading an
+    /// untouched page costs a fault.
+    pub fn zero_except(&mut self, page_bytes: usize, keep: impl Fn(u32) -> bool) {
         assert!(page_bytes > 0 && WASM_PAGE_BYTES.is_multiple_of(page_bytes));
         let dest = self.memory.data_mut(&mut self.store);
-        let end = initial_bytes.min(dest.len());
-        for (i, page) in dest[..end].chunks_mut(page_bytes).enumerate() {
-            let index = u32::try_from(i).unwrap_or(u32::MAX);
-            if !keep(index) && page.iter().any(|b| *b != 0) {
-                page.fill(0);
+        let len = dest.len();
+        for range in &self.maybe_nonzero {
+            let first = range.start / page_bytes;
+            let end = range.end.min(len).div_ceil(page_bytes);
+            for index in first..end {
+                let page = &mut dest[index * page_bytes..((index + 1) * page_bytes).min(len)];
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                if !keep(index) && page.iter().any(|b| *b != 0) {
+                    page.fill(0);
+                }
             }
         }
-    }
-
-    /// Its memory as the module declares it at first: bytes.
-    pub fn initial_bytes(&self) -> usize {
-        usize::try_from(self.memory.ty(&self.store).minimum())
-            .unwrap_or(usize::MAX)
-            .saturating_mul(WASM_PAGE_BYTES)
     }
 
     /// The limiter its memory is charged to, taken (with `cap` as its
@@ -197,12 +194,14 @@ impl Shared {
             })?;
         let memory = crate::process::memory_of(&mut store, &instance)
             .map_err(|e| NodeError::InvalidSpawn(format!("{e:#}")))?;
+        let initial_bytes = memory.data_size(&store);
         let mut prepared = PreparedInstance {
             store,
             instance,
             memory,
             module: module.hash,
             preemptible,
+            maybe_nonzero: module.fresh_nonzero(initial_bytes),
         };
         prepared.grow_to(memory_bytes)?;
         Ok(prepared)
