@@ -338,7 +338,9 @@ pub async fn migrate(
         Before::Bytes(memory0)
     };
 
-    // 2. Freeze.
+    // 2. Freeze. The process's store waits until it runs at the target:
+    // giving its memory back competes with the move's last steps.
+    let parked = node.park_store(pid);
     let freeze_started_us = now_us();
     let mut image = node.freeze(pid, CAPTURE_WAIT).await?;
     phases.mark("freeze_capture");
@@ -355,6 +357,8 @@ pub async fn migrate(
         Ok(x) => x,
         Err(why) => {
             call_off(ctx, &addr, &id).await;
+            // Its memory back in the budget first: it starts here again.
+            parked.release_now();
             node.unfreeze(pid, module, image).await?;
             return Err(fail(error_chain(&why)));
         }
@@ -367,6 +371,8 @@ pub async fn migrate(
         Decision::Moved => {}
         Decision::Stays(why) => {
             call_off(ctx, &addr, &id).await;
+            // Its memory back in the budget first: it starts here again.
+            parked.release_now();
             node.unfreeze(pid, module, image).await?;
             return Err(fail(why));
         }
@@ -390,6 +396,7 @@ pub async fn migrate(
     let resumed: Result<Started, TransferError> =
         call_json(ctx, &addr, wire::PATH_STARTED, &Abort { id: id.clone() }).await;
     phases.mark("resume");
+    drop(parked);
     drop(quiet);
     // Keep the pre-copy's pages here too, so a move back is cheap: those
     // that did not change since are the final image's, written behind

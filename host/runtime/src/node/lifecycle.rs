@@ -354,21 +354,18 @@ impl Shared {
                 Ok(()) = kill_rx => (ExitReason::Killed, None),
             };
             // A process that moved or was snapshotted away publishes
-            // nothing as it drops: its end is told first, and its store
-            // (its instance's memory given back: ~3 ms at 64 MiB) is
-            // dropped off the freeze's path. Any other end is told once
-            // its store is gone (files it left open published).
-            let later = match reason {
-                ExitReason::Moved | ExitReason::Snapshotted => store,
-                _ => {
-                    drop(store);
-                    None
+            // nothing as it drops: its store (its instance's memory given
+            // back: ~3 ms at 64 MiB) is parked for its move, or dropped
+            // off this thread, and its end told at once (see
+            // `parking`). Any other end is told once its store is gone
+            // (files it left open published).
+            match (&reason, store) {
+                (ExitReason::Moved | ExitReason::Snapshotted, Some(store)) => {
+                    guard.shared.parking.park_or_drop(pid, store);
                 }
-            };
-            guard.finish(reason);
-            if let Some(store) = later {
-                drop(tokio::task::spawn_blocking(move || drop(store)));
+                (_, store) => drop(store),
             }
+            guard.finish(reason);
         });
         Ok(pid)
     }

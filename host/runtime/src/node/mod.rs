@@ -17,6 +17,7 @@ mod error;
 mod host;
 mod lifecycle;
 mod moves;
+mod parking;
 mod prepared;
 mod snapshots;
 mod spawn;
@@ -29,6 +30,7 @@ pub use crate::spec::{DirGrant, SpawnSpec};
 pub use config::NodeConfig;
 pub use error::{ExitedHow, NodeError};
 pub use host::HostMailbox;
+pub use parking::ParkedStore;
 pub use prepared::PreparedInstance;
 pub use table::ProcessInfo;
 
@@ -82,6 +84,8 @@ pub struct Shared {
     table_version: tokio::sync::watch::Sender<u64>,
     /// Closed while the node is suspended ([`crate::gate`]).
     gate: crate::gate::GateKeeper,
+    /// Stores of processes moving away, kept until their move is over.
+    parking: parking::Parking,
     _ticker: EpochTicker,
 }
 
@@ -148,6 +152,7 @@ impl Node {
                 processes: RwLock::new(HashMap::new()),
                 last_snapshots: Mutex::new(HashMap::new()),
                 staged_volumes: Mutex::new(HashMap::new()),
+                parking: Default::default(),
                 exited: Mutex::new(VecDeque::new()),
                 router: Router::default(),
                 pids: PidAllocator::starting_at(1),

@@ -203,3 +203,48 @@ async fn the_memory_budget_refuses_with_its_error_and_frees_on_exit() {
         .await
         .expect("room again after an exit");
 }
+
+/// A move's source parks the frozen process's store until the process
+/// runs at the target (`parking`): while parked, its memory stays
+/// charged to the node's budget; `release_now` gives it back before it
+/// returns (a move called off starts the process here again at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_store_keeps_its_memory_until_released() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = node_with(dir.path(), |c| {
+        c.engine.processes_max = 8;
+        // Two processes, and the 64 KiB page a capture adds for its stack.
+        c.memory_budget_bytes = (2 << 20) + (128 << 10);
+    });
+    let waits = module(&node, WAITS_1MIB);
+    let a = node
+        .spawn(SpawnSpec::new(waits, vec!["a".into()]))
+        .await
+        .expect("fits");
+    node.spawn(SpawnSpec::new(waits, vec!["b".into()]))
+        .await
+        .expect("fits");
+    let parked = node.park_store(a);
+    let image = node
+        .freeze(a, Duration::from_secs(10))
+        .await
+        .expect("frozen");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !parked.holds_store() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the moved process's store was never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let refused = node.spawn(SpawnSpec::new(waits, vec!["c".into()])).await;
+    assert!(
+        matches!(refused, Err(NodeError::MemoryBudget { .. })),
+        "{refused:?}"
+    );
+    parked.release_now();
+    node.spawn(SpawnSpec::new(waits, vec!["c".into()]))
+        .await
+        .expect("its memory is back in the budget");
+    drop(image);
+}
