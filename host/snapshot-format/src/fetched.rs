@@ -20,7 +20,7 @@ use shoal_registry::Sha256;
 
 use super::error::SnapshotFormatError;
 use super::manifest::Manifest;
-use super::pages::{check_length, memory_len, page_range_usize, zero_pages};
+use super::pages::{check_length, memory_len, page_range_usize, zero_pages_except};
 
 /// The non-zero pages of a snapshot's memory, each of the right length and
 /// (read from the registry) the right hash.
@@ -97,7 +97,7 @@ impl FetchedPages {
 
     /// Make `dest` (exactly [`FetchedPages::memory_bytes`] long) equal to
     /// the snapshot's memory. `dest` is zero outside `maybe_nonzero`
-    /// (sorted, not overlapping; for a fresh instance: where its data
+    /// (byte ranges; for a fresh instance: where its data
     /// segments are, or all of its initial memory when those are not
     /// known), so only listed pages are written elsewhere. Unlisted pages
     /// that meet `maybe_nonzero` are zeroed where they are not zero
@@ -115,48 +115,16 @@ impl FetchedPages {
                 got: dest.len() as u64,
             });
         }
-        debug_assert!(maybe_nonzero.windows(2).all(|w| w[0].end <= w[1].start));
-        let mut dirty = maybe_nonzero.iter().peekable();
-        let mut unlisted_from = 0;
         for (range, bytes) in &self.pages {
-            debug_assert!(unlisted_from <= range.start && range.end <= dest.len());
-            self.zero_unlisted(dest, unlisted_from..range.start, &mut dirty);
             dest[range.clone()].copy_from_slice(bytes);
-            unlisted_from = range.end;
         }
-        self.zero_unlisted(dest, unlisted_from..dest.len(), &mut dirty);
-        Ok(())
-    }
-
-    /// Zero the pages of `gap` (unlisted, page-aligned) that meet a range
-    /// of `dirty` and are not zero. `dirty` is consumed up to the last
-    /// range that may reach past `gap`.
-    fn zero_unlisted<'r>(
-        &self,
-        dest: &mut [u8],
-        gap: Range<usize>,
-        dirty: &mut std::iter::Peekable<impl Iterator<Item = &'r Range<usize>>>,
-    ) {
         let page = self.page_bytes;
-        while let Some(r) = dirty.peek() {
-            if r.start >= gap.end {
-                return; // for a later gap
-            }
-            let from = (r.start.max(gap.start) / page * page).max(gap.start);
-            let to = r
-                .end
-                .min(gap.end)
-                .div_ceil(page)
-                .saturating_mul(page)
-                .min(gap.end);
-            if from < to {
-                zero_pages(&mut dest[from..to], page);
-            }
-            if r.end > gap.end {
-                return; // it reaches the next gap too
-            }
-            dirty.next();
-        }
+        zero_pages_except(dest, page, maybe_nonzero, |index| {
+            self.pages
+                .binary_search_by_key(&(index * page), |(range, _)| range.start)
+                .is_ok()
+        });
+        Ok(())
     }
 
     /// The snapshot's memory in a buffer of its own. Only the listed pages

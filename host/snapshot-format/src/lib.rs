@@ -64,7 +64,7 @@ pub use file::{decode_file, decode_stream, encode_file, encode_file_from_memory}
 pub use manifest::{BlobRef, GlobalVal, GlobalValue, Manifest, PageRef, MAX_BLOB_RECORD_BYTES};
 pub use pages::{
     assemble_into, assemble_memory, page_bytes_for, pages_touched, split_pages,
-    split_pages_parallel, split_pages_written, SplitPages,
+    split_pages_parallel, split_pages_written, zero_pages_except, SplitPages,
 };
 pub use store::{
     export_file, fetch_from_registry, import_file, import_stream, load_manifest, store_snapshot,

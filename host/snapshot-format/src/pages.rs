@@ -413,6 +413,29 @@ fn assemble_validated<B: AsRef<[u8]>>(
     Ok(())
 }
 
+/// Zero the pages of `page_bytes` of `dest` that meet a range of
+/// `maybe_nonzero` (byte ranges; `dest` is known to be zero elsewhere) and
+/// that `keep` (by page index) does not name, writing only pages that are
+/// not zero already. A page outside those ranges is not even read: a fresh
+/// instance's untouched page costs a fault to read.
+pub fn zero_pages_except(
+    dest: &mut [u8],
+    page_bytes: usize,
+    maybe_nonzero: &[Range<usize>],
+    keep: impl Fn(usize) -> bool,
+) {
+    assert!(page_bytes > 0);
+    let len = dest.len();
+    for range in maybe_nonzero {
+        for index in range.start / page_bytes..range.end.min(len).div_ceil(page_bytes) {
+            let page = &mut dest[index * page_bytes..((index + 1) * page_bytes).min(len)];
+            if !keep(index) && !is_zero(page) {
+                page.fill(0);
+            }
+        }
+    }
+}
+
 /// Zero `bytes` page by page, writing only pages that are not zero already.
 pub(super) fn zero_pages(bytes: &mut [u8], page_bytes: usize) {
     for page in bytes.chunks_mut(page_bytes) {

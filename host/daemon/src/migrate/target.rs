@@ -477,7 +477,9 @@ async fn prepare_instance(
         .filter(|i| need.binary_search(i).is_err())
         .collect();
     let written = tokio::task::spawn_blocking(move || {
-        prepared.zero_except(pb, |i| listed.binary_search(&i).is_ok());
+        prepared.zero_except(pb, |i| {
+            u32::try_from(i).is_ok_and(|i| listed.binary_search(&i).is_ok())
+        });
         // Every offered page is written (now or as it arrives): back them
         // in runs, one call each.
         let mut runs = listed.iter().map(|&i| i as usize * pb).peekable();

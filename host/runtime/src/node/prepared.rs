@@ -101,21 +101,10 @@ impl PreparedInstance {
     /// its module's data segments are (or, when those are not known, in
     /// its initial memory): only pages there are read, since reading an
     /// untouched page costs a fault.
-    pub fn zero_except(&mut self, page_bytes: usize, keep: impl Fn(u32) -> bool) {
+    pub fn zero_except(&mut self, page_bytes: usize, keep: impl Fn(usize) -> bool) {
         assert!(page_bytes > 0 && WASM_PAGE_BYTES.is_multiple_of(page_bytes));
         let dest = self.memory.data_mut(&mut self.store);
-        let len = dest.len();
-        for range in &self.maybe_nonzero {
-            let first = range.start / page_bytes;
-            let end = range.end.min(len).div_ceil(page_bytes);
-            for index in first..end {
-                let page = &mut dest[index * page_bytes..((index + 1) * page_bytes).min(len)];
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                if !keep(index) && page.iter().any(|b| *b != 0) {
-                    page.fill(0);
-                }
-            }
-        }
+        shoal_snapshot_format::zero_pages_except(dest, page_bytes, &self.maybe_nonzero, keep);
     }
 
     /// The limiter its memory is charged to, taken (with `cap` as its
