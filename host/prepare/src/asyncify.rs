@@ -27,35 +27,34 @@
 //! * Every point is reached with an empty operand stack at its level: the values below it and
 //!   its operands (arguments, block parameters, the `if` condition) are first stored in
 //!   locals ("spilled"), and the operands are loaded back just before it. Cranelift keeps
-//!   locals in registers, so this costs nothing at run time; it is what makes a saved frame
-//!   "all locals + which point".
-//! * A local `rewinding` is set at entry to `state == REWINDING` and cleared after each point
-//!   call returns (a rewind through that call has ended in it); the checks below read it, not
-//!   the state global.
-//! * The code before the first point of a sequence is wrapped in `if (!rewinding) ... end`, so
-//!   a rewind skips it (a wrapper left empty, as when a sequence starts with a point, is
-//!   not emitted). A point that is not the last of its sequence is wrapped, together
-//!   with the code after it up to the next point, in `if !(rewinding && target not in
-//!   range) ... end`: a rewind towards a later point skips both, and one `if` serves as the
-//!   point's check and the next segment's wrapper. The last point of a sequence needs no
-//!   check: a rewind that reaches it is rewinding into it. Values that a segment leaves for
-//!   the next part go through locals.
-//! * Each point call is preceded by `target = k` and followed by `br_if $unwind (state ==
-//!   UNWINDING)`.
-//! * The body sits in `block $unwind ... return end`; after it, the unwind path stores the
-//!   locals in a record at `current` (trapping if the buffer would overflow) and returns zeros.
-//!   At entry, `if (state == REWINDING)` pops the record back into the locals. A frame keeps
-//!   only what a rewind reads: the function's own locals that are live right after some point
-//!   (a backward liveness analysis, bounded in work), the target, and the added locals that
-//!   hold values below a point or operands a rewind passes on (an import's arguments, an
-//!   indirect call's, an `if` condition, block parameters). The arguments of a direct call of
-//!   an instrumented function are not kept: the rewinding callee restores its own locals.
+//!   locals in registers, so this costs nothing at run time.
+//! * **Records.** An unwinding frame pushes one record per frame: the point number at offset
+//!   0, the values a rewind reads, and the record's size in its last 4 bytes (so the
+//!   prologue can pop it: at entry, `if (state == REWINDING)` takes `current - size` as the
+//!   record, moves `current` there and reads the point number into a local `target`). Each
+//!   sequence lays out the values its points keep after the enclosing constructs' own: the
+//!   values below the point, the operands a rewind passes on (an import's arguments, an
+//!   indirect call's, an `if` condition, block parameters; not the arguments of a direct
+//!   call of an instrumented function, whose rewinding callee restores its own locals), and,
+//!   for a call, the function's own locals live right after it (a backward liveness
+//!   analysis per point, bounded in work).
+//! * **Unwind.** After each point call, `if (state) { record = push(size, k); store what
+//!   this point keeps; br $exit }`, where `$exit` wraps the body and returns zeros. Only the
+//!   values live at that point are stored, inline, so no value has to reach a shared block.
+//! * **Rewind.** A sequence with points opens a `block` per point (its landing) and starts
+//!   with `if (state == REWINDING) { load the sequence's layout; zero the operands a rewind
+//!   does not read; branch to the landing of the point covering target }` (a `br_table` by
+//!   point number, or comparisons when nested points make the range sparse). The normal
+//!   path falls into each landing at the end of the segment before the point. A sequence
+//!   whose only point comes first needs no landing: the rewind restores and falls in.
 //!
-//! Why this shape: wasmtime's compile time of the output grows with its blocks and with the
-//! values merged where they meet, so each point costs as few of both as the protocol allows
-//! (one `if` per non-last point, no empty wrapper, one unwind branch, a frame of what is
-//! read). Measured on the Go guest, these took wasmtime's compile of the output from ~2.6×
-//! to ~1.9-2.1× that of the input.
+//! Why this shape: wasmtime's compile time of the output grows with its blocks and, above
+//! all, with values that live long or meet at many joins. A rewind path that restores every
+//! local at entry and then skips code (Binaryen's shape, and this pass's before) makes each
+//! restored value live from the entry to its point, through every skipped region: the
+//! CPython eval loop (50 KB, 371 points, ~50 nested blocks) then took wasmtime 1.6 s to
+//! compile alone. Restoring per sequence, at its start, and saving per point, inline, keeps
+//! every value's life local: the same function compiles in 0.36 s.
 //!
 //! Spill locals are shared by points at the same nesting depth (siblings are never live at
 //! once); a point inside a construct uses the next depth's locals, so the construct's own
@@ -87,6 +86,10 @@ pub const ASYNCIFY_EXPORTS: [&str; 5] = [
     "asyncify_stop_rewind",
     "asyncify_get_state",
 ];
+
+/// Name of the internal (not exported) function every unwinding frame calls to reserve its
+/// record: `(size, point) -> record address`, trapping if the buffer would overflow.
+pub const PUSH_FUNCTION_NAME: &str = "asyncify_push_frame";
 
 /// Names given to the two globals added (in the name section).
 pub const ASYNCIFY_GLOBALS: [&str; 2] = ["__asyncify_state", "__asyncify_data"];
@@ -225,6 +228,7 @@ pub(crate) fn run(wasm: &[u8], graph: &CallGraph, asserts: bool) -> Result<Added
     let first_function = graph.total_funcs;
     let ctx = Ctx {
         graph,
+        push_function: first_function + ASYNCIFY_EXPORTS.len() as u32,
         state_global,
         data_global,
         asserts,
@@ -279,9 +283,10 @@ pub(crate) fn run(wasm: &[u8], graph: &CallGraph, asserts: bool) -> Result<Added
         (vec![EVal::I32], vec![]),
         (vec![], vec![]),
         (vec![], vec![EVal::I32]),
+        (vec![EVal::I32, EVal::I32], vec![EVal::I32]),
     ];
-    // start_unwind, stop_unwind, start_rewind, stop_rewind, get_state
-    let api_types = [0u32, 1, 0, 1, 2];
+    // start_unwind, stop_unwind, start_rewind, stop_rewind, get_state, push
+    let api_types = [0u32, 1, 0, 1, 2, 3];
 
     let mut module = wasm_encoder::Module::new();
     let mut saw = [false; 4]; // type, function, global, export
@@ -406,6 +411,8 @@ pub(crate) fn run(wasm: &[u8], graph: &CallGraph, asserts: bool) -> Result<Added
 /// What every function rewrite needs to know about the module.
 struct Ctx<'a> {
     graph: &'a CallGraph,
+    /// The internal [`PUSH_FUNCTION_NAME`] function.
+    push_function: u32,
     state_global: u32,
     data_global: u32,
     asserts: bool,
@@ -470,15 +477,74 @@ fn api_functions(state: u32, data: u32) -> Vec<Function> {
     let mut get = Function::new([]);
     get.instruction(&Instruction::GlobalGet(state))
         .instruction(&Instruction::End);
-    vec![start(UNWINDING), stop(), start(REWINDING), stop(), get]
+    vec![
+        start(UNWINDING),
+        stop(),
+        start(REWINDING),
+        stop(),
+        get,
+        push_frame(data),
+    ]
+}
+
+/// [`PUSH_FUNCTION_NAME`]`(size, point)`: reserves a record of `size` bytes at `current`,
+/// trapping if it would pass `end` (or wrap), writes the point number at its start and the
+/// size in its last 4 bytes (so a rewind can pop it), and returns its address.
+fn push_frame(data: u32) -> Function {
+    let (size, point, at, next) = (0, 1, 2, 3);
+    let mut f = Function::new([(2, EVal::I32)]);
+    f.instruction(&Instruction::GlobalGet(data))
+        .instruction(&Instruction::I32Load(mem(0)))
+        .instruction(&Instruction::LocalTee(at))
+        .instruction(&Instruction::LocalGet(size))
+        .instruction(&Instruction::I32Add)
+        .instruction(&Instruction::LocalTee(next))
+        .instruction(&Instruction::LocalGet(at))
+        .instruction(&Instruction::I32LtU)
+        .instruction(&Instruction::LocalGet(next))
+        .instruction(&Instruction::GlobalGet(data))
+        .instruction(&Instruction::I32Load(mem(4)))
+        .instruction(&Instruction::I32GtU)
+        .instruction(&Instruction::I32Or)
+        .instruction(&Instruction::If(BlockType::Empty))
+        .instruction(&Instruction::Unreachable)
+        .instruction(&Instruction::End)
+        .instruction(&Instruction::GlobalGet(data))
+        .instruction(&Instruction::LocalGet(next))
+        .instruction(&Instruction::I32Store(mem(0)))
+        .instruction(&Instruction::LocalGet(at))
+        .instruction(&Instruction::LocalGet(point))
+        .instruction(&Instruction::I32Store(mem(RECORD_TARGET_OFFSET)))
+        .instruction(&Instruction::LocalGet(next))
+        .instruction(&Instruction::I32Const(4))
+        .instruction(&Instruction::I32Sub)
+        .instruction(&Instruction::LocalGet(size))
+        .instruction(&Instruction::I32Store(mem(0)))
+        .instruction(&Instruction::LocalGet(at))
+        .instruction(&Instruction::End);
+    f
 }
 
 // ---------------------------------------------------------------------------------------------
 // One function.
 
+/// What kind of point, for what a rewind reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PointKind {
+    /// A call whose operands a rewind passes on: a blocking import's arguments, an indirect
+    /// call's (its callee and arguments).
+    CallReadingOperands,
+    /// A direct call of an instrumented function: the rewinding callee takes its locals from
+    /// its own record and ignores its arguments.
+    CallOfInstrumented,
+    /// A construct containing points: its `if` condition and block parameters are read.
+    Construct,
+}
+
 /// What the analysis found at one operator.
 #[derive(Debug)]
 struct Point {
+    kind: PointKind,
     /// Call: (k, k). Construct: the range of point numbers inside.
     first: u32,
     last: u32,
@@ -492,9 +558,24 @@ struct Point {
     params: Vec<ValType>,
 }
 
+/// A point of a sequence: its number range and its operator.
+#[derive(Debug, Clone, Copy)]
+struct SeqPoint {
+    first: u32,
+    last: u32,
+    /// Index of the call or of the construct's opening operator.
+    op: usize,
+    /// Nothing of its sequence comes before it: a rewind has nothing to skip to reach it.
+    at_start: bool,
+}
+
 /// A construct being analysed.
 struct Frame1 {
     open_op: usize,
+    /// Its opening operator was the first of its parent's sequence.
+    opened_at_start: bool,
+    /// Operators of its current sequence seen so far (nested constructs count as one).
+    seq_ops: usize,
     dead: bool,
     seq: usize,
     candidate: Option<Point>,
@@ -505,14 +586,25 @@ struct Frame1 {
 /// The analysis of one body: which operators are points, and how many points each sequence has.
 struct Plan {
     points: HashMap<usize, Point>,
-    /// By sequence (in code order): the point-number range of each of its points.
-    seq_points: Vec<Vec<(u32, u32)>>,
+    /// By sequence (in code order): each of its points.
+    seq_points: Vec<Vec<SeqPoint>>,
     params: Vec<ValType>,
     results: Vec<ValType>,
     locals: Vec<ValType>,
-    /// The function's own locals (parameters included) live right after some point: the
-    /// only ones a saved frame needs (see [`live_across_points`]).
-    live: Vec<bool>,
+    /// By call point (operator index): the function's own locals (parameters included) live
+    /// right after it, the only ones its record needs (see [`live_after_points`]). `None`:
+    /// the analysis ran out of work and every local counts as live.
+    live_after: Option<HashMap<usize, Vec<u32>>>,
+}
+
+impl Plan {
+    /// The function's own locals a record of the call point at operator `at` keeps.
+    fn live_after(&self, at: usize) -> Vec<u32> {
+        match &self.live_after {
+            Some(m) => m.get(&at).cloned().unwrap_or_default(),
+            None => (0..self.locals.len() as u32).collect(),
+        }
+    }
 }
 
 fn block_sig<R: WasmModuleResources>(
@@ -561,12 +653,14 @@ fn analyse(
             seq_points: vec![vec![]],
             params: fty.params().to_vec(),
             results: fty.results().to_vec(),
-            live: vec![],
+            live_after: None,
             locals,
         };
         let mut all_ops: Vec<Operator<'_>> = Vec::new();
         let mut frames = vec![Frame1 {
             open_op: 0,
+            opened_at_start: false,
+            seq_ops: 0,
             dead: false,
             seq: 0,
             candidate: None,
@@ -591,7 +685,11 @@ fn analyse(
         };
         while !ops.eof() {
             let (op, offset) = ops.read_with_offset().map_err(err)?;
-            let top = frames.last().ok_or_else(|| internal("frames"))?;
+            let top = frames.last_mut().ok_or_else(|| internal("frames"))?;
+            let at_start = top.seq_ops == 0;
+            if !matches!(op, Operator::End | Operator::Else) {
+                top.seq_ops += 1;
+            }
             let live = !top.dead
                 && !fv
                     .get_control_frame(0)
@@ -604,16 +702,21 @@ fn analyse(
                     let t = resources
                         .type_index_of_function(*function_index)
                         .ok_or_else(|| internal("callee type"))?;
-                    Some((t, 0))
+                    let kind = if *function_index < ctx.graph.imported_funcs {
+                        PointKind::CallReadingOperands
+                    } else {
+                        PointKind::CallOfInstrumented
+                    };
+                    Some((t, 0, kind))
                 }
                 Operator::CallIndirect { type_index, .. }
                     if live && ctx.indirect_can_unwind(*type_index) =>
                 {
-                    Some((*type_index, 1))
+                    Some((*type_index, 1, PointKind::CallReadingOperands))
                 }
                 _ => None,
             };
-            if let Some((t, extra)) = call_type {
+            if let Some((t, extra, kind)) = call_type {
                 let f = resources
                     .sub_type_at(t)
                     .ok_or_else(|| internal("call type"))?
@@ -623,6 +726,7 @@ fn analyse(
                 plan.points.insert(
                     i,
                     Point {
+                        kind,
                         first: k,
                         last: k,
                         stack: stack_types(&fv)?,
@@ -632,7 +736,12 @@ fn analyse(
                     },
                 );
                 let top = frames.last_mut().ok_or_else(|| internal("frames"))?;
-                plan.seq_points[top.seq].push((k, k));
+                plan.seq_points[top.seq].push(SeqPoint {
+                    first: k,
+                    last: k,
+                    op: i,
+                    at_start,
+                });
                 top.first.get_or_insert(k);
                 top.last = Some(k);
             }
@@ -645,6 +754,7 @@ fn analyse(
                             .ok_or_else(|| internal("block type"))?;
                         let is_if = matches!(op, Operator::If { .. });
                         Some(Point {
+                            kind: PointKind::Construct,
                             first: 0,
                             last: 0,
                             stack: stack_types(&fv)?,
@@ -658,6 +768,8 @@ fn analyse(
                     plan.seq_points.push(vec![]);
                     frames.push(Frame1 {
                         open_op: i,
+                        opened_at_start: at_start,
+                        seq_ops: 0,
                         dead: !live,
                         seq: plan.seq_points.len() - 1,
                         candidate,
@@ -669,6 +781,7 @@ fn analyse(
                     plan.seq_points.push(vec![]);
                     let top = frames.last_mut().ok_or_else(|| internal("frames"))?;
                     top.seq = plan.seq_points.len() - 1;
+                    top.seq_ops = 0;
                 }
                 Operator::End if frames.len() > 1 => {
                     let f = frames.pop().ok_or_else(|| internal("frames"))?;
@@ -677,7 +790,12 @@ fn analyse(
                         p.last = last;
                         plan.points.insert(f.open_op, p);
                         let parent = frames.last_mut().ok_or_else(|| internal("frames"))?;
-                        plan.seq_points[parent.seq].push((first, last));
+                        plan.seq_points[parent.seq].push(SeqPoint {
+                            first,
+                            last,
+                            op: f.open_op,
+                            at_start: f.opened_at_start,
+                        });
                         parent.first.get_or_insert(first);
                         parent.last = Some(last);
                     }
@@ -704,7 +822,7 @@ fn analyse(
             all_ops.push(op);
             i += 1;
         }
-        plan.live = live_across_points(&all_ops, &plan.points, plan.locals.len());
+        plan.live_after = live_after_points(&all_ops, &plan.points, plan.locals.len());
         Ok(plan)
     })();
     (r, fv.into_allocations())
@@ -775,14 +893,33 @@ struct Frame2 {
     new_index: usize,
     /// Points left in its current sequence.
     seq_left: u32,
-    /// The wrapper `if` of the current segment is open (1) or not (0).
-    wrapped: u32,
     /// It is a point (a construct containing points): what to do after its `end`.
     point: Option<PointDone>,
     /// Locals holding its block parameters (a point construct with parameters).
     param_locals: Vec<u32>,
     /// Nesting depth of points (for the spill pools) of the points in it.
     depth: usize,
+    /// A point construct: the locals a rewind through it restores (the values below it, its
+    /// operands), at their offsets in every record saved inside it.
+    part: Vec<SavedLocal>,
+    /// Offset in a record where the layout of the points inside this frame begins.
+    prefix_end: u64,
+    /// End of the layout of the current sequence's points (a record of a point in it ends
+    /// there, before its size trailer).
+    seq_end: u64,
+}
+
+/// What a sequence's start decided for one of its points.
+struct PointPlan {
+    /// Locals the point's operand stack is spilled to, bottom to top.
+    spill: Vec<u32>,
+    /// A construct's parameter locals (see [`Emitter::enter_point`]).
+    param_locals: Vec<u32>,
+    /// What a record of this point keeps of its own frame level, at its offsets.
+    saved: Vec<SavedLocal>,
+    /// Reached through a landing block (else it is its sequence's only point, with nothing
+    /// before it: the dispatch falls into it).
+    landing: bool,
 }
 
 struct PointDone {
@@ -791,6 +928,9 @@ struct PointDone {
     results: Vec<EVal>,
 }
 
+/// Offset of the point number in a record; the record's size is in its last 4 bytes.
+const RECORD_TARGET_OFFSET: u64 = 0;
+
 struct Emitter<'a> {
     ctx: &'a Ctx<'a>,
     plan: &'a Plan,
@@ -798,27 +938,15 @@ struct Emitter<'a> {
     /// Open frames of the new function (the function frame counts).
     new_depth: usize,
     frames: Vec<Frame2>,
-    unwind_index: usize,
     extra_locals: Vec<EVal>,
-    /// Per added local: a rewind reads what it held at some point, so a saved frame keeps
-    /// it. Not so for the operands of a direct call of an instrumented function (a rewinding
-    /// callee takes its locals from its own record and ignores its arguments) nor for the
-    /// momentary pool; most added locals are those, and a frame that saved them all cost
-    /// wasmtime several times the compile time of the unwind path.
-    extra_kept: Vec<bool>,
     pools: Pools,
+    /// The point a rewind goes to, read from the record in the prologue. Never saved.
     target_local: u32,
+    /// The record being read (rewind) or written (unwind). Never saved.
     ptr_local: u32,
-    /// 1 from the entry of a rewinding call until its point's call returns, else 0: the
-    /// wrappers and skip checks read it instead of the state global (a load each). Never
-    /// saved: the prologue sets it.
-    rewinding_local: u32,
     seq: usize,
-    /// Where the open `if (!rewinding)` wrapper begins and where its body begins in `out`,
-    /// while one is open: a wrapper left empty is taken out again (a point right at the
-    /// start of a sequence, as in `block (block (call ...`) instead of costing wasmtime two
-    /// blocks for nothing.
-    wrapper_at: Option<(usize, usize)>,
+    /// By operator index: the points of the sequences started and not yet reached.
+    point_plans: HashMap<usize, PointPlan>,
 }
 
 impl<'a> Emitter<'a> {
@@ -830,16 +958,12 @@ impl<'a> Emitter<'a> {
             out: Vec::new(),
             new_depth: 1,
             frames: Vec::new(),
-            unwind_index: 1,
-            extra_locals: vec![EVal::I32, EVal::I32, EVal::I32],
-            // The target; the record pointer (never saved: see `saved`); `rewinding_local`.
-            extra_kept: vec![true, false, false],
+            extra_locals: vec![EVal::I32, EVal::I32],
             pools: HashMap::new(),
             target_local: n,
             ptr_local: n + 1,
-            rewinding_local: n + 2,
             seq: 0,
-            wrapper_at: None,
+            point_plans: HashMap::new(),
         }
     }
 
@@ -850,18 +974,19 @@ impl<'a> Emitter<'a> {
     fn new_local(&mut self, t: EVal) -> u32 {
         let idx = self.plan.locals.len() as u32 + self.extra_locals.len() as u32;
         self.extra_locals.push(t);
-        self.extra_kept.push(false);
         idx
     }
 
-    /// A rewind reads added local `l` (see `extra_kept`).
-    fn keep(&mut self, l: u32) {
+    /// Type of local `l` (own or added).
+    fn local_type(&self, l: u32) -> Result<EVal, PrepareError> {
         let own = self.plan.locals.len();
-        if let Some(k) = (l as usize)
-            .checked_sub(own)
-            .and_then(|i| self.extra_kept.get_mut(i))
-        {
-            *k = true;
+        match (l as usize).checked_sub(own) {
+            None => enc(self.plan.locals[l as usize]),
+            Some(i) => self
+                .extra_locals
+                .get(i)
+                .copied()
+                .ok_or_else(|| internal("local index")),
         }
     }
 
@@ -913,6 +1038,46 @@ impl<'a> Emitter<'a> {
         self.new_depth -= 1;
     }
 
+    fn zero(&mut self, t: EVal) {
+        self.ins(match t {
+            EVal::I32 => Instruction::I32Const(0),
+            EVal::I64 => Instruction::I64Const(0),
+            EVal::F32 => Instruction::F32Const(0.0.into()),
+            EVal::F64 => Instruction::F64Const(0.0.into()),
+            _ => Instruction::V128Const(0),
+        });
+    }
+
+    /// Loads `saved` from the record at `ptr` into their locals.
+    fn load_all(&mut self, saved: &[SavedLocal]) {
+        for &(l, t, o) in saved {
+            self.ins(Instruction::LocalGet(self.ptr_local));
+            self.ins(match t {
+                EVal::I32 => Instruction::I32Load(mem(o)),
+                EVal::I64 => Instruction::I64Load(mem(o)),
+                EVal::F32 => Instruction::F32Load(mem(o)),
+                EVal::F64 => Instruction::F64Load(mem(o)),
+                _ => Instruction::V128Load(mem(o)),
+            });
+            self.ins(Instruction::LocalSet(l));
+        }
+    }
+
+    /// Stores `saved` from their locals into the record at `ptr`.
+    fn store_all(&mut self, saved: &[SavedLocal]) {
+        for &(l, t, o) in saved {
+            self.ins(Instruction::LocalGet(self.ptr_local));
+            self.ins(Instruction::LocalGet(l));
+            self.ins(match t {
+                EVal::I32 => Instruction::I32Store(mem(o)),
+                EVal::I64 => Instruction::I64Store(mem(o)),
+                EVal::F32 => Instruction::F32Store(mem(o)),
+                EVal::F64 => Instruction::F64Store(mem(o)),
+                _ => Instruction::V128Store(mem(o)),
+            });
+        }
+    }
+
     /// New relative depth of an original branch depth `d`.
     fn depth(&self, d: u32) -> Result<u32, PrepareError> {
         let target = self
@@ -924,118 +1089,209 @@ impl<'a> Emitter<'a> {
         Ok((self.new_depth - 1 - new_index) as u32)
     }
 
-    /// Starts a sequence of the top frame: parameters into their locals, the first wrapper.
+    /// Starts a sequence of the top frame: parameters into their locals, the layout of its
+    /// points' records, a landing block per point, the rewind dispatch.
+    ///
+    /// The layout: every local a record of one of the sequence's points keeps (the values
+    /// below it and the operands a rewind reads, and, for a call, the function's own locals
+    /// live after it) gets one offset, after the enclosing constructs' parts. A rewind loads
+    /// them all here, once, and branches to the landing of the point it goes to; a local
+    /// that is dead there is overwritten before it is read, so what it loads for it does not
+    /// matter. The operands a rewind does not read (a direct call's arguments: the rewinding
+    /// callee restores its own locals) are set to zero instead, so that no value has to
+    /// reach them from before the sequence: a long-lived value on the rewind path costs
+    /// wasmtime's register allocator far more than a load.
     fn start_sequence(&mut self) -> Result<(), PrepareError> {
-        let points = self
-            .plan
+        let plan = self.plan;
+        let points = plan
             .seq_points
             .get(self.seq)
-            .ok_or_else(|| internal("sequence"))?
-            .len() as u32;
+            .ok_or_else(|| internal("sequence"))?;
         self.seq += 1;
         let top = self.frames.len() - 1;
-        self.frames[top].seq_left = points;
-        if points == 0 {
+        self.frames[top].seq_left = points.len() as u32;
+        let (Some(first), Some(last)) = (points.first(), points.last()) else {
             return Ok(());
+        };
+        let (first, last) = (first.first, last.last);
+        let depth = self.frames[top].depth;
+
+        // The layout.
+        let mut offsets: HashMap<u32, (EVal, u64)> = HashMap::new();
+        let mut order: Vec<SavedLocal> = Vec::new();
+        let mut end = self.frames[top].prefix_end;
+        let mut unread: Vec<u32> = Vec::new();
+        let mut plans = Vec::with_capacity(points.len());
+        for sp in points {
+            let p = plan
+                .points
+                .get(&sp.op)
+                .ok_or_else(|| internal("a sequence's point"))?;
+            let (param_locals, operands_read, own) = match p.kind {
+                PointKind::Construct => {
+                    let mut v = Vec::with_capacity(p.params.len());
+                    for &t in &p.params {
+                        v.push(self.new_local(enc(t)?));
+                    }
+                    (v, true, vec![])
+                }
+                PointKind::CallReadingOperands => (vec![], true, plan.live_after(sp.op)),
+                PointKind::CallOfInstrumented => (vec![], false, plan.live_after(sp.op)),
+            };
+            let below = p.stack.len() - p.consumed;
+            let mut spill = self.pool(depth, &p.stack)?;
+            spill[below..below + param_locals.len()].copy_from_slice(&param_locals);
+            let read = if operands_read { spill.len() } else { below };
+            unread.extend_from_slice(&spill[read..]);
+            let mut saved = Vec::with_capacity(read + own.len());
+            for &l in spill[..read].iter().chain(own.iter()) {
+                let (t, o) = match offsets.get(&l) {
+                    Some(&v) => v,
+                    None => {
+                        let t = self.local_type(l)?;
+                        let v = (t, end);
+                        end += size_of(t);
+                        offsets.insert(l, v);
+                        order.push((l, t, v.1));
+                        v
+                    }
+                };
+                if !saved.iter().any(|&(x, _, _)| x == l) {
+                    saved.push((l, t, o));
+                }
+            }
+            plans.push((
+                sp.op,
+                PointPlan {
+                    spill,
+                    param_locals,
+                    saved,
+                    landing: !(points.len() == 1 && sp.at_start),
+                },
+            ));
         }
+        if end + 4 > i32::MAX as u64 {
+            return Err(PrepareError::unsupported(
+                "a function with too many locals to save",
+            ));
+        }
+        self.frames[top].seq_end = end;
+        self.point_plans.extend(plans);
+        unread.sort_unstable();
+        unread.dedup();
+        unread.retain(|l| !offsets.contains_key(l));
+
         let params = self.frames[top].param_locals.clone();
         for &l in params.iter().rev() {
             self.ins(Instruction::LocalSet(l));
         }
-        self.open_wrapper();
+        if points.len() == 1 && points[0].at_start {
+            // Nothing to skip: a rewind restores the function's own locals, if any, and falls
+            // in. Its operand stack is the sequence's parameters, reloaded below on both
+            // paths, so its spill locals are set from them there (they are still saved).
+            let spilled = &self
+                .point_plans
+                .get(&points[0].op)
+                .ok_or_else(|| internal("a sequence's point"))?
+                .spill;
+            order.retain(|(l, _, _)| !spilled.contains(l));
+            if !order.is_empty() {
+                self.state_is(REWINDING);
+                self.open(Instruction::If(BlockType::Empty));
+                self.load_all(&order);
+                self.close();
+            }
+            for &l in &params {
+                self.ins(Instruction::LocalGet(l));
+            }
+            return Ok(());
+        }
+        // `block $p_j` per point j (0-based), the first innermost: the normal path falls
+        // into its `end` at the end of the segment before the point, a rewind branches there.
+        for _ in 0..points.len() {
+            self.open(Instruction::Block(BlockType::Empty));
+        }
+        self.state_is(REWINDING);
+        self.open(Instruction::If(BlockType::Empty));
+        self.load_all(&order);
+        for l in unread {
+            let t = self.local_type(l)?;
+            self.zero(t);
+            self.ins(Instruction::LocalSet(l));
+        }
+        let span = u64::from(last - first) + 1;
+        if points.len() == 1 {
+            // One landing: no choice to make (inside `if`, $p_0 is at 1).
+            self.ins(Instruction::Br(1));
+        } else if span <= 4 * points.len() as u64 + 4 {
+            // A table by point number; inside `if` and `block $bad`, $p_j is at 2 + j.
+            self.open(Instruction::Block(BlockType::Empty));
+            let mut table = Vec::with_capacity(span as usize);
+            for (j, sp) in points.iter().enumerate() {
+                while u64::from(first) + table.len() as u64 <= u64::from(sp.last) {
+                    table.push(2 + j as u32);
+                }
+            }
+            self.ins(Instruction::LocalGet(self.target_local));
+            self.ins(Instruction::I32Const(first as i32));
+            self.ins(Instruction::I32Sub);
+            self.ins(Instruction::BrTable(table.into(), 0));
+            self.close();
+            self.ins(Instruction::Unreachable);
+        } else {
+            // Few points over a wide range of numbers (nested points): compare with each
+            // point's last number; inside `if`, $p_j is at 1 + j.
+            for (j, sp) in points.iter().enumerate() {
+                if j + 1 == points.len() {
+                    self.ins(Instruction::Br(1 + j as u32));
+                } else {
+                    self.ins(Instruction::LocalGet(self.target_local));
+                    self.ins(Instruction::I32Const(sp.last as i32));
+                    self.ins(Instruction::I32LeU);
+                    self.ins(Instruction::BrIf(1 + j as u32));
+                }
+            }
+        }
+        self.close(); // if
         for &l in &params {
             self.ins(Instruction::LocalGet(l));
         }
         Ok(())
     }
 
-    /// `if (!rewinding)` around the code up to the next point.
-    fn open_wrapper(&mut self) {
-        let at = self.out.len();
-        self.ins(Instruction::LocalGet(self.rewinding_local));
-        self.ins(Instruction::I32Eqz);
-        self.open(Instruction::If(BlockType::Empty));
-        self.wrapper_at = Some((at, self.out.len()));
-        let top = self.frames.len() - 1;
-        self.frames[top].wrapped = 1;
-    }
-
-    /// Close the wrapper of the top frame's current segment (see [`Self::open_wrapper`]; the
-    /// non-last point's `if` also serves as one).
-    fn close_wrapper(&mut self) {
-        match self.wrapper_at.take() {
-            Some((at, body)) if self.out.len() == body => {
-                // Nothing was wrapped: take the `if` out again.
-                self.out.truncate(at);
-                self.new_depth -= 1;
-            }
-            _ => self.close(),
-        }
-        let top = self.frames.len() - 1;
-        self.frames[top].wrapped = 0;
-    }
-
-    /// At a point of the top frame: spill, close the wrapper, the skip check, reload operands.
-    /// Returns the locals of the values below the operands and whether it is the last point.
+    /// At the point at operator `at` of the top frame: spill its operand stack (as its
+    /// sequence's start planned), the landing, reload the operands. Returns the point's plan,
+    /// the locals of the values below the operands and whether it is the last point.
     ///
-    /// `param_locals`: the locals of a construct's block parameters, which hold them across
-    /// the construct (a loop's parameters change with each iteration; a rewind must see the
-    /// latest), so they are spilled there rather than in the pool.
-    ///
-    /// `operands_read`: a rewind reads the point's operands (an import's arguments, an
-    /// indirect call's, an `if` condition, block parameters), so their locals are saved; the
-    /// values below the operands always are.
-    fn enter_point(
-        &mut self,
-        p: &Point,
-        param_locals: &[u32],
-        operands_read: bool,
-    ) -> Result<(Vec<u32>, bool), PrepareError> {
+    /// A construct's block parameters are spilled to its own parameter locals, which hold
+    /// them across the construct (a loop's parameters change with each iteration; a rewind
+    /// must see the latest).
+    fn enter_point(&mut self, p: &Point, at: usize) -> Result<(PointPlan, Vec<u32>, bool), PrepareError> {
         let top = self.frames.len() - 1;
-        if self.frames[top].wrapped == 0 {
-            return Err(internal("a point outside its wrapper"));
+        let seq_left = self.frames[top].seq_left;
+        if seq_left == 0 {
+            return Err(internal("more points than the sequence has"));
         }
-        let depth = self.frames[top].depth;
+        let pp = self
+            .point_plans
+            .remove(&at)
+            .ok_or_else(|| internal("a point its sequence did not plan"))?;
         let below = p.stack.len() - p.consumed;
-        let mut spill = self.pool(depth, &p.stack)?;
-        spill[below..below + param_locals.len()].copy_from_slice(param_locals);
-        let read = if operands_read { spill.len() } else { below };
-        for &l in &spill[..read] {
-            self.keep(l);
-        }
-        for &l in spill.iter().rev() {
+        for &l in pp.spill.iter().rev() {
             self.ins(Instruction::LocalSet(l));
         }
-        self.close_wrapper();
-        let last = self.frames[top].seq_left == 1;
-        if !last {
-            // Skipped, with the segment after it, when rewinding towards a later point: one
-            // `if` is both this point's check and the next segment's wrapper.
-            self.ins(Instruction::LocalGet(self.rewinding_local));
-            self.ins(Instruction::LocalGet(self.target_local));
-            if p.first == p.last {
-                self.ins(Instruction::I32Const(p.first as i32));
-                self.ins(Instruction::I32Ne);
-            } else {
-                self.ins(Instruction::I32Const(p.first as i32));
-                self.ins(Instruction::I32Sub);
-                self.ins(Instruction::I32Const((p.last - p.first) as i32));
-                self.ins(Instruction::I32GtU);
-            }
-            self.ins(Instruction::I32And);
-            self.ins(Instruction::I32Eqz);
-            self.open(Instruction::If(BlockType::Empty));
-            self.frames[top].wrapped = 1;
+        if pp.landing {
+            self.close(); // $p_j
         }
-        for &l in &spill[below..] {
+        for &l in &pp.spill[below..] {
             self.ins(Instruction::LocalGet(l));
         }
-        Ok((spill[..below].to_vec(), last))
+        let below_locals = pp.spill[..below].to_vec();
+        Ok((pp, below_locals, seq_left == 1))
     }
 
     /// After a point of the top frame (its results on the stack): put the spilled values back
-    /// below them. The next segment, if more points follow, is already wrapped (see
-    /// [`Self::enter_point`]).
+    /// below them.
     fn leave_point(&mut self, done: PointDone) -> Result<(), PrepareError> {
         let top = self.frames.len() - 1;
         if self.frames[top].seq_left == 0 {
@@ -1061,24 +1317,54 @@ impl<'a> Emitter<'a> {
         Ok(())
     }
 
+    /// After a point call: if it is unwinding, save the frame (`saved`, which ends at `end`)
+    /// as a record for point `k` and return.
+    fn unwind_check(&mut self, k: u32, saved: &[SavedLocal], end: u64) -> Result<(), PrepareError> {
+        let size = end + 4;
+        if size > i32::MAX as u64 {
+            return Err(PrepareError::unsupported(
+                "a function with too many locals to save",
+            ));
+        }
+        // After a call returns the state is normal (0) or unwinding (1): rewinding ends in
+        // the blocking import (`asyncify_stop_rewind`) before any call returns.
+        self.ins(Instruction::GlobalGet(self.ctx.state_global));
+        self.open(Instruction::If(BlockType::Empty));
+        self.ins(Instruction::I32Const(size as i32));
+        self.ins(Instruction::I32Const(k as i32));
+        self.ins(Instruction::Call(self.ctx.push_function));
+        self.ins(Instruction::LocalSet(self.ptr_local));
+        self.store_all(saved);
+        // To `block $exit`, around the body, after which the function returns zeros.
+        self.ins(Instruction::Br((self.new_depth - 2) as u32));
+        self.close();
+        Ok(())
+    }
+
+    /// The parts of every point construct around the top frame's sequence.
+    fn enclosing_parts(&self) -> Vec<SavedLocal> {
+        self.frames.iter().flat_map(|f| f.part.iter().copied()).collect()
+    }
+
     fn run(mut self, body: &FunctionBody<'_>) -> Result<Vec<u8>, PrepareError> {
         self.frames.push(Frame2 {
             new_index: 0,
             seq_left: 0,
-            wrapped: 0,
             point: None,
             param_locals: vec![],
             depth: 0,
+            part: vec![],
+            prefix_end: RECORD_TARGET_OFFSET + 4,
+            seq_end: RECORD_TARGET_OFFSET + 4,
         });
-        self.open(Instruction::Block(BlockType::Empty)); // $unwind
-        self.unwind_index = 1;
+        self.open(Instruction::Block(BlockType::Empty)); // $exit
         self.start_sequence()?;
 
         let mut ops = body.get_operators_reader().map_err(err)?;
         let data = body.as_bytes();
         let base = body.range().start;
-        let mut record = None;
         let mut i = 0usize;
+        let mut ended = false;
         while !ops.eof() {
             let start = ops.original_position() - base;
             let op = ops.read().map_err(err)?;
@@ -1087,27 +1373,16 @@ impl<'a> Emitter<'a> {
                 .get(start..end)
                 .ok_or_else(|| internal("operator bytes"))?;
             let point = self.plan.points.get(&i);
+            let at = i;
             i += 1;
             match (&op, point) {
                 (Operator::Call { .. } | Operator::CallIndirect { .. }, Some(p)) => {
-                    let operands_read = match &op {
-                        Operator::Call { function_index } => {
-                            *function_index < self.ctx.graph.imported_funcs
-                        }
-                        _ => true,
-                    };
-                    let (below, last) = self.enter_point(p, &[], operands_read)?;
-                    // The point's number is set before the call (a rewind has set it already,
-                    // to the same value), so the unwinding check is a single branch.
-                    self.ins(Instruction::I32Const(p.first as i32));
-                    self.ins(Instruction::LocalSet(self.target_local));
+                    let (pp, below, last) = self.enter_point(p, at)?;
                     self.out.extend_from_slice(raw);
-                    self.state_is(UNWINDING);
-                    let d = (self.new_depth - 1 - self.unwind_index) as u32;
-                    self.ins(Instruction::BrIf(d));
-                    // Returned normally: a rewind through it (if any) has ended in it.
-                    self.ins(Instruction::I32Const(0));
-                    self.ins(Instruction::LocalSet(self.rewinding_local));
+                    let mut saved = self.enclosing_parts();
+                    saved.extend(pp.saved);
+                    let end = self.frames[self.frames.len() - 1].seq_end;
+                    self.unwind_check(p.first, &saved, end)?;
                     let results = p
                         .results
                         .iter()
@@ -1120,12 +1395,9 @@ impl<'a> Emitter<'a> {
                     })?;
                 }
                 (Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. }, Some(p)) => {
-                    let mut param_locals = Vec::with_capacity(p.params.len());
-                    for &t in &p.params {
-                        param_locals.push(self.new_local(enc(t)?));
-                    }
-                    let (below, last) = self.enter_point(p, &param_locals, true)?;
-                    let depth = self.frames[self.frames.len() - 1].depth + 1;
+                    let (pp, below, last) = self.enter_point(p, at)?;
+                    let parent = &self.frames[self.frames.len() - 1];
+                    let (depth, prefix_end) = (parent.depth + 1, parent.seq_end);
                     self.out.extend_from_slice(raw);
                     self.new_depth += 1;
                     let results = p
@@ -1136,57 +1408,63 @@ impl<'a> Emitter<'a> {
                     self.frames.push(Frame2 {
                         new_index: self.new_depth - 1,
                         seq_left: 0,
-                        wrapped: 0,
                         point: Some(PointDone {
                             last_in_seq: last,
                             below,
                             results,
                         }),
-                        param_locals,
+                        param_locals: pp.param_locals,
                         depth,
+                        part: pp.saved,
+                        prefix_end,
+                        seq_end: prefix_end,
                     });
                     self.start_sequence()?;
                 }
                 (Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. }, None) => {
                     self.out.extend_from_slice(raw);
                     self.new_depth += 1;
-                    let depth = self.frames[self.frames.len() - 1].depth;
+                    let top = &self.frames[self.frames.len() - 1];
+                    let (depth, prefix_end) = (top.depth, top.prefix_end);
                     self.frames.push(Frame2 {
                         new_index: self.new_depth - 1,
                         seq_left: 0,
-                        wrapped: 0,
                         point: None,
                         param_locals: vec![],
                         depth,
+                        part: vec![],
+                        prefix_end,
+                        seq_end: prefix_end,
                     });
                     self.start_sequence()?;
                 }
                 (Operator::Else, _) => {
                     let top = self.frames.len() - 1;
-                    if self.frames[top].wrapped != 0 || self.frames[top].seq_left != 0 {
+                    if self.frames[top].seq_left != 0 {
                         return Err(internal("else inside a segment"));
                     }
                     self.out.extend_from_slice(raw);
                     self.start_sequence()?;
                 }
-                (Operator::End, _) if self.frames.len() == 1 => {
-                    if self.frames[0].wrapped != 0 || self.frames[0].seq_left != 0 {
-                        return Err(internal("function end inside a segment"));
-                    }
-                    self.ins(Instruction::Return);
-                    self.close(); // $unwind
-                    record = Some(self.unwind_path()?);
-                    self.ins(Instruction::End);
-                    self.frames.pop();
-                }
                 (Operator::End, _) => {
                     let f = self.frames.pop().ok_or_else(|| internal("frames"))?;
-                    if f.wrapped != 0 || f.seq_left != 0 {
+                    if f.seq_left != 0 {
                         return Err(internal("end inside a segment"));
+                    }
+                    if self.frames.is_empty() {
+                        // The body returns; an unwind leaves `$exit` and returns zeros.
+                        self.ins(Instruction::Return);
+                        self.close(); // $exit
+                        let plan = self.plan;
+                        for &t in &plan.results {
+                            self.zero(enc(t)?);
+                        }
                     }
                     self.out.extend_from_slice(raw);
                     self.new_depth -= 1;
-                    if let Some(done) = f.point {
+                    if self.frames.is_empty() {
+                        ended = true;
+                    } else if let Some(done) = f.point {
                         self.leave_point(done)?;
                     }
                 }
@@ -1219,127 +1497,38 @@ impl<'a> Emitter<'a> {
                 _ => self.out.extend_from_slice(raw),
             }
         }
-        if !self.frames.is_empty() {
+        if !ended || !self.frames.is_empty() {
             return Err(internal("unbalanced body"));
         }
-        let record = record.ok_or_else(|| internal("a body without its end"))?;
-        self.finish(record)
+        self.finish()
     }
 
-    /// Every local but the record pointer, with its offset in the record, and the record size.
-    fn saved(&self) -> Result<(Vec<SavedLocal>, u64), PrepareError> {
-        let mut v = Vec::new();
-        let mut offset = 0u64;
-        let all = self
-            .plan
-            .locals
-            .iter()
-            .map(|&t| enc(t))
-            .chain(self.extra_locals.iter().map(|&t| Ok(t)));
-        for (i, t) in all.enumerate() {
-            let t = t.map_err(|_| {
-                PrepareError::unsupported(
-                    "a reference-typed local in a function that can be on the stack during a \
-                     blocking call (it cannot be saved in linear memory)",
-                )
-            })?;
-            let own = i < self.plan.locals.len();
-            let kept = if own {
-                self.plan.live.get(i).copied().unwrap_or(true)
-            } else {
-                let extra = i - self.plan.locals.len();
-                self.extra_kept.get(extra).copied().unwrap_or(true)
-            };
-            if !kept {
-                continue; // never read by a rewind: nothing to keep
-            }
-            let i = i as u32;
-            if i == self.ptr_local {
-                continue;
-            }
-            v.push((i, t, offset));
-            offset += size_of(t);
-        }
-        if offset > i32::MAX as u64 {
-            return Err(PrepareError::unsupported(
-                "a function with too many locals to save",
-            ));
-        }
-        Ok((v, offset))
-    }
-
-    /// The unwind path after the body. Returns the frame record it writes, which the
-    /// prologue reads back (all locals are allocated by now).
-    fn unwind_path(&mut self) -> Result<(Vec<SavedLocal>, u64), PrepareError> {
-        let (saved, size) = self.saved()?;
-        let data = self.ctx.data_global;
-        // p = current; if p + size > end: trap (the buffer would overflow).
-        self.ins(Instruction::GlobalGet(data));
-        self.ins(Instruction::I32Load(mem(0)));
-        self.ins(Instruction::LocalTee(self.ptr_local));
-        self.ins(Instruction::I32Const(size as i32));
-        self.ins(Instruction::I32Add);
-        self.ins(Instruction::GlobalGet(data));
-        self.ins(Instruction::I32Load(mem(4)));
-        self.ins(Instruction::I32GtU);
-        self.open(Instruction::If(BlockType::Empty));
-        self.ins(Instruction::Unreachable);
-        self.close();
-        for &(l, t, o) in &saved {
-            self.ins(Instruction::LocalGet(self.ptr_local));
-            self.ins(Instruction::LocalGet(l));
-            self.ins(match t {
-                EVal::I32 => Instruction::I32Store(mem(o)),
-                EVal::I64 => Instruction::I64Store(mem(o)),
-                EVal::F32 => Instruction::F32Store(mem(o)),
-                EVal::F64 => Instruction::F64Store(mem(o)),
-                _ => Instruction::V128Store(mem(o)),
-            });
-        }
-        self.ins(Instruction::GlobalGet(data));
-        self.ins(Instruction::LocalGet(self.ptr_local));
-        self.ins(Instruction::I32Const(size as i32));
-        self.ins(Instruction::I32Add);
-        self.ins(Instruction::I32Store(mem(0)));
-        let plan = self.plan;
-        for &t in &plan.results {
-            self.ins(match enc(t)? {
-                EVal::I32 => Instruction::I32Const(0),
-                EVal::I64 => Instruction::I64Const(0),
-                EVal::F32 => Instruction::F32Const(0.0.into()),
-                EVal::F64 => Instruction::F64Const(0.0.into()),
-                _ => Instruction::V128Const(0),
-            });
-        }
-        Ok((saved, size))
-    }
-
-    /// The prologue (restore on rewind) before the body, and the locals declaration.
-    fn finish(mut self, (saved, size): (Vec<SavedLocal>, u64)) -> Result<Vec<u8>, PrepareError> {
+    /// The prologue (pop the record on rewind) before the body, and the locals declaration.
+    fn finish(mut self) -> Result<Vec<u8>, PrepareError> {
         let body = std::mem::take(&mut self.out);
-        let data = self.ctx.data_global;
-        self.state_is(REWINDING);
-        self.ins(Instruction::LocalTee(self.rewinding_local));
-        self.ins(Instruction::If(BlockType::Empty));
-        self.ins(Instruction::GlobalGet(data));
-        self.ins(Instruction::GlobalGet(data));
-        self.ins(Instruction::I32Load(mem(0)));
-        self.ins(Instruction::I32Const(size as i32));
-        self.ins(Instruction::I32Sub);
-        self.ins(Instruction::LocalTee(self.ptr_local));
-        self.ins(Instruction::I32Store(mem(0)));
-        for &(l, t, o) in &saved {
+        if !self.plan.points.is_empty() {
+            let data = self.ctx.data_global;
+            // ptr = current - size (the trailer just below current); current = ptr;
+            // target = the record's point number.
+            self.state_is(REWINDING);
+            self.ins(Instruction::If(BlockType::Empty));
+            self.ins(Instruction::GlobalGet(data));
+            self.ins(Instruction::I32Load(mem(0)));
+            self.ins(Instruction::LocalTee(self.ptr_local));
             self.ins(Instruction::LocalGet(self.ptr_local));
-            self.ins(match t {
-                EVal::I32 => Instruction::I32Load(mem(o)),
-                EVal::I64 => Instruction::I64Load(mem(o)),
-                EVal::F32 => Instruction::F32Load(mem(o)),
-                EVal::F64 => Instruction::F64Load(mem(o)),
-                _ => Instruction::V128Load(mem(o)),
-            });
-            self.ins(Instruction::LocalSet(l));
+            self.ins(Instruction::I32Const(4));
+            self.ins(Instruction::I32Sub);
+            self.ins(Instruction::I32Load(mem(0)));
+            self.ins(Instruction::I32Sub);
+            self.ins(Instruction::LocalSet(self.ptr_local));
+            self.ins(Instruction::GlobalGet(data));
+            self.ins(Instruction::LocalGet(self.ptr_local));
+            self.ins(Instruction::I32Store(mem(0)));
+            self.ins(Instruction::LocalGet(self.ptr_local));
+            self.ins(Instruction::I32Load(mem(RECORD_TARGET_OFFSET)));
+            self.ins(Instruction::LocalSet(self.target_local));
+            self.ins(Instruction::End);
         }
-        self.ins(Instruction::End);
         let mut prologue = std::mem::take(&mut self.out);
         prologue.extend_from_slice(&body);
 
@@ -1349,7 +1538,12 @@ impl<'a> Emitter<'a> {
             .iter()
             .map(|t| enc(*t))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| internal("reference local"))?
+            .map_err(|_| {
+                PrepareError::unsupported(
+                    "a reference-typed local in a function that can be on the stack during a \
+                     blocking call (it cannot be saved in linear memory)",
+                )
+            })?
             .iter()
             .chain(self.extra_locals.iter())
         {
@@ -1408,8 +1602,8 @@ struct Liveness<'a, 'b> {
     else_of: HashMap<usize, usize>,
     /// Live sets at each enclosing label (what a branch to it needs).
     labels: Vec<Bits>,
-    /// Locals live right after some point.
-    union: Bits,
+    /// Locals live right after each call point (by operator index).
+    at_point: HashMap<usize, Bits>,
     work_left: usize,
     /// Constructs being analysed (the analysis recurses once per level).
     nesting: usize,
@@ -1419,19 +1613,19 @@ struct Liveness<'a, 'b> {
 /// deeper: valid modules may nest blocks 100,000 deep.
 const LIVENESS_NESTING_MAX: usize = 512;
 
-/// Which of the function's locals are live right after some capture point (read on some path
-/// before being written). Those are the only locals of the function's own a saved frame must
-/// hold: a local that is dead after the call it is captured in is overwritten before any read
-/// once the rewind completes. A sound over-approximation: loops iterate to a fixpoint, every
-/// branch target counts; past [`LIVENESS_WORK_PER_OP`], everything is live.
-fn live_across_points(
+/// Which of the function's locals are live right after each call point (read on some path
+/// before being written), by operator index. Those are the only locals of the function's own
+/// the point's record must hold: a local that is dead after the call it is captured in is
+/// overwritten before any read once the rewind completes. A sound over-approximation: loops
+/// iterate to a fixpoint (a point's set is the union over the iterations, which only grow),
+/// every branch target counts; past [`LIVENESS_WORK_PER_OP`], `None`: everything is live.
+fn live_after_points(
     ops: &[Operator<'_>],
     points: &HashMap<usize, Point>,
     locals: usize,
-) -> Vec<bool> {
-    let all = || vec![true; locals];
+) -> Option<HashMap<usize, Vec<u32>>> {
     if points.is_empty() {
-        return all();
+        return Some(HashMap::new());
     }
     let words = locals.div_ceil(64);
     let mut open_of_end = vec![usize::MAX; ops.len()];
@@ -1459,22 +1653,27 @@ fn live_across_points(
         open_of_end,
         else_of,
         labels: vec![vec![0; words]],
-        union: vec![0; words],
+        at_point: HashMap::new(),
         work_left: (ops.len() + locals).saturating_mul(LIVENESS_WORK_PER_OP),
         nesting: 0,
     };
     // The body is ops[0 .. last) with the function's `end` last.
     let last = ops.len().saturating_sub(1);
-    if l.seq(0, last, vec![0; words]).is_none() {
-        return all();
-    }
-    (0..locals)
-        .map(|i| {
-            l.union
-                .get(i / 64)
-                .is_some_and(|w| w & (1 << (i % 64)) != 0)
-        })
-        .collect()
+    l.seq(0, last, vec![0; words])?;
+    Some(
+        l.at_point
+            .into_iter()
+            .map(|(at, bits)| {
+                let live = (0..locals as u32)
+                    .filter(|&i| {
+                        bits.get(i as usize / 64)
+                            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+                    })
+                    .collect();
+                (at, live)
+            })
+            .collect(),
+    )
 }
 
 impl Liveness<'_, '_> {
@@ -1523,8 +1722,11 @@ impl Liveness<'_, '_> {
                 Operator::Call { .. } | Operator::CallIndirect { .. }
                     if self.points.contains_key(&i) =>
                 {
-                    let after = live.clone();
-                    bits_or(&mut self.union, &after);
+                    let words = live.len();
+                    bits_or(
+                        self.at_point.entry(i).or_insert_with(|| vec![0; words]),
+                        &live,
+                    );
                 }
                 _ => {}
             }

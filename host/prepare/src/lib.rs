@@ -63,7 +63,7 @@ pub use validate::{
 /// Version of [`prepare`]'s output: changes whenever the same input and options would give
 /// different bytes. Put it in the key of anything cached from prepared modules (compiled
 /// artifacts), so a new host never loads code prepared by an older one.
-pub const PREPARE_VERSION: &str = "prepare-7";
+pub const PREPARE_VERSION: &str = "prepare-8";
 
 /// How to prepare a module.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -240,6 +240,9 @@ pub fn prepare(input: &[u8], opts: &PrepareOptions) -> Result<PreparedWasm, Prep
         names
             .functions
             .extend(ASYNCIFY_EXPORTS.iter().map(|n| n.to_string()));
+        names
+            .functions
+            .push(asyncify::PUSH_FUNCTION_NAME.to_string());
         names.globals.extend(
             asyncify::ASYNCIFY_GLOBALS
                 .iter()

@@ -1350,7 +1350,9 @@ mod asyncify_edge_cases {
     //! and an `if` with block parameters, `br_table` out of blocks around calls, blocking and
     //! non-blocking indirect calls, a callee with two results, direct calls of instrumented
     //! functions with values below them (saved by the caller, where the arguments are not:
-    //! the rewinding callee takes its own from its record). For every blocking call of a
+    //! the rewinding callee takes its own from its record), a construct that is the only
+    //! point of its sequence and comes first in it, a sequence whose few points cover many
+    //! numbers (nested ones). For every blocking call of a
     //! run, the process is unwound there, copied into a fresh store, rewound, and must end
     //! with the same result and the same sequence of calls as an uninterrupted run of the
     //! original module.
@@ -1433,6 +1435,30 @@ mod asyncify_edge_cases {
         i64.extend_i32_u local.get $acc i64.add local.set $acc
         local.get $acc i64.const 0 i64.ne call $cond
         i64.extend_i32_u local.get $acc i64.add local.set $acc
+        ;; Two points over fifteen numbers: the rewind chooses by comparison, not a table.
+        (block
+          ;; Code a rewind must skip, with an effect a restore does not undo.
+          i32.const 8 i32.const 8 i32.load i32.const 1 i32.add i32.store
+          (block
+            i32.const 20 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 21 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 22 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 23 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 24 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 25 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 26 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 27 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 28 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 29 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 30 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 31 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 32 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+            i32.const 33 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc
+          )
+          i32.const 34 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc)
+        i32.const 8 i32.load i64.extend_i32_u local.get $acc i64.add local.set $acc
+        (block (loop
+          i32.const 35 call $recv i64.extend_i32_u local.get $acc i64.add local.set $acc))
         i32.const 0 local.get $acc i64.store
         global.get $sp i32.const 16 i32.add global.set $sp))
     "#;
