@@ -1266,7 +1266,11 @@ impl<'a> Emitter<'a> {
     /// A construct's block parameters are spilled to its own parameter locals, which hold
     /// them across the construct (a loop's parameters change with each iteration; a rewind
     /// must see the latest).
-    fn enter_point(&mut self, p: &Point, at: usize) -> Result<(PointPlan, Vec<u32>, bool), PrepareError> {
+    fn enter_point(
+        &mut self,
+        p: &Point,
+        at: usize,
+    ) -> Result<(PointPlan, Vec<u32>, bool), PrepareError> {
         let top = self.frames.len() - 1;
         let seq_left = self.frames[top].seq_left;
         if seq_left == 0 {
@@ -1343,7 +1347,10 @@ impl<'a> Emitter<'a> {
 
     /// The parts of every point construct around the top frame's sequence.
     fn enclosing_parts(&self) -> Vec<SavedLocal> {
-        self.frames.iter().flat_map(|f| f.part.iter().copied()).collect()
+        self.frames
+            .iter()
+            .flat_map(|f| f.part.iter().copied())
+            .collect()
     }
 
     fn run(mut self, body: &FunctionBody<'_>) -> Result<Vec<u8>, PrepareError> {

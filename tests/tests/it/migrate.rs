@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
-use common::procs::{home_of, stdout, wait_stdout};
+use common::procs::{home_of, stderr, stdout, wait_stdout};
 use common::tally::{add_guest_everywhere as add_guest, ask, field};
 use shoal_daemon::migrate::drain::{self, DrainState};
 use shoal_daemon::migrate::source::{migrate, MigrateError};
@@ -82,7 +82,11 @@ async fn a_tally_moves_a_to_b_to_c_to_a_under_two_full_speed_senders() {
             .await
             .expect("sender finishes")
             .expect("sender known");
-        assert!(st.success(), "sender {s}: {st}");
+        assert!(
+            st.success(),
+            "sender {s}: {st}\nstderr:\n{}",
+            stderr(&c, i, s)
+        );
     }
     // Every message arrived once and in order, per sender.
     let node0 = c.node(0).node().clone();

@@ -34,6 +34,18 @@ pub fn stdout(c: &TestCluster, i: usize, pid: Pid) -> String {
     c.node(i).node().stdout_text(pid)
 }
 
+/// What `pid` on node `i` wrote to stderr, as text (empty if the node has no log of it).
+pub fn stderr(c: &TestCluster, i: usize, pid: Pid) -> String {
+    c.node(i)
+        .node()
+        .log(pid)
+        .map(|l| {
+            String::from_utf8_lossy(&l.stream_bytes(shoal_runtime::log::Stream::Stderr))
+                .into_owned()
+        })
+        .unwrap_or_default()
+}
+
 /// Wait until `pid` on node `i` has printed `text`.
 pub async fn wait_stdout(c: &TestCluster, i: usize, pid: Pid, text: &str) {
     let node = c.node(i).node().clone();
