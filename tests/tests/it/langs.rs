@@ -31,7 +31,7 @@
 use crate::common;
 
 use common::cluster::{wait_until, TestCluster};
-use common::procs::{exit_of, home_of, move_to, spawn, stdout, WAIT};
+use common::procs::{exit_of, home_of, move_to, spawn, stderr, stdout, WAIT};
 use common::tally::add_guest_everywhere as add_guest;
 use shoal_abi::table::{Provider, Ty, IMPORTS, SHOAL_ABI_MODULE, WASI_MODULE};
 use shoal_registry::Sha256;
@@ -400,18 +400,6 @@ async fn wait_home(c: &TestCluster, via: usize, pid: Pid, home: usize) {
         || raft.state().directory.get(&pid.0).map(|e| e.node) == Some(id),
     )
     .await;
-}
-
-/// What `pid` wrote to stderr on node `i`.
-fn stderr(c: &TestCluster, i: usize, pid: Pid) -> String {
-    c.node(i)
-        .node()
-        .log(pid)
-        .map(|l| {
-            String::from_utf8_lossy(&l.stream_bytes(shoal_runtime::log::Stream::Stderr))
-                .into_owned()
-        })
-        .unwrap_or_default()
 }
 
 fn ty_of(v: &wasmparser::ValType) -> Option<Ty> {
