@@ -1115,6 +1115,8 @@ impl<'a> Emitter<'a> {
         };
         let (first, last) = (first.first, last.last);
         let depth = self.frames[top].depth;
+        // A sequence whose only point comes first: nothing to skip, so no landing.
+        let falls_in = points.len() == 1 && points[0].at_start;
 
         // The layout.
         let mut offsets: HashMap<u32, (EVal, u64)> = HashMap::new();
@@ -1143,6 +1145,9 @@ impl<'a> Emitter<'a> {
             spill[below..below + param_locals.len()].copy_from_slice(&param_locals);
             let read = if operands_read { spill.len() } else { below };
             unread.extend_from_slice(&spill[read..]);
+            // Each local at most once: spill locals are distinct added locals (pooled by
+            // depth, type and rank, or the construct's own parameter locals), `own` lists
+            // distinct locals of the function's own.
             let mut saved = Vec::with_capacity(read + own.len());
             for &l in spill[..read].iter().chain(own.iter()) {
                 let (t, o) = match offsets.get(&l) {
@@ -1156,9 +1161,7 @@ impl<'a> Emitter<'a> {
                         v
                     }
                 };
-                if !saved.iter().any(|&(x, _, _)| x == l) {
-                    saved.push((l, t, o));
-                }
+                saved.push((l, t, o));
             }
             plans.push((
                 sp.op,
@@ -1166,7 +1169,7 @@ impl<'a> Emitter<'a> {
                     spill,
                     param_locals,
                     saved,
-                    landing: !(points.len() == 1 && sp.at_start),
+                    landing: !falls_in,
                 },
             ));
         }
@@ -1185,7 +1188,7 @@ impl<'a> Emitter<'a> {
         for &l in params.iter().rev() {
             self.ins(Instruction::LocalSet(l));
         }
-        if points.len() == 1 && points[0].at_start {
+        if falls_in {
             // Nothing to skip: a rewind restores the function's own locals, if any, and falls
             // in. Its operand stack is the sequence's parameters, reloaded below on both
             // paths, so its spill locals are set from them there (they are still saved).
@@ -1323,13 +1326,13 @@ impl<'a> Emitter<'a> {
 
     /// After a point call: if it is unwinding, save the frame (`saved`, which ends at `end`)
     /// as a record for point `k` and return.
-    fn unwind_check(&mut self, k: u32, saved: &[SavedLocal], end: u64) -> Result<(), PrepareError> {
+    fn unwind_check(&mut self, k: u32, saved: &[SavedLocal], end: u64) {
+        // `end` is its sequence's layout end, which `start_sequence` bounded.
         let size = end + 4;
-        if size > i32::MAX as u64 {
-            return Err(PrepareError::unsupported(
-                "a function with too many locals to save",
-            ));
-        }
+        debug_assert!(
+            size <= i32::MAX as u64,
+            "a record larger than its sequence allows"
+        );
         // After a call returns the state is normal (0) or unwinding (1): rewinding ends in
         // the blocking import (`asyncify_stop_rewind`) before any call returns.
         self.ins(Instruction::GlobalGet(self.ctx.state_global));
@@ -1342,7 +1345,6 @@ impl<'a> Emitter<'a> {
         // To `block $exit`, around the body, after which the function returns zeros.
         self.ins(Instruction::Br((self.new_depth - 2) as u32));
         self.close();
-        Ok(())
     }
 
     /// The parts of every point construct around the top frame's sequence.
@@ -1389,7 +1391,7 @@ impl<'a> Emitter<'a> {
                     let mut saved = self.enclosing_parts();
                     saved.extend(pp.saved);
                     let end = self.frames[self.frames.len() - 1].seq_end;
-                    self.unwind_check(p.first, &saved, end)?;
+                    self.unwind_check(p.first, &saved, end);
                     let results = p
                         .results
                         .iter()
@@ -1458,7 +1460,8 @@ impl<'a> Emitter<'a> {
                     if f.seq_left != 0 {
                         return Err(internal("end inside a segment"));
                     }
-                    if self.frames.is_empty() {
+                    ended = self.frames.is_empty();
+                    if ended {
                         // The body returns; an unwind leaves `$exit` and returns zeros.
                         self.ins(Instruction::Return);
                         self.close(); // $exit
@@ -1469,9 +1472,7 @@ impl<'a> Emitter<'a> {
                     }
                     self.out.extend_from_slice(raw);
                     self.new_depth -= 1;
-                    if self.frames.is_empty() {
-                        ended = true;
-                    } else if let Some(done) = f.point {
+                    if let Some(done) = f.point {
                         self.leave_point(done)?;
                     }
                 }
