@@ -1,14 +1,27 @@
-//! The wasmtime engine every process of a node shares.
+//! The wasmtime engines every process of a node shares.
 //!
-//! One engine per node: the pooling allocator keeps instantiation in the
-//! microseconds, epochs preempt guests that never call the host, and fuel is
-//! an optional hard bound on instructions.
+//! The *optimizing* engine (Cranelift) runs nearly every process: the
+//! pooling allocator keeps instantiation in the microseconds, epochs preempt
+//! guests that never call the host, and fuel is an optional hard bound on
+//! instructions.
+//!
+//! The *baseline* engine (Winch, wasmtime's single-pass compiler, tier 1 on
+//! x86_64 like Cranelift) compiles a big prepared module in a fraction of
+//! Cranelift's time (the 12 MB prepared Python interpreter: ~0.9 s against
+//! ~5 s on two cores) into code that runs slower. A node uses it only for
+//! the first processes of a big module someone waits for, while Cranelift
+//! compiles the same prepared bytes in the background
+//! ([`crate::modules`]). It has the same epoch, fuel and stack settings, so
+//! a guest behaves the same on either; it allocates instances on demand
+//! instead of from a second pool, whose address-space reservation (every
+//! slot's full memory reservation) would double the node's for a tier that
+//! holds few processes, briefly.
 
 use sha2::{Digest, Sha256 as Sha256Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 /// The knobs that change compiled code or the instance pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +47,7 @@ impl Default for EngineSettings {
     }
 }
 
-/// Build the engine for `settings`.
+/// Build the optimizing engine for `settings`.
 pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(settings.processes_max)
@@ -44,14 +57,30 @@ pub fn build_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
         .max_memory_size(settings.memory_bytes_max as usize)
         .max_memories_per_module(1)
         .max_tables_per_module(1);
+    let mut config = common_config(settings);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Build the baseline engine for `settings` (see the module docs): Winch,
+/// instances allocated on demand.
+pub fn build_baseline_engine(settings: &EngineSettings) -> wasmtime::Result<Engine> {
+    let mut config = common_config(settings);
+    config
+        .strategy(Strategy::Winch)
+        .allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Engine::new(&config)
+}
+
+/// What both engines share: what a guest can observe (epochs, fuel, stack).
+fn common_config(settings: &EngineSettings) -> Config {
     let mut config = Config::new();
     config
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
         .consume_fuel(settings.fuel)
         .async_stack_size(settings.stack_bytes)
         .max_wasm_stack(settings.stack_bytes / 2);
-    Engine::new(&config)
+    config
 }
 
 /// A fingerprint of everything that makes a compiled artifact valid: the
@@ -82,7 +111,7 @@ pub fn fingerprint(engine: &Engine, settings: &EngineSettings, prepare_tag: &str
     format!("wasmtime-46-{}", hex::encode(&digest[..16]))
 }
 
-/// Increments the engine's epoch on a timer so running guests yield.
+/// Increments the engines' epochs on a timer so running guests yield.
 ///
 /// Dropping the ticker stops its thread.
 pub struct EpochTicker {
@@ -91,8 +120,8 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Start ticking `engine` every `tick`.
-    pub fn start(engine: Engine, tick: Duration) -> std::io::Result<EpochTicker> {
+    /// Start ticking every engine of `engines` every `tick`.
+    pub fn start(engines: Vec<Engine>, tick: Duration) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -100,7 +129,9 @@ impl EpochTicker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })?;
         Ok(EpochTicker {

@@ -40,7 +40,10 @@ pub struct LoadedModule {
     pub hash: Sha256,
     /// True for the preemptible variant (preemption points in every loop).
     pub preemptible: bool,
-    /// The compiled, prepared module.
+    /// Which compiler made its code.
+    pub tier: Tier,
+    /// The compiled, prepared module (its engine is the tier's: a store
+    /// for it is made on `module.engine()`).
     pub module: Module,
     /// Pre-linked against the node's imports: instantiation is just allocation.
     pub pre: InstancePre<ProcessCtx>,
@@ -66,6 +69,17 @@ impl LoadedModule {
             None => std::iter::once(0..initial_bytes).collect(),
         }
     }
+}
+
+/// Which compiler made a loaded module's code (see
+/// [`ModuleCache::with_baseline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Winch: compiled in a fraction of Cranelift's time, runs slower.
+    Baseline,
+    /// Cranelift: what the artifact cache holds.
+    Optimized,
 }
 
 /// How a module was obtained.
@@ -128,7 +142,8 @@ struct Slot {
     /// for one preparation instead of doing it twice.
     loaded: Mutex<Option<Arc<LoadedModule>>>,
     /// Held by a load ahead of need (one at a time per variant) for its
-    /// whole preparation. Such a load never holds `loaded` while it works:
+    /// whole preparation, and by the optimizing compile of a module loaded
+    /// in the baseline tier ([`Cache::tier_up`]). Such a load never holds `loaded` while it works:
     /// it waits its turn on the low-priority pool, behind every other
     /// module queued there, and a spawn must never wait behind that.
     ahead: Mutex<()>,
@@ -142,19 +157,36 @@ impl Slot {
             .clone()
     }
 
+    /// The loaded module, if it is in the optimizing tier.
+    fn optimized(&self) -> Option<Arc<LoadedModule>> {
+        self.loaded().filter(|l| l.tier == Tier::Optimized)
+    }
+
     /// Should a load ahead of need give way? Yes when the module is loaded
-    /// or a load someone waits for is under way (it holds `loaded`).
+    /// in the optimizing tier or a load someone waits for is under way (it
+    /// holds `loaded`).
     fn ahead_gives_way(&self) -> bool {
+        let optimized =
+            |l: &Option<Arc<LoadedModule>>| l.as_ref().is_some_and(|l| l.tier == Tier::Optimized);
         match self.loaded.try_lock() {
-            Ok(guard) => guard.is_some(),
+            Ok(guard) => optimized(&guard),
             Err(std::sync::TryLockError::WouldBlock) => true,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().is_some(),
+            Err(std::sync::TryLockError::Poisoned(p)) => optimized(&p.into_inner()),
         }
     }
 }
 
-/// Loads and caches modules for one engine.
+/// Loads and caches modules: compiled by the optimizing engine, and first
+/// by the baseline engine when someone waits for a big module (see
+/// [`ModuleCache::with_baseline`]).
 pub struct ModuleCache {
+    /// Shared with the background threads that compile the optimizing tier
+    /// of modules first loaded in the baseline tier.
+    inner: Arc<Cache>,
+}
+
+/// What [`ModuleCache`] holds.
+struct Cache {
     engine: Engine,
     registry: Registry,
     fingerprint: String,
@@ -164,6 +196,25 @@ pub struct ModuleCache {
     /// Where preparation runs: worker processes bounded in time (a node
     /// daemon), or in this process (tests, `shoal run`).
     worker: Option<Worker>,
+    baseline: Option<BaselineTier>,
+}
+
+/// The baseline tier of a cache: Winch (see [`crate::engine`]).
+struct BaselineTier {
+    engine: Engine,
+    /// The node's imports, registered on `engine`.
+    linker: Linker<ProcessCtx>,
+    /// Prepared modules of at least this size start in this tier.
+    bytes_min: usize,
+}
+
+/// A compiled module before it is linked.
+struct Compiled {
+    module: Module,
+    origin: LoadOrigin,
+    tier: Tier,
+    /// Baseline tier: the prepared bytes, for the optimizing compile.
+    prepared: Option<Vec<u8>>,
 }
 
 impl ModuleCache {
@@ -182,27 +233,60 @@ impl ModuleCache {
             preempt: false,
         };
         ModuleCache {
-            engine,
-            registry,
-            fingerprint,
-            options,
-            instrument,
-            slots: Mutex::new(HashMap::new()),
-            worker: None,
+            inner: Arc::new(Cache {
+                engine,
+                registry,
+                fingerprint,
+                options,
+                instrument,
+                slots: Mutex::new(HashMap::new()),
+                worker: None,
+                baseline: None,
+            }),
         }
+    }
+
+    /// Set up, before any load (no tier-up thread shares the cache yet).
+    fn configure(mut self, f: impl FnOnce(&mut Cache)) -> Self {
+        let cache =
+            Arc::get_mut(&mut self.inner).expect("a cache is configured before its first load");
+        f(cache);
+        self
     }
 
     /// Prepare modules in worker processes run as `config` says (see
     /// [`shoal_prepare::worker`]).
-    pub fn with_worker(mut self, config: WorkerConfig) -> Self {
-        self.worker = Some(Worker::new(config));
-        self
+    pub fn with_worker(self, config: WorkerConfig) -> Self {
+        self.configure(|c| c.worker = Some(Worker::new(config)))
+    }
+
+    /// Tiered compilation: a load someone waits for, of a module whose
+    /// prepared bytes are at least `bytes_min` and whose optimized artifact
+    /// is not cached, compiles it with the baseline `engine` (`linker`: the
+    /// node's imports on it) and returns that at once; a background thread
+    /// then compiles the same prepared bytes with the optimizing engine at
+    /// the lower priority, writes the artifact and puts the result in the
+    /// cache, so processes started from then on run optimized code.
+    /// Processes already running keep the code they started with.
+    pub fn with_baseline(
+        self,
+        engine: Engine,
+        linker: Linker<ProcessCtx>,
+        bytes_min: usize,
+    ) -> Self {
+        self.configure(|c| {
+            c.baseline = Some(BaselineTier {
+                engine,
+                linker,
+                bytes_min,
+            })
+        })
     }
 
     /// The artifact-cache key of the normal variant of a module on this
     /// engine.
     pub fn artifact_key(&self, hash: &Sha256) -> ArtifactKey {
-        self.variant_artifact_key(ModuleKey {
+        self.inner.variant_artifact_key(ModuleKey {
             hash: *hash,
             preemptible: false,
         })
@@ -212,6 +296,114 @@ impl ModuleCache {
     /// preemptible variant is a different compiled module, so its engine
     /// fingerprint carries a `preempt` suffix.
     pub fn variant_artifact_key(&self, key: ModuleKey) -> ArtifactKey {
+        self.inner.variant_artifact_key(key)
+    }
+
+    /// True when a compiled artifact (optimized) for the normal variant of
+    /// `hash` is already on disk.
+    pub fn is_compiled(&self, hash: &Sha256) -> bool {
+        self.inner
+            .registry
+            .artifact_contains(&self.artifact_key(hash))
+    }
+
+    /// True when the module variant is loaded in memory (in either tier).
+    pub fn is_loaded(&self, hash: &Sha256, preemptible: bool) -> bool {
+        self.loaded(hash, preemptible).is_some()
+    }
+
+    /// The module variant, if loaded in memory (in either tier).
+    pub fn loaded(&self, hash: &Sha256, preemptible: bool) -> Option<Arc<LoadedModule>> {
+        let key = ModuleKey {
+            hash: *hash,
+            preemptible: preemptible && self.inner.instrument,
+        };
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        slot.and_then(|s| s.loaded())
+    }
+
+    /// Load a variant of `hash` (`preemptible`: with preemption points in
+    /// every loop), preparing and compiling it if needed. Blocking: call from
+    /// a blocking context (`spawn_blocking`) when in async code.
+    ///
+    /// A node that does not instrument (`instrument` false) has one variant
+    /// only: `preemptible` is then ignored (nothing could be captured anyway).
+    ///
+    /// `priority` says whether someone waits (see [`crate::low_priority`]).
+    /// A load ahead of need always returns the optimized tier; a load
+    /// someone waits for may return the baseline tier (see
+    /// [`ModuleCache::with_baseline`]).
+    pub fn load(
+        &self,
+        hash: &Sha256,
+        preemptible: bool,
+        linker: &Linker<ProcessCtx>,
+        priority: Priority,
+    ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let cache = &self.inner;
+        let key = ModuleKey {
+            hash: *hash,
+            preemptible: preemptible && cache.instrument,
+        };
+        let slot = {
+            let mut slots = cache.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(key).or_default().clone()
+        };
+        if priority == Priority::Ahead {
+            return cache.load_ahead(key, &slot, linker);
+        }
+        // One loader per module: concurrent spawns of a new module wait here
+        // instead of preparing it twice.
+        let mut guard = slot.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(loaded) = guard.as_ref() {
+            return Ok(loaded.clone());
+        }
+        let Some(mut compiled) = cache.compile_or_fetch(key, priority, &|| false)? else {
+            unreachable!("a load that never gives way returns a module or an error");
+        };
+        let prepared = compiled.prepared.take();
+        let loaded = cache.link(key, compiled, linker)?;
+        *guard = Some(loaded.clone());
+        drop(guard);
+        if let Some(bytes) = prepared {
+            self.start_tier_up(key, slot, bytes, linker.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Compile the optimizing tier of a module loaded in the baseline tier,
+    /// on a thread of its own (see [`Cache::tier_up`]).
+    fn start_tier_up(
+        &self,
+        key: ModuleKey,
+        slot: Arc<Slot>,
+        bytes: Vec<u8>,
+        linker: Linker<ProcessCtx>,
+    ) {
+        // Weak: a node dropped before the thread starts does not compile.
+        let cache = Arc::downgrade(&self.inner);
+        let started = std::thread::Builder::new()
+            .name("shoal-tier-up".to_string())
+            .spawn(move || {
+                if let Some(cache) = cache.upgrade() {
+                    cache.tier_up(key, &slot, &bytes, &linker);
+                }
+            });
+        if let Err(e) = started {
+            // The next load ahead of need (or a restart) compiles it.
+            tracing::warn!(module = %key.hash, "cannot start the optimizing compile: {e}");
+        }
+    }
+}
+
+impl Cache {
+    fn variant_artifact_key(&self, key: ModuleKey) -> ArtifactKey {
         let engine_fingerprint = if key.preemptible && self.instrument {
             format!("{} preempt", self.fingerprint)
         } else {
@@ -223,71 +415,11 @@ impl ModuleCache {
         }
     }
 
-    /// True when a compiled artifact for the normal variant of `hash` is
-    /// already on disk.
-    pub fn is_compiled(&self, hash: &Sha256) -> bool {
-        self.registry.artifact_contains(&self.artifact_key(hash))
-    }
-
-    /// True when the module variant is loaded in memory.
-    pub fn is_loaded(&self, hash: &Sha256, preemptible: bool) -> bool {
-        let key = ModuleKey {
-            hash: *hash,
-            preemptible,
-        };
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        slot.is_some_and(|s| s.loaded().is_some())
-    }
-
-    /// Load a variant of `hash` (`preemptible`: with preemption points in
-    /// every loop), preparing and compiling it if needed. Blocking: call from
-    /// a blocking context (`spawn_blocking`) when in async code.
-    ///
-    /// A node that does not instrument (`instrument` false) has one variant
-    /// only: `preemptible` is then ignored (nothing could be captured anyway).
-    ///
-    /// `priority` says whether someone waits (see [`crate::low_priority`]).
-    pub fn load(
-        &self,
-        hash: &Sha256,
-        preemptible: bool,
-        linker: &Linker<ProcessCtx>,
-        priority: Priority,
-    ) -> Result<Arc<LoadedModule>, ModuleError> {
-        let key = ModuleKey {
-            hash: *hash,
-            preemptible: preemptible && self.instrument,
-        };
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(key).or_default().clone()
-        };
-        if priority == Priority::Ahead {
-            return self.load_ahead(key, &slot, linker);
-        }
-        // One loader per module: concurrent spawns of a new module wait here
-        // instead of preparing it twice.
-        let mut guard = slot.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(loaded) = guard.as_ref() {
-            return Ok(loaded.clone());
-        }
-        let Some((module, origin)) = self.compile_or_fetch(key, priority, &|| false)? else {
-            unreachable!("a load that never gives way returns a module or an error");
-        };
-        let loaded = self.link(key, module, origin, linker)?;
-        *guard = Some(loaded.clone());
-        Ok(loaded)
-    }
-
     /// Load ahead of need without holding the slot's `loaded` lock (see
     /// [`Slot`]). It gives way to a load someone waits for that is under
-    /// way (and then returns what that one loaded); only when that one
-    /// failed does it prepare the module itself, without giving way again.
+    /// way (and then returns what that one loaded, if optimized); only when
+    /// that one failed (or loaded the baseline tier) does it prepare the
+    /// module itself, without giving way again.
     fn load_ahead(
         &self,
         key: ModuleKey,
@@ -297,37 +429,80 @@ impl ModuleCache {
         let _one_ahead = slot.ahead.lock().unwrap_or_else(|p| p.into_inner());
         let mut give_way = true;
         loop {
-            if let Some(loaded) = slot.loaded() {
+            if let Some(loaded) = slot.optimized() {
                 return Ok(loaded);
             }
             let compiled = self
                 .compile_or_fetch(key, Priority::Ahead, &|| give_way && slot.ahead_gives_way())?;
             let mut guard = slot.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(loaded) = guard.as_ref() {
+            if let Some(loaded) = guard.as_ref().filter(|l| l.tier == Tier::Optimized) {
                 // A spawn came first and finished: keep what it loaded.
                 return Ok(loaded.clone());
             }
             match compiled {
-                Some((module, origin)) => {
-                    let loaded = self.link(key, module, origin, linker)?;
+                Some(compiled) => {
+                    let loaded = self.link(key, compiled, linker)?;
                     *guard = Some(loaded.clone());
                     return Ok(loaded);
                 }
-                // Gave way to a load that has since failed (or to a
-                // passing look at the slot): once more, to the end.
+                // Gave way to a load that has since failed or loaded the
+                // baseline tier (or to a passing look at the slot): once
+                // more, to the end.
                 None => give_way = false,
             }
         }
     }
 
-    /// Pre-link a compiled module against the node's imports.
+    /// The optimizing tier of a module loaded in the baseline tier: compile
+    /// its prepared `bytes` at the lower priority, write the artifact and
+    /// make it the slot's module. Holds the slot's `ahead` lock throughout,
+    /// so a load ahead of the same variant waits for it and then finds it
+    /// loaded instead of compiling it again.
+    fn tier_up(&self, key: ModuleKey, slot: &Slot, bytes: &[u8], linker: &Linker<ProcessCtx>) {
+        let _one_ahead = slot.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.optimized().is_some() {
+            return;
+        }
+        let t = Instant::now();
+        let compiled = self
+            .compile_optimized(key, bytes.to_vec(), None, Duration::ZERO, true, &|| false)
+            .and_then(|c| match c {
+                Some(c) => self.link(key, c, linker).map(Some),
+                None => Ok(None),
+            });
+        match compiled {
+            Ok(Some(loaded)) => {
+                let mut guard = slot.loaded.lock().unwrap_or_else(|p| p.into_inner());
+                if guard.as_ref().is_none_or(|l| l.tier == Tier::Baseline) {
+                    *guard = Some(loaded);
+                }
+                tracing::info!(
+                    module = %key.hash,
+                    compile_ms = t.elapsed().as_millis() as u64,
+                    "optimizing tier ready: new processes run it"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                module = %key.hash,
+                "the optimizing compile failed, processes stay in the baseline tier: {e}"
+            ),
+        }
+    }
+
+    /// Pre-link a compiled module against the node's imports (`linker` for
+    /// the optimizing tier; the baseline tier has its own).
     fn link(
         &self,
         key: ModuleKey,
-        module: Module,
-        origin: LoadOrigin,
+        compiled: Compiled,
         linker: &Linker<ProcessCtx>,
     ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let linker = match (compiled.tier, &self.baseline) {
+            (Tier::Baseline, Some(b)) => &b.linker,
+            _ => linker,
+        };
+        let module = compiled.module;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| ModuleError::Link {
@@ -355,17 +530,19 @@ impl ModuleCache {
         Ok(Arc::new(LoadedModule {
             hash: key.hash,
             preemptible: key.preemptible,
+            tier: compiled.tier,
             module,
             pre,
-            origin,
+            origin: compiled.origin,
             fresh_nonzero,
         }))
     }
 
     /// The compiled module of `variant`: from the artifact cache, or
-    /// prepared and compiled (and the artifact written). `None` when
-    /// `give_way` said so before the work began: it is asked before
-    /// preparing and again when compilation gets its turn on the
+    /// prepared and compiled (and the artifact written), or — someone
+    /// waits, and it is big — prepared and compiled in the baseline tier.
+    /// `None` when `give_way` said so before the work began: it is asked
+    /// before preparing and again when compilation gets its turn on the
     /// low-priority pool.
     // The one `unsafe` of the host: see the SAFETY note inside.
     #[allow(unsafe_code)]
@@ -374,7 +551,7 @@ impl ModuleCache {
         variant: ModuleKey,
         priority: Priority,
         give_way: &(dyn Fn() -> bool + Sync),
-    ) -> Result<Option<(Module, LoadOrigin)>, ModuleError> {
+    ) -> Result<Option<Compiled>, ModuleError> {
         let hash = &variant.hash;
         let key = self.variant_artifact_key(variant);
         let started = Instant::now();
@@ -387,12 +564,14 @@ impl ModuleCache {
             // wasmtime additionally checks its own header and version.
             match unsafe { Module::deserialize(&self.engine, &bytes) } {
                 Ok(module) => {
-                    return Ok(Some((
+                    return Ok(Some(Compiled {
                         module,
-                        LoadOrigin::ArtifactCache {
+                        origin: LoadOrigin::ArtifactCache {
                             elapsed: started.elapsed(),
                         },
-                    )));
+                        tier: Tier::Optimized,
+                        prepared: None,
+                    }));
                 }
                 Err(_) => {
                     // Incompatible or damaged: fall through and recompile.
@@ -434,6 +613,46 @@ impl ModuleCache {
             (wasm, None)
         };
         let prepare_elapsed = t0.elapsed();
+        match self
+            .baseline
+            .as_ref()
+            .filter(|b| !ahead && bytes.len() >= b.bytes_min)
+        {
+            Some(baseline) => {
+                let t1 = Instant::now();
+                let module =
+                    Module::new(&baseline.engine, &bytes).map_err(|e| ModuleError::Compile {
+                        hash: *hash,
+                        message: format!("{e:#}"),
+                    })?;
+                Ok(Some(Compiled {
+                    module,
+                    origin: LoadOrigin::Compiled {
+                        report,
+                        prepare_elapsed,
+                        compile_elapsed: t1.elapsed(),
+                    },
+                    tier: Tier::Baseline,
+                    prepared: Some(bytes),
+                }))
+            }
+            None => {
+                self.compile_optimized(variant, bytes, report, prepare_elapsed, ahead, give_way)
+            }
+        }
+    }
+
+    /// Compile prepared `bytes` with the optimizing engine (at the lower
+    /// priority when `ahead`) and write the artifact.
+    fn compile_optimized(
+        &self,
+        variant: ModuleKey,
+        bytes: Vec<u8>,
+        report: Option<Box<PrepareReport>>,
+        prepare_elapsed: Duration,
+        ahead: bool,
+        give_way: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<Compiled>, ModuleError> {
         let t1 = Instant::now();
         let compile = || Module::new(&self.engine, &bytes);
         let compiled = if ahead {
@@ -447,22 +666,26 @@ impl ModuleCache {
             compile()
         };
         let module = compiled.map_err(|e| ModuleError::Compile {
-            hash: *hash,
+            hash: variant.hash,
             message: format!("{e:#}"),
         })?;
         let compile_elapsed = t1.elapsed();
         if let Ok(bytes) = module.serialize() {
             // A failed cache write only costs a recompile next time.
-            let _ = self.registry.artifact_put(&key, &bytes);
+            let _ = self
+                .registry
+                .artifact_put(&self.variant_artifact_key(variant), &bytes);
         }
-        Ok(Some((
+        Ok(Some(Compiled {
             module,
-            LoadOrigin::Compiled {
+            origin: LoadOrigin::Compiled {
                 report,
                 prepare_elapsed,
                 compile_elapsed,
             },
-        )))
+            tier: Tier::Optimized,
+            prepared: None,
+        }))
     }
 }
 
@@ -526,7 +749,7 @@ mod tests {
         };
         // Wait until the load ahead has the module in hand.
         loop {
-            let slot = cache.slots.lock().expect("slots").get(&key).cloned();
+            let slot = cache.inner.slots.lock().expect("slots").get(&key).cloned();
             if slot.is_some_and(|s| s.ahead.try_lock().is_err() || s.loaded.try_lock().is_err()) {
                 break;
             }

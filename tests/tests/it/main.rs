@@ -29,6 +29,7 @@ mod prepare_ahead;
 mod revoke;
 mod shared_volumes;
 mod snapshot;
+mod tiers;
 mod trust;
 mod volumes;
 mod wasi;

@@ -43,7 +43,18 @@ pub struct NodeConfig {
     /// daemon sets it); `None`: in this process, one at a time (tests,
     /// `shoal run`).
     pub prepare_worker: Option<shoal_prepare::worker::WorkerConfig>,
+    /// Tiered compilation: a module someone waits for whose prepared bytes
+    /// are at least this many starts in the baseline tier (Winch) while
+    /// Cranelift compiles it in the background (see
+    /// [`crate::modules::ModuleCache::with_baseline`]). `None`: always
+    /// Cranelift.
+    pub baseline_tier_bytes_min: Option<usize>,
 }
+
+/// Default of [`NodeConfig::baseline_tier_bytes_min`]: below 1 MiB of
+/// prepared code Cranelift takes well under half a second, and a module
+/// that small gains little from the baseline tier.
+pub const BASELINE_TIER_BYTES_MIN: usize = 1 << 20;
 
 impl NodeConfig {
     /// Defaults for a node keeping its data in `data_dir`.
@@ -64,6 +75,7 @@ impl NodeConfig {
             grantable_dirs: Vec::new(),
             memory_budget_bytes: crate::limits::default_memory_budget_bytes(),
             prepare_worker: None,
+            baseline_tier_bytes_min: Some(BASELINE_TIER_BYTES_MIN),
         }
     }
 }

@@ -294,7 +294,7 @@ impl Shared {
                 (store, process::Instantiate::Ready(p.instance))
             }
             None => (
-                Store::new(&self.engine, ctx),
+                Store::new(module.module.engine(), ctx),
                 process::Instantiate::Pre(module.clone()),
             ),
         };
@@ -323,6 +323,7 @@ impl Shared {
                 pid,
                 Arc::new(ProcessEntry {
                     module: module.hash,
+                    tier: module.tier,
                     mailbox,
                     log,
                     started_at: SystemTime::now(),

@@ -27,7 +27,7 @@ mod tests;
 
 pub use crate::cluster_link::ClusterLink;
 pub use crate::spec::{DirGrant, SpawnSpec};
-pub use config::NodeConfig;
+pub use config::{NodeConfig, BASELINE_TIER_BYTES_MIN};
 pub use error::{ExitedHow, NodeError};
 pub use host::HostMailbox;
 pub use parking::ParkedStore;
@@ -60,7 +60,8 @@ const PID_BLOCK_WAIT: Duration = Duration::from_secs(10);
 /// The node state processes share.
 pub struct Shared {
     config: NodeConfig,
-    engine: wasmtime::Engine,
+    /// The node's imports on the optimizing engine (the baseline tier's are
+    /// in the module cache).
     linker: Linker<ProcessCtx>,
     registry: Registry,
     modules: ModuleCache,
@@ -139,13 +140,22 @@ impl Node {
         if let Some(worker) = &config.prepare_worker {
             modules = modules.with_worker(worker.clone());
         }
-        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)
+        let mut engines = vec![engine.clone()];
+        if let Some(bytes_min) = config.baseline_tier_bytes_min {
+            let baseline = engine::build_baseline_engine(&config.engine)
+                .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+            let mut baseline_linker = Linker::new(&baseline);
+            abi::register_all(&mut baseline_linker)
+                .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
+            modules = modules.with_baseline(baseline.clone(), baseline_linker, bytes_min);
+            engines.push(baseline);
+        }
+        let ticker = EpochTicker::start(engines, config.epoch_tick)
             .map_err(|e| NodeError::Runtime(format!("cannot start the epoch thread: {e}")))?;
         let memory_budget = Arc::new(crate::limits::MemoryBudget::new(config.memory_budget_bytes));
         Ok(Node {
             shared: Arc::new(Shared {
                 config,
-                engine,
                 linker,
                 registry,
                 modules,

@@ -164,7 +164,7 @@ impl Shared {
             gate: self.gate.gate(),
             memory_copy: Default::default(),
         };
-        let mut store = Store::new(&self.engine, ctx);
+        let mut store = Store::new(module.module.engine(), ctx);
         store.limiter(|c| &mut c.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);

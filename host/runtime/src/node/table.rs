@@ -6,6 +6,7 @@ use super::{Node, NodeError, Shared};
 use crate::capture::CaptureSignal;
 use crate::log::{ProcessLog, Stream};
 use crate::mailbox::Mailbox;
+use crate::modules::Tier;
 use crate::pid::Pid;
 use crate::process::{ExitReason, ExitStatus};
 use shoal_registry::Sha256;
@@ -20,6 +21,9 @@ pub struct ProcessInfo {
     pub pid: Pid,
     /// Its module.
     pub module: Sha256,
+    /// Which compiler made the code it runs (see
+    /// [`crate::modules::ModuleCache::with_baseline`]).
+    pub tier: Tier,
     /// When it started.
     pub started_at: SystemTime,
     /// Messages waiting in its mailbox.
@@ -29,6 +33,7 @@ pub struct ProcessInfo {
 /// A live process, as the node keeps it.
 pub(super) struct ProcessEntry {
     pub(super) module: Sha256,
+    pub(super) tier: Tier,
     pub(super) mailbox: Arc<Mailbox>,
     pub(super) log: Arc<ProcessLog>,
     pub(super) started_at: SystemTime,
@@ -126,6 +131,7 @@ impl Node {
             .map(|(pid, e)| ProcessInfo {
                 pid: *pid,
                 module: e.module,
+                tier: e.tier,
                 started_at: e.started_at,
                 mailbox_len: e.mailbox.len(),
             })

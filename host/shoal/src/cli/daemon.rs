@@ -186,6 +186,15 @@ struct StartArgs {
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     prepare_ahead: Option<String>,
 
+    /// Tiered compilation: a spawn, restore or move that has to wait for a
+    /// big module (1 MiB or more once prepared) gets code from wasmtime's
+    /// baseline compiler (Winch, several times faster to compile, slower to
+    /// run) while Cranelift compiles it in the background; processes
+    /// started after that run Cranelift's code (on|off, default on). With
+    /// off, every module waits for Cranelift.
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    baseline_tier: Option<String>,
+
     /// Largest difference in process count between two nodes that
     /// rebalancing leaves alone (default 2).
     #[arg(long, value_name = "N")]
@@ -311,6 +320,9 @@ fn start(args: StartArgs, target: &Target) -> anyhow::Result<i32> {
     }
     if let Some(on) = &args.prepare_ahead {
         config.prepare_ahead = on == "on";
+    }
+    if args.baseline_tier.as_deref() == Some("off") {
+        config.node.baseline_tier_bytes_min = None;
     }
     if let Some(n) = args.rebalance_skew {
         config.rebalance.skew_max = n;

@@ -1,0 +1,100 @@
+//! Tiered compilation (#17, `shoal_runtime::modules`): a big module someone
+//! waits for starts at once in the baseline tier (Winch) while Cranelift
+//! compiles it in the background; processes started afterwards run
+//! Cranelift's code, and a process of either tier is captured and restored
+//! into the other, since both run the same prepared module.
+
+use crate::common;
+
+use common::cluster::wait_until;
+use common::{assert_success, TestNode};
+use shoal_runtime::modules::Tier;
+use shoal_runtime::{Node, Pid};
+use shoal_tests as guests;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn tier_of(node: &Node, pid: Pid) -> Tier {
+    node.processes()
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .unwrap_or_else(|| panic!("process {pid} is not running"))
+        .tier
+}
+
+async fn ask(me: &shoal_runtime::HostMailbox, pid: Pid, what: &str) -> String {
+    me.send(pid, what).expect("send");
+    let reply = me.recv(LONG).await.expect("an answer");
+    String::from_utf8(reply.data).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_module_starts_in_the_baseline_tier_and_later_processes_run_cranelift_code() {
+    // Every module counts as big here, so the counter (100 KB) takes the
+    // path a 12 MB Python interpreter takes with the default threshold.
+    let t = TestNode::with(|c| c.baseline_tier_bytes_min = Some(0));
+    let hash = t.add_guest(guests::COUNTER, "counter");
+    let me = t.node.open_mailbox();
+    assert!(!t.node.is_compiled(&hash));
+
+    let first = t.spawn(hash, &["counter"]).await;
+    assert_eq!(tier_of(&t.node, first), Tier::Baseline);
+    me.send(first, "add 5").expect("send");
+    assert_eq!(ask(&me, first, "get").await, "5");
+
+    // The optimizing compile runs in the background, writes the artifact
+    // and replaces the loaded module.
+    let node = t.node.clone();
+    wait_until("the optimizing tier to be compiled", LONG, || {
+        node.is_compiled(&hash)
+            && node
+                .load_module(&hash)
+                .is_ok_and(|m| m.tier == Tier::Optimized)
+    })
+    .await;
+    let second = t.spawn(hash, &["counter"]).await;
+    assert_eq!(tier_of(&t.node, second), Tier::Optimized);
+    // The first keeps the code it started with, and both work.
+    assert_eq!(tier_of(&t.node, first), Tier::Baseline);
+    assert_eq!(ask(&me, second, "get").await, "0");
+    assert_eq!(ask(&me, first, "get").await, "5");
+
+    // Captured in `recv` on Winch's code, restored onto Cranelift's: the
+    // same prepared module, so the same records and globals.
+    let image = t.node.capture(first, true, LONG).await.expect("capture");
+    assert_eq!(image.pending.import, "shoal_v1.recv");
+    t.wait(first, LONG).await;
+    let restored = t.node.restore(hash, image).await.expect("restore");
+    assert_eq!(tier_of(&t.node, restored), Tier::Optimized);
+    assert_eq!(ask(&me, restored, "get").await, "5");
+
+    for pid in [second, restored] {
+        me.send(pid, "stop").expect("stop");
+        assert_success(&t, &t.wait(pid, LONG).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_under_the_threshold_or_with_tiers_off_runs_cranelift_code_from_the_start() {
+    // The default threshold (1 MiB prepared): the counter is far under it.
+    let t = TestNode::new();
+    assert_eq!(
+        t.node.config().baseline_tier_bytes_min,
+        Some(shoal_runtime::node::BASELINE_TIER_BYTES_MIN)
+    );
+    // Tiers off: even a module over any threshold waits for Cranelift.
+    let off = TestNode::with(|c| c.baseline_tier_bytes_min = None);
+    for node in [&t, &off] {
+        let hash = node.add_guest(guests::COUNTER, "counter");
+        let pid = node.spawn(hash, &["counter"]).await;
+        assert_eq!(tier_of(&node.node, pid), Tier::Optimized);
+        assert!(
+            node.node.is_compiled(&hash),
+            "the artifact is written before it runs"
+        );
+        let me = node.node.open_mailbox();
+        me.send(pid, "stop").expect("stop");
+        assert_success(node, &node.wait(pid, LONG).await);
+    }
+}
