@@ -194,6 +194,23 @@ pub struct ProcessSummary {
     /// (`shoal deploy --restart`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartInfo>,
+    /// Which compiler made the code it runs (`None` when its node could
+    /// not be asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_tier: Option<CodeTier>,
+}
+
+/// Which compiler made a process's code: a process that had to wait for a
+/// big module starts with the baseline compiler's code (fast to compile,
+/// slower to run) while the optimizing compile goes on in the background;
+/// processes started after it run the optimized code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeTier {
+    /// wasmtime's Winch.
+    Baseline,
+    /// wasmtime's Cranelift.
+    Optimized,
 }
 
 /// A process's restart policy and latest complete checkpoint.

@@ -379,6 +379,7 @@ fn unknown_processes(
                 node_state: Some(reach.clone()),
                 lost,
                 restart: None,
+                code_tier: None,
             }
         })
         .collect()

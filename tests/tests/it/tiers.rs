@@ -98,3 +98,34 @@ async fn a_module_under_the_threshold_or_with_tiers_off_runs_cranelift_code_from
         assert_success(node, &node.wait(pid, LONG).await);
     }
 }
+
+/// `shoal ps --json` (the cluster API's process list) says which tier each
+/// process runs, through a node other than its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_process_list_shows_each_process_tier() {
+    use common::cluster::TestCluster;
+    use common::procs::spawn;
+    use shoal_api::types::CodeTier;
+
+    let c = TestCluster::start_with(2, |config| {
+        config.node.baseline_tier_bytes_min = Some(0);
+        // Nothing prepared ahead: the first spawn on n2 waits for the module.
+        config.prepare_ahead = false;
+    })
+    .await;
+    let hash = c.add_guest(1, guests::COUNTER, "counter").await;
+    let first = spawn(&c, 1, &["counter"]).await;
+    let n2 = c.node(1).node().clone();
+    wait_until("the optimizing tier on n2", LONG, || n2.is_compiled(&hash)).await;
+    wait_until("the optimized module loaded on n2", LONG, || {
+        n2.load_module(&hash)
+            .is_ok_and(|m| m.tier == Tier::Optimized)
+    })
+    .await;
+    let second = spawn(&c, 1, &["counter"]).await;
+    let list = c.admin_client(0).processes().await.expect("process list");
+    let tier = |pid: Pid| list.iter().find(|p| p.pid == pid).and_then(|p| p.code_tier);
+    assert_eq!(tier(first), Some(CodeTier::Baseline), "{list:?}");
+    assert_eq!(tier(second), Some(CodeTier::Optimized), "{list:?}");
+    c.shutdown().await;
+}

@@ -231,6 +231,10 @@ pub async fn processes(node: &Node) -> Result<Vec<ProcessSummary>, ApiError> {
             node_state: None,
             lost: None,
             restart: None,
+            code_tier: Some(match p.tier {
+                shoal_runtime::modules::Tier::Baseline => shoal_api::types::CodeTier::Baseline,
+                shoal_runtime::modules::Tier::Optimized => shoal_api::types::CodeTier::Optimized,
+            }),
         })
         .collect())
 }

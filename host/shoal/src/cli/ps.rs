@@ -26,7 +26,9 @@ pub struct PsArgs {
     /// checkpoint_every_ms, replicas, incarnation, checkpoint_seq,
     /// checkpoint_age_ms, checkpoint_holders}), node_state (for unknown ones: {state dead|unreachable,
     /// liveness_epoch, dead_since_unix_ms, detail}), module, module_names,
-    /// started_at_unix_ms, age_ms, mailbox_len}.
+    /// started_at_unix_ms, age_ms, mailbox_len, code_tier (baseline: it
+    /// started before the optimizing compile of its module was done, and
+    /// runs the baseline compiler's code; optimized)}.
     #[arg(long)]
     json: bool,
 }
