@@ -143,9 +143,10 @@ struct Slot {
     loaded: Mutex<Option<Arc<LoadedModule>>>,
     /// Held by a load ahead of need (one at a time per variant) for its
     /// whole preparation, and by the optimizing compile of a module loaded
-    /// in the baseline tier ([`Cache::tier_up`]). Such a load never holds `loaded` while it works:
-    /// it waits its turn on the low-priority pool, behind every other
-    /// module queued there, and a spawn must never wait behind that.
+    /// in the baseline tier ([`Cache::tier_up`]). Neither holds `loaded`
+    /// while it works: it waits its turn on the low-priority pool, behind
+    /// every other module queued there, and a spawn must never wait behind
+    /// that.
     ahead: Mutex<()>,
 }
 
