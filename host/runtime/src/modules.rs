@@ -203,6 +203,8 @@ struct Cache {
 /// The baseline tier of a cache: Winch (see [`crate::engine`]).
 struct BaselineTier {
     engine: Engine,
+    /// Its artifacts' engine fingerprint (see [`super::engine::fingerprint`]).
+    fingerprint: String,
     /// The node's imports, registered on `engine`.
     linker: Linker<ProcessCtx>,
     /// Prepared modules of at least this size start in this tier.
@@ -214,7 +216,8 @@ struct Compiled {
     module: Module,
     origin: LoadOrigin,
     tier: Tier,
-    /// Baseline tier: the prepared bytes, for the optimizing compile.
+    /// Baseline tier, prepared now: the prepared bytes, for the optimizing
+    /// compile (from the artifact cache: `None`, it prepares them again).
     prepared: Option<Vec<u8>>,
 }
 
@@ -264,20 +267,24 @@ impl ModuleCache {
     /// Tiered compilation: a load someone waits for, of a module whose
     /// prepared bytes are at least `bytes_min` and whose optimized artifact
     /// is not cached, compiles it with the baseline `engine` (`linker`: the
-    /// node's imports on it) and returns that at once; a background thread
-    /// then compiles the same prepared bytes with the optimizing engine at
-    /// the lower priority, writes the artifact and puts the result in the
-    /// cache, so processes started from then on run optimized code.
+    /// node's imports on it; its artifacts are cached under `fingerprint`,
+    /// so a short-lived process run again does not compile it again) and
+    /// returns that at once; a background thread then compiles the same
+    /// prepared bytes with the optimizing engine at the lower priority,
+    /// writes the artifact (and drops the baseline one) and puts the result
+    /// in the cache, so processes started from then on run optimized code.
     /// Processes already running keep the code they started with.
     pub fn with_baseline(
         self,
         engine: Engine,
+        fingerprint: String,
         linker: Linker<ProcessCtx>,
         bytes_min: usize,
     ) -> Self {
         self.configure(|c| {
             c.baseline = Some(BaselineTier {
                 engine,
+                fingerprint,
                 linker,
                 bytes_min,
             })
@@ -306,6 +313,18 @@ impl ModuleCache {
         self.inner
             .registry
             .artifact_contains(&self.artifact_key(hash))
+    }
+
+    /// True when a baseline-tier artifact for the normal variant of `hash`
+    /// is on disk (it is removed once the optimized one is written).
+    pub fn is_compiled_baseline(&self, hash: &Sha256) -> bool {
+        let key = ModuleKey {
+            hash: *hash,
+            preemptible: false,
+        };
+        self.inner
+            .baseline_artifact_key(key)
+            .is_some_and(|k| self.inner.registry.artifact_contains(&k))
     }
 
     /// True when the module variant is loaded in memory (in either tier).
@@ -372,8 +391,8 @@ impl ModuleCache {
         let loaded = cache.link(key, compiled, linker)?;
         *guard = Some(loaded.clone());
         drop(guard);
-        if let Some(bytes) = prepared {
-            self.start_tier_up(key, slot, bytes, linker.clone());
+        if loaded.tier == Tier::Baseline {
+            self.start_tier_up(key, slot, prepared, linker.clone());
         }
         Ok(loaded)
     }
@@ -384,7 +403,7 @@ impl ModuleCache {
         &self,
         key: ModuleKey,
         slot: Arc<Slot>,
-        bytes: Vec<u8>,
+        bytes: Option<Vec<u8>>,
         linker: Linker<ProcessCtx>,
     ) {
         // Weak: a node dropped before the thread starts does not compile.
@@ -393,7 +412,7 @@ impl ModuleCache {
             .name("shoal-tier-up".to_string())
             .spawn(move || {
                 if let Some(cache) = cache.upgrade() {
-                    cache.tier_up(key, &slot, &bytes, &linker);
+                    cache.tier_up(key, &slot, bytes, &linker);
                 }
             });
         if let Err(e) = started {
@@ -404,6 +423,22 @@ impl ModuleCache {
 }
 
 impl Cache {
+    /// The artifact-cache key of a module variant's baseline tier, if the
+    /// cache has one.
+    fn baseline_artifact_key(&self, key: ModuleKey) -> Option<ArtifactKey> {
+        let baseline = self.baseline.as_ref()?;
+        let mut artifact = self.variant_artifact_key(key);
+        // The suffix keeps it apart from the optimized artifact even if the
+        // two engines' fingerprints were equal.
+        artifact.engine_fingerprint = format!(
+            "{} baseline",
+            artifact
+                .engine_fingerprint
+                .replacen(&self.fingerprint, &baseline.fingerprint, 1)
+        );
+        Some(artifact)
+    }
+
     fn variant_artifact_key(&self, key: ModuleKey) -> ArtifactKey {
         let engine_fingerprint = if key.preemptible && self.instrument {
             format!("{} preempt", self.fingerprint)
@@ -455,27 +490,45 @@ impl Cache {
     }
 
     /// The optimizing tier of a module loaded in the baseline tier: compile
-    /// its prepared `bytes` at the lower priority, write the artifact and
-    /// make it the slot's module. Holds the slot's `ahead` lock throughout,
-    /// so a load ahead of the same variant waits for it and then finds it
-    /// loaded instead of compiling it again.
-    fn tier_up(&self, key: ModuleKey, slot: &Slot, bytes: &[u8], linker: &Linker<ProcessCtx>) {
+    /// its prepared `bytes` (or, when the baseline tier came from the
+    /// artifact cache, the module prepared again) at the lower priority,
+    /// write the artifact, drop the baseline one and make it the slot's
+    /// module. Holds the slot's `ahead` lock throughout, so a load ahead of
+    /// the same variant waits for it and then finds it loaded instead of
+    /// compiling it again.
+    fn tier_up(
+        &self,
+        key: ModuleKey,
+        slot: &Slot,
+        bytes: Option<Vec<u8>>,
+        linker: &Linker<ProcessCtx>,
+    ) {
         let _one_ahead = slot.ahead.lock().unwrap_or_else(|p| p.into_inner());
         if slot.optimized().is_some() {
             return;
         }
         let t = Instant::now();
-        let compiled = self
-            .compile_optimized(key, bytes.to_vec(), None, Duration::ZERO, true, &|| false)
-            .and_then(|c| match c {
-                Some(c) => self.link(key, c, linker).map(Some),
-                None => Ok(None),
-            });
+        let compiled = match bytes {
+            Some(bytes) => {
+                self.compile_optimized(key, bytes, None, Duration::ZERO, true, &|| false)
+            }
+            None => self.compile_or_fetch(key, Priority::Ahead, &|| false),
+        };
+        let compiled = compiled.and_then(|c| match c {
+            Some(c) => self.link(key, c, linker).map(Some),
+            None => Ok(None),
+        });
         match compiled {
             Ok(Some(loaded)) => {
                 let mut guard = slot.loaded.lock().unwrap_or_else(|p| p.into_inner());
                 if guard.as_ref().is_none_or(|l| l.tier == Tier::Baseline) {
                     *guard = Some(loaded);
+                }
+                drop(guard);
+                if let Some(key) = self.baseline_artifact_key(key) {
+                    // Only a disk cost if it stays: an optimized artifact is
+                    // looked up first.
+                    let _ = self.registry.artifact_remove(&key);
                 }
                 tracing::info!(
                     module = %key.hash,
@@ -545,7 +598,8 @@ impl Cache {
     /// `None` when `give_way` said so before the work began: it is asked
     /// before preparing and again when compilation gets its turn on the
     /// low-priority pool.
-    // The one `unsafe` of the host: see the SAFETY note inside.
+    // The `unsafe` of the host (deserializing artifacts of either tier):
+    // see the SAFETY notes inside.
     #[allow(unsafe_code)]
     fn compile_or_fetch(
         &self,
@@ -579,6 +633,25 @@ impl Cache {
                 }
             }
         }
+        let ahead = priority == Priority::Ahead;
+        let baseline_key = self.baseline_artifact_key(variant).filter(|_| !ahead);
+        if let (Some(baseline), Some(key)) = (&self.baseline, &baseline_key) {
+            if let Some(bytes) = self.registry.artifact_get(key)? {
+                // SAFETY: as above: written by `Module::serialize` on the
+                // baseline engine, whose fingerprint is in the key; the
+                // registry verified the bytes' sha256 on read.
+                if let Ok(module) = unsafe { Module::deserialize(&baseline.engine, &bytes) } {
+                    return Ok(Some(Compiled {
+                        module,
+                        origin: LoadOrigin::ArtifactCache {
+                            elapsed: started.elapsed(),
+                        },
+                        tier: Tier::Baseline,
+                        prepared: None,
+                    }));
+                }
+            }
+        }
         if give_way() {
             return Ok(None);
         }
@@ -587,7 +660,6 @@ impl Cache {
         // thread of its own) and compilation (on the compilation pool) run
         // at a lower priority; when someone waits, at normal priority (see
         // `low_priority`).
-        let ahead = priority == Priority::Ahead;
         let t0 = Instant::now();
         let prepare_error = |error| ModuleError::Prepare { hash: *hash, error };
         let (bytes, report) = if self.instrument {
@@ -617,15 +689,24 @@ impl Cache {
         match self
             .baseline
             .as_ref()
-            .filter(|b| !ahead && bytes.len() >= b.bytes_min)
+            .zip(baseline_key)
+            .filter(|(b, _)| bytes.len() >= b.bytes_min)
         {
-            Some(baseline) => {
+            Some((baseline, baseline_key)) => {
                 let t1 = Instant::now();
                 let module =
                     Module::new(&baseline.engine, &bytes).map_err(|e| ModuleError::Compile {
                         hash: *hash,
                         message: format!("{e:#}"),
                     })?;
+                // Written here, on the spawn's path (~0.4 s of the
+                // Python interpreter's 58 MB), not by the tier-up thread: a
+                // short-lived `shoal run` ends before that thread would, and
+                // its next run would compile the baseline tier again.
+                if let Ok(serialized) = module.serialize() {
+                    // A failed cache write only costs a recompile next time.
+                    let _ = self.registry.artifact_put(&baseline_key, &serialized);
+                }
                 Ok(Some(Compiled {
                     module,
                     origin: LoadOrigin::Compiled {

@@ -129,3 +129,59 @@ async fn the_process_list_shows_each_process_tier() {
     assert_eq!(tier(second), Some(CodeTier::Optimized), "{list:?}");
     c.shutdown().await;
 }
+
+/// A process of a big module run again (a second `shoal run`, a node
+/// restarted) before the optimizing compile is done does not compile the
+/// baseline tier again: its artifact is cached, and removed once the
+/// optimized one is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_tier_is_cached_until_the_optimized_one_replaces_it() {
+    use shoal_runtime::modules::LoadOrigin;
+    use shoal_runtime::NodeConfig;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || {
+        let mut c = NodeConfig::new(dir.path());
+        c.engine.processes_max = 8;
+        c
+    };
+    // The 7 MB Python interpreter: 12 MB prepared, over the default
+    // threshold, and seconds of Cranelift, so the first node is gone long
+    // before its optimizing compile is done.
+    let bytes = std::fs::read(guests::PY_PINGPONG).expect("python guest");
+    let hash = {
+        let node = Node::new(config()).expect("node");
+        let hash = node.add_module(&bytes).expect("add");
+        let m = node.load_module(&hash).expect("load");
+        assert_eq!(m.tier, Tier::Baseline);
+        assert!(
+            matches!(m.origin, LoadOrigin::Compiled { .. }),
+            "{:?}",
+            m.origin
+        );
+        assert!(node.is_compiled_baseline(&hash));
+        assert!(!node.is_compiled(&hash));
+        hash
+    };
+    let node = Node::new(config()).expect("node on the same data dir");
+    let m = node.load_module(&hash).expect("load");
+    assert_eq!(m.tier, Tier::Baseline);
+    assert!(
+        matches!(m.origin, LoadOrigin::ArtifactCache { .. }),
+        "the baseline tier was compiled again: {:?}",
+        m.origin
+    );
+    // Its own optimizing compile (the module prepared again) replaces it.
+    wait_until(
+        "the optimized tier, and the baseline artifact gone",
+        LONG,
+        || {
+            node.is_compiled(&hash)
+                && !node.is_compiled_baseline(&hash)
+                && node
+                    .load_module(&hash)
+                    .is_ok_and(|m| m.tier == Tier::Optimized)
+        },
+    )
+    .await;
+}

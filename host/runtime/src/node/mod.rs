@@ -147,7 +147,13 @@ impl Node {
             let mut baseline_linker = Linker::new(&baseline);
             abi::register_all(&mut baseline_linker)
                 .map_err(|e| NodeError::Runtime(format!("{e:#}")))?;
-            modules = modules.with_baseline(baseline.clone(), baseline_linker, bytes_min);
+            let baseline_fingerprint = engine::fingerprint(&baseline, &config.engine, &prepare_tag);
+            modules = modules.with_baseline(
+                baseline.clone(),
+                baseline_fingerprint,
+                baseline_linker,
+                bytes_min,
+            );
             engines.push(baseline);
         }
         let ticker = EpochTicker::start(engines, config.epoch_tick)
@@ -246,6 +252,12 @@ impl Node {
     /// True when a compiled artifact of `hash` is cached on disk.
     pub fn is_compiled(&self, hash: &Sha256) -> bool {
         self.shared.modules.is_compiled(hash)
+    }
+
+    /// True when a baseline-tier artifact of `hash` is cached on disk
+    /// (see [`crate::modules::ModuleCache::with_baseline`]).
+    pub fn is_compiled_baseline(&self, hash: &Sha256) -> bool {
+        self.shared.modules.is_compiled_baseline(hash)
     }
 
     /// Send a message from the host (sender pid 0 is never a process).
