@@ -686,42 +686,44 @@ impl Cache {
             (wasm, None)
         };
         let prepare_elapsed = t0.elapsed();
-        match self
+        let baseline = self
             .baseline
             .as_ref()
             .zip(baseline_key)
-            .filter(|(b, _)| bytes.len() >= b.bytes_min)
-        {
-            Some((baseline, baseline_key)) => {
-                let t1 = Instant::now();
-                let module =
-                    Module::new(&baseline.engine, &bytes).map_err(|e| ModuleError::Compile {
-                        hash: *hash,
-                        message: format!("{e:#}"),
-                    })?;
-                // Written here, on the spawn's path (~0.4 s of the
-                // Python interpreter's 58 MB), not by the tier-up thread: a
-                // short-lived `shoal run` ends before that thread would, and
-                // its next run would compile the baseline tier again.
-                if let Ok(serialized) = module.serialize() {
-                    // A failed cache write only costs a recompile next time.
-                    let _ = self.registry.artifact_put(&baseline_key, &serialized);
+            .filter(|(b, _)| bytes.len() >= b.bytes_min);
+        if let Some((baseline, baseline_key)) = baseline {
+            let t1 = Instant::now();
+            match Module::new(&baseline.engine, &bytes) {
+                Ok(module) => {
+                    // Written here, on the spawn's path (~0.4 s of the
+                    // Python interpreter's 58 MB), not by the tier-up
+                    // thread: a short-lived `shoal run` ends before that
+                    // thread would, and its next run would compile the
+                    // baseline tier again.
+                    if let Ok(serialized) = module.serialize() {
+                        // A failed cache write only costs a recompile next time.
+                        let _ = self.registry.artifact_put(&baseline_key, &serialized);
+                    }
+                    return Ok(Some(Compiled {
+                        module,
+                        origin: LoadOrigin::Compiled {
+                            report,
+                            prepare_elapsed,
+                            compile_elapsed: t1.elapsed(),
+                        },
+                        tier: Tier::Baseline,
+                        prepared: Some(bytes),
+                    }));
                 }
-                Ok(Some(Compiled {
-                    module,
-                    origin: LoadOrigin::Compiled {
-                        report,
-                        prepare_elapsed,
-                        compile_elapsed: t1.elapsed(),
-                    },
-                    tier: Tier::Baseline,
-                    prepared: Some(bytes),
-                }))
-            }
-            None => {
-                self.compile_optimized(variant, bytes, report, prepare_elapsed, ahead, give_way)
+                // Winch does not compile everything Cranelift does (some
+                // proposals, some CPUs): the module then waits for Cranelift.
+                Err(e) => tracing::info!(
+                    module = %hash,
+                    "the baseline tier cannot compile it, compiling it optimized: {e:#}"
+                ),
             }
         }
+        self.compile_optimized(variant, bytes, report, prepare_elapsed, ahead, give_way)
     }
 
     /// Compile prepared `bytes` with the optimizing engine (at the lower
