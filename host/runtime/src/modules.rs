@@ -329,11 +329,6 @@ impl ModuleCache {
 
     /// True when the module variant is loaded in memory (in either tier).
     pub fn is_loaded(&self, hash: &Sha256, preemptible: bool) -> bool {
-        self.loaded(hash, preemptible).is_some()
-    }
-
-    /// The module variant, if loaded in memory (in either tier).
-    pub fn loaded(&self, hash: &Sha256, preemptible: bool) -> Option<Arc<LoadedModule>> {
         let key = ModuleKey {
             hash: *hash,
             preemptible: preemptible && self.inner.instrument,
@@ -345,7 +340,7 @@ impl ModuleCache {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
-        slot.and_then(|s| s.loaded())
+        slot.is_some_and(|s| s.loaded().is_some())
     }
 
     /// Load a variant of `hash` (`preemptible`: with preemption points in
@@ -592,15 +587,55 @@ impl Cache {
         }))
     }
 
+    /// The artifact under `key`, deserialized for `engine` (the engine of
+    /// `tier`), if it is cached and loads.
+    // The one `unsafe` of the host: see the SAFETY note inside.
+    #[allow(unsafe_code)]
+    fn fetch_artifact(
+        &self,
+        engine: &Engine,
+        key: &ArtifactKey,
+        tier: Tier,
+    ) -> Result<Option<Compiled>, ModuleError> {
+        let started = Instant::now();
+        let Some(bytes) = self.registry.artifact_get(key)? else {
+            return Ok(None);
+        };
+        // SAFETY: `Module::deserialize` trusts its input to be code that
+        // wasmtime produced. These bytes were written by `Module::serialize`
+        // ([`Cache::keep_artifact`]) on an engine with this exact fingerprint
+        // (wasmtime version, compatibility hash and settings, and for the
+        // baseline tier its own engine's, are all in the key), and the
+        // registry verified their sha256 on read, so they are what we wrote.
+        // wasmtime additionally checks its own header and version.
+        match unsafe { Module::deserialize(engine, &bytes) } {
+            Ok(module) => Ok(Some(Compiled {
+                module,
+                origin: LoadOrigin::ArtifactCache {
+                    elapsed: started.elapsed(),
+                },
+                tier,
+                prepared: None,
+            })),
+            // Incompatible or damaged: the caller compiles it again.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Write a compiled module's artifact under `key`. A failed write only
+    /// costs a compile next time.
+    fn keep_artifact(&self, key: &ArtifactKey, module: &Module) {
+        if let Ok(bytes) = module.serialize() {
+            let _ = self.registry.artifact_put(key, &bytes);
+        }
+    }
+
     /// The compiled module of `variant`: from the artifact cache, or
     /// prepared and compiled (and the artifact written), or — someone
     /// waits, and it is big — prepared and compiled in the baseline tier.
     /// `None` when `give_way` said so before the work began: it is asked
     /// before preparing and again when compilation gets its turn on the
     /// low-priority pool.
-    // The `unsafe` of the host (deserializing artifacts of either tier):
-    // see the SAFETY notes inside.
-    #[allow(unsafe_code)]
     fn compile_or_fetch(
         &self,
         variant: ModuleKey,
@@ -609,47 +644,14 @@ impl Cache {
     ) -> Result<Option<Compiled>, ModuleError> {
         let hash = &variant.hash;
         let key = self.variant_artifact_key(variant);
-        let started = Instant::now();
-        if let Some(bytes) = self.registry.artifact_get(&key)? {
-            // SAFETY: `Module::deserialize` trusts its input to be code that
-            // wasmtime produced. These bytes were written by `Module::serialize`
-            // on an engine with this exact fingerprint (wasmtime version,
-            // compatibility hash and settings are all in the key), and the
-            // registry verified their sha256 on read, so they are what we wrote.
-            // wasmtime additionally checks its own header and version.
-            match unsafe { Module::deserialize(&self.engine, &bytes) } {
-                Ok(module) => {
-                    return Ok(Some(Compiled {
-                        module,
-                        origin: LoadOrigin::ArtifactCache {
-                            elapsed: started.elapsed(),
-                        },
-                        tier: Tier::Optimized,
-                        prepared: None,
-                    }));
-                }
-                Err(_) => {
-                    // Incompatible or damaged: fall through and recompile.
-                }
-            }
+        if let Some(compiled) = self.fetch_artifact(&self.engine, &key, Tier::Optimized)? {
+            return Ok(Some(compiled));
         }
         let ahead = priority == Priority::Ahead;
         let baseline_key = self.baseline_artifact_key(variant).filter(|_| !ahead);
         if let (Some(baseline), Some(key)) = (&self.baseline, &baseline_key) {
-            if let Some(bytes) = self.registry.artifact_get(key)? {
-                // SAFETY: as above: written by `Module::serialize` on the
-                // baseline engine, whose fingerprint is in the key; the
-                // registry verified the bytes' sha256 on read.
-                if let Ok(module) = unsafe { Module::deserialize(&baseline.engine, &bytes) } {
-                    return Ok(Some(Compiled {
-                        module,
-                        origin: LoadOrigin::ArtifactCache {
-                            elapsed: started.elapsed(),
-                        },
-                        tier: Tier::Baseline,
-                        prepared: None,
-                    }));
-                }
+            if let Some(compiled) = self.fetch_artifact(&baseline.engine, key, Tier::Baseline)? {
+                return Ok(Some(compiled));
             }
         }
         if give_way() {
@@ -700,10 +702,7 @@ impl Cache {
                     // thread: a short-lived `shoal run` ends before that
                     // thread would, and its next run would compile the
                     // baseline tier again.
-                    if let Ok(serialized) = module.serialize() {
-                        // A failed cache write only costs a recompile next time.
-                        let _ = self.registry.artifact_put(&baseline_key, &serialized);
-                    }
+                    self.keep_artifact(&baseline_key, &module);
                     return Ok(Some(Compiled {
                         module,
                         origin: LoadOrigin::Compiled {
@@ -754,12 +753,7 @@ impl Cache {
             message: format!("{e:#}"),
         })?;
         let compile_elapsed = t1.elapsed();
-        if let Ok(bytes) = module.serialize() {
-            // A failed cache write only costs a recompile next time.
-            let _ = self
-                .registry
-                .artifact_put(&self.variant_artifact_key(variant), &bytes);
-        }
+        self.keep_artifact(&self.variant_artifact_key(variant), &module);
         Ok(Some(Compiled {
             module,
             origin: LoadOrigin::Compiled {
